@@ -1,0 +1,121 @@
+"""``oscsync send``: turn command-line words into OSC values and send them, once or on a grid."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from oscsync import codec, timetag
+from oscsync.clock import Clock
+from oscsync.transport import Endpoint
+
+_LITERALS: dict[str, Any] = {"true": True, "false": False, "nil": None}
+
+
+class ArgumentError(ValueError):
+    """A word that cannot be the OSC value asked for."""
+
+
+def infer_value(word: str) -> Any:
+    """``42`` -> int, ``1.5`` -> float, ``true``/``false``/``nil``, anything else a string."""
+    if word in _LITERALS:
+        return _LITERALS[word]
+    try:
+        return int(word)
+    except ValueError:
+        pass
+    try:
+        value = float(word)
+    except ValueError:
+        return word
+    # "nan" and "inf" are words people chat, not numbers they mean to send.
+    return value if word.lower().lstrip("+-") not in ("nan", "inf", "infinity") else word
+
+
+def typed_values(words: Sequence[str], types: str) -> list[Any]:
+    """Values for an explicit type string like liblo's oscsend (``T``/``F``/``N`` take no word)."""
+    unknown = set(types) - set(codec.ARG_TYPES_FOR_SEND)
+    if unknown:
+        raise ArgumentError(
+            f"unknown type {''.join(sorted(unknown))!r}: use {codec.ARG_TYPES_FOR_SEND}"
+        )
+    needed = [tag for tag in types if tag not in "TFN"]
+    if len(needed) != len(words):
+        raise ArgumentError(f"types {types!r} need {len(needed)} values, got {len(words)}")
+    given = iter(words)
+    # One value per tag, so T/F/N get theirs too: the encoder pairs tags and values 1:1.
+    return [
+        _LITERALS[_FLAG_WORDS[tag]] if tag in "TFN" else _convert(next(given), tag) for tag in types
+    ]
+
+
+_FLAG_WORDS = {"T": "true", "F": "false", "N": "nil"}
+
+
+def _convert(word: str, tag: str) -> Any:
+    try:
+        if tag in "ih":
+            value = int(word, 0)
+            bits = 32 if tag == "i" else 64
+            if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+                raise ArgumentError(f"{word} does not fit a {bits}-bit integer ({tag!r})")
+            return value
+        if tag in "fd":
+            return float(word)
+        if tag == "s":
+            return word
+        if tag == "b":
+            return bytes.fromhex(word.removeprefix("0x"))
+        if tag == "m":
+            raw = bytes.fromhex(word.removeprefix("0x"))
+            if len(raw) != 4:
+                raise ArgumentError(f"MIDI value {word!r} must be 4 bytes (8 hex digits)")
+            return tuple(raw)
+    except ValueError as exc:
+        if isinstance(exc, ArgumentError):
+            raise
+        raise ArgumentError(f"{word!r} is not a valid {_TYPE_NAMES[tag]} ({tag!r})") from None
+    raise ArgumentError(f"unknown type {tag!r}")
+
+
+_TYPE_NAMES = {
+    "i": "32-bit integer",
+    "h": "64-bit integer",
+    "f": "float",
+    "d": "double",
+    "s": "string",
+    "b": "blob in hex",
+    "m": "MIDI message in hex",
+}
+
+
+@dataclass(frozen=True)
+class Packet:
+    """What to send: an encoded message, and when (None = a plain message, no bundle)."""
+
+    message: bytes
+    at: int | None = None  # absolute timetag
+    ahead: float | None = None  # seconds after the moment of sending
+
+    def encode(self, clock: Clock) -> bytes:
+        if self.ahead is not None:
+            return codec.encode_bundle(
+                timetag.add_seconds(clock.now_timetag(), self.ahead), [self.message]
+            )
+        if self.at is not None:
+            return codec.encode_bundle(self.at, [self.message])
+        return self.message
+
+
+def send_repeated(
+    endpoint: Endpoint, packet: Packet, clock: Clock, repeat: int, interval: float
+) -> int:
+    """Send ``repeat`` times on a drift-free grid (send k at start + k·interval); return sends."""
+    start = clock.monotonic()
+    delivered = 0
+    for k in range(repeat):
+        if k:
+            clock.sleep(start + k * interval - clock.monotonic())
+        delivered += endpoint.send_bytes(packet.encode(clock))
+    return delivered

@@ -1,0 +1,157 @@
+"""Option types shared by every command: addresses, durations, CIDR blocks and timetags.
+
+Each ``convert`` fails with one sentence, which click prints as ``Invalid value for ...`` with exit
+code 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from oscsync import timetag
+from oscsync.hostport import AddressError, HostPort, parse_hostport, parse_network
+
+
+class HostPortType(click.ParamType):  # type: ignore[type-arg]
+    """``[HOST:]PORT`` (bare port allowed when ``default_host`` is set) or ``[V6]:PORT``."""
+
+    name = "hostport"
+
+    def __init__(self, default_host: str | None = "127.0.0.1", allow_port_zero: bool = False):
+        self.default_host = default_host
+        self.allow_port_zero = allow_port_zero
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[HOST:]PORT" if self.default_host else "HOST:PORT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, HostPort):
+            return value
+        try:
+            return parse_hostport(
+                str(value), default_host=self.default_host, allow_port_zero=self.allow_port_zero
+            )
+        except AddressError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+LISTEN = HostPortType(default_host="127.0.0.1", allow_port_zero=True)
+PEER = HostPortType(default_host=None)
+
+_UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "min": 60.0, "m": 60.0}
+_DURATION_RE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([a-zµ]*)\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``0.5``, ``500ms``, ``250us``, ``2s`` or ``1min``."""
+    match = _DURATION_RE.match(text)
+    if not match or match.group(2) not in _UNITS:
+        raise ValueError(f"{text!r} is not a duration (e.g. 0.5, 500ms, 250us, 2s)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+class DurationType(click.ParamType):  # type: ignore[type-arg]
+    """Seconds, with an optional unit: ``0.25``, ``250ms``, ``100us``, ``2s``."""
+
+    name = "duration"
+
+    def __init__(self, minimum: float | None = 0.0, maximum: float | None = None):
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "SECONDS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, (int, float)):
+            seconds = float(value)
+        else:
+            try:
+                seconds = parse_duration(str(value))
+            except ValueError as exc:
+                self.fail(str(exc), param, ctx)
+        if self.minimum is not None and seconds < self.minimum:
+            self.fail(f"{value} is below the minimum of {self.minimum:g} s", param, ctx)
+        if self.maximum is not None and seconds > self.maximum:
+            self.fail(f"{value} is above the maximum of {self.maximum:g} s", param, ctx)
+        return seconds
+
+
+DURATION = DurationType()
+
+
+class NetworkType(click.ParamType):  # type: ignore[type-arg]
+    """An address or CIDR block, e.g. ``127.0.0.1`` or ``192.168.1.0/24``."""
+
+    name = "cidr"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "CIDR"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            return value
+        try:
+            return parse_network(str(value))
+        except AddressError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+NETWORK = NetworkType()
+
+
+class TimetagType(click.ParamType):  # type: ignore[type-arg]
+    """A timetag: liblo hex, Unix seconds, ISO-8601 (UTC unless zoned) or ``immediately``."""
+
+    name = "timetag"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "TIMETAG|ISO"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        try:
+            return timetag.parse(str(value))
+        except timetag.TimetagError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+TIMETAG = TimetagType()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def listen_option(default: str = "127.0.0.1:9001", help_extra: str = "") -> Callable[[F], F]:
+    return click.option(
+        "--listen",
+        "-l",
+        type=LISTEN,
+        default=default,
+        show_default=True,
+        help="Address to listen on; port 0 picks a free one. 0.0.0.0:PORT accepts other machines."
+        + help_extra,
+    )
+
+
+def allow_option() -> Callable[[F], F]:
+    return click.option(
+        "--allow",
+        type=NETWORK,
+        multiple=True,
+        help="Accept datagrams only from this address or CIDR block (repeatable).",
+    )
+
+
+def iface_option() -> Callable[[F], F]:
+    return click.option(
+        "--iface",
+        metavar="ADDRESS",
+        default=None,
+        help="Local interface address for multicast (e.g. 127.0.0.1 for loopback-only groups).",
+    )

@@ -1,0 +1,81 @@
+"""``oscsync send``."""
+
+from __future__ import annotations
+
+import click
+
+from oscsync import codec
+from oscsync.apps.send import ArgumentError, Packet, infer_value, send_repeated, typed_values
+from oscsync.cli.params import DURATION, PEER, TIMETAG, iface_option
+from oscsync.cli.runtime import AppContext, running
+from oscsync.hostport import HostPort
+from oscsync.transport import Endpoint
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  oscsync send 127.0.0.1:9001 /chat "hello world"
+  oscsync send 127.0.0.1:9001 /synth/freq 440.0 1 true
+  oscsync send 127.0.0.1:9001 /raw --types ihdsb 7 9000000000 0.5 text cafe
+  oscsync send 127.0.0.1:9001 /tick 0 --in 0.25        # a bundle due 250 ms from now
+  oscsync send 127.0.0.1:9001 /go --at 2026-11-24T20:30:00Z
+  oscsync send 239.0.0.1:9001 /tick 1 --repeat 8 --interval 0.5
+""",
+)
+@click.argument("peer", type=PEER, metavar="HOST:PORT")
+@click.argument("address")
+@click.argument("args", nargs=-1)
+@click.option(
+    "--types",
+    "-t",
+    metavar="TAGS",
+    help="Type tags for ARGS, as liblo's oscsend: i h f d s b(hex) m(hex) T F N. "
+    "Without it: ints, floats, true/false/nil, else strings.",
+)
+@click.option("--in", "ahead", type=DURATION, help="Send in a bundle timetagged this far ahead.")
+@click.option("--at", "at", type=TIMETAG, help="Send in a bundle with this timetag.")
+@click.option("--repeat", "-n", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--interval", type=DURATION, default=1.0, show_default=True, help="Seconds between repeats."
+)
+@click.option(
+    "--also", "more_peers", type=PEER, multiple=True, metavar="HOST:PORT", help="Another peer."
+)
+@iface_option()
+@click.pass_obj
+def send(
+    app: AppContext,
+    peer: HostPort,
+    address: str,
+    args: tuple[str, ...],
+    types: str | None,
+    ahead: float | None,
+    at: int | None,
+    repeat: int,
+    interval: float,
+    more_peers: tuple[HostPort, ...],
+    iface: str | None,
+) -> None:
+    """Send one OSC message (optionally in a timetagged bundle) to HOST:PORT.
+
+    ADDRESS is the OSC address (it starts with '/'). Each ARG becomes one OSC argument.
+    """
+    if ahead is not None and at is not None:
+        raise click.UsageError("use --in or --at, not both")
+    try:
+        values = typed_values(args, types) if types is not None else [infer_value(a) for a in args]
+        message = codec.encode_message(address, values, types)
+    except (ArgumentError, codec.EncodeError) as exc:
+        raise click.UsageError(str(exc)) from None
+    packet = Packet(message, at=at, ahead=ahead)
+    with (
+        running(),
+        Endpoint(
+            peers=[peer, *more_peers],
+            clock=app.clock,
+            on_warning=app.warn,
+            multicast_interface=iface,
+        ) as endpoint,
+    ):
+        send_repeated(endpoint, packet, app.clock, repeat, interval)

@@ -1,0 +1,179 @@
+"""Every reading of time in oscsync goes through a :class:`Clock`.
+
+Two time scales matter to a timetag receiver:
+
+* **wall time** (:meth:`Clock.now`, Unix-epoch seconds) is what timetags speak: a sender writes
+  "play at 20:06:02.500 UTC" and the receiver compares that with its own idea of the date;
+* **monotonic time** (:meth:`Clock.monotonic`) is what a thread can safely wait on: it never jumps
+  when NTP steps the system clock.
+
+:class:`SystemClock` maps the two **once**, at construction, and afterwards derives wall time from
+the monotonic clock (``now() == monotonic() + offset``). A scheduler can therefore turn a timetag
+into a monotonic deadline with one subtraction, and that deadline stays valid while it waits.
+The price is that a step of the system clock (NTP correcting a wrong date) is not seen by a
+running process; for sessions of minutes to hours that is the right trade,
+and it is what makes waits exact.
+
+:class:`SkewedClock` makes one machine play two whose clocks disagree (``--clock-skew``,
+``--clock-drift``); :class:`FakeClock` is for tests: time moves only when told to, so no test sleeps
+to prove timing (after trio's ``MockClock``).
+
+This is the only module in the package that calls ``time.time``, ``time.monotonic`` or
+``time.sleep``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+
+from oscsync import timetag
+
+
+class Clock(ABC):
+    """A source of wall and monotonic time, and a way to wait on the latter."""
+
+    @abstractmethod
+    def monotonic(self) -> float:
+        """Seconds on a clock that never jumps (origin arbitrary)."""
+
+    @abstractmethod
+    def wall_to_monotonic(self, wall: float) -> float:
+        """The monotonic reading at which :meth:`now` will read ``wall``."""
+
+    @abstractmethod
+    def monotonic_to_wall(self, mono: float) -> float:
+        """The wall reading that corresponds to the monotonic reading ``mono``."""
+
+    @abstractmethod
+    def sleep(self, seconds: float) -> None:
+        """Block the calling thread for ``seconds`` of monotonic time."""
+
+    def now(self) -> float:
+        """Unix-epoch seconds (UTC), as this process believes them to be."""
+        return self.monotonic_to_wall(self.monotonic())
+
+    def now_timetag(self) -> int:
+        """The current time as an NTP timetag."""
+        return timetag.from_unix(self.now())
+
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        """Wait until ``event`` is set or ``timeout`` seconds pass; True if it was set."""
+        return event.wait(timeout)
+
+
+class SystemClock(Clock):
+    """The machine's clocks, with wall time mapped onto the monotonic clock once."""
+
+    def __init__(self) -> None:
+        self._offset = self._measure_offset()
+
+    @staticmethod
+    def _measure_offset(samples: int = 7) -> float:
+        # Read wall between two monotonic readings and keep the tightest bracket, so a thread
+        # switch in the middle of one sample does not bias the mapping.
+        best_gap = float("inf")
+        best = 0.0
+        for _ in range(samples):
+            before = time.monotonic()
+            wall = time.time()
+            after = time.monotonic()
+            if after - before < best_gap:
+                best_gap = after - before
+                best = wall - (before + after) / 2
+        return best
+
+    @property
+    def offset(self) -> float:
+        """Wall minus monotonic seconds, fixed at construction."""
+        return self._offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall_to_monotonic(self, wall: float) -> float:
+        return wall - self._offset
+
+    def monotonic_to_wall(self, mono: float) -> float:
+        return mono + self._offset
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+class SkewedClock(Clock):
+    """A clock that disagrees with ``base`` on purpose: ``skew`` s ahead, drifting ``drift_ppm``.
+
+    Wall time reads ``base_wall + skew + drift_ppm·1e-6·(base_wall − epoch)``, where ``epoch`` is
+    the base's wall time at construction. The monotonic clock (what waits use) is the base's,
+    untouched: a wrong date does not change how long a wait takes.
+    """
+
+    def __init__(self, base: Clock, skew: float = 0.0, drift_ppm: float = 0.0) -> None:
+        self._base = base
+        self.skew = skew
+        self.drift_ppm = drift_ppm
+        self._epoch = base.now()
+
+    def monotonic(self) -> float:
+        return self._base.monotonic()
+
+    def monotonic_to_wall(self, mono: float) -> float:
+        wall = self._base.monotonic_to_wall(mono)
+        return wall + self.skew + self.drift_ppm * 1e-6 * (wall - self._epoch)
+
+    def wall_to_monotonic(self, wall: float) -> float:
+        rate = 1.0 + self.drift_ppm * 1e-6
+        base_wall = (wall - self.skew + self.drift_ppm * 1e-6 * self._epoch) / rate
+        return self._base.wall_to_monotonic(base_wall)
+
+    def sleep(self, seconds: float) -> None:
+        self._base.sleep(seconds)
+
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        return self._base.wait(event, timeout)
+
+
+class FakeClock(Clock):
+    """Deterministic time for tests: it moves only through :meth:`advance` (or :meth:`sleep`).
+
+    ``sleep`` and ``wait`` do not block: they advance the clock by the requested time (``wait``
+    returns at once if the event is already set), so code under test runs at full speed and every
+    reading is exact. Pick a ``start`` and steps that are exact binary fractions (0.5, 0.25, ...)
+    and assertions can use ``==``.
+    """
+
+    def __init__(self, start: float = 1_700_000_000.0, monotonic_start: float = 1000.0) -> None:
+        self._mono = monotonic_start
+        self._offset = start - monotonic_start
+        self._lock = threading.Lock()
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._mono
+
+    def wall_to_monotonic(self, wall: float) -> float:
+        return wall - self._offset
+
+    def monotonic_to_wall(self, mono: float) -> float:
+        return mono + self._offset
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward; moving backwards is an error (time does not do that)."""
+        if seconds < 0:
+            raise ValueError(f"FakeClock cannot go backwards ({seconds} s)")
+        with self._lock:
+            self._mono += seconds
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self.advance(seconds)
+
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        if event.is_set():
+            return True
+        if timeout is not None:
+            self.advance(max(0.0, timeout))
+        return event.is_set()

@@ -1,0 +1,219 @@
+"""OSC packets to and from bytes, with exact timetags, built on python-osc.
+
+Messages are encoded and decoded by python-osc (``OscMessageBuilder`` and ``OscMessage``). The
+bundle layer is walked here because python-osc's ``OscBundle`` (1.10) turns timetags into floats
+(losing up to 0.5 µs), recurses once per nesting level with no limit, and reports unknown
+elements through the root logger instead of an error.
+Here bundles are walked with an explicit stack and a depth limit,
+each message keeps the exact 64-bit timetag of its innermost enclosing bundle (OSC 1.0), and every
+way a datagram can be wrong raises :class:`DecodeError` with a short ``reason`` for drop counters.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pythonosc import osc_message
+from pythonosc.osc_message_builder import BuildError, OscMessageBuilder
+from pythonosc.parsing import osc_types
+
+from oscsync import timetag as tt
+
+BUNDLE_PREFIX = b"#bundle\x00"
+MAX_BUNDLE_DEPTH = 64
+"""Deeper nesting is refused: no real sender nests more than a few levels."""
+
+# Type tags python-osc decodes directly.
+_NATIVE_TAGS = frozenset("ifdsbhrmTFN[]")
+# liblo's extra tags that have the same wire layout as a native one: decoded as that one, then
+# converted back (symbol -> string, char -> int32, timetag -> uint64, infinitum -> no data).
+_ALIAS_TAGS = {"S": "s", "c": "i", "t": "h", "I": "N"}
+_ALIAS_TRANSLATION = str.maketrans(_ALIAS_TAGS)
+_KNOWN_TAGS = _NATIVE_TAGS | frozenset(_ALIAS_TAGS)
+
+ARG_TYPES_FOR_SEND = "ifdsbhTFNm"
+"""Types ``encode_message`` accepts in an explicit ``types`` string (python-osc's builder set)."""
+
+
+class DecodeError(ValueError):
+    """A datagram that is not valid OSC; ``reason`` is a short key for drop counters."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class EncodeError(ValueError):
+    """Arguments that cannot be encoded as the requested OSC types."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One decoded OSC message.
+
+    ``types`` is the type tag string without its comma, as the sender wrote it. ``timetag`` is the
+    exact NTP timetag of the innermost bundle that contained the message, or ``None`` for a message
+    that came on its own (which, like :data:`~oscsync.timetag.IMMEDIATELY`, means "now").
+    """
+
+    address: str
+    args: tuple[Any, ...]
+    types: str
+    timetag: int | None = None
+
+
+# -- decoding ---------------------------------------------------------------------------------
+
+
+def is_bundle(data: bytes) -> bool:
+    return data.startswith(BUNDLE_PREFIX)
+
+
+def decode(data: bytes, max_depth: int = MAX_BUNDLE_DEPTH) -> list[Message]:
+    """All messages in a datagram, in order, each with its enclosing bundle's timetag."""
+    if not data:
+        raise DecodeError("empty", "empty datagram")
+    if len(data) % 4:
+        raise DecodeError("bad-size", f"OSC packets are a multiple of 4 bytes, got {len(data)}")
+    if data[0:1] == b"/":
+        return [decode_message(data, None)]
+    if not is_bundle(data):
+        raise DecodeError("not-osc", "neither a message (starts with '/') nor a '#bundle'")
+    messages: list[Message] = []
+    # Stack of (bundle bytes, read position, timetag, depth); no recursion, so nesting depth is
+    # bounded by max_depth and not by Python's recursion limit.
+    stack = [(data, 0, 0, 1)]
+    while stack:
+        bundle, pos, timetag, depth = stack.pop()
+        if pos == 0:
+            if len(bundle) < 16:
+                raise DecodeError("truncated", "bundle shorter than its 16-byte header")
+            timetag = int.from_bytes(bundle[8:16], "big")
+            pos = 16
+        if pos >= len(bundle):
+            continue
+        if pos + 4 > len(bundle):
+            raise DecodeError("truncated", "bundle element size cut short")
+        (size,) = struct.unpack_from(">i", bundle, pos)
+        start = pos + 4
+        if size <= 0 or size % 4 or start + size > len(bundle):
+            raise DecodeError(
+                "bad-bundle", f"element size {size} at byte {pos} does not fit the bundle"
+            )
+        element = bundle[start : start + size]
+        stack.append((bundle, start + size, timetag, depth))
+        if element[0:1] == b"/":
+            messages.append(decode_message(element, timetag))
+        elif is_bundle(element):
+            if depth >= max_depth:
+                raise DecodeError("too-deep", f"bundles nested deeper than {max_depth}")
+            stack.append((element, 0, 0, depth + 1))
+        else:
+            raise DecodeError("bad-bundle", "bundle element is neither a message nor a bundle")
+    return messages
+
+
+def decode_message(data: bytes, timetag: int | None = None) -> Message:
+    """Decode one OSC message (not a bundle)."""
+    try:
+        address, index = osc_types.get_string(data, 0)
+        if index >= len(data):
+            # OSC 1.0 allows a message with no type tag string at all: no arguments.
+            return Message(address, (), "", timetag)
+        tags, _ = osc_types.get_string(data, index)
+    except (osc_types.ParseError, UnicodeDecodeError) as exc:
+        raise DecodeError("truncated", f"address or type tags unreadable ({exc})") from None
+    if not address.startswith("/") or " " in address:
+        raise DecodeError("bad-address", f"OSC address {address!r} is not valid")
+    if not tags.startswith(","):
+        raise DecodeError("bad-type-tag", f"type tags must start with ',' (got {tags[:16]!r})")
+    types = tags[1:]
+    unknown = set(types) - _KNOWN_TAGS
+    if unknown:
+        raise DecodeError("bad-type-tag", f"unknown type tag {''.join(sorted(unknown))!r}")
+    aliased = types.translate(_ALIAS_TRANSLATION)
+    if aliased != types:
+        tag_start = index + 1
+        data = data[:tag_start] + aliased.encode() + data[tag_start + len(types) :]
+    try:
+        parsed = osc_message.OscMessage(data)
+    except (osc_message.ParseError, osc_types.ParseError, IndexError, UnicodeDecodeError) as exc:
+        raise DecodeError("truncated", f"arguments do not match type tags ({exc})") from None
+    args: tuple[Any, ...] = tuple(parsed.params)
+    if aliased != types:
+        args = _unalias(types, args)
+    return Message(address, args, types, timetag)
+
+
+def _unalias(types: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    values = list(args)
+    # Only scalar (non-array) positions are converted; arrays of aliased types stay as decoded.
+    if "[" in types:
+        return args
+    for position, tag in enumerate(types):
+        if tag == "c":
+            values[position] = chr(values[position] & 0x10FFFF)
+        elif tag == "t":
+            values[position] = values[position] & 0xFFFFFFFFFFFFFFFF
+        elif tag == "I":
+            values[position] = float("inf")
+    return tuple(values)
+
+
+# -- encoding ---------------------------------------------------------------------------------
+
+
+def infer_type(value: Any) -> str:
+    """The OSC type tag for a Python value (the rules python-osc's builder uses)."""
+    if value is True:
+        return "T"
+    if value is False:
+        return "F"
+    if value is None:
+        return "N"
+    if isinstance(value, int):
+        return "i" if -(2**31) <= value < 2**31 else "h"
+    if isinstance(value, float):
+        return "f"
+    if isinstance(value, str):
+        return "s"
+    if isinstance(value, (bytes, bytearray)):
+        return "b"
+    raise EncodeError(f"cannot send a {type(value).__name__} as OSC")
+
+
+def encode_message(address: str, args: Sequence[Any] = (), types: str | None = None) -> bytes:
+    """Bytes of one OSC message; ``types`` (``"ifsT"``: one tag per value) overrides inference."""
+    if not address.startswith("/") or any(ch in address for ch in " \t\r\n#,\x00"):
+        raise EncodeError(
+            f"OSC address {address!r} must start with '/' and contain no spaces or '#,'"
+        )
+    if types is None:
+        types = "".join(infer_type(value) for value in args)
+    unknown = set(types) - set(ARG_TYPES_FOR_SEND)
+    if unknown:
+        raise EncodeError(
+            f"unsupported type tag {''.join(sorted(unknown))!r} (use {ARG_TYPES_FOR_SEND})"
+        )
+    if len(args) != len(types):
+        raise EncodeError(f"type tags {types!r} need {len(types)} values, got {len(args)}")
+    builder = OscMessageBuilder(address)
+    for tag, value in zip(types, args):
+        builder.add_arg({"T": True, "F": False, "N": None}.get(tag, value), tag)
+    try:
+        return bytes(builder.build().dgram)
+    except (BuildError, osc_types.BuildError, TypeError, ValueError, struct.error) as exc:
+        raise EncodeError(f"cannot encode {address} {types}: {exc}") from None
+
+
+def encode_bundle(timetag: int, elements: Sequence[bytes]) -> bytes:
+    """Bytes of a bundle holding already-encoded messages or bundles, with an exact timetag."""
+    parts = [BUNDLE_PREFIX, tt.to_bytes(timetag)]
+    for element in elements:
+        parts.append(struct.pack(">i", len(element)))
+        parts.append(element)
+    return b"".join(parts)

@@ -1,0 +1,115 @@
+"""Turning received OSC into text that is safe to print and easy to read or parse.
+
+Strings from the network are printed with control characters escaped: a peer must not be able to
+move your cursor, change your terminal's title or clear your screen with an OSC string
+(the ``ESC [`` family of sequences, and also C1 controls such as U+009B).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from oscsync import timetag
+from oscsync.codec import Message
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+
+
+def _escape_char(ch: str) -> str:
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    code = ord(ch)
+    if code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0:
+        return f"\\x{code:02x}"
+    if code in (0x2028, 0x2029) or 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
+        # Line separators and bidi overrides can disguise what a line says.
+        return f"\\u{code:04x}"
+    return ch
+
+
+def escape(text: str) -> str:
+    """``text`` with control characters shown as escapes (printable Unicode kept as is)."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(_escape_char(ch) for ch in text)
+
+
+def format_arg(value: Any, tag: str) -> str:
+    """One argument as text, in a form that says its type where it is not obvious."""
+    if tag in ("s", "S"):
+        return _quote(value)
+    if tag == "b":
+        return "0x" + bytes(value).hex() if value else "0x"
+    if tag == "f" or tag == "d":
+        return repr(float(value))
+    if tag == "t":
+        return timetag.describe(int(value))
+    if tag == "c":
+        return repr(escape(value))
+    if tag == "m":
+        return "midi:" + "".join(f"{b:02x}" for b in value)
+    if tag == "T":
+        return "true"
+    if tag == "F":
+        return "false"
+    if tag == "N":
+        return "nil"
+    if tag == "I":
+        return "inf"
+    return escape(str(value))
+
+
+def _quote(text: str) -> str:
+    # Quote only when needed, so `hello` prints as hello but `hello world` stays one argument.
+    safe = escape(text)
+    if safe and " " not in safe and '"' not in safe:
+        return safe
+    return '"' + safe.replace('"', '\\"') + '"'
+
+
+def format_args(message: Message) -> str:
+    if "[" in message.types:
+        return escape(json.dumps(list(message.args), default=_json_default, ensure_ascii=False))
+    return " ".join(format_arg(value, tag) for value, tag in zip(message.args, message.types))
+
+
+def headroom_ms(tag: int | None, now: float) -> float | None:
+    """Milliseconds from ``now`` until the timetag (+ = in the future); None when immediate."""
+    if tag is None or tag == timetag.IMMEDIATELY:
+        return None
+    return (timetag.to_unix(tag) - now) * 1000.0
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex()
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
+
+
+def json_value(value: Any, tag: str) -> Any:
+    """A JSON-friendly form of one argument (blobs as hex, timetags as hex, inf as a string)."""
+    if tag == "b":
+        return bytes(value).hex()
+    if tag == "t":
+        return timetag.format_hex(int(value))
+    if tag == "m":
+        return list(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return value
+
+
+def json_args(message: Message) -> list[Any]:
+    if "[" in message.types:
+        return [_jsonable(value) for value in message.args]
+    return [json_value(value, tag) for value, tag in zip(message.args, message.types)]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_jsonable(item) for item in value]
+    return json_value(value, "b" if isinstance(value, (bytes, bytearray)) else "")

@@ -1,0 +1,119 @@
+"""``[HOST:]PORT`` text to socket addresses: parsed once, resolved once, with one-line errors."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+DEFAULT_HOST = "127.0.0.1"
+"""Listeners bind to loopback unless told otherwise: a workshop laptop on venue Wi-Fi should not
+accept OSC from the whole room by accident."""
+
+
+class AddressError(ValueError):
+    """Text that is not a usable ``[HOST:]PORT``."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    """A numeric IP address and a UDP port."""
+
+    host: str
+    port: int
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    @property
+    def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        return ipaddress.ip_address(self.host.split("%")[0])
+
+    @property
+    def is_multicast(self) -> bool:
+        return self.ip.is_multicast
+
+    @property
+    def sockaddr(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_hostport(
+    text: str,
+    *,
+    default_host: str | None = DEFAULT_HOST,
+    allow_port_zero: bool = False,
+) -> HostPort:
+    """Parse ``HOST:PORT``, ``[V6]:PORT`` or (when ``default_host`` is set) a bare ``PORT``.
+
+    Host names are resolved here, once (IPv4 preferred), so a typo fails at start-up and a slow
+    resolver is not consulted per message.
+    """
+    value = text.strip()
+    if not value:
+        raise AddressError("empty address: expected [HOST:]PORT, e.g. 127.0.0.1:9000")
+    host: str | None
+    if value.startswith("["):
+        close = value.find("]")
+        if close < 0 or not value[close + 1 :].startswith(":"):
+            raise AddressError(f"{text!r}: IPv6 addresses are written [ADDRESS]:PORT")
+        host, port_text = value[1:close], value[close + 2 :]
+    elif value.count(":") == 1:
+        host, port_text = value.split(":")
+    elif ":" in value:
+        raise AddressError(f"{text!r}: write IPv6 addresses in brackets, e.g. [::1]:9000")
+    else:
+        host, port_text = None, value
+    if host is None:
+        if default_host is None:
+            raise AddressError(f"{text!r}: a host is needed here, e.g. 127.0.0.1:{value}")
+        host = default_host
+    if not host:
+        raise AddressError(f"{text!r}: the host part is empty")
+    port = parse_port(port_text, allow_zero=allow_port_zero, context=text)
+    return HostPort(resolve_host(host), port)
+
+
+def parse_port(text: str, *, allow_zero: bool = False, context: str | None = None) -> int:
+    where = f"{context!r}: " if context and context != text else ""
+    try:
+        port = int(text)
+    except ValueError:
+        raise AddressError(f"{where}port {text!r} is not a number") from None
+    low = 0 if allow_zero else 1
+    if not low <= port <= 65535:
+        raise AddressError(f"{where}port {port} is out of range ({low}..65535)")
+    return port
+
+
+def resolve_host(host: str) -> str:
+    """A numeric address for ``host`` (an IP literal is returned as is)."""
+    try:
+        return str(ipaddress.ip_address(host.split("%")[0])) + (
+            "%" + host.split("%")[1] if "%" in host else ""
+        )
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.args[-1] if exc.args else exc
+        raise AddressError(f"cannot resolve host {host!r}: {reason}") from None
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    return str(infos[0][4][0])
+
+
+def parse_network(
+    text: str,
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A CIDR block for ``--allow`` (a bare address means just that host)."""
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise AddressError(
+            f"{text!r} is not an address or CIDR block (e.g. 192.168.1.0/24)"
+        ) from None

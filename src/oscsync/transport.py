@@ -1,0 +1,443 @@
+"""One UDP endpoint for every oscsync command: listen, send to peers, decode, count what is dropped.
+
+An :class:`Endpoint` owns
+
+* an optional **listening socket** bound to ``[HOST:]PORT`` (loopback unless asked otherwise; a
+  multicast group address joins the group), and
+* one **connected socket per peer**. Connecting is what lets Linux report a peer that is down:
+  the ICMP "port unreachable" it sends back surfaces as ``ConnectionRefusedError`` on the next
+  send or receive on that socket (an unconnected socket never hears about it). The error is
+  counted and warned about once; sending goes on. Replies a peer sends back to our source
+  address (clock pongs, for instance) arrive on that connected socket and are decoded like the rest.
+
+A single background thread waits on all sockets with ``poll`` plus a wake-up pipe, so
+:meth:`Endpoint.close` stops it at once. Each datagram is time-stamped on arrival through the
+injected :class:`~oscsync.clock.Clock`, checked against ``--allow``, decoded, and each message is
+handed to the callback as a :class:`Received`. Nothing a peer sends can raise into the loop:
+malformed data is counted by reason in :attr:`EndpointStats.drops`, and so are datagrams the
+kernel dropped because the socket buffer was full (Linux ``SO_RXQ_OVFL``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import os
+import select
+import socket
+import struct
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from oscsync import codec
+from oscsync.clock import Clock, SystemClock
+from oscsync.hostport import HostPort
+
+MAX_DATAGRAM = 65535
+DEFAULT_RECV_BUFFER = 8 * 1024 * 1024
+"""Asked-for receive buffer: enough to ride out a burst of ~8,000 small datagrams while a slow
+handler runs. Linux caps it at ``net.core.rmem_max`` unless we are root (``SO_RCVBUFFORCE``)."""
+
+# Linux: SO_RXQ_OVFL makes recvmsg report how many datagrams the kernel dropped on this socket.
+_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40 if sys.platform.startswith("linux") else None)
+_SO_RCVBUFFORCE = getattr(
+    socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None
+)
+_DRAIN_BATCH = 512
+_ALLOW_CACHE_LIMIT = 4096
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class TransportError(OSError):
+    """A socket could not be set up (address in use, no such interface, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A message as it arrived: what, from where, when (wall seconds) and in which bundle."""
+
+    message: codec.Message
+    source: tuple[str, int]
+    arrival: float
+    via_peer: bool = False
+    """True when it arrived on a peer's connected socket (a reply) rather than the listener."""
+
+    @property
+    def address(self) -> str:
+        return self.message.address
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        return self.message.args
+
+    @property
+    def timetag(self) -> int | None:
+        return self.message.timetag
+
+
+@dataclass
+class EndpointStats:
+    """Counters kept by an endpoint; keys of the Counters are a small fixed vocabulary."""
+
+    datagrams: int = 0
+    messages: int = 0
+    bundles: int = 0
+    drops: Counter[str] = field(default_factory=Counter)
+    sent: int = 0
+    send_errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())
+
+
+MessageHandler = Callable[[Received], None]
+WarningHandler = Callable[[str], None]
+
+
+def _ignore_warning(_: str) -> None:
+    pass
+
+
+class Endpoint:
+    """Listen on one address and/or send to several peers over UDP."""
+
+    def __init__(
+        self,
+        listen: HostPort | None = None,
+        peers: Sequence[HostPort] = (),
+        *,
+        allow: Sequence[Network] = (),
+        clock: Clock | None = None,
+        on_warning: WarningHandler = _ignore_warning,
+        multicast_interface: str | None = None,
+        multicast_ttl: int = 1,
+        recv_buffer: int = DEFAULT_RECV_BUFFER,
+    ) -> None:
+        self.clock = clock if clock is not None else SystemClock()
+        self.stats = EndpointStats()
+        self._on_warning = on_warning
+        self._warned: set[str] = set()
+        self._allow = tuple(allow)
+        self._allow_cache: dict[str, bool] = {}
+        self._multicast_interface = multicast_interface
+        self._sockets: list[socket.socket] = []
+        self._listen_sock: socket.socket | None = None
+        self._peer_socks: list[tuple[HostPort, socket.socket]] = []
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = -1, -1
+        self._closed = False
+        self._rxq_dropped: dict[int, int] = {}
+        self._handler: MessageHandler | None = None
+        try:
+            if listen is not None:
+                self._listen_sock = self._open_listener(listen, recv_buffer)
+            for peer in peers:
+                self._peer_socks.append((peer, self._open_peer(peer, multicast_ttl)))
+        except BaseException:
+            self._close_sockets()
+            raise
+
+    # -- set-up ----------------------------------------------------------------------------
+
+    def _register(self, sock: socket.socket) -> socket.socket:
+        self._sockets.append(sock)
+        return sock
+
+    def _open_listener(self, where: HostPort, recv_buffer: int) -> socket.socket:
+        sock = self._register(socket.socket(where.family, socket.SOCK_DGRAM))
+        _set_recv_buffer(sock, recv_buffer)
+        if _SO_RXQ_OVFL is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
+        if where.is_multicast:
+            # Several listeners on one host (followers in a lab) share a group port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if hasattr(socket, "SO_REUSEPORT"):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind(where.sockaddr)
+        except OSError as exc:
+            raise TransportError(exc.errno, _bind_message(where, exc)) from None
+        if where.is_multicast:
+            self._join_group(sock, where)
+        return sock
+
+    def _join_group(self, sock: socket.socket, group: HostPort) -> None:
+        iface = self._multicast_interface
+        try:
+            if group.family == socket.AF_INET:
+                mreq = socket.inet_aton(group.host) + socket.inet_aton(iface or "0.0.0.0")
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            else:
+                index = socket.if_nametoindex(iface) if iface else 0
+                mreq6 = socket.inet_pton(socket.AF_INET6, group.host) + struct.pack("@I", index)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq6)
+        except OSError as exc:
+            hint = "" if iface else " (try --iface 127.0.0.1 on a machine with no network)"
+            raise TransportError(
+                exc.errno, f"cannot join multicast group {group.host}: {exc.strerror}{hint}"
+            ) from None
+
+    def _open_peer(self, peer: HostPort, ttl: int) -> socket.socket:
+        sock = self._register(socket.socket(peer.family, socket.SOCK_DGRAM))
+        if peer.is_multicast:
+            if peer.family == socket.AF_INET:
+                # TTL 1 keeps a workshop's clicks on the local network; loop lets listeners on
+                # this same machine hear the group too.
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+                if self._multicast_interface:
+                    sock.setsockopt(
+                        socket.IPPROTO_IP,
+                        socket.IP_MULTICAST_IF,
+                        socket.inet_aton(self._multicast_interface),
+                    )
+            else:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
+        try:
+            sock.connect(peer.sockaddr)
+        except OSError as exc:
+            raise TransportError(exc.errno, f"cannot send to {peer}: {exc.strerror}") from None
+        sock.setblocking(False)
+        return sock
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def local_address(self) -> HostPort | None:
+        """Where the listener is bound (with the real port when port 0 was asked for)."""
+        if self._listen_sock is None:
+            return None
+        host, port = self._listen_sock.getsockname()[:2]
+        return HostPort(host, port)
+
+    @property
+    def peers(self) -> list[HostPort]:
+        return [peer for peer, _ in self._peer_socks]
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(
+        self,
+        address: str,
+        args: Sequence[Any] = (),
+        *,
+        types: str | None = None,
+        timetag: int | None = None,
+    ) -> int:
+        """Send a message (bundled if ``timetag`` is given) to all peers; return how many got it."""
+        data = codec.encode_message(address, args, types)
+        if timetag is not None:
+            data = codec.encode_bundle(timetag, [data])
+        return self.send_bytes(data)
+
+    def send_bytes(self, data: bytes, peers: Iterable[HostPort] | None = None) -> int:
+        """Send an encoded packet to every peer (or those given); errors are counted, not raised."""
+        wanted = None if peers is None else set(peers)
+        delivered = 0
+        for peer, sock in self._peer_socks:
+            if wanted is not None and peer not in wanted:
+                continue
+            try:
+                sock.send(data)
+            except ConnectionRefusedError:
+                self._peer_refused(peer)
+            except BlockingIOError:
+                self.stats.send_errors["buffer-full"] += 1
+                self._warn_once(f"full:{peer}", f"send buffer full: dropped packets to {peer}")
+            except OSError as exc:
+                self.stats.send_errors[errno.errorcode.get(exc.errno or 0, "oserror")] += 1
+                self._warn_once(f"err:{peer}", f"cannot send to {peer}: {exc.strerror}")
+            else:
+                delivered += 1
+                self.stats.sent += 1
+        return delivered
+
+    def reply(self, data: bytes, to: tuple[str, int]) -> bool:
+        """Answer a datagram's source through the listening socket (clock pongs, netem)."""
+        sock = self._listen_sock
+        if sock is None:
+            return False
+        try:
+            sock.sendto(data, to)
+        except OSError as exc:
+            self.stats.send_errors["reply"] += 1
+            self._warn_once(f"reply:{to}", f"cannot reply to {to[0]}:{to[1]}: {exc.strerror}")
+            return False
+        self.stats.sent += 1
+        return True
+
+    def _peer_refused(self, peer: HostPort) -> None:
+        self.stats.send_errors["refused"] += 1
+        self._warn_once(
+            f"refused:{peer}",
+            f"nothing is listening at {peer} (ICMP port unreachable); still sending",
+        )
+
+    def _warn_once(self, key: str, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self._on_warning(text)
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def start(self, handler: MessageHandler) -> None:
+        """Start the receive thread; ``handler`` runs on it for every message."""
+        if self._thread is not None:
+            raise RuntimeError("endpoint already started")
+        if self._closed:
+            raise RuntimeError("endpoint is closed")
+        self._handler = handler
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._receive_loop, name="oscsync-recv", daemon=True)
+        self._thread.start()
+
+    def _receive_loop(self) -> None:
+        poller = select.poll()
+        by_fd: dict[int, tuple[socket.socket, bool]] = {}
+        if self._listen_sock is not None:
+            self._listen_sock.setblocking(False)
+            by_fd[self._listen_sock.fileno()] = (self._listen_sock, False)
+        for _, sock in self._peer_socks:
+            by_fd[sock.fileno()] = (sock, True)
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        while not self._closed:
+            for fd, _ in poller.poll():
+                if fd == self._wake_r or self._closed:
+                    return
+                sock, via_peer = by_fd[fd]
+                self._drain(sock, via_peer)
+
+    def _drain(self, sock: socket.socket, via_peer: bool) -> None:
+        ancillary = socket.CMSG_SPACE(4) if _SO_RXQ_OVFL is not None else 0
+        for _ in range(_DRAIN_BATCH):
+            try:
+                data, ancdata, _, source = sock.recvmsg(MAX_DATAGRAM, ancillary)
+            except BlockingIOError:
+                return
+            except ConnectionRefusedError:
+                peer = next(p for p, s in self._peer_socks if s is sock) if via_peer else None
+                if peer is not None:
+                    self._peer_refused(peer)
+                continue
+            except OSError as exc:
+                if self._closed:
+                    return
+                self.stats.drops["recv-error"] += 1
+                self._warn_once("recv-error", f"receive error: {exc.strerror}")
+                return
+            if ancdata:
+                self._count_kernel_drops(sock, ancdata)
+            self.handle_datagram(data, source, via_peer)
+
+    def _count_kernel_drops(
+        self, sock: socket.socket, ancdata: list[tuple[int, int, bytes]]
+    ) -> None:
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(payload) >= 4:
+                total = int.from_bytes(payload[:4], sys.byteorder)
+                fd = sock.fileno()
+                previous = self._rxq_dropped.get(fd, 0)
+                if total > previous:
+                    self.stats.drops["kernel-buffer-full"] += total - previous
+                self._rxq_dropped[fd] = total
+
+    def handle_datagram(self, data: bytes, source: Any, via_peer: bool = False) -> None:
+        """Decode one datagram and pass its messages on; public so tests can feed bytes directly."""
+        stats = self.stats
+        stats.datagrams += 1
+        arrival = self.clock.now()
+        source = (source[0], source[1])
+        if self._allow and not self._allowed(source[0]):
+            stats.drops["not-allowed"] += 1
+            return
+        try:
+            messages = codec.decode(data)
+        except codec.DecodeError as exc:
+            stats.drops[exc.reason] += 1
+            return
+        except Exception:
+            stats.drops["undecodable"] += 1
+            return
+        if data[:1] == b"#":
+            stats.bundles += 1
+        handler = self._handler
+        for message in messages:
+            stats.messages += 1
+            if handler is None:
+                continue
+            try:
+                handler(Received(message, source, arrival, via_peer))
+            except Exception as exc:
+                stats.drops["handler-error"] += 1
+                self._warn_once("handler", f"handler failed on {message.address}: {exc!r}")
+
+    def _allowed(self, host: str) -> bool:
+        verdict = self._allow_cache.get(host)
+        if verdict is None:
+            ip = ipaddress.ip_address(host.split("%")[0])
+            verdict = any(ip.version == net.version and ip in net for net in self._allow)
+            if len(self._allow_cache) >= _ALLOW_CACHE_LIMIT:
+                self._allow_cache.clear()
+            self._allow_cache[host] = verdict
+        return verdict
+
+    # -- shutting down ---------------------------------------------------------------------
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the receive thread (promptly) and close every socket. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._wake_w >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
+
+    def __enter__(self) -> Endpoint:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _set_recv_buffer(sock: socket.socket, size: int) -> None:
+    if _SO_RCVBUFFORCE is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, size)
+            return
+        except OSError:
+            pass  # not root: fall back to the capped option
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+def _bind_message(where: HostPort, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"{where} is already in use (another oscsync, Pure Data or oscdump listening?)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: that address is not on this machine"
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied (ports below 1024 need root)"
+    return f"cannot listen on {where}: {exc.strerror}"
