@@ -1,0 +1,143 @@
+"""Shared fixtures: real peers (required under CI), free loopback ports, running the CLI."""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+from click.testing import CliRunner
+
+from oscsync.clock import FakeClock
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_peer(program: str) -> str:
+    """Path of a peer program: missing skips locally and **fails** under CI=true."""
+    path = shutil.which(program)
+    if path is None:
+        message = f"{program} is not installed (make test installs it with apt-get)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A UDP port nothing is bound to right now (bind to 0, read it, release it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def udp_port() -> int:
+    return free_udp_port()
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def cli_runner() -> CliRunner:
+    return CliRunner()
+
+
+def oscsync_command(*args: str) -> list[str]:
+    """argv that runs the CLI in a subprocess with this interpreter (no PATH lookup needed)."""
+    return [sys.executable, "-m", "oscsync", *args]
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start oscsync subprocesses; every one is stopped (SIGTERM, then kill) at test end."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            oscsync_command(*args),
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for stream in (proc.stdout, proc.stderr, proc.stdin):
+            if stream is not None:
+                stream.close()
+
+
+class LineReader:
+    """Collects a pipe's lines on a thread, so tests can wait for one without blocking forever."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        try:
+            for line in stream:
+                self._queue.put(line.rstrip("\n"))
+        except (OSError, ValueError):
+            pass
+        self._queue.put(None)
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float = 10.0) -> str:
+        """The first new line matching ``predicate``; AssertionError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                line = self._queue.get(timeout=max(remaining, 0.001))
+            except queue.Empty:
+                line = None
+                remaining = 0
+            if line is None:
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"no matching line in {timeout} s; last: {self.lines[-10:]!r}"
+                    )
+                raise AssertionError(f"stream ended; last lines: {self.lines[-10:]!r}")
+            self.lines.append(line)
+            if predicate(line):
+                return line
+
+    def rest(self, timeout: float = 10.0) -> list[str]:
+        """Every remaining line until the stream closes (the process has exited)."""
+        self._thread.join(timeout)
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        return self.lines
