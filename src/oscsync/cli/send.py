@@ -13,10 +13,12 @@ from oscsync.transport import Endpoint
 
 
 @click.command(
+    # Negative numbers (-1, -0.5) are arguments, not unknown options.
+    context_settings={"ignore_unknown_options": True},
     epilog="""\b
 Examples:
   oscsync send 127.0.0.1:9001 /chat "hello world"
-  oscsync send 127.0.0.1:9001 /synth/freq 440.0 1 true
+  oscsync send 127.0.0.1:9001 /synth/freq 440.0 -1 true
   oscsync send 127.0.0.1:9001 /raw --types ihdsb 7 9000000000 0.5 text cafe
   oscsync send 127.0.0.1:9001 /tick 0 --in 0.25        # a bundle due 250 ms from now
   oscsync send 127.0.0.1:9001 /go --at 2026-11-24T20:30:00Z

@@ -1,0 +1,61 @@
+"""Every subcommand (lazily imported) answers --help, and start-up imports stay light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from oscsync.cli.main import COMMANDS, cli
+
+
+def all_command_paths() -> list[list[str]]:
+    paths: list[list[str]] = []
+    ctx = click.Context(cli)
+
+    def walk(group: click.Group, prefix: list[str]) -> None:
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            assert command is not None, name
+            paths.append([*prefix, name])
+            if isinstance(command, click.Group):
+                walk(command, [*prefix, name])
+
+    walk(cli, [])
+    return paths
+
+
+@pytest.mark.parametrize("path", all_command_paths(), ids=" ".join)
+def test_help_works_for_every_subcommand(path: list[str]) -> None:
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_every_registered_command_is_listed() -> None:
+    result = CliRunner().invoke(cli, ["--help"])
+    for name in COMMANDS:
+        assert name in result.output
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.startswith("oscsync, version ")
+
+
+def test_python_m_oscsync_and_no_heavy_imports_at_start_up() -> None:
+    code = (
+        "import sys, runpy; sys.argv=['oscsync','--help'];\n"
+        "try:\n    runpy.run_module('oscsync', run_name='__main__')\n"
+        "except SystemExit: pass\n"
+        "heavy = [m for m in ('numpy', 'sounddevice', 'matplotlib', 'playsound')"
+        " if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "Usage: oscsync" in out.stdout
+    assert "HEAVY []" in out.stdout

@@ -1,0 +1,145 @@
+"""``oscsync send`` and ``dump`` end to end, and their one-line errors with exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import LineReader, oscsync_command
+from oscsync import timetag as tt
+from oscsync.cli.main import cli
+from oscsync.hostport import HostPort
+from oscsync.transport import Endpoint
+
+Spawn = Callable[..., subprocess.Popen[str]]
+
+
+def start_dump(spawn: Spawn, *args: str) -> tuple[subprocess.Popen[str], str, LineReader]:
+    proc = spawn("dump", "--listen", "127.0.0.1:0", *args)
+    assert proc.stderr is not None
+    errors = LineReader(proc.stderr)
+    line = errors.wait_for(lambda text: text.startswith("listening on"))
+    return proc, line.split()[-1], errors
+
+
+def finish(proc: subprocess.Popen[str]) -> str:
+    """Stdout of a process that stops by itself (stderr stays with its LineReader)."""
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.wait(10)
+    return out
+
+
+def test_send_to_dump_jsonl_round_trip(spawn: Spawn) -> None:
+    proc, where, errors = start_dump(spawn, "--jsonl", "--count", "3")
+    run = [*oscsync_command("send", where)]
+    subprocess.run([*run, "/chat", "hello world", "1", "2.5", "true"], check=True)
+    subprocess.run(
+        [*run, "/typed", "--types", "ihdsbN", "7", "-9000000000", "0.1", "x", "ca"], check=True
+    )
+    subprocess.run([*run, "/at", "--at", "dd9d15a7.922f48c2"], check=True)
+    out = finish(proc)
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["address"] for r in records] == ["/chat", "/typed", "/at"]
+    assert records[0]["args"] == ["hello world", 1, 2.5, True]
+    assert records[0]["types"] == "sifT"
+    assert records[1]["args"] == [7, -9000000000, 0.1, "x", "ca", None]
+    assert records[1]["types"] == "ihdsbN"
+    assert records[2]["timetag"] == "dd9d15a7.922f48c2"
+    assert records[0]["timetag"] is None
+    assert proc.returncode == 0
+    assert "3 messages printed" in errors.rest()[-1]
+
+
+def test_send_in_sets_a_future_timetag(spawn: Spawn) -> None:
+    proc, where, _ = start_dump(spawn, "--jsonl", "--count", "1")
+    subprocess.run([*oscsync_command("send", where, "/tick", "1", "--in", "0.25")], check=True)
+    out = finish(proc)
+    record = json.loads(out)
+    ahead = record["timetag_unix"] - record["arrival"]
+    assert 0.0 < ahead <= 0.25  # sent 250 ms ahead, arrived a little later
+    assert tt.format_hex(tt.from_unix(record["timetag_unix"]))[:8] == record["timetag"][:8]
+
+
+def test_dump_escapes_control_characters_and_summarises(spawn: Spawn) -> None:
+    proc, where, errors = start_dump(spawn, "--count", "1")
+    with Endpoint(peers=[HostPort("127.0.0.1", int(where.rsplit(":", 1)[1]))]) as tx:
+        tx.send_bytes(b"junk")
+        tx.send("/evil", ["\x1b]0;pwned\x07\x1b[2J"])
+    out = finish(proc)
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b]0;pwned\\x07\\x1b[2J" in out
+    summary = errors.rest()[-1]
+    assert "dropped 1 (not-osc 1)" in summary
+
+
+def test_dump_duration_stops_by_itself(spawn: Spawn) -> None:
+    proc, _, errors = start_dump(spawn, "--duration", "0.3")
+    assert proc.wait(10) == 0
+    assert "0 messages printed" in errors.rest()[-1]
+
+
+def test_dump_stops_cleanly_on_sigterm(spawn: Spawn) -> None:
+    proc, _, errors = start_dump(spawn)
+    proc.terminate()
+    assert proc.wait(10) == 0
+    lines = errors.rest()
+    assert lines[-1].startswith("dump: ")
+    assert not any("Traceback" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["send", "localhost", "/x"], 2, "a host is needed"),
+        (["send", "127.0.0.1:99999", "/x"], 2, "out of range"),
+        (["send", "no-such-host.invalid:9000", "/x"], 2, "cannot resolve"),
+        (["send", "127.0.0.1:9000", "x"], 2, "must start with '/'"),
+        (["send", "127.0.0.1:9000", "/a b"], 2, "must start with '/'"),
+        (["send", "127.0.0.1:9000", "/x", "--types", "iq", "1", "2"], 2, "unknown type"),
+        (["send", "127.0.0.1:9000", "/x", "--types", "i", "one"], 2, "not a valid 32-bit"),
+        (["send", "127.0.0.1:9000", "/x", "--types", "ii", "1"], 2, "need 2 values"),
+        (["send", "127.0.0.1:9000", "/x", "--in", "soon"], 2, "not a duration"),
+        (["send", "127.0.0.1:9000", "/x", "--at", "tomorrow"], 2, "not a timetag"),
+        (["send", "127.0.0.1:9000", "/x", "--in", "1", "--at", "immediately"], 2, "not both"),
+        (["dump", "--listen", "127.0.0.1:-5"], 2, "out of range"),
+        (["dump", "--listen", "10.254.254.254:9000"], 1, "not on this machine"),
+        (["dump", "--allow", "nonsense"], 2, "CIDR"),
+    ],
+)
+def test_cli_errors_are_one_line_with_exit_code(args: list[str], code: int, needle: str) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == code, result.output
+    assert needle in result.output
+    assert "Traceback" not in result.output
+    error_lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(error_lines) == 1
+
+
+def test_port_in_use_exits_1(spawn: Spawn) -> None:
+    proc, where, _ = start_dump(spawn)
+    result = CliRunner().invoke(cli, ["dump", "--listen", where])
+    assert result.exit_code == 1
+    assert "already in use" in result.output
+    proc.terminate()
+
+
+def test_timetag_now_formats(cli_runner: CliRunner) -> None:
+    result = cli_runner.invoke(cli, ["--clock-skew", "0", "timetag", "now", "--format", "all"])
+    assert result.exit_code == 0
+    rows = dict(line.split(None, 1) for line in result.output.splitlines())
+    stamp = tt.parse(rows["hex"])
+    assert tt.format_ntp(stamp) == rows["ntp"]
+    # The same instant in both epochs: NTP seconds minus Unix seconds is the 1900->1970 offset.
+    assert int(rows["ntp"].split(".")[0]) - int(rows["unix"].split(".")[0]) == tt.NTP_UNIX_OFFSET
+    assert tt.parse(rows["iso"]) == tt.parse(rows["unix"])
+
+
+def test_timetag_now_follows_clock_skew(cli_runner: CliRunner) -> None:
+    plain = cli_runner.invoke(cli, ["timetag", "now", "-f", "unix"]).output
+    skewed = cli_runner.invoke(cli, ["--clock-skew", "3600", "timetag", "now", "-f", "unix"]).output
+    assert float(skewed) - float(plain) == pytest.approx(3600, abs=5)

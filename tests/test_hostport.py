@@ -1,0 +1,69 @@
+"""[HOST:]PORT parsing: every form people type, and one clear sentence for each mistake."""
+
+from __future__ import annotations
+
+import pytest
+
+from oscsync.hostport import AddressError, HostPort, parse_hostport, parse_network
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("9000", HostPort("127.0.0.1", 9000)),
+        ("127.0.0.1:9000", HostPort("127.0.0.1", 9000)),
+        ("0.0.0.0:9001", HostPort("0.0.0.0", 9001)),
+        ("[::1]:9000", HostPort("::1", 9000)),
+        ("localhost:9000", HostPort("127.0.0.1", 9000)),
+        (" 239.1.2.3:7000 ", HostPort("239.1.2.3", 7000)),
+    ],
+)
+def test_valid_forms(text: str, expected: HostPort) -> None:
+    assert parse_hostport(text) == expected
+
+
+def test_str_round_trips() -> None:
+    for text in ("127.0.0.1:9000", "[::1]:9000"):
+        assert str(parse_hostport(text)) == text
+
+
+def test_multicast_is_recognised() -> None:
+    assert parse_hostport("239.1.2.3:7000").is_multicast
+    assert not parse_hostport("127.0.0.1:7000").is_multicast
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("", "empty"),
+        ("127.0.0.1:", "not a number"),
+        ("127.0.0.1:70000", "out of range"),
+        ("127.0.0.1:0", "out of range"),
+        ("127.0.0.1:abc", "not a number"),
+        ("::1:9000", "brackets"),
+        ("[::1]9000", "[ADDRESS]:PORT"),
+        (":9000", "host part is empty"),
+        ("no-such-host.invalid:9000", "cannot resolve"),
+    ],
+)
+def test_mistakes_are_one_sentence(text: str, needle: str) -> None:
+    with pytest.raises(AddressError) as info:
+        parse_hostport(text)
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_bare_port_needs_default_host_when_asked() -> None:
+    with pytest.raises(AddressError, match="host is needed"):
+        parse_hostport("9000", default_host=None)
+
+
+def test_port_zero_only_where_allowed() -> None:
+    assert parse_hostport("0", allow_port_zero=True).port == 0
+
+
+def test_networks() -> None:
+    assert str(parse_network("192.168.1.7/24")) == "192.168.1.0/24"
+    assert str(parse_network("127.0.0.2")) == "127.0.0.2/32"
+    with pytest.raises(AddressError):
+        parse_network("300.1.1.1/8")
