@@ -141,3 +141,7 @@ class LineReader:
             if line is not None:
                 self.lines.append(line)
         return self.lines
+
+
+# Headless Pure Data for tests (tests/pdharness.py): the `run_pd` fixture.
+from pdharness import run_pd  # noqa: E402, F401
