@@ -247,7 +247,13 @@ class Endpoint:
             if wanted is not None and peer not in wanted:
                 continue
             try:
-                sock.send(data)
+                try:
+                    sock.send(data)
+                except ConnectionRefusedError:
+                    # The refusal is the pending ICMP error of an *earlier* datagram; this one
+                    # was not sent. Count it and send again, so a restarted peer loses nothing.
+                    self._peer_refused(peer)
+                    sock.send(data)
             except ConnectionRefusedError:
                 self._peer_refused(peer)
             except BlockingIOError:

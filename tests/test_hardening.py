@@ -1,0 +1,205 @@
+"""Hardening: fuzzed input, a flood, faults and exposure. Nothing escapes, everything is counted."""
+
+from __future__ import annotations
+
+import os
+import queue
+import resource
+import signal
+import socket
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Callable
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import LineReader, free_udp_port, oscsync_command
+from osc_strategies import VALID, mutated, nested
+from oscsync import codec
+from oscsync.hostport import HostPort
+from oscsync.transport import Endpoint, Received
+
+WAIT = 5.0
+Spawn = Callable[..., subprocess.Popen[str]]
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(VALID)
+def test_valid_packets_decode(packet: bytes) -> None:
+    messages = codec.decode(packet)
+    assert all(message.address.startswith("/") for message in messages)
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(mutated())
+def test_mutated_packets_only_ever_raise_decode_error(packet: bytes) -> None:
+    try:
+        codec.decode(packet)
+    except codec.DecodeError as exc:
+        assert exc.reason and " " not in exc.reason
+
+
+def test_ten_thousand_deep_bundle_is_refused() -> None:
+    packet = nested(codec.encode_message("/deep", [1]), 10_000)
+    assert len(packet) > 200_000
+    try:
+        codec.decode(packet)
+    except codec.DecodeError as exc:
+        assert exc.reason == "too-deep"
+    else:
+        raise AssertionError("a 10,000-deep bundle was accepted")
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(mutated(), min_size=1, max_size=30))
+def test_live_listener_counts_every_bad_datagram_and_serves_the_next_good_one(
+    junk: list[bytes],
+) -> None:
+    inbox: queue.Queue[Received] = queue.Queue()
+    with Endpoint(HostPort("127.0.0.1", 0)) as listener:
+        listener.start(inbox.put)
+        where = listener.local_address
+        assert where is not None
+        sendable = [packet for packet in junk if len(packet) <= 65507]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for packet in sendable:
+                sock.sendto(packet, where.sockaddr)
+            sock.sendto(codec.encode_message("/still/alive", [1]), where.sockaddr)
+        while True:  # mutated packets may still be valid OSC: skip their messages
+            received = inbox.get(timeout=WAIT)
+            if received.address == "/still/alive":
+                break
+        stats = listener.stats
+        assert listener._thread is not None and listener._thread.is_alive()
+    assert stats.datagrams == len(sendable) + 1
+    good = sum(1 for packet in sendable if _decodes(packet))
+    assert stats.dropped == len(sendable) - good
+    assert all(" " not in reason for reason in stats.drops)
+
+
+def _decodes(packet: bytes) -> bool:
+    try:
+        codec.decode(packet)
+    except codec.DecodeError:
+        return False
+    return True
+
+
+def test_flood_is_fully_accounted_with_bounded_threads_and_memory() -> None:
+    """A burst far beyond what a Python handler keeps up with: sent == received + dropped."""
+    heard: Counter[str] = Counter()
+    end_heard = threading.Event()
+    release = threading.Event()
+
+    def handler(received: Received) -> None:
+        release.wait(WAIT)  # a stalled handler: the flood has to overflow the socket buffer
+        heard[received.address] += 1
+        if received.address == "/end":
+            end_heard.set()
+
+    threads_before = threading.active_count()
+    with Endpoint(HostPort("127.0.0.1", 0), recv_buffer=256 * 1024) as listener:
+        listener.start(handler)
+        where = listener.local_address
+        assert where is not None
+        assert threading.active_count() == threads_before + 1
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        flood = codec.encode_message("/flood", [1, 2.0, "three"])
+        marker = codec.encode_message("/end", [])
+        flood_sent = markers_sent = 0
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect(where.sockaddr)
+            for _ in range(60_000):
+                sock.send(flood)
+                flood_sent += 1
+            release.set()
+            # Loopback keeps order on one socket: once a marker is handled, every flood datagram
+            # before it was handled or dropped. A marker may meet a full buffer too: resend.
+            while not end_heard.is_set() and markers_sent < 100:
+                sock.send(marker)
+                markers_sent += 1
+                end_heard.wait(0.2)
+        stats = listener.stats
+        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        assert threading.active_count() == threads_before + 1
+    assert end_heard.is_set()
+    kernel_drops = stats.drops["kernel-buffer-full"]
+    assert kernel_drops > 0  # the burst did overflow the 256 KB buffer
+    # Nothing unaccounted: every datagram sent was handled or counted as a kernel drop.
+    assert heard["/flood"] + heard["/end"] + kernel_drops == flood_sent + markers_sent
+    assert rss_after - rss_before < 50_000  # KB: the flood did not pile up in our memory
+
+
+def test_default_listen_is_loopback(spawn: Spawn) -> None:
+    proc = spawn("dump", "--listen", "0")
+    assert proc.stderr is not None
+    line = LineReader(proc.stderr).wait_for(lambda text: text.startswith("listening on"))
+    assert line.split()[-1].startswith("127.0.0.1:")
+
+
+def test_dump_allow_drops_a_stranger_on_127_0_0_2(spawn: Spawn) -> None:
+    port = free_udp_port()
+    proc = spawn("dump", "--listen", f"127.0.0.1:{port}", "--allow", "127.0.0.1", "--count", "1")
+    assert proc.stderr is not None and proc.stdout is not None
+    errors = LineReader(proc.stderr)
+    errors.wait_for(lambda text: text.startswith("listening on"))
+    for source, address in (("127.0.0.2", "/stranger"), ("127.0.0.1", "/friend")):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((source, 0))
+            sock.sendto(codec.encode_message(address, []), ("127.0.0.1", port))
+    out = proc.stdout.read()
+    proc.wait(10)
+    assert "/friend" in out and "/stranger" not in out
+    assert "not-allowed 1" in errors.rest()[-1]
+
+
+def test_sender_survives_a_peer_restart() -> None:
+    port = free_udp_port()
+    warnings: list[str] = []
+    with Endpoint(peers=[HostPort("127.0.0.1", port)], on_warning=warnings.append) as sender:
+        for k in range(5):  # nobody listening yet: refused, counted, never raised
+            sender.send("/n", [k])
+        inbox: queue.Queue[Received] = queue.Queue()
+        with Endpoint(HostPort("127.0.0.1", port)) as listener:
+            listener.start(inbox.put)
+            for k in range(5, 10):
+                sender.send("/n", [k])
+            got = [inbox.get(timeout=WAIT).args[0] for _ in range(5)]
+    assert got == [5, 6, 7, 8, 9]
+    assert sender.stats.send_errors["refused"] >= 1
+    assert len(warnings) == 1
+
+
+def test_sigint_during_repeated_send_exits_cleanly() -> None:
+    port = free_udp_port()
+    proc = subprocess.Popen(
+        oscsync_command(
+            "send", f"127.0.0.1:{port}", "/x", "1", "--repeat", "1000", "--interval", "0.05"
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    errors = LineReader(proc.stderr)
+    # The first refused send proves the loop is running before we interrupt it.
+    errors.wait_for(lambda text: "nothing is listening" in text)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(10) == 0
+    assert not any("Traceback" in line for line in errors.rest())
+    assert proc.stdout is not None
+    proc.stdout.close()
+
+
+def test_unresolvable_host_is_one_line() -> None:
+    out = subprocess.run(
+        oscsync_command("send", "no-such-host.invalid:9000", "/x"),
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+    )
+    assert out.returncode == 2
+    assert "cannot resolve host" in out.stderr
+    assert "Traceback" not in out.stderr
