@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "send": "oscsync.cli.send:send",
     "dump": "oscsync.cli.dump:dump",
     "timetag": "oscsync.cli.timetag:timetag",
+    "metronome": "oscsync.cli.metronome:metronome",
 }
 
 

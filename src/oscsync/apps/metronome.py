@@ -1,0 +1,388 @@
+"""``oscsync metronome``: ticks on a drift-free grid, and a listener that plays them on time.
+
+**Sending** (:class:`TickSender`). Tick ``k`` is due at ``t0 + k·60/bpm``, computed from ``k`` every
+time (exactly, on the NTP timetag grid), never by adding up sleeps, so the grid does not drift
+however long it runs or however late a send was. Each tick is ``/tick ,i BEAT`` with
+``BEAT = k mod beats_per_bar`` (0 is the accent). With ``offset == 0`` it is a plain message sent at
+the grid time (the workshop's example 2: the receiver plays it when it arrives, network jitter and
+all). With ``offset > 0`` it is a bundle timetagged ``offset`` seconds after the grid time and sent
+at the grid time (example 3, forward synchronisation: the receiver holds it and plays it at the
+timetag, so jitter smaller than the offset disappears).
+
+**Listening** (:class:`MetronomeListener`). ``/tick`` with no argument, an int or a float (PD's
+``[packOSC]`` sends floats) is one beat; ``beat % beats_per_bar == 0`` is the accent. The onset
+handed to the player is the timetag, not the arrival time: for a player that places sounds
+itself (sounddevice, wav render: ``lead = inf``) right away, for the others (none, playsound) when
+the :class:`~oscsync.scheduler.Scheduler` dispatches the bundle at its timetag. A plain message, or
+a bundle that arrives after its timetag (late), sounds as soon as it is handled.
+
+**The tick log** (``--log FILE.jsonl``) has one JSON object per tick, in the order ticks were
+handled, flushed line by line so another process can follow it. These fields are stable (the lab
+reads them); times are Unix seconds (UTC) as floats, on the listener's clock:
+
+``seq``          int, 0, 1, 2 ... per tick this listener handled
+``beat``         int, the beat number received (floats rounded), or null when ``/tick`` had none
+``accent``       bool, ``beat % beats_per_bar == 0`` (false when beat is null)
+``arrival``      when the datagram arrived (read on the receive thread)
+``timetag``      the bundle's timetag, or null for a plain message or ``IMMEDIATELY``
+``timetag_hex``  the same timetag in liblo's hex notation, or null
+``onset``        when the player was asked to start the sound: the timetag, or, for a plain or late
+                 tick, the moment it was handled; never earlier than ``timetag``
+``handled``      when the listener handled it (the scheduler dispatched it)
+``late``         bool, the timetag had already passed (by more than the scheduler's 1 ms
+                 tolerance) when the tick could be handled
+``headroom_ms``  ``(timetag − arrival)`` in ms: how early the bundle arrived (negative = after its
+                 time), or null for a plain tick
+``source``       ``HOST:PORT`` of the sender
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from typing import Any, TextIO
+
+from oscsync import codec
+from oscsync import timetag as tt
+from oscsync.audio import ACCENT, TICK, Player
+from oscsync.clock import Clock
+from oscsync.scheduler import Dispatch, Scheduler
+from oscsync.transport import Received
+
+ADDRESS = "/tick"
+DEFAULT_BPM = 120.0
+DEFAULT_BEATS_PER_BAR = 4
+
+# -- sending ----------------------------------------------------------------------------------
+
+
+def ticks_in(duration: float, bpm: float) -> int:
+    """How many ticks fall in ``[0, duration)`` on a grid of ``60/bpm`` s (tick 0 at 0)."""
+    return max(0, math.ceil(Fraction(duration) * Fraction(bpm) / 60))
+
+
+class TickSender:
+    """Sends ``/tick`` on a drift-free grid through ``send`` (an Endpoint's ``send_bytes``).
+
+    The grid is fixed by the timetag ``t0`` of tick 0 (the clock's time at :meth:`start`, or given):
+    tick ``k``'s grid time is ``t0 + k·60/bpm`` rounded to the nearest NTP unit, computed with
+    exact fractions from ``k`` itself. The sender waits for that instant on the monotonic clock
+    and sends; a late wake-up delays one tick, never the ones after it.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[bytes], object],
+        clock: Clock,
+        *,
+        bpm: float = DEFAULT_BPM,
+        beats_per_bar: int = DEFAULT_BEATS_PER_BAR,
+        offset: float = 0.0,
+    ) -> None:
+        if not bpm > 0 or not math.isfinite(bpm):
+            raise ValueError(f"bpm must be a positive number, got {bpm}")
+        if beats_per_bar < 1:
+            raise ValueError(f"beats per bar must be 1 or more, got {beats_per_bar}")
+        if not offset >= 0 or not math.isfinite(offset):
+            raise ValueError(f"offset must be 0 or more seconds, got {offset}")
+        self._send = send
+        self.clock = clock
+        self.bpm = bpm
+        self.beats_per_bar = beats_per_bar
+        self.offset = offset
+        self.period = Fraction(60) / Fraction(bpm)
+        self.t0: int | None = None
+        self.sent = 0
+
+    def start(self, t0: int | None = None) -> int:
+        """Fix the grid: tick 0 is due at timetag ``t0`` (default: now). Returns ``t0``."""
+        self.t0 = self.clock.now_timetag() if t0 is None else t0
+        return self.t0
+
+    def grid_timetag(self, k: int) -> int:
+        """The NTP timetag of tick ``k`` on the grid (exact: no accumulated rounding)."""
+        if self.t0 is None:
+            raise RuntimeError("TickSender.start() has not been called")
+        return tt.add_seconds(self.t0, self.period * k)
+
+    def beat(self, k: int) -> int:
+        return k % self.beats_per_bar
+
+    def packet(self, k: int) -> bytes:
+        """The datagram for tick ``k``: plain, or a bundle ``offset`` s after its grid time."""
+        message = codec.encode_message(ADDRESS, [self.beat(k)], "i")
+        if not self.offset:
+            return message
+        return codec.encode_bundle(
+            tt.add_seconds(self.grid_timetag(k), Fraction(self.offset)), [message]
+        )
+
+    def run(
+        self,
+        count: int | None = None,
+        stop: threading.Event | None = None,
+        on_sent: Callable[[int], None] | None = None,
+    ) -> int:
+        """Send ticks 0 .. count-1 (forever if None) until ``stop`` is set; return how many."""
+        if self.t0 is None:
+            self.start()
+        stop = stop if stop is not None else threading.Event()
+        clock = self.clock
+        k = 0
+        while (count is None or k < count) and not stop.is_set():
+            deadline = clock.wall_to_monotonic(tt.to_unix(self.grid_timetag(k)))
+            remaining = deadline - clock.monotonic()
+            if remaining > 0 and clock.wait(stop, remaining):
+                break
+            self._send(self.packet(k))
+            self.sent += 1
+            if on_sent is not None:
+                on_sent(k)
+            k += 1
+        return self.sent
+
+
+# -- listening --------------------------------------------------------------------------------
+
+
+class TickError(ValueError):
+    """A ``/tick`` whose argument is not a beat number; ``reason`` is a drop-counter key."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def beat_of(message: codec.Message) -> int | None:
+    """The beat number of a ``/tick``: None without an argument, ints as is, floats rounded."""
+    if not message.args:
+        return None
+    value, tag = message.args[0], message.types[:1]
+    if tag in ("i", "h"):
+        return int(value)
+    if tag in ("f", "d"):
+        number = float(value)
+        if not math.isfinite(number):
+            raise TickError("bad-beat")
+        return round(number)
+    raise TickError("bad-beat")
+
+
+@dataclass
+class TickRecord:
+    """One handled tick; :meth:`to_json` is one line of the tick log (see the module docstring)."""
+
+    seq: int
+    beat: int | None
+    accent: bool
+    arrival: float
+    timetag: float | None
+    timetag_hex: str | None
+    onset: float
+    handled: float
+    late: bool
+    headroom_ms: float | None
+    source: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+class RunningStats:
+    """Mean and standard deviation without keeping the samples (Welford's method)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean = 0.0
+        self._m2 = 0.0
+        self.minimum = math.inf
+        self.maximum = -math.inf
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        delta = value - self.mean
+        self.mean += delta / self.count
+        self._m2 += delta * (value - self.mean)
+        self.minimum = min(self.minimum, value)
+        self.maximum = max(self.maximum, value)
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation (0 with fewer than two values)."""
+        return math.sqrt(self._m2 / (self.count - 1)) if self.count > 1 else 0.0
+
+
+@dataclass
+class ListenerStats:
+    """What the listener saw: ticks, late ones, inter-onset intervals, headroom, what it ignored."""
+
+    ticks: int = 0
+    late: int = 0
+    accents: int = 0
+    intervals: RunningStats = field(default_factory=RunningStats)
+    """Seconds between consecutive onsets."""
+    headroom: RunningStats = field(default_factory=RunningStats)
+    """Milliseconds from arrival to timetag, for timetagged ticks."""
+    last_headroom_ms: float | None = None
+    ignored: Counter[str] = field(default_factory=Counter)
+
+    def line(self) -> str:
+        """The live status line: ``ticks 12  late 0  interval 500.000 ± 0.004 ms  headroom ...``."""
+        parts = [f"ticks {self.ticks}", f"late {self.late}"]
+        if self.intervals.count:
+            parts.append(
+                f"interval {self.intervals.mean * 1000:.3f} ± {self.intervals.std * 1000:.3f} ms"
+            )
+        if self.last_headroom_ms is not None:
+            parts.append(
+                f"headroom {self.last_headroom_ms:+.1f} ms (min {self.headroom.minimum:+.1f})"
+            )
+        if self.ignored:
+            parts.append(f"ignored {sum(self.ignored.values())}")
+        return "  ".join(parts)
+
+
+class MetronomeListener:
+    """Turns received ``/tick`` messages into onsets for a :class:`~oscsync.audio.Player`.
+
+    Give :meth:`on_message` to an Endpoint. Every tick goes through ``scheduler`` (so all ticks are
+    handled on its thread, in order): at its timetag for players that act when told (``lead`` 0),
+    at once for players that place sounds themselves (``lead`` inf), which then get the timetag
+    early and can be sample-accurate. ``log`` receives one JSON line per tick; ``on_tick`` is
+    called with each :class:`TickRecord` (the CLI prints from it). After ``limit`` ticks, further
+    ones are ignored (counted ``over-count``), so ``--count 8`` logs and plays exactly 8.
+    """
+
+    def __init__(
+        self,
+        player: Player,
+        scheduler: Scheduler,
+        clock: Clock,
+        *,
+        beats_per_bar: int = DEFAULT_BEATS_PER_BAR,
+        log: TextIO | None = None,
+        on_tick: Callable[[TickRecord], None] | None = None,
+        limit: int | None = None,
+    ) -> None:
+        if beats_per_bar < 1:
+            raise ValueError(f"beats per bar must be 1 or more, got {beats_per_bar}")
+        self.player = player
+        self.scheduler = scheduler
+        self.clock = clock
+        self.beats_per_bar = beats_per_bar
+        self.log = log
+        self.on_tick = on_tick
+        self.limit = limit
+        self.stats = ListenerStats()
+        self._previous_onset: float | None = None
+        self._lock = threading.Lock()
+
+    def on_message(self, received: Received) -> None:
+        """Handle one received message (runs on the receive thread; never raises for bad data)."""
+        message = received.message
+        if message.address != ADDRESS:
+            self._ignore("other-address")
+            return
+        try:
+            beat = beat_of(message)
+        except TickError as exc:
+            self._ignore(exc.reason)
+            return
+        stamp = message.timetag
+        timed = stamp is not None and stamp != tt.IMMEDIATELY
+        lead = self.player.lead
+
+        def handle(dispatch: Dispatch) -> None:
+            self._handle(received, beat, stamp if timed else None, dispatch)
+
+        if timed and not math.isinf(lead):
+            assert stamp is not None
+            when: int | None = tt.add_seconds(stamp, -Fraction(lead)) if lead else stamp
+        else:
+            when = None  # plain, or a player that wants the onset as soon as it is known
+        if not self.scheduler.submit(when, handle):
+            self._ignore("refused")
+
+    def _ignore(self, reason: str) -> None:
+        with self._lock:
+            self.stats.ignored[reason] += 1
+
+    def _handle(
+        self, received: Received, beat: int | None, stamp: int | None, dispatch: Dispatch
+    ) -> None:
+        clock = self.clock
+        handled = clock.monotonic_to_wall(dispatch.dispatched)
+        target = None if stamp is None else tt.to_unix(stamp)
+        if target is None:
+            late, onset = False, handled
+        else:
+            late = handled - target > self.scheduler.late_tolerance
+            onset = handled if late else target
+        accent = beat is not None and beat % self.beats_per_bar == 0
+        with self._lock:
+            stats = self.stats
+            if self.limit is not None and stats.ticks >= self.limit:
+                stats.ignored["over-count"] += 1
+                return
+            self.player.play_at(onset, ACCENT if accent else TICK)
+            record = TickRecord(
+                seq=stats.ticks,
+                beat=beat,
+                accent=accent,
+                arrival=received.arrival,
+                timetag=target,
+                timetag_hex=None if stamp is None else tt.format_hex(stamp),
+                onset=onset,
+                handled=handled,
+                late=late,
+                headroom_ms=None if target is None else (target - received.arrival) * 1000.0,
+                source=f"{received.source[0]}:{received.source[1]}",
+            )
+            stats.ticks += 1
+            stats.late += late
+            stats.accents += accent
+            if self._previous_onset is not None:
+                stats.intervals.add(onset - self._previous_onset)
+            self._previous_onset = onset
+            if record.headroom_ms is not None:
+                stats.headroom.add(record.headroom_ms)
+                stats.last_headroom_ms = record.headroom_ms
+            if self.log is not None:
+                self.log.write(record.to_json() + "\n")
+                self.log.flush()
+        if self.on_tick is not None:
+            self.on_tick(record)
+
+    def status(self) -> str:
+        with self._lock:
+            return self.stats.line()
+
+
+def record_fields() -> list[str]:
+    """The tick log's field names, in order (tests hold the documentation to this)."""
+    return list(TickRecord.__dataclass_fields__)
+
+
+def tick_line(record: TickRecord) -> str:
+    """One line per tick for a pipe: ``tick 3 beat 0*  headroom +99.912 ms``."""
+    beat = "-" if record.beat is None else str(record.beat)
+    mark = "*" if record.accent else ""
+    parts = [f"tick {record.seq}", f"beat {beat}{mark}"]
+    if record.headroom_ms is not None:
+        parts.append(f"headroom {record.headroom_ms:+.3f} ms")
+    if record.late:
+        parts.append("LATE")
+    return "  ".join(parts)
+
+
+def summary(stats: ListenerStats, extra: dict[str, Any] | None = None) -> str:
+    """One line for stderr when the listener stops."""
+    text = "metronome: " + stats.line()
+    if extra:
+        text += "  " + "  ".join(f"{key} {value}" for key, value in extra.items())
+    return text

@@ -1,0 +1,458 @@
+"""``oscsync metronome send | listen | pair``."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import click
+
+from oscsync import audio, sounds
+from oscsync.apps import metronome as app_metronome
+from oscsync.apps.metronome import MetronomeListener, TickRecord, TickSender, tick_line, ticks_in
+from oscsync.cli.params import (
+    DURATION,
+    PEER,
+    DurationType,
+    allow_option,
+    iface_option,
+    listen_option,
+)
+from oscsync.cli.runtime import AppContext, running, stdout_is_tty, wait
+from oscsync.hostport import HostPort
+from oscsync.scheduler import Scheduler
+from oscsync.transport import Endpoint, Network
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+OFFSET = DurationType(minimum=0.0, maximum=60.0)
+"""Forward offsets beyond the scheduler's 60 s horizon would be refused by every listener."""
+
+_GRACE = 0.25
+"""Seconds ``pair`` keeps listening after its last tick's timetag, for that tick to come back."""
+
+
+class AudioType(click.ParamType):  # type: ignore[type-arg]
+    """``auto``, ``sounddevice``, ``playsound``, ``none`` or ``wav:FILE``."""
+
+    name = "audio"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "auto|sounddevice|playsound|none|wav:FILE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, audio.AudioChoice):
+            return value
+        try:
+            return audio.parse_audio_choice(str(value))
+        except audio.AudioError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+AUDIO = AudioType()
+
+
+def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(function: F) -> F:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+def _send_options() -> Callable[[F], F]:
+    return _compose(
+        click.option(
+            "--peer",
+            "-p",
+            "peers",
+            type=PEER,
+            multiple=True,
+            required=True,
+            metavar="HOST:PORT",
+            help="Where to send ticks (repeatable: every peer gets every tick).",
+        ),
+        click.option(
+            "--bpm",
+            type=click.FloatRange(min=0, min_open=True, max=6000),
+            default=app_metronome.DEFAULT_BPM,
+            show_default=True,
+            help="Beats per minute (120 = a tick every half second, as in the workshop).",
+        ),
+        _beats_per_bar_option(),
+        click.option(
+            "--offset",
+            type=OFFSET,
+            default=0.0,
+            show_default=True,
+            help="0: plain /tick messages, played on arrival. X > 0: each tick in a bundle "
+            "timetagged X seconds after its grid time, played at the timetag (e.g. 0.05, 100ms).",
+        ),
+        click.option("--count", "-c", type=click.IntRange(min=1), help="Send this many ticks."),
+        click.option(
+            "--duration",
+            "-d",
+            type=DurationType(minimum=0.0),
+            help="Send ticks for this many seconds.",
+        ),
+        iface_option(),
+    )
+
+
+def _beats_per_bar_option() -> Callable[[F], F]:
+    return click.option(
+        "--beats-per-bar",
+        "-b",
+        type=click.IntRange(min=1, max=64),
+        default=app_metronome.DEFAULT_BEATS_PER_BAR,
+        show_default=True,
+        help="Beat 0 of each bar is the accent.",
+    )
+
+
+def _listen_options() -> Callable[[F], F]:
+    return _compose(
+        listen_option(),
+        click.option(
+            "--audio",
+            "-a",
+            "audio_choice",
+            type=AUDIO,
+            default="auto",
+            show_default=True,
+            help="auto: sounddevice if a sound card is there, else none. "
+            "wav:FILE renders the session into a WAV file (each tick at its exact frame).",
+        ),
+        click.option(
+            "--sound",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="WAV file for ordinary beats [default: sounds/tick.wav].",
+        ),
+        click.option(
+            "--accent-sound",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="WAV file for beat 0 of the bar [default: sounds/tock.wav].",
+        ),
+        click.option(
+            "--log",
+            "log_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            metavar="FILE.jsonl",
+            help="Write one JSON object per tick (arrival, timetag, onset, beat, late, ...).",
+        ),
+        allow_option(),
+    )
+
+
+@click.group(
+    epilog="""\b
+Examples:
+  oscsync metronome listen                          # play ticks arriving on 127.0.0.1:9001
+  oscsync metronome send --peer 127.0.0.1:9001      # example 2: plain ticks, 120 bpm
+  oscsync metronome send --peer 127.0.0.1:9001 --offset 0.1   # example 3: timetagged 100 ms ahead
+  oscsync metronome send --peer 127.0.0.1:9000 --bpm 90 -b 3  # to a PD patch, in 3/4
+  oscsync metronome listen --audio wav:out.wav --log ticks.jsonl --count 8
+  oscsync metronome pair --peer 127.0.0.1:9000 --listen 9001  # both, like the PD patch
+"""
+)
+def metronome() -> None:
+    """A networked metronome: send /tick on a grid, play received ticks at their timetag."""
+
+
+# -- send -------------------------------------------------------------------------------------
+
+
+def _tick_count(count: int | None, duration: float | None, bpm: float) -> int | None:
+    if count is not None and duration is not None:
+        raise click.UsageError("use --count or --duration, not both")
+    if duration is not None:
+        return ticks_in(duration, bpm)
+    return count
+
+
+@metronome.command(
+    epilog="""\b
+Examples:
+  oscsync metronome send --peer 127.0.0.1:9001
+  oscsync metronome send --peer 127.0.0.1:9001 --offset 0.05 --count 16
+  oscsync metronome send --peer 127.0.0.1:9000 --peer 192.168.1.20:9001 --bpm 100
+"""
+)
+@_send_options()
+@click.pass_obj
+def send(
+    app: AppContext,
+    peers: tuple[HostPort, ...],
+    bpm: float,
+    beats_per_bar: int,
+    offset: float,
+    count: int | None,
+    duration: float | None,
+    iface: str | None,
+) -> None:
+    """Send /tick ,i BEAT on a drift-free grid (tick k at t0 + k·60/bpm).
+
+    BEAT counts 0 .. beats-per-bar − 1; 0 is the accent. Runs until --count, --duration or
+    Ctrl-C.
+    """
+    total = _tick_count(count, duration, bpm)
+    clock = app.clock
+    with (
+        running(),
+        Endpoint(peers=peers, clock=clock, on_warning=app.warn, multicast_interface=iface) as ep,
+    ):
+        sender = TickSender(
+            ep.send_bytes, clock, bpm=bpm, beats_per_bar=beats_per_bar, offset=offset
+        )
+        app.note(_sending_note(peers, bpm, beats_per_bar, offset))
+        live = _live_line(app) if stdout_is_tty() else None
+        try:
+            sender.run(
+                total, on_sent=None if live is None else lambda k: live(f"sent {k + 1} ticks")
+            )
+        finally:
+            if live is not None:
+                click.echo()
+            app.note(f"metronome: sent {sender.sent} ticks")
+
+
+def _sending_note(
+    peers: tuple[HostPort, ...], bpm: float, beats_per_bar: int, offset: float
+) -> str:
+    kind = f"in bundles timetagged {offset * 1000:g} ms ahead" if offset else "as plain messages"
+    where = ", ".join(str(peer) for peer in peers)
+    return f"sending /tick to {where} at {bpm:g} bpm, {beats_per_bar} per bar, {kind}"
+
+
+def _live_line(app: AppContext) -> Callable[[str], None]:
+    lock = threading.Lock()
+
+    def show(text: str) -> None:
+        if app.quiet:
+            return
+        with lock:
+            sys.stdout.write("\r" + text + "\x1b[K")
+            sys.stdout.flush()
+
+    return show
+
+
+# -- listen -----------------------------------------------------------------------------------
+
+
+def _sound_paths(sound: Path | None, accent_sound: Path | None) -> dict[str, Path]:
+    chosen = {
+        audio.TICK: (sound, "--sound", "tick"),
+        audio.ACCENT: (accent_sound, "--accent-sound", "tock"),
+    }
+    paths: dict[str, Path] = {}
+    for key, (given, option, default) in chosen.items():
+        path = given if given is not None else sounds.default_path(default)
+        try:
+            audio.read_wav(path)
+        except audio.AudioError as exc:
+            raise click.BadParameter(str(exc), param_hint=f"'{option}'") from None
+        paths[key] = path
+    return paths
+
+
+@contextlib.contextmanager
+def _log_file(path: Path | None) -> Iterator[TextIO | None]:
+    if path is None:
+        yield None
+        return
+    try:
+        handle = path.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot write {path}: {exc.strerror}", param_hint="'--log'"
+        ) from None
+    with handle:
+        yield handle
+
+
+class _Session:
+    """The listening half shared by ``listen`` and ``pair``: player, scheduler, log, display."""
+
+    def __init__(
+        self,
+        app: AppContext,
+        audio_choice: audio.AudioChoice,
+        sound_paths: dict[str, Path],
+        beats_per_bar: int,
+        log: TextIO | None,
+        limit: int | None,
+    ) -> None:
+        self.app = app
+        self.done = threading.Event()
+        self.limit = limit
+        try:
+            self.player = audio.open_player(
+                audio_choice, app.clock, sound_paths, notice=app.note, warn=app.warn
+            )
+        except audio.AudioError as exc:
+            raise click.ClickException(str(exc)) from None
+        description = self.player.describe()
+        if description:
+            app.note(description)
+        self.scheduler = Scheduler(app.clock, on_warning=app.warn)
+        self.tty = stdout_is_tty()
+        self.live = _live_line(app)
+        self.listener = MetronomeListener(
+            self.player,
+            self.scheduler,
+            app.clock,
+            beats_per_bar=beats_per_bar,
+            log=log,
+            on_tick=self._on_tick,
+            limit=limit,
+        )
+        self.scheduler.start()
+
+    def _on_tick(self, record: TickRecord) -> None:
+        if self.tty:
+            self.live(self.listener.status())
+        elif not self.app.quiet:
+            click.echo(tick_line(record))
+        if self.limit is not None and record.seq + 1 >= self.limit:
+            self.done.set()
+
+    def close(self, endpoint: Endpoint | None) -> None:
+        if endpoint is not None:
+            endpoint.close()
+        self.scheduler.close()
+        try:
+            self.player.close()
+        except (audio.AudioError, OSError) as exc:
+            self.app.warn(f"audio: {exc}")
+        if self.tty and not self.app.quiet:
+            click.echo()
+        sys.stdout.flush()
+        extra: dict[str, Any] = {}
+        sched = self.scheduler.stats()
+        if sched.dropped_total:
+            extra["dropped"] = sched.dropped_total
+        if endpoint is not None and endpoint.stats.dropped:
+            extra["bad datagrams"] = endpoint.stats.dropped
+        self.app.note(app_metronome.summary(self.listener.stats, extra))
+
+
+@metronome.command(
+    epilog="""\b
+Examples:
+  oscsync metronome listen                               # 127.0.0.1:9001, sound card if any
+  oscsync metronome listen --listen 0.0.0.0:9001         # accept ticks from other machines
+  oscsync metronome listen --audio wav:out.wav --log ticks.jsonl --count 8
+  oscsync metronome listen --audio playsound             # the workshop's way (high latency)
+"""
+)
+@_listen_options()
+@_beats_per_bar_option()
+@click.option("--count", "-c", type=click.IntRange(min=1), help="Stop after this many ticks.")
+@click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
+@iface_option()
+@click.pass_obj
+def listen(
+    app: AppContext,
+    listen: HostPort,
+    audio_choice: audio.AudioChoice,
+    sound: Path | None,
+    accent_sound: Path | None,
+    log_path: Path | None,
+    allow: tuple[Network, ...],
+    beats_per_bar: int,
+    count: int | None,
+    duration: float | None,
+    iface: str | None,
+) -> None:
+    """Play each /tick at its timetag (plain ticks: on arrival); beat 0 of the bar is accented.
+
+    /tick may carry an int, a float (Pure Data) or nothing. On a terminal a live line shows ticks,
+    late ticks, the interval between onsets (mean ± std) and the headroom (timetag − arrival);
+    piped, one line per tick. Ctrl-C stops and prints a summary.
+    """
+    paths = _sound_paths(sound, accent_sound)
+    with running(), _log_file(log_path) as log:
+        endpoint = Endpoint(
+            listen, allow=allow, clock=app.clock, on_warning=app.warn, multicast_interface=iface
+        )
+        session: _Session | None = None
+        try:
+            session = _Session(app, audio_choice, paths, beats_per_bar, log, count)
+            app.note(f"listening on {endpoint.local_address}")
+            endpoint.start(session.listener.on_message)
+            wait(session.done, app.clock, duration)
+        finally:
+            if session is not None:
+                session.close(endpoint)
+            else:
+                endpoint.close()
+
+
+# -- pair -------------------------------------------------------------------------------------
+
+
+@metronome.command(
+    epilog="""\b
+Examples:
+  oscsync metronome pair --peer 127.0.0.1:9000              # with a PD patch (PD on 9000)
+  oscsync metronome pair --peer 127.0.0.1:9001 --offset 0.05 --count 8   # hear yourself
+"""
+)
+@_send_options()
+@_listen_options()
+@click.pass_obj
+def pair(
+    app: AppContext,
+    peers: tuple[HostPort, ...],
+    bpm: float,
+    beats_per_bar: int,
+    offset: float,
+    count: int | None,
+    duration: float | None,
+    iface: str | None,
+    listen: HostPort,
+    audio_choice: audio.AudioChoice,
+    sound: Path | None,
+    accent_sound: Path | None,
+    log_path: Path | None,
+    allow: tuple[Network, ...],
+) -> None:
+    """Send ticks and play the ticks you receive, in one process (like the PD patch).
+
+    Ticks go to every --peer; ticks arriving on --listen (from anyone, yourself included) are
+    played. With --count or --duration it stops shortly after the last tick's timetag.
+    """
+    total = _tick_count(count, duration, bpm)
+    paths = _sound_paths(sound, accent_sound)
+    clock = app.clock
+    with running(), _log_file(log_path) as log:
+        endpoint = Endpoint(
+            listen,
+            peers,
+            allow=allow,
+            clock=clock,
+            on_warning=app.warn,
+            multicast_interface=iface,
+        )
+        session: _Session | None = None
+        try:
+            session = _Session(app, audio_choice, paths, beats_per_bar, log, None)
+            app.note(f"listening on {endpoint.local_address}")
+            app.note(_sending_note(peers, bpm, beats_per_bar, offset))
+            endpoint.start(session.listener.on_message)
+            sender = TickSender(
+                endpoint.send_bytes, clock, bpm=bpm, beats_per_bar=beats_per_bar, offset=offset
+            )
+            sender.run(total, stop=session.done)
+            wait(session.done, clock, offset + _GRACE)
+        finally:
+            if session is not None:
+                session.close(endpoint)
+            else:
+                endpoint.close()

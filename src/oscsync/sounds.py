@@ -1,0 +1,135 @@
+"""The metronome's two sounds, made here so they can be regenerated: ``python -m oscsync.sounds``.
+
+``tick.wav`` (an ordinary beat) and ``tock.wav`` (the accent, beat 0 of a bar) are 48 kHz, 16-bit,
+mono, 40 ms long: a decaying sine that starts **at its peak on the first sample**, so the onset is a
+single sample a detector (or an ear) cannot mistake, followed by a short fade so the end does not
+click. The accent is higher and louder. Pure Data's ``[soundfiler]`` and Python's players read the
+same files from ``sounds/`` at the top of the repository; both are our own work (see
+``sounds/README.md`` for the license).
+
+Only the standard library is used (``math``, ``array``, ``wave``), so the files can be rebuilt on a
+machine with no numpy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import wave
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+
+RATE = 48_000
+"""Samples per second of the generated files (PD and sounddevice both run happily at 48 kHz)."""
+
+LENGTH_S = 0.040
+"""40 ms: long enough to be heard as a click with a pitch, short enough for 1,000 bpm."""
+
+_FADE_S = 0.004
+
+
+@dataclass(frozen=True)
+class Voice:
+    """How one sound is synthesised."""
+
+    frequency: float
+    amplitude: float
+    decay_s: float
+
+
+VOICES = {
+    "tick": Voice(frequency=1_500.0, amplitude=0.55, decay_s=0.008),
+    "tock": Voice(frequency=2_500.0, amplitude=0.90, decay_s=0.010),
+}
+"""``tick`` is every beat; ``tock`` is the accent on beat 0 of the bar."""
+
+
+def synthesize(name: str, rate: int = RATE) -> array[int]:
+    """The 16-bit samples of sound ``name`` (``tick`` or ``tock``)."""
+    voice = VOICES[name]
+    frames = round(LENGTH_S * rate)
+    fade = round(_FADE_S * rate)
+    samples = array("h")
+    for n in range(frames):
+        t = n / rate
+        # cos, not sin: full amplitude at n = 0 is the sharp onset.
+        value = voice.amplitude * math.cos(2 * math.pi * voice.frequency * t)
+        value *= math.exp(-t / voice.decay_s)
+        if n >= frames - fade:
+            value *= (frames - n) / fade
+        samples.append(round(value * 32767))
+    return samples
+
+
+def write(path: Path, samples: array[int], rate: int = RATE) -> None:
+    """Write mono 16-bit little-endian PCM."""
+    data = samples if sys.byteorder == "little" else _swapped(samples)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(data.tobytes())
+
+
+def _swapped(samples: array[int]) -> array[int]:
+    copy = array("h", samples)
+    copy.byteswap()
+    return copy
+
+
+def generate(directory: Path) -> list[Path]:
+    """Write ``tick.wav`` and ``tock.wav`` into ``directory``; return their paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in VOICES:
+        path = directory / f"{name}.wav"
+        write(path, synthesize(name))
+        written.append(path)
+    return written
+
+
+REPO_SOUNDS = Path(__file__).resolve().parent.parent.parent / "sounds"
+"""``sounds/`` of a source checkout (where PD's patches find them too)."""
+
+
+def default_path(name: str) -> Path:
+    """The file for sound ``name``: the repository's copy, else one generated into a cache dir.
+
+    An installed package has no ``sounds/`` next to it; rather than failing, the same samples are
+    written once to ``$XDG_CACHE_HOME/oscsync/sounds`` (``~/.cache`` by default).
+    """
+    if name not in VOICES:
+        raise KeyError(name)
+    repo_copy = REPO_SOUNDS / f"{name}.wav"
+    if repo_copy.is_file():
+        return repo_copy
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "oscsync" / "sounds"
+    cached = cache / f"{name}.wav"
+    if not cached.is_file():
+        generate(cache)
+    return cached
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m oscsync.sounds",
+        description="Write the metronome sounds tick.wav and tock.wav (48 kHz 16-bit mono).",
+    )
+    parser.add_argument(
+        "directory",
+        nargs="?",
+        type=Path,
+        default=Path("sounds"),
+        help="where to write them (default: ./sounds)",
+    )
+    args = parser.parse_args(argv)
+    for path in generate(args.directory):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
