@@ -16,6 +16,11 @@ injected :class:`~oscsync.clock.Clock`, checked against ``--allow``, decoded, an
 handed to the callback as a :class:`Received`. Nothing a peer sends can raise into the loop:
 malformed data is counted by reason in :attr:`EndpointStats.drops`, and so are datagrams the
 kernel dropped because the socket buffer was full (Linux ``SO_RXQ_OVFL``).
+
+A few addresses are answered by the endpoint itself, through **services** (address -> function),
+before the app's handler would see them: by default every listener answers clock pings
+(``/oscsync/clock/ping``, see :mod:`oscsync.clocksync` and ``docs/protocol.md``). A relay that
+must pass them on (``netem``) or a test builds its endpoint with ``services={}``.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import struct
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +104,8 @@ class EndpointStats:
 
 MessageHandler = Callable[[Received], None]
 WarningHandler = Callable[[str], None]
+Service = Callable[["Endpoint", Received], None]
+"""Answers one OSC address on the endpoint's behalf (clock pings); the app handler never sees it."""
 
 
 def _ignore_warning(_: str) -> None:
@@ -119,8 +126,16 @@ class Endpoint:
         multicast_interface: str | None = None,
         multicast_ttl: int = 1,
         recv_buffer: int = DEFAULT_RECV_BUFFER,
+        services: Mapping[str, Service] | None = None,
     ) -> None:
         self.clock = clock if clock is not None else SystemClock()
+        if services is None:
+            # Every oscsync listener answers clock pings (docs/protocol.md); imported here so
+            # this module stays free of what the lab adds on top of it.
+            from oscsync.clocksync import standard_services
+
+            services = standard_services()
+        self._services: dict[str, Service] = dict(services)
         self.stats = EndpointStats()
         self._on_warning = on_warning
         self._warned: set[str] = set()
@@ -281,6 +296,19 @@ class Endpoint:
         self.stats.sent += 1
         return True
 
+    def answer(self, received: Received, data: bytes) -> bool:
+        """Send ``data`` back to where ``received`` came from, on the socket it came in on."""
+        if not received.via_peer:
+            return self.reply(data, received.source)
+        for peer, _ in self._peer_socks:
+            if peer.sockaddr == received.source:
+                return self.send_bytes(data, [peer]) == 1
+        return False
+
+    def add_service(self, address: str, service: Service) -> None:
+        """Route messages for ``address`` to ``service`` instead of the handler."""
+        self._services[address] = service
+
     def _peer_refused(self, peer: HostPort) -> None:
         self.stats.send_errors["refused"] += 1
         self._warn_once(
@@ -378,12 +406,17 @@ class Endpoint:
         if data[:1] == b"#":
             stats.bundles += 1
         handler = self._handler
+        services = self._services
         for message in messages:
             stats.messages += 1
-            if handler is None:
+            service = services.get(message.address) if services else None
+            if service is None and handler is None:
                 continue
             try:
-                handler(Received(message, source, arrival, via_peer))
+                if service is not None:
+                    service(self, Received(message, source, arrival, via_peer))
+                elif handler is not None:
+                    handler(Received(message, source, arrival, via_peer))
             except Exception as exc:
                 stats.drops["handler-error"] += 1
                 self._warn_once("handler", f"handler failed on {message.address}: {exc!r}")

@@ -1,0 +1,287 @@
+"""Estimating how far a peer's clock is from ours, NTP style, over OSC.
+
+Forward synchronisation only removes jitter if the two clocks agree better than the jitter
+(Schmeder & Freed 2008). This module measures the disagreement with NTP's on-wire exchange
+(RFC 5905 §8), carried in two OSC messages (``docs/protocol.md``):
+
+* the client sends ``/oscsync/clock/ping ,it SEQ T1`` (T1: its clock when sending);
+* any oscsync listener answers ``/oscsync/clock/pong ,ittt SEQ T1 T2 T3`` (T2: its clock when the
+  ping arrived, T3: its clock when answering);
+* the client stamps the pong's arrival T4 on its own clock.
+
+Then ``offset = ((T2 − T1) + (T3 − T4)) / 2`` (peer minus us) and
+``delay = (T4 − T1) − (T3 − T2)`` (the round trip spent on the network). Whatever the split of
+the round trip between the two directions, the true offset lies within ``delay / 2`` of the
+estimate, so that is the error bound. A sample that met a queue on the way has a large delay and
+probably a large asymmetry too, so, like NTP's clock filter (RFC 5905 §10), the estimate uses the
+sample with the **smallest delay** among the most recent ones, each sample's bound growing with
+its age at :data:`DRIFT_TOLERANCE` (ties go to the newest).
+
+Timestamps stay NTP integers until they are differenced, so no precision is lost to floats of
+Unix seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from oscsync import timetag as tt
+from oscsync.clock import Clock
+
+if TYPE_CHECKING:  # the transport imports this module lazily; no cycle at run time
+    from oscsync.transport import Endpoint, Received
+
+PING = "/oscsync/clock/ping"
+PONG = "/oscsync/clock/pong"
+
+FILTER_SIZE = 8
+"""How many recent samples the clock filter chooses from (NTP's clock filter keeps 8)."""
+
+DRIFT_TOLERANCE = 15e-6
+"""Seconds per second two clocks are assumed to drift apart at most (NTP's PHI, 15 ppm): an old
+sample's error bound grows by this much per second of age, so a fresh one can beat it."""
+
+MAX_OUTSTANDING = 256
+"""Pings waiting for an answer that are remembered; older ones are forgotten (counted lost)."""
+
+
+class ClockSyncError(ValueError):
+    """A ping or pong that does not have the documented arguments."""
+
+
+# -- the wire ---------------------------------------------------------------------------------
+
+
+def _osc_string(text: str) -> bytes:
+    raw = text.encode("ascii") + b"\x00"
+    return raw + b"\x00" * (-len(raw) % 4)
+
+
+def encode_ping(seq: int, t1: int) -> bytes:
+    """``/oscsync/clock/ping ,it SEQ T1`` (written here: python-osc's builder has no ``t``)."""
+    return _osc_string(PING) + _osc_string(",it") + struct.pack(">iQ", _int32(seq), t1)
+
+
+def encode_pong(seq: int, t1: int, t2: int, t3: int) -> bytes:
+    """``/oscsync/clock/pong ,ittt SEQ T1 T2 T3``."""
+    return _osc_string(PONG) + _osc_string(",ittt") + struct.pack(">iQQQ", _int32(seq), t1, t2, t3)
+
+
+def _int32(value: int) -> int:
+    return (value + 2**31) % 2**32 - 2**31
+
+
+def _expect(args: tuple[object, ...], types: str, wanted: str, what: str) -> None:
+    if types != wanted or len(args) != len(wanted):
+        raise ClockSyncError(f"{what} must carry ,{wanted} (got ,{types})")
+
+
+def pong_for(received: Received, clock: Clock) -> bytes:
+    """The answer to a ping that arrived as ``received``: T2 is its arrival, T3 is now."""
+    _expect(received.args, received.message.types, "it", PING)
+    seq, t1 = received.args
+    t2 = tt.from_unix(received.arrival)
+    return encode_pong(int(seq), int(t1), t2, clock.now_timetag())
+
+
+def answer_ping(endpoint: Endpoint, received: Received) -> None:
+    """The endpoint service every oscsync listener runs for ``/oscsync/clock/ping``."""
+    try:
+        data = pong_for(received, endpoint.clock)
+    except (ClockSyncError, tt.TimetagError):
+        endpoint.stats.drops["bad-clock-ping"] += 1
+        return
+    endpoint.answer(received, data)
+
+
+def standard_services() -> dict[str, Callable[[Endpoint, Received], None]]:
+    """Services every oscsync listener offers (the transport installs them by default)."""
+    return {PING: answer_ping}
+
+
+# -- estimation -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One ping/pong exchange: the four NTP timestamps (T1, T4 ours; T2, T3 the peer's)."""
+
+    t1: int
+    t2: int
+    t3: int
+    t4: int
+
+    @property
+    def offset(self) -> float:
+        """Seconds the peer's clock is ahead of ours (negative: behind)."""
+        return ((self.t2 - self.t1) + (self.t3 - self.t4)) / 2 / tt.FRACTION_UNITS
+
+    @property
+    def delay(self) -> float:
+        """Round-trip seconds spent between the clocks (the peer's turnaround removed)."""
+        return ((self.t4 - self.t1) - (self.t3 - self.t2)) / tt.FRACTION_UNITS
+
+    @property
+    def error_bound(self) -> float:
+        """The true offset is within this many seconds of :attr:`offset` (half the delay)."""
+        return max(self.delay, 0.0) / 2
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """The clock filter's answer: the minimum-delay sample among the recent ones, and context."""
+
+    offset: float
+    """Seconds the peer's clock is ahead of ours."""
+    delay: float
+    """Round trip of the chosen sample, seconds."""
+    error_bound: float
+    """The true offset is within this many seconds of :attr:`offset`."""
+    samples: int
+    """How many samples the filter chose from."""
+    median_delay: float
+    jitter: float
+    """RMS difference between the chosen offset and the other samples' (NTP's peer jitter)."""
+
+    def to_local(self, peer_timetag: int) -> int:
+        """A timetag written on the peer's clock, translated onto ours."""
+        if peer_timetag == tt.IMMEDIATELY:
+            return peer_timetag
+        return tt.add_seconds(peer_timetag, -self.offset)
+
+    def describe(self) -> str:
+        side = "ahead of" if self.offset >= 0 else "behind"
+        return (
+            f"offset {self.offset * 1e3:+.3f} ms ± {self.error_bound * 1e3:.3f} ms "
+            f"(peer {side} us), round trip {self.delay * 1e3:.3f} ms "
+            f"(min of {self.samples}; median {self.median_delay * 1e3:.3f} ms)"
+        )
+
+
+def choose(
+    samples: Iterable[Sample], now: int | None = None, drift_tolerance: float = DRIFT_TOLERANCE
+) -> Estimate | None:
+    """NTP's clock filter in its simplest form: trust the sample with the smallest error bound.
+
+    A sample's bound is half its delay plus ``drift_tolerance`` times its age (seconds from its
+    T4 to ``now``, our timetag; the newest sample's T4 when not given).
+    """
+    kept = list(samples)
+    if not kept:
+        return None
+    if now is None:
+        now = max(sample.t4 for sample in kept)
+
+    def bound(sample: Sample) -> float:
+        age = max(0.0, tt.difference(now, sample.t4))
+        return sample.error_bound + drift_tolerance * age
+
+    best = min(reversed(kept), key=bound)  # reversed: on a tie, the newest wins
+    delays = sorted(sample.delay for sample in kept)
+    jitter = (sum((s.offset - best.offset) ** 2 for s in kept) / len(kept)) ** 0.5
+    return Estimate(
+        offset=best.offset,
+        delay=best.delay,
+        error_bound=bound(best),
+        samples=len(kept),
+        median_delay=delays[len(delays) // 2],
+        jitter=jitter,
+    )
+
+
+class ClockSync:
+    """The client side: sends pings through ``send``, takes pongs, keeps the clock filter.
+
+    ``send`` is whatever reaches the peer (``endpoint.send_bytes`` for a ``--peer``, or an
+    ``endpoint.reply`` to the address ticks come from). Pongs are fed to :meth:`on_pong`, usually
+    by registering it as the endpoint's ``/oscsync/clock/pong`` service. Thread-safe: pings go out
+    on one thread while pongs arrive on the receive thread.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        send: Callable[[bytes], object],
+        *,
+        filter_size: int = FILTER_SIZE,
+    ) -> None:
+        if filter_size < 1:
+            raise ValueError("filter_size must be at least 1")
+        self.clock = clock
+        self._send = send
+        self._seq = itertools.count(1)
+        self._outstanding: dict[int, int] = {}
+        self._recent: deque[Sample] = deque(maxlen=filter_size)
+        self._lock = threading.Lock()
+        self.answered = threading.Condition(self._lock)
+        self.sent = 0
+        self.received = 0
+        self.ignored = 0
+
+    def ping(self) -> int:
+        """Send one ping; return its sequence number."""
+        seq = _int32(next(self._seq))
+        t1 = self.clock.now_timetag()
+        with self._lock:
+            if len(self._outstanding) >= MAX_OUTSTANDING:
+                self._outstanding.pop(next(iter(self._outstanding)))
+            self._outstanding[seq] = t1
+            self.sent += 1
+        self._send(encode_ping(seq, t1))
+        return seq
+
+    def on_pong(self, received: Received) -> Sample | None:
+        """Take a pong; a stray, duplicated or malformed one is ignored (and counted)."""
+        try:
+            _expect(received.args, received.message.types, "ittt", PONG)
+            seq, t1, t2, t3 = (int(value) for value in received.args)
+            t4 = tt.from_unix(received.arrival)
+        except (ClockSyncError, tt.TimetagError, TypeError, ValueError):
+            with self._lock:
+                self.ignored += 1
+            return None
+        with self._lock:
+            # Only the T1 we sent counts: a pong echoing anything else is stale or forged.
+            if self._outstanding.get(seq) != t1:
+                self.ignored += 1
+                return None
+            del self._outstanding[seq]
+            sample = Sample(t1, t2, t3, t4)
+            self._recent.append(sample)
+            self.received += 1
+            self.answered.notify_all()
+        return sample
+
+    def service(self, endpoint: Endpoint, received: Received) -> None:
+        """:meth:`on_pong` in the shape of an endpoint service."""
+        self.on_pong(received)
+
+    def samples(self) -> list[Sample]:
+        with self._lock:
+            return list(self._recent)
+
+    def estimate(self) -> Estimate | None:
+        """The current estimate (None before the first answer)."""
+        return choose(self.samples(), self.clock.now_timetag())
+
+    def wait_for_answers(self, count: int, timeout: float) -> bool:
+        """Block until ``count`` pongs have been taken in total, or ``timeout`` (real) seconds."""
+        with self._lock:
+            return self.answered.wait_for(lambda: self.received >= count, timeout)
+
+    def measure(self, count: int, interval: float, timeout: float) -> Estimate | None:
+        """Send ``count`` pings ``interval`` apart, wait up to ``timeout`` for the last answers."""
+        start = self.received
+        begin = self.clock.monotonic()
+        for k in range(count):
+            if k:
+                self.clock.sleep(begin + k * interval - self.clock.monotonic())
+            self.ping()
+        self.wait_for_answers(start + count, timeout)
+        return self.estimate()

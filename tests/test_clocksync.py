@@ -1,0 +1,163 @@
+"""Clock offset estimation: NTP's four timestamps, the error bound, the minimum-delay filter."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from oscsync import clocksync, codec
+from oscsync import timetag as tt
+from oscsync.clock import FakeClock, SkewedClock
+from oscsync.clocksync import ClockSync, Sample, choose
+from oscsync.transport import Endpoint, Received
+
+
+def _received(data: bytes, arrival: float, source: tuple[str, int] = ("127.0.0.1", 9)) -> Received:
+    (message,) = codec.decode(data)
+    return Received(message, source, arrival)
+
+
+class _Link:
+    """A client and a peer whose clock is ``skew`` s ahead, joined by a link with chosen delays."""
+
+    def __init__(self, skew: float, drift_ppm: float = 0.0) -> None:
+        self.base = FakeClock()
+        self.client_clock = SkewedClock(self.base, skew=0.0)
+        self.peer_clock = SkewedClock(self.base, skew=skew, drift_ppm=drift_ppm)
+        self.skew = skew
+        self.outbox: list[bytes] = []
+        self.sync = ClockSync(self.client_clock, self.outbox.append)
+
+    def true_offset(self) -> float:
+        return self.peer_clock.now() - self.client_clock.now()
+
+    def exchange(self, out_delay: float, turnaround: float, back_delay: float) -> Sample | None:
+        self.sync.ping()
+        ping = self.outbox.pop()
+        self.base.advance(out_delay)
+        arrived = _received(ping, self.peer_clock.now())
+        self.base.advance(turnaround)
+        pong = clocksync.pong_for(arrived, self.peer_clock)
+        self.base.advance(back_delay)
+        return self.sync.on_pong(_received(pong, self.client_clock.now()))
+
+
+def test_wire_format_round_trips_exact_timetags() -> None:
+    t1 = tt.from_parts(0xEA000000, 0x80000001)  # high bit set: not a signed int64
+    (ping,) = codec.decode(clocksync.encode_ping(7, t1))
+    assert (ping.address, ping.types, ping.args) == (clocksync.PING, "it", (7, t1))
+    (pong,) = codec.decode(clocksync.encode_pong(-3, t1, t1 + 1, t1 + 2))
+    assert (pong.address, pong.types) == (clocksync.PONG, "ittt")
+    assert pong.args == (-3, t1, t1 + 1, t1 + 2)
+
+
+def test_symmetric_delays_give_the_exact_offset() -> None:
+    link = _Link(skew=0.25)
+    sample = link.exchange(0.0078125, 0.001, 0.0078125)
+    assert sample is not None
+    assert sample.offset == pytest.approx(0.25, abs=1e-6)
+    assert sample.delay == pytest.approx(0.015625, abs=1e-6)
+    assert sample.error_bound == pytest.approx(sample.delay / 2)
+
+
+@pytest.mark.parametrize("skew", [-1.5, -0.15, 0.0, 0.25, 3600.0])
+def test_asymmetric_delays_stay_within_half_the_round_trip(skew: float) -> None:
+    link = _Link(skew=skew)
+    rng = random.Random(6)
+    for _ in range(200):
+        out_delay, back_delay = rng.uniform(0, 0.05), rng.uniform(0, 0.002)
+        sample = link.exchange(out_delay, rng.uniform(0, 0.001), back_delay)
+        assert sample is not None
+        error = sample.offset - link.true_offset()
+        # The theory: |error| = |out - back| / 2 <= delay / 2 (float wall seconds resolve ~0.24 µs).
+        assert abs(error) <= sample.error_bound + 1e-6
+        assert abs(error) == pytest.approx(abs(out_delay - back_delay) / 2, abs=1e-6)
+
+
+def test_the_filter_trusts_the_minimum_delay_sample() -> None:
+    link = _Link(skew=0.15)
+    # Queued pings: long, lopsided delays; one exchange found the link empty.
+    link.exchange(0.030, 0.0, 0.001)
+    link.exchange(0.001, 0.0, 0.020)
+    quiet = link.exchange(0.0005, 0.0, 0.0004)
+    link.exchange(0.012, 0.0, 0.001)
+    estimate = link.sync.estimate()
+    assert quiet is not None and estimate is not None
+    assert estimate.offset == quiet.offset
+    assert estimate.delay == pytest.approx(0.0009, abs=1e-6)
+    assert abs(estimate.offset - link.true_offset()) <= estimate.error_bound + 1e-6
+    assert estimate.samples == 4
+    # A naive mean of the four offsets is far worse than the chosen sample.
+    mean = sum(s.offset for s in link.sync.samples()) / 4
+    assert abs(mean - link.true_offset()) > 10 * abs(estimate.offset - link.true_offset())
+
+
+def test_the_filter_forgets_old_samples() -> None:
+    link = _Link(skew=0.0, drift_ppm=500.0)
+    link.exchange(0.0001, 0.0, 0.0001)  # the best sample ever, but soon stale
+    for _ in range(clocksync.FILTER_SIZE):
+        link.base.advance(1.0)
+        link.exchange(0.002, 0.0, 0.002)
+    estimate = link.sync.estimate()
+    assert estimate is not None and estimate.samples == clocksync.FILTER_SIZE
+    assert estimate.delay == pytest.approx(0.004, abs=1e-6)
+    # With the clock drifting, only a recent sample knows the current offset.
+    assert estimate.offset == pytest.approx(link.true_offset(), abs=1e-6)
+
+
+def test_to_local_translates_a_peer_timetag_onto_our_clock() -> None:
+    link = _Link(skew=0.15)
+    link.exchange(0.001, 0.0, 0.001)
+    estimate = link.sync.estimate()
+    assert estimate is not None
+    peer_due = link.peer_clock.now_timetag()
+    local = estimate.to_local(peer_due)
+    assert tt.difference(local, link.client_clock.now_timetag()) == pytest.approx(0, abs=1e-6)
+    assert estimate.to_local(tt.IMMEDIATELY) == tt.IMMEDIATELY
+
+
+def test_stray_duplicate_and_malformed_pongs_are_ignored() -> None:
+    link = _Link(skew=0.0)
+    now = link.client_clock.now()
+    stray = clocksync.encode_pong(99, 1 << 40, 1 << 40, 1 << 40)
+    assert link.sync.on_pong(_received(stray, now)) is None
+    wrong_types = codec.encode_message(clocksync.PONG, [1, 2.0])
+    assert link.sync.on_pong(_received(wrong_types, now)) is None
+    link.sync.ping()
+    ping = _received(link.outbox.pop(), now)
+    pong = clocksync.pong_for(ping, link.peer_clock)
+    assert link.sync.on_pong(_received(pong, now)) is not None
+    assert link.sync.on_pong(_received(pong, now)) is None  # the same answer twice
+    assert (link.sync.received, link.sync.ignored) == (1, 3)
+
+
+def test_choose_of_nothing_is_none() -> None:
+    assert choose([]) is None
+
+
+def test_every_endpoint_answers_pings_and_bad_ones_are_counted() -> None:
+    clock = FakeClock()
+    with Endpoint(clock=clock) as endpoint:
+        sent: list[tuple[bytes, tuple[str, int]]] = []
+        endpoint.reply = lambda data, to: sent.append((data, to)) is None  # type: ignore[method-assign]
+        seen: list[Received] = []
+        endpoint._handler = seen.append
+        t1 = clock.now_timetag()
+        endpoint.handle_datagram(clocksync.encode_ping(5, t1), ("127.0.0.1", 4000))
+        endpoint.handle_datagram(codec.encode_message(clocksync.PING, ["x"]), ("127.0.0.1", 1))
+        endpoint.handle_datagram(codec.encode_message("/chat", ["hi"]), ("127.0.0.1", 4000))
+    assert [r.address for r in seen] == ["/chat"]  # the app never sees the ping
+    ((data, to),) = sent
+    assert to == ("127.0.0.1", 4000)
+    (pong,) = codec.decode(data)
+    assert pong.args[:2] == (5, t1)
+    assert endpoint.stats.drops["bad-clock-ping"] == 1
+
+
+def test_services_can_be_turned_off() -> None:
+    with Endpoint(clock=FakeClock(), services={}) as endpoint:
+        seen: list[Received] = []
+        endpoint._handler = seen.append
+        endpoint.handle_datagram(clocksync.encode_ping(1, 1 << 40), ("127.0.0.1", 4000))
+    assert [r.address for r in seen] == [clocksync.PING]
