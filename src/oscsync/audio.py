@@ -674,7 +674,7 @@ class PlaysoundPlayer:
         self._play = play
         self._paths: dict[str, str] = {}
         self._active = 0
-        self._lock = threading.Lock()
+        self._idle = threading.Condition()
         self._warned = False
 
     def load(self, path: str | Path, key: str = TICK) -> None:
@@ -690,7 +690,7 @@ class PlaysoundPlayer:
         path = self._paths.get(key) or self._paths.get(TICK)
         if path is None:
             return
-        with self._lock:
+        with self._idle:
             if self._active >= self.max_threads:
                 self.stats.dropped += 1
                 return
@@ -708,8 +708,14 @@ class PlaysoundPlayer:
                 self._warned = True
                 self._on_warning(f"playsound failed: {_first_line(exc)}")
         finally:
-            with self._lock:
+            with self._idle:
                 self._active -= 1
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no tick is playing or waiting to; True if that happened in time."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._active == 0, timeout)
 
     def describe(self) -> str:
         return f"audio: {PLAYSOUND_CAVEAT}"

@@ -1,0 +1,286 @@
+"""The metronome's logic on a FakeClock: the send grid, offsets as timetags, onsets handed over."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from oscsync import codec
+from oscsync import timetag as tt
+from oscsync.apps import metronome
+from oscsync.apps.metronome import MetronomeListener, TickSender, beat_of, ticks_in
+from oscsync.audio import ACCENT, TICK
+from oscsync.clock import FakeClock
+from oscsync.scheduler import Scheduler
+from oscsync.transport import Received
+
+START = 1_700_000_000.0
+
+
+class Wire:
+    """A fake send: records (clock time, decoded messages) and costs ``cost`` seconds per send."""
+
+    def __init__(self, clock: FakeClock, cost: float = 0.0) -> None:
+        self.clock = clock
+        self.cost = cost
+        self.sent: list[tuple[float, list[codec.Message]]] = []
+
+    def __call__(self, data: bytes) -> int:
+        self.sent.append((self.clock.now(), codec.decode(data)))
+        self.clock.advance(self.cost)
+        return 1
+
+
+# -- sending ----------------------------------------------------------------------------------
+
+
+def test_grid_has_no_drift_over_10000_ticks_even_when_each_send_is_slow() -> None:
+    clock = FakeClock(start=START)
+    wire = Wire(clock, cost=0.003)  # every send takes 3 ms: accumulated sleeps would drift 30 s
+    sender = TickSender(wire, clock, bpm=97.0)  # a period that is not a binary fraction
+    t0 = sender.start()
+    assert sender.run(count=10_000) == 10_000
+    period = Fraction(60, 97)
+    for k in (1, 2, 999, 5_000, 9_999):
+        assert wire.sent[k][0] == pytest.approx(float(tt.to_unix_exact(t0) + k * period), abs=1e-6)
+    # The timetag grid itself is exact to the NTP unit, computed from k, not summed.
+    assert sender.grid_timetag(9_999) == t0 + round(9_999 * period * 2**32)
+
+
+def test_plain_ticks_carry_the_beat_in_the_bar_as_int() -> None:
+    clock = FakeClock(start=START)
+    wire = Wire(clock)
+    TickSender(wire, clock, bpm=120, beats_per_bar=3).run(count=7)
+    messages = [m for _, batch in wire.sent for m in batch]
+    assert [(m.address, m.types, m.args, m.timetag) for m in messages] == [
+        ("/tick", "i", (beat,), None) for beat in (0, 1, 2, 0, 1, 2, 0)
+    ]
+    # 120 bpm: every half second, starting now.
+    assert [when - START for when, _ in wire.sent] == [k * 0.5 for k in range(7)]
+
+
+@pytest.mark.parametrize("offset", [0.05, 0.1, 0.25])
+def test_offset_ticks_are_bundles_timetagged_offset_after_their_grid_time(offset: float) -> None:
+    clock = FakeClock(start=START)
+    wire = Wire(clock, cost=0.001)
+    sender = TickSender(wire, clock, bpm=120, offset=offset)
+    t0 = sender.start()
+    sender.run(count=5)
+    for k, (sent_at, batch) in enumerate(wire.sent):
+        (message,) = batch
+        grid = tt.add_seconds(t0, Fraction(k, 2))
+        assert message.timetag == tt.add_seconds(grid, Fraction(offset))
+        # Sent at the grid time, so the timetag is `offset` ahead of the moment of sending.
+        assert tt.to_unix(message.timetag) - sent_at == pytest.approx(offset, abs=1e-6)
+        assert message.args == (k % 4,)
+
+
+def test_sender_stops_when_asked() -> None:
+    clock = FakeClock(start=START)
+    wire = Wire(clock)
+    stop = threading.Event()
+    sender = TickSender(wire, clock, bpm=120)
+    assert sender.run(on_sent=lambda k: stop.set() if k == 2 else None, stop=stop) == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"bpm": 0}, "bpm"),
+        ({"bpm": float("nan")}, "bpm"),
+        ({"beats_per_bar": 0}, "beats per bar"),
+        ({"offset": -0.1}, "offset"),
+    ],
+)
+def test_sender_rejects_impossible_settings(kwargs: dict[str, float], message: str) -> None:
+    clock = FakeClock()
+    with pytest.raises(ValueError, match=message):
+        TickSender(Wire(clock), clock, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("duration", "bpm", "expected"), [(2.0, 120, 4), (2.1, 120, 5), (0.0, 120, 0), (1, 60, 1)]
+)
+def test_ticks_in_duration(duration: float, bpm: float, expected: int) -> None:
+    assert ticks_in(duration, bpm) == expected
+
+
+# -- listening --------------------------------------------------------------------------------
+
+
+class RecordingPlayer:
+    """A Player that writes down what it is asked to play."""
+
+    name = "recording"
+
+    def __init__(self, lead: float) -> None:
+        self.lead = lead
+        self.played: list[tuple[float, str]] = []
+
+    def load(self, path: str | Path, key: str = TICK) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def play_at(self, t: float, key: str = TICK) -> None:
+        self.played.append((t, key))
+
+    def describe(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        pass
+
+
+def tick(
+    clock: FakeClock, args: tuple[object, ...] = (1,), types: str = "i", ahead: float | None = None
+) -> Received:
+    """A /tick as the endpoint would hand it over: arrived now, timetagged ``ahead`` s later."""
+    stamp = None if ahead is None else tt.from_unix(clock.now() + ahead)
+    return Received(
+        codec.Message("/tick", args, types, stamp), ("127.0.0.1", 9000), arrival=clock.now()
+    )
+
+
+def make_listener(
+    clock: FakeClock, lead: float, **kwargs: object
+) -> tuple[MetronomeListener, RecordingPlayer, Scheduler]:
+    player = RecordingPlayer(lead)
+    scheduler = Scheduler(clock)
+    listener = MetronomeListener(player, scheduler, clock, **kwargs)  # type: ignore[arg-type]
+    return listener, player, scheduler
+
+
+def test_sample_placing_player_gets_the_timetag_at_once_not_the_arrival_time() -> None:
+    clock = FakeClock(start=START)
+    listener, player, scheduler = make_listener(clock, lead=float("inf"))
+    listener.on_message(tick(clock, ahead=0.125))
+    scheduler.run_due()
+    assert player.played == [(START + 0.125, TICK)]  # told right away, about the timetag
+
+
+def test_player_without_lead_is_told_at_the_timetag() -> None:
+    clock = FakeClock(start=START)
+    listener, player, scheduler = make_listener(clock, lead=0.0)
+    listener.on_message(tick(clock, ahead=0.25))
+    scheduler.run_due()
+    assert player.played == []  # held until its time
+    clock.advance(0.25)
+    scheduler.run_due()
+    assert player.played == [(START + 0.25, TICK)]
+    assert listener.stats.late == 0
+
+
+def test_plain_tick_plays_now_and_late_bundle_plays_when_handled() -> None:
+    clock = FakeClock(start=START)
+    listener, player, scheduler = make_listener(clock, lead=float("inf"))
+    listener.on_message(tick(clock))  # plain
+    listener.on_message(tick(clock, ahead=-0.5))  # its time passed before it arrived
+    clock.advance(0.25)
+    scheduler.run_due()
+    handled = START + 0.25
+    assert player.played == [(handled, TICK), (handled, TICK)]
+    assert listener.stats.late == 1
+    assert listener.stats.ticks == 2
+
+
+def test_beat_zero_of_the_bar_is_the_accent() -> None:
+    clock = FakeClock(start=START)
+    listener, player, scheduler = make_listener(clock, lead=float("inf"), beats_per_bar=3)
+    for beat in range(7):
+        listener.on_message(tick(clock, (beat,)))
+    listener.on_message(tick(clock, (), ""))  # no beat: never an accent
+    scheduler.run_due()
+    assert [key for _, key in player.played] == [
+        ACCENT, TICK, TICK, ACCENT, TICK, TICK, ACCENT, TICK,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "types", "beat"),
+    [((), "", None), ((3,), "i", 3), ((2.0,), "f", 2), ((1.6,), "f", 2), ((5, "x"), "is", 5)],
+)
+def test_tick_accepts_no_argument_int_or_float(
+    args: tuple[object, ...], types: str, beat: int | None
+) -> None:
+    assert beat_of(codec.Message("/tick", args, types)) == beat
+
+
+def test_bad_ticks_and_other_addresses_are_counted_not_played() -> None:
+    clock = FakeClock(start=START)
+    listener, player, scheduler = make_listener(clock, lead=float("inf"))
+    listener.on_message(tick(clock, ("one",), "s"))
+    listener.on_message(tick(clock, (float("nan"),), "f"))
+    listener.on_message(
+        Received(codec.Message("/chat", ("hi",), "s"), ("127.0.0.1", 1), arrival=clock.now())
+    )
+    scheduler.run_due()
+    assert player.played == []
+    assert dict(listener.stats.ignored) == {"bad-beat": 2, "other-address": 1}
+
+
+def test_log_has_one_documented_object_per_tick() -> None:
+    clock = FakeClock(start=START)
+    log = io.StringIO()
+    listener, _, scheduler = make_listener(clock, lead=0.0, log=log)
+    listener.on_message(tick(clock, (0,), ahead=0.125))
+    clock.advance(0.0625)
+    listener.on_message(tick(clock, (1.0,), "f"))
+    scheduler.run_due()  # the plain tick
+    clock.advance(0.0625)
+    scheduler.run_due()  # the bundle, at its timetag
+    first, second = (json.loads(line) for line in log.getvalue().splitlines())
+    assert list(first) == metronome.record_fields()
+    assert first == {
+        "seq": 0,
+        "beat": 1,
+        "accent": False,
+        "arrival": START + 0.0625,
+        "timetag": None,
+        "timetag_hex": None,
+        "onset": START + 0.0625,
+        "handled": START + 0.0625,
+        "late": False,
+        "headroom_ms": None,
+        "source": "127.0.0.1:9000",
+    }
+    assert second["beat"] == 0 and second["accent"] is True
+    assert second["arrival"] == START
+    assert second["timetag"] == second["onset"] == START + 0.125
+    assert second["timetag_hex"] == tt.format_hex(tt.from_unix(START + 0.125))
+    assert second["headroom_ms"] == 125.0
+    # Every field the module docstring documents is in the record, and no other.
+    for name in metronome.record_fields():
+        assert f"``{name}``" in (metronome.__doc__ or "")
+
+
+def test_limit_stops_playing_after_count_ticks() -> None:
+    clock = FakeClock(start=START)
+    listener, player, scheduler = make_listener(clock, lead=float("inf"), limit=2)
+    for beat in range(4):
+        listener.on_message(tick(clock, (beat,)))
+    scheduler.run_due()
+    assert len(player.played) == 2
+    assert listener.stats.ignored["over-count"] == 2
+
+
+def test_stats_line_shows_intervals_and_headroom() -> None:
+    clock = FakeClock(start=START)
+    listener, _, scheduler = make_listener(clock, lead=float("inf"))
+    for k in range(4):
+        listener.on_message(tick(clock, (k,), ahead=0.125))
+        scheduler.run_due()
+        clock.advance(0.5)
+    stats = listener.stats
+    assert stats.intervals.count == 3
+    assert stats.intervals.mean == pytest.approx(0.5)
+    assert stats.intervals.std == pytest.approx(0.0, abs=1e-9)
+    assert listener.status() == (
+        "ticks 4  late 0  interval 500.000 ± 0.000 ms  headroom +125.0 ms (min +125.0)"
+    )

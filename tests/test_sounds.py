@@ -1,0 +1,66 @@
+"""The committed metronome sounds: what ``python -m oscsync.sounds`` makes, in the right format."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from oscsync import audio, sounds
+
+
+@pytest.mark.parametrize("name", ["tick", "tock"])
+def test_committed_sound_format(name: str) -> None:
+    path = REPO / "sounds" / f"{name}.wav"
+    with wave.open(str(path)) as wav:
+        assert wav.getnchannels() == 1
+        assert wav.getsampwidth() == 2
+        assert wav.getframerate() == 48_000
+        assert wav.getnframes() / wav.getframerate() <= 0.050
+    samples = audio.read_wav(path).samples
+    # Sharp onset: the very first sample is the loudest one.
+    assert abs(samples[0]) == max(abs(v) for v in samples)
+    assert abs(samples[0]) > 10_000
+    # ...and it ends quietly (faded), so the end does not click.
+    assert max(abs(v) for v in samples[-10:]) < 100
+
+
+def test_accent_is_louder_than_tick() -> None:
+    tick = audio.read_wav(REPO / "sounds" / "tick.wav").samples
+    tock = audio.read_wav(REPO / "sounds" / "tock.wav").samples
+    assert tock[0] > tick[0]
+
+
+def test_generator_reproduces_the_committed_files(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "oscsync.sounds", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(tmp_path / "tick.wav"), str(tmp_path / "tock.wav")]
+    for name in ("tick", "tock"):
+        made = audio.read_wav(tmp_path / f"{name}.wav").samples
+        committed = audio.read_wav(REPO / "sounds" / f"{name}.wav").samples
+        assert len(made) == len(committed)
+        # Equal up to one unit: another libm may round a sample the other way.
+        assert max(abs(a - b) for a, b in zip(made, committed)) <= 1
+
+
+def test_default_path_generates_into_cache_when_repo_copy_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sounds, "REPO_SOUNDS", tmp_path / "no-such-dir")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = sounds.default_path("tock")
+    assert path == tmp_path / "cache" / "oscsync" / "sounds" / "tock.wav"
+    made = audio.read_wav(path).samples
+    committed = audio.read_wav(REPO / "sounds" / "tock.wav").samples
+    assert max(abs(a - b) for a, b in zip(made, committed, strict=True)) <= 1
+    with pytest.raises(KeyError):
+        sounds.default_path("bell")
