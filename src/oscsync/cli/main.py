@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "dump": "oscsync.cli.dump:dump",
     "timetag": "oscsync.cli.timetag:timetag",
     "metronome": "oscsync.cli.metronome:metronome",
+    "clock": "oscsync.cli.clock:clock",
+    "netem": "oscsync.cli.netem:netem",
 }
 
 

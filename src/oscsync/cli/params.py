@@ -155,3 +155,27 @@ def iface_option() -> Callable[[F], F]:
         default=None,
         help="Local interface address for multicast (e.g. 127.0.0.1 for loopback-only groups).",
     )
+
+
+class PercentType(click.ParamType):  # type: ignore[type-arg]
+    """A percentage, ``1%`` or ``1`` (both mean one in a hundred), returned as a fraction 0..1."""
+
+    name = "percent"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "PERCENT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, float):
+            return value
+        text = str(value).strip().removesuffix("%").strip()
+        try:
+            percent = float(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a percentage (e.g. 1%, 0.5%, 10)", param, ctx)
+        if not 0 <= percent <= 100:
+            self.fail(f"{value} is not between 0% and 100%", param, ctx)
+        return percent / 100
+
+
+PERCENT = PercentType()

@@ -1,0 +1,68 @@
+"""``oscsync clock``: how far a peer's clock is from ours, measured with clock pings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from oscsync.clock import Clock
+from oscsync.clocksync import PONG, ClockSync, Estimate
+from oscsync.transport import Endpoint, Received
+
+
+@dataclass(frozen=True)
+class PeerClockReport:
+    """What ``oscsync clock`` found out about one peer."""
+
+    peer: str
+    sent: int
+    answered: int
+    estimate: Estimate | None
+
+    def text(self) -> str:
+        lines = [f"peer {self.peer}: {self.answered} of {self.sent} pings answered"]
+        estimate = self.estimate
+        if estimate is not None:
+            side = "ahead of" if estimate.offset >= 0 else "behind"
+            lines.append(
+                f"offset     {estimate.offset * 1e3:+.3f} ms ± {estimate.error_bound * 1e3:.3f} ms"
+                f"  (the peer's clock is {side} this one)"
+            )
+            lines.append(
+                f"round trip {estimate.delay * 1e3:.3f} ms  (the fastest exchange, which the "
+                f"estimate uses; median {estimate.median_delay * 1e3:.3f} ms)"
+            )
+        return "\n".join(lines)
+
+    def json(self) -> str:
+        estimate = self.estimate
+        record = {
+            "peer": self.peer,
+            "sent": self.sent,
+            "answered": self.answered,
+            "offset_ms": None if estimate is None else round(estimate.offset * 1e3, 6),
+            "error_bound_ms": None if estimate is None else round(estimate.error_bound * 1e3, 6),
+            "rtt_ms": None if estimate is None else round(estimate.delay * 1e3, 6),
+            "median_rtt_ms": None if estimate is None else round(estimate.median_delay * 1e3, 6),
+        }
+        return json.dumps(record, separators=(",", ":"))
+
+
+def measure_peer(
+    endpoint: Endpoint, clock: Clock, *, count: int, interval: float, timeout: float
+) -> PeerClockReport:
+    """Ping the endpoint's (single) peer ``count`` times and estimate its clock offset."""
+    sync = ClockSync(clock, endpoint.send_bytes, filter_size=count)
+    endpoint.add_service(PONG, sync.service)
+    endpoint.start(_ignore)
+    sync.measure(count, interval, timeout)
+    return PeerClockReport(
+        peer=str(endpoint.peers[0]),
+        sent=sync.sent,
+        answered=sync.received,
+        estimate=sync.estimate(),
+    )
+
+
+def _ignore(_: Received) -> None:
+    pass
