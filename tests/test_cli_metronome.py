@@ -6,6 +6,7 @@ import itertools
 import json
 import queue
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -173,3 +174,28 @@ def test_bad_options_exit_2_with_one_error_line(
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and expected in errors[0], result.stderr
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["metronome", "send", "--help"],
+        ["metronome", "listen", "--listen", "127.0.0.1:0", "--audio", "none", "--duration", "0"],
+        ["metronome", "listen", "--listen", "127.0.0.1:0", "--audio", "wav:{tmp}/x.wav",
+         "--duration", "0"],
+    ],
+)  # fmt: skip
+def test_numpy_and_sounddevice_are_not_imported_unless_sounddevice_plays(
+    args: list[str], tmp_path: Path
+) -> None:
+    argv = ["oscsync", *(arg.replace("{tmp}", str(tmp_path)) for arg in args)]
+    code = (
+        f"import sys, runpy; sys.argv={argv!r}\n"
+        "try:\n    runpy.run_module('oscsync', run_name='__main__')\n"
+        "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print('HEAVY', [m for m in ('numpy', 'sounddevice') if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "HEAVY []" in out.stdout

@@ -324,7 +324,7 @@ class WavRenderer:
             return list(self._onsets)
 
     def describe(self) -> str:
-        start = "" if self.start_time is None else f"; frame 0 = {self.start_time:.6f} (Unix s)"
+        start = "" if self.start_time is None else f"; frame 0 = {self.start_time!r} (Unix s)"
         return f"audio: rendering to {self.path} at {self.rate} Hz{start}"
 
     def close(self) -> None:
