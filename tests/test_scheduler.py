@@ -348,7 +348,7 @@ def test_stats_summary_names_counts_and_reasons(sched: Scheduler, fake_clock: Fa
     sched.run_due()
     assert sched.stats().summary() == (
         "scheduler: 1 dispatched, 1 late, 1 dropped (horizon 1); "
-        "lateness p50 500000 µs p99 500000 µs max 500000 µs"
+        "lateness p50 500000.0 µs p99 500000.0 µs max 500000.0 µs"
     )
 
 

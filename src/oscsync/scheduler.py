@@ -151,7 +151,7 @@ class SchedulerStats:
 
 
 def _us(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1e6:.0f} µs"
+    return "-" if seconds is None else f"{seconds * 1e6:.1f} µs"
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:

@@ -1,13 +1,22 @@
-"""``oscsync dump``: one line per received message, as text for people or JSON lines for tools."""
+"""``oscsync dump``: one line per received message, as text for people or JSON lines for tools.
+
+By default a line is printed when the message arrives. With ``--schedule`` each message goes
+through a :class:`~oscsync.scheduler.Scheduler` first and is printed when its timetag comes due:
+the line then starts with the time it was printed, and the timetag's offset is measured from
+that moment (about zero, or minus how late it ran); JSON lines gain ``dispatched`` and
+``lateness_ms``.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import threading
+from collections.abc import Callable
 from typing import TextIO
 
 from oscsync import display, timetag
+from oscsync.scheduler import Dispatch, Scheduler
 from oscsync.transport import EndpointStats, Received
 
 
@@ -16,14 +25,18 @@ def _clock_text(unix: float) -> str:
     return stamp.strftime("%H:%M:%S.%f")
 
 
-def text_line(received: Received, now: float) -> str:
-    """``HH:MM:SS.ffffff  SOURCE  [@TIMETAG (+ms)]  /address ,types args`` (times in UTC)."""
+def text_line(received: Received, now: float, dispatched: float | None = None) -> str:
+    """``HH:MM:SS.ffffff  SOURCE  [@TIMETAG (+ms)]  /address ,types args`` (times in UTC).
+
+    The time is the arrival, or ``dispatched`` (wall seconds) when the message was scheduled;
+    the timetag's offset is from ``now``, or from ``dispatched`` when given.
+    """
     message = received.message
     host, port = received.source
     source = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    parts = [_clock_text(received.arrival), source]
+    parts = [_clock_text(received.arrival if dispatched is None else dispatched), source]
     if message.timetag is not None:
-        ahead = display.headroom_ms(message.timetag, now)
+        ahead = display.headroom_ms(message.timetag, now if dispatched is None else dispatched)
         when = "" if ahead is None else f" ({ahead:+.3f} ms)"
         parts.append(f"@{timetag.describe(message.timetag)}{when}")
     body = f"{display.escape(message.address)} ,{message.types}"
@@ -32,11 +45,15 @@ def text_line(received: Received, now: float) -> str:
     return "  ".join(parts)
 
 
-def json_line(received: Received, now: float) -> str:
-    """A stable JSON object per message (for jq and for replay)."""
+def json_line(received: Received, now: float, dispatched: float | None = None) -> str:
+    """A stable JSON object per message (for jq and for replay).
+
+    ``headroom_ms`` is measured from ``now`` (the arrival); a scheduled message also carries
+    ``dispatched`` (wall seconds) and ``lateness_ms`` (dispatch minus timetag, None if immediate).
+    """
     message = received.message
     tag = message.timetag
-    record = {
+    record: dict[str, object] = {
         "arrival": round(received.arrival, 6),
         "source": f"{received.source[0]}:{received.source[1]}",
         "timetag": None if tag is None else timetag.format_hex(tag),
@@ -46,6 +63,10 @@ def json_line(received: Received, now: float) -> str:
         "types": message.types,
         "args": display.json_args(message),
     }
+    if dispatched is not None:
+        ahead = display.headroom_ms(tag, dispatched)
+        record["dispatched"] = round(dispatched, 6)
+        record["lateness_ms"] = None if ahead is None else -ahead
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -60,15 +81,29 @@ class Dumper:
         self.done = threading.Event()
         self._lock = threading.Lock()
 
-    def write(self, received: Received, now: float) -> None:
+    def write(self, received: Received, now: float, dispatched: float | None = None) -> None:
+        """Print one message; ``dispatched`` (wall seconds) when it was held by a scheduler."""
         with self._lock:
             if self.done.is_set():
                 return
-            self.out.write(self.format(received, now) + "\n")
+            self.out.write(self.format(received, now, dispatched) + "\n")
             self.written += 1
             if self.count is not None and self.written >= self.count:
                 self.done.set()
                 self.out.flush()
+
+
+def scheduled(dumper: Dumper, scheduler: Scheduler) -> Callable[[Received], None]:
+    """A receive callback that holds each message in ``scheduler`` and prints it when due."""
+    clock = scheduler.clock
+
+    def on_message(received: Received) -> None:
+        def show(dispatch: Dispatch) -> None:
+            dumper.write(received, received.arrival, clock.monotonic_to_wall(dispatch.dispatched))
+
+        scheduler.submit(received.timetag, show)
+
+    return on_message
 
 
 def summary(stats: EndpointStats, written: int) -> str:

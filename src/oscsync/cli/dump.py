@@ -6,11 +6,13 @@ import sys
 
 import click
 
-from oscsync.apps.dump import Dumper, summary
+from oscsync.apps.dump import Dumper, scheduled, summary
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
 from oscsync.cli.runtime import AppContext, running, wait
+from oscsync.cli.scheduling import horizon_option, late_option
 from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint, Network, Received
+from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
+from oscsync.transport import Endpoint, MessageHandler, Network, Received
 
 
 @click.command(
@@ -20,6 +22,8 @@ Examples:
   oscsync dump --listen 0.0.0.0:9000        # accept OSC from the network
   oscsync dump --jsonl --count 10 | jq .args
   oscsync dump --listen 239.1.2.3:9001 --iface 127.0.0.1   # a multicast group
+  oscsync dump --schedule                   # print each message when its timetag is due
+  oscsync dump --schedule --late drop:5ms   # ... and drop bundles more than 5 ms late
 """
 )
 @listen_option()
@@ -28,6 +32,14 @@ Examples:
 @click.option("--jsonl", is_flag=True, help="One JSON object per line instead of text.")
 @click.option("--count", "-c", type=click.IntRange(min=1), help="Stop after this many messages.")
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
+@click.option(
+    "--schedule",
+    is_flag=True,
+    help="Hold each bundle until its timetag and print it then (plain messages at once), "
+    "instead of printing on arrival.",
+)
+@late_option()
+@horizon_option()
 @click.pass_obj
 def dump(
     app: AppContext,
@@ -37,18 +49,38 @@ def dump(
     jsonl: bool,
     count: int | None,
     duration: float | None,
+    schedule: bool,
+    late_policy: LatePolicy | None,
+    horizon: float | None,
 ) -> None:
     """Print every OSC message that arrives, as it arrives.
 
     Each line shows the arrival time (UTC), the sender, the bundle timetag with how far it is from
     now (+ = in the future) and the message. Strings are printed with control characters escaped.
     Ctrl-C stops and prints a summary of what was received and dropped.
+
+    With --schedule each message is printed when its timetag comes due (OSC 1.0: a bundle with a
+    past timetag at once, counted late); the line then shows when it was printed. Bundles still
+    held when dump stops are discarded and counted.
     """
+    if not schedule and (late_policy is not None or horizon is not None):
+        raise click.UsageError("--late and --horizon only apply with --schedule")
     dumper = Dumper(sys.stdout, jsonl=jsonl, count=count)
     clock = app.clock
+    scheduler: Scheduler | None = None
 
     def on_message(received: Received) -> None:
         dumper.write(received, clock.now())
+
+    handler: MessageHandler = on_message
+    if schedule:
+        scheduler = Scheduler(
+            clock,
+            late_policy=late_policy or KEEP,
+            horizon=DEFAULT_HORIZON if horizon is None else horizon,
+            on_warning=app.warn,
+        )
+        handler = scheduled(dumper, scheduler)
 
     with running():
         endpoint = Endpoint(
@@ -60,9 +92,15 @@ def dump(
         )
         try:
             app.note(f"listening on {endpoint.local_address}")
-            endpoint.start(on_message)
+            if scheduler is not None:
+                scheduler.start()
+            endpoint.start(handler)
             wait(dumper.done, clock, duration)
         finally:
             endpoint.close()
+            if scheduler is not None:
+                scheduler.close()
             sys.stdout.flush()
             app.note(summary(endpoint.stats, dumper.written))
+            if scheduler is not None:
+                app.note(scheduler.stats().summary())

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from oscsync import timetag as tt
-from oscsync.cli.runtime import AppContext
+from oscsync.apps.monitor import DEFAULT_WINDOW, LIVE_REFRESH, MonitorView, summary
+from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
+from oscsync.cli.runtime import AppContext, running, stdout_is_tty
+from oscsync.hostport import HostPort
+from oscsync.transport import Endpoint, Network
 
 
 @click.group()
@@ -37,3 +43,65 @@ def now(app: AppContext, fmt: str) -> None:
         return
     for name in ("hex", "ntp", "unix", "iso"):
         click.echo(f"{name:<5} {tt.FORMATS[name](stamp)}")
+
+
+@timetag.command(
+    epilog="""\b
+Examples:
+  oscsync timetag monitor                          # listen on 127.0.0.1:9001
+  oscsync send 127.0.0.1:9001 /tick 1 --in 0.25 --repeat 20 --interval 0.1
+  oscsync timetag monitor --listen 0.0.0.0:9001 --jsonl | jq .headroom_ms
+"""
+)
+@listen_option()
+@allow_option()
+@iface_option()
+@click.option("--jsonl", is_flag=True, help="One JSON object per bundle.")
+@click.option(
+    "--window",
+    type=click.IntRange(min=1, max=100_000),
+    default=DEFAULT_WINDOW,
+    show_default=True,
+    help="Bundles the rolling statistics cover.",
+)
+@click.option("--count", "-c", type=click.IntRange(min=1), help="Stop after this many bundles.")
+@click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
+@click.pass_obj
+def monitor(
+    app: AppContext,
+    listen: HostPort,
+    allow: tuple[Network, ...],
+    iface: str | None,
+    jsonl: bool,
+    window: int,
+    count: int | None,
+    duration: float | None,
+) -> None:
+    """Show each incoming bundle's headroom: its timetag minus its arrival time.
+
+    Positive headroom (ms) means the bundle arrived before its time and can be played exactly on
+    it; negative means it arrived late. This is what Pure Data's [unpackOSC] reports on its second
+    outlet. Rolling mean, standard deviation, min, max and late count cover the last --window
+    bundles. On a terminal one line is refreshed in place; piped, one line per bundle.
+    """
+    mode = "jsonl" if jsonl else ("live" if stdout_is_tty() else "lines")
+    clock = app.clock
+    view = MonitorView(sys.stdout, clock, mode=mode, window=window, count=count)
+    with running():
+        endpoint = Endpoint(
+            listen, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
+        )
+        try:
+            app.note(f"monitoring timetags on {endpoint.local_address}")
+            endpoint.start(view.on_message)
+            deadline = None if duration is None else clock.monotonic() + duration
+            while not view.done.is_set():
+                remaining = LIVE_REFRESH if deadline is None else deadline - clock.monotonic()
+                if remaining <= 0:
+                    break
+                clock.wait(view.done, min(LIVE_REFRESH, remaining))
+                view.refresh()
+        finally:
+            endpoint.close()
+            view.finish()
+            app.note(summary(view.monitor))

@@ -1,0 +1,268 @@
+"""``oscsync timetag monitor``: how much headroom do incoming bundles have?
+
+The workshop's Pure Data patch shows it on ``[unpackOSC]``'s second outlet: milliseconds from now
+until the bundle's timetag. Here, per bundle, **headroom** = timetag − arrival, in ms: positive
+means the bundle came early enough to be played on time (forward synchronisation works), negative
+means it arrived after the moment it was meant for (late). Rolling statistics over the last
+``window`` bundles (mean, standard deviation, min, max, late count) show the jitter the timetag
+lead has to cover.
+
+The endpoint hands over messages, not bundles; the messages of one datagram share their arrival
+time, source and timetag, so consecutive messages that agree on all three count as one bundle
+(a nested bundle with a different timetag counts as another). Plain messages and ``IMMEDIATELY``
+bundles have no headroom: they are counted, not measured.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import statistics
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import TextIO
+
+from oscsync import display
+from oscsync import timetag as tt
+from oscsync.clock import Clock
+from oscsync.transport import Received
+
+DEFAULT_WINDOW = 100
+"""Bundles the rolling statistics cover: a few seconds of a metronome, and O(window) to update."""
+
+LIVE_REFRESH = 0.1
+"""Seconds between redraws of the in-place line on a terminal (a flood must not flood the TTY)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One bundle: where it came from, its first address, and its headroom in ms."""
+
+    arrival: float
+    source: tuple[str, int]
+    address: str
+    timetag: int
+    headroom_ms: float
+
+    @property
+    def late(self) -> bool:
+        return self.headroom_ms < 0
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStats:
+    """Statistics of the last ``n`` bundles' headroom (ms), and totals since the start."""
+
+    n: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    late: int
+    bundles: int
+    late_total: int
+    unmeasured: int
+    """Plain messages and IMMEDIATELY bundles seen (no headroom to measure)."""
+
+
+class Monitor:
+    """Turns received messages into per-bundle :class:`Sample` s and rolling statistics."""
+
+    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1 bundle, got {window}")
+        self._window: deque[float] = deque(maxlen=window)
+        self._last_key: tuple[float, tuple[str, int], int | None] | None = None
+        self.bundles = 0
+        self.late_total = 0
+        self.unmeasured = 0
+
+    def observe(self, received: Received) -> Sample | None:
+        """The sample for a new bundle, or None (same bundle as before, plain, immediate)."""
+        tag = received.timetag
+        key = (received.arrival, received.source, tag)
+        if key == self._last_key:
+            return None
+        self._last_key = key
+        if tag is None or tag == tt.IMMEDIATELY:
+            self.unmeasured += 1
+            return None
+        headroom = (tt.to_unix(tag) - received.arrival) * 1000.0
+        sample = Sample(received.arrival, received.source, received.address, tag, headroom)
+        self.bundles += 1
+        self.late_total += sample.late
+        self._window.append(headroom)
+        return sample
+
+    def stats(self) -> WindowStats:
+        values = list(self._window)
+        if not values:
+            nan = math.nan
+            return WindowStats(0, nan, nan, nan, nan, 0, 0, 0, self.unmeasured)
+        return WindowStats(
+            n=len(values),
+            mean=statistics.fmean(values),
+            std=statistics.pstdev(values) if len(values) > 1 else 0.0,
+            min=min(values),
+            max=max(values),
+            late=sum(1 for v in values if v < 0),
+            bundles=self.bundles,
+            late_total=self.late_total,
+            unmeasured=self.unmeasured,
+        )
+
+
+def _source_text(source: tuple[str, int]) -> str:
+    host, port = source
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _clock_text(unix: float) -> str:
+    return _dt.datetime.fromtimestamp(unix, tz=_dt.timezone.utc).strftime("%H:%M:%S.%f")
+
+
+def stats_text(stats: WindowStats) -> str:
+    """``mean +49.901 std 0.045 min +49.812 max +50.010 ms, late 0/100 (total 0/1234)``."""
+    return (
+        f"mean {stats.mean:+.3f} std {stats.std:.3f} min {stats.min:+.3f} "
+        f"max {stats.max:+.3f} ms, late {stats.late}/{stats.n} "
+        f"(total {stats.late_total}/{stats.bundles})"
+    )
+
+
+def text_line(sample: Sample, stats: WindowStats) -> str:
+    """One line per bundle, for a pipe or a log: arrival, source, address, headroom, stats."""
+    return (
+        f"{_clock_text(sample.arrival)}  {_source_text(sample.source)}  "
+        f"{display.escape(sample.address)}  headroom {sample.headroom_ms:+.3f} ms"
+        f"{'  LATE' if sample.late else ''}  |  {stats_text(stats)}"
+    )
+
+
+def live_text(sample: Sample, stats: WindowStats) -> str:
+    """The single status line a terminal shows, redrawn in place."""
+    return (
+        f"headroom {sample.headroom_ms:+.3f} ms  |  last {stats.n}: {stats_text(stats)}  |  "
+        f"{_source_text(sample.source)} {display.escape(sample.address)}"
+    )
+
+
+def _number(value: float) -> float | None:
+    return round(value, 6) if math.isfinite(value) else None
+
+
+def json_line(sample: Sample, stats: WindowStats) -> str:
+    """A stable JSON object per bundle."""
+    record = {
+        "arrival": round(sample.arrival, 6),
+        "source": f"{sample.source[0]}:{sample.source[1]}",
+        "address": sample.address,
+        "timetag": tt.format_hex(sample.timetag),
+        "headroom_ms": round(sample.headroom_ms, 6),
+        "late": sample.late,
+        "window": {
+            "n": stats.n,
+            "mean_ms": _number(stats.mean),
+            "std_ms": _number(stats.std),
+            "min_ms": _number(stats.min),
+            "max_ms": _number(stats.max),
+            "late": stats.late,
+        },
+        "bundles": stats.bundles,
+        "late_total": stats.late_total,
+    }
+    # ASCII escapes: a C1 control such as U+009B in an address must not reach a terminal raw.
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+
+
+class MonitorView:
+    """Writes what a :class:`Monitor` sees: ``lines`` (one per bundle), ``jsonl`` or ``live``.
+
+    ``live`` keeps one line on a terminal and redraws it in place (``\\r`` + erase line) at most
+    every :data:`LIVE_REFRESH` seconds; :meth:`refresh` draws what is pending (the CLI calls it
+    while it waits) and :meth:`finish` ends the line. Sets :attr:`done` after ``count`` bundles.
+    """
+
+    def __init__(
+        self,
+        out: TextIO,
+        clock: Clock,
+        *,
+        mode: str = "lines",
+        window: int = DEFAULT_WINDOW,
+        count: int | None = None,
+    ) -> None:
+        if mode not in ("lines", "jsonl", "live"):
+            raise ValueError(f"unknown monitor output mode {mode!r}")
+        self.out = out
+        self.clock = clock
+        self.mode = mode
+        self.monitor = Monitor(window)
+        self.count = count
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: str | None = None
+        self._last_draw = -math.inf
+        self._drawn = False
+
+    def on_message(self, received: Received) -> None:
+        """The endpoint's callback (receive thread)."""
+        with self._lock:
+            if self.done.is_set():
+                return
+            sample = self.monitor.observe(received)
+            if sample is None:
+                return
+            stats = self.monitor.stats()
+            if self.mode == "live":
+                self._pending = live_text(sample, stats)
+                self._draw_if_due()
+            else:
+                line = (
+                    json_line(sample, stats) if self.mode == "jsonl" else text_line(sample, stats)
+                )
+                self.out.write(line + "\n")
+                self.out.flush()
+            if self.count is not None and self.monitor.bundles >= self.count:
+                self._draw()
+                self.done.set()
+
+    def refresh(self) -> None:
+        """Draw a pending live line if the refresh interval has passed."""
+        with self._lock:
+            self._draw_if_due()
+
+    def finish(self) -> None:
+        """Draw what is pending and end the live line (so the shell prompt starts clean)."""
+        with self._lock:
+            self._draw()
+            if self._drawn:
+                self.out.write("\n")
+                self.out.flush()
+                self._drawn = False
+
+    def _draw_if_due(self) -> None:
+        if self.clock.monotonic() - self._last_draw >= LIVE_REFRESH:
+            self._draw()
+
+    def _draw(self) -> None:
+        if self._pending is None:
+            return
+        self.out.write("\r\x1b[2K" + self._pending)
+        self.out.flush()
+        self._pending = None
+        self._drawn = True
+        self._last_draw = self.clock.monotonic()
+
+
+def summary(monitor: Monitor) -> str:
+    """One line for stderr when the monitor stops."""
+    stats = monitor.stats()
+    text = f"monitor: {stats.bundles} bundles, {stats.late_total} late"
+    if stats.n:
+        text += f"; last {stats.n}: {stats_text(stats)}"
+    if stats.unmeasured:
+        text += f"; {stats.unmeasured} plain or immediate (no headroom)"
+    return text
