@@ -1,0 +1,232 @@
+"""Hardening figures: a long fuzz run, a 10 s flood against ``oscsync dump``, shutdown under load.
+
+    .venv/bin/python benchmarks/hardening.py                 # 100,000 fuzz cases, 10 s flood
+    .venv/bin/python benchmarks/hardening.py --quick         # 5,000 cases, 3 s flood
+
+Prints: fuzz cases run and crashes (goal 0); for the flood, datagrams sent, messages received,
+drops by reason and what is unaccounted (goal 0), peak RSS and thread counts of the listener
+(read from /proc), the latency of a probe message after the flood (recovery), and the time the
+listener takes to exit on SIGTERM while the flood is still running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from hypothesis import HealthCheck, given, settings
+
+from osc_strategies import mutated
+from oscsync import codec
+from oscsync.clock import SystemClock
+
+
+def fuzz(cases: int) -> tuple[int, list[str]]:
+    crashes: list[str] = []
+    ran = 0
+
+    @settings(
+        max_examples=cases,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
+    @given(mutated())
+    def one(packet: bytes) -> None:
+        nonlocal ran
+        ran += 1
+        try:
+            codec.decode(packet)
+        except codec.DecodeError:
+            pass
+        except Exception as exc:
+            crashes.append(f"{type(exc).__name__}: {exc} on {packet[:40]!r}")
+
+    one()
+    return ran, crashes
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def start_dump(*extra: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oscsync", "dump", "--jsonl", "--listen", "127.0.0.1:0", *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    port = int(proc.stderr.readline().rsplit(":", 1)[1])
+    return proc, port
+
+
+def flood(seconds: float) -> None:
+    proc, port = start_dump()
+    time.sleep(0.3)
+    status = proc_status(proc.pid)
+    threads_idle = int(status["Threads"])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect(("127.0.0.1", port))
+    packets = [codec.encode_message("/flood", [k, k * 0.5, "text"]) for k in range(1000)]
+    sent = 0
+    peak_threads = threads_idle
+    start = time.perf_counter()
+    next_sample = start
+    while time.perf_counter() - start < seconds:
+        for packet in packets:
+            sock.send(packet)
+        sent += len(packets)
+        if time.perf_counter() >= next_sample:
+            peak_threads = max(peak_threads, int(proc_status(proc.pid)["Threads"]))
+            next_sample += 0.1
+    elapsed = time.perf_counter() - start
+    time.sleep(0.5)  # let the listener drain its buffer
+    peak_rss_kb = int(proc_status(proc.pid)["VmHWM"].split()[0])
+    threads_after = int(proc_status(proc.pid)["Threads"])
+    proc.terminate()
+    summary = proc.stderr.read() if proc.stderr else ""
+    proc.wait()
+    received = int(re.search(r"received (\d+) messages", summary).group(1))  # type: ignore[union-attr]
+    dropped_match = re.search(r"dropped (\d+)(?: \(([^)]*)\))?", summary)
+    dropped = int(dropped_match.group(1)) if dropped_match else 0
+    reasons = dropped_match.group(2) if dropped_match and dropped_match.group(2) else "none"
+    print(
+        f"flood: {seconds:.0f} s at {sent / elapsed / 1000:.0f}k datagrams/s offered, {sent} sent"
+    )
+    print(
+        f"  received {received}, dropped {dropped} ({reasons}), unaccounted {sent - received - dropped}"
+    )
+    print(
+        f"  listener peak RSS {peak_rss_kb / 1024:.1f} MiB; threads idle {threads_idle}, "
+        f"peak {peak_threads}, after {threads_after}"
+    )
+    print(f"  summary line: {summary.strip().splitlines()[-1]}")
+
+
+def recovery_latency() -> None:
+    """One-way latency of probes through ``dump`` before and right after a 2 s flood."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oscsync", "dump", "--jsonl", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None and proc.stdout is not None
+    port = int(proc.stderr.readline().rsplit(":", 1)[1])
+    latencies: queue.Queue[tuple[int, float]] = queue.Queue()
+
+    def reader() -> None:
+        # Drain stdout continuously (a full pipe would stall dump) and pick out the probes.
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if '"/probe"' in line:
+                record = json.loads(line)
+                latencies.put((record["args"][0], -float(record["headroom_ms"])))
+
+    threading.Thread(target=reader, daemon=True).start()
+    clock = SystemClock()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect(("127.0.0.1", port))
+
+    def median_probe_ms(first: int) -> float:
+        found = []
+        for n in range(first, first + 20):
+            for _ in range(20):  # a probe can be lost while the buffer is still full: resend
+                packet = codec.encode_bundle(
+                    clock.now_timetag(), [codec.encode_message("/probe", [n])]
+                )
+                sock.send(packet)
+                try:
+                    seq, ms = latencies.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if seq == n:
+                    found.append(ms)
+                    break
+        return statistics.median(found) if found else float("nan")
+
+    before = median_probe_ms(0)
+    flood_packet = codec.encode_message("/flood", [1])
+    end = time.perf_counter() + 2.0
+    while time.perf_counter() < end:
+        for _ in range(1000):
+            sock.send(flood_packet)
+    flood_end = time.perf_counter()
+    after = median_probe_ms(1000)
+    recovered_in = time.perf_counter() - flood_end
+    proc.terminate()
+    proc.wait()
+    print(
+        f"recovery: probe latency median {before:.3f} ms before a 2 s flood, {after:.3f} ms after"
+        f" (20 probes answered {recovered_in:.2f} s after the flood stopped)"
+    )
+
+
+def shutdown_under_load() -> None:
+    proc, port = start_dump()
+    sender = subprocess.Popen(
+        [sys.executable, "-c",
+         "import socket,sys\n"
+         "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.connect(('127.0.0.1',int(sys.argv[1])))\n"
+         "p=b'/load\\x00\\x00\\x00,i\\x00\\x00\\x00\\x00\\x00\\x01'\n"
+         "while True:\n"
+         "    try: s.send(p)\n"
+         "    except OSError: pass\n", str(port)],
+    )  # fmt: skip
+    time.sleep(1.0)
+    start = time.perf_counter()
+    proc.terminate()
+    proc.wait(10)
+    took = time.perf_counter() - start
+    sender.kill()
+    sender.wait()
+    stderr = proc.stderr.read() if proc.stderr else ""
+    clean = "Traceback" not in stderr and proc.returncode == 0
+    print(
+        f"shutdown under load: exited {took * 1000:.0f} ms after SIGTERM, exit code {proc.returncode}, "
+        f"{'clean' if clean else 'NOT clean'}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cases", type=int, default=100_000)
+    parser.add_argument("--flood-seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    cases = 5_000 if args.quick else args.cases
+    seconds = 3.0 if args.quick else args.flood_seconds
+
+    start = time.perf_counter()
+    ran, crashes = fuzz(cases)
+    print(
+        f"fuzz: {ran} mutated packets decoded in {time.perf_counter() - start:.0f} s, "
+        f"crashes {len(crashes)} (goal 0)"
+    )
+    for crash in crashes[:5]:
+        print("  ", crash)
+    flood(seconds)
+    recovery_latency()
+    shutdown_under_load()
+
+
+if __name__ == "__main__":
+    main()
