@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import threading
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 
@@ -18,7 +19,10 @@ from hypothesis import strategies as st
 from conftest import LineReader, free_udp_port, oscsync_command
 from osc_strategies import VALID, mutated, nested
 from oscsync import codec
+from oscsync import timetag as tt
+from oscsync.clock import FakeClock
 from oscsync.hostport import HostPort
+from oscsync.scheduler import Scheduler
 from oscsync.transport import Endpoint, Received
 
 WAIT = 5.0
@@ -203,3 +207,39 @@ def test_unresolvable_host_is_one_line() -> None:
     assert out.returncode == 2
     assert "cannot resolve host" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_far_future_flood_is_capped_and_immediate_messages_still_run() -> None:
+    """python-osc issue #110: 10,000+ bundles an hour ahead must not hold memory or block."""
+    clock = FakeClock()
+    warnings: list[str] = []
+    ran: list[str] = []
+    hour_ahead = tt.from_unix(clock.now() + 3600)
+
+    # Default horizon (60 s): every bundle an hour ahead is refused, nothing is held.
+    with Scheduler(clock, on_warning=warnings.append) as default:
+        accepted = sum(
+            default.submit(hour_ahead, lambda d: ran.append("far")) for _ in range(10_000)
+        )
+        assert accepted == 0
+        assert default.held == 0
+        assert default.stats().dropped == {"horizon": 10_000}
+
+    # A horizon wide enough to admit them: the held queue stops at its cap.
+    tracemalloc.start()
+    with Scheduler(clock, horizon=7200, max_items=10_000, on_warning=warnings.append) as capped:
+        base = tracemalloc.get_traced_memory()[0]
+        accepted = sum(
+            capped.submit(hour_ahead, lambda d: ran.append("far")) for _ in range(12_000)
+        )
+        held_bytes = tracemalloc.get_traced_memory()[0] - base
+        assert accepted == 10_000
+        assert capped.held == 10_000
+        assert capped.stats().dropped == {"cap": 2_000}
+        # An immediate message is still taken and runs at once, not after the far ones.
+        assert capped.submit(None, lambda d: ran.append(f"now late={d.lateness}"))
+        capped.run_due()
+        assert ran == ["now late=0.0"]
+    tracemalloc.stop()
+    assert held_bytes < 10_000 * 400  # a few hundred bytes per held bundle, no thread each
+    assert len([w for w in warnings if "refused" in w or "already held" in w]) == 2

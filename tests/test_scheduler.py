@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from collections.abc import Callable
 
 import pytest
 
+from conftest import oscsync_command
 from oscsync import codec
 from oscsync import timetag as tt
 from oscsync.clock import FakeClock, SystemClock
+from oscsync.hostport import HostPort
 from oscsync.scheduler import (
     LATENESS_SAMPLES,
     Dispatch,
@@ -17,6 +20,7 @@ from oscsync.scheduler import (
     Scheduler,
     percentile,
 )
+from oscsync.transport import Endpoint, Received
 
 
 def tag_in(clock: FakeClock, seconds: float) -> int:
@@ -236,14 +240,20 @@ def test_cap_refuses_beyond_max_items_counts_and_warns_once(
     sched = Scheduler(fake_clock, max_items=3, on_warning=warnings.append)
     accepted = [sched.submit(tag_in(fake_clock, 0.5), rec.action(f"b{i}")) for i in range(5)]
     assert accepted == [True, True, True, False, False]
-    assert not sched.submit(None, rec.action("plain"))  # the cap bounds everything held
     assert sched.held == 3
-    assert sched.stats().dropped == {"cap": 3}
+    assert sched.stats().dropped == {"cap": 2}
     assert len(warnings) == 1 and "3 items" in warnings[0]
+    # Already-due items are not blocked by a cap full of waiting ones (python-osc #110) ...
+    assert sched.submit(None, rec.action("plain"))
+    sched.run_due()
+    assert rec.names == ["plain"]
+    # ... but a stalled timer thread cannot let them pile up either: 2 x max_items in all.
+    assert [sched.submit(None, rec.action(f"p{i}")) for i in range(4)] == [True] * 3 + [False]
+    assert sched.stats().dropped == {"cap": 3}
 
     fake_clock.advance(0.5)
     sched.run_due()
-    assert rec.names == ["b0", "b1", "b2"]
+    assert rec.names == ["plain", "p0", "p1", "p2", "b0", "b1", "b2"]
     assert sched.submit(None, rec.action("after"))  # room again
     sched.run_due()
     assert rec.names[-1] == "after"
@@ -413,3 +423,32 @@ def test_close_returns_promptly_with_items_held_and_nothing_runs_after() -> None
     assert thread is not None and not thread.is_alive()
     assert ran == []
     assert sched.stats().dropped == {"closed": 100}
+
+
+# -- a real socket: `oscsync send --in` into an Endpoint feeding the scheduler -----------------
+
+
+def test_bundle_from_send_in_is_dispatched_at_or_after_its_timetag() -> None:
+    clock = SystemClock()
+    seen: list[tuple[Received, Dispatch]] = []
+    done = threading.Event()
+    with Scheduler(clock) as sched, Endpoint(HostPort("127.0.0.1", 0), clock=clock) as endpoint:
+
+        def on_message(received: Received) -> None:
+            def record(dispatch: Dispatch) -> None:
+                seen.append((received, dispatch))
+                done.set()
+
+            sched.submit(received.timetag, record)
+
+        sched.start()
+        endpoint.start(on_message)
+        where = str(endpoint.local_address)
+        subprocess.run([*oscsync_command("send", where, "/go", "1", "--in", "0.2")], check=True)
+        assert done.wait(10.0)
+    ((received, dispatch),) = seen
+    assert received.timetag is not None and dispatch.timetag == received.timetag
+    assert received.arrival < tt.to_unix(received.timetag)  # it came early, so it was held
+    assert dispatch.due == clock.wall_to_monotonic(tt.to_unix(received.timetag))
+    assert dispatch.dispatched >= dispatch.due  # never before the timetag
+    assert sched.stats().dispatched == 1

@@ -272,7 +272,11 @@ class Scheduler:
             bound = self.late_policy.drop_after
             if bound is not None and -ahead > bound:
                 return "late"
-        if len(self._heap) >= self.max_items:
+        # The cap is for items that wait. An item already due runs at once, so a heap full of
+        # far-future bundles must not block it (python-osc #110's failure mode); it only meets
+        # the outer bound, which stops a stalled timer thread from letting the heap grow.
+        waiting = due > now
+        if len(self._heap) >= (self.max_items if waiting else 2 * self.max_items):
             return "cap"
         return None
 
