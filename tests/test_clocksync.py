@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import random
+import socket
+import threading
+from collections.abc import Iterator
 
 import pytest
+from click.testing import CliRunner
 
 from oscsync import clocksync, codec
 from oscsync import timetag as tt
-from oscsync.clock import FakeClock, SkewedClock
-from oscsync.clocksync import ClockSync, Sample, choose
+from oscsync.cli.main import cli
+from oscsync.clock import FakeClock, SkewedClock, SystemClock
+from oscsync.clocksync import ClockFollower, ClockSync, Sample, choose, choose_offset
+from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint, Received
 
 
@@ -161,3 +169,116 @@ def test_services_can_be_turned_off() -> None:
         endpoint._handler = seen.append
         endpoint.handle_datagram(clocksync.encode_ping(1, 1 << 40), ("127.0.0.1", 4000))
     assert [r.address for r in seen] == [clocksync.PING]
+
+
+# -- on loopback: oscsync clock, the follower, --offset auto ----------------------------------
+
+
+def _skewed_listener(skew: float) -> Endpoint:
+    endpoint = Endpoint(HostPort("127.0.0.1", 0), clock=SkewedClock(SystemClock(), skew=skew))
+    endpoint.start(lambda _: None)
+    return endpoint
+
+
+def test_clock_command_measures_a_skewed_listener(cli_runner: CliRunner) -> None:
+    with _skewed_listener(0.25) as listener:
+        result = cli_runner.invoke(
+            cli, ["clock", "--peer", str(listener.local_address), "--count", "8", "--json"]
+        )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["answered"] == 8
+    # Two SystemClocks map wall to monotonic separately (a few µs apart): allow for that.
+    assert abs(report["offset_ms"] - 250.0) <= report["error_bound_ms"] + 0.05
+    assert 0 < report["rtt_ms"] < 50
+
+
+def test_clock_command_without_an_answer_is_one_line(cli_runner: CliRunner) -> None:
+    with _silent_port() as port:
+        result = cli_runner.invoke(
+            cli, ["clock", "--peer", f"127.0.0.1:{port}", "-c", "2", "--timeout", "0.1"]
+        )
+    assert result.exit_code == 1
+    assert "no answer from" in result.output
+
+
+@contextlib.contextmanager
+def _silent_port() -> Iterator[int]:
+    """A bound UDP port that never answers (pings to it go unanswered)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def test_follower_translates_leader_timetags_and_holds_until_synced() -> None:
+    skew = -0.15
+    leader_clock = SkewedClock(SystemClock(), skew=skew)
+    follower_end = Endpoint(HostPort("127.0.0.1", 0), clock=SystemClock())
+    got: list[Received] = []
+    arrived = threading.Event()
+
+    def handler(received: Received) -> None:
+        got.append(received)
+        if len(got) == 3:
+            arrived.set()
+
+    follower = ClockFollower(follower_end)
+    follower_end.start(follower.wrap(handler))
+    follower.start()
+    target = follower_end.local_address
+    assert target is not None
+    with Endpoint(peers=[target], clock=leader_clock) as leader, follower_end:
+        leader.start(lambda _: None)  # answers the follower's pings
+        due = [tt.add_seconds(leader_clock.now_timetag(), 0.5 + k) for k in range(3)]
+        for stamp in due:
+            leader.send("/tick", [0], timetag=stamp)  # before any estimate exists: held
+        assert arrived.wait(5)
+        follower.close()
+        estimate = follower.estimate()
+    assert estimate is not None
+    assert abs(estimate.offset - skew) <= estimate.error_bound + 5e-5
+    for received, stamp in zip(got, due):
+        assert received.timetag is not None
+        shift = tt.difference(received.timetag, stamp)
+        assert abs(shift - (-skew)) <= estimate.error_bound + 5e-5
+    assert follower.dropped_unsynced == 0
+
+
+def test_choose_offset_covers_the_slowest_one_way_delay() -> None:
+    link = _Link(skew=0.4)
+    rng = random.Random(2)
+    outbound = []
+    for _ in range(100):
+        out_delay = 0.010 + rng.uniform(0, 0.015)
+        outbound.append(out_delay)
+        link.exchange(out_delay, 0.0001, 0.010 + rng.uniform(0, 0.015))
+    samples = link.sync.samples()  # the filter keeps the last FILTER_SIZE
+    choice = choose_offset(samples)
+    assert choice is not None
+    kept = outbound[-len(samples) :]
+    assert choice.offset >= max(kept) - choice.clock_error
+    assert choice.offset <= max(kept) + 2 * choice.clock_error + clocksync.OFFSET_MARGIN + 1e-6
+    assert "one-way delay p99" in choice.describe()
+    assert choose_offset([]) is None
+
+
+def test_metronome_send_offset_auto_measures_and_says_why(cli_runner: CliRunner) -> None:
+    with _skewed_listener(0.2) as listener:
+        result = cli_runner.invoke(
+            cli,
+            [
+                "metronome",
+                "send",
+                "--peer",
+                str(listener.local_address),
+                "--offset",
+                "auto",
+                "--count",
+                "2",
+                "--bpm",
+                "1200",
+            ],
+        )
+    assert result.exit_code == 0, result.output
+    assert "offset auto:" in result.output and "one-way delay p99" in result.output
+    assert "in bundles timetagged" in result.output

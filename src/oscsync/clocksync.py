@@ -28,7 +28,7 @@ import struct
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from oscsync import timetag as tt
@@ -285,3 +285,180 @@ class ClockSync:
             self.ping()
         self.wait_for_answers(start + count, timeout)
         return self.estimate()
+
+
+# -- following a peer's clock -----------------------------------------------------------------
+
+FOLLOW_INTERVAL = 0.25
+"""Seconds between pings once synced: often enough that a drifting clock (--clock-drift) is
+followed within microseconds, rare enough to cost nothing (a few dozen bytes, 4 times a second)."""
+FOLLOW_BURST = 8
+"""Pings sent 10 ms apart at the start, so the first estimate already has a choice of samples."""
+FOLLOW_FILTER = 16
+MAX_PENDING = 256
+
+
+class ClockFollower:
+    """Translate a peer's timetags onto our clock, keeping the estimate fresh while running.
+
+    ``metronome listen --sync``: wrap the message handler with :meth:`wrap`. The peer is the
+    first sender heard from (or ``peer``); it is pinged from the endpoint's listening socket in a
+    burst, then every ``interval`` seconds (works with followers on a multicast group too, when
+    ``peer`` names the leader). A timetagged message that arrives before the first answer is held
+    (at most :data:`MAX_PENDING`, then dropped and counted) and handed on, translated, when the
+    first estimate exists. Plain messages pass through untouched.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        peer: tuple[str, int] | None = None,
+        interval: float = FOLLOW_INTERVAL,
+        burst: int = FOLLOW_BURST,
+        filter_size: int = FOLLOW_FILTER,
+    ) -> None:
+        self.endpoint = endpoint
+        self.clock = endpoint.clock
+        self.interval = interval
+        self.burst = burst
+        self.peer = peer
+        self.sync = ClockSync(self.clock, self._send, filter_size=filter_size)
+        self._peer_known = threading.Event()
+        if peer is not None:
+            self._peer_known.set()
+        self._stop = threading.Event()
+        self._pending: deque[Received] = deque()
+        self._handler: Callable[[Received], None] | None = None
+        self._thread: threading.Thread | None = None
+        self.dropped_unsynced = 0
+        endpoint.add_service(PONG, self._on_pong)
+
+    def _send(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is None:
+            return
+        for known in self.endpoint.peers:
+            if known.sockaddr == peer:  # a peer we send to: use its own socket
+                self.endpoint.send_bytes(data, [known])
+                return
+        self.endpoint.reply(data, peer)
+
+    def wrap(self, handler: Callable[[Received], None]) -> Callable[[Received], None]:
+        """The handler to give the endpoint instead of ``handler``."""
+        self._handler = handler
+
+        def follow(received: Received) -> None:
+            if self.peer is None:
+                self.peer = received.source
+                self._peer_known.set()
+            stamp = received.timetag
+            if stamp is None or stamp == tt.IMMEDIATELY:
+                handler(received)
+                return
+            estimate = self.sync.estimate()
+            if estimate is None:
+                if len(self._pending) >= MAX_PENDING:
+                    self.dropped_unsynced += 1
+                else:
+                    self._pending.append(received)
+                return
+            handler(_translated(received, estimate))
+
+        return follow
+
+    def _on_pong(self, endpoint: Endpoint, received: Received) -> None:
+        self.sync.on_pong(received)
+        # Runs on the receive thread, like the handler: held messages go out in arrival order.
+        if self._pending and self._handler is not None:
+            estimate = self.sync.estimate()
+            while estimate is not None and self._pending:
+                self._handler(_translated(self._pending.popleft(), estimate))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="oscsync-clock", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        clock = self.clock
+        while not clock.wait(self._peer_known, 0.25):  # woken by the first message heard
+            if self._stop.is_set():
+                return
+        if self._stop.is_set():
+            return
+        for _ in range(self.burst):
+            self.sync.ping()
+            if clock.wait(self._stop, 0.01):
+                return
+        while not clock.wait(self._stop, self.interval):
+            self.sync.ping()
+
+    def estimate(self) -> Estimate | None:
+        return self.sync.estimate()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._peer_known.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(2.0)
+
+    def describe(self) -> str:
+        estimate = self.estimate()
+        who = "the sender" if self.peer is None else f"{self.peer[0]}:{self.peer[1]}"
+        if estimate is None:
+            return f"clock sync: no answer from {who} to {self.sync.sent} pings"
+        return f"clock sync with {who}: {estimate.describe()}"
+
+
+def _translated(received: Received, estimate: Estimate) -> Received:
+    stamp = received.timetag
+    assert stamp is not None
+    message = replace(received.message, timetag=estimate.to_local(stamp))
+    return replace(received, message=message)
+
+
+# -- choosing a forward offset ----------------------------------------------------------------
+
+OFFSET_MARGIN = 0.005
+"""Added to the measured worst one-way delay: covers scheduling on both ends and the odd packet
+slower than any the pings met."""
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetChoice:
+    """``metronome send --offset auto``: the offset and the measurements behind it."""
+
+    offset: float
+    one_way_p50: float
+    one_way_p99: float
+    clock_error: float
+    samples: int
+
+    def describe(self) -> str:
+        return (
+            f"offset auto: {self.offset * 1e3:.1f} ms = one-way delay p99 "
+            f"{self.one_way_p99 * 1e3:.2f} ms + clock error {self.clock_error * 1e3:.2f} ms "
+            f"+ margin {OFFSET_MARGIN * 1e3:g} ms (median delay {self.one_way_p50 * 1e3:.2f} ms, "
+            f"{self.samples} pings)"
+        )
+
+
+def one_way_delays(samples: Iterable[Sample], estimate: Estimate) -> list[float]:
+    """Each sample's outbound delay (our T1 to the peer's T2), with the peer's clock offset out."""
+    return [(s.t2 - s.t1) / tt.FRACTION_UNITS - estimate.offset for s in samples]
+
+
+def choose_offset(samples: list[Sample], margin: float = OFFSET_MARGIN) -> OffsetChoice | None:
+    """A forward offset long enough for (nearly) every tick to arrive before its timetag.
+
+    The outbound delay of each ping is known once the clock offset is (to within the estimate's
+    error bound); the offset is its 99th percentile, plus that error, plus ``margin``.
+    """
+    estimate = choose(samples, drift_tolerance=0.0)
+    if estimate is None:
+        return None
+    delays = sorted(one_way_delays(samples, estimate))
+    p99 = delays[max(0, -(-99 * len(delays) // 100) - 1)]
+    p50 = delays[len(delays) // 2]
+    offset = max(0.0, p99) + estimate.error_bound + margin
+    return OffsetChoice(offset, p50, p99, estimate.error_bound, len(delays))

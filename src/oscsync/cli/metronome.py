@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -23,13 +24,28 @@ from oscsync.cli.params import (
     listen_option,
 )
 from oscsync.cli.runtime import AppContext, running, stdout_is_tty, wait
+from oscsync.clocksync import PONG, ClockFollower, ClockSync, choose_offset
 from oscsync.hostport import HostPort
 from oscsync.scheduler import Scheduler
-from oscsync.transport import Endpoint, Network
+from oscsync.transport import Endpoint, Network, Received
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-OFFSET = DurationType(minimum=0.0, maximum=60.0)
+
+class OffsetType(DurationType):
+    """A forward offset in seconds, or ``auto`` (measured with clock pings: see ``send``)."""
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "SECONDS|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return AUTO
+        return super().convert(value, param, ctx)
+
+
+AUTO = "auto"
+OFFSET = OffsetType(minimum=0.0, maximum=60.0)
 """Forward offsets beyond the scheduler's 60 s horizon would be refused by every listener."""
 
 _GRACE = 0.25
@@ -79,7 +95,8 @@ def _send_options() -> Callable[[F], F]:
         ),
         click.option(
             "--bpm",
-            type=click.FloatRange(min=0, min_open=True, max=6000),
+            # At 1 bpm a tick is 60 s ahead: the scheduler's horizon.
+            type=click.FloatRange(min=1, max=6000),
             default=app_metronome.DEFAULT_BPM,
             show_default=True,
             help="Beats per minute (120 = a tick every half second, as in the workshop).",
@@ -91,7 +108,8 @@ def _send_options() -> Callable[[F], F]:
             default=0.0,
             show_default=True,
             help="0: plain /tick messages, played on arrival. X > 0: each tick in a bundle "
-            "timetagged X seconds after its grid time, played at the timetag (e.g. 0.05, 100ms).",
+            "timetagged X seconds after its grid time, played at the timetag (e.g. 0.05, 100ms). "
+            "auto: ping the peers first and pick one from the measured one-way delays.",
         ),
         click.option("--count", "-c", type=click.IntRange(min=1), help="Send this many ticks."),
         click.option(
@@ -190,7 +208,7 @@ def send(
     peers: tuple[HostPort, ...],
     bpm: float,
     beats_per_bar: int,
-    offset: float,
+    offset: float | str,
     count: int | None,
     duration: float | None,
     iface: str | None,
@@ -198,27 +216,42 @@ def send(
     """Send /tick ,i BEAT on a drift-free grid (tick k at t0 + k·60/bpm).
 
     BEAT counts 0 .. beats-per-bar − 1; 0 is the accent. Runs until --count, --duration or
-    Ctrl-C.
+    Ctrl-C. Answers clock pings from listeners (metronome listen --sync) while it runs.
     """
     total = _tick_count(count, duration, bpm)
     clock = app.clock
     with (
         running(),
         Endpoint(peers=peers, clock=clock, on_warning=app.warn, multicast_interface=iface) as ep,
+        Scheduler(clock, on_warning=app.warn) as scheduler,
     ):
         sender = TickSender(
-            ep.send_bytes, clock, bpm=bpm, beats_per_bar=beats_per_bar, offset=offset
+            ep.send_bytes, scheduler, bpm=bpm, beats_per_bar=beats_per_bar, offset=offset
         )
         app.note(_sending_note(peers, bpm, beats_per_bar, offset))
         live = _live_line(app) if stdout_is_tty() else None
         try:
-            sender.run(
+            sender.start(
                 total, on_sent=None if live is None else lambda k: live(f"sent {k + 1} ticks")
             )
+            scheduler.start()
+            wait(sender.done, clock, None)
         finally:
+            sender.stop()
+            scheduler.close()
             if live is not None:
                 click.echo()
-            app.note(f"metronome: sent {sender.sent} ticks")
+            app.note(_sent_summary(sender))
+
+
+def _sent_summary(sender: TickSender) -> str:
+    text = f"metronome: sent {sender.sent} ticks"
+    if sender.lateness.count:
+        text += (
+            f"; send time after grid: mean {sender.lateness.mean * 1e6:.0f} µs, "
+            f"max {sender.lateness.maximum * 1e6:.0f} µs"
+        )
+    return text
 
 
 def _sending_note(
@@ -355,6 +388,19 @@ Examples:
 @_beats_per_bar_option()
 @click.option("--count", "-c", type=click.IntRange(min=1), help="Stop after this many ticks.")
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
+@click.option(
+    "--sync",
+    is_flag=True,
+    help="Follow the sender's clock: ping it (at start, then 4 times a second) and translate "
+    "its timetags onto this clock before scheduling.",
+)
+@click.option(
+    "--sync-peer",
+    type=PEER,
+    metavar="HOST:PORT",
+    help="Whose clock to follow with --sync (default: whoever the ticks come from; give the "
+    "leader's address when ticks arrive through a multicast group).",
+)
 @iface_option()
 @click.pass_obj
 def listen(
@@ -368,6 +414,8 @@ def listen(
     beats_per_bar: int,
     count: int | None,
     duration: float | None,
+    sync: bool,
+    sync_peer: HostPort | None,
     iface: str | None,
 ) -> None:
     """Play each /tick at its timetag (plain ticks: on arrival); beat 0 of the bar is accented.
@@ -382,12 +430,22 @@ def listen(
             listen, allow=allow, clock=app.clock, on_warning=app.warn, multicast_interface=iface
         )
         session: _Session | None = None
+        follower: ClockFollower | None = None
         try:
             session = _Session(app, audio_choice, paths, beats_per_bar, log, count)
             app.note(f"listening on {endpoint.local_address}")
-            endpoint.start(session.listener.on_message)
+            handler: Callable[[Received], None] = session.listener.on_message
+            if sync or sync_peer is not None:
+                peer = None if sync_peer is None else sync_peer.sockaddr
+                follower = ClockFollower(endpoint, peer=peer)
+                handler = follower.wrap(handler)
+                follower.start()
+            endpoint.start(handler)
             wait(session.done, app.clock, duration)
         finally:
+            if follower is not None:
+                follower.close()
+                app.note(follower.describe())
             if session is not None:
                 session.close(endpoint)
             else:
@@ -441,17 +499,27 @@ def pair(
             multicast_interface=iface,
         )
         session: _Session | None = None
+        sender: TickSender | None = None
         try:
             session = _Session(app, audio_choice, paths, beats_per_bar, log, None)
             app.note(f"listening on {endpoint.local_address}")
             app.note(_sending_note(peers, bpm, beats_per_bar, offset))
             endpoint.start(session.listener.on_message)
+            # One timer thread for both halves: the sender's ticks are items on the listener's
+            # scheduler.
             sender = TickSender(
-                endpoint.send_bytes, clock, bpm=bpm, beats_per_bar=beats_per_bar, offset=offset
+                endpoint.send_bytes,
+                session.scheduler,
+                bpm=bpm,
+                beats_per_bar=beats_per_bar,
+                offset=offset,
             )
-            sender.run(total, stop=session.done)
+            sender.start(total)
+            wait(sender.done, clock, None)
             wait(session.done, clock, offset + _GRACE)
         finally:
+            if sender is not None:
+                sender.stop()
             if session is not None:
                 session.close(endpoint)
             else:
