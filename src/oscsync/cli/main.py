@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "send": "oscsync.cli.send:send",
     "dump": "oscsync.cli.dump:dump",
     "timetag": "oscsync.cli.timetag:timetag",
+    "chat": "oscsync.cli.chat:chat",
     "metronome": "oscsync.cli.metronome:metronome",
     "clock": "oscsync.cli.clock:clock",
     "netem": "oscsync.cli.netem:netem",

@@ -1,0 +1,96 @@
+"""``oscsync chat``."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import click
+
+from oscsync import codec
+from oscsync.apps.chat import ChatSession
+from oscsync.cli.params import DURATION, PEER, allow_option, listen_option
+from oscsync.cli.runtime import AppContext, running, wait
+from oscsync.console import Console
+from oscsync.hostport import HostPort
+from oscsync.transport import Endpoint, Network
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  oscsync chat --peer 127.0.0.1:9000            # talk to pd/example1_client.pd
+  oscsync chat --listen 9000 --peer 127.0.0.1:9001   # ... or to another `oscsync chat`
+  echo "hello" | oscsync chat --peer 127.0.0.1:9000  # send from a script, then exit
+  oscsync chat --listen 0.0.0.0:9001 --peer 192.168.1.20:9000   # with a friend on Wi-Fi
+""",
+)
+@click.option(
+    "--peer",
+    "-p",
+    "peers",
+    type=PEER,
+    multiple=True,
+    required=True,
+    metavar="HOST:PORT",
+    help="Where to send each line (repeatable). Pure Data's example patch listens on 9000.",
+)
+@listen_option()
+@allow_option()
+@click.option(
+    "--linger",
+    type=DURATION,
+    default=0.5,
+    show_default=True,
+    help="With stdin not a terminal: keep printing replies this long after the last line.",
+)
+@click.pass_obj
+def chat(
+    app: AppContext,
+    peers: tuple[HostPort, ...],
+    listen: HostPort,
+    allow: tuple[Network, ...],
+    linger: float,
+) -> None:
+    """Chat over OSC: each line you type is sent as /chat, each /chat received is printed.
+
+    Received lines show the time and the sender, arguments joined with spaces; other messages are
+    shown dimmed with their address. On a terminal, incoming lines appear above your prompt without
+    breaking what you are typing; Ctrl-D or Ctrl-C ends the chat. With stdin not a terminal, every
+    line of stdin is sent, replies are printed for --linger seconds, then chat exits.
+    """
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if not interactive:
+        sys.stdin.reconfigure(errors="replace")  # type: ignore[union-attr]
+    console = Console(sys.stdout, prompt="> ", interactive=interactive)
+    styled = sys.stdout.isatty()
+
+    def show(text: str, is_chat: bool) -> None:
+        console.print(text if is_chat or not styled else click.style(text, dim=True))
+
+    def warn(text: str) -> None:
+        if interactive:
+            console.print(click.style("warning: ", fg="yellow") + text)
+        else:
+            app.warn(text)
+
+    with running():
+        endpoint = Endpoint(listen, peers, allow=allow, clock=app.clock, on_warning=warn)
+        session = ChatSession(endpoint, show)
+        try:
+            targets = ", ".join(str(peer) for peer in peers)
+            app.note(f"chat: listening on {endpoint.local_address}, sending to {targets}")
+            if interactive:
+                app.note("type a line and press Enter; Ctrl-D or Ctrl-C to quit")
+            endpoint.start(session.on_message)
+            while (line := console.read_line()) is not None:
+                try:
+                    session.send_line(line)
+                except codec.EncodeError as exc:
+                    warn(f"line not sent: {exc}")
+            if not interactive:
+                wait(threading.Event(), app.clock, linger)
+        finally:
+            endpoint.close()
+            console.close()
+            app.note(session.summary())

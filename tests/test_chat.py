@@ -1,0 +1,303 @@
+"""``oscsync chat``: formatting, the session, the CLI piped and on a terminal, two chats talking."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pty
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import LineReader, free_udp_port, oscsync_command
+from oscsync import codec
+from oscsync.apps.chat import ChatSession, chat_text, format_received
+from oscsync.cli.main import cli
+from oscsync.hostport import HostPort
+from oscsync.transport import Endpoint, Received
+
+LINE_HEAD = r"^\[\d\d:\d\d:\d\d 127\.0\.0\.1:\d+\] "
+
+
+def received(address: str, args: list[object], types: str) -> Received:
+    message = codec.decode(codec.encode_message(address, args, types))[0]
+    return Received(message, ("127.0.0.1", 9000), 1_700_000_000.25)
+
+
+class Collector:
+    """A loopback listener that keeps every message it gets."""
+
+    def __init__(self) -> None:
+        self.messages: list[codec.Message] = []
+        self.arrived = threading.Condition()
+        self.endpoint = Endpoint(HostPort("127.0.0.1", 0))
+        self.endpoint.start(self._on)
+        address = self.endpoint.local_address
+        assert address is not None
+        self.port = address.port
+
+    def _on(self, item: Received) -> None:
+        with self.arrived:
+            self.messages.append(item.message)
+            self.arrived.notify_all()
+
+    def wait(self, count: int, timeout: float = 10.0) -> list[codec.Message]:
+        with self.arrived:
+            self.arrived.wait_for(lambda: len(self.messages) >= count, timeout)
+            return list(self.messages)
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    c = Collector()
+    yield c
+    c.endpoint.close()
+
+
+# -- formatting --------------------------------------------------------------------------------
+
+
+def test_chat_text_joins_pd_style_arguments() -> None:
+    # PD's [send /chat hello world( is two strings; its numbers are float32.
+    assert chat_text(("hello", "world"), "ss") == "hello world"
+    assert chat_text((3.0, "pigs"), "fs") == "3 pigs"
+    message = received("/chat", [0.1, -2.5, 7], "ffi").message
+    assert chat_text(message.args, message.types) == "0.1 -2.5 7"
+
+
+def test_chat_text_escapes_control_characters() -> None:
+    text = chat_text(("\x1b[2Jgone\x07", "tab\there"), "ss")
+    assert "\x1b" not in text and "\x07" not in text and "\t" not in text
+    assert text == "\\x1b[2Jgone\\x07 tab\\there"
+
+
+def test_format_received_marks_other_addresses() -> None:
+    text, is_chat = format_received(received("/chat", ["héllo", "wörld"], "ss"))
+    assert is_chat
+    assert re.match(LINE_HEAD + "héllo wörld$", text)
+    text, is_chat = format_received(received("/tick", [3], "i"))
+    assert not is_chat
+    assert re.match(LINE_HEAD + r"\(not chat\) /tick ,i 3$", text)
+
+
+# -- the session -------------------------------------------------------------------------------
+
+
+def test_session_sends_each_line_as_one_string(collector: Collector) -> None:
+    shown: list[tuple[str, bool]] = []
+    with Endpoint(peers=[HostPort("127.0.0.1", collector.port)]) as endpoint:
+        session = ChatSession(endpoint, lambda text, is_chat: shown.append((text, is_chat)))
+        assert session.send_line("hello world")
+        assert not session.send_line("")  # nothing to say: nothing sent
+        assert session.send_line("3")  # stays a string, not a number
+        messages = collector.wait(2)
+    assert [(m.address, m.types, m.args) for m in messages] == [
+        ("/chat", "s", ("hello world",)),
+        ("/chat", "s", ("3",)),
+    ]
+    session.on_message(received("/chat", ["hi"], "s"))
+    session.on_message(received("/tick", [1], "i"))
+    assert [is_chat for _, is_chat in shown] == [True, False]
+    assert session.summary() == "chat: sent 2 lines, received 1 (and 1 other message)"
+
+
+# -- the command, in-process (stdin is not a terminal) ----------------------------------------
+
+
+def test_piped_lines_are_sent_in_order(cli_runner: CliRunner, collector: Collector) -> None:
+    lines = ["hello", "héllo wörld €", "x" * 1024, "tab\tand\x1b[31mescape"]
+    result = cli_runner.invoke(
+        cli,
+        ["chat", "--peer", f"127.0.0.1:{collector.port}", "--listen", "0", "--linger", "0"],
+        input="\n".join(lines) + "\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert [m.args[0] for m in collector.wait(len(lines))] == lines
+    assert "chat: sent 4 lines, received 0" in result.stderr
+
+
+def test_missing_or_bad_peer_is_a_usage_error(cli_runner: CliRunner) -> None:
+    result = cli_runner.invoke(cli, ["chat"])
+    assert result.exit_code == 2
+    assert "Missing option '--peer'" in result.output
+    result = cli_runner.invoke(cli, ["chat", "--peer", "9000"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--peer'" in result.output
+
+
+def test_port_in_use_is_one_line_error(cli_runner: CliRunner) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        result = cli_runner.invoke(
+            cli, ["chat", "--peer", "127.0.0.1:9", "--listen", str(port)], input=""
+        )
+    assert result.exit_code == 1
+    assert "already in use" in result.output
+    assert "Traceback" not in result.output
+
+
+# -- the command as a process ------------------------------------------------------------------
+
+
+def start_chat(
+    spawn: Callable[..., subprocess.Popen[str]], listen: int, peer: int, *extra: str
+) -> tuple[subprocess.Popen[str], LineReader, LineReader]:
+    proc = spawn(
+        "chat",
+        "--listen",
+        str(listen),
+        "--peer",
+        f"127.0.0.1:{peer}",
+        *extra,
+        stdin=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = LineReader(proc.stdout), LineReader(proc.stderr)
+    err.wait_for(lambda line: line.startswith("chat: listening on"))
+    return proc, out, err
+
+
+def test_two_chats_talk_with_swapped_ports(spawn: Callable[..., subprocess.Popen[str]]) -> None:
+    port_a, port_b = free_udp_port(), free_udp_port()
+    a, a_out, a_err = start_chat(spawn, port_a, port_b)
+    b, b_out, b_err = start_chat(spawn, port_b, port_a)
+    assert a.stdin is not None and b.stdin is not None
+    a.stdin.write("hello from A\n")
+    a.stdin.flush()
+    assert re.match(LINE_HEAD + "hello from A$", b_out.wait_for(lambda s: "from A" in s))
+    b.stdin.write("ünïcödé from B\n")
+    b.stdin.flush()
+    assert re.match(LINE_HEAD + "ünïcödé from B$", a_out.wait_for(lambda s: "from B" in s))
+    a.stdin.close()
+    b.stdin.close()
+    assert a.wait(10) == 0 and b.wait(10) == 0
+    assert "chat: sent 1 line, received 1" in a_err.rest()
+    assert "chat: sent 1 line, received 1" in b_err.rest()
+
+
+def test_network_control_characters_are_escaped_and_others_dimmed(
+    spawn: Callable[..., subprocess.Popen[str]],
+) -> None:
+    port = free_udp_port()
+    proc, out, _ = start_chat(spawn, port, free_udp_port())
+    with Endpoint(peers=[HostPort("127.0.0.1", port)]) as sender:
+        sender.send("/chat", ["\x1b]0;pwned\x07\x1b[2J", "ok"], types="ss")
+        line = out.wait_for(lambda s: s.endswith("ok"))
+        sender.send("/tick", [3], types="i")
+        other = out.wait_for(lambda s: "/tick" in s)
+    assert "\x1b" not in line and "\x07" not in line
+    assert line.endswith("\\x1b]0;pwned\\x07\\x1b[2J ok")
+    assert re.match(LINE_HEAD + r"\(not chat\) /tick ,i 3$", other)  # no colour when piped
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+
+
+def test_peer_not_listening_warns_and_keeps_going(
+    spawn: Callable[..., subprocess.Popen[str]],
+) -> None:
+    proc, _, err = start_chat(spawn, free_udp_port(), free_udp_port())
+    assert proc.stdin is not None
+    proc.stdin.write("anyone?\n")
+    proc.stdin.flush()
+    assert "nothing is listening" in err.wait_for(lambda s: "warning" in s)
+    proc.stdin.write("still here\n")
+    proc.stdin.close()
+    assert proc.wait(10) == 0
+    assert any(line.startswith("chat: sent 2 lines") for line in err.rest())
+
+
+def test_echo_pipe_sends_then_exits_after_linger(collector: Collector) -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        oscsync_command("chat", "--peer", f"127.0.0.1:{collector.port}", "--listen", "0"),
+        input="hi\n",
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started >= 0.5  # the default --linger
+    assert collector.wait(1)[0].args == ("hi",)
+
+
+# -- on a terminal -----------------------------------------------------------------------------
+
+
+class Terminal:
+    """``oscsync chat`` on a pseudo-terminal: type keys, read what the screen receives."""
+
+    def __init__(self, *args: str) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # pragma: no cover - the child
+            os.execv(sys.executable, oscsync_command(*args))
+        self.screen = b""
+
+    def read_until(self, wanted: bytes, timeout: float = 10.0, start: int = 0) -> bytes:
+        """The screen from ``start`` once ``wanted`` appears in it."""
+        deadline = time.monotonic() + timeout
+        while wanted not in self.screen[start:]:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{wanted!r} not on screen: {self.screen[-300:]!r}")
+            ready, _, _ = select.select([self.fd], [], [], remaining)
+            if ready:
+                try:
+                    self.screen += os.read(self.fd, 4096)
+                except OSError:  # the child closed the terminal
+                    raise AssertionError(f"{wanted!r} never shown: {self.screen!r}") from None
+        return self.screen[start:]
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.fd, keys)
+
+    def close(self) -> int:
+        """Wait for the exit code; keep draining the screen (a tty's close waits for it)."""
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    return os.waitstatus_to_exitcode(status)
+                if select.select([self.fd], [], [], 0.05)[0]:
+                    with contextlib.suppress(OSError):
+                        self.screen += os.read(self.fd, 4096)
+            os.kill(self.pid, signal.SIGKILL)
+            return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        finally:
+            os.close(self.fd)
+
+
+def test_incoming_line_does_not_garble_the_one_being_typed(collector: Collector) -> None:
+    port = free_udp_port()
+    term = Terminal("chat", "--listen", str(port), "--peer", f"127.0.0.1:{collector.port}")
+    try:
+        term.read_until(b"> ")
+        term.type(b"hel")
+        term.read_until(b"hel")
+        mark = len(term.screen)
+        with Endpoint(peers=[HostPort("127.0.0.1", port)]) as sender:
+            sender.send("/chat", ["incoming", "line"], types="ss")
+        after = term.read_until(b"incoming line", start=mark)
+        # The message gets its own row, then the prompt comes back with the half-typed word.
+        message_at = after.index(b"incoming line")
+        after = term.read_until(b"> hel", start=mark + message_at)
+        assert after.startswith(b"incoming line\r\n"), after
+        mark = len(term.screen)
+        term.type(b"lo\r")
+        assert collector.wait(1)[0].args == ("hello",)  # what was typed stayed intact
+        term.read_until(b"\r\n> ", start=mark)  # the next prompt: readline is reading again
+        term.type(b"\x04")  # Ctrl-D
+        term.read_until(b"chat: sent 1 line, received 1")
+    finally:
+        code = term.close()
+    assert code == 0, term.screen
