@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -39,23 +38,52 @@ class Wire:
 # -- sending ----------------------------------------------------------------------------------
 
 
+def run_sender(sender: TickSender, count: int | None = None, **start: object) -> int:
+    """Start ``sender`` and step its scheduler on the fake clock until it is done; return t0."""
+    t0 = sender.start(count, **start)  # type: ignore[arg-type]
+    clock = sender.clock
+    assert isinstance(clock, FakeClock)
+    while True:
+        wait = sender.scheduler.run_due()
+        if sender.done.is_set():
+            return t0
+        assert wait is not None, "the sender stopped submitting ticks"
+        clock.advance(wait)
+
+
 def test_grid_has_no_drift_over_10000_ticks_even_when_each_send_is_slow() -> None:
     clock = FakeClock(start=START)
     wire = Wire(clock, cost=0.003)  # every send takes 3 ms: accumulated sleeps would drift 30 s
-    sender = TickSender(wire, clock, bpm=97.0)  # a period that is not a binary fraction
-    t0 = sender.start()
-    assert sender.run(count=10_000) == 10_000
+    sender = TickSender(wire, Scheduler(clock), bpm=97.0)  # period not a binary fraction
+    t0 = run_sender(sender, 10_000)
+    assert sender.sent == len(wire.sent) == 10_000
     period = Fraction(60, 97)
     for k in (1, 2, 999, 5_000, 9_999):
         assert wire.sent[k][0] == pytest.approx(float(tt.to_unix_exact(t0) + k * period), abs=1e-6)
     # The timetag grid itself is exact to the NTP unit, computed from k, not summed.
     assert sender.grid_timetag(9_999) == t0 + round(9_999 * period * 2**32)
+    assert sender.lateness.maximum < 1e-6  # each send ran at its grid time
+
+
+def test_a_late_send_delays_that_tick_only() -> None:
+    clock = FakeClock(start=START)
+    wire = Wire(clock)
+    sender = TickSender(wire, Scheduler(clock), bpm=120)
+    sender.start(4)
+    sender.scheduler.run_due()  # tick 0
+    clock.advance(0.75)  # the thread was held up: tick 1 (due at +0.5) runs 0.25 s late
+    sender.scheduler.run_due()
+    clock.advance(0.25)
+    sender.scheduler.run_due()
+    clock.advance(0.5)
+    sender.scheduler.run_due()
+    assert [when - START for when, _ in wire.sent] == [0.0, 0.75, 1.0, 1.5]
 
 
 def test_plain_ticks_carry_the_beat_in_the_bar_as_int() -> None:
     clock = FakeClock(start=START)
     wire = Wire(clock)
-    TickSender(wire, clock, bpm=120, beats_per_bar=3).run(count=7)
+    run_sender(TickSender(wire, Scheduler(clock), bpm=120, beats_per_bar=3), 7)
     messages = [m for _, batch in wire.sent for m in batch]
     assert [(m.address, m.types, m.args, m.timetag) for m in messages] == [
         ("/tick", "i", (beat,), None) for beat in (0, 1, 2, 0, 1, 2, 0)
@@ -68,9 +96,8 @@ def test_plain_ticks_carry_the_beat_in_the_bar_as_int() -> None:
 def test_offset_ticks_are_bundles_timetagged_offset_after_their_grid_time(offset: float) -> None:
     clock = FakeClock(start=START)
     wire = Wire(clock, cost=0.001)
-    sender = TickSender(wire, clock, bpm=120, offset=offset)
-    t0 = sender.start()
-    sender.run(count=5)
+    sender = TickSender(wire, Scheduler(clock), bpm=120, offset=offset)
+    t0 = run_sender(sender, 5)
     for k, (sent_at, batch) in enumerate(wire.sent):
         (message,) = batch
         grid = tt.add_seconds(t0, Fraction(k, 2))
@@ -80,12 +107,20 @@ def test_offset_ticks_are_bundles_timetagged_offset_after_their_grid_time(offset
         assert message.args == (k % 4,)
 
 
-def test_sender_stops_when_asked() -> None:
+def test_sender_stops_when_asked_and_when_its_scheduler_closes() -> None:
     clock = FakeClock(start=START)
     wire = Wire(clock)
-    stop = threading.Event()
-    sender = TickSender(wire, clock, bpm=120)
-    assert sender.run(on_sent=lambda k: stop.set() if k == 2 else None, stop=stop) == 3
+    sender = TickSender(wire, Scheduler(clock), bpm=120)
+    run_sender(sender, on_sent=lambda k: sender.stop() if k == 2 else None)
+    assert sender.sent == 3
+    clock.advance(10)
+    sender.scheduler.run_due()  # the tick submitted before the stop is not sent
+    assert sender.sent == 3
+
+    closing = TickSender(Wire(clock), Scheduler(clock), bpm=120)
+    closing.scheduler.close()
+    closing.start()
+    assert closing.done.is_set() and closing.sent == 0
 
 
 @pytest.mark.parametrize(
@@ -100,7 +135,7 @@ def test_sender_stops_when_asked() -> None:
 def test_sender_rejects_impossible_settings(kwargs: dict[str, float], message: str) -> None:
     clock = FakeClock()
     with pytest.raises(ValueError, match=message):
-        TickSender(Wire(clock), clock, **kwargs)  # type: ignore[arg-type]
+        TickSender(Wire(clock), Scheduler(clock), **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -284,3 +319,14 @@ def test_stats_line_shows_intervals_and_headroom() -> None:
     assert listener.status() == (
         "ticks 4  late 0  interval 500.000 ± 0.000 ms  headroom +125.0 ms (min +125.0)"
     )
+
+
+def test_ticks_beyond_the_horizon_are_refused_for_every_kind_of_player() -> None:
+    for lead in (0.0, float("inf")):
+        clock = FakeClock(start=START)
+        listener, player, scheduler = make_listener(clock, lead=lead)
+        listener.on_message(tick(clock, ahead=scheduler.horizon + 1))
+        clock.advance(scheduler.horizon + 2)
+        scheduler.run_due()
+        assert player.played == []
+        assert sum(listener.stats.ignored.values()) == 1

@@ -71,14 +71,16 @@ class TickSender:
 
     The grid is fixed by the timetag ``t0`` of tick 0 (the clock's time at :meth:`start`, or given):
     tick ``k``'s grid time is ``t0 + k·60/bpm`` rounded to the nearest NTP unit, computed with
-    exact fractions from ``k`` itself. The sender waits for that instant on the monotonic clock
-    and sends; a late wake-up delays one tick, never the ones after it.
+    exact fractions from ``k`` itself. Each tick is an item on ``scheduler`` due at its grid time
+    (the scheduler sleeps, then spins: a plain sleep overshoots by 0.1-3 ms, which example 2 would
+    hear as jitter); when it runs it sends and submits the next tick. A late run delays one tick,
+    never the ones after it. :attr:`done` is set after ``count`` ticks or :meth:`stop`.
     """
 
     def __init__(
         self,
         send: Callable[[bytes], object],
-        clock: Clock,
+        scheduler: Scheduler,
         *,
         bpm: float = DEFAULT_BPM,
         beats_per_bar: int = DEFAULT_BEATS_PER_BAR,
@@ -91,18 +93,19 @@ class TickSender:
         if not offset >= 0 or not math.isfinite(offset):
             raise ValueError(f"offset must be 0 or more seconds, got {offset}")
         self._send = send
-        self.clock = clock
+        self.scheduler = scheduler
+        self.clock = scheduler.clock
         self.bpm = bpm
         self.beats_per_bar = beats_per_bar
         self.offset = offset
         self.period = Fraction(60) / Fraction(bpm)
         self.t0: int | None = None
+        self.count: int | None = None
         self.sent = 0
-
-    def start(self, t0: int | None = None) -> int:
-        """Fix the grid: tick 0 is due at timetag ``t0`` (default: now). Returns ``t0``."""
-        self.t0 = self.clock.now_timetag() if t0 is None else t0
-        return self.t0
+        self.lateness = RunningStats()
+        """Seconds each send ran after its grid time."""
+        self.done = threading.Event()
+        self._on_sent: Callable[[int], None] | None = None
 
     def grid_timetag(self, k: int) -> int:
         """The NTP timetag of tick ``k`` on the grid (exact: no accumulated rounding)."""
@@ -122,29 +125,46 @@ class TickSender:
             tt.add_seconds(self.grid_timetag(k), Fraction(self.offset)), [message]
         )
 
-    def run(
+    def start(
         self,
         count: int | None = None,
-        stop: threading.Event | None = None,
+        *,
+        t0: int | None = None,
         on_sent: Callable[[int], None] | None = None,
     ) -> int:
-        """Send ticks 0 .. count-1 (forever if None) until ``stop`` is set; return how many."""
-        if self.t0 is None:
-            self.start()
-        stop = stop if stop is not None else threading.Event()
-        clock = self.clock
-        k = 0
-        while (count is None or k < count) and not stop.is_set():
-            deadline = clock.wall_to_monotonic(tt.to_unix(self.grid_timetag(k)))
-            remaining = deadline - clock.monotonic()
-            if remaining > 0 and clock.wait(stop, remaining):
-                break
-            self._send(self.packet(k))
-            self.sent += 1
-            if on_sent is not None:
-                on_sent(k)
-            k += 1
-        return self.sent
+        """Schedule ticks 0 .. count-1 (forever if None) from ``t0`` (default now); return t0."""
+        self.t0 = self.clock.now_timetag() if t0 is None else t0
+        self.count = count
+        self._on_sent = on_sent
+        if count == 0:
+            self.done.set()
+        else:
+            self._submit(0)
+        return self.t0
+
+    def stop(self) -> None:
+        """Send no more ticks (one already being sent finishes)."""
+        self.done.set()
+
+    def _submit(self, k: int) -> None:
+        def tick(dispatch: Dispatch) -> None:
+            self._tick(k, dispatch)
+
+        if not self.scheduler.submit(self.grid_timetag(k), tick):
+            self.done.set()  # scheduler closed (or full): nothing more will be sent
+
+    def _tick(self, k: int, dispatch: Dispatch) -> None:
+        if self.done.is_set():
+            return
+        self._send(self.packet(k))
+        self.sent += 1
+        self.lateness.add(dispatch.lateness)
+        if self._on_sent is not None:
+            self._on_sent(k)
+        if self.count is not None and k + 1 >= self.count:
+            self.done.set()
+        else:
+            self._submit(k + 1)
 
 
 # -- listening --------------------------------------------------------------------------------
@@ -278,6 +298,7 @@ class MetronomeListener:
         self.log = log
         self.on_tick = on_tick
         self.limit = limit
+        self.horizon = scheduler.horizon
         self.stats = ListenerStats()
         self._previous_onset: float | None = None
         self._lock = threading.Lock()
@@ -305,6 +326,10 @@ class MetronomeListener:
             when: int | None = tt.add_seconds(stamp, -Fraction(lead)) if lead else stamp
         else:
             when = None  # plain, or a player that wants the onset as soon as it is known
+            if timed and tt.difference(stamp or 0, self.clock.now_timetag()) > self.horizon:
+                # The scheduler would refuse it; a player holding it would hold it for long.
+                self._ignore("horizon")
+                return
         if not self.scheduler.submit(when, handle):
             self._ignore("refused")
 
