@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -225,6 +224,14 @@ def send(
         Endpoint(peers=peers, clock=clock, on_warning=app.warn, multicast_interface=iface) as ep,
         Scheduler(clock, on_warning=app.warn) as scheduler,
     ):
+        sync = ClockSync(clock, ep.send_bytes, filter_size=_AUTO_PINGS)
+        ep.add_service(PONG, sync.service)
+        # Started even without --offset auto: the endpoint's services answer the clock pings of
+        # listeners that follow this sender's clock (metronome listen --sync).
+        ep.start(_ignore)
+        if offset == AUTO:
+            offset = _auto_offset(app, sync)
+        assert isinstance(offset, float)
         sender = TickSender(
             ep.send_bytes, scheduler, bpm=bpm, beats_per_bar=beats_per_bar, offset=offset
         )
@@ -242,6 +249,28 @@ def send(
             if live is not None:
                 click.echo()
             app.note(_sent_summary(sender))
+
+
+_AUTO_PINGS = 16
+_AUTO_INTERVAL = 0.02
+_AUTO_TIMEOUT = 1.0
+
+
+def _ignore(_: Received) -> None:
+    pass
+
+
+def _auto_offset(app: AppContext, sync: ClockSync) -> float:
+    """--offset auto: ping the peers, then cover the slowest one-way delay (see choose_offset)."""
+    sync.measure(_AUTO_PINGS, _AUTO_INTERVAL, _AUTO_TIMEOUT)
+    choice = choose_offset(sync.samples())
+    if choice is None:
+        raise click.ClickException(
+            "--offset auto: no peer answered the clock pings (is an oscsync listener there?); "
+            "give --offset SECONDS instead"
+        )
+    app.note(choice.describe())
+    return min(choice.offset, OFFSET.maximum or choice.offset)
 
 
 def _sent_summary(sender: TickSender) -> str:
@@ -470,7 +499,7 @@ def pair(
     peers: tuple[HostPort, ...],
     bpm: float,
     beats_per_bar: int,
-    offset: float,
+    offset: float | str,
     count: int | None,
     duration: float | None,
     iface: str | None,
@@ -503,8 +532,13 @@ def pair(
         try:
             session = _Session(app, audio_choice, paths, beats_per_bar, log, None)
             app.note(f"listening on {endpoint.local_address}")
-            app.note(_sending_note(peers, bpm, beats_per_bar, offset))
+            sync = ClockSync(clock, endpoint.send_bytes, filter_size=_AUTO_PINGS)
+            endpoint.add_service(PONG, sync.service)
             endpoint.start(session.listener.on_message)
+            if offset == AUTO:
+                offset = _auto_offset(app, sync)
+            assert isinstance(offset, float)
+            app.note(_sending_note(peers, bpm, beats_per_bar, offset))
             # One timer thread for both halves: the sender's ticks are items on the listener's
             # scheduler.
             sender = TickSender(
