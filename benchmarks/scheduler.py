@@ -24,6 +24,7 @@ Everything runs on 127.0.0.1 with ports the kernel picks, and stops by itself.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import socket
 import statistics
@@ -291,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         f"scheduler benchmark: {count} bundles {args.ahead * 1e3:g} ms ahead, "
         f"{args.interval * 1e3:g} ms apart, loopback; Python {platform.python_version()}, "
         f"python-osc {version('python-osc')}, {platform.machine()} with "
-        f"{_cpus()} CPUs, switch interval {sys.getswitchinterval() * 1e3:g} ms"
+        f"{_cpus()} CPUs, switch interval {sys.getswitchinterval() * 1e3:g} ms, "
+        f"load average {_load()}"
     )
     print("lateness = handler's time.time() - timetag, in µs (negative = early)")
     print(f"{'':<34} {'p50':>9} {'p99':>9} {'max':>10} {'min':>9} {'early':>6} {'got':>5}")
@@ -326,9 +328,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cpus() -> str:
-    import os
-
     return str(os.cpu_count())
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 if __name__ == "__main__":

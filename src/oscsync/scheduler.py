@@ -10,9 +10,13 @@ sleeping thread (python-osc issue #110 ends in out-of-memory). Here instead:
   submission order, as in CPython's ``sched``); a lock covers the heap operations only, never an
   action;
 * one **timer thread** (:meth:`Scheduler.start`) sleeps until ``spin`` seconds before the earliest
-  due time, then spins on the monotonic clock for the last stretch: a sleep overshoots by 50-100 µs
-  (more under load), a spin lands within a few µs. A submission that becomes the new earliest
-  entry wakes the thread so it re-plans;
+  due time, then spins on the monotonic clock for the last stretch: a sleep overshoots by 0.1-0.3 ms
+  (and by over 1 ms at the 99th percentile when other processes load the CPUs), a spin lands
+  within a few µs. The entry is popped before the spin, so only the call is left after it. A
+  submission that becomes the new earliest entry wakes the thread so it re-plans. The spinning
+  thread keeps the GIL: a datagram arriving in the last ``spin`` seconds before a due item is
+  decoded right after that item runs (so at most ``spin`` later), which keeps the receive thread
+  from taking the GIL away at the due moment;
 * :meth:`Scheduler.run_due` is the thread's step, public so tests drive the scheduler on a
   :class:`~oscsync.clock.FakeClock` without any thread or sleep.
 
@@ -31,6 +35,18 @@ and never wait behind a held bundle.
 **Bounds.** At most ``max_items`` entries are held, and a timetag more than ``horizon`` seconds
 ahead is refused; each refusal is counted by reason and warned about once. Lateness percentiles
 come from a fixed-size ring of the most recent samples. Nothing grows with traffic.
+
+Use::
+
+    scheduler = Scheduler(clock, on_warning=app.warn)
+    scheduler.start()
+    tag = timetag.add_seconds(clock.now_timetag(), 0.25)
+    scheduler.submit(tag, lambda d: play(at=clock.monotonic_to_wall(d.due)))
+    ...
+    scheduler.close()  # held items are discarded; nothing runs after this returns
+
+With a :class:`~oscsync.clock.FakeClock` do not :meth:`~Scheduler.start` the thread (its waits
+return at once); call :meth:`~Scheduler.run_due` after each ``advance`` instead.
 """
 
 from __future__ import annotations
@@ -47,9 +63,11 @@ from oscsync import timetag as tt
 from oscsync.clock import Clock, SystemClock
 
 DEFAULT_SPIN = 0.002
-"""Seconds spent spinning before a due time. Event.wait overshoots by ~0.1 ms on an idle Linux
-machine and by a few ms on a loaded one; 2 ms of spin per held item costs little CPU at musical
-rates (a 10 Hz metronome spins 2 % of one core) and hides most of that overshoot."""
+"""Seconds spent spinning before a due time. Event.wait overshoots by 0.1-0.3 ms at the median on
+the 2-core workshop VM and by up to 1.5-3 ms under load from other processes (measured with
+benchmarks/scheduler.py); 2 ms of spin per held item covers all but that tail at a small CPU cost
+(a 10 Hz metronome spins 2 % of one core). More spin does not buy back the tail: a thread that
+spins longer is also more likely to be preempted."""
 
 DEFAULT_MAX_ITEMS = 10_000
 DEFAULT_HORIZON = 60.0
@@ -71,7 +89,8 @@ class Dispatch:
     """What an action learns when it runs: when it was due and when it actually ran.
 
     ``due`` and ``dispatched`` are monotonic seconds on the scheduler's clock (turn them into wall
-    time with ``clock.monotonic_to_wall``). ``timetag`` is the NTP timetag it was submitted with,
+    time with ``clock.monotonic_to_wall``); ``dispatched`` is the reading taken just before the
+    action was called. ``timetag`` is the NTP timetag it was submitted with,
     or None for an immediate item (plain message or ``IMMEDIATELY``), whose ``due`` is the moment
     it was submitted.
     """
