@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pty
+import select
 import statistics
 import subprocess
 from collections.abc import Callable
@@ -198,3 +201,41 @@ def test_monitor_bad_options_exit_2() -> None:
         )
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_monitor_on_a_terminal_redraws_one_line_in_place() -> None:
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            oscsync_command("timetag", "monitor", "--listen", "127.0.0.1:0", "--count", "2"),
+            stdin=subprocess.DEVNULL,
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.close(follower)
+        follower = -1
+        assert proc.stderr is not None
+        errors = LineReader(proc.stderr)
+        where = errors.wait_for(lambda text: text.startswith("monitoring")).split()[-1]
+        for ahead in ("0.2", "0.3"):
+            subprocess.run([*oscsync_command("send", where, "/t", "1", "--in", ahead)], check=True)
+        proc.wait(10)
+        screen = b""
+        while select.select([leader], [], [], 5.0)[0]:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            screen += chunk
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    text = screen.decode()
+    assert proc.returncode == 0
+    assert text.startswith("\r\x1b[2Kheadroom +")
+    assert text.count("\n") == 1 and text.endswith("\n")  # one line, ended at exit
+    assert "last 2: mean" in text.rsplit("\r\x1b[2K", 1)[1]

@@ -77,9 +77,9 @@ def monitor(
     count: int | None,
     duration: float | None,
 ) -> None:
-    """Show each incoming bundle's headroom: its timetag minus its arrival time.
+    """Show each bundle's headroom as it arrives.
 
-    Positive headroom (ms) means the bundle arrived before its time and can be played exactly on
+    Headroom is the bundle's timetag minus its arrival time, in ms. Positive headroom (ms) means the bundle arrived before its time and can be played exactly on
     it; negative means it arrived late. This is what Pure Data's [unpackOSC] reports on its second
     outlet. Rolling mean, standard deviation, min, max and late count cover the last --window
     bundles. On a terminal one line is refreshed in place; piped, one line per bundle.
