@@ -15,9 +15,10 @@ from oscsync import codec
 from oscsync import timetag as tt
 from oscsync.apps.dump import Dumper, scheduled
 from oscsync.cli.main import cli
-from oscsync.clock import FakeClock
+from oscsync.clock import FakeClock, SystemClock
+from oscsync.hostport import parse_hostport
 from oscsync.scheduler import Scheduler
-from oscsync.transport import Received
+from oscsync.transport import Endpoint, Received
 
 Spawn = Callable[..., subprocess.Popen[str]]
 
@@ -80,10 +81,12 @@ def start_dump(spawn: Spawn, *args: str) -> tuple[subprocess.Popen[str], str, Li
 
 def test_dump_schedule_prints_in_timetag_order_never_before_it(spawn: Spawn) -> None:
     proc, where, errors = start_dump(spawn, "--schedule", "--jsonl", "--count", "3")
-    send = oscsync_command("send", where)
-    subprocess.run([*send, "/far", "1", "--in", "0.6"], check=True)
-    subprocess.run([*send, "/plain", "2"], check=True)
-    subprocess.run([*send, "/near", "3", "--in", "0.2"], check=True)
+    # Sent from here, microseconds apart, so the order cannot depend on how fast a process starts.
+    clock = SystemClock()
+    with Endpoint(peers=[parse_hostport(where)], clock=clock) as tx:
+        tx.send("/far", [1], timetag=tt.add_seconds(clock.now_timetag(), 0.5))
+        tx.send("/plain", [2])
+        tx.send("/near", [3], timetag=tt.add_seconds(clock.now_timetag(), 0.2))
     assert proc.stdout is not None
     out = proc.stdout.read()
     proc.wait(10)
@@ -102,7 +105,9 @@ def test_dump_schedule_prints_in_timetag_order_never_before_it(spawn: Spawn) -> 
 
 def test_dump_schedule_counts_bundles_held_at_exit(spawn: Spawn) -> None:
     proc, where, errors = start_dump(spawn, "--schedule", "--duration", "0.5")
-    subprocess.run([*oscsync_command("send", where), "/later", "1", "--in", "30"], check=True)
+    clock = SystemClock()
+    with Endpoint(peers=[parse_hostport(where)], clock=clock) as tx:
+        tx.send("/later", [1], timetag=tt.add_seconds(clock.now_timetag(), 30))
     proc.wait(10)
     assert proc.returncode == 0
     assert errors.rest()[-1].startswith("scheduler: 0 dispatched, 0 late, 1 dropped (closed 1)")

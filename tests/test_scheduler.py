@@ -401,7 +401,8 @@ def test_thread_never_dispatches_before_the_due_time() -> None:
         sched.start()
         base = clock.now()
         # Submitted out of order; an earlier one arriving must wake the thread to re-plan.
-        for ahead in (0.2, 0.05, 0.15, 0.1, 0.01):
+        # Spaced 0.1 s apart so a stall between two submits cannot reorder them.
+        for ahead in (0.5, 0.1, 0.4, 0.2, 0.3):
             sched.submit(tt.from_unix(base + ahead), record)
         assert done.wait(10.0)
     assert [d.due for d in dispatches] == sorted(d.due for d in dispatches)
