@@ -103,8 +103,9 @@ def interval_figures(times: list[float], period: float) -> str:
     if len(intervals) < 2:
         return "n/a"
     std = statistics.stdev(intervals) * 1e6
-    worst = max(abs(i - period) for i in intervals) * 1e6
-    return f"std {std:9.1f} µs  worst {worst:9.1f} µs"
+    deviations = sorted(abs(i - period) * 1e6 for i in intervals)
+    median = deviations[len(deviations) // 2]
+    return f"std {std:8.1f} µs  |dev| median {median:8.1f} µs  worst {deviations[-1]:8.1f} µs"
 
 
 def report(session: Session, period: float) -> None:
@@ -115,6 +116,13 @@ def report(session: Session, period: float) -> None:
     handled = [float(t["handled"]) for t in ticks]  # type: ignore[arg-type]
     print(f"  inter-onset  onset    {interval_figures(onsets, period)}")
     print(f"  inter-onset  handled  {interval_figures(handled, period)}")
+    timed = [t for t in ticks if t["timetag"] is not None]
+    if timed:
+        after = sorted((float(t["handled"]) - float(t["timetag"])) * 1e6 for t in timed)  # type: ignore[arg-type]
+        print(
+            f"  handled − timetag: median {after[len(after) // 2]:.1f} µs, "
+            f"max {after[-1]:.1f} µs (negative: handed over early, for a sample-placing player)"
+        )
     if session.wav_onsets is None or session.frame0 is None:
         return
     frames = session.wav_onsets
