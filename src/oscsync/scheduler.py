@@ -32,9 +32,11 @@ action that takes long is not hidden: the next item simply runs later, and its l
 ``IMMEDIATELY``, past timetags) are keyed by their submission time, so they run in arrival order
 and never wait behind a held bundle.
 
-**Bounds.** At most ``max_items`` entries are held, and a timetag more than ``horizon`` seconds
-ahead is refused; each refusal is counted by reason and warned about once. Lateness percentiles
-come from a fixed-size ring of the most recent samples. Nothing grows with traffic.
+**Bounds.** At most ``max_items`` entries wait for a future time (items already due may add as
+many again, so a heap full of far bundles never blocks a plain message), and a timetag more than
+``horizon`` seconds ahead is refused; each refusal is counted by reason and warned about once.
+Lateness percentiles come from a fixed-size ring of the most recent samples. Nothing grows with
+traffic.
 
 Use::
 
@@ -205,11 +207,11 @@ class Scheduler:
     """Hold actions until their timetag and run them in order on one timer thread.
 
     ``spin`` is how long before a due time the thread stops sleeping and starts spinning.
-    ``max_items`` caps the held entries and ``horizon`` refuses timetags further ahead than that
-    many seconds. ``late_policy`` decides whether late timed items run or are dropped, and
-    ``late_tolerance`` how late an item must be to be counted late. ``on_warning`` is called
-    once per kind of trouble (cap reached, horizon exceeded, late items dropped, an action
-    raised) with one line of text.
+    ``max_items`` caps the entries waiting for a future time and ``horizon`` refuses timetags
+    further ahead than that many seconds. ``late_policy`` decides whether late timed items run
+    or are dropped, and ``late_tolerance`` how late an item must be to be counted late.
+    ``on_warning`` is called once per kind of trouble (cap reached, horizon exceeded, late
+    items dropped, an action raised) with one line of text.
     """
 
     def __init__(
