@@ -43,7 +43,7 @@ from oscsync import codec
 from oscsync import timetag as tt
 from oscsync.clock import SystemClock
 from oscsync.hostport import HostPort
-from oscsync.scheduler import DEFAULT_SPIN, Dispatch, Scheduler
+from oscsync.scheduler import DEFAULT_SPIN, Dispatch, Scheduler, percentile
 from oscsync.transport import Endpoint, Received
 
 LOOPBACK = "127.0.0.1"
@@ -73,9 +73,8 @@ class Run:
 
 
 def pct(sorted_values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile (the same rule as oscsync.scheduler.percentile)."""
-    rank = max(1, -(-len(sorted_values) * fraction // 1))
-    return sorted_values[int(rank) - 1]
+    """Nearest-rank percentile of a sorted list."""
+    return percentile(sorted_values, fraction)
 
 
 # -- the sender --------------------------------------------------------------------------------
@@ -109,11 +108,13 @@ def lateness_from(arrivals: dict[int, float], tags: list[int]) -> list[float]:
 def run_oscsync(count: int, ahead: float, interval: float, spin: float) -> Run:
     clock = SystemClock()
     arrivals: dict[int, float] = {}
+    own_early = [0]
     done = threading.Event()
 
     def make_action(k: int) -> Callable[[Dispatch], None]:
-        def action(_: Dispatch) -> None:
+        def action(dispatch: Dispatch) -> None:
             arrivals[k] = time.time()
+            own_early[0] += dispatch.dispatched < dispatch.due
             if len(arrivals) == count:
                 done.set()
 
@@ -137,7 +138,8 @@ def run_oscsync(count: int, ahead: float, interval: float, spin: float) -> Run:
         scheduler.close()
     stats = scheduler.stats()
     inner = (
-        f"(own monotonic ruler: p99 {stats.lateness_p99 * 1e6:.1f} µs, late {stats.late})"
+        f"(own monotonic ruler, at the end of the spin: p99 {stats.lateness_p99 * 1e6:.1f} µs, "
+        f"late {stats.late}, early {own_early[0]})"
         if stats.lateness_p99 is not None
         else ""
     )
