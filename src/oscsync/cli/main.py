@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "metronome": "oscsync.cli.metronome:metronome",
     "clock": "oscsync.cli.clock:clock",
     "netem": "oscsync.cli.netem:netem",
+    "stats": "oscsync.cli.stats:stats",
+    "demo": "oscsync.cli.demo:demo",
 }
 
 

@@ -18,16 +18,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 DELAY = DurationType(minimum=0.0, maximum=10.0)
 
 
-def impairment_options(function: F) -> F:
-    """The link options, shared with ``timetag sweep`` and ``demo``."""
+def impairment_options(delay: float = 0.0, jitter: float = 0.0) -> Callable[[F], F]:
+    """The link options, shared with ``timetag sweep`` (which defaults to a jittery link)."""
     options = [
         click.option(
-            "--delay", type=DELAY, default=0.0, show_default=True, help="Mean one-way delay."
+            "--delay", type=DELAY, default=delay, show_default=True, help="Mean one-way delay."
         ),
         click.option(
             "--jitter",
             type=DELAY,
-            default=0.0,
+            default=jitter,
             show_default=True,
             help="Spread of the delay: ± half-width for uniform, standard deviation otherwise.",
         ),
@@ -58,9 +58,13 @@ def impairment_options(function: F) -> F:
             "--seed", type=int, default=None, help="Seed for reproducible runs (same draws)."
         ),
     ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+
+    def apply(function: F) -> F:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return apply
 
 
 @click.command(
@@ -86,7 +90,7 @@ Examples:
     metavar="HOST:PORT",
     help="Where datagrams go on to.",
 )
-@impairment_options
+@impairment_options()
 @click.option(
     "--queue-limit",
     type=click.IntRange(min=1),

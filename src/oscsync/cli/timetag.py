@@ -105,3 +105,9 @@ def monitor(
             endpoint.close()
             view.finish()
             app.note(summary(view.monitor))
+
+
+# ``timetag sweep`` lives in its own module (it drives netem and the metronome).
+from oscsync.cli.sweep import sweep  # noqa: E402
+
+timetag.add_command(sweep)

@@ -1,0 +1,501 @@
+"""The forward-sync lab in one process: leader → netem → followers, measured tick by tick.
+
+A :class:`Session` wires a leader (ticks on an exact grid, sent from a scheduler), one netem
+:class:`~oscsync.apps.netem.Relay` per follower (each link jitters on its own, as two Wi-Fi
+clients would), and followers that are ordinary :class:`~oscsync.apps.metronome.MetronomeListener`
+instances with their own clocks (``skew``: a :class:`~oscsync.clock.SkewedClock`) and, with
+``sync``, a :class:`~oscsync.clocksync.ClockFollower` pinging the leader through the same netem.
+
+Everything runs on one shared base clock, the **reference**: a follower's onsets (written on its
+own, possibly skewed clock) are mapped back onto it, so onsets of different followers can be
+compared, which two real machines could only do with a microphone.
+
+Followers use players that place sounds themselves (``lead = inf``: the ``wav:`` renderer, or
+:class:`OnsetRecorder`), so an onset is exactly the (translated) timetag when the tick arrived in
+time, and the arrival when it did not: what a sample-accurate sound card would play.
+
+Scoring (:func:`score`) uses the tick number ``k``, recovered from the arrival time on the
+reference clock (jitter must stay below half a beat, which any usable link does). The first bar
+is a count-in while followers sync, and is not scored.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import statistics
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from oscsync import codec
+from oscsync import timetag as tt
+from oscsync.apps.metronome import MetronomeListener, TickRecord
+from oscsync.apps.netem import ImpairmentSpec, Relay
+from oscsync.audio import TICK, Player
+from oscsync.clock import Clock, SkewedClock
+from oscsync.clocksync import ClockFollower
+from oscsync.hostport import HostPort
+from oscsync.scheduler import Dispatch, Scheduler, percentile
+from oscsync.transport import Endpoint
+
+LOOPBACK = HostPort("127.0.0.1", 0)
+SETTLE = 0.15
+"""Seconds the leader waits before tick 0, so every socket and thread is up."""
+
+
+class OnsetRecorder:
+    """A player that only remembers when it was asked to play (for sweeps: no file, no sound)."""
+
+    name = "record"
+    lead = math.inf
+
+    def __init__(self) -> None:
+        self.onsets: list[float] = []
+
+    def load(self, path: str | Path, key: str = TICK) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def play_at(self, t: float, key: str = TICK) -> None:
+        self.onsets.append(t)
+
+    def describe(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class FollowerSpec:
+    name: str
+    skew: float = 0.0
+    sync: bool = False
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """One run: the leader's grid, the link, and who follows."""
+
+    offset: float
+    """Forward offset in seconds; ``None``-like 0 with ``plain`` sends plain messages."""
+    link: ImpairmentSpec
+    followers: tuple[FollowerSpec, ...]
+    bpm: float = 240.0
+    ticks: int = 32
+    beats_per_bar: int = 4
+    plain: bool = False
+    """Offset 0 as plain messages (the workshop's example 2) rather than bundles due at once."""
+    seed: int | None = 1
+    count_in: int = 4
+
+
+@dataclass
+class FollowerResult:
+    spec: FollowerSpec
+    records: list[TickRecord]
+    onsets_ref: dict[int, float]
+    """Tick number -> onset on the reference clock (first copy of a duplicated tick)."""
+    late: dict[int, bool]
+    sync_text: str | None = None
+    sync_offset: float | None = None
+    """The follower's estimate of (leader − follower) clock offset, seconds."""
+
+
+@dataclass
+class SessionResult:
+    spec: SessionSpec
+    t0: float
+    period: float
+    followers: list[FollowerResult] = field(default_factory=list)
+    link_report: list[str] = field(default_factory=list)
+
+
+def _to_reference(clock: Clock, reference: Clock) -> Callable[[float], float]:
+    if clock is reference:
+        return lambda wall: wall
+    return lambda wall: reference.monotonic_to_wall(clock.wall_to_monotonic(wall))
+
+
+def run_session(
+    spec: SessionSpec,
+    reference: Clock,
+    *,
+    make_player: Callable[[int, Clock], Player] | None = None,
+    on_warning: Callable[[str], None] = lambda _: None,
+) -> SessionResult:
+    """Run one leader → netem → followers session to the end and collect every tick.
+
+    ``make_player(index, clock)`` gives follower ``index`` a started player (default: an
+    :class:`OnsetRecorder`); it should place sounds itself (``lead = inf``) for exact onsets.
+    """
+    period = 60.0 / spec.bpm
+    collected: list[list[TickRecord]] = [[] for _ in spec.followers]
+    opened: list[Any] = []
+    relays: list[Relay] = []
+    followers: list[tuple[Clock, MetronomeListener, ClockFollower | None]] = []
+    try:
+        for index, follower_spec in enumerate(spec.followers):
+            clock: Clock = reference
+            if follower_spec.skew:
+                clock = SkewedClock(reference, skew=follower_spec.skew)
+            endpoint = Endpoint(LOOPBACK, clock=clock, on_warning=on_warning)
+            opened.append(endpoint)
+            scheduler = Scheduler(clock, on_warning=on_warning)
+            opened.append(scheduler)
+            player: Player
+            if make_player is not None:
+                player = make_player(index, clock)
+            else:
+                player = OnsetRecorder()
+                player.start()
+            opened.append(player)
+            listener = MetronomeListener(
+                player,
+                scheduler,
+                clock,
+                beats_per_bar=spec.beats_per_bar,
+                on_tick=collected[index].append,
+            )
+            handler = listener.on_message
+            follow = None
+            if follower_spec.sync:
+                follow = ClockFollower(endpoint)
+                handler = follow.wrap(handler)  # type: ignore[assignment]
+                opened.append(follow)
+            scheduler.start()
+            endpoint.start(handler)
+            if follow is not None:
+                follow.start()
+            target = endpoint.local_address
+            assert target is not None
+            seed = None if spec.seed is None else spec.seed * 1000 + index
+            relay = Relay(LOOPBACK, target, spec.link, seed=seed, clock=reference)
+            relay.start()
+            relays.append(relay)
+            followers.append((clock, listener, follow))
+        leader = Endpoint(
+            peers=[relay.local_address for relay in relays], clock=reference, on_warning=on_warning
+        )
+        opened.append(leader)
+        leader.start(lambda _: None)  # answers the followers' clock pings
+        # The leader's sends need no spin: timetags carry the timing, and with offset 0 the
+        # network's jitter dwarfs a sleep's overshoot; a spinning thread would hold the GIL.
+        sender = Scheduler(reference, spin=0.0, on_warning=on_warning)
+        opened.append(sender)
+        t0 = tt.add_seconds(reference.now_timetag(), SETTLE)
+        for k in range(spec.ticks):
+            grid = tt.add_seconds(t0, Fraction(60) / Fraction(spec.bpm) * k)
+            data = _tick_packet(k % spec.beats_per_bar, grid, spec)
+            sender.submit(grid, _Send(leader, data))
+        sender.start()
+        last = tt.to_unix(t0) + (spec.ticks - 1) * period
+        worst = spec.link.delay + 4 * spec.link.jitter + 0.1
+        finish = max(last + spec.offset, last + worst) + 0.05
+        reference.sleep(reference.wall_to_monotonic(finish) - reference.monotonic())
+    finally:
+        for relay in relays:
+            relay.close()
+        for thing in reversed(opened):
+            thing.close()
+    result = SessionResult(spec, tt.to_unix(t0), period)
+    for relay in relays:
+        result.link_report.append(relay.report())
+    for follower_spec, (clock, _listener, follow), records in zip(
+        spec.followers, followers, collected
+    ):
+        result.followers.append(_follower_result(follower_spec, clock, reference, records, result))
+        if follow is not None:
+            estimate = follow.estimate()
+            result.followers[-1].sync_text = follow.describe()
+            result.followers[-1].sync_offset = None if estimate is None else estimate.offset
+    return result
+
+
+class _Send:
+    __slots__ = ("data", "endpoint")
+
+    def __init__(self, endpoint: Endpoint, data: bytes) -> None:
+        self.endpoint = endpoint
+        self.data = data
+
+    def __call__(self, dispatch: Dispatch) -> None:
+        self.endpoint.send_bytes(self.data)
+
+
+def _tick_packet(beat: int, grid: int, spec: SessionSpec) -> bytes:
+    message = codec.encode_message("/tick", [beat], "i")
+    if spec.plain and not spec.offset:
+        return message
+    return codec.encode_bundle(tt.add_seconds(grid, Fraction(spec.offset)), [message])
+
+
+def _follower_result(
+    spec: FollowerSpec,
+    clock: Clock,
+    reference: Clock,
+    records: list[TickRecord],
+    session: SessionResult,
+) -> FollowerResult:
+    to_ref = _to_reference(clock, reference)
+    onsets: dict[int, float] = {}
+    late: dict[int, bool] = {}
+    delay = session.spec.link.delay
+    for record in records:
+        k = round((to_ref(record.arrival) - session.t0 - delay) / session.period)
+        if k in onsets or not 0 <= k < session.spec.ticks:
+            continue  # a duplicate from netem, or a stranger
+        onsets[k] = to_ref(record.onset)
+        late[k] = record.late
+    return FollowerResult(spec, records, onsets, late)
+
+
+# -- scoring ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Score:
+    """How steady one follower's ticks were (times in seconds)."""
+
+    received: int
+    expected: int
+    ioi_std: float
+    """Standard deviation of the intervals between consecutive onsets."""
+    max_grid_error: float
+    """Largest distance of an onset from the best-fitting grid of the nominal period."""
+    late: int
+    timed: bool
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.expected - self.received)
+
+    @property
+    def late_pct(self) -> float:
+        return 100.0 * self.late / self.received if self.received else math.nan
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "ioi_std_ms": round(self.ioi_std * 1e3, 4),
+            "max_grid_error_ms": round(self.max_grid_error * 1e3, 4),
+            "late_pct": round(self.late_pct, 2),
+            "lost": self.lost,
+        }
+
+
+def score(
+    onsets: dict[int, float],
+    late: dict[int, bool],
+    period: float,
+    expected: int,
+    first: int = 0,
+    timed: bool = True,
+) -> Score:
+    """Score ticks ``first .. first+expected-1`` given their onsets by tick number."""
+    ks = sorted(k for k in onsets if k >= first)
+    intervals = [onsets[b] - onsets[a] for a, b in itertools.pairwise(ks) if b == a + 1]
+    ioi_std = statistics.stdev(intervals) if len(intervals) > 1 else 0.0
+    residuals = [onsets[k] - k * period for k in ks]
+    if residuals:
+        centre = statistics.fmean(residuals)
+        grid_error = max(abs(r - centre) for r in residuals)
+    else:
+        grid_error = math.nan
+    return Score(
+        received=len(ks),
+        expected=expected,
+        ioi_std=ioi_std,
+        max_grid_error=grid_error,
+        late=sum(1 for k in ks if late.get(k)),
+        timed=timed,
+    )
+
+
+def score_follower(result: SessionResult, follower: FollowerResult) -> Score:
+    spec = result.spec
+    return score(
+        follower.onsets_ref,
+        follower.late,
+        result.period,
+        spec.ticks - spec.count_in,
+        spec.count_in,
+        timed=not spec.plain or spec.offset > 0,
+    )
+
+
+def spread(result: SessionResult) -> list[float]:
+    """Per tick heard by every follower: latest onset − earliest (reference clock), seconds."""
+    if len(result.followers) < 2:
+        return []
+    common = set.intersection(*(set(f.onsets_ref) for f in result.followers))
+    values = []
+    for k in sorted(common):
+        if k < result.spec.count_in:
+            continue
+        onsets = [f.onsets_ref[k] for f in result.followers]
+        values.append(max(onsets) - min(onsets))
+    return values
+
+
+def p99(values: Iterable[float]) -> float:
+    ordered = sorted(values)
+    return percentile(ordered, 0.99) if ordered else math.nan
+
+
+# -- reading a tick log -----------------------------------------------------------------------
+
+
+class LogError(ValueError):
+    """A tick log that cannot be read."""
+
+
+def read_log(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The tick records of a ``metronome listen --log`` file, and how many lines were bad."""
+    records: list[dict[str, Any]] = []
+    bad = 0
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise LogError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise LogError(f"{path} is not a text file") from None
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            float(record["onset"])
+            float(record["arrival"])
+        except (ValueError, KeyError, TypeError):
+            bad += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad += 1
+    return records, bad
+
+
+def score_log(records: list[dict[str, Any]], bpm: float | None = None) -> tuple[Score, float]:
+    """Score a tick log: tick numbers from timetags (or arrivals) on the beat grid.
+
+    Returns the score and the period used (``60/bpm``, or the median interval when not given).
+    """
+    if not records:
+        raise LogError("the log has no ticks")
+    timed = any(r.get("timetag") is not None for r in records)
+
+    def when(record: dict[str, Any]) -> float:
+        stamp = record.get("timetag")
+        return float(stamp) if stamp is not None else float(record["arrival"])
+
+    times = sorted(when(r) for r in records)
+    if bpm is not None:
+        period = 60.0 / bpm
+    else:
+        gaps = [b - a for a, b in itertools.pairwise(times) if b - a > 1e-6]
+        if not gaps:
+            raise LogError("cannot tell the beat from fewer than two ticks: give --bpm")
+        period = statistics.median(gaps)
+    origin = times[0]
+    onsets: dict[int, float] = {}
+    late: dict[int, bool] = {}
+    for record in records:
+        k = round((when(record) - origin) / period)
+        if k not in onsets:
+            onsets[k] = float(record["onset"])
+            late[k] = bool(record.get("late"))
+    expected = max(onsets) + 1
+    return score(onsets, late, period, expected, 0, timed), period
+
+
+# -- the sweep --------------------------------------------------------------------------------
+
+SWEEP_COLUMNS = ["offset_ms", "ioi_std_ms", "max_grid_error_ms", "late_pct", "lost", "received"]
+
+
+def sweep_row(offset: float, result: SessionResult) -> dict[str, Any]:
+    """One row of ``timetag sweep``: the (single) follower's score at this offset."""
+    follower = result.followers[0]
+    row = {"offset_ms": round(offset * 1e3, 3), **score_follower(result, follower).row()}
+    return {column: row[column] for column in SWEEP_COLUMNS}
+
+
+def format_table(rows: Sequence[dict[str, Any]], first: str = "offset_ms") -> str:
+    """The sweep/stats table for people: aligned columns, units in the header."""
+    headers = {
+        "offset_ms": "offset",
+        "file": "log",
+        "ioi_std_ms": "inter-onset std",
+        "max_grid_error_ms": "max |onset-grid|",
+        "late_pct": "late",
+        "lost": "lost",
+        "received": "ticks",
+    }
+    columns = [first] + [c for c in SWEEP_COLUMNS if c != "offset_ms"]
+
+    def cell(column: str, value: Any) -> str:
+        if column == "offset_ms":
+            return f"{value:g} ms"
+        if column in ("ioi_std_ms", "max_grid_error_ms"):
+            return "-" if value is None or value != value else f"{value:.3f} ms"
+        if column == "late_pct":
+            return "-" if value is None or value != value else f"{value:.1f} %"
+        return str(value)
+
+    table = [[headers[c] for c in columns]]
+    table += [[cell(c, row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    lines = []
+    for number, line in enumerate(table):
+        cells = [
+            text.ljust(widths[i]) if i == 0 and first == "file" else text.rjust(widths[i])
+            for i, text in enumerate(line)
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if number == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else SWEEP_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_sweep(path: Path, rows: Sequence[dict[str, Any]], title: str) -> None:
+    """Onset jitter and late % against the forward offset, as a PNG (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    offsets = [row["offset_ms"] for row in rows]
+    figure, (jitter_axes, late_axes) = plt.subplots(2, 1, sharex=True, figsize=(7, 6))
+    jitter_axes.plot(offsets, [row["ioi_std_ms"] for row in rows], "o-", label="inter-onset std")
+    jitter_axes.plot(
+        offsets, [row["max_grid_error_ms"] for row in rows], "s--", label="max |onset − grid|"
+    )
+    jitter_axes.set_ylabel("ms")
+    jitter_axes.legend()
+    jitter_axes.grid(True, alpha=0.3)
+    jitter_axes.set_title(title)
+    late_axes.plot(offsets, [row["late_pct"] for row in rows], "o-", color="tab:red")
+    late_axes.set_ylabel("late ticks (%)")
+    late_axes.set_xlabel("forward offset (ms)")
+    late_axes.set_ylim(-2, 102)
+    late_axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=100)
+    plt.close(figure)

@@ -1,0 +1,57 @@
+"""``oscsync stats``: summarise ``metronome listen --log`` files like ``timetag sweep`` does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from oscsync.cli.runtime import AppContext
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  oscsync metronome listen --log ticks.jsonl --count 64 --audio none
+  oscsync stats ticks.jsonl
+  for o in 0 0.02 0.05; do ... --log run-$o.jsonl; done; oscsync stats run-*.jsonl --bpm 240
+"""
+)
+@click.argument(
+    "logs",
+    nargs=-1,
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="LOG.jsonl...",
+)
+@click.option(
+    "--bpm",
+    type=click.FloatRange(min=0, min_open=True),
+    help="The sender's tempo (default: the median interval between ticks).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per log instead of a table.")
+@click.pass_obj
+def stats(app: AppContext, logs: tuple[Path, ...], bpm: float | None, as_json: bool) -> None:
+    """Summarise tick logs: inter-onset std, max |onset − grid|, late %, lost ticks.
+
+    Tick numbers come from the timetags (or arrival times of plain ticks) on the beat grid, so
+    a missing tick shows up as lost. Lines that are not tick records are skipped and counted.
+    """
+    from oscsync.apps import lab
+
+    rows = []
+    for path in logs:
+        try:
+            records, bad = lab.read_log(path)
+            result, period = lab.score_log(records, bpm)
+        except lab.LogError as exc:
+            raise click.ClickException(f"{path}: {exc}") from None
+        if bad:
+            app.warn(f"{path}: skipped {bad} lines that are not tick records")
+        row = {"file": str(path), "period_ms": round(period * 1e3, 4), **result.row()}
+        rows.append(row)
+        if as_json:
+            click.echo(json.dumps(row, separators=(",", ":")))
+    if not as_json:
+        click.echo(lab.format_table(rows, first="file"))

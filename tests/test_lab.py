@@ -1,0 +1,160 @@
+"""The forward-sync lab: scoring, `timetag sweep`, `stats`, `demo`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from oscsync.apps import lab
+from oscsync.cli.main import cli
+
+PERIOD = 0.25
+
+
+def test_score_of_a_perfect_grid_is_zero_and_of_a_jittered_one_is_not() -> None:
+    perfect = {k: 100.0 + k * PERIOD for k in range(16)}
+    result = lab.score(perfect, {}, PERIOD, 16)
+    assert result.ioi_std == pytest.approx(0, abs=1e-9)
+    assert result.max_grid_error == pytest.approx(0, abs=1e-9)
+    assert (result.received, result.lost, result.late_pct) == (16, 0, 0.0)
+    shaken = dict(perfect)
+    shaken[5] += 0.010  # one tick 10 ms late
+    result = lab.score(shaken, {5: True}, PERIOD, 16)
+    # The grid is fitted to the mean: the late tick is 10 ms - 10/16 ms from it.
+    assert result.max_grid_error == pytest.approx(0.010 - 0.010 / 16, abs=1e-9)
+    assert result.ioi_std > 0.003
+    assert result.late == 1 and result.late_pct == pytest.approx(100 / 16)
+
+
+def test_score_counts_lost_ticks_and_skips_gaps_in_intervals() -> None:
+    onsets = {k: k * PERIOD for k in range(10) if k not in (3, 4)}
+    result = lab.score(onsets, {}, PERIOD, 10)
+    assert result.lost == 2
+    assert result.ioi_std == pytest.approx(0, abs=1e-9)  # no interval spans the gap
+
+
+def _write_log(path: Path, onsets: list[float], timed: bool, skip: set[int]) -> None:
+    lines = []
+    for k, onset in enumerate(onsets):
+        if k in skip:
+            continue
+        lines.append(
+            json.dumps(
+                {
+                    "seq": len(lines),
+                    "beat": k % 4,
+                    "arrival": onset - (0.05 if timed else 0.0),
+                    "timetag": (1000.0 + k * PERIOD) if timed else None,
+                    "onset": onset,
+                    "late": False,
+                }
+            )
+        )
+    lines.append("not json")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_stats_summarises_a_tick_log(tmp_path: Path, cli_runner: CliRunner) -> None:
+    log = tmp_path / "ticks.jsonl"
+    onsets = [1000.0 + k * PERIOD for k in range(12)]
+    onsets[6] += 0.004
+    _write_log(log, onsets, timed=True, skip={9})
+    result = cli_runner.invoke(cli, ["stats", str(log), "--json"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output.splitlines()[-1])
+    assert row["lost"] == 1 and row["received"] == 11
+    assert row["period_ms"] == pytest.approx(250.0)
+    assert row["max_grid_error_ms"] == pytest.approx(4.0 - 4.0 / 11, abs=0.01)
+    assert "skipped 1 lines" in result.output
+    table = cli_runner.invoke(cli, ["stats", str(log), "--bpm", "240"])
+    assert table.exit_code == 0
+    assert "inter-onset std" in table.output and str(log) in table.output
+
+
+def test_stats_rejects_missing_and_empty_logs(tmp_path: Path, cli_runner: CliRunner) -> None:
+    missing = cli_runner.invoke(cli, ["stats", str(tmp_path / "nope.jsonl")])
+    assert missing.exit_code == 1 and "cannot read" in missing.output
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    result = cli_runner.invoke(cli, ["stats", str(empty)])
+    assert result.exit_code == 1 and "no ticks" in result.output
+
+
+def test_sweep_tiny_run_writes_table_csv_json_and_plot(
+    tmp_path: Path, cli_runner: CliRunner
+) -> None:
+    pytest.importorskip("matplotlib")
+    csv_path, json_path, png = tmp_path / "s.csv", tmp_path / "s.json", tmp_path / "s.png"
+    result = cli_runner.invoke(
+        cli,
+        [
+            "timetag", "sweep", "--offsets", "0,15ms,60ms", "--delay", "20ms", "--jitter", "8ms",
+            "--ticks", "10", "--bpm", "600", "--seed", "4",
+            "--csv", str(csv_path), "--json", str(json_path), "--plot", str(png),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "inter-onset std" in result.output and "late" in result.output
+    with csv_path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == lab.SWEEP_COLUMNS
+    assert [float(r["offset_ms"]) for r in rows] == [0.0, 15.0, 60.0]
+    assert json.loads(json_path.read_text()) == [
+        {k: (float(v) if "." in v else int(v)) for k, v in row.items()} for row in rows
+    ]
+    late = [float(r["late_pct"]) for r in rows]
+    assert late == sorted(late, reverse=True)  # more headroom, fewer late ticks
+    assert late[0] == 100.0 and late[-1] == 0.0  # delay >= 12 ms > 0; 60 ms > 28 ms max delay
+    jitter = [float(r["ioi_std_ms"]) for r in rows]
+    assert jitter[-1] < 0.01 < jitter[0]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_rejects_bad_offsets(cli_runner: CliRunner) -> None:
+    for bad in ("", "soon", "-5ms", "20"):
+        result = cli_runner.invoke(cli, ["timetag", "sweep", "--offsets", bad])
+        assert result.exit_code == 2, (bad, result.output)
+
+
+def test_demo_short_run_prints_the_table_and_the_verdict(
+    tmp_path: Path, cli_runner: CliRunner
+) -> None:
+    result = cli_runner.invoke(cli, ["demo", "--duration", "2", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "forward sync cut jitter from" in out
+    assert "plain ticks" in out and "forward sync 50 ms" in out
+    assert "A↔B spread" in out
+    wavs = sorted(p.name for p in tmp_path.glob("*.wav"))
+    assert wavs == ["forward-A.wav", "forward-B.wav", "plain-A.wav", "plain-B.wav"]
+    assert all(p.stat().st_size > 44 for p in tmp_path.glob("*.wav"))
+
+
+def test_session_followers_agree_only_with_forward_sync() -> None:
+    from oscsync.apps.netem import ImpairmentSpec
+    from oscsync.clock import SystemClock
+
+    link = ImpairmentSpec(delay=0.010, jitter=0.008)
+    followers = (lab.FollowerSpec("A"), lab.FollowerSpec("B", skew=-0.2, sync=True))
+    runs = {}
+    for offset, plain in ((0.0, True), (0.04, False)):
+        spec = lab.SessionSpec(
+            offset=offset, link=link, followers=followers, bpm=600, ticks=14, plain=plain, seed=2
+        )
+        runs[plain] = lab.run_session(spec, SystemClock())
+    synced = runs[False]
+    b = synced.followers[1]
+    assert b.sync_offset is not None and b.sync_offset == pytest.approx(0.2, abs=0.009)
+    scores = [lab.score_follower(synced, f) for f in synced.followers]
+    assert all(s.late == 0 and s.lost == 0 for s in scores)
+    # Forward sync: the followers play within the clock-sync error (bounded by half the
+    # fastest round trip, < 9 ms here), while plain ticks differ by the links' jitter.
+    assert max(lab.spread(synced)) < 0.009
+    plain_spread = lab.spread(runs[True])
+    assert not math.isnan(lab.p99(plain_spread))
+    assert max(plain_spread) > max(lab.spread(synced))
