@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -199,3 +200,47 @@ def test_numpy_and_sounddevice_are_not_imported_unless_sounddevice_plays(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert "HEAVY []" in out.stdout
+
+
+def test_missing_portaudio_is_a_notice_not_a_traceback(spawn: Spawn, tmp_path: Path) -> None:
+    # A stand-in sounddevice that fails to import exactly as the real one does without
+    # libportaudio2 (OSError from its ctypes loader), found first on the path.
+    fake = tmp_path / "fake-sounddevice"
+    fake.mkdir()
+    (fake / "sounddevice.py").write_text('raise OSError("PortAudio library not found")\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), *sys.path])}
+    for choice, code in (("auto", 0), ("sounddevice", 1)):
+        proc = subprocess.run(
+            oscsync_command(
+                "metronome", "listen", "--listen", "127.0.0.1:0", "--audio", choice,
+                "--duration", "0",
+            ),
+            capture_output=True, text=True, timeout=60, env=env,
+        )  # fmt: skip
+        assert proc.returncode == code, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert "sudo apt-get install libportaudio2" in proc.stderr
+        if choice == "auto":
+            assert "playing no sound (--audio none)" in proc.stderr
+
+
+def test_pair_with_offset_auto_measures_then_ticks_arrive_ahead(
+    cli_runner: CliRunner, tmp_path: Path
+) -> None:
+    port = free_udp_port()
+    log = tmp_path / "auto.jsonl"
+    result = cli_runner.invoke(
+        cli,
+        [
+            "metronome", "pair", "--peer", f"127.0.0.1:{port}", "--listen", f"127.0.0.1:{port}",
+            "--bpm", "1200", "--count", "3", "--offset", "auto", "--audio", "none",
+            "--log", str(log),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "offset auto:" in result.stderr
+    ticks = read_log(log)
+    assert len(ticks) == 3
+    # Bundles (the measured offset is > 0), each played no earlier than its timetag.
+    assert all(t["timetag"] is not None for t in ticks)
+    assert all(t["onset"] >= t["timetag"] for t in ticks)  # type: ignore[operator]
