@@ -79,10 +79,11 @@ def monitor(
 ) -> None:
     """Show each bundle's headroom as it arrives.
 
-    Headroom is the bundle's timetag minus its arrival time, in ms. Positive headroom (ms) means the bundle arrived before its time and can be played exactly on
-    it; negative means it arrived late. This is what Pure Data's [unpackOSC] reports on its second
-    outlet. Rolling mean, standard deviation, min, max and late count cover the last --window
-    bundles. On a terminal one line is refreshed in place; piped, one line per bundle.
+    Headroom is the bundle's timetag minus its arrival time, in ms. Positive: the bundle arrived
+    before its time and can be played exactly on it; negative: it arrived late. This is what
+    Pure Data's [unpackOSC] reports on its second outlet. Rolling mean, standard deviation, min,
+    max and late count cover the last --window bundles. On a terminal one line is refreshed in
+    place; piped, one line per bundle.
     """
     mode = "jsonl" if jsonl else ("live" if stdout_is_tty() else "lines")
     clock = app.clock
