@@ -439,32 +439,98 @@ def run_send(shown: Shown, parsed: Parsed, plan: Plan, spawn: Spawn) -> None:
         assert all(r.timetag is not None for r in got), shown
 
 
-def run_dump(shown: Shown, parsed: Parsed, plan: Plan, spawn: Spawn) -> None:
-    params = parsed.params
-    argv = list(plan.argv)
+def _probe_plain(tx: Endpoint, n: int) -> None:
+    tx.send("/docs/probe", [n])
+
+
+def _probe_tick(tx: Endpoint, n: int) -> None:
+    tx.send("/tick", [n])
+
+
+def _probe_bundle(tx: Endpoint, n: int) -> None:
+    tx.send("/docs/probe", [n], timetag=tx.clock.now_timetag() + (1 << 32) // 20)  # +50 ms
+
+
+def run_listener(shown: Shown, parsed: Parsed, plan: Plan, spawn: Spawn) -> None:
+    """A listener with a --count (or --count 3 added): fed that many probes, it must exit 0
+    having handled each one."""
+    path, params = parsed.path, parsed.params
+    name = path[-1]
+    argv = [a for a in plan.argv if a not in ("-q", "--quiet")]
+    at = argv.index(name) + 1
     count = params["count"]
-    if count is None and params["duration"] is None:
+    if count is None:
         argv += ["--count", "3"]
     probes = int(count or 3)  # type: ignore[call-overload]
     listen = params["listen"]
     assert isinstance(listen, HostPort)
     port = plan.ports.get(listen.port) or free_udp_port()
     if listen.port not in plan.ports:  # the default 9001: listen elsewhere
-        argv[argv.index("dump") + 1 : argv.index("dump") + 1] = ["--listen", f"127.0.0.1:{port}"]
-    proc = spawn(*[a for a in argv if a not in ("-q", "--quiet")])
+        argv[at:at] = ["--listen", f"127.0.0.1:{port}"]
+    if path == ["metronome", "listen"]:
+        argv += ["--audio", "none"] if params["audio_choice"].kind != "wav" else []  # type: ignore[attr-defined]
+    proc = spawn(*argv)
     assert proc.stderr is not None and proc.stdout is not None
-    LineReader(proc.stderr).wait_for(lambda line: line.startswith("listening on"))
+    LineReader(proc.stderr).wait_for(lambda line: f" on 127.0.0.1:{port}" in line)
+    probe = PROBES[tuple(path)]
     with Endpoint(peers=[HostPort("127.0.0.1", port)]) as tx:
         for n in range(probes):
-            tx.send("/docs/probe", [n])
+            probe(tx, n)
+            time.sleep(0.01)  # keep order on the wire simple for the assertions
     out = proc.stdout.read()
     assert proc.wait(10) == 0, shown
     lines = out.splitlines()
     assert len(lines) == probes, (shown, out)
-    if params["jsonl"]:
+    if params.get("jsonl"):
         assert [json.loads(line)["args"] for line in lines] == [[n] for n in range(probes)]
-    else:
+    elif path == ["dump"]:
         assert all("/docs/probe ,i" in line for line in lines), out
+    elif path == ["metronome", "listen"]:
+        per_bar = params["beats_per_bar"]
+        assert isinstance(per_bar, int)
+        assert [line.split()[:4] for line in lines] == [
+            ["tick", str(n), "beat", f"{n}*" if n % per_bar == 0 else str(n)] for n in range(probes)
+        ], out
+    else:  # timetag monitor
+        assert all("headroom +" in line for line in lines), out
+
+
+PROBES: dict[tuple[str, ...], Callable[[Endpoint, int], None]] = {
+    ("dump",): _probe_plain,
+    ("metronome", "listen"): _probe_tick,
+    ("timetag", "monitor"): _probe_bundle,
+}
+
+
+def run_metronome_send(shown: Shown, parsed: Parsed, plan: Plan, spawn: Spawn) -> None:
+    """Two ticks (a later --count wins), each received as /tick with its beat."""
+    params = parsed.params
+    argv = [*plan.argv, "--count", "2"]
+    peers = len(_peers(parsed))
+    collector = Collector(list(plan.ports.values()))
+    try:
+        result = CliRunner().invoke(cli, argv)
+        assert result.exit_code == 0, f"{shown}\n{result.output}"
+        got = collector.wait_for(2 * peers)
+    finally:
+        collector.close()
+    per_bar = params["beats_per_bar"]
+    assert isinstance(per_bar, int)
+    assert sorted(r.args[0] for r in got) == sorted([k % per_bar for k in range(2)] * peers), shown
+    assert {r.address for r in got} == {"/tick"}
+    bundled = params["offset"] not in (0, 0.0)
+    assert all((r.timetag is not None) == bundled for r in got), shown
+
+
+def run_clock(shown: Shown, parsed: Parsed, plan: Plan, spawn: Spawn) -> None:
+    """Against a loopback listener (every Endpoint answers clock pings): a small offset."""
+    collector = Collector(list(plan.ports.values()))
+    try:
+        result = CliRunner().invoke(cli, [*plan.argv, "--count", "4", "--json"])
+    finally:
+        collector.close()
+    assert result.exit_code == 0, f"{shown}\n{result.output}"
+    assert "offset" in result.output
 
 
 def run_chat(shown: Shown, parsed: Parsed, plan: Plan, spawn: Spawn) -> None:
@@ -502,9 +568,13 @@ def run_timetag_now(shown: Shown, parsed: Parsed, plan: Plan, spawn: Spawn) -> N
 
 RUNNERS: dict[tuple[str, ...], Callable[[Shown, Parsed, Plan, Spawn], None]] = {
     ("send",): run_send,
-    ("dump",): run_dump,
+    ("dump",): run_listener,
     ("chat",): run_chat,
     ("timetag", "now"): run_timetag_now,
+    ("timetag", "monitor"): run_listener,
+    ("metronome", "listen"): run_listener,
+    ("metronome", "send"): run_metronome_send,
+    ("clock",): run_clock,
 }
 
 
@@ -528,12 +598,17 @@ def runnable(shown: Shown) -> tuple[Parsed, Plan] | None:
             return None
     if parsed.path == ["chat"] and shown.stdin is None:
         return None  # interactive
-    if parsed.path == ["dump"] and (params["duration"] or 0) > 3:  # type: ignore[operator]
+    if "listen" in params and "count" in params and (params.get("duration") or 0) > 3:  # type: ignore[operator]
         return None
+    if parsed.path == ["metronome", "listen"] and (params["sync"] or params["sync_peer"]):
+        return None  # needs a leader that answers clock pings: parse only
     return parsed, plan
 
 
-RUNNABLE = [shown for shown in SHOWN if runnable(shown) is not None]
+# The same command shown on several pages runs once.
+RUNNABLE = list(
+    {(s.argv, s.stdin): s for s in reversed(SHOWN) if runnable(s) is not None}.values()
+)[::-1]
 
 
 def test_some_documented_commands_are_run_for_real() -> None:
@@ -542,7 +617,10 @@ def test_some_documented_commands_are_run_for_real() -> None:
 
 
 @pytest.mark.parametrize("shown", RUNNABLE, ids=str)
-def test_short_loopback_commands_run_for_real(shown: Shown, spawn: Spawn) -> None:
+def test_short_loopback_commands_run_for_real(
+    shown: Shown, spawn: Spawn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # files a command writes (--log, wav:) land here
     plan_and_parse = runnable(shown)
     assert plan_and_parse is not None
     parsed, plan = plan_and_parse
