@@ -103,6 +103,9 @@ class FollowerResult:
     onsets_ref: dict[int, float]
     """Tick number -> onset on the reference clock (first copy of a duplicated tick)."""
     late: dict[int, bool]
+    handled_ref: dict[int, float] = field(default_factory=dict)
+    """Tick number -> when the listener handled it (reference clock): with a player that acts
+    when told (``lead`` 0), that is when the scheduler dispatched it."""
     sync_text: str | None = None
     sync_offset: float | None = None
     """The follower's estimate of (leader − follower) clock offset, seconds."""
@@ -246,14 +249,16 @@ def _follower_result(
     to_ref = _to_reference(clock, reference)
     onsets: dict[int, float] = {}
     late: dict[int, bool] = {}
+    handled: dict[int, float] = {}
     delay = session.spec.link.delay
     for record in records:
         k = round((to_ref(record.arrival) - session.t0 - delay) / session.period)
         if k in onsets or not 0 <= k < session.spec.ticks:
             continue  # a duplicate from netem, or a stranger
         onsets[k] = to_ref(record.onset)
+        handled[k] = to_ref(record.handled)
         late[k] = record.late
-    return FollowerResult(spec, records, onsets, late)
+    return FollowerResult(spec, records, onsets, late, handled)
 
 
 # -- scoring ----------------------------------------------------------------------------------
