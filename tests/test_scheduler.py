@@ -453,3 +453,18 @@ def test_bundle_from_send_in_is_dispatched_at_or_after_its_timetag() -> None:
     assert dispatch.due == clock.wall_to_monotonic(tt.to_unix(received.timetag))
     assert dispatch.dispatched >= dispatch.due  # never before the timetag
     assert sched.stats().dispatched == 1
+
+
+def test_close_after_an_interrupted_start_does_not_raise(monkeypatch: pytest.MonkeyPatch) -> None:
+    # SIGTERM can land inside Thread.start(); close() in the command's finally must still work.
+    sched = Scheduler(FakeClock())
+
+    def interrupted(self: threading.Thread) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sched.start()
+    monkeypatch.undo()
+    sched.close()
+    assert sched.closed

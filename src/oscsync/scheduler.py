@@ -474,7 +474,9 @@ class Scheduler:
                 self._counters.dropped["closed"] += discarded
         self._wake.set()
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        # is_alive() is False for a thread whose start() was interrupted (Ctrl-C, SIGTERM):
+        # joining that one would raise, and it exits at once anyway since _closed is set.
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             thread.join(timeout)
 
     @property
