@@ -54,7 +54,7 @@ def walk(
         command = group.get_command(ctx, name)
         if command is None or command.hidden:
             continue
-        sub_ctx = click.Context(command, info_name=name, parent=ctx)
+        sub_ctx = click.Context(command, info_name=name, parent=ctx, **command.context_settings)
         yield (*prefix, name), command, sub_ctx
         if isinstance(command, click.Group):
             yield from walk(command, sub_ctx, (*prefix, name))
@@ -119,7 +119,7 @@ def _section(path: tuple[str, ...], command: click.Command, ctx: click.Context) 
         for name, sub in subs:
             if sub is not None and not sub.hidden:
                 anchor = "-".join(("oscsync", *path, name))
-                lines.append(f"| [`{name}`](#{anchor}) | {_escape(sub.get_short_help_str(80))} |")
+                lines.append(f"| [`{name}`](#{anchor}) | {_escape(sub.get_short_help_str(200))} |")
         lines.append("")
     if command.epilog:
         lines += _help_markdown(command.epilog)
@@ -132,7 +132,7 @@ def render(cli: click.Group | None = None) -> str:
         from oscsync.cli.main import cli as main_cli
 
         cli = main_cli
-    root = click.Context(cli, info_name="oscsync")
+    root = click.Context(cli, info_name="oscsync", **cli.context_settings)
     lines = [
         "# CLI reference",
         "",
