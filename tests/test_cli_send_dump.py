@@ -86,8 +86,9 @@ def test_dump_duration_stops_by_itself(spawn: Spawn) -> None:
 def test_dump_stops_cleanly_on_sigterm(spawn: Spawn) -> None:
     proc, _, errors = start_dump(spawn)
     proc.terminate()
-    assert proc.wait(10) == 0
+    code = proc.wait(10)
     lines = errors.rest()
+    assert code == 0, lines
     assert lines[-1].startswith("dump: ")
     assert not any("Traceback" in line for line in lines)
 

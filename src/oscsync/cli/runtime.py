@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -48,19 +49,47 @@ class AppContext:
 
 
 class Stop(Exception):
-    """Raised in the main thread by SIGTERM, handled like Ctrl-C."""
+    """Raised in the main thread by Ctrl-C or SIGTERM; :func:`running` makes it a clean exit."""
 
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise Stop(signal.Signals(signum).name)
+_THREADING_FILE = threading.__file__
+_RETRY_SECONDS = 0.005
+_pending_stop: list[int] = []
+
+
+def _inside_thread_start_or_join(frame: FrameType | None) -> bool:
+    # Only these two: an Event.wait (how commands idle) must stay interruptible.
+    while frame is not None:
+        code = frame.f_code
+        if code.co_filename == _THREADING_FILE and code.co_name in ("start", "join"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
+    # An exception raised while the main thread is inside Thread.start() or join() leaves
+    # threading's bookkeeping half-updated (the next join raises "cannot join thread before it
+    # is started"): seen when SIGTERM came right as a listener started. So a stop that lands
+    # there is deferred a few milliseconds (SIGALRM, no thread needed) and raised outside.
+    if signum != signal.SIGALRM:
+        _pending_stop.append(signum)
+    if not _pending_stop:
+        return
+    if _inside_thread_start_or_join(frame):
+        signal.setitimer(signal.ITIMER_REAL, _RETRY_SECONDS)
+        return
+    raise Stop(signal.Signals(_pending_stop[0]).name)
 
 
 @contextlib.contextmanager
 def running() -> Iterator[None]:
     """Run a command body: Ctrl-C and SIGTERM end it cleanly, socket errors become one line."""
-    previous = None
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_stop)
+        _pending_stop.clear()
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
+            previous[signum] = signal.signal(signum, _on_stop_signal)
     try:
         yield
     except (KeyboardInterrupt, Stop):
@@ -68,8 +97,10 @@ def running() -> Iterator[None]:
     except TransportError as exc:
         raise click.ClickException(exc.strerror or str(exc)) from None
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if previous:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def wait(event: threading.Event, clock: Clock, duration: float | None) -> None:
