@@ -1,0 +1,143 @@
+"""pd/example2_client.pd and pd/example3_client.pd against real, headless Pure Data.
+
+Each patch is driven through its named receivers (``oscsync-listen``, ``oscsync-connect``,
+``oscsync-metro``, ``oscsync-bpm``, ``oscsync-offset``) and talks to ``oscsync metronome``.
+Timing is checked with generous windows: PD headless polls its sockets every few milliseconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import REPO, LineReader, free_udp_port
+from pdharness import PdProcess
+
+EXAMPLE2 = REPO / "pd" / "example2_client.pd"
+EXAMPLE3 = REPO / "pd" / "example3_client.pd"
+FIX = REPO / "pd" / "packOSC-timetag-fix.pd"
+RunPd = Callable[..., PdProcess]
+Spawn = Callable[..., subprocess.Popen[str]]
+
+
+def start_example(
+    run_pd: RunPd, patch: Path, peer_port: int | None = None, *sends: str
+) -> tuple[PdProcess, int]:
+    """The patch listening on a free port (returned), sending to ``peer_port`` if given."""
+    pd_port = free_udp_port()
+    connect = [f"oscsync-connect 127.0.0.1 {peer_port}"] if peer_port else []
+    return run_pd(patch, sends=[f"oscsync-listen {pd_port}", *connect, *sends]), pd_port
+
+
+def listen(spawn: Spawn, tmp_path: Path, count: int) -> tuple[int, subprocess.Popen[str], Path]:
+    """``oscsync metronome listen`` on a free port, logging ``count`` ticks, no audio."""
+    port = free_udp_port()
+    log = tmp_path / "ticks.jsonl"
+    proc = spawn(
+        "metronome", "listen", "--listen", str(port), "--audio", "none",
+        "--log", str(log), "--count", str(count),
+    )  # fmt: skip
+    assert proc.stderr is not None
+    LineReader(proc.stderr).wait_for(lambda line: "listening" in line)
+    return port, proc, log
+
+
+def read_log(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def arrival_gaps_ms(ticks: list[dict[str, Any]]) -> list[float]:
+    return [(b["arrival"] - a["arrival"]) * 1000 for a, b in itertools.pairwise(ticks)]
+
+
+@pytest.mark.parametrize("patch", [EXAMPLE2, EXAMPLE3, FIX], ids=lambda p: p.name)
+def test_every_object_creates(run_pd: RunPd, patch: Path) -> None:
+    pd = run_pd(patch, sends=[f"oscsync-listen {free_udp_port()}"])
+    assert pd.creation_failures() == []
+
+
+@pytest.mark.parametrize("patch", [EXAMPLE2, EXAMPLE3], ids=lambda p: p.name)
+def test_tick_sound_is_loaded(run_pd: RunPd, patch: Path) -> None:
+    pd, _ = start_example(run_pd, patch)
+    # [soundfiler] reports the samples read from ../sounds/tick.wav (48 kHz, at most 50 ms).
+    samples = int(pd.wait_for(r"^tick-samples: ").split()[-1])
+    assert 0 < samples <= 2400
+
+
+def test_our_metronome_ticks_are_printed_by_example2(run_pd: RunPd, spawn: Spawn) -> None:
+    pd, pd_port = start_example(run_pd, EXAMPLE2)
+    sender = spawn(
+        "metronome", "send", "--peer", f"127.0.0.1:{pd_port}", "--count", "4", "--bpm", "240"
+    )
+    assert sender.wait(20) == 0
+    pd.wait_for_all(r"^tick: ", 4)
+    assert pd.printed("tick") == ["0", "1", "2", "3"]
+
+
+def test_example2_metro_reaches_our_listener_every_500ms(
+    run_pd: RunPd, spawn: Spawn, tmp_path: Path
+) -> None:
+    port, listener, log = listen(spawn, tmp_path, 4)
+    start_example(run_pd, EXAMPLE2, port, "oscsync-metro 1")
+    assert listener.wait(20) == 0
+    ticks = read_log(log)
+    assert [t["beat"] for t in ticks] == [0, 1, 2, 3]
+    assert all(t["timetag"] is None for t in ticks)  # example 2 sends plain messages
+    gaps_ms = arrival_gaps_ms(ticks)
+    assert 450 < statistics.mean(gaps_ms) < 550, gaps_ms
+    assert all(350 < gap < 650 for gap in gaps_ms), gaps_ms
+
+
+def test_example2_bpm_receiver_sets_the_tempo(run_pd: RunPd, spawn: Spawn, tmp_path: Path) -> None:
+    port, listener, log = listen(spawn, tmp_path, 4)
+    start_example(run_pd, EXAMPLE2, port, "oscsync-bpm 300", "oscsync-metro 1")
+    assert listener.wait(20) == 0
+    ticks = read_log(log)
+    gaps_ms = arrival_gaps_ms(ticks)
+    assert 150 < statistics.mean(gaps_ms) < 250, gaps_ms  # 300 bpm = 200 ms
+
+
+def test_example3_offset_gives_timetags_100ms_after_arrival(
+    run_pd: RunPd, spawn: Spawn, tmp_path: Path
+) -> None:
+    port, listener, log = listen(spawn, tmp_path, 4)
+    start_example(run_pd, EXAMPLE3, port, "oscsync-offset 100000", "oscsync-metro 1")
+    assert listener.wait(20) == 0
+    ticks = read_log(log)
+    assert [t["beat"] for t in ticks] == [0, 1, 2, 3]
+    for tick in ticks:
+        assert 80 < tick["headroom_ms"] <= 101, tick
+        assert tick["onset"] >= tick["timetag"]
+        assert not tick["late"]
+
+
+def test_example3_offset_minus_one_sends_immediate_bundles(
+    run_pd: RunPd, spawn: Spawn, tmp_path: Path
+) -> None:
+    port, listener, log = listen(spawn, tmp_path, 2)
+    start_example(run_pd, EXAMPLE3, port, "oscsync-offset -1", "oscsync-metro 1")
+    assert listener.wait(20) == 0
+    assert [t["timetag"] for t in read_log(log)] == [None, None]  # IMMEDIATELY
+
+
+def test_our_offset_shows_100ms_until_timetag_in_example3(run_pd: RunPd, spawn: Spawn) -> None:
+    pd, pd_port = start_example(run_pd, EXAMPLE3)
+    sender = spawn(
+        "metronome", "send", "--peer", f"127.0.0.1:{pd_port}",
+        "--count", "4", "--bpm", "240", "--offset", "0.1",
+    )  # fmt: skip
+    assert sender.wait(20) == 0
+    pd.wait_for_all(r"^tick: ", 4)
+    lines = [line for line in pd.snapshot() if line.startswith(("ms-ahead: ", "tick: "))]
+    # Each bundle: its wait is shown on arrival, then [pipelist] lets the tick out at the timetag.
+    assert [line.split(":")[0] for line in lines] == ["ms-ahead", "tick"] * 4
+    assert pd.printed("tick") == ["0", "1", "2", "3"]
+    for ms in map(float, pd.printed("ms-ahead")):
+        assert 60 < ms <= 100.5
