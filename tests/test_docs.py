@@ -318,16 +318,30 @@ def test_extraction_reads_blocks_pipes_and_inline_code() -> None:
 
 def test_cli_reference_has_every_command_and_option() -> None:
     page = HOOKS.render()
-    root = click.Context(cli, info_name="oscsync")
+    # "## oscsync send" ... up to the next heading: that command's section.
+    parts = re.split(r"^#{2,4} (oscsync(?: [\w-]+)*)$", page, flags=re.M)
+    sections = dict(zip(parts[1::2], parts[2::2], strict=True))
+    root = click.Context(cli, info_name="oscsync", **cli.context_settings)
     seen = 0
     for path, command, ctx in HOOKS.walk(cli, root):
         title = " ".join(("oscsync", *path))
-        assert re.search(rf"^#+ {re.escape(title)}$", page, re.M), title
+        assert title in sections, title
+        section = sections[title]
+        assert f"Usage: {title} " in section, title
         for param in command.get_params(ctx):
             if isinstance(param, click.Option) and not param.hidden:
-                assert f"--{param.name}".replace("_", "-") in page or any(
-                    opt in page for opt in param.opts
-                ), (title, param.name)
+                row = next(
+                    (
+                        line
+                        for line in section.splitlines()
+                        if line.startswith("| `") and param.opts[0] in line
+                    ),
+                    None,
+                )
+                assert row is not None, (title, param.opts)
+        if command.help:
+            first = command.help.split("\n", 1)[0].strip()
+            assert HOOKS._code_spans(first) in section, (title, first)
         seen += 1
     assert seen >= len(COMMANDS)
     assert "```text\nUsage: oscsync send [OPTIONS] HOST:PORT ADDRESS [ARGS]..." in page
