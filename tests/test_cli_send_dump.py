@@ -144,3 +144,12 @@ def test_timetag_now_follows_clock_skew(cli_runner: CliRunner) -> None:
     plain = cli_runner.invoke(cli, ["timetag", "now", "-f", "unix"]).output
     skewed = cli_runner.invoke(cli, ["--clock-skew", "3600", "timetag", "now", "-f", "unix"]).output
     assert float(skewed) - float(plain) == pytest.approx(3600, abs=5)
+
+
+def test_dump_jsonl_keeps_c1_controls_off_the_terminal(spawn: Spawn) -> None:
+    proc, where, _ = start_dump(spawn, "--jsonl", "--count", "1")
+    with Endpoint(peers=[HostPort("127.0.0.1", int(where.rsplit(":", 1)[1]))]) as tx:
+        tx.send("/evil", ["\u009b2J naïve"])
+    out = finish(proc)
+    assert "\x9b" not in out and "\x1b" not in out
+    assert json.loads(out)["args"] == ["\u009b2J naïve"]  # the data itself is intact

@@ -282,3 +282,31 @@ def test_metronome_send_offset_auto_measures_and_says_why(cli_runner: CliRunner)
     assert result.exit_code == 0, result.output
     assert "offset auto:" in result.output and "one-way delay p99" in result.output
     assert "in bundles timetagged" in result.output
+
+
+def test_peer_clocks_keep_one_filter_per_peer_and_cover_the_slowest() -> None:
+    """Two peers whose clocks disagree by 2 s: each gets its own estimate, none is mixed up."""
+    base = SystemClock()
+    skews = (-0.75, 1.25)
+    listeners = [
+        Endpoint(HostPort("127.0.0.1", 0), clock=SkewedClock(base, skew)) for skew in skews
+    ]
+    try:
+        for listener in listeners:
+            listener.start(lambda received: None)
+        peers = [listener.local_address for listener in listeners]
+        assert all(peer is not None for peer in peers)
+        with Endpoint(peers=peers, clock=base) as sender:  # type: ignore[arg-type]
+            clocks = clocksync.PeerClocks(base, sender, peers)  # type: ignore[arg-type]
+            sender.add_service(clocksync.PONG, clocks.service)
+            sender.start(lambda received: None)
+            choice, silent = clocks.choose_offset(8, 0.005, 2.0)
+            estimates = [clocks.syncs[peer].estimate() for peer in peers]  # type: ignore[index]
+    finally:
+        for listener in listeners:
+            listener.close()
+    assert silent == []
+    assert choice is not None
+    for estimate, skew in zip(estimates, skews):
+        assert estimate is not None
+        assert estimate.offset == pytest.approx(skew, abs=estimate.error_bound + 1e-3)

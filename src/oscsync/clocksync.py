@@ -23,6 +23,7 @@ Unix seconds.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import struct
 import threading
@@ -35,6 +36,7 @@ from oscsync import timetag as tt
 from oscsync.clock import Clock
 
 if TYPE_CHECKING:  # the transport imports this module lazily; no cycle at run time
+    from oscsync.hostport import HostPort
     from oscsync.transport import Endpoint, Received
 
 PING = "/oscsync/clock/ping"
@@ -465,3 +467,46 @@ def choose_offset(samples: list[Sample], margin: float = OFFSET_MARGIN) -> Offse
     p50 = delays[len(delays) // 2]
     offset = max(0.0, p99) + estimate.error_bound + margin
     return OffsetChoice(offset, p50, p99, estimate.error_bound, len(delays))
+
+
+class PeerClocks:
+    """One :class:`ClockSync` per peer: several peers' clocks may disagree, so their samples
+    must not share a filter (nor may one peer's fast pong consume the ping meant for another).
+    Pongs are routed by their source address; register :meth:`service` for :data:`PONG`.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        endpoint: Endpoint,
+        peers: Iterable[HostPort],
+        *,
+        filter_size: int = FILTER_SIZE,
+    ) -> None:
+        self.syncs = {
+            peer: ClockSync(
+                clock, functools.partial(endpoint.send_bytes, peers=[peer]), filter_size=filter_size
+            )
+            for peer in peers
+        }
+        self._by_source = {peer.sockaddr: sync for peer, sync in self.syncs.items()}
+
+    def service(self, endpoint: Endpoint, received: Received) -> None:
+        sync = self._by_source.get(received.source)
+        if sync is not None:
+            sync.on_pong(received)
+
+    def choose_offset(
+        self, count: int, interval: float, timeout: float
+    ) -> tuple[OffsetChoice | None, list[HostPort]]:
+        """Measure each peer in turn; the offset that covers the slowest, and who never answered."""
+        choices: list[OffsetChoice] = []
+        silent: list[HostPort] = []
+        for peer, sync in self.syncs.items():
+            sync.measure(count, interval, timeout)
+            choice = choose_offset(sync.samples())
+            if choice is None:
+                silent.append(peer)
+            else:
+                choices.append(choice)
+        return max(choices, key=lambda choice: choice.offset, default=None), silent

@@ -167,7 +167,7 @@ class Endpoint:
 
     def _open_listener(self, where: HostPort, recv_buffer: int) -> socket.socket:
         sock = self._register(socket.socket(where.family, socket.SOCK_DGRAM))
-        _set_recv_buffer(sock, recv_buffer)
+        set_recv_buffer(sock, recv_buffer)
         if _SO_RXQ_OVFL is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
@@ -179,7 +179,7 @@ class Endpoint:
         try:
             sock.bind(where.sockaddr)
         except OSError as exc:
-            raise TransportError(exc.errno, _bind_message(where, exc)) from None
+            raise TransportError(exc.errno, bind_error_message(where, exc)) from None
         if where.is_multicast:
             self._join_group(sock, where)
         return sock
@@ -461,7 +461,7 @@ class Endpoint:
         self.close()
 
 
-def _set_recv_buffer(sock: socket.socket, size: int) -> None:
+def set_recv_buffer(sock: socket.socket, size: int) -> None:
     if _SO_RCVBUFFORCE is not None:
         try:
             sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, size)
@@ -472,7 +472,7 @@ def _set_recv_buffer(sock: socket.socket, size: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
-def _bind_message(where: HostPort, exc: OSError) -> str:
+def bind_error_message(where: HostPort, exc: OSError) -> str:
     if exc.errno == errno.EADDRINUSE:
         return f"{where} is already in use (another oscsync, Pure Data or oscdump listening?)"
     if exc.errno == errno.EADDRNOTAVAIL:

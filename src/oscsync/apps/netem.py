@@ -37,7 +37,7 @@ from oscsync import timetag as tt
 from oscsync.clock import Clock, SystemClock
 from oscsync.hostport import HostPort
 from oscsync.scheduler import Dispatch, Scheduler, percentile
-from oscsync.transport import MAX_DATAGRAM, TransportError, _bind_message, _set_recv_buffer
+from oscsync.transport import MAX_DATAGRAM, TransportError, bind_error_message, set_recv_buffer
 
 DISTRIBUTIONS = ("uniform", "normal", "pareto")
 PARETO_SHAPE = 3.0
@@ -245,11 +245,11 @@ class Relay:
         self._thread: threading.Thread | None = None
         self._listen = socket.socket(listen.family, socket.SOCK_DGRAM)
         try:
-            _set_recv_buffer(self._listen, _RECV_BUFFER)
+            set_recv_buffer(self._listen, _RECV_BUFFER)
             self._listen.bind(listen.sockaddr)
         except OSError as exc:
             self._listen.close()
-            raise TransportError(exc.errno, _bind_message(listen, exc)) from None
+            raise TransportError(exc.errno, bind_error_message(listen, exc)) from None
         self._listen.setblocking(False)
         self._wake_r, self._wake_w = os.pipe()
         self._poller = select.poll()
@@ -328,7 +328,7 @@ class Relay:
             self._warn_once(f"more than {self.max_clients} senders: ignoring new ones")
             return None
         sock = socket.socket(self.forward_to.family, socket.SOCK_DGRAM)
-        _set_recv_buffer(sock, _RECV_BUFFER)
+        set_recv_buffer(sock, _RECV_BUFFER)
         sock.connect(self.forward_to.sockaddr)
         sock.setblocking(False)
         with self._lock:

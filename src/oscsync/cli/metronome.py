@@ -23,7 +23,7 @@ from oscsync.cli.params import (
     listen_option,
 )
 from oscsync.cli.runtime import AppContext, running, stdout_is_tty, wait
-from oscsync.clocksync import PONG, ClockFollower, ClockSync, choose_offset
+from oscsync.clocksync import PONG, ClockFollower, PeerClocks
 from oscsync.hostport import HostPort
 from oscsync.scheduler import Scheduler
 from oscsync.transport import Endpoint, Network, Received
@@ -224,13 +224,13 @@ def send(
         Endpoint(peers=peers, clock=clock, on_warning=app.warn, multicast_interface=iface) as ep,
         Scheduler(clock, on_warning=app.warn) as scheduler,
     ):
-        sync = ClockSync(clock, ep.send_bytes, filter_size=_AUTO_PINGS)
-        ep.add_service(PONG, sync.service)
+        clocks = PeerClocks(clock, ep, peers, filter_size=_AUTO_PINGS)
+        ep.add_service(PONG, clocks.service)
         # Started even without --offset auto: the endpoint's services answer the clock pings of
         # listeners that follow this sender's clock (metronome listen --sync).
         ep.start(_ignore)
         if offset == AUTO:
-            offset = _auto_offset(app, sync)
+            offset = _auto_offset(app, clocks)
         assert isinstance(offset, float)
         sender = TickSender(
             ep.send_bytes, scheduler, bpm=bpm, beats_per_bar=beats_per_bar, offset=offset
@@ -260,15 +260,16 @@ def _ignore(_: Received) -> None:
     pass
 
 
-def _auto_offset(app: AppContext, sync: ClockSync) -> float:
-    """--offset auto: ping the peers, then cover the slowest one-way delay (see choose_offset)."""
-    sync.measure(_AUTO_PINGS, _AUTO_INTERVAL, _AUTO_TIMEOUT)
-    choice = choose_offset(sync.samples())
+def _auto_offset(app: AppContext, clocks: PeerClocks) -> float:
+    """--offset auto: ping each peer, then cover the slowest one-way delay (see choose_offset)."""
+    choice, silent = clocks.choose_offset(_AUTO_PINGS, _AUTO_INTERVAL, _AUTO_TIMEOUT)
     if choice is None:
         raise click.ClickException(
             "--offset auto: no peer answered the clock pings (is an oscsync listener there?); "
             "give --offset SECONDS instead"
         )
+    for peer in silent:
+        app.warn(f"--offset auto: {peer} did not answer clock pings; it is not covered")
     app.note(choice.describe())
     return min(choice.offset, OFFSET.maximum or choice.offset)
 
@@ -532,11 +533,11 @@ def pair(
         try:
             session = _Session(app, audio_choice, paths, beats_per_bar, log, None)
             app.note(f"listening on {endpoint.local_address}")
-            sync = ClockSync(clock, endpoint.send_bytes, filter_size=_AUTO_PINGS)
-            endpoint.add_service(PONG, sync.service)
+            clocks = PeerClocks(clock, endpoint, peers, filter_size=_AUTO_PINGS)
+            endpoint.add_service(PONG, clocks.service)
             endpoint.start(session.listener.on_message)
             if offset == AUTO:
-                offset = _auto_offset(app, sync)
+                offset = _auto_offset(app, clocks)
             assert isinstance(offset, float)
             app.note(_sending_note(peers, bpm, beats_per_bar, offset))
             # One timer thread for both halves: the sender's ticks are items on the listener's
