@@ -301,3 +301,17 @@ def test_incoming_line_does_not_garble_the_one_being_typed(collector: Collector)
     finally:
         code = term.close()
     assert code == 0, term.screen
+
+
+def test_ctrl_c_on_a_terminal_ends_cleanly_on_a_fresh_line() -> None:
+    term = Terminal("chat", "--listen", "0", "--peer", f"127.0.0.1:{free_udp_port()}")
+    try:
+        term.read_until(b"> ")
+        term.type(b"half a line")
+        term.read_until(b"half a line")
+        term.type(b"\x03")  # Ctrl-C
+        term.read_until(b"chat: sent 0 lines")
+    finally:
+        code = term.close()
+    assert code == 0, term.screen
+    assert b"half a line\r\nchat: sent 0 lines, received 0" in term.screen

@@ -151,6 +151,12 @@ class Console:
         except EOFError:
             self.out.write("\n")  # leave the terminal on a fresh line after ^D
             return None
+        except BaseException:
+            # ^C or SIGTERM (KeyboardInterrupt, or the CLI's own stop exception): the caller
+            # handles it; leave the terminal on a fresh line for what it prints.
+            self.out.write("\n")
+            self.out.flush()
+            raise
         finally:
             self._reading = False
 
