@@ -82,9 +82,19 @@ def fudi_atom(value: object) -> str:
     return _FUDI_SPECIAL.sub(r"\\\1", str(value)).replace(" ", "\\ ")
 
 
-def pd_command(patch: Path, control_patch: Path, sends: Sequence[str], init_port: int) -> list[str]:
-    """The argv that runs ``patch`` headless with the OSC libraries on the search path."""
-    argv = ["pd", "-nogui", "-nosound", "-nomidi", "-stderr", "-noprefs"]
+def pd_command(
+    patch: Path,
+    control_patch: Path,
+    sends: Sequence[str],
+    init_port: int,
+    args: Sequence[str] = (),
+) -> list[str]:
+    """The argv that runs ``patch`` headless with the OSC libraries on the search path.
+
+    ``-noprefs`` keeps a developer's saved Pd preferences (paths, libraries, audio) out of tests;
+    ``args`` adds flags such as ``-sleepgrain 0.2`` (Pd then reads its sockets more often).
+    """
+    argv = ["pd", "-nogui", "-nosound", "-nomidi", "-stderr", "-noprefs", *args]
     for path in PD_SEARCH_PATHS:
         argv += ["-path", path]
     argv += ["-open", str(control_patch), "-open", str(patch)]
@@ -107,11 +117,19 @@ class PdError(AssertionError):
 class PdProcess:
     """One headless PD running one patch; see the module docstring."""
 
-    def __init__(self, patch: Path | str, sends: Sequence[str] = (), *, pd: str = "pd") -> None:
+    def __init__(
+        self,
+        patch: Path | str,
+        sends: Sequence[str] = (),
+        *,
+        pd: str = "pd",
+        args: Sequence[str] = (),
+    ) -> None:
         self.patch = Path(patch).resolve()
         if not self.patch.is_file():
             raise FileNotFoundError(self.patch)
         self.sends = list(sends)
+        self.args = list(args)
         self.pd = pd
         self.lines: list[str] = []
         self._cond = threading.Condition()
@@ -129,7 +147,7 @@ class PdProcess:
         control_patch = Path(self._tmp.name) / "pdharness-control.pd"
         control_patch.write_text(_CONTROL_PATCH)
         self._control_port = _free_udp_port()
-        argv = pd_command(self.patch, control_patch, self.sends, self._control_port)
+        argv = pd_command(self.patch, control_patch, self.sends, self._control_port, self.args)
         argv[0] = self.pd
         self._proc = subprocess.Popen(
             argv,
@@ -278,7 +296,10 @@ class PdProcess:
 
 @pytest.fixture
 def run_pd() -> Iterator[Callable[..., PdProcess]]:
-    """Start headless PD patches (``run_pd(patch, sends=[...])``, ready on return); all stopped."""
+    """Start headless PD patches (``run_pd(patch, sends=[...], args=[...])``, ready on return).
+
+    Every PD started is stopped at the end of the test, whatever happened.
+    """
     from conftest import require_peer
 
     pd = require_peer("pd")
@@ -287,8 +308,13 @@ def run_pd() -> Iterator[Callable[..., PdProcess]]:
             require_peer(f"{directory} (pd-osc / pd-mrpeach-net)")
     started: list[PdProcess] = []
 
-    def start(patch: Path | str, sends: Sequence[str] = (), timeout: float = 10.0) -> PdProcess:
-        process = PdProcess(patch, sends, pd=pd)
+    def start(
+        patch: Path | str,
+        sends: Sequence[str] = (),
+        timeout: float = 10.0,
+        args: Sequence[str] = (),
+    ) -> PdProcess:
+        process = PdProcess(patch, sends, pd=pd, args=args)
         started.append(process)
         return process.start(timeout)
 

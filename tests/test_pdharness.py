@@ -79,3 +79,10 @@ def test_wait_for_times_out_with_what_pd_printed(
     pd = run_pd(echo_patch)
     with pytest.raises(PdError, match="probe: loaded"):
         pd.wait_for("never printed", timeout=0.2)
+
+
+def test_extra_pd_flags_are_passed(run_pd: Callable[..., PdProcess], echo_patch: Path) -> None:
+    pd = run_pd(echo_patch, sends=["probe flags"], args=["-sleepgrain", "0.5"])
+    assert pd.printed("probe") == ["loaded", "flags"]
+    with open(f"/proc/{pd.pid}/cmdline", "rb") as cmdline:
+        assert b"\0-sleepgrain\x000.5\0" in cmdline.read()
