@@ -97,7 +97,13 @@ def sweep(
     with (
         running(),
         click.progressbar(
-            offsets, label="sweep", file=sys.stderr, show_pos=True, item_show_func=_show
+            offsets,
+            label="sweep",
+            file=sys.stderr,
+            show_pos=True,
+            item_show_func=_show,
+            # Piped, click would print the bare label once: nothing is better.
+            hidden=not sys.stderr.isatty(),
         ) as progress,
     ):
         for offset in progress:
