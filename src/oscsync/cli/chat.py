@@ -94,3 +94,7 @@ def chat(
             endpoint.close()
             console.close()
             app.note(session.summary())
+            if console.dropped:
+                app.warn(
+                    f"{console.dropped} incoming lines arrived faster than they could be shown"
+                )
