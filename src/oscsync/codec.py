@@ -119,34 +119,54 @@ def decode(data: bytes, max_depth: int = MAX_BUNDLE_DEPTH) -> list[Message]:
 
 def decode_message(data: bytes, timetag: int | None = None) -> Message:
     """Decode one OSC message (not a bundle)."""
-    try:
-        address, index = osc_types.get_string(data, 0)
-        if index >= len(data):
-            # OSC 1.0 allows a message with no type tag string at all: no arguments.
-            return Message(address, (), "", timetag)
-        tags, _ = osc_types.get_string(data, index)
-    except (osc_types.ParseError, UnicodeDecodeError) as exc:
-        raise DecodeError("truncated", f"address or type tags unreadable ({exc})") from None
-    if not address.startswith("/") or " " in address:
-        raise DecodeError("bad-address", f"OSC address {address!r} is not valid")
-    if not tags.startswith(","):
-        raise DecodeError("bad-type-tag", f"type tags must start with ',' (got {tags[:16]!r})")
-    types = tags[1:]
-    unknown = set(types) - _KNOWN_TAGS
-    if unknown:
-        raise DecodeError("bad-type-tag", f"unknown type tag {''.join(sorted(unknown))!r}")
-    aliased = types.translate(_ALIAS_TRANSLATION)
-    if aliased != types:
-        tag_start = index + 1
-        data = data[:tag_start] + aliased.encode() + data[tag_start + len(types) :]
+    located = _locate_type_tags(data)
+    types = ""
+    aliased = ""
+    if located is not None:
+        tags, tag_start = located
+        if not tags.startswith(","):
+            raise DecodeError("bad-type-tag", f"type tags must start with ',' (got {tags[:16]!r})")
+        types = tags[1:]
+        if not _KNOWN_TAGS.issuperset(types):
+            unknown = "".join(sorted(set(types) - _KNOWN_TAGS))
+            raise DecodeError("bad-type-tag", f"unknown type tag {unknown!r}")
+        aliased = types.translate(_ALIAS_TRANSLATION)
+        if aliased != types:
+            start = tag_start + 1
+            data = data[:start] + aliased.encode() + data[start + len(types) :]
     try:
         parsed = osc_message.OscMessage(data)
     except (osc_message.ParseError, osc_types.ParseError, IndexError, UnicodeDecodeError) as exc:
         raise DecodeError("truncated", f"arguments do not match type tags ({exc})") from None
+    address: str = parsed.address
+    if not address.startswith("/") or " " in address:
+        raise DecodeError("bad-address", f"OSC address {address!r} is not valid")
     args: tuple[Any, ...] = tuple(parsed.params)
     if aliased != types:
         args = _unalias(types, args)
     return Message(address, args, types, timetag)
+
+
+def _locate_type_tags(data: bytes) -> tuple[str, int] | None:
+    """The type tag string (with its comma) and its offset; None for a message without one.
+
+    Only located, with two ``bytes.find``: python-osc decodes the message afterwards. (Asking
+    python-osc's ``get_string`` for address and tags first cost 2 × ~1 µs per message, a sixth of
+    ``dump --jsonl``'s whole budget.)
+    """
+    address_end = data.find(b"\x00")
+    if address_end < 0:
+        raise DecodeError("truncated", "the address has no terminating NUL")
+    start = (address_end + 4) & ~3
+    if start >= len(data):
+        return None  # OSC 1.0 allows a message with no type tag string: no arguments
+    stop = data.find(b"\x00", start)
+    if stop < 0:
+        raise DecodeError("truncated", "the type tag string has no terminating NUL")
+    try:
+        return data[start:stop].decode("ascii"), start
+    except UnicodeDecodeError:
+        raise DecodeError("bad-type-tag", "type tags are not ASCII") from None
 
 
 def _unalias(types: str, args: tuple[Any, ...]) -> tuple[Any, ...]:

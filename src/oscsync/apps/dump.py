@@ -67,8 +67,12 @@ def json_line(received: Received, now: float, dispatched: float | None = None) -
         ahead = display.headroom_ms(tag, dispatched)
         record["dispatched"] = round(dispatched, 6)
         record["lateness_ms"] = None if ahead is None else -ahead
-    # ASCII-only: a C1 control (U+009B is a one-byte CSI) in a string must not reach a terminal.
-    return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+    return _JSON.encode(record)
+
+
+# One encoder for every line (json.dumps with separators builds a new one per call). ASCII-only:
+# a C1 control (U+009B is a one-byte CSI) in a string must not reach a terminal.
+_JSON = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 
 
 class Dumper:
