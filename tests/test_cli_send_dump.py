@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable
 
@@ -153,3 +154,61 @@ def test_dump_jsonl_keeps_c1_controls_off_the_terminal(spawn: Spawn) -> None:
     out = finish(proc)
     assert "\x9b" not in out and "\x1b" not in out
     assert json.loads(out)["args"] == ["\u009b2J naïve"]  # the data itself is intact
+
+
+def test_dump_into_a_closed_pipe_exits_quietly() -> None:
+    """`dump --jsonl | head -c 10`: the reader leaves, dump stops without a traceback."""
+    proc = subprocess.Popen(
+        oscsync_command("dump", "--jsonl", "--listen", "127.0.0.1:0"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    errors = LineReader(proc.stderr)
+    where = errors.wait_for(lambda text: text.startswith("listening on")).split()[-1]
+    peer = HostPort("127.0.0.1", int(where.rsplit(":", 1)[1]))
+    with Endpoint(peers=[peer]) as tx:
+        tx.send("/first", [1])
+        assert proc.stdout.readline().startswith('{"arrival"')
+        proc.stdout.close()  # the reader goes away
+        for k in range(50):  # the next write meets the closed pipe
+            tx.send("/more", [k])
+            try:
+                code = proc.wait(0.1)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        code = proc.wait(10)
+    lines = errors.rest()
+    assert code == 0
+    assert not any("Traceback" in line or "BrokenPipe" in line for line in lines), lines
+    assert lines[-1].startswith("dump: 1 messages printed")
+
+
+def test_dump_with_a_blocked_reader_still_stops_on_sigterm() -> None:
+    """A reader that stopped reading fills the pipe; SIGTERM must still end dump."""
+    read_end, write_end = os.pipe()  # nobody reads read_end
+    proc = subprocess.Popen(
+        oscsync_command("dump", "--jsonl", "--listen", "127.0.0.1:0"),
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(write_end)
+    try:
+        assert proc.stderr is not None
+        errors = LineReader(proc.stderr)
+        where = errors.wait_for(lambda text: text.startswith("listening on")).split()[-1]
+        peer = HostPort("127.0.0.1", int(where.rsplit(":", 1)[1]))
+        with Endpoint(peers=[peer]) as tx:
+            for _ in range(2000):  # ~0.5 MB of JSON: far more than a pipe holds
+                tx.send("/fill", ["x" * 200])
+        proc.terminate()
+        assert proc.wait(15) == 0
+        assert errors.rest()[-1].startswith("dump: ")
+    finally:
+        os.close(read_end)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -433,10 +433,14 @@ class Endpoint:
 
     # -- shutting down ---------------------------------------------------------------------
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Stop the receive thread (promptly) and close every socket. Safe to call twice."""
+    def close(self, timeout: float = 2.0) -> bool:
+        """Stop the receive thread (promptly) and close every socket. Safe to call twice.
+
+        Returns False if the thread is still running after ``timeout`` (a handler stuck, e.g.
+        writing to a pipe nobody reads), so a command can decide not to wait for it.
+        """
         if self._closed:
-            return
+            return self._thread is None or not self._thread.is_alive()
         self._closed = True
         if self._wake_w >= 0:
             with contextlib.suppress(OSError):
@@ -448,6 +452,7 @@ class Endpoint:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._close_sockets()
+        return self._thread is None or not self._thread.is_alive()
 
     def _close_sockets(self) -> None:
         for sock in self._sockets:

@@ -83,6 +83,7 @@ class Dumper:
         self.format = json_line if jsonl else text_line
         self.count = count
         self.written = 0
+        self.output_closed = False
         self.done = threading.Event()
         self._lock = threading.Lock()
 
@@ -91,11 +92,16 @@ class Dumper:
         with self._lock:
             if self.done.is_set():
                 return
-            self.out.write(self.format(received, now, dispatched) + "\n")
-            self.written += 1
-            if self.count is not None and self.written >= self.count:
+            try:
+                self.out.write(self.format(received, now, dispatched) + "\n")
+                self.written += 1
+                if self.count is not None and self.written >= self.count:
+                    self.done.set()
+                    self.out.flush()
+            except BrokenPipeError:
+                # `dump | head`: the reader is gone, which means "enough", not an error.
+                self.output_closed = True
                 self.done.set()
-                self.out.flush()
 
 
 def scheduled(dumper: Dumper, scheduler: Scheduler) -> Callable[[Received], None]:

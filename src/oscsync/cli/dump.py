@@ -8,7 +8,7 @@ import click
 
 from oscsync.apps.dump import Dumper, scheduled, summary
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
-from oscsync.cli.runtime import AppContext, running, wait
+from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.cli.scheduling import horizon_option, late_option
 from oscsync.hostport import HostPort
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
@@ -99,10 +99,17 @@ def dump(
             endpoint.start(handler)
             wait(dumper.done, clock, duration)
         finally:
-            endpoint.close()
+            receiver_stopped = endpoint.close()
             if scheduler is not None:
                 scheduler.close()
-            sys.stdout.flush()
+            stdout_usable = receiver_stopped and not dumper.output_closed
+            if stdout_usable:
+                try:
+                    sys.stdout.flush()
+                except BrokenPipeError:
+                    stdout_usable = False
             app.note(summary(endpoint.stats, dumper.written))
             if scheduler is not None:
                 app.note(scheduler.stats().summary())
+            if not stdout_usable:
+                leave_without_stdout(stopped_cleanly=receiver_stopped)

@@ -8,6 +8,7 @@ one-line ``Error:`` with exit code 1 instead of a traceback.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -114,6 +115,22 @@ def wait(event: threading.Event, clock: Clock, duration: float | None) -> None:
         if remaining <= 0:
             return
         clock.wait(event, remaining)
+
+
+def leave_without_stdout(*, stopped_cleanly: bool) -> None:
+    """End a command whose stdout is gone (``| head``) or blocked (a reader that stopped reading).
+
+    Python flushes stdout at exit: on a closed pipe that prints a BrokenPipeError, on a full one it
+    waits forever (seen: a dump killed with SIGTERM sat in a futex wait, because its receive thread
+    held the stdout lock inside a blocked write). So stdout is pointed at /dev/null, and if a
+    thread is still stuck in such a write, the process ends here without waiting for it.
+    """
+    sys.stderr.flush()
+    if not stopped_cleanly:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def stdout_is_tty() -> bool:
