@@ -9,7 +9,7 @@ import click
 
 from oscsync import codec
 from oscsync.apps.chat import ChatSession
-from oscsync.cli.params import DURATION, PEER, allow_option, listen_option
+from oscsync.cli.params import DURATION, allow_option, listen_option, peers_option
 from oscsync.cli.runtime import AppContext, running, wait
 from oscsync.console import Console
 from oscsync.hostport import HostPort
@@ -25,16 +25,7 @@ Examples:
   oscsync chat --listen 0.0.0.0:9001 --peer 192.168.1.20:9000   # with a friend on Wi-Fi
 """,
 )
-@click.option(
-    "--peer",
-    "-p",
-    "peers",
-    type=PEER,
-    multiple=True,
-    required=True,
-    metavar="HOST:PORT",
-    help="Where to send each line (repeatable). Pure Data's example patch listens on 9000.",
-)
+@peers_option("Where to send each line (repeatable). Pure Data's example patch listens on 9000.")
 @listen_option()
 @allow_option()
 @click.option(

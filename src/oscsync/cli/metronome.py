@@ -21,6 +21,7 @@ from oscsync.cli.params import (
     allow_option,
     iface_option,
     listen_option,
+    peers_option,
 )
 from oscsync.cli.runtime import AppContext, running, stdout_is_tty, wait
 from oscsync.clocksync import PONG, ClockFollower, PeerClocks
@@ -82,16 +83,7 @@ def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 
 def _send_options() -> Callable[[F], F]:
     return _compose(
-        click.option(
-            "--peer",
-            "-p",
-            "peers",
-            type=PEER,
-            multiple=True,
-            required=True,
-            metavar="HOST:PORT",
-            help="Where to send ticks (repeatable: every peer gets every tick).",
-        ),
+        peers_option("Where to send ticks (repeatable: every peer gets every tick)."),
         click.option(
             "--bpm",
             # At 1 bpm a tick is 60 s ahead: the scheduler's horizon.

@@ -148,6 +148,20 @@ def allow_option() -> Callable[[F], F]:
     )
 
 
+def peers_option(help: str) -> Callable[[F], F]:
+    """``--peer HOST:PORT``, required and repeatable, collected as ``peers``."""
+    return click.option(
+        "--peer",
+        "-p",
+        "peers",
+        type=PEER,
+        multiple=True,
+        required=True,
+        metavar="HOST:PORT",
+        help=help,
+    )
+
+
 def iface_option() -> Callable[[F], F]:
     return click.option(
         "--iface",
