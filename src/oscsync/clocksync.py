@@ -29,7 +29,7 @@ import struct
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from oscsync import timetag as tt
@@ -418,8 +418,8 @@ class ClockFollower:
 def _translated(received: Received, estimate: Estimate) -> Received:
     stamp = received.timetag
     assert stamp is not None
-    message = replace(received.message, timetag=estimate.to_local(stamp))
-    return replace(received, message=message)
+    message = received.message._replace(timetag=estimate.to_local(stamp))
+    return received._replace(message=message)
 
 
 # -- choosing a forward offset ----------------------------------------------------------------

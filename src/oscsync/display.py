@@ -103,8 +103,20 @@ def json_value(value: Any, tag: str) -> Any:
     return value
 
 
+_JSON_NATIVE_TAGS = frozenset("ihfdsTFN")
+
+
 def json_args(message: Message) -> list[Any]:
-    if "[" in message.types:
+    types = message.types
+    if _JSON_NATIVE_TAGS.issuperset(types):
+        # The common case, kept cheap: these values are JSON as they are, unless a float is
+        # NaN or infinite (which JSON cannot say).
+        args = message.args
+        if ("f" not in types and "d" not in types) or all(
+            math.isfinite(value) for value in args if isinstance(value, float)
+        ):
+            return list(args)
+    if "[" in types:
         return [_jsonable(value) for value in message.args]
     return [json_value(value, tag) for value, tag in zip(message.args, message.types)]
 

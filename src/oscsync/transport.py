@@ -37,7 +37,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from oscsync import codec
 from oscsync.clock import Clock, SystemClock
@@ -63,9 +63,12 @@ class TransportError(OSError):
     """A socket could not be set up (address in use, no such interface, ...)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
-    """A message as it arrived: what, from where, when (wall seconds) and in which bundle."""
+class Received(NamedTuple):
+    """A message as it arrived: what, from where, when (wall seconds) and in which bundle.
+
+    A named tuple, not a frozen dataclass: one is made per message, and this is the receive
+    path's hot spot (``benchmarks/throughput.py``).
+    """
 
     message: codec.Message
     source: tuple[str, int]

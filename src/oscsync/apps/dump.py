@@ -50,29 +50,42 @@ def json_line(received: Received, now: float, dispatched: float | None = None) -
 
     ``headroom_ms`` is measured from ``now`` (the arrival); a scheduled message also carries
     ``dispatched`` (wall seconds) and ``lateness_ms`` (dispatch minus timetag, None if immediate).
+
+    The line is assembled from pre-encoded pieces instead of encoding a dict: this runs once per
+    message and is the largest cost of ``dump --jsonl`` after decoding (see
+    ``benchmarks/throughput.py``). Every piece is valid JSON on its own: numbers are finite
+    floats or ints, strings go through the JSON string encoder, and type tags are ASCII letters
+    (the decoder refuses anything else).
     """
     message = received.message
     tag = message.timetag
-    record: dict[str, object] = {
-        "arrival": round(received.arrival, 6),
-        "source": f"{received.source[0]}:{received.source[1]}",
-        "timetag": None if tag is None else timetag.format_hex(tag),
-        "timetag_unix": None if tag is None or tag == timetag.IMMEDIATELY else timetag.to_unix(tag),
-        "headroom_ms": display.headroom_ms(tag, now),
-        "address": message.address,
-        "types": message.types,
-        "args": display.json_args(message),
-    }
+    host, port = received.source
+    if tag is None:
+        stamp = unix = "null"
+    else:
+        stamp = f'"{timetag.format_hex(tag)}"'
+        unix = "null" if tag == timetag.IMMEDIATELY else repr(timetag.to_unix(tag))
+    ahead = display.headroom_ms(tag, now)
+    line = (
+        f'{{"arrival":{received.arrival:.6f},"source":"{host}:{port}","timetag":{stamp},'
+        f'"timetag_unix":{unix},"headroom_ms":{_number(ahead)},'
+        f'"address":{_string(message.address)},"types":"{message.types}",'
+        f'"args":{_JSON.encode(display.json_args(message))}'
+    )
     if dispatched is not None:
-        ahead = display.headroom_ms(tag, dispatched)
-        record["dispatched"] = round(dispatched, 6)
-        record["lateness_ms"] = None if ahead is None else -ahead
-    return _JSON.encode(record)
+        ahead_at_dispatch = display.headroom_ms(tag, dispatched)
+        lateness = None if ahead_at_dispatch is None else -ahead_at_dispatch
+        line += f',"dispatched":{dispatched:.6f},"lateness_ms":{_number(lateness)}'
+    return line + "}"
 
 
-# One encoder for every line (json.dumps with separators builds a new one per call). ASCII-only:
-# a C1 control (U+009B is a one-byte CSI) in a string must not reach a terminal.
+def _number(value: float | None) -> str:
+    return "null" if value is None else repr(value)
+
+
+# ASCII-only: a C1 control (U+009B is a one-byte CSI) in a string must not reach a terminal.
 _JSON = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+_string = json.encoder.encode_basestring_ascii  # the C string encoder json itself uses
 
 
 class Dumper:
