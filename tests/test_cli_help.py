@@ -35,10 +35,14 @@ def test_help_works_for_every_subcommand(path: list[str]) -> None:
     assert "Usage:" in result.output
 
 
-def test_every_registered_command_is_listed() -> None:
+def test_every_registered_command_is_listed_with_its_own_short_help() -> None:
     result = CliRunner().invoke(cli, ["--help"])
-    for name in COMMANDS:
+    ctx = click.Context(cli)
+    for name, (_, short_help) in COMMANDS.items():
         assert name in result.output
+        command = cli.get_command(ctx, name)
+        assert command is not None
+        assert command.get_short_help_str(limit=1000) == short_help
 
 
 def test_version() -> None:
@@ -52,8 +56,8 @@ def test_python_m_oscsync_and_no_heavy_imports_at_start_up() -> None:
         "import sys, runpy; sys.argv=['oscsync','--help'];\n"
         "try:\n    runpy.run_module('oscsync', run_name='__main__')\n"
         "except SystemExit: pass\n"
-        "heavy = [m for m in ('numpy', 'sounddevice', 'matplotlib', 'playsound')"
-        " if m in sys.modules]\n"
+        "heavy = [m for m in ('numpy', 'sounddevice', 'matplotlib', 'playsound',"
+        " 'pythonosc', 'oscsync.transport') if m in sys.modules]\n"
         "print('HEAVY', heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -13,26 +13,48 @@ from typing import Any
 import click
 
 from oscsync import __version__
-from oscsync.cli.runtime import AppContext
 
-# name -> "module:attribute"; each helper adds its line. Order here is the order in --help.
-COMMANDS: dict[str, str] = {
-    "send": "oscsync.cli.send:send",
-    "dump": "oscsync.cli.dump:dump",
-    "timetag": "oscsync.cli.timetag:timetag",
-    "chat": "oscsync.cli.chat:chat",
-    "metronome": "oscsync.cli.metronome:metronome",
-    "clock": "oscsync.cli.clock:clock",
-    "netem": "oscsync.cli.netem:netem",
-    "stats": "oscsync.cli.stats:stats",
-    "demo": "oscsync.cli.demo:demo",
+# name -> ("module:attribute", short help). Order here is the order in --help. The short help is
+# written here too so that `oscsync --help` imports no subcommand (tests/test_cli_help.py checks
+# it matches each command's docstring).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "send": (
+        "oscsync.cli.send:send",
+        "Send one OSC message (optionally in a timetagged bundle) to HOST:PORT.",
+    ),
+    "dump": ("oscsync.cli.dump:dump", "Print every OSC message that arrives, as it arrives."),
+    "timetag": ("oscsync.cli.timetag:timetag", "OSC timetags: print them, watch them arrive."),
+    "chat": (
+        "oscsync.cli.chat:chat",
+        "Chat over OSC: each line you type is sent as /chat, each /chat received is printed.",
+    ),
+    "metronome": (
+        "oscsync.cli.metronome:metronome",
+        "A networked metronome: send /tick on a grid, play received ticks at their timetag.",
+    ),
+    "clock": (
+        "oscsync.cli.clock:clock",
+        "Measure how far a peer's clock is from this one (and the round trip to it).",
+    ),
+    "netem": (
+        "oscsync.cli.netem:netem",
+        "Relay UDP from --listen to --forward with delay, jitter, loss and duplicates.",
+    ),
+    "stats": (
+        "oscsync.cli.stats:stats",
+        "Summarise tick logs: inter-onset std, max |onset − grid|, late %, lost ticks.",
+    ),
+    "demo": (
+        "oscsync.cli.demo:demo",
+        "Show forward synchronisation beating network jitter, on this machine, in ~15 s.",
+    ),
 }
 
 
 class LazyGroup(click.Group):
     """A group that imports a subcommand's module only when that subcommand is asked for."""
 
-    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lazy = lazy
 
@@ -41,11 +63,17 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:
-            module_name, attribute = self.lazy[cmd_name].split(":")
+            module_name, attribute = self.lazy[cmd_name][0].split(":")
             command = getattr(importlib.import_module(module_name), attribute)
             assert isinstance(command, click.Command)
             return command
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's own version imports every subcommand to read its short help.
+        rows = [(name, short_help) for name, (_, short_help) in self.lazy.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(
@@ -83,6 +111,8 @@ def cli(ctx: click.Context, quiet: bool, clock_skew: float, clock_drift: float) 
     Listeners bind to 127.0.0.1 unless you say otherwise (--listen 0.0.0.0:9001 to accept OSC
     from other machines). Timetags are shown in liblo's hex notation (NTP seconds since 1900).
     """
+    from oscsync.cli.runtime import AppContext  # here, not at the top: --help needs none of it
+
     ctx.obj = AppContext.create(quiet=quiet, clock_skew=clock_skew, clock_drift_ppm=clock_drift)
 
 
