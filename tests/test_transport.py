@@ -190,3 +190,15 @@ def test_replies_from_a_peer_arrive_on_its_socket() -> None:
             reply = inbox.get(timeout=WAIT)
     assert reply.address == "/pong"
     assert reply.via_peer
+
+
+def test_datagrams_still_queued_at_close_are_counted() -> None:
+    listener = Endpoint(HostPort("127.0.0.1", 0))  # never started: nothing is read
+    where = listener.local_address
+    assert where is not None
+    for k in range(100):
+        raw_send(codec.encode_message("/queued", [k]), where)
+    assert listener.close()
+    assert listener.stats.datagrams == 100
+    assert listener.stats.drops == {"unread-at-close": 100}
+    assert listener.stats.messages == 0

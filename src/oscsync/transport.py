@@ -55,6 +55,7 @@ _SO_RCVBUFFORCE = getattr(
 )
 _DRAIN_BATCH = 512
 _ALLOW_CACHE_LIMIT = 4096
+_UNREAD_LIMIT = 1_000_000  # more than an 8 MiB buffer can hold; a bound, in case of a live flood
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -454,8 +455,26 @@ class Endpoint:
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        stopped = self._thread is None or not self._thread.is_alive()
+        if stopped and self._listen_sock is not None:
+            self._count_unread(self._listen_sock)
         self._close_sockets()
-        return self._thread is None or not self._thread.is_alive()
+        return stopped
+
+    def _count_unread(self, sock: socket.socket) -> None:
+        # Datagrams still queued in the socket at close were received by the kernel but never
+        # handled: count them, so that sent = handled + dropped holds exactly in a summary.
+        sock.setblocking(False)
+        ancillary = socket.CMSG_SPACE(4) if _SO_RXQ_OVFL is not None else 0
+        for _ in range(_UNREAD_LIMIT):
+            try:
+                _, ancdata, _, _ = sock.recvmsg(MAX_DATAGRAM, ancillary)
+            except OSError:  # BlockingIOError: empty
+                return
+            self.stats.datagrams += 1
+            self.stats.drops["unread-at-close"] += 1
+            if ancdata:
+                self._count_kernel_drops(sock, ancdata)
 
     def _close_sockets(self) -> None:
         for sock in self._sockets:
