@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
@@ -68,6 +69,16 @@ def blast(port: int, count: int, rate: float) -> tuple[int, float]:
     elapsed = time.perf_counter() - start
     sock.close()
     return sent, elapsed
+
+
+def udp_counters() -> dict[str, int]:
+    """Linux's UDP counters (/proc/net/snmp): what the kernel dropped and why, machine-wide."""
+    try:
+        text = Path("/proc/net/snmp").read_text()
+        header, values = (line.split()[1:] for line in text.splitlines() if line.startswith("Udp:"))
+    except (OSError, ValueError):
+        return {}
+    return dict(zip(header, map(int, values)))
 
 
 def run_python_osc(count: int, rate: float, linger: float) -> dict[str, float]:
@@ -143,11 +154,15 @@ def main() -> None:
     )
 
     results = {}
+    kernel: dict[str, dict[str, int]] = {}
     for name, runner in (
         ("python-osc BlockingOSCUDPServer", run_python_osc),
         ("oscsync dump --jsonl", run_oscsync),
     ):
+        before = udp_counters()
         r = runner(count, args.rate, linger)
+        after = udp_counters()
+        kernel[name] = {key: after[key] - before.get(key, 0) for key in after}
         results[name] = r
         offered = r["sent"] / r["seconds"]
         handled_rate = r["received"] / r["seconds"]
@@ -160,6 +175,12 @@ def main() -> None:
         )
         if "summary" in r:
             print(f"{'':34s} {r['summary']}")
+        k = kernel[name]
+        if k:
+            print(
+                f"{'':34s} kernel (machine-wide UDP counters during the run): socket buffer full"
+                f" {k.get('RcvbufErrors', 0)}, no socket on the port {k.get('NoPorts', 0)}"
+            )
     a = results["oscsync dump --jsonl"]["received"]
     b = results["python-osc BlockingOSCUDPServer"]["received"]
     print(f"ratio received oscsync / python-osc: {a / max(b, 1):.2f}x (goal >= 2x)")
