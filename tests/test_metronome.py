@@ -107,6 +107,26 @@ def test_offset_ticks_are_bundles_timetagged_offset_after_their_grid_time(offset
         assert message.args == (k % 4,)
 
 
+def test_plain_false_at_offset_zero_sends_bundles_due_at_their_grid_time() -> None:
+    clock = FakeClock(start=START)
+    wire = Wire(clock)
+    t0 = run_sender(TickSender(wire, Scheduler(clock), bpm=120, plain=False), 3)
+    assert [batch[0].timetag for _, batch in wire.sent] == [
+        tt.add_seconds(t0, Fraction(k, 2)) for k in range(3)
+    ]
+
+
+def test_a_run_longer_than_the_scheduler_horizon_loses_no_tick() -> None:
+    # The lab's leader sends whole sweeps through TickSender: only the next tick is ever held.
+    clock = FakeClock(start=START)
+    wire = Wire(clock)
+    scheduler = Scheduler(clock, horizon=10.0)
+    sender = TickSender(wire, scheduler, bpm=60, offset=0.5)
+    run_sender(sender, 30)  # 30 s of ticks
+    assert sender.sent == 30
+    assert scheduler.stats().dropped_total == 0
+
+
 def test_sender_stops_when_asked_and_when_its_scheduler_closes() -> None:
     clock = FakeClock(start=START)
     wire = Wire(clock)

@@ -27,19 +27,17 @@ import math
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from oscsync import codec
 from oscsync import timetag as tt
-from oscsync.apps.metronome import MetronomeListener, TickRecord
+from oscsync.apps.metronome import MetronomeListener, TickRecord, TickSender
 from oscsync.apps.netem import ImpairmentSpec, Relay
 from oscsync.audio import TICK, Player
 from oscsync.clock import Clock, SkewedClock
 from oscsync.clocksync import ClockFollower
 from oscsync.hostport import HostPort
-from oscsync.scheduler import Dispatch, Scheduler, percentile
+from oscsync.scheduler import Scheduler, percentile
 from oscsync.transport import Endpoint
 
 LOOPBACK = HostPort("127.0.0.1", 0)
@@ -193,10 +191,15 @@ def run_session(
         sender = Scheduler(reference, spin=0.0, on_warning=on_warning)
         opened.append(sender)
         t0 = tt.add_seconds(reference.now_timetag(), SETTLE)
-        for k in range(spec.ticks):
-            grid = tt.add_seconds(t0, Fraction(60) / Fraction(spec.bpm) * k)
-            data = _tick_packet(k % spec.beats_per_bar, grid, spec)
-            sender.submit(grid, _Send(leader, data))
+        # One tick held at a time: a sweep of 10,000 ticks would pass the scheduler's horizon.
+        TickSender(
+            leader.send_bytes,
+            sender,
+            bpm=spec.bpm,
+            beats_per_bar=spec.beats_per_bar,
+            offset=spec.offset,
+            plain=spec.plain and not spec.offset,
+        ).start(spec.ticks, t0=t0)
         sender.start()
         last = tt.to_unix(t0) + (spec.ticks - 1) * period
         worst = spec.link.delay + 4 * spec.link.jitter + 0.1
@@ -219,24 +222,6 @@ def run_session(
             result.followers[-1].sync_text = follow.describe()
             result.followers[-1].sync_offset = None if estimate is None else estimate.offset
     return result
-
-
-class _Send:
-    __slots__ = ("data", "endpoint")
-
-    def __init__(self, endpoint: Endpoint, data: bytes) -> None:
-        self.endpoint = endpoint
-        self.data = data
-
-    def __call__(self, dispatch: Dispatch) -> None:
-        self.endpoint.send_bytes(self.data)
-
-
-def _tick_packet(beat: int, grid: int, spec: SessionSpec) -> bytes:
-    message = codec.encode_message("/tick", [beat], "i")
-    if spec.plain and not spec.offset:
-        return message
-    return codec.encode_bundle(tt.add_seconds(grid, Fraction(spec.offset)), [message])
 
 
 def _follower_result(

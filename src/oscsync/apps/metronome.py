@@ -74,7 +74,12 @@ class TickSender:
     exact fractions from ``k`` itself. Each tick is an item on ``scheduler`` due at its grid time
     (the scheduler sleeps, then spins: a plain sleep overshoots by 0.1-3 ms, which example 2 would
     hear as jitter); when it runs it sends and submits the next tick. A late run delays one tick,
-    never the ones after it. :attr:`done` is set after ``count`` ticks or :meth:`stop`.
+    never the ones after it, and only one tick is held at a time, so a run of any length stays
+    within the scheduler's cap and horizon. :attr:`done` is set after ``count`` ticks or
+    :meth:`stop`.
+
+    ``plain`` (default: ``offset == 0``) sends plain messages; ``plain=False`` with offset 0
+    sends bundles due at their grid time (the lab's "timed, no headroom" case).
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class TickSender:
         bpm: float = DEFAULT_BPM,
         beats_per_bar: int = DEFAULT_BEATS_PER_BAR,
         offset: float = 0.0,
+        plain: bool | None = None,
     ) -> None:
         if not bpm > 0 or not math.isfinite(bpm):
             raise ValueError(f"bpm must be a positive number, got {bpm}")
@@ -98,6 +104,7 @@ class TickSender:
         self.bpm = bpm
         self.beats_per_bar = beats_per_bar
         self.offset = offset
+        self.plain = offset == 0 if plain is None else plain
         self.period = Fraction(60) / Fraction(bpm)
         self.t0: int | None = None
         self.count: int | None = None
@@ -119,7 +126,7 @@ class TickSender:
     def packet(self, k: int) -> bytes:
         """The datagram for tick ``k``: plain, or a bundle ``offset`` s after its grid time."""
         message = codec.encode_message(ADDRESS, [self.beat(k)], "i")
-        if not self.offset:
+        if self.plain:
             return message
         return codec.encode_bundle(
             tt.add_seconds(self.grid_timetag(k), Fraction(self.offset)), [message]
