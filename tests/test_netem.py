@@ -252,3 +252,62 @@ def test_malformed_bytes_are_relayed_untouched() -> None:
             sender.sendto(junk, relay.local_address.sockaddr)
             assert server.recv(2048) == junk
     server.close()
+
+
+def test_a_forward_address_the_kernel_refuses_is_one_line(cli_runner: CliRunner) -> None:
+    # Connecting a UDP socket to the broadcast address without SO_BROADCAST fails (EACCES).
+    result = cli_runner.invoke(cli, ["netem", "-l", "127.0.0.1:0", "-f", "255.255.255.255:9"])
+    assert result.exit_code == 1, result.output
+    assert "Error: cannot send to 255.255.255.255:9" in result.output
+    assert "Traceback" not in result.output
+
+
+def _send_and_wait(relay: Relay, senders: list[socket.socket], received: int) -> None:
+    for sender in senders:
+        sender.sendto(struct.pack(">id", 0, time.monotonic()), relay.local_address.sockaddr)
+    deadline = time.monotonic() + 2
+    while relay.forward.stats.received < received and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def test_senders_without_an_upstream_socket_are_dropped_counted_and_warned_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from oscsync.apps import netem
+    from oscsync.transport import TransportError
+
+    server = _Peer()
+    target = server.address
+    warnings: list[str] = []
+    relay = Relay(
+        HostPort("127.0.0.1", 0),
+        target,
+        ImpairmentSpec(),
+        max_clients=1,
+        on_warning=warnings.append,
+    )
+    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    with relay:
+        relay.start()
+        _send_and_wait(relay, senders, 3)
+        assert relay.forward.stats.dropped["too-many-senders"] == 2
+
+        def refuse(forward: HostPort) -> socket.socket:
+            raise TransportError(13, f"cannot send to {forward}: Permission denied")
+
+        relay.max_clients = 10
+        monkeypatch.setattr(netem, "_open_upstream", refuse)
+        _send_and_wait(relay, senders[1:], 5)
+        assert relay.forward.stats.dropped["forward-error"] == 2
+        _send_and_wait(relay, senders[:1], 6)  # the relay thread is still alive
+        deadline = time.monotonic() + 2
+        while relay.forward.stats.sent < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert relay.forward.stats.sent == 2
+    for sender in senders:
+        sender.close()
+    server.close()
+    assert warnings == [
+        "more than 1 senders: ignoring new ones",
+        f"cannot send to {target}: Permission denied",
+    ]

@@ -202,6 +202,19 @@ class _Direction:
         self.last_due = -math.inf
 
 
+def _open_upstream(forward: HostPort) -> socket.socket:
+    """A non-blocking socket connected to ``forward`` (TransportError, one line, if refused)."""
+    sock = socket.socket(forward.family, socket.SOCK_DGRAM)
+    try:
+        set_recv_buffer(sock, _RECV_BUFFER)
+        sock.connect(forward.sockaddr)
+    except OSError as exc:
+        sock.close()
+        raise TransportError(exc.errno, f"cannot send to {forward}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
 def _rng(seed: int | None, direction: str) -> random.Random:
     # String seeds are hashed deterministically (unlike hash()), so a seed means the same draws
     # in every process; each direction gets its own stream.
@@ -230,7 +243,7 @@ class Relay:
         self.forward_to = forward
         self.max_clients = max_clients
         self._warn = on_warning or (lambda _: None)
-        self._warned = False
+        self._warned: set[str] = set()
         self.forward = _Direction("forward", Impairment(spec, _rng(seed, "forward")))
         self.reverse = _Direction("reverse", Impairment(spec, _rng(seed, "reverse")))
         # spin=0: a relay's sub-millisecond overshoot is far below the jitter it adds, and a
@@ -251,6 +264,13 @@ class Relay:
             self._listen.close()
             raise TransportError(exc.errno, bind_error_message(listen, exc)) from None
         self._listen.setblocking(False)
+        try:
+            # Fail here, as one line, if the kernel refuses the forward address (broadcast
+            # without SO_BROADCAST, no route), not later on the relay thread.
+            _open_upstream(forward).close()
+        except TransportError:
+            self._listen.close()
+            raise
         self._wake_r, self._wake_w = os.pipe()
         self._poller = select.poll()
         self._poller.register(self._listen.fileno(), select.POLLIN)
@@ -292,9 +312,7 @@ class Relay:
             client = (source[0], source[1])
             upstream = self._upstream_for(client)
             if upstream is None:
-                self.forward.stats.received += 1
-                self.forward.stats.dropped["too-many-senders"] += 1
-                continue
+                continue  # refused, and counted
             self._impair(self.forward, data, upstream.send)
 
     def _drain_upstream(self, fd: int) -> None:
@@ -325,22 +343,30 @@ class Relay:
         if sock is not None:
             return sock
         if len(self._clients) >= self.max_clients:
-            self._warn_once(f"more than {self.max_clients} senders: ignoring new ones")
+            self._refuse(
+                "too-many-senders", f"more than {self.max_clients} senders: ignoring new ones"
+            )
             return None
-        sock = socket.socket(self.forward_to.family, socket.SOCK_DGRAM)
-        set_recv_buffer(sock, _RECV_BUFFER)
-        sock.connect(self.forward_to.sockaddr)
-        sock.setblocking(False)
+        try:
+            sock = _open_upstream(self.forward_to)
+        except TransportError as exc:
+            # Refused after start-up (the route went away): drop and count, keep relaying.
+            self._refuse("forward-error", exc.strerror or str(exc))
+            return None
         with self._lock:
             self._clients[client] = sock
             self._client_of_fd[sock.fileno()] = client
         self._poller.register(sock.fileno(), select.POLLIN)
         return sock
 
-    def _warn_once(self, text: str) -> None:
-        if not self._warned:
-            self._warned = True
-            self._warn(text)
+    def _refuse(self, reason: str, warning: str) -> None:
+        """Count a datagram from a sender that gets no upstream socket; warn once per reason."""
+        with self._lock:
+            self.forward.stats.received += 1
+            self.forward.stats.dropped[reason] += 1
+        if reason not in self._warned:
+            self._warned.add(reason)
+            self._warn(warning)
 
     # -- impairing -------------------------------------------------------------------------
 
