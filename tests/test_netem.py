@@ -231,6 +231,19 @@ def test_cli_reports_and_rejects_bad_options(cli_runner: CliRunner) -> None:
         assert result.exit_code == 2, (bad, result.output)
 
 
+@pytest.mark.parametrize(
+    ("listen", "forward"),
+    [("127.0.0.1:19555", "127.0.0.1:19555"), ("0.0.0.0:19555", "127.0.0.1:19555")],
+)
+def test_forwarding_to_itself_is_refused(cli_runner: CliRunner, listen: str, forward: str) -> None:
+    result = cli_runner.invoke(cli, ["netem", "-l", listen, "-f", forward, "-d", "0.1"])
+    assert result.exit_code == 2, result.output
+    assert (
+        f"Invalid value for '--forward': {forward} is the --listen address: the relay would "
+        "send every datagram to itself" in result.output
+    )
+
+
 def test_port_in_use_is_one_line(cli_runner: CliRunner) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))

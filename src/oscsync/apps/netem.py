@@ -202,6 +202,19 @@ class _Direction:
         self.last_due = -math.inf
 
 
+def forwards_to_itself(listen: HostPort, forward: HostPort) -> bool:
+    """True when ``forward`` is the relay's own ``listen`` address.
+
+    Every datagram would then come back as if from a new sender, get a new upstream socket and
+    go round again, until ``max_clients`` sockets are spent. A wildcard listener (``0.0.0.0``)
+    is caught with a loopback forward; one of the machine's other addresses is not (still bounded
+    by ``max_clients``).
+    """
+    if forward.port != listen.port:
+        return False
+    return forward.ip == listen.ip or (listen.ip.is_unspecified and forward.ip.is_loopback)
+
+
 def _open_upstream(forward: HostPort) -> socket.socket:
     """A non-blocking socket connected to ``forward`` (TransportError, one line, if refused)."""
     sock = socket.socket(forward.family, socket.SOCK_DGRAM)

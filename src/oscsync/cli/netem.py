@@ -8,7 +8,13 @@ from typing import Any, TypeVar
 
 import click
 
-from oscsync.apps.netem import DEFAULT_QUEUE_LIMIT, DISTRIBUTIONS, ImpairmentSpec, Relay
+from oscsync.apps.netem import (
+    DEFAULT_QUEUE_LIMIT,
+    DISTRIBUTIONS,
+    ImpairmentSpec,
+    Relay,
+    forwards_to_itself,
+)
 from oscsync.cli.params import DURATION, LISTEN, PEER, PERCENT, DurationType
 from oscsync.cli.runtime import AppContext, running, wait
 from oscsync.hostport import HostPort
@@ -120,6 +126,11 @@ def netem(
     returns to the original sender through the same impairment, so clock pings see the same
     network as the ticks. Ctrl-C stops and reports the delay distribution actually achieved.
     """
+    if forwards_to_itself(listen, forward):
+        raise click.BadParameter(
+            f"{forward} is the --listen address: the relay would send every datagram to itself",
+            param_hint="'--forward'",
+        )
     spec = ImpairmentSpec(delay, jitter, dist, loss, duplicate, reorder)
     with running():
         relay = Relay(
