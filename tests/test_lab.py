@@ -85,6 +85,34 @@ def test_stats_rejects_missing_and_empty_logs(tmp_path: Path, cli_runner: CliRun
     assert result.exit_code == 1 and "no ticks" in result.output
 
 
+def test_stats_skips_records_whose_times_are_not_times(
+    tmp_path: Path, cli_runner: CliRunner
+) -> None:
+    log = tmp_path / "ticks.jsonl"
+    good = [{"onset": 1000.0 + k * PERIOD, "arrival": 999.9 + k * PERIOD} for k in range(4)]
+    bad = [
+        '{"onset": 1, "arrival": 1, "timetag": "soon"}',
+        '{"onset": NaN, "arrival": 1}',
+        '{"onset": 1, "arrival": Infinity}',
+        '{"onset": 1e308, "arrival": 1}',
+        '{"onset": 1, "arrival": 1, "timetag": 1' + "0" * 400 + "}",
+        "[1, 2]",
+        '{"arrival": 1}',
+    ]
+    log.write_text("\n".join([json.dumps(r) for r in good] + bad) + "\n")
+    result = cli_runner.invoke(cli, ["stats", str(log), "--json"])
+    assert result.exit_code == 0, result.output
+    assert f"skipped {len(bad)} lines" in result.output
+    assert json.loads(result.output.splitlines()[-1])["received"] == 4
+
+
+def test_stats_says_when_times_cannot_share_a_grid(tmp_path: Path, cli_runner: CliRunner) -> None:
+    log = tmp_path / "ticks.jsonl"
+    log.write_text('{"onset": 0, "arrival": 0}\n{"onset": 1e12, "arrival": 1e12}\n')
+    result = cli_runner.invoke(cli, ["stats", str(log), "--bpm", "1e308"])
+    assert result.exit_code == 1 and "too far apart" in result.output
+
+
 def test_sweep_tiny_run_writes_table_csv_json_and_plot(
     tmp_path: Path, cli_runner: CliRunner
 ) -> None:

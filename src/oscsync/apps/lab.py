@@ -347,30 +347,54 @@ class LogError(ValueError):
 
 
 def read_log(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The tick records of a ``metronome listen --log`` file, and how many lines were bad."""
+    """The tick records of a ``metronome listen --log`` file, and how many lines were bad.
+
+    A bad line (not JSON, not an object, or an ``onset``, ``arrival`` or ``timetag`` that is not a
+    number of Unix seconds) is skipped and counted. Messages leave the file name to the caller.
+    """
     records: list[dict[str, Any]] = []
     bad = 0
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise LogError(f"cannot read {path}: {exc.strerror}") from None
+        raise LogError(f"cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
-        raise LogError(f"{path} is not a text file") from None
+        raise LogError("not a text file") from None
     for line in lines:
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-            float(record["onset"])
-            float(record["arrival"])
-        except (ValueError, KeyError, TypeError):
+        record = _tick_record(line)
+        if record is None:
             bad += 1
-            continue
-        if isinstance(record, dict):
-            records.append(record)
         else:
-            bad += 1
+            records.append(record)
     return records, bad
+
+
+def _tick_record(line: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    times = [record.get("onset"), record.get("arrival")]
+    if record.get("timetag") is not None:
+        times.append(record["timetag"])
+    return record if all(_is_time(value) for value in times) else None
+
+
+_MAX_TIME = 1e12
+"""Unix seconds up to the year 33,658: larger values are not times, and their differences could
+overflow a float while scoring."""
+
+
+def _is_time(value: Any) -> bool:
+    # json.loads reads NaN, Infinity and 1e999, and integers too large for a float.
+    try:
+        return abs(float(value)) <= _MAX_TIME
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def score_log(records: list[dict[str, Any]], bpm: float | None = None) -> tuple[Score, float]:
@@ -395,6 +419,8 @@ def score_log(records: list[dict[str, Any]], bpm: float | None = None) -> tuple[
             raise LogError("cannot tell the beat from fewer than two ticks: give --bpm")
         period = statistics.median(gaps)
     origin = times[0]
+    if not math.isfinite((times[-1] - origin) / period):
+        raise LogError("the ticks' times are too far apart to put on one beat grid")
     onsets: dict[int, float] = {}
     late: dict[int, bool] = {}
     for record in records:
