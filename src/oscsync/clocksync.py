@@ -335,6 +335,10 @@ class ClockFollower:
         self._stop = threading.Event()
         self._pending: deque[Received] = deque()
         self._handler: Callable[[Received], None] | None = None
+        # Pongs may arrive on a second receive thread (see _pinger): the handler is only ever
+        # called under this lock, so it never runs on two threads at once.
+        self._handler_lock = threading.Lock()
+        self._pinger: Endpoint | None = None
         self._thread: threading.Thread | None = None
         self.dropped_unsynced = 0
         endpoint.add_service(PONG, self._on_pong)
@@ -347,7 +351,26 @@ class ClockFollower:
             if known.sockaddr == peer:  # a peer we send to: use its own socket
                 self.endpoint.send_bytes(data, [known])
                 return
+        listening = self.endpoint.local_address
+        if listening is not None and listening.is_multicast:
+            self._pinger_for(peer).send_bytes(data)
+            return
         self.endpoint.reply(data, peer)
+
+    def _pinger_for(self, peer: tuple[str, int]) -> Endpoint:
+        # A socket bound to a multicast group cannot receive the leader's unicast pong (its
+        # address is the group's), so a follower on a group pings from a socket of its own,
+        # connected to the leader, and takes the pongs there.
+        if self._pinger is None:
+            from oscsync.hostport import HostPort
+            from oscsync.transport import Endpoint
+
+            pinger = Endpoint(
+                peers=[HostPort(*peer)], clock=self.clock, services={PONG: self._on_pong}
+            )
+            pinger.start(lambda received: None)
+            self._pinger = pinger
+        return self._pinger
 
     def wrap(self, handler: Callable[[Received], None]) -> Callable[[Received], None]:
         """The handler to give the endpoint instead of ``handler``."""
@@ -358,27 +381,34 @@ class ClockFollower:
                 self.peer = received.source
                 self._peer_known.set()
             stamp = received.timetag
-            if stamp is None or stamp == tt.IMMEDIATELY:
-                handler(received)
-                return
-            estimate = self.sync.estimate()
-            if estimate is None:
-                if len(self._pending) >= MAX_PENDING:
-                    self.dropped_unsynced += 1
-                else:
-                    self._pending.append(received)
-                return
-            handler(_translated(received, estimate))
+            with self._handler_lock:
+                if stamp is None or stamp == tt.IMMEDIATELY:
+                    handler(received)
+                    return
+                estimate = self.sync.estimate()
+                if estimate is None:
+                    if len(self._pending) >= MAX_PENDING:
+                        self.dropped_unsynced += 1
+                    else:
+                        self._pending.append(received)
+                    return
+                self._release_pending(estimate)
+                handler(_translated(received, estimate))
 
         return follow
 
     def _on_pong(self, endpoint: Endpoint, received: Received) -> None:
         self.sync.on_pong(received)
-        # Runs on the receive thread, like the handler: held messages go out in arrival order.
-        if self._pending and self._handler is not None:
+        if self._pending:
             estimate = self.sync.estimate()
-            while estimate is not None and self._pending:
-                self._handler(_translated(self._pending.popleft(), estimate))
+            if estimate is not None:
+                with self._handler_lock:
+                    self._release_pending(estimate)
+
+    def _release_pending(self, estimate: Estimate) -> None:
+        # Held messages go out in arrival order, before anything that arrived after them.
+        while self._pending and self._handler is not None:
+            self._handler(_translated(self._pending.popleft(), estimate))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="oscsync-clock", daemon=True)
@@ -406,6 +436,8 @@ class ClockFollower:
         self._peer_known.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(2.0)
+        if self._pinger is not None:
+            self._pinger.close()
 
     def describe(self) -> str:
         estimate = self.estimate()

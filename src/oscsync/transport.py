@@ -149,6 +149,10 @@ class Endpoint:
         self._sockets: list[socket.socket] = []
         self._listen_sock: socket.socket | None = None
         self._peer_socks: list[tuple[HostPort, socket.socket]] = []
+        self._multicast_peers: set[HostPort] = set()
+        # The socket the receive thread is reading: an answer to a stranger's datagram (a clock
+        # ping to a multicast sender) leaves from the socket the datagram came in on.
+        self._receiving_sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = -1, -1
         self._closed = False
@@ -222,7 +226,14 @@ class Endpoint:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
         try:
-            sock.connect(peer.sockaddr)
+            if peer.is_multicast:
+                # Not connected: a connected socket only accepts datagrams from its peer, and
+                # the group never answers; listeners following this sender's clock (metronome
+                # listen --sync) ping it back by unicast, which must reach this socket.
+                sock.bind(("::" if peer.family == socket.AF_INET6 else "0.0.0.0", 0))
+                self._multicast_peers.add(peer)
+            else:
+                sock.connect(peer.sockaddr)
         except OSError as exc:
             raise TransportError(exc.errno, f"cannot send to {peer}: {exc.strerror}") from None
         sock.setblocking(False)
@@ -266,13 +277,17 @@ class Endpoint:
             if wanted is not None and peer not in wanted:
                 continue
             try:
-                try:
-                    sock.send(data)
-                except ConnectionRefusedError:
-                    # The refusal is the pending ICMP error of an *earlier* datagram; this one
-                    # was not sent. Count it and send again, so a restarted peer loses nothing.
-                    self._peer_refused(peer)
-                    sock.send(data)
+                if peer in self._multicast_peers:
+                    sock.sendto(data, peer.sockaddr)
+                else:
+                    try:
+                        sock.send(data)
+                    except ConnectionRefusedError:
+                        # The refusal is the pending ICMP error of an *earlier* datagram; this
+                        # one was not sent. Count it and send again: a restarted peer loses
+                        # nothing.
+                        self._peer_refused(peer)
+                        sock.send(data)
             except ConnectionRefusedError:
                 self._peer_refused(peer)
             except BlockingIOError:
@@ -307,7 +322,16 @@ class Endpoint:
         for peer, _ in self._peer_socks:
             if peer.sockaddr == received.source:
                 return self.send_bytes(data, [peer]) == 1
-        return False
+        sock = self._receiving_sock
+        if sock is None:
+            return False
+        try:
+            sock.sendto(data, received.source)
+        except OSError:
+            self.stats.send_errors["reply"] += 1
+            return False
+        self.stats.sent += 1
+        return True
 
     def add_service(self, address: str, service: Service) -> None:
         """Route messages for ``address`` to ``service`` instead of the handler."""
@@ -357,6 +381,7 @@ class Endpoint:
                 self._drain(sock, via_peer)
 
     def _drain(self, sock: socket.socket, via_peer: bool) -> None:
+        self._receiving_sock = sock
         ancillary = socket.CMSG_SPACE(4) if _SO_RXQ_OVFL is not None else 0
         for _ in range(_DRAIN_BATCH):
             try:

@@ -420,8 +420,8 @@ Examples:
     "--sync-peer",
     type=PEER,
     metavar="HOST:PORT",
-    help="Whose clock to follow with --sync (default: whoever the ticks come from; give the "
-    "leader's address when ticks arrive through a multicast group).",
+    help="Whose clock to follow with --sync (default: whoever the ticks come from, also when "
+    "they arrive through a multicast group).",
 )
 @iface_option()
 @click.pass_obj

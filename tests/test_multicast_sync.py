@@ -1,0 +1,51 @@
+"""A follower listening on a multicast group follows the leader's clock (metronome listen --sync)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from conftest import LineReader, free_udp_port, oscsync_command
+
+
+def test_follower_on_a_group_syncs_to_a_multicast_leader(tmp_path: Path) -> None:
+    group = f"239.255.41.{free_udp_port() % 200 + 1}:{free_udp_port()}"
+    log = tmp_path / "ticks.jsonl"
+    follower = subprocess.Popen(
+        oscsync_command(
+            "--clock-skew", "0.25", "metronome", "listen", "--listen", group, "--iface", "127.0.0.1",
+            "--sync", "--audio", "none", "--log", str(log), "--count", "8",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert follower.stderr is not None
+    try:
+        errors = LineReader(follower.stderr)
+        errors.wait_for(lambda line: line.startswith("listening on"))
+        subprocess.run(
+            oscsync_command(
+                "metronome", "send", "--peer", group, "--iface", "127.0.0.1", "--offset", "0.05",
+                "--bpm", "240", "--count", "10",
+            ),
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        assert follower.wait(20) == 0
+        lines = errors.rest()
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    synced = next(line for line in lines if line.startswith("clock sync with"))
+    match = re.search(r"offset (-?[\d.]+) ms ± ([\d.]+) ms", synced)
+    assert match, synced
+    offset_ms, bound_ms = float(match.group(1)), float(match.group(2))
+    # The follower's clock is 250 ms ahead, so the leader's is 250 ms behind it.
+    assert abs(offset_ms + 250.0) <= bound_ms + 1.0
+    ticks = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(ticks) == 8
+    assert not any(tick["late"] for tick in ticks)
