@@ -307,9 +307,9 @@ class ClockFollower:
     """Translate a peer's timetags onto our clock, keeping the estimate fresh while running.
 
     ``metronome listen --sync``: wrap the message handler with :meth:`wrap`. The peer is the
-    first sender heard from (or ``peer``); it is pinged from the endpoint's listening socket in a
-    burst, then every ``interval`` seconds (works with followers on a multicast group too, when
-    ``peer`` names the leader). A timetagged message that arrives before the first answer is held
+    first sender heard from (or ``peer``); it is pinged from the endpoint's listening socket (from a
+    unicast socket of its own when the endpoint listens on a multicast group) in a burst, then
+    every ``interval`` seconds. A timetagged message that arrives before the first answer is held
     (at most :data:`MAX_PENDING`, then dropped and counted) and handed on, translated, when the
     first estimate exists. Plain messages pass through untouched.
     """
