@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oscsync import display
+from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint, Received
 
 CHAT_ADDRESS = "/chat"
@@ -35,18 +36,13 @@ def chat_text(args: tuple[Any, ...], types: str) -> str:
     return " ".join(words)
 
 
-def _source_text(source: tuple[str, int]) -> str:
-    host, port = source
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _local_time(unix: float) -> str:
     return _dt.datetime.fromtimestamp(unix).strftime("%H:%M:%S")
 
 
 def format_received(received: Received) -> tuple[str, bool]:
     """``([HH:MM:SS SOURCE] text, is_chat)``; non-chat shows address, types and arguments."""
-    head = f"[{_local_time(received.arrival)} {_source_text(received.source)}]"
+    head = f"[{_local_time(received.arrival)} {HostPort(*received.source)}]"
     message = received.message
     if message.address == CHAT_ADDRESS:
         return f"{head} {chat_text(message.args, message.types)}", True

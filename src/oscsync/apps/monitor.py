@@ -27,6 +27,7 @@ from typing import TextIO
 from oscsync import display
 from oscsync import timetag as tt
 from oscsync.clock import Clock
+from oscsync.hostport import HostPort
 from oscsync.transport import Received
 
 DEFAULT_WINDOW = 100
@@ -114,11 +115,6 @@ class Monitor:
         )
 
 
-def _source_text(source: tuple[str, int]) -> str:
-    host, port = source
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _clock_text(unix: float) -> str:
     return _dt.datetime.fromtimestamp(unix, tz=_dt.timezone.utc).strftime("%H:%M:%S.%f")
 
@@ -135,7 +131,7 @@ def stats_text(stats: WindowStats) -> str:
 def text_line(sample: Sample, stats: WindowStats) -> str:
     """One line per bundle, for a pipe or a log: arrival, source, address, headroom, stats."""
     return (
-        f"{_clock_text(sample.arrival)}  {_source_text(sample.source)}  "
+        f"{_clock_text(sample.arrival)}  {HostPort(*sample.source)}  "
         f"{display.escape(sample.address)}  headroom {sample.headroom_ms:+.3f} ms"
         f"{'  LATE' if sample.late else ''}  |  {stats_text(stats)}"
     )
@@ -145,7 +141,7 @@ def live_text(sample: Sample, stats: WindowStats) -> str:
     """The single status line a terminal shows, redrawn in place."""
     return (
         f"headroom {sample.headroom_ms:+.3f} ms  |  last {stats.n}: {stats_text(stats)}  |  "
-        f"{_source_text(sample.source)} {display.escape(sample.address)}"
+        f"{HostPort(*sample.source)} {display.escape(sample.address)}"
     )
 
 
