@@ -149,6 +149,17 @@ def test_sweep_rejects_bad_offsets(cli_runner: CliRunner) -> None:
         assert result.exit_code == 2, (bad, result.output)
 
 
+def test_sweep_refuses_an_unwritable_output_before_it_runs(
+    tmp_path: Path, cli_runner: CliRunner
+) -> None:
+    for option in ("--csv", "--json", "--plot"):
+        target = tmp_path / "missing-dir" / "out"
+        result = cli_runner.invoke(cli, ["timetag", "sweep", option, str(target)])
+        assert result.exit_code == 2, (option, result.output)
+        assert f"Invalid value for '{option}': cannot write {target}" in result.output
+        assert "sweep:" not in result.output  # refused before the first run
+
+
 def test_demo_short_run_prints_the_table_and_the_verdict(
     tmp_path: Path, cli_runner: CliRunner
 ) -> None:

@@ -90,6 +90,8 @@ def sweep(
             import matplotlib  # noqa: F401
         except ImportError:
             raise click.UsageError("--plot needs matplotlib: pip install 'oscsync[plot]'") from None
+    for path, option in ((csv_path, "--csv"), (json_path, "--json"), (plot_path, "--plot")):
+        _check_writable(path, option)
     link = ImpairmentSpec(delay, jitter, dist, loss, duplicate, reorder)
     follower = lab.FollowerSpec("follower", skew=skew, sync=sync)
     rows = []
@@ -121,14 +123,29 @@ def sweep(
     if len(rows) < len(offsets):
         app.warn("interrupted: the table shows the offsets that finished")
     click.echo(lab.format_table(rows))
-    if csv_path is not None:
-        lab.write_csv(csv_path, rows)
-    if json_path is not None:
-        json_path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-    if plot_path is not None and rows:
-        title = f"forward sync through {link.describe()}"
-        lab.plot_sweep(plot_path, rows, title)
-        app.note(f"plot: {plot_path}")
+    try:
+        if csv_path is not None:
+            lab.write_csv(csv_path, rows)
+        if json_path is not None:
+            json_path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+        if plot_path is not None and rows:
+            title = f"forward sync through {link.describe()}"
+            lab.plot_sweep(plot_path, rows, title)
+            app.note(f"plot: {plot_path}")
+    except OSError as exc:  # checked at the start, but a disk can fill up during a sweep
+        raise click.ClickException(f"cannot write the results: {exc}") from None
+
+
+def _check_writable(path: Path | None, option: str) -> None:
+    """Fail before the sweep, not after minutes of it, when an output file cannot be written."""
+    if path is None:
+        return
+    try:
+        path.open("a").close()  # "a": an existing file is kept until the results replace it
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot write {path}: {exc.strerror}", param_hint=f"'{option}'"
+        ) from None
 
 
 def _show(offset: float | None) -> str | None:
