@@ -129,15 +129,11 @@ def _pcm_to_int16(raw: bytes, width: int) -> array[int]:
 
 def write_wav(path: str | Path, sound: Sound) -> None:
     """Write mono 16-bit PCM."""
-    samples = sound.samples
-    if sys.byteorder == "big":
-        samples = array("h", samples)
-        samples.byteswap()
     with wave.open(str(path), "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(sound.rate)
-        wav.writeframes(samples.tobytes())
+        _write_samples(wav, sound.samples)
 
 
 def resample(sound: Sound, rate: int) -> Sound:

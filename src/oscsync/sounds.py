@@ -7,8 +7,8 @@ click. The accent is higher and louder. Pure Data's ``[soundfiler]`` and Python'
 same files from ``sounds/`` at the top of the repository; both are our own work (see
 ``sounds/README.md`` for the license).
 
-Only the standard library is used (``math``, ``array``, ``wave``), so the files can be rebuilt on a
-machine with no numpy.
+Only the standard library is used (``math``, ``array``, and ``wave`` through
+:func:`oscsync.audio.write_wav`), so the files can be rebuilt on a machine with no numpy.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import argparse
 import math
 import os
 import sys
-import wave
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
+
+from oscsync.audio import Sound, write_wav
 
 RATE = 48_000
 """Samples per second of the generated files (PD and sounddevice both run happily at 48 kHz)."""
@@ -64,29 +65,13 @@ def synthesize(name: str, rate: int = RATE) -> array[int]:
     return samples
 
 
-def write(path: Path, samples: array[int], rate: int = RATE) -> None:
-    """Write mono 16-bit little-endian PCM."""
-    data = samples if sys.byteorder == "little" else _swapped(samples)
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(data.tobytes())
-
-
-def _swapped(samples: array[int]) -> array[int]:
-    copy = array("h", samples)
-    copy.byteswap()
-    return copy
-
-
 def generate(directory: Path) -> list[Path]:
     """Write ``tick.wav`` and ``tock.wav`` into ``directory``; return their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name in VOICES:
         path = directory / f"{name}.wav"
-        write(path, synthesize(name))
+        write_wav(path, Sound(RATE, synthesize(name)))
         written.append(path)
     return written
 
