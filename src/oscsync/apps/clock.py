@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from oscsync.clock import Clock
 from oscsync.clocksync import PONG, ClockSync, Estimate
 from oscsync.transport import Endpoint, Received
 
@@ -49,10 +48,13 @@ class PeerClockReport:
 
 
 def measure_peer(
-    endpoint: Endpoint, clock: Clock, *, count: int, interval: float, timeout: float
+    endpoint: Endpoint, *, count: int, interval: float, timeout: float
 ) -> PeerClockReport:
-    """Ping the endpoint's (single) peer ``count`` times and estimate its clock offset."""
-    sync = ClockSync(clock, endpoint.send_bytes, filter_size=count)
+    """Ping the endpoint's (single) peer ``count`` times and estimate its clock offset.
+
+    Times come from the endpoint's clock, the one that stamps each pong's arrival (T4).
+    """
+    sync = ClockSync(endpoint.clock, endpoint.send_bytes, filter_size=count)
     endpoint.add_service(PONG, sync.service)
     endpoint.start(_ignore)
     sync.measure(count, interval, timeout)

@@ -46,7 +46,7 @@ def clock(
     clock is ahead of this one.
     """
     with running(), Endpoint(peers=[peer], clock=app.clock, on_warning=app.warn) as endpoint:
-        report = measure_peer(endpoint, app.clock, count=count, interval=interval, timeout=timeout)
+        report = measure_peer(endpoint, count=count, interval=interval, timeout=timeout)
         click.echo(report.json() if as_json else report.text())
         if report.estimate is None:
             raise click.ClickException(
