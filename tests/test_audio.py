@@ -303,6 +303,18 @@ def test_sounddevice_holds_future_ticks_and_bounds_what_it_holds() -> None:
     assert stream.closed
 
 
+def test_sounddevice_plays_the_tick_for_an_accent_when_no_accent_is_loaded() -> None:
+    clock = FakeClock(start=START, monotonic_start=1000.0)
+    stream = FakeStream(clock, 0.01, 0.0)
+    player = SoundDevicePlayer(clock, rate=RATE, open_stream=lambda rate, callback: stream)
+    player.load(TICK_WAV)
+    player.start()
+    player.play_at(clock.now() + stream.latency, ACCENT)
+    out = run_blocks(player, stream, blocks=1, frames=256)
+    assert out[0] == pytest.approx(tick_samples()[0] / 32768)
+    assert player.stats.played == 1
+
+
 def test_sounddevice_maps_stream_time_when_host_reports_zero_times() -> None:
     np = pytest.importorskip("numpy")
     clock = FakeClock(start=START, monotonic_start=1000.0)

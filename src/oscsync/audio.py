@@ -208,13 +208,17 @@ class PlayerStats:
 
 
 class _KeyedSounds:
+    """Loaded sounds by key; a key with no sound of its own plays the tick."""
+
     def __init__(self) -> None:
         self.sounds: dict[str, Any] = {}
 
-    def lookup(self, key: str) -> Any:
+    def find(self, key: str) -> Any | None:
         sound = self.sounds.get(key)
-        if sound is None:
-            sound = self.sounds.get(TICK)
+        return self.sounds.get(TICK) if sound is None else sound
+
+    def lookup(self, key: str) -> Any:
+        sound = self.find(key)
         if sound is None:
             raise AudioError(f"no sound loaded for {key!r}")
         return sound
@@ -577,10 +581,8 @@ class SoundDevicePlayer:
         with self._lock:
             while self._pending and self._pending[0].t < block_end:
                 due = heapq.heappop(self._pending)
-                started.append((due, self._sounds.sounds.get(due.key)))
+                started.append((due, self._sounds.find(due.key)))
         for due, samples in started:
-            if samples is None:
-                samples = self._sounds.sounds.get(TICK)
             if samples is None:
                 continue
             frame = round((due.t - block_start) * self.rate)
@@ -668,14 +670,14 @@ class PlaysoundPlayer:
         self.stats = PlayerStats()
         self._on_warning = on_warning
         self._play = play
-        self._paths: dict[str, str] = {}
+        self._paths = _KeyedSounds()
         self._active = 0
         self._idle = threading.Condition()
         self._warned = False
 
     def load(self, path: str | Path, key: str = TICK) -> None:
         read_wav(path)  # fail now on a bad file
-        self._paths[key] = str(Path(path).resolve())
+        self._paths.sounds[key] = str(Path(path).resolve())
 
     def start(self) -> None:
         if self._play is None:
@@ -683,7 +685,7 @@ class PlaysoundPlayer:
             self._play = module.playsound
 
     def play_at(self, t: float, key: str = TICK) -> None:
-        path = self._paths.get(key) or self._paths.get(TICK)
+        path = self._paths.find(key)
         if path is None:
             return
         with self._idle:
