@@ -55,7 +55,6 @@ _SO_RCVBUFFORCE = getattr(
 )
 _DRAIN_BATCH = 512
 _ALLOW_CACHE_LIMIT = 4096
-_UNREAD_LIMIT = 1_000_000  # more than an 8 MiB buffer can hold; a bound, in case of a live flood
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -491,7 +490,10 @@ class Endpoint:
         # handled: count them, so that sent = handled + dropped holds exactly in a summary.
         sock.setblocking(False)
         ancillary = socket.CMSG_SPACE(4) if _SO_RXQ_OVFL is not None else 0
-        for _ in range(_UNREAD_LIMIT):
+        # Bounded by what the buffer can hold (every queued datagram costs the kernel a few
+        # hundred bytes at least), so a flood still arriving cannot keep close() busy.
+        queued_at_most = max(1024, sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 256)
+        for _ in range(queued_at_most):
             try:
                 _, ancdata, _, _ = sock.recvmsg(MAX_DATAGRAM, ancillary)
             except OSError:  # BlockingIOError: empty
