@@ -245,6 +245,16 @@ def test_plain_tick_plays_now_and_late_bundle_plays_when_handled() -> None:
     assert listener.stats.ticks == 2
 
 
+def test_log_source_brackets_an_ipv6_sender() -> None:
+    clock = FakeClock(start=START)
+    records: list[metronome.TickRecord] = []
+    listener, _, scheduler = make_listener(clock, lead=float("inf"), on_tick=records.append)
+    listener.on_message(tick(clock))
+    listener.on_message(tick(clock)._replace(source=("::1", 9000, 0, 0)))  # type: ignore[arg-type]
+    scheduler.run_due()
+    assert [record.source for record in records] == ["127.0.0.1:9000", "[::1]:9000"]
+
+
 def test_beat_zero_of_the_bar_is_the_accent() -> None:
     clock = FakeClock(start=START)
     listener, player, scheduler = make_listener(clock, lead=float("inf"), beats_per_bar=3)

@@ -33,7 +33,7 @@ reads them); times are Unix seconds (UTC) as floats, on the listener's clock:
                  tolerance) when the tick could be handled
 ``headroom_ms``  ``(timetag − arrival)`` in ms: how early the bundle arrived (negative = after its
                  time), or null for a plain tick
-``source``       ``HOST:PORT`` of the sender
+``source``       ``HOST:PORT`` of the sender (``[V6]:PORT`` for IPv6)
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from oscsync import codec
 from oscsync import timetag as tt
 from oscsync.audio import ACCENT, TICK, Player
 from oscsync.clock import Clock
+from oscsync.hostport import HostPort
 from oscsync.scheduler import Dispatch, Scheduler
 from oscsync.transport import Received
 
@@ -373,7 +374,7 @@ class MetronomeListener:
                 handled=handled,
                 late=late,
                 headroom_ms=None if target is None else (target - received.arrival) * 1000.0,
-                source=f"{received.source[0]}:{received.source[1]}",
+                source=str(HostPort(*received.source[:2])),  # [V6]:PORT stays unambiguous
             )
             stats.ticks += 1
             stats.late += late
