@@ -17,6 +17,7 @@ from oscsync.apps.lab import (
     Score,
     SessionResult,
     SessionSpec,
+    aligned,
     score_follower,
     spread,
 )
@@ -89,16 +90,7 @@ def table(summaries: list[PhaseSummary], names: list[str]) -> str:
                 between = f"{_ms(statistics.median(values))} / {_ms(max(values))}"
             title = summary.title if index == 0 else ""
             rows.append([title, name, _ms(score.ioi_std), late, str(score.lost), between])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = []
-    for number, row in enumerate(rows):
-        cells = [
-            text.ljust(widths[i]) if i < 2 else text.rjust(widths[i]) for i, text in enumerate(row)
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if number == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return aligned(rows, left_columns=2)
 
 
 def headline(before: PhaseSummary, after: PhaseSummary) -> str:

@@ -468,12 +468,18 @@ def format_table(rows: Sequence[dict[str, Any]], first: str = "offset_ms") -> st
 
     table = [[headers[c] for c in columns]]
     table += [[cell(c, row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    return aligned(table, left_columns=1 if first == "file" else 0)
+
+
+def aligned(table: Sequence[Sequence[str]], left_columns: int = 0) -> str:
+    """A header row and rows of cells as text: a dashed rule under the header, the first
+    ``left_columns`` columns left-aligned (names), the others right-aligned (numbers)."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = []
-    for number, line in enumerate(table):
+    for number, row in enumerate(table):
         cells = [
-            text.ljust(widths[i]) if i == 0 and first == "file" else text.rjust(widths[i])
-            for i, text in enumerate(line)
+            text.ljust(width) if i < left_columns else text.rjust(width)
+            for i, (text, width) in enumerate(zip(row, widths))
         ]
         lines.append("  ".join(cells).rstrip())
         if number == 0:
