@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from oscsync import timetag as tt
 from oscsync.clock import Clock
+from oscsync.scheduler import percentile
 
 if TYPE_CHECKING:  # the transport imports this module lazily; no cycle at run time
     from oscsync.hostport import HostPort
@@ -495,7 +496,7 @@ def choose_offset(samples: list[Sample], margin: float = OFFSET_MARGIN) -> Offse
     if estimate is None:
         return None
     delays = sorted(one_way_delays(samples, estimate))
-    p99 = delays[max(0, -(-99 * len(delays) // 100) - 1)]
+    p99 = percentile(delays, 0.99)
     p50 = delays[len(delays) // 2]
     offset = max(0.0, p99) + estimate.error_bound + margin
     return OffsetChoice(offset, p50, p99, estimate.error_bound, len(delays))
