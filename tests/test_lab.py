@@ -160,6 +160,16 @@ def test_sweep_refuses_an_unwritable_output_before_it_runs(
         assert "sweep:" not in result.output  # refused before the first run
 
 
+@pytest.mark.parametrize("command", [["demo"], ["timetag", "sweep"]])
+@pytest.mark.parametrize("skew", ["nan", "inf", "1e300", "-1e300"])
+def test_lab_commands_refuse_a_skew_that_is_not_a_clock_offset(
+    command: list[str], skew: str, cli_runner: CliRunner
+) -> None:
+    result = cli_runner.invoke(cli, [*command, "--skew", skew])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--skew'" in result.output
+
+
 def test_demo_short_run_prints_the_table_and_the_verdict(
     tmp_path: Path, cli_runner: CliRunner
 ) -> None:

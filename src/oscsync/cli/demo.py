@@ -36,7 +36,8 @@ Examples:
 )
 @click.option(
     "--skew",
-    type=float,
+    # Finite and within an hour: NaN, inf or 1e300 would reach the skewed clock's timetags.
+    type=DurationType(minimum=-3600, maximum=3600),
     default=0.15,
     show_default=True,
     help="How far ahead follower B's clock is (s).",
