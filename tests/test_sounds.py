@@ -64,3 +64,14 @@ def test_default_path_generates_into_cache_when_repo_copy_is_missing(
     assert max(abs(a - b) for a, b in zip(made, committed, strict=True)) <= 1
     with pytest.raises(KeyError):
         sounds.default_path("bell")
+
+
+def test_default_path_says_in_one_line_when_the_cache_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sounds, "REPO_SOUNDS", tmp_path / "no-such-dir")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # a file: no directory can go under it
+    with pytest.raises(audio.AudioError, match="cannot write the metronome sounds to"):
+        sounds.default_path("tick")

@@ -21,7 +21,7 @@ from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
-from oscsync.audio import Sound, write_wav
+from oscsync.audio import AudioError, Sound, write_wav
 
 RATE = 48_000
 """Samples per second of the generated files (PD and sounddevice both run happily at 48 kHz)."""
@@ -84,7 +84,8 @@ def default_path(name: str) -> Path:
     """The file for sound ``name``: the repository's copy, else one generated into a cache dir.
 
     An installed package has no ``sounds/`` next to it; rather than failing, the same samples are
-    written once to ``$XDG_CACHE_HOME/oscsync/sounds`` (``~/.cache`` by default).
+    written once to ``$XDG_CACHE_HOME/oscsync/sounds`` (``~/.cache`` by default); AudioError if
+    that cannot be written.
     """
     if name not in VOICES:
         raise KeyError(name)
@@ -94,7 +95,12 @@ def default_path(name: str) -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "oscsync" / "sounds"
     cached = cache / f"{name}.wav"
     if not cached.is_file():
-        generate(cache)
+        try:
+            generate(cache)
+        except OSError as exc:
+            raise AudioError(
+                f"cannot write the metronome sounds to {cache}: {exc.strerror}"
+            ) from None
     return cached
 
 

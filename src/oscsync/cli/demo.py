@@ -75,10 +75,13 @@ def demo(
     link = app_demo.DEMO_LINK
     runs = app_demo.phases(duration, offset, skew, link, seed)
     names = ["A", f"B ({skew * 1e3:+g} ms, synced)"]
-    paths = {
-        audio_module.TICK: sounds.default_path("tick"),
-        audio_module.ACCENT: sounds.default_path("tock"),
-    }
+    try:
+        paths = {
+            audio_module.TICK: sounds.default_path("tick"),
+            audio_module.ACCENT: sounds.default_path("tock"),
+        }
+    except audio_module.AudioError as exc:
+        raise click.ClickException(str(exc)) from None
     if not audio:
         if out is None:
             out = Path(tempfile.mkdtemp(prefix="oscsync-demo-"))

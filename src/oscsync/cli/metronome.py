@@ -307,8 +307,8 @@ def _sound_paths(sound: Path | None, accent_sound: Path | None) -> dict[str, Pat
     }
     paths: dict[str, Path] = {}
     for key, (given, option, default) in chosen.items():
-        path = given if given is not None else sounds.default_path(default)
         try:
+            path = given if given is not None else sounds.default_path(default)
             audio.read_wav(path)
         except audio.AudioError as exc:
             raise click.BadParameter(str(exc), param_hint=f"'{option}'") from None
