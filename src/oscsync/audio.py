@@ -44,6 +44,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from oscsync.clock import Clock
+from oscsync.threads import start_daemon
 
 if TYPE_CHECKING:
     import numpy as np
@@ -693,7 +694,7 @@ class PlaysoundPlayer:
                 self.stats.dropped += 1
                 return
             self._active += 1
-        threading.Thread(target=self._run, args=(t, path), daemon=True).start()
+        start_daemon(self._run, t, path, name="oscsync-playsound")
 
     def _run(self, t: float, path: str) -> None:
         try:

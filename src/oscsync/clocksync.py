@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 from oscsync import timetag as tt
 from oscsync.clock import Clock
 from oscsync.scheduler import percentile
+from oscsync.threads import start_daemon
 
 if TYPE_CHECKING:  # the transport imports this module lazily; no cycle at run time
     from oscsync.hostport import HostPort
@@ -412,8 +413,7 @@ class ClockFollower:
             self._handler(_translated(self._pending.popleft(), estimate))
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="oscsync-clock", daemon=True)
-        self._thread.start()
+        self._thread = start_daemon(self._run, name="oscsync-clock")
 
     def _run(self) -> None:
         clock = self.clock

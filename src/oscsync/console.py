@@ -29,6 +29,8 @@ import threading
 from types import FrameType
 from typing import Any, TextIO
 
+from oscsync.threads import start_daemon
+
 _WAKE_SIGNAL = getattr(signal, "SIGUSR1", None)
 _RESIGNAL_INTERVAL = 0.02
 _QUEUE_LIMIT = 10_000
@@ -103,7 +105,7 @@ class Console:
         if self._use_signal:
             assert _WAKE_SIGNAL is not None
             self._previous_handler = signal.signal(_WAKE_SIGNAL, self._on_wake)
-            threading.Thread(target=self._waker, name="oscsync-console", daemon=True).start()
+            start_daemon(self._waker, name="oscsync-console")
 
     def print(self, text: str) -> None:
         """Show one line (thread-safe); on a terminal it appears above the prompt."""

@@ -63,6 +63,7 @@ from dataclasses import dataclass, field, replace
 
 from oscsync import timetag as tt
 from oscsync.clock import Clock, SystemClock
+from oscsync.threads import start_daemon
 
 DEFAULT_SPIN = 0.002
 """Seconds spent spinning before a due time. Event.wait overshoots by 0.1-0.3 ms at the median on
@@ -392,8 +393,7 @@ class Scheduler:
             raise SchedulerClosed("scheduler is closed")
         if self._thread is not None:
             raise RuntimeError("scheduler already started")
-        self._thread = threading.Thread(target=self._loop, name="oscsync-scheduler", daemon=True)
-        self._thread.start()
+        self._thread = start_daemon(self._loop, name="oscsync-scheduler")
 
     def _loop(self) -> None:
         clock = self.clock

@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 from oscsync import codec
 from oscsync.clock import Clock, SystemClock
 from oscsync.hostport import HostPort
+from oscsync.threads import start_daemon
 
 MAX_DATAGRAM = 65535
 DEFAULT_RECV_BUFFER = 8 * 1024 * 1024
@@ -358,8 +359,7 @@ class Endpoint:
             raise RuntimeError("endpoint is closed")
         self._handler = handler
         self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._receive_loop, name="oscsync-recv", daemon=True)
-        self._thread.start()
+        self._thread = start_daemon(self._receive_loop, name="oscsync-recv")
 
     def _receive_loop(self) -> None:
         poller = select.poll()

@@ -37,6 +37,7 @@ from oscsync import timetag as tt
 from oscsync.clock import Clock, SystemClock
 from oscsync.hostport import HostPort
 from oscsync.scheduler import Dispatch, Scheduler, percentile
+from oscsync.threads import start_daemon
 from oscsync.transport import MAX_DATAGRAM, TransportError, bind_error_message, set_recv_buffer
 
 DISTRIBUTIONS = ("uniform", "normal", "pareto")
@@ -296,8 +297,7 @@ class Relay:
 
     def start(self) -> None:
         self.scheduler.start()
-        self._thread = threading.Thread(target=self._loop, name="oscsync-netem", daemon=True)
-        self._thread.start()
+        self._thread = start_daemon(self._loop, name="oscsync-netem")
 
     # -- receiving -------------------------------------------------------------------------
 

@@ -1,0 +1,35 @@
+"""Background threads that leave Ctrl-C and SIGTERM to the main thread.
+
+The kernel hands a process-directed signal to any thread that does not block it. Python runs
+signal handlers only in the main thread, and only once that thread wakes up: a SIGINT that lands
+on a receive thread while the main thread sits in readline's ``select()`` (``oscsync chat``)
+waited for the next keystroke. Every oscsync thread is therefore started with the stop signals
+blocked, so they always reach the main thread and interrupt whatever it is waiting in.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+_MAIN_THREAD_SIGNALS = {
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGALRM") if hasattr(signal, name)
+}
+
+
+def start_daemon(target: Callable[..., Any], *args: Any, name: str) -> threading.Thread:
+    """Start ``target(*args)`` on a daemon thread that never receives stop signals."""
+    thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: signals only reach the main thread
+        thread.start()
+        return thread
+    # The new thread inherits the mask in force while it is created; a signal arriving in the
+    # meantime stays pending and is delivered to this thread when the mask is restored.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _MAIN_THREAD_SIGNALS)
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return thread
