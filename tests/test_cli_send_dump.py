@@ -111,6 +111,9 @@ def test_dump_stops_cleanly_on_sigterm(spawn: Spawn) -> None:
         (["dump", "--listen", "127.0.0.1:-5"], 2, "out of range"),
         (["dump", "--listen", "10.254.254.254:9000"], 1, "not on this machine"),
         (["dump", "--allow", "nonsense"], 2, "CIDR"),
+        (["--clock-skew", "nan", "timetag", "now"], 2, "not a finite number"),
+        (["--clock-skew", "inf", "timetag", "now"], 2, "not in the range"),
+        (["--clock-drift", "nan", "timetag", "now"], 2, "not a finite number"),
     ],
 )
 def test_cli_errors_are_one_line_with_exit_code(args: list[str], code: int, needle: str) -> None:

@@ -8,6 +8,7 @@ subcommands" pattern; ``tests/test_cli_help.py`` runs ``--help`` on every one of
 from __future__ import annotations
 
 import importlib
+import math
 from typing import Any
 
 import click
@@ -51,6 +52,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _finite(param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):  # FloatRange lets NaN through (every comparison is False)
+        raise click.BadParameter(f"{value} is not a finite number", param=param)
+    return value
+
+
 class LazyGroup(click.Group):
     """A group that imports a subcommand's module only when that subcommand is asked for."""
 
@@ -92,14 +99,17 @@ Examples:
 @click.option("-q", "--quiet", is_flag=True, help="Print only data and errors, no notices.")
 @click.option(
     "--clock-skew",
-    type=float,
+    # A day either way is already absurd for an experiment; NaN and inf would break every clock.
+    type=click.FloatRange(-86400, 86400),
+    callback=lambda ctx, param, value: _finite(param, value),
     default=0.0,
     metavar="SECONDS",
     help="Pretend this machine's clock is SECONDS ahead (negative: behind), for experiments.",
 )
 @click.option(
     "--clock-drift",
-    type=float,
+    type=click.FloatRange(-100_000, 100_000),
+    callback=lambda ctx, param, value: _finite(param, value),
     default=0.0,
     metavar="PPM",
     help="Pretend this machine's clock runs fast by PPM parts per million, for experiments.",
