@@ -34,6 +34,7 @@ COMMANDS = [
         "nothing is listening",
         None,
     ),
+    (["demo"], "run: plain ticks", "demo: stopped after 0 of 2 runs"),
 ]
 
 

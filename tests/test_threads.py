@@ -6,16 +6,18 @@ import signal
 
 import pytest
 
-from oscsync.threads import start_daemon
+from oscsync import threads
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
 def test_started_thread_blocks_stop_signals_and_the_main_thread_does_not() -> None:
     seen: list[set[signal.Signals]] = []
     before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    thread = start_daemon(
+    thread = threads.daemon_thread(
         lambda: seen.append(signal.pthread_sigmask(signal.SIG_BLOCK, [])), name="t"
     )
+    assert not thread.is_alive()  # the owner holds it before it runs
+    threads.start(thread)
     thread.join(5)
     assert {signal.SIGINT, signal.SIGTERM, signal.SIGALRM} <= seen[0]
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before

@@ -43,8 +43,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from oscsync import threads
 from oscsync.clock import Clock
-from oscsync.threads import start_daemon
 
 if TYPE_CHECKING:
     import numpy as np
@@ -694,7 +694,7 @@ class PlaysoundPlayer:
                 self.stats.dropped += 1
                 return
             self._active += 1
-        start_daemon(self._run, t, path, name="oscsync-playsound")
+        threads.start(threads.daemon_thread(self._run, t, path, name="oscsync-playsound"))
 
     def _run(self, t: float, path: str) -> None:
         try:

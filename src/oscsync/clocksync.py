@@ -32,10 +32,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from oscsync import threads
 from oscsync import timetag as tt
 from oscsync.clock import Clock
 from oscsync.scheduler import percentile
-from oscsync.threads import start_daemon
 
 if TYPE_CHECKING:  # the transport imports this module lazily; no cycle at run time
     from oscsync.hostport import HostPort
@@ -413,7 +413,8 @@ class ClockFollower:
             self._handler(_translated(self._pending.popleft(), estimate))
 
     def start(self) -> None:
-        self._thread = start_daemon(self._run, name="oscsync-clock")
+        self._thread = threads.daemon_thread(self._run, name="oscsync-clock")
+        threads.start(self._thread)
 
     def _run(self) -> None:
         clock = self.clock

@@ -29,7 +29,7 @@ import threading
 from types import FrameType
 from typing import Any, TextIO
 
-from oscsync.threads import start_daemon
+from oscsync import threads
 
 _WAKE_SIGNAL = getattr(signal, "SIGUSR1", None)
 _RESIGNAL_INTERVAL = 0.02
@@ -105,7 +105,7 @@ class Console:
         if self._use_signal:
             assert _WAKE_SIGNAL is not None
             self._previous_handler = signal.signal(_WAKE_SIGNAL, self._on_wake)
-            start_daemon(self._waker, name="oscsync-console")
+            threads.start(threads.daemon_thread(self._waker, name="oscsync-console"))
 
     def print(self, text: str) -> None:
         """Show one line (thread-safe); on a terminal it appears above the prompt."""

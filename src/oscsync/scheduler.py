@@ -61,9 +61,9 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from oscsync import threads
 from oscsync import timetag as tt
 from oscsync.clock import Clock, SystemClock
-from oscsync.threads import start_daemon
 
 DEFAULT_SPIN = 0.002
 """Seconds spent spinning before a due time. Event.wait overshoots by 0.1-0.3 ms at the median on
@@ -393,7 +393,8 @@ class Scheduler:
             raise SchedulerClosed("scheduler is closed")
         if self._thread is not None:
             raise RuntimeError("scheduler already started")
-        self._thread = start_daemon(self._loop, name="oscsync-scheduler")
+        self._thread = threads.daemon_thread(self._loop, name="oscsync-scheduler")
+        threads.start(self._thread)
 
     def _loop(self) -> None:
         clock = self.clock

@@ -19,9 +19,17 @@ _MAIN_THREAD_SIGNALS = {
 }
 
 
-def start_daemon(target: Callable[..., Any], *args: Any, name: str) -> threading.Thread:
-    """Start ``target(*args)`` on a daemon thread that never receives stop signals."""
-    thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+def daemon_thread(target: Callable[..., Any], *args: Any, name: str) -> threading.Thread:
+    """A daemon thread for ``target(*args)``, not started yet: keep it, then :func:`start` it.
+
+    Two steps, so that the owner holds the thread before it runs: a Ctrl-C raised the moment it
+    has started must not leave a running thread that ``close()`` does not know about.
+    """
+    return threading.Thread(target=target, args=args, name=name, daemon=True)
+
+
+def start(thread: threading.Thread) -> threading.Thread:
+    """Start ``thread`` with the stop signals blocked in it (they stay the main thread's)."""
     if not hasattr(signal, "pthread_sigmask"):  # Windows: signals only reach the main thread
         thread.start()
         return thread

@@ -39,10 +39,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from oscsync import codec
+from oscsync import codec, threads
 from oscsync.clock import Clock, SystemClock
 from oscsync.hostport import HostPort
-from oscsync.threads import start_daemon
 
 MAX_DATAGRAM = 65535
 DEFAULT_RECV_BUFFER = 8 * 1024 * 1024
@@ -359,7 +358,8 @@ class Endpoint:
             raise RuntimeError("endpoint is closed")
         self._handler = handler
         self._wake_r, self._wake_w = os.pipe()
-        self._thread = start_daemon(self._receive_loop, name="oscsync-recv")
+        self._thread = threads.daemon_thread(self._receive_loop, name="oscsync-recv")
+        threads.start(self._thread)
 
     def _receive_loop(self) -> None:
         poller = select.poll()

@@ -33,11 +33,11 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from oscsync import threads
 from oscsync import timetag as tt
 from oscsync.clock import Clock, SystemClock
 from oscsync.hostport import HostPort
 from oscsync.scheduler import Dispatch, Scheduler, percentile
-from oscsync.threads import start_daemon
 from oscsync.transport import MAX_DATAGRAM, TransportError, bind_error_message, set_recv_buffer
 
 DISTRIBUTIONS = ("uniform", "normal", "pareto")
@@ -297,7 +297,8 @@ class Relay:
 
     def start(self) -> None:
         self.scheduler.start()
-        self._thread = start_daemon(self._loop, name="oscsync-netem")
+        self._thread = threads.daemon_thread(self._loop, name="oscsync-netem")
+        threads.start(self._thread)
 
     # -- receiving -------------------------------------------------------------------------
 
