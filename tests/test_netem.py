@@ -140,7 +140,11 @@ def _run_through_relay(
         deadline = time.monotonic() + spec.delay + 4 * spec.jitter + 2.0
         while relay.scheduler.held and time.monotonic() < deadline:
             time.sleep(0.01)
-        time.sleep(0.05)
+        # ... and until both ends have read every datagram the relay sent them (bounded).
+        while (
+            len(server.got) < relay.forward.stats.sent or len(client.got) < relay.reverse.stats.sent
+        ) and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         relay.close()
         client.close()
