@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from oscsync.cli.params import DurationType
+from oscsync.cli.params import DurationType, skew_option
 from oscsync.cli.runtime import AppContext, running
 
 
@@ -34,14 +34,7 @@ Examples:
     show_default=True,
     help="Forward offset of the second run.",
 )
-@click.option(
-    "--skew",
-    # Finite and within an hour: NaN, inf or 1e300 would reach the skewed clock's timetags.
-    type=DurationType(minimum=-3600, maximum=3600),
-    default=0.15,
-    show_default=True,
-    help="How far ahead follower B's clock is (s).",
-)
+@skew_option(0.15, "How far ahead follower B's clock is (s).")
 @click.option("--seed", type=int, default=1, show_default=True, help="netem's seed.")
 @click.option("--audio", is_flag=True, help="Play the followers through the sound card.")
 @click.option(

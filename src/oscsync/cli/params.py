@@ -162,6 +162,18 @@ def peers_option(help: str) -> Callable[[F], F]:
     )
 
 
+def skew_option(default: float, help: str) -> Callable[[F], F]:
+    """``--skew SECONDS``: how far a simulated follower's clock is ahead (lab commands)."""
+    return click.option(
+        "--skew",
+        # Finite and within an hour: NaN, inf or 1e300 would reach the skewed clock's timetags.
+        type=DurationType(minimum=-3600, maximum=3600),
+        default=default,
+        show_default=True,
+        help=help,
+    )
+
+
 def iface_option() -> Callable[[F], F]:
     return click.option(
         "--iface",

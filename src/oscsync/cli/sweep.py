@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from oscsync.cli.netem import impairment_options
-from oscsync.cli.params import DurationType, parse_duration
+from oscsync.cli.params import parse_duration, skew_option
 from oscsync.cli.runtime import AppContext, running
 
 
@@ -43,14 +43,7 @@ Examples:
 @impairment_options(delay=0.020, jitter=0.015)
 @click.option("--ticks", type=click.IntRange(4, 10_000), default=64, show_default=True)
 @click.option("--bpm", type=click.FloatRange(30, 1200), default=240.0, show_default=True)
-@click.option(
-    "--skew",
-    # Finite and within an hour: NaN, inf or 1e300 would reach the skewed clock's timetags.
-    type=DurationType(minimum=-3600, maximum=3600),
-    default=0.0,
-    show_default=True,
-    help="Follower clock skew (s).",
-)
+@skew_option(0.0, "Follower clock skew (s).")
 @click.option(
     "--sync/--no-sync", default=False, show_default=True, help="Follower syncs to the leader."
 )
