@@ -468,3 +468,29 @@ def test_close_after_an_interrupted_start_does_not_raise(monkeypatch: pytest.Mon
     monkeypatch.undo()
     sched.close()
     assert sched.closed
+
+
+# -- issue 20, item 1: held data is capped in bytes, not only items ---------------------------
+
+
+def test_blob_bomb_scheduler_caps_held_bytes(fake_clock: FakeClock) -> None:
+    warnings: list[str] = []
+    sched = Scheduler(fake_clock, max_items=100, max_bytes=1000, on_warning=warnings.append)
+    runs = Recorder()
+    assert sched.submit(tag_in(fake_clock, 1.0), runs.action("a"), size=600)
+    assert sched.submit(tag_in(fake_clock, 1.0), runs.action("b"), size=400)
+    assert sched.held_bytes == 1000
+    assert not sched.submit(tag_in(fake_clock, 1.0), runs.action("c"), size=1)
+    # An item already due may use a second allowance, so a plain message is not blocked.
+    assert sched.submit(None, runs.action("now"), size=500)
+    assert sched.stats().dropped == {"cap-bytes": 1}
+    assert len(warnings) == 1 and "1000 bytes" in warnings[0]
+    sched.run_due()
+    assert sched.held_bytes == 1000
+    fake_clock.advance(1.0)
+    sched.run_due()
+    assert [name for name, _ in runs.runs] == ["now", "a", "b"]
+    assert sched.held_bytes == 0
+    assert sched.submit(tag_in(fake_clock, 1.0), runs.action("d"), size=1000)
+    sched.close()
+    assert sched.held_bytes == 0
