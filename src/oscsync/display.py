@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from oscsync import timetag
@@ -20,20 +21,33 @@ _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 def _escape_char(ch: str) -> str:
     if ch in _ESCAPES:
         return _ESCAPES[ch]
+    if ch.isprintable():
+        return ch
     code = ord(ch)
-    if code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0:
-        return f"\\x{code:02x}"
-    if code in (0x2028, 0x2029) or 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
-        # Line separators and bidi overrides can disguise what a line says.
-        return f"\\u{code:04x}"
-    return ch
+    if code < 0x100:
+        return f"\\x{code:02x}"  # C0 and C1 controls, DEL, NBSP and SHY
+    # str.isprintable is False exactly for the categories a peer can hide text with (issue 20,
+    # item 5): Cc and Cf (zero-width characters, bidi marks and overrides, tag characters),
+    # Zs other than U+0020 (non-ASCII spaces), Zl and Zp (line separators), Co (private use),
+    # Cn (unassigned) and Cs (lone surrogates, which cannot even be written to a UTF-8 stream).
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def escape(text: str) -> str:
-    """``text`` with control characters shown as escapes (printable Unicode kept as is)."""
+    """``text`` with control and invisible characters shown as escapes (``\\x1b``,
+    ``\\u200b``), backslashes doubled; printable Unicode kept as is."""
     if text.isprintable() and "\\" not in text:
         return text
     return "".join(_escape_char(ch) for ch in text)
+
+
+def printable(text: str) -> str:
+    """``text`` with control and invisible characters escaped but backslashes kept: for whole
+    warning and error lines, which may hold text already passed through :func:`escape` (this
+    leaves such text unchanged) and must still never carry a raw escape sequence."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape_char(ch) for ch in text)
 
 
 def format_arg(value: Any, tag: str) -> str:
@@ -87,11 +101,26 @@ def _json_default(value: Any) -> Any:
         return bytes(value).hex()
     if isinstance(value, tuple):
         return list(value)
-    return str(value)
+    return json_text(str(value))
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def json_text(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD, so its JSON is strict (RFC 8259 §8.2).
+
+    A ``c`` (char) argument of 0xD800 decodes to a lone surrogate, which ``json`` writes as
+    ``"\\ud800"``: jq refuses that line and ``dump --jsonl | jq`` died with it (issue 20, item 9).
+    Strings decoded from UTF-8 never hold one; only chars and hand-made values can.
+    """
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def json_value(value: Any, tag: str) -> Any:
     """A JSON-friendly form of one argument (blobs as hex, timetags as hex, inf as a string)."""
+    if isinstance(value, str):
+        return json_text(value)
     if tag == "b":
         return bytes(value).hex()
     if tag == "t":
