@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import queue
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -244,3 +245,27 @@ def test_pair_with_offset_auto_measures_then_ticks_arrive_ahead(
     # Bundles (the measured offset is > 0), each played no earlier than its timetag.
     assert all(t["timetag"] is not None for t in ticks)
     assert all(t["onset"] >= t["timetag"] for t in ticks)  # type: ignore[operator]
+
+
+def test_ntp_era_1_metronome_send_keeps_ticking_across_the_rollover_and_exits() -> None:
+    from oscsync import codec
+    from oscsync import timetag as tt
+    from oscsync.cli.metronome import send
+    from oscsync.cli.runtime import AppContext
+    from oscsync.clock import SkewedClock, SystemClock
+
+    system = SystemClock()
+    # Real threads and sockets, with a wall clock 0.3 s before 2036-02-07 06:28:16 UTC.
+    clock = SkewedClock(system, skew=float(tt.UNIX_MAX) - 0.3 - system.now())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(10)
+        port = receiver.getsockname()[1]
+        args = ["--peer", f"127.0.0.1:{port}", "--bpm", "600", "--count", "6", "--offset", "0.05"]
+        result = CliRunner().invoke(send, args, obj=AppContext(clock))
+        assert result.exit_code == 0, result.output
+        assert "sent 6 ticks" in result.output
+        stamps = [codec.decode(receiver.recv(65536))[0].timetag for _ in range(6)]
+    times = [tt.to_unix_exact(stamp, near=clock.now()) for stamp in stamps if stamp is not None]
+    assert [round(float(b - a), 6) for a, b in itertools.pairwise(times)] == [0.1] * 5
+    assert times[0] < tt.UNIX_MAX < times[-1]  # the grid crossed into era 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 from collections.abc import Callable
 
@@ -11,8 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import LineReader, oscsync_command
+from oscsync import codec
 from oscsync import timetag as tt
 from oscsync.cli.main import cli
+from oscsync.cli.runtime import AppContext
+from oscsync.cli.send import send
+from oscsync.clock import FakeClock
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint
 
@@ -215,3 +220,38 @@ def test_dump_with_a_blocked_reader_still_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# -- issue 20, item 13: NTP era 1 ---------------------------------------------------------------
+
+
+def _just_before_2036(seconds: float = 0.5) -> FakeClock:
+    return FakeClock(start=float(tt.UNIX_MAX) - seconds)
+
+
+def test_ntp_era_1_timetag_now_before_and_after_the_rollover() -> None:
+    from oscsync.cli.timetag import now
+
+    for start, iso in [(0.5, "2036-02-07T06:28:15.500000000Z"), (-2.5, "2036-02-07T06:28:18.5")]:
+        result = CliRunner().invoke(now, ["-f", "all"], obj=AppContext(_just_before_2036(start)))
+        assert result.exit_code == 0, result.output
+        lines = dict(line.split(maxsplit=1) for line in result.output.splitlines())
+        assert lines["iso"].startswith(iso)
+    assert lines["hex"] == "00000002.80000000"
+    assert lines["ntp"] == f"{2**32 + 2}.500000000"
+
+
+def test_ntp_era_1_send_in_crosses_the_rollover() -> None:
+    clock = _just_before_2036(0.5)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(10)
+        port = receiver.getsockname()[1]
+        result = CliRunner().invoke(
+            send, [f"127.0.0.1:{port}", "/go", "1", "--in", "2"], obj=AppContext(clock)
+        )
+        assert result.exit_code == 0, result.output
+        (message,) = codec.decode(receiver.recv(65536))
+    assert message.timetag is not None
+    assert tt.to_unix(message.timetag, near=clock.now()) == float(tt.UNIX_MAX) + 1.5
+    assert message.timetag < 3 << 32  # era 1 on the wire

@@ -38,8 +38,11 @@ def test_every_json_line_is_json_with_the_decoded_values(
         if stamp is None or stamp == tt.IMMEDIATELY:
             assert record["timetag_unix"] is None and record["headroom_ms"] is None
         else:
-            assert record["timetag_unix"] == tt.to_unix(stamp)
-            assert math.isclose(record["headroom_ms"], (tt.to_unix(stamp) - ARRIVAL) * 1000)
+            # Read in the era nearest the arrival (RFC 5905 §6): 1900's values are 2036's.
+            unix = tt.to_unix(stamp, near=ARRIVAL)
+            assert abs(unix - ARRIVAL) <= 2**31
+            assert record["timetag_unix"] == unix
+            assert math.isclose(record["headroom_ms"], (unix - ARRIVAL) * 1000)
         assert ("dispatched" in record) == (dispatched is not None)
         for value, tag, shown in zip(message.args, message.types, record["args"]):
             if tag == "b":
@@ -172,3 +175,16 @@ def test_array_depth_formatters_handle_the_deepest_allowed_array() -> None:
     assert isinstance(record, dict)
     assert json.dumps(record["args"]).count("[") == depth + 1
     assert "\x1b" not in text_line(received, ARRIVAL)
+
+
+def test_ntp_era_1_dump_lines_read_the_timetag_in_the_era_of_now() -> None:
+    arrival = float(tt.UNIX_MAX) - 0.25  # 0.25 s before 2036-02-07 06:28:16
+    stamp = tt.from_unix(arrival + 0.5)  # era 1 on the wire
+    message = codec.Message("/tick", (1,), "i", stamp)
+    received = Received(message, SOURCE, arrival)
+    record = _strict_json(json_line(received, arrival, arrival + 0.75))
+    assert isinstance(record, dict)
+    assert record["timetag"] == "00000000.40000000"
+    assert record["timetag_unix"] == arrival + 0.5
+    assert record["headroom_ms"] == 500.0 and record["lateness_ms"] == 250.0
+    assert "@00000000.40000000 (+500.000 ms)" in text_line(received, arrival)

@@ -240,3 +240,13 @@ def test_monitor_on_a_terminal_redraws_one_line_in_place() -> None:
     assert text.startswith("\r\x1b[2Kheadroom +")
     assert text.count("\n") == 1 and text.endswith("\n")  # one line, ended at exit
     assert "last 2: mean" in text.rsplit("\r\x1b[2K", 1)[1]
+
+
+def test_ntp_era_1_monitor_measures_headroom_across_the_rollover() -> None:
+    clock = FakeClock(start=float(tt.UNIX_MAX) - 0.25)  # 0.25 s before 2036-02-07 06:28:16
+    monitor = Monitor()
+    sample = monitor.observe(bundle(clock, 0.5)[0])  # due 0.25 s into era 1
+    assert sample is not None and sample.headroom_ms == 500.0 and not sample.late
+    clock.advance(0.5)
+    late = monitor.observe(bundle(clock, -0.75)[0])  # due in era 0, arrived in era 1
+    assert late is not None and late.headroom_ms == -750.0 and late.late

@@ -494,3 +494,25 @@ def test_blob_bomb_scheduler_caps_held_bytes(fake_clock: FakeClock) -> None:
     assert sched.submit(tag_in(fake_clock, 1.0), runs.action("d"), size=1000)
     sched.close()
     assert sched.held_bytes == 0
+
+
+# -- issue 20, item 13: NTP era 1 ---------------------------------------------------------------
+
+
+def test_ntp_era_1_scheduler_holds_and_runs_items_across_the_rollover() -> None:
+    clock = FakeClock(start=float(tt.UNIX_MAX) - 0.75)  # 0.75 s before 2036-02-07 06:28:16
+    sched = Scheduler(clock)
+    runs = Recorder()
+    before = tt.add_seconds(clock.now_timetag(), 0.5)
+    after = tt.add_seconds(clock.now_timetag(), 1.0)  # era 1: a small wire value
+    assert after < before
+    assert sched.submit(after, runs.action("after"))
+    assert sched.submit(before, runs.action("before"))
+    assert sched.run_due() == pytest.approx(0.5)
+    clock.advance(0.5)
+    sched.run_due()
+    clock.advance(0.5)
+    sched.run_due()
+    assert [name for name, _ in runs.runs] == ["before", "after"]
+    assert all(dispatch.lateness == 0 and not dispatch.late for _, dispatch in runs.runs)
+    assert sched.stats().dropped == {}

@@ -93,7 +93,7 @@ def headroom_ms(tag: int | None, now: float) -> float | None:
     """Milliseconds from ``now`` until the timetag (+ = in the future); None when immediate."""
     if tag is None or tag == timetag.IMMEDIATELY:
         return None
-    return (timetag.to_unix(tag) - now) * 1000.0
+    return (timetag.to_unix(tag, now) - now) * 1000.0  # the era nearest now (RFC 5905 §6)
 
 
 def _json_default(value: Any) -> Any:

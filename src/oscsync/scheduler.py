@@ -279,7 +279,9 @@ class Scheduler:
         if timetag is None or timetag == tt.IMMEDIATELY:
             due, stamp = now, None
         else:
-            due, stamp = clock.wall_to_monotonic(tt.to_unix(timetag)), timetag
+            # Read in the era nearest now (RFC 5905 §6): right across the 2036 rollover.
+            wall = tt.to_unix(timetag, clock.monotonic_to_wall(now))
+            due, stamp = clock.wall_to_monotonic(wall), timetag
         with self._lock:
             if self._closed:
                 return False

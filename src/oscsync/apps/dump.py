@@ -64,7 +64,7 @@ def json_line(received: Received, now: float, dispatched: float | None = None) -
         stamp = unix = "null"
     else:
         stamp = f'"{timetag.format_hex(tag)}"'
-        unix = "null" if tag == timetag.IMMEDIATELY else repr(timetag.to_unix(tag))
+        unix = "null" if tag == timetag.IMMEDIATELY else repr(timetag.to_unix(tag, now))
     ahead = display.headroom_ms(tag, now)
     line = (
         f'{{"arrival":{received.arrival:.6f},"source":"{host}:{port}","timetag":{stamp},'

@@ -190,7 +190,8 @@ def run_session(
         # network's jitter dwarfs a sleep's overshoot; a spinning thread would hold the GIL.
         sender = Scheduler(reference, spin=0.0, on_warning=on_warning)
         opened.append(sender)
-        t0 = tt.add_seconds(reference.now_timetag(), SETTLE)
+        start = reference.now()
+        t0 = tt.add_seconds(tt.from_unix(start), SETTLE)
         # One tick held at a time: a sweep of 10,000 ticks would pass the scheduler's horizon.
         TickSender(
             leader.send_bytes,
@@ -201,7 +202,7 @@ def run_session(
             plain=spec.plain and not spec.offset,
         ).start(spec.ticks, t0=t0)
         sender.start()
-        last = tt.to_unix(t0) + (spec.ticks - 1) * period
+        last = tt.to_unix(t0, start) + (spec.ticks - 1) * period
         worst = spec.link.delay + 4 * spec.link.jitter + 0.1
         finish = max(last + spec.offset, last + worst) + 0.05
         reference.sleep(reference.wall_to_monotonic(finish) - reference.monotonic())
@@ -210,7 +211,7 @@ def run_session(
             relay.close()
         for thing in reversed(opened):
             thing.close()
-    result = SessionResult(spec, tt.to_unix(t0), period)
+    result = SessionResult(spec, tt.to_unix(t0, start), period)
     for relay in relays:
         result.link_report.append(relay.report())
     for follower_spec, (clock, _listener, follow), records in zip(

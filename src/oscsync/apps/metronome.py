@@ -350,7 +350,7 @@ class MetronomeListener:
     ) -> None:
         clock = self.clock
         handled = clock.monotonic_to_wall(dispatch.dispatched)
-        target = None if stamp is None else tt.to_unix(stamp)
+        target = None if stamp is None else tt.to_unix(stamp, handled)  # era nearest now
         if target is None:
             late, onset = False, handled
         else:

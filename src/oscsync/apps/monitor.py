@@ -90,7 +90,7 @@ class Monitor:
         if tag is None or tag == tt.IMMEDIATELY:
             self.unmeasured += 1
             return None
-        headroom = (tt.to_unix(tag) - received.arrival) * 1000.0
+        headroom = (tt.to_unix(tag, received.arrival) - received.arrival) * 1000.0
         sample = Sample(received.arrival, received.source, received.address, tag, headroom)
         self.bundles += 1
         self.late_total += sample.late

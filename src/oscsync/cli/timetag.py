@@ -37,12 +37,14 @@ def now(app: AppContext, fmt: str) -> None:
     OSC timetags count from 1900-01-01 (NTP); Unix time (and python-osc's API) counts from
     1970-01-01. The two differ by 2,208,988,800 seconds.
     """
-    stamp = app.clock.now_timetag()
+    now = app.clock.now()
+    stamp = tt.from_unix(now)
+    # The era (2036 and after: era 1) is the one nearest now (RFC 5905 §6).
     if fmt != "all":
-        click.echo(tt.FORMATS[fmt](stamp))
+        click.echo(tt.FORMATS[fmt](stamp, now))
         return
     for name in ("hex", "ntp", "unix", "iso"):
-        click.echo(f"{name:<5} {tt.FORMATS[name](stamp)}")
+        click.echo(f"{name:<5} {tt.FORMATS[name](stamp, now)}")
 
 
 @timetag.command(
