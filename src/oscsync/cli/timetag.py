@@ -9,7 +9,7 @@ import click
 from oscsync import timetag as tt
 from oscsync.apps.monitor import DEFAULT_WINDOW, LIVE_REFRESH, MonitorView, summary
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
-from oscsync.cli.runtime import AppContext, running, stdout_is_tty
+from oscsync.cli.runtime import AppContext, leave_without_stdout, running, stdout_is_tty
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint, Network
 
@@ -105,9 +105,18 @@ def monitor(
                 clock.wait(view.done, min(LIVE_REFRESH, remaining))
                 view.refresh()
         finally:
-            endpoint.close()
-            view.finish()
+            # As dump does: a closed or blocked stdout must not turn a stop into a hang or a
+            # traceback (issue 20, item 10).
+            receiver_stopped = endpoint.close()
+            stdout_usable = receiver_stopped and view.finish()
+            if stdout_usable:
+                try:
+                    sys.stdout.flush()
+                except BrokenPipeError:
+                    stdout_usable = False
             app.note(summary(view.monitor))
+            if not stdout_usable:
+                leave_without_stdout(stopped_cleanly=receiver_stopped)
 
 
 # ``timetag sweep`` lives in its own module (it drives netem and the metronome).
