@@ -1,5 +1,13 @@
-"""Reading and scoring ``metronome listen --log`` files (``oscsync stats``), in bounded memory.
+"""Tick logs: writing them (``metronome listen --log``) and reading and scoring them
+(``oscsync stats``) in bounded memory.
 
+**Writing.** :class:`LogWriter` never raises into the listener: the first failed write (a full
+disk, ``/dev/full``, a removed USB stick) is kept in :attr:`LogWriter.error`, reported through
+``on_error`` at once, and nothing more is written; :attr:`LogWriter.lines` counts what was. Before,
+``--log /dev/full`` gave one generic warning, a summary that looked as if ticks were logged, and a
+traceback at exit (issue 20, item 11).
+
+**Reading.**
 A tick log can be long (a day at 240 bpm is 345,600 lines) and is not trusted: it may be cut
 short, edited, or not a log at all. So the file is **streamed** line by line, each line read at
 most :data:`MAX_LINE_BYTES` (a longer one is skipped whole), a line nested deeper than any tick
@@ -11,17 +19,20 @@ RecursionError traceback (issue 20, item 2).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
 import statistics
+import threading
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from oscsync.apps.lab import Score
+if TYPE_CHECKING:  # the lab (netem, clock sync) is imported only when scoring
+    from oscsync.apps.lab import Score
 
 MAX_LINE_BYTES = 64 * 1024
 """A tick record is about 250 bytes; a longer line is not one (skipped and counted)."""
@@ -39,6 +50,59 @@ _MAX_GRID_INDEX = 2**53
 
 class LogError(ValueError):
     """A tick log that cannot be read or scored."""
+
+
+class LogWriter:
+    """A tick log file that turns a failed write into :attr:`error` instead of an exception.
+
+    ``write`` and ``flush`` are what :class:`~oscsync.apps.metronome.MetronomeListener` calls;
+    each written line is flushed, so a failure shows at the first tick, not at exit.
+    """
+
+    def __init__(self, path: Path, on_error: Callable[[OSError], None] | None = None) -> None:
+        self.path = path
+        self.on_error = on_error
+        self.error: OSError | None = None
+        self.lines = 0
+        self._lock = threading.Lock()
+        self._file = path.open("w", encoding="utf-8")  # OSError here is the caller's to report
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            if self.error is None:
+                try:
+                    self._file.write(text)
+                    self._file.flush()
+                except OSError as exc:
+                    self._fail(exc)
+                else:
+                    self.lines += text.count("\n")
+        return len(text)
+
+    def flush(self) -> None:
+        """Every write is flushed already."""
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._file.close()
+            except OSError as exc:
+                if self.error is None:
+                    self._fail(exc)
+                else:  # the buffer that failed once fails again; close the descriptor anyway
+                    with contextlib.suppress(OSError):
+                        self._file.close()
+
+    def describe_error(self) -> str:
+        """``cannot write PATH: REASON`` (empty without an error)."""
+        if self.error is None:
+            return ""
+        return f"cannot write {self.path}: {self.error.strerror or self.error}"
+
+    def _fail(self, exc: OSError) -> None:
+        self.error = exc
+        if self.on_error is not None:
+            self.on_error(exc)
 
 
 @dataclass
@@ -172,6 +236,8 @@ def _score_in_grid_order(
 ) -> Score:
     # Residuals are taken from ``origin``: summed as Unix seconds (1.8e9 each) a million of them
     # lost 0.3 ms of the mean to rounding.
+    from oscsync.apps.lab import Score
+
     onset, late = times.onset, times.late
     received = late_count = 0
     residual_sum = 0.0

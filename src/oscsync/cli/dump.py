@@ -7,6 +7,7 @@ import sys
 import click
 
 from oscsync.apps.dump import Dumper, scheduled, summary
+from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.cli.scheduling import horizon_option, late_option
@@ -84,7 +85,7 @@ def dump(
         )
         handler = scheduled(dumper, scheduler)
 
-    with running():
+    with running(), hangup_stops():
         endpoint = Endpoint(
             listen,
             allow=allow,

@@ -7,13 +7,15 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO, TypeVar, cast
 
 import click
 
 from oscsync import audio, sounds
 from oscsync.apps import metronome as app_metronome
 from oscsync.apps.metronome import MetronomeListener, TickRecord, TickSender, tick_line, ticks_in
+from oscsync.apps.ticklog import LogWriter
+from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import (
     DURATION,
     PEER,
@@ -213,6 +215,7 @@ def send(
     clock = app.clock
     with (
         running(),
+        hangup_stops(),
         Endpoint(peers=peers, clock=clock, on_warning=app.warn, multicast_interface=iface) as ep,
         Scheduler(clock, on_warning=app.warn) as scheduler,
     ):
@@ -317,18 +320,24 @@ def _sound_paths(sound: Path | None, accent_sound: Path | None) -> dict[str, Pat
 
 
 @contextlib.contextmanager
-def _log_file(path: Path | None) -> Iterator[TextIO | None]:
+def _log_file(path: Path | None) -> Iterator[LogWriter | None]:
+    """The --log file; a write that fails while running ends the command with one ``Error:``
+    line (exit 1) once the summary is printed, never a traceback (issue 20, item 11)."""
     if path is None:
         yield None
         return
     try:
-        handle = path.open("w", encoding="utf-8")
+        writer = LogWriter(path)
     except OSError as exc:
         raise click.BadParameter(
             f"cannot write {path}: {exc.strerror}", param_hint="'--log'"
         ) from None
-    with handle:
-        yield handle
+    try:
+        yield writer
+    finally:
+        writer.close()
+    if writer.error is not None:
+        raise click.ClickException(writer.describe_error())
 
 
 class _Session:
@@ -340,12 +349,17 @@ class _Session:
         audio_choice: audio.AudioChoice,
         sound_paths: dict[str, Path],
         beats_per_bar: int,
-        log: TextIO | None,
+        log: LogWriter | None,
         limit: int | None,
     ) -> None:
         self.app = app
         self.done = threading.Event()
         self.limit = limit
+        self.log = log
+        self.on_failure: Callable[[], None] | None = None
+        """Called (once, from the thread that failed) when the log cannot be written."""
+        if log is not None:
+            log.on_error = self._log_failed
         try:
             self.player = audio.open_player(
                 audio_choice, app.clock, sound_paths, notice=app.note, warn=app.warn
@@ -363,11 +377,18 @@ class _Session:
             self.scheduler,
             app.clock,
             beats_per_bar=beats_per_bar,
-            log=log,
+            log=None if log is None else cast(TextIO, log),
             on_tick=self._on_tick,
             limit=limit,
         )
         self.scheduler.start()
+
+    def _log_failed(self, exc: OSError) -> None:
+        # Stop at once: a log that cannot be written is an error the user must see now, not
+        # after an hour of ticks that were never recorded.
+        self.done.set()
+        if self.on_failure is not None:
+            self.on_failure()
 
     def _on_tick(self, record: TickRecord) -> None:
         if self.tty:
@@ -394,6 +415,13 @@ class _Session:
             extra["dropped"] = sched.dropped_total
         if endpoint is not None and endpoint.stats.dropped:
             extra["bad datagrams"] = endpoint.stats.dropped
+        if self.log is not None:
+            # What reached the file, which is not "ticks" when the log failed.
+            extra["logged"] = (
+                self.log.lines
+                if self.log.error is None
+                else (f"{self.log.lines} (then the log failed)")
+            )
         self.app.note(app_metronome.summary(self.listener.stats, extra))
 
 
@@ -447,7 +475,7 @@ def listen(
     piped, one line per tick. Ctrl-C stops and prints a summary.
     """
     paths = _sound_paths(sound, accent_sound)
-    with running(), _log_file(log_path) as log:
+    with running(), hangup_stops(), _log_file(log_path) as log:
         endpoint = Endpoint(
             listen, allow=allow, clock=app.clock, on_warning=app.warn, multicast_interface=iface
         )
@@ -511,7 +539,7 @@ def pair(
     total = _tick_count(count, duration, bpm)
     paths = _sound_paths(sound, accent_sound)
     clock = app.clock
-    with running(), _log_file(log_path) as log:
+    with running(), hangup_stops(), _log_file(log_path) as log:
         endpoint = Endpoint(
             listen,
             peers,
@@ -541,6 +569,7 @@ def pair(
                 beats_per_bar=beats_per_bar,
                 offset=offset,
             )
+            session.on_failure = sender.stop
             sender.start(total)
             wait(sender.done, clock, None)
             wait(session.done, clock, offset + _GRACE)

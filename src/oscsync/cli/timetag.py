@@ -8,6 +8,7 @@ import click
 
 from oscsync import timetag as tt
 from oscsync.apps.monitor import DEFAULT_WINDOW, LIVE_REFRESH, MonitorView, summary
+from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, stdout_is_tty
 from oscsync.hostport import HostPort
@@ -90,7 +91,7 @@ def monitor(
     mode = "jsonl" if jsonl else ("live" if stdout_is_tty() else "lines")
     clock = app.clock
     view = MonitorView(sys.stdout, clock, mode=mode, window=window, count=count)
-    with running():
+    with running(), hangup_stops():
         endpoint = Endpoint(
             listen, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
         )
