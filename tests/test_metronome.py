@@ -376,3 +376,18 @@ def test_ntp_era_1_metronome_send_keeps_ticking_across_the_rollover_and_exits() 
         assert stamp is not None
         assert tt.to_unix(stamp, near=start) == start + k * 0.25 + 0.125
         assert tt.difference(stamp, t0) == k * 0.25 + 0.125
+
+
+def test_blob_bomb_metronome_listener_declares_held_ticks_in_bytes() -> None:
+    clock = FakeClock(start=START)
+    player = RecordingPlayer(0.0)
+    scheduler = Scheduler(clock, max_bytes=1_500_000)
+    listener = MetronomeListener(player, scheduler, clock)  # type: ignore[arg-type]
+    heavy = tuple(range(16_000))  # what one 64 KB /tick can carry after its beat
+    for _ in range(5):
+        listener.on_message(tick(clock, heavy, "i" * len(heavy), ahead=0.5))
+    assert scheduler.held == 1 and 1_000_000 < scheduler.held_bytes <= 1_500_000
+    assert listener.stats.ignored == {"refused": 4}
+    clock.advance(0.5)
+    scheduler.run_due()
+    assert player.played == [(START + 0.5, ACCENT)]

@@ -338,7 +338,8 @@ class MetronomeListener:
                 # The scheduler would refuse it; a player holding it would hold it for long.
                 self._ignore("horizon")
                 return
-        if not self.scheduler.submit(when, handle):
+        # A /tick may carry thousands of arguments: held until its time, it is declared in bytes.
+        if not self.scheduler.submit(when, handle, size=codec.footprint(message)):
             self._ignore("refused")
 
     def _ignore(self, reason: str) -> None:
