@@ -49,6 +49,7 @@ UNIX_MAX = Fraction(MAX_TIMETAG, FRACTION_UNITS) - NTP_UNIX_OFFSET
 ERAS = 2
 """Eras :func:`from_unix` accepts: 0 and 1, 1900 .. 2172."""
 _HALF_ERA = ERA_UNITS >> 1
+_OFFSET_UNITS = NTP_UNIX_OFFSET * FRACTION_UNITS
 
 _NS = 1_000_000_000
 _HEX_RE = re.compile(r"^([0-9a-fA-F]{1,8})\.([0-9a-fA-F]{1,8})$")
@@ -112,7 +113,8 @@ def to_unix_exact(tt: int, near: float | Fraction | None = None) -> Fraction:
 def to_unix(tt: int, near: float | Fraction | None = None) -> float:
     """Unix seconds as a float (nearest double; about 0.24 µs resolution today), in the era
     nearest ``near`` (Unix seconds, e.g. the clock's now; None: era 0)."""
-    return float(to_unix_exact(tt, near))
+    # int / int is correctly rounded in Python: the same double as float(Fraction), 10x faster.
+    return (unwrap(tt, near) - _OFFSET_UNITS) / FRACTION_UNITS
 
 
 def to_unix_ns(tt: int, near: float | Fraction | None = None) -> int:
