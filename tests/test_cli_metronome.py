@@ -312,8 +312,8 @@ def test_metronome_listen_log_to_dev_full_is_an_error_at_once(
 def test_metronome_listen_sighup_stops_like_sigterm(
     spawn: Callable[..., subprocess.Popen[str]], tmp_path: Path
 ) -> None:
-    log = tmp_path / "ticks.jsonl"
-    proc, where, errors = _start_listen(spawn, "--log", str(log))
+    log, wav = tmp_path / "ticks.jsonl", tmp_path / "ticks.wav"
+    proc, where, errors = _start_listen(spawn, "--log", str(log), "--audio", f"wav:{wav}")
     _send_ticks(where, 2)
     assert proc.stdout is not None
     for _ in range(2):
@@ -323,3 +323,4 @@ def test_metronome_listen_sighup_stops_like_sigterm(
     lines = errors.rest()
     assert lines[-1].startswith("metronome: ticks 2") and "logged 2" in lines[-1], lines
     assert [json.loads(line)["beat"] for line in log.read_text().splitlines()] == [0, 1]
+    assert audio.read_wav(wav).frames > 0  # rendered on the way out, not left at 0 bytes
