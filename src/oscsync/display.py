@@ -2,7 +2,10 @@
 
 Strings from the network are printed with control characters escaped: a peer must not be able to
 move your cursor, change your terminal's title or clear your screen with an OSC string
-(the ``ESC [`` family of sequences, and also C1 controls such as U+009B).
+(the ``ESC [`` family of sequences, and also C1 controls such as U+009B), nor hide or reorder
+what a line says with invisible characters (zero-width, bidi, tag characters, odd spaces).
+Warnings and errors pass :func:`printable` as a whole. JSON output is strict: no lone
+surrogates (:func:`json_text`).
 """
 
 from __future__ import annotations
