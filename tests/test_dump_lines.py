@@ -188,3 +188,15 @@ def test_ntp_era_1_dump_lines_read_the_timetag_in_the_era_of_now() -> None:
     assert record["timetag_unix"] == arrival + 0.5
     assert record["headroom_ms"] == 500.0 and record["lateness_ms"] == 250.0
     assert "@00000000.40000000 (+500.000 ms)" in text_line(received, arrival)
+
+
+def test_array_depth_formatters_never_recurse_on_a_hand_made_deep_message() -> None:
+    deep: list[object] = [1]
+    for _ in range(5000):
+        deep = [deep]
+    types = "[" * 5001 + "i" + "]" * 5001
+    received = Received(codec.Message("/deep", (deep,), types, None), SOURCE, ARRIVAL)
+    assert display.TOO_DEEP in text_line(received, ARRIVAL)
+    assert _strict_json(json_line(received, ARRIVAL))["args"] == [display.TOO_DEEP]  # type: ignore[index]
+    nested = display.json_args(codec.Message("/n", ([[b"\x01"], "x\ud800"],), "[[b]s]", None))
+    assert nested == [[["01"], "x\ufffd"]]

@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from oscsync import timetag
-from oscsync.codec import Message
+from oscsync.codec import MAX_ARRAY_DEPTH, Message
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 
@@ -86,8 +86,24 @@ def _quote(text: str) -> str:
     return '"' + safe.replace('"', '\\"') + '"'
 
 
+TOO_DEEP = "<arrays nested too deep>"
+"""Shown instead of arguments nested deeper than the decoder allows (only a hand-made message
+can be): the formatters must never recurse without bound (issue 20, item 3)."""
+
+
+def _too_deep(types: str) -> bool:
+    depth = 0
+    for tag in types:
+        depth += (tag == "[") - (tag == "]")
+        if depth > MAX_ARRAY_DEPTH:
+            return True
+    return False
+
+
 def format_args(message: Message) -> str:
     if "[" in message.types:
+        if _too_deep(message.types):
+            return TOO_DEEP
         return escape(json.dumps(list(message.args), default=_json_default, ensure_ascii=False))
     return " ".join(format_arg(value, tag) for value, tag in zip(message.args, message.types))
 
@@ -149,11 +165,25 @@ def json_args(message: Message) -> list[Any]:
         ):
             return list(args)
     if "[" in types:
+        if _too_deep(types):
+            return [TOO_DEEP]
         return [_jsonable(value) for value in message.args]
     return [json_value(value, tag) for value, tag in zip(message.args, message.types)]
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_jsonable(item) for item in value]
-    return json_value(value, "b" if isinstance(value, (bytes, bytearray)) else "")
+    if not isinstance(value, list):
+        return json_value(value, "b" if isinstance(value, (bytes, bytearray)) else "")
+    # An explicit stack, not recursion: each nested list is filled in where it was placed.
+    root: list[Any] = []
+    pending = [(value, root)]
+    while pending:
+        source, target = pending.pop()
+        for item in source:
+            if isinstance(item, list):
+                child: list[Any] = []
+                target.append(child)
+                pending.append((item, child))
+            else:
+                target.append(json_value(item, "b" if isinstance(item, (bytes, bytearray)) else ""))
+    return root
