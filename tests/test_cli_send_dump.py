@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 from collections.abc import Callable
@@ -255,3 +256,25 @@ def test_ntp_era_1_send_in_crosses_the_rollover() -> None:
     assert message.timetag is not None
     assert tt.to_unix(message.timetag, near=clock.now()) == float(tt.UNIX_MAX) + 1.5
     assert message.timetag < 3 << 32  # era 1 on the wire
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+@pytest.mark.parametrize(
+    ("args", "ready", "summary"),
+    [
+        (["dump", "--listen", "127.0.0.1:0"], "listening on", "dump: "),
+        (["dump", "--schedule", "--listen", "127.0.0.1:0"], "listening on", "scheduler: "),
+        (["timetag", "monitor", "--listen", "127.0.0.1:0"], "monitoring timetags", "monitor: "),
+    ],
+    ids=["dump", "dump-schedule", "monitor"],
+)
+def test_sighup_stops_like_sigterm(spawn: Spawn, args: list[str], ready: str, summary: str) -> None:
+    proc = spawn(*args)
+    assert proc.stderr is not None
+    errors = LineReader(proc.stderr)
+    errors.wait_for(lambda line: ready in line, timeout=20)
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(15) == 0
+    lines = errors.rest()
+    assert not any("Traceback" in line for line in lines), lines
+    assert any(line.startswith(summary) for line in lines), lines
