@@ -265,8 +265,9 @@ def test_ntp_era_1_send_in_crosses_the_rollover() -> None:
         (["dump", "--listen", "127.0.0.1:0"], "listening on", "dump: "),
         (["dump", "--schedule", "--listen", "127.0.0.1:0"], "listening on", "scheduler: "),
         (["timetag", "monitor", "--listen", "127.0.0.1:0"], "monitoring timetags", "monitor: "),
+        (["metronome", "send", "--peer", "127.0.0.1:9"], "sending /tick", "metronome: sent"),
     ],
-    ids=["dump", "dump-schedule", "monitor"],
+    ids=["dump", "dump-schedule", "monitor", "metronome-send"],
 )
 def test_sighup_stops_like_sigterm(spawn: Spawn, args: list[str], ready: str, summary: str) -> None:
     proc = spawn(*args)

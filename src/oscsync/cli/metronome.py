@@ -230,9 +230,11 @@ def send(
         sender = TickSender(
             ep.send_bytes, scheduler, bpm=bpm, beats_per_bar=beats_per_bar, offset=offset
         )
-        app.note(_sending_note(peers, bpm, beats_per_bar, offset))
         live = _live_line(app) if stdout_is_tty() else None
         try:
+            # Inside the try: a stop signal that lands while this line is printed (a test or a
+            # script reacting to it) must still get the summary below.
+            app.note(_sending_note(peers, bpm, beats_per_bar, offset))
             sender.start(
                 total, on_sent=None if live is None else lambda k: live(f"sent {k + 1} ticks")
             )
