@@ -15,6 +15,7 @@ and no request body is read. Rejections are counted by reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -252,8 +253,7 @@ class OscQueryServer:
                 return
             if not self._slots.acquire(blocking=False):
                 self._count("too many connections")
-                self._send(conn, Reply(503, b""), head_only=False)
-                conn.close()
+                self._refuse(conn)
                 continue
             worker = threads.daemon_thread(self._serve, conn, name="oscquery-request")
             try:
@@ -261,6 +261,17 @@ class OscQueryServer:
             except RuntimeError:  # cannot start a thread: refuse rather than crash
                 self._slots.release()
                 conn.close()
+
+    def _refuse(self, conn: socket.socket) -> None:
+        # Read what already arrived (without waiting) so closing does not reset the connection
+        # before the client reads the 503; a request still on its way may still see a reset.
+        with conn:
+            conn.setblocking(False)
+            with contextlib.suppress(OSError):
+                conn.recv(MAX_REQUEST_BYTES)
+            self._send(conn, Reply(503, b""), head_only=False)
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_WR)
 
     def _serve(self, conn: socket.socket) -> None:
         try:
