@@ -209,7 +209,7 @@ Examples:
     help="The UDP port the patch listens on.",
 )
 @click.option(
-    "--role", default="pd", show_default=True, help="Shown by `oscsync peers` (TXT role)."
+    "--role", default="pd", show_default=True, help="The role oscsync peers shows (a TXT item)."
 )
 @click.option(
     "--host",
