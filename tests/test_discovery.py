@@ -8,6 +8,7 @@ Waits are bounded (events with deadlines), never sleep-and-hope.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -195,7 +196,7 @@ def test_advertised_listener_is_found_reached_listed_and_gone_after_stop(
 ) -> None:
     name = unique_name()
     proc = spawn("dump", "--listen", "0", "--advertise", name)
-    errors, line = advertised(proc)
+    errors, _ = advertised(proc)
     port = listening_port(errors)
     # Found by an independent browser within 2 s, with the right port.
     waited = browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
@@ -343,10 +344,9 @@ def test_malformed_mdns_packets_do_not_crash_the_listener(spawn: Spawn) -> None:
         for _ in range(3):
             for packet in malformed_mdns_packets():
                 for target in (("224.0.0.251", 5353), ("127.0.0.1", 5353)):
-                    try:
+                    # 9000 bytes may exceed what loopback multicast takes: then it is not sent.
+                    with contextlib.suppress(OSError):
                         sock.sendto(packet, target)
-                    except OSError:  # 9000 bytes may exceed what loopback multicast takes
-                        pass
     # Still alive, still answering mDNS, still receiving OSC.
     assert proc.poll() is None
     host, port = discovery.resolve(name, interface="loopback", timeout=5)
