@@ -359,3 +359,69 @@ def test_malformed_mdns_packets_do_not_crash_the_listener(spawn: Spawn) -> None:
     LineReader(proc.stdout).wait_for(lambda text: "/still ,s here" in text)
     assert stop(proc, signal.SIGTERM) == 0
     assert not any("Traceback" in text for text in errors.rest())
+
+
+# -- the other commands ----------------------------------------------------------------------
+
+
+def test_peers_watch_reports_services_coming_and_going(spawn: Spawn) -> None:
+    name = unique_name()
+    watcher = spawn("peers", "--watch", "--json", "--interface", "loopback")
+    assert watcher.stdout is not None and watcher.stderr is not None
+    LineReader(watcher.stderr).wait_for(lambda text: "watching" in text)
+    rows = LineReader(watcher.stdout)
+    proc = spawn("peers", "advertise", name, "--port", "9000", "--interface", "loopback")
+    advertised(proc)
+    added = rows.wait_for(lambda text: f'"name": "{name}"' in text and '"udp"' in text)
+    assert json.loads(added)["port"] == 9000
+    assert stop(proc, signal.SIGTERM) == 0
+    rows.wait_for(lambda text: json.loads(text).get("removed") == f"{name} (_osc._udp.local.)")
+    assert stop(watcher, signal.SIGINT) == 0
+
+
+def test_chat_and_metronome_reach_at_name(spawn: Spawn) -> None:
+    name = unique_name()
+    listener = spawn(
+        "metronome", "listen", "--listen", "0", "--audio", "none", "--count", "2",
+        "--advertise", name,
+    )  # fmt: skip
+    errors, _ = advertised(listener)
+    sender = subprocess.run(
+        oscsync_command("metronome", "send", "--peer", f"@{name}", "--count", "2", "--bpm", "600"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sender.returncode == 0, sender.stderr
+    assert listener.wait(30) == 0  # --count 2: both ticks arrived
+    assert any(f"no longer advertised as {name!r}" in text for text in errors.rest())
+
+    chat_name = unique_name()
+    dump = spawn("dump", "--listen", "0", "--advertise", chat_name)
+    advertised(dump)
+    chat = subprocess.run(
+        oscsync_command("chat", "--listen", "0", "--peer", f"@{chat_name}", "--linger", "0"),
+        input="hello by name\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert chat.returncode == 0, chat.stderr
+    assert dump.stdout is not None
+    LineReader(dump.stdout).wait_for(lambda text: "/chat ,s" in text and "hello by name" in text)
+
+
+def test_sigterm_while_registering_stops_cleanly(spawn: Spawn, browser: Browser) -> None:
+    name = unique_name()
+    proc = spawn("dump", "--listen", "0", "--advertise", name)
+    assert proc.stderr is not None
+    errors = LineReader(proc.stderr)
+    errors.wait_for(lambda text: text.startswith("listening on"))
+    # Registration (name check + probing) takes about 1.5 s after this line: stop inside it.
+    assert stop(proc, signal.SIGTERM) == 0
+    rest = errors.rest()
+    assert not any("Traceback" in text for text in rest), rest
+    with browser.cond:
+        added = ("Added", discovery.OSC_UDP, f"{name}.{discovery.OSC_UDP}") in browser.events
+    if added:  # announced just before the signal: then its goodbye must follow
+        browser.wait_for("Removed", discovery.OSC_UDP, name, FOUND_WITHIN)
