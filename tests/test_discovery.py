@@ -18,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -250,7 +252,6 @@ def test_oscquery_of_an_advertised_metronome_lists_tick(spawn: Spawn, browser: B
     browser.wait_for("Added", discovery.OSC_JSON, name, FOUND_WITHIN)
     info = browser.info(discovery.OSC_JSON, name)
     url = f"http://127.0.0.1:{info.port}"
-    import urllib.request
 
     with urllib.request.urlopen(url + "/?HOST_INFO", timeout=5) as reply:
         host = json.loads(reply.read())
@@ -261,6 +262,12 @@ def test_oscquery_of_an_advertised_metronome_lists_tick(spawn: Spawn, browser: B
         root = json.loads(reply.read())
     assert root["CONTENTS"]["tick"]["TYPE"] == "i"
     assert root["CONTENTS"]["tick"]["FULL_PATH"] == "/tick"
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(url + "/no/such/address", timeout=5)
+    assert missing.value.code == 404
+    missing.value.close()
+    assert stop(proc, signal.SIGTERM) == 0
+    assert "OSCQuery: answered 3 requests" in errors.rest()
 
 
 def test_python_oscquery_reads_our_oscquery(spawn: Spawn, browser: Browser) -> None:

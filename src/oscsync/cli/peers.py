@@ -95,8 +95,15 @@ class Advertising:
     def close(self) -> None:
         if self.advertiser is not None:
             advertiser, self.advertiser = self.advertiser, None
+            http = advertiser.http
             advertiser.close()
             self.app.note(f"no longer advertised as {escape(advertiser.name)!r}")
+            if http is not None and (http.served or http.rejected):
+                refused = ", ".join(f"{why} {n}" for why, n in sorted(http.rejected.items()))
+                self.app.note(
+                    f"OSCQuery: answered {http.served} requests"
+                    + (f"; refused: {refused}" if refused else "")
+                )
 
 
 @contextlib.contextmanager
