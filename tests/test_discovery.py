@@ -424,7 +424,7 @@ def test_sigterm_while_registering_stops_cleanly(spawn: Spawn, browser: Browser)
     assert proc.stderr is not None
     errors = LineReader(proc.stderr)
     errors.wait_for(lambda text: text.startswith("listening on"))
-    # Registration (name check + probing) takes about 1.5 s after this line: stop inside it.
+    # Registration (name check + probing) takes about 1.4 s after this line: stop inside it.
     assert stop(proc, signal.SIGTERM) == 0
     rest = errors.rest()
     assert not any("Traceback" in text for text in rest), rest

@@ -55,9 +55,11 @@ MAX_PEERS = 512
 MAX_SHOWN_TXT = 32
 """TXT keys kept from someone else's record."""
 
-NAME_CHECK_SECONDS = 0.5
+NAME_CHECK_SECONDS = 0.3
 """How long to listen for existing services before choosing a name (legacy-unicast answers came
-in 35-65 ms on loopback; the rest is margin for a loaded machine and a busy Wi-Fi)."""
+in 35-65 ms on loopback; the rest is margin for a loaded machine and a busy Wi-Fi). A conflict
+answered later is still caught on another machine by python-zeroconf's probes (RFC 6762 §8.1,
+about 1 s more), which rename to ``NAME-2``."""
 RENAME_ATTEMPTS = 20
 REGISTER_TIMEOUT = 10.0
 """Seconds to wait for probing (about one) before giving up on advertising."""
@@ -533,7 +535,7 @@ class Advertiser:
 
     def start(self) -> Advertiser:
         """Choose a free name, start the OSCQuery server, register both services (blocking,
-        about a second and a half: the probes of RFC 6762 §8.1)."""
+        about 1.4 s: the name check, then the probes of RFC 6762 §8.1)."""
         module = _zeroconf()
         self.name = _choose_name(self.placement.interface, self.wanted, self.clock)
         self._zc = zc = open_zeroconf(self.placement.interface)

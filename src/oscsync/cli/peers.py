@@ -68,7 +68,7 @@ class Advertising:
         self.advertiser: Any = None
 
     def publish(self, listening: HostPort | None) -> None:
-        """Advertise the listener bound at ``listening`` (blocks ~1.5 s: mDNS probing)."""
+        """Advertise the listener bound at ``listening`` (blocks ~1.4 s: mDNS probing)."""
         if self.name is None or listening is None:
             return
         from oscsync import discovery
