@@ -432,3 +432,40 @@ def test_sigterm_while_registering_stops_cleanly(spawn: Spawn, browser: Browser)
         added = ("Added", discovery.OSC_UDP, f"{name}.{discovery.OSC_UDP}") in browser.events
     if added:  # announced just before the signal: then its goodbye must follow
         browser.wait_for("Removed", discovery.OSC_UDP, name, FOUND_WITHIN)
+
+
+# -- hostile names and TXT from other programs --------------------------------------------------
+
+
+def test_someone_elses_txt_is_bounded() -> None:
+    hostile = {f"k{i}".encode(): b"v" * 1000 for i in range(100)}
+    decoded = discovery.decode_txt({**hostile, b"\xff\xfe": None})
+    assert len(decoded) == discovery.MAX_SHOWN_TXT
+    assert all(len(value) <= 255 for value in decoded.values())
+
+
+def test_peers_escapes_hostile_names_and_txt(browser: Browser) -> None:
+    # Another program may announce any UTF-8 (RFC 6763 §4.1.1): python-zeroconf refuses ASCII
+    # control characters in names, but not a right-to-left override, and TXT values are bytes.
+    name = unique_name() + "\u202eevil"
+    info = zeroconf.ServiceInfo(
+        discovery.OSC_UDP,
+        f"{name}.{discovery.OSC_UDP}",
+        port=9000,
+        properties={"role": "\x1b]0;pwned\x07"},
+        addresses=[socket.inet_aton("127.0.0.1")],
+    )
+    browser.zc.register_service(info, cooperating_responders=True)
+    try:
+        listed = subprocess.run(
+            oscsync_command("peers", "--interface", "loopback", "--timeout", "1"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        browser.zc.unregister_service(info)
+    assert listed.returncode == 0, listed.stderr
+    [line] = [text for text in listed.stdout.splitlines() if "evil" in text]
+    assert "\u202e" not in line and "\x1b" not in line and "\x07" not in line
+    assert "evil" in line and "pwned" in line  # shown, escaped
