@@ -341,11 +341,23 @@ def _browser(zc: Zeroconf, types: list[str], collector: _Collector) -> Any:
 
 
 def _resolve_info(zc: Zeroconf, service_type: str, name: str, timeout: float) -> Peer | None:
+    """The service's address, port and TXT: from the cache when the browse answer carried them
+    (it usually does), else asked for, waiting at most ``timeout`` seconds."""
     module = _zeroconf()
-    info = zc.get_service_info(
-        service_type, name, timeout=int(timeout * 1000), question_type=module.DNSQuestionType.QM
-    )
-    return None if info is None else _peer_from_info(info, service_type)
+    info = module.ServiceInfo(service_type, name)
+    if not info.load_from_cache(zc):
+        if timeout <= 0:
+            return None
+        found = zc.get_service_info(
+            service_type,
+            name,
+            timeout=int(timeout * 1000),
+            question_type=module.DNSQuestionType.QM,
+        )
+        if found is None:
+            return None
+        info = found
+    return _peer_from_info(info, service_type)
 
 
 def browse(
@@ -362,25 +374,25 @@ def browse(
         browser = _browser(zc, list(types), collector)
         clock.sleep(timeout)
         browser.cancel()
-        found = [
-            peer
-            for service_type, name in collector.snapshot()
-            if (peer := _resolve_info(zc, service_type, name, 0.5)) is not None
-        ]
+        # Names whose details did not come with the answer are asked for, within one more
+        # ``timeout`` in all: a flood of names pointing nowhere cannot keep the command waiting.
+        deadline = clock.monotonic() + timeout
+        found: list[Peer] = []
+        for service_type, name in collector.snapshot():
+            remaining = min(0.5, deadline - clock.monotonic())
+            if (peer := _resolve_info(zc, service_type, name, remaining)) is not None:
+                found.append(peer)
     finally:
         zc.close()
     return sorted(found, key=lambda p: (p.name.lower(), p.transport))
 
 
-def watch(
-    interface: str, on_change: Callable[[str, Peer | str], None], clock: Clock | None = None
-) -> Iterator[None]:
+def watch(interface: str, on_change: Callable[[str, Peer | str], None]) -> Iterator[None]:
     """Report services as they come (``added``, a :class:`Peer`) and go (``removed``, a name).
 
     A generator: each step waits up to a quarter second; the caller loops until it wants to stop
     (so Ctrl-C is handled by the caller's main thread) and closing the generator closes zeroconf.
     """
-    clock = clock or SystemClock()
     zc = open_zeroconf(interface)
     try:
         collector = _Collector()
@@ -395,7 +407,7 @@ def watch(
                 if state == "Removed":
                     on_change("removed", f"{instance_name(name, service_type)} ({service_type})")
                 else:
-                    peer = _resolve_info(zc, service_type, name, 1.0)
+                    peer = _resolve_info(zc, service_type, name, 0.5)
                     if peer is not None:
                         on_change("added" if state == "Added" else "updated", peer)
                 yield None

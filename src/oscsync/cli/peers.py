@@ -189,7 +189,7 @@ def peers(ctx: click.Context, timeout: float, as_json: bool, watch: bool, interf
                     else:
                         show(item)
 
-                for _ in discovery.watch(interface, on_change, clock=app.clock):
+                for _ in discovery.watch(interface, on_change):
                     pass
                 return
             found = discovery.browse(interface, timeout, clock=app.clock)
