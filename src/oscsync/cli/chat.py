@@ -83,10 +83,10 @@ def chat(
         try:
             targets = ", ".join(str(peer) for peer in peers)
             app.note(f"chat: listening on {endpoint.local_address}, sending to {targets}")
+            advertised.publish(endpoint.local_address)  # before the prompt: it takes ~1.4 s
             if interactive:
                 app.note("type a line and press Enter; Ctrl-D or Ctrl-C to quit")
             endpoint.start(session.on_message)
-            advertised.publish(endpoint.local_address)
             while (line := console.read_line()) is not None:
                 try:
                     session.send_line(line)
