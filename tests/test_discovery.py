@@ -469,3 +469,15 @@ def test_peers_escapes_hostile_names_and_txt(browser: Browser) -> None:
     [line] = [text for text in listed.stdout.splitlines() if "evil" in text]
     assert "\u202e" not in line and "\x1b" not in line and "\x07" not in line
     assert "evil" in line and "pwned" in line  # shown, escaped
+
+
+def test_at_name_prefers_an_address_this_machine_can_reach(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ipaddress
+
+    mine = [ipaddress.IPv4Interface("127.0.0.1/8"), ipaddress.IPv4Interface("192.168.1.21/24")]
+    monkeypatch.setattr(discovery, "_local_ipv4", lambda: mine)
+    # Same machine: its own address. Same subnet: that one. Otherwise: the first announced.
+    assert discovery._preferred_address(("10.0.0.5", "192.168.1.21")) == "192.168.1.21"
+    assert discovery._preferred_address(("10.0.0.5", "192.168.1.30")) == "192.168.1.30"
+    assert discovery._preferred_address(("10.0.0.5", "172.16.0.9")) == "10.0.0.5"
+    assert discovery._preferred_address(()) is None
