@@ -8,7 +8,8 @@ import click
 
 from oscsync.apps.dump import Dumper, scheduled, summary
 from oscsync.cli.hangup import hangup_stops
-from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
+from oscsync.cli.params import DURATION, advertise_option, allow_option, iface_option, listen_option
+from oscsync.cli.peers import advertising
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.cli.scheduling import horizon_option, late_option
 from oscsync.hostport import HostPort
@@ -25,6 +26,7 @@ Examples:
   oscsync dump --listen 239.1.2.3:9001 --iface 127.0.0.1   # a multicast group
   oscsync dump --schedule                   # print each message when its timetag is due
   oscsync dump --schedule --late drop:5ms   # ... and drop bundles more than 5 ms late
+  oscsync dump --listen 0.0.0.0:9001 --advertise alice   # partners send to @alice
 """
 )
 @listen_option()
@@ -41,6 +43,7 @@ Examples:
 )
 @late_option()
 @horizon_option()
+@advertise_option()
 @click.pass_obj
 def dump(
     app: AppContext,
@@ -53,6 +56,8 @@ def dump(
     schedule: bool,
     late_policy: LatePolicy | None,
     horizon: float | None,
+    advertise: str | None,
+    interface: str,
 ) -> None:
     """Print every OSC message that arrives, as it arrives.
 
@@ -85,7 +90,11 @@ def dump(
         )
         handler = scheduled(dumper, scheduler)
 
-    with running(), hangup_stops():
+    with (
+        running(),
+        hangup_stops(),
+        advertising(app, advertise, interface, role="dump") as advertised,
+    ):
         endpoint = Endpoint(
             listen,
             allow=allow,
@@ -98,6 +107,7 @@ def dump(
             if scheduler is not None:
                 scheduler.start()
             endpoint.start(handler)
+            advertised.publish(endpoint.local_address)
             wait(dumper.done, clock, duration)
         finally:
             receiver_stopped = endpoint.close()
