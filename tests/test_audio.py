@@ -332,7 +332,7 @@ def test_probe_reports_missing_portaudio_in_one_line(monkeypatch: pytest.MonkeyP
     def no_portaudio() -> Any:
         raise OSError("PortAudio library not found")
 
-    monkeypatch.setattr(audio, "_import_sounddevice", no_portaudio)
+    monkeypatch.setattr(audio.portaudio, "import_sounddevice", no_portaudio)
     reason = audio.probe_sounddevice()
     assert reason == audio.PORTAUDIO_HINT
     assert "apt-get install libportaudio2" in reason
@@ -344,7 +344,7 @@ def test_probe_reports_sounddevice_not_installed(monkeypatch: pytest.MonkeyPatch
     def not_installed() -> Any:
         raise ImportError("No module named 'sounddevice'", name="sounddevice")
 
-    monkeypatch.setattr(audio, "_import_sounddevice", not_installed)
+    monkeypatch.setattr(audio.portaudio, "import_sounddevice", not_installed)
     assert audio.probe_sounddevice() == (
         "sounddevice is not installed (pip install 'oscsync[audio]')"
     )
@@ -357,13 +357,13 @@ def test_probe_reports_no_output_device(monkeypatch: pytest.MonkeyPatch) -> None
         raise RuntimeError("Error querying device -1")
 
     monkeypatch.setattr(
-        audio, "_import_sounddevice", lambda: SimpleNamespace(query_devices=query_devices)
+        audio.portaudio, "import_sounddevice", lambda: SimpleNamespace(query_devices=query_devices)
     )
     assert audio.probe_sounddevice() == "no audio output device (Error querying device -1)"
 
 
 def test_auto_falls_back_to_none_with_one_notice(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(audio, "probe_sounddevice", lambda: audio.PORTAUDIO_HINT)
+    monkeypatch.setattr(audio.portaudio, "probe_sounddevice", lambda: audio.PORTAUDIO_HINT)
     notices: list[str] = []
     player = audio.open_player(
         AudioChoice("auto"), FakeClock(), {TICK: TICK_WAV}, notice=notices.append
@@ -375,7 +375,7 @@ def test_auto_falls_back_to_none_with_one_notice(monkeypatch: pytest.MonkeyPatch
 def test_explicit_sounddevice_without_portaudio_is_an_audio_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(audio, "probe_sounddevice", lambda: audio.PORTAUDIO_HINT)
+    monkeypatch.setattr(audio.portaudio, "probe_sounddevice", lambda: audio.PORTAUDIO_HINT)
     with pytest.raises(AudioError, match="libportaudio2"):
         audio.open_player(AudioChoice("sounddevice"), FakeClock(), {TICK: TICK_WAV}, notice=print)
 
