@@ -47,6 +47,9 @@ PORTAUDIO_HINT = (
 )
 INSTALL_HINT = "sounddevice is not installed (pip install 'oscsync[audio]')"
 
+DRAIN_LIMIT_S = 1.0
+"""On close, ticks due within this long are still played; later ones are dropped."""
+
 PLACEMENTS = ("dll", "callback")
 """How a block's frames are mapped to time: ``dll`` (filtered frame clock, the default) or
 ``callback`` (each callback's own clock reading, the placement before issue #14; kept so
@@ -210,6 +213,7 @@ class SoundDevicePlayer:
         self.dll = DelayLockedLoop(rate)
         self._frames = 0  # frames handed to the stream since it started
         self._first_callback = threading.Event()
+        self._idle = threading.Event()
         self._sounds = KeyedSounds()
         self._pending: list[_Due] = []
         self._seq = itertools.count()
@@ -269,6 +273,7 @@ class SoundDevicePlayer:
                 self.stats.dropped += 1
                 return
             heapq.heappush(self._pending, _Due(mono, next(self._seq), key))
+            self._idle.clear()
 
     def _stream_now(self) -> float | None:
         stream = self._stream
@@ -346,6 +351,10 @@ class SoundDevicePlayer:
             if voice.position < len(voice.samples):
                 still.append(voice)
         self._voices = still
+        if not still and not self._pending:
+            self._idle.set()
+        else:
+            self._idle.clear()
         if len(started) + len(still) > 1:
             self._numpy().clip(outdata, -1.0, 1.0, out=outdata)
 
@@ -378,7 +387,20 @@ class SoundDevicePlayer:
             fields["audio dropped"] = self.stats.dropped
         return fields
 
+    def drain(self, limit_s: float = DRAIN_LIMIT_S) -> bool:
+        """Wait until every tick asked for has sounded, if the last is due within ``limit_s``
+        (``--count`` stops right after the last tick *arrives*, often before it is due); True if
+        nothing was left to play."""
+        with self._lock:
+            last = max((due.mono for due in self._pending), default=None)
+        if last is None and not self._voices:
+            return True
+        if self._stream is None or (last is not None and last - self.clock.monotonic() > limit_s):
+            return False
+        return self._idle.wait(limit_s + 0.5)
+
     def close(self) -> None:
+        self.drain()
         stream, self._stream = self._stream, None
         if stream is not None:
             try:
