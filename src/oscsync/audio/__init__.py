@@ -17,6 +17,7 @@ imports numpy or sounddevice: the sounddevice player imports them when it starts
 
 from __future__ import annotations
 
+from oscsync.audio.devices import DeviceNotFound
 from oscsync.audio.dll import DelayLockedLoop
 from oscsync.audio.none import NonePlayer
 from oscsync.audio.onsets import find_onsets
@@ -55,6 +56,7 @@ __all__ = [
     "AudioChoice",
     "AudioError",
     "DelayLockedLoop",
+    "DeviceNotFound",
     "NonePlayer",
     "Player",
     "PlayerOptions",

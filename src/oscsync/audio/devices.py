@@ -17,6 +17,10 @@ from oscsync.audio.portaudio import load_sounddevice
 LIST_HINT = "oscsync audio devices lists them"
 
 
+class DeviceNotFound(AudioError):
+    """``--device`` names no output device, or several (a bad option, not a broken machine)."""
+
+
 @dataclass(frozen=True)
 class OutputDevice:
     """One device that can play: PortAudio's index, name, host API and defaults."""
@@ -71,12 +75,12 @@ def resolve_device(text: str, devices: list[OutputDevice]) -> int:
     """The index of the output device ``text`` names (an index, or part of a name)."""
     wanted = text.strip()
     if not devices:
-        raise AudioError("no audio output device found")
+        raise DeviceNotFound("no audio output device found")
     if wanted.isdigit():
         index = int(wanted)
         if any(device.index == index for device in devices):
             return index
-        raise AudioError(f"no audio output device has index {index} ({LIST_HINT})")
+        raise DeviceNotFound(f"no audio output device has index {index} ({LIST_HINT})")
     exact = [device for device in devices if device.name.lower() == wanted.lower()]
     if len(exact) == 1:
         return exact[0].index
@@ -84,6 +88,6 @@ def resolve_device(text: str, devices: list[OutputDevice]) -> int:
     if len(matches) == 1:
         return matches[0].index
     if not matches:
-        raise AudioError(f"no audio output device matches {wanted!r} ({LIST_HINT})")
+        raise DeviceNotFound(f"no audio output device matches {wanted!r} ({LIST_HINT})")
     names = ", ".join(f"{device.index}: {device.name}" for device in matches[:5])
-    raise AudioError(f"{wanted!r} matches several output devices ({names}); give its index")
+    raise DeviceNotFound(f"{wanted!r} matches several output devices ({names}); give its index")

@@ -395,6 +395,8 @@ class _Session:
             self.player = audio.open_player(
                 audio_choice, app.clock, sound_paths, notice=app.note, options=options
             )
+        except audio.DeviceNotFound as exc:
+            raise click.BadParameter(str(exc), param_hint="'--device'") from None
         except audio.AudioError as exc:
             raise click.ClickException(str(exc)) from None
         description = self.player.describe()
