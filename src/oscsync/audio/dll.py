@@ -27,7 +27,8 @@ LOCK_BANDWIDTH_HZ = 1.0
 LOCK_TIME_S = 2.0
 """A loop this narrow takes ~10 s to settle from one noisy first reading, so it starts at
 :data:`LOCK_BANDWIDTH_HZ` and narrows by a factor e every :data:`LOCK_TIME_S` seconds (0.1 Hz
-after 4.6 s; simulated with 300 µs of jitter, the mapping is within 1 frame of the truth after 2 s)."""
+after 4.6 s; simulated with 300 µs of jitter, the mapping is within 1 frame of the truth after
+2 s)."""
 RELOCK_AFTER_S = 0.020
 """A measured block time this far from the prediction means the stream skipped (an xrun the host
 did not flag, a restart): start over from the measurement instead of slewing for seconds."""
