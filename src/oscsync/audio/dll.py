@@ -98,6 +98,21 @@ class DelayLockedLoop:
         self._frame = frame
         return self._time
 
+    def skipped_blocks(self, frame: int, measured: float, block: int) -> int | None:
+        """After an xrun: how many whole blocks of ``block`` frames the stream moved on without
+        us, judging by ``measured`` for ``frame``; None if the error is no whole number of
+        blocks (then :meth:`reset`). JACK drops a late client's whole cycle: measured on the
+        dummy driver, the onsets after an xrun were exactly 256 frames early, and shifting the
+        frame count keeps the lock (and its sub-frame accuracy) instead of starting over."""
+        if not self._locked or block <= 0:
+            return None
+        block_s = block * self._period
+        error = measured - self.time_of(frame)
+        blocks = round(error / block_s)
+        if abs(error - blocks * block_s) > min(block_s / 4, 0.001):
+            return None
+        return blocks
+
     def _lock(self, frame: int, measured: float) -> float:
         self._frame = self._lock_frame = frame
         self._time = measured

@@ -298,15 +298,20 @@ class SoundDevicePlayer:
                 self.compensation = self.reported_latency
             self._first_callback.set()
         assert self.compensation is not None
-        if _xrun(status):
-            self.stats.xruns += 1
-            self.dll.reset()
         if self.placement == "callback":
             # Before issue #14: the DAC time as this callback sees it, jitter included.
+            self.stats.xruns += _xrun(status)
             return mono_now + self.compensation
         measured = mono_now
         if host_times and stream_now is not None and stream_now >= current:
             measured = mono_now - (stream_now - current)
+        if _xrun(status):
+            self.stats.xruns += 1
+            skipped = self.dll.skipped_blocks(self._frames, measured, frames)
+            if skipped is None:
+                self.dll.reset()
+            else:
+                self._frames += skipped * frames
         block_start = self.dll.update(self._frames, measured)
         self.stats.relocks = self.dll.locks - 1
         return block_start + self.compensation
