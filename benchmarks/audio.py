@@ -31,6 +31,7 @@ Goal (issue #14): dll ≥ 98 % of gaps within ±1 frame; |onset − timetag| ≤
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import statistics
@@ -42,10 +43,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from jackharness import JackUnavailable, Recorder, jack_server  # noqa: E402
-
-from oscsync import audio, sounds  # noqa: E402
-from oscsync.clock import SystemClock  # noqa: E402
+from jackharness import JackUnavailable, Recorder, jack_server
+from oscsync import audio, sounds
+from oscsync.clock import SystemClock
 
 RATE = 48_000
 SPACING_S = 0.25
@@ -59,6 +59,7 @@ class Result:
     gaps: list[int]
     errors_ms: list[float]
     xruns: int | None
+    relocks: int
     late: int
     note: str = ""
 
@@ -108,7 +109,7 @@ def measure(server: object, name: str, player: audio.Player, ticks: int, duty: f
         player.close()
         recorder.close()
     onsets = audio.find_onsets(recorder.samples_int16())
-    gaps = [b - a - round(SPACING_S * RATE) for a, b in zip(onsets, onsets[1:])]
+    gaps = [b - a - round(SPACING_S * RATE) for a, b in itertools.pairwise(onsets)]
     errors = [
         (clock.monotonic_to_wall(recorder.leaves_device_mono(frame)) - t) * 1000
         for frame, t in zip(onsets, due)
@@ -120,12 +121,17 @@ def measure(server: object, name: str, player: audio.Player, ticks: int, duty: f
         gaps,
         errors,
         getattr(stats, "xruns", None) if isinstance(player, audio.SoundDevicePlayer) else None,
+        getattr(stats, "relocks", 0),
         getattr(stats, "late", 0),
         note,
     )
 
 
 def show(result: Result) -> None:
+    if os.environ.get("OSCSYNC_BENCH_DEBUG"):
+        print(
+            "  gaps off by more than 1:", [(i, g) for i, g in enumerate(result.gaps) if abs(g) > 1]
+        )
     if not result.gaps:
         print(f"{result.name:10s} no gaps measured {result.note}")
         return
@@ -139,7 +145,7 @@ def show(result: Result) -> None:
         f"max {max(abs(g) for g in result.gaps):5d} frames   "
         f"onset−timetag median {statistics.median(result.errors_ms):+7.3f} ms "
         f"p95|.| {p95:6.3f} max|.| {absolute[-1]:6.3f} ms   "
-        f"xruns {xruns}  late {result.late}  {result.note}"
+        f"xruns {xruns}  relocks {result.relocks}  late {result.late}  {result.note}"
     )
 
 
