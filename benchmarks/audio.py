@@ -97,15 +97,21 @@ def measure(server: object, name: str, player: audio.Player, ticks: int, duty: f
     recorder = Recorder(server, seconds=ticks * SPACING_S + LOCK_S + 3)  # type: ignore[arg-type]
     stop = threading.Event()
     busy = busy_thread(stop, duty) if duty > 0 else None
+    follower = None
     try:
         player.load(sounds.default_path("tick"))
         player.start()
-        recorder.connect_player()
+        if isinstance(player, audio.SoundDevicePlayer):
+            recorder.connect_player()
+        else:  # a JACK client per sound: connect each as it appears
+            follower = recorder.follow_playback(stop)
         due = play_ticks(player, clock, ticks)
     finally:
         stop.set()
         if busy is not None:
             busy.join()
+        if follower is not None:
+            follower.join()
         player.close()
         recorder.close()
     onsets = audio.find_onsets(recorder.samples_int16())
@@ -125,6 +131,27 @@ def measure(server: object, name: str, player: audio.Player, ticks: int, duty: f
         getattr(stats, "late", 0),
         note,
     )
+
+
+DEBIAN_GI = Path("/usr/lib/python3/dist-packages")
+
+
+def playsound_through_jack() -> str | None:
+    """Set playsound up to play into JACK; None if it can, else why not.
+
+    playsound 1.2.2 plays through GStreamer's ``playbin`` on Linux, which needs PyGObject
+    (``gi``). Building PyGObject in a venv needs C build dependencies; Debian's ``python3-gi``
+    is used instead when this interpreter is the same minor version (appended to ``sys.path``,
+    benchmark only). ``jackaudiosink`` (gstreamer1.0-plugins-good) is ranked first so that
+    ``playbin`` picks JACK.
+    """
+    os.environ.setdefault("GST_PLUGIN_FEATURE_RANK", "jackaudiosink:MAX")
+    try:
+        import gi  # noqa: F401
+    except ImportError:
+        if (DEBIAN_GI / "gi").is_dir() and sys.version_info[:2] == (3, 11):
+            sys.path.append(str(DEBIAN_GI))
+    return audio.probe_playsound()
 
 
 def show(result: Result) -> None:
@@ -167,7 +194,7 @@ def main() -> int:
                 ("dll", audio.SoundDevicePlayer(clock, placement="dll")),
                 ("callback", audio.SoundDevicePlayer(clock, placement="callback")),
             ]
-            reason = audio.probe_playsound()
+            reason = playsound_through_jack()
             variants.append(("playsound", reason or audio.PlaysoundPlayer(clock)))
             for name, player in variants:
                 if isinstance(player, str):

@@ -11,12 +11,14 @@ server reports for ``system:playback_1``, on the monotonic clock.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import os
 import shutil
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -157,6 +159,23 @@ class Recorder:
                 return sources
             time.sleep(0.02)
         raise AssertionError("no client played into system:playback_1 in time")
+
+    def follow_playback(self, stop: threading.Event, interval: float = 0.001) -> threading.Thread:
+        """Connect, until ``stop``, every new port that plays into system:playback_1 (a player
+        that opens a JACK client per sound, like GStreamer's jackaudiosink under playsound)."""
+
+        def run() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(self._jack.JackError):
+                    mine = {port.name for port in self.client.get_all_connections(self.port)}
+                    for port in self.client.get_all_connections("system:playback_1"):
+                        if port.name not in mine and port.name != self.port.name:
+                            self.client.connect(port.name, self.port)
+                stop.wait(interval)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
 
     def close(self) -> None:
         self.client.deactivate()
