@@ -479,14 +479,28 @@ def test_dll_relocks_after_a_jump_and_after_reset() -> None:
     loop = audio.DelayLockedLoop(RATE)
     for k in range(100):
         loop.update(k * 256, 10.0 + k * 256 / RATE)
-    jumped = 10.0 + 100 * 256 / RATE + 0.5  # the stream restarted half a second later
-    assert loop.update(100 * 256, jumped) == jumped
+    # The stream restarted half a second later: one such reading could be a stalled callback,
+    # four in a row are a restart.
+    for k in range(100, 104):
+        jumped = 10.0 + k * 256 / RATE + 0.5
+        filtered = loop.update(k * 256, jumped)
+    assert filtered == pytest.approx(jumped)
     assert loop.locks == 2
     loop.reset()
     assert not loop.locked
-    assert loop.update(101 * 256, 99.0) == 99.0
+    assert loop.update(104 * 256, 99.0) == 99.0
     assert loop.locks == 3
-    assert loop.frame_at(loop.time_of(101 * 256 + 480)) == pytest.approx(101 * 256 + 480)
+    assert loop.frame_at(loop.time_of(104 * 256 + 480)) == pytest.approx(104 * 256 + 480)
+
+
+def test_dll_is_not_pulled_by_one_stalled_callback() -> None:
+    loop = audio.DelayLockedLoop(RATE)
+    for k in range(2000):
+        loop.update(k * 256, 10.0 + k * 256 / RATE)
+    # One callback 4 ms late (a stall): the mapping moves by far less than a frame.
+    loop.update(2000 * 256, 10.0 + 2000 * 256 / RATE + 0.004)
+    assert loop.time_of(2001 * 256) - (10.0 + 2001 * 256 / RATE) < 0.25 / RATE  # unclamped: 0.9
+    assert loop.locks == 1
 
 
 class JitteryStream(FakeStream):

@@ -29,9 +29,12 @@ LOCK_TIME_S = 2.0
 :data:`LOCK_BANDWIDTH_HZ` and narrows by a factor e every :data:`LOCK_TIME_S` seconds (0.1 Hz
 after 4.6 s; simulated with 300 µs of jitter, the mapping is within 1 frame of the truth after
 2 s)."""
+CLAMP_S = 0.0005
+SUSPECTS = 4
 RELOCK_AFTER_S = 0.020
-"""A measured block time this far from the prediction means the stream skipped (an xrun the host
-did not flag, a restart): start over from the measurement instead of slewing for seconds."""
+"""A measured block time this far from the prediction (:data:`SUSPECTS` times in a row) means the
+stream skipped (an xrun the host did not flag, a restart): start over instead of slewing for
+seconds."""
 
 
 class DelayLockedLoop:
@@ -60,6 +63,10 @@ class DelayLockedLoop:
         self._period = 1.0 / self.rate  # seconds per frame, filtered
         self._locked = False
         self._lock_frame = 0
+        self.slips = 0
+        """Xruns after which the mapping moved by whole blocks and kept its lock."""
+        self._suspects: list[tuple[float, int, float]] = []
+        self._skip_block: int | None = None
 
     @property
     def locked(self) -> bool:
@@ -70,22 +77,39 @@ class DelayLockedLoop:
         return self._period
 
     def reset(self) -> None:
-        """Forget the lock: the next :meth:`update` starts from its measurement (xrun, restart)."""
+        """Forget the lock: the next :meth:`update` starts from its measurement (restart)."""
         self._locked = False
         self._period = 1.0 / self.rate
+        self._suspects.clear()
+        self._skip_block = None
+
+    def after_xrun(self, block: int) -> None:
+        """The host flagged an xrun: the stream may have moved on by whole blocks of ``block``
+        frames without us. JACK drops a late client's whole cycle (measured on the dummy driver:
+        the onsets after an xrun were exactly 256 frames early). The next :data:`SUSPECTS`
+        readings decide, by the least delayed of them: a whole number of blocks shifts the
+        mapping and keeps the lock (and its sub-frame accuracy); anything else re-locks."""
+        if self._locked and block > 0:
+            self._skip_block = block
+            self._suspects.clear()
 
     def update(self, frame: int, measured: float) -> float:
         """Frame ``frame`` starts a block and the clock read ``measured`` for it; return the
         filtered time of that frame."""
         if not self._locked:
-            return self._lock(frame, measured)
+            return self._lock(frame, measured, 1.0 / self.rate)
         frames = frame - self._frame
         if frames <= 0:
             return self.time_of(frame)
         predicted = self._time + frames * self._period
         error = measured - predicted
-        if abs(error) > self.relock_after_s:
-            return self._lock(frame, measured)
+        if self._skip_block is not None or abs(error) > self.relock_after_s:
+            return self._suspect(frame, measured, error)
+        self._suspects.clear()
+        # One callback that ran very late moves the loop by at most this much: the filter
+        # averages jitter, it should not chase a stall (measured: a 4 ms stall moved onsets by
+        # 2-6 frames right after a lock, when the loop is still wide).
+        error = max(-CLAMP_S, min(CLAMP_S, error))
         # Adriaensen's coefficients for a critically damped loop: omega = 2π·B·T over the interval
         # T since the last update (clamped: the loop is only stable for omega well below 1).
         locked_for = (frame - self._lock_frame) / self.rate
@@ -98,25 +122,29 @@ class DelayLockedLoop:
         self._frame = frame
         return self._time
 
-    def skipped_blocks(self, frame: int, measured: float, block: int) -> int | None:
-        """After an xrun: how many whole blocks of ``block`` frames the stream moved on without
-        us, judging by ``measured`` for ``frame``; None if the error is no whole number of
-        blocks (then :meth:`reset`). JACK drops a late client's whole cycle: measured on the
-        dummy driver, the onsets after an xrun were exactly 256 frames early, and shifting the
-        frame count keeps the lock (and its sub-frame accuracy) instead of starting over."""
-        if not self._locked or block <= 0:
-            return None
-        block_s = block * self._period
-        error = measured - self.time_of(frame)
-        blocks = round(error / block_s)
-        if abs(error - blocks * block_s) > min(block_s / 4, 0.001):
-            return None
-        return blocks
+    def _suspect(self, frame: int, measured: float, error: float) -> float:
+        """A reading after an xrun, or far off: keep the mapping until :data:`SUSPECTS` of them
+        are in, then shift by whole blocks or re-lock from the least delayed one."""
+        self._suspects.append((error, frame, measured))
+        if len(self._suspects) < SUSPECTS:
+            return self.time_of(frame)
+        error, first_frame, first_measured = min(self._suspects)
+        block, self._skip_block = self._skip_block, None
+        self._suspects.clear()
+        if block is not None:
+            block_s = block * self._period
+            blocks = round(error / block_s)
+            if abs(error - blocks * block_s) <= min(block_s / 4, 0.001):
+                self._time += blocks * block_s
+                self.slips += blocks != 0
+                return self.time_of(frame)
+        self._lock(first_frame, first_measured, self._period)  # the rate is still known
+        return self.time_of(frame)
 
-    def _lock(self, frame: int, measured: float) -> float:
+    def _lock(self, frame: int, measured: float, period: float) -> float:
         self._frame = self._lock_frame = frame
         self._time = measured
-        self._period = 1.0 / self.rate
+        self._period = period
         self._locked = True
         self.locks += 1
         return measured

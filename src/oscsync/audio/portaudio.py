@@ -307,11 +307,7 @@ class SoundDevicePlayer:
             measured = mono_now - (stream_now - current)
         if _xrun(status):
             self.stats.xruns += 1
-            skipped = self.dll.skipped_blocks(self._frames, measured, frames)
-            if skipped is None:
-                self.dll.reset()
-            else:
-                self._frames += skipped * frames
+            self.dll.after_xrun(frames)
         block_start = self.dll.update(self._frames, measured)
         self.stats.relocks = self.dll.locks - 1
         return block_start + self.compensation
