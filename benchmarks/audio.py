@@ -115,13 +115,22 @@ def measure(server: object, name: str, player: audio.Player, ticks: int, duty: f
         player.close()
         recorder.close()
     onsets = audio.find_onsets(recorder.samples_int16())
-    gaps = [b - a - round(SPACING_S * RATE) for a, b in itertools.pairwise(onsets)]
-    errors = [
-        (clock.monotonic_to_wall(recorder.leaves_device_mono(frame)) - t) * 1000
-        for frame, t in zip(onsets, due)
+    left = [clock.monotonic_to_wall(recorder.leaves_device_mono(frame)) for frame in onsets]
+    # Each tick is paired with the sound that left within [timetag − 50 ms, + 200 ms) (ticks are
+    # 250 ms apart): a tick a player missed leaves no gap and no error, it is counted instead.
+    matched: list[tuple[int, int]] = []  # (tick number, onset index)
+    for k, t in enumerate(due):
+        near = [i for i, at in enumerate(left) if t - 0.05 <= at < t + 0.2]
+        if near:
+            matched.append((k, near[0]))
+    gaps = [
+        onsets[j] - onsets[i] - round(SPACING_S * RATE)
+        for (k, i), (m, j) in itertools.pairwise(matched)
+        if m == k + 1
     ]
+    errors = [(left[i] - due[k]) * 1000 for k, i in matched]
     stats = getattr(player, "stats", None)
-    note = "" if len(onsets) == ticks else f"{len(onsets)} onsets found for {ticks} ticks"
+    note = "" if len(matched) == ticks else f"{ticks - len(matched)} of {ticks} ticks not heard"
     return Result(
         name,
         gaps,
