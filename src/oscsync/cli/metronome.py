@@ -267,9 +267,11 @@ def send(
         sender = TickSender(
             ep.send_bytes, scheduler, bpm=bpm, beats_per_bar=beats_per_bar, offset=offset
         )
-        app.note(_sending_note(peers, bpm, beats_per_bar, offset))
         live = _live_line(app) if stdout_is_tty() else None
         try:
+            # Inside the try: a Ctrl-C that lands while this line is written still gets the
+            # summary (tests/test_signals.py signals right after reading it).
+            app.note(_sending_note(peers, bpm, beats_per_bar, offset))
             sender.start(
                 total, on_sent=None if live is None else lambda k: live(f"sent {k + 1} ticks")
             )
