@@ -102,6 +102,29 @@ def test_a_wav_that_fills_up_mid_run_stops_the_listener_with_one_line(
         assert wav.getnframes() > 0
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
+def test_a_wav_that_fills_up_mid_run_stops_pair_too(tmp_path: Path) -> None:
+    import resource
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    port = free_udp_port()
+    out = tmp_path / "out.wav"
+    result = subprocess.run(
+        oscsync_command(
+            "metronome", "pair", "--peer", f"127.0.0.1:{port}", "--listen", f"127.0.0.1:{port}",
+            "--audio", f"wav:{out}", "--bpm", "600", "--offset", "0.05",
+        ),
+        capture_output=True, text=True, timeout=40, preexec_fn=limit_file_size,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: audio: cannot write {out}: File too large"
+    )
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGHUP is POSIX")
 def test_sighup_leaves_a_valid_wav_not_a_0_byte_one(tmp_path: Path, spawn: Spawn) -> None:
     port = free_udp_port()

@@ -394,6 +394,7 @@ class _Session:
         self.done = threading.Event()
         self.limit = limit
         self.failure: str | None = None
+        self.on_failure: list[Callable[[], None]] = []  # what else stops with it (pair's sender)
         options = dataclasses.replace(
             audio_options or audio.PlayerOptions(), warn=app.warn, on_error=self._fail
         )
@@ -426,6 +427,8 @@ class _Session:
         """The player cannot go on (a WAV that cannot be written): stop, and exit 1 with it."""
         self.failure = message
         self.done.set()
+        for stop in self.on_failure:
+            stop()
 
     def _on_tick(self, record: TickRecord) -> None:
         if self.tty:
@@ -640,6 +643,7 @@ def pair(
                 beats_per_bar=beats_per_bar,
                 offset=offset,
             )
+            session.on_failure.append(sender.stop)
             sender.start(total)
             wait(sender.done, clock, None)
             wait(session.done, clock, offset + _GRACE)
