@@ -723,8 +723,9 @@ def test_wav_rendering_of_a_long_run_happens_while_it_runs_not_at_exit(tmp_path:
     for _ in range(600):  # ten minutes at 60 bpm, each tick asked for 100 ms ahead
         player.play_at(clock.now() + 0.1)
         clock.advance(1.0)
-    # All but the last second or so is on disk, in a valid WAV, before close.
-    assert player.frames_written >= 598 * RATE
+    # All but the last second or so is on disk, in a valid WAV, before close (written by the
+    # renderer's thread: the thread that asks for ticks does not mix).
+    assert player.wait_written(598 * RATE, WAIT)
     with wave.open(str(tmp_path / "out.wav")) as wav:
         assert wav.getnframes() == player.frames_written
     written_before_close = player.frames_written
@@ -745,6 +746,7 @@ def test_sighup_leaves_a_valid_wav_of_the_run_so_far(tmp_path: Path) -> None:
     for _ in range(10):
         player.play_at(clock.now() + 0.05)
         clock.advance(0.5)
+    assert player.wait_written(4 * RATE, WAIT)
     # No close(): the process is gone. What is on disk reads back.
     found = audio.find_onsets(audio.read_wav(tmp_path / "out.wav").samples)
     assert found == [round((k * 0.5 + 0.05) * RATE) for k in range(len(found))]
@@ -771,8 +773,10 @@ def test_a_wav_that_cannot_be_written_mid_run_is_reported_at_once(tmp_path: Path
     for _ in range(4):
         player.play_at(clock.now())
         clock.advance(1.0)
+    assert not player.wait_written(10 * RATE, WAIT)  # returns when the write failed
     assert errors == [f"cannot write {tmp_path / 'out.wav'}: No space left on device"]
-    assert player.stats.dropped >= 1  # later ticks are dropped, not queued forever
+    player.play_at(clock.now())
+    assert player.stats.dropped == 1  # later ticks are dropped, not queued forever
     with pytest.raises(AudioError, match="No space left"):
         player.close()
 
