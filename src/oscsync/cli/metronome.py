@@ -469,6 +469,7 @@ Examples:
   oscsync metronome listen --listen 0.0.0.0:9001         # accept ticks from other machines
   oscsync metronome listen --audio wav:out.wav --log ticks.jsonl --count 8
   oscsync metronome listen --audio playsound             # the workshop's way (high latency)
+  oscsync metronome listen --audio sounddevice --device 0  # see: oscsync audio devices
   oscsync metronome listen --listen 0.0.0.0:9001 --advertise alice   # found as @alice
 """
 )
