@@ -163,8 +163,8 @@ def playsound_through_jack() -> str | None:
     return audio.probe_playsound()
 
 
-def show(result: Result) -> None:
-    if os.environ.get("OSCSYNC_BENCH_DEBUG"):
+def show(result: Result, details: bool) -> None:
+    if details:
         print(
             "  gaps off by more than 1:", [(i, g) for i, g in enumerate(result.gaps) if abs(g) > 1]
         )
@@ -189,6 +189,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=120)
     parser.add_argument("--gil-load", type=float, default=0.1, help="0 .. 0.9 (default 0.1)")
+    parser.add_argument("--gaps", action="store_true", help="also list the gaps off by > 1 frame")
     args = parser.parse_args()
     print(
         f"# {platform.platform()}, Python {platform.python_version()}, "
@@ -209,7 +210,7 @@ def main() -> int:
                 if isinstance(player, str):
                     print(f"{name:10s} not measured: {player}")
                     continue
-                show(measure(server, name, player, args.ticks, args.gil_load))
+                show(measure(server, name, player, args.ticks, args.gil_load), args.gaps)
             import sounddevice
 
             sounddevice._terminate()  # before the server goes, or PortAudio aborts at exit
