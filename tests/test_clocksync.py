@@ -16,7 +16,8 @@ from oscsync import clocksync, codec
 from oscsync import timetag as tt
 from oscsync.cli.main import cli
 from oscsync.clock import FakeClock, SkewedClock, SystemClock
-from oscsync.clocksync import ClockFollower, ClockSync, Sample, choose, choose_offset
+from oscsync.clockfollow import ClockFollower
+from oscsync.clocksync import ClockSync, Sample, choose, choose_offset
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint, Received
 
@@ -234,14 +235,18 @@ def test_follower_translates_leader_timetags_and_holds_until_synced() -> None:
             leader.send("/tick", [0], timetag=stamp)  # before any estimate exists: held
         assert arrived.wait(5)
         follower.close()
+        offset = follower.offset()
         estimate = follower.estimate()
-    assert estimate is not None
-    assert abs(estimate.offset - skew) <= estimate.error_bound + 5e-5
+    assert offset is not None and estimate is not None
+    bound = follower.servo.bound(estimate.at)
+    # Two SystemClocks map wall to monotonic separately (a few µs apart): allow for that.
+    assert abs(offset - skew) <= bound + 5e-5
     for received, stamp in zip(got, due):
         assert received.timetag is not None
         shift = tt.difference(received.timetag, stamp)
-        assert abs(shift - (-skew)) <= estimate.error_bound + 5e-5
-    assert follower.dropped_unsynced == 0
+        # Held, then translated at lock, from the first three exchanges (a looser estimate).
+        assert abs(shift - (-skew)) <= 1e-3
+    assert follower.unsynced == 0
 
 
 def test_choose_offset_covers_the_slowest_one_way_delay() -> None:

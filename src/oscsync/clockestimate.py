@@ -71,6 +71,10 @@ STEP_THRESHOLD = 0.002
 RESTART_AFTER = 3
 """Consecutive impossible exchanges that mean the peer's clock really moved (one is a fluke or a
 forgery; three in a row from the chosen peer's address, matching our pings, is a restart)."""
+MIN_FREQUENCY_SPAN = 2.0
+"""Seconds of samples before a frequency is fitted (until then it is taken as 0): over the 10 ms of
+a start burst, jitter alone makes any slope up to the limit fit, and a map that runs 1,000 ppm
+wrong puts a tick 1.5 s ahead 1.5 ms off (measured on loopback)."""
 MIN_SETTLED = 20
 """Samples per direction before an exchange below the envelope counts as impossible: a young
 window's envelope is still far above the floor, and new minima are expected."""
@@ -263,7 +267,8 @@ class EnvelopeEstimator:
         # samples' total height above them, n·(mean − floor) each way. That cost is convex and
         # piecewise linear in f, bending only where A(f) or B(f) bends (at a forward hull slope,
         # or minus a reverse one), so its minimum is at one of those candidates or a limit.
-        limit = self.max_freq
+        span = max(self._out.ts[-1], self._back.ts[-1]) - min(self._out.ts[0], self._back.ts[0])
+        limit = self.max_freq if span >= MIN_FREQUENCY_SPAN else 0.0
         candidates = [0.0, -limit, limit]
         candidates += [s for s in _edge_slopes(out_hull) if -limit <= s <= limit]
         candidates += [-s for s in _edge_slopes(back_hull) if -limit <= -s <= limit]
@@ -286,7 +291,6 @@ class EnvelopeEstimator:
         bound = BOUND_FACTOR * max(s_out, s_back)
         # The hard bound: delays are not negative, so θ is within D̂ of θ̂ (when f is right).
         bound = min(bound, max(delay, 0.0)) if delay > 0 else bound
-        span = max(self._out.ts[-1], self._back.ts[-1]) - min(self._out.ts[0], self._back.ts[0])
         estimate = ClockEstimate(
             at=now,
             offset=offset,

@@ -24,7 +24,8 @@ from oscsync.cli.params import (
     peers_option,
 )
 from oscsync.cli.runtime import AppContext, running, stdout_is_tty, wait
-from oscsync.clocksync import PONG, ClockFollower, PeerClocks
+from oscsync.clockfollow import ClockFollower
+from oscsync.clocksync import PONG, PeerClocks
 from oscsync.hostport import HostPort
 from oscsync.scheduler import Scheduler
 from oscsync.transport import Endpoint, Network, Received
@@ -356,6 +357,8 @@ class _Session:
         if description:
             app.note(description)
         self.scheduler = Scheduler(app.clock, on_warning=app.warn)
+        self.follower: ClockFollower | None = None
+        """Set by ``--sync``: its state joins the live line."""
         self.tty = stdout_is_tty()
         self.live = _live_line(app)
         self.listener = MetronomeListener(
@@ -371,7 +374,10 @@ class _Session:
 
     def _on_tick(self, record: TickRecord) -> None:
         if self.tty:
-            self.live(self.listener.status())
+            status = self.listener.status()
+            if self.follower is not None:
+                status += "  " + self.follower.status()
+            self.live(status)
         elif not self.app.quiet:
             click.echo(tick_line(record))
         if self.limit is not None and record.seq + 1 >= self.limit:
@@ -412,16 +418,21 @@ Examples:
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
 @click.option(
     "--sync",
-    is_flag=True,
-    help="Follow the sender's clock: ping it (at start, then 4 times a second) and translate "
-    "its timetags onto this clock before scheduling.",
+    type=click.Choice(["peer", "system"]),
+    is_flag=False,
+    flag_value="peer",
+    default=None,
+    help="peer (or --sync alone): follow the tick sender's clock: ping it (a burst, then 40 "
+    "times a second), fit its offset and frequency, and translate its timetags through a map "
+    "that is slewed, never stepped; ticks due before the first estimate are not played. "
+    "system: trust this machine's clock (both disciplined by chrony/PTP): timetags as they are.",
 )
 @click.option(
     "--sync-peer",
     type=PEER,
     metavar="HOST:PORT",
-    help="Whose clock to follow with --sync (default: whoever the ticks come from, also when "
-    "they arrive through a multicast group).",
+    help="Whose clock to follow with --sync (default: the first sender of a timetagged tick; "
+    "give it to refuse anyone else's and to sync before the first tick).",
 )
 @iface_option()
 @click.pass_obj
@@ -436,7 +447,7 @@ def listen(
     beats_per_bar: int,
     count: int | None,
     duration: float | None,
-    sync: bool,
+    sync: str | None,
     sync_peer: HostPort | None,
     iface: str | None,
 ) -> None:
@@ -457,9 +468,14 @@ def listen(
             session = _Session(app, audio_choice, paths, beats_per_bar, log, count)
             app.note(f"listening on {endpoint.local_address}")
             handler: Callable[[Received], None] = session.listener.on_message
-            if sync or sync_peer is not None:
+            if sync == "system" and sync_peer is not None:
+                raise click.UsageError("--sync-peer follows a peer's clock: not with --sync system")
+            if sync == "system":
+                app.note("clock sync: system (timetags used as they are: this clock is trusted)")
+            elif sync is not None or sync_peer is not None:
                 peer = None if sync_peer is None else sync_peer.sockaddr
-                follower = ClockFollower(endpoint, peer=peer)
+                follower = ClockFollower(endpoint, peer=peer, on_warning=app.warn)
+                session.follower = follower
                 handler = follower.wrap(handler)
                 follower.start()
             endpoint.start(handler)
