@@ -315,3 +315,33 @@ def test_peer_clocks_keep_one_filter_per_peer_and_cover_the_slowest() -> None:
     for estimate, skew in zip(estimates, skews):
         assert estimate is not None
         assert estimate.offset == pytest.approx(skew, abs=estimate.error_bound + 1e-3)
+
+
+def test_clock_command_reports_frequency_and_watches(cli_runner: CliRunner) -> None:
+    """A listener whose clock runs 300 ppm fast: --json has frequency_ppm, --watch live lines."""
+    listener = Endpoint(
+        HostPort("127.0.0.1", 0), clock=SkewedClock(SystemClock(), skew=0.1, drift_ppm=300.0)
+    )
+    listener.start(lambda _: None)
+    with listener:
+        peer = str(listener.local_address)
+        result = cli_runner.invoke(
+            cli, ["clock", "--peer", peer, "--duration", "2.5", "--interval", "0.005", "--json"]
+        )
+        watched = cli_runner.invoke(cli, ["clock", "--peer", peer, "--duration", "0.6", "--watch"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    # Loopback: round trips of ~0.1 ms over 2.5 s pin the frequency to within tens of ppm.
+    assert report["frequency_ppm"] == pytest.approx(300.0, abs=40.0)
+    assert report["state"] == "locked"
+    assert watched.exit_code == 0, watched.output
+    live = [line for line in watched.output.splitlines() if line.startswith("offset +")]
+    assert len(live) >= 2 and "rtt" in live[0]
+
+
+def test_clock_command_refuses_count_with_duration(cli_runner: CliRunner) -> None:
+    result = cli_runner.invoke(
+        cli, ["clock", "--peer", "127.0.0.1:9", "--count", "3", "--duration", "1"]
+    )
+    assert result.exit_code == 2
+    assert "--count or --duration" in result.output

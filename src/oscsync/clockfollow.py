@@ -51,6 +51,8 @@ estimator's floor improves as 1/n (issue #11: 20/s reached p99 0.66 ms 10 s afte
 UPDATE_EVERY = 0.1
 """Seconds between servo updates: each fit costs ~1 ms of Python with 1,200 samples a direction."""
 MAX_OUTSTANDING = 256
+MAX_ROUND_TRIPS = 4096
+"""Round-trip times kept for the report (the most recent)."""
 MAX_PENDING = 256
 MAX_PENDING_BYTES = 1 << 20
 """Held messages before lock: at most this many, and this many bytes of arguments (a blob bomb
@@ -112,6 +114,7 @@ class ClockFollower:
         self._restarts_seen = 0
         self._estimate: ClockEstimate | None = None
         self._last_rtt: float | None = None
+        self._round_trips: deque[float] = deque(maxlen=MAX_ROUND_TRIPS)
         self.sent = 0
         self.answered = 0
         self.ignored: Counter[str] = Counter()
@@ -215,6 +218,7 @@ class ClockFollower:
             self.answered += 1
             s1, s2, s3, s4 = (self._seconds(v) for v in (t1, t2, t3, t4))
             self._last_rtt = (s4 - s1) - (s3 - s2)
+            self._round_trips.append(self._last_rtt)
             if not self.estimator.add_exchange(s1, s2, s3, s4):
                 self.ignored["impossible-pong"] += 1  # held back: a step, or a forgery
             restarted = self.estimator.restarts != self._restarts_seen
@@ -332,6 +336,21 @@ class ClockFollower:
         """The newest estimate (offset of the peer at its time, frequency, bound)."""
         with self._lock:
             return self._estimate
+
+    def fresh_estimate(self) -> ClockEstimate | None:
+        """An estimate made now from every exchange so far (not the last servo update's)."""
+        with self._lock:
+            return self.estimator.estimate(self._now())
+
+    def round_trip_times(self) -> list[float]:
+        """The most recent round trips (seconds), oldest first."""
+        with self._lock:
+            return list(self._round_trips)
+
+    def counts(self) -> tuple[int, int, int]:
+        """Pings sent, pongs used, pongs ignored."""
+        with self._lock:
+            return self.sent, self.answered, sum(self.ignored.values())
 
     def offset(self) -> float | None:
         """The map's offset now (peer minus us, seconds): what timetags are shifted by."""
