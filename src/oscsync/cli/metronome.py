@@ -159,6 +159,48 @@ def _listen_options() -> Callable[[F], F]:
     )
 
 
+def _sync_options() -> Callable[[F], F]:
+    return _compose(
+        click.option(
+            "--sync",
+            type=click.Choice(["peer", "system"]),
+            is_flag=False,
+            flag_value="peer",
+            default=None,
+            help="peer (or --sync alone): follow the tick sender's clock: ping it (a burst, "
+            "then 40 times a second), fit its offset and frequency, and translate its timetags "
+            "through a map that is slewed, never stepped; ticks due before the first estimate "
+            "are not played. system: trust this machine's clock (both machines disciplined by "
+            "chrony or PTP): timetags are used as they are.",
+        ),
+        click.option(
+            "--sync-peer",
+            type=PEER,
+            metavar="HOST:PORT",
+            help="Whose clock to follow with --sync (default: the first sender of a timetagged "
+            "tick; give it to refuse anyone else's ticks and to sync before the first one).",
+        ),
+    )
+
+
+def _check_sync(sync: str | None, sync_peer: HostPort | None) -> None:
+    if sync == "system" and sync_peer is not None:
+        raise click.UsageError("--sync-peer follows a peer's clock: not with --sync system")
+
+
+def _follower(
+    app: AppContext, endpoint: Endpoint, sync: str | None, sync_peer: HostPort | None
+) -> ClockFollower | None:
+    """--sync peer: a ClockFollower; --sync system: None (timetags used as they are)."""
+    if sync == "system":
+        app.note("clock sync: system (timetags used as they are: this clock is trusted)")
+        return None
+    if sync is None and sync_peer is None:
+        return None
+    peer = None if sync_peer is None else sync_peer.sockaddr
+    return ClockFollower(endpoint, peer=peer, on_warning=app.warn)
+
+
 @click.group(
     epilog="""\b
 Examples:
@@ -416,24 +458,7 @@ Examples:
 @_beats_per_bar_option()
 @click.option("--count", "-c", type=click.IntRange(min=1), help="Stop after this many ticks.")
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
-@click.option(
-    "--sync",
-    type=click.Choice(["peer", "system"]),
-    is_flag=False,
-    flag_value="peer",
-    default=None,
-    help="peer (or --sync alone): follow the tick sender's clock: ping it (a burst, then 40 "
-    "times a second), fit its offset and frequency, and translate its timetags through a map "
-    "that is slewed, never stepped; ticks due before the first estimate are not played. "
-    "system: trust this machine's clock (both disciplined by chrony/PTP): timetags as they are.",
-)
-@click.option(
-    "--sync-peer",
-    type=PEER,
-    metavar="HOST:PORT",
-    help="Whose clock to follow with --sync (default: the first sender of a timetagged tick; "
-    "give it to refuse anyone else's and to sync before the first tick).",
-)
+@_sync_options()
 @iface_option()
 @click.pass_obj
 def listen(
@@ -457,6 +482,7 @@ def listen(
     late ticks, the interval between onsets (mean ± std) and the headroom (timetag − arrival);
     piped, one line per tick. Ctrl-C stops and prints a summary.
     """
+    _check_sync(sync, sync_peer)
     paths = _sound_paths(sound, accent_sound)
     with running(), _log_file(log_path) as log:
         endpoint = Endpoint(
@@ -468,13 +494,8 @@ def listen(
             session = _Session(app, audio_choice, paths, beats_per_bar, log, count)
             app.note(f"listening on {endpoint.local_address}")
             handler: Callable[[Received], None] = session.listener.on_message
-            if sync == "system" and sync_peer is not None:
-                raise click.UsageError("--sync-peer follows a peer's clock: not with --sync system")
-            if sync == "system":
-                app.note("clock sync: system (timetags used as they are: this clock is trusted)")
-            elif sync is not None or sync_peer is not None:
-                peer = None if sync_peer is None else sync_peer.sockaddr
-                follower = ClockFollower(endpoint, peer=peer, on_warning=app.warn)
+            follower = _follower(app, endpoint, sync, sync_peer)
+            if follower is not None:
                 session.follower = follower
                 handler = follower.wrap(handler)
                 follower.start()
@@ -493,6 +514,21 @@ def listen(
 # -- pair -------------------------------------------------------------------------------------
 
 
+def _pong_router(
+    follower: ClockFollower, clocks: PeerClocks
+) -> Callable[[Endpoint, Received], None]:
+    """Pongs for --offset auto's pings and for the clock follower's, on one endpoint: the
+    follower takes those from the peer it follows, --offset auto (which matches its own pings
+    and ignores the rest) sees every one."""
+
+    def route(endpoint: Endpoint, received: Received) -> None:
+        clocks.service(endpoint, received)
+        if received.source == follower.peer:
+            follower.take_pong(received)
+
+    return route
+
+
 @metronome.command(
     epilog="""\b
 Examples:
@@ -502,6 +538,7 @@ Examples:
 )
 @_send_options()
 @_listen_options()
+@_sync_options()
 @click.pass_obj
 def pair(
     app: AppContext,
@@ -518,13 +555,17 @@ def pair(
     accent_sound: Path | None,
     log_path: Path | None,
     allow: tuple[Network, ...],
+    sync: str | None,
+    sync_peer: HostPort | None,
 ) -> None:
     """Send ticks and play the ticks you receive, in one process (like the PD patch).
 
     Ticks go to every --peer; ticks arriving on --listen (from anyone, yourself included) are
-    played. With --count or --duration it stops shortly after the last tick's timetag.
+    played. With --count or --duration it stops shortly after the last tick's timetag. With
+    --sync, received timetags are translated from the sender's clock, as listen --sync does.
     """
     total = _tick_count(count, duration, bpm)
+    _check_sync(sync, sync_peer)
     paths = _sound_paths(sound, accent_sound)
     clock = app.clock
     with running(), _log_file(log_path) as log:
@@ -538,12 +579,21 @@ def pair(
         )
         session: _Session | None = None
         sender: TickSender | None = None
+        follower: ClockFollower | None = None
         try:
             session = _Session(app, audio_choice, paths, beats_per_bar, log, None)
             app.note(f"listening on {endpoint.local_address}")
             clocks = PeerClocks(clock, endpoint, peers, filter_size=_AUTO_PINGS)
             endpoint.add_service(PONG, clocks.service)
-            endpoint.start(session.listener.on_message)
+            handler: Callable[[Received], None] = session.listener.on_message
+            follower = _follower(app, endpoint, sync, sync_peer)
+            if follower is not None:
+                session.follower = follower
+                handler = follower.wrap(handler)
+                endpoint.add_service(PONG, _pong_router(follower, clocks))
+            endpoint.start(handler)
+            if follower is not None:
+                follower.start()
             if offset == AUTO:
                 offset = _auto_offset(app, clocks)
             assert isinstance(offset, float)
@@ -563,6 +613,9 @@ def pair(
         finally:
             if sender is not None:
                 sender.stop()
+            if follower is not None:
+                follower.close()
+                app.note(follower.describe())
             if session is not None:
                 session.close(endpoint)
             else:
