@@ -45,7 +45,8 @@ class _World:
         self.endpoint = Endpoint(clock=self.clock)
         self.warnings: list[str] = []
         self.follower = ClockFollower(self.endpoint, peer=peer, on_warning=self.warnings.append)
-        self.follower._send = self._ping  # type: ignore[method-assign]
+        follower = self.follower
+        follower._sender = lambda: None if follower.peer is None else self._ping  # type: ignore[method-assign]
         self.got: list[Received] = []
         self.handle = self.follower.wrap(self.got.append)
         self.events: list[tuple[float, int, Callable[[], None]]] = []
@@ -162,7 +163,7 @@ def test_malformed_and_impossible_pongs_never_move_the_clock(
     world.run(start + 10.0)
     before = world.follower.offset()
     sent: list[bytes] = []
-    world.follower._send = sent.append  # type: ignore[method-assign]
+    world.follower._sender = lambda: sent.append  # type: ignore[method-assign]
     world.follower.ping()
     (ping,) = codec.decode(sent[0])
     seq, t1 = ping.args
@@ -185,7 +186,7 @@ def test_clock_hijack_pongs_from_a_stranger_are_ignored() -> None:
     world.run(start + 5.0)
     before = world.follower.offset()
     sent: list[bytes] = []
-    world.follower._send = sent.append  # type: ignore[method-assign]
+    world.follower._sender = lambda: sent.append  # type: ignore[method-assign]
     world.follower.ping()
     (ping,) = codec.decode(sent[0])
     seq, t1 = ping.args
@@ -215,7 +216,7 @@ def test_clock_hijack_absurd_jump_is_refused() -> None:
     world.run(start + 10.0)
     before = world.follower.offset()
     sent: list[bytes] = []
-    world.follower._send = sent.append  # type: ignore[method-assign]
+    world.follower._sender = lambda: sent.append  # type: ignore[method-assign]
     for _ in range(2):
         world.follower.ping()
         (ping,) = codec.decode(sent.pop())

@@ -114,6 +114,8 @@ class FollowerResult:
     sync_offset: float | None = None
     """The follower's estimate of (leader − follower) clock offset, seconds."""
     sync_bound: float | None = None
+    sync_true_offset: float | None = None
+    """What :attr:`sync_offset` should have been (leader − follower, from the clocks themselves)."""
     sync_ppm: float | None = None
     lock_ref: float | None = None
     """When the follower could first translate timetags (reference clock)."""
@@ -246,6 +248,8 @@ def _sync_result(
     reference: Clock,
 ) -> None:
     result.sync_text = follow.describe()
+    mono = clock.monotonic()
+    result.sync_true_offset = reference.monotonic_to_wall(mono) - clock.monotonic_to_wall(mono)
     if isinstance(follow, FilterFollower):
         old = follow.estimate()
         if old is not None:
