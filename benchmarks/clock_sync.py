@@ -104,6 +104,13 @@ def sessions(reference: Clock, seconds: float, which: list[str]) -> None:
                   f"{b.unsynced:8d}   {lock * 1e3:10.1f} ms   {covers}   "
                   f"[{verdict} p99 ≤ {goal * 1e3:g} ms]")  # fmt: skip
             ioi_ok = "meets" if std <= 20e-6 else "MISSES"
+            late_headroom = [
+                f"{r.headroom_ms:+.1f}" for r in b.records if r.late and r.headroom_ms is not None
+            ]
+            if late_headroom:
+                # Negative: the tick arrived after its (translated) time: the link's tail, which
+                # no clock can fix; positive: this process was too slow to handle it in time.
+                print(f"              late ticks' headroom (ms): {', '.join(late_headroom)}")
             print(f"              first tick: {_first_tick(b)}; ioi {ioi_ok} ≤ 20 µs; "
                   f"{b.sync_text}")  # fmt: skip
 

@@ -188,6 +188,11 @@ class ClockFollower:
             self._pinger = pinger
         return self._pinger
 
+    def follow(self, peer: tuple[str, int]) -> None:
+        """Follow ``peer`` from now on (what ``--sync-peer`` says at start): pinging starts."""
+        self.peer = peer
+        self._peer_known.set()
+
     def start(self) -> None:
         self._thread = threads.daemon_thread(self._run, name="oscsync-clock")
         threads.start(self._thread)

@@ -37,14 +37,17 @@ from oscsync.apps.netem import ImpairmentSpec, Relay
 from oscsync.audio import TICK, Player
 from oscsync.clock import Clock, SkewedClock
 from oscsync.clockfollow import ClockFollower
-from oscsync.clocksync import FilterFollower
+from oscsync.clocksync import PING, FilterFollower, PingResponder, encode_ping
 from oscsync.hostport import HostPort
 from oscsync.scheduler import Scheduler, percentile
-from oscsync.transport import Endpoint
+from oscsync.transport import Endpoint, Received, Service
 
 LOOPBACK = HostPort("127.0.0.1", 0)
 SETTLE = 0.15
 """Seconds the leader waits before tick 0, so every socket and thread is up."""
+SYNC_SETTLE = 0.4
+"""The same when a follower syncs: its first estimate takes a round trip plus a few pings after
+it learns the leader's address (the leader's hello ping), and tick 0 should find it locked."""
 
 
 class OnsetRecorder:
@@ -187,6 +190,10 @@ def run_session(
                     follow = FilterFollower(endpoint)
                 else:
                     follow = ClockFollower(endpoint, on_warning=on_warning)
+                    # The lab knows who leads: the first ping through the relay is the leader's
+                    # hello, and its source is what --sync-peer would name (issue #11: no tick
+                    # played late, the first one on time).
+                    endpoint.add_service(PING, _peer_from_hello(follow))
                 handler = follow.wrap(handler)  # type: ignore[assignment]
                 opened.append(follow)
             scheduler.start()
@@ -205,11 +212,14 @@ def run_session(
         )
         opened.append(leader)
         leader.start(lambda _: None)  # answers the followers' clock pings
+        syncing = any(f.sync for f in spec.followers)
+        if syncing:
+            leader.send_bytes(encode_ping(0, reference.now_timetag()))  # hello, through netem
         # The leader's sends need no spin: timetags carry the timing, and with offset 0 the
         # network's jitter dwarfs a sleep's overshoot; a spinning thread would hold the GIL.
         sender = Scheduler(reference, spin=0.0, on_warning=on_warning)
         opened.append(sender)
-        t0 = tt.add_seconds(reference.now_timetag(), SETTLE)
+        t0 = tt.add_seconds(reference.now_timetag(), SYNC_SETTLE if syncing else SETTLE)
         # One tick held at a time: a sweep of 10,000 ticks would pass the scheduler's horizon.
         TickSender(
             leader.send_bytes,
@@ -239,6 +249,17 @@ def run_session(
         if follow is not None:
             _sync_result(result.followers[-1], follow, clock, reference)
     return result
+
+
+def _peer_from_hello(follow: ClockFollower) -> Service:
+    responder = PingResponder()
+
+    def hello(endpoint: Endpoint, received: Received) -> None:
+        if follow.peer is None:
+            follow.follow(received.source)
+        responder.service(endpoint, received)
+
+    return hello
 
 
 def _sync_result(
