@@ -62,6 +62,24 @@ def test_a_peer_restart_steps_whatever_its_size() -> None:
     assert event is not None and event.kind == "stepped" and servo.offset_at(1.0) == 0.003
 
 
+def test_acquisition_follows_the_estimates_until_the_bound_is_small() -> None:
+    servo = Servo()
+    event = servo.update(_estimate(0.0, 0.004, bound=3e-3), 0.0)
+    assert event is not None and event.kind == "synced"
+    assert servo.usable and not servo.locked and servo.state(0.0) == ACQUIRING
+    assert servo.update(_estimate(0.5, 0.001, bound=2e-3), 0.5) is None
+    assert servo.offset_at(0.5) == 0.001  # followed directly while acquiring: no slow slew
+    event = servo.update(_estimate(1.0, 0.0002, bound=0.4e-3), 1.0)
+    assert event is not None and event.kind == "locked" and servo.state(1.0) == LOCKED
+    assert servo.steps == 0
+    # A link whose bound stays large still locks after MAX_ACQUIRE seconds.
+    slow = Servo()
+    slow.update(_estimate(0.0, 0.0, bound=5e-3), 0.0)
+    assert not slow.locked
+    slow.update(_estimate(5.0, 0.0, bound=5e-3), 5.0)
+    assert slow.locked
+
+
 def test_lost_after_five_silent_seconds_and_the_bound_grows() -> None:
     servo = Servo()
     servo.update(_estimate(0.0, 0.0, bound=1e-4), 0.0)
@@ -94,10 +112,10 @@ def test_on_a_simulated_link_no_step_once_locked_and_ticks_stay_even(
             next_update = now + 0.1
             estimate = estimator.estimate(now)
             if estimate is not None:
-                before = servo.offset_at(now) if servo.usable else None
+                before = servo.offset_at(now) if servo.locked else None
                 servo.update(estimate, now)
                 if before is not None:
-                    assert servo.offset_at(now) == before  # continuous
+                    assert servo.offset_at(now) == before  # continuous once locked
                 assert abs(servo.slew) <= MAX_SLEW
         while servo.usable and next_tick <= now:
             # The leader's tick for peer time P plays at to_local(P); the true local time is

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from oscsync import threads
 from oscsync import timetag as tt
 from oscsync.clockestimate import ClockEstimate, EnvelopeEstimator
-from oscsync.clockservo import ACQUIRING, Servo, ServoEvent
+from oscsync.clockservo import Servo, ServoEvent
 from oscsync.clocksync import PONG, encode_ping, exchange_problem, int32
 
 if TYPE_CHECKING:
@@ -388,7 +388,7 @@ class ClockFollower:
         with self._lock:
             now = self._now()
             state = self.servo.state(now)
-            if state == ACQUIRING:
+            if not self.servo.usable:
                 return f"sync {state}"
             offset = self.servo.offset_at(now)
             bound = self.servo.bound(now)

@@ -11,11 +11,15 @@ servo, the map here is a line ``offset(t) = phase + rate·(t − anchor)`` re-an
 correction ``error / time_constant`` that pulls it onto the estimate, limited to ``max_slew``
 (500 ppm: a 1 ms error is gone in 2 s, and a tick period of 0.25 s changes by at most 125 µs).
 
-States: ``acquiring`` (no estimate yet: nothing can be translated), ``locked``, and ``lost`` (no
-update for ``lost_after`` seconds: the map keeps running at its last rate, holdover). An error
-above ``step_threshold`` (50 ms) is not slewed (that would take 100 s) but stepped, once, and
-counted in :attr:`Servo.steps`; so is the first estimate after the peer restarted
-(``restarted=True``), whatever its size.
+States: ``acquiring`` — from the first estimate the map exists (:attr:`Servo.usable`: timetags
+can be translated) and follows each estimate *directly*, because the first ones, from a handful
+of exchanges, are milliseconds off and slewing that away at 500 ppm would take seconds (the demo
+measured 0.3 ms still to go after 5 s); ``locked`` once the estimate's bound is below
+``lock_bound`` (0.5 ms) or ``max_acquire`` (5 s) has passed: from then on the map is only slewed;
+and ``lost`` (no update for ``lost_after`` seconds: the map keeps running at its last rate,
+holdover). Once locked, an error above ``step_threshold`` (50 ms) is not slewed (that would take
+100 s) but stepped, once, and counted in :attr:`Servo.steps`; so is the first estimate after the
+peer restarted (``restarted=True``), whatever its size.
 """
 
 from __future__ import annotations
@@ -38,11 +42,16 @@ so no integral term is needed). Estimates move by ~10 µs between updates: ÷2 s
 change, 1.25 µs over a 0.25 s tick."""
 LOST_AFTER = 5.0
 """Seconds without an update before the state says ``lost``."""
+LOCK_BOUND = 0.5e-3
+"""An estimate this good ends acquisition: from here on, slewing the rest away is quick."""
+MAX_ACQUIRE = 5.0
+"""Seconds of acquisition at most (a link whose bound never gets below :data:`LOCK_BOUND`)."""
 
 
 @dataclass(frozen=True, slots=True)
 class ServoEvent:
-    """Something the follower should say: ``locked`` (first estimate) or ``stepped``."""
+    """Something the follower may say: ``synced`` (first estimate), ``locked`` (acquisition
+    over) or ``stepped``."""
 
     kind: str
     error: float
@@ -59,9 +68,14 @@ class Servo:
         step_threshold: float = STEP_THRESHOLD,
         time_constant: float = TIME_CONSTANT,
         lost_after: float = LOST_AFTER,
+        lock_bound: float = LOCK_BOUND,
+        max_acquire: float = MAX_ACQUIRE,
     ) -> None:
         if max_slew < 0 or step_threshold <= 0 or time_constant <= 0 or lost_after <= 0:
             raise ValueError("servo limits must be positive")
+        self.lock_bound = lock_bound
+        self.max_acquire = max_acquire
+        self._usable_since: float | None = None
         self.max_slew = max_slew
         self.step_threshold = step_threshold
         self.time_constant = time_constant
@@ -85,7 +99,12 @@ class Servo:
 
     @property
     def usable(self) -> bool:
-        """True once there is a map (locked or lost): timetags can be translated."""
+        """True once there is a map (from the first estimate): timetags can be translated."""
+        return self._usable_since is not None
+
+    @property
+    def locked(self) -> bool:
+        """True once acquisition ended: from then on the map is slewed, not stepped."""
         return self._locked
 
     def offset_at(self, t: float) -> float:
@@ -117,14 +136,16 @@ class Servo:
     # -- discipline ---------------------------------------------------------------------------
 
     def state(self, now: float) -> str:
-        if not self._locked:
+        if self._usable_since is None:
             return ACQUIRING
-        return LOST if now - self._updated > self.lost_after else LOCKED
+        if now - self._updated > self.lost_after:
+            return LOST
+        return LOCKED if self._locked else ACQUIRING
 
     def bound(self, now: float) -> float:
         """How far the map may be from the truth at ``now``: the estimate's bound, the error
         still being slewed, and 15 ppm (NTP's PHI) for each second since the last update."""
-        if not self._locked:
+        if self._usable_since is None:
             return float("inf")
         return self.estimate_bound + abs(self.error) + 15e-6 * max(0.0, now - self._updated)
 
@@ -137,10 +158,18 @@ class Servo:
         self.estimate_bound = estimate.bound
         self.updates += 1
         if not self._locked:
+            error = target - self.offset_at(now) if self._usable_since is not None else 0.0
             self._set(target, now, estimate.frequency, 0.0, 0.0)
-            self._locked = True
             self.error = 0.0
-            return ServoEvent("locked", 0.0)
+            if self._usable_since is None:
+                self._usable_since = now
+                event = "synced"
+            else:
+                event = ""
+            if estimate.bound <= self.lock_bound or now - self._usable_since >= self.max_acquire:
+                self._locked = True
+                return ServoEvent("locked", error)
+            return ServoEvent(event, error) if event else None
         error = target - self.offset_at(now)
         if restarted or abs(error) > self.step_threshold:
             self._set(target, now, estimate.frequency, 0.0, 0.0)
