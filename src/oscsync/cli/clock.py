@@ -8,6 +8,7 @@ import click
 
 from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL, PeerClock, PeerClockReport
 from oscsync.cli.params import DURATION, PEER
+from oscsync.cli.peers import resolve_peer
 from oscsync.cli.runtime import AppContext, Stop, running, stdout_is_tty
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint
@@ -23,7 +24,9 @@ Examples:
   oscsync clock --peer 127.0.0.1:9001 --count 32   # ... measured: offset +150 ms
 """
 )
-@click.option("--peer", "-p", type=PEER, required=True, metavar="HOST:PORT", help="Who to ask.")
+@click.option(
+    "--peer", "-p", type=PEER, required=True, metavar="HOST:PORT|@NAME", help="Who to ask."
+)
 @click.option(
     "--duration",
     "-d",
@@ -84,6 +87,7 @@ def clock(
             else:
                 click.echo(line)
 
+    peer = resolve_peer(peer)
     with running(), Endpoint(peers=[peer], clock=app.clock, on_warning=app.warn) as endpoint:
         probe = PeerClock(endpoint)
         try:

@@ -18,11 +18,13 @@ from oscsync.cli.params import (
     DURATION,
     PEER,
     DurationType,
+    advertise_option,
     allow_option,
     iface_option,
     listen_option,
     peers_option,
 )
+from oscsync.cli.peers import advertising, resolve_peer, resolve_peers
 from oscsync.cli.runtime import AppContext, running, stdout_is_tty, wait
 from oscsync.clockfollow import ClockFollower
 from oscsync.clocksync import PONG, PeerClocks
@@ -156,6 +158,7 @@ def _listen_options() -> Callable[[F], F]:
             help="Write one JSON object per tick (arrival, timetag, onset, beat, late, ...).",
         ),
         allow_option(),
+        advertise_option(),
     )
 
 
@@ -176,7 +179,7 @@ def _sync_options() -> Callable[[F], F]:
         click.option(
             "--sync-peer",
             type=PEER,
-            metavar="HOST:PORT",
+            metavar="HOST:PORT|@NAME",
             help="Whose clock to follow with --sync (default: the first sender of a timetagged "
             "tick; give it to refuse anyone else's ticks and to sync before the first one).",
         ),
@@ -254,6 +257,7 @@ def send(
     """
     total = _tick_count(count, duration, bpm)
     clock = app.clock
+    peers = resolve_peers(peers)
     with (
         running(),
         Endpoint(peers=peers, clock=clock, on_warning=app.warn, multicast_interface=iface) as ep,
@@ -270,9 +274,11 @@ def send(
         sender = TickSender(
             ep.send_bytes, scheduler, bpm=bpm, beats_per_bar=beats_per_bar, offset=offset
         )
-        app.note(_sending_note(peers, bpm, beats_per_bar, offset))
         live = _live_line(app) if stdout_is_tty() else None
         try:
+            # Inside the try: a stop signal right after this line still prints the summary
+            # (tests/test_signals.py waits for this line, then signals).
+            app.note(_sending_note(peers, bpm, beats_per_bar, offset))
             sender.start(
                 total, on_sent=None if live is None else lambda k: live(f"sent {k + 1} ticks")
             )
@@ -452,6 +458,7 @@ Examples:
   oscsync metronome listen --listen 0.0.0.0:9001         # accept ticks from other machines
   oscsync metronome listen --audio wav:out.wav --log ticks.jsonl --count 8
   oscsync metronome listen --audio playsound             # the workshop's way (high latency)
+  oscsync metronome listen --listen 0.0.0.0:9001 --advertise alice   # found as @alice
 """
 )
 @_listen_options()
@@ -475,6 +482,8 @@ def listen(
     sync: str | None,
     sync_peer: HostPort | None,
     iface: str | None,
+    advertise: str | None,
+    interface: str,
 ) -> None:
     """Play each /tick at its timetag (plain ticks: on arrival); beat 0 of the bar is accented.
 
@@ -484,7 +493,12 @@ def listen(
     """
     _check_sync(sync, sync_peer)
     paths = _sound_paths(sound, accent_sound)
-    with running(), _log_file(log_path) as log:
+    sync_peer = resolve_peer(sync_peer)
+    with (
+        running(),
+        _log_file(log_path) as log,
+        advertising(app, advertise, interface, role="metronome") as advertised,
+    ):
         endpoint = Endpoint(
             listen, allow=allow, clock=app.clock, on_warning=app.warn, multicast_interface=iface
         )
@@ -500,6 +514,7 @@ def listen(
                 handler = follower.wrap(handler)
                 follower.start()
             endpoint.start(handler)
+            advertised.publish(endpoint.local_address)
             wait(session.done, app.clock, duration)
         finally:
             if follower is not None:
@@ -557,6 +572,8 @@ def pair(
     allow: tuple[Network, ...],
     sync: str | None,
     sync_peer: HostPort | None,
+    advertise: str | None,
+    interface: str,
 ) -> None:
     """Send ticks and play the ticks you receive, in one process (like the PD patch).
 
@@ -568,7 +585,13 @@ def pair(
     _check_sync(sync, sync_peer)
     paths = _sound_paths(sound, accent_sound)
     clock = app.clock
-    with running(), _log_file(log_path) as log:
+    peers = resolve_peers(peers)
+    sync_peer = resolve_peer(sync_peer)
+    with (
+        running(),
+        _log_file(log_path) as log,
+        advertising(app, advertise, interface, role="metronome") as advertised,
+    ):
         endpoint = Endpoint(
             listen,
             peers,
@@ -592,6 +615,7 @@ def pair(
                 handler = follower.wrap(handler)
                 endpoint.add_service(PONG, _pong_router(follower, clocks))
             endpoint.start(handler)
+            advertised.publish(endpoint.local_address)
             if follower is not None:
                 follower.start()
             if offset == AUTO:
