@@ -41,7 +41,7 @@ def test_follower_on_a_group_syncs_to_a_multicast_leader(tmp_path: Path) -> None
             follower.kill()
             follower.wait()
     synced = next(line for line in lines if line.startswith("clock sync with"))
-    match = re.search(r"offset (-?[\d.]+) ms ± ([\d.]+) ms", synced)
+    match = re.search(r"sync locked ([-+]?[\d.]+) ± ([\d.]+) ms", synced)
     assert match, synced
     offset_ms, bound_ms = float(match.group(1)), float(match.group(2))
     # The follower's clock is 250 ms ahead, so the leader's is 250 ms behind it.
