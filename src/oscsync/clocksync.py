@@ -99,8 +99,9 @@ PONGS_PER_SECOND = 200.0
 """Pongs a second one source can get (a follower pings 100 a second, 200 in its start burst)."""
 PONG_BURST = 40.0
 """Pongs a source can get at once before the rate applies (the follower's start burst: 20)."""
-PONGS_PER_SECOND_TOTAL = 2000.0
-"""Pongs a second over all sources: spoofed source addresses cannot multiply the limit."""
+PONGS_PER_SECOND_TOTAL = 5000.0
+"""Pongs a second over all sources, so spoofed source addresses cannot multiply the limit; room
+for 50 followers pinging 100 a second (280 kB/s of pongs at most)."""
 MAX_PING_SOURCES = 1024
 """Sources whose pong budget is remembered; the least recently heard is forgotten first."""
 
