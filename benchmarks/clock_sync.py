@@ -119,7 +119,10 @@ def sessions(reference: Clock, seconds: float, which: list[str]) -> None:
             if late_headroom:
                 # Negative: the tick arrived after its (translated) time: the link's tail, which
                 # no clock can fix; positive: this process was too slow to handle it in time.
-                print(f"              late ticks' headroom (ms): {', '.join(late_headroom)}")
+                print(
+                    f"              late ticks' headroom (ms, count-in included): "
+                    f"{', '.join(late_headroom)}"
+                )
             print(f"              first tick: {_first_tick(b)}; ioi {ioi_ok} ≤ 20 µs; "
                   f"{b.sync_text}")  # fmt: skip
 

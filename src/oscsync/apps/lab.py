@@ -7,6 +7,10 @@ instances with their own clocks (``skew``: a :class:`~oscsync.clock.SkewedClock`
 ``sync``, a :class:`~oscsync.clockfollow.ClockFollower` pinging the leader through the same netem
 (``sync_method="filter"``: today's :class:`~oscsync.clocksync.FilterFollower`, for comparison).
 
+A synced follower learns whom to follow the way ``--sync-peer`` would tell it: the leader sends
+one clock ping through each relay before tick 0 (its "hello"), and the follower follows the
+address that ping came from (the relay's), so it is locked before tick 0 is due.
+
 Everything runs on one shared base clock, the **reference**: a follower's onsets (written on its
 own, possibly skewed clock) are mapped back onto it, so onsets of different followers can be
 compared, which two real machines could only do with a microphone.
