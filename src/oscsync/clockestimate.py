@@ -113,10 +113,11 @@ class ClockEstimate:
         return self.offset + self.frequency * (t - self.at)
 
 
-BUCKET = 0.05
+BUCKET = 0.1
 """Seconds per bucket of the envelope: only the lowest sample of each bucket can matter to the
-hull (the slope moves a point by at most 1,000 ppm × 50 ms = 50 ns within one), so the fit reads
-600 bucket minima for a 30 s window instead of 3,000 samples at 100 probes/s (4.6 ms -> ~1 ms)."""
+hull (the slope moves a point by at most 1,000 ppm × 0.1 s = 0.1 µs within one), so the fit reads
+300 bucket minima for a 30 s window instead of 3,000 samples at 100 probes/s (4.6 ms -> ~0.6 ms,
+which the follower's receive thread holds the GIL for: the scheduler's tolerance is 1 ms)."""
 
 
 class _Direction:
