@@ -6,6 +6,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import re
 from collections.abc import Callable
 
 import pytest
@@ -299,3 +300,23 @@ def test_ping_amplification_state_is_bounded() -> None:
     # Each source alone would be answered (its burst is 40); the total bucket starts full (one
     # second's worth) and refills at the total rate.
     assert answered <= clocksync.PONGS_PER_SECOND_TOTAL * 2 + 1 < pings
+
+
+def test_live_status_and_summary_show_state_offset_bound_and_ppm() -> None:
+    world = _World(skew=0.15, ppm=200.0)
+    assert world.follower.status() == "sync acquiring"
+    start = world.clock.monotonic()
+    world.run(start + 20.0)
+    status = world.follower.status()
+    match = re.fullmatch(
+        r"sync locked ([-+][\d.]+) ± ([\d.]+) ms ([-+][\d.]+) ppm rtt ([\d.]+) ms", status
+    )
+    assert match, status
+    offset, bound, ppm = (float(match.group(k)) for k in (1, 2, 3))
+    # The leader is 150 ms ahead (and drifting): its clock is ahead of ours.
+    assert abs(offset - 150.0) < 5.0 and 0 < bound < 1.0 and abs(ppm - 200.0) < 20.0
+    summary = world.follower.describe()
+    assert summary.startswith("clock sync with 127.0.0.1:7000: sync locked")
+    assert "steps 0" in summary
+    world.run(start + 30.0, ping_every=1e9)  # the leader goes silent
+    assert world.follower.state() == "lost"
