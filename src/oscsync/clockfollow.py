@@ -8,10 +8,10 @@
   sequence number and T1 of a ping still outstanding; timetagged messages from anyone else are
   not translated but dropped (counted ``not-sync-peer``): their timetags are on another clock
   (issue #20 item 4, the clock hijack);
-* pings it in a burst (``burst`` pings ``burst_interval`` apart) and then every ``interval``
-  seconds; each answered exchange feeds an :class:`~oscsync.clockestimate.EnvelopeEstimator`,
-  whose estimate disciplines a :class:`~oscsync.clockservo.Servo` (at most every
-  :data:`UPDATE_EVERY` s);
+* pings it in a burst (``burst`` pings ``burst_interval`` apart), every ``acquire_interval``
+  for ``acquire_time`` seconds and then every ``interval`` seconds; each answered exchange feeds
+  an :class:`~oscsync.clockestimate.EnvelopeEstimator`, whose estimate disciplines a
+  :class:`~oscsync.clockservo.Servo` (at most every :data:`UPDATE_EVERY` s);
 * translates each timetag through the servo's map, which never jumps once locked; before the
   first estimate it holds timetagged messages (bounded in items **and bytes**, issue #20 item 1)
   and releases them at lock: a held message whose translated time has already passed is dropped
@@ -45,6 +45,11 @@ BURST = 20
 BURST_INTERVAL = 0.005
 """The start: 20 pings 5 ms apart, so three exchanges (the first estimate) are in one round trip
 plus 10 ms after the peer is known."""
+ACQUIRE_INTERVAL = 0.005
+ACQUIRE_TIME = 5.0
+"""Then 200 pings a second for 5 s: the first estimates are the ones ticks are played with
+while the window fills (simulated on a ±15 ms link, the median error 2-8 s after start falls
+from 0.12 ms at 100/s to 0.05 ms at 200/s)."""
 INTERVAL = 0.01
 """Then 100 pings a second: 36-byte pings and 56-byte pongs, ~15 kB/s with UDP/IP headers, cheap
 on any LAN, ~2 % of a core. The estimator's floor improves as 1/n: simulated on a ±15 ms uniform
@@ -81,6 +86,8 @@ class ClockFollower:
         interval: float = INTERVAL,
         burst: int = BURST,
         burst_interval: float = BURST_INTERVAL,
+        acquire_interval: float = ACQUIRE_INTERVAL,
+        acquire_time: float = ACQUIRE_TIME,
         on_warning: Callable[[str], None] | None = None,
         max_pending: int = MAX_PENDING,
         max_pending_bytes: int = MAX_PENDING_BYTES,
@@ -93,6 +100,8 @@ class ClockFollower:
         self.interval = interval
         self.burst = burst
         self.burst_interval = burst_interval
+        self.acquire_interval = acquire_interval
+        self.acquire_time = acquire_time
         self._warn = on_warning or (lambda _: None)
         self.max_pending = max_pending
         self.max_pending_bytes = max_pending_bytes
@@ -207,6 +216,11 @@ class ClockFollower:
         for _ in range(self.burst):
             self.ping()
             if clock.wait(self._stop, self.burst_interval):
+                return
+        acquired = clock.monotonic() + self.acquire_time
+        while clock.monotonic() < acquired:
+            self.ping()
+            if clock.wait(self._stop, self.acquire_interval):
                 return
         while not clock.wait(self._stop, self.interval):
             self.ping()

@@ -95,8 +95,9 @@ def pong_for(received: Received, clock: Clock) -> bytes:
     return encode_pong(int(seq), int(t1), t2, clock.now_timetag())
 
 
-PONGS_PER_SECOND = 200.0
-"""Pongs a second one source can get (a follower pings 100 a second, 200 in its start burst)."""
+PONGS_PER_SECOND = 250.0
+"""Pongs a second one source can get (a follower pings 200 a second for its first 5 s, then
+100)."""
 PONG_BURST = 40.0
 """Pongs a source can get at once before the rate applies (the follower's start burst: 20)."""
 PONGS_PER_SECOND_TOTAL = 5000.0

@@ -171,10 +171,10 @@ def _sync_options() -> Callable[[F], F]:
             flag_value="peer",
             default=None,
             help="peer (or --sync alone): follow the tick sender's clock: ping it (a burst, "
-            "then 100 times a second), fit its offset and frequency, and translate its timetags "
-            "through a map that is slewed, never stepped; ticks due before the first estimate "
-            "are not played. system: trust this machine's clock (both machines disciplined by "
-            "chrony or PTP): timetags are used as they are.",
+            "200 then 100 times a second), fit its offset and frequency, and translate its "
+            "timetags through a map that is slewed, never stepped; ticks due before the first "
+            "estimate are not played. system: trust this machine's clock (both machines "
+            "disciplined by chrony or PTP): timetags are used as they are.",
         ),
         click.option(
             "--sync-peer",
