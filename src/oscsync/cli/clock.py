@@ -65,9 +65,9 @@ def clock(
 
     It also finds how fast the two drift apart: it pings an oscsync listener
     (/oscsync/clock/ping) every INTERVAL and fits the peer's offset and frequency on the fastest
-    one-way trips each way (the same estimator as metronome listen --sync). ± covers the true offset 95 % of the time if the
-    path's minimum delay is the same both ways (no two-way method can see a fixed asymmetry).
-    Positive: the peer's clock is ahead.
+    one-way trips each way (the same estimator as metronome listen --sync). ± covers the true
+    offset 95 % of the time if the path's minimum delay is the same both ways (no two-way method
+    can see a fixed asymmetry). Positive: the peer's clock is ahead.
     The frequency needs 2 s or more; through a jittery link, 20 s for a few ppm.
     """
     if count is not None and duration is not None:
