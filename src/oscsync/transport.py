@@ -106,6 +106,8 @@ class EndpointStats:
 
 
 MessageHandler = Callable[[Received], None]
+DatagramHandler = Callable[[bytes, tuple[str, int], float], None]
+"""Takes each allowed datagram undecoded, with its source and arrival (``record``, issue #15)."""
 WarningHandler = Callable[[str], None]
 Service = Callable[["Endpoint", Received], None]
 """Answers one OSC address on the endpoint's behalf (clock pings); the app handler never sees it."""
@@ -157,6 +159,7 @@ class Endpoint:
         self._closed = False
         self._rxq_dropped: dict[int, int] = {}
         self._handler: MessageHandler | None = None
+        self._on_datagram: DatagramHandler | None = None
         try:
             if listen is not None:
                 self._listen_sock = self._open_listener(listen, recv_buffer)
@@ -350,13 +353,20 @@ class Endpoint:
 
     # -- receiving -------------------------------------------------------------------------
 
-    def start(self, handler: MessageHandler) -> None:
-        """Start the receive thread; ``handler`` runs on it for every message."""
+    def start(
+        self, handler: MessageHandler | None = None, *, on_datagram: DatagramHandler | None = None
+    ) -> None:
+        """Start the receive thread; ``handler`` runs on it for every message.
+
+        With ``on_datagram``, every datagram the allow-list lets through goes to it as bytes
+        instead, undecoded (no services answered, no messages counted): ``record`` keeps them.
+        """
         if self._thread is not None:
             raise RuntimeError("endpoint already started")
         if self._closed:
             raise RuntimeError("endpoint is closed")
         self._handler = handler
+        self._on_datagram = on_datagram
         self._wake_r, self._wake_w = os.pipe()
         self._thread = threads.daemon_thread(self._receive_loop, name="oscsync-recv")
         threads.start(self._thread)
@@ -422,6 +432,13 @@ class Endpoint:
         source = (source[0], source[1])
         if self._allow and not self._allowed(source[0]):
             stats.drops["not-allowed"] += 1
+            return
+        if self._on_datagram is not None:
+            try:
+                self._on_datagram(data, source, arrival)
+            except Exception as exc:
+                stats.drops["handler-error"] += 1
+                self._warn_once("handler", f"datagram handler failed: {exc!r}")
             return
         try:
             messages = codec.decode(data)
