@@ -90,9 +90,10 @@ def read_capture(
     start = stream.read(4)
     if len(start) < 4 or not is_capture(start):
         raise CaptureError(0, "not-a-capture", "not a pcap or pcapng file")
-    frames = _pcapng_frames(stream) if start == struct.pack("<I", PCAPNG_SHB) else None
-    if frames is None:
-        frames = _pcap_frames(stream, start)
+    if start == struct.pack("<I", PCAPNG_SHB):
+        frames = _pcapng_frames(stream)
+    else:
+        frames = _pcap_frames(stream, *_pcap_header(stream, start))
     first: int | None = None
     try:
         for ns, linktype, frame in frames:
@@ -135,12 +136,17 @@ def _read_exact(stream: IO[bytes], size: int, what: str) -> bytes:
     return data
 
 
-def _pcap_frames(stream: IO[bytes], magic: bytes) -> Iterator[Frame]:
+def _pcap_header(stream: IO[bytes], magic: bytes) -> tuple[str, int, int]:
+    """Byte order, nanoseconds per time unit, and link type, from a pcap file header."""
     order = "<" if struct.unpack("<I", magic)[0] in (PCAP_MAGIC_US, PCAP_MAGIC_NS) else ">"
     (magic_value,) = struct.unpack(order + "I", magic)
     scale = 1 if magic_value == PCAP_MAGIC_NS else 1000
     rest = _read_exact(stream, 20, "the pcap header")
     linktype = struct.unpack(order + "I", rest[16:20])[0] & 0x0FFFFFFF  # upper bits: FCS info
+    return order, scale, linktype
+
+
+def _pcap_frames(stream: IO[bytes], order: str, scale: int, linktype: int) -> Iterator[Frame]:
     record = struct.Struct(order + "IIII")
     while True:
         head = stream.read(16)

@@ -58,6 +58,9 @@ FLUSH_INTERVAL = 0.1
 stale a reader following the file sees it. Flushing per line cost ~3 µs per datagram (a write
 system call each), a sixth of the 50,000 msg/s budget."""
 
+MAX_LINE = 1 << 20
+"""Longest line a reader accepts: a 64 KiB datagram is ~88 KB of base64 plus its decoded view."""
+
 _JSON = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
 _string = json.encoder.encode_basestring_ascii
 
@@ -249,7 +252,11 @@ def read_recording(
     """
     report = report if report is not None else ReadReport()
     number = 0
-    for number, text in enumerate(lines, start=1):
+    for number, text in enumerate(iter(lambda: lines.readline(MAX_LINE + 1), ""), start=1):
+        if len(text) > MAX_LINE:
+            # Not a recording (a binary file with no newline for megabytes), or damage: refused
+            # without reading the rest of the "line" into memory.
+            raise RecordingError(number, "damaged", f"line longer than {MAX_LINE} characters")
         if number == 1:
             report.header = _parse_header(text)
             continue

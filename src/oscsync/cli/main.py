@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "oscsync.cli.record:record",
         "Record every OSC datagram that arrives, byte-exact with its arrival time, to FILE.",
     ),
+    "replay": (
+        "oscsync.cli.replay:replay",
+        "Send a recording or a pcap capture again, with its timing, to one or more peers.",
+    ),
     "timetag": ("oscsync.cli.timetag:timetag", "OSC timetags: print them, watch them arrive."),
     "chat": (
         "oscsync.cli.chat:chat",

@@ -41,6 +41,7 @@ Examples:
   oscsync record take1.jsonl --listen 0.0.0.0:9000 --duration 60
   oscsync record sensors.jsonl --count 1000 --pcap sensors.pcap
   oscsync record - --count 5 | jq .osc              # to stdout, for jq
+  oscsync replay take1.jsonl --peer 127.0.0.1:9002  # play it back with its timing
 """
 )
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True), required=False)
