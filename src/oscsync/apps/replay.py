@@ -49,6 +49,11 @@ MIN_LOOP = 0.001
 REFILL_MARGIN = 0.0003
 """Reading ahead stops when the next send is this close: one line takes ~20-50 µs to read."""
 MAX_REFILL_WAIT = 10.0
+SPIN = 0.0005
+"""The scheduler's spin before each send, shorter than its 2 ms default: at 1,000 msg/s sends are
+0.5-1.5 ms apart, so a 2 ms spin keeps a core 100 % busy, and a busy thread is the one the OS
+preempts on a loaded machine (measured on the shared 2-core VM, load ~2: p99 send lateness
+3-11 ms with 2 ms, 0.2-2 ms with 0.5 ms; noisy, benchmarks/record_replay.py)."""
 
 
 class ReplayError(ValueError):

@@ -11,6 +11,7 @@ from contextlib import ExitStack
 import click
 
 from oscsync.apps.replay import (
+    SPIN,
     TIMETAG_MODES,
     Plan,
     Replayer,
@@ -212,7 +213,7 @@ def _replay(
         endpoint = stack.enter_context(
             Endpoint(peers=peers, clock=clock, on_warning=app.warn, multicast_interface=iface)
         )
-        scheduler = stack.enter_context(Scheduler(clock, on_warning=app.warn))
+        scheduler = stack.enter_context(Scheduler(clock, spin=SPIN, on_warning=app.warn))
         replayer = Replayer(
             source,
             endpoint.send_bytes,
