@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
+from ipaddress import ip_network
 from pathlib import Path
 from subprocess import Popen
 
@@ -155,3 +157,68 @@ def test_record_duration_stops_and_writes_the_closing_line(tmp_path: Path) -> No
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert lines[0]["oscsync"] == "recording" and lines[-1]["end"] is True
     assert lines[-1]["datagrams"] == 0 and len(lines) == 2
+
+
+def test_record_ctrl_c_keeps_everything_and_writes_the_closing_line(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    port = free_udp_port()
+    path = tmp_path / "take.jsonl"
+    proc = spawn("record", str(path), "--listen", f"127.0.0.1:{port}")
+    assert proc.stderr is not None
+    LineReader(proc.stderr).wait_for(lambda line: "recording on" in line)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        tx.sendto(NESTED, ("127.0.0.1", port))
+        # Flushed within FLUSH_INTERVAL while recording: readable before the recorder stops.
+        wait_until(lambda: len(path.read_text().splitlines()) >= 2)
+        tx.sendto(NESTED, ("127.0.0.1", port))
+        wait_until(lambda: len(path.read_text().splitlines()) >= 3)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(10) == 0
+    report = ReadReport()
+    with path.open() as f:
+        assert [d.data for d in read_recording(f, report=report)] == [NESTED, NESTED]
+    assert report.closing is not None and report.closing["datagrams"] == 2
+
+
+def test_record_killed_keeps_what_was_written(spawn: Spawn, tmp_path: Path) -> None:
+    port = free_udp_port()
+    path = tmp_path / "take.jsonl"
+    proc = spawn("record", str(path), "--listen", f"127.0.0.1:{port}")
+    assert proc.stderr is not None
+    LineReader(proc.stderr).wait_for(lambda line: "recording on" in line)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        tx.sendto(NESTED, ("127.0.0.1", port))
+        wait_until(lambda: len(path.read_text().splitlines()) >= 2)
+    proc.kill()
+    proc.wait(10)
+    report = ReadReport()
+    with path.open() as f:
+        assert [d.data for d in read_recording(f, report=report)] == [NESTED]
+    assert report.closing is None  # cut short: no closing line, nothing lost before the cut
+
+
+def test_record_allow_list_refusals_are_counted_in_the_closing_line(
+    fake_clock: FakeClock,
+) -> None:
+    out = io.StringIO()
+    recorder = Recorder(fake_clock, recording=out)
+    recorder.write_header("127.0.0.1:0")
+    endpoint = Endpoint(HostPort("127.0.0.1", 0), allow=[ip_network("10.0.0.0/8")])
+    endpoint.start(on_datagram=recorder.on_datagram)
+    endpoint.handle_datagram(NESTED, ("127.0.0.1", 5000))
+    endpoint.handle_datagram(NESTED, ("10.1.2.3", 5000))
+    endpoint.close()
+    recorder.close(endpoint.stats.drops)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line.get("from") for line in lines[1:-1]] == ["10.1.2.3:5000"]
+    assert lines[-1]["dropped"] == {"not-allowed": 1}
+
+
+def test_record_header_names_a_skewed_clock(tmp_path: Path) -> None:
+    path = tmp_path / "skewed.jsonl"
+    listen = f"127.0.0.1:{free_udp_port()}"
+    argv = ["--clock-skew", "2", "record", str(path), "--listen", listen, "-d", "0.1"]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 0, result.output
+    assert json.loads(path.read_text().splitlines()[0])["clock"] == "skewed"

@@ -34,6 +34,7 @@ from oscsync.clock import FakeClock
 from oscsync.pcap import PcapWriter
 from oscsync.recording import Datagram, RecordingWriter, read_recording
 from oscsync.scheduler import Scheduler
+from test_recording import EVERY_TYPE, NESTED
 
 Spawn = Callable[..., "Popen[str]"]
 EVERYTHING = Selection()
@@ -167,7 +168,7 @@ def test_replay_shift_moves_every_bundle_timetag_by_how_far_the_replay_moved_it(
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(VALID, min_size=1, max_size=6))
+@given(st.lists(st.one_of(VALID, st.sampled_from([EVERY_TYPE, NESTED])), min_size=1, max_size=6))
 def test_replay_keep_mode_sends_byte_identical_payloads(packets: list[bytes]) -> None:
     """Recorded to the file format, read back and replayed: every OSC type, nested bundles."""
     out = io.StringIO()

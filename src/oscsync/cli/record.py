@@ -81,7 +81,7 @@ def record(
     if file is None and pcap_path is None:
         raise click.UsageError("give a FILE to record to (or --pcap PCAPFILE, or both)")
     if file is not None and file == pcap_path:
-        raise click.UsageError("FILE and --pcap must be different files")
+        raise click.UsageError("FILE and --pcap must be different files (only one may be -)")
     with contextlib.ExitStack() as files:
         recording = pcap = None
         if file is not None:

@@ -209,11 +209,17 @@ def _replay(
 ) -> None:
     clock = app.clock
     progress = sys.stderr.isatty() and not app.quiet
+
+    def warn(text: str) -> None:
+        if progress:
+            click.echo("\r\x1b[K", nl=False, err=True)  # not after a half-written progress line
+        app.warn(text)
+
     with ExitStack() as stack, running():
         endpoint = stack.enter_context(
-            Endpoint(peers=peers, clock=clock, on_warning=app.warn, multicast_interface=iface)
+            Endpoint(peers=peers, clock=clock, on_warning=warn, multicast_interface=iface)
         )
-        scheduler = stack.enter_context(Scheduler(clock, spin=SPIN, on_warning=app.warn))
+        scheduler = stack.enter_context(Scheduler(clock, spin=SPIN, on_warning=warn))
         replayer = Replayer(
             source,
             endpoint.send_bytes,
@@ -247,7 +253,8 @@ def _progress_text(replayer: Replayer) -> str:
     sent = replayer.stats.datagrams
     elapsed = replayer.clock.monotonic() - replayer.start_monotonic
     of = f"/{total}" if total is not None else ""
-    return f"replay: {sent}{of} datagrams sent, loop {replayer.loop + 1}, {max(elapsed, 0):.1f} s"
+    loop = min(sent, (total or sent + 1) - 1) // replayer.plan.count + 1  # the pass being sent
+    return f"replay: {sent}{of} datagrams sent, pass {loop}, {max(elapsed, 0):.1f} s"
 
 
 def _summary(replayer: Replayer, endpoint: Endpoint, source: DatagramFile) -> str:
