@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -107,21 +108,24 @@ def write_oscsendfile(path: Path, offsets: list[float]) -> None:
             out.write(f"{seconds:08x}.{fraction:08x} /bench i {n}\n")
 
 
-def receive_while(argv: list[str], count: int) -> list[int]:
+def receive_while(argv: list[str], count: int) -> tuple[list[int], str]:
+    """Arrival stamps (monotonic ns) of what ``argv`` sends, and the last line it printed."""
     receiver = subprocess.Popen(
         [sys.executable, "-c", RECEIVER, str(count), "15"], stdout=subprocess.PIPE, text=True
     )
     assert receiver.stdout is not None
     port = receiver.stdout.readline().strip()
-    subprocess.run(
+    sender = subprocess.run(
         [a.replace("PORT", port) for a in argv],
         check=True,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     stamps: list[int] = json.loads(receiver.stdout.readline())
     receiver.wait()
-    return stamps
+    lines = sender.stderr.strip().splitlines()
+    return stamps, lines[-1] if lines else ""
 
 
 def interval_errors(offsets: list[float], stamps: list[int], speed: float) -> dict[str, float]:
@@ -145,24 +149,22 @@ def replay_timing(work: Path, rate: float, seconds: float, speed: float = 1.0) -
     recording, text = work / f"r{rate}.jsonl", work / f"r{rate}.txt"
     write_recording(recording, offsets)
     write_oscsendfile(text, offsets)
-    oscsync = [sys.executable, "-m", "oscsync", "-q", "replay", str(recording)]
-    results = {
-        "oscsync replay": interval_errors(
-            offsets,
-            receive_while(
-                [*oscsync, "--peer", "127.0.0.1:PORT", "--speed", str(speed)], len(offsets)
-            ),
-            speed,
-        )
-    }
+    oscsync = [sys.executable, "-m", "oscsync", "replay", str(recording)]
+    stamps, summary = receive_while(
+        [*oscsync, "--peer", "127.0.0.1:PORT", "--speed", str(speed)], len(offsets)
+    )
+    results = {"oscsync replay": interval_errors(offsets, stamps, speed)}
+    # The sender's own view (dispatch - due on its scheduler): tells a late send from a late
+    # wake-up of the receiver.
+    late = re.search(r"sent late by p99 ([\d.]+) ms, max ([\d.]+) ms", summary)
+    if late:
+        results["oscsync replay"]["own_late_p99_ms"] = float(late.group(1))
+        results["oscsync replay"]["own_late_max_ms"] = float(late.group(2))
     if shutil.which("oscsendfile"):
-        results["liblo oscsendfile"] = interval_errors(
-            offsets,
-            receive_while(
-                ["oscsendfile", "127.0.0.1", "PORT", str(text), str(speed)], len(offsets)
-            ),
-            speed,
+        stamps, _ = receive_while(
+            ["oscsendfile", "127.0.0.1", "PORT", str(text), str(speed)], len(offsets)
         )
+        results["liblo oscsendfile"] = interval_errors(offsets, stamps, speed)
     return results
 
 
@@ -243,10 +245,16 @@ def main() -> None:
 def _fmt(figures: dict[str, float]) -> str:
     if "p99_ms" not in figures:
         return f"LOST DATAGRAMS: {figures}"
-    return (
+    text = (
         f"interval error p50 {figures['p50_ms']:.4f} ms, p99 {figures['p99_ms']:.4f} ms, "
         f"max {figures['max_ms']:.4f} ms; span ratio {figures['span_ratio']:.5f}"
     )
+    if "own_late_p99_ms" in figures:
+        text += (
+            f"; own send lateness p99 {figures['own_late_p99_ms']:.3f} ms, "
+            f"max {figures['own_late_max_ms']:.3f} ms"
+        )
+    return text
 
 
 if __name__ == "__main__":
