@@ -2,11 +2,12 @@
 
 Each datagram is sent at its recorded offset from the start of the replay (divided by
 ``speed``), through a :class:`~oscsync.scheduler.Scheduler`: one timer thread that sleeps, then
-spins for the last 2 ms, so intervals come out within microseconds of the recorded ones instead
-of a ``usleep`` per datagram (liblo's ``oscsendfile``). The file is read twice, lazily: a first
-pass checks every line (a bad file fails before anything is sent) and measures the selection; the
-second feeds the scheduler a little ahead of time (:meth:`Replayer.pump`, at most ``lookahead``
-seconds and ``max_ahead`` datagrams), so memory does not grow with the file.
+spins for the last :data:`SPIN` seconds, so on an idle machine intervals come out within
+microseconds of the recorded ones, where liblo's ``oscsendfile`` does a ``usleep`` per datagram.
+The file is read twice, lazily: a first pass (:func:`plan`) checks every line (a bad file fails
+before anything is sent) and measures the selection; the second feeds the scheduler a little
+ahead of time (at most ``lookahead`` seconds and ``max_ahead`` datagrams, see :class:`Replayer`),
+so memory does not grow with the file.
 
 Time zero of the replay is ``--from`` if given, else the first selected datagram: a datagram
 recorded at ``m`` seconds leaves at ``start + (m - zero) / speed``. A loop lasts ``--to - zero``
@@ -57,7 +58,7 @@ preempts on a loaded machine (measured on the shared 2-core VM, load ~2: p99 sen
 
 
 class ReplayError(ValueError):
-    """Options that select nothing or cannot apply to this file."""
+    """An address pattern (``--filter``) that cannot be read."""
 
 
 # -- what is sent -----------------------------------------------------------------------------
