@@ -347,3 +347,30 @@ def test_record_then_replay_round_trip_over_loopback(
     assert receive(receiver, 3) == PACKETS
     closing = json.loads(path.read_text().splitlines()[-1])
     assert closing["datagrams"] == 3 and closing["dropped_total"] == 0
+
+
+def test_replay_holds_a_bounded_number_of_datagrams_and_bytes(fake_clock: FakeClock) -> None:
+    big = codec.encode_message("/blob", [b"x" * 60_000])
+    recorded = datagrams([n / 10_000 for n in range(400)], [big] * 400)  # 40 ms, 24 MB
+    scheduler = Scheduler(fake_clock)
+    sent: list[bytes] = []
+    replayer = Replayer(
+        lambda: iter(recorded),
+        sent.append,
+        scheduler,
+        plan(recorded, EVERYTHING, "keep"),
+        max_ahead=50,
+        max_ahead_bytes=1_000_000,
+    )
+    replayer.begin()
+    most_held = 0
+    while True:
+        wait = scheduler.run_due()
+        most_held = max(most_held, scheduler.held)
+        if replayer.finished.is_set():
+            break
+        assert wait is not None
+        fake_clock.advance(wait)
+    assert len(sent) == 400
+    # 1 MB / 60 kB: 17 datagrams ahead at most, plus the refill action itself.
+    assert most_held <= 18

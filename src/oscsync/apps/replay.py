@@ -46,6 +46,8 @@ DEFAULT_LOOKAHEAD = 0.25
 DEFAULT_MAX_AHEAD = 1000
 """Datagrams handed to the scheduler ahead of their time, at most: 1000 is 1 s at the 1,000 msg/s
 goal, 20 ms at 50,000 msg/s; well below the scheduler's cap (10,000)."""
+DEFAULT_MAX_AHEAD_BYTES = 4 << 20
+"""...and bytes: 1000 datagrams of 64 KiB would otherwise hold 64 MB."""
 MIN_LOOP = 0.001
 REFILL_MARGIN = 0.0003
 """Reading ahead stops when the next send is this close: one line takes ~20-50 µs to read."""
@@ -283,6 +285,7 @@ class Replayer:
         mode: TimetagMode = "keep",
         lookahead: float = DEFAULT_LOOKAHEAD,
         max_ahead: int = DEFAULT_MAX_AHEAD,
+        max_ahead_bytes: int = DEFAULT_MAX_AHEAD_BYTES,
     ) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be more than 0, got {speed}")
@@ -297,6 +300,8 @@ class Replayer:
         self.mode = mode
         self.lookahead = lookahead
         self.max_ahead = max_ahead
+        self.max_ahead_bytes = max_ahead_bytes
+        self._bytes_ahead = 0
         self.stats = ReplayStats()
         self.finished = threading.Event()
         self.failure: Exception | None = None
@@ -373,7 +378,9 @@ class Replayer:
                     tag = in_flight[0]
                 self._schedule_refill(tag)
                 return
-            if len(in_flight) >= self.max_ahead:
+            if in_flight and (
+                len(in_flight) >= self.max_ahead or self._bytes_ahead >= self.max_ahead_bytes
+            ):
                 self._schedule_refill(in_flight[0])
                 return
             self._submit(due, datagram, packets)
@@ -397,12 +404,15 @@ class Replayer:
             moved = wall - datagram.wall
             packets = tuple(shift_timetags(p, moved) for p in packets)
         tag = tt.from_unix(wall)
+        size = sum(map(len, packets))
         self._in_flight.append(tag)
-        if not self.scheduler.submit(tag, lambda dispatch: self._send(dispatch, packets)):
+        self._bytes_ahead += size
+        if not self.scheduler.submit(tag, lambda dispatch: self._send(dispatch, packets, size)):
             self._in_flight.pop()
+            self._bytes_ahead -= size
             self.stats.refused += 1  # counted by the scheduler too, by reason
 
-    def _send(self, dispatch: Dispatch, packets: tuple[bytes, ...]) -> None:
+    def _send(self, dispatch: Dispatch, packets: tuple[bytes, ...], size: int) -> None:
         stats = self.stats
         try:
             for packet in packets:
@@ -415,6 +425,7 @@ class Replayer:
             stats.lateness_max = max(stats.lateness_max, lateness)
             stats.datagrams += 1
             self._in_flight.popleft()
+            self._bytes_ahead -= size
             if self._all_submitted and not self._in_flight:
                 self.finished.set()
 
