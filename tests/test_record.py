@@ -6,6 +6,7 @@ import io
 import json
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -17,7 +18,7 @@ from subprocess import Popen
 import pytest
 from click.testing import CliRunner
 
-from conftest import LineReader, free_udp_port
+from conftest import LineReader, free_udp_port, require_peer
 from oscsync import codec
 from oscsync.apps.record import Recorder
 from oscsync.cli.main import cli
@@ -222,3 +223,33 @@ def test_record_header_names_a_skewed_clock(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, argv)
     assert result.exit_code == 0, result.output
     assert json.loads(path.read_text().splitlines()[0])["clock"] == "skewed"
+
+
+def test_record_replay_keeps_liblo_oscsend_every_type_byte_exact(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    """liblo writes its own types (S symbol, c char, I infinitum, m MIDI): kept as sent."""
+    oscsend = require_peer("oscsend")
+    port = free_udp_port()
+    path = tmp_path / "liblo.jsonl"
+    proc = spawn("record", str(path), "--listen", f"127.0.0.1:{port}", "--count", "2")
+    assert proc.stderr is not None
+    LineReader(proc.stderr).wait_for(lambda line: "recording on" in line)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        probe.settimeout(10)
+        probe_port = str(probe.getsockname()[1])
+        words = ["/every", "ihfdsScTFNIm", "7", "9000000000", "1.5", "2.5", "str", "sym", "A"]
+        words.append("00903c7f")
+        for target in (probe_port, str(port)):  # once to see the bytes, once to record them
+            subprocess.run([oscsend, "127.0.0.1", target, *words], check=True, timeout=10)
+        expected = probe.recv(65535)
+        subprocess.run([oscsend, "127.0.0.1", str(port), "/empty"], check=True, timeout=10)
+        assert proc.wait(10) == 0
+        result = CliRunner().invoke(cli, ["replay", str(path), "--peer", f"127.0.0.1:{probe_port}"])
+        assert result.exit_code == 0, result.output
+        replayed = [probe.recv(65535), probe.recv(65535)]
+    assert replayed[0] == expected
+    assert replayed[1].startswith(b"/empty\x00\x00")
+    first = json.loads(path.read_text().splitlines()[1])
+    assert first["osc"][0]["types"] == "ihfdsScTFNIm"
