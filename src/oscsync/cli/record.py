@@ -48,7 +48,9 @@ Examples:
 @listen_option()
 @allow_option()
 @iface_option()
-@click.option("--count", "-c", type=click.IntRange(min=1), help="Stop after this many datagrams.")
+@click.option(
+    "--count", "-c", type=click.IntRange(min=1), metavar="N", help="Stop after this many datagrams."
+)
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
 @click.option(
     "--pcap",

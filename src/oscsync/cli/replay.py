@@ -98,6 +98,7 @@ Examples:
 @click.option(
     "--speed",
     type=float,
+    metavar="X",
     default=1.0,
     show_default=True,
     callback=_speed,
@@ -135,6 +136,7 @@ Examples:
     "--port",
     "destination_port",
     type=click.IntRange(1, 65535),
+    metavar="PORT",
     help="Captures: only datagrams that were sent to this UDP port.",
 )
 @click.option(
