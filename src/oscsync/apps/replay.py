@@ -59,6 +59,14 @@ preempts on a loaded machine (measured on the shared 2-core VM, load ~2: p99 sen
 3-11 ms with 2 ms, 0.2-2 ms with 0.5 ms; noisy, benchmarks/record_replay.py)."""
 
 
+class _Skipped:
+    """The type of :data:`SKIPPED`."""
+
+
+SKIPPED = _Skipped()
+_END = object()
+
+
 class ReplayError(ValueError):
     """An address pattern (``--filter``) that cannot be read."""
 
@@ -198,12 +206,14 @@ def outgoing(
     selection: Selection,
     mode: TimetagMode,
     skipped: Counter[str] | None = None,
-) -> Iterator[tuple[Datagram, tuple[bytes, ...]]]:
-    """The selected datagrams with the packets each one becomes (one, or its messages)."""
+) -> Iterator[tuple[Datagram, tuple[bytes, ...]] | None]:
+    """The selected datagrams with the packets each one becomes (one, or its messages), and
+    None for each datagram left out: a reader can stop between any two lines of the file."""
     skipped = skipped if skipped is not None else Counter()
     match = address_matcher(selection.pattern) if selection.pattern else None
     for datagram in datagrams:
         if not selection.takes_time(datagram):
+            yield None
             continue
         needs_decoding = match is not None or mode != "keep"
         if not needs_decoding:
@@ -214,6 +224,7 @@ def outgoing(
         except codec.DecodeError:
             if match is not None or mode == "strip":
                 skipped["not-osc"] += 1  # no address to match, no message to strip
+                yield None
                 continue
             yield datagram, (datagram.data,)
             continue
@@ -225,9 +236,11 @@ def outgoing(
                 yield datagram, tuple(parts)
             else:
                 skipped["filtered"] += 1
+                yield None
             continue
         if match is not None and not any(match(m.address) for m in messages):
             skipped["filtered"] += 1
+            yield None
             continue
         yield datagram, (datagram.data,)
 
@@ -235,7 +248,10 @@ def outgoing(
 def plan(datagrams: Iterable[Datagram], selection: Selection, mode: TimetagMode) -> Plan:
     """The first pass: reads everything (so a bad line fails now), keeps only counts."""
     result = Plan()
-    for datagram, _ in outgoing(datagrams, selection, mode, result.skipped):
+    for found in outgoing(datagrams, selection, mode, result.skipped):
+        if found is None:
+            continue
+        datagram = found[0]
         if result.count == 0:
             result.first = datagram.offset
         result.last = max(result.last, datagram.offset)
@@ -308,7 +324,7 @@ class Replayer:
         self.start_monotonic = 0.0
         self._zero = plan.zero(selection)
         self._period = plan.period(selection)
-        self._pending: Iterator[tuple[Datagram, tuple[bytes, ...]]] | None = None
+        self._pending: Iterator[tuple[Datagram, tuple[bytes, ...]] | None] | None = None
         self._next: tuple[float, Datagram, tuple[bytes, ...]] | None = None
         self._loop = 0
         self._in_flight: deque[int] = deque()  # timetags of submitted sends, in order
@@ -333,10 +349,14 @@ class Replayer:
         replay_time = (datagram.offset - self._zero) + self._loop * self._period
         return self.start_monotonic + replay_time / self.speed
 
-    def _advance(self) -> tuple[float, Datagram, tuple[bytes, ...]] | None:
+    def _advance(self) -> tuple[float, Datagram, tuple[bytes, ...]] | _Skipped | None:
+        """The next datagram to send with its due time; SKIPPED after a datagram left out (so
+        the caller can look at the clock); None at the end of the last loop."""
         while self._pending is not None:
-            found = next(self._pending, None)
-            if found is not None:
+            found = next(self._pending, _END)
+            if found is None:
+                return SKIPPED
+            if isinstance(found, tuple):
                 datagram, packets = found
                 return self._due(datagram), datagram, packets
             self._loop += 1
@@ -359,12 +379,20 @@ class Replayer:
         in_flight = self._in_flight
         while True:
             if self._next is None:
-                self._next = self._advance()
-                if self._next is None:
+                found = self._advance()
+                if isinstance(found, _Skipped):
+                    # A --filter or --from may leave out long runs of lines: look at the clock
+                    # between any two of them, not only after a datagram was handed over.
+                    if in_flight and self._send_is_near(in_flight[0]):
+                        self._schedule_refill(in_flight[0])
+                        return
+                    continue
+                if found is None:
                     self._all_submitted = True
                     if not in_flight:
                         self.finished.set()
                     return
+                self._next = found
             due, datagram, packets = self._next
             # The slack keeps the next refill at least 1 ms away: timetags round-trip through
             # wall time, and a refill due "now" by rounding would run again and again.
@@ -385,11 +413,13 @@ class Replayer:
                 return
             self._submit(due, datagram, packets)
             self._next = None
-            if clock.monotonic_to_wall(clock.monotonic() + REFILL_MARGIN) >= tt.to_unix(
-                in_flight[0]
-            ):
+            if in_flight and self._send_is_near(in_flight[0]):
                 self._schedule_refill(in_flight[0])  # a send is due: read on after it
                 return
+
+    def _send_is_near(self, tag: int) -> bool:
+        clock = self.clock
+        return clock.monotonic_to_wall(clock.monotonic() + REFILL_MARGIN) >= tt.to_unix(tag)
 
     def _schedule_refill(self, tag: int) -> None:
         # Same timetag as a send: the scheduler keeps submission order for equal times, so the
