@@ -404,3 +404,35 @@ def test_replay_reading_past_filtered_lines_never_delays_a_send(fake_clock: Fake
         fake_clock.advance(wait)
     assert sent == [msg("/keep", k) for k in range(10)]
     assert replayer.stats.lateness_max == 0.0
+
+
+def test_replay_from_starts_the_clock_after_reading_up_to_the_first_datagram(
+    fake_clock: FakeClock,
+) -> None:
+    before = datagrams([n / 2000 for n in range(2000)])  # 1 s of lines before --from
+    recorded = before + datagrams([1.0, 1.1], [msg("/a"), msg("/b")])
+
+    def slow_source() -> Iterator[Datagram]:
+        for datagram in recorded:
+            fake_clock.advance(0.0001)  # 0.2 s to read the lines before --from
+            yield datagram
+
+    window = Selection(start=1.0)
+    scheduler = Scheduler(fake_clock)
+    sent: list[tuple[float, bytes]] = []
+    replayer = Replayer(
+        slow_source,
+        lambda data: sent.append((fake_clock.monotonic(), data)),
+        scheduler,
+        plan(recorded, window, "keep"),
+        selection=window,
+    )
+    replayer.begin()
+    while True:
+        wait = scheduler.run_due()
+        if replayer.finished.is_set():
+            break
+        assert wait is not None
+        fake_clock.advance(wait)
+    assert [round(t - replayer.start_monotonic, 6) for t, _ in sent] == [0.0, 0.1]
+    assert replayer.stats.lateness_max == 0.0

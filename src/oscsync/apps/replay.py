@@ -331,13 +331,21 @@ class Replayer:
         self._all_submitted = False
 
     def begin(self) -> None:
-        """Fix time zero (``LEAD`` from now), read the first stretch and schedule it."""
+        """Find the first datagram, fix time zero (``LEAD`` from now) and start reading ahead."""
         self.start_monotonic = self.clock.monotonic() + LEAD
         if self.plan.count == 0:
             self._all_submitted = True
             self.finished.set()
             return
         self._open_loop()
+        # Lines before the first one sent (--from 600 in a dense file) are read before the
+        # clock starts, so the first sends are not late by that reading.
+        first = self._advance()
+        while isinstance(first, _Skipped):
+            first = self._advance()
+        if first is not None:
+            self.start_monotonic = self.clock.monotonic() + LEAD
+            self._next = (self._due(first[1]), first[1], first[2])
         # On the scheduler's thread like every later refill: one thread owns the reading.
         self.scheduler.submit(None, self._refill)
 
