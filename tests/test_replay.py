@@ -52,6 +52,22 @@ def datagrams(offsets: list[float], packets: list[bytes] | None = None) -> list[
     ]
 
 
+def drive(replayer: Replayer, scheduler: Scheduler, clock: FakeClock) -> int:
+    """Begin, then step the scheduler and jump the clock until the last send; return the most
+    entries the scheduler held at once."""
+    replayer.begin()
+    most_held = 0
+    for _ in range(100_000):
+        wait = scheduler.run_due()
+        most_held = max(most_held, scheduler.held)
+        if replayer.finished.is_set():
+            break
+        assert wait is not None, "nothing scheduled but the replay is not finished"
+        clock.advance(wait)
+    assert replayer.finished.is_set() and replayer.failure is None
+    return most_held
+
+
 def run_replay(
     recorded: list[Datagram],
     clock: FakeClock,
@@ -72,14 +88,7 @@ def run_replay(
         mode=mode,
         **kwargs,  # type: ignore[arg-type]
     )
-    replayer.begin()
-    for _ in range(100_000):
-        wait = scheduler.run_due()
-        if replayer.finished.is_set():
-            break
-        assert wait is not None, "nothing scheduled but the replay is not finished"
-        clock.advance(wait)
-    assert replayer.finished.is_set() and replayer.failure is None
+    drive(replayer, scheduler, clock)
     return [(t - replayer.start_monotonic, data) for t, data in sent], replayer
 
 
@@ -362,15 +371,7 @@ def test_replay_holds_a_bounded_number_of_datagrams_and_bytes(fake_clock: FakeCl
         max_ahead=50,
         max_ahead_bytes=1_000_000,
     )
-    replayer.begin()
-    most_held = 0
-    while True:
-        wait = scheduler.run_due()
-        most_held = max(most_held, scheduler.held)
-        if replayer.finished.is_set():
-            break
-        assert wait is not None
-        fake_clock.advance(wait)
+    most_held = drive(replayer, scheduler, fake_clock)
     assert len(sent) == 400
     # 1 MB / 60 kB: 17 datagrams ahead at most, plus the refill action itself.
     assert most_held <= 18
@@ -395,13 +396,7 @@ def test_replay_reading_past_filtered_lines_never_delays_a_send(fake_clock: Fake
     replayer = Replayer(
         slow_source, sent.append, scheduler, plan(recorded, keep, "keep"), selection=keep
     )
-    replayer.begin()
-    while True:
-        wait = scheduler.run_due()
-        if replayer.finished.is_set():
-            break
-        assert wait is not None
-        fake_clock.advance(wait)
+    drive(replayer, scheduler, fake_clock)
     assert sent == [msg("/keep", k) for k in range(10)]
     assert replayer.stats.lateness_max == 0.0
 
@@ -427,12 +422,6 @@ def test_replay_from_starts_the_clock_after_reading_up_to_the_first_datagram(
         plan(recorded, window, "keep"),
         selection=window,
     )
-    replayer.begin()
-    while True:
-        wait = scheduler.run_due()
-        if replayer.finished.is_set():
-            break
-        assert wait is not None
-        fake_clock.advance(wait)
+    drive(replayer, scheduler, fake_clock)
     assert [round(t - replayer.start_monotonic, 6) for t, _ in sent] == [0.0, 0.1]
     assert replayer.stats.lateness_max == 0.0
