@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import struct
@@ -9,6 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import require_peer
 from oscsync import codec
@@ -229,3 +232,27 @@ def test_pcapng_written_by_tshark_reads_back(tmp_path: Path) -> None:
     assert converted.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"
     got, _ = read(converted.read_bytes())
     assert got == EXPECTED
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_pcap_damaged_files_raise_capture_error_only(data: st.DataObject) -> None:
+    """Any cut or flipped byte in a capture: datagrams or a CaptureError, never a traceback."""
+    whole = bytearray(
+        data.draw(
+            st.sampled_from(
+                [
+                    pcap_file(LINKTYPE_ETHERNET, [ethernet(0x0800, V4), ethernet(0x86DD, V6)]),
+                    pcapng_file(LINKTYPE_LINUX_SLL, [sll(0x0800, V4), sll(0x86DD, V6)], ">"),
+                    pcapng_file(LINKTYPE_NULL, [struct.pack("<I", 2) + V4]),
+                ]
+            )
+        )
+    )
+    for _ in range(data.draw(st.integers(0, 4))):
+        at = data.draw(st.integers(0, len(whole) - 1))
+        whole[at] = data.draw(st.integers(0, 255))
+    cut = bytes(whole[: data.draw(st.integers(0, len(whole)))])
+    for skip_bad in (False, True):
+        with contextlib.suppress(CaptureError):  # anything else fails the test
+            read(cut, skip_bad=skip_bad)

@@ -201,8 +201,8 @@ def _pcapng_frames(stream: IO[bytes]) -> Iterator[Frame]:
             elif block_type in (6, 2):  # enhanced packet, obsolete packet
                 yield _packet_block(order, block_type, body, interfaces)
             elif block_type == 3:  # simple packet: no interface number, no time
-                if not interfaces:
-                    raise CaptureError(0, "damaged", "a packet before any interface description")
+                if not interfaces or len(body) < 4:
+                    raise CaptureError(0, "damaged", "a simple packet block without its interface")
                 (captured,) = struct.unpack(order + "I", body[:4])
                 yield None, interfaces[0].linktype, body[4 : 4 + captured]
             # other blocks (name resolution, statistics, custom) carry no packets
