@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 from pathlib import Path
@@ -171,3 +172,34 @@ def test_recording_not_a_recording_is_refused(text: str) -> None:
 def test_recording_raw_field_is_the_base64_of_the_datagram() -> None:
     line = write_recording([NESTED]).splitlines()[1]
     assert base64.b64decode(json.loads(line)["raw"]) == NESTED
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        '{"m":1e400,"raw":"L3gAACwAAAA="}',
+        '{"m":' + "9" * 400 + ',"raw":"L3gAACwAAAA="}',
+        '{"m":-1,"raw":"L3gAACwAAAA="}',
+        '{"m":true,"raw":"L3gAACwAAAA="}',
+        '{"m":0,"raw":""}',
+        '{"m":0,"raw":12}',
+    ],
+)
+def test_recording_hostile_lines_are_damaged_lines(line: str) -> None:
+    text = write_recording([]).splitlines(keepends=True)
+    with pytest.raises(RecordingError) as caught:
+        read_all(text[0] + line + "\n")
+    assert caught.value.line == 2 and caught.value.reason == "damaged"
+    with pytest.raises(RecordingError) as caught:
+        read_all(line + "\n")  # as a header: not a recording
+    assert caught.value.line == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_recording_any_text_is_datagrams_or_a_recording_error(junk: str) -> None:
+    header = write_recording([]).splitlines(keepends=True)[0]
+    for text in (junk, header + junk):
+        with contextlib.suppress(RecordingError):  # anything else fails the test
+            read_all(text, skip_bad=True)

@@ -42,6 +42,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -280,7 +281,7 @@ def read_recording(
 def _parse_header(text: str) -> dict[str, Any]:
     try:
         header = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested 100,000 deep
         header = None
     if not isinstance(header, dict) or header.get("oscsync") != FORMAT_NAME:
         raise RecordingError(
@@ -302,7 +303,7 @@ def _parse_header(text: str) -> dict[str, Any]:
 def _parse_line(number: int, text: str) -> dict[str, Any]:
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         if not text.endswith("\n"):
             raise RecordingError(
                 number, "truncated", "the last line is cut short (recording interrupted?)"
@@ -314,8 +315,8 @@ def _parse_line(number: int, text: str) -> dict[str, Any]:
 
 
 def _datagram(number: int, obj: dict[str, Any]) -> Datagram:
-    offset, raw, wall = obj.get("m"), obj.get("raw"), obj.get("t")
-    if not isinstance(offset, (int, float)) or isinstance(offset, bool) or not offset >= 0:
+    offset, raw, wall = _seconds(obj.get("m")), obj.get("raw"), _seconds(obj.get("t"))
+    if offset is None or offset < 0:
         raise RecordingError(number, "damaged", "no valid arrival time 'm'")
     if not isinstance(raw, str):
         raise RecordingError(number, "damaged", "no datagram bytes 'raw'")
@@ -327,9 +328,20 @@ def _datagram(number: int, obj: dict[str, Any]) -> Datagram:
         raise RecordingError(number, "damaged", "'raw' holds no bytes")
     source = obj.get("from")
     return Datagram(
-        offset=float(offset),
+        offset=offset,
         data=data,
         source=source if isinstance(source, str) else "",
-        wall=float(wall) if isinstance(wall, (int, float)) else None,
+        wall=wall,
         line=number,
     )
+
+
+def _seconds(value: Any) -> float | None:
+    """A finite number of seconds from a JSON value, or None (1e400 parses as inf)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer with 400 digits
+        return None
+    return seconds if math.isfinite(seconds) else None
