@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import random
 import socket
@@ -13,8 +14,19 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from oscsync.apps.netem import Impairment, ImpairmentSpec, Relay, _rng
+from conftest import free_udp_port
+from oscsync.apps.netem import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CLIENTS,
+    HELD_OVERHEAD,
+    Impairment,
+    ImpairmentSpec,
+    Relay,
+    _rng,
+    forwards_to_itself,
+)
 from oscsync.cli.main import cli
+from oscsync.clock import FakeClock
 from oscsync.hostport import HostPort
 
 N = 20_000
@@ -287,7 +299,7 @@ def _send_and_wait(relay: Relay, senders: list[socket.socket], received: int) ->
         time.sleep(0.005)
 
 
-def test_senders_without_an_upstream_socket_are_dropped_counted_and_warned_once(
+def test_senders_beyond_max_clients_take_the_oldest_socket_and_refusals_are_counted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from oscsync.apps import netem
@@ -307,24 +319,227 @@ def test_senders_without_an_upstream_socket_are_dropped_counted_and_warned_once(
     with relay:
         relay.start()
         _send_and_wait(relay, senders, 3)
-        assert relay.forward.stats.dropped["too-many-senders"] == 2
+        deadline = time.monotonic() + 2
+        while relay.forward.stats.sent < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        # Each new sender closed the least recently active one's socket: all three relayed.
+        assert relay.forward.stats.sent == 3
+        assert (relay.senders.opened, relay.senders.evicted, relay.senders.active) == (3, 2, 1)
 
         def refuse(forward: HostPort) -> socket.socket:
             raise TransportError(13, f"cannot send to {forward}: Permission denied")
 
-        relay.max_clients = 10
         monkeypatch.setattr(netem, "_open_upstream", refuse)
-        _send_and_wait(relay, senders[1:], 5)
+        _send_and_wait(relay, senders[:2], 5)
         assert relay.forward.stats.dropped["forward-error"] == 2
-        _send_and_wait(relay, senders[:1], 6)  # the relay thread is still alive
+        _send_and_wait(relay, senders[2:], 6)  # the relay thread is still alive
         deadline = time.monotonic() + 2
-        while relay.forward.stats.sent < 2 and time.monotonic() < deadline:
+        while relay.forward.stats.sent < 4 and time.monotonic() < deadline:
             time.sleep(0.005)
-        assert relay.forward.stats.sent == 2
+        assert relay.forward.stats.sent == 4
     for sender in senders:
         sender.close()
     server.close()
     assert warnings == [
-        "more than 1 senders: ignoring new ones",
+        "more than 1 senders at once: closing the least recently active one for each new one "
+        "(counted)",
         f"cannot send to {target}: Permission denied",
     ]
+
+
+# -- #20: hardening, second round (item 7 and item 1's netem part) ------------------------
+
+
+class _Sink:
+    """A loopback socket that counts what arrives, read without a thread (bounded waits)."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(2.0)
+
+    @property
+    def address(self) -> HostPort:
+        return HostPort(*self.sock.getsockname())
+
+    def read(self, count: int) -> list[bytes]:
+        return [self.sock.recv(65536) for _ in range(count)]
+
+    def pending(self) -> int:
+        """Datagrams already queued (read without waiting)."""
+        self.sock.setblocking(False)
+        got = 0
+        try:
+            while True:
+                self.sock.recv(65536)
+                got += 1
+        except BlockingIOError:
+            return got
+        finally:
+            self.sock.settimeout(2.0)
+
+
+def _one_shot(relay: Relay, payload: bytes, source: str = "127.0.0.1") -> None:
+    """Send one datagram from a fresh socket (a new sender) and let the relay take it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.bind((source, 0))
+        sender.sendto(payload, relay.local_address.sockaddr)
+    relay.step(timeout=2.0)  # returns as soon as the datagram is readable
+
+
+def test_netem_expires_idle_clients_and_recovers_after_256_one_shot_senders(
+    fake_clock: FakeClock,
+) -> None:
+    sink = _Sink()
+    with (
+        sink.sock,
+        Relay(HostPort("127.0.0.1", 0), sink.address, ImpairmentSpec(), clock=fake_clock) as relay,
+    ):
+        for k in range(300):
+            _one_shot(relay, b"%d" % k)
+            assert relay.scheduler.run_due() is None  # sent at once (no delay asked)
+            # Before #20 the 257th sender found every socket taken: nothing more was relayed.
+            assert sink.read(1) == [b"%d" % k]
+        assert relay.senders.active == relay.senders.peak == DEFAULT_MAX_CLIENTS
+        assert relay.senders.evicted == 300 - DEFAULT_MAX_CLIENTS
+        # Idle for longer than the timeout: every upstream socket is closed (counted) ...
+        fake_clock.advance(DEFAULT_IDLE_TIMEOUT + 1)
+        relay.step(timeout=0)
+        assert (relay.senders.active, relay.senders.expired) == (0, DEFAULT_MAX_CLIENTS)
+        # ... and the next one-shot sender is relayed like the first.
+        _one_shot(relay, b"after")
+        relay.scheduler.run_due()
+        assert sink.read(1) == [b"after"]
+        assert relay.forward.stats.sent == 301 and not relay.forward.stats.dropped
+    assert "senders: 1 now, 256 at most; 301 opened, 256 closed idle, 44 closed to make room" in (
+        relay.report()
+    )
+
+
+def test_netem_keeps_a_sender_whose_datagrams_are_still_held_past_the_idle_timeout(
+    fake_clock: FakeClock,
+) -> None:
+    sink = _Sink()
+    spec = ImpairmentSpec(delay=8.0)
+    with (
+        sink.sock,
+        Relay(
+            HostPort("127.0.0.1", 0), sink.address, spec, clock=fake_clock, idle_timeout=5.0
+        ) as relay,
+    ):
+        _one_shot(relay, b"held")
+        fake_clock.advance(6.0)  # idle for longer than 5 s, but its datagram leaves at 8 s
+        relay.step(timeout=0)
+        assert relay.senders.active == 1
+        fake_clock.advance(2.0)
+        relay.scheduler.run_due()
+        assert sink.read(1) == [b"held"]
+        fake_clock.advance(5.0)
+        relay.step(timeout=0)
+        assert (relay.senders.active, relay.senders.expired) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("listen", "forward"),
+    [
+        ("[::]:{p}", "[::ffff:127.0.0.1]:{p}"),
+        ("127.0.0.1:{p}", "[::ffff:127.0.0.1]:{p}"),
+        ("0.0.0.0:{p}", "[::ffff:127.0.0.1]:{p}"),
+        ("[::]:{p}", "127.0.0.1:{p}"),
+        ("0.0.0.0:{p}", "127.0.0.2:{p}"),
+        ("127.0.0.1:{p}", "0.0.0.0:{p}"),
+    ],
+)
+def test_netem_self_forward_guard_catches_ipv4_mapped(
+    cli_runner: CliRunner, listen: str, forward: str
+) -> None:
+    port = free_udp_port()
+    listen, forward = listen.format(p=port), forward.format(p=port)
+    result = cli_runner.invoke(cli, ["netem", "-l", listen, "-f", forward, "-d", "0.1"])
+    assert result.exit_code == 2, result.output
+    assert "the relay would send every datagram to itself" in result.output
+
+
+def test_netem_self_forward_guard_lets_other_addresses_through() -> None:
+    def nothing_else_is_local(ip: object) -> bool:
+        return False
+
+    assert not forwards_to_itself(HostPort("::1", 9000), HostPort("127.0.0.1", 9000))
+    assert not forwards_to_itself(HostPort("0.0.0.0", 9000), HostPort("::1", 9000))
+    assert not forwards_to_itself(HostPort("127.0.0.1", 9000), HostPort("127.0.0.1", 9001))
+    assert not forwards_to_itself(
+        HostPort("0.0.0.0", 9000), HostPort("192.0.2.7", 9000), nothing_else_is_local
+    )
+    assert forwards_to_itself(
+        HostPort("0.0.0.0", 9000), HostPort("192.0.2.7", 9000), lambda ip: True
+    )
+
+
+def test_netem_drops_datagrams_that_come_back_from_its_own_upstream_socket() -> None:
+    # A route the start-up check cannot judge: an IPv6 socket on the IPv4-mapped loopback
+    # address, forwarding to its own port over IPv4. The datagram must not go round again.
+    port = free_udp_port()
+    try:
+        relay = Relay(
+            HostPort("::ffff:127.0.0.1", port), HostPort("127.0.0.1", port), ImpairmentSpec()
+        )
+    except OSError as exc:
+        pytest.skip(f"no IPv4-mapped IPv6 sockets here: {exc}")
+    warnings: list[str] = []
+    relay._warn = warnings.append
+    with relay:
+        _one_shot(relay, b"once")
+        relay.scheduler.run_due()
+        relay.step(timeout=2.0)  # the copy that came back
+        relay.step(timeout=0.05)
+        assert relay.forward.stats.dropped == {"self-loop": 1}
+        assert relay.senders.opened == 1 and relay.forward.stats.sent == 1
+    assert len(warnings) == 1 and "leads back to --listen" in warnings[0]
+
+
+def test_netem_allow_keeps_strangers_from_reaching_the_forward_address() -> None:
+    sink = _Sink()
+    allow = [ipaddress.ip_network("127.0.0.1/32")]
+    with (
+        sink.sock,
+        Relay(HostPort("127.0.0.1", 0), sink.address, ImpairmentSpec(), allow=allow) as relay,
+    ):
+        _one_shot(relay, b"stranger", source="127.0.0.2")
+        _one_shot(relay, b"friend", source="127.0.0.1")
+        relay.scheduler.run_due()
+        assert sink.read(1) == [b"friend"]
+        assert sink.pending() == 0
+        assert relay.forward.stats.dropped == {"not-allowed": 1}
+        assert relay.senders.opened == 1  # the stranger got no upstream socket
+
+
+def test_netem_queue_is_bounded_in_bytes(fake_clock: FakeClock) -> None:
+    sink = _Sink()
+    warnings: list[str] = []
+    limit = 1024 * 1024
+    datagram = bytes(60_000)
+    with (
+        sink.sock,
+        Relay(
+            HostPort("127.0.0.1", 0),
+            sink.address,
+            ImpairmentSpec(delay=10.0),
+            clock=fake_clock,
+            queue_bytes=limit,
+            on_warning=warnings.append,
+        ) as relay,
+    ):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for _ in range(40):
+                sender.sendto(datagram, relay.local_address.sockaddr)
+                relay.step(timeout=2.0)
+        fits = limit // (len(datagram) + HELD_OVERHEAD)
+        assert relay.forward.stats.received == 40
+        assert relay.scheduler.held == relay.queue.items == fits
+        assert relay.queue.bytes == relay.queue.peak_bytes <= limit
+        assert relay.forward.stats.dropped == {"queue-bytes": 40 - fits}
+        assert warnings == ["delay queue holds 1 MiB: dropping (counted)"]
+        fake_clock.advance(10.0)
+        relay.scheduler.run_due()
+        assert relay.forward.stats.sent == fits
+        assert (relay.queue.items, relay.queue.bytes) == (0, 0)
