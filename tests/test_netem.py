@@ -242,8 +242,10 @@ def test_cli_reports_and_rejects_bad_options(cli_runner: CliRunner) -> None:
     assert "netem forward: 0 in" in result.output
     result = cli_runner.invoke(
         cli,
-        ["netem", "-l", "127.0.0.1:0", "-f", "127.0.0.1:9", "--allow", "127.0.0.0/8"]
-        + ["--queue-bytes", "512KiB", "--max-senders", "8", "--idle-timeout", "5s", "-d", "0.1"],
+        [
+            *("netem", "-l", "127.0.0.1:0", "-f", "127.0.0.1:9", "--allow", "127.0.0.0/8"),
+            *("--queue-bytes", "512KiB", "--max-senders", "8", "--idle-timeout", "5s", "-d", "0.1"),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "netem senders: 0 now, 0 at most" in result.output

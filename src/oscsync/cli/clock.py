@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 from oscsync.apps.clock import measure_peer
-from oscsync.cli.params import DURATION, PEER
+from oscsync.cli.params import DURATION, PEER, allow_option
 from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint
+from oscsync.transport import Endpoint, Network
 
 
 @click.command(
@@ -34,9 +34,16 @@ Examples:
     help="How long to wait for the last answers.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+@allow_option(" Matters for a multicast --peer: a unicast one's socket hears that peer only.")
 @click.pass_obj
 def clock(
-    app: AppContext, peer: HostPort, count: int, interval: float, timeout: float, as_json: bool
+    app: AppContext,
+    peer: HostPort,
+    count: int,
+    interval: float,
+    timeout: float,
+    as_json: bool,
+    allow: tuple[Network, ...],
 ) -> None:
     """Measure how far a peer's clock is from this one (and the round trip to it).
 
@@ -45,7 +52,10 @@ def clock(
     the true offset is within half that round trip of it (the ± figure). Positive: the peer's
     clock is ahead of this one.
     """
-    with running(), Endpoint(peers=[peer], clock=app.clock, on_warning=app.warn) as endpoint:
+    with (
+        running(),
+        Endpoint(peers=[peer], allow=allow, clock=app.clock, on_warning=app.warn) as endpoint,
+    ):
         report = measure_peer(endpoint, count=count, interval=interval, timeout=timeout)
         click.echo(report.json() if as_json else report.text())
         if report.estimate is None:

@@ -193,6 +193,7 @@ Examples:
 """
 )
 @_send_options()
+@allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
 @click.pass_obj
 def send(
     app: AppContext,
@@ -203,6 +204,7 @@ def send(
     count: int | None,
     duration: float | None,
     iface: str | None,
+    allow: tuple[Network, ...],
 ) -> None:
     """Send /tick ,i BEAT on a drift-free grid (tick k at t0 + k·60/bpm).
 
@@ -213,7 +215,9 @@ def send(
     clock = app.clock
     with (
         running(),
-        Endpoint(peers=peers, clock=clock, on_warning=app.warn, multicast_interface=iface) as ep,
+        Endpoint(
+            peers=peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
+        ) as ep,
         Scheduler(clock, on_warning=app.warn) as scheduler,
     ):
         clocks = PeerClocks(clock, ep, peers, filter_size=_AUTO_PINGS)
