@@ -36,11 +36,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 DELAY = DurationType(minimum=0.0, maximum=10.0)
 IDLE_TIMEOUT = DurationType(minimum=0.1, maximum=24 * 3600.0)
 
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "kib": 1024, "mib": 1024**2}
+_SIZE_UNITS = {
+    **{"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3},
+    **{"kib": 1024, "mib": 1024**2, "gib": 1024**3},
+}
 
 
 class ByteSizeType(click.ParamType):  # type: ignore[type-arg]
-    """A size in bytes: ``65536``, ``512KiB``, ``32MiB`` or ``10MB`` (1,000-based)."""
+    """A size in bytes: ``65536``, ``512KiB``, ``32MiB``, ``1GiB`` (``KB``, ``MB``: 1,000-based)."""
 
     name = "bytes"
 
@@ -55,7 +58,7 @@ class ByteSizeType(click.ParamType):  # type: ignore[type-arg]
         if isinstance(value, int):
             return value
         text = str(value).strip()
-        number = text.rstrip("BbIiKkMm")
+        number = text.rstrip("BbIiKkMmGg")
         unit = text[len(number) :].lower()
         try:
             size = int(float(number) * _SIZE_UNITS[unit])
