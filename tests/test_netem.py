@@ -496,17 +496,19 @@ def test_netem_self_forward_guard_lets_other_addresses_through() -> None:
 
 
 def test_netem_drops_datagrams_that_come_back_from_its_own_upstream_socket() -> None:
-    # A route the start-up check cannot judge: an IPv6 socket on the IPv4-mapped loopback
+    # The relay on its own (the CLI checks first): an IPv6 socket on the IPv4-mapped loopback
     # address, forwarding to its own port over IPv4. The datagram must not go round again.
     port = free_udp_port()
+    warnings: list[str] = []
     try:
         relay = Relay(
-            HostPort("::ffff:127.0.0.1", port), HostPort("127.0.0.1", port), ImpairmentSpec()
+            HostPort("::ffff:127.0.0.1", port),
+            HostPort("127.0.0.1", port),
+            ImpairmentSpec(),
+            on_warning=warnings.append,
         )
     except OSError as exc:
         pytest.skip(f"no IPv4-mapped IPv6 sockets here: {exc}")
-    warnings: list[str] = []
-    relay._warn = warnings.append
     with relay:
         _one_shot(relay, b"once")
         relay.scheduler.run_due()
