@@ -319,48 +319,57 @@ def _send_and_wait(relay: Relay, senders: list[socket.socket], received: int) ->
         time.sleep(0.005)
 
 
-def test_senders_beyond_max_clients_take_the_oldest_socket_and_refusals_are_counted(
-    monkeypatch: pytest.MonkeyPatch,
+def test_senders_beyond_max_clients_take_a_free_socket_and_refusals_are_counted(
+    monkeypatch: pytest.MonkeyPatch, fake_clock: FakeClock
 ) -> None:
     from oscsync.apps import netem
     from oscsync.transport import TransportError
 
-    server = _Peer()
-    target = server.address
+    sink = _Sink()
+    target = sink.address
     warnings: list[str] = []
     relay = Relay(
         HostPort("127.0.0.1", 0),
         target,
-        ImpairmentSpec(),
+        ImpairmentSpec(delay=1.0),
+        clock=fake_clock,
         max_clients=1,
         on_warning=warnings.append,
     )
     senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
-    with relay:
-        relay.start()
-        _send_and_wait(relay, senders, 3)
-        deadline = time.monotonic() + 2
-        while relay.forward.stats.sent < 3 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        # Each new sender closed the least recently active one's socket: all three relayed.
-        assert relay.forward.stats.sent == 3
-        assert (relay.senders.opened, relay.senders.evicted, relay.senders.active) == (3, 2, 1)
+
+    def send(sender: socket.socket) -> None:
+        sender.sendto(b"x", relay.local_address.sockaddr)
+        relay.step(timeout=2.0)
+
+    with sink.sock, relay:
+        send(senders[0])
+        send(senders[1])  # the only socket still holds senders[0]'s datagram: wait
+        assert relay.forward.stats.dropped == {"too-many-senders": 1}
+        fake_clock.advance(1.0)
+        relay.scheduler.run_due()
+        send(senders[1])  # now it is free: the new sender takes it
+        send(senders[2])  # ... and this one waits for it again
+        fake_clock.advance(1.0)
+        relay.scheduler.run_due()
+        assert relay.forward.stats.sent == 2 and sink.read(2) == [b"x", b"x"]
+        assert (relay.senders.opened, relay.senders.evicted, relay.senders.active) == (2, 1, 1)
 
         def refuse(forward: HostPort) -> socket.socket:
             raise TransportError(13, f"cannot send to {forward}: Permission denied")
 
         monkeypatch.setattr(netem, "_open_upstream", refuse)
-        _send_and_wait(relay, senders[:2], 5)
-        assert relay.forward.stats.dropped["forward-error"] == 2
-        _send_and_wait(relay, senders[2:], 6)  # the relay thread is still alive
-        deadline = time.monotonic() + 2
-        while relay.forward.stats.sent < 4 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert relay.forward.stats.sent == 4
+        send(senders[0])
+        assert relay.forward.stats.dropped["forward-error"] == 1
+        send(senders[1])  # still has its socket: relayed
+        fake_clock.advance(1.0)
+        relay.scheduler.run_due()
+        assert relay.forward.stats.sent == 3
     for sender in senders:
         sender.close()
-    server.close()
     assert warnings == [
+        "all 1 sender sockets have datagrams in the delay queue: dropping datagrams from new "
+        "senders until one is free (counted)",
         "more than 1 senders at once: closing the least recently active one for each new one "
         "(counted)",
         f"cannot send to {target}: Permission denied",
@@ -399,11 +408,20 @@ class _Sink:
             self.sock.settimeout(2.0)
 
 
-def _one_shot(relay: Relay, payload: bytes, source: str = "127.0.0.1") -> None:
-    """Send one datagram from a fresh socket (a new sender) and let the relay take it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-        sender.bind((source, 0))
-        sender.sendto(payload, relay.local_address.sockaddr)
+def _one_shot(
+    relay: Relay, payload: bytes, source: str = "127.0.0.1", keep: list[socket.socket] | None = None
+) -> None:
+    """Send one datagram from a fresh socket (a new sender) and let the relay take it.
+
+    Sockets kept open in ``keep`` stay distinct senders (a closed one's port can come back).
+    """
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind((source, 0))
+    sender.sendto(payload, relay.local_address.sockaddr)
+    if keep is None:
+        sender.close()
+    else:
+        keep.append(sender)
     relay.step(timeout=2.0)  # returns as soon as the datagram is readable
 
 
@@ -411,12 +429,13 @@ def test_netem_expires_idle_clients_and_recovers_after_256_one_shot_senders(
     fake_clock: FakeClock,
 ) -> None:
     sink = _Sink()
+    senders: list[socket.socket] = []
     with (
         sink.sock,
         Relay(HostPort("127.0.0.1", 0), sink.address, ImpairmentSpec(), clock=fake_clock) as relay,
     ):
         for k in range(300):
-            _one_shot(relay, b"%d" % k)
+            _one_shot(relay, b"%d" % k, keep=senders)
             assert relay.scheduler.run_due() is None  # sent at once (no delay asked)
             # Before #20 the 257th sender found every socket taken: nothing more was relayed.
             assert sink.read(1) == [b"%d" % k]
@@ -431,6 +450,8 @@ def test_netem_expires_idle_clients_and_recovers_after_256_one_shot_senders(
         relay.scheduler.run_due()
         assert sink.read(1) == [b"after"]
         assert relay.forward.stats.sent == 301 and not relay.forward.stats.dropped
+    for sender in senders:
+        sender.close()
     assert "senders: 1 now, 256 at most; 301 opened, 256 closed idle, 44 closed to make room" in (
         relay.report()
     )

@@ -311,7 +311,7 @@ class _SenderExpired(Exception):
 class _Client:
     """One sender on ``listen`` and the upstream socket its datagrams leave from."""
 
-    __slots__ = ("address", "closed", "last_seen", "local", "lock", "sock")
+    __slots__ = ("address", "closed", "held", "last_seen", "local", "lock", "sock")
 
     def __init__(self, address: tuple[str, int], sock: socket.socket, now: float) -> None:
         self.address = address
@@ -320,15 +320,26 @@ class _Client:
         host, port = sock.getsockname()[:2]
         self.local = _address_key(host, port)
         self.closed = False
+        self.held = 0
+        """Datagrams of this sender waiting in the delay queue (they leave from this socket)."""
         # Held between a send on the timer thread and a close on the relay thread, so a closed
         # descriptor number (reused by the next socket) is never written to.
         self.lock = threading.Lock()
 
     def send(self, data: bytes) -> int:
         with self.lock:
+            self.held -= 1
             if self.closed:
                 raise _SenderExpired
             return self.sock.send(data)
+
+    def hold(self) -> None:
+        with self.lock:
+            self.held += 1
+
+    def unhold(self) -> None:
+        with self.lock:
+            self.held -= 1
 
     def close(self) -> None:
         with self.lock:
@@ -544,17 +555,28 @@ class Relay:
             )
             return None
         self._expire_idle(now)
+        victim = None
+        if len(self._clients) >= self.max_clients:
+            # Full: the least recently active sender with nothing in the delay queue gives up
+            # its socket, so one-shot senders can never stop the relay (#20 item 7); its next
+            # datagram opens a new one. While every socket still has datagrams to send, new
+            # senders wait (dropped, counted): closing one would lose what it holds.
+            victim = next((a for a, s in self._clients.items() if s.held <= 0), None)
+            if victim is None:
+                self._refuse(
+                    "too-many-senders",
+                    f"all {self.max_clients} sender sockets have datagrams in the delay queue: "
+                    "dropping datagrams from new senders until one is free (counted)",
+                )
+                return None
         try:
             sock = _open_upstream(self.forward_to)
         except TransportError as exc:
             # Refused after start-up (the route went away): drop and count, keep relaying.
             self._refuse("forward-error", exc.strerror or str(exc))
             return None
-        if len(self._clients) >= self.max_clients:
-            # Full: the least recently active sender gives up its socket, so one-shot senders
-            # can never stop the relay (#20 item 7); its next datagram opens a new one.
-            _, oldest = self._clients.popitem(last=False)
-            self._close_client(oldest)
+        if victim is not None:
+            self._close_client(self._clients.pop(victim))
             self.senders.evicted += 1
             if "evicted" not in self._warned:
                 self._warned.add("evicted")
@@ -577,7 +599,8 @@ class Relay:
             return
         self._last_sweep = now
         cutoff = now - self.idle_timeout
-        for address in [a for a, s in self._clients.items() if s.last_seen <= cutoff]:
+        idle = [a for a, s in self._clients.items() if s.last_seen <= cutoff and s.held <= 0]
+        for address in idle:
             self._close_client(self._clients.pop(address))
             self.senders.expired += 1
         self.senders.active = len(self._clients)
@@ -631,7 +654,12 @@ class Relay:
                 continue
             stamp = tt.from_unix(clock.monotonic_to_wall(due))
             action = _Delivery(self, direction, data, send, arrival, size)
+            leaves_upstream = sender is not None and direction is self.forward
+            if leaves_upstream:
+                sender.hold()  # type: ignore[union-attr]
             if not self.scheduler.submit(stamp, action):
+                if leaves_upstream:
+                    sender.unhold()  # type: ignore[union-attr]
                 self._release(size)
                 self._drop(
                     stats,
