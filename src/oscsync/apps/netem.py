@@ -520,8 +520,9 @@ class Relay:
                 data = sender.sock.recv(MAX_DATAGRAM)
             except BlockingIOError:
                 return
-            except ConnectionRefusedError:
-                # The far side is not listening (yet): the kernel told us about an earlier send.
+            except (ConnectionRefusedError, ConnectionResetError):
+                # The far side is not listening (yet): the kernel told us about an earlier send
+                # (Windows reports the ICMP error as a reset).
                 self.forward.stats.dropped["send-refused"] += 1
                 continue
             except OSError:
@@ -777,7 +778,7 @@ class _Delivery:
             self.send(self.data)
         except _SenderExpired:
             ok, reason = False, "sender-expired"
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):
             ok, reason = False, "send-refused"
         except BlockingIOError:
             ok, reason = False, "buffer-full"
