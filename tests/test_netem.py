@@ -586,3 +586,38 @@ def test_netem_queue_is_bounded_in_bytes(fake_clock: FakeClock) -> None:
         relay.scheduler.run_due()
         assert relay.forward.stats.sent == fits
         assert (relay.queue.items, relay.queue.bytes) == (0, 0)
+
+
+class _ResettingSocket:
+    """An upstream socket as Windows behaves: ICMP port unreachable arrives as a reset."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+        self.calls = 0
+
+    def recv(self, size: int) -> bytes:
+        self.calls += 1
+        if self.calls == 1:
+            raise ConnectionResetError(10054, "An existing connection was forcibly closed")
+        return self.real.recv(size)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+def test_netem_counts_a_windows_connection_reset_and_keeps_relaying() -> None:
+    echo = _Peer(echo=True)
+    with Relay(HostPort("127.0.0.1", 0), echo.address, ImpairmentSpec()) as relay:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(2.0)
+            client.sendto(struct.pack(">id", 1, time.monotonic()), relay.local_address.sockaddr)
+            relay.step(timeout=2.0)
+            (sender,) = relay._clients.values()
+            sender.sock = _ResettingSocket(sender.sock)  # type: ignore[assignment]
+            relay.scheduler.run_due()
+            relay.step(timeout=2.0)  # the echo: a reset first, then the reply itself
+            relay.scheduler.run_due()
+            assert struct.unpack(">id", client.recv(64))[0] == 1
+        assert relay.forward.stats.dropped == {"send-refused": 1}
+        assert relay.reverse.stats.sent == 1
+    echo.close()

@@ -434,6 +434,9 @@ class Relay:
         self._listen = socket.socket(listen.family, socket.SOCK_DGRAM)
         try:
             set_recv_buffer(self._listen, _RECV_BUFFER)
+            if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
+                # Windows: without it, another process's SO_REUSEADDR can take the port (#21).
+                self._listen.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
             self._listen.bind(listen.sockaddr)
         except OSError as exc:
             self._listen.close()
