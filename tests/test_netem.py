@@ -275,8 +275,8 @@ def test_forwarding_to_itself_is_refused(cli_runner: CliRunner, listen: str, for
     result = cli_runner.invoke(cli, ["netem", "-l", listen, "-f", forward, "-d", "0.1"])
     assert result.exit_code == 2, result.output
     assert (
-        f"Invalid value for '--forward': {forward} is the --listen address: the relay would "
-        "send every datagram to itself" in result.output
+        f"Invalid value for '--forward': {forward} leads back to --listen {listen}: the relay "
+        "would send every datagram to itself" in result.output
     )
 
 
@@ -508,6 +508,7 @@ def test_netem_self_forward_guard_lets_other_addresses_through() -> None:
     assert not forwards_to_itself(HostPort("::1", 9000), HostPort("127.0.0.1", 9000))
     assert not forwards_to_itself(HostPort("0.0.0.0", 9000), HostPort("::1", 9000))
     assert not forwards_to_itself(HostPort("127.0.0.1", 9000), HostPort("127.0.0.1", 9001))
+    assert not forwards_to_itself(HostPort("0.0.0.0", 9000), HostPort("239.1.2.3", 9000))
     assert not forwards_to_itself(
         HostPort("0.0.0.0", 9000), HostPort("192.0.2.7", 9000), nothing_else_is_local
     )

@@ -247,6 +247,8 @@ def is_local_address(ip: IPAddress) -> bool:
     ip = _plain(ip)
     if ip.is_loopback or ip.is_unspecified:
         return True
+    if ip.is_multicast:
+        return False  # bindable, but a group, not this machine (a loop through one is caught live)
     family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as probe:

@@ -212,7 +212,8 @@ def netem(
     """
     if forwards_to_itself(listen, forward):
         raise click.BadParameter(
-            f"{forward} is the --listen address: the relay would send every datagram to itself",
+            f"{forward} leads back to --listen {listen}: the relay would send every datagram "
+            "to itself",
             param_hint="'--forward'",
         )
     spec = ImpairmentSpec(delay, jitter, dist, loss, duplicate, reorder)
