@@ -423,8 +423,14 @@ class Relay:
         self.queue = QueueStats()
         # spin=0: a relay's sub-millisecond overshoot is far below the jitter it adds, and a
         # spinning timer thread would hold the GIL against every other thread in the process.
+        # No horizon: the delays are our own draws (a Pareto tail may pass 60 s), and what is
+        # held is bounded by queue_limit and queue_bytes, so a refusal always means "queue-full".
         self.scheduler = Scheduler(
-            self.clock, spin=0.0, max_items=queue_limit, late_tolerance=math.inf
+            self.clock,
+            spin=0.0,
+            max_items=queue_limit,
+            horizon=math.inf,
+            late_tolerance=math.inf,
         )
         self._lock = threading.Lock()  # stats and the queue's byte count
         # Least recently active first; touched by the relay thread only (close() after joining).

@@ -137,7 +137,7 @@ Examples:
     "-l",
     type=LISTEN,
     required=True,
-    help="Where senders send to (port 0 picks a free one).",
+    help="Where senders send to: 127.0.0.1 unless a HOST is given (port 0 picks a free one).",
 )
 @click.option(
     "--forward",
