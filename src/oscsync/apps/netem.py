@@ -367,6 +367,12 @@ class SenderStats:
         )
 
 
+def _size(count: int) -> str:
+    if count < 1024 * 1024:
+        return f"{count / 1024:.1f} KiB"
+    return f"{count / 1024 / 1024:.1f} MiB"
+
+
 @dataclass
 class QueueStats:
     """What the delay queue held: now and at most, in datagrams and bytes."""
@@ -378,8 +384,8 @@ class QueueStats:
 
     def line(self) -> str:
         return (
-            f"queue: held at most {self.peak_items} datagrams, "
-            f"{self.peak_bytes / 1024:.0f} KiB (payload + {HELD_OVERHEAD} B each)"
+            f"queue: held at most {self.peak_items} datagrams, {_size(self.peak_bytes)} "
+            f"(payload + {HELD_OVERHEAD} B each)"
         )
 
 
