@@ -557,6 +557,22 @@ def test_netem_allow_keeps_strangers_from_reaching_the_forward_address() -> None
         assert relay.senders.opened == 1  # the stranger got no upstream socket
 
 
+def test_netem_allow_compares_ipv4_mapped_senders_as_ipv4() -> None:
+    # An IPv6 listener sees IPv4 senders as ::ffff:a.b.c.d; --allow 127.0.0.1 must still match.
+    sink = _Sink()
+    allow = [ipaddress.ip_network("127.0.0.1/32")]
+    try:
+        relay = Relay(HostPort("::ffff:127.0.0.1", 0), sink.address, ImpairmentSpec(), allow=allow)
+    except OSError as exc:
+        pytest.skip(f"no IPv4-mapped IPv6 sockets here: {exc}")
+    with sink.sock, relay:
+        _one_shot(relay, b"stranger", source="127.0.0.2")
+        _one_shot(relay, b"friend", source="127.0.0.1")
+        relay.scheduler.run_due()
+        assert sink.read(1) == [b"friend"]
+        assert relay.forward.stats.dropped == {"not-allowed": 1}
+
+
 def test_netem_queue_is_bounded_in_bytes(fake_clock: FakeClock) -> None:
     sink = _Sink()
     warnings: list[str] = []
