@@ -27,6 +27,7 @@ from oscsync.cli.params import (
     DurationType,
     allow_option,
 )
+from oscsync.cli.peers import resolve_peer
 from oscsync.cli.runtime import AppContext, running, wait
 from oscsync.hostport import HostPort
 from oscsync.transport import Network
@@ -210,6 +211,7 @@ def netem(
     towards --forward (closed when idle); what is held is bounded by --queue-limit and
     --queue-bytes.
     """
+    forward = resolve_peer(forward)
     if forwards_to_itself(listen, forward):
         raise click.BadParameter(
             f"{forward} leads back to --listen {listen}: the relay would send every datagram "
