@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from conftest import free_udp_port
 from oscsync.cli.main import cli
 from oscsync.hostport import HostPort
+from oscsync.oscquery import OscQueryServer, host_info, namespace
 from oscsync.transport import Endpoint, Received
 
 LOOPBACK_ONLY = [ipaddress.ip_network("127.0.0.1/32")]
@@ -109,3 +110,29 @@ def test_an_iface_that_is_not_an_ipv4_address_is_one_line(cli_runner: CliRunner)
         assert result.exit_code == 1, result.output
         assert f"Error: cannot send to {group}: {reason}" in result.output
         assert "Traceback" not in result.output
+
+
+def _http_get(port: int, source: str) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as conn:
+        conn.settimeout(5)
+        conn.bind((source, 0))
+        conn.connect(("127.0.0.1", port))
+        try:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = b""
+            while chunk := conn.recv(65536):
+                reply += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # closed by the server before it read the request
+    return reply
+
+
+def test_oscquery_server_honours_allow() -> None:
+    # The OSCQuery server of a listener with --advertise is a listening socket too (TCP).
+    with OscQueryServer(
+        "127.0.0.1", namespace(()), host_info("alice", 9001), allow=LOOPBACK_ONLY
+    ) as server:
+        assert _http_get(server.port, source="127.0.0.2") == b""
+        assert _http_get(server.port, source="127.0.0.1").startswith(b"HTTP/1.1 200 ")
+        assert server.rejected == {"not-allowed": 1}
+        assert server.served == 1

@@ -464,7 +464,7 @@ def listen(
     with (
         running(),
         _log_file(log_path) as log,
-        advertising(app, advertise, interface, role="metronome") as advertised,
+        advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
     ):
         endpoint = Endpoint(
             listen, allow=allow, clock=app.clock, on_warning=app.warn, multicast_interface=iface
@@ -536,7 +536,7 @@ def pair(
     with (
         running(),
         _log_file(log_path) as log,
-        advertising(app, advertise, interface, role="metronome") as advertised,
+        advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
     ):
         endpoint = Endpoint(
             listen,
