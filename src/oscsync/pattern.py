@@ -35,7 +35,7 @@ MAX_VOICES = 32
 MAX_STEPS = 1024
 """Bounds: a pattern is read again on every change, and each step becomes one bundle."""
 
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 _IGNORED = " \t|"
 
 
@@ -93,7 +93,7 @@ def parse(text: str) -> Pattern:
         if colon < 0:
             raise PatternError(number, indent + 1, "expected 'NAME: STEPS' (no ':' on this line)")
         name = line[:colon].strip()
-        if not _NAME.fullmatch(name):
+        if not NAME.fullmatch(name):
             raise PatternError(
                 number,
                 indent + 1,
