@@ -257,7 +257,7 @@ def event_of(message: codec.Message) -> Event:
         if not 0 <= value <= 127:
             raise EventError("bad-args")
         note = round(value)
-    return Event(voice, velocity, round(step), note)
+    return Event(voice, round(velocity, 4), round(step), note)
 
 
 @dataclass

@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "oscsync.cli.metronome:metronome",
         "A networked metronome: send /tick on a grid, play received ticks at their timetag.",
     ),
+    "sequence": (
+        "oscsync.cli.sequence:sequence",
+        "A networked step sequencer: send a pattern file on the clock's grid, play it on time.",
+    ),
     "clock": (
         "oscsync.cli.clock:clock",
         "Measure how far a peer's clock is from this one (and the round trip to it).",
