@@ -201,7 +201,8 @@ def _step_count(
 
 
 def _describe(pattern: Pattern) -> str:
-    return f"{len(pattern.voices)} voices, {pattern.length} steps"
+    voices = len(pattern.voices)
+    return f"{voices} voice{'' if voices == 1 else 's'}, {pattern.length} steps"
 
 
 def _sender(
@@ -394,7 +395,7 @@ Examples:
   oscsync sequence listen                                 # 127.0.0.1:9001, sound card if any
   oscsync sequence listen --listen 0.0.0.0:9001 --sync    # from another machine, its clock
   oscsync sequence listen --audio wav:out.wav --log events.jsonl --count 16
-  oscsync sequence listen --sound kick=my-kick.wav --sound bass=my-bass.wav
+  oscsync sequence listen --sound kick=sounds/tock.wav --sound cowbell=sounds/tick.wav
 """
 )
 @_listen_options()
