@@ -332,6 +332,7 @@ class VoiceSounds:
         self.directory = directory
         self._voices: set[str] = set()
         self._notes: set[int] = set()
+        self._lock = threading.Lock()
 
     def load(self, voice: str, path: Path) -> None:
         """Load ``path`` for ``voice`` and a softer copy for its normal (non-accent) hits."""
@@ -345,14 +346,17 @@ class VoiceSounds:
         self._voices.add(voice)
 
     def key(self, event: Event) -> str:
+        """The player key for ``event``, loading its tone first if it is a new note."""
         if event.note is not None:
             key = f"note:{event.note}"
-            if event.note not in self._notes:
+            with self._lock:
+                if event.note in self._notes:
+                    return key
                 path = self.directory / f"note{event.note}.wav"
                 audio.write_wav(path, audio.Sound(sounds.RATE, sounds.tone(event.note)))
                 self.player.load(path, key)
                 self._notes.add(event.note)
-            return key
+                return key
         if event.voice not in self._voices:
             return audio.TICK
         return event.voice if event.velocity >= 0.9 else event.voice + SOFT
@@ -395,8 +399,15 @@ class SequenceListener:
             self._ignore(exc.reason)
             return
 
+        try:
+            # Here, on the receive thread, ahead of the timetag: the first event of a note
+            # synthesises its tone (~5 ms), which must not delay the scheduler's thread.
+            key = self.voice_sounds.key(event)
+        except (audio.AudioError, OSError):
+            key = audio.TICK
+
         def handle(dispatch: Dispatch, stamp: int | None) -> None:
-            self._handle(received, event, stamp, dispatch)
+            self._handle(received, event, key, stamp, dispatch)
 
         refusal = submit_onset(
             self.player, self.scheduler, self.clock, received.message.timetag, handle
@@ -409,7 +420,7 @@ class SequenceListener:
             self.stats.ignored[reason] += 1
 
     def _handle(
-        self, received: Received, event: Event, stamp: int | None, dispatch: Dispatch
+        self, received: Received, event: Event, key: str, stamp: int | None, dispatch: Dispatch
     ) -> None:
         _, target, late, onset = onset_of(self.scheduler, self.clock, dispatch, stamp)
         with self._lock:
@@ -417,10 +428,6 @@ class SequenceListener:
             if self.limit is not None and stats.events >= self.limit:
                 stats.ignored["over-count"] += 1
                 return
-            try:
-                key = self.voice_sounds.key(event)
-            except (audio.AudioError, OSError):
-                key = audio.TICK
             self.player.play_at(onset, key)
             record = EventRecord(
                 seq=stats.events,
