@@ -129,6 +129,8 @@ def test_pair_hears_itself_with_swing(cli_runner: CliRunner, tmp_path: Path) -> 
     step = 60 / 300 / 4
     assert gaps[:3] == pytest.approx([1.5 * step, 0.5 * step, 1.5 * step], abs=1e-6)
     assert "events 16" in result.stderr
+    # Piped, one line per event, VOICE: STEP first (as the PD patch prints).
+    assert result.stdout.splitlines()[:2] == ["hat: 0  velocity 1.00", "hat: 1  velocity 0.60"]
 
 
 @pytest.mark.parametrize(
@@ -218,3 +220,33 @@ def test_two_listeners_one_skewed_with_sync_play_the_same_steps_together(
     # players place each sound at its timetag, so a busy CPU cannot make a step late here.
     spread = [abs(float(y["onset"]) - 0.25 - float(x["onset"])) for x, y in zip(a, b)]  # type: ignore[arg-type]
     assert max(spread) < 0.009, spread
+
+
+def test_pattern_file_saved_while_playing_changes_at_the_next_bar_line(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    beat = tmp_path / "beat.txt"
+    beat.write_text("kick: xxxx xxxx xxxx xxxx\n")
+    bars = 16  # 4 s at 960 bpm: time enough for the edit to land on a busy machine
+    log = tmp_path / "events.jsonl"
+    listener = spawn(
+        "sequence", "listen", "--listen", "127.0.0.1:0", "--count", str(16 * bars),
+        "--audio", "none", "--log", str(log), "--duration", "60",
+    )  # fmt: skip
+    assert listener.stderr is not None and listener.stdout is not None
+    where = LineReader(listener.stderr).wait_for(lambda line: line.startswith("listening on"))
+    sender = spawn(
+        "sequence", "send", str(beat), "--peer", where.split()[-1], "--bars", str(bars),
+        "--bpm", "960", "--offset", "0.05",
+    )  # fmt: skip
+    LineReader(listener.stdout).wait_for(lambda line: line.startswith("kick: 0"))
+    beat.write_text("snare: oooo oooo oooo oooo\n")  # saved mid-bar, in the first bar or so
+    assert sender.wait(30) == 0
+    assert listener.wait(30) == 0
+    events = read_log(log)
+    voices = [str(e["voice"]) for e in events]
+    kicks = voices.count("kick")
+    assert voices == ["kick"] * kicks + ["snare"] * (len(voices) - kicks)  # one switch
+    assert 0 < kicks < len(voices)
+    assert kicks % 16 == 0  # ...exactly at a bar line
+    assert events[kicks]["step"] == 0
