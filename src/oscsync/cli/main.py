@@ -37,6 +37,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "oscsync.cli.sequence:sequence",
         "A networked step sequencer: send a pattern file on the clock's grid, play it on time.",
     ),
+    "audio": (
+        "oscsync.cli.audio:audio",
+        "Sound cards: list the output devices that --audio sounddevice can play on.",
+    ),
     "clock": (
         "oscsync.cli.clock:clock",
         "Measure how far a peer's clock is from this one (and the round trip to it).",
