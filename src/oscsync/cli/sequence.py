@@ -28,14 +28,16 @@ from oscsync.cli.metronome import (
     AUTO,
     OFFSET,
     _auto_offset,
+    _check_sync,
     _compose,
+    _follower,
     _ignore,
     _live_line,
     _log_file,
+    _sync_options,
 )
 from oscsync.cli.params import (
     DURATION,
-    PEER,
     DurationType,
     allow_option,
     iface_option,
@@ -44,7 +46,8 @@ from oscsync.cli.params import (
 )
 from oscsync.cli.peers import resolve_peer, resolve_peers
 from oscsync.cli.runtime import AppContext, running, stdout_is_tty, wait
-from oscsync.clocksync import PONG, ClockFollower, PeerClocks
+from oscsync.clockfollow import ClockFollower
+from oscsync.clocksync import PONG, PeerClocks
 from oscsync.hostport import HostPort
 from oscsync.pattern import NAME, Pattern, PatternError
 from oscsync.scheduler import Scheduler
@@ -401,18 +404,7 @@ Examples:
 @_listen_options()
 @click.option("--count", "-c", type=click.IntRange(min=1), help="Stop after this many events.")
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
-@click.option(
-    "--sync",
-    is_flag=True,
-    help="Follow the sender's clock: ping it and translate its timetags onto this clock "
-    "(as metronome listen --sync).",
-)
-@click.option(
-    "--sync-peer",
-    type=PEER,
-    metavar="HOST:PORT|@NAME",
-    help="Whose clock to follow with --sync (default: whoever the steps come from).",
-)
+@_sync_options()
 @iface_option()
 @click.pass_obj
 def listen(
@@ -424,7 +416,7 @@ def listen(
     allow: tuple[Network, ...],
     count: int | None,
     duration: float | None,
-    sync: bool,
+    sync: str | None,
     sync_peer: HostPort | None,
     iface: str | None,
 ) -> None:
@@ -433,6 +425,7 @@ def listen(
     Pitched voices (a MIDI note as third argument) play a short synthesised tone. On a terminal a
     live line counts events per voice; piped, one line per event (VOICE: STEP). Ctrl-C stops.
     """
+    _check_sync(sync, sync_peer)
     sync_peer = resolve_peer(sync_peer)
     with running(), _log_file(log_path) as log:
         endpoint = Endpoint(
@@ -444,11 +437,8 @@ def listen(
             session = _Session(app, audio_choice, voice_sounds, log, count)
             app.note(f"listening on {endpoint.local_address}")
             handler: Callable[[Received], None] = session.listener.on_message
-            if sync or sync_peer is not None:
-                # The clock-sync wiring of metronome listen --sync, unchanged.
-                follower = ClockFollower(
-                    endpoint, peer=None if sync_peer is None else sync_peer.sockaddr
-                )
+            follower = _follower(app, endpoint, sync, sync_peer)  # as metronome listen --sync
+            if follower is not None:
                 handler = follower.wrap(handler)
                 follower.start()
             endpoint.start(handler)
