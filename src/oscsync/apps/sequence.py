@@ -48,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 from oscsync import audio, codec, sounds
 from oscsync import pattern as patterns
@@ -211,6 +211,14 @@ class SequenceSender(TickSender):
 
 
 # -- listening --------------------------------------------------------------------------------
+
+
+class LineSink(Protocol):
+    """Where the event log goes: a text file, or the CLI's log writer that reports failures."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
 
 
 class EventError(ValueError):
@@ -377,7 +385,7 @@ class SequenceListener:
         clock: Clock,
         voice_sounds: VoiceSounds,
         *,
-        log: TextIO | None = None,
+        log: LineSink | None = None,
         on_event: Callable[[EventRecord], None] | None = None,
         limit: int | None = None,
     ) -> None:

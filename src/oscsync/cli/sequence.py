@@ -7,7 +7,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -15,6 +15,7 @@ from oscsync import audio, sounds
 from oscsync.apps import sequence as app_sequence
 from oscsync.apps.sequence import (
     EventRecord,
+    LineSink,
     PatternFile,
     SequenceListener,
     SequenceSender,
@@ -324,7 +325,7 @@ class _Session:
         app: AppContext,
         audio_choice: audio.AudioChoice,
         voice_sounds: tuple[tuple[str, Path], ...],
-        log: TextIO | None,
+        log: LineSink | None,
         limit: int | None,
     ) -> None:
         self.app = app
