@@ -93,7 +93,7 @@ def dump(
     with (
         running(),
         hangup_stops(),
-        advertising(app, advertise, interface, role="dump") as advertised,
+        advertising(app, advertise, interface, role="dump", allow=allow) as advertised,
     ):
         endpoint = Endpoint(
             listen,
