@@ -186,7 +186,7 @@ def test_dump_into_a_closed_pipe_exits_quietly() -> None:
     lines = errors.rest()
     assert code == 0
     assert not any("Traceback" in line or "BrokenPipe" in line for line in lines), lines
-    assert lines[-1].startswith("dump: 1 messages printed")
+    assert lines[-1].startswith("dump: 1 message printed")
 
 
 def test_dump_with_a_blocked_reader_still_stops_on_sigterm() -> None:

@@ -347,7 +347,7 @@ def test_stats_line_shows_intervals_and_headroom() -> None:
     assert stats.intervals.mean == pytest.approx(0.5)
     assert stats.intervals.std == pytest.approx(0.0, abs=1e-9)
     assert listener.status() == (
-        "ticks 4  late 0  interval 500.000 ± 0.000 ms  headroom +125.0 ms (min +125.0)"
+        "ticks 4  late 0  interval 500.000 ± 0.000 ms  headroom mean +125.0 ms (min +125.0)"
     )
 
 

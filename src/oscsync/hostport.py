@@ -69,6 +69,10 @@ def parse_hostport(
     else:
         host, port_text = None, value
     if host is None:
+        if _looks_like_host(port_text):
+            # A host without its port (issue #13: `send 127.0.0.1 /chat hi` said "a host is
+            # needed here, e.g. 127.0.0.1:127.0.0.1").
+            raise AddressError(f"{text!r} has no port: add a port, e.g. {value}:9000")
         if default_host is None:
             raise AddressError(f"{text!r}: a host is needed here, e.g. 127.0.0.1:{value}")
         host = default_host
@@ -76,6 +80,15 @@ def parse_hostport(
         raise AddressError(f"{text!r}: the host part is empty")
     port = parse_port(port_text, allow_zero=allow_port_zero, context=text)
     return HostPort(resolve_host(host), port)
+
+
+def _looks_like_host(text: str) -> bool:
+    """An IP address or a name (it has a letter): a host written without its ``:PORT``."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return any(ch.isalpha() for ch in text)
+    return True
 
 
 def parse_port(text: str, *, allow_zero: bool = False, context: str | None = None) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from oscsync.clocksync import PONG, ClockSync, Estimate
 from oscsync.transport import Endpoint, Received
+from oscsync.wording import plural
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class PeerClockReport:
     estimate: Estimate | None
 
     def text(self) -> str:
-        lines = [f"peer {self.peer}: {self.answered} of {self.sent} pings answered"]
+        lines = [f"peer {self.peer}: {self.answered} of {plural(self.sent, 'ping')} answered"]
         estimate = self.estimate
         if estimate is not None:
             side = "ahead of" if estimate.offset >= 0 else "behind"

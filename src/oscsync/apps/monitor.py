@@ -28,7 +28,9 @@ from oscsync import display
 from oscsync import timetag as tt
 from oscsync.clock import Clock
 from oscsync.hostport import HostPort
+from oscsync.liveline import LiveLine
 from oscsync.transport import Received
+from oscsync.wording import plural
 
 DEFAULT_WINDOW = 100
 """Bundles the rolling statistics cover: a few seconds of a metronome, and O(window) to update."""
@@ -189,6 +191,7 @@ class MonitorView:
         mode: str = "lines",
         window: int = DEFAULT_WINDOW,
         count: int | None = None,
+        live: LiveLine | None = None,
     ) -> None:
         if mode not in ("lines", "jsonl", "live"):
             raise ValueError(f"unknown monitor output mode {mode!r}")
@@ -202,6 +205,8 @@ class MonitorView:
         self._pending: str | None = None
         self._last_draw = -math.inf
         self._drawn = False
+        # The shared live line (fits the terminal's width, keeps warnings off it: issue #13).
+        self.live = live if live is not None else LiveLine(out)
 
     def on_message(self, received: Received) -> None:
         """The endpoint's callback (receive thread)."""
@@ -235,8 +240,7 @@ class MonitorView:
         with self._lock:
             self._draw()
             if self._drawn:
-                self.out.write("\n")
-                self.out.flush()
+                self.live.end()
                 self._drawn = False
 
     def _draw_if_due(self) -> None:
@@ -246,8 +250,7 @@ class MonitorView:
     def _draw(self) -> None:
         if self._pending is None:
             return
-        self.out.write("\r\x1b[2K" + self._pending)
-        self.out.flush()
+        self.live.show(self._pending)
         self._pending = None
         self._drawn = True
         self._last_draw = self.clock.monotonic()
@@ -256,7 +259,7 @@ class MonitorView:
 def summary(monitor: Monitor) -> str:
     """One line for stderr when the monitor stops."""
     stats = monitor.stats()
-    text = f"monitor: {stats.bundles} bundles, {stats.late_total} late"
+    text = f"monitor: {plural(stats.bundles, 'bundle')}, {stats.late_total} late"
     if stats.n:
         text += f"; last {stats.n}: {stats_text(stats)}"
     if stats.unmeasured:

@@ -9,6 +9,7 @@ import click
 
 from oscsync.cli.params import DurationType, skew_option
 from oscsync.cli.runtime import AppContext, running
+from oscsync.wording import plural
 
 
 @click.command(
@@ -94,7 +95,7 @@ def demo(
     rendered: list[Path] = []
     with running():
         for name, spec in runs:
-            app.note(f"run: {titles[name]} ({spec.ticks} ticks) ...")
+            app.note(f"run: {titles[name]} ({plural(spec.ticks, 'tick')}) ...")
 
             def make_player(index: int, clock: Clock, name: str = name) -> audio_module.Player:
                 if audio:

@@ -19,15 +19,17 @@ from oscsync.cli.params import (
     PEER,
     DurationType,
     allow_option,
+    bpm_range,
     iface_option,
     listen_option,
     peers_option,
 )
-from oscsync.cli.runtime import AppContext, running, stdout_is_tty, wait
+from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.clocksync import PONG, ClockFollower, PeerClocks
 from oscsync.hostport import HostPort
 from oscsync.scheduler import Scheduler
 from oscsync.transport import Endpoint, Network, Received
+from oscsync.wording import plural
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -87,7 +89,7 @@ def _send_options() -> Callable[[F], F]:
         click.option(
             "--bpm",
             # At 1 bpm a tick is 60 s ahead: the scheduler's horizon.
-            type=click.FloatRange(min=1, max=6000),
+            type=bpm_range(1, 6000),
             default=app_metronome.DEFAULT_BPM,
             show_default=True,
             help="Beats per minute (120 = a tick every half second, as in the workshop).",
@@ -228,18 +230,21 @@ def send(
             ep.send_bytes, scheduler, bpm=bpm, beats_per_bar=beats_per_bar, offset=offset
         )
         app.note(_sending_note(peers, bpm, beats_per_bar, offset))
-        live = _live_line(app) if stdout_is_tty() else None
+        live = app.live_line()
         try:
             sender.start(
-                total, on_sent=None if live is None else lambda k: live(f"sent {k + 1} ticks")
+                total,
+                on_sent=(lambda k: live.show(f"sent {plural(k + 1, 'tick')}"))
+                if live.enabled
+                else None,
             )
             scheduler.start()
             wait(sender.done, clock, None)
         finally:
             sender.stop()
             scheduler.close()
-            if live is not None:
-                click.echo()
+            live.end()
+            app.live = None
             app.note(_sent_summary(sender))
 
 
@@ -267,7 +272,7 @@ def _auto_offset(app: AppContext, clocks: PeerClocks) -> float:
 
 
 def _sent_summary(sender: TickSender) -> str:
-    text = f"metronome: sent {sender.sent} ticks"
+    text = f"metronome: sent {plural(sender.sent, 'tick')}"
     if sender.lateness.count:
         text += (
             f"; send time after grid: mean {sender.lateness.mean * 1e6:.0f} µs, "
@@ -282,19 +287,6 @@ def _sending_note(
     kind = f"in bundles timetagged {offset * 1000:g} ms ahead" if offset else "as plain messages"
     where = ", ".join(str(peer) for peer in peers)
     return f"sending /tick to {where} at {bpm:g} bpm, {beats_per_bar} per bar, {kind}"
-
-
-def _live_line(app: AppContext) -> Callable[[str], None]:
-    lock = threading.Lock()
-
-    def show(text: str) -> None:
-        if app.quiet:
-            return
-        with lock:
-            sys.stdout.write("\r" + text + "\x1b[K")
-            sys.stdout.flush()
-
-    return show
 
 
 # -- listen -----------------------------------------------------------------------------------
@@ -356,8 +348,9 @@ class _Session:
         if description:
             app.note(description)
         self.scheduler = Scheduler(app.clock, on_warning=app.warn)
-        self.tty = stdout_is_tty()
-        self.live = _live_line(app)
+        self.live = app.live_line()
+        self.output_closed = False
+        """stdout went away (``| head -3``): the session stops, quietly."""
         self.listener = MetronomeListener(
             self.player,
             self.scheduler,
@@ -366,14 +359,22 @@ class _Session:
             log=log,
             on_tick=self._on_tick,
             limit=limit,
+            on_warning=app.warn,
         )
         self.scheduler.start()
 
     def _on_tick(self, record: TickRecord) -> None:
-        if self.tty:
-            self.live(self.listener.status())
-        elif not self.app.quiet:
-            click.echo(tick_line(record))
+        if self.live.enabled:
+            self.live.show(self.listener.status())
+        elif not self.app.quiet and not self.output_closed:
+            try:
+                sys.stdout.write(tick_line(record) + "\n")
+                sys.stdout.flush()
+            except (BrokenPipeError, ValueError):  # ValueError: stdout already closed
+                # Whoever read the tick lines is gone (issue #13: `listen | head -3` ran on,
+                # warning about BrokenPipeError on every tick): stop like a Ctrl-C.
+                self.output_closed = True
+                self.done.set()
         if self.limit is not None and record.seq + 1 >= self.limit:
             self.done.set()
 
@@ -385,9 +386,13 @@ class _Session:
             self.player.close()
         except (audio.AudioError, OSError) as exc:
             self.app.warn(f"audio: {exc}")
-        if self.tty and not self.app.quiet:
-            click.echo()
-        sys.stdout.flush()
+        self.live.end()
+        self.app.live = None
+        if not self.output_closed:
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                self.output_closed = True
         extra: dict[str, Any] = {}
         sched = self.scheduler.stats()
         if sched.dropped_total:
@@ -395,6 +400,8 @@ class _Session:
         if endpoint is not None and endpoint.stats.dropped:
             extra["bad datagrams"] = endpoint.stats.dropped
         self.app.note(app_metronome.summary(self.listener.stats, extra))
+        if self.output_closed:
+            leave_without_stdout(stopped_cleanly=True)
 
 
 @metronome.command(

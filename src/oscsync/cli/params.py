@@ -183,6 +183,29 @@ def iface_option() -> Callable[[F], F]:
     )
 
 
+class NumberRange(click.FloatRange):
+    """A number within bounds, with a plain message when the word is not a number at all.
+
+    click's own says ``'fast' is not a valid float range`` (issue #13).
+    """
+
+    def __init__(self, min: float | None = None, max: float | None = None, *, example: str) -> None:
+        super().__init__(min=min, max=max)
+        self.example = example
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            try:
+                float(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a number (e.g. {self.example})", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def bpm_range(minimum: float, maximum: float) -> NumberRange:
+    return NumberRange(minimum, maximum, example="120 for two beats a second")
+
+
 class PercentType(click.ParamType):  # type: ignore[type-arg]
     """A percentage, ``1%`` or ``1`` (both mean one in a hundred), returned as a fraction 0..1."""
 

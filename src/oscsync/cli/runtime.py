@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from oscsync.clock import Clock, SkewedClock, SystemClock
+from oscsync.liveline import LiveLine
 from oscsync.transport import TransportError
 
 
@@ -29,6 +30,8 @@ class AppContext:
 
     clock: Clock
     quiet: bool = False
+    live: LiveLine | None = None
+    """The live status line on stdout, if a command keeps one: notices and warnings go above it."""
 
     @classmethod
     def create(
@@ -42,11 +45,23 @@ class AppContext:
     def note(self, text: str) -> None:
         """An informational line on stderr (silenced by -q)."""
         if not self.quiet:
-            click.echo(text, err=True)
+            self._stderr_line(text)
 
     def warn(self, text: str) -> None:
         """A warning line on stderr (kept even with -q)."""
-        click.echo(click.style("warning: ", fg="yellow") + text, err=True)
+        self._stderr_line(click.style("warning: ", fg="yellow") + text)
+
+    def live_line(self) -> LiveLine:
+        """Start the command's live status line (drawn only when stdout is a terminal, not -q)."""
+        self.live = LiveLine(sys.stdout, enabled=stdout_is_tty() and not self.quiet)
+        return self.live
+
+    def _stderr_line(self, text: str) -> None:
+        # A warning from a receive thread must not be spliced into the live line (issue #13).
+        if self.live is not None and self.live.enabled:
+            self.live.above(click.unstyle(text) if not sys.stderr.isatty() else text, sys.stderr)
+        else:
+            click.echo(text, err=True)
 
 
 class Stop(Exception):

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from oscsync.cli.runtime import AppContext
+from oscsync.wording import plural
 
 
 @click.command(
@@ -48,7 +49,7 @@ def stats(app: AppContext, logs: tuple[Path, ...], bpm: float | None, as_json: b
         except lab.LogError as exc:
             raise click.ClickException(f"{path}: {exc}") from None
         if bad:
-            app.warn(f"{path}: skipped {bad} lines that are not tick records")
+            app.warn(f"{path}: skipped {plural(bad, 'line')} that are not tick records")
         row = {"file": str(path), "period_ms": round(period * 1e3, 4), **result.row()}
         rows.append(row)
         if as_json:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from oscsync.cli.netem import impairment_options
-from oscsync.cli.params import parse_duration, skew_option
+from oscsync.cli.params import bpm_range, parse_duration, skew_option
 from oscsync.cli.runtime import AppContext, running
 
 
@@ -42,7 +42,7 @@ Examples:
 )
 @impairment_options(delay=0.020, jitter=0.015)
 @click.option("--ticks", type=click.IntRange(4, 10_000), default=64, show_default=True)
-@click.option("--bpm", type=click.FloatRange(30, 1200), default=240.0, show_default=True)
+@click.option("--bpm", type=bpm_range(30, 1200), default=240.0, show_default=True)
 @skew_option(0.0, "Follower clock skew (s).")
 @click.option(
     "--sync/--no-sync", default=False, show_default=True, help="Follower syncs to the leader."

@@ -87,7 +87,8 @@ def monitor(
     """
     mode = "jsonl" if jsonl else ("live" if stdout_is_tty() else "lines")
     clock = app.clock
-    view = MonitorView(sys.stdout, clock, mode=mode, window=window, count=count)
+    live = app.live_line() if mode == "live" else None
+    view = MonitorView(sys.stdout, clock, mode=mode, window=window, count=count, live=live)
     with running():
         endpoint = Endpoint(
             listen, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
@@ -105,6 +106,7 @@ def monitor(
         finally:
             endpoint.close()
             view.finish()
+            app.live = None
             app.note(summary(view.monitor))
 
 
