@@ -55,10 +55,21 @@ def measure_peer(
 
     Times come from the endpoint's clock, the one that stamps each pong's arrival (T4).
     """
+    sync = start_pinging(endpoint, count)
+    sync.measure(count, interval, timeout)
+    return report(endpoint, sync)
+
+
+def start_pinging(endpoint: Endpoint, count: int) -> ClockSync:
+    """Set the endpoint up to collect the pongs of ``count`` pings (then call ``measure``)."""
     sync = ClockSync(endpoint.clock, endpoint.send_bytes, filter_size=count)
     endpoint.add_service(PONG, sync.service)
     endpoint.start(_ignore)
-    sync.measure(count, interval, timeout)
+    return sync
+
+
+def report(endpoint: Endpoint, sync: ClockSync) -> PeerClockReport:
+    """What the pings so far found out (also when the measurement was cut short)."""
     return PeerClockReport(
         peer=str(endpoint.peers[0]),
         sent=sync.sent,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
-from oscsync.apps.clock import measure_peer
+from oscsync.apps import clock as app_clock
 from oscsync.cli.params import DURATION, PEER
 from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint
+from oscsync.wording import plural
 
 
 @click.command(
@@ -45,10 +46,19 @@ def clock(
     the true offset is within half that round trip of it (the ± figure). Positive: the peer's
     clock is ahead of this one.
     """
-    with running(), Endpoint(peers=[peer], clock=app.clock, on_warning=app.warn) as endpoint:
-        report = measure_peer(endpoint, count=count, interval=interval, timeout=timeout)
-        click.echo(report.json() if as_json else report.text())
-        if report.estimate is None:
-            raise click.ClickException(
-                f"no answer from {peer} (is an oscsync listener running there?)"
-            )
+    with (
+        running() as run,
+        Endpoint(peers=[peer], clock=app.clock, on_warning=app.warn) as endpoint,
+    ):
+        sync = app_clock.start_pinging(endpoint, count)
+        try:
+            sync.measure(count, interval, timeout)
+        finally:
+            # Also when Ctrl-C cut the pings short: print what they found (issue #13).
+            report = app_clock.report(endpoint, sync)
+    click.echo(report.json() if as_json else report.text())
+    if run.stopped_by is not None:
+        app.note(f"clock: interrupted after {plural(report.sent, 'ping')}")
+        raise click.exceptions.Exit(run.exit_code)
+    if report.estimate is None:
+        raise click.ClickException(f"no answer from {peer} (is an oscsync listener running there?)")

@@ -93,7 +93,7 @@ def demo(
     )
     summaries = []
     rendered: list[Path] = []
-    with running():
+    with running() as run:
         for name, spec in runs:
             app.note(f"run: {titles[name]} ({plural(spec.ticks, 'tick')}) ...")
 
@@ -117,7 +117,8 @@ def demo(
                     app.note(f"  B: {follower.sync_text}")
     if len(summaries) < 2:  # stopped by Ctrl-C or SIGTERM: a clean stop, nothing to compare
         app.note(f"demo: stopped after {len(summaries)} of 2 runs; nothing to compare")
-        return
+        # A run with a defined end, cut short: 130 after Ctrl-C (issue #13).
+        raise click.exceptions.Exit(run.exit_code)
     before, after = summaries
     click.echo()
     click.echo(app_demo.table(summaries, names))

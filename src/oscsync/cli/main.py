@@ -60,10 +60,7 @@ def _global_option_hint(group: click.Group, ctx: click.Context, name: str) -> st
     """
     for param in group.params:
         if isinstance(param, click.Option) and name in param.opts + param.secondary_opts:
-            if param.is_flag:
-                example = name
-            else:
-                example = f"{name} {param.make_metavar(ctx)}"
+            example = name if param.is_flag else f"{name} {param.make_metavar(ctx)}"
             command = ctx.command_path.partition(" ")[2] or "COMMAND"
             return (
                 f"{name} is an option of oscsync itself: write it before the command, "

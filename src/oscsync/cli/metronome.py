@@ -214,7 +214,8 @@ def send(
     total = _tick_count(count, duration, bpm)
     clock = app.clock
     with (
-        running(),
+        # With --count/--duration the run has an end: cut short, it exits 130 (issue #13).
+        running(interrupted_exit=total is not None),
         Endpoint(peers=peers, clock=clock, on_warning=app.warn, multicast_interface=iface) as ep,
         Scheduler(clock, on_warning=app.warn) as scheduler,
     ):
@@ -272,7 +273,10 @@ def _auto_offset(app: AppContext, clocks: PeerClocks) -> float:
 
 
 def _sent_summary(sender: TickSender) -> str:
-    text = f"metronome: sent {plural(sender.sent, 'tick')}"
+    if sender.count is not None and sender.sent < sender.count:
+        text = f"metronome: sent {sender.sent} of {plural(sender.count, 'tick')}"
+    else:
+        text = f"metronome: sent {plural(sender.sent, 'tick')}"
     if sender.lateness.count:
         text += (
             f"; send time after grid: mean {sender.lateness.mean * 1e6:.0f} µs, "
@@ -474,7 +478,13 @@ def listen(
         finally:
             if follower is not None:
                 follower.close()
-                app.note(follower.describe())
+                if follower.peer is None:
+                    # Stopped before any tick came: there was nobody to follow (issue #13).
+                    app.note(
+                        "clock sync: no ticks arrived, so there was no sender's clock to follow"
+                    )
+                else:
+                    app.note(follower.describe())
             if session is not None:
                 session.close(endpoint)
             else:
@@ -518,7 +528,7 @@ def pair(
     total = _tick_count(count, duration, bpm)
     paths = _sound_paths(sound, accent_sound)
     clock = app.clock
-    with running(), _log_file(log_path) as log:
+    with running(interrupted_exit=total is not None), _log_file(log_path) as log:
         endpoint = Endpoint(
             listen,
             peers,

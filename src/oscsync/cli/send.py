@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import click
 
-from oscsync import codec
-from oscsync.apps.send import ArgumentError, Packet, infer_value, send_repeated, typed_values
+from oscsync import codec, timetag
+from oscsync.apps.send import (
+    ArgumentError,
+    Packet,
+    SendProgress,
+    infer_value,
+    send_repeated,
+    typed_values,
+)
 from oscsync.cli.params import DURATION, PEER, TIMETAG, iface_option
 from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint
+from oscsync.wording import plural
 
 
 @click.command(
@@ -21,7 +29,7 @@ Examples:
   oscsync send 127.0.0.1:9001 /synth/freq 440.0 -1 true
   oscsync send 127.0.0.1:9001 /raw --types ihdsb 7 9000000000 0.5 text cafe
   oscsync send 127.0.0.1:9001 /tick 0 --in 0.25        # a bundle due 250 ms from now
-  oscsync send 127.0.0.1:9001 /go --at 2026-11-24T20:30:00Z
+  oscsync send 127.0.0.1:9001 /go --at "$(($(date +%s) + 10))"   # 10 s from now (Unix time)
   oscsync send 239.0.0.1:9001 /tick 1 --repeat 8 --interval 0.5
 """,
 )
@@ -70,9 +78,17 @@ def send(
         message = codec.encode_message(address, values, types)
     except (ArgumentError, codec.EncodeError) as exc:
         raise click.UsageError(str(exc)) from None
+    if at is not None and at != timetag.IMMEDIATELY:
+        behind = timetag.difference(app.clock.now_timetag(), at)
+        if behind > 0:
+            app.warn(
+                f"--at {timetag.format_iso(at)} is {behind:.3f} s in the past: receivers will "
+                "count the bundle late and act on it at once"
+            )
     packet = Packet(message, at=at, ahead=ahead)
+    progress = SendProgress()
     with (
-        running(),
+        running(interrupted_exit=True),
         Endpoint(
             peers=[peer, *more_peers],
             clock=app.clock,
@@ -80,4 +96,11 @@ def send(
             multicast_interface=iface,
         ) as endpoint,
     ):
-        send_repeated(endpoint, packet, app.clock, repeat, interval)
+        try:
+            send_repeated(endpoint, packet, app.clock, repeat, interval, progress)
+        finally:
+            if repeat > 1 and progress.packets < repeat:
+                app.note(f"send: stopped after {progress.packets} of {plural(repeat, 'packet')}")
+        if progress.delivered == 0:
+            # Exit 1, not 0: a script must not take "Message too long" for a success (#13).
+            raise click.ClickException("nothing was sent (see the warning above)")

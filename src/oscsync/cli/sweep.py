@@ -97,7 +97,7 @@ def sweep(
     rows = []
     app.note(f"sweep: {len(offsets)} offsets × {ticks} ticks at {bpm:g} bpm; {link.describe()}")
     with (
-        running(),
+        running() as run,
         click.progressbar(
             offsets,
             label="sweep",
@@ -134,6 +134,8 @@ def sweep(
             app.note(f"plot: {plot_path}")
     except OSError as exc:  # checked at the start, but a disk can fill up during a sweep
         raise click.ClickException(f"cannot write the results: {exc}") from None
+    if run.stopped_by is not None:  # the partial table is out; a script must still know (#13)
+        raise click.exceptions.Exit(run.exit_code)
 
 
 def _check_writable(path: Path | None, option: str) -> None:
