@@ -97,7 +97,8 @@ def test_dump_stops_cleanly_on_sigterm(spawn: Spawn) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "needle"),
     [
-        (["send", "localhost", "/x"], 2, "a host is needed"),
+        (["send", "localhost", "/x"], 2, "add a port, e.g. localhost:9000"),
+        (["send", "9000", "/x"], 2, "a host is needed"),
         (["send", "127.0.0.1:99999", "/x"], 2, "out of range"),
         (["send", "no-such-host.invalid:9000", "/x"], 2, "cannot resolve"),
         (["send", "127.0.0.1:9000", "x"], 2, "must start with '/'"),

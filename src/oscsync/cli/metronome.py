@@ -478,13 +478,11 @@ def listen(
         finally:
             if follower is not None:
                 follower.close()
-                if follower.peer is None:
-                    # Stopped before any tick came: there was nobody to follow (issue #13).
-                    app.note(
-                        "clock sync: no ticks arrived, so there was no sender's clock to follow"
-                    )
-                else:
-                    app.note(follower.describe())
+            if (sync or sync_peer is not None) and (follower is None or follower.peer is None):
+                # Stopped before any tick came: there was nobody to follow (issue #13).
+                app.note("clock sync: no ticks arrived, so there was no sender's clock to follow")
+            elif follower is not None:
+                app.note(follower.describe())
             if session is not None:
                 session.close(endpoint)
             else:

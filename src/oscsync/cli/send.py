@@ -29,7 +29,7 @@ Examples:
   oscsync send 127.0.0.1:9001 /synth/freq 440.0 -1 true
   oscsync send 127.0.0.1:9001 /raw --types ihdsb 7 9000000000 0.5 text cafe
   oscsync send 127.0.0.1:9001 /tick 0 --in 0.25        # a bundle due 250 ms from now
-  oscsync send 127.0.0.1:9001 /go --at "$(($(date +%s) + 10))"   # 10 s from now (Unix time)
+  oscsync send 127.0.0.1:9001 /go --at 20:30Z         # a bundle for the next 20:30 UTC
   oscsync send 239.0.0.1:9001 /tick 1 --repeat 8 --interval 0.5
 """,
 )
@@ -44,7 +44,13 @@ Examples:
     "Without it: ints, floats, true/false/nil, else strings.",
 )
 @click.option("--in", "ahead", type=DURATION, help="Send in a bundle timetagged this far ahead.")
-@click.option("--at", "at", type=TIMETAG, help="Send in a bundle with this timetag.")
+@click.option(
+    "--at",
+    "at",
+    type=TIMETAG,
+    help="Send in a bundle with this timetag: hex, Unix seconds, ISO-8601, or a time of day "
+    "such as 20:30Z (the next 20:30 UTC).",
+)
 @click.option("--repeat", "-n", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option(
     "--interval", type=DURATION, default=1.0, show_default=True, help="Seconds between repeats."
