@@ -170,3 +170,14 @@ def test_help_examples_cannot_rot_a_time_of_day_is_the_next_one() -> None:
     assert next_time_of_day("2026-11-24T20:30:00Z", now) is None  # a date: ISO, not this form
     send_help = CliRunner().invoke(cli, ["send", "--help"]).output
     assert "--at 20:30Z" in send_help and not re.search(r"--at \d{4}-", send_help)
+
+
+def test_demo_audio_checks_the_audio_backend_before_printing_its_intro(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from oscsync import audio
+
+    monkeypatch.setattr(audio, "probe_sounddevice", lambda: "no audio output device (none)")
+    result = CliRunner().invoke(cli, ["demo", "--audio"])
+    assert result.exit_code == 1
+    assert result.output == "Error: --audio cannot play here: no audio output device (none)\n"

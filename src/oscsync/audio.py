@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from oscsync import threads
 from oscsync.clock import Clock
+from oscsync.install import install_hint
 
 if TYPE_CHECKING:
     import numpy as np
@@ -436,7 +437,7 @@ def probe_sounddevice() -> str | None:
         importlib.import_module("numpy")
         sd = _import_sounddevice()
     except ImportError as exc:
-        return f"{exc.name or 'sounddevice'} is not installed (pip install 'oscsync[audio]')"
+        return f"{exc.name or 'sounddevice'} is not installed ({install_hint('audio')})"
     except OSError:
         return PORTAUDIO_HINT
     try:
@@ -536,9 +537,7 @@ class SoundDevicePlayer:
         try:
             sd = _import_sounddevice()
         except ImportError:
-            raise AudioError(
-                "sounddevice is not installed (pip install 'oscsync[audio]')"
-            ) from None
+            raise AudioError(f"sounddevice is not installed ({install_hint('audio')})") from None
         except OSError:
             raise AudioError(PORTAUDIO_HINT) from None
         try:

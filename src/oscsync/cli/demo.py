@@ -76,7 +76,12 @@ def demo(
         }
     except audio_module.AudioError as exc:
         raise click.ClickException(str(exc)) from None
-    if not audio:
+    if audio:
+        # Checked before the intro, not after the first run has started (issue #13).
+        reason = audio_module.probe_sounddevice()
+        if reason is not None:
+            raise click.ClickException(f"--audio cannot play here: {reason}")
+    else:
         if out is None:
             out = Path(tempfile.mkdtemp(prefix="oscsync-demo-"))
         try:

@@ -11,6 +11,7 @@ import click
 from oscsync.cli.netem import impairment_options
 from oscsync.cli.params import bpm_range, parse_duration, skew_option
 from oscsync.cli.runtime import AppContext, running
+from oscsync.install import install_hint
 
 
 def _offsets(ctx: click.Context, param: click.Parameter, value: str) -> list[float]:
@@ -53,7 +54,7 @@ Examples:
     "--plot",
     "plot_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Draw jitter and late % against offset into a PNG (pip install 'oscsync[plot]').",
+    help="Draw jitter and late % against offset into a PNG (needs matplotlib: the [plot] extra).",
 )
 @click.pass_obj
 def sweep(
@@ -89,7 +90,7 @@ def sweep(
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise click.UsageError("--plot needs matplotlib: pip install 'oscsync[plot]'") from None
+            raise click.UsageError(f"--plot needs matplotlib: {install_hint('plot')}") from None
     for path, option in ((csv_path, "--csv"), (json_path, "--json"), (plot_path, "--plot")):
         _check_writable(path, option)
     link = ImpairmentSpec(delay, jitter, dist, loss, duplicate, reorder)
