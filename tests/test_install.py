@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -34,3 +37,40 @@ def test_extras_named_in_hints_match_pyproject() -> None:
     for extra, packages in install.EXTRAS.items():
         named = [Path(req).name.split(">")[0].split("=")[0].strip() for req in extras[extra]]
         assert tuple(named) == packages
+
+
+def test_make_demo_says_how_to_reach_the_venv() -> None:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    plan = subprocess.run(
+        [make, "-n", "demo"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    assert "install -q -e '.[test,audio]'" in plan or "scripts/demo.py" in plan
+    assert ". .venv/bin/activate" in plan and ".venv/bin/oscsync --help" in plan
+    readme = (REPO / "README.md").read_text()
+    assert ". .venv/bin/activate" in readme and ".venv/bin/oscsync" in readme
+
+
+def test_one_demo_duration_everywhere_and_it_matches_the_runs() -> None:
+    from oscsync.cli.demo import demo
+    from oscsync.cli.main import COMMANDS
+
+    texts = [
+        (REPO / "README.md").read_text(),
+        (REPO / "docs/two-machines.md").read_text(),
+        demo.help or "",
+        demo.epilog or "",
+        COMMANDS["demo"][1],
+    ]
+    figures = {
+        int(match)
+        for text in texts
+        for line in text.splitlines()
+        if "demo" in line.lower() or "forward synchronisation beating" in line
+        for match in re.findall(r"(?:~|about )(\d+) s", line)
+    }
+    duration = next(p for p in demo.params if p.name == "duration").default
+    assert isinstance(duration, float)
+    # Two runs of --duration seconds each, plus clock pings and start-up (10.4 s measured).
+    assert figures == {round(2 * duration)}

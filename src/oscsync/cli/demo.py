@@ -15,7 +15,7 @@ from oscsync.wording import plural
 @click.command(
     epilog="""\b
 Examples:
-  oscsync demo                          # about 15 s, silent, WAV files of what each follower played
+  oscsync demo                          # about 10 s, silent, WAV files of what each follower played
   oscsync demo --audio                  # hear it (needs a sound card and sounddevice)
   oscsync demo --duration 10 --offset 80ms --out demo-wavs
 """
@@ -53,7 +53,7 @@ def demo(
     audio: bool,
     out: Path | None,
 ) -> None:
-    """Show forward synchronisation beating network jitter, on this machine, in ~15 s.
+    """Show forward synchronisation beating network jitter, on this machine, in ~10 s.
 
     A leader sends /tick at 240 bpm to two followers through an emulated Wi-Fi link (netem:
     20 ms ± 15 ms). Follower B's clock is set 150 ms ahead on purpose and follows the leader's

@@ -48,7 +48,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "demo": (
         "oscsync.cli.demo:demo",
-        "Show forward synchronisation beating network jitter, on this machine, in ~15 s.",
+        "Show forward synchronisation beating network jitter, on this machine, in ~10 s.",
     ),
 }
 
