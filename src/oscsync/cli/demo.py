@@ -36,7 +36,13 @@ Examples:
     help="Forward offset of the second run.",
 )
 @skew_option(0.15, "How far ahead follower B's clock is (s).")
-@click.option("--seed", type=int, default=1, show_default=True, help="netem's seed.")
+@click.option(
+    "--seed",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Seed of the emulated links' random delays (the same draws each run; see netem --seed).",
+)
 @click.option("--audio", is_flag=True, help="Play the followers through the sound card.")
 @click.option(
     "--out",

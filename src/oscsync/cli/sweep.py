@@ -96,7 +96,6 @@ def sweep(
     link = ImpairmentSpec(delay, jitter, dist, loss, duplicate, reorder)
     follower = lab.FollowerSpec("follower", skew=skew, sync=sync)
     rows = []
-    app.note(f"sweep: {len(offsets)} offsets × {ticks} ticks at {bpm:g} bpm; {link.describe()}")
     with (
         running() as run,
         click.progressbar(
@@ -109,6 +108,8 @@ def sweep(
             hidden=not sys.stderr.isatty(),
         ) as progress,
     ):
+        # Inside running(): a Ctrl-C right after this line is a clean stop too.
+        app.note(f"sweep: {len(offsets)} offsets × {ticks} ticks at {bpm:g} bpm; {link.describe()}")
         for offset in progress:
             spec = lab.SessionSpec(
                 offset=offset,
