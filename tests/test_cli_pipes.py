@@ -80,3 +80,37 @@ def test_metronome_listen_piped_to_head_ends() -> None:
     assert code == 0, lines
     assert not any("BrokenPipe" in line or "Traceback" in line for line in lines), lines
     assert lines[-1].startswith("metronome: ticks 1"), lines
+
+
+def test_metronome_pair_piped_to_head_ends() -> None:
+    port = free_udp_port()
+    stdout = _closed_pipe()
+    pair = subprocess.Popen(
+        oscsync_command(
+            "metronome",
+            "pair",
+            "--peer",
+            f"127.0.0.1:{port}",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--audio",
+            "none",
+            "--bpm",
+            "600",
+        ),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(stdout)
+    assert pair.stderr is not None
+    try:
+        code = pair.wait(30)  # it hears itself: the first tick line fails, and it stops
+        lines = LineReader(pair.stderr).rest()
+    finally:
+        if pair.poll() is None:
+            pair.kill()
+            pair.wait()
+    assert code == 0, lines
+    assert not any("BrokenPipe" in line or "Traceback" in line for line in lines), lines

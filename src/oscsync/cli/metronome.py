@@ -355,6 +355,8 @@ class _Session:
         self.live = app.live_line()
         self.output_closed = False
         """stdout went away (``| head -3``): the session stops, quietly."""
+        self.on_output_closed: Callable[[], None] | None = None
+        """Also stop this (pair: the sender) when stdout goes away."""
         self.listener = MetronomeListener(
             self.player,
             self.scheduler,
@@ -379,6 +381,8 @@ class _Session:
                 # warning about BrokenPipeError on every tick): stop like a Ctrl-C.
                 self.output_closed = True
                 self.done.set()
+                if self.on_output_closed is not None:
+                    self.on_output_closed()
         if self.limit is not None and record.seq + 1 >= self.limit:
             self.done.set()
 
@@ -556,6 +560,7 @@ def pair(
                 beats_per_bar=beats_per_bar,
                 offset=offset,
             )
+            session.on_output_closed = sender.stop
             sender.start(total)
             wait(sender.done, clock, None)
             wait(session.done, clock, offset + _GRACE)
