@@ -7,6 +7,7 @@ that links to it shows a broken link to a reader browsing ``docs/`` on the web.
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,22 @@ def test_readme_links_exist() -> None:
     for target in re.findall(r"\]\(([^)\s#]+)(?:#[^)]*)?\)", text):
         if "://" not in target:
             assert (REPO / target).exists(), target
+
+
+def test_documented_commands_never_write_over_a_tracked_file() -> None:
+    """Issue #13: following the sweep example overwrote docs/img/sweep.png in the clone."""
+    tracked = set(
+        subprocess.run(
+            ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    pages = [*DOCS.rglob("*.md"), REPO / "README.md"]
+    outputs = re.compile(r"oscsync [^\n`]*?(?:--plot|--csv|--json|--log|--out|wav:)[ =]?(\S+)")
+    written = {
+        (page.name, target)
+        for page in pages
+        for target in outputs.findall(page.read_text(encoding="utf-8"))
+    }
+    assert written, "the pattern finds the documented output files"
+    clobbered = {(page, target) for page, target in written if target.lstrip("./") in tracked}
+    assert clobbered == set()
