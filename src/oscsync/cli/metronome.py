@@ -230,9 +230,10 @@ def send(
         sender = TickSender(
             ep.send_bytes, scheduler, bpm=bpm, beats_per_bar=beats_per_bar, offset=offset
         )
-        app.note(_sending_note(peers, bpm, beats_per_bar, offset))
         live = app.live_line()
         try:
+            # Inside the try: a Ctrl-C right after this line still prints the summary.
+            app.note(_sending_note(peers, bpm, beats_per_bar, offset))
             sender.start(
                 total,
                 on_sent=(lambda k: live.show(f"sent {plural(k + 1, 'tick')}"))
@@ -246,7 +247,7 @@ def send(
             scheduler.close()
             live.end()
             app.live = None
-            app.note(_sent_summary(sender))
+            app.note(_sent_summary(sender, total))
 
 
 _AUTO_PINGS = 16
@@ -272,9 +273,9 @@ def _auto_offset(app: AppContext, clocks: PeerClocks) -> float:
     return min(choice.offset, OFFSET.maximum or choice.offset)
 
 
-def _sent_summary(sender: TickSender) -> str:
-    if sender.count is not None and sender.sent < sender.count:
-        text = f"metronome: sent {sender.sent} of {plural(sender.count, 'tick')}"
+def _sent_summary(sender: TickSender, total: int | None) -> str:
+    if total is not None and sender.sent < total:
+        text = f"metronome: sent {sender.sent} of {plural(total, 'tick')}"
     else:
         text = f"metronome: sent {plural(sender.sent, 'tick')}"
     if sender.lateness.count:
