@@ -8,7 +8,6 @@ import re
 import select
 import struct
 import subprocess
-import sys
 import time
 
 import pytest
@@ -57,9 +56,14 @@ def test_a_disabled_live_line_draws_nothing_but_still_passes_lines_through() -> 
 
 # -- on a real terminal: a pseudo-terminal with a known width ----------------------------------
 
-pty = pytest.importorskip("pty")
-fcntl = pytest.importorskip("fcntl")
-termios = pytest.importorskip("termios")
+try:
+    import fcntl
+    import pty
+    import termios
+except ImportError:  # Windows: no pseudo-terminals
+    pty = None  # type: ignore[assignment]
+
+needs_pty = pytest.mark.skipif(pty is None, reason="no pty module on this platform")
 
 
 def _set_width(fd: int, columns: int) -> None:
@@ -84,6 +88,7 @@ def _read_until_exit(master: int, proc: subprocess.Popen[bytes], timeout: float)
     return b"".join(chunks).decode("utf-8", "replace")
 
 
+@needs_pty
 def test_live_line_width_is_measured_when_drawn() -> None:
     master, slave = pty.openpty()
     try:
@@ -104,6 +109,7 @@ def test_live_line_width_is_measured_when_drawn() -> None:
         os.close(slave)
 
 
+@needs_pty
 def test_metronome_send_live_line_fits_a_40_column_terminal_and_warnings_stand_alone() -> None:
     master, slave = pty.openpty()
     _set_width(slave, 40)
@@ -133,7 +139,7 @@ def test_metronome_send_live_line_fits_a_40_column_terminal_and_warnings_stand_a
     assert not any("sent" in row and "warning" in row for row in rows), rows
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="no pseudo-terminals")
+@needs_pty
 def test_metronome_listen_live_line_fits_a_narrow_terminal(udp_port: int) -> None:
     master, slave = pty.openpty()
     _set_width(slave, 32)
@@ -188,3 +194,24 @@ def test_metronome_listen_live_line_fits_a_narrow_terminal(udp_port: int) -> Non
     assert live_rows, text
     assert all(len(row) <= 31 for row in live_rows), live_rows
     assert live_rows[-1].endswith("…")  # the full line is longer than 31 columns
+
+
+def test_monitor_live_line_fits_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from oscsync import codec
+    from oscsync import timetag as tt
+    from oscsync.apps.monitor import MonitorView
+    from oscsync.clock import FakeClock
+    from oscsync.transport import Received
+
+    monkeypatch.setenv("COLUMNS", "40")
+    clock = FakeClock(start=1_700_000_000.0)
+    out = io.StringIO()
+    view = MonitorView(out, clock, mode="live")
+    stamp = tt.from_unix(clock.now() + 0.25)
+    view.on_message(
+        Received(codec.Message("/tick", (1,), "i", stamp), ("127.0.0.1", 9000), clock.now())
+    )
+    view.finish()
+    drawn = out.getvalue().split(ERASE)[-1].rstrip("\n")
+    assert drawn.startswith("headroom +250.000 ms") and drawn.endswith("…")
+    assert len(drawn) == 39

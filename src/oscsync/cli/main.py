@@ -153,6 +153,7 @@ def cli(ctx: click.Context, quiet: bool, clock_skew: float, clock_drift: float) 
 
     Listeners bind to 127.0.0.1 unless you say otherwise (--listen 0.0.0.0:9001 to accept OSC
     from other machines). Timetags are shown in liblo's hex notation (NTP seconds since 1900).
+    The options below go before the command: oscsync -q dump, oscsync --clock-skew 0.15 dump.
     """
     from oscsync.cli.runtime import AppContext  # here, not at the top: --help needs none of it
 
