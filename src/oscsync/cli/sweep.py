@@ -12,6 +12,7 @@ from oscsync.cli.netem import impairment_options
 from oscsync.cli.params import bpm_range, parse_duration, skew_option
 from oscsync.cli.runtime import AppContext, running
 from oscsync.install import install_hint
+from oscsync.wording import plural
 
 
 def _offsets(ctx: click.Context, param: click.Parameter, value: str) -> list[float]:
@@ -109,7 +110,10 @@ def sweep(
         ) as progress,
     ):
         # Inside running(): a Ctrl-C right after this line is a clean stop too.
-        app.note(f"sweep: {len(offsets)} offsets × {ticks} ticks at {bpm:g} bpm; {link.describe()}")
+        app.note(
+            f"sweep: {plural(len(offsets), 'offset')} × {ticks} ticks at {bpm:g} bpm; "
+            f"{link.describe()}"
+        )
         for offset in progress:
             spec = lab.SessionSpec(
                 offset=offset,
