@@ -44,6 +44,7 @@ DEFINED_END = [
     ),
     (["metronome", "send", "--peer", DEAD, "--count", "1000"], "sending /tick", "of 1000 ticks"),
     (["demo"], "run: plain ticks", "demo: stopped after 0 of 2 runs"),
+    (["demo", "--duration", "1.5"], "run: forward sync", "demo: stopped after 1 of 2 runs"),
     (["timetag", "sweep", "--offsets", "0,10ms"], "sweep:", "interrupted: the table shows"),
 ]
 

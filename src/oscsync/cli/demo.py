@@ -127,6 +127,9 @@ def demo(
                 if follower.sync_text:
                     app.note(f"  B: {follower.sync_text}")
     if len(summaries) < 2:  # stopped by Ctrl-C or SIGTERM: a clean stop, nothing to compare
+        if summaries:  # the partial result: the run that finished (issue #13)
+            click.echo()
+            click.echo(app_demo.table(summaries, names))
         app.note(f"demo: stopped after {len(summaries)} of 2 runs; nothing to compare")
         # A run with a defined end, cut short: 130 after Ctrl-C (issue #13).
         raise click.exceptions.Exit(run.exit_code)
