@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-DEBIAN_PEERS = puredata-core pd-osc pd-mrpeach-net liblo-tools tshark
+DEBIAN_PEERS = puredata-core pd-osc pd-mrpeach-net liblo-tools tshark jackd2 libportaudio2
 
 .PHONY: demo test venv peers lint docs clean
 
@@ -24,7 +24,8 @@ demo: venv
 	@echo "or run it by its path:"
 	@echo "  $(VENV)/bin/oscsync --help"
 
-# Real peers (Pure Data + mrpeach OSC, liblo's oscsend/oscdump, tshark) when apt-get is here.
+# Real peers (Pure Data + mrpeach OSC, liblo's oscsend/oscdump, tshark, JACK + PortAudio) when
+# apt-get is here.
 peers:
 	@if command -v apt-get >/dev/null 2>&1; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -25,6 +25,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Send one OSC message (optionally in a timetagged bundle) to HOST:PORT.",
     ),
     "dump": ("oscsync.cli.dump:dump", "Print every OSC message that arrives, as it arrives."),
+    "record": (
+        "oscsync.cli.record:record",
+        "Record every OSC datagram that arrives, byte-exact with its arrival time, to FILE.",
+    ),
+    "replay": (
+        "oscsync.cli.replay:replay",
+        "Send a recording or a pcap capture again, with its timing, to one or more peers.",
+    ),
     "timetag": ("oscsync.cli.timetag:timetag", "OSC timetags: print them, watch them arrive."),
     "chat": (
         "oscsync.cli.chat:chat",
@@ -33,6 +41,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "metronome": (
         "oscsync.cli.metronome:metronome",
         "A networked metronome: send /tick on a grid, play received ticks at their timetag.",
+    ),
+    "audio": (
+        "oscsync.cli.audio:audio",
+        "Sound cards: list the output devices that --audio sounddevice can play on.",
     ),
     "clock": (
         "oscsync.cli.clock:clock",
