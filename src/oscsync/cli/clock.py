@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import signal
+
 import click
 
-from oscsync.apps import clock as app_clock
+from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL, PeerClock, PeerClockReport
 from oscsync.cli.params import DURATION, PEER
 from oscsync.cli.peers import resolve_peer
-from oscsync.cli.runtime import AppContext, running
+from oscsync.cli.runtime import AppContext, Stop, running
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint
 from oscsync.wording import plural
@@ -16,7 +18,9 @@ from oscsync.wording import plural
 @click.command(
     epilog="""\b
 Examples:
-  oscsync clock --peer 127.0.0.1:9001              # any oscsync listener answers
+  oscsync clock --peer 127.0.0.1:9001              # any oscsync listener answers (20 s)
+  oscsync clock --peer 127.0.0.1:9001 --count 50   # quicker: offset only
+  oscsync clock --peer 192.168.1.21:9001 --watch   # a live line until Ctrl-C
   oscsync --clock-skew 0.15 dump -l 9001 &          # a listener 150 ms ahead ...
   oscsync clock --peer 127.0.0.1:9001 --count 32   # ... measured: offset +150 ms
 """
@@ -25,10 +29,18 @@ Examples:
     "--peer", "-p", type=PEER, required=True, metavar="HOST:PORT|@NAME", help="Who to ask."
 )
 @click.option(
-    "--count", "-c", type=click.IntRange(1, 1000), default=16, show_default=True, help="Pings."
+    "--duration",
+    "-d",
+    type=DURATION,
+    help=f"Seconds to measure [default: {DEFAULT_DURATION:g}, or until Ctrl-C with --watch].",
 )
+@click.option("--count", "-c", type=click.IntRange(1, 1_000_000), help="Send this many pings.")
 @click.option(
-    "--interval", type=DURATION, default=0.02, show_default=True, help="Seconds between pings."
+    "--interval",
+    type=DURATION,
+    default=DEFAULT_INTERVAL,
+    show_default=True,
+    help="Seconds between pings.",
 )
 @click.option(
     "--timeout",
@@ -37,32 +49,82 @@ Examples:
     show_default=True,
     help="How long to wait for the last answers.",
 )
+@click.option("--watch", is_flag=True, help="Keep a live line (offset, bound, ppm, rtt, state).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 @click.pass_obj
 def clock(
-    app: AppContext, peer: HostPort, count: int, interval: float, timeout: float, as_json: bool
+    app: AppContext,
+    peer: HostPort,
+    duration: float | None,
+    count: int | None,
+    interval: float,
+    timeout: float,
+    watch: bool,
+    as_json: bool,
 ) -> None:
     """Measure how far a peer's clock is from this one (and the round trip to it).
 
-    Sends COUNT clock pings (/oscsync/clock/ping) to an oscsync listener, which answers with its
-    own time. Like NTP, the estimate comes from the exchange with the shortest round trip, and
-    the true offset is within half that round trip of it (the ± figure). Positive: the peer's
-    clock is ahead of this one.
+    It also finds how fast the two drift apart: it pings an oscsync listener
+    (/oscsync/clock/ping) every INTERVAL and fits the peer's offset and frequency on the fastest
+    one-way trips each way (the same estimator as metronome listen --sync). ± covers the true
+    offset 95 % of the time if the path's minimum delay is the same both ways (no two-way method
+    can see a fixed asymmetry). Positive: the peer's clock is ahead.
+    The frequency needs 2 s or more; through a jittery link, 20 s for a few ppm.
     """
+    if count is not None and duration is not None:
+        raise click.UsageError("use --count or --duration, not both")
+    if count is None and duration is None and not watch:
+        duration = DEFAULT_DURATION
+    live = watch and not as_json
+    # The shared live line: fits the terminal, warnings go above it (issue #13).
+    line = app.live_line() if live else None
+
+    def show(report: PeerClockReport) -> None:
+        if as_json and watch:
+            click.echo(report.json())
+        elif line is not None and not app.quiet:
+            if line.enabled:
+                line.show(_live(report))
+            else:
+                click.echo(_live(report))
+
     peer = resolve_peer(peer)
-    with (
-        running() as run,
-        Endpoint(peers=[peer], clock=app.clock, on_warning=app.warn) as endpoint,
-    ):
-        sync = app_clock.start_pinging(endpoint, count)
+    stopped_by: signal.Signals | None = None
+    with running(), Endpoint(peers=[peer], clock=app.clock, on_warning=app.warn) as endpoint:
+        probe = PeerClock(endpoint)
         try:
-            sync.measure(count, interval, timeout)
-        finally:
-            # Also when Ctrl-C cut the pings short: print what they found (issue #13).
-            report = app_clock.report(endpoint, sync)
-    click.echo(report.json() if as_json else report.text())
-    if run.stopped_by is not None:
-        app.note(f"clock: interrupted after {plural(report.sent, 'ping')}")
-        raise click.exceptions.Exit(run.exit_code)
-    if report.estimate is None:
-        raise click.ClickException(f"no answer from {peer} (is an oscsync listener running there?)")
+            report = probe.run(
+                count=count,
+                duration=duration,
+                interval=interval,
+                timeout=timeout,
+                on_update=show if watch else None,
+            )
+        except (KeyboardInterrupt, Stop) as stop:  # report what we have (issue #13)
+            report = probe.report()
+            stopped_by = signal.Signals.__members__.get(str(stop), signal.SIGINT)
+        if line is not None:
+            line.end()
+            app.live = None
+        click.echo(report.json() if as_json else report.text())
+        if stopped_by is not None and not watch:
+            # A measurement with a defined end, cut short: 130 after Ctrl-C (issue #13);
+            # --watch runs until stopped, so Ctrl-C is how it ends (exit 0).
+            app.note(f"clock: interrupted after {plural(report.sent, 'ping')}")
+            raise click.exceptions.Exit(128 + int(stopped_by))
+        if report.estimate is None:
+            raise click.ClickException(
+                f"no answer from {peer} (is an oscsync listener running there?)"
+            )
+
+
+def _live(report: PeerClockReport) -> str:
+    estimate = report.estimate
+    if estimate is None:
+        return f"{report.state}  {report.answered}/{report.sent} answered"
+    ppm = f"{estimate.ppm:+.1f} ppm" if estimate.span >= 2.0 else "- ppm"
+    rtt = "-" if report.min_rtt is None else f"{report.min_rtt * 1e3:.2f}"
+    return (
+        f"offset {estimate.offset * 1e3:+.3f} ± {estimate.bound * 1e3:.3f} ms  {ppm}  "
+        f"rtt {rtt} ms  {report.state}  {report.answered}/{report.sent}"
+    )
