@@ -7,11 +7,11 @@ import signal
 import click
 
 from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL, PeerClock, PeerClockReport
-from oscsync.cli.params import DURATION, PEER
+from oscsync.cli.params import DURATION, PEER, allow_option
 from oscsync.cli.peers import resolve_peer
 from oscsync.cli.runtime import AppContext, Stop, running
 from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint
+from oscsync.transport import Endpoint, Network
 from oscsync.wording import plural
 
 
@@ -51,6 +51,7 @@ Examples:
 )
 @click.option("--watch", is_flag=True, help="Keep a live line (offset, bound, ppm, rtt, state).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+@allow_option(" Matters for a multicast --peer: a unicast one's socket hears that peer only.")
 @click.pass_obj
 def clock(
     app: AppContext,
@@ -61,6 +62,7 @@ def clock(
     timeout: float,
     watch: bool,
     as_json: bool,
+    allow: tuple[Network, ...],
 ) -> None:
     """Measure how far a peer's clock is from this one (and the round trip to it).
 
@@ -90,7 +92,10 @@ def clock(
 
     peer = resolve_peer(peer)
     stopped_by: signal.Signals | None = None
-    with running(), Endpoint(peers=[peer], clock=app.clock, on_warning=app.warn) as endpoint:
+    with (
+        running(),
+        Endpoint(peers=[peer], allow=allow, clock=app.clock, on_warning=app.warn) as endpoint,
+    ):
         probe = PeerClock(endpoint)
         try:
             report = probe.run(

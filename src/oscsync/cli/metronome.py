@@ -281,6 +281,7 @@ Examples:
 """
 )
 @_send_options()
+@allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
 @click.pass_obj
 def send(
     app: AppContext,
@@ -291,6 +292,7 @@ def send(
     count: int | None,
     duration: float | None,
     iface: str | None,
+    allow: tuple[Network, ...],
 ) -> None:
     """Send /tick ,i BEAT on a drift-free grid (tick k at t0 + k·60/bpm).
 
@@ -303,7 +305,9 @@ def send(
     with (
         # With --count/--duration the run has an end: cut short, it exits 130 (issue #13).
         running(interrupted_exit=total is not None),
-        Endpoint(peers=peers, clock=clock, on_warning=app.warn, multicast_interface=iface) as ep,
+        Endpoint(
+            peers=peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
+        ) as ep,
         Scheduler(clock, on_warning=app.warn) as scheduler,
     ):
         clocks = PeerClocks(clock, ep, peers, filter_size=_AUTO_PINGS)
@@ -574,7 +578,7 @@ def listen(
     with (
         running(),
         _log_file(log_path) as log,
-        advertising(app, advertise, interface, role="metronome") as advertised,
+        advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
     ):
         endpoint = Endpoint(
             listen, allow=allow, clock=app.clock, on_warning=app.warn, multicast_interface=iface
@@ -681,7 +685,7 @@ def pair(
     with (
         running(interrupted_exit=total is not None),
         _log_file(log_path) as log,
-        advertising(app, advertise, interface, role="metronome") as advertised,
+        advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
     ):
         endpoint = Endpoint(
             listen,
