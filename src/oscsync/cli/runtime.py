@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from oscsync import display
 from oscsync.clock import Clock, SkewedClock, SystemClock
 from oscsync.liveline import LiveLine
 from oscsync.transport import TransportError
@@ -49,7 +50,8 @@ class AppContext:
 
     def warn(self, text: str) -> None:
         """A warning line on stderr (kept even with -q)."""
-        self._stderr_line(click.style("warning: ", fg="yellow") + text)
+        # Warnings quote the network (addresses, names): never let one reach the terminal raw.
+        self._stderr_line(click.style("warning: ", fg="yellow") + display.printable(text))
 
     def live_line(self) -> LiveLine:
         """Start the command's live status line (drawn only when stdout is a terminal, not -q)."""
