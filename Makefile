@@ -6,16 +6,23 @@ DEBIAN_PEERS = puredata-core pd-osc pd-mrpeach-net liblo-tools tshark jackd2 lib
 
 .PHONY: demo test venv peers lint docs clean
 
-$(BIN)/oscsync: pyproject.toml
+# [audio] too: the first `metronome listen` of the workshop wants sounddevice (issue #13).
+# Makefile is a prerequisite so that a venv made by an older Makefile gets what this one adds.
+$(BIN)/oscsync: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,audio]'
 	touch $@
 
 venv: $(BIN)/oscsync
 
 demo: venv
 	$(BIN)/python scripts/demo.py
+	@echo
+	@echo "oscsync is installed in $(VENV), not on your PATH. In this shell, either"
+	@echo "  . $(VENV)/bin/activate     # then: oscsync --help"
+	@echo "or run it by its path:"
+	@echo "  $(VENV)/bin/oscsync --help"
 
 # Real peers (Pure Data + mrpeach OSC, liblo's oscsend/oscdump, tshark, JACK + PortAudio) when
 # apt-get is here.

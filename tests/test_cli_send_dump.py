@@ -103,7 +103,8 @@ def test_dump_stops_cleanly_on_sigterm(spawn: Spawn) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "needle"),
     [
-        (["send", "localhost", "/x"], 2, "a host is needed"),
+        (["send", "localhost", "/x"], 2, "add a port, e.g. localhost:9000"),
+        (["send", "9000", "/x"], 2, "a host is needed"),
         (["send", "127.0.0.1:99999", "/x"], 2, "out of range"),
         (["send", "no-such-host.invalid:9000", "/x"], 2, "cannot resolve"),
         (["send", "127.0.0.1:9000", "x"], 2, "must start with '/'"),
@@ -192,7 +193,7 @@ def test_dump_into_a_closed_pipe_exits_quietly() -> None:
     lines = errors.rest()
     assert code == 0
     assert not any("Traceback" in line or "BrokenPipe" in line for line in lines), lines
-    assert lines[-1].startswith("dump: 1 messages printed")
+    assert lines[-1].startswith("dump: 1 message printed")
 
 
 def test_dump_with_a_blocked_reader_still_stops_on_sigterm() -> None:

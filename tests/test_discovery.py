@@ -32,6 +32,7 @@ from conftest import LineReader, oscsync_command
 from oscsync import discovery
 from oscsync.cli.main import cli
 from oscsync.cli.params import PeerName
+from oscsync.install import pip_command
 
 zeroconf = pytest.importorskip("zeroconf")
 
@@ -150,8 +151,9 @@ def test_missing_zeroconf_is_one_line_naming_the_install_command() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
+    # The pip of this very interpreter, e.g. .venv/bin/pip from a clone (issue #13).
     assert out.stderr.strip() == (
-        "Error: finding peers by name needs python-zeroconf: pip install zeroconf"
+        f"Error: finding peers by name needs python-zeroconf: {pip_command()} install zeroconf"
     )
 
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from oscsync.hostport import AddressError, HostPort, parse_hostport, parse_network
+from oscsync.hostport import (
+    AddressError,
+    HostPort,
+    allow_mismatch,
+    is_own_address,
+    parse_hostport,
+    parse_network,
+)
 
 
 @pytest.mark.parametrize(
@@ -67,3 +74,34 @@ def test_networks() -> None:
     assert str(parse_network("127.0.0.2")) == "127.0.0.2/32"
     with pytest.raises(AddressError):
         parse_network("300.1.1.1/8")
+
+
+@pytest.mark.parametrize(
+    ("text", "default_host", "expected"),
+    [
+        ("127.0.0.1", None, "'127.0.0.1' has no port: add a port, e.g. 127.0.0.1:9000"),
+        ("0.0.0.0", "127.0.0.1", "'0.0.0.0' has no port: add a port, e.g. 0.0.0.0:9000"),
+        ("localhost", None, "'localhost' has no port: add a port, e.g. localhost:9000"),
+    ],
+)
+def test_a_forgotten_port_says_add_a_port(
+    text: str, default_host: str | None, expected: str
+) -> None:
+    with pytest.raises(AddressError) as caught:
+        parse_hostport(text, default_host=default_host)
+    assert str(caught.value) == expected
+
+
+def test_allow_that_can_never_match_the_loopback_listener_is_explained() -> None:
+    loopback = HostPort("127.0.0.1", 9001)
+    reason = allow_mismatch(loopback, [parse_network("192.168.1.0/24")])
+    assert reason is not None and "--listen 0.0.0.0:9001" in reason
+    assert allow_mismatch(loopback, [parse_network("127.0.0.1")]) is None
+    assert allow_mismatch(HostPort("0.0.0.0", 9001), [parse_network("192.168.1.0/24")]) is None
+    assert "IPv4" in (allow_mismatch(HostPort("0.0.0.0", 9001), [parse_network("::1")]) or "")
+
+
+def test_own_address_is_the_listener_itself() -> None:
+    assert is_own_address(HostPort("127.0.0.1", 9411), HostPort("127.0.0.1", 9411))
+    assert is_own_address(HostPort("0.0.0.0", 9411), HostPort("127.0.0.1", 9411))
+    assert not is_own_address(HostPort("127.0.0.1", 9411), HostPort("127.0.0.1", 9000))

@@ -70,7 +70,7 @@ def test_stats_summarises_a_tick_log(tmp_path: Path, cli_runner: CliRunner) -> N
     assert row["lost"] == 1 and row["received"] == 11
     assert row["period_ms"] == pytest.approx(250.0)
     assert row["max_grid_error_ms"] == pytest.approx(4.0 - 4.0 / 11, abs=0.01)
-    assert "skipped 1 lines" in result.output
+    assert "skipped 1 line" in result.output
     table = cli_runner.invoke(cli, ["stats", str(log), "--bpm", "240"])
     assert table.exit_code == 0
     assert "inter-onset std" in table.output and str(log) in table.output

@@ -347,7 +347,7 @@ def test_stats_line_shows_intervals_and_headroom() -> None:
     assert stats.intervals.mean == pytest.approx(0.5)
     assert stats.intervals.std == pytest.approx(0.0, abs=1e-9)
     assert listener.status() == (
-        "ticks 4  late 0  interval 500.000 ± 0.000 ms  headroom +125.0 ms (min +125.0)"
+        "ticks 4  late 0  interval 500.000 ± 0.000 ms  headroom mean +125.0 ms (min +125.0)"
     )
 
 
@@ -360,6 +360,65 @@ def test_ticks_beyond_the_horizon_are_refused_for_every_kind_of_player() -> None
         scheduler.run_due()
         assert player.played == []
         assert sum(listener.stats.ignored.values()) == 1
+
+
+# -- issue #13: what a listener tells a newcomer ------------------------------------------------
+
+
+def test_inter_onset_statistics_restart_after_a_gap_of_several_beats() -> None:
+    # Two senders one after the other: 4 ticks at 500 ms, a 10 s pause, 4 ticks at 250 ms.
+    clock = FakeClock(start=START)
+    listener, _, scheduler = make_listener(clock, lead=float("inf"))
+    for period, count in ((0.5, 4), (0.25, 4)):
+        for k in range(count):
+            listener.on_message(tick(clock, (k,)))
+            scheduler.run_due()
+            clock.advance(period)
+        clock.advance(10.0)
+    stats = listener.stats
+    assert stats.runs == 2
+    assert stats.intervals.count == 3  # the second run's intervals only, not the pause
+    assert stats.intervals.mean == pytest.approx(0.25)
+    assert "interval 250.000 ± 0.000 ms (run 2)" in listener.status()
+
+
+def test_inter_onset_statistics_drop_a_lone_tick_before_a_pause() -> None:
+    stats = metronome.ListenerStats()
+    for interval in (None, 9.0, 0.5, 0.5):  # one tick, a 9 s pause, then a steady 500 ms
+        stats.add_onset_interval(interval)
+    assert (stats.runs, stats.intervals.count) == (2, 2)
+    assert stats.intervals.mean == pytest.approx(0.5)
+
+
+def test_headroom_label_is_the_mean_not_the_last_tick() -> None:
+    clock = FakeClock(start=START)
+    listener, _, scheduler = make_listener(clock, lead=float("inf"))
+    for ahead in (0.1, 0.3):
+        listener.on_message(tick(clock, ahead=ahead))
+        scheduler.run_due()
+        clock.advance(0.5)
+    assert "headroom mean +200.0 ms (min +100.0)" in listener.status()
+
+
+def test_tick_lines_show_the_source_and_a_second_sender_is_warned_once() -> None:
+    clock = FakeClock(start=START)
+    warnings: list[str] = []
+    lines: list[str] = []
+    listener, _, scheduler = make_listener(
+        clock,
+        lead=float("inf"),
+        on_warning=warnings.append,
+        on_tick=lambda record: lines.append(metronome.tick_line(record)),
+    )
+    for source in (("127.0.0.1", 9000), ("127.0.0.1", 9000), ("10.0.0.2", 4000), ("10.0.0.3", 1)):
+        listener.on_message(tick(clock)._replace(source=source))
+        scheduler.run_due()
+        clock.advance(0.5)
+    assert lines[0] == "tick 0  beat 1  from 127.0.0.1:9000"
+    assert lines[2] == "tick 2  beat 1  from 10.0.0.2:4000"
+    assert len(warnings) == 1
+    assert "10.0.0.2:4000" in warnings[0] and "127.0.0.1:9000" in warnings[0]
+    assert "senders 3" in listener.status()
 
 
 def test_ntp_era_1_metronome_send_keeps_ticking_across_the_rollover_and_exits() -> None:

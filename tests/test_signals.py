@@ -1,4 +1,8 @@
-"""Ctrl-C (SIGINT) and SIGTERM stop every long-running command cleanly: summary, exit 0, no traceback."""
+"""Ctrl-C (SIGINT) and SIGTERM stop every long-running command cleanly: summary, no traceback.
+
+Commands that run until stopped exit 0; a run with a defined end (send --repeat, metronome send
+--count, demo) cut short exits 128 + the signal's number: 130 for Ctrl-C, 143 for SIGTERM.
+"""
 
 from __future__ import annotations
 
@@ -29,12 +33,19 @@ COMMANDS = [
         "metronome:",
     ),
     (["netem", "--listen", "127.0.0.1:0", "--forward", DEAD], "netem: 127.0.0.1", "netem reverse"),
+]
+
+# Runs with a defined end: cut short, they exit 128 + signal number (issue #13).
+DEFINED_END = [
     (
         ["send", DEAD, "/x", "1", "--repeat", "100000", "--interval", "0.01"],
         "nothing is listening",
-        None,
+        "send: stopped after",
     ),
+    (["metronome", "send", "--peer", DEAD, "--count", "1000"], "sending /tick", "of 1000 ticks"),
     (["demo"], "run: plain ticks", "demo: stopped after 0 of 2 runs"),
+    (["demo", "--duration", "1.5"], "run: forward sync", "demo: stopped after 1 of 2 runs"),
+    (["timetag", "sweep", "--offsets", "0,10ms"], "sweep:", "interrupted: the table shows"),
 ]
 
 
@@ -45,6 +56,23 @@ COMMANDS = [
 def test_signal_stops_command_cleanly(
     args: list[str], ready: str, summary: str | None, signum: signal.Signals
 ) -> None:
+    assert _stop(args, ready, summary, signum) == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    ("args", "ready", "summary"),
+    DEFINED_END,
+    ids=lambda v: " ".join(v) if isinstance(v, list) else "",
+)
+def test_interrupted_run_with_a_defined_end_exits_130_with_partial_summary(
+    args: list[str], ready: str, summary: str, signum: signal.Signals
+) -> None:
+    assert _stop(args, ready, summary, signum) == 128 + signum
+
+
+def _stop(args: list[str], ready: str, summary: str | None, signum: signal.Signals) -> int:
+    """Start the command, signal it once it is running; check it stopped cleanly; its exit code."""
     args = [arg.replace("127.0.0.1:0", f"127.0.0.1:{free_udp_port()}") for arg in args]
     proc = subprocess.Popen(
         oscsync_command(*args),
@@ -66,7 +94,7 @@ def test_signal_stops_command_cleanly(
             proc.wait()
         proc.stdin.close()
         proc.stdout.close()
-    assert code == 0, lines
     assert not any("Traceback" in line for line in lines), lines
     if summary is not None:
         assert any(summary in line for line in lines), lines
+    return code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import queue
 import socket
 import threading
@@ -202,6 +203,37 @@ def test_datagrams_still_queued_at_close_are_counted() -> None:
     assert listener.stats.datagrams == 100
     assert listener.stats.drops == {"unread-at-close": 100}
     assert listener.stats.messages == 0
+
+
+def test_datagrams_that_are_not_osc_or_not_allowed_warn_once_per_reason() -> None:
+    warnings: list[str] = []
+    with Endpoint(
+        HostPort("127.0.0.1", 0),
+        allow=[ipaddress.ip_network("10.0.0.0/8")],
+        on_warning=warnings.append,
+    ) as endpoint:
+        warnings.clear()  # the --allow mismatch warning (a loopback listener) is tested elsewhere
+        for _ in range(3):
+            endpoint.handle_datagram(b"chat hello;\n", ("10.0.0.5", 9000))  # PD's FUDI text
+            endpoint.handle_datagram(b"/x\x00\x00,i\x00\x00\x00\x00\x00\x01", ("192.168.1.9", 1))
+        endpoint.handle_datagram(b"\x1b[2Jnope!", ("10.0.0.5", 9000))  # 9 bytes: bad-size
+    assert endpoint.stats.drops["not-allowed"] == 3
+    assert len(warnings) == 3, warnings  # bad-size, not-allowed, not-osc: once each
+    fudi, refused, bad_size = warnings
+    assert "10.0.0.5:9000" in fudi and 'it reads "chat hello;\\n"' in fudi and "[packOSC]" in fudi
+    assert "192.168.1.9:1" in refused and "not in --allow" in refused
+    assert "not OSC" in bad_size and "\x1b" not in bad_size  # nothing raw from the network
+
+
+def test_allow_that_cannot_match_a_loopback_listener_warns_at_start() -> None:
+    warnings: list[str] = []
+    with Endpoint(
+        HostPort("127.0.0.1", 0),
+        allow=[ipaddress.ip_network("192.168.1.0/24")],
+        on_warning=warnings.append,
+    ):
+        pass
+    assert len(warnings) == 1 and "can never match" in warnings[0]
 
 
 def test_escape_network_strings_in_handler_failure_warning() -> None:

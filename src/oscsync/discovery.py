@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from oscsync import __version__, oscquery
 from oscsync.clock import Clock, SystemClock
+from oscsync.install import pip_command
 
 if TYPE_CHECKING:
     from zeroconf import ServiceInfo, Zeroconf
@@ -42,7 +43,7 @@ SERVICE_TYPES = {OSC_UDP: "udp", OSC_TCP: "tcp", OSC_JSON: "oscjson"}
 """Every OSC service type, with the transport ``peers`` shows for it (OSCQueryProposal #46:
 apps advertise ``_osc._udp`` next to ``_oscjson._tcp``)."""
 
-INSTALL_HINT = "pip install zeroconf"
+INSTALL_HINT = f"{pip_command()} install zeroconf"  # the pip of this oscsync (issue #13)
 
 MAX_NAME_BYTES = 63
 """An instance name is one DNS label (RFC 6763 §4.1.1)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 DEFAULT_HOST = "127.0.0.1"
@@ -69,6 +70,10 @@ def parse_hostport(
     else:
         host, port_text = None, value
     if host is None:
+        if _looks_like_host(port_text):
+            # A host without its port (issue #13: `send 127.0.0.1 /chat hi` said "a host is
+            # needed here, e.g. 127.0.0.1:127.0.0.1").
+            raise AddressError(f"{text!r} has no port: add a port, e.g. {value}:9000")
         if default_host is None:
             raise AddressError(f"{text!r}: a host is needed here, e.g. 127.0.0.1:{value}")
         host = default_host
@@ -76,6 +81,15 @@ def parse_hostport(
         raise AddressError(f"{text!r}: the host part is empty")
     port = parse_port(port_text, allow_zero=allow_port_zero, context=text)
     return HostPort(resolve_host(host), port)
+
+
+def _looks_like_host(text: str) -> bool:
+    """An IP address or a name (it has a letter): a host written without its ``:PORT``."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return any(ch.isalpha() for ch in text)
+    return True
 
 
 def parse_port(text: str, *, allow_zero: bool = False, context: str | None = None) -> int:
@@ -117,3 +131,43 @@ def parse_network(
         raise AddressError(
             f"{text!r} is not an address or CIDR block (e.g. 192.168.1.0/24)"
         ) from None
+
+
+_LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+def allow_mismatch(
+    listen: HostPort, allow: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> str | None:
+    """Why ``--allow`` can never match what reaches ``listen``, or None if it can.
+
+    A listener on a loopback address only hears this machine, so ``--allow 192.168.1.0/24`` with
+    the default ``--listen 127.0.0.1:PORT`` refuses everything (issue #13); so does an allow-list
+    of the other address family.
+    """
+    ip = listen.ip
+    blocks = ", ".join(str(net) for net in allow)
+    if ip.is_loopback:
+        if not any(
+            net.overlaps(lo) for net in allow for lo in _LOOPBACK if net.version == lo.version
+        ):
+            return (
+                f"--allow {blocks} can never match: this listener is on {listen.host}, which "
+                f"only this machine can reach; to accept other machines, listen with "
+                f"--listen 0.0.0.0:{listen.port}"
+            )
+        return None
+    if ip.version == 4 and all(net.version == 6 for net in allow):
+        return f"--allow {blocks} can never match: this listener on {listen} is IPv4"
+    if ip.version == 6 and not ip.is_unspecified and all(net.version == 4 for net in allow):
+        return f"--allow {blocks} can never match: this listener on {listen} is IPv6"
+    return None
+
+
+def is_own_address(listen: HostPort, peer: HostPort) -> bool:
+    """True when sending to ``peer`` reaches the listener on ``listen`` itself (same port, and
+    the peer's address is the listener's, or the listener takes every local address and the
+    peer is loopback)."""
+    if peer.port != listen.port or peer.is_multicast:
+        return False
+    return peer.ip == listen.ip or (listen.ip.is_unspecified and peer.ip.is_loopback)

@@ -41,7 +41,8 @@ from typing import Any, NamedTuple
 
 from oscsync import codec, display, threads
 from oscsync.clock import Clock, SystemClock
-from oscsync.hostport import HostPort
+from oscsync.hostport import HostPort, allow_mismatch
+from oscsync.wording import drop_warning
 
 MAX_DATAGRAM = 65535
 DEFAULT_RECV_BUFFER = 8 * 1024 * 1024
@@ -162,6 +163,10 @@ class Endpoint:
         self._rxq_dropped: dict[int, int] = {}
         self._handler: MessageHandler | None = None
         self._on_datagram: DatagramHandler | None = None
+        if listen is not None and allow:
+            mismatch = allow_mismatch(listen, allow)  # the classic: forgot --listen 0.0.0.0
+            if mismatch:
+                on_warning(mismatch)
         try:
             if listen is not None:
                 self._listen_sock = self._open_listener(listen, recv_buffer)
@@ -353,6 +358,11 @@ class Endpoint:
             f"nothing is listening at {peer} (ICMP port unreachable); still sending",
         )
 
+    def _warn_drop(self, reason: str, source: tuple[str, int], data: bytes, detail: str) -> None:
+        # Once per reason while running, not only in the summary at Ctrl-C (issue #13).
+        if "drop:" + reason not in self._warned:
+            self._warn_once("drop:" + reason, drop_warning(reason, source, data, detail))
+
     def _warn_once(self, key: str, text: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
@@ -439,6 +449,7 @@ class Endpoint:
         source = (source[0], source[1])
         if self._allow and not self._allowed(source[0]):
             stats.drops["not-allowed"] += 1
+            self._warn_drop("not-allowed", source, data, "")
             return
         if self._on_datagram is not None:
             try:
@@ -451,9 +462,11 @@ class Endpoint:
             messages = codec.decode(data)
         except codec.DecodeError as exc:
             stats.drops[exc.reason] += 1
+            self._warn_drop(exc.reason, source, data, str(exc))
             return
         except Exception:
             stats.drops["undecodable"] += 1
+            self._warn_drop("undecodable", source, data, "undecodable")
             return
         if data[:1] == b"#":
             stats.bundles += 1

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from oscsync.clockestimate import ClockEstimate
 from oscsync.clockfollow import ClockFollower
 from oscsync.transport import Endpoint, Received
+from oscsync.wording import plural
 
 DEFAULT_DURATION = 20.0
 """Seconds measured by default. The frequency needs a long span: through ±15 ms of jitter, 20 s
@@ -38,9 +39,9 @@ class PeerClockReport:
     state: str
 
     def text(self) -> str:
-        lines = [f"peer {self.peer}: {self.answered} of {self.sent} pings answered"]
+        lines = [f"peer {self.peer}: {self.answered} of {plural(self.sent, 'ping')} answered"]
         if self.ignored:
-            lines[0] += f" ({self.ignored} bad pongs ignored)"
+            lines[0] += f" ({plural(self.ignored, 'bad pong')} ignored)"
         estimate = self.estimate
         if estimate is not None:
             side = "ahead of" if estimate.offset >= 0 else "behind"

@@ -18,6 +18,7 @@ from typing import TextIO
 from oscsync import codec, display, timetag
 from oscsync.scheduler import Dispatch, Scheduler
 from oscsync.transport import EndpointStats, Received
+from oscsync.wording import plural
 
 
 def _clock_text(unix: float) -> str:
@@ -134,8 +135,9 @@ def scheduled(dumper: Dumper, scheduler: Scheduler) -> Callable[[Received], None
 def summary(stats: EndpointStats, written: int) -> str:
     """One line for stderr when dump stops."""
     text = (
-        f"dump: {written} messages printed; received {stats.messages} messages in "
-        f"{stats.datagrams} datagrams ({stats.bundles} bundles)"
+        f"dump: {plural(written, 'message')} printed; received "
+        f"{plural(stats.messages, 'message')} in {plural(stats.datagrams, 'datagram')} "
+        f"({plural(stats.bundles, 'bundle')})"
     )
     if stats.drops:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(stats.drops.items()))

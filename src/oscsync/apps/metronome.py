@@ -247,6 +247,15 @@ class RunningStats:
         return math.sqrt(self._m2 / (self.count - 1)) if self.count > 1 else 0.0
 
 
+GAP_FACTOR = 4
+"""An onset more than this many intervals after the previous one ends a run (issue #13: two
+senders one after the other read ``interval 439 ± 1765 ms``): the pause is not a beat, so the
+inter-onset statistics restart after it and cover the latest run only."""
+
+MAX_SOURCES = 64
+"""Senders remembered by a listener (for the source warning); more are counted, not stored."""
+
+
 @dataclass
 class ListenerStats:
     """What the listener saw: ticks, late ones, inter-onset intervals, headroom, what it ignored."""
@@ -255,23 +264,51 @@ class ListenerStats:
     late: int = 0
     accents: int = 0
     intervals: RunningStats = field(default_factory=RunningStats)
-    """Seconds between consecutive onsets."""
+    """Seconds between consecutive onsets, in the current run (see :data:`GAP_FACTOR`)."""
+    runs: int = 0
+    """Runs of ticks separated by pauses of more than GAP_FACTOR intervals."""
+    last_interval: float | None = None
     headroom: RunningStats = field(default_factory=RunningStats)
     """Milliseconds from arrival to timetag, for timetagged ticks."""
     last_headroom_ms: float | None = None
+    sources: set[str] = field(default_factory=set)
+    """``HOST:PORT`` of the senders heard (at most MAX_SOURCES kept)."""
     ignored: Counter[str] = field(default_factory=Counter)
 
+    def add_onset_interval(self, interval: float | None) -> None:
+        """Count one onset, ``interval`` seconds after the previous one (None: the first)."""
+        if interval is None:
+            self.runs = 1
+            return
+        last = self.last_interval
+        if last is not None and last > 0 and interval > GAP_FACTOR * last:
+            # A pause: a new run starts with this onset; its first interval comes next.
+            self.intervals = RunningStats()
+            self.last_interval = None
+            self.runs += 1
+            return
+        if self.intervals.count == 1 and last is not None and last > GAP_FACTOR * interval:
+            # The run's first interval was itself a pause (one lone tick before it): drop it.
+            self.intervals = RunningStats()
+            self.runs += 1
+        self.intervals.add(interval)
+        self.last_interval = interval
+
     def line(self) -> str:
-        """The live status line: ``ticks 12  late 0  interval 500.000 ± 0.004 ms  headroom ...``."""
+        """The status line: ``ticks 12  late 0  interval 500.000 ± 0.004 ms  headroom mean ...``."""
         parts = [f"ticks {self.ticks}", f"late {self.late}"]
         if self.intervals.count:
             parts.append(
                 f"interval {self.intervals.mean * 1000:.3f} ± {self.intervals.std * 1000:.3f} ms"
             )
-        if self.last_headroom_ms is not None:
+            if self.runs > 1:
+                parts[-1] += f" (run {self.runs})"
+        if self.headroom.count:
             parts.append(
-                f"headroom {self.last_headroom_ms:+.1f} ms (min {self.headroom.minimum:+.1f})"
+                f"headroom mean {self.headroom.mean:+.1f} ms (min {self.headroom.minimum:+.1f})"
             )
+        if len(self.sources) > 1:
+            parts.append(f"senders {len(self.sources)}")
         if self.ignored:
             parts.append(f"ignored {sum(self.ignored.values())}")
         return "  ".join(parts)
@@ -345,6 +382,7 @@ class MetronomeListener:
         log: TextIO | None = None,
         on_tick: Callable[[TickRecord], None] | None = None,
         limit: int | None = None,
+        on_warning: Callable[[str], None] | None = None,
     ) -> None:
         if beats_per_bar < 1:
             raise ValueError(f"beats per bar must be 1 or more, got {beats_per_bar}")
@@ -355,6 +393,7 @@ class MetronomeListener:
         self.log = log
         self.on_tick = on_tick
         self.limit = limit
+        self.on_warning = on_warning
         self.horizon = scheduler.horizon
         self.stats = ListenerStats()
         self._previous_onset: float | None = None
@@ -417,17 +456,35 @@ class MetronomeListener:
             stats.ticks += 1
             stats.late += late
             stats.accents += accent
-            if self._previous_onset is not None:
-                stats.intervals.add(onset - self._previous_onset)
+            stats.add_onset_interval(
+                None if self._previous_onset is None else onset - self._previous_onset
+            )
             self._previous_onset = onset
+            second_sender = self._note_source(record.source)
             if record.headroom_ms is not None:
                 stats.headroom.add(record.headroom_ms)
                 stats.last_headroom_ms = record.headroom_ms
             if self.log is not None:
                 self.log.write(record.to_json() + "\n")
                 self.log.flush()
+        if second_sender is not None and self.on_warning is not None:
+            self.on_warning(second_sender)
         if self.on_tick is not None:
             self.on_tick(record)
+
+    def _note_source(self, source: str) -> str | None:
+        """The warning to give when a second sender is heard (once per listener), else None."""
+        sources = self.stats.sources
+        if source in sources or len(sources) >= MAX_SOURCES:
+            return None
+        sources.add(source)
+        if len(sources) != 2:
+            return None
+        first = next(iter(sources - {source}))
+        return (
+            f"ticks now also come from {source} (until now from {first}): two senders into one "
+            "listener make one nonsense beat; tick lines show each tick's source"
+        )
 
     def status(self) -> str:
         with self._lock:
@@ -440,10 +497,13 @@ def record_fields() -> list[str]:
 
 
 def tick_line(record: TickRecord) -> str:
-    """One line per tick for a pipe: ``tick 3 beat 0*  headroom +99.912 ms``."""
+    """One line per tick for a pipe, e.g.
+
+    ``tick 3  beat 0*  from 127.0.0.1:40000  headroom +99.912 ms``
+    """
     beat = "-" if record.beat is None else str(record.beat)
     mark = "*" if record.accent else ""
-    parts = [f"tick {record.seq}", f"beat {beat}{mark}"]
+    parts = [f"tick {record.seq}", f"beat {beat}{mark}", f"from {record.source}"]
     if record.headroom_ms is not None:
         parts.append(f"headroom {record.headroom_ms:+.3f} ms")
     if record.late:

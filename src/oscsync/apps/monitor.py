@@ -28,6 +28,7 @@ from oscsync import display
 from oscsync import timetag as tt
 from oscsync.clock import Clock
 from oscsync.hostport import HostPort
+from oscsync.liveline import LiveLine
 from oscsync.transport import Received
 
 DEFAULT_WINDOW = 100
@@ -194,6 +195,7 @@ class MonitorView:
         mode: str = "lines",
         window: int = DEFAULT_WINDOW,
         count: int | None = None,
+        live: LiveLine | None = None,
     ) -> None:
         if mode not in ("lines", "jsonl", "live"):
             raise ValueError(f"unknown monitor output mode {mode!r}")
@@ -208,6 +210,8 @@ class MonitorView:
         self._last_draw = -math.inf
         self._drawn = False
         self.output_closed = False
+        # The shared live line (fits the terminal's width, keeps warnings off it: issue #13).
+        self.live = live if live is not None else LiveLine(out)
 
     def on_message(self, received: Received) -> None:
         """The endpoint's callback (receive thread)."""
@@ -264,8 +268,7 @@ class MonitorView:
         try:
             self._draw()
             if self._drawn:
-                self.out.write("\n")
-                self.out.flush()
+                self.live.end()
                 self._drawn = False
         except BrokenPipeError:
             self._output_gone()
@@ -280,8 +283,7 @@ class MonitorView:
     def _draw(self) -> None:
         if self._pending is None:
             return
-        self.out.write("\r\x1b[2K" + self._pending)
-        self.out.flush()
+        self.live.show(self._pending)
         self._pending = None
         self._drawn = True
         self._last_draw = self.clock.monotonic()

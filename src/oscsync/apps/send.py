@@ -108,14 +108,32 @@ class Packet:
         return self.message
 
 
+@dataclass
+class SendProgress:
+    """How far :func:`send_repeated` got: packets sent so far and peer deliveries among them."""
+
+    packets: int = 0
+    delivered: int = 0
+
+
 def send_repeated(
-    endpoint: Endpoint, packet: Packet, clock: Clock, repeat: int, interval: float
+    endpoint: Endpoint,
+    packet: Packet,
+    clock: Clock,
+    repeat: int,
+    interval: float,
+    progress: SendProgress | None = None,
 ) -> int:
-    """Send ``repeat`` times on a drift-free grid (send k at start + k·interval); return sends."""
+    """Send ``repeat`` times on a drift-free grid (send k at start + k·interval); return sends.
+
+    ``progress`` is updated after each send, so a caller interrupted half-way can say how far
+    it got.
+    """
+    progress = progress if progress is not None else SendProgress()
     start = clock.monotonic()
-    delivered = 0
     for k in range(repeat):
         if k:
             clock.sleep(start + k * interval - clock.monotonic())
-        delivered += endpoint.send_bytes(packet.encode(clock))
-    return delivered
+        progress.delivered += endpoint.send_bytes(packet.encode(clock))
+        progress.packets += 1
+    return progress.delivered

@@ -18,6 +18,7 @@ from oscsync import threads
 from oscsync.audio.player import TICK, KeyedSounds, PlayerStats, first_line
 from oscsync.audio.wav import read_wav
 from oscsync.clock import Clock
+from oscsync.install import pip_command
 
 PLAYSOUND_CAVEAT = (
     "playsound starts a new player for every tick: expect tens of milliseconds of latency that "
@@ -28,7 +29,7 @@ PLAYSOUND_CAVEAT = (
 def probe_playsound() -> str | None:
     """None if playsound can play here, else one line saying why not."""
     if importlib.util.find_spec("playsound") is None:
-        return "playsound is not installed (pip install playsound==1.2.2)"
+        return f"playsound is not installed ({pip_command()} install playsound==1.2.2)"
     if sys.platform.startswith("linux") and importlib.util.find_spec("gi") is None:
         return (
             "playsound needs GStreamer's Python bindings on Linux "

@@ -37,6 +37,7 @@ from oscsync.audio.player import (
 )
 from oscsync.audio.wav import read_wav, resample
 from oscsync.clock import Clock
+from oscsync.install import install_hint
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,7 +46,8 @@ if TYPE_CHECKING:
 PORTAUDIO_HINT = (
     "PortAudio library not found (on Debian/Ubuntu: sudo apt-get install libportaudio2)"
 )
-INSTALL_HINT = "sounddevice is not installed (pip install 'oscsync[audio]')"
+# A hint that works where the user is (issue #13), e.g. .venv/bin/pip install -e '.[audio]'.
+INSTALL_HINT = f"sounddevice is not installed ({install_hint('audio')})"
 
 DRAIN_LIMIT_S = 1.0
 """On close, ticks due within this long are still played; later ones are dropped."""
@@ -99,7 +101,7 @@ def load_sounddevice() -> ModuleType:
         return import_sounddevice()
     except ImportError as exc:
         if exc.name == "numpy":
-            raise AudioError("numpy is not installed (pip install 'oscsync[audio]')") from None
+            raise AudioError(f"numpy is not installed ({install_hint('audio')})") from None
         raise AudioError(INSTALL_HINT) from None
     except OSError:
         raise AudioError(PORTAUDIO_HINT) from None
@@ -111,7 +113,7 @@ def probe_sounddevice() -> str | None:
         importlib.import_module("numpy")
         sd = import_sounddevice()
     except ImportError as exc:
-        return f"{exc.name or 'sounddevice'} is not installed (pip install 'oscsync[audio]')"
+        return f"{exc.name or 'sounddevice'} is not installed ({install_hint('audio')})"
     except OSError:
         return PORTAUDIO_HINT
     try:

@@ -19,7 +19,7 @@ from oscsync.cli.params import (
 from oscsync.cli.peers import advertising, resolve_peers
 from oscsync.cli.runtime import AppContext, running, wait
 from oscsync.console import Console
-from oscsync.hostport import HostPort
+from oscsync.hostport import HostPort, is_own_address
 from oscsync.transport import Endpoint, Network
 
 
@@ -80,6 +80,12 @@ def chat(
         peers = resolve_peers(peers)
         endpoint = Endpoint(listen, peers, allow=allow, clock=app.clock, on_warning=warn)
         session = ChatSession(endpoint, show)
+        for peer in peers:
+            if is_own_address(endpoint.local_address or listen, peer):
+                warn(
+                    f"--peer {peer} is this chat's own --listen address: your lines come back "
+                    "to you (they are not answers from anyone else)"
+                )
         try:
             targets = ", ".join(str(peer) for peer in peers)
             app.note(f"chat: listening on {endpoint.local_address}, sending to {targets}")

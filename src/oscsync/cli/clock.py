@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import sys
+import signal
 
 import click
 
 from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL, PeerClock, PeerClockReport
 from oscsync.cli.params import DURATION, PEER, allow_option
 from oscsync.cli.peers import resolve_peer
-from oscsync.cli.runtime import AppContext, Stop, running, stdout_is_tty
+from oscsync.cli.runtime import AppContext, Stop, running
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint, Network
+from oscsync.wording import plural
 
 
 @click.command(
@@ -77,19 +78,20 @@ def clock(
     if count is None and duration is None and not watch:
         duration = DEFAULT_DURATION
     live = watch and not as_json
+    # The shared live line: fits the terminal, warnings go above it (issue #13).
+    line = app.live_line() if live else None
 
     def show(report: PeerClockReport) -> None:
         if as_json and watch:
             click.echo(report.json())
-        elif live and not app.quiet:
-            line = _live(report)
-            if stdout_is_tty():
-                sys.stdout.write("\r" + line + "\x1b[K")
-                sys.stdout.flush()
+        elif line is not None and not app.quiet:
+            if line.enabled:
+                line.show(_live(report))
             else:
-                click.echo(line)
+                click.echo(_live(report))
 
     peer = resolve_peer(peer)
+    stopped_by: signal.Signals | None = None
     with (
         running(),
         Endpoint(peers=[peer], allow=allow, clock=app.clock, on_warning=app.warn) as endpoint,
@@ -103,11 +105,18 @@ def clock(
                 timeout=timeout,
                 on_update=show if watch else None,
             )
-        except (KeyboardInterrupt, Stop):  # --watch ends with Ctrl-C: report what we have
+        except (KeyboardInterrupt, Stop) as stop:  # report what we have (issue #13)
             report = probe.report()
-        if live and stdout_is_tty() and not app.quiet:
-            click.echo()
+            stopped_by = signal.Signals.__members__.get(str(stop), signal.SIGINT)
+        if line is not None:
+            line.end()
+            app.live = None
         click.echo(report.json() if as_json else report.text())
+        if stopped_by is not None and not watch:
+            # A measurement with a defined end, cut short: 130 after Ctrl-C (issue #13);
+            # --watch runs until stopped, so Ctrl-C is how it ends (exit 0).
+            app.note(f"clock: interrupted after {plural(report.sent, 'ping')}")
+            raise click.exceptions.Exit(128 + int(stopped_by))
         if report.estimate is None:
             raise click.ClickException(
                 f"no answer from {peer} (is an oscsync listener running there?)"

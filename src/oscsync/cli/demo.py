@@ -9,12 +9,13 @@ import click
 
 from oscsync.cli.params import DurationType, skew_option
 from oscsync.cli.runtime import AppContext, running
+from oscsync.wording import plural
 
 
 @click.command(
     epilog="""\b
 Examples:
-  oscsync demo                          # about 15 s, silent, WAV files of what each follower played
+  oscsync demo                          # about 10 s, silent, WAV files of what each follower played
   oscsync demo --audio                  # hear it (needs a sound card and sounddevice)
   oscsync demo --duration 10 --offset 80ms --out demo-wavs
 """
@@ -35,7 +36,13 @@ Examples:
     help="Forward offset of the second run.",
 )
 @skew_option(0.15, "How far ahead follower B's clock is (s).")
-@click.option("--seed", type=int, default=1, show_default=True, help="netem's seed.")
+@click.option(
+    "--seed",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Seed of the emulated links' random delays (the same draws each run; see netem --seed).",
+)
 @click.option("--audio", is_flag=True, help="Play the followers through the sound card.")
 @click.option(
     "--out",
@@ -52,7 +59,7 @@ def demo(
     audio: bool,
     out: Path | None,
 ) -> None:
-    """Show forward synchronisation beating network jitter, on this machine, in ~15 s.
+    """Show forward synchronisation beating network jitter, on this machine, in ~10 s.
 
     A leader sends /tick at 240 bpm to two followers through an emulated Wi-Fi link (netem:
     20 ms ± 15 ms). Follower B's clock is set 150 ms ahead on purpose and follows the leader's
@@ -75,7 +82,12 @@ def demo(
         }
     except audio_module.AudioError as exc:
         raise click.ClickException(str(exc)) from None
-    if not audio:
+    if audio:
+        # Checked before the intro, not after the first run has started (issue #13).
+        reason = audio_module.probe_sounddevice()
+        if reason is not None:
+            raise click.ClickException(f"--audio cannot play here: {reason}")
+    else:
         if out is None:
             out = Path(tempfile.mkdtemp(prefix="oscsync-demo-"))
         try:
@@ -92,9 +104,9 @@ def demo(
     )
     summaries = []
     rendered: list[Path] = []
-    with running():
+    with running() as run:
         for name, spec in runs:
-            app.note(f"run: {titles[name]} ({spec.ticks} ticks) ...")
+            app.note(f"run: {titles[name]} ({plural(spec.ticks, 'tick')}) ...")
 
             def make_player(index: int, clock: Clock, name: str = name) -> audio_module.Player:
                 if audio:
@@ -115,8 +127,12 @@ def demo(
                 if follower.sync_text:
                     app.note(f"  B: {follower.sync_text}")
     if len(summaries) < 2:  # stopped by Ctrl-C or SIGTERM: a clean stop, nothing to compare
+        if summaries:  # the partial result: the run that finished (issue #13)
+            click.echo()
+            click.echo(app_demo.table(summaries, names))
         app.note(f"demo: stopped after {len(summaries)} of 2 runs; nothing to compare")
-        return
+        # A run with a defined end, cut short: 130 after Ctrl-C (issue #13).
+        raise click.exceptions.Exit(run.exit_code)
     before, after = summaries
     click.echo()
     click.echo(app_demo.table(summaries, names))

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from oscsync import __version__
+from oscsync.cli.params import NumberRange
 
 # name -> ("module:attribute", short help). Order here is the order in --help. The short help is
 # written here too so that `oscsync --help` imports no subcommand (tests/test_cli_help.py checks
@@ -67,9 +68,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "demo": (
         "oscsync.cli.demo:demo",
-        "Show forward synchronisation beating network jitter, on this machine, in ~15 s.",
+        "Show forward synchronisation beating network jitter, on this machine, in ~10 s.",
     ),
 }
+
+
+def _global_option_hint(group: click.Group, ctx: click.Context, name: str) -> str | None:
+    """Where a global option goes, when it was written after the subcommand (issue #13).
+
+    ``ctx`` is the subcommand's context (its command path names the command to show).
+    """
+    for param in group.params:
+        if isinstance(param, click.Option) and name in param.opts + param.secondary_opts:
+            example = name if param.is_flag else f"{name} {param.make_metavar(ctx)}"
+            command = ctx.command_path.partition(" ")[2] or "COMMAND"
+            return (
+                f"{name} is an option of oscsync itself: write it before the command, "
+                f"e.g. oscsync {example} {command} ..."
+            )
+    return None
 
 
 def _finite(param: click.Parameter, value: float) -> float:
@@ -96,6 +113,22 @@ class LazyGroup(click.Group):
             return command
         return super().get_command(ctx, cmd_name)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.NoSuchOption as exc:
+            hint = _global_option_hint(self, exc.ctx or ctx, exc.option_name)
+            if hint is None:
+                raise
+            raise click.UsageError(hint, exc.ctx) from None
+        except BrokenPipeError:
+            # stdout went away (`oscsync timetag now | head -1`): the reader has what it wanted,
+            # so end quietly with 0, as `dump | head` does (click's own handling exits 1).
+            from oscsync.cli.runtime import leave_without_stdout
+
+            leave_without_stdout(stopped_cleanly=True)
+            ctx.exit(0)
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # click's own version imports every subcommand to read its short help.
         rows = [(name, short_help) for name, (_, short_help) in self.lazy.items()]
@@ -120,7 +153,7 @@ Examples:
 @click.option(
     "--clock-skew",
     # A day either way is already absurd for an experiment; NaN and inf would break every clock.
-    type=click.FloatRange(-86400, 86400),
+    type=NumberRange(-86400, 86400, example="0.15"),
     callback=lambda ctx, param, value: _finite(param, value),
     default=0.0,
     metavar="SECONDS",
@@ -128,7 +161,7 @@ Examples:
 )
 @click.option(
     "--clock-drift",
-    type=click.FloatRange(-100_000, 100_000),
+    type=NumberRange(-100_000, 100_000, example="50"),
     callback=lambda ctx, param, value: _finite(param, value),
     default=0.0,
     metavar="PPM",
@@ -140,6 +173,7 @@ def cli(ctx: click.Context, quiet: bool, clock_skew: float, clock_drift: float) 
 
     Listeners bind to 127.0.0.1 unless you say otherwise (--listen 0.0.0.0:9001 to accept OSC
     from other machines). Timetags are shown in liblo's hex notation (NTP seconds since 1900).
+    The options below go before the command: oscsync -q dump, oscsync --clock-skew 0.15 dump.
     """
     from oscsync.cli.runtime import AppContext  # here, not at the top: --help needs none of it
 

@@ -23,17 +23,19 @@ from oscsync.cli.params import (
     DurationType,
     advertise_option,
     allow_option,
+    bpm_range,
     iface_option,
     listen_option,
     peers_option,
 )
 from oscsync.cli.peers import advertising, resolve_peer, resolve_peers
-from oscsync.cli.runtime import AppContext, running, stdout_is_tty, wait
+from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.clockfollow import ClockFollower
 from oscsync.clocksync import PONG, PeerClocks
 from oscsync.hostport import HostPort
 from oscsync.scheduler import Scheduler
 from oscsync.transport import Endpoint, Network, Received
+from oscsync.wording import plural
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -118,7 +120,7 @@ def _send_options() -> Callable[[F], F]:
         click.option(
             "--bpm",
             # At 1 bpm a tick is 60 s ahead: the scheduler's horizon.
-            type=click.FloatRange(min=1, max=6000),
+            type=bpm_range(1, 6000),
             default=app_metronome.DEFAULT_BPM,
             show_default=True,
             help="Beats per minute (120 = a tick every half second, as in the workshop).",
@@ -303,7 +305,8 @@ def send(
     clock = app.clock
     peers = resolve_peers(peers)
     with (
-        running(),
+        # With --count/--duration the run has an end: cut short, it exits 130 (issue #13).
+        running(interrupted_exit=total is not None),
         hangup_stops(),
         Endpoint(
             peers=peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
@@ -321,22 +324,25 @@ def send(
         sender = TickSender(
             ep.send_bytes, scheduler, bpm=bpm, beats_per_bar=beats_per_bar, offset=offset
         )
-        live = _live_line(app) if stdout_is_tty() else None
+        live = app.live_line()
         try:
             # Inside the try: a stop signal right after this line still prints the summary
             # (tests/test_signals.py waits for this line, then signals).
             app.note(_sending_note(peers, bpm, beats_per_bar, offset))
             sender.start(
-                total, on_sent=None if live is None else lambda k: live(f"sent {k + 1} ticks")
+                total,
+                on_sent=(lambda k: live.show(f"sent {plural(k + 1, 'tick')}"))
+                if live.enabled
+                else None,
             )
             scheduler.start()
             wait(sender.done, clock, None)
         finally:
             sender.stop()
             scheduler.close()
-            if live is not None:
-                click.echo()
-            app.note(_sent_summary(sender))
+            live.end()
+            app.live = None
+            app.note(_sent_summary(sender, total))
 
 
 _AUTO_PINGS = 16
@@ -362,8 +368,11 @@ def _auto_offset(app: AppContext, clocks: PeerClocks) -> float:
     return min(choice.offset, OFFSET.maximum or choice.offset)
 
 
-def _sent_summary(sender: TickSender) -> str:
-    text = f"metronome: sent {sender.sent} ticks"
+def _sent_summary(sender: TickSender, total: int | None) -> str:
+    if total is not None and sender.sent < total:
+        text = f"metronome: sent {sender.sent} of {plural(total, 'tick')}"
+    else:
+        text = f"metronome: sent {plural(sender.sent, 'tick')}"
     if sender.lateness.count:
         text += (
             f"; send time after grid: mean {sender.lateness.mean * 1e6:.0f} µs, "
@@ -378,19 +387,6 @@ def _sending_note(
     kind = f"in bundles timetagged {offset * 1000:g} ms ahead" if offset else "as plain messages"
     where = ", ".join(str(peer) for peer in peers)
     return f"sending /tick to {where} at {bpm:g} bpm, {beats_per_bar} per bar, {kind}"
-
-
-def _live_line(app: AppContext) -> Callable[[str], None]:
-    lock = threading.Lock()
-
-    def show(text: str) -> None:
-        if app.quiet:
-            return
-        with lock:
-            sys.stdout.write("\r" + text + "\x1b[K")
-            sys.stdout.flush()
-
-    return show
 
 
 # -- listen -----------------------------------------------------------------------------------
@@ -451,7 +447,9 @@ class _Session:
         self.limit = limit
         self.log = log
         self.failure: str | None = None
-        self.on_failure: list[Callable[[], None]] = []  # what else stops with it (pair's sender)
+        self.on_failure: list[Callable[[], None]] = []
+        """What else stops with the session (pair's sender): on a player failure, and when
+        stdout goes away."""
         options = dataclasses.replace(
             audio_options or audio.PlayerOptions(), warn=app.warn, on_error=self._fail
         )
@@ -471,8 +469,9 @@ class _Session:
         self.scheduler = Scheduler(app.clock, on_warning=app.warn)
         self.follower: ClockFollower | None = None
         """Set by ``--sync``: its state joins the live line."""
-        self.tty = stdout_is_tty()
-        self.live = _live_line(app)
+        self.live = app.live_line()
+        self.output_closed = False
+        """stdout went away (``| head -3``): the session stops, quietly."""
         self.listener = MetronomeListener(
             self.player,
             self.scheduler,
@@ -481,6 +480,7 @@ class _Session:
             log=None if log is None else cast(TextIO, log),
             on_tick=self._on_tick,
             limit=limit,
+            on_warning=app.warn,
         )
         self.scheduler.start()
 
@@ -499,13 +499,22 @@ class _Session:
             stop()
 
     def _on_tick(self, record: TickRecord) -> None:
-        if self.tty:
+        if self.live.enabled:
             status = self.listener.status()
             if self.follower is not None:
                 status += "  " + self.follower.status()
-            self.live(status)
-        elif not self.app.quiet:
-            click.echo(tick_line(record))
+            self.live.show(status)
+        elif not self.app.quiet and not self.output_closed:
+            try:
+                sys.stdout.write(tick_line(record) + "\n")
+                sys.stdout.flush()
+            except (BrokenPipeError, ValueError):  # ValueError: stdout already closed
+                # Whoever read the tick lines is gone (issue #13: `listen | head -3` ran on,
+                # warning about BrokenPipeError on every tick): stop like a Ctrl-C.
+                self.output_closed = True
+                self.done.set()
+                for stop in self.on_failure:
+                    stop()
         if self.limit is not None and record.seq + 1 >= self.limit:
             self.done.set()
 
@@ -518,9 +527,13 @@ class _Session:
         except (audio.AudioError, OSError) as exc:
             if self.failure is None:
                 self.failure = str(exc)
-        if self.tty and not self.app.quiet:
-            click.echo()
-        sys.stdout.flush()
+        self.live.end()
+        self.app.live = None
+        if not self.output_closed:
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                self.output_closed = True
         extra: dict[str, Any] = {}
         sched = self.scheduler.stats()
         if sched.dropped_total:
@@ -536,6 +549,8 @@ class _Session:
             )
         extra.update(audio.player_summary(self.player))
         self.app.note(app_metronome.summary(self.listener.stats, extra))
+        if self.output_closed:
+            leave_without_stdout(stopped_cleanly=True)
         if self.failure is not None:
             raise click.ClickException(f"audio: {self.failure}")
 
@@ -620,6 +635,10 @@ def listen(
         finally:
             if follower is not None:
                 follower.close()
+            if (sync or sync_peer is not None) and (follower is None or follower.peer is None):
+                # Stopped before any tick came: there was nobody to follow (issue #13).
+                app.note("clock sync: no ticks arrived, so there was no sender's clock to follow")
+            elif follower is not None:
                 app.note(follower.describe())
             if session is not None:
                 session.close(endpoint)
@@ -691,7 +710,7 @@ def pair(
     peers = resolve_peers(peers)
     sync_peer = resolve_peer(sync_peer)
     with (
-        running(),
+        running(interrupted_exit=total is not None),
         hangup_stops(),
         _log_file(log_path) as log,
         advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,

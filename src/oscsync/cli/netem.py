@@ -112,7 +112,13 @@ def impairment_options(delay: float = 0.0, jitter: float = 0.0) -> Callable[[F],
             help="Let jitter reorder datagrams (--no-reorder queues them instead).",
         ),
         click.option(
-            "--seed", type=int, default=None, help="Seed for reproducible runs (same draws)."
+            "--seed",
+            type=int,
+            default=None,
+            # Issue #13: "reproducible" promised the same table; only the draws are seeded.
+            help="Seed the random draws: each datagram in turn gets the same delay, loss and "
+            "duplication as in another run with this seed. This machine's own timing is not "
+            "seeded, so results near a threshold (late or not) can still differ slightly.",
         ),
     ]
 

@@ -10,6 +10,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, TypeVar
 
 import click
@@ -137,21 +138,56 @@ class NetworkType(click.ParamType):  # type: ignore[type-arg]
 NETWORK = NetworkType()
 
 
+_TIME_OF_DAY_RE = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}(?:\.\d{1,9})?))?Z$")
+
+
+def next_time_of_day(text: str, now_unix: float) -> int | None:
+    """``20:30Z`` or ``20:30:15.5Z``: the next such moment (UTC) after ``now_unix``, as a timetag.
+
+    A time of day keeps a help example or a workshop plan valid on any day (issue #13: a dated
+    example had slipped into the past). None when ``text`` is not a time of day.
+    """
+    match = _TIME_OF_DAY_RE.match(text.strip())
+    if not match:
+        return None
+    hours, minutes = int(match.group(1)), int(match.group(2))
+    seconds = Fraction(match.group(3) or "0")
+    if hours > 23 or minutes > 59 or seconds >= 60:
+        raise timetag.TimetagError(f"{text!r} is not a time of day (HH:MM[:SS]Z, UTC)")
+    of_day = hours * 3600 + minutes * 60 + seconds
+    midnight = int(now_unix // 86400) * 86400
+    moment = midnight + of_day
+    if moment <= Fraction(now_unix):
+        moment += 86400
+    return timetag.from_unix(moment)
+
+
 class TimetagType(click.ParamType):  # type: ignore[type-arg]
-    """A timetag: liblo hex, Unix seconds, ISO-8601 (UTC unless zoned) or ``immediately``."""
+    """A timetag: liblo hex, Unix seconds, ISO-8601 (UTC unless zoned), a time of day
+    (``20:30Z``: the next one) or ``immediately``."""
 
     name = "timetag"
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "TIMETAG|ISO"
+        return "TIMETAG|ISO|HH:MMZ"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, int):
             return value
         try:
-            return timetag.parse(str(value))
+            return next_time_of_day(str(value), _now(ctx)) or timetag.parse(str(value))
         except timetag.TimetagError as exc:
             self.fail(str(exc), param, ctx)
+
+
+def _now(ctx: click.Context | None) -> float:
+    """The command's clock (``--clock-skew`` included) when there is one, else the system's."""
+    clock = getattr(ctx.find_root().obj if ctx is not None else None, "clock", None)
+    if clock is None:
+        from oscsync.clock import SystemClock
+
+        clock = SystemClock()
+    return float(clock.now())
 
 
 TIMETAG = TimetagType()
@@ -214,6 +250,29 @@ def iface_option() -> Callable[[F], F]:
         default=None,
         help="Local interface address for multicast (e.g. 127.0.0.1 for loopback-only groups).",
     )
+
+
+class NumberRange(click.FloatRange):
+    """A number within bounds, with a plain message when the word is not a number at all.
+
+    click's own says ``'fast' is not a valid float range`` (issue #13).
+    """
+
+    def __init__(self, min: float | None = None, max: float | None = None, *, example: str) -> None:
+        super().__init__(min=min, max=max)
+        self.example = example
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            try:
+                float(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a number (e.g. {self.example})", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def bpm_range(minimum: float, maximum: float) -> NumberRange:
+    return NumberRange(minimum, maximum, example="120 for two beats a second")
 
 
 class PercentType(click.ParamType):  # type: ignore[type-arg]

@@ -21,6 +21,7 @@ import click
 
 from oscsync import display
 from oscsync.clock import Clock, SkewedClock, SystemClock
+from oscsync.liveline import LiveLine
 from oscsync.transport import TransportError
 
 
@@ -30,6 +31,8 @@ class AppContext:
 
     clock: Clock
     quiet: bool = False
+    live: LiveLine | None = None
+    """The live status line on stdout, if a command keeps one: notices and warnings go above it."""
 
     @classmethod
     def create(
@@ -43,12 +46,24 @@ class AppContext:
     def note(self, text: str) -> None:
         """An informational line on stderr (silenced by -q)."""
         if not self.quiet:
-            click.echo(text, err=True)
+            self._stderr_line(text)
 
     def warn(self, text: str) -> None:
         """A warning line on stderr (kept even with -q)."""
         # Warnings quote the network (addresses, names): never let one reach the terminal raw.
-        click.echo(click.style("warning: ", fg="yellow") + display.printable(text), err=True)
+        self._stderr_line(click.style("warning: ", fg="yellow") + display.printable(text))
+
+    def live_line(self) -> LiveLine:
+        """Start the command's live status line (drawn only when stdout is a terminal, not -q)."""
+        self.live = LiveLine(sys.stdout, enabled=stdout_is_tty() and not self.quiet)
+        return self.live
+
+    def _stderr_line(self, text: str) -> None:
+        # A warning from a receive thread must not be spliced into the live line (issue #13).
+        if self.live is not None and self.live.enabled:
+            self.live.above(click.unstyle(text) if not sys.stderr.isatty() else text, sys.stderr)
+        else:
+            click.echo(text, err=True)
 
 
 class Stop(Exception):
@@ -85,18 +100,40 @@ def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
     raise Stop(signal.Signals(_pending_stop[0]).name)
 
 
+@dataclass
+class Run:
+    """What :func:`running` saw: ``stopped_by`` names the stop signal, if one ended the body."""
+
+    stopped_by: signal.Signals | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a run cut short by a signal: 128 + its number (Ctrl-C 130)."""
+        return 0 if self.stopped_by is None else 128 + int(self.stopped_by)
+
+
 @contextlib.contextmanager
-def running() -> Iterator[None]:
-    """Run a command body: Ctrl-C and SIGTERM end it cleanly, socket errors become one line."""
+def running(*, interrupted_exit: bool = False) -> Iterator[Run]:
+    """Run a command body: Ctrl-C and SIGTERM end it cleanly, socket errors become one line.
+
+    Commands that run until stopped (dump, chat, listen) exit 0 on Ctrl-C: stopping is how they
+    end. A run with a defined end (send --repeat, metronome send --count) passes
+    ``interrupted_exit=True``: cut short, it exits 130 (SIGTERM: 143) after its clean-up has
+    printed the partial summary (issue #13), so a script can tell. Commands that print their
+    results after the body read the yielded :class:`Run` and exit with ``run.exit_code``.
+    """
+    run = Run()
     previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         _pending_stop.clear()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
             previous[signum] = signal.signal(signum, _on_stop_signal)
     try:
-        yield
-    except (KeyboardInterrupt, Stop):
-        pass
+        yield run
+    except KeyboardInterrupt:
+        run.stopped_by = signal.SIGINT
+    except Stop as stop:
+        run.stopped_by = signal.Signals.__members__.get(str(stop), signal.SIGINT)
     except TransportError as exc:
         raise click.ClickException(exc.strerror or str(exc)) from None
     finally:
@@ -104,6 +141,8 @@ def running() -> Iterator[None]:
             signal.setitimer(signal.ITIMER_REAL, 0)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+    if interrupted_exit and run.stopped_by is not None:
+        raise click.exceptions.Exit(run.exit_code)
 
 
 def wait(event: threading.Event, clock: Clock, duration: float | None) -> None:

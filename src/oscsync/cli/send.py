@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import click
 
-from oscsync import codec
-from oscsync.apps.send import ArgumentError, Packet, infer_value, send_repeated, typed_values
+from oscsync import codec, timetag
+from oscsync.apps.send import (
+    ArgumentError,
+    Packet,
+    SendProgress,
+    infer_value,
+    send_repeated,
+    typed_values,
+)
 from oscsync.cli.params import DURATION, PEER, TIMETAG, iface_option
 from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint
+from oscsync.wording import plural
 
 
 @click.command(
@@ -22,7 +30,7 @@ Examples:
   oscsync send 127.0.0.1:9001 /synth/freq 440.0 -1 true
   oscsync send 127.0.0.1:9001 /raw --types ihdsb 7 9000000000 0.5 text cafe
   oscsync send 127.0.0.1:9001 /tick 0 --in 0.25        # a bundle due 250 ms from now
-  oscsync send 127.0.0.1:9001 /go --at 2026-11-24T20:30:00Z
+  oscsync send 127.0.0.1:9001 /go --at 20:30Z         # a bundle for the next 20:30 UTC
   oscsync send 239.0.0.1:9001 /tick 1 --repeat 8 --interval 0.5
   oscsync send @alice /chat hi                         # a peer advertised as alice
 """,
@@ -38,7 +46,13 @@ Examples:
     "Without it: ints, floats, true/false/nil, else strings.",
 )
 @click.option("--in", "ahead", type=DURATION, help="Send in a bundle timetagged this far ahead.")
-@click.option("--at", "at", type=TIMETAG, help="Send in a bundle with this timetag.")
+@click.option(
+    "--at",
+    "at",
+    type=TIMETAG,
+    help="Send in a bundle with this timetag: hex, Unix seconds, ISO-8601, or a time of day "
+    "such as 20:30Z (the next 20:30 UTC).",
+)
 @click.option("--repeat", "-n", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option(
     "--interval", type=DURATION, default=1.0, show_default=True, help="Seconds between repeats."
@@ -72,10 +86,18 @@ def send(
         message = codec.encode_message(address, values, types)
     except (ArgumentError, codec.EncodeError) as exc:
         raise click.UsageError(str(exc)) from None
+    if at is not None and at != timetag.IMMEDIATELY:
+        behind = timetag.difference(app.clock.now_timetag(), at)
+        if behind > 0:
+            app.warn(
+                f"--at {timetag.format_iso(at)} is {behind:.3f} s in the past: receivers will "
+                "count the bundle late and act on it at once"
+            )
     packet = Packet(message, at=at, ahead=ahead)
     targets = resolve_peers((peer, *more_peers))  # @NAME -> address, now (not while parsing)
+    progress = SendProgress()
     with (
-        running(),
+        running(interrupted_exit=True),
         Endpoint(
             peers=list(targets),
             clock=app.clock,
@@ -83,4 +105,11 @@ def send(
             multicast_interface=iface,
         ) as endpoint,
     ):
-        send_repeated(endpoint, packet, app.clock, repeat, interval)
+        try:
+            send_repeated(endpoint, packet, app.clock, repeat, interval, progress)
+        finally:
+            if repeat > 1 and progress.packets < repeat:
+                app.note(f"send: stopped after {progress.packets} of {plural(repeat, 'packet')}")
+        if progress.delivered == 0:
+            # Exit 1, not 0: a script must not take "Message too long" for a success (#13).
+            raise click.ClickException("nothing was sent (see the warning above)")

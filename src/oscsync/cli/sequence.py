@@ -33,7 +33,6 @@ from oscsync.cli.metronome import (
     _compose,
     _follower,
     _ignore,
-    _live_line,
     _log_file,
     _sync_options,
 )
@@ -46,7 +45,7 @@ from oscsync.cli.params import (
     peers_option,
 )
 from oscsync.cli.peers import resolve_peer, resolve_peers
-from oscsync.cli.runtime import AppContext, running, stdout_is_tty, wait
+from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.clockfollow import ClockFollower
 from oscsync.clocksync import PONG, PeerClocks
 from oscsync.hostport import HostPort
@@ -335,8 +334,8 @@ class _Session:
         self.app = app
         self.done = threading.Event()
         self.limit = limit
-        self.tty = stdout_is_tty()
-        self.live = _live_line(app)
+        self.live = app.live_line()  # fits the terminal, warnings above it (issue #13)
+        self.output_closed = False
         self.directory = tempfile.TemporaryDirectory(prefix="oscsync-sequence-")
         try:
             chosen = {name: sounds.default_path(name) for name in sounds.DRUMS}
@@ -370,10 +369,15 @@ class _Session:
         self.scheduler.start()
 
     def _on_event(self, record: EventRecord) -> None:
-        if self.tty:
-            self.live(self.listener.status())
-        elif not self.app.quiet:
-            click.echo(event_line(record))
+        if self.live.enabled:
+            self.live.show(self.listener.status())
+        elif not self.app.quiet and not self.output_closed:
+            try:
+                sys.stdout.write(event_line(record) + "\n")
+                sys.stdout.flush()
+            except (BrokenPipeError, ValueError):  # `| head`: the reader is gone (issue #13)
+                self.output_closed = True
+                self.done.set()
         if self.limit is not None and record.seq + 1 >= self.limit:
             self.done.set()
 
@@ -385,9 +389,13 @@ class _Session:
         except (audio.AudioError, OSError) as exc:
             self.app.warn(f"audio: {exc}")
         self.directory.cleanup()
-        if self.tty and not self.app.quiet:
-            click.echo()
-        sys.stdout.flush()
+        self.live.end()
+        self.app.live = None
+        if not self.output_closed:
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                self.output_closed = True
         text = "sequence: " + self.listener.stats.line()
         dropped = self.scheduler.stats().dropped_total
         if dropped:
@@ -395,6 +403,8 @@ class _Session:
         if endpoint.stats.dropped:
             text += f"  bad datagrams {endpoint.stats.dropped}"
         self.app.note(text)
+        if self.output_closed:
+            leave_without_stdout(stopped_cleanly=True)
 
 
 @sequence.command(

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from oscsync.cli.runtime import AppContext
+from oscsync.wording import plural
 
 
 @click.command(
@@ -48,7 +49,7 @@ def stats(app: AppContext, logs: tuple[Path, ...], bpm: float | None, as_json: b
         except ticklog.LogError as exc:
             raise click.ClickException(f"{path}: {exc}") from None
         if times.bad:
-            app.warn(f"{path}: skipped {times.bad} lines that are not tick records")
+            app.warn(f"{path}: skipped {plural(times.bad, 'line')} that are not tick records")
         row = {"file": str(path), "period_ms": round(period * 1e3, 4), **result.row()}
         rows.append(row)
         if as_json:

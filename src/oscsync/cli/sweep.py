@@ -9,8 +9,10 @@ from pathlib import Path
 import click
 
 from oscsync.cli.netem import impairment_options
-from oscsync.cli.params import parse_duration, skew_option
+from oscsync.cli.params import bpm_range, parse_duration, skew_option
 from oscsync.cli.runtime import AppContext, running
+from oscsync.install import install_hint
+from oscsync.wording import plural
 
 
 def _offsets(ctx: click.Context, param: click.Parameter, value: str) -> list[float]:
@@ -42,7 +44,7 @@ Examples:
 )
 @impairment_options(delay=0.020, jitter=0.015)
 @click.option("--ticks", type=click.IntRange(4, 10_000), default=64, show_default=True)
-@click.option("--bpm", type=click.FloatRange(30, 1200), default=240.0, show_default=True)
+@click.option("--bpm", type=bpm_range(30, 1200), default=240.0, show_default=True)
 @skew_option(0.0, "Follower clock skew (s).")
 @click.option(
     "--sync/--no-sync", default=False, show_default=True, help="Follower syncs to the leader."
@@ -53,7 +55,7 @@ Examples:
     "--plot",
     "plot_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Draw jitter and late % against offset into a PNG (pip install 'oscsync[plot]').",
+    help="Draw jitter and late % against offset into a PNG (needs matplotlib: the [plot] extra).",
 )
 @click.pass_obj
 def sweep(
@@ -89,15 +91,14 @@ def sweep(
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise click.UsageError("--plot needs matplotlib: pip install 'oscsync[plot]'") from None
+            raise click.UsageError(f"--plot needs matplotlib: {install_hint('plot')}") from None
     for path, option in ((csv_path, "--csv"), (json_path, "--json"), (plot_path, "--plot")):
         _check_writable(path, option)
     link = ImpairmentSpec(delay, jitter, dist, loss, duplicate, reorder)
     follower = lab.FollowerSpec("follower", skew=skew, sync=sync)
     rows = []
-    app.note(f"sweep: {len(offsets)} offsets × {ticks} ticks at {bpm:g} bpm; {link.describe()}")
     with (
-        running(),
+        running() as run,
         click.progressbar(
             offsets,
             label="sweep",
@@ -108,6 +109,11 @@ def sweep(
             hidden=not sys.stderr.isatty(),
         ) as progress,
     ):
+        # Inside running(): a Ctrl-C right after this line is a clean stop too.
+        app.note(
+            f"sweep: {plural(len(offsets), 'offset')} × {ticks} ticks at {bpm:g} bpm; "
+            f"{link.describe()}"
+        )
         for offset in progress:
             spec = lab.SessionSpec(
                 offset=offset,
@@ -134,6 +140,8 @@ def sweep(
             app.note(f"plot: {plot_path}")
     except OSError as exc:  # checked at the start, but a disk can fill up during a sweep
         raise click.ClickException(f"cannot write the results: {exc}") from None
+    if run.stopped_by is not None:  # the partial table is out; a script must still know (#13)
+        raise click.exceptions.Exit(run.exit_code)
 
 
 def _check_writable(path: Path | None, option: str) -> None:

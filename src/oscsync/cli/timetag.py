@@ -90,7 +90,8 @@ def monitor(
     """
     mode = "jsonl" if jsonl else ("live" if stdout_is_tty() else "lines")
     clock = app.clock
-    view = MonitorView(sys.stdout, clock, mode=mode, window=window, count=count)
+    live = app.live_line() if mode == "live" else None
+    view = MonitorView(sys.stdout, clock, mode=mode, window=window, count=count, live=live)
     with running(), hangup_stops():
         endpoint = Endpoint(
             listen, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
@@ -110,6 +111,7 @@ def monitor(
             # traceback (issue 20, item 10).
             receiver_stopped = endpoint.close()
             stdout_usable = receiver_stopped and view.finish()
+            app.live = None
             if stdout_usable:
                 try:
                     sys.stdout.flush()

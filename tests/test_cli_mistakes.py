@@ -1,0 +1,183 @@
+"""A participant's mistakes get a message that says what to do; nothing fails silently (#13)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import LineReader, free_udp_port, oscsync_command
+from oscsync.cli.main import cli
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["dump", "--clock-skew", "0.1"], "e.g. oscsync --clock-skew SECONDS dump"),
+        (["dump", "-q"], "e.g. oscsync -q dump"),
+        (
+            ["metronome", "listen", "--clock-drift", "5"],
+            "oscsync --clock-drift PPM metronome listen",
+        ),
+    ],
+)
+def test_a_global_option_after_the_subcommand_says_where_it_goes(
+    args: list[str], expected: str
+) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert "is an option of oscsync itself: write it before the command" in result.output
+    assert expected in result.output
+
+
+def test_a_forgotten_port_says_add_a_port() -> None:
+    result = CliRunner().invoke(cli, ["send", "127.0.0.1", "/chat", "hi"])
+    assert result.exit_code == 2
+    assert "'127.0.0.1' has no port: add a port, e.g. 127.0.0.1:9000" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["metronome", "send", "--peer", "127.0.0.1:9", "--bpm", "fast"],
+        ["timetag", "sweep", "--bpm", "fast"],
+    ],
+)
+def test_a_bpm_that_is_not_a_number_gets_a_plain_message(args: list[str]) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert "Invalid value for '--bpm': 'fast' is not a number (e.g. 120" in result.output
+
+
+def test_send_exits_1_when_nothing_was_sent() -> None:
+    too_long = "a" * 70_000  # over UDP's 65,507-byte payload: "Message too long"
+    result = CliRunner().invoke(cli, ["send", "127.0.0.1:9", "/chat", too_long])
+    assert result.exit_code == 1
+    assert "Message too long" in result.output
+    assert "Error: nothing was sent" in result.output
+
+
+def test_send_warns_when_at_is_in_the_past() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        port = receiver.getsockname()[1]
+        result = CliRunner().invoke(
+            cli, ["send", f"127.0.0.1:{port}", "/go", "--at", "2026-11-24T20:30:00Z"]
+        )
+    assert result.exit_code == 0
+    assert "warning: --at 2026-11-24T20:30:00" in result.output
+    assert "s in the past" in result.output
+
+
+def test_send_at_a_future_time_does_not_warn() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        port = receiver.getsockname()[1]
+        result = CliRunner().invoke(
+            cli, ["send", f"127.0.0.1:{port}", "/go", "--at", "2035-01-01T00:00:00Z"]
+        )
+    assert result.exit_code == 0
+    assert "warning" not in result.output
+
+
+def test_chat_talking_to_itself_warns() -> None:
+    port = free_udp_port()
+    done = subprocess.run(
+        oscsync_command(
+            "chat", "--listen", str(port), "--peer", f"127.0.0.1:{port}", "--linger", "0.2"
+        ),
+        input="hello\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0
+    assert f"--peer 127.0.0.1:{port} is this chat's own --listen address" in done.stderr
+
+
+def test_allow_that_can_never_match_warns_the_classic_forgot_listen_0000() -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["dump", "--listen", "127.0.0.1:0", "--allow", "192.168.1.0/24", "--duration", "0"],
+    )
+    assert result.exit_code == 0
+    assert "warning: --allow 192.168.1.0/24 can never match" in result.output
+    assert "--listen 0.0.0.0:" in result.output
+
+
+def test_clock_interrupted_prints_what_it_had() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent_peer:
+        silent_peer.bind(("127.0.0.1", 0))
+        silent_peer.settimeout(20)
+        port = silent_peer.getsockname()[1]
+        proc = subprocess.Popen(
+            oscsync_command("clock", "--peer", f"127.0.0.1:{port}", "--count", "1000"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            silent_peer.recv(1024)  # the first ping: clock is measuring
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 130
+    assert out.startswith(f"peer 127.0.0.1:{port}: 0 of ")
+    assert "clock: interrupted after" in err
+    assert "Traceback" not in err
+
+
+def test_listen_sync_interrupted_before_any_sender_says_so_plainly() -> None:
+    port = free_udp_port()
+    proc = subprocess.Popen(
+        oscsync_command(
+            "metronome", "listen", "--sync", "--audio", "none", "--listen", f"127.0.0.1:{port}"
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None and proc.stdout is not None
+    try:
+        errors = LineReader(proc.stderr)
+        errors.wait_for(lambda line: "listening on" in line, timeout=20)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(20)
+        lines = errors.rest()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    assert code == 0
+    assert "clock sync: no ticks arrived, so there was no sender's clock to follow" in lines
+
+
+def test_help_examples_cannot_rot_a_time_of_day_is_the_next_one() -> None:
+    from oscsync import timetag
+    from oscsync.cli.params import next_time_of_day
+
+    now = 1_764_000_000.0  # 2025-11-24T16:00:00Z
+    assert timetag.to_unix(next_time_of_day("20:30Z", now) or 0) == now + 4.5 * 3600
+    assert timetag.to_unix(next_time_of_day("15:00Z", now) or 0) == now + 23 * 3600  # tomorrow
+    assert next_time_of_day("2026-11-24T20:30:00Z", now) is None  # a date: ISO, not this form
+    send_help = CliRunner().invoke(cli, ["send", "--help"]).output
+    assert "--at 20:30Z" in send_help and not re.search(r"--at \d{4}-", send_help)
+
+
+def test_demo_audio_checks_the_audio_backend_before_printing_its_intro(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from oscsync import audio
+
+    monkeypatch.setattr(audio, "probe_sounddevice", lambda: "no audio output device (none)")
+    result = CliRunner().invoke(cli, ["demo", "--audio"])
+    assert result.exit_code == 1
+    assert result.output == "Error: --audio cannot play here: no audio output device (none)\n"
