@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import queue
 import socket
+import sys
 import threading
 
 import pytest
 
 from oscsync import codec
 from oscsync import timetag as tt
-from oscsync.clock import FakeClock
+from oscsync.clock import FakeClock, SystemClock
 from oscsync.hostport import HostPort, parse_hostport, parse_network
 from oscsync.transport import Endpoint, Received, TransportError
 
@@ -202,3 +203,113 @@ def test_datagrams_still_queued_at_close_are_counted() -> None:
     assert listener.stats.datagrams == 100
     assert listener.stats.drops == {"unread-at-close": 100}
     assert listener.stats.messages == 0
+
+
+# -- issue #20, items 8, 12, 14 ---------------------------------------------------------------
+
+
+def test_ipv4_allow_on_dual_stack_listener() -> None:
+    # #20 item 8: `--listen [::]:P --allow 127.0.0.1` must let 127.0.0.1 in; it arrives as
+    # ::ffff:127.0.0.1 on a dual-stack socket.
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python")
+    try:
+        listener = Endpoint(
+            parse_hostport("[::]:0", allow_port_zero=True),
+            allow=[parse_network("127.0.0.1")],
+        )
+    except TransportError as exc:
+        pytest.skip(f"no IPv6 here: {exc}")
+    inbox: queue.Queue[Received] = queue.Queue()
+    listener.start(inbox.put)
+    with listener:
+        where = listener.local_address
+        assert where is not None
+        raw_send(
+            codec.encode_message("/stranger", []), HostPort("127.0.0.1", where.port), "127.0.0.2"
+        )
+        raw_send(codec.encode_message("/friend", []), HostPort("127.0.0.1", where.port))
+        friend = inbox.get(timeout=WAIT)
+    assert friend.address == "/friend"
+    assert listener.stats.drops == {"not-allowed": 1}
+
+
+def _flood(where: HostPort, count: int) -> None:
+    data = codec.encode_message("/flood", [0] * 64)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect(where.sockaddr)
+        for _ in range(count):
+            sock.send(data)  # blocking: loopback drops only at the receiver's full buffer
+
+
+def test_loss_accounting_reads_the_socket_drop_counter_at_close_even_with_a_stuck_thread() -> None:
+    # #20 item 12: the kernel reports drops only on datagrams queued after them, so the last
+    # ones were never counted; and a receive thread stuck in its handler made close() skip the
+    # count altogether. sent == read + unread + dropped must hold exactly.
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the socket's drop counter is read on Linux (SO_MEMINFO, /proc/net/udp)")
+    release = threading.Event()
+    entered = threading.Event()
+
+    def stuck(_: Received) -> None:
+        entered.set()
+        release.wait(WAIT)
+
+    listener = Endpoint(HostPort("127.0.0.1", 0), recv_buffer=4096)
+    where = listener.local_address
+    assert where is not None
+    listener.start(stuck)
+    try:
+        sent = 3000
+        _flood(where, sent)
+        assert entered.wait(WAIT)
+        assert not listener.close(timeout=0.05)  # the thread is stuck in the handler
+    finally:
+        release.set()
+    stats = listener.stats
+    assert stats.drops["kernel-buffer-full"] > 0
+    assert stats.drops["unread-at-close"] > 0
+    assert stats.datagrams + stats.drops["kernel-buffer-full"] == sent
+    assert stats.kernel_drops == "counted"
+
+
+class _JumpingClock(SystemClock):
+    """The system clock, plus a jump we make on purpose: shows when a stamp is read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jump = 0.0
+
+    def monotonic_to_wall(self, mono: float) -> float:
+        return super().monotonic_to_wall(mono) + self.jump
+
+
+def test_kernel_receive_timestamps_stamp_arrival() -> None:
+    # #20 item 14: a datagram that waited in the socket while the receive thread was busy is
+    # stamped when the kernel received it, not when it was read.
+    if not sys.platform.startswith("linux"):
+        pytest.skip("SO_TIMESTAMPNS is Linux's (elsewhere arrival falls back to the clock read)")
+    clock = _JumpingClock()
+    release = threading.Event()
+    inbox: queue.Queue[Received] = queue.Queue()
+
+    def first_one_waits(received: Received) -> None:
+        if received.address == "/first":
+            release.wait(WAIT)
+        inbox.put(received)
+
+    listener = Endpoint(HostPort("127.0.0.1", 0), clock=clock)
+    where = listener.local_address
+    assert where is not None
+    listener.start(first_one_waits)
+    with listener:
+        raw_send(codec.encode_message("/first", []), where)
+        sent_at = clock.now()
+        raw_send(codec.encode_message("/second", []), where)
+        clock.jump = 1000.0  # anything read from the clock from now on is 1000 s late
+        release.set()
+        first = inbox.get(timeout=WAIT)
+        second = inbox.get(timeout=WAIT)
+    assert first.address == "/first" and second.address == "/second"
+    assert abs(second.arrival - sent_at) < 60.0  # the kernel's stamp, not a read after the jump
+    assert listener.stats.arrival_stamps == "kernel"
