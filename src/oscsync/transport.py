@@ -158,6 +158,7 @@ class Endpoint:
         multicast_ttl: int = 1,
         recv_buffer: int = DEFAULT_RECV_BUFFER,
         services: Mapping[str, Service] | None = None,
+        kernel_stamps: bool = True,
     ) -> None:
         self.clock = clock if clock is not None else SystemClock()
         if services is None:
@@ -189,7 +190,8 @@ class Endpoint:
         # Kernel stamps need recvmsg, the socket option, and a clock that can place an OS stamp
         # on its own scale (not a FakeClock). SystemClock's scale is the OS's: no call then.
         self._kernel_stamps = (
-            _HAS_RECVMSG
+            kernel_stamps
+            and _HAS_RECVMSG
             and _SO_TIMESTAMPNS is not None
             and self.clock.system_time_to_wall(0.0) is not None
         )
@@ -471,6 +473,9 @@ class Endpoint:
         self._receiving_sock = sock
         space = self._ancillary_space
         handle = self.handle_datagram
+        stamp_kind = _SO_TIMESTAMPNS if self._kernel_stamps else None
+        to_wall = self._kernel_to_wall
+        unpack = _TIMESPEC.unpack
         for _ in range(_DRAIN_BATCH):
             try:
                 data, ancdata, _, source = sock.recvmsg(MAX_DATAGRAM, space)
@@ -482,10 +487,15 @@ class Endpoint:
             except OSError as exc:
                 self._receive_error(exc)
                 return
-            if ancdata:
-                handle(data, source, via_peer, self._read_ancillary(sock, ancdata))
-            else:
+            if not ancdata:
                 handle(data, source, via_peer)
+            elif len(ancdata) == 1 and ancdata[0][1] == stamp_kind and to_wall is None:
+                # The usual case with kernel stamps on a SystemClock, inlined (benchmarks/
+                # receive_path.py): the stamp alone, already on the clock's scale.
+                seconds, nanoseconds = unpack(ancdata[0][2])
+                handle(data, source, via_peer, seconds + nanoseconds * 1e-9)
+            else:
+                handle(data, source, via_peer, self._read_ancillary(sock, ancdata))
             if self._closed:
                 return
 
