@@ -22,6 +22,7 @@ import collections
 import contextlib
 import ctypes
 import ctypes.util
+import queue
 import shutil
 import signal
 import sys
@@ -76,6 +77,40 @@ class _GnuReadline:
         self.lib.rl_redisplay()
 
 
+class _PipedLines:
+    """Lines of a piped stdin, read on a thread so the main thread never blocks in a read.
+
+    A stop signal must reach the main thread wherever it waits: a blocking read on a pipe is not
+    interrupted on Windows (Ctrl-C runs its handler on another thread), nor on a POSIX system
+    without ``pthread_sigmask`` when the signal lands on another thread. Waiting on a queue in
+    short slices is interrupted everywhere (issue #21).
+    """
+
+    _SLICE = 0.25
+    _AHEAD = 256  # lines read ahead at most; the reader then waits (bounded memory)
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lines: queue.Queue[str] = queue.Queue(self._AHEAD)
+        threads.start(threads.daemon_thread(self._read, name="oscsync-stdin"))
+
+    def _read(self) -> None:
+        try:
+            for line in iter(self._stream.readline, ""):
+                self._lines.put(line)
+        except (OSError, ValueError):
+            pass
+        self._lines.put("")  # end of input
+
+    def next_line(self) -> str:
+        """The next line with its newline, or "" at end of input."""
+        while True:
+            try:
+                return self._lines.get(timeout=self._SLICE)
+            except queue.Empty:
+                continue
+
+
 class Console:
     """Writes lines to ``out``; on a terminal, reads lines under a prompt that output respects."""
 
@@ -102,6 +137,7 @@ class Console:
             self._readline = _GnuReadline.find()
         self._wanted = threading.Event()
         self._closed = False
+        self._piped: _PipedLines | None = None
         if self._use_signal:
             assert _WAKE_SIGNAL is not None
             self._previous_handler = signal.signal(_WAKE_SIGNAL, self._on_wake)
@@ -144,7 +180,9 @@ class Console:
     def read_line(self) -> str | None:
         """The next line typed (without its newline), or None at end of input."""
         if not self.interactive:
-            line = sys.stdin.readline()
+            if self._piped is None:
+                self._piped = _PipedLines(sys.stdin)
+            line = self._piped.next_line()
             return line.rstrip("\r\n") if line else None
         self._flush_pending()
         self._reading = True

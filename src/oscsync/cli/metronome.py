@@ -227,9 +227,10 @@ def send(
         sender = TickSender(
             ep.send_bytes, scheduler, bpm=bpm, beats_per_bar=beats_per_bar, offset=offset
         )
-        app.note(_sending_note(peers, bpm, beats_per_bar, offset))
         live = _live_line(app) if stdout_is_tty() else None
         try:
+            # Inside the try: a Ctrl-C right after this line still gets the summary.
+            app.note(_sending_note(peers, bpm, beats_per_bar, offset))
             sender.start(
                 total, on_sent=None if live is None else lambda k: live(f"sent {k + 1} ticks")
             )
