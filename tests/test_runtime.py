@@ -8,8 +8,10 @@ import sys
 import threading
 
 import pytest
+from click.testing import CliRunner
 
 from oscsync import threads
+from oscsync.cli.main import cli
 from oscsync.cli.runtime import running
 
 _THREADING_FILE = threading.__file__
@@ -71,3 +73,17 @@ def test_running_installs_no_alarm_handler() -> None:
     before = signal.getsignal(signal.SIGALRM)
     with running():
         assert signal.getsignal(signal.SIGALRM) is before
+
+
+@pytest.mark.parametrize("no_color", ["1", ""], ids=["NO_COLOR=1", "NO_COLOR empty"])
+def test_no_color_strips_styles_even_when_colour_is_possible(no_color: str) -> None:
+    # A refused peer gives a styled "warning:"; color=True plays a terminal (cmd.exe included).
+    result = CliRunner().invoke(
+        cli,
+        ["send", "127.0.0.1:9", "/x", "--repeat", "3", "--interval", "0.01"],
+        env={"NO_COLOR": no_color},
+        color=True,
+    )
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.output
+    assert ("\x1b[" in result.output) == (no_color == "")  # "" means unset (no-color.org)

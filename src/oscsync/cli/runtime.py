@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -200,3 +200,15 @@ def leave_without_stdout(*, stopped_cleanly: bool) -> None:
 
 def stdout_is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+def color_wanted(stream: TextIO | None = None) -> bool:
+    """Whether to style text for ``stream`` (default: none in particular, only NO_COLOR).
+
+    Never when ``NO_COLOR`` is set to anything but "" (no-color.org); otherwise only on a
+    terminal. click turns the styles into console calls on Windows' ``cmd.exe`` (colorama) and
+    Windows Terminal understands them as they are.
+    """
+    if os.environ.get("NO_COLOR"):
+        return False
+    return stream is None or stream.isatty()
