@@ -13,6 +13,7 @@ import pytest
 
 from oscsync import codec, transport
 from oscsync import timetag as tt
+from oscsync.apps.dump import summary as dump_summary
 from oscsync.clock import FakeClock, SystemClock
 from oscsync.hostport import HostPort, parse_hostport, parse_network
 from oscsync.transport import Endpoint, Received, TransportError
@@ -447,3 +448,4 @@ def test_without_recvmsg_datagrams_still_arrive_and_kernel_drops_are_reported_un
     assert listener.stats.kernel_drops == "unavailable"
     assert listener.stats.arrival_stamps == "clock"
     assert "not reported on this platform" in listener.stats.platform_note()
+    assert "not reported on this platform" in dump_summary(listener.stats, 1)  # never silent

@@ -395,6 +395,8 @@ class _Session:
             extra["dropped"] = sched.dropped_total
         if endpoint is not None and endpoint.stats.dropped:
             extra["bad datagrams"] = endpoint.stats.dropped
+        if endpoint is not None and endpoint.stats.platform_note():
+            extra["note"] = endpoint.stats.platform_note()
         self.app.note(app_metronome.summary(self.listener.stats, extra))
 
 
