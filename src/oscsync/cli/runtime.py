@@ -57,6 +57,15 @@ class Stop(Exception):
     """Raised in the main thread by Ctrl-C or SIGTERM; :func:`running` makes it a clean exit."""
 
 
+class StopInEventLoop(Stop, KeyboardInterrupt):
+    """A :class:`Stop` raised while an asyncio loop runs (chat's prompt_toolkit prompt).
+
+    asyncio hands an Exception raised in one of its callbacks to the loop's exception handler
+    (prompt_toolkit prints it and reads on); only KeyboardInterrupt and SystemExit get through,
+    and the prompt then restores the terminal on its way out.
+    """
+
+
 _THREADING_FILE = threading.__file__
 
 
@@ -139,7 +148,11 @@ def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
         courier.defer(signum)
         return
     courier.stopping = True
-    raise Stop(signal.Signals(signum).name)
+    name = signal.Signals(signum).name
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None and asyncio._get_running_loop() is not None:
+        raise StopInEventLoop(name)
+    raise Stop(name)
 
 
 @contextlib.contextmanager
