@@ -2,8 +2,8 @@
 
 The kernel hands a process-directed signal to any thread that does not block it. Python runs
 signal handlers only in the main thread, and only once that thread wakes up: a SIGINT that lands
-on a receive thread while the main thread sits in readline's ``select()`` (``oscsync chat``)
-waited for the next keystroke. Where the platform has ``pthread_sigmask`` (Linux, macOS), every
+on a receive thread while the main thread sits in a blocking wait (chat's prompt) waited for the
+next keystroke. Where the platform has ``pthread_sigmask`` (Linux, macOS), every
 oscsync thread is therefore started with the stop signals blocked, so they always reach the main
 thread and interrupt whatever it is waiting in. Windows has no signal masks and needs none: it
 runs a Ctrl-C handler on a thread of its own and Python passes it to the main thread.
