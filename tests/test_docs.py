@@ -344,7 +344,7 @@ def test_cli_reference_has_every_command_and_option() -> None:
             assert HOOKS._code_spans(first) in section, (title, first)
         seen += 1
     assert seen >= len(COMMANDS)
-    assert "```text\nUsage: oscsync send [OPTIONS] HOST:PORT ADDRESS [ARGS]..." in page
+    assert "```text\nUsage: oscsync send [OPTIONS] HOST:PORT|@NAME ADDRESS [ARGS]..." in page
 
 
 def test_cli_reference_renders_help_as_literal_markdown() -> None:
@@ -395,6 +395,8 @@ def loopback_plan(argv: Sequence[str]) -> Plan | None:
         if token.startswith("--") and "=" in token:
             prefix, value = token.split("=", 1)
             prefix += "="
+        if value.startswith("@") or token == "--advertise":
+            return None  # @NAME / --advertise need a partner found over mDNS: parse only
         if match := _LOOPBACK.match(value):
             value = f"{match.group(1)}:{remap(match.group(2))}"
         elif _ANY_HOSTPORT.match(value):

@@ -76,10 +76,12 @@ class Console:
         self._piped: _PipedLines | None = None
         self._session: Any = None
         self._patch: contextlib.ExitStack | None = None
-        if interactive:
-            self._start_prompt()
+        self._prompt_tried = False
 
     def _start_prompt(self) -> None:
+        # At the first read, not before: until then nothing needs redirecting, and an error on
+        # the way (port in use) is printed as usual, not through a prompt that never ran.
+        self._prompt_tried = True
         try:
             from prompt_toolkit import PromptSession
             from prompt_toolkit.patch_stdout import patch_stdout
@@ -105,6 +107,8 @@ class Console:
                 self._piped = _PipedLines(sys.stdin)
             line = self._piped.next_line()
             return line.rstrip("\r\n") if line else None
+        if not self._prompt_tried:
+            self._start_prompt()
         try:
             if self._session is not None:
                 return str(self._session.prompt(self.prompt))

@@ -9,7 +9,14 @@ import click
 
 from oscsync import codec
 from oscsync.apps.chat import ChatSession
-from oscsync.cli.params import DURATION, allow_option, listen_option, peers_option
+from oscsync.cli.params import (
+    DURATION,
+    advertise_option,
+    allow_option,
+    listen_option,
+    peers_option,
+)
+from oscsync.cli.peers import advertising, resolve_peers
 from oscsync.cli.runtime import AppContext, color_wanted, running, wait
 from oscsync.console import Console
 from oscsync.hostport import HostPort
@@ -23,6 +30,7 @@ Examples:
   oscsync chat --listen 9000 --peer 127.0.0.1:9001   # ... or to another `oscsync chat`
   echo "hello" | oscsync chat --peer 127.0.0.1:9000  # send from a script, then exit
   oscsync chat --listen 0.0.0.0:9001 --peer 192.168.1.20:9000   # with a friend on Wi-Fi
+  oscsync chat --listen 0.0.0.0:9001 --advertise bob --peer @alice   # ... found by name
 """,
 )
 @peers_option("Where to send each line (repeatable). Pure Data's example patch listens on 9000.")
@@ -35,6 +43,7 @@ Examples:
     show_default=True,
     help="With stdin not a terminal: keep printing replies this long after the last line.",
 )
+@advertise_option()
 @click.pass_obj
 def chat(
     app: AppContext,
@@ -42,6 +51,8 @@ def chat(
     listen: HostPort,
     allow: tuple[Network, ...],
     linger: float,
+    advertise: str | None,
+    interface: str,
 ) -> None:
     """Chat over OSC: each line you type is sent as /chat, each /chat received is printed.
 
@@ -66,12 +77,14 @@ def chat(
         else:
             app.warn(text)
 
-    with running():
+    with running(), advertising(app, advertise, interface, role="chat") as advertised:
+        peers = resolve_peers(peers)
         endpoint = Endpoint(listen, peers, allow=allow, clock=app.clock, on_warning=warn)
         session = ChatSession(endpoint, show)
         try:
             targets = ", ".join(str(peer) for peer in peers)
             app.note(f"chat: listening on {endpoint.local_address}, sending to {targets}")
+            advertised.publish(endpoint.local_address)  # before the prompt: it takes ~1.4 s
             if interactive:
                 app.note("type a line and press Enter; Ctrl-D or Ctrl-C to quit")
             endpoint.start(session.on_message)

@@ -6,6 +6,7 @@ import click
 
 from oscsync.apps.clock import measure_peer
 from oscsync.cli.params import DURATION, PEER
+from oscsync.cli.peers import resolve_peer
 from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint
@@ -19,7 +20,9 @@ Examples:
   oscsync clock --peer 127.0.0.1:9001 --count 32   # ... measured: offset +150 ms
 """
 )
-@click.option("--peer", "-p", type=PEER, required=True, metavar="HOST:PORT", help="Who to ask.")
+@click.option(
+    "--peer", "-p", type=PEER, required=True, metavar="HOST:PORT|@NAME", help="Who to ask."
+)
 @click.option(
     "--count", "-c", type=click.IntRange(1, 1000), default=16, show_default=True, help="Pings."
 )
@@ -45,6 +48,7 @@ def clock(
     the true offset is within half that round trip of it (the ± figure). Positive: the peer's
     clock is ahead of this one.
     """
+    peer = resolve_peer(peer)
     with running(), Endpoint(peers=[peer], clock=app.clock, on_warning=app.warn) as endpoint:
         report = measure_peer(endpoint, count=count, interval=interval, timeout=timeout)
         click.echo(report.json() if as_json else report.text())

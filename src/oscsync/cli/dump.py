@@ -7,7 +7,8 @@ import sys
 import click
 
 from oscsync.apps.dump import Dumper, scheduled, summary
-from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
+from oscsync.cli.params import DURATION, advertise_option, allow_option, iface_option, listen_option
+from oscsync.cli.peers import advertising
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.cli.scheduling import horizon_option, late_option
 from oscsync.hostport import HostPort
@@ -24,6 +25,7 @@ Examples:
   oscsync dump --listen 239.1.2.3:9001 --iface 127.0.0.1   # a multicast group
   oscsync dump --schedule                   # print each message when its timetag is due
   oscsync dump --schedule --late drop:5ms   # ... and drop bundles more than 5 ms late
+  oscsync dump --listen 0.0.0.0:9001 --advertise alice   # partners send to @alice
 """
 )
 @listen_option()
@@ -40,6 +42,7 @@ Examples:
 )
 @late_option()
 @horizon_option()
+@advertise_option()
 @click.pass_obj
 def dump(
     app: AppContext,
@@ -52,6 +55,8 @@ def dump(
     schedule: bool,
     late_policy: LatePolicy | None,
     horizon: float | None,
+    advertise: str | None,
+    interface: str,
 ) -> None:
     """Print every OSC message that arrives, as it arrives.
 
@@ -84,7 +89,7 @@ def dump(
         )
         handler = scheduled(dumper, scheduler)
 
-    with running():
+    with running(), advertising(app, advertise, interface, role="dump") as advertised:
         endpoint = Endpoint(
             listen,
             allow=allow,
@@ -97,6 +102,7 @@ def dump(
             if scheduler is not None:
                 scheduler.start()
             endpoint.start(handler)
+            advertised.publish(endpoint.local_address)
             wait(dumper.done, clock, duration)
         finally:
             receiver_stopped = endpoint.close()

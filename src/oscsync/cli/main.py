@@ -45,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "oscsync.cli.stats:stats",
         "Summarise tick logs: inter-onset std, max |onset − grid|, late %, lost ticks.",
     ),
+    "peers": (
+        "oscsync.cli.peers:peers",
+        "List OSC services on the network (zeroconf), or advertise one for a Pure Data patch.",
+    ),
     "demo": (
         "oscsync.cli.demo:demo",
         "Show forward synchronisation beating network jitter, on this machine, in ~15 s.",

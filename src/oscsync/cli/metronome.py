@@ -18,11 +18,13 @@ from oscsync.cli.params import (
     DURATION,
     PEER,
     DurationType,
+    advertise_option,
     allow_option,
     iface_option,
     listen_option,
     peers_option,
 )
+from oscsync.cli.peers import advertising, resolve_peer, resolve_peers
 from oscsync.cli.runtime import AppContext, running, stdout_is_tty, wait
 from oscsync.clocksync import PONG, ClockFollower, PeerClocks
 from oscsync.hostport import HostPort
@@ -155,6 +157,7 @@ def _listen_options() -> Callable[[F], F]:
             help="Write one JSON object per tick (arrival, timetag, onset, beat, late, ...).",
         ),
         allow_option(),
+        advertise_option(),
     )
 
 
@@ -211,6 +214,7 @@ def send(
     """
     total = _tick_count(count, duration, bpm)
     clock = app.clock
+    peers = resolve_peers(peers)
     with (
         running(),
         Endpoint(peers=peers, clock=clock, on_warning=app.warn, multicast_interface=iface) as ep,
@@ -229,7 +233,8 @@ def send(
         )
         live = _live_line(app) if stdout_is_tty() else None
         try:
-            # Inside the try: a Ctrl-C right after this line still gets the summary.
+            # Inside the try: a stop signal right after this line still prints the summary
+            # (tests/test_signals.py waits for this line, then signals).
             app.note(_sending_note(peers, bpm, beats_per_bar, offset))
             sender.start(
                 total, on_sent=None if live is None else lambda k: live(f"sent {k + 1} ticks")
@@ -407,6 +412,7 @@ Examples:
   oscsync metronome listen --listen 0.0.0.0:9001         # accept ticks from other machines
   oscsync metronome listen --audio wav:out.wav --log ticks.jsonl --count 8
   oscsync metronome listen --audio playsound             # the workshop's way (high latency)
+  oscsync metronome listen --listen 0.0.0.0:9001 --advertise alice   # found as @alice
 """
 )
 @_listen_options()
@@ -422,7 +428,7 @@ Examples:
 @click.option(
     "--sync-peer",
     type=PEER,
-    metavar="HOST:PORT",
+    metavar="HOST:PORT|@NAME",
     help="Whose clock to follow with --sync (default: whoever the ticks come from, also when "
     "they arrive through a multicast group).",
 )
@@ -442,6 +448,8 @@ def listen(
     sync: bool,
     sync_peer: HostPort | None,
     iface: str | None,
+    advertise: str | None,
+    interface: str,
 ) -> None:
     """Play each /tick at its timetag (plain ticks: on arrival); beat 0 of the bar is accented.
 
@@ -450,7 +458,12 @@ def listen(
     piped, one line per tick. Ctrl-C stops and prints a summary.
     """
     paths = _sound_paths(sound, accent_sound)
-    with running(), _log_file(log_path) as log:
+    sync_peer = resolve_peer(sync_peer)
+    with (
+        running(),
+        _log_file(log_path) as log,
+        advertising(app, advertise, interface, role="metronome") as advertised,
+    ):
         endpoint = Endpoint(
             listen, allow=allow, clock=app.clock, on_warning=app.warn, multicast_interface=iface
         )
@@ -466,6 +479,7 @@ def listen(
                 handler = follower.wrap(handler)
                 follower.start()
             endpoint.start(handler)
+            advertised.publish(endpoint.local_address)
             wait(session.done, app.clock, duration)
         finally:
             if follower is not None:
@@ -505,6 +519,8 @@ def pair(
     accent_sound: Path | None,
     log_path: Path | None,
     allow: tuple[Network, ...],
+    advertise: str | None,
+    interface: str,
 ) -> None:
     """Send ticks and play the ticks you receive, in one process (like the PD patch).
 
@@ -514,7 +530,12 @@ def pair(
     total = _tick_count(count, duration, bpm)
     paths = _sound_paths(sound, accent_sound)
     clock = app.clock
-    with running(), _log_file(log_path) as log:
+    peers = resolve_peers(peers)
+    with (
+        running(),
+        _log_file(log_path) as log,
+        advertising(app, advertise, interface, role="metronome") as advertised,
+    ):
         endpoint = Endpoint(
             listen,
             peers,
@@ -531,6 +552,7 @@ def pair(
             clocks = PeerClocks(clock, endpoint, peers, filter_size=_AUTO_PINGS)
             endpoint.add_service(PONG, clocks.service)
             endpoint.start(session.listener.on_message)
+            advertised.publish(endpoint.local_address)
             if offset == AUTO:
                 offset = _auto_offset(app, clocks)
             assert isinstance(offset, float)

@@ -16,6 +16,7 @@ from oscsync.apps.netem import (
     forwards_to_itself,
 )
 from oscsync.cli.params import DURATION, LISTEN, PEER, PERCENT, DurationType
+from oscsync.cli.peers import resolve_peer
 from oscsync.cli.runtime import AppContext, running, wait
 from oscsync.hostport import HostPort
 
@@ -126,6 +127,7 @@ def netem(
     returns to the original sender through the same impairment, so clock pings see the same
     network as the ticks. Ctrl-C stops and reports the delay distribution actually achieved.
     """
+    forward = resolve_peer(forward)
     if forwards_to_itself(listen, forward):
         raise click.BadParameter(
             f"{forward} is the --listen address: the relay would send every datagram to itself",

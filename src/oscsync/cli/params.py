@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
@@ -18,20 +19,41 @@ from oscsync.hostport import AddressError, HostPort, parse_hostport, parse_netwo
 
 
 class HostPortType(click.ParamType):  # type: ignore[type-arg]
-    """``[HOST:]PORT`` (bare port allowed when ``default_host`` is set) or ``[V6]:PORT``."""
+    """``[HOST:]PORT`` (bare port allowed when ``default_host`` is set) or ``[V6]:PORT``.
+
+    With ``names=True`` it also takes ``@NAME``, a peer advertised with zeroconf. That becomes a
+    :class:`PeerName`, not an address: the command resolves it when it runs
+    (:func:`oscsync.cli.peers.resolve_peers`), so parsing never waits on the network (--help,
+    the docs' parse check).
+    """
 
     name = "hostport"
 
-    def __init__(self, default_host: str | None = "127.0.0.1", allow_port_zero: bool = False):
+    def __init__(
+        self,
+        default_host: str | None = "127.0.0.1",
+        allow_port_zero: bool = False,
+        names: bool = False,
+    ):
         self.default_host = default_host
         self.allow_port_zero = allow_port_zero
+        self.names = names
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        if self.names:
+            return "HOST:PORT|@NAME"
         return "[HOST:]PORT" if self.default_host else "HOST:PORT"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, HostPort):
+        if isinstance(value, (HostPort, PeerName)):
             return value
+        if self.names and str(value).startswith("@"):
+            from oscsync.discovery import DiscoveryError, check_name
+
+            try:
+                return PeerName(check_name(str(value)[1:]))
+            except DiscoveryError as exc:
+                self.fail(str(exc), param, ctx)
         try:
             return parse_hostport(
                 str(value), default_host=self.default_host, allow_port_zero=self.allow_port_zero
@@ -40,8 +62,18 @@ class HostPortType(click.ParamType):  # type: ignore[type-arg]
             self.fail(str(exc), param, ctx)
 
 
+@dataclass(frozen=True)
+class PeerName:
+    """``@NAME`` on the command line: a zeroconf-advertised peer, resolved when the command runs."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"@{self.name}"
+
+
 LISTEN = HostPortType(default_host="127.0.0.1", allow_port_zero=True)
-PEER = HostPortType(default_host=None)
+PEER = HostPortType(default_host=None, names=True)
 
 _UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "min": 60.0, "m": 60.0}
 _DURATION_RE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([a-zµ]*)\s*$")
@@ -157,7 +189,7 @@ def peers_option(help: str) -> Callable[[F], F]:
         type=PEER,
         multiple=True,
         required=True,
-        metavar="HOST:PORT",
+        metavar="HOST:PORT|@NAME",
         help=help,
     )
 
@@ -205,3 +237,71 @@ class PercentType(click.ParamType):  # type: ignore[type-arg]
 
 
 PERCENT = PercentType()
+
+
+class ServiceNameType(click.ParamType):  # type: ignore[type-arg]
+    """A DNS-SD instance name for ``--advertise`` (one DNS label: up to 63 bytes, no dots)."""
+
+    name = "name"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "NAME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from oscsync.discovery import DiscoveryError, check_name
+
+        try:
+            return check_name(str(value))
+        except DiscoveryError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SERVICE_NAME = ServiceNameType()
+
+
+class InterfaceType(click.ParamType):  # type: ignore[type-arg]
+    """Where mDNS runs: ``auto``, ``all``, ``loopback`` or an interface's IPv4 address."""
+
+    name = "interface"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "auto|all|loopback|ADDRESS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from oscsync.discovery import DiscoveryError, check_interface
+
+        try:
+            return check_interface(str(value))
+        except DiscoveryError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+INTERFACE = InterfaceType()
+
+
+def interface_option(default: str = "auto", help: str | None = None) -> Callable[[F], F]:
+    return click.option(
+        "--interface",
+        type=INTERFACE,
+        default=default,
+        show_default=True,
+        help=help
+        or "Network interface for zeroconf (mDNS). auto: loopback when listening on 127.0.0.1, "
+        "else every interface.",
+    )
+
+
+def advertise_option() -> Callable[[F], F]:
+    """``--advertise NAME`` and ``--interface``, for every listening command (issue 17)."""
+    advertise = click.option(
+        "--advertise",
+        type=SERVICE_NAME,
+        default=None,
+        help="Announce this listener on the local network (zeroconf) as NAME, so partners can "
+        "use @NAME instead of an address. Nothing is announced without it.",
+    )
+
+    def apply(function: F) -> F:
+        return advertise(interface_option()(function))
+
+    return apply

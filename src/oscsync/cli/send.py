@@ -7,6 +7,7 @@ import click
 from oscsync import codec
 from oscsync.apps.send import ArgumentError, Packet, infer_value, send_repeated, typed_values
 from oscsync.cli.params import DURATION, PEER, TIMETAG, iface_option
+from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint
@@ -23,9 +24,10 @@ Examples:
   oscsync send 127.0.0.1:9001 /tick 0 --in 0.25        # a bundle due 250 ms from now
   oscsync send 127.0.0.1:9001 /go --at 2026-11-24T20:30:00Z
   oscsync send 239.0.0.1:9001 /tick 1 --repeat 8 --interval 0.5
+  oscsync send @alice /chat hi                         # a peer advertised as alice
 """,
 )
-@click.argument("peer", type=PEER, metavar="HOST:PORT")
+@click.argument("peer", type=PEER, metavar="HOST:PORT|@NAME")
 @click.argument("address")
 @click.argument("args", nargs=-1)
 @click.option(
@@ -71,10 +73,11 @@ def send(
     except (ArgumentError, codec.EncodeError) as exc:
         raise click.UsageError(str(exc)) from None
     packet = Packet(message, at=at, ahead=ahead)
+    targets = resolve_peers((peer, *more_peers))  # @NAME -> address, now (not while parsing)
     with (
         running(),
         Endpoint(
-            peers=[peer, *more_peers],
+            peers=list(targets),
             clock=app.clock,
             on_warning=app.warn,
             multicast_interface=iface,

@@ -1,0 +1,267 @@
+"""``oscsync peers`` and ``peers advertise``, plus the two hooks listening and sending commands
+share: :func:`advertising` (``--advertise NAME``) and :func:`resolve_peers` (``@NAME``)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import click
+
+from oscsync.cli.params import DURATION, SERVICE_NAME, PeerName, interface_option
+from oscsync.cli.runtime import AppContext, running, wait
+from oscsync.display import escape
+from oscsync.hostport import HostPort
+
+RESOLVE_TIMEOUT = 3.0
+"""Seconds ``@NAME`` waits for an answer (found peers answer within ~0.2 s on a LAN)."""
+
+
+def resolve_peers(values: Iterable[object], timeout: float = RESOLVE_TIMEOUT) -> tuple[Any, ...]:
+    """Each ``@NAME`` replaced by the address it is advertised at; addresses pass through.
+
+    Called at the start of a command (never while parsing). An unknown name is a one-line error
+    (exit 1) that lists the names that *were* found.
+    """
+    items = tuple(values)
+    if not any(isinstance(item, PeerName) for item in items):
+        return items
+    from oscsync import discovery
+
+    resolved: list[object] = []
+    for item in items:
+        if isinstance(item, PeerName):
+            try:
+                host, port = discovery.resolve(item.name, timeout=timeout)
+            except discovery.DiscoveryError as exc:
+                raise click.ClickException(f"@{escape(item.name)}: {escape(str(exc))}") from None
+            resolved.append(HostPort(host, port))
+        else:
+            resolved.append(item)
+    return tuple(resolved)
+
+
+def resolve_peer(value: Any, timeout: float = RESOLVE_TIMEOUT) -> Any:
+    """:func:`resolve_peers` for one optional value (None passes through)."""
+    return value if value is None else resolve_peers((value,), timeout)[0]
+
+
+class Advertising:
+    """What ``--advertise NAME`` does for a listening command; a no-op without a name."""
+
+    def __init__(
+        self,
+        app: AppContext,
+        name: str | None,
+        interface: str,
+        role: str,
+        extra_txt: dict[str, str] | None = None,
+    ) -> None:
+        self.app = app
+        self.name = name
+        self.interface = interface
+        self.role = role
+        self.extra_txt = extra_txt
+        self.advertiser: Any = None
+
+    def publish(self, listening: HostPort | None) -> None:
+        """Advertise the listener bound at ``listening`` (blocks ~1.4 s: mDNS probing)."""
+        if self.name is None or listening is None:
+            return
+        from oscsync import discovery
+
+        try:
+            self.advertiser = discovery.Advertiser(
+                self.name,
+                role=self.role,
+                port=listening.port,
+                listen_host=listening.host,
+                interface=self.interface,
+                extra_txt=self.extra_txt,
+                clock=self.app.clock,
+                warn=lambda text: self.app.warn(escape(text)),
+            )
+            self.advertiser.start()
+        except discovery.OptionError as exc:
+            raise click.UsageError(str(exc)) from None
+        except discovery.DiscoveryError as exc:
+            raise click.ClickException(str(exc)) from None
+        describe = escape(self.advertiser.describe())
+        (self.app.warn if self.advertiser.renamed else self.app.note)(describe)
+
+    def close(self) -> None:
+        if self.advertiser is not None:
+            advertiser, self.advertiser = self.advertiser, None
+            http = advertiser.http
+            advertiser.close()
+            self.app.note(f"no longer advertised as {escape(advertiser.name)!r}")
+            if http is not None and (http.served or http.rejected):
+                refused = ", ".join(f"{why} {n}" for why, n in sorted(http.rejected.items()))
+                self.app.note(
+                    f"OSCQuery: answered {http.served} requests"
+                    + (f"; refused: {refused}" if refused else "")
+                )
+
+
+@contextlib.contextmanager
+def advertising(
+    app: AppContext,
+    name: str | None,
+    interface: str,
+    role: str,
+    extra_txt: dict[str, str] | None = None,
+) -> Iterator[Advertising]:
+    """``with advertising(...) as adv: ... adv.publish(endpoint.local_address)``; the services
+    are unregistered (goodbye packets) when the block ends, by Ctrl-C and SIGTERM too."""
+    advertised = Advertising(app, name, interface, role, extra_txt)
+    try:
+        yield advertised
+    finally:
+        advertised.close()
+
+
+# -- oscsync peers ----------------------------------------------------------------------------
+
+
+def _peer_line(peer: Any) -> str:
+    addresses = ", ".join(f"{a}:{peer.port}" for a in peer.addresses) or f"?:{peer.port}"
+    role = f"  role={peer.role}" if peer.role else ""
+    return escape(f"{peer.name}  {peer.transport}  {addresses}{role}  host={peer.host}")
+
+
+@click.group(
+    invoke_without_command=True,
+    epilog="""\b
+Examples:
+  oscsync peers                              # what is advertised on the network, in 2 s
+  oscsync peers --json --timeout 1
+  oscsync peers --watch                      # services as they come and go (Ctrl-C stops)
+  oscsync peers advertise mypatch --port 9000   # announce a Pure Data patch for it
+""",
+)
+@click.option(
+    "--timeout",
+    "-t",
+    type=DURATION,
+    default=2.0,
+    show_default=True,
+    help="How long to listen for answers.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per service and line.")
+@click.option(
+    "--watch", "-w", is_flag=True, help="Keep listening: print services as they come and go."
+)
+@interface_option(default="all", help="Network interface for mDNS: all, loopback or an address.")
+@click.pass_context
+def peers(ctx: click.Context, timeout: float, as_json: bool, watch: bool, interface: str) -> None:
+    """List OSC services on the network (zeroconf), or advertise one for a Pure Data patch.
+
+    Lists every _osc._udp, _osc._tcp and _oscjson._tcp (OSCQuery) service, from oscsync and
+    from other programs: name, transport, addresses and port, role. A name can be used as
+    @NAME wherever a peer address goes (oscsync send @alice /chat hi).
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from oscsync import discovery
+
+    app: AppContext = ctx.obj
+
+    def show(peer: Any) -> None:
+        if as_json:
+            click.echo(json.dumps(peer.to_json(), ensure_ascii=False))
+        else:
+            click.echo(_peer_line(peer))
+
+    with running():
+        try:
+            if watch:
+                app.note("watching for OSC services; Ctrl-C stops")
+
+                def on_change(kind: str, item: Any) -> None:
+                    if kind == "removed":
+                        if as_json:
+                            click.echo(json.dumps({"removed": item}, ensure_ascii=False))
+                        else:
+                            click.echo(escape(f"gone: {item}"))
+                    else:
+                        show(item)
+
+                for _ in discovery.watch(interface, on_change):
+                    pass
+                return
+            found = discovery.browse(interface, timeout, clock=app.clock)
+        except discovery.DiscoveryError as exc:
+            raise click.ClickException(str(exc)) from None
+        for peer in found:
+            show(peer)
+        if not found:
+            app.note(f"no OSC services answered within {timeout:g} s")
+
+
+@peers.command(
+    epilog="""\b
+Examples:
+  oscsync peers advertise mypatch --port 9000            # pd/example1_client.pd listens on 9000
+  oscsync peers advertise mypatch --port 9000 --role pd --duration 1 --interface loopback
+"""
+)
+@click.argument("name", type=SERVICE_NAME)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    required=True,
+    help="The UDP port the patch listens on.",
+)
+@click.option(
+    "--role", default="pd", show_default=True, help="The role oscsync peers shows (a TXT item)."
+)
+@click.option(
+    "--host",
+    default="0.0.0.0",
+    show_default=True,
+    help="The address the patch listens on; 0.0.0.0 (like [udpreceive PORT]) announces this "
+    "machine's network addresses.",
+)
+@click.option(
+    "--txt",
+    "txt",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An extra TXT item (repeatable; DNS-SD limits: 255 bytes each, 1300 in all).",
+)
+@click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
+@interface_option()
+@click.pass_obj
+def advertise(
+    app: AppContext,
+    name: str,
+    port: int,
+    role: str,
+    host: str,
+    txt: tuple[str, ...],
+    duration: float | None,
+    interface: str,
+) -> None:
+    """Announce a listener that cannot announce itself (a Pure Data patch) until Ctrl-C.
+
+    Registers NAME._osc._udp with PORT and NAME._oscjson._tcp (OSCQuery), and sends goodbye
+    packets when stopped (Ctrl-C, SIGTERM or --duration).
+    """
+    from oscsync.hostport import AddressError, resolve_host
+
+    extra: dict[str, str] = {}
+    for item in txt:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="'--txt'")
+        extra[key] = value
+    try:
+        listen_host = resolve_host(host)
+    except AddressError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--host'") from None
+    with running(), advertising(app, name, interface, role, extra) as advertised:
+        advertised.publish(HostPort(listen_host, port))
+        wait(threading.Event(), app.clock, duration)

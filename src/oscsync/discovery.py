@@ -1,0 +1,628 @@
+"""Finding partners without typing addresses: DNS-SD over multicast DNS (python-zeroconf).
+
+* :class:`Advertiser` registers ``NAME._osc._udp`` (the OSC port, TXT: oscsync version, role,
+  addresses) and ``NAME._oscjson._tcp`` (an :class:`oscsync.oscquery.OscQueryServer`), and sends
+  goodbye packets (TTL 0, RFC 6762 §10.1) when closed.
+* :func:`browse` lists every OSC service (``_osc._udp``, ``_osc._tcp``, ``_oscjson._tcp``: ours
+  and anybody's), :func:`watch` reports them as they come and go, :func:`resolve` turns ``NAME``
+  (what ``@NAME`` on the command line means) into a numeric address.
+
+``zeroconf`` is imported inside the functions that need it, never at start-up
+(tests/test_cli_help.py). Questions are sent as QM (multicast answers): on one machine several
+mDNS sockets share port 5353, and a unicast answer to a QU question reaches only one of them
+(measured: a QU browse took 1.1 s on loopback, a QM one 0.13 s).
+
+Every name, host and TXT value comes from the network: they are bounded here and escaped by
+whoever prints them (``oscsync.display.escape``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ipaddress
+import queue
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from oscsync import __version__, oscquery
+from oscsync.clock import Clock, SystemClock
+
+if TYPE_CHECKING:
+    from zeroconf import ServiceInfo, Zeroconf
+
+OSC_UDP = "_osc._udp.local."
+OSC_TCP = "_osc._tcp.local."
+OSC_JSON = "_oscjson._tcp.local."
+SERVICE_TYPES = {OSC_UDP: "udp", OSC_TCP: "tcp", OSC_JSON: "oscjson"}
+"""Every OSC service type, with the transport ``peers`` shows for it (OSCQueryProposal #46:
+apps advertise ``_osc._udp`` next to ``_oscjson._tcp``)."""
+
+INSTALL_HINT = "pip install zeroconf"
+
+MAX_NAME_BYTES = 63
+"""An instance name is one DNS label (RFC 6763 §4.1.1)."""
+MAX_TXT_ITEM_BYTES = 255
+"""Each TXT string carries a one-byte length (RFC 6763 §6.1)."""
+MAX_TXT_BYTES = 1300
+"""RFC 6763 §6.2: TXT records above 1300 bytes are not recommended (one packet)."""
+MAX_PEERS = 512
+"""Services remembered by one browse: a flood of fake services cannot grow memory without bound."""
+MAX_SHOWN_TXT = 32
+"""TXT keys kept from someone else's record."""
+
+NAME_CHECK_SECONDS = 0.3
+"""How long to listen for existing services before choosing a name (legacy-unicast answers came
+in 35-65 ms on loopback; the rest is margin for a loaded machine and a busy Wi-Fi). A conflict
+answered later is still caught on another machine by python-zeroconf's probes (RFC 6762 §8.1,
+about 1 s more), which rename to ``NAME-2``."""
+RENAME_ATTEMPTS = 20
+REGISTER_TIMEOUT = 10.0
+"""Seconds to wait for probing (about one) before giving up on advertising."""
+
+
+class DiscoveryError(Exception):
+    """Discovery cannot do what was asked (zeroconf missing, no such peer, bad interface)."""
+
+
+class OptionError(DiscoveryError):
+    """A name, interface or listen address that cannot be advertised as given (a usage error)."""
+
+
+def _zeroconf() -> Any:
+    try:
+        import zeroconf
+    except ImportError:
+        raise DiscoveryError(
+            f"finding peers by name needs python-zeroconf: {INSTALL_HINT}"
+        ) from None
+    return zeroconf
+
+
+# -- names and interfaces -------------------------------------------------------------------
+
+
+def check_name(text: str) -> str:
+    """``text`` if it can be a DNS-SD instance name, else DiscoveryError saying why."""
+    name = text.strip()
+    if not name:
+        raise OptionError("a name is needed, e.g. alice")
+    if not name.isprintable() or "." in name:
+        raise OptionError(f"{name!r}: use letters, digits, spaces, - and _ (no dots)")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise OptionError(f"{name[:20]!r}...: names are at most {MAX_NAME_BYTES} bytes")
+    return name
+
+
+AUTO = "auto"
+ALL = "all"
+LOOPBACK = "loopback"
+
+
+def check_interface(text: str) -> str:
+    """``auto``, ``all``, ``loopback`` or an IPv4 address of this machine's interface."""
+    value = text.strip().lower()
+    if value in (AUTO, ALL, LOOPBACK):
+        return value
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise OptionError(
+            f"{text!r} is not auto, all, loopback or an interface's IPv4 address"
+        ) from None
+    if address.version != 4:
+        raise OptionError(f"{text!r}: only IPv4 interfaces are supported for discovery")
+    return str(address)
+
+
+def _zeroconf_interfaces(interface: str) -> Any:
+    zc = _zeroconf()
+    if interface in (AUTO, ALL):
+        return zc.InterfaceChoice.All
+    if interface == LOOPBACK:
+        return ["127.0.0.1"]
+    return [interface]
+
+
+def _local_ipv4() -> list[ipaddress.IPv4Interface]:
+    import ifaddr  # installed with zeroconf
+
+    found: list[ipaddress.IPv4Interface] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if ip.is_IPv4:
+                found.append(ipaddress.IPv4Interface(f"{ip.ip}/{ip.network_prefix}"))
+    return found
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an advertisement goes: mDNS interfaces, advertised addresses, OSCQuery bind host."""
+
+    interface: str
+    addresses: tuple[str, ...]
+    http_host: str
+
+
+def placement(interface: str, listen_host: str) -> Placement:
+    """Match ``--interface`` with the address the listener is bound to.
+
+    A listener on 127.0.0.1 is advertised on loopback only (``auto``): announcing it on Wi-Fi
+    would send peers to an address they cannot reach. A listener on 0.0.0.0 is advertised with
+    this machine's non-loopback addresses (a remote peer must never be told 127.0.0.1).
+    """
+    try:
+        listen = ipaddress.ip_address(listen_host.split("%")[0])
+    except ValueError:
+        raise OptionError(f"cannot advertise a listener on {listen_host!r}") from None
+    if listen.version != 4:
+        raise OptionError("advertising supports IPv4 listeners only (e.g. --listen 0.0.0.0:9001)")
+    if listen.is_multicast:
+        raise OptionError("a multicast group cannot be advertised: listen on a unicast address")
+    if listen.is_loopback:
+        if interface not in (AUTO, LOOPBACK):
+            raise OptionError(
+                f"--listen {listen} accepts OSC from this machine only, so it is advertised on "
+                "loopback only: use --listen 0.0.0.0:PORT to be reachable from other machines"
+            )
+        return Placement(LOOPBACK, (str(listen),), str(listen))
+    if listen.is_unspecified:
+        if interface == LOOPBACK:
+            return Placement(LOOPBACK, ("127.0.0.1",), "127.0.0.1")
+        if interface not in (AUTO, ALL):
+            return Placement(interface, (interface,), interface)
+        mine = [str(i.ip) for i in _local_ipv4() if not i.ip.is_loopback]
+        if not mine:
+            return Placement(LOOPBACK, ("127.0.0.1",), "127.0.0.1")
+        return Placement(ALL, tuple(dict.fromkeys(mine)), "0.0.0.0")
+    if interface == LOOPBACK or (interface not in (AUTO, ALL) and interface != str(listen)):
+        raise OptionError(
+            f"--listen {listen} is not on interface {interface}: advertise where you listen"
+        )
+    return Placement(str(listen), (str(listen),), str(listen))
+
+
+def open_zeroconf(interface: str, *, unicast: bool = False) -> Zeroconf:
+    """A Zeroconf instance on ``interface`` (IPv4), or DiscoveryError naming the problem.
+
+    ``unicast=True`` asks from an ephemeral port, so responders answer straight to it (legacy
+    unicast, RFC 6762 §6.7): no 1-second multicast rate limit (§6) and no shared port 5353 that
+    hands the answer to another process. Measured on loopback: both services of an advertiser
+    found in 35-65 ms every time, where back-to-back multicast browses missed one or both.
+    It cannot hear announcements or goodbyes, so :func:`watch` uses a multicast instance.
+    """
+    zc = _zeroconf()
+    try:
+        return zc.Zeroconf(  # type: ignore[no-any-return]
+            interfaces=_zeroconf_interfaces(interface),
+            ip_version=zc.IPVersion.V4Only,
+            unicast=unicast,
+        )
+    except OSError as exc:
+        raise DiscoveryError(
+            f"cannot use multicast DNS on {interface}: {exc.strerror or exc}"
+        ) from None
+
+
+# -- TXT records -----------------------------------------------------------------------------
+
+
+def build_txt(items: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """TXT items within DNS-SD's limits, and a warning for each one refused or truncated.
+
+    A ``key=value`` over 255 bytes is cut at a character boundary; items that would take the
+    record past 1300 bytes are left out (the earlier items are the ones that matter: version,
+    role).
+    """
+    kept: dict[str, str] = {}
+    warnings: list[str] = []
+    total = 0
+    for key, value in items.items():
+        room = MAX_TXT_ITEM_BYTES - len(key.encode()) - 1
+        if room < 0:
+            warnings.append(f"TXT key {key[:20]!r}... is too long: left out")
+            continue
+        encoded = value.encode()
+        if len(encoded) > room:
+            value = encoded[:room].decode(errors="ignore")
+            warnings.append(
+                f"TXT {key}= is {len(encoded)} bytes: truncated to {len(value.encode())} "
+                f"(a TXT string holds {MAX_TXT_ITEM_BYTES} bytes, RFC 6763 §6.1)"
+            )
+        size = 1 + len(key.encode()) + 1 + len(value.encode())
+        if total + size > MAX_TXT_BYTES:
+            warnings.append(
+                f"TXT {key}= left out: the record would pass {MAX_TXT_BYTES} bytes (RFC 6763 §6.2)"
+            )
+            continue
+        kept[key] = value
+        total += size
+    return kept, warnings
+
+
+def decode_txt(properties: dict[bytes, bytes | None]) -> dict[str, str]:
+    """Someone else's TXT record as text: at most :data:`MAX_SHOWN_TXT` keys, values cut."""
+    decoded: dict[str, str] = {}
+    for key, value in list(properties.items())[:MAX_SHOWN_TXT]:
+        text = b"" if value is None else value
+        decoded[key.decode(errors="replace")[:64]] = text.decode(errors="replace")[:255]
+    return decoded
+
+
+# -- what a browse finds ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One service found on the network."""
+
+    name: str
+    service_type: str
+    host: str
+    addresses: tuple[str, ...]
+    port: int
+    txt: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def transport(self) -> str:
+        return SERVICE_TYPES.get(self.service_type, self.service_type)
+
+    @property
+    def role(self) -> str:
+        return self.txt.get("role", "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.service_type.removesuffix(".local.").removesuffix("."),
+            "transport": self.transport,
+            "host": self.host,
+            "addresses": list(self.addresses),
+            "port": self.port,
+            "role": self.role,
+            "txt": self.txt,
+        }
+
+
+def instance_name(full_name: str, service_type: str) -> str:
+    """``alice`` from ``alice._osc._udp.local.``."""
+    suffix = "." + service_type
+    return full_name[: -len(suffix)] if full_name.lower().endswith(suffix.lower()) else full_name
+
+
+def _peer_from_info(info: ServiceInfo, service_type: str) -> Peer | None:
+    if info.port is None:
+        return None
+    addresses = tuple(info.parsed_addresses(_zeroconf().IPVersion.V4Only))
+    return Peer(
+        name=instance_name(info.name, service_type),
+        service_type=service_type,
+        host=(info.server or "")[:255],
+        addresses=addresses[:16],
+        port=info.port,
+        txt=decode_txt(info.properties),
+    )
+
+
+class _Collector:
+    """Names seen by a ServiceBrowser (called on zeroconf's thread), bounded."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.names: dict[tuple[str, str], None] = {}
+        self.changed = threading.Event()
+        self.events: queue.Queue[tuple[str, str, str]] = queue.Queue(maxsize=MAX_PEERS)
+
+    def handler(self, zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:
+        state = str(state_change.name)
+        with self.lock:
+            if state == "Removed":
+                self.names.pop((service_type, name), None)
+            elif len(self.names) < MAX_PEERS:
+                self.names[(service_type, name)] = None
+        self.changed.set()
+        with contextlib.suppress(queue.Full):  # a flood of events: the oldest ones matter
+            self.events.put_nowait((state, service_type, name))
+
+    def snapshot(self) -> list[tuple[str, str]]:
+        with self.lock:
+            return list(self.names)
+
+
+def _browser(zc: Zeroconf, types: list[str], collector: _Collector) -> Any:
+    module = _zeroconf()
+    return module.ServiceBrowser(
+        zc, types, handlers=[collector.handler], question_type=module.DNSQuestionType.QM
+    )
+
+
+def _resolve_info(zc: Zeroconf, service_type: str, name: str, timeout: float) -> Peer | None:
+    """The service's address, port and TXT: from the cache when the browse answer carried them
+    (it usually does), else asked for, waiting at most ``timeout`` seconds."""
+    module = _zeroconf()
+    info = module.ServiceInfo(service_type, name)
+    if not info.load_from_cache(zc):
+        if timeout <= 0:
+            return None
+        found = zc.get_service_info(
+            service_type,
+            name,
+            timeout=int(timeout * 1000),
+            question_type=module.DNSQuestionType.QM,
+        )
+        if found is None:
+            return None
+        info = found
+    return _peer_from_info(info, service_type)
+
+
+def browse(
+    interface: str = ALL,
+    timeout: float = 2.0,
+    types: tuple[str, ...] = tuple(SERVICE_TYPES),
+    clock: Clock | None = None,
+) -> list[Peer]:
+    """Every service of ``types`` that answers within ``timeout`` seconds, sorted by name."""
+    clock = clock or SystemClock()
+    zc = open_zeroconf(interface, unicast=True)
+    try:
+        collector = _Collector()
+        browser = _browser(zc, list(types), collector)
+        clock.sleep(timeout)
+        browser.cancel()
+        # Names whose details did not come with the answer are asked for, within one more
+        # ``timeout`` in all: a flood of names pointing nowhere cannot keep the command waiting.
+        deadline = clock.monotonic() + timeout
+        found: list[Peer] = []
+        for service_type, name in collector.snapshot():
+            remaining = min(0.5, deadline - clock.monotonic())
+            if (peer := _resolve_info(zc, service_type, name, remaining)) is not None:
+                found.append(peer)
+    finally:
+        zc.close()
+    return sorted(found, key=lambda p: (p.name.lower(), p.transport))
+
+
+def watch(interface: str, on_change: Callable[[str, Peer | str], None]) -> Iterator[None]:
+    """Report services as they come (``added``, a :class:`Peer`) and go (``removed``, a name).
+
+    A generator: each step waits up to a quarter second; the caller loops until it wants to stop
+    (so Ctrl-C is handled by the caller's main thread) and closing the generator closes zeroconf.
+    """
+    zc = open_zeroconf(interface)
+    try:
+        collector = _Collector()
+        browser = _browser(zc, list(SERVICE_TYPES), collector)
+        try:
+            while True:
+                try:
+                    state, service_type, name = collector.events.get(timeout=0.25)
+                except queue.Empty:
+                    yield None
+                    continue
+                if state == "Removed":
+                    on_change("removed", f"{instance_name(name, service_type)} ({service_type})")
+                else:
+                    peer = _resolve_info(zc, service_type, name, 0.5)
+                    if peer is not None:
+                        on_change("added" if state == "Added" else "updated", peer)
+                yield None
+        finally:
+            browser.cancel()
+    finally:
+        zc.close()
+
+
+def _preferred_address(addresses: tuple[str, ...]) -> str | None:
+    """One of a peer's addresses: this machine's own, else one on a shared subnet, else first."""
+    if not addresses:
+        return None
+    try:
+        local = _local_ipv4()
+    except Exception:  # ifaddr failing must not stop a send: fall back to the first address
+        return addresses[0]
+    own = {str(i.ip) for i in local}
+    for address in addresses:
+        if address in own:
+            return address
+    for address in addresses:
+        ip = ipaddress.ip_address(address)
+        if any(ip in i.network for i in local if not i.ip.is_loopback):
+            return address
+    return addresses[0]
+
+
+def resolve(
+    name: str, interface: str = ALL, timeout: float = 3.0, clock: Clock | None = None
+) -> tuple[str, int]:
+    """``(address, port)`` of the ``_osc._udp`` service called ``name`` (case-insensitive).
+
+    Raises DiscoveryError listing what *was* found when nothing by that name answers in time.
+    """
+    clock = clock or SystemClock()
+    wanted = check_name(name).lower()
+    zc = open_zeroconf(interface, unicast=True)
+    try:
+        collector = _Collector()
+        browser = _browser(zc, [OSC_UDP], collector)
+        deadline = clock.monotonic() + timeout
+        match: tuple[str, str] | None = None
+        while match is None:
+            for service_type, full in collector.snapshot():
+                if instance_name(full, service_type).lower() == wanted:
+                    match = (service_type, full)
+            remaining = deadline - clock.monotonic()
+            if match is not None or remaining <= 0:
+                break
+            collector.changed.clear()
+            clock.wait(collector.changed, min(remaining, 0.25))
+        browser.cancel()
+        peer = None if match is None else _resolve_info(zc, match[0], match[1], 1.0)
+        seen = sorted({instance_name(full, t) for t, full in collector.snapshot()})
+    finally:
+        zc.close()
+    address = None if peer is None else _preferred_address(peer.addresses)
+    if peer is None or address is None:
+        listed = ", ".join(seen[:10]) + (", ..." if len(seen) > 10 else "")
+        found = f"found: {listed}" if seen else "found no OSC services at all"
+        raise DiscoveryError(f"no OSC peer named {name!r} answered within {timeout:g} s ({found})")
+    return address, peer.port
+
+
+# -- advertising -----------------------------------------------------------------------------
+
+
+def _choose_name(interface: str, wanted: str, clock: Clock) -> str:
+    """``wanted``, or ``wanted (2)``, ``(3)``... if a service already has it (RFC 6762 §9).
+
+    python-zeroconf's own probe asks with a QU question, whose unicast answer another process on
+    the same machine may never see (shared port 5353: two `alice`s on one machine both kept the
+    name), so the names in use are asked for first, with a legacy-unicast browse.
+    """
+    zc = open_zeroconf(interface, unicast=True)
+    try:
+        collector = _Collector()
+        browser = _browser(zc, [OSC_UDP, OSC_JSON], collector)
+        clock.sleep(NAME_CHECK_SECONDS)
+        browser.cancel()
+    finally:
+        zc.close()
+    taken = {instance_name(full, t).lower() for t, full in collector.snapshot()}
+    for number in range(1, RENAME_ATTEMPTS + 1):
+        candidate = wanted if number == 1 else f"{wanted} ({number})"
+        if candidate.lower() not in taken and len(candidate.encode()) <= MAX_NAME_BYTES:
+            return candidate
+    raise DiscoveryError(f"{wanted!r} and {RENAME_ATTEMPTS - 1} variants are all taken")
+
+
+class Advertiser:
+    """Advertises one listener: ``_osc._udp`` and ``_oscjson._tcp`` (OSCQuery) under one name."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        role: str,
+        port: int,
+        listen_host: str,
+        interface: str = AUTO,
+        methods: tuple[oscquery.OscMethod, ...] | None = None,
+        extra_txt: dict[str, str] | None = None,
+        clock: Clock | None = None,
+        warn: Callable[[str], None] = lambda text: None,
+    ) -> None:
+        self.wanted = check_name(name)
+        self.name = self.wanted
+        self.role = role
+        self.port = port
+        self.methods = oscquery.ROLE_METHODS.get(role, ()) if methods is None else methods
+        self.placement = placement(check_interface(interface), listen_host)
+        self.extra_txt = extra_txt or {}
+        self.clock = clock or SystemClock()
+        self.warn = warn
+        self.http: oscquery.OscQueryServer | None = None
+        self._zc: Zeroconf | None = None
+        self._infos: list[ServiceInfo] = []
+
+    @property
+    def renamed(self) -> bool:
+        return self.name != self.wanted
+
+    def txt(self) -> dict[str, str]:
+        items = {
+            "txtvers": "1",
+            "oscsync": __version__,
+            "role": self.role,
+            "addresses": ",".join(m.path for m in self.methods) or "*",
+            **self.extra_txt,
+        }
+        kept, warnings = build_txt(items)
+        for warning in warnings:
+            self.warn(warning)
+        return kept
+
+    def start(self) -> Advertiser:
+        """Choose a free name, start the OSCQuery server, register both services (blocking,
+        about 1.4 s: the name check, then the probes of RFC 6762 §8.1)."""
+        module = _zeroconf()
+        self.name = _choose_name(self.placement.interface, self.wanted, self.clock)
+        self._zc = zc = open_zeroconf(self.placement.interface)
+        description = oscquery.ROLE_ROOT_DESCRIPTION.get(self.role, f"oscsync {self.role}")
+        try:
+            self.http = oscquery.OscQueryServer(
+                self.placement.http_host,
+                oscquery.namespace(self.methods, description),
+                oscquery.host_info(self.name, self.port),
+                clock=self.clock,
+            ).start()
+        except OSError as exc:
+            raise DiscoveryError(f"cannot start the OSCQuery server: {exc.strerror}") from None
+        addresses = [socket.inet_aton(a) for a in self.placement.addresses]
+        txt = self.txt()
+        for service_type, port, properties in (
+            (OSC_UDP, self.port, txt),
+            (OSC_JSON, self.http.port, {"txtvers": "1", "oscsync": __version__}),
+        ):
+            self._infos.append(
+                module.ServiceInfo(
+                    service_type,
+                    f"{self.name}.{service_type}",
+                    port=port,
+                    properties=properties,
+                    addresses=addresses,
+                )
+            )
+
+        async def register_all() -> None:
+            # Both probed at once (~1 s of RFC 6762 §8.1 probing, not 2); the announcements
+            # that follow go out on zeroconf's own loop.
+            await asyncio.gather(
+                *(zc.async_register_service(info, allow_name_change=True) for info in self._infos)
+            )
+
+        assert zc.loop is not None
+        future = asyncio.run_coroutine_threadsafe(register_all(), zc.loop)
+        try:
+            future.result(REGISTER_TIMEOUT)
+        except (module.Error, concurrent.futures.TimeoutError) as exc:
+            future.cancel()
+            raise DiscoveryError(f"cannot advertise {self.name!r}: {exc or 'timed out'}") from None
+        # python-zeroconf renames on a conflict it sees in its own cache ("alice-2").
+        self.name = instance_name(self._infos[0].name, OSC_UDP)
+        return self
+
+    def close(self) -> None:
+        """Unregister (goodbye packets, TTL 0) and stop the OSCQuery server."""
+        zc, self._zc = self._zc, None
+        if zc is not None:
+            try:
+                if self._infos:
+                    zc.unregister_all_services()
+            finally:
+                zc.close()
+        if self.http is not None:
+            self.http.close()
+            self.http = None
+
+    def describe(self) -> str:
+        where = ", ".join(f"{a}:{self.port}" for a in self.placement.addresses)
+        text = f"advertised as {self.name!r} ({where}, udp"
+        if self.http is not None:
+            text += f"; OSCQuery on http port {self.http.port}"
+        text += f") on {self.placement.interface}"
+        if self.renamed:
+            text = (
+                f"the name {self.wanted!r} is taken on this network: {text}; "
+                f"peers reach it as @{self.name!r}"
+            )
+        return text
+
+    def __enter__(self) -> Advertiser:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

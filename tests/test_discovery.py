@@ -1,0 +1,483 @@
+"""Zeroconf on loopback (issue 17): --advertise, oscsync peers, @NAME, goodbye, bad input.
+
+python-zeroconf is the independent browser: a multicast ServiceBrowser started before the
+listener hears its announcements and its goodbye packets, as any other mDNS program would.
+Every name is unique per test, so parallel runs on one machine do not see each other's services.
+Waits are bounded (events with deadlines), never sleep-and-hope.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import LineReader, oscsync_command
+from oscsync import discovery
+from oscsync.cli.main import cli
+from oscsync.cli.params import PeerName
+
+zeroconf = pytest.importorskip("zeroconf")
+
+FOUND_WITHIN = 2.0
+"""Seconds from the listener saying it is advertised to the independent browser knowing it."""
+
+
+def unique_name() -> str:
+    return f"t{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Browser:
+    """python-zeroconf's ServiceBrowser on loopback, recording (state, type, name) events."""
+
+    def __init__(self) -> None:
+        self.zc = zeroconf.Zeroconf(interfaces=["127.0.0.1"], ip_version=zeroconf.IPVersion.V4Only)
+        self.events: list[tuple[str, str, str]] = []
+        self.cond = threading.Condition()
+        self.browser = zeroconf.ServiceBrowser(
+            self.zc, list(discovery.SERVICE_TYPES), handlers=[self._on_change]
+        )
+
+    def _on_change(self, zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:
+        with self.cond:
+            self.events.append((state_change.name, service_type, name))
+            self.cond.notify_all()
+
+    def wait_for(self, state: str, service_type: str, instance: str, timeout: float) -> float:
+        """Seconds waited until the event; AssertionError after ``timeout``."""
+        full = f"{instance}.{service_type}"
+        start = time.monotonic()
+        with self.cond:
+            ok = self.cond.wait_for(
+                lambda: (state, service_type, full) in self.events, timeout=timeout
+            )
+        assert ok, f"no {state} {full} within {timeout} s; saw {self.events[-6:]}"
+        return time.monotonic() - start
+
+    def info(self, service_type: str, instance: str) -> Any:
+        info = self.zc.get_service_info(service_type, f"{instance}.{service_type}", timeout=2000)
+        assert info is not None
+        return info
+
+    def close(self) -> None:
+        self.browser.cancel()
+        self.zc.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    b = Browser()
+    yield b
+    b.close()
+
+
+Spawn = Callable[..., subprocess.Popen[str]]
+
+
+def advertised(proc: subprocess.Popen[str]) -> tuple[LineReader, str]:
+    assert proc.stderr is not None
+    errors = LineReader(proc.stderr)
+    line = errors.wait_for(lambda text: "advertised as" in text, timeout=20)
+    return errors, line
+
+
+def listening_port(errors: LineReader) -> int:
+    """The OSC port from the command's own "listening on 127.0.0.1:PORT" notice."""
+    line = next(text for text in errors.lines if "listening on 127.0.0.1:" in text)
+    return int(line.split("listening on 127.0.0.1:")[1].split(",")[0])
+
+
+def stop(proc: subprocess.Popen[str], signum: int) -> int:
+    proc.send_signal(signum)
+    return proc.wait(15)
+
+
+# -- parsing stays offline -------------------------------------------------------------------
+
+
+def test_at_name_parses_without_touching_the_network() -> None:
+    from oscsync.cli.send import send
+
+    ctx = send.make_context("send", ["@alice", "/chat", "hi"], obj=None)
+    assert ctx.params["peer"] == PeerName("alice")
+
+
+def test_bad_at_name_is_a_usage_error(cli_runner: CliRunner) -> None:
+    result = cli_runner.invoke(cli, ["send", "@a.b", "/x"])
+    assert result.exit_code == 2
+    assert "no dots" in result.output
+
+
+def test_advertise_on_loopback_listener_with_interface_all_is_refused(
+    cli_runner: CliRunner,
+) -> None:
+    result = cli_runner.invoke(
+        cli, ["dump", "--listen", "0", "--advertise", "x", "--interface", "all", "-d", "0.1"]
+    )
+    assert result.exit_code == 2
+    assert "accepts OSC from this machine only" in result.output
+
+
+def test_placement_never_tells_remote_peers_127_0_0_1() -> None:
+    place = discovery.placement("all", "0.0.0.0")
+    assert all(not a.startswith("127.") for a in place.addresses)
+    assert discovery.placement("loopback", "0.0.0.0").addresses == ("127.0.0.1",)
+    assert discovery.placement("auto", "127.0.0.1").interface == "loopback"
+    with pytest.raises(discovery.OptionError):
+        discovery.placement("auto", "239.1.2.3")
+
+
+def test_missing_zeroconf_is_one_line_naming_the_install_command() -> None:
+    code = (
+        "import sys; sys.modules['zeroconf'] = None\n"
+        "from oscsync.cli.main import main; sys.argv = ['oscsync', 'peers', '-t', '0.1']; main()"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        "Error: finding peers by name needs python-zeroconf: pip install zeroconf"
+    )
+
+
+# -- oversized TXT ---------------------------------------------------------------------------
+
+
+def test_oversized_txt_item_is_truncated_with_a_warning() -> None:
+    kept, warnings = discovery.build_txt({"role": "chat", "big": "x" * 400})
+    assert len(b"big=" + kept["big"].encode()) == discovery.MAX_TXT_ITEM_BYTES
+    assert kept["role"] == "chat"
+    assert len(warnings) == 1 and "truncated" in warnings[0]
+
+
+def test_oversized_txt_record_leaves_out_items_past_1300_bytes() -> None:
+    items = {f"k{i}": "v" * 200 for i in range(10)}
+    kept, warnings = discovery.build_txt(items)
+    total = sum(1 + len(k) + 1 + len(v) for k, v in kept.items())
+    assert total <= discovery.MAX_TXT_BYTES
+    assert 0 < len(kept) < 10
+    assert len(warnings) == 10 - len(kept)
+
+
+def test_oversized_txt_records_refused_on_the_wire(spawn: Spawn, browser: Browser) -> None:
+    name = unique_name()
+    proc = spawn(
+        "peers", "advertise", name, "--port", "9000", "--interface", "loopback",
+        "--txt", "huge=" + "é" * 300,
+    )  # fmt: skip
+    errors, _ = advertised(proc)
+    assert any("TXT huge= is 600 bytes: truncated" in line for line in errors.lines)
+    browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
+    info = browser.info(discovery.OSC_UDP, name)
+    value = info.properties[b"huge"]
+    assert len(b"huge=" + value) <= discovery.MAX_TXT_ITEM_BYTES
+    assert value.decode() == "é" * len(value.decode())  # cut at a character boundary
+    assert info.properties[b"role"] == b"pd"
+
+
+# -- the whole story: advertise, find, reach, list, goodbye ----------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_advertised_listener_is_found_reached_listed_and_gone_after_stop(
+    spawn: Spawn, browser: Browser, signum: int
+) -> None:
+    name = unique_name()
+    proc = spawn("dump", "--listen", "0", "--advertise", name)
+    errors, _ = advertised(proc)
+    port = listening_port(errors)
+    # Found by an independent browser within 2 s, with the right port.
+    waited = browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
+    assert waited <= FOUND_WITHIN
+    info = browser.info(discovery.OSC_UDP, name)
+    assert info.port == port
+    assert info.parsed_addresses() == ["127.0.0.1"]
+    assert info.properties[b"role"] == b"dump"
+    browser.wait_for("Added", discovery.OSC_JSON, name, FOUND_WITHIN)
+
+    # @NAME reaches it.
+    sent = subprocess.run(
+        oscsync_command("send", f"@{name}", "/chat", "found", "by", "name"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert proc.stdout is not None
+    output = LineReader(proc.stdout)
+    output.wait_for(lambda text: "/chat ,sss found by name" in text)
+
+    # peers --json lists it.
+    listed = subprocess.run(
+        oscsync_command("peers", "--json", "--interface", "loopback", "--timeout", "1"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(row) for row in listed.stdout.splitlines()]
+    mine = {row["transport"]: row for row in rows if row["name"] == name}
+    assert mine["udp"]["port"] == port
+    assert mine["udp"]["role"] == "dump"
+    assert mine["udp"]["addresses"] == ["127.0.0.1"]
+    assert mine["oscjson"]["port"] > 0
+
+    # Stopped: goodbye packets, so the browser drops it at once (not after the 75 min TTL).
+    assert stop(proc, signum) == 0
+    browser.wait_for("Removed", discovery.OSC_UDP, name, FOUND_WITHIN)
+    browser.wait_for("Removed", discovery.OSC_JSON, name, FOUND_WITHIN)
+    assert any(f"no longer advertised as {name!r}" in text for text in errors.rest())
+
+
+def test_oscquery_of_an_advertised_metronome_lists_tick(spawn: Spawn, browser: Browser) -> None:
+    name = unique_name()
+    proc = spawn(
+        "metronome", "listen", "--listen", "0", "--audio", "none", "--advertise", name
+    )  # fmt: skip
+    errors, _ = advertised(proc)
+    browser.wait_for("Added", discovery.OSC_JSON, name, FOUND_WITHIN)
+    info = browser.info(discovery.OSC_JSON, name)
+    url = f"http://127.0.0.1:{info.port}"
+
+    with urllib.request.urlopen(url + "/?HOST_INFO", timeout=5) as reply:
+        host = json.loads(reply.read())
+    assert host["NAME"] == name
+    assert host["OSC_PORT"] == listening_port(errors)
+    assert host["OSC_TRANSPORT"] == "UDP"
+    with urllib.request.urlopen(url + "/", timeout=5) as reply:
+        root = json.loads(reply.read())
+    assert root["CONTENTS"]["tick"]["TYPE"] == "i"
+    assert root["CONTENTS"]["tick"]["FULL_PATH"] == "/tick"
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(url + "/no/such/address", timeout=5)
+    assert missing.value.code == 404
+    missing.value.close()
+    assert stop(proc, signal.SIGTERM) == 0
+    assert "OSCQuery: answered 3 requests" in errors.rest()
+
+
+def test_python_oscquery_reads_our_oscquery(spawn: Spawn, browser: Browser) -> None:
+    client_module = pytest.importorskip("pythonoscquery.osc_query_client")
+    name = unique_name()
+    proc = spawn("chat", "--listen", "0", "--peer", "127.0.0.1:9", "--advertise", name,
+                 stdin=subprocess.PIPE)  # fmt: skip
+    errors, _ = advertised(proc)
+    browser.wait_for("Added", discovery.OSC_JSON, name, FOUND_WITHIN)
+    client = client_module.OSCQueryClient(browser.info(discovery.OSC_JSON, name))
+    host = client.get_host_info()
+    assert host is not None
+    assert (host.name, host.osc_port, host.osc_transport) == (
+        name,
+        listening_port(errors),
+        "UDP",
+    )
+    assert client.query_node("/no/such/address") is None  # our 404
+    # Its node model (0.4.0) needs a VALUE on every method whose ACCESS is not 0, so it cannot
+    # read write-only methods such as /chat (ACCESS 2, no VALUE: allowed by the proposal).
+    # The namespace itself is checked as plain JSON in test_oscquery.py and above.
+    with pytest.raises(ValueError, match="No value"):
+        client.query_node("/chat")
+
+
+def test_unknown_at_name_lists_what_was_found(spawn: Spawn) -> None:
+    name = unique_name()
+    proc = spawn("peers", "advertise", name, "--port", "9000", "--interface", "loopback")
+    advertised(proc)
+    result = subprocess.run(
+        oscsync_command("send", "@nobody-" + name, "/chat", "hi"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"Error: @nobody-{name}: no OSC peer named 'nobody-{name}'")
+    assert name in line  # among "found: ..."
+
+
+def test_name_collision_gets_a_suffix_and_says_so(spawn: Spawn, browser: Browser) -> None:
+    name = unique_name()
+    first = spawn("peers", "advertise", name, "--port", "9000", "--interface", "loopback")
+    advertised(first)
+    second = spawn("peers", "advertise", name, "--port", "9002", "--interface", "loopback")
+    _, line = advertised(second)
+    renamed = f"{name} (2)"
+    assert f"the name {name!r} is taken on this network" in line
+    assert f"advertised as {renamed!r}" in line
+    browser.wait_for("Added", discovery.OSC_UDP, renamed, FOUND_WITHIN)
+    assert browser.info(discovery.OSC_UDP, renamed).port == 9002
+    assert browser.info(discovery.OSC_UDP, name).port == 9000
+
+
+# -- malformed mDNS --------------------------------------------------------------------------
+
+
+def malformed_mdns_packets() -> list[bytes]:
+    header = struct.Struct("!6H")
+    return [
+        b"",
+        b"\x00",
+        b"\xff" * 11,  # shorter than a header
+        header.pack(0, 0, 0xFFFF, 0, 0, 0),  # claims 65535 questions, has none
+        header.pack(0, 0x8400, 0, 0xFFFF, 0, 0) + b"\x3f" + b"a" * 10,  # truncated answer
+        header.pack(0, 0, 1, 0, 0, 0) + b"\xc0\x0c\x00\x0c\x00\x01",  # pointer to itself
+        header.pack(0, 0x8400, 0, 1, 0, 0) + b"\x05alice\x00\x00\x10\x00\x01\x00\x00\x00\x78"
+        + b"\xff\xff" + b"x" * 20,  # TXT rdlength 65535, 20 bytes present
+        os.urandom(512),
+        b"\x00" * 9000,  # larger than any mDNS packet
+    ]  # fmt: skip
+
+
+def test_malformed_mdns_packets_do_not_crash_the_listener(spawn: Spawn) -> None:
+    name = unique_name()
+    proc = spawn("dump", "--listen", "0", "--advertise", name)
+    errors, _ = advertised(proc)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+        for _ in range(3):
+            for packet in malformed_mdns_packets():
+                for target in (("224.0.0.251", 5353), ("127.0.0.1", 5353)):
+                    # 9000 bytes may exceed what loopback multicast takes: then it is not sent.
+                    with contextlib.suppress(OSError):
+                        sock.sendto(packet, target)
+    # Still alive, still answering mDNS, still receiving OSC.
+    assert proc.poll() is None
+    host, port = discovery.resolve(name, interface="loopback", timeout=5)
+    assert (host, port) == ("127.0.0.1", listening_port(errors))
+    sent = subprocess.run(
+        oscsync_command("send", f"@{name}", "/still", "here"), capture_output=True, timeout=30
+    )
+    assert sent.returncode == 0
+    assert proc.stdout is not None
+    LineReader(proc.stdout).wait_for(lambda text: "/still ,s here" in text)
+    assert stop(proc, signal.SIGTERM) == 0
+    assert not any("Traceback" in text for text in errors.rest())
+
+
+# -- the other commands ----------------------------------------------------------------------
+
+
+def test_peers_watch_reports_services_coming_and_going(spawn: Spawn) -> None:
+    name = unique_name()
+    watcher = spawn("peers", "--watch", "--json", "--interface", "loopback")
+    assert watcher.stdout is not None and watcher.stderr is not None
+    LineReader(watcher.stderr).wait_for(lambda text: "watching" in text)
+    rows = LineReader(watcher.stdout)
+    proc = spawn("peers", "advertise", name, "--port", "9000", "--interface", "loopback")
+    advertised(proc)
+    added = rows.wait_for(lambda text: f'"name": "{name}"' in text and '"udp"' in text)
+    assert json.loads(added)["port"] == 9000
+    assert stop(proc, signal.SIGTERM) == 0
+    rows.wait_for(lambda text: json.loads(text).get("removed") == f"{name} (_osc._udp.local.)")
+    assert stop(watcher, signal.SIGINT) == 0
+
+
+def test_chat_and_metronome_reach_at_name(spawn: Spawn) -> None:
+    name = unique_name()
+    listener = spawn(
+        "metronome", "listen", "--listen", "0", "--audio", "none", "--count", "2",
+        "--advertise", name,
+    )  # fmt: skip
+    errors, _ = advertised(listener)
+    sender = subprocess.run(
+        oscsync_command("metronome", "send", "--peer", f"@{name}", "--count", "2", "--bpm", "600"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sender.returncode == 0, sender.stderr
+    assert listener.wait(30) == 0  # --count 2: both ticks arrived
+    assert any(f"no longer advertised as {name!r}" in text for text in errors.rest())
+
+    chat_name = unique_name()
+    dump = spawn("dump", "--listen", "0", "--advertise", chat_name)
+    advertised(dump)
+    chat = subprocess.run(
+        oscsync_command("chat", "--listen", "0", "--peer", f"@{chat_name}", "--linger", "0"),
+        input="hello by name\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert chat.returncode == 0, chat.stderr
+    assert dump.stdout is not None
+    LineReader(dump.stdout).wait_for(lambda text: "/chat ,s" in text and "hello by name" in text)
+
+
+def test_sigterm_while_registering_stops_cleanly(spawn: Spawn, browser: Browser) -> None:
+    name = unique_name()
+    proc = spawn("dump", "--listen", "0", "--advertise", name)
+    assert proc.stderr is not None
+    errors = LineReader(proc.stderr)
+    errors.wait_for(lambda text: text.startswith("listening on"))
+    # Registration (name check + probing) takes about 1.4 s after this line: stop inside it.
+    assert stop(proc, signal.SIGTERM) == 0
+    rest = errors.rest()
+    assert not any("Traceback" in text for text in rest), rest
+    with browser.cond:
+        added = ("Added", discovery.OSC_UDP, f"{name}.{discovery.OSC_UDP}") in browser.events
+    if added:  # announced just before the signal: then its goodbye must follow
+        browser.wait_for("Removed", discovery.OSC_UDP, name, FOUND_WITHIN)
+
+
+# -- hostile names and TXT from other programs --------------------------------------------------
+
+
+def test_someone_elses_txt_is_bounded() -> None:
+    hostile = {f"k{i}".encode(): b"v" * 1000 for i in range(100)}
+    decoded = discovery.decode_txt({**hostile, b"\xff\xfe": None})
+    assert len(decoded) == discovery.MAX_SHOWN_TXT
+    assert all(len(value) <= 255 for value in decoded.values())
+
+
+def test_peers_escapes_hostile_names_and_txt(browser: Browser) -> None:
+    # Another program may announce any UTF-8 (RFC 6763 §4.1.1): python-zeroconf refuses ASCII
+    # control characters in names, but not a right-to-left override, and TXT values are bytes.
+    name = unique_name() + "\u202eevil"
+    info = zeroconf.ServiceInfo(
+        discovery.OSC_UDP,
+        f"{name}.{discovery.OSC_UDP}",
+        port=9000,
+        properties={"role": "\x1b]0;pwned\x07"},
+        addresses=[socket.inet_aton("127.0.0.1")],
+    )
+    browser.zc.register_service(info, cooperating_responders=True)
+    try:
+        listed = subprocess.run(
+            oscsync_command("peers", "--interface", "loopback", "--timeout", "1"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        browser.zc.unregister_service(info)
+    assert listed.returncode == 0, listed.stderr
+    [line] = [text for text in listed.stdout.splitlines() if "evil" in text]
+    assert "\u202e" not in line and "\x1b" not in line and "\x07" not in line
+    assert "evil" in line and "pwned" in line  # shown, escaped
+
+
+def test_at_name_prefers_an_address_this_machine_can_reach(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ipaddress
+
+    mine = [ipaddress.IPv4Interface("127.0.0.1/8"), ipaddress.IPv4Interface("192.168.1.21/24")]
+    monkeypatch.setattr(discovery, "_local_ipv4", lambda: mine)
+    # Same machine: its own address. Same subnet: that one. Otherwise: the first announced.
+    assert discovery._preferred_address(("10.0.0.5", "192.168.1.21")) == "192.168.1.21"
+    assert discovery._preferred_address(("10.0.0.5", "192.168.1.30")) == "192.168.1.30"
+    assert discovery._preferred_address(("10.0.0.5", "172.16.0.9")) == "10.0.0.5"
+    assert discovery._preferred_address(()) is None
