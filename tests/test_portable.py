@@ -231,3 +231,10 @@ def test_ctrl_c_stops_cleanly(command: list[str]) -> None:
         proc.stdout.close()
     assert code == 0, lines
     assert not any("Traceback" in line for line in lines), lines
+
+
+def test_wav_path_with_a_drive_letter_keeps_its_colon() -> None:
+    from oscsync.audio import parse_audio_choice
+
+    choice = parse_audio_choice(r"wav:C:\Users\me\out.wav")
+    assert choice.path is not None and str(choice.path) == r"C:\Users\me\out.wav"
