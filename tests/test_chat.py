@@ -350,3 +350,27 @@ def test_sigterm_while_the_prompt_reads_stops_cleanly() -> None:
     assert not any("Traceback" in row for row in term.rows())
     # The prompt put the terminal back: bracketed paste, turned on while it read, is off again.
     assert term.screen.rfind(b"\x1b[?2004l") > term.screen.rfind(b"\x1b[?2004h")
+
+
+def test_console_drops_and_counts_lines_when_the_terminal_falls_behind() -> None:
+    import io
+    import queue
+
+    from oscsync.console import _BACKLOG_LIMIT, Console
+
+    class StalledProxy(io.StringIO):
+        """Stands in for prompt_toolkit's stdout proxy with a terminal that stopped reading."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._flush_queue: queue.Queue[str] = queue.Queue()
+
+    out = StalledProxy()
+    console = Console(out)
+    for k in range(_BACKLOG_LIMIT):
+        out._flush_queue.put(f"line {k}")
+    console.print("one too many")
+    assert console.dropped == 1 and out.getvalue() == ""
+    out._flush_queue.get()
+    console.print("room again")
+    assert console.dropped == 1 and out.getvalue() == "room again\n"

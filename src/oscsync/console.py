@@ -63,6 +63,19 @@ class _PipedLines:
                 continue
 
 
+_BACKLOG_LIMIT = 1_000
+"""Lines waiting for the terminal at most; beyond, lines are dropped and counted (a line is at
+most a datagram's worth of escaped text, so this bounds the bytes held too)."""
+
+
+def _backlog(out: object) -> int:
+    # prompt_toolkit's StdoutProxy queues each line for its writer thread; a plain stream has no
+    # queue (its writes block instead).
+    pending = getattr(out, "_flush_queue", None)
+    qsize = getattr(pending, "qsize", None)
+    return int(qsize()) if callable(qsize) else 0
+
+
 class Console:
     """Writes lines to ``out``; on a terminal, reads lines under a prompt that output respects."""
 
@@ -71,7 +84,7 @@ class Console:
         self.prompt = prompt
         self.interactive = interactive
         self.dropped = 0
-        """Lines not shown (kept for the CLI's summary; prompt_toolkit's queue is unbounded)."""
+        """Lines not shown because the terminal fell too far behind (the CLI says so at exit)."""
         self._lock = threading.Lock()
         self._piped: _PipedLines | None = None
         self._session: Any = None
@@ -97,6 +110,9 @@ class Console:
         with self._lock:
             # sys.stdout, looked up now: while the prompt runs it is prompt_toolkit's proxy.
             out = sys.stdout if self._patch is not None else self.out
+            if _backlog(out) >= _BACKLOG_LIMIT:
+                self.dropped += 1  # the terminal is not keeping up (paused with Ctrl-S?)
+                return
             out.write(text + "\n")
             out.flush()
 
