@@ -86,7 +86,7 @@ class _StopCourier:
 
     def __init__(self) -> None:
         self.stopping = False
-        """Set when Stop has been raised: later signals are ignored, the command is ending."""
+        """Set when Stop has been raised: a deferred signal is not delivered again."""
         self._closed = False
         self._lock = threading.Lock()
         self._inbox, self._outbox = socket.socketpair()
@@ -142,8 +142,8 @@ def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
     # is started"): seen when SIGTERM came right as a listener started. A stop that lands there
     # is deferred (see _StopCourier) and raised outside.
     courier = _courier
-    if courier is None or courier.stopping:
-        return  # running() is finishing, or already stopping: the command ends anyway
+    if courier is None:
+        return  # running() is finishing: the command ends anyway
     if _inside_thread_start_or_join(frame):
         courier.defer(signum)
         return
