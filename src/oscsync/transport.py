@@ -577,7 +577,8 @@ class Endpoint:
         stats.datagrams += 1
         if arrival is None:
             arrival = self.clock.now()
-        source = (source[0], source[1])
+        if type(source) is not tuple or len(source) != 2:  # IPv6 adds flowinfo and scope
+            source = (source[0], source[1])
         if self._allow and not self._allowed(source[0]):
             stats.drops["not-allowed"] += 1
             return
