@@ -449,3 +449,13 @@ def test_without_recvmsg_datagrams_still_arrive_and_kernel_drops_are_reported_un
     assert listener.stats.arrival_stamps == "clock"
     assert "not reported on this platform" in listener.stats.platform_note()
     assert "not reported on this platform" in dump_summary(listener.stats, 1)  # never silent
+
+
+def test_windows_refusing_a_port_is_explained_in_one_line() -> None:
+    class WindowsError_(OSError):  # what a bind raises on Windows (winerror exists only there)
+        winerror = 10013
+
+    refused = WindowsError_(13, "An attempt was made to access a socket in a way forbidden")
+    text = transport.bind_error_message(HostPort("127.0.0.1", 9001), refused)
+    assert "Windows refused the port" in text and "root" not in text
+    assert "\n" not in text

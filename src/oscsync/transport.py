@@ -748,7 +748,17 @@ def set_recv_buffer(sock: socket.socket, size: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
+_WSAEACCES = 10013
+
+
 def bind_error_message(where: HostPort, exc: OSError) -> str:
+    if getattr(exc, "winerror", None) == _WSAEACCES:
+        # Windows: another program holds the port exclusively, or the port is reserved
+        # (Hyper-V, WSL and Docker reserve ranges of ports).
+        return (
+            f"cannot listen on {where}: Windows refused the port (another program holds it, or "
+            "it is reserved: see `netsh interface ipv4 show excludedportrange protocol=udp`)"
+        )
     if exc.errno == errno.EADDRINUSE:
         return f"{where} is already in use (another oscsync, Pure Data or oscdump listening?)"
     if exc.errno == errno.EADDRNOTAVAIL:
