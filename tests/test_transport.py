@@ -459,3 +459,20 @@ def test_windows_refusing_a_port_is_explained_in_one_line() -> None:
     text = transport.bind_error_message(HostPort("127.0.0.1", 9001), refused)
     assert "Windows refused the port" in text and "root" not in text
     assert "\n" not in text
+
+
+def test_socket_drop_count_from_proc_net_udp_matches_so_meminfo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Kernels before 4.14 have no drops field in SO_MEMINFO: /proc/net/udp says the same.
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux's per-socket drop counter")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        _flood(HostPort("127.0.0.1", sock.getsockname()[1]), 500)
+        from_meminfo = transport.socket_drop_count(sock)
+        monkeypatch.setattr(transport, "_SO_MEMINFO", 0x7FFF)  # no such option: EINVAL/ENOPROTOOPT
+        from_proc = transport.socket_drop_count(sock)
+    assert from_meminfo is not None and from_meminfo > 0
+    assert from_proc == from_meminfo
