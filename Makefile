@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-DEBIAN_PEERS = puredata-core pd-osc pd-mrpeach-net liblo-tools tshark
+DEBIAN_PEERS = puredata-core pd-osc pd-mrpeach-net liblo-tools tshark jackd2 libportaudio2
 
 .PHONY: demo test venv peers lint docs clean
 
@@ -17,7 +17,8 @@ venv: $(BIN)/oscsync
 demo: venv
 	$(BIN)/python scripts/demo.py
 
-# Real peers (Pure Data + mrpeach OSC, liblo's oscsend/oscdump, tshark) when apt-get is here.
+# Real peers (Pure Data + mrpeach OSC, liblo's oscsend/oscdump, tshark, JACK + PortAudio) when
+# apt-get is here.
 peers:
 	@if command -v apt-get >/dev/null 2>&1; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

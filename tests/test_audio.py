@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import threading
 import wave
 from array import array
@@ -332,7 +334,7 @@ def test_probe_reports_missing_portaudio_in_one_line(monkeypatch: pytest.MonkeyP
     def no_portaudio() -> Any:
         raise OSError("PortAudio library not found")
 
-    monkeypatch.setattr(audio, "_import_sounddevice", no_portaudio)
+    monkeypatch.setattr(audio.portaudio, "import_sounddevice", no_portaudio)
     reason = audio.probe_sounddevice()
     assert reason == audio.PORTAUDIO_HINT
     assert "apt-get install libportaudio2" in reason
@@ -344,7 +346,7 @@ def test_probe_reports_sounddevice_not_installed(monkeypatch: pytest.MonkeyPatch
     def not_installed() -> Any:
         raise ImportError("No module named 'sounddevice'", name="sounddevice")
 
-    monkeypatch.setattr(audio, "_import_sounddevice", not_installed)
+    monkeypatch.setattr(audio.portaudio, "import_sounddevice", not_installed)
     assert audio.probe_sounddevice() == (
         "sounddevice is not installed (pip install 'oscsync[audio]')"
     )
@@ -357,13 +359,13 @@ def test_probe_reports_no_output_device(monkeypatch: pytest.MonkeyPatch) -> None
         raise RuntimeError("Error querying device -1")
 
     monkeypatch.setattr(
-        audio, "_import_sounddevice", lambda: SimpleNamespace(query_devices=query_devices)
+        audio.portaudio, "import_sounddevice", lambda: SimpleNamespace(query_devices=query_devices)
     )
     assert audio.probe_sounddevice() == "no audio output device (Error querying device -1)"
 
 
 def test_auto_falls_back_to_none_with_one_notice(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(audio, "probe_sounddevice", lambda: audio.PORTAUDIO_HINT)
+    monkeypatch.setattr(audio.portaudio, "probe_sounddevice", lambda: audio.PORTAUDIO_HINT)
     notices: list[str] = []
     player = audio.open_player(
         AudioChoice("auto"), FakeClock(), {TICK: TICK_WAV}, notice=notices.append
@@ -375,7 +377,7 @@ def test_auto_falls_back_to_none_with_one_notice(monkeypatch: pytest.MonkeyPatch
 def test_explicit_sounddevice_without_portaudio_is_an_audio_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(audio, "probe_sounddevice", lambda: audio.PORTAUDIO_HINT)
+    monkeypatch.setattr(audio.portaudio, "probe_sounddevice", lambda: audio.PORTAUDIO_HINT)
     with pytest.raises(AudioError, match="libportaudio2"):
         audio.open_player(AudioChoice("sounddevice"), FakeClock(), {TICK: TICK_WAV}, notice=print)
 
@@ -438,3 +440,348 @@ def test_playsound_failure_is_warned_once_not_raised() -> None:
         player.wait_idle(WAIT)
     assert warnings == ["playsound failed: no GStreamer"]
     assert player.stats.played == 0
+
+
+# -- the delay-locked loop (issue #14) --------------------------------------------------------
+
+
+def noisy_block_times(
+    blocks: int, frames: int, *, ppm: float, jitter_s: float, seed: int = 14
+) -> tuple[list[int], list[float], list[float]]:
+    """Block start frames, their true times (a clock ``ppm`` off nominal) and jittered readings."""
+    import random
+
+    rng = random.Random(seed)
+    period = (1 + ppm * 1e-6) / RATE
+    starts = [k * frames for k in range(blocks)]
+    truth = [1000.0 + n * period for n in starts]
+    measured = [t + rng.uniform(0, jitter_s) for t in truth]
+    return starts, truth, measured
+
+
+def test_dll_filters_callback_jitter_out_of_the_frame_clock() -> None:
+    # 300 µs of callback jitter (14 frames) on a sound card 50 ppm fast; after 4 s locked, the
+    # filtered frame times are within 1 frame of a straight line through the true ones.
+    starts, truth, measured = noisy_block_times(3000, 256, ppm=50, jitter_s=300e-6)
+    loop = audio.DelayLockedLoop(RATE)
+    filtered = [loop.update(n, m) for n, m in zip(starts, measured)]
+    settled = [(f - t) for f, t in zip(filtered, truth)][750:]  # 750 blocks = 4 s
+    mean = sum(settled) / len(settled)
+    assert max(abs(e - mean) for e in settled) < 1 / RATE
+    assert loop.seconds_per_frame == pytest.approx((1 + 50e-6) / RATE, rel=5e-6)
+    assert loop.locks == 1
+    # The raw readings are not: they scatter by many frames.
+    raw = [m - t for m, t in zip(measured, truth)]
+    assert max(raw) - min(raw) > 10 / RATE
+
+
+def test_dll_relocks_after_a_jump_and_after_reset() -> None:
+    loop = audio.DelayLockedLoop(RATE)
+    for k in range(100):
+        loop.update(k * 256, 10.0 + k * 256 / RATE)
+    # The stream restarted half a second later: one such reading could be a stalled callback,
+    # four in a row are a restart.
+    for k in range(100, 104):
+        jumped = 10.0 + k * 256 / RATE + 0.5
+        filtered = loop.update(k * 256, jumped)
+    assert filtered == pytest.approx(jumped)
+    assert loop.locks == 2
+    loop.reset()
+    assert not loop.locked
+    assert loop.update(104 * 256, 99.0) == 99.0
+    assert loop.locks == 3
+    assert loop.frame_at(loop.time_of(104 * 256 + 480)) == pytest.approx(104 * 256 + 480)
+
+
+def test_dll_is_not_pulled_by_one_stalled_callback() -> None:
+    loop = audio.DelayLockedLoop(RATE)
+    for k in range(2000):
+        loop.update(k * 256, 10.0 + k * 256 / RATE)
+    # One callback 4 ms late (a stall): the mapping moves by far less than a frame.
+    loop.update(2000 * 256, 10.0 + 2000 * 256 / RATE + 0.004)
+    assert loop.time_of(2001 * 256) - (10.0 + 2001 * 256 / RATE) < 0.25 / RATE  # unclamped: 0.9
+    assert loop.locks == 1
+
+
+class JitteryStream(FakeStream):
+    """A host whose callbacks run late by a random 0-300 µs: the stream clock (and the fake
+    clock) read that late time in the callback, as PortAudio's do."""
+
+    def __init__(self, clock: FakeClock, latency: float, seed: int = 7) -> None:
+        super().__init__(clock, latency, stream_offset=-990.0)
+        import random
+
+        self.rng = random.Random(seed)
+
+
+def run_jittery_blocks(player: SoundDevicePlayer, stream: JitteryStream, blocks: int) -> Any:
+    np = pytest.importorskip("numpy")
+    frames = 256
+    out = []
+    block_start = stream.clock.monotonic()
+    for _ in range(blocks):
+        late = stream.rng.uniform(0, 300e-6)
+        stream.clock.advance(block_start + late - stream.clock.monotonic())
+        block = np.zeros((frames, 1), dtype=np.float32)
+        player.callback(block, frames, stream.time_info(), None)
+        out.append(block[:, 0].copy())
+        block_start += frames / RATE
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize(("placement", "exact"), [("dll", True), ("callback", False)])
+def test_callback_jitter_does_not_move_onsets_with_the_dll(placement: str, exact: bool) -> None:
+    np = pytest.importorskip("numpy")
+    clock = FakeClock(start=START, monotonic_start=1000.0)
+    stream = JitteryStream(clock, latency=0.02)
+    player = SoundDevicePlayer(
+        clock, rate=RATE, open_stream=lambda rate, callback: stream, placement=placement
+    )
+    player.load(TICK_WAV)
+    player.start()
+    first = clock.now() + 2.0  # after the loop has locked (issue #14: lock before ticks come)
+    for k in range(12):
+        player.play_at(first + k * 0.25)
+    out = run_jittery_blocks(player, stream, blocks=round(5.2 * RATE / 256))
+    as_int = array("h", np.round(out * 32768).astype(np.int16).tobytes())
+    gaps = [b - a - RATE // 4 for a, b in itertools.pairwise(audio.find_onsets(as_int))]
+    assert len(gaps) == 11
+    assert all(abs(gap) <= 1 for gap in gaps) is exact, gaps
+
+
+def status_flags(**flags: bool) -> SimpleNamespace:
+    names = ("output_underflow", "output_overflow", "input_underflow", "input_overflow")
+    return SimpleNamespace(**{name: flags.get(name, False) for name in names})
+
+
+def test_xruns_from_portaudio_status_flags_are_counted_and_keep_the_lock() -> None:
+    np = pytest.importorskip("numpy")
+    clock = FakeClock(start=START, monotonic_start=1000.0)
+    player, stream = fake_player(clock)
+    due = clock.now() + 0.5  # leaves the DAC 0.5 s from now: 20 ms (latency) before that in
+    # the output written: frame 23,040
+    player.play_at(due)
+    out = []
+    flags: dict[str, bool]
+    for k in range(120):
+        if k == 40:  # the host dropped one whole block (JACK skips a late client's cycle)
+            clock.advance(256 / RATE)
+            flags = {"output_underflow": True}
+        elif k == 60:
+            flags = {"input_overflow": True}  # flagged, but nothing skipped
+        else:
+            flags = {}
+        block = np.zeros((256, 1), dtype=np.float32)
+        player.callback(block, 256, stream.time_info(), status_flags(**flags))
+        out.append(block[:, 0].copy())
+        clock.advance(256 / RATE)
+    assert player.stats.xruns == 2
+    assert player.stats.relocks == 0  # the skip was a whole block: the lock is kept
+    # Written 256 frames earlier in the callbacks' output: the dropped block was never heard.
+    assert int(np.flatnonzero(np.concatenate(out))[0]) == 23_040 - 256
+    assert player.summary() == {"xruns": 2}
+
+
+def test_an_xrun_that_is_no_whole_block_relocks() -> None:
+    np = pytest.importorskip("numpy")
+    clock = FakeClock(start=START, monotonic_start=1000.0)
+    player, stream = fake_player(clock)
+    block = np.zeros((256, 1), dtype=np.float32)
+    for k in range(10):
+        if k == 5:
+            clock.advance(0.0021)  # 2.1 ms: no whole number of 5.3 ms blocks
+        player.callback(block, 256, stream.time_info(), status_flags(output_underflow=k == 5))
+        clock.advance(256 / RATE)
+    assert (player.stats.xruns, player.stats.relocks) == (1, 1)
+
+
+def test_sounddevice_summary_shows_zero_xruns_and_late_ticks_with_their_lateness() -> None:
+    clock = FakeClock(start=START, monotonic_start=1000.0)
+    player, stream = fake_player(clock, latency=0.01)
+    assert audio.player_summary(player) == {"xruns": 0}
+    player.play_at(clock.now() - 0.005)  # 15 ms too late for the first frame it can reach
+    run_blocks(player, stream, blocks=1, frames=256)
+    assert audio.player_summary(player) == {"xruns": 0, "audio late": "1 (max 15.0 ms)"}
+    assert audio.player_summary(NonePlayer()) == {}
+
+
+@pytest.mark.parametrize(
+    ("compensation", "frame", "words"),
+    [
+        (None, 480, "latency compensation 20.00 ms (auto"),
+        (0.0, 480 + 960, "latency compensation off"),
+        (0.005, 480 + 720, "latency compensation 5.00 ms (given)"),
+    ],
+)
+def test_latency_compensation_places_the_sound_to_leave_the_device_at_the_timetag(
+    compensation: float | None, frame: int, words: str
+) -> None:
+    # The host reports 20 ms between computing a buffer and its first frame leaving the DAC.
+    np = pytest.importorskip("numpy")
+    clock = FakeClock(start=START, monotonic_start=1000.0)
+    stream = FakeStream(clock, 0.02, -990.0)
+    player = SoundDevicePlayer(
+        clock,
+        rate=RATE,
+        open_stream=lambda rate, callback: stream,
+        latency_compensation=compensation,
+    )
+    player.load(TICK_WAV)
+    player.start()
+    # auto: a tick due 30 ms from now leaves the DAC 30 ms from now: frame 10 ms into the stream.
+    player.play_at(clock.now() + 0.030)
+    out = run_blocks(player, stream, blocks=8, frames=256)
+    assert int(np.flatnonzero(out)[0]) == frame
+    assert words in player.describe()
+
+
+# -- the backend registry (issue #12) ---------------------------------------------------------
+
+
+def test_audio_choices_metavar_and_help_come_from_the_backend_table(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from oscsync.audio import registry
+
+    assert registry.audio_metavar() == "auto|sounddevice|playsound|none|wav:FILE"
+    # Adding a backend is one entry: it is then parsed, listed, helped and opened.
+    made: list[AudioChoice] = []
+
+    def make(choice: AudioChoice, clock: Any, options: Any) -> NonePlayer:
+        made.append(choice)
+        return NonePlayer()
+
+    extra = registry.Backend("midi", "midi:PORT sends a note.", make, argument="PORT")
+    monkeypatch.setitem(registry.BACKENDS, "midi", extra)
+    assert registry.audio_metavar().endswith("|midi:PORT")
+    assert registry.audio_help().endswith("midi:PORT sends a note.")
+    choice = audio.parse_audio_choice("midi:synth")
+    assert choice == AudioChoice("midi", Path("synth"))
+    player = audio.open_player(choice, FakeClock(), {TICK: TICK_WAV}, notice=print)
+    assert isinstance(player, NonePlayer) and made == [choice]
+
+
+# -- choosing a device ------------------------------------------------------------------------
+
+
+def fake_sounddevice() -> SimpleNamespace:
+    devices = [
+        {"name": "Built-in Mic", "hostapi": 0, "max_output_channels": 0},
+        {"name": "Built-in Output", "hostapi": 0, "max_output_channels": 2,
+         "default_samplerate": 48000.0, "default_low_output_latency": 0.01},
+        {"name": "USB Audio Output", "hostapi": 1, "max_output_channels": 2,
+         "default_samplerate": 44100.0, "default_low_output_latency": 0.005},
+    ]  # fmt: skip
+    return SimpleNamespace(
+        query_devices=lambda: devices,
+        query_hostapis=lambda: [{"name": "Core Audio"}, {"name": "JACK Audio Connection Kit"}],
+        default=SimpleNamespace(device=(0, 1)),
+    )
+
+
+def test_output_devices_lists_only_devices_that_can_play() -> None:
+    from oscsync.audio.devices import output_devices
+
+    found = output_devices(fake_sounddevice())
+    assert [(d.index, d.name, d.host_api, d.is_default) for d in found] == [
+        (1, "Built-in Output", "Core Audio", True),
+        (2, "USB Audio Output", "JACK Audio Connection Kit", False),
+    ]
+    assert found[0].line() == "*   1  Built-in Output  (Core Audio, 2 out, 48000 Hz, 10.0 ms)"
+
+
+@pytest.mark.parametrize(
+    ("text", "result"),
+    [
+        ("2", 2),
+        ("usb", 2),
+        ("built-in output", 1),
+        ("0", "no audio output device has index 0 (oscsync audio devices lists them)"),
+        ("hdmi", "no audio output device matches 'hdmi' (oscsync audio devices lists them)"),
+        ("output", "'output' matches several output devices"),
+    ],
+)
+def test_device_is_chosen_by_index_or_part_of_its_name(text: str, result: int | str) -> None:
+    from oscsync.audio.devices import output_devices, resolve_device
+
+    found = output_devices(fake_sounddevice())
+    if isinstance(result, int):
+        assert resolve_device(text, found) == result
+    else:
+        with pytest.raises(audio.DeviceNotFound, match=re.escape(result)):
+            resolve_device(text, found)
+
+
+# -- issue #20 item 11: a WAV is written as the run goes, and fails at once --------------------
+
+
+def test_wav_rendering_of_a_long_run_happens_while_it_runs_not_at_exit(tmp_path: Path) -> None:
+    clock = FakeClock(start=START, monotonic_start=1000.0)
+    player = WavRenderer(tmp_path / "out.wav", clock)
+    player.load(TICK_WAV)
+    player.start()
+    for _ in range(600):  # ten minutes at 60 bpm, each tick asked for 100 ms ahead
+        player.play_at(clock.now() + 0.1)
+        clock.advance(1.0)
+    # All but the last second or so is on disk, in a valid WAV, before close (written by the
+    # renderer's thread: the thread that asks for ticks does not mix).
+    assert player.wait_written(598 * RATE, WAIT)
+    with wave.open(str(tmp_path / "out.wav")) as wav:
+        assert wav.getnframes() == player.frames_written
+    written_before_close = player.frames_written
+    player.close()
+    total = audio.read_wav(tmp_path / "out.wav").samples
+    assert len(total) - written_before_close <= 2 * RATE  # close only wrote the tail
+    found = audio.find_onsets(total)
+    assert found == [round((k * 1.0 + 0.1) * RATE) for k in range(600)]
+
+
+def test_sighup_leaves_a_valid_wav_of_the_run_so_far(tmp_path: Path) -> None:
+    # The file is never rendered only at exit: whatever stops the process between writes
+    # (SIGHUP, SIGKILL) leaves a valid WAV with the ticks up to ~1.5 s before the stop.
+    clock = FakeClock(start=START, monotonic_start=1000.0)
+    player = WavRenderer(tmp_path / "out.wav", clock)
+    player.load(TICK_WAV)
+    player.start()
+    for _ in range(10):
+        player.play_at(clock.now() + 0.05)
+        clock.advance(0.5)
+    assert player.wait_written(4 * RATE, WAIT)
+    # No close(): the process is gone. What is on disk reads back.
+    found = audio.find_onsets(audio.read_wav(tmp_path / "out.wav").samples)
+    assert found == [round((k * 0.5 + 0.05) * RATE) for k in range(len(found))]
+    assert len(found) >= 6
+
+
+def test_a_wav_that_cannot_be_written_mid_run_is_reported_at_once(tmp_path: Path) -> None:
+    errors: list[str] = []
+    clock = FakeClock(start=START, monotonic_start=1000.0)
+    player = WavRenderer(tmp_path / "out.wav", clock, on_error=errors.append)
+    player.load(TICK_WAV)
+    player.start()
+
+    class FullDisk:
+        def write(self, samples: Any) -> None:
+            raise AudioError(f"cannot write {tmp_path / 'out.wav'}: No space left on device")
+
+        write_silence = write
+
+        def close(self) -> None:
+            pass
+
+    player._out = FullDisk()  # type: ignore[assignment]
+    for _ in range(4):
+        player.play_at(clock.now())
+        clock.advance(1.0)
+    assert not player.wait_written(10 * RATE, WAIT)  # returns when the write failed
+    assert errors == [f"cannot write {tmp_path / 'out.wav'}: No space left on device"]
+    player.play_at(clock.now())
+    assert player.stats.dropped == 1  # later ticks are dropped, not queued forever
+    with pytest.raises(AudioError, match="No space left"):
+        player.close()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_wav_that_cannot_be_written_is_an_error_at_start() -> None:
+    with pytest.raises(AudioError, match="cannot write /dev/full: No space left on device"):
+        WavRenderer("/dev/full", FakeClock()).start()

@@ -113,7 +113,7 @@ def test_pair_hears_itself(cli_runner: CliRunner, tmp_path: Path) -> None:
 def test_auto_without_a_sound_card_says_so_in_one_line(
     cli_runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(audio, "probe_sounddevice", lambda: audio.PORTAUDIO_HINT)
+    monkeypatch.setattr(audio.portaudio, "probe_sounddevice", lambda: audio.PORTAUDIO_HINT)
     result = cli_runner.invoke(
         cli, ["metronome", "listen", "--listen", "127.0.0.1:0", "--duration", "0"]
     )
@@ -137,7 +137,7 @@ def test_auto_on_this_machine_never_shows_a_traceback(spawn: Spawn) -> None:
 def test_explicit_sounddevice_without_portaudio_exits_1_with_one_line(
     cli_runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(audio, "probe_sounddevice", lambda: audio.PORTAUDIO_HINT)
+    monkeypatch.setattr(audio.portaudio, "probe_sounddevice", lambda: audio.PORTAUDIO_HINT)
     result = cli_runner.invoke(
         cli, ["metronome", "listen", "--listen", "127.0.0.1:0", "--audio", "sounddevice"]
     )

@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "oscsync.cli.metronome:metronome",
         "A networked metronome: send /tick on a grid, play received ticks at their timetag.",
     ),
+    "audio": (
+        "oscsync.cli.audio:audio",
+        "Sound cards: list the output devices that --audio sounddevice can play on.",
+    ),
     "clock": (
         "oscsync.cli.clock:clock",
         "Measure how far a peer's clock is from this one (and the round trip to it).",

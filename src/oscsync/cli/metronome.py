@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -55,12 +56,12 @@ _GRACE = 0.25
 
 
 class AudioType(click.ParamType):  # type: ignore[type-arg]
-    """``auto``, ``sounddevice``, ``playsound``, ``none`` or ``wav:FILE``."""
+    """One of the players in ``oscsync.audio.registry`` (``auto``, ... ``wav:FILE``)."""
 
     name = "audio"
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "auto|sounddevice|playsound|none|wav:FILE"
+        return audio.registry.audio_metavar()
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, audio.AudioChoice):
@@ -72,6 +73,31 @@ class AudioType(click.ParamType):  # type: ignore[type-arg]
 
 
 AUDIO = AudioType()
+
+
+class LatencyCompensationType(click.ParamType):  # type: ignore[type-arg]
+    """``auto`` (None), ``off`` (0) or milliseconds (returned in seconds)."""
+
+    name = "latency"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "off|auto|MS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or isinstance(value, float):
+            return value
+        text = str(value).strip().lower()
+        if text == "auto":
+            return None
+        if text == "off":
+            return 0.0
+        try:
+            ms = float(text.removesuffix("ms"))
+        except ValueError:
+            self.fail(f"{value!r} is not off, auto or a number of milliseconds", param, ctx)
+        if not 0 <= ms <= 1000:  # NaN fails this too
+            self.fail(f"{value!r}: give 0 to 1000 ms", param, ctx)
+        return ms / 1000
 
 
 def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
@@ -136,8 +162,22 @@ def _listen_options() -> Callable[[F], F]:
             type=AUDIO,
             default="auto",
             show_default=True,
-            help="auto: sounddevice if a sound card is there, else none. "
-            "wav:FILE renders the session into a WAV file (each tick at its exact frame).",
+            help=audio.registry.audio_help(),
+        ),
+        click.option(
+            "--device",
+            metavar="NAME|INDEX",
+            help="Sound card for sounddevice: an index or part of a name "
+            "(oscsync audio devices lists them) [default: the system's].",
+        ),
+        click.option(
+            "--latency-compensation",
+            type=LatencyCompensationType(),
+            default="auto",
+            show_default=True,
+            help="auto: play each tick one output latency (as the sound card reports it) before "
+            "its timetag, so the sound leaves the device at the timetag; off: start computing it "
+            "at the timetag; MS: this many milliseconds early.",
         ),
         click.option(
             "--sound",
@@ -348,14 +388,22 @@ class _Session:
         beats_per_bar: int,
         log: TextIO | None,
         limit: int | None,
+        audio_options: audio.PlayerOptions | None = None,
     ) -> None:
         self.app = app
         self.done = threading.Event()
         self.limit = limit
+        self.failure: str | None = None
+        self.on_failure: list[Callable[[], None]] = []  # what else stops with it (pair's sender)
+        options = dataclasses.replace(
+            audio_options or audio.PlayerOptions(), warn=app.warn, on_error=self._fail
+        )
         try:
             self.player = audio.open_player(
-                audio_choice, app.clock, sound_paths, notice=app.note, warn=app.warn
+                audio_choice, app.clock, sound_paths, notice=app.note, options=options
             )
+        except audio.DeviceNotFound as exc:
+            raise click.BadParameter(str(exc), param_hint="'--device'") from None
         except audio.AudioError as exc:
             raise click.ClickException(str(exc)) from None
         description = self.player.describe()
@@ -375,6 +423,13 @@ class _Session:
         )
         self.scheduler.start()
 
+    def _fail(self, message: str) -> None:
+        """The player cannot go on (a WAV that cannot be written): stop, and exit 1 with it."""
+        self.failure = message
+        self.done.set()
+        for stop in self.on_failure:
+            stop()
+
     def _on_tick(self, record: TickRecord) -> None:
         if self.tty:
             self.live(self.listener.status())
@@ -390,7 +445,8 @@ class _Session:
         try:
             self.player.close()
         except (audio.AudioError, OSError) as exc:
-            self.app.warn(f"audio: {exc}")
+            if self.failure is None:
+                self.failure = str(exc)
         if self.tty and not self.app.quiet:
             click.echo()
         sys.stdout.flush()
@@ -402,7 +458,10 @@ class _Session:
             extra["bad datagrams"] = endpoint.stats.dropped
         if endpoint is not None and endpoint.stats.platform_note():
             extra["note"] = endpoint.stats.platform_note()
+        extra.update(audio.player_summary(self.player))
         self.app.note(app_metronome.summary(self.listener.stats, extra))
+        if self.failure is not None:
+            raise click.ClickException(f"audio: {self.failure}")
 
 
 @metronome.command(
@@ -412,6 +471,7 @@ Examples:
   oscsync metronome listen --listen 0.0.0.0:9001         # accept ticks from other machines
   oscsync metronome listen --audio wav:out.wav --log ticks.jsonl --count 8
   oscsync metronome listen --audio playsound             # the workshop's way (high latency)
+  oscsync metronome listen --audio sounddevice --device 0  # see: oscsync audio devices
   oscsync metronome listen --listen 0.0.0.0:9001 --advertise alice   # found as @alice
 """
 )
@@ -438,6 +498,8 @@ def listen(
     app: AppContext,
     listen: HostPort,
     audio_choice: audio.AudioChoice,
+    device: str | None,
+    latency_compensation: float | None,
     sound: Path | None,
     accent_sound: Path | None,
     log_path: Path | None,
@@ -470,7 +532,15 @@ def listen(
         session: _Session | None = None
         follower: ClockFollower | None = None
         try:
-            session = _Session(app, audio_choice, paths, beats_per_bar, log, count)
+            session = _Session(
+                app,
+                audio_choice,
+                paths,
+                beats_per_bar,
+                log,
+                count,
+                audio.PlayerOptions(device=device, latency_compensation=latency_compensation),
+            )
             app.note(f"listening on {endpoint.local_address}")
             handler: Callable[[Received], None] = session.listener.on_message
             if sync or sync_peer is not None:
@@ -515,6 +585,8 @@ def pair(
     iface: str | None,
     listen: HostPort,
     audio_choice: audio.AudioChoice,
+    device: str | None,
+    latency_compensation: float | None,
     sound: Path | None,
     accent_sound: Path | None,
     log_path: Path | None,
@@ -547,7 +619,15 @@ def pair(
         session: _Session | None = None
         sender: TickSender | None = None
         try:
-            session = _Session(app, audio_choice, paths, beats_per_bar, log, None)
+            session = _Session(
+                app,
+                audio_choice,
+                paths,
+                beats_per_bar,
+                log,
+                None,
+                audio.PlayerOptions(device=device, latency_compensation=latency_compensation),
+            )
             app.note(f"listening on {endpoint.local_address}")
             clocks = PeerClocks(clock, endpoint, peers, filter_size=_AUTO_PINGS)
             endpoint.add_service(PONG, clocks.service)
@@ -566,6 +646,7 @@ def pair(
                 beats_per_bar=beats_per_bar,
                 offset=offset,
             )
+            session.on_failure.append(sender.stop)
             sender.start(total)
             wait(sender.done, clock, None)
             wait(session.done, clock, offset + _GRACE)
