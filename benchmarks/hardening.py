@@ -25,6 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+import contextlib
+
 from hypothesis import HealthCheck, given, settings
 
 from osc_strategies import mutated
@@ -204,6 +206,152 @@ def shutdown_under_load() -> None:
     )
 
 
+def _pongs_received(sock: socket.socket, wait: float) -> tuple[int, float]:
+    """Datagrams that arrive on ``sock`` until none for ``wait`` s, and when the last came."""
+    sock.settimeout(wait)
+    got, last = 0, time.perf_counter()
+    try:
+        while True:
+            sock.recv(65535)
+            got += 1
+            last = time.perf_counter()
+    except TimeoutError:
+        return got, last
+
+
+def ping_amplification() -> None:
+    """Issue #20 item 6: pongs per ping datagram and pongs/s to one (forgeable) source, with the
+    responder of every listener beside today's unlimited one (``answer_ping``)."""
+    from oscsync import clocksync
+    from oscsync import timetag as tt
+    from oscsync.hostport import HostPort
+    from oscsync.transport import Endpoint
+
+    clock = SystemClock()
+    for label, services in (
+        ("today (unlimited)", {clocksync.PING: clocksync.answer_ping}),
+        ("now", None),
+    ):
+        with Endpoint(HostPort("127.0.0.1", 0), clock=clock, services=services) as listener:
+            listener.start(lambda _: None)
+            target = listener.local_address
+            assert target is not None
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+                attacker.bind(("127.0.0.1", 0))
+                attacker.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+                ping = clocksync.encode_ping(1, clock.now_timetag())
+                pings = [clocksync.encode_ping(k, clock.now_timetag()) for k in range(1637)]
+                bundle = codec.encode_bundle(tt.IMMEDIATELY, pings)
+                attacker.sendto(bundle, target.sockaddr)
+                per_bundle, _ = _pongs_received(attacker, 0.5)
+                time.sleep(1.0)  # the source's budget refills
+                sent = 0
+                start = time.perf_counter()
+                while time.perf_counter() - start < 1.0:
+                    attacker.sendto(ping, target.sockaddr)
+                    sent += 1
+                flood, last = _pongs_received(attacker, 0.5)
+        # The listener works through the kernel's backlog after the flood ends: rate over the
+        # time the pongs kept coming.
+        rate = flood / max(last - start, 1e-9)
+        print(
+            f"ping amplification, {label}: one {len(bundle):,}-byte bundle of {len(pings):,} "
+            f"pings -> {per_bundle:,} pongs (goal 1); {sent:,} pings in 1 s from one source -> "
+            f"{flood:,} pongs over {last - start:.2f} s = {rate:,.0f} pongs/s "
+            f"(goal <= {clocksync.PONGS_PER_SECOND:.0f}/s after a burst of "
+            f"{clocksync.PONG_BURST:.0f})"
+        )
+
+
+def _lying_clock(sock: socket.socket, clock: SystemClock, stop: threading.Event) -> None:
+    """Answer every ping that reaches ``sock`` with a pong claiming a clock 30 s ahead."""
+    from oscsync import clocksync
+    from oscsync import timetag as tt
+
+    sock.settimeout(0.05)
+    while not stop.is_set():
+        try:
+            data, source = sock.recvfrom(65535)
+        except (TimeoutError, OSError):
+            continue
+        try:
+            (message,) = codec.decode(data)
+        except (codec.DecodeError, ValueError):
+            continue
+        if message.address == clocksync.PING and message.types == "it":
+            seq, t1 = message.args
+            claim = tt.add_seconds(clock.now_timetag(), 30.0)
+            with contextlib.suppress(OSError):
+                sock.sendto(clocksync.encode_pong(seq, t1, claim, claim), source)
+
+
+def clock_hijack() -> None:
+    """Issue #20 item 4: a stranger on 127.0.0.2 sends ticks first and then forged pongs claiming
+    its clock is 30 s ahead; eight real ticks from the leader follow. Today's follower adopted
+    the first sender; the new one follows the tick sender named by ``--sync-peer``."""
+    from oscsync import clocksync
+    from oscsync import timetag as tt
+    from oscsync.clockfollow import ClockFollower
+    from oscsync.hostport import HostPort
+    from oscsync.transport import Endpoint, Received
+
+    clock = SystemClock()
+    labels = (
+        "today (FilterFollower)",
+        "now (ClockFollower, --sync-peer)",
+        "now without --sync-peer (the stranger's tick came first)",
+    )
+    for label in labels:
+        got: list[Received] = []
+        with Endpoint(HostPort("127.0.0.1", 0), clock=clock) as follower_end:
+            target = follower_end.local_address
+            assert target is not None
+            with Endpoint(peers=[target], clock=clock) as leader:
+                leader.start(lambda _: None)
+                leader_addr = leader._peer_socks[0][1].getsockname()[:2]
+                if label.startswith("today"):
+                    follower: object = clocksync.FilterFollower(follower_end)
+                else:
+                    named = "--sync-peer)" in label
+                    follower = ClockFollower(follower_end, peer=leader_addr if named else None)
+                follower_end.start(follower.wrap(got.append))  # type: ignore[attr-defined]
+                follower.start()  # type: ignore[attr-defined]
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+                    stranger.bind(("127.0.0.2", 0))
+                    stop = threading.Event()
+                    answering = threading.Thread(
+                        target=_lying_clock, args=(stranger, clock, stop), daemon=True
+                    )
+                    answering.start()
+                    fake = tt.add_seconds(clock.now_timetag(), 30.5)
+                    tick = codec.encode_message("/tick", [0], "i")
+                    stranger.sendto(codec.encode_bundle(fake, [tick]), target.sockaddr)
+                    time.sleep(0.05)
+                    for seq in range(1, 500):  # unsolicited pongs, guessing sequence numbers
+                        claim = tt.add_seconds(clock.now_timetag(), 30.0)
+                        pong = clocksync.encode_pong(seq, claim, claim, claim)
+                        stranger.sendto(pong, target.sockaddr)
+                    time.sleep(0.3)
+                    due = []
+                    for _ in range(8):
+                        stamp = tt.add_seconds(clock.now_timetag(), 0.2)
+                        due.append(stamp)
+                        leader.send("/tick", [1], timetag=stamp)
+                        time.sleep(0.02)
+                    time.sleep(0.5)
+                    stop.set()
+                    answering.join(1.0)
+                follower.close()  # type: ignore[attr-defined]
+        real = [r for r in got if r.source == leader_addr]
+        errors = [abs(tt.difference(r.timetag, stamp)) for r, stamp in zip(real, due) if r.timetag]
+        worst = max(errors, default=float("nan"))
+        print(
+            f"clock hijack, {label}: {len(real)} of 8 real ticks handed on, worst shift from "
+            f"the leader's timetag {worst * 1e3:.3f} ms (goal: 8, < 1 ms); stranger's ticks "
+            f"handed on {len(got) - len(real)} (goal 0)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -226,6 +374,8 @@ def main() -> None:
     flood(seconds)
     recovery_latency()
     shutdown_under_load()
+    ping_amplification()
+    clock_hijack()
 
 
 if __name__ == "__main__":

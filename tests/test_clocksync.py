@@ -16,7 +16,8 @@ from oscsync import clocksync, codec
 from oscsync import timetag as tt
 from oscsync.cli.main import cli
 from oscsync.clock import FakeClock, SkewedClock, SystemClock
-from oscsync.clocksync import ClockFollower, ClockSync, Sample, choose, choose_offset
+from oscsync.clockfollow import ClockFollower
+from oscsync.clocksync import ClockSync, Sample, choose, choose_offset
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint, Received
 
@@ -234,14 +235,18 @@ def test_follower_translates_leader_timetags_and_holds_until_synced() -> None:
             leader.send("/tick", [0], timetag=stamp)  # before any estimate exists: held
         assert arrived.wait(5)
         follower.close()
+        offset = follower.offset()
         estimate = follower.estimate()
-    assert estimate is not None
-    assert abs(estimate.offset - skew) <= estimate.error_bound + 5e-5
+    assert offset is not None and estimate is not None
+    bound = follower.servo.bound(estimate.at)
+    # Two SystemClocks map wall to monotonic separately (a few µs apart): allow for that.
+    assert abs(offset - skew) <= bound + 5e-5
     for received, stamp in zip(got, due):
         assert received.timetag is not None
         shift = tt.difference(received.timetag, stamp)
-        assert abs(shift - (-skew)) <= estimate.error_bound + 5e-5
-    assert follower.dropped_unsynced == 0
+        # Held, then translated at lock, from the first three exchanges (a looser estimate).
+        assert abs(shift - (-skew)) <= 1e-3
+    assert follower.unsynced == 0
 
 
 def test_choose_offset_covers_the_slowest_one_way_delay() -> None:
@@ -310,3 +315,33 @@ def test_peer_clocks_keep_one_filter_per_peer_and_cover_the_slowest() -> None:
     for estimate, skew in zip(estimates, skews):
         assert estimate is not None
         assert estimate.offset == pytest.approx(skew, abs=estimate.error_bound + 1e-3)
+
+
+def test_clock_command_reports_frequency_and_watches(cli_runner: CliRunner) -> None:
+    """A listener whose clock runs 300 ppm fast: --json has frequency_ppm, --watch live lines."""
+    listener = Endpoint(
+        HostPort("127.0.0.1", 0), clock=SkewedClock(SystemClock(), skew=0.1, drift_ppm=300.0)
+    )
+    listener.start(lambda _: None)
+    with listener:
+        peer = str(listener.local_address)
+        result = cli_runner.invoke(
+            cli, ["clock", "--peer", peer, "--duration", "2.5", "--interval", "0.005", "--json"]
+        )
+        watched = cli_runner.invoke(cli, ["clock", "--peer", peer, "--duration", "0.6", "--watch"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    # Loopback: round trips of ~0.1 ms over 2.5 s pin the frequency to within tens of ppm.
+    assert report["frequency_ppm"] == pytest.approx(300.0, abs=40.0)
+    assert report["state"] == "locked"
+    assert watched.exit_code == 0, watched.output
+    live = [line for line in watched.output.splitlines() if line.startswith("offset +")]
+    assert len(live) >= 2 and "rtt" in live[0]
+
+
+def test_clock_command_refuses_count_with_duration(cli_runner: CliRunner) -> None:
+    result = cli_runner.invoke(
+        cli, ["clock", "--peer", "127.0.0.1:9", "--count", "3", "--duration", "1"]
+    )
+    assert result.exit_code == 2
+    assert "--count or --duration" in result.output

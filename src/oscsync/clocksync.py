@@ -27,7 +27,7 @@ import functools
 import itertools
 import struct
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -69,15 +69,16 @@ def _osc_string(text: str) -> bytes:
 
 def encode_ping(seq: int, t1: int) -> bytes:
     """``/oscsync/clock/ping ,it SEQ T1`` (written here: python-osc's builder has no ``t``)."""
-    return _osc_string(PING) + _osc_string(",it") + struct.pack(">iQ", _int32(seq), t1)
+    return _osc_string(PING) + _osc_string(",it") + struct.pack(">iQ", int32(seq), t1)
 
 
 def encode_pong(seq: int, t1: int, t2: int, t3: int) -> bytes:
     """``/oscsync/clock/pong ,ittt SEQ T1 T2 T3``."""
-    return _osc_string(PONG) + _osc_string(",ittt") + struct.pack(">iQQQ", _int32(seq), t1, t2, t3)
+    return _osc_string(PONG) + _osc_string(",ittt") + struct.pack(">iQQQ", int32(seq), t1, t2, t3)
 
 
-def _int32(value: int) -> int:
+def int32(value: int) -> int:
+    """``value`` wrapped into a signed 32-bit OSC int (sequence numbers wrap around)."""
     return (value + 2**31) % 2**32 - 2**31
 
 
@@ -94,8 +95,81 @@ def pong_for(received: Received, clock: Clock) -> bytes:
     return encode_pong(int(seq), int(t1), t2, clock.now_timetag())
 
 
+PONGS_PER_SECOND = 250.0
+"""Pongs a second one source can get (a follower pings 200 a second for its first 5 s, then
+100)."""
+PONG_BURST = 40.0
+"""Pongs a source can get at once before the rate applies (the follower's start burst: 20)."""
+PONGS_PER_SECOND_TOTAL = 5000.0
+"""Pongs a second over all sources, so spoofed source addresses cannot multiply the limit; room
+for 50 followers pinging 100 a second (280 kB/s of pongs at most)."""
+MAX_PING_SOURCES = 1024
+"""Sources whose pong budget is remembered; the least recently heard is forgotten first."""
+
+
+class PingResponder:
+    """Answers ``/oscsync/clock/ping`` for one endpoint, and never more than it was asked.
+
+    A ping costs the sender 36 bytes and may come from a forged source address, so it must not
+    be a lever (issue #20 item 6: one 65 KB bundle of 1,637 pings got 1,637 pongs, ~30,000 pongs/s
+    to anyone): **one pong per datagram** (the messages of one datagram share their source and
+    arrival stamp), a token bucket per source (:data:`PONGS_PER_SECOND`, :data:`PONG_BURST`), one
+    over all sources (:data:`PONGS_PER_SECOND_TOTAL`), and at most :data:`MAX_PING_SOURCES`
+    buckets. What is not answered is counted (``clock-ping-extra``, ``clock-ping-rate``).
+    """
+
+    def __init__(
+        self,
+        *,
+        rate: float = PONGS_PER_SECOND,
+        burst: float = PONG_BURST,
+        total_rate: float = PONGS_PER_SECOND_TOTAL,
+        max_sources: int = MAX_PING_SOURCES,
+    ) -> None:
+        self.rate, self.burst, self.total_rate = rate, burst, total_rate
+        self.max_sources = max_sources
+        self._buckets: OrderedDict[tuple[str, int], tuple[float, float]] = OrderedDict()
+        self._total: tuple[float, float] | None = None
+        self._last: tuple[tuple[str, int], float] | None = None
+        self._lock = threading.Lock()
+
+    def allow(self, source: tuple[str, int], arrival: float, now: float) -> str | None:
+        """None if a ping from ``source`` that arrived at ``arrival`` may be answered at our
+        monotonic time ``now``; else the drop reason."""
+        with self._lock:
+            if self._last == (source, arrival):
+                return "clock-ping-extra"
+            self._last = (source, arrival)
+            tokens, since = self._buckets.pop(source, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - since) * self.rate)
+            total, total_since = self._total or (self.total_rate, now)
+            total = min(self.total_rate, total + (now - total_since) * self.total_rate)
+            answered = tokens >= 1.0 and total >= 1.0
+            if answered:
+                tokens -= 1.0
+                total -= 1.0
+            self._buckets[source] = (tokens, now)
+            self._total = (total, now)
+            while len(self._buckets) > self.max_sources:
+                self._buckets.popitem(last=False)
+            return None if answered else "clock-ping-rate"
+
+    def service(self, endpoint: Endpoint, received: Received) -> None:
+        """The endpoint service for ``/oscsync/clock/ping``."""
+        try:
+            data = pong_for(received, endpoint.clock)
+        except (ClockSyncError, tt.TimetagError):
+            endpoint.stats.drops["bad-clock-ping"] += 1
+            return
+        refused = self.allow(received.source, received.arrival, endpoint.clock.monotonic())
+        if refused is not None:
+            endpoint.stats.drops[refused] += 1
+            return
+        endpoint.answer(received, data)
+
+
 def answer_ping(endpoint: Endpoint, received: Received) -> None:
-    """The endpoint service every oscsync listener runs for ``/oscsync/clock/ping``."""
+    """Answer one ping without limits (tests and tools that meter pings themselves)."""
     try:
         data = pong_for(received, endpoint.clock)
     except (ClockSyncError, tt.TimetagError):
@@ -105,8 +179,37 @@ def answer_ping(endpoint: Endpoint, received: Received) -> None:
 
 
 def standard_services() -> dict[str, Callable[[Endpoint, Received], None]]:
-    """Services every oscsync listener offers (the transport installs them by default)."""
-    return {PING: answer_ping}
+    """Services every oscsync listener offers (the transport installs them by default); each
+    call makes a fresh :class:`PingResponder`, so every endpoint has its own budgets."""
+    return {PING: PingResponder().service}
+
+
+MAX_TURNAROUND = 1.0
+"""Seconds a peer may take between a ping's arrival and its pong (T3 − T2): oscsync answers in
+microseconds; more is a forgery or a broken peer."""
+MAX_ROUND_TRIP = 10.0
+"""A pong later than this is not a clock sample (its ping was long forgotten)."""
+
+
+def exchange_problem(t1: int, t2: int, t3: int, t4: int) -> str | None:
+    """Why the four timestamps of an exchange cannot be real (a drop reason), or None.
+
+    T1 and T4 are ours, T2 and T3 the peer's (NTP timetags). Huge values pass the wire but fail
+    here: a turnaround or round trip outside what a network can do.
+    """
+    turnaround = tt.difference(t3, t2)
+    round_trip = tt.difference(t4, t1)
+    if round_trip < 0:
+        return "pong-before-ping"
+    if turnaround < 0:
+        return "negative-turnaround"
+    if turnaround > MAX_TURNAROUND:
+        return "slow-turnaround"
+    if round_trip > MAX_ROUND_TRIP:
+        return "slow-pong"
+    if turnaround > round_trip:
+        return "turnaround-longer-than-round-trip"
+    return None
 
 
 # -- estimation -------------------------------------------------------------------------------
@@ -230,7 +333,7 @@ class ClockSync:
 
     def ping(self) -> int:
         """Send one ping; return its sequence number."""
-        seq = _int32(next(self._seq))
+        seq = int32(next(self._seq))
         t1 = self.clock.now_timetag()
         with self._lock:
             if len(self._outstanding) >= MAX_OUTSTANDING:
@@ -291,7 +394,7 @@ class ClockSync:
         return self.estimate()
 
 
-# -- following a peer's clock -----------------------------------------------------------------
+# -- following a peer's clock, as before issue #11 ----------------------------------------------
 
 FOLLOW_INTERVAL = 0.25
 """Seconds between pings once synced: often enough that a drifting clock (--clock-drift) is
@@ -305,10 +408,12 @@ jittery link the best exchange is rare, and an old one costs only its age at 15 
 MAX_PENDING = 256
 
 
-class ClockFollower:
-    """Translate a peer's timetags onto our clock, keeping the estimate fresh while running.
+class FilterFollower:
+    """Today's follower, kept for comparison (``benchmarks/clock_sync.py``): translates each
+    timetag with the newest minimum-delay estimate, which jumps at each update (0.9 ms of
+    inter-onset jitter on a ±15 ms link); :class:`oscsync.clockfollow.ClockFollower` replaces it.
 
-    ``metronome listen --sync``: wrap the message handler with :meth:`wrap`. The peer is the
+    Was ``metronome listen --sync``: wrap the message handler with :meth:`wrap`. The peer is the
     first sender heard from (or ``peer``); it is pinged from the endpoint's listening socket (from a
     unicast socket of its own when the endpoint listens on a multicast group) in a burst, then
     every ``interval`` seconds. A timetagged message that arrives before the first answer is held

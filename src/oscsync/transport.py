@@ -134,6 +134,8 @@ class EndpointStats:
 
 
 MessageHandler = Callable[[Received], None]
+DatagramHandler = Callable[[bytes, tuple[str, int], float], None]
+"""Takes each allowed datagram undecoded, with its source and arrival (``record``, issue #15)."""
 WarningHandler = Callable[[str], None]
 Service = Callable[["Endpoint", Received], None]
 """Answers one OSC address on the endpoint's behalf (clock pings); the app handler never sees it."""
@@ -187,6 +189,7 @@ class Endpoint:
         self._closed = False
         self._rxq_dropped: dict[int, int] = {}
         self._handler: MessageHandler | None = None
+        self._on_datagram: DatagramHandler | None = None
         # Kernel stamps need recvmsg, the socket option, and a clock that can place an OS stamp
         # on its own scale (not a FakeClock). SystemClock's scale is the OS's: no call then.
         self._kernel_stamps = (
@@ -439,13 +442,20 @@ class Endpoint:
 
     # -- receiving -------------------------------------------------------------------------
 
-    def start(self, handler: MessageHandler) -> None:
-        """Start the receive thread; ``handler`` runs on it for every message."""
+    def start(
+        self, handler: MessageHandler | None = None, *, on_datagram: DatagramHandler | None = None
+    ) -> None:
+        """Start the receive thread; ``handler`` runs on it for every message.
+
+        With ``on_datagram``, every datagram the allow-list lets through goes to it as bytes
+        instead, undecoded (no services answered, no messages counted): ``record`` keeps them.
+        """
         if self._thread is not None:
             raise RuntimeError("endpoint already started")
         if self._closed:
             raise RuntimeError("endpoint is closed")
         self._handler = handler
+        self._on_datagram = on_datagram
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
         self._thread = threads.daemon_thread(self._receive_loop, name="oscsync-recv")
@@ -582,6 +592,13 @@ class Endpoint:
         if self._allow and not self._allowed(source[0]):
             stats.drops["not-allowed"] += 1
             return
+        if self._on_datagram is not None:
+            try:
+                self._on_datagram(data, source, arrival)
+            except Exception as exc:
+                stats.drops["handler-error"] += 1
+                self._warn_once("handler", f"datagram handler failed: {exc!r}")
+            return
         try:
             messages = codec.decode(data)
         except codec.DecodeError as exc:
@@ -673,7 +690,7 @@ class Endpoint:
                 self._unreachable(sock, False)
                 continue
             except OSError:  # BlockingIOError: empty
-                return
+                break
             self.stats.datagrams += 1
             self.stats.drops["unread-at-close"] += 1
 

@@ -4,7 +4,12 @@ A :class:`Session` wires a leader (ticks on an exact grid, sent from a scheduler
 :class:`~oscsync.apps.netem.Relay` per follower (each link jitters on its own, as two Wi-Fi
 clients would), and followers that are ordinary :class:`~oscsync.apps.metronome.MetronomeListener`
 instances with their own clocks (``skew``: a :class:`~oscsync.clock.SkewedClock`) and, with
-``sync``, a :class:`~oscsync.clocksync.ClockFollower` pinging the leader through the same netem.
+``sync``, a :class:`~oscsync.clockfollow.ClockFollower` pinging the leader through the same netem
+(``sync_method="filter"``: today's :class:`~oscsync.clocksync.FilterFollower`, for comparison).
+
+A synced follower learns whom to follow the way ``--sync-peer`` would tell it: the leader sends
+one clock ping through each relay before tick 0 (its "hello"), and the follower follows the
+address that ping came from (the relay's), so it is locked before tick 0 is due.
 
 Everything runs on one shared base clock, the **reference**: a follower's onsets (written on its
 own, possibly skewed clock) are mapped back onto it, so onsets of different followers can be
@@ -35,14 +40,18 @@ from oscsync.apps.metronome import MetronomeListener, TickRecord, TickSender
 from oscsync.apps.netem import ImpairmentSpec, Relay
 from oscsync.audio import TICK, Player
 from oscsync.clock import Clock, SkewedClock
-from oscsync.clocksync import ClockFollower
+from oscsync.clockfollow import ClockFollower
+from oscsync.clocksync import PING, FilterFollower, PingResponder, encode_ping
 from oscsync.hostport import HostPort
 from oscsync.scheduler import Scheduler, percentile
-from oscsync.transport import Endpoint
+from oscsync.transport import Endpoint, Received, Service
 
 LOOPBACK = HostPort("127.0.0.1", 0)
 SETTLE = 0.15
 """Seconds the leader waits before tick 0, so every socket and thread is up."""
+SYNC_SETTLE = 0.4
+"""The same when a follower syncs: its first estimate takes a round trip plus a few pings after
+it learns the leader's address (the leader's hello ping), and tick 0 should find it locked."""
 
 
 class OnsetRecorder:
@@ -75,6 +84,10 @@ class FollowerSpec:
     name: str
     skew: float = 0.0
     sync: bool = False
+    drift_ppm: float = 0.0
+    sync_method: str = "servo"
+    """``servo`` (:class:`~oscsync.clockfollow.ClockFollower`) or ``filter`` (the minimum-delay
+    filter that translated with each new estimate before issue #11)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +120,14 @@ class FollowerResult:
     sync_text: str | None = None
     sync_offset: float | None = None
     """The follower's estimate of (leader − follower) clock offset, seconds."""
+    sync_bound: float | None = None
+    sync_true_offset: float | None = None
+    """What :attr:`sync_offset` should have been (leader − follower, from the clocks themselves)."""
+    sync_ppm: float | None = None
+    lock_ref: float | None = None
+    """When the follower could first translate timetags (reference clock)."""
+    unsynced: int = 0
+    """Ticks held before sync and dropped because they were already due at lock."""
 
 
 @dataclass
@@ -140,12 +161,14 @@ def run_session(
     collected: list[list[TickRecord]] = [[] for _ in spec.followers]
     opened: list[Any] = []
     relays: list[Relay] = []
-    followers: list[tuple[Clock, MetronomeListener, ClockFollower | None]] = []
+    followers: list[tuple[Clock, MetronomeListener, ClockFollower | FilterFollower | None]] = []
     try:
         for index, follower_spec in enumerate(spec.followers):
             clock: Clock = reference
-            if follower_spec.skew:
-                clock = SkewedClock(reference, skew=follower_spec.skew)
+            if follower_spec.skew or follower_spec.drift_ppm:
+                clock = SkewedClock(
+                    reference, skew=follower_spec.skew, drift_ppm=follower_spec.drift_ppm
+                )
             endpoint = Endpoint(LOOPBACK, clock=clock, on_warning=on_warning)
             opened.append(endpoint)
             scheduler = Scheduler(clock, on_warning=on_warning)
@@ -165,9 +188,16 @@ def run_session(
                 on_tick=collected[index].append,
             )
             handler = listener.on_message
-            follow = None
+            follow: ClockFollower | FilterFollower | None = None
             if follower_spec.sync:
-                follow = ClockFollower(endpoint)
+                if follower_spec.sync_method == "filter":
+                    follow = FilterFollower(endpoint)
+                else:
+                    follow = ClockFollower(endpoint, on_warning=on_warning)
+                    # The lab knows who leads: the first ping through the relay is the leader's
+                    # hello, and its source is what --sync-peer would name (issue #11: no tick
+                    # played late, the first one on time).
+                    endpoint.add_service(PING, _peer_from_hello(follow))
                 handler = follow.wrap(handler)  # type: ignore[assignment]
                 opened.append(follow)
             scheduler.start()
@@ -186,11 +216,14 @@ def run_session(
         )
         opened.append(leader)
         leader.start(lambda _: None)  # answers the followers' clock pings
+        syncing = any(f.sync for f in spec.followers)
+        if syncing:
+            leader.send_bytes(encode_ping(0, reference.now_timetag()))  # hello, through netem
         # The leader's sends need no spin: timetags carry the timing, and with offset 0 the
         # network's jitter dwarfs a sleep's overshoot; a spinning thread would hold the GIL.
         sender = Scheduler(reference, spin=0.0, on_warning=on_warning)
         opened.append(sender)
-        t0 = tt.add_seconds(reference.now_timetag(), SETTLE)
+        t0 = tt.add_seconds(reference.now_timetag(), SYNC_SETTLE if syncing else SETTLE)
         # One tick held at a time: a sweep of 10,000 ticks would pass the scheduler's horizon.
         TickSender(
             leader.send_bytes,
@@ -218,10 +251,44 @@ def run_session(
     ):
         result.followers.append(_follower_result(follower_spec, clock, reference, records, result))
         if follow is not None:
-            estimate = follow.estimate()
-            result.followers[-1].sync_text = follow.describe()
-            result.followers[-1].sync_offset = None if estimate is None else estimate.offset
+            _sync_result(result.followers[-1], follow, clock, reference)
     return result
+
+
+def _peer_from_hello(follow: ClockFollower) -> Service:
+    responder = PingResponder()
+
+    def hello(endpoint: Endpoint, received: Received) -> None:
+        if follow.peer is None:
+            follow.follow(received.source)
+        responder.service(endpoint, received)
+
+    return hello
+
+
+def _sync_result(
+    result: FollowerResult,
+    follow: ClockFollower | FilterFollower,
+    clock: Clock,
+    reference: Clock,
+) -> None:
+    result.sync_text = follow.describe()
+    mono = clock.monotonic()
+    result.sync_true_offset = reference.monotonic_to_wall(mono) - clock.monotonic_to_wall(mono)
+    if isinstance(follow, FilterFollower):
+        old = follow.estimate()
+        if old is not None:
+            result.sync_offset, result.sync_bound = old.offset, old.error_bound
+        result.unsynced = follow.dropped_unsynced
+        return
+    result.sync_offset = follow.offset()
+    estimate = follow.estimate()
+    if estimate is not None:
+        result.sync_bound = follow.servo.bound(estimate.at)
+        result.sync_ppm = estimate.ppm
+    if follow.locked_at is not None:
+        result.lock_ref = _to_reference(clock, reference)(follow.locked_at)
+    result.unsynced = follow.unsynced
 
 
 def _follower_result(

@@ -40,7 +40,7 @@ from oscsync.hostport import HostPort
 from oscsync.scheduler import Dispatch, Scheduler, percentile
 from oscsync.transport import MAX_DATAGRAM, TransportError, bind_error_message, set_recv_buffer
 
-DISTRIBUTIONS = ("uniform", "normal", "pareto")
+DISTRIBUTIONS = ("uniform", "normal", "pareto", "exponential")
 PARETO_SHAPE = 3.0
 """Shape of the Pareto tail: 3 is heavy (occasional long stalls, like Wi-Fi retries) yet still
 has a finite standard deviation, so ``--jitter`` can mean the same thing for every distribution."""
@@ -112,6 +112,8 @@ class Impairment:
             value = rng.uniform(spec.delay - spec.jitter, spec.delay + spec.jitter)
         elif spec.dist == "normal":
             value = rng.gauss(spec.delay, spec.jitter)
+        elif spec.dist == "exponential":  # delay + Exp(mean jitter): issue #11's Wi-Fi model
+            value = spec.delay + rng.expovariate(1.0 / spec.jitter)
         else:
             value = self._pareto_shift + self._pareto_scale * rng.paretovariate(PARETO_SHAPE)
         return max(0.0, value)

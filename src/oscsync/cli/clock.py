@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from oscsync.apps.clock import measure_peer
+from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL, PeerClock, PeerClockReport
 from oscsync.cli.params import DURATION, PEER
 from oscsync.cli.peers import resolve_peer
-from oscsync.cli.runtime import AppContext, running
+from oscsync.cli.runtime import AppContext, Stop, running, stdout_is_tty
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint
 
@@ -15,7 +17,9 @@ from oscsync.transport import Endpoint
 @click.command(
     epilog="""\b
 Examples:
-  oscsync clock --peer 127.0.0.1:9001              # any oscsync listener answers
+  oscsync clock --peer 127.0.0.1:9001              # any oscsync listener answers (20 s)
+  oscsync clock --peer 127.0.0.1:9001 --count 50   # quicker: offset only
+  oscsync clock --peer 192.168.1.21:9001 --watch   # a live line until Ctrl-C
   oscsync --clock-skew 0.15 dump -l 9001 &          # a listener 150 ms ahead ...
   oscsync clock --peer 127.0.0.1:9001 --count 32   # ... measured: offset +150 ms
 """
@@ -24,10 +28,18 @@ Examples:
     "--peer", "-p", type=PEER, required=True, metavar="HOST:PORT|@NAME", help="Who to ask."
 )
 @click.option(
-    "--count", "-c", type=click.IntRange(1, 1000), default=16, show_default=True, help="Pings."
+    "--duration",
+    "-d",
+    type=DURATION,
+    help=f"Seconds to measure [default: {DEFAULT_DURATION:g}, or until Ctrl-C with --watch].",
 )
+@click.option("--count", "-c", type=click.IntRange(1, 1_000_000), help="Send this many pings.")
 @click.option(
-    "--interval", type=DURATION, default=0.02, show_default=True, help="Seconds between pings."
+    "--interval",
+    type=DURATION,
+    default=DEFAULT_INTERVAL,
+    show_default=True,
+    help="Seconds between pings.",
 )
 @click.option(
     "--timeout",
@@ -36,23 +48,74 @@ Examples:
     show_default=True,
     help="How long to wait for the last answers.",
 )
+@click.option("--watch", is_flag=True, help="Keep a live line (offset, bound, ppm, rtt, state).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 @click.pass_obj
 def clock(
-    app: AppContext, peer: HostPort, count: int, interval: float, timeout: float, as_json: bool
+    app: AppContext,
+    peer: HostPort,
+    duration: float | None,
+    count: int | None,
+    interval: float,
+    timeout: float,
+    watch: bool,
+    as_json: bool,
 ) -> None:
     """Measure how far a peer's clock is from this one (and the round trip to it).
 
-    Sends COUNT clock pings (/oscsync/clock/ping) to an oscsync listener, which answers with its
-    own time. Like NTP, the estimate comes from the exchange with the shortest round trip, and
-    the true offset is within half that round trip of it (the ± figure). Positive: the peer's
-    clock is ahead of this one.
+    It also finds how fast the two drift apart: it pings an oscsync listener
+    (/oscsync/clock/ping) every INTERVAL and fits the peer's offset and frequency on the fastest
+    one-way trips each way (the same estimator as metronome listen --sync). ± covers the true
+    offset 95 % of the time if the path's minimum delay is the same both ways (no two-way method
+    can see a fixed asymmetry). Positive: the peer's clock is ahead.
+    The frequency needs 2 s or more; through a jittery link, 20 s for a few ppm.
     """
+    if count is not None and duration is not None:
+        raise click.UsageError("use --count or --duration, not both")
+    if count is None and duration is None and not watch:
+        duration = DEFAULT_DURATION
+    live = watch and not as_json
+
+    def show(report: PeerClockReport) -> None:
+        if as_json and watch:
+            click.echo(report.json())
+        elif live and not app.quiet:
+            line = _live(report)
+            if stdout_is_tty():
+                sys.stdout.write("\r" + line + "\x1b[K")
+                sys.stdout.flush()
+            else:
+                click.echo(line)
+
     peer = resolve_peer(peer)
     with running(), Endpoint(peers=[peer], clock=app.clock, on_warning=app.warn) as endpoint:
-        report = measure_peer(endpoint, count=count, interval=interval, timeout=timeout)
+        probe = PeerClock(endpoint)
+        try:
+            report = probe.run(
+                count=count,
+                duration=duration,
+                interval=interval,
+                timeout=timeout,
+                on_update=show if watch else None,
+            )
+        except (KeyboardInterrupt, Stop):  # --watch ends with Ctrl-C: report what we have
+            report = probe.report()
+        if live and stdout_is_tty() and not app.quiet:
+            click.echo()
         click.echo(report.json() if as_json else report.text())
         if report.estimate is None:
             raise click.ClickException(
                 f"no answer from {peer} (is an oscsync listener running there?)"
             )
+
+
+def _live(report: PeerClockReport) -> str:
+    estimate = report.estimate
+    if estimate is None:
+        return f"{report.state}  {report.answered}/{report.sent} answered"
+    ppm = f"{estimate.ppm:+.1f} ppm" if estimate.span >= 2.0 else "- ppm"
+    rtt = "-" if report.min_rtt is None else f"{report.min_rtt * 1e3:.2f}"
+    return (
+        f"offset {estimate.offset * 1e3:+.3f} ± {estimate.bound * 1e3:.3f} ms  {ppm}  "
+        f"rtt {rtt} ms  {report.state}  {report.answered}/{report.sent}"
+    )

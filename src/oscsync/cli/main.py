@@ -24,6 +24,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Send one OSC message (optionally in a timetagged bundle) to HOST:PORT.",
     ),
     "dump": ("oscsync.cli.dump:dump", "Print every OSC message that arrives, as it arrives."),
+    "record": (
+        "oscsync.cli.record:record",
+        "Record every OSC datagram that arrives, byte-exact with its arrival time, to FILE.",
+    ),
+    "replay": (
+        "oscsync.cli.replay:replay",
+        "Send a recording or a pcap capture again, with its timing, to one or more peers.",
+    ),
     "timetag": ("oscsync.cli.timetag:timetag", "OSC timetags: print them, watch them arrive."),
     "chat": (
         "oscsync.cli.chat:chat",

@@ -27,7 +27,8 @@ from oscsync.cli.params import (
 )
 from oscsync.cli.peers import advertising, resolve_peer, resolve_peers
 from oscsync.cli.runtime import AppContext, running, stdout_is_tty, wait
-from oscsync.clocksync import PONG, ClockFollower, PeerClocks
+from oscsync.clockfollow import ClockFollower
+from oscsync.clocksync import PONG, PeerClocks
 from oscsync.hostport import HostPort
 from oscsync.scheduler import Scheduler
 from oscsync.transport import Endpoint, Network, Received
@@ -199,6 +200,48 @@ def _listen_options() -> Callable[[F], F]:
         allow_option(),
         advertise_option(),
     )
+
+
+def _sync_options() -> Callable[[F], F]:
+    return _compose(
+        click.option(
+            "--sync",
+            type=click.Choice(["peer", "system"]),
+            is_flag=False,
+            flag_value="peer",
+            default=None,
+            help="peer (or --sync alone): follow the tick sender's clock: ping it (a burst, "
+            "200 then 100 times a second), fit its offset and frequency, and translate its "
+            "timetags through a map that is slewed, never stepped; ticks due before the first "
+            "estimate are not played. system: trust this machine's clock (both machines "
+            "disciplined by chrony or PTP): timetags are used as they are.",
+        ),
+        click.option(
+            "--sync-peer",
+            type=PEER,
+            metavar="HOST:PORT|@NAME",
+            help="Whose clock to follow with --sync (default: the first sender of a timetagged "
+            "tick; give it to refuse anyone else's ticks and to sync before the first one).",
+        ),
+    )
+
+
+def _check_sync(sync: str | None, sync_peer: HostPort | None) -> None:
+    if sync == "system" and sync_peer is not None:
+        raise click.UsageError("--sync-peer follows a peer's clock: not with --sync system")
+
+
+def _follower(
+    app: AppContext, endpoint: Endpoint, sync: str | None, sync_peer: HostPort | None
+) -> ClockFollower | None:
+    """--sync peer: a ClockFollower; --sync system: None (timetags used as they are)."""
+    if sync == "system":
+        app.note("clock sync: system (timetags used as they are: this clock is trusted)")
+        return None
+    if sync is None and sync_peer is None:
+        return None
+    peer = None if sync_peer is None else sync_peer.sockaddr
+    return ClockFollower(endpoint, peer=peer, on_warning=app.warn)
 
 
 @click.group(
@@ -410,6 +453,8 @@ class _Session:
         if description:
             app.note(description)
         self.scheduler = Scheduler(app.clock, on_warning=app.warn)
+        self.follower: ClockFollower | None = None
+        """Set by ``--sync``: its state joins the live line."""
         self.tty = stdout_is_tty()
         self.live = _live_line(app)
         self.listener = MetronomeListener(
@@ -432,7 +477,10 @@ class _Session:
 
     def _on_tick(self, record: TickRecord) -> None:
         if self.tty:
-            self.live(self.listener.status())
+            status = self.listener.status()
+            if self.follower is not None:
+                status += "  " + self.follower.status()
+            self.live(status)
         elif not self.app.quiet:
             click.echo(tick_line(record))
         if self.limit is not None and record.seq + 1 >= self.limit:
@@ -479,19 +527,7 @@ Examples:
 @_beats_per_bar_option()
 @click.option("--count", "-c", type=click.IntRange(min=1), help="Stop after this many ticks.")
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
-@click.option(
-    "--sync",
-    is_flag=True,
-    help="Follow the sender's clock: ping it (at start, then 4 times a second) and translate "
-    "its timetags onto this clock before scheduling.",
-)
-@click.option(
-    "--sync-peer",
-    type=PEER,
-    metavar="HOST:PORT|@NAME",
-    help="Whose clock to follow with --sync (default: whoever the ticks come from, also when "
-    "they arrive through a multicast group).",
-)
+@_sync_options()
 @iface_option()
 @click.pass_obj
 def listen(
@@ -507,7 +543,7 @@ def listen(
     beats_per_bar: int,
     count: int | None,
     duration: float | None,
-    sync: bool,
+    sync: str | None,
     sync_peer: HostPort | None,
     iface: str | None,
     advertise: str | None,
@@ -519,6 +555,7 @@ def listen(
     late ticks, the interval between onsets (mean ± std) and the headroom (timetag − arrival);
     piped, one line per tick. Ctrl-C stops and prints a summary.
     """
+    _check_sync(sync, sync_peer)
     paths = _sound_paths(sound, accent_sound)
     sync_peer = resolve_peer(sync_peer)
     with (
@@ -543,9 +580,9 @@ def listen(
             )
             app.note(f"listening on {endpoint.local_address}")
             handler: Callable[[Received], None] = session.listener.on_message
-            if sync or sync_peer is not None:
-                peer = None if sync_peer is None else sync_peer.sockaddr
-                follower = ClockFollower(endpoint, peer=peer)
+            follower = _follower(app, endpoint, sync, sync_peer)
+            if follower is not None:
+                session.follower = follower
                 handler = follower.wrap(handler)
                 follower.start()
             endpoint.start(handler)
@@ -564,6 +601,21 @@ def listen(
 # -- pair -------------------------------------------------------------------------------------
 
 
+def _pong_router(
+    follower: ClockFollower, clocks: PeerClocks
+) -> Callable[[Endpoint, Received], None]:
+    """Pongs for --offset auto's pings and for the clock follower's, on one endpoint: the
+    follower takes those from the peer it follows, --offset auto (which matches its own pings
+    and ignores the rest) sees every one."""
+
+    def route(endpoint: Endpoint, received: Received) -> None:
+        clocks.service(endpoint, received)
+        if received.source == follower.peer:
+            follower.take_pong(received)
+
+    return route
+
+
 @metronome.command(
     epilog="""\b
 Examples:
@@ -573,6 +625,7 @@ Examples:
 )
 @_send_options()
 @_listen_options()
+@_sync_options()
 @click.pass_obj
 def pair(
     app: AppContext,
@@ -591,18 +644,23 @@ def pair(
     accent_sound: Path | None,
     log_path: Path | None,
     allow: tuple[Network, ...],
+    sync: str | None,
+    sync_peer: HostPort | None,
     advertise: str | None,
     interface: str,
 ) -> None:
     """Send ticks and play the ticks you receive, in one process (like the PD patch).
 
     Ticks go to every --peer; ticks arriving on --listen (from anyone, yourself included) are
-    played. With --count or --duration it stops shortly after the last tick's timetag.
+    played. With --count or --duration it stops shortly after the last tick's timetag. With
+    --sync, received timetags are translated from the sender's clock, as listen --sync does.
     """
     total = _tick_count(count, duration, bpm)
+    _check_sync(sync, sync_peer)
     paths = _sound_paths(sound, accent_sound)
     clock = app.clock
     peers = resolve_peers(peers)
+    sync_peer = resolve_peer(sync_peer)
     with (
         running(),
         _log_file(log_path) as log,
@@ -618,6 +676,7 @@ def pair(
         )
         session: _Session | None = None
         sender: TickSender | None = None
+        follower: ClockFollower | None = None
         try:
             session = _Session(
                 app,
@@ -631,8 +690,16 @@ def pair(
             app.note(f"listening on {endpoint.local_address}")
             clocks = PeerClocks(clock, endpoint, peers, filter_size=_AUTO_PINGS)
             endpoint.add_service(PONG, clocks.service)
-            endpoint.start(session.listener.on_message)
+            handler: Callable[[Received], None] = session.listener.on_message
+            follower = _follower(app, endpoint, sync, sync_peer)
+            if follower is not None:
+                session.follower = follower
+                handler = follower.wrap(handler)
+                endpoint.add_service(PONG, _pong_router(follower, clocks))
+            endpoint.start(handler)
             advertised.publish(endpoint.local_address)
+            if follower is not None:
+                follower.start()
             if offset == AUTO:
                 offset = _auto_offset(app, clocks)
             assert isinstance(offset, float)
@@ -653,6 +720,9 @@ def pair(
         finally:
             if sender is not None:
                 sender.stop()
+            if follower is not None:
+                follower.close()
+                app.note(follower.describe())
             if session is not None:
                 session.close(endpoint)
             else:

@@ -1,0 +1,261 @@
+"""Record and replay (issue #15): replay timing against liblo's ``oscsendfile``, speed, and
+recording a 50,000 msg/s flood with flat memory.
+
+1. **Replay timing.** One irregular schedule (intervals drawn from 0.5-1.5 × 1/rate, fixed seed)
+   is written as an oscsync recording and as an ``oscsendfile`` text file (liblo's format:
+   ``SEC.FRAC /address types args``, one message per line; it sends each line in a bundle after a
+   ``usleep``). Each is replayed to an independent receiver process that stamps every arrival on
+   the monotonic clock; the figure is |replayed interval − recorded interval| (p50, p99, max).
+   Goal for ``oscsync replay``: p99 ≤ 0.1 ms, max ≤ 1 ms at up to 1,000 msg/s.
+2. **--speed 2** halves the span: received span / (recorded span / 2), goal within 0.1 %.
+3. **Recording a flood.** A sender process sends 50,000 msg/s for 10 s to ``oscsync record``;
+   every datagram must be in the file or counted as dropped in its closing line
+   (written + dropped = sent), and the recorder's resident memory (Linux ``VmRSS``) is sampled
+   every 0.5 s: it must stay flat.
+
+    .venv/bin/python benchmarks/record_replay.py            # the figures above
+    .venv/bin/python benchmarks/record_replay.py --quick    # 3 s schedules, a 3 s flood
+
+On a shared machine other processes make both replayers late now and then: the lead re-measures
+on a quiet machine. The machine's load average is printed with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from oscsync import codec
+from oscsync import timetag as tt
+from oscsync.recording import RecordingWriter
+
+RECEIVER = r"""
+import json, socket, sys, time
+count, timeout = int(sys.argv[1]), float(sys.argv[2])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+sock.bind(("127.0.0.1", 0))
+print(sock.getsockname()[1], flush=True)
+sock.settimeout(timeout)
+stamps = []
+try:
+    while len(stamps) < count:
+        sock.recv(65535)
+        stamps.append(time.monotonic_ns())
+        sock.settimeout(2.0)
+except socket.timeout:
+    pass
+print(json.dumps(stamps), flush=True)
+"""
+
+FLOOD_SENDER = r"""
+import socket, sys, time
+port, rate, seconds = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+payloads = [b"/flood/fader\x00\x00\x00\x00,if\x00" + k.to_bytes(4, "big") + b"\x3f\x00\x00\x00"
+            for k in range(1000)]
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.connect(("127.0.0.1", port))
+total = int(rate * seconds)
+sent = 0
+start = time.perf_counter()
+while sent < total:
+    for k in range(min(250, total - sent)):
+        sock.send(payloads[(sent + k) % 1000])
+    sent += min(250, total - sent)
+    ahead = sent / rate - (time.perf_counter() - start)
+    if ahead > 0:
+        time.sleep(ahead)
+print(sent, time.perf_counter() - start, flush=True)
+"""
+
+
+def schedule(rate: float, seconds: float, seed: int = 15) -> list[float]:
+    """Offsets (s) of an irregular stream averaging ``rate`` messages per second."""
+    rng = random.Random(seed)
+    offsets, t = [], 0.0
+    while t < seconds:
+        offsets.append(round(t, 6))  # microseconds: what oscsendfile's text can also carry
+        t += rng.uniform(0.5, 1.5) / rate
+    return offsets
+
+
+def write_recording(path: Path, offsets: list[float]) -> None:
+    with path.open("w") as out:
+        writer = RecordingWriter(out, monotonic_start=0.0)
+        writer.write_header(
+            host="bench", clock="system", started_unix=1.8e9, listen="x:1", software="bench"
+        )
+        for n, offset in enumerate(offsets):
+            writer.add(codec.encode_message("/bench", [n]), "127.0.0.1:1", 1.8e9 + offset, offset)
+        writer.close(offsets[-1], {})
+
+
+def write_oscsendfile(path: Path, offsets: list[float]) -> None:
+    base = tt.from_unix(1.8e9)
+    with path.open("w") as out:
+        for n, offset in enumerate(offsets):
+            seconds, fraction = tt.split(tt.add_seconds(base, offset))
+            out.write(f"{seconds:08x}.{fraction:08x} /bench i {n}\n")
+
+
+def receive_while(argv: list[str], count: int) -> tuple[list[int], str]:
+    """Arrival stamps (monotonic ns) of what ``argv`` sends, and the last line it printed."""
+    receiver = subprocess.Popen(
+        [sys.executable, "-c", RECEIVER, str(count), "15"], stdout=subprocess.PIPE, text=True
+    )
+    assert receiver.stdout is not None
+    port = receiver.stdout.readline().strip()
+    sender = subprocess.run(
+        [a.replace("PORT", port) for a in argv],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stamps: list[int] = json.loads(receiver.stdout.readline())
+    receiver.wait()
+    lines = sender.stderr.strip().splitlines()
+    return stamps, lines[-1] if lines else ""
+
+
+def interval_errors(offsets: list[float], stamps: list[int], speed: float) -> dict[str, float]:
+    if len(stamps) != len(offsets):
+        return {"received": len(stamps), "expected": len(offsets)}
+    errors = sorted(
+        abs((stamps[i + 1] - stamps[i]) / 1e9 - (offsets[i + 1] - offsets[i]) / speed) * 1e3
+        for i in range(len(offsets) - 1)
+    )
+    rank = max(0, int(len(errors) * 0.99 + 0.5) - 1)
+    return {
+        "p50_ms": statistics.median(errors),
+        "p99_ms": errors[rank],
+        "max_ms": errors[-1],
+        "span_ratio": (stamps[-1] - stamps[0]) / 1e9 / ((offsets[-1] - offsets[0]) / speed),
+    }
+
+
+def replay_timing(work: Path, rate: float, seconds: float, speed: float = 1.0) -> dict[str, dict]:
+    offsets = schedule(rate, seconds)
+    recording, text = work / f"r{rate}.jsonl", work / f"r{rate}.txt"
+    write_recording(recording, offsets)
+    write_oscsendfile(text, offsets)
+    oscsync = [sys.executable, "-m", "oscsync", "replay", str(recording)]
+    stamps, summary = receive_while(
+        [*oscsync, "--peer", "127.0.0.1:PORT", "--speed", str(speed)], len(offsets)
+    )
+    results = {"oscsync replay": interval_errors(offsets, stamps, speed)}
+    # The sender's own view (dispatch - due on its scheduler): tells a late send from a late
+    # wake-up of the receiver.
+    late = re.search(r"sent late by p99 ([\d.]+) ms, max ([\d.]+) ms", summary)
+    if late:
+        results["oscsync replay"]["own_late_p99_ms"] = float(late.group(1))
+        results["oscsync replay"]["own_late_max_ms"] = float(late.group(2))
+    if shutil.which("oscsendfile"):
+        stamps, _ = receive_while(
+            ["oscsendfile", "127.0.0.1", "PORT", str(text), str(speed)], len(offsets)
+        )
+        results["liblo oscsendfile"] = interval_errors(offsets, stamps, speed)
+    return results
+
+
+def rss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def flood(work: Path, rate: float, seconds: float) -> dict[str, object]:
+    path = work / "flood.jsonl"
+    recorder = subprocess.Popen(
+        [sys.executable, "-m", "oscsync", "record", str(path), "--listen", "127.0.0.1:0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert recorder.stderr is not None
+    port = int(recorder.stderr.readline().rsplit(":", 1)[1])
+    time.sleep(0.5)
+    sender = subprocess.Popen(
+        [sys.executable, "-c", FLOOD_SENDER, str(port), str(rate), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    samples = []
+    while sender.poll() is None:
+        samples.append(rss_kib(recorder.pid))
+        time.sleep(0.5)
+    assert sender.stdout is not None
+    sent_text, elapsed = sender.stdout.read().split()
+    time.sleep(2.0)  # let the recorder drain its socket buffer
+    samples.append(rss_kib(recorder.pid))
+    recorder.terminate()
+    summary = recorder.stderr.read().strip().splitlines()[-1]
+    recorder.wait()
+    closing = json.loads(path.read_text().splitlines()[-1])
+    sent = int(sent_text)
+    rss = [s for s in samples if s is not None]
+    return {
+        "sent": sent,
+        "send_rate": round(sent / float(elapsed)),
+        "written": closing["datagrams"],
+        "dropped_counted": closing["dropped_total"],
+        "dropped_by_reason": closing["dropped"],
+        "written + dropped == sent": closing["datagrams"] + closing["dropped_total"] == sent,
+        "file_MB": round(path.stat().st_size / 1e6, 1),
+        "rss_MiB first/max/last": [round(x / 1024, 1) for x in (rss[0], max(rss), rss[-1])]
+        if rss
+        else "n/a (no /proc)",
+        "summary": summary,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 s schedules and a 3 s flood")
+    args = parser.parse_args()
+    seconds = 3.0 if args.quick else 5.0
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(f"load average: {load}  (2 cores shared with other sessions: figures are indicative)")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for rate in (100, 1000):
+            for name, figures in replay_timing(work, rate, seconds).items():
+                print(f"replay {rate:>5} msg/s, {name:<18} {_fmt(figures)}")
+        for name, figures in replay_timing(work, 1000, seconds, speed=2.0).items():
+            print(f"--speed 2, 1000 msg/s, {name:<18} {_fmt(figures)}")
+        result = flood(work, 50_000, 3.0 if args.quick else 10.0)
+        print("record 50,000 msg/s:")
+        for key, value in result.items():
+            print(f"  {key}: {value}")
+
+
+def _fmt(figures: dict[str, float]) -> str:
+    if "p99_ms" not in figures:
+        return f"LOST DATAGRAMS: {figures}"
+    text = (
+        f"interval error p50 {figures['p50_ms']:.4f} ms, p99 {figures['p99_ms']:.4f} ms, "
+        f"max {figures['max_ms']:.4f} ms; span ratio {figures['span_ratio']:.5f}"
+    )
+    if "own_late_p99_ms" in figures:
+        text += (
+            f"; own send lateness p99 {figures['own_late_p99_ms']:.3f} ms, "
+            f"max {figures['own_late_max_ms']:.3f} ms"
+        )
+    return text
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""``oscsync record``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import IO, Any
+
+import click
+
+from oscsync.apps.record import Recorder
+from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
+from oscsync.cli.runtime import AppContext, leave_without_stdout, running
+from oscsync.hostport import HostPort
+from oscsync.recording import FLUSH_INTERVAL
+from oscsync.transport import Endpoint, Network
+
+
+def _open_new(path: str, mode: str, overwrite: bool, param: str) -> IO[Any]:
+    if path == "-":
+        return sys.stdout if "b" not in mode else sys.stdout.buffer
+    if not overwrite and os.path.exists(path) and os.path.getsize(path) > 0:
+        raise click.BadParameter(
+            f"{path} already exists (a recording is never overwritten by accident: "
+            "choose another name or add --overwrite)",
+            param_hint=param,
+        )
+    try:
+        if "b" in mode:
+            return open(path, mode)
+        return open(path, mode, encoding="utf-8", newline="\n")  # the same bytes on Windows
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from None
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  oscsync record take1.jsonl                        # record 127.0.0.1:9001 until Ctrl-C
+  oscsync record take1.jsonl --listen 0.0.0.0:9000 --duration 60
+  oscsync record sensors.jsonl --count 1000 --pcap sensors.pcap
+  oscsync record - --count 5 | jq .osc              # to stdout, for jq
+  oscsync replay take1.jsonl --peer 127.0.0.1:9002  # play it back with its timing
+"""
+)
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True), required=False)
+@listen_option()
+@allow_option()
+@iface_option()
+@click.option(
+    "--count", "-c", type=click.IntRange(min=1), metavar="N", help="Stop after this many datagrams."
+)
+@click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
+@click.option(
+    "--pcap",
+    "pcap_path",
+    type=click.Path(dir_okay=False),
+    metavar="PCAPFILE",
+    help="Also write the datagrams as a pcap capture (Wireshark, tshark); FILE may be left out.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace FILE (and PCAPFILE) if they exist.")
+@click.pass_obj
+def record(
+    app: AppContext,
+    file: str | None,
+    listen: HostPort,
+    allow: tuple[Network, ...],
+    iface: str | None,
+    count: int | None,
+    duration: float | None,
+    pcap_path: str | None,
+    overwrite: bool,
+) -> None:
+    """Record every OSC datagram that arrives, byte-exact with its arrival time, to FILE.
+
+    FILE gets one JSON line per datagram: the bytes (base64), the arrival time, the sender and the
+    decoded messages, between a header line and a closing line that counts what was lost (see
+    "Record and replay" in the guide). Lines are flushed several times a second, so a crash keeps
+    what came before it, and the file can be read while it grows. Datagrams that are not valid OSC
+    are kept too, marked. Ctrl-C stops and prints a summary.
+    """
+    if file is None and pcap_path is None:
+        raise click.UsageError("give a FILE to record to (or --pcap PCAPFILE, or both)")
+    if file is not None and file == pcap_path:
+        raise click.UsageError("FILE and --pcap must be different files (only one may be -)")
+    with contextlib.ExitStack() as files:
+        recording = pcap = None
+        if file is not None:
+            recording = _open_new(file, "w", overwrite, "FILE")
+            if file != "-":
+                files.enter_context(recording)
+        if pcap_path is not None:
+            pcap = _open_new(pcap_path, "wb", overwrite, "--pcap")
+            if pcap_path != "-":
+                files.enter_context(pcap)
+        _record(app, recording, pcap, listen, allow, iface, count, duration)
+        if file == "-" or pcap_path == "-":
+            # stdout carries the data: make sure a closed pipe ends quietly.
+            with contextlib.suppress(BrokenPipeError):
+                sys.stdout.flush()
+
+
+def _record(
+    app: AppContext,
+    recording: IO[str] | None,
+    pcap: IO[bytes] | None,
+    listen: HostPort,
+    allow: tuple[Network, ...],
+    iface: str | None,
+    count: int | None,
+    duration: float | None,
+) -> None:
+    clock = app.clock
+    failure: OSError | None = None
+    with running():
+        endpoint = Endpoint(
+            listen, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
+        )
+        recorder = Recorder(
+            clock,
+            recording=recording,
+            pcap=pcap,
+            destination=str(endpoint.local_address),
+            count=count,
+        )
+        try:
+            recorder.write_header(str(endpoint.local_address))
+            app.note(f"recording on {endpoint.local_address}")
+            endpoint.start(on_datagram=recorder.on_datagram)
+            deadline = None if duration is None else clock.monotonic() + duration
+            while not recorder.done.is_set():
+                slice_ = FLUSH_INTERVAL
+                if deadline is not None:
+                    slice_ = min(slice_, deadline - clock.monotonic())
+                    if slice_ <= 0:
+                        break
+                clock.wait(recorder.done, slice_)
+                recorder.flush()
+        finally:
+            stopped = endpoint.close()
+            recorder.close(endpoint.stats.drops)
+            failure = recorder.failure
+            elapsed = clock.monotonic() - recorder.started_monotonic
+            app.note(recorder.summary(endpoint.stats.drops, elapsed))
+            if isinstance(failure, BrokenPipeError) or not stopped:
+                leave_without_stdout(stopped_cleanly=stopped)
+    if failure is not None and not isinstance(failure, BrokenPipeError):
+        raise click.ClickException(f"cannot write the recording: {failure.strerror or failure}")

@@ -1,0 +1,110 @@
+"""The envelope estimator on simulated links: convergence, frequency, the bound, clock steps."""
+
+from __future__ import annotations
+
+import pytest
+
+from oscsync.clockestimate import RESTART_AFTER, EnvelopeEstimator
+from simlink import SimLink, exponential, pareto, uniform
+
+
+def _run(
+    link: SimLink, duration: float, every: int = 16
+) -> tuple[EnvelopeEstimator, list[tuple[float, float, float]]]:
+    """Feed the estimator; every ``every`` exchanges note (time, error, bound)."""
+    estimator = EnvelopeEstimator()
+    notes = []
+    for index, exchange in enumerate(link.exchanges(duration)):
+        estimator.add_exchange(exchange.t1, exchange.t2, exchange.t3, exchange.t4)
+        if index % every:
+            continue
+        estimate = estimator.estimate(exchange.t4)
+        if estimate is not None:
+            notes.append((exchange.t4, estimate.offset - link.offset(exchange.t4), estimate.bound))
+    return estimator, notes
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[int(0.99 * (len(ordered) - 1))]
+
+
+def test_no_estimate_before_three_exchanges() -> None:
+    estimator = EnvelopeEstimator()
+    link = SimLink(uniform())
+    exchanges = list(link.exchanges(1.0))
+    for exchange in exchanges[:2]:
+        estimator.add_exchange(exchange.t1, exchange.t2, exchange.t3, exchange.t4)
+        assert estimator.estimate(exchange.t4) is None
+    estimator.add_exchange(exchanges[2].t1, exchanges[2].t2, exchanges[2].t3, exchanges[2].t4)
+    assert estimator.estimate(exchanges[2].t4) is not None
+
+
+@pytest.mark.parametrize(
+    ("delay", "ppm", "goal"),
+    [
+        (uniform(), 50.0, 0.25e-3),  # issue #11: ±15 ms uniform, 50 ppm: p99 ≤ 0.25 ms after 10 s
+        (exponential(), 200.0, 0.5e-3),  # exponential 10 ms, 200 ppm: ≤ 0.5 ms
+        (pareto(), -500.0, 0.25e-3),
+    ],
+    ids=["uniform-50ppm", "exponential-200ppm", "pareto-minus-500ppm"],
+)
+def test_offset_converges_within_the_goal_after_ten_seconds(
+    delay: object, ppm: float, goal: float
+) -> None:
+    errors = []
+    for seed in range(3):
+        link = SimLink(delay, skew=0.15, ppm=ppm, rate=40, seed=seed)  # type: ignore[arg-type]
+        _, notes = _run(link, 40.0)
+        errors += [abs(error) for t, error, _ in notes if t >= 10.0]
+    assert _p99(errors) <= goal
+
+
+@pytest.mark.parametrize("ppm", [-500.0, 0.0, 50.0, 200.0, 500.0])
+def test_frequency_is_found_within_five_ppm(ppm: float) -> None:
+    link = SimLink(uniform(), ppm=ppm, rate=40, seed=3)
+    estimator, _ = _run(link, 30.0)
+    estimate = estimator.estimate(30.0)
+    assert estimate is not None
+    assert estimate.ppm == pytest.approx(ppm, abs=5.0)
+
+
+@pytest.mark.parametrize(
+    "delay", [uniform(), exponential(), pareto()], ids=["uniform", "exponential", "pareto"]
+)
+def test_the_bound_covers_the_true_error_95_percent_of_the_time(delay: object) -> None:
+    covered = total = 0
+    for seed, ppm in enumerate((50.0, -200.0, 500.0)):
+        link = SimLink(delay, ppm=ppm, rate=40, loss=0.05, seed=seed)  # type: ignore[arg-type]
+        _, notes = _run(link, 40.0)
+        covered += sum(abs(error) <= bound for _, error, bound in notes)
+        total += len(notes)
+    assert covered / total >= 0.95
+
+
+def test_loss_and_reordering_only_slow_it_down() -> None:
+    # 30 % loss, pongs delivered in arrival order (delays vary by 30 ms: heavily reordered).
+    link = SimLink(uniform(), ppm=100.0, rate=40, loss=0.3, seed=5)
+    _, notes = _run(link, 40.0)
+    assert _p99([abs(e) for t, e, _ in notes if t >= 20.0]) <= 0.25e-3
+
+
+def test_a_step_of_the_peer_clock_restarts_the_window() -> None:
+    link = SimLink(uniform(), ppm=50.0, rate=40, step=0.030, step_at=20.0, seed=2)
+    estimator, notes = _run(link, 40.0)
+    assert estimator.restarts == 1
+    after = [abs(e) for t, e, _ in notes if t >= 30.0]
+    assert after and max(after) <= 0.5e-3
+
+
+def test_a_single_impossible_exchange_is_held_back() -> None:
+    link = SimLink(uniform(), ppm=0.0, rate=40, seed=4)
+    estimator, _ = _run(link, 10.0)
+    before = estimator.estimate(10.0)
+    assert before is not None
+    # A forged pong claiming the peer is 100 s behind: far below the forward envelope.
+    for _ in range(RESTART_AFTER - 1):
+        assert not estimator.add_exchange(10.0, 10.0 - 100.0, 10.0 - 100.0, 10.04)
+    after = estimator.estimate(10.0)
+    assert after is not None
+    assert after.offset == before.offset and estimator.restarts == 0

@@ -1,0 +1,322 @@
+"""The follower on the fake clock: pongs through a simulated link, ticks held and translated,
+and what a stranger or a forger can (not) do to it (issue #20 items 1, 4 and 6)."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import re
+from collections.abc import Callable
+
+import pytest
+
+from oscsync import clocksync, codec
+from oscsync import timetag as tt
+from oscsync.clock import FakeClock, SkewedClock
+from oscsync.clockfollow import ClockFollower
+from oscsync.transport import Endpoint, Received
+
+LEADER = ("127.0.0.1", 7000)
+STRANGER = ("127.0.0.2", 7000)
+
+
+def _received(data: bytes, arrival: float, source: tuple[str, int]) -> list[Received]:
+    return [Received(message, source, arrival) for message in codec.decode(data)]
+
+
+class _World:
+    """A follower (fake clock) and a leader whose clock is ``skew`` s ahead drifting ``ppm``,
+    joined by a link of random one-way delays; events run in time order, nothing sleeps."""
+
+    def __init__(
+        self,
+        skew: float = 0.15,
+        ppm: float = 50.0,
+        jitter: float = 0.015,
+        seed: int = 1,
+        peer: tuple[str, int] | None = LEADER,
+        duplicate: float = 0.0,
+    ) -> None:
+        self.clock = FakeClock()
+        self.leader_clock = SkewedClock(self.clock, skew=skew, drift_ppm=ppm)
+        self.rng = random.Random(seed)
+        self.jitter = jitter
+        self.duplicate = duplicate
+        self.endpoint = Endpoint(clock=self.clock)
+        self.warnings: list[str] = []
+        self.follower = ClockFollower(self.endpoint, peer=peer, on_warning=self.warnings.append)
+        follower = self.follower
+        follower._sender = lambda: None if follower.peer is None else self._ping  # type: ignore[method-assign]
+        self.got: list[Received] = []
+        self.handle = self.follower.wrap(self.got.append)
+        self.events: list[tuple[float, int, Callable[[], None]]] = []
+        self.seq = itertools.count()
+
+    def delay(self) -> float:
+        return 0.020 + self.rng.uniform(-self.jitter, self.jitter)
+
+    def at(self, when: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self.events, (when, next(self.seq), action))
+
+    def _ping(self, data: bytes) -> None:
+        def arrive() -> None:
+            (ping,) = _received(data, self.leader_clock.now(), ("127.0.0.1", 9001))
+            pong = clocksync.pong_for(ping, self.leader_clock)
+            copies = 2 if self.rng.random() < self.duplicate else 1
+            for _ in range(copies):
+                self.at(self.clock.monotonic() + self.delay(), lambda: self.deliver(pong))
+
+        self.at(self.clock.monotonic() + self.delay(), arrive)
+
+    def deliver(self, data: bytes, source: tuple[str, int] = LEADER) -> None:
+        for received in _received(data, self.clock.now(), source):
+            if received.address == clocksync.PONG:
+                self.follower.take_pong(received)
+            else:
+                self.handle(received)
+
+    def send_tick(self, ahead: float, source: tuple[str, int] = LEADER) -> int:
+        """The leader sends a tick timetagged ``ahead`` s from its now; returns the timetag."""
+        stamp = tt.add_seconds(self.leader_clock.now_timetag(), ahead)
+        data = codec.encode_bundle(stamp, [codec.encode_message("/tick", [0], "i")])
+        self.at(self.clock.monotonic() + self.delay(), lambda: self.deliver(data, source))
+        return stamp
+
+    def run(self, until: float, ping_every: float = 0.025) -> None:
+        """Ping every ``ping_every`` s (the first 20 at 5 ms) and run events up to ``until``."""
+        next_ping = self.clock.monotonic()
+        burst = 20
+        while True:
+            when = min(next_ping, self.events[0][0] if self.events else next_ping)
+            if when > until:
+                break
+            self.clock.advance(max(0.0, when - self.clock.monotonic()))
+            if when == next_ping and (not self.events or self.events[0][0] >= next_ping):
+                self.follower.ping()
+                next_ping += 0.005 if burst > 0 else ping_every
+                burst -= 1
+            else:
+                _, _, action = heapq.heappop(self.events)
+                action()
+        self.clock.advance(max(0.0, until - self.clock.monotonic()))
+
+    def true_local(self, leader_stamp: int) -> float:
+        """Our wall time at which the leader's clock reads ``leader_stamp``."""
+        return self.clock.monotonic_to_wall(
+            self.leader_clock.wall_to_monotonic(tt.to_unix(leader_stamp))
+        )
+
+
+def test_follower_locks_and_translates_within_a_quarter_millisecond() -> None:
+    world = _World(skew=0.15, ppm=50.0)
+    start = world.clock.monotonic()
+    world.run(start + 12.0)
+    stamps = [world.send_tick(0.05 + 0.25 * k) for k in range(8)]
+    world.run(start + 14.5)
+    assert len(world.got) == 8
+    truth = sorted(world.true_local(stamp) for stamp in stamps)
+    # Sent at once, the ticks arrive in any order: compare them sorted by time.
+    played = sorted(tt.to_unix(r.timetag) for r in world.got if r.timetag is not None)
+    for local, true in zip(played, truth, strict=True):
+        assert abs(local - true) <= 0.25e-3
+    assert world.follower.state() == "locked"
+    assert world.follower.servo.steps == 0
+    assert world.warnings == []
+
+
+def test_no_tick_before_an_estimate_and_none_played_late() -> None:
+    world = _World(peer=None)  # the peer is learnt from the first tick: pings start then
+    start = world.clock.monotonic()
+    early = world.send_tick(0.030)  # due before any pong can come back: dropped, counted
+    later = world.send_tick(0.500)  # held, then translated
+    world.run(start + 1.0)
+    assert world.follower.peer == LEADER
+    assert world.follower.unsynced == 1
+    assert [r.timetag is not None for r in world.got] == [True]
+    translated = world.got[0].timetag
+    assert translated is not None
+    assert abs(tt.to_unix(translated) - world.true_local(later)) <= 5e-3
+    assert early != later
+
+
+def test_duplicated_and_reordered_pongs_are_counted_not_used() -> None:
+    world = _World(duplicate=0.3, seed=3)
+    world.run(world.clock.monotonic() + 5.0)
+    assert world.follower.ignored["unexpected-pong"] > 10
+    assert world.follower.answered <= world.follower.sent
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (lambda t1, now: (t1, t1 + 10, t1 + 5, now), "negative-turnaround"),
+        (lambda t1, now: (t1, t1, t1 + (5 << 32), now), "slow-turnaround"),
+        (lambda t1, now: (t1, (1 << 64) - 1, (1 << 64) - 1, now), None),
+    ],
+    ids=["negative-turnaround", "slow-turnaround", "huge-values"],
+)
+def test_malformed_and_impossible_pongs_never_move_the_clock(
+    args: Callable[[int, int], tuple[int, int, int, int]], reason: str | None
+) -> None:
+    world = _World()
+    start = world.clock.monotonic()
+    world.run(start + 10.0)
+    before = world.follower.offset()
+    sent: list[bytes] = []
+    world.follower._sender = lambda: sent.append  # type: ignore[method-assign]
+    world.follower.ping()
+    (ping,) = codec.decode(sent[0])
+    seq, t1 = ping.args
+    t1, t2, t3, _ = args(t1, world.clock.now_timetag())
+    pong = clocksync.encode_pong(seq, t1, t2, t3)
+    world.deliver(pong)
+    world.deliver(codec.encode_message(clocksync.PONG, [seq, 1.5]))  # wrong types
+    assert world.follower.offset() == before
+    assert world.follower.ignored["malformed-pong"] == 1
+    if reason is not None:
+        assert world.follower.ignored[reason] == 1
+    else:  # passes the wire checks but is far below the envelope: held back
+        assert world.follower.ignored["impossible-pong"] == 1
+
+
+def test_clock_hijack_pongs_from_a_stranger_are_ignored() -> None:
+    """#20 item 4: a stranger's pong, even one echoing our ping, never reaches the estimator."""
+    world = _World()
+    start = world.clock.monotonic()
+    world.run(start + 5.0)
+    before = world.follower.offset()
+    sent: list[bytes] = []
+    world.follower._sender = lambda: sent.append  # type: ignore[method-assign]
+    world.follower.ping()
+    (ping,) = codec.decode(sent[0])
+    seq, t1 = ping.args
+    claim = tt.add_seconds(t1, 30.0)  # "my clock is 30 s ahead"
+    world.deliver(clocksync.encode_pong(seq, t1, claim, claim), source=STRANGER)
+    assert world.follower.ignored["pong-not-from-peer"] == 1
+    assert world.follower.offset() == before
+
+
+def test_clock_hijack_ticks_from_a_stranger_are_not_followed() -> None:
+    """#20 item 4: timetags from anyone but the followed peer are dropped, not translated."""
+    world = _World()
+    start = world.clock.monotonic()
+    world.run(start + 5.0)
+    world.send_tick(0.1, source=STRANGER)
+    world.send_tick(0.1)
+    world.run(start + 6.0)
+    assert [r.source for r in world.got] == [LEADER]
+    assert world.follower.ignored["not-sync-peer"] == 1
+
+
+def test_clock_hijack_absurd_jump_is_refused() -> None:
+    """#20 item 4: even from the peer's address and matching a ping, one or two pongs claiming
+    a +30 s clock are held back; the map does not move."""
+    world = _World()
+    start = world.clock.monotonic()
+    world.run(start + 10.0)
+    before = world.follower.offset()
+    sent: list[bytes] = []
+    world.follower._sender = lambda: sent.append  # type: ignore[method-assign]
+    for _ in range(2):
+        world.follower.ping()
+        (ping,) = codec.decode(sent.pop())
+        seq, t1 = ping.args
+        world.clock.advance(0.02)
+        claim = tt.add_seconds(world.leader_clock.now_timetag(), -30.0)
+        world.deliver(clocksync.encode_pong(seq, t1, claim, claim))
+    assert world.follower.ignored["impossible-pong"] == 2
+    assert world.follower.offset() == pytest.approx(before, abs=1e-4)
+    assert world.follower.servo.steps == 0
+
+
+def test_a_peer_restart_steps_once_with_a_warning() -> None:
+    world = _World(skew=0.15, ppm=0.0)
+    start = world.clock.monotonic()
+    world.run(start + 10.0)
+    world.leader_clock.skew += 2.0  # the leader restarted with a different clock
+    world.run(start + 20.0)
+    assert world.follower.servo.steps == 1
+    assert len(world.warnings) == 1 and "stepped by" in world.warnings[0]
+    assert world.follower.offset() == pytest.approx(2.15, abs=1e-3)
+
+
+def test_blob_bomb_sync_queue_is_bounded_in_bytes() -> None:
+    """#20 item 1: before lock, held messages are capped in bytes as well as items."""
+    world = _World()
+    world.follower.max_pending_bytes = 100_000
+    stamp = tt.add_seconds(world.clock.now_timetag(), 1.0)
+    blob = bytes(30_000)
+    message = codec.encode_message("/tick", [blob], "b")
+    for _ in range(10):
+        for received in _received(codec.encode_bundle(stamp, [message]), world.clock.now(), LEADER):
+            world.handle(received)
+    assert len(world.follower._pending) == 3
+    assert world.follower._pending_bytes <= 100_000
+    assert world.follower.ignored["sync-queue-full"] == 7
+
+
+def _endpoint_with_outbox() -> tuple[Endpoint, list[tuple[bytes, tuple[str, int]]], FakeClock]:
+    clock = FakeClock()
+    endpoint = Endpoint(clock=clock)
+    sent: list[tuple[bytes, tuple[str, int]]] = []
+    endpoint.reply = lambda data, to: sent.append((data, to)) is None  # type: ignore[method-assign]
+    return endpoint, sent, clock
+
+
+def test_ping_amplification_one_pong_per_datagram() -> None:
+    """#20 item 6: a bundle of 1,637 pings gets one pong, not 1,637."""
+    endpoint, sent, clock = _endpoint_with_outbox()
+    t1 = clock.now_timetag()
+    pings = [clocksync.encode_ping(k, t1) for k in range(1637)]
+    endpoint.handle_datagram(codec.encode_bundle(tt.IMMEDIATELY, pings), ("127.0.0.1", 4000))
+    assert len(sent) == 1
+    assert endpoint.stats.drops["clock-ping-extra"] == 1636
+
+
+def test_ping_amplification_pongs_are_rate_limited_per_source() -> None:
+    """#20 item 6: a flood of single-ping datagrams from one source gets at most the burst plus
+    the rate; another source still gets its answers."""
+    endpoint, sent, clock = _endpoint_with_outbox()
+    for _ in range(1000):  # 1,000 pings in one second
+        clock.advance(0.001)
+        endpoint.handle_datagram(clocksync.encode_ping(1, clock.now_timetag()), ("10.0.0.1", 1))
+    flood = len(sent)
+    assert flood <= clocksync.PONG_BURST + clocksync.PONGS_PER_SECOND * 1.0 + 1
+    assert endpoint.stats.drops["clock-ping-rate"] == 1000 - flood
+    endpoint.handle_datagram(clocksync.encode_ping(2, clock.now_timetag()), ("10.0.0.2", 1))
+    assert len(sent) == flood + 1
+
+
+def test_ping_amplification_state_is_bounded() -> None:
+    """#20 item 6: spoofed sources cannot grow the responder's memory or its total rate."""
+    responder = clocksync.PingResponder(max_sources=64)
+    answered = 0
+    pings = 40_000
+    for k in range(pings):  # 40,000 forged sources in one second, one ping each
+        source = (f"10.{k // 65536 % 256}.{k // 256 % 256}.{k % 256}", 1)
+        answered += responder.allow(source, float(k), k / pings) is None
+    assert len(responder._buckets) == 64
+    # Each source alone would be answered (its burst is 40); the total bucket starts full (one
+    # second's worth) and refills at the total rate.
+    assert answered <= clocksync.PONGS_PER_SECOND_TOTAL * 2 + 1 < pings
+
+
+def test_live_status_and_summary_show_state_offset_bound_and_ppm() -> None:
+    world = _World(skew=0.15, ppm=200.0)
+    assert world.follower.status() == "sync acquiring"
+    start = world.clock.monotonic()
+    world.run(start + 20.0)
+    status = world.follower.status()
+    match = re.fullmatch(
+        r"sync locked ([-+][\d.]+) ± ([\d.]+) ms ([-+][\d.]+) ppm rtt ([\d.]+) ms", status
+    )
+    assert match, status
+    offset, bound, ppm = (float(match.group(k)) for k in (1, 2, 3))
+    # The leader is 150 ms ahead (and drifting): its clock is ahead of ours.
+    assert abs(offset - 150.0) < 5.0 and 0 < bound < 1.0 and abs(ppm - 200.0) < 20.0
+    summary = world.follower.describe()
+    assert summary.startswith("clock sync with 127.0.0.1:7000: sync locked")
+    assert "steps 0" in summary
+    world.run(start + 30.0, ping_every=1e9)  # the leader goes silent
+    assert world.follower.state() == "lost"
