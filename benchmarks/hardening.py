@@ -6,7 +6,9 @@
 Prints: fuzz cases run and crashes (goal 0); for the flood, datagrams sent, messages received,
 drops by reason and what is unaccounted (goal 0), peak RSS and thread counts of the listener
 (read from /proc), the latency of a probe message after the flood (recovery), and the time the
-listener takes to exit on SIGTERM while the flood is still running.
+listener takes to exit on SIGTERM while the flood is still running. Exhaustion (#20): how many
+of 1,000 one-shot senders netem relays and whether probes still pass afterwards, and netem's peak
+RSS holding 64 KB datagrams under --delay 10s with and without the byte bound.
 """
 
 from __future__ import annotations
@@ -352,6 +354,113 @@ def clock_hijack() -> None:
         )
 
 
+# -- exhaustion (#20 items 7 and 1: netem) -----------------------------------------------------
+
+
+def start_netem(*extra: str) -> tuple[subprocess.Popen[str], int]:
+    """``oscsync netem`` on a free loopback port; returns the process and its port."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oscsync", "netem", "--listen", "127.0.0.1:0", *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # "netem: 127.0.0.1:PORT -> ..."
+    port = int(first.split()[1].rsplit(":", 1)[1])
+    return proc, port
+
+
+def relay_exhaustion(one_shot: int) -> None:
+    """Relay recovery: probes through netem before and after ``one_shot`` one-shot senders.
+
+    Before #20 the 257th sender found every upstream socket taken and the relay passed nothing
+    more until restarted; now the least recently active sender's socket is reused.
+    """
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(1.0)
+    proc, port = start_netem("--forward", f"127.0.0.1:{sink.getsockname()[1]}")
+    relay = ("127.0.0.1", port)
+
+    def probes(count: int) -> tuple[int, float]:
+        """Datagrams from one socket that come out of the relay, and their median latency."""
+        latencies = []
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            for n in range(count):
+                sent = time.perf_counter()
+                probe.sendto(b"probe %d" % n, relay)
+                try:
+                    while sink.recv(2048) != b"probe %d" % n:
+                        pass
+                except TimeoutError:
+                    continue
+                latencies.append((time.perf_counter() - sent) * 1e3)
+        return len(latencies), statistics.median(latencies) if latencies else float("nan")
+
+    before, before_ms = probes(20)
+    relayed = 0
+    start = time.perf_counter()
+    for k in range(one_shot):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"one-shot %d" % k, relay)
+        try:
+            sink.recv(2048)
+            relayed += 1
+        except TimeoutError:
+            pass
+    took = time.perf_counter() - start
+    after, after_ms = probes(20)
+    proc.terminate()
+    report = proc.stderr.read() if proc.stderr else ""
+    proc.wait()
+    sink.close()
+    senders = next((line for line in report.splitlines() if "senders:" in line), "?")
+    print(
+        f"relay exhaustion: {relayed}/{one_shot} one-shot senders relayed in {took:.2f} s "
+        f"(before #20: 256); probes relayed {before}/20 before (median {before_ms:.2f} ms), "
+        f"{after}/20 after (median {after_ms:.2f} ms)"
+    )
+    print(f"  {senders.strip()}")
+
+
+def relay_queue_bytes(datagrams: int) -> None:
+    """Peak RSS of netem holding 64 KB datagrams under ``--delay 10s``: unbounded vs bounded.
+
+    The baseline is the same relay with a byte bound too large to matter (the behaviour before
+    #20, when only the 10,000-datagram cap applied: 641 MB were measured).
+    """
+    payload = bytes(65_000)
+    results = []
+    for label, bound in (("4GiB (no byte bound)", "4GiB"), ("32MiB (default)", "32MiB")):
+        proc, port = start_netem(
+            "--forward", "127.0.0.1:9", "--delay", "10s", "--queue-bytes", bound, "-d", "6"
+        )
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for _ in range(datagrams):
+                sender.sendto(payload, ("127.0.0.1", port))
+                time.sleep(0.0005)  # paced: the relay's socket buffer would drop most of a burst
+        time.sleep(0.5)
+        peak_rss_kb = int(proc_status(proc.pid)["VmHWM"].split()[0])
+        report = proc.stderr.read() if proc.stderr else ""
+        proc.wait()
+        forward = next((line for line in report.splitlines() if "forward:" in line), "?")
+        queue_line = next((line for line in report.splitlines() if "queue:" in line), "?")
+        results.append(peak_rss_kb)
+        print(f"relay queue, --queue-bytes {label}: peak RSS {peak_rss_kb / 1024:.0f} MiB")
+        print(f"  {forward.strip()}")
+        print(f"  {queue_line.strip()}")
+    print(
+        f"relay queue: peak RSS bounded/unbounded {results[1] / results[0]:.2f} "
+        f"({datagrams} datagrams of {len(payload)} bytes offered, --delay 10s)"
+    )
+
+
+def exhaustion(quick: bool) -> None:
+    relay_exhaustion(300 if quick else 1000)
+    relay_queue_bytes(1000 if quick else 3000)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -376,6 +485,7 @@ def main() -> None:
     shutdown_under_load()
     ping_amplification()
     clock_hijack()
+    exhaustion(args.quick)
 
 
 if __name__ == "__main__":

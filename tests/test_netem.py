@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import random
 import socket
@@ -13,8 +14,19 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from oscsync.apps.netem import Impairment, ImpairmentSpec, Relay, _rng
+from conftest import free_udp_port
+from oscsync.apps.netem import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CLIENTS,
+    HELD_OVERHEAD,
+    Impairment,
+    ImpairmentSpec,
+    Relay,
+    _rng,
+    forwards_to_itself,
+)
 from oscsync.cli.main import cli
+from oscsync.clock import FakeClock
 from oscsync.hostport import HostPort
 
 N = 20_000
@@ -228,7 +240,27 @@ def test_cli_reports_and_rejects_bad_options(cli_runner: CliRunner) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "netem forward: 0 in" in result.output
-    for bad in (["--loss", "150%"], ["--delay", "soon"], ["--dist", "gamma"], ["--jitter", "-1"]):
+    result = cli_runner.invoke(
+        cli,
+        [
+            *("netem", "-l", "127.0.0.1:0", "-f", "127.0.0.1:9", "--allow", "127.0.0.0/8"),
+            *("--queue-bytes", "512KiB", "--max-senders", "8", "--idle-timeout", "5s", "-d", "0.1"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "netem senders: 0 now, 0 at most" in result.output
+    for bad in (
+        ["--loss", "150%"],
+        ["--delay", "soon"],
+        ["--dist", "gamma"],
+        ["--jitter", "-1"],
+        ["--allow", "everyone"],
+        ["--queue-bytes", "12"],
+        ["--queue-bytes", "lots"],
+        ["--queue-bytes", "8GiB"],
+        ["--max-senders", "0"],
+        ["--idle-timeout", "0"],
+    ):
         result = cli_runner.invoke(
             cli, ["netem", "-l", "127.0.0.1:0", "-f", "127.0.0.1:9", *bad, "-d", "0.1"]
         )
@@ -243,8 +275,8 @@ def test_forwarding_to_itself_is_refused(cli_runner: CliRunner, listen: str, for
     result = cli_runner.invoke(cli, ["netem", "-l", listen, "-f", forward, "-d", "0.1"])
     assert result.exit_code == 2, result.output
     assert (
-        f"Invalid value for '--forward': {forward} is the --listen address: the relay would "
-        "send every datagram to itself" in result.output
+        f"Invalid value for '--forward': {forward} leads back to --listen {listen}: the relay "
+        "would send every datagram to itself" in result.output
     )
 
 
@@ -287,44 +319,322 @@ def _send_and_wait(relay: Relay, senders: list[socket.socket], received: int) ->
         time.sleep(0.005)
 
 
-def test_senders_without_an_upstream_socket_are_dropped_counted_and_warned_once(
-    monkeypatch: pytest.MonkeyPatch,
+def test_senders_beyond_max_clients_take_a_free_socket_and_refusals_are_counted(
+    monkeypatch: pytest.MonkeyPatch, fake_clock: FakeClock
 ) -> None:
     from oscsync.apps import netem
     from oscsync.transport import TransportError
 
-    server = _Peer()
-    target = server.address
+    sink = _Sink()
+    target = sink.address
     warnings: list[str] = []
     relay = Relay(
         HostPort("127.0.0.1", 0),
         target,
-        ImpairmentSpec(),
+        ImpairmentSpec(delay=1.0),
+        clock=fake_clock,
         max_clients=1,
         on_warning=warnings.append,
     )
     senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
-    with relay:
-        relay.start()
-        _send_and_wait(relay, senders, 3)
-        assert relay.forward.stats.dropped["too-many-senders"] == 2
+
+    def send(sender: socket.socket) -> None:
+        sender.sendto(b"x", relay.local_address.sockaddr)
+        relay.step(timeout=2.0)
+
+    with sink.sock, relay:
+        send(senders[0])
+        send(senders[1])  # the only socket still holds senders[0]'s datagram: wait
+        assert relay.forward.stats.dropped == {"too-many-senders": 1}
+        fake_clock.advance(1.0)
+        relay.scheduler.run_due()
+        send(senders[1])  # now it is free: the new sender takes it
+        send(senders[2])  # ... and this one waits for it again
+        fake_clock.advance(1.0)
+        relay.scheduler.run_due()
+        assert relay.forward.stats.sent == 2 and sink.read(2) == [b"x", b"x"]
+        assert (relay.senders.opened, relay.senders.evicted, relay.senders.active) == (2, 1, 1)
 
         def refuse(forward: HostPort) -> socket.socket:
             raise TransportError(13, f"cannot send to {forward}: Permission denied")
 
-        relay.max_clients = 10
         monkeypatch.setattr(netem, "_open_upstream", refuse)
-        _send_and_wait(relay, senders[1:], 5)
-        assert relay.forward.stats.dropped["forward-error"] == 2
-        _send_and_wait(relay, senders[:1], 6)  # the relay thread is still alive
-        deadline = time.monotonic() + 2
-        while relay.forward.stats.sent < 2 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert relay.forward.stats.sent == 2
+        send(senders[0])
+        assert relay.forward.stats.dropped["forward-error"] == 1
+        send(senders[1])  # still has its socket: relayed
+        fake_clock.advance(1.0)
+        relay.scheduler.run_due()
+        assert relay.forward.stats.sent == 3
     for sender in senders:
         sender.close()
-    server.close()
     assert warnings == [
-        "more than 1 senders: ignoring new ones",
+        "all 1 sender sockets have datagrams in the delay queue: dropping datagrams from new "
+        "senders until one is free (counted)",
+        "more than 1 senders at once: closing the least recently active one for each new one "
+        "(counted)",
         f"cannot send to {target}: Permission denied",
     ]
+
+
+# -- #20: hardening, second round (item 7 and item 1's netem part) ------------------------
+
+
+class _Sink:
+    """A loopback socket that counts what arrives, read without a thread (bounded waits)."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(2.0)
+
+    @property
+    def address(self) -> HostPort:
+        return HostPort(*self.sock.getsockname())
+
+    def read(self, count: int) -> list[bytes]:
+        return [self.sock.recv(65536) for _ in range(count)]
+
+    def pending(self) -> int:
+        """Datagrams already queued (read without waiting)."""
+        self.sock.setblocking(False)
+        got = 0
+        try:
+            while True:
+                self.sock.recv(65536)
+                got += 1
+        except BlockingIOError:
+            return got
+        finally:
+            self.sock.settimeout(2.0)
+
+
+def _one_shot(
+    relay: Relay, payload: bytes, source: str = "127.0.0.1", keep: list[socket.socket] | None = None
+) -> None:
+    """Send one datagram from a fresh socket (a new sender) and let the relay take it.
+
+    Sockets kept open in ``keep`` stay distinct senders (a closed one's port can come back).
+    """
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind((source, 0))
+    sender.sendto(payload, relay.local_address.sockaddr)
+    if keep is None:
+        sender.close()
+    else:
+        keep.append(sender)
+    relay.step(timeout=2.0)  # returns as soon as the datagram is readable
+
+
+def test_netem_expires_idle_clients_and_recovers_after_256_one_shot_senders(
+    fake_clock: FakeClock,
+) -> None:
+    sink = _Sink()
+    senders: list[socket.socket] = []
+    with (
+        sink.sock,
+        Relay(HostPort("127.0.0.1", 0), sink.address, ImpairmentSpec(), clock=fake_clock) as relay,
+    ):
+        for k in range(300):
+            _one_shot(relay, b"%d" % k, keep=senders)
+            assert relay.scheduler.run_due() is None  # sent at once (no delay asked)
+            # Before #20 the 257th sender found every socket taken: nothing more was relayed.
+            assert sink.read(1) == [b"%d" % k]
+        assert relay.senders.active == relay.senders.peak == DEFAULT_MAX_CLIENTS
+        assert relay.senders.evicted == 300 - DEFAULT_MAX_CLIENTS
+        # Idle for longer than the timeout: every upstream socket is closed (counted) ...
+        fake_clock.advance(DEFAULT_IDLE_TIMEOUT + 1)
+        relay.step(timeout=0)
+        assert (relay.senders.active, relay.senders.expired) == (0, DEFAULT_MAX_CLIENTS)
+        # ... and the next one-shot sender is relayed like the first.
+        _one_shot(relay, b"after")
+        relay.scheduler.run_due()
+        assert sink.read(1) == [b"after"]
+        assert relay.forward.stats.sent == 301 and not relay.forward.stats.dropped
+    for sender in senders:
+        sender.close()
+    assert "senders: 1 now, 256 at most; 301 opened, 256 closed idle, 44 closed to make room" in (
+        relay.report()
+    )
+
+
+def test_netem_keeps_a_sender_whose_datagrams_are_still_held_past_the_idle_timeout(
+    fake_clock: FakeClock,
+) -> None:
+    sink = _Sink()
+    spec = ImpairmentSpec(delay=8.0)
+    with (
+        sink.sock,
+        Relay(
+            HostPort("127.0.0.1", 0), sink.address, spec, clock=fake_clock, idle_timeout=5.0
+        ) as relay,
+    ):
+        _one_shot(relay, b"held")
+        fake_clock.advance(6.0)  # idle for longer than 5 s, but its datagram leaves at 8 s
+        relay.step(timeout=0)
+        assert relay.senders.active == 1
+        fake_clock.advance(2.0)
+        relay.scheduler.run_due()
+        assert sink.read(1) == [b"held"]
+        fake_clock.advance(5.0)
+        relay.step(timeout=0)
+        assert (relay.senders.active, relay.senders.expired) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("listen", "forward"),
+    [
+        ("[::]:{p}", "[::ffff:127.0.0.1]:{p}"),
+        ("127.0.0.1:{p}", "[::ffff:127.0.0.1]:{p}"),
+        ("0.0.0.0:{p}", "[::ffff:127.0.0.1]:{p}"),
+        ("[::]:{p}", "127.0.0.1:{p}"),
+        ("0.0.0.0:{p}", "127.0.0.2:{p}"),
+        ("127.0.0.1:{p}", "0.0.0.0:{p}"),
+    ],
+)
+def test_netem_self_forward_guard_catches_ipv4_mapped(
+    cli_runner: CliRunner, listen: str, forward: str
+) -> None:
+    port = free_udp_port()
+    listen, forward = listen.format(p=port), forward.format(p=port)
+    result = cli_runner.invoke(cli, ["netem", "-l", listen, "-f", forward, "-d", "0.1"])
+    assert result.exit_code == 2, result.output
+    assert "the relay would send every datagram to itself" in result.output
+
+
+def test_netem_self_forward_guard_lets_other_addresses_through() -> None:
+    def nothing_else_is_local(ip: object) -> bool:
+        return False
+
+    assert not forwards_to_itself(HostPort("::1", 9000), HostPort("127.0.0.1", 9000))
+    assert not forwards_to_itself(HostPort("0.0.0.0", 9000), HostPort("::1", 9000))
+    assert not forwards_to_itself(HostPort("127.0.0.1", 9000), HostPort("127.0.0.1", 9001))
+    assert not forwards_to_itself(HostPort("0.0.0.0", 9000), HostPort("239.1.2.3", 9000))
+    assert not forwards_to_itself(
+        HostPort("0.0.0.0", 9000), HostPort("192.0.2.7", 9000), nothing_else_is_local
+    )
+    assert forwards_to_itself(
+        HostPort("0.0.0.0", 9000), HostPort("192.0.2.7", 9000), lambda ip: True
+    )
+
+
+def test_netem_drops_datagrams_that_come_back_from_its_own_upstream_socket() -> None:
+    # The relay on its own (the CLI checks first): an IPv6 socket on the IPv4-mapped loopback
+    # address, forwarding to its own port over IPv4. The datagram must not go round again.
+    port = free_udp_port()
+    warnings: list[str] = []
+    try:
+        relay = Relay(
+            HostPort("::ffff:127.0.0.1", port),
+            HostPort("127.0.0.1", port),
+            ImpairmentSpec(),
+            on_warning=warnings.append,
+        )
+    except OSError as exc:
+        pytest.skip(f"no IPv4-mapped IPv6 sockets here: {exc}")
+    with relay:
+        _one_shot(relay, b"once")
+        relay.scheduler.run_due()
+        relay.step(timeout=2.0)  # the copy that came back
+        relay.step(timeout=0.05)
+        assert relay.forward.stats.dropped == {"self-loop": 1}
+        assert relay.senders.opened == 1 and relay.forward.stats.sent == 1
+    assert len(warnings) == 1 and "leads back to --listen" in warnings[0]
+
+
+def test_netem_allow_keeps_strangers_from_reaching_the_forward_address() -> None:
+    sink = _Sink()
+    allow = [ipaddress.ip_network("127.0.0.1/32")]
+    with (
+        sink.sock,
+        Relay(HostPort("127.0.0.1", 0), sink.address, ImpairmentSpec(), allow=allow) as relay,
+    ):
+        _one_shot(relay, b"stranger", source="127.0.0.2")
+        _one_shot(relay, b"friend", source="127.0.0.1")
+        relay.scheduler.run_due()
+        assert sink.read(1) == [b"friend"]
+        assert sink.pending() == 0
+        assert relay.forward.stats.dropped == {"not-allowed": 1}
+        assert relay.senders.opened == 1  # the stranger got no upstream socket
+
+
+def test_netem_allow_compares_ipv4_mapped_senders_as_ipv4() -> None:
+    # An IPv6 listener sees IPv4 senders as ::ffff:a.b.c.d; --allow 127.0.0.1 must still match.
+    sink = _Sink()
+    allow = [ipaddress.ip_network("127.0.0.1/32")]
+    try:
+        relay = Relay(HostPort("::ffff:127.0.0.1", 0), sink.address, ImpairmentSpec(), allow=allow)
+    except OSError as exc:
+        pytest.skip(f"no IPv4-mapped IPv6 sockets here: {exc}")
+    with sink.sock, relay:
+        _one_shot(relay, b"stranger", source="127.0.0.2")
+        _one_shot(relay, b"friend", source="127.0.0.1")
+        relay.scheduler.run_due()
+        assert sink.read(1) == [b"friend"]
+        assert relay.forward.stats.dropped == {"not-allowed": 1}
+
+
+def test_netem_queue_is_bounded_in_bytes(fake_clock: FakeClock) -> None:
+    sink = _Sink()
+    warnings: list[str] = []
+    limit = 1024 * 1024
+    datagram = bytes(60_000)
+    with (
+        sink.sock,
+        Relay(
+            HostPort("127.0.0.1", 0),
+            sink.address,
+            ImpairmentSpec(delay=10.0),
+            clock=fake_clock,
+            queue_bytes=limit,
+            on_warning=warnings.append,
+        ) as relay,
+    ):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for _ in range(40):
+                sender.sendto(datagram, relay.local_address.sockaddr)
+                relay.step(timeout=2.0)
+        fits = limit // (len(datagram) + HELD_OVERHEAD)
+        assert relay.forward.stats.received == 40
+        assert relay.scheduler.held == relay.queue.items == fits
+        assert relay.queue.bytes == relay.queue.peak_bytes <= limit
+        assert relay.forward.stats.dropped == {"queue-bytes": 40 - fits}
+        assert warnings == ["delay queue holds 1 MiB: dropping (counted)"]
+        fake_clock.advance(10.0)
+        relay.scheduler.run_due()
+        assert relay.forward.stats.sent == fits
+        assert (relay.queue.items, relay.queue.bytes) == (0, 0)
+
+
+class _ResettingSocket:
+    """An upstream socket as Windows behaves: ICMP port unreachable arrives as a reset."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+        self.calls = 0
+
+    def recv(self, size: int) -> bytes:
+        self.calls += 1
+        if self.calls == 1:
+            raise ConnectionResetError(10054, "An existing connection was forcibly closed")
+        return self.real.recv(size)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+def test_netem_counts_a_windows_connection_reset_and_keeps_relaying() -> None:
+    echo = _Peer(echo=True)
+    with Relay(HostPort("127.0.0.1", 0), echo.address, ImpairmentSpec()) as relay:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(2.0)
+            client.sendto(struct.pack(">id", 1, time.monotonic()), relay.local_address.sockaddr)
+            relay.step(timeout=2.0)
+            (sender,) = relay._clients.values()
+            sender.sock = _ResettingSocket(sender.sock)  # type: ignore[assignment]
+            relay.scheduler.run_due()
+            relay.step(timeout=2.0)  # the echo: a reset first, then the reply itself
+            relay.scheduler.run_due()
+            assert struct.unpack(">id", client.recv(64))[0] == 1
+        assert relay.forward.stats.dropped == {"send-refused": 1}
+        assert relay.reverse.stats.sent == 1
+    echo.close()

@@ -13,14 +13,17 @@ from conftest import REPO
 from oscsync import audio, sounds
 
 
-@pytest.mark.parametrize("name", ["tick", "tock"])
-def test_committed_sound_format(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "longest"),
+    [("tick", 0.05), ("tock", 0.05), ("kick", 0.12), ("snare", 0.1), ("hat", 0.05)],
+)
+def test_committed_sound_format(name: str, longest: float) -> None:
     path = REPO / "sounds" / f"{name}.wav"
     with wave.open(str(path)) as wav:
         assert wav.getnchannels() == 1
         assert wav.getsampwidth() == 2
         assert wav.getframerate() == 48_000
-        assert wav.getnframes() / wav.getframerate() <= 0.050
+        assert wav.getnframes() / wav.getframerate() <= longest
     samples = audio.read_wav(path).samples
     # Sharp onset: the very first sample is the loudest one.
     assert abs(samples[0]) == max(abs(v) for v in samples)
@@ -43,8 +46,9 @@ def test_generator_reproduces_the_committed_files(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [str(tmp_path / "tick.wav"), str(tmp_path / "tock.wav")]
-    for name in ("tick", "tock"):
+    names = ["tick", "tock", "kick", "snare", "hat"]
+    assert result.stdout.split() == [str(tmp_path / f"{name}.wav") for name in names]
+    for name in names:
         made = audio.read_wav(tmp_path / f"{name}.wav").samples
         committed = audio.read_wav(REPO / "sounds" / f"{name}.wav").samples
         assert len(made) == len(committed)
@@ -75,3 +79,18 @@ def test_default_path_says_in_one_line_when_the_cache_cannot_be_written(
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # a file: no directory can go under it
     with pytest.raises(audio.AudioError, match="cannot write the metronome sounds to"):
         sounds.default_path("tick")
+
+
+@pytest.mark.parametrize("name", ["kick", "snare", "hat"])
+def test_drums_fall_below_3_percent_within_100_ms(name: str) -> None:
+    # Issue #19: a 16th-note grid at 150 bpm is 100 ms; each onset must stand alone.
+    samples = audio.read_wav(REPO / "sounds" / f"{name}.wav").samples
+    assert max(abs(v) for v in samples[4800:] or [0]) < 1000
+
+
+def test_tone_is_pitched_and_has_a_sharp_onset() -> None:
+    a440 = sounds.tone(69)
+    assert a440[0] == max(abs(v) for v in a440) > 10_000
+    # 440 Hz at 48 kHz: the first zero crossing is a quarter period (27.3 frames) in.
+    first_negative = next(i for i, v in enumerate(a440) if v < 0)
+    assert first_negative == 28

@@ -25,7 +25,7 @@ import ipaddress
 import queue
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -514,8 +514,10 @@ class Advertiser:
         extra_txt: dict[str, str] | None = None,
         clock: Clock | None = None,
         warn: Callable[[str], None] = lambda text: None,
+        allow: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
     ) -> None:
         self.wanted = check_name(name)
+        self.allow = tuple(allow)
         self.name = self.wanted
         self.role = role
         self.port = port
@@ -558,6 +560,7 @@ class Advertiser:
                 oscquery.namespace(self.methods, description),
                 oscquery.host_info(self.name, self.port),
                 clock=self.clock,
+                allow=self.allow,
             ).start()
         except OSError as exc:
             raise DiscoveryError(f"cannot start the OSCQuery server: {exc.strerror}") from None

@@ -16,10 +16,12 @@ and no request body is read. Rejections are counted by reason.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import socket
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -183,6 +185,13 @@ class _Rejected(Exception):
         self.reason = reason
 
 
+def _allowed(host: str, allow: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    ip = ipaddress.ip_address(host.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # a dual-stack socket sees IPv4 peers as ::ffff:a.b.c.d
+    return any(ip.version == net.version and ip in net for net in allow)
+
+
 class OscQueryServer:
     """An HTTP server for one address space; ``start()`` binds, ``close()`` stops and joins."""
 
@@ -196,8 +205,12 @@ class OscQueryServer:
         port: int = 0,
         request_timeout: float = REQUEST_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
+        allow: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
     ) -> None:
         self.tree = tree
+        # The listener's --allow covers its OSCQuery server too (#20 item 6): a stranger it
+        # would not take OSC from is not told what it answers to either.
+        self.allow = tuple(allow)
         self.info = info
         self.clock = clock or SystemClock()
         self.request_timeout = request_timeout
@@ -246,11 +259,15 @@ class OscQueryServer:
     def _accept_loop(self) -> None:
         while not self._closed.is_set():
             try:
-                conn, _ = self._sock.accept()
+                conn, peer = self._sock.accept()
             except TimeoutError:
                 continue
             except OSError:
                 return
+            if self.allow and not _allowed(peer[0], self.allow):
+                self._count("not-allowed")
+                conn.close()
+                continue
             if not self._slots.acquire(blocking=False):
                 self._count("too many connections")
                 self._refuse(conn)

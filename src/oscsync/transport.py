@@ -300,32 +300,37 @@ class Endpoint:
 
     def _open_peer(self, peer: HostPort, ttl: int) -> socket.socket:
         sock = self._register(socket.socket(peer.family, socket.SOCK_DGRAM))
-        if peer.is_multicast:
-            if peer.family == socket.AF_INET:
+        iface = self._multicast_interface
+        try:
+            if peer.is_multicast and peer.family == socket.AF_INET:
                 # TTL 1 keeps a workshop's clicks on the local network; loop lets listeners on
                 # this same machine hear the group too.
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-                if self._multicast_interface:
-                    sock.setsockopt(
-                        socket.IPPROTO_IP,
-                        socket.IP_MULTICAST_IF,
-                        socket.inet_aton(self._multicast_interface),
-                    )
-            else:
+                if iface:
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, _ipv4(iface))
+            elif peer.is_multicast:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
-        try:
             if peer.is_multicast:
                 # Not connected: a connected socket only accepts datagrams from its peer, and
                 # the group never answers; listeners following this sender's clock (metronome
-                # listen --sync) ping it back by unicast, which must reach this socket.
-                sock.bind(("::" if peer.family == socket.AF_INET6 else "0.0.0.0", 0))
+                # listen --sync) ping it back by unicast, which must reach this socket. So it
+                # receives from anyone who can reach it (#20 item 6): bound to the --iface
+                # address when one is given (--iface 127.0.0.1 keeps it off the network), and
+                # what arrives is checked against --allow like a listener's datagrams.
+                if peer.family == socket.AF_INET6:
+                    sock.bind(("::", 0))
+                else:
+                    sock.bind((iface or "0.0.0.0", 0))
                 self._multicast_peers.add(peer)
             else:
                 sock.connect(peer.sockaddr)
         except OSError as exc:
-            raise TransportError(exc.errno, f"cannot send to {peer}: {exc.strerror}") from None
+            reason = exc.strerror or str(exc)
+            if peer.is_multicast and iface and exc.errno == errno.EADDRNOTAVAIL:
+                reason = f"--iface {iface} is not an address of this machine"
+            raise TransportError(exc.errno, f"cannot send to {peer}: {reason}") from None
         sock.setblocking(False)
         self._ask_for_ancillary(sock)  # replies (clock pongs) are stamped like the rest
         return sock
@@ -752,6 +757,14 @@ def _proc_net_udp_drops(sock: socket.socket) -> int | None:
 
 def _is_address_not_available(exc: OSError) -> bool:
     return exc.errno == errno.EADDRNOTAVAIL or getattr(exc, "winerror", None) == 10049
+
+
+def _ipv4(address: str) -> bytes:
+    """``--iface`` as the 4 bytes IP_MULTICAST_IF wants; OSError (one line) if it is not IPv4."""
+    try:
+        return socket.inet_aton(address)
+    except OSError:
+        raise OSError(errno.EINVAL, f"--iface {address!r} is not an IPv4 address") from None
 
 
 def set_recv_buffer(sock: socket.socket, size: int) -> None:

@@ -164,7 +164,9 @@ class TickSender:
     def _tick(self, k: int, dispatch: Dispatch) -> None:
         if self.done.is_set():
             return
-        self._send(self.packet(k))
+        packet = self.packet(k)
+        if packet:  # empty: nothing sounds at this step (a sequencer's rest, issue #19)
+            self._send(packet)
         self.sent += 1
         self.lateness.add(dispatch.lateness)
         if self._on_sent is not None:
@@ -275,6 +277,51 @@ class ListenerStats:
         return "  ".join(parts)
 
 
+def submit_onset(
+    player: Player,
+    scheduler: Scheduler,
+    clock: Clock,
+    stamp: int | None,
+    handle: Callable[[Dispatch, int | None], None],
+) -> str | None:
+    """Submit ``handle(dispatch, timetag or None)`` for when ``player`` must hear of an onset.
+
+    At the timetag for players that act when told (``lead`` 0), ``lead`` seconds before it for
+    others, at once for players that place sounds themselves (``lead`` inf) and for plain
+    messages. Returns None, or the reason it was dropped (``horizon``, ``refused``).
+    """
+    timed = stamp is not None and stamp != tt.IMMEDIATELY
+    lead = player.lead
+    if timed and not math.isinf(lead):
+        assert stamp is not None
+        when: int | None = tt.add_seconds(stamp, -Fraction(lead)) if lead else stamp
+    else:
+        when = None  # plain, or a player that wants the onset as soon as it is known
+        if timed and tt.difference(stamp or 0, clock.now_timetag()) > scheduler.horizon:
+            # The scheduler would refuse it; a player holding it would hold it for long.
+            return "horizon"
+    kept = stamp if timed else None
+    if not scheduler.submit(when, lambda dispatch: handle(dispatch, kept)):
+        return "refused"
+    return None
+
+
+def onset_of(
+    scheduler: Scheduler, clock: Clock, dispatch: Dispatch, stamp: int | None
+) -> tuple[float, float | None, bool, float]:
+    """``(handled, timetag, late, onset)`` in wall seconds for an onset dispatched now.
+
+    The onset is the timetag, or when handled for a plain message or a late one (past the
+    scheduler's tolerance); it is never earlier than the timetag.
+    """
+    handled = clock.monotonic_to_wall(dispatch.dispatched)
+    target = None if stamp is None else tt.to_unix(stamp)
+    if target is None:
+        return handled, None, False, handled
+    late = handled - target > scheduler.late_tolerance
+    return handled, target, late, handled if late else target
+
+
 class MetronomeListener:
     """Turns received ``/tick`` messages into onsets for a :class:`~oscsync.audio.Player`.
 
@@ -322,24 +369,13 @@ class MetronomeListener:
         except TickError as exc:
             self._ignore(exc.reason)
             return
-        stamp = message.timetag
-        timed = stamp is not None and stamp != tt.IMMEDIATELY
-        lead = self.player.lead
 
-        def handle(dispatch: Dispatch) -> None:
-            self._handle(received, beat, stamp if timed else None, dispatch)
+        def handle(dispatch: Dispatch, stamp: int | None) -> None:
+            self._handle(received, beat, stamp, dispatch)
 
-        if timed and not math.isinf(lead):
-            assert stamp is not None
-            when: int | None = tt.add_seconds(stamp, -Fraction(lead)) if lead else stamp
-        else:
-            when = None  # plain, or a player that wants the onset as soon as it is known
-            if timed and tt.difference(stamp or 0, self.clock.now_timetag()) > self.horizon:
-                # The scheduler would refuse it; a player holding it would hold it for long.
-                self._ignore("horizon")
-                return
-        if not self.scheduler.submit(when, handle):
-            self._ignore("refused")
+        refusal = submit_onset(self.player, self.scheduler, self.clock, message.timetag, handle)
+        if refusal is not None:
+            self._ignore(refusal)
 
     def _ignore(self, reason: str) -> None:
         with self._lock:
@@ -348,14 +384,7 @@ class MetronomeListener:
     def _handle(
         self, received: Received, beat: int | None, stamp: int | None, dispatch: Dispatch
     ) -> None:
-        clock = self.clock
-        handled = clock.monotonic_to_wall(dispatch.dispatched)
-        target = None if stamp is None else tt.to_unix(stamp)
-        if target is None:
-            late, onset = False, handled
-        else:
-            late = handled - target > self.scheduler.late_tolerance
-            onset = handled if late else target
+        handled, target, late, onset = onset_of(self.scheduler, self.clock, dispatch, stamp)
         accent = beat is not None and beat % self.beats_per_bar == 0
         with self._lock:
             stats = self.stats

@@ -14,23 +14,36 @@ its clone the same way). With ``reorder`` off, a datagram never leaves before th
 (its delay is stretched instead), as on a link that queues.
 
 Delays are kept on a :class:`~oscsync.scheduler.Scheduler` (one timer thread and a heap, not a
-sleep or a thread per datagram), capped at ``queue_limit`` held datagrams. Bytes are relayed as
-they are: the relay does not decode OSC, so it passes on what it does not understand, and never
-answers clock pings itself.
+sleep or a thread per datagram), capped at ``queue_limit`` held datagrams and ``queue_bytes``
+held bytes; what does not fit is dropped, counted by reason and warned about once. Bytes are
+relayed as they are: the relay does not decode OSC, so it passes on what it does not understand,
+and never answers clock pings itself.
+
+Upstream sockets are bounded too (#20 item 7): at most ``max_clients``, each closed after
+``idle_timeout`` without traffic, and the least recently active one with nothing left in the
+delay queue is closed to make room for a new sender, so a stream of one-shot senders never stops
+the relay. ``allow`` restricts who may
+send through it (a relay must not let a stranger reach a listener that uses ``--allow``), and a
+datagram that comes back from one of the relay's own upstream sockets (``--forward`` leads back
+to ``--listen``) is dropped instead of going round again.
+
+One thread waits on every socket with :mod:`selectors` (poll, epoll, kqueue or select: whatever
+the platform has) and a :func:`socket.socketpair` to wake it, since Windows can select on sockets
+only (#21).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import math
-import os
 import random
-import select
+import selectors
 import socket
 import threading
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from oscsync import threads
@@ -46,7 +59,20 @@ PARETO_SHAPE = 3.0
 has a finite standard deviation, so ``--jitter`` can mean the same thing for every distribution."""
 
 DEFAULT_QUEUE_LIMIT = 10_000
+DEFAULT_QUEUE_BYTES = 32 * 1024 * 1024
+"""Bytes held at once (#20 item 1): the item cap alone let 10,000 datagrams of 64 KB, held by
+``--delay 10s``, take 641 MB. 32 MiB holds 10 s of 1,000 datagrams/s of up to 2.9 KB each."""
+HELD_OVERHEAD = 448
+"""Bytes one held copy costs beyond its payload (heap entry, scheduler item, delivery, bytes
+header, floats): 390-445 measured with tracemalloc on CPython 3.11 for 0-1,000-byte datagrams,
+rounded up. Counted so that a flood of empty datagrams meets the byte bound too."""
 DEFAULT_MAX_CLIENTS = 256
+DEFAULT_IDLE_TIMEOUT = 60.0
+"""A sender's upstream socket is closed after this long without traffic either way, like a NAT's
+UDP mapping (Linux conntrack keeps 30 s unanswered, 120 s answered flows)."""
+_SWEEP_INTERVAL = 1.0
+"""How often (seconds) the relay thread looks for idle senders when nothing arrives."""
+_ALLOW_CACHE_LIMIT = 4096
 DELAY_SAMPLES = 100_000
 """Achieved delays kept per direction for the percentiles in the report (the most recent)."""
 
@@ -54,6 +80,8 @@ _RECV_BUFFER = 4 * 1024 * 1024
 
 WarningHandler = Callable[[str], None]
 _Sender = Callable[[bytes], object]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -205,17 +233,59 @@ class _Direction:
         self.last_due = -math.inf
 
 
-def forwards_to_itself(listen: HostPort, forward: HostPort) -> bool:
-    """True when ``forward`` is the relay's own ``listen`` address.
+def _plain(ip: IPAddress) -> IPAddress:
+    """An IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) as the IPv4 address it carries."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
-    Every datagram would then come back as if from a new sender, get a new upstream socket and
-    go round again, until ``max_clients`` sockets are spent. A wildcard listener (``0.0.0.0``)
-    is caught with a loopback forward; one of the machine's other addresses is not (still bounded
-    by ``max_clients``).
+
+def _address_key(host: str, port: int) -> tuple[IPAddress, int]:
+    return _plain(ipaddress.ip_address(host.split("%")[0])), port
+
+
+def is_local_address(ip: IPAddress) -> bool:
+    """True when ``ip`` is one of this machine's addresses (a socket can be bound to it)."""
+    ip = _plain(ip)
+    if ip.is_loopback or ip.is_unspecified:
+        return True
+    if ip.is_multicast:
+        return False  # bindable, but a group, not this machine (a loop through one is caught live)
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((str(ip), 0))
+    except OSError:
+        return False
+    return True
+
+
+def forwards_to_itself(
+    listen: HostPort, forward: HostPort, is_local: Callable[[IPAddress], bool] = is_local_address
+) -> bool:
+    """True when datagrams sent to ``forward`` would arrive at the relay's own ``listen`` socket.
+
+    Every datagram would then come back as if from a new sender and go round again. IPv4-mapped
+    addresses are compared as the IPv4 address they carry (``[::ffff:127.0.0.1]:P`` reaches a
+    listener on ``127.0.0.1:P``, ``0.0.0.0:P`` or a dual-stack ``[::]:P``); a forward to the
+    wildcard reaches this machine; a wildcard listener hears every address of the machine.
+    Whatever this misses (a route that leads back) is caught at run time: see
+    :meth:`Relay._upstream_for`.
     """
     if forward.port != listen.port:
         return False
-    return forward.ip == listen.ip or (listen.ip.is_unspecified and forward.ip.is_loopback)
+    here, there = _plain(listen.ip), _plain(forward.ip)
+    if there.is_unspecified:
+        # Sending to 0.0.0.0 or :: delivers to this machine (Linux and macOS treat it as local).
+        there = ipaddress.ip_address("127.0.0.1" if there.version == 4 else "::1")
+    if here == there:
+        return True
+    if not here.is_unspecified:
+        return False
+    if here.version == 4 and there.version == 6:
+        return False  # an IPv4 wildcard listener never hears IPv6
+    # [::] is dual-stack unless IPV6_V6ONLY is set (Linux and macOS default): it hears IPv4 too.
+    return is_local(there)
 
 
 def _open_upstream(forward: HostPort) -> socket.socket:
@@ -239,6 +309,91 @@ def _rng(seed: int | None, direction: str) -> random.Random:
     )
 
 
+class _SenderExpired(Exception):
+    """A held datagram's upstream socket was closed (idle or evicted) before it was due."""
+
+
+class _Client:
+    """One sender on ``listen`` and the upstream socket its datagrams leave from."""
+
+    __slots__ = ("address", "closed", "held", "last_seen", "local", "lock", "sock")
+
+    def __init__(self, address: tuple[str, int], sock: socket.socket, now: float) -> None:
+        self.address = address
+        self.sock = sock
+        self.last_seen = now
+        host, port = sock.getsockname()[:2]
+        self.local = _address_key(host, port)
+        self.closed = False
+        self.held = 0
+        """Datagrams of this sender waiting in the delay queue (they leave from this socket)."""
+        # Held between a send on the timer thread and a close on the relay thread, so a closed
+        # descriptor number (reused by the next socket) is never written to.
+        self.lock = threading.Lock()
+
+    def send(self, data: bytes) -> int:
+        with self.lock:
+            self.held -= 1
+            if self.closed:
+                raise _SenderExpired
+            return self.sock.send(data)
+
+    def hold(self) -> None:
+        with self.lock:
+            self.held += 1
+
+    def unhold(self) -> None:
+        with self.lock:
+            self.held -= 1
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            self.sock.close()
+
+
+@dataclass
+class SenderStats:
+    """Upstream sockets: how many now, at most, and how many were opened and closed, and why."""
+
+    active: int = 0
+    peak: int = 0
+    opened: int = 0
+    expired: int = 0
+    evicted: int = 0
+
+    def line(self) -> str:
+        return (
+            f"senders: {self.active} now, {self.peak} at most; {self.opened} opened, "
+            f"{self.expired} closed idle, {self.evicted} closed to make room"
+        )
+
+
+def _size(count: int) -> str:
+    if count < 1024 * 1024:
+        return f"{count / 1024:.1f} KiB"
+    return f"{count / 1024 / 1024:.1f} MiB"
+
+
+@dataclass
+class QueueStats:
+    """What the delay queue held: now and at most, in datagrams and bytes."""
+
+    items: int = 0
+    bytes: int = 0
+    peak_items: int = 0
+    peak_bytes: int = 0
+
+    def line(self) -> str:
+        return (
+            f"queue: held at most {self.peak_items} datagrams, {_size(self.peak_bytes)} "
+            f"(payload + {HELD_OVERHEAD} B each)"
+        )
+
+
+_WAKE = object()
+
+
 class Relay:
     """Relay datagrams between senders on ``listen`` and ``forward``, impaired both ways."""
 
@@ -251,30 +406,53 @@ class Relay:
         seed: int | None = None,
         clock: Clock | None = None,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
         max_clients: int = DEFAULT_MAX_CLIENTS,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        allow: Sequence[Network] = (),
         on_warning: WarningHandler | None = None,
     ) -> None:
+        if max_clients < 1 or queue_bytes < 1 or not idle_timeout > 0:
+            raise ValueError("max_clients, queue_bytes and idle_timeout must be positive")
         self.clock = clock if clock is not None else SystemClock()
         self.spec = spec
         self.forward_to = forward
         self.max_clients = max_clients
+        self.idle_timeout = idle_timeout
+        self.queue_limit = queue_limit
+        self.queue_bytes = queue_bytes
+        self._allow = tuple(allow)
+        self._allow_cache: dict[str, bool] = {}
         self._warn = on_warning or (lambda _: None)
         self._warned: set[str] = set()
         self.forward = _Direction("forward", Impairment(spec, _rng(seed, "forward")))
         self.reverse = _Direction("reverse", Impairment(spec, _rng(seed, "reverse")))
+        self.senders = SenderStats()
+        self.queue = QueueStats()
         # spin=0: a relay's sub-millisecond overshoot is far below the jitter it adds, and a
         # spinning timer thread would hold the GIL against every other thread in the process.
+        # No horizon: the delays are our own draws (a Pareto tail may pass 60 s), and what is
+        # held is bounded by queue_limit and queue_bytes, so a refusal always means "queue-full".
         self.scheduler = Scheduler(
-            self.clock, spin=0.0, max_items=queue_limit, late_tolerance=math.inf
+            self.clock,
+            spin=0.0,
+            max_items=queue_limit,
+            horizon=math.inf,
+            late_tolerance=math.inf,
         )
-        self._lock = threading.Lock()
-        self._clients: dict[tuple[str, int], socket.socket] = {}
-        self._client_of_fd: dict[int, tuple[str, int]] = {}
+        self._lock = threading.Lock()  # stats and the queue's byte count
+        # Least recently active first; touched by the relay thread only (close() after joining).
+        self._clients: OrderedDict[tuple[str, int], _Client] = OrderedDict()
+        self._client_of_local: dict[tuple[IPAddress, int], _Client] = {}
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._last_sweep = -math.inf
         self._listen = socket.socket(listen.family, socket.SOCK_DGRAM)
         try:
             set_recv_buffer(self._listen, _RECV_BUFFER)
+            if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
+                # Windows: without it, another process's SO_REUSEADDR can take the port (#21).
+                self._listen.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
             self._listen.bind(listen.sockaddr)
         except OSError as exc:
             self._listen.close()
@@ -287,10 +465,12 @@ class Relay:
         except TransportError:
             self._listen.close()
             raise
-        self._wake_r, self._wake_w = os.pipe()
-        self._poller = select.poll()
-        self._poller.register(self._listen.fileno(), select.POLLIN)
-        self._poller.register(self._wake_r, select.POLLIN)
+        self._wake_recv, self._wake_send = socket.socketpair()
+        self._wake_recv.setblocking(False)
+        self._wake_send.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listen, selectors.EVENT_READ, None)
+        self._selector.register(self._wake_recv, selectors.EVENT_READ, _WAKE)
 
     @property
     def local_address(self) -> HostPort:
@@ -305,15 +485,26 @@ class Relay:
     # -- receiving -------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        listen_fd = self._listen.fileno()
-        while not self._closed:
-            for fd, _ in self._poller.poll():
-                if fd == self._wake_r or self._closed:
-                    return
-                if fd == listen_fd:
-                    self._drain_listener()
-                else:
-                    self._drain_upstream(fd)
+        while self.step(_SWEEP_INTERVAL):
+            pass
+
+    def step(self, timeout: float | None = 0.0) -> bool:
+        """Wait up to ``timeout`` seconds for datagrams, relay them, close idle senders.
+
+        The relay thread calls this in a loop; a test calls it itself (without :meth:`start`)
+        to drive the relay one step at a time with a fake clock. False once closed.
+        """
+        if self._closed:
+            return False
+        for key, _ in self._selector.select(timeout):
+            if key.data is _WAKE or self._closed:
+                return False
+            if key.data is None:
+                self._drain_listener()
+            else:
+                self._drain_upstream(key.data)
+        self._expire_idle(self.clock.monotonic())
+        return True
 
     def _drain_listener(self) -> None:
         for _ in range(512):
@@ -326,16 +517,18 @@ class Relay:
                 self.reverse.stats.dropped["send-refused"] += 1
                 continue
             client = (source[0], source[1])
-            upstream = self._upstream_for(client)
-            if upstream is None:
+            if self._allow and not self._allowed(client[0]):
+                self._refuse("not-allowed", "")
+                continue
+            sender = self._upstream_for(client)
+            if sender is None:
                 continue  # refused, and counted
-            self._impair(self.forward, data, upstream.send)
+            self._impair(self.forward, data, sender.send, sender)
 
-    def _drain_upstream(self, fd: int) -> None:
-        client = self._client_of_fd.get(fd)
-        if client is None:
+    def _drain_upstream(self, sender: _Client) -> None:
+        if sender.closed:
             return
-        sock = self._clients[client]
+        client = sender.address
         listen = self._listen
 
         def reply(data: bytes) -> object:
@@ -343,50 +536,117 @@ class Relay:
 
         for _ in range(512):
             try:
-                data = sock.recv(MAX_DATAGRAM)
+                data = sender.sock.recv(MAX_DATAGRAM)
             except BlockingIOError:
                 return
-            except ConnectionRefusedError:
-                # The far side is not listening (yet): the kernel told us about an earlier send.
+            except (ConnectionRefusedError, ConnectionResetError):
+                # The far side is not listening (yet): the kernel told us about an earlier send
+                # (Windows reports the ICMP error as a reset).
                 self.forward.stats.dropped["send-refused"] += 1
                 continue
             except OSError:
                 return
-            self._impair(self.reverse, data, reply)
+            self._impair(self.reverse, data, reply, sender)
 
-    def _upstream_for(self, client: tuple[str, int]) -> socket.socket | None:
-        sock = self._clients.get(client)
-        if sock is not None:
-            return sock
-        if len(self._clients) >= self.max_clients:
+    def _allowed(self, host: str) -> bool:
+        verdict = self._allow_cache.get(host)
+        if verdict is None:
+            # A dual-stack listener sees IPv4 senders as ::ffff:a.b.c.d: compare them as IPv4.
+            ip = _plain(ipaddress.ip_address(host.split("%")[0]))
+            verdict = any(ip.version == net.version and ip in net for net in self._allow)
+            if len(self._allow_cache) >= _ALLOW_CACHE_LIMIT:
+                self._allow_cache.clear()
+            self._allow_cache[host] = verdict
+        return verdict
+
+    def _upstream_for(self, client: tuple[str, int]) -> _Client | None:
+        sender = self._clients.get(client)
+        now = self.clock.monotonic()
+        if sender is not None:
+            self._clients.move_to_end(client)
+            sender.last_seen = max(sender.last_seen, now)
+            return sender
+        if _address_key(*client) in self._client_of_local:
+            # One of our own upstream sockets: --forward leads back to --listen (a route the
+            # start-up check cannot see). Going round again would open a socket per lap.
             self._refuse(
-                "too-many-senders", f"more than {self.max_clients} senders: ignoring new ones"
+                "self-loop",
+                "a datagram came back from the relay's own upstream socket "
+                f"(--forward {self.forward_to} leads back to --listen): dropped",
             )
             return None
+        self._expire_idle(now)
+        victim = None
+        if len(self._clients) >= self.max_clients:
+            # Full: the least recently active sender with nothing in the delay queue gives up
+            # its socket, so one-shot senders can never stop the relay (#20 item 7); its next
+            # datagram opens a new one. While every socket still has datagrams to send, new
+            # senders wait (dropped, counted): closing one would lose what it holds.
+            victim = next((a for a, s in self._clients.items() if s.held <= 0), None)
+            if victim is None:
+                self._refuse(
+                    "too-many-senders",
+                    f"all {self.max_clients} sender sockets have datagrams in the delay queue: "
+                    "dropping datagrams from new senders until one is free (counted)",
+                )
+                return None
         try:
             sock = _open_upstream(self.forward_to)
         except TransportError as exc:
             # Refused after start-up (the route went away): drop and count, keep relaying.
             self._refuse("forward-error", exc.strerror or str(exc))
             return None
-        with self._lock:
-            self._clients[client] = sock
-            self._client_of_fd[sock.fileno()] = client
-        self._poller.register(sock.fileno(), select.POLLIN)
-        return sock
+        if victim is not None:
+            self._close_client(self._clients.pop(victim))
+            self.senders.evicted += 1
+            if "evicted" not in self._warned:
+                self._warned.add("evicted")
+                self._warn(
+                    f"more than {self.max_clients} senders at once: closing the least recently "
+                    "active one for each new one (counted)"
+                )
+        sender = _Client(client, sock, now)
+        self._clients[client] = sender
+        self._client_of_local[sender.local] = sender
+        self._selector.register(sock, selectors.EVENT_READ, sender)
+        self.senders.opened += 1
+        self.senders.active = len(self._clients)
+        self.senders.peak = max(self.senders.peak, self.senders.active)
+        return sender
+
+    def _expire_idle(self, now: float) -> None:
+        """Close upstream sockets idle for ``idle_timeout`` (at most once a second of clock)."""
+        if now - self._last_sweep < min(_SWEEP_INTERVAL, self.idle_timeout):
+            return
+        self._last_sweep = now
+        cutoff = now - self.idle_timeout
+        idle = [a for a, s in self._clients.items() if s.last_seen <= cutoff and s.held <= 0]
+        for address in idle:
+            self._close_client(self._clients.pop(address))
+            self.senders.expired += 1
+        self.senders.active = len(self._clients)
+
+    def _close_client(self, sender: _Client) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(sender.sock)
+        self._client_of_local.pop(sender.local, None)
+        sender.close()
+        self.senders.active = len(self._clients)
 
     def _refuse(self, reason: str, warning: str) -> None:
         """Count a datagram from a sender that gets no upstream socket; warn once per reason."""
         with self._lock:
             self.forward.stats.received += 1
             self.forward.stats.dropped[reason] += 1
-        if reason not in self._warned:
+        if warning and reason not in self._warned:
             self._warned.add(reason)
             self._warn(warning)
 
     # -- impairing -------------------------------------------------------------------------
 
-    def _impair(self, direction: _Direction, data: bytes, send: _Sender) -> None:
+    def _impair(
+        self, direction: _Direction, data: bytes, send: _Sender, sender: _Client | None = None
+    ) -> None:
         clock = self.clock
         arrival = clock.monotonic()
         stats = direction.stats
@@ -405,15 +665,64 @@ class Relay:
                     due = max(due, direction.last_due)
                     direction.last_due = due
                 dues.append(due)
+        if sender is not None:
+            # Idle counts from when the last datagram leaves, so a long --delay does not close
+            # the socket its held datagrams will leave from.
+            sender.last_seen = max(sender.last_seen, *dues)
+        size = len(data) + HELD_OVERHEAD
         for due in dues:
+            if not self._hold(size, stats):
+                continue
             stamp = tt.from_unix(clock.monotonic_to_wall(due))
-            action = _Delivery(self, direction, data, send, arrival)
+            action = _Delivery(self, direction, data, send, arrival, size)
+            leaves_upstream = sender is not None and direction is self.forward
+            if leaves_upstream:
+                sender.hold()  # type: ignore[union-attr]
             if not self.scheduler.submit(stamp, action):
-                with self._lock:
-                    stats.dropped["queue-full"] += 1
+                if leaves_upstream:
+                    sender.unhold()  # type: ignore[union-attr]
+                self._release(size)
+                self._drop(
+                    stats,
+                    "queue-full",
+                    f"delay queue full ({self.queue_limit} datagrams held): dropping (counted)",
+                )
 
-    def _delivered(self, direction: _Direction, achieved: float, ok: bool, reason: str) -> None:
+    def _hold(self, size: int, stats: DirectionStats) -> bool:
+        """Reserve ``size`` bytes of the queue; False (dropped, counted) when it would overflow."""
+        queue = self.queue
         with self._lock:
+            if queue.bytes + size <= self.queue_bytes:
+                queue.bytes += size
+                queue.items += 1
+                queue.peak_bytes = max(queue.peak_bytes, queue.bytes)
+                queue.peak_items = max(queue.peak_items, queue.items)
+                return True
+        self._drop(
+            stats,
+            "queue-bytes",
+            f"delay queue holds {self.queue_bytes / 1024 / 1024:g} MiB: dropping (counted)",
+        )
+        return False
+
+    def _release(self, size: int) -> None:
+        with self._lock:
+            self.queue.bytes -= size
+            self.queue.items -= 1
+
+    def _drop(self, stats: DirectionStats, reason: str, warning: str) -> None:
+        with self._lock:
+            stats.dropped[reason] += 1
+        if reason not in self._warned:
+            self._warned.add(reason)
+            self._warn(warning)
+
+    def _delivered(
+        self, direction: _Direction, achieved: float, ok: bool, reason: str, size: int
+    ) -> None:
+        with self._lock:
+            self.queue.bytes -= size
+            self.queue.items -= 1
             if ok:
                 direction.stats.sent += 1
                 direction.stats.delays.add(achieved)
@@ -428,19 +737,18 @@ class Relay:
             return
         self._closed = True
         with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
+            self._wake_send.send(b"x")
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(2.0)
         self.scheduler.close()
         held = self.scheduler.stats().dropped.get("closed", 0)
         if held:
             self.forward.stats.dropped["held-at-exit"] += held
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        with self._lock:
-            sockets = list(self._clients.values())
-        for sock in [self._listen, *sockets]:
+        self._selector.close()
+        senders = list(self._clients.values())
+        for sender in senders:
+            sender.close()
+        for sock in (self._listen, self._wake_recv, self._wake_send):
             sock.close()
 
     def report(self) -> str:
@@ -451,6 +759,8 @@ class Relay:
                 f"netem asked: {spec.describe()} (delay std {spec.expected_std * 1e3:.2f} ms)",
                 "netem " + self.forward.stats.line("forward"),
                 "netem " + self.reverse.stats.line("reverse"),
+                "netem " + self.senders.line(),
+                "netem " + self.queue.line(),
             ]
         return "\n".join(lines)
 
@@ -464,21 +774,30 @@ class Relay:
 class _Delivery:
     """The scheduled send of one copy of a datagram."""
 
-    __slots__ = ("arrival", "data", "direction", "relay", "send")
+    __slots__ = ("arrival", "data", "direction", "relay", "send", "size")
 
     def __init__(
-        self, relay: Relay, direction: _Direction, data: bytes, send: _Sender, arrival: float
+        self,
+        relay: Relay,
+        direction: _Direction,
+        data: bytes,
+        send: _Sender,
+        arrival: float,
+        size: int,
     ) -> None:
         self.relay = relay
         self.direction = direction
         self.data = data
         self.send = send
         self.arrival = arrival
+        self.size = size
 
     def __call__(self, dispatch: Dispatch) -> None:
         try:
             self.send(self.data)
-        except ConnectionRefusedError:
+        except _SenderExpired:
+            ok, reason = False, "sender-expired"
+        except (ConnectionRefusedError, ConnectionResetError):
             ok, reason = False, "send-refused"
         except BlockingIOError:
             ok, reason = False, "buffer-full"
@@ -486,4 +805,6 @@ class _Delivery:
             ok, reason = False, errno.errorcode.get(exc.errno or 0, "send-error")
         else:
             ok, reason = True, ""
-        self.relay._delivered(self.direction, dispatch.dispatched - self.arrival, ok, reason)
+        self.relay._delivered(
+            self.direction, dispatch.dispatched - self.arrival, ok, reason, self.size
+        )

@@ -77,7 +77,7 @@ def chat(
         else:
             app.warn(text)
 
-    with running(), advertising(app, advertise, interface, role="chat") as advertised:
+    with running(), advertising(app, advertise, interface, role="chat", allow=allow) as advertised:
         peers = resolve_peers(peers)
         endpoint = Endpoint(listen, peers, allow=allow, clock=app.clock, on_warning=warn)
         session = ChatSession(endpoint, show)

@@ -7,11 +7,11 @@ import sys
 import click
 
 from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL, PeerClock, PeerClockReport
-from oscsync.cli.params import DURATION, PEER
+from oscsync.cli.params import DURATION, PEER, allow_option
 from oscsync.cli.peers import resolve_peer
 from oscsync.cli.runtime import AppContext, Stop, running, stdout_is_tty
 from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint
+from oscsync.transport import Endpoint, Network
 
 
 @click.command(
@@ -50,6 +50,7 @@ Examples:
 )
 @click.option("--watch", is_flag=True, help="Keep a live line (offset, bound, ppm, rtt, state).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+@allow_option(" Matters for a multicast --peer: a unicast one's socket hears that peer only.")
 @click.pass_obj
 def clock(
     app: AppContext,
@@ -60,6 +61,7 @@ def clock(
     timeout: float,
     watch: bool,
     as_json: bool,
+    allow: tuple[Network, ...],
 ) -> None:
     """Measure how far a peer's clock is from this one (and the round trip to it).
 
@@ -88,7 +90,10 @@ def clock(
                 click.echo(line)
 
     peer = resolve_peer(peer)
-    with running(), Endpoint(peers=[peer], clock=app.clock, on_warning=app.warn) as endpoint:
+    with (
+        running(),
+        Endpoint(peers=[peer], allow=allow, clock=app.clock, on_warning=app.warn) as endpoint,
+    ):
         probe = PeerClock(endpoint)
         try:
             report = probe.run(

@@ -89,7 +89,7 @@ def dump(
         )
         handler = scheduled(dumper, scheduler)
 
-    with running(), advertising(app, advertise, interface, role="dump") as advertised:
+    with running(), advertising(app, advertise, interface, role="dump", allow=allow) as advertised:
         endpoint = Endpoint(
             listen,
             allow=allow,

@@ -41,6 +41,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "oscsync.cli.metronome:metronome",
         "A networked metronome: send /tick on a grid, play received ticks at their timetag.",
     ),
+    "sequence": (
+        "oscsync.cli.sequence:sequence",
+        "A networked step sequencer: send a pattern file on the clock's grid, play it on time.",
+    ),
     "audio": (
         "oscsync.cli.audio:audio",
         "Sound cards: list the output devices that --audio sounddevice can play on.",

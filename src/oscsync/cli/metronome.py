@@ -279,6 +279,7 @@ Examples:
 """
 )
 @_send_options()
+@allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
 @click.pass_obj
 def send(
     app: AppContext,
@@ -289,6 +290,7 @@ def send(
     count: int | None,
     duration: float | None,
     iface: str | None,
+    allow: tuple[Network, ...],
 ) -> None:
     """Send /tick ,i BEAT on a drift-free grid (tick k at t0 + k·60/bpm).
 
@@ -300,7 +302,9 @@ def send(
     peers = resolve_peers(peers)
     with (
         running(),
-        Endpoint(peers=peers, clock=clock, on_warning=app.warn, multicast_interface=iface) as ep,
+        Endpoint(
+            peers=peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
+        ) as ep,
         Scheduler(clock, on_warning=app.warn) as scheduler,
     ):
         clocks = PeerClocks(clock, ep, peers, filter_size=_AUTO_PINGS)
@@ -561,7 +565,7 @@ def listen(
     with (
         running(),
         _log_file(log_path) as log,
-        advertising(app, advertise, interface, role="metronome") as advertised,
+        advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
     ):
         endpoint = Endpoint(
             listen, allow=allow, clock=app.clock, on_warning=app.warn, multicast_interface=iface
@@ -664,7 +668,7 @@ def pair(
     with (
         running(),
         _log_file(log_path) as log,
-        advertising(app, advertise, interface, role="metronome") as advertised,
+        advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
     ):
         endpoint = Endpoint(
             listen,

@@ -9,20 +9,70 @@ from typing import Any, TypeVar
 import click
 
 from oscsync.apps.netem import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CLIENTS,
+    DEFAULT_QUEUE_BYTES,
     DEFAULT_QUEUE_LIMIT,
     DISTRIBUTIONS,
+    HELD_OVERHEAD,
     ImpairmentSpec,
     Relay,
     forwards_to_itself,
 )
-from oscsync.cli.params import DURATION, LISTEN, PEER, PERCENT, DurationType
+from oscsync.cli.params import (
+    DURATION,
+    LISTEN,
+    PEER,
+    PERCENT,
+    DurationType,
+    allow_option,
+)
 from oscsync.cli.peers import resolve_peer
 from oscsync.cli.runtime import AppContext, running, wait
 from oscsync.hostport import HostPort
+from oscsync.transport import Network
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DELAY = DurationType(minimum=0.0, maximum=10.0)
+IDLE_TIMEOUT = DurationType(minimum=0.1, maximum=24 * 3600.0)
+
+_SIZE_UNITS = {
+    **{"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3},
+    **{"kib": 1024, "mib": 1024**2, "gib": 1024**3},
+}
+
+
+class ByteSizeType(click.ParamType):  # type: ignore[type-arg]
+    """A size in bytes: ``65536``, ``512KiB``, ``32MiB``, ``1GiB`` (``KB``, ``MB``: 1,000-based)."""
+
+    name = "bytes"
+
+    def __init__(self, minimum: int, maximum: int) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "BYTES"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        number = text.rstrip("BbIiKkMmGg")
+        unit = text[len(number) :].lower()
+        try:
+            size = int(float(number) * _SIZE_UNITS[unit])
+        except (KeyError, ValueError, OverflowError):
+            self.fail(f"{value!r} is not a size (e.g. 65536, 512KiB, 32MiB)", param, ctx)
+        if not self.minimum <= size <= self.maximum:
+            self.fail(
+                f"{value} is not between {self.minimum:,} and {self.maximum:,} bytes", param, ctx
+            )
+        return size
+
+
+QUEUE_BYTES = ByteSizeType(minimum=64 * 1024, maximum=4 * 1024**3)
 
 
 def impairment_options(delay: float = 0.0, jitter: float = 0.0) -> Callable[[F], F]:
@@ -79,6 +129,7 @@ def impairment_options(delay: float = 0.0, jitter: float = 0.0) -> Callable[[F],
 Examples:
   oscsync netem --listen 9000 --forward 127.0.0.1:9001 --delay 20ms --jitter 15ms
   oscsync netem -l 9000 -f 127.0.0.1:9001 --delay 30ms --jitter 10ms --dist pareto --loss 1%
+  oscsync netem -l 0.0.0.0:9000 -f 127.0.0.1:9001 --allow 192.168.1.0/24 --delay 20ms
   oscsync metronome send --peer 127.0.0.1:9000 --offset 50ms   # then send through it
 """
 )
@@ -87,7 +138,7 @@ Examples:
     "-l",
     type=LISTEN,
     required=True,
-    help="Where senders send to (port 0 picks a free one).",
+    help="Where senders send to: 127.0.0.1 unless a HOST is given (port 0 picks a free one).",
 )
 @click.option(
     "--forward",
@@ -98,6 +149,7 @@ Examples:
     help="Where datagrams go on to.",
 )
 @impairment_options()
+@allow_option()
 @click.option(
     "--queue-limit",
     type=click.IntRange(min=1),
@@ -105,13 +157,40 @@ Examples:
     show_default=True,
     help="Datagrams held at once; more are dropped (counted).",
 )
+@click.option(
+    "--queue-bytes",
+    type=QUEUE_BYTES,
+    default=f"{DEFAULT_QUEUE_BYTES // 1024**2}MiB",
+    show_default=True,
+    help=f"Bytes held at once (payload + {HELD_OVERHEAD} per datagram); more are dropped "
+    "(counted).",
+)
+@click.option(
+    "--max-senders",
+    type=click.IntRange(1, 4096),
+    default=DEFAULT_MAX_CLIENTS,
+    show_default=True,
+    help="Senders relayed at once (one socket each); a new one takes the least recently "
+    "active one's socket.",
+)
+@click.option(
+    "--idle-timeout",
+    type=IDLE_TIMEOUT,
+    default=DEFAULT_IDLE_TIMEOUT,
+    show_default=True,
+    help="Close a sender's socket after this long without traffic either way.",
+)
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
 @click.pass_obj
 def netem(
     app: AppContext,
     listen: HostPort,
     forward: HostPort,
+    allow: tuple[Network, ...],
     queue_limit: int,
+    queue_bytes: int,
+    max_senders: int,
+    idle_timeout: float,
     duration: float | None,
     delay: float,
     jitter: float,
@@ -126,11 +205,17 @@ def netem(
     A userspace stand-in for Linux netem (which needs root): whatever the far side sends back
     returns to the original sender through the same impairment, so clock pings see the same
     network as the ticks. Ctrl-C stops and reports the delay distribution actually achieved.
+
+    Anyone who can reach --listen can reach --forward through the relay: it listens on loopback
+    unless told otherwise, and --allow limits who may use it. Each sender gets its own socket
+    towards --forward (closed when idle); what is held is bounded by --queue-limit and
+    --queue-bytes.
     """
     forward = resolve_peer(forward)
     if forwards_to_itself(listen, forward):
         raise click.BadParameter(
-            f"{forward} is the --listen address: the relay would send every datagram to itself",
+            f"{forward} leads back to --listen {listen}: the relay would send every datagram "
+            "to itself",
             param_hint="'--forward'",
         )
     spec = ImpairmentSpec(delay, jitter, dist, loss, duplicate, reorder)
@@ -142,6 +227,10 @@ def netem(
             seed=seed,
             clock=app.clock,
             queue_limit=queue_limit,
+            queue_bytes=queue_bytes,
+            max_clients=max_senders,
+            idle_timeout=idle_timeout,
+            allow=allow,
             on_warning=app.warn,
         )
         try:

@@ -171,12 +171,13 @@ def listen_option(default: str = "127.0.0.1:9001", help_extra: str = "") -> Call
     )
 
 
-def allow_option() -> Callable[[F], F]:
+def allow_option(help_extra: str = "") -> Callable[[F], F]:
+    """``--allow CIDR``: every command whose sockets receive has it (#20 item 6)."""
     return click.option(
         "--allow",
         type=NETWORK,
         multiple=True,
-        help="Accept datagrams only from this address or CIDR block (repeatable).",
+        help="Accept datagrams only from this address or CIDR block (repeatable)." + help_extra,
     )
 
 

@@ -6,15 +6,16 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import click
 
-from oscsync.cli.params import DURATION, SERVICE_NAME, PeerName, interface_option
+from oscsync.cli.params import DURATION, SERVICE_NAME, PeerName, allow_option, interface_option
 from oscsync.cli.runtime import AppContext, running, wait
 from oscsync.display import escape
 from oscsync.hostport import HostPort
+from oscsync.transport import Network
 
 RESOLVE_TIMEOUT = 3.0
 """Seconds ``@NAME`` waits for an answer (found peers answer within ~0.2 s on a LAN)."""
@@ -59,12 +60,14 @@ class Advertising:
         interface: str,
         role: str,
         extra_txt: dict[str, str] | None = None,
+        allow: Sequence[Network] = (),
     ) -> None:
         self.app = app
         self.name = name
         self.interface = interface
         self.role = role
         self.extra_txt = extra_txt
+        self.allow = tuple(allow)
         self.advertiser: Any = None
 
     def publish(self, listening: HostPort | None) -> None:
@@ -83,6 +86,7 @@ class Advertising:
                 extra_txt=self.extra_txt,
                 clock=self.app.clock,
                 warn=lambda text: self.app.warn(escape(text)),
+                allow=self.allow,
             )
             self.advertiser.start()
         except discovery.OptionError as exc:
@@ -113,10 +117,11 @@ def advertising(
     interface: str,
     role: str,
     extra_txt: dict[str, str] | None = None,
+    allow: Sequence[Network] = (),
 ) -> Iterator[Advertising]:
     """``with advertising(...) as adv: ... adv.publish(endpoint.local_address)``; the services
     are unregistered (goodbye packets) when the block ends, by Ctrl-C and SIGTERM too."""
-    advertised = Advertising(app, name, interface, role, extra_txt)
+    advertised = Advertising(app, name, interface, role, extra_txt, allow)
     try:
         yield advertised
     finally:
@@ -234,6 +239,7 @@ Examples:
 )
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
 @interface_option()
+@allow_option(" Applies to the OSCQuery server (TCP); the patch itself is not covered.")
 @click.pass_obj
 def advertise(
     app: AppContext,
@@ -244,6 +250,7 @@ def advertise(
     txt: tuple[str, ...],
     duration: float | None,
     interface: str,
+    allow: tuple[Network, ...],
 ) -> None:
     """Announce a listener that cannot announce itself (a Pure Data patch) until Ctrl-C.
 
@@ -262,6 +269,6 @@ def advertise(
         listen_host = resolve_host(host)
     except AddressError as exc:
         raise click.BadParameter(str(exc), param_hint="'--host'") from None
-    with running(), advertising(app, name, interface, role, extra) as advertised:
+    with running(), advertising(app, name, interface, role, extra, allow) as advertised:
         advertised.publish(HostPort(listen_host, port))
         wait(threading.Event(), app.clock, duration)

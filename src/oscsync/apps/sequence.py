@@ -1,0 +1,475 @@
+"""``oscsync sequence``: a drum-machine pattern on the metronome's grid, played by every peer.
+
+**The grid** (:class:`SequenceSender`, a :class:`~oscsync.apps.metronome.TickSender` whose ticks
+are steps). Step ``k`` is due at ``t0 + k·60/(bpm·steps_per_beat)``, exactly, from ``k``; with
+``swing`` every odd step is pushed later by that fraction of a step (0.33: a triplet feel). A bar
+is ``beats_per_bar · steps_per_beat`` steps. The pattern loops over its own length: step ``k``
+plays pattern step ``k mod length``. At each bar line the sender asks ``reload`` for a changed
+pattern (the file watcher, :class:`PatternFile`); a new one takes effect from that bar on, and
+since every peer receives the same bundles, on every peer at once.
+
+**The wire** (``docs/protocol.md``). One bundle per step that has something to play, with one
+message per sounding voice::
+
+    /seq/VOICE ,fi  VELOCITY STEP          a drum hit: velocity 0-1, pattern step 0 .. length-1
+    /seq/VOICE ,fii VELOCITY STEP NOTE     a pitched voice: also its MIDI note 0-127
+
+An address per voice, not one address with the voice as an argument, because PD's
+``[routeOSC /kick /snare ...]`` splits addresses into one outlet per voice with no
+``[route]``/``[select]`` on symbols behind it. With ``offset > 0`` the bundle is timetagged
+``offset`` seconds after the step's grid time (forward synchronisation); with ``offset == 0`` it is
+timetagged ``IMMEDIATELY`` and played on arrival (the workshop's example 2, jitter and all).
+
+**The event log** (``listen --log FILE.jsonl``): one JSON object per event, flushed per line; times
+are Unix seconds on the listener's clock:
+
+``seq``        int, 0, 1, 2 ... per event this listener handled
+``voice``      the voice name (from the address ``/seq/VOICE``)
+``step``       the pattern step received
+``velocity``   0-1
+``note``       the MIDI note, or null for a drum hit
+``arrival``    when the datagram arrived
+``timetag``    the bundle's timetag, or null for ``IMMEDIATELY``
+``onset``      when the player was asked to start the sound (the timetag, or when handled if late
+               or immediate)
+``late``       bool, the timetag had passed (by more than the scheduler's 1 ms) when handled
+``source``     ``HOST:PORT`` of the sender
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from array import array
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Protocol
+
+from oscsync import audio, codec, sounds
+from oscsync import pattern as patterns
+from oscsync import timetag as tt
+from oscsync.apps.metronome import RunningStats, TickSender, onset_of, submit_onset
+from oscsync.audio import Player
+from oscsync.clock import Clock
+from oscsync.hostport import HostPort
+from oscsync.pattern import Pattern, PatternError
+from oscsync.scheduler import Dispatch, Scheduler
+from oscsync.transport import Received
+
+PREFIX = "/seq/"
+DEFAULT_BPM = 120.0
+DEFAULT_STEPS_PER_BEAT = 4
+DEFAULT_BEATS_PER_BAR = 4
+MAX_SWING = 75.0
+"""Percent: beyond this an odd step would crowd the next one (at 100 it would land on it)."""
+MAX_PATTERN_BYTES = 256 * 1024
+
+
+# -- the pattern file -------------------------------------------------------------------------
+
+
+def read_pattern(path: Path) -> Pattern:
+    """Parse the pattern file ``path``; PatternError (line, column) or OSError."""
+    with path.open("rb") as handle:
+        data = handle.read(MAX_PATTERN_BYTES + 1)
+    if len(data) > MAX_PATTERN_BYTES:
+        raise PatternError(1, 1, f"the file is larger than {MAX_PATTERN_BYTES // 1024} KiB")
+    return patterns.parse(data.decode("utf-8", errors="replace"))
+
+
+class PatternFile:
+    """A pattern file that is parsed again when it changes (its mtime or size).
+
+    :meth:`poll` returns the new pattern once per change, or None. A change that does not parse
+    (half-saved, a typo) is reported once through ``on_warning`` and the old pattern plays on.
+    """
+
+    def __init__(self, path: Path, *, on_warning: Callable[[str], None]) -> None:
+        self.path = path
+        self.on_warning = on_warning
+        self._signature = self._stat()
+        self.pattern = read_pattern(path)
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return None
+        return info.st_mtime_ns, info.st_size
+
+    def poll(self) -> Pattern | None:
+        signature = self._stat()
+        if signature is None or signature == self._signature:
+            return None
+        self._signature = signature
+        try:
+            pattern = read_pattern(self.path)
+        except (PatternError, OSError) as exc:
+            self.on_warning(f"{self.path}: {exc}; still playing the previous pattern")
+            return None
+        self.pattern = pattern
+        return pattern
+
+
+# -- sending ----------------------------------------------------------------------------------
+
+
+def step_messages(pattern: Pattern, k: int) -> list[bytes]:
+    """One message per voice sounding at step ``k`` (see the module docstring for the format)."""
+    step = k % pattern.length
+    messages = []
+    for name, hit in pattern.hits(k):
+        if hit.note is None:
+            messages.append(codec.encode_message(PREFIX + name, [hit.velocity, step], "fi"))
+        else:
+            messages.append(
+                codec.encode_message(PREFIX + name, [hit.velocity, step, hit.note], "fii")
+            )
+    return messages
+
+
+def steps_in(duration: float, bpm: float, steps_per_beat: int) -> int:
+    """How many steps start in ``[0, duration)`` (straight grid; step 0 at 0)."""
+    return max(0, math.ceil(Fraction(duration) * Fraction(bpm) * steps_per_beat / 60))
+
+
+class SequenceSender(TickSender):
+    """Sends one bundle per step of ``pattern`` on the exact grid (see the module docstring).
+
+    ``reload`` is asked at every bar line after the first for a new pattern (None: no change);
+    ``on_reload`` hears of each one taken. :attr:`reloads` counts them.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[bytes], object],
+        scheduler: Scheduler,
+        pattern: Pattern,
+        *,
+        bpm: float = DEFAULT_BPM,
+        steps_per_beat: int = DEFAULT_STEPS_PER_BEAT,
+        beats_per_bar: int = DEFAULT_BEATS_PER_BAR,
+        swing: float = 0.0,
+        offset: float = 0.0,
+        reload: Callable[[], Pattern | None] | None = None,
+        on_reload: Callable[[int, Pattern], None] | None = None,
+    ) -> None:
+        if steps_per_beat < 1:
+            raise ValueError(f"steps per beat must be 1 or more, got {steps_per_beat}")
+        if not 0 <= swing <= MAX_SWING:
+            raise ValueError(f"swing must be 0 to {MAX_SWING:g} percent, got {swing}")
+        if beats_per_bar < 1:
+            raise ValueError(f"beats per bar must be 1 or more, got {beats_per_bar}")
+        super().__init__(
+            send,
+            scheduler,
+            bpm=bpm * steps_per_beat,
+            beats_per_bar=beats_per_bar * steps_per_beat,
+            offset=offset,
+            plain=False,
+        )
+        self.steps_per_beat = steps_per_beat
+        self.steps_per_bar = beats_per_bar * steps_per_beat
+        self.swing = Fraction(swing) / 100
+        self.pattern = pattern
+        self.reload = reload
+        self.on_reload = on_reload
+        self.reloads = 0
+        self._bar_checked = 0
+
+    def grid_timetag(self, k: int) -> int:
+        """Step ``k``'s timetag: the straight grid, odd steps pushed later by the swing."""
+        straight = super().grid_timetag(k)
+        if k % 2 == 1 and self.swing:
+            return tt.add_seconds(straight, self.period * self.swing)
+        return straight
+
+    def packet(self, k: int) -> bytes:
+        """The bundle for step ``k`` (empty bytes when no voice sounds); reloads at a bar line."""
+        bar = k // self.steps_per_bar
+        if bar > self._bar_checked and self.reload is not None:
+            self._bar_checked = bar
+            fresh = self.reload()
+            if fresh is not None:
+                self.pattern = fresh
+                self.reloads += 1
+                if self.on_reload is not None:
+                    self.on_reload(bar, fresh)
+        messages = step_messages(self.pattern, k)
+        if not messages:
+            return b""
+        if self.offset:
+            stamp = tt.add_seconds(self.grid_timetag(k), Fraction(self.offset))
+        else:
+            stamp = tt.IMMEDIATELY  # no forward sync: played on arrival
+        return codec.encode_bundle(stamp, messages)
+
+
+# -- listening --------------------------------------------------------------------------------
+
+
+class LineSink(Protocol):
+    """Where the event log goes: a text file, or the CLI's log writer that reports failures."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+class EventError(ValueError):
+    """A ``/seq/...`` message that is not an event; ``reason`` is a drop-counter key."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Event:
+    voice: str
+    velocity: float
+    step: int
+    note: int | None = None
+
+
+def _number(value: Any, tag: str) -> float:
+    if tag not in ("i", "h", "f", "d"):
+        raise EventError("bad-args")
+    number = float(value)
+    if not math.isfinite(number):
+        raise EventError("bad-args")
+    return number
+
+
+def event_of(message: codec.Message) -> Event:
+    """The event in a ``/seq/VOICE`` message (floats from PD accepted); EventError if none."""
+    if not message.address.startswith(PREFIX):
+        raise EventError("other-address")
+    voice = message.address[len(PREFIX) :]
+    if not patterns.NAME.fullmatch(voice):
+        raise EventError("bad-voice")
+    if len(message.args) not in (2, 3):
+        raise EventError("bad-args")
+    velocity = _number(message.args[0], message.types[0])
+    step = _number(message.args[1], message.types[1])
+    if not 0 <= velocity <= 1 or not 0 <= step < patterns.MAX_STEPS:
+        raise EventError("bad-args")
+    note = None
+    if len(message.args) == 3:
+        value = _number(message.args[2], message.types[2])
+        if not 0 <= value <= 127:
+            raise EventError("bad-args")
+        note = round(value)
+    return Event(voice, round(velocity, 4), round(step), note)
+
+
+@dataclass
+class EventRecord:
+    """One handled event; :meth:`to_json` is one line of the event log (module docstring)."""
+
+    seq: int
+    voice: str
+    step: int
+    velocity: float
+    note: int | None
+    arrival: float
+    timetag: float | None
+    onset: float
+    late: bool
+    source: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+def record_fields() -> list[str]:
+    """The event log's field names, in order (tests hold the documentation to this)."""
+    return list(EventRecord.__dataclass_fields__)
+
+
+MAX_COUNTED_VOICES = 64
+"""Voice names come from the network: counted one by one up to this many, then as ``other``."""
+
+
+@dataclass
+class SequenceStats:
+    events: int = 0
+    late: int = 0
+    voices: Counter[str] = field(default_factory=Counter)
+    headroom: RunningStats = field(default_factory=RunningStats)
+    """Milliseconds from arrival to timetag, for timetagged events."""
+    ignored: Counter[str] = field(default_factory=Counter)
+
+    def count(self, voice: str) -> None:
+        if voice in self.voices or len(self.voices) < MAX_COUNTED_VOICES:
+            self.voices[voice] += 1
+        else:
+            self.voices["other"] += 1
+
+    def line(self) -> str:
+        """``events 12  late 0  kick 4 snare 2 hat 6  headroom min +99.1 ms``."""
+        parts = [f"events {self.events}", f"late {self.late}"]
+        if self.voices:
+            parts.append(" ".join(f"{name} {n}" for name, n in self.voices.items()))
+        if self.headroom.count:
+            parts.append(f"headroom min {self.headroom.minimum:+.1f} ms")
+        if self.ignored:
+            parts.append(f"ignored {sum(self.ignored.values())}")
+        return "  ".join(parts)
+
+
+SOFT = "~soft"
+
+
+class VoiceSounds:
+    """Which loaded sound plays an event: ``--sound VOICE=FILE``, the drums, tones for notes.
+
+    A voice with a sound plays it (at the level of the sample for an accent, at
+    :data:`~oscsync.pattern.NORMAL_VELOCITY` otherwise); a voice without one plays the tick. A
+    pitched event plays :func:`oscsync.sounds.tone` of its note, synthesised into ``directory``
+    and loaded the first time that note is heard (at most 128 of them).
+    """
+
+    def __init__(self, player: Player, directory: Path) -> None:
+        self.player = player
+        self.directory = directory
+        self._voices: set[str] = set()
+        self._notes: set[int] = set()
+        self._lock = threading.Lock()
+
+    def load(self, voice: str, path: Path) -> None:
+        """Load ``path`` for ``voice`` and a softer copy for its normal (non-accent) hits."""
+        sound = audio.read_wav(path)
+        self.player.load(path, voice)
+        soft = self.directory / f"{voice}{SOFT}.wav"
+        level = patterns.NORMAL_VELOCITY
+        samples = array("h", (round(v * level) for v in sound.samples))
+        audio.write_wav(soft, audio.Sound(sound.rate, samples))
+        self.player.load(soft, voice + SOFT)
+        self._voices.add(voice)
+
+    def key(self, event: Event) -> str:
+        """The player key for ``event``, loading its tone first if it is a new note."""
+        if event.note is not None:
+            key = f"note:{event.note}"
+            with self._lock:
+                if event.note in self._notes:
+                    return key
+                path = self.directory / f"note{event.note}.wav"
+                audio.write_wav(path, audio.Sound(sounds.RATE, sounds.tone(event.note)))
+                self.player.load(path, key)
+                self._notes.add(event.note)
+                return key
+        if event.voice not in self._voices:
+            return audio.TICK
+        return event.voice if event.velocity >= 0.9 else event.voice + SOFT
+
+
+class SequenceListener:
+    """Turns received ``/seq/VOICE`` messages into onsets, as the metronome's listener does ticks.
+
+    Give :meth:`on_message` to an Endpoint. Every event goes through ``scheduler``
+    (:func:`~oscsync.apps.metronome.submit_onset`); a sample-placing player gets the timetag at
+    once and places the sound on its frame. After ``limit`` events, more are ignored.
+    """
+
+    def __init__(
+        self,
+        player: Player,
+        scheduler: Scheduler,
+        clock: Clock,
+        voice_sounds: VoiceSounds,
+        *,
+        log: LineSink | None = None,
+        on_event: Callable[[EventRecord], None] | None = None,
+        limit: int | None = None,
+    ) -> None:
+        self.player = player
+        self.scheduler = scheduler
+        self.clock = clock
+        self.voice_sounds = voice_sounds
+        self.log = log
+        self.on_event = on_event
+        self.limit = limit
+        self.stats = SequenceStats()
+        self._lock = threading.Lock()
+
+    def on_message(self, received: Received) -> None:
+        """Handle one received message (receive thread; never raises for bad data)."""
+        try:
+            event = event_of(received.message)
+        except EventError as exc:
+            self._ignore(exc.reason)
+            return
+
+        try:
+            # Here, on the receive thread, ahead of the timetag: the first event of a note
+            # synthesises its tone (~5 ms), which must not delay the scheduler's thread.
+            key = self.voice_sounds.key(event)
+        except (audio.AudioError, OSError):
+            key = audio.TICK
+
+        def handle(dispatch: Dispatch, stamp: int | None) -> None:
+            self._handle(received, event, key, stamp, dispatch)
+
+        refusal = submit_onset(
+            self.player, self.scheduler, self.clock, received.message.timetag, handle
+        )
+        if refusal is not None:
+            self._ignore(refusal)
+
+    def _ignore(self, reason: str) -> None:
+        with self._lock:
+            self.stats.ignored[reason] += 1
+
+    def _handle(
+        self, received: Received, event: Event, key: str, stamp: int | None, dispatch: Dispatch
+    ) -> None:
+        _, target, late, onset = onset_of(self.scheduler, self.clock, dispatch, stamp)
+        with self._lock:
+            stats = self.stats
+            if self.limit is not None and stats.events >= self.limit:
+                stats.ignored["over-count"] += 1
+                return
+            self.player.play_at(onset, key)
+            record = EventRecord(
+                seq=stats.events,
+                voice=event.voice,
+                step=event.step,
+                velocity=event.velocity,
+                note=event.note,
+                arrival=received.arrival,
+                timetag=target,
+                onset=onset,
+                late=late,
+                source=str(HostPort(*received.source[:2])),
+            )
+            stats.events += 1
+            stats.late += late
+            stats.count(event.voice)
+            if target is not None:
+                stats.headroom.add((target - received.arrival) * 1000.0)
+            if self.log is not None:
+                self.log.write(record.to_json() + "\n")
+                self.log.flush()
+        if self.on_event is not None:
+            self.on_event(record)
+
+    def status(self) -> str:
+        with self._lock:
+            return self.stats.line()
+
+
+def event_line(record: EventRecord) -> str:
+    """One line per event for a pipe: ``kick: 4  velocity 1.00`` (``VOICE: STEP`` as PD prints)."""
+    parts = [f"{record.voice}: {record.step}", f"velocity {record.velocity:.2f}"]
+    if record.note is not None:
+        parts.append(f"note {record.note}")
+    if record.late:
+        parts.append("LATE")
+    return "  ".join(parts)
