@@ -24,15 +24,6 @@ from test_signals import COMMANDS as SIGNAL_COMMANDS
 
 SHIM = REPO / "tests" / "portable"
 
-# netem's relay loop is being moved from select.poll to selectors in its own change; until it
-# lands, netem (and demo, which runs it) cannot run in portable mode.
-NETEM_POLLS = "select.poll" in (REPO / "src" / "oscsync" / "apps" / "netem.py").read_text()
-netem_uses_poll = pytest.mark.xfail(
-    NETEM_POLLS,
-    reason="apps/netem.py still waits with select.poll",
-    strict=True,
-)
-
 
 def portable_env() -> dict[str, str]:
     path = os.pathsep.join(p for p in (str(SHIM), os.environ.get("PYTHONPATH", "")) if p)
@@ -179,7 +170,6 @@ def test_clock_against_a_skewed_listener(portable: Portable) -> None:
     assert abs(offset_ms - 500.0) < 100.0  # loopback: the skew, within a generous bound
 
 
-@netem_uses_poll
 def test_netem_relays(portable: Portable) -> None:
     dump, dump_errors = portable.start("dump", "--listen", "127.0.0.1:0", "--count", "1")
     target = listening_on(dump_errors)
@@ -196,24 +186,15 @@ def test_netem_relays(portable: Portable) -> None:
     assert not any("Traceback" in line for line in relay_errors.rest())
 
 
-@netem_uses_poll
 def test_demo(portable: Portable, tmp_path: Path) -> None:
     result = portable.run("demo", "--duration", "1.5", "--out", str(tmp_path), timeout=120)
     assert result.returncode == 0, result.stderr
     assert list(tmp_path.glob("*.wav"))
 
 
-def _needs_netem(args: list[str]) -> list[pytest.MarkDecorator]:
-    if args[0] == "netem":
-        return [netem_uses_poll]
-    if args[0] == "demo":  # may be stopped before it starts its netem links: not strict
-        return [pytest.mark.xfail(NETEM_POLLS, reason="apps/netem.py still waits with select.poll")]
-    return []
-
-
 @pytest.mark.parametrize(
     ("args", "ready", "summary"),
-    [pytest.param(*case, marks=_needs_netem(case[0])) for case in SIGNAL_COMMANDS],
+    SIGNAL_COMMANDS,
     ids=lambda v: " ".join(v) if isinstance(v, list) else "",
 )
 def test_ctrl_c_stops_every_command_cleanly(
