@@ -7,7 +7,7 @@ import threading
 
 import click
 
-from oscsync import codec
+from oscsync import codec, display
 from oscsync.apps.chat import ChatSession
 from oscsync.cli.params import (
     DURATION,
@@ -73,7 +73,7 @@ def chat(
     def warn(text: str) -> None:
         if interactive:
             label = click.style("warning: ", fg="yellow") if styled else "warning: "
-            console.print(label + text)
+            console.print(label + display.printable(text))
         else:
             app.warn(text)
 

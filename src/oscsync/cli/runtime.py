@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import click
 
-from oscsync import threads
+from oscsync import display, threads
 from oscsync.clock import Clock, SkewedClock, SystemClock
 from oscsync.threads import STOP_SIGNALS
 from oscsync.transport import TransportError
@@ -50,7 +50,8 @@ class AppContext:
 
     def warn(self, text: str) -> None:
         """A warning line on stderr (kept even with -q)."""
-        click.echo(click.style("warning: ", fg="yellow") + text, err=True)
+        # Warnings quote the network (addresses, names): never let one reach the terminal raw.
+        click.echo(click.style("warning: ", fg="yellow") + display.printable(text), err=True)
 
 
 class Stop(Exception):
