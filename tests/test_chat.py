@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import pyte
 import pytest
 from click.testing import CliRunner
 
@@ -234,28 +235,46 @@ def test_echo_pipe_sends_then_exits_after_linger(collector: Collector) -> None:
 
 
 class Terminal:
-    """``oscsync chat`` on a pseudo-terminal: type keys, read what the screen receives."""
+    """``oscsync chat`` on a pseudo-terminal: type keys, read the screen as a person sees it.
+
+    The bytes the program writes go through a terminal emulator (pyte), so tests assert what is
+    on the screen (rows of text), not which escape sequences drew it.
+    """
 
     def __init__(self, *args: str) -> None:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # pragma: no cover - the child
-            os.execv(sys.executable, oscsync_command(*args))
+            # A terminal that answers no cursor-position requests, as pyte does not.
+            env = {**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
+            env.pop("NO_COLOR", None)
+            os.execve(sys.executable, oscsync_command(*args), env)
         self.screen = b""
+        self._emulator = pyte.Screen(100, 30)
+        self._stream = pyte.ByteStream(self._emulator)
 
-    def read_until(self, wanted: bytes, timeout: float = 10.0, start: int = 0) -> bytes:
-        """The screen from ``start`` once ``wanted`` appears in it."""
+    def _read_some(self, timeout: float) -> None:
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if ready:
+            try:
+                data = os.read(self.fd, 4096)
+            except OSError:  # the child closed the terminal
+                raise AssertionError(f"terminal closed; screen: {self.rows()!r}") from None
+            self.screen += data
+            self._stream.feed(data)
+
+    def rows(self) -> list[str]:
+        """The visible screen, one string per row, trailing blanks removed, empty rows dropped."""
+        return [row.rstrip() for row in self._emulator.display if row.strip()]
+
+    def wait_for(self, predicate: Callable[[list[str]], bool], timeout: float = 10.0) -> list[str]:
+        """The rows once ``predicate(rows)`` holds."""
         deadline = time.monotonic() + timeout
-        while wanted not in self.screen[start:]:
+        while not predicate(self.rows()):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"{wanted!r} not on screen: {self.screen[-300:]!r}")
-            ready, _, _ = select.select([self.fd], [], [], remaining)
-            if ready:
-                try:
-                    self.screen += os.read(self.fd, 4096)
-                except OSError:  # the child closed the terminal
-                    raise AssertionError(f"{wanted!r} never shown: {self.screen!r}") from None
-        return self.screen[start:]
+                raise AssertionError(f"not on screen in {timeout} s: {self.rows()!r}")
+            self._read_some(remaining)
+        return self.rows()
 
     def type(self, keys: bytes) -> None:
         os.write(self.fd, keys)
@@ -268,50 +287,90 @@ class Terminal:
                 pid, status = os.waitpid(self.pid, os.WNOHANG)
                 if pid:
                     return os.waitstatus_to_exitcode(status)
-                if select.select([self.fd], [], [], 0.05)[0]:
-                    with contextlib.suppress(OSError):
-                        self.screen += os.read(self.fd, 4096)
+                with contextlib.suppress(AssertionError):
+                    self._read_some(0.05)
             os.kill(self.pid, signal.SIGKILL)
             return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
         finally:
             os.close(self.fd)
 
 
+def _prompt_is(text: str) -> Callable[[list[str]], bool]:
+    return lambda rows: bool(rows) and rows[-1] == text
+
+
 def test_incoming_line_does_not_garble_the_one_being_typed(collector: Collector) -> None:
     port = free_udp_port()
     term = Terminal("chat", "--listen", str(port), "--peer", f"127.0.0.1:{collector.port}")
     try:
-        term.read_until(b"> ")
+        term.wait_for(_prompt_is(">"))
         term.type(b"hel")
-        term.read_until(b"hel")
-        mark = len(term.screen)
+        term.wait_for(_prompt_is("> hel"))
         with Endpoint(peers=[HostPort("127.0.0.1", port)]) as sender:
             sender.send("/chat", ["incoming", "line"], types="ss")
-        after = term.read_until(b"incoming line", start=mark)
         # The message gets its own row, then the prompt comes back with the half-typed word.
-        message_at = after.index(b"incoming line")
-        after = term.read_until(b"> hel", start=mark + message_at)
-        assert after.startswith(b"incoming line\r\n"), after
-        mark = len(term.screen)
+        rows = term.wait_for(lambda rows: len(rows) >= 2 and rows[-2].endswith("incoming line"))
+        assert rows[-1] == "> hel"
+        assert re.match(LINE_HEAD + "incoming line$", rows[-2]), rows
         term.type(b"lo\r")
         assert collector.wait(1)[0].args == ("hello",)  # what was typed stayed intact
-        term.read_until(b"\r\n> ", start=mark)  # the next prompt: readline is reading again
+        term.wait_for(lambda rows: rows[-2:] == ["> hello", ">"])  # reading the next line
         term.type(b"\x04")  # Ctrl-D
-        term.read_until(b"chat: sent 1 line, received 1")
+        term.wait_for(lambda rows: any("chat: sent 1 line, received 1" in r for r in rows))
     finally:
         code = term.close()
-    assert code == 0, term.screen
+    assert code == 0, term.rows()
 
 
 def test_ctrl_c_on_a_terminal_ends_cleanly_on_a_fresh_line() -> None:
     term = Terminal("chat", "--listen", "0", "--peer", f"127.0.0.1:{free_udp_port()}")
     try:
-        term.read_until(b"> ")
+        term.wait_for(_prompt_is(">"))
         term.type(b"half a line")
-        term.read_until(b"half a line")
+        term.wait_for(_prompt_is("> half a line"))
         term.type(b"\x03")  # Ctrl-C
-        term.read_until(b"chat: sent 0 lines")
+        rows = term.wait_for(lambda rows: rows[-1].startswith("chat: sent 0 lines"))
     finally:
         code = term.close()
-    assert code == 0, term.screen
-    assert b"half a line\r\nchat: sent 0 lines, received 0" in term.screen
+    assert code == 0, term.rows()
+    assert rows[-2:] == ["> half a line", "chat: sent 0 lines, received 0"]
+
+
+def test_sigterm_while_the_prompt_reads_stops_cleanly() -> None:
+    term = Terminal("chat", "--listen", "0", "--peer", f"127.0.0.1:{free_udp_port()}")
+    try:
+        term.wait_for(_prompt_is(">"))
+        term.type(b"typed")
+        term.wait_for(_prompt_is("> typed"))
+        os.kill(term.pid, signal.SIGTERM)
+        term.wait_for(lambda rows: rows[-1].startswith("chat: sent 0 lines"))
+    finally:
+        code = term.close()
+    assert code == 0, term.rows()
+    assert not any("Traceback" in row for row in term.rows())
+    # The prompt put the terminal back: bracketed paste, turned on while it read, is off again.
+    assert term.screen.rfind(b"\x1b[?2004l") > term.screen.rfind(b"\x1b[?2004h")
+
+
+def test_console_drops_and_counts_lines_when_the_terminal_falls_behind() -> None:
+    import io
+    import queue
+
+    from oscsync.console import _BACKLOG_LIMIT, Console
+
+    class StalledProxy(io.StringIO):
+        """Stands in for prompt_toolkit's stdout proxy with a terminal that stopped reading."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._flush_queue: queue.Queue[str] = queue.Queue()
+
+    out = StalledProxy()
+    console = Console(out)
+    for k in range(_BACKLOG_LIMIT):
+        out._flush_queue.put(f"line {k}")
+    console.print("one too many")
+    assert console.dropped == 1 and out.getvalue() == ""
+    out._flush_queue.get()
+    console.print("room again")
+    assert console.dropped == 1 and out.getvalue() == "room again\n"

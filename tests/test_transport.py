@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import queue
 import socket
+import sys
 import threading
+from typing import ClassVar
 
 import pytest
 
-from oscsync import codec
+from oscsync import codec, transport
 from oscsync import timetag as tt
-from oscsync.clock import FakeClock
+from oscsync.apps.dump import summary as dump_summary
+from oscsync.clock import FakeClock, SystemClock
 from oscsync.hostport import HostPort, parse_hostport, parse_network
 from oscsync.transport import Endpoint, Received, TransportError
 
@@ -270,3 +274,273 @@ def test_escape_network_strings_in_every_cli_warning() -> None:
         app.warn("peer said \x1b[2J\u200b hello \\x41")
         text = streams[1].getvalue().decode()
     assert text == "warning: peer said \\x1b[2J\\u200b hello \\x41\n"
+
+
+# -- issue #20, items 8, 12, 14 ---------------------------------------------------------------
+
+
+def test_ipv4_allow_on_dual_stack_listener() -> None:
+    # #20 item 8: `--listen [::]:P --allow 127.0.0.1` must let 127.0.0.1 in; it arrives as
+    # ::ffff:127.0.0.1 on a dual-stack socket.
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python")
+    try:
+        listener = Endpoint(
+            parse_hostport("[::]:0", allow_port_zero=True),
+            allow=[parse_network("127.0.0.1")],
+        )
+    except TransportError as exc:
+        pytest.skip(f"no IPv6 here: {exc}")
+    inbox: queue.Queue[Received] = queue.Queue()
+    listener.start(inbox.put)
+    with listener:
+        where = listener.local_address
+        assert where is not None
+        raw_send(
+            codec.encode_message("/stranger", []), HostPort("127.0.0.1", where.port), "127.0.0.2"
+        )
+        raw_send(codec.encode_message("/friend", []), HostPort("127.0.0.1", where.port))
+        friend = inbox.get(timeout=WAIT)
+    assert friend.address == "/friend"
+    assert listener.stats.drops == {"not-allowed": 1}
+
+
+def _flood(where: HostPort, count: int) -> None:
+    data = codec.encode_message("/flood", [0] * 64)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect(where.sockaddr)
+        for _ in range(count):
+            sock.send(data)  # blocking: loopback drops only at the receiver's full buffer
+
+
+def test_loss_accounting_reads_the_socket_drop_counter_at_close_even_with_a_stuck_thread() -> None:
+    # #20 item 12: the kernel reports drops only on datagrams queued after them, so the last
+    # ones were never counted; and a receive thread stuck in its handler made close() skip the
+    # count altogether. sent == read + unread + dropped must hold exactly.
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the socket's drop counter is read on Linux (SO_MEMINFO, /proc/net/udp)")
+    release = threading.Event()
+    entered = threading.Event()
+
+    def stuck(_: Received) -> None:
+        entered.set()
+        release.wait(WAIT)
+
+    listener = Endpoint(HostPort("127.0.0.1", 0), recv_buffer=4096)
+    where = listener.local_address
+    assert where is not None
+    listener.start(stuck)
+    try:
+        sent = 3000
+        _flood(where, sent)
+        assert entered.wait(WAIT)
+        assert not listener.close(timeout=0.05)  # the thread is stuck in the handler
+    finally:
+        release.set()
+    stats = listener.stats
+    assert stats.drops["kernel-buffer-full"] > 0
+    assert stats.drops["unread-at-close"] > 0
+    assert stats.datagrams + stats.drops["kernel-buffer-full"] == sent
+    assert stats.kernel_drops == "counted"
+
+
+class _JumpingClock(SystemClock):
+    """The system clock, plus a jump we make on purpose: shows when a stamp is read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jump = 0.0
+
+    def monotonic_to_wall(self, mono: float) -> float:
+        return super().monotonic_to_wall(mono) + self.jump
+
+
+def test_kernel_receive_timestamps_stamp_arrival() -> None:
+    # #20 item 14: a datagram that waited in the socket while the receive thread was busy is
+    # stamped when the kernel received it, not when it was read.
+    if not sys.platform.startswith("linux"):
+        pytest.skip("SO_TIMESTAMPNS is Linux's (elsewhere arrival falls back to the clock read)")
+    clock = _JumpingClock()
+    release = threading.Event()
+    inbox: queue.Queue[Received] = queue.Queue()
+
+    def first_one_waits(received: Received) -> None:
+        if received.address == "/first":
+            release.wait(WAIT)
+        inbox.put(received)
+
+    listener = Endpoint(HostPort("127.0.0.1", 0), clock=clock)
+    where = listener.local_address
+    assert where is not None
+    listener.start(first_one_waits)
+    with listener:
+        raw_send(codec.encode_message("/first", []), where)
+        sent_at = clock.now()
+        raw_send(codec.encode_message("/second", []), where)
+        clock.jump = 1000.0  # anything read from the clock from now on is 1000 s late
+        release.set()
+        first = inbox.get(timeout=WAIT)
+        second = inbox.get(timeout=WAIT)
+    assert first.address == "/first" and second.address == "/second"
+    assert abs(second.arrival - sent_at) < 60.0  # the kernel's stamp, not a read after the jump
+    assert listener.stats.arrival_stamps == "kernel"
+
+
+# -- Windows and macOS code paths, simulated (issue #21) ------------------------------------
+
+_WINDOWS_SO_EXCLUSIVEADDRUSE = -5  # ~SO_REUSEADDR, as winsock defines it
+
+
+class _RecordingSocket(socket.socket):
+    """A real socket that records its options and fakes the ones Linux does not have."""
+
+    options: ClassVar[list[tuple[int, int, object]]] = []
+    refuse_group_bind = False
+
+    def setsockopt(self, level: int, option: int, value: object, *rest: object) -> None:  # type: ignore[override]
+        _RecordingSocket.options.append((level, option, value))
+        if option == _WINDOWS_SO_EXCLUSIVEADDRUSE:
+            return None
+        return super().setsockopt(level, option, value, *rest)  # type: ignore[call-overload]
+
+    def bind(self, address: object) -> None:  # type: ignore[override]
+        host = address[0] if isinstance(address, tuple) else ""
+        if _RecordingSocket.refuse_group_bind and host.startswith("239."):
+            raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")  # as Windows
+        super().bind(address)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def recording_socket(monkeypatch: pytest.MonkeyPatch) -> type[_RecordingSocket]:
+    _RecordingSocket.options = []
+    _RecordingSocket.refuse_group_bind = False
+    monkeypatch.setattr(socket, "socket", _RecordingSocket)
+    return _RecordingSocket
+
+
+def test_unicast_listener_takes_its_port_exclusively_where_so_exclusiveaddruse_exists(
+    recording_socket: type[_RecordingSocket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(socket, "SO_EXCLUSIVEADDRUSE", _WINDOWS_SO_EXCLUSIVEADDRUSE, raising=False)
+    with Endpoint(HostPort("127.0.0.1", 0)):
+        pass
+    assert (socket.SOL_SOCKET, _WINDOWS_SO_EXCLUSIVEADDRUSE, 1) in recording_socket.options
+    assert (socket.SOL_SOCKET, socket.SO_REUSEADDR, 1) not in recording_socket.options
+
+
+def test_multicast_listener_shares_its_port_and_binds_the_wildcard_where_the_group_cannot_be_bound(
+    recording_socket: type[_RecordingSocket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(socket, "SO_EXCLUSIVEADDRUSE", _WINDOWS_SO_EXCLUSIVEADDRUSE, raising=False)
+    recording_socket.refuse_group_bind = True
+    listener = Endpoint(HostPort("239.255.77.2", 0), multicast_interface="127.0.0.1", services={})
+    inbox: queue.Queue[Received] = queue.Queue()
+    listener.start(inbox.put)
+    with listener:
+        where = listener.local_address
+        assert where is not None and where.host == "0.0.0.0"  # the wildcard, as on Windows
+        group = HostPort("239.255.77.2", where.port)
+        with Endpoint(peers=[group], multicast_interface="127.0.0.1") as sender:
+            sender.send("/tick", [1])
+        assert inbox.get(timeout=WAIT).address == "/tick"
+    options = recording_socket.options
+    assert (socket.SOL_SOCKET, socket.SO_REUSEADDR, 1) in options
+    assert (socket.SOL_SOCKET, _WINDOWS_SO_EXCLUSIVEADDRUSE, 1) not in options
+    assert (socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1) in options  # receiver side: Windows
+
+
+def test_dual_stack_listener_asks_for_ipv4_too(recording_socket: type[_RecordingSocket]) -> None:
+    try:
+        listener = Endpoint(parse_hostport("[::]:0", allow_port_zero=True))
+    except TransportError as exc:
+        pytest.skip(f"no IPv6 here: {exc}")
+    listener.close()
+    assert (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0) in recording_socket.options
+
+
+class _ScriptedSocket:
+    """Stands in for a socket whose receives follow a script (data, or an error to raise)."""
+
+    def __init__(self, *script: bytes | OSError) -> None:
+        self.script = list(script)
+
+    def _next(self) -> bytes:
+        item = self.script.pop(0) if self.script else BlockingIOError()
+        if isinstance(item, OSError):
+            raise item
+        return item
+
+    def recvmsg(self, size: int, space: int = 0) -> tuple[bytes, list[object], int, object]:
+        return self._next(), [], 0, ("127.0.0.1", 9000)
+
+    def recvfrom_into(self, buffer: bytearray) -> tuple[int, object]:
+        data = self._next()
+        buffer[: len(data)] = data
+        return len(data), ("127.0.0.1", 9000)
+
+
+@pytest.mark.parametrize("read_with", ["recvmsg", "recvfrom_into"])
+def test_connection_reset_from_a_receive_is_counted_and_reading_goes_on(read_with: str) -> None:
+    # Windows reports an ICMP "port unreachable" for a datagram we sent as WSAECONNRESET on
+    # the next receive, on any socket: it must not end the receive thread.
+    warnings: list[str] = []
+    endpoint = Endpoint(HostPort("127.0.0.1", 0), on_warning=warnings.append, services={})
+    inbox: list[Received] = []
+    endpoint._handler = inbox.append
+    reset = ConnectionResetError(10054, "An existing connection was forcibly closed")
+    fake = _ScriptedSocket(
+        reset, codec.encode_message("/after", [1]), reset, codec.encode_message("/more", [])
+    )
+    drain = endpoint._drain_msg if read_with == "recvmsg" else endpoint._drain_from
+    try:
+        drain(fake, False)  # type: ignore[arg-type]
+    finally:
+        endpoint.close()
+    assert [r.address for r in inbox] == ["/after", "/more"]
+    assert endpoint.stats.send_errors == {"refused": 2}
+    assert len(warnings) == 1 and "not listening" in warnings[0]
+
+
+def test_without_recvmsg_datagrams_still_arrive_and_kernel_drops_are_reported_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(transport, "_HAS_RECVMSG", False)
+    monkeypatch.setattr(transport, "_SO_MEMINFO", None)
+    listener, inbox = listen_here()
+    with listener:
+        where = listener.local_address
+        assert where is not None
+        raw_send(codec.encode_message("/windows", ["ok"]), where)
+        assert inbox.get(timeout=WAIT).args == ("ok",)
+        raw_send(codec.encode_message("/unread", []), where)
+    assert listener.stats.kernel_drops == "unavailable"
+    assert listener.stats.arrival_stamps == "clock"
+    assert "not reported on this platform" in listener.stats.platform_note()
+    assert "not reported on this platform" in dump_summary(listener.stats, 1)  # never silent
+
+
+def test_windows_refusing_a_port_is_explained_in_one_line() -> None:
+    class WindowsError_(OSError):  # what a bind raises on Windows (winerror exists only there)
+        winerror = 10013
+
+    refused = WindowsError_(13, "An attempt was made to access a socket in a way forbidden")
+    text = transport.bind_error_message(HostPort("127.0.0.1", 9001), refused)
+    assert "Windows refused the port" in text and "root" not in text
+    assert "\n" not in text
+
+
+def test_socket_drop_count_from_proc_net_udp_matches_so_meminfo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Kernels before 4.14 have no drops field in SO_MEMINFO: /proc/net/udp says the same.
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux's per-socket drop counter")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        _flood(HostPort("127.0.0.1", sock.getsockname()[1]), 500)
+        from_meminfo = transport.socket_drop_count(sock)
+        monkeypatch.setattr(transport, "_SO_MEMINFO", 0x7FFF)  # no such option: EINVAL/ENOPROTOOPT
+        from_proc = transport.socket_drop_count(sock)
+    assert from_meminfo is not None and from_meminfo > 0
+    assert from_proc == from_meminfo

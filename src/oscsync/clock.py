@@ -62,6 +62,14 @@ class Clock(ABC):
         """Wait until ``event`` is set or ``timeout`` seconds pass; True if it was set."""
         return event.wait(timeout)
 
+    def system_time_to_wall(self, system_time: float) -> float | None:
+        """This clock's wall reading for a reading of the OS real-time clock, or None.
+
+        For stamps the OS took itself (kernel receive timestamps, ``SO_TIMESTAMPNS``). None means
+        this clock has no such mapping (a fake clock): read :meth:`now` instead.
+        """
+        return None
+
 
 class SystemClock(Clock):
     """The machine's clocks, with wall time mapped onto the monotonic clock once."""
@@ -102,6 +110,10 @@ class SystemClock(Clock):
         if seconds > 0:
             time.sleep(seconds)
 
+    def system_time_to_wall(self, system_time: float) -> float | None:
+        # The same time scale as now(), up to a step of the system clock since construction.
+        return system_time
+
 
 class SkewedClock(Clock):
     """A clock that disagrees with ``base`` on purpose: ``skew`` s ahead, drifting ``drift_ppm``.
@@ -134,6 +146,12 @@ class SkewedClock(Clock):
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
         return self._base.wait(event, timeout)
+
+    def system_time_to_wall(self, system_time: float) -> float | None:
+        wall = self._base.system_time_to_wall(system_time)
+        if wall is None:
+            return None
+        return wall + self.skew + self.drift_ppm * 1e-6 * (wall - self._epoch)
 
 
 class FakeClock(Clock):

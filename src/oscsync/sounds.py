@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import random
 import sys
 from array import array
@@ -127,15 +126,15 @@ def default_path(name: str) -> Path:
     """The file for sound ``name``: the repository's copy, else one generated into a cache dir.
 
     An installed package has no ``sounds/`` next to it; rather than failing, the same samples are
-    written once to ``$XDG_CACHE_HOME/oscsync/sounds`` (``~/.cache`` by default); AudioError if
-    that cannot be written.
+    written once to the platform's cache directory (:func:`cache_dir`); AudioError if that cannot
+    be written.
     """
     if name not in VOICES:
         raise KeyError(name)
     repo_copy = REPO_SOUNDS / f"{name}.wav"
     if repo_copy.is_file():
         return repo_copy
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "oscsync" / "sounds"
+    cache = cache_dir() / "sounds"
     cached = cache / f"{name}.wav"
     if not cached.is_file():
         try:
@@ -145,6 +144,17 @@ def default_path(name: str) -> Path:
                 f"cannot write the metronome sounds to {cache}: {exc.strerror}"
             ) from None
     return cached
+
+
+def cache_dir() -> Path:
+    """Where oscsync caches files, in the platform's usual place (issue #21).
+
+    Linux: ``$XDG_CACHE_HOME/oscsync`` (``~/.cache/oscsync``); macOS: ``~/Library/Caches/oscsync``;
+    Windows: ``%LOCALAPPDATA%\\oscsync\\Cache``, as ``platformdirs`` (what pip uses) decides.
+    """
+    import platformdirs  # small, but only needed the first time the sounds are generated
+
+    return Path(platformdirs.user_cache_dir("oscsync", appauthor=False))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,11 @@
 
 The kernel hands a process-directed signal to any thread that does not block it. Python runs
 signal handlers only in the main thread, and only once that thread wakes up: a SIGINT that lands
-on a receive thread while the main thread sits in readline's ``select()`` (``oscsync chat``)
-waited for the next keystroke. Every oscsync thread is therefore started with the stop signals
-blocked, so they always reach the main thread and interrupt whatever it is waiting in.
+on a receive thread while the main thread sits in a blocking wait (chat's prompt) waited for the
+next keystroke. Where the platform has ``pthread_sigmask`` (Linux, macOS), every
+oscsync thread is therefore started with the stop signals blocked, so they always reach the main
+thread and interrupt whatever it is waiting in. Windows has no signal masks and needs none: it
+runs a Ctrl-C handler on a thread of its own and Python passes it to the main thread.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-_MAIN_THREAD_SIGNALS = {
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGALRM") if hasattr(signal, name)
-}
+STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK")
+    if hasattr(signal, name)
+)
+"""Signals that mean "stop cleanly": Ctrl-C, kill, terminal closed (POSIX), Ctrl-Break (Windows)."""
 
 
 def daemon_thread(target: Callable[..., Any], *args: Any, name: str) -> threading.Thread:
@@ -35,7 +40,7 @@ def start(thread: threading.Thread) -> threading.Thread:
         return thread
     # The new thread inherits the mask in force while it is created; a signal arriving in the
     # meantime stays pending and is delivered to this thread when the mask is restored.
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _MAIN_THREAD_SIGNALS)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         thread.start()
     finally:

@@ -10,12 +10,22 @@ An :class:`Endpoint` owns
   counted and warned about once; sending goes on. Replies a peer sends back to our source
   address (clock pongs, for instance) arrive on that connected socket and are decoded like the rest.
 
-A single background thread waits on all sockets with ``poll`` plus a wake-up pipe, so
-:meth:`Endpoint.close` stops it at once. Each datagram is time-stamped on arrival through the
-injected :class:`~oscsync.clock.Clock`, checked against ``--allow``, decoded, and each message is
-handed to the callback as a :class:`Received`. Nothing a peer sends can raise into the loop:
-malformed data is counted by reason in :attr:`EndpointStats.drops`, and so are datagrams the
-kernel dropped because the socket buffer was full (Linux ``SO_RXQ_OVFL``).
+A single background thread waits on all sockets with a :mod:`selectors` selector plus a wake-up
+socket pair (both exist on Linux, macOS and Windows), so :meth:`Endpoint.close` stops it at once.
+Each datagram is time-stamped on arrival: by the kernel where it can (Linux ``SO_TIMESTAMPNS``,
+mapped onto the injected :class:`~oscsync.clock.Clock`), else by reading that clock. It is checked
+against ``--allow``, decoded, and each message is handed to the callback as a :class:`Received`.
+Nothing a peer sends can raise into the loop: malformed data is counted by reason in
+:attr:`EndpointStats.drops`, and so are datagrams the kernel dropped because the socket buffer was
+full (Linux: ``SO_RXQ_OVFL`` while running, the socket's own drop counter at close).
+
+Platforms differ; each difference is chosen by capability, never by platform name (issue #21):
+without ``recvmsg`` (Windows) datagrams are read with ``recvfrom_into`` and the kernel's drop
+count is reported as unavailable (:attr:`EndpointStats.kernel_drops`); a unicast listener takes
+its port exclusively where ``SO_EXCLUSIVEADDRUSE`` exists (Windows' ``SO_REUSEADDR`` would let
+another process share it); a multicast listener that cannot bind the group address (Windows)
+binds the wildcard address; ``ConnectionResetError`` from a receive (Windows' report of an ICMP
+"port unreachable") is counted like Linux's ``ConnectionRefusedError``.
 
 A few addresses are answered by the endpoint itself, through **services** (address -> function),
 before the app's handler would see them: by default every listener answers clock pings
@@ -29,7 +39,7 @@ import contextlib
 import errno
 import ipaddress
 import os
-import select
+import selectors
 import socket
 import struct
 import sys
@@ -49,13 +59,18 @@ DEFAULT_RECV_BUFFER = 8 * 1024 * 1024
 """Asked-for receive buffer: enough to ride out a burst of ~8,000 small datagrams while a slow
 handler runs. Linux caps it at ``net.core.rmem_max`` unless we are root (``SO_RCVBUFFORCE``)."""
 
+_LINUX = sys.platform.startswith("linux")  # only to name constants Python does not export
 # Linux: SO_RXQ_OVFL makes recvmsg report how many datagrams the kernel dropped on this socket.
-_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40 if sys.platform.startswith("linux") else None)
-_SO_RCVBUFFORCE = getattr(
-    socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None
-)
-# Linux: SO_MEMINFO's last field is the socket's drop total, readable at any time (issue #15).
-_SO_MEMINFO = 55 if sys.platform.startswith("linux") else None
+_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40 if _LINUX else None)
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if _LINUX else None)
+# Linux: SO_TIMESTAMPNS (the _OLD layout: struct timespec of two longs) stamps each datagram
+# when the kernel received it (#20 item 14); SO_MEMINFO's ninth field is the socket's drop
+# counter (#20 item 12).
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if _LINUX else None)
+_TIMESPEC = struct.Struct("@ll")
+_SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55 if _LINUX else None)
+_SK_MEMINFO_DROPS = 8
+_HAS_RECVMSG = hasattr(socket.socket, "recvmsg")
 _DRAIN_BATCH = 512
 _ALLOW_CACHE_LIMIT = 4096
 
@@ -102,10 +117,21 @@ class EndpointStats:
     drops: Counter[str] = field(default_factory=Counter)
     sent: int = 0
     send_errors: Counter[str] = field(default_factory=Counter)
+    kernel_drops: str = "counted"
+    """``counted``: datagrams the kernel dropped are in :attr:`drops` (``kernel-buffer-full``);
+    ``unavailable``: this platform does not say (:meth:`platform_note` words it for a summary)."""
+    arrival_stamps: str = "clock"
+    """``kernel``: arrival is when the kernel received the datagram; ``clock``: when it was read."""
 
     @property
     def dropped(self) -> int:
         return sum(self.drops.values())
+
+    def platform_note(self) -> str:
+        """What this platform could not measure, for a summary line ("" when nothing)."""
+        if self.kernel_drops == "unavailable":
+            return "datagrams the OS dropped (buffer full) are not reported on this platform"
+        return ""
 
 
 MessageHandler = Callable[[Received], None]
@@ -135,6 +161,7 @@ class Endpoint:
         multicast_ttl: int = 1,
         recv_buffer: int = DEFAULT_RECV_BUFFER,
         services: Mapping[str, Service] | None = None,
+        kernel_stamps: bool = True,
     ) -> None:
         self.clock = clock if clock is not None else SystemClock()
         if services is None:
@@ -158,7 +185,8 @@ class Endpoint:
         # ping to a multicast sender) leaves from the socket the datagram came in on.
         self._receiving_sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
-        self._wake_r, self._wake_w = -1, -1
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
         self._closed = False
         self._rxq_dropped: dict[int, int] = {}
         self._handler: MessageHandler | None = None
@@ -167,6 +195,23 @@ class Endpoint:
             mismatch = allow_mismatch(listen, allow)  # the classic: forgot --listen 0.0.0.0
             if mismatch:
                 on_warning(mismatch)
+        # Kernel stamps need recvmsg, the socket option, and a clock that can place an OS stamp
+        # on its own scale (not a FakeClock). SystemClock's scale is the OS's: no call then.
+        self._kernel_stamps = (
+            kernel_stamps
+            and _HAS_RECVMSG
+            and _SO_TIMESTAMPNS is not None
+            and self.clock.system_time_to_wall(0.0) is not None
+        )
+        self._kernel_to_wall: Callable[[float], float | None] | None = (
+            None if type(self.clock) is SystemClock else self.clock.system_time_to_wall
+        )
+        self._ancillary_space = 0
+        if _HAS_RECVMSG:
+            if _SO_RXQ_OVFL is not None:
+                self._ancillary_space += socket.CMSG_SPACE(4)
+            if self._kernel_stamps:
+                self._ancillary_space += socket.CMSG_SPACE(_TIMESPEC.size)
         try:
             if listen is not None:
                 self._listen_sock = self._open_listener(listen, recv_buffer)
@@ -185,32 +230,73 @@ class Endpoint:
     def _open_listener(self, where: HostPort, recv_buffer: int) -> socket.socket:
         sock = self._register(socket.socket(where.family, socket.SOCK_DGRAM))
         set_recv_buffer(sock, recv_buffer)
-        if _SO_RXQ_OVFL is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
+        self._ask_for_ancillary(sock)
+        if not ((_HAS_RECVMSG and _SO_RXQ_OVFL is not None) or _SO_MEMINFO is not None):
+            self.stats.kernel_drops = "unavailable"  # Windows, macOS
         if where.is_multicast:
             # Several listeners on one host (followers in a lab) share a group port.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if hasattr(socket, "SO_REUSEPORT"):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        elif hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
+            # Windows: without it a second process binding with SO_REUSEADDR takes over the port.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+        if (
+            where.family == socket.AF_INET6
+            and where.host == "::"
+            and hasattr(socket, "IPV6_V6ONLY")
+        ):
+            # "[::]" means both IPv6 and IPv4 (Linux's default; Windows' is IPv6 only).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         try:
             sock.bind(where.sockaddr)
         except OSError as exc:
-            raise TransportError(exc.errno, bind_error_message(where, exc)) from None
+            if not (where.is_multicast and _is_address_not_available(exc)):
+                raise TransportError(exc.errno, bind_error_message(where, exc)) from None
+            # Windows cannot bind a group address: listen on the wildcard address; the group
+            # membership below is what brings the group's datagrams.
+            wildcard = "::" if where.family == socket.AF_INET6 else "0.0.0.0"
+            try:
+                sock.bind((wildcard, where.port))
+            except OSError as again:
+                raise TransportError(again.errno, bind_error_message(where, again)) from None
         if where.is_multicast:
             self._join_group(sock, where)
         return sock
 
+    def _ask_for_ancillary(self, sock: socket.socket) -> None:
+        if not _HAS_RECVMSG:
+            return
+        if _SO_RXQ_OVFL is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
+        if self._kernel_stamps and _SO_TIMESTAMPNS is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+                self.stats.arrival_stamps = "kernel"
+            except OSError:
+                pass
+
     def _join_group(self, sock: socket.socket, group: HostPort) -> None:
         iface = self._multicast_interface
         try:
+            # The option numbers come from the socket module, so they are the platform's own
+            # (Windows' IP_ADD_MEMBERSHIP is 12, Linux's 35); ip_mreq and ipv6_mreq have the
+            # same layout everywhere. Windows applies IP_MULTICAST_LOOP on the receiving
+            # side: ask for it here too, so a sender on this machine is heard.
             if group.family == socket.AF_INET:
                 mreq = socket.inet_aton(group.host) + socket.inet_aton(iface or "0.0.0.0")
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
             else:
                 index = socket.if_nametoindex(iface) if iface else 0
                 mreq6 = socket.inet_pton(socket.AF_INET6, group.host) + struct.pack("@I", index)
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq6)
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
         except OSError as exc:
             hint = "" if iface else " (try --iface 127.0.0.1 on a machine with no network)"
             raise TransportError(
@@ -251,6 +337,7 @@ class Endpoint:
                 reason = f"--iface {iface} is not an address of this machine"
             raise TransportError(exc.errno, f"cannot send to {peer}: {reason}") from None
         sock.setblocking(False)
+        self._ask_for_ancillary(sock)  # replies (clock pongs) are stamped like the rest
         return sock
 
     # -- properties ------------------------------------------------------------------------
@@ -296,13 +383,13 @@ class Endpoint:
                 else:
                     try:
                         sock.send(data)
-                    except ConnectionRefusedError:
+                    except (ConnectionRefusedError, ConnectionResetError):
                         # The refusal is the pending ICMP error of an *earlier* datagram; this
                         # one was not sent. Count it and send again: a restarted peer loses
                         # nothing.
                         self._peer_refused(peer)
                         sock.send(data)
-            except ConnectionRefusedError:
+            except (ConnectionRefusedError, ConnectionResetError):
                 self._peer_refused(peer)
             except BlockingIOError:
                 self.stats.send_errors["buffer-full"] += 1
@@ -384,69 +471,139 @@ class Endpoint:
             raise RuntimeError("endpoint is closed")
         self._handler = handler
         self._on_datagram = on_datagram
-        self._wake_r, self._wake_w = os.pipe()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
         self._thread = threads.daemon_thread(self._receive_loop, name="oscsync-recv")
         threads.start(self._thread)
 
     def _receive_loop(self) -> None:
-        poller = select.poll()
-        by_fd: dict[int, tuple[socket.socket, bool]] = {}
-        if self._listen_sock is not None:
-            self._listen_sock.setblocking(False)
-            by_fd[self._listen_sock.fileno()] = (self._listen_sock, False)
-        for _, sock in self._peer_socks:
-            by_fd[sock.fileno()] = (sock, True)
-        for fd in by_fd:
-            poller.register(fd, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
-        while not self._closed:
-            for fd, _ in poller.poll():
-                if fd == self._wake_r or self._closed:
-                    return
-                sock, via_peer = by_fd[fd]
-                self._drain(sock, via_peer)
+        assert self._wake_r is not None
+        with selectors.DefaultSelector() as selector:
+            if self._listen_sock is not None:
+                self._listen_sock.setblocking(False)
+                selector.register(self._listen_sock, selectors.EVENT_READ, False)
+            for _, sock in self._peer_socks:
+                selector.register(sock, selectors.EVENT_READ, True)
+            selector.register(self._wake_r, selectors.EVENT_READ, None)
+            drain = self._drain_msg if _HAS_RECVMSG else self._drain_from
+            while not self._closed:
+                for key, _ in selector.select():
+                    if key.data is None or self._closed:
+                        return
+                    drain(key.fileobj, key.data)  # type: ignore[arg-type]
 
-    def _drain(self, sock: socket.socket, via_peer: bool) -> None:
+    def _drain_msg(self, sock: socket.socket, via_peer: bool) -> None:
+        # The hot path (benchmarks/throughput.py): one recvmsg, and ancillary data only looked at
+        # when there is some (kernel stamps: every datagram; drop counts: after a drop).
         self._receiving_sock = sock
-        ancillary = socket.CMSG_SPACE(4) if _SO_RXQ_OVFL is not None else 0
+        space = self._ancillary_space
+        handle = self.handle_datagram
+        stamp_kind = _SO_TIMESTAMPNS if self._kernel_stamps else None
+        to_wall = self._kernel_to_wall
+        unpack = _TIMESPEC.unpack
         for _ in range(_DRAIN_BATCH):
             try:
-                data, ancdata, _, source = sock.recvmsg(MAX_DATAGRAM, ancillary)
+                data, ancdata, _, source = sock.recvmsg(MAX_DATAGRAM, space)
             except BlockingIOError:
                 return
-            except ConnectionRefusedError:
-                peer = next(p for p, s in self._peer_socks if s is sock) if via_peer else None
-                if peer is not None:
-                    self._peer_refused(peer)
+            except (ConnectionRefusedError, ConnectionResetError):
+                self._unreachable(sock, via_peer)
                 continue
             except OSError as exc:
-                if self._closed:
-                    return
-                self.stats.drops["recv-error"] += 1
-                self._warn_once("recv-error", f"receive error: {exc.strerror}")
+                self._receive_error(exc)
                 return
-            if ancdata:
-                self._count_kernel_drops(sock, ancdata)
-            self.handle_datagram(data, source, via_peer)
+            if not ancdata:
+                handle(data, source, via_peer)
+            elif len(ancdata) == 1 and ancdata[0][1] == stamp_kind and to_wall is None:
+                # The usual case with kernel stamps on a SystemClock, inlined (benchmarks/
+                # receive_path.py): the stamp alone, already on the clock's scale.
+                seconds, nanoseconds = unpack(ancdata[0][2])
+                handle(data, source, via_peer, seconds + nanoseconds * 1e-9)
+            else:
+                handle(data, source, via_peer, self._read_ancillary(sock, ancdata))
+            if self._closed:
+                return
 
-    def _count_kernel_drops(
+    def _drain_from(self, sock: socket.socket, via_peer: bool) -> None:
+        # Without recvmsg (Windows): no ancillary data, so no kernel stamps or drop counts.
+        self._receiving_sock = sock
+        buffer = bytearray(MAX_DATAGRAM)
+        view = memoryview(buffer)
+        handle = self.handle_datagram
+        for _ in range(_DRAIN_BATCH):
+            try:
+                size, source = sock.recvfrom_into(buffer)
+            except BlockingIOError:
+                return
+            except (ConnectionRefusedError, ConnectionResetError):
+                self._unreachable(sock, via_peer)
+                continue
+            except OSError as exc:
+                self._receive_error(exc)
+                return
+            handle(view[:size].tobytes(), source, via_peer)
+            if self._closed:
+                return
+
+    def _unreachable(self, sock: socket.socket, via_peer: bool) -> None:
+        # An ICMP "port unreachable" for something we sent earlier: Linux reports it on a
+        # connected socket as ConnectionRefusedError, Windows on any socket as
+        # ConnectionResetError (WSAECONNRESET; SIO_UDP_CONNRESET, which would turn it off, cannot
+        # be set from CPython). Either way it is about a send, not this receive: count, go on.
+        peer = next((p for p, s in self._peer_socks if s is sock), None) if via_peer else None
+        if peer is not None:
+            self._peer_refused(peer)
+            return
+        self.stats.send_errors["refused"] += 1
+        self._warn_once(
+            "refused:reply", "a host we answered is not listening (ICMP port unreachable)"
+        )
+
+    def _receive_error(self, exc: OSError) -> None:
+        if self._closed:
+            return
+        self.stats.drops["recv-error"] += 1
+        self._warn_once("recv-error", f"receive error: {exc.strerror}")
+
+    def _read_ancillary(
         self, sock: socket.socket, ancdata: list[tuple[int, int, bytes]]
-    ) -> None:
+    ) -> float | None:
+        """Count kernel drops reported in ``ancdata``; return the kernel's stamp (wall) if any."""
+        kernel_time = None
         for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(payload) >= 4:
-                total = int.from_bytes(payload[:4], sys.byteorder)
-                fd = sock.fileno()
-                previous = self._rxq_dropped.get(fd, 0)
-                if total > previous:
-                    self.stats.drops["kernel-buffer-full"] += total - previous
-                self._rxq_dropped[fd] = total
+            if level != socket.SOL_SOCKET:
+                continue
+            if kind == _SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
+                kernel_time = seconds + nanoseconds * 1e-9
+            elif kind == _SO_RXQ_OVFL and len(payload) >= 4:
+                self._kernel_dropped(sock, int.from_bytes(payload[:4], sys.byteorder))
+        if kernel_time is None:
+            return None
+        to_wall = self._kernel_to_wall
+        return kernel_time if to_wall is None else to_wall(kernel_time)
 
-    def handle_datagram(self, data: bytes, source: Any, via_peer: bool = False) -> None:
-        """Decode one datagram and pass its messages on; public so tests can feed bytes directly."""
+    def _kernel_dropped(self, sock: socket.socket, total: int) -> None:
+        fd = sock.fileno()
+        previous = self._rxq_dropped.get(fd, 0)
+        if total > previous:
+            self.stats.drops["kernel-buffer-full"] += total - previous
+        self._rxq_dropped[fd] = total
+
+    def handle_datagram(
+        self, data: bytes, source: Any, via_peer: bool = False, arrival: float | None = None
+    ) -> None:
+        """Decode one datagram and pass its messages on; public so tests can feed bytes directly.
+
+        ``arrival`` is the kernel's receive stamp on this endpoint's clock, if there is one;
+        without it the clock is read now.
+        """
         stats = self.stats
         stats.datagrams += 1
-        arrival = self.clock.now()
-        source = (source[0], source[1])
+        if arrival is None:
+            arrival = self.clock.now()
+        if type(source) is not tuple or len(source) != 2:  # IPv6 adds flowinfo and scope
+            source = (source[0], source[1])
         if self._allow and not self._allowed(source[0]):
             stats.drops["not-allowed"] += 1
             self._warn_drop("not-allowed", source, data, "")
@@ -492,6 +649,11 @@ class Endpoint:
         if verdict is None:
             ip = ipaddress.ip_address(host.split("%")[0])
             verdict = any(ip.version == net.version and ip in net for net in self._allow)
+            mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+            if not verdict and mapped is not None:
+                # A dual-stack listener ("[::]") sees IPv4 hosts as ::ffff:a.b.c.d: an IPv4
+                # --allow must still match them (#20 item 8).
+                verdict = any(net.version == 4 and mapped in net for net in self._allow)
             if len(self._allow_cache) >= _ALLOW_CACHE_LIMIT:
                 self._allow_cache.clear()
             self._allow_cache[host] = verdict
@@ -503,23 +665,26 @@ class Endpoint:
         """Stop the receive thread (promptly) and close every socket. Safe to call twice.
 
         Returns False if the thread is still running after ``timeout`` (a handler stuck, e.g.
-        writing to a pipe nobody reads), so a command can decide not to wait for it.
+        writing to a pipe nobody reads), so a command can decide not to wait for it. Either way
+        the listener's unread datagrams and the kernel's drop count are counted first (#20 item
+        12): a stuck handler reads nothing more, since the loop checks ``_closed`` after each
+        datagram.
         """
         if self._closed:
             return self._thread is None or not self._thread.is_alive()
         self._closed = True
-        if self._wake_w >= 0:
+        if self._wake_w is not None:
             with contextlib.suppress(OSError):
-                os.write(self._wake_w, b"x")
+                self._wake_w.send(b"x")
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        for wake in (self._wake_r, self._wake_w):
+            if wake is not None:
+                wake.close()
         stopped = self._thread is None or not self._thread.is_alive()
-        if stopped and self._listen_sock is not None:
+        if self._listen_sock is not None:
             self._count_unread(self._listen_sock)
+            self._count_kernel_drops(self._listen_sock)
         self._close_sockets()
         return stopped
 
@@ -527,27 +692,37 @@ class Endpoint:
         # Datagrams still queued in the socket at close were received by the kernel but never
         # handled: count them, so that sent = handled + dropped holds exactly in a summary.
         sock.setblocking(False)
-        ancillary = socket.CMSG_SPACE(4) if _SO_RXQ_OVFL is not None else 0
+        space = self._ancillary_space if _HAS_RECVMSG else 0
         # Bounded by what the buffer can hold (every queued datagram costs the kernel a few
         # hundred bytes at least), so a flood still arriving cannot keep close() busy.
         queued_at_most = max(1024, sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 256)
+        buffer = bytearray(MAX_DATAGRAM)
         for _ in range(queued_at_most):
             try:
-                _, ancdata, _, _ = sock.recvmsg(MAX_DATAGRAM, ancillary)
+                if _HAS_RECVMSG:
+                    _, ancdata, _, _ = sock.recvmsg(MAX_DATAGRAM, space)
+                    if ancdata:
+                        self._read_ancillary(sock, ancdata)
+                else:
+                    sock.recvfrom_into(buffer)
+            except (ConnectionRefusedError, ConnectionResetError):
+                self._unreachable(sock, False)
+                continue
             except OSError:  # BlockingIOError: empty
                 break
             self.stats.datagrams += 1
             self.stats.drops["unread-at-close"] += 1
-            if ancdata:
-                self._count_kernel_drops(sock, ancdata)
-        # SO_RXQ_OVFL tells of drops only with the next datagram queued after them: the drops at
-        # the very end of a flood would go uncounted (measured: 1,708 of 500,000 in
-        # benchmarks/record_replay.py). The kernel's running total closes the gap.
-        if _SO_MEMINFO is not None and _SO_RXQ_OVFL is not None:
-            with contextlib.suppress(OSError):
-                info = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 36)
-                if len(info) >= 36:
-                    self._count_kernel_drops(sock, [(socket.SOL_SOCKET, _SO_RXQ_OVFL, info[32:36])])
+
+    def _count_kernel_drops(self, sock: socket.socket) -> None:
+        # The kernel attaches SO_RXQ_OVFL only to datagrams queued *after* a drop, so drops at
+        # the end of a flood were never reported: read the socket's own counter instead.
+        total = socket_drop_count(sock)
+        if total is None:
+            if not (_HAS_RECVMSG and _SO_RXQ_OVFL is not None):
+                self.stats.kernel_drops = "unavailable"
+            return
+        self._kernel_dropped(sock, total)
+        self.stats.kernel_drops = "counted"
 
     def _close_sockets(self) -> None:
         for sock in self._sockets:
@@ -559,6 +734,43 @@ class Endpoint:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def socket_drop_count(sock: socket.socket) -> int | None:
+    """How many datagrams the kernel dropped on ``sock`` (buffer full), or None if it won't say.
+
+    Linux: ``SO_MEMINFO``'s drops field (kernel 4.14 and later), else the socket's line in
+    ``/proc/net/udp`` or ``udp6`` (found by inode). Windows and macOS have no per-socket counter.
+    """
+    if _SO_MEMINFO is not None:
+        size = 4 * (_SK_MEMINFO_DROPS + 1)
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 4 * 16)
+        except OSError:
+            raw = b""
+        if len(raw) >= size:
+            return int.from_bytes(raw[size - 4 : size], sys.byteorder)
+        return _proc_net_udp_drops(sock)
+    return None
+
+
+def _proc_net_udp_drops(sock: socket.socket) -> int | None:
+    try:
+        inode = os.fstat(sock.fileno()).st_ino
+        table = "/proc/net/udp6" if sock.family == socket.AF_INET6 else "/proc/net/udp"
+        with open(table, encoding="ascii") as lines:
+            next(lines)  # header
+            for line in lines:
+                fields = line.split()
+                if len(fields) >= 13 and fields[9] == str(inode):
+                    return int(fields[12])
+    except (OSError, ValueError, StopIteration):
+        return None
+    return None
+
+
+def _is_address_not_available(exc: OSError) -> bool:
+    return exc.errno == errno.EADDRNOTAVAIL or getattr(exc, "winerror", None) == 10049
 
 
 def _ipv4(address: str) -> bytes:
@@ -580,7 +792,17 @@ def set_recv_buffer(sock: socket.socket, size: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
+_WSAEACCES = 10013
+
+
 def bind_error_message(where: HostPort, exc: OSError) -> str:
+    if getattr(exc, "winerror", None) == _WSAEACCES:
+        # Windows: another program holds the port exclusively, or the port is reserved
+        # (Hyper-V, WSL and Docker reserve ranges of ports).
+        return (
+            f"cannot listen on {where}: Windows refused the port (another program holds it, or "
+            "it is reserved: see `netsh interface ipv4 show excludedportrange protocol=udp`)"
+        )
     if exc.errno == errno.EADDRINUSE:
         return f"{where} is already in use (another oscsync, Pure Data or oscdump listening?)"
     if exc.errno == errno.EADDRNOTAVAIL:

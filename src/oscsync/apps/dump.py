@@ -144,4 +144,6 @@ def summary(stats: EndpointStats, written: int) -> str:
         text += f"; dropped {stats.dropped} ({reasons})"
     else:
         text += "; dropped 0"
+    if note := stats.platform_note():
+        text += f" ({note})"
     return text

@@ -17,7 +17,7 @@ from oscsync.cli.params import (
     peers_option,
 )
 from oscsync.cli.peers import advertising, resolve_peers
-from oscsync.cli.runtime import AppContext, running, wait
+from oscsync.cli.runtime import AppContext, color_wanted, running, wait
 from oscsync.console import Console
 from oscsync.hostport import HostPort, is_own_address
 from oscsync.transport import Endpoint, Network
@@ -65,14 +65,15 @@ def chat(
     if not interactive:
         sys.stdin.reconfigure(errors="replace")  # type: ignore[union-attr]
     console = Console(sys.stdout, prompt="> ", interactive=interactive)
-    styled = sys.stdout.isatty()
+    styled = color_wanted(sys.stdout)
 
     def show(text: str, is_chat: bool) -> None:
         console.print(text if is_chat or not styled else click.style(text, dim=True))
 
     def warn(text: str) -> None:
         if interactive:
-            console.print(click.style("warning: ", fg="yellow") + display.printable(text))
+            label = click.style("warning: ", fg="yellow") if styled else "warning: "
+            console.print(label + display.printable(text))
         else:
             app.warn(text)
 

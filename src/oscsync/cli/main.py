@@ -175,9 +175,11 @@ def cli(ctx: click.Context, quiet: bool, clock_skew: float, clock_drift: float) 
     from other machines). Timetags are shown in liblo's hex notation (NTP seconds since 1900).
     The options below go before the command: oscsync -q dump, oscsync --clock-skew 0.15 dump.
     """
-    from oscsync.cli.runtime import AppContext  # here, not at the top: --help needs none of it
+    from oscsync.cli.runtime import AppContext, color_wanted  # here: --help needs none of it
 
     ctx.obj = AppContext.create(quiet=quiet, clock_skew=clock_skew, clock_drift_ppm=clock_drift)
+    if not color_wanted():
+        ctx.color = False  # every click.echo strips styles (NO_COLOR, no-color.org)
 
 
 def main() -> None:

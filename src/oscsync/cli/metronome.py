@@ -540,6 +540,8 @@ class _Session:
             extra["dropped"] = sched.dropped_total
         if endpoint is not None and endpoint.stats.dropped:
             extra["bad datagrams"] = endpoint.stats.dropped
+        if endpoint is not None and endpoint.stats.platform_note():
+            extra["note"] = endpoint.stats.platform_note()
         if self.log is not None:
             # What reached the file, which is not "ticks" when the log failed.
             extra["logged"] = (

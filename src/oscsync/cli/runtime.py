@@ -7,21 +7,24 @@ one-line ``Error:`` with exit code 1 instead of a traceback.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
-from oscsync import display
+from oscsync import display, threads
 from oscsync.clock import Clock, SkewedClock, SystemClock
 from oscsync.liveline import LiveLine
+from oscsync.threads import STOP_SIGNALS
 from oscsync.transport import TransportError
 
 
@@ -70,9 +73,73 @@ class Stop(Exception):
     """Raised in the main thread by Ctrl-C or SIGTERM; :func:`running` makes it a clean exit."""
 
 
+class StopInEventLoop(Stop, KeyboardInterrupt):
+    """A :class:`Stop` raised while an asyncio loop runs (chat's prompt_toolkit prompt).
+
+    asyncio hands an Exception raised in one of its callbacks to the loop's exception handler
+    (prompt_toolkit prints it and reads on); only KeyboardInterrupt and SystemExit get through,
+    and the prompt then restores the terminal on its way out.
+    """
+
+
 _THREADING_FILE = threading.__file__
-_RETRY_SECONDS = 0.005
-_pending_stop: list[int] = []
+
+
+class _StopCourier:
+    """Hands a stop that landed inside Thread.start/join back to the main thread, once outside.
+
+    Re-raising from the handler itself cannot work (Python checks for signals right after the
+    call that re-trips, so the handler recurses), and SIGALRM/setitimer, which did this before,
+    do not exist on Windows (issue #21). So the handler writes one byte to a socket pair
+    (``send`` on a non-blocking socket takes no lock a signal handler could deadlock on); this
+    thread then watches the main thread's frames until it has left start/join (milliseconds; a
+    join gives up after its timeout) and delivers the signal again: to the main thread itself
+    where ``pthread_kill`` exists, so that a blocking read (piped chat) is interrupted, else with
+    ``interrupt_main``.
+    """
+
+    _WATCH_INTERVAL = 0.001
+
+    def __init__(self) -> None:
+        self.stopping = False
+        """Set when Stop has been raised: a deferred signal is not delivered again."""
+        self._closed = False
+        self._lock = threading.Lock()
+        self._inbox, self._outbox = socket.socketpair()
+        self._outbox.setblocking(False)
+        threads.start(threads.daemon_thread(self._run, name="oscsync-stop"))
+
+    def defer(self, signum: int) -> None:
+        with contextlib.suppress(OSError):  # full (a byte is already waiting) or closed
+            self._outbox.send(bytes([signum]))
+
+    def _run(self) -> None:
+        main = threading.main_thread().ident or 0
+        pause = threading.Event()
+        with self._inbox:
+            while data := self._inbox.recv(64):
+                while not self._closed and _inside_thread_start_or_join(
+                    sys._current_frames().get(main)
+                ):
+                    pause.wait(self._WATCH_INTERVAL)
+                with self._lock:  # close() waits for this: no signal after it returns
+                    if not self._closed and not self.stopping:
+                        _deliver_to_main(main, signal.Signals(data[-1]))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._outbox.close()  # the thread sees end of stream and ends
+
+
+def _deliver_to_main(main: int, signum: signal.Signals) -> None:
+    if hasattr(signal, "pthread_kill"):
+        signal.pthread_kill(main, signum)
+    else:
+        _thread.interrupt_main(signum)
+
+
+_courier: _StopCourier | None = None
 
 
 def _inside_thread_start_or_join(frame: FrameType | None) -> bool:
@@ -88,16 +155,20 @@ def _inside_thread_start_or_join(frame: FrameType | None) -> bool:
 def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
     # An exception raised while the main thread is inside Thread.start() or join() leaves
     # threading's bookkeeping half-updated (the next join raises "cannot join thread before it
-    # is started"): seen when SIGTERM came right as a listener started. So a stop that lands
-    # there is deferred a few milliseconds (SIGALRM, no thread needed) and raised outside.
-    if signum != signal.SIGALRM:
-        _pending_stop.append(signum)
-    if not _pending_stop:
-        return
+    # is started"): seen when SIGTERM came right as a listener started. A stop that lands there
+    # is deferred (see _StopCourier) and raised outside.
+    courier = _courier
+    if courier is None:
+        return  # running() is finishing: the command ends anyway
     if _inside_thread_start_or_join(frame):
-        signal.setitimer(signal.ITIMER_REAL, _RETRY_SECONDS)
+        courier.defer(signum)
         return
-    raise Stop(signal.Signals(_pending_stop[0]).name)
+    courier.stopping = True
+    name = signal.Signals(signum).name
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None and asyncio._get_running_loop() is not None:
+        raise StopInEventLoop(name)
+    raise Stop(name)
 
 
 @dataclass
@@ -121,26 +192,31 @@ def running(*, interrupted_exit: bool = False) -> Iterator[Run]:
     ``interrupted_exit=True``: cut short, it exits 130 (SIGTERM: 143) after its clean-up has
     printed the partial summary (issue #13), so a script can tell. Commands that print their
     results after the body read the yielded :class:`Run` and exit with ``run.exit_code``.
+
+    The stop signals are those the platform has (:data:`oscsync.threads.STOP_SIGNALS`): SIGINT
+    everywhere, SIGTERM and SIGHUP (terminal closed) on POSIX, Ctrl-Break on Windows.
     """
+    global _courier
     run = Run()
     previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        _pending_stop.clear()
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
+        _courier = _StopCourier()
+        for signum in STOP_SIGNALS:
             previous[signum] = signal.signal(signum, _on_stop_signal)
     try:
         yield run
+    except Stop as stop:  # first: StopInEventLoop is a KeyboardInterrupt too
+        run.stopped_by = signal.Signals.__members__.get(str(stop), signal.SIGINT)
     except KeyboardInterrupt:
         run.stopped_by = signal.SIGINT
-    except Stop as stop:
-        run.stopped_by = signal.Signals.__members__.get(str(stop), signal.SIGINT)
     except TransportError as exc:
         raise click.ClickException(exc.strerror or str(exc)) from None
     finally:
-        if previous:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+        courier, _courier = _courier, None
+        if courier is not None:
+            courier.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if interrupted_exit and run.stopped_by is not None:
         raise click.exceptions.Exit(run.exit_code)
 
@@ -176,3 +252,15 @@ def leave_without_stdout(*, stopped_cleanly: bool) -> None:
 
 def stdout_is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+def color_wanted(stream: TextIO | None = None) -> bool:
+    """Whether to style text for ``stream`` (default: none in particular, only NO_COLOR).
+
+    Never when ``NO_COLOR`` is set to anything but "" (no-color.org); otherwise only on a
+    terminal. click turns the styles into console calls on Windows' ``cmd.exe`` (colorama) and
+    Windows Terminal understands them as they are.
+    """
+    if os.environ.get("NO_COLOR"):
+        return False
+    return stream is None or stream.isatty()

@@ -1,0 +1,89 @@
+"""cli/runtime.py: stop signals end a command cleanly, even one landing inside Thread.start/join."""
+
+from __future__ import annotations
+
+import _thread
+import signal
+import sys
+import threading
+
+import pytest
+from click.testing import CliRunner
+
+from oscsync import threads
+from oscsync.cli.main import cli
+from oscsync.cli.runtime import running
+
+_THREADING_FILE = threading.__file__
+
+
+def _in_join(thread_id: int) -> bool:
+    frame = sys._current_frames().get(thread_id)
+    while frame is not None:
+        if frame.f_code.co_filename == _THREADING_FILE and frame.f_code.co_name == "join":
+            return True
+        frame = frame.f_back
+    return False
+
+
+@pytest.mark.parametrize("has_pthread_kill", [True, False], ids=["pthread_kill", "windows-like"])
+def test_stop_landing_inside_thread_join_is_raised_after_the_join_without_a_timer(
+    has_pthread_kill: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not has_pthread_kill:
+        monkeypatch.delattr(signal, "pthread_kill", raising=False)
+    elif not hasattr(signal, "pthread_kill"):
+        pytest.skip("no pthread_kill on this platform")
+    main_id = threading.get_ident()
+    signalled = threading.Event()
+
+    def interrupt_main_once_it_joins() -> None:
+        give_up = threading.Event()
+        for _ in range(10_000):  # bounded: ~10 s at most
+            if _in_join(main_id):
+                break
+            give_up.wait(0.001)
+        # Simulates a Ctrl-C arriving in the main thread (the way Windows delivers it).
+        _thread.interrupt_main(signal.SIGINT)
+        signalled.set()
+
+    joined = False
+    ran_on = False
+    helper = threads.daemon_thread(interrupt_main_once_it_joins, name="interrupter")
+    with running():
+        threads.start(helper)
+        helper.join(10)
+        joined = True
+        pause = threading.Event()
+        for _ in range(1000):  # the deferred stop surfaces here, once outside join (bounded)
+            pause.wait(0.01)
+        ran_on = True
+    assert signalled.is_set()
+    assert joined and not ran_on
+    assert not helper.is_alive()
+    helper.join(0)  # threading's bookkeeping is intact: joining again is fine
+    # running() gave the handlers back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_running_installs_no_alarm_handler() -> None:
+    # Portable: no SIGALRM/setitimer on Windows (issue #21).
+    if not hasattr(signal, "SIGALRM"):
+        return
+    before = signal.getsignal(signal.SIGALRM)
+    with running():
+        assert signal.getsignal(signal.SIGALRM) is before
+
+
+@pytest.mark.parametrize("no_color", ["1", ""], ids=["NO_COLOR=1", "NO_COLOR empty"])
+def test_no_color_strips_styles_even_when_colour_is_possible(no_color: str) -> None:
+    # A refused peer gives a styled "warning:"; color=True plays a terminal (cmd.exe included).
+    result = CliRunner().invoke(
+        cli,
+        ["send", "127.0.0.1:9", "/x", "--repeat", "3", "--interval", "0.01"],
+        env={"NO_COLOR": no_color},
+        color=True,
+    )
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.output
+    assert ("\x1b[" in result.output) == (no_color == "")  # "" means unset (no-color.org)
