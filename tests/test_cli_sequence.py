@@ -159,6 +159,7 @@ def test_bad_pattern_is_one_error_line_naming_line_and_column(
         (["send", "{beat}", "--peer", "127.0.0.1:9", "--bars", "1", "-d", "1"], "not both"),
         (["send", "{beat}", "--peer", "127.0.0.1:9", "--swing", "80"], "--swing"),
         (["send", "{beat}", "--peer", "127.0.0.1:9", "--steps-per-beat", "0"], "--steps-per-beat"),
+        (["send", "{beat}", "--peer", "127.0.0.1:9", "--allow", "nonsense"], "'--allow'"),
         (["listen", "--sound", "kick"], "not VOICE=FILE"),
         (["listen", "--sound", "kick=no-such.wav"], "no such file"),
         (["listen", "--sound", "kick=pyproject.toml"], "not a PCM WAV"),

@@ -258,6 +258,7 @@ Examples:
 """
 )
 @_send_options()
+@allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
 @click.pass_obj
 def send(
     app: AppContext,
@@ -271,6 +272,7 @@ def send(
     bars: int | None,
     duration: float | None,
     iface: str | None,
+    allow: tuple[Network, ...],
 ) -> None:
     """Send the PATTERN file, one bundle per step with a /seq/VOICE message per sounding voice.
 
@@ -283,7 +285,9 @@ def send(
     peers = resolve_peers(peers)
     with (
         running(),
-        Endpoint(peers=peers, clock=clock, on_warning=app.warn, multicast_interface=iface) as ep,
+        Endpoint(
+            peers=peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
+        ) as ep,
         Scheduler(clock, on_warning=app.warn) as scheduler,
     ):
         clocks = PeerClocks(clock, ep, peers, filter_size=_AUTO_PINGS)
