@@ -8,7 +8,9 @@ drops by reason and what is unaccounted (goal 0), peak RSS and thread counts of 
 (read from /proc), the latency of a probe message after the flood (recovery), and the time the
 listener takes to exit on SIGTERM while the flood is still running. Exhaustion (#20): how many
 of 1,000 one-shot senders netem relays and whether probes still pass afterwards, and netem's peak
-RSS holding 64 KB datagrams under --delay 10s with and without the byte bound.
+RSS holding 64 KB datagrams under --delay 10s with and without the byte bound. Blob bomb (#20
+item 1): the peak RSS of dump, dump --schedule and metronome listen fed blob-size bombs, against
+the same listeners fed honest datagrams of the same size.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import queue
 import re
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import threading
@@ -33,6 +36,7 @@ from hypothesis import HealthCheck, given, settings
 
 from osc_strategies import mutated
 from oscsync import codec
+from oscsync import timetag as tt
 from oscsync.clock import SystemClock
 
 
@@ -461,6 +465,101 @@ def exhaustion(quick: bool) -> None:
     relay_queue_bytes(1000 if quick else 3000)
 
 
+# -- blob-size bomb (issue 20, item 1) ------------------------------------------------------------
+
+
+def blob_bomb_datagram(address: str = "/bomb", size: int = 65_000) -> tuple[bytes, int]:
+    """One datagram of about ``size`` bytes whose blobs, sizes S and -(S+8) in turn, made
+    python-osc re-read the same S bytes for every pair; and what that decoded into (bytes)."""
+    head = address.encode() + b"\x00"
+    head += b"\x00" * (-len(head) % 4)
+    pairs = (size - len(head)) // 3  # about a third for type tags, the rest for the one blob
+    pairs = min(pairs, (size - len(head) - 16) // 2 // 2)
+    tags = ("," + "b" * (2 * pairs)).encode() + b"\x00"
+    tags += b"\x00" * (-len(tags) % 4)
+    blob = size - len(head) - len(tags) - 8
+    blob -= blob % 4
+    body = struct.pack(">i", blob) + b"A" * blob + struct.pack(">i", -(blob + 8))
+    return head + tags + body, pairs * blob
+
+
+def benign_datagram(address: str, size: int) -> bytes:
+    """A datagram of the same size with one honest blob: the baseline."""
+    head = address.encode() + b"\x00"
+    head += b"\x00" * (-len(head) % 4)
+    blob = size - len(head) - 8 - 4
+    blob -= blob % 4
+    return head + b",b\x00\x00" + struct.pack(">i", blob) + b"A" * blob
+
+
+def _peak_rss_fed(argv: list[str], ready: str, datagrams: list[bytes]) -> tuple[float, str]:
+    """Peak RSS (MiB) of a listener after it was sent ``datagrams``; and its summary line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oscsync", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    while ready not in line:
+        line = proc.stderr.readline()
+    port = int(line.rsplit(":", 1)[1])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect(("127.0.0.1", port))
+    for datagram in datagrams:
+        sock.send(datagram)
+        time.sleep(0.01)  # one at a time: measure what each costs, not the kernel's buffer
+    time.sleep(0.5)
+    peak = int(proc_status(proc.pid)["VmHWM"].split()[0]) / 1024
+    proc.terminate()
+    summary = proc.stderr.read().strip().splitlines()
+    proc.wait(10)
+    sock.close()
+    return peak, summary[-1] if summary else ""
+
+
+def blob_bomb(count: int = 20) -> None:
+    """Peak RSS of dump, dump --schedule and metronome listen fed ``count`` blob bombs, against
+    the same listener fed as many honest datagrams of the same size (measured in this run)."""
+    bomb, decoded = blob_bomb_datagram()
+    print(
+        f"blob bomb: one {len(bomb):,}-byte datagram; python-osc alone decodes it into "
+        f"{decoded / 2**20:,.0f} MiB of blobs (negative sizes re-read the same bytes)"
+    )
+    ahead = tt.add_seconds(SystemClock().now_timetag(), 30)  # held by --schedule
+    cases = [
+        ("dump --jsonl", ["dump", "--jsonl", "--listen", "127.0.0.1:0"], "listening on", "/bomb"),
+        (
+            "dump --schedule",
+            ["dump", "--schedule", "--listen", "127.0.0.1:0"],
+            "listening on",
+            "bundle",
+        ),
+        (
+            "metronome listen",
+            ["metronome", "listen", "--audio", "none", "--listen", "127.0.0.1:0"],
+            "listening on",
+            "/tick",
+        ),
+    ]
+    for name, argv, ready, kind in cases:
+        if kind == "bundle":
+            inner, _ = blob_bomb_datagram("/bomb", 65_000 - 20)
+            bad = codec.encode_bundle(ahead, [inner])
+            good = codec.encode_bundle(ahead, [benign_datagram("/bomb", 65_000 - 20)])
+        else:
+            bad, _ = blob_bomb_datagram(kind)
+            good = benign_datagram(kind, len(bad))
+        baseline, _ = _peak_rss_fed(argv, ready, [good] * count)
+        peak, summary = _peak_rss_fed(argv, ready, [bad] * count)
+        print(
+            f"  {name:<17} peak RSS {peak:6.1f} MiB fed {count} bombs, {baseline:6.1f} MiB fed "
+            f"{count} honest datagrams of the same size (ratio {peak / baseline:.2f})"
+        )
+        print(f"    {summary}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -486,6 +585,7 @@ def main() -> None:
     ping_amplification()
     clock_hijack()
     exhaustion(args.quick)
+    blob_bomb()
 
 
 if __name__ == "__main__":

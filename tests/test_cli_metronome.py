@@ -6,6 +6,8 @@ import itertools
 import json
 import os
 import queue
+import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -244,3 +246,81 @@ def test_pair_with_offset_auto_measures_then_ticks_arrive_ahead(
     # Bundles (the measured offset is > 0), each played no earlier than its timetag.
     assert all(t["timetag"] is not None for t in ticks)
     assert all(t["onset"] >= t["timetag"] for t in ticks)  # type: ignore[operator]
+
+
+def test_ntp_era_1_metronome_send_keeps_ticking_across_the_rollover_and_exits() -> None:
+    from oscsync import codec
+    from oscsync import timetag as tt
+    from oscsync.cli.metronome import send
+    from oscsync.cli.runtime import AppContext
+    from oscsync.clock import SkewedClock, SystemClock
+
+    system = SystemClock()
+    # Real threads and sockets, with a wall clock 0.3 s before 2036-02-07 06:28:16 UTC.
+    clock = SkewedClock(system, skew=float(tt.UNIX_MAX) - 0.3 - system.now())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(10)
+        port = receiver.getsockname()[1]
+        args = ["--peer", f"127.0.0.1:{port}", "--bpm", "600", "--count", "6", "--offset", "0.05"]
+        result = CliRunner().invoke(send, args, obj=AppContext(clock))
+        assert result.exit_code == 0, result.output
+        assert "sent 6 ticks" in result.output
+        stamps = [codec.decode(receiver.recv(65536))[0].timetag for _ in range(6)]
+    times = [tt.to_unix_exact(stamp, near=clock.now()) for stamp in stamps if stamp is not None]
+    assert [round(float(b - a), 6) for a, b in itertools.pairwise(times)] == [0.1] * 5
+    assert times[0] < tt.UNIX_MAX < times[-1]  # the grid crossed into era 1
+
+
+# -- issue 20, item 11: a log that cannot be written, SIGHUP ------------------------------------
+
+
+def _start_listen(
+    spawn: Callable[..., subprocess.Popen[str]], *args: str
+) -> tuple[subprocess.Popen[str], tuple[str, int], LineReader]:
+    proc = spawn("metronome", "listen", "--listen", "127.0.0.1:0", "--audio", "none", *args)
+    assert proc.stderr is not None
+    errors = LineReader(proc.stderr)
+    where = errors.wait_for(lambda text: text.startswith("listening on")).split()[-1]
+    host, port = where.rsplit(":", 1)
+    return proc, (host, int(port)), errors
+
+
+def _send_ticks(where: tuple[str, int], count: int) -> None:
+    from oscsync import codec
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        for beat in range(count):
+            tx.sendto(codec.encode_message("/tick", [beat]), where)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux, BSD)")
+def test_metronome_listen_log_to_dev_full_is_an_error_at_once(
+    spawn: Callable[..., subprocess.Popen[str]],
+) -> None:
+    proc, where, errors = _start_listen(spawn, "--log", "/dev/full", "--count", "100")
+    _send_ticks(where, 1)
+    assert proc.wait(15) == 1  # at once: not after the 100 ticks it was asked for
+    lines = errors.rest()
+    assert not any("Traceback" in line for line in lines), lines
+    assert lines[-1] == "Error: cannot write /dev/full: No space left on device"
+    summary = next(line for line in lines if line.startswith("metronome: "))
+    assert "logged 0 (then the log failed)" in summary
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_metronome_listen_sighup_stops_like_sigterm(
+    spawn: Callable[..., subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    log, wav = tmp_path / "ticks.jsonl", tmp_path / "ticks.wav"
+    proc, where, errors = _start_listen(spawn, "--log", str(log), "--audio", f"wav:{wav}")
+    _send_ticks(where, 2)
+    assert proc.stdout is not None
+    for _ in range(2):
+        assert proc.stdout.readline().startswith("tick ")
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(15) == 0
+    lines = errors.rest()
+    assert lines[-1].startswith("metronome: ticks 2") and "logged 2" in lines[-1], lines
+    assert [json.loads(line)["beat"] for line in log.read_text().splitlines()] == [0, 1]
+    assert audio.read_wav(wav).frames > 0  # rendered on the way out, not left at 0 bytes

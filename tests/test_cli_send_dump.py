@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 from collections.abc import Callable
 
@@ -11,8 +13,12 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import LineReader, oscsync_command
+from oscsync import codec
 from oscsync import timetag as tt
 from oscsync.cli.main import cli
+from oscsync.cli.runtime import AppContext
+from oscsync.cli.send import send
+from oscsync.clock import FakeClock
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint
 
@@ -215,3 +221,61 @@ def test_dump_with_a_blocked_reader_still_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# -- issue 20, item 13: NTP era 1 ---------------------------------------------------------------
+
+
+def _just_before_2036(seconds: float = 0.5) -> FakeClock:
+    return FakeClock(start=float(tt.UNIX_MAX) - seconds)
+
+
+def test_ntp_era_1_timetag_now_before_and_after_the_rollover() -> None:
+    from oscsync.cli.timetag import now
+
+    for start, iso in [(0.5, "2036-02-07T06:28:15.500000000Z"), (-2.5, "2036-02-07T06:28:18.5")]:
+        result = CliRunner().invoke(now, ["-f", "all"], obj=AppContext(_just_before_2036(start)))
+        assert result.exit_code == 0, result.output
+        lines = dict(line.split(maxsplit=1) for line in result.output.splitlines())
+        assert lines["iso"].startswith(iso)
+    assert lines["hex"] == "00000002.80000000"
+    assert lines["ntp"] == f"{2**32 + 2}.500000000"
+
+
+def test_ntp_era_1_send_in_crosses_the_rollover() -> None:
+    clock = _just_before_2036(0.5)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(10)
+        port = receiver.getsockname()[1]
+        result = CliRunner().invoke(
+            send, [f"127.0.0.1:{port}", "/go", "1", "--in", "2"], obj=AppContext(clock)
+        )
+        assert result.exit_code == 0, result.output
+        (message,) = codec.decode(receiver.recv(65536))
+    assert message.timetag is not None
+    assert tt.to_unix(message.timetag, near=clock.now()) == float(tt.UNIX_MAX) + 1.5
+    assert message.timetag < 3 << 32  # era 1 on the wire
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+@pytest.mark.parametrize(
+    ("args", "ready", "summary"),
+    [
+        (["dump", "--listen", "127.0.0.1:0"], "listening on", "dump: "),
+        (["dump", "--schedule", "--listen", "127.0.0.1:0"], "listening on", "scheduler: "),
+        (["timetag", "monitor", "--listen", "127.0.0.1:0"], "monitoring timetags", "monitor: "),
+        (["metronome", "send", "--peer", "127.0.0.1:9"], "sending /tick", "metronome: sent"),
+    ],
+    ids=["dump", "dump-schedule", "monitor", "metronome-send"],
+)
+def test_sighup_stops_like_sigterm(spawn: Spawn, args: list[str], ready: str, summary: str) -> None:
+    proc = spawn(*args)
+    assert proc.stderr is not None
+    errors = LineReader(proc.stderr)
+    errors.wait_for(lambda line: ready in line, timeout=20)
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(15) == 0
+    lines = errors.rest()
+    assert not any("Traceback" in line for line in lines), lines
+    assert any(line.startswith(summary) for line in lines), lines

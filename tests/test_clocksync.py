@@ -345,3 +345,21 @@ def test_clock_command_refuses_count_with_duration(cli_runner: CliRunner) -> Non
     )
     assert result.exit_code == 2
     assert "--count or --duration" in result.output
+
+
+def test_ntp_era_sample_across_the_2036_rollover_keeps_offset_and_delay() -> None:
+    # #20 item 13: T1/T2 just before 2036-02-07 06:28:16 (era 0, huge numbers), T3/T4 just after
+    # it (era 1, small numbers); the exchange must read as 10 ms round trip, peer 1 ms ahead.
+    second = tt.FRACTION_UNITS
+    t1 = tt.MAX_TIMETAG + 1 - 5 * second // 1000  # 5 ms before the rollover
+    t2 = tt.add_seconds(t1, 0.006)  # 5 ms on the way + the peer 1 ms ahead
+    t3 = tt.add_seconds(t2, 0.0)
+    t4 = tt.add_seconds(t1, 0.010)
+    assert t4 < t1  # wrapped
+    sample = Sample(t1, t2, t3, t4)
+    assert sample.delay == pytest.approx(0.010, abs=1e-9)
+    assert sample.offset == pytest.approx(0.001, abs=1e-9)
+    estimate = choose([sample])
+    assert estimate is not None
+    outbound = clocksync.one_way_delays([sample], estimate)
+    assert outbound == [pytest.approx(0.005, abs=1e-9)]

@@ -6,7 +6,7 @@ import contextlib
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oscsync import codec
@@ -166,3 +166,112 @@ def test_inferred_types() -> None:
     data = codec.encode_message("/x", [1, 2**40, 1.5, "s", b"b", True, False, None])
     (message,) = codec.decode(data)
     assert message.types == "ihfsbTFN"
+
+
+# -- issue 20: blob-size bomb and array depth ---------------------------------------------------
+
+
+def _message_with(types: str, payload: bytes) -> bytes:
+    tags = ("," + types).encode() + b"\x00"
+    return b"/x\x00\x00" + tags + b"\x00" * (-len(tags) % 4) + payload
+
+
+def _blob_bomb(pairs: int, size: int) -> bytes:
+    """Blobs of ``size`` then ``-(size + 8)``: python-osc re-reads the same bytes each pair."""
+    pair = struct.pack(">i", size) + b"A" * size + struct.pack(">i", -(size + 8))
+    return _message_with("b" * (2 * pairs), pair)
+
+
+def test_blob_bomb_negative_size_is_malformed() -> None:
+    data = _blob_bomb(2000, 50_000)  # 54 KB on the wire; python-osc alone decodes 100 MB
+    assert len(data) < 65_000
+    with pytest.raises(codec.DecodeError) as info:
+        codec.decode(data)
+    assert info.value.reason == "bad-blob"
+    with pytest.raises(codec.DecodeError) as info:
+        codec.decode(_message_with("b", struct.pack(">i", -4)))
+    assert info.value.reason == "bad-blob"
+
+
+def test_blob_bomb_size_past_the_end_is_malformed() -> None:
+    for size in (5, 8, 2**31 - 1):
+        with pytest.raises(codec.DecodeError) as info:
+            codec.decode(_message_with("b", struct.pack(">i", size) + b"abcd"))
+        assert info.value.reason == "bad-blob"
+    # A blob that fits, with its padding, still decodes; so does an empty one.
+    (message,) = codec.decode(
+        _message_with("bb", struct.pack(">ii", 3, 0)[:4] + b"abc\x00" + b"\x00" * 4)
+    )
+    assert message.args == (b"abc", b"")
+
+
+def _wire_size(value: object) -> int:
+    if isinstance(value, bytes):
+        return 4 + len(value) + (-len(value) % 4)
+    if isinstance(value, str):
+        return len(value.encode()) // 4 * 4 + 4
+    return 0 if value is None or isinstance(value, bool) else 4
+
+
+# Payloads of int32 sizes (negative ones too), bytes, and the bomb's own pair (size S, S bytes,
+# size -(S+8)): the shapes a blob bomb is built from.
+BLOB_PAYLOAD = st.lists(
+    st.one_of(
+        st.integers(min_value=-64, max_value=64).map(lambda n: struct.pack(">i", n)),
+        st.binary(min_size=4, max_size=16),
+        st.integers(min_value=0, max_value=4).map(
+            lambda n: struct.pack(">i", 4 * n) + b"A" * 4 * n + struct.pack(">i", -(4 * n + 8))
+        ),
+    ),
+    max_size=12,
+).map(b"".join)
+
+
+BLOB_TYPES = st.one_of(
+    st.text(alphabet="bbbisT", min_size=1, max_size=20),
+    st.integers(min_value=1, max_value=12).map(lambda n: "b" * n),
+)
+
+
+@settings(max_examples=300)
+@given(BLOB_PAYLOAD, BLOB_TYPES)
+def test_blob_bomb_decoded_size_is_bounded_by_the_datagram(payload: bytes, types: str) -> None:
+    data = _message_with(types, payload)
+    data += b"\x00" * (-len(data) % 4)
+    with contextlib.suppress(codec.DecodeError):
+        (message,) = codec.decode(data)
+        # Every argument has its own bytes: the read position never moves backwards.
+        assert sum(_wire_size(value) for value in message.args) <= len(payload) + 3
+        assert len(message.args) <= len(data)
+
+
+def test_blob_bomb_footprint_counts_strings_blobs_and_arguments() -> None:
+    small = codec.decode_message(codec.encode_message("/x", [1]))
+    big = codec.decode_message(codec.encode_message("/x", [b"a" * 10_000, "s" * 5_000]))
+    assert codec.footprint(big) >= 15_000 > codec.footprint(small)
+
+
+def test_array_depth_is_bounded_like_bundle_depth() -> None:
+    limit = codec.MAX_ARRAY_DEPTH
+    ok = codec.decode(_message_with("[" * limit + "i" + "]" * limit, struct.pack(">i", 7)))
+    nested = ok[0].args[0]
+    for _ in range(limit - 1):
+        nested = nested[0]
+    assert nested == [7]
+    for depth in (limit + 1, 3000):
+        with pytest.raises(codec.DecodeError) as info:
+            codec.decode(_message_with("[" * depth + "]" * depth, b""))
+        assert info.value.reason == "too-deep"
+    for unbalanced in ("[[]", "]", "[]]["):
+        with pytest.raises(codec.DecodeError) as info:
+            codec.decode(_message_with(unbalanced, b""))
+        assert info.value.reason == "bad-type-tag"
+
+
+def test_invalid_utf8_is_its_own_drop_reason() -> None:
+    with pytest.raises(codec.DecodeError) as info:
+        codec.decode(_message_with("s", b"\xff\xfe\x00\x00"))
+    assert info.value.reason == "invalid-utf8"
+    with pytest.raises(codec.DecodeError) as info:
+        codec.decode(b"/\xc3\x28\x00")
+    assert info.value.reason == "invalid-utf8"

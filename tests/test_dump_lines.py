@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import struct
+import subprocess
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from osc_strategies import VALID
-from oscsync import codec
+from oscsync import codec, display
 from oscsync import timetag as tt
 from oscsync.apps.dump import json_line, text_line
 from oscsync.transport import Received
@@ -35,8 +38,11 @@ def test_every_json_line_is_json_with_the_decoded_values(
         if stamp is None or stamp == tt.IMMEDIATELY:
             assert record["timetag_unix"] is None and record["headroom_ms"] is None
         else:
-            assert record["timetag_unix"] == tt.to_unix(stamp)
-            assert math.isclose(record["headroom_ms"], (tt.to_unix(stamp) - ARRIVAL) * 1000)
+            # Read in the era nearest the arrival (RFC 5905 §6): 1900's values are 2036's.
+            unix = tt.to_unix(stamp, near=ARRIVAL)
+            assert abs(unix - ARRIVAL) <= 2**31
+            assert record["timetag_unix"] == unix
+            assert math.isclose(record["headroom_ms"], (unix - ARRIVAL) * 1000)
         assert ("dispatched" in record) == (dispatched is not None)
         for value, tag, shown in zip(message.args, message.types, record["args"]):
             if tag == "b":
@@ -65,3 +71,132 @@ def test_text_line_shows_timetag_and_headroom() -> None:
     message = codec.Message("/tick", (3,), "i", stamp)
     line = text_line(Received(message, SOURCE, ARRIVAL), ARRIVAL)
     assert line.endswith(f"@{tt.format_hex(stamp)} (+250.000 ms)  /tick ,i 3")
+
+
+# -- issue 20, items 5 and 9: invisible characters, strict JSON ------------------------------
+
+HIDDEN = {
+    "\u200b": "\\u200b",  # zero-width space (Cf)
+    "\u200f": "\\u200f",  # right-to-left mark (Cf)
+    "\u202e": "\\u202e",  # right-to-left override (Cf)
+    "\u2066": "\\u2066",  # left-to-right isolate (Cf)
+    "\U000e0041": "\\U000e0041",  # tag character (Cf)
+    "\u00a0": "\\xa0",  # no-break space (Zs)
+    "\u3000": "\\u3000",  # ideographic space (Zs)
+    "\u2028": "\\u2028",  # line separator (Zl)
+    "\u2029": "\\u2029",  # paragraph separator (Zp)
+    "\ue000": "\\ue000",  # private use (Co)
+    "\U000e0080": "\\U000e0080",  # unassigned (Cn)
+    "\ud800": "\\ud800",  # lone surrogate (Cs)
+    "\x1b": "\\x1b",
+    "\x9b": "\\x9b",
+}
+
+
+def test_escape_invisible_format_characters() -> None:
+    for hidden, shown in HIDDEN.items():
+        assert display.escape(f"a{hidden}b") == f"a{shown}b"
+        assert display.printable(f"a{hidden}b") == f"a{shown}b"
+    kept = "plain text, é, ñ, 日本語, emoji 😀, a\u0301"
+    assert display.escape(kept) == kept
+    # printable() leaves text escape() made alone: warnings quoting escaped text stay readable.
+    assert display.printable(display.escape("a\\b\x1b")) == "a\\\\b\\x1b"
+
+
+def test_escape_invisible_format_characters_in_dump_lines() -> None:
+    address = "/ok\u202etxt.exe"
+    message = codec.Message(address, ("x\u200by",), "s", None)
+    line = text_line(Received(message, SOURCE, ARRIVAL), ARRIVAL)
+    assert "\u202e" not in line and "\u200b" not in line
+    assert "/ok\\u202etxt.exe" in line and "x\\u200by" in line
+
+
+def _strict_json(line: str) -> object:
+    """Parse as RFC 8259 JSON with no lone surrogates (what jq accepts)."""
+
+    def refuse(constant: str) -> object:
+        raise ValueError(f"{constant} is not JSON")
+
+    record = json.loads(line, parse_constant=refuse)
+    pending = [record]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            value.encode("utf-8")  # raises on a lone surrogate
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+    return record
+
+
+def test_jsonl_lone_surrogate_char_is_strict_json() -> None:
+    packet = _char_message(0xD800)
+    (message,) = codec.decode(packet)
+    line = json_line(Received(message, SOURCE, ARRIVAL), ARRIVAL)
+    record = _strict_json(line)
+    assert isinstance(record, dict) and record["args"] == ["\ufffd"]
+    if shutil.which("jq"):  # the documented `dump --jsonl | jq` pipeline
+        done = subprocess.run(["jq", "-c", ".args"], input=line, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+
+def _char_message(code: int) -> bytes:
+    return b"/c\x00\x00,c\x00\x00" + struct.pack(">i", code)
+
+
+CHAR_CODES = st.one_of(
+    st.integers(min_value=0xD800, max_value=0xDFFF),
+    st.integers(min_value=-(2**31), max_value=2**31 - 1),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(CHAR_CODES, min_size=1, max_size=4), st.one_of(st.none(), st.just(2e9)))
+def test_jsonl_every_line_is_strict_json_property(
+    codes: list[int], dispatched: float | None
+) -> None:
+    payload = b"".join(struct.pack(">i", code) for code in codes)
+    tags = ("," + "c" * len(codes)).encode() + b"\x00"
+    packet = b"/c\x00\x00" + tags + b"\x00" * (-len(tags) % 4) + payload
+    for message in codec.decode(packet):
+        _strict_json(json_line(Received(message, SOURCE, ARRIVAL), ARRIVAL, dispatched))
+        assert text_line(Received(message, SOURCE, ARRIVAL), ARRIVAL).isprintable()
+
+
+def test_array_depth_formatters_handle_the_deepest_allowed_array() -> None:
+    depth = codec.MAX_ARRAY_DEPTH
+    tags = ("," + "[" * depth + "s" + "]" * depth).encode() + b"\x00"
+    packet = b"/a\x00\x00" + tags + b"\x00" * (-len(tags) % 4) + b"x\x1b\x00\x00"
+    (message,) = codec.decode(packet)
+    received = Received(message, SOURCE, ARRIVAL)
+    record = _strict_json(json_line(received, ARRIVAL))
+    assert isinstance(record, dict)
+    assert json.dumps(record["args"]).count("[") == depth + 1
+    assert "\x1b" not in text_line(received, ARRIVAL)
+
+
+def test_ntp_era_1_dump_lines_read_the_timetag_in_the_era_of_now() -> None:
+    arrival = float(tt.UNIX_MAX) - 0.25  # 0.25 s before 2036-02-07 06:28:16
+    stamp = tt.from_unix(arrival + 0.5)  # era 1 on the wire
+    message = codec.Message("/tick", (1,), "i", stamp)
+    received = Received(message, SOURCE, arrival)
+    record = _strict_json(json_line(received, arrival, arrival + 0.75))
+    assert isinstance(record, dict)
+    assert record["timetag"] == "00000000.40000000"
+    assert record["timetag_unix"] == arrival + 0.5
+    assert record["headroom_ms"] == 500.0 and record["lateness_ms"] == 250.0
+    assert "@00000000.40000000 (+500.000 ms)" in text_line(received, arrival)
+
+
+def test_array_depth_formatters_never_recurse_on_a_hand_made_deep_message() -> None:
+    deep: list[object] = [1]
+    for _ in range(5000):
+        deep = [deep]
+    types = "[" * 5001 + "i" + "]" * 5001
+    received = Received(codec.Message("/deep", (deep,), types, None), SOURCE, ARRIVAL)
+    assert display.TOO_DEEP in text_line(received, ARRIVAL)
+    assert _strict_json(json_line(received, ARRIVAL))["args"] == [display.TOO_DEEP]  # type: ignore[index]
+    nested = display.json_args(codec.Message("/n", ([[b"\x01"], "x\ud800"],), "[[b]s]", None))
+    assert nested == [[["01"], "x\ufffd"]]

@@ -150,3 +150,15 @@ def test_dump_schedule_bad_options_exit_2(
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_blob_bomb_dump_schedule_holds_a_bounded_number_of_bytes(fake_clock: FakeClock) -> None:
+    out = io.StringIO()
+    sched = Scheduler(fake_clock, max_bytes=200_000)
+    on_message = scheduled(Dumper(out, jsonl=True), sched)
+    tag = tt.from_unix(fake_clock.now() + 0.5)
+    big = codec.Message("/big", (b"x" * 60_000,), "b", tag)
+    for _ in range(10):
+        on_message(Received(big, ("127.0.0.1", 5000), fake_clock.now()))
+    assert sched.held == 3 and sched.held_bytes <= 200_000
+    assert sched.stats().dropped == {"cap-bytes": 7}

@@ -207,3 +207,89 @@ def test_session_followers_agree_only_with_forward_sync() -> None:
     plain_spread = lab.spread(runs[True])
     assert not math.isnan(lab.p99(plain_spread))
     assert max(plain_spread) > max(lab.spread(synced))
+
+
+# -- issue 20, item 2: stats streams the file, bounds each line --------------------------------
+
+
+def _tick_lines(count: int, start: int = 0) -> str:
+    records = (
+        {
+            "seq": k,
+            "beat": k % 4,
+            "accent": k % 4 == 0,
+            "arrival": 1000.0 + k * PERIOD - 0.05,
+            "timetag": 1000.0 + k * PERIOD,
+            "timetag_hex": "eeb06e3a.89bb5800",
+            "onset": 1000.0 + k * PERIOD,
+            "handled": 1000.0 + k * PERIOD,
+            "late": False,
+            "headroom_ms": 50.0,
+            "source": "[::1]:9001",
+        }
+        for k in range(start, start + count)
+    )
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def test_stats_line_of_100000_brackets_is_one_line_error_not_recursion_error(
+    tmp_path: Path, cli_runner: CliRunner
+) -> None:
+    log = tmp_path / "ticks.jsonl"
+    deep = "[" * 100_000 + "\n" + "[" * 50_000 + "\n" + '{"a":' * 20_000 + "\n"
+    log.write_text(_tick_lines(4) + deep + _tick_lines(4, start=4))
+    result = cli_runner.invoke(cli, ["stats", str(log), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "skipped 3 lines" in result.output
+    assert json.loads(result.output.splitlines()[-1])["received"] == 8
+    only = tmp_path / "deep.jsonl"
+    only.write_text("[" * 100_000)
+    result = cli_runner.invoke(cli, ["stats", str(only)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {only}: the log has no ticks\n"
+
+
+def test_stats_streams_the_file_in_bounded_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from oscsync.apps import ticklog
+
+    log = tmp_path / "ticks.jsonl"
+    with log.open("w") as out:
+        out.write(_tick_lines(20_000))  # 5 MB of records
+        out.write("x" * 20_000_000 + "\n")  # one 20 MB line
+        out.write(_tick_lines(20_000, start=20_000))
+    tracemalloc.start()
+    try:
+        times = ticklog.read_log(log)
+        score, period = ticklog.score_log(times, bpm=240)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (score.received, score.lost, times.bad) == (40_000, 0, 1)
+    assert period == PERIOD
+    assert peak < 3_000_000  # the file is 25 MB; 40,000 ticks in arrays are 0.7 MB
+
+
+def test_stats_refuses_more_ticks_than_it_holds(tmp_path: Path) -> None:
+    from oscsync.apps import ticklog
+
+    log = tmp_path / "ticks.jsonl"
+    log.write_text(_tick_lines(11))
+    with pytest.raises(ticklog.LogError, match="more than 10 ticks"):
+        ticklog.read_log(log, max_ticks=10)
+
+
+def test_stats_out_of_order_and_duplicate_ticks_score_like_in_order(tmp_path: Path) -> None:
+    from oscsync.apps import ticklog
+
+    ordered = tmp_path / "ordered.jsonl"
+    shuffled = tmp_path / "shuffled.jsonl"
+    lines = _tick_lines(12).splitlines(keepends=True)
+    del lines[5]
+    ordered.write_text("".join(lines))
+    shuffled.write_text("".join(lines[6:] + lines[:6] + lines[2:3]))
+    first = ticklog.score_log(ticklog.read_log(ordered))
+    second = ticklog.score_log(ticklog.read_log(shuffled))
+    assert first == second
+    assert (first[0].received, first[0].lost) == (11, 1)

@@ -360,3 +360,34 @@ def test_ticks_beyond_the_horizon_are_refused_for_every_kind_of_player() -> None
         scheduler.run_due()
         assert player.played == []
         assert sum(listener.stats.ignored.values()) == 1
+
+
+def test_ntp_era_1_metronome_send_keeps_ticking_across_the_rollover_and_exits() -> None:
+    start = float(tt.UNIX_MAX) - 1.0  # one second before 2036-02-07 06:28:16 UTC
+    clock = FakeClock(start=start)
+    wire = Wire(clock)
+    sender = TickSender(wire, Scheduler(clock), bpm=240, offset=0.125)  # 0.25 s grid
+    t0 = run_sender(sender, 8)  # ticks 4..7 are in era 1
+    assert sender.done.is_set() and sender.sent == 8
+    assert [when - start for when, _ in wire.sent] == [k * 0.25 for k in range(8)]
+    stamps = [messages[0].timetag for _, messages in wire.sent]
+    assert stamps[-1] < stamps[0]  # the wire values wrapped
+    for k, stamp in enumerate(stamps):
+        assert stamp is not None
+        assert tt.to_unix(stamp, near=start) == start + k * 0.25 + 0.125
+        assert tt.difference(stamp, t0) == k * 0.25 + 0.125
+
+
+def test_blob_bomb_metronome_listener_declares_held_ticks_in_bytes() -> None:
+    clock = FakeClock(start=START)
+    player = RecordingPlayer(0.0)
+    scheduler = Scheduler(clock, max_bytes=1_500_000)
+    listener = MetronomeListener(player, scheduler, clock)  # type: ignore[arg-type]
+    heavy = tuple(range(16_000))  # what one 64 KB /tick can carry after its beat
+    for _ in range(5):
+        listener.on_message(tick(clock, heavy, "i" * len(heavy), ahead=0.5))
+    assert scheduler.held == 1 and 1_000_000 < scheduler.held_bytes <= 1_500_000
+    assert listener.stats.ignored == {"refused": 4}
+    clock.advance(0.5)
+    scheduler.run_due()
+    assert player.played == [(START + 0.5, ACCENT)]

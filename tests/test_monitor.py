@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import select
+import socket
 import statistics
 import subprocess
 from collections.abc import Callable
@@ -240,3 +241,78 @@ def test_monitor_on_a_terminal_redraws_one_line_in_place() -> None:
     assert text.startswith("\r\x1b[2Kheadroom +")
     assert text.count("\n") == 1 and text.endswith("\n")  # one line, ended at exit
     assert "last 2: mean" in text.rsplit("\r\x1b[2K", 1)[1]
+
+
+def test_ntp_era_1_monitor_measures_headroom_across_the_rollover() -> None:
+    clock = FakeClock(start=float(tt.UNIX_MAX) - 0.25)  # 0.25 s before 2036-02-07 06:28:16
+    monitor = Monitor()
+    sample = monitor.observe(bundle(clock, 0.5)[0])  # due 0.25 s into era 1
+    assert sample is not None and sample.headroom_ms == 500.0 and not sample.late
+    clock.advance(0.5)
+    late = monitor.observe(bundle(clock, -0.75)[0])  # due in era 0, arrived in era 1
+    assert late is not None and late.headroom_ms == -750.0 and late.late
+
+
+# -- issue 20, item 10: closed pipe = quiet exit, SIGTERM always wins ---------------------------
+
+
+def _bundle_bytes(k: int, text: str = "x") -> bytes:
+    # A fixed past timetag: headroom does not matter here, only that each datagram is a bundle.
+    stamp = tt.from_unix(1_700_000_000 + k)
+    return codec.encode_bundle(stamp, [codec.encode_message("/fill", [text])])
+
+
+def _start_monitor_to(stdout: int) -> tuple[subprocess.Popen[str], tuple[str, int], LineReader]:
+    proc = subprocess.Popen(
+        oscsync_command("timetag", "monitor", "--jsonl", "--listen", "127.0.0.1:0"),
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    errors = LineReader(proc.stderr)
+    where = errors.wait_for(lambda text: text.startswith("monitoring timetags on")).split()[-1]
+    host, port = where.rsplit(":", 1)
+    return proc, (host, int(port)), errors
+
+
+def test_monitor_into_a_closed_pipe_exits_quietly() -> None:
+    """`timetag monitor | head -1`: the reader leaves, monitor stops without a traceback."""
+    proc, where, errors = _start_monitor_to(subprocess.PIPE)
+    assert proc.stdout is not None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        tx.sendto(_bundle_bytes(0), where)
+        assert proc.stdout.readline().startswith('{"arrival"')
+        proc.stdout.close()  # the reader goes away
+        for k in range(1, 100):  # the next write meets the closed pipe
+            tx.sendto(_bundle_bytes(k), where)
+            try:
+                proc.wait(0.1)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    code = proc.wait(10)
+    lines = errors.rest()
+    assert code == 0
+    assert not any("Traceback" in line or "BrokenPipe" in line for line in lines), lines
+    assert not any("handler failed" in line for line in lines), lines
+    assert lines[-1].startswith("monitor: ")
+
+
+def test_monitor_with_a_blocked_reader_still_stops_on_sigterm() -> None:
+    """A reader that stopped reading fills the pipe; SIGTERM must still end the monitor."""
+    read_end, write_end = os.pipe()  # nobody reads read_end
+    proc, where, errors = _start_monitor_to(write_end)
+    os.close(write_end)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for k in range(2000):  # ~1 MB of JSON: far more than a pipe holds
+                tx.sendto(_bundle_bytes(k, "x" * 200), where)
+        proc.terminate()
+        assert proc.wait(15) == 0
+        assert errors.rest()[-1].startswith("monitor: ")
+    finally:
+        os.close(read_end)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

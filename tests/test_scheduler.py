@@ -468,3 +468,51 @@ def test_close_after_an_interrupted_start_does_not_raise(monkeypatch: pytest.Mon
     monkeypatch.undo()
     sched.close()
     assert sched.closed
+
+
+# -- issue 20, item 1: held data is capped in bytes, not only items ---------------------------
+
+
+def test_blob_bomb_scheduler_caps_held_bytes(fake_clock: FakeClock) -> None:
+    warnings: list[str] = []
+    sched = Scheduler(fake_clock, max_items=100, max_bytes=1000, on_warning=warnings.append)
+    runs = Recorder()
+    assert sched.submit(tag_in(fake_clock, 1.0), runs.action("a"), size=600)
+    assert sched.submit(tag_in(fake_clock, 1.0), runs.action("b"), size=400)
+    assert sched.held_bytes == 1000
+    assert not sched.submit(tag_in(fake_clock, 1.0), runs.action("c"), size=1)
+    # An item already due may use a second allowance, so a plain message is not blocked.
+    assert sched.submit(None, runs.action("now"), size=500)
+    assert sched.stats().dropped == {"cap-bytes": 1}
+    assert len(warnings) == 1 and "1000 bytes" in warnings[0]
+    sched.run_due()
+    assert sched.held_bytes == 1000
+    fake_clock.advance(1.0)
+    sched.run_due()
+    assert [name for name, _ in runs.runs] == ["now", "a", "b"]
+    assert sched.held_bytes == 0
+    assert sched.submit(tag_in(fake_clock, 1.0), runs.action("d"), size=1000)
+    sched.close()
+    assert sched.held_bytes == 0
+
+
+# -- issue 20, item 13: NTP era 1 ---------------------------------------------------------------
+
+
+def test_ntp_era_1_scheduler_holds_and_runs_items_across_the_rollover() -> None:
+    clock = FakeClock(start=float(tt.UNIX_MAX) - 0.75)  # 0.75 s before 2036-02-07 06:28:16
+    sched = Scheduler(clock)
+    runs = Recorder()
+    before = tt.add_seconds(clock.now_timetag(), 0.5)
+    after = tt.add_seconds(clock.now_timetag(), 1.0)  # era 1: a small wire value
+    assert after < before
+    assert sched.submit(after, runs.action("after"))
+    assert sched.submit(before, runs.action("before"))
+    assert sched.run_due() == pytest.approx(0.5)
+    clock.advance(0.5)
+    sched.run_due()
+    clock.advance(0.5)
+    sched.run_due()
+    assert [name for name, _ in runs.runs] == ["before", "after"]
+    assert all(dispatch.lateness == 0 and not dispatch.late for _, dispatch in runs.runs)
+    assert sched.stats().dropped == {}

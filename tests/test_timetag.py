@@ -109,8 +109,10 @@ def test_range_ends() -> None:
     # The last NTP unit of the era is 0.23 ns before 06:28:16, which is what nanoseconds show.
     assert tt.format_iso(tt.MAX_TIMETAG) == "2036-02-07T06:28:16.000000000Z"
     assert tt.format_hex(tt.MAX_TIMETAG) == "ffffffff.ffffffff"
+    # One second after the end of era 0 is in era 1 (RFC 5905 §6): the wire value wraps.
+    assert tt.from_unix(tt.UNIX_MAX + 1) == (1 << 32) - 1
     with pytest.raises(tt.TimetagError):
-        tt.from_unix(tt.UNIX_MAX + 1)
+        tt.from_unix(tt.UNIX_MAX + 1 + 2**32)  # era 2 (2172): not accepted
     with pytest.raises(tt.TimetagError):
         tt.from_unix(tt.UNIX_MIN - 1)
     with pytest.raises(tt.TimetagError):
@@ -130,3 +132,52 @@ def test_add_seconds_and_difference() -> None:
 def test_bad_text_raises_timetag_error(text: str) -> None:
     with pytest.raises(tt.TimetagError):
         tt.parse(text)
+
+
+# -- issue 20, item 13: NTP era 1 (2036-02-07 06:28:16 UTC and after) -------------------------
+
+ROLLOVER = tt.UNIX_MAX + Fraction(1, 2**32)
+"""The first instant of era 1, in Unix seconds (its wire value is 0)."""
+
+
+def test_ntp_era_1_from_unix_wraps_and_reads_back_near_now() -> None:
+    assert tt.from_unix(ROLLOVER) == 0
+    after = ROLLOVER + Fraction(5, 2)
+    stamp = tt.from_unix(after)
+    assert stamp == (2 << 32) | 0x80000000
+    assert tt.to_unix_exact(stamp, near=after - 1) == after
+    assert tt.to_unix_exact(stamp, near=ROLLOVER - 3) == after  # just before: nearest is era 1
+    assert tt.to_unix_exact(stamp) == after - 2**32  # no "now": era 0, as before
+    before = tt.from_unix(ROLLOVER - 1)
+    assert tt.to_unix_exact(before, near=after) == ROLLOVER - 1
+    assert tt.to_unix_ns(stamp, near=float(after)) == int(after * 10**9)
+
+
+@given(st.integers(min_value=-(2**40), max_value=2**40), ALL_TIMETAGS)
+def test_ntp_era_1_difference_and_add_seconds_wrap(delta_units: int, stamp: int) -> None:
+    seconds = Fraction(delta_units, 2**32)
+    moved = tt.add_seconds(stamp, seconds)
+    assert 0 <= moved <= tt.MAX_TIMETAG
+    assert tt.difference(moved, stamp) == delta_units / 2**32
+    near = tt.to_unix_exact(stamp) + 2**31 - 2**20  # any "now" that puts stamp in era 0 or 1
+    assert tt.to_unix_exact(moved, near=near + seconds) - tt.to_unix_exact(stamp, near=near) == (
+        seconds
+    )
+
+
+def test_ntp_era_1_difference_across_the_rollover() -> None:
+    just_before = tt.from_unix(ROLLOVER - Fraction(1, 4))
+    just_after = tt.from_unix(ROLLOVER + Fraction(1, 4))
+    assert just_after < just_before  # the wire values wrapped...
+    assert tt.difference(just_after, just_before) == 0.5  # ...the difference did not
+    assert tt.add_seconds(just_before, 0.5) == just_after
+
+
+def test_ntp_era_1_formats_near_now() -> None:
+    now = float(ROLLOVER) + 1.5
+    stamp = tt.from_unix(now)
+    assert tt.format_iso(stamp, now) == "2036-02-07T06:28:17.500000000Z"
+    assert tt.format_unix(stamp, now) == f"{int(ROLLOVER) + 1}.500000000"
+    assert tt.format_ntp(stamp, now) == f"{2**32 + 1}.500000000"
+    assert tt.format_hex(stamp, now) == "00000001.80000000"
+    assert tt.parse(tt.format_iso(stamp, now)) == stamp

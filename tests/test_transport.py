@@ -202,3 +202,39 @@ def test_datagrams_still_queued_at_close_are_counted() -> None:
     assert listener.stats.datagrams == 100
     assert listener.stats.drops == {"unread-at-close": 100}
     assert listener.stats.messages == 0
+
+
+def test_escape_network_strings_in_handler_failure_warning() -> None:
+    warnings: list[str] = []
+    done = threading.Event()
+    hostile = "/\x1b]0;owned\x07\x1b[2J\u202e"
+
+    def handler(received: Received) -> None:
+        if received.address == hostile:
+            raise KeyError(received.address)
+        done.set()
+
+    listener = Endpoint(HostPort("127.0.0.1", 0), on_warning=warnings.append)
+    listener.start(handler)
+    with listener:
+        where = listener.local_address
+        assert where is not None
+        raw_send(codec.encode_message(hostile, []), where)
+        raw_send(codec.encode_message("/after", []), where)
+        assert done.wait(WAIT)
+    (warning,) = warnings
+    assert warning.isprintable()
+    assert "handler failed on /\\x1b]0;owned\\x07\\x1b[2J\\u202e" in warning
+
+
+def test_escape_network_strings_in_every_cli_warning() -> None:
+    from click.testing import CliRunner
+
+    from oscsync.cli.runtime import AppContext
+
+    app = AppContext.create()
+    runner = CliRunner()
+    with runner.isolation() as streams:
+        app.warn("peer said \x1b[2J\u200b hello \\x41")
+        text = streams[1].getvalue().decode()
+    assert text == "warning: peer said \\x1b[2J\\u200b hello \\x41\n"

@@ -140,7 +140,8 @@ class ClockFollower:
     # -- time scale ---------------------------------------------------------------------------
 
     def _seconds(self, stamp: int) -> float:
-        return (stamp - self.origin) / tt.FRACTION_UNITS
+        # Modular (RFC 5905 §6): a stamp past the 2036 rollover still follows the origin.
+        return tt.difference(stamp, self.origin)
 
     def _now(self) -> float:
         return self._seconds(self.clock.now_timetag())

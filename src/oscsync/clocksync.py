@@ -227,12 +227,12 @@ class Sample:
     @property
     def offset(self) -> float:
         """Seconds the peer's clock is ahead of ours (negative: behind)."""
-        return ((self.t2 - self.t1) + (self.t3 - self.t4)) / 2 / tt.FRACTION_UNITS
+        return (tt.difference(self.t2, self.t1) + tt.difference(self.t3, self.t4)) / 2
 
     @property
     def delay(self) -> float:
         """Round-trip seconds spent between the clocks (the peer's turnaround removed)."""
-        return ((self.t4 - self.t1) - (self.t3 - self.t2)) / tt.FRACTION_UNITS
+        return tt.difference(self.t4, self.t1) - tt.difference(self.t3, self.t2)
 
     @property
     def error_bound(self) -> float:
@@ -589,7 +589,7 @@ class OffsetChoice:
 
 def one_way_delays(samples: Iterable[Sample], estimate: Estimate) -> list[float]:
     """Each sample's outbound delay (our T1 to the peer's T2), with the peer's clock offset out."""
-    return [(s.t2 - s.t1) / tt.FRACTION_UNITS - estimate.offset for s in samples]
+    return [tt.difference(s.t2, s.t1) - estimate.offset for s in samples]
 
 
 def choose_offset(samples: list[Sample], margin: float = OFFSET_MARGIN) -> OffsetChoice | None:

@@ -24,6 +24,9 @@ from oscsync import timetag as tt
 BUNDLE_PREFIX = b"#bundle\x00"
 MAX_BUNDLE_DEPTH = 64
 """Deeper nesting is refused: no real sender nests more than a few levels."""
+MAX_ARRAY_DEPTH = 64
+"""Arrays (``[`` ... ``]``) nested deeper are refused, like bundles: 3,000 levels made the
+formatters raise RecursionError and ~500 made ``dump --jsonl`` lose the line (issue 20, item 3)."""
 
 # Type tags python-osc decodes directly.
 _NATIVE_TAGS = frozenset("ifdsbhrmTFN[]")
@@ -133,9 +136,14 @@ def decode_message(data: bytes, timetag: int | None = None) -> Message:
         if aliased != types:
             start = tag_start + 1
             data = data[:start] + aliased.encode() + data[start + len(types) :]
+        _check_arrays(types)
+        if "b" in types:
+            _check_blobs(data, tag_start + len(tags), types)
     try:
         parsed = osc_message.OscMessage(data)
-    except (osc_message.ParseError, osc_types.ParseError, IndexError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise DecodeError("invalid-utf8", f"a string is not UTF-8 ({exc.reason})") from None
+    except (osc_message.ParseError, osc_types.ParseError, IndexError) as exc:
         raise DecodeError("truncated", f"arguments do not match type tags ({exc})") from None
     address: str = parsed.address
     if not address.startswith("/") or " " in address:
@@ -168,6 +176,61 @@ def _locate_type_tags(data: bytes) -> tuple[str, int] | None:
         raise DecodeError("bad-type-tag", "type tags are not ASCII") from None
 
 
+def _check_arrays(types: str) -> None:
+    """Refuse unbalanced brackets and arrays nested deeper than :data:`MAX_ARRAY_DEPTH`."""
+    if "[" not in types and "]" not in types:
+        return
+    depth = 0
+    for tag in types:
+        if tag == "[":
+            depth += 1
+            if depth > MAX_ARRAY_DEPTH:
+                raise DecodeError("too-deep", f"arrays nested deeper than {MAX_ARRAY_DEPTH}")
+        elif tag == "]":
+            depth -= 1
+            if depth < 0:
+                raise DecodeError("bad-type-tag", "']' closes no array")
+    if depth:
+        raise DecodeError("bad-type-tag", "'[' without its ']'")
+
+
+# Bytes each fixed-size argument takes on the wire (OSC 1.0 and liblo's extras).
+_ARG_SIZES = {"i": 4, "f": 4, "c": 4, "r": 4, "m": 4, "h": 8, "d": 8, "t": 8}
+
+
+def _check_blobs(data: bytes, tags_end: int, types: str) -> None:
+    """Walk the arguments of a message with blobs: every blob size must be 0 or more and fit.
+
+    python-osc's ``get_blob`` (1.10) accepts a negative size and moves its read position
+    backwards, so ``,bbbb...`` with sizes S, -(S+8), S, ... re-reads the same S bytes for every
+    pair: one 65,000-byte datagram decoded into 528 MB (issue 20, item 1). After this walk every
+    argument occupies its own bytes of the datagram, so what a datagram decodes into is bounded
+    by its size (plus one small object per type tag).
+    """
+    pos = (tags_end + 4) & ~3  # past the tag string's NUL and padding
+    end = len(data)
+    for tag in types:
+        width = _ARG_SIZES.get(tag)
+        if width is not None:
+            pos += width
+        elif tag in "sS":
+            stop = data.find(b"\x00", pos)
+            if stop < 0:
+                raise DecodeError("truncated", "a string argument has no terminating NUL")
+            pos = (stop + 4) & ~3
+        elif tag == "b":
+            if pos + 4 > end:
+                raise DecodeError("truncated", "a blob size is cut short")
+            (size,) = struct.unpack_from(">i", data, pos)
+            if size < 0:
+                raise DecodeError("bad-blob", f"blob size {size} is negative")
+            pos += 4 + size + (-size % 4)
+            if pos > end:
+                raise DecodeError("bad-blob", f"blob size {size} runs past the datagram")
+        if pos > end:
+            raise DecodeError("truncated", "arguments run past the end of the datagram")
+
+
 def _unalias(types: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
     values = list(args)
     # Only scalar (non-array) positions are converted; arrays of aliased types stay as decoded.
@@ -181,6 +244,31 @@ def _unalias(types: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
         elif tag == "I":
             values[position] = float("inf")
     return tuple(values)
+
+
+_OBJECT_BYTES = 64
+"""What one decoded argument costs besides its characters or bytes, roughly: a tuple or list
+slot (8) and a Python number or string header (24-49), rounded up."""
+
+
+def footprint(message: Message) -> int:
+    """Bytes a decoded message holds in memory, estimated (for byte caps such as the
+    scheduler's ``max_bytes``): its strings and blobs plus :data:`_OBJECT_BYTES` per argument.
+
+    Arrays are walked with an explicit stack (their depth is bounded by :data:`MAX_ARRAY_DEPTH`
+    anyway).
+    """
+    total = 200 + len(message.address) + len(message.types)
+    pending: list[Any] = [message.args]
+    while pending:
+        values = pending.pop()
+        total += _OBJECT_BYTES * len(values)
+        for value in values:
+            if isinstance(value, (str, bytes, bytearray)):
+                total += len(value)
+            elif isinstance(value, (list, tuple)):
+                pending.append(value)
+    return total
 
 
 # -- encoding ---------------------------------------------------------------------------------

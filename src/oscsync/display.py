@@ -2,17 +2,21 @@
 
 Strings from the network are printed with control characters escaped: a peer must not be able to
 move your cursor, change your terminal's title or clear your screen with an OSC string
-(the ``ESC [`` family of sequences, and also C1 controls such as U+009B).
+(the ``ESC [`` family of sequences, and also C1 controls such as U+009B), nor hide or reorder
+what a line says with invisible characters (zero-width, bidi, tag characters, odd spaces).
+Warnings and errors pass :func:`printable` as a whole. JSON output is strict: no lone
+surrogates (:func:`json_text`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from oscsync import timetag
-from oscsync.codec import Message
+from oscsync.codec import MAX_ARRAY_DEPTH, Message
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 
@@ -20,20 +24,33 @@ _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 def _escape_char(ch: str) -> str:
     if ch in _ESCAPES:
         return _ESCAPES[ch]
+    if ch.isprintable():
+        return ch
     code = ord(ch)
-    if code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0:
-        return f"\\x{code:02x}"
-    if code in (0x2028, 0x2029) or 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
-        # Line separators and bidi overrides can disguise what a line says.
-        return f"\\u{code:04x}"
-    return ch
+    if code < 0x100:
+        return f"\\x{code:02x}"  # C0 and C1 controls, DEL, NBSP and SHY
+    # str.isprintable is False exactly for the categories a peer can hide text with (issue 20,
+    # item 5): Cc and Cf (zero-width characters, bidi marks and overrides, tag characters),
+    # Zs other than U+0020 (non-ASCII spaces), Zl and Zp (line separators), Co (private use),
+    # Cn (unassigned) and Cs (lone surrogates, which cannot even be written to a UTF-8 stream).
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def escape(text: str) -> str:
-    """``text`` with control characters shown as escapes (printable Unicode kept as is)."""
+    """``text`` with control and invisible characters shown as escapes (``\\x1b``,
+    ``\\u200b``), backslashes doubled; printable Unicode kept as is."""
     if text.isprintable() and "\\" not in text:
         return text
     return "".join(_escape_char(ch) for ch in text)
+
+
+def printable(text: str) -> str:
+    """``text`` with control and invisible characters escaped but backslashes kept: for whole
+    warning and error lines, which may hold text already passed through :func:`escape` (this
+    leaves such text unchanged) and must still never carry a raw escape sequence."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape_char(ch) for ch in text)
 
 
 def format_arg(value: Any, tag: str) -> str:
@@ -69,8 +86,24 @@ def _quote(text: str) -> str:
     return '"' + safe.replace('"', '\\"') + '"'
 
 
+TOO_DEEP = "<arrays nested too deep>"
+"""Shown instead of arguments nested deeper than the decoder allows (only a hand-made message
+can be): the formatters must never recurse without bound (issue 20, item 3)."""
+
+
+def _too_deep(types: str) -> bool:
+    depth = 0
+    for tag in types:
+        depth += (tag == "[") - (tag == "]")
+        if depth > MAX_ARRAY_DEPTH:
+            return True
+    return False
+
+
 def format_args(message: Message) -> str:
     if "[" in message.types:
+        if _too_deep(message.types):
+            return TOO_DEEP
         return escape(json.dumps(list(message.args), default=_json_default, ensure_ascii=False))
     return " ".join(format_arg(value, tag) for value, tag in zip(message.args, message.types))
 
@@ -79,7 +112,7 @@ def headroom_ms(tag: int | None, now: float) -> float | None:
     """Milliseconds from ``now`` until the timetag (+ = in the future); None when immediate."""
     if tag is None or tag == timetag.IMMEDIATELY:
         return None
-    return (timetag.to_unix(tag) - now) * 1000.0
+    return (timetag.to_unix(tag, now) - now) * 1000.0  # the era nearest now (RFC 5905 §6)
 
 
 def _json_default(value: Any) -> Any:
@@ -87,11 +120,26 @@ def _json_default(value: Any) -> Any:
         return bytes(value).hex()
     if isinstance(value, tuple):
         return list(value)
-    return str(value)
+    return json_text(str(value))
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def json_text(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD, so its JSON is strict (RFC 8259 §8.2).
+
+    A ``c`` (char) argument of 0xD800 decodes to a lone surrogate, which ``json`` writes as
+    ``"\\ud800"``: jq refuses that line and ``dump --jsonl | jq`` died with it (issue 20, item 9).
+    Strings decoded from UTF-8 never hold one; only chars and hand-made values can.
+    """
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def json_value(value: Any, tag: str) -> Any:
     """A JSON-friendly form of one argument (blobs as hex, timetags as hex, inf as a string)."""
+    if isinstance(value, str):
+        return json_text(value)
     if tag == "b":
         return bytes(value).hex()
     if tag == "t":
@@ -117,11 +165,25 @@ def json_args(message: Message) -> list[Any]:
         ):
             return list(args)
     if "[" in types:
+        if _too_deep(types):
+            return [TOO_DEEP]
         return [_jsonable(value) for value in message.args]
     return [json_value(value, tag) for value, tag in zip(message.args, message.types)]
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_jsonable(item) for item in value]
-    return json_value(value, "b" if isinstance(value, (bytes, bytearray)) else "")
+    if not isinstance(value, list):
+        return json_value(value, "b" if isinstance(value, (bytes, bytearray)) else "")
+    # An explicit stack, not recursion: each nested list is filled in where it was placed.
+    root: list[Any] = []
+    pending = [(value, root)]
+    while pending:
+        source, target = pending.pop()
+        for item in source:
+            if isinstance(item, list):
+                child: list[Any] = []
+                target.append(child)
+                pending.append((item, child))
+            else:
+                target.append(json_value(item, "b" if isinstance(item, (bytes, bytearray)) else ""))
+    return root

@@ -35,6 +35,10 @@ and never wait behind a held bundle.
 **Bounds.** At most ``max_items`` entries wait for a future time (items already due may add as
 many again, so a heap full of far bundles never blocks a plain message), and a timetag more than
 ``horizon`` seconds ahead is refused; each refusal is counted by reason and warned about once.
+Items are capped in **bytes** too: a submitter declares what an item holds (``size``: e.g. the
+message's :func:`~oscsync.codec.footprint`), and at most ``max_bytes`` are held waiting (twice
+that with items already due). Counting items alone let six 65 KB datagrams that decoded into
+528 MB each hold 3 GB in ``dump --schedule`` (issue 20, item 1).
 Lateness percentiles come from a fixed-size ring of the most recent samples. Nothing grows with
 traffic.
 
@@ -73,6 +77,9 @@ benchmarks/scheduler.py); 2 ms of spin per held item covers all but that tail at
 spins longer is also more likely to be preempted."""
 
 DEFAULT_MAX_ITEMS = 10_000
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+"""Declared bytes held at most (waiting items): 500 full 64 KB datagrams' worth of messages, far
+more than any musical schedule needs, and small next to a laptop's memory."""
 DEFAULT_HORIZON = 60.0
 DEFAULT_LATE_TOLERANCE = 0.001
 """Lateness up to this many seconds is not counted as late: a spin lands within µs, and 1 ms is
@@ -187,6 +194,7 @@ class _Item:
     due: float
     timetag: int | None
     action: Action
+    size: int = 0
 
 
 @dataclass(slots=True)
@@ -208,8 +216,9 @@ class Scheduler:
     """Hold actions until their timetag and run them in order on one timer thread.
 
     ``spin`` is how long before a due time the thread stops sleeping and starts spinning.
-    ``max_items`` caps the entries waiting for a future time and ``horizon`` refuses timetags
-    further ahead than that many seconds. ``late_policy`` decides whether late timed items run
+    ``max_items`` caps the entries waiting for a future time, ``max_bytes`` the bytes they
+    declare (``submit(..., size=)``), and ``horizon`` refuses timetags further ahead than that
+    many seconds. ``late_policy`` decides whether late timed items run
     or are dropped, and ``late_tolerance`` how late an item must be to be counted late.
     ``on_warning`` is called once per kind of trouble (cap reached, horizon exceeded, late
     items dropped, an action raised) with one line of text.
@@ -221,6 +230,7 @@ class Scheduler:
         *,
         spin: float = DEFAULT_SPIN,
         max_items: int = DEFAULT_MAX_ITEMS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         horizon: float = DEFAULT_HORIZON,
         late_policy: LatePolicy = KEEP,
         late_tolerance: float = DEFAULT_LATE_TOLERANCE,
@@ -230,15 +240,19 @@ class Scheduler:
             raise ValueError("spin, horizon and late_tolerance must be 0 or more seconds")
         if max_items < 1:
             raise ValueError(f"max_items must be at least 1, got {max_items}")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1, got {max_bytes}")
         self.clock = clock if clock is not None else SystemClock()
         self.spin = spin
         self.max_items = max_items
+        self.max_bytes = max_bytes
         self.horizon = horizon
         self.late_policy = late_policy
         self.late_tolerance = late_tolerance
         self._on_warning = on_warning
         self._warned: set[str] = set()
         self._heap: list[tuple[float, int, _Item]] = []
+        self._held_bytes = 0  # declared sizes of the heap's items and the one in hand
         self._seq = itertools.count()
         self._lock = threading.Lock()  # the heap and _closed
         self._stats_lock = threading.Lock()  # every counter and the lateness ring
@@ -251,10 +265,13 @@ class Scheduler:
 
     # -- submitting ------------------------------------------------------------------------
 
-    def submit(self, timetag: int | None, action: Action) -> bool:
+    def submit(self, timetag: int | None, action: Action, size: int = 0) -> bool:
         """Run ``action`` at ``timetag`` (None or ``IMMEDIATELY``: as soon as possible).
 
-        Returns False when the item is refused (scheduler closed, cap reached, beyond the
+        ``size`` is what the item holds in bytes until it runs (what the action keeps alive, e.g.
+        a received message): anything that holds data from the network must declare it, since
+        the ``max_bytes`` cap only sees declared bytes.
+        Returns False when the item is refused (scheduler closed, a cap reached, beyond the
         horizon, or already later than the late policy allows); refusals are counted by reason.
         """
         clock = self.clock
@@ -262,19 +279,22 @@ class Scheduler:
         if timetag is None or timetag == tt.IMMEDIATELY:
             due, stamp = now, None
         else:
-            due, stamp = clock.wall_to_monotonic(tt.to_unix(timetag)), timetag
+            # Read in the era nearest now (RFC 5905 §6): right across the 2036 rollover.
+            wall = tt.to_unix(timetag, clock.monotonic_to_wall(now))
+            due, stamp = clock.wall_to_monotonic(wall), timetag
         with self._lock:
             if self._closed:
                 return False
-            refusal = self._refusal(due, stamp, now)
+            refusal = self._refusal(due, stamp, now, size)
             if refusal is None:
+                self._held_bytes += size
                 # Already-due items are keyed by arrival so they keep arrival order (and never
                 # queue behind each other by how late they were).
                 key = due if due > now else now
                 head = self._heap[0][0] if self._heap else math.inf
                 hand = self._in_hand[0] if self._in_hand is not None else math.inf
                 earliest = key < head and key < hand
-                heapq.heappush(self._heap, (key, next(self._seq), _Item(due, stamp, action)))
+                heapq.heappush(self._heap, (key, next(self._seq), _Item(due, stamp, action, size)))
         with self._stats_lock:
             self._counters.submitted += 1
             if refusal is not None:
@@ -286,7 +306,7 @@ class Scheduler:
             self._wake.set()  # the timer thread is sleeping towards a later entry: re-plan
         return True
 
-    def _refusal(self, due: float, stamp: int | None, now: float) -> str | None:
+    def _refusal(self, due: float, stamp: int | None, now: float, size: int) -> str | None:
         if stamp is not None:
             ahead = due - now
             if ahead > self.horizon:
@@ -300,6 +320,8 @@ class Scheduler:
         waiting = due > now
         if len(self._heap) >= (self.max_items if waiting else 2 * self.max_items):
             return "cap"
+        if self._held_bytes + size > (self.max_bytes if waiting else 2 * self.max_bytes):
+            return "cap-bytes"
         return None
 
     def _warn_refusal(self, reason: str) -> None:
@@ -313,6 +335,11 @@ class Scheduler:
             self._warn_once(
                 reason,
                 f"{self.max_items} items already held: refusing more until some are dispatched",
+            )
+        elif reason == "cap-bytes":
+            self._warn_once(
+                reason,
+                f"{self.max_bytes} bytes already held: refusing more until some are dispatched",
             )
         else:
             self._warn_late_drop()
@@ -353,6 +380,7 @@ class Scheduler:
                 if key > now:
                     return key
                 item = heapq.heappop(self._heap)[2]
+                self._held_bytes -= item.size
             self._dispatch(item, clock.monotonic())
 
     def _dispatch(self, item: _Item, now: float) -> None:
@@ -444,6 +472,7 @@ class Scheduler:
         with self._lock:
             self._in_hand = None
             if self._closed:
+                self._held_bytes -= entry[2].size
                 closed = True
             else:
                 closed = False
@@ -454,6 +483,8 @@ class Scheduler:
 
     def _release_hand(self) -> None:
         with self._lock:
+            if self._in_hand is not None:
+                self._held_bytes -= self._in_hand[2].size
             self._in_hand = None
 
     # -- stopping and reporting ------------------------------------------------------------
@@ -469,6 +500,7 @@ class Scheduler:
                 return
             self._closed = True
             discarded = len(self._heap)
+            self._held_bytes -= sum(entry[2].size for entry in self._heap)
             self._heap.clear()
         if discarded:
             with self._stats_lock:
@@ -489,6 +521,12 @@ class Scheduler:
         """Entries waiting in the heap right now."""
         with self._lock:
             return len(self._heap) + (self._in_hand is not None)
+
+    @property
+    def held_bytes(self) -> int:
+        """Declared bytes of the entries held right now."""
+        with self._lock:
+            return self._held_bytes
 
     def stats(self) -> SchedulerStats:
         """A consistent snapshot of the counters and lateness percentiles."""

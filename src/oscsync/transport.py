@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from oscsync import codec, threads
+from oscsync import codec, display, threads
 from oscsync.clock import Clock, SystemClock
 from oscsync.hostport import HostPort
 
@@ -471,7 +471,8 @@ class Endpoint:
                     handler(Received(message, source, arrival, via_peer))
             except Exception as exc:
                 stats.drops["handler-error"] += 1
-                self._warn_once("handler", f"handler failed on {message.address}: {exc!r}")
+                text = f"handler failed on {display.escape(message.address)}: {exc!r}"
+                self._warn_once("handler", display.printable(text))  # issue 20, item 5
 
     def _allowed(self, host: str) -> bool:
         verdict = self._allow_cache.get(host)

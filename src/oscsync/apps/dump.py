@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import TextIO
 
-from oscsync import display, timetag
+from oscsync import codec, display, timetag
 from oscsync.scheduler import Dispatch, Scheduler
 from oscsync.transport import EndpointStats, Received
 
@@ -64,7 +64,7 @@ def json_line(received: Received, now: float, dispatched: float | None = None) -
         stamp = unix = "null"
     else:
         stamp = f'"{timetag.format_hex(tag)}"'
-        unix = "null" if tag == timetag.IMMEDIATELY else repr(timetag.to_unix(tag))
+        unix = "null" if tag == timetag.IMMEDIATELY else repr(timetag.to_unix(tag, now))
     ahead = display.headroom_ms(tag, now)
     line = (
         f'{{"arrival":{received.arrival:.6f},"source":"{host}:{port}","timetag":{stamp},'
@@ -125,7 +125,8 @@ def scheduled(dumper: Dumper, scheduler: Scheduler) -> Callable[[Received], None
         def show(dispatch: Dispatch) -> None:
             dumper.write(received, received.arrival, clock.monotonic_to_wall(dispatch.dispatched))
 
-        scheduler.submit(received.timetag, show)
+        # The held message is declared in bytes: the scheduler caps those as well as items.
+        scheduler.submit(received.timetag, show, size=codec.footprint(received.message))
 
     return on_message
 

@@ -27,7 +27,6 @@ is a count-in while followers sync, and is not scored.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import statistics
 from collections.abc import Callable, Iterable, Sequence
@@ -223,7 +222,8 @@ def run_session(
         # network's jitter dwarfs a sleep's overshoot; a spinning thread would hold the GIL.
         sender = Scheduler(reference, spin=0.0, on_warning=on_warning)
         opened.append(sender)
-        t0 = tt.add_seconds(reference.now_timetag(), SYNC_SETTLE if syncing else SETTLE)
+        start = reference.now()
+        t0 = tt.add_seconds(tt.from_unix(start), SYNC_SETTLE if syncing else SETTLE)
         # One tick held at a time: a sweep of 10,000 ticks would pass the scheduler's horizon.
         TickSender(
             leader.send_bytes,
@@ -234,7 +234,7 @@ def run_session(
             plain=spec.plain and not spec.offset,
         ).start(spec.ticks, t0=t0)
         sender.start()
-        last = tt.to_unix(t0) + (spec.ticks - 1) * period
+        last = tt.to_unix(t0, start) + (spec.ticks - 1) * period
         worst = spec.link.delay + 4 * spec.link.jitter + 0.1
         finish = max(last + spec.offset, last + worst) + 0.05
         reference.sleep(reference.wall_to_monotonic(finish) - reference.monotonic())
@@ -243,7 +243,7 @@ def run_session(
             relay.close()
         for thing in reversed(opened):
             thing.close()
-    result = SessionResult(spec, tt.to_unix(t0), period)
+    result = SessionResult(spec, tt.to_unix(t0, start), period)
     for relay in relays:
         result.link_report.append(relay.report())
     for follower_spec, (clock, _listener, follow), records in zip(
@@ -404,99 +404,6 @@ def spread(result: SessionResult) -> list[float]:
 def p99(values: Iterable[float]) -> float:
     ordered = sorted(values)
     return percentile(ordered, 0.99) if ordered else math.nan
-
-
-# -- reading a tick log -----------------------------------------------------------------------
-
-
-class LogError(ValueError):
-    """A tick log that cannot be read."""
-
-
-def read_log(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The tick records of a ``metronome listen --log`` file, and how many lines were bad.
-
-    A bad line (not JSON, not an object, or an ``onset``, ``arrival`` or ``timetag`` that is not a
-    number of Unix seconds) is skipped and counted. Messages leave the file name to the caller.
-    """
-    records: list[dict[str, Any]] = []
-    bad = 0
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise LogError(f"cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise LogError("not a text file") from None
-    for line in lines:
-        if not line.strip():
-            continue
-        record = _tick_record(line)
-        if record is None:
-            bad += 1
-        else:
-            records.append(record)
-    return records, bad
-
-
-def _tick_record(line: str) -> dict[str, Any] | None:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(record, dict):
-        return None
-    times = [record.get("onset"), record.get("arrival")]
-    if record.get("timetag") is not None:
-        times.append(record["timetag"])
-    return record if all(_is_time(value) for value in times) else None
-
-
-_MAX_TIME = 1e12
-"""Unix seconds up to the year 33,658: larger values are not times, and their differences could
-overflow a float while scoring."""
-
-
-def _is_time(value: Any) -> bool:
-    # json.loads reads NaN, Infinity and 1e999, and integers too large for a float.
-    try:
-        return abs(float(value)) <= _MAX_TIME
-    except (TypeError, ValueError, OverflowError):
-        return False
-
-
-def score_log(records: list[dict[str, Any]], bpm: float | None = None) -> tuple[Score, float]:
-    """Score a tick log: tick numbers from timetags (or arrivals) on the beat grid.
-
-    Returns the score and the period used (``60/bpm``, or the median interval when not given).
-    """
-    if not records:
-        raise LogError("the log has no ticks")
-    timed = any(r.get("timetag") is not None for r in records)
-
-    def when(record: dict[str, Any]) -> float:
-        stamp = record.get("timetag")
-        return float(stamp) if stamp is not None else float(record["arrival"])
-
-    times = sorted(when(r) for r in records)
-    if bpm is not None:
-        period = 60.0 / bpm
-    else:
-        gaps = [b - a for a, b in itertools.pairwise(times) if b - a > 1e-6]
-        if not gaps:
-            raise LogError("cannot tell the beat from fewer than two ticks: give --bpm")
-        period = statistics.median(gaps)
-    origin = times[0]
-    if not math.isfinite((times[-1] - origin) / period):
-        raise LogError("the ticks' times are too far apart to put on one beat grid")
-    onsets: dict[int, float] = {}
-    late: dict[int, bool] = {}
-    for record in records:
-        k = round((when(record) - origin) / period)
-        if k not in onsets:
-            onsets[k] = float(record["onset"])
-            late[k] = bool(record.get("late"))
-    expected = max(onsets) + 1
-    return score(onsets, late, period, expected, 0, timed), period
 
 
 # -- the sweep --------------------------------------------------------------------------------

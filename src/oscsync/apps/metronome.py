@@ -283,12 +283,14 @@ def submit_onset(
     clock: Clock,
     stamp: int | None,
     handle: Callable[[Dispatch, int | None], None],
+    size: int = 0,
 ) -> str | None:
     """Submit ``handle(dispatch, timetag or None)`` for when ``player`` must hear of an onset.
 
     At the timetag for players that act when told (``lead`` 0), ``lead`` seconds before it for
     others, at once for players that place sounds themselves (``lead`` inf) and for plain
-    messages. Returns None, or the reason it was dropped (``horizon``, ``refused``).
+    messages. ``size`` is what the held item keeps alive in bytes (the scheduler caps bytes as
+    well as items). Returns None, or the reason it was dropped (``horizon``, ``refused``).
     """
     timed = stamp is not None and stamp != tt.IMMEDIATELY
     lead = player.lead
@@ -301,7 +303,7 @@ def submit_onset(
             # The scheduler would refuse it; a player holding it would hold it for long.
             return "horizon"
     kept = stamp if timed else None
-    if not scheduler.submit(when, lambda dispatch: handle(dispatch, kept)):
+    if not scheduler.submit(when, lambda dispatch: handle(dispatch, kept), size=size):
         return "refused"
     return None
 
@@ -315,7 +317,7 @@ def onset_of(
     scheduler's tolerance); it is never earlier than the timetag.
     """
     handled = clock.monotonic_to_wall(dispatch.dispatched)
-    target = None if stamp is None else tt.to_unix(stamp)
+    target = None if stamp is None else tt.to_unix(stamp, handled)  # era nearest now (2036)
     if target is None:
         return handled, None, False, handled
     late = handled - target > scheduler.late_tolerance
@@ -373,7 +375,14 @@ class MetronomeListener:
         def handle(dispatch: Dispatch, stamp: int | None) -> None:
             self._handle(received, beat, stamp, dispatch)
 
-        refusal = submit_onset(self.player, self.scheduler, self.clock, message.timetag, handle)
+        refusal = submit_onset(
+            self.player,
+            self.scheduler,
+            self.clock,
+            message.timetag,
+            handle,
+            size=codec.footprint(message),  # a /tick may carry thousands of arguments
+        )
         if refusal is not None:
             self._ignore(refusal)
 

@@ -90,7 +90,7 @@ class Monitor:
         if tag is None or tag == tt.IMMEDIATELY:
             self.unmeasured += 1
             return None
-        headroom = (tt.to_unix(tag) - received.arrival) * 1000.0
+        headroom = (tt.to_unix(tag, received.arrival) - received.arrival) * 1000.0
         sample = Sample(received.arrival, received.source, received.address, tag, headroom)
         self.bundles += 1
         self.late_total += sample.late
@@ -179,6 +179,11 @@ class MonitorView:
     ``live`` keeps one line on a terminal and redraws it in place (``\\r`` + erase line) at most
     every :data:`LIVE_REFRESH` seconds; :meth:`refresh` draws what is pending (the CLI calls it
     while it waits) and :meth:`finish` ends the line. Sets :attr:`done` after ``count`` bundles.
+
+    Like ``dump`` (issue 20, item 10): a closed output (``| head -1``) sets :attr:`done` and
+    :attr:`output_closed` instead of raising, and the main thread never waits for the lock a
+    write blocked on a full pipe holds (:meth:`refresh` skips, :meth:`finish` gives up), so
+    SIGTERM always ends the command.
     """
 
     def __init__(
@@ -202,6 +207,7 @@ class MonitorView:
         self._pending: str | None = None
         self._last_draw = -math.inf
         self._drawn = False
+        self.output_closed = False
 
     def on_message(self, received: Received) -> None:
         """The endpoint's callback (receive thread)."""
@@ -212,32 +218,60 @@ class MonitorView:
             if sample is None:
                 return
             stats = self.monitor.stats()
-            if self.mode == "live":
-                self._pending = live_text(sample, stats)
-                self._draw_if_due()
-            else:
-                line = (
-                    json_line(sample, stats) if self.mode == "jsonl" else text_line(sample, stats)
-                )
-                self.out.write(line + "\n")
-                self.out.flush()
-            if self.count is not None and self.monitor.bundles >= self.count:
-                self._draw()
-                self.done.set()
+            try:
+                if self.mode == "live":
+                    self._pending = live_text(sample, stats)
+                    self._draw_if_due()
+                else:
+                    line = (
+                        json_line(sample, stats)
+                        if self.mode == "jsonl"
+                        else text_line(sample, stats)
+                    )
+                    self.out.write(line + "\n")
+                    self.out.flush()
+                if self.count is not None and self.monitor.bundles >= self.count:
+                    self._draw()
+                    self.done.set()
+            except BrokenPipeError:
+                self._output_gone()
+
+    def _output_gone(self) -> None:
+        # `monitor | head -1`: the reader is gone, which means "enough", not an error.
+        self.output_closed = True
+        self.done.set()
 
     def refresh(self) -> None:
-        """Draw a pending live line if the refresh interval has passed."""
-        with self._lock:
+        """Draw a pending live line if the refresh interval has passed (skipped while the
+        receive thread holds the output, e.g. blocked on a full pipe)."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
             self._draw_if_due()
+        except BrokenPipeError:
+            self._output_gone()
+        finally:
+            self._lock.release()
 
-    def finish(self) -> None:
-        """Draw what is pending and end the live line (so the shell prompt starts clean)."""
-        with self._lock:
+    def finish(self, timeout: float = 1.0) -> bool:
+        """Draw what is pending and end the live line (so the shell prompt starts clean).
+
+        Returns False when the output could not be finished: closed, or still held by a write
+        blocked for ``timeout`` seconds (the caller then must not wait for stdout either).
+        """
+        if self.output_closed or not self._lock.acquire(timeout=timeout):
+            return False
+        try:
             self._draw()
             if self._drawn:
                 self.out.write("\n")
                 self.out.flush()
                 self._drawn = False
+        except BrokenPipeError:
+            self._output_gone()
+        finally:
+            self._lock.release()
+        return not self.output_closed
 
     def _draw_if_due(self) -> None:
         if self.clock.monotonic() - self._last_draw >= LIVE_REFRESH:

@@ -427,7 +427,8 @@ class Replayer:
 
     def _send_is_near(self, tag: int) -> bool:
         clock = self.clock
-        return clock.monotonic_to_wall(clock.monotonic() + REFILL_MARGIN) >= tt.to_unix(tag)
+        soon = clock.monotonic_to_wall(clock.monotonic() + REFILL_MARGIN)
+        return soon >= tt.to_unix(tag, near=soon)
 
     def _schedule_refill(self, tag: int) -> None:
         # Same timetag as a send: the scheduler keeps submission order for equal times, so the

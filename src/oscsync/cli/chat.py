@@ -7,7 +7,7 @@ import threading
 
 import click
 
-from oscsync import codec
+from oscsync import codec, display
 from oscsync.apps.chat import ChatSession
 from oscsync.cli.params import (
     DURATION,
@@ -72,7 +72,7 @@ def chat(
 
     def warn(text: str) -> None:
         if interactive:
-            console.print(click.style("warning: ", fg="yellow") + text)
+            console.print(click.style("warning: ", fg="yellow") + display.printable(text))
         else:
             app.warn(text)
 

@@ -7,6 +7,7 @@ import sys
 import click
 
 from oscsync.apps.dump import Dumper, scheduled, summary
+from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, advertise_option, allow_option, iface_option, listen_option
 from oscsync.cli.peers import advertising
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
@@ -89,7 +90,11 @@ def dump(
         )
         handler = scheduled(dumper, scheduler)
 
-    with running(), advertising(app, advertise, interface, role="dump", allow=allow) as advertised:
+    with (
+        running(),
+        hangup_stops(),
+        advertising(app, advertise, interface, role="dump", allow=allow) as advertised,
+    ):
         endpoint = Endpoint(
             listen,
             allow=allow,

@@ -8,13 +8,15 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO, TypeVar, cast
 
 import click
 
 from oscsync import audio, sounds
 from oscsync.apps import metronome as app_metronome
 from oscsync.apps.metronome import MetronomeListener, TickRecord, TickSender, tick_line, ticks_in
+from oscsync.apps.ticklog import LogWriter
+from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import (
     DURATION,
     PEER,
@@ -302,6 +304,7 @@ def send(
     peers = resolve_peers(peers)
     with (
         running(),
+        hangup_stops(),
         Endpoint(
             peers=peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
         ) as ep,
@@ -410,18 +413,24 @@ def _sound_paths(sound: Path | None, accent_sound: Path | None) -> dict[str, Pat
 
 
 @contextlib.contextmanager
-def _log_file(path: Path | None) -> Iterator[TextIO | None]:
+def _log_file(path: Path | None) -> Iterator[LogWriter | None]:
+    """The --log file; a write that fails while running ends the command with one ``Error:``
+    line (exit 1) once the summary is printed, never a traceback (issue 20, item 11)."""
     if path is None:
         yield None
         return
     try:
-        handle = path.open("w", encoding="utf-8")
+        writer = LogWriter(path)
     except OSError as exc:
         raise click.BadParameter(
             f"cannot write {path}: {exc.strerror}", param_hint="'--log'"
         ) from None
-    with handle:
-        yield handle
+    try:
+        yield writer
+    finally:
+        writer.close()
+    if writer.error is not None:
+        raise click.ClickException(writer.describe_error())
 
 
 class _Session:
@@ -433,18 +442,21 @@ class _Session:
         audio_choice: audio.AudioChoice,
         sound_paths: dict[str, Path],
         beats_per_bar: int,
-        log: TextIO | None,
+        log: LogWriter | None,
         limit: int | None,
         audio_options: audio.PlayerOptions | None = None,
     ) -> None:
         self.app = app
         self.done = threading.Event()
         self.limit = limit
+        self.log = log
         self.failure: str | None = None
         self.on_failure: list[Callable[[], None]] = []  # what else stops with it (pair's sender)
         options = dataclasses.replace(
             audio_options or audio.PlayerOptions(), warn=app.warn, on_error=self._fail
         )
+        if log is not None:
+            log.on_error = self._log_failed
         try:
             self.player = audio.open_player(
                 audio_choice, app.clock, sound_paths, notice=app.note, options=options
@@ -466,11 +478,18 @@ class _Session:
             self.scheduler,
             app.clock,
             beats_per_bar=beats_per_bar,
-            log=log,
+            log=None if log is None else cast(TextIO, log),
             on_tick=self._on_tick,
             limit=limit,
         )
         self.scheduler.start()
+
+    def _log_failed(self, exc: OSError) -> None:
+        # Stop at once: a log that cannot be written is an error the user must see now, not
+        # after an hour of ticks that were never recorded (_log_file reports it, exit 1).
+        self.done.set()
+        for stop in self.on_failure:
+            stop()
 
     def _fail(self, message: str) -> None:
         """The player cannot go on (a WAV that cannot be written): stop, and exit 1 with it."""
@@ -508,6 +527,13 @@ class _Session:
             extra["dropped"] = sched.dropped_total
         if endpoint is not None and endpoint.stats.dropped:
             extra["bad datagrams"] = endpoint.stats.dropped
+        if self.log is not None:
+            # What reached the file, which is not "ticks" when the log failed.
+            extra["logged"] = (
+                self.log.lines
+                if self.log.error is None
+                else (f"{self.log.lines} (then the log failed)")
+            )
         extra.update(audio.player_summary(self.player))
         self.app.note(app_metronome.summary(self.listener.stats, extra))
         if self.failure is not None:
@@ -562,6 +588,7 @@ def listen(
     sync_peer = resolve_peer(sync_peer)
     with (
         running(),
+        hangup_stops(),
         _log_file(log_path) as log,
         advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
     ):
@@ -665,6 +692,7 @@ def pair(
     sync_peer = resolve_peer(sync_peer)
     with (
         running(),
+        hangup_stops(),
         _log_file(log_path) as log,
         advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
     ):

@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from oscsync import display
 from oscsync.clock import Clock, SkewedClock, SystemClock
 from oscsync.transport import TransportError
 
@@ -46,7 +47,8 @@ class AppContext:
 
     def warn(self, text: str) -> None:
         """A warning line on stderr (kept even with -q)."""
-        click.echo(click.style("warning: ", fg="yellow") + text, err=True)
+        # Warnings quote the network (addresses, names): never let one reach the terminal raw.
+        click.echo(click.style("warning: ", fg="yellow") + display.printable(text), err=True)
 
 
 class Stop(Exception):

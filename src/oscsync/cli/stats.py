@@ -38,17 +38,17 @@ def stats(app: AppContext, logs: tuple[Path, ...], bpm: float | None, as_json: b
     Tick numbers come from the timetags (or arrival times of plain ticks) on the beat grid, so
     a missing tick shows up as lost. Lines that are not tick records are skipped and counted.
     """
-    from oscsync.apps import lab
+    from oscsync.apps import lab, ticklog
 
     rows = []
     for path in logs:
         try:
-            records, bad = lab.read_log(path)
-            result, period = lab.score_log(records, bpm)
-        except lab.LogError as exc:
+            times = ticklog.read_log(path)
+            result, period = ticklog.score_log(times, bpm)
+        except ticklog.LogError as exc:
             raise click.ClickException(f"{path}: {exc}") from None
-        if bad:
-            app.warn(f"{path}: skipped {bad} lines that are not tick records")
+        if times.bad:
+            app.warn(f"{path}: skipped {times.bad} lines that are not tick records")
         row = {"file": str(path), "period_ms": round(period * 1e3, 4), **result.row()}
         rows.append(row)
         if as_json:

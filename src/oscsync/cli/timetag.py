@@ -8,8 +8,9 @@ import click
 
 from oscsync import timetag as tt
 from oscsync.apps.monitor import DEFAULT_WINDOW, LIVE_REFRESH, MonitorView, summary
+from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
-from oscsync.cli.runtime import AppContext, running, stdout_is_tty
+from oscsync.cli.runtime import AppContext, leave_without_stdout, running, stdout_is_tty
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint, Network
 
@@ -37,12 +38,14 @@ def now(app: AppContext, fmt: str) -> None:
     OSC timetags count from 1900-01-01 (NTP); Unix time (and python-osc's API) counts from
     1970-01-01. The two differ by 2,208,988,800 seconds.
     """
-    stamp = app.clock.now_timetag()
+    now = app.clock.now()
+    stamp = tt.from_unix(now)
+    # The era (2036 and after: era 1) is the one nearest now (RFC 5905 §6).
     if fmt != "all":
-        click.echo(tt.FORMATS[fmt](stamp))
+        click.echo(tt.FORMATS[fmt](stamp, now))
         return
     for name in ("hex", "ntp", "unix", "iso"):
-        click.echo(f"{name:<5} {tt.FORMATS[name](stamp)}")
+        click.echo(f"{name:<5} {tt.FORMATS[name](stamp, now)}")
 
 
 @timetag.command(
@@ -88,7 +91,7 @@ def monitor(
     mode = "jsonl" if jsonl else ("live" if stdout_is_tty() else "lines")
     clock = app.clock
     view = MonitorView(sys.stdout, clock, mode=mode, window=window, count=count)
-    with running():
+    with running(), hangup_stops():
         endpoint = Endpoint(
             listen, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
         )
@@ -103,9 +106,18 @@ def monitor(
                 clock.wait(view.done, min(LIVE_REFRESH, remaining))
                 view.refresh()
         finally:
-            endpoint.close()
-            view.finish()
+            # As dump does: a closed or blocked stdout must not turn a stop into a hang or a
+            # traceback (issue 20, item 10).
+            receiver_stopped = endpoint.close()
+            stdout_usable = receiver_stopped and view.finish()
+            if stdout_usable:
+                try:
+                    sys.stdout.flush()
+                except BrokenPipeError:
+                    stdout_usable = False
             app.note(summary(view.monitor))
+            if not stdout_usable:
+                leave_without_stdout(stopped_cleanly=receiver_stopped)
 
 
 # ``timetag sweep`` lives in its own module (it drives netem and the metronome).
