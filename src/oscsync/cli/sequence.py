@@ -15,13 +15,13 @@ from oscsync import audio, sounds
 from oscsync.apps import sequence as app_sequence
 from oscsync.apps.sequence import (
     EventRecord,
-    LineSink,
     PatternFile,
     SequenceListener,
     SequenceSender,
     VoiceSounds,
     event_line,
 )
+from oscsync.apps.ticklog import LogWriter
 from oscsync.cli.metronome import (
     _AUTO_PINGS,
     _GRACE,
@@ -329,12 +329,15 @@ class _Session:
         app: AppContext,
         audio_choice: audio.AudioChoice,
         voice_sounds: tuple[tuple[str, Path], ...],
-        log: LineSink | None,
+        log: LogWriter | None,
         limit: int | None,
     ) -> None:
         self.app = app
         self.done = threading.Event()
         self.limit = limit
+        self.on_failure: list[Callable[[], None]] = []  # what stops with it (pair's sender)
+        if log is not None:
+            log.on_error = self._log_failed
         self.tty = stdout_is_tty()
         self.live = _live_line(app)
         self.directory = tempfile.TemporaryDirectory(prefix="oscsync-sequence-")
@@ -368,6 +371,12 @@ class _Session:
             limit=limit,
         )
         self.scheduler.start()
+
+    def _log_failed(self, exc: OSError) -> None:
+        # Stop at once, as metronome listen: _log_file reports the error (one line, exit 1).
+        self.done.set()
+        for stop in self.on_failure:
+            stop()
 
     def _on_event(self, record: EventRecord) -> None:
         if self.tty:
@@ -526,6 +535,7 @@ def pair(
                 swing=swing,
                 offset=offset,
             )
+            session.on_failure.append(sender.stop)
             sender.start(total)
             wait(sender.done, clock, None)
             wait(session.done, clock, offset + _GRACE)
