@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -78,8 +79,18 @@ def test_multicast_sender_socket_honours_allow() -> None:
         assert sender.stats.datagrams == 2
 
 
-def test_commands_whose_sockets_receive_take_allow(cli_runner: CliRunner) -> None:
+def test_commands_whose_sockets_receive_take_allow(cli_runner: CliRunner, tmp_path: Path) -> None:
     group = _group()
+    pattern = tmp_path / "beat.txt"
+    pattern.write_text("kick: x...\n")
+    result = cli_runner.invoke(
+        cli,
+        [
+            *("sequence", "send", str(pattern), "--peer", str(group), "--iface", "127.0.0.1"),
+            *("--allow", "127.0.0.1", "--bars", "1", "--bpm", "600"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
     result = cli_runner.invoke(
         cli,
         [
