@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import LineReader, free_udp_port, oscsync_command
+from conftest import REPO, LineReader, free_udp_port, oscsync_command
 from oscsync.cli.main import cli
 
 Spawn = Callable[..., "subprocess.Popen[str]"]
@@ -159,6 +159,7 @@ def test_bad_pattern_is_one_error_line_naming_line_and_column(
         (["send", "{beat}", "--peer", "127.0.0.1:9", "--bars", "1", "-d", "1"], "not both"),
         (["send", "{beat}", "--peer", "127.0.0.1:9", "--swing", "80"], "--swing"),
         (["send", "{beat}", "--peer", "127.0.0.1:9", "--steps-per-beat", "0"], "--steps-per-beat"),
+        (["send", "{beat}", "--peer", "127.0.0.1:9", "--allow", "nonsense"], "'--allow'"),
         (["listen", "--sound", "kick"], "not VOICE=FILE"),
         (["listen", "--sound", "kick=no-such.wav"], "no such file"),
         (["listen", "--sound", "kick=pyproject.toml"], "not a PCM WAV"),
@@ -250,3 +251,24 @@ def test_pattern_file_saved_while_playing_changes_at_the_next_bar_line(
     assert 0 < kicks < len(voices)
     assert kicks % 16 == 0  # ...exactly at a bar line
     assert events[kicks]["step"] == 0
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_log_that_cannot_be_written_stops_pair_with_one_error_line(
+    cli_runner: CliRunner,
+) -> None:
+    port = free_udp_port()
+    result = cli_runner.invoke(
+        cli,
+        [
+            "sequence", "pair", str(REPO / "patterns" / "beat.txt"), "--peer", f"127.0.0.1:{port}",
+            "--listen", f"127.0.0.1:{port}", "--bars", "8", "--offset", "0.05",
+            "--audio", "none", "--log", "/dev/full",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: cannot write /dev/full: No space left on device"]
+    assert "Traceback" not in result.output
+    sent = int(result.stderr.split("events ")[1].split()[0])
+    assert sent < 8 * 16  # stopped at the first failed write, not after 8 bars

@@ -417,8 +417,14 @@ class SequenceListener:
         def handle(dispatch: Dispatch, stamp: int | None) -> None:
             self._handle(received, event, key, stamp, dispatch)
 
+        message = received.message
         refusal = submit_onset(
-            self.player, self.scheduler, self.clock, received.message.timetag, handle
+            self.player,
+            self.scheduler,
+            self.clock,
+            message.timetag,
+            handle,
+            size=codec.footprint(message),  # held until its time: declared in bytes
         )
         if refusal is not None:
             self._ignore(refusal)

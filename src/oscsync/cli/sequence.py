@@ -15,13 +15,13 @@ from oscsync import audio, sounds
 from oscsync.apps import sequence as app_sequence
 from oscsync.apps.sequence import (
     EventRecord,
-    LineSink,
     PatternFile,
     SequenceListener,
     SequenceSender,
     VoiceSounds,
     event_line,
 )
+from oscsync.apps.ticklog import LogWriter
 from oscsync.cli.metronome import (
     _AUTO_PINGS,
     _GRACE,
@@ -328,7 +328,7 @@ class _Session:
         app: AppContext,
         audio_choice: audio.AudioChoice,
         voice_sounds: tuple[tuple[str, Path], ...],
-        log: LineSink | None,
+        log: LogWriter | None,
         limit: int | None,
     ) -> None:
         self.app = app
@@ -336,6 +336,9 @@ class _Session:
         self.limit = limit
         self.live = app.live_line()  # fits the terminal, warnings above it (issue #13)
         self.output_closed = False
+        self.on_failure: list[Callable[[], None]] = []  # what stops with it (pair's sender)
+        if log is not None:
+            log.on_error = self._log_failed
         self.directory = tempfile.TemporaryDirectory(prefix="oscsync-sequence-")
         try:
             chosen = {name: sounds.default_path(name) for name in sounds.DRUMS}
@@ -367,6 +370,12 @@ class _Session:
             limit=limit,
         )
         self.scheduler.start()
+
+    def _log_failed(self, exc: OSError) -> None:
+        # Stop at once, as metronome listen: _log_file reports the error (one line, exit 1).
+        self.done.set()
+        for stop in self.on_failure:
+            stop()
 
     def _on_event(self, record: EventRecord) -> None:
         if self.live.enabled:
@@ -536,6 +545,7 @@ def pair(
                 swing=swing,
                 offset=offset,
             )
+            session.on_failure.append(sender.stop)
             sender.start(total)
             wait(sender.done, clock, None)
             wait(session.done, clock, offset + _GRACE)
