@@ -114,10 +114,12 @@ def test_sounddevice_through_jack_places_every_gap_within_one_frame(
     onsets = audio.find_onsets(recorder.samples_int16())
     assert len(onsets) == ticks, onsets
     errors = [b - a - GAP for a, b in itertools.pairwise(onsets)]
-    # An xrun loses a period of output: the gaps around it may be off by that much, no others.
+    # An xrun loses a period of output: the gaps around it may be off by that much, and the
+    # gap after the player re-locks by a few frames (seen under load: -682, +3, -2 around one
+    # xrun); without an xrun, no gap may be off.
     xruns = xruns_in(stderr)
     off = [error for error in errors if abs(error) > 1]
-    assert len(off) <= 2 * xruns, (errors, xruns)
+    assert len(off) <= 3 * xruns, (errors, xruns)
     # Each sound left the (dummy) device at its timetag: JACK's frame time of the onset plus
     # the server's playback latency, against the onset the listener logged. The figure is
     # benchmarks/audio.py's; the test only tells compensated (±2 ms) from not (+10.7 ms).
