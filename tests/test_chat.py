@@ -322,6 +322,32 @@ def test_incoming_line_does_not_garble_the_one_being_typed(collector: Collector)
     assert code == 0, term.rows()
 
 
+def test_chat_prompt_and_typed_text_survive_a_burst_of_incoming_lines(
+    collector: Collector,
+) -> None:
+    # Issue #13: 30-100 lines 1-5 ms apart made the prompt vanish in 3 of 4 tries (GNU readline
+    # redraw). Here 100 lines are sent back to back, a harsher burst than that.
+    port = free_udp_port()
+    term = Terminal("chat", "--listen", str(port), "--peer", f"127.0.0.1:{collector.port}")
+    try:
+        term.wait_for(_prompt_is(">"))
+        term.type(b"half a line")
+        term.wait_for(_prompt_is("> half a line"))
+        with Endpoint(peers=[HostPort("127.0.0.1", port)]) as sender:
+            for k in range(100):
+                sender.send("/chat", [f"burst {k}"], types="s")
+        rows = term.wait_for(lambda rows: len(rows) >= 2 and rows[-2].endswith("burst 99"))
+        assert rows[-1] == "> half a line", rows
+        term.type(b"!\r")
+        assert collector.wait(1)[0].args == ("half a line!",)  # the typed text stayed intact
+        term.wait_for(lambda rows: rows[-2:] == ["> half a line!", ">"])  # reading the next line
+        term.type(b"\x04")  # Ctrl-D
+        term.wait_for(lambda rows: any("chat: sent 1 line, received 100" in r for r in rows))
+    finally:
+        code = term.close()
+    assert code == 0, term.rows()
+
+
 def test_ctrl_c_on_a_terminal_ends_cleanly_on_a_fresh_line() -> None:
     term = Terminal("chat", "--listen", "0", "--peer", f"127.0.0.1:{free_udp_port()}")
     try:
