@@ -37,6 +37,7 @@ from oscsync import timetag as tt
 from oscsync.clockestimate import ClockEstimate, EnvelopeEstimator
 from oscsync.clockservo import Servo, ServoEvent
 from oscsync.clocksync import PONG, encode_ping, exchange_problem, int32
+from oscsync.wording import plural
 
 if TYPE_CHECKING:
     from oscsync.transport import Endpoint, Received
@@ -427,7 +428,7 @@ class ClockFollower:
             text = f"clock sync with {who}: {self.status()}; {answered} of {sent} pings answered"
             text += f", steps {steps}"
         if unsynced:
-            text += f", {unsynced} ticks due before sync (not played)"
+            text += f", {plural(unsynced, 'tick')} due before sync (not played)"
         if ignored:
             text += "; ignored " + ", ".join(f"{k} {v}" for k, v in sorted(ignored.items()))
         return text
