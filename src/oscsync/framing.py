@@ -61,7 +61,7 @@ Decoded = bytes | FramingError
 
 def slip_encode(packet: bytes) -> bytes:
     """``packet`` as one double-END SLIP frame (OSC 1.1)."""
-    return slip.encode(packet)  # type: ignore[no-any-return]
+    return slip.encode(packet)
 
 
 def size_encode(packet: bytes) -> bytes:
@@ -130,7 +130,7 @@ class SlipDecoder:
         if ESC not in escaped:
             return escaped
         try:
-            return slip.decode(escaped)  # type: ignore[no-any-return]
+            return slip.decode(escaped)
         except slip.ProtocolError:
             return FramingError(
                 "bad-slip-escape", "an ESC byte not followed by ESC_END or ESC_ESC (RFC 1055)"
