@@ -63,6 +63,7 @@ BACKOFF_MAX = 2.0
 """Reconnect attempts: 0.1 s, 0.2 s, ... up to 2 s apart, so a restarted peer is found again
 within about 2 s and an absent one costs a connect attempt every 2 s."""
 _BACKLOG = 64
+_FLUSH_STEP = 0.05
 
 
 def _ignore_warning(_: str) -> None:
@@ -623,15 +624,19 @@ class TcpSender:
         and exits should say "cannot connect" at once rather than retry for its whole timeout.
         """
         deadline = self.clock.monotonic() + timeout
+        # Also bounded in steps, so that a clock that does not move (a FakeClock) cannot make
+        # this wait forever.
+        steps = int(timeout / _FLUSH_STEP) + 1
         with self._cond:
             failures = self._failures
             while self._queue or self._current:
                 if self._failures != failures:
                     return False
                 remaining = deadline - self.clock.monotonic()
-                if remaining <= 0 or self._closed:
+                steps -= 1
+                if remaining <= 0 or steps < 0 or self._closed:
                     return False
-                self._cond.wait(min(remaining, 0.05))
+                self._cond.wait(min(remaining, _FLUSH_STEP))
             return True
 
     # -- the I/O thread --------------------------------------------------------------------
@@ -719,8 +724,8 @@ class TcpSender:
         delay = self._backoff.failed()
         self._warn_once(
             "connect",
-            f"cannot connect to {self.peer}: {display.escape(_strerror(code))}; retrying "
-            f"(every {BACKOFF_MAX:g} s at most, {delay:g} s first)",
+            f"cannot connect to {self.peer}: {display.escape(_strerror(code))} (trying again "
+            f"in {delay:g} s, then up to every {BACKOFF_MAX:g} s, while packets wait)",
         )
         with self._cond:
             self._failures += 1

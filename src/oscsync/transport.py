@@ -395,6 +395,11 @@ class Endpoint:
         with self._peers_lock:  # set_peers() closes no socket under a send
             return self._send_to_peers(data, wanted)
 
+    def flush(self, timeout: float) -> bool:
+        """Wait until what was sent has left this process: UDP datagrams leave at once (a TCP
+        endpoint, :class:`oscsync.tcptransport.TcpEndpoint`, may have to connect first)."""
+        return True
+
     def _send_to_peers(self, data: bytes, wanted: set[HostPort] | None) -> int:
         delivered = 0
         for peer, sock in self._peer_socks:

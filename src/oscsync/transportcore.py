@@ -121,6 +121,11 @@ class Transport(Protocol):
         """Send an encoded packet to every peer (or those given); errors counted, not raised."""
         ...
 
+    def flush(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` s until what was sent has left this process (a stream may
+        still be connecting); False if some of it could not be."""
+        ...
+
     def reply(self, data: bytes, to: tuple[str, int]) -> bool:
         """Send ``data`` to an address from the listening side (a pong, a relayed answer)."""
         ...

@@ -10,6 +10,9 @@ from oscsync import codec, timetag
 from oscsync.clock import Clock
 from oscsync.transport import Endpoint
 
+FLUSH_TIMEOUT = 5.0
+"""Seconds ``send`` waits for a TCP peer to take its packets before it says it could not."""
+
 _LITERALS: dict[str, Any] = {"true": True, "false": False, "nil": None}
 
 
@@ -114,6 +117,9 @@ class SendProgress:
 
     packets: int = 0
     delivered: int = 0
+    written: bool = True
+    """False when a stream transport could not write everything before the end (a TCP peer
+    that refuses the connection); UDP datagrams are always written at once."""
 
 
 def send_repeated(
@@ -136,4 +142,5 @@ def send_repeated(
             clock.sleep(start + k * interval - clock.monotonic())
         progress.delivered += endpoint.send_bytes(packet.encode(clock))
         progress.packets += 1
+    progress.written = endpoint.flush(FLUSH_TIMEOUT)
     return progress.delivered

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from oscsync import timetag
+from oscsync.framing import FRAMINGS
 from oscsync.hostport import AddressError, HostPort, parse_hostport, parse_network
 
 
@@ -204,6 +205,18 @@ def listen_option(default: str = "127.0.0.1:9001", help_extra: str = "") -> Call
         show_default=True,
         help="Address to listen on; port 0 picks a free one. 0.0.0.0:PORT accepts other machines."
         + help_extra,
+    )
+
+
+def framing_option() -> Callable[[F], F]:
+    """``--framing slip|size``: how packets to ``tcp://`` peers are framed (issue #16)."""
+    return click.option(
+        "--framing",
+        type=click.Choice(FRAMINGS),
+        default="slip",
+        show_default=True,
+        help="How OSC packets are framed on TCP connections to tcp:// peers: slip (OSC 1.1) or "
+        "size (a 4-byte length, OSC 1.0). Receivers detect either.",
     )
 
 
