@@ -164,3 +164,12 @@ def test_a_one_megabyte_frame_crosses_both_framings_intact() -> None:
         for at in range(0, len(stream), 65536):
             out.extend(decoder.feed(stream[at : at + 65536]))
         assert out == [blob]
+
+
+def test_stream_decoder_takes_a_stream_starting_with_a_packet_as_slip() -> None:
+    # Senders that write END only after each packet (RFC 1055's original form) start with the
+    # packet itself; liblo's detect_slip accepts them too.
+    for packet in (b"/chat\x00\x00\x00,\x00\x00\x00", b"#bundle\x00" + bytes(8)):
+        decoder = StreamDecoder()
+        assert decoder.feed(packet + END + packet + END) == [packet, packet]
+        assert decoder.framing == "slip"

@@ -313,3 +313,25 @@ def test_sender_hands_replies_to_its_packet_handler() -> None:
             assert replies.get(timeout=10) == b"/ping!"
         finally:
             sender.close()
+
+
+def test_a_connection_starting_with_a_bundle_omits_the_leading_end_for_liblo() -> None:
+    # liblo's detect_slip takes END "#bun" for a size prefix (liblo 0.31 to 0.35): the first
+    # frame of a connection starts with the bundle itself; later frames are double-END.
+    bundle = b"#bundle\x00" + bytes(7) + b"\x01"
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        sender = TcpSender(HostPort("127.0.0.1", server.getsockname()[1], "tcp"))
+        try:
+            sender.send(bundle)
+            sender.send(bundle)
+            assert sender.flush(10)
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(10)
+                wanted = len(bundle) * 2 + 3
+                data = b""
+                while len(data) < wanted:
+                    data += conn.recv(wanted)
+        finally:
+            sender.close()
+    assert data == bundle + b"\xc0" + b"\xc0" + bundle + b"\xc0"

@@ -13,10 +13,14 @@ A stream has no datagram boundaries, so each OSC packet is framed:
   A bad count cannot be resynchronised (there is no marker to look for), so it ends the
   connection (:attr:`FramingError.fatal`).
 
-A receiver learns the framing from the first byte of a connection, as liblo does
-(``lo_server_recv_raw_stream``): a leading END means SLIP, anything else a size prefix
-(:class:`StreamDecoder`). A SLIP sender always starts with END; a size prefix below 16 MiB
-starts with 0x00.
+A receiver learns the framing from the first bytes of a connection (:class:`StreamDecoder`): a
+leading END means SLIP, and so does a stream that starts with an OSC packet itself (``/`` or
+``#bundle``: a sender that writes END only after each packet, as RFC 1055 first did); anything
+else is a size prefix. liblo decides the same way (``detect_slip`` in its ``server.c``), except
+that it takes END followed by ``#bundle`` for a size prefix: see
+:class:`oscsync.tcp.TcpSender` for how a connection's first frame avoids that. No ambiguity: a
+size prefix within the 16 MiB limit starts with 0x00, and ``/`` (0x2F) or ``#`` (0x23) as a
+first byte would mean a size above 500 MiB.
 
 Nothing grows without bound: a decoder holds at most one partial frame, and a frame longer than
 ``max_frame`` bytes is refused (SLIP: skipped up to the next END and counted; size prefix: fatal).
@@ -202,7 +206,7 @@ class SizePrefixDecoder:
 
 
 class StreamDecoder:
-    """A decoder that picks its framing from the first byte it sees (a leading END means SLIP).
+    """A decoder that picks its framing from the first byte it sees (END, ``/`` or ``#``: SLIP).
 
     This is what a listener uses per connection: liblo's and Pure Data's clients send SLIP
     (``[packOSCstream]``), OSC 1.0 tools a size prefix, and the user never has to say which.
@@ -231,9 +235,12 @@ class StreamDecoder:
         if not data:
             return []
         if self._inner is None:
-            framing: Framing = "slip" if data[0] == END else "size"
+            framing: Framing = "slip" if data[0] in _SLIP_FIRST_BYTES else "size"
             self._inner = _decoder_for(framing, self.max_frame)
         return self._inner.feed(data)
+
+
+_SLIP_FIRST_BYTES = frozenset((END, ord("/"), ord("#")))
 
 
 def _decoder_for(framing: Framing, max_frame: int) -> SlipDecoder | SizePrefixDecoder:

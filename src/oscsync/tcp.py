@@ -64,6 +64,7 @@ BACKOFF_MAX = 2.0
 within about 2 s and an absent one costs a connect attempt every 2 s."""
 _BACKLOG = 64
 _FLUSH_STEP = 0.05
+_END_THEN_BUNDLE = bytes([framing.END]) + b"#"
 
 
 def _ignore_warning(_: str) -> None:
@@ -545,6 +546,7 @@ class TcpSender:
         self._queued_bytes = 0
         self._current = b""  # the frame being written, and how much of it went
         self._current_sent = 0
+        self._first_frame = True
         self._cond = threading.Condition()
         self._sock: socket.socket | None = None
         self._connecting = False
@@ -711,6 +713,7 @@ class TcpSender:
             self._selector.modify(self._sock, selectors.EVENT_READ, None)
 
     def _connected(self) -> None:
+        self._first_frame = True
         self.stats.connects += 1
         self._backoff.succeeded()
         if self.stats.connects > 1:
@@ -758,6 +761,12 @@ class TcpSender:
                     self._current = self._queue.popleft()
                     self._queued_bytes -= len(self._current)
                     self._current_sent = 0
+                    if self._first_frame and self._current[:2] == _END_THEN_BUNDLE:
+                        # A new connection has no line noise for the leading END to flush,
+                        # and liblo (0.31 to 0.35, detect_slip) reads END "#bun" as a size
+                        # prefix and drops the stream: start with the bundle itself.
+                        self._current = self._current[1:]
+                    self._first_frame = False
                 view = memoryview(self._current)[self._current_sent :]
                 try:
                     sent = sock.send(view)
