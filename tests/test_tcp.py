@@ -159,33 +159,43 @@ def test_past_its_connection_limit_the_listener_leaves_new_clients_waiting(
     assert "new ones wait" in warnings[0]
 
 
-def test_idle_and_stalled_connections_are_closed_on_the_fake_clock(fake_clock: FakeClock) -> None:
+def test_silent_stalled_and_quiet_connections_are_closed_on_the_fake_clock(
+    fake_clock: FakeClock,
+) -> None:
     served = TcpListener(
-        LOOPBACK, lambda p, s, a: None, clock=fake_clock, idle_timeout=60, stall_timeout=5
+        LOOPBACK,
+        lambda p, s, a: None,
+        clock=fake_clock,
+        idle_timeout=30,
+        stall_timeout=5,
+        quiet_timeout=600,
     )
+    clients = []
     try:
-        silent = connect(served.local_address)
-        stalled = connect(served.local_address)
-        while served.connection_count < 2:
+        _silent, stalled, chatty = clients = [connect(served.local_address) for _ in range(3)]
+        while served.connection_count < 3:
             served.poll(0.1)
         stalled.sendall(b"\xc0/half-a-fr")
-        while served.stats.bytes < 11:
+        chatty.sendall(slip_encode(b"/one"))
+        while served.stats.bytes < 11 + 6:
             served.poll(0.1)
         assert served.next_timeout() == 5
         fake_clock.advance(5)
         served.poll(0)
-        assert served.stats.closed["stalled"] == 1
+        assert served.stats.closed == {"stalled": 1}
         assert served.stats.drops["unterminated-frame"] == 1
-        assert served.connection_count == 1
-        assert served.next_timeout() == 55
-        fake_clock.advance(55)
+        assert served.next_timeout() == 25
+        fake_clock.advance(25)
+        served.poll(0)  # never sent a packet: closed after idle_timeout
+        assert served.stats.closed == {"stalled": 1, "idle": 1}
+        assert served.connection_count == 1  # the one that sent a packet is kept longer
+        fake_clock.advance(570)
         served.poll(0)
-        assert served.stats.closed["idle"] == 1
-        assert served.connection_count == 0
-        assert silent.recv(10) == b"" and stalled.recv(10) == b""
+        assert served.stats.closed == {"stalled": 1, "idle": 1, "quiet": 1}
+        assert all(client.recv(10) == b"" for client in clients)
     finally:
-        silent.close()
-        stalled.close()
+        for client in clients:
+            client.close()
         served.close()
 
 
@@ -335,3 +345,31 @@ def test_a_connection_starting_with_a_bundle_omits_the_leading_end_for_liblo() -
         finally:
             sender.close()
     assert data == bundle + b"\xc0" + b"\xc0" + bundle + b"\xc0"
+
+
+def test_sender_reconnects_quietly_when_the_peer_closed_an_idle_connection(
+    fake_clock: FakeClock, received: queue.Queue[tuple[bytes, tuple[str, int]]]
+) -> None:
+    # The listener runs on a fake clock so its quiet timeout can be jumped over.
+    served = TcpListener(
+        LOOPBACK, lambda p, s, a: received.put((p, s)), clock=fake_clock, quiet_timeout=60
+    )
+    warnings: list[str] = []
+    sender = TcpSender(served.local_address, on_warning=warnings.append)
+    try:
+        sender.send(b"/before")
+        while received.empty():
+            served.poll(0.1)
+        fake_clock.advance(60)
+        served.poll(0)
+        assert served.stats.closed["quiet"] == 1
+        eventually(lambda: sender.stats.closed_by_peer == 1)
+        sender.send(b"/after")
+        while received.qsize() < 2:
+            served.poll(0.1)
+        assert [received.get()[0] for _ in range(2)] == [b"/before", b"/after"]
+        assert sender.stats.connects == 2 and sender.stats.undelivered == 0
+        assert not any("lost" in w for w in warnings)
+    finally:
+        sender.close()
+        served.close()

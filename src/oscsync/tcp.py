@@ -6,8 +6,9 @@ connection from its first byte, as liblo does). Every packet goes to ``on_packet
 arrival)``, the same call a UDP datagram gets, so allow-list, decoding, drop counts and dispatch
 are shared. What a client can cost is bounded: one partial frame per connection (``max_frame``),
 all partial frames together (``buffer_budget``), a number of connections (``max_connections``),
-and time: a connection that sends nothing for ``idle_timeout``, or stops in the middle of a frame
-for ``stall_timeout``, is closed and counted.
+and time: a connection that sends no packet within ``idle_timeout`` of connecting, stops in the
+middle of a frame for ``stall_timeout``, or falls silent between packets for ``quiet_timeout``, is
+closed and counted.
 
 :class:`TcpSender` connects to one peer lazily (at the first packet), writes framed packets
 from a bounded queue on its own thread, and reconnects with a doubling back-off when the peer
@@ -50,9 +51,12 @@ DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_BUFFER_BUDGET = 64 * 1024 * 1024
 """All partial frames of all connections together: 64 MiB, so 64 clients each stopping just
 short of a 16 MiB frame cannot hold a gigabyte."""
-DEFAULT_IDLE_TIMEOUT = 300.0
-"""A connection silent this long is closed (a chat partner may be quiet for minutes; a sender
-reconnects by itself at its next packet)."""
+DEFAULT_IDLE_TIMEOUT = 30.0
+"""A connection that has sent no packet this long after connecting is closed: it holds a slot
+for nothing."""
+DEFAULT_QUIET_TIMEOUT = 3600.0
+"""A connection that has sent packets and then nothing for an hour is closed. A chat partner may
+be quiet for many minutes, so this is long; a sender reconnects by itself at its next packet."""
 DEFAULT_STALL_TIMEOUT = 10.0
 """A connection stopped this long in the middle of a frame is closed: the rest is not coming."""
 DEFAULT_REPLY_LIMIT = 1024 * 1024
@@ -85,8 +89,8 @@ class TcpListenerStats:
     paused: int = 0
     """Times the listener reached ``max_connections`` and left new ones waiting in the backlog."""
     closed: Counter[str] = field(default_factory=Counter)
-    """Why connections ended: ``peer-closed``, ``reset``, ``idle``, ``stalled``, ``bad-size``,
-    ``buffer-budget``, ``at-close``."""
+    """Why connections ended: ``peer-closed``, ``reset``, ``idle`` (no packet ever), ``quiet``,
+    ``stalled``, ``bad-size``, ``buffer-budget``, ``at-close``."""
     drops: Counter[str] = field(default_factory=Counter)
     """Frames refused by the framing layer (``bad-slip-escape``, ``frame-too-large``, ...)."""
     replies_dropped: int = 0
@@ -98,6 +102,7 @@ class _Connection:
     source: tuple[str, int]
     decoder: StreamDecoder
     last_active: float
+    frames: int = 0
     outgoing: bytearray = field(default_factory=bytearray)
     watching_write: bool = False
 
@@ -118,6 +123,7 @@ class TcpListener:
         buffer_budget: int = DEFAULT_BUFFER_BUDGET,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+        quiet_timeout: float | None = DEFAULT_QUIET_TIMEOUT,
         reply_limit: int = DEFAULT_REPLY_LIMIT,
     ) -> None:
         self.clock = clock if clock is not None else SystemClock()
@@ -131,6 +137,7 @@ class TcpListener:
         self.buffer_budget = buffer_budget
         self.idle_timeout = idle_timeout
         self.stall_timeout = stall_timeout
+        self.quiet_timeout = quiet_timeout
         self.reply_limit = reply_limit
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, _Connection] = {}
@@ -180,7 +187,9 @@ class TcpListener:
         return max(0.0, min(deadlines) - self.clock.monotonic())
 
     def _limit_for(self, conn: _Connection) -> float | None:
-        return self.stall_timeout if conn.decoder.mid_frame else self.idle_timeout
+        if conn.decoder.mid_frame:
+            return self.stall_timeout
+        return self.quiet_timeout if conn.frames else self.idle_timeout
 
     def poll(self, timeout: float | None = 0.0) -> None:
         """One round: accept, read and write what is ready, then close what timed out."""
@@ -291,6 +300,7 @@ class TcpListener:
                     return
                 continue
             self.stats.frames += 1
+            conn.frames += 1
             try:
                 self._on_packet(item, conn.source, arrival)
             except Exception as exc:
@@ -316,7 +326,7 @@ class TcpListener:
                     self.stats.drops["unterminated-frame"] += 1
                     self._drop(conn, "stalled")
                 else:
-                    self._drop(conn, "idle")
+                    self._drop(conn, "quiet" if conn.frames else "idle")
 
     def _drop(self, conn: _Connection, reason: str) -> None:
         with self._lock:
@@ -480,6 +490,8 @@ class TcpSenderStats:
     ``unsent-at-close``."""
     connects: int = 0
     connect_failures: Counter[str] = field(default_factory=Counter)
+    closed_by_peer: int = 0
+    """Idle connections the peer closed (reconnected at the next packet, nothing lost)."""
     received: int = 0
 
     @property
@@ -794,6 +806,14 @@ class TcpSender:
             self._lost(exc.strerror or str(exc))
             return
         if not data:
+            with self._cond:
+                idle = not self._queue and not self._current
+            if idle:
+                # The peer closed a connection we were not using (a listener's quiet timeout):
+                # nothing is lost, and the next packet connects again. No warning for that.
+                self.stats.closed_by_peer += 1
+                self._close_socket()
+                return
             self._lost("closed by the peer")
             return
         arrival = self.clock.now()
