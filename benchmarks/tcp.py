@@ -24,10 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
+from oscsync import codec, framing
 
-from oscsync import codec, framing  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 OSCSYNC_RECEIVER = r"""
 import sys, threading
