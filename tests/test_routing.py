@@ -162,3 +162,14 @@ def test_set_peers_replaces_the_peer_list_while_running() -> None:
         sender.set_peers([first_at, second_at])
         assert sender.send("/c", [3]) == 2
         assert sender.stats.send_errors == {}
+
+
+def test_chat_declares_what_it_answers_to_and_oscquery_agrees() -> None:
+    from oscsync.apps.chat import CHAT_METHOD, ChatSession
+    from oscsync.apps.metronome import TICK_METHOD
+    from oscsync.oscquery import ROLE_METHODS
+
+    with open_endpoint(clock=FakeClock()) as endpoint:
+        ChatSession(endpoint, lambda text, is_chat: None)
+        assert set(endpoint.registry.methods()) == set(ROLE_METHODS["chat"])
+    assert CHAT_METHOD in ROLE_METHODS["chat"] and TICK_METHOD in ROLE_METHODS["metronome"]

@@ -49,6 +49,8 @@ class Method:
     types: str = ""
     """OSC type tags without the comma (OSCQuery's ``TYPE``)."""
     description: str = ""
+    access: int = 2
+    """OSCQuery ``ACCESS`` bit mask: 1 = the value can be read, 2 = it can be set (sent to)."""
 
 
 # -- matching ------------------------------------------------------------------------------
@@ -195,9 +197,14 @@ class AddressRegistry:
 
     def add(self, address: str, handler: Handler, types: str = "", description: str = "") -> None:
         """Route ``address`` (a plain address or an OSC pattern) to ``handler``; replaces."""
+        self.add_method(Method(address, types, description), handler)
+
+    def add_method(self, method: Method, handler: Handler) -> None:
+        """Route ``method.path`` to ``handler``, as declared by a command (OSCQuery lists it)."""
+        address = method.path
         pattern = AddressPattern(address) if is_pattern(address) else None
         with self._lock:
-            self._routes[address] = Route(Method(address, types, description), handler, pattern)
+            self._routes[address] = Route(method, handler, pattern)
             self._reset_cache()
 
     def remove(self, address: str) -> None:

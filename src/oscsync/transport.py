@@ -147,7 +147,8 @@ class Endpoint:
         self._multicast_peers: set[HostPort] = set()
         # set_peers() swaps the peer list under this lock; sockets it retires are closed by the
         # receive thread (never under a recvmsg), or at once if there is no receive thread.
-        self._peers_lock = threading.Lock()
+        # Re-entrant: a warning handler called under a send may close the endpoint.
+        self._peers_lock = threading.RLock()
         self._retired: list[socket.socket] = []
         self._joining: list[tuple[HostPort, socket.socket]] = []
         # The socket the receive thread is reading: an answer to a stranger's datagram (a clock
@@ -358,6 +359,8 @@ class Endpoint:
 
     def _apply_peer_changes(self, selector: WakeableSelector) -> None:
         # On the receive thread, between two waits: no recvmsg is running on these sockets.
+        if not (self._joining or self._retired):
+            return
         with self._peers_lock:
             joining, self._joining = self._joining, []
             retired, self._retired = self._retired, []
