@@ -373,3 +373,46 @@ def test_sender_reconnects_quietly_when_the_peer_closed_an_idle_connection(
     finally:
         sender.close()
         served.close()
+
+
+def test_a_peer_that_never_reads_costs_the_caller_nothing_and_drops_are_counted() -> None:
+    # A scheduler thread calls send(); a peer that accepts and never reads must not hold it up.
+    # The kernel's buffers fill, then the bounded queue, then the oldest packets are dropped.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        sender = TcpSender(
+            HostPort("127.0.0.1", server.getsockname()[1], "tcp"), max_queue_bytes=1024 * 1024
+        )
+        conn = None
+        try:
+            packet = b"/big\x00\x00\x00\x00,b\x00\x00" + bytes(65536)
+            for _ in range(300):  # ~20 MB: more than loopback's buffers and the queue hold
+                sender.send(packet)
+            conn, _ = server.accept()  # accepted, never read
+            assert sender.stats.queued == 300
+            eventually(lambda: sender.stats.dropped["queue-full"] > 0)
+        finally:
+            sender.close()
+            if conn is not None:
+                conn.close()
+    stats = sender.stats  # every packet is accounted for: written, dropped, or unsent at close
+    assert stats.sent + stats.undelivered == stats.queued
+
+
+def test_ipv6_loopback_over_tcp(received: queue.Queue[tuple[bytes, tuple[str, int]]]) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        served = TcpListener(HostPort("::1", 0, "tcp"), lambda p, s, a: received.put((p, s)))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with served:
+        served.start()
+        where = served.local_address
+        sender = TcpSender(where)
+        try:
+            sender.send(b"/v6")
+            packet, source = received.get(timeout=10)
+        finally:
+            sender.close()
+    assert packet == b"/v6" and source[0] == "::1"
+    assert str(where).startswith("tcp://[::1]:")
