@@ -108,7 +108,7 @@ class TcpEndpoint(Endpoint):
                     self._feed_from_listener,
                     clock=self.clock,
                     on_warning=on_warning,
-                    allowed=self._core._allowed if allow else None,
+                    allowed=self._core.allows if allow else None,
                     max_frame=max_frame,
                 )
                 # Framing errors are drops like any malformed datagram: one summary counts both.

@@ -229,6 +229,11 @@ class ReceiveCore:
                 text = f"handler failed on {display.escape(message.address)}: {exc!r}"
                 self.warn_once("handler", display.printable(text))  # issue 20, item 5
 
+    def allows(self, host: str) -> bool:
+        """True when ``--allow`` lets ``host`` in (any host, without ``--allow``): a stream
+        transport asks at connection time, before the peer can send anything."""
+        return not self._allow or self._allowed(host)
+
     def _allowed(self, host: str) -> bool:
         verdict = self._allow_cache.get(host)
         if verdict is None:
