@@ -31,8 +31,6 @@ from __future__ import annotations
 import struct
 from typing import Literal
 
-from pythonosc import slip
-
 Framing = Literal["slip", "size"]
 FRAMINGS: tuple[Framing, ...] = ("slip", "size")
 
@@ -65,6 +63,10 @@ Decoded = bytes | FramingError
 
 def slip_encode(packet: bytes) -> bytes:
     """``packet`` as one double-END SLIP frame (OSC 1.1)."""
+    # Imported here: option parsing imports this module, and python-osc stays out of the CLI's
+    # start-up (tests/test_cli_help.py).
+    from pythonosc import slip
+
     return slip.encode(packet)
 
 
@@ -144,6 +146,8 @@ class SlipDecoder:
 
 
 def _unescape(escaped: bytes) -> Decoded:
+    from pythonosc import slip
+
     try:
         return slip.decode(escaped)
     except slip.ProtocolError:
