@@ -119,3 +119,13 @@ def test_record_and_replay_over_tcp(spawn: Spawn, tmp_path: Path) -> None:
     assert dump.stdout is not None
     records = [json.loads(line) for line in dump.stdout.read().splitlines()]
     assert [r["args"] for r in records] == [[0], [1], [2]]
+
+
+@pytest.mark.parametrize("option", ["--listen", "--forward"])
+def test_netem_refuses_tcp_in_one_line(option: str) -> None:
+    other = "--forward" if option == "--listen" else "--listen"
+    result = CliRunner().invoke(
+        cli, ["netem", option, "tcp://127.0.0.1:9000", other, "127.0.0.1:9001"]
+    )
+    assert result.exit_code == 2
+    assert "netem relays UDP datagrams only; write it without tcp://" in result.output

@@ -133,3 +133,12 @@ def test_close_counts_packets_that_never_reached_a_tcp_peer() -> None:
     endpoint.send("/lost")
     endpoint.close()
     assert endpoint.stats.send_errors["undelivered:unsent-at-close"] == 1
+
+
+def test_the_udp_endpoint_refuses_a_tcp_address_instead_of_sending_udp_to_it() -> None:
+    with pytest.raises(TransportError, match="UDP only"):
+        Endpoint(peers=[HostPort("127.0.0.1", 9, "tcp")])
+    with pytest.raises(TransportError, match="UDP only"):
+        Endpoint(TCP_ANY)
+    with Endpoint() as udp, pytest.raises(TransportError, match="UDP only"):
+        udp.set_peers([HostPort("127.0.0.1", 9, "tcp")])

@@ -130,6 +130,7 @@ class Endpoint:
         kernel_stamps: bool = True,
         registry: AddressRegistry | None = None,
     ) -> None:
+        _refuse_tcp([listen] if listen is not None else [], peers)
         self.clock = clock if clock is not None else SystemClock()
         self._core = ReceiveCore(self.clock, allow=allow, on_warning=on_warning, registry=registry)
         self.stats: TransportStats = self._core.stats
@@ -328,6 +329,7 @@ class Endpoint:
         those given to the constructor (TransportError if one cannot be opened: nothing changes
         then); dropped ones stop being sent to at once and their sockets are closed.
         """
+        _refuse_tcp([], peers)
         with self._peers_lock:
             if self._closed:
                 raise RuntimeError("endpoint is closed")
@@ -702,6 +704,16 @@ class Endpoint:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _refuse_tcp(listen: Sequence[HostPort], peers: Sequence[HostPort]) -> None:
+    # A tcp:// address here would be sent UDP without a word: TCP is TcpEndpoint's
+    # (oscsync.tcptransport), which open_endpoint builds when an address says tcp://.
+    for where in (*listen, *peers):
+        if where.is_tcp:
+            raise TransportError(
+                errno.EPROTOTYPE, f"{where}: this endpoint speaks UDP only (TCP needs TcpEndpoint)"
+            )
 
 
 def socket_drop_count(sock: socket.socket) -> int | None:
