@@ -84,7 +84,8 @@ def test_size_prefix_past_the_limit_closes_the_connection_with_a_warning(
             # The listener closes its end: the client reads end-of-stream.
             assert client.recv(10) == b""
     assert served.stats.closed["bad-size"] == 1
-    assert any("size prefix" in w and "1000-byte limit" in w for w in warnings)
+    assert any("closed the TCP connection" in w and "a size prefix of 1001 bytes (limit 1000)" in w
+               for w in warnings)  # fmt: skip
 
 
 def test_a_hundred_short_lived_connections_all_delivered_and_no_descriptor_kept(
@@ -416,3 +417,25 @@ def test_ipv6_loopback_over_tcp(received: queue.Queue[tuple[bytes, tuple[str, in
             sender.close()
     assert packet == b"/v6" and source[0] == "::1"
     assert str(where).startswith("tcp://[::1]:")
+
+
+@pytest.mark.parametrize(
+    ("start", "said"),
+    [
+        (b"hello world;\n", 'it reads "hello world;\\n" (text, e.g. from [netsend]'),
+        (b"\x16\x03\x01\x02\x00\x01", "it starts with 16 03 01 02 00 01, neither SLIP"),
+    ],
+)
+def test_a_stream_that_is_not_osc_at_all_is_named_and_closed(start: bytes, said: str) -> None:
+    # Pure Data's [netsend] (FUDI text over TCP) is the workshop's likely mistake; a TLS hello
+    # the other. Neither gets an absurd "size prefix of 1751477356 bytes".
+    warnings: list[str] = []
+    with TcpListener(LOOPBACK, lambda p, s, a: None, on_warning=warnings.append) as served:
+        served.start()
+        with connect(served.local_address) as client:
+            client.sendall(start)
+            assert client.recv(10) == b""
+    assert served.stats.closed["not-osc-stream"] == 1
+    assert said in warnings[0] and warnings[0].startswith(
+        "closed the TCP connection from 127.0.0.1:"
+    )

@@ -249,13 +249,38 @@ class StreamDecoder:
     def feed(self, data: bytes) -> list[Decoded]:
         if not data:
             return []
-        if self._inner is None:
-            framing: Framing = "slip" if data[0] in _SLIP_FIRST_BYTES else "size"
-            self._inner = _decoder_for(framing, self.max_frame)
-        return self._inner.feed(data)
+        if self._inner is not None:
+            return self._inner.feed(data)
+        framing: Framing = "slip" if data[0] in _SLIP_FIRST_BYTES else "size"
+        self._inner = _decoder_for(framing, self.max_frame)
+        out = self._inner.feed(data)
+        if out and isinstance(out[0], FramingError) and out[0].fatal and data[0] != 0:
+            # The very first byte is neither SLIP nor the 0x00 that starts any size below 16
+            # MiB: say what the stream is instead of quoting an absurd size.
+            out[0] = not_an_osc_stream(data)
+        return out
 
 
 _SLIP_FIRST_BYTES = frozenset((END, ord("/"), ord("#")))
+_PREVIEW = 24
+
+
+def not_an_osc_stream(start: bytes) -> FramingError:
+    """The error for a connection whose first bytes are not an OSC stream at all."""
+    preview = start[:_PREVIEW]
+    if all(32 <= byte < 127 or byte in (9, 10, 13) for byte in preview):
+        # Plain text: most likely Pure Data's [netsend] (FUDI over TCP) without [packOSCstream].
+        shown = preview.decode("ascii") + ("..." if len(start) > _PREVIEW else "")
+        detail = (
+            f'it reads "{shown}" (text, e.g. from [netsend]: OSC over TCP needs '
+            "[packOSCstream] and [tcpclient])"
+        )
+    else:
+        detail = (
+            f"it starts with {preview[:8].hex(' ')}, neither SLIP (0xc0) nor a size prefix "
+            "within the limit"
+        )
+    return FramingError("not-osc-stream", detail, fatal=True)
 
 
 def _decoder_for(framing: Framing, max_frame: int) -> SlipDecoder | SizePrefixDecoder:

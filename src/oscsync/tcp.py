@@ -90,7 +90,7 @@ class TcpListenerStats:
     """Times the listener reached ``max_connections`` and left new ones waiting in the backlog."""
     closed: Counter[str] = field(default_factory=Counter)
     """Why connections ended: ``peer-closed``, ``reset``, ``idle`` (no packet ever), ``quiet``,
-    ``stalled``, ``bad-size``, ``buffer-budget``, ``at-close``."""
+    ``stalled``, ``bad-size``, ``not-osc-stream``, ``buffer-budget``, ``at-close``."""
     drops: Counter[str] = field(default_factory=Counter)
     """Frames refused by the framing layer (``bad-slip-escape``, ``frame-too-large``, ...)."""
     replies_dropped: int = 0
@@ -290,14 +290,21 @@ class TcpListener:
         for item in conn.decoder.feed(data):
             if isinstance(item, FramingError):
                 self.stats.drops[item.reason] += 1
-                self._warn_once(
-                    "frame:" + item.reason,
-                    f"dropped a frame from {conn.source[0]}:{conn.source[1]} over TCP "
-                    f"({display.escape(item.detail)}); further ones are counted",
-                )
+                where = f"{conn.source[0]}:{conn.source[1]}"
+                detail = display.escape(item.detail)  # from the network
                 if item.fatal:
+                    # No frame boundary to find again: the connection ends here.
+                    self._warn_once(
+                        "closed:" + item.reason,
+                        f"closed the TCP connection from {where}: {detail}; further ones are "
+                        "counted",
+                    )
                     self._drop(conn, item.reason)
                     return
+                self._warn_once(
+                    "frame:" + item.reason,
+                    f"dropped a frame from {where} over TCP ({detail}); further ones are counted",
+                )
                 continue
             self.stats.frames += 1
             conn.frames += 1
@@ -340,13 +347,7 @@ class TcpListener:
         self.stats.open -= 1
         self.stats.closed[reason] += 1
         self._resume_accepting()
-        if reason == "bad-size":
-            self._warn_once(
-                "closed:bad-size",
-                f"closed the TCP connection from {conn.source[0]}:{conn.source[1]}: a size "
-                f"prefix past the {self.max_frame}-byte limit (or negative) cannot be recovered",
-            )
-        elif reason == "buffer-budget":
+        if reason == "buffer-budget":
             self._warn_once(
                 "closed:budget",
                 f"closed the TCP connection from {conn.source[0]}:{conn.source[1]}: partial "
