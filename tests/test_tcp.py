@@ -439,3 +439,42 @@ def test_a_stream_that_is_not_osc_at_all_is_named_and_closed(start: bytes, said:
     assert said in warnings[0] and warnings[0].startswith(
         "closed the TCP connection from 127.0.0.1:"
     )
+
+
+class _FailingAccept:
+    """The listening socket as seen by a process out of file descriptors."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def accept(self) -> tuple[socket.socket, tuple[str, int]]:
+        raise OSError(24, "Too many open files")
+
+
+def test_out_of_descriptors_the_listener_pauses_instead_of_spinning(fake_clock: FakeClock) -> None:
+    warnings: list[str] = []
+    served = TcpListener(
+        LOOPBACK, lambda p, s, a: None, clock=fake_clock, on_warning=warnings.append
+    )
+    real = served._sock
+    client = connect(served.local_address)
+    try:
+        served._sock = _FailingAccept(real)  # type: ignore[assignment]
+        served.poll(5)
+        assert served.stats.paused == 1 and served.next_timeout() == 0.5
+        assert warnings == ["cannot accept a TCP connection: Too many open files"]
+        served.poll(0)  # the listening socket is not watched: nothing to do, no spin
+        assert served.connection_count == 0
+        served._sock = real
+        fake_clock.advance(0.5)
+        served.poll(0)  # accepting again
+        while served.connection_count == 0:
+            served.poll(0.1)
+        assert served.stats.connections == 1
+    finally:
+        served._sock = real
+        client.close()
+        served.close()

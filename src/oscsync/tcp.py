@@ -67,6 +67,8 @@ BACKOFF_MAX = 2.0
 """Reconnect attempts: 0.1 s, 0.2 s, ... up to 2 s apart, so a restarted peer is found again
 within about 2 s and an absent one costs a connect attempt every 2 s."""
 _BACKLOG = 64
+ACCEPT_RETRY = 0.5
+"""Seconds the listener stops accepting after accept() failed (out of file descriptors)."""
 _FLUSH_STEP = 0.05
 _END_THEN_BUNDLE = bytes([framing.END]) + b"#"
 
@@ -87,7 +89,8 @@ class TcpListenerStats:
     refused: Counter[str] = field(default_factory=Counter)
     """Connections closed on accept: ``not-allowed``."""
     paused: int = 0
-    """Times the listener reached ``max_connections`` and left new ones waiting in the backlog."""
+    """Times the listener left new connections waiting in the backlog: ``max_connections``
+    reached, or accept() failing (out of file descriptors) for :data:`ACCEPT_RETRY` s."""
     closed: Counter[str] = field(default_factory=Counter)
     """Why connections ended: ``peer-closed``, ``reset``, ``idle`` (no packet ever), ``quiet``,
     ``stalled``, ``bad-size``, ``not-osc-stream``, ``buffer-budget``, ``at-close``."""
@@ -144,6 +147,7 @@ class TcpListener:
         self._by_source: dict[tuple[str, int], _Connection] = {}
         self._closed = False
         self._accepting = True
+        self._retry_accept_at: float | None = None
         self._thread: threading.Thread | None = None
         self._sock = open_tcp_listener(listen)
         self._selector = selectors.DefaultSelector()
@@ -176,7 +180,7 @@ class TcpListener:
 
     def next_timeout(self) -> float | None:
         """Seconds until the next connection may time out (None: nothing to time out)."""
-        deadlines = []
+        deadlines = [] if self._retry_accept_at is None else [self._retry_accept_at]
         with self._lock:
             for conn in self._connections.values():
                 limit = self._limit_for(conn)
@@ -204,7 +208,7 @@ class TcpListener:
             if sock is self._wake_r:
                 with contextlib.suppress(OSError):
                     self._wake_r.recv(4096)
-            elif sock is self._sock:
+            elif key.data is None:  # the listening socket
                 self._accept()
             else:
                 conn = key.data
@@ -226,8 +230,12 @@ class TcpListener:
                 sock, address = self._sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and the like: say so once, keep serving the rest
+            except OSError as exc:
+                # EMFILE and the like: the connection stays in the backlog and the listening
+                # socket stays readable, so stop watching it for a moment rather than spin.
                 self._warn_once("accept", f"cannot accept a TCP connection: {exc.strerror}")
+                self._pause_accepting(warn=False)
+                self._retry_accept_at = self.clock.monotonic() + ACCEPT_RETRY
                 return
             source = (str(address[0]), int(address[1]))
             if self._allowed is not None and not self._allowed(source[0]):
@@ -250,7 +258,7 @@ class TcpListener:
             self.stats.connections += 1
             self.stats.open += 1
 
-    def _pause_accepting(self) -> None:
+    def _pause_accepting(self, warn: bool = True) -> None:
         # At the limit, new connections wait in the kernel's backlog (not refused): a burst of
         # short-lived clients is served as the earlier ones finish. The listening socket leaves
         # the selector meanwhile, or it would wake every round.
@@ -259,6 +267,7 @@ class TcpListener:
             self.stats.paused += 1
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self._selector.unregister(self._sock)
+        if warn:
             self._warn_once(
                 "too-many",
                 f"{self.max_connections} TCP connections are open: new ones wait until one "
@@ -266,6 +275,7 @@ class TcpListener:
             )
 
     def _resume_accepting(self) -> None:
+        self._retry_accept_at = None
         if not self._accepting and not self._closed:
             self._accepting = True
             with contextlib.suppress(KeyError, ValueError, OSError):
@@ -324,6 +334,8 @@ class TcpListener:
 
     def _expire(self) -> None:
         now = self.clock.monotonic()
+        if self._retry_accept_at is not None and now >= self._retry_accept_at:
+            self._resume_accepting()
         with self._lock:
             candidates = list(self._connections.values())
         for conn in candidates:
