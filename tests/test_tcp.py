@@ -478,3 +478,26 @@ def test_out_of_descriptors_the_listener_pauses_instead_of_spinning(fake_clock: 
         served._sock = real
         client.close()
         served.close()
+
+
+def test_twenty_clients_at_once_each_in_order(
+    listener: TcpListener, received: queue.Queue[tuple[bytes, tuple[str, int]]]
+) -> None:
+    clients = [connect(listener.local_address) for _ in range(20)]
+    try:
+        for n in range(50):  # interleaved: one frame from each client in turn
+            for k, client in enumerate(clients):
+                encode = slip_encode if k % 2 else size_encode
+                client.sendall(encode(b"/c%d/%d" % (k, n)))
+        got = [received.get(timeout=10) for _ in range(20 * 50)]
+    finally:
+        for client in clients:
+            client.close()
+    by_source: dict[tuple[str, int], list[bytes]] = {}
+    for packet, source in got:
+        by_source.setdefault(source, []).append(packet)
+    assert len(by_source) == 20
+    for packets in by_source.values():
+        k = packets[0].split(b"/")[1]
+        assert packets == [b"/%s/%d" % (k, n) for n in range(50)]
+    assert listener.stats.connections == 20
