@@ -30,7 +30,7 @@ def start_listener(spawn: Spawn, *args: str) -> tuple[subprocess.Popen[str], str
 @pytest.mark.parametrize("framing", ["slip", "size"])
 def test_a_70kb_string_crosses_over_tcp_where_udp_cannot(spawn: Spawn, framing: str) -> None:
     text = "abcdefghij" * 7000  # 70 KB: more than one UDP datagram can carry
-    dump, where, _ = start_listener(
+    dump, where, errors = start_listener(
         spawn, "dump", "--listen", "tcp://127.0.0.1:0", "--jsonl", "--count", "2"
     )
     send = [*oscsync_command("send", where, "--framing", framing)]
@@ -42,6 +42,10 @@ def test_a_70kb_string_crosses_over_tcp_where_udp_cannot(spawn: Spawn, framing: 
     dump.wait(10)
     assert records[0]["address"] == "/big" and records[0]["args"] == [text]
     assert records[1]["args"] == [7, -9000000000, 0.1, "x", "ca", None]
+    assert errors.rest()[-1] == (
+        "dump: 2 messages printed; received 2 messages in 2 packets over 2 TCP connections "
+        "(0 bundles); dropped 0"
+    )
 
 
 def test_send_to_a_tcp_port_nobody_listens_on_exits_1_with_one_line() -> None:

@@ -239,6 +239,7 @@ class TcpEndpoint(Endpoint):
             stopped = self._close_sender(sender, flush_timeout=0.0) and stopped
         if self.listener is not None:
             stopped = self.listener.close(timeout) and stopped
+            self.stats.connections = self.listener.stats.connections
         return super().close(timeout) and stopped
 
     def _close_sender(self, sender: TcpSender, flush_timeout: float) -> bool:

@@ -69,6 +69,8 @@ class TransportStats:
     ``unavailable``: this platform does not say (:meth:`platform_note` words it for a summary)."""
     arrival_stamps: str = "clock"
     """``kernel``: arrival is when the kernel received the datagram; ``clock``: when it was read."""
+    connections: int = 0
+    """TCP connections a listener accepted (0 on UDP); each frame counts in :attr:`datagrams`."""
 
     @property
     def dropped(self) -> int:

@@ -134,9 +134,12 @@ def scheduled(dumper: Dumper, scheduler: Scheduler) -> Callable[[Received], None
 
 def summary(stats: EndpointStats, written: int) -> str:
     """One line for stderr when dump stops."""
+    # Over TCP the unit is a framed packet, and how many connections brought them counts too.
+    unit = "packet" if stats.connections else "datagram"
+    over = f" over {plural(stats.connections, 'TCP connection')}" if stats.connections else ""
     text = (
         f"dump: {plural(written, 'message')} printed; received "
-        f"{plural(stats.messages, 'message')} in {plural(stats.datagrams, 'datagram')} "
+        f"{plural(stats.messages, 'message')} in {plural(stats.datagrams, unit)}{over} "
         f"({plural(stats.bundles, 'bundle')})"
     )
     if stats.drops:
