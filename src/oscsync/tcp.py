@@ -786,7 +786,11 @@ class TcpSender:
                     self._current = self._queue.popleft()
                     self._queued_bytes -= len(self._current)
                     self._current_sent = 0
-                    if self._first_frame and self._current[:2] == _END_THEN_BUNDLE:
+                    if (
+                        self._first_frame
+                        and self.framing == "slip"
+                        and self._current[:2] == _END_THEN_BUNDLE
+                    ):
                         # A new connection has no line noise for the leading END to flush,
                         # and liblo (0.31 to 0.35, detect_slip) reads END "#bun" as a size
                         # prefix and drops the stream: start with the bundle itself.
