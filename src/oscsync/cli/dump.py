@@ -119,7 +119,7 @@ def dump(
                     sys.stdout.flush()
                 except BrokenPipeError:
                     stdout_usable = False
-            app.note(summary(endpoint.stats, dumper.written))
+            app.note(summary(endpoint.stats, dumper.written, dumper.skipped))
             if scheduler is not None:
                 app.note(scheduler.stats().summary())
             if not stdout_usable:
