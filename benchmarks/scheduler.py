@@ -29,8 +29,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -277,6 +280,125 @@ def hol_row(name: str, delays: list[float]) -> str:
     )
 
 
+# -- through a pipe: dump --schedule against a spin-and-print floor -----------------------------
+
+# The floor: the least a program can do to print a bundle's line at its timetag. It reads one
+# datagram, formats its line at once, sleeps until 2 ms before the timetag, spins on the clock
+# and writes the line to its stdout (a pipe). No threads, no decoding beyond the two fields it
+# prints.
+SPIN_AND_PRINT = r"""
+import socket, struct, sys, time
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("127.0.0.1", 0))
+print(sock.getsockname()[1], file=sys.stderr, flush=True)
+out = sys.stdout.buffer
+while True:
+    data = sock.recv(65535)
+    seconds, fraction = struct.unpack_from(">II", data, 8)
+    due = seconds - 2208988800 + fraction / 2**32
+    (k,) = struct.unpack_from(">i", data, len(data) - 4)
+    line = b"/bench %d\n" % k
+    if due - time.time() > 0.002:
+        time.sleep(due - time.time() - 0.002)
+    while time.time() < due:
+        pass
+    out.write(line)
+    out.flush()
+"""
+
+# python-osc's strict timing: the blocking server sleeps in the handler until the timetag.
+PYTHON_OSC_PRINT = r"""
+import sys
+from pythonosc.dispatcher import Dispatcher
+from pythonosc.osc_server import BlockingOSCUDPServer
+out = sys.stdout.buffer
+def handler(address, k):
+    out.write(b"/bench %d\n" % k)
+    out.flush()
+dispatcher = Dispatcher()
+dispatcher.map("/bench", handler)
+server = BlockingOSCUDPServer(("127.0.0.1", 0), dispatcher)
+print(server.server_address[1], file=sys.stderr, flush=True)
+server.serve_forever()
+"""
+
+
+def pipe_run(name: str, argv: list[str], count: int, ahead: float, interval: float) -> Run:
+    """Start ``argv`` (its stderr's first line ends with its port), send it bundles, and stamp
+    each line as it comes out of its stdout pipe; lateness = that stamp - the timetag."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    port = int(proc.stderr.readline().decode().rsplit(":", 1)[-1])
+    arrivals: dict[int, float] = {}
+    stdout = proc.stdout
+
+    def read_lines() -> None:
+        for line in stdout:
+            now = time.time()
+            found = re.search(rb"/bench\D+(\d+)", line)
+            if found:
+                arrivals[int(found.group(1))] = now
+
+    reader = threading.Thread(target=read_lines, daemon=True)
+    reader.start()
+    tags = [0] * count
+    try:
+        time.sleep(0.3)
+        send_bundles(port, count, ahead, interval, tags)
+        deadline = time.monotonic() + ahead + 2.0
+        while len(arrivals) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(2)
+    return Run(name, lateness_from(arrivals, tags), count)
+
+
+def pipe_section(count: int, ahead: float, interval: float) -> None:
+    print(
+        f"\nthrough a pipe: {count} bundles {ahead * 1e3:g} ms ahead, {interval * 1e3:g} ms apart;"
+        " lateness = when this process read the line from the receiver's stdout - timetag, µs"
+    )
+    print(f"{'':<34} {'p50':>9} {'p99':>9} {'max':>10} {'min':>9} {'early':>6} {'got':>5}")
+    runs = [
+        pipe_run(
+            "spin-and-print floor",
+            [sys.executable, "-c", SPIN_AND_PRINT],
+            count,
+            ahead,
+            interval,
+        ),
+        pipe_run(
+            "oscsync dump --schedule",
+            [sys.executable, "-m", "oscsync", "dump", "--schedule", "--listen", "127.0.0.1:0"],
+            count,
+            ahead,
+            interval,
+        ),
+        pipe_run(
+            "python-osc Blocking strict",
+            [sys.executable, "-c", PYTHON_OSC_PRINT],
+            count,
+            ahead,
+            interval,
+        ),
+    ]
+    for run in runs:
+        print(run.row(), flush=True)
+    floor, ours = runs[0], runs[1]
+    if floor.lateness_us and ours.lateness_us:
+        p50_gap = pct(sorted(ours.lateness_us), 0.5) - pct(sorted(floor.lateness_us), 0.5)
+        print(f"dump --schedule p50 - floor p50: {p50_gap:.1f} µs (goal <= 30 µs)")
+
+
 # -- main ----------------------------------------------------------------------------------------
 
 
@@ -287,7 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ahead", type=float, default=0.05, help="timetag lead, s (0.05)")
     parser.add_argument("--interval", type=float, default=0.01, help="send interval, s (0.01)")
     parser.add_argument("--spin", type=float, default=DEFAULT_SPIN, help="scheduler spin, s")
+    parser.add_argument(
+        "--only",
+        choices=["lateness", "hol", "pipe"],
+        action="append",
+        help="run only this section (repeatable): in-process lateness, head-of-line, pipe",
+    )
     args = parser.parse_args(argv)
+    sections = set(args.only or ["lateness", "hol", "pipe"])
     count = args.bundles or (100 if args.quick else 500)
     trials = 3 if args.quick else 10
     slow_trials = 2 if args.quick else 3
@@ -300,12 +429,22 @@ def main(argv: list[str] | None = None) -> int:
         f"{_cpus()} CPUs, switch interval {sys.getswitchinterval() * 1e3:g} ms, "
         f"load average {_load()}"
     )
+    if "lateness" in sections:
+        lateness_section(count, args.ahead, args.interval, args.spin)
+    if "hol" in sections:
+        hol_section(trials, slow_trials, far, args.spin)
+    if "pipe" in sections:
+        pipe_section(min(count, 200), 0.02, args.interval)
+    return 0
+
+
+def lateness_section(count: int, ahead: float, interval: float, spin: float) -> None:
     print("lateness = handler's time.time() - timetag, in µs (negative = early)")
     print(f"{'':<34} {'p50':>9} {'p99':>9} {'max':>10} {'min':>9} {'early':>6} {'got':>5}")
     runs = [
-        run_oscsync(count, args.ahead, args.interval, args.spin),
-        run_pythonosc(BlockingOSCUDPServer, count, args.ahead, args.interval),
-        run_pythonosc(ThreadingOSCUDPServer, count, args.ahead, args.interval),
+        run_oscsync(count, ahead, interval, spin),
+        run_pythonosc(BlockingOSCUDPServer, count, ahead, interval),
+        run_pythonosc(ThreadingOSCUDPServer, count, ahead, interval),
     ]
     for run in runs:
         print(run.row(), flush=True)
@@ -316,8 +455,10 @@ def main(argv: list[str] | None = None) -> int:
     early = sum(1 for v in ours.lateness_us if v < 0)
     print(f"oscsync never early: {'yes' if early == 0 else f'NO ({early} early)'}")
 
+
+def hol_section(trials: int, slow_trials: int, far: float, spin: float) -> None:
     print(f"\nhead-of-line: a plain message sent right after a bundle {far:g} s ahead")
-    print(hol_row("oscsync Scheduler", hol_oscsync(trials, far, args.spin)), flush=True)
+    print(hol_row("oscsync Scheduler", hol_oscsync(trials, far, spin)), flush=True)
     print(
         hol_row(
             "python-osc Blocking strict", hol_pythonosc(BlockingOSCUDPServer, slow_trials, far)
@@ -329,7 +470,6 @@ def main(argv: list[str] | None = None) -> int:
             "python-osc Threading strict", hol_pythonosc(ThreadingOSCUDPServer, slow_trials, far)
         )
     )
-    return 0
 
 
 def _cpus() -> str:
