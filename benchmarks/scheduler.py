@@ -280,6 +280,162 @@ def hol_row(name: str, delays: list[float]) -> str:
     )
 
 
+# -- where the tail comes from ----------------------------------------------------------------
+
+SENDER = r"""
+import socket, sys, time
+sys.path[:0] = sys.argv[4:]
+from oscsync import codec, timetag as tt
+port, count, ahead, interval = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), 0.01
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+start = time.monotonic()
+for k in range(count):
+    delay = start + k * interval - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    tag = tt.from_unix(time.time() + ahead)
+    print(tag, flush=False)
+    sock.sendto(codec.encode_bundle(tag, [codec.encode_message("/bench", [k])]), ("127.0.0.1", port))
+sys.stdout.flush()
+"""
+
+FLOOD = r"""
+import socket, sys, time
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.connect(("127.0.0.1", int(sys.argv[1])))
+data = b"/flood\x00\x00,i\x00\x00\x00\x00\x00\x01"
+rate = float(sys.argv[2])
+start = time.monotonic()
+sent = 0
+while True:
+    for _ in range(50):
+        sock.send(data)
+    sent += 50
+    ahead = sent / rate - (time.monotonic() - start)
+    if ahead > 0:
+        time.sleep(ahead)
+"""
+
+
+class WakeClock(SystemClock):
+    """A SystemClock that records how late each timed wait returns (the OS's wake-up latency,
+    plus the wait for the GIL when another thread holds it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.overshoots: list[float] = []
+
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        if timeout is None:
+            return event.wait()
+        start = time.monotonic()
+        woken = event.wait(timeout)
+        if not woken:
+            self.overshoots.append(time.monotonic() - start - timeout)
+        return woken
+
+
+def floor_os(count: int, spin: float, interval: float) -> tuple[list[float], list[float]]:
+    """A thread alone: wait until ``spin`` before a time, then spin to it. Returns the waits'
+    overshoots and the lateness at the end of each spin, in µs (the OS alone: no other thread)."""
+    overshoots: list[float] = []
+    lateness: list[float] = []
+    never = threading.Event()
+
+    def run() -> None:
+        for _ in range(count):
+            due = time.monotonic() + interval
+            start = time.monotonic()
+            never.wait(interval - spin)
+            overshoots.append((time.monotonic() - start - (interval - spin)) * 1e6)
+            while (now := time.monotonic()) < due:
+                pass
+            lateness.append((now - due) * 1e6)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return overshoots, lateness
+
+
+def scheduler_with(
+    count: int, ahead: float, spin: float, flood_rate: float
+) -> tuple[list[float], list[float], list[float]]:
+    """Scheduler fed by an Endpoint; bundles from another process (and a flood of plain
+    messages at ``flood_rate``/s from a third). Returns (lateness on the handler's time.time(),
+    on the scheduler's own monotonic ruler, timer wake-up overshoots), µs."""
+    clock = WakeClock()
+    arrivals: dict[int, float] = {}
+    done = threading.Event()
+    scheduler = Scheduler(clock, spin=spin)
+
+    def on_message(received: Received) -> None:
+        if received.address != "/bench":
+            return
+        k = int(received.args[0])
+
+        def action(_: Dispatch) -> None:
+            arrivals[k] = time.time()
+            if len(arrivals) == count:
+                done.set()
+
+        scheduler.submit(received.timetag, action)
+
+    endpoint = Endpoint(HostPort(LOOPBACK, 0), clock=clock)
+    flood = None
+    try:
+        scheduler.start()
+        endpoint.start(on_message)
+        assert endpoint.local_address is not None
+        port = str(endpoint.local_address.port)
+        if flood_rate:
+            flood = subprocess.Popen([sys.executable, "-c", FLOOD, port, str(flood_rate)])
+            time.sleep(0.3)
+        sender = subprocess.run(
+            [sys.executable, "-c", SENDER, port, str(count), str(ahead), *sys.path],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        tags = [int(line) for line in sender.stdout.split()]
+        done.wait(ahead + 5.0)
+    finally:
+        if flood is not None:
+            flood.kill()
+            flood.wait()
+        endpoint.close()
+        scheduler.close()
+    own = [v * 1e6 for v in scheduler._counters.lateness]
+    wakes = [v * 1e6 for v in clock.overshoots]
+    return lateness_from(arrivals, tags), own, wakes
+
+
+def causes_section(count: int, ahead: float, spin: float) -> None:
+    print(
+        f"\nwhere the tail comes from: {count} bundles {ahead * 1e3:g} ms ahead from another process,"
+        f" spin {spin * 1e3:g} ms, switch interval {sys.getswitchinterval() * 1e3:g} ms; µs"
+    )
+    print(f"{'':<46} {'p50':>8} {'p99':>8} {'max':>9}")
+
+    def row(name: str, values: list[float]) -> None:
+        if not values:
+            print(f"{name:<46} (none)")
+            return
+        ordered = sorted(values)
+        print(
+            f"{name:<46} {pct(ordered, 0.5):>8.1f} {pct(ordered, 0.99):>8.1f} {ordered[-1]:>9.1f}"
+        )
+
+    overshoots, spun = floor_os(count, spin, 0.01)
+    row("OS alone: a thread's wait overshoot", overshoots)
+    row("OS alone: end of spin - due (preemption)", spun)
+    for label, flood in (("", 0.0), (" + 5k/s plain flood", 5_000.0)):
+        lateness, own, wakes = scheduler_with(count, ahead, spin, flood)
+        row(f"Scheduler{label}: timer wait overshoot", wakes)
+        row(f"Scheduler{label}: end of spin - due", own)
+        row(f"Scheduler{label}: handler time.time() - tag", lateness)
+
+
 # -- through a pipe: dump --schedule against a spin-and-print floor -----------------------------
 
 # The floor: the least a program can do to print a bundle's line at its timetag. It reads one
@@ -410,13 +566,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.01, help="send interval, s (0.01)")
     parser.add_argument("--spin", type=float, default=DEFAULT_SPIN, help="scheduler spin, s")
     parser.add_argument(
+        "--switch-interval", type=float, help="sys.setswitchinterval for this run, s (a lever)"
+    )
+    parser.add_argument(
         "--only",
-        choices=["lateness", "hol", "pipe"],
+        choices=["lateness", "causes", "hol", "pipe"],
         action="append",
         help="run only this section (repeatable): in-process lateness, head-of-line, pipe",
     )
     args = parser.parse_args(argv)
-    sections = set(args.only or ["lateness", "hol", "pipe"])
+    sections = set(args.only or ["lateness", "causes", "hol", "pipe"])
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     count = args.bundles or (100 if args.quick else 500)
     trials = 3 if args.quick else 10
     slow_trials = 2 if args.quick else 3
@@ -431,6 +592,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if "lateness" in sections:
         lateness_section(count, args.ahead, args.interval, args.spin)
+    if "causes" in sections:
+        causes_section(min(count, 300), args.ahead, args.spin)
     if "hol" in sections:
         hol_section(trials, slow_trials, far, args.spin)
     if "pipe" in sections:
