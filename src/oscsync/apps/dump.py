@@ -13,12 +13,16 @@ import json
 import math
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple, TextIO
 
 from oscsync import codec, display, timetag
 from oscsync.scheduler import Dispatch, Scheduler
 from oscsync.transport import EndpointStats, Received
 from oscsync.wording import plural
+
+Render = Callable[[float | None], str]
+"""A line prepared at arrival: called with the time it is printed (None: on arrival)."""
 
 _LOOKUP_CACHE_LIMIT = 1024
 """Entries kept by each small lookup cache below (sources, type strings); emptied when full, so
@@ -104,36 +108,37 @@ def text_line(received: Received, now: float, dispatched: float | None = None) -
     The time is the arrival, or ``dispatched`` (wall seconds) when the message was scheduled;
     the timetag's offset is from ``now``, or from ``dispatched`` when given.
     """
-    return text_renderer(received, now)(dispatched)
+    return _text_finish(*_text_parts(received, now), dispatched)
 
 
-def text_renderer(received: Received, now: float) -> Callable[[float | None], str]:
+def text_renderer(received: Received, now: float) -> Render:
     """Everything of :func:`text_line` that is known at arrival, done now; the returned function
     adds the time (and the timetag's offset from it) when the line is printed (issue 18:
     ``dump --schedule`` renders at arrival, so little more than the write is left at the due time).
     """
+    return partial(_text_finish, *_text_parts(received, now))
+
+
+def _text_parts(received: Received, now: float) -> tuple[float, float, str, _Tag | None, str]:
     message = received.message
     source = _source_texts(received.source)[0]
-    tail = _message_text(message)
     tag = _read_tag(message.timetag, now)
-    arrival = received.arrival
     if tag is None:
-        middle = f"  {source}  {tail}"
+        return received.arrival, now, f"  {source}  ", None, _message_text(message)
+    shown = "immediately" if tag.unix is None else tag.hex
+    return received.arrival, now, f"  {source}  @{shown}", tag, "  " + _message_text(message)
 
-        def untagged(dispatched: float | None) -> str:
-            return clock_text(arrival if dispatched is None else dispatched) + middle
 
-        return untagged
-
-    head = f"  {source}  @{'immediately' if tag.unix is None else tag.hex}"
-    tail = "  " + tail
-
-    def tagged(dispatched: float | None) -> str:
-        if dispatched is None:
-            return f"{clock_text(arrival)}{head}{_offset_text(tag, now)}{tail}"
-        return f"{clock_text(dispatched)}{head}{_offset_text(tag, dispatched)}{tail}"
-
-    return tagged
+def _text_finish(
+    arrival: float, now: float, head: str, tag: _Tag | None, tail: str, dispatched: float | None
+) -> str:
+    if dispatched is None:
+        if tag is None:
+            return clock_text(arrival) + head + tail
+        return f"{clock_text(arrival)}{head}{_offset_text(tag, now)}{tail}"
+    if tag is None:
+        return clock_text(dispatched) + head + tail
+    return f"{clock_text(dispatched)}{head}{_offset_text(tag, dispatched)}{tail}"
 
 
 def json_line(received: Received, now: float, dispatched: float | None = None) -> str:
@@ -142,12 +147,17 @@ def json_line(received: Received, now: float, dispatched: float | None = None) -
     ``headroom_ms`` is measured from ``now`` (the arrival); a scheduled message also carries
     ``dispatched`` (wall seconds) and ``lateness_ms`` (dispatch minus timetag, None if immediate).
     """
-    return json_renderer(received, now)(dispatched)
+    return _json_finish(*_json_head(received, now), dispatched)
 
 
-def json_renderer(received: Received, now: float) -> Callable[[float | None], str]:
+def json_renderer(received: Received, now: float) -> Render:
     """:func:`json_line` in two steps, like :func:`text_renderer`: all but ``dispatched`` and
-    ``lateness_ms`` (the last two keys) at arrival, those two when the line is printed.
+    ``lateness_ms`` (the last two keys) at arrival, those two when the line is printed."""
+    return partial(_json_finish, *_json_head(received, now))
+
+
+def _json_head(received: Received, now: float) -> tuple[str, float | None]:
+    """The line up to its ``args`` (no closing brace), and the timetag's Unix time if any.
 
     The line is assembled from pre-encoded pieces instead of encoding a dict: this runs once per
     message and is the largest cost of ``dump --jsonl`` after decoding (see
@@ -159,25 +169,34 @@ def json_renderer(received: Received, now: float) -> Callable[[float | None], st
     tag = _read_tag(message.timetag, now)
     if tag is None:
         stamp = unix = ahead = "null"
+        due = None
     else:
         stamp = f'"{tag.hex}"'
-        unix = "null" if tag.unix is None else repr(tag.unix)
-        ahead = "null" if tag.unix is None else repr((tag.unix - now) * 1000.0)
+        due = tag.unix
+        unix = "null" if due is None else repr(due)
+        ahead = "null" if due is None else repr((due - now) * 1000.0)
     head = (
         f'{{"arrival":{received.arrival:.6f},"source":"{_source_texts(received.source)[1]}",'
         f'"timetag":{stamp},"timetag_unix":{unix},"headroom_ms":{ahead},'
         f'"address":{_string(message.address)},"types":"{message.types}",'
         f'"args":{_json_args(message)}'
     )
-    due = None if tag is None else tag.unix
+    return head, due
 
-    def finish(dispatched: float | None) -> str:
-        if dispatched is None:
-            return head + "}"
-        lateness = "null" if due is None else repr((dispatched - due) * 1000.0)
-        return f'{head},"dispatched":{dispatched:.6f},"lateness_ms":{lateness}}}'
 
-    return finish
+def _json_finish(head: str, due: float | None, dispatched: float | None) -> str:
+    if dispatched is None:
+        return head + "}"
+    lateness = "null" if due is None else repr((dispatched - due) * 1000.0)
+    return f'{head},"dispatched":{dispatched:.6f},"lateness_ms":{lateness}}}'
+
+
+def _json_now(received: Received) -> str:
+    return _json_head(received, received.arrival)[0] + "}"
+
+
+def _text_now(received: Received) -> str:
+    return _text_finish(*_text_parts(received, received.arrival), None)
 
 
 _NUMBER_TAGS = frozenset("ihfd")
@@ -232,6 +251,7 @@ class Dumper:
     ) -> None:
         self.out = out
         self.renderer = json_renderer if jsonl else text_renderer
+        self._line_now = _json_now if jsonl else _text_now
         self.count = count
         self.flush_each = flush_each
         self.written = 0
@@ -247,7 +267,25 @@ class Dumper:
         """Print one message; ``dispatched`` (wall seconds) when it was held by a scheduler."""
         self.emit(self.renderer(received, now), dispatched)
 
-    def emit(self, render: Callable[[float | None], str], dispatched: float | None = None) -> None:
+    def print_now(self, received: Received) -> None:
+        """Print a message on arrival (a receive handler): its headroom from the arrival stamp.
+
+        :meth:`emit` inlined: this runs for every message of an unscheduled dump."""
+        with self._lock:
+            if self.done.is_set():
+                self.skipped += 1
+                return
+            line = self._line_now(received) + "\n"
+            self._pending.append(line)
+            self._pending_size += len(line)
+            self._accepted += 1
+            if self.count is not None and self._accepted >= self.count:
+                self.done.set()
+                self._write_pending()
+            elif self.flush_each or self._pending_size >= _FLUSH_BYTES:
+                self._write_pending()
+
+    def emit(self, render: Render, dispatched: float | None = None) -> None:
         """Print a line prepared by :func:`text_renderer` or :func:`json_renderer`."""
         with self._lock:
             if self.done.is_set():

@@ -14,7 +14,7 @@ from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.cli.scheduling import horizon_option, late_option
 from oscsync.hostport import HostPort
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
-from oscsync.transport import Endpoint, MessageHandler, Network, Received
+from oscsync.transport import Endpoint, MessageHandler, Network
 
 
 @click.command(
@@ -75,12 +75,9 @@ def dump(
     clock = app.clock
     scheduler: Scheduler | None = None
 
-    def on_message(received: Received) -> None:
-        # Printed on arrival: "how far ahead" is measured from the arrival stamp (one clock
-        # read per message, not two).
-        dumper.write(received, received.arrival)
-
-    handler: MessageHandler = on_message
+    # Printed on arrival: "how far ahead" is measured from the arrival stamp (one clock read
+    # per message, not two).
+    handler: MessageHandler = dumper.print_now
     if schedule:
         scheduler = Scheduler(
             clock,
