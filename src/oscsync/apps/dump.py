@@ -192,7 +192,16 @@ def _json_finish(head: str, due: float | None, dispatched: float | None) -> str:
 
 
 def _json_now(received: Received) -> str:
-    return _json_head(received, received.arrival)[0] + "}"
+    message = received.message
+    if message.timetag is not None:
+        return _json_head(received, received.arrival)[0] + "}"
+    # A plain message (the common case under a flood): :func:`_json_head` in one f-string.
+    return (
+        f'{{"arrival":{received.arrival:.6f},"source":"{_source_texts(received.source)[1]}",'
+        '"timetag":null,"timetag_unix":null,"headroom_ms":null,'
+        f'"address":{_string(message.address)},"types":"{message.types}",'
+        f'"args":{_json_args(message)}}}'
+    )
 
 
 def _text_now(received: Received) -> str:
@@ -259,6 +268,7 @@ class Dumper:
         self.output_closed = False
         self.done = threading.Event()
         self._lock = threading.Lock()
+        self._stopped = False
         self._accepted = 0  # lines taken for printing (written or pending)
         self._pending: list[str] = []
         self._pending_size = 0
@@ -272,7 +282,7 @@ class Dumper:
 
         :meth:`emit` inlined: this runs for every message of an unscheduled dump."""
         with self._lock:
-            if self.done.is_set():
+            if self._stopped:
                 self.skipped += 1
                 return
             line = self._line_now(received) + "\n"
@@ -280,7 +290,7 @@ class Dumper:
             self._pending_size += len(line)
             self._accepted += 1
             if self.count is not None and self._accepted >= self.count:
-                self.done.set()
+                self._stop()
                 self._write_pending()
             elif self.flush_each or self._pending_size >= _FLUSH_BYTES:
                 self._write_pending()
@@ -288,7 +298,7 @@ class Dumper:
     def emit(self, render: Render, dispatched: float | None = None) -> None:
         """Print a line prepared by :func:`text_renderer` or :func:`json_renderer`."""
         with self._lock:
-            if self.done.is_set():
+            if self._stopped:
                 self.skipped += 1
                 return
             line = render(dispatched) + "\n"
@@ -296,10 +306,14 @@ class Dumper:
             self._pending_size += len(line)
             self._accepted += 1
             if self.count is not None and self._accepted >= self.count:
-                self.done.set()
+                self._stop()
                 self._write_pending()
             elif self.flush_each or self._pending_size >= _FLUSH_BYTES:
                 self._write_pending()
+
+    def _stop(self) -> None:
+        self._stopped = True  # read for every message: a plain attribute, not Event.is_set()
+        self.done.set()
 
     def flush(self) -> None:
         """Write out the lines collected so far (the receive loop's "nothing more to read")."""
@@ -326,7 +340,7 @@ class Dumper:
             # `dump | head`: the reader is gone, which means "enough", not an error.
             self.skipped += lines
             self.output_closed = True
-            self.done.set()
+            self._stop()
         else:
             self.written += lines
 
