@@ -191,6 +191,7 @@ class Endpoint:
         self._rxq_dropped: dict[int, int] = {}
         self._handler: MessageHandler | None = None
         self._on_datagram: DatagramHandler | None = None
+        self._on_idle: Callable[[], None] | None = None
         if listen is not None and allow:
             mismatch = allow_mismatch(listen, allow)  # the classic: forgot --listen 0.0.0.0
             if mismatch:
@@ -458,12 +459,19 @@ class Endpoint:
     # -- receiving -------------------------------------------------------------------------
 
     def start(
-        self, handler: MessageHandler | None = None, *, on_datagram: DatagramHandler | None = None
+        self,
+        handler: MessageHandler | None = None,
+        *,
+        on_datagram: DatagramHandler | None = None,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         """Start the receive thread; ``handler`` runs on it for every message.
 
         With ``on_datagram``, every datagram the allow-list lets through goes to it as bytes
         instead, undecoded (no services answered, no messages counted): ``record`` keeps them.
+        ``on_idle`` runs on the receive thread each time it has read everything that was
+        waiting (or a batch of it, under a flood), before it waits again: ``dump`` writes the
+        lines it collected then, so a flood costs one write per batch instead of one per line.
         """
         if self._thread is not None:
             raise RuntimeError("endpoint already started")
@@ -471,6 +479,7 @@ class Endpoint:
             raise RuntimeError("endpoint is closed")
         self._handler = handler
         self._on_datagram = on_datagram
+        self._on_idle = on_idle
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
         self._thread = threads.daemon_thread(self._receive_loop, name="oscsync-recv")
@@ -486,11 +495,16 @@ class Endpoint:
                 selector.register(sock, selectors.EVENT_READ, True)
             selector.register(self._wake_r, selectors.EVENT_READ, None)
             drain = self._drain_msg if _HAS_RECVMSG else self._drain_from
+            on_idle = self._on_idle
             while not self._closed:
                 for key, _ in selector.select():
                     if key.data is None or self._closed:
                         return
                     drain(key.fileobj, key.data)  # type: ignore[arg-type]
+                if on_idle is not None:
+                    # Every ready socket was read until empty (or for a batch of _DRAIN_BATCH):
+                    # what the handler collected can go out now (dump's batched writes).
+                    on_idle()
 
     def _drain_msg(self, sock: socket.socket, via_peer: bool) -> None:
         # The hot path (benchmarks/throughput.py): one recvmsg, and ancillary data only looked at

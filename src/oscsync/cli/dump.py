@@ -71,7 +71,9 @@ def dump(
     """
     if not schedule and (late_policy is not None or horizon is not None):
         raise click.UsageError("--late and --horizon only apply with --schedule")
-    dumper = Dumper(sys.stdout, jsonl=jsonl, count=count)
+    # Unscheduled, lines are collected and written when the socket has nothing more to read
+    # (endpoint.start(on_idle=...)); scheduled, each is written at its due time.
+    dumper = Dumper(sys.stdout, jsonl=jsonl, count=count, flush_each=schedule)
     clock = app.clock
     scheduler: Scheduler | None = None
 
@@ -103,13 +105,15 @@ def dump(
             app.note(f"listening on {endpoint.local_address}")
             if scheduler is not None:
                 scheduler.start()
-            endpoint.start(handler)
+            endpoint.start(handler, on_idle=None if schedule else dumper.flush)
             advertised.publish(endpoint.local_address)
             wait(dumper.done, clock, duration)
         finally:
             receiver_stopped = endpoint.close()
             if scheduler is not None:
                 scheduler.close()
+            if receiver_stopped:
+                dumper.flush()  # lines the receive loop collected after its last flush
             stdout_usable = receiver_stopped and not dumper.output_closed
             if stdout_usable:
                 try:
