@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -269,6 +270,13 @@ class Dumper:
         self.done = threading.Event()
         self._lock = threading.Lock()
         self._stopped = False
+        # Scheduled lines skip Python's text and buffer layers where that is safe: a pipe or a
+        # file (a console may expect another encoding than the stream's bytes, e.g. Windows').
+        self._fd = _plain_fd(out) if flush_each else None
+        self._encoding = getattr(out, "encoding", None) or "utf-8"
+        self._errors = getattr(out, "errors", None) or "strict"
+        if self._fd is not None:
+            out.flush()  # anything written through the stream before comes first
         self._accepted = 0  # lines taken for printing (written or pending)
         self._pending: list[str] = []
         self._pending_size = 0
@@ -297,6 +305,9 @@ class Dumper:
 
     def emit(self, render: Render, dispatched: float | None = None) -> None:
         """Print a line prepared by :func:`text_renderer` or :func:`json_renderer`."""
+        if self.flush_each:
+            self._emit_at_once(render, dispatched)
+            return
         with self._lock:
             if self._stopped:
                 self.skipped += 1
@@ -310,6 +321,32 @@ class Dumper:
                 self._write_pending()
             elif self.flush_each or self._pending_size >= _FLUSH_BYTES:
                 self._write_pending()
+
+    def _emit_at_once(self, render: Render, dispatched: float | None) -> None:
+        # A scheduled line at its due time: the shortest way from the render to the write
+        # system call. Into a pipe or a file that is os.write: write + flush through the
+        # TextIOWrapper and BufferedWriter above it cost 4.5 µs a line here, os.write 1.1 µs.
+        with self._lock:
+            if self._stopped:
+                self.skipped += 1
+                return
+            line = render(dispatched) + "\n"
+            try:
+                if self._fd is None:
+                    self.out.write(line)
+                    self.out.flush()
+                else:
+                    _write_all(self._fd, line.encode(self._encoding, self._errors))
+            except BrokenPipeError:
+                # `dump | head`: the reader is gone, which means "enough", not an error.
+                self.skipped += 1
+                self.output_closed = True
+                self._stop()
+                return
+            self.written += 1
+            self._accepted += 1
+            if self.count is not None and self._accepted >= self.count:
+                self._stop()
 
     def _stop(self) -> None:
         self._stopped = True  # read for every message: a plain attribute, not Event.is_set()
@@ -343,6 +380,21 @@ class Dumper:
             self._stop()
         else:
             self.written += lines
+
+
+def _plain_fd(out: TextIO) -> int | None:
+    """``out``'s file descriptor if it is a pipe or a file (not a terminal), else None."""
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return None
+    return None if os.isatty(fd) else fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        written = os.write(fd, data)  # a signal may cut a write short (PEP 475)
+        data = data[written:]
 
 
 def scheduled(dumper: Dumper, scheduler: Scheduler) -> Callable[[Received], None]:
