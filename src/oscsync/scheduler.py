@@ -64,6 +64,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from oscsync import threads
 from oscsync import timetag as tt
@@ -94,9 +95,11 @@ class SchedulerClosed(RuntimeError):
     """The scheduler was used after :meth:`Scheduler.close`."""
 
 
-@dataclass(frozen=True, slots=True)
-class Dispatch:
+class Dispatch(NamedTuple):
     """What an action learns when it runs: when it was due and when it actually ran.
+
+    A named tuple (immutable), made between the end of the spin and the action's call: half
+    what a frozen dataclass costs there (0.22 vs 0.5 µs; issue 18).
 
     ``due`` and ``dispatched`` are monotonic seconds on the scheduler's clock (turn them into wall
     time with ``clock.monotonic_to_wall``); ``dispatched`` is the reading taken just before the
