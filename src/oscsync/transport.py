@@ -660,8 +660,11 @@ class Endpoint:
             selector.close()
         stopped = self._thread is None or not self._thread.is_alive()
         if self._listen_sock is not None:
-            self._count_unread(self._listen_sock)
-            self._count_kernel_drops(self._listen_sock)
+            # Twice: what arrived (or was dropped) while the first pass counted is counted by
+            # the second, which leaves only the moment before the socket closes uncounted.
+            for _ in range(2):
+                self._count_unread(self._listen_sock)
+                self._count_kernel_drops(self._listen_sock)
         self._close_sockets()
         return stopped
 

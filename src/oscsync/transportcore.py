@@ -80,7 +80,11 @@ class TransportStats:
     def platform_note(self) -> str:
         """What this platform could not measure, for a summary line ("" when nothing)."""
         if self.kernel_drops == "unavailable":
-            return "datagrams the OS dropped (buffer full) are not reported on this platform"
+            # Say why, not only what (issue 18): the numbers may not add up, and this is where.
+            return (
+                "datagrams the OS dropped (buffer full) are not reported on this platform:"
+                " it keeps no per-socket drop count"
+            )
         return ""
 
 
