@@ -288,20 +288,12 @@ class Dumper:
     def print_now(self, received: Received) -> None:
         """Print a message on arrival (a receive handler): its headroom from the arrival stamp.
 
-        :meth:`emit` inlined: this runs for every message of an unscheduled dump."""
+        This runs for every message of an unscheduled dump: one call, rendering inlined."""
         with self._lock:
             if self._stopped:
                 self.skipped += 1
                 return
-            line = self._line_now(received) + "\n"
-            self._pending.append(line)
-            self._pending_size += len(line)
-            self._accepted += 1
-            if self.count is not None and self._accepted >= self.count:
-                self._stop()
-                self._write_pending()
-            elif self.flush_each or self._pending_size >= _FLUSH_BYTES:
-                self._write_pending()
+            self._collect(self._line_now(received) + "\n")
 
     def emit(self, render: Render, dispatched: float | None = None) -> None:
         """Print a line prepared by :func:`text_renderer` or :func:`json_renderer`."""
@@ -312,15 +304,19 @@ class Dumper:
             if self._stopped:
                 self.skipped += 1
                 return
-            line = render(dispatched) + "\n"
-            self._pending.append(line)
-            self._pending_size += len(line)
-            self._accepted += 1
-            if self.count is not None and self._accepted >= self.count:
-                self._stop()
-                self._write_pending()
-            elif self.flush_each or self._pending_size >= _FLUSH_BYTES:
-                self._write_pending()
+            self._collect(render(dispatched) + "\n")
+
+    def _collect(self, line: str) -> None:
+        # Under the lock: keep the line for the next flush, write at once when it is the last
+        # one (--count) or the batch reached its bound.
+        self._pending.append(line)
+        self._pending_size += len(line)
+        self._accepted += 1
+        if self.count is not None and self._accepted >= self.count:
+            self._stop()
+            self._write_pending()
+        elif self.flush_each or self._pending_size >= _FLUSH_BYTES:
+            self._write_pending()
 
     def _emit_at_once(self, render: Render, dispatched: float | None) -> None:
         # A scheduled line at its due time: the shortest way from the render to the write
