@@ -14,12 +14,25 @@ clock against the monotonic one since start-up (a few µs on the workshop VM); i
 (monotonic reading at the end of the spin minus the deadline) is printed beside it. It prints p50/p99/max in µs, the number of
 early dispatches (negative lateness) and the ratio of python-osc's p99 to ours.
 
+Where the tail comes from (issue 18), each cause measured on its own in the same run: a lone
+thread that waits and spins the way the timer thread does (the OS alone: how late a timed wait
+returns, how often a spin is preempted), the Scheduler fed by bundles from another process (its
+timer's wait overshoot, its own ruler, the handler's), and the same under a flood of plain
+messages from a third process (the receive thread then holds the GIL when the timer wakes).
+``--switch-interval`` sets ``sys.setswitchinterval`` for the whole run, to measure that lever.
+
 Then the head-of-line test: a bundle timetagged 0.5 s ahead, immediately followed by a plain
 message; how long until the plain message's handler runs (oscsync vs python-osc's blocking server,
 where it waits for the bundle's sleep, and the threading server for the record).
 
-    .venv/bin/python benchmarks/scheduler.py            # ~25 s
-    .venv/bin/python benchmarks/scheduler.py --quick    # ~8 s
+Last, through a pipe: ``oscsync dump --schedule`` as a process, its lines read from its stdout
+and stamped here, beside the floor (a minimal program that spins until each timetag and prints)
+and python-osc's strict timing printing from its handler; goal: dump's p50 within 30 µs of the
+floor's.
+
+    .venv/bin/python benchmarks/scheduler.py            # ~60 s
+    .venv/bin/python benchmarks/scheduler.py --quick    # ~35 s
+    .venv/bin/python benchmarks/scheduler.py --only pipe --only causes
 
 Everything runs on 127.0.0.1 with ports the kernel picks, and stops by itself.
 """
