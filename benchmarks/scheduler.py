@@ -222,10 +222,10 @@ def head_of_line_once(port: int, plain_seen: threading.Event, far: float) -> flo
 plain_seen_at = [0.0]
 
 
-def hol_oscsync(trials: int, far: float, spin: float) -> list[float]:
+def hol_oscsync(trials: int, far: float, spin: float, inline_due: bool = False) -> list[float]:
     clock = SystemClock()
     seen = threading.Event()
-    scheduler = Scheduler(clock, spin=spin)
+    scheduler = Scheduler(clock, spin=spin, inline_due=inline_due)
 
     def plain(_: Dispatch) -> None:
         plain_seen_at[0] = time.time()
@@ -629,6 +629,10 @@ def lateness_section(count: int, ahead: float, interval: float, spin: float) -> 
 def hol_section(trials: int, slow_trials: int, far: float, spin: float) -> None:
     print(f"\nhead-of-line: a plain message sent right after a bundle {far:g} s ahead")
     print(hol_row("oscsync Scheduler", hol_oscsync(trials, far, spin)), flush=True)
+    print(
+        hol_row("oscsync Scheduler inline_due", hol_oscsync(trials, far, spin, inline_due=True)),
+        flush=True,
+    )
     print(
         hol_row(
             "python-osc Blocking strict", hol_pythonosc(BlockingOSCUDPServer, slow_trials, far)

@@ -87,6 +87,9 @@ def dump(
             late_policy=late_policy or KEEP,
             horizon=DEFAULT_HORIZON if horizon is None else horizon,
             on_warning=app.warn,
+            # A plain message is printed by the receive thread, without waking the timer
+            # thread: ~0.1 ms less head-of-line delay (issue 18, benchmarks/scheduler.py).
+            inline_due=True,
         )
         handler = scheduled(dumper, scheduler)
 
