@@ -26,7 +26,9 @@ once, with :meth:`Clock.wall_to_monotonic <oscsync.clock.Clock.wall_to_monotonic
 ``unix_seconds(timetag) - offset``, and it stays valid however long the wait (a monotonic clock
 does not jump). Everything after that, waiting and measuring lateness, is monotonic.
 
-**Order and lateness.** Actions run on the timer thread one after another, in due order. An
+**Order and lateness.** Actions run on the timer thread one after another, in due order (with
+``inline_due``, an item already due may run on the thread that submits it instead: still one
+action at a time and in due order, see :class:`Scheduler`). An
 action that takes long is not hidden: the next item simply runs later, and its lateness
 (dispatch time − due time) is recorded. Items already due when submitted (plain messages,
 ``IMMEDIATELY``, past timetags) are keyed by their submission time, so they run in arrival order
