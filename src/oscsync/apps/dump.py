@@ -206,7 +206,12 @@ def _json_now(received: Received) -> str:
 
 
 def _text_now(received: Received) -> str:
-    return _text_finish(*_text_parts(received, received.arrival), None)
+    message = received.message
+    if message.timetag is not None:
+        return _text_finish(*_text_parts(received, received.arrival), None)
+    # A plain message (the common case under a flood): :func:`_text_parts` in one f-string.
+    source = _source_texts(received.source)[0]
+    return f"{clock_text(received.arrival)}  {source}  {_message_text(message)}"
 
 
 _NUMBER_TAGS = frozenset("ihfd")
