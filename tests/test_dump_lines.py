@@ -261,3 +261,13 @@ def test_dumper_counts_messages_after_count_as_not_printed() -> None:
     _dumped(dumper, "/a", "/b", "/c")
     assert dumper.done.is_set() and (dumper.written, dumper.skipped) == (2, 1)
     assert len(out.getvalue().splitlines()) == 2  # the count'th line flushes at once
+
+
+@settings(max_examples=300, deadline=None)
+@given(VALID)
+def test_lines_printed_on_arrival_are_the_general_lines(packet: bytes) -> None:
+    """``Dumper.print_now``'s one-step renderers print exactly what text_line/json_line do."""
+    for message in codec.decode(packet):
+        received = Received(message, ("::1", 9000), ARRIVAL)
+        assert dump._text_now(received) == text_line(received, ARRIVAL)
+        assert dump._json_now(received) == json_line(received, ARRIVAL)
