@@ -145,6 +145,8 @@ class TcpListener:
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, _Connection] = {}
         self._by_source: dict[tuple[str, int], _Connection] = {}
+        self.on_idle: Callable[[], None] | None = None
+        """Runs on the listener's thread after each round that read something."""
         self._closed = False
         self._accepting = True
         self._retry_accept_at: float | None = None
@@ -218,6 +220,10 @@ class TcpListener:
                     self._read(conn)
         self._expire()
         self._watch_writes()
+        if ready and self.on_idle is not None:
+            # Everything that was ready has been read: what the handler collected can go out
+            # (dump's batched writes, as on UDP's receive thread).
+            self.on_idle()
 
     # -- connections -----------------------------------------------------------------------
 

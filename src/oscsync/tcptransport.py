@@ -22,7 +22,7 @@ sees them in turn.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from oscsync import framing
 from oscsync.clock import Clock
@@ -145,11 +145,27 @@ class TcpEndpoint(Endpoint):
             self._core.feed(packet, source, arrival, True)
 
     def start(
-        self, handler: MessageHandler | None = None, *, on_datagram: DatagramHandler | None = None
+        self,
+        handler: MessageHandler | None = None,
+        *,
+        on_datagram: DatagramHandler | None = None,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
-        super().start(handler, on_datagram=on_datagram)
-        if self.listener is not None:
-            self.listener.start()
+        listener = self.listener
+        # on_idle goes to whichever thread reads the listening side (dump's batched output).
+        super().start(
+            handler, on_datagram=on_datagram, on_idle=on_idle if listener is None else None
+        )
+        if listener is not None:
+            if on_idle is not None:
+                idle = on_idle
+
+                def after_reads() -> None:
+                    with self._feed_lock:  # not while another thread's frame is being handled
+                        idle()
+
+                listener.on_idle = after_reads
+            listener.start()
         self._tcp_started = True
 
     # -- addresses -------------------------------------------------------------------------
