@@ -133,3 +133,13 @@ def test_netem_refuses_tcp_in_one_line(option: str) -> None:
     )
     assert result.exit_code == 2
     assert "netem relays UDP datagrams only; write it without tcp://" in result.output
+
+
+def test_dump_over_tcp_prints_each_line_as_it_arrives(spawn: Spawn) -> None:
+    # dump batches its output and writes when the receive side is idle (issue #18): over TCP the
+    # listener's thread says so, so a line does not wait for the next one or for the end.
+    dump, where, _ = start_listener(spawn, "dump", "--listen", "tcp://127.0.0.1:0")
+    assert dump.stdout is not None
+    lines = LineReader(dump.stdout)
+    subprocess.run(oscsync_command("send", where, "/now", "1"), check=True)
+    assert "/now ,i 1" in lines.wait_for(lambda line: "/now" in line)
