@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import select
 import socket
 import struct
 import time
@@ -501,3 +502,21 @@ def test_twenty_clients_at_once_each_in_order(
         k = packets[0].split(b"/")[1]
         assert packets == [b"/%s/%d" % (k, n) for n in range(50)]
     assert listener.stats.connections == 20
+
+
+def test_packets_still_in_the_kernel_at_close_are_counted_not_lost() -> None:
+    handled: list[bytes] = []
+    served = TcpListener(LOOPBACK, lambda p, s, a: handled.append(p))  # stepped, not started
+    client = connect(served.local_address)
+    try:
+        while served.connection_count == 0:
+            served.poll(0.1)
+        client.sendall(b"".join(slip_encode(b"/left%d" % n) for n in range(5)) + b"\xc0/hal")
+        (conn_sock,) = list(served._connections)
+        select.select([conn_sock], [], [], 10)  # the bytes are in the listener's kernel buffer
+        served.close()
+    finally:
+        client.close()
+    assert handled == []
+    assert served.stats.unread_at_close == 5
+    assert served.stats.drops == {"unread-at-close": 5, "unterminated-frame": 1}

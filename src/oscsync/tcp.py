@@ -70,6 +70,8 @@ _BACKLOG = 64
 ACCEPT_RETRY = 0.5
 """Seconds the listener stops accepting after accept() failed (out of file descriptors)."""
 _FLUSH_STEP = 0.05
+UNREAD_LIMIT = 4 * 1024 * 1024
+"""Bytes per connection :meth:`TcpListener.close` reads to count packets left unread."""
 _END_THEN_BUNDLE = bytes([framing.END]) + b"#"
 
 
@@ -97,6 +99,8 @@ class TcpListenerStats:
     drops: Counter[str] = field(default_factory=Counter)
     """Frames refused by the framing layer (``bad-slip-escape``, ``frame-too-large``, ...)."""
     replies_dropped: int = 0
+    unread_at_close: int = 0
+    """Whole packets still in the kernel's buffers at close (also in :attr:`drops`)."""
 
 
 @dataclass
@@ -442,6 +446,7 @@ class TcpListener:
         with self._lock:
             conns = list(self._connections.values())
         for conn in conns:
+            self._count_unread(conn)
             if conn.decoder.mid_frame:
                 self.stats.drops["unterminated-frame"] += 1
             self._drop(conn, "at-close")
@@ -449,6 +454,28 @@ class TcpListener:
         for sock in (self._sock, self._wake_r, self._wake_w):
             sock.close()
         return stopped
+
+    def _count_unread(self, conn: _Connection) -> None:
+        # Packets a client wrote that were still in the kernel at close were delivered to this
+        # machine but never handled: count them (issue #18's exact accounting, as UDP does),
+        # reading at most UNREAD_LIMIT bytes, so a client still writing cannot keep close() busy.
+        left = UNREAD_LIMIT
+        while left > 0:
+            try:
+                data = conn.sock.recv(min(READ_SIZE, left))
+            except OSError:  # BlockingIOError: nothing more; or the connection broke
+                return
+            if not data:
+                return
+            left -= len(data)
+            for item in conn.decoder.feed(data):
+                if isinstance(item, FramingError):
+                    self.stats.drops[item.reason] += 1
+                    if item.fatal:
+                        return
+                else:
+                    self.stats.unread_at_close += 1
+                    self.stats.drops["unread-at-close"] += 1
 
     def __enter__(self) -> TcpListener:
         return self

@@ -256,6 +256,8 @@ class TcpEndpoint(Endpoint):
         if self.listener is not None:
             stopped = self.listener.close(timeout) and stopped
             self.stats.connections = self.listener.stats.connections
+            # Packets counted unread at close are drops (shared Counter) and arrivals alike.
+            self.stats.datagrams += self.listener.stats.unread_at_close
         return super().close(timeout) and stopped
 
     def _close_sender(self, sender: TcpSender, flush_timeout: float) -> bool:
