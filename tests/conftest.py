@@ -49,7 +49,15 @@ def udp_port() -> int:
 
 @pytest.fixture
 def fake_clock() -> FakeClock:
+    """One-thread fake time: a sleep or wait on it is itself the jump."""
     return FakeClock()
+
+
+@pytest.fixture
+def autojump_clock() -> FakeClock:
+    """Fake time for threads (trio's ``autojump_clock``): made by the test thread, it jumps to the
+    earliest deadline once the test thread and every thread waiting on it are blocked there."""
+    return FakeClock(autojump_threshold=0)
 
 
 @pytest.fixture
