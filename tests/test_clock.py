@@ -13,9 +13,7 @@ import time
 
 import pytest
 
-from oscsync import timetag as tt
 from oscsync.clock import FakeClock, SkewedClock, SystemClock
-from oscsync.scheduler import Scheduler
 from waiting import let_real_time_pass, wait_until
 
 START = 1_700_000_000.0
@@ -68,7 +66,6 @@ def test_system_clock_maps_wall_and_monotonic_with_its_fixed_offset() -> None:
     mono = clock.monotonic()
     assert clock.monotonic_to_wall(mono) == mono + clock.offset
     assert clock.wall_to_monotonic(clock.monotonic_to_wall(mono)) == pytest.approx(mono, abs=1e-6)
-    assert clock.now_timetag() >> 32 == tt.from_unix(clock.now()) >> 32
     assert clock.system_time_to_wall(1234.5) == 1234.5
     assert clock.moves_by_itself
 
@@ -274,21 +271,3 @@ def test_a_thread_that_ended_no_longer_holds_autojump() -> None:
     sleeper = Sleeper(clock, "sleeper", 0.5)
     sleeper.join()
     assert sleeper.woke == [0.5]
-
-
-def test_the_scheduler_thread_runs_in_virtual_time_on_an_autojump_clock() -> None:
-    clock = threaded()
-    ran: list[tuple[str, float]] = []
-    sched = Scheduler(clock)
-    sched.start()
-    try:
-        for name, ahead in (("c", 0.75), ("a", 0.25), ("b", 0.5)):
-            tag = tt.from_unix(clock.now() + ahead)
-            sched.submit(tag, lambda d, name=name: ran.append((name, d.dispatched - MONO)))
-        clock.sleep(1.0)
-        stats = sched.stats()
-    finally:
-        sched.close()
-    # Exactly on time, in order, with no spin: the spin would never end on a fake clock.
-    assert ran == [("a", 0.25), ("b", 0.5), ("c", 0.75)]
-    assert stats.late == 0
