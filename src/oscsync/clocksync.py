@@ -519,6 +519,7 @@ class FilterFollower:
 
     def start(self) -> None:
         self._thread = threads.daemon_thread(self._run, name="oscsync-clock")
+        self.clock.enlist(self._thread)  # a FakeClock does not jump past its first wait
         threads.start(self._thread)
 
     def _run(self) -> None:

@@ -423,7 +423,7 @@ class Scheduler:
         if self._thread is not None:
             raise RuntimeError("scheduler already started")
         self._thread = threads.daemon_thread(self._loop, name="oscsync-scheduler")
-        self.clock.enlist(self._thread)
+        self.clock.enlist(self._thread)  # a FakeClock does not jump past its first wait
         threads.start(self._thread)
 
     def _loop(self) -> None:
