@@ -183,6 +183,14 @@ def test_autojump_leaps_to_the_deadline_when_the_only_thread_sleeps() -> None:
     assert clock.jumps == 1
 
 
+def test_autojump_waits_its_threshold_of_real_time_before_jumping() -> None:
+    clock = threaded(0.2)
+    began = time.monotonic()
+    clock.sleep(5.0)
+    assert time.monotonic() - began >= 0.2  # a lower bound: load only makes it longer
+    assert clock.monotonic() == MONO + 5.0 and clock.jumps == 1
+
+
 def test_autojump_wakes_sleepers_in_deadline_order_at_exact_times() -> None:
     clock = threaded()
     late = Sleeper(clock, "late", 0.75)
@@ -220,10 +228,13 @@ def test_autojump_does_not_pass_a_waiter_whose_event_was_set() -> None:
     thread = threading.Thread(target=waiter, daemon=True)
     thread.start()
     blocked(clock, 1)
-    event.set()  # from a thread that does not take part (the test thread is running)
+    # Set, then blocked at once: for a moment both threads are in a wait, but the waiter is
+    # about to run (its event is set), so the clock must not jump to the test thread's deadline.
+    event.set()
+    clock.sleep(5.0)
     thread.join(10)
     assert woke_at == [(True, 0.0)]  # woken by the event, at the time it was set
-    assert clock.jumps == 0
+    assert clock.monotonic() == MONO + 5.0 and clock.jumps == 1
 
 
 def test_a_wait_with_no_timeout_is_never_jumped_to() -> None:

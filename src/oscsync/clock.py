@@ -188,8 +188,9 @@ class FakeClock(Clock):
     * **Threads** (``autojump_threshold`` a number of real seconds, or ``math.inf``): ``sleep``
       and ``wait`` block the calling thread until the clock reaches their deadline (or the event
       is set). Time moves through :meth:`advance` and, unless the threshold is infinite, by
-      *autojump*: once every thread that takes part (the thread that made the clock, and every
-      thread that has slept or waited on it and is still alive) is blocked in a ``sleep`` or
+      *autojump*: once every thread that takes part (the thread that made the clock, threads
+      :meth:`enlist`-ed by their owners (the scheduler's, the clock-sync pinger's), and every
+      thread that has slept or waited on it, while alive) is blocked in a ``sleep`` or
       ``wait`` whose event is not set, and has been for ``autojump_threshold`` real seconds, the
       clock jumps to the earliest deadline among them. A scheduler thread, a pinger and the test
       thread then run in virtual time: nothing really waits for a timetag, and every reading is
@@ -197,6 +198,7 @@ class FakeClock(Clock):
       take part (a socket's receive thread handing a datagram over) the time to act first. Like
       trio's, the threshold cannot see work in flight outside the clock: a test that sends a
       datagram should wait (in real time) until it is received before it sleeps on this clock.
+      A thread that takes part and then blocks elsewhere (a join, a socket) holds the clock still.
 
     Pick a ``start`` and steps that are exact binary fractions (0.5, 0.25, ...) and assertions
     can use ``==``.
