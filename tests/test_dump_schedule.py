@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 from collections.abc import Callable
 
@@ -100,7 +101,9 @@ def test_dump_schedule_prints_in_timetag_order_never_before_it(spawn: Spawn) -> 
     assert proc.returncode == 0
     lines = errors.rest()
     assert "3 messages printed" in lines[-2]
-    assert lines[-1].startswith("scheduler: 3 dispatched, 0 late, 0 dropped")
+    # How many were late (run > 1 ms after the timetag) is the timer thread's accuracy: 1 was,
+    # by 1.0 ms, with one core kept busy (make test-busy). benchmarks/scheduler.py measures it.
+    assert re.match(r"scheduler: 3 dispatched, [0-3] late, 0 dropped", lines[-1]), lines[-1]
 
 
 def test_dump_schedule_counts_bundles_held_at_exit(spawn: Spawn) -> None:
