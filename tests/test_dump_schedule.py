@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import subprocess
 from collections.abc import Callable
 
@@ -102,9 +101,11 @@ def test_dump_schedule_prints_in_timetag_order_never_before_it(spawn: Spawn) -> 
     assert proc.returncode == 0
     lines = errors.rest()
     assert "3 messages printed" in lines[-2]
-    # How many were late (run > 1 ms after the timetag) is the timer thread's accuracy: 1 was,
-    # by 1.0 ms, with one core kept busy (make test-busy). benchmarks/scheduler.py measures it.
-    assert re.match(r"scheduler: 3 dispatched, [0-3] late, 0 dropped", lines[-1]), lines[-1]
+    # How many ran late (> 1 ms after the timetag) is the timer thread's accuracy and depends on
+    # the load (a busy core made one 1-8 ms late; benchmarks/scheduler.py measures it); what must
+    # hold is that the summary counts the lines that say they were late.
+    late = sum(1 for r in records if r["lateness_ms"] is not None and r["lateness_ms"] > 1.0)
+    assert lines[-1].startswith(f"scheduler: 3 dispatched, {late} late, 0 dropped"), lines[-1]
 
 
 def test_dump_schedule_counts_bundles_held_at_exit(spawn: Spawn) -> None:
