@@ -7,7 +7,6 @@ import queue
 import select
 import socket
 import struct
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -16,6 +15,7 @@ from oscsync.clock import FakeClock
 from oscsync.framing import size_encode, slip_encode
 from oscsync.hostport import HostPort
 from oscsync.tcp import Backoff, TcpListener, TcpSender
+from waiting import wait_until
 
 LOOPBACK = HostPort("127.0.0.1", 0, "tcp")
 
@@ -41,10 +41,7 @@ def take(received: queue.Queue[tuple[bytes, tuple[str, int]]], n: int) -> list[b
 
 
 def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition never became true"
-        time.sleep(0.01)
+    wait_until(condition, timeout, "the listener or sender to catch up")
 
 
 def connect(where: HostPort) -> socket.socket:
