@@ -201,26 +201,32 @@ class _Shape(NamedTuple):
     """``[%r,%r]``: the args' JSON when they are all numbers (None: the general path)."""
     text_body: str
     """``/address ,types`` escaped, as :func:`_message_text` starts."""
+    types: str
 
 
-_shapes: dict[tuple[str, str], _Shape] = {}
+_shapes: dict[str, _Shape] = {}
+_SHAPE_ADDRESS_LIMIT = 256
+"""Longer addresses are rendered every time, not remembered: the cache stays under ~1 MB."""
 
 
 def _shape(address: str, types: str) -> _Shape:
-    # Issue 18: rendered once per (address, types) instead of per message (dump --jsonl
-    # 0.5 µs a line less, benchmarks/dump_path.py).
-    shape = _shapes.get((address, types))
-    if shape is None:
+    """The pieces for ``address`` and ``types``: remembered per address (with the types last
+    seen there), rendered once instead of per message (issue 18: dump --jsonl 0.5 µs a line
+    less, benchmarks/dump_path.py)."""
+    shape = _shapes.get(address)
+    if shape is None or shape.types != types:
         numbers = _NUMBER_TAGS.issuperset(types)
         shape = _Shape(
             '","timetag":null,"timetag_unix":null,"headroom_ms":null,'
             f'"address":{_string(address)},"types":"{types}","args":',
             "[" + ",".join(["%r"] * len(types)) + "]" if numbers else None,
             f"{display.escape(address)} ,{types}",
+            types,
         )
-        if len(_shapes) >= _LOOKUP_CACHE_LIMIT:
-            _shapes.clear()
-        _shapes[(address, types)] = shape
+        if len(address) <= _SHAPE_ADDRESS_LIMIT:
+            if len(_shapes) >= _LOOKUP_CACHE_LIMIT:
+                _shapes.clear()
+            _shapes[address] = shape
     return shape
 
 
@@ -231,7 +237,9 @@ def _json_now(received: Received) -> str:
         return _json_head(received, arrival)[0] + "}"
     # A plain message (the common case under a flood): :func:`_json_head` with the pieces that
     # depend only on the address and types rendered once (:func:`_shape`).
-    shape = _shapes.get((address, types)) or _shape(address, types)
+    shape = _shapes.get(address)
+    if shape is None or shape.types != types:
+        shape = _shape(address, types)
     form = shape.args_form
     if form is not None:
         # repr is what json writes for ints and finite floats; "inf" and "nan" (the only
@@ -252,7 +260,9 @@ def _text_now(received: Received) -> str:
         return _text_finish(*_text_parts(received, arrival), None)
     # A plain message (the common case under a flood): :func:`_text_parts` in one f-string,
     # with ``/address ,types`` rendered once per pair (:func:`_shape`).
-    shape = _shapes.get((address, types)) or _shape(address, types)
+    shape = _shapes.get(address)
+    if shape is None or shape.types != types:
+        shape = _shape(address, types)
     known = _sources.get(source) or _source_texts(source)
     if not types:
         return f"{clock_text(arrival)}  {known[0]}  {shape.text_body}"
@@ -336,6 +346,7 @@ class Dumper:
         self._accepted = 0  # lines taken for printing (written or pending)
         self._pending: list[str] = []
         self._pending_size = 0
+        self._batched = count is None and not flush_each  # print_now's common case
 
     def write(self, received: Received, now: float, dispatched: float | None = None) -> None:
         """Print one message; ``dispatched`` (wall seconds) when it was held by a scheduler."""
@@ -350,7 +361,7 @@ class Dumper:
             if self._stopped:
                 self.skipped += 1
                 return
-            if self.count is None and not self.flush_each:
+            if self._batched:
                 # :meth:`_collect` inlined for the common case (issue 18: 0.2 µs a line).
                 pending = self._pending
                 pending.append(line)
