@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-import tempfile
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from oscsync import audio, sounds
+from oscsync import audio
 from oscsync.apps import sequence as app_sequence
-from oscsync.apps.sequence import (
-    EventRecord,
-    PatternFile,
-    SequenceListener,
-    SequenceSender,
-    VoiceSounds,
-    event_line,
-)
-from oscsync.apps.ticklog import LogWriter
-from oscsync.cli.metronome import (
-    _AUTO_PINGS,
-    _GRACE,
-    AUDIO,
-    AUTO,
-    OFFSET,
-    _auto_offset,
-    _check_sync,
-    _compose,
-    _follower,
-    _ignore,
-    _log_file,
-    _sync_options,
-)
+from oscsync.apps.sequence import PatternFile, SequenceSender, event_line
+from oscsync.apps.sessions import GRACE, SendSession, SequenceListenSession
+from oscsync.cli.metronome import AUDIO, OFFSET, _check_sync, _compose, _sync_options
 from oscsync.cli.params import (
     DURATION,
     DurationType,
@@ -45,13 +22,12 @@ from oscsync.cli.params import (
     peers_option,
 )
 from oscsync.cli.peers import resolve_peer, resolve_peers
-from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
-from oscsync.clockfollow import ClockFollower
-from oscsync.clocksync import PONG, PeerClocks
+from oscsync.cli.records import RecordLines, log_file, session_errors
+from oscsync.cli.runtime import AppContext, running, wait
 from oscsync.hostport import HostPort
 from oscsync.pattern import NAME, Pattern, PatternError
 from oscsync.scheduler import Scheduler
-from oscsync.transport import Endpoint, Network, Received
+from oscsync.transport import Network
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -284,21 +260,16 @@ def send(
     peers = resolve_peers(peers)
     with (
         running(),
-        Endpoint(
-            peers=peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
-        ) as ep,
-        Scheduler(clock, on_warning=app.warn) as scheduler,
+        session_errors(),
+        SendSession(
+            peers, clock=clock, allow=allow, multicast_interface=iface, note=app.note, warn=app.warn
+        ) as session,
     ):
-        clocks = PeerClocks(clock, ep, peers, filter_size=_AUTO_PINGS)
-        ep.add_service(PONG, clocks.service)
-        ep.start(_ignore)  # answers the clock pings of listeners with --sync
-        if offset == AUTO:
-            offset = _auto_offset(app, clocks)
-        assert isinstance(offset, float)
+        offset = session.offset(offset, OFFSET.maximum or 60.0)
         sender = _sender(
             app,
-            ep.send_bytes,
-            scheduler,
+            session.endpoint.send_bytes,
+            session.scheduler,
             watched,
             bpm=bpm,
             steps_per_beat=steps_per_beat,
@@ -309,111 +280,15 @@ def send(
         try:
             app.note(_sending_note(watched, peers, bpm, steps_per_beat, offset))
             sender.start(total)
-            scheduler.start()
+            session.scheduler.start()
             wait(sender.done, clock, None)
         finally:
             sender.stop()
-            scheduler.close()
+            session.scheduler.close()
             app.note(f"sequence: sent {sender.sent} steps, {sender.reloads} pattern changes")
 
 
 # -- listen -----------------------------------------------------------------------------------
-
-
-class _Session:
-    """The listening half of ``listen`` and ``pair``: player, voice sounds, scheduler, display."""
-
-    def __init__(
-        self,
-        app: AppContext,
-        audio_choice: audio.AudioChoice,
-        voice_sounds: tuple[tuple[str, Path], ...],
-        log: LogWriter | None,
-        limit: int | None,
-    ) -> None:
-        self.app = app
-        self.done = threading.Event()
-        self.limit = limit
-        self.live = app.live_line()  # fits the terminal, warnings above it (issue #13)
-        self.output_closed = False
-        self.on_failure: list[Callable[[], None]] = []  # what stops with it (pair's sender)
-        if log is not None:
-            log.on_error = self._log_failed
-        self.directory = tempfile.TemporaryDirectory(prefix="oscsync-sequence-")
-        try:
-            chosen = {name: sounds.default_path(name) for name in sounds.DRUMS}
-            chosen.update(dict(voice_sounds))
-            self.player = audio.open_player(
-                audio_choice,
-                app.clock,
-                {audio.TICK: sounds.default_path("tick")},
-                notice=app.note,
-                warn=app.warn,
-            )
-            self.sounds = VoiceSounds(self.player, Path(self.directory.name))
-            for voice, path in chosen.items():
-                self.sounds.load(voice, path)
-        except audio.AudioError as exc:
-            self.directory.cleanup()
-            raise click.ClickException(str(exc)) from None
-        description = self.player.describe()
-        if description:
-            app.note(description)
-        self.scheduler = Scheduler(app.clock, on_warning=app.warn)
-        self.listener = SequenceListener(
-            self.player,
-            self.scheduler,
-            app.clock,
-            self.sounds,
-            log=log,
-            on_event=self._on_event,
-            limit=limit,
-        )
-        self.scheduler.start()
-
-    def _log_failed(self, exc: OSError) -> None:
-        # Stop at once, as metronome listen: _log_file reports the error (one line, exit 1).
-        self.done.set()
-        for stop in self.on_failure:
-            stop()
-
-    def _on_event(self, record: EventRecord) -> None:
-        if self.live.enabled:
-            self.live.show(self.listener.status())
-        elif not self.app.quiet and not self.output_closed:
-            try:
-                sys.stdout.write(event_line(record) + "\n")
-                sys.stdout.flush()
-            except (BrokenPipeError, ValueError):  # `| head`: the reader is gone (issue #13)
-                self.output_closed = True
-                self.done.set()
-        if self.limit is not None and record.seq + 1 >= self.limit:
-            self.done.set()
-
-    def close(self, endpoint: Endpoint) -> None:
-        endpoint.close()
-        self.scheduler.close()
-        try:
-            self.player.close()
-        except (audio.AudioError, OSError) as exc:
-            self.app.warn(f"audio: {exc}")
-        self.directory.cleanup()
-        self.live.end()
-        self.app.live = None
-        if not self.output_closed:
-            try:
-                sys.stdout.flush()
-            except BrokenPipeError:
-                self.output_closed = True
-        text = "sequence: " + self.listener.stats.line()
-        dropped = self.scheduler.stats().dropped_total
-        if dropped:
-            text += f"  dropped {dropped}"
-        if endpoint.stats.dropped:
-            text += f"  bad datagrams {endpoint.stats.dropped}"
-        self.app.note(text)
-        if self.output_closed:
-            leave_without_stdout(stopped_cleanly=True)
 
 
 @sequence.command(
@@ -451,30 +326,26 @@ def listen(
     """
     _check_sync(sync, sync_peer)
     sync_peer = resolve_peer(sync_peer)
-    with running(), _log_file(log_path) as log:
-        endpoint = Endpoint(
-            listen, allow=allow, clock=app.clock, on_warning=app.warn, multicast_interface=iface
+    with running(), log_file(log_path) as log, session_errors():
+        session = SequenceListenSession(
+            listen,
+            clock=app.clock,
+            allow=allow,
+            multicast_interface=iface,
+            log=log,
+            limit=count,
+            note=app.note,
+            warn=app.warn,
+            audio_choice=audio_choice,
+            voice_sounds=voice_sounds,
         )
-        session: _Session | None = None
-        follower: ClockFollower | None = None
+        lines = RecordLines(app, session, event_line)
         try:
-            session = _Session(app, audio_choice, voice_sounds, log, count)
-            app.note(f"listening on {endpoint.local_address}")
-            handler: Callable[[Received], None] = session.listener.on_message
-            follower = _follower(app, endpoint, sync, sync_peer)  # as metronome listen --sync
-            if follower is not None:
-                handler = follower.wrap(handler)
-                follower.start()
-            endpoint.start(handler)
+            session.start(sync, sync_peer)  # as metronome listen --sync
             wait(session.done, app.clock, duration)
         finally:
-            if follower is not None:
-                follower.close()
-                app.note(follower.describe())
-            if session is not None:
-                session.close(endpoint)
-            else:
-                endpoint.close()
+            session.close_follower()
+            lines.finish()
 
 
 # -- pair -------------------------------------------------------------------------------------
@@ -517,26 +388,29 @@ def pair(
     watched = _read_pattern(pattern_path, app)
     clock = app.clock
     peers = resolve_peers(peers)
-    with running(), _log_file(log_path) as log:
-        endpoint = Endpoint(
-            listen, peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
+    with running(), log_file(log_path) as log, session_errors():
+        session = SequenceListenSession(
+            listen,
+            peers,
+            clock=clock,
+            allow=allow,
+            multicast_interface=iface,
+            log=log,
+            note=app.note,
+            warn=app.warn,
+            audio_choice=audio_choice,
+            voice_sounds=voice_sounds,
         )
-        session: _Session | None = None
+        lines = RecordLines(app, session, event_line)
         sender: SequenceSender | None = None
         try:
-            session = _Session(app, audio_choice, voice_sounds, log, None)
-            app.note(f"listening on {endpoint.local_address}")
-            clocks = PeerClocks(clock, endpoint, peers, filter_size=_AUTO_PINGS)
-            endpoint.add_service(PONG, clocks.service)
-            endpoint.start(session.listener.on_message)
-            if offset == AUTO:
-                offset = _auto_offset(app, clocks)
-            assert isinstance(offset, float)
+            session.start(pings_to=peers)
+            offset = session.offset(offset, OFFSET.maximum or 60.0)
             app.note(_sending_note(watched, peers, bpm, steps_per_beat, offset))
             # One timer thread for both halves, as metronome pair.
             sender = _sender(
                 app,
-                endpoint.send_bytes,
+                session.endpoint.send_bytes,
                 session.scheduler,
                 watched,
                 bpm=bpm,
@@ -548,11 +422,8 @@ def pair(
             session.on_failure.append(sender.stop)
             sender.start(total)
             wait(sender.done, clock, None)
-            wait(session.done, clock, offset + _GRACE)
+            wait(session.done, clock, offset + GRACE)
         finally:
             if sender is not None:
                 sender.stop()
-            if session is not None:
-                session.close(endpoint)
-            else:
-                endpoint.close()
+            lines.finish()
