@@ -27,14 +27,16 @@ import contextlib
 import re
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
 from oscsync import codec
 from oscsync import timetag as tt
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import Clock
+from oscsync.hostport import HostPort
 from oscsync.recording import Datagram
 from oscsync.scheduler import LATENESS_SAMPLES, Dispatch, Scheduler, percentile
 
@@ -476,3 +478,59 @@ class Replayer:
     @property
     def loop(self) -> int:
         return self._loop
+
+
+class ReplaySession:
+    """``oscsync replay``: an endpoint to ``peers``, a spinning scheduler (:data:`SPIN`) and a
+    :class:`Replayer` sending through them; :meth:`close` closes all three."""
+
+    def __init__(
+        self,
+        source: Callable[[], Iterable[Datagram]],
+        plan: Plan,
+        peers: Sequence[HostPort],
+        *,
+        clock: Clock,
+        warn: Callable[[str], None],
+        multicast_interface: str | None = None,
+        selection: Selection = Selection(),
+        speed: float = 1.0,
+        loops: int = 1,
+        mode: TimetagMode = "keep",
+    ) -> None:
+        self.endpoint = open_endpoint(
+            peers=peers, clock=clock, warn=warn, multicast_interface=multicast_interface
+        )
+        try:
+            self.scheduler = Scheduler(clock, spin=SPIN, on_warning=warn)
+        except BaseException:
+            self.endpoint.close()
+            raise
+        try:
+            self.replayer = Replayer(
+                source,
+                self.endpoint.send_bytes,
+                self.scheduler,
+                plan,
+                selection=selection,
+                speed=speed,
+                loops=loops,
+                mode=mode,
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def start(self) -> None:
+        self.scheduler.start()
+        self.replayer.begin()
+
+    def close(self) -> None:
+        self.scheduler.close()
+        self.endpoint.close()
+
+    def __enter__(self) -> ReplaySession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -210,6 +210,44 @@ class SequenceSender(TickSender):
         return codec.encode_bundle(stamp, messages)
 
 
+def describe(pattern: Pattern) -> str:
+    """``3 voices, 16 steps``."""
+    voices = len(pattern.voices)
+    return f"{voices} voice{'' if voices == 1 else 's'}, {pattern.length} steps"
+
+
+def file_sender(
+    send: Callable[[bytes], object],
+    scheduler: Scheduler,
+    watched: PatternFile,
+    *,
+    note: Callable[[str], None],
+    bpm: float,
+    steps_per_beat: int,
+    beats_per_bar: int,
+    swing: float,
+    offset: float,
+) -> SequenceSender:
+    """A sender of ``watched``'s pattern that picks up a saved file at the next bar (and says
+    so through ``note``)."""
+
+    def reloaded(bar: int, pattern: Pattern) -> None:
+        note(f"bar {bar}: {watched.path} changed; now playing {describe(pattern)}")
+
+    return SequenceSender(
+        send,
+        scheduler,
+        watched.pattern,
+        bpm=bpm,
+        steps_per_beat=steps_per_beat,
+        beats_per_bar=beats_per_bar,
+        swing=swing,
+        offset=offset,
+        reload=watched.poll,
+        on_reload=reloaded,
+    )
+
+
 # -- listening --------------------------------------------------------------------------------
 
 

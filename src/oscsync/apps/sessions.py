@@ -24,15 +24,23 @@ from typing import Any, Generic, TextIO, TypeVar, cast
 
 from oscsync import audio, sounds
 from oscsync.apps import metronome as app_metronome
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.metronome import MetronomeListener, TickRecord, TickSender
-from oscsync.apps.sequence import EventRecord, SequenceListener, VoiceSounds
+from oscsync.apps.sequence import (
+    EventRecord,
+    PatternFile,
+    SequenceListener,
+    SequenceSender,
+    VoiceSounds,
+    file_sender,
+)
 from oscsync.apps.ticklog import LogWriter
 from oscsync.clock import Clock
 from oscsync.clockfollow import ClockFollower
 from oscsync.clocksync import PONG, PeerClocks
 from oscsync.hostport import HostPort
 from oscsync.scheduler import Scheduler
-from oscsync.transport import Endpoint, Network, Received
+from oscsync.transport import DatagramHandler, Endpoint, MessageHandler, Network, Received
 
 Note = Callable[[str], None]
 R = TypeVar("R")
@@ -50,28 +58,60 @@ class SessionError(Exception):
     """A session cannot go on; the message is one line for the user (the CLI exits 1 with it)."""
 
 
-def open_endpoint(
-    listen: HostPort | None = None,
-    peers: Sequence[HostPort] = (),
-    *,
-    clock: Clock,
-    allow: Sequence[Network] = (),
-    warn: Note,
-    multicast_interface: str | None = None,
-) -> Endpoint:
-    """The one place sessions (and the lab) build an endpoint: a transport factory slots in here."""
-    return Endpoint(
-        listen,
-        peers,
-        allow=allow,
-        clock=clock,
-        on_warning=warn,
-        multicast_interface=multicast_interface,
-    )
-
-
 def _ignore(_: Received) -> None:
     pass
+
+
+class ReceiveSession:
+    """An endpoint that hands what arrives to one handler (``dump``, ``timetag monitor``,
+    ``record``, ``chat``), and with ``scheduler`` options a scheduler for that handler to hold
+    bundles on (``dump --schedule``)."""
+
+    def __init__(
+        self,
+        listen: HostPort | None = None,
+        peers: Sequence[HostPort] = (),
+        *,
+        clock: Clock,
+        allow: Sequence[Network] = (),
+        multicast_interface: str | None = None,
+        warn: Note,
+        scheduler: dict[str, Any] | None = None,
+    ) -> None:
+        self.scheduler = (
+            None if scheduler is None else Scheduler(clock, on_warning=warn, **scheduler)
+        )
+        try:
+            self.endpoint = open_endpoint(
+                listen,
+                peers,
+                clock=clock,
+                allow=allow,
+                warn=warn,
+                multicast_interface=multicast_interface,
+            )
+        except BaseException:
+            if self.scheduler is not None:
+                self.scheduler.close()
+            raise
+
+    def start(
+        self,
+        handler: MessageHandler | None = None,
+        *,
+        on_datagram: DatagramHandler | None = None,
+    ) -> None:
+        if self.scheduler is not None:
+            self.scheduler.start()
+        self.endpoint.start(handler, on_datagram=on_datagram)
+
+    def close(self) -> bool:
+        """Close the endpoint, then the scheduler; False if the receive thread did not stop (a
+        handler stuck writing to a pipe nobody reads)."""
+        receiver_stopped = self.endpoint.close()
+        if self.scheduler is not None:
+            self.scheduler.close()
+        return receiver_stopped
 
 
 def auto_offset(clocks: PeerClocks, *, note: Note, warn: Note, maximum: float) -> float:
@@ -137,6 +177,23 @@ class SendSession:
             return auto_offset(self.clocks, note=self.note, warn=self.warn, maximum=maximum)
         assert isinstance(offset, float)
         return offset
+
+    def tick_sender(self, *, bpm: float, beats_per_bar: int, offset: float) -> TickSender:
+        """``metronome send``: ``/tick`` on the grid, through this endpoint and scheduler."""
+        return TickSender(
+            self.endpoint.send_bytes,
+            self.scheduler,
+            bpm=bpm,
+            beats_per_bar=beats_per_bar,
+            offset=offset,
+        )
+
+    def pattern_sender(self, watched: PatternFile, **grid: Any) -> SequenceSender:
+        """``sequence send``: ``watched``'s steps (see :func:`~oscsync.apps.sequence.file_sender`
+        for ``grid``: bpm, steps_per_beat, beats_per_bar, swing, offset)."""
+        return file_sender(
+            self.endpoint.send_bytes, self.scheduler, watched, note=self.note, **grid
+        )
 
     def close(self) -> None:
         self.scheduler.close()
@@ -444,6 +501,15 @@ class SequenceListenSession(ListenSession[EventRecord]):
             limit=self.limit,
         )
         self.scheduler.start()
+
+    def sender(self, watched: PatternFile, **grid: Any) -> SequenceSender:
+        """pair: ``watched``'s steps through this endpoint, items on this scheduler (one timer
+        thread for both halves, as metronome pair); it stops with the session."""
+        sender = file_sender(
+            self.endpoint.send_bytes, self.scheduler, watched, note=self.note, **grid
+        )
+        self.on_failure.append(sender.stop)
+        return sender
 
     def _player_close_failed(self, exc: Exception) -> None:
         self.warn(f"audio: {exc}")

@@ -6,15 +6,16 @@ import sys
 
 import click
 
-from oscsync.apps.dump import Dumper, scheduled, summary
+from oscsync.apps.dump import Dumper, handler, summary
+from oscsync.apps.sessions import ReceiveSession
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, advertise_option, allow_option, iface_option, listen_option
 from oscsync.cli.peers import advertising
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.cli.scheduling import horizon_option, late_option
 from oscsync.hostport import HostPort
-from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
-from oscsync.transport import Endpoint, MessageHandler, Network, Received
+from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy
+from oscsync.transport import Network
 
 
 @click.command(
@@ -73,54 +74,42 @@ def dump(
         raise click.UsageError("--late and --horizon only apply with --schedule")
     dumper = Dumper(sys.stdout, jsonl=jsonl, count=count)
     clock = app.clock
-    scheduler: Scheduler | None = None
-
-    def on_message(received: Received) -> None:
-        # Printed on arrival: "how far ahead" is measured from the arrival stamp (one clock
-        # read per message, not two).
-        dumper.write(received, received.arrival)
-
-    handler: MessageHandler = on_message
-    if schedule:
-        scheduler = Scheduler(
-            clock,
-            late_policy=late_policy or KEEP,
-            horizon=DEFAULT_HORIZON if horizon is None else horizon,
-            on_warning=app.warn,
-        )
-        handler = scheduled(dumper, scheduler)
-
+    held = (
+        {
+            "late_policy": late_policy or KEEP,
+            "horizon": DEFAULT_HORIZON if horizon is None else horizon,
+        }
+        if schedule
+        else None
+    )
     with (
         running(),
         hangup_stops(),
         advertising(app, advertise, interface, role="dump", allow=allow) as advertised,
     ):
-        endpoint = Endpoint(
+        session = ReceiveSession(
             listen,
-            allow=allow,
             clock=clock,
-            on_warning=app.warn,
+            allow=allow,
             multicast_interface=iface,
+            warn=app.warn,
+            scheduler=held,
         )
         try:
-            app.note(f"listening on {endpoint.local_address}")
-            if scheduler is not None:
-                scheduler.start()
-            endpoint.start(handler)
-            advertised.publish(endpoint.local_address)
+            app.note(f"listening on {session.endpoint.local_address}")
+            session.start(handler(dumper, session.scheduler))
+            advertised.publish(session.endpoint.local_address)
             wait(dumper.done, clock, duration)
         finally:
-            receiver_stopped = endpoint.close()
-            if scheduler is not None:
-                scheduler.close()
+            receiver_stopped = session.close()
             stdout_usable = receiver_stopped and not dumper.output_closed
             if stdout_usable:
                 try:
                     sys.stdout.flush()
                 except BrokenPipeError:
                     stdout_usable = False
-            app.note(summary(endpoint.stats, dumper.written))
-            if scheduler is not None:
-                app.note(scheduler.stats().summary())
+            app.note(summary(session.endpoint.stats, dumper.written))
+            if session.scheduler is not None:
+                app.note(session.scheduler.stats().summary())
             if not stdout_usable:
                 leave_without_stdout(stopped_cleanly=receiver_stopped)

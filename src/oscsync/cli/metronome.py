@@ -291,13 +291,7 @@ def send(
         ) as session,
     ):
         offset = session.offset(offset, OFFSET.maximum or 60.0)
-        sender = TickSender(
-            session.endpoint.send_bytes,
-            session.scheduler,
-            bpm=bpm,
-            beats_per_bar=beats_per_bar,
-            offset=offset,
-        )
+        sender = session.tick_sender(bpm=bpm, beats_per_bar=beats_per_bar, offset=offset)
         live = app.live_line()
         try:
             # Inside the try: a stop signal right after this line still prints the summary

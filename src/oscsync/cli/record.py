@@ -10,11 +10,12 @@ from typing import IO, Any
 import click
 
 from oscsync.apps.record import Recorder
+from oscsync.apps.sessions import ReceiveSession
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running
 from oscsync.hostport import HostPort
 from oscsync.recording import FLUSH_INTERVAL
-from oscsync.transport import Endpoint, Network
+from oscsync.transport import Network
 
 
 def _open_new(path: str, mode: str, overwrite: bool, param: str) -> IO[Any]:
@@ -114,9 +115,10 @@ def _record(
     clock = app.clock
     failure: OSError | None = None
     with running():
-        endpoint = Endpoint(
-            listen, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
+        session = ReceiveSession(
+            listen, clock=clock, allow=allow, multicast_interface=iface, warn=app.warn
         )
+        endpoint = session.endpoint
         recorder = Recorder(
             clock,
             recording=recording,
@@ -127,7 +129,7 @@ def _record(
         try:
             recorder.write_header(str(endpoint.local_address))
             app.note(f"recording on {endpoint.local_address}")
-            endpoint.start(on_datagram=recorder.on_datagram)
+            session.start(on_datagram=recorder.on_datagram)
             deadline = None if duration is None else clock.monotonic() + duration
             while not recorder.done.is_set():
                 slice_ = FLUSH_INTERVAL
@@ -138,7 +140,7 @@ def _record(
                 clock.wait(recorder.done, slice_)
                 recorder.flush()
         finally:
-            stopped = endpoint.close()
+            stopped = session.close()
             recorder.close(endpoint.stats.drops)
             failure = recorder.failure
             elapsed = clock.monotonic() - recorder.started_monotonic

@@ -6,16 +6,15 @@ import math
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import click
 
 from oscsync.apps.replay import (
-    SPIN,
     TIMETAG_MODES,
     Plan,
     Replayer,
     ReplayError,
+    ReplaySession,
     Selection,
     TimetagMode,
     address_matcher,
@@ -26,7 +25,6 @@ from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
 from oscsync.pcap import CaptureError, CaptureReport, is_capture, read_capture
 from oscsync.recording import Datagram, ReadReport, RecordingError, read_recording
-from oscsync.scheduler import Scheduler
 from oscsync.transport import Endpoint
 
 PROGRESS_INTERVAL = 0.5
@@ -217,23 +215,23 @@ def _replay(
             click.echo("\r\x1b[K", nl=False, err=True)  # not after a half-written progress line
         app.warn(text)
 
-    with ExitStack() as stack, running():
-        endpoint = stack.enter_context(
-            Endpoint(peers=peers, clock=clock, on_warning=warn, multicast_interface=iface)
-        )
-        scheduler = stack.enter_context(Scheduler(clock, spin=SPIN, on_warning=warn))
-        replayer = Replayer(
+    with (
+        running(),
+        ReplaySession(
             source,
-            endpoint.send_bytes,
-            scheduler,
             measured,
+            peers,
+            clock=clock,
+            warn=warn,
+            multicast_interface=iface,
             selection=selection,
             speed=speed,
             loops=loops,
             mode=timetags,
-        )
-        scheduler.start()
-        replayer.begin()
+        ) as session,
+    ):
+        replayer = session.replayer
+        session.start()
         next_progress = clock.monotonic()
         try:
             while not replayer.finished.is_set():
@@ -244,8 +242,8 @@ def _replay(
         finally:
             if progress:
                 click.echo("\r\x1b[K", nl=False, err=True)
-            scheduler.close()
-            app.note(_summary(replayer, endpoint, source))
+            session.scheduler.close()
+            app.note(_summary(replayer, session.endpoint, source))
     if replayer.failure is not None:
         raise click.ClickException(f"{source.path}: {replayer.failure}")
 

@@ -10,7 +10,7 @@ import click
 
 from oscsync import audio
 from oscsync.apps import sequence as app_sequence
-from oscsync.apps.sequence import PatternFile, SequenceSender, event_line
+from oscsync.apps.sequence import PatternFile, SequenceSender, describe, event_line
 from oscsync.apps.sessions import GRACE, SendSession, SequenceListenSession
 from oscsync.cli.metronome import AUDIO, OFFSET, _check_sync, _compose, _sync_options
 from oscsync.cli.params import (
@@ -25,8 +25,7 @@ from oscsync.cli.peers import resolve_peer, resolve_peers
 from oscsync.cli.records import RecordLines, log_file, session_errors
 from oscsync.cli.runtime import AppContext, running, wait
 from oscsync.hostport import HostPort
-from oscsync.pattern import NAME, Pattern, PatternError
-from oscsync.scheduler import Scheduler
+from oscsync.pattern import NAME, PatternError
 from oscsync.transport import Network
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -179,47 +178,13 @@ def _step_count(
     return None
 
 
-def _describe(pattern: Pattern) -> str:
-    voices = len(pattern.voices)
-    return f"{voices} voice{'' if voices == 1 else 's'}, {pattern.length} steps"
-
-
-def _sender(
-    app: AppContext,
-    send: Callable[[bytes], object],
-    scheduler: Scheduler,
-    watched: PatternFile,
-    *,
-    bpm: float,
-    steps_per_beat: int,
-    beats_per_bar: int,
-    swing: float,
-    offset: float,
-) -> SequenceSender:
-    def reloaded(bar: int, pattern: Pattern) -> None:
-        app.note(f"bar {bar}: {watched.path} changed; now playing {_describe(pattern)}")
-
-    return SequenceSender(
-        send,
-        scheduler,
-        watched.pattern,
-        bpm=bpm,
-        steps_per_beat=steps_per_beat,
-        beats_per_bar=beats_per_bar,
-        swing=swing,
-        offset=offset,
-        reload=watched.poll,
-        on_reload=reloaded,
-    )
-
-
 def _sending_note(
     watched: PatternFile, peers: tuple[HostPort, ...], bpm: float, steps: int, offset: float
 ) -> str:
     kind = f"timetagged {offset * 1000:g} ms ahead" if offset else "played on arrival"
     where = ", ".join(str(peer) for peer in peers)
     return (
-        f"sequencing {watched.path} ({_describe(watched.pattern)}) to {where} at {bpm:g} bpm, "
+        f"sequencing {watched.path} ({describe(watched.pattern)}) to {where} at {bpm:g} bpm, "
         f"{steps} steps per beat, {kind}; edit the file to change it at the next bar"
     )
 
@@ -266,10 +231,7 @@ def send(
         ) as session,
     ):
         offset = session.offset(offset, OFFSET.maximum or 60.0)
-        sender = _sender(
-            app,
-            session.endpoint.send_bytes,
-            session.scheduler,
+        sender = session.pattern_sender(
             watched,
             bpm=bpm,
             steps_per_beat=steps_per_beat,
@@ -408,10 +370,7 @@ def pair(
             offset = session.offset(offset, OFFSET.maximum or 60.0)
             app.note(_sending_note(watched, peers, bpm, steps_per_beat, offset))
             # One timer thread for both halves, as metronome pair.
-            sender = _sender(
-                app,
-                session.endpoint.send_bytes,
-                session.scheduler,
+            sender = session.sender(
                 watched,
                 bpm=bpm,
                 steps_per_beat=steps_per_beat,
@@ -419,7 +378,6 @@ def pair(
                 swing=swing,
                 offset=offset,
             )
-            session.on_failure.append(sender.stop)
             sender.start(total)
             wait(sender.done, clock, None)
             wait(session.done, clock, offset + GRACE)
