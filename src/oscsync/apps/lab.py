@@ -35,14 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from oscsync import timetag as tt
-from oscsync.apps.metronome import MetronomeListener, TickRecord, TickSender
+from oscsync.apps.metronome import TickRecord
 from oscsync.apps.netem import ImpairmentSpec, Relay
-from oscsync.audio import TICK, Player
+from oscsync.apps.sessions import SendSession, TickListenSession
+from oscsync.audio import TICK, AudioError, Player
 from oscsync.clock import Clock, SkewedClock
 from oscsync.clockfollow import ClockFollower
 from oscsync.clocksync import PING, FilterFollower, PingResponder, encode_ping
 from oscsync.hostport import HostPort
-from oscsync.scheduler import Scheduler, percentile
+from oscsync.scheduler import percentile
 from oscsync.transport import Endpoint, Received, Service
 
 LOOPBACK = HostPort("127.0.0.1", 0)
@@ -158,9 +159,9 @@ def run_session(
     """
     period = 60.0 / spec.bpm
     collected: list[list[TickRecord]] = [[] for _ in spec.followers]
-    opened: list[Any] = []
+    opened: list[TickListenSession | SendSession] = []
     relays: list[Relay] = []
-    followers: list[tuple[Clock, MetronomeListener, ClockFollower | FilterFollower | None]] = []
+    followers: list[tuple[Clock, TickListenSession, ClockFollower | FilterFollower | None]] = []
     try:
         for index, follower_spec in enumerate(spec.followers):
             clock: Clock = reference
@@ -168,72 +169,69 @@ def run_session(
                 clock = SkewedClock(
                     reference, skew=follower_spec.skew, drift_ppm=follower_spec.drift_ppm
                 )
-            endpoint = Endpoint(LOOPBACK, clock=clock, on_warning=on_warning)
-            opened.append(endpoint)
-            scheduler = Scheduler(clock, on_warning=on_warning)
-            opened.append(scheduler)
             player: Player
             if make_player is not None:
                 player = make_player(index, clock)
             else:
                 player = OnsetRecorder()
                 player.start()
-            opened.append(player)
-            listener = MetronomeListener(
-                player,
-                scheduler,
-                clock,
-                beats_per_bar=spec.beats_per_bar,
-                on_tick=collected[index].append,
-            )
-            handler = listener.on_message
+            try:
+                session = TickListenSession(
+                    LOOPBACK,
+                    clock=clock,
+                    player=player,
+                    beats_per_bar=spec.beats_per_bar,
+                    note=_quiet,
+                    warn=on_warning,
+                )
+            except BaseException:
+                player.close()
+                raise
+            opened.append(session)
+            session.show = collected[index].append
             follow: ClockFollower | FilterFollower | None = None
             if follower_spec.sync:
                 if follower_spec.sync_method == "filter":
-                    follow = FilterFollower(endpoint)
+                    follow = FilterFollower(session.endpoint)
                 else:
-                    follow = ClockFollower(endpoint, on_warning=on_warning)
+                    follow = ClockFollower(session.endpoint, on_warning=on_warning)
                     # The lab knows who leads: the first ping through the relay is the leader's
                     # hello, and its source is what --sync-peer would name (issue #11: no tick
                     # played late, the first one on time).
-                    endpoint.add_service(PING, _peer_from_hello(follow))
-                handler = follow.wrap(handler)  # type: ignore[assignment]
-                opened.append(follow)
-            scheduler.start()
-            endpoint.start(handler)
-            if follow is not None:
-                follow.start()
-            target = endpoint.local_address
+                    session.endpoint.add_service(PING, _peer_from_hello(follow))
+            session.start(follower=follow)
+            target = session.endpoint.local_address
             assert target is not None
             seed = None if spec.seed is None else spec.seed * 1000 + index
             relay = Relay(LOOPBACK, target, spec.link, seed=seed, clock=reference)
             relay.start()
             relays.append(relay)
-            followers.append((clock, listener, follow))
-        leader = Endpoint(
-            peers=[relay.local_address for relay in relays], clock=reference, on_warning=on_warning
-        )
-        opened.append(leader)
-        leader.start(lambda _: None)  # answers the followers' clock pings
-        syncing = any(f.sync for f in spec.followers)
-        if syncing:
-            leader.send_bytes(encode_ping(0, reference.now_timetag()))  # hello, through netem
+            followers.append((clock, session, follow))
         # The leader's sends need no spin: timetags carry the timing, and with offset 0 the
         # network's jitter dwarfs a sleep's overshoot; a spinning thread would hold the GIL.
-        sender = Scheduler(reference, spin=0.0, on_warning=on_warning)
-        opened.append(sender)
+        # Its endpoint answers the followers' clock pings.
+        leader = SendSession(
+            [relay.local_address for relay in relays],
+            clock=reference,
+            spin=0.0,
+            note=_quiet,
+            warn=on_warning,
+        )
+        opened.append(leader)
+        syncing = any(f.sync for f in spec.followers)
+        if syncing:
+            # hello, through netem
+            leader.endpoint.send_bytes(encode_ping(0, reference.now_timetag()))
         start = reference.now()
         t0 = tt.add_seconds(tt.from_unix(start), SYNC_SETTLE if syncing else SETTLE)
         # One tick held at a time: a sweep of 10,000 ticks would pass the scheduler's horizon.
-        TickSender(
-            leader.send_bytes,
-            sender,
+        leader.tick_sender(
             bpm=spec.bpm,
             beats_per_bar=spec.beats_per_bar,
             offset=spec.offset,
             plain=spec.plain and not spec.offset,
         ).start(spec.ticks, t0=t0)
-        sender.start()
+        leader.scheduler.start()
         last = tt.to_unix(t0, start) + (spec.ticks - 1) * period
         worst = spec.link.delay + 4 * spec.link.jitter + 0.1
         finish = max(last + spec.offset, last + worst) + 0.05
@@ -241,18 +239,27 @@ def run_session(
     finally:
         for relay in relays:
             relay.close()
-        for thing in reversed(opened):
-            thing.close()
+        for opened_session in reversed(opened):
+            if isinstance(opened_session, TickListenSession):
+                opened_session.close_follower()
+            opened_session.close()
+    for opened_session in opened:
+        if isinstance(opened_session, TickListenSession) and opened_session.failure is not None:
+            raise AudioError(opened_session.failure)  # a player that could not finish its file
     result = SessionResult(spec, tt.to_unix(t0, start), period)
     for relay in relays:
         result.link_report.append(relay.report())
-    for follower_spec, (clock, _listener, follow), records in zip(
+    for follower_spec, (clock, _session, follow), records in zip(
         spec.followers, followers, collected
     ):
         result.followers.append(_follower_result(follower_spec, clock, reference, records, result))
         if follow is not None:
             _sync_result(result.followers[-1], follow, clock, reference)
     return result
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 def _peer_from_hello(follow: ClockFollower) -> Service:

@@ -20,7 +20,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Generic, TextIO, TypeVar, cast
+from typing import Any, Generic, Protocol, TextIO, TypeVar, cast
 
 from oscsync import audio, sounds
 from oscsync.apps import metronome as app_metronome
@@ -39,7 +39,7 @@ from oscsync.clock import Clock
 from oscsync.clockfollow import ClockFollower
 from oscsync.clocksync import PONG, PeerClocks
 from oscsync.hostport import HostPort
-from oscsync.scheduler import Scheduler
+from oscsync.scheduler import DEFAULT_SPIN, Scheduler
 from oscsync.transport import DatagramHandler, Endpoint, MessageHandler, Network, Received
 
 Note = Callable[[str], None]
@@ -150,6 +150,7 @@ class SendSession:
         clock: Clock,
         allow: Sequence[Network] = (),
         multicast_interface: str | None = None,
+        spin: float = DEFAULT_SPIN,
         note: Note,
         warn: Note,
     ) -> None:
@@ -164,7 +165,7 @@ class SendSession:
             multicast_interface=multicast_interface,
         )
         try:
-            self.scheduler = Scheduler(clock, on_warning=warn)
+            self.scheduler = Scheduler(clock, spin=spin, on_warning=warn)
         except BaseException:
             self.endpoint.close()
             raise
@@ -178,14 +179,18 @@ class SendSession:
         assert isinstance(offset, float)
         return offset
 
-    def tick_sender(self, *, bpm: float, beats_per_bar: int, offset: float) -> TickSender:
-        """``metronome send``: ``/tick`` on the grid, through this endpoint and scheduler."""
+    def tick_sender(
+        self, *, bpm: float, beats_per_bar: int, offset: float, plain: bool | None = None
+    ) -> TickSender:
+        """``metronome send`` (and the lab's leader): ``/tick`` on the grid, through this
+        endpoint and scheduler."""
         return TickSender(
             self.endpoint.send_bytes,
             self.scheduler,
             bpm=bpm,
             beats_per_bar=beats_per_bar,
             offset=offset,
+            plain=plain,
         )
 
     def pattern_sender(self, watched: PatternFile, **grid: Any) -> SequenceSender:
@@ -234,6 +239,19 @@ def _pong_router(
     return route
 
 
+class Follower(Protocol):
+    """What a listen session needs of a clock follower (:class:`ClockFollower`, or the lab's
+    :class:`~oscsync.clocksync.FilterFollower`)."""
+
+    def wrap(self, handler: Callable[[Received], None]) -> Callable[[Received], None]: ...
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def describe(self) -> str: ...
+
+
 class ListenSession(Generic[R]):
     """The listening half shared by ``listen`` and ``pair``: endpoint, player, scheduler,
     listener, and with ``--sync`` a clock follower.
@@ -271,6 +289,8 @@ class ListenSession(Generic[R]):
         self.show: Callable[[R], None] | None = None
         self.follower: ClockFollower | None = None
         """Set by :meth:`start` with ``--sync``: its state joins the live line."""
+        self.followed_by: Follower | None = None
+        """The follower :meth:`start` wrapped the listener in (the lab gives its own)."""
         self.clocks: PeerClocks | None = None
         self.endpoint = open_endpoint(
             listen,
@@ -329,23 +349,28 @@ class ListenSession(Generic[R]):
         sync_peer: HostPort | None = None,
         *,
         pings_to: Sequence[HostPort] | None = None,
+        follower: Follower | None = None,
     ) -> None:
-        """Start receiving; with ``sync``/``sync_peer`` through a clock follower, and with
-        ``pings_to`` (pair) answering pongs for ``--offset auto``'s pings to those peers."""
+        """Start receiving; with ``sync``/``sync_peer`` through a clock follower (or through
+        ``follower``, built by the caller), and with ``pings_to`` (pair) answering pongs for
+        ``--offset auto``'s pings to those peers."""
         self.note(f"listening on {self.endpoint.local_address}")
         if pings_to is not None:
             self.clocks = peer_clocks(self.clock, self.endpoint, pings_to)
         handler: Callable[[Received], None] = self.listener.on_message
-        self.follower = make_follower(
-            self.endpoint, sync, sync_peer, note=self.note, warn=self.warn
-        )
-        if self.follower is not None:
-            handler = self.follower.wrap(handler)
-            if self.clocks is not None:
+        if follower is None:
+            self.follower = make_follower(
+                self.endpoint, sync, sync_peer, note=self.note, warn=self.warn
+            )
+            follower = self.follower
+            if self.follower is not None and self.clocks is not None:
                 self.endpoint.add_service(PONG, _pong_router(self.follower, self.clocks))
+        self.followed_by = follower
+        if follower is not None:
+            handler = follower.wrap(handler)
         self.endpoint.start(handler)
-        if self.follower is not None:
-            self.follower.start()
+        if follower is not None:
+            follower.start()
 
     def offset(self, offset: float | str, maximum: float) -> float:
         """pair: ``offset`` in seconds, measured first when it is :data:`AUTO`."""
@@ -358,13 +383,13 @@ class ListenSession(Generic[R]):
     def close_follower(self, *, sync_requested: bool = False) -> None:
         """Stop the clock follower and say how it did (``sync_requested``: say so when there
         was nobody to follow, issue #13)."""
-        if self.follower is not None:
-            self.follower.close()
+        if self.followed_by is not None:
+            self.followed_by.close()
         if sync_requested and (self.follower is None or self.follower.peer is None):
             # Stopped before any tick came: there was nobody to follow (issue #13).
             self.note("clock sync: no ticks arrived, so there was no sender's clock to follow")
-        elif self.follower is not None:
-            self.note(self.follower.describe())
+        elif self.followed_by is not None:
+            self.note(self.followed_by.describe())
 
     def close(self) -> None:
         """Close the endpoint, scheduler and player (a player failure is kept in
@@ -392,12 +417,16 @@ class TickListenSession(ListenSession[TickRecord]):
         listen: HostPort,
         peers: Sequence[HostPort] = (),
         *,
-        audio_choice: audio.AudioChoice,
-        sound_paths: dict[str, Path],
-        beats_per_bar: int,
+        audio_choice: audio.AudioChoice | None = None,
+        sound_paths: dict[str, Path] | None = None,
+        player: audio.Player | None = None,
+        beats_per_bar: int = app_metronome.DEFAULT_BEATS_PER_BAR,
         audio_options: audio.PlayerOptions | None = None,
         **common: Any,
     ) -> None:
+        """Plays through the ``player`` given (started; the session closes it), or opens
+        ``audio_choice`` with ``sound_paths``."""
+        self.given_player = player
         self.audio_choice = audio_choice
         self.sound_paths = sound_paths
         self.beats_per_bar = beats_per_bar
@@ -405,10 +434,14 @@ class TickListenSession(ListenSession[TickRecord]):
         super().__init__(listen, peers, **common)
 
     def _open(self) -> None:
-        options = dataclasses.replace(self.audio_options, warn=self.warn, on_error=self._fail)
-        self.player = audio.open_player(
-            self.audio_choice, self.clock, self.sound_paths, notice=self.note, options=options
-        )
+        if self.given_player is not None:
+            self.player = self.given_player
+        else:
+            assert self.audio_choice is not None and self.sound_paths is not None
+            options = dataclasses.replace(self.audio_options, warn=self.warn, on_error=self._fail)
+            self.player = audio.open_player(
+                self.audio_choice, self.clock, self.sound_paths, notice=self.note, options=options
+            )
         self.scheduler = Scheduler(self.clock, on_warning=self.warn)
         self.listener = MetronomeListener(
             self.player,
