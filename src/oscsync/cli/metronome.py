@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -11,7 +12,7 @@ import click
 from oscsync import audio, sounds
 from oscsync.apps import metronome as app_metronome
 from oscsync.apps.metronome import TickSender, tick_line, ticks_in
-from oscsync.apps.sessions import AUTO, GRACE, SendSession, TickListenSession
+from oscsync.apps.sessions import AUTO, SendSession, TickListenSession
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import (
     DURATION,
@@ -25,8 +26,16 @@ from oscsync.cli.params import (
     peers_option,
 )
 from oscsync.cli.peers import advertising, resolve_peer, resolve_peers
-from oscsync.cli.records import RecordLines, log_file, session_errors
-from oscsync.cli.runtime import AppContext, running, wait
+from oscsync.cli.records import (
+    OFFSET_MAXIMUM,
+    listen_until_done,
+    log_file,
+    pair_until_done,
+    send_until_done,
+    session_errors,
+    session_options,
+)
+from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
 from oscsync.transport import Network
 from oscsync.wording import plural
@@ -46,7 +55,7 @@ class OffsetType(DurationType):
         return super().convert(value, param, ctx)
 
 
-OFFSET = OffsetType(minimum=0.0, maximum=60.0)
+OFFSET = OffsetType(minimum=0.0, maximum=OFFSET_MAXIMUM)
 """Forward offsets beyond the scheduler's 60 s horizon would be refused by every listener."""
 
 
@@ -279,38 +288,26 @@ def send(
     Ctrl-C. Answers clock pings from listeners (metronome listen --sync) while it runs.
     """
     total = _tick_count(count, duration, bpm)
-    clock = app.clock
     peers = resolve_peers(peers)
     with (
         # With --count/--duration the run has an end: cut short, it exits 130 (issue #13).
         running(interrupted_exit=total is not None),
         hangup_stops(),
         session_errors(),
-        SendSession(
-            peers, clock=clock, allow=allow, multicast_interface=iface, note=app.note, warn=app.warn
-        ) as session,
+        SendSession(peers, **session_options(app, allow, iface)) as session,
     ):
-        offset = session.offset(offset, OFFSET.maximum or 60.0)
-        sender = session.tick_sender(bpm=bpm, beats_per_bar=beats_per_bar, offset=offset)
-        live = app.live_line()
-        try:
-            # Inside the try: a stop signal right after this line still prints the summary
-            # (tests/test_signals.py waits for this line, then signals).
-            app.note(_sending_note(peers, bpm, beats_per_bar, offset))
-            sender.start(
-                total,
-                on_sent=(lambda k: live.show(f"sent {plural(k + 1, 'tick')}"))
-                if live.enabled
-                else None,
-            )
-            session.scheduler.start()
-            wait(sender.done, clock, None)
-        finally:
-            sender.stop()
-            session.scheduler.close()
-            live.end()
-            app.live = None
-            app.note(_sent_summary(sender, total))
+        send_until_done(
+            app,
+            session,
+            offset=offset,
+            total=total,
+            sender=lambda seconds: session.tick_sender(
+                bpm=bpm, beats_per_bar=beats_per_bar, offset=seconds
+            ),
+            sending_note=partial(_sending_note, peers, bpm, beats_per_bar),
+            summary=lambda sender: _sent_summary(sender, total),
+            progress="tick",
+        )
 
 
 def _sent_summary(sender: TickSender, total: int | None) -> str:
@@ -335,6 +332,23 @@ def _sending_note(
 
 
 # -- listen -----------------------------------------------------------------------------------
+
+
+def _player(
+    audio_choice: audio.AudioChoice,
+    sound: Path | None,
+    accent_sound: Path | None,
+    device: str | None,
+    latency_compensation: float | None,
+) -> dict[str, Any]:
+    """The listen options that choose and set up the player (checked before anything opens)."""
+    return {
+        "audio_choice": audio_choice,
+        "sound_paths": _sound_paths(sound, accent_sound),
+        "audio_options": audio.PlayerOptions(
+            device=device, latency_compensation=latency_compensation
+        ),
+    }
 
 
 def _sound_paths(sound: Path | None, accent_sound: Path | None) -> dict[str, Path]:
@@ -397,7 +411,7 @@ def listen(
     piped, one line per tick. Ctrl-C stops and prints a summary.
     """
     _check_sync(sync, sync_peer)
-    paths = _sound_paths(sound, accent_sound)
+    player = _player(audio_choice, sound, accent_sound, device, latency_compensation)
     sync_peer = resolve_peer(sync_peer)
     with (
         running(),
@@ -408,28 +422,21 @@ def listen(
     ):
         session = TickListenSession(
             listen,
-            clock=app.clock,
-            allow=allow,
-            multicast_interface=iface,
-            log=log,
             limit=count,
-            note=app.note,
-            warn=app.warn,
-            audio_choice=audio_choice,
-            sound_paths=paths,
+            **session_options(app, allow, iface, log),
+            **player,
             beats_per_bar=beats_per_bar,
-            audio_options=audio.PlayerOptions(
-                device=device, latency_compensation=latency_compensation
-            ),
         )
-        lines = RecordLines(app, session, tick_line)
-        try:
-            session.start(sync, sync_peer)
-            advertised.publish(session.endpoint.local_address)
-            wait(session.done, app.clock, duration)
-        finally:
-            session.close_follower(sync_requested=bool(sync) or sync_peer is not None)
-            lines.finish()
+        listen_until_done(
+            app,
+            session,
+            tick_line,
+            duration=duration,
+            sync=sync,
+            sync_peer=sync_peer,
+            publish=advertised.publish,
+            explain_sync=True,
+        )
 
 
 # -- pair -------------------------------------------------------------------------------------
@@ -476,8 +483,7 @@ def pair(
     """
     total = _tick_count(count, duration, bpm)
     _check_sync(sync, sync_peer)
-    paths = _sound_paths(sound, accent_sound)
-    clock = app.clock
+    player = _player(audio_choice, sound, accent_sound, device, latency_compensation)
     peers = resolve_peers(peers)
     sync_peer = resolve_peer(sync_peer)
     with (
@@ -490,32 +496,20 @@ def pair(
         session = TickListenSession(
             listen,
             peers,
-            clock=clock,
-            allow=allow,
-            multicast_interface=iface,
-            log=log,
-            note=app.note,
-            warn=app.warn,
-            audio_choice=audio_choice,
-            sound_paths=paths,
+            **session_options(app, allow, iface, log),
+            **player,
             beats_per_bar=beats_per_bar,
-            audio_options=audio.PlayerOptions(
-                device=device, latency_compensation=latency_compensation
-            ),
         )
-        lines = RecordLines(app, session, tick_line)
-        sender: TickSender | None = None
-        try:
-            session.start(sync, sync_peer, pings_to=peers)
-            advertised.publish(session.endpoint.local_address)
-            offset = session.offset(offset, OFFSET.maximum or 60.0)
-            app.note(_sending_note(peers, bpm, beats_per_bar, offset))
-            sender = session.sender(bpm=bpm, offset=offset)
-            sender.start(total)
-            wait(sender.done, clock, None)
-            wait(session.done, clock, offset + GRACE)
-        finally:
-            if sender is not None:
-                sender.stop()
-            session.close_follower()
-            lines.finish()
+        pair_until_done(
+            app,
+            session,
+            tick_line,
+            peers=peers,
+            offset=offset,
+            total=total,
+            sender=lambda seconds: session.sender(bpm=bpm, offset=seconds),
+            sending_note=partial(_sending_note, peers, bpm, beats_per_bar),
+            sync=sync,
+            sync_peer=sync_peer,
+            publish=advertised.publish,
+        )

@@ -1,21 +1,33 @@
-"""Printing a listen session's records: the live line on a terminal, one line each when piped."""
+"""Running a session from a command: its options, its records on stdout, its summary.
+
+``metronome`` and ``sequence`` build a session (``oscsync.apps.sessions``) and hand it to
+:func:`listen_until_done`, :func:`pair_until_done` or :func:`send_until_done`, which wait for it
+and print; nothing here wires endpoints or schedulers.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import click
 
 from oscsync import audio
-from oscsync.apps.sessions import ListenSession, SessionError
+from oscsync.apps.metronome import TickSender
+from oscsync.apps.sessions import GRACE, ListenSession, SendSession, SessionError
 from oscsync.apps.ticklog import LogWriter
-from oscsync.cli.runtime import AppContext, leave_without_stdout
+from oscsync.cli.runtime import AppContext, leave_without_stdout, wait
+from oscsync.hostport import HostPort
+from oscsync.transport import Network
+from oscsync.wording import plural
 
 R = TypeVar("R")
+
+OFFSET_MAXIMUM = 60.0
+"""Forward offsets beyond the scheduler's 60 s horizon would be refused by every listener."""
 
 
 class RecordLines(Generic[R]):
@@ -94,3 +106,117 @@ def log_file(path: Path | None) -> Iterator[LogWriter | None]:
         writer.close()
     if writer.error is not None:
         raise click.ClickException(writer.describe_error())
+
+
+def session_options(
+    app: AppContext,
+    allow: Sequence[Network],
+    iface: str | None,
+    log: LogWriter | None = None,
+) -> dict[str, Any]:
+    """What every session takes from the command line and the app context."""
+    common: dict[str, Any] = {
+        "clock": app.clock,
+        "allow": allow,
+        "multicast_interface": iface,
+        "note": app.note,
+        "warn": app.warn,
+    }
+    if log is not None:
+        common["log"] = log
+    return common
+
+
+def listen_until_done(
+    app: AppContext,
+    session: ListenSession[R],
+    line: Callable[[R], str],
+    *,
+    duration: float | None,
+    sync: str | None = None,
+    sync_peer: HostPort | None = None,
+    publish: Callable[[HostPort | None], None] | None = None,
+    explain_sync: bool = False,
+) -> None:
+    """``listen``: start ``session``, print its records until it is done, ``duration`` passes
+    or Ctrl-C, then its summary."""
+    lines = RecordLines(app, session, line)
+    try:
+        session.start(sync, sync_peer)
+        if publish is not None:
+            publish(session.endpoint.local_address)
+        wait(session.done, app.clock, duration)
+    finally:
+        session.close_follower(sync_requested=explain_sync and (sync or sync_peer) is not None)
+        lines.finish()
+
+
+def pair_until_done(
+    app: AppContext,
+    session: ListenSession[R],
+    line: Callable[[R], str],
+    *,
+    peers: Sequence[HostPort],
+    offset: float | str,
+    total: int | None,
+    sender: Callable[[float], TickSender],
+    sending_note: Callable[[float], str],
+    sync: str | None = None,
+    sync_peer: HostPort | None = None,
+    publish: Callable[[HostPort | None], None] | None = None,
+) -> None:
+    """``pair``: ``listen_until_done`` with a sender on the same endpoint and scheduler; it stops
+    shortly after the last item's timetag (``total``)."""
+    lines = RecordLines(app, session, line)
+    started: TickSender | None = None
+    try:
+        session.start(sync, sync_peer, pings_to=peers)
+        if publish is not None:
+            publish(session.endpoint.local_address)
+        seconds = session.offset(offset, OFFSET_MAXIMUM)
+        app.note(sending_note(seconds))
+        started = sender(seconds)
+        started.start(total)
+        wait(started.done, app.clock, None)
+        wait(session.done, app.clock, seconds + GRACE)
+    finally:
+        if started is not None:
+            started.stop()
+        session.close_follower()
+        lines.finish()
+
+
+def send_until_done(
+    app: AppContext,
+    session: SendSession,
+    *,
+    offset: float | str,
+    total: int | None,
+    sender: Callable[[float], TickSender],
+    sending_note: Callable[[float], str],
+    summary: Callable[[TickSender], str],
+    progress: str | None = None,
+) -> None:
+    """``send``: measure the offset if asked, then send until ``total`` items, the sender's
+    end or Ctrl-C; ``progress`` (``tick``) counts the items on the live line."""
+    seconds = session.offset(offset, OFFSET_MAXIMUM)
+    started = sender(seconds)
+    live = app.live_line() if progress is not None else None
+    try:
+        # Inside the try: a stop signal right after this line still prints the summary
+        # (tests/test_signals.py waits for this line, then signals).
+        app.note(sending_note(seconds))
+        on_sent = None
+        if live is not None and live.enabled:
+            shown = live
+            on_sent = lambda k: shown.show(f"sent {plural(k + 1, str(progress))}")  # noqa: E731
+        started.start(total, on_sent=on_sent)
+        session.scheduler.start()
+        wait(started.done, app.clock, None)
+    finally:
+        started.stop()
+        session.scheduler.close()
+        if live is not None:
+            live.end()
+            app.live = None
+        app.note(summary(started))

@@ -10,8 +10,9 @@ import click
 
 from oscsync import audio
 from oscsync.apps import sequence as app_sequence
+from oscsync.apps.metronome import TickSender
 from oscsync.apps.sequence import PatternFile, SequenceSender, describe, event_line
-from oscsync.apps.sessions import GRACE, SendSession, SequenceListenSession
+from oscsync.apps.sessions import SendSession, SequenceListenSession
 from oscsync.cli.metronome import AUDIO, OFFSET, _check_sync, _compose, _sync_options
 from oscsync.cli.params import (
     DURATION,
@@ -22,8 +23,15 @@ from oscsync.cli.params import (
     peers_option,
 )
 from oscsync.cli.peers import resolve_peer, resolve_peers
-from oscsync.cli.records import RecordLines, log_file, session_errors
-from oscsync.cli.runtime import AppContext, running, wait
+from oscsync.cli.records import (
+    listen_until_done,
+    log_file,
+    pair_until_done,
+    send_until_done,
+    session_errors,
+    session_options,
+)
+from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
 from oscsync.pattern import NAME, PatternError
 from oscsync.transport import Network
@@ -221,33 +229,38 @@ def send(
     """
     total = _step_count(bars, duration, bpm, steps_per_beat, beats_per_bar)
     watched = _read_pattern(pattern_path, app)
-    clock = app.clock
     peers = resolve_peers(peers)
     with (
         running(),
         session_errors(),
-        SendSession(
-            peers, clock=clock, allow=allow, multicast_interface=iface, note=app.note, warn=app.warn
-        ) as session,
+        SendSession(peers, **session_options(app, allow, iface)) as session,
     ):
-        offset = session.offset(offset, OFFSET.maximum or 60.0)
-        sender = session.pattern_sender(
-            watched,
-            bpm=bpm,
-            steps_per_beat=steps_per_beat,
-            beats_per_bar=beats_per_bar,
-            swing=swing,
+        grid = _grid(bpm, steps_per_beat, beats_per_bar, swing)
+        send_until_done(
+            app,
+            session,
             offset=offset,
+            total=total,
+            sender=lambda seconds: session.pattern_sender(watched, offset=seconds, **grid),
+            sending_note=lambda seconds: _sending_note(
+                watched, peers, bpm, steps_per_beat, seconds
+            ),
+            summary=_sent_summary,
         )
-        try:
-            app.note(_sending_note(watched, peers, bpm, steps_per_beat, offset))
-            sender.start(total)
-            session.scheduler.start()
-            wait(sender.done, clock, None)
-        finally:
-            sender.stop()
-            session.scheduler.close()
-            app.note(f"sequence: sent {sender.sent} steps, {sender.reloads} pattern changes")
+
+
+def _grid(bpm: float, steps_per_beat: int, beats_per_bar: int, swing: float) -> dict[str, Any]:
+    return {
+        "bpm": bpm,
+        "steps_per_beat": steps_per_beat,
+        "beats_per_bar": beats_per_bar,
+        "swing": swing,
+    }
+
+
+def _sent_summary(sender: TickSender) -> str:
+    assert isinstance(sender, SequenceSender)
+    return f"sequence: sent {sender.sent} steps, {sender.reloads} pattern changes"
 
 
 # -- listen -----------------------------------------------------------------------------------
@@ -291,23 +304,15 @@ def listen(
     with running(), log_file(log_path) as log, session_errors():
         session = SequenceListenSession(
             listen,
-            clock=app.clock,
-            allow=allow,
-            multicast_interface=iface,
-            log=log,
             limit=count,
-            note=app.note,
-            warn=app.warn,
+            **session_options(app, allow, iface, log),
             audio_choice=audio_choice,
             voice_sounds=voice_sounds,
         )
-        lines = RecordLines(app, session, event_line)
-        try:
-            session.start(sync, sync_peer)  # as metronome listen --sync
-            wait(session.done, app.clock, duration)
-        finally:
-            session.close_follower()
-            lines.finish()
+        # --sync as metronome listen --sync
+        listen_until_done(
+            app, session, event_line, duration=duration, sync=sync, sync_peer=sync_peer
+        )
 
 
 # -- pair -------------------------------------------------------------------------------------
@@ -348,40 +353,26 @@ def pair(
     """
     total = _step_count(bars, duration, bpm, steps_per_beat, beats_per_bar)
     watched = _read_pattern(pattern_path, app)
-    clock = app.clock
     peers = resolve_peers(peers)
     with running(), log_file(log_path) as log, session_errors():
         session = SequenceListenSession(
             listen,
             peers,
-            clock=clock,
-            allow=allow,
-            multicast_interface=iface,
-            log=log,
-            note=app.note,
-            warn=app.warn,
+            **session_options(app, allow, iface, log),
             audio_choice=audio_choice,
             voice_sounds=voice_sounds,
         )
-        lines = RecordLines(app, session, event_line)
-        sender: SequenceSender | None = None
-        try:
-            session.start(pings_to=peers)
-            offset = session.offset(offset, OFFSET.maximum or 60.0)
-            app.note(_sending_note(watched, peers, bpm, steps_per_beat, offset))
+        grid = _grid(bpm, steps_per_beat, beats_per_bar, swing)
+        pair_until_done(
+            app,
+            session,
+            event_line,
+            peers=peers,
+            offset=offset,
+            total=total,
             # One timer thread for both halves, as metronome pair.
-            sender = session.sender(
-                watched,
-                bpm=bpm,
-                steps_per_beat=steps_per_beat,
-                beats_per_bar=beats_per_bar,
-                swing=swing,
-                offset=offset,
-            )
-            sender.start(total)
-            wait(sender.done, clock, None)
-            wait(session.done, clock, offset + GRACE)
-        finally:
-            if sender is not None:
-                sender.stop()
-            lines.finish()
+            sender=lambda seconds: session.sender(watched, offset=seconds, **grid),
+            sending_note=lambda seconds: _sending_note(
+                watched, peers, bpm, steps_per_beat, seconds
+            ),
+        )
