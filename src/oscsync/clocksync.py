@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from oscsync import threads
 from oscsync import timetag as tt
 from oscsync.clock import Clock
-from oscsync.scheduler import percentile
+from oscsync.stats import percentile
 
 if TYPE_CHECKING:  # the transport imports this module lazily; no cycle at run time
     from oscsync.hostport import HostPort

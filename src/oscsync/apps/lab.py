@@ -43,7 +43,7 @@ from oscsync.clock import Clock, SkewedClock
 from oscsync.clockfollow import ClockFollower
 from oscsync.clocksync import PING, FilterFollower, PingResponder, encode_ping
 from oscsync.hostport import HostPort
-from oscsync.scheduler import percentile
+from oscsync.stats import percentile
 from oscsync.transport import Endpoint, Received, Service
 
 LOOPBACK = HostPort("127.0.0.1", 0)

@@ -53,6 +53,7 @@ from oscsync.audio import ACCENT, TICK, Player
 from oscsync.clock import Clock
 from oscsync.hostport import HostPort
 from oscsync.scheduler import Dispatch, Scheduler
+from oscsync.stats import RunningStats
 from oscsync.transport import Received
 
 ADDRESS = "/tick"
@@ -221,30 +222,6 @@ class TickRecord:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
-
-
-class RunningStats:
-    """Mean and standard deviation without keeping the samples (Welford's method)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.mean = 0.0
-        self._m2 = 0.0
-        self.minimum = math.inf
-        self.maximum = -math.inf
-
-    def add(self, value: float) -> None:
-        self.count += 1
-        delta = value - self.mean
-        self.mean += delta / self.count
-        self._m2 += delta * (value - self.mean)
-        self.minimum = min(self.minimum, value)
-        self.maximum = max(self.maximum, value)
-
-    @property
-    def std(self) -> float:
-        """Sample standard deviation (0 with fewer than two values)."""
-        return math.sqrt(self._m2 / (self.count - 1)) if self.count > 1 else 0.0
 
 
 GAP_FACTOR = 4

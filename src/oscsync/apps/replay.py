@@ -38,7 +38,8 @@ from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import Clock
 from oscsync.hostport import HostPort
 from oscsync.recording import Datagram
-from oscsync.scheduler import LATENESS_SAMPLES, Dispatch, Scheduler, percentile
+from oscsync.scheduler import LATENESS_SAMPLES, Dispatch, Scheduler
+from oscsync.stats import percentile
 
 TimetagMode = Literal["keep", "shift", "strip"]
 TIMETAG_MODES: tuple[TimetagMode, ...] = ("keep", "shift", "strip")

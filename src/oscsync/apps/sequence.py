@@ -53,12 +53,13 @@ from typing import Any, Protocol
 from oscsync import audio, codec, sounds
 from oscsync import pattern as patterns
 from oscsync import timetag as tt
-from oscsync.apps.metronome import RunningStats, TickSender, onset_of, submit_onset
+from oscsync.apps.metronome import TickSender, onset_of, submit_onset
 from oscsync.audio import Player
 from oscsync.clock import Clock
 from oscsync.hostport import HostPort
 from oscsync.pattern import Pattern, PatternError
 from oscsync.scheduler import Dispatch, Scheduler
+from oscsync.stats import RunningStats
 from oscsync.transport import Received
 
 PREFIX = "/seq/"
