@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from oscsync.apps import lab
+from oscsync.apps import lab, scoring, tables
 from oscsync.cli.main import cli
 
 PERIOD = 0.25
@@ -18,13 +18,13 @@ PERIOD = 0.25
 
 def test_score_of_a_perfect_grid_is_zero_and_of_a_jittered_one_is_not() -> None:
     perfect = {k: 100.0 + k * PERIOD for k in range(16)}
-    result = lab.score(perfect, {}, PERIOD, 16)
+    result = scoring.score(perfect, {}, PERIOD, 16)
     assert result.ioi_std == pytest.approx(0, abs=1e-9)
     assert result.max_grid_error == pytest.approx(0, abs=1e-9)
     assert (result.received, result.lost, result.late_pct) == (16, 0, 0.0)
     shaken = dict(perfect)
     shaken[5] += 0.010  # one tick 10 ms late
-    result = lab.score(shaken, {5: True}, PERIOD, 16)
+    result = scoring.score(shaken, {5: True}, PERIOD, 16)
     # The grid is fitted to the mean: the late tick is 10 ms - 10/16 ms from it.
     assert result.max_grid_error == pytest.approx(0.010 - 0.010 / 16, abs=1e-9)
     assert result.ioi_std > 0.003
@@ -33,7 +33,7 @@ def test_score_of_a_perfect_grid_is_zero_and_of_a_jittered_one_is_not() -> None:
 
 def test_score_counts_lost_ticks_and_skips_gaps_in_intervals() -> None:
     onsets = {k: k * PERIOD for k in range(10) if k not in (3, 4)}
-    result = lab.score(onsets, {}, PERIOD, 10)
+    result = scoring.score(onsets, {}, PERIOD, 10)
     assert result.lost == 2
     assert result.ioi_std == pytest.approx(0, abs=1e-9)  # no interval spans the gap
 
@@ -130,7 +130,7 @@ def test_sweep_tiny_run_writes_table_csv_json_and_plot(
     assert "inter-onset std" in result.output and "late" in result.output
     with csv_path.open() as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == lab.SWEEP_COLUMNS
+    assert list(rows[0]) == tables.SWEEP_COLUMNS
     assert [float(r["offset_ms"]) for r in rows] == [0.0, 15.0, 60.0]
     assert json.loads(json_path.read_text()) == [
         {k: (float(v) if "." in v else int(v)) for k, v in row.items()} for row in rows
@@ -199,14 +199,14 @@ def test_session_followers_agree_only_with_forward_sync() -> None:
     synced = runs[False]
     b = synced.followers[1]
     assert b.sync_offset is not None and b.sync_offset == pytest.approx(0.2, abs=0.009)
-    scores = [lab.score_follower(synced, f) for f in synced.followers]
+    scores = [scoring.score_follower(synced, f) for f in synced.followers]
     assert all(s.late == 0 and s.lost == 0 for s in scores)
     # Forward sync: the followers play within the clock-sync error (bounded by half the
     # fastest round trip, < 9 ms here), while plain ticks differ by the links' jitter.
-    assert max(lab.spread(synced)) < 0.009
-    plain_spread = lab.spread(runs[True])
-    assert not math.isnan(lab.p99(plain_spread))
-    assert max(plain_spread) > max(lab.spread(synced))
+    assert max(scoring.spread(synced)) < 0.009
+    plain_spread = scoring.spread(runs[True])
+    assert not math.isnan(scoring.p99(plain_spread))
+    assert max(plain_spread) > max(scoring.spread(synced))
 
 
 # -- issue 20, item 2: stats streams the file, bounds each line --------------------------------

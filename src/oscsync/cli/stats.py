@@ -39,7 +39,7 @@ def stats(app: AppContext, logs: tuple[Path, ...], bpm: float | None, as_json: b
     Tick numbers come from the timetags (or arrival times of plain ticks) on the beat grid, so
     a missing tick shows up as lost. Lines that are not tick records are skipped and counted.
     """
-    from oscsync.apps import lab, ticklog
+    from oscsync.apps import tables, ticklog
 
     rows = []
     for path in logs:
@@ -55,4 +55,4 @@ def stats(app: AppContext, logs: tuple[Path, ...], bpm: float | None, as_json: b
         if as_json:
             click.echo(json.dumps(row, separators=(",", ":")))
     if not as_json:
-        click.echo(lab.format_table(rows, first="file"))
+        click.echo(tables.format_table(rows, first="file"))

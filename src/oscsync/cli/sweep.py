@@ -84,7 +84,7 @@ def sweep(
     ticks that arrived after their timetag (late: played on arrival), and ticks lost. The first
     bar is a count-in and is not scored.
     """
-    from oscsync.apps import lab
+    from oscsync.apps import lab, tables
     from oscsync.apps.netem import ImpairmentSpec
 
     if plot_path is not None:
@@ -125,18 +125,18 @@ def sweep(
                 count_in=4 if ticks >= 12 else 1,
             )
             result = lab.run_session(spec, app.clock, on_warning=app.warn)
-            rows.append(lab.sweep_row(offset, result))
+            rows.append(tables.sweep_row(offset, result))
     if len(rows) < len(offsets):
         app.warn("interrupted: the table shows the offsets that finished")
-    click.echo(lab.format_table(rows))
+    click.echo(tables.format_table(rows))
     try:
         if csv_path is not None:
-            lab.write_csv(csv_path, rows)
+            tables.write_csv(csv_path, rows)
         if json_path is not None:
             json_path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
         if plot_path is not None and rows:
             title = f"forward sync through {link.describe()}"
-            lab.plot_sweep(plot_path, rows, title)
+            tables.plot_sweep(plot_path, rows, title)
             app.note(f"plot: {plot_path}")
     except OSError as exc:  # checked at the start, but a disk can fill up during a sweep
         raise click.ClickException(f"cannot write the results: {exc}") from None
