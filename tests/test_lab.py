@@ -64,7 +64,7 @@ def test_stats_summarises_a_tick_log(tmp_path: Path, cli_runner: CliRunner) -> N
     onsets = [1000.0 + k * PERIOD for k in range(12)]
     onsets[6] += 0.004
     _write_log(log, onsets, timed=True, skip={9})
-    result = cli_runner.invoke(cli, ["stats", str(log), "--json"])
+    result = cli_runner.invoke(cli, ["stats", str(log), "--jsonl"])
     assert result.exit_code == 0, result.output
     row = json.loads(result.output.splitlines()[-1])
     assert row["lost"] == 1 and row["received"] == 11
@@ -100,7 +100,7 @@ def test_stats_skips_records_whose_times_are_not_times(
         '{"arrival": 1}',
     ]
     log.write_text("\n".join([json.dumps(r) for r in good] + bad) + "\n")
-    result = cli_runner.invoke(cli, ["stats", str(log), "--json"])
+    result = cli_runner.invoke(cli, ["stats", str(log), "--jsonl"])
     assert result.exit_code == 0, result.output
     assert f"skipped {len(bad)} lines" in result.output
     assert json.loads(result.output.splitlines()[-1])["received"] == 4
@@ -123,7 +123,7 @@ def test_sweep_tiny_run_writes_table_csv_json_and_plot(
         [
             "timetag", "sweep", "--offsets", "0,15ms,60ms", "--delay", "20ms", "--jitter", "8ms",
             "--ticks", "10", "--bpm", "600", "--seed", "4",
-            "--csv", str(csv_path), "--json", str(json_path), "--plot", str(png),
+            "--csv", str(csv_path), "--json-out", str(json_path), "--plot", str(png),
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -152,7 +152,7 @@ def test_sweep_rejects_bad_offsets(cli_runner: CliRunner) -> None:
 def test_sweep_refuses_an_unwritable_output_before_it_runs(
     tmp_path: Path, cli_runner: CliRunner
 ) -> None:
-    for option in ("--csv", "--json", "--plot"):
+    for option in ("--csv", "--json-out", "--json", "--plot"):
         target = tmp_path / "missing-dir" / "out"
         result = cli_runner.invoke(cli, ["timetag", "sweep", option, str(target)])
         assert result.exit_code == 2, (option, result.output)
@@ -238,7 +238,7 @@ def test_stats_line_of_100000_brackets_is_one_line_error_not_recursion_error(
     log = tmp_path / "ticks.jsonl"
     deep = "[" * 100_000 + "\n" + "[" * 50_000 + "\n" + '{"a":' * 20_000 + "\n"
     log.write_text(_tick_lines(4) + deep + _tick_lines(4, start=4))
-    result = cli_runner.invoke(cli, ["stats", str(log), "--json"])
+    result = cli_runner.invoke(cli, ["stats", str(log), "--jsonl"])
     assert result.exit_code == 0, result.output
     assert "skipped 3 lines" in result.output
     assert json.loads(result.output.splitlines()[-1])["received"] == 8

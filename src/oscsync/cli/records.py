@@ -49,7 +49,7 @@ class RecordLines(Generic[R]):
     def __call__(self, record: R) -> None:
         if self.live.enabled:
             self.live.show(self.session.status())
-        elif not self.app.quiet and not self.output_closed:
+        elif not self.output_closed:  # -q: no live line, data lines still (issue #12 item 6)
             try:
                 sys.stdout.write(self.line(record) + "\n")
                 sys.stdout.flush()
