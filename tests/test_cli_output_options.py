@@ -12,9 +12,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from conftest import free_udp_port
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.main import cli
 from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint
 
 
 def _tick_log(path: Path) -> None:
@@ -76,8 +76,8 @@ def test_options_convention_quiet_keeps_the_tick_lines_and_drops_the_notices(
 def test_options_convention_clock_json_is_one_object_and_jsonl_a_stream(
     cli_runner: CliRunner,
 ) -> None:
-    with Endpoint(HostPort("127.0.0.1", 0)) as listener:
-        listener.start(lambda _: None)  # every endpoint answers clock pings
+    with open_endpoint(HostPort("127.0.0.1", 0)) as listener:
+        listener.start(lambda _: None)  # a command's endpoint answers clock pings
         peer = str(listener.local_address)
         one = cli_runner.invoke(cli, ["clock", "--peer", peer, "-c", "4", "--watch", "--json"])
         stream = cli_runner.invoke(cli, ["clock", "--peer", peer, "-c", "4", "--jsonl"])

@@ -160,5 +160,5 @@ def peer_clock(
     peer: HostPort, *, clock: Clock, allow: Sequence[Network] = (), warn: Callable[[str], None]
 ) -> Iterator[PeerClock]:
     """``oscsync clock``: a :class:`PeerClock` for ``peer`` on its own endpoint, closed after."""
-    with open_endpoint(peers=[peer], clock=clock, allow=allow, warn=warn) as endpoint:
+    with open_endpoint(peers=[peer], clock=clock, allow=allow, on_warning=warn) as endpoint:
         yield PeerClock(endpoint)

@@ -500,7 +500,7 @@ class ReplaySession:
         mode: TimetagMode = "keep",
     ) -> None:
         self.endpoint = open_endpoint(
-            peers=peers, clock=clock, warn=warn, multicast_interface=multicast_interface
+            peers=peers, clock=clock, on_warning=warn, multicast_interface=multicast_interface
         )
         try:
             self.scheduler = Scheduler(clock, spin=SPIN, on_warning=warn)

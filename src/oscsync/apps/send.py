@@ -154,6 +154,6 @@ def send_to(
 ) -> int:
     """``oscsync send``: open an endpoint to ``targets``, :func:`send_repeated`, close it."""
     with open_endpoint(
-        peers=targets, clock=clock, warn=warn, multicast_interface=multicast_interface
+        peers=targets, clock=clock, on_warning=warn, multicast_interface=multicast_interface
     ) as endpoint:
         return send_repeated(endpoint, packet, clock, repeat, interval, progress)

@@ -25,7 +25,7 @@ from typing import Any, Generic, Protocol, TextIO, TypeVar, cast
 from oscsync import audio, sounds
 from oscsync.apps import metronome as app_metronome
 from oscsync.apps.endpoints import open_endpoint
-from oscsync.apps.metronome import MetronomeListener, TickRecord, TickSender
+from oscsync.apps.metronome import TICK_METHOD, MetronomeListener, TickRecord, TickSender
 from oscsync.apps.sequence import (
     EventRecord,
     PatternFile,
@@ -39,6 +39,7 @@ from oscsync.clock import Clock
 from oscsync.clockfollow import ClockFollower
 from oscsync.clocksync import PONG, PeerClocks
 from oscsync.hostport import HostPort
+from oscsync.routing import Method
 from oscsync.scheduler import DEFAULT_SPIN, Scheduler
 from oscsync.transport import DatagramHandler, Endpoint, MessageHandler, Network, Received
 
@@ -87,7 +88,7 @@ class ReceiveSession:
                 peers,
                 clock=clock,
                 allow=allow,
-                warn=warn,
+                on_warning=warn,
                 multicast_interface=multicast_interface,
             )
         except BaseException:
@@ -161,7 +162,7 @@ class SendSession:
             peers=peers,
             clock=clock,
             allow=allow,
-            warn=warn,
+            on_warning=warn,
             multicast_interface=multicast_interface,
         )
         try:
@@ -263,6 +264,8 @@ class ListenSession(Generic[R]):
 
     listener: MetronomeListener | SequenceListener
     scheduler: Scheduler
+    method: Method | None = None
+    """The address this session answers to, registered on its endpoint (OSCQuery lists it)."""
     player: audio.Player
 
     def __init__(
@@ -297,7 +300,7 @@ class ListenSession(Generic[R]):
             peers,
             clock=clock,
             allow=allow,
-            warn=warn,
+            on_warning=warn,
             multicast_interface=multicast_interface,
         )
         if log is not None:
@@ -368,6 +371,9 @@ class ListenSession(Generic[R]):
         self.followed_by = follower
         if follower is not None:
             handler = follower.wrap(handler)
+        if self.method is not None:
+            self.endpoint.registry.add_method(self.method, handler)
+        # Everything else goes to the listener too, which counts it ignored, by reason.
         self.endpoint.start(handler)
         if follower is not None:
             follower.start()
@@ -411,6 +417,8 @@ class ListenSession(Generic[R]):
 
 class TickListenSession(ListenSession[TickRecord]):
     """``metronome listen`` / ``pair``: ``/tick`` played at its timetag, accent on beat 0."""
+
+    method = TICK_METHOD
 
     def __init__(
         self,
