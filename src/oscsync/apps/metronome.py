@@ -330,6 +330,20 @@ def submit_onset(
     return None
 
 
+def submit_received(
+    player: Player,
+    scheduler: Scheduler,
+    clock: Clock,
+    received: Received,
+    handle: Callable[[Dispatch, int | None], None],
+) -> str | None:
+    """:func:`submit_onset` for a received message: at its timetag, declared in bytes as what
+    it keeps alive while held (:func:`oscsync.codec.footprint`)."""
+    message = received.message
+    size = codec.footprint(message)
+    return submit_onset(player, scheduler, clock, message.timetag, handle, size=size)
+
+
 def onset_of(
     scheduler: Scheduler, clock: Clock, dispatch: Dispatch, stamp: int | None
 ) -> tuple[float, float | None, bool, float]:
@@ -399,14 +413,8 @@ class MetronomeListener:
         def handle(dispatch: Dispatch, stamp: int | None) -> None:
             self._handle(received, beat, stamp, dispatch)
 
-        refusal = submit_onset(
-            self.player,
-            self.scheduler,
-            self.clock,
-            message.timetag,
-            handle,
-            size=codec.footprint(message),  # a /tick may carry thousands of arguments
-        )
+        # Held in bytes as well as items: a /tick may carry thousands of arguments.
+        refusal = submit_received(self.player, self.scheduler, self.clock, received, handle)
         if refusal is not None:
             self._ignore(refusal)
 

@@ -53,7 +53,7 @@ from typing import Any, Protocol
 from oscsync import audio, codec, sounds
 from oscsync import pattern as patterns
 from oscsync import timetag as tt
-from oscsync.apps.metronome import TickSender, onset_of, submit_onset
+from oscsync.apps.metronome import TickSender, onset_of, submit_received
 from oscsync.audio import Player
 from oscsync.clock import Clock
 from oscsync.hostport import HostPort
@@ -456,15 +456,7 @@ class SequenceListener:
         def handle(dispatch: Dispatch, stamp: int | None) -> None:
             self._handle(received, event, key, stamp, dispatch)
 
-        message = received.message
-        refusal = submit_onset(
-            self.player,
-            self.scheduler,
-            self.clock,
-            message.timetag,
-            handle,
-            size=codec.footprint(message),  # held until its time: declared in bytes
-        )
+        refusal = submit_received(self.player, self.scheduler, self.clock, received, handle)
         if refusal is not None:
             self._ignore(refusal)
 

@@ -63,6 +63,25 @@ def _ignore(_: Received) -> None:
     pass
 
 
+def _endpoint(
+    listen: HostPort | None,
+    peers: Sequence[HostPort],
+    clock: Clock,
+    allow: Sequence[Network],
+    warn: Note,
+    multicast_interface: str | None,
+) -> Endpoint:
+    """Every session's endpoint: the command's (it answers clock pings; see open_endpoint)."""
+    return open_endpoint(
+        listen,
+        peers,
+        clock=clock,
+        allow=allow,
+        on_warning=warn,
+        multicast_interface=multicast_interface,
+    )
+
+
 class ReceiveSession:
     """An endpoint that hands what arrives to one handler (``dump``, ``timetag monitor``,
     ``record``, ``chat``), and with ``scheduler`` options a scheduler for that handler to hold
@@ -83,14 +102,7 @@ class ReceiveSession:
             None if scheduler is None else Scheduler(clock, on_warning=warn, **scheduler)
         )
         try:
-            self.endpoint = open_endpoint(
-                listen,
-                peers,
-                clock=clock,
-                allow=allow,
-                on_warning=warn,
-                multicast_interface=multicast_interface,
-            )
+            self.endpoint = _endpoint(listen, peers, clock, allow, warn, multicast_interface)
         except BaseException:
             if self.scheduler is not None:
                 self.scheduler.close()
@@ -158,13 +170,7 @@ class SendSession:
         self.clock = clock
         self.note = note
         self.warn = warn
-        self.endpoint = open_endpoint(
-            peers=peers,
-            clock=clock,
-            allow=allow,
-            on_warning=warn,
-            multicast_interface=multicast_interface,
-        )
+        self.endpoint = _endpoint(None, peers, clock, allow, warn, multicast_interface)
         try:
             self.scheduler = Scheduler(clock, spin=spin, on_warning=warn)
         except BaseException:
@@ -295,14 +301,7 @@ class ListenSession(Generic[R]):
         self.followed_by: Follower | None = None
         """The follower :meth:`start` wrapped the listener in (the lab gives its own)."""
         self.clocks: PeerClocks | None = None
-        self.endpoint = open_endpoint(
-            listen,
-            peers,
-            clock=clock,
-            allow=allow,
-            on_warning=warn,
-            multicast_interface=multicast_interface,
-        )
+        self.endpoint = _endpoint(listen, peers, clock, allow, warn, multicast_interface)
         if log is not None:
             log.on_error = self._log_failed
         try:

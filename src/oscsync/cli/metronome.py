@@ -13,6 +13,7 @@ from oscsync import audio, sounds
 from oscsync.apps import metronome as app_metronome
 from oscsync.apps.metronome import TickSender, tick_line, ticks_in
 from oscsync.apps.sessions import AUTO, SendSession, TickListenSession
+from oscsync.cli import records
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import (
     DURATION,
@@ -26,15 +27,6 @@ from oscsync.cli.params import (
     peers_option,
 )
 from oscsync.cli.peers import advertising, resolve_peer, resolve_peers
-from oscsync.cli.records import (
-    OFFSET_MAXIMUM,
-    listen_until_done,
-    log_file,
-    pair_until_done,
-    send_until_done,
-    session_errors,
-    session_options,
-)
 from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
 from oscsync.transport import Network
@@ -55,7 +47,7 @@ class OffsetType(DurationType):
         return super().convert(value, param, ctx)
 
 
-OFFSET = OffsetType(minimum=0.0, maximum=OFFSET_MAXIMUM)
+OFFSET = OffsetType(minimum=0.0, maximum=records.OFFSET_MAXIMUM)
 """Forward offsets beyond the scheduler's 60 s horizon would be refused by every listener."""
 
 
@@ -293,10 +285,10 @@ def send(
         # With --count/--duration the run has an end: cut short, it exits 130 (issue #13).
         running(interrupted_exit=total is not None),
         hangup_stops(),
-        session_errors(),
-        SendSession(peers, **session_options(app, allow, iface)) as session,
+        records.session_errors(),
+        SendSession(peers, **records.session_options(app, allow, iface)) as session,
     ):
-        send_until_done(
+        records.send_until_done(
             app,
             session,
             offset=offset,
@@ -416,18 +408,18 @@ def listen(
     with (
         running(),
         hangup_stops(),
-        log_file(log_path) as log,
+        records.log_file(log_path) as log,
         advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
-        session_errors(),
+        records.session_errors(),
     ):
         session = TickListenSession(
             listen,
             limit=count,
-            **session_options(app, allow, iface, log),
+            **records.session_options(app, allow, iface, log),
             **player,
             beats_per_bar=beats_per_bar,
         )
-        listen_until_done(
+        records.listen_until_done(
             app,
             session,
             tick_line,
@@ -489,18 +481,18 @@ def pair(
     with (
         running(interrupted_exit=total is not None),
         hangup_stops(),
-        log_file(log_path) as log,
+        records.log_file(log_path) as log,
         advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
-        session_errors(),
+        records.session_errors(),
     ):
         session = TickListenSession(
             listen,
             peers,
-            **session_options(app, allow, iface, log),
+            **records.session_options(app, allow, iface, log),
             **player,
             beats_per_bar=beats_per_bar,
         )
-        pair_until_done(
+        records.pair_until_done(
             app,
             session,
             tick_line,

@@ -13,6 +13,7 @@ from oscsync.apps import sequence as app_sequence
 from oscsync.apps.metronome import TickSender
 from oscsync.apps.sequence import PatternFile, SequenceSender, describe, event_line
 from oscsync.apps.sessions import SendSession, SequenceListenSession
+from oscsync.cli import records
 from oscsync.cli.metronome import AUDIO, OFFSET, _check_sync, _compose, _sync_options
 from oscsync.cli.params import (
     DURATION,
@@ -23,14 +24,6 @@ from oscsync.cli.params import (
     peers_option,
 )
 from oscsync.cli.peers import resolve_peer, resolve_peers
-from oscsync.cli.records import (
-    listen_until_done,
-    log_file,
-    pair_until_done,
-    send_until_done,
-    session_errors,
-    session_options,
-)
 from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
 from oscsync.pattern import NAME, PatternError
@@ -232,11 +225,11 @@ def send(
     peers = resolve_peers(peers)
     with (
         running(),
-        session_errors(),
-        SendSession(peers, **session_options(app, allow, iface)) as session,
+        records.session_errors(),
+        SendSession(peers, **records.session_options(app, allow, iface)) as session,
     ):
         grid = _grid(bpm, steps_per_beat, beats_per_bar, swing)
-        send_until_done(
+        records.send_until_done(
             app,
             session,
             offset=offset,
@@ -301,16 +294,16 @@ def listen(
     """
     _check_sync(sync, sync_peer)
     sync_peer = resolve_peer(sync_peer)
-    with running(), log_file(log_path) as log, session_errors():
+    with running(), records.log_file(log_path) as log, records.session_errors():
         session = SequenceListenSession(
             listen,
             limit=count,
-            **session_options(app, allow, iface, log),
+            **records.session_options(app, allow, iface, log),
             audio_choice=audio_choice,
             voice_sounds=voice_sounds,
         )
         # --sync as metronome listen --sync
-        listen_until_done(
+        records.listen_until_done(
             app, session, event_line, duration=duration, sync=sync, sync_peer=sync_peer
         )
 
@@ -354,16 +347,16 @@ def pair(
     total = _step_count(bars, duration, bpm, steps_per_beat, beats_per_bar)
     watched = _read_pattern(pattern_path, app)
     peers = resolve_peers(peers)
-    with running(), log_file(log_path) as log, session_errors():
+    with running(), records.log_file(log_path) as log, records.session_errors():
         session = SequenceListenSession(
             listen,
             peers,
-            **session_options(app, allow, iface, log),
+            **records.session_options(app, allow, iface, log),
             audio_choice=audio_choice,
             voice_sounds=voice_sounds,
         )
         grid = _grid(bpm, steps_per_beat, beats_per_bar, swing)
-        pair_until_done(
+        records.pair_until_done(
             app,
             session,
             event_line,
