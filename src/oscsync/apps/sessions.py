@@ -506,9 +506,11 @@ class SequenceListenSession(ListenSession[EventRecord]):
         *,
         audio_choice: audio.AudioChoice,
         voice_sounds: Sequence[tuple[str, Path]],
+        audio_options: audio.PlayerOptions | None = None,
         **common: Any,
     ) -> None:
         self.audio_choice = audio_choice
+        self.audio_options = audio_options or audio.PlayerOptions()
         self.voice_sounds = tuple(voice_sounds)
         super().__init__(listen, peers, **common)
 
@@ -522,7 +524,7 @@ class SequenceListenSession(ListenSession[EventRecord]):
                 self.clock,
                 {audio.TICK: sounds.default_path("tick")},
                 notice=self.note,
-                warn=self.warn,
+                options=dataclasses.replace(self.audio_options, warn=self.warn),
             )
             self.sounds = VoiceSounds(self.player, Path(self.directory.name))
             for voice, path in chosen.items():

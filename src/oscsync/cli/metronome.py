@@ -71,6 +71,37 @@ class AudioType(click.ParamType):  # type: ignore[type-arg]
 AUDIO = AudioType()
 
 
+def audio_option() -> Callable[[F], F]:
+    """``--audio`` (its choices, metavar and help come from ``oscsync.audio.registry``) and the
+    options the players take: ``--device``, ``--latency-compensation``."""
+    return _compose(
+        click.option(
+            "--audio",
+            "-a",
+            "audio_choice",
+            type=AUDIO,
+            default="auto",
+            show_default=True,
+            help=audio.registry.audio_help(),
+        ),
+        click.option(
+            "--device",
+            metavar="NAME|INDEX",
+            help="Sound card for sounddevice: an index or part of a name "
+            "(oscsync audio devices lists them) [default: the system's].",
+        ),
+        click.option(
+            "--latency-compensation",
+            type=LatencyCompensationType(),
+            default="auto",
+            show_default=True,
+            help="auto: play each sound one output latency (as the sound card reports it) "
+            "before its timetag, so the sound leaves the device at the timetag; off: start "
+            "computing it at the timetag; MS: this many milliseconds early.",
+        ),
+    )
+
+
 class LatencyCompensationType(click.ParamType):  # type: ignore[type-arg]
     """``auto`` (None), ``off`` (0) or milliseconds (returned in seconds)."""
 
@@ -151,30 +182,7 @@ def _beats_per_bar_option() -> Callable[[F], F]:
 def _listen_options() -> Callable[[F], F]:
     return _compose(
         listen_option(),
-        click.option(
-            "--audio",
-            "-a",
-            "audio_choice",
-            type=AUDIO,
-            default="auto",
-            show_default=True,
-            help=audio.registry.audio_help(),
-        ),
-        click.option(
-            "--device",
-            metavar="NAME|INDEX",
-            help="Sound card for sounddevice: an index or part of a name "
-            "(oscsync audio devices lists them) [default: the system's].",
-        ),
-        click.option(
-            "--latency-compensation",
-            type=LatencyCompensationType(),
-            default="auto",
-            show_default=True,
-            help="auto: play each tick one output latency (as the sound card reports it) before "
-            "its timetag, so the sound leaves the device at the timetag; off: start computing it "
-            "at the timetag; MS: this many milliseconds early.",
-        ),
+        audio_option(),
         click.option(
             "--sound",
             type=click.Path(dir_okay=False, path_type=Path),

@@ -14,7 +14,7 @@ from oscsync.apps.metronome import TickSender
 from oscsync.apps.sequence import PatternFile, SequenceSender, describe, event_line
 from oscsync.apps.sessions import SendSession, SequenceListenSession
 from oscsync.cli import records
-from oscsync.cli.metronome import AUDIO, OFFSET, _check_sync, _compose, _sync_options
+from oscsync.cli.metronome import OFFSET, _check_sync, _compose, _sync_options, audio_option
 from oscsync.cli.params import (
     DURATION,
     DurationType,
@@ -114,16 +114,7 @@ def _send_options() -> Callable[[F], F]:
 def _listen_options() -> Callable[[F], F]:
     return _compose(
         listen_option(),
-        click.option(
-            "--audio",
-            "-a",
-            "audio_choice",
-            type=AUDIO,
-            default="auto",
-            show_default=True,
-            help="auto: sounddevice if a sound card is there, else none. "
-            "wav:FILE renders the session into a WAV file (each hit at its exact frame).",
-        ),
+        audio_option(),
         click.option(
             "--sound",
             "voice_sounds",
@@ -278,6 +269,8 @@ def listen(
     app: AppContext,
     listen: HostPort,
     audio_choice: audio.AudioChoice,
+    device: str | None,
+    latency_compensation: float | None,
     voice_sounds: tuple[tuple[str, Path], ...],
     log_path: Path | None,
     allow: tuple[Network, ...],
@@ -300,6 +293,9 @@ def listen(
             limit=count,
             **records.session_options(app, allow, iface, log),
             audio_choice=audio_choice,
+            audio_options=audio.PlayerOptions(
+                device=device, latency_compensation=latency_compensation
+            ),
             voice_sounds=voice_sounds,
         )
         # --sync as metronome listen --sync
@@ -335,6 +331,8 @@ def pair(
     iface: str | None,
     listen: HostPort,
     audio_choice: audio.AudioChoice,
+    device: str | None,
+    latency_compensation: float | None,
     voice_sounds: tuple[tuple[str, Path], ...],
     log_path: Path | None,
     allow: tuple[Network, ...],
@@ -353,6 +351,9 @@ def pair(
             peers,
             **records.session_options(app, allow, iface, log),
             audio_choice=audio_choice,
+            audio_options=audio.PlayerOptions(
+                device=device, latency_compensation=latency_compensation
+            ),
             voice_sounds=voice_sounds,
         )
         grid = _grid(bpm, steps_per_beat, beats_per_bar, swing)
