@@ -40,7 +40,7 @@ from oscsync.clockfollow import ClockFollower
 from oscsync.clocksync import PONG, PeerClocks
 from oscsync.hostport import HostPort
 from oscsync.routing import Method
-from oscsync.scheduler import DEFAULT_SPIN, Scheduler
+from oscsync.scheduler import DEFAULT_HORIZON, DEFAULT_SPIN, KEEP, LatePolicy, Scheduler
 from oscsync.transport import DatagramHandler, Endpoint, MessageHandler, Network, Received
 
 Note = Callable[[str], None]
@@ -84,8 +84,8 @@ def _endpoint(
 
 class ReceiveSession:
     """An endpoint that hands what arrives to one handler (``dump``, ``timetag monitor``,
-    ``record``, ``chat``), and with ``scheduler`` options a scheduler for that handler to hold
-    bundles on (``dump --schedule``)."""
+    ``record``, ``chat``), and with ``schedule`` a scheduler (``late_policy``, ``horizon``) for
+    that handler to hold bundles on (``dump --schedule``)."""
 
     def __init__(
         self,
@@ -96,10 +96,14 @@ class ReceiveSession:
         allow: Sequence[Network] = (),
         multicast_interface: str | None = None,
         warn: Note,
-        scheduler: dict[str, Any] | None = None,
+        schedule: bool = False,
+        late_policy: LatePolicy = KEEP,
+        horizon: float = DEFAULT_HORIZON,
     ) -> None:
         self.scheduler = (
-            None if scheduler is None else Scheduler(clock, on_warning=warn, **scheduler)
+            Scheduler(clock, late_policy=late_policy, horizon=horizon, on_warning=warn)
+            if schedule
+            else None
         )
         try:
             self.endpoint = _endpoint(listen, peers, clock, allow, warn, multicast_interface)

@@ -74,14 +74,6 @@ def dump(
         raise click.UsageError("--late and --horizon only apply with --schedule")
     dumper = Dumper(sys.stdout, jsonl=jsonl, count=count)
     clock = app.clock
-    held = (
-        {
-            "late_policy": late_policy or KEEP,
-            "horizon": DEFAULT_HORIZON if horizon is None else horizon,
-        }
-        if schedule
-        else None
-    )
     with (
         running(),
         hangup_stops(),
@@ -93,7 +85,9 @@ def dump(
             allow=allow,
             multicast_interface=iface,
             warn=app.warn,
-            scheduler=held,
+            schedule=schedule,
+            late_policy=late_policy or KEEP,
+            horizon=DEFAULT_HORIZON if horizon is None else horizon,
         )
         try:
             app.note(f"listening on {session.endpoint.local_address}")
