@@ -40,8 +40,8 @@ from oscsync.clockfollow import ClockFollower
 from oscsync.clocksync import PONG, PeerClocks
 from oscsync.hostport import HostPort
 from oscsync.routing import Method
-from oscsync.scheduler import DEFAULT_HORIZON, DEFAULT_SPIN, KEEP, LatePolicy, Scheduler
-from oscsync.transport import DatagramHandler, Endpoint, MessageHandler, Network, Received
+from oscsync.scheduler import DEFAULT_SPIN, Scheduler
+from oscsync.transport import Endpoint, Network, Received
 
 Note = Callable[[str], None]
 R = TypeVar("R")
@@ -80,55 +80,6 @@ def _endpoint(
         on_warning=warn,
         multicast_interface=multicast_interface,
     )
-
-
-class ReceiveSession:
-    """An endpoint that hands what arrives to one handler (``dump``, ``timetag monitor``,
-    ``record``, ``chat``), and with ``schedule`` a scheduler (``late_policy``, ``horizon``) for
-    that handler to hold bundles on (``dump --schedule``)."""
-
-    def __init__(
-        self,
-        listen: HostPort | None = None,
-        peers: Sequence[HostPort] = (),
-        *,
-        clock: Clock,
-        allow: Sequence[Network] = (),
-        multicast_interface: str | None = None,
-        warn: Note,
-        schedule: bool = False,
-        late_policy: LatePolicy = KEEP,
-        horizon: float = DEFAULT_HORIZON,
-    ) -> None:
-        self.scheduler = (
-            Scheduler(clock, late_policy=late_policy, horizon=horizon, on_warning=warn)
-            if schedule
-            else None
-        )
-        try:
-            self.endpoint = _endpoint(listen, peers, clock, allow, warn, multicast_interface)
-        except BaseException:
-            if self.scheduler is not None:
-                self.scheduler.close()
-            raise
-
-    def start(
-        self,
-        handler: MessageHandler | None = None,
-        *,
-        on_datagram: DatagramHandler | None = None,
-    ) -> None:
-        if self.scheduler is not None:
-            self.scheduler.start()
-        self.endpoint.start(handler, on_datagram=on_datagram)
-
-    def close(self) -> bool:
-        """Close the endpoint, then the scheduler; False if the receive thread did not stop (a
-        handler stuck writing to a pipe nobody reads)."""
-        receiver_stopped = self.endpoint.close()
-        if self.scheduler is not None:
-            self.scheduler.close()
-        return receiver_stopped
 
 
 def auto_offset(clocks: PeerClocks, *, note: Note, warn: Note, maximum: float) -> float:

@@ -9,7 +9,7 @@ import click
 
 from oscsync import codec, display
 from oscsync.apps.chat import ChatSession
-from oscsync.apps.sessions import ReceiveSession
+from oscsync.apps.receiving import ReceiveSession
 from oscsync.cli.params import (
     DURATION,
     advertise_option,

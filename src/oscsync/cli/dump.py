@@ -7,7 +7,7 @@ import sys
 import click
 
 from oscsync.apps.dump import Dumper, handler, summary
-from oscsync.apps.sessions import ReceiveSession
+from oscsync.apps.receiving import ReceiveSession
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, advertise_option, allow_option, iface_option, listen_option
 from oscsync.cli.peers import advertising

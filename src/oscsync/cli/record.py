@@ -9,8 +9,8 @@ from typing import IO, Any
 
 import click
 
+from oscsync.apps.receiving import ReceiveSession
 from oscsync.apps.record import Recorder
-from oscsync.apps.sessions import ReceiveSession
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running
 from oscsync.hostport import HostPort

@@ -8,7 +8,7 @@ import click
 
 from oscsync import timetag as tt
 from oscsync.apps.monitor import DEFAULT_WINDOW, LIVE_REFRESH, MonitorView, summary
-from oscsync.apps.sessions import ReceiveSession
+from oscsync.apps.receiving import ReceiveSession
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, stdout_is_tty
