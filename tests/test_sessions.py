@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from oscsync import codec
 from oscsync.apps.lab import OnsetRecorder
 from oscsync.apps.metronome import TICK_METHOD, TickRecord
+from oscsync.apps.receiving import SessionSetup
 from oscsync.apps.sessions import SendSession, TickListenSession
 from oscsync.audio.registry import BACKENDS
 from oscsync.cli.main import cli
@@ -19,18 +20,12 @@ from oscsync.hostport import HostPort
 LOOPBACK = HostPort("127.0.0.1", 0)
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
 def test_sessions_a_listen_session_answers_to_tick_and_stops_at_its_limit() -> None:
     clock = SystemClock()
     player = OnsetRecorder()
     player.start()
     shown: list[TickRecord] = []
-    session = TickListenSession(
-        LOOPBACK, clock=clock, player=player, limit=2, note=_quiet, warn=_quiet
-    )
+    session = TickListenSession(LOOPBACK, (), SessionSetup(clock), player=player, limit=2)
     session.show = shown.append
     try:
         session.start()
@@ -39,7 +34,7 @@ def test_sessions_a_listen_session_answers_to_tick_and_stops_at_its_limit() -> N
         assert TICK_METHOD.path in paths and PING in paths
         target = session.endpoint.local_address
         assert target is not None
-        with SendSession([target], clock=clock, note=_quiet, warn=_quiet) as sender:
+        with SendSession([target], SessionSetup(clock)) as sender:
             for beat in range(3):
                 sender.endpoint.send_bytes(codec.encode_message("/tick", [beat], "i"))
             assert session.done.wait(5.0)
@@ -52,9 +47,7 @@ def test_sessions_a_listen_session_answers_to_tick_and_stops_at_its_limit() -> N
 def test_sessions_a_player_failure_stops_the_session_and_what_stops_with_it() -> None:
     player = OnsetRecorder()
     player.start()
-    session = TickListenSession(
-        LOOPBACK, clock=SystemClock(), player=player, note=_quiet, warn=_quiet
-    )
+    session = TickListenSession(LOOPBACK, (), SessionSetup(SystemClock()), player=player)
     stopped = threading.Event()
     session.on_failure.append(stopped.set)  # pair's sender
     try:

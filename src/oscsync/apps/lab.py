@@ -34,6 +34,7 @@ from pathlib import Path
 from oscsync import timetag as tt
 from oscsync.apps.metronome import TickRecord
 from oscsync.apps.netem import ImpairmentSpec, Relay
+from oscsync.apps.receiving import SessionSetup
 from oscsync.apps.sessions import SendSession, TickListenSession
 from oscsync.audio import TICK, AudioError, Player
 from oscsync.clock import Clock, SkewedClock
@@ -174,11 +175,10 @@ def run_session(
             try:
                 session = TickListenSession(
                     LOOPBACK,
-                    clock=clock,
+                    (),
+                    SessionSetup(clock, warn=on_warning),
                     player=player,
                     beats_per_bar=spec.beats_per_bar,
-                    note=_quiet,
-                    warn=on_warning,
                 )
             except BaseException:
                 player.close()
@@ -208,10 +208,8 @@ def run_session(
         # Its endpoint answers the followers' clock pings.
         leader = SendSession(
             [relay.local_address for relay in relays],
-            clock=reference,
+            SessionSetup(reference, warn=on_warning),
             spin=0.0,
-            note=_quiet,
-            warn=on_warning,
         )
         opened.append(leader)
         syncing = any(f.sync for f in spec.followers)
@@ -252,10 +250,6 @@ def run_session(
         if follow is not None:
             _sync_result(result.followers[-1], follow, clock, reference)
     return result
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 def _peer_from_hello(follow: ClockFollower) -> Service:

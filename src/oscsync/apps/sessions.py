@@ -24,8 +24,8 @@ from typing import Any, Generic, Protocol, TextIO, TypeVar, cast
 
 from oscsync import audio, sounds
 from oscsync.apps import metronome as app_metronome
-from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.metronome import TICK_METHOD, MetronomeListener, TickRecord, TickSender
+from oscsync.apps.receiving import Session, SessionSetup
 from oscsync.apps.sequence import (
     EventRecord,
     PatternFile,
@@ -41,7 +41,7 @@ from oscsync.clocksync import PONG, PeerClocks
 from oscsync.hostport import HostPort
 from oscsync.routing import Method
 from oscsync.scheduler import DEFAULT_SPIN, Scheduler
-from oscsync.transport import Endpoint, Network, Received
+from oscsync.transport import Endpoint, Received
 
 Note = Callable[[str], None]
 R = TypeVar("R")
@@ -61,25 +61,6 @@ class SessionError(Exception):
 
 def _ignore(_: Received) -> None:
     pass
-
-
-def _endpoint(
-    listen: HostPort | None,
-    peers: Sequence[HostPort],
-    clock: Clock,
-    allow: Sequence[Network],
-    warn: Note,
-    multicast_interface: str | None,
-) -> Endpoint:
-    """Every session's endpoint: the command's (it answers clock pings; see open_endpoint)."""
-    return open_endpoint(
-        listen,
-        peers,
-        clock=clock,
-        allow=allow,
-        on_warning=warn,
-        multicast_interface=multicast_interface,
-    )
 
 
 def auto_offset(clocks: PeerClocks, *, note: Note, warn: Note, maximum: float) -> float:
@@ -104,7 +85,7 @@ def peer_clocks(clock: Clock, endpoint: Endpoint, peers: Sequence[HostPort]) -> 
     return clocks
 
 
-class SendSession:
+class SendSession(Session):
     """The sending half of ``send``: an endpoint to the peers, a scheduler, and clock pings.
 
     The endpoint is started at once even without ``--offset auto``: its services answer the
@@ -112,26 +93,16 @@ class SendSession:
     """
 
     def __init__(
-        self,
-        peers: Sequence[HostPort],
-        *,
-        clock: Clock,
-        allow: Sequence[Network] = (),
-        multicast_interface: str | None = None,
-        spin: float = DEFAULT_SPIN,
-        note: Note,
-        warn: Note,
+        self, peers: Sequence[HostPort], setup: SessionSetup, *, spin: float = DEFAULT_SPIN
     ) -> None:
-        self.clock = clock
-        self.note = note
-        self.warn = warn
-        self.endpoint = _endpoint(None, peers, clock, allow, warn, multicast_interface)
+        super().__init__(setup)
+        self.endpoint = setup.open_endpoint(None, peers)
         try:
-            self.scheduler = Scheduler(clock, spin=spin, on_warning=warn)
+            self.scheduler = Scheduler(self.clock, spin=spin, on_warning=self.warn)
         except BaseException:
             self.endpoint.close()
             raise
-        self.clocks = peer_clocks(clock, self.endpoint, peers)
+        self.clocks = peer_clocks(self.clock, self.endpoint, peers)
         self.endpoint.start(_ignore)
 
     def offset(self, offset: float | str, maximum: float) -> float:
@@ -165,12 +136,6 @@ class SendSession:
     def close(self) -> None:
         self.scheduler.close()
         self.endpoint.close()
-
-    def __enter__(self) -> SendSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def make_follower(
@@ -214,7 +179,7 @@ class Follower(Protocol):
     def describe(self) -> str: ...
 
 
-class ListenSession(Generic[R]):
+class ListenSession(Session, Generic[R]):
     """The listening half shared by ``listen`` and ``pair``: endpoint, player, scheduler,
     listener, and with ``--sync`` a clock follower.
 
@@ -232,19 +197,13 @@ class ListenSession(Generic[R]):
     def __init__(
         self,
         listen: HostPort,
-        peers: Sequence[HostPort] = (),
+        peers: Sequence[HostPort],
+        setup: SessionSetup,
         *,
-        clock: Clock,
-        allow: Sequence[Network] = (),
-        multicast_interface: str | None = None,
         log: LogWriter | None = None,
         limit: int | None = None,
-        note: Note,
-        warn: Note,
     ) -> None:
-        self.clock = clock
-        self.note = note
-        self.warn = warn
+        super().__init__(setup)
         self.log = log
         self.limit = limit
         self.done = threading.Event()
@@ -256,7 +215,7 @@ class ListenSession(Generic[R]):
         self.followed_by: Follower | None = None
         """The follower :meth:`start` wrapped the listener in (the lab gives its own)."""
         self.clocks: PeerClocks | None = None
-        self.endpoint = _endpoint(listen, peers, clock, allow, warn, multicast_interface)
+        self.endpoint = setup.open_endpoint(listen, peers)
         if log is not None:
             log.on_error = self._log_failed
         try:
@@ -266,7 +225,7 @@ class ListenSession(Generic[R]):
             raise
         description = self.player.describe()
         if description:
-            note(description)
+            self.note(description)
 
     def _open(self) -> None:
         """Open :attr:`player`, then :attr:`scheduler` and :attr:`listener`, and start them."""
@@ -377,7 +336,8 @@ class TickListenSession(ListenSession[TickRecord]):
     def __init__(
         self,
         listen: HostPort,
-        peers: Sequence[HostPort] = (),
+        peers: Sequence[HostPort],
+        setup: SessionSetup,
         *,
         audio_choice: audio.AudioChoice | None = None,
         sound_paths: dict[str, Path] | None = None,
@@ -393,7 +353,7 @@ class TickListenSession(ListenSession[TickRecord]):
         self.sound_paths = sound_paths
         self.beats_per_bar = beats_per_bar
         self.audio_options = audio_options or audio.PlayerOptions()
-        super().__init__(listen, peers, **common)
+        super().__init__(listen, peers, setup, **common)
 
     def _open(self) -> None:
         if self.given_player is not None:
@@ -457,7 +417,8 @@ class SequenceListenSession(ListenSession[EventRecord]):
     def __init__(
         self,
         listen: HostPort,
-        peers: Sequence[HostPort] = (),
+        peers: Sequence[HostPort],
+        setup: SessionSetup,
         *,
         audio_choice: audio.AudioChoice,
         voice_sounds: Sequence[tuple[str, Path]],
@@ -467,7 +428,7 @@ class SequenceListenSession(ListenSession[EventRecord]):
         self.audio_choice = audio_choice
         self.audio_options = audio_options or audio.PlayerOptions()
         self.voice_sounds = tuple(voice_sounds)
-        super().__init__(listen, peers, **common)
+        super().__init__(listen, peers, setup, **common)
 
     def _open(self) -> None:
         self.directory = tempfile.TemporaryDirectory(prefix="oscsync-sequence-")

@@ -9,7 +9,7 @@ import click
 
 from oscsync import codec, display
 from oscsync.apps.chat import ChatSession
-from oscsync.apps.receiving import ReceiveSession
+from oscsync.apps.receiving import ReceiveSession, SessionSetup
 from oscsync.cli.params import (
     DURATION,
     advertise_option,
@@ -80,7 +80,7 @@ def chat(
 
     with running(), advertising(app, advertise, interface, role="chat", allow=allow) as advertised:
         peers = resolve_peers(peers)
-        receiving = ReceiveSession(listen, peers, clock=app.clock, allow=allow, warn=warn)
+        receiving = ReceiveSession(listen, peers, SessionSetup(app.clock, app.note, warn, allow))
         endpoint = receiving.endpoint
         session = ChatSession(endpoint, show)
         for peer in peers:

@@ -294,7 +294,7 @@ def send(
         running(interrupted_exit=total is not None),
         hangup_stops(),
         records.session_errors(),
-        SendSession(peers, **records.session_options(app, allow, iface)) as session,
+        SendSession(peers, records.setup(app, allow, iface)) as session,
     ):
         records.send_until_done(
             app,
@@ -422,8 +422,10 @@ def listen(
     ):
         session = TickListenSession(
             listen,
+            (),
+            records.setup(app, allow, iface),
+            log=log,
             limit=count,
-            **records.session_options(app, allow, iface, log),
             **player,
             beats_per_bar=beats_per_bar,
         )
@@ -496,7 +498,8 @@ def pair(
         session = TickListenSession(
             listen,
             peers,
-            **records.session_options(app, allow, iface, log),
+            records.setup(app, allow, iface),
+            log=log,
             **player,
             beats_per_bar=beats_per_bar,
         )

@@ -9,7 +9,7 @@ from typing import IO, Any
 
 import click
 
-from oscsync.apps.receiving import ReceiveSession
+from oscsync.apps.receiving import ReceiveSession, SessionSetup
 from oscsync.apps.record import Recorder
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running
@@ -115,9 +115,7 @@ def _record(
     clock = app.clock
     failure: OSError | None = None
     with running():
-        session = ReceiveSession(
-            listen, clock=clock, allow=allow, multicast_interface=iface, warn=app.warn
-        )
+        session = ReceiveSession(listen, (), SessionSetup(clock, app.note, app.warn, allow, iface))
         endpoint = session.endpoint
         recorder = Recorder(
             clock,

@@ -11,12 +11,13 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import click
 
 from oscsync import audio
 from oscsync.apps.metronome import TickSender
+from oscsync.apps.receiving import SessionSetup
 from oscsync.apps.sessions import GRACE, ListenSession, SendSession, SessionError
 from oscsync.apps.ticklog import LogWriter
 from oscsync.cli.runtime import AppContext, leave_without_stdout, wait
@@ -108,23 +109,9 @@ def log_file(path: Path | None) -> Iterator[LogWriter | None]:
         raise click.ClickException(writer.describe_error())
 
 
-def session_options(
-    app: AppContext,
-    allow: Sequence[Network],
-    iface: str | None,
-    log: LogWriter | None = None,
-) -> dict[str, Any]:
+def setup(app: AppContext, allow: Sequence[Network], iface: str | None) -> SessionSetup:
     """What every session takes from the command line and the app context."""
-    common: dict[str, Any] = {
-        "clock": app.clock,
-        "allow": allow,
-        "multicast_interface": iface,
-        "note": app.note,
-        "warn": app.warn,
-    }
-    if log is not None:
-        common["log"] = log
-    return common
+    return SessionSetup(app.clock, app.note, app.warn, allow, iface)
 
 
 def listen_until_done(

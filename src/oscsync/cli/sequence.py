@@ -217,7 +217,7 @@ def send(
     with (
         running(),
         records.session_errors(),
-        SendSession(peers, **records.session_options(app, allow, iface)) as session,
+        SendSession(peers, records.setup(app, allow, iface)) as session,
     ):
         grid = _grid(bpm, steps_per_beat, beats_per_bar, swing)
         records.send_until_done(
@@ -290,8 +290,10 @@ def listen(
     with running(), records.log_file(log_path) as log, records.session_errors():
         session = SequenceListenSession(
             listen,
+            (),
+            records.setup(app, allow, iface),
+            log=log,
             limit=count,
-            **records.session_options(app, allow, iface, log),
             audio_choice=audio_choice,
             audio_options=audio.PlayerOptions(
                 device=device, latency_compensation=latency_compensation
@@ -349,7 +351,8 @@ def pair(
         session = SequenceListenSession(
             listen,
             peers,
-            **records.session_options(app, allow, iface, log),
+            records.setup(app, allow, iface),
+            log=log,
             audio_choice=audio_choice,
             audio_options=audio.PlayerOptions(
                 device=device, latency_compensation=latency_compensation

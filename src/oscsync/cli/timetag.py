@@ -8,7 +8,7 @@ import click
 
 from oscsync import timetag as tt
 from oscsync.apps.monitor import DEFAULT_WINDOW, LIVE_REFRESH, MonitorView, summary
-from oscsync.apps.receiving import ReceiveSession
+from oscsync.apps.receiving import ReceiveSession, SessionSetup
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, stdout_is_tty
@@ -94,9 +94,7 @@ def monitor(
     live = app.live_line() if mode == "live" else None
     view = MonitorView(sys.stdout, clock, mode=mode, window=window, count=count, live=live)
     with running(), hangup_stops():
-        session = ReceiveSession(
-            listen, clock=clock, allow=allow, multicast_interface=iface, warn=app.warn
-        )
+        session = ReceiveSession(listen, (), SessionSetup(clock, app.note, app.warn, allow, iface))
         try:
             app.note(f"monitoring timetags on {session.endpoint.local_address}")
             session.start(view.on_message)
