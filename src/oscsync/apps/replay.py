@@ -34,7 +34,7 @@ from typing import Literal
 
 from oscsync import codec
 from oscsync import timetag as tt
-from oscsync.apps.endpoints import open_endpoint
+from oscsync.apps.receiving import Session, SessionSetup
 from oscsync.clock import Clock
 from oscsync.hostport import HostPort
 from oscsync.recording import Datagram
@@ -481,7 +481,7 @@ class Replayer:
         return self._loop
 
 
-class ReplaySession:
+class ReplaySession(Session):
     """``oscsync replay``: an endpoint to ``peers``, a spinning scheduler (:data:`SPIN`) and a
     :class:`Replayer` sending through them; :meth:`close` closes all three."""
 
@@ -490,20 +490,17 @@ class ReplaySession:
         source: Callable[[], Iterable[Datagram]],
         plan: Plan,
         peers: Sequence[HostPort],
+        setup: SessionSetup,
         *,
-        clock: Clock,
-        warn: Callable[[str], None],
-        multicast_interface: str | None = None,
         selection: Selection = Selection(),
         speed: float = 1.0,
         loops: int = 1,
         mode: TimetagMode = "keep",
     ) -> None:
-        self.endpoint = open_endpoint(
-            peers=peers, clock=clock, on_warning=warn, multicast_interface=multicast_interface
-        )
+        super().__init__(setup)
+        self.endpoint = setup.open_endpoint(None, peers)
         try:
-            self.scheduler = Scheduler(clock, spin=SPIN, on_warning=warn)
+            self.scheduler = Scheduler(self.clock, spin=SPIN, on_warning=self.warn)
         except BaseException:
             self.endpoint.close()
             raise
@@ -529,9 +526,3 @@ class ReplaySession:
     def close(self) -> None:
         self.scheduler.close()
         self.endpoint.close()
-
-    def __enter__(self) -> ReplaySession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import click
 
+from oscsync.apps.receiving import SessionSetup
 from oscsync.apps.replay import (
     TIMETAG_MODES,
     Plan,
@@ -221,9 +222,7 @@ def _replay(
             source,
             measured,
             peers,
-            clock=clock,
-            warn=warn,
-            multicast_interface=iface,
+            SessionSetup(clock, app.note, warn, multicast_interface=iface),
             selection=selection,
             speed=speed,
             loops=loops,
