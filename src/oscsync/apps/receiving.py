@@ -85,10 +85,17 @@ class ReceiveSession(Session):
         schedule: bool = False,
         late_policy: LatePolicy = KEEP,
         horizon: float = DEFAULT_HORIZON,
+        inline_due: bool = False,
     ) -> None:
         super().__init__(setup)
         self.scheduler = (
-            Scheduler(self.clock, late_policy=late_policy, horizon=horizon, on_warning=self.warn)
+            Scheduler(
+                self.clock,
+                late_policy=late_policy,
+                horizon=horizon,
+                on_warning=self.warn,
+                inline_due=inline_due,
+            )
             if schedule
             else None
         )
@@ -104,10 +111,12 @@ class ReceiveSession(Session):
         handler: MessageHandler | None = None,
         *,
         on_datagram: DatagramHandler | None = None,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
+        """Start the scheduler, then the receive thread (``on_idle``: see ``Endpoint.start``)."""
         if self.scheduler is not None:
             self.scheduler.start()
-        self.endpoint.start(handler, on_datagram=on_datagram)
+        self.endpoint.start(handler, on_datagram=on_datagram, on_idle=on_idle)
 
     def close(self) -> bool:
         """Close the endpoint, then the scheduler; False if the receive thread did not stop (a
