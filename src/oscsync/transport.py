@@ -654,8 +654,12 @@ class Endpoint:
         selector = self._selector
         if selector is not None:
             selector.wake()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        thread = self._thread
+        # is_alive() is False for a thread a stop signal kept from starting (it landed between
+        # creating and starting it: `timetag monitor` exited 1 after SIGHUP once in CI), and
+        # joining that one raises; it never ran, so there is nothing to wait for.
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout)
         if selector is not None:
             selector.close()
         stopped = self._thread is None or not self._thread.is_alive()
