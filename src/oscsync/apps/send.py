@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from oscsync import codec, timetag
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import Clock
+from oscsync.framing import Framing
+from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint
 
 FLUSH_TIMEOUT = 5.0
@@ -144,3 +147,27 @@ def send_repeated(
         progress.packets += 1
     progress.written = endpoint.flush(FLUSH_TIMEOUT)
     return progress.delivered
+
+
+def send_to(
+    targets: Sequence[HostPort],
+    packet: Packet,
+    clock: Clock,
+    repeat: int,
+    interval: float,
+    progress: SendProgress,
+    *,
+    warn: Callable[[str], None],
+    multicast_interface: str | None = None,
+    framing: Framing = "slip",
+) -> int:
+    """``oscsync send``: open an endpoint to ``targets``, :func:`send_repeated`, close it
+    (``framing``: how packets to ``tcp://`` targets are framed)."""
+    with open_endpoint(
+        peers=targets,
+        clock=clock,
+        on_warning=warn,
+        multicast_interface=multicast_interface,
+        framing=framing,
+    ) as endpoint:
+        return send_repeated(endpoint, packet, clock, repeat, interval, progress)
