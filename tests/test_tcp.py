@@ -102,8 +102,9 @@ def test_a_hundred_short_lived_connections_all_delivered_and_no_descriptor_kept(
     # The listener reads each end-of-stream soon after the last packet; wait for it, bounded.
     eventually(lambda: listener.connection_count == 0)
     assert listener.stats.connections == 100
-    assert listener.stats.closed["peer-closed"] == 100
-    assert len(os.listdir("/proc/self/fd")) <= before
+    assert listener.stats.closed["peer-closed"] == 100, listener.stats.closed
+    # Each socket is closed just after it leaves the table: the count comes back, bounded wait.
+    eventually(lambda: len(os.listdir("/proc/self/fd")) <= before)
 
 
 def test_a_one_megabyte_packet_crosses_from_sender_to_listener(

@@ -363,11 +363,12 @@ class TcpListener:
                 return
             if self._by_source.get(conn.source) is conn:
                 del self._by_source[conn.source]
+            # Counted with the removal, so that whoever sees the connection gone sees why.
+            self.stats.open -= 1
+            self.stats.closed[reason] += 1
         with contextlib.suppress(KeyError, ValueError, OSError):
             self._selector.unregister(conn.sock)
         conn.sock.close()
-        self.stats.open -= 1
-        self.stats.closed[reason] += 1
         self._resume_accepting()
         if reason == "buffer-budget":
             self._warn_once(
