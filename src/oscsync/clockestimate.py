@@ -26,7 +26,7 @@ optimum jumps between hull vertices, while the mean sits in the middle
 (:func:`_posterior_frequency`). If the two floors also *creep* the same way (a path's minimum
 delay moving, as a loaded machine's does) no shared slope fits both and the frequency is off by
 up to the creep: each direction's own slope (:func:`_centre_slope`) measures it, and the
-frequency's bound widens to it.
+frequency's bound widens to :data:`CREEP_FACTOR` times it.
 
 Why per direction: with symmetric jitter the minimum of ``n`` one-way delays sits ``~w/n`` above the
 floor (``w`` the jitter's width), in each direction independently, while the *round trip* of the
@@ -438,9 +438,9 @@ class EnvelopeEstimator:
             # and share the path's creep, which one shared slope assumes away. A creep (a loaded
             # machine's relay, a filling queue) biases the frequency by up to its size
             # (simulated, 20 s at 100 pings/s creeping 10 µs/s: rms 7.7 ppm); so when it shows
-            # above the bound, the bound widens to it (:data:`CREEP_FACTOR`). Fitting the two separately instead would
-            # cure the bias but doubles the noise where there is no creep (offset p99 on a
-            # ±15 ms link at 40 pings/s: 0.26 ms instead of under 0.25).
+            # above the bound, the bound widens to :data:`CREEP_FACTOR` times it. Fitting the two
+            # separately instead would cure the bias but doubles the noise where there is no
+            # creep (offset p99 on a ±15 ms link at 40 pings/s: 0.26 ms instead of under 0.25).
             creep = (_centre_slope(out_hull, mean_out) + _centre_slope(back_hull, mean_back)) / 2
             frequency_bound = max(frequency_bound, CREEP_FACTOR * abs(creep))
         best_a = _floor(out_hull, frequency)
