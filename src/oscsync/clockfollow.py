@@ -395,6 +395,14 @@ class ClockFollower:
                 return None
             return self.servo.offset_at(self._now())
 
+    def offset_and_bound(self) -> tuple[float | None, float]:
+        """The map's offset now and how far it may be from the truth (what the live line shows)."""
+        with self._lock:
+            if not self.servo.usable:
+                return None, float("inf")
+            now = self._now()
+            return self.servo.offset_at(now), self.servo.bound(now)
+
     def state(self) -> str:
         with self._lock:
             return self.servo.state(self._now())

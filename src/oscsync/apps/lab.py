@@ -48,6 +48,8 @@ from oscsync.transport import Endpoint, Received, Service
 LOOPBACK = HostPort("127.0.0.1", 0)
 SETTLE = 0.15
 """Seconds the leader waits before tick 0, so every socket and thread is up."""
+CHECK_EVERY = 0.25
+"""Seconds between checks of a servo follower's bound against the truth during a session."""
 SYNC_SETTLE = 0.4
 """The same when a follower syncs: its first estimate takes a round trip plus a few pings after
 it learns the leader's address (the leader's hello ping), and tick 0 should find it locked."""
@@ -127,6 +129,9 @@ class FollowerResult:
     """When the follower could first translate timetags (reference clock)."""
     unsynced: int = 0
     """Ticks held before sync and dropped because they were already due at lock."""
+    sync_checks: list[tuple[float, float, float]] = field(default_factory=list)
+    """(reference time, error of the map's offset, its ± bound), every :data:`CHECK_EVERY` s
+    once the follower can translate: how often the bound it prints covers the truth."""
 
 
 @dataclass
@@ -161,6 +166,7 @@ def run_session(
     opened: list[Any] = []
     relays: list[Relay] = []
     followers: list[tuple[Clock, MetronomeListener, ClockFollower | FilterFollower | None]] = []
+    checks: list[list[tuple[float, float, float]]] = []
     try:
         for index, follower_spec in enumerate(spec.followers):
             clock: Clock = reference
@@ -237,7 +243,15 @@ def run_session(
         last = tt.to_unix(t0, start) + (spec.ticks - 1) * period
         worst = spec.link.delay + 4 * spec.link.jitter + 0.1
         finish = max(last + spec.offset, last + worst) + 0.05
-        reference.sleep(reference.wall_to_monotonic(finish) - reference.monotonic())
+        checks[:] = [[] for _ in followers]
+        end = reference.wall_to_monotonic(finish)
+        while (left := end - reference.monotonic()) > 0:
+            reference.sleep(min(CHECK_EVERY, left))
+            for index, (clock, _, follow) in enumerate(followers):
+                if isinstance(follow, ClockFollower):
+                    check = _check_bound(follow, clock, reference)
+                    if check is not None:
+                        checks[index].append(check)
     finally:
         for relay in relays:
             relay.close()
@@ -252,7 +266,21 @@ def run_session(
         result.followers.append(_follower_result(follower_spec, clock, reference, records, result))
         if follow is not None:
             _sync_result(result.followers[-1], follow, clock, reference)
+    for follower_result, follower_checks in zip(result.followers, checks, strict=True):
+        follower_result.sync_checks = follower_checks
     return result
+
+
+def _check_bound(
+    follow: ClockFollower, clock: Clock, reference: Clock
+) -> tuple[float, float, float] | None:
+    """The follower's offset error and bound now (None before it can translate)."""
+    offset, bound = follow.offset_and_bound()
+    if offset is None:
+        return None
+    mono = clock.monotonic()
+    truth = reference.monotonic_to_wall(mono) - clock.monotonic_to_wall(mono)
+    return reference.monotonic_to_wall(mono), offset - truth, bound
 
 
 def _peer_from_hello(follow: ClockFollower) -> Service:
