@@ -61,6 +61,7 @@ import bisect
 import heapq
 import itertools
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -474,3 +475,54 @@ class EnvelopeEstimator:
         if k < 2:
             return float("inf")
         return max(residuals[-1], 0.0) / (k - 1)
+
+
+FILTER_SIZE = 64
+"""Exchanges the minimum-delay filter chooses from (16 s at 4 pings a second, as before #11)."""
+DRIFT_TOLERANCE = 15e-6
+"""NTP's PHI: an old exchange's bound grows this much per second of age."""
+
+
+class MinimumDelayFilter(EnvelopeEstimator):
+    """The estimate before issue #11, behind the same interface, for ``benchmarks/clock_sync.py``.
+
+    NTP's clock filter in its simplest form (:func:`oscsync.clocksync.choose`, here on seconds):
+    of the last ``filter_size`` exchanges, the one whose round trip is shortest (half of it, plus
+    :data:`DRIFT_TOLERANCE` per second of age, is its bound) gives the offset; no frequency.
+    """
+
+    def __init__(self, filter_size: int = FILTER_SIZE) -> None:
+        super().__init__(min_exchanges=1)
+        self._recent: deque[tuple[float, float, float, float]] = deque(maxlen=filter_size)
+
+    def add_exchange(self, t1: float, t2: float, t3: float, t4: float) -> bool:
+        self._recent.append((t1, t2, t3, t4))
+        self.accepted += 1
+        return True
+
+    @property
+    def exchanges(self) -> int:
+        return len(self._recent)
+
+    def clear(self) -> None:
+        self._recent.clear()
+
+    def estimate(self, now: float) -> ClockEstimate | None:
+        def bound(exchange: tuple[float, float, float, float]) -> float:
+            t1, t2, t3, t4 = exchange
+            return max((t4 - t1) - (t3 - t2), 0.0) / 2 + DRIFT_TOLERANCE * max(0.0, now - t4)
+
+        if not self._recent:
+            return None
+        best = min(reversed(self._recent), key=bound)  # reversed: on a tie, the newest wins
+        t1, t2, t3, t4 = best
+        return ClockEstimate(
+            at=now,
+            offset=((t2 - t1) + (t3 - t4)) / 2,
+            frequency=0.0,
+            bound=bound(best),
+            delay=((t4 - t1) - (t3 - t2)) / 2,
+            forward=len(self._recent),
+            reverse=len(self._recent),
+            span=now - self._recent[0][0],
+        )

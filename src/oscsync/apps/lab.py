@@ -5,7 +5,8 @@ A :class:`Session` wires a leader (ticks on an exact grid, sent from a scheduler
 clients would), and followers that are ordinary :class:`~oscsync.apps.metronome.MetronomeListener`
 instances with their own clocks (``skew``: a :class:`~oscsync.clock.SkewedClock`) and, with
 ``sync``, a :class:`~oscsync.clockfollow.ClockFollower` pinging the leader through the same netem
-(``sync_method="filter"``: today's :class:`~oscsync.clocksync.FilterFollower`, for comparison).
+(``sync_method="filter"``: :class:`~oscsync.clockfollow.FilterFollower`, the estimator and map
+before issue #11, for comparison).
 
 A synced follower learns whom to follow the way ``--sync-peer`` would tell it: the leader sends
 one clock ping through each relay before tick 0 (its "hello"), and the follower follows the
@@ -39,8 +40,8 @@ from oscsync.apps.metronome import MetronomeListener, TickRecord, TickSender
 from oscsync.apps.netem import ImpairmentSpec, Relay
 from oscsync.audio import TICK, Player
 from oscsync.clock import Clock, SkewedClock
-from oscsync.clockfollow import ClockFollower
-from oscsync.clocksync import PING, FilterFollower, PingResponder, encode_ping
+from oscsync.clockfollow import ClockFollower, FilterFollower
+from oscsync.clocksync import PING, PingResponder, encode_ping
 from oscsync.hostport import HostPort
 from oscsync.scheduler import Scheduler, percentile
 from oscsync.transport import Endpoint, Received, Service
@@ -165,7 +166,7 @@ def run_session(
     collected: list[list[TickRecord]] = [[] for _ in spec.followers]
     opened: list[Any] = []
     relays: list[Relay] = []
-    followers: list[tuple[Clock, MetronomeListener, ClockFollower | FilterFollower | None]] = []
+    followers: list[tuple[Clock, MetronomeListener, ClockFollower | None]] = []
     checks: list[list[tuple[float, float, float]]] = []
     try:
         for index, follower_spec in enumerate(spec.followers):
@@ -193,16 +194,14 @@ def run_session(
                 on_tick=collected[index].append,
             )
             handler = listener.on_message
-            follow: ClockFollower | FilterFollower | None = None
+            follow: ClockFollower | None = None
             if follower_spec.sync:
-                if follower_spec.sync_method == "filter":
-                    follow = FilterFollower(endpoint)
-                else:
-                    follow = ClockFollower(endpoint, on_warning=on_warning)
-                    # The lab knows who leads: the first ping through the relay is the leader's
-                    # hello, and its source is what --sync-peer would name (issue #11: no tick
-                    # played late, the first one on time).
-                    endpoint.add_service(PING, _peer_from_hello(follow))
+                kind = FilterFollower if follower_spec.sync_method == "filter" else ClockFollower
+                follow = kind(endpoint, on_warning=on_warning)
+                # The lab knows who leads: the first ping through the relay is the leader's
+                # hello, and its source is what --sync-peer would name (issue #11: no tick
+                # played late, the first one on time).
+                endpoint.add_service(PING, _peer_from_hello(follow))
                 handler = follow.wrap(handler)  # type: ignore[assignment]
                 opened.append(follow)
             scheduler.start()
@@ -248,7 +247,7 @@ def run_session(
         while (left := end - reference.monotonic()) > 0:
             reference.sleep(min(CHECK_EVERY, left))
             for index, (clock, _, follow) in enumerate(followers):
-                if isinstance(follow, ClockFollower):
+                if follow is not None:
                     check = _check_bound(follow, clock, reference)
                     if check is not None:
                         checks[index].append(check)
@@ -296,19 +295,13 @@ def _peer_from_hello(follow: ClockFollower) -> Service:
 
 def _sync_result(
     result: FollowerResult,
-    follow: ClockFollower | FilterFollower,
+    follow: ClockFollower,
     clock: Clock,
     reference: Clock,
 ) -> None:
     result.sync_text = follow.describe()
     mono = clock.monotonic()
     result.sync_true_offset = reference.monotonic_to_wall(mono) - clock.monotonic_to_wall(mono)
-    if isinstance(follow, FilterFollower):
-        old = follow.estimate()
-        if old is not None:
-            result.sync_offset, result.sync_bound = old.offset, old.error_bound
-        result.unsynced = follow.dropped_unsynced
-        return
     result.sync_offset = follow.offset()
     estimate = follow.estimate()
     if estimate is not None:
