@@ -252,6 +252,73 @@ def _clock_trial(
     )
 
 
+def tick_samples(seeds: int) -> None:
+    """Issue #11: would ticks help as free one-way samples? A fake-clock simulation (no sockets):
+    the follower's pinging (200/s for 5 s, then 100/s) with and without the ticks of a 240 bpm
+    leader as reverse samples (each carrying its exact send time), offset error after 10 s."""
+    import random
+
+    from oscsync.clockestimate import EnvelopeEstimator
+
+    laws = {
+        "uniform ±15 ms, 50 ppm": (lambda rng: 0.020 + rng.uniform(-0.015, 0.015), 50.0),
+        "exponential 10 ms, 200 ppm": (lambda rng: 0.020 + rng.expovariate(100.0), 200.0),
+    }
+    print(f"\nticks as one-way samples (fake clock, {seeds} seeds, 40 s each; median over seeds)")
+    for name, (delay, ppm) in laws.items():
+        for use_ticks in (False, True):
+            p99s, p50s, within = [], [], []
+            for seed in range(seeds):
+                rng = random.Random(seed)
+
+                def offset(t: float, ppm: float = ppm) -> float:
+                    return SKEW + ppm * 1e-6 * t
+
+                events: list[tuple[float, tuple[float, ...]]] = []
+                t1 = 0.0
+                while t1 < 40.0:
+                    out, back = delay(rng), delay(rng)
+                    arrived = t1 + out
+                    answered = arrived + rng.uniform(0, 2e-4)
+                    events.append(
+                        (answered + back, (t1, arrived + offset(arrived),
+                                           answered + offset(answered)))
+                    )  # fmt: skip
+                    t1 += 0.005 if t1 < 5.0 else 0.01
+                if use_ticks:
+                    for k in range(160):
+                        sent = k * 0.25 + rng.uniform(0, 2e-4)
+                        events.append((sent + delay(rng), (sent + offset(sent),)))
+                events.sort(key=lambda event: event[0])
+                estimator = EnvelopeEstimator()
+                errors, first, next_check = [], math.nan, 0.0
+                for t4, stamps in events:
+                    if t4 >= 40.0:
+                        break
+                    if len(stamps) == 3:
+                        estimator.add_exchange(*stamps, t4)
+                    else:
+                        estimator.add_reverse(stamps[0], t4)
+                    if t4 < next_check:
+                        continue
+                    next_check = t4 + 0.1
+                    estimate = estimator.estimate(t4)
+                    if estimate is None:
+                        continue
+                    error = abs(estimate.offset - offset(t4))
+                    if math.isnan(first) and error <= 0.5e-3:
+                        first = t4
+                    if t4 >= SCORED_FROM:
+                        errors.append(error)
+                p99s.append(_pct(errors, 0.99))
+                p50s.append(_pct(errors, 0.5))
+                within.append(first)
+            print(f"    {name:<27} {'with' if use_ticks else 'no':>4} ticks: offset error p99 "
+                  f"{statistics.median(p99s) * 1e3:.3f} ms, p50 "
+                  f"{statistics.median(p50s) * 1e3:.3f} ms; within 0.5 ms after "
+                  f"{statistics.median(within) * 1e3:.0f} ms")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="Length of each session.")
@@ -259,9 +326,11 @@ def main() -> int:
     parser.add_argument("--clock-duration", type=float, default=DEFAULT_DURATION)
     parser.add_argument(
         "--only",
-        choices=["uniform", "exponential", "clock", "clock-uniform", "clock-exponential"],
-        help="One session link, or only the oscsync clock trials (both links, or one).",
+        choices=["uniform", "exponential", "clock", "clock-uniform", "clock-exponential", "ticks"],
+        help="One session link, only the oscsync clock trials (both links, or one), or only the "
+        "fake-clock simulation of ticks as samples.",
     )
+    parser.add_argument("--seeds", type=int, default=20, help="Seeds of the ticks simulation.")
     args = parser.parse_args()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     print(f"clock sync benchmarks on {platform.node()} (python {sys.version.split()[0]}, "
@@ -270,6 +339,8 @@ def main() -> int:
     links = [name for name in LINKS if args.only in (None, name)]
     if links:
         sessions(reference, args.seconds, links)
+    if args.only in (None, "ticks"):
+        tick_samples(args.seeds)
     if args.trials > 0 and args.only in (None, "clock", "clock-uniform", "clock-exponential"):
         names = [name for name in CLOCK_LINKS if args.only in (None, "clock", f"clock-{name}")]
         clock_trials(reference, args.trials, args.clock_duration, names)

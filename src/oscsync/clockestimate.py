@@ -354,6 +354,13 @@ class EnvelopeEstimator:
         self._take(t1, t2, t3, t4)
         return True
 
+    def add_reverse(self, t3: float, t4: float) -> None:
+        """Take a one-way sample from the peer alone: its send time T3 (its clock), our arrival
+        T4. What a tick carrying its send time would give; the follower does not use ticks
+        (``docs/protocol.md``: measured by ``benchmarks/clock_sync.py --only ticks``)."""
+        self._back.add(t4, t4 - t3)
+        self._back.trim(max(self._out.ts[-1] if self._out.ts else t4, t4) - self.window)
+
     def _take(self, t1: float, t2: float, t3: float, t4: float) -> None:
         self._out.add(t1, t2 - t1)
         self._back.add(t4, t4 - t3)
