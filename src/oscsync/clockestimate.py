@@ -232,11 +232,12 @@ def _posterior_frequency(
     now): the linear programme's cost, weighted. It is linear between the candidates ``fits``
     (``(f, A(f), B(f))``, sorted, every bend included), so it integrates exactly.
 
-    Why the mean and not the optimum: when the two floors drift together (a path whose minimum
-    delay creeps as the load on a machine changes) the cost is flat over a range of ``f`` and its
-    optimum lands at either end (``oscsync clock`` through netem with a core busy, 17 runs of 20 s
-    replayed: frequency error rms 2.6 ppm at the optimum, 1.95 ppm at the mean; simulated
-    uniform ±15 ms, 40 runs: 2.1 and 2.3 ppm).
+    Why the mean and not the optimum: a handful of hull corners decide the cost near its
+    optimum, and real floors wobble by tens of µs (timestamps, a loaded relay), so the cost is
+    nearly flat over a range of ``f`` and the optimum jumps to a corner of it; the mean stays in
+    the middle (``oscsync clock`` through netem with a core busy, 17 runs of 10-30 s replayed:
+    frequency error rms 2.6 ppm at the optimum, 1.95 ppm at the mean, worst 4.7 and 3.9;
+    simulated uniform ±15 ms, 40 runs, no wobble: 2.1 and 2.3 ppm).
     """
     logs = [(a + f * mean_out) / scale_out + (b - f * mean_back) / scale_back for f, a, b in fits]
     top = max(logs)
