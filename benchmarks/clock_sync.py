@@ -35,11 +35,11 @@ import sys
 
 from oscsync.apps import lab
 from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL, PeerClock, PeerClockReport
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.netem import ImpairmentSpec, Relay
 from oscsync.clock import Clock, SkewedClock, SystemClock
 from oscsync.clocksync import PONG, ClockSync
 from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint
 
 LINKS = {
     "uniform": (ImpairmentSpec(delay=0.020, jitter=0.015, dist="uniform"), 50.0, 0.25e-3),
@@ -209,7 +209,7 @@ def _clock_trial(
         if estimate.span >= 2.0:
             ppm_covers.append(abs(estimate.ppm - ppm) <= estimate.ppm_bound)
 
-    listener = Endpoint(HostPort("127.0.0.1", 0), clock=peer_clock)
+    listener = open_endpoint(HostPort("127.0.0.1", 0), clock=peer_clock)
     listener.start(lambda _: None)
     target = listener.local_address
     assert target is not None
@@ -220,7 +220,7 @@ def _clock_trial(
     try:
         for relay in relays:
             relay.start()
-        with Endpoint(peers=[relays[0].local_address], clock=reference) as ep:
+        with open_endpoint(peers=[relays[0].local_address], clock=reference) as ep:
             report = PeerClock(ep).run(
                 count=None,
                 duration=duration,
@@ -229,7 +229,7 @@ def _clock_trial(
                 on_update=check,
             )
             true_offset = truth()
-        with Endpoint(peers=[relays[1].local_address], clock=reference) as old_ep:
+        with open_endpoint(peers=[relays[1].local_address], clock=reference) as old_ep:
             sync = ClockSync(reference, old_ep.send_bytes, filter_size=16)
             old_ep.add_service(PONG, sync.service)
             old_ep.start(lambda _: None)

@@ -299,9 +299,10 @@ def clock_hijack() -> None:
     ``--sync-peer``."""
     from oscsync import clocksync
     from oscsync import timetag as tt
+    from oscsync.apps.endpoints import open_endpoint
     from oscsync.clockfollow import ClockFollower
     from oscsync.hostport import HostPort
-    from oscsync.transport import Endpoint, Received
+    from oscsync.transport import Received
 
     clock = SystemClock()
     labels = (
@@ -310,10 +311,10 @@ def clock_hijack() -> None:
     )
     for label in labels:
         got: list[Received] = []
-        with Endpoint(HostPort("127.0.0.1", 0), clock=clock) as follower_end:
+        with open_endpoint(HostPort("127.0.0.1", 0), clock=clock) as follower_end:
             target = follower_end.local_address
             assert target is not None
-            with Endpoint(peers=[target], clock=clock) as leader:
+            with open_endpoint(peers=[target], clock=clock) as leader:
                 leader.start(lambda _: None)
                 leader_addr = leader._peer_socks[0][1].getsockname()[:2]
                 named = "--sync-peer)" in label

@@ -9,12 +9,13 @@ from typing import IO, Any
 
 import click
 
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.record import Recorder
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running
 from oscsync.hostport import HostPort
 from oscsync.recording import FLUSH_INTERVAL
-from oscsync.transport import Endpoint, Network
+from oscsync.transport import Network
 
 
 def _open_new(path: str, mode: str, overwrite: bool, param: str) -> IO[Any]:
@@ -114,7 +115,7 @@ def _record(
     clock = app.clock
     failure: OSError | None = None
     with running():
-        endpoint = Endpoint(
+        endpoint = open_endpoint(
             listen, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
         )
         recorder = Recorder(

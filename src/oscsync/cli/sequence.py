@@ -13,6 +13,7 @@ import click
 
 from oscsync import audio, sounds
 from oscsync.apps import sequence as app_sequence
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.sequence import (
     EventRecord,
     PatternFile,
@@ -284,7 +285,7 @@ def send(
     peers = resolve_peers(peers)
     with (
         running(),
-        Endpoint(
+        open_endpoint(
             peers=peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
         ) as ep,
         Scheduler(clock, on_warning=app.warn) as scheduler,
@@ -452,7 +453,7 @@ def listen(
     _check_sync(sync, sync_peer)
     sync_peer = resolve_peer(sync_peer)
     with running(), _log_file(log_path) as log:
-        endpoint = Endpoint(
+        endpoint = open_endpoint(
             listen, allow=allow, clock=app.clock, on_warning=app.warn, multicast_interface=iface
         )
         session: _Session | None = None
@@ -518,7 +519,7 @@ def pair(
     clock = app.clock
     peers = resolve_peers(peers)
     with running(), _log_file(log_path) as log:
-        endpoint = Endpoint(
+        endpoint = open_endpoint(
             listen, peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
         )
         session: _Session | None = None
