@@ -38,6 +38,7 @@ from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL, PeerClock, Pe
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.netem import ImpairmentSpec, Relay
 from oscsync.clock import Clock, SkewedClock, SystemClock
+from oscsync.clockestimate import EnvelopeEstimator
 from oscsync.clocksync import PONG, ClockSync
 from oscsync.hostport import HostPort
 
@@ -153,21 +154,24 @@ def clock_trials(reference: Clock, trials: int, duration: float, names: list[str
               f"{ppm:g} ppm; the default ({duration:g} s at {1 / DEFAULT_INTERVAL:g} pings/s) "
               "beside the old default (16 pings 20 ms apart, minimum-delay filter)")  # fmt: skip
         print("    (bound coverage: every 0.25 s of each run, is the truth within the printed ±?)")
-        errors, ppm_errors, checks, ppm_checks = [], [], [], []
+        errors, ppm_errors, optimum_errors, checks, ppm_checks = [], [], [], [], []
         for trial in range(trials):
-            error, ppm_error, covers, ppm_covers, old_error = _clock_trial(
+            error, ppm_error, optimum_error, covers, ppm_covers, old_error = _clock_trial(
                 reference, link, ppm, duration, seed=100 + trial * 2
             )
             errors.append(error)
             ppm_errors.append(ppm_error)
+            optimum_errors.append(optimum_error)
             checks += covers
             ppm_checks += ppm_covers
-            print(f"    trial {trial + 1}: {_trial_text(error, ppm_error)}   old "
+            print(f"    trial {trial + 1}: {_trial_text(error, ppm_error)}   old default "
                   f"{old_error * 1e3:+.3f} ms, no ppm")  # fmt: skip
         within = sum(abs(e[0]) <= 0.3e-3 for e in errors)
         ppm_within = sum(abs(e[0]) <= 5.0 for e in ppm_errors)
         print(f"    offset errors (ms): {', '.join(f'{e[0] * 1e3:+.3f}' for e in errors)}")
         print(f"    ppm errors:         {', '.join(f'{e[0]:+.1f}' for e in ppm_errors)}")
+        print(f"    ppm errors of the hull fit's optimum on the same exchanges (before #11): "
+              f"{', '.join(f'{e:+.1f}' for e in optimum_errors)}")  # fmt: skip
         print(f"    error ≤ 0.3 ms in {within} of {trials}, ppm within ±5 in {ppm_within} of "
               f"{trials} ({'meets' if min(within, ppm_within) >= 0.8 * trials else 'MISSES'} "
               "4 of 5)")  # fmt: skip
@@ -188,9 +192,21 @@ def _coverage(checks: list[bool]) -> str:
     return f"{100 * sum(checks) / len(checks):.1f} % of {len(checks)}"
 
 
+class _Recording(EnvelopeEstimator):
+    """The command's estimator, keeping every exchange it is given (to replay)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exchanges_seen: list[tuple[float, float, float, float]] = []
+
+    def add_exchange(self, t1: float, t2: float, t3: float, t4: float) -> bool:
+        self.exchanges_seen.append((t1, t2, t3, t4))
+        return super().add_exchange(t1, t2, t3, t4)
+
+
 def _clock_trial(
     reference: Clock, link: ImpairmentSpec, ppm: float, duration: float, seed: int
-) -> tuple[tuple[float, float], tuple[float, float], list[bool], list[bool], float]:
+) -> tuple[tuple[float, float], tuple[float, float], float, list[bool], list[bool], float]:
     """One ``oscsync clock`` run (and the old default's) through two relays of ``link``."""
     peer_clock = SkewedClock(reference, skew=0.25, drift_ppm=ppm)
 
@@ -221,7 +237,10 @@ def _clock_trial(
         for relay in relays:
             relay.start()
         with open_endpoint(peers=[relays[0].local_address], clock=reference) as ep:
-            report = PeerClock(ep).run(
+            probe = PeerClock(ep)
+            recording = _Recording()
+            probe.follower.estimator = recording
+            report = probe.run(
                 count=None,
                 duration=duration,
                 interval=DEFAULT_INTERVAL,
@@ -242,10 +261,16 @@ def _clock_trial(
     estimate = report.estimate
     assert estimate is not None, "no answer"
     check(report)
+    optimum = EnvelopeEstimator(frequency_fit="optimum")
+    for exchange in recording.exchanges_seen:
+        optimum.add_exchange(*exchange)
+    replayed = optimum.estimate(estimate.at)
+    assert replayed is not None
     old_error = math.nan if old is None else old.offset - old_truth
     return (
         (estimate.offset - true_offset, estimate.bound),
         (estimate.ppm - ppm, estimate.ppm_bound),
+        replayed.ppm - ppm,
         covers,
         ppm_covers,
         old_error,
@@ -257,8 +282,6 @@ def tick_samples(seeds: int) -> None:
     the follower's pinging (200/s for 5 s, then 100/s) with and without the ticks of a 240 bpm
     leader as reverse samples (each carrying its exact send time), offset error after 10 s."""
     import random
-
-    from oscsync.clockestimate import EnvelopeEstimator
 
     laws = {
         "uniform ±15 ms, 50 ppm": (lambda rng: 0.020 + rng.uniform(-0.015, 0.015), 50.0),

@@ -177,3 +177,17 @@ def test_a_single_impossible_exchange_is_held_back() -> None:
     after = estimator.estimate(10.0)
     assert after is not None
     assert after.offset == before.offset and estimator.restarts == 0
+
+
+def test_frequency_fit_optimum_is_kept_for_the_comparison() -> None:
+    # benchmarks/clock_sync.py replays each run's exchanges through the fit before issue #11.
+    link = SimLink(uniform(), ppm=30.0, rate=100, seed=7)
+    mean, optimum = EnvelopeEstimator(), EnvelopeEstimator(frequency_fit="optimum")
+    for exchange in link.exchanges(20.0):
+        for estimator in (mean, optimum):
+            estimator.add_exchange(exchange.t1, exchange.t2, exchange.t3, exchange.t4)
+    a, b = mean.estimate(20.0), optimum.estimate(20.0)
+    assert a is not None and b is not None
+    assert a.frequency != b.frequency and a.frequency_bound == b.frequency_bound
+    with pytest.raises(ValueError, match="frequency_fit"):
+        EnvelopeEstimator(frequency_fit="median")

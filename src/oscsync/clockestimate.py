@@ -317,9 +317,16 @@ class EnvelopeEstimator:
         max_samples: int = MAX_SAMPLES,
         max_ppm: float = MAX_PPM,
         min_exchanges: int = MIN_EXCHANGES,
+        frequency_fit: str = "mean",
     ) -> None:
         if window <= 0 or max_samples < 2 or max_ppm < 0 or min_exchanges < 1:
             raise ValueError("window, max_samples, max_ppm and min_exchanges must be positive")
+        if frequency_fit not in ("mean", "optimum"):
+            raise ValueError("frequency_fit is 'mean' or 'optimum'")
+        self.frequency_fit = frequency_fit
+        """``mean``: the posterior mean (:func:`_posterior_frequency`); ``optimum``: the linear
+        programme's optimum, as before issue #11 (``benchmarks/clock_sync.py`` compares them on
+        the same exchanges)."""
         self.window = window
         self.max_freq = max_ppm * 1e-6
         self.min_exchanges = min_exchanges
@@ -452,6 +459,8 @@ class EnvelopeEstimator:
             # creep (offset p99 on a ±15 ms link at 40 pings/s: 0.26 ms instead of under 0.25).
             creep = (_centre_slope(out_hull, mean_out) + _centre_slope(back_hull, mean_back)) / 2
             frequency_bound = max(frequency_bound, CREEP_FACTOR * abs(creep))
+            if self.frequency_fit == "optimum":
+                frequency = best_f
         best_a = _floor(out_hull, frequency)
         best_b = min(y + frequency * t for t, y in back_hull)
         offset = (best_a - best_b) / 2
