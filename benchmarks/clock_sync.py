@@ -15,8 +15,9 @@ and drift: ``B servo`` (the envelope estimator + servo, ``metronome listen --syn
 Then 5 ``oscsync clock`` runs with the defaults against a listener 250 ms ahead, through the
 ±15 ms uniform link drifting 30 ppm and the exponential one drifting 200 ppm, beside the old
 default (16 pings 20 ms apart, minimum-delay filter): the 5 offset errors and the 5 ppm errors
-(goal: ≤ 0.3 ms and within ±5 ppm in 4 of 5), and how often each run's ± bounds (offset and
-ppm) covered the truth, checked every 0.25 s (goal ≥ 95 %).
+(goal: ≤ 0.3 ms and within ±5 ppm in 4 of 5), the ppm errors the hull fit's optimum (the
+frequency before issue #11) gives on the same exchanges, and how often each run's ± bounds
+(offset and ppm) covered the truth, checked every 0.25 s (goal ≥ 95 %).
 
     .venv/bin/python benchmarks/clock_sync.py                  # 2 links × 60 s, 2 × 5 clock runs
     .venv/bin/python benchmarks/clock_sync.py --seconds 600 --trials 0   # the 10-minute runs
