@@ -18,11 +18,13 @@ from oscsync.clockfollow import ClockFollower
 from oscsync.transport import Endpoint, Received
 from oscsync.wording import plural
 
-DEFAULT_DURATION = 20.0
-"""Seconds measured by default. The frequency needs a long span: through ±15 ms of jitter, 20 s
-at 100 pings a second finds it within 5 ppm in 95 % of simulated runs (rms 2.3 ppm; 30 s: 1.0)
-and the offset within 0.1 ms; through netem on loopback, 17 runs replayed: rms 1.95 ppm, at most
-3.9 (tests/test_clockestimate.py, benchmarks/clock_sync.py)."""
+DEFAULT_DURATION = 30.0
+"""Seconds measured by default (the estimator's window). The frequency needs a long span: the
+hull corners that decide it sit tens of µs off the floor (more on a busy machine), and that
+tilts the fit by their error over the span. Through ±15 ms of jitter at 100 pings a second,
+simulated: rms 2.3 ppm after 20 s, 1.0 after 30 s; through netem in one process (issue #11,
+``benchmarks/clock_sync.py --only clock-uniform``), load 3.3 on 2 cores, 20 s: ppm errors −7.4,
++5.5, +3.8, +8.1, +7.2; load 3.6-6.4, 30 s: −2.1, −4.0, +0.8, −2.1, +0.0."""
 DEFAULT_INTERVAL = 0.01
 
 
