@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from oscsync import timetag as tt
 from oscsync.clock import Clock
 from oscsync.routing import Method
-from oscsync.scheduler import percentile
+from oscsync.stats import percentile
 
 if TYPE_CHECKING:
     from oscsync.hostport import HostPort

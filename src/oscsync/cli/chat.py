@@ -9,7 +9,7 @@ import click
 
 from oscsync import codec, display
 from oscsync.apps.chat import ChatSession
-from oscsync.apps.endpoints import open_endpoint
+from oscsync.apps.receiving import ReceiveSession, SessionSetup
 from oscsync.cli.params import (
     DURATION,
     advertise_option,
@@ -80,7 +80,8 @@ def chat(
 
     with running(), advertising(app, advertise, interface, role="chat", allow=allow) as advertised:
         peers = resolve_peers(peers)
-        endpoint = open_endpoint(listen, peers, allow=allow, clock=app.clock, on_warning=warn)
+        receiving = ReceiveSession(listen, peers, SessionSetup(app.clock, app.note, warn, allow))
+        endpoint = receiving.endpoint
         session = ChatSession(endpoint, show)
         for peer in peers:
             if is_own_address(endpoint.local_address or listen, peer):
@@ -94,7 +95,7 @@ def chat(
             advertised.publish(endpoint.local_address)  # before the prompt: it takes ~1.4 s
             if interactive:
                 app.note("type a line and press Enter; Ctrl-D or Ctrl-C to quit")
-            endpoint.start(session.on_message)
+            receiving.start(session.on_message)
             while (line := console.read_line()) is not None:
                 try:
                     session.send_line(line)
@@ -103,7 +104,7 @@ def chat(
             if not interactive:
                 wait(threading.Event(), app.clock, linger)
         finally:
-            endpoint.close()
+            receiving.close()
             console.close()
             app.note(session.summary())
             if console.dropped:

@@ -6,17 +6,16 @@ import math
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import click
 
-from oscsync.apps.endpoints import open_endpoint
+from oscsync.apps.receiving import SessionSetup
 from oscsync.apps.replay import (
-    SPIN,
     TIMETAG_MODES,
     Plan,
     Replayer,
     ReplayError,
+    ReplaySession,
     Selection,
     TimetagMode,
     address_matcher,
@@ -27,7 +26,6 @@ from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
 from oscsync.pcap import CaptureError, CaptureReport, is_capture, read_capture
 from oscsync.recording import Datagram, ReadReport, RecordingError, read_recording
-from oscsync.scheduler import Scheduler
 from oscsync.transport import Endpoint
 
 PROGRESS_INTERVAL = 0.5
@@ -218,23 +216,21 @@ def _replay(
             click.echo("\r\x1b[K", nl=False, err=True)  # not after a half-written progress line
         app.warn(text)
 
-    with ExitStack() as stack, running():
-        endpoint = stack.enter_context(
-            open_endpoint(peers=peers, clock=clock, on_warning=warn, multicast_interface=iface)
-        )
-        scheduler = stack.enter_context(Scheduler(clock, spin=SPIN, on_warning=warn))
-        replayer = Replayer(
+    with (
+        running(),
+        ReplaySession(
             source,
-            endpoint.send_bytes,
-            scheduler,
             measured,
+            peers,
+            SessionSetup(clock, app.note, warn, multicast_interface=iface),
             selection=selection,
             speed=speed,
             loops=loops,
             mode=timetags,
-        )
-        scheduler.start()
-        replayer.begin()
+        ) as session,
+    ):
+        replayer = session.replayer
+        session.start()
         next_progress = clock.monotonic()
         try:
             while not replayer.finished.is_set():
@@ -245,8 +241,8 @@ def _replay(
         finally:
             if progress:
                 click.echo("\r\x1b[K", nl=False, err=True)
-            scheduler.close()
-            app.note(_summary(replayer, endpoint, source))
+            session.scheduler.close()
+            app.note(_summary(replayer, session.endpoint, source))
     if replayer.failure is not None:
         raise click.ClickException(f"{source.path}: {replayer.failure}")
 
