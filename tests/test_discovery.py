@@ -364,8 +364,8 @@ def test_malformed_mdns_packets_do_not_crash_the_listener(spawn: Spawn) -> None:
                         sock.sendto(packet, target)
     # Still alive, still answering mDNS, still receiving OSC.
     assert proc.poll() is None
-    host, port = discovery.resolve(name, interface="loopback", timeout=5)
-    assert (host, port) == ("127.0.0.1", listening_port(errors))
+    host, port, protocol = discovery.resolve(name, interface="loopback", timeout=5)
+    assert (host, port, protocol) == ("127.0.0.1", listening_port(errors), "udp")
     sent = subprocess.run(
         oscsync_command("send", f"@{name}", "/still", "here"), capture_output=True, timeout=30
     )
@@ -424,6 +424,27 @@ def test_chat_and_metronome_reach_at_name(spawn: Spawn) -> None:
     assert chat.returncode == 0, chat.stderr
     assert dump.stdout is not None
     LineReader(dump.stdout).wait_for(lambda text: "/chat ,s" in text and "hello by name" in text)
+
+
+def test_a_tcp_listener_is_advertised_as_osc_tcp_and_reached_over_tcp(
+    spawn: Spawn, browser: Browser
+) -> None:
+    # Issue #16: advertised as _osc._udp, a TCP listener would be sent UDP it never reads.
+    name = unique_name()
+    dump = spawn("dump", "--listen", "tcp://127.0.0.1:0", "--advertise", name)
+    errors, line = advertised(dump)
+    assert ", tcp" in line
+    browser.wait_for("Added", discovery.OSC_TCP, name, timeout=FOUND_WITHIN * 5)
+    port = int(next(t for t in errors.lines if "listening on tcp://" in t).rsplit(":", 1)[1])
+    assert browser.info(discovery.OSC_TCP, name).port == port
+    assert discovery.resolve(name, interface="loopback", timeout=5) == ("127.0.0.1", port, "tcp")
+    sent = subprocess.run(
+        oscsync_command("send", f"@{name}", "/by-name", "over-tcp"), capture_output=True, timeout=30
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert dump.stdout is not None
+    LineReader(dump.stdout).wait_for(lambda text: "/by-name ,s over-tcp" in text)
+    assert stop(dump, signal.SIGTERM) == 0
 
 
 def test_sigterm_while_registering_stops_cleanly(spawn: Spawn, browser: Browser) -> None:

@@ -371,17 +371,20 @@ def test_cli_reference_renders_help_as_literal_markdown() -> None:
 _LOOPBACK = re.compile(r"^(127\.0\.0\.1|localhost|\[::1\]):(\d+)$")
 _ANY_HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[\w.-]+):(\d+)$")
 _LISTEN_OPTS = ("--listen", "-l")
+_SCHEME = re.compile(r"^((?:osc\.)?(?:tcp|udp)://)(.*?)/?$")  # tcp://127.0.0.1:9001 (issue #16)
 
 
 @dataclass
 class Plan:
     argv: list[str]
     ports: dict[int, int]  # port shown in the docs -> free port used by the test
+    tcp: set[int] = field(default_factory=set)  # the free ports that a tcp:// URL names
 
 
 def loopback_plan(argv: Sequence[str]) -> Plan | None:
     """``argv`` with every loopback port remapped; None if it names any non-loopback address."""
     ports: dict[int, int] = {}
+    tcp: set[int] = set()
 
     def remap(port: str) -> str:
         old = int(port)
@@ -398,6 +401,10 @@ def loopback_plan(argv: Sequence[str]) -> Plan | None:
             prefix += "="
         if value.startswith("@") or token == "--advertise":
             return None  # @NAME / --advertise need a partner found over mDNS: parse only
+        if scheme := _SCHEME.match(value):
+            prefix, value = prefix + scheme.group(1), scheme.group(2)
+            if "tcp" in scheme.group(1) and (match := _LOOPBACK.match(value)):
+                tcp.add(int(remap(match.group(2))))
         if match := _LOOPBACK.match(value):
             value = f"{match.group(1)}:{remap(match.group(2))}"
         elif _ANY_HOSTPORT.match(value):
@@ -406,7 +413,7 @@ def loopback_plan(argv: Sequence[str]) -> Plan | None:
             value = remap(value)
         out.append(prefix + value)
         previous = token
-    return Plan(out, ports)
+    return Plan(out, ports, tcp)
 
 
 def _peers(parsed: Parsed) -> list[HostPort]:
@@ -423,9 +430,12 @@ def _peers(parsed: Parsed) -> list[HostPort]:
 class Collector:
     """Loopback listeners on the remapped ports, recording what the command sends."""
 
-    def __init__(self, ports: Sequence[int]) -> None:
+    def __init__(self, ports: Sequence[int], tcp: set[int] | None = None) -> None:
         self.received: list[Received] = []
-        self.endpoints = [open_endpoint(HostPort("127.0.0.1", port)) for port in ports]
+        self.endpoints = [
+            open_endpoint(HostPort("127.0.0.1", port, "tcp" if port in (tcp or ()) else "udp"))
+            for port in ports
+        ]
         for endpoint in self.endpoints:
             endpoint.start(self.received.append)
 
@@ -447,7 +457,7 @@ def run_send(shown: Shown, parsed: Parsed, plan: Plan, spawn: Spawn) -> None:
     params = parsed.params
     repeat = int(params["repeat"])  # type: ignore[call-overload]
     peers = len(_peers(parsed))
-    collector = Collector([port for port in plan.ports.values()])
+    collector = Collector([port for port in plan.ports.values()], plan.tcp)
     try:
         result = CliRunner().invoke(cli, plan.argv)
         assert result.exit_code == 0, f"{shown}\n{result.output}"
@@ -487,14 +497,15 @@ def run_listener(shown: Shown, parsed: Parsed, plan: Plan, spawn: Spawn) -> None
     port = plan.ports.get(listen.port) or free_udp_port()
     if listen.port not in plan.ports:  # the default 9001: listen elsewhere
         argv[at:at] = ["--listen", f"127.0.0.1:{port}"]
+    where = HostPort("127.0.0.1", port, listen.protocol)
     if path == ["metronome", "listen"]:
         argv += ["--audio", "none"] if params["audio_choice"].kind != "wav" else []  # type: ignore[attr-defined]
     proc = spawn(*argv)
     assert proc.stderr is not None and proc.stdout is not None
-    LineReader(proc.stderr).wait_for(lambda line: f" on 127.0.0.1:{port}" in line)
+    LineReader(proc.stderr).wait_for(lambda line: f" on {where}" in line)
     probe = PROBES[tuple(path)]
     stdout = LineReader(proc.stdout)
-    with open_endpoint(peers=[HostPort("127.0.0.1", port)]) as tx:
+    with open_endpoint(peers=[where]) as tx:
         for n in range(probes):
             probe(tx, n)
             # The next probe once this one is handled: order on the wire stays simple.
@@ -529,7 +540,7 @@ def run_metronome_send(shown: Shown, parsed: Parsed, plan: Plan, spawn: Spawn) -
     params = parsed.params
     argv = [*plan.argv, "--count", "2"]
     peers = len(_peers(parsed))
-    collector = Collector(list(plan.ports.values()))
+    collector = Collector(list(plan.ports.values()), plan.tcp)
     try:
         result = CliRunner().invoke(cli, argv)
         assert result.exit_code == 0, f"{shown}\n{result.output}"
@@ -546,7 +557,7 @@ def run_metronome_send(shown: Shown, parsed: Parsed, plan: Plan, spawn: Spawn) -
 
 def run_clock(shown: Shown, parsed: Parsed, plan: Plan, spawn: Spawn) -> None:
     """Against a loopback listener (every Endpoint answers clock pings): a small offset."""
-    collector = Collector(list(plan.ports.values()))
+    collector = Collector(list(plan.ports.values()), plan.tcp)
     try:
         result = CliRunner().invoke(cli, [*plan.argv, "--count", "4", "--json"])
     finally:
@@ -564,7 +575,7 @@ def run_chat(shown: Shown, parsed: Parsed, plan: Plan, spawn: Spawn) -> None:
     if listen.port not in plan.ports:  # the default 9001: listen elsewhere
         argv[argv.index("chat") + 1 : argv.index("chat") + 1] = ["--listen", "127.0.0.1:0"]
     peer_ports = [plan.ports[p.port] for p in _peers(parsed)]
-    collector = Collector(peer_ports)
+    collector = Collector(peer_ports, plan.tcp)
     try:
         proc = spawn(*argv, stdin=subprocess.PIPE)
         assert proc.stdin is not None
@@ -653,6 +664,10 @@ def test_loopback_plan_never_targets_other_machines() -> None:
     assert loopback_plan(["send", "192.168.1.20:9000", "/x"]) is None
     assert loopback_plan(["dump", "--listen", "0.0.0.0:9001"]) is None
     assert loopback_plan(["send", "239.0.0.1:9001", "/x"]) is None
+    plan = loopback_plan(["send", "tcp://127.0.0.1:9001", "/x"])
+    assert plan is not None and plan.argv == ["send", f"tcp://127.0.0.1:{plan.ports[9001]}", "/x"]
+    assert plan.tcp == {plan.ports[9001]}
+    assert loopback_plan(["send", "osc.tcp://192.168.1.20:9000", "/x"]) is None
     plan = loopback_plan(["chat", "--listen", "9000", "--peer=127.0.0.1:9001"])
     assert plan is not None
     assert plan.argv == [

@@ -105,3 +105,63 @@ def test_own_address_is_the_listener_itself() -> None:
     assert is_own_address(HostPort("127.0.0.1", 9411), HostPort("127.0.0.1", 9411))
     assert is_own_address(HostPort("0.0.0.0", 9411), HostPort("127.0.0.1", 9411))
     assert not is_own_address(HostPort("127.0.0.1", 9411), HostPort("127.0.0.1", 9000))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("tcp://127.0.0.1:9000", HostPort("127.0.0.1", 9000, "tcp")),
+        ("osc.tcp://localhost:9000", HostPort("127.0.0.1", 9000, "tcp")),
+        ("osc.tcp://localhost:9000/", HostPort("127.0.0.1", 9000, "tcp")),  # as liblo prints it
+        ("OSC.TCP://[::1]:9000", HostPort("::1", 9000, "tcp")),
+        ("tcp://9000", HostPort("127.0.0.1", 9000, "tcp")),
+        ("osc.tcp://:9000", HostPort("127.0.0.1", 9000, "tcp")),  # liblo's "this machine"
+        ("udp://127.0.0.1:9000", HostPort("127.0.0.1", 9000)),
+        ("osc.udp://239.1.2.3:7000", HostPort("239.1.2.3", 7000)),
+        ("osc.udp://:9000/", HostPort("127.0.0.1", 9000)),
+    ],
+)
+def test_transport_urls(text: str, expected: HostPort) -> None:
+    assert parse_hostport(text) == expected
+
+
+def test_a_bare_address_is_udp_and_prints_as_before() -> None:
+    assert parse_hostport("127.0.0.1:9000").protocol == "udp"
+    assert str(parse_hostport("udp://127.0.0.1:9000")) == "127.0.0.1:9000"
+
+
+def test_tcp_prints_as_a_url_that_parses_back() -> None:
+    for text in ("tcp://127.0.0.1:9000", "tcp://[::1]:9000"):
+        assert str(parse_hostport(text)) == text
+        assert parse_hostport(str(parse_hostport(text))) == parse_hostport(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("http://127.0.0.1:9000", "unknown transport 'http://'"),
+        ("osc.sctp://127.0.0.1:9000", "unknown transport"),
+        ("tcp://", "the address is missing"),
+        ("tcp://127.0.0.1:9000/chat", "has no path"),
+        ("tcp://udp://127.0.0.1:9000", "has no path"),
+        ("tcp://239.1.2.3:9000", "multicast"),
+        ("tcp://127.0.0.1:x", "not a number"),
+        ("tcp://127.0.0.1", "has no port"),
+    ],
+)
+def test_url_mistakes_are_one_sentence(text: str, needle: str) -> None:
+    with pytest.raises(AddressError) as info:
+        parse_hostport(text)
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_peer_url_without_a_host_needs_one() -> None:
+    with pytest.raises(AddressError, match="a host is needed"):
+        parse_hostport("osc.tcp://:9000", default_host=None)
+
+
+def test_udp_and_tcp_ports_are_not_the_same_listener() -> None:
+    listen = parse_hostport("127.0.0.1:9000")
+    assert is_own_address(listen, parse_hostport("127.0.0.1:9000"))
+    assert not is_own_address(listen, parse_hostport("tcp://127.0.0.1:9000"))

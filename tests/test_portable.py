@@ -131,6 +131,19 @@ def test_send_and_dump(portable: Portable, schedule: bool) -> None:
     assert "2 messages printed" in "\n".join(lines)
 
 
+def test_send_and_dump_over_tcp_with_both_framings(portable: Portable) -> None:
+    # The TCP listener and sender wait on selectors (select() here) and socketpairs only.
+    proc, errors = portable.start(
+        "dump", "--listen", "tcp://127.0.0.1:0", "--jsonl", "--count", "2"
+    )
+    where = listening_on(errors)
+    assert where.startswith("tcp://")
+    assert portable.run("send", where, "/slip", "1").returncode == 0
+    assert portable.run("send", where, "/size", "2", "--framing", "size").returncode == 0
+    out, _ = portable.finish(proc, errors)
+    assert [json.loads(line)["address"] for line in out.splitlines()] == ["/slip", "/size"]
+
+
 def test_piped_chat(portable: Portable) -> None:
     proc, errors = portable.start("dump", "--listen", "127.0.0.1:0", "--count", "2")
     where = listening_on(errors)

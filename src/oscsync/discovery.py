@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from oscsync import __version__, oscquery
 from oscsync.clock import Clock, SystemClock
+from oscsync.hostport import Protocol
 from oscsync.install import pip_command
 
 if TYPE_CHECKING:
@@ -439,8 +440,9 @@ def _preferred_address(addresses: tuple[str, ...]) -> str | None:
 
 def resolve(
     name: str, interface: str = ALL, timeout: float = 3.0, clock: Clock | None = None
-) -> tuple[str, int]:
-    """``(address, port)`` of the ``_osc._udp`` service called ``name`` (case-insensitive).
+) -> tuple[str, int, Protocol]:
+    """``(address, port, protocol)`` of the ``_osc._udp`` or ``_osc._tcp`` service called
+    ``name`` (case-insensitive; UDP if both answer).
 
     Raises DiscoveryError listing what *was* found when nothing by that name answers in time.
     """
@@ -449,13 +451,16 @@ def resolve(
     zc = open_zeroconf(interface, unicast=True)
     try:
         collector = _Collector()
-        browser = _browser(zc, [OSC_UDP], collector)
+        browser = _browser(zc, [OSC_UDP, OSC_TCP], collector)
         deadline = clock.monotonic() + timeout
         match: tuple[str, str] | None = None
         while match is None:
-            for service_type, full in collector.snapshot():
-                if instance_name(full, service_type).lower() == wanted:
+            for service_type, full in sorted(collector.snapshot(), key=_udp_first):
+                if service_type in (OSC_UDP, OSC_TCP) and (
+                    instance_name(full, service_type).lower() == wanted
+                ):
                     match = (service_type, full)
+                    break
             remaining = deadline - clock.monotonic()
             if match is not None or remaining <= 0:
                 break
@@ -471,7 +476,12 @@ def resolve(
         listed = ", ".join(seen[:10]) + (", ..." if len(seen) > 10 else "")
         found = f"found: {listed}" if seen else "found no OSC services at all"
         raise DiscoveryError(f"no OSC peer named {name!r} answered within {timeout:g} s ({found})")
-    return address, peer.port
+    assert match is not None
+    return address, peer.port, "tcp" if match[0] == OSC_TCP else "udp"
+
+
+def _udp_first(item: tuple[str, str]) -> bool:
+    return item[0] != OSC_UDP
 
 
 # -- advertising -----------------------------------------------------------------------------
@@ -487,7 +497,7 @@ def _choose_name(interface: str, wanted: str, clock: Clock) -> str:
     zc = open_zeroconf(interface, unicast=True)
     try:
         collector = _Collector()
-        browser = _browser(zc, [OSC_UDP, OSC_JSON], collector)
+        browser = _browser(zc, [OSC_UDP, OSC_TCP, OSC_JSON], collector)
         clock.sleep(NAME_CHECK_SECONDS)
         browser.cancel()
     finally:
@@ -501,7 +511,8 @@ def _choose_name(interface: str, wanted: str, clock: Clock) -> str:
 
 
 class Advertiser:
-    """Advertises one listener: ``_osc._udp`` and ``_oscjson._tcp`` (OSCQuery) under one name."""
+    """Advertises one listener: ``_osc._udp`` (``_osc._tcp`` for a TCP one, issue #16) and
+    ``_oscjson._tcp`` (OSCQuery) under one name."""
 
     def __init__(
         self,
@@ -516,8 +527,11 @@ class Advertiser:
         clock: Clock | None = None,
         warn: Callable[[str], None] = lambda text: None,
         allow: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+        protocol: Protocol = "udp",
     ) -> None:
         self.wanted = check_name(name)
+        self.protocol: Protocol = protocol
+        self.service_type = OSC_TCP if protocol == "tcp" else OSC_UDP
         self.allow = tuple(allow)
         self.name = self.wanted
         self.role = role
@@ -559,7 +573,7 @@ class Advertiser:
             self.http = oscquery.OscQueryServer(
                 self.placement.http_host,
                 oscquery.namespace(self.methods, description),
-                oscquery.host_info(self.name, self.port),
+                oscquery.host_info(self.name, self.port, self.protocol.upper()),
                 clock=self.clock,
                 allow=self.allow,
             ).start()
@@ -568,7 +582,7 @@ class Advertiser:
         addresses = [socket.inet_aton(a) for a in self.placement.addresses]
         txt = self.txt()
         for service_type, port, properties in (
-            (OSC_UDP, self.port, txt),
+            (self.service_type, self.port, txt),
             (OSC_JSON, self.http.port, {"txtvers": "1", "oscsync": __version__}),
         ):
             self._infos.append(
@@ -596,7 +610,7 @@ class Advertiser:
             future.cancel()
             raise DiscoveryError(f"cannot advertise {self.name!r}: {exc or 'timed out'}") from None
         # python-zeroconf renames on a conflict it sees in its own cache ("alice-2").
-        self.name = instance_name(self._infos[0].name, OSC_UDP)
+        self.name = instance_name(self._infos[0].name, self.service_type)
         return self
 
     def close(self) -> None:
@@ -614,7 +628,7 @@ class Advertiser:
 
     def describe(self) -> str:
         where = ", ".join(f"{a}:{self.port}" for a in self.placement.addresses)
-        text = f"advertised as {self.name!r} ({where}, udp"
+        text = f"advertised as {self.name!r} ({where}, {self.protocol}"
         if self.http is not None:
             text += f"; OSCQuery on http port {self.http.port}"
         text += f") on {self.placement.interface}"

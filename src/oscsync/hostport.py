@@ -1,15 +1,33 @@
-"""``[HOST:]PORT`` text to socket addresses: parsed once, resolved once, with one-line errors."""
+"""``[HOST:]PORT`` text to socket addresses: parsed once, resolved once, with one-line errors.
+
+An address may name its transport as a URL: ``udp://HOST:PORT``, ``tcp://HOST:PORT``, or liblo's
+``osc.udp://HOST:PORT`` and ``osc.tcp://HOST:PORT`` (a trailing ``/``, as liblo prints its URLs, is
+accepted). A bare ``[HOST:]PORT`` is UDP (issue #16).
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 DEFAULT_HOST = "127.0.0.1"
 """Listeners bind to loopback unless told otherwise: a workshop laptop on venue Wi-Fi should not
 accept OSC from the whole room by accident."""
+
+
+Protocol = Literal["udp", "tcp"]
+
+_SCHEMES: dict[str, Protocol] = {
+    "udp": "udp",
+    "tcp": "tcp",
+    "osc.udp": "udp",
+    "osc.tcp": "tcp",
+}
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
 
 
 class AddressError(ValueError):
@@ -18,10 +36,11 @@ class AddressError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class HostPort:
-    """A numeric IP address and a UDP port."""
+    """A numeric IP address and a port, on UDP (the default) or TCP."""
 
     host: str
     port: int
+    protocol: Protocol = "udp"
 
     @property
     def family(self) -> socket.AddressFamily:
@@ -39,8 +58,14 @@ class HostPort:
     def sockaddr(self) -> tuple[str, int]:
         return (self.host, self.port)
 
+    @property
+    def is_tcp(self) -> bool:
+        return self.protocol == "tcp"
+
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        text = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        # UDP prints as it always has; TCP says so, in a form that parses back.
+        return f"tcp://{text}" if self.protocol == "tcp" else text
 
 
 def parse_hostport(
@@ -49,7 +74,8 @@ def parse_hostport(
     default_host: str | None = DEFAULT_HOST,
     allow_port_zero: bool = False,
 ) -> HostPort:
-    """Parse ``HOST:PORT``, ``[V6]:PORT`` or (when ``default_host`` is set) a bare ``PORT``.
+    """Parse ``HOST:PORT``, ``[V6]:PORT`` or (when ``default_host`` is set) a bare ``PORT``,
+    each optionally as a URL naming the transport (``tcp://127.0.0.1:9000``, ``osc.udp://...``).
 
     Host names are resolved here, once (IPv4 preferred), so a typo fails at start-up and a slow
     resolver is not consulted per message.
@@ -57,6 +83,12 @@ def parse_hostport(
     value = text.strip()
     if not value:
         raise AddressError("empty address: expected [HOST:]PORT, e.g. 127.0.0.1:9000")
+    protocol, value = _split_scheme(text, value)
+    if protocol != "udp":
+        hostport = parse_hostport(value, default_host=default_host, allow_port_zero=allow_port_zero)
+        if hostport.is_multicast:
+            raise AddressError(f"{text!r}: TCP cannot send to a multicast group; use udp://")
+        return HostPort(hostport.host, hostport.port, protocol)
     host: str | None
     if value.startswith("["):
         close = value.find("]")
@@ -81,6 +113,30 @@ def parse_hostport(
         raise AddressError(f"{text!r}: the host part is empty")
     port = parse_port(port_text, allow_zero=allow_port_zero, context=text)
     return HostPort(resolve_host(host), port)
+
+
+def _split_scheme(text: str, value: str) -> tuple[Protocol, str]:
+    """The transport a URL names and the ``[HOST:]PORT`` after it (UDP for no scheme)."""
+    match = _SCHEME_RE.match(value)
+    if match is None:
+        return "udp", value
+    scheme, rest = match.group(1).lower(), match.group(2)
+    protocol = _SCHEMES.get(scheme)
+    if protocol is None:
+        raise AddressError(
+            f"{text!r}: unknown transport {scheme + '://'!r}; use udp://, tcp://, osc.udp:// "
+            "or osc.tcp:// (or a bare HOST:PORT for UDP)"
+        )
+    rest = rest.removesuffix("/")  # liblo prints osc.udp://host:port/
+    if "/" in rest:  # a path, or a second scheme
+        raise AddressError(f"{text!r}: an OSC URL has no path: write {scheme}://HOST:PORT")
+    if not rest:
+        raise AddressError(f"{text!r}: the address is missing, e.g. {scheme}://127.0.0.1:9000")
+    if rest.startswith(":") and rest.count(":") == 1:
+        # liblo's osc.tcp://:9000 ("this machine, port 9000"): the port alone, so the default
+        # host applies (loopback for a listener, as for a bare port).
+        rest = rest[1:]
+    return protocol, rest
 
 
 def _looks_like_host(text: str) -> bool:
@@ -168,6 +224,6 @@ def is_own_address(listen: HostPort, peer: HostPort) -> bool:
     """True when sending to ``peer`` reaches the listener on ``listen`` itself (same port, and
     the peer's address is the listener's, or the listener takes every local address and the
     peer is loopback)."""
-    if peer.port != listen.port or peer.is_multicast:
+    if peer.port != listen.port or peer.protocol != listen.protocol or peer.is_multicast:
         return False
     return peer.ip == listen.ip or (listen.ip.is_unspecified and peer.ip.is_loopback)

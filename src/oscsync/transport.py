@@ -130,6 +130,7 @@ class Endpoint:
         kernel_stamps: bool = True,
         registry: AddressRegistry | None = None,
     ) -> None:
+        _refuse_tcp([listen] if listen is not None else [], peers)
         self.clock = clock if clock is not None else SystemClock()
         self._core = ReceiveCore(self.clock, allow=allow, on_warning=on_warning, registry=registry)
         self.stats: TransportStats = self._core.stats
@@ -329,6 +330,7 @@ class Endpoint:
         those given to the constructor (TransportError if one cannot be opened: nothing changes
         then); dropped ones stop being sent to at once and their sockets are closed.
         """
+        _refuse_tcp([], peers)
         with self._peers_lock:
             if self._closed:
                 raise RuntimeError("endpoint is closed")
@@ -398,6 +400,11 @@ class Endpoint:
         wanted = None if peers is None else set(peers)
         with self._peers_lock:  # set_peers() closes no socket under a send
             return self._send_to_peers(data, wanted)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until what was sent has left this process: UDP datagrams leave at once (a TCP
+        endpoint, :class:`oscsync.tcptransport.TcpEndpoint`, may have to connect first)."""
+        return True
 
     def _send_to_peers(self, data: bytes, wanted: set[HostPort] | None) -> int:
         delivered = 0
@@ -731,6 +738,16 @@ class Endpoint:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _refuse_tcp(listen: Sequence[HostPort], peers: Sequence[HostPort]) -> None:
+    # A tcp:// address here would be sent UDP without a word: TCP is TcpEndpoint's
+    # (oscsync.tcptransport), which open_endpoint builds when an address says tcp://.
+    for where in (*listen, *peers):
+        if where.is_tcp:
+            raise TransportError(
+                errno.EPROTOTYPE, f"{where}: this endpoint speaks UDP only (TCP needs TcpEndpoint)"
+            )
 
 
 def socket_drop_count(sock: socket.socket) -> int | None:

@@ -74,6 +74,8 @@ class TransportStats:
     ``unavailable``: this platform does not say (:meth:`platform_note` words it for a summary)."""
     arrival_stamps: str = "clock"
     """``kernel``: arrival is when the kernel received the datagram; ``clock``: when it was read."""
+    connections: int = 0
+    """TCP connections a listener accepted (0 on UDP); each frame counts in :attr:`datagrams`."""
 
     @property
     def dropped(self) -> int:
@@ -128,6 +130,11 @@ class Transport(Protocol):
 
     def send_bytes(self, data: bytes, peers: Iterable[HostPort] | None = None) -> int:
         """Send an encoded packet to every peer (or those given); errors counted, not raised."""
+        ...
+
+    def flush(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` s until what was sent has left this process (a stream may
+        still be connecting); False if some of it could not be."""
         ...
 
     def reply(self, data: bytes, to: tuple[str, int]) -> bool:
@@ -255,6 +262,11 @@ class ReceiveCore:
         self.stats.drops["handler-error"] += 1
         text = f"handler failed on {display.escape(message.address)}: {exc!r}"
         self.warn_once("handler", display.printable(text))  # issue 20, item 5
+
+    def allows(self, host: str) -> bool:
+        """True when ``--allow`` lets ``host`` in (any host, without ``--allow``): a stream
+        transport asks at connection time, before the peer can send anything."""
+        return not self._allow or self._allowed(host)
 
     def _allowed(self, host: str) -> bool:
         verdict = self._allow_cache.get(host)

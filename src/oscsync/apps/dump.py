@@ -509,9 +509,12 @@ def summary(stats: EndpointStats, written: int, not_printed: int = 0) -> str:
     ``not_printed`` (after ``--count``, or once the reader closed the pipe), and datagrams dropped
     by reason, including those the kernel dropped and those still queued at close.
     """
+    # Over TCP the unit is a framed packet, and how many connections brought them counts too.
+    unit = "packet" if stats.connections else "datagram"
+    over = f" over {plural(stats.connections, 'TCP connection')}" if stats.connections else ""
     text = (
         f"dump: {plural(written, 'message')} printed; received "
-        f"{plural(stats.messages, 'message')} in {plural(stats.datagrams, 'datagram')} "
+        f"{plural(stats.messages, 'message')} in {plural(stats.datagrams, unit)}{over} "
         f"({plural(stats.bundles, 'bundle')})"
     )
     if not_printed:

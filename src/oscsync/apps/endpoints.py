@@ -12,7 +12,9 @@ from collections.abc import Sequence
 
 from oscsync import clocksync
 from oscsync.clock import Clock
+from oscsync.framing import Framing
 from oscsync.hostport import HostPort
+from oscsync.tcptransport import TcpEndpoint, uses_tcp
 from oscsync.transport import DEFAULT_RECV_BUFFER, Endpoint, Network, WarningHandler
 
 
@@ -39,8 +41,26 @@ def open_endpoint(
     multicast_ttl: int = 1,
     recv_buffer: int = DEFAULT_RECV_BUFFER,
     kernel_stamps: bool = True,
+    framing: Framing = "slip",
 ) -> Endpoint:
-    """A UDP :class:`~oscsync.transport.Endpoint` that answers the standard clock services."""
+    """An endpoint that answers the standard clock services: UDP
+    (:class:`~oscsync.transport.Endpoint`), or :class:`~oscsync.tcptransport.TcpEndpoint` when
+    an address says ``tcp://`` (then ``framing`` is how packets to TCP peers are framed)."""
+    if uses_tcp(listen, peers):
+        return add_standard_services(
+            TcpEndpoint(
+                listen,
+                peers,
+                allow=allow,
+                clock=clock,
+                on_warning=on_warning,
+                multicast_interface=multicast_interface,
+                multicast_ttl=multicast_ttl,
+                recv_buffer=recv_buffer,
+                kernel_stamps=kernel_stamps,
+                framing_mode=framing,
+            )
+        )
     endpoint = Endpoint(
         listen,
         peers,

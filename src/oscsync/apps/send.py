@@ -9,8 +9,12 @@ from typing import Any
 from oscsync import codec, timetag
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import Clock
+from oscsync.framing import Framing
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint
+
+FLUSH_TIMEOUT = 5.0
+"""Seconds ``send`` waits for a TCP peer to take its packets before it says it could not."""
 
 _LITERALS: dict[str, Any] = {"true": True, "false": False, "nil": None}
 
@@ -116,6 +120,9 @@ class SendProgress:
 
     packets: int = 0
     delivered: int = 0
+    written: bool = True
+    """False when a stream transport could not write everything before the end (a TCP peer
+    that refuses the connection); UDP datagrams are always written at once."""
 
 
 def send_repeated(
@@ -138,6 +145,7 @@ def send_repeated(
             clock.sleep(start + k * interval - clock.monotonic())
         progress.delivered += endpoint.send_bytes(packet.encode(clock))
         progress.packets += 1
+    progress.written = endpoint.flush(FLUSH_TIMEOUT)
     return progress.delivered
 
 
@@ -151,9 +159,15 @@ def send_to(
     *,
     warn: Callable[[str], None],
     multicast_interface: str | None = None,
+    framing: Framing = "slip",
 ) -> int:
-    """``oscsync send``: open an endpoint to ``targets``, :func:`send_repeated`, close it."""
+    """``oscsync send``: open an endpoint to ``targets``, :func:`send_repeated`, close it
+    (``framing``: how packets to ``tcp://`` targets are framed)."""
     with open_endpoint(
-        peers=targets, clock=clock, on_warning=warn, multicast_interface=multicast_interface
+        peers=targets,
+        clock=clock,
+        on_warning=warn,
+        multicast_interface=multicast_interface,
+        framing=framing,
     ) as endpoint:
         return send_repeated(endpoint, packet, clock, repeat, interval, progress)

@@ -21,9 +21,9 @@ from oscsync.apps.netem import (
 )
 from oscsync.cli.params import (
     DURATION,
-    LISTEN,
-    PEER,
     PERCENT,
+    RELAY_LISTEN,
+    RELAY_PEER,
     DurationType,
     allow_option,
 )
@@ -142,14 +142,14 @@ Examples:
 @click.option(
     "--listen",
     "-l",
-    type=LISTEN,
+    type=RELAY_LISTEN,
     required=True,
     help="Where senders send to: 127.0.0.1 unless a HOST is given (port 0 picks a free one).",
 )
 @click.option(
     "--forward",
     "-f",
-    type=PEER,
+    type=RELAY_PEER,
     required=True,
     metavar="HOST:PORT",
     help="Where datagrams go on to.",

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from oscsync import timetag
+from oscsync.framing import FRAMINGS
 from oscsync.hostport import AddressError, HostPort, parse_hostport, parse_network
 
 
@@ -35,10 +36,13 @@ class HostPortType(click.ParamType):  # type: ignore[type-arg]
         default_host: str | None = "127.0.0.1",
         allow_port_zero: bool = False,
         names: bool = False,
+        udp_only: str | None = None,
     ):
         self.default_host = default_host
         self.allow_port_zero = allow_port_zero
         self.names = names
+        self.udp_only = udp_only
+        """Why this option takes no ``tcp://`` address (said in the error), or None."""
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
         if self.names:
@@ -56,11 +60,14 @@ class HostPortType(click.ParamType):  # type: ignore[type-arg]
             except DiscoveryError as exc:
                 self.fail(str(exc), param, ctx)
         try:
-            return parse_hostport(
+            parsed = parse_hostport(
                 str(value), default_host=self.default_host, allow_port_zero=self.allow_port_zero
             )
         except AddressError as exc:
             self.fail(str(exc), param, ctx)
+        if parsed.is_tcp and self.udp_only:
+            self.fail(f"{value!r}: {self.udp_only}; write it without tcp://", param, ctx)
+        return parsed
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,9 @@ class PeerName:
 
 LISTEN = HostPortType(default_host="127.0.0.1", allow_port_zero=True)
 PEER = HostPortType(default_host=None, names=True)
+UDP_RELAY = "netem relays UDP datagrams only"
+RELAY_LISTEN = HostPortType(default_host="127.0.0.1", allow_port_zero=True, udp_only=UDP_RELAY)
+RELAY_PEER = HostPortType(default_host=None, names=True, udp_only=UDP_RELAY)
 
 _UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "min": 60.0, "m": 60.0}
 _DURATION_RE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([a-zµ]*)\s*$")
@@ -204,6 +214,18 @@ def listen_option(default: str = "127.0.0.1:9001", help_extra: str = "") -> Call
         show_default=True,
         help="Address to listen on; port 0 picks a free one. 0.0.0.0:PORT accepts other machines."
         + help_extra,
+    )
+
+
+def framing_option() -> Callable[[F], F]:
+    """``--framing slip|size``: how packets to ``tcp://`` peers are framed (issue #16)."""
+    return click.option(
+        "--framing",
+        type=click.Choice(FRAMINGS),
+        default="slip",
+        show_default=True,
+        help="How OSC packets are framed on TCP connections to tcp:// peers: slip (OSC 1.1) or "
+        "size (a 4-byte length, OSC 1.0). Receivers detect either.",
     )
 
 

@@ -43,10 +43,10 @@ def resolve_peers(values: Iterable[object], timeout: float = RESOLVE_TIMEOUT) ->
     for item in items:
         if isinstance(item, PeerName):
             try:
-                host, port = discovery.resolve(item.name, timeout=timeout)
+                host, port, protocol = discovery.resolve(item.name, timeout=timeout)
             except discovery.DiscoveryError as exc:
                 raise click.ClickException(f"@{escape(item.name)}: {escape(str(exc))}") from None
-            resolved.append(HostPort(host, port))
+            resolved.append(HostPort(host, port, protocol))
         else:
             resolved.append(item)
     return tuple(resolved)
@@ -94,6 +94,7 @@ class Advertising:
                 clock=self.app.clock,
                 warn=lambda text: self.app.warn(escape(text)),
                 allow=self.allow,
+                protocol=listening.protocol,
             )
             self.advertiser.start()
         except discovery.OptionError as exc:

@@ -13,9 +13,10 @@ from oscsync.apps.send import (
     send_to,
     typed_values,
 )
-from oscsync.cli.params import DURATION, PEER, TIMETAG, iface_option
+from oscsync.cli.params import DURATION, PEER, TIMETAG, framing_option, iface_option
 from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
+from oscsync.framing import Framing
 from oscsync.hostport import HostPort
 from oscsync.wording import plural
 
@@ -32,6 +33,7 @@ Examples:
   oscsync send 127.0.0.1:9001 /go --at 20:30Z         # a bundle for the next 20:30 UTC
   oscsync send 239.0.0.1:9001 /tick 1 --repeat 8 --interval 0.5
   oscsync send @alice /chat hi                         # a peer advertised as alice
+  oscsync send tcp://127.0.0.1:9001 /chat hi           # over TCP (SLIP framing, OSC 1.1)
 """,
 )
 @click.argument("peer", type=PEER, metavar="HOST:PORT|@NAME")
@@ -60,6 +62,7 @@ Examples:
     "--also", "more_peers", type=PEER, multiple=True, metavar="HOST:PORT", help="Another peer."
 )
 @iface_option()
+@framing_option()
 @click.pass_obj
 def send(
     app: AppContext,
@@ -73,6 +76,7 @@ def send(
     interval: float,
     more_peers: tuple[HostPort, ...],
     iface: str | None,
+    framing: Framing,
 ) -> None:
     """Send one OSC message (optionally in a timetagged bundle) to HOST:PORT.
 
@@ -106,6 +110,7 @@ def send(
                 progress,
                 warn=app.warn,
                 multicast_interface=iface,
+                framing=framing,
             )
         finally:
             if repeat > 1 and progress.packets < repeat:
@@ -113,3 +118,5 @@ def send(
         if progress.delivered == 0:
             # Exit 1, not 0: a script must not take "Message too long" for a success (#13).
             raise click.ClickException("nothing was sent (see the warning above)")
+        if not progress.written:
+            raise click.ClickException("could not send to every peer (see the warning above)")

@@ -1,0 +1,271 @@
+"""The endpoint for ``tcp://`` addresses: OSC over TCP through the same receive core as UDP.
+
+:class:`TcpEndpoint` is a :class:`~oscsync.transport.Endpoint` that also speaks TCP: a
+``tcp://`` listen address is served by a :class:`~oscsync.tcp.TcpListener`, each ``tcp://`` peer
+gets a :class:`~oscsync.tcp.TcpSender`, and UDP addresses given alongside them stay with the UDP
+endpoint it extends (so ``chat --listen tcp://... --peer HOST:PORT`` works too). Every frame is fed
+to the endpoint's :class:`~oscsync.transportcore.ReceiveCore`, exactly as a datagram is: the
+``--allow`` check, decoding, drop counts by reason, the address registry (clock pings are
+answered over TCP like over UDP) and the command's handler are shared, so commands do not know
+which transport they use. :func:`oscsync.apps.endpoints.open_endpoint` builds one when an
+address says ``tcp://``.
+
+Answers go back the way the question came: a message received on an accepted connection is
+answered on that connection (:meth:`reply`), one that came back on a peer's connection through
+that peer's sender.
+
+Received frames come from several threads (the listener's, each sender's, the UDP receive
+thread); the TCP ones are fed to the core one at a time under a lock, so a command's handler
+sees them in turn.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+
+from oscsync import framing
+from oscsync.clock import Clock
+from oscsync.framing import Framing
+from oscsync.hostport import HostPort, allow_mismatch
+from oscsync.routing import AddressRegistry
+from oscsync.tcp import DropPolicy, TcpListener, TcpSender
+from oscsync.transport import DEFAULT_RECV_BUFFER, Endpoint, TransportError
+from oscsync.transportcore import (
+    DatagramHandler,
+    MessageHandler,
+    Network,
+    Received,
+    WarningHandler,
+)
+
+DEFAULT_FLUSH_TIMEOUT = 2.0
+"""How long :meth:`TcpEndpoint.close` waits for queued packets to be written (a ``send`` that
+exits at once must not lose its packet to a connection still being made)."""
+
+
+def _ignore_warning(_: str) -> None:
+    pass
+
+
+def uses_tcp(listen: HostPort | None, peers: Iterable[HostPort]) -> bool:
+    """True when any of these addresses says ``tcp://``."""
+    return (listen is not None and listen.is_tcp) or any(peer.is_tcp for peer in peers)
+
+
+class TcpEndpoint(Endpoint):
+    """Listen and send over TCP (and UDP for the addresses that do not say ``tcp://``)."""
+
+    def __init__(
+        self,
+        listen: HostPort | None = None,
+        peers: Sequence[HostPort] = (),
+        *,
+        allow: Sequence[Network] = (),
+        clock: Clock | None = None,
+        on_warning: WarningHandler = _ignore_warning,
+        multicast_interface: str | None = None,
+        multicast_ttl: int = 1,
+        recv_buffer: int = DEFAULT_RECV_BUFFER,
+        kernel_stamps: bool = True,
+        registry: AddressRegistry | None = None,
+        framing_mode: Framing = "slip",
+        drop: DropPolicy = "oldest",
+        max_frame: int = framing.DEFAULT_MAX_FRAME,
+        flush_timeout: float = DEFAULT_FLUSH_TIMEOUT,
+    ) -> None:
+        tcp_listen = listen if listen is not None and listen.is_tcp else None
+        super().__init__(
+            None if tcp_listen is not None else listen,
+            [peer for peer in peers if not peer.is_tcp],
+            allow=allow,
+            clock=clock,
+            on_warning=on_warning,
+            multicast_interface=multicast_interface,
+            multicast_ttl=multicast_ttl,
+            recv_buffer=recv_buffer,
+            kernel_stamps=kernel_stamps,
+            registry=registry,
+        )
+        self.framing: Framing = framing_mode
+        self.drop: DropPolicy = drop
+        self.max_frame = max_frame
+        self.flush_timeout = flush_timeout
+        self._on_tcp_warning = on_warning
+        self._feed_lock = threading.Lock()
+        self._all_peers: list[HostPort] = list(dict.fromkeys(peers))
+        self._senders: dict[HostPort, TcpSender] = {}
+        self._tcp_started = False
+        self.listener: TcpListener | None = None
+        if tcp_listen is not None and allow:
+            mismatch = allow_mismatch(tcp_listen, allow)
+            if mismatch:
+                on_warning(mismatch)
+        try:
+            if tcp_listen is not None:
+                self.listener = TcpListener(
+                    tcp_listen,
+                    self._feed_from_listener,
+                    clock=self.clock,
+                    on_warning=on_warning,
+                    allowed=self._core.allows if allow else None,
+                    max_frame=max_frame,
+                )
+                # Framing errors are drops like any malformed datagram: one summary counts both.
+                self.listener.stats.drops = self.stats.drops
+            for peer in self._all_peers:
+                if peer.is_tcp:
+                    self._senders[peer] = self._new_sender(peer)
+        except OSError as exc:
+            super().close()
+            raise TransportError(exc.errno, exc.strerror or str(exc)) from None
+        except BaseException:
+            super().close()
+            raise
+
+    def _new_sender(self, peer: HostPort) -> TcpSender:
+        return TcpSender(
+            peer,
+            framing_mode=self.framing,
+            clock=self.clock,
+            on_warning=self._on_tcp_warning,
+            on_packet=self._feed_from_peer,
+            drop=self.drop,
+            max_frame=self.max_frame,
+        )
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def _feed_from_listener(self, packet: bytes, source: tuple[str, int], arrival: float) -> None:
+        with self._feed_lock:
+            self._core.feed(packet, source, arrival, False)
+
+    def _feed_from_peer(self, packet: bytes, source: tuple[str, int], arrival: float) -> None:
+        with self._feed_lock:
+            self._core.feed(packet, source, arrival, True)
+
+    def start(
+        self,
+        handler: MessageHandler | None = None,
+        *,
+        on_datagram: DatagramHandler | None = None,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        listener = self.listener
+        # on_idle goes to whichever thread reads the listening side (dump's batched output).
+        super().start(
+            handler, on_datagram=on_datagram, on_idle=on_idle if listener is None else None
+        )
+        if listener is not None:
+            if on_idle is not None:
+                idle = on_idle
+
+                def after_reads() -> None:
+                    with self._feed_lock:  # not while another thread's frame is being handled
+                        idle()
+
+                listener.on_idle = after_reads
+            listener.start()
+        self._tcp_started = True
+
+    # -- addresses -------------------------------------------------------------------------
+
+    @property
+    def local_address(self) -> HostPort | None:
+        if self.listener is not None:
+            return self.listener.local_address
+        return super().local_address
+
+    @property
+    def peers(self) -> list[HostPort]:
+        return list(self._all_peers)
+
+    def set_peers(self, peers: Sequence[HostPort]) -> None:
+        wanted = list(dict.fromkeys(peers))
+        super().set_peers([peer for peer in wanted if not peer.is_tcp])
+        retired = [s for p, s in self._senders.items() if p not in wanted]
+        self._senders = {
+            peer: self._senders.get(peer) or self._new_sender(peer)
+            for peer in wanted
+            if peer.is_tcp
+        }
+        self._all_peers = wanted
+        for sender in retired:
+            self._close_sender(sender, flush_timeout=0.0)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send_bytes(self, data: bytes, peers: Iterable[HostPort] | None = None) -> int:
+        wanted = None if peers is None else set(peers)
+        udp_wanted = None if wanted is None else [p for p in wanted if not p.is_tcp]
+        delivered = 0
+        if udp_wanted is None or udp_wanted:
+            delivered += super().send_bytes(data, udp_wanted)
+        for peer, sender in list(self._senders.items()):
+            if wanted is not None and peer not in wanted:
+                continue
+            if sender.send(data):
+                delivered += 1
+                self.stats.sent += 1
+        return delivered
+
+    def flush(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s in all) until every TCP packet is written to its peer;
+        False when one is not (a peer that refuses the connection says so at once)."""
+        deadline = self.clock.monotonic() + timeout
+        flushed = True
+        for sender in list(self._senders.values()):
+            remaining = max(0.0, deadline - self.clock.monotonic())
+            flushed = sender.flush(remaining) and flushed
+        return flushed
+
+    def reply(self, data: bytes, to: tuple[str, int]) -> bool:
+        """Answer on the TCP connection ``to`` came in on, else as the UDP endpoint does."""
+        if self.listener is not None:
+            if self.listener.reply(to, data):
+                self.stats.sent += 1
+                return True
+            self.stats.send_errors["reply"] += 1
+            return False
+        return super().reply(data, to)
+
+    def answer(self, received: Received, data: bytes) -> bool:
+        if received.via_peer:
+            for peer, sender in self._senders.items():
+                if peer.sockaddr == received.source:
+                    if sender.send(data):
+                        self.stats.sent += 1
+                        return True
+                    return False
+            return super().answer(received, data)
+        return self.reply(data, received.source)
+
+    # -- shutting down ---------------------------------------------------------------------
+
+    def close(self, timeout: float = 2.0) -> bool:
+        """Write what is queued (up to ``flush_timeout``), then close TCP and UDP alike.
+
+        Packets that could not be written are counted in ``stats.send_errors`` by reason
+        (``undelivered:queue-full``, ``undelivered:unsent-at-close``, ...).
+        """
+        stopped = True
+        if self._senders and self.flush_timeout > 0 and not self._closed:
+            self.flush(self.flush_timeout)
+        for sender in list(self._senders.values()):
+            stopped = self._close_sender(sender, flush_timeout=0.0) and stopped
+        if self.listener is not None:
+            stopped = self.listener.close(timeout) and stopped
+            self.stats.connections = self.listener.stats.connections
+            # Packets counted unread at close are drops (shared Counter) and arrivals alike.
+            self.stats.datagrams += self.listener.stats.unread_at_close
+        return super().close(timeout) and stopped
+
+    def _close_sender(self, sender: TcpSender, flush_timeout: float) -> bool:
+        stopped = sender.close(flush_timeout)
+        for reason, count in sender.stats.dropped.items():
+            self.stats.send_errors["undelivered:" + reason] += count
+        sender.stats.dropped.clear()
+        return stopped
+
+    def __enter__(self) -> TcpEndpoint:
+        return self

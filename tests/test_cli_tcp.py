@@ -1,0 +1,145 @@
+"""Every command over tcp:// (issue #16): send/dump, clock pings, metronome, record/replay, and
+one-line errors for the URLs people get wrong."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import LineReader, oscsync_command
+from oscsync.cli.main import cli
+
+Spawn = Callable[..., subprocess.Popen[str]]
+
+
+def start_listener(spawn: Spawn, *args: str) -> tuple[subprocess.Popen[str], str, LineReader]:
+    """A listening command on a free TCP port: (process, its tcp:// address, its stderr)."""
+    proc = spawn(*args)
+    assert proc.stderr is not None
+    errors = LineReader(proc.stderr)
+    line = errors.wait_for(lambda text: " on tcp://127.0.0.1:" in text)
+    where = next(word for word in line.split() if word.startswith("tcp://")).rstrip(",")
+    return proc, where, errors
+
+
+@pytest.mark.parametrize("framing", ["slip", "size"])
+def test_a_70kb_string_crosses_over_tcp_where_udp_cannot(spawn: Spawn, framing: str) -> None:
+    text = "abcdefghij" * 7000  # 70 KB: more than one UDP datagram can carry
+    dump, where, errors = start_listener(
+        spawn, "dump", "--listen", "tcp://127.0.0.1:0", "--jsonl", "--count", "2"
+    )
+    send = [*oscsync_command("send", where, "--framing", framing)]
+    subprocess.run([*send, "/big", text], check=True)
+    subprocess.run([*send, "/typed", "--types", "ihdsbN", "7", "-9000000000", "0.1", "x", "ca"],
+                   check=True)  # fmt: skip
+    assert dump.stdout is not None
+    records = [json.loads(line) for line in dump.stdout.read().splitlines()]
+    dump.wait(10)
+    assert records[0]["address"] == "/big" and records[0]["args"] == [text]
+    assert records[1]["args"] == [7, -9000000000, 0.1, "x", "ca", None]
+    assert errors.rest()[-1] == (
+        "dump: 2 messages printed; received 2 messages in 2 packets over 2 TCP connections "
+        "(0 bundles); dropped 0"
+    )
+
+
+def test_send_to_a_tcp_port_nobody_listens_on_exits_1_with_one_line() -> None:
+    done = subprocess.run(
+        oscsync_command("send", "tcp://127.0.0.1:1", "/x", "1"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert "cannot connect to tcp://127.0.0.1:1: Connection refused" in done.stderr
+    assert (
+        done.stderr.splitlines()[-1]
+        == "Error: could not send to every peer (see the warning above)"
+    )
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["send", "http://127.0.0.1:9000", "/x"], "unknown transport 'http://'"),
+        (["send", "tcp://127.0.0.1:9000/chat", "/x"], "an OSC URL has no path"),
+        (["dump", "--listen", "tcp://239.1.2.3:9000"], "TCP cannot send to a multicast group"),
+        (["chat", "--peer", "osc.tcp://:9000"], "a host is needed here"),
+        (["send", "tcp://127.0.0.1:9000", "/x", "--framing", "cobs"], "'cobs' is not one of"),
+    ],
+)
+def test_bad_tcp_urls_are_one_line_and_exit_2(args: list[str], needle: str) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert needle in result.output
+    assert "Traceback" not in result.output
+
+
+def test_clock_pings_over_tcp_are_answered(spawn: Spawn) -> None:
+    _dump, where, _ = start_listener(spawn, "dump", "--listen", "tcp://127.0.0.1:0")
+    done = subprocess.run(
+        oscsync_command("clock", "--peer", where, "--count", "20", "--interval", "0.01"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"peer {where}: 20 of 20 pings answered" in done.stdout
+
+
+def test_metronome_over_tcp_with_sync_follows_the_senders_clock(spawn: Spawn) -> None:
+    listen, where, errors = start_listener(
+        spawn, "metronome", "listen", "--listen", "tcp://127.0.0.1:0", "--audio", "none",
+        "--sync", "--count", "8",
+    )  # fmt: skip
+    sender = spawn(
+        "metronome", "send", "--peer", where, "--bpm", "480", "--count", "8", "--offset", "0.2"
+    )
+    assert sender.wait(60) == 0
+    assert listen.wait(60) == 0
+    rest = errors.rest()
+    assert any("clock sync with 127.0.0.1:" in line and "sync locked" in line for line in rest)
+    assert any(line.startswith("metronome: ticks 8") for line in rest)
+
+
+def test_record_and_replay_over_tcp(spawn: Spawn, tmp_path: Path) -> None:
+    recording = tmp_path / "take.osc"
+    record, where, _record_errors = start_listener(
+        spawn, "record", "--listen", "tcp://127.0.0.1:0", str(recording), "--count", "3"
+    )
+    for n in range(3):
+        subprocess.run(oscsync_command("send", where, "/take", str(n)), check=True)
+    assert record.wait(30) == 0
+    dump, dump_at, _ = start_listener(
+        spawn, "dump", "--listen", "tcp://127.0.0.1:0", "--jsonl", "--count", "3"
+    )
+    subprocess.run(oscsync_command("replay", str(recording), "--peer", dump_at), check=True)
+    assert dump.stdout is not None
+    records = [json.loads(line) for line in dump.stdout.read().splitlines()]
+    assert [r["args"] for r in records] == [[0], [1], [2]]
+
+
+@pytest.mark.parametrize("option", ["--listen", "--forward"])
+def test_netem_refuses_tcp_in_one_line(option: str) -> None:
+    other = "--forward" if option == "--listen" else "--listen"
+    result = CliRunner().invoke(
+        cli, ["netem", option, "tcp://127.0.0.1:9000", other, "127.0.0.1:9001"]
+    )
+    assert result.exit_code == 2
+    assert "netem relays UDP datagrams only; write it without tcp://" in result.output
+
+
+def test_dump_over_tcp_prints_each_line_as_it_arrives(spawn: Spawn) -> None:
+    # dump batches its output and writes when the receive side is idle (issue #18): over TCP the
+    # listener's thread says so, so a line does not wait for the next one or for the end.
+    dump, where, _ = start_listener(spawn, "dump", "--listen", "tcp://127.0.0.1:0")
+    assert dump.stdout is not None
+    lines = LineReader(dump.stdout)
+    subprocess.run(oscsync_command("send", where, "/now", "1"), check=True)
+    assert "/now ,i 1" in lines.wait_for(lambda line: "/now" in line)
