@@ -489,3 +489,59 @@ def test_at_name_prefers_an_address_this_machine_can_reach(monkeypatch: pytest.M
     assert discovery._preferred_address(("10.0.0.5", "192.168.1.30")) == "192.168.1.30"
     assert discovery._preferred_address(("10.0.0.5", "172.16.0.9")) == "10.0.0.5"
     assert discovery._preferred_address(()) is None
+
+
+# -- every listening command advertises (issue 17: record, sequence listen) ----------------
+
+
+def test_record_advertise_is_found_reached_and_gone(
+    spawn: Spawn, browser: Browser, tmp_path: Any
+) -> None:
+    name = unique_name()
+    take = tmp_path / "take.jsonl"
+    proc = spawn("record", str(take), "--listen", "0", "--advertise", name)
+    errors, _ = advertised(proc)
+    line = next(text for text in errors.lines if "recording on 127.0.0.1:" in text)
+    port = int(line.rsplit(":", 1)[1])
+    browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
+    info = browser.info(discovery.OSC_UDP, name)
+    assert (info.port, info.properties[b"role"]) == (port, b"record")
+    # Reached by name: the datagram is in the recording.
+    sent = subprocess.run(
+        oscsync_command("send", f"@{name}", "/take", "1"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert stop(proc, signal.SIGTERM) == 0
+    browser.wait_for("Removed", discovery.OSC_UDP, name, FOUND_WITHIN)
+    browser.wait_for("Removed", discovery.OSC_JSON, name, FOUND_WITHIN)
+    lines = [json.loads(row) for row in take.read_text().splitlines()]
+    assert [m["address"] for row in lines if row.get("osc") for m in row["osc"]] == ["/take"]
+    assert lines[-1]["end"] is True  # closed cleanly after the goodbye
+
+
+def test_sequence_listen_advertise_lists_its_voices_in_oscquery(
+    spawn: Spawn, browser: Browser
+) -> None:
+    name = unique_name()
+    proc = spawn(
+        "sequence", "listen", "--listen", "0", "--audio", "none", "--advertise", name
+    )  # fmt: skip
+    errors, _ = advertised(proc)
+    browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
+    assert browser.info(discovery.OSC_UDP, name).properties[b"role"] == b"sequence"
+    browser.wait_for("Added", discovery.OSC_JSON, name, FOUND_WITHIN)
+    url = f"http://127.0.0.1:{browser.info(discovery.OSC_JSON, name).port}"
+    with urllib.request.urlopen(url + "/?HOST_INFO", timeout=5) as reply:
+        assert json.loads(reply.read())["OSC_PORT"] == listening_port(errors)
+    with urllib.request.urlopen(url + "/seq", timeout=5) as reply:
+        voices = json.loads(reply.read())["CONTENTS"]
+    assert {voice: node["TYPE"] for voice, node in voices.items()} == {
+        "kick": "fi",
+        "snare": "fi",
+        "hat": "fi",
+    }
+    assert stop(proc, signal.SIGINT) == 0
+    browser.wait_for("Removed", discovery.OSC_UDP, name, FOUND_WITHIN)

@@ -425,3 +425,34 @@ def test_replay_from_starts_the_clock_after_reading_up_to_the_first_datagram(
     drive(replayer, scheduler, fake_clock)
     assert [round(t - replayer.start_monotonic, 6) for t, _ in sent] == [0.0, 0.1]
     assert replayer.stats.lateness_max == 0.0
+
+
+def test_replay_gives_way_right_after_each_datagram_before_reading_on(
+    fake_clock: FakeClock,
+) -> None:
+    """The receiver a send wakes on this machine runs before the replay reads more lines or
+    spins (give_way; measured: without it the receiving process saw sends up to 0.5 ms late)."""
+    bundle = codec.encode_bundle(1, [msg("/a"), msg("/b")])
+    recorded = datagrams([0.0, 0.001, 0.002, 0.5], [bundle, msg("/c"), msg("/d"), msg("/e")])
+    events: list[str] = []
+
+    def source() -> Iterator[Datagram]:
+        for datagram in recorded:
+            events.append("read")
+            yield datagram
+
+    scheduler = Scheduler(fake_clock)
+    replayer = Replayer(
+        source,
+        lambda data: events.append("send"),
+        scheduler,
+        plan(recorded, EVERYTHING, "strip"),
+        mode="strip",
+        after_send=lambda: events.append("give way"),
+    )
+    drive(replayer, scheduler, fake_clock)
+    sends = "".join({"send": "s", "give way": "g", "read": "r"}[e] for e in events)
+    # Two packets of the stripped bundle, then one give-way per datagram, always before a read.
+    assert sends.count("g") == 4
+    assert "ssg" in sends
+    assert all(sends[i + 1] == "g" for i, c in enumerate(sends) if c == "s" and sends[i + 1] != "s")

@@ -24,6 +24,8 @@ datagram, without its bundle.
 from __future__ import annotations
 
 import contextlib
+import gc
+import os
 import re
 import threading
 from collections import Counter, deque
@@ -57,6 +59,42 @@ SPIN = 0.0005
 0.5-1.5 ms apart, so a 2 ms spin keeps a core 100 % busy, and a busy thread is the one the OS
 preempts on a loaded machine (measured on the shared 2-core VM, load ~2: p99 send lateness
 3-11 ms with 2 ms, 0.2-2 ms with 0.5 ms; noisy, benchmarks/record_replay.py)."""
+
+
+_SCHED_YIELD: Callable[[], None] | None = getattr(os, "sched_yield", None)
+
+
+def give_way() -> None:
+    """Let a thread this send has just woken run now, before this one reads on or spins.
+
+    A datagram to this machine wakes its receiver inside ``sendto``, and Linux places the
+    woken receiver on the sender's CPU (a "sync" wake-up: the waker is expected to sleep soon).
+    liblo's ``oscsendfile`` does sleep; the replay thread instead reads the next lines and often
+    spins towards the next send, so the receiver waited for the CPU: measured on loopback at
+    1,000 msg/s, sends left on time (kernel receive stamps: interval error p99 0.03 ms) but
+    the receiving process saw them up to the spin later (p99 0.55 ms, max 2 ms;
+    benchmarks/record_replay.py shows both). ``sched_yield`` costs ~1 µs when nothing else
+    waits. Not on Windows (no ``sched_yield``): there it does nothing.
+    """
+    if _SCHED_YIELD is not None:
+        _SCHED_YIELD()
+
+
+@contextlib.contextmanager
+def still_heap() -> Iterator[None]:
+    """Move every object alive now out of the garbage collector's way while the block runs.
+
+    ``gc.freeze`` (3.7+) puts start-up objects (click, modules, the plan) in a permanent
+    generation, so a collection on the timer thread scans only what the replay allocates since:
+    measured at 1,000 msg/s, second-generation collections took 0.6-0.9 ms with start-up
+    objects in them, long enough to make a send late. Automatic collection stays on: a replay
+    that loops for hours must not hold cyclic garbage.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class _Skipped:
@@ -284,7 +322,8 @@ class Replayer:
     the scheduler's thread: reading ahead is itself a scheduled action (a *refill*) placed right
     after a send, and it stops reading as soon as the next send is less than ``REFILL_MARGIN``
     away. Reading on another thread would make sends wait for the GIL (up to the 5 ms switch
-    interval: measured 5 ms late sends that way). Call :meth:`begin`, then wait for
+    interval: measured 5 ms late sends that way). ``after_send`` runs right after each datagram's
+    packets are sent (:func:`give_way` by default). Call :meth:`begin`, then wait for
     :attr:`finished`; :attr:`failure` holds a read error that stopped the replay.
     """
 
@@ -295,6 +334,7 @@ class Replayer:
         scheduler: Scheduler,
         plan: Plan,
         *,
+        after_send: Callable[[], None] = give_way,
         selection: Selection = Selection(),
         speed: float = 1.0,
         loops: int = 1,
@@ -307,6 +347,7 @@ class Replayer:
             raise ValueError(f"speed must be more than 0, got {speed}")
         self.source = source
         self.send = send
+        self.after_send = after_send
         self.scheduler = scheduler
         self.clock: Clock = scheduler.clock
         self.plan = plan
@@ -458,6 +499,7 @@ class Replayer:
                 self.send(packet)
                 stats.packets += 1
                 stats.bytes += len(packet)
+            self.after_send()  # before any bookkeeping or reading: see give_way
         finally:
             lateness = dispatch.dispatched - dispatch.due
             stats.lateness.append(lateness)

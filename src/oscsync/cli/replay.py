@@ -20,6 +20,7 @@ from oscsync.apps.replay import (
     TimetagMode,
     address_matcher,
     plan,
+    still_heap,
 )
 from oscsync.cli.params import DURATION, iface_option, peers_option
 from oscsync.cli.runtime import AppContext, running
@@ -232,6 +233,7 @@ def _replay(
             loops=loops,
             mode=timetags,
         )
+        stack.enter_context(still_heap())
         scheduler.start()
         replayer.begin()
         next_progress = clock.monotonic()

@@ -39,12 +39,13 @@ from oscsync.cli.metronome import (
 from oscsync.cli.params import (
     DURATION,
     DurationType,
+    advertise_option,
     allow_option,
     iface_option,
     listen_option,
     peers_option,
 )
-from oscsync.cli.peers import resolve_peer, resolve_peers
+from oscsync.cli.peers import advertising, resolve_peer, resolve_peers
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.clockfollow import ClockFollower
 from oscsync.clocksync import PONG, PeerClocks
@@ -423,6 +424,7 @@ Examples:
   oscsync sequence listen --listen 0.0.0.0:9001 --sync    # from another machine, its clock
   oscsync sequence listen --audio wav:out.wav --log events.jsonl --count 16
   oscsync sequence listen --sound kick=sounds/tock.wav --sound cowbell=sounds/tick.wav
+  oscsync sequence listen --listen 0.0.0.0:9001 --advertise drums   # senders use @drums
 """
 )
 @_listen_options()
@@ -430,6 +432,7 @@ Examples:
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
 @_sync_options()
 @iface_option()
+@advertise_option()
 @click.pass_obj
 def listen(
     app: AppContext,
@@ -443,6 +446,8 @@ def listen(
     sync: str | None,
     sync_peer: HostPort | None,
     iface: str | None,
+    advertise: str | None,
+    interface: str,
 ) -> None:
     """Play each /seq/VOICE event at its timetag, each voice with its own sound.
 
@@ -451,7 +456,11 @@ def listen(
     """
     _check_sync(sync, sync_peer)
     sync_peer = resolve_peer(sync_peer)
-    with running(), _log_file(log_path) as log:
+    with (
+        running(),
+        _log_file(log_path) as log,
+        advertising(app, advertise, interface, role="sequence", allow=allow) as advertised,
+    ):
         endpoint = Endpoint(
             listen, allow=allow, clock=app.clock, on_warning=app.warn, multicast_interface=iface
         )
@@ -466,6 +475,7 @@ def listen(
                 handler = follower.wrap(handler)
                 follower.start()
             endpoint.start(handler)
+            advertised.publish(endpoint.local_address)
             wait(session.done, app.clock, duration)
         finally:
             if follower is not None:
