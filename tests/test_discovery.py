@@ -29,7 +29,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import LineReader, oscsync_command
-from oscsync import discovery
+from oscsync import codec, discovery
 from oscsync.cli.main import cli
 from oscsync.cli.params import PeerName
 from oscsync.install import pip_command
@@ -545,3 +545,30 @@ def test_sequence_listen_advertise_lists_its_voices_in_oscquery(
     }
     assert stop(proc, signal.SIGINT) == 0
     browser.wait_for("Removed", discovery.OSC_UDP, name, FOUND_WITHIN)
+
+
+def test_replay_peer_at_name_is_resolved_not_a_traceback(spawn: Spawn, tmp_path: Any) -> None:
+    from test_replay import write_recording
+
+    name = unique_name()
+    dump = spawn("dump", "--listen", "0", "--advertise", name)
+    advertised(dump)
+    take = tmp_path / "take.jsonl"
+    write_recording(take, [codec.encode_message("/replayed", [n]) for n in range(3)])
+    replayed = subprocess.run(
+        oscsync_command("replay", str(take), "--peer", f"@{name}"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    assert dump.stdout is not None
+    LineReader(dump.stdout).wait_for(lambda text: "/replayed ,i 2" in text)
+    unknown = subprocess.run(
+        oscsync_command("replay", str(take), "--peer", f"@{unique_name()}"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unknown.returncode == 1
+    assert unknown.stderr.count("\n") == 1 and "no OSC peer named" in unknown.stderr

@@ -23,6 +23,7 @@ from oscsync.apps.replay import (
     still_heap,
 )
 from oscsync.cli.params import DURATION, iface_option, peers_option
+from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
 from oscsync.pcap import CaptureError, CaptureReport, is_capture, read_capture
@@ -185,6 +186,7 @@ def replay(
         raise click.ClickException(
             f"{file}: nothing to replay ({_what_was_skipped(source, measured)})"
         )
+    peers = resolve_peers(peers)  # @NAME: after the file is checked, before anything is sent
     app.note(
         f"replay: {measured.count} datagrams, {(measured.last - measured.first) / speed:.3f} s "
         f"per pass, to {', '.join(map(str, peers))}"
