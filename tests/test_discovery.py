@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from conftest import LineReader, oscsync_command
+from conftest import LineReader, free_udp_port, oscsync_command
 from oscsync import codec, discovery
 from oscsync.cli.main import cli
 from oscsync.cli.params import PeerName
@@ -572,3 +572,38 @@ def test_replay_peer_at_name_is_resolved_not_a_traceback(spawn: Spawn, tmp_path:
     )
     assert unknown.returncode == 1
     assert unknown.stderr.count("\n") == 1 and "no OSC peer named" in unknown.stderr
+
+
+# -- @NAME follows a peer that re-registers (issue 17) --------------------------------------
+
+
+def test_at_name_follower_sees_a_peer_re_registered_on_a_new_port() -> None:
+    name = unique_name()
+    first, second = free_udp_port(), free_udp_port()
+    moved: list[tuple[str, tuple[str, int]]] = []
+    arrived = threading.Event()
+
+    def on_move(peer: str, where: tuple[str, int]) -> None:
+        moved.append((peer, where))
+        arrived.set()
+
+    def advertiser(port: int) -> discovery.Advertiser:
+        return discovery.Advertiser(
+            name, role="dump", port=port, listen_host="127.0.0.1", interface="loopback"
+        ).start()
+
+    old = advertiser(first)
+    follower = discovery.PeerFollower(
+        {name: ("127.0.0.1", first)}, on_move, interface="loopback"
+    ).start()
+    try:
+        old.close()  # goodbye: nothing moves
+        new = advertiser(second)
+        try:
+            assert arrived.wait(10), "the follower never heard the new registration"
+        finally:
+            new.close()
+    finally:
+        follower.close()
+    assert moved == [(name, ("127.0.0.1", second))]
+    assert follower.moves == 1

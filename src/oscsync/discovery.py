@@ -474,6 +474,106 @@ def resolve(
     return address, peer.port
 
 
+Moved = Callable[[str, tuple[str, int]], None]
+"""``on_move(name, (address, port))``: an ``@NAME`` peer now answers at another address or port."""
+
+FOLLOW_QUEUE = 64
+"""Announcements about followed names waiting to be resolved, at most: a flood of fake ones
+cannot grow memory (the oldest are the ones that matter: kept, the rest dropped)."""
+
+
+class PeerFollower:
+    """Follows ``@NAME`` peers after the start: when one re-registers elsewhere (restarted on
+    another port, moved to another machine), ``on_move(name, (address, port))`` is called.
+
+    A multicast ServiceBrowser on ``_osc._udp`` hears the new announcement (RFC 6762 §8.3:
+    a responder announces at start, and again when a record changes). The browser's handler
+    only queues the followed names' events (bounded); they are resolved on this object's own
+    thread, so zeroconf's thread never waits on the network. A goodbye (the peer stopped) moves
+    nothing: the peer may come back at the same address, and a send to a stopped peer is only
+    counted. ``current`` maps each followed name to the address it was resolved to at start.
+    """
+
+    def __init__(
+        self,
+        current: dict[str, tuple[str, int]],
+        on_move: Moved,
+        interface: str = ALL,
+        clock: Clock | None = None,
+    ) -> None:
+        self._current = {check_name(name).lower(): where for name, where in current.items()}
+        self._names = {check_name(name).lower(): name for name in current}
+        self.on_move = on_move
+        self.interface = check_interface(interface)
+        self.clock = clock or SystemClock()
+        self.moves = 0
+        self._events: queue.Queue[str] = queue.Queue(maxsize=FOLLOW_QUEUE)
+        self._stopped = threading.Event()
+        self._zc: Zeroconf | None = None
+        self._browser: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> PeerFollower:
+        from oscsync import threads
+
+        module = _zeroconf()
+        self._zc = zc = open_zeroconf(self.interface)
+        self._thread = threads.daemon_thread(self._run, name="oscsync-peer-follower")
+        threads.start(self._thread)
+        self._browser = module.ServiceBrowser(
+            zc, [OSC_UDP], handlers=[self._on_change], question_type=module.DNSQuestionType.QM
+        )
+        return self
+
+    def _on_change(self, zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:
+        if str(state_change.name) == "Removed":
+            return
+        if instance_name(name, service_type).lower() in self._current:
+            with contextlib.suppress(queue.Full):
+                self._events.put_nowait(name)
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                full = self._events.get(timeout=0.25)
+            except queue.Empty:
+                continue
+            zc = self._zc
+            if zc is None:
+                return
+            try:
+                peer = _resolve_info(zc, OSC_UDP, full, 1.0)
+            except Exception:  # zeroconf closing under us, or a record it cannot parse
+                continue
+            address = None if peer is None else _preferred_address(peer.addresses)
+            if peer is None or address is None:
+                continue
+            key = peer.name.lower()
+            if key not in self._current or self._current[key] == (address, peer.port):
+                continue
+            self._current[key] = (address, peer.port)
+            self.moves += 1
+            self.on_move(self._names[key], (address, peer.port))
+
+    def close(self) -> None:
+        browser, self._browser = self._browser, None
+        if browser is not None:
+            browser.cancel()
+        self._stopped.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(2.0)
+        zc, self._zc = self._zc, None
+        if zc is not None:
+            zc.close()
+
+    def __enter__(self) -> PeerFollower:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 # -- advertising -----------------------------------------------------------------------------
 
 
