@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import click
@@ -48,6 +48,56 @@ def resolve_peers(values: Iterable[object], timeout: float = RESOLVE_TIMEOUT) ->
 def resolve_peer(value: Any, timeout: float = RESOLVE_TIMEOUT) -> Any:
     """:func:`resolve_peers` for one optional value (None passes through)."""
     return value if value is None else resolve_peers((value,), timeout)[0]
+
+
+@contextlib.contextmanager
+def following(
+    app: AppContext,
+    values: Iterable[object],
+    resolved: Sequence[HostPort],
+    replace: Callable[[tuple[HostPort, ...]], object],
+) -> Iterator[None]:
+    """While the block runs, follow each ``@NAME`` among ``values`` (the peers as given;
+    ``resolved`` as :func:`resolve_peers` returned them): when one re-registers at another
+    address or port, ``replace`` gets the new peer list (``endpoint.set_peers``) and a note
+    says so. Without ``@NAME`` it does nothing; if mDNS cannot be watched it warns and the
+    command goes on with the addresses found at start."""
+    given = tuple(values)
+    current = list(resolved)
+    named = {
+        item.name: current[index]
+        for index, item in enumerate(given)
+        if isinstance(item, PeerName) and index < len(current)
+    }
+    if not named:
+        yield
+        return
+    from oscsync import discovery
+
+    lock = threading.Lock()
+
+    def on_move(name: str, where: tuple[str, int]) -> None:
+        moved = HostPort(*where)
+        with lock:  # two names moving at once must not lose one of the two replacements
+            for index, item in enumerate(given):
+                if isinstance(item, PeerName) and item.name.lower() == name.lower():
+                    current[index] = moved
+            peers = tuple(current)
+            replace(peers)
+        app.note(escape(f"@{name} re-registered: now sending to {moved}"))
+
+    try:
+        follower = discovery.PeerFollower(
+            {name: (peer.host, peer.port) for name, peer in named.items()}, on_move
+        ).start()
+    except discovery.DiscoveryError as exc:
+        app.warn(escape(f"cannot follow @NAME peers after the start: {exc}"))
+        yield
+        return
+    try:
+        yield
+    finally:
+        follower.close()
 
 
 class Advertising:
