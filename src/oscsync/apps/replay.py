@@ -24,7 +24,6 @@ datagram, without its bundle.
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import re
 import threading
@@ -78,23 +77,6 @@ def give_way() -> None:
     """
     if _SCHED_YIELD is not None:
         _SCHED_YIELD()
-
-
-@contextlib.contextmanager
-def still_heap() -> Iterator[None]:
-    """Move every object alive now out of the garbage collector's way while the block runs.
-
-    ``gc.freeze`` (3.7+) puts start-up objects (click, modules, the plan) in a permanent
-    generation, so a collection on the timer thread scans only what the replay allocates since:
-    measured at 1,000 msg/s, second-generation collections took 0.6-0.9 ms with start-up
-    objects in them, long enough to make a send late. Automatic collection stays on: a replay
-    that loops for hours must not hold cyclic garbage.
-    """
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 class _Skipped:

@@ -20,7 +20,6 @@ from oscsync.apps.replay import (
     TimetagMode,
     address_matcher,
     plan,
-    still_heap,
 )
 from oscsync.cli.params import DURATION, iface_option, peers_option
 from oscsync.cli.peers import resolve_peers
@@ -235,7 +234,6 @@ def _replay(
             loops=loops,
             mode=timetags,
         )
-        stack.enter_context(still_heap())
         scheduler.start()
         replayer.begin()
         next_progress = clock.monotonic()
