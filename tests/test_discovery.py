@@ -607,3 +607,30 @@ def test_at_name_follower_sees_a_peer_re_registered_on_a_new_port() -> None:
         follower.close()
     assert moved == [(name, ("127.0.0.1", second))]
     assert follower.moves == 1
+
+
+def test_tcp_listener_is_advertised_as_osc_tcp_with_tcp_host_info(browser: Browser) -> None:
+    name = unique_name()
+    port = free_udp_port()  # any free number: nothing connects to it here
+    with discovery.Advertiser(
+        name,
+        role="dump",
+        port=port,
+        listen_host="127.0.0.1",
+        interface="loopback",
+        transport="tcp",
+    ) as advertiser:
+        browser.wait_for("Added", discovery.OSC_TCP, name, FOUND_WITHIN)
+        assert browser.info(discovery.OSC_TCP, name).port == port
+        assert advertiser.http is not None
+        url = f"http://127.0.0.1:{advertiser.http.port}/?HOST_INFO"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            host = json.loads(reply.read())
+        assert (host["OSC_PORT"], host["OSC_TRANSPORT"]) == (port, "TCP")
+        assert "tcp" in advertiser.describe()
+    browser.wait_for("Removed", discovery.OSC_TCP, name, FOUND_WITHIN)
+    assert ("Added", discovery.OSC_UDP, f"{name}.{discovery.OSC_UDP}") not in browser.events
+    with pytest.raises(discovery.OptionError, match="sctp"):
+        discovery.Advertiser(
+            name, role="dump", port=port, listen_host="127.0.0.1", transport="sctp"
+        )

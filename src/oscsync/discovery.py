@@ -1,8 +1,9 @@
 """Finding partners without typing addresses: DNS-SD over multicast DNS (python-zeroconf).
 
-* :class:`Advertiser` registers ``NAME._osc._udp`` (the OSC port, TXT: oscsync version, role,
-  addresses) and ``NAME._oscjson._tcp`` (an :class:`oscsync.oscquery.OscQueryServer`), and sends
-  goodbye packets (TTL 0, RFC 6762 §10.1) when closed.
+* :class:`Advertiser` registers ``NAME._osc._udp`` (``NAME._osc._tcp`` for a TCP listener; the
+  OSC port, TXT: oscsync version, role, addresses) and ``NAME._oscjson._tcp`` (an
+  :class:`oscsync.oscquery.OscQueryServer`), and sends goodbye packets (TTL 0, RFC 6762 §10.1)
+  when closed.
 * :func:`browse` lists every OSC service (``_osc._udp``, ``_osc._tcp``, ``_oscjson._tcp``: ours
   and anybody's), :func:`watch` reports them as they come and go, :func:`resolve` turns ``NAME``
   (what ``@NAME`` on the command line means) into a numeric address.
@@ -587,7 +588,7 @@ def _choose_name(interface: str, wanted: str, clock: Clock) -> str:
     zc = open_zeroconf(interface, unicast=True)
     try:
         collector = _Collector()
-        browser = _browser(zc, [OSC_UDP, OSC_JSON], collector)
+        browser = _browser(zc, [OSC_UDP, OSC_TCP, OSC_JSON], collector)
         clock.sleep(NAME_CHECK_SECONDS)
         browser.cancel()
     finally:
@@ -600,8 +601,13 @@ def _choose_name(interface: str, wanted: str, clock: Clock) -> str:
     raise DiscoveryError(f"{wanted!r} and {RENAME_ATTEMPTS - 1} variants are all taken")
 
 
+OSC_TRANSPORTS = {"udp": OSC_UDP, "tcp": OSC_TCP}
+"""The OSC service type for a listener's transport (OSC 1.1 / OSCQueryProposal #46)."""
+
+
 class Advertiser:
-    """Advertises one listener: ``_osc._udp`` and ``_oscjson._tcp`` (OSCQuery) under one name."""
+    """Advertises one listener: ``_osc._udp`` (``_osc._tcp`` for a TCP listener) and
+    ``_oscjson._tcp`` (OSCQuery) under one name."""
 
     def __init__(
         self,
@@ -616,8 +622,13 @@ class Advertiser:
         clock: Clock | None = None,
         warn: Callable[[str], None] = lambda text: None,
         allow: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+        transport: str = "udp",
     ) -> None:
         self.wanted = check_name(name)
+        if transport not in OSC_TRANSPORTS:
+            raise OptionError(f"cannot advertise an OSC listener over {transport!r}")
+        self.transport = transport
+        self.service_type = OSC_TRANSPORTS[transport]
         self.allow = tuple(allow)
         self.name = self.wanted
         self.role = role
@@ -659,7 +670,7 @@ class Advertiser:
             self.http = oscquery.OscQueryServer(
                 self.placement.http_host,
                 oscquery.namespace(self.methods, description),
-                oscquery.host_info(self.name, self.port),
+                oscquery.host_info(self.name, self.port, self.transport.upper()),
                 clock=self.clock,
                 allow=self.allow,
             ).start()
@@ -668,7 +679,7 @@ class Advertiser:
         addresses = [socket.inet_aton(a) for a in self.placement.addresses]
         txt = self.txt()
         for service_type, port, properties in (
-            (OSC_UDP, self.port, txt),
+            (self.service_type, self.port, txt),
             (OSC_JSON, self.http.port, {"txtvers": "1", "oscsync": __version__}),
         ):
             self._infos.append(
@@ -696,7 +707,7 @@ class Advertiser:
             future.cancel()
             raise DiscoveryError(f"cannot advertise {self.name!r}: {exc or 'timed out'}") from None
         # python-zeroconf renames on a conflict it sees in its own cache ("alice-2").
-        self.name = instance_name(self._infos[0].name, OSC_UDP)
+        self.name = instance_name(self._infos[0].name, self.service_type)
         return self
 
     def close(self) -> None:
@@ -714,7 +725,7 @@ class Advertiser:
 
     def describe(self) -> str:
         where = ", ".join(f"{a}:{self.port}" for a in self.placement.addresses)
-        text = f"advertised as {self.name!r} ({where}, udp"
+        text = f"advertised as {self.name!r} ({where}, {self.transport}"
         if self.http is not None:
             text += f"; OSCQuery on http port {self.http.port}"
         text += f") on {self.placement.interface}"

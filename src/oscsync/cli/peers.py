@@ -111,8 +111,10 @@ class Advertising:
         role: str,
         extra_txt: dict[str, str] | None = None,
         allow: Sequence[Network] = (),
+        transport: str = "udp",
     ) -> None:
         self.app = app
+        self.transport = transport
         self.name = name
         self.interface = interface
         self.role = role
@@ -137,6 +139,7 @@ class Advertising:
                 clock=self.app.clock,
                 warn=lambda text: self.app.warn(escape(text)),
                 allow=self.allow,
+                transport=self.transport,
             )
             self.advertiser.start()
         except discovery.OptionError as exc:
@@ -168,10 +171,12 @@ def advertising(
     role: str,
     extra_txt: dict[str, str] | None = None,
     allow: Sequence[Network] = (),
+    transport: str = "udp",
 ) -> Iterator[Advertising]:
     """``with advertising(...) as adv: ... adv.publish(endpoint.local_address)``; the services
-    are unregistered (goodbye packets) when the block ends, by Ctrl-C and SIGTERM too."""
-    advertised = Advertising(app, name, interface, role, extra_txt, allow)
+    are unregistered (goodbye packets) when the block ends, by Ctrl-C and SIGTERM too.
+    ``transport="tcp"`` advertises ``_osc._tcp`` instead of ``_osc._udp``."""
+    advertised = Advertising(app, name, interface, role, extra_txt, allow, transport)
     try:
         yield advertised
     finally:
