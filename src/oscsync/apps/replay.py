@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -53,11 +54,14 @@ MIN_LOOP = 0.001
 REFILL_MARGIN = 0.0003
 """Reading ahead stops when the next send is this close: one line takes ~20-50 µs to read."""
 MAX_REFILL_WAIT = 10.0
-SPIN = 0.0005
-"""The scheduler's spin before each send, shorter than its 2 ms default: at 1,000 msg/s sends are
-0.5-1.5 ms apart, so a 2 ms spin keeps a core 100 % busy, and a busy thread is the one the OS
+SPIN = 0.0002 if sys.platform.startswith("linux") else 0.0005
+"""The scheduler's spin before each send, far shorter than its 2 ms default. At 1,000 msg/s sends
+are 0.5-1.5 ms apart: a 2 ms spin keeps a core 100 % busy, and a busy thread is the one the OS
 preempts on a loaded machine (measured on the shared 2-core VM, load ~2: p99 send lateness
-3-11 ms with 2 ms, 0.2-2 ms with 0.5 ms; noisy, benchmarks/record_replay.py)."""
+3-11 ms with 2 ms, 0.2-2 ms with 0.5 ms); it also holds the CPU a receiver on this machine needs
+(see give_way). On Linux the replay's timer thread asks for 1 µs timer slack
+(Clock.sharpen_waits), which brought Event.wait's overshoot to p50 27-41 µs, p90 49-64 µs at
+load 2.3 (from 90-96 and 131-195 µs), so 0.2 ms covers it; elsewhere 0.5 ms as before."""
 
 
 _SCHED_YIELD: Callable[[], None] | None = getattr(os, "sched_yield", None)
@@ -352,6 +356,7 @@ class Replayer:
         self._loop = 0
         self._in_flight: deque[int] = deque()  # timetags of submitted sends, in order
         self._all_submitted = False
+        self.sharpened = False  # the timer thread's waits end within µs (Clock.sharpen_waits)
 
     def begin(self) -> None:
         """Find the first datagram, fix time zero (``LEAD`` from now) and start reading ahead."""
@@ -369,8 +374,14 @@ class Replayer:
         if first is not None:
             self.start_monotonic = self.clock.monotonic() + LEAD
             self._next = (self._due(first[1]), first[1], first[2])
+        # The timer thread's waits end within µs of their time, not 50 µs (timer slack), so
+        # its spin can be short (SPIN): run on that thread, as the first thing it does.
+        self.scheduler.submit(None, self._sharpen)
         # On the scheduler's thread like every later refill: one thread owns the reading.
         self.scheduler.submit(None, self._refill)
+
+    def _sharpen(self, _: Dispatch) -> None:
+        self.sharpened = self.clock.sharpen_waits()
 
     def _open_loop(self) -> None:
         self.stats.loops_started += 1

@@ -56,12 +56,14 @@ def following(
     values: Iterable[object],
     resolved: Sequence[HostPort],
     replace: Callable[[tuple[HostPort, ...]], object],
+    say: Callable[[str], None] | None = None,
 ) -> Iterator[None]:
     """While the block runs, follow each ``@NAME`` among ``values`` (the peers as given;
     ``resolved`` as :func:`resolve_peers` returned them): when one re-registers at another
     address or port, ``replace`` gets the new peer list (``endpoint.set_peers``) and a note
-    says so. Without ``@NAME`` it does nothing; if mDNS cannot be watched it warns and the
-    command goes on with the addresses found at start."""
+    says so (``say``, by default ``app.note``; it is called from the follower's thread).
+    Without ``@NAME`` it does nothing; if mDNS cannot be watched it warns and the command goes
+    on with the addresses found at start."""
     given = tuple(values)
     current = list(resolved)
     named = {
@@ -84,7 +86,7 @@ def following(
                     current[index] = moved
             peers = tuple(current)
             replace(peers)
-        app.note(escape(f"@{name} re-registered: now sending to {moved}"))
+        (say or app.note)(escape(f"@{name} re-registered: now sending to {moved}"))
 
     try:
         follower = discovery.PeerFollower(
