@@ -12,7 +12,8 @@ recording a 50,000 msg/s flood with flat memory.
    same errors by those stamps (when the datagrams left) and how long after it the receiving
    process read each one (its wake-up). The two tell a late send from a late receiver: on
    13:17's quiet run the sends were on time (kernel p99 0.03 ms) while the receiving process
-   saw them up to 0.5 ms late, which is what ``oscsync.apps.replay.give_way`` removes.
+   saw them up to 0.5 ms late: the replay's own thread held the CPU the receiver needed (see
+   ``give_way`` and ``SPIN`` in ``oscsync.apps.replay``).
 2. **--speed 2** halves the span: received span / (recorded span / 2), goal within 0.1 %.
 3. **Recording a flood.** A sender process sends 50,000 msg/s for 10 s to ``oscsync record``;
    every datagram must be in the file or counted as dropped in its closing line
