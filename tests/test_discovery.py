@@ -634,3 +634,20 @@ def test_tcp_listener_is_advertised_as_osc_tcp_with_tcp_host_info(browser: Brows
         discovery.Advertiser(
             name, role="dump", port=port, listen_host="127.0.0.1", transport="sctp"
         )
+
+
+def test_sequence_pair_advertise_is_found_and_gone_when_it_ends(
+    spawn: Spawn, browser: Browser, tmp_path: Any
+) -> None:
+    name = unique_name()
+    beat = tmp_path / "beat.txt"
+    beat.write_text("kick: x...\n")
+    proc = spawn(
+        "sequence", "pair", str(beat), "--peer", "127.0.0.1:9", "--listen", "0",
+        "--audio", "none", "--bars", "1", "--bpm", "600", "--advertise", name,
+    )  # fmt: skip
+    advertised(proc)
+    browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
+    assert browser.info(discovery.OSC_UDP, name).properties[b"role"] == b"sequence"
+    assert proc.wait(30) == 0  # --bars 1: it ends by itself, and says goodbye
+    browser.wait_for("Removed", discovery.OSC_UDP, name, FOUND_WITHIN)

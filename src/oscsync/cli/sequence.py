@@ -499,6 +499,7 @@ Examples:
 )
 @_send_options()
 @_listen_options()
+@advertise_option()
 @click.pass_obj
 def pair(
     app: AppContext,
@@ -517,6 +518,8 @@ def pair(
     voice_sounds: tuple[tuple[str, Path], ...],
     log_path: Path | None,
     allow: tuple[Network, ...],
+    advertise: str | None,
+    interface: str,
 ) -> None:
     """Send the PATTERN and play the steps you receive, in one process.
 
@@ -527,7 +530,11 @@ def pair(
     watched = _read_pattern(pattern_path, app)
     clock = app.clock
     peers = resolve_peers(peers)
-    with running(), _log_file(log_path) as log:
+    with (
+        running(),
+        _log_file(log_path) as log,
+        advertising(app, advertise, interface, role="sequence", allow=allow) as advertised,
+    ):
         endpoint = Endpoint(
             listen, peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
         )
@@ -539,6 +546,7 @@ def pair(
             clocks = PeerClocks(clock, endpoint, peers, filter_size=_AUTO_PINGS)
             endpoint.add_service(PONG, clocks.service)
             endpoint.start(session.listener.on_message)
+            advertised.publish(endpoint.local_address)
             if offset == AUTO:
                 offset = _auto_offset(app, clocks)
             assert isinstance(offset, float)
