@@ -33,11 +33,11 @@ import sys
 
 from oscsync.apps import lab
 from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL, PeerClock
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.netem import ImpairmentSpec, Relay
 from oscsync.clock import Clock, SkewedClock, SystemClock
 from oscsync.clocksync import PONG, ClockSync
 from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint
 
 LINKS = {
     "uniform": (ImpairmentSpec(delay=0.020, jitter=0.015, dist="uniform"), 50.0, 0.25e-3),
@@ -142,7 +142,7 @@ def clock_trials(reference: Clock, trials: int, duration: float) -> None:
     new_errors, old_errors, ppm_errors = [], [], []
     for trial in range(trials):
         peer_clock = SkewedClock(reference, skew=0.25, drift_ppm=ppm)
-        listener = Endpoint(HostPort("127.0.0.1", 0), clock=peer_clock)
+        listener = open_endpoint(HostPort("127.0.0.1", 0), clock=peer_clock)
         listener.start(lambda _: None)
         target = listener.local_address
         assert target is not None
@@ -153,13 +153,13 @@ def clock_trials(reference: Clock, trials: int, duration: float) -> None:
         try:
             for relay in relays:
                 relay.start()
-            with Endpoint(peers=[relays[0].local_address], clock=reference) as ep:
+            with open_endpoint(peers=[relays[0].local_address], clock=reference) as ep:
                 report = PeerClock(ep).run(
                     count=None, duration=duration, interval=DEFAULT_INTERVAL, timeout=1.0
                 )
                 mono = reference.monotonic()
                 truth = peer_clock.monotonic_to_wall(mono) - reference.monotonic_to_wall(mono)
-            with Endpoint(peers=[relays[1].local_address], clock=reference) as old_ep:
+            with open_endpoint(peers=[relays[1].local_address], clock=reference) as old_ep:
                 sync = ClockSync(reference, old_ep.send_bytes, filter_size=16)
                 old_ep.add_service(PONG, sync.service)
                 old_ep.start(lambda _: None)

@@ -32,6 +32,7 @@ from fractions import Fraction
 from oscsync import codec
 from oscsync import timetag as tt
 from oscsync.apps import lab
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.metronome import MetronomeListener, TickRecord
 from oscsync.apps.netem import ImpairmentSpec
 from oscsync.audio import NonePlayer, Player
@@ -117,7 +118,7 @@ def p7(clock: Clock, ticks: int, followers: int = 32) -> None:
         group = HostPort("239.255.6.7", _free_port())
         try:
             for index in range(followers):
-                endpoint = Endpoint(group, clock=clock, multicast_interface="127.0.0.1")
+                endpoint = open_endpoint(group, clock=clock, multicast_interface="127.0.0.1")
                 scheduler = Scheduler(clock)
                 player: Player = lab.OnsetRecorder() if player_name == "wav" else NonePlayer()
                 listener = MetronomeListener(
@@ -126,7 +127,7 @@ def p7(clock: Clock, ticks: int, followers: int = 32) -> None:
                 scheduler.start()
                 endpoint.start(listener.on_message)
                 opened += [endpoint, scheduler]
-            leader = Endpoint(peers=[group], clock=clock, multicast_interface="127.0.0.1")
+            leader = open_endpoint(peers=[group], clock=clock, multicast_interface="127.0.0.1")
             opened.append(leader)
             sender = Scheduler(clock, spin=0.0)
             opened.append(sender)

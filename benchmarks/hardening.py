@@ -297,9 +297,10 @@ def clock_hijack() -> None:
     the first sender; the new one follows the tick sender named by ``--sync-peer``."""
     from oscsync import clocksync
     from oscsync import timetag as tt
+    from oscsync.apps.endpoints import open_endpoint
     from oscsync.clockfollow import ClockFollower
     from oscsync.hostport import HostPort
-    from oscsync.transport import Endpoint, Received
+    from oscsync.transport import Received
 
     clock = SystemClock()
     labels = (
@@ -309,10 +310,10 @@ def clock_hijack() -> None:
     )
     for label in labels:
         got: list[Received] = []
-        with Endpoint(HostPort("127.0.0.1", 0), clock=clock) as follower_end:
+        with open_endpoint(HostPort("127.0.0.1", 0), clock=clock) as follower_end:
             target = follower_end.local_address
             assert target is not None
-            with Endpoint(peers=[target], clock=clock) as leader:
+            with open_endpoint(peers=[target], clock=clock) as leader:
                 leader.start(lambda _: None)
                 leader_addr = leader._peer_socks[0][1].getsockname()[:2]
                 if label.startswith("today"):

@@ -19,13 +19,14 @@ import threading
 import time
 
 from oscsync import codec
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint, Received
+from oscsync.transport import Received
 
 
 def one_round(count: int, kernel_stamps: bool) -> tuple[float, str]:
     """Seconds to drain ``count`` queued datagrams, and which arrival stamps were used."""
-    endpoint = Endpoint(
+    endpoint = open_endpoint(
         HostPort("127.0.0.1", 0), recv_buffer=64 * 1024 * 1024, kernel_stamps=kernel_stamps
     )
     where = endpoint.local_address

@@ -44,10 +44,11 @@ from pythonosc.osc_server import BlockingOSCUDPServer, ThreadingOSCUDPServer
 
 from oscsync import codec
 from oscsync import timetag as tt
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import SystemClock
 from oscsync.hostport import HostPort
 from oscsync.scheduler import DEFAULT_SPIN, Dispatch, Scheduler, percentile
-from oscsync.transport import Endpoint, Received
+from oscsync.transport import Received
 
 LOOPBACK = "127.0.0.1"
 
@@ -128,7 +129,7 @@ def run_oscsync(count: int, ahead: float, interval: float, spin: float) -> Run:
     def on_message(received: Received) -> None:
         scheduler.submit(received.timetag, make_action(int(received.args[0])))
 
-    endpoint = Endpoint(HostPort(LOOPBACK, 0), clock=clock)
+    endpoint = open_endpoint(HostPort(LOOPBACK, 0), clock=clock)
     tags = [0] * count
     try:
         scheduler.start()
@@ -217,7 +218,7 @@ def hol_oscsync(trials: int, far: float, spin: float) -> list[float]:
     def on_message(received: Received) -> None:
         scheduler.submit(received.timetag, plain if received.address == "/plain" else _ignore)
 
-    endpoint = Endpoint(HostPort(LOOPBACK, 0), clock=clock)
+    endpoint = open_endpoint(HostPort(LOOPBACK, 0), clock=clock)
     try:
         scheduler.start()
         endpoint.start(on_message)

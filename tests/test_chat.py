@@ -22,9 +22,10 @@ from click.testing import CliRunner
 from conftest import LineReader, free_udp_port, oscsync_command
 from oscsync import codec
 from oscsync.apps.chat import ChatSession, chat_text, format_received
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.main import cli
 from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint, Received
+from oscsync.transport import Received
 
 LINE_HEAD = r"^\[\d\d:\d\d:\d\d 127\.0\.0\.1:\d+\] "
 
@@ -40,7 +41,7 @@ class Collector:
     def __init__(self) -> None:
         self.messages: list[codec.Message] = []
         self.arrived = threading.Condition()
-        self.endpoint = Endpoint(HostPort("127.0.0.1", 0))
+        self.endpoint = open_endpoint(HostPort("127.0.0.1", 0))
         self.endpoint.start(self._on)
         address = self.endpoint.local_address
         assert address is not None
@@ -95,7 +96,7 @@ def test_format_received_marks_other_addresses() -> None:
 
 def test_session_sends_each_line_as_one_string(collector: Collector) -> None:
     shown: list[tuple[str, bool]] = []
-    with Endpoint(peers=[HostPort("127.0.0.1", collector.port)]) as endpoint:
+    with open_endpoint(peers=[HostPort("127.0.0.1", collector.port)]) as endpoint:
         session = ChatSession(endpoint, lambda text, is_chat: shown.append((text, is_chat)))
         assert session.send_line("hello world")
         assert not session.send_line("")  # nothing to say: nothing sent
@@ -191,7 +192,7 @@ def test_network_control_characters_are_escaped_and_others_dimmed(
 ) -> None:
     port = free_udp_port()
     proc, out, _ = start_chat(spawn, port, free_udp_port())
-    with Endpoint(peers=[HostPort("127.0.0.1", port)]) as sender:
+    with open_endpoint(peers=[HostPort("127.0.0.1", port)]) as sender:
         sender.send("/chat", ["\x1b]0;pwned\x07\x1b[2J", "ok"], types="ss")
         line = out.wait_for(lambda s: s.endswith("ok"))
         sender.send("/tick", [3], types="i")
@@ -306,7 +307,7 @@ def test_incoming_line_does_not_garble_the_one_being_typed(collector: Collector)
         term.wait_for(_prompt_is(">"))
         term.type(b"hel")
         term.wait_for(_prompt_is("> hel"))
-        with Endpoint(peers=[HostPort("127.0.0.1", port)]) as sender:
+        with open_endpoint(peers=[HostPort("127.0.0.1", port)]) as sender:
             sender.send("/chat", ["incoming", "line"], types="ss")
         # The message gets its own row, then the prompt comes back with the half-typed word.
         rows = term.wait_for(lambda rows: len(rows) >= 2 and rows[-2].endswith("incoming line"))
@@ -333,7 +334,7 @@ def test_chat_prompt_and_typed_text_survive_a_burst_of_incoming_lines(
         term.wait_for(_prompt_is(">"))
         term.type(b"half a line")
         term.wait_for(_prompt_is("> half a line"))
-        with Endpoint(peers=[HostPort("127.0.0.1", port)]) as sender:
+        with open_endpoint(peers=[HostPort("127.0.0.1", port)]) as sender:
             for k in range(100):
                 sender.send("/chat", [f"burst {k}"], types="s")
         rows = term.wait_for(lambda rows: len(rows) >= 2 and rows[-2].endswith("burst 99"))

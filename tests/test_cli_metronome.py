@@ -18,9 +18,10 @@ from click.testing import CliRunner
 
 from conftest import LineReader, free_udp_port, oscsync_command
 from oscsync import audio
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.main import cli
 from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint, Received
+from oscsync.transport import Received
 
 WAIT = 5.0  # generous bound for loopback delivery; never a timing assertion
 RATE = 48_000
@@ -77,7 +78,7 @@ def test_send_with_offset_to_listen_renders_each_tick_at_its_timetag(
 
 def test_send_reaches_every_peer_with_plain_ticks(cli_runner: CliRunner) -> None:
     inboxes: list[queue.Queue[Received]] = [queue.Queue(), queue.Queue()]
-    endpoints = [Endpoint(HostPort("127.0.0.1", 0)) for _ in inboxes]
+    endpoints = [open_endpoint(HostPort("127.0.0.1", 0)) for _ in inboxes]
     try:
         for endpoint, inbox in zip(endpoints, inboxes):
             endpoint.start(inbox.put)

@@ -15,12 +15,12 @@ from click.testing import CliRunner
 from conftest import LineReader, oscsync_command
 from oscsync import codec
 from oscsync import timetag as tt
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.main import cli
 from oscsync.cli.runtime import AppContext
 from oscsync.cli.send import send
 from oscsync.clock import FakeClock
 from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint
 
 Spawn = Callable[..., subprocess.Popen[str]]
 
@@ -74,7 +74,7 @@ def test_send_in_sets_a_future_timetag(spawn: Spawn) -> None:
 
 def test_dump_escapes_control_characters_and_summarises(spawn: Spawn) -> None:
     proc, where, errors = start_dump(spawn, "--count", "1")
-    with Endpoint(peers=[HostPort("127.0.0.1", int(where.rsplit(":", 1)[1]))]) as tx:
+    with open_endpoint(peers=[HostPort("127.0.0.1", int(where.rsplit(":", 1)[1]))]) as tx:
         tx.send_bytes(b"junk")
         tx.send("/evil", ["\x1b]0;pwned\x07\x1b[2J"])
     out = finish(proc)
@@ -159,7 +159,7 @@ def test_timetag_now_follows_clock_skew(cli_runner: CliRunner) -> None:
 
 def test_dump_jsonl_keeps_c1_controls_off_the_terminal(spawn: Spawn) -> None:
     proc, where, _ = start_dump(spawn, "--jsonl", "--count", "1")
-    with Endpoint(peers=[HostPort("127.0.0.1", int(where.rsplit(":", 1)[1]))]) as tx:
+    with open_endpoint(peers=[HostPort("127.0.0.1", int(where.rsplit(":", 1)[1]))]) as tx:
         tx.send("/evil", ["\u009b2J naïve"])
     out = finish(proc)
     assert "\x9b" not in out and "\x1b" not in out
@@ -178,7 +178,7 @@ def test_dump_into_a_closed_pipe_exits_quietly() -> None:
     errors = LineReader(proc.stderr)
     where = errors.wait_for(lambda text: text.startswith("listening on")).split()[-1]
     peer = HostPort("127.0.0.1", int(where.rsplit(":", 1)[1]))
-    with Endpoint(peers=[peer]) as tx:
+    with open_endpoint(peers=[peer]) as tx:
         tx.send("/first", [1])
         assert proc.stdout.readline().startswith('{"arrival"')
         proc.stdout.close()  # the reader goes away
@@ -211,7 +211,7 @@ def test_dump_with_a_blocked_reader_still_stops_on_sigterm() -> None:
         errors = LineReader(proc.stderr)
         where = errors.wait_for(lambda text: text.startswith("listening on")).split()[-1]
         peer = HostPort("127.0.0.1", int(where.rsplit(":", 1)[1]))
-        with Endpoint(peers=[peer]) as tx:
+        with open_endpoint(peers=[peer]) as tx:
             for _ in range(2000):  # ~0.5 MB of JSON: far more than a pipe holds
                 tx.send("/fill", ["x" * 200])
         proc.terminate()

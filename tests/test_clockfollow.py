@@ -13,6 +13,7 @@ import pytest
 
 from oscsync import clocksync, codec
 from oscsync import timetag as tt
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import FakeClock, SkewedClock
 from oscsync.clockfollow import ClockFollower
 from oscsync.transport import Endpoint, Received
@@ -43,7 +44,7 @@ class _World:
         self.rng = random.Random(seed)
         self.jitter = jitter
         self.duplicate = duplicate
-        self.endpoint = Endpoint(clock=self.clock)
+        self.endpoint = open_endpoint(clock=self.clock)
         self.warnings: list[str] = []
         self.follower = ClockFollower(self.endpoint, peer=peer, on_warning=self.warnings.append)
         follower = self.follower
@@ -258,7 +259,7 @@ def test_blob_bomb_sync_queue_is_bounded_in_bytes() -> None:
 
 def _endpoint_with_outbox() -> tuple[Endpoint, list[tuple[bytes, tuple[str, int]]], FakeClock]:
     clock = FakeClock()
-    endpoint = Endpoint(clock=clock)
+    endpoint = open_endpoint(clock=clock)
     sent: list[tuple[bytes, tuple[str, int]]] = []
     endpoint.reply = lambda data, to: sent.append((data, to)) is None  # type: ignore[method-assign]
     return endpoint, sent, clock

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from oscsync import clocksync, codec
 from oscsync import timetag as tt
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.main import cli
 from oscsync.clock import FakeClock, SkewedClock, SystemClock
 from oscsync.clockfollow import ClockFollower
@@ -147,11 +148,11 @@ def test_choose_of_nothing_is_none() -> None:
 
 def test_every_endpoint_answers_pings_and_bad_ones_are_counted() -> None:
     clock = FakeClock()
-    with Endpoint(clock=clock) as endpoint:
+    with open_endpoint(clock=clock) as endpoint:
         sent: list[tuple[bytes, tuple[str, int]]] = []
         endpoint.reply = lambda data, to: sent.append((data, to)) is None  # type: ignore[method-assign]
         seen: list[Received] = []
-        endpoint._handler = seen.append
+        endpoint._core.handler = seen.append
         t1 = clock.now_timetag()
         endpoint.handle_datagram(clocksync.encode_ping(5, t1), ("127.0.0.1", 4000))
         endpoint.handle_datagram(codec.encode_message(clocksync.PING, ["x"]), ("127.0.0.1", 1))
@@ -167,7 +168,7 @@ def test_every_endpoint_answers_pings_and_bad_ones_are_counted() -> None:
 def test_services_can_be_turned_off() -> None:
     with Endpoint(clock=FakeClock(), services={}) as endpoint:
         seen: list[Received] = []
-        endpoint._handler = seen.append
+        endpoint._core.handler = seen.append
         endpoint.handle_datagram(clocksync.encode_ping(1, 1 << 40), ("127.0.0.1", 4000))
     assert [r.address for r in seen] == [clocksync.PING]
 
@@ -176,7 +177,7 @@ def test_services_can_be_turned_off() -> None:
 
 
 def _skewed_listener(skew: float) -> Endpoint:
-    endpoint = Endpoint(HostPort("127.0.0.1", 0), clock=SkewedClock(SystemClock(), skew=skew))
+    endpoint = open_endpoint(HostPort("127.0.0.1", 0), clock=SkewedClock(SystemClock(), skew=skew))
     endpoint.start(lambda _: None)
     return endpoint
 
@@ -214,7 +215,7 @@ def _silent_port() -> Iterator[int]:
 def test_follower_translates_leader_timetags_and_holds_until_synced() -> None:
     skew = -0.15
     leader_clock = SkewedClock(SystemClock(), skew=skew)
-    follower_end = Endpoint(HostPort("127.0.0.1", 0), clock=SystemClock())
+    follower_end = open_endpoint(HostPort("127.0.0.1", 0), clock=SystemClock())
     got: list[Received] = []
     arrived = threading.Event()
 
@@ -228,7 +229,7 @@ def test_follower_translates_leader_timetags_and_holds_until_synced() -> None:
     follower.start()
     target = follower_end.local_address
     assert target is not None
-    with Endpoint(peers=[target], clock=leader_clock) as leader, follower_end:
+    with open_endpoint(peers=[target], clock=leader_clock) as leader, follower_end:
         leader.start(lambda _: None)  # answers the follower's pings
         due = [tt.add_seconds(leader_clock.now_timetag(), 0.5 + k) for k in range(3)]
         for stamp in due:
@@ -294,14 +295,14 @@ def test_peer_clocks_keep_one_filter_per_peer_and_cover_the_slowest() -> None:
     base = SystemClock()
     skews = (-0.75, 1.25)
     listeners = [
-        Endpoint(HostPort("127.0.0.1", 0), clock=SkewedClock(base, skew)) for skew in skews
+        open_endpoint(HostPort("127.0.0.1", 0), clock=SkewedClock(base, skew)) for skew in skews
     ]
     try:
         for listener in listeners:
             listener.start(lambda received: None)
         peers = [listener.local_address for listener in listeners]
         assert all(peer is not None for peer in peers)
-        with Endpoint(peers=peers, clock=base) as sender:  # type: ignore[arg-type]
+        with open_endpoint(peers=peers, clock=base) as sender:  # type: ignore[arg-type]
             clocks = clocksync.PeerClocks(base, sender, peers)  # type: ignore[arg-type]
             sender.add_service(clocksync.PONG, clocks.service)
             sender.start(lambda received: None)
@@ -319,7 +320,7 @@ def test_peer_clocks_keep_one_filter_per_peer_and_cover_the_slowest() -> None:
 
 def test_clock_command_reports_frequency_and_watches(cli_runner: CliRunner) -> None:
     """A listener whose clock runs 300 ppm fast: --json has frequency_ppm, --watch live lines."""
-    listener = Endpoint(
+    listener = open_endpoint(
         HostPort("127.0.0.1", 0), clock=SkewedClock(SystemClock(), skew=0.1, drift_ppm=300.0)
     )
     listener.start(lambda _: None)

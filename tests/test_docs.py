@@ -38,6 +38,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, LineReader, free_udp_port
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.main import COMMANDS, cli
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint, Received
@@ -424,7 +425,7 @@ class Collector:
 
     def __init__(self, ports: Sequence[int]) -> None:
         self.received: list[Received] = []
-        self.endpoints = [Endpoint(HostPort("127.0.0.1", port)) for port in ports]
+        self.endpoints = [open_endpoint(HostPort("127.0.0.1", port)) for port in ports]
         for endpoint in self.endpoints:
             endpoint.start(self.received.append)
 
@@ -489,7 +490,7 @@ def run_listener(shown: Shown, parsed: Parsed, plan: Plan, spawn: Spawn) -> None
     assert proc.stderr is not None and proc.stdout is not None
     LineReader(proc.stderr).wait_for(lambda line: f" on 127.0.0.1:{port}" in line)
     probe = PROBES[tuple(path)]
-    with Endpoint(peers=[HostPort("127.0.0.1", port)]) as tx:
+    with open_endpoint(peers=[HostPort("127.0.0.1", port)]) as tx:
         for n in range(probes):
             probe(tx, n)
             time.sleep(0.01)  # keep order on the wire simple for the assertions

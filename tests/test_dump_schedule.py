@@ -14,11 +14,12 @@ from conftest import LineReader, oscsync_command
 from oscsync import codec
 from oscsync import timetag as tt
 from oscsync.apps.dump import Dumper, scheduled
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.main import cli
 from oscsync.clock import FakeClock, SystemClock
 from oscsync.hostport import parse_hostport
 from oscsync.scheduler import Scheduler
-from oscsync.transport import Endpoint, Received
+from oscsync.transport import Received
 
 Spawn = Callable[..., subprocess.Popen[str]]
 
@@ -83,7 +84,7 @@ def test_dump_schedule_prints_in_timetag_order_never_before_it(spawn: Spawn) -> 
     proc, where, errors = start_dump(spawn, "--schedule", "--jsonl", "--count", "3")
     # Sent from here, microseconds apart, so the order cannot depend on how fast a process starts.
     clock = SystemClock()
-    with Endpoint(peers=[parse_hostport(where)], clock=clock) as tx:
+    with open_endpoint(peers=[parse_hostport(where)], clock=clock) as tx:
         tx.send("/far", [1], timetag=tt.add_seconds(clock.now_timetag(), 0.5))
         tx.send("/plain", [2])
         tx.send("/near", [3], timetag=tt.add_seconds(clock.now_timetag(), 0.2))
@@ -106,7 +107,7 @@ def test_dump_schedule_prints_in_timetag_order_never_before_it(spawn: Spawn) -> 
 def test_dump_schedule_counts_bundles_held_at_exit(spawn: Spawn) -> None:
     proc, where, errors = start_dump(spawn, "--schedule", "--duration", "0.5")
     clock = SystemClock()
-    with Endpoint(peers=[parse_hostport(where)], clock=clock) as tx:
+    with open_endpoint(peers=[parse_hostport(where)], clock=clock) as tx:
         tx.send("/later", [1], timetag=tt.add_seconds(clock.now_timetag(), 30))
     proc.wait(10)
     assert proc.returncode == 0

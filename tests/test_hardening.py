@@ -20,10 +20,11 @@ from conftest import LineReader, free_udp_port, oscsync_command
 from osc_strategies import VALID, mutated, nested
 from oscsync import codec
 from oscsync import timetag as tt
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import FakeClock
 from oscsync.hostport import HostPort
 from oscsync.scheduler import Scheduler
-from oscsync.transport import Endpoint, Received
+from oscsync.transport import Received
 
 WAIT = 5.0
 Spawn = Callable[..., subprocess.Popen[str]]
@@ -62,7 +63,7 @@ def test_live_listener_counts_every_bad_datagram_and_serves_the_next_good_one(
     junk: list[bytes],
 ) -> None:
     inbox: queue.Queue[Received] = queue.Queue()
-    with Endpoint(HostPort("127.0.0.1", 0)) as listener:
+    with open_endpoint(HostPort("127.0.0.1", 0)) as listener:
         listener.start(inbox.put)
         where = listener.local_address
         assert where is not None
@@ -104,7 +105,7 @@ def test_flood_is_fully_accounted_with_bounded_threads_and_memory() -> None:
             end_heard.set()
 
     threads_before = threading.active_count()
-    with Endpoint(HostPort("127.0.0.1", 0), recv_buffer=256 * 1024) as listener:
+    with open_endpoint(HostPort("127.0.0.1", 0), recv_buffer=256 * 1024) as listener:
         listener.start(handler)
         where = listener.local_address
         assert where is not None
@@ -162,11 +163,11 @@ def test_dump_allow_drops_a_stranger_on_127_0_0_2(spawn: Spawn) -> None:
 def test_sender_survives_a_peer_restart() -> None:
     port = free_udp_port()
     warnings: list[str] = []
-    with Endpoint(peers=[HostPort("127.0.0.1", port)], on_warning=warnings.append) as sender:
+    with open_endpoint(peers=[HostPort("127.0.0.1", port)], on_warning=warnings.append) as sender:
         for k in range(5):  # nobody listening yet: refused, counted, never raised
             sender.send("/n", [k])
         inbox: queue.Queue[Received] = queue.Queue()
-        with Endpoint(HostPort("127.0.0.1", port)) as listener:
+        with open_endpoint(HostPort("127.0.0.1", port)) as listener:
             listener.start(inbox.put)
             for k in range(5, 10):
                 sender.send("/n", [k])

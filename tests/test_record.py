@@ -20,13 +20,13 @@ from click.testing import CliRunner
 
 from conftest import LineReader, free_udp_port, require_peer
 from oscsync import codec
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.record import Recorder
 from oscsync.cli.main import cli
 from oscsync.clock import FakeClock
 from oscsync.hostport import HostPort
 from oscsync.pcap import read_capture
 from oscsync.recording import ReadReport, read_recording
-from oscsync.transport import Endpoint
 
 Spawn = Callable[..., "Popen[str]"]
 NESTED = codec.encode_bundle(
@@ -77,7 +77,7 @@ def test_record_cli_keeps_datagrams_byte_exact_and_writes_a_pcap(
     assert proc.stderr is not None
     stderr = LineReader(proc.stderr)
     stderr.wait_for(lambda line: f"recording on 127.0.0.1:{port}" in line)
-    with Endpoint(peers=[HostPort("127.0.0.1", port)]) as tx:
+    with open_endpoint(peers=[HostPort("127.0.0.1", port)]) as tx:
         for data in sent:
             tx.send_bytes(data)
     assert proc.wait(10) == 0
@@ -108,7 +108,7 @@ def test_record_every_datagram_written_or_counted_dropped(tmp_path: Path) -> Non
         stall.wait(10)
         recorder.on_datagram(data, source, arrival)
 
-    endpoint = Endpoint(HostPort("127.0.0.1", 0), recv_buffer=4096)
+    endpoint = open_endpoint(HostPort("127.0.0.1", 0), recv_buffer=4096)
     endpoint.start(on_datagram=stalled)
     address = endpoint.local_address
     assert address is not None
@@ -199,7 +199,7 @@ def test_record_allow_list_refusals_are_counted_in_the_closing_line(
     out = io.StringIO()
     recorder = Recorder(fake_clock, recording=out)
     recorder.write_header("127.0.0.1:0")
-    endpoint = Endpoint(HostPort("127.0.0.1", 0), allow=[ip_network("10.0.0.0/8")])
+    endpoint = open_endpoint(HostPort("127.0.0.1", 0), allow=[ip_network("10.0.0.0/8")])
     endpoint.start(on_datagram=recorder.on_datagram)
     endpoint.handle_datagram(NESTED, ("127.0.0.1", 5000))
     endpoint.handle_datagram(NESTED, ("10.1.2.3", 5000))

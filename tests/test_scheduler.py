@@ -11,6 +11,7 @@ import pytest
 from conftest import oscsync_command
 from oscsync import codec
 from oscsync import timetag as tt
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import FakeClock, SystemClock
 from oscsync.hostport import HostPort
 from oscsync.scheduler import (
@@ -20,7 +21,7 @@ from oscsync.scheduler import (
     Scheduler,
     percentile,
 )
-from oscsync.transport import Endpoint, Received
+from oscsync.transport import Received
 
 
 def tag_in(clock: FakeClock, seconds: float) -> int:
@@ -433,7 +434,10 @@ def test_bundle_from_send_in_is_dispatched_at_or_after_its_timetag() -> None:
     clock = SystemClock()
     seen: list[tuple[Received, Dispatch]] = []
     done = threading.Event()
-    with Scheduler(clock) as sched, Endpoint(HostPort("127.0.0.1", 0), clock=clock) as endpoint:
+    with (
+        Scheduler(clock) as sched,
+        open_endpoint(HostPort("127.0.0.1", 0), clock=clock) as endpoint,
+    ):
 
         def on_message(received: Received) -> None:
             def record(dispatch: Dispatch) -> None:

@@ -15,6 +15,7 @@ import pytest
 from oscsync import codec, transport
 from oscsync import timetag as tt
 from oscsync.apps.dump import summary as dump_summary
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import FakeClock, SystemClock
 from oscsync.hostport import HostPort, parse_hostport, parse_network
 from oscsync.transport import Endpoint, Received, TransportError
@@ -24,7 +25,7 @@ WAIT = 5.0  # generous bound for a loopback datagram to arrive; never a timing a
 
 def listen_here(**kwargs: object) -> tuple[Endpoint, queue.Queue[Received]]:
     inbox: queue.Queue[Received] = queue.Queue()
-    endpoint = Endpoint(HostPort("127.0.0.1", 0), **kwargs)  # type: ignore[arg-type]
+    endpoint = open_endpoint(HostPort("127.0.0.1", 0), **kwargs)  # type: ignore[arg-type]
     endpoint.start(inbox.put)
     return endpoint, inbox
 
@@ -42,7 +43,7 @@ def test_message_arrives_with_source_arrival_and_timetag() -> None:
         assert listener.local_address is not None
         assert listener.local_address.port != 0
         stamp = tt.from_unix(1_800_000_000.5)
-        with Endpoint(peers=[listener.local_address]) as sender:
+        with open_endpoint(peers=[listener.local_address]) as sender:
             assert sender.send("/tick", [3], timetag=stamp) == 1
             sender.send("/chat", ["hi", 2.5])
         first = inbox.get(timeout=WAIT)
@@ -92,7 +93,10 @@ def test_peer_down_is_counted_warned_once_and_sending_goes_on() -> None:
         probe.bind(("127.0.0.1", 0))
         dead = HostPort("127.0.0.1", probe.getsockname()[1])
     live, inbox = listen_here()
-    with live, Endpoint(peers=[dead, live.local_address], on_warning=warnings.append) as sender:  # type: ignore[list-item]
+    with (
+        live,
+        open_endpoint(peers=[dead, live.local_address], on_warning=warnings.append) as sender,
+    ):  # type: ignore[list-item]
         received = 0
         for k in range(20):
             sender.send("/n", [k])
@@ -112,7 +116,7 @@ def test_handler_errors_are_counted_not_raised() -> None:
             raise RuntimeError("handler bug")
         done.set()
 
-    listener = Endpoint(HostPort("127.0.0.1", 0))
+    listener = open_endpoint(HostPort("127.0.0.1", 0))
     listener.start(handler)
     with listener:
         where = listener.local_address
@@ -134,18 +138,18 @@ def test_close_stops_the_thread_promptly_and_twice_is_fine() -> None:
 
 
 def test_port_in_use_is_a_transport_error() -> None:
-    with Endpoint(HostPort("127.0.0.1", 0)) as first:
+    with open_endpoint(HostPort("127.0.0.1", 0)) as first:
         taken = first.local_address
         assert taken is not None
         with pytest.raises(TransportError, match="already in use"):
-            Endpoint(taken)
+            open_endpoint(taken)
 
 
 def test_ipv6_loopback() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 in this Python")
     try:
-        listener = Endpoint(parse_hostport("[::1]:0", allow_port_zero=True))
+        listener = open_endpoint(parse_hostport("[::1]:0", allow_port_zero=True))
     except TransportError as exc:
         pytest.skip(f"no IPv6 loopback here: {exc}")
     inbox: queue.Queue[Received] = queue.Queue()
@@ -153,7 +157,7 @@ def test_ipv6_loopback() -> None:
     with listener:
         where = listener.local_address
         assert where is not None and where.host == "::1"
-        with Endpoint(peers=[where]) as sender:
+        with open_endpoint(peers=[where]) as sender:
             sender.send("/v6", ["ok"])
         assert inbox.get(timeout=WAIT).args == ("ok",)
 
@@ -164,7 +168,7 @@ def test_multicast_group_on_loopback() -> None:
     listeners = []
     port = 0
     for _ in range(2):
-        listener = Endpoint(HostPort(group.host, port), multicast_interface="127.0.0.1")
+        listener = open_endpoint(HostPort(group.host, port), multicast_interface="127.0.0.1")
         assert listener.local_address is not None
         port = listener.local_address.port
         inbox: queue.Queue[Received] = queue.Queue()
@@ -172,7 +176,9 @@ def test_multicast_group_on_loopback() -> None:
         listeners.append(listener)
         inboxes.append(inbox)
     try:
-        with Endpoint(peers=[HostPort(group.host, port)], multicast_interface="127.0.0.1") as tx:
+        with open_endpoint(
+            peers=[HostPort(group.host, port)], multicast_interface="127.0.0.1"
+        ) as tx:
             tx.send("/tick", [1])
         for inbox in inboxes:  # both members of the group hear it
             assert inbox.get(timeout=WAIT).address == "/tick"
@@ -187,7 +193,7 @@ def test_replies_from_a_peer_arrive_on_its_socket() -> None:
         far.bind(("127.0.0.1", 0))
         far.settimeout(WAIT)
         inbox: queue.Queue[Received] = queue.Queue()
-        with Endpoint(peers=[HostPort("127.0.0.1", far.getsockname()[1])]) as near:
+        with open_endpoint(peers=[HostPort("127.0.0.1", far.getsockname()[1])]) as near:
             near.start(inbox.put)
             near.send("/ping", [])
             _, source = far.recvfrom(1024)
@@ -198,7 +204,7 @@ def test_replies_from_a_peer_arrive_on_its_socket() -> None:
 
 
 def test_datagrams_still_queued_at_close_are_counted() -> None:
-    listener = Endpoint(HostPort("127.0.0.1", 0))  # never started: nothing is read
+    listener = open_endpoint(HostPort("127.0.0.1", 0))  # never started: nothing is read
     where = listener.local_address
     assert where is not None
     for k in range(100):
@@ -211,7 +217,7 @@ def test_datagrams_still_queued_at_close_are_counted() -> None:
 
 def test_datagrams_that_are_not_osc_or_not_allowed_warn_once_per_reason() -> None:
     warnings: list[str] = []
-    with Endpoint(
+    with open_endpoint(
         HostPort("127.0.0.1", 0),
         allow=[ipaddress.ip_network("10.0.0.0/8")],
         on_warning=warnings.append,
@@ -231,7 +237,7 @@ def test_datagrams_that_are_not_osc_or_not_allowed_warn_once_per_reason() -> Non
 
 def test_allow_that_cannot_match_a_loopback_listener_warns_at_start() -> None:
     warnings: list[str] = []
-    with Endpoint(
+    with open_endpoint(
         HostPort("127.0.0.1", 0),
         allow=[ipaddress.ip_network("192.168.1.0/24")],
         on_warning=warnings.append,
@@ -250,7 +256,7 @@ def test_escape_network_strings_in_handler_failure_warning() -> None:
             raise KeyError(received.address)
         done.set()
 
-    listener = Endpoint(HostPort("127.0.0.1", 0), on_warning=warnings.append)
+    listener = open_endpoint(HostPort("127.0.0.1", 0), on_warning=warnings.append)
     listener.start(handler)
     with listener:
         where = listener.local_address
@@ -285,7 +291,7 @@ def test_ipv4_allow_on_dual_stack_listener() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 in this Python")
     try:
-        listener = Endpoint(
+        listener = open_endpoint(
             parse_hostport("[::]:0", allow_port_zero=True),
             allow=[parse_network("127.0.0.1")],
         )
@@ -326,7 +332,7 @@ def test_loss_accounting_reads_the_socket_drop_counter_at_close_even_with_a_stuc
         entered.set()
         release.wait(WAIT)
 
-    listener = Endpoint(HostPort("127.0.0.1", 0), recv_buffer=4096)
+    listener = open_endpoint(HostPort("127.0.0.1", 0), recv_buffer=4096)
     where = listener.local_address
     assert where is not None
     listener.start(stuck)
@@ -369,7 +375,7 @@ def test_kernel_receive_timestamps_stamp_arrival() -> None:
             release.wait(WAIT)
         inbox.put(received)
 
-    listener = Endpoint(HostPort("127.0.0.1", 0), clock=clock)
+    listener = open_endpoint(HostPort("127.0.0.1", 0), clock=clock)
     where = listener.local_address
     assert where is not None
     listener.start(first_one_waits)
@@ -422,7 +428,7 @@ def test_unicast_listener_takes_its_port_exclusively_where_so_exclusiveaddruse_e
     recording_socket: type[_RecordingSocket], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(socket, "SO_EXCLUSIVEADDRUSE", _WINDOWS_SO_EXCLUSIVEADDRUSE, raising=False)
-    with Endpoint(HostPort("127.0.0.1", 0)):
+    with open_endpoint(HostPort("127.0.0.1", 0)):
         pass
     assert (socket.SOL_SOCKET, _WINDOWS_SO_EXCLUSIVEADDRUSE, 1) in recording_socket.options
     assert (socket.SOL_SOCKET, socket.SO_REUSEADDR, 1) not in recording_socket.options
@@ -440,7 +446,7 @@ def test_multicast_listener_shares_its_port_and_binds_the_wildcard_where_the_gro
         where = listener.local_address
         assert where is not None and where.host == "0.0.0.0"  # the wildcard, as on Windows
         group = HostPort("239.255.77.2", where.port)
-        with Endpoint(peers=[group], multicast_interface="127.0.0.1") as sender:
+        with open_endpoint(peers=[group], multicast_interface="127.0.0.1") as sender:
             sender.send("/tick", [1])
         assert inbox.get(timeout=WAIT).address == "/tick"
     options = recording_socket.options
@@ -451,7 +457,7 @@ def test_multicast_listener_shares_its_port_and_binds_the_wildcard_where_the_gro
 
 def test_dual_stack_listener_asks_for_ipv4_too(recording_socket: type[_RecordingSocket]) -> None:
     try:
-        listener = Endpoint(parse_hostport("[::]:0", allow_port_zero=True))
+        listener = open_endpoint(parse_hostport("[::]:0", allow_port_zero=True))
     except TransportError as exc:
         pytest.skip(f"no IPv6 here: {exc}")
     listener.close()
@@ -486,7 +492,7 @@ def test_connection_reset_from_a_receive_is_counted_and_reading_goes_on(read_wit
     warnings: list[str] = []
     endpoint = Endpoint(HostPort("127.0.0.1", 0), on_warning=warnings.append, services={})
     inbox: list[Received] = []
-    endpoint._handler = inbox.append
+    endpoint._core.handler = inbox.append
     reset = ConnectionResetError(10054, "An existing connection was forcibly closed")
     fake = _ScriptedSocket(
         reset, codec.encode_message("/after", [1]), reset, codec.encode_message("/more", [])

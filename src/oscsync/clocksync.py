@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING
 from oscsync import threads
 from oscsync import timetag as tt
 from oscsync.clock import Clock
+from oscsync.routing import Method
 from oscsync.scheduler import percentile
 
-if TYPE_CHECKING:  # the transport imports this module lazily; no cycle at run time
+if TYPE_CHECKING:
     from oscsync.hostport import HostPort
     from oscsync.transport import Endpoint, Received
 
@@ -179,9 +180,20 @@ def answer_ping(endpoint: Endpoint, received: Received) -> None:
 
 
 def standard_services() -> dict[str, Callable[[Endpoint, Received], None]]:
-    """Services every oscsync listener offers (the transport installs them by default); each
-    call makes a fresh :class:`PingResponder`, so every endpoint has its own budgets."""
+    """Services every oscsync listener offers (:func:`oscsync.apps.endpoints.open_endpoint`
+    registers them); each call makes a fresh :class:`PingResponder`, so every endpoint has its
+    own budgets. What each answers to is in :data:`SERVICE_METHODS`."""
     return {PING: PingResponder().service}
+
+
+SERVICE_METHODS = {
+    PING: Method(
+        PING,
+        "it",
+        "clock ping (SEQ, T1); answered with /oscsync/clock/pong SEQ T1 T2 T3 (docs/protocol.md)",
+    ),
+}
+"""How OSCQuery describes :func:`standard_services`' addresses (type tags, one line)."""
 
 
 MAX_TURNAROUND = 1.0

@@ -26,30 +26,19 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from oscsync import threads
+from oscsync import clocksync, threads
 from oscsync.clock import Clock, SystemClock
+from oscsync.routing import Method
 
 ACCESS_NONE = 0
 ACCESS_WRITE = 2
 """OSCQuery ``ACCESS`` bit mask: 1 = the value can be read, 2 = it can be set (sent to)."""
 
+OscMethod = Method
+"""One address a listening command answers to, as OSCQuery describes it: the address
+registry's declaration (:class:`oscsync.routing.Method`)."""
 
-@dataclass(frozen=True)
-class OscMethod:
-    """One address a listening command answers to, as OSCQuery describes it."""
-
-    path: str
-    types: str
-    """OSC type tags without the comma (OSCQuery's ``TYPE``)."""
-    description: str
-    access: int = ACCESS_WRITE
-
-
-_CLOCK_PING = OscMethod(
-    "/oscsync/clock/ping",
-    "it",
-    "clock ping (SEQ, T1); answered with /oscsync/clock/pong SEQ T1 T2 T3 (docs/protocol.md)",
-)
+_CLOCK_PING = clocksync.SERVICE_METHODS[clocksync.PING]
 
 ROLE_METHODS: dict[str, tuple[OscMethod, ...]] = {
     "chat": (
@@ -87,8 +76,10 @@ ROLE_METHODS: dict[str, tuple[OscMethod, ...]] = {
 }
 """What each listening command answers to: the one place the advertiser reads it from.
 
-A stand-in for the address registry (DESIGN.md, "registry"): when commands register their
-handlers there, OSCQuery should list the registry instead of this table. ``dump`` prints every
+The chat and metronome rows repeat :data:`oscsync.apps.chat.CHAT_METHOD` and
+:data:`oscsync.apps.metronome.TICK_METHOD` (tests/test_routing.py checks they agree), because the
+advertiser starts before the command's endpoint exists; once the sessions own both, publish
+``endpoint.registry.methods()`` instead of this table. ``dump`` prints every
 address, which OSCQuery cannot express as a method; its root DESCRIPTION says so.
 """
 

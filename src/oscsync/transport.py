@@ -10,14 +10,16 @@ An :class:`Endpoint` owns
   counted and warned about once; sending goes on. Replies a peer sends back to our source
   address (clock pongs, for instance) arrive on that connected socket and are decoded like the rest.
 
-A single background thread waits on all sockets with a :mod:`selectors` selector plus a wake-up
-socket pair (both exist on Linux, macOS and Windows), so :meth:`Endpoint.close` stops it at once.
-Each datagram is time-stamped on arrival: by the kernel where it can (Linux ``SO_TIMESTAMPNS``,
-mapped onto the injected :class:`~oscsync.clock.Clock`), else by reading that clock. It is checked
-against ``--allow``, decoded, and each message is handed to the callback as a :class:`Received`.
-Nothing a peer sends can raise into the loop: malformed data is counted by reason in
-:attr:`EndpointStats.drops`, and so are datagrams the kernel dropped because the socket buffer was
-full (Linux: ``SO_RXQ_OVFL`` while running, the socket's own drop counter at close).
+A single background thread waits on all sockets with a
+:class:`~oscsync.selectloop.WakeableSelector` (a selector plus a wake-up socket pair, both on
+Linux, macOS and Windows), so :meth:`Endpoint.close` stops it at once. Each datagram is
+time-stamped on arrival: by the kernel where it can (Linux ``SO_TIMESTAMPNS``, mapped onto the
+injected :class:`~oscsync.clock.Clock`), else by reading that clock, and fed to the socket-free
+:class:`~oscsync.transportcore.ReceiveCore`: checked against ``--allow``, decoded, dispatched
+through the endpoint's :class:`~oscsync.routing.AddressRegistry` (else to the callback) as a
+:class:`Received`. Nothing a peer sends can raise into the loop: malformed data is counted by
+reason in :attr:`EndpointStats.drops`, and so are datagrams the kernel dropped because the socket
+buffer was full (Linux: ``SO_RXQ_OVFL`` while running, the socket's own drop counter at close).
 
 Platforms differ; each difference is chosen by capability, never by platform name (issue #21):
 without ``recvmsg`` (Windows) datagrams are read with ``recvfrom_into`` and the kernel's drop
@@ -27,32 +29,54 @@ another process share it); a multicast listener that cannot bind the group addre
 binds the wildcard address; ``ConnectionResetError`` from a receive (Windows' report of an ICMP
 "port unreachable") is counted like Linux's ``ConnectionRefusedError``.
 
-A few addresses are answered by the endpoint itself, through **services** (address -> function),
-before the app's handler would see them: by default every listener answers clock pings
-(``/oscsync/clock/ping``, see :mod:`oscsync.clocksync` and ``docs/protocol.md``). A relay that
-must pass them on (``netem``) or a test builds its endpoint with ``services={}``.
+A few addresses are answered on the endpoint's behalf, through **services** (address ->
+function, registered in :attr:`Endpoint.registry`), before the app's handler would see them. The
+transport knows no protocol: the layer above registers them
+(:func:`oscsync.apps.endpoints.open_endpoint` adds the clock services every oscsync listener
+answers, ``docs/protocol.md``). :class:`Endpoint` implements
+:class:`~oscsync.transportcore.Transport`; apps type against that.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import os
-import selectors
 import socket
 import struct
 import sys
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
-from oscsync import codec, display, threads
+from oscsync import codec, threads
 from oscsync.clock import Clock, SystemClock
 from oscsync.hostport import HostPort, allow_mismatch
-from oscsync.wording import drop_warning
+from oscsync.routing import AddressRegistry
+from oscsync.selectloop import WakeableSelector
+from oscsync.transportcore import (
+    DatagramHandler,
+    MessageHandler,
+    Network,
+    ReceiveCore,
+    Received,
+    Transport,
+    TransportStats,
+    WarningHandler,
+)
+
+__all__ = [
+    "DatagramHandler",
+    "Endpoint",
+    "EndpointStats",
+    "MessageHandler",
+    "Network",
+    "Received",
+    "Service",
+    "Transport",
+    "TransportError",
+    "WarningHandler",
+]
 
 MAX_DATAGRAM = 65535
 DEFAULT_RECV_BUFFER = 8 * 1024 * 1024
@@ -72,72 +96,14 @@ _SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55 if _LINUX else None)
 _SK_MEMINFO_DROPS = 8
 _HAS_RECVMSG = hasattr(socket.socket, "recvmsg")
 _DRAIN_BATCH = 512
-_ALLOW_CACHE_LIMIT = 4096
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class TransportError(OSError):
     """A socket could not be set up (address in use, no such interface, ...)."""
 
 
-class Received(NamedTuple):
-    """A message as it arrived: what, from where, when (wall seconds) and in which bundle.
-
-    A named tuple, not a frozen dataclass: one is made per message, and this is the receive
-    path's hot spot (``benchmarks/throughput.py``).
-    """
-
-    message: codec.Message
-    source: tuple[str, int]
-    arrival: float
-    via_peer: bool = False
-    """True when it arrived on a peer's connected socket (a reply) rather than the listener."""
-
-    @property
-    def address(self) -> str:
-        return self.message.address
-
-    @property
-    def args(self) -> tuple[Any, ...]:
-        return self.message.args
-
-    @property
-    def timetag(self) -> int | None:
-        return self.message.timetag
-
-
-@dataclass
-class EndpointStats:
-    """Counters kept by an endpoint; keys of the Counters are a small fixed vocabulary."""
-
-    datagrams: int = 0
-    messages: int = 0
-    bundles: int = 0
-    drops: Counter[str] = field(default_factory=Counter)
-    sent: int = 0
-    send_errors: Counter[str] = field(default_factory=Counter)
-    kernel_drops: str = "counted"
-    """``counted``: datagrams the kernel dropped are in :attr:`drops` (``kernel-buffer-full``);
-    ``unavailable``: this platform does not say (:meth:`platform_note` words it for a summary)."""
-    arrival_stamps: str = "clock"
-    """``kernel``: arrival is when the kernel received the datagram; ``clock``: when it was read."""
-
-    @property
-    def dropped(self) -> int:
-        return sum(self.drops.values())
-
-    def platform_note(self) -> str:
-        """What this platform could not measure, for a summary line ("" when nothing)."""
-        if self.kernel_drops == "unavailable":
-            return "datagrams the OS dropped (buffer full) are not reported on this platform"
-        return ""
-
-
-MessageHandler = Callable[[Received], None]
-DatagramHandler = Callable[[bytes, tuple[str, int], float], None]
-"""Takes each allowed datagram undecoded, with its source and arrival (``record``, issue #15)."""
-WarningHandler = Callable[[str], None]
+EndpointStats = TransportStats
+"""The name the UDP endpoint's counters had before :mod:`oscsync.transportcore` (issue #12)."""
 Service = Callable[["Endpoint", Received], None]
 """Answers one OSC address on the endpoint's behalf (clock pings); the app handler never sees it."""
 
@@ -162,35 +128,36 @@ class Endpoint:
         recv_buffer: int = DEFAULT_RECV_BUFFER,
         services: Mapping[str, Service] | None = None,
         kernel_stamps: bool = True,
+        registry: AddressRegistry | None = None,
     ) -> None:
         self.clock = clock if clock is not None else SystemClock()
-        if services is None:
-            # Every oscsync listener answers clock pings (docs/protocol.md); imported here so
-            # this module stays free of what the lab adds on top of it.
-            from oscsync.clocksync import standard_services
-
-            services = standard_services()
-        self._services: dict[str, Service] = dict(services)
-        self.stats = EndpointStats()
-        self._on_warning = on_warning
-        self._warned: set[str] = set()
-        self._allow = tuple(allow)
-        self._allow_cache: dict[str, bool] = {}
+        self._core = ReceiveCore(self.clock, allow=allow, on_warning=on_warning, registry=registry)
+        self.stats: TransportStats = self._core.stats
+        self.registry: AddressRegistry = self._core.registry
+        """What this endpoint answers to (services, commands' addresses); the rest goes to the
+        handler given to :meth:`start`."""
+        for address, service in (services or {}).items():
+            self.add_service(address, service)
+        self._warn_once = self._core.warn_once
         self._multicast_interface = multicast_interface
+        self._multicast_ttl = multicast_ttl
         self._sockets: list[socket.socket] = []
         self._listen_sock: socket.socket | None = None
         self._peer_socks: list[tuple[HostPort, socket.socket]] = []
         self._multicast_peers: set[HostPort] = set()
+        # set_peers() swaps the peer list under this lock; sockets it retires are closed by the
+        # receive thread (never under a recvmsg), or at once if there is no receive thread.
+        # Re-entrant: a warning handler called under a send may close the endpoint.
+        self._peers_lock = threading.RLock()
+        self._retired: list[socket.socket] = []
+        self._joining: list[tuple[HostPort, socket.socket]] = []
         # The socket the receive thread is reading: an answer to a stranger's datagram (a clock
         # ping to a multicast sender) leaves from the socket the datagram came in on.
         self._receiving_sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
+        self._selector: WakeableSelector | None = None
         self._closed = False
         self._rxq_dropped: dict[int, int] = {}
-        self._handler: MessageHandler | None = None
-        self._on_datagram: DatagramHandler | None = None
         if listen is not None and allow:
             mismatch = allow_mismatch(listen, allow)  # the classic: forgot --listen 0.0.0.0
             if mismatch:
@@ -354,6 +321,61 @@ class Endpoint:
     def peers(self) -> list[HostPort]:
         return [peer for peer, _ in self._peer_socks]
 
+    def set_peers(self, peers: Sequence[HostPort]) -> None:
+        """Send to ``peers`` from now on (a re-resolved ``@NAME``); thread-safe.
+
+        Peers kept keep their sockets (and what they were told); new ones get sockets like
+        those given to the constructor (TransportError if one cannot be opened: nothing changes
+        then); dropped ones stop being sent to at once and their sockets are closed.
+        """
+        with self._peers_lock:
+            if self._closed:
+                raise RuntimeError("endpoint is closed")
+            kept = dict(self._peer_socks)
+            opened: list[tuple[HostPort, socket.socket]] = []
+            try:
+                for peer in dict.fromkeys(peers):
+                    if peer not in kept:
+                        opened.append((peer, self._open_peer(peer, self._multicast_ttl)))
+            except BaseException:
+                for _, sock in opened:
+                    self._sockets.remove(sock)
+                    sock.close()
+                raise
+            fresh = dict(opened)
+            wanted = set(peers)
+            self._peer_socks = [
+                (peer, kept[peer] if peer in kept else fresh[peer]) for peer in dict.fromkeys(peers)
+            ]
+            self._multicast_peers &= wanted
+            retired = [sock for peer, sock in kept.items() if peer not in wanted]
+            if self._selector is None:
+                for sock in retired:
+                    self._discard(sock)
+                return
+            self._retired.extend(retired)
+            self._joining.extend(opened)
+        self._selector.wake()
+
+    def _apply_peer_changes(self, selector: WakeableSelector) -> None:
+        # On the receive thread, between two waits: no recvmsg is running on these sockets.
+        if not (self._joining or self._retired):
+            return
+        with self._peers_lock:
+            joining, self._joining = self._joining, []
+            retired, self._retired = self._retired, []
+        for _, sock in joining:
+            selector.register(sock, True)
+        for sock in retired:
+            selector.unregister(sock)
+            self._rxq_dropped.pop(sock.fileno(), None)
+            self._discard(sock)
+
+    def _discard(self, sock: socket.socket) -> None:
+        with contextlib.suppress(ValueError):
+            self._sockets.remove(sock)
+        sock.close()
+
     # -- sending ---------------------------------------------------------------------------
 
     def send(
@@ -373,6 +395,10 @@ class Endpoint:
     def send_bytes(self, data: bytes, peers: Iterable[HostPort] | None = None) -> int:
         """Send an encoded packet to every peer (or those given); errors are counted, not raised."""
         wanted = None if peers is None else set(peers)
+        with self._peers_lock:  # set_peers() closes no socket under a send
+            return self._send_to_peers(data, wanted)
+
+    def _send_to_peers(self, data: bytes, wanted: set[HostPort] | None) -> int:
         delivered = 0
         for peer, sock in self._peer_socks:
             if wanted is not None and peer not in wanted:
@@ -434,9 +460,16 @@ class Endpoint:
         self.stats.sent += 1
         return True
 
-    def add_service(self, address: str, service: Service) -> None:
-        """Route messages for ``address`` to ``service`` instead of the handler."""
-        self._services[address] = service
+    def add_service(
+        self, address: str, service: Service, types: str = "", description: str = ""
+    ) -> None:
+        """Route ``address`` to ``service(endpoint, received)`` instead of the handler."""
+        endpoint = self
+
+        def answer(received: Received) -> None:
+            service(endpoint, received)
+
+        self.registry.add(address, answer, types, description)
 
     def _peer_refused(self, peer: HostPort) -> None:
         self.stats.send_errors["refused"] += 1
@@ -444,16 +477,6 @@ class Endpoint:
             f"refused:{peer}",
             f"nothing is listening at {peer} (ICMP port unreachable); still sending",
         )
-
-    def _warn_drop(self, reason: str, source: tuple[str, int], data: bytes, detail: str) -> None:
-        # Once per reason while running, not only in the summary at Ctrl-C (issue #13).
-        if "drop:" + reason not in self._warned:
-            self._warn_once("drop:" + reason, drop_warning(reason, source, data, detail))
-
-    def _warn_once(self, key: str, text: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            self._on_warning(text)
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -469,35 +492,34 @@ class Endpoint:
             raise RuntimeError("endpoint already started")
         if self._closed:
             raise RuntimeError("endpoint is closed")
-        self._handler = handler
-        self._on_datagram = on_datagram
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_w.setblocking(False)
-        self._thread = threads.daemon_thread(self._receive_loop, name="oscsync-recv")
+        self._core.handler = handler
+        self._core.on_datagram = on_datagram
+        selector = WakeableSelector()
+        if self._listen_sock is not None:
+            self._listen_sock.setblocking(False)
+            selector.register(self._listen_sock, False)
+        with self._peers_lock:
+            for _, sock in self._peer_socks:
+                selector.register(sock, True)
+            self._selector = selector
+        self._thread = threads.daemon_thread(self._receive_loop, selector, name="oscsync-recv")
         threads.start(self._thread)
 
-    def _receive_loop(self) -> None:
-        assert self._wake_r is not None
-        with selectors.DefaultSelector() as selector:
-            if self._listen_sock is not None:
-                self._listen_sock.setblocking(False)
-                selector.register(self._listen_sock, selectors.EVENT_READ, False)
-            for _, sock in self._peer_socks:
-                selector.register(sock, selectors.EVENT_READ, True)
-            selector.register(self._wake_r, selectors.EVENT_READ, None)
-            drain = self._drain_msg if _HAS_RECVMSG else self._drain_from
-            while not self._closed:
-                for key, _ in selector.select():
-                    if key.data is None or self._closed:
-                        return
-                    drain(key.fileobj, key.data)  # type: ignore[arg-type]
+    def _receive_loop(self, selector: WakeableSelector) -> None:
+        drain = self._drain_msg if _HAS_RECVMSG else self._drain_from
+        while not self._closed:
+            for sock, via_peer in selector.wait():
+                if self._closed:
+                    return
+                drain(sock, via_peer)
+            self._apply_peer_changes(selector)
 
     def _drain_msg(self, sock: socket.socket, via_peer: bool) -> None:
         # The hot path (benchmarks/throughput.py): one recvmsg, and ancillary data only looked at
         # when there is some (kernel stamps: every datagram; drop counts: after a drop).
         self._receiving_sock = sock
         space = self._ancillary_space
-        handle = self.handle_datagram
+        handle = self._core.feed
         stamp_kind = _SO_TIMESTAMPNS if self._kernel_stamps else None
         to_wall = self._kernel_to_wall
         unpack = _TIMESPEC.unpack
@@ -513,14 +535,14 @@ class Endpoint:
                 self._receive_error(exc)
                 return
             if not ancdata:
-                handle(data, source, via_peer)
+                handle(data, source, None, via_peer)
             elif len(ancdata) == 1 and ancdata[0][1] == stamp_kind and to_wall is None:
                 # The usual case with kernel stamps on a SystemClock, inlined (benchmarks/
                 # receive_path.py): the stamp alone, already on the clock's scale.
                 seconds, nanoseconds = unpack(ancdata[0][2])
-                handle(data, source, via_peer, seconds + nanoseconds * 1e-9)
+                handle(data, source, seconds + nanoseconds * 1e-9, via_peer)
             else:
-                handle(data, source, via_peer, self._read_ancillary(sock, ancdata))
+                handle(data, source, self._read_ancillary(sock, ancdata), via_peer)
             if self._closed:
                 return
 
@@ -529,7 +551,7 @@ class Endpoint:
         self._receiving_sock = sock
         buffer = bytearray(MAX_DATAGRAM)
         view = memoryview(buffer)
-        handle = self.handle_datagram
+        handle = self._core.feed
         for _ in range(_DRAIN_BATCH):
             try:
                 size, source = sock.recvfrom_into(buffer)
@@ -541,7 +563,7 @@ class Endpoint:
             except OSError as exc:
                 self._receive_error(exc)
                 return
-            handle(view[:size].tobytes(), source, via_peer)
+            handle(view[:size].tobytes(), source, None, via_peer)
             if self._closed:
                 return
 
@@ -596,68 +618,9 @@ class Endpoint:
         """Decode one datagram and pass its messages on; public so tests can feed bytes directly.
 
         ``arrival`` is the kernel's receive stamp on this endpoint's clock, if there is one;
-        without it the clock is read now.
+        without it the clock is read now. The work is :meth:`ReceiveCore.feed`'s.
         """
-        stats = self.stats
-        stats.datagrams += 1
-        if arrival is None:
-            arrival = self.clock.now()
-        if type(source) is not tuple or len(source) != 2:  # IPv6 adds flowinfo and scope
-            source = (source[0], source[1])
-        if self._allow and not self._allowed(source[0]):
-            stats.drops["not-allowed"] += 1
-            self._warn_drop("not-allowed", source, data, "")
-            return
-        if self._on_datagram is not None:
-            try:
-                self._on_datagram(data, source, arrival)
-            except Exception as exc:
-                stats.drops["handler-error"] += 1
-                self._warn_once("handler", f"datagram handler failed: {exc!r}")
-            return
-        try:
-            messages = codec.decode(data)
-        except codec.DecodeError as exc:
-            stats.drops[exc.reason] += 1
-            self._warn_drop(exc.reason, source, data, str(exc))
-            return
-        except Exception:
-            stats.drops["undecodable"] += 1
-            self._warn_drop("undecodable", source, data, "undecodable")
-            return
-        if data[:1] == b"#":
-            stats.bundles += 1
-        handler = self._handler
-        services = self._services
-        for message in messages:
-            stats.messages += 1
-            service = services.get(message.address) if services else None
-            if service is None and handler is None:
-                continue
-            try:
-                if service is not None:
-                    service(self, Received(message, source, arrival, via_peer))
-                elif handler is not None:
-                    handler(Received(message, source, arrival, via_peer))
-            except Exception as exc:
-                stats.drops["handler-error"] += 1
-                text = f"handler failed on {display.escape(message.address)}: {exc!r}"
-                self._warn_once("handler", display.printable(text))  # issue 20, item 5
-
-    def _allowed(self, host: str) -> bool:
-        verdict = self._allow_cache.get(host)
-        if verdict is None:
-            ip = ipaddress.ip_address(host.split("%")[0])
-            verdict = any(ip.version == net.version and ip in net for net in self._allow)
-            mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-            if not verdict and mapped is not None:
-                # A dual-stack listener ("[::]") sees IPv4 hosts as ::ffff:a.b.c.d: an IPv4
-                # --allow must still match them (#20 item 8).
-                verdict = any(net.version == 4 and mapped in net for net in self._allow)
-            if len(self._allow_cache) >= _ALLOW_CACHE_LIMIT:
-                self._allow_cache.clear()
-            self._allow_cache[host] = verdict
-        return verdict
+        self._core.feed(data, source, arrival, via_peer)
 
     # -- shutting down ---------------------------------------------------------------------
 
@@ -672,15 +635,15 @@ class Endpoint:
         """
         if self._closed:
             return self._thread is None or not self._thread.is_alive()
-        self._closed = True
-        if self._wake_w is not None:
-            with contextlib.suppress(OSError):
-                self._wake_w.send(b"x")
+        with self._peers_lock:
+            self._closed = True
+        selector = self._selector
+        if selector is not None:
+            selector.wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
-        for wake in (self._wake_r, self._wake_w):
-            if wake is not None:
-                wake.close()
+        if selector is not None:
+            selector.close()
         stopped = self._thread is None or not self._thread.is_alive()
         if self._listen_sock is not None:
             self._count_unread(self._listen_sock)

@@ -17,9 +17,14 @@ from typing import Any
 
 from oscsync import display
 from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint, Received
+from oscsync.routing import Method
+from oscsync.transportcore import Received, Transport
 
 CHAT_ADDRESS = "/chat"
+CHAT_METHOD = Method(
+    CHAT_ADDRESS, "s", "one chat line; any number of strings or numbers, joined by spaces"
+)
+"""What chat answers to (registered on its endpoint; OSCQuery's description)."""
 
 
 def chat_text(args: tuple[Any, ...], types: str) -> str:
@@ -65,10 +70,13 @@ class ChatStats:
 class ChatSession:
     """Sends typed lines to the peers and hands each received message, formatted, to ``show``."""
 
-    def __init__(self, endpoint: Endpoint, show: Callable[[str, bool], None]) -> None:
+    def __init__(self, endpoint: Transport, show: Callable[[str, bool], None]) -> None:
         self.endpoint = endpoint
         self.show = show
         self.stats = ChatStats()
+        # Other addresses reach on_message too, as the endpoint's fallback handler (shown as
+        # "(not chat)").
+        endpoint.registry.add_method(CHAT_METHOD, self.on_message)
 
     def send_line(self, line: str) -> bool:
         """Send one line as ``/chat ,s LINE``; empty lines are not sent. True if it went out."""

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from oscsync import timetag as tt
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.metronome import MetronomeListener, TickRecord, TickSender
 from oscsync.apps.netem import ImpairmentSpec, Relay
 from oscsync.audio import TICK, Player
@@ -168,7 +169,7 @@ def run_session(
                 clock = SkewedClock(
                     reference, skew=follower_spec.skew, drift_ppm=follower_spec.drift_ppm
                 )
-            endpoint = Endpoint(LOOPBACK, clock=clock, on_warning=on_warning)
+            endpoint = open_endpoint(LOOPBACK, clock=clock, on_warning=on_warning)
             opened.append(endpoint)
             scheduler = Scheduler(clock, on_warning=on_warning)
             opened.append(scheduler)
@@ -210,7 +211,7 @@ def run_session(
             relay.start()
             relays.append(relay)
             followers.append((clock, listener, follow))
-        leader = Endpoint(
+        leader = open_endpoint(
             peers=[relay.local_address for relay in relays], clock=reference, on_warning=on_warning
         )
         opened.append(leader)

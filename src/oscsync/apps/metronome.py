@@ -52,10 +52,18 @@ from oscsync import timetag as tt
 from oscsync.audio import ACCENT, TICK, Player
 from oscsync.clock import Clock
 from oscsync.hostport import HostPort
+from oscsync.routing import Method
 from oscsync.scheduler import Dispatch, Scheduler
 from oscsync.transport import Received
 
 ADDRESS = "/tick"
+TICK_METHOD = Method(
+    ADDRESS,
+    "i",
+    "one metronome beat: optional beat number (int, or float from Pure Data); "
+    "a bundle's timetag says when to play it",
+)
+"""What ``metronome listen`` answers to (OSCQuery's description)."""
 DEFAULT_BPM = 120.0
 DEFAULT_BEATS_PER_BAR = 4
 

@@ -27,19 +27,17 @@ send through it (a relay must not let a stranger reach a listener that uses ``--
 datagram that comes back from one of the relay's own upstream sockets (``--forward`` leads back
 to ``--listen``) is dropped instead of going round again.
 
-One thread waits on every socket with :mod:`selectors` (poll, epoll, kqueue or select: whatever
-the platform has) and a :func:`socket.socketpair` to wake it, since Windows can select on sockets
-only (#21).
+One thread waits on every socket with the transport's
+:class:`~oscsync.selectloop.WakeableSelector` (:mod:`selectors` plus a :func:`socket.socketpair`
+to wake it, since Windows can select on sockets only, #21).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import ipaddress
 import math
 import random
-import selectors
 import socket
 import threading
 from collections import Counter, OrderedDict, deque
@@ -51,6 +49,7 @@ from oscsync import timetag as tt
 from oscsync.clock import Clock, SystemClock
 from oscsync.hostport import HostPort
 from oscsync.scheduler import Dispatch, Scheduler, percentile
+from oscsync.selectloop import WakeableSelector
 from oscsync.transport import MAX_DATAGRAM, TransportError, bind_error_message, set_recv_buffer
 
 DISTRIBUTIONS = ("uniform", "normal", "pareto", "exponential")
@@ -391,9 +390,6 @@ class QueueStats:
         )
 
 
-_WAKE = object()
-
-
 class Relay:
     """Relay datagrams between senders on ``listen`` and ``forward``, impaired both ways."""
 
@@ -465,12 +461,8 @@ class Relay:
         except TransportError:
             self._listen.close()
             raise
-        self._wake_recv, self._wake_send = socket.socketpair()
-        self._wake_recv.setblocking(False)
-        self._wake_send.setblocking(False)
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._listen, selectors.EVENT_READ, None)
-        self._selector.register(self._wake_recv, selectors.EVENT_READ, _WAKE)
+        self._selector = WakeableSelector()
+        self._selector.register(self._listen, None)
 
     @property
     def local_address(self) -> HostPort:
@@ -496,13 +488,15 @@ class Relay:
         """
         if self._closed:
             return False
-        for key, _ in self._selector.select(timeout):
-            if key.data is _WAKE or self._closed:
+        for _, sender in self._selector.wait(timeout):
+            if self._closed:
                 return False
-            if key.data is None:
+            if sender is None:
                 self._drain_listener()
             else:
-                self._drain_upstream(key.data)
+                self._drain_upstream(sender)
+        if self._closed:
+            return False
         self._expire_idle(self.clock.monotonic())
         return True
 
@@ -608,7 +602,7 @@ class Relay:
         sender = _Client(client, sock, now)
         self._clients[client] = sender
         self._client_of_local[sender.local] = sender
-        self._selector.register(sock, selectors.EVENT_READ, sender)
+        self._selector.register(sock, sender)
         self.senders.opened += 1
         self.senders.active = len(self._clients)
         self.senders.peak = max(self.senders.peak, self.senders.active)
@@ -627,8 +621,7 @@ class Relay:
         self.senders.active = len(self._clients)
 
     def _close_client(self, sender: _Client) -> None:
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(sender.sock)
+        self._selector.unregister(sender.sock)
         self._client_of_local.pop(sender.local, None)
         sender.close()
         self.senders.active = len(self._clients)
@@ -736,8 +729,7 @@ class Relay:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(OSError):
-            self._wake_send.send(b"x")
+        self._selector.wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(2.0)
         self.scheduler.close()
@@ -748,8 +740,7 @@ class Relay:
         senders = list(self._clients.values())
         for sender in senders:
             sender.close()
-        for sock in (self._listen, self._wake_recv, self._wake_send):
-            sock.close()
+        self._listen.close()
 
     def report(self) -> str:
         """The achieved behaviour, both directions, next to what was asked."""

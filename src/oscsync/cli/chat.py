@@ -9,6 +9,7 @@ import click
 
 from oscsync import codec, display
 from oscsync.apps.chat import ChatSession
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.params import (
     DURATION,
     advertise_option,
@@ -20,7 +21,7 @@ from oscsync.cli.peers import advertising, resolve_peers
 from oscsync.cli.runtime import AppContext, color_wanted, running, wait
 from oscsync.console import Console
 from oscsync.hostport import HostPort, is_own_address
-from oscsync.transport import Endpoint, Network
+from oscsync.transport import Network
 
 
 @click.command(
@@ -79,7 +80,7 @@ def chat(
 
     with running(), advertising(app, advertise, interface, role="chat", allow=allow) as advertised:
         peers = resolve_peers(peers)
-        endpoint = Endpoint(listen, peers, allow=allow, clock=app.clock, on_warning=warn)
+        endpoint = open_endpoint(listen, peers, allow=allow, clock=app.clock, on_warning=warn)
         session = ChatSession(endpoint, show)
         for peer in peers:
             if is_own_address(endpoint.local_address or listen, peer):

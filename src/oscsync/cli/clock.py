@@ -7,11 +7,12 @@ import signal
 import click
 
 from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL, PeerClock, PeerClockReport
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.params import DURATION, PEER, allow_option
 from oscsync.cli.peers import resolve_peer
 from oscsync.cli.runtime import AppContext, Stop, running
 from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint, Network
+from oscsync.transport import Network
 from oscsync.wording import plural
 
 
@@ -94,7 +95,7 @@ def clock(
     stopped_by: signal.Signals | None = None
     with (
         running(),
-        Endpoint(peers=[peer], allow=allow, clock=app.clock, on_warning=app.warn) as endpoint,
+        open_endpoint(peers=[peer], allow=allow, clock=app.clock, on_warning=app.warn) as endpoint,
     ):
         probe = PeerClock(endpoint)
         try:

@@ -7,6 +7,7 @@ import sys
 import click
 
 from oscsync.apps.dump import Dumper, scheduled, summary
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, advertise_option, allow_option, iface_option, listen_option
 from oscsync.cli.peers import advertising
@@ -14,7 +15,7 @@ from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.cli.scheduling import horizon_option, late_option
 from oscsync.hostport import HostPort
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
-from oscsync.transport import Endpoint, MessageHandler, Network, Received
+from oscsync.transport import MessageHandler, Network, Received
 
 
 @click.command(
@@ -95,7 +96,7 @@ def dump(
         hangup_stops(),
         advertising(app, advertise, interface, role="dump", allow=allow) as advertised,
     ):
-        endpoint = Endpoint(
+        endpoint = open_endpoint(
             listen,
             allow=allow,
             clock=clock,

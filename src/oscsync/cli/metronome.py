@@ -14,6 +14,7 @@ import click
 
 from oscsync import audio, sounds
 from oscsync.apps import metronome as app_metronome
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.metronome import MetronomeListener, TickRecord, TickSender, tick_line, ticks_in
 from oscsync.apps.ticklog import LogWriter
 from oscsync.cli.hangup import hangup_stops
@@ -308,7 +309,7 @@ def send(
         # With --count/--duration the run has an end: cut short, it exits 130 (issue #13).
         running(interrupted_exit=total is not None),
         hangup_stops(),
-        Endpoint(
+        open_endpoint(
             peers=peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
         ) as ep,
         Scheduler(clock, on_warning=app.warn) as scheduler,
@@ -609,7 +610,7 @@ def listen(
         _log_file(log_path) as log,
         advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
     ):
-        endpoint = Endpoint(
+        endpoint = open_endpoint(
             listen, allow=allow, clock=app.clock, on_warning=app.warn, multicast_interface=iface
         )
         session: _Session | None = None
@@ -717,7 +718,7 @@ def pair(
         _log_file(log_path) as log,
         advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
     ):
-        endpoint = Endpoint(
+        endpoint = open_endpoint(
             listen,
             peers,
             allow=allow,

@@ -9,6 +9,7 @@ from typing import IO, Any
 
 import click
 
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.record import Recorder
 from oscsync.cli.params import (
     DURATION,
@@ -21,7 +22,7 @@ from oscsync.cli.peers import advertising
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running
 from oscsync.hostport import HostPort
 from oscsync.recording import FLUSH_INTERVAL
-from oscsync.transport import Endpoint, Network
+from oscsync.transport import Network
 
 
 def _open_new(path: str, mode: str, overwrite: bool, param: str) -> IO[Any]:
@@ -127,7 +128,7 @@ def _record(
     failure: OSError | None = None
     name, interface = advertise
     with running(), advertising(app, name, interface, role="record", allow=allow) as advertised:
-        endpoint = Endpoint(
+        endpoint = open_endpoint(
             listen, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
         )
         recorder = Recorder(

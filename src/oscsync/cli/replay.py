@@ -10,6 +10,7 @@ from contextlib import ExitStack
 
 import click
 
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.replay import (
     SPIN,
     TIMETAG_MODES,
@@ -221,7 +222,7 @@ def _replay(
 
     with ExitStack() as stack, running():
         endpoint = stack.enter_context(
-            Endpoint(peers=peers, clock=clock, on_warning=warn, multicast_interface=iface)
+            open_endpoint(peers=peers, clock=clock, on_warning=warn, multicast_interface=iface)
         )
         scheduler = stack.enter_context(Scheduler(clock, spin=SPIN, on_warning=warn))
         replayer = Replayer(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from oscsync import codec, timetag
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.send import (
     ArgumentError,
     Packet,
@@ -17,7 +18,6 @@ from oscsync.cli.params import DURATION, PEER, TIMETAG, iface_option
 from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint
 from oscsync.wording import plural
 
 
@@ -98,7 +98,7 @@ def send(
     progress = SendProgress()
     with (
         running(interrupted_exit=True),
-        Endpoint(
+        open_endpoint(
             peers=list(targets),
             clock=app.clock,
             on_warning=app.warn,

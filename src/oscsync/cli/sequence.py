@@ -13,6 +13,7 @@ import click
 
 from oscsync import audio, sounds
 from oscsync.apps import sequence as app_sequence
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.sequence import (
     EventRecord,
     PatternFile,
@@ -285,7 +286,7 @@ def send(
     peers = resolve_peers(peers)
     with (
         running(),
-        Endpoint(
+        open_endpoint(
             peers=peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
         ) as ep,
         Scheduler(clock, on_warning=app.warn) as scheduler,
@@ -461,7 +462,7 @@ def listen(
         _log_file(log_path) as log,
         advertising(app, advertise, interface, role="sequence", allow=allow) as advertised,
     ):
-        endpoint = Endpoint(
+        endpoint = open_endpoint(
             listen, allow=allow, clock=app.clock, on_warning=app.warn, multicast_interface=iface
         )
         session: _Session | None = None
@@ -535,7 +536,7 @@ def pair(
         _log_file(log_path) as log,
         advertising(app, advertise, interface, role="sequence", allow=allow) as advertised,
     ):
-        endpoint = Endpoint(
+        endpoint = open_endpoint(
             listen, peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
         )
         session: _Session | None = None

@@ -7,12 +7,13 @@ import sys
 import click
 
 from oscsync import timetag as tt
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.monitor import DEFAULT_WINDOW, LIVE_REFRESH, MonitorView, summary
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, stdout_is_tty
 from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint, Network
+from oscsync.transport import Network
 
 
 @click.group()
@@ -93,7 +94,7 @@ def monitor(
     live = app.live_line() if mode == "live" else None
     view = MonitorView(sys.stdout, clock, mode=mode, window=window, count=count, live=live)
     with running(), hangup_stops():
-        endpoint = Endpoint(
+        endpoint = open_endpoint(
             listen, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
         )
         try:

@@ -1,0 +1,260 @@
+"""The address registry: which handler answers which OSC address, with OSC 1.0 pattern matching.
+
+Commands and services register what they answer to (``registry.add("/chat", handler, "s",
+"one chat line")``); a transport's receive core asks :meth:`AddressRegistry.lookup` for each
+message's handler. An address nobody registered goes to the transport's fallback handler (the
+one given to ``start``), so ``dump`` still sees everything.
+
+Matching follows the OSC 1.0 specification ("OSC Message Dispatching and Pattern Matching"):
+an incoming address may be a pattern (``?``, ``*``, ``[a-z]``, ``[!abc]``, ``{foo,bar}``, never
+crossing a ``/``) and reaches every registered address it matches; a registered address may be a
+pattern too (``/seq/*``) and then answers every address it matches. Exact addresses stay one dict
+lookup (``benchmarks/throughput.py``): the answer for each address seen is cached, bounded in
+entries and bytes because addresses come from the network.
+
+The matcher walks each ``/``-separated part with a set of reachable positions (at most
+tokens x characters steps), not a regular expression: a hostile ``/*a*a*a*a...`` cannot make it
+backtrack.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from oscsync.transportcore import Received
+
+Handler = Callable[["Received"], None]
+
+PATTERN_CHARACTERS = frozenset("?*[]{}")
+MAX_PATTERN_LENGTH = 1024
+"""Longer incoming patterns match nothing (they go to the fallback handler, like any address)."""
+_CACHE_ENTRIES = 4096
+_CACHE_BYTES = 1 << 20
+
+
+def is_pattern(address: str) -> bool:
+    """True if ``address`` has OSC pattern characters (so it is matched, not looked up)."""
+    return not PATTERN_CHARACTERS.isdisjoint(address)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One address something answers to, as OSCQuery describes it."""
+
+    path: str
+    types: str = ""
+    """OSC type tags without the comma (OSCQuery's ``TYPE``)."""
+    description: str = ""
+    access: int = 2
+    """OSCQuery ``ACCESS`` bit mask: 1 = the value can be read, 2 = it can be set (sent to)."""
+
+
+# -- matching ------------------------------------------------------------------------------
+
+_Token = tuple[str, object]
+
+
+def _tokens(part: str) -> list[_Token] | None:
+    """One address part as tokens; None if it is not a well-formed pattern."""
+    tokens: list[_Token] = []
+    literal: list[str] = []
+    i = 0
+    while i < len(part):
+        char = part[i]
+        if char in "?*[{":
+            if literal:
+                tokens.append(("lit", "".join(literal)))
+                literal = []
+            if char == "?":
+                tokens.append(("?", None))
+            elif char == "*":
+                if not tokens or tokens[-1][0] != "*":  # ** is *
+                    tokens.append(("*", None))
+            elif char == "[":
+                end = part.find("]", i + 1)
+                if end < 0:
+                    return None
+                body = part[i + 1 : end]
+                negate = body.startswith("!")
+                tokens.append(("set", (negate, _ranges(body[1:] if negate else body))))
+                i = end
+            else:
+                end = part.find("}", i + 1)
+                if end < 0:
+                    return None
+                tokens.append(("alt", tuple(part[i + 1 : end].split(","))))
+                i = end
+        elif char in "]}":
+            return None
+        else:
+            literal.append(char)
+        i += 1
+    if literal:
+        tokens.append(("lit", "".join(literal)))
+    return tokens
+
+
+def _ranges(body: str) -> tuple[tuple[str, str], ...]:
+    ranges = []
+    i = 0
+    while i < len(body):
+        if i + 2 < len(body) and body[i + 1] == "-":
+            ranges.append((body[i], body[i + 2]))
+            i += 3
+        else:
+            ranges.append((body[i], body[i]))
+            i += 1
+    return tuple(ranges)
+
+
+def _match_part(tokens: list[_Token], text: str) -> bool:
+    size = len(text)
+    reach = {0}
+    for kind, value in tokens:
+        if kind == "lit":
+            assert isinstance(value, str)
+            reach = {j + len(value) for j in reach if text.startswith(value, j)}
+        elif kind == "?":
+            reach = {j + 1 for j in reach if j < size}
+        elif kind == "*":
+            reach = set(range(min(reach), size + 1))
+        elif kind == "set":
+            negate, ranges = cast("tuple[bool, tuple[tuple[str, str], ...]]", value)
+            reach = {
+                j + 1
+                for j in reach
+                if j < size and any(lo <= text[j] <= hi for lo, hi in ranges) != negate
+            }
+        else:
+            assert isinstance(value, tuple)
+            reach = {j + len(alt) for j in reach for alt in value if text.startswith(alt, j)}
+        if not reach:
+            return False
+    return size in reach
+
+
+class AddressPattern:
+    """An OSC address pattern, parsed once; :meth:`matches` a plain address."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        parts = pattern.split("/")
+        parsed = [_tokens(part) for part in parts]
+        self._parts: list[list[_Token]] | None = (
+            None if any(p is None for p in parsed) else [p for p in parsed if p is not None]
+        )
+
+    def matches(self, address: str) -> bool:
+        if self._parts is None:
+            return False
+        parts = address.split("/")
+        if len(parts) != len(self._parts):
+            return False
+        return all(_match_part(t, text) for t, text in zip(self._parts, parts, strict=True))
+
+
+def matches(pattern: str, address: str) -> bool:
+    """Does the OSC address ``pattern`` match the plain ``address``?"""
+    return AddressPattern(pattern).matches(address)
+
+
+# -- the registry --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    method: Method
+    handler: Handler
+    pattern: AddressPattern | None
+
+
+def no_route(received: Received) -> None:
+    """What :meth:`AddressRegistry.lookup` gives for an address nobody registered."""
+
+
+def _call_each(handlers: tuple[Handler, ...]) -> Handler:
+    def call(received: Received) -> None:
+        for handler in handlers:
+            handler(received)
+
+    return call
+
+
+class AddressRegistry:
+    """Address (or pattern) -> handler. Thread-safe to change while a transport dispatches."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._routes: dict[str, Route] = {}
+        self.resolved: dict[str, Handler] = {}
+        """Address -> handler (:func:`no_route`: nobody registered it), read lock-free on the
+        receive path: ``resolved.get(address) or registry.lookup(address)``."""
+        self._cached_bytes = 0
+
+    def add(self, address: str, handler: Handler, types: str = "", description: str = "") -> None:
+        """Route ``address`` (a plain address or an OSC pattern) to ``handler``; replaces."""
+        self.add_method(Method(address, types, description), handler)
+
+    def add_method(self, method: Method, handler: Handler) -> None:
+        """Route ``method.path`` to ``handler``, as declared by a command (OSCQuery lists it)."""
+        address = method.path
+        pattern = AddressPattern(address) if is_pattern(address) else None
+        with self._lock:
+            self._routes[address] = Route(method, handler, pattern)
+            self._reset_cache()
+
+    def remove(self, address: str) -> None:
+        with self._lock:
+            self._routes.pop(address, None)
+            self._reset_cache()
+
+    def __contains__(self, address: object) -> bool:
+        return address in self._routes
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    def methods(self) -> tuple[Method, ...]:
+        """What is registered, in registration order (OSCQuery lists these)."""
+        return tuple(route.method for route in list(self._routes.values()))
+
+    def lookup(self, address: str) -> Handler:
+        """The handler for an incoming ``address`` (calling each match of a pattern), or
+        :func:`no_route` when nothing is registered for it."""
+        found = self.resolved.get(address)
+        return found if found is not None else self._resolve(address)
+
+    def _resolve(self, address: str) -> Handler:
+        with self._lock:
+            routes = self._routes
+            if is_pattern(address):
+                if len(address) > MAX_PATTERN_LENGTH:
+                    return no_route
+                incoming = AddressPattern(address)
+                hits = tuple(
+                    r.handler
+                    for a, r in routes.items()
+                    if r.pattern is None and incoming.matches(a)
+                )
+            else:
+                hits = tuple(
+                    r.handler for r in routes.values() if r.pattern and r.pattern.matches(address)
+                )
+            found = no_route if not hits else hits[0] if len(hits) == 1 else _call_each(hits)
+            if (
+                len(self.resolved) >= _CACHE_ENTRIES
+                or self._cached_bytes + len(address) > _CACHE_BYTES
+            ):
+                self._reset_cache()
+            self.resolved[address] = found
+            self._cached_bytes += len(address)
+            return found
+
+    def _reset_cache(self) -> None:
+        # A new dict, swapped in whole: the receive thread reads it without the lock.
+        self.resolved = {a: r.handler for a, r in self._routes.items() if r.pattern is None}
+        self._cached_bytes = sum(len(a) for a in self.resolved)

@@ -1,0 +1,251 @@
+"""What every transport shares: the :class:`Transport` protocol and the receive core.
+
+A transport (UDP :class:`oscsync.transport.Endpoint` today, TCP next) moves bytes; everything
+that happens to a datagram or frame once it has arrived is the :class:`ReceiveCore`'s job and
+knows nothing of sockets: the ``--allow`` check, the raw-datagram hook (``record``), decoding,
+counting what is dropped and why, and dispatch through the
+:class:`~oscsync.routing.AddressRegistry` (a registered handler, else the transport's fallback
+handler). A transport feeds it one datagram (one frame, for a stream) at a time with
+:meth:`ReceiveCore.feed`. Nothing a peer sends can raise out of ``feed``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+from oscsync import codec, display
+from oscsync.clock import Clock
+from oscsync.hostport import HostPort
+from oscsync.routing import AddressRegistry, no_route
+from oscsync.wording import drop_warning
+
+_ALLOW_CACHE_LIMIT = 4096
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Received(NamedTuple):
+    """A message as it arrived: what, from where, when (wall seconds) and in which bundle.
+
+    A named tuple, not a frozen dataclass: one is made per message, and this is the receive
+    path's hot spot (``benchmarks/throughput.py``).
+    """
+
+    message: codec.Message
+    source: tuple[str, int]
+    arrival: float
+    via_peer: bool = False
+    """True when it arrived on a peer's connected socket (a reply) rather than the listener."""
+
+    @property
+    def address(self) -> str:
+        return self.message.address
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        return self.message.args
+
+    @property
+    def timetag(self) -> int | None:
+        return self.message.timetag
+
+
+@dataclass
+class TransportStats:
+    """Counters kept by a transport; keys of the Counters are a small fixed vocabulary."""
+
+    datagrams: int = 0
+    messages: int = 0
+    bundles: int = 0
+    drops: Counter[str] = field(default_factory=Counter)
+    sent: int = 0
+    send_errors: Counter[str] = field(default_factory=Counter)
+    kernel_drops: str = "counted"
+    """``counted``: datagrams the kernel dropped are in :attr:`drops` (``kernel-buffer-full``);
+    ``unavailable``: this platform does not say (:meth:`platform_note` words it for a summary)."""
+    arrival_stamps: str = "clock"
+    """``kernel``: arrival is when the kernel received the datagram; ``clock``: when it was read."""
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())
+
+    def platform_note(self) -> str:
+        """What this platform could not measure, for a summary line ("" when nothing)."""
+        if self.kernel_drops == "unavailable":
+            return "datagrams the OS dropped (buffer full) are not reported on this platform"
+        return ""
+
+
+MessageHandler = Callable[[Received], None]
+DatagramHandler = Callable[[bytes, tuple[str, int], float], None]
+"""Takes each allowed datagram undecoded, with its source and arrival (``record``, issue #15)."""
+WarningHandler = Callable[[str], None]
+
+
+class Transport(Protocol):
+    """What apps use of a transport; :class:`oscsync.transport.Endpoint` is the UDP one."""
+
+    clock: Clock
+    stats: TransportStats
+    registry: AddressRegistry
+
+    @property
+    def local_address(self) -> HostPort | None:
+        """Where it listens (the real port when port 0 was asked for); None if it does not."""
+        ...
+
+    @property
+    def peers(self) -> list[HostPort]: ...
+
+    def set_peers(self, peers: Sequence[HostPort]) -> None:
+        """Replace the peer list at run time (a re-resolved ``@NAME``); thread-safe."""
+        ...
+
+    def send(
+        self,
+        address: str,
+        args: Sequence[Any] = (),
+        *,
+        types: str | None = None,
+        timetag: int | None = None,
+    ) -> int:
+        """Send one message (bundled if ``timetag``) to every peer; return how many got it."""
+        ...
+
+    def send_bytes(self, data: bytes, peers: Iterable[HostPort] | None = None) -> int:
+        """Send an encoded packet to every peer (or those given); errors counted, not raised."""
+        ...
+
+    def reply(self, data: bytes, to: tuple[str, int]) -> bool:
+        """Send ``data`` to an address from the listening side (a pong, a relayed answer)."""
+        ...
+
+    def answer(self, received: Received, data: bytes) -> bool:
+        """Send ``data`` back to where ``received`` came from."""
+        ...
+
+    def start(
+        self, handler: MessageHandler | None = None, *, on_datagram: DatagramHandler | None = None
+    ) -> None:
+        """Start receiving: registered addresses go to their handlers, the rest to ``handler``
+        (or everything, undecoded, to ``on_datagram``)."""
+        ...
+
+    def close(self, timeout: float = 2.0) -> bool:
+        """Stop receiving and close; False if the receive thread is still busy after timeout."""
+        ...
+
+
+def _ignore_warning(_: str) -> None:
+    pass
+
+
+class ReceiveCore:
+    """Allow-list, decode, count, dispatch: what a transport does with each datagram or frame."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        allow: Sequence[Network] = (),
+        on_warning: WarningHandler = _ignore_warning,
+        registry: AddressRegistry | None = None,
+        stats: TransportStats | None = None,
+    ) -> None:
+        self.clock = clock
+        self.stats = stats if stats is not None else TransportStats()
+        self.registry = registry if registry is not None else AddressRegistry()
+        self.handler: MessageHandler | None = None
+        """Messages for addresses nobody registered (the app's handler given to ``start``)."""
+        self.on_datagram: DatagramHandler | None = None
+        """When set, every allowed datagram goes here undecoded instead (``record``)."""
+        self._on_warning = on_warning
+        self._warned: set[str] = set()
+        self._allow = tuple(allow)
+        self._allow_cache: dict[str, bool] = {}
+
+    def feed(
+        self, data: bytes, source: Any, arrival: float | None = None, via_peer: bool = False
+    ) -> None:
+        """Take one datagram (or stream frame) from ``source``; never raises for what it holds.
+
+        ``arrival`` is the kernel's receive stamp on this core's clock, if there is one;
+        without it the clock is read now.
+        """
+        stats = self.stats
+        stats.datagrams += 1
+        if arrival is None:
+            arrival = self.clock.now()
+        if type(source) is not tuple or len(source) != 2:  # IPv6 adds flowinfo and scope
+            source = (source[0], source[1])
+        if self._allow and not self._allowed(source[0]):
+            stats.drops["not-allowed"] += 1
+            self._warn_drop("not-allowed", source, data, "")
+            return
+        if self.on_datagram is not None:
+            try:
+                self.on_datagram(data, source, arrival)
+            except Exception as exc:
+                stats.drops["handler-error"] += 1
+                self.warn_once("handler", f"datagram handler failed: {exc!r}")
+            return
+        try:
+            messages = codec.decode(data)
+        except codec.DecodeError as exc:
+            stats.drops[exc.reason] += 1
+            self._warn_drop(exc.reason, source, data, str(exc))
+            return
+        except Exception:
+            stats.drops["undecodable"] += 1
+            self._warn_drop("undecodable", source, data, "undecodable")
+            return
+        if data[:1] == b"#":
+            stats.bundles += 1
+        fallback = self.handler
+        registry = self.registry
+        resolved = registry.resolved
+        for message in messages:
+            stats.messages += 1
+            # The hot path (benchmarks/throughput.py): one dict lookup per message.
+            handler = resolved.get(message.address) or registry.lookup(message.address)
+            if handler is no_route:
+                if fallback is None:
+                    continue
+                handler = fallback
+            try:
+                handler(Received(message, source, arrival, via_peer))
+            except Exception as exc:
+                stats.drops["handler-error"] += 1
+                text = f"handler failed on {display.escape(message.address)}: {exc!r}"
+                self.warn_once("handler", display.printable(text))  # issue 20, item 5
+
+    def _allowed(self, host: str) -> bool:
+        verdict = self._allow_cache.get(host)
+        if verdict is None:
+            ip = ipaddress.ip_address(host.split("%")[0])
+            verdict = any(ip.version == net.version and ip in net for net in self._allow)
+            mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+            if not verdict and mapped is not None:
+                # A dual-stack listener ("[::]") sees IPv4 hosts as ::ffff:a.b.c.d: an IPv4
+                # --allow must still match them (#20 item 8).
+                verdict = any(net.version == 4 and mapped in net for net in self._allow)
+            if len(self._allow_cache) >= _ALLOW_CACHE_LIMIT:
+                self._allow_cache.clear()
+            self._allow_cache[host] = verdict
+        return verdict
+
+    def _warn_drop(self, reason: str, source: tuple[str, int], data: bytes, detail: str) -> None:
+        # Once per reason while running, not only in the summary at Ctrl-C (issue #13).
+        if "drop:" + reason not in self._warned:
+            self.warn_once("drop:" + reason, drop_warning(reason, source, data, detail))
+
+    def warn_once(self, key: str, text: str) -> None:
+        """Pass ``text`` to the warning handler the first time ``key`` is seen."""
+        if key not in self._warned:
+            self._warned.add(key)
+            self._on_warning(text)
