@@ -651,3 +651,28 @@ def test_sequence_pair_advertise_is_found_and_gone_when_it_ends(
     assert browser.info(discovery.OSC_UDP, name).properties[b"role"] == b"sequence"
     assert proc.wait(30) == 0  # --bars 1: it ends by itself, and says goodbye
     browser.wait_for("Removed", discovery.OSC_UDP, name, FOUND_WITHIN)
+
+
+def test_at_name_sender_follows_a_listener_re_registered_on_a_new_port(spawn: Spawn) -> None:
+    """Issue 17: @NAME is resolved at start "and again when the peer re-registers"."""
+    name = unique_name()
+    first = spawn("dump", "--listen", "0", "--advertise", name)
+    first_errors, _ = advertised(first)
+    sender = spawn("metronome", "send", "--peer", f"@{name}", "--bpm", "600")
+    assert first.stdout is not None and sender.stderr is not None
+    LineReader(first.stdout).wait_for(lambda text: "/tick" in text, timeout=30)
+    assert stop(first, signal.SIGTERM) == 0  # goodbye packets; the sender keeps its address
+
+    second = spawn("dump", "--listen", "0", "--advertise", name)
+    second_errors, line = advertised(second)
+    assert f"advertised as {name!r}" in line  # the same name, not "NAME (2)"
+    port = listening_port(second_errors)
+    assert port != listening_port(first_errors)
+    notes = LineReader(sender.stderr)
+    notes.wait_for(
+        lambda text: f"@{name} re-registered: now sending to 127.0.0.1:{port}" in text,
+        timeout=20,
+    )
+    assert second.stdout is not None
+    LineReader(second.stdout).wait_for(lambda text: "/tick" in text, timeout=20)
+    assert stop(sender, signal.SIGINT) == 0

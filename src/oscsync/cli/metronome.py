@@ -29,7 +29,7 @@ from oscsync.cli.params import (
     listen_option,
     peers_option,
 )
-from oscsync.cli.peers import advertising, resolve_peer, resolve_peers
+from oscsync.cli.peers import advertising, following, resolve_peer, resolve_peers
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.clockfollow import ClockFollower
 from oscsync.clocksync import PONG, PeerClocks
@@ -304,7 +304,7 @@ def send(
     """
     total = _tick_count(count, duration, bpm)
     clock = app.clock
-    peers = resolve_peers(peers)
+    given, peers = peers, resolve_peers(peers)
     with (
         # With --count/--duration the run has an end: cut short, it exits 130 (issue #13).
         running(interrupted_exit=total is not None),
@@ -312,6 +312,7 @@ def send(
         open_endpoint(
             peers=peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
         ) as ep,
+        following(app, given, peers, ep.set_peers),
         Scheduler(clock, on_warning=app.warn) as scheduler,
     ):
         clocks = PeerClocks(clock, ep, peers, filter_size=_AUTO_PINGS)
@@ -710,13 +711,14 @@ def pair(
     _check_sync(sync, sync_peer)
     paths = _sound_paths(sound, accent_sound)
     clock = app.clock
-    peers = resolve_peers(peers)
+    given, peers = peers, resolve_peers(peers)
     sync_peer = resolve_peer(sync_peer)
     with (
         running(interrupted_exit=total is not None),
         hangup_stops(),
         _log_file(log_path) as log,
         advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
+        contextlib.ExitStack() as follow,
     ):
         endpoint = open_endpoint(
             listen,
@@ -726,6 +728,7 @@ def pair(
             on_warning=app.warn,
             multicast_interface=iface,
         )
+        follow.enter_context(following(app, given, peers, endpoint.set_peers))
         session: _Session | None = None
         sender: TickSender | None = None
         follower: ClockFollower | None = None

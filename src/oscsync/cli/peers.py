@@ -85,7 +85,11 @@ def following(
                 if isinstance(item, PeerName) and item.name.lower() == name.lower():
                     current[index] = moved
             peers = tuple(current)
-            replace(peers)
+            try:
+                replace(peers)
+            except Exception as exc:  # TransportError (no socket), or the endpoint closing
+                app.warn(escape(f"@{name} re-registered at {moved}, but cannot send there: {exc}"))
+                return
         (say or app.note)(escape(f"@{name} re-registered: now sending to {moved}"))
 
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 import threading
@@ -46,7 +47,7 @@ from oscsync.cli.params import (
     listen_option,
     peers_option,
 )
-from oscsync.cli.peers import advertising, resolve_peer, resolve_peers
+from oscsync.cli.peers import advertising, following, resolve_peer, resolve_peers
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.clockfollow import ClockFollower
 from oscsync.clocksync import PONG, PeerClocks
@@ -283,12 +284,13 @@ def send(
     total = _step_count(bars, duration, bpm, steps_per_beat, beats_per_bar)
     watched = _read_pattern(pattern_path, app)
     clock = app.clock
-    peers = resolve_peers(peers)
+    given, peers = peers, resolve_peers(peers)
     with (
         running(),
         open_endpoint(
             peers=peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
         ) as ep,
+        following(app, given, peers, ep.set_peers),
         Scheduler(clock, on_warning=app.warn) as scheduler,
     ):
         clocks = PeerClocks(clock, ep, peers, filter_size=_AUTO_PINGS)
@@ -530,15 +532,17 @@ def pair(
     total = _step_count(bars, duration, bpm, steps_per_beat, beats_per_bar)
     watched = _read_pattern(pattern_path, app)
     clock = app.clock
-    peers = resolve_peers(peers)
+    given, peers = peers, resolve_peers(peers)
     with (
         running(),
         _log_file(log_path) as log,
         advertising(app, advertise, interface, role="sequence", allow=allow) as advertised,
+        contextlib.ExitStack() as follow,
     ):
         endpoint = open_endpoint(
             listen, peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
         )
+        follow.enter_context(following(app, given, peers, endpoint.set_peers))
         session: _Session | None = None
         sender: SequenceSender | None = None
         try:
