@@ -6,14 +6,15 @@ recording a 50,000 msg/s flood with flat memory.
    ``SEC.FRAC /address types args``, one message per line; it sends each line in a bundle after a
    ``usleep``). Each is replayed to an independent receiver process that stamps every arrival on
    the monotonic clock; the figure is |replayed interval − recorded interval| (p50, p99, max).
-   Goal for ``oscsync replay``: p99 ≤ 0.1 ms, max ≤ 1 ms at up to 1,000 msg/s.
-   On Linux the receiver also keeps the kernel's stamp of each datagram (``SO_TIMESTAMPNS``,
-   taken on loopback inside the sender's ``sendto``), and the line below each figure gives the
-   same errors by those stamps (when the datagrams left) and how long after it the receiving
-   process read each one (its wake-up). The two tell a late send from a late receiver: on
-   13:17's quiet run the sends were on time (kernel p99 0.03 ms) while the receiving process
-   saw them up to 0.5 ms late: the replay's own thread held the CPU the receiver needed (see
-   ``give_way`` and ``SPIN`` in ``oscsync.apps.replay``).
+   Goal for ``oscsync replay``: p99 ≤ 0.1 ms, max ≤ 1 ms at up to 1,000 msg/s. The receiver
+   runs in a session of its own (as a program started elsewhere would). On Linux it also keeps
+   the kernel's stamp of each datagram (``SO_TIMESTAMPNS``, taken on loopback inside the
+   sender's ``sendto``), and the line below each figure gives the same errors by those stamps
+   (when the datagrams left) and how long after it the receiving process read each one (its
+   wake-up). The two tell a late send from a late receiver: on 13:19's quiet run the sends were
+   on time (kernel p99 0.03 ms) while the receiving process saw them up to 0.5 ms late: the
+   replay's own thread held the CPU the receiver needed (see ``give_way`` and ``SPIN`` in
+   ``oscsync.apps.replay``).
 2. **--speed 2** halves the span: received span / (recorded span / 2), goal within 0.1 %.
 3. **Recording a flood.** A sender process sends 50,000 msg/s for 10 s to ``oscsync record``;
    every datagram must be in the file or counted as dropped in its closing line
@@ -130,8 +131,15 @@ def write_oscsendfile(path: Path, offsets: list[float]) -> None:
 def receive_while(argv: list[str], count: int) -> tuple[list[int], list[int], str]:
     """Arrival stamps (ns) of what ``argv`` sends, taken by the receiving process (monotonic)
     and by the kernel (real time; empty where unavailable), and the last line it printed."""
+    # A session of its own, like a receiving program started from another terminal: Linux's
+    # autogroup scheduling would otherwise charge the receiver for the sender's CPU time (same
+    # session, same group). Measured at load ~2: receiver wake-up p99 0.65-0.86 ms in its own
+    # session, 1.6-3.4 ms in the sender's.
     receiver = subprocess.Popen(
-        [sys.executable, "-c", RECEIVER, str(count), "15"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", RECEIVER, str(count), "15"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     assert receiver.stdout is not None
     port = receiver.stdout.readline().strip()
