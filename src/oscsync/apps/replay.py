@@ -70,14 +70,16 @@ _SCHED_YIELD: Callable[[], None] | None = getattr(os, "sched_yield", None)
 def give_way() -> None:
     """Let a thread this send has just woken run now, before this one reads on or spins.
 
-    A datagram to this machine wakes its receiver inside ``sendto``, and Linux places the
+    A datagram to this machine wakes its receiver inside ``sendto``, and Linux often places the
     woken receiver on the sender's CPU (a "sync" wake-up: the waker is expected to sleep soon).
-    liblo's ``oscsendfile`` does sleep; the replay thread instead reads the next lines and often
-    spins towards the next send, so the receiver waited for the CPU: measured on loopback at
-    1,000 msg/s, sends left on time (kernel receive stamps: interval error p99 0.03 ms) but
-    the receiving process saw them up to the spin later (p99 0.55 ms, max 2 ms;
-    benchmarks/record_replay.py shows both). ``sched_yield`` costs ~1 µs when nothing else
-    waits. Not on Windows (no ``sched_yield``): there it does nothing.
+    liblo's ``oscsendfile`` does sleep; the replay thread instead read the next lines and often
+    spun towards the next send, so the receiver waited for the CPU: measured on loopback at
+    1,000 msg/s on a quiet machine, sends left on time (kernel receive stamps: interval error
+    p99 0.03 ms) but the receiving process saw them up to the spin later (p99 0.55 ms). With
+    this and the shorter SPIN, the receiver's wake-up after the kernel stamp went from p90
+    129 µs to 68 µs at 1,000 msg/s and from 202 µs to 77 µs at 100 msg/s (medians of 14 runs
+    each at load ~1.7; benchmarks/record_replay.py prints both views). ``sched_yield`` costs
+    ~1.5 µs. Not on Windows (no ``sched_yield``): there it does nothing.
     """
     if _SCHED_YIELD is not None:
         _SCHED_YIELD()
