@@ -478,10 +478,6 @@ def resolve(
 Moved = Callable[[str, tuple[str, int]], None]
 """``on_move(name, (address, port))``: an ``@NAME`` peer now answers at another address or port."""
 
-FOLLOW_QUEUE = 64
-"""Announcements about followed names waiting to be resolved, at most: a flood of fake ones
-cannot grow memory (the oldest are the ones that matter: kept, the rest dropped)."""
-
 
 class PeerFollower:
     """Follows ``@NAME`` peers after the start: when one re-registers elsewhere (restarted on
@@ -489,27 +485,26 @@ class PeerFollower:
 
     A multicast ServiceBrowser on ``_osc._udp`` hears the new announcement (RFC 6762 §8.3:
     a responder announces at start, and again when a record changes). The browser's handler
-    only queues the followed names' events (bounded); they are resolved on this object's own
-    thread, so zeroconf's thread never waits on the network. A goodbye (the peer stopped) moves
-    nothing: the peer may come back at the same address, and a send to a stopped peer is only
-    counted. ``current`` maps each followed name to the address it was resolved to at start.
+    only notes which followed name changed (a set no larger than the names followed, however
+    many announcements arrive); this object's own thread resolves it from the cache, so
+    zeroconf's thread never waits on the network, and the last announcement is what counts.
+    A goodbye (the peer stopped) moves nothing: the peer may come back at the same address,
+    and a send to a stopped peer is only counted. ``current`` maps each followed name to the
+    address it was resolved to at start.
     """
 
     def __init__(
-        self,
-        current: dict[str, tuple[str, int]],
-        on_move: Moved,
-        interface: str = ALL,
-        clock: Clock | None = None,
+        self, current: dict[str, tuple[str, int]], on_move: Moved, interface: str = ALL
     ) -> None:
         self._current = {check_name(name).lower(): where for name, where in current.items()}
         self._names = {check_name(name).lower(): name for name in current}
         self.on_move = on_move
         self.interface = check_interface(interface)
-        self.clock = clock or SystemClock()
         self.moves = 0
-        self._events: queue.Queue[str] = queue.Queue(maxsize=FOLLOW_QUEUE)
-        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._changed: dict[str, str] = {}  # followed name (lower case) -> its full DNS-SD name
+        self._wake = threading.Event()
+        self._stopped = False
         self._zc: Zeroconf | None = None
         self._browser: Any = None
         self._thread: threading.Thread | None = None
@@ -529,38 +524,39 @@ class PeerFollower:
     def _on_change(self, zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:
         if str(state_change.name) == "Removed":
             return
-        if instance_name(name, service_type).lower() in self._current:
-            with contextlib.suppress(queue.Full):
-                self._events.put_nowait(name)
+        key = instance_name(name, service_type).lower()
+        if key in self._current:
+            with self._lock:
+                self._changed[key] = name
+            self._wake.set()
 
     def _run(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                full = self._events.get(timeout=0.25)
-            except queue.Empty:
-                continue
+        while True:
+            self._wake.wait()
+            with self._lock:
+                self._wake.clear()
+                changed, self._changed = self._changed, {}
             zc = self._zc
-            if zc is None:
+            if self._stopped or zc is None:
                 return
-            try:
-                peer = _resolve_info(zc, OSC_UDP, full, 1.0)
-            except Exception:  # zeroconf closing under us, or a record it cannot parse
-                continue
-            address = None if peer is None else _preferred_address(peer.addresses)
-            if peer is None or address is None:
-                continue
-            key = peer.name.lower()
-            if key not in self._current or self._current[key] == (address, peer.port):
-                continue
-            self._current[key] = (address, peer.port)
-            self.moves += 1
-            self.on_move(self._names[key], (address, peer.port))
+            for key, full in changed.items():
+                try:
+                    peer = _resolve_info(zc, OSC_UDP, full, 1.0)
+                except Exception:  # zeroconf closing under us, or a record it cannot parse
+                    continue
+                address = None if peer is None else _preferred_address(peer.addresses)
+                if peer is None or address is None or self._current[key] == (address, peer.port):
+                    continue
+                self._current[key] = (address, peer.port)
+                self.moves += 1
+                self.on_move(self._names[key], (address, peer.port))
 
     def close(self) -> None:
         browser, self._browser = self._browser, None
         if browser is not None:
             browser.cancel()
-        self._stopped.set()
+        self._stopped = True
+        self._wake.set()
         thread = self._thread
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             thread.join(2.0)
