@@ -676,3 +676,17 @@ def test_at_name_sender_follows_a_listener_re_registered_on_a_new_port(spawn: Sp
     assert second.stdout is not None
     LineReader(second.stdout).wait_for(lambda text: "/tick" in text, timeout=20)
     assert stop(sender, signal.SIGINT) == 0
+
+
+def test_at_name_follower_flood_of_announcements_is_bounded_by_the_names_followed() -> None:
+    """Anyone can announce anything: the follower keeps one pending entry per followed name."""
+    follower = discovery.PeerFollower({"Alice": ("127.0.0.1", 9001)}, lambda *_: None)
+    added = type("State", (), {"name": "Added"})()
+    removed = type("State", (), {"name": "Removed"})()
+    for n in range(10_000):
+        follower._on_change(None, discovery.OSC_UDP, f"x{n}.{discovery.OSC_UDP}", added)
+        follower._on_change(None, discovery.OSC_UDP, f"alice.{discovery.OSC_UDP}", added)
+    follower._on_change(None, discovery.OSC_UDP, f"bob.{discovery.OSC_UDP}", removed)
+    assert follower._changed == {"alice": f"alice.{discovery.OSC_UDP}"}
+    with pytest.raises(discovery.OptionError):
+        discovery.PeerFollower({"not.a.label": ("127.0.0.1", 1)}, lambda *_: None)
