@@ -14,12 +14,25 @@ clock against the monotonic one since start-up (a few µs on the workshop VM); i
 (monotonic reading at the end of the spin minus the deadline) is printed beside it. It prints p50/p99/max in µs, the number of
 early dispatches (negative lateness) and the ratio of python-osc's p99 to ours.
 
+Where the tail comes from (issue 18), each cause measured on its own in the same run: a lone
+thread that waits and spins the way the timer thread does (the OS alone: how late a timed wait
+returns, how often a spin is preempted), the Scheduler fed by bundles from another process (its
+timer's wait overshoot, its own ruler, the handler's), and the same under a flood of plain
+messages from a third process (the receive thread then holds the GIL when the timer wakes).
+``--switch-interval`` sets ``sys.setswitchinterval`` for the whole run, to measure that lever.
+
 Then the head-of-line test: a bundle timetagged 0.5 s ahead, immediately followed by a plain
 message; how long until the plain message's handler runs (oscsync vs python-osc's blocking server,
 where it waits for the bundle's sleep, and the threading server for the record).
 
-    .venv/bin/python benchmarks/scheduler.py            # ~25 s
-    .venv/bin/python benchmarks/scheduler.py --quick    # ~8 s
+Last, through a pipe: ``oscsync dump --schedule`` as a process, its lines read from its stdout
+and stamped here, beside the floor (a minimal program that spins until each timetag and prints)
+and python-osc's strict timing printing from its handler; goal: dump's p50 within 30 µs of the
+floor's.
+
+    .venv/bin/python benchmarks/scheduler.py            # ~60 s
+    .venv/bin/python benchmarks/scheduler.py --quick    # ~35 s
+    .venv/bin/python benchmarks/scheduler.py --only pipe --only causes
 
 Everything runs on 127.0.0.1 with ports the kernel picks, and stops by itself.
 """
@@ -29,8 +42,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -206,10 +222,10 @@ def head_of_line_once(port: int, plain_seen: threading.Event, far: float) -> flo
 plain_seen_at = [0.0]
 
 
-def hol_oscsync(trials: int, far: float, spin: float) -> list[float]:
+def hol_oscsync(trials: int, far: float, spin: float, inline_due: bool = False) -> list[float]:
     clock = SystemClock()
     seen = threading.Event()
-    scheduler = Scheduler(clock, spin=spin)
+    scheduler = Scheduler(clock, spin=spin, inline_due=inline_due)
 
     def plain(_: Dispatch) -> None:
         plain_seen_at[0] = time.time()
@@ -278,6 +294,274 @@ def hol_row(name: str, delays: list[float]) -> str:
     )
 
 
+# -- where the tail comes from ----------------------------------------------------------------
+
+SENDER = r"""
+import socket, sys, time
+sys.path[:0] = sys.argv[4:]
+from oscsync import codec, timetag as tt
+port, count, ahead, interval = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), 0.01
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+start = time.monotonic()
+for k in range(count):
+    delay = start + k * interval - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    tag = tt.from_unix(time.time() + ahead)
+    print(tag, flush=False)
+    sock.sendto(codec.encode_bundle(tag, [codec.encode_message("/bench", [k])]), ("127.0.0.1", port))
+sys.stdout.flush()
+"""
+
+FLOOD = r"""
+import socket, sys, time
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.connect(("127.0.0.1", int(sys.argv[1])))
+data = b"/flood\x00\x00,i\x00\x00\x00\x00\x00\x01"
+rate = float(sys.argv[2])
+start = time.monotonic()
+sent = 0
+while True:
+    for _ in range(50):
+        sock.send(data)
+    sent += 50
+    ahead = sent / rate - (time.monotonic() - start)
+    if ahead > 0:
+        time.sleep(ahead)
+"""
+
+
+class WakeClock(SystemClock):
+    """A SystemClock that records how late each timed wait returns (the OS's wake-up latency,
+    plus the wait for the GIL when another thread holds it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.overshoots: list[float] = []
+
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        if timeout is None:
+            return event.wait()
+        start = time.monotonic()
+        woken = event.wait(timeout)
+        if not woken:
+            self.overshoots.append(time.monotonic() - start - timeout)
+        return woken
+
+
+def floor_os(count: int, spin: float, interval: float) -> tuple[list[float], list[float]]:
+    """A thread alone: wait until ``spin`` before a time, then spin to it. Returns the waits'
+    overshoots and the lateness at the end of each spin, in µs (the OS alone: no other thread)."""
+    overshoots: list[float] = []
+    lateness: list[float] = []
+    never = threading.Event()
+
+    def run() -> None:
+        for _ in range(count):
+            due = time.monotonic() + interval
+            start = time.monotonic()
+            never.wait(interval - spin)
+            overshoots.append((time.monotonic() - start - (interval - spin)) * 1e6)
+            while (now := time.monotonic()) < due:
+                pass
+            lateness.append((now - due) * 1e6)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return overshoots, lateness
+
+
+def scheduler_with(
+    count: int, ahead: float, spin: float, flood_rate: float
+) -> tuple[list[float], list[float], list[float]]:
+    """Scheduler fed by an Endpoint; bundles from another process (and a flood of plain
+    messages at ``flood_rate``/s from a third). Returns (lateness on the handler's time.time(),
+    on the scheduler's own monotonic ruler, timer wake-up overshoots), µs."""
+    clock = WakeClock()
+    arrivals: dict[int, float] = {}
+    done = threading.Event()
+    scheduler = Scheduler(clock, spin=spin)
+
+    def on_message(received: Received) -> None:
+        if received.address != "/bench":
+            return
+        k = int(received.args[0])
+
+        def action(_: Dispatch) -> None:
+            arrivals[k] = time.time()
+            if len(arrivals) == count:
+                done.set()
+
+        scheduler.submit(received.timetag, action)
+
+    endpoint = open_endpoint(HostPort(LOOPBACK, 0), clock=clock)
+    flood = None
+    try:
+        scheduler.start()
+        endpoint.start(on_message)
+        assert endpoint.local_address is not None
+        port = str(endpoint.local_address.port)
+        if flood_rate:
+            flood = subprocess.Popen([sys.executable, "-c", FLOOD, port, str(flood_rate)])
+            time.sleep(0.3)
+        sender = subprocess.run(
+            [sys.executable, "-c", SENDER, port, str(count), str(ahead), *sys.path],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        tags = [int(line) for line in sender.stdout.split()]
+        done.wait(ahead + 5.0)
+    finally:
+        if flood is not None:
+            flood.kill()
+            flood.wait()
+        endpoint.close()
+        scheduler.close()
+    own = [v * 1e6 for v in scheduler._counters.lateness]
+    wakes = [v * 1e6 for v in clock.overshoots]
+    return lateness_from(arrivals, tags), own, wakes
+
+
+def causes_section(count: int, ahead: float, spin: float) -> None:
+    print(
+        f"\nwhere the tail comes from: {count} bundles {ahead * 1e3:g} ms ahead from another process,"
+        f" spin {spin * 1e3:g} ms, switch interval {sys.getswitchinterval() * 1e3:g} ms; µs"
+    )
+    print(f"{'':<46} {'p50':>8} {'p99':>8} {'max':>9}")
+
+    def row(name: str, values: list[float]) -> None:
+        if not values:
+            print(f"{name:<46} (none)")
+            return
+        ordered = sorted(values)
+        print(
+            f"{name:<46} {pct(ordered, 0.5):>8.1f} {pct(ordered, 0.99):>8.1f} {ordered[-1]:>9.1f}"
+        )
+
+    overshoots, spun = floor_os(count, spin, 0.01)
+    row("OS alone: a thread's wait overshoot", overshoots)
+    row("OS alone: end of spin - due (preemption)", spun)
+    for label, flood in (("", 0.0), (" + 5k/s plain flood", 5_000.0)):
+        lateness, own, wakes = scheduler_with(count, ahead, spin, flood)
+        row(f"Scheduler{label}: timer wait overshoot", wakes)
+        row(f"Scheduler{label}: end of spin - due", own)
+        row(f"Scheduler{label}: handler time.time() - tag", lateness)
+
+
+# -- through a pipe: dump --schedule against a spin-and-print floor -----------------------------
+
+# The floor: the least a program can do to print a bundle's line at its timetag. It reads one
+# datagram, formats its line at once, sleeps until 2 ms before the timetag, spins on the clock
+# and writes the line to its stdout (a pipe). No threads, no decoding beyond the two fields it
+# prints.
+SPIN_AND_PRINT = r"""
+import socket, struct, sys, time
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("127.0.0.1", 0))
+print(sock.getsockname()[1], file=sys.stderr, flush=True)
+out = sys.stdout.buffer
+while True:
+    data = sock.recv(65535)
+    seconds, fraction = struct.unpack_from(">II", data, 8)
+    due = seconds - 2208988800 + fraction / 2**32
+    (k,) = struct.unpack_from(">i", data, len(data) - 4)
+    line = b"/bench %d\n" % k
+    if due - time.time() > 0.002:
+        time.sleep(due - time.time() - 0.002)
+    while time.time() < due:
+        pass
+    out.write(line)
+    out.flush()
+"""
+
+# python-osc's strict timing: the blocking server sleeps in the handler until the timetag.
+PYTHON_OSC_PRINT = r"""
+import sys
+from pythonosc.dispatcher import Dispatcher
+from pythonosc.osc_server import BlockingOSCUDPServer
+out = sys.stdout.buffer
+def handler(address, k):
+    out.write(b"/bench %d\n" % k)
+    out.flush()
+dispatcher = Dispatcher()
+dispatcher.map("/bench", handler)
+server = BlockingOSCUDPServer(("127.0.0.1", 0), dispatcher)
+print(server.server_address[1], file=sys.stderr, flush=True)
+server.serve_forever()
+"""
+
+
+def pipe_run(name: str, argv: list[str], count: int, ahead: float, interval: float) -> Run:
+    """Start ``argv`` (its stderr's first line ends with its port), send it bundles, and stamp
+    each line as it comes out of its stdout pipe; lateness = that stamp - the timetag."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    port = int(proc.stderr.readline().decode().rsplit(":", 1)[-1])
+    arrivals: dict[int, float] = {}
+    stdout = proc.stdout
+
+    def read_lines() -> None:
+        for line in stdout:
+            now = time.time()
+            found = re.search(rb"/bench\D+(\d+)", line)
+            if found:
+                arrivals[int(found.group(1))] = now
+
+    reader = threading.Thread(target=read_lines, daemon=True)
+    reader.start()
+    tags = [0] * count
+    try:
+        time.sleep(0.3)
+        send_bundles(port, count, ahead, interval, tags)
+        deadline = time.monotonic() + ahead + 2.0
+        while len(arrivals) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(2)
+    return Run(name, lateness_from(arrivals, tags), count)
+
+
+def pipe_section(count: int, ahead: float, interval: float, rounds: int = 4) -> None:
+    print(
+        f"\nthrough a pipe: {rounds} rounds x {count} bundles {ahead * 1e3:g} ms ahead,"
+        f" {interval * 1e3:g} ms apart, the receivers taking turns in each round (load drifts);"
+        " lateness = when this process read the line from the receiver's stdout - timetag, µs"
+    )
+    print(f"{'':<34} {'p50':>9} {'p99':>9} {'max':>10} {'min':>9} {'early':>6} {'got':>5}")
+    receivers = [
+        ("spin-and-print floor", [sys.executable, "-c", SPIN_AND_PRINT]),
+        (
+            "oscsync dump --schedule",
+            [sys.executable, "-m", "oscsync", "dump", "--schedule", "--listen", "127.0.0.1:0"],
+        ),
+        ("python-osc Blocking strict", [sys.executable, "-c", PYTHON_OSC_PRINT]),
+    ]
+    pooled = {name: Run(name, [], 0) for name, _ in receivers}
+    for round_number in range(rounds):
+        order = receivers if round_number % 2 == 0 else receivers[::-1]
+        for name, argv in order:
+            run = pipe_run(name, argv, count, ahead, interval)
+            pooled[name].lateness_us += run.lateness_us
+            pooled[name].expected += count
+    for run in pooled.values():
+        print(run.row(), flush=True)
+    floor, ours = pooled["spin-and-print floor"], pooled["oscsync dump --schedule"]
+    if floor.lateness_us and ours.lateness_us:
+        p50_gap = pct(sorted(ours.lateness_us), 0.5) - pct(sorted(floor.lateness_us), 0.5)
+        print(f"dump --schedule p50 - floor p50: {p50_gap:.1f} µs (goal <= 30 µs)")
+
+
 # -- main ----------------------------------------------------------------------------------------
 
 
@@ -288,7 +572,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ahead", type=float, default=0.05, help="timetag lead, s (0.05)")
     parser.add_argument("--interval", type=float, default=0.01, help="send interval, s (0.01)")
     parser.add_argument("--spin", type=float, default=DEFAULT_SPIN, help="scheduler spin, s")
+    parser.add_argument(
+        "--switch-interval", type=float, help="sys.setswitchinterval for this run, s (a lever)"
+    )
+    parser.add_argument(
+        "--only",
+        choices=["lateness", "causes", "hol", "pipe"],
+        action="append",
+        help="run only this section (repeatable): in-process lateness, head-of-line, pipe",
+    )
     args = parser.parse_args(argv)
+    sections = set(args.only or ["lateness", "causes", "hol", "pipe"])
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     count = args.bundles or (100 if args.quick else 500)
     trials = 3 if args.quick else 10
     slow_trials = 2 if args.quick else 3
@@ -301,12 +597,24 @@ def main(argv: list[str] | None = None) -> int:
         f"{_cpus()} CPUs, switch interval {sys.getswitchinterval() * 1e3:g} ms, "
         f"load average {_load()}"
     )
+    if "lateness" in sections:
+        lateness_section(count, args.ahead, args.interval, args.spin)
+    if "causes" in sections:
+        causes_section(min(count, 300), args.ahead, args.spin)
+    if "hol" in sections:
+        hol_section(trials, slow_trials, far, args.spin)
+    if "pipe" in sections:
+        pipe_section(min(count, 100), 0.02, args.interval)
+    return 0
+
+
+def lateness_section(count: int, ahead: float, interval: float, spin: float) -> None:
     print("lateness = handler's time.time() - timetag, in µs (negative = early)")
     print(f"{'':<34} {'p50':>9} {'p99':>9} {'max':>10} {'min':>9} {'early':>6} {'got':>5}")
     runs = [
-        run_oscsync(count, args.ahead, args.interval, args.spin),
-        run_pythonosc(BlockingOSCUDPServer, count, args.ahead, args.interval),
-        run_pythonosc(ThreadingOSCUDPServer, count, args.ahead, args.interval),
+        run_oscsync(count, ahead, interval, spin),
+        run_pythonosc(BlockingOSCUDPServer, count, ahead, interval),
+        run_pythonosc(ThreadingOSCUDPServer, count, ahead, interval),
     ]
     for run in runs:
         print(run.row(), flush=True)
@@ -317,8 +625,14 @@ def main(argv: list[str] | None = None) -> int:
     early = sum(1 for v in ours.lateness_us if v < 0)
     print(f"oscsync never early: {'yes' if early == 0 else f'NO ({early} early)'}")
 
+
+def hol_section(trials: int, slow_trials: int, far: float, spin: float) -> None:
     print(f"\nhead-of-line: a plain message sent right after a bundle {far:g} s ahead")
-    print(hol_row("oscsync Scheduler", hol_oscsync(trials, far, args.spin)), flush=True)
+    print(hol_row("oscsync Scheduler", hol_oscsync(trials, far, spin)), flush=True)
+    print(
+        hol_row("oscsync Scheduler inline_due", hol_oscsync(trials, far, spin, inline_due=True)),
+        flush=True,
+    )
     print(
         hol_row(
             "python-osc Blocking strict", hol_pythonosc(BlockingOSCUDPServer, slow_trials, far)
@@ -330,7 +644,6 @@ def main(argv: list[str] | None = None) -> int:
             "python-osc Threading strict", hol_pythonosc(ThreadingOSCUDPServer, slow_trials, far)
         )
     )
-    return 0
 
 
 def _cpus() -> str:

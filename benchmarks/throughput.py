@@ -1,33 +1,64 @@
-"""Receive throughput: ``oscsync dump --jsonl > /dev/null`` vs python-osc's BlockingOSCUDPServer.
+"""Receive throughput and exact accounting: ``oscsync dump`` vs python-osc's BlockingOSCUDPServer.
 
-Both receivers run as subprocesses on loopback and get the same blast from a sender process:
-N messages at a target rate (or as fast as possible). Each receiver reports how many messages it
-handled; oscsync also reports what it dropped and why (including datagrams the kernel dropped
-because the socket buffer was full, via SO_RXQ_OVFL), so "sent = received + dropped" is checked.
+One command, every figure beside its baseline from the same run (issue 18). Each receiver runs as
+its own process on loopback, with the same receive buffer (``transport.DEFAULT_RECV_BUFFER``),
+and gets the same blast from this process: N small varied messages (``/blast/fader ,if``) as
+fast as the sender can (or at ``--rate``). The receivers, in turn:
 
-Also measures ``oscsync --help`` cold start (goal <= 150 ms) against ``python -c pass``.
+  * python-osc ``BlockingOSCUDPServer``, a no-op handler that counts (the baseline);
+  * ``oscsync dump --jsonl > /dev/null`` (goal: 2x the baseline);
+  * ``oscsync dump > /dev/null``, text lines (goal: 1.5x).
 
-    .venv/bin/python benchmarks/throughput.py            # 300,000 messages at 300k/s
-    .venv/bin/python benchmarks/throughput.py --quick    # 50,000 messages
+The throughput figure is **CPU µs per message**: the receiver's own CPU time (user + system,
+from the kernel's rusage) minus that of the same receiver started and stopped with nothing sent,
+divided by the messages it handled. Its inverse is the rate the receiver sustains on a core of
+its own, and the ratio of two of them is the throughput ratio; unlike messages per wall second it
+does not depend on how other processes share the cores, nor on the ~20,000 datagrams the
+receive buffer holds (which made the old msg/s figure mostly a measure of the buffer). The
+"messages handled of the same blast" ratio is printed beside it for the record: it depends on
+how fast the sender ran during each receiver's turn.
+
+Accounting: a receiver is stopped only after the blast (dump by SIGINT, as Ctrl-C), so every
+datagram sent is either handled or counted as dropped. For dump the summary line is parsed and
+``sent - printed - not printed - dropped`` must be 0 ("unaccounted"). Beside it: the kernel's
+machine-wide UDP counters over the run (``RcvbufErrors``: dropped because a socket buffer was full;
+``NoPorts``: arrived with no socket bound), which must agree with dump's ``kernel-buffer-full`` and
+be 0. The baseline counts its kernel drops and unread datagrams the same way (python-osc itself
+reports neither). Also: ``oscsync --help`` cold start (goal <= 150 ms) against ``python -c pass``.
+
+    .venv/bin/python benchmarks/throughput.py            # 300,000 messages per receiver
+    .venv/bin/python benchmarks/throughput.py --quick    # 50,000
+    .venv/bin/python benchmarks/throughput.py --rate 50000   # paced: nothing should be dropped
+
+Linux only for the kernel figures (``/proc/net/snmp``, ``SO_MEMINFO``); elsewhere they are shown
+as unavailable.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import resource
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+# The baseline receiver: python-osc's blocking server, a counting handler, our receive buffer.
+# It stops when its stdin closes, then counts what was left in its socket and what the kernel
+# dropped, so its accounting is as exact as dump's.
 PYTHON_OSC_RECEIVER = r"""
-import sys, threading
+import socket, sys, threading
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import BlockingOSCUDPServer
+from oscsync.transport import DEFAULT_RECV_BUFFER, set_recv_buffer, socket_drop_count
 count = 0
 def handler(*args):
     global count
@@ -35,11 +66,41 @@ def handler(*args):
 dispatcher = Dispatcher()
 dispatcher.set_default_handler(handler)
 server = BlockingOSCUDPServer(("127.0.0.1", 0), dispatcher)
+set_recv_buffer(server.socket, DEFAULT_RECV_BUFFER)
 print(server.server_address[1], flush=True)
-threading.Timer(float(sys.argv[1]), server.shutdown).start()
-server.serve_forever(poll_interval=0.05)
-print("received", count, flush=True)
+def stop():
+    sys.stdin.read()
+    server.shutdown()
+threading.Thread(target=stop, daemon=True).start()
+if sys.argv[1:] != ["idle"]:
+    server.serve_forever(poll_interval=0.05)
+server.socket.setblocking(False)
+unread = 0
+while True:
+    try:
+        server.socket.recv(65535)
+    except OSError:
+        break
+    unread += 1
+dropped = socket_drop_count(server.socket)
+print("received", count, "unread", unread, "kernel", -1 if dropped is None else dropped, flush=True)
 """
+
+
+@dataclass
+class Result:
+    name: str
+    sent: int
+    seconds: float
+    handled: int
+    dropped: int  # counted by the receiver (or for it, for python-osc)
+    not_printed: int
+    cpu: float
+    detail: str
+
+    @property
+    def unaccounted(self) -> int:
+        return self.sent - self.handled - self.not_printed - self.dropped
 
 
 def blast(port: int, count: int, rate: float) -> tuple[int, float]:
@@ -81,47 +142,80 @@ def udp_counters() -> dict[str, int]:
     return dict(zip(header, map(int, values)))
 
 
-def run_python_osc(count: int, rate: float, linger: float) -> dict[str, float]:
-    duration = count / rate + linger if rate else count / 200_000 + linger
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def receiver_env() -> dict[str, str]:
+    # As a user runs it: PYTHONUNBUFFERED (set in some shells and CI) would change how often a
+    # receiver's stdout is written, which is part of what is measured.
+    return {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+
+
+def run_python_osc(count: int, rate: float, linger: float) -> Result:
+    cpu_before = children_cpu()
     proc = subprocess.Popen(
-        [sys.executable, "-c", PYTHON_OSC_RECEIVER, str(duration)],
+        [sys.executable, "-c", PYTHON_OSC_RECEIVER, "idle" if count == 0 else "serve"],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        env=receiver_env(),
     )
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stdin is not None
     port = int(proc.stdout.readline())
     time.sleep(0.3)
-    sent, elapsed = blast(port, count, rate)
+    sent, elapsed = blast(port, count, rate) if count else (0, 0.0)
+    time.sleep(linger)
+    proc.stdin.close()
     out = proc.stdout.read()
     proc.wait()
-    received = int(out.split()[-1])
-    return {"sent": sent, "received": received, "seconds": elapsed, "dropped_counted": 0}
+    cpu = children_cpu() - cpu_before
+    fields = out.split()
+    handled, unread, kernel = int(fields[1]), int(fields[3]), int(fields[5])
+    detail = f"handled {handled}, unread at close {unread}, kernel dropped " + (
+        "unavailable" if kernel < 0 else str(kernel)
+    )
+    dropped = unread + max(kernel, 0)
+    return Result(
+        "python-osc BlockingOSCUDPServer", sent, elapsed, handled, dropped, 0, cpu, detail
+    )
 
 
-def run_oscsync(count: int, rate: float, linger: float) -> dict[str, float]:
-    duration = count / rate + linger if rate else count / 200_000 + linger
+def run_oscsync(count: int, rate: float, linger: float, jsonl: bool) -> Result:
+    cpu_before = children_cpu()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "oscsync", "dump", "--jsonl", "--listen", "127.0.0.1:0",
-         "--duration", str(duration)],
+        [sys.executable, "-m", "oscsync", "dump", "--listen", "127.0.0.1:0"]
+        + (["--jsonl"] if jsonl else []),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+        env=receiver_env(),
+    )
     assert proc.stderr is not None
     port = int(proc.stderr.readline().rsplit(":", 1)[1])
     time.sleep(0.3)
-    sent, elapsed = blast(port, count, rate)
+    sent, elapsed = blast(port, count, rate) if count else (0, 0.0)
+    time.sleep(linger)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: dump stops and prints its summary
     summary = proc.stderr.read()
     proc.wait()
-    received = int(re.search(r"received (\d+) messages", summary).group(1))  # type: ignore[union-attr]
-    dropped = re.search(r"dropped (\d+)", summary)
-    return {
-        "sent": sent,
-        "received": received,
-        "seconds": elapsed,
-        "dropped_counted": int(dropped.group(1)) if dropped else 0,
-        "summary": summary.strip().splitlines()[-1],  # type: ignore[dict-item]
-    }
+    cpu = children_cpu() - cpu_before
+    line = summary.strip().splitlines()[-1]
+    printed = int(_field(r"(\d+) messages? printed", line))
+    not_printed = int(_field(r"(\d+) not printed", line, "0"))
+    dropped = int(_field(r"dropped (\d+)", line, "0"))
+    name = "oscsync dump --jsonl" if jsonl else "oscsync dump (text)"
+    return Result(name, sent, elapsed, printed, dropped, not_printed, cpu, line)
+
+
+def _field(pattern: str, text: str, default: str | None = None) -> str:
+    found = re.search(pattern, text)
+    if found is None:
+        if default is None:
+            raise SystemExit(f"cannot read {pattern!r} in {text!r}")
+        return default
+    return found.group(1)
 
 
 def cold_start(runs: int) -> tuple[float, float]:
@@ -141,7 +235,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--count", type=int, default=300_000)
-    parser.add_argument("--rate", type=float, default=300_000, help="messages/s; 0 = flat out")
+    parser.add_argument("--rate", type=float, default=0, help="messages/s; 0 = flat out")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     count = 50_000 if args.quick else args.count
@@ -152,38 +246,49 @@ def main() -> None:
         f"cold start: oscsync --help {ours * 1000:.0f} ms"
         f" (python -c pass {baseline_python * 1000:.0f} ms; goal <= 150 ms)"
     )
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"{count} messages per receiver, {'flat out' if not args.rate else f'{args.rate:g}/s'};"
+        f" {os.cpu_count()} CPUs, load average {load}"
+    )
 
-    results = {}
-    kernel: dict[str, dict[str, int]] = {}
-    for name, runner in (
-        ("python-osc BlockingOSCUDPServer", run_python_osc),
-        ("oscsync dump --jsonl", run_oscsync),
-    ):
+    runners = {
+        "python-osc": lambda n: run_python_osc(n, args.rate, linger),
+        "jsonl": lambda n: run_oscsync(n, args.rate, linger, jsonl=True),
+        "text": lambda n: run_oscsync(n, args.rate, linger, jsonl=False),
+    }
+    results: dict[str, Result] = {}
+    for key, runner in runners.items():
+        idle_cpu = runner(0).cpu  # start-up and shut-down, nothing received
         before = udp_counters()
-        r = runner(count, args.rate, linger)
+        result = runner(count)
         after = udp_counters()
-        kernel[name] = {key: after[key] - before.get(key, 0) for key in after}
-        results[name] = r
-        offered = r["sent"] / r["seconds"]
-        handled_rate = r["received"] / r["seconds"]
-        unaccounted = r["sent"] - r["received"] - r["dropped_counted"]
+        kernel = {name: after[name] - before.get(name, 0) for name in after}
+        results[key] = result
+        per_message = (result.cpu - idle_cpu) / max(result.handled, 1) * 1e6
+        result.cpu = per_message
         print(
-            f"{name:34s} sent {r['sent']:>8.0f} at {offered / 1000:6.1f}k/s"
-            f"  received {r['received']:>8.0f}"
-            f" ({r['received'] / r['sent']:6.1%})  ~{handled_rate / 1000:6.1f}k msg/s"
-            f"  drops counted {r['dropped_counted']:.0f}  unaccounted {unaccounted:.0f}"
+            f"{result.name:32s} CPU {per_message:5.2f} µs/msg (~{1e3 / per_message:5.1f}k msg/s"
+            f" on a core of its own)  sent {result.sent:>7} in {result.seconds:5.2f} s,"
+            f" handled {result.handled:>7}  unaccounted {result.unaccounted}"
         )
-        if "summary" in r:
-            print(f"{'':34s} {r['summary']}")
-        k = kernel[name]
-        if k:
+        print(f"{'':32s} {result.detail}")
+        if kernel:
             print(
-                f"{'':34s} kernel (machine-wide UDP counters during the run): socket buffer full"
-                f" {k.get('RcvbufErrors', 0)}, no socket on the port {k.get('NoPorts', 0)}"
+                f"{'':32s} kernel (machine-wide UDP counters over the run): socket buffer full"
+                f" {kernel.get('RcvbufErrors', 0)}, no socket on the port {kernel.get('NoPorts', 0)}"
             )
-    a = results["oscsync dump --jsonl"]["received"]
-    b = results["python-osc BlockingOSCUDPServer"]["received"]
-    print(f"ratio received oscsync / python-osc: {a / max(b, 1):.2f}x (goal >= 2x)")
+        else:
+            print(f"{'':32s} kernel counters unavailable on this platform")
+    base = results["python-osc"]
+    for key, goal in (("jsonl", 2.0), ("text", 1.5)):
+        ours_r = results[key]
+        cpu_ratio = base.cpu / ours_r.cpu if ours_r.cpu > 0 else float("inf")
+        handled_ratio = ours_r.handled / max(base.handled, 1)
+        print(
+            f"{ours_r.name} / python-osc: {cpu_ratio:.2f}x messages per CPU second (goal >="
+            f" {goal:g}x); {handled_ratio:.2f}x messages handled of the same blast"
+        )
 
 
 if __name__ == "__main__":

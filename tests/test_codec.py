@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -275,3 +276,90 @@ def test_invalid_utf8_is_its_own_drop_reason() -> None:
     with pytest.raises(codec.DecodeError) as info:
         codec.decode(b"/\xc3\x28\x00")
     assert info.value.reason == "invalid-utf8"
+
+
+# -- the fast path against python-osc (issue 18: decoding lever) ---------------------------------
+
+FAST_TAGS = "ifsbTFNhdt"
+_PADDED_STRING = st.text(
+    alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=12
+).map(lambda text: _pad(text.encode() + b"\x00"))
+
+
+def _pad(raw: bytes) -> bytes:
+    return raw + b"\x00" * (-len(raw) % 4)
+
+
+def _wire_arg(tag: str) -> st.SearchStrategy[bytes]:
+    """Well-formed wire bytes for one argument of type ``tag`` (any bit pattern for numbers)."""
+    if tag in "if":
+        return st.binary(min_size=4, max_size=4)
+    if tag in "hdt":
+        return st.binary(min_size=8, max_size=8)
+    if tag == "s":
+        return _PADDED_STRING
+    if tag == "b":
+        honest = st.binary(max_size=12).map(lambda blob: struct.pack(">i", len(blob)) + _pad(blob))
+        # A size that lies (negative, or past the bytes that follow): the blob-bomb shapes.
+        lying = st.tuples(st.integers(min_value=-20, max_value=20), st.binary(max_size=12)).map(
+            lambda pair: struct.pack(">i", pair[0]) + _pad(pair[1])
+        )
+        return st.one_of(honest, lying)
+    return st.just(b"")
+
+
+@st.composite
+def fast_path_messages(draw: st.DrawFn) -> bytes:
+    """A message with common type tags, then perhaps damaged: cut short, a byte changed, bytes
+    appended, or the tags mixed with others (the fast path must hand all of those on)."""
+    types = draw(st.text(alphabet=FAST_TAGS, max_size=8))
+    if draw(st.booleans()):
+        types = draw(st.text(alphabet=FAST_TAGS + "rmcSI[]x,", max_size=8))
+    address = _pad(b"/" + draw(st.binary(max_size=6)).replace(b"\x00", b"a") + b"\x00")
+    parts = [address, _pad(b"," + types.encode() + b"\x00")]
+    parts += [draw(_wire_arg(tag)) for tag in types]
+    data = bytearray(b"".join(parts))
+    damage = draw(st.sampled_from(["none", "cut", "flip", "append"]))
+    if damage == "cut" and data:
+        del data[draw(st.integers(min_value=0, max_value=len(data) - 1)) :]
+    elif damage == "flip" and data:
+        data[draw(st.integers(min_value=0, max_value=len(data) - 1))] = draw(
+            st.integers(min_value=0, max_value=255)
+        )
+    elif damage == "append":
+        data += draw(st.binary(min_size=1, max_size=8))
+    return bytes(data)
+
+
+def _outcome(decode: Callable[[], codec.Message]) -> object:
+    try:
+        message = decode()
+    except codec.DecodeError as exc:
+        return ("error", exc.reason)
+    # Compare floats by their bits: NaN != NaN, and 0.0 == -0.0 must not hide a difference.
+    args = [
+        struct.pack(">d", value) if isinstance(value, float) else (type(value), value)
+        for value in message.args
+    ]
+    return (args, message.address, message.types, message.timetag)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(fast_path_messages(), st.one_of(st.none(), st.integers(min_value=0, max_value=2**64 - 1)))
+def test_fast_path_decodes_exactly_like_python_osc(data: bytes, stamp: int | None) -> None:
+    fast = _outcome(lambda: codec.decode_message(data, stamp))
+    reference = _outcome(lambda: codec._decode_message_slow(data, stamp))
+    assert fast == reference
+
+
+def test_fast_path_plan_cache_is_bounded() -> None:
+    for n in range(codec._PLAN_CACHE_LIMIT * 3):
+        types = format(n, "b").replace("0", "i").replace("1", "f")
+        codec.decode_message(codec.encode_message("/x", [0] * len(types), types))
+    assert len(codec._PLANS) <= codec._PLAN_CACHE_LIMIT
+
+
+def test_fast_path_reads_timetag_args_unsigned_like_the_reference() -> None:
+    data = _pad(b"/t\x00") + _pad(b",tT\x00") + b"\xff" * 8
+    assert codec.decode_message(data).args == (2**64 - 1, True)
+    assert codec._decode_message_slow(data, None).args == (2**64 - 1, True)

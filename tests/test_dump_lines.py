@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from osc_strategies import VALID
 from oscsync import codec, display
 from oscsync import timetag as tt
+from oscsync.apps import dump
 from oscsync.apps.dump import json_line, text_line
 from oscsync.transport import Received
 
@@ -200,3 +202,72 @@ def test_array_depth_formatters_never_recurse_on_a_hand_made_deep_message() -> N
     assert _strict_json(json_line(received, ARRIVAL))["args"] == [display.TOO_DEEP]  # type: ignore[index]
     nested = display.json_args(codec.Message("/n", ([[b"\x01"], "x\ud800"],), "[[b]s]", None))
     assert nested == [[["01"], "x\ufffd"]]
+
+
+# -- issue 18: the output path --------------------------------------------------------------
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.floats(min_value=0, max_value=2**33, allow_nan=False))
+def test_clock_text_matches_datetime_to_the_microsecond(unix: float) -> None:
+    import datetime
+
+    expected = datetime.datetime.fromtimestamp(unix, tz=datetime.timezone.utc)
+    assert dump.clock_text(unix) == expected.strftime("%H:%M:%S.%f")
+
+
+@settings(max_examples=300, deadline=None)
+@given(VALID, st.one_of(st.none(), st.floats(min_value=1e9, max_value=2e9)))
+def test_number_fast_paths_print_what_the_general_formatters_print(
+    packet: bytes, dispatched: float | None
+) -> None:
+    for message in codec.decode(packet):
+        if not set(message.types) <= set("ihfd"):
+            continue
+        received = Received(message, SOURCE, ARRIVAL)
+        record = json.loads(json_line(received, ARRIVAL, dispatched))
+        assert record["args"] == json.loads(json.dumps(display.json_args(message)))
+        line = text_line(received, ARRIVAL, dispatched)
+        assert line.endswith(f",{message.types} {display.format_args(message)}".rstrip())
+
+
+def _dumped(dumper: dump.Dumper, *addresses: str) -> None:
+    for address in addresses:
+        message = codec.Message(address, (1,), "i")
+        dumper.write(Received(message, SOURCE, ARRIVAL), ARRIVAL)
+
+
+def test_dumper_batches_lines_until_the_receive_loop_flushes() -> None:
+    out = io.StringIO()
+    dumper = dump.Dumper(out, flush_each=False)
+    _dumped(dumper, "/a", "/b")
+    assert out.getvalue() == "" and dumper.written == 0
+    dumper.flush()
+    assert [line.split()[-3] for line in out.getvalue().splitlines()] == ["/a", "/b"]
+    assert dumper.written == 2
+
+
+def test_dumper_batch_is_bounded_in_bytes() -> None:
+    out = io.StringIO()
+    dumper = dump.Dumper(out, flush_each=False)
+    line = len(text_line(Received(codec.Message("/a", (1,), "i"), SOURCE, ARRIVAL), ARRIVAL)) + 1
+    _dumped(dumper, *["/a"] * (dump._FLUSH_BYTES // line + 1))
+    assert dumper.written == dump._FLUSH_BYTES // line + 1  # written without a flush() call
+
+
+def test_dumper_counts_messages_after_count_as_not_printed() -> None:
+    out = io.StringIO()
+    dumper = dump.Dumper(out, count=2, flush_each=False)
+    _dumped(dumper, "/a", "/b", "/c")
+    assert dumper.done.is_set() and (dumper.written, dumper.skipped) == (2, 1)
+    assert len(out.getvalue().splitlines()) == 2  # the count'th line flushes at once
+
+
+@settings(max_examples=300, deadline=None)
+@given(VALID)
+def test_lines_printed_on_arrival_are_the_general_lines(packet: bytes) -> None:
+    """``Dumper.print_now``'s one-step renderers print exactly what text_line/json_line do."""
+    for message in codec.decode(packet):
+        received = Received(message, ("::1", 9000), ARRIVAL)
+        assert dump._text_now(received) == text_line(received, ARRIVAL)
+        assert dump._json_now(received) == json_line(received, ARRIVAL)

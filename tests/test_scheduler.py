@@ -520,3 +520,85 @@ def test_ntp_era_1_scheduler_holds_and_runs_items_across_the_rollover() -> None:
     assert [name for name, _ in runs.runs] == ["before", "after"]
     assert all(dispatch.lateness == 0 and not dispatch.late for _, dispatch in runs.runs)
     assert sched.stats().dropped == {}
+
+
+# -- inline_due: already-due items on the submitting thread (issue 18, head-of-line lever) -------
+
+
+def test_inline_due_runs_a_plain_message_before_submit_returns(
+    fake_clock: FakeClock, rec: Recorder
+) -> None:
+    sched = Scheduler(fake_clock, inline_due=True)
+    sched.submit(tag_in(fake_clock, 30.0), rec.action("far"))
+    seen_on: list[threading.Thread] = []
+    sched.submit(None, lambda d: seen_on.append(threading.current_thread()))
+    sched.submit(tag_in(fake_clock, -0.5), rec.action("late"))  # late: due, so inline too
+    assert seen_on == [threading.current_thread()]  # no run_due, no timer thread
+    assert rec.names == ["late"] and rec.runs[0][1].late
+    stats = sched.stats()
+    assert (stats.submitted, stats.dispatched, stats.late, stats.held) == (3, 2, 1, 1)
+    assert sched.held_bytes == 0
+
+
+def test_inline_due_keeps_due_order_behind_items_already_due(
+    fake_clock: FakeClock, rec: Recorder
+) -> None:
+    sched = Scheduler(fake_clock, inline_due=True)
+    sched.submit(tag_in(fake_clock, 0.25), rec.action("bundle"))
+    fake_clock.advance(0.5)  # the bundle is due but the timer has not run it yet
+    sched.submit(None, rec.action("plain"))
+    assert rec.names == []  # queued behind the due bundle, not run ahead of it
+    sched.run_due()
+    assert rec.names == ["bundle", "plain"]
+
+
+def test_inline_due_queues_behind_an_action_the_timer_is_running(fake_clock: FakeClock) -> None:
+    sched = Scheduler(fake_clock, inline_due=True)
+    order: list[str] = []
+    running = threading.Event()
+    release = threading.Event()
+
+    def slow(_: Dispatch) -> None:
+        order.append("slow starts")
+        running.set()
+        release.wait(10)
+        order.append("slow ends")
+
+    sched.submit(tag_in(fake_clock, 0.25), slow)
+    fake_clock.advance(0.25)
+    timer = threading.Thread(target=sched.run_due)
+    timer.start()
+    assert running.wait(10)
+    sched.submit(None, lambda d: order.append("plain"))  # returns at once: queued
+    assert order == ["slow starts"]
+    release.set()
+    timer.join(10)
+    assert order == ["slow starts", "slow ends", "plain"]
+
+
+def test_inline_due_action_holds_back_the_timer_until_it_ends(fake_clock: FakeClock) -> None:
+    """Actions never overlap: the timer waits for an inline action, then measures its own."""
+    sched = Scheduler(fake_clock, inline_due=True)
+    order: list[str] = []
+    running = threading.Event()
+    release = threading.Event()
+
+    def inline(_: Dispatch) -> None:
+        order.append("inline starts")
+        running.set()
+        release.wait(10)
+        order.append("inline ends")
+
+    sched.submit(tag_in(fake_clock, 0.25), lambda d: order.append("bundle"))
+    submitter = threading.Thread(target=sched.submit, args=(None, inline))
+    submitter.start()
+    assert running.wait(10)
+    fake_clock.advance(0.25)
+    timer = threading.Thread(target=sched.run_due)
+    timer.start()
+    timer.join(0.2)
+    assert order == ["inline starts"]  # the bundle waits for the inline action's end
+    release.set()
+    submitter.join(10)
+    timer.join(10)
+    assert order == ["inline starts", "inline ends", "bundle"]

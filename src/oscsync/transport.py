@@ -156,6 +156,7 @@ class Endpoint:
         self._receiving_sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._selector: WakeableSelector | None = None
+        self._on_idle: Callable[[], None] | None = None
         self._closed = False
         self._rxq_dropped: dict[int, int] = {}
         if listen is not None and allow:
@@ -481,12 +482,19 @@ class Endpoint:
     # -- receiving -------------------------------------------------------------------------
 
     def start(
-        self, handler: MessageHandler | None = None, *, on_datagram: DatagramHandler | None = None
+        self,
+        handler: MessageHandler | None = None,
+        *,
+        on_datagram: DatagramHandler | None = None,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         """Start the receive thread; ``handler`` runs on it for every message.
 
         With ``on_datagram``, every datagram the allow-list lets through goes to it as bytes
         instead, undecoded (no services answered, no messages counted): ``record`` keeps them.
+        ``on_idle`` runs on the receive thread each time it has read everything that was
+        waiting (or a batch of it, under a flood), before it waits again: ``dump`` writes the
+        lines it collected then, so a flood costs one write per batch instead of one per line.
         """
         if self._thread is not None:
             raise RuntimeError("endpoint already started")
@@ -494,6 +502,7 @@ class Endpoint:
             raise RuntimeError("endpoint is closed")
         self._core.handler = handler
         self._core.on_datagram = on_datagram
+        self._on_idle = on_idle
         selector = WakeableSelector()
         if self._listen_sock is not None:
             self._listen_sock.setblocking(False)
@@ -507,11 +516,16 @@ class Endpoint:
 
     def _receive_loop(self, selector: WakeableSelector) -> None:
         drain = self._drain_msg if _HAS_RECVMSG else self._drain_from
+        on_idle = self._on_idle
         while not self._closed:
             for sock, via_peer in selector.wait():
                 if self._closed:
                     return
                 drain(sock, via_peer)
+            if on_idle is not None:
+                # Every ready socket was read until empty (or for a batch of _DRAIN_BATCH):
+                # what the handler collected can go out now (dump's batched writes).
+                on_idle()
             self._apply_peer_changes(selector)
 
     def _drain_msg(self, sock: socket.socket, via_peer: bool) -> None:
@@ -646,8 +660,11 @@ class Endpoint:
             selector.close()
         stopped = self._thread is None or not self._thread.is_alive()
         if self._listen_sock is not None:
-            self._count_unread(self._listen_sock)
-            self._count_kernel_drops(self._listen_sock)
+            # Twice: what arrived (or was dropped) while the first pass counted is counted by
+            # the second, which leaves only the moment before the socket closes uncounted.
+            for _ in range(2):
+                self._count_unread(self._listen_sock)
+                self._count_kernel_drops(self._listen_sock)
         self._close_sockets()
         return stopped
 

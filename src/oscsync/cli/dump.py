@@ -15,7 +15,7 @@ from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.cli.scheduling import horizon_option, late_option
 from oscsync.hostport import HostPort
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
-from oscsync.transport import MessageHandler, Network, Received
+from oscsync.transport import MessageHandler, Network
 
 
 @click.command(
@@ -72,22 +72,24 @@ def dump(
     """
     if not schedule and (late_policy is not None or horizon is not None):
         raise click.UsageError("--late and --horizon only apply with --schedule")
-    dumper = Dumper(sys.stdout, jsonl=jsonl, count=count)
+    # Unscheduled, lines are collected and written when the socket has nothing more to read
+    # (endpoint.start(on_idle=...)); scheduled, each is written at its due time.
+    dumper = Dumper(sys.stdout, jsonl=jsonl, count=count, flush_each=schedule)
     clock = app.clock
     scheduler: Scheduler | None = None
 
-    def on_message(received: Received) -> None:
-        # Printed on arrival: "how far ahead" is measured from the arrival stamp (one clock
-        # read per message, not two).
-        dumper.write(received, received.arrival)
-
-    handler: MessageHandler = on_message
+    # Printed on arrival: "how far ahead" is measured from the arrival stamp (one clock read
+    # per message, not two).
+    handler: MessageHandler = dumper.print_now
     if schedule:
         scheduler = Scheduler(
             clock,
             late_policy=late_policy or KEEP,
             horizon=DEFAULT_HORIZON if horizon is None else horizon,
             on_warning=app.warn,
+            # A plain message is printed by the receive thread, without waking the timer
+            # thread: ~0.1 ms less head-of-line delay (issue 18, benchmarks/scheduler.py).
+            inline_due=True,
         )
         handler = scheduled(dumper, scheduler)
 
@@ -107,20 +109,22 @@ def dump(
             app.note(f"listening on {endpoint.local_address}")
             if scheduler is not None:
                 scheduler.start()
-            endpoint.start(handler)
+            endpoint.start(handler, on_idle=None if schedule else dumper.flush)
             advertised.publish(endpoint.local_address)
             wait(dumper.done, clock, duration)
         finally:
             receiver_stopped = endpoint.close()
             if scheduler is not None:
                 scheduler.close()
+            if receiver_stopped:
+                dumper.flush()  # lines the receive loop collected after its last flush
             stdout_usable = receiver_stopped and not dumper.output_closed
             if stdout_usable:
                 try:
                     sys.stdout.flush()
                 except BrokenPipeError:
                     stdout_usable = False
-            app.note(summary(endpoint.stats, dumper.written))
+            app.note(summary(endpoint.stats, dumper.written, dumper.skipped))
             if scheduler is not None:
                 app.note(scheduler.stats().summary())
             if not stdout_usable:
