@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -18,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from oscsync.clock import FakeClock
+from waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -49,7 +49,15 @@ def udp_port() -> int:
 
 @pytest.fixture
 def fake_clock() -> FakeClock:
+    """One-thread fake time: a sleep or wait on it is itself the jump."""
     return FakeClock()
+
+
+@pytest.fixture
+def autojump_clock() -> FakeClock:
+    """Fake time for threads (trio's ``autojump_clock``): made by the test thread, it jumps to the
+    earliest deadline once the test thread and every thread waiting on it are blocked there."""
+    return FakeClock(autojump_threshold=0)
 
 
 @pytest.fixture
@@ -112,23 +120,24 @@ class LineReader:
 
     def wait_for(self, predicate: Callable[[str], bool], timeout: float = 10.0) -> str:
         """The first new line matching ``predicate``; AssertionError after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                line = self._queue.get(timeout=max(remaining, 0.001))
-            except queue.Empty:
-                line = None
-                remaining = 0
-            if line is None:
-                if remaining <= 0:
-                    raise AssertionError(
-                        f"no matching line in {timeout} s; last: {self.lines[-10:]!r}"
-                    )
-                raise AssertionError(f"stream ended; last lines: {self.lines[-10:]!r}")
-            self.lines.append(line)
-            if predicate(line):
-                return line
+        found: list[str] = []
+
+        def matched() -> bool:
+            while True:
+                try:
+                    line = self._queue.get_nowait()
+                except queue.Empty:
+                    return False
+                if line is None:
+                    self._queue.put(None)  # a later wait_for fails at once too
+                    raise AssertionError(f"stream ended; last lines: {self.lines[-10:]!r}")
+                self.lines.append(line)
+                if predicate(line):
+                    found.append(line)
+                    return True
+
+        wait_until(matched, timeout, "a matching line", state=lambda: self.lines[-10:])
+        return found[0]
 
     def rest(self, timeout: float = 10.0) -> list[str]:
         """Every remaining line until the stream closes (the process has exited)."""

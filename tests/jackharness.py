@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from waiting import wait_until
+
 RATE = 48_000
 PERIOD = 256
 _names = itertools.count()
@@ -146,19 +148,18 @@ class Recorder:
 
     def connect_player(self, timeout: float = 15.0) -> list[str]:
         """Connect every port playing into system:playback_1 (waits for one to appear)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            sources = [
+        sources = wait_until(
+            lambda: [
                 port.name
                 for port in self.client.get_all_connections("system:playback_1")
                 if port.name != self.port.name
-            ]
-            if sources:
-                for source in sources:
-                    self.client.connect(source, self.port)
-                return sources
-            time.sleep(0.02)
-        raise AssertionError("no client played into system:playback_1 in time")
+            ],
+            timeout,
+            "a client playing into system:playback_1",
+        )
+        for source in sources:
+            self.client.connect(source, self.port)
+        return sources
 
     def follow_playback(self, stop: threading.Event, interval: float = 0.001) -> threading.Thread:
         """Connect, until ``stop``, every new port that plays into system:playback_1 (a player

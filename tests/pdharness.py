@@ -25,11 +25,12 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+
+from waiting import wait_until
 
 # Where Debian's pd-osc and pd-mrpeach-net put their objects (`dpkg -L pd-osc pd-mrpeach-net`).
 PD_OSC_DIR = "/usr/lib/pd/extra/osc"  # packOSC unpackOSC routeOSC pipelist
@@ -264,20 +265,26 @@ class PdProcess:
             def predicate(line: str) -> bool:
                 return pattern.search(line) is not None
 
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                found = [line for line in self.lines[start:] if predicate(line)]
-                if len(found) >= count:
-                    return found[:count]
-                remaining = deadline - time.monotonic()
-                if self._eof or remaining <= 0:
-                    why = "PD exited" if self._eof else f"timed out after {timeout} s"
+        found: list[str] = []
+
+        def enough() -> bool:
+            with self._cond:
+                found[:] = [line for line in self.lines[start:] if predicate(line)]
+                if len(found) < count and self._eof:
                     raise PdError(
-                        f"{why} with {len(found)}/{count} matching lines; PD printed: "
+                        f"PD exited with {len(found)}/{count} matching lines; PD printed: "
                         f"{self.lines[-15:]!r}"
                     )
-                self._cond.wait(remaining)
+                return len(found) >= count
+
+        try:
+            wait_until(enough, timeout, f"{count} matching lines")
+        except AssertionError:
+            raise PdError(
+                f"timed out after {timeout} s with {len(found)}/{count} matching lines; "
+                f"PD printed: {self.snapshot()[-15:]!r}"
+            ) from None
+        return found[:count]
 
     def printed(self, label: str, start: int = 0) -> list[str]:
         """What ``[print label]`` printed so far (the text after ``label: ``)."""

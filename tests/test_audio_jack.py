@@ -22,6 +22,7 @@ import pytest
 from conftest import IN_CI, free_udp_port, oscsync_command, require_peer
 from jackharness import JackServer, JackUnavailable, Recorder, jack_server
 from oscsync import audio
+from waiting import wait_until
 
 pytestmark = pytest.mark.peer
 
@@ -77,7 +78,15 @@ def listen_and_record(
     sender = None
     try:
         recorder.connect_player()
-        time.sleep(LOCK_S)  # not a timing assert: the listener's clock locks meanwhile
+        # Not a timing assert: the listener's clock locks on its stream's frames meanwhile, so
+        # wait for that many frames to pass through JACK (later on a loaded machine, never less).
+        connected_at = recorder.position
+        wait_until(
+            lambda: recorder.position - connected_at >= LOCK_S * RATE,
+            LOCK_S + 30,
+            f"{LOCK_S} s of the listener's stream through JACK",
+            state=lambda: recorder.position - connected_at,
+        )
         sender = subprocess.Popen(
             oscsync_command(
                 "metronome", "send", "--peer", f"127.0.0.1:{port}", "--bpm", str(BPM),

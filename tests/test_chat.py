@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pty
 import re
@@ -26,6 +25,7 @@ from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.main import cli
 from oscsync.hostport import HostPort
 from oscsync.transport import Received
+from waiting import wait_until
 
 LINE_HEAD = r"^\[\d\d:\d\d:\d\d 127\.0\.0\.1:\d+\] "
 
@@ -253,15 +253,17 @@ class Terminal:
         self._emulator = pyte.Screen(100, 30)
         self._stream = pyte.ByteStream(self._emulator)
 
-    def _read_some(self, timeout: float) -> None:
-        ready, _, _ = select.select([self.fd], [], [], timeout)
-        if ready:
+    def _read_ready(self) -> bool:
+        """Feed the emulator what the program has written so far (without waiting); False once
+        the program has closed the terminal."""
+        while select.select([self.fd], [], [], 0)[0]:
             try:
                 data = os.read(self.fd, 4096)
             except OSError:  # the child closed the terminal
-                raise AssertionError(f"terminal closed; screen: {self.rows()!r}") from None
+                return False
             self.screen += data
             self._stream.feed(data)
+        return True
 
     def rows(self) -> list[str]:
         """The visible screen, one string per row, trailing blanks removed, empty rows dropped."""
@@ -269,12 +271,16 @@ class Terminal:
 
     def wait_for(self, predicate: Callable[[list[str]], bool], timeout: float = 10.0) -> list[str]:
         """The rows once ``predicate(rows)`` holds."""
-        deadline = time.monotonic() + timeout
-        while not predicate(self.rows()):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"not on screen in {timeout} s: {self.rows()!r}")
-            self._read_some(remaining)
+
+        def shown() -> bool:
+            still_open = self._read_ready()
+            if predicate(self.rows()):  # what it wrote last counts, even if it then closed
+                return True
+            if not still_open:
+                raise AssertionError(f"terminal closed; screen: {self.rows()!r}")
+            return False
+
+        wait_until(shown, timeout, "the expected screen", state=self.rows)
         return self.rows()
 
     def type(self, keys: bytes) -> None:
@@ -282,16 +288,22 @@ class Terminal:
 
     def close(self) -> int:
         """Wait for the exit code; keep draining the screen (a tty's close waits for it)."""
+        statuses: list[int] = []
+
+        def exited() -> bool:
+            self._read_ready()  # a closed terminal is expected here: the exit status tells
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                statuses.append(status)
+            return bool(pid)
+
         try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-                if pid:
-                    return os.waitstatus_to_exitcode(status)
-                with contextlib.suppress(AssertionError):
-                    self._read_some(0.05)
-            os.kill(self.pid, signal.SIGKILL)
-            return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+            try:
+                wait_until(exited, 10, "chat to exit", state=self.rows)
+            except AssertionError:
+                os.kill(self.pid, signal.SIGKILL)
+                statuses.append(os.waitpid(self.pid, 0)[1])
+            return os.waitstatus_to_exitcode(statuses[0])
         finally:
             os.close(self.fd)
 

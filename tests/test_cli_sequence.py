@@ -129,8 +129,12 @@ def test_pair_hears_itself_with_swing(cli_runner: CliRunner, tmp_path: Path) -> 
     step = 60 / 300 / 4
     assert gaps[:3] == pytest.approx([1.5 * step, 0.5 * step, 1.5 * step], abs=1e-6)
     assert "events 16" in result.stderr
-    # Piped, one line per event, VOICE: STEP first (as the PD patch prints).
-    assert result.stdout.splitlines()[:2] == ["hat: 0  velocity 1.00", "hat: 1  velocity 0.60"]
+    # Piped, one line per event, VOICE: STEP first (as the PD patch prints). With --audio none
+    # an event is LATE when the timer thread ran it > 1 ms after its timetag: with one core kept
+    # busy (make test-busy) that happened here, and it is the scheduler's accuracy (benchmarks/
+    # scheduler.py), not this line's format.
+    lines = [line.removesuffix("  LATE") for line in result.stdout.splitlines()[:2]]
+    assert lines == ["hat: 0  velocity 1.00", "hat: 1  velocity 0.60"]
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import heapq
 import itertools
 import random
 import re
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -16,6 +17,7 @@ from oscsync import timetag as tt
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import FakeClock, SkewedClock
 from oscsync.clockfollow import ClockFollower
+from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint, Received
 
 LEADER = ("127.0.0.1", 7000)
@@ -321,3 +323,21 @@ def test_live_status_and_summary_show_state_offset_bound_and_ppm() -> None:
     assert "steps 0" in summary
     world.run(start + 30.0, ping_every=1e9)  # the leader goes silent
     assert world.follower.state() == "lost"
+
+
+def test_follower_close_after_a_stop_between_creating_and_starting_its_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As Endpoint.close: a stop signal between creating the pinger thread and starting it must
+    # not make close() join a thread that never started (RuntimeError).
+    with Endpoint(HostPort("127.0.0.1", 0), clock=FakeClock()) as endpoint:
+        follower = ClockFollower(endpoint)
+
+        def interrupted(thread: threading.Thread) -> threading.Thread:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr("oscsync.clockfollow.threads.start", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            follower.start()
+        monkeypatch.undo()
+        follower.close()

@@ -363,3 +363,23 @@ def test_fast_path_reads_timetag_args_unsigned_like_the_reference() -> None:
     data = _pad(b"/t\x00") + _pad(b",tT\x00") + b"\xff" * 8
     assert codec.decode_message(data).args == (2**64 - 1, True)
     assert codec._decode_message_slow(data, None).args == (2**64 - 1, True)
+
+
+@settings(max_examples=500, deadline=None)
+@given(fast_path_messages())
+def test_fast_path_head_cache_decodes_exactly_like_python_osc(data: bytes) -> None:
+    """Once a head (address and type tags) is remembered, the same head with its arguments
+    cut short anywhere, or followed by more bytes, still decodes like the reference (#18)."""
+    with contextlib.suppress(codec.DecodeError):
+        codec.decode_message(data)  # remembers the head if it decodes on the fast path
+    for variant in [data + b"\x00\x00\x00\x00"] + [data[:cut] for cut in range(len(data), -1, -1)]:
+        fast = _outcome(lambda: codec.decode_message(variant))  # noqa: B023
+        assert fast == _outcome(lambda: codec._decode_message_slow(variant, None))  # noqa: B023
+
+
+def test_fast_path_head_cache_is_bounded_in_bytes() -> None:
+    for n in range(2000):
+        codec.decode_message(codec.encode_message(f"/head/{n:0100d}", [n], "i"))
+    assert codec._heads_size == sum(map(len, codec._HEADS)) <= codec._HEAD_CACHE_BYTES
+    codec.decode_message(codec.encode_message("/" + "x" * codec._HEAD_LIMIT, [1], "i"))
+    assert all(len(head) <= codec._HEAD_LIMIT for head in codec._HEADS)

@@ -27,7 +27,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.main import COMMANDS, cli
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint, Received
+from waiting import wait_until
 
 DOCS = REPO / "docs"
 SHELL_LANGS = {"sh", "bash", "shell", "console"}
@@ -430,9 +430,12 @@ class Collector:
             endpoint.start(self.received.append)
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while len(self.received) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(
+            lambda: len(self.received) >= count,
+            timeout,
+            f"{count} messages at the loopback listeners",
+            state=lambda: [r.address for r in self.received],
+        )
         return self.received
 
     def close(self) -> None:
@@ -490,13 +493,15 @@ def run_listener(shown: Shown, parsed: Parsed, plan: Plan, spawn: Spawn) -> None
     assert proc.stderr is not None and proc.stdout is not None
     LineReader(proc.stderr).wait_for(lambda line: f" on 127.0.0.1:{port}" in line)
     probe = PROBES[tuple(path)]
+    stdout = LineReader(proc.stdout)
     with open_endpoint(peers=[HostPort("127.0.0.1", port)]) as tx:
         for n in range(probes):
             probe(tx, n)
-            time.sleep(0.01)  # keep order on the wire simple for the assertions
-    out = proc.stdout.read()
+            # The next probe once this one is handled: order on the wire stays simple.
+            stdout.wait_for(lambda line: True)
     assert proc.wait(10) == 0, shown
-    lines = out.splitlines()
+    lines = stdout.rest()
+    out = "\n".join(lines)
     assert len(lines) == probes, (shown, out)
     if params.get("jsonl"):
         assert [json.loads(line)["args"] for line in lines] == [[n] for n in range(probes)]

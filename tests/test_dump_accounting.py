@@ -17,7 +17,7 @@ import pytest
 from conftest import LineReader, oscsync_command
 from oscsync import codec
 from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint, Received
+from oscsync.transport import Endpoint, Received, socket_drop_count
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -118,3 +118,37 @@ def test_accounting_counts_kernel_drops_and_unread_datagrams_in_process() -> Non
         pytest.skip("this platform does not report kernel drops")
     assert stats.drops["kernel-buffer-full"] > 0
     assert handled + stats.dropped == sent, (handled, dict(stats.drops))
+
+
+def test_exact_accounting_counts_each_kernel_drop_once_under_a_flood() -> None:
+    """After a first drop, Linux puts the socket's running drop count on every datagram read;
+    the receive loop reads most of them inline (issue 18) and must still count every drop
+    exactly once: ours equal the kernel's own counter, and handled + dropped = sent."""
+    endpoint = Endpoint(HostPort("127.0.0.1", 0), recv_buffer=16 * 1024)
+    sock = endpoint._listen_sock
+    assert sock is not None and endpoint.local_address is not None
+    if not hasattr(socket.socket, "recvmsg") or socket_drop_count(sock) is None:
+        endpoint.close()
+        pytest.skip("this platform does not report kernel drops per socket")
+    sock.setblocking(False)
+    handled = 0
+
+    def handler(_: Received) -> None:
+        nonlocal handled
+        handled += 1
+
+    endpoint._core.handler = handler
+    sent = 0
+    try:
+        for burst in (3000, 50, 2000, 10):  # the last fits: it reports the drops before it
+            _flood(endpoint.local_address.port, burst)
+            sent += burst
+            for _ in range(10):
+                endpoint._drain_msg(sock, False)
+        kernel = socket_drop_count(sock)
+        stats = endpoint.stats
+        assert stats.drops["kernel-buffer-full"] > 0
+        assert stats.drops["kernel-buffer-full"] == kernel, (dict(stats.drops), kernel)
+        assert handled + stats.dropped == sent, (handled, dict(stats.drops))
+    finally:
+        endpoint.close()

@@ -271,3 +271,13 @@ def test_lines_printed_on_arrival_are_the_general_lines(packet: bytes) -> None:
         received = Received(message, ("::1", 9000), ARRIVAL)
         assert dump._text_now(received) == text_line(received, ARRIVAL)
         assert dump._json_now(received) == json_line(received, ARRIVAL)
+
+
+def test_lines_rendered_from_a_cached_shape_match_the_general_lines() -> None:
+    """The per-(address, types) pieces are reused: later lines (a NaN, an infinity, another
+    source) still print exactly what text_line/json_line do (issue 18)."""
+    for value, source in ((0.5, ("127.0.0.1", 1)), (math.nan, ("::1", 2)), (-math.inf, ("h", 3))):
+        message = codec.Message("/shape/reuse", (7, value), "if")
+        received = Received(message, source, ARRIVAL)
+        assert dump._json_now(received) == json_line(received, ARRIVAL)
+        assert dump._text_now(received) == text_line(received, ARRIVAL)

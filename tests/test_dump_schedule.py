@@ -101,10 +101,11 @@ def test_dump_schedule_prints_in_timetag_order_never_before_it(spawn: Spawn) -> 
     assert proc.returncode == 0
     lines = errors.rest()
     assert "3 messages printed" in lines[-2]
-    # How many ran late depends on the machine's load (a busy core made one 2-8 ms late); what
-    # must hold is that the summary counts the lines that say they were late (> 1 ms).
+    # How many ran late (> 1 ms after the timetag) is the timer thread's accuracy and depends on
+    # the load (a busy core made one 1-8 ms late; benchmarks/scheduler.py measures it); what must
+    # hold is that the summary counts the lines that say they were late.
     late = sum(1 for r in records if r["lateness_ms"] is not None and r["lateness_ms"] > 1.0)
-    assert lines[-1].startswith(f"scheduler: 3 dispatched, {late} late, 0 dropped")
+    assert lines[-1].startswith(f"scheduler: 3 dispatched, {late} late, 0 dropped"), lines[-1]
 
 
 def test_dump_schedule_counts_bundles_held_at_exit(spawn: Spawn) -> None:

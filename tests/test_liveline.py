@@ -8,12 +8,12 @@ import re
 import select
 import struct
 import subprocess
-import time
 
 import pytest
 
 from conftest import oscsync_command
 from oscsync.liveline import LiveLine, fit, terminal_columns
+from waiting import wait_until
 
 ERASE = "\r\x1b[2K"
 
@@ -70,21 +70,36 @@ def _set_width(fd: int, columns: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
 
 
+def _read_ready(master: int, chunks: list[bytes]) -> bool:
+    """Append what the pty has for us now; True once the other side has closed it."""
+    while select.select([master], [], [], 0)[0]:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the other side closed
+            return True
+        if not data:
+            return True
+        chunks.append(data)
+    return False
+
+
 def _read_until_exit(master: int, proc: subprocess.Popen[bytes], timeout: float) -> str:
     chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.1)
-        if ready:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the other side closed
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
+
+    def ended() -> bool:
+        if _read_ready(master, chunks):
+            return True
+        if proc.poll() is None:
+            return False
+        _read_ready(master, chunks)  # what it wrote between the read above and its exit
+        return True
+
+    wait_until(
+        ended,
+        timeout,
+        "the command to exit and its terminal to close",
+        state=lambda: b"".join(chunks)[-300:],
+    )
     return b"".join(chunks).decode("utf-8", "replace")
 
 
@@ -161,11 +176,14 @@ def test_metronome_listen_live_line_fits_a_narrow_terminal(udp_port: int) -> Non
     )
     os.close(slave)
     try:
-        seen = b""
-        deadline = time.monotonic() + 20
-        while b"listening on" not in seen and time.monotonic() < deadline:
-            if select.select([master], [], [], 0.1)[0]:
-                seen += os.read(master, 4096)
+        chunks: list[bytes] = []
+        wait_until(
+            lambda: _read_ready(master, chunks) or b"listening on" in b"".join(chunks),
+            20,
+            "the listener to say it is listening",
+            state=lambda: b"".join(chunks),
+        )
+        seen = b"".join(chunks)
         subprocess.run(
             oscsync_command(
                 "metronome",

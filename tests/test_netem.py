@@ -28,6 +28,7 @@ from oscsync.apps.netem import (
 from oscsync.cli.main import cli
 from oscsync.clock import FakeClock
 from oscsync.hostport import HostPort
+from waiting import wait_until
 
 N = 20_000
 
@@ -135,7 +136,7 @@ class _Peer:
 
 
 def _run_through_relay(
-    spec: ImpairmentSpec, packets: int, gap: float, seed: int = 3, echo: bool = False
+    spec: ImpairmentSpec, packets: int, seed: int = 3, echo: bool = False
 ) -> tuple[_Peer, _Peer, Relay]:
     """Send ``packets`` from a client through a relay to a server; return both ends and relay."""
     server = _Peer(echo=echo)
@@ -147,16 +148,22 @@ def _run_through_relay(
             client.sock.sendto(
                 struct.pack(">id", seq, time.monotonic()), relay.local_address.sockaddr
             )
-            time.sleep(gap)
-        # Wait (bounded) until everything still held has been delivered.
-        deadline = time.monotonic() + spec.delay + 4 * spec.jitter + 2.0
-        while relay.scheduler.held and time.monotonic() < deadline:
-            time.sleep(0.01)
-        # ... and until both ends have read every datagram the relay sent them (bounded).
-        while (
-            len(server.got) < relay.forward.stats.sent or len(client.got) < relay.reverse.stats.sent
-        ) and time.monotonic() < deadline:
-            time.sleep(0.01)
+            # The next one once the relay has taken this one in: a burst would measure how fast
+            # the relay drains its socket, not the delay it adds.
+            wait_until(
+                lambda n=seq: relay.forward.stats.received > n, 10, f"datagram {seq} at the relay"
+            )
+        # Everything still held delivered, and both ends have read every datagram sent to them.
+        wait_until(
+            lambda: (
+                not relay.scheduler.held
+                and len(server.got) >= relay.forward.stats.sent
+                and len(client.got) >= relay.reverse.stats.sent
+            ),
+            spec.delay + 4 * spec.jitter + 10.0,
+            "the relay to deliver everything and both ends to read it",
+            state=lambda: (relay.scheduler.held, len(server.got), len(client.got)),
+        )
     finally:
         relay.close()
         client.close()
@@ -167,7 +174,7 @@ def _run_through_relay(
 def test_relay_delays_loses_and_duplicates_as_asked() -> None:
     spec = ImpairmentSpec(delay=0.020, jitter=0.005, loss=0.10, duplicate=0.10)
     packets = 400
-    _, server, relay = _run_through_relay(spec, packets, gap=0.001)
+    _, server, relay = _run_through_relay(spec, packets)
     stats = relay.forward.stats
     assert stats.received == packets
     assert stats.sent == len(server.got)
@@ -191,7 +198,7 @@ def test_seeded_relay_runs_lose_the_same_datagrams() -> None:
     spec = ImpairmentSpec(delay=0.002, loss=0.2)
     runs = []
     for _ in range(2):
-        _, server, _ = _run_through_relay(spec, 100, gap=0.0005, seed=11)
+        _, server, _ = _run_through_relay(spec, 100, seed=11)
         runs.append(sorted(seq for seq, _ in server.got))
     assert runs[0] == runs[1]
     assert 50 < len(runs[0]) < 100
@@ -199,7 +206,7 @@ def test_seeded_relay_runs_lose_the_same_datagrams() -> None:
 
 def test_replies_come_back_through_the_same_impairment() -> None:
     spec = ImpairmentSpec(delay=0.010)
-    client, server, relay = _run_through_relay(spec, 20, gap=0.002, echo=True)
+    client, server, relay = _run_through_relay(spec, 20, echo=True)
     assert len(server.got) == 20
     assert sorted(seq for seq, _ in client.got) == list(range(20))
     assert all(delay >= 0.010 - 0.0002 for _, delay in client.got)
@@ -208,10 +215,10 @@ def test_replies_come_back_through_the_same_impairment() -> None:
 
 def test_no_reorder_keeps_order_and_reorder_does_not() -> None:
     jittery = {"delay": 0.010, "jitter": 0.008}
-    _, kept, _ = _run_through_relay(ImpairmentSpec(**jittery, reorder=False), 80, gap=0.0005)
+    _, kept, _ = _run_through_relay(ImpairmentSpec(**jittery, reorder=False), 80)
     order = [seq for seq, _ in kept.got]
     assert order == sorted(order) and len(order) == 80
-    _, shuffled, _ = _run_through_relay(ImpairmentSpec(**jittery, reorder=True), 80, gap=0.0005)
+    _, shuffled, _ = _run_through_relay(ImpairmentSpec(**jittery, reorder=True), 80)
     order = [seq for seq, _ in shuffled.got]
     assert sorted(order) == list(range(80))
     assert order != sorted(order)
@@ -225,9 +232,7 @@ def test_queue_limit_drops_and_counts() -> None:
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         for seq in range(20):
             sender.sendto(struct.pack(">id", seq, time.monotonic()), relay.local_address.sockaddr)
-        deadline = time.monotonic() + 2
-        while relay.forward.stats.received < 20 and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_until(lambda: relay.forward.stats.received >= 20, 10, "20 datagrams at the relay")
         sender.close()
     server.close()
     assert relay.forward.stats.dropped["queue-full"] == 15
@@ -314,9 +319,9 @@ def test_a_forward_address_the_kernel_refuses_is_one_line(cli_runner: CliRunner)
 def _send_and_wait(relay: Relay, senders: list[socket.socket], received: int) -> None:
     for sender in senders:
         sender.sendto(struct.pack(">id", 0, time.monotonic()), relay.local_address.sockaddr)
-    deadline = time.monotonic() + 2
-    while relay.forward.stats.received < received and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_until(
+        lambda: relay.forward.stats.received >= received, 10, f"{received} datagrams at the relay"
+    )
 
 
 def test_senders_beyond_max_clients_take_a_free_socket_and_refusals_are_counted(

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from ipaddress import ip_network
 from pathlib import Path
@@ -27,6 +26,7 @@ from oscsync.clock import FakeClock
 from oscsync.hostport import HostPort
 from oscsync.pcap import read_capture
 from oscsync.recording import ReadReport, read_recording
+from waiting import wait_until
 
 Spawn = Callable[..., "Popen[str]"]
 NESTED = codec.encode_bundle(
@@ -128,12 +128,6 @@ def test_record_every_datagram_written_or_counted_dropped(tmp_path: Path) -> Non
     assert len(written) + report.closing["dropped_total"] == sent
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.005)
-
-
 def test_record_refuses_to_overwrite_and_needs_somewhere_to_write(tmp_path: Path) -> None:
     existing = tmp_path / "take.jsonl"
     existing.write_text("precious\n")
@@ -165,9 +159,9 @@ def test_record_ctrl_c_keeps_everything_and_writes_the_closing_line(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
         tx.sendto(NESTED, ("127.0.0.1", port))
         # Flushed within FLUSH_INTERVAL while recording: readable before the recorder stops.
-        wait_until(lambda: len(path.read_text().splitlines()) >= 2)
+        wait_until(lambda: len(path.read_text().splitlines()) >= 2, what="2 lines in the take")
         tx.sendto(NESTED, ("127.0.0.1", port))
-        wait_until(lambda: len(path.read_text().splitlines()) >= 3)
+        wait_until(lambda: len(path.read_text().splitlines()) >= 3, what="3 lines in the take")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(10) == 0
     report = ReadReport()
@@ -184,7 +178,7 @@ def test_record_killed_keeps_what_was_written(spawn: Spawn, tmp_path: Path) -> N
     LineReader(proc.stderr).wait_for(lambda line: "recording on" in line)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
         tx.sendto(NESTED, ("127.0.0.1", port))
-        wait_until(lambda: len(path.read_text().splitlines()) >= 2)
+        wait_until(lambda: len(path.read_text().splitlines()) >= 2, what="2 lines in the take")
     proc.kill()
     proc.wait(10)
     report = ReadReport()

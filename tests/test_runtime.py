@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import contextlib
 import signal
 import sys
 import threading
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from oscsync import threads
 from oscsync.cli.main import cli
 from oscsync.cli.runtime import running
+from waiting import wait_until
 
 _THREADING_FILE = threading.__file__
 
@@ -38,11 +40,9 @@ def test_stop_landing_inside_thread_join_is_raised_after_the_join_without_a_time
     signalled = threading.Event()
 
     def interrupt_main_once_it_joins() -> None:
-        give_up = threading.Event()
-        for _ in range(10_000):  # bounded: ~10 s at most
-            if _in_join(main_id):
-                break
-            give_up.wait(0.001)
+        # If the main thread never joins, the stop below still comes and the test fails on it.
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: _in_join(main_id), 10, "the main thread to be inside join")
         # Simulates a Ctrl-C arriving in the main thread (the way Windows delivers it).
         _thread.interrupt_main(signal.SIGINT)
         signalled.set()
@@ -54,9 +54,8 @@ def test_stop_landing_inside_thread_join_is_raised_after_the_join_without_a_time
         threads.start(helper)
         helper.join(10)
         joined = True
-        pause = threading.Event()
-        for _ in range(1000):  # the deferred stop surfaces here, once outside join (bounded)
-            pause.wait(0.01)
+        # The deferred stop surfaces here, once outside join, and ends this wait.
+        wait_until(lambda: False, 10, "the deferred stop to interrupt the main thread")
         ran_on = True
     assert signalled.is_set()
     assert joined and not ran_on

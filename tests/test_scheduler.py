@@ -374,6 +374,47 @@ def test_late_policy_text_and_validation() -> None:
         Scheduler(FakeClock(), spin=-0.001)
 
 
+# -- the timer thread on an autojump FakeClock: exact times, no real waiting -------------------
+
+
+def test_timer_thread_dispatches_exactly_on_time_on_an_autojump_clock(
+    autojump_clock: FakeClock,
+) -> None:
+    clock = autojump_clock
+    start = clock.monotonic()
+    ran: list[tuple[str, float]] = []
+    with Scheduler(clock) as sched:
+        sched.start()
+        for name, ahead in (("c", 0.75), ("a", 0.25), ("b", 0.5)):
+            sched.submit(
+                tag_in(clock, ahead), lambda d, name=name: ran.append((name, d.dispatched))
+            )
+        clock.sleep(1.0)  # the clock jumps to each due time while this thread waits
+        stats = sched.stats()
+    # In order and exactly on time: no spin (it would never end on a clock that stands still).
+    assert ran == [("a", start + 0.25), ("b", start + 0.5), ("c", start + 0.75)]
+    assert stats.late == 0 and stats.dispatched == 3
+
+
+def test_timer_thread_replans_for_an_earlier_item_on_an_autojump_clock(
+    autojump_clock: FakeClock,
+) -> None:
+    clock = autojump_clock
+    start = clock.monotonic()
+    ran: list[tuple[str, float]] = []
+    with Scheduler(clock) as sched:
+        sched.start()
+        sched.submit(tag_in(clock, 10.0), lambda d: ran.append(("far", d.dispatched)))
+        clock.sleep(0.25)
+        assert ran == [] and sched.held == 1
+        # The thread waits for "far"; an earlier item must wake it to plan for that one.
+        sched.submit(tag_in(clock, 0.25), lambda d: ran.append(("near", d.dispatched)))
+        clock.sleep(1.0)
+        assert ran == [("near", start + 0.5)]
+        clock.sleep(10.0)
+    assert ran == [("near", start + 0.5), ("far", start + 10.0)]
+
+
 # -- the timer thread, on the real clock: ordering and >= bounds only, no timing asserts ------
 
 

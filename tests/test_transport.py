@@ -550,3 +550,22 @@ def test_socket_drop_count_from_proc_net_udp_matches_so_meminfo(
         from_proc = transport.socket_drop_count(sock)
     assert from_meminfo is not None and from_meminfo > 0
     assert from_proc == from_meminfo
+
+
+def test_close_after_a_stop_between_creating_and_starting_the_receive_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A stop signal raised between creating the receive thread and starting it (timetag monitor
+    # exited 1 after SIGHUP once in CI): close() in the command's finally must not try to join a
+    # thread that never started (RuntimeError), and must still close the socket.
+    endpoint = Endpoint(HostPort("127.0.0.1", 0))
+
+    def interrupted(thread: threading.Thread) -> threading.Thread:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("oscsync.transport.threads.start", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        endpoint.start(lambda received: None)
+    monkeypatch.undo()
+    assert endpoint.close() is True  # no thread is running
+    assert endpoint._listen_sock is not None and endpoint._listen_sock.fileno() == -1

@@ -24,6 +24,7 @@ This is the only module in the package that calls ``time.time``, ``time.monotoni
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -34,6 +35,12 @@ from oscsync import timetag
 
 class Clock(ABC):
     """A source of wall and monotonic time, and a way to wait on the latter."""
+
+    @property
+    def moves_by_itself(self) -> bool:
+        """Whether :meth:`monotonic` advances while nobody waits (not a fake clock's): only then
+        can a thread busy-wait on it (the scheduler's last-stretch spin)."""
+        return True
 
     @abstractmethod
     def monotonic(self) -> float:
@@ -68,6 +75,14 @@ class Clock(ABC):
         can (Linux: timer slack 1 µs instead of 50 µs); True if it did. A thread that must wake
         on time (a timer thread) calls it once; it costs a few more wake-ups' worth of power."""
         return False
+
+    def enlist(self, thread: threading.Thread) -> None:
+        """Say that ``thread`` (started or about to be) will wait on this clock.
+
+        Only a threaded :class:`FakeClock` cares: it does not autojump while an enlisted thread
+        runs, so a timer thread that has not reached its first wait yet is not jumped past.
+        """
+        return None  # a real clock moves by itself: nobody needs to know who waits on it
 
     def system_time_to_wall(self, system_time: float) -> float | None:
         """This clock's wall reading for a reading of the OS real-time clock, or None.
@@ -172,8 +187,15 @@ class SkewedClock(Clock):
         base_wall = (wall - self.skew + self.drift_ppm * 1e-6 * self._epoch) / rate
         return self._base.wall_to_monotonic(base_wall)
 
+    @property
+    def moves_by_itself(self) -> bool:
+        return self._base.moves_by_itself
+
     def sleep(self, seconds: float) -> None:
         self._base.sleep(seconds)
+
+    def enlist(self, thread: threading.Thread) -> None:
+        self._base.enlist(thread)
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
         return self._base.wait(event, timeout)
@@ -189,21 +211,77 @@ class SkewedClock(Clock):
 
 
 class FakeClock(Clock):
-    """Deterministic time for tests: it moves only through :meth:`advance` (or :meth:`sleep`).
+    """Deterministic time for tests: it moves only when told to (after trio's ``MockClock``).
 
-    ``sleep`` and ``wait`` do not block: they advance the clock by the requested time (``wait``
-    returns at once if the event is already set), so code under test runs at full speed and every
-    reading is exact. Pick a ``start`` and steps that are exact binary fractions (0.5, 0.25, ...)
-    and assertions can use ``==``.
+    Two ways to use it:
+
+    * **One thread** (``autojump_threshold=None``, the default): ``sleep`` and ``wait`` do not
+      block, they advance the clock by the requested time (``wait`` returns at once if the event
+      is already set). Code under test runs at full speed and every reading is exact. Do not give
+      such a clock to code that waits on it from several threads: each sleep would add up.
+    * **Threads** (``autojump_threshold`` a number of real seconds, or ``math.inf``): ``sleep``
+      and ``wait`` block the calling thread until the clock reaches their deadline (or the event
+      is set). Time moves through :meth:`advance` and, unless the threshold is infinite, by
+      *autojump*: once every thread that takes part (the thread that made the clock, threads
+      :meth:`enlist`-ed by their owners (the scheduler's, the clock-sync pinger's), and every
+      thread that has slept or waited on it, while alive) is blocked in a ``sleep`` or
+      ``wait`` whose event is not set, and has been for ``autojump_threshold`` real seconds, the
+      clock jumps to the earliest deadline among them. A scheduler thread, a pinger and the test
+      thread then run in virtual time: nothing really waits for a timetag, and every reading is
+      exact. 0 jumps as soon as everyone is blocked; a few milliseconds leave threads that do not
+      take part (a socket's receive thread handing a datagram over) the time to act first. Like
+      trio's, the threshold cannot see work in flight outside the clock: a test that sends a
+      datagram should wait (in real time) until it is received before it sleeps on this clock.
+      A thread that takes part and then blocks elsewhere (a join, a socket) holds the clock still.
+
+    Pick a ``start`` and steps that are exact binary fractions (0.5, 0.25, ...) and assertions
+    can use ``==``.
     """
 
-    def __init__(self, start: float = 1_700_000_000.0, monotonic_start: float = 1000.0) -> None:
+    @property
+    def moves_by_itself(self) -> bool:
+        return False
+
+    _POLL = 0.001
+    """Real seconds between looks at a waited-on event (``Event.set`` notifies nobody else) and at
+    the autojump condition."""
+
+    def __init__(
+        self,
+        start: float = 1_700_000_000.0,
+        monotonic_start: float = 1000.0,
+        *,
+        autojump_threshold: float | None = None,
+    ) -> None:
+        if autojump_threshold is not None and not autojump_threshold >= 0:  # NaN too
+            raise ValueError(f"autojump_threshold must be 0 or more seconds ({autojump_threshold})")
         self._mono = monotonic_start
         self._offset = start - monotonic_start
-        self._lock = threading.Lock()
+        self.autojump_threshold = autojump_threshold
+        self._changed = threading.Condition()  # guards everything below; notified when time moves
+        self._participants: set[threading.Thread] = {threading.current_thread()}
+        self._waiters: dict[threading.Thread, tuple[float, threading.Event | None]] = {}
+        self._quiet_since = time.monotonic()  # real time of the last wait begun or ended
+        self.jumps = 0
+        """How many times autojump moved the clock (tests of the clock assert it)."""
+
+    @property
+    def threaded(self) -> bool:
+        """Whether ``sleep`` and ``wait`` block (an ``autojump_threshold`` was given)."""
+        return self.autojump_threshold is not None
+
+    @property
+    def waiting(self) -> int:
+        """How many threads are blocked in :meth:`sleep` or :meth:`wait` right now."""
+        with self._changed:
+            return len(self._waiters)
+
+    def enlist(self, thread: threading.Thread) -> None:
+        with self._changed:
+            self._participants.add(thread)
 
     def monotonic(self) -> float:
-        with self._lock:
+        with self._changed:
             return self._mono
 
     def wall_to_monotonic(self, wall: float) -> float:
@@ -216,16 +294,67 @@ class FakeClock(Clock):
         """Move time forward; moving backwards is an error (time does not do that)."""
         if seconds < 0:
             raise ValueError(f"FakeClock cannot go backwards ({seconds} s)")
-        with self._lock:
+        with self._changed:
             self._mono += seconds
+            self._changed.notify_all()
 
     def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            self.advance(seconds)
+        if not self.threaded:
+            if seconds > 0:
+                self.advance(seconds)
+            return
+        self._block(seconds, None)
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
         if event.is_set():
             return True
-        if timeout is not None:
-            self.advance(max(0.0, timeout))
+        if not self.threaded:
+            if timeout is not None:
+                self.advance(max(0.0, timeout))
+            return event.is_set()
+        self._block(timeout, event)
         return event.is_set()
+
+    def _block(self, timeout: float | None, event: threading.Event | None) -> None:
+        me = threading.current_thread()
+        with self._changed:
+            deadline = math.inf if timeout is None else self._mono + max(0.0, timeout)
+            self._participants.add(me)
+            self._waiters[me] = (deadline, event)
+            self._quiet_since = time.monotonic()
+        try:
+            while True:
+                with self._changed:
+                    if self._mono >= deadline or (event is not None and event.is_set()):
+                        return
+                    self._autojump()
+                    if self._mono >= deadline:
+                        return
+                    if event is None:
+                        self._changed.wait(self._POLL)
+                        continue
+                event.wait(self._POLL)
+        finally:
+            with self._changed:
+                del self._waiters[me]
+                self._quiet_since = time.monotonic()
+
+    def _autojump(self) -> None:
+        """Jump to the earliest deadline if every participant is blocked (lock held)."""
+        threshold = self.autojump_threshold
+        if threshold is None or threshold == math.inf:
+            return
+        # A thread enlisted before its start() has no ident yet: it counts as running.
+        self._participants = {t for t in self._participants if t.ident is None or t.is_alive()}
+        if not self._participants <= self._waiters.keys():
+            return  # someone is running: it may still change what the others wait for
+        earliest = math.inf
+        for deadline, event in self._waiters.values():
+            if deadline <= self._mono or (event is not None and event.is_set()):
+                return  # due or woken, and not yet back: let it run first
+            earliest = min(earliest, deadline)
+        if earliest == math.inf or time.monotonic() - self._quiet_since < threshold:
+            return
+        self._mono = earliest
+        self.jumps += 1
+        self._changed.notify_all()

@@ -531,6 +531,7 @@ class FilterFollower:
 
     def start(self) -> None:
         self._thread = threads.daemon_thread(self._run, name="oscsync-clock")
+        self.clock.enlist(self._thread)  # a FakeClock does not jump past its first wait
         threads.start(self._thread)
 
     def _run(self) -> None:
@@ -553,8 +554,10 @@ class FilterFollower:
     def close(self) -> None:
         self._stop.set()
         self._peer_known.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(2.0)
+        thread = self._thread
+        # Not one a stop signal kept from starting: joining it would raise (see Endpoint.close).
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(2.0)
         if self._pinger is not None:
             self._pinger.close()
 

@@ -53,8 +53,9 @@ Use::
     ...
     scheduler.close()  # held items are discarded; nothing runs after this returns
 
-With a :class:`~oscsync.clock.FakeClock` do not :meth:`~Scheduler.start` the thread (its waits
-return at once); call :meth:`~Scheduler.run_due` after each ``advance`` instead.
+With a one-thread :class:`~oscsync.clock.FakeClock` do not :meth:`~Scheduler.start` the thread
+(its waits return at once); call :meth:`~Scheduler.run_due` after each ``advance`` instead. A
+threaded one (``FakeClock(autojump_threshold=0)``) runs the thread in virtual time.
 """
 
 from __future__ import annotations
@@ -469,11 +470,15 @@ class Scheduler:
         if self._thread is not None:
             raise RuntimeError("scheduler already started")
         self._thread = threads.daemon_thread(self._loop, name="oscsync-scheduler")
+        self.clock.enlist(self._thread)  # a FakeClock does not jump past its first wait
         threads.start(self._thread)
 
     def _loop(self) -> None:
         clock = self.clock
         wake = self._wake
+        # A fake clock stands still while this thread spins, so there it waits the whole way
+        # (a threaded FakeClock's autojump lands the wait exactly on the due time).
+        spin = self.spin if clock.moves_by_itself else 0.0
         while not self._closed:
             # Cleared before looking at the heap: a submit after this point sets it again, so
             # the wait below returns at once and the new entry is planned for.
@@ -485,8 +490,8 @@ class Scheduler:
                 clock.wait(wake, None)
                 continue
             remaining = next_due - clock.monotonic()
-            if remaining > self.spin:
-                clock.wait(wake, remaining - self.spin)
+            if remaining > spin:
+                clock.wait(wake, remaining - spin)
                 continue
             entry = self._take_head()
             if entry is None:

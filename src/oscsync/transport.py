@@ -534,12 +534,20 @@ class Endpoint:
         self._receiving_sock = sock
         space = self._ancillary_space
         handle = self._core.feed
-        stamp_kind = _SO_TIMESTAMPNS if self._kernel_stamps else None
-        to_wall = self._kernel_to_wall
+        # The stamp alone, already on the clock's scale (kernel stamps on a SystemClock): the
+        # usual case, read inline (benchmarks/receive_path.py).
+        inline_stamp = _SO_TIMESTAMPNS if self._kernel_stamps and not self._kernel_to_wall else -1
         unpack = _TIMESPEC.unpack
+        receive = sock.recvmsg
+        # Once the kernel has dropped a datagram on this socket, SO_RXQ_OVFL puts its running
+        # drop count on every datagram after: under a flood, all of them. A count already
+        # counted (the same control message as the last one read) changes nothing, so the
+        # datagram takes the inline path too (issue 18: ~0.8 µs a datagram under a flood,
+        # benchmarks/throughput.py).
+        counted_drops: tuple[int, int, bytes] | None = None
         for _ in range(_DRAIN_BATCH):
             try:
-                data, ancdata, _, source = sock.recvmsg(MAX_DATAGRAM, space)
+                data, ancdata, _, source = receive(MAX_DATAGRAM, space)
             except BlockingIOError:
                 return
             except (ConnectionRefusedError, ConnectionResetError):
@@ -548,15 +556,20 @@ class Endpoint:
             except OSError as exc:
                 self._receive_error(exc)
                 return
-            if not ancdata:
-                handle(data, source, None, via_peer)
-            elif len(ancdata) == 1 and ancdata[0][1] == stamp_kind and to_wall is None:
-                # The usual case with kernel stamps on a SystemClock, inlined (benchmarks/
-                # receive_path.py): the stamp alone, already on the clock's scale.
+            if (
+                ancdata
+                and ancdata[0][1] == inline_stamp
+                and (len(ancdata) == 1 or (len(ancdata) == 2 and ancdata[1] == counted_drops))
+            ):
                 seconds, nanoseconds = unpack(ancdata[0][2])
                 handle(data, source, seconds + nanoseconds * 1e-9, via_peer)
+            elif not ancdata:
+                handle(data, source, None, via_peer)
             else:
                 handle(data, source, self._read_ancillary(sock, ancdata), via_peer)
+                last = ancdata[-1]
+                if last[0] == socket.SOL_SOCKET and last[1] == _SO_RXQ_OVFL:
+                    counted_drops = last
             if self._closed:
                 return
 
@@ -654,8 +667,12 @@ class Endpoint:
         selector = self._selector
         if selector is not None:
             selector.wake()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        thread = self._thread
+        # is_alive() is False for a thread a stop signal kept from starting (it landed between
+        # creating and starting it: `timetag monitor` exited 1 after SIGHUP once in CI), and
+        # joining that one raises; it never ran, so there is nothing to wait for.
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout)
         if selector is not None:
             selector.close()
         stopped = self._thread is None or not self._thread.is_alive()

@@ -27,6 +27,7 @@ _ALLOW_CACHE_LIMIT = 4096
 # tuple.__new__ called directly: a named tuple's own __new__ is a Python function; this is half
 # the cost (0.1 µs) of making the Received handed on for every message (issue 18).
 _new_received = tuple.__new__
+_decode_message = codec.decode_message
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -201,8 +202,14 @@ class ReceiveCore:
                 stats.drops["handler-error"] += 1
                 self.warn_once("handler", f"datagram handler failed: {exc!r}")
             return
+        # A plain message, the common case, skips decode()'s list and the loop below (issue 18,
+        # benchmarks/dump_path.py); decode() would hand it to decode_message all the same.
+        plain = data[:1] == b"/" and not len(data) & 3
         try:
-            messages = codec.decode(data)
+            if plain:
+                message = _decode_message(data)
+            else:
+                messages = codec.decode(data)
         except codec.DecodeError as exc:
             stats.drops[exc.reason] += 1
             self._warn_drop(exc.reason, source, data, str(exc))
@@ -210,6 +217,19 @@ class ReceiveCore:
         except Exception:
             stats.drops["undecodable"] += 1
             self._warn_drop("undecodable", source, data, "undecodable")
+            return
+        if plain:
+            stats.messages += 1
+            registry = self.registry
+            handler = registry.resolved.get(message[0]) or registry.lookup(message[0])
+            if handler is no_route:
+                if self.handler is None:
+                    return
+                handler = self.handler
+            try:
+                handler(_new_received(Received, (message, source, arrival, via_peer)))
+            except Exception as exc:
+                self._handler_failed(message, exc)
             return
         if data[0] == 35:  # "#": a bundle (decode refused anything empty)
             stats.bundles += 1
@@ -227,9 +247,12 @@ class ReceiveCore:
             try:
                 handler(_new_received(Received, (message, source, arrival, via_peer)))
             except Exception as exc:
-                stats.drops["handler-error"] += 1
-                text = f"handler failed on {display.escape(message.address)}: {exc!r}"
-                self.warn_once("handler", display.printable(text))  # issue 20, item 5
+                self._handler_failed(message, exc)
+
+    def _handler_failed(self, message: codec.Message, exc: Exception) -> None:
+        self.stats.drops["handler-error"] += 1
+        text = f"handler failed on {display.escape(message.address)}: {exc!r}"
+        self.warn_once("handler", display.printable(text))  # issue 20, item 5
 
     def _allowed(self, host: str) -> bool:
         verdict = self._allow_cache.get(host)

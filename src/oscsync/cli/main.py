@@ -177,7 +177,12 @@ def cli(ctx: click.Context, quiet: bool, clock_skew: float, clock_drift: float) 
     """
     from oscsync.cli.runtime import AppContext, color_wanted  # here: --help needs none of it
 
-    ctx.obj = AppContext.create(quiet=quiet, clock_skew=clock_skew, clock_drift_ppm=clock_drift)
+    # A caller may hand in its own context (tests: `CliRunner().invoke(cli, args,
+    # obj=AppContext(clock=FakeClock()))`): its clock is the one this run reads and waits on.
+    given = ctx.obj.clock if isinstance(ctx.obj, AppContext) else None
+    ctx.obj = AppContext.create(
+        quiet=quiet, clock_skew=clock_skew, clock_drift_ppm=clock_drift, base_clock=given
+    )
     if not color_wanted():
         ctx.color = False  # every click.echo strips styles (NO_COLOR, no-color.org)
 

@@ -39,9 +39,15 @@ class AppContext:
 
     @classmethod
     def create(
-        cls, *, quiet: bool = False, clock_skew: float = 0.0, clock_drift_ppm: float = 0.0
+        cls,
+        *,
+        quiet: bool = False,
+        clock_skew: float = 0.0,
+        clock_drift_ppm: float = 0.0,
+        base_clock: Clock | None = None,
     ) -> AppContext:
-        clock: Clock = SystemClock()
+        """The context for one run; ``base_clock`` (a test's FakeClock) replaces the system's."""
+        clock: Clock = base_clock if base_clock is not None else SystemClock()
         if clock_skew or clock_drift_ppm:
             clock = SkewedClock(clock, skew=clock_skew, drift_ppm=clock_drift_ppm)
         return cls(clock=clock, quiet=quiet)
