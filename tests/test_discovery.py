@@ -224,9 +224,10 @@ def test_advertised_listener_is_found_reached_listed_and_gone_after_stop(
     output = LineReader(proc.stdout)
     output.wait_for(lambda text: "/chat ,sss found by name" in text)
 
-    # peers --json lists it.
+    # peers --json lists it. 3 s, not 1: under a full suite on both cores a 1 s browse missed
+    # the answer once in three runs (the lead's busy runs, 14:42); listing is asserted, not speed.
     listed = subprocess.run(
-        oscsync_command("peers", "--json", "--interface", "loopback", "--timeout", "1"),
+        oscsync_command("peers", "--json", "--interface", "loopback", "--timeout", "3"),
         capture_output=True,
         text=True,
         timeout=30,
@@ -466,7 +467,7 @@ def test_peers_escapes_hostile_names_and_txt(browser: Browser) -> None:
     browser.zc.register_service(info, cooperating_responders=True)
     try:
         listed = subprocess.run(
-            oscsync_command("peers", "--interface", "loopback", "--timeout", "1"),
+            oscsync_command("peers", "--interface", "loopback", "--timeout", "3"),
             capture_output=True,
             text=True,
             timeout=30,
