@@ -38,6 +38,7 @@ from oscsync.apps.netem import ImpairmentSpec, Relay
 from oscsync.clock import Clock, SkewedClock, SystemClock
 from oscsync.clocksync import PONG, ClockSync
 from oscsync.hostport import HostPort
+from oscsync.stats import percentile
 
 LINKS = {
     "uniform": (ImpairmentSpec(delay=0.020, jitter=0.015, dist="uniform"), 50.0, 0.25e-3),
@@ -53,7 +54,7 @@ def _ms(seconds: float) -> str:
 
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return lab.percentile(ordered, q) if ordered else math.nan
+    return percentile(ordered, q) if ordered else math.nan
 
 
 def sessions(reference: Clock, seconds: float, which: list[str]) -> None:

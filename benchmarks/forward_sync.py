@@ -31,7 +31,7 @@ from fractions import Fraction
 
 from oscsync import codec
 from oscsync import timetag as tt
-from oscsync.apps import lab
+from oscsync.apps import lab, scoring
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.metronome import MetronomeListener, TickRecord
 from oscsync.apps.netem import ImpairmentSpec
@@ -98,10 +98,10 @@ def p3(clock: Clock, ticks: int) -> None:
         assert b.sync_offset is not None, "B never synced"
         # B's clock is exactly 250 ms ahead of the reference, so the leader is 250 ms behind B.
         errors.append(abs(b.sync_offset + 0.25))
-        spreads += lab.spread(result)
+        spreads += scoring.spread(result)
     print(f"    clock offset estimate error: runs {', '.join(_ms(e) for e in errors)}; "
           f"worst {_ms(max(errors))} ({'meets' if max(errors) <= 2e-4 else 'MISSES'} ≤ 0.2 ms)")  # fmt: skip
-    p99 = lab.p99(spreads)
+    p99 = scoring.p99(spreads)
     print(f"    onset difference A−B: p50 {_ms(statistics.median(spreads))}, p99 {_ms(p99)}, "
           f"max {_ms(max(spreads))} over {len(spreads)} ticks "
           f"({'meets' if p99 <= 5e-4 else 'MISSES'} ≤ 0.5 ms)")  # fmt: skip
@@ -159,10 +159,10 @@ def p7(clock: Clock, ticks: int, followers: int = 32) -> None:
         late = sum(r.late for rs in records for r in rs)
         heard = sum(len(rs) for rs in records)
         measured = onset_spread if player_name == "wav" else handled_spread
-        p99 = lab.p99(measured)
+        p99 = scoring.p99(measured)
         what = "onset (= timetag)" if player_name == "wav" else "dispatch"
         print(f"    player {player_name:<4} {what} spread p99 {_ms(p99)} max {_ms(max(measured))}; "
-              f"arrival spread p99 {_ms(lab.p99(arrival_spread))}; late {late}/{heard}; "
+              f"arrival spread p99 {_ms(scoring.p99(arrival_spread))}; late {late}/{heard}; "
               f"complete ticks {len(measured)}/{ticks} "
               f"({'meets' if p99 <= 1e-3 else 'MISSES'} ≤ 1 ms)")  # fmt: skip
 

@@ -63,7 +63,8 @@ from oscsync import timetag as tt
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import SystemClock
 from oscsync.hostport import HostPort
-from oscsync.scheduler import DEFAULT_SPIN, Dispatch, Scheduler, percentile
+from oscsync.scheduler import DEFAULT_SPIN, Dispatch, Scheduler
+from oscsync.stats import percentile
 from oscsync.transport import Received
 
 LOOPBACK = "127.0.0.1"

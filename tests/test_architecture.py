@@ -1,7 +1,10 @@
-"""The module graph of src/oscsync has no import cycle (issue #12, item 2).
+"""The layers hold (issue #12; docs/architecture.md).
 
-Every import counts, at module level or inside a function; only ``if TYPE_CHECKING:`` imports
-are left out (they never run). A cycle is reported with the modules that make it.
+The module graph of src/oscsync has no import cycle (item 2): every import counts, at module
+level or inside a function; only ``if TYPE_CHECKING:`` imports are left out (they never run). A
+cycle is reported with the modules that make it. And the CLI only parses and prints (item 1): it
+builds no endpoint, scheduler, clock pinger or follower, sender or listener, and defines no
+session class.
 """
 
 from __future__ import annotations
@@ -126,3 +129,67 @@ def test_the_cycle_finder_finds_function_level_cycles_and_skips_type_checking(
         SOURCE = saved
     assert graph["oscsync.d"] == set()
     assert find_cycles(graph) == [["oscsync.a", "oscsync.b", "oscsync.c", "oscsync.a"]]
+
+
+# -- the CLI wires nothing (item 1) ------------------------------------------------------------
+
+CLI = PACKAGE / "cli"
+
+WIRED_BELOW_THE_CLI = {
+    "Endpoint",
+    "Scheduler",
+    "ClockFollower",
+    "ClockSync",
+    "PeerClocks",
+    "TickSender",
+    "SequenceSender",
+    "MetronomeListener",
+    "SequenceListener",
+}
+"""What a session (apps/) builds and wires; a command calls the session instead."""
+
+
+def _called_name(call: ast.Call) -> str | None:
+    func = call.func
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return None
+
+
+def _cli_trees() -> list[tuple[str, ast.Module]]:
+    files = sorted(CLI.glob("*.py"))
+    assert len(files) > 10, f"expected the CLI modules in {CLI}"
+    return [(path.name, ast.parse(path.read_text(encoding="utf-8"))) for path in files]
+
+
+def _session_wiring(tree: ast.Module) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _called_name(node) in WIRED_BELOW_THE_CLI:
+            found.append(f"line {node.lineno}: {_called_name(node)}(...)")
+        if isinstance(node, ast.ClassDef) and "session" in node.name.lower():
+            found.append(f"line {node.lineno}: class {node.name}")
+    return found
+
+
+def test_cli_builds_no_session_parts_and_defines_no_session_classes() -> None:
+    wiring = {name: found for name, tree in _cli_trees() if (found := _session_wiring(tree))}
+    assert wiring == {}
+
+
+def test_the_architecture_check_sees_a_command_that_wires_its_own_endpoint() -> None:
+    # The check above must be able to fail: the shape issue #12 found in cli/metronome.py.
+    wired = ast.parse(
+        "class _Session:\n"
+        "    pass\n"
+        "def listen():\n"
+        "    endpoint = Endpoint(listen)\n"
+        "    scheduler = sched.Scheduler(clock)\n"
+    )
+    assert _session_wiring(wired) == [
+        "line 1: class _Session",
+        "line 4: Endpoint(...)",
+        "line 5: Scheduler(...)",
+    ]

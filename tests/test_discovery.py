@@ -224,10 +224,10 @@ def test_advertised_listener_is_found_reached_listed_and_gone_after_stop(
     output = LineReader(proc.stdout)
     output.wait_for(lambda text: "/chat ,sss found by name" in text)
 
-    # peers --json lists it. 3 s, not 1: under a full suite on both cores a 1 s browse missed
+    # peers --jsonl lists it. 3 s, not 1: under a full suite on both cores a 1 s browse missed
     # the answer once in three runs (the lead's busy runs, 14:42); listing is asserted, not speed.
     listed = subprocess.run(
-        oscsync_command("peers", "--json", "--interface", "loopback", "--timeout", "3"),
+        oscsync_command("peers", "--jsonl", "--interface", "loopback", "--timeout", "3"),
         capture_output=True,
         text=True,
         timeout=30,
@@ -382,7 +382,7 @@ def test_malformed_mdns_packets_do_not_crash_the_listener(spawn: Spawn) -> None:
 
 def test_peers_watch_reports_services_coming_and_going(spawn: Spawn) -> None:
     name = unique_name()
-    watcher = spawn("peers", "--watch", "--json", "--interface", "loopback")
+    watcher = spawn("peers", "--watch", "--jsonl", "--interface", "loopback")
     assert watcher.stdout is not None and watcher.stderr is not None
     LineReader(watcher.stderr).wait_for(lambda text: "watching" in text)
     rows = LineReader(watcher.stdout)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from oscsync.apps import lab
+from oscsync.apps import lab, scoring, tables
 from oscsync.cli.main import cli
 
 PERIOD = 0.25
@@ -18,13 +18,13 @@ PERIOD = 0.25
 
 def test_score_of_a_perfect_grid_is_zero_and_of_a_jittered_one_is_not() -> None:
     perfect = {k: 100.0 + k * PERIOD for k in range(16)}
-    result = lab.score(perfect, {}, PERIOD, 16)
+    result = scoring.score(perfect, {}, PERIOD, 16)
     assert result.ioi_std == pytest.approx(0, abs=1e-9)
     assert result.max_grid_error == pytest.approx(0, abs=1e-9)
     assert (result.received, result.lost, result.late_pct) == (16, 0, 0.0)
     shaken = dict(perfect)
     shaken[5] += 0.010  # one tick 10 ms late
-    result = lab.score(shaken, {5: True}, PERIOD, 16)
+    result = scoring.score(shaken, {5: True}, PERIOD, 16)
     # The grid is fitted to the mean: the late tick is 10 ms - 10/16 ms from it.
     assert result.max_grid_error == pytest.approx(0.010 - 0.010 / 16, abs=1e-9)
     assert result.ioi_std > 0.003
@@ -33,7 +33,7 @@ def test_score_of_a_perfect_grid_is_zero_and_of_a_jittered_one_is_not() -> None:
 
 def test_score_counts_lost_ticks_and_skips_gaps_in_intervals() -> None:
     onsets = {k: k * PERIOD for k in range(10) if k not in (3, 4)}
-    result = lab.score(onsets, {}, PERIOD, 10)
+    result = scoring.score(onsets, {}, PERIOD, 10)
     assert result.lost == 2
     assert result.ioi_std == pytest.approx(0, abs=1e-9)  # no interval spans the gap
 
@@ -64,7 +64,7 @@ def test_stats_summarises_a_tick_log(tmp_path: Path, cli_runner: CliRunner) -> N
     onsets = [1000.0 + k * PERIOD for k in range(12)]
     onsets[6] += 0.004
     _write_log(log, onsets, timed=True, skip={9})
-    result = cli_runner.invoke(cli, ["stats", str(log), "--json"])
+    result = cli_runner.invoke(cli, ["stats", str(log), "--jsonl"])
     assert result.exit_code == 0, result.output
     row = json.loads(result.output.splitlines()[-1])
     assert row["lost"] == 1 and row["received"] == 11
@@ -100,7 +100,7 @@ def test_stats_skips_records_whose_times_are_not_times(
         '{"arrival": 1}',
     ]
     log.write_text("\n".join([json.dumps(r) for r in good] + bad) + "\n")
-    result = cli_runner.invoke(cli, ["stats", str(log), "--json"])
+    result = cli_runner.invoke(cli, ["stats", str(log), "--jsonl"])
     assert result.exit_code == 0, result.output
     assert f"skipped {len(bad)} lines" in result.output
     assert json.loads(result.output.splitlines()[-1])["received"] == 4
@@ -123,14 +123,14 @@ def test_sweep_tiny_run_writes_table_csv_json_and_plot(
         [
             "timetag", "sweep", "--offsets", "0,15ms,60ms", "--delay", "20ms", "--jitter", "8ms",
             "--ticks", "10", "--bpm", "600", "--seed", "4",
-            "--csv", str(csv_path), "--json", str(json_path), "--plot", str(png),
+            "--csv", str(csv_path), "--json-out", str(json_path), "--plot", str(png),
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "inter-onset std" in result.output and "late" in result.output
     with csv_path.open() as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == lab.SWEEP_COLUMNS
+    assert list(rows[0]) == tables.SWEEP_COLUMNS
     assert [float(r["offset_ms"]) for r in rows] == [0.0, 15.0, 60.0]
     assert json.loads(json_path.read_text()) == [
         {k: (float(v) if "." in v else int(v)) for k, v in row.items()} for row in rows
@@ -152,7 +152,7 @@ def test_sweep_rejects_bad_offsets(cli_runner: CliRunner) -> None:
 def test_sweep_refuses_an_unwritable_output_before_it_runs(
     tmp_path: Path, cli_runner: CliRunner
 ) -> None:
-    for option in ("--csv", "--json", "--plot"):
+    for option in ("--csv", "--json-out", "--json", "--plot"):
         target = tmp_path / "missing-dir" / "out"
         result = cli_runner.invoke(cli, ["timetag", "sweep", option, str(target)])
         assert result.exit_code == 2, (option, result.output)
@@ -199,14 +199,14 @@ def test_session_followers_agree_only_with_forward_sync() -> None:
     synced = runs[False]
     b = synced.followers[1]
     assert b.sync_offset is not None and b.sync_offset == pytest.approx(0.2, abs=0.009)
-    scores = [lab.score_follower(synced, f) for f in synced.followers]
+    scores = [scoring.score_follower(synced, f) for f in synced.followers]
     assert all(s.late == 0 and s.lost == 0 for s in scores)
     # Forward sync: the followers play within the clock-sync error (bounded by half the
     # fastest round trip, < 9 ms here), while plain ticks differ by the links' jitter.
-    assert max(lab.spread(synced)) < 0.009
-    plain_spread = lab.spread(runs[True])
-    assert not math.isnan(lab.p99(plain_spread))
-    assert max(plain_spread) > max(lab.spread(synced))
+    assert max(scoring.spread(synced)) < 0.009
+    plain_spread = scoring.spread(runs[True])
+    assert not math.isnan(scoring.p99(plain_spread))
+    assert max(plain_spread) > max(scoring.spread(synced))
 
 
 # -- issue 20, item 2: stats streams the file, bounds each line --------------------------------
@@ -238,7 +238,7 @@ def test_stats_line_of_100000_brackets_is_one_line_error_not_recursion_error(
     log = tmp_path / "ticks.jsonl"
     deep = "[" * 100_000 + "\n" + "[" * 50_000 + "\n" + '{"a":' * 20_000 + "\n"
     log.write_text(_tick_lines(4) + deep + _tick_lines(4, start=4))
-    result = cli_runner.invoke(cli, ["stats", str(log), "--json"])
+    result = cli_runner.invoke(cli, ["stats", str(log), "--jsonl"])
     assert result.exit_code == 0, result.output
     assert "skipped 3 lines" in result.output
     assert json.loads(result.output.splitlines()[-1])["received"] == 8

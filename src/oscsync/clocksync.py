@@ -36,7 +36,7 @@ from oscsync import threads
 from oscsync import timetag as tt
 from oscsync.clock import Clock
 from oscsync.routing import Method
-from oscsync.scheduler import percentile
+from oscsync.stats import percentile
 
 if TYPE_CHECKING:
     from oscsync.hostport import HostPort

@@ -72,6 +72,7 @@ from typing import NamedTuple
 from oscsync import threads
 from oscsync import timetag as tt
 from oscsync.clock import Clock, SystemClock
+from oscsync.stats import WarnOnce, percentile
 
 DEFAULT_SPIN = 0.002
 """Seconds spent spinning before a due time. Event.wait overshoots by 0.1-0.3 ms at the median on
@@ -189,12 +190,6 @@ def _us(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1e6:.1f} µs"
 
 
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile of an already sorted, non-empty list (``fraction`` in 0..1)."""
-    rank = max(1, math.ceil(fraction * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
 @dataclass(slots=True)
 class _Item:
     due: float
@@ -262,8 +257,7 @@ class Scheduler:
         self.horizon = horizon
         self.late_policy = late_policy
         self.late_tolerance = late_tolerance
-        self._on_warning = on_warning
-        self._warned: set[str] = set()
+        self._warn_once = WarnOnce(on_warning)
         self._heap: list[tuple[float, int, _Item]] = []
         self._held_bytes = 0  # declared sizes of the heap's items and the one in hand
         self._seq = itertools.count()
@@ -381,11 +375,6 @@ class Scheduler:
             "late",
             f"dropping bundles that are late by more than the policy allows ({self.late_policy})",
         )
-
-    def _warn_once(self, key: str, text: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            self._on_warning(text)
 
     # -- dispatching -----------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from oscsync import codec, display
 from oscsync.clock import Clock
 from oscsync.hostport import HostPort
 from oscsync.routing import AddressRegistry, no_route
+from oscsync.stats import WarnOnce
 from oscsync.wording import drop_warning
 
 _ALLOW_CACHE_LIMIT = 4096
@@ -172,8 +173,9 @@ class ReceiveCore:
         """Messages for addresses nobody registered (the app's handler given to ``start``)."""
         self.on_datagram: DatagramHandler | None = None
         """When set, every allowed datagram goes here undecoded instead (``record``)."""
-        self._on_warning = on_warning
-        self._warned: set[str] = set()
+        self.warn_once = WarnOnce(on_warning)
+        """``warn_once(key, text)``: ``text`` to the warning handler the first time ``key`` is
+        seen (one line per reason, not one per bad datagram)."""
         self._allow = tuple(allow)
         self._allow_cache: dict[str, bool] = {}
 
@@ -271,11 +273,5 @@ class ReceiveCore:
 
     def _warn_drop(self, reason: str, source: tuple[str, int], data: bytes, detail: str) -> None:
         # Once per reason while running, not only in the summary at Ctrl-C (issue #13).
-        if "drop:" + reason not in self._warned:
+        if "drop:" + reason not in self.warn_once:
             self.warn_once("drop:" + reason, drop_warning(reason, source, data, detail))
-
-    def warn_once(self, key: str, text: str) -> None:
-        """Pass ``text`` to the warning handler the first time ``key`` is seen."""
-        if key not in self._warned:
-            self._warned.add(key)
-            self._on_warning(text)

@@ -7,15 +7,19 @@ that pings every ``interval`` for ``count`` pings or ``duration`` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from oscsync.apps.endpoints import open_endpoint
+from oscsync.clock import Clock
 from oscsync.clockestimate import ClockEstimate
 from oscsync.clockfollow import ClockFollower
-from oscsync.transport import Endpoint, Received
+from oscsync.hostport import HostPort
+from oscsync.transport import Endpoint, Network, Received
 from oscsync.wording import plural
 
 DEFAULT_DURATION = 20.0
@@ -149,3 +153,12 @@ class PeerClock:
 
 def _ignore(_: Received) -> None:
     pass
+
+
+@contextlib.contextmanager
+def peer_clock(
+    peer: HostPort, *, clock: Clock, allow: Sequence[Network] = (), warn: Callable[[str], None]
+) -> Iterator[PeerClock]:
+    """``oscsync clock``: a :class:`PeerClock` for ``peer`` on its own endpoint, closed after."""
+    with open_endpoint(peers=[peer], clock=clock, allow=allow, on_warning=warn) as endpoint:
+        yield PeerClock(endpoint)

@@ -12,16 +12,10 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from oscsync.apps.lab import (
-    FollowerSpec,
-    Score,
-    SessionResult,
-    SessionSpec,
-    aligned,
-    score_follower,
-    spread,
-)
+from oscsync.apps.lab import FollowerSpec, SessionResult, SessionSpec
 from oscsync.apps.netem import ImpairmentSpec
+from oscsync.apps.scoring import Score, score_follower, spread
+from oscsync.apps.tables import aligned
 
 DEMO_BPM = 240.0
 DEMO_LINK = ImpairmentSpec(delay=0.020, jitter=0.015, dist="uniform")

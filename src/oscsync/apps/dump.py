@@ -469,6 +469,16 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[written:]
 
 
+def handler(dumper: Dumper, scheduler: Scheduler | None) -> Callable[[Received], None]:
+    """What ``dump`` hands its endpoint: print on arrival, or (``--schedule``) hold each message
+    in ``scheduler`` and print it when due."""
+    if scheduler is not None:
+        return scheduled(dumper, scheduler)
+    # Printed on arrival: "how far ahead" is measured from the arrival stamp (one clock read
+    # per message, not two).
+    return dumper.print_now
+
+
 def scheduled(dumper: Dumper, scheduler: Scheduler) -> Callable[[Received], None]:
     """A receive callback that holds each message in ``scheduler`` and prints it when due.
 

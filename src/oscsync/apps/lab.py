@@ -19,31 +19,28 @@ Followers use players that place sounds themselves (``lead = inf``: the ``wav:``
 :class:`OnsetRecorder`), so an onset is exactly the (translated) timetag when the tick arrived in
 time, and the arrival when it did not: what a sample-accurate sound card would play.
 
-Scoring (:func:`score`) uses the tick number ``k``, recovered from the arrival time on the
-reference clock (jitter must stay below half a beat, which any usable link does). The first bar
-is a count-in while followers sync, and is not scored.
+Each onset is filed under its tick number ``k``, recovered from the arrival time on the reference
+clock (jitter must stay below half a beat, which any usable link does); :mod:`oscsync.apps.scoring`
+scores the results and :mod:`oscsync.apps.tables` prints, writes and plots them.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from oscsync import timetag as tt
-from oscsync.apps.endpoints import open_endpoint
-from oscsync.apps.metronome import MetronomeListener, TickRecord, TickSender
+from oscsync.apps.metronome import TickRecord
 from oscsync.apps.netem import ImpairmentSpec, Relay
-from oscsync.audio import TICK, Player
+from oscsync.apps.receiving import SessionSetup
+from oscsync.apps.sessions import SendSession, TickListenSession
+from oscsync.audio import TICK, AudioError, Player
 from oscsync.clock import Clock, SkewedClock
 from oscsync.clockfollow import ClockFollower
 from oscsync.clocksync import PING, FilterFollower, PingResponder, encode_ping
 from oscsync.hostport import HostPort
-from oscsync.scheduler import Scheduler, percentile
 from oscsync.transport import Endpoint, Received, Service
 
 LOOPBACK = HostPort("127.0.0.1", 0)
@@ -159,9 +156,9 @@ def run_session(
     """
     period = 60.0 / spec.bpm
     collected: list[list[TickRecord]] = [[] for _ in spec.followers]
-    opened: list[Any] = []
+    opened: list[TickListenSession | SendSession] = []
     relays: list[Relay] = []
-    followers: list[tuple[Clock, MetronomeListener, ClockFollower | FilterFollower | None]] = []
+    followers: list[tuple[Clock, TickListenSession, ClockFollower | FilterFollower | None]] = []
     try:
         for index, follower_spec in enumerate(spec.followers):
             clock: Clock = reference
@@ -169,72 +166,66 @@ def run_session(
                 clock = SkewedClock(
                     reference, skew=follower_spec.skew, drift_ppm=follower_spec.drift_ppm
                 )
-            endpoint = open_endpoint(LOOPBACK, clock=clock, on_warning=on_warning)
-            opened.append(endpoint)
-            scheduler = Scheduler(clock, on_warning=on_warning)
-            opened.append(scheduler)
             player: Player
             if make_player is not None:
                 player = make_player(index, clock)
             else:
                 player = OnsetRecorder()
                 player.start()
-            opened.append(player)
-            listener = MetronomeListener(
-                player,
-                scheduler,
-                clock,
-                beats_per_bar=spec.beats_per_bar,
-                on_tick=collected[index].append,
-            )
-            handler = listener.on_message
+            try:
+                session = TickListenSession(
+                    LOOPBACK,
+                    (),
+                    SessionSetup(clock, warn=on_warning),
+                    player=player,
+                    beats_per_bar=spec.beats_per_bar,
+                )
+            except BaseException:
+                player.close()
+                raise
+            opened.append(session)
+            session.show = collected[index].append
             follow: ClockFollower | FilterFollower | None = None
             if follower_spec.sync:
                 if follower_spec.sync_method == "filter":
-                    follow = FilterFollower(endpoint)
+                    follow = FilterFollower(session.endpoint)
                 else:
-                    follow = ClockFollower(endpoint, on_warning=on_warning)
+                    follow = ClockFollower(session.endpoint, on_warning=on_warning)
                     # The lab knows who leads: the first ping through the relay is the leader's
                     # hello, and its source is what --sync-peer would name (issue #11: no tick
                     # played late, the first one on time).
-                    endpoint.add_service(PING, _peer_from_hello(follow))
-                handler = follow.wrap(handler)  # type: ignore[assignment]
-                opened.append(follow)
-            scheduler.start()
-            endpoint.start(handler)
-            if follow is not None:
-                follow.start()
-            target = endpoint.local_address
+                    session.endpoint.add_service(PING, _peer_from_hello(follow))
+            session.start(follower=follow)
+            target = session.endpoint.local_address
             assert target is not None
             seed = None if spec.seed is None else spec.seed * 1000 + index
             relay = Relay(LOOPBACK, target, spec.link, seed=seed, clock=reference)
             relay.start()
             relays.append(relay)
-            followers.append((clock, listener, follow))
-        leader = open_endpoint(
-            peers=[relay.local_address for relay in relays], clock=reference, on_warning=on_warning
-        )
-        opened.append(leader)
-        leader.start(lambda _: None)  # answers the followers' clock pings
-        syncing = any(f.sync for f in spec.followers)
-        if syncing:
-            leader.send_bytes(encode_ping(0, reference.now_timetag()))  # hello, through netem
+            followers.append((clock, session, follow))
         # The leader's sends need no spin: timetags carry the timing, and with offset 0 the
         # network's jitter dwarfs a sleep's overshoot; a spinning thread would hold the GIL.
-        sender = Scheduler(reference, spin=0.0, on_warning=on_warning)
-        opened.append(sender)
+        # Its endpoint answers the followers' clock pings.
+        leader = SendSession(
+            [relay.local_address for relay in relays],
+            SessionSetup(reference, warn=on_warning),
+            spin=0.0,
+        )
+        opened.append(leader)
+        syncing = any(f.sync for f in spec.followers)
+        if syncing:
+            # hello, through netem
+            leader.endpoint.send_bytes(encode_ping(0, reference.now_timetag()))
         start = reference.now()
         t0 = tt.add_seconds(tt.from_unix(start), SYNC_SETTLE if syncing else SETTLE)
         # One tick held at a time: a sweep of 10,000 ticks would pass the scheduler's horizon.
-        TickSender(
-            leader.send_bytes,
-            sender,
+        leader.tick_sender(
             bpm=spec.bpm,
             beats_per_bar=spec.beats_per_bar,
             offset=spec.offset,
             plain=spec.plain and not spec.offset,
         ).start(spec.ticks, t0=t0)
-        sender.start()
+        leader.scheduler.start()
         last = tt.to_unix(t0, start) + (spec.ticks - 1) * period
         worst = spec.link.delay + 4 * spec.link.jitter + 0.1
         finish = max(last + spec.offset, last + worst) + 0.05
@@ -242,12 +233,17 @@ def run_session(
     finally:
         for relay in relays:
             relay.close()
-        for thing in reversed(opened):
-            thing.close()
+        for opened_session in reversed(opened):
+            if isinstance(opened_session, TickListenSession):
+                opened_session.close_follower()
+            opened_session.close()
+    for opened_session in opened:
+        if isinstance(opened_session, TickListenSession) and opened_session.failure is not None:
+            raise AudioError(opened_session.failure)  # a player that could not finish its file
     result = SessionResult(spec, tt.to_unix(t0, start), period)
     for relay in relays:
         result.link_report.append(relay.report())
-    for follower_spec, (clock, _listener, follow), records in zip(
+    for follower_spec, (clock, _session, follow), records in zip(
         spec.followers, followers, collected
     ):
         result.followers.append(_follower_result(follower_spec, clock, reference, records, result))
@@ -312,187 +308,3 @@ def _follower_result(
         handled[k] = to_ref(record.handled)
         late[k] = record.late
     return FollowerResult(spec, records, onsets, late, handled)
-
-
-# -- scoring ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Score:
-    """How steady one follower's ticks were (times in seconds)."""
-
-    received: int
-    expected: int
-    ioi_std: float
-    """Standard deviation of the intervals between consecutive onsets."""
-    max_grid_error: float
-    """Largest distance of an onset from the best-fitting grid of the nominal period."""
-    late: int
-    timed: bool
-
-    @property
-    def lost(self) -> int:
-        return max(0, self.expected - self.received)
-
-    @property
-    def late_pct(self) -> float:
-        return 100.0 * self.late / self.received if self.received else math.nan
-
-    def row(self) -> dict[str, Any]:
-        return {
-            "received": self.received,
-            "ioi_std_ms": round(self.ioi_std * 1e3, 4),
-            "max_grid_error_ms": round(self.max_grid_error * 1e3, 4),
-            "late_pct": round(self.late_pct, 2),
-            "lost": self.lost,
-        }
-
-
-def score(
-    onsets: dict[int, float],
-    late: dict[int, bool],
-    period: float,
-    expected: int,
-    first: int = 0,
-    timed: bool = True,
-) -> Score:
-    """Score ticks ``first .. first+expected-1`` given their onsets by tick number."""
-    ks = sorted(k for k in onsets if k >= first)
-    intervals = [onsets[b] - onsets[a] for a, b in itertools.pairwise(ks) if b == a + 1]
-    ioi_std = statistics.stdev(intervals) if len(intervals) > 1 else 0.0
-    residuals = [onsets[k] - k * period for k in ks]
-    if residuals:
-        centre = statistics.fmean(residuals)
-        grid_error = max(abs(r - centre) for r in residuals)
-    else:
-        grid_error = math.nan
-    return Score(
-        received=len(ks),
-        expected=expected,
-        ioi_std=ioi_std,
-        max_grid_error=grid_error,
-        late=sum(1 for k in ks if late.get(k)),
-        timed=timed,
-    )
-
-
-def score_follower(result: SessionResult, follower: FollowerResult) -> Score:
-    spec = result.spec
-    return score(
-        follower.onsets_ref,
-        follower.late,
-        result.period,
-        spec.ticks - spec.count_in,
-        spec.count_in,
-        timed=not spec.plain or spec.offset > 0,
-    )
-
-
-def spread(result: SessionResult) -> list[float]:
-    """Per tick heard by every follower: latest onset − earliest (reference clock), seconds."""
-    if len(result.followers) < 2:
-        return []
-    common = set.intersection(*(set(f.onsets_ref) for f in result.followers))
-    values = []
-    for k in sorted(common):
-        if k < result.spec.count_in:
-            continue
-        onsets = [f.onsets_ref[k] for f in result.followers]
-        values.append(max(onsets) - min(onsets))
-    return values
-
-
-def p99(values: Iterable[float]) -> float:
-    ordered = sorted(values)
-    return percentile(ordered, 0.99) if ordered else math.nan
-
-
-# -- the sweep --------------------------------------------------------------------------------
-
-SWEEP_COLUMNS = ["offset_ms", "ioi_std_ms", "max_grid_error_ms", "late_pct", "lost", "received"]
-
-
-def sweep_row(offset: float, result: SessionResult) -> dict[str, Any]:
-    """One row of ``timetag sweep``: the (single) follower's score at this offset."""
-    follower = result.followers[0]
-    row = {"offset_ms": round(offset * 1e3, 3), **score_follower(result, follower).row()}
-    return {column: row[column] for column in SWEEP_COLUMNS}
-
-
-def format_table(rows: Sequence[dict[str, Any]], first: str = "offset_ms") -> str:
-    """The sweep/stats table for people: aligned columns, units in the header."""
-    headers = {
-        "offset_ms": "offset",
-        "file": "log",
-        "ioi_std_ms": "inter-onset std",
-        "max_grid_error_ms": "max |onset-grid|",
-        "late_pct": "late",
-        "lost": "lost",
-        "received": "ticks",
-    }
-    columns = [first] + [c for c in SWEEP_COLUMNS if c != "offset_ms"]
-
-    def cell(column: str, value: Any) -> str:
-        if column == "offset_ms":
-            return f"{value:g} ms"
-        if column in ("ioi_std_ms", "max_grid_error_ms"):
-            return "-" if value is None or value != value else f"{value:.3f} ms"
-        if column == "late_pct":
-            return "-" if value is None or value != value else f"{value:.1f} %"
-        return str(value)
-
-    table = [[headers[c] for c in columns]]
-    table += [[cell(c, row.get(c)) for c in columns] for row in rows]
-    return aligned(table, left_columns=1 if first == "file" else 0)
-
-
-def aligned(table: Sequence[Sequence[str]], left_columns: int = 0) -> str:
-    """A header row and rows of cells as text: a dashed rule under the header, the first
-    ``left_columns`` columns left-aligned (names), the others right-aligned (numbers)."""
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    lines = []
-    for number, row in enumerate(table):
-        cells = [
-            text.ljust(width) if i < left_columns else text.rjust(width)
-            for i, (text, width) in enumerate(zip(row, widths))
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if number == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    import csv
-
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else SWEEP_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def plot_sweep(path: Path, rows: Sequence[dict[str, Any]], title: str) -> None:
-    """Onset jitter and late % against the forward offset, as a PNG (needs matplotlib)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
-
-    offsets = [row["offset_ms"] for row in rows]
-    figure, (jitter_axes, late_axes) = plt.subplots(2, 1, sharex=True, figsize=(7, 6))
-    jitter_axes.plot(offsets, [row["ioi_std_ms"] for row in rows], "o-", label="inter-onset std")
-    jitter_axes.plot(
-        offsets, [row["max_grid_error_ms"] for row in rows], "s--", label="max |onset − grid|"
-    )
-    jitter_axes.set_ylabel("ms")
-    jitter_axes.legend()
-    jitter_axes.grid(True, alpha=0.3)
-    jitter_axes.set_title(title)
-    late_axes.plot(offsets, [row["late_pct"] for row in rows], "o-", color="tab:red")
-    late_axes.set_ylabel("late ticks (%)")
-    late_axes.set_xlabel("forward offset (ms)")
-    late_axes.set_ylim(-2, 102)
-    late_axes.grid(True, alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, format="png", dpi=100)
-    plt.close(figure)

@@ -54,6 +54,7 @@ from oscsync.clock import Clock
 from oscsync.hostport import HostPort
 from oscsync.routing import Method
 from oscsync.scheduler import Dispatch, Scheduler
+from oscsync.stats import RunningStats
 from oscsync.transport import Received
 
 ADDRESS = "/tick"
@@ -231,30 +232,6 @@ class TickRecord:
         return json.dumps(asdict(self), separators=(",", ":"))
 
 
-class RunningStats:
-    """Mean and standard deviation without keeping the samples (Welford's method)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.mean = 0.0
-        self._m2 = 0.0
-        self.minimum = math.inf
-        self.maximum = -math.inf
-
-    def add(self, value: float) -> None:
-        self.count += 1
-        delta = value - self.mean
-        self.mean += delta / self.count
-        self._m2 += delta * (value - self.mean)
-        self.minimum = min(self.minimum, value)
-        self.maximum = max(self.maximum, value)
-
-    @property
-    def std(self) -> float:
-        """Sample standard deviation (0 with fewer than two values)."""
-        return math.sqrt(self._m2 / (self.count - 1)) if self.count > 1 else 0.0
-
-
 GAP_FACTOR = 4
 """An onset more than this many intervals after the previous one ends a run (issue #13: two
 senders one after the other read ``interval 439 ± 1765 ms``): the pause is not a beat, so the
@@ -353,6 +330,20 @@ def submit_onset(
     return None
 
 
+def submit_received(
+    player: Player,
+    scheduler: Scheduler,
+    clock: Clock,
+    received: Received,
+    handle: Callable[[Dispatch, int | None], None],
+) -> str | None:
+    """:func:`submit_onset` for a received message: at its timetag, declared in bytes as what
+    it keeps alive while held (:func:`oscsync.codec.footprint`)."""
+    message = received.message
+    size = codec.footprint(message)
+    return submit_onset(player, scheduler, clock, message.timetag, handle, size=size)
+
+
 def onset_of(
     scheduler: Scheduler, clock: Clock, dispatch: Dispatch, stamp: int | None
 ) -> tuple[float, float | None, bool, float]:
@@ -422,14 +413,8 @@ class MetronomeListener:
         def handle(dispatch: Dispatch, stamp: int | None) -> None:
             self._handle(received, beat, stamp, dispatch)
 
-        refusal = submit_onset(
-            self.player,
-            self.scheduler,
-            self.clock,
-            message.timetag,
-            handle,
-            size=codec.footprint(message),  # a /tick may carry thousands of arguments
-        )
+        # Held in bytes as well as items: a /tick may carry thousands of arguments.
+        refusal = submit_received(self.player, self.scheduler, self.clock, received, handle)
         if refusal is not None:
             self._ignore(refusal)
 

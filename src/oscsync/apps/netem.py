@@ -40,7 +40,7 @@ import math
 import random
 import socket
 import threading
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -48,8 +48,9 @@ from oscsync import threads
 from oscsync import timetag as tt
 from oscsync.clock import Clock, SystemClock
 from oscsync.hostport import HostPort
-from oscsync.scheduler import Dispatch, Scheduler, percentile
+from oscsync.scheduler import Dispatch, Scheduler
 from oscsync.selectloop import WakeableSelector
+from oscsync.stats import RunningStats, WarnOnce
 from oscsync.transport import MAX_DATAGRAM, TransportError, bind_error_message, set_recv_buffer
 
 DISTRIBUTIONS = ("uniform", "normal", "pareto", "exponential")
@@ -160,41 +161,6 @@ class Impairment:
         return [first, second] if duplicated else [first]
 
 
-class DelayStats:
-    """Achieved delays: count, mean, std over the whole run; percentiles over recent ones."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._sum = 0.0
-        self._sum_sq = 0.0
-        self.minimum = math.inf
-        self.maximum = -math.inf
-        self.recent: deque[float] = deque(maxlen=DELAY_SAMPLES)
-
-    def add(self, value: float) -> None:
-        self.count += 1
-        self._sum += value
-        self._sum_sq += value * value
-        self.minimum = min(self.minimum, value)
-        self.maximum = max(self.maximum, value)
-        self.recent.append(value)
-
-    @property
-    def mean(self) -> float:
-        return self._sum / self.count if self.count else math.nan
-
-    @property
-    def std(self) -> float:
-        if self.count < 2:
-            return 0.0
-        variance = (self._sum_sq - self._sum**2 / self.count) / (self.count - 1)
-        return math.sqrt(max(0.0, variance))
-
-    def percentile(self, fraction: float) -> float:
-        values = sorted(self.recent)
-        return percentile(values, fraction) if values else math.nan
-
-
 @dataclass
 class DirectionStats:
     """Counters of one direction (``forward``: towards ``--forward``; ``reverse``: replies)."""
@@ -204,7 +170,7 @@ class DirectionStats:
     lost: int = 0
     duplicated: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
-    delays: DelayStats = field(default_factory=DelayStats)
+    delays: RunningStats = field(default_factory=lambda: RunningStats(recent=DELAY_SAMPLES))
 
     def line(self, name: str) -> str:
         text = (
@@ -420,7 +386,7 @@ class Relay:
         self._allow = tuple(allow)
         self._allow_cache: dict[str, bool] = {}
         self._warn = on_warning or (lambda _: None)
-        self._warned: set[str] = set()
+        self._warn_once = WarnOnce(self._warn)
         self.forward = _Direction("forward", Impairment(spec, _rng(seed, "forward")))
         self.reverse = _Direction("reverse", Impairment(spec, _rng(seed, "reverse")))
         self.senders = SenderStats()
@@ -593,12 +559,11 @@ class Relay:
         if victim is not None:
             self._close_client(self._clients.pop(victim))
             self.senders.evicted += 1
-            if "evicted" not in self._warned:
-                self._warned.add("evicted")
-                self._warn(
-                    f"more than {self.max_clients} senders at once: closing the least recently "
-                    "active one for each new one (counted)"
-                )
+            self._warn_once(
+                "evicted",
+                f"more than {self.max_clients} senders at once: closing the least recently "
+                "active one for each new one (counted)",
+            )
         sender = _Client(client, sock, now)
         self._clients[client] = sender
         self._client_of_local[sender.local] = sender
@@ -631,9 +596,8 @@ class Relay:
         with self._lock:
             self.forward.stats.received += 1
             self.forward.stats.dropped[reason] += 1
-        if warning and reason not in self._warned:
-            self._warned.add(reason)
-            self._warn(warning)
+        if warning:
+            self._warn_once(reason, warning)
 
     # -- impairing -------------------------------------------------------------------------
 
@@ -706,9 +670,7 @@ class Relay:
     def _drop(self, stats: DirectionStats, reason: str, warning: str) -> None:
         with self._lock:
             stats.dropped[reason] += 1
-        if reason not in self._warned:
-            self._warned.add(reason)
-            self._warn(warning)
+        self._warn_once(reason, warning)
 
     def _delivered(
         self, direction: _Direction, achieved: float, ok: bool, reason: str, size: int

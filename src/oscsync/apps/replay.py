@@ -29,16 +29,19 @@ import re
 import sys
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
 from oscsync import codec
 from oscsync import timetag as tt
+from oscsync.apps.receiving import Session, SessionSetup
 from oscsync.clock import Clock
+from oscsync.hostport import HostPort
 from oscsync.recording import Datagram
-from oscsync.scheduler import LATENESS_SAMPLES, Dispatch, Scheduler, percentile
+from oscsync.scheduler import LATENESS_SAMPLES, Dispatch, Scheduler
+from oscsync.stats import percentile
 
 TimetagMode = Literal["keep", "shift", "strip"]
 TIMETAG_MODES: tuple[TimetagMode, ...] = ("keep", "shift", "strip")
@@ -513,3 +516,50 @@ class Replayer:
     @property
     def loop(self) -> int:
         return self._loop
+
+
+class ReplaySession(Session):
+    """``oscsync replay``: an endpoint to ``peers``, a spinning scheduler (:data:`SPIN`) and a
+    :class:`Replayer` sending through them; :meth:`close` closes all three."""
+
+    def __init__(
+        self,
+        source: Callable[[], Iterable[Datagram]],
+        plan: Plan,
+        peers: Sequence[HostPort],
+        setup: SessionSetup,
+        *,
+        selection: Selection = Selection(),
+        speed: float = 1.0,
+        loops: int = 1,
+        mode: TimetagMode = "keep",
+    ) -> None:
+        super().__init__(setup)
+        self.endpoint = setup.open_endpoint(None, peers)
+        try:
+            self.scheduler = Scheduler(self.clock, spin=SPIN, on_warning=self.warn)
+        except BaseException:
+            self.endpoint.close()
+            raise
+        try:
+            self.replayer = Replayer(
+                source,
+                self.endpoint.send_bytes,
+                self.scheduler,
+                plan,
+                selection=selection,
+                speed=speed,
+                loops=loops,
+                mode=mode,
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def start(self) -> None:
+        self.scheduler.start()
+        self.replayer.begin()
+
+    def close(self) -> None:
+        self.scheduler.close()
+        self.endpoint.close()

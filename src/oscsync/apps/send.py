@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from oscsync import codec, timetag
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import Clock
+from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint
 
 _LITERALS: dict[str, Any] = {"true": True, "false": False, "nil": None}
@@ -137,3 +139,21 @@ def send_repeated(
         progress.delivered += endpoint.send_bytes(packet.encode(clock))
         progress.packets += 1
     return progress.delivered
+
+
+def send_to(
+    targets: Sequence[HostPort],
+    packet: Packet,
+    clock: Clock,
+    repeat: int,
+    interval: float,
+    progress: SendProgress,
+    *,
+    warn: Callable[[str], None],
+    multicast_interface: str | None = None,
+) -> int:
+    """``oscsync send``: open an endpoint to ``targets``, :func:`send_repeated`, close it."""
+    with open_endpoint(
+        peers=targets, clock=clock, on_warning=warn, multicast_interface=multicast_interface
+    ) as endpoint:
+        return send_repeated(endpoint, packet, clock, repeat, interval, progress)

@@ -53,12 +53,13 @@ from typing import Any, Protocol
 from oscsync import audio, codec, sounds
 from oscsync import pattern as patterns
 from oscsync import timetag as tt
-from oscsync.apps.metronome import RunningStats, TickSender, onset_of, submit_onset
+from oscsync.apps.metronome import TickSender, onset_of, submit_received
 from oscsync.audio import Player
 from oscsync.clock import Clock
 from oscsync.hostport import HostPort
 from oscsync.pattern import Pattern, PatternError
 from oscsync.scheduler import Dispatch, Scheduler
+from oscsync.stats import RunningStats
 from oscsync.transport import Received
 
 PREFIX = "/seq/"
@@ -208,6 +209,44 @@ class SequenceSender(TickSender):
         else:
             stamp = tt.IMMEDIATELY  # no forward sync: played on arrival
         return codec.encode_bundle(stamp, messages)
+
+
+def describe(pattern: Pattern) -> str:
+    """``3 voices, 16 steps``."""
+    voices = len(pattern.voices)
+    return f"{voices} voice{'' if voices == 1 else 's'}, {pattern.length} steps"
+
+
+def file_sender(
+    send: Callable[[bytes], object],
+    scheduler: Scheduler,
+    watched: PatternFile,
+    *,
+    note: Callable[[str], None],
+    bpm: float,
+    steps_per_beat: int,
+    beats_per_bar: int,
+    swing: float,
+    offset: float,
+) -> SequenceSender:
+    """A sender of ``watched``'s pattern that picks up a saved file at the next bar (and says
+    so through ``note``)."""
+
+    def reloaded(bar: int, pattern: Pattern) -> None:
+        note(f"bar {bar}: {watched.path} changed; now playing {describe(pattern)}")
+
+    return SequenceSender(
+        send,
+        scheduler,
+        watched.pattern,
+        bpm=bpm,
+        steps_per_beat=steps_per_beat,
+        beats_per_bar=beats_per_bar,
+        swing=swing,
+        offset=offset,
+        reload=watched.poll,
+        on_reload=reloaded,
+    )
 
 
 # -- listening --------------------------------------------------------------------------------
@@ -417,15 +456,7 @@ class SequenceListener:
         def handle(dispatch: Dispatch, stamp: int | None) -> None:
             self._handle(received, event, key, stamp, dispatch)
 
-        message = received.message
-        refusal = submit_onset(
-            self.player,
-            self.scheduler,
-            self.clock,
-            message.timetag,
-            handle,
-            size=codec.footprint(message),  # held until its time: declared in bytes
-        )
+        refusal = submit_received(self.player, self.scheduler, self.clock, received, handle)
         if refusal is not None:
             self._ignore(refusal)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:  # the lab (netem, clock sync) is imported only when scoring
-    from oscsync.apps.lab import Score
+    from oscsync.apps.scoring import Score
 
 MAX_LINE_BYTES = 64 * 1024
 """A tick record is about 250 bytes; a longer line is not one (skipped and counted)."""
@@ -236,7 +236,7 @@ def _score_in_grid_order(
 ) -> Score:
     # Residuals are taken from ``origin``: summed as Unix seconds (1.8e9 each) a million of them
     # lost 0.3 ms of the mean to rounding.
-    from oscsync.apps.lab import Score
+    from oscsync.apps.scoring import Score
 
     onset, late = times.onset, times.late
     received = late_count = 0

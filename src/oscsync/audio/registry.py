@@ -117,7 +117,7 @@ BACKENDS: dict[str, Backend] = {
         Backend("none", "none: no sound.", _none),
         Backend(
             "wav",
-            "wav:FILE renders the session into a WAV file (each tick at its exact frame).",
+            "wav:FILE renders the session into a WAV file (each sound at its exact frame).",
             _wav,
             argument="FILE",
         ),

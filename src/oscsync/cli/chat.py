@@ -10,7 +10,7 @@ import click
 
 from oscsync import codec, display
 from oscsync.apps.chat import ChatSession
-from oscsync.apps.endpoints import open_endpoint
+from oscsync.apps.receiving import ReceiveSession, SessionSetup
 from oscsync.cli.params import (
     DURATION,
     advertise_option,
@@ -85,7 +85,8 @@ def chat(
         contextlib.ExitStack() as follow,
     ):
         given, peers = peers, resolve_peers(peers)
-        endpoint = open_endpoint(listen, peers, allow=allow, clock=app.clock, on_warning=warn)
+        receiving = ReceiveSession(listen, peers, SessionSetup(app.clock, app.note, warn, allow))
+        endpoint = receiving.endpoint
         # On a terminal the note goes above the prompt, like other system lines.
         say = (lambda text: show(display.printable(text), False)) if interactive else None
         follow.enter_context(following(app, given, peers, endpoint.set_peers, say=say))
@@ -102,7 +103,7 @@ def chat(
             advertised.publish(endpoint.local_address)  # before the prompt: it takes ~1.4 s
             if interactive:
                 app.note("type a line and press Enter; Ctrl-D or Ctrl-C to quit")
-            endpoint.start(session.on_message)
+            receiving.start(session.on_message)
             while (line := console.read_line()) is not None:
                 try:
                     session.send_line(line)
@@ -111,7 +112,7 @@ def chat(
             if not interactive:
                 wait(threading.Event(), app.clock, linger)
         finally:
-            endpoint.close()
+            receiving.close()
             console.close()
             app.note(session.summary())
             if console.dropped:

@@ -6,8 +6,7 @@ import signal
 
 import click
 
-from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL, PeerClock, PeerClockReport
-from oscsync.apps.endpoints import open_endpoint
+from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL, PeerClockReport, peer_clock
 from oscsync.cli.params import DURATION, PEER, allow_option
 from oscsync.cli.peers import resolve_peer
 from oscsync.cli.runtime import AppContext, Stop, running
@@ -51,7 +50,12 @@ Examples:
     help="How long to wait for the last answers.",
 )
 @click.option("--watch", is_flag=True, help="Keep a live line (offset, bound, ppm, rtt, state).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object at the end instead of text.")
+@click.option(
+    "--jsonl",
+    is_flag=True,
+    help="One JSON object per line: a report every quarter second, the final one last.",
+)
 @allow_option(" Matters for a multicast --peer: a unicast one's socket hears that peer only.")
 @click.pass_obj
 def clock(
@@ -63,6 +67,7 @@ def clock(
     timeout: float,
     watch: bool,
     as_json: bool,
+    jsonl: bool,
     allow: tuple[Network, ...],
 ) -> None:
     """Measure how far a peer's clock is from this one (and the round trip to it).
@@ -76,16 +81,19 @@ def clock(
     """
     if count is not None and duration is not None:
         raise click.UsageError("use --count or --duration, not both")
+    if as_json and jsonl:
+        raise click.UsageError("use --json (one object at the end) or --jsonl (a stream), not both")
     if count is None and duration is None and not watch:
         duration = DEFAULT_DURATION
+    as_json = as_json or jsonl  # the final report as JSON either way
     live = watch and not as_json
     # The shared live line: fits the terminal, warnings go above it (issue #13).
     line = app.live_line() if live else None
 
     def show(report: PeerClockReport) -> None:
-        if as_json and watch:
+        if jsonl:
             click.echo(report.json())
-        elif line is not None and not app.quiet:
+        elif line is not None:  # -q hides the live line, not the data lines (issue #12 item 6)
             if line.enabled:
                 line.show(_live(report))
             else:
@@ -95,16 +103,15 @@ def clock(
     stopped_by: signal.Signals | None = None
     with (
         running(),
-        open_endpoint(peers=[peer], allow=allow, clock=app.clock, on_warning=app.warn) as endpoint,
+        peer_clock(peer, clock=app.clock, allow=allow, warn=app.warn) as probe,
     ):
-        probe = PeerClock(endpoint)
         try:
             report = probe.run(
                 count=count,
                 duration=duration,
                 interval=interval,
                 timeout=timeout,
-                on_update=show if watch else None,
+                on_update=show if watch or jsonl else None,
             )
         except (KeyboardInterrupt, Stop) as stop:  # report what we have (issue #13)
             report = probe.report()

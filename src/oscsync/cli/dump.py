@@ -6,16 +6,16 @@ import sys
 
 import click
 
-from oscsync.apps.dump import Dumper, scheduled, summary
-from oscsync.apps.endpoints import open_endpoint
+from oscsync.apps.dump import Dumper, handler, summary
+from oscsync.apps.receiving import ReceiveSession, SessionSetup
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, advertise_option, allow_option, iface_option, listen_option
 from oscsync.cli.peers import advertising
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.cli.scheduling import horizon_option, late_option
 from oscsync.hostport import HostPort
-from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
-from oscsync.transport import MessageHandler, Network
+from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy
+from oscsync.transport import Network
 
 
 @click.command(
@@ -76,46 +76,31 @@ def dump(
     # (endpoint.start(on_idle=...)); scheduled, each is written at its due time.
     dumper = Dumper(sys.stdout, jsonl=jsonl, count=count, flush_each=schedule)
     clock = app.clock
-    scheduler: Scheduler | None = None
-
-    # Printed on arrival: "how far ahead" is measured from the arrival stamp (one clock read
-    # per message, not two).
-    handler: MessageHandler = dumper.print_now
-    if schedule:
-        scheduler = Scheduler(
-            clock,
-            late_policy=late_policy or KEEP,
-            horizon=DEFAULT_HORIZON if horizon is None else horizon,
-            on_warning=app.warn,
-            # A plain message is printed by the receive thread, without waking the timer
-            # thread: ~0.1 ms less head-of-line delay (issue 18, benchmarks/scheduler.py).
-            inline_due=True,
-        )
-        handler = scheduled(dumper, scheduler)
-
     with (
         running(),
         hangup_stops(),
         advertising(app, advertise, interface, role="dump", allow=allow) as advertised,
     ):
-        endpoint = open_endpoint(
+        session = ReceiveSession(
             listen,
-            allow=allow,
-            clock=clock,
-            on_warning=app.warn,
-            multicast_interface=iface,
+            (),
+            SessionSetup(clock, app.note, app.warn, allow, iface),
+            schedule=schedule,
+            late_policy=late_policy or KEEP,
+            horizon=DEFAULT_HORIZON if horizon is None else horizon,
+            # A plain message is printed by the receive thread, without waking the timer
+            # thread: ~0.1 ms less head-of-line delay (issue 18, benchmarks/scheduler.py).
+            inline_due=True,
         )
         try:
-            app.note(f"listening on {endpoint.local_address}")
-            if scheduler is not None:
-                scheduler.start()
-            endpoint.start(handler, on_idle=None if schedule else dumper.flush)
-            advertised.publish(endpoint.local_address)
+            app.note(f"listening on {session.endpoint.local_address}")
+            session.start(
+                handler(dumper, session.scheduler), on_idle=None if schedule else dumper.flush
+            )
+            advertised.publish(session.endpoint.local_address)
             wait(dumper.done, clock, duration)
         finally:
-            receiver_stopped = endpoint.close()
-            if scheduler is not None:
-                scheduler.close()
+            receiver_stopped = session.close()
             if receiver_stopped:
                 dumper.flush()  # lines the receive loop collected after its last flush
             stdout_usable = receiver_stopped and not dumper.output_closed
@@ -124,8 +109,8 @@ def dump(
                     sys.stdout.flush()
                 except BrokenPipeError:
                     stdout_usable = False
-            app.note(summary(endpoint.stats, dumper.written, dumper.skipped))
-            if scheduler is not None:
-                app.note(scheduler.stats().summary())
+            app.note(summary(session.endpoint.stats, dumper.written, dumper.skipped))
+            if session.scheduler is not None:
+                app.note(session.scheduler.stats().summary())
             if not stdout_usable:
                 leave_without_stdout(stopped_cleanly=receiver_stopped)

@@ -149,7 +149,12 @@ Examples:
 """,
 )
 @click.version_option(__version__, "-V", "--version", prog_name="oscsync")
-@click.option("-q", "--quiet", is_flag=True, help="Print only data and errors, no notices.")
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Print only data, warnings and errors: no notices, no live status line.",
+)
 @click.option(
     "--clock-skew",
     # A day either way is already absurd for an experiment; NaN and inf would break every clock.

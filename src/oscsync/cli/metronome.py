@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, TextIO, TypeVar, cast
+from typing import Any, TypeVar
 
 import click
 
 from oscsync import audio, sounds
 from oscsync.apps import metronome as app_metronome
-from oscsync.apps.endpoints import open_endpoint
-from oscsync.apps.metronome import MetronomeListener, TickRecord, TickSender, tick_line, ticks_in
-from oscsync.apps.ticklog import LogWriter
+from oscsync.apps.metronome import TickSender, tick_line, ticks_in
+from oscsync.apps.sessions import AUTO, SendSession, TickListenSession
+from oscsync.cli import records
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import (
     DURATION,
@@ -30,12 +27,9 @@ from oscsync.cli.params import (
     peers_option,
 )
 from oscsync.cli.peers import advertising, following, resolve_peer, resolve_peers
-from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
-from oscsync.clockfollow import ClockFollower
-from oscsync.clocksync import PONG, PeerClocks
+from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
-from oscsync.scheduler import Scheduler
-from oscsync.transport import Endpoint, Network, Received
+from oscsync.transport import Network
 from oscsync.wording import plural
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -53,12 +47,8 @@ class OffsetType(DurationType):
         return super().convert(value, param, ctx)
 
 
-AUTO = "auto"
-OFFSET = OffsetType(minimum=0.0, maximum=60.0)
+OFFSET = OffsetType(minimum=0.0, maximum=records.OFFSET_MAXIMUM)
 """Forward offsets beyond the scheduler's 60 s horizon would be refused by every listener."""
-
-_GRACE = 0.25
-"""Seconds ``pair`` keeps listening after its last tick's timetag, for that tick to come back."""
 
 
 class AudioType(click.ParamType):  # type: ignore[type-arg]
@@ -79,6 +69,37 @@ class AudioType(click.ParamType):  # type: ignore[type-arg]
 
 
 AUDIO = AudioType()
+
+
+def audio_option() -> Callable[[F], F]:
+    """``--audio`` (its choices, metavar and help come from ``oscsync.audio.registry``) and the
+    options the players take: ``--device``, ``--latency-compensation``."""
+    return _compose(
+        click.option(
+            "--audio",
+            "-a",
+            "audio_choice",
+            type=AUDIO,
+            default="auto",
+            show_default=True,
+            help=audio.registry.audio_help(),
+        ),
+        click.option(
+            "--device",
+            metavar="NAME|INDEX",
+            help="Sound card for sounddevice: an index or part of a name "
+            "(oscsync audio devices lists them) [default: the system's].",
+        ),
+        click.option(
+            "--latency-compensation",
+            type=LatencyCompensationType(),
+            default="auto",
+            show_default=True,
+            help="auto: play each sound one output latency (as the sound card reports it) "
+            "before its timetag, so the sound leaves the device at the timetag; off: start "
+            "computing it at the timetag; MS: this many milliseconds early.",
+        ),
+    )
 
 
 class LatencyCompensationType(click.ParamType):  # type: ignore[type-arg]
@@ -161,30 +182,7 @@ def _beats_per_bar_option() -> Callable[[F], F]:
 def _listen_options() -> Callable[[F], F]:
     return _compose(
         listen_option(),
-        click.option(
-            "--audio",
-            "-a",
-            "audio_choice",
-            type=AUDIO,
-            default="auto",
-            show_default=True,
-            help=audio.registry.audio_help(),
-        ),
-        click.option(
-            "--device",
-            metavar="NAME|INDEX",
-            help="Sound card for sounddevice: an index or part of a name "
-            "(oscsync audio devices lists them) [default: the system's].",
-        ),
-        click.option(
-            "--latency-compensation",
-            type=LatencyCompensationType(),
-            default="auto",
-            show_default=True,
-            help="auto: play each tick one output latency (as the sound card reports it) before "
-            "its timetag, so the sound leaves the device at the timetag; off: start computing it "
-            "at the timetag; MS: this many milliseconds early.",
-        ),
+        audio_option(),
         click.option(
             "--sound",
             type=click.Path(dir_okay=False, path_type=Path),
@@ -234,19 +232,6 @@ def _sync_options() -> Callable[[F], F]:
 def _check_sync(sync: str | None, sync_peer: HostPort | None) -> None:
     if sync == "system" and sync_peer is not None:
         raise click.UsageError("--sync-peer follows a peer's clock: not with --sync system")
-
-
-def _follower(
-    app: AppContext, endpoint: Endpoint, sync: str | None, sync_peer: HostPort | None
-) -> ClockFollower | None:
-    """--sync peer: a ClockFollower; --sync system: None (timetags used as they are)."""
-    if sync == "system":
-        app.note("clock sync: system (timetags used as they are: this clock is trusted)")
-        return None
-    if sync is None and sync_peer is None:
-        return None
-    peer = None if sync_peer is None else sync_peer.sockaddr
-    return ClockFollower(endpoint, peer=peer, on_warning=app.warn)
 
 
 @click.group(
@@ -303,71 +288,27 @@ def send(
     Ctrl-C. Answers clock pings from listeners (metronome listen --sync) while it runs.
     """
     total = _tick_count(count, duration, bpm)
-    clock = app.clock
     given, peers = peers, resolve_peers(peers)
     with (
         # With --count/--duration the run has an end: cut short, it exits 130 (issue #13).
         running(interrupted_exit=total is not None),
         hangup_stops(),
-        open_endpoint(
-            peers=peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
-        ) as ep,
-        following(app, given, peers, ep.set_peers),
-        Scheduler(clock, on_warning=app.warn) as scheduler,
+        records.session_errors(),
+        SendSession(peers, records.setup(app, allow, iface)) as session,
+        following(app, given, peers, session.endpoint.set_peers),
     ):
-        clocks = PeerClocks(clock, ep, peers, filter_size=_AUTO_PINGS)
-        ep.add_service(PONG, clocks.service)
-        # Started even without --offset auto: the endpoint's services answer the clock pings of
-        # listeners that follow this sender's clock (metronome listen --sync).
-        ep.start(_ignore)
-        if offset == AUTO:
-            offset = _auto_offset(app, clocks)
-        assert isinstance(offset, float)
-        sender = TickSender(
-            ep.send_bytes, scheduler, bpm=bpm, beats_per_bar=beats_per_bar, offset=offset
+        records.send_until_done(
+            app,
+            session,
+            offset=offset,
+            total=total,
+            sender=lambda seconds: session.tick_sender(
+                bpm=bpm, beats_per_bar=beats_per_bar, offset=seconds
+            ),
+            sending_note=partial(_sending_note, peers, bpm, beats_per_bar),
+            summary=lambda sender: _sent_summary(sender, total),
+            progress="tick",
         )
-        live = app.live_line()
-        try:
-            # Inside the try: a stop signal right after this line still prints the summary
-            # (tests/test_signals.py waits for this line, then signals).
-            app.note(_sending_note(peers, bpm, beats_per_bar, offset))
-            sender.start(
-                total,
-                on_sent=(lambda k: live.show(f"sent {plural(k + 1, 'tick')}"))
-                if live.enabled
-                else None,
-            )
-            scheduler.start()
-            wait(sender.done, clock, None)
-        finally:
-            sender.stop()
-            scheduler.close()
-            live.end()
-            app.live = None
-            app.note(_sent_summary(sender, total))
-
-
-_AUTO_PINGS = 16
-_AUTO_INTERVAL = 0.02
-_AUTO_TIMEOUT = 1.0
-
-
-def _ignore(_: Received) -> None:
-    pass
-
-
-def _auto_offset(app: AppContext, clocks: PeerClocks) -> float:
-    """--offset auto: ping each peer, then cover the slowest one-way delay (see choose_offset)."""
-    choice, silent = clocks.choose_offset(_AUTO_PINGS, _AUTO_INTERVAL, _AUTO_TIMEOUT)
-    if choice is None:
-        raise click.ClickException(
-            "--offset auto: no peer answered the clock pings (is an oscsync listener there?); "
-            "give --offset SECONDS instead"
-        )
-    for peer in silent:
-        app.warn(f"--offset auto: {peer} did not answer clock pings; it is not covered")
-    app.note(choice.describe())
-    return min(choice.offset, OFFSET.maximum or choice.offset)
 
 
 def _sent_summary(sender: TickSender, total: int | None) -> str:
@@ -394,6 +335,23 @@ def _sending_note(
 # -- listen -----------------------------------------------------------------------------------
 
 
+def _player(
+    audio_choice: audio.AudioChoice,
+    sound: Path | None,
+    accent_sound: Path | None,
+    device: str | None,
+    latency_compensation: float | None,
+) -> dict[str, Any]:
+    """The listen options that choose and set up the player (checked before anything opens)."""
+    return {
+        "audio_choice": audio_choice,
+        "sound_paths": _sound_paths(sound, accent_sound),
+        "audio_options": audio.PlayerOptions(
+            device=device, latency_compensation=latency_compensation
+        ),
+    }
+
+
 def _sound_paths(sound: Path | None, accent_sound: Path | None) -> dict[str, Path]:
     chosen = {
         audio.TICK: (sound, "--sound", "tick"),
@@ -408,155 +366,6 @@ def _sound_paths(sound: Path | None, accent_sound: Path | None) -> dict[str, Pat
             raise click.BadParameter(str(exc), param_hint=f"'{option}'") from None
         paths[key] = path
     return paths
-
-
-@contextlib.contextmanager
-def _log_file(path: Path | None) -> Iterator[LogWriter | None]:
-    """The --log file; a write that fails while running ends the command with one ``Error:``
-    line (exit 1) once the summary is printed, never a traceback (issue 20, item 11)."""
-    if path is None:
-        yield None
-        return
-    try:
-        writer = LogWriter(path)
-    except OSError as exc:
-        raise click.BadParameter(
-            f"cannot write {path}: {exc.strerror}", param_hint="'--log'"
-        ) from None
-    try:
-        yield writer
-    finally:
-        writer.close()
-    if writer.error is not None:
-        raise click.ClickException(writer.describe_error())
-
-
-class _Session:
-    """The listening half shared by ``listen`` and ``pair``: player, scheduler, log, display."""
-
-    def __init__(
-        self,
-        app: AppContext,
-        audio_choice: audio.AudioChoice,
-        sound_paths: dict[str, Path],
-        beats_per_bar: int,
-        log: LogWriter | None,
-        limit: int | None,
-        audio_options: audio.PlayerOptions | None = None,
-    ) -> None:
-        self.app = app
-        self.done = threading.Event()
-        self.limit = limit
-        self.log = log
-        self.failure: str | None = None
-        self.on_failure: list[Callable[[], None]] = []
-        """What else stops with the session (pair's sender): on a player failure, and when
-        stdout goes away."""
-        options = dataclasses.replace(
-            audio_options or audio.PlayerOptions(), warn=app.warn, on_error=self._fail
-        )
-        if log is not None:
-            log.on_error = self._log_failed
-        try:
-            self.player = audio.open_player(
-                audio_choice, app.clock, sound_paths, notice=app.note, options=options
-            )
-        except audio.DeviceNotFound as exc:
-            raise click.BadParameter(str(exc), param_hint="'--device'") from None
-        except audio.AudioError as exc:
-            raise click.ClickException(str(exc)) from None
-        description = self.player.describe()
-        if description:
-            app.note(description)
-        self.scheduler = Scheduler(app.clock, on_warning=app.warn)
-        self.follower: ClockFollower | None = None
-        """Set by ``--sync``: its state joins the live line."""
-        self.live = app.live_line()
-        self.output_closed = False
-        """stdout went away (``| head -3``): the session stops, quietly."""
-        self.listener = MetronomeListener(
-            self.player,
-            self.scheduler,
-            app.clock,
-            beats_per_bar=beats_per_bar,
-            log=None if log is None else cast(TextIO, log),
-            on_tick=self._on_tick,
-            limit=limit,
-            on_warning=app.warn,
-        )
-        self.scheduler.start()
-
-    def _log_failed(self, exc: OSError) -> None:
-        # Stop at once: a log that cannot be written is an error the user must see now, not
-        # after an hour of ticks that were never recorded (_log_file reports it, exit 1).
-        self.done.set()
-        for stop in self.on_failure:
-            stop()
-
-    def _fail(self, message: str) -> None:
-        """The player cannot go on (a WAV that cannot be written): stop, and exit 1 with it."""
-        self.failure = message
-        self.done.set()
-        for stop in self.on_failure:
-            stop()
-
-    def _on_tick(self, record: TickRecord) -> None:
-        if self.live.enabled:
-            status = self.listener.status()
-            if self.follower is not None:
-                status += "  " + self.follower.status()
-            self.live.show(status)
-        elif not self.app.quiet and not self.output_closed:
-            try:
-                sys.stdout.write(tick_line(record) + "\n")
-                sys.stdout.flush()
-            except (BrokenPipeError, ValueError):  # ValueError: stdout already closed
-                # Whoever read the tick lines is gone (issue #13: `listen | head -3` ran on,
-                # warning about BrokenPipeError on every tick): stop like a Ctrl-C.
-                self.output_closed = True
-                self.done.set()
-                for stop in self.on_failure:
-                    stop()
-        if self.limit is not None and record.seq + 1 >= self.limit:
-            self.done.set()
-
-    def close(self, endpoint: Endpoint | None) -> None:
-        if endpoint is not None:
-            endpoint.close()
-        self.scheduler.close()
-        try:
-            self.player.close()
-        except (audio.AudioError, OSError) as exc:
-            if self.failure is None:
-                self.failure = str(exc)
-        self.live.end()
-        self.app.live = None
-        if not self.output_closed:
-            try:
-                sys.stdout.flush()
-            except BrokenPipeError:
-                self.output_closed = True
-        extra: dict[str, Any] = {}
-        sched = self.scheduler.stats()
-        if sched.dropped_total:
-            extra["dropped"] = sched.dropped_total
-        if endpoint is not None and endpoint.stats.dropped:
-            extra["bad datagrams"] = endpoint.stats.dropped
-        if endpoint is not None and endpoint.stats.platform_note():
-            extra["note"] = endpoint.stats.platform_note()
-        if self.log is not None:
-            # What reached the file, which is not "ticks" when the log failed.
-            extra["logged"] = (
-                self.log.lines
-                if self.log.error is None
-                else (f"{self.log.lines} (then the log failed)")
-            )
-        extra.update(audio.player_summary(self.player))
-        self.app.note(app_metronome.summary(self.listener.stats, extra))
-        if self.output_closed:
-            leave_without_stdout(stopped_cleanly=True)
-        if self.failure is not None:
-            raise click.ClickException(f"audio: {self.failure}")
 
 
 @metronome.command(
@@ -603,69 +412,37 @@ def listen(
     piped, one line per tick. Ctrl-C stops and prints a summary.
     """
     _check_sync(sync, sync_peer)
-    paths = _sound_paths(sound, accent_sound)
+    player = _player(audio_choice, sound, accent_sound, device, latency_compensation)
     sync_peer = resolve_peer(sync_peer)
     with (
         running(),
         hangup_stops(),
-        _log_file(log_path) as log,
+        records.log_file(log_path) as log,
         advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
+        records.session_errors(),
     ):
-        endpoint = open_endpoint(
-            listen, allow=allow, clock=app.clock, on_warning=app.warn, multicast_interface=iface
+        session = TickListenSession(
+            listen,
+            (),
+            records.setup(app, allow, iface),
+            log=log,
+            limit=count,
+            **player,
+            beats_per_bar=beats_per_bar,
         )
-        session: _Session | None = None
-        follower: ClockFollower | None = None
-        try:
-            session = _Session(
-                app,
-                audio_choice,
-                paths,
-                beats_per_bar,
-                log,
-                count,
-                audio.PlayerOptions(device=device, latency_compensation=latency_compensation),
-            )
-            app.note(f"listening on {endpoint.local_address}")
-            handler: Callable[[Received], None] = session.listener.on_message
-            follower = _follower(app, endpoint, sync, sync_peer)
-            if follower is not None:
-                session.follower = follower
-                handler = follower.wrap(handler)
-                follower.start()
-            endpoint.start(handler)
-            advertised.publish(endpoint.local_address)
-            wait(session.done, app.clock, duration)
-        finally:
-            if follower is not None:
-                follower.close()
-            if (sync or sync_peer is not None) and (follower is None or follower.peer is None):
-                # Stopped before any tick came: there was nobody to follow (issue #13).
-                app.note("clock sync: no ticks arrived, so there was no sender's clock to follow")
-            elif follower is not None:
-                app.note(follower.describe())
-            if session is not None:
-                session.close(endpoint)
-            else:
-                endpoint.close()
+        records.listen_until_done(
+            app,
+            session,
+            tick_line,
+            duration=duration,
+            sync=sync,
+            sync_peer=sync_peer,
+            publish=advertised.publish,
+            explain_sync=True,
+        )
 
 
 # -- pair -------------------------------------------------------------------------------------
-
-
-def _pong_router(
-    follower: ClockFollower, clocks: PeerClocks
-) -> Callable[[Endpoint, Received], None]:
-    """Pongs for --offset auto's pings and for the clock follower's, on one endpoint: the
-    follower takes those from the peer it follows, --offset auto (which matches its own pings
-    and ignores the rest) sees every one."""
-
-    def route(endpoint: Endpoint, received: Received) -> None:
-        clocks.service(endpoint, received)
-        if received.source == follower.peer:
-            follower.take_pong(received)
-
-    return route
 
 
 @metronome.command(
@@ -709,76 +486,34 @@ def pair(
     """
     total = _tick_count(count, duration, bpm)
     _check_sync(sync, sync_peer)
-    paths = _sound_paths(sound, accent_sound)
-    clock = app.clock
-    given, peers = peers, resolve_peers(peers)
+    player = _player(audio_choice, sound, accent_sound, device, latency_compensation)
+    peers = resolve_peers(peers)
     sync_peer = resolve_peer(sync_peer)
     with (
         running(interrupted_exit=total is not None),
         hangup_stops(),
-        _log_file(log_path) as log,
+        records.log_file(log_path) as log,
         advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
-        contextlib.ExitStack() as follow,
+        records.session_errors(),
     ):
-        endpoint = open_endpoint(
+        session = TickListenSession(
             listen,
             peers,
-            allow=allow,
-            clock=clock,
-            on_warning=app.warn,
-            multicast_interface=iface,
+            records.setup(app, allow, iface),
+            log=log,
+            **player,
+            beats_per_bar=beats_per_bar,
         )
-        follow.enter_context(following(app, given, peers, endpoint.set_peers))
-        session: _Session | None = None
-        sender: TickSender | None = None
-        follower: ClockFollower | None = None
-        try:
-            session = _Session(
-                app,
-                audio_choice,
-                paths,
-                beats_per_bar,
-                log,
-                None,
-                audio.PlayerOptions(device=device, latency_compensation=latency_compensation),
-            )
-            app.note(f"listening on {endpoint.local_address}")
-            clocks = PeerClocks(clock, endpoint, peers, filter_size=_AUTO_PINGS)
-            endpoint.add_service(PONG, clocks.service)
-            handler: Callable[[Received], None] = session.listener.on_message
-            follower = _follower(app, endpoint, sync, sync_peer)
-            if follower is not None:
-                session.follower = follower
-                handler = follower.wrap(handler)
-                endpoint.add_service(PONG, _pong_router(follower, clocks))
-            endpoint.start(handler)
-            advertised.publish(endpoint.local_address)
-            if follower is not None:
-                follower.start()
-            if offset == AUTO:
-                offset = _auto_offset(app, clocks)
-            assert isinstance(offset, float)
-            app.note(_sending_note(peers, bpm, beats_per_bar, offset))
-            # One timer thread for both halves: the sender's ticks are items on the listener's
-            # scheduler.
-            sender = TickSender(
-                endpoint.send_bytes,
-                session.scheduler,
-                bpm=bpm,
-                beats_per_bar=beats_per_bar,
-                offset=offset,
-            )
-            session.on_failure.append(sender.stop)
-            sender.start(total)
-            wait(sender.done, clock, None)
-            wait(session.done, clock, offset + _GRACE)
-        finally:
-            if sender is not None:
-                sender.stop()
-            if follower is not None:
-                follower.close()
-                app.note(follower.describe())
-            if session is not None:
-                session.close(endpoint)
-            else:
-                endpoint.close()
+        records.pair_until_done(
+            app,
+            session,
+            tick_line,
+            peers=peers,
+            offset=offset,
+            total=total,
+            sender=lambda seconds: session.sender(bpm=bpm, offset=seconds),
+            sending_note=partial(_sending_note, peers, bpm, beats_per_bar),
+            sync=sync,
+            sync_peer=sync_peer,
+            publish=advertised.publish,
+        )

@@ -365,3 +365,28 @@ def advertise_option() -> Callable[[F], F]:
         return advertise(interface_option()(function))
 
     return apply
+
+
+# -- output options (issue #12 item 6) ---------------------------------------------------------
+# One convention: --jsonl is a stream (one JSON object per line, as things happen), --json is one
+# JSON object at the end, and a file is --NAME-out PATH (or a named option such as --log FILE).
+
+
+def renamed_option(old: str, new: str, dest: str, **kwargs: Any) -> Callable[[F], F]:
+    """The old spelling ``old`` of an option now called ``new``: hidden from --help, still
+    accepted, with one warning; the command reads it as ``dest`` and merges it with ``new``."""
+
+    def warn(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value not in (None, False):
+            text = f"{old} is now {new} (the old spelling will go away)"
+            # AppContext (cli.runtime) imports the transport: not at start-up (test_cli_help).
+            from oscsync.cli.runtime import AppContext
+
+            app = ctx.find_object(AppContext)
+            if app is not None:
+                app.warn(text)
+            else:  # pragma: no cover - every command runs under the group's context
+                click.echo(f"warning: {text}", err=True)
+        return value
+
+    return click.option(old, dest, hidden=True, callback=warn, **kwargs)

@@ -11,7 +11,14 @@ from typing import Any
 
 import click
 
-from oscsync.cli.params import DURATION, SERVICE_NAME, PeerName, allow_option, interface_option
+from oscsync.cli.params import (
+    DURATION,
+    SERVICE_NAME,
+    PeerName,
+    allow_option,
+    interface_option,
+    renamed_option,
+)
 from oscsync.cli.runtime import AppContext, running, wait
 from oscsync.display import escape
 from oscsync.hostport import HostPort
@@ -216,13 +223,16 @@ Examples:
     show_default=True,
     help="How long to listen for answers.",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per service and line.")
+@click.option("--jsonl", "as_json", is_flag=True, help="One JSON object per service and line.")
+@renamed_option("--json", "--jsonl", "old_json", is_flag=True)
 @click.option(
     "--watch", "-w", is_flag=True, help="Keep listening: print services as they come and go."
 )
 @interface_option(default="all", help="Network interface for mDNS: all, loopback or an address.")
 @click.pass_context
-def peers(ctx: click.Context, timeout: float, as_json: bool, watch: bool, interface: str) -> None:
+def peers(
+    ctx: click.Context, timeout: float, as_json: bool, old_json: bool, watch: bool, interface: str
+) -> None:
     """List OSC services on the network (zeroconf), or advertise one for a Pure Data patch.
 
     Lists every _osc._udp, _osc._tcp and _oscjson._tcp (OSCQuery) service, from oscsync and
@@ -234,6 +244,7 @@ def peers(ctx: click.Context, timeout: float, as_json: bool, watch: bool, interf
     from oscsync import discovery
 
     app: AppContext = ctx.obj
+    as_json = as_json or old_json
 
     def show(peer: Any) -> None:
         if as_json:

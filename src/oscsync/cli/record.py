@@ -9,7 +9,7 @@ from typing import IO, Any
 
 import click
 
-from oscsync.apps.endpoints import open_endpoint
+from oscsync.apps.receiving import ReceiveSession, SessionSetup
 from oscsync.apps.record import Recorder
 from oscsync.cli.params import (
     DURATION,
@@ -128,9 +128,8 @@ def _record(
     failure: OSError | None = None
     name, interface = advertise
     with running(), advertising(app, name, interface, role="record", allow=allow) as advertised:
-        endpoint = open_endpoint(
-            listen, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
-        )
+        session = ReceiveSession(listen, (), SessionSetup(clock, app.note, app.warn, allow, iface))
+        endpoint = session.endpoint
         recorder = Recorder(
             clock,
             recording=recording,
@@ -141,7 +140,7 @@ def _record(
         try:
             recorder.write_header(str(endpoint.local_address))
             app.note(f"recording on {endpoint.local_address}")
-            endpoint.start(on_datagram=recorder.on_datagram)
+            session.start(on_datagram=recorder.on_datagram)
             advertised.publish(endpoint.local_address)
             deadline = None if duration is None else clock.monotonic() + duration
             while not recorder.done.is_set():
@@ -153,7 +152,7 @@ def _record(
                 clock.wait(recorder.done, slice_)
                 recorder.flush()
         finally:
-            stopped = endpoint.close()
+            stopped = session.close()
             recorder.close(endpoint.stats.drops)
             failure = recorder.failure
             elapsed = clock.monotonic() - recorder.started_monotonic

@@ -6,17 +6,16 @@ import math
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import click
 
-from oscsync.apps.endpoints import open_endpoint
+from oscsync.apps.receiving import SessionSetup
 from oscsync.apps.replay import (
-    SPIN,
     TIMETAG_MODES,
     Plan,
     Replayer,
     ReplayError,
+    ReplaySession,
     Selection,
     TimetagMode,
     address_matcher,
@@ -28,7 +27,6 @@ from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
 from oscsync.pcap import CaptureError, CaptureReport, is_capture, read_capture
 from oscsync.recording import Datagram, ReadReport, RecordingError, read_recording
-from oscsync.scheduler import Scheduler
 from oscsync.transport import Endpoint
 
 PROGRESS_INTERVAL = 0.5
@@ -227,24 +225,22 @@ def _replay(
             click.echo("\r\x1b[K", nl=False, err=True)
         app.note(text)
 
-    with ExitStack() as stack, running():
-        endpoint = stack.enter_context(
-            open_endpoint(peers=peers, clock=clock, on_warning=warn, multicast_interface=iface)
-        )
-        stack.enter_context(following(app, given, peers, endpoint.set_peers, say=note))
-        scheduler = stack.enter_context(Scheduler(clock, spin=SPIN, on_warning=warn))
-        replayer = Replayer(
+    with (
+        running(),
+        ReplaySession(
             source,
-            endpoint.send_bytes,
-            scheduler,
             measured,
+            peers,
+            SessionSetup(clock, app.note, warn, multicast_interface=iface),
             selection=selection,
             speed=speed,
             loops=loops,
             mode=timetags,
-        )
-        scheduler.start()
-        replayer.begin()
+        ) as session,
+        following(app, given, peers, session.endpoint.set_peers, say=note),
+    ):
+        replayer = session.replayer
+        session.start()
         next_progress = clock.monotonic()
         try:
             while not replayer.finished.is_set():
@@ -255,8 +251,8 @@ def _replay(
         finally:
             if progress:
                 click.echo("\r\x1b[K", nl=False, err=True)
-            scheduler.close()
-            app.note(_summary(replayer, endpoint, source))
+            session.scheduler.close()
+            app.note(_summary(replayer, session.endpoint, source))
     if replayer.failure is not None:
         raise click.ClickException(f"{source.path}: {replayer.failure}")
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import click
 
 from oscsync import codec, timetag
-from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.send import (
     ArgumentError,
     Packet,
     SendProgress,
     infer_value,
-    send_repeated,
+    send_to,
     typed_values,
 )
 from oscsync.cli.params import DURATION, PEER, TIMETAG, iface_option
@@ -96,17 +95,18 @@ def send(
     packet = Packet(message, at=at, ahead=ahead)
     targets = resolve_peers((peer, *more_peers))  # @NAME -> address, now (not while parsing)
     progress = SendProgress()
-    with (
-        running(interrupted_exit=True),
-        open_endpoint(
-            peers=list(targets),
-            clock=app.clock,
-            on_warning=app.warn,
-            multicast_interface=iface,
-        ) as endpoint,
-    ):
+    with running(interrupted_exit=True):
         try:
-            send_repeated(endpoint, packet, app.clock, repeat, interval, progress)
+            send_to(
+                targets,
+                packet,
+                app.clock,
+                repeat,
+                interval,
+                progress,
+                warn=app.warn,
+                multicast_interface=iface,
+            )
         finally:
             if repeat > 1 and progress.packets < repeat:
                 app.note(f"send: stopped after {progress.packets} of {plural(repeat, 'packet')}")

@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
-import tempfile
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from oscsync import audio, sounds
+from oscsync import audio
 from oscsync.apps import sequence as app_sequence
-from oscsync.apps.endpoints import open_endpoint
-from oscsync.apps.sequence import (
-    EventRecord,
-    PatternFile,
-    SequenceListener,
-    SequenceSender,
-    VoiceSounds,
-    event_line,
-)
-from oscsync.apps.ticklog import LogWriter
-from oscsync.cli.metronome import (
-    _AUTO_PINGS,
-    _GRACE,
-    AUDIO,
-    AUTO,
-    OFFSET,
-    _auto_offset,
-    _check_sync,
-    _compose,
-    _follower,
-    _ignore,
-    _log_file,
-    _sync_options,
-)
+from oscsync.apps.metronome import TickSender
+from oscsync.apps.sequence import PatternFile, SequenceSender, describe, event_line
+from oscsync.apps.sessions import SendSession, SequenceListenSession
+from oscsync.cli import records
+from oscsync.cli.metronome import OFFSET, _check_sync, _compose, _sync_options, audio_option
 from oscsync.cli.params import (
     DURATION,
     DurationType,
@@ -48,13 +25,10 @@ from oscsync.cli.params import (
     peers_option,
 )
 from oscsync.cli.peers import advertising, following, resolve_peer, resolve_peers
-from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
-from oscsync.clockfollow import ClockFollower
-from oscsync.clocksync import PONG, PeerClocks
+from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
-from oscsync.pattern import NAME, Pattern, PatternError
-from oscsync.scheduler import Scheduler
-from oscsync.transport import Endpoint, Network, Received
+from oscsync.pattern import NAME, PatternError
+from oscsync.transport import Network
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -141,16 +115,7 @@ def _send_options() -> Callable[[F], F]:
 def _listen_options() -> Callable[[F], F]:
     return _compose(
         listen_option(),
-        click.option(
-            "--audio",
-            "-a",
-            "audio_choice",
-            type=AUDIO,
-            default="auto",
-            show_default=True,
-            help="auto: sounddevice if a sound card is there, else none. "
-            "wav:FILE renders the session into a WAV file (each hit at its exact frame).",
-        ),
+        audio_option(),
         click.option(
             "--sound",
             "voice_sounds",
@@ -206,47 +171,13 @@ def _step_count(
     return None
 
 
-def _describe(pattern: Pattern) -> str:
-    voices = len(pattern.voices)
-    return f"{voices} voice{'' if voices == 1 else 's'}, {pattern.length} steps"
-
-
-def _sender(
-    app: AppContext,
-    send: Callable[[bytes], object],
-    scheduler: Scheduler,
-    watched: PatternFile,
-    *,
-    bpm: float,
-    steps_per_beat: int,
-    beats_per_bar: int,
-    swing: float,
-    offset: float,
-) -> SequenceSender:
-    def reloaded(bar: int, pattern: Pattern) -> None:
-        app.note(f"bar {bar}: {watched.path} changed; now playing {_describe(pattern)}")
-
-    return SequenceSender(
-        send,
-        scheduler,
-        watched.pattern,
-        bpm=bpm,
-        steps_per_beat=steps_per_beat,
-        beats_per_bar=beats_per_bar,
-        swing=swing,
-        offset=offset,
-        reload=watched.poll,
-        on_reload=reloaded,
-    )
-
-
 def _sending_note(
     watched: PatternFile, peers: tuple[HostPort, ...], bpm: float, steps: int, offset: float
 ) -> str:
     kind = f"timetagged {offset * 1000:g} ms ahead" if offset else "played on arrival"
     where = ", ".join(str(peer) for peer in peers)
     return (
-        f"sequencing {watched.path} ({_describe(watched.pattern)}) to {where} at {bpm:g} bpm, "
+        f"sequencing {watched.path} ({describe(watched.pattern)}) to {where} at {bpm:g} bpm, "
         f"{steps} steps per beat, {kind}; edit the file to change it at the next bar"
     )
 
@@ -283,141 +214,42 @@ def send(
     """
     total = _step_count(bars, duration, bpm, steps_per_beat, beats_per_bar)
     watched = _read_pattern(pattern_path, app)
-    clock = app.clock
     given, peers = peers, resolve_peers(peers)
     with (
         running(),
-        open_endpoint(
-            peers=peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
-        ) as ep,
-        following(app, given, peers, ep.set_peers),
-        Scheduler(clock, on_warning=app.warn) as scheduler,
+        records.session_errors(),
+        SendSession(peers, records.setup(app, allow, iface)) as session,
+        following(app, given, peers, session.endpoint.set_peers),
     ):
-        clocks = PeerClocks(clock, ep, peers, filter_size=_AUTO_PINGS)
-        ep.add_service(PONG, clocks.service)
-        ep.start(_ignore)  # answers the clock pings of listeners with --sync
-        if offset == AUTO:
-            offset = _auto_offset(app, clocks)
-        assert isinstance(offset, float)
-        sender = _sender(
+        grid = _grid(bpm, steps_per_beat, beats_per_bar, swing)
+        records.send_until_done(
             app,
-            ep.send_bytes,
-            scheduler,
-            watched,
-            bpm=bpm,
-            steps_per_beat=steps_per_beat,
-            beats_per_bar=beats_per_bar,
-            swing=swing,
+            session,
             offset=offset,
+            total=total,
+            sender=lambda seconds: session.pattern_sender(watched, offset=seconds, **grid),
+            sending_note=lambda seconds: _sending_note(
+                watched, peers, bpm, steps_per_beat, seconds
+            ),
+            summary=_sent_summary,
         )
-        try:
-            app.note(_sending_note(watched, peers, bpm, steps_per_beat, offset))
-            sender.start(total)
-            scheduler.start()
-            wait(sender.done, clock, None)
-        finally:
-            sender.stop()
-            scheduler.close()
-            app.note(f"sequence: sent {sender.sent} steps, {sender.reloads} pattern changes")
+
+
+def _grid(bpm: float, steps_per_beat: int, beats_per_bar: int, swing: float) -> dict[str, Any]:
+    return {
+        "bpm": bpm,
+        "steps_per_beat": steps_per_beat,
+        "beats_per_bar": beats_per_bar,
+        "swing": swing,
+    }
+
+
+def _sent_summary(sender: TickSender) -> str:
+    assert isinstance(sender, SequenceSender)
+    return f"sequence: sent {sender.sent} steps, {sender.reloads} pattern changes"
 
 
 # -- listen -----------------------------------------------------------------------------------
-
-
-class _Session:
-    """The listening half of ``listen`` and ``pair``: player, voice sounds, scheduler, display."""
-
-    def __init__(
-        self,
-        app: AppContext,
-        audio_choice: audio.AudioChoice,
-        voice_sounds: tuple[tuple[str, Path], ...],
-        log: LogWriter | None,
-        limit: int | None,
-    ) -> None:
-        self.app = app
-        self.done = threading.Event()
-        self.limit = limit
-        self.live = app.live_line()  # fits the terminal, warnings above it (issue #13)
-        self.output_closed = False
-        self.on_failure: list[Callable[[], None]] = []  # what stops with it (pair's sender)
-        if log is not None:
-            log.on_error = self._log_failed
-        self.directory = tempfile.TemporaryDirectory(prefix="oscsync-sequence-")
-        try:
-            chosen = {name: sounds.default_path(name) for name in sounds.DRUMS}
-            chosen.update(dict(voice_sounds))
-            self.player = audio.open_player(
-                audio_choice,
-                app.clock,
-                {audio.TICK: sounds.default_path("tick")},
-                notice=app.note,
-                warn=app.warn,
-            )
-            self.sounds = VoiceSounds(self.player, Path(self.directory.name))
-            for voice, path in chosen.items():
-                self.sounds.load(voice, path)
-        except audio.AudioError as exc:
-            self.directory.cleanup()
-            raise click.ClickException(str(exc)) from None
-        description = self.player.describe()
-        if description:
-            app.note(description)
-        self.scheduler = Scheduler(app.clock, on_warning=app.warn)
-        self.listener = SequenceListener(
-            self.player,
-            self.scheduler,
-            app.clock,
-            self.sounds,
-            log=log,
-            on_event=self._on_event,
-            limit=limit,
-        )
-        self.scheduler.start()
-
-    def _log_failed(self, exc: OSError) -> None:
-        # Stop at once, as metronome listen: _log_file reports the error (one line, exit 1).
-        self.done.set()
-        for stop in self.on_failure:
-            stop()
-
-    def _on_event(self, record: EventRecord) -> None:
-        if self.live.enabled:
-            self.live.show(self.listener.status())
-        elif not self.app.quiet and not self.output_closed:
-            try:
-                sys.stdout.write(event_line(record) + "\n")
-                sys.stdout.flush()
-            except (BrokenPipeError, ValueError):  # `| head`: the reader is gone (issue #13)
-                self.output_closed = True
-                self.done.set()
-        if self.limit is not None and record.seq + 1 >= self.limit:
-            self.done.set()
-
-    def close(self, endpoint: Endpoint) -> None:
-        endpoint.close()
-        self.scheduler.close()
-        try:
-            self.player.close()
-        except (audio.AudioError, OSError) as exc:
-            self.app.warn(f"audio: {exc}")
-        self.directory.cleanup()
-        self.live.end()
-        self.app.live = None
-        if not self.output_closed:
-            try:
-                sys.stdout.flush()
-            except BrokenPipeError:
-                self.output_closed = True
-        text = "sequence: " + self.listener.stats.line()
-        dropped = self.scheduler.stats().dropped_total
-        if dropped:
-            text += f"  dropped {dropped}"
-        if endpoint.stats.dropped:
-            text += f"  bad datagrams {endpoint.stats.dropped}"
-        self.app.note(text)
-        if self.output_closed:
-            leave_without_stdout(stopped_cleanly=True)
 
 
 @sequence.command(
@@ -441,6 +273,8 @@ def listen(
     app: AppContext,
     listen: HostPort,
     audio_choice: audio.AudioChoice,
+    device: str | None,
+    latency_compensation: float | None,
     voice_sounds: tuple[tuple[str, Path], ...],
     log_path: Path | None,
     allow: tuple[Network, ...],
@@ -461,33 +295,32 @@ def listen(
     sync_peer = resolve_peer(sync_peer)
     with (
         running(),
-        _log_file(log_path) as log,
+        records.log_file(log_path) as log,
+        records.session_errors(),
         advertising(app, advertise, interface, role="sequence", allow=allow) as advertised,
     ):
-        endpoint = open_endpoint(
-            listen, allow=allow, clock=app.clock, on_warning=app.warn, multicast_interface=iface
+        session = SequenceListenSession(
+            listen,
+            (),
+            records.setup(app, allow, iface),
+            log=log,
+            limit=count,
+            audio_choice=audio_choice,
+            audio_options=audio.PlayerOptions(
+                device=device, latency_compensation=latency_compensation
+            ),
+            voice_sounds=voice_sounds,
         )
-        session: _Session | None = None
-        follower: ClockFollower | None = None
-        try:
-            session = _Session(app, audio_choice, voice_sounds, log, count)
-            app.note(f"listening on {endpoint.local_address}")
-            handler: Callable[[Received], None] = session.listener.on_message
-            follower = _follower(app, endpoint, sync, sync_peer)  # as metronome listen --sync
-            if follower is not None:
-                handler = follower.wrap(handler)
-                follower.start()
-            endpoint.start(handler)
-            advertised.publish(endpoint.local_address)
-            wait(session.done, app.clock, duration)
-        finally:
-            if follower is not None:
-                follower.close()
-                app.note(follower.describe())
-            if session is not None:
-                session.close(endpoint)
-            else:
-                endpoint.close()
+        # --sync as metronome listen --sync
+        records.listen_until_done(
+            app,
+            session,
+            event_line,
+            duration=duration,
+            sync=sync,
+            sync_peer=sync_peer,
+            publish=advertised.publish,
+        )
 
 
 # -- pair -------------------------------------------------------------------------------------
@@ -518,6 +351,8 @@ def pair(
     iface: str | None,
     listen: HostPort,
     audio_choice: audio.AudioChoice,
+    device: str | None,
+    latency_compensation: float | None,
     voice_sounds: tuple[tuple[str, Path], ...],
     log_path: Path | None,
     allow: tuple[Network, ...],
@@ -531,51 +366,36 @@ def pair(
     """
     total = _step_count(bars, duration, bpm, steps_per_beat, beats_per_bar)
     watched = _read_pattern(pattern_path, app)
-    clock = app.clock
-    given, peers = peers, resolve_peers(peers)
+    peers = resolve_peers(peers)
     with (
         running(),
-        _log_file(log_path) as log,
+        records.log_file(log_path) as log,
+        records.session_errors(),
         advertising(app, advertise, interface, role="sequence", allow=allow) as advertised,
-        contextlib.ExitStack() as follow,
     ):
-        endpoint = open_endpoint(
-            listen, peers, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
+        session = SequenceListenSession(
+            listen,
+            peers,
+            records.setup(app, allow, iface),
+            log=log,
+            audio_choice=audio_choice,
+            audio_options=audio.PlayerOptions(
+                device=device, latency_compensation=latency_compensation
+            ),
+            voice_sounds=voice_sounds,
         )
-        follow.enter_context(following(app, given, peers, endpoint.set_peers))
-        session: _Session | None = None
-        sender: SequenceSender | None = None
-        try:
-            session = _Session(app, audio_choice, voice_sounds, log, None)
-            app.note(f"listening on {endpoint.local_address}")
-            clocks = PeerClocks(clock, endpoint, peers, filter_size=_AUTO_PINGS)
-            endpoint.add_service(PONG, clocks.service)
-            endpoint.start(session.listener.on_message)
-            advertised.publish(endpoint.local_address)
-            if offset == AUTO:
-                offset = _auto_offset(app, clocks)
-            assert isinstance(offset, float)
-            app.note(_sending_note(watched, peers, bpm, steps_per_beat, offset))
+        grid = _grid(bpm, steps_per_beat, beats_per_bar, swing)
+        records.pair_until_done(
+            app,
+            session,
+            event_line,
+            peers=peers,
+            offset=offset,
+            total=total,
             # One timer thread for both halves, as metronome pair.
-            sender = _sender(
-                app,
-                endpoint.send_bytes,
-                session.scheduler,
-                watched,
-                bpm=bpm,
-                steps_per_beat=steps_per_beat,
-                beats_per_bar=beats_per_bar,
-                swing=swing,
-                offset=offset,
-            )
-            session.on_failure.append(sender.stop)
-            sender.start(total)
-            wait(sender.done, clock, None)
-            wait(session.done, clock, offset + _GRACE)
-        finally:
-            if sender is not None:
-                sender.stop()
-            if session is not None:
-                session.close(endpoint)
-            else:
-                endpoint.close()
+            sender=lambda seconds: session.sender(watched, offset=seconds, **grid),
+            sending_note=lambda seconds: _sending_note(
+                watched, peers, bpm, steps_per_beat, seconds
+            ),
+            publish=advertised.publish,
+        )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from oscsync.cli.params import renamed_option
 from oscsync.cli.runtime import AppContext
 from oscsync.wording import plural
 
@@ -31,15 +32,22 @@ Examples:
     type=click.FloatRange(min=0, min_open=True),
     help="The sender's tempo (default: the median interval between ticks).",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per log instead of a table.")
+@click.option(
+    "--jsonl", "as_json", is_flag=True, help="One JSON object per log and line instead of a table."
+)
+@renamed_option("--json", "--jsonl", "old_json", is_flag=True)
 @click.pass_obj
-def stats(app: AppContext, logs: tuple[Path, ...], bpm: float | None, as_json: bool) -> None:
+def stats(
+    app: AppContext, logs: tuple[Path, ...], bpm: float | None, as_json: bool, old_json: bool
+) -> None:
     """Summarise tick logs: inter-onset std, max |onset − grid|, late %, lost ticks.
 
     Tick numbers come from the timetags (or arrival times of plain ticks) on the beat grid, so
     a missing tick shows up as lost. Lines that are not tick records are skipped and counted.
     """
-    from oscsync.apps import lab, ticklog
+    from oscsync.apps import tables, ticklog
+
+    as_json = as_json or old_json
 
     rows = []
     for path in logs:
@@ -55,4 +63,4 @@ def stats(app: AppContext, logs: tuple[Path, ...], bpm: float | None, as_json: b
         if as_json:
             click.echo(json.dumps(row, separators=(",", ":")))
     if not as_json:
-        click.echo(lab.format_table(rows, first="file"))
+        click.echo(tables.format_table(rows, first="file"))

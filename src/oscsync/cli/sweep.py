@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from oscsync.cli.netem import impairment_options
-from oscsync.cli.params import bpm_range, parse_duration, skew_option
+from oscsync.cli.params import bpm_range, parse_duration, renamed_option, skew_option
 from oscsync.cli.runtime import AppContext, running
 from oscsync.install import install_hint
 from oscsync.wording import plural
@@ -49,8 +49,21 @@ Examples:
 @click.option(
     "--sync/--no-sync", default=False, show_default=True, help="Follower syncs to the leader."
 )
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the table to this CSV file.",
+)
+@click.option(
+    "--json-out",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the table to this file as one JSON array of rows.",
+)
+@renamed_option(
+    "--json", "--json-out", "old_json_path", type=click.Path(dir_okay=False, path_type=Path)
+)
 @click.option(
     "--plot",
     "plot_path",
@@ -74,6 +87,7 @@ def sweep(
     sync: bool,
     csv_path: Path | None,
     json_path: Path | None,
+    old_json_path: Path | None,
     plot_path: Path | None,
 ) -> None:
     """Run leader → netem → follower at each forward offset and tabulate how steady it was.
@@ -84,7 +98,7 @@ def sweep(
     ticks that arrived after their timetag (late: played on arrival), and ticks lost. The first
     bar is a count-in and is not scored.
     """
-    from oscsync.apps import lab
+    from oscsync.apps import lab, tables
     from oscsync.apps.netem import ImpairmentSpec
 
     if plot_path is not None:
@@ -92,7 +106,10 @@ def sweep(
             import matplotlib  # noqa: F401
         except ImportError:
             raise click.UsageError(f"--plot needs matplotlib: {install_hint('plot')}") from None
-    for path, option in ((csv_path, "--csv"), (json_path, "--json"), (plot_path, "--plot")):
+    json_option = "--json-out"
+    if json_path is None and old_json_path is not None:
+        json_path, json_option = old_json_path, "--json"
+    for path, option in ((csv_path, "--csv"), (json_path, json_option), (plot_path, "--plot")):
         _check_writable(path, option)
     link = ImpairmentSpec(delay, jitter, dist, loss, duplicate, reorder)
     follower = lab.FollowerSpec("follower", skew=skew, sync=sync)
@@ -125,18 +142,18 @@ def sweep(
                 count_in=4 if ticks >= 12 else 1,
             )
             result = lab.run_session(spec, app.clock, on_warning=app.warn)
-            rows.append(lab.sweep_row(offset, result))
+            rows.append(tables.sweep_row(offset, result))
     if len(rows) < len(offsets):
         app.warn("interrupted: the table shows the offsets that finished")
-    click.echo(lab.format_table(rows))
+    click.echo(tables.format_table(rows))
     try:
         if csv_path is not None:
-            lab.write_csv(csv_path, rows)
+            tables.write_csv(csv_path, rows)
         if json_path is not None:
             json_path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
         if plot_path is not None and rows:
             title = f"forward sync through {link.describe()}"
-            lab.plot_sweep(plot_path, rows, title)
+            tables.plot_sweep(plot_path, rows, title)
             app.note(f"plot: {plot_path}")
     except OSError as exc:  # checked at the start, but a disk can fill up during a sweep
         raise click.ClickException(f"cannot write the results: {exc}") from None

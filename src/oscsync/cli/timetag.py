@@ -7,8 +7,8 @@ import sys
 import click
 
 from oscsync import timetag as tt
-from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.monitor import DEFAULT_WINDOW, LIVE_REFRESH, MonitorView, summary
+from oscsync.apps.receiving import ReceiveSession, SessionSetup
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, stdout_is_tty
@@ -94,12 +94,10 @@ def monitor(
     live = app.live_line() if mode == "live" else None
     view = MonitorView(sys.stdout, clock, mode=mode, window=window, count=count, live=live)
     with running(), hangup_stops():
-        endpoint = open_endpoint(
-            listen, allow=allow, clock=clock, on_warning=app.warn, multicast_interface=iface
-        )
+        session = ReceiveSession(listen, (), SessionSetup(clock, app.note, app.warn, allow, iface))
         try:
-            app.note(f"monitoring timetags on {endpoint.local_address}")
-            endpoint.start(view.on_message)
+            app.note(f"monitoring timetags on {session.endpoint.local_address}")
+            session.start(view.on_message)
             deadline = None if duration is None else clock.monotonic() + duration
             while not view.done.is_set():
                 remaining = LIVE_REFRESH if deadline is None else deadline - clock.monotonic()
@@ -110,7 +108,7 @@ def monitor(
         finally:
             # As dump does: a closed or blocked stdout must not turn a stop into a hang or a
             # traceback (issue 20, item 10).
-            receiver_stopped = endpoint.close()
+            receiver_stopped = session.close()
             stdout_usable = receiver_stopped and view.finish()
             app.live = None
             if stdout_usable:

@@ -1,0 +1,127 @@
+"""What every session starts from, and the receive session.
+
+A command gives each session a :class:`SessionSetup`: the clock, where notices and warnings go,
+who may send (``--allow``) and the multicast interface (``--iface``). :class:`ReceiveSession` is
+one endpoint, one handler, and a scheduler when bundles are held: ``dump``, ``timetag monitor``,
+``record`` and ``chat`` build one rather than an endpoint (issue #12: the CLI wires nothing).
+This module stays light on purpose: it imports neither the metronome nor audio
+(:mod:`oscsync.apps.sessions` does), so these commands start quickly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from oscsync.apps.endpoints import open_endpoint
+from oscsync.clock import Clock
+from oscsync.hostport import HostPort
+from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
+from oscsync.transport import DatagramHandler, Endpoint, MessageHandler, Network
+
+S = TypeVar("S", bound="Session")
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class SessionSetup:
+    """What a command gives every session it builds."""
+
+    clock: Clock
+    note: Callable[[str], None] = _quiet
+    """Notices (``-q`` silences them)."""
+    warn: Callable[[str], None] = _quiet
+    allow: Sequence[Network] = ()
+    multicast_interface: str | None = None
+
+    def open_endpoint(
+        self, listen: HostPort | None = None, peers: Sequence[HostPort] = ()
+    ) -> Endpoint:
+        """The session's endpoint: a command's, which answers clock pings (``open_endpoint``)."""
+        return open_endpoint(
+            listen,
+            peers,
+            clock=self.clock,
+            allow=self.allow,
+            on_warning=self.warn,
+            multicast_interface=self.multicast_interface,
+        )
+
+
+class Session:
+    """What every session shares: its setup, and ``with session:`` closes it."""
+
+    def __init__(self, setup: SessionSetup) -> None:
+        self.setup = setup
+        self.clock = setup.clock
+        self.note = setup.note
+        self.warn = setup.warn
+
+    def close(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self: S) -> S:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ReceiveSession(Session):
+    """An endpoint that hands what arrives to one handler (``dump``, ``timetag monitor``,
+    ``record``, ``chat``), and with ``schedule`` a scheduler (``late_policy``, ``horizon``) for
+    that handler to hold bundles on (``dump --schedule``)."""
+
+    def __init__(
+        self,
+        listen: HostPort | None,
+        peers: Sequence[HostPort],
+        setup: SessionSetup,
+        *,
+        schedule: bool = False,
+        late_policy: LatePolicy = KEEP,
+        horizon: float = DEFAULT_HORIZON,
+        inline_due: bool = False,
+    ) -> None:
+        super().__init__(setup)
+        self.scheduler = (
+            Scheduler(
+                self.clock,
+                late_policy=late_policy,
+                horizon=horizon,
+                on_warning=self.warn,
+                inline_due=inline_due,
+            )
+            if schedule
+            else None
+        )
+        try:
+            self.endpoint = setup.open_endpoint(listen, peers)
+        except BaseException:
+            if self.scheduler is not None:
+                self.scheduler.close()
+            raise
+
+    def start(
+        self,
+        handler: MessageHandler | None = None,
+        *,
+        on_datagram: DatagramHandler | None = None,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        """Start the scheduler, then the receive thread (``on_idle``: see ``Endpoint.start``)."""
+        if self.scheduler is not None:
+            self.scheduler.start()
+        self.endpoint.start(handler, on_datagram=on_datagram, on_idle=on_idle)
+
+    def close(self) -> bool:
+        """Close the endpoint, then the scheduler; False if the receive thread did not stop (a
+        handler stuck writing to a pipe nobody reads)."""
+        receiver_stopped = self.endpoint.close()
+        if self.scheduler is not None:
+            self.scheduler.close()
+        return receiver_stopped

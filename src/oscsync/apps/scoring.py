@@ -1,0 +1,111 @@
+"""How steady a follower's ticks were: :class:`Score` (inter-onset std, grid error, late, lost)
+and the spread between followers, from a lab :class:`~oscsync.apps.lab.SessionResult` or from
+tick logs (``oscsync stats``, :mod:`oscsync.apps.ticklog`).
+
+Scoring uses the tick number ``k`` (recovered by the lab from the arrival time on the reference
+clock); the first bar is a count-in while followers sync, and is not scored.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from oscsync.stats import percentile
+
+if TYPE_CHECKING:
+    from oscsync.apps.lab import FollowerResult, SessionResult
+
+
+@dataclass(frozen=True)
+class Score:
+    """How steady one follower's ticks were (times in seconds)."""
+
+    received: int
+    expected: int
+    ioi_std: float
+    """Standard deviation of the intervals between consecutive onsets."""
+    max_grid_error: float
+    """Largest distance of an onset from the best-fitting grid of the nominal period."""
+    late: int
+    timed: bool
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.expected - self.received)
+
+    @property
+    def late_pct(self) -> float:
+        return 100.0 * self.late / self.received if self.received else math.nan
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "ioi_std_ms": round(self.ioi_std * 1e3, 4),
+            "max_grid_error_ms": round(self.max_grid_error * 1e3, 4),
+            "late_pct": round(self.late_pct, 2),
+            "lost": self.lost,
+        }
+
+
+def score(
+    onsets: dict[int, float],
+    late: dict[int, bool],
+    period: float,
+    expected: int,
+    first: int = 0,
+    timed: bool = True,
+) -> Score:
+    """Score ticks ``first .. first+expected-1`` given their onsets by tick number."""
+    ks = sorted(k for k in onsets if k >= first)
+    intervals = [onsets[b] - onsets[a] for a, b in itertools.pairwise(ks) if b == a + 1]
+    ioi_std = statistics.stdev(intervals) if len(intervals) > 1 else 0.0
+    residuals = [onsets[k] - k * period for k in ks]
+    if residuals:
+        centre = statistics.fmean(residuals)
+        grid_error = max(abs(r - centre) for r in residuals)
+    else:
+        grid_error = math.nan
+    return Score(
+        received=len(ks),
+        expected=expected,
+        ioi_std=ioi_std,
+        max_grid_error=grid_error,
+        late=sum(1 for k in ks if late.get(k)),
+        timed=timed,
+    )
+
+
+def score_follower(result: SessionResult, follower: FollowerResult) -> Score:
+    spec = result.spec
+    return score(
+        follower.onsets_ref,
+        follower.late,
+        result.period,
+        spec.ticks - spec.count_in,
+        spec.count_in,
+        timed=not spec.plain or spec.offset > 0,
+    )
+
+
+def spread(result: SessionResult) -> list[float]:
+    """Per tick heard by every follower: latest onset − earliest (reference clock), seconds."""
+    if len(result.followers) < 2:
+        return []
+    common = set.intersection(*(set(f.onsets_ref) for f in result.followers))
+    values = []
+    for k in sorted(common):
+        if k < result.spec.count_in:
+            continue
+        onsets = [f.onsets_ref[k] for f in result.followers]
+        values.append(max(onsets) - min(onsets))
+    return values
+
+
+def p99(values: Iterable[float]) -> float:
+    ordered = sorted(values)
+    return percentile(ordered, 0.99) if ordered else math.nan

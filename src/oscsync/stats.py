@@ -1,0 +1,70 @@
+"""Small statistics every measuring part shares: running mean/std, percentiles, warn-once.
+
+One module for them (issue #12 item 5): the scheduler's lateness, the metronome's intervals and
+headroom, netem's achieved delays, replay's send lateness and the lab's spreads all use these.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an already sorted, non-empty list (``fraction`` in 0..1)."""
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+class RunningStats:
+    """Count, mean, standard deviation, min and max without keeping the samples (Welford's
+    method); with ``recent`` > 0 the last ``recent`` values are kept for :meth:`percentile`
+    (bounded: netem keeps 100,000)."""
+
+    def __init__(self, recent: int = 0) -> None:
+        self.count = 0
+        self.mean = 0.0
+        self._m2 = 0.0
+        self.minimum = math.inf
+        self.maximum = -math.inf
+        self.recent: deque[float] = deque(maxlen=recent)
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        delta = value - self.mean
+        self.mean += delta / self.count
+        self._m2 += delta * (value - self.mean)
+        self.minimum = min(self.minimum, value)
+        self.maximum = max(self.maximum, value)
+        if self.recent.maxlen:
+            self.recent.append(value)
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation (0 with fewer than two values)."""
+        return math.sqrt(self._m2 / (self.count - 1)) if self.count > 1 else 0.0
+
+    def percentile(self, fraction: float) -> float:
+        """Nearest-rank percentile of the recent values (NaN when none are kept)."""
+        values = sorted(self.recent)
+        return percentile(values, fraction) if values else math.nan
+
+
+class WarnOnce:
+    """Calls ``on_warning`` the first time each key is warned about, then only counts on.
+
+    Each owner (endpoint, scheduler, netem direction) warns once per reason, so a flood of bad
+    datagrams is one line on stderr, not thousands (the drops themselves are counted)."""
+
+    def __init__(self, on_warning: Callable[[str], None]) -> None:
+        self.on_warning = on_warning
+        self.keys: set[str] = set()
+
+    def __call__(self, key: str, text: str) -> None:
+        if key not in self.keys:
+            self.keys.add(key)
+            self.on_warning(text)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys

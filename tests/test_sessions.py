@@ -1,0 +1,66 @@
+"""Sessions below the CLI (issue #12, items 1 and 5): what a command builds and hands over."""
+
+from __future__ import annotations
+
+import threading
+
+from click.testing import CliRunner
+
+from oscsync import codec
+from oscsync.apps.lab import OnsetRecorder
+from oscsync.apps.metronome import TICK_METHOD, TickRecord
+from oscsync.apps.receiving import SessionSetup
+from oscsync.apps.sessions import SendSession, TickListenSession
+from oscsync.audio.registry import BACKENDS
+from oscsync.cli.main import cli
+from oscsync.clock import SystemClock
+from oscsync.clocksync import PING
+from oscsync.hostport import HostPort
+
+LOOPBACK = HostPort("127.0.0.1", 0)
+
+
+def test_sessions_a_listen_session_answers_to_tick_and_stops_at_its_limit() -> None:
+    clock = SystemClock()
+    player = OnsetRecorder()
+    player.start()
+    shown: list[TickRecord] = []
+    session = TickListenSession(LOOPBACK, (), SessionSetup(clock), player=player, limit=2)
+    session.show = shown.append
+    try:
+        session.start()
+        # Declared where OSCQuery can list it, next to the clock services every command answers.
+        paths = [method.path for method in session.endpoint.registry.methods()]
+        assert TICK_METHOD.path in paths and PING in paths
+        target = session.endpoint.local_address
+        assert target is not None
+        with SendSession([target], SessionSetup(clock)) as sender:
+            for beat in range(3):
+                sender.endpoint.send_bytes(codec.encode_message("/tick", [beat], "i"))
+            assert session.done.wait(5.0)
+    finally:
+        session.close()
+    assert [record.beat for record in shown] == [0, 1]
+    assert "ticks 2" in session.summary()
+
+
+def test_sessions_a_player_failure_stops_the_session_and_what_stops_with_it() -> None:
+    player = OnsetRecorder()
+    player.start()
+    session = TickListenSession(LOOPBACK, (), SessionSetup(SystemClock()), player=player)
+    stopped = threading.Event()
+    session.on_failure.append(stopped.set)  # pair's sender
+    try:
+        session._fail("disk full")
+    finally:
+        session.close()
+    assert session.done.is_set() and stopped.is_set()
+    assert session.failure == "disk full"
+
+
+def test_audio_registry_every_listen_command_offers_every_backend(cli_runner: CliRunner) -> None:
+    for command in (["metronome", "listen"], ["sequence", "listen"], ["sequence", "pair"]):
+        text = cli_runner.invoke(cli, [*command, "--help"]).output
+        for backend in BACKENDS.values():
+            assert backend.metavar in text, (command, backend.name)
+        assert "--device" in text and "--latency-compensation" in text, command
