@@ -293,8 +293,10 @@ def _lying_clock(sock: socket.socket, clock: SystemClock, stop: threading.Event)
 
 def clock_hijack() -> None:
     """Issue #20 item 4: a stranger on 127.0.0.2 sends ticks first and then forged pongs claiming
-    its clock is 30 s ahead; eight real ticks from the leader follow. Today's follower adopted
-    the first sender; the new one follows the tick sender named by ``--sync-peer``."""
+    its clock is 30 s ahead; eight real ticks from the leader follow. The follower before #20
+    adopted the first sender (its code is gone; issue #11 made the kept comparison follower
+    share ClockFollower's peer rules); the follower follows the tick sender named by
+    ``--sync-peer``."""
     from oscsync import clocksync
     from oscsync import timetag as tt
     from oscsync.apps.endpoints import open_endpoint
@@ -304,7 +306,6 @@ def clock_hijack() -> None:
 
     clock = SystemClock()
     labels = (
-        "today (FilterFollower)",
         "now (ClockFollower, --sync-peer)",
         "now without --sync-peer (the stranger's tick came first)",
     )
@@ -316,13 +317,10 @@ def clock_hijack() -> None:
             with open_endpoint(peers=[target], clock=clock) as leader:
                 leader.start(lambda _: None)
                 leader_addr = leader._peer_socks[0][1].getsockname()[:2]
-                if label.startswith("today"):
-                    follower: object = clocksync.FilterFollower(follower_end)
-                else:
-                    named = "--sync-peer)" in label
-                    follower = ClockFollower(follower_end, peer=leader_addr if named else None)
-                follower_end.start(follower.wrap(got.append))  # type: ignore[attr-defined]
-                follower.start()  # type: ignore[attr-defined]
+                named = "--sync-peer)" in label
+                follower = ClockFollower(follower_end, peer=leader_addr if named else None)
+                follower_end.start(follower.wrap(got.append))
+                follower.start()
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
                     stranger.bind(("127.0.0.2", 0))
                     stop = threading.Event()
@@ -348,7 +346,7 @@ def clock_hijack() -> None:
                     time.sleep(0.5)
                     stop.set()
                     answering.join(1.0)
-                follower.close()  # type: ignore[attr-defined]
+                follower.close()
         real = [r for r in got if r.source == leader_addr]
         errors = [abs(tt.difference(r.timetag, stamp)) for r, stamp in zip(real, due) if r.timetag]
         worst = max(errors, default=float("nan"))

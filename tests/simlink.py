@@ -2,8 +2,9 @@
 
 Times are seconds on the follower's (local) clock; the peer's clock reads
 ``t + offset(t)`` with ``offset(t) = skew + ppm·1e-6·t (+ step after step_at)``. Each probe is a
-ping at ``k / rate`` whose two one-way delays are drawn from ``dist``; exchanges are delivered in
-the order their pongs arrive (a jittery link reorders them), some are lost.
+ping at ``k / rate`` whose two one-way delays are drawn from ``dist`` (plus ``creep·t`` both ways
+and ``asymmetry`` outbound, when given); exchanges are delivered in the order their pongs arrive
+(a jittery link reorders them), some are lost.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ class SimLink:
     step_at: float = float("inf")
     seed: int = 1
     turnaround: float = 0.0002
+    creep: float = 0.0
+    """Seconds per second the path's delay grows, both ways alike (a loaded machine's relay, a
+    queue filling): the minimum delay moves, the clocks do not."""
+    asymmetry: float = 0.0
+    """Seconds added to every outbound delay only: invisible to any two-way method."""
 
     def offset(self, t: float) -> float:
         """The true (peer − local) offset at local time ``t``."""
@@ -62,7 +68,8 @@ class SimLink:
             k += 1
             if t1 >= duration:
                 break
-            out, back = self.delay(rng), self.delay(rng)
+            out = self.delay(rng) + self.creep * t1 + self.asymmetry
+            back = self.delay(rng) + self.creep * t1
             if rng.random() < self.loss:
                 continue
             arrived = t1 + out

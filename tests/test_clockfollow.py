@@ -16,7 +16,7 @@ from oscsync import clocksync, codec
 from oscsync import timetag as tt
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import FakeClock, SkewedClock
-from oscsync.clockfollow import ClockFollower
+from oscsync.clockfollow import ClockFollower, FilterFollower
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint, Received
 
@@ -40,6 +40,7 @@ class _World:
         seed: int = 1,
         peer: tuple[str, int] | None = LEADER,
         duplicate: float = 0.0,
+        kind: type[ClockFollower] = ClockFollower,
     ) -> None:
         self.clock = FakeClock()
         self.leader_clock = SkewedClock(self.clock, skew=skew, drift_ppm=ppm)
@@ -48,7 +49,7 @@ class _World:
         self.duplicate = duplicate
         self.endpoint = open_endpoint(clock=self.clock)
         self.warnings: list[str] = []
-        self.follower = ClockFollower(self.endpoint, peer=peer, on_warning=self.warnings.append)
+        self.follower = kind(self.endpoint, peer=peer, on_warning=self.warnings.append)
         follower = self.follower
         follower._sender = lambda: None if follower.peer is None else self._ping  # type: ignore[method-assign]
         self.got: list[Received] = []
@@ -126,6 +127,27 @@ def test_follower_locks_and_translates_within_a_quarter_millisecond() -> None:
     assert world.follower.state() == "locked"
     assert world.follower.servo.steps == 0
     assert world.warnings == []
+
+
+def test_filter_follower_kept_for_comparison_takes_each_estimate_as_it_is() -> None:
+    # benchmarks/clock_sync.py's "B filter": the same follower with the minimum-delay filter and
+    # a map that jumps to each estimate (no frequency, no slew), pinged 4 times a second.
+    world = _World(skew=0.15, ppm=0.0, kind=FilterFollower)
+    start = world.clock.monotonic()
+    jumps = []
+    for step in range(1, 21):
+        world.run(start + 0.5 * step, ping_every=0.25)
+        estimate = world.follower.estimate()
+        assert estimate is not None and estimate.frequency == 0.0
+        offset = world.follower.offset()
+        assert offset is not None
+        # The map is the last estimate itself (no slewing towards it) ...
+        assert offset == pytest.approx(estimate.offset, abs=1e-12)
+        # ... which the chosen exchange's half round trip bounds.
+        assert abs(estimate.offset - 0.15) <= estimate.bound
+        jumps.append(offset)
+    assert len(set(jumps)) > 1  # it moved, in jumps
+    assert world.follower.servo.steps == 0 and world.follower.state() == "locked"
 
 
 def test_no_tick_before_an_estimate_and_none_played_late() -> None:

@@ -334,6 +334,8 @@ def test_clock_command_reports_frequency_and_watches(cli_runner: CliRunner) -> N
     report = json.loads(result.output)
     # Loopback: round trips of ~0.1 ms over 2.5 s pin the frequency to within tens of ppm.
     assert report["frequency_ppm"] == pytest.approx(300.0, abs=40.0)
+    # Its 95 % bound: at least the timestamps' allowance over the span (50 µs / 2.5 s = 20 ppm).
+    assert report["frequency_bound_ppm"] >= 20.0
     assert report["state"] == "locked"
     assert watched.exit_code == 0, watched.output
     live = [line for line in watched.output.splitlines() if line.startswith("offset +")]

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING
 
 from oscsync import threads
 from oscsync import timetag as tt
-from oscsync.clockestimate import ClockEstimate, EnvelopeEstimator
-from oscsync.clockservo import Servo, ServoEvent
+from oscsync.clockestimate import ClockEstimate, EnvelopeEstimator, MinimumDelayFilter
+from oscsync.clockservo import Servo, ServoEvent, SteppingServo
 from oscsync.clocksync import PONG, encode_ping, exchange_problem, int32
 from oscsync.wording import plural
 
@@ -396,6 +396,14 @@ class ClockFollower:
                 return None
             return self.servo.offset_at(self._now())
 
+    def offset_and_bound(self) -> tuple[float | None, float]:
+        """The map's offset now and how far it may be from the truth (what the live line shows)."""
+        with self._lock:
+            if not self.servo.usable:
+                return None, float("inf")
+            now = self._now()
+            return self.servo.offset_at(now), self.servo.bound(now)
+
     def state(self) -> str:
         with self._lock:
             return self.servo.state(self._now())
@@ -443,3 +451,35 @@ class ClockFollower:
             thread.join(2.0)
         if self._pinger is not None:
             self._pinger.close()
+
+
+FILTER_INTERVAL = 0.25
+FILTER_BURST = 16
+FILTER_BURST_INTERVAL = 0.01
+"""The pinging before issue #11: 16 pings 10 ms apart, then 4 a second."""
+
+
+class FilterFollower(ClockFollower):
+    """The follower before issue #11, kept for ``benchmarks/clock_sync.py``'s comparison
+    (``lab.FollowerSpec(sync_method="filter")``): the same follower with the minimum-delay filter
+    (:class:`~oscsync.clockestimate.MinimumDelayFilter`) for the estimator, a map that takes each
+    estimate as it is (:class:`~oscsync.clockservo.SteppingServo`), and the old pinging."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        peer: tuple[str, int] | None = None,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(
+            endpoint,
+            peer=peer,
+            interval=FILTER_INTERVAL,
+            burst=FILTER_BURST,
+            burst_interval=FILTER_BURST_INTERVAL,
+            acquire_time=0.0,
+            on_warning=on_warning,
+            estimator=MinimumDelayFilter(),
+            servo=SteppingServo(),
+        )

@@ -188,3 +188,24 @@ class Servo:
         # At this rate the whole error is gone after |error / slew| seconds; then the slew stops.
         self._slew_for = abs(error / slew) if slew else 0.0
         self._updated = anchor
+
+
+class SteppingServo(Servo):
+    """The map before issue #11, for ``benchmarks/clock_sync.py``: each estimate replaces it, so
+    every update makes the onsets jump by however much the estimate moved (0.9 ms of inter-onset
+    jitter on a ±15 ms link); it is usable and "locked" from the first estimate."""
+
+    def update(
+        self, estimate: ClockEstimate, now: float, *, restarted: bool = False
+    ) -> ServoEvent | None:
+        first = self._usable_since is None
+        self._set(estimate.offset_at(now), now, estimate.frequency, 0.0, 0.0)
+        self.frequency = estimate.frequency
+        self.estimate_bound = estimate.bound
+        self.error = 0.0
+        self.updates += 1
+        if first:
+            self._usable_since = now
+            self._locked = True
+            return ServoEvent("synced", 0.0)
+        return None

@@ -22,10 +22,13 @@ from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint, Network, Received
 from oscsync.wording import plural
 
-DEFAULT_DURATION = 20.0
-"""Seconds measured by default. The frequency needs a long span: through ±15 ms of jitter, 20 s
-at 100 pings a second finds it within ~5 ppm and the offset within ~0.1 ms (80 % of simulated
-runs); 10 s gives ~40 ppm and 0.25 ms."""
+DEFAULT_DURATION = 30.0
+"""Seconds measured by default (the estimator's window). The frequency needs a long span: the
+hull corners that decide it sit tens of µs off the floor (more on a busy machine), and that
+tilts the fit by their error over the span. Through ±15 ms of jitter at 100 pings a second,
+simulated: rms 2.3 ppm after 20 s, 1.0 after 30 s; through netem in one process (issue #11,
+``benchmarks/clock_sync.py --only clock-uniform``), load 3.3 on 2 cores, 20 s: ppm errors −7.4,
++5.5, +3.8, +8.1, +7.2; load 3.6-6.4, 30 s: −2.1, −4.0, +0.8, −2.1, +0.0."""
 DEFAULT_INTERVAL = 0.01
 
 
@@ -55,8 +58,8 @@ class PeerClockReport:
             )
             if estimate.span >= 2.0:
                 lines.append(
-                    f"frequency  {estimate.ppm:+.1f} ppm  (the offset grows "
-                    f"{estimate.ppm * 3.6:+.1f} ms an hour; over {estimate.span:.0f} s)"
+                    f"frequency  {estimate.ppm:+.1f} ± {estimate.ppm_bound:.1f} ppm  (the offset "
+                    f"grows {estimate.ppm * 3.6:+.1f} ms an hour; over {estimate.span:.0f} s)"
                 )
             else:
                 lines.append("frequency  - (measure 2 s or more: --duration)")
@@ -83,6 +86,9 @@ class PeerClockReport:
             "error_bound_ms": None if estimate is None else ms(estimate.bound),
             "frequency_ppm": (
                 None if estimate is None or estimate.span < 2.0 else round(estimate.ppm, 3)
+            ),
+            "frequency_bound_ppm": (
+                None if estimate is None or estimate.span < 2.0 else round(estimate.ppm_bound, 3)
             ),
             "span_s": None if estimate is None else round(estimate.span, 3),
             "rtt_ms": ms(self.min_rtt),

@@ -5,7 +5,8 @@ A :class:`Session` wires a leader (ticks on an exact grid, sent from a scheduler
 clients would), and followers that are ordinary :class:`~oscsync.apps.metronome.MetronomeListener`
 instances with their own clocks (``skew``: a :class:`~oscsync.clock.SkewedClock`) and, with
 ``sync``, a :class:`~oscsync.clockfollow.ClockFollower` pinging the leader through the same netem
-(``sync_method="filter"``: today's :class:`~oscsync.clocksync.FilterFollower`, for comparison).
+(``sync_method="filter"``: :class:`~oscsync.clockfollow.FilterFollower`, the estimator and map
+before issue #11, for comparison).
 
 A synced follower learns whom to follow the way ``--sync-peer`` would tell it: the leader sends
 one clock ping through each relay before tick 0 (its "hello"), and the follower follows the
@@ -38,14 +39,16 @@ from oscsync.apps.receiving import SessionSetup
 from oscsync.apps.sessions import SendSession, TickListenSession
 from oscsync.audio import TICK, AudioError, Player
 from oscsync.clock import Clock, SkewedClock
-from oscsync.clockfollow import ClockFollower
-from oscsync.clocksync import PING, FilterFollower, PingResponder, encode_ping
+from oscsync.clockfollow import ClockFollower, FilterFollower
+from oscsync.clocksync import PING, PingResponder, encode_ping
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint, Received, Service
 
 LOOPBACK = HostPort("127.0.0.1", 0)
 SETTLE = 0.15
 """Seconds the leader waits before tick 0, so every socket and thread is up."""
+CHECK_EVERY = 0.25
+"""Seconds between checks of a servo follower's bound against the truth during a session."""
 SYNC_SETTLE = 0.4
 """The same when a follower syncs: its first estimate takes a round trip plus a few pings after
 it learns the leader's address (the leader's hello ping), and tick 0 should find it locked."""
@@ -125,6 +128,9 @@ class FollowerResult:
     """When the follower could first translate timetags (reference clock)."""
     unsynced: int = 0
     """Ticks held before sync and dropped because they were already due at lock."""
+    sync_checks: list[tuple[float, float, float]] = field(default_factory=list)
+    """(reference time, error of the map's offset, its ± bound), every :data:`CHECK_EVERY` s
+    once the follower can translate: how often the bound it prints covers the truth."""
 
 
 @dataclass
@@ -158,7 +164,8 @@ def run_session(
     collected: list[list[TickRecord]] = [[] for _ in spec.followers]
     opened: list[TickListenSession | SendSession] = []
     relays: list[Relay] = []
-    followers: list[tuple[Clock, TickListenSession, ClockFollower | FilterFollower | None]] = []
+    followers: list[tuple[Clock, TickListenSession, ClockFollower | None]] = []
+    checks: list[list[tuple[float, float, float]]] = []
     try:
         for index, follower_spec in enumerate(spec.followers):
             clock: Clock = reference
@@ -185,16 +192,14 @@ def run_session(
                 raise
             opened.append(session)
             session.show = collected[index].append
-            follow: ClockFollower | FilterFollower | None = None
+            follow: ClockFollower | None = None
             if follower_spec.sync:
-                if follower_spec.sync_method == "filter":
-                    follow = FilterFollower(session.endpoint)
-                else:
-                    follow = ClockFollower(session.endpoint, on_warning=on_warning)
-                    # The lab knows who leads: the first ping through the relay is the leader's
-                    # hello, and its source is what --sync-peer would name (issue #11: no tick
-                    # played late, the first one on time).
-                    session.endpoint.add_service(PING, _peer_from_hello(follow))
+                kind = FilterFollower if follower_spec.sync_method == "filter" else ClockFollower
+                follow = kind(session.endpoint, on_warning=on_warning)
+                # The lab knows who leads: the first ping through the relay is the leader's
+                # hello, and its source is what --sync-peer would name (issue #11: no tick
+                # played late, the first one on time).
+                session.endpoint.add_service(PING, _peer_from_hello(follow))
             session.start(follower=follow)
             target = session.endpoint.local_address
             assert target is not None
@@ -229,7 +234,15 @@ def run_session(
         last = tt.to_unix(t0, start) + (spec.ticks - 1) * period
         worst = spec.link.delay + 4 * spec.link.jitter + 0.1
         finish = max(last + spec.offset, last + worst) + 0.05
-        reference.sleep(reference.wall_to_monotonic(finish) - reference.monotonic())
+        checks[:] = [[] for _ in followers]
+        end = reference.wall_to_monotonic(finish)
+        while (left := end - reference.monotonic()) > 0:
+            reference.sleep(min(CHECK_EVERY, left))
+            for index, (clock, _, follow) in enumerate(followers):
+                if follow is not None:
+                    check = _check_bound(follow, clock, reference)
+                    if check is not None:
+                        checks[index].append(check)
     finally:
         for relay in relays:
             relay.close()
@@ -249,7 +262,21 @@ def run_session(
         result.followers.append(_follower_result(follower_spec, clock, reference, records, result))
         if follow is not None:
             _sync_result(result.followers[-1], follow, clock, reference)
+    for follower_result, follower_checks in zip(result.followers, checks, strict=True):
+        follower_result.sync_checks = follower_checks
     return result
+
+
+def _check_bound(
+    follow: ClockFollower, clock: Clock, reference: Clock
+) -> tuple[float, float, float] | None:
+    """The follower's offset error and bound now (None before it can translate)."""
+    offset, bound = follow.offset_and_bound()
+    if offset is None:
+        return None
+    mono = clock.monotonic()
+    truth = reference.monotonic_to_wall(mono) - clock.monotonic_to_wall(mono)
+    return reference.monotonic_to_wall(mono), offset - truth, bound
 
 
 def _peer_from_hello(follow: ClockFollower) -> Service:
@@ -265,19 +292,13 @@ def _peer_from_hello(follow: ClockFollower) -> Service:
 
 def _sync_result(
     result: FollowerResult,
-    follow: ClockFollower | FilterFollower,
+    follow: ClockFollower,
     clock: Clock,
     reference: Clock,
 ) -> None:
     result.sync_text = follow.describe()
     mono = clock.monotonic()
     result.sync_true_offset = reference.monotonic_to_wall(mono) - clock.monotonic_to_wall(mono)
-    if isinstance(follow, FilterFollower):
-        old = follow.estimate()
-        if old is not None:
-            result.sync_offset, result.sync_bound = old.offset, old.error_bound
-        result.unsynced = follow.dropped_unsynced
-        return
     result.sync_offset = follow.offset()
     estimate = follow.estimate()
     if estimate is not None:

@@ -168,7 +168,7 @@ def _pong_router(
 
 class Follower(Protocol):
     """What a listen session needs of a clock follower (:class:`ClockFollower`, or the lab's
-    :class:`~oscsync.clocksync.FilterFollower`)."""
+    :class:`~oscsync.clockfollow.FilterFollower`)."""
 
     def wrap(self, handler: Callable[[Received], None]) -> Callable[[Received], None]: ...
 

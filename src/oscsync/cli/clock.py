@@ -18,7 +18,7 @@ from oscsync.wording import plural
 @click.command(
     epilog="""\b
 Examples:
-  oscsync clock --peer 127.0.0.1:9001              # any oscsync listener answers (20 s)
+  oscsync clock --peer 127.0.0.1:9001              # any oscsync listener answers (30 s)
   oscsync clock --peer 127.0.0.1:9001 --count 50   # quicker: offset only
   oscsync clock --peer 192.168.1.21:9001 --watch   # a live line until Ctrl-C
   oscsync --clock-skew 0.15 dump -l 9001 &          # a listener 150 ms ahead ...
@@ -76,8 +76,8 @@ def clock(
     (/oscsync/clock/ping) every INTERVAL and fits the peer's offset and frequency on the fastest
     one-way trips each way (the same estimator as metronome listen --sync). ± covers the true
     offset 95 % of the time if the path's minimum delay is the same both ways (no two-way method
-    can see a fixed asymmetry). Positive: the peer's clock is ahead.
-    The frequency needs 2 s or more; through a jittery link, 20 s for a few ppm.
+    can see a fixed asymmetry). Positive: the peer's clock is ahead. The frequency (ppm, with its
+    own 95 % ±) needs 2 s or more; through a jittery link, 30 s for a few ppm.
     """
     if count is not None and duration is not None:
         raise click.UsageError("use --count or --duration, not both")
@@ -135,7 +135,9 @@ def _live(report: PeerClockReport) -> str:
     estimate = report.estimate
     if estimate is None:
         return f"{report.state}  {report.answered}/{report.sent} answered"
-    ppm = f"{estimate.ppm:+.1f} ppm" if estimate.span >= 2.0 else "- ppm"
+    ppm = "- ppm"
+    if estimate.span >= 2.0:
+        ppm = f"{estimate.ppm:+.1f} ± {estimate.ppm_bound:.1f} ppm"
     rtt = "-" if report.min_rtt is None else f"{report.min_rtt * 1e3:.2f}"
     return (
         f"offset {estimate.offset * 1e3:+.3f} ± {estimate.bound * 1e3:.3f} ms  {ppm}  "
