@@ -6,7 +6,15 @@ recording a 50,000 msg/s flood with flat memory.
    ``SEC.FRAC /address types args``, one message per line; it sends each line in a bundle after a
    ``usleep``). Each is replayed to an independent receiver process that stamps every arrival on
    the monotonic clock; the figure is |replayed interval − recorded interval| (p50, p99, max).
-   Goal for ``oscsync replay``: p99 ≤ 0.1 ms, max ≤ 1 ms at up to 1,000 msg/s.
+   Goal for ``oscsync replay``: p99 ≤ 0.1 ms, max ≤ 1 ms at up to 1,000 msg/s. The receiver
+   runs in a session of its own (as a program started elsewhere would). On Linux it also keeps
+   the kernel's stamp of each datagram (``SO_TIMESTAMPNS``, taken on loopback inside the
+   sender's ``sendto``), and the line below each figure gives the same errors by those stamps
+   (when the datagrams left) and how long after it the receiving process read each one (its
+   wake-up). The two tell a late send from a late receiver: on 13:19's quiet run the sends were
+   on time (kernel p99 0.03 ms) while the receiving process saw them up to 0.5 ms late: the
+   replay's own thread held the CPU the receiver needed (see ``give_way`` and ``SPIN`` in
+   ``oscsync.apps.replay``).
 2. **--speed 2** halves the span: received span / (recorded span / 2), goal within 0.1 %.
 3. **Recording a flood.** A sender process sends 50,000 msg/s for 10 s to ``oscsync record``;
    every datagram must be in the file or counted as dropped in its closing line
@@ -40,22 +48,34 @@ from oscsync import timetag as tt
 from oscsync.recording import RecordingWriter
 
 RECEIVER = r"""
-import json, socket, sys, time
+import json, socket, struct, sys, time
 count, timeout = int(sys.argv[1]), float(sys.argv[2])
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+# Linux: the kernel stamps each datagram as it reaches the socket (SO_TIMESTAMPNS, 35 before
+# Python 3.14 names it). On loopback that is inside the sender's sendto: when it left.
+kernel = sys.platform.startswith("linux") and hasattr(sock, "recvmsg")
+if kernel:
+    sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_TIMESTAMPNS", 35), 1)
 sock.bind(("127.0.0.1", 0))
 print(sock.getsockname()[1], flush=True)
 sock.settimeout(timeout)
-stamps = []
+stamps, kernel_stamps = [], []
 try:
     while len(stamps) < count:
-        sock.recv(65535)
+        if kernel:
+            _, ancillary, _, _ = sock.recvmsg(65535, 64)
+        else:
+            sock.recv(65535)
         stamps.append(time.monotonic_ns())
+        for level, kind, data in ancillary if kernel else ():
+            if level == socket.SOL_SOCKET and len(data) >= 16:
+                seconds, nanoseconds = struct.unpack("qq", data[:16])
+                kernel_stamps.append(seconds * 10**9 + nanoseconds)
         sock.settimeout(2.0)
 except socket.timeout:
     pass
-print(json.dumps(stamps), flush=True)
+print(json.dumps([stamps, kernel_stamps if len(kernel_stamps) == len(stamps) else []]), flush=True)
 """
 
 FLOOD_SENDER = r"""
@@ -108,10 +128,18 @@ def write_oscsendfile(path: Path, offsets: list[float]) -> None:
             out.write(f"{seconds:08x}.{fraction:08x} /bench i {n}\n")
 
 
-def receive_while(argv: list[str], count: int) -> tuple[list[int], str]:
-    """Arrival stamps (monotonic ns) of what ``argv`` sends, and the last line it printed."""
+def receive_while(argv: list[str], count: int) -> tuple[list[int], list[int], str]:
+    """Arrival stamps (ns) of what ``argv`` sends, taken by the receiving process (monotonic)
+    and by the kernel (real time; empty where unavailable), and the last line it printed."""
+    # A session of its own, like a receiving program started from another terminal: Linux's
+    # autogroup scheduling would otherwise charge the receiver for the sender's CPU time (same
+    # session, same group). Measured at load ~2: receiver wake-up p99 0.65-0.86 ms in its own
+    # session, 1.6-3.4 ms in the sender's.
     receiver = subprocess.Popen(
-        [sys.executable, "-c", RECEIVER, str(count), "15"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", RECEIVER, str(count), "15"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     assert receiver.stdout is not None
     port = receiver.stdout.readline().strip()
@@ -122,10 +150,14 @@ def receive_while(argv: list[str], count: int) -> tuple[list[int], str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    stamps: list[int] = json.loads(receiver.stdout.readline())
+    stamps, kernel_stamps = json.loads(receiver.stdout.readline())
     receiver.wait()
     lines = sender.stderr.strip().splitlines()
-    return stamps, lines[-1] if lines else ""
+    return stamps, kernel_stamps, lines[-1] if lines else ""
+
+
+def _rank(values: list[float], fraction: float) -> float:
+    return values[max(0, int(len(values) * fraction + 0.5) - 1)]
 
 
 def interval_errors(offsets: list[float], stamps: list[int], speed: float) -> dict[str, float]:
@@ -135,12 +167,34 @@ def interval_errors(offsets: list[float], stamps: list[int], speed: float) -> di
         abs((stamps[i + 1] - stamps[i]) / 1e9 - (offsets[i + 1] - offsets[i]) / speed) * 1e3
         for i in range(len(offsets) - 1)
     )
-    rank = max(0, int(len(errors) * 0.99 + 0.5) - 1)
     return {
         "p50_ms": statistics.median(errors),
-        "p99_ms": errors[rank],
+        "p99_ms": _rank(errors, 0.99),
         "max_ms": errors[-1],
         "span_ratio": (stamps[-1] - stamps[0]) / 1e9 / ((offsets[-1] - offsets[0]) / speed),
+    }
+
+
+def with_kernel_view(
+    figures: dict[str, float],
+    offsets: list[float],
+    stamps: list[int],
+    kernel: list[int],
+    speed: float,
+) -> dict[str, float]:
+    """Adds the same figures from the kernel's stamps, and how long after the kernel stamp the
+    receiving process read each datagram (its wake-up: p99 and max, minus the smallest)."""
+    if not kernel or len(kernel) != len(offsets) or "p99_ms" not in figures:
+        return figures
+    by_kernel = interval_errors(offsets, kernel, speed)
+    delays = sorted(user - stamp for user, stamp in zip(stamps, kernel))
+    wake = [(d - delays[0]) / 1e6 for d in delays]
+    return {
+        **figures,
+        "kernel_p99_ms": by_kernel["p99_ms"],
+        "kernel_max_ms": by_kernel["max_ms"],
+        "wake_p99_ms": _rank(wake, 0.99),
+        "wake_max_ms": wake[-1],
     }
 
 
@@ -150,10 +204,11 @@ def replay_timing(work: Path, rate: float, seconds: float, speed: float = 1.0) -
     write_recording(recording, offsets)
     write_oscsendfile(text, offsets)
     oscsync = [sys.executable, "-m", "oscsync", "replay", str(recording)]
-    stamps, summary = receive_while(
+    stamps, kernel, summary = receive_while(
         [*oscsync, "--peer", "127.0.0.1:PORT", "--speed", str(speed)], len(offsets)
     )
-    results = {"oscsync replay": interval_errors(offsets, stamps, speed)}
+    figures = interval_errors(offsets, stamps, speed)
+    results = {"oscsync replay": with_kernel_view(figures, offsets, stamps, kernel, speed)}
     # The sender's own view (dispatch - due on its scheduler): tells a late send from a late
     # wake-up of the receiver.
     late = re.search(r"sent late by p99 ([\d.]+) ms, max ([\d.]+) ms", summary)
@@ -161,10 +216,11 @@ def replay_timing(work: Path, rate: float, seconds: float, speed: float = 1.0) -
         results["oscsync replay"]["own_late_p99_ms"] = float(late.group(1))
         results["oscsync replay"]["own_late_max_ms"] = float(late.group(2))
     if shutil.which("oscsendfile"):
-        stamps, _ = receive_while(
+        stamps, kernel, _ = receive_while(
             ["oscsendfile", "127.0.0.1", "PORT", str(text), str(speed)], len(offsets)
         )
-        results["liblo oscsendfile"] = interval_errors(offsets, stamps, speed)
+        figures = interval_errors(offsets, stamps, speed)
+        results["liblo oscsendfile"] = with_kernel_view(figures, offsets, stamps, kernel, speed)
     return results
 
 
@@ -249,6 +305,12 @@ def _fmt(figures: dict[str, float]) -> str:
         f"interval error p50 {figures['p50_ms']:.4f} ms, p99 {figures['p99_ms']:.4f} ms, "
         f"max {figures['max_ms']:.4f} ms; span ratio {figures['span_ratio']:.5f}"
     )
+    if "kernel_p99_ms" in figures:
+        text += (
+            f"\n      by kernel stamps p99 {figures['kernel_p99_ms']:.4f} ms, "
+            f"max {figures['kernel_max_ms']:.4f} ms; receiver woke after the kernel stamp by "
+            f"p99 {figures['wake_p99_ms']:.4f} ms, max {figures['wake_max_ms']:.4f} ms"
+        )
     if "own_late_p99_ms" in figures:
         text += (
             f"; own send lateness p99 {figures['own_late_p99_ms']:.3f} ms, "

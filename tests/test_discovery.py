@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from conftest import LineReader, oscsync_command
-from oscsync import discovery
+from conftest import LineReader, free_udp_port, oscsync_command
+from oscsync import codec, discovery
 from oscsync.cli.main import cli
 from oscsync.cli.params import PeerName
 from oscsync.install import pip_command
@@ -224,9 +224,10 @@ def test_advertised_listener_is_found_reached_listed_and_gone_after_stop(
     output = LineReader(proc.stdout)
     output.wait_for(lambda text: "/chat ,sss found by name" in text)
 
-    # peers --jsonl lists it.
+    # peers --jsonl lists it. 3 s, not 1: under a full suite on both cores a 1 s browse missed
+    # the answer once in three runs (the lead's busy runs, 14:42); listing is asserted, not speed.
     listed = subprocess.run(
-        oscsync_command("peers", "--jsonl", "--interface", "loopback", "--timeout", "1"),
+        oscsync_command("peers", "--jsonl", "--interface", "loopback", "--timeout", "3"),
         capture_output=True,
         text=True,
         timeout=30,
@@ -487,7 +488,7 @@ def test_peers_escapes_hostile_names_and_txt(browser: Browser) -> None:
     browser.zc.register_service(info, cooperating_responders=True)
     try:
         listed = subprocess.run(
-            oscsync_command("peers", "--interface", "loopback", "--timeout", "1"),
+            oscsync_command("peers", "--interface", "loopback", "--timeout", "3"),
             capture_output=True,
             text=True,
             timeout=30,
@@ -510,3 +511,204 @@ def test_at_name_prefers_an_address_this_machine_can_reach(monkeypatch: pytest.M
     assert discovery._preferred_address(("10.0.0.5", "192.168.1.30")) == "192.168.1.30"
     assert discovery._preferred_address(("10.0.0.5", "172.16.0.9")) == "10.0.0.5"
     assert discovery._preferred_address(()) is None
+
+
+# -- every listening command advertises (issue 17: record, sequence listen) ----------------
+
+
+def test_record_advertise_is_found_reached_and_gone(
+    spawn: Spawn, browser: Browser, tmp_path: Any
+) -> None:
+    name = unique_name()
+    take = tmp_path / "take.jsonl"
+    proc = spawn("record", str(take), "--listen", "0", "--advertise", name)
+    errors, _ = advertised(proc)
+    line = next(text for text in errors.lines if "recording on 127.0.0.1:" in text)
+    port = int(line.rsplit(":", 1)[1])
+    browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
+    info = browser.info(discovery.OSC_UDP, name)
+    assert (info.port, info.properties[b"role"]) == (port, b"record")
+    # Reached by name: the datagram is in the recording.
+    sent = subprocess.run(
+        oscsync_command("send", f"@{name}", "/take", "1"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert stop(proc, signal.SIGTERM) == 0
+    browser.wait_for("Removed", discovery.OSC_UDP, name, FOUND_WITHIN)
+    browser.wait_for("Removed", discovery.OSC_JSON, name, FOUND_WITHIN)
+    lines = [json.loads(row) for row in take.read_text().splitlines()]
+    assert [m["address"] for row in lines if row.get("osc") for m in row["osc"]] == ["/take"]
+    assert lines[-1]["end"] is True  # closed cleanly after the goodbye
+
+
+def test_sequence_listen_advertise_lists_its_voices_in_oscquery(
+    spawn: Spawn, browser: Browser
+) -> None:
+    name = unique_name()
+    proc = spawn(
+        "sequence", "listen", "--listen", "0", "--audio", "none", "--advertise", name
+    )  # fmt: skip
+    errors, _ = advertised(proc)
+    browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
+    assert browser.info(discovery.OSC_UDP, name).properties[b"role"] == b"sequence"
+    browser.wait_for("Added", discovery.OSC_JSON, name, FOUND_WITHIN)
+    url = f"http://127.0.0.1:{browser.info(discovery.OSC_JSON, name).port}"
+    with urllib.request.urlopen(url + "/?HOST_INFO", timeout=5) as reply:
+        assert json.loads(reply.read())["OSC_PORT"] == listening_port(errors)
+    with urllib.request.urlopen(url + "/seq", timeout=5) as reply:
+        voices = json.loads(reply.read())["CONTENTS"]
+    assert {voice: node["TYPE"] for voice, node in voices.items()} == {
+        "kick": "fi",
+        "snare": "fi",
+        "hat": "fi",
+    }
+    assert stop(proc, signal.SIGINT) == 0
+    browser.wait_for("Removed", discovery.OSC_UDP, name, FOUND_WITHIN)
+
+
+def test_replay_peer_at_name_is_resolved_not_a_traceback(spawn: Spawn, tmp_path: Any) -> None:
+    from test_replay import write_recording
+
+    name = unique_name()
+    dump = spawn("dump", "--listen", "0", "--advertise", name)
+    advertised(dump)
+    take = tmp_path / "take.jsonl"
+    write_recording(take, [codec.encode_message("/replayed", [n]) for n in range(3)])
+    replayed = subprocess.run(
+        oscsync_command("replay", str(take), "--peer", f"@{name}"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    assert dump.stdout is not None
+    LineReader(dump.stdout).wait_for(lambda text: "/replayed ,i 2" in text)
+    unknown = subprocess.run(
+        oscsync_command("replay", str(take), "--peer", f"@{unique_name()}"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unknown.returncode == 1
+    assert unknown.stderr.count("\n") == 1 and "no OSC peer named" in unknown.stderr
+
+
+# -- @NAME follows a peer that re-registers (issue 17) --------------------------------------
+
+
+def test_at_name_follower_sees_a_peer_re_registered_on_a_new_port() -> None:
+    name = unique_name()
+    first, second = free_udp_port(), free_udp_port()
+    moved: list[tuple[str, tuple[str, int]]] = []
+    arrived = threading.Event()
+
+    def on_move(peer: str, where: tuple[str, int]) -> None:
+        moved.append((peer, where))
+        arrived.set()
+
+    def advertiser(port: int) -> discovery.Advertiser:
+        return discovery.Advertiser(
+            name, role="dump", port=port, listen_host="127.0.0.1", interface="loopback"
+        ).start()
+
+    old = advertiser(first)
+    follower = discovery.PeerFollower(
+        {name: ("127.0.0.1", first)}, on_move, interface="loopback"
+    ).start()
+    try:
+        old.close()  # goodbye: nothing moves
+        new = advertiser(second)
+        try:
+            assert arrived.wait(10), "the follower never heard the new registration"
+        finally:
+            new.close()
+    finally:
+        follower.close()
+    assert moved == [(name, ("127.0.0.1", second))]
+    assert follower.moves == 1
+
+
+def test_tcp_listener_is_advertised_as_osc_tcp_with_tcp_host_info(browser: Browser) -> None:
+    name = unique_name()
+    port = free_udp_port()  # any free number: nothing connects to it here
+    with discovery.Advertiser(
+        name,
+        role="dump",
+        port=port,
+        listen_host="127.0.0.1",
+        interface="loopback",
+        transport="tcp",
+    ) as advertiser:
+        browser.wait_for("Added", discovery.OSC_TCP, name, FOUND_WITHIN)
+        assert browser.info(discovery.OSC_TCP, name).port == port
+        assert advertiser.http is not None
+        url = f"http://127.0.0.1:{advertiser.http.port}/?HOST_INFO"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            host = json.loads(reply.read())
+        assert (host["OSC_PORT"], host["OSC_TRANSPORT"]) == (port, "TCP")
+        assert "tcp" in advertiser.describe()
+    browser.wait_for("Removed", discovery.OSC_TCP, name, FOUND_WITHIN)
+    assert ("Added", discovery.OSC_UDP, f"{name}.{discovery.OSC_UDP}") not in browser.events
+    with pytest.raises(discovery.OptionError, match="sctp"):
+        discovery.Advertiser(
+            name, role="dump", port=port, listen_host="127.0.0.1", transport="sctp"
+        )
+
+
+def test_sequence_pair_advertise_is_found_and_gone_when_it_ends(
+    spawn: Spawn, browser: Browser, tmp_path: Any
+) -> None:
+    name = unique_name()
+    beat = tmp_path / "beat.txt"
+    beat.write_text("kick: x...\n")
+    proc = spawn(
+        "sequence", "pair", str(beat), "--peer", "127.0.0.1:9", "--listen", "0",
+        "--audio", "none", "--bars", "1", "--bpm", "600", "--advertise", name,
+    )  # fmt: skip
+    advertised(proc)
+    browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
+    assert browser.info(discovery.OSC_UDP, name).properties[b"role"] == b"sequence"
+    assert proc.wait(30) == 0  # --bars 1: it ends by itself, and says goodbye
+    browser.wait_for("Removed", discovery.OSC_UDP, name, FOUND_WITHIN)
+
+
+def test_at_name_sender_follows_a_listener_re_registered_on_a_new_port(spawn: Spawn) -> None:
+    """Issue 17: @NAME is resolved at start "and again when the peer re-registers"."""
+    name = unique_name()
+    first = spawn("dump", "--listen", "0", "--advertise", name)
+    first_errors, _ = advertised(first)
+    sender = spawn("metronome", "send", "--peer", f"@{name}", "--bpm", "600")
+    assert first.stdout is not None and sender.stderr is not None
+    LineReader(first.stdout).wait_for(lambda text: "/tick" in text, timeout=30)
+    assert stop(first, signal.SIGTERM) == 0  # goodbye packets; the sender keeps its address
+
+    second = spawn("dump", "--listen", "0", "--advertise", name)
+    second_errors, line = advertised(second)
+    assert f"advertised as {name!r}" in line  # the same name, not "NAME (2)"
+    port = listening_port(second_errors)
+    assert port != listening_port(first_errors)
+    notes = LineReader(sender.stderr)
+    notes.wait_for(
+        lambda text: f"@{name} re-registered: now sending to 127.0.0.1:{port}" in text,
+        timeout=20,
+    )
+    assert second.stdout is not None
+    LineReader(second.stdout).wait_for(lambda text: "/tick" in text, timeout=20)
+    assert stop(sender, signal.SIGINT) == 0
+
+
+def test_at_name_follower_flood_of_announcements_is_bounded_by_the_names_followed() -> None:
+    """Anyone can announce anything: the follower keeps one pending entry per followed name."""
+    follower = discovery.PeerFollower({"Alice": ("127.0.0.1", 9001)}, lambda *_: None)
+    added = type("State", (), {"name": "Added"})()
+    removed = type("State", (), {"name": "Removed"})()
+    for n in range(10_000):
+        follower._on_change(None, discovery.OSC_UDP, f"x{n}.{discovery.OSC_UDP}", added)
+        follower._on_change(None, discovery.OSC_UDP, f"alice.{discovery.OSC_UDP}", added)
+    follower._on_change(None, discovery.OSC_UDP, f"bob.{discovery.OSC_UDP}", removed)
+    assert follower._changed == {"alice": f"alice.{discovery.OSC_UDP}"}
+    with pytest.raises(discovery.OptionError):
+        discovery.PeerFollower({"not.a.label": ("127.0.0.1", 1)}, lambda *_: None)

@@ -6,6 +6,8 @@ import io
 import json
 import socket
 import struct
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from subprocess import Popen
@@ -30,7 +32,7 @@ from oscsync.apps.replay import (
     shift_timetags,
 )
 from oscsync.cli.main import cli
-from oscsync.clock import FakeClock
+from oscsync.clock import FakeClock, SkewedClock, SystemClock
 from oscsync.pcap import PcapWriter
 from oscsync.recording import Datagram, RecordingWriter, read_recording
 from oscsync.scheduler import Scheduler
@@ -425,3 +427,71 @@ def test_replay_from_starts_the_clock_after_reading_up_to_the_first_datagram(
     drive(replayer, scheduler, fake_clock)
     assert [round(t - replayer.start_monotonic, 6) for t, _ in sent] == [0.0, 0.1]
     assert replayer.stats.lateness_max == 0.0
+
+
+def test_replay_gives_way_right_after_each_datagram_before_reading_on(
+    fake_clock: FakeClock,
+) -> None:
+    """The receiver a send wakes on this machine runs before the replay reads more lines or
+    spins (give_way; measured: without it the receiving process saw sends up to 0.5 ms late)."""
+    bundle = codec.encode_bundle(1, [msg("/a"), msg("/b")])
+    recorded = datagrams([0.0, 0.001, 0.002, 0.5], [bundle, msg("/c"), msg("/d"), msg("/e")])
+    events: list[str] = []
+
+    def source() -> Iterator[Datagram]:
+        for datagram in recorded:
+            events.append("read")
+            yield datagram
+
+    scheduler = Scheduler(fake_clock)
+    replayer = Replayer(
+        source,
+        lambda data: events.append("send"),
+        scheduler,
+        plan(recorded, EVERYTHING, "strip"),
+        mode="strip",
+        after_send=lambda: events.append("give way"),
+    )
+    drive(replayer, scheduler, fake_clock)
+    sends = "".join({"send": "s", "give way": "g", "read": "r"}[e] for e in events)
+    # Two packets of the stripped bundle, then one give-way per datagram, always before a read.
+    assert sends.count("g") == 4
+    assert "ssg" in sends
+    assert all(sends[i + 1] == "g" for i, c in enumerate(sends) if c == "s" and sends[i + 1] != "s")
+
+
+def thread_timer_slack() -> int:
+    """The calling thread's timer slack in ns (Linux prctl PR_GET_TIMERSLACK)."""
+    import ctypes
+
+    return int(ctypes.CDLL(None).prctl(30, 0, 0, 0, 0))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timer slack is Linux's")
+def test_replay_timer_thread_asks_for_1us_timer_slack_and_only_that_thread() -> None:
+    """SPIN is 0.2 ms on Linux because the replay's timer thread waits with 1 µs timer slack."""
+    seen: list[int] = []
+    scheduler = Scheduler(SystemClock())
+    recorded = datagrams([0.0])
+    replayer = Replayer(
+        lambda: iter(recorded),
+        lambda data: seen.append(thread_timer_slack()),  # on the timer thread
+        scheduler,
+        plan(recorded, EVERYTHING, "keep"),
+    )
+    before = thread_timer_slack()
+    with scheduler:
+        scheduler.start()
+        replayer.begin()
+        assert replayer.finished.wait(10)
+    assert replayer.sharpened is True
+    assert seen == [1000]
+    assert thread_timer_slack() == before != 1000  # this (main) thread is left alone
+    assert FakeClock().sharpen_waits() is False
+    answers: list[bool] = []  # on a thread of its own: the slack stays with that thread
+    skewed = threading.Thread(
+        target=lambda: answers.append(SkewedClock(SystemClock()).sharpen_waits())
+    )
+    skewed.start()
+    skewed.join()
+    assert answers == [True]  # the base clock's answer

@@ -25,6 +25,7 @@ This is the only module in the package that calls ``time.time``, ``time.monotoni
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -68,6 +69,12 @@ class Clock(ABC):
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
         """Wait until ``event`` is set or ``timeout`` seconds pass; True if it was set."""
         return event.wait(timeout)
+
+    def sharpen_waits(self) -> bool:
+        """Ask the OS to end the calling thread's timed waits as close to their deadline as it
+        can (Linux: timer slack 1 µs instead of 50 µs); True if it did. A thread that must wake
+        on time (a timer thread) calls it once; it costs a few more wake-ups' worth of power."""
+        return False
 
     def enlist(self, thread: threading.Thread) -> None:
         """Say that ``thread`` (started or about to be) will wait on this clock.
@@ -125,9 +132,33 @@ class SystemClock(Clock):
         if seconds > 0:
             time.sleep(seconds)
 
+    def sharpen_waits(self) -> bool:
+        # Linux lets a timed wait end up to the thread's "timer slack" late (50 µs by default)
+        # so that wake-ups can be merged. Measured with Event.wait on the shared 2-core VM
+        # (load 2.3): overshoot p50 90-96 µs, p90 131-195 µs at 50 µs slack; 27-41 µs and
+        # 49-64 µs at 1 µs.
+        return _set_timer_slack(TIMER_SLACK_NS)
+
     def system_time_to_wall(self, system_time: float) -> float | None:
         # The same time scale as now(), up to a step of the system clock since construction.
         return system_time
+
+
+TIMER_SLACK_NS = 1000
+_PR_SET_TIMERSLACK = 29  # linux/prctl.h
+
+
+def _set_timer_slack(nanoseconds: int) -> bool:
+    """prctl(PR_SET_TIMERSLACK) for the calling thread; False where there is no such thing."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_TIMERSLACK, nanoseconds, 0, 0, 0) == 0)
+    except (OSError, AttributeError):  # no libc symbols (a static build): waits stay as they are
+        return False
 
 
 class SkewedClock(Clock):
@@ -168,6 +199,9 @@ class SkewedClock(Clock):
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
         return self._base.wait(event, timeout)
+
+    def sharpen_waits(self) -> bool:
+        return self._base.sharpen_waits()
 
     def system_time_to_wall(self, system_time: float) -> float | None:
         wall = self._base.system_time_to_wall(system_time)

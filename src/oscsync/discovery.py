@@ -1,8 +1,9 @@
 """Finding partners without typing addresses: DNS-SD over multicast DNS (python-zeroconf).
 
-* :class:`Advertiser` registers ``NAME._osc._udp`` (the OSC port, TXT: oscsync version, role,
-  addresses) and ``NAME._oscjson._tcp`` (an :class:`oscsync.oscquery.OscQueryServer`), and sends
-  goodbye packets (TTL 0, RFC 6762 §10.1) when closed.
+* :class:`Advertiser` registers ``NAME._osc._udp`` (``NAME._osc._tcp`` for a TCP listener; the
+  OSC port, TXT: oscsync version, role, addresses) and ``NAME._oscjson._tcp`` (an
+  :class:`oscsync.oscquery.OscQueryServer`), and sends goodbye packets (TTL 0, RFC 6762 §10.1)
+  when closed.
 * :func:`browse` lists every OSC service (``_osc._udp``, ``_osc._tcp``, ``_oscjson._tcp``: ours
   and anybody's), :func:`watch` reports them as they come and go, :func:`resolve` turns ``NAME``
   (what ``@NAME`` on the command line means) into a numeric address.
@@ -484,6 +485,102 @@ def _udp_first(item: tuple[str, str]) -> bool:
     return item[0] != OSC_UDP
 
 
+Moved = Callable[[str, tuple[str, int]], None]
+"""``on_move(name, (address, port))``: an ``@NAME`` peer now answers at another address or port."""
+
+
+class PeerFollower:
+    """Follows ``@NAME`` peers after the start: when one re-registers elsewhere (restarted on
+    another port, moved to another machine), ``on_move(name, (address, port))`` is called.
+
+    A multicast ServiceBrowser on ``_osc._udp`` hears the new announcement (RFC 6762 §8.3:
+    a responder announces at start, and again when a record changes). The browser's handler
+    only notes which followed name changed (a set no larger than the names followed, however
+    many announcements arrive); this object's own thread resolves it from the cache, so
+    zeroconf's thread never waits on the network, and the last announcement is what counts.
+    A goodbye (the peer stopped) moves nothing: the peer may come back at the same address,
+    and a send to a stopped peer is only counted. ``current`` maps each followed name to the
+    address it was resolved to at start.
+    """
+
+    def __init__(
+        self, current: dict[str, tuple[str, int]], on_move: Moved, interface: str = ALL
+    ) -> None:
+        self._current = {check_name(name).lower(): where for name, where in current.items()}
+        self._names = {check_name(name).lower(): name for name in current}
+        self.on_move = on_move
+        self.interface = check_interface(interface)
+        self.moves = 0
+        self._lock = threading.Lock()
+        self._changed: dict[str, str] = {}  # followed name (lower case) -> its full DNS-SD name
+        self._wake = threading.Event()
+        self._stopped = False
+        self._zc: Zeroconf | None = None
+        self._browser: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> PeerFollower:
+        from oscsync import threads
+
+        module = _zeroconf()
+        self._zc = zc = open_zeroconf(self.interface)
+        self._thread = threads.daemon_thread(self._run, name="oscsync-peer-follower")
+        threads.start(self._thread)
+        self._browser = module.ServiceBrowser(
+            zc, [OSC_UDP], handlers=[self._on_change], question_type=module.DNSQuestionType.QM
+        )
+        return self
+
+    def _on_change(self, zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:
+        if str(state_change.name) == "Removed":
+            return
+        key = instance_name(name, service_type).lower()
+        if key in self._current:
+            with self._lock:
+                self._changed[key] = name
+            self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            with self._lock:
+                self._wake.clear()
+                changed, self._changed = self._changed, {}
+            zc = self._zc
+            if self._stopped or zc is None:
+                return
+            for key, full in changed.items():
+                try:
+                    peer = _resolve_info(zc, OSC_UDP, full, 1.0)
+                except Exception:  # zeroconf closing under us, or a record it cannot parse
+                    continue
+                address = None if peer is None else _preferred_address(peer.addresses)
+                if peer is None or address is None or self._current[key] == (address, peer.port):
+                    continue
+                self._current[key] = (address, peer.port)
+                self.moves += 1
+                self.on_move(self._names[key], (address, peer.port))
+
+    def close(self) -> None:
+        browser, self._browser = self._browser, None
+        if browser is not None:
+            browser.cancel()
+        self._stopped = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(2.0)
+        zc, self._zc = self._zc, None
+        if zc is not None:
+            zc.close()
+
+    def __enter__(self) -> PeerFollower:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 # -- advertising -----------------------------------------------------------------------------
 
 
@@ -510,8 +607,12 @@ def _choose_name(interface: str, wanted: str, clock: Clock) -> str:
     raise DiscoveryError(f"{wanted!r} and {RENAME_ATTEMPTS - 1} variants are all taken")
 
 
+OSC_TRANSPORTS = {"udp": OSC_UDP, "tcp": OSC_TCP}
+"""The OSC service type for a listener's transport (OSC 1.1 / OSCQueryProposal #46)."""
+
+
 class Advertiser:
-    """Advertises one listener: ``_osc._udp`` (``_osc._tcp`` for a TCP one, issue #16) and
+    """Advertises one listener: ``_osc._udp`` (``_osc._tcp`` for a TCP listener) and
     ``_oscjson._tcp`` (OSCQuery) under one name."""
 
     def __init__(
@@ -527,11 +628,13 @@ class Advertiser:
         clock: Clock | None = None,
         warn: Callable[[str], None] = lambda text: None,
         allow: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
-        protocol: Protocol = "udp",
+        transport: str = "udp",
     ) -> None:
         self.wanted = check_name(name)
-        self.protocol: Protocol = protocol
-        self.service_type = OSC_TCP if protocol == "tcp" else OSC_UDP
+        if transport not in OSC_TRANSPORTS:
+            raise OptionError(f"cannot advertise an OSC listener over {transport!r}")
+        self.transport = transport
+        self.service_type = OSC_TRANSPORTS[transport]
         self.allow = tuple(allow)
         self.name = self.wanted
         self.role = role
@@ -573,7 +676,7 @@ class Advertiser:
             self.http = oscquery.OscQueryServer(
                 self.placement.http_host,
                 oscquery.namespace(self.methods, description),
-                oscquery.host_info(self.name, self.port, self.protocol.upper()),
+                oscquery.host_info(self.name, self.port, self.transport.upper()),
                 clock=self.clock,
                 allow=self.allow,
             ).start()
@@ -628,7 +731,7 @@ class Advertiser:
 
     def describe(self) -> str:
         where = ", ".join(f"{a}:{self.port}" for a in self.placement.addresses)
-        text = f"advertised as {self.name!r} ({where}, {self.protocol}"
+        text = f"advertised as {self.name!r} ({where}, {self.transport}"
         if self.http is not None:
             text += f"; OSCQuery on http port {self.http.port}"
         text += f") on {self.placement.interface}"

@@ -57,6 +57,21 @@ ROLE_METHODS: dict[str, tuple[OscMethod, ...]] = {
         _CLOCK_PING,
     ),
     "dump": (_CLOCK_PING,),
+    # Any /seq/VOICE plays; these three have their own sounds (sequence listen --help).
+    "sequence": (
+        *(
+            OscMethod(
+                f"/seq/{voice}",
+                "fi",
+                f"one {voice} hit: velocity 0-1, pattern step (a third int, a MIDI note, makes "
+                "it a tone); a bundle's timetag says when to play it",
+            )
+            for voice in ("kick", "snare", "hat")
+        ),
+        _CLOCK_PING,
+    ),
+    # record keeps datagrams undecoded: it answers nothing, not even clock pings.
+    "record": (),
     "pd": (),
 }
 """What each listening command answers to: the one place the advertiser reads it from.
@@ -70,6 +85,9 @@ address, which OSCQuery cannot express as a method; its root DESCRIPTION says so
 
 ROLE_ROOT_DESCRIPTION = {
     "dump": "oscsync dump: prints every OSC message it receives, whatever the address",
+    "record": "oscsync record: keeps every datagram it receives, whatever the address",
+    "sequence": "oscsync sequence listen: plays /seq/VOICE ,fi VELOCITY STEP (or ,fii VELOCITY "
+    "STEP NOTE) for any VOICE",
     "pd": "a Pure Data patch (advertised for it by oscsync peers advertise)",
 }
 

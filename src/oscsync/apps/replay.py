@@ -24,7 +24,9 @@ datagram, without its bundle.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import sys
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -55,11 +57,35 @@ MIN_LOOP = 0.001
 REFILL_MARGIN = 0.0003
 """Reading ahead stops when the next send is this close: one line takes ~20-50 µs to read."""
 MAX_REFILL_WAIT = 10.0
-SPIN = 0.0005
-"""The scheduler's spin before each send, shorter than its 2 ms default: at 1,000 msg/s sends are
-0.5-1.5 ms apart, so a 2 ms spin keeps a core 100 % busy, and a busy thread is the one the OS
+SPIN = 0.0002 if sys.platform.startswith("linux") else 0.0005
+"""The scheduler's spin before each send, far shorter than its 2 ms default. At 1,000 msg/s sends
+are 0.5-1.5 ms apart: a 2 ms spin keeps a core 100 % busy, and a busy thread is the one the OS
 preempts on a loaded machine (measured on the shared 2-core VM, load ~2: p99 send lateness
-3-11 ms with 2 ms, 0.2-2 ms with 0.5 ms; noisy, benchmarks/record_replay.py)."""
+3-11 ms with 2 ms, 0.2-2 ms with 0.5 ms); it also holds the CPU a receiver on this machine needs
+(see give_way). On Linux the replay's timer thread asks for 1 µs timer slack
+(Clock.sharpen_waits), which brought Event.wait's overshoot to p50 27-41 µs, p90 49-64 µs at
+load 2.3 (from 90-96 and 131-195 µs), so 0.2 ms covers it; elsewhere 0.5 ms as before."""
+
+
+_SCHED_YIELD: Callable[[], None] | None = getattr(os, "sched_yield", None)
+
+
+def give_way() -> None:
+    """Let a thread this send has just woken run now, before this one reads on or spins.
+
+    A datagram to this machine wakes its receiver inside ``sendto``, and Linux often places the
+    woken receiver on the sender's CPU (a "sync" wake-up: the waker is expected to sleep soon).
+    liblo's ``oscsendfile`` does sleep; the replay thread instead read the next lines and often
+    spun towards the next send, so the receiver waited for the CPU: measured on loopback at
+    1,000 msg/s on a quiet machine, sends left on time (kernel receive stamps: interval error
+    p99 0.03 ms) but the receiving process saw them up to the spin later (p99 0.55 ms). With
+    this and the shorter SPIN, the receiver's wake-up after the kernel stamp went from p90
+    129 µs to 68 µs at 1,000 msg/s and from 202 µs to 77 µs at 100 msg/s (medians of 14 runs
+    each at load ~1.7; benchmarks/record_replay.py prints both views). ``sched_yield`` costs
+    ~1.5 µs. Not on Windows (no ``sched_yield``): there it does nothing.
+    """
+    if _SCHED_YIELD is not None:
+        _SCHED_YIELD()
 
 
 class _Skipped:
@@ -287,7 +313,8 @@ class Replayer:
     the scheduler's thread: reading ahead is itself a scheduled action (a *refill*) placed right
     after a send, and it stops reading as soon as the next send is less than ``REFILL_MARGIN``
     away. Reading on another thread would make sends wait for the GIL (up to the 5 ms switch
-    interval: measured 5 ms late sends that way). Call :meth:`begin`, then wait for
+    interval: measured 5 ms late sends that way). ``after_send`` runs right after each datagram's
+    packets are sent (:func:`give_way` by default). Call :meth:`begin`, then wait for
     :attr:`finished`; :attr:`failure` holds a read error that stopped the replay.
     """
 
@@ -298,6 +325,7 @@ class Replayer:
         scheduler: Scheduler,
         plan: Plan,
         *,
+        after_send: Callable[[], None] = give_way,
         selection: Selection = Selection(),
         speed: float = 1.0,
         loops: int = 1,
@@ -310,6 +338,7 @@ class Replayer:
             raise ValueError(f"speed must be more than 0, got {speed}")
         self.source = source
         self.send = send
+        self.after_send = after_send
         self.scheduler = scheduler
         self.clock: Clock = scheduler.clock
         self.plan = plan
@@ -332,6 +361,7 @@ class Replayer:
         self._loop = 0
         self._in_flight: deque[int] = deque()  # timetags of submitted sends, in order
         self._all_submitted = False
+        self.sharpened = False  # the timer thread's waits end within µs (Clock.sharpen_waits)
 
     def begin(self) -> None:
         """Find the first datagram, fix time zero (``LEAD`` from now) and start reading ahead."""
@@ -349,8 +379,14 @@ class Replayer:
         if first is not None:
             self.start_monotonic = self.clock.monotonic() + LEAD
             self._next = (self._due(first[1]), first[1], first[2])
+        # The timer thread's waits end within µs of their time, not 50 µs (timer slack), so
+        # its spin can be short (SPIN): run on that thread, as the first thing it does.
+        self.scheduler.submit(None, self._sharpen)
         # On the scheduler's thread like every later refill: one thread owns the reading.
         self.scheduler.submit(None, self._refill)
+
+    def _sharpen(self, _: Dispatch) -> None:
+        self.sharpened = self.clock.sharpen_waits()
 
     def _open_loop(self) -> None:
         self.stats.loops_started += 1
@@ -461,6 +497,7 @@ class Replayer:
                 self.send(packet)
                 stats.packets += 1
                 stats.bytes += len(packet)
+            self.after_send()  # before any bookkeeping or reading: see give_way
         finally:
             lateness = dispatch.dispatched - dispatch.due
             stats.lateness.append(lateness)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 
@@ -17,7 +18,7 @@ from oscsync.cli.params import (
     listen_option,
     peers_option,
 )
-from oscsync.cli.peers import advertising, resolve_peers
+from oscsync.cli.peers import advertising, following, resolve_peers
 from oscsync.cli.runtime import AppContext, color_wanted, running, wait
 from oscsync.console import Console
 from oscsync.hostport import HostPort, is_own_address
@@ -78,10 +79,17 @@ def chat(
         else:
             app.warn(text)
 
-    with running(), advertising(app, advertise, interface, role="chat", allow=allow) as advertised:
-        peers = resolve_peers(peers)
+    with (
+        running(),
+        advertising(app, advertise, interface, role="chat", allow=allow) as advertised,
+        contextlib.ExitStack() as follow,
+    ):
+        given, peers = peers, resolve_peers(peers)
         receiving = ReceiveSession(listen, peers, SessionSetup(app.clock, app.note, warn, allow))
         endpoint = receiving.endpoint
+        # On a terminal the note goes above the prompt, like other system lines.
+        say = (lambda text: show(display.printable(text), False)) if interactive else None
+        follow.enter_context(following(app, given, peers, endpoint.set_peers, say=say))
         session = ChatSession(endpoint, show)
         for peer in peers:
             if is_own_address(endpoint.local_address or listen, peer):

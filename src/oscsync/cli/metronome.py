@@ -26,7 +26,7 @@ from oscsync.cli.params import (
     listen_option,
     peers_option,
 )
-from oscsync.cli.peers import advertising, resolve_peer, resolve_peers
+from oscsync.cli.peers import advertising, following, resolve_peer, resolve_peers
 from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
 from oscsync.transport import Network
@@ -288,13 +288,14 @@ def send(
     Ctrl-C. Answers clock pings from listeners (metronome listen --sync) while it runs.
     """
     total = _tick_count(count, duration, bpm)
-    peers = resolve_peers(peers)
+    given, peers = peers, resolve_peers(peers)
     with (
         # With --count/--duration the run has an end: cut short, it exits 130 (issue #13).
         running(interrupted_exit=total is not None),
         hangup_stops(),
         records.session_errors(),
         SendSession(peers, records.setup(app, allow, iface)) as session,
+        following(app, given, peers, session.endpoint.set_peers),
     ):
         records.send_until_done(
             app,

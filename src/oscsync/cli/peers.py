@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import click
@@ -57,6 +57,62 @@ def resolve_peer(value: Any, timeout: float = RESOLVE_TIMEOUT) -> Any:
     return value if value is None else resolve_peers((value,), timeout)[0]
 
 
+@contextlib.contextmanager
+def following(
+    app: AppContext,
+    values: Iterable[object],
+    resolved: Sequence[HostPort],
+    replace: Callable[[tuple[HostPort, ...]], object],
+    say: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """While the block runs, follow each ``@NAME`` among ``values`` (the peers as given;
+    ``resolved`` as :func:`resolve_peers` returned them): when one re-registers at another
+    address or port, ``replace`` gets the new peer list (``endpoint.set_peers``) and a note
+    says so (``say``, by default ``app.note``; it is called from the follower's thread).
+    Without ``@NAME`` it does nothing; if mDNS cannot be watched it warns and the command goes
+    on with the addresses found at start."""
+    given = tuple(values)
+    current = list(resolved)
+    named = {
+        item.name: current[index]
+        for index, item in enumerate(given)
+        if isinstance(item, PeerName) and index < len(current)
+    }
+    if not named:
+        yield
+        return
+    from oscsync import discovery
+
+    lock = threading.Lock()
+
+    def on_move(name: str, where: tuple[str, int]) -> None:
+        moved = HostPort(*where)
+        with lock:  # two names moving at once must not lose one of the two replacements
+            for index, item in enumerate(given):
+                if isinstance(item, PeerName) and item.name.lower() == name.lower():
+                    current[index] = moved
+            peers = tuple(current)
+            try:
+                replace(peers)
+            except Exception as exc:  # TransportError (no socket), or the endpoint closing
+                app.warn(escape(f"@{name} re-registered at {moved}, but cannot send there: {exc}"))
+                return
+        (say or app.note)(escape(f"@{name} re-registered: now sending to {moved}"))
+
+    try:
+        follower = discovery.PeerFollower(
+            {name: (peer.host, peer.port) for name, peer in named.items()}, on_move
+        ).start()
+    except discovery.DiscoveryError as exc:
+        app.warn(escape(f"cannot follow @NAME peers after the start: {exc}"))
+        yield
+        return
+    try:
+        yield
+    finally:
+        follower.close()
+
+
 class Advertising:
     """What ``--advertise NAME`` does for a listening command; a no-op without a name."""
 
@@ -94,7 +150,7 @@ class Advertising:
                 clock=self.app.clock,
                 warn=lambda text: self.app.warn(escape(text)),
                 allow=self.allow,
-                protocol=listening.protocol,
+                transport=listening.protocol,
             )
             self.advertiser.start()
         except discovery.OptionError as exc:
@@ -128,7 +184,8 @@ def advertising(
     allow: Sequence[Network] = (),
 ) -> Iterator[Advertising]:
     """``with advertising(...) as adv: ... adv.publish(endpoint.local_address)``; the services
-    are unregistered (goodbye packets) when the block ends, by Ctrl-C and SIGTERM too."""
+    are unregistered (goodbye packets) when the block ends, by Ctrl-C and SIGTERM too.
+    A TCP listener (``tcp://`` in ``--listen``) is advertised as ``_osc._tcp``."""
     advertised = Advertising(app, name, interface, role, extra_txt, allow)
     try:
         yield advertised

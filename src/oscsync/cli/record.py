@@ -11,7 +11,14 @@ import click
 
 from oscsync.apps.receiving import ReceiveSession, SessionSetup
 from oscsync.apps.record import Recorder
-from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
+from oscsync.cli.params import (
+    DURATION,
+    advertise_option,
+    allow_option,
+    iface_option,
+    listen_option,
+)
+from oscsync.cli.peers import advertising
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running
 from oscsync.hostport import HostPort
 from oscsync.recording import FLUSH_INTERVAL
@@ -41,6 +48,7 @@ Examples:
   oscsync record take1.jsonl                        # record 127.0.0.1:9001 until Ctrl-C
   oscsync record take1.jsonl --listen 0.0.0.0:9000 --duration 60
   oscsync record sensors.jsonl --count 1000 --pcap sensors.pcap
+  oscsync record take1.jsonl --advertise recorder   # partners send to @recorder
   oscsync record - --count 5 | jq .osc              # to stdout, for jq
   oscsync replay take1.jsonl --peer 127.0.0.1:9002  # play it back with its timing
 """
@@ -61,6 +69,7 @@ Examples:
     help="Also write the datagrams as a pcap capture (Wireshark, tshark); FILE may be left out.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace FILE (and PCAPFILE) if they exist.")
+@advertise_option()
 @click.pass_obj
 def record(
     app: AppContext,
@@ -72,6 +81,8 @@ def record(
     duration: float | None,
     pcap_path: str | None,
     overwrite: bool,
+    advertise: str | None,
+    interface: str,
 ) -> None:
     """Record every OSC datagram that arrives, byte-exact with its arrival time, to FILE.
 
@@ -95,7 +106,7 @@ def record(
             pcap = _open_new(pcap_path, "wb", overwrite, "--pcap")
             if pcap_path != "-":
                 files.enter_context(pcap)
-        _record(app, recording, pcap, listen, allow, iface, count, duration)
+        _record(app, recording, pcap, listen, allow, iface, count, duration, (advertise, interface))
         if file == "-" or pcap_path == "-":
             # stdout carries the data: make sure a closed pipe ends quietly.
             with contextlib.suppress(BrokenPipeError):
@@ -111,10 +122,12 @@ def _record(
     iface: str | None,
     count: int | None,
     duration: float | None,
+    advertise: tuple[str | None, str],
 ) -> None:
     clock = app.clock
     failure: OSError | None = None
-    with running():
+    name, interface = advertise
+    with running(), advertising(app, name, interface, role="record", allow=allow) as advertised:
         session = ReceiveSession(listen, (), SessionSetup(clock, app.note, app.warn, allow, iface))
         endpoint = session.endpoint
         recorder = Recorder(
@@ -128,6 +141,7 @@ def _record(
             recorder.write_header(str(endpoint.local_address))
             app.note(f"recording on {endpoint.local_address}")
             session.start(on_datagram=recorder.on_datagram)
+            advertised.publish(endpoint.local_address)
             deadline = None if duration is None else clock.monotonic() + duration
             while not recorder.done.is_set():
                 slice_ = FLUSH_INTERVAL

@@ -22,6 +22,7 @@ from oscsync.apps.replay import (
     plan,
 )
 from oscsync.cli.params import DURATION, iface_option, peers_option
+from oscsync.cli.peers import following, resolve_peers
 from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
 from oscsync.pcap import CaptureError, CaptureReport, is_capture, read_capture
@@ -183,11 +184,13 @@ def replay(
         raise click.ClickException(
             f"{file}: nothing to replay ({_what_was_skipped(source, measured)})"
         )
+    given = peers
+    peers = resolve_peers(given)  # @NAME: after the file is checked, before anything is sent
     app.note(
         f"replay: {measured.count} datagrams, {(measured.last - measured.first) / speed:.3f} s "
         f"per pass, to {', '.join(map(str, peers))}"
     )
-    _replay(app, source, measured, selection, peers, speed, loops, timetags, iface)
+    _replay(app, source, measured, selection, peers, speed, loops, timetags, iface, given)
 
 
 def _what_was_skipped(source: DatagramFile, measured: Plan) -> str:
@@ -207,6 +210,7 @@ def _replay(
     loops: int,
     timetags: TimetagMode,
     iface: str | None,
+    given: tuple[object, ...],
 ) -> None:
     clock = app.clock
     progress = sys.stderr.isatty() and not app.quiet
@@ -215,6 +219,11 @@ def _replay(
         if progress:
             click.echo("\r\x1b[K", nl=False, err=True)  # not after a half-written progress line
         app.warn(text)
+
+    def note(text: str) -> None:
+        if progress:
+            click.echo("\r\x1b[K", nl=False, err=True)
+        app.note(text)
 
     with (
         running(),
@@ -228,6 +237,7 @@ def _replay(
             loops=loops,
             mode=timetags,
         ) as session,
+        following(app, given, peers, session.endpoint.set_peers, say=note),
     ):
         replayer = session.replayer
         session.start()

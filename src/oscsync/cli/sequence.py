@@ -18,12 +18,13 @@ from oscsync.cli.metronome import OFFSET, _check_sync, _compose, _sync_options, 
 from oscsync.cli.params import (
     DURATION,
     DurationType,
+    advertise_option,
     allow_option,
     iface_option,
     listen_option,
     peers_option,
 )
-from oscsync.cli.peers import resolve_peer, resolve_peers
+from oscsync.cli.peers import advertising, following, resolve_peer, resolve_peers
 from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
 from oscsync.pattern import NAME, PatternError
@@ -213,11 +214,12 @@ def send(
     """
     total = _step_count(bars, duration, bpm, steps_per_beat, beats_per_bar)
     watched = _read_pattern(pattern_path, app)
-    peers = resolve_peers(peers)
+    given, peers = peers, resolve_peers(peers)
     with (
         running(),
         records.session_errors(),
         SendSession(peers, records.setup(app, allow, iface)) as session,
+        following(app, given, peers, session.endpoint.set_peers),
     ):
         grid = _grid(bpm, steps_per_beat, beats_per_bar, swing)
         records.send_until_done(
@@ -257,6 +259,7 @@ Examples:
   oscsync sequence listen --listen 0.0.0.0:9001 --sync    # from another machine, its clock
   oscsync sequence listen --audio wav:out.wav --log events.jsonl --count 16
   oscsync sequence listen --sound kick=sounds/tock.wav --sound cowbell=sounds/tick.wav
+  oscsync sequence listen --listen 0.0.0.0:9001 --advertise drums   # senders use @drums
 """
 )
 @_listen_options()
@@ -264,6 +267,7 @@ Examples:
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
 @_sync_options()
 @iface_option()
+@advertise_option()
 @click.pass_obj
 def listen(
     app: AppContext,
@@ -279,6 +283,8 @@ def listen(
     sync: str | None,
     sync_peer: HostPort | None,
     iface: str | None,
+    advertise: str | None,
+    interface: str,
 ) -> None:
     """Play each /seq/VOICE event at its timetag, each voice with its own sound.
 
@@ -287,7 +293,12 @@ def listen(
     """
     _check_sync(sync, sync_peer)
     sync_peer = resolve_peer(sync_peer)
-    with running(), records.log_file(log_path) as log, records.session_errors():
+    with (
+        running(),
+        records.log_file(log_path) as log,
+        records.session_errors(),
+        advertising(app, advertise, interface, role="sequence", allow=allow) as advertised,
+    ):
         session = SequenceListenSession(
             listen,
             (),
@@ -302,7 +313,13 @@ def listen(
         )
         # --sync as metronome listen --sync
         records.listen_until_done(
-            app, session, event_line, duration=duration, sync=sync, sync_peer=sync_peer
+            app,
+            session,
+            event_line,
+            duration=duration,
+            sync=sync,
+            sync_peer=sync_peer,
+            publish=advertised.publish,
         )
 
 
@@ -318,6 +335,7 @@ Examples:
 )
 @_send_options()
 @_listen_options()
+@advertise_option()
 @click.pass_obj
 def pair(
     app: AppContext,
@@ -338,6 +356,8 @@ def pair(
     voice_sounds: tuple[tuple[str, Path], ...],
     log_path: Path | None,
     allow: tuple[Network, ...],
+    advertise: str | None,
+    interface: str,
 ) -> None:
     """Send the PATTERN and play the steps you receive, in one process.
 
@@ -347,7 +367,12 @@ def pair(
     total = _step_count(bars, duration, bpm, steps_per_beat, beats_per_bar)
     watched = _read_pattern(pattern_path, app)
     peers = resolve_peers(peers)
-    with running(), records.log_file(log_path) as log, records.session_errors():
+    with (
+        running(),
+        records.log_file(log_path) as log,
+        records.session_errors(),
+        advertising(app, advertise, interface, role="sequence", allow=allow) as advertised,
+    ):
         session = SequenceListenSession(
             listen,
             peers,
@@ -372,4 +397,5 @@ def pair(
             sending_note=lambda seconds: _sending_note(
                 watched, peers, bpm, steps_per_beat, seconds
             ),
+            publish=advertised.publish,
         )
