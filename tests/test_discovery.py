@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -675,14 +676,29 @@ def test_sequence_pair_advertise_is_found_and_gone_when_it_ends(
     browser.wait_for("Removed", discovery.OSC_UDP, name, FOUND_WITHIN)
 
 
-def test_at_name_sender_follows_a_listener_re_registered_on_a_new_port(spawn: Spawn) -> None:
-    """Issue 17: @NAME is resolved at start "and again when the peer re-registers"."""
+FOLLOWING_SENDERS = {
+    "metronome send": ["metronome", "send", "--bpm", "600"],
+    "metronome pair": ["metronome", "pair", "--listen", "0", "--bpm", "600", "--audio", "none"],
+    "sequence pair": ["sequence", "pair", "{pattern}", "--listen", "0", "--bpm", "300", "--audio", "none"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", sorted(FOLLOWING_SENDERS))
+def test_at_name_sender_follows_a_listener_re_registered_on_a_new_port(
+    spawn: Spawn, tmp_path: Path, command: str
+) -> None:
+    """Issue 17: @NAME is resolved at start "and again when the peer re-registers" — by every
+    command that sends to --peer, the pair commands included."""
+    pattern = tmp_path / "beat.txt"
+    pattern.write_text("hat: xxxx\n")
+    address = "/seq" if command.startswith("sequence") else "/tick"
+    args = [arg.format(pattern=pattern) for arg in FOLLOWING_SENDERS[command]]
     name = unique_name()
     first = spawn("dump", "--listen", "0", "--advertise", name)
     first_errors, _ = advertised(first)
-    sender = spawn("metronome", "send", "--peer", f"@{name}", "--bpm", "600")
+    sender = spawn(*args, "--peer", f"@{name}")
     assert first.stdout is not None and sender.stderr is not None
-    LineReader(first.stdout).wait_for(lambda text: "/tick" in text, timeout=30)
+    LineReader(first.stdout).wait_for(lambda text: address in text, timeout=30)
     assert stop(first, signal.SIGTERM) == 0  # goodbye packets; the sender keeps its address
 
     second = spawn("dump", "--listen", "0", "--advertise", name)
@@ -696,7 +712,7 @@ def test_at_name_sender_follows_a_listener_re_registered_on_a_new_port(spawn: Sp
         timeout=20,
     )
     assert second.stdout is not None
-    LineReader(second.stdout).wait_for(lambda text: "/tick" in text, timeout=20)
+    LineReader(second.stdout).wait_for(lambda text: address in text, timeout=20)
     assert stop(sender, signal.SIGINT) == 0
 
 

@@ -487,7 +487,7 @@ def pair(
     total = _tick_count(count, duration, bpm)
     _check_sync(sync, sync_peer)
     player = _player(audio_choice, sound, accent_sound, device, latency_compensation)
-    peers = resolve_peers(peers)
+    given, peers = peers, resolve_peers(peers)
     sync_peer = resolve_peer(sync_peer)
     with (
         running(interrupted_exit=total is not None),
@@ -504,16 +504,17 @@ def pair(
             **player,
             beats_per_bar=beats_per_bar,
         )
-        records.pair_until_done(
-            app,
-            session,
-            tick_line,
-            peers=peers,
-            offset=offset,
-            total=total,
-            sender=lambda seconds: session.sender(bpm=bpm, offset=seconds),
-            sending_note=partial(_sending_note, peers, bpm, beats_per_bar),
-            sync=sync,
-            sync_peer=sync_peer,
-            publish=advertised.publish,
-        )
+        with following(app, given, peers, session.endpoint.set_peers):
+            records.pair_until_done(
+                app,
+                session,
+                tick_line,
+                peers=peers,
+                offset=offset,
+                total=total,
+                sender=lambda seconds: session.sender(bpm=bpm, offset=seconds),
+                sending_note=partial(_sending_note, peers, bpm, beats_per_bar),
+                sync=sync,
+                sync_peer=sync_peer,
+                publish=advertised.publish,
+            )

@@ -366,7 +366,7 @@ def pair(
     """
     total = _step_count(bars, duration, bpm, steps_per_beat, beats_per_bar)
     watched = _read_pattern(pattern_path, app)
-    peers = resolve_peers(peers)
+    given, peers = peers, resolve_peers(peers)
     with (
         running(),
         records.log_file(log_path) as log,
@@ -385,17 +385,18 @@ def pair(
             voice_sounds=voice_sounds,
         )
         grid = _grid(bpm, steps_per_beat, beats_per_bar, swing)
-        records.pair_until_done(
-            app,
-            session,
-            event_line,
-            peers=peers,
-            offset=offset,
-            total=total,
-            # One timer thread for both halves, as metronome pair.
-            sender=lambda seconds: session.sender(watched, offset=seconds, **grid),
-            sending_note=lambda seconds: _sending_note(
-                watched, peers, bpm, steps_per_beat, seconds
-            ),
-            publish=advertised.publish,
-        )
+        with following(app, given, peers, session.endpoint.set_peers):
+            records.pair_until_done(
+                app,
+                session,
+                event_line,
+                peers=peers,
+                offset=offset,
+                total=total,
+                # One timer thread for both halves, as metronome pair.
+                sender=lambda seconds: session.sender(watched, offset=seconds, **grid),
+                sending_note=lambda seconds: _sending_note(
+                    watched, peers, bpm, steps_per_beat, seconds
+                ),
+                publish=advertised.publish,
+            )
