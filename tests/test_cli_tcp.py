@@ -4,6 +4,8 @@ one-line errors for the URLs people get wrong."""
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -143,3 +145,55 @@ def test_dump_over_tcp_prints_each_line_as_it_arrives(spawn: Spawn) -> None:
     lines = LineReader(dump.stdout)
     subprocess.run(oscsync_command("send", where, "/now", "1"), check=True)
     assert "/now ,i 1" in lines.wait_for(lambda line: "/now" in line)
+
+
+FRAMED_SENDERS = {
+    "metronome send": ["metronome", "send", "--count", "1"],
+    "sequence send": ["sequence", "send", "{pattern}", "--bars", "1"],
+    "chat": ["chat", "--listen", "127.0.0.1:0", "--linger", "0"],
+}
+
+
+def first_packet_bytes(server: socket.socket) -> bytes:
+    """The first bytes one client sends to ``server`` (a raw TCP socket: no framing assumed)."""
+    server.settimeout(30)
+    connection, _ = server.accept()
+    with connection:
+        connection.settimeout(30)
+        received = b""
+        while len(received) < 8:
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+@pytest.mark.parametrize("framing", ["slip", "size"])
+@pytest.mark.parametrize("command", sorted(FRAMED_SENDERS))
+def test_session_commands_frame_tcp_packets_as_framing_says(
+    tmp_path: Path, command: str, framing: str
+) -> None:
+    """Issue #16: ``--framing slip|size`` on every command that sends, not only ``send``."""
+    pattern = tmp_path / "beat.txt"
+    pattern.write_text("kick: x...\n")
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        args = [arg.format(pattern=pattern) for arg in FRAMED_SENDERS[command]]
+        args += ["--peer", f"tcp://127.0.0.1:{port}", "--framing", framing]
+        proc = subprocess.Popen(
+            oscsync_command(*args), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write("hi\n")  # chat sends it; the others never read stdin
+            proc.stdin.close()
+            received = first_packet_bytes(server)
+        finally:
+            proc.wait(30)
+    if framing == "size":
+        size = struct.unpack(">i", received[:4])[0]
+        assert 8 <= size <= 1024 and received[4:5] in (b"/", b"#")
+    else:  # SLIP: END, or a bundle itself first (see tcp.py on liblo's detection); no size
+        assert received[:1] in (b"\xc0", b"/", b"#")

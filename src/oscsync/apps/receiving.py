@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import Clock
+from oscsync.framing import Framing
 from oscsync.hostport import HostPort
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
 from oscsync.transport import DatagramHandler, Endpoint, MessageHandler, Network
@@ -37,6 +38,8 @@ class SessionSetup:
     warn: Callable[[str], None] = _quiet
     allow: Sequence[Network] = ()
     multicast_interface: str | None = None
+    framing: Framing = "slip"
+    """How packets to ``tcp://`` peers are framed (issue #16)."""
 
     def open_endpoint(
         self, listen: HostPort | None = None, peers: Sequence[HostPort] = ()
@@ -49,6 +52,7 @@ class SessionSetup:
             allow=self.allow,
             on_warning=self.warn,
             multicast_interface=self.multicast_interface,
+            framing=self.framing,
         )
 
 

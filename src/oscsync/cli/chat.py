@@ -15,12 +15,14 @@ from oscsync.cli.params import (
     DURATION,
     advertise_option,
     allow_option,
+    framing_option,
     listen_option,
     peers_option,
 )
 from oscsync.cli.peers import advertising, following, resolve_peers
 from oscsync.cli.runtime import AppContext, color_wanted, running, wait
 from oscsync.console import Console
+from oscsync.framing import Framing
 from oscsync.hostport import HostPort, is_own_address
 from oscsync.transport import Network
 
@@ -46,6 +48,7 @@ Examples:
     help="With stdin not a terminal: keep printing replies this long after the last line.",
 )
 @advertise_option()
+@framing_option()
 @click.pass_obj
 def chat(
     app: AppContext,
@@ -55,6 +58,7 @@ def chat(
     linger: float,
     advertise: str | None,
     interface: str,
+    framing: Framing,
 ) -> None:
     """Chat over OSC: each line you type is sent as /chat, each /chat received is printed.
 
@@ -85,7 +89,9 @@ def chat(
         contextlib.ExitStack() as follow,
     ):
         given, peers = peers, resolve_peers(peers)
-        receiving = ReceiveSession(listen, peers, SessionSetup(app.clock, app.note, warn, allow))
+        receiving = ReceiveSession(
+            listen, peers, SessionSetup(app.clock, app.note, warn, allow, framing=framing)
+        )
         endpoint = receiving.endpoint
         # On a terminal the note goes above the prompt, like other system lines.
         say = (lambda text: show(display.printable(text), False)) if interactive else None

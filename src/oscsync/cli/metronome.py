@@ -22,12 +22,14 @@ from oscsync.cli.params import (
     advertise_option,
     allow_option,
     bpm_range,
+    framing_option,
     iface_option,
     listen_option,
     peers_option,
 )
 from oscsync.cli.peers import advertising, following, resolve_peer, resolve_peers
 from oscsync.cli.runtime import AppContext, running
+from oscsync.framing import Framing
 from oscsync.hostport import HostPort
 from oscsync.transport import Network
 from oscsync.wording import plural
@@ -165,6 +167,7 @@ def _send_options() -> Callable[[F], F]:
             help="Send ticks for this many seconds.",
         ),
         iface_option(),
+        framing_option(),
     )
 
 
@@ -280,6 +283,7 @@ def send(
     count: int | None,
     duration: float | None,
     iface: str | None,
+    framing: Framing,
     allow: tuple[Network, ...],
 ) -> None:
     """Send /tick ,i BEAT on a drift-free grid (tick k at t0 + k·60/bpm).
@@ -294,7 +298,7 @@ def send(
         running(interrupted_exit=total is not None),
         hangup_stops(),
         records.session_errors(),
-        SendSession(peers, records.setup(app, allow, iface)) as session,
+        SendSession(peers, records.setup(app, allow, iface, framing)) as session,
         following(app, given, peers, session.endpoint.set_peers),
     ):
         records.send_until_done(
@@ -465,6 +469,7 @@ def pair(
     count: int | None,
     duration: float | None,
     iface: str | None,
+    framing: Framing,
     listen: HostPort,
     audio_choice: audio.AudioChoice,
     device: str | None,
@@ -499,7 +504,7 @@ def pair(
         session = TickListenSession(
             listen,
             peers,
-            records.setup(app, allow, iface),
+            records.setup(app, allow, iface, framing),
             log=log,
             **player,
             beats_per_bar=beats_per_bar,

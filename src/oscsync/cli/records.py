@@ -21,6 +21,7 @@ from oscsync.apps.receiving import SessionSetup
 from oscsync.apps.sessions import GRACE, ListenSession, SendSession, SessionError
 from oscsync.apps.ticklog import LogWriter
 from oscsync.cli.runtime import AppContext, leave_without_stdout, wait
+from oscsync.framing import Framing
 from oscsync.hostport import HostPort
 from oscsync.transport import Network
 from oscsync.wording import plural
@@ -109,9 +110,11 @@ def log_file(path: Path | None) -> Iterator[LogWriter | None]:
         raise click.ClickException(writer.describe_error())
 
 
-def setup(app: AppContext, allow: Sequence[Network], iface: str | None) -> SessionSetup:
+def setup(
+    app: AppContext, allow: Sequence[Network], iface: str | None, framing: Framing = "slip"
+) -> SessionSetup:
     """What every session takes from the command line and the app context."""
-    return SessionSetup(app.clock, app.note, app.warn, allow, iface)
+    return SessionSetup(app.clock, app.note, app.warn, allow, iface, framing)
 
 
 def listen_until_done(

@@ -21,9 +21,10 @@ from oscsync.apps.replay import (
     address_matcher,
     plan,
 )
-from oscsync.cli.params import DURATION, iface_option, peers_option
+from oscsync.cli.params import DURATION, framing_option, iface_option, peers_option
 from oscsync.cli.peers import following, resolve_peers
 from oscsync.cli.runtime import AppContext, running
+from oscsync.framing import Framing
 from oscsync.hostport import HostPort
 from oscsync.pcap import CaptureError, CaptureReport, is_capture, read_capture
 from oscsync.recording import Datagram, ReadReport, RecordingError, read_recording
@@ -145,6 +146,7 @@ Examples:
     help="Skip damaged lines or frames (counted) instead of stopping with an error.",
 )
 @iface_option()
+@framing_option()
 @click.pass_obj
 def replay(
     app: AppContext,
@@ -159,6 +161,7 @@ def replay(
     destination_port: int | None,
     skip_bad: bool,
     iface: str | None,
+    framing: Framing,
 ) -> None:
     """Send a recording or a pcap capture again, with its timing, to one or more peers.
 
@@ -190,7 +193,7 @@ def replay(
         f"replay: {measured.count} datagrams, {(measured.last - measured.first) / speed:.3f} s "
         f"per pass, to {', '.join(map(str, peers))}"
     )
-    _replay(app, source, measured, selection, peers, speed, loops, timetags, iface, given)
+    _replay(app, source, measured, selection, peers, speed, loops, timetags, iface, framing, given)
 
 
 def _what_was_skipped(source: DatagramFile, measured: Plan) -> str:
@@ -210,6 +213,7 @@ def _replay(
     loops: int,
     timetags: TimetagMode,
     iface: str | None,
+    framing: Framing,
     given: tuple[object, ...],
 ) -> None:
     clock = app.clock
@@ -231,7 +235,7 @@ def _replay(
             source,
             measured,
             peers,
-            SessionSetup(clock, app.note, warn, multicast_interface=iface),
+            SessionSetup(clock, app.note, warn, multicast_interface=iface, framing=framing),
             selection=selection,
             speed=speed,
             loops=loops,

@@ -20,12 +20,14 @@ from oscsync.cli.params import (
     DurationType,
     advertise_option,
     allow_option,
+    framing_option,
     iface_option,
     listen_option,
     peers_option,
 )
 from oscsync.cli.peers import advertising, following, resolve_peer, resolve_peers
 from oscsync.cli.runtime import AppContext, running
+from oscsync.framing import Framing
 from oscsync.hostport import HostPort
 from oscsync.pattern import NAME, PatternError
 from oscsync.transport import Network
@@ -109,6 +111,7 @@ def _send_options() -> Callable[[F], F]:
             "--duration", "-d", type=DurationType(minimum=0.0), help="Send for this many seconds."
         ),
         iface_option(),
+        framing_option(),
     )
 
 
@@ -205,6 +208,7 @@ def send(
     bars: int | None,
     duration: float | None,
     iface: str | None,
+    framing: Framing,
     allow: tuple[Network, ...],
 ) -> None:
     """Send the PATTERN file, one bundle per step with a /seq/VOICE message per sounding voice.
@@ -218,7 +222,7 @@ def send(
     with (
         running(),
         records.session_errors(),
-        SendSession(peers, records.setup(app, allow, iface)) as session,
+        SendSession(peers, records.setup(app, allow, iface, framing)) as session,
         following(app, given, peers, session.endpoint.set_peers),
     ):
         grid = _grid(bpm, steps_per_beat, beats_per_bar, swing)
@@ -349,6 +353,7 @@ def pair(
     bars: int | None,
     duration: float | None,
     iface: str | None,
+    framing: Framing,
     listen: HostPort,
     audio_choice: audio.AudioChoice,
     device: str | None,
@@ -376,7 +381,7 @@ def pair(
         session = SequenceListenSession(
             listen,
             peers,
-            records.setup(app, allow, iface),
+            records.setup(app, allow, iface, framing),
             log=log,
             audio_choice=audio_choice,
             audio_options=audio.PlayerOptions(
