@@ -600,7 +600,9 @@ def test_replay_peer_at_name_is_resolved_not_a_traceback(spawn: Spawn, tmp_path:
 # -- @NAME follows a peer that re-registers (issue 17) --------------------------------------
 
 
-def test_at_name_follower_sees_a_peer_re_registered_on_a_new_port() -> None:
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_at_name_follower_sees_a_peer_re_registered_on_a_new_port(transport: str) -> None:
+    """A TCP peer (found as ``_osc._tcp``) is followed on ``_osc._tcp``, a UDP one on ``_udp``."""
     name = unique_name()
     first, second = free_udp_port(), free_udp_port()
     moved: list[tuple[str, tuple[str, int]]] = []
@@ -612,12 +614,17 @@ def test_at_name_follower_sees_a_peer_re_registered_on_a_new_port() -> None:
 
     def advertiser(port: int) -> discovery.Advertiser:
         return discovery.Advertiser(
-            name, role="dump", port=port, listen_host="127.0.0.1", interface="loopback"
+            name,
+            role="dump",
+            port=port,
+            listen_host="127.0.0.1",
+            interface="loopback",
+            transport=transport,
         ).start()
 
     old = advertiser(first)
     follower = discovery.PeerFollower(
-        {name: ("127.0.0.1", first)}, on_move, interface="loopback"
+        {name: ("127.0.0.1", first)}, on_move, interface="loopback", protocols={name: transport}
     ).start()
     try:
         old.close()  # goodbye: nothing moves

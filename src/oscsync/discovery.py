@@ -500,14 +500,23 @@ class PeerFollower:
     zeroconf's thread never waits on the network, and the last announcement is what counts.
     A goodbye (the peer stopped) moves nothing: the peer may come back at the same address,
     and a send to a stopped peer is only counted. ``current`` maps each followed name to the
-    address it was resolved to at start.
+    address it was resolved to at start; ``protocols`` names the peers that were found as
+    ``_osc._tcp`` (``"tcp"``): those are followed on ``_osc._tcp``, the others on ``_osc._udp``.
     """
 
     def __init__(
-        self, current: dict[str, tuple[str, int]], on_move: Moved, interface: str = ALL
+        self,
+        current: dict[str, tuple[str, int]],
+        on_move: Moved,
+        interface: str = ALL,
+        protocols: dict[str, str] | None = None,
     ) -> None:
         self._current = {check_name(name).lower(): where for name, where in current.items()}
         self._names = {check_name(name).lower(): name for name in current}
+        tcp = {
+            check_name(name).lower() for name, kind in (protocols or {}).items() if kind == "tcp"
+        }
+        self._types = {key: OSC_TCP if key in tcp else OSC_UDP for key in self._current}
         self.on_move = on_move
         self.interface = check_interface(interface)
         self.moves = 0
@@ -527,7 +536,10 @@ class PeerFollower:
         self._thread = threads.daemon_thread(self._run, name="oscsync-peer-follower")
         threads.start(self._thread)
         self._browser = module.ServiceBrowser(
-            zc, [OSC_UDP], handlers=[self._on_change], question_type=module.DNSQuestionType.QM
+            zc,
+            sorted(set(self._types.values())),
+            handlers=[self._on_change],
+            question_type=module.DNSQuestionType.QM,
         )
         return self
 
@@ -535,7 +547,7 @@ class PeerFollower:
         if str(state_change.name) == "Removed":
             return
         key = instance_name(name, service_type).lower()
-        if key in self._current:
+        if key in self._current and service_type.lower() == self._types[key].lower():
             with self._lock:
                 self._changed[key] = name
             self._wake.set()
@@ -551,7 +563,7 @@ class PeerFollower:
                 return
             for key, full in changed.items():
                 try:
-                    peer = _resolve_info(zc, OSC_UDP, full, 1.0)
+                    peer = _resolve_info(zc, self._types[key], full, 1.0)
                 except Exception:  # zeroconf closing under us, or a record it cannot parse
                     continue
                 address = None if peer is None else _preferred_address(peer.addresses)

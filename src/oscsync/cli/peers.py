@@ -86,7 +86,7 @@ def following(
     lock = threading.Lock()
 
     def on_move(name: str, where: tuple[str, int]) -> None:
-        moved = HostPort(*where)
+        moved = HostPort(*where, protocol=named[name].protocol)
         with lock:  # two names moving at once must not lose one of the two replacements
             for index, item in enumerate(given):
                 if isinstance(item, PeerName) and item.name.lower() == name.lower():
@@ -101,7 +101,9 @@ def following(
 
     try:
         follower = discovery.PeerFollower(
-            {name: (peer.host, peer.port) for name, peer in named.items()}, on_move
+            {name: (peer.host, peer.port) for name, peer in named.items()},
+            on_move,
+            protocols={name: peer.protocol for name, peer in named.items()},
         ).start()
     except discovery.DiscoveryError as exc:
         app.warn(escape(f"cannot follow @NAME peers after the start: {exc}"))
