@@ -25,6 +25,7 @@ from oscsync.cli.params import (
     framing_option,
     iface_option,
     listen_option,
+    log_option,
     peers_option,
 )
 from oscsync.cli.peers import advertising, following, resolve_peer, resolve_peers
@@ -196,13 +197,7 @@ def _listen_options() -> Callable[[F], F]:
             type=click.Path(dir_okay=False, path_type=Path),
             help="WAV file for beat 0 of the bar [default: sounds/tock.wav].",
         ),
-        click.option(
-            "--log",
-            "log_path",
-            type=click.Path(dir_okay=False, path_type=Path),
-            metavar="FILE.jsonl",
-            help="Write one JSON object per tick (arrival, timetag, onset, beat, late, ...).",
-        ),
+        log_option("Write one JSON object per tick (arrival, timetag, onset, beat, late, ...)."),
         allow_option(),
         advertise_option(),
     )

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -226,6 +227,17 @@ def framing_option() -> Callable[[F], F]:
         show_default=True,
         help="How OSC packets are framed on TCP connections to tcp:// peers: slip (OSC 1.1) or "
         "size (a 4-byte length, OSC 1.0). Receivers detect either.",
+    )
+
+
+def log_option(help_text: str) -> Callable[[F], F]:
+    """``--log FILE.jsonl``: the listeners' event log (metronome and sequence)."""
+    return click.option(
+        "--log",
+        "log_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        metavar="FILE.jsonl",
+        help=help_text,
     )
 
 

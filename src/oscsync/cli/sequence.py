@@ -23,6 +23,7 @@ from oscsync.cli.params import (
     framing_option,
     iface_option,
     listen_option,
+    log_option,
     peers_option,
 )
 from oscsync.cli.peers import advertising, following, resolve_peer, resolve_peers
@@ -127,12 +128,8 @@ def _listen_options() -> Callable[[F], F]:
             help="WAV file for a voice (repeatable) [default: sounds/kick.wav, snare.wav, "
             "hat.wav; other drum voices play the tick, pitched voices a tone].",
         ),
-        click.option(
-            "--log",
-            "log_path",
-            type=click.Path(dir_okay=False, path_type=Path),
-            metavar="FILE.jsonl",
-            help="Write one JSON object per event (voice, step, velocity, onset, timetag, late).",
+        log_option(
+            "Write one JSON object per event (voice, step, velocity, onset, timetag, late)."
         ),
         allow_option(),
     )
