@@ -47,7 +47,7 @@ import struct
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from oscsync import codec, threads
 from oscsync.clock import Clock, SystemClock
@@ -68,6 +68,7 @@ from oscsync.transportcore import (
 __all__ = [
     "DatagramHandler",
     "Endpoint",
+    "EndpointOptions",
     "EndpointStats",
     "MessageHandler",
     "Network",
@@ -110,6 +111,21 @@ Service = Callable[["Endpoint", Received], None]
 
 def _ignore_warning(_: str) -> None:
     pass
+
+
+class EndpointOptions(TypedDict, total=False):
+    """The keywords of :class:`Endpoint` (defaults there), as the TCP endpoint and
+    :func:`oscsync.apps.endpoints.open_endpoint` pass them through unchanged."""
+
+    allow: Sequence[Network]
+    clock: Clock | None
+    on_warning: WarningHandler
+    multicast_interface: str | None
+    multicast_ttl: int
+    recv_buffer: int
+    services: Mapping[str, Service] | None
+    kernel_stamps: bool
+    registry: AddressRegistry | None
 
 
 class Endpoint:

@@ -263,6 +263,11 @@ class ReceiveCore:
         text = f"handler failed on {display.escape(message.address)}: {exc!r}"
         self.warn_once("handler", display.printable(text))  # issue 20, item 5
 
+    @property
+    def allow(self) -> tuple[Network, ...]:
+        """The ``--allow`` networks (empty: every host may send)."""
+        return self._allow
+
     def allows(self, host: str) -> bool:
         """True when ``--allow`` lets ``host`` in (any host, without ``--allow``): a stream
         transport asks at connection time, before the peer can send anything."""
