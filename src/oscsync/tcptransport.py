@@ -22,7 +22,7 @@ sees them in turn.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from oscsync import framing
@@ -30,7 +30,7 @@ from oscsync.framing import Framing
 from oscsync.hostport import HostPort, allow_mismatch
 from oscsync.tcp import DropPolicy, TcpListener, TcpSender
 from oscsync.transport import Endpoint, EndpointOptions, TransportError
-from oscsync.transportcore import DatagramHandler, MessageHandler, Received
+from oscsync.transportcore import MessageHandler, Received, ReceiveHooks
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
@@ -124,17 +124,14 @@ class TcpEndpoint(Endpoint):
         with self._feed_lock:
             self._core.feed(packet, source, arrival, True)
 
-    def start(
-        self,
-        handler: MessageHandler | None = None,
-        *,
-        on_datagram: DatagramHandler | None = None,
-        on_idle: Callable[[], None] | None = None,
-    ) -> None:
+    def start(self, handler: MessageHandler | None = None, **hooks: Unpack[ReceiveHooks]) -> None:
         listener = self.listener
         # on_idle goes to whichever thread reads the listening side (dump's batched output).
+        on_idle = hooks.get("on_idle")
         super().start(
-            handler, on_datagram=on_datagram, on_idle=on_idle if listener is None else None
+            handler,
+            on_datagram=hooks.get("on_datagram"),
+            on_idle=on_idle if listener is None else None,
         )
         if listener is not None:
             if on_idle is not None:

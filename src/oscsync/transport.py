@@ -47,9 +47,9 @@ import struct
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from oscsync import codec, threads
+from oscsync import threads
 from oscsync.clock import Clock, SystemClock
 from oscsync.hostport import HostPort, allow_mismatch
 from oscsync.routing import AddressRegistry
@@ -60,10 +60,14 @@ from oscsync.transportcore import (
     Network,
     ReceiveCore,
     Received,
+    ReceiveHooks,
     Transport,
     TransportStats,
     WarningHandler,
 )
+
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
 
 __all__ = [
     "DatagramHandler",
@@ -72,6 +76,7 @@ __all__ = [
     "EndpointStats",
     "MessageHandler",
     "Network",
+    "ReceiveHooks",
     "Received",
     "Service",
     "Transport",
@@ -128,7 +133,7 @@ class EndpointOptions(TypedDict, total=False):
     registry: AddressRegistry | None
 
 
-class Endpoint:
+class Endpoint(Transport):
     """Listen on one address and/or send to several peers over UDP."""
 
     def __init__(
@@ -397,20 +402,6 @@ class Endpoint:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def send(
-        self,
-        address: str,
-        args: Sequence[Any] = (),
-        *,
-        types: str | None = None,
-        timetag: int | None = None,
-    ) -> int:
-        """Send a message (bundled if ``timetag`` is given) to all peers; return how many got it."""
-        data = codec.encode_message(address, args, types)
-        if timetag is not None:
-            data = codec.encode_bundle(timetag, [data])
-        return self.send_bytes(data)
-
     def send_bytes(self, data: bytes, peers: Iterable[HostPort] | None = None) -> int:
         """Send an encoded packet to every peer (or those given); errors are counted, not raised."""
         wanted = None if peers is None else set(peers)
@@ -504,13 +495,7 @@ class Endpoint:
 
     # -- receiving -------------------------------------------------------------------------
 
-    def start(
-        self,
-        handler: MessageHandler | None = None,
-        *,
-        on_datagram: DatagramHandler | None = None,
-        on_idle: Callable[[], None] | None = None,
-    ) -> None:
+    def start(self, handler: MessageHandler | None = None, **hooks: Unpack[ReceiveHooks]) -> None:
         """Start the receive thread; ``handler`` runs on it for every message.
 
         With ``on_datagram``, every datagram the allow-list lets through goes to it as bytes
@@ -524,8 +509,8 @@ class Endpoint:
         if self._closed:
             raise RuntimeError("endpoint is closed")
         self._core.handler = handler
-        self._core.on_datagram = on_datagram
-        self._on_idle = on_idle
+        self._core.on_datagram = hooks.get("on_datagram")
+        self._on_idle = hooks.get("on_idle")
         selector = WakeableSelector()
         if self._listen_sock is not None:
             self._listen_sock.setblocking(False)
