@@ -40,6 +40,7 @@ from oscsync import display, framing, threads
 from oscsync.clock import Clock, SystemClock
 from oscsync.framing import Framing, FramingError, StreamDecoder
 from oscsync.hostport import HostPort
+from oscsync.listening import accept_both_families, bind_error_message, take_port_exclusively
 from oscsync.selectloop import WakeableSelector
 from oscsync.stats import WarnOnce
 
@@ -472,37 +473,18 @@ def open_tcp_listener(where: HostPort, backlog: int = _BACKLOG) -> socket.socket
     """A non-blocking TCP socket listening on ``where``; OSError with a one-line message."""
     sock = socket.socket(where.family, socket.SOCK_STREAM)
     try:
-        if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
-            # Windows: SO_REUSEADDR there would let another process take the port over.
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
-        else:
-            # POSIX: rebind at once after a restart, while old connections sit in TIME_WAIT.
+        if not take_port_exclusively(sock):
+            # POSIX: rebind at once after a restart, while old connections sit in TIME_WAIT
+            # (Windows' SO_REUSEADDR would let another process take the port over).
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if (
-            where.family == socket.AF_INET6
-            and where.host == "::"
-            and hasattr(socket, "IPV6_V6ONLY")
-        ):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        accept_both_families(sock, where)
         sock.bind(where.sockaddr)
         sock.listen(backlog)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, listen_error_message(where, exc)) from None
+        raise OSError(exc.errno, bind_error_message(where, exc)) from None
     return sock
-
-
-def listen_error_message(where: HostPort, exc: OSError) -> str:
-    if exc.errno == errno.EADDRINUSE:
-        return f"{where} is already in use (another oscsync, Pure Data or oscdump listening?)"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return f"cannot listen on {where}: that address is not on this machine"
-    if exc.errno == errno.EACCES:
-        return f"cannot listen on {where}: permission denied (ports below 1024 need root)"
-    return f"cannot listen on {where}: {exc.strerror}"
 
 
 # -- sending ---------------------------------------------------------------------------------

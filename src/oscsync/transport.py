@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from oscsync import threads
 from oscsync.clock import Clock, SystemClock
 from oscsync.hostport import HostPort, allow_mismatch
+from oscsync.listening import accept_both_families, bind_error_message, take_port_exclusively
 from oscsync.routing import AddressRegistry
 from oscsync.selectloop import WakeableSelector
 from oscsync.transportcore import (
@@ -82,6 +83,7 @@ __all__ = [
     "Transport",
     "TransportError",
     "WarningHandler",
+    "bind_error_message",
 ]
 
 MAX_DATAGRAM = 65535
@@ -228,18 +230,9 @@ class Endpoint(Transport):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if hasattr(socket, "SO_REUSEPORT"):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        elif hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
-            # Windows: without it a second process binding with SO_REUSEADDR takes over the port.
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
-        if (
-            where.family == socket.AF_INET6
-            and where.host == "::"
-            and hasattr(socket, "IPV6_V6ONLY")
-        ):
-            # "[::]" means both IPv6 and IPv4 (Linux's default; Windows' is IPv6 only).
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        else:
+            take_port_exclusively(sock)
+        accept_both_families(sock, where)
         try:
             sock.bind(where.sockaddr)
         except OSError as exc:
@@ -805,23 +798,3 @@ def set_recv_buffer(sock: socket.socket, size: int) -> None:
             pass  # not root: fall back to the capped option
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-
-
-_WSAEACCES = 10013
-
-
-def bind_error_message(where: HostPort, exc: OSError) -> str:
-    if getattr(exc, "winerror", None) == _WSAEACCES:
-        # Windows: another program holds the port exclusively, or the port is reserved
-        # (Hyper-V, WSL and Docker reserve ranges of ports).
-        return (
-            f"cannot listen on {where}: Windows refused the port (another program holds it, or "
-            "it is reserved: see `netsh interface ipv4 show excludedportrange protocol=udp`)"
-        )
-    if exc.errno == errno.EADDRINUSE:
-        return f"{where} is already in use (another oscsync, Pure Data or oscdump listening?)"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return f"cannot listen on {where}: that address is not on this machine"
-    if exc.errno == errno.EACCES:
-        return f"cannot listen on {where}: permission denied (ports below 1024 need root)"
-    return f"cannot listen on {where}: {exc.strerror}"
