@@ -549,14 +549,10 @@ class Endpoint(Transport):
         for _ in range(_DRAIN_BATCH):
             try:
                 data, ancdata, _, source = receive(MAX_DATAGRAM, space)
-            except BlockingIOError:
-                return
-            except (ConnectionRefusedError, ConnectionResetError):
-                self._unreachable(sock, via_peer)
-                continue
             except OSError as exc:
-                self._receive_error(exc)
-                return
+                if self._drain_ends(exc, sock, via_peer):
+                    return
+                continue
             if (
                 ancdata
                 and ancdata[0][1] == inline_stamp
@@ -583,14 +579,10 @@ class Endpoint(Transport):
         for _ in range(_DRAIN_BATCH):
             try:
                 size, source = sock.recvfrom_into(buffer)
-            except BlockingIOError:
-                return
-            except (ConnectionRefusedError, ConnectionResetError):
-                self._unreachable(sock, via_peer)
-                continue
             except OSError as exc:
-                self._receive_error(exc)
-                return
+                if self._drain_ends(exc, sock, via_peer):
+                    return
+                continue
             handle(view[:size].tobytes(), source, None, via_peer)
             if self._closed:
                 return
@@ -609,11 +601,19 @@ class Endpoint(Transport):
             "refused:reply", "a host we answered is not listening (ICMP port unreachable)"
         )
 
-    def _receive_error(self, exc: OSError) -> None:
-        if self._closed:
-            return
-        self.stats.drops["recv-error"] += 1
-        self._warn_once("recv-error", f"receive error: {exc.strerror}")
+    def _drain_ends(self, exc: OSError, sock: socket.socket, via_peer: bool) -> bool:
+        """What a failed receive means (both drains): True when the drain stops there (the socket
+        is empty, or broken: counted), False to read on (an ICMP error about a send: counted).
+        Called once per drain, at its end, not per datagram."""
+        if isinstance(exc, BlockingIOError):
+            return True
+        if isinstance(exc, (ConnectionRefusedError, ConnectionResetError)):
+            self._unreachable(sock, via_peer)
+            return False
+        if not self._closed:
+            self.stats.drops["recv-error"] += 1
+            self._warn_once("recv-error", f"receive error: {exc.strerror}")
+        return True
 
     def _read_ancillary(
         self, sock: socket.socket, ancdata: list[tuple[int, int, bytes]]
