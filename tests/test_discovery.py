@@ -639,6 +639,52 @@ def test_at_name_follower_sees_a_peer_re_registered_on_a_new_port(transport: str
     assert follower.moves == 1
 
 
+def test_oscquery_lists_an_address_the_endpoint_registers_after_it_is_advertised(
+    browser: Browser,
+) -> None:
+    """OSCQuery describes the advertised endpoint's live registry, not a table per role."""
+    from oscsync.apps.endpoints import open_endpoint
+    from oscsync.hostport import HostPort
+    from oscsync.routing import Method
+
+    name = unique_name()
+    with (
+        open_endpoint(HostPort("127.0.0.1", 0)) as endpoint,
+        discovery.Advertiser(
+            name,
+            role="dump",
+            port=endpoint.local_address.port,  # type: ignore[union-attr]
+            listen_host="127.0.0.1",
+            interface="loopback",
+            registry=endpoint.registry,
+        ) as advertiser,
+    ):
+        browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
+        txt = browser.info(discovery.OSC_UDP, name).properties[b"addresses"]
+        assert txt == b"/oscsync/clock/ping"  # what the endpoint answered to at the start
+        assert advertiser.http is not None
+        url = f"http://127.0.0.1:{advertiser.http.port}"
+
+        def lookup(path: str) -> int:
+            try:
+                with urllib.request.urlopen(url + path, timeout=5) as reply:
+                    return int(reply.status)
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                return int(exc.code)
+
+        assert lookup("/oscsync/clock/ping") == 200
+        assert lookup("/cue/go") == 404  # not registered: not listed (dump prints it anyway)
+        endpoint.registry.add_method(Method("/cue/go", "i", "start cue N"), lambda r: None)
+        with urllib.request.urlopen(url + "/cue/go", timeout=5) as reply:
+            node = json.loads(reply.read())
+        assert (node["FULL_PATH"], node["TYPE"], node["DESCRIPTION"]) == (
+            "/cue/go",
+            "i",
+            "start cue N",
+        )
+
+
 def test_tcp_listener_is_advertised_as_osc_tcp_with_tcp_host_info(browser: Browser) -> None:
     name = unique_name()
     port = free_udp_port()  # any free number: nothing connects to it here

@@ -12,7 +12,17 @@ from typing import Any
 import pytest
 
 from oscsync import oscquery
-from oscsync.oscquery import ROLE_METHODS, OscQueryServer, answer, host_info, namespace
+from oscsync.apps.chat import CHAT_METHOD
+from oscsync.apps.metronome import TICK_METHOD
+from oscsync.apps.sequence import VOICE_METHODS
+from oscsync.clocksync import PING, SERVICE_METHODS
+from oscsync.oscquery import LiveNamespace, OscQueryServer, answer, host_info, namespace
+from oscsync.routing import AddressRegistry, Method
+
+# What a metronome listener's and a chat's endpoints register (tests/test_routing.py checks
+# that the real sessions register these).
+METRONOME = (SERVICE_METHODS[PING], TICK_METHOD)
+CHAT = (SERVICE_METHODS[PING], CHAT_METHOD)
 
 
 def get(server: OscQueryServer, target: str) -> tuple[int, Any]:
@@ -38,13 +48,13 @@ def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:
 
 @pytest.fixture
 def server() -> Iterator[OscQueryServer]:
-    tree = namespace(ROLE_METHODS["metronome"])
+    tree = namespace(METRONOME)
     with OscQueryServer("127.0.0.1", tree, host_info("alice", 9001), request_timeout=0.5) as srv:
         yield srv
 
 
 def test_namespace_has_the_documented_keys_for_each_method() -> None:
-    tree = namespace(ROLE_METHODS["chat"], "oscsync chat")
+    tree = namespace(CHAT, "oscsync chat")
     assert tree["FULL_PATH"] == "/"
     assert tree["DESCRIPTION"] == "oscsync chat"
     chat = tree["CONTENTS"]["chat"]
@@ -72,7 +82,7 @@ def test_host_info_has_name_port_transport_and_extensions() -> None:
 
 
 def test_attribute_queries_return_only_that_attribute() -> None:
-    tree = namespace(ROLE_METHODS["metronome"])
+    tree = namespace(METRONOME)
     info = host_info("a", 1)
     assert json.loads(answer("/tick?TYPE", tree, info).body) == {"TYPE": "i"}
     assert json.loads(answer("/oscsync?TYPE", tree, info).body) == {}  # a container: no TYPE
@@ -149,3 +159,53 @@ def test_connections_beyond_the_cap_get_503() -> None:
         finally:
             for conn in idle:
                 conn.close()
+
+
+# -- the live registry (OSCQuery lists what the endpoint really answers to) -----------------
+
+
+def _ignore(received: object) -> None:
+    pass
+
+
+def test_a_newly_registered_address_appears_in_the_oscquery_json() -> None:
+    registry = AddressRegistry()
+    registry.add_method(SERVICE_METHODS[PING], _ignore)
+    with OscQueryServer("127.0.0.1", LiveNamespace(registry), host_info("a", 1)) as srv:
+        assert get(srv, "/lights/dim")[0] == 404
+        # Registered while the server runs, with no table to edit: listed from the next request.
+        registry.add_method(Method("/lights/dim", "f", "dim the lights: level 0-1"), _ignore)
+        status, node = get(srv, "/lights/dim")
+        assert status == 200
+        assert node == {
+            "FULL_PATH": "/lights/dim",
+            "TYPE": "f",
+            "ACCESS": oscquery.ACCESS_WRITE,
+            "DESCRIPTION": "dim the lights: level 0-1",
+        }
+        assert get(srv, "/")[1]["CONTENTS"]["lights"]["FULL_PATH"] == "/lights"
+        assert get(srv, "/lights/dim?TYPE")[1] == {"TYPE": "f"}
+        registry.remove("/lights/dim")
+        assert get(srv, "/lights/dim")[0] == 404  # gone as soon as it is no longer answered
+
+
+def test_an_unregistered_address_does_not_appear_in_the_oscquery_json() -> None:
+    registry = AddressRegistry()
+    registry.add_method(TICK_METHOD, _ignore)
+    # A registered pattern answers many addresses but is no address itself: not a node.
+    registry.add("/seq/*", _ignore, "fi", "any voice")
+    tree = LiveNamespace(registry, "oscsync metronome")()
+    assert set(tree["CONTENTS"]) == {"tick"}
+    info = host_info("a", 1)
+    for unregistered in ("/chat", "/seq/kick", "/seq/*", "/oscsync/clock/ping"):
+        assert answer(unregistered, tree, info).status == 404, unregistered
+
+
+def test_live_namespace_is_rebuilt_only_when_the_registry_changes() -> None:
+    registry = AddressRegistry()
+    registry.add_method(CHAT_METHOD, _ignore)
+    live = LiveNamespace(registry)
+    first = live()
+    assert live() is first  # the same tree object: a request costs a comparison, not a build
+    registry.add_method(VOICE_METHODS[0], _ignore)
+    assert live() is not first and "seq" in live()["CONTENTS"]

@@ -10,7 +10,7 @@ import pytest
 from oscsync import codec
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import FakeClock
-from oscsync.clocksync import PING, encode_ping
+from oscsync.clocksync import PING, SERVICE_METHODS, encode_ping
 from oscsync.hostport import HostPort, parse_network
 from oscsync.routing import AddressRegistry, Method, is_pattern, matches, no_route
 from oscsync.transport import Endpoint
@@ -166,10 +166,39 @@ def test_set_peers_replaces_the_peer_list_while_running() -> None:
 
 def test_chat_declares_what_it_answers_to_and_oscquery_agrees() -> None:
     from oscsync.apps.chat import CHAT_METHOD, ChatSession
-    from oscsync.apps.metronome import TICK_METHOD
-    from oscsync.oscquery import ROLE_METHODS
+    from oscsync.oscquery import LiveNamespace
 
     with open_endpoint(clock=FakeClock()) as endpoint:
         ChatSession(endpoint, lambda text, is_chat: None)
-        assert set(endpoint.registry.methods()) == set(ROLE_METHODS["chat"])
-    assert CHAT_METHOD in ROLE_METHODS["chat"] and TICK_METHOD in ROLE_METHODS["metronome"]
+        assert set(endpoint.registry.methods()) == {CHAT_METHOD, SERVICE_METHODS[PING]}
+        # OSCQuery describes the registry itself: there is no second table to agree with.
+        tree = LiveNamespace(endpoint.registry)()
+        assert tree["CONTENTS"]["chat"]["TYPE"] == CHAT_METHOD.types
+        assert tree["CONTENTS"]["oscsync"]["CONTENTS"]["clock"]["CONTENTS"]["ping"]["TYPE"] == "it"
+
+
+def test_listen_sessions_register_what_they_answer_to() -> None:
+    from oscsync.apps.metronome import TICK_METHOD
+    from oscsync.apps.sequence import VOICE_METHODS
+    from oscsync.apps.sessions import SequenceListenSession, TickListenSession
+
+    assert TickListenSession.methods == (TICK_METHOD,)
+    assert [m.path for m in SequenceListenSession.methods] == [
+        "/seq/kick",
+        "/seq/snare",
+        "/seq/hat",
+    ]
+    assert all(m.types == "fi" for m in VOICE_METHODS)
+
+
+def test_one_handler_under_several_addresses_is_called_once_per_pattern_match() -> None:
+    registry = AddressRegistry()
+    seen: list[str] = []
+
+    def voice(received: object) -> None:
+        seen.append("voice")
+
+    for method in ("/seq/kick", "/seq/snare", "/seq/hat"):
+        registry.add(method, voice)
+    registry.lookup("/seq/*")(None)  # type: ignore[arg-type]
+    assert seen == ["voice"]  # as before the voices were registered: one call, one count

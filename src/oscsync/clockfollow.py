@@ -36,7 +36,7 @@ from oscsync import threads
 from oscsync import timetag as tt
 from oscsync.clockestimate import ClockEstimate, EnvelopeEstimator, MinimumDelayFilter
 from oscsync.clockservo import Servo, ServoEvent, SteppingServo
-from oscsync.clocksync import PONG, encode_ping, exchange_problem, int32
+from oscsync.clocksync import PONG, PONG_METHOD, encode_ping, exchange_problem, int32
 from oscsync.wording import plural
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ class ClockFollower:
         """Wall time (ours) of the first estimate: from then on timetags are translated."""
         self.unsynced = 0
         """Timetagged messages dropped because they were due before the clock was synced."""
-        endpoint.add_service(PONG, self._on_pong)
+        endpoint.add_service(PONG, self._on_pong, PONG_METHOD.types, PONG_METHOD.description)
 
     # -- time scale ---------------------------------------------------------------------------
 

@@ -194,6 +194,15 @@ SERVICE_METHODS = {
 }
 """How OSCQuery describes :func:`standard_services`' addresses (type tags, one line)."""
 
+PONG_METHOD = Method(
+    PONG,
+    "ittt",
+    "clock pong (SEQ, T1, T2, T3): the answer to this endpoint's own ping, used only from the "
+    "peer it pinged and only for a ping it sent",
+)
+"""How OSCQuery describes the pong handler of an endpoint that pings (a clock follower,
+``--offset auto``): registered by whoever pings, never by the transport."""
+
 
 MAX_TURNAROUND = 1.0
 """Seconds a peer may take between a ping's arrival and its pong (T3 − T2): oscsync answers in

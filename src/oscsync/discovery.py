@@ -38,6 +38,8 @@ from oscsync.install import pip_command
 if TYPE_CHECKING:
     from zeroconf import ServiceInfo, Zeroconf
 
+    from oscsync.routing import AddressRegistry
+
 OSC_UDP = "_osc._udp.local."
 OSC_TCP = "_osc._tcp.local."
 OSC_JSON = "_oscjson._tcp.local."
@@ -625,7 +627,13 @@ OSC_TRANSPORTS = {"udp": OSC_UDP, "tcp": OSC_TCP}
 
 class Advertiser:
     """Advertises one listener: ``_osc._udp`` (``_osc._tcp`` for a TCP listener) and
-    ``_oscjson._tcp`` (OSCQuery) under one name."""
+    ``_oscjson._tcp`` (OSCQuery) under one name.
+
+    OSCQuery describes ``registry``, the listener's endpoint's live address registry, as it is
+    at each request (an address the command registers later is listed then), so there is no
+    second table of addresses to keep in step. Without a registry (``peers advertise`` for a
+    patch, or ``record``, which answers nothing) it lists ``methods``, by default none.
+    """
 
     def __init__(
         self,
@@ -635,7 +643,8 @@ class Advertiser:
         port: int,
         listen_host: str,
         interface: str = AUTO,
-        methods: tuple[oscquery.OscMethod, ...] | None = None,
+        registry: AddressRegistry | None = None,
+        methods: tuple[oscquery.OscMethod, ...] = (),
         extra_txt: dict[str, str] | None = None,
         clock: Clock | None = None,
         warn: Callable[[str], None] = lambda text: None,
@@ -651,7 +660,8 @@ class Advertiser:
         self.name = self.wanted
         self.role = role
         self.port = port
-        self.methods = oscquery.ROLE_METHODS.get(role, ()) if methods is None else methods
+        self.registry = registry
+        self.methods = methods
         self.placement = placement(check_interface(interface), listen_host)
         self.extra_txt = extra_txt or {}
         self.clock = clock or SystemClock()
@@ -664,12 +674,18 @@ class Advertiser:
     def renamed(self) -> bool:
         return self.name != self.wanted
 
+    def answers_to(self) -> tuple[oscquery.OscMethod, ...]:
+        """What the listener answers to now: its endpoint's live registry when given (what
+        OSCQuery lists, request by request), else ``methods`` (a patch advertised for it)."""
+        return self.methods if self.registry is None else self.registry.methods()
+
     def txt(self) -> dict[str, str]:
+        # A snapshot at start (a TXT change means a new announcement); OSCQuery stays live.
         items = {
             "txtvers": "1",
             "oscsync": __version__,
             "role": self.role,
-            "addresses": ",".join(m.path for m in self.methods) or "*",
+            "addresses": ",".join(m.path for m in oscquery.listed(self.answers_to())) or "*",
             **self.extra_txt,
         }
         kept, warnings = build_txt(items)
@@ -684,10 +700,15 @@ class Advertiser:
         self.name = _choose_name(self.placement.interface, self.wanted, self.clock)
         self._zc = zc = open_zeroconf(self.placement.interface)
         description = oscquery.ROLE_ROOT_DESCRIPTION.get(self.role, f"oscsync {self.role}")
+        tree: oscquery.Namespace = (
+            oscquery.namespace(self.methods, description)
+            if self.registry is None
+            else oscquery.LiveNamespace(self.registry, description)
+        )
         try:
             self.http = oscquery.OscQueryServer(
                 self.placement.http_host,
-                oscquery.namespace(self.methods, description),
+                tree,
                 oscquery.host_info(self.name, self.port, self.transport.upper()),
                 clock=self.clock,
                 allow=self.allow,

@@ -21,14 +21,14 @@ import json
 import socket
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import unquote, urlsplit
 
-from oscsync import clocksync, threads
+from oscsync import threads
 from oscsync.clock import Clock, SystemClock
-from oscsync.routing import Method
+from oscsync.routing import AddressRegistry, Method, is_pattern
 
 ACCESS_NONE = 0
 ACCESS_WRITE = 2
@@ -38,52 +38,10 @@ OscMethod = Method
 """One address a listening command answers to, as OSCQuery describes it: the address
 registry's declaration (:class:`oscsync.routing.Method`)."""
 
-_CLOCK_PING = clocksync.SERVICE_METHODS[clocksync.PING]
-
-ROLE_METHODS: dict[str, tuple[OscMethod, ...]] = {
-    "chat": (
-        OscMethod(
-            "/chat", "s", "one chat line; any number of strings or numbers, joined by spaces"
-        ),
-        _CLOCK_PING,
-    ),
-    "metronome": (
-        OscMethod(
-            "/tick",
-            "i",
-            "one metronome beat: optional beat number (int, or float from Pure Data); "
-            "a bundle's timetag says when to play it",
-        ),
-        _CLOCK_PING,
-    ),
-    "dump": (_CLOCK_PING,),
-    # Any /seq/VOICE plays; these three have their own sounds (sequence listen --help).
-    "sequence": (
-        *(
-            OscMethod(
-                f"/seq/{voice}",
-                "fi",
-                f"one {voice} hit: velocity 0-1, pattern step (a third int, a MIDI note, makes "
-                "it a tone); a bundle's timetag says when to play it",
-            )
-            for voice in ("kick", "snare", "hat")
-        ),
-        _CLOCK_PING,
-    ),
-    # record keeps datagrams undecoded: it answers nothing, not even clock pings.
-    "record": (),
-    "pd": (),
-}
-"""What each listening command answers to: the one place the advertiser reads it from.
-
-The chat and metronome rows repeat :data:`oscsync.apps.chat.CHAT_METHOD` and
-:data:`oscsync.apps.metronome.TICK_METHOD` (tests/test_routing.py checks they agree), because the
-advertiser starts before the command's endpoint exists; once the sessions own both, publish
-``endpoint.registry.methods()`` instead of this table. ``dump`` prints every
-address, which OSCQuery cannot express as a method; its root DESCRIPTION says so.
-"""
-
 ROLE_ROOT_DESCRIPTION = {
+    # What the live registry cannot say: dump and record take every address (dump's registry
+    # holds only the clock ping), and sequence plays any /seq/VOICE, not only the three voices
+    # with their own sounds that it registers.
     "dump": "oscsync dump: prints every OSC message it receives, whatever the address",
     "record": "oscsync record: keeps every datagram it receives, whatever the address",
     "sequence": "oscsync sequence listen: plays /seq/VOICE ,fi VELOCITY STEP (or ,fii VELOCITY "
@@ -114,10 +72,17 @@ def host_info(name: str, osc_port: int, transport: str = "UDP") -> dict[str, Any
     }
 
 
-def namespace(methods: tuple[OscMethod, ...], description: str = "root node") -> dict[str, Any]:
+def listed(methods: Sequence[OscMethod]) -> tuple[OscMethod, ...]:
+    """The methods OSCQuery can list: plain addresses. A registered pattern (``/seq/*``) is no
+    node of an address tree (a node named ``*`` would be an address nobody answers to as
+    such); the root's DESCRIPTION is where a command says it takes more."""
+    return tuple(method for method in methods if not is_pattern(method.path))
+
+
+def namespace(methods: Sequence[OscMethod], description: str = "root node") -> dict[str, Any]:
     """The whole address space as one OSCQuery node tree (``GET /``)."""
     root: dict[str, Any] = {"FULL_PATH": "/", "ACCESS": ACCESS_NONE, "DESCRIPTION": description}
-    for method in methods:
+    for method in listed(methods):
         node = root
         parts = [part for part in method.path.split("/") if part]
         for depth, part in enumerate(parts):
@@ -130,6 +95,30 @@ def namespace(methods: tuple[OscMethod, ...], description: str = "root node") ->
             node = contents[part]
         node.update(TYPE=method.types, ACCESS=method.access, DESCRIPTION=method.description)
     return root
+
+
+class LiveNamespace:
+    """The namespace of a live :class:`~oscsync.routing.AddressRegistry`: what an endpoint
+    answers to at the moment of each request, so an address registered (or removed) while the
+    command runs is listed (or gone) with no table to edit. The tree is rebuilt only when the
+    registry's methods changed, so a request costs one tuple comparison."""
+
+    def __init__(self, registry: AddressRegistry, description: str = "root node") -> None:
+        self.registry = registry
+        self.description = description
+        self._lock = threading.Lock()
+        self._built: tuple[tuple[OscMethod, ...], dict[str, Any]] | None = None
+
+    def __call__(self) -> dict[str, Any]:
+        methods = self.registry.methods()
+        with self._lock:
+            if self._built is None or self._built[0] != methods:
+                self._built = (methods, namespace(methods, self.description))
+            return self._built[1]
+
+
+Namespace: TypeAlias = dict[str, Any] | Callable[[], dict[str, Any]]
+"""A fixed node tree, or a callable giving the current one (:class:`LiveNamespace`)."""
 
 
 def find_node(tree: dict[str, Any], path: str) -> dict[str, Any] | None:
@@ -207,7 +196,7 @@ class OscQueryServer:
     def __init__(
         self,
         host: str,
-        tree: dict[str, Any],
+        tree: Namespace,
         info: dict[str, Any],
         *,
         clock: Clock | None = None,
@@ -311,7 +300,8 @@ class OscQueryServer:
                 except OSError:
                     self._count("connection error")
                     return
-                reply = answer(target, self.tree, self.info)
+                tree = self.tree() if callable(self.tree) else self.tree
+                reply = answer(target, tree, self.info)
                 with self._lock:
                     self.served += 1
                 self._send(conn, reply, head_only=method == "HEAD")

@@ -219,8 +219,11 @@ class AddressRegistry:
         return len(self._routes)
 
     def methods(self) -> tuple[Method, ...]:
-        """What is registered, in registration order (OSCQuery lists these)."""
-        return tuple(route.method for route in list(self._routes.values()))
+        """What is registered, in registration order: what the endpoint answers to, which its
+        OSCQuery server lists (:class:`oscsync.oscquery.LiveNamespace`). Safe to call from
+        another thread while the registry changes."""
+        with self._lock:
+            return tuple(route.method for route in self._routes.values())
 
     def lookup(self, address: str) -> Handler:
         """The handler for an incoming ``address`` (calling each match of a pattern), or
@@ -244,6 +247,10 @@ class AddressRegistry:
                 hits = tuple(
                     r.handler for r in routes.values() if r.pattern and r.pattern.matches(address)
                 )
+            # One handler registered for several addresses (sequence's /seq/kick, /seq/snare,
+            # /seq/hat) is called once for a pattern that matches several of them. By identity:
+            # a bound method of a dataclass instance cannot be hashed.
+            hits = tuple({id(handler): handler for handler in hits}.values())
             found = no_route if not hits else hits[0] if len(hits) == 1 else _call_each(hits)
             if (
                 len(self.resolved) >= _CACHE_ENTRIES

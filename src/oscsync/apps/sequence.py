@@ -58,11 +58,23 @@ from oscsync.audio import Player
 from oscsync.clock import Clock
 from oscsync.hostport import HostPort
 from oscsync.pattern import Pattern, PatternError
+from oscsync.routing import Method
 from oscsync.scheduler import Dispatch, Scheduler
 from oscsync.stats import RunningStats
 from oscsync.transport import Received
 
 PREFIX = "/seq/"
+VOICE_METHODS = tuple(
+    Method(
+        f"{PREFIX}{voice}",
+        "fi",
+        f"one {voice} hit: velocity 0-1, pattern step (a third int, a MIDI note, makes it a "
+        "tone); a bundle's timetag says when to play it",
+    )
+    for voice in sounds.DRUMS
+)
+"""What ``sequence listen`` registers (OSCQuery lists them): the voices with their own sounds.
+Any other ``/seq/VOICE`` plays too, through the endpoint's fallback handler (the same one)."""
 DEFAULT_BPM = 120.0
 DEFAULT_STEPS_PER_BEAT = 4
 DEFAULT_BEATS_PER_BAR = 4

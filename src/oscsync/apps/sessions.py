@@ -27,6 +27,7 @@ from oscsync.apps import metronome as app_metronome
 from oscsync.apps.metronome import TICK_METHOD, MetronomeListener, TickRecord, TickSender
 from oscsync.apps.receiving import Session, SessionSetup
 from oscsync.apps.sequence import (
+    VOICE_METHODS,
     EventRecord,
     PatternFile,
     SequenceListener,
@@ -37,7 +38,7 @@ from oscsync.apps.sequence import (
 from oscsync.apps.ticklog import LogWriter
 from oscsync.clock import Clock
 from oscsync.clockfollow import ClockFollower
-from oscsync.clocksync import PONG, PeerClocks
+from oscsync.clocksync import PONG, PONG_METHOD, PeerClocks
 from oscsync.hostport import HostPort
 from oscsync.routing import Method
 from oscsync.scheduler import DEFAULT_SPIN, Scheduler
@@ -81,7 +82,7 @@ def auto_offset(clocks: PeerClocks, *, note: Note, warn: Note, maximum: float) -
 def peer_clocks(clock: Clock, endpoint: Endpoint, peers: Sequence[HostPort]) -> PeerClocks:
     """Clock pings to ``peers`` (for ``--offset auto``), their pongs answered on ``endpoint``."""
     clocks = PeerClocks(clock, endpoint, peers, filter_size=AUTO_PINGS)
-    endpoint.add_service(PONG, clocks.service)
+    endpoint.add_service(PONG, clocks.service, PONG_METHOD.types, PONG_METHOD.description)
     return clocks
 
 
@@ -190,8 +191,9 @@ class ListenSession(Session, Generic[R]):
 
     listener: MetronomeListener | SequenceListener
     scheduler: Scheduler
-    method: Method | None = None
-    """The address this session answers to, registered on its endpoint (OSCQuery lists it)."""
+    methods: tuple[Method, ...] = ()
+    """The addresses this session answers to, registered on its endpoint (OSCQuery lists
+    them)."""
     player: audio.Player
 
     def __init__(
@@ -280,12 +282,17 @@ class ListenSession(Session, Generic[R]):
             )
             follower = self.follower
             if self.follower is not None and self.clocks is not None:
-                self.endpoint.add_service(PONG, _pong_router(self.follower, self.clocks))
+                self.endpoint.add_service(
+                    PONG,
+                    _pong_router(self.follower, self.clocks),
+                    PONG_METHOD.types,
+                    PONG_METHOD.description,
+                )
         self.followed_by = follower
         if follower is not None:
             handler = follower.wrap(handler)
-        if self.method is not None:
-            self.endpoint.registry.add_method(self.method, handler)
+        for method in self.methods:
+            self.endpoint.registry.add_method(method, handler)
         # Everything else goes to the listener too, which counts it ignored, by reason.
         self.endpoint.start(handler)
         if follower is not None:
@@ -331,7 +338,7 @@ class ListenSession(Session, Generic[R]):
 class TickListenSession(ListenSession[TickRecord]):
     """``metronome listen`` / ``pair``: ``/tick`` played at its timetag, accent on beat 0."""
 
-    method = TICK_METHOD
+    methods = (TICK_METHOD,)
 
     def __init__(
         self,
@@ -413,6 +420,8 @@ class TickListenSession(ListenSession[TickRecord]):
 
 class SequenceListenSession(ListenSession[EventRecord]):
     """``sequence listen`` / ``pair``: each ``/seq/VOICE`` event with its voice's sound."""
+
+    methods = VOICE_METHODS
 
     def __init__(
         self,

@@ -97,7 +97,7 @@ def dump(
             session.start(
                 handler(dumper, session.scheduler), on_idle=None if schedule else dumper.flush
             )
-            advertised.publish(session.endpoint.local_address)
+            advertised.publish(session.endpoint.local_address, session.endpoint.registry)
             wait(dumper.done, clock, duration)
         finally:
             receiver_stopped = session.close()

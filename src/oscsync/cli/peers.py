@@ -22,6 +22,7 @@ from oscsync.cli.params import (
 from oscsync.cli.runtime import AppContext, running, wait
 from oscsync.display import escape
 from oscsync.hostport import HostPort
+from oscsync.routing import AddressRegistry
 from oscsync.transport import Network
 
 RESOLVE_TIMEOUT = 3.0
@@ -135,8 +136,9 @@ class Advertising:
         self.allow = tuple(allow)
         self.advertiser: Any = None
 
-    def publish(self, listening: HostPort | None) -> None:
-        """Advertise the listener bound at ``listening`` (blocks ~1.4 s: mDNS probing)."""
+    def publish(self, listening: HostPort | None, registry: AddressRegistry | None = None) -> None:
+        """Advertise the listener bound at ``listening`` (blocks ~1.4 s: mDNS probing); its
+        OSCQuery lists ``registry`` (the endpoint's, live), or nothing without one."""
         if self.name is None or listening is None:
             return
         from oscsync import discovery
@@ -153,6 +155,7 @@ class Advertising:
                 warn=lambda text: self.app.warn(escape(text)),
                 allow=self.allow,
                 transport=listening.protocol,
+                registry=registry,
             )
             self.advertiser.start()
         except discovery.OptionError as exc:
@@ -185,8 +188,9 @@ def advertising(
     extra_txt: dict[str, str] | None = None,
     allow: Sequence[Network] = (),
 ) -> Iterator[Advertising]:
-    """``with advertising(...) as adv: ... adv.publish(endpoint.local_address)``; the services
-    are unregistered (goodbye packets) when the block ends, by Ctrl-C and SIGTERM too.
+    """``with advertising(...) as adv: ... adv.publish(endpoint.local_address, endpoint.registry)``;
+    the services are unregistered (goodbye packets) when the block ends, by Ctrl-C and SIGTERM
+    too.
     A TCP listener (``tcp://`` in ``--listen``) is advertised as ``_osc._tcp``."""
     advertised = Advertising(app, name, interface, role, extra_txt, allow)
     try:

@@ -23,6 +23,7 @@ from oscsync.apps.ticklog import LogWriter
 from oscsync.cli.runtime import AppContext, leave_without_stdout, wait
 from oscsync.framing import Framing
 from oscsync.hostport import HostPort
+from oscsync.routing import AddressRegistry
 from oscsync.transport import Network
 from oscsync.wording import plural
 
@@ -125,7 +126,7 @@ def listen_until_done(
     duration: float | None,
     sync: str | None = None,
     sync_peer: HostPort | None = None,
-    publish: Callable[[HostPort | None], None] | None = None,
+    publish: Callable[[HostPort | None, AddressRegistry], None] | None = None,
     explain_sync: bool = False,
 ) -> None:
     """``listen``: start ``session``, print its records until it is done, ``duration`` passes
@@ -134,7 +135,7 @@ def listen_until_done(
     try:
         session.start(sync, sync_peer)
         if publish is not None:
-            publish(session.endpoint.local_address)
+            publish(session.endpoint.local_address, session.endpoint.registry)
         wait(session.done, app.clock, duration)
     finally:
         session.close_follower(sync_requested=explain_sync and (sync or sync_peer) is not None)
@@ -153,7 +154,7 @@ def pair_until_done(
     sending_note: Callable[[float], str],
     sync: str | None = None,
     sync_peer: HostPort | None = None,
-    publish: Callable[[HostPort | None], None] | None = None,
+    publish: Callable[[HostPort | None, AddressRegistry], None] | None = None,
 ) -> None:
     """``pair``: ``listen_until_done`` with a sender on the same endpoint and scheduler; it stops
     shortly after the last item's timetag (``total``)."""
@@ -162,7 +163,7 @@ def pair_until_done(
     try:
         session.start(sync, sync_peer, pings_to=peers)
         if publish is not None:
-            publish(session.endpoint.local_address)
+            publish(session.endpoint.local_address, session.endpoint.registry)
         seconds = session.offset(offset, OFFSET_MAXIMUM)
         app.note(sending_note(seconds))
         started = sender(seconds)
