@@ -643,3 +643,46 @@ def test_netem_counts_a_windows_connection_reset_and_keeps_relaying() -> None:
         assert relay.forward.stats.dropped == {"send-refused": 1}
         assert relay.reverse.stats.sent == 1
     echo.close()
+
+
+def test_netem_set_forward_moves_every_sender_and_keeps_its_source_port() -> None:
+    """``--forward @NAME`` re-registered: the same sender's next datagram reaches the new
+    address from the same upstream port (a --sync follower there keeps following it)."""
+    old, new = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+    with old, new, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for sock in (old, new):
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(5)
+        with Relay(
+            HostPort("127.0.0.1", 0), HostPort(*old.getsockname()), ImpairmentSpec()
+        ) as relay:
+            relay.start()
+            sender.sendto(b"before", relay.local_address.sockaddr)
+            data, first_source = old.recvfrom(2048)
+            assert data == b"before"
+            relay.set_forward(HostPort(*new.getsockname()))
+            wait_until(lambda: relay.forward_moves == 1, 10, "the relay thread to apply it")
+            sender.sendto(b"after", relay.local_address.sockaddr)
+            data, source = new.recvfrom(2048)
+            assert (data, source) == (b"after", first_source)
+            assert relay.forward_to == HostPort(*new.getsockname())
+            assert relay.senders.opened == 1  # re-connected in place, not reopened
+            # A reply from the new address still reaches the sender, through the same socket.
+            new.sendto(b"reply", source)
+            sender.settimeout(5)
+            assert sender.recv(2048) == b"reply"
+
+
+def test_netem_set_forward_to_its_own_listening_socket_is_refused() -> None:
+    from oscsync.transport import TransportError
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        with Relay(
+            HostPort("127.0.0.1", 0), HostPort(*sink.getsockname()), ImpairmentSpec()
+        ) as relay:
+            with pytest.raises(TransportError, match="leads back"):
+                relay.set_forward(relay.local_address)
+            assert relay.forward_to == HostPort(*sink.getsockname())
+            relay.step(0.0)
+            assert relay.forward_moves == 0

@@ -105,6 +105,26 @@ class PeerClock:
         self.clock = endpoint.clock
         self.follower = ClockFollower(endpoint, peer=endpoint.peers[0].sockaddr)
         self.stop = threading.Event()
+        self.moves = 0
+        self._move_lock = threading.Lock()
+
+    def move_to(self, peers: Sequence[HostPort]) -> None:
+        """Measure ``peers[0]`` from now on (``--peer @NAME`` re-registered elsewhere); safe to
+        call from another thread while :meth:`run` pings.
+
+        The measurement starts over with a new follower: the peer at the new address may be
+        another process or machine, and one estimate over two clocks would be neither's (the
+        estimator only notices a step of its restart threshold, not a clock a millisecond off).
+        Pongs still on their way from the old address are ignored, counted
+        (``pong-not-from-peer``). TransportError if no socket can be opened for the new peer:
+        nothing changes then.
+        """
+        with self._move_lock:
+            # The new socket first: the follower picks how to reach its peer from the
+            # endpoint's peers at its first ping.
+            self.endpoint.set_peers(peers)
+            self.follower = ClockFollower(self.endpoint, peer=peers[0].sockaddr)
+            self.moves += 1
 
     def run(
         self,
@@ -128,25 +148,30 @@ class PeerClock:
                 break
             if duration is not None and clock.monotonic() - begin >= duration:
                 break
-            self.follower.ping()
+            self.follower.ping()  # the follower of the moment: move_to() may replace it
             k += 1
             if on_update is not None and clock.monotonic() >= next_update:
                 next_update += update_every
                 on_update(self.report())
             clock.wait(self.stop, begin + k * interval - clock.monotonic())
         deadline = clock.monotonic() + timeout
-        while self.follower.answered < self.follower.sent and clock.monotonic() < deadline:
+        while clock.monotonic() < deadline:
+            sent, answered, _ = self.follower.counts()
+            if answered >= sent:
+                break
             if clock.wait(self.stop, min(0.01, deadline - clock.monotonic())):
                 break
         return self.report()
 
     def report(self) -> PeerClockReport:
-        follower = self.follower
+        with self._move_lock:  # the peer and the follower measuring it, from one moment
+            follower = self.follower
+            peer = str(self.endpoint.peers[0])
         estimate = follower.fresh_estimate()
         rtts = follower.round_trip_times()
         sent, answered, ignored = follower.counts()
         return PeerClockReport(
-            peer=str(self.endpoint.peers[0]),
+            peer=peer,
             sent=sent,
             answered=answered,
             ignored=ignored,

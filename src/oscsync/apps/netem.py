@@ -429,11 +429,63 @@ class Relay:
             raise
         self._selector = WakeableSelector()
         self._selector.register(self._listen, None)
+        self._forward_lock = threading.Lock()
+        self._new_forward: tuple[HostPort, IPAddress] | None = None
+        """Set by :meth:`set_forward`, applied by the relay thread (the sockets' owner)."""
+        self.forward_moves = 0
 
     @property
     def local_address(self) -> HostPort:
         host, port = self._listen.getsockname()[:2]
         return HostPort(host, port)
+
+    def set_forward(self, forward: HostPort) -> None:
+        """Forward to ``forward`` from now on (``--forward @NAME`` re-registered); thread-safe.
+
+        Checked here, in the caller's thread: TransportError if the kernel refuses the address
+        or it leads back to the relay's own listening socket (nothing changes then). Applied by
+        the relay thread between two waits: every sender's upstream socket is re-connected in
+        place, so it keeps its port and the far side sees the same source as before (a
+        ``--sync`` follower keeps following it); datagrams still held leave for the new
+        address. A socket that cannot be re-connected (another address family) is closed and
+        its sender gets a new one with its next datagram.
+        """
+        if forwards_to_itself(self.local_address, forward):
+            raise TransportError(
+                errno.EINVAL, f"{forward} leads back to the relay's own listening socket"
+            )
+        probe = _open_upstream(forward)
+        try:
+            source = _address_key(*probe.getsockname()[:2])[0]
+        finally:
+            probe.close()
+        with self._forward_lock:
+            self._new_forward = (forward, source)
+        self._selector.wake()
+
+    def _apply_new_forward(self) -> None:
+        with self._forward_lock:
+            new, self._new_forward = self._new_forward, None
+        if new is None:
+            return
+        forward, source = new
+        self.forward_to = forward
+        self.forward_moves += 1
+        for address, sender in list(self._clients.items()):
+            try:
+                with sender.lock:  # no send from the timer thread half way through
+                    sender.sock.connect(forward.sockaddr)
+                local = _address_key(*sender.sock.getsockname()[:2])
+            except OSError:
+                local = None
+            # A re-connected socket keeps its source address (Linux), which may not be the one
+            # the new route needs (127.0.0.1 towards another machine): then a new socket.
+            if local is None or local[0] != source:
+                self._close_client(self._clients.pop(address))
+                continue
+            self._client_of_local.pop(sender.local, None)
+            sender.local = local
+            self._client_of_local[local] = sender
 
     def start(self) -> None:
         self.scheduler.start()
@@ -454,7 +506,10 @@ class Relay:
         """
         if self._closed:
             return False
-        for _, sender in self._selector.wait(timeout):
+        ready = self._selector.wait(timeout)
+        if self._new_forward is not None:
+            self._apply_new_forward()
+        for _, sender in ready:
             if self._closed:
                 return False
             if sender is None:

@@ -8,7 +8,7 @@ import click
 
 from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL, PeerClockReport, peer_clock
 from oscsync.cli.params import DURATION, PEER, allow_option
-from oscsync.cli.peers import resolve_peer
+from oscsync.cli.peers import following, resolve_peer
 from oscsync.cli.runtime import AppContext, Stop, running
 from oscsync.hostport import HostPort
 from oscsync.transport import Network
@@ -99,11 +99,19 @@ def clock(
             else:
                 click.echo(_live(report))
 
-    peer = resolve_peer(peer)
+    given, peer = peer, resolve_peer(peer)
     stopped_by: signal.Signals | None = None
     with (
         running(),
         peer_clock(peer, clock=app.clock, allow=allow, warn=app.warn) as probe,
+        # @NAME re-registered elsewhere: measure the new address, from scratch (issue 17).
+        following(
+            app,
+            (given,),
+            (peer,),
+            probe.move_to,
+            say=lambda text: app.note(f"{text}; the measurement starts over"),
+        ),
     ):
         try:
             report = probe.run(
@@ -127,7 +135,7 @@ def clock(
             raise click.exceptions.Exit(128 + int(stopped_by))
         if report.estimate is None:
             raise click.ClickException(
-                f"no answer from {peer} (is an oscsync listener running there?)"
+                f"no answer from {report.peer} (is an oscsync listener running there?)"
             )
 
 

@@ -27,7 +27,7 @@ from oscsync.cli.params import (
     DurationType,
     allow_option,
 )
-from oscsync.cli.peers import resolve_peer
+from oscsync.cli.peers import following, resolve_peer
 from oscsync.cli.runtime import AppContext, running, wait
 from oscsync.hostport import HostPort
 from oscsync.transport import Network
@@ -217,7 +217,7 @@ def netem(
     towards --forward (closed when idle); what is held is bounded by --queue-limit and
     --queue-bytes.
     """
-    forward = resolve_peer(forward)
+    given, forward = forward, resolve_peer(forward)
     if forwards_to_itself(listen, forward):
         raise click.BadParameter(
             f"{forward} leads back to --listen {listen}: the relay would send every datagram "
@@ -242,7 +242,9 @@ def netem(
         try:
             relay.start()
             app.note(f"netem: {relay.local_address} -> {forward}, {spec.describe()}")
-            wait(threading.Event(), app.clock, duration)
+            # @NAME re-registered elsewhere: forward there from then on (issue 17).
+            with following(app, (given,), (forward,), lambda to: relay.set_forward(to[0])):
+                wait(threading.Event(), app.clock, duration)
         finally:
             relay.close()
             click.echo(relay.report(), err=True)
