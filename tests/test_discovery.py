@@ -781,3 +781,79 @@ def test_at_name_follower_flood_of_announcements_is_bounded_by_the_names_followe
     assert follower._changed == {"alice": f"alice.{discovery.OSC_UDP}"}
     with pytest.raises(discovery.OptionError):
         discovery.PeerFollower({"not.a.label": ("127.0.0.1", 1)}, lambda *_: None)
+
+
+def _restart_advertised_dump(
+    spawn: Spawn, first: subprocess.Popen[str], first_errors: LineReader, name: str
+) -> tuple[subprocess.Popen[str], int]:
+    """Stop ``first`` (goodbye packets) and advertise a new dump under the same name on a new
+    port: what a partner does when they restart their listener."""
+    assert stop(first, signal.SIGTERM) == 0
+    second = spawn("dump", "--listen", "0", "--advertise", name)
+    second_errors, line = advertised(second)
+    assert f"advertised as {name!r}" in line  # the same name, not "NAME (2)"
+    port = listening_port(second_errors)
+    assert port != listening_port(first_errors)
+    return second, port
+
+
+def _measured(jsonl: str, peer: str) -> bool:
+    """An ``oscsync clock --jsonl`` report of ``peer`` with at least one pong used."""
+    report = json.loads(jsonl)
+    return bool(report["peer"] == peer and report["answered"] > 0)
+
+
+def test_clock_peer_at_name_follows_a_listener_re_registered_on_a_new_port(spawn: Spawn) -> None:
+    """Issue 17's "and again when the peer re-registers", for ``oscsync clock``: it measures
+    the new address, and starts the measurement over (another process, maybe another clock)."""
+    name = unique_name()
+    first = spawn("dump", "--listen", "0", "--advertise", name)
+    first_errors, _ = advertised(first)
+    probe = spawn("clock", "--peer", f"@{name}", "--watch", "--jsonl")
+    assert probe.stdout is not None and probe.stderr is not None
+    reports = LineReader(probe.stdout)
+    old = f"127.0.0.1:{listening_port(first_errors)}"
+    reports.wait_for(lambda text: _measured(text, old), timeout=30)
+
+    _, port = _restart_advertised_dump(spawn, first, first_errors, name)
+    notes = LineReader(probe.stderr)
+    notes.wait_for(
+        lambda text: (
+            f"@{name} re-registered: now sending to 127.0.0.1:{port}; the measurement "
+            "starts over" in text
+        ),
+        timeout=20,
+    )
+    # Pongs come from the new listener: the new address is measured (answered counts again).
+    new = f"127.0.0.1:{port}"
+    report = json.loads(reports.wait_for(lambda text: _measured(text, new), timeout=20))
+    assert report["offset_ms"] is not None
+    assert stop(probe, signal.SIGINT) == 0  # --watch ends with Ctrl-C
+
+
+def test_netem_forward_at_name_follows_a_listener_re_registered_on_a_new_port(
+    spawn: Spawn,
+) -> None:
+    """Issue 17, for ``netem --forward @NAME``: the relay forwards to the new address, from the
+    same upstream socket, while the sender keeps sending to the relay."""
+    name = unique_name()
+    first = spawn("dump", "--listen", "0", "--advertise", name)
+    first_errors, _ = advertised(first)
+    relay = spawn("netem", "--listen", "127.0.0.1:0", "--forward", f"@{name}")
+    assert relay.stderr is not None
+    relay_notes = LineReader(relay.stderr)
+    started = relay_notes.wait_for(lambda text: text.startswith("netem: 127.0.0.1:"), timeout=20)
+    relay_port = int(started.split("netem: 127.0.0.1:")[1].split(" ")[0])
+    sender = spawn("metronome", "send", "--bpm", "600", "--peer", f"127.0.0.1:{relay_port}")
+    assert first.stdout is not None and sender.stderr is not None
+    LineReader(first.stdout).wait_for(lambda text: "/tick" in text, timeout=30)
+
+    second, port = _restart_advertised_dump(spawn, first, first_errors, name)
+    relay_notes.wait_for(
+        lambda text: f"@{name} re-registered: now sending to 127.0.0.1:{port}" in text,
+        timeout=20,
+    )
+    assert second.stdout is not None
+    LineReader(second.stdout).wait_for(lambda text: "/tick" in text, timeout=20)
+    assert stop(sender, signal.SIGINT) == 0
+    assert stop(relay, signal.SIGINT) == 0
