@@ -21,6 +21,7 @@ from oscsync.clockfollow import ClockFollower
 from oscsync.clocksync import ClockSync, Sample, choose, choose_offset
 from oscsync.hostport import HostPort
 from oscsync.transport import Endpoint, Received
+from waiting import wait_until
 
 
 def _received(data: bytes, arrival: float, source: tuple[str, int] = ("127.0.0.1", 9)) -> Received:
@@ -193,6 +194,31 @@ def test_clock_command_measures_a_skewed_listener(cli_runner: CliRunner) -> None
     # Two SystemClocks map wall to monotonic separately (a few µs apart): allow for that.
     assert abs(report["offset_ms"] - 250.0) <= report["error_bound_ms"] + 0.05
     assert 0 < report["rtt_ms"] < 50
+
+
+def test_peer_clock_move_to_measures_the_new_peer_from_scratch() -> None:
+    """``clock --peer @NAME`` re-registered on another machine (here: another clock, 0.75 s
+    away): the estimate is the new peer's alone, not a blend of two clocks."""
+    from oscsync.apps.clock import peer_clock
+
+    with _skewed_listener(0.25) as first, _skewed_listener(-0.5) as second:
+        assert first.local_address is not None
+        with peer_clock(first.local_address, clock=SystemClock(), warn=lambda _: None) as probe:
+            before = probe.run(count=8, duration=None, interval=0.005, timeout=2.0)
+            assert before.answered == 8 and before.estimate is not None
+            assert abs(before.estimate.offset - 0.25) < 0.01
+            moved_to = second.local_address
+            assert moved_to is not None
+            probe.move_to([moved_to])
+            for _ in range(8):  # what run() goes on doing when the peer moves under it
+                probe.follower.ping()
+            wait_until(lambda: probe.follower.counts()[1] == 8, 5, "8 pongs from the new peer")
+            after = probe.report()
+    assert probe.moves == 1
+    assert after.peer == str(moved_to)
+    assert (after.sent, after.answered) == (8, 8)  # the new peer's pings only
+    assert after.estimate is not None
+    assert abs(after.estimate.offset + 0.5) <= after.estimate.bound + 0.05e-3
 
 
 def test_clock_command_without_an_answer_is_one_line(cli_runner: CliRunner) -> None:
