@@ -60,10 +60,11 @@ from pythonosc.osc_server import BlockingOSCUDPServer, ThreadingOSCUDPServer
 
 from oscsync import codec
 from oscsync import timetag as tt
+from oscsync.apps.dump import clock_text as dump_clock_text
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import SystemClock
 from oscsync.hostport import HostPort
-from oscsync.scheduler import DEFAULT_SPIN, Dispatch, Scheduler
+from oscsync.scheduler import DEFAULT_SPIN, REHEARSE_LEAD, Dispatch, Scheduler
 from oscsync.stats import percentile
 from oscsync.transport import Received
 
@@ -350,14 +351,19 @@ class WakeClock(SystemClock):
         return woken
 
 
-def floor_os(count: int, spin: float, interval: float) -> tuple[list[float], list[float]]:
+def floor_os(
+    count: int, spin: float, interval: float, sharpen: bool = False
+) -> tuple[list[float], list[float]]:
     """A thread alone: wait until ``spin`` before a time, then spin to it. Returns the waits'
-    overshoots and the lateness at the end of each spin, in µs (the OS alone: no other thread)."""
+    overshoots and the lateness at the end of each spin, in µs (the OS alone: no other thread).
+    ``sharpen``: with 1 µs timer slack (Clock.sharpen_waits) instead of the default."""
     overshoots: list[float] = []
     lateness: list[float] = []
     never = threading.Event()
 
     def run() -> None:
+        if sharpen:
+            SystemClock().sharpen_waits()
         for _ in range(count):
             due = time.monotonic() + interval
             start = time.monotonic()
@@ -373,14 +379,51 @@ def floor_os(count: int, spin: float, interval: float) -> tuple[list[float], lis
     return overshoots, lateness
 
 
+def formatting_after_spin(count: int, spin: float) -> dict[str, list[float]]:
+    """How long formatting and encoding a dump line takes right after a spin (µs): on caches
+    left cold by the sleep before it, or rehearsed once at the spin's start, or also once
+    REHEARSE_LEAD before its end (what the Scheduler does for an item with a rehearsal)."""
+    modes = ("cold", "rehearsed at the spin's start", "rehearsed at start and -50 µs")
+    costs: dict[str, list[float]] = {mode: [] for mode in modes}
+    never = threading.Event()
+
+    def line(wall: float) -> bytes:
+        return (dump_clock_text(wall) + f" ({wall % 1 * 1000.0:+.3f} ms)  /bench ,i 7\n").encode()
+
+    def run() -> None:
+        for _ in range(count):
+            for mode in modes:
+                wall = time.time()
+                due = time.monotonic() + spin + 0.002
+                never.wait(0.002)
+                if mode != "cold":
+                    line(wall)
+                if mode == modes[2]:
+                    while time.monotonic() < due - REHEARSE_LEAD:
+                        pass
+                    line(wall)
+                while time.monotonic() < due:
+                    pass
+                start = time.monotonic()
+                line(wall)
+                costs[mode].append((time.monotonic() - start) * 1e6)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return costs
+
+
 def scheduler_with(
     count: int, ahead: float, spin: float, flood_rate: float
-) -> tuple[list[float], list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float], list[float]]:
     """Scheduler fed by an Endpoint; bundles from another process (and a flood of plain
     messages at ``flood_rate``/s from a third). Returns (lateness on the handler's time.time(),
-    on the scheduler's own monotonic ruler, timer wake-up overshoots), µs."""
+    on the scheduler's own monotonic ruler, timer wake-up overshoots, and the path from the
+    spin's end to the handler's first statement), µs."""
     clock = WakeClock()
     arrivals: dict[int, float] = {}
+    paths: list[float] = []
     done = threading.Event()
     scheduler = Scheduler(clock, spin=spin)
 
@@ -389,8 +432,9 @@ def scheduler_with(
             return
         k = int(received.args[0])
 
-        def action(_: Dispatch) -> None:
+        def action(dispatch: Dispatch) -> None:
             arrivals[k] = time.time()
+            paths.append((time.monotonic() - dispatch.dispatched) * 1e6)
             if len(arrivals) == count:
                 done.set()
 
@@ -422,7 +466,7 @@ def scheduler_with(
         scheduler.close()
     own = [v * 1e6 for v in scheduler._counters.lateness]
     wakes = [v * 1e6 for v in clock.overshoots]
-    return lateness_from(arrivals, tags), own, wakes
+    return lateness_from(arrivals, tags), own, wakes, paths
 
 
 def causes_section(count: int, ahead: float, spin: float) -> None:
@@ -430,24 +474,30 @@ def causes_section(count: int, ahead: float, spin: float) -> None:
         f"\nwhere the tail comes from: {count} bundles {ahead * 1e3:g} ms ahead from another process,"
         f" spin {spin * 1e3:g} ms, switch interval {sys.getswitchinterval() * 1e3:g} ms; µs"
     )
-    print(f"{'':<46} {'p50':>8} {'p99':>8} {'max':>9}")
+    print(f"{'':<62} {'p50':>8} {'p99':>8} {'max':>9}")
 
     def row(name: str, values: list[float]) -> None:
         if not values:
-            print(f"{name:<46} (none)")
+            print(f"{name:<62} (none)")
             return
         ordered = sorted(values)
         print(
-            f"{name:<46} {pct(ordered, 0.5):>8.1f} {pct(ordered, 0.99):>8.1f} {ordered[-1]:>9.1f}"
+            f"{name:<62} {pct(ordered, 0.5):>8.1f} {pct(ordered, 0.99):>8.1f} {ordered[-1]:>9.1f}"
         )
 
     overshoots, spun = floor_os(count, spin, 0.01)
     row("OS alone: a thread's wait overshoot", overshoots)
     row("OS alone: end of spin - due (preemption)", spun)
+    overshoots, spun = floor_os(count, spin, 0.01, sharpen=True)
+    row("OS alone, 1 µs timer slack: wait overshoot", overshoots)
+    row("OS alone, 1 µs timer slack: end of spin - due", spun)
+    for mode, costs in formatting_after_spin(count, spin).items():
+        row(f"a dump line formatted after a spin, {mode}", costs)
     for label, flood in (("", 0.0), (" + 5k/s plain flood", 5_000.0)):
-        lateness, own, wakes = scheduler_with(count, ahead, spin, flood)
+        lateness, own, wakes, paths = scheduler_with(count, ahead, spin, flood)
         row(f"Scheduler{label}: timer wait overshoot", wakes)
         row(f"Scheduler{label}: end of spin - due", own)
+        row(f"Scheduler{label}: spin end -> handler's first line", paths)
         row(f"Scheduler{label}: handler time.time() - tag", lateness)
 
 
