@@ -608,6 +608,9 @@ def pipe_section(count: int, ahead: float, interval: float, rounds: int = 4) -> 
             [sys.executable, "-m", "oscsync", "dump", "--schedule", "--listen", "127.0.0.1:0"],
         ),
         ("python-osc Blocking strict", [sys.executable, "-c", PYTHON_OSC_PRINT]),
+        # The same floor once more: how far two identical programs' p50s fall apart in one
+        # run is this ruler's own noise, to read the gap below against.
+        ("spin-and-print floor, again", [sys.executable, "-c", SPIN_AND_PRINT]),
     ]
     pooled = {name: Run(name, [], 0) for name, _ in receivers}
     for round_number in range(rounds):
@@ -622,6 +625,10 @@ def pipe_section(count: int, ahead: float, interval: float, rounds: int = 4) -> 
     if floor.lateness_us and ours.lateness_us:
         p50_gap = pct(sorted(ours.lateness_us), 0.5) - pct(sorted(floor.lateness_us), 0.5)
         print(f"dump --schedule p50 - floor p50: {p50_gap:.1f} µs (goal <= 30 µs)")
+    again = pooled["spin-and-print floor, again"]
+    if floor.lateness_us and again.lateness_us:
+        noise = pct(sorted(again.lateness_us), 0.5) - pct(sorted(floor.lateness_us), 0.5)
+        print(f"the floor's second run p50 - its first p50: {noise:.1f} µs (the ruler's noise)")
 
 
 # -- main ----------------------------------------------------------------------------------------
