@@ -21,7 +21,6 @@ from conftest import LineReader, free_udp_port
 from osc_strategies import VALID
 from oscsync import codec
 from oscsync import timetag as tt
-from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.replay import (
     Replayer,
     ReplayError,
@@ -34,7 +33,6 @@ from oscsync.apps.replay import (
 )
 from oscsync.cli.main import cli
 from oscsync.clock import FakeClock, SkewedClock, SystemClock
-from oscsync.hostport import HostPort
 from oscsync.pcap import PcapWriter
 from oscsync.recording import Datagram, RecordingWriter, read_recording
 from oscsync.scheduler import Scheduler
@@ -497,44 +495,3 @@ def test_replay_timer_thread_asks_for_1us_timer_slack_and_only_that_thread() -> 
     skewed.start()
     skewed.join()
     assert answers == [True]  # the base clock's answer
-
-
-def test_replay_rehearses_each_send_before_it_and_sends_nothing_then() -> None:
-    clock = SystemClock()
-    recorded = datagrams([0.0, 0.01, 0.02])
-    events: list[tuple[str, bytes]] = []
-    # A spin longer than the whole replay: every send is spun towards, so its rehearsals run.
-    with Scheduler(clock, spin=5.0) as scheduler:
-        replayer = Replayer(
-            lambda: iter(recorded),
-            lambda data: events.append(("send", data)),
-            scheduler,
-            plan(recorded, EVERYTHING, "keep"),
-            rehearse_send=lambda data: events.append(("rehearse", data)),
-        )
-        scheduler.start()
-        replayer.begin()
-        assert replayer.finished.wait(10.0) and replayer.failure is None
-    sends = [data for kind, data in events if kind == "send"]
-    assert sends == [d.data for d in recorded]
-    before = 0
-    for data in sends:
-        at = events.index(("send", data))
-        rehearsed = events[before:at]
-        assert rehearsed and all(event == ("rehearse", data) for event in rehearsed)
-        before = at + 1
-
-
-def test_endpoint_send_to_no_peer_is_a_rehearsal_that_sends_nothing() -> None:
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
-    sink.settimeout(10.0)
-    endpoint = open_endpoint(None, [HostPort("127.0.0.1", sink.getsockname()[1])])
-    try:
-        assert endpoint.send_bytes(msg("/rehearsed"), ()) == 0
-        assert endpoint.stats.sent == 0
-        assert endpoint.send_bytes(msg("/sent")) == 1
-        assert sink.recv(1024) == msg("/sent")  # the first datagram to arrive is the real one
-    finally:
-        endpoint.close()
-        sink.close()

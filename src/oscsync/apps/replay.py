@@ -31,7 +31,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Literal
 
 from oscsync import codec
@@ -314,11 +314,7 @@ class Replayer:
     after a send, and it stops reading as soon as the next send is less than ``REFILL_MARGIN``
     away. Reading on another thread would make sends wait for the GIL (up to the 5 ms switch
     interval: measured 5 ms late sends that way). ``after_send`` runs right after each datagram's
-    packets are sent (:func:`give_way` by default). ``rehearse_send``, if given, goes through a
-    send's steps without sending (e.g. ``endpoint.send_bytes(data, ())``): the scheduler runs it
-    just before each send's time, so the send runs on warm caches (see
-    :data:`~oscsync.scheduler.Rehearsal`; from the spin's end to ``sendto`` returning measured
-    p50 58-63 µs cold, 32-44 µs rehearsed, at 100 sends/s). Call :meth:`begin`, then wait for
+    packets are sent (:func:`give_way` by default). Call :meth:`begin`, then wait for
     :attr:`finished`; :attr:`failure` holds a read error that stopped the replay.
     """
 
@@ -330,7 +326,6 @@ class Replayer:
         plan: Plan,
         *,
         after_send: Callable[[], None] = give_way,
-        rehearse_send: Callable[[bytes], object] | None = None,
         selection: Selection = Selection(),
         speed: float = 1.0,
         loops: int = 1,
@@ -344,7 +339,6 @@ class Replayer:
         self.source = source
         self.send = send
         self.after_send = after_send
-        self.rehearse_send = rehearse_send
         self.scheduler = scheduler
         self.clock: Clock = scheduler.clock
         self.plan = plan
@@ -491,19 +485,10 @@ class Replayer:
         size = sum(map(len, packets))
         self._in_flight.append(tag)
         self._bytes_ahead += size
-        rehearsal = None if self.rehearse_send is None else partial(self._rehearse, packets)
-        if not self.scheduler.submit(
-            tag, lambda dispatch: self._send(dispatch, packets, size), rehearsal=rehearsal
-        ):
+        if not self.scheduler.submit(tag, lambda dispatch: self._send(dispatch, packets, size)):
             self._in_flight.pop()
             self._bytes_ahead -= size
             self.stats.refused += 1  # counted by the scheduler too, by reason
-
-    def _rehearse(self, packets: tuple[bytes, ...], _: Dispatch) -> None:
-        rehearse = self.rehearse_send
-        if rehearse is not None:
-            for packet in packets:
-                rehearse(packet)
 
     def _send(self, dispatch: Dispatch, packets: tuple[bytes, ...], size: int) -> None:
         stats = self.stats
@@ -562,7 +547,6 @@ class ReplaySession(Session):
                 self.endpoint.send_bytes,
                 self.scheduler,
                 plan,
-                rehearse_send=self._rehearse_send,
                 selection=selection,
                 speed=speed,
                 loops=loops,
@@ -571,9 +555,6 @@ class ReplaySession(Session):
         except BaseException:
             self.close()
             raise
-
-    def _rehearse_send(self, data: bytes) -> None:
-        self.endpoint.send_bytes(data, ())  # to no peer: the steps of a send, nothing sent
 
     def start(self) -> None:
         self.scheduler.start()
