@@ -500,12 +500,21 @@ def causes_section(count: int, ahead: float, spin: float) -> None:
     row("OS alone, 1 µs timer slack: end of spin - due", spun)
     for mode, costs in formatting_after_spin(count, spin).items():
         row(f"a dump line formatted after a spin, {mode}", costs)
-    for label, flood, elsewhere in (
-        ("", 0.0, False),
-        (" + 5k/s flood to another socket (CPU, no GIL)", 5_000.0, True),
-        (" + 5k/s plain flood to it (CPU and GIL)", 5_000.0, False),
+    # The sender process wakes every 10 ms and its bundles are due a whole number of intervals
+    # later, so it wakes (and may take the CPU) right at the due times; 5 ms more lead puts its
+    # wake-ups between them, which isolates that collision.
+    for label, lead, flood, elsewhere in (
+        ("", ahead, 0.0, False),
+        (
+            f", {(ahead + 0.005) * 1e3:g} ms ahead (sender wakes between due times)",
+            ahead + 0.005,
+            0.0,
+            False,
+        ),
+        (" + 5k/s flood to another socket (CPU, no GIL)", ahead, 5_000.0, True),
+        (" + 5k/s plain flood to it (CPU and GIL)", ahead, 5_000.0, False),
     ):
-        lateness, own, wakes, paths = scheduler_with(count, ahead, spin, flood, elsewhere)
+        lateness, own, wakes, paths = scheduler_with(count, lead, spin, flood, elsewhere)
         row(f"Scheduler{label}: timer wait overshoot", wakes)
         row(f"Scheduler{label}: end of spin - due", own)
         row(f"Scheduler{label}: spin end -> handler's first line", paths)
