@@ -81,6 +81,11 @@ benchmarks/scheduler.py); 2 ms of spin per held item covers all but that tail at
 (a 10 Hz metronome spins 2 % of one core). More spin does not buy back the tail: a thread that
 spins longer is also more likely to be preempted."""
 
+# What is left of the lateness tail on the 2-core VM (benchmarks/scheduler.py "causes", quiet,
+# issue 18): not the GIL (a 1 ms switch interval changed nothing) and not the spin's own clock
+# reads (a lone spinning thread ends within 0.1 µs at p99), but another task waking at the due
+# moment and taking the spinner's CPU: with the bundle sender waking right at the due times the
+# spin ended 150-250 µs late at p50/p99 in some runs, with its wake-ups 5 ms away 0.1 µs.
 DEFAULT_MAX_ITEMS = 10_000
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 """Declared bytes held at most (waiting items): 500 full 64 KB datagrams' worth of messages, far
