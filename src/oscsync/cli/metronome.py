@@ -28,7 +28,7 @@ from oscsync.cli.params import (
     log_option,
     peers_option,
 )
-from oscsync.cli.peers import advertising, following, resolve_peer, resolve_peers
+from oscsync.cli.peers import Advertising, following, resolve_peer, resolve_peers
 from oscsync.cli.runtime import AppContext, running
 from oscsync.framing import Framing
 from oscsync.hostport import HostPort
@@ -417,7 +417,7 @@ def listen(
         running(),
         hangup_stops(),
         records.log_file(log_path) as log,
-        advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
+        Advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
         records.session_errors(),
     ):
         session = TickListenSession(
@@ -493,7 +493,7 @@ def pair(
         running(interrupted_exit=total is not None),
         hangup_stops(),
         records.log_file(log_path) as log,
-        advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
+        Advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
         records.session_errors(),
     ):
         session = TickListenSession(

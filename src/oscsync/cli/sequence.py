@@ -26,7 +26,7 @@ from oscsync.cli.params import (
     log_option,
     peers_option,
 )
-from oscsync.cli.peers import advertising, following, resolve_peer, resolve_peers
+from oscsync.cli.peers import Advertising, following, resolve_peer, resolve_peers
 from oscsync.cli.runtime import AppContext, running
 from oscsync.framing import Framing
 from oscsync.hostport import HostPort
@@ -298,7 +298,7 @@ def listen(
         running(),
         records.log_file(log_path) as log,
         records.session_errors(),
-        advertising(app, advertise, interface, role="sequence", allow=allow) as advertised,
+        Advertising(app, advertise, interface, role="sequence", allow=allow) as advertised,
     ):
         session = SequenceListenSession(
             listen,
@@ -373,7 +373,7 @@ def pair(
         running(),
         records.log_file(log_path) as log,
         records.session_errors(),
-        advertising(app, advertise, interface, role="sequence", allow=allow) as advertised,
+        Advertising(app, advertise, interface, role="sequence", allow=allow) as advertised,
     ):
         session = SequenceListenSession(
             listen,
