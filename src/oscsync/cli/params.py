@@ -6,13 +6,15 @@ code 2.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -206,6 +208,35 @@ TIMETAG = TimetagType()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Several click options (or arguments) as one decorator; --help lists them as written."""
+
+    def apply(function: F) -> F:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+def collect(name: str, build: Callable[..., Any]) -> Callable[[F], F]:
+    """Hand the command one value, ``build(**values)``, as keyword ``name``, in place of the
+    values of the parameters that ``build`` takes (matched by name; absent ones keep their
+    defaults). Put it right above ``def``: e.g. netem's seven link options become one
+    ``ImpairmentSpec``, so the commands that share them do not each list and rebuild them."""
+    names = list(inspect.signature(build).parameters)
+
+    def apply(function: F) -> F:
+        @functools.wraps(function)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            values = {key: kwargs.pop(key) for key in names if key in kwargs}
+            return function(*args, **kwargs, **{name: build(**values)})
+
+        return cast(F, command)
+
+    return apply
+
+
 def listen_option(default: str = "127.0.0.1:9001", help_extra: str = "") -> Callable[[F], F]:
     return click.option(
         "--listen",
@@ -387,18 +418,16 @@ def interface_option(default: str = "auto", help: str | None = None) -> Callable
 
 def advertise_option() -> Callable[[F], F]:
     """``--advertise NAME`` and ``--interface``, for every listening command (issue 17)."""
-    advertise = click.option(
-        "--advertise",
-        type=SERVICE_NAME,
-        default=None,
-        help="Announce this listener on the local network (zeroconf) as NAME, so partners can "
-        "use @NAME instead of an address. Nothing is announced without it.",
+    return options(
+        click.option(
+            "--advertise",
+            type=SERVICE_NAME,
+            default=None,
+            help="Announce this listener on the local network (zeroconf) as NAME, so partners "
+            "can use @NAME instead of an address. Nothing is announced without it.",
+        ),
+        interface_option(),
     )
-
-    def apply(function: F) -> F:
-        return advertise(interface_option()(function))
-
-    return apply
 
 
 # -- output options (issue #12 item 6) ---------------------------------------------------------
