@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,16 +22,18 @@ from oscsync.cli.params import (
     DurationType,
     advertise_option,
     allow_option,
+    beats_per_bar_option,
     bpm_range,
+    collect,
     framing_option,
     iface_option,
     listen_option,
     log_option,
+    options,
     peers_option,
 )
-from oscsync.cli.peers import Advertising, following, resolve_peer, resolve_peers
+from oscsync.cli.peers import following, resolve_peers
 from oscsync.cli.runtime import AppContext, running
-from oscsync.framing import Framing
 from oscsync.hostport import HostPort
 from oscsync.transport import Network
 from oscsync.wording import plural
@@ -77,7 +80,7 @@ AUDIO = AudioType()
 def audio_option() -> Callable[[F], F]:
     """``--audio`` (its choices, metavar and help come from ``oscsync.audio.registry``) and the
     options the players take: ``--device``, ``--latency-compensation``."""
-    return _compose(
+    return options(
         click.option(
             "--audio",
             "-a",
@@ -130,17 +133,8 @@ class LatencyCompensationType(click.ParamType):  # type: ignore[type-arg]
         return ms / 1000
 
 
-def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
-    def apply(function: F) -> F:
-        for decorator in reversed(decorators):
-            function = decorator(function)
-        return function
-
-    return apply
-
-
 def _send_options() -> Callable[[F], F]:
-    return _compose(
+    return options(
         peers_option("Where to send ticks (repeatable: every peer gets every tick)."),
         click.option(
             "--bpm",
@@ -150,7 +144,7 @@ def _send_options() -> Callable[[F], F]:
             show_default=True,
             help="Beats per minute (120 = a tick every half second, as in the workshop).",
         ),
-        _beats_per_bar_option(),
+        _beats_per_bar_option,
         click.option(
             "--offset",
             type=OFFSET,
@@ -172,19 +166,13 @@ def _send_options() -> Callable[[F], F]:
     )
 
 
-def _beats_per_bar_option() -> Callable[[F], F]:
-    return click.option(
-        "--beats-per-bar",
-        "-b",
-        type=click.IntRange(min=1, max=64),
-        default=app_metronome.DEFAULT_BEATS_PER_BAR,
-        show_default=True,
-        help="Beat 0 of each bar is the accent.",
-    )
+_beats_per_bar_option = beats_per_bar_option(
+    app_metronome.DEFAULT_BEATS_PER_BAR, "Beat 0 of each bar is the accent."
+)
 
 
 def _listen_options() -> Callable[[F], F]:
-    return _compose(
+    return options(
         listen_option(),
         audio_option(),
         click.option(
@@ -203,8 +191,8 @@ def _listen_options() -> Callable[[F], F]:
     )
 
 
-def _sync_options() -> Callable[[F], F]:
-    return _compose(
+def sync_options() -> Callable[[F], F]:
+    return options(
         click.option(
             "--sync",
             type=click.Choice(["peer", "system"]),
@@ -227,11 +215,6 @@ def _sync_options() -> Callable[[F], F]:
     )
 
 
-def _check_sync(sync: str | None, sync_peer: HostPort | None) -> None:
-    if sync == "system" and sync_peer is not None:
-        raise click.UsageError("--sync-peer follows a peer's clock: not with --sync system")
-
-
 @click.group(
     epilog="""\b
 Examples:
@@ -250,12 +233,28 @@ def metronome() -> None:
 # -- send -------------------------------------------------------------------------------------
 
 
-def _tick_count(count: int | None, duration: float | None, bpm: float) -> int | None:
-    if count is not None and duration is not None:
-        raise click.UsageError("use --count or --duration, not both")
-    if duration is not None:
-        return ticks_in(duration, bpm)
-    return count
+@dataclass(frozen=True)
+class TickSending(records.Sending):
+    """``send`` and ``pair``'s send options (:func:`_send_options`)."""
+
+    bpm: float
+    beats_per_bar: int
+    count: int | None
+
+    def total(self) -> int | None:
+        """Ticks to send: --count, or those due within --duration; None: until stopped."""
+        if self.count is not None and self.duration is not None:
+            raise click.UsageError("use --count or --duration, not both")
+        if self.duration is not None:
+            return ticks_in(self.duration, self.bpm)
+        return self.count
+
+    def note(self, peers: tuple[HostPort, ...], offset: float) -> str:
+        kind = (
+            f"in bundles timetagged {offset * 1000:g} ms ahead" if offset else "as plain messages"
+        )
+        where = ", ".join(str(peer) for peer in peers)
+        return f"sending /tick to {where} at {self.bpm:g} bpm, {self.beats_per_bar} per bar, {kind}"
 
 
 @metronome.command(
@@ -269,42 +268,32 @@ Examples:
 @_send_options()
 @allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
 @click.pass_obj
-def send(
-    app: AppContext,
-    peers: tuple[HostPort, ...],
-    bpm: float,
-    beats_per_bar: int,
-    offset: float | str,
-    count: int | None,
-    duration: float | None,
-    iface: str | None,
-    framing: Framing,
-    allow: tuple[Network, ...],
-) -> None:
+@collect("sending", TickSending)
+def send(app: AppContext, sending: TickSending, allow: tuple[Network, ...]) -> None:
     """Send /tick ,i BEAT on a drift-free grid (tick k at t0 + k·60/bpm).
 
     BEAT counts 0 .. beats-per-bar − 1; 0 is the accent. Runs until --count, --duration or
     Ctrl-C. Answers clock pings from listeners (metronome listen --sync) while it runs.
     """
-    total = _tick_count(count, duration, bpm)
-    given, peers = peers, resolve_peers(peers)
+    total = sending.total()
+    peers = resolve_peers(sending.peers)
     with (
         # With --count/--duration the run has an end: cut short, it exits 130 (issue #13).
         running(interrupted_exit=total is not None),
         hangup_stops(),
         records.session_errors(),
-        SendSession(peers, records.setup(app, allow, iface, framing)) as session,
-        following(app, given, peers, session.endpoint.set_peers),
+        SendSession(peers, records.setup(app, allow, sending.iface, sending.framing)) as session,
+        following(app, sending.peers, peers, session.endpoint.set_peers),
     ):
         records.send_until_done(
             app,
             session,
-            offset=offset,
+            offset=sending.offset,
             total=total,
             sender=lambda seconds: session.tick_sender(
-                bpm=bpm, beats_per_bar=beats_per_bar, offset=seconds
+                bpm=sending.bpm, beats_per_bar=sending.beats_per_bar, offset=seconds
             ),
-            sending_note=partial(_sending_note, peers, bpm, beats_per_bar),
+            sending_note=partial(sending.note, peers),
             summary=lambda sender: _sent_summary(sender, total),
             progress="tick",
         )
@@ -323,32 +312,7 @@ def _sent_summary(sender: TickSender, total: int | None) -> str:
     return text
 
 
-def _sending_note(
-    peers: tuple[HostPort, ...], bpm: float, beats_per_bar: int, offset: float
-) -> str:
-    kind = f"in bundles timetagged {offset * 1000:g} ms ahead" if offset else "as plain messages"
-    where = ", ".join(str(peer) for peer in peers)
-    return f"sending /tick to {where} at {bpm:g} bpm, {beats_per_bar} per bar, {kind}"
-
-
 # -- listen -----------------------------------------------------------------------------------
-
-
-def _player(
-    audio_choice: audio.AudioChoice,
-    sound: Path | None,
-    accent_sound: Path | None,
-    device: str | None,
-    latency_compensation: float | None,
-) -> dict[str, Any]:
-    """The listen options that choose and set up the player (checked before anything opens)."""
-    return {
-        "audio_choice": audio_choice,
-        "sound_paths": _sound_paths(sound, accent_sound),
-        "audio_options": audio.PlayerOptions(
-            device=device, latency_compensation=latency_compensation
-        ),
-    }
 
 
 def _sound_paths(sound: Path | None, accent_sound: Path | None) -> dict[str, Path]:
@@ -379,30 +343,22 @@ Examples:
 """
 )
 @_listen_options()
-@_beats_per_bar_option()
+@_beats_per_bar_option
 @click.option("--count", "-c", type=click.IntRange(min=1), help="Stop after this many ticks.")
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
-@_sync_options()
+@sync_options()
 @iface_option()
 @click.pass_obj
+@collect("listening", records.Listening)
 def listen(
     app: AppContext,
-    listen: HostPort,
-    audio_choice: audio.AudioChoice,
-    device: str | None,
-    latency_compensation: float | None,
+    listening: records.Listening,
     sound: Path | None,
     accent_sound: Path | None,
-    log_path: Path | None,
-    allow: tuple[Network, ...],
     beats_per_bar: int,
     count: int | None,
     duration: float | None,
-    sync: str | None,
-    sync_peer: HostPort | None,
     iface: str | None,
-    advertise: str | None,
-    interface: str,
 ) -> None:
     """Play each /tick at its timetag (plain ticks: on arrival); beat 0 of the bar is accented.
 
@@ -410,35 +366,17 @@ def listen(
     late ticks, the interval between onsets (mean ± std) and the headroom (timetag − arrival);
     piped, one line per tick. Ctrl-C stops and prints a summary.
     """
-    _check_sync(sync, sync_peer)
-    player = _player(audio_choice, sound, accent_sound, device, latency_compensation)
-    sync_peer = resolve_peer(sync_peer)
-    with (
-        running(),
-        hangup_stops(),
-        records.log_file(log_path) as log,
-        Advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
-        records.session_errors(),
-    ):
-        session = TickListenSession(
-            listen,
-            (),
-            records.setup(app, allow, iface),
-            log=log,
+    listening = listening.checked()
+    sound_paths = _sound_paths(sound, accent_sound)
+    with running(), hangup_stops(), records.listening(app, listening, "metronome") as run:
+        session = run.session(
+            TickListenSession,
+            iface=iface,
             limit=count,
-            **player,
+            sound_paths=sound_paths,
             beats_per_bar=beats_per_bar,
         )
-        records.listen_until_done(
-            app,
-            session,
-            tick_line,
-            duration=duration,
-            sync=sync,
-            sync_peer=sync_peer,
-            publish=advertised.publish,
-            explain_sync=True,
-        )
+        run.listen_until_done(session, tick_line, duration=duration, explain_sync=True)
 
 
 # -- pair -------------------------------------------------------------------------------------
@@ -453,30 +391,16 @@ Examples:
 )
 @_send_options()
 @_listen_options()
-@_sync_options()
+@sync_options()
 @click.pass_obj
+@collect("sending", TickSending)
+@collect("listening", records.Listening)
 def pair(
     app: AppContext,
-    peers: tuple[HostPort, ...],
-    bpm: float,
-    beats_per_bar: int,
-    offset: float | str,
-    count: int | None,
-    duration: float | None,
-    iface: str | None,
-    framing: Framing,
-    listen: HostPort,
-    audio_choice: audio.AudioChoice,
-    device: str | None,
-    latency_compensation: float | None,
+    sending: TickSending,
+    listening: records.Listening,
     sound: Path | None,
     accent_sound: Path | None,
-    log_path: Path | None,
-    allow: tuple[Network, ...],
-    sync: str | None,
-    sync_peer: HostPort | None,
-    advertise: str | None,
-    interface: str,
 ) -> None:
     """Send ticks and play the ticks you receive, in one process (like the PD patch).
 
@@ -484,37 +408,29 @@ def pair(
     played. With --count or --duration it stops shortly after the last tick's timetag. With
     --sync, received timetags are translated from the sender's clock, as listen --sync does.
     """
-    total = _tick_count(count, duration, bpm)
-    _check_sync(sync, sync_peer)
-    player = _player(audio_choice, sound, accent_sound, device, latency_compensation)
-    given, peers = peers, resolve_peers(peers)
-    sync_peer = resolve_peer(sync_peer)
+    total = sending.total()
+    listening = listening.checked()
+    sound_paths = _sound_paths(sound, accent_sound)
+    peers = resolve_peers(sending.peers)
     with (
         running(interrupted_exit=total is not None),
         hangup_stops(),
-        records.log_file(log_path) as log,
-        Advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
-        records.session_errors(),
+        records.listening(app, listening, "metronome") as run,
     ):
-        session = TickListenSession(
-            listen,
-            peers,
-            records.setup(app, allow, iface, framing),
-            log=log,
-            **player,
-            beats_per_bar=beats_per_bar,
+        session = run.session(
+            TickListenSession,
+            iface=sending.iface,
+            peers=peers,
+            framing=sending.framing,
+            sound_paths=sound_paths,
+            beats_per_bar=sending.beats_per_bar,
         )
-        with following(app, given, peers, session.endpoint.set_peers):
-            records.pair_until_done(
-                app,
-                session,
-                tick_line,
-                peers=peers,
-                offset=offset,
-                total=total,
-                sender=lambda seconds: session.sender(bpm=bpm, offset=seconds),
-                sending_note=partial(_sending_note, peers, bpm, beats_per_bar),
-                sync=sync,
-                sync_peer=sync_peer,
-                publish=advertised.publish,
-            )
+        run.pair_until_done(
+            session,
+            tick_line,
+            sending=sending,
+            peers=peers,
+            total=total,
+            sender=lambda seconds: session.sender(bpm=sending.bpm, offset=seconds),
+            sending_note=partial(sending.note, peers),
+        )

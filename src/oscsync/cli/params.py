@@ -340,6 +340,18 @@ def bpm_range(minimum: float, maximum: float) -> NumberRange:
     return NumberRange(minimum, maximum, example="120 for two beats a second")
 
 
+def beats_per_bar_option(default: int, help: str) -> Callable[[F], F]:
+    """``--beats-per-bar``/``-b``: metronome's accent, sequence's bar line."""
+    return click.option(
+        "--beats-per-bar",
+        "-b",
+        type=click.IntRange(min=1, max=64),
+        default=default,
+        show_default=True,
+        help=help,
+    )
+
+
 class PercentType(click.ParamType):  # type: ignore[type-arg]
     """A percentage, ``1%`` or ``1`` (both mean one in a hundred), returned as a fraction 0..1."""
 

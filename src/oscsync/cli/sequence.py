@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,21 +16,23 @@ from oscsync.apps.metronome import TickSender
 from oscsync.apps.sequence import PatternFile, SequenceSender, describe, event_line
 from oscsync.apps.sessions import SendSession, SequenceListenSession
 from oscsync.cli import records
-from oscsync.cli.metronome import OFFSET, _check_sync, _compose, _sync_options, audio_option
+from oscsync.cli.metronome import OFFSET, audio_option, sync_options
 from oscsync.cli.params import (
     DURATION,
     DurationType,
     advertise_option,
     allow_option,
+    beats_per_bar_option,
+    collect,
     framing_option,
     iface_option,
     listen_option,
     log_option,
+    options,
     peers_option,
 )
-from oscsync.cli.peers import Advertising, following, resolve_peer, resolve_peers
+from oscsync.cli.peers import following, resolve_peers
 from oscsync.cli.runtime import AppContext, running
-from oscsync.framing import Framing
 from oscsync.hostport import HostPort
 from oscsync.pattern import NAME, PatternError
 from oscsync.transport import Network
@@ -66,7 +70,7 @@ def _pattern_argument() -> Callable[[F], F]:
 
 
 def _send_options() -> Callable[[F], F]:
-    return _compose(
+    return options(
         _pattern_argument(),
         peers_option("Where to send the steps (repeatable: every peer gets every step)."),
         click.option(
@@ -83,13 +87,9 @@ def _send_options() -> Callable[[F], F]:
             show_default=True,
             help="Pattern steps in one beat (4: each step is a 16th note).",
         ),
-        click.option(
-            "--beats-per-bar",
-            "-b",
-            type=click.IntRange(min=1, max=64),
-            default=app_sequence.DEFAULT_BEATS_PER_BAR,
-            show_default=True,
-            help="A changed pattern file takes effect at the next bar line.",
+        beats_per_bar_option(
+            app_sequence.DEFAULT_BEATS_PER_BAR,
+            "A changed pattern file takes effect at the next bar line.",
         ),
         click.option(
             "--swing",
@@ -117,7 +117,7 @@ def _send_options() -> Callable[[F], F]:
 
 
 def _listen_options() -> Callable[[F], F]:
-    return _compose(
+    return options(
         listen_option(),
         audio_option(),
         click.option(
@@ -159,27 +159,44 @@ def _read_pattern(path: Path, app: AppContext) -> PatternFile:
         ) from None
 
 
-def _step_count(
-    bars: int | None, duration: float | None, bpm: float, steps_per_beat: int, beats_per_bar: int
-) -> int | None:
-    if bars is not None and duration is not None:
-        raise click.UsageError("use --bars or --duration, not both")
-    if duration is not None:
-        return app_sequence.steps_in(duration, bpm, steps_per_beat)
-    if bars is not None:
-        return bars * beats_per_bar * steps_per_beat
-    return None
+@dataclass(frozen=True)
+class PatternSending(records.Sending):
+    """``send`` and ``pair``'s send options (:func:`_send_options`)."""
 
+    pattern_path: Path
+    bpm: float
+    steps_per_beat: int
+    beats_per_bar: int
+    swing: float
+    bars: int | None
 
-def _sending_note(
-    watched: PatternFile, peers: tuple[HostPort, ...], bpm: float, steps: int, offset: float
-) -> str:
-    kind = f"timetagged {offset * 1000:g} ms ahead" if offset else "played on arrival"
-    where = ", ".join(str(peer) for peer in peers)
-    return (
-        f"sequencing {watched.path} ({describe(watched.pattern)}) to {where} at {bpm:g} bpm, "
-        f"{steps} steps per beat, {kind}; edit the file to change it at the next bar"
-    )
+    def total(self) -> int | None:
+        """Steps to send: --bars or --duration worth; None: until stopped."""
+        if self.bars is not None and self.duration is not None:
+            raise click.UsageError("use --bars or --duration, not both")
+        if self.duration is not None:
+            return app_sequence.steps_in(self.duration, self.bpm, self.steps_per_beat)
+        if self.bars is not None:
+            return self.bars * self.beats_per_bar * self.steps_per_beat
+        return None
+
+    def grid(self) -> dict[str, Any]:
+        """The sender's grid arguments."""
+        return {
+            "bpm": self.bpm,
+            "steps_per_beat": self.steps_per_beat,
+            "beats_per_bar": self.beats_per_bar,
+            "swing": self.swing,
+        }
+
+    def note(self, watched: PatternFile, peers: tuple[HostPort, ...], offset: float) -> str:
+        kind = f"timetagged {offset * 1000:g} ms ahead" if offset else "played on arrival"
+        where = ", ".join(str(peer) for peer in peers)
+        return (
+            f"sequencing {watched.path} ({describe(watched.pattern)}) to {where} at "
+            f"{self.bpm:g} bpm, {self.steps_per_beat} steps per beat, {kind}; edit the file to "
+            "change it at the next bar"
+        )
 
 
 @sequence.command(
@@ -193,56 +210,32 @@ Examples:
 @_send_options()
 @allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
 @click.pass_obj
-def send(
-    app: AppContext,
-    pattern_path: Path,
-    peers: tuple[HostPort, ...],
-    bpm: float,
-    steps_per_beat: int,
-    beats_per_bar: int,
-    swing: float,
-    offset: float | str,
-    bars: int | None,
-    duration: float | None,
-    iface: str | None,
-    framing: Framing,
-    allow: tuple[Network, ...],
-) -> None:
+@collect("sending", PatternSending)
+def send(app: AppContext, sending: PatternSending, allow: tuple[Network, ...]) -> None:
     """Send the PATTERN file, one bundle per step with a /seq/VOICE message per sounding voice.
 
     The pattern loops; saving the file changes it at the next bar line. Runs until --bars,
     --duration or Ctrl-C. See docs/example4-sequencer.md for the pattern format.
     """
-    total = _step_count(bars, duration, bpm, steps_per_beat, beats_per_bar)
-    watched = _read_pattern(pattern_path, app)
-    given, peers = peers, resolve_peers(peers)
+    total = sending.total()
+    watched = _read_pattern(sending.pattern_path, app)
+    peers = resolve_peers(sending.peers)
     with (
         running(),
         records.session_errors(),
-        SendSession(peers, records.setup(app, allow, iface, framing)) as session,
-        following(app, given, peers, session.endpoint.set_peers),
+        SendSession(peers, records.setup(app, allow, sending.iface, sending.framing)) as session,
+        following(app, sending.peers, peers, session.endpoint.set_peers),
     ):
-        grid = _grid(bpm, steps_per_beat, beats_per_bar, swing)
+        grid = sending.grid()
         records.send_until_done(
             app,
             session,
-            offset=offset,
+            offset=sending.offset,
             total=total,
             sender=lambda seconds: session.pattern_sender(watched, offset=seconds, **grid),
-            sending_note=lambda seconds: _sending_note(
-                watched, peers, bpm, steps_per_beat, seconds
-            ),
+            sending_note=partial(sending.note, watched, peers),
             summary=_sent_summary,
         )
-
-
-def _grid(bpm: float, steps_per_beat: int, beats_per_bar: int, swing: float) -> dict[str, Any]:
-    return {
-        "bpm": bpm,
-        "steps_per_beat": steps_per_beat,
-        "beats_per_bar": beats_per_bar,
-        "swing": swing,
-    }
 
 
 def _sent_summary(sender: TickSender) -> str:
@@ -266,62 +259,31 @@ Examples:
 @_listen_options()
 @click.option("--count", "-c", type=click.IntRange(min=1), help="Stop after this many events.")
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
-@_sync_options()
+@sync_options()
 @iface_option()
 @advertise_option()
 @click.pass_obj
+@collect("listening", records.Listening)
 def listen(
     app: AppContext,
-    listen: HostPort,
-    audio_choice: audio.AudioChoice,
-    device: str | None,
-    latency_compensation: float | None,
+    listening: records.Listening,
     voice_sounds: tuple[tuple[str, Path], ...],
-    log_path: Path | None,
-    allow: tuple[Network, ...],
     count: int | None,
     duration: float | None,
-    sync: str | None,
-    sync_peer: HostPort | None,
     iface: str | None,
-    advertise: str | None,
-    interface: str,
 ) -> None:
     """Play each /seq/VOICE event at its timetag, each voice with its own sound.
 
     Pitched voices (a MIDI note as third argument) play a short synthesised tone. On a terminal a
     live line counts events per voice; piped, one line per event (VOICE: STEP). Ctrl-C stops.
     """
-    _check_sync(sync, sync_peer)
-    sync_peer = resolve_peer(sync_peer)
-    with (
-        running(),
-        records.log_file(log_path) as log,
-        records.session_errors(),
-        Advertising(app, advertise, interface, role="sequence", allow=allow) as advertised,
-    ):
-        session = SequenceListenSession(
-            listen,
-            (),
-            records.setup(app, allow, iface),
-            log=log,
-            limit=count,
-            audio_choice=audio_choice,
-            audio_options=audio.PlayerOptions(
-                device=device, latency_compensation=latency_compensation
-            ),
-            voice_sounds=voice_sounds,
+    listening = listening.checked()
+    with running(), records.listening(app, listening, "sequence") as run:
+        session = run.session(
+            SequenceListenSession, iface=iface, limit=count, voice_sounds=voice_sounds
         )
         # --sync as metronome listen --sync
-        records.listen_until_done(
-            app,
-            session,
-            event_line,
-            duration=duration,
-            sync=sync,
-            sync_peer=sync_peer,
-            publish=advertised.publish,
-        )
+        run.listen_until_done(session, event_line, duration=duration)
 
 
 # -- pair -------------------------------------------------------------------------------------
@@ -338,67 +300,38 @@ Examples:
 @_listen_options()
 @advertise_option()
 @click.pass_obj
+@collect("sending", PatternSending)
+@collect("listening", records.Listening)
 def pair(
     app: AppContext,
-    pattern_path: Path,
-    peers: tuple[HostPort, ...],
-    bpm: float,
-    steps_per_beat: int,
-    beats_per_bar: int,
-    swing: float,
-    offset: float | str,
-    bars: int | None,
-    duration: float | None,
-    iface: str | None,
-    framing: Framing,
-    listen: HostPort,
-    audio_choice: audio.AudioChoice,
-    device: str | None,
-    latency_compensation: float | None,
+    sending: PatternSending,
+    listening: records.Listening,
     voice_sounds: tuple[tuple[str, Path], ...],
-    log_path: Path | None,
-    allow: tuple[Network, ...],
-    advertise: str | None,
-    interface: str,
 ) -> None:
     """Send the PATTERN and play the steps you receive, in one process.
 
     Steps go to every --peer; steps arriving on --listen (from anyone, yourself included) are
     played. With --bars or --duration it stops shortly after the last step's timetag.
     """
-    total = _step_count(bars, duration, bpm, steps_per_beat, beats_per_bar)
-    watched = _read_pattern(pattern_path, app)
-    given, peers = peers, resolve_peers(peers)
-    with (
-        running(),
-        records.log_file(log_path) as log,
-        records.session_errors(),
-        Advertising(app, advertise, interface, role="sequence", allow=allow) as advertised,
-    ):
-        session = SequenceListenSession(
-            listen,
-            peers,
-            records.setup(app, allow, iface, framing),
-            log=log,
-            audio_choice=audio_choice,
-            audio_options=audio.PlayerOptions(
-                device=device, latency_compensation=latency_compensation
-            ),
+    total = sending.total()
+    watched = _read_pattern(sending.pattern_path, app)
+    peers = resolve_peers(sending.peers)
+    with running(), records.listening(app, listening, "sequence") as run:
+        session = run.session(
+            SequenceListenSession,
+            iface=sending.iface,
+            peers=peers,
+            framing=sending.framing,
             voice_sounds=voice_sounds,
         )
-        grid = _grid(bpm, steps_per_beat, beats_per_bar, swing)
-        with following(app, given, peers, session.endpoint.set_peers):
-            records.pair_until_done(
-                app,
-                session,
-                event_line,
-                peers=peers,
-                offset=offset,
-                total=total,
-                # One timer thread for both halves, as metronome pair.
-                sender=lambda seconds: session.sender(watched, offset=seconds, **grid),
-                sending_note=lambda seconds: _sending_note(
-                    watched, peers, bpm, steps_per_beat, seconds
-                ),
-                publish=advertised.publish,
-            )
+        grid = sending.grid()
+        run.pair_until_done(
+            session,
+            event_line,
+            sending=sending,
+            peers=peers,
+            total=total,
+            # One timer thread for both halves, as metronome pair.
+            sender=lambda seconds: session.sender(watched, offset=seconds, **grid),
+            sending_note=partial(sending.note, watched, peers),
+        )
