@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
 from oscsync import audio, sounds
 from oscsync.apps import metronome as app_metronome
 from oscsync.apps.metronome import TickSender, tick_line, ticks_in
-from oscsync.apps.sessions import AUTO, SendSession, TickListenSession
+from oscsync.apps.sessions import TickListenSession
 from oscsync.cli import records
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import (
     DURATION,
-    PEER,
     DurationType,
     advertise_option,
     allow_option,
@@ -27,154 +24,54 @@ from oscsync.cli.params import (
     collect,
     framing_option,
     iface_option,
-    listen_option,
-    log_option,
     options,
     peers_option,
 )
-from oscsync.cli.peers import following, resolve_peers
+from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
 from oscsync.transport import Network
 from oscsync.wording import plural
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class OffsetType(DurationType):
-    """A forward offset in seconds, or ``auto`` (measured with clock pings: see ``send``)."""
-
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "SECONDS|auto"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and value.strip().lower() == "auto":
-            return AUTO
-        return super().convert(value, param, ctx)
-
-
-OFFSET = OffsetType(minimum=0.0, maximum=records.OFFSET_MAXIMUM)
-"""Forward offsets beyond the scheduler's 60 s horizon would be refused by every listener."""
-
-
-class AudioType(click.ParamType):  # type: ignore[type-arg]
-    """One of the players in ``oscsync.audio.registry`` (``auto``, ... ``wav:FILE``)."""
-
-    name = "audio"
-
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return audio.registry.audio_metavar()
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, audio.AudioChoice):
-            return value
-        try:
-            return audio.parse_audio_choice(str(value))
-        except audio.AudioError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-AUDIO = AudioType()
-
-
-def audio_option() -> Callable[[F], F]:
-    """``--audio`` (its choices, metavar and help come from ``oscsync.audio.registry``) and the
-    options the players take: ``--device``, ``--latency-compensation``."""
-    return options(
-        click.option(
-            "--audio",
-            "-a",
-            "audio_choice",
-            type=AUDIO,
-            default="auto",
-            show_default=True,
-            help=audio.registry.audio_help(),
-        ),
-        click.option(
-            "--device",
-            metavar="NAME|INDEX",
-            help="Sound card for sounddevice: an index or part of a name "
-            "(oscsync audio devices lists them) [default: the system's].",
-        ),
-        click.option(
-            "--latency-compensation",
-            type=LatencyCompensationType(),
-            default="auto",
-            show_default=True,
-            help="auto: play each sound one output latency (as the sound card reports it) "
-            "before its timetag, so the sound leaves the device at the timetag; off: start "
-            "computing it at the timetag; MS: this many milliseconds early.",
-        ),
-    )
-
-
-class LatencyCompensationType(click.ParamType):  # type: ignore[type-arg]
-    """``auto`` (None), ``off`` (0) or milliseconds (returned in seconds)."""
-
-    name = "latency"
-
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "off|auto|MS"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if value is None or isinstance(value, float):
-            return value
-        text = str(value).strip().lower()
-        if text == "auto":
-            return None
-        if text == "off":
-            return 0.0
-        try:
-            ms = float(text.removesuffix("ms"))
-        except ValueError:
-            self.fail(f"{value!r} is not off, auto or a number of milliseconds", param, ctx)
-        if not 0 <= ms <= 1000:  # NaN fails this too
-            self.fail(f"{value!r}: give 0 to 1000 ms", param, ctx)
-        return ms / 1000
-
-
-def _send_options() -> Callable[[F], F]:
-    return options(
-        peers_option("Where to send ticks (repeatable: every peer gets every tick)."),
-        click.option(
-            "--bpm",
-            # At 1 bpm a tick is 60 s ahead: the scheduler's horizon.
-            type=bpm_range(1, 6000),
-            default=app_metronome.DEFAULT_BPM,
-            show_default=True,
-            help="Beats per minute (120 = a tick every half second, as in the workshop).",
-        ),
-        _beats_per_bar_option,
-        click.option(
-            "--offset",
-            type=OFFSET,
-            default=0.0,
-            show_default=True,
-            help="0: plain /tick messages, played on arrival. X > 0: each tick in a bundle "
-            "timetagged X seconds after its grid time, played at the timetag (e.g. 0.05, 100ms). "
-            "auto: ping the peers first and pick one from the measured one-way delays.",
-        ),
-        click.option("--count", "-c", type=click.IntRange(min=1), help="Send this many ticks."),
-        click.option(
-            "--duration",
-            "-d",
-            type=DurationType(minimum=0.0),
-            help="Send ticks for this many seconds.",
-        ),
-        iface_option(),
-        framing_option(),
-    )
-
 
 _beats_per_bar_option = beats_per_bar_option(
     app_metronome.DEFAULT_BEATS_PER_BAR, "Beat 0 of each bar is the accent."
 )
 
 
-def _listen_options() -> Callable[[F], F]:
-    return options(
-        listen_option(),
-        audio_option(),
+_send_options = options(
+    peers_option("Where to send ticks (repeatable: every peer gets every tick)."),
+    click.option(
+        "--bpm",
+        # At 1 bpm a tick is 60 s ahead: the scheduler's horizon.
+        type=bpm_range(1, 6000),
+        default=app_metronome.DEFAULT_BPM,
+        show_default=True,
+        help="Beats per minute (120 = a tick every half second, as in the workshop).",
+    ),
+    _beats_per_bar_option,
+    click.option(
+        "--offset",
+        type=records.OFFSET,
+        default=0.0,
+        show_default=True,
+        help="0: plain /tick messages, played on arrival. X > 0: each tick in a bundle "
+        "timetagged X seconds after its grid time, played at the timetag (e.g. 0.05, 100ms). "
+        "auto: ping the peers first and pick one from the measured one-way delays.",
+    ),
+    click.option("--count", "-c", type=click.IntRange(min=1), help="Send this many ticks."),
+    click.option(
+        "--duration",
+        "-d",
+        type=DurationType(minimum=0.0),
+        help="Send ticks for this many seconds.",
+    ),
+    iface_option(),
+    framing_option(),
+)
+
+
+_listen_options = options(
+    records.listen_options(
         click.option(
             "--sound",
             type=click.Path(dir_okay=False, path_type=Path),
@@ -185,34 +82,10 @@ def _listen_options() -> Callable[[F], F]:
             type=click.Path(dir_okay=False, path_type=Path),
             help="WAV file for beat 0 of the bar [default: sounds/tock.wav].",
         ),
-        log_option("Write one JSON object per tick (arrival, timetag, onset, beat, late, ...)."),
-        allow_option(),
-        advertise_option(),
-    )
-
-
-def sync_options() -> Callable[[F], F]:
-    return options(
-        click.option(
-            "--sync",
-            type=click.Choice(["peer", "system"]),
-            is_flag=False,
-            flag_value="peer",
-            default=None,
-            help="peer (or --sync alone): follow the tick sender's clock: ping it (a burst, "
-            "200 then 100 times a second), fit its offset and frequency, and translate its "
-            "timetags through a map that is slewed, never stepped; ticks due before the first "
-            "estimate are not played. system: trust this machine's clock (both machines "
-            "disciplined by chrony or PTP): timetags are used as they are.",
-        ),
-        click.option(
-            "--sync-peer",
-            type=PEER,
-            metavar="HOST:PORT|@NAME",
-            help="Whose clock to follow with --sync (default: the first sender of a timetagged "
-            "tick; give it to refuse anyone else's ticks and to sync before the first one).",
-        ),
-    )
+        log_help="Write one JSON object per tick (arrival, timetag, onset, beat, late, ...).",
+    ),
+    advertise_option(),
+)
 
 
 @click.group(
@@ -235,19 +108,19 @@ def metronome() -> None:
 
 @dataclass(frozen=True)
 class TickSending(records.Sending):
-    """``send`` and ``pair``'s send options (:func:`_send_options`)."""
+    """``send`` and ``pair``'s send options (``_send_options``)."""
 
     bpm: float
     beats_per_bar: int
     count: int | None
 
-    def total(self) -> int | None:
-        """Ticks to send: --count, or those due within --duration; None: until stopped."""
-        if self.count is not None and self.duration is not None:
-            raise click.UsageError("use --count or --duration, not both")
-        if self.duration is not None:
-            return ticks_in(self.duration, self.bpm)
+    limit_option = "--count"
+
+    def given_total(self) -> int | None:
         return self.count
+
+    def total_in(self, duration: float) -> int:
+        return ticks_in(duration, self.bpm)
 
     def note(self, peers: tuple[HostPort, ...], offset: float) -> str:
         kind = (
@@ -265,7 +138,7 @@ Examples:
   oscsync metronome send --peer 127.0.0.1:9000 --peer 192.168.1.20:9001 --bpm 100
 """
 )
-@_send_options()
+@_send_options
 @allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
 @click.pass_obj
 @collect("sending", TickSending)
@@ -281,9 +154,7 @@ def send(app: AppContext, sending: TickSending, allow: tuple[Network, ...]) -> N
         # With --count/--duration the run has an end: cut short, it exits 130 (issue #13).
         running(interrupted_exit=total is not None),
         hangup_stops(),
-        records.session_errors(),
-        SendSession(peers, records.setup(app, allow, sending.iface, sending.framing)) as session,
-        following(app, sending.peers, peers, session.endpoint.set_peers),
+        records.send_session(app, sending, peers, allow) as session,
     ):
         records.send_until_done(
             app,
@@ -342,11 +213,11 @@ Examples:
   oscsync metronome listen --listen 0.0.0.0:9001 --advertise alice   # found as @alice
 """
 )
-@_listen_options()
+@_listen_options
 @_beats_per_bar_option
 @click.option("--count", "-c", type=click.IntRange(min=1), help="Stop after this many ticks.")
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
-@sync_options()
+@records.sync_options()
 @iface_option()
 @click.pass_obj
 @collect("listening", records.Listening)
@@ -389,9 +260,9 @@ Examples:
   oscsync metronome pair --peer 127.0.0.1:9001 --offset 0.05 --count 8   # hear yourself
 """
 )
-@_send_options()
-@_listen_options()
-@sync_options()
+@_send_options
+@_listen_options
+@records.sync_options()
 @click.pass_obj
 @collect("sending", TickSending)
 @collect("listening", records.Listening)
@@ -415,21 +286,16 @@ def pair(
     with (
         running(interrupted_exit=total is not None),
         hangup_stops(),
-        records.listening(app, listening, "metronome") as run,
+        records.listening(app, listening, "metronome", sending, peers) as run,
     ):
         session = run.session(
             TickListenSession,
-            iface=sending.iface,
-            peers=peers,
-            framing=sending.framing,
             sound_paths=sound_paths,
             beats_per_bar=sending.beats_per_bar,
         )
         run.pair_until_done(
             session,
             tick_line,
-            sending=sending,
-            peers=peers,
             total=total,
             sender=lambda seconds: session.sender(bpm=sending.bpm, offset=seconds),
             sending_note=partial(sending.note, peers),

@@ -13,15 +13,23 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import click
 
 from oscsync import audio
 from oscsync.apps.metronome import TickSender
 from oscsync.apps.receiving import SessionSetup
-from oscsync.apps.sessions import GRACE, ListenSession, SendSession, SessionError
+from oscsync.apps.sessions import AUTO, GRACE, ListenSession, SendSession, SessionError
 from oscsync.apps.ticklog import LogWriter
+from oscsync.cli.params import (
+    PEER,
+    DurationType,
+    allow_option,
+    listen_option,
+    log_option,
+    options,
+)
 from oscsync.cli.peers import Advertising, following, resolve_peer
 from oscsync.cli.runtime import AppContext, leave_without_stdout, wait
 from oscsync.framing import Framing
@@ -31,6 +39,7 @@ from oscsync.wording import plural
 
 R = TypeVar("R")
 S = TypeVar("S", bound=ListenSession[Any])
+F = TypeVar("F", bound=Callable[..., Any])
 
 OFFSET_MAXIMUM = 60.0
 """Forward offsets beyond the scheduler's 60 s horizon would be refused by every listener."""
@@ -121,6 +130,134 @@ def setup(
     return SessionSetup(app.clock, app.note, app.warn, allow, iface, framing)
 
 
+class OffsetType(DurationType):
+    """A forward offset in seconds, or ``auto`` (measured with clock pings: see ``send``)."""
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "SECONDS|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return AUTO
+        return super().convert(value, param, ctx)
+
+
+OFFSET = OffsetType(minimum=0.0, maximum=OFFSET_MAXIMUM)
+"""Forward offsets beyond the scheduler's 60 s horizon would be refused by every listener."""
+
+
+class AudioType(click.ParamType):  # type: ignore[type-arg]
+    """One of the players in ``oscsync.audio.registry`` (``auto``, ... ``wav:FILE``)."""
+
+    name = "audio"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return audio.registry.audio_metavar()
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, audio.AudioChoice):
+            return value
+        try:
+            return audio.parse_audio_choice(str(value))
+        except audio.AudioError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+AUDIO = AudioType()
+
+
+def audio_option() -> Callable[[F], F]:
+    """``--audio`` (its choices, metavar and help come from ``oscsync.audio.registry``) and the
+    options the players take: ``--device``, ``--latency-compensation``."""
+    return options(
+        click.option(
+            "--audio",
+            "-a",
+            "audio_choice",
+            type=AUDIO,
+            default="auto",
+            show_default=True,
+            help=audio.registry.audio_help(),
+        ),
+        click.option(
+            "--device",
+            metavar="NAME|INDEX",
+            help="Sound card for sounddevice: an index or part of a name "
+            "(oscsync audio devices lists them) [default: the system's].",
+        ),
+        click.option(
+            "--latency-compensation",
+            type=LatencyCompensationType(),
+            default="auto",
+            show_default=True,
+            help="auto: play each sound one output latency (as the sound card reports it) "
+            "before its timetag, so the sound leaves the device at the timetag; off: start "
+            "computing it at the timetag; MS: this many milliseconds early.",
+        ),
+    )
+
+
+class LatencyCompensationType(click.ParamType):  # type: ignore[type-arg]
+    """``auto`` (None), ``off`` (0) or milliseconds (returned in seconds)."""
+
+    name = "latency"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "off|auto|MS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or isinstance(value, float):
+            return value
+        text = str(value).strip().lower()
+        if text == "auto":
+            return None
+        if text == "off":
+            return 0.0
+        try:
+            ms = float(text.removesuffix("ms"))
+        except ValueError:
+            self.fail(f"{value!r} is not off, auto or a number of milliseconds", param, ctx)
+        if not 0 <= ms <= 1000:  # NaN fails this too
+            self.fail(f"{value!r}: give 0 to 1000 ms", param, ctx)
+        return ms / 1000
+
+
+def sync_options() -> Callable[[F], F]:
+    return options(
+        click.option(
+            "--sync",
+            type=click.Choice(["peer", "system"]),
+            is_flag=False,
+            flag_value="peer",
+            default=None,
+            help="peer (or --sync alone): follow the tick sender's clock: ping it (a burst, "
+            "200 then 100 times a second), fit its offset and frequency, and translate its "
+            "timetags through a map that is slewed, never stepped; ticks due before the first "
+            "estimate are not played. system: trust this machine's clock (both machines "
+            "disciplined by chrony or PTP): timetags are used as they are.",
+        ),
+        click.option(
+            "--sync-peer",
+            type=PEER,
+            metavar="HOST:PORT|@NAME",
+            help="Whose clock to follow with --sync (default: the first sender of a timetagged "
+            "tick; give it to refuse anyone else's ticks and to sync before the first one).",
+        ),
+    )
+
+
+def listen_options(*sounds: Callable[[F], F], log_help: str) -> Callable[[F], F]:
+    """The options :class:`Listening` collects but ``--advertise`` and ``--sync``, with the
+    command's own sound options (``sounds``) after ``--latency-compensation``."""
+    return options(
+        listen_option(),
+        audio_option(),
+        *sounds,
+        log_option(log_help),
+        allow_option(),
+    )
+
+
 @dataclass(frozen=True)
 class Sending:
     """The options every sending command here shares (metronome and sequence ``send`` and
@@ -132,6 +269,27 @@ class Sending:
     duration: float | None
     iface: str | None
     framing: Framing
+
+    limit_option: ClassVar[str]
+    """The option that says how many to send (``--count``, ``--bars``)."""
+
+    def given_total(self) -> int | None:
+        """How many to send as ``limit_option`` says (None: not given)."""
+        raise NotImplementedError
+
+    def total_in(self, duration: float) -> int:
+        """How many are due within ``duration`` seconds."""
+        raise NotImplementedError
+
+    def total(self) -> int | None:
+        """How many to send: ``limit_option``'s count, or as many as are due within
+        ``--duration``; None: until stopped. Both is a usage error."""
+        given = self.given_total()
+        if given is not None and self.duration is not None:
+            raise click.UsageError(f"use {self.limit_option} or --duration, not both")
+        if self.duration is not None:
+            return self.total_in(self.duration)
+        return given
 
 
 @dataclass(frozen=True)
@@ -160,7 +318,8 @@ class Listening:
 
 class ListenRun:
     """A listening command while it runs (see :func:`listening`): it opens the session on
-    ``--listen`` and shows its records until it is done."""
+    ``--listen`` and shows its records until it is done. In ``pair`` it has a sending half too
+    (``sending``, to ``peers``: ``sending.peers`` resolved)."""
 
     def __init__(
         self,
@@ -168,28 +327,29 @@ class ListenRun:
         options: Listening,
         log: LogWriter | None,
         advertised: Advertising,
+        sending: Sending | None = None,
+        peers: Sequence[HostPort] = (),
     ) -> None:
         self.app = app
         self.options = options
         self.log = log
         self.advertised = advertised
+        self.sending = sending
+        self.peers = peers
 
-    def session(
-        self,
-        kind: Callable[..., S],
-        *,
-        iface: str | None,
-        peers: Sequence[HostPort] = (),
-        framing: Framing = "slip",
-        **specific: Any,
-    ) -> S:
+    def session(self, kind: Callable[..., S], *, iface: str | None = None, **specific: Any) -> S:
         """A ``kind`` session (:class:`ListenSession`) with these options; ``specific`` are
-        the ones only ``kind`` takes (sounds, ``limit``, ...)."""
-        options = self.options
+        the ones only ``kind`` takes (sounds, ``limit``, ...). ``iface`` is ``listen``'s; a
+        pair's sending half brings its own, and its ``--framing``."""
+        options, sending = self.options, self.sending
+        if sending is not None:
+            session_setup = setup(self.app, options.allow, sending.iface, sending.framing)
+        else:
+            session_setup = setup(self.app, options.allow, iface)
         return kind(
             options.listen,
-            peers,
-            setup(self.app, options.allow, iface, framing),
+            self.peers,
+            session_setup,
             log=self.log,
             audio_choice=options.audio_choice,
             audio_options=audio.PlayerOptions(
@@ -223,16 +383,15 @@ class ListenRun:
         session: ListenSession[R],
         line: Callable[[R], str],
         *,
-        sending: Sending,
-        peers: Sequence[HostPort],
         total: int | None,
         sender: Callable[[float], TickSender],
         sending_note: Callable[[float], str],
     ) -> None:
         """``pair``: ``listen_until_done`` with a sender on the same endpoint and scheduler,
-        sending to ``peers`` (``sending.peers`` resolved; an ``@NAME`` that moves is
-        followed); it stops shortly after the last item's timetag (``total``)."""
-        app = self.app
+        sending to :attr:`peers` (an ``@NAME`` that moves is followed); it stops shortly after
+        the last item's timetag (``total``)."""
+        app, sending, peers = self.app, self.sending, self.peers
+        assert sending is not None, "a pair run has a sending half"
         with following(app, sending.peers, peers, session.endpoint.set_peers):
             lines = RecordLines(app, session, line)
             started: TickSender | None = None
@@ -253,9 +412,16 @@ class ListenRun:
 
 
 @contextlib.contextmanager
-def listening(app: AppContext, options: Listening, role: str) -> Iterator[ListenRun]:
+def listening(
+    app: AppContext,
+    options: Listening,
+    role: str,
+    sending: Sending | None = None,
+    peers: Sequence[HostPort] = (),
+) -> Iterator[ListenRun]:
     """What a listening command holds while it runs: its ``--log`` file, its ``--advertise``
-    announcement (as ``role``), and session errors as one line (:func:`session_errors`)."""
+    announcement (as ``role``), and session errors as one line (:func:`session_errors`).
+    ``pair`` gives its ``sending`` options and the ``peers`` they resolved to."""
     with (
         log_file(options.log_path) as log,
         Advertising(
@@ -263,7 +429,21 @@ def listening(app: AppContext, options: Listening, role: str) -> Iterator[Listen
         ) as advertised,
         session_errors(),
     ):
-        yield ListenRun(app, options, log, advertised)
+        yield ListenRun(app, options, log, advertised, sending, peers)
+
+
+@contextlib.contextmanager
+def send_session(
+    app: AppContext, sending: Sending, peers: Sequence[HostPort], allow: Sequence[Network]
+) -> Iterator[SendSession]:
+    """``send``'s session to ``peers`` (``sending.peers`` resolved; an ``@NAME`` that moves is
+    followed), with session errors as one line (:func:`session_errors`)."""
+    with (
+        session_errors(),
+        SendSession(peers, setup(app, allow, sending.iface, sending.framing)) as session,
+        following(app, sending.peers, peers, session.endpoint.set_peers),
+    ):
+        yield session
 
 
 def send_until_done(

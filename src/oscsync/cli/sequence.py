@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -14,9 +13,8 @@ from oscsync import audio
 from oscsync.apps import sequence as app_sequence
 from oscsync.apps.metronome import TickSender
 from oscsync.apps.sequence import PatternFile, SequenceSender, describe, event_line
-from oscsync.apps.sessions import SendSession, SequenceListenSession
+from oscsync.apps.sessions import SequenceListenSession
 from oscsync.cli import records
-from oscsync.cli.metronome import OFFSET, audio_option, sync_options
 from oscsync.cli.params import (
     DURATION,
     DurationType,
@@ -26,18 +24,14 @@ from oscsync.cli.params import (
     collect,
     framing_option,
     iface_option,
-    listen_option,
-    log_option,
     options,
     peers_option,
 )
-from oscsync.cli.peers import following, resolve_peers
+from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
 from oscsync.hostport import HostPort
 from oscsync.pattern import NAME, PatternError
 from oscsync.transport import Network
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class VoiceSoundType(click.ParamType):  # type: ignore[type-arg]
@@ -61,78 +55,65 @@ class VoiceSoundType(click.ParamType):  # type: ignore[type-arg]
         return voice.strip(), Path(path)
 
 
-def _pattern_argument() -> Callable[[F], F]:
-    return click.argument(
-        "pattern_path",
-        metavar="PATTERN",
-        type=click.Path(dir_okay=False, path_type=Path),
-    )
+_send_options = options(
+    click.argument(
+        "pattern_path", metavar="PATTERN", type=click.Path(dir_okay=False, path_type=Path)
+    ),
+    peers_option("Where to send the steps (repeatable: every peer gets every step)."),
+    click.option(
+        "--bpm",
+        type=click.FloatRange(min=1, max=1000),
+        default=app_sequence.DEFAULT_BPM,
+        show_default=True,
+        help="Beats per minute.",
+    ),
+    click.option(
+        "--steps-per-beat",
+        type=click.IntRange(min=1, max=16),
+        default=app_sequence.DEFAULT_STEPS_PER_BEAT,
+        show_default=True,
+        help="Pattern steps in one beat (4: each step is a 16th note).",
+    ),
+    beats_per_bar_option(
+        app_sequence.DEFAULT_BEATS_PER_BAR,
+        "A changed pattern file takes effect at the next bar line.",
+    ),
+    click.option(
+        "--swing",
+        type=click.FloatRange(min=0, max=app_sequence.MAX_SWING),
+        default=0.0,
+        show_default=True,
+        metavar="PERCENT",
+        help="Push every odd step later by this percent of a step (33 ≈ triplet feel).",
+    ),
+    click.option(
+        "--offset",
+        type=records.OFFSET,
+        default=0.0,
+        show_default=True,
+        help="0: bundles played on arrival. X > 0: each step timetagged X seconds after its "
+        "grid time (forward sync; e.g. 0.1, 100ms). auto: ping the peers and pick one.",
+    ),
+    click.option("--bars", type=click.IntRange(min=1), help="Send this many bars."),
+    click.option(
+        "--duration", "-d", type=DurationType(minimum=0.0), help="Send for this many seconds."
+    ),
+    iface_option(),
+    framing_option(),
+)
 
 
-def _send_options() -> Callable[[F], F]:
-    return options(
-        _pattern_argument(),
-        peers_option("Where to send the steps (repeatable: every peer gets every step)."),
-        click.option(
-            "--bpm",
-            type=click.FloatRange(min=1, max=1000),
-            default=app_sequence.DEFAULT_BPM,
-            show_default=True,
-            help="Beats per minute.",
-        ),
-        click.option(
-            "--steps-per-beat",
-            type=click.IntRange(min=1, max=16),
-            default=app_sequence.DEFAULT_STEPS_PER_BEAT,
-            show_default=True,
-            help="Pattern steps in one beat (4: each step is a 16th note).",
-        ),
-        beats_per_bar_option(
-            app_sequence.DEFAULT_BEATS_PER_BAR,
-            "A changed pattern file takes effect at the next bar line.",
-        ),
-        click.option(
-            "--swing",
-            type=click.FloatRange(min=0, max=app_sequence.MAX_SWING),
-            default=0.0,
-            show_default=True,
-            metavar="PERCENT",
-            help="Push every odd step later by this percent of a step (33 ≈ triplet feel).",
-        ),
-        click.option(
-            "--offset",
-            type=OFFSET,
-            default=0.0,
-            show_default=True,
-            help="0: bundles played on arrival. X > 0: each step timetagged X seconds after its "
-            "grid time (forward sync; e.g. 0.1, 100ms). auto: ping the peers and pick one.",
-        ),
-        click.option("--bars", type=click.IntRange(min=1), help="Send this many bars."),
-        click.option(
-            "--duration", "-d", type=DurationType(minimum=0.0), help="Send for this many seconds."
-        ),
-        iface_option(),
-        framing_option(),
-    )
-
-
-def _listen_options() -> Callable[[F], F]:
-    return options(
-        listen_option(),
-        audio_option(),
-        click.option(
-            "--sound",
-            "voice_sounds",
-            type=VoiceSoundType(),
-            multiple=True,
-            help="WAV file for a voice (repeatable) [default: sounds/kick.wav, snare.wav, "
-            "hat.wav; other drum voices play the tick, pitched voices a tone].",
-        ),
-        log_option(
-            "Write one JSON object per event (voice, step, velocity, onset, timetag, late)."
-        ),
-        allow_option(),
-    )
+_listen_options = records.listen_options(
+    click.option(
+        "--sound",
+        "voice_sounds",
+        type=VoiceSoundType(),
+        multiple=True,
+        help="WAV file for a voice (repeatable) [default: sounds/kick.wav, snare.wav, "
+        "hat.wav; other drum voices play the tick, pitched voices a tone].",
+    ),
+    log_help="Write one JSON object per event (voice, step, velocity, onset, timetag, late).",
+)
 
 
 @click.group(
@@ -161,7 +142,7 @@ def _read_pattern(path: Path, app: AppContext) -> PatternFile:
 
 @dataclass(frozen=True)
 class PatternSending(records.Sending):
-    """``send`` and ``pair``'s send options (:func:`_send_options`)."""
+    """``send`` and ``pair``'s send options (``_send_options``)."""
 
     pattern_path: Path
     bpm: float
@@ -170,15 +151,13 @@ class PatternSending(records.Sending):
     swing: float
     bars: int | None
 
-    def total(self) -> int | None:
-        """Steps to send: --bars or --duration worth; None: until stopped."""
-        if self.bars is not None and self.duration is not None:
-            raise click.UsageError("use --bars or --duration, not both")
-        if self.duration is not None:
-            return app_sequence.steps_in(self.duration, self.bpm, self.steps_per_beat)
-        if self.bars is not None:
-            return self.bars * self.beats_per_bar * self.steps_per_beat
-        return None
+    limit_option = "--bars"
+
+    def given_total(self) -> int | None:
+        return None if self.bars is None else self.bars * self.beats_per_bar * self.steps_per_beat
+
+    def total_in(self, duration: float) -> int:
+        return app_sequence.steps_in(duration, self.bpm, self.steps_per_beat)
 
     def grid(self) -> dict[str, Any]:
         """The sender's grid arguments."""
@@ -207,7 +186,7 @@ Examples:
   oscsync sequence send beat.txt --peer 127.0.0.1:9000 --peer 192.168.1.20:9001 --offset auto
 """
 )
-@_send_options()
+@_send_options
 @allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
 @click.pass_obj
 @collect("sending", PatternSending)
@@ -220,12 +199,7 @@ def send(app: AppContext, sending: PatternSending, allow: tuple[Network, ...]) -
     total = sending.total()
     watched = _read_pattern(sending.pattern_path, app)
     peers = resolve_peers(sending.peers)
-    with (
-        running(),
-        records.session_errors(),
-        SendSession(peers, records.setup(app, allow, sending.iface, sending.framing)) as session,
-        following(app, sending.peers, peers, session.endpoint.set_peers),
-    ):
+    with running(), records.send_session(app, sending, peers, allow) as session:
         grid = sending.grid()
         records.send_until_done(
             app,
@@ -256,10 +230,10 @@ Examples:
   oscsync sequence listen --listen 0.0.0.0:9001 --advertise drums   # senders use @drums
 """
 )
-@_listen_options()
+@_listen_options
 @click.option("--count", "-c", type=click.IntRange(min=1), help="Stop after this many events.")
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
-@sync_options()
+@records.sync_options()
 @iface_option()
 @advertise_option()
 @click.pass_obj
@@ -296,8 +270,8 @@ Examples:
   oscsync sequence pair beat.txt --peer 127.0.0.1:9001 --offset 0.05 --bars 2   # hear yourself
 """
 )
-@_send_options()
-@_listen_options()
+@_send_options
+@_listen_options
 @advertise_option()
 @click.pass_obj
 @collect("sending", PatternSending)
@@ -316,20 +290,12 @@ def pair(
     total = sending.total()
     watched = _read_pattern(sending.pattern_path, app)
     peers = resolve_peers(sending.peers)
-    with running(), records.listening(app, listening, "sequence") as run:
-        session = run.session(
-            SequenceListenSession,
-            iface=sending.iface,
-            peers=peers,
-            framing=sending.framing,
-            voice_sounds=voice_sounds,
-        )
+    with running(), records.listening(app, listening, "sequence", sending, peers) as run:
+        session = run.session(SequenceListenSession, voice_sounds=voice_sounds)
         grid = sending.grid()
         run.pair_until_done(
             session,
             event_line,
-            sending=sending,
-            peers=peers,
             total=total,
             # One timer thread for both halves, as metronome pair.
             sender=lambda seconds: session.sender(watched, offset=seconds, **grid),
