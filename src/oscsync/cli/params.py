@@ -23,6 +23,33 @@ from oscsync.framing import FRAMINGS
 from oscsync.hostport import AddressError, HostPort, parse_hostport, parse_network
 
 
+class ParsedType(click.ParamType):  # type: ignore[type-arg]
+    """A value one method reads from the text (:meth:`parse`); what it raises for bad input
+    (:meth:`errors`) becomes click's one-line ``Invalid value`` (exit 2). Values that are already
+    of a ``parsed`` type (defaults, a second conversion) pass through."""
+
+    metavar = ""
+    parsed: tuple[type, ...] = ()
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return self.metavar
+
+    def parse(self, text: str) -> Any:
+        raise NotImplementedError
+
+    def errors(self) -> tuple[type[Exception], ...]:
+        """What :meth:`parse` raises for bad input (a method: some are imported only then)."""
+        return (ValueError,)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, self.parsed):
+            return value
+        try:
+            return self.parse(str(value))
+        except self.errors() as exc:
+            self.fail(str(exc), param, ctx)
+
+
 class HostPortType(click.ParamType):  # type: ignore[type-arg]
     """``[HOST:]PORT`` (bare port allowed when ``default_host`` is set) or ``[V6]:PORT``.
 
@@ -131,21 +158,15 @@ class DurationType(click.ParamType):  # type: ignore[type-arg]
 DURATION = DurationType()
 
 
-class NetworkType(click.ParamType):  # type: ignore[type-arg]
+class NetworkType(ParsedType):
     """An address or CIDR block, e.g. ``127.0.0.1`` or ``192.168.1.0/24``."""
 
     name = "cidr"
+    metavar = "CIDR"
+    parsed = (ipaddress.IPv4Network, ipaddress.IPv6Network)
 
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "CIDR"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-            return value
-        try:
-            return parse_network(str(value))
-        except AddressError as exc:
-            self.fail(str(exc), param, ctx)
+    def parse(self, text: str) -> Any:
+        return parse_network(text)  # AddressError is a ValueError
 
 
 NETWORK = NetworkType()
@@ -376,41 +397,40 @@ class PercentType(click.ParamType):  # type: ignore[type-arg]
 PERCENT = PercentType()
 
 
-class ServiceNameType(click.ParamType):  # type: ignore[type-arg]
+class _DiscoveryType(ParsedType):
+    """A value :mod:`oscsync.discovery` checks (imported when used: it is not needed at start)."""
+
+    def errors(self) -> tuple[type[Exception], ...]:
+        from oscsync.discovery import DiscoveryError
+
+        return (DiscoveryError,)
+
+
+class ServiceNameType(_DiscoveryType):
     """A DNS-SD instance name for ``--advertise`` (one DNS label: up to 63 bytes, no dots)."""
 
     name = "name"
+    metavar = "NAME"
 
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "NAME"
+    def parse(self, text: str) -> Any:
+        from oscsync.discovery import check_name
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        from oscsync.discovery import DiscoveryError, check_name
-
-        try:
-            return check_name(str(value))
-        except DiscoveryError as exc:
-            self.fail(str(exc), param, ctx)
+        return check_name(text)
 
 
 SERVICE_NAME = ServiceNameType()
 
 
-class InterfaceType(click.ParamType):  # type: ignore[type-arg]
+class InterfaceType(_DiscoveryType):
     """Where mDNS runs: ``auto``, ``all``, ``loopback`` or an interface's IPv4 address."""
 
     name = "interface"
+    metavar = "auto|all|loopback|ADDRESS"
 
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "auto|all|loopback|ADDRESS"
+    def parse(self, text: str) -> Any:
+        from oscsync.discovery import check_interface
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        from oscsync.discovery import DiscoveryError, check_interface
-
-        try:
-            return check_interface(str(value))
-        except DiscoveryError as exc:
-            self.fail(str(exc), param, ctx)
+        return check_interface(text)
 
 
 INTERFACE = InterfaceType()

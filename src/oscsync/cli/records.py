@@ -25,6 +25,7 @@ from oscsync.apps.ticklog import LogWriter
 from oscsync.cli.params import (
     PEER,
     DurationType,
+    ParsedType,
     allow_option,
     listen_option,
     log_option,
@@ -146,21 +147,20 @@ OFFSET = OffsetType(minimum=0.0, maximum=OFFSET_MAXIMUM)
 """Forward offsets beyond the scheduler's 60 s horizon would be refused by every listener."""
 
 
-class AudioType(click.ParamType):  # type: ignore[type-arg]
+class AudioType(ParsedType):
     """One of the players in ``oscsync.audio.registry`` (``auto``, ... ``wav:FILE``)."""
 
     name = "audio"
+    parsed = (audio.AudioChoice,)
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
         return audio.registry.audio_metavar()
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, audio.AudioChoice):
-            return value
-        try:
-            return audio.parse_audio_choice(str(value))
-        except audio.AudioError as exc:
-            self.fail(str(exc), param, ctx)
+    def parse(self, text: str) -> Any:
+        return audio.parse_audio_choice(text)
+
+    def errors(self) -> tuple[type[Exception], ...]:
+        return (audio.AudioError,)
 
 
 AUDIO = AudioType()
