@@ -373,24 +373,20 @@ def beats_per_bar_option(default: int, help: str) -> Callable[[F], F]:
     )
 
 
-class PercentType(click.ParamType):  # type: ignore[type-arg]
+class PercentType(ParsedType):
     """A percentage, ``1%`` or ``1`` (both mean one in a hundred), returned as a fraction 0..1."""
 
     name = "percent"
+    metavar = "PERCENT"
+    parsed = (float,)
 
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "PERCENT"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, float):
-            return value
-        text = str(value).strip().removesuffix("%").strip()
+    def parse(self, text: str) -> Any:
         try:
-            percent = float(text)
+            percent = float(text.strip().removesuffix("%").strip())
         except ValueError:
-            self.fail(f"{value!r} is not a percentage (e.g. 1%, 0.5%, 10)", param, ctx)
+            raise ValueError(f"{text!r} is not a percentage (e.g. 1%, 0.5%, 10)") from None
         if not 0 <= percent <= 100:
-            self.fail(f"{value} is not between 0% and 100%", param, ctx)
+            raise ValueError(f"{text} is not between 0% and 100%")
         return percent / 100
 
 

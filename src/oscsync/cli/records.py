@@ -197,28 +197,25 @@ def audio_option() -> Callable[[F], F]:
     )
 
 
-class LatencyCompensationType(click.ParamType):  # type: ignore[type-arg]
+class LatencyCompensationType(ParsedType):
     """``auto`` (None), ``off`` (0) or milliseconds (returned in seconds)."""
 
     name = "latency"
+    metavar = "off|auto|MS"
+    parsed = (type(None), float)
 
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "off|auto|MS"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if value is None or isinstance(value, float):
-            return value
-        text = str(value).strip().lower()
-        if text == "auto":
+    def parse(self, text: str) -> Any:
+        word = text.strip().lower()
+        if word == "auto":
             return None
-        if text == "off":
+        if word == "off":
             return 0.0
         try:
-            ms = float(text.removesuffix("ms"))
+            ms = float(word.removesuffix("ms"))
         except ValueError:
-            self.fail(f"{value!r} is not off, auto or a number of milliseconds", param, ctx)
+            raise ValueError(f"{text!r} is not off, auto or a number of milliseconds") from None
         if not 0 <= ms <= 1000:  # NaN fails this too
-            self.fail(f"{value!r}: give 0 to 1000 ms", param, ctx)
+            raise ValueError(f"{text!r}: give 0 to 1000 ms")
         return ms / 1000
 
 

@@ -18,6 +18,7 @@ from oscsync.cli import records
 from oscsync.cli.params import (
     DURATION,
     DurationType,
+    ParsedType,
     advertise_option,
     allow_option,
     beats_per_bar_option,
@@ -34,25 +35,22 @@ from oscsync.pattern import NAME, PatternError
 from oscsync.transport import Network
 
 
-class VoiceSoundType(click.ParamType):  # type: ignore[type-arg]
+class VoiceSoundType(ParsedType):
     """``VOICE=FILE``: the WAV file voice VOICE plays."""
 
     name = "voice_sound"
+    metavar = "VOICE=FILE"
+    parsed = (tuple,)
 
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "VOICE=FILE"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, tuple):
-            return value
-        voice, equals, path = str(value).partition("=")
+    def parse(self, text: str) -> Any:
+        voice, equals, path = text.partition("=")
         if not equals or not NAME.fullmatch(voice.strip()) or not path:
-            self.fail(f"{value!r} is not VOICE=FILE (e.g. kick=my-kick.wav)", param, ctx)
-        try:
-            audio.read_wav(path)
-        except audio.AudioError as exc:
-            self.fail(str(exc), param, ctx)
+            raise ValueError(f"{text!r} is not VOICE=FILE (e.g. kick=my-kick.wav)")
+        audio.read_wav(path)
         return voice.strip(), Path(path)
+
+    def errors(self) -> tuple[type[Exception], ...]:
+        return (ValueError, audio.AudioError)
 
 
 _send_options = options(
