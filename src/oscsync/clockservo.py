@@ -58,35 +58,51 @@ class ServoEvent:
     """Seconds the map was off the estimate at that moment (0 for ``locked``)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ServoLimits:
+    """How a :class:`Servo` disciplines its map (the module constants say why each default)."""
+
+    max_slew: float = MAX_SLEW
+    step_threshold: float = STEP_THRESHOLD
+    time_constant: float = TIME_CONSTANT
+    lost_after: float = LOST_AFTER
+    lock_bound: float = LOCK_BOUND
+    max_acquire: float = MAX_ACQUIRE
+
+    def __post_init__(self) -> None:
+        if (
+            self.max_slew < 0
+            or self.step_threshold <= 0
+            or self.time_constant <= 0
+            or self.lost_after <= 0
+        ):
+            raise ValueError("servo limits must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """``offset(t) = phase + frequency·(t − anchor) + slew·min(t − anchor, slew_for)``.
+
+    One value, replaced whole at each update: a thread translating a timetag while another
+    updates sees the old line or the new one, never half of each.
+    """
+
+    phase: float = 0.0
+    anchor: float = 0.0
+    frequency: float = 0.0
+    slew: float = 0.0
+    slew_for: float = 0.0
+    """``|error / slew|``: the whole error is gone after this many seconds; then the slew stops."""
+
+
 class Servo:
     """The map ``peer = local + offset(local)``, disciplined by estimates."""
 
-    def __init__(
-        self,
-        *,
-        max_slew: float = MAX_SLEW,
-        step_threshold: float = STEP_THRESHOLD,
-        time_constant: float = TIME_CONSTANT,
-        lost_after: float = LOST_AFTER,
-        lock_bound: float = LOCK_BOUND,
-        max_acquire: float = MAX_ACQUIRE,
-    ) -> None:
-        if max_slew < 0 or step_threshold <= 0 or time_constant <= 0 or lost_after <= 0:
-            raise ValueError("servo limits must be positive")
-        self.lock_bound = lock_bound
-        self.max_acquire = max_acquire
+    def __init__(self, limits: ServoLimits = ServoLimits()) -> None:
+        self.limits = limits
+        self._line = _Line()
         self._usable_since: float | None = None
-        self.max_slew = max_slew
-        self.step_threshold = step_threshold
-        self.time_constant = time_constant
-        self.lost_after = lost_after
-        self._phase = 0.0
-        self._anchor = 0.0
-        self._frequency = 0.0
-        self._slew = 0.0
-        self._slew_for = 0.0
         self._locked = False
-        self._updated = 0.0
         self.frequency = 0.0
         """The estimator's frequency at the last update (s/s), without the slew."""
         self.error = 0.0
@@ -113,16 +129,18 @@ class Servo:
         The slew stops once it has removed the error it was set for, so a map left alone (the
         peer went silent) runs on at the estimated frequency instead of overshooting.
         """
-        elapsed = t - self._anchor
-        slewed = min(elapsed, self._slew_for) if elapsed > 0 else elapsed
-        return self._phase + self._frequency * elapsed + self._slew * slewed
+        line = self._line
+        elapsed = t - line.anchor
+        slewed = min(elapsed, line.slew_for) if elapsed > 0 else elapsed
+        return line.phase + line.frequency * elapsed + line.slew * slewed
 
     def to_local(self, peer_time: float) -> float:
         """Our time at which the peer's clock reads ``peer_time``: solves t + offset(t) = peer."""
-        phase, anchor, f, s = self._phase, self._anchor, self._frequency, self._slew
+        line = self._line
+        phase, anchor, f, s = line.phase, line.anchor, line.frequency, line.slew
         t = (peer_time - phase + (f + s) * anchor) / (1.0 + f + s)
-        if t - anchor > self._slew_for:
-            t = (peer_time - phase - s * self._slew_for + f * anchor) / (1.0 + f)
+        if t - anchor > line.slew_for:
+            t = (peer_time - phase - s * line.slew_for + f * anchor) / (1.0 + f)
         return t
 
     def to_peer(self, t: float) -> float:
@@ -131,14 +149,14 @@ class Servo:
     @property
     def slew(self) -> float:
         """The correction currently added to the frequency, s/s."""
-        return self._slew
+        return self._line.slew
 
     # -- discipline ---------------------------------------------------------------------------
 
     def state(self, now: float) -> str:
         if self._usable_since is None:
             return ACQUIRING
-        if now - self._updated > self.lost_after:
+        if now - self._line.anchor > self.limits.lost_after:
             return LOST
         return LOCKED if self._locked else ACQUIRING
 
@@ -147,47 +165,44 @@ class Servo:
         still being slewed, and 15 ppm (NTP's PHI) for each second since the last update."""
         if self._usable_since is None:
             return float("inf")
-        return self.estimate_bound + abs(self.error) + 15e-6 * max(0.0, now - self._updated)
+        return self.estimate_bound + abs(self.error) + 15e-6 * max(0.0, now - self._line.anchor)
 
     def update(
         self, estimate: ClockEstimate, now: float, *, restarted: bool = False
     ) -> ServoEvent | None:
         """Take a new estimate at our time ``now``; returns what happened, if worth saying."""
+        limits = self.limits
         target = estimate.offset_at(now)
         self.frequency = estimate.frequency
         self.estimate_bound = estimate.bound
         self.updates += 1
         if not self._locked:
             error = target - self.offset_at(now) if self._usable_since is not None else 0.0
-            self._set(target, now, estimate.frequency, 0.0, 0.0)
+            self._line = _Line(target, now, estimate.frequency)
             self.error = 0.0
             if self._usable_since is None:
                 self._usable_since = now
                 event = "synced"
             else:
                 event = ""
-            if estimate.bound <= self.lock_bound or now - self._usable_since >= self.max_acquire:
+            if (
+                estimate.bound <= limits.lock_bound
+                or now - self._usable_since >= limits.max_acquire
+            ):
                 self._locked = True
                 return ServoEvent("locked", error)
             return ServoEvent(event, error) if event else None
         error = target - self.offset_at(now)
-        if restarted or abs(error) > self.step_threshold:
-            self._set(target, now, estimate.frequency, 0.0, 0.0)
+        if restarted or abs(error) > limits.step_threshold:
+            self._line = _Line(target, now, estimate.frequency)
             self.steps += 1
             self.error = 0.0
             return ServoEvent("stepped", error)
-        slew = max(-self.max_slew, min(self.max_slew, error / self.time_constant))
-        self._set(self.offset_at(now), now, estimate.frequency, slew, error)
+        slew = max(-limits.max_slew, min(limits.max_slew, error / limits.time_constant))
+        slew_for = abs(error / slew) if slew else 0.0
+        self._line = _Line(self.offset_at(now), now, estimate.frequency, slew, slew_for)
         self.error = error
         return None
-
-    def _set(
-        self, phase: float, anchor: float, frequency: float, slew: float, error: float
-    ) -> None:
-        self._phase, self._anchor, self._frequency, self._slew = phase, anchor, frequency, slew
-        # At this rate the whole error is gone after |error / slew| seconds; then the slew stops.
-        self._slew_for = abs(error / slew) if slew else 0.0
-        self._updated = anchor
 
 
 class SteppingServo(Servo):
@@ -199,7 +214,7 @@ class SteppingServo(Servo):
         self, estimate: ClockEstimate, now: float, *, restarted: bool = False
     ) -> ServoEvent | None:
         first = self._usable_since is None
-        self._set(estimate.offset_at(now), now, estimate.frequency, 0.0, 0.0)
+        self._line = _Line(estimate.offset_at(now), now, estimate.frequency)
         self.frequency = estimate.frequency
         self.estimate_bound = estimate.bound
         self.error = 0.0

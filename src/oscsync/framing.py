@@ -79,7 +79,20 @@ def encode(packet: bytes, framing: Framing) -> bytes:
     return slip_encode(packet) if framing == "slip" else size_encode(packet)
 
 
-class SlipDecoder:
+class _Splitter:
+    """What both decoders hold: the bytes of a frame not yet complete, at most ``max_frame``."""
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._pending = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for a frame not yet complete."""
+        return len(self._pending)
+
+
+class SlipDecoder(_Splitter):
     """Splits a SLIP byte stream into packets, whatever pieces it arrives in.
 
     Each run of bytes between two END bytes is one candidate frame; empty runs (the double END
@@ -92,14 +105,8 @@ class SlipDecoder:
     framing: Framing = "slip"
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
-        self.max_frame = max_frame
-        self._pending = bytearray()
+        super().__init__(max_frame)
         self._skipping = False
-
-    @property
-    def buffered(self) -> int:
-        """Bytes held for a frame not yet complete."""
-        return len(self._pending)
 
     @property
     def mid_frame(self) -> bool:
@@ -160,7 +167,7 @@ def _too_large(limit: int) -> FramingError:
     return FramingError("frame-too-large", f"a frame longer than {limit} bytes")
 
 
-class SizePrefixDecoder:
+class SizePrefixDecoder(_Splitter):
     """Splits an int32-size-prefixed byte stream into packets.
 
     A size that is negative or above ``max_frame`` is fatal (``bad-size``: the stream has no
@@ -170,14 +177,9 @@ class SizePrefixDecoder:
     framing: Framing = "size"
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
-        self.max_frame = max_frame
-        self._pending = bytearray()
+        super().__init__(max_frame)
         self._need: int | None = None  # the body length once the prefix has been read
         self._broken = False
-
-    @property
-    def buffered(self) -> int:
-        return len(self._pending)
 
     @property
     def mid_frame(self) -> bool:

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
-from oscsync.recording import Datagram
+from oscsync.recording import Datagram, DatagramFileError
 
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D
@@ -53,15 +53,14 @@ _MAX_BLOCK = 16 * 1024 * 1024
 most 256 KiB); refusing it keeps a corrupt length from allocating gigabytes."""
 
 
-class CaptureError(ValueError):
+class CaptureError(DatagramFileError):
     """A capture file that cannot be read; ``frame`` is the 1-based packet number (0: header)."""
 
-    def __init__(self, frame: int, reason: str, detail: str) -> None:
-        where = f"frame {frame}: " if frame else ""
-        super().__init__(f"{where}{detail}")
-        self.frame = frame
-        self.reason = reason
-        self.detail = detail
+    unit = "frame"
+
+    @property
+    def frame(self) -> int:
+        return self.position
 
 
 @dataclass

@@ -66,15 +66,27 @@ _JSON = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=Fal
 _string = json.encoder.encode_basestring_ascii
 
 
-class RecordingError(ValueError):
-    """A file that is not a readable recording; ``line`` is the 1-based line number (0: none)."""
+class DatagramFileError(ValueError):
+    """A file of datagrams that cannot be read (a recording, a capture): where (``position``,
+    1-based, in the file's ``unit``; 0: nowhere in particular), why (``reason``, a short key
+    for counts and tests) and what to tell the user (``detail``)."""
 
-    def __init__(self, line: int, reason: str, detail: str) -> None:
-        where = f"line {line}: " if line else ""
+    unit = "line"
+
+    def __init__(self, position: int, reason: str, detail: str) -> None:
+        where = f"{self.unit} {position}: " if position else ""
         super().__init__(f"{where}{detail}")
-        self.line = line
+        self.position = position
         self.reason = reason
         self.detail = detail
+
+
+class RecordingError(DatagramFileError):
+    """A file that is not a readable recording; ``line`` is the 1-based line number (0: none)."""
+
+    @property
+    def line(self) -> int:
+        return self.position
 
 
 @dataclass(frozen=True)

@@ -66,5 +66,9 @@ class WarnOnce:
             self.keys.add(key)
             self.on_warning(text)
 
+    def forget(self, key: str) -> None:
+        """Warn about ``key`` again next time (the trouble ended: a TCP peer reconnected)."""
+        self.keys.discard(key)
+
     def __contains__(self, key: object) -> bool:
         return key in self.keys

@@ -40,6 +40,9 @@ from oscsync import display, framing, threads
 from oscsync.clock import Clock, SystemClock
 from oscsync.framing import Framing, FramingError, StreamDecoder
 from oscsync.hostport import HostPort
+from oscsync.listening import accept_both_families, bind_error_message, take_port_exclusively
+from oscsync.selectloop import WakeableSelector
+from oscsync.stats import WarnOnce
 
 PacketHandler = Callable[[bytes, tuple[str, int], float], None]
 """Takes one received packet with its source and arrival (wall seconds on the clock)."""
@@ -136,8 +139,7 @@ class TcpListener:
         self.clock = clock if clock is not None else SystemClock()
         self.stats = TcpListenerStats()
         self._on_packet = on_packet
-        self._on_warning = on_warning
-        self._warned: set[str] = set()
+        self._warn_once = WarnOnce(on_warning)
         self._allowed = allowed
         self.max_frame = max_frame
         self.max_connections = max_connections
@@ -156,12 +158,8 @@ class TcpListener:
         self._retry_accept_at: float | None = None
         self._thread: threading.Thread | None = None
         self._sock = open_tcp_listener(listen)
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._selector.register(self._sock, selectors.EVENT_READ, None)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._selector = WakeableSelector()
+        self._selector.register(self._sock, None)
 
     @property
     def local_address(self) -> HostPort:
@@ -210,11 +208,7 @@ class TcpListener:
         for key, events in ready:
             if self._closed:
                 return
-            sock = key.fileobj
-            if sock is self._wake_r:
-                with contextlib.suppress(OSError):
-                    self._wake_r.recv(4096)
-            elif key.data is None:  # the listening socket
+            if key.data is None:  # the listening socket
                 self._accept()
             else:
                 conn = key.data
@@ -264,7 +258,7 @@ class TcpListener:
             with self._lock:
                 self._connections[sock] = conn
                 self._by_source[source] = conn
-            self._selector.register(sock, selectors.EVENT_READ, conn)
+            self._selector.register(sock, conn)
             self.stats.connections += 1
             self.stats.open += 1
 
@@ -289,7 +283,7 @@ class TcpListener:
         if not self._accepting and not self._closed:
             self._accepting = True
             with contextlib.suppress(KeyError, ValueError, OSError):
-                self._selector.register(self._sock, selectors.EVENT_READ, None)
+                self._selector.register(self._sock, None)
 
     def _read(self, conn: _Connection) -> None:
         try:
@@ -397,7 +391,7 @@ class TcpListener:
             conn.outgoing += data
         self._flush(conn)
         if conn.outgoing:
-            self._wake()
+            self._selector.wake()
         return True
 
     def _flush(self, conn: _Connection) -> None:
@@ -424,15 +418,6 @@ class TcpListener:
                     self._selector.modify(conn.sock, events, conn)
                     conn.watching_write = want
 
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
-
-    def _warn_once(self, key: str, text: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            self._on_warning(text)
-
     # -- shutting down ---------------------------------------------------------------------
 
     def close(self, timeout: float = 2.0) -> bool:
@@ -440,7 +425,7 @@ class TcpListener:
         if self._closed:
             return self._thread is None or not self._thread.is_alive()
         self._closed = True
-        self._wake()
+        self._selector.wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         stopped = self._thread is None or not self._thread.is_alive()
@@ -452,8 +437,7 @@ class TcpListener:
                 self.stats.drops["unterminated-frame"] += 1
             self._drop(conn, "at-close")
         self._selector.close()
-        for sock in (self._sock, self._wake_r, self._wake_w):
-            sock.close()
+        self._sock.close()
         return stopped
 
     def _count_unread(self, conn: _Connection) -> None:
@@ -489,37 +473,18 @@ def open_tcp_listener(where: HostPort, backlog: int = _BACKLOG) -> socket.socket
     """A non-blocking TCP socket listening on ``where``; OSError with a one-line message."""
     sock = socket.socket(where.family, socket.SOCK_STREAM)
     try:
-        if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
-            # Windows: SO_REUSEADDR there would let another process take the port over.
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
-        else:
-            # POSIX: rebind at once after a restart, while old connections sit in TIME_WAIT.
+        if not take_port_exclusively(sock):
+            # POSIX: rebind at once after a restart, while old connections sit in TIME_WAIT
+            # (Windows' SO_REUSEADDR would let another process take the port over).
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if (
-            where.family == socket.AF_INET6
-            and where.host == "::"
-            and hasattr(socket, "IPV6_V6ONLY")
-        ):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        accept_both_families(sock, where)
         sock.bind(where.sockaddr)
         sock.listen(backlog)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, listen_error_message(where, exc)) from None
+        raise OSError(exc.errno, bind_error_message(where, exc)) from None
     return sock
-
-
-def listen_error_message(where: HostPort, exc: OSError) -> str:
-    if exc.errno == errno.EADDRINUSE:
-        return f"{where} is already in use (another oscsync, Pure Data or oscdump listening?)"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return f"cannot listen on {where}: that address is not on this machine"
-    if exc.errno == errno.EACCES:
-        return f"cannot listen on {where}: permission denied (ports below 1024 need root)"
-    return f"cannot listen on {where}: {exc.strerror}"
 
 
 # -- sending ---------------------------------------------------------------------------------
@@ -593,9 +558,8 @@ class TcpSender:
         self.framing = framing_mode
         self.clock = clock if clock is not None else SystemClock()
         self.stats = TcpSenderStats()
-        self._on_warning = on_warning
+        self._warn_once = WarnOnce(on_warning)
         self._on_packet = on_packet
-        self._warned: set[str] = set()
         self.max_queue_bytes = max_queue_bytes
         self.max_queue_packets = max_queue_packets
         self.drop = drop
@@ -615,11 +579,7 @@ class TcpSender:
         self._failures = 0
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._selector = WakeableSelector()
 
     @property
     def connected(self) -> bool:
@@ -661,7 +621,7 @@ class TcpSender:
         if self._thread is None and self._run_thread:
             self._thread = threads.daemon_thread(self._run, name="oscsync-tcp-send")
             threads.start(self._thread)
-        self._wake()
+        self._selector.wake()
         return True
 
     def _queue_full(self) -> None:
@@ -726,13 +686,9 @@ class TcpSender:
             ready = self._selector.select(timeout)
         except (OSError, ValueError):
             return
-        for key, events in ready:
+        for _, events in ready:
             if self._closed:
                 return
-            if key.fileobj is self._wake_r:
-                with contextlib.suppress(OSError):
-                    self._wake_r.recv(4096)
-                continue
             if self._connecting and events & selectors.EVENT_WRITE:
                 self._finish_connect()
                 continue
@@ -753,10 +709,10 @@ class TcpSender:
         self._decoder = StreamDecoder(self.max_frame)
         if code == 0:
             self._connected()
-            self._selector.register(sock, selectors.EVENT_READ, None)
+            self._selector.register(sock, None)
         elif code in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, 10035):  # 10035: WSA
             self._connecting = True
-            self._selector.register(sock, selectors.EVENT_WRITE, None)
+            self._selector.register(sock, None, selectors.EVENT_WRITE)
         else:
             self._connect_failed(code)
 
@@ -776,8 +732,8 @@ class TcpSender:
         self.stats.connects += 1
         self._backoff.succeeded()
         if self.stats.connects > 1:
-            self._on_warning(f"reconnected to {self.peer}")
-        self._warned.discard("connect")
+            self._warn_once.on_warning(f"reconnected to {self.peer}")
+        self._warn_once.forget("connect")
 
     def _connect_failed(self, code: int) -> None:
         self._close_socket()
@@ -806,7 +762,7 @@ class TcpSender:
         self._close_socket()
         self._backoff.failed()
         self._warn_once("lost", f"lost the connection to {self.peer} ({why}); reconnecting")
-        self._warned.discard("connect")
+        self._warn_once.forget("connect")
 
     def _write(self) -> None:
         sock = self._sock
@@ -899,15 +855,6 @@ class TcpSender:
                 self._selector.unregister(sock)
             sock.close()
 
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
-
-    def _warn_once(self, key: str, text: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            self._on_warning(text)
-
     # -- shutting down ---------------------------------------------------------------------
 
     def close(self, flush_timeout: float = 0.0, timeout: float = 2.0) -> bool:
@@ -917,7 +864,7 @@ class TcpSender:
         if flush_timeout > 0 and self._thread is not None:
             self.flush(flush_timeout)
         self._closed = True
-        self._wake()
+        self._selector.wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         stopped = self._thread is None or not self._thread.is_alive()
@@ -931,8 +878,6 @@ class TcpSender:
             self.stats.dropped["unsent-at-close"] += unsent
         self._close_socket()
         self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
         return stopped
 
     def __enter__(self) -> TcpSender:

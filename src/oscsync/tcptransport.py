@@ -22,30 +22,22 @@ sees them in turn.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from oscsync import framing
-from oscsync.clock import Clock
 from oscsync.framing import Framing
 from oscsync.hostport import HostPort, allow_mismatch
-from oscsync.routing import AddressRegistry
 from oscsync.tcp import DropPolicy, TcpListener, TcpSender
-from oscsync.transport import DEFAULT_RECV_BUFFER, Endpoint, TransportError
-from oscsync.transportcore import (
-    DatagramHandler,
-    MessageHandler,
-    Network,
-    Received,
-    WarningHandler,
-)
+from oscsync.transport import Endpoint, EndpointOptions, TransportError
+from oscsync.transportcore import MessageHandler, Received, ReceiveHooks
+
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
 
 DEFAULT_FLUSH_TIMEOUT = 2.0
 """How long :meth:`TcpEndpoint.close` waits for queued packets to be written (a ``send`` that
 exits at once must not lose its packet to a connection still being made)."""
-
-
-def _ignore_warning(_: str) -> None:
-    pass
 
 
 def uses_tcp(listen: HostPort | None, peers: Iterable[HostPort]) -> bool:
@@ -61,32 +53,20 @@ class TcpEndpoint(Endpoint):
         listen: HostPort | None = None,
         peers: Sequence[HostPort] = (),
         *,
-        allow: Sequence[Network] = (),
-        clock: Clock | None = None,
-        on_warning: WarningHandler = _ignore_warning,
-        multicast_interface: str | None = None,
-        multicast_ttl: int = 1,
-        recv_buffer: int = DEFAULT_RECV_BUFFER,
-        kernel_stamps: bool = True,
-        registry: AddressRegistry | None = None,
         framing_mode: Framing = "slip",
         drop: DropPolicy = "oldest",
         max_frame: int = framing.DEFAULT_MAX_FRAME,
         flush_timeout: float = DEFAULT_FLUSH_TIMEOUT,
+        **options: Unpack[EndpointOptions],
     ) -> None:
         tcp_listen = listen if listen is not None and listen.is_tcp else None
         super().__init__(
             None if tcp_listen is not None else listen,
             [peer for peer in peers if not peer.is_tcp],
-            allow=allow,
-            clock=clock,
-            on_warning=on_warning,
-            multicast_interface=multicast_interface,
-            multicast_ttl=multicast_ttl,
-            recv_buffer=recv_buffer,
-            kernel_stamps=kernel_stamps,
-            registry=registry,
+            **options,
         )
+        allow = self._core.allow
+        on_warning = self._warn_once.on_warning
         self.framing: Framing = framing_mode
         self.drop: DropPolicy = drop
         self.max_frame = max_frame
@@ -144,17 +124,14 @@ class TcpEndpoint(Endpoint):
         with self._feed_lock:
             self._core.feed(packet, source, arrival, True)
 
-    def start(
-        self,
-        handler: MessageHandler | None = None,
-        *,
-        on_datagram: DatagramHandler | None = None,
-        on_idle: Callable[[], None] | None = None,
-    ) -> None:
+    def start(self, handler: MessageHandler | None = None, **hooks: Unpack[ReceiveHooks]) -> None:
         listener = self.listener
         # on_idle goes to whichever thread reads the listening side (dump's batched output).
+        on_idle = hooks.get("on_idle")
         super().start(
-            handler, on_datagram=on_datagram, on_idle=on_idle if listener is None else None
+            handler,
+            on_datagram=hooks.get("on_datagram"),
+            on_idle=on_idle if listener is None else None,
         )
         if listener is not None:
             if on_idle is not None:

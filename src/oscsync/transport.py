@@ -47,11 +47,12 @@ import struct
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from oscsync import codec, threads
+from oscsync import threads
 from oscsync.clock import Clock, SystemClock
 from oscsync.hostport import HostPort, allow_mismatch
+from oscsync.listening import accept_both_families, bind_error_message, take_port_exclusively
 from oscsync.routing import AddressRegistry
 from oscsync.selectloop import WakeableSelector
 from oscsync.transportcore import (
@@ -60,22 +61,29 @@ from oscsync.transportcore import (
     Network,
     ReceiveCore,
     Received,
+    ReceiveHooks,
     Transport,
     TransportStats,
     WarningHandler,
 )
 
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
+
 __all__ = [
     "DatagramHandler",
     "Endpoint",
+    "EndpointOptions",
     "EndpointStats",
     "MessageHandler",
     "Network",
+    "ReceiveHooks",
     "Received",
     "Service",
     "Transport",
     "TransportError",
     "WarningHandler",
+    "bind_error_message",
 ]
 
 MAX_DATAGRAM = 65535
@@ -112,7 +120,22 @@ def _ignore_warning(_: str) -> None:
     pass
 
 
-class Endpoint:
+class EndpointOptions(TypedDict, total=False):
+    """The keywords of :class:`Endpoint` (defaults there), as the TCP endpoint and
+    :func:`oscsync.apps.endpoints.open_endpoint` pass them through unchanged."""
+
+    allow: Sequence[Network]
+    clock: Clock | None
+    on_warning: WarningHandler
+    multicast_interface: str | None
+    multicast_ttl: int
+    recv_buffer: int
+    services: Mapping[str, Service] | None
+    kernel_stamps: bool
+    registry: AddressRegistry | None
+
+
+class Endpoint(Transport):
     """Listen on one address and/or send to several peers over UDP."""
 
     def __init__(
@@ -207,18 +230,9 @@ class Endpoint:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if hasattr(socket, "SO_REUSEPORT"):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        elif hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
-            # Windows: without it a second process binding with SO_REUSEADDR takes over the port.
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
-        if (
-            where.family == socket.AF_INET6
-            and where.host == "::"
-            and hasattr(socket, "IPV6_V6ONLY")
-        ):
-            # "[::]" means both IPv6 and IPv4 (Linux's default; Windows' is IPv6 only).
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        else:
+            take_port_exclusively(sock)
+        accept_both_families(sock, where)
         try:
             sock.bind(where.sockaddr)
         except OSError as exc:
@@ -381,20 +395,6 @@ class Endpoint:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def send(
-        self,
-        address: str,
-        args: Sequence[Any] = (),
-        *,
-        types: str | None = None,
-        timetag: int | None = None,
-    ) -> int:
-        """Send a message (bundled if ``timetag`` is given) to all peers; return how many got it."""
-        data = codec.encode_message(address, args, types)
-        if timetag is not None:
-            data = codec.encode_bundle(timetag, [data])
-        return self.send_bytes(data)
-
     def send_bytes(self, data: bytes, peers: Iterable[HostPort] | None = None) -> int:
         """Send an encoded packet to every peer (or those given); errors are counted, not raised."""
         wanted = None if peers is None else set(peers)
@@ -488,13 +488,7 @@ class Endpoint:
 
     # -- receiving -------------------------------------------------------------------------
 
-    def start(
-        self,
-        handler: MessageHandler | None = None,
-        *,
-        on_datagram: DatagramHandler | None = None,
-        on_idle: Callable[[], None] | None = None,
-    ) -> None:
+    def start(self, handler: MessageHandler | None = None, **hooks: Unpack[ReceiveHooks]) -> None:
         """Start the receive thread; ``handler`` runs on it for every message.
 
         With ``on_datagram``, every datagram the allow-list lets through goes to it as bytes
@@ -508,8 +502,8 @@ class Endpoint:
         if self._closed:
             raise RuntimeError("endpoint is closed")
         self._core.handler = handler
-        self._core.on_datagram = on_datagram
-        self._on_idle = on_idle
+        self._core.on_datagram = hooks.get("on_datagram")
+        self._on_idle = hooks.get("on_idle")
         selector = WakeableSelector()
         if self._listen_sock is not None:
             self._listen_sock.setblocking(False)
@@ -555,14 +549,10 @@ class Endpoint:
         for _ in range(_DRAIN_BATCH):
             try:
                 data, ancdata, _, source = receive(MAX_DATAGRAM, space)
-            except BlockingIOError:
-                return
-            except (ConnectionRefusedError, ConnectionResetError):
-                self._unreachable(sock, via_peer)
-                continue
             except OSError as exc:
-                self._receive_error(exc)
-                return
+                if self._drain_ends(exc, sock, via_peer):
+                    return
+                continue
             if (
                 ancdata
                 and ancdata[0][1] == inline_stamp
@@ -589,14 +579,10 @@ class Endpoint:
         for _ in range(_DRAIN_BATCH):
             try:
                 size, source = sock.recvfrom_into(buffer)
-            except BlockingIOError:
-                return
-            except (ConnectionRefusedError, ConnectionResetError):
-                self._unreachable(sock, via_peer)
-                continue
             except OSError as exc:
-                self._receive_error(exc)
-                return
+                if self._drain_ends(exc, sock, via_peer):
+                    return
+                continue
             handle(view[:size].tobytes(), source, None, via_peer)
             if self._closed:
                 return
@@ -615,11 +601,19 @@ class Endpoint:
             "refused:reply", "a host we answered is not listening (ICMP port unreachable)"
         )
 
-    def _receive_error(self, exc: OSError) -> None:
-        if self._closed:
-            return
-        self.stats.drops["recv-error"] += 1
-        self._warn_once("recv-error", f"receive error: {exc.strerror}")
+    def _drain_ends(self, exc: OSError, sock: socket.socket, via_peer: bool) -> bool:
+        """What a failed receive means (both drains): True when the drain stops there (the socket
+        is empty, or broken: counted), False to read on (an ICMP error about a send: counted).
+        Called once per drain, at its end, not per datagram."""
+        if isinstance(exc, BlockingIOError):
+            return True
+        if isinstance(exc, (ConnectionRefusedError, ConnectionResetError)):
+            self._unreachable(sock, via_peer)
+            return False
+        if not self._closed:
+            self.stats.drops["recv-error"] += 1
+            self._warn_once("recv-error", f"receive error: {exc.strerror}")
+        return True
 
     def _read_ancillary(
         self, sock: socket.socket, ancdata: list[tuple[int, int, bytes]]
@@ -804,23 +798,3 @@ def set_recv_buffer(sock: socket.socket, size: int) -> None:
             pass  # not root: fall back to the capped option
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-
-
-_WSAEACCES = 10013
-
-
-def bind_error_message(where: HostPort, exc: OSError) -> str:
-    if getattr(exc, "winerror", None) == _WSAEACCES:
-        # Windows: another program holds the port exclusively, or the port is reserved
-        # (Hyper-V, WSL and Docker reserve ranges of ports).
-        return (
-            f"cannot listen on {where}: Windows refused the port (another program holds it, or "
-            "it is reserved: see `netsh interface ipv4 show excludedportrange protocol=udp`)"
-        )
-    if exc.errno == errno.EADDRINUSE:
-        return f"{where} is already in use (another oscsync, Pure Data or oscdump listening?)"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return f"cannot listen on {where}: that address is not on this machine"
-    if exc.errno == errno.EACCES:
-        return f"cannot listen on {where}: permission denied (ports below 1024 need root)"
-    return f"cannot listen on {where}: {exc.strerror}"

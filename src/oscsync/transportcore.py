@@ -15,7 +15,7 @@ import ipaddress
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypedDict
 
 from oscsync import codec, display
 from oscsync.clock import Clock
@@ -23,6 +23,9 @@ from oscsync.hostport import HostPort
 from oscsync.routing import AddressRegistry, no_route
 from oscsync.stats import WarnOnce
 from oscsync.wording import drop_warning
+
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
 
 _ALLOW_CACHE_LIMIT = 4096
 # tuple.__new__ called directly: a named tuple's own __new__ is a Python function; this is half
@@ -98,6 +101,16 @@ DatagramHandler = Callable[[bytes, tuple[str, int], float], None]
 WarningHandler = Callable[[str], None]
 
 
+class ReceiveHooks(TypedDict, total=False):
+    """What :meth:`Transport.start` takes besides the message handler (a session passes them
+    through to its endpoint unchanged)."""
+
+    on_datagram: DatagramHandler | None
+    """Every allowed datagram, undecoded, instead of the handler (``record``)."""
+    on_idle: Callable[[], None] | None
+    """Runs on the receive thread each time it has read all that was waiting (``dump``)."""
+
+
 class Transport(Protocol):
     """What apps use of a transport; :class:`oscsync.transport.Endpoint` is the UDP one."""
 
@@ -125,8 +138,13 @@ class Transport(Protocol):
         types: str | None = None,
         timetag: int | None = None,
     ) -> int:
-        """Send one message (bundled if ``timetag``) to every peer; return how many got it."""
-        ...
+        """Send one message (bundled if ``timetag``) to every peer; return how many got it.
+
+        The same for every transport: encode, then :meth:`send_bytes`."""
+        data = codec.encode_message(address, args, types)
+        if timetag is not None:
+            data = codec.encode_bundle(timetag, [data])
+        return self.send_bytes(data)
 
     def send_bytes(self, data: bytes, peers: Iterable[HostPort] | None = None) -> int:
         """Send an encoded packet to every peer (or those given); errors counted, not raised."""
@@ -145,9 +163,7 @@ class Transport(Protocol):
         """Send ``data`` back to where ``received`` came from."""
         ...
 
-    def start(
-        self, handler: MessageHandler | None = None, *, on_datagram: DatagramHandler | None = None
-    ) -> None:
+    def start(self, handler: MessageHandler | None = None, **hooks: Unpack[ReceiveHooks]) -> None:
         """Start receiving: registered addresses go to their handlers, the rest to ``handler``
         (or everything, undecoded, to ``on_datagram``)."""
         ...
@@ -262,6 +278,11 @@ class ReceiveCore:
         self.stats.drops["handler-error"] += 1
         text = f"handler failed on {display.escape(message.address)}: {exc!r}"
         self.warn_once("handler", display.printable(text))  # issue 20, item 5
+
+    @property
+    def allow(self) -> tuple[Network, ...]:
+        """The ``--allow`` networks (empty: every host may send)."""
+        return self._allow
 
     def allows(self, host: str) -> bool:
         """True when ``--allow`` lets ``host`` in (any host, without ``--allow``): a stream

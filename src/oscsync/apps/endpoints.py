@@ -9,17 +9,16 @@ bare socket builds :class:`~oscsync.transport.Endpoint` itself.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from oscsync import clocksync
-from oscsync.clock import Clock
 from oscsync.framing import Framing
 from oscsync.hostport import HostPort
 from oscsync.tcptransport import TcpEndpoint, uses_tcp
-from oscsync.transport import DEFAULT_RECV_BUFFER, Endpoint, Network, WarningHandler
+from oscsync.transport import Endpoint, EndpointOptions
 
-
-def _ignore_warning(_: str) -> None:
-    pass
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
 
 
 def add_standard_services(endpoint: Endpoint) -> Endpoint:
@@ -34,42 +33,13 @@ def open_endpoint(
     listen: HostPort | None = None,
     peers: Sequence[HostPort] = (),
     *,
-    allow: Sequence[Network] = (),
-    clock: Clock | None = None,
-    on_warning: WarningHandler = _ignore_warning,
-    multicast_interface: str | None = None,
-    multicast_ttl: int = 1,
-    recv_buffer: int = DEFAULT_RECV_BUFFER,
-    kernel_stamps: bool = True,
     framing: Framing = "slip",
+    **options: Unpack[EndpointOptions],
 ) -> Endpoint:
     """An endpoint that answers the standard clock services: UDP
-    (:class:`~oscsync.transport.Endpoint`), or :class:`~oscsync.tcptransport.TcpEndpoint` when
-    an address says ``tcp://`` (then ``framing`` is how packets to TCP peers are framed)."""
+    (:class:`~oscsync.transport.Endpoint`, whose keywords ``options`` are), or
+    :class:`~oscsync.tcptransport.TcpEndpoint` when an address says ``tcp://`` (then ``framing``
+    is how packets to TCP peers are framed)."""
     if uses_tcp(listen, peers):
-        return add_standard_services(
-            TcpEndpoint(
-                listen,
-                peers,
-                allow=allow,
-                clock=clock,
-                on_warning=on_warning,
-                multicast_interface=multicast_interface,
-                multicast_ttl=multicast_ttl,
-                recv_buffer=recv_buffer,
-                kernel_stamps=kernel_stamps,
-                framing_mode=framing,
-            )
-        )
-    endpoint = Endpoint(
-        listen,
-        peers,
-        allow=allow,
-        clock=clock,
-        on_warning=on_warning,
-        multicast_interface=multicast_interface,
-        multicast_ttl=multicast_ttl,
-        recv_buffer=recv_buffer,
-        kernel_stamps=kernel_stamps,
-    )
-    return add_standard_services(endpoint)
+        return add_standard_services(TcpEndpoint(listen, peers, framing_mode=framing, **options))
+    return add_standard_services(Endpoint(listen, peers, **options))

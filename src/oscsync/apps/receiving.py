@@ -12,14 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import Clock
 from oscsync.framing import Framing
 from oscsync.hostport import HostPort
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
-from oscsync.transport import DatagramHandler, Endpoint, MessageHandler, Network
+from oscsync.transport import Endpoint, MessageHandler, Network, ReceiveHooks
+
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
 
 S = TypeVar("S", bound="Session")
 
@@ -110,17 +113,11 @@ class ReceiveSession(Session):
                 self.scheduler.close()
             raise
 
-    def start(
-        self,
-        handler: MessageHandler | None = None,
-        *,
-        on_datagram: DatagramHandler | None = None,
-        on_idle: Callable[[], None] | None = None,
-    ) -> None:
-        """Start the scheduler, then the receive thread (``on_idle``: see ``Endpoint.start``)."""
+    def start(self, handler: MessageHandler | None = None, **hooks: Unpack[ReceiveHooks]) -> None:
+        """Start the scheduler, then the receive thread (``hooks``: see ``Endpoint.start``)."""
         if self.scheduler is not None:
             self.scheduler.start()
-        self.endpoint.start(handler, on_datagram=on_datagram, on_idle=on_idle)
+        self.endpoint.start(handler, **hooks)
 
     def close(self) -> bool:
         """Close the endpoint, then the scheduler; False if the receive thread did not stop (a
