@@ -313,26 +313,18 @@ class Listening:
         return dataclasses.replace(self, sync_peer=resolve_peer(self.sync_peer))
 
 
+@dataclass
 class ListenRun:
     """A listening command while it runs (see :func:`listening`): it opens the session on
     ``--listen`` and shows its records until it is done. In ``pair`` it has a sending half too
     (``sending``, to ``peers``: ``sending.peers`` resolved)."""
 
-    def __init__(
-        self,
-        app: AppContext,
-        options: Listening,
-        log: LogWriter | None,
-        advertised: Advertising,
-        sending: Sending | None = None,
-        peers: Sequence[HostPort] = (),
-    ) -> None:
-        self.app = app
-        self.options = options
-        self.log = log
-        self.advertised = advertised
-        self.sending = sending
-        self.peers = peers
+    app: AppContext
+    options: Listening
+    log: LogWriter | None
+    advertised: Advertising
+    sending: Sending | None = None
+    peers: Sequence[HostPort] = ()
 
     def session(self, kind: Callable[..., S], *, iface: str | None = None, **specific: Any) -> S:
         """A ``kind`` session (:class:`ListenSession`) with these options; ``specific`` are
