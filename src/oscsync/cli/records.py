@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import click
 
-from oscsync import audio
+from oscsync import audio, clockfollow
 from oscsync.apps.metronome import TickSender
 from oscsync.apps.receiving import SessionSetup
 from oscsync.apps.sessions import AUTO, GRACE, ListenSession, SendSession, SessionError
@@ -219,6 +219,11 @@ class LatencyCompensationType(ParsedType):
         return ms / 1000
 
 
+PING_INTERVAL = DurationType(minimum=0.001, maximum=1.0)
+"""A follower's ping interval: below 1 ms the pings cost more than the ticks they time; above
+1 s the estimator's 30 s window holds too few exchanges to fit a frequency."""
+
+
 def sync_options() -> Callable[[F], F]:
     return options(
         click.option(
@@ -239,6 +244,22 @@ def sync_options() -> Callable[[F], F]:
             metavar="HOST:PORT|@NAME",
             help="Whose clock to follow with --sync (default: the first sender of a timetagged "
             "tick; give it to refuse anyone else's ticks and to sync before the first one).",
+        ),
+        click.option(
+            "--sync-start-interval",
+            type=PING_INTERVAL,
+            default=clockfollow.ACQUIRE_INTERVAL,
+            show_default=True,
+            help=f"With --sync: seconds between clock pings for the first "
+            f"{clockfollow.ACQUIRE_TIME:g} s, while the first estimates are made.",
+        ),
+        click.option(
+            "--sync-interval",
+            type=PING_INTERVAL,
+            default=clockfollow.INTERVAL,
+            show_default=True,
+            help="With --sync: seconds between clock pings after that (more seconds: less "
+            "traffic, a noisier estimate).",
         ),
     )
 
@@ -304,12 +325,22 @@ class Listening:
     interface: str
     sync: str | None = None
     sync_peer: HostPort | None = None
+    sync_start_interval: float = clockfollow.ACQUIRE_INTERVAL
+    sync_interval: float = clockfollow.INTERVAL
 
     def checked(self) -> Listening:
         """These options with ``--sync-peer @NAME`` resolved (when the command starts, never
-        while parsing); ``--sync system`` with ``--sync-peer`` is a usage error."""
+        while parsing); ``--sync system`` with ``--sync-peer``, or ping intervals without a
+        peer's clock to follow, is a usage error."""
         if self.sync == "system" and self.sync_peer is not None:
             raise click.UsageError("--sync-peer follows a peer's clock: not with --sync system")
+        follows = self.sync == "peer" or (self.sync is None and self.sync_peer is not None)
+        intervals = (self.sync_start_interval, self.sync_interval)
+        if not follows and intervals != (clockfollow.ACQUIRE_INTERVAL, clockfollow.INTERVAL):
+            raise click.UsageError(
+                "--sync-start-interval and --sync-interval time the pings of --sync (peer): "
+                "give --sync"
+            )
         return dataclasses.replace(self, sync_peer=resolve_peer(self.sync_peer))
 
 
@@ -360,7 +391,12 @@ class ListenRun:
         sync, sync_peer = self.options.sync, self.options.sync_peer
         lines = RecordLines(self.app, session, line)
         try:
-            session.start(sync, sync_peer)
+            session.start(
+                sync,
+                sync_peer,
+                sync_start_interval=self.options.sync_start_interval,
+                sync_interval=self.options.sync_interval,
+            )
             self.advertised.publish(session.endpoint.local_address)
             wait(session.done, self.app.clock, duration)
         finally:
@@ -385,7 +421,13 @@ class ListenRun:
             lines = RecordLines(app, session, line)
             started: TickSender | None = None
             try:
-                session.start(self.options.sync, self.options.sync_peer, pings_to=peers)
+                session.start(
+                    self.options.sync,
+                    self.options.sync_peer,
+                    pings_to=peers,
+                    sync_start_interval=self.options.sync_start_interval,
+                    sync_interval=self.options.sync_interval,
+                )
                 self.advertised.publish(session.endpoint.local_address)
                 seconds = session.offset(sending.offset, OFFSET_MAXIMUM)
                 app.note(sending_note(seconds))
