@@ -7,6 +7,7 @@ import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -115,6 +116,7 @@ def following(
         follower.close()
 
 
+@dataclass
 class Advertising:
     """What ``--advertise NAME`` does for a listening command; a no-op without a name.
 
@@ -123,22 +125,14 @@ class Advertising:
     (``tcp://`` in ``--listen``) is advertised as ``_osc._tcp``.
     """
 
-    def __init__(
-        self,
-        app: AppContext,
-        name: str | None,
-        interface: str,
-        role: str,
-        extra_txt: dict[str, str] | None = None,
-        allow: Sequence[Network] = (),
-    ) -> None:
-        self.app = app
-        self.name = name
-        self.interface = interface
-        self.role = role
-        self.extra_txt = extra_txt
-        self.allow = tuple(allow)
-        self.advertiser: Any = None
+    app: AppContext
+    name: str | None
+    interface: str
+    role: str
+    extra_txt: dict[str, str] | None = None
+    allow: Sequence[Network] = ()
+    advertiser: Any = field(default=None, init=False)
+    """The running :class:`~oscsync.discovery.Advertiser`, once :meth:`publish` has started it."""
 
     def __enter__(self) -> Advertising:
         return self
