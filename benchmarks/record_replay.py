@@ -77,6 +77,43 @@ except socket.timeout:
     pass
 print(json.dumps([stamps, kernel_stamps if len(kernel_stamps) == len(stamps) else []]), flush=True)
 """
+# The machine's own floor for a timed sender, in a process of its own for as long as a replay
+# runs: "spin" reads the clock in a loop and reports its longest gap (the thread was not running:
+# preempted, or the virtual CPU stalled), "timer" does what replay's timer thread does at
+# 1,000 sends/s minus the send (wait with 1 µs timer slack until SPIN before each time, then
+# spin to it) and reports how late each spin ended. A replay cannot do better than these.
+MACHINE_FLOOR = r"""
+import sys, threading, time
+sys.path[:0] = sys.argv[3:]
+from oscsync.apps.replay import SPIN
+from oscsync.clock import SystemClock
+mode, seconds = sys.argv[1], float(sys.argv[2])
+mono = time.monotonic_ns
+gaps = []
+if mode == "spin":
+    end = mono() + int(seconds * 1e9)
+    last = mono()
+    while last < end:
+        now = mono()
+        if now - last > 50_000:
+            gaps.append(now - last)
+        last = now
+else:
+    SystemClock().sharpen_waits()
+    never = threading.Event()
+    due = mono() + 10**6
+    for _ in range(int(seconds * 1000)):
+        ahead = (due - mono()) / 1e9 - SPIN
+        if ahead > 0:
+            never.wait(ahead)
+        while (now := mono()) < due:
+            pass
+        gaps.append(now - due)
+        due += 10**6
+gaps.sort()
+p99 = gaps[max(0, int(len(gaps) * 0.99 + 0.5) - 1)] if mode == "timer" else 0
+print(p99 / 1e6, (gaps[-1] if gaps else 0) / 1e6, sum(g > 10**6 for g in gaps))
+"""
 
 FLOOD_SENDER = r"""
 import socket, sys, time
@@ -224,6 +261,27 @@ def replay_timing(work: Path, rate: float, seconds: float, speed: float = 1.0) -
     return results
 
 
+def machine_floor(seconds: float) -> str:
+    """The machine's floor over ``seconds`` (see MACHINE_FLOOR), one line."""
+    figures = {}
+    for mode in ("spin", "timer"):
+        result = subprocess.run(
+            [sys.executable, "-c", MACHINE_FLOOR, mode, str(seconds), *sys.path],
+            capture_output=True,
+            text=True,
+            check=True,
+            start_new_session=True,  # like the receiver: not charged for this process's time
+        )
+        p99, longest, over_1ms = (float(x) for x in result.stdout.split())
+        figures[mode] = (p99, longest, int(over_1ms))
+    spin, timer = figures["spin"], figures["timer"]
+    return (
+        f"machine floor over {seconds:g} s: a spinning loop's longest stall {spin[1]:.3f} ms "
+        f"({spin[2]} over 1 ms); a wait-then-spin timer at 1000/s late by p99 {timer[0]:.3f} ms, "
+        f"max {timer[1]:.3f} ms ({timer[2]} over 1 ms)"
+    )
+
+
 def rss_kib(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -281,17 +339,26 @@ def flood(work: Path, rate: float, seconds: float) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 s schedules and a 3 s flood")
+    parser.add_argument(
+        "--only", choices=["replay", "speed", "flood"], action="append", help="run only this part"
+    )
     args = parser.parse_args()
+    parts = set(args.only or ["replay", "speed", "flood"])
     seconds = 3.0 if args.quick else 5.0
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"load average: {load}  (2 cores shared with other sessions: figures are indicative)")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for rate in (100, 1000):
+        for rate in (100, 1000) if "replay" in parts else ():
             for name, figures in replay_timing(work, rate, seconds).items():
                 print(f"replay {rate:>5} msg/s, {name:<18} {_fmt(figures)}")
-        for name, figures in replay_timing(work, 1000, seconds, speed=2.0).items():
+            print(f"  {machine_floor(seconds)}", flush=True)
+        for name, figures in (
+            replay_timing(work, 1000, seconds, speed=2.0).items() if "speed" in parts else ()
+        ):
             print(f"--speed 2, 1000 msg/s, {name:<18} {_fmt(figures)}")
+        if "flood" not in parts:
+            return
         result = flood(work, 50_000, 3.0 if args.quick else 10.0)
         print("record 50,000 msg/s:")
         for key, value in result.items():

@@ -60,10 +60,11 @@ from pythonosc.osc_server import BlockingOSCUDPServer, ThreadingOSCUDPServer
 
 from oscsync import codec
 from oscsync import timetag as tt
+from oscsync.apps.dump import clock_text as dump_clock_text
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import SystemClock
 from oscsync.hostport import HostPort
-from oscsync.scheduler import DEFAULT_SPIN, Dispatch, Scheduler
+from oscsync.scheduler import DEFAULT_SPIN, REHEARSE_LEAD, Dispatch, Scheduler
 from oscsync.stats import percentile
 from oscsync.transport import Received
 
@@ -323,9 +324,11 @@ rate = float(sys.argv[2])
 start = time.monotonic()
 sent = 0
 while True:
-    for _ in range(50):
+    # Bursts of 5 (1 ms apart at 5k/s), not 50 every 10 ms: those were in step with the
+    # bundles' 10 ms, so whether the flood ever met a spin depended on the phase of one run.
+    for _ in range(5):
         sock.send(data)
-    sent += 50
+    sent += 5
     ahead = sent / rate - (time.monotonic() - start)
     if ahead > 0:
         time.sleep(ahead)
@@ -350,14 +353,19 @@ class WakeClock(SystemClock):
         return woken
 
 
-def floor_os(count: int, spin: float, interval: float) -> tuple[list[float], list[float]]:
+def floor_os(
+    count: int, spin: float, interval: float, sharpen: bool = False
+) -> tuple[list[float], list[float]]:
     """A thread alone: wait until ``spin`` before a time, then spin to it. Returns the waits'
-    overshoots and the lateness at the end of each spin, in µs (the OS alone: no other thread)."""
+    overshoots and the lateness at the end of each spin, in µs (the OS alone: no other thread).
+    ``sharpen``: with 1 µs timer slack (Clock.sharpen_waits) instead of the default."""
     overshoots: list[float] = []
     lateness: list[float] = []
     never = threading.Event()
 
     def run() -> None:
+        if sharpen:
+            SystemClock().sharpen_waits()
         for _ in range(count):
             due = time.monotonic() + interval
             start = time.monotonic()
@@ -373,14 +381,52 @@ def floor_os(count: int, spin: float, interval: float) -> tuple[list[float], lis
     return overshoots, lateness
 
 
+def formatting_after_spin(count: int, spin: float) -> dict[str, list[float]]:
+    """How long formatting and encoding a dump line takes right after a spin (µs): on caches
+    left cold by the sleep before it, or rehearsed once at the spin's start, or also once
+    REHEARSE_LEAD before its end (what the Scheduler does for an item with a rehearsal)."""
+    modes = ("cold", "rehearsed at the spin's start", "rehearsed at start and -50 µs")
+    costs: dict[str, list[float]] = {mode: [] for mode in modes}
+    never = threading.Event()
+
+    def line(wall: float) -> bytes:
+        return (dump_clock_text(wall) + f" ({wall % 1 * 1000.0:+.3f} ms)  /bench ,i 7\n").encode()
+
+    def run() -> None:
+        for _ in range(count):
+            for mode in modes:
+                wall = time.time()
+                due = time.monotonic() + spin + 0.002
+                never.wait(0.002)
+                if mode != "cold":
+                    line(wall)
+                if mode == modes[2]:
+                    while time.monotonic() < due - REHEARSE_LEAD:
+                        pass
+                    line(wall)
+                while time.monotonic() < due:
+                    pass
+                start = time.monotonic()
+                line(wall)
+                costs[mode].append((time.monotonic() - start) * 1e6)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return costs
+
+
 def scheduler_with(
-    count: int, ahead: float, spin: float, flood_rate: float
-) -> tuple[list[float], list[float], list[float]]:
+    count: int, ahead: float, spin: float, flood_rate: float, flood_elsewhere: bool = False
+) -> tuple[list[float], list[float], list[float], list[float]]:
     """Scheduler fed by an Endpoint; bundles from another process (and a flood of plain
-    messages at ``flood_rate``/s from a third). Returns (lateness on the handler's time.time(),
-    on the scheduler's own monotonic ruler, timer wake-up overshoots), µs."""
+    messages at ``flood_rate``/s from a third; with ``flood_elsewhere`` to a socket this process
+    never reads, so the flood costs CPU time but no GIL hand-over). Returns (lateness on the handler's time.time(),
+    on the scheduler's own monotonic ruler, timer wake-up overshoots, and the path from the
+    spin's end to the handler's first statement), µs."""
     clock = WakeClock()
     arrivals: dict[int, float] = {}
+    paths: list[float] = []
     done = threading.Event()
     scheduler = Scheduler(clock, spin=spin)
 
@@ -389,8 +435,9 @@ def scheduler_with(
             return
         k = int(received.args[0])
 
-        def action(_: Dispatch) -> None:
+        def action(dispatch: Dispatch) -> None:
             arrivals[k] = time.time()
+            paths.append((time.monotonic() - dispatch.dispatched) * 1e6)
             if len(arrivals) == count:
                 done.set()
 
@@ -398,13 +445,16 @@ def scheduler_with(
 
     endpoint = open_endpoint(HostPort(LOOPBACK, 0), clock=clock)
     flood = None
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind((LOOPBACK, 0))
     try:
         scheduler.start()
         endpoint.start(on_message)
         assert endpoint.local_address is not None
         port = str(endpoint.local_address.port)
         if flood_rate:
-            flood = subprocess.Popen([sys.executable, "-c", FLOOD, port, str(flood_rate)])
+            target = str(sink.getsockname()[1]) if flood_elsewhere else port
+            flood = subprocess.Popen([sys.executable, "-c", FLOOD, target, str(flood_rate)])
             time.sleep(0.3)
         sender = subprocess.run(
             [sys.executable, "-c", SENDER, port, str(count), str(ahead), *sys.path],
@@ -420,9 +470,10 @@ def scheduler_with(
             flood.wait()
         endpoint.close()
         scheduler.close()
+        sink.close()
     own = [v * 1e6 for v in scheduler._counters.lateness]
     wakes = [v * 1e6 for v in clock.overshoots]
-    return lateness_from(arrivals, tags), own, wakes
+    return lateness_from(arrivals, tags), own, wakes, paths
 
 
 def causes_section(count: int, ahead: float, spin: float) -> None:
@@ -430,24 +481,43 @@ def causes_section(count: int, ahead: float, spin: float) -> None:
         f"\nwhere the tail comes from: {count} bundles {ahead * 1e3:g} ms ahead from another process,"
         f" spin {spin * 1e3:g} ms, switch interval {sys.getswitchinterval() * 1e3:g} ms; µs"
     )
-    print(f"{'':<46} {'p50':>8} {'p99':>8} {'max':>9}")
+    print(f"{'':<84} {'p50':>8} {'p99':>8} {'max':>9}")
 
     def row(name: str, values: list[float]) -> None:
         if not values:
-            print(f"{name:<46} (none)")
+            print(f"{name:<84} (none)")
             return
         ordered = sorted(values)
         print(
-            f"{name:<46} {pct(ordered, 0.5):>8.1f} {pct(ordered, 0.99):>8.1f} {ordered[-1]:>9.1f}"
+            f"{name:<84} {pct(ordered, 0.5):>8.1f} {pct(ordered, 0.99):>8.1f} {ordered[-1]:>9.1f}"
         )
 
     overshoots, spun = floor_os(count, spin, 0.01)
     row("OS alone: a thread's wait overshoot", overshoots)
     row("OS alone: end of spin - due (preemption)", spun)
-    for label, flood in (("", 0.0), (" + 5k/s plain flood", 5_000.0)):
-        lateness, own, wakes = scheduler_with(count, ahead, spin, flood)
+    overshoots, spun = floor_os(count, spin, 0.01, sharpen=True)
+    row("OS alone, 1 µs timer slack: wait overshoot", overshoots)
+    row("OS alone, 1 µs timer slack: end of spin - due", spun)
+    for mode, costs in formatting_after_spin(count, spin).items():
+        row(f"a dump line formatted after a spin, {mode}", costs)
+    # The sender process wakes every 10 ms and its bundles are due a whole number of intervals
+    # later, so it wakes (and may take the CPU) right at the due times; 5 ms more lead puts its
+    # wake-ups between them, which isolates that collision.
+    for label, lead, flood, elsewhere in (
+        ("", ahead, 0.0, False),
+        (
+            f", {(ahead + 0.005) * 1e3:g} ms ahead (sender wakes between due times)",
+            ahead + 0.005,
+            0.0,
+            False,
+        ),
+        (" + 5k/s flood to another socket (CPU, no GIL)", ahead, 5_000.0, True),
+        (" + 5k/s plain flood to it (CPU and GIL)", ahead, 5_000.0, False),
+    ):
+        lateness, own, wakes, paths = scheduler_with(count, lead, spin, flood, elsewhere)
         row(f"Scheduler{label}: timer wait overshoot", wakes)
         row(f"Scheduler{label}: end of spin - due", own)
+        row(f"Scheduler{label}: spin end -> handler's first line", paths)
         row(f"Scheduler{label}: handler time.time() - tag", lateness)
 
 
@@ -547,6 +617,9 @@ def pipe_section(count: int, ahead: float, interval: float, rounds: int = 4) -> 
             [sys.executable, "-m", "oscsync", "dump", "--schedule", "--listen", "127.0.0.1:0"],
         ),
         ("python-osc Blocking strict", [sys.executable, "-c", PYTHON_OSC_PRINT]),
+        # The same floor once more: how far two identical programs' p50s fall apart in one
+        # run is this ruler's own noise, to read the gap below against.
+        ("spin-and-print floor, again", [sys.executable, "-c", SPIN_AND_PRINT]),
     ]
     pooled = {name: Run(name, [], 0) for name, _ in receivers}
     for round_number in range(rounds):
@@ -561,6 +634,10 @@ def pipe_section(count: int, ahead: float, interval: float, rounds: int = 4) -> 
     if floor.lateness_us and ours.lateness_us:
         p50_gap = pct(sorted(ours.lateness_us), 0.5) - pct(sorted(floor.lateness_us), 0.5)
         print(f"dump --schedule p50 - floor p50: {p50_gap:.1f} µs (goal <= 30 µs)")
+    again = pooled["spin-and-print floor, again"]
+    if floor.lateness_us and again.lateness_us:
+        noise = pct(sorted(again.lateness_us), 0.5) - pct(sorted(floor.lateness_us), 0.5)
+        print(f"the floor's second run p50 - its first p50: {noise:.1f} µs (the ruler's noise)")
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -619,8 +696,13 @@ def lateness_section(count: int, ahead: float, interval: float, spin: float) -> 
     ]
     for run in runs:
         print(run.row(), flush=True)
+    # What the machine allows: one thread alone, no sockets, no GIL partner, waiting then
+    # spinning on the same schedule; its tail is preemption of the spin (issue 18 asks for the
+    # p99 on a quiet machine: this row says how quiet it was).
+    _, spun = floor_os(count, spin, interval)
+    print(Run("floor: a lone thread's wait + spin", spun, count).row(), flush=True)
     ours = runs[0]
-    for other in runs[1:]:
+    for other in runs[1:3]:
         ratio = other.p99 / ours.p99 if ours.p99 > 0 else float("inf")
         print(f"p99 ratio {other.name} / oscsync: {ratio:.1f}x")
     early = sum(1 for v in ours.lateness_us if v < 0)

@@ -20,6 +20,7 @@ from oscsync.clock import FakeClock, SystemClock
 from oscsync.hostport import parse_hostport
 from oscsync.scheduler import Scheduler
 from oscsync.transport import Received
+from waiting import wait_until
 
 Spawn = Callable[..., subprocess.Popen[str]]
 
@@ -167,3 +168,29 @@ def test_blob_bomb_dump_schedule_holds_a_bounded_number_of_bytes(fake_clock: Fak
         on_message(Received(big, ("127.0.0.1", 5000), fake_clock.now()))
     assert sched.held == 3 and sched.held_bytes <= 200_000
     assert sched.stats().dropped == {"cap-bytes": 7}
+
+
+def test_scheduled_dump_rehearses_its_line_and_prints_it_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = SystemClock()
+    out = io.StringIO()
+    dumper = Dumper(out)
+    rehearsed: list[float] = []
+    real_rehearse = dumper.rehearse
+
+    def counting(render: Callable[[float | None], str], dispatched: float) -> None:
+        rehearsed.append(dispatched)
+        real_rehearse(render, dispatched)
+
+    monkeypatch.setattr(dumper, "rehearse", counting)
+    with Scheduler(clock, spin=5.0) as sched:  # the whole wait is the spin: both rehearsals run
+        sched.start()
+        tag = tt.from_unix(clock.now() + 0.05)
+        message = codec.Message("/go", (1,), "i", tag)
+        scheduled(dumper, sched)(Received(message, ("127.0.0.1", 5000), clock.now()))
+        wait_until(out.getvalue, what="the scheduled line")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].endswith("/go ,i 1")
+    due_wall = clock.monotonic_to_wall(clock.wall_to_monotonic(tt.to_unix(tag)))
+    assert rehearsed == [due_wall, due_wall]

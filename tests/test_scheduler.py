@@ -643,3 +643,56 @@ def test_inline_due_action_holds_back_the_timer_until_it_ends(fake_clock: FakeCl
     submitter.join(10)
     timer.join(10)
     assert order == ["inline starts", "inline ends", "bundle"]
+
+
+# -- rehearsals (issue 18: the action's work once before its due time, on warm caches) --------
+
+
+def test_rehearsal_runs_twice_before_the_action_with_an_on_time_dispatch() -> None:
+    clock = SystemClock()
+    events: list[tuple[str, Dispatch]] = []
+    done = threading.Event()
+
+    def action(dispatch: Dispatch) -> None:
+        events.append(("action", dispatch))
+        done.set()
+
+    # A spin longer than the lead: the item is taken at once and the whole wait is the spin,
+    # so both rehearsals run however loaded the machine is.
+    with Scheduler(clock, spin=5.0) as sched:
+        sched.start()
+        sched.submit(
+            tt.from_unix(clock.now() + 0.05),
+            action,
+            rehearsal=lambda dispatch: events.append(("rehearsal", dispatch)),
+        )
+        assert done.wait(10.0)
+    assert [name for name, _ in events] == ["rehearsal", "rehearsal", "action"]
+    due = events[-1][1].due
+    for _, rehearsed in events[:2]:
+        assert rehearsed.due == rehearsed.dispatched == due and not rehearsed.late
+    assert events[-1][1].dispatched >= due
+
+
+def test_failing_rehearsal_is_counted_and_warned_and_the_action_still_runs() -> None:
+    clock = SystemClock()
+    warned: list[str] = []
+    ran = threading.Event()
+
+    def rehearsal(_: Dispatch) -> None:
+        raise ValueError("boom")
+
+    with Scheduler(clock, spin=5.0, on_warning=warned.append) as sched:
+        sched.start()
+        sched.submit(tt.from_unix(clock.now() + 0.05), lambda _: ran.set(), rehearsal=rehearsal)
+        assert ran.wait(10.0)
+    stats = sched.stats()
+    assert stats.dispatched == 1 and stats.errors == 2
+    assert len(warned) == 1 and "rehearsal failed" in warned[0] and "boom" in warned[0]
+
+
+def test_rehearsal_never_runs_for_an_item_already_due(sched: Scheduler, rec: Recorder) -> None:
+    rehearsed: list[Dispatch] = []
+    sched.submit(None, rec.action("plain"), rehearsal=rehearsed.append)
+    sched.run_due()
+    assert rec.names == ["plain"] and rehearsed == []

@@ -81,6 +81,11 @@ benchmarks/scheduler.py); 2 ms of spin per held item covers all but that tail at
 (a 10 Hz metronome spins 2 % of one core). More spin does not buy back the tail: a thread that
 spins longer is also more likely to be preempted."""
 
+# What is left of the lateness tail on the 2-core VM (benchmarks/scheduler.py "causes", quiet,
+# issue 18): not the GIL (a 1 ms switch interval changed nothing) and not the spin's own clock
+# reads (a lone spinning thread ends within 0.1 µs at p99), but another task waking at the due
+# moment and taking the spinner's CPU: with the bundle sender waking right at the due times the
+# spin ended 150-250 µs late at p50/p99 in some runs, with its wake-ups 5 ms away 0.1 µs.
 DEFAULT_MAX_ITEMS = 10_000
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 """Declared bytes held at most (waiting items): 500 full 64 KB datagrams' worth of messages, far
@@ -93,6 +98,13 @@ handler for longer is."""
 
 LATENESS_SAMPLES = 4096
 """Size of the ring of recent lateness samples the percentiles come from."""
+
+REHEARSE_LEAD = 0.00005
+"""Seconds before its due time that an item's rehearsal runs (the second time; the first is at
+the start of the spin). On the 2-core VM, formatting a dump line right after a 2 ms spin took
+13 µs at the median and 36 µs at p99 (caches gone cold during the sleep and not kept warm by
+the spin); rehearsed at the spin's start 4.9 / 25 µs, 50 µs before the due time 2.3 / 4.2 µs
+(issue 18; benchmarks/scheduler.py's "causes" section measures it)."""
 
 
 class SchedulerClosed(RuntimeError):
@@ -124,6 +136,11 @@ class Dispatch(NamedTuple):
 
 
 Action = Callable[[Dispatch], None]
+Rehearsal = Callable[[Dispatch], None]
+"""The work of an action without its effect (format the line, do not write it): run on the timer
+thread before the due time so that the action's code and data are in the CPU's caches when it
+runs (:data:`REHEARSE_LEAD`). It receives the Dispatch the action would get if it ran exactly on
+time; what it returns is ignored, and an exception from it is counted as an error."""
 WarningHandler = Callable[[str], None]
 
 
@@ -196,6 +213,7 @@ class _Item:
     timetag: int | None
     action: Action
     size: int = 0
+    rehearsal: Rehearsal | None = None
 
 
 @dataclass(slots=True)
@@ -277,12 +295,19 @@ class Scheduler:
 
     # -- submitting ------------------------------------------------------------------------
 
-    def submit(self, timetag: int | None, action: Action, size: int = 0) -> bool:
+    def submit(
+        self,
+        timetag: int | None,
+        action: Action,
+        size: int = 0,
+        rehearsal: Rehearsal | None = None,
+    ) -> bool:
         """Run ``action`` at ``timetag`` (None or ``IMMEDIATELY``: as soon as possible).
 
         ``size`` is what the item holds in bytes until it runs (what the action keeps alive, e.g.
         a received message): anything that holds data from the network must declare it, since
-        the ``max_bytes`` cap only sees declared bytes.
+        the ``max_bytes`` cap only sees declared bytes. ``rehearsal`` (see :data:`Rehearsal`)
+        runs during the spin before a held item's due time, twice; never for an item already due.
         Returns False when the item is refused (scheduler closed, a cap reached, beyond the
         horizon, or already later than the late policy allows); refusals are counted by reason.
         """
@@ -312,7 +337,8 @@ class Scheduler:
                 else:
                     self._held_bytes += size
                     heapq.heappush(
-                        self._heap, (key, next(self._seq), _Item(due, stamp, action, size))
+                        self._heap,
+                        (key, next(self._seq), _Item(due, stamp, action, size, rehearsal)),
                     )
         with self._stats_lock:
             self._counters.submitted += 1
@@ -438,6 +464,10 @@ class Scheduler:
             item.action(Dispatch(item.timetag, item.due, now, late))
         except Exception as exc:
             failure = exc
+        self._account(timed, lateness, late, failure)
+
+    def _account(self, timed: bool, lateness: float, late: bool, failure: Exception | None) -> None:
+        """Count a dispatched item (after its action ran: the counting waits, the call not)."""
         counters = self._counters
         with self._stats_lock:
             counters.dispatched += 1
@@ -468,6 +498,11 @@ class Scheduler:
         # A fake clock stands still while this thread spins, so there it waits the whole way
         # (a threaded FakeClock's autojump lands the wait exactly on the due time).
         spin = self.spin if clock.moves_by_itself else 0.0
+        # 1 µs timer slack for this thread's waits (Linux; elsewhere nothing): Event.wait
+        # overshot by p50 147 / p99 1157 µs at 50 µs slack and 87 / 150 µs at 1 µs on the
+        # 2-core VM at load 0.8 (benchmarks/scheduler.py "causes"), so a wait overshooting the
+        # whole spin, which makes an item late, becomes rarer. It costs no CPU time.
+        clock.sharpen_waits()
         while not self._closed:
             # Cleared before looking at the heap: a submit after this point sets it again, so
             # the wait below returns at once and the new entry is planned for.
@@ -485,21 +520,67 @@ class Scheduler:
             entry = self._take_head()
             if entry is None:
                 continue
-            # Everything but the call is done before the spin (the entry is popped, the
-            # Dispatch class touched): after a sleep the caches are cold, and each step between
-            # the end of the spin and the action cost ~7 µs here (benchmarks/scheduler.py).
-            Dispatch(None, entry[0], entry[0])
-            due = entry[0]
-            while (now := clock.monotonic()) < due:
-                if wake.is_set():  # an earlier item, or close(): put it back and re-plan
-                    self._put_back(entry)
+            if not self._spin_and_run(entry):
+                return
+
+    def _spin_and_run(self, entry: tuple[float, int, _Item]) -> bool:
+        """Spin until the popped ``entry`` is due and run it, or put it back when woken (an
+        earlier item came); False when the scheduler was closed meanwhile."""
+        # Everything but the call is done before the spin. After a sleep the caches are cold:
+        # each step between the spin's end and the action cost 1-2 µs here, so there is only
+        # the Dispatch and the call when no inline action lock or late-drop bound is in the
+        # way (issue 18, benchmarks/scheduler.py "causes").
+        due, _, item = entry
+        action, timetag, rehearsal = item.action, item.timetag, item.rehearsal
+        direct = timetag is None or self.late_policy.drop_after is None
+        action_lock = self._action_lock
+        tolerance = self.late_tolerance
+        # Dispatch(...) runs NamedTuple's __new__, a Python function: one more cold frame after
+        # the spin. tuple.__new__ builds the same tuple (spin end to the action's first line:
+        # p50 2.5 -> 1.9 µs, p99 9 -> 7 µs, alternating runs at load 0.8).
+        new_tuple = tuple.__new__
+        on_time = Dispatch(timetag, due, due)
+        monotonic, is_set = self.clock.monotonic, self._wake.is_set
+        if rehearsal is not None:
+            # Twice: at the start of the spin, which pays for the cold caches, and once more
+            # REHEARSE_LEAD before the due time, which leaves them warm for the call.
+            self._rehearse(rehearsal, on_time)
+            ready = due - REHEARSE_LEAD
+            while monotonic() < ready:
+                if is_set():
                     break
             else:
-                if self._closed:
-                    self._put_back(entry)  # counts it as dropped "closed"
-                    return
-                self._dispatch(entry[2], now)
-                self._release_hand()
+                self._rehearse(rehearsal, on_time)
+        while (now := monotonic()) < due:
+            if is_set():  # an earlier item, or close(): put it back and re-plan
+                self._put_back(entry)
+                return not self._closed
+        if self._closed:
+            self._put_back(entry)  # counts it as dropped "closed"
+            return False
+        if direct and (action_lock is None or action_lock.acquire(blocking=False)):
+            late = timetag is not None and now - due > tolerance
+            failure = None
+            try:
+                action(new_tuple(Dispatch, (timetag, due, now, late)))
+            except Exception as exc:
+                failure = exc
+            finally:
+                if action_lock is not None:
+                    action_lock.release()
+            self._account(timetag is not None, now - due, late, failure)
+        else:
+            self._dispatch(item, now)  # waits for an inline action, or may drop it
+        self._release_hand()
+        return True
+
+    def _rehearse(self, rehearsal: Rehearsal, dispatch: Dispatch) -> None:
+        try:
+            rehearsal(dispatch)
+        except Exception as exc:
+            with self._stats_lock:
+                self._counters.errors += 1
+            self._warn_once("rehearsal", f"a scheduled action's rehearsal failed: {exc!r}")
 
     def _take_head(self) -> tuple[float, int, _Item] | None:
         with self._lock:

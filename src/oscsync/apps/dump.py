@@ -420,6 +420,14 @@ class Dumper:
             if self.count is not None and self._accepted >= self.count:
                 self._stop()
 
+    def rehearse(self, render: Render, dispatched: float) -> None:
+        """:meth:`emit`'s work without the write (a :data:`~oscsync.scheduler.Rehearsal`): the
+        timer thread runs it just before the due time so the real line is formatted on warm
+        caches (issue 18: 13 µs at the median after a spin, 2.3 µs rehearsed)."""
+        line = render(dispatched) + "\n"
+        if self._fd is not None:
+            line.encode(self._encoding, self._errors)
+
     def _stop(self) -> None:
         self._stopped = True  # read for every message: a plain attribute, not Event.is_set()
         self.done.set()
@@ -489,6 +497,7 @@ def scheduled(dumper: Dumper, scheduler: Scheduler) -> Callable[[Received], None
     to_wall = clock.monotonic_to_wall
     renderer = dumper.renderer
     emit = dumper.emit
+    rehearse = dumper.rehearse
 
     def on_message(received: Received) -> None:
         render = renderer(received, received.arrival)
@@ -496,8 +505,13 @@ def scheduled(dumper: Dumper, scheduler: Scheduler) -> Callable[[Received], None
         def show(dispatch: Dispatch) -> None:
             emit(render, to_wall(dispatch.dispatched))
 
+        def rehearsal(dispatch: Dispatch) -> None:
+            rehearse(render, to_wall(dispatch.dispatched))
+
         # The held message is declared in bytes: the scheduler caps those as well as items.
-        scheduler.submit(received.timetag, show, size=codec.footprint(received.message))
+        scheduler.submit(
+            received.timetag, show, size=codec.footprint(received.message), rehearsal=rehearsal
+        )
 
     return on_message
 
