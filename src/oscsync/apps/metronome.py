@@ -45,7 +45,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from typing import Any, TextIO
+from typing import Any, Generic, Protocol, TextIO, TypeVar
 
 from oscsync import codec
 from oscsync import timetag as tt
@@ -344,6 +344,44 @@ def submit_received(
     return submit_onset(player, scheduler, clock, message.timetag, handle, size=size)
 
 
+class CountedStats(Protocol):
+    """What a listener's stats have in common: what was not played, by reason, and a status."""
+
+    ignored: Counter[str]
+
+    def line(self) -> str: ...
+
+
+S = TypeVar("S", bound=CountedStats)
+
+
+class OnsetListener(Generic[S]):
+    """What the tick and sequence listeners share: each received onset goes through
+    ``scheduler`` (:func:`submit_received`), and what is not played is counted in
+    ``stats.ignored`` by reason, under the listener's lock."""
+
+    def __init__(self, player: Player, scheduler: Scheduler, clock: Clock, stats: S) -> None:
+        self.player = player
+        self.scheduler = scheduler
+        self.clock = clock
+        self.stats = stats
+        self._lock = threading.Lock()
+
+    def _submit(self, received: Received, handle: Callable[[Dispatch, int | None], None]) -> None:
+        # Held in bytes as well as items: a message may carry thousands of arguments.
+        refusal = submit_received(self.player, self.scheduler, self.clock, received, handle)
+        if refusal is not None:
+            self._ignore(refusal)
+
+    def _ignore(self, reason: str) -> None:
+        with self._lock:
+            self.stats.ignored[reason] += 1
+
+    def status(self) -> str:
+        with self._lock:
+            return self.stats.line()
+
+
 def onset_of(
     scheduler: Scheduler, clock: Clock, dispatch: Dispatch, stamp: int | None
 ) -> tuple[float, float | None, bool, float]:
@@ -360,7 +398,7 @@ def onset_of(
     return handled, target, late, handled if late else target
 
 
-class MetronomeListener:
+class MetronomeListener(OnsetListener[ListenerStats]):
     """Turns received ``/tick`` messages into onsets for a :class:`~oscsync.audio.Player`.
 
     Give :meth:`on_message` to an Endpoint. Every tick goes through ``scheduler`` (so all ticks are
@@ -385,18 +423,14 @@ class MetronomeListener:
     ) -> None:
         if beats_per_bar < 1:
             raise ValueError(f"beats per bar must be 1 or more, got {beats_per_bar}")
-        self.player = player
-        self.scheduler = scheduler
-        self.clock = clock
+        super().__init__(player, scheduler, clock, ListenerStats())
         self.beats_per_bar = beats_per_bar
         self.log = log
         self.on_tick = on_tick
         self.limit = limit
         self.on_warning = on_warning
         self.horizon = scheduler.horizon
-        self.stats = ListenerStats()
         self._previous_onset: float | None = None
-        self._lock = threading.Lock()
 
     def on_message(self, received: Received) -> None:
         """Handle one received message (runs on the receive thread; never raises for bad data)."""
@@ -413,14 +447,7 @@ class MetronomeListener:
         def handle(dispatch: Dispatch, stamp: int | None) -> None:
             self._handle(received, beat, stamp, dispatch)
 
-        # Held in bytes as well as items: a /tick may carry thousands of arguments.
-        refusal = submit_received(self.player, self.scheduler, self.clock, received, handle)
-        if refusal is not None:
-            self._ignore(refusal)
-
-    def _ignore(self, reason: str) -> None:
-        with self._lock:
-            self.stats.ignored[reason] += 1
+        self._submit(received, handle)
 
     def _handle(
         self, received: Received, beat: int | None, stamp: int | None, dispatch: Dispatch
@@ -478,10 +505,6 @@ class MetronomeListener:
             f"ticks now also come from {source} (until now from {first}): two senders into one "
             "listener make one nonsense beat; tick lines show each tick's source"
         )
-
-    def status(self) -> str:
-        with self._lock:
-            return self.stats.line()
 
 
 def record_fields() -> list[str]:

@@ -53,7 +53,7 @@ from typing import Any, Protocol
 from oscsync import audio, codec, sounds
 from oscsync import pattern as patterns
 from oscsync import timetag as tt
-from oscsync.apps.metronome import TickSender, onset_of, submit_received
+from oscsync.apps.metronome import OnsetListener, TickSender, onset_of
 from oscsync.audio import Player
 from oscsync.clock import Clock
 from oscsync.hostport import HostPort
@@ -421,7 +421,7 @@ class VoiceSounds:
         return event.voice if event.velocity >= 0.9 else event.voice + SOFT
 
 
-class SequenceListener:
+class SequenceListener(OnsetListener[SequenceStats]):
     """Turns received ``/seq/VOICE`` messages into onsets, as the metronome's listener does ticks.
 
     Give :meth:`on_message` to an Endpoint. Every event goes through ``scheduler``
@@ -440,15 +440,11 @@ class SequenceListener:
         on_event: Callable[[EventRecord], None] | None = None,
         limit: int | None = None,
     ) -> None:
-        self.player = player
-        self.scheduler = scheduler
-        self.clock = clock
+        super().__init__(player, scheduler, clock, SequenceStats())
         self.voice_sounds = voice_sounds
         self.log = log
         self.on_event = on_event
         self.limit = limit
-        self.stats = SequenceStats()
-        self._lock = threading.Lock()
 
     def on_message(self, received: Received) -> None:
         """Handle one received message (receive thread; never raises for bad data)."""
@@ -468,13 +464,7 @@ class SequenceListener:
         def handle(dispatch: Dispatch, stamp: int | None) -> None:
             self._handle(received, event, key, stamp, dispatch)
 
-        refusal = submit_received(self.player, self.scheduler, self.clock, received, handle)
-        if refusal is not None:
-            self._ignore(refusal)
-
-    def _ignore(self, reason: str) -> None:
-        with self._lock:
-            self.stats.ignored[reason] += 1
+        self._submit(received, handle)
 
     def _handle(
         self, received: Received, event: Event, key: str, stamp: int | None, dispatch: Dispatch
@@ -508,10 +498,6 @@ class SequenceListener:
                 self.log.flush()
         if self.on_event is not None:
             self.on_event(record)
-
-    def status(self) -> str:
-        with self._lock:
-            return self.stats.line()
 
 
 def event_line(record: EventRecord) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Generic, Protocol, TextIO, TypeVar, cast
 
-from oscsync import audio, sounds
+from oscsync import audio, clockfollow, sounds
 from oscsync.apps import metronome as app_metronome
 from oscsync.apps.metronome import TICK_METHOD, MetronomeListener, TickRecord, TickSender
 from oscsync.apps.receiving import Session, SessionSetup
@@ -140,16 +140,34 @@ class SendSession(Session):
 
 
 def make_follower(
-    endpoint: Endpoint, sync: str | None, sync_peer: HostPort | None, *, note: Note, warn: Note
+    endpoint: Endpoint,
+    sync: str | None,
+    sync_peer: HostPort | None,
+    *,
+    note: Note,
+    warn: Note,
+    interval: float = clockfollow.INTERVAL,
+    start_interval: float = clockfollow.ACQUIRE_INTERVAL,
 ) -> ClockFollower | None:
-    """``--sync peer``: a ClockFollower; ``--sync system`` or none: None (timetags as they are)."""
+    """``--sync peer``: a ClockFollower; ``--sync system`` or none: None (timetags as they are).
+
+    It pings every ``start_interval`` for its first seconds (the burst and the acquisition
+    both: by default both 5 ms), then every ``interval`` (``--sync-start-interval``,
+    ``--sync-interval``)."""
     if sync == "system":
         note("clock sync: system (timetags used as they are: this clock is trusted)")
         return None
     if sync is None and sync_peer is None:
         return None
     peer = None if sync_peer is None else sync_peer.sockaddr
-    return ClockFollower(endpoint, peer=peer, on_warning=warn)
+    return ClockFollower(
+        endpoint,
+        peer=peer,
+        on_warning=warn,
+        interval=interval,
+        burst_interval=start_interval,
+        acquire_interval=start_interval,
+    )
 
 
 def _pong_router(
@@ -268,9 +286,12 @@ class ListenSession(Session, Generic[R]):
         *,
         pings_to: Sequence[HostPort] | None = None,
         follower: Follower | None = None,
+        sync_interval: float = clockfollow.INTERVAL,
+        sync_start_interval: float = clockfollow.ACQUIRE_INTERVAL,
     ) -> None:
-        """Start receiving; with ``sync``/``sync_peer`` through a clock follower (or through
-        ``follower``, built by the caller), and with ``pings_to`` (pair) answering pongs for
+        """Start receiving; with ``sync``/``sync_peer`` through a clock follower pinging at
+        ``sync_start_interval`` then ``sync_interval`` (:func:`make_follower`), or through
+        ``follower``, built by the caller; and with ``pings_to`` (pair) answering pongs for
         ``--offset auto``'s pings to those peers."""
         self.note(f"listening on {self.endpoint.local_address}")
         if pings_to is not None:
@@ -278,7 +299,13 @@ class ListenSession(Session, Generic[R]):
         handler: Callable[[Received], None] = self.listener.on_message
         if follower is None:
             self.follower = make_follower(
-                self.endpoint, sync, sync_peer, note=self.note, warn=self.warn
+                self.endpoint,
+                sync,
+                sync_peer,
+                note=self.note,
+                warn=self.warn,
+                interval=sync_interval,
+                start_interval=sync_start_interval,
             )
             follower = self.follower
             if self.follower is not None and self.clocks is not None:

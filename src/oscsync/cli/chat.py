@@ -19,7 +19,7 @@ from oscsync.cli.params import (
     listen_option,
     peers_option,
 )
-from oscsync.cli.peers import advertising, following, resolve_peers
+from oscsync.cli.peers import Advertising, following, resolve_peers
 from oscsync.cli.runtime import AppContext, color_wanted, running, wait
 from oscsync.console import Console
 from oscsync.framing import Framing
@@ -85,7 +85,7 @@ def chat(
 
     with (
         running(),
-        advertising(app, advertise, interface, role="chat", allow=allow) as advertised,
+        Advertising(app, advertise, interface, role="chat", allow=allow) as advertised,
         contextlib.ExitStack() as follow,
     ):
         given, peers = peers, resolve_peers(peers)

@@ -10,7 +10,7 @@ from oscsync.apps.dump import Dumper, handler, summary
 from oscsync.apps.receiving import ReceiveSession, SessionSetup
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, advertise_option, allow_option, iface_option, listen_option
-from oscsync.cli.peers import advertising
+from oscsync.cli.peers import Advertising
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.cli.scheduling import horizon_option, late_option
 from oscsync.hostport import HostPort
@@ -79,7 +79,7 @@ def dump(
     with (
         running(),
         hangup_stops(),
-        advertising(app, advertise, interface, role="dump", allow=allow) as advertised,
+        Advertising(app, advertise, interface, role="dump", allow=allow) as advertised,
     ):
         session = ReceiveSession(
             listen,

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import importlib
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from oscsync import __version__
 from oscsync.cli.params import NumberRange
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # name -> ("module:attribute", short help). Order here is the order in --help. The short help is
 # written here too so that `oscsync --help` imports no subcommand (tests/test_cli_help.py checks
@@ -95,6 +98,20 @@ def _finite(param: click.Parameter, value: float) -> float:
     return value
 
 
+def _experiment_option(
+    name: str, bound: float, example: str, metavar: str, help: str
+) -> Callable[[F], F]:
+    """A global option that pretends the clock is off: finite, within ±``bound``, 0 by default."""
+    return click.option(
+        name,
+        type=NumberRange(-bound, bound, example=example),
+        callback=lambda ctx, param, value: _finite(param, value),
+        default=0.0,
+        metavar=metavar,
+        help=help,
+    )
+
+
 class LazyGroup(click.Group):
     """A group that imports a subcommand's module only when that subcommand is asked for."""
 
@@ -155,22 +172,20 @@ Examples:
     is_flag=True,
     help="Print only data, warnings and errors: no notices, no live status line.",
 )
-@click.option(
+@_experiment_option(
     "--clock-skew",
     # A day either way is already absurd for an experiment; NaN and inf would break every clock.
-    type=NumberRange(-86400, 86400, example="0.15"),
-    callback=lambda ctx, param, value: _finite(param, value),
-    default=0.0,
-    metavar="SECONDS",
-    help="Pretend this machine's clock is SECONDS ahead (negative: behind), for experiments.",
+    86400,
+    "0.15",
+    "SECONDS",
+    "Pretend this machine's clock is SECONDS ahead (negative: behind), for experiments.",
 )
-@click.option(
+@_experiment_option(
     "--clock-drift",
-    type=NumberRange(-100_000, 100_000, example="50"),
-    callback=lambda ctx, param, value: _finite(param, value),
-    default=0.0,
-    metavar="PPM",
-    help="Pretend this machine's clock runs fast by PPM parts per million, for experiments.",
+    100_000,
+    "50",
+    "PPM",
+    "Pretend this machine's clock runs fast by PPM parts per million, for experiments.",
 )
 @click.pass_context
 def cli(ctx: click.Context, quiet: bool, clock_skew: float, clock_drift: float) -> None:

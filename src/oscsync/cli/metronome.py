@@ -2,191 +2,76 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
 from oscsync import audio, sounds
 from oscsync.apps import metronome as app_metronome
 from oscsync.apps.metronome import TickSender, tick_line, ticks_in
-from oscsync.apps.sessions import AUTO, SendSession, TickListenSession
+from oscsync.apps.sessions import TickListenSession
 from oscsync.cli import records
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import (
     DURATION,
-    PEER,
     DurationType,
     advertise_option,
     allow_option,
+    beats_per_bar_option,
     bpm_range,
+    collect,
     framing_option,
     iface_option,
-    listen_option,
-    log_option,
+    options,
     peers_option,
 )
-from oscsync.cli.peers import advertising, following, resolve_peer, resolve_peers
+from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
-from oscsync.framing import Framing
 from oscsync.hostport import HostPort
 from oscsync.transport import Network
 from oscsync.wording import plural
 
-F = TypeVar("F", bound=Callable[..., Any])
+_beats_per_bar_option = beats_per_bar_option(
+    app_metronome.DEFAULT_BEATS_PER_BAR, "Beat 0 of each bar is the accent."
+)
 
 
-class OffsetType(DurationType):
-    """A forward offset in seconds, or ``auto`` (measured with clock pings: see ``send``)."""
-
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "SECONDS|auto"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and value.strip().lower() == "auto":
-            return AUTO
-        return super().convert(value, param, ctx)
-
-
-OFFSET = OffsetType(minimum=0.0, maximum=records.OFFSET_MAXIMUM)
-"""Forward offsets beyond the scheduler's 60 s horizon would be refused by every listener."""
-
-
-class AudioType(click.ParamType):  # type: ignore[type-arg]
-    """One of the players in ``oscsync.audio.registry`` (``auto``, ... ``wav:FILE``)."""
-
-    name = "audio"
-
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return audio.registry.audio_metavar()
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, audio.AudioChoice):
-            return value
-        try:
-            return audio.parse_audio_choice(str(value))
-        except audio.AudioError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-AUDIO = AudioType()
-
-
-def audio_option() -> Callable[[F], F]:
-    """``--audio`` (its choices, metavar and help come from ``oscsync.audio.registry``) and the
-    options the players take: ``--device``, ``--latency-compensation``."""
-    return _compose(
-        click.option(
-            "--audio",
-            "-a",
-            "audio_choice",
-            type=AUDIO,
-            default="auto",
-            show_default=True,
-            help=audio.registry.audio_help(),
-        ),
-        click.option(
-            "--device",
-            metavar="NAME|INDEX",
-            help="Sound card for sounddevice: an index or part of a name "
-            "(oscsync audio devices lists them) [default: the system's].",
-        ),
-        click.option(
-            "--latency-compensation",
-            type=LatencyCompensationType(),
-            default="auto",
-            show_default=True,
-            help="auto: play each sound one output latency (as the sound card reports it) "
-            "before its timetag, so the sound leaves the device at the timetag; off: start "
-            "computing it at the timetag; MS: this many milliseconds early.",
-        ),
-    )
-
-
-class LatencyCompensationType(click.ParamType):  # type: ignore[type-arg]
-    """``auto`` (None), ``off`` (0) or milliseconds (returned in seconds)."""
-
-    name = "latency"
-
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "off|auto|MS"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if value is None or isinstance(value, float):
-            return value
-        text = str(value).strip().lower()
-        if text == "auto":
-            return None
-        if text == "off":
-            return 0.0
-        try:
-            ms = float(text.removesuffix("ms"))
-        except ValueError:
-            self.fail(f"{value!r} is not off, auto or a number of milliseconds", param, ctx)
-        if not 0 <= ms <= 1000:  # NaN fails this too
-            self.fail(f"{value!r}: give 0 to 1000 ms", param, ctx)
-        return ms / 1000
-
-
-def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
-    def apply(function: F) -> F:
-        for decorator in reversed(decorators):
-            function = decorator(function)
-        return function
-
-    return apply
-
-
-def _send_options() -> Callable[[F], F]:
-    return _compose(
-        peers_option("Where to send ticks (repeatable: every peer gets every tick)."),
-        click.option(
-            "--bpm",
-            # At 1 bpm a tick is 60 s ahead: the scheduler's horizon.
-            type=bpm_range(1, 6000),
-            default=app_metronome.DEFAULT_BPM,
-            show_default=True,
-            help="Beats per minute (120 = a tick every half second, as in the workshop).",
-        ),
-        _beats_per_bar_option(),
-        click.option(
-            "--offset",
-            type=OFFSET,
-            default=0.0,
-            show_default=True,
-            help="0: plain /tick messages, played on arrival. X > 0: each tick in a bundle "
-            "timetagged X seconds after its grid time, played at the timetag (e.g. 0.05, 100ms). "
-            "auto: ping the peers first and pick one from the measured one-way delays.",
-        ),
-        click.option("--count", "-c", type=click.IntRange(min=1), help="Send this many ticks."),
-        click.option(
-            "--duration",
-            "-d",
-            type=DurationType(minimum=0.0),
-            help="Send ticks for this many seconds.",
-        ),
-        iface_option(),
-        framing_option(),
-    )
-
-
-def _beats_per_bar_option() -> Callable[[F], F]:
-    return click.option(
-        "--beats-per-bar",
-        "-b",
-        type=click.IntRange(min=1, max=64),
-        default=app_metronome.DEFAULT_BEATS_PER_BAR,
+_send_options = options(
+    peers_option("Where to send ticks (repeatable: every peer gets every tick)."),
+    click.option(
+        "--bpm",
+        # At 1 bpm a tick is 60 s ahead: the scheduler's horizon.
+        type=bpm_range(1, 6000),
+        default=app_metronome.DEFAULT_BPM,
         show_default=True,
-        help="Beat 0 of each bar is the accent.",
-    )
+        help="Beats per minute (120 = a tick every half second, as in the workshop).",
+    ),
+    _beats_per_bar_option,
+    click.option(
+        "--offset",
+        type=records.OFFSET,
+        default=0.0,
+        show_default=True,
+        help="0: plain /tick messages, played on arrival. X > 0: each tick in a bundle "
+        "timetagged X seconds after its grid time, played at the timetag (e.g. 0.05, 100ms). "
+        "auto: ping the peers first and pick one from the measured one-way delays.",
+    ),
+    click.option("--count", "-c", type=click.IntRange(min=1), help="Send this many ticks."),
+    click.option(
+        "--duration",
+        "-d",
+        type=DurationType(minimum=0.0),
+        help="Send ticks for this many seconds.",
+    ),
+    iface_option(),
+    framing_option(),
+)
 
 
-def _listen_options() -> Callable[[F], F]:
-    return _compose(
-        listen_option(),
-        audio_option(),
+_listen_options = options(
+    records.listen_options(
         click.option(
             "--sound",
             type=click.Path(dir_okay=False, path_type=Path),
@@ -197,39 +82,10 @@ def _listen_options() -> Callable[[F], F]:
             type=click.Path(dir_okay=False, path_type=Path),
             help="WAV file for beat 0 of the bar [default: sounds/tock.wav].",
         ),
-        log_option("Write one JSON object per tick (arrival, timetag, onset, beat, late, ...)."),
-        allow_option(),
-        advertise_option(),
-    )
-
-
-def _sync_options() -> Callable[[F], F]:
-    return _compose(
-        click.option(
-            "--sync",
-            type=click.Choice(["peer", "system"]),
-            is_flag=False,
-            flag_value="peer",
-            default=None,
-            help="peer (or --sync alone): follow the tick sender's clock: ping it (a burst, "
-            "200 then 100 times a second), fit its offset and frequency, and translate its "
-            "timetags through a map that is slewed, never stepped; ticks due before the first "
-            "estimate are not played. system: trust this machine's clock (both machines "
-            "disciplined by chrony or PTP): timetags are used as they are.",
-        ),
-        click.option(
-            "--sync-peer",
-            type=PEER,
-            metavar="HOST:PORT|@NAME",
-            help="Whose clock to follow with --sync (default: the first sender of a timetagged "
-            "tick; give it to refuse anyone else's ticks and to sync before the first one).",
-        ),
-    )
-
-
-def _check_sync(sync: str | None, sync_peer: HostPort | None) -> None:
-    if sync == "system" and sync_peer is not None:
-        raise click.UsageError("--sync-peer follows a peer's clock: not with --sync system")
+        log_help="Write one JSON object per tick (arrival, timetag, onset, beat, late, ...).",
+    ),
+    advertise_option(),
+)
 
 
 @click.group(
@@ -250,12 +106,28 @@ def metronome() -> None:
 # -- send -------------------------------------------------------------------------------------
 
 
-def _tick_count(count: int | None, duration: float | None, bpm: float) -> int | None:
-    if count is not None and duration is not None:
-        raise click.UsageError("use --count or --duration, not both")
-    if duration is not None:
-        return ticks_in(duration, bpm)
-    return count
+@dataclass(frozen=True)
+class TickSending(records.Sending):
+    """``send`` and ``pair``'s send options (``_send_options``)."""
+
+    bpm: float
+    beats_per_bar: int
+    count: int | None
+
+    limit_option = "--count"
+
+    def given_total(self) -> int | None:
+        return self.count
+
+    def total_in(self, duration: float) -> int:
+        return ticks_in(duration, self.bpm)
+
+    def note(self, peers: tuple[HostPort, ...], offset: float) -> str:
+        kind = (
+            f"in bundles timetagged {offset * 1000:g} ms ahead" if offset else "as plain messages"
+        )
+        where = ", ".join(str(peer) for peer in peers)
+        return f"sending /tick to {where} at {self.bpm:g} bpm, {self.beats_per_bar} per bar, {kind}"
 
 
 @metronome.command(
@@ -266,45 +138,33 @@ Examples:
   oscsync metronome send --peer 127.0.0.1:9000 --peer 192.168.1.20:9001 --bpm 100
 """
 )
-@_send_options()
+@_send_options
 @allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
 @click.pass_obj
-def send(
-    app: AppContext,
-    peers: tuple[HostPort, ...],
-    bpm: float,
-    beats_per_bar: int,
-    offset: float | str,
-    count: int | None,
-    duration: float | None,
-    iface: str | None,
-    framing: Framing,
-    allow: tuple[Network, ...],
-) -> None:
+@collect("sending", TickSending)
+def send(app: AppContext, sending: TickSending, allow: tuple[Network, ...]) -> None:
     """Send /tick ,i BEAT on a drift-free grid (tick k at t0 + k·60/bpm).
 
     BEAT counts 0 .. beats-per-bar − 1; 0 is the accent. Runs until --count, --duration or
     Ctrl-C. Answers clock pings from listeners (metronome listen --sync) while it runs.
     """
-    total = _tick_count(count, duration, bpm)
-    given, peers = peers, resolve_peers(peers)
+    total = sending.total()
+    peers = resolve_peers(sending.peers)
     with (
         # With --count/--duration the run has an end: cut short, it exits 130 (issue #13).
         running(interrupted_exit=total is not None),
         hangup_stops(),
-        records.session_errors(),
-        SendSession(peers, records.setup(app, allow, iface, framing)) as session,
-        following(app, given, peers, session.endpoint.set_peers),
+        records.send_session(app, sending, peers, allow) as session,
     ):
         records.send_until_done(
             app,
             session,
-            offset=offset,
+            offset=sending.offset,
             total=total,
             sender=lambda seconds: session.tick_sender(
-                bpm=bpm, beats_per_bar=beats_per_bar, offset=seconds
+                bpm=sending.bpm, beats_per_bar=sending.beats_per_bar, offset=seconds
             ),
-            sending_note=partial(_sending_note, peers, bpm, beats_per_bar),
+            sending_note=partial(sending.note, peers),
             summary=lambda sender: _sent_summary(sender, total),
             progress="tick",
         )
@@ -323,32 +183,7 @@ def _sent_summary(sender: TickSender, total: int | None) -> str:
     return text
 
 
-def _sending_note(
-    peers: tuple[HostPort, ...], bpm: float, beats_per_bar: int, offset: float
-) -> str:
-    kind = f"in bundles timetagged {offset * 1000:g} ms ahead" if offset else "as plain messages"
-    where = ", ".join(str(peer) for peer in peers)
-    return f"sending /tick to {where} at {bpm:g} bpm, {beats_per_bar} per bar, {kind}"
-
-
 # -- listen -----------------------------------------------------------------------------------
-
-
-def _player(
-    audio_choice: audio.AudioChoice,
-    sound: Path | None,
-    accent_sound: Path | None,
-    device: str | None,
-    latency_compensation: float | None,
-) -> dict[str, Any]:
-    """The listen options that choose and set up the player (checked before anything opens)."""
-    return {
-        "audio_choice": audio_choice,
-        "sound_paths": _sound_paths(sound, accent_sound),
-        "audio_options": audio.PlayerOptions(
-            device=device, latency_compensation=latency_compensation
-        ),
-    }
 
 
 def _sound_paths(sound: Path | None, accent_sound: Path | None) -> dict[str, Path]:
@@ -378,31 +213,23 @@ Examples:
   oscsync metronome listen --listen 0.0.0.0:9001 --advertise alice   # found as @alice
 """
 )
-@_listen_options()
-@_beats_per_bar_option()
+@_listen_options
+@_beats_per_bar_option
 @click.option("--count", "-c", type=click.IntRange(min=1), help="Stop after this many ticks.")
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
-@_sync_options()
+@records.sync_options()
 @iface_option()
 @click.pass_obj
+@collect("listening", records.Listening)
 def listen(
     app: AppContext,
-    listen: HostPort,
-    audio_choice: audio.AudioChoice,
-    device: str | None,
-    latency_compensation: float | None,
+    listening: records.Listening,
     sound: Path | None,
     accent_sound: Path | None,
-    log_path: Path | None,
-    allow: tuple[Network, ...],
     beats_per_bar: int,
     count: int | None,
     duration: float | None,
-    sync: str | None,
-    sync_peer: HostPort | None,
     iface: str | None,
-    advertise: str | None,
-    interface: str,
 ) -> None:
     """Play each /tick at its timetag (plain ticks: on arrival); beat 0 of the bar is accented.
 
@@ -410,35 +237,17 @@ def listen(
     late ticks, the interval between onsets (mean ± std) and the headroom (timetag − arrival);
     piped, one line per tick. Ctrl-C stops and prints a summary.
     """
-    _check_sync(sync, sync_peer)
-    player = _player(audio_choice, sound, accent_sound, device, latency_compensation)
-    sync_peer = resolve_peer(sync_peer)
-    with (
-        running(),
-        hangup_stops(),
-        records.log_file(log_path) as log,
-        advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
-        records.session_errors(),
-    ):
-        session = TickListenSession(
-            listen,
-            (),
-            records.setup(app, allow, iface),
-            log=log,
+    listening = listening.checked()
+    sound_paths = _sound_paths(sound, accent_sound)
+    with running(), hangup_stops(), records.listening(app, listening, "metronome") as run:
+        session = run.session(
+            TickListenSession,
+            iface=iface,
             limit=count,
-            **player,
+            sound_paths=sound_paths,
             beats_per_bar=beats_per_bar,
         )
-        records.listen_until_done(
-            app,
-            session,
-            tick_line,
-            duration=duration,
-            sync=sync,
-            sync_peer=sync_peer,
-            publish=advertised.publish,
-            explain_sync=True,
-        )
+        run.listen_until_done(session, tick_line, duration=duration, explain_sync=True)
 
 
 # -- pair -------------------------------------------------------------------------------------
@@ -451,32 +260,18 @@ Examples:
   oscsync metronome pair --peer 127.0.0.1:9001 --offset 0.05 --count 8   # hear yourself
 """
 )
-@_send_options()
-@_listen_options()
-@_sync_options()
+@_send_options
+@_listen_options
+@records.sync_options()
 @click.pass_obj
+@collect("sending", TickSending)
+@collect("listening", records.Listening)
 def pair(
     app: AppContext,
-    peers: tuple[HostPort, ...],
-    bpm: float,
-    beats_per_bar: int,
-    offset: float | str,
-    count: int | None,
-    duration: float | None,
-    iface: str | None,
-    framing: Framing,
-    listen: HostPort,
-    audio_choice: audio.AudioChoice,
-    device: str | None,
-    latency_compensation: float | None,
+    sending: TickSending,
+    listening: records.Listening,
     sound: Path | None,
     accent_sound: Path | None,
-    log_path: Path | None,
-    allow: tuple[Network, ...],
-    sync: str | None,
-    sync_peer: HostPort | None,
-    advertise: str | None,
-    interface: str,
 ) -> None:
     """Send ticks and play the ticks you receive, in one process (like the PD patch).
 
@@ -484,37 +279,24 @@ def pair(
     played. With --count or --duration it stops shortly after the last tick's timetag. With
     --sync, received timetags are translated from the sender's clock, as listen --sync does.
     """
-    total = _tick_count(count, duration, bpm)
-    _check_sync(sync, sync_peer)
-    player = _player(audio_choice, sound, accent_sound, device, latency_compensation)
-    given, peers = peers, resolve_peers(peers)
-    sync_peer = resolve_peer(sync_peer)
+    total = sending.total()
+    listening = listening.checked()
+    sound_paths = _sound_paths(sound, accent_sound)
+    peers = resolve_peers(sending.peers)
     with (
         running(interrupted_exit=total is not None),
         hangup_stops(),
-        records.log_file(log_path) as log,
-        advertising(app, advertise, interface, role="metronome", allow=allow) as advertised,
-        records.session_errors(),
+        records.listening(app, listening, "metronome", sending, peers) as run,
     ):
-        session = TickListenSession(
-            listen,
-            peers,
-            records.setup(app, allow, iface, framing),
-            log=log,
-            **player,
-            beats_per_bar=beats_per_bar,
+        session = run.session(
+            TickListenSession,
+            sound_paths=sound_paths,
+            beats_per_bar=sending.beats_per_bar,
         )
-        with following(app, given, peers, session.endpoint.set_peers):
-            records.pair_until_done(
-                app,
-                session,
-                tick_line,
-                peers=peers,
-                offset=offset,
-                total=total,
-                sender=lambda seconds: session.sender(bpm=bpm, offset=seconds),
-                sending_note=partial(_sending_note, peers, bpm, beats_per_bar),
-                sync=sync,
-                sync_peer=sync_peer,
-                publish=advertised.publish,
-            )
+        run.pair_until_done(
+            session,
+            tick_line,
+            total=total,
+            sender=lambda seconds: session.sender(bpm=sending.bpm, offset=seconds),
+            sending_note=partial(sending.note, peers),
+        )

@@ -26,6 +26,8 @@ from oscsync.cli.params import (
     RELAY_PEER,
     DurationType,
     allow_option,
+    collect,
+    options,
 )
 from oscsync.cli.peers import following, resolve_peer
 from oscsync.cli.runtime import AppContext, running, wait
@@ -76,8 +78,9 @@ QUEUE_BYTES = ByteSizeType(minimum=64 * 1024, maximum=4 * 1024**3)
 
 
 def impairment_options(delay: float = 0.0, jitter: float = 0.0) -> Callable[[F], F]:
-    """The link options, shared with ``timetag sweep`` (which defaults to a jittery link)."""
-    options = [
+    """The link options, shared with ``timetag sweep`` (which defaults to a jittery link); with
+    ``collect("link", ImpairmentSpec)`` the command takes them as one ``link``."""
+    return options(
         click.option(
             "--delay", type=DELAY, default=delay, show_default=True, help="Mean one-way delay."
         ),
@@ -120,14 +123,7 @@ def impairment_options(delay: float = 0.0, jitter: float = 0.0) -> Callable[[F],
             "duplication as in another run with this seed. This machine's own timing is not "
             "seeded, so results near a threshold (late or not) can still differ slightly.",
         ),
-    ]
-
-    def apply(function: F) -> F:
-        for option in reversed(options):
-            function = option(function)
-        return function
-
-    return apply
+    )
 
 
 @click.command(
@@ -188,23 +184,19 @@ Examples:
 )
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
 @click.pass_obj
+@collect("link", ImpairmentSpec)
 def netem(
     app: AppContext,
     listen: HostPort,
     forward: HostPort,
+    link: ImpairmentSpec,
+    seed: int | None,
     allow: tuple[Network, ...],
     queue_limit: int,
     queue_bytes: int,
     max_senders: int,
     idle_timeout: float,
     duration: float | None,
-    delay: float,
-    jitter: float,
-    dist: str,
-    loss: float,
-    duplicate: float,
-    reorder: bool,
-    seed: int | None,
 ) -> None:
     """Relay UDP from --listen to --forward with delay, jitter, loss and duplicates.
 
@@ -224,12 +216,11 @@ def netem(
             "to itself",
             param_hint="'--forward'",
         )
-    spec = ImpairmentSpec(delay, jitter, dist, loss, duplicate, reorder)
     with running():
         relay = Relay(
             listen,
             forward,
-            spec,
+            link,
             seed=seed,
             clock=app.clock,
             queue_limit=queue_limit,
@@ -241,7 +232,7 @@ def netem(
         )
         try:
             relay.start()
-            app.note(f"netem: {relay.local_address} -> {forward}, {spec.describe()}")
+            app.note(f"netem: {relay.local_address} -> {forward}, {link.describe()}")
             # @NAME re-registered elsewhere: forward there from then on (issue 17).
             with following(app, (given,), (forward,), lambda to: relay.set_forward(to[0])):
                 wait(threading.Event(), app.clock, duration)

@@ -6,19 +6,48 @@ code 2.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
 from oscsync import timetag
 from oscsync.framing import FRAMINGS
 from oscsync.hostport import AddressError, HostPort, parse_hostport, parse_network
+
+
+class ParsedType(click.ParamType):  # type: ignore[type-arg]
+    """A value one method reads from the text (:meth:`parse`); what it raises for bad input
+    (:meth:`errors`) becomes click's one-line ``Invalid value`` (exit 2). Values that are already
+    of a ``parsed`` type (defaults, a second conversion) pass through."""
+
+    metavar = ""
+    parsed: tuple[type, ...] = ()
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return self.metavar
+
+    def parse(self, text: str) -> Any:
+        raise NotImplementedError
+
+    def errors(self) -> tuple[type[Exception], ...]:
+        """What :meth:`parse` raises for bad input (a method: some are imported only then)."""
+        return (ValueError,)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, self.parsed):
+            return value
+        try:
+            return self.parse(str(value))
+        except self.errors() as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class HostPortType(click.ParamType):  # type: ignore[type-arg]
@@ -129,21 +158,15 @@ class DurationType(click.ParamType):  # type: ignore[type-arg]
 DURATION = DurationType()
 
 
-class NetworkType(click.ParamType):  # type: ignore[type-arg]
+class NetworkType(ParsedType):
     """An address or CIDR block, e.g. ``127.0.0.1`` or ``192.168.1.0/24``."""
 
     name = "cidr"
+    metavar = "CIDR"
+    parsed = (ipaddress.IPv4Network, ipaddress.IPv6Network)
 
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "CIDR"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-            return value
-        try:
-            return parse_network(str(value))
-        except AddressError as exc:
-            self.fail(str(exc), param, ctx)
+    def parse(self, text: str) -> Any:
+        return parse_network(text)  # AddressError is a ValueError
 
 
 NETWORK = NetworkType()
@@ -204,6 +227,35 @@ def _now(ctx: click.Context | None) -> float:
 TIMETAG = TimetagType()
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Several click options (or arguments) as one decorator; --help lists them as written."""
+
+    def apply(function: F) -> F:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+def collect(name: str, build: Callable[..., Any]) -> Callable[[F], F]:
+    """Hand the command one value, ``build(**values)``, as keyword ``name``, in place of the
+    values of the parameters that ``build`` takes (matched by name; absent ones keep their
+    defaults). Put it right above ``def``: e.g. netem's seven link options become one
+    ``ImpairmentSpec``, so the commands that share them do not each list and rebuild them."""
+    names = list(inspect.signature(build).parameters)
+
+    def apply(function: F) -> F:
+        @functools.wraps(function)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            values = {key: kwargs.pop(key) for key in names if key in kwargs}
+            return function(*args, **kwargs, **{name: build(**values)})
+
+        return cast(F, command)
+
+    return apply
 
 
 def listen_option(default: str = "127.0.0.1:9001", help_extra: str = "") -> Callable[[F], F]:
@@ -309,68 +361,63 @@ def bpm_range(minimum: float, maximum: float) -> NumberRange:
     return NumberRange(minimum, maximum, example="120 for two beats a second")
 
 
-class PercentType(click.ParamType):  # type: ignore[type-arg]
+def beats_per_bar_option(default: int, help: str) -> Callable[[F], F]:
+    """``--beats-per-bar``/``-b``: metronome's accent, sequence's bar line."""
+    return click.option(
+        "--beats-per-bar",
+        "-b",
+        type=click.IntRange(min=1, max=64),
+        default=default,
+        show_default=True,
+        help=help,
+    )
+
+
+class PercentType(ParsedType):
     """A percentage, ``1%`` or ``1`` (both mean one in a hundred), returned as a fraction 0..1."""
 
     name = "percent"
+    metavar = "PERCENT"
+    parsed = (float,)
 
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "PERCENT"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, float):
-            return value
-        text = str(value).strip().removesuffix("%").strip()
+    def parse(self, text: str) -> Any:
         try:
-            percent = float(text)
+            percent = float(text.strip().removesuffix("%").strip())
         except ValueError:
-            self.fail(f"{value!r} is not a percentage (e.g. 1%, 0.5%, 10)", param, ctx)
+            raise ValueError(f"{text!r} is not a percentage (e.g. 1%, 0.5%, 10)") from None
         if not 0 <= percent <= 100:
-            self.fail(f"{value} is not between 0% and 100%", param, ctx)
+            raise ValueError(f"{text} is not between 0% and 100%")
         return percent / 100
 
 
 PERCENT = PercentType()
 
 
-class ServiceNameType(click.ParamType):  # type: ignore[type-arg]
-    """A DNS-SD instance name for ``--advertise`` (one DNS label: up to 63 bytes, no dots)."""
+class DiscoveryType(ParsedType):
+    """A value one of :mod:`oscsync.discovery`'s checks reads, named by ``check`` (the module
+    is imported when a value is given: ~90 ms that ``oscsync --help`` does not need)."""
 
-    name = "name"
+    def __init__(self, name: str, metavar: str, check: str) -> None:
+        self.name = name
+        self.metavar = metavar
+        self.check = check
 
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "NAME"
+    def parse(self, text: str) -> Any:
+        from oscsync import discovery
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        from oscsync.discovery import DiscoveryError, check_name
+        return getattr(discovery, self.check)(text)
 
-        try:
-            return check_name(str(value))
-        except DiscoveryError as exc:
-            self.fail(str(exc), param, ctx)
+    def errors(self) -> tuple[type[Exception], ...]:
+        from oscsync.discovery import DiscoveryError
 
-
-SERVICE_NAME = ServiceNameType()
-
-
-class InterfaceType(click.ParamType):  # type: ignore[type-arg]
-    """Where mDNS runs: ``auto``, ``all``, ``loopback`` or an interface's IPv4 address."""
-
-    name = "interface"
-
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "auto|all|loopback|ADDRESS"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        from oscsync.discovery import DiscoveryError, check_interface
-
-        try:
-            return check_interface(str(value))
-        except DiscoveryError as exc:
-            self.fail(str(exc), param, ctx)
+        return (DiscoveryError,)
 
 
-INTERFACE = InterfaceType()
+SERVICE_NAME = DiscoveryType("name", "NAME", "check_name")
+"""A DNS-SD instance name for ``--advertise`` (one DNS label: up to 63 bytes, no dots)."""
+
+INTERFACE = DiscoveryType("interface", "auto|all|loopback|ADDRESS", "check_interface")
+"""Where mDNS runs: ``auto``, ``all``, ``loopback`` or an interface's IPv4 address."""
 
 
 def interface_option(default: str = "auto", help: str | None = None) -> Callable[[F], F]:
@@ -387,18 +434,16 @@ def interface_option(default: str = "auto", help: str | None = None) -> Callable
 
 def advertise_option() -> Callable[[F], F]:
     """``--advertise NAME`` and ``--interface``, for every listening command (issue 17)."""
-    advertise = click.option(
-        "--advertise",
-        type=SERVICE_NAME,
-        default=None,
-        help="Announce this listener on the local network (zeroconf) as NAME, so partners can "
-        "use @NAME instead of an address. Nothing is announced without it.",
+    return options(
+        click.option(
+            "--advertise",
+            type=SERVICE_NAME,
+            default=None,
+            help="Announce this listener on the local network (zeroconf) as NAME, so partners "
+            "can use @NAME instead of an address. Nothing is announced without it.",
+        ),
+        interface_option(),
     )
-
-    def apply(function: F) -> F:
-        return advertise(interface_option()(function))
-
-    return apply
 
 
 # -- output options (issue #12 item 6) ---------------------------------------------------------

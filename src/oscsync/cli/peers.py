@@ -1,5 +1,5 @@
 """``oscsync peers`` and ``peers advertise``, plus the two hooks listening and sending commands
-share: :func:`advertising` (``--advertise NAME``) and :func:`resolve_peers` (``@NAME``)."""
+share: :class:`Advertising` (``--advertise NAME``) and :func:`resolve_peers` (``@NAME``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -116,25 +117,29 @@ def following(
         follower.close()
 
 
+@dataclass
 class Advertising:
-    """What ``--advertise NAME`` does for a listening command; a no-op without a name."""
+    """What ``--advertise NAME`` does for a listening command; a no-op without a name.
 
-    def __init__(
-        self,
-        app: AppContext,
-        name: str | None,
-        interface: str,
-        role: str,
-        extra_txt: dict[str, str] | None = None,
-        allow: Sequence[Network] = (),
-    ) -> None:
-        self.app = app
-        self.name = name
-        self.interface = interface
-        self.role = role
-        self.extra_txt = extra_txt
-        self.allow = tuple(allow)
-        self.advertiser: Any = None
+    ``with Advertising(...) as adv: ... adv.publish(endpoint.local_address, endpoint.registry)``;
+    the services are unregistered (goodbye packets) when the block ends, by Ctrl-C and SIGTERM
+    too. A TCP listener (``tcp://`` in ``--listen``) is advertised as ``_osc._tcp``.
+    """
+
+    app: AppContext
+    name: str | None
+    interface: str
+    role: str
+    extra_txt: dict[str, str] | None = None
+    allow: Sequence[Network] = ()
+    advertiser: Any = field(default=None, init=False)
+    """The running :class:`~oscsync.discovery.Advertiser`, once :meth:`publish` has started it."""
+
+    def __enter__(self) -> Advertising:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def publish(self, listening: HostPort | None, registry: AddressRegistry | None = None) -> None:
         """Advertise the listener bound at ``listening`` (blocks ~1.4 s: mDNS probing); its
@@ -177,26 +182,6 @@ class Advertising:
                     f"OSCQuery: answered {http.served} requests"
                     + (f"; refused: {refused}" if refused else "")
                 )
-
-
-@contextlib.contextmanager
-def advertising(
-    app: AppContext,
-    name: str | None,
-    interface: str,
-    role: str,
-    extra_txt: dict[str, str] | None = None,
-    allow: Sequence[Network] = (),
-) -> Iterator[Advertising]:
-    """``with advertising(...) as adv: ... adv.publish(endpoint.local_address, endpoint.registry)``;
-    the services are unregistered (goodbye packets) when the block ends, by Ctrl-C and SIGTERM
-    too.
-    A TCP listener (``tcp://`` in ``--listen``) is advertised as ``_osc._tcp``."""
-    advertised = Advertising(app, name, interface, role, extra_txt, allow)
-    try:
-        yield advertised
-    finally:
-        advertised.close()
 
 
 # -- oscsync peers ----------------------------------------------------------------------------
@@ -344,6 +329,6 @@ def advertise(
         listen_host = resolve_host(host)
     except AddressError as exc:
         raise click.BadParameter(str(exc), param_hint="'--host'") from None
-    with running(), advertising(app, name, interface, role, extra, allow) as advertised:
+    with running(), Advertising(app, name, interface, role, extra, allow) as advertised:
         advertised.publish(HostPort(listen_host, port))
         wait(threading.Event(), app.clock, duration)

@@ -18,7 +18,7 @@ from oscsync.cli.params import (
     iface_option,
     listen_option,
 )
-from oscsync.cli.peers import advertising
+from oscsync.cli.peers import Advertising
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running
 from oscsync.hostport import HostPort
 from oscsync.recording import FLUSH_INTERVAL
@@ -127,7 +127,7 @@ def _record(
     clock = app.clock
     failure: OSError | None = None
     name, interface = advertise
-    with running(), advertising(app, name, interface, role="record", allow=allow) as advertised:
+    with running(), Advertising(app, name, interface, role="record", allow=allow) as advertised:
         session = ReceiveSession(listen, (), SessionSetup(clock, app.note, app.warn, allow, iface))
         endpoint = session.endpoint
         recorder = Recorder(

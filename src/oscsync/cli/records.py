@@ -1,33 +1,46 @@
 """Running a session from a command: its options, its records on stdout, its summary.
 
 ``metronome`` and ``sequence`` build a session (``oscsync.apps.sessions``) and hand it to
-:func:`listen_until_done`, :func:`pair_until_done` or :func:`send_until_done`, which wait for it
-and print; nothing here wires endpoints or schedulers.
+:func:`listening` (then ``listen_until_done`` or ``pair_until_done``) or :func:`send_until_done`,
+which wait for it and print; nothing here wires endpoints or schedulers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import click
 
-from oscsync import audio
+from oscsync import audio, clockfollow
 from oscsync.apps.metronome import TickSender
 from oscsync.apps.receiving import SessionSetup
-from oscsync.apps.sessions import GRACE, ListenSession, SendSession, SessionError
+from oscsync.apps.sessions import AUTO, GRACE, ListenSession, SendSession, SessionError
 from oscsync.apps.ticklog import LogWriter
+from oscsync.cli.params import (
+    PEER,
+    DurationType,
+    ParsedType,
+    allow_option,
+    listen_option,
+    log_option,
+    options,
+)
+from oscsync.cli.peers import Advertising, following, resolve_peer
 from oscsync.cli.runtime import AppContext, leave_without_stdout, wait
 from oscsync.framing import Framing
 from oscsync.hostport import HostPort
-from oscsync.routing import AddressRegistry
 from oscsync.transport import Network
 from oscsync.wording import plural
 
 R = TypeVar("R")
+S = TypeVar("S", bound=ListenSession[Any])
+F = TypeVar("F", bound=Callable[..., Any])
 
 OFFSET_MAXIMUM = 60.0
 """Forward offsets beyond the scheduler's 60 s horizon would be refused by every listener."""
@@ -118,63 +131,351 @@ def setup(
     return SessionSetup(app.clock, app.note, app.warn, allow, iface, framing)
 
 
-def listen_until_done(
-    app: AppContext,
-    session: ListenSession[R],
-    line: Callable[[R], str],
-    *,
-    duration: float | None,
-    sync: str | None = None,
-    sync_peer: HostPort | None = None,
-    publish: Callable[[HostPort | None, AddressRegistry], None] | None = None,
-    explain_sync: bool = False,
-) -> None:
-    """``listen``: start ``session``, print its records until it is done, ``duration`` passes
-    or Ctrl-C, then its summary."""
-    lines = RecordLines(app, session, line)
-    try:
-        session.start(sync, sync_peer)
-        if publish is not None:
-            publish(session.endpoint.local_address, session.endpoint.registry)
-        wait(session.done, app.clock, duration)
-    finally:
-        session.close_follower(sync_requested=explain_sync and (sync or sync_peer) is not None)
-        lines.finish()
+class OffsetType(DurationType):
+    """A forward offset in seconds, or ``auto`` (measured with clock pings: see ``send``)."""
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "SECONDS|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return AUTO
+        return super().convert(value, param, ctx)
 
 
-def pair_until_done(
+OFFSET = OffsetType(minimum=0.0, maximum=OFFSET_MAXIMUM)
+"""Forward offsets beyond the scheduler's 60 s horizon would be refused by every listener."""
+
+
+class AudioType(ParsedType):
+    """One of the players in ``oscsync.audio.registry`` (``auto``, ... ``wav:FILE``)."""
+
+    name = "audio"
+    parsed = (audio.AudioChoice,)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return audio.registry.audio_metavar()
+
+    def parse(self, text: str) -> Any:
+        return audio.parse_audio_choice(text)
+
+    def errors(self) -> tuple[type[Exception], ...]:
+        return (audio.AudioError,)
+
+
+AUDIO = AudioType()
+
+
+def audio_option() -> Callable[[F], F]:
+    """``--audio`` (its choices, metavar and help come from ``oscsync.audio.registry``) and the
+    options the players take: ``--device``, ``--latency-compensation``."""
+    return options(
+        click.option(
+            "--audio",
+            "-a",
+            "audio_choice",
+            type=AUDIO,
+            default="auto",
+            show_default=True,
+            help=audio.registry.audio_help(),
+        ),
+        click.option(
+            "--device",
+            metavar="NAME|INDEX",
+            help="Sound card for sounddevice: an index or part of a name "
+            "(oscsync audio devices lists them) [default: the system's].",
+        ),
+        click.option(
+            "--latency-compensation",
+            type=LatencyCompensationType(),
+            default="auto",
+            show_default=True,
+            help="auto: play each sound one output latency (as the sound card reports it) "
+            "before its timetag, so the sound leaves the device at the timetag; off: start "
+            "computing it at the timetag; MS: this many milliseconds early.",
+        ),
+    )
+
+
+class LatencyCompensationType(ParsedType):
+    """``auto`` (None), ``off`` (0) or milliseconds (returned in seconds)."""
+
+    name = "latency"
+    metavar = "off|auto|MS"
+    parsed = (type(None), float)
+
+    def parse(self, text: str) -> Any:
+        word = text.strip().lower()
+        if word == "auto":
+            return None
+        if word == "off":
+            return 0.0
+        try:
+            ms = float(word.removesuffix("ms"))
+        except ValueError:
+            raise ValueError(f"{text!r} is not off, auto or a number of milliseconds") from None
+        if not 0 <= ms <= 1000:  # NaN fails this too
+            raise ValueError(f"{text!r}: give 0 to 1000 ms")
+        return ms / 1000
+
+
+PING_INTERVAL = DurationType(minimum=0.001, maximum=1.0)
+"""A follower's ping interval. At 1 ms (1,000 pings a second) it costs ~20 % of a core, ten times
+the default's ~2 % (see ``clockfollow.INTERVAL``); at 1 s the estimator's 30 s window
+(``clockestimate.WINDOW``) holds at most 30 exchanges a direction, a coarse fit."""
+
+
+def sync_options() -> Callable[[F], F]:
+    return options(
+        click.option(
+            "--sync",
+            type=click.Choice(["peer", "system"]),
+            is_flag=False,
+            flag_value="peer",
+            default=None,
+            help="peer (or --sync alone): follow the tick sender's clock: ping it (a burst, "
+            "200 then 100 times a second), fit its offset and frequency, and translate its "
+            "timetags through a map that is slewed, never stepped; ticks due before the first "
+            "estimate are not played. system: trust this machine's clock (both machines "
+            "disciplined by chrony or PTP): timetags are used as they are.",
+        ),
+        click.option(
+            "--sync-peer",
+            type=PEER,
+            metavar="HOST:PORT|@NAME",
+            help="Whose clock to follow with --sync (default: the first sender of a timetagged "
+            "tick; give it to refuse anyone else's ticks and to sync before the first one).",
+        ),
+        click.option(
+            "--sync-start-interval",
+            type=PING_INTERVAL,
+            default=clockfollow.ACQUIRE_INTERVAL,
+            show_default=True,
+            help=f"With --sync: seconds between clock pings for the first "
+            f"{clockfollow.ACQUIRE_TIME:g} s, while the first estimates are made.",
+        ),
+        click.option(
+            "--sync-interval",
+            type=PING_INTERVAL,
+            default=clockfollow.INTERVAL,
+            show_default=True,
+            help="With --sync: seconds between clock pings after that (more seconds: less "
+            "traffic, a noisier estimate).",
+        ),
+    )
+
+
+def listen_options(*sounds: Callable[[F], F], log_help: str) -> Callable[[F], F]:
+    """The options :class:`Listening` collects but ``--advertise`` and ``--sync``, with the
+    command's own sound options (``sounds``) after ``--latency-compensation``."""
+    return options(
+        listen_option(),
+        audio_option(),
+        *sounds,
+        log_option(log_help),
+        allow_option(),
+    )
+
+
+@dataclass(frozen=True)
+class Sending:
+    """The options every sending command here shares (metronome and sequence ``send`` and
+    ``pair``), handed to it as one value by :func:`oscsync.cli.params.collect`; each command
+    adds its own grid (bpm, ...) in a subclass."""
+
+    peers: tuple[HostPort, ...]
+    offset: float | str
+    duration: float | None
+    iface: str | None
+    framing: Framing
+
+    limit_option: ClassVar[str]
+    """The option that says how many to send (``--count``, ``--bars``)."""
+
+    def given_total(self) -> int | None:
+        """How many to send as ``limit_option`` says (None: not given)."""
+        raise NotImplementedError
+
+    def total_in(self, duration: float) -> int:
+        """How many are due within ``duration`` seconds."""
+        raise NotImplementedError
+
+    def total(self) -> int | None:
+        """How many to send: ``limit_option``'s count, or as many as are due within
+        ``--duration``; None: until stopped. Both is a usage error."""
+        given = self.given_total()
+        if given is not None and self.duration is not None:
+            raise click.UsageError(f"use {self.limit_option} or --duration, not both")
+        if self.duration is not None:
+            return self.total_in(self.duration)
+        return given
+
+
+@dataclass(frozen=True)
+class Listening:
+    """The options every listening command here shares (metronome and sequence ``listen`` and
+    ``pair``), handed to it as one value by :func:`oscsync.cli.params.collect`."""
+
+    listen: HostPort
+    audio_choice: audio.AudioChoice
+    device: str | None
+    latency_compensation: float | None
+    log_path: Path | None
+    allow: tuple[Network, ...]
+    advertise: str | None
+    interface: str
+    sync: str | None = None
+    sync_peer: HostPort | None = None
+    sync_start_interval: float = clockfollow.ACQUIRE_INTERVAL
+    sync_interval: float = clockfollow.INTERVAL
+
+    def checked(self) -> Listening:
+        """These options with ``--sync-peer @NAME`` resolved (when the command starts, never
+        while parsing); ``--sync system`` with ``--sync-peer``, or ping intervals without a
+        peer's clock to follow, is a usage error."""
+        if self.sync == "system" and self.sync_peer is not None:
+            raise click.UsageError("--sync-peer follows a peer's clock: not with --sync system")
+        follows = self.sync == "peer" or (self.sync is None and self.sync_peer is not None)
+        intervals = (self.sync_start_interval, self.sync_interval)
+        if not follows and intervals != (clockfollow.ACQUIRE_INTERVAL, clockfollow.INTERVAL):
+            raise click.UsageError(
+                "--sync-start-interval and --sync-interval time the pings of --sync (peer): "
+                "give --sync"
+            )
+        return dataclasses.replace(self, sync_peer=resolve_peer(self.sync_peer))
+
+
+@dataclass
+class ListenRun:
+    """A listening command while it runs (see :func:`listening`): it opens the session on
+    ``--listen`` and shows its records until it is done. In ``pair`` it has a sending half too
+    (``sending``, to ``peers``: ``sending.peers`` resolved)."""
+
+    app: AppContext
+    options: Listening
+    log: LogWriter | None
+    advertised: Advertising
+    sending: Sending | None = None
+    peers: Sequence[HostPort] = ()
+
+    def session(self, kind: Callable[..., S], *, iface: str | None = None, **specific: Any) -> S:
+        """A ``kind`` session (:class:`ListenSession`) with these options; ``specific`` are
+        the ones only ``kind`` takes (sounds, ``limit``, ...). ``iface`` is ``listen``'s; a
+        pair's sending half brings its own, and its ``--framing``."""
+        options, sending = self.options, self.sending
+        if sending is not None:
+            session_setup = setup(self.app, options.allow, sending.iface, sending.framing)
+        else:
+            session_setup = setup(self.app, options.allow, iface)
+        return kind(
+            options.listen,
+            self.peers,
+            session_setup,
+            log=self.log,
+            audio_choice=options.audio_choice,
+            audio_options=audio.PlayerOptions(
+                device=options.device, latency_compensation=options.latency_compensation
+            ),
+            **specific,
+        )
+
+    def listen_until_done(
+        self,
+        session: ListenSession[R],
+        line: Callable[[R], str],
+        *,
+        duration: float | None,
+        explain_sync: bool = False,
+    ) -> None:
+        """``listen``: start ``session``, print its records until it is done, ``duration``
+        passes or Ctrl-C, then its summary."""
+        sync, sync_peer = self.options.sync, self.options.sync_peer
+        lines = RecordLines(self.app, session, line)
+        try:
+            session.start(
+                sync,
+                sync_peer,
+                sync_start_interval=self.options.sync_start_interval,
+                sync_interval=self.options.sync_interval,
+            )
+            self.advertised.publish(session.endpoint.local_address, session.endpoint.registry)
+            wait(session.done, self.app.clock, duration)
+        finally:
+            session.close_follower(sync_requested=explain_sync and (sync or sync_peer) is not None)
+            lines.finish()
+
+    def pair_until_done(
+        self,
+        session: ListenSession[R],
+        line: Callable[[R], str],
+        *,
+        total: int | None,
+        sender: Callable[[float], TickSender],
+        sending_note: Callable[[float], str],
+    ) -> None:
+        """``pair``: ``listen_until_done`` with a sender on the same endpoint and scheduler,
+        sending to :attr:`peers` (an ``@NAME`` that moves is followed); it stops shortly after
+        the last item's timetag (``total``)."""
+        app, sending, peers = self.app, self.sending, self.peers
+        assert sending is not None, "a pair run has a sending half"
+        with following(app, sending.peers, peers, session.endpoint.set_peers):
+            lines = RecordLines(app, session, line)
+            started: TickSender | None = None
+            try:
+                session.start(
+                    self.options.sync,
+                    self.options.sync_peer,
+                    pings_to=peers,
+                    sync_start_interval=self.options.sync_start_interval,
+                    sync_interval=self.options.sync_interval,
+                )
+                self.advertised.publish(session.endpoint.local_address, session.endpoint.registry)
+                seconds = session.offset(sending.offset, OFFSET_MAXIMUM)
+                app.note(sending_note(seconds))
+                started = sender(seconds)
+                started.start(total)
+                wait(started.done, app.clock, None)
+                wait(session.done, app.clock, seconds + GRACE)
+            finally:
+                if started is not None:
+                    started.stop()
+                session.close_follower()
+                lines.finish()
+
+
+@contextlib.contextmanager
+def listening(
     app: AppContext,
-    session: ListenSession[R],
-    line: Callable[[R], str],
-    *,
-    peers: Sequence[HostPort],
-    offset: float | str,
-    total: int | None,
-    sender: Callable[[float], TickSender],
-    sending_note: Callable[[float], str],
-    sync: str | None = None,
-    sync_peer: HostPort | None = None,
-    publish: Callable[[HostPort | None, AddressRegistry], None] | None = None,
-) -> None:
-    """``pair``: ``listen_until_done`` with a sender on the same endpoint and scheduler; it stops
-    shortly after the last item's timetag (``total``)."""
-    lines = RecordLines(app, session, line)
-    started: TickSender | None = None
-    try:
-        session.start(sync, sync_peer, pings_to=peers)
-        if publish is not None:
-            publish(session.endpoint.local_address, session.endpoint.registry)
-        seconds = session.offset(offset, OFFSET_MAXIMUM)
-        app.note(sending_note(seconds))
-        started = sender(seconds)
-        started.start(total)
-        wait(started.done, app.clock, None)
-        wait(session.done, app.clock, seconds + GRACE)
-    finally:
-        if started is not None:
-            started.stop()
-        session.close_follower()
-        lines.finish()
+    options: Listening,
+    role: str,
+    sending: Sending | None = None,
+    peers: Sequence[HostPort] = (),
+) -> Iterator[ListenRun]:
+    """What a listening command holds while it runs: its ``--log`` file, its ``--advertise``
+    announcement (as ``role``), and session errors as one line (:func:`session_errors`).
+    ``pair`` gives its ``sending`` options and the ``peers`` they resolved to."""
+    with (
+        log_file(options.log_path) as log,
+        Advertising(
+            app, options.advertise, options.interface, role=role, allow=options.allow
+        ) as advertised,
+        session_errors(),
+    ):
+        yield ListenRun(app, options, log, advertised, sending, peers)
+
+
+@contextlib.contextmanager
+def send_session(
+    app: AppContext, sending: Sending, peers: Sequence[HostPort], allow: Sequence[Network]
+) -> Iterator[SendSession]:
+    """``send``'s session to ``peers`` (``sending.peers`` resolved; an ``@NAME`` that moves is
+    followed), with session errors as one line (:func:`session_errors`)."""
+    with (
+        session_errors(),
+        SendSession(peers, setup(app, allow, sending.iface, sending.framing)) as session,
+        following(app, sending.peers, peers, session.endpoint.set_peers),
+    ):
+        yield session
 
 
 def send_until_done(

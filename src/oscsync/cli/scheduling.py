@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-from oscsync.cli.params import DurationType, parse_duration
+from oscsync.cli.params import DurationType, ParsedType, parse_duration
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -27,21 +27,15 @@ def parse_late_policy(text: str) -> LatePolicy:
     return LatePolicy(drop_after=seconds)
 
 
-class LatePolicyType(click.ParamType):  # type: ignore[type-arg]
+class LatePolicyType(ParsedType):
     """``keep`` or ``drop:DURATION``."""
 
     name = "late-policy"
+    metavar = "keep|drop:DURATION"
+    parsed = (LatePolicy,)
 
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "keep|drop:DURATION"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, LatePolicy):
-            return value
-        try:
-            return parse_late_policy(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+    def parse(self, text: str) -> Any:
+        return parse_late_policy(text)
 
 
 LATE_POLICY = LatePolicyType()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -12,127 +13,105 @@ from oscsync import audio
 from oscsync.apps import sequence as app_sequence
 from oscsync.apps.metronome import TickSender
 from oscsync.apps.sequence import PatternFile, SequenceSender, describe, event_line
-from oscsync.apps.sessions import SendSession, SequenceListenSession
+from oscsync.apps.sessions import SequenceListenSession
 from oscsync.cli import records
-from oscsync.cli.metronome import OFFSET, _check_sync, _compose, _sync_options, audio_option
 from oscsync.cli.params import (
     DURATION,
     DurationType,
+    ParsedType,
     advertise_option,
     allow_option,
+    beats_per_bar_option,
+    collect,
     framing_option,
     iface_option,
-    listen_option,
-    log_option,
+    options,
     peers_option,
 )
-from oscsync.cli.peers import advertising, following, resolve_peer, resolve_peers
+from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
-from oscsync.framing import Framing
 from oscsync.hostport import HostPort
 from oscsync.pattern import NAME, PatternError
 from oscsync.transport import Network
 
-F = TypeVar("F", bound=Callable[..., Any])
 
-
-class VoiceSoundType(click.ParamType):  # type: ignore[type-arg]
+class VoiceSoundType(ParsedType):
     """``VOICE=FILE``: the WAV file voice VOICE plays."""
 
     name = "voice_sound"
+    metavar = "VOICE=FILE"
+    parsed = (tuple,)
 
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "VOICE=FILE"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, tuple):
-            return value
-        voice, equals, path = str(value).partition("=")
+    def parse(self, text: str) -> Any:
+        voice, equals, path = text.partition("=")
         if not equals or not NAME.fullmatch(voice.strip()) or not path:
-            self.fail(f"{value!r} is not VOICE=FILE (e.g. kick=my-kick.wav)", param, ctx)
-        try:
-            audio.read_wav(path)
-        except audio.AudioError as exc:
-            self.fail(str(exc), param, ctx)
+            raise ValueError(f"{text!r} is not VOICE=FILE (e.g. kick=my-kick.wav)")
+        audio.read_wav(path)
         return voice.strip(), Path(path)
 
-
-def _pattern_argument() -> Callable[[F], F]:
-    return click.argument(
-        "pattern_path",
-        metavar="PATTERN",
-        type=click.Path(dir_okay=False, path_type=Path),
-    )
+    def errors(self) -> tuple[type[Exception], ...]:
+        return (ValueError, audio.AudioError)
 
 
-def _send_options() -> Callable[[F], F]:
-    return _compose(
-        _pattern_argument(),
-        peers_option("Where to send the steps (repeatable: every peer gets every step)."),
-        click.option(
-            "--bpm",
-            type=click.FloatRange(min=1, max=1000),
-            default=app_sequence.DEFAULT_BPM,
-            show_default=True,
-            help="Beats per minute.",
-        ),
-        click.option(
-            "--steps-per-beat",
-            type=click.IntRange(min=1, max=16),
-            default=app_sequence.DEFAULT_STEPS_PER_BEAT,
-            show_default=True,
-            help="Pattern steps in one beat (4: each step is a 16th note).",
-        ),
-        click.option(
-            "--beats-per-bar",
-            "-b",
-            type=click.IntRange(min=1, max=64),
-            default=app_sequence.DEFAULT_BEATS_PER_BAR,
-            show_default=True,
-            help="A changed pattern file takes effect at the next bar line.",
-        ),
-        click.option(
-            "--swing",
-            type=click.FloatRange(min=0, max=app_sequence.MAX_SWING),
-            default=0.0,
-            show_default=True,
-            metavar="PERCENT",
-            help="Push every odd step later by this percent of a step (33 ≈ triplet feel).",
-        ),
-        click.option(
-            "--offset",
-            type=OFFSET,
-            default=0.0,
-            show_default=True,
-            help="0: bundles played on arrival. X > 0: each step timetagged X seconds after its "
-            "grid time (forward sync; e.g. 0.1, 100ms). auto: ping the peers and pick one.",
-        ),
-        click.option("--bars", type=click.IntRange(min=1), help="Send this many bars."),
-        click.option(
-            "--duration", "-d", type=DurationType(minimum=0.0), help="Send for this many seconds."
-        ),
-        iface_option(),
-        framing_option(),
-    )
+_send_options = options(
+    click.argument(
+        "pattern_path", metavar="PATTERN", type=click.Path(dir_okay=False, path_type=Path)
+    ),
+    peers_option("Where to send the steps (repeatable: every peer gets every step)."),
+    click.option(
+        "--bpm",
+        type=click.FloatRange(min=1, max=1000),
+        default=app_sequence.DEFAULT_BPM,
+        show_default=True,
+        help="Beats per minute.",
+    ),
+    click.option(
+        "--steps-per-beat",
+        type=click.IntRange(min=1, max=16),
+        default=app_sequence.DEFAULT_STEPS_PER_BEAT,
+        show_default=True,
+        help="Pattern steps in one beat (4: each step is a 16th note).",
+    ),
+    beats_per_bar_option(
+        app_sequence.DEFAULT_BEATS_PER_BAR,
+        "A changed pattern file takes effect at the next bar line.",
+    ),
+    click.option(
+        "--swing",
+        type=click.FloatRange(min=0, max=app_sequence.MAX_SWING),
+        default=0.0,
+        show_default=True,
+        metavar="PERCENT",
+        help="Push every odd step later by this percent of a step (33 ≈ triplet feel).",
+    ),
+    click.option(
+        "--offset",
+        type=records.OFFSET,
+        default=0.0,
+        show_default=True,
+        help="0: bundles played on arrival. X > 0: each step timetagged X seconds after its "
+        "grid time (forward sync; e.g. 0.1, 100ms). auto: ping the peers and pick one.",
+    ),
+    click.option("--bars", type=click.IntRange(min=1), help="Send this many bars."),
+    click.option(
+        "--duration", "-d", type=DurationType(minimum=0.0), help="Send for this many seconds."
+    ),
+    iface_option(),
+    framing_option(),
+)
 
 
-def _listen_options() -> Callable[[F], F]:
-    return _compose(
-        listen_option(),
-        audio_option(),
-        click.option(
-            "--sound",
-            "voice_sounds",
-            type=VoiceSoundType(),
-            multiple=True,
-            help="WAV file for a voice (repeatable) [default: sounds/kick.wav, snare.wav, "
-            "hat.wav; other drum voices play the tick, pitched voices a tone].",
-        ),
-        log_option(
-            "Write one JSON object per event (voice, step, velocity, onset, timetag, late)."
-        ),
-        allow_option(),
-    )
+_listen_options = records.listen_options(
+    click.option(
+        "--sound",
+        "voice_sounds",
+        type=VoiceSoundType(),
+        multiple=True,
+        help="WAV file for a voice (repeatable) [default: sounds/kick.wav, snare.wav, "
+        "hat.wav; other drum voices play the tick, pitched voices a tone].",
+    ),
+    log_help="Write one JSON object per event (voice, step, velocity, onset, timetag, late).",
+)
 
 
 @click.group(
@@ -159,27 +138,42 @@ def _read_pattern(path: Path, app: AppContext) -> PatternFile:
         ) from None
 
 
-def _step_count(
-    bars: int | None, duration: float | None, bpm: float, steps_per_beat: int, beats_per_bar: int
-) -> int | None:
-    if bars is not None and duration is not None:
-        raise click.UsageError("use --bars or --duration, not both")
-    if duration is not None:
-        return app_sequence.steps_in(duration, bpm, steps_per_beat)
-    if bars is not None:
-        return bars * beats_per_bar * steps_per_beat
-    return None
+@dataclass(frozen=True)
+class PatternSending(records.Sending):
+    """``send`` and ``pair``'s send options (``_send_options``)."""
 
+    pattern_path: Path
+    bpm: float
+    steps_per_beat: int
+    beats_per_bar: int
+    swing: float
+    bars: int | None
 
-def _sending_note(
-    watched: PatternFile, peers: tuple[HostPort, ...], bpm: float, steps: int, offset: float
-) -> str:
-    kind = f"timetagged {offset * 1000:g} ms ahead" if offset else "played on arrival"
-    where = ", ".join(str(peer) for peer in peers)
-    return (
-        f"sequencing {watched.path} ({describe(watched.pattern)}) to {where} at {bpm:g} bpm, "
-        f"{steps} steps per beat, {kind}; edit the file to change it at the next bar"
-    )
+    limit_option = "--bars"
+
+    def given_total(self) -> int | None:
+        return None if self.bars is None else self.bars * self.beats_per_bar * self.steps_per_beat
+
+    def total_in(self, duration: float) -> int:
+        return app_sequence.steps_in(duration, self.bpm, self.steps_per_beat)
+
+    def grid(self) -> dict[str, Any]:
+        """The sender's grid arguments."""
+        return {
+            "bpm": self.bpm,
+            "steps_per_beat": self.steps_per_beat,
+            "beats_per_bar": self.beats_per_bar,
+            "swing": self.swing,
+        }
+
+    def note(self, watched: PatternFile, peers: tuple[HostPort, ...], offset: float) -> str:
+        kind = f"timetagged {offset * 1000:g} ms ahead" if offset else "played on arrival"
+        where = ", ".join(str(peer) for peer in peers)
+        return (
+            f"sequencing {watched.path} ({describe(watched.pattern)}) to {where} at "
+            f"{self.bpm:g} bpm, {self.steps_per_beat} steps per beat, {kind}; edit the file to "
+            "change it at the next bar"
+        )
 
 
 @sequence.command(
@@ -190,59 +184,30 @@ Examples:
   oscsync sequence send beat.txt --peer 127.0.0.1:9000 --peer 192.168.1.20:9001 --offset auto
 """
 )
-@_send_options()
+@_send_options
 @allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
 @click.pass_obj
-def send(
-    app: AppContext,
-    pattern_path: Path,
-    peers: tuple[HostPort, ...],
-    bpm: float,
-    steps_per_beat: int,
-    beats_per_bar: int,
-    swing: float,
-    offset: float | str,
-    bars: int | None,
-    duration: float | None,
-    iface: str | None,
-    framing: Framing,
-    allow: tuple[Network, ...],
-) -> None:
+@collect("sending", PatternSending)
+def send(app: AppContext, sending: PatternSending, allow: tuple[Network, ...]) -> None:
     """Send the PATTERN file, one bundle per step with a /seq/VOICE message per sounding voice.
 
     The pattern loops; saving the file changes it at the next bar line. Runs until --bars,
     --duration or Ctrl-C. See docs/example4-sequencer.md for the pattern format.
     """
-    total = _step_count(bars, duration, bpm, steps_per_beat, beats_per_bar)
-    watched = _read_pattern(pattern_path, app)
-    given, peers = peers, resolve_peers(peers)
-    with (
-        running(),
-        records.session_errors(),
-        SendSession(peers, records.setup(app, allow, iface, framing)) as session,
-        following(app, given, peers, session.endpoint.set_peers),
-    ):
-        grid = _grid(bpm, steps_per_beat, beats_per_bar, swing)
+    total = sending.total()
+    watched = _read_pattern(sending.pattern_path, app)
+    peers = resolve_peers(sending.peers)
+    with running(), records.send_session(app, sending, peers, allow) as session:
+        grid = sending.grid()
         records.send_until_done(
             app,
             session,
-            offset=offset,
+            offset=sending.offset,
             total=total,
             sender=lambda seconds: session.pattern_sender(watched, offset=seconds, **grid),
-            sending_note=lambda seconds: _sending_note(
-                watched, peers, bpm, steps_per_beat, seconds
-            ),
+            sending_note=partial(sending.note, watched, peers),
             summary=_sent_summary,
         )
-
-
-def _grid(bpm: float, steps_per_beat: int, beats_per_bar: int, swing: float) -> dict[str, Any]:
-    return {
-        "bpm": bpm,
-        "steps_per_beat": steps_per_beat,
-        "beats_per_bar": beats_per_bar,
-        "swing": swing,
-    }
 
 
 def _sent_summary(sender: TickSender) -> str:
@@ -263,65 +228,34 @@ Examples:
   oscsync sequence listen --listen 0.0.0.0:9001 --advertise drums   # senders use @drums
 """
 )
-@_listen_options()
+@_listen_options
 @click.option("--count", "-c", type=click.IntRange(min=1), help="Stop after this many events.")
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
-@_sync_options()
+@records.sync_options()
 @iface_option()
 @advertise_option()
 @click.pass_obj
+@collect("listening", records.Listening)
 def listen(
     app: AppContext,
-    listen: HostPort,
-    audio_choice: audio.AudioChoice,
-    device: str | None,
-    latency_compensation: float | None,
+    listening: records.Listening,
     voice_sounds: tuple[tuple[str, Path], ...],
-    log_path: Path | None,
-    allow: tuple[Network, ...],
     count: int | None,
     duration: float | None,
-    sync: str | None,
-    sync_peer: HostPort | None,
     iface: str | None,
-    advertise: str | None,
-    interface: str,
 ) -> None:
     """Play each /seq/VOICE event at its timetag, each voice with its own sound.
 
     Pitched voices (a MIDI note as third argument) play a short synthesised tone. On a terminal a
     live line counts events per voice; piped, one line per event (VOICE: STEP). Ctrl-C stops.
     """
-    _check_sync(sync, sync_peer)
-    sync_peer = resolve_peer(sync_peer)
-    with (
-        running(),
-        records.log_file(log_path) as log,
-        records.session_errors(),
-        advertising(app, advertise, interface, role="sequence", allow=allow) as advertised,
-    ):
-        session = SequenceListenSession(
-            listen,
-            (),
-            records.setup(app, allow, iface),
-            log=log,
-            limit=count,
-            audio_choice=audio_choice,
-            audio_options=audio.PlayerOptions(
-                device=device, latency_compensation=latency_compensation
-            ),
-            voice_sounds=voice_sounds,
+    listening = listening.checked()
+    with running(), records.listening(app, listening, "sequence") as run:
+        session = run.session(
+            SequenceListenSession, iface=iface, limit=count, voice_sounds=voice_sounds
         )
         # --sync as metronome listen --sync
-        records.listen_until_done(
-            app,
-            session,
-            event_line,
-            duration=duration,
-            sync=sync,
-            sync_peer=sync_peer,
-            publish=advertised.publish,
-        )
+        run.listen_until_done(session, event_line, duration=duration)
 
 
 # -- pair -------------------------------------------------------------------------------------
@@ -334,71 +268,34 @@ Examples:
   oscsync sequence pair beat.txt --peer 127.0.0.1:9001 --offset 0.05 --bars 2   # hear yourself
 """
 )
-@_send_options()
-@_listen_options()
+@_send_options
+@_listen_options
 @advertise_option()
 @click.pass_obj
+@collect("sending", PatternSending)
+@collect("listening", records.Listening)
 def pair(
     app: AppContext,
-    pattern_path: Path,
-    peers: tuple[HostPort, ...],
-    bpm: float,
-    steps_per_beat: int,
-    beats_per_bar: int,
-    swing: float,
-    offset: float | str,
-    bars: int | None,
-    duration: float | None,
-    iface: str | None,
-    framing: Framing,
-    listen: HostPort,
-    audio_choice: audio.AudioChoice,
-    device: str | None,
-    latency_compensation: float | None,
+    sending: PatternSending,
+    listening: records.Listening,
     voice_sounds: tuple[tuple[str, Path], ...],
-    log_path: Path | None,
-    allow: tuple[Network, ...],
-    advertise: str | None,
-    interface: str,
 ) -> None:
     """Send the PATTERN and play the steps you receive, in one process.
 
     Steps go to every --peer; steps arriving on --listen (from anyone, yourself included) are
     played. With --bars or --duration it stops shortly after the last step's timetag.
     """
-    total = _step_count(bars, duration, bpm, steps_per_beat, beats_per_bar)
-    watched = _read_pattern(pattern_path, app)
-    given, peers = peers, resolve_peers(peers)
-    with (
-        running(),
-        records.log_file(log_path) as log,
-        records.session_errors(),
-        advertising(app, advertise, interface, role="sequence", allow=allow) as advertised,
-    ):
-        session = SequenceListenSession(
-            listen,
-            peers,
-            records.setup(app, allow, iface, framing),
-            log=log,
-            audio_choice=audio_choice,
-            audio_options=audio.PlayerOptions(
-                device=device, latency_compensation=latency_compensation
-            ),
-            voice_sounds=voice_sounds,
+    total = sending.total()
+    watched = _read_pattern(sending.pattern_path, app)
+    peers = resolve_peers(sending.peers)
+    with running(), records.listening(app, listening, "sequence", sending, peers) as run:
+        session = run.session(SequenceListenSession, voice_sounds=voice_sounds)
+        grid = sending.grid()
+        run.pair_until_done(
+            session,
+            event_line,
+            total=total,
+            # One timer thread for both halves, as metronome pair.
+            sender=lambda seconds: session.sender(watched, offset=seconds, **grid),
+            sending_note=partial(sending.note, watched, peers),
         )
-        grid = _grid(bpm, steps_per_beat, beats_per_bar, swing)
-        with following(app, given, peers, session.endpoint.set_peers):
-            records.pair_until_done(
-                app,
-                session,
-                event_line,
-                peers=peers,
-                offset=offset,
-                total=total,
-                # One timer thread for both halves, as metronome pair.
-                sender=lambda seconds: session.sender(watched, offset=seconds, **grid),
-                sending_note=lambda seconds: _sending_note(
-                    watched, peers, bpm, steps_per_beat, seconds
-                ),
-                publish=advertised.publish,
-            )

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
+from oscsync.apps.netem import ImpairmentSpec
 from oscsync.cli.netem import impairment_options
-from oscsync.cli.params import bpm_range, parse_duration, renamed_option, skew_option
+from oscsync.cli.params import bpm_range, collect, parse_duration, renamed_option, skew_option
 from oscsync.cli.runtime import AppContext, running
 from oscsync.install import install_hint
 from oscsync.wording import plural
@@ -71,15 +72,11 @@ Examples:
     help="Draw jitter and late % against offset into a PNG (needs matplotlib: the [plot] extra).",
 )
 @click.pass_obj
+@collect("link", ImpairmentSpec)
 def sweep(
     app: AppContext,
     offsets: list[float],
-    delay: float,
-    jitter: float,
-    dist: str,
-    loss: float,
-    duplicate: float,
-    reorder: bool,
+    link: ImpairmentSpec,
     seed: int | None,
     ticks: int,
     bpm: float,
@@ -99,7 +96,6 @@ def sweep(
     bar is a count-in and is not scored.
     """
     from oscsync.apps import lab, tables
-    from oscsync.apps.netem import ImpairmentSpec
 
     if plot_path is not None:
         try:
@@ -111,7 +107,6 @@ def sweep(
         json_path, json_option = old_json_path, "--json"
     for path, option in ((csv_path, "--csv"), (json_path, json_option), (plot_path, "--plot")):
         _check_writable(path, option)
-    link = ImpairmentSpec(delay, jitter, dist, loss, duplicate, reorder)
     follower = lab.FollowerSpec("follower", skew=skew, sync=sync)
     rows = []
     with (
