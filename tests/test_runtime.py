@@ -65,6 +65,27 @@ def test_stop_landing_inside_thread_join_is_raised_after_the_join_without_a_time
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+class _SignalsWhenFreed:
+    def __del__(self) -> None:
+        # The handler runs inside raise_signal, so Stop is raised inside this finalizer, where
+        # Python swallows it ("Exception ignored in ...").
+        signal.raise_signal(signal.SIGINT)
+
+
+def test_stop_swallowed_by_a_finalizer_is_delivered_again() -> None:
+    hook_before = sys.unraisablehook
+    ran_on = False
+    with running() as run:
+        finalized = _SignalsWhenFreed()
+        del finalized
+        # The stop comes back through the courier and ends this wait.
+        wait_until(lambda: False, 10, "the swallowed stop to be delivered again")
+        ran_on = True
+    assert not ran_on
+    assert run.stopped_by == signal.SIGINT
+    assert sys.unraisablehook is hook_before
+
+
 def test_running_installs_no_alarm_handler() -> None:
     # Portable: no SIGALRM/setitimer on Windows (issue #21).
     if not hasattr(signal, "SIGALRM"):

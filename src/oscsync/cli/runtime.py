@@ -177,6 +177,22 @@ def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
     raise Stop(name)
 
 
+def _stop_swallowed(unraisable: Any) -> bool:
+    """Deliver again a Stop that Python swallowed; True if it was one.
+
+    A signal handled while a finalizer or weakref callback runs (``__del__``,
+    ``WeakSet._remove`` under garbage collection) raises Stop there, and Python prints it as
+    "Exception ignored in ..." and carries on: the command would run on, its stop lost (seen once
+    in the suite: ``demo --duration 1.5`` under SIGTERM). The courier delivers it again.
+    """
+    courier = _courier
+    if courier is None or not isinstance(unraisable.exc_value, Stop):
+        return False
+    courier.stopping = False
+    courier.defer(signal.Signals.__members__.get(str(unraisable.exc_value), signal.SIGINT))
+    return True
+
+
 @dataclass
 class Run:
     """What :func:`running` saw: ``stopped_by`` names the stop signal, if one ended the body."""
@@ -205,8 +221,15 @@ def running(*, interrupted_exit: bool = False) -> Iterator[Run]:
     global _courier
     run = Run()
     previous: dict[signal.Signals, Any] = {}
+    previous_unraisable_hook = sys.unraisablehook
+
+    def unraisable_hook(unraisable: Any) -> None:
+        if not _stop_swallowed(unraisable):
+            previous_unraisable_hook(unraisable)
+
     if threading.current_thread() is threading.main_thread():
         _courier = _StopCourier()
+        sys.unraisablehook = unraisable_hook
         for signum in STOP_SIGNALS:
             previous[signum] = signal.signal(signum, _on_stop_signal)
     try:
@@ -223,6 +246,8 @@ def running(*, interrupted_exit: bool = False) -> Iterator[Run]:
             courier.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        if sys.unraisablehook is unraisable_hook:
+            sys.unraisablehook = previous_unraisable_hook
     if interrupted_exit and run.stopped_by is not None:
         raise click.exceptions.Exit(run.exit_code)
 
