@@ -45,6 +45,7 @@ def test_a_forgotten_port_says_add_a_port() -> None:
     [
         ["metronome", "send", "--peer", "127.0.0.1:9", "--bpm", "fast"],
         ["timetag", "sweep", "--bpm", "fast"],
+        ["sequence", "send", "beat.txt", "--peer", "127.0.0.1:9", "--bpm", "fast"],
     ],
 )
 def test_a_bpm_that_is_not_a_number_gets_a_plain_message(args: list[str]) -> None:

@@ -22,6 +22,7 @@ from oscsync.cli.params import (
     advertise_option,
     allow_option,
     beats_per_bar_option,
+    bpm_range,
     collect,
     framing_option,
     iface_option,
@@ -60,7 +61,7 @@ _send_options = options(
     peers_option("Where to send the steps (repeatable: every peer gets every step)."),
     click.option(
         "--bpm",
-        type=click.FloatRange(min=1, max=1000),
+        type=bpm_range(1, 1000),
         default=app_sequence.DEFAULT_BPM,
         show_default=True,
         help="Beats per minute.",
