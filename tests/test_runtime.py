@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from oscsync import threads
+from oscsync.cli import runtime
 from oscsync.cli.main import cli
 from oscsync.cli.runtime import running
 from waiting import wait_until
@@ -72,7 +73,23 @@ class _SignalsWhenFreed:
         signal.raise_signal(signal.SIGINT)
 
 
-def test_stop_swallowed_by_a_finalizer_is_delivered_again() -> None:
+@pytest.mark.parametrize("lands_in_hook", [False, True], ids=["after the hook", "inside the hook"])
+def test_stop_swallowed_by_a_finalizer_is_delivered_again(
+    lands_in_hook: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if lands_in_hook:
+        # The courier's delivery can come while the main thread is still inside the unraisable
+        # hook (seen under load): a Stop raised there would be swallowed a second time.
+        courier_defer = runtime._StopCourier.defer
+        redelivered: list[int] = []
+
+        def defer_then_deliver_at_once(courier: runtime._StopCourier, signum: int) -> None:
+            courier_defer(courier, signum)
+            if not redelivered:
+                redelivered.append(signum)
+                signal.raise_signal(signal.SIGINT)
+
+        monkeypatch.setattr(runtime._StopCourier, "defer", defer_then_deliver_at_once)
     hook_before = sys.unraisablehook
     ran_on = False
     with running() as run:

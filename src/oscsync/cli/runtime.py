@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TextIO
@@ -124,9 +124,7 @@ class _StopCourier:
         pause = threading.Event()
         with self._inbox:
             while data := self._inbox.recv(64):
-                while not self._closed and _inside_thread_start_or_join(
-                    sys._current_frames().get(main)
-                ):
+                while not self._closed and _stop_must_wait(sys._current_frames().get(main)):
                     pause.wait(self._WATCH_INTERVAL)
                 with self._lock:  # close() waits for this: no signal after it returns
                     if not self._closed and not self.stopping:
@@ -148,11 +146,15 @@ def _deliver_to_main(main: int, signum: signal.Signals) -> None:
 _courier: _StopCourier | None = None
 
 
-def _inside_thread_start_or_join(frame: FrameType | None) -> bool:
-    # Only these two: an Event.wait (how commands idle) must stay interruptible.
+def _stop_must_wait(frame: FrameType | None) -> bool:
+    # Inside Thread.start/join (see _on_stop_signal), or inside the unraisable hook, where a
+    # Stop raised would be swallowed again. Only these: an Event.wait (how commands idle) must
+    # stay interruptible.
     while frame is not None:
         code = frame.f_code
-        if code.co_filename == _THREADING_FILE and code.co_name in ("start", "join"):
+        if code in _HOOK_CODES or (
+            code.co_filename == _THREADING_FILE and code.co_name in ("start", "join")
+        ):
             return True
         frame = frame.f_back
     return False
@@ -166,7 +168,7 @@ def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
     courier = _courier
     if courier is None:
         return  # running() is finishing: the command ends anyway
-    if _inside_thread_start_or_join(frame):
+    if _stop_must_wait(frame):
         courier.defer(signum)
         return
     courier.stopping = True
@@ -191,6 +193,20 @@ def _stop_swallowed(unraisable: Any) -> bool:
     courier.stopping = False
     courier.defer(signal.Signals.__members__.get(str(unraisable.exc_value), signal.SIGINT))
     return True
+
+
+_previous_unraisable_hook: Callable[[Any], object] = sys.__unraisablehook__
+
+
+def _unraisable_hook(unraisable: Any) -> None:
+    """``sys.unraisablehook`` inside :func:`running`: a swallowed Stop goes back to the courier
+    (which delivers it once the main thread has left this hook), anything else to the hook
+    that was there before."""
+    if not _stop_swallowed(unraisable):
+        _previous_unraisable_hook(unraisable)
+
+
+_HOOK_CODES = frozenset({_unraisable_hook.__code__, _stop_swallowed.__code__})
 
 
 @dataclass
@@ -218,18 +234,12 @@ def running(*, interrupted_exit: bool = False) -> Iterator[Run]:
     The stop signals are those the platform has (:data:`oscsync.threads.STOP_SIGNALS`): SIGINT
     everywhere, SIGTERM and SIGHUP (terminal closed) on POSIX, Ctrl-Break on Windows.
     """
-    global _courier
+    global _courier, _previous_unraisable_hook
     run = Run()
     previous: dict[signal.Signals, Any] = {}
-    previous_unraisable_hook = sys.unraisablehook
-
-    def unraisable_hook(unraisable: Any) -> None:
-        if not _stop_swallowed(unraisable):
-            previous_unraisable_hook(unraisable)
-
     if threading.current_thread() is threading.main_thread():
         _courier = _StopCourier()
-        sys.unraisablehook = unraisable_hook
+        _previous_unraisable_hook, sys.unraisablehook = sys.unraisablehook, _unraisable_hook
         for signum in STOP_SIGNALS:
             previous[signum] = signal.signal(signum, _on_stop_signal)
     try:
@@ -246,8 +256,8 @@ def running(*, interrupted_exit: bool = False) -> Iterator[Run]:
             courier.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        if sys.unraisablehook is unraisable_hook:
-            sys.unraisablehook = previous_unraisable_hook
+        if sys.unraisablehook is _unraisable_hook:
+            sys.unraisablehook = _previous_unraisable_hook
     if interrupted_exit and run.stopped_by is not None:
         raise click.exceptions.Exit(run.exit_code)
 
