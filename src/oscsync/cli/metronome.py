@@ -20,7 +20,7 @@ from oscsync.cli.params import (
     advertise_option,
     allow_option,
     beats_per_bar_option,
-    bpm_range,
+    bpm_option,
     collect,
     framing_option,
     iface_option,
@@ -40,13 +40,11 @@ _beats_per_bar_option = beats_per_bar_option(
 
 _send_options = options(
     peers_option("Where to send ticks (repeatable: every peer gets every tick)."),
-    click.option(
-        "--bpm",
-        # At 1 bpm a tick is 60 s ahead: the scheduler's horizon.
-        type=bpm_range(1, 6000),
-        default=app_metronome.DEFAULT_BPM,
-        show_default=True,
-        help="Beats per minute (120 = a tick every half second, as in the workshop).",
+    # At 1 bpm (the least) a tick is 60 s ahead: the scheduler's horizon.
+    bpm_option(
+        6000,
+        app_metronome.DEFAULT_BPM,
+        "Beats per minute (120 = a tick every half second, as in the workshop).",
     ),
     _beats_per_bar_option,
     click.option(

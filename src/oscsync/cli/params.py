@@ -361,6 +361,13 @@ def bpm_range(minimum: float, maximum: float) -> NumberRange:
     return NumberRange(minimum, maximum, example="120 for two beats a second")
 
 
+def bpm_option(maximum: float, default: float, help: str) -> Callable[[F], F]:
+    """``--bpm``: metronome's ticks, sequence's beats (from 1 bpm up to ``maximum``)."""
+    return click.option(
+        "--bpm", type=bpm_range(1, maximum), default=default, show_default=True, help=help
+    )
+
+
 def beats_per_bar_option(default: int, help: str) -> Callable[[F], F]:
     """``--beats-per-bar``/``-b``: metronome's accent, sequence's bar line."""
     return click.option(

@@ -22,7 +22,7 @@ from oscsync.cli.params import (
     advertise_option,
     allow_option,
     beats_per_bar_option,
-    bpm_range,
+    bpm_option,
     collect,
     framing_option,
     iface_option,
@@ -59,13 +59,7 @@ _send_options = options(
         "pattern_path", metavar="PATTERN", type=click.Path(dir_okay=False, path_type=Path)
     ),
     peers_option("Where to send the steps (repeatable: every peer gets every step)."),
-    click.option(
-        "--bpm",
-        type=bpm_range(1, 1000),
-        default=app_sequence.DEFAULT_BPM,
-        show_default=True,
-        help="Beats per minute.",
-    ),
+    bpm_option(1000, app_sequence.DEFAULT_BPM, "Beats per minute."),
     click.option(
         "--steps-per-beat",
         type=click.IntRange(min=1, max=16),
