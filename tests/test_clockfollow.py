@@ -22,6 +22,7 @@ from oscsync.transport import Endpoint, Received
 
 LEADER = ("127.0.0.1", 7000)
 STRANGER = ("127.0.0.2", 7000)
+MOVED = ("127.0.0.1", 7001)
 
 
 def _received(data: bytes, arrival: float, source: tuple[str, int]) -> list[Received]:
@@ -44,6 +45,9 @@ class _World:
     ) -> None:
         self.clock = FakeClock()
         self.leader_clock = SkewedClock(self.clock, skew=skew, drift_ppm=ppm)
+        self.leader = LEADER
+        """The leader's address: a test may move it (with another clock) while pongs are on
+        their way; each ping is answered by the leader it was sent to."""
         self.rng = random.Random(seed)
         self.jitter = jitter
         self.duplicate = duplicate
@@ -64,12 +68,14 @@ class _World:
         heapq.heappush(self.events, (when, next(self.seq), action))
 
     def _ping(self, data: bytes) -> None:
+        leader, leader_clock = self.leader, self.leader_clock
+
         def arrive() -> None:
-            (ping,) = _received(data, self.leader_clock.now(), ("127.0.0.1", 9001))
-            pong = clocksync.pong_for(ping, self.leader_clock)
+            (ping,) = _received(data, leader_clock.now(), ("127.0.0.1", 9001))
+            pong = clocksync.pong_for(ping, leader_clock)
             copies = 2 if self.rng.random() < self.duplicate else 1
             for _ in range(copies):
-                self.at(self.clock.monotonic() + self.delay(), lambda: self.deliver(pong))
+                self.at(self.clock.monotonic() + self.delay(), lambda: self.deliver(pong, leader))
 
         self.at(self.clock.monotonic() + self.delay(), arrive)
 
@@ -80,8 +86,10 @@ class _World:
             else:
                 self.handle(received)
 
-    def send_tick(self, ahead: float, source: tuple[str, int] = LEADER) -> int:
-        """The leader sends a tick timetagged ``ahead`` s from its now; returns the timetag."""
+    def send_tick(self, ahead: float, source: tuple[str, int] | None = None) -> int:
+        """The leader (or ``source``) sends a tick timetagged ``ahead`` s from the leader's
+        now; returns the timetag."""
+        source = source or self.leader
         stamp = tt.add_seconds(self.leader_clock.now_timetag(), ahead)
         data = codec.encode_bundle(stamp, [codec.encode_message("/tick", [0], "i")])
         self.at(self.clock.monotonic() + self.delay(), lambda: self.deliver(data, source))
@@ -264,6 +272,48 @@ def test_a_peer_restart_steps_once_with_a_warning() -> None:
     assert world.follower.servo.steps == 1
     assert len(world.warnings) == 1 and "stepped by" in world.warnings[0]
     assert world.follower.offset() == pytest.approx(2.15, abs=1e-3)
+
+
+def test_sync_peer_at_name_moved_is_measured_from_scratch_and_the_old_address_steers_nothing() -> (
+    None
+):
+    """``--sync-peer @NAME`` re-registered elsewhere, maybe with another clock (issue 17's
+    noticed item): the follower starts over on the new address, no blend of the two clocks
+    (no step, no warning), and pongs and ticks still coming from the old address are ignored."""
+    world = _World(skew=0.15, ppm=50.0)
+    start = world.clock.monotonic()
+    world.run(start + 12.0)
+    assert world.follower.state() == "locked"
+    world.send_tick(0.5)  # the old leader's last tick, still on its way
+    world.leader = MOVED  # pings in flight are still answered by the old leader
+    world.leader_clock = SkewedClock(world.clock, skew=-0.4, drift_ppm=-30.0)
+    world.follower.move_to(MOVED)
+    assert world.follower.offset() is None  # nothing translated through the old map
+    world.run(start + 24.0)
+    assert world.follower.ignored["pong-not-from-peer"] >= 1  # the old leader's late pongs
+    assert world.follower.ignored["not-sync-peer"] == 1  # the old leader's tick
+    assert world.got == []
+    stamps = [world.send_tick(0.05 + 0.25 * k) for k in range(8)]
+    world.run(start + 26.5)
+    truth = sorted(world.true_local(stamp) for stamp in stamps)
+    played = sorted(tt.to_unix(r.timetag) for r in world.got if r.timetag is not None)
+    assert len(played) == 8
+    for local, true in zip(played, truth, strict=True):
+        assert abs(local - true) <= 0.25e-3
+    assert world.follower.servo.steps == 0 and world.warnings == []
+    assert world.follower.moves == 1
+    assert "sync started over 1x" in world.follower.describe()
+
+
+def test_sync_peer_moved_before_lock_drops_the_ticks_held_on_the_old_clock() -> None:
+    world = _World(jitter=0.0)  # every datagram 20 ms on its way
+    world.send_tick(1.0)
+    world.run(world.clock.monotonic() + 0.03)  # arrived, before the first pong: held
+    assert len(world.follower._pending) == 1
+    world.follower.move_to(MOVED)
+    assert world.follower.ignored["sync-peer-moved"] == 1
+    world.follower.move_to(MOVED)  # the same address again: nothing starts over
+    assert world.follower.moves == 1
 
 
 def test_blob_bomb_sync_queue_is_bounded_in_bytes() -> None:

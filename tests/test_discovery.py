@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import signal
 import socket
 import struct
@@ -860,3 +861,112 @@ def test_netem_forward_at_name_follows_a_listener_re_registered_on_a_new_port(
     LineReader(second.stdout).wait_for(lambda text: "/tick" in text, timeout=20)
     assert stop(sender, signal.SIGINT) == 0
     assert stop(relay, signal.SIGINT) == 0
+
+
+class _TickLeader:
+    """A tick sender that sends from the port it answers clock pings on, and is advertised
+    there (``peers advertise``): a Pure Data patch's shape, and what ``--sync-peer`` names (an
+    oscsync sender sends from a socket per peer, not from its advertised port). ``skew``: its
+    clock is that many seconds ahead of this machine's."""
+
+    def __init__(self, to: int, message: tuple[str, list[Any], str], skew: float) -> None:
+        from oscsync.clock import SkewedClock, SystemClock
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.to = ("127.0.0.1", to)
+        self.message = message
+        self.clock = SkewedClock(SystemClock(), skew=skew)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from oscsync import clocksync
+        from oscsync import timetag as tt
+        from oscsync.transport import Received
+
+        address, args, types = self.message
+        next_tick = time.monotonic()
+        while not self.stopped.is_set():
+            ready, _, _ = select.select([self.sock], [], [], max(0.0, next_tick - time.monotonic()))
+            if ready:
+                data, source = self.sock.recvfrom(65536)
+                arrival = self.clock.now()
+                for message in codec.decode(data):
+                    if message.address == clocksync.PING:
+                        ping = Received(message, source, arrival)
+                        self.sock.sendto(clocksync.pong_for(ping, self.clock), source)
+            if time.monotonic() >= next_tick:  # a tick 5 times a second, 100 ms ahead
+                next_tick += 0.2
+                stamp = tt.add_seconds(self.clock.now_timetag(), 0.1)
+                tick = codec.encode_message(address, args, types)
+                self.sock.sendto(codec.encode_bundle(stamp, [tick]), self.to)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+SYNC_FOLLOWERS = {
+    "metronome listen": (["metronome", "listen"], ("/tick", [1], "i")),
+    "metronome pair": (["metronome", "pair", "--peer", "{leader}"], ("/tick", [1], "i")),
+    "sequence listen": (["sequence", "listen"], ("/seq/hat", [1.0, 0], "fi")),
+}
+
+
+@pytest.mark.parametrize("command", sorted(SYNC_FOLLOWERS))
+def test_sync_peer_at_name_follows_a_leader_re_registered_on_a_new_port(
+    spawn: Spawn, command: str
+) -> None:
+    """Issue 17's noticed item: ``--sync-peer @NAME`` is followed when the leader re-registers
+    (as ``clock --peer @NAME``): the new leader's timetagged ticks are played, through a new
+    estimate of *its* clock (0.3 s away from the old one's: no step, no blend), and the old
+    leader, still sending, is anyone else now. Before, the new leader's ticks were refused
+    (``not-sync-peer``) for good."""
+    follower_args, message = SYNC_FOLLOWERS[command]
+    name = unique_name()
+    listen = free_udp_port()
+    leaders = [_TickLeader(listen, message, skew=0.0)]
+    try:
+        first = spawn("peers", "advertise", name, "--port", str(leaders[0].port),
+                      "--interface", "loopback")  # fmt: skip
+        advertised(first)
+        follower = spawn(
+            *(a.format(leader=f"127.0.0.1:{leaders[0].port}") for a in follower_args),
+            "--listen", f"127.0.0.1:{listen}", "--audio", "none", "--sync-peer", f"@{name}",
+        )  # fmt: skip
+        assert follower.stdout is not None and follower.stderr is not None
+        played = LineReader(follower.stdout)
+        played.wait_for(lambda text: "LATE" not in text, timeout=30)  # synced to the first
+
+        assert stop(first, signal.SIGTERM) == 0  # goodbye; the old leader keeps sending
+        leaders.append(_TickLeader(listen, message, skew=0.3))
+        port = leaders[1].port
+        second = spawn("peers", "advertise", name, "--port", str(port), "--interface", "loopback")
+        advertised(second)
+        notes = LineReader(follower.stderr)
+        notes.wait_for(
+            lambda text: (
+                f"@{name} re-registered: now following the clock at 127.0.0.1:{port}; clock "
+                "sync starts over" in text
+            ),
+            timeout=20,
+        )
+        if "metronome" in command:  # tick lines name their sender
+            played.wait_for(lambda text: f"from 127.0.0.1:{port}" in text, timeout=20)
+        else:  # the old leader's ticks are refused now: an event played is the new one's
+            played.wait_for(lambda text: text.startswith("hat:"), timeout=20)
+        assert stop(follower, signal.SIGINT) == 0
+    finally:
+        for leader in leaders:
+            leader.close()
+    summary = "\n".join(notes.rest())
+    assert (
+        f"clock sync with 127.0.0.1:{port} (followed there after it re-registered: sync "
+        "started over 1x): sync " in summary
+    )
+    assert "not-sync-peer" in summary  # the old leader's ticks after the move
+    assert "stepped" not in summary  # a fresh estimate, not the old one pulled 300 ms

@@ -7,7 +7,9 @@
   message (the tick sender). Pongs count only from that address and only when they echo the
   sequence number and T1 of a ping still outstanding; timetagged messages from anyone else are
   not translated but dropped (counted ``not-sync-peer``): their timetags are on another clock
-  (issue #20 item 4, the clock hijack);
+  (issue #20 item 4, the clock hijack). :meth:`move_to` follows another address instead
+  (``--sync-peer @NAME`` re-registered): the measurement starts over, and from then on pongs
+  and ticks from the old address count as anyone else's;
 * pings it in a burst (``burst`` pings ``burst_interval`` apart), every ``acquire_interval``
   for ``acquire_time`` seconds and then every ``interval`` seconds; each answered exchange feeds
   an :class:`~oscsync.clockestimate.EnvelopeEstimator`, whose estimate disciplines a
@@ -92,8 +94,8 @@ class ClockFollower:
         on_warning: Callable[[str], None] | None = None,
         max_pending: int = MAX_PENDING,
         max_pending_bytes: int = MAX_PENDING_BYTES,
-        estimator: EnvelopeEstimator | None = None,
-        servo: Servo | None = None,
+        new_estimator: Callable[[], EnvelopeEstimator] = EnvelopeEstimator,
+        new_servo: Callable[[], Servo] = Servo,
     ) -> None:
         self.endpoint = endpoint
         self.clock = endpoint.clock
@@ -107,8 +109,11 @@ class ClockFollower:
         self.max_pending = max_pending
         self.max_pending_bytes = max_pending_bytes
         self.origin = self.clock.now_timetag()
-        self.estimator = estimator or EnvelopeEstimator()
-        self.servo = servo or Servo()
+        # Factories, not instances: a peer that moves (move_to) gets a fresh pair.
+        self._new_estimator = new_estimator
+        self._new_servo = new_servo
+        self.estimator = new_estimator()
+        self.servo = new_servo()
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
         self._outstanding: OrderedDict[int, int] = OrderedDict()
@@ -120,6 +125,7 @@ class ClockFollower:
         if peer is not None:
             self._peer_known.set()
         self._stop = threading.Event()
+        self._moved = threading.Event()
         self._thread: threading.Thread | None = None
         self._pinger: Endpoint | None = None
         self._send_to: tuple[tuple[str, int], Callable[[bytes], object]] | None = None
@@ -136,6 +142,8 @@ class ClockFollower:
         """Wall time (ours) of the first estimate: from then on timetags are translated."""
         self.unsynced = 0
         """Timetagged messages dropped because they were due before the clock was synced."""
+        self.moves = 0
+        """Times :meth:`move_to` switched to another address."""
         endpoint.add_service(PONG, self._on_pong, PONG_METHOD.types, PONG_METHOD.description)
 
     # -- time scale ---------------------------------------------------------------------------
@@ -204,6 +212,47 @@ class ClockFollower:
         self.peer = peer
         self._peer_known.set()
 
+    def move_to(self, peer: tuple[str, int]) -> None:
+        """Follow ``peer`` instead of the peer followed so far (``--sync-peer @NAME``
+        re-registered elsewhere); safe to call from another thread while ticks and pongs arrive.
+
+        The measurement starts over (a fresh estimator and servo, the burst again): the peer at
+        the new address may be another process or machine, and one fit over two clocks would be
+        neither's (the estimator only notices a step of its restart threshold, not a clock a
+        millisecond off). Until the new estimate, ticks are held as at the start. From now on
+        only ``peer`` steers the clock: pongs still on their way from the old address are
+        ignored (``pong-not-from-peer``), and so are its ticks (``not-sync-peer``); ticks held
+        from it are dropped (``sync-peer-moved``: they are on the old clock).
+        """
+        # The handler lock first, as wrap() takes them: no tick is being translated by the old
+        # map while it is replaced.
+        with self._handler_lock, self._lock:
+            if peer == self.peer:
+                return
+            self.peer = peer
+            self.moves += 1
+            self._outstanding.clear()  # a pong answering an old ping is never used
+            self.estimator = self._new_estimator()
+            self.servo = self._new_servo()
+            self._restarts_seen = 0
+            self._last_update = -float("inf")
+            self._estimate = None
+            self._last_rtt = None
+            self._round_trips.clear()
+            self.sent = self.answered = 0  # the report's "N of M pings answered": this peer's
+            self.locked_at = None
+            if self._pending:
+                self.ignored["sync-peer-moved"] += len(self._pending)
+                self._pending.clear()
+                self._pending_bytes = 0
+            pinger = self._pinger
+        if pinger is not None:  # a follower on a multicast group pings from a socket of its own
+            from oscsync.hostport import HostPort
+
+            pinger.set_peers([HostPort(*peer)])
+        self._moved.set()
+        self._peer_known.set()
+
     def start(self) -> None:
         self._thread = threads.daemon_thread(self._run, name="oscsync-clock")
         self.clock.enlist(self._thread)  # a FakeClock does not jump past its first wait
@@ -214,18 +263,24 @@ class ClockFollower:
         while not clock.wait(self._peer_known, 0.25):  # woken by the first tick heard
             if self._stop.is_set():
                 return
-        if self._stop.is_set():
-            return
+        while not self._stop.is_set():
+            self._moved.clear()
+            self._ping_one_peer()
+
+    def _ping_one_peer(self) -> None:
+        """The burst, the acquisition, then steady pinging, until stopped or :meth:`move_to`
+        (seen within one ping interval): then :meth:`_run` starts over for the new peer."""
+        clock, stop, moved = self.clock, self._stop, self._moved
         for _ in range(self.burst):
             self.ping()
-            if clock.wait(self._stop, self.burst_interval):
+            if clock.wait(stop, self.burst_interval) or moved.is_set():
                 return
         acquired = clock.monotonic() + self.acquire_time
         while clock.monotonic() < acquired:
             self.ping()
-            if clock.wait(self._stop, self.acquire_interval):
+            if clock.wait(stop, self.acquire_interval) or moved.is_set():
                 return
-        while not clock.wait(self._stop, self.interval):
+        while not clock.wait(stop, self.interval) and not moved.is_set():
             self.ping()
 
     # -- pongs --------------------------------------------------------------------------------
@@ -307,6 +362,9 @@ class ClockFollower:
                 self._ignore("not-sync-peer")
                 return
             with self._handler_lock:
+                if received.source != self.peer:  # move_to() ran since the check above
+                    self._ignore("not-sync-peer")
+                    return
                 with self._lock:
                     usable = self.servo.usable
                     if not usable:
@@ -431,6 +489,9 @@ class ClockFollower:
             ignored = dict(self.ignored)
             usable = self.servo.usable
             unsynced = self.unsynced
+            moves = self.moves
+        if moves:  # a sync-peer @NAME that re-registered (move_to)
+            who += f" (followed there after it re-registered: sync started over {moves}x)"
         if not usable:
             text = f"clock sync: no estimate of {who}'s clock ({answered} of {sent} pings answered)"
         else:
@@ -480,6 +541,6 @@ class FilterFollower(ClockFollower):
             burst_interval=FILTER_BURST_INTERVAL,
             acquire_time=0.0,
             on_warning=on_warning,
-            estimator=MinimumDelayFilter(),
-            servo=SteppingServo(),
+            new_estimator=MinimumDelayFilter,
+            new_servo=SteppingServo,
         )

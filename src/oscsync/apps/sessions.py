@@ -325,6 +325,12 @@ class ListenSession(Session, Generic[R]):
         if follower is not None:
             follower.start()
 
+    def move_sync_peer(self, peers: Sequence[HostPort]) -> None:
+        """Follow the clock of ``peers[0]`` from now on, from scratch (``--sync-peer @NAME``
+        re-registered elsewhere: :meth:`~oscsync.clockfollow.ClockFollower.move_to`)."""
+        if self.follower is not None:
+            self.follower.move_to(peers[0].sockaddr)
+
     def offset(self, offset: float | str, maximum: float) -> float:
         """pair: ``offset`` in seconds, measured first when it is :data:`AUTO`."""
         if offset == AUTO:

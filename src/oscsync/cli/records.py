@@ -244,7 +244,8 @@ def sync_options() -> Callable[[F], F]:
             type=PEER,
             metavar="HOST:PORT|@NAME",
             help="Whose clock to follow with --sync (default: the first sender of a timetagged "
-            "tick; give it to refuse anyone else's ticks and to sync before the first one).",
+            "tick; give it to refuse anyone else's ticks and to sync before the first one). An "
+            "@NAME that re-registers elsewhere is followed there, syncing from scratch.",
         ),
         click.option(
             "--sync-start-interval",
@@ -326,6 +327,9 @@ class Listening:
     interface: str
     sync: str | None = None
     sync_peer: HostPort | None = None
+    sync_peer_given: object = None
+    """``--sync-peer`` as given (an ``@NAME`` stays one): :meth:`checked` resolves
+    :attr:`sync_peer`, and a run follows the name when it re-registers."""
     sync_start_interval: float = clockfollow.ACQUIRE_INTERVAL
     sync_interval: float = clockfollow.INTERVAL
 
@@ -342,7 +346,29 @@ class Listening:
                 "--sync-start-interval and --sync-interval time the pings of --sync (peer): "
                 "give --sync"
             )
-        return dataclasses.replace(self, sync_peer=resolve_peer(self.sync_peer))
+        return dataclasses.replace(
+            self, sync_peer=resolve_peer(self.sync_peer), sync_peer_given=self.sync_peer
+        )
+
+    @contextlib.contextmanager
+    def following_sync_peer(self, app: AppContext, session: ListenSession[Any]) -> Iterator[None]:
+        """While the block runs, a ``--sync-peer @NAME`` that re-registers elsewhere is
+        followed: the clock follower measures the new address from scratch (issue 17, as
+        ``clock --peer @NAME``); the old address steers nothing any more."""
+        if self.sync_peer is None:
+            yield
+            return
+        with following(
+            app,
+            (self.sync_peer_given,),
+            (self.sync_peer,),
+            session.move_sync_peer,
+            say=lambda text: app.note(
+                text.replace("now sending to", "now following the clock at")
+                + "; clock sync starts over"
+            ),
+        ):
+            yield
 
 
 @dataclass
@@ -398,8 +424,9 @@ class ListenRun:
                 sync_start_interval=self.options.sync_start_interval,
                 sync_interval=self.options.sync_interval,
             )
-            self.advertised.publish(session.endpoint.local_address, session.endpoint.registry)
-            wait(session.done, self.app.clock, duration)
+            with self.options.following_sync_peer(self.app, session):
+                self.advertised.publish(session.endpoint.local_address, session.endpoint.registry)
+                wait(session.done, self.app.clock, duration)
         finally:
             session.close_follower(sync_requested=explain_sync and (sync or sync_peer) is not None)
             lines.finish()
@@ -429,13 +456,16 @@ class ListenRun:
                     sync_start_interval=self.options.sync_start_interval,
                     sync_interval=self.options.sync_interval,
                 )
-                self.advertised.publish(session.endpoint.local_address, session.endpoint.registry)
-                seconds = session.offset(sending.offset, OFFSET_MAXIMUM)
-                app.note(sending_note(seconds))
-                started = sender(seconds)
-                started.start(total)
-                wait(started.done, app.clock, None)
-                wait(session.done, app.clock, seconds + GRACE)
+                with self.options.following_sync_peer(app, session):
+                    self.advertised.publish(
+                        session.endpoint.local_address, session.endpoint.registry
+                    )
+                    seconds = session.offset(sending.offset, OFFSET_MAXIMUM)
+                    app.note(sending_note(seconds))
+                    started = sender(seconds)
+                    started.start(total)
+                    wait(started.done, app.clock, None)
+                    wait(session.done, app.clock, seconds + GRACE)
             finally:
                 if started is not None:
                     started.stop()
