@@ -35,6 +35,7 @@ from oscsync import codec, discovery
 from oscsync.cli.main import cli
 from oscsync.cli.params import PeerName
 from oscsync.install import pip_command
+from waiting import wait_until
 
 zeroconf = pytest.importorskip("zeroconf")
 
@@ -176,6 +177,20 @@ def test_oversized_txt_record_leaves_out_items_past_1300_bytes() -> None:
     assert total <= discovery.MAX_TXT_BYTES
     assert 0 < len(kept) < 10
     assert len(warnings) == 10 - len(kept)
+
+
+def test_txt_addresses_too_many_lists_whole_addresses_then_three_dots() -> None:
+    assert discovery.addresses_txt([]) == ("*", 0)
+    assert discovery.addresses_txt(["/a", "/b"]) == ("/a,/b", 0)
+    paths = [f"/cue/{n:03d}" for n in range(100)]  # 8 bytes each: 900 with commas
+    value, left_out = discovery.addresses_txt(paths)
+    assert len(b"addresses=" + value.encode()) <= discovery.MAX_TXT_ITEM_BYTES
+    *kept, last = value.split(",")
+    assert last == discovery.MORE_ADDRESSES
+    assert kept == paths[: len(kept)]  # whole addresses, in order: none cut in the middle
+    assert left_out == 100 - len(kept) > 0
+    # It fits exactly when it can: one more byte of room would not take one more address.
+    assert len(b"addresses=" + value.encode()) + len(paths[len(kept)]) + 1 > 255
 
 
 def test_oversized_txt_records_refused_on_the_wire(spawn: Spawn, browser: Browser) -> None:
@@ -910,10 +925,16 @@ class _TickLeader:
         self.sock.close()
 
 
+TICK = ("/tick", [1], "i")
 SYNC_FOLLOWERS = {
-    "metronome listen": (["metronome", "listen"], ("/tick", [1], "i")),
-    "metronome pair": (["metronome", "pair", "--peer", "{leader}"], ("/tick", [1], "i")),
-    "sequence listen": (["sequence", "listen"], ("/seq/hat", [1.0, 0], "fi")),
+    # The command, and what the first and the second leader send (their lines tell them apart).
+    "metronome listen": (["metronome", "listen"], TICK, TICK),
+    "metronome pair": (["metronome", "pair", "--peer", "{leader}"], TICK, TICK),
+    "sequence listen": (
+        ["sequence", "listen"],
+        ("/seq/hat", [1.0, 0], "fi"),
+        ("/seq/snare", [1.0, 0], "fi"),
+    ),
 }
 
 
@@ -926,7 +947,7 @@ def test_sync_peer_at_name_follows_a_leader_re_registered_on_a_new_port(
     estimate of *its* clock (0.3 s away from the old one's: no step, no blend), and the old
     leader, still sending, is anyone else now. Before, the new leader's ticks were refused
     (``not-sync-peer``) for good."""
-    follower_args, message = SYNC_FOLLOWERS[command]
+    follower_args, message, second_message = SYNC_FOLLOWERS[command]
     name = unique_name()
     listen = free_udp_port()
     leaders = [_TickLeader(listen, message, skew=0.0)]
@@ -943,10 +964,11 @@ def test_sync_peer_at_name_follows_a_leader_re_registered_on_a_new_port(
         played.wait_for(lambda text: "LATE" not in text, timeout=30)  # synced to the first
 
         assert stop(first, signal.SIGTERM) == 0  # goodbye; the old leader keeps sending
-        leaders.append(_TickLeader(listen, message, skew=0.3))
+        leaders.append(_TickLeader(listen, second_message, skew=0.3))
         port = leaders[1].port
         second = spawn("peers", "advertise", name, "--port", str(port), "--interface", "loopback")
-        advertised(second)
+        _, line = advertised(second)
+        assert f"advertised as {name!r}" in line  # the same name, not "NAME (2)"
         notes = LineReader(follower.stderr)
         notes.wait_for(
             lambda text: (
@@ -955,10 +977,8 @@ def test_sync_peer_at_name_follows_a_leader_re_registered_on_a_new_port(
             ),
             timeout=20,
         )
-        if "metronome" in command:  # tick lines name their sender
-            played.wait_for(lambda text: f"from 127.0.0.1:{port}" in text, timeout=20)
-        else:  # the old leader's ticks are refused now: an event played is the new one's
-            played.wait_for(lambda text: text.startswith("hat:"), timeout=20)
+        # Played: the new leader's (tick lines name their sender; events, their voice).
+        played.wait_for(lambda text: f"from 127.0.0.1:{port}" in text or "snare:" in text, 20)
         assert stop(follower, signal.SIGINT) == 0
     finally:
         for leader in leaders:
@@ -968,5 +988,61 @@ def test_sync_peer_at_name_follows_a_leader_re_registered_on_a_new_port(
         f"clock sync with 127.0.0.1:{port} (followed there after it re-registered: sync "
         "started over 1x): sync " in summary
     )
-    assert "not-sync-peer" in summary  # the old leader's ticks after the move
+    assert "not-sync-peer" in summary  # the new leader's ticks before the move, the old one's after
     assert "stepped" not in summary  # a fresh estimate, not the old one pulled 300 ms
+
+
+def test_txt_addresses_follow_the_registry_one_update_per_burst(browser: Browser) -> None:
+    """The TXT record's addresses= is live, as OSCQuery is (issue 17's noticed item): a burst of
+    60 registrations is announced as at most two updates (the first change at once, the rest
+    within TXT_UPDATE_INTERVAL), and what the network sees in the end is the registry's whole
+    addresses, cut to fit 255 bytes with "...", with one warning."""
+    from oscsync.apps.endpoints import open_endpoint
+    from oscsync.hostport import HostPort
+    from oscsync.routing import Method
+
+    name = unique_name()
+    warnings: list[str] = []
+    with (
+        open_endpoint(HostPort("127.0.0.1", 0)) as endpoint,
+        discovery.Advertiser(
+            name,
+            role="dump",
+            port=endpoint.local_address.port,  # type: ignore[union-attr]
+            listen_host="127.0.0.1",
+            interface="loopback",
+            registry=endpoint.registry,
+            warn=warnings.append,
+        ) as advertiser,
+    ):
+        browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
+        assert browser.info(discovery.OSC_UDP, name).properties[b"addresses"] == (
+            b"/oscsync/clock/ping"
+        )
+        paths = [f"/cue/{n:02d}" for n in range(60)]
+        for path in paths:
+            endpoint.registry.add_method(Method(path, "i", "a cue"), lambda r: None)
+        expected, left_out = discovery.addresses_txt(["/oscsync/clock/ping", *paths])
+        assert left_out > 0
+
+        def announced() -> bytes:
+            value = browser.info(discovery.OSC_UDP, name).properties[b"addresses"]
+            return value if isinstance(value, bytes) else b""
+
+        wait_until(
+            lambda: (
+                advertiser._announced_txt.get("addresses") == expected  # the updater done
+                and announced() == expected.encode()
+            ),
+            timeout=10,
+            what="the new TXT",
+        )
+        assert advertiser.txt_updates <= 2
+        assert [w for w in warnings if "addresses=" in w] == [
+            f"TXT addresses= lists {61 - left_out} of 61 addresses, then ... (a TXT string "
+            "holds 255 bytes, RFC 6763 §6.1); OSCQuery lists them all"
+        ]
+        updates = advertiser.txt_updates
+        endpoint.registry.add_method(Method("/cue/*", "i", "a pattern"), lambda r: None)
+        advertiser._update_txt()  # a pattern is not listed: nothing new to announce
+        assert advertiser.txt_updates == updates

@@ -87,6 +87,20 @@ def test_the_lookup_cache_is_bounded_under_a_flood_of_addresses() -> None:
     assert "/chat" in registry.resolved
 
 
+def test_registry_watchers_hear_each_change_until_unwatched() -> None:
+    """What an advertiser keeps its TXT addresses= in step with (discovery.Advertiser)."""
+    registry = AddressRegistry()
+    seen: list[tuple[str, ...]] = []
+    unwatch = registry.watch(lambda: seen.append(tuple(m.path for m in registry.methods())))
+    registry.add("/a", lambda r: None)
+    registry.add("/b", lambda r: None)
+    registry.remove("/a")
+    registry.remove("/nothing")  # nothing changed: nobody is told
+    unwatch()
+    registry.add("/c", lambda r: None)
+    assert seen == [("/a",), ("/a", "/b"), ("/b",)]
+
+
 def test_is_pattern() -> None:
     assert is_pattern("/a/*") and is_pattern("/{a,b}") and not is_pattern("/a/b")
 

@@ -1,9 +1,9 @@
 """Finding partners without typing addresses: DNS-SD over multicast DNS (python-zeroconf).
 
 * :class:`Advertiser` registers ``NAME._osc._udp`` (``NAME._osc._tcp`` for a TCP listener; the
-  OSC port, TXT: oscsync version, role, addresses) and ``NAME._oscjson._tcp`` (an
-  :class:`oscsync.oscquery.OscQueryServer`), and sends goodbye packets (TTL 0, RFC 6762 §10.1)
-  when closed.
+  OSC port, TXT: oscsync version, role, addresses, kept in step with the listener's registry)
+  and ``NAME._oscjson._tcp`` (an :class:`oscsync.oscquery.OscQueryServer`), and sends goodbye
+  packets (TTL 0, RFC 6762 §10.1) when closed.
 * :func:`browse` lists every OSC service (``_osc._udp``, ``_osc._tcp``, ``_oscjson._tcp``: ours
   and anybody's), :func:`watch` reports them as they come and go, :func:`resolve` turns ``NAME``
   (what ``@NAME`` on the command line means) into a numeric address.
@@ -34,6 +34,7 @@ from oscsync import __version__, oscquery
 from oscsync.clock import Clock, SystemClock
 from oscsync.hostport import Protocol
 from oscsync.install import pip_command
+from oscsync.stats import WarnOnce
 
 if TYPE_CHECKING:
     from zeroconf import ServiceInfo, Zeroconf
@@ -55,6 +56,14 @@ MAX_TXT_ITEM_BYTES = 255
 """Each TXT string carries a one-byte length (RFC 6763 §6.1)."""
 MAX_TXT_BYTES = 1300
 """RFC 6763 §6.2: TXT records above 1300 bytes are not recommended (one packet)."""
+MORE_ADDRESSES = "..."
+"""The last entry of a TXT ``addresses=`` list that had to leave addresses out (no OSC
+address contains a comma or is ``...``); OSCQuery lists them all."""
+TXT_UPDATE_INTERVAL = 1.0
+"""Seconds at least between two updates of an advertised TXT record. RFC 6762 §6: a record is
+not multicast again within one second; python-zeroconf announces each update three times,
+225 ms apart. A burst of registrations is one update: the first change goes out at once, the
+ones after it within this interval together, as they are when it ends."""
 MAX_PEERS = 512
 """Services remembered by one browse: a flood of fake services cannot grow memory without bound."""
 MAX_SHOWN_TXT = 32
@@ -247,6 +256,26 @@ def build_txt(items: dict[str, str]) -> tuple[dict[str, str], list[str]]:
         kept[key] = value
         total += size
     return kept, warnings
+
+
+def addresses_txt(paths: Sequence[str]) -> tuple[str, int]:
+    """The TXT ``addresses=`` value for ``paths`` (``*``: none listed) and how many were left
+    out: whole addresses only, as many as fit one TXT string (RFC 6763 §6.1), then
+    :data:`MORE_ADDRESSES` when some did not fit (cutting at a byte count would advertise an
+    address nobody answers to)."""
+    room = MAX_TXT_ITEM_BYTES - len(b"addresses=")
+    whole = ",".join(paths) or "*"
+    if len(whole.encode()) <= room:
+        return whole, 0
+    kept: list[str] = []
+    size = len(MORE_ADDRESSES)
+    for path in paths:
+        extra = len(path.encode()) + 1  # and its comma
+        if size + extra > room:
+            break
+        kept.append(path)
+        size += extra
+    return ",".join([*kept, MORE_ADDRESSES]), len(paths) - len(kept)
 
 
 def decode_txt(properties: dict[bytes, bytes | None]) -> dict[str, str]:
@@ -631,8 +660,10 @@ class Advertiser:
 
     OSCQuery describes ``registry``, the listener's endpoint's live address registry, as it is
     at each request (an address the command registers later is listed then), so there is no
-    second table of addresses to keep in step. Without a registry (``peers advertise`` for a
-    patch, or ``record``, which answers nothing) it lists ``methods``, by default none.
+    second table of addresses to keep in step. The TXT record's ``addresses=`` follows it too:
+    a change is announced again (``update_service``), at most once per
+    :data:`TXT_UPDATE_INTERVAL`, by a thread of its own. Without a registry (``peers advertise``
+    for a patch, or ``record``, which answers nothing) it lists ``methods``, by default none.
     """
 
     def __init__(
@@ -667,8 +698,17 @@ class Advertiser:
         self.clock = clock or SystemClock()
         self.warn = warn
         self.http: oscquery.OscQueryServer | None = None
+        self.txt_updates = 0
+        """TXT records announced again because the registry changed (at most one per
+        :data:`TXT_UPDATE_INTERVAL`)."""
         self._zc: Zeroconf | None = None
         self._infos: list[ServiceInfo] = []
+        self._warn_once = WarnOnce(warn)
+        self._registry_changed = threading.Event()
+        self._closing = threading.Event()
+        self._unwatch: Callable[[], None] | None = None
+        self._updater: threading.Thread | None = None
+        self._announced_txt: dict[str, str] = {}
 
     @property
     def renamed(self) -> bool:
@@ -680,17 +720,27 @@ class Advertiser:
         return self.methods if self.registry is None else self.registry.methods()
 
     def txt(self) -> dict[str, str]:
-        # A snapshot at start (a TXT change means a new announcement); OSCQuery stays live.
+        """The ``_osc`` service's TXT items now (``addresses=``: what :meth:`answers_to`
+        lists); each warning about them is given once."""
+        paths = [m.path for m in oscquery.listed(self.answers_to())]
+        addresses, left_out = addresses_txt(paths)
+        if left_out:
+            self._warn_once(
+                "addresses",
+                f"TXT addresses= lists {len(paths) - left_out} of {len(paths)} addresses, then "
+                f"{MORE_ADDRESSES} (a TXT string holds {MAX_TXT_ITEM_BYTES} bytes, RFC 6763 "
+                "§6.1); OSCQuery lists them all",
+            )
         items = {
             "txtvers": "1",
             "oscsync": __version__,
             "role": self.role,
-            "addresses": ",".join(m.path for m in oscquery.listed(self.answers_to())) or "*",
+            "addresses": addresses,
             **self.extra_txt,
         }
         kept, warnings = build_txt(items)
         for warning in warnings:
-            self.warn(warning)
+            self._warn_once(warning, warning)
         return kept
 
     def start(self) -> Advertiser:
@@ -716,7 +766,9 @@ class Advertiser:
         except OSError as exc:
             raise DiscoveryError(f"cannot start the OSCQuery server: {exc.strerror}") from None
         addresses = [socket.inet_aton(a) for a in self.placement.addresses]
-        txt = self.txt()
+        if self.registry is not None:  # before the first TXT: no change falls in between
+            self._unwatch = self.registry.watch(self._registry_changed.set)
+        txt = self._announced_txt = self.txt()
         for service_type, port, properties in (
             (self.service_type, self.port, txt),
             (OSC_JSON, self.http.port, {"txtvers": "1", "oscsync": __version__}),
@@ -747,10 +799,60 @@ class Advertiser:
             raise DiscoveryError(f"cannot advertise {self.name!r}: {exc or 'timed out'}") from None
         # python-zeroconf renames on a conflict it sees in its own cache ("alice-2").
         self.name = instance_name(self._infos[0].name, self.service_type)
+        if self.registry is not None:
+            from oscsync import threads
+
+            self._updater = threads.daemon_thread(self._follow_registry, name="oscsync-txt")
+            threads.start(self._updater)
         return self
+
+    def _follow_registry(self) -> None:
+        """Announce the TXT record again when the registry's addresses change: at once, then
+        at most once per :data:`TXT_UPDATE_INTERVAL` (a burst is one update)."""
+        clock = self.clock
+        while True:
+            clock.wait(self._registry_changed, None)  # close() sets it too
+            if self._closing.is_set():
+                return
+            self._registry_changed.clear()
+            self._update_txt()
+            if clock.wait(self._closing, TXT_UPDATE_INTERVAL):
+                return
+
+    def _update_txt(self) -> None:
+        zc, current = self._zc, self._infos[0] if self._infos else None
+        if zc is None or current is None:
+            return
+        txt = self.txt()
+        if txt == self._announced_txt:
+            return  # what changed is not in the TXT record (a pattern, the same addresses)
+        module = _zeroconf()
+        info = module.ServiceInfo(
+            current.type,
+            current.name,
+            port=current.port,
+            properties=txt,
+            addresses=current.addresses,
+            server=current.server,
+        )
+        try:
+            zc.update_service(info)  # blocks while it announces (~0.45 s)
+        except Exception as exc:  # zeroconf closing under us, or its loop too busy
+            self._warn_once("update", f"cannot announce the new TXT addresses=: {exc}")
+            return
+        self._infos[0] = info
+        self._announced_txt = txt
+        self.txt_updates += 1
 
     def close(self) -> None:
         """Unregister (goodbye packets, TTL 0) and stop the OSCQuery server."""
+        self._closing.set()
+        self._registry_changed.set()
+        if self._unwatch is not None:
+            self._unwatch()
+        updater = self._updater
+        if updater is not None and updater is not threading.current_thread():
+            updater.join(2.0)  # an update in progress ends before the goodbye
         zc, self._zc = self._zc, None
         if zc is not None:
             try:

@@ -194,6 +194,28 @@ class AddressRegistry:
         """Address -> handler (:func:`no_route`: nobody registered it), read lock-free on the
         receive path: ``resolved.get(address) or registry.lookup(address)``."""
         self._cached_bytes = 0
+        self._watchers: list[Callable[[], None]] = []
+
+    def watch(self, changed: Callable[[], None]) -> Callable[[], None]:
+        """Call ``changed()`` after each change of what is registered (an advertiser keeps its
+        DNS-SD TXT ``addresses=`` in step: :class:`oscsync.discovery.Advertiser`); it runs on
+        the thread that made the change, so it must be quick. Returns the function that stops
+        the calls."""
+        with self._lock:
+            self._watchers.append(changed)
+
+        def unwatch() -> None:
+            with self._lock:
+                if changed in self._watchers:
+                    self._watchers.remove(changed)
+
+        return unwatch
+
+    def _changed(self) -> None:
+        with self._lock:
+            watchers = tuple(self._watchers)
+        for changed in watchers:  # outside the lock: a watcher may read methods()
+            changed()
 
     def add(self, address: str, handler: Handler, types: str = "", description: str = "") -> None:
         """Route ``address`` (a plain address or an OSC pattern) to ``handler``; replaces."""
@@ -206,11 +228,14 @@ class AddressRegistry:
         with self._lock:
             self._routes[address] = Route(method, handler, pattern)
             self._reset_cache()
+        self._changed()
 
     def remove(self, address: str) -> None:
         with self._lock:
-            self._routes.pop(address, None)
+            removed = self._routes.pop(address, None) is not None
             self._reset_cache()
+        if removed:
+            self._changed()
 
     def __contains__(self, address: object) -> bool:
         return address in self._routes
