@@ -3,10 +3,12 @@
 ``jackd -d dummy`` runs a JACK server with no sound card, unprivileged, under a private name
 (``JACK_DEFAULT_SERVER``), so PortAudio's JACK host API sees it like a sound card. The recorder is
 a JACK client (JACK-Client + libjack) whose input is connected to whatever plays into
-``system:playback_1``; it keeps, for every cycle, JACK's own frame time and the server's
-frame -> microsecond mapping (``jack_frames_to_time``, JACK's DLL), so a recorded onset can be
-turned into the time the sound left the (dummy) device: its frame plus the playback latency the
-server reports for ``system:playback_1``, on the monotonic clock.
+``system:playback_1``; it keeps, for every cycle, JACK's own frame time and the monotonic time
+its callback ran, so a recorded onset can be turned into the time the sound left the (dummy)
+device: its frame plus the playback latency the server reports for ``system:playback_1``, on the
+monotonic clock, through the driver's frame clock (:class:`FrameClock`: stretch by stretch, a
+stall of the driver is a step). JACK's own mapping (``jack_frames_to_time``, its DLL) is kept
+for comparison: it slews across such a step for a second.
 """
 
 from __future__ import annotations
@@ -90,6 +92,69 @@ class _LatencyRange(ctypes.Structure):
 _JACK_PLAYBACK_LATENCY = 1
 
 
+STEP_S = 0.001
+"""A stretch of the frame clock ends where its phase moves later by this much for good: the dummy
+driver woke too late and restarted its cycle timer (jack2's JackTimedDriver, an xrun). Callback
+delays of our own make single cycles late, never a whole window of them by this much."""
+STEP_WINDOW = 32
+"""Cycles (32 × 5.3 ms = 171 ms) that must all be later for a step: the next stretch."""
+
+
+@dataclass
+class FrameClock:
+    """Where frame 0 of the driver's frame clock would fall on the monotonic clock (its phase),
+    in stretches: the driver runs its cycles from a fixed anchor (never early, woken late by the
+    scheduler), so within a stretch the earliest callback time less frame/rate is the phase, and
+    between stretches it steps later (a stall). ``steps`` are (cycle index, seconds later)."""
+
+    starts: list[int]
+    phases: list[float]
+    steps: list[tuple[int, float]]
+    cycles: int
+
+    @classmethod
+    def fit(cls, cycles: list[tuple[int, float]], rate: int) -> FrameClock:
+        """From each cycle's (first frame, monotonic time its callback ran)."""
+        late = [mono - frame / rate for frame, mono in cycles]
+        starts = [0]
+        reference = late[0]  # the earliest callback of this stretch so far
+        i = 1
+        while i < len(late):
+            window = late[i : i + STEP_WINDOW]  # a whole one: the last cycles cannot tell
+            if len(window) < STEP_WINDOW or min(window) <= reference + STEP_S:
+                reference = min(reference, late[i])
+                i += 1
+                continue
+            # A window of late callbacks: the driver stepped somewhere in it, after any of our
+            # own late callbacks just before the stall. Its new phase, from the window after;
+            # a callback is never early, so one earlier than that phase is still the old one's.
+            settled = min(late[i + STEP_WINDOW : i + 2 * STEP_WINDOW] or window)
+            earlier = [j for j in range(i, i + STEP_WINDOW) if late[j] < settled - STEP_S / 10]
+            boundary = earlier[-1] + 1 if earlier else i
+            starts.append(boundary)
+            reference = late[boundary]
+            i = boundary + 1
+        bounds = [*starts, len(late)]
+        phases = [min(late[a:b]) for a, b in itertools.pairwise(bounds)]
+        # A stretch that is no later than the one before (our own process starved for a while,
+        # the driver on time) is no step: merged.
+        kept_starts, kept_phases = [starts[0]], [phases[0]]
+        steps: list[tuple[int, float]] = []
+        for begin, phase in zip(starts[1:], phases[1:]):
+            if phase - kept_phases[-1] > STEP_S:
+                steps.append((begin, phase - kept_phases[-1]))
+                kept_starts.append(begin)
+                kept_phases.append(phase)
+            else:
+                kept_phases[-1] = min(kept_phases[-1], phase)
+        return cls(kept_starts, kept_phases, steps, len(cycles))
+
+    def phase_at(self, cycle: int) -> float:
+        """The phase of the stretch holding ``cycle``."""
+        stretch = max(k for k, start in enumerate(self.starts) if start <= cycle)
+        return self.phases[stretch]
+
+
 class Recorder:
     """Records one input port into memory, with JACK's frame time of every cycle."""
 
@@ -107,9 +172,10 @@ class Recorder:
         self.port = self.client.inports.register("in")
         self.buffer = np.zeros(round(seconds * self.rate), dtype=np.float32)
         self.position = 0
-        self.cycles: list[
-            tuple[int, int, int, float]
-        ] = []  # position, frame, jack µs, mono-jack µs
+        self._frame_clock: FrameClock | None = None
+        self.cycles: list[tuple[int, int, int, float, float]] = []
+        """Per cycle: position, JACK frame time, JACK µs of that frame (its DLL's),
+        monotonic − JACK µs, and the monotonic time (s) the callback ran."""
         lib = ctypes.CDLL("libjack.so.0")
         lib.jack_frames_to_time.restype = ctypes.c_uint64
         lib.jack_frames_to_time.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
@@ -143,7 +209,7 @@ class Recorder:
         usecs = self._lib.jack_frames_to_time(self._client_ptr, frame)
         jack_now = self._lib.jack_get_time()
         mono_now = time.monotonic() * 1e6
-        self.cycles.append((start, frame, usecs, mono_now - jack_now))
+        self.cycles.append((start, frame, usecs, mono_now - jack_now, mono_now / 1e6))
         self.position = start + frames
 
     def connect_player(self, timeout: float = 15.0) -> list[str]:
@@ -187,14 +253,41 @@ class Recorder:
         recorded = self.buffer[: min(self.position, len(self.buffer))]
         return (np.clip(np.round(recorded * 32768), -32768, 32767)).astype(np.int16)
 
-    def leaves_device_mono(self, index: int) -> float:
-        """Monotonic time (s) at which recorded sample ``index`` left the device: its frame
-        time plus the server's playback latency, through JACK's frame -> time mapping."""
-        cycle = max(
-            (c for c in self.cycles if c[0] <= index), key=lambda c: c[0], default=self.cycles[0]
-        )
-        start, _, usecs, _ = cycle
+    def leaves_device_mono_jack(self, index: int) -> float:
+        """:meth:`leaves_device_mono` through JACK's own frame -> time mapping
+        (``jack_frames_to_time``), which a driver that slips breaks (see there)."""
+        start, _, usecs, _, _ = self.cycles[self._cycle_of(index)]
         offsets = [c[3] for c in self.cycles]
         offset = statistics.median(offsets)
         frames = index - start + self.playback_latency
         return (usecs + frames * 1e6 / self.rate + offset) / 1e6
+
+    def _cycle_of(self, index: int) -> int:
+        """The cycle that recorded sample ``index`` (positions only grow)."""
+        return max(
+            (k for k, c in enumerate(self.cycles) if c[0] <= index),
+            key=lambda k: self.cycles[k][0],
+            default=0,
+        )
+
+    def leaves_device_mono(self, index: int) -> float:
+        """Monotonic time (s) at which recorded sample ``index`` left the device: its frame
+        time plus the server's playback latency, each frame at the phase of its stretch of the
+        driver's frame clock (:meth:`frame_clock`).
+
+        Not JACK's mapping (``jack_frames_to_time``): when the dummy driver is woken too late it
+        restarts its cycle timer there (an xrun: every frame after it is later by the stall),
+        and JACK's DLL slews across that step for a second or more, so the frames around it
+        were mapped up to the whole stall off, overshoot included (seen under load: ticks
+        −30.1, −22.0, −15.2, −9.5 ms "early" while every gap was right; issue #19's note)."""
+        cycle = self._cycle_of(index)
+        start, frame, _, _, _ = self.cycles[cycle]
+        phase = self.frame_clock().phase_at(cycle)
+        frames = frame + (index - start) + self.playback_latency
+        return phase + frames / self.rate
+
+    def frame_clock(self) -> FrameClock:
+        """The driver's frame clock against the monotonic clock, stretch by stretch."""
+        if self._frame_clock is None or self._frame_clock.cycles != len(self.cycles):
+            self._frame_clock = FrameClock.fit([(c[1], c[4]) for c in self.cycles], self.rate)
+        return self._frame_clock

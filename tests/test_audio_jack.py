@@ -129,15 +129,24 @@ def test_sounddevice_through_jack_places_every_gap_within_one_frame(
     xruns = xruns_in(stderr)
     off = [error for error in errors if abs(error) > 1]
     assert len(off) <= 3 * xruns, (errors, xruns)
-    # Each sound left the (dummy) device at its timetag: JACK's frame time of the onset plus
-    # the server's playback latency, against the onset the listener logged. The figure is
+    # Each sound left the (dummy) device at its timetag: the driver's frame clock at the onset
+    # plus the server's playback latency, against the onset the listener logged. The figure is
     # benchmarks/audio.py's; the test only tells compensated (±2 ms) from not (+10.7 ms).
+    # Frames are mapped to time stretch by stretch of the driver's own clock (Recorder.
+    # frame_clock), not through JACK's DLL: under load the dummy driver stalls and restarts its
+    # cycle timer, JACK's mapping slews across the step for a second, and it once put these
+    # ticks at -30.1, -22.0, -15.2, -9.5 ... ms (median 3.5 ms) while every gap was right.
     wall_minus_mono = time.time() - time.monotonic()
     lateness = sorted(
         recorder.leaves_device_mono(frame) + wall_minus_mono - float(tick["onset"])  # type: ignore[arg-type]
         for frame, tick in zip(onsets, log)
     )
-    assert abs(lateness[len(lateness) // 2]) < 0.002, lateness
+    steps = [f"{seconds * 1e3:+.1f} ms" for _, seconds in recorder.frame_clock().steps]
+    assert abs(lateness[len(lateness) // 2]) < 0.002, (
+        f"median lateness {lateness[len(lateness) // 2] * 1e3:+.3f} ms; the driver's frame "
+        f"clock stepped {steps or 'never'} (mapped across); xruns {xruns}",
+        lateness,
+    )
 
 
 def test_latency_compensation_off_plays_one_output_latency_after_the_timetag(
