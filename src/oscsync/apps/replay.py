@@ -36,7 +36,7 @@ from typing import Literal
 
 from oscsync import codec
 from oscsync import timetag as tt
-from oscsync.apps.receiving import Session, SessionSetup
+from oscsync.apps.receiving import SendingSession, SessionSetup
 from oscsync.clock import Clock
 from oscsync.hostport import HostPort
 from oscsync.recording import Datagram
@@ -518,7 +518,7 @@ class Replayer:
         return self._loop
 
 
-class ReplaySession(Session):
+class ReplaySession(SendingSession):
     """``oscsync replay``: an endpoint to ``peers``, a spinning scheduler (:data:`SPIN`) and a
     :class:`Replayer` sending through them; :meth:`close` closes all three."""
 
@@ -534,13 +534,7 @@ class ReplaySession(Session):
         loops: int = 1,
         mode: TimetagMode = "keep",
     ) -> None:
-        super().__init__(setup)
-        self.endpoint = setup.open_endpoint(None, peers)
-        try:
-            self.scheduler = Scheduler(self.clock, spin=SPIN, on_warning=self.warn)
-        except BaseException:
-            self.endpoint.close()
-            raise
+        super().__init__(peers, setup, spin=SPIN)
         try:
             self.replayer = Replayer(
                 source,
@@ -559,7 +553,3 @@ class ReplaySession(Session):
     def start(self) -> None:
         self.scheduler.start()
         self.replayer.begin()
-
-    def close(self) -> None:
-        self.scheduler.close()
-        self.endpoint.close()
