@@ -484,8 +484,7 @@ def test_replay_timer_thread_asks_for_1us_timer_slack_and_only_that_thread() -> 
         scheduler.start()
         replayer.begin()
         assert replayer.finished.wait(10)
-    assert replayer.sharpened is True
-    assert seen == [1000]
+    assert seen == [1000]  # the scheduler's timer thread asked for it (Scheduler._loop)
     assert thread_timer_slack() == before != 1000  # this (main) thread is left alone
     assert FakeClock().sharpen_waits() is False
     answers: list[bool] = []  # on a thread of its own: the slack stays with that thread

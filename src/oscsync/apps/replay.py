@@ -62,7 +62,7 @@ SPIN = 0.0002 if sys.platform.startswith("linux") else 0.0005
 are 0.5-1.5 ms apart: a 2 ms spin keeps a core 100 % busy, and a busy thread is the one the OS
 preempts on a loaded machine (measured on the shared 2-core VM, load ~2: p99 send lateness
 3-11 ms with 2 ms, 0.2-2 ms with 0.5 ms); it also holds the CPU a receiver on this machine needs
-(see give_way). On Linux the replay's timer thread asks for 1 µs timer slack
+(see give_way). On Linux the scheduler's timer thread asks for 1 µs timer slack
 (Clock.sharpen_waits), which brought Event.wait's overshoot to p50 27-41 µs, p90 49-64 µs at
 load 2.3 (from 90-96 and 131-195 µs), so 0.2 ms covers it; elsewhere 0.5 ms as before."""
 
@@ -361,7 +361,6 @@ class Replayer:
         self._loop = 0
         self._in_flight: deque[int] = deque()  # timetags of submitted sends, in order
         self._all_submitted = False
-        self.sharpened = False  # the timer thread's waits end within µs (Clock.sharpen_waits)
 
     def begin(self) -> None:
         """Find the first datagram, fix time zero (``LEAD`` from now) and start reading ahead."""
@@ -379,14 +378,8 @@ class Replayer:
         if first is not None:
             self.start_monotonic = self.clock.monotonic() + LEAD
             self._next = (self._due(first[1]), first[1], first[2])
-        # The timer thread's waits end within µs of their time, not 50 µs (timer slack), so
-        # its spin can be short (SPIN): run on that thread, as the first thing it does.
-        self.scheduler.submit(None, self._sharpen)
         # On the scheduler's thread like every later refill: one thread owns the reading.
         self.scheduler.submit(None, self._refill)
-
-    def _sharpen(self, _: Dispatch) -> None:
-        self.sharpened = self.clock.sharpen_waits()
 
     def _open_loop(self) -> None:
         self.stats.loops_started += 1
