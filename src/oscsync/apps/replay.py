@@ -41,7 +41,7 @@ from oscsync.clock import Clock
 from oscsync.hostport import HostPort
 from oscsync.recording import Datagram
 from oscsync.scheduler import LATENESS_SAMPLES, Dispatch, Scheduler
-from oscsync.stats import percentile
+from oscsync.stats import RecentSamples
 
 TimetagMode = Literal["keep", "shift", "strip"]
 TIMETAG_MODES: tuple[TimetagMode, ...] = ("keep", "shift", "strip")
@@ -298,12 +298,7 @@ class ReplayStats:
     bytes: int = 0
     loops_started: int = 0
     refused: int = 0
-    lateness: deque[float] = field(default_factory=lambda: deque(maxlen=LATENESS_SAMPLES))
-    lateness_max: float = 0.0
-
-    def lateness_p99(self) -> float | None:
-        samples = sorted(self.lateness)
-        return percentile(samples, 0.99) if samples else None
+    lateness: RecentSamples = field(default_factory=lambda: RecentSamples(LATENESS_SAMPLES))
 
 
 class Replayer:
@@ -492,9 +487,7 @@ class Replayer:
                 stats.bytes += len(packet)
             self.after_send()  # before any bookkeeping or reading: see give_way
         finally:
-            lateness = dispatch.dispatched - dispatch.due
-            stats.lateness.append(lateness)
-            stats.lateness_max = max(stats.lateness_max, lateness)
+            stats.lateness.add(dispatch.dispatched - dispatch.due)
             stats.datagrams += 1
             self._in_flight.popleft()
             self._bytes_ahead -= size
