@@ -1,5 +1,5 @@
 """Small statistics every measuring part shares: running mean/std, percentiles, recent samples
-with their maximum, warn-once.
+with their maximum, a level with its peak, warn-once.
 
 One module for them (issue #12 item 5): the scheduler's lateness, the metronome's intervals and
 headroom, netem's achieved delays, replay's send lateness and the lab's spreads all use these.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -74,6 +75,22 @@ class RecentSamples:
         """Nearest-rank percentile of the recent values (NaN before any)."""
         values = sorted(self.samples)
         return percentile(values, fraction) if values else math.nan
+
+
+@dataclass(slots=True)
+class Gauge:
+    """A level that goes up and down (datagrams held, sockets open) and the highest it reached."""
+
+    now: int = 0
+    peak: int = 0
+
+    def add(self, amount: int = 1) -> None:
+        self.now += amount
+        if self.now > self.peak:
+            self.peak = self.now
+
+    def remove(self, amount: int = 1) -> None:
+        self.now -= amount
 
 
 class WarnOnce:
