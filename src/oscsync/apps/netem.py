@@ -777,26 +777,16 @@ class Relay:
         self.close()
 
 
+@dataclass(slots=True, eq=False)  # an action: compared by identity
 class _Delivery:
     """The scheduled send of one copy of a datagram."""
 
-    __slots__ = ("arrival", "data", "direction", "relay", "send", "size")
-
-    def __init__(
-        self,
-        relay: Relay,
-        direction: _Direction,
-        data: bytes,
-        send: _Sender,
-        arrival: float,
-        size: int,
-    ) -> None:
-        self.relay = relay
-        self.direction = direction
-        self.data = data
-        self.send = send
-        self.arrival = arrival
-        self.size = size
+    relay: Relay
+    direction: _Direction
+    data: bytes
+    send: _Sender
+    arrival: float
+    size: int
 
     def __call__(self, dispatch: Dispatch) -> None:
         try:
