@@ -3,9 +3,9 @@
 A command gives each session a :class:`SessionSetup`: the clock, where notices and warnings go,
 who may send (``--allow``) and the multicast interface (``--iface``). :class:`SendingSession` is
 the endpoint and scheduler every sending session starts from (``metronome send``, ``sequence
-send``, ``replay``). :class:`ReceiveSession` is
-one endpoint, one handler, and a scheduler when bundles are held: ``dump``, ``timetag monitor``,
-``record`` and ``chat`` build one rather than an endpoint (issue #12: the CLI wires nothing).
+send``, ``replay``). :class:`ReceiveSession` is one endpoint, one handler, and a scheduler when
+bundles are held: ``dump``, ``timetag monitor``, ``record`` and ``chat`` build one rather than an
+endpoint (issue #12: the CLI wires nothing).
 This module stays light on purpose: it imports neither the metronome nor audio
 (:mod:`oscsync.apps.sessions` does), so these commands start quickly.
 """
