@@ -21,6 +21,7 @@ from oscsync.clock import SystemClock
 from oscsync.clocksync import PING
 from oscsync.hostport import HostPort
 from oscsync.scheduler import SchedulerClosed
+from oscsync.transport import Endpoint
 
 LOOPBACK = HostPort("127.0.0.1", 0)
 
@@ -96,3 +97,23 @@ def test_audio_registry_every_listen_command_offers_every_backend(cli_runner: Cl
         for backend in BACKENDS.values():
             assert backend.metavar in text, (command, backend.name)
         assert "--device" in text and "--latency-compensation" in text, command
+
+
+def test_sessions_a_send_session_closes_what_it_opened_when_its_endpoint_cannot_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    closed: list[str] = []
+    real_close = SendingSession.close
+
+    def closing(self: SendingSession) -> None:
+        closed.append("endpoint and scheduler")
+        real_close(self)
+
+    def failing_start(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise OSError("no receive thread")
+
+    monkeypatch.setattr(SendingSession, "close", closing)
+    monkeypatch.setattr(Endpoint, "start", failing_start)
+    with pytest.raises(OSError, match="no receive thread"):
+        SendSession([LOOPBACK], SessionSetup(SystemClock()))
+    assert closed == ["endpoint and scheduler"]

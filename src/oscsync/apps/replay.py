@@ -506,7 +506,8 @@ class Replayer:
 
 class ReplaySession(SendingSession):
     """``oscsync replay``: an endpoint to ``peers``, a spinning scheduler (:data:`SPIN`) and a
-    :class:`Replayer` sending through them; :meth:`close` closes all three."""
+    :class:`Replayer` sending through them; :meth:`close` closes the scheduler and the
+    endpoint."""
 
     def __init__(
         self,

@@ -97,8 +97,12 @@ class SendSession(SendingSession):
         self, peers: Sequence[HostPort], setup: SessionSetup, *, spin: float = DEFAULT_SPIN
     ) -> None:
         super().__init__(peers, setup, spin=spin)
-        self.clocks = peer_clocks(self.clock, self.endpoint, peers)
-        self.endpoint.start(_ignore)
+        try:
+            self.clocks = peer_clocks(self.clock, self.endpoint, peers)
+            self.endpoint.start(_ignore)
+        except BaseException:
+            self.close()  # the endpoint and scheduler the base opened; nobody else holds them
+            raise
 
     def offset(self, offset: float | str, maximum: float) -> float:
         """``offset`` in seconds, measured first when it is :data:`AUTO`."""
