@@ -471,7 +471,7 @@ def scheduler_with(
         endpoint.close()
         scheduler.close()
         sink.close()
-    own = [v * 1e6 for v in scheduler._counters.lateness]
+    own = [v * 1e6 for v in scheduler._counters.lateness.samples]
     wakes = [v * 1e6 for v in clock.overshoots]
     return lateness_from(arrivals, tags), own, wakes, paths
 

@@ -358,7 +358,7 @@ def test_senders_beyond_max_clients_take_a_free_socket_and_refusals_are_counted(
         fake_clock.advance(1.0)
         relay.scheduler.run_due()
         assert relay.forward.stats.sent == 2 and sink.read(2) == [b"x", b"x"]
-        assert (relay.senders.opened, relay.senders.evicted, relay.senders.active) == (2, 1, 1)
+        assert (relay.senders.opened, relay.senders.evicted, relay.senders.active.now) == (2, 1, 1)
 
         def refuse(forward: HostPort) -> socket.socket:
             raise TransportError(13, f"cannot send to {forward}: Permission denied")
@@ -444,12 +444,12 @@ def test_netem_expires_idle_clients_and_recovers_after_256_one_shot_senders(
             assert relay.scheduler.run_due() is None  # sent at once (no delay asked)
             # Before #20 the 257th sender found every socket taken: nothing more was relayed.
             assert sink.read(1) == [b"%d" % k]
-        assert relay.senders.active == relay.senders.peak == DEFAULT_MAX_CLIENTS
+        assert relay.senders.active.now == relay.senders.active.peak == DEFAULT_MAX_CLIENTS
         assert relay.senders.evicted == 300 - DEFAULT_MAX_CLIENTS
         # Idle for longer than the timeout: every upstream socket is closed (counted) ...
         fake_clock.advance(DEFAULT_IDLE_TIMEOUT + 1)
         relay.step(timeout=0)
-        assert (relay.senders.active, relay.senders.expired) == (0, DEFAULT_MAX_CLIENTS)
+        assert (relay.senders.active.now, relay.senders.expired) == (0, DEFAULT_MAX_CLIENTS)
         # ... and the next one-shot sender is relayed like the first.
         _one_shot(relay, b"after")
         relay.scheduler.run_due()
@@ -476,13 +476,13 @@ def test_netem_keeps_a_sender_whose_datagrams_are_still_held_past_the_idle_timeo
         _one_shot(relay, b"held")
         fake_clock.advance(6.0)  # idle for longer than 5 s, but its datagram leaves at 8 s
         relay.step(timeout=0)
-        assert relay.senders.active == 1
+        assert relay.senders.active.now == 1
         fake_clock.advance(2.0)
         relay.scheduler.run_due()
         assert sink.read(1) == [b"held"]
         fake_clock.advance(5.0)
         relay.step(timeout=0)
-        assert (relay.senders.active, relay.senders.expired) == (0, 1)
+        assert (relay.senders.active.now, relay.senders.expired) == (0, 1)
 
 
 @pytest.mark.parametrize(
@@ -600,14 +600,14 @@ def test_netem_queue_is_bounded_in_bytes(fake_clock: FakeClock) -> None:
                 relay.step(timeout=2.0)
         fits = limit // (len(datagram) + HELD_OVERHEAD)
         assert relay.forward.stats.received == 40
-        assert relay.scheduler.held == relay.queue.items == fits
-        assert relay.queue.bytes == relay.queue.peak_bytes <= limit
+        assert relay.scheduler.held == relay.queue.items.now == fits
+        assert relay.queue.bytes.now == relay.queue.bytes.peak <= limit
         assert relay.forward.stats.dropped == {"queue-bytes": 40 - fits}
         assert warnings == ["delay queue holds 1 MiB: dropping (counted)"]
         fake_clock.advance(10.0)
         relay.scheduler.run_due()
         assert relay.forward.stats.sent == fits
-        assert (relay.queue.items, relay.queue.bytes) == (0, 0)
+        assert (relay.queue.items.now, relay.queue.bytes.now) == (0, 0)
 
 
 class _ResettingSocket:

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from oscsync import codec
+from oscsync.apps import receiving
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.lab import OnsetRecorder
 from oscsync.apps.metronome import TICK_METHOD, TickRecord
-from oscsync.apps.receiving import SessionSetup
+from oscsync.apps.receiving import SendingSession, SessionSetup
 from oscsync.apps.sessions import SendSession, TickListenSession
 from oscsync.audio.registry import BACKENDS
 from oscsync.cli.main import cli
 from oscsync.clock import SystemClock
 from oscsync.clocksync import PING
 from oscsync.hostport import HostPort
+from oscsync.scheduler import SchedulerClosed
+from oscsync.transport import Endpoint
 
 LOOPBACK = HostPort("127.0.0.1", 0)
 
@@ -44,6 +50,33 @@ def test_sessions_a_listen_session_answers_to_tick_and_stops_at_its_limit() -> N
     assert "ticks 2" in session.summary()
 
 
+def test_sessions_a_sending_session_closes_its_endpoint_when_its_scheduler_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    closed: list[bool] = []
+
+    def opened(*args: Any, **kwargs: Any) -> Any:
+        endpoint = open_endpoint(*args, **kwargs)
+        close = endpoint.close
+
+        def closing() -> bool:
+            closed.append(True)
+            return close()
+
+        monkeypatch.setattr(endpoint, "close", closing)
+        return endpoint
+
+    monkeypatch.setattr(receiving, "open_endpoint", opened)  # where SessionSetup finds it
+    with pytest.raises(ValueError, match="spin"):
+        SendingSession([LOOPBACK], SessionSetup(SystemClock()), spin=-1.0)
+    assert closed == [True]
+    with SendingSession([LOOPBACK], SessionSetup(SystemClock()), spin=0.0) as session:
+        assert not closed[1:]
+    assert closed == [True, True]
+    with pytest.raises(SchedulerClosed):
+        session.scheduler.start()
+
+
 def test_sessions_a_player_failure_stops_the_session_and_what_stops_with_it() -> None:
     player = OnsetRecorder()
     player.start()
@@ -64,3 +97,23 @@ def test_audio_registry_every_listen_command_offers_every_backend(cli_runner: Cl
         for backend in BACKENDS.values():
             assert backend.metavar in text, (command, backend.name)
         assert "--device" in text and "--latency-compensation" in text, command
+
+
+def test_sessions_a_send_session_closes_what_it_opened_when_its_endpoint_cannot_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    closed: list[str] = []
+    real_close = SendingSession.close
+
+    def closing(self: SendingSession) -> None:
+        closed.append("endpoint and scheduler")
+        real_close(self)
+
+    def failing_start(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise OSError("no receive thread")
+
+    monkeypatch.setattr(SendingSession, "close", closing)
+    monkeypatch.setattr(Endpoint, "start", failing_start)
+    with pytest.raises(OSError, match="no receive thread"):
+        SendSession([LOOPBACK], SessionSetup(SystemClock()))
+    assert closed == ["endpoint and scheduler"]

@@ -64,7 +64,7 @@ import heapq
 import itertools
 import math
 import threading
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
@@ -72,7 +72,7 @@ from typing import NamedTuple
 from oscsync import threads
 from oscsync import timetag as tt
 from oscsync.clock import Clock, SystemClock
-from oscsync.stats import WarnOnce, percentile
+from oscsync.stats import RecentSamples, WarnOnce, percentile
 
 DEFAULT_SPIN = 0.002
 """Seconds spent spinning before a due time. Event.wait overshoots by 0.1-0.3 ms at the median on
@@ -223,8 +223,7 @@ class _Counters:
     late: int = 0
     errors: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
-    lateness: deque[float] = field(default_factory=lambda: deque(maxlen=LATENESS_SAMPLES))
-    lateness_max: float | None = None
+    lateness: RecentSamples = field(default_factory=lambda: RecentSamples(LATENESS_SAMPLES))
 
 
 def _ignore(_: str) -> None:
@@ -473,9 +472,7 @@ class Scheduler:
             counters.dispatched += 1
             counters.errors += failure is not None
             if timed:
-                counters.lateness.append(lateness)
-                if counters.lateness_max is None or lateness > counters.lateness_max:
-                    counters.lateness_max = lateness
+                counters.lateness.add(lateness)
                 counters.late += late
         if failure is not None:
             self._warn_once("error", f"a scheduled action failed: {failure!r}")
@@ -655,7 +652,8 @@ class Scheduler:
         held = self.held
         with self._stats_lock:
             c = self._counters
-            samples = list(c.lateness)
+            samples = list(c.lateness.samples)
+            maximum = c.lateness.maximum
             snapshot = SchedulerStats(
                 submitted=c.submitted,
                 dispatched=c.dispatched,
@@ -665,7 +663,7 @@ class Scheduler:
                 errors=c.errors,
                 lateness_p50=None,
                 lateness_p99=None,
-                lateness_max=c.lateness_max,
+                lateness_max=None,
             )
         if not samples:
             return snapshot
@@ -674,6 +672,7 @@ class Scheduler:
             snapshot,
             lateness_p50=percentile(samples, 0.50),
             lateness_p99=percentile(samples, 0.99),
+            lateness_max=maximum,
         )
 
     def __enter__(self) -> Scheduler:

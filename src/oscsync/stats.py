@@ -1,4 +1,5 @@
-"""Small statistics every measuring part shares: running mean/std, percentiles, warn-once.
+"""Small statistics every measuring part shares: running mean/std, percentiles, recent samples
+with their maximum, a level with its peak, warn-once.
 
 One module for them (issue #12 item 5): the scheduler's lateness, the metronome's intervals and
 headroom, netem's achieved delays, replay's send lateness and the lab's spreads all use these.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -49,6 +51,46 @@ class RunningStats:
         """Nearest-rank percentile of the recent values (NaN when none are kept)."""
         values = sorted(self.recent)
         return percentile(values, fraction) if values else math.nan
+
+
+class RecentSamples:
+    """The last ``size`` values added (for percentiles) and the largest of all values added
+    (``-inf`` before any, as in :class:`RunningStats`).
+
+    Less per value than :class:`RunningStats` (no mean or deviation): the scheduler's timer thread
+    adds one lateness per item it runs (``Scheduler._account``), replay one per datagram sent."""
+
+    __slots__ = ("maximum", "samples")
+
+    def __init__(self, size: int) -> None:
+        self.samples: deque[float] = deque(maxlen=size)
+        self.maximum = -math.inf
+
+    def add(self, value: float) -> None:
+        self.samples.append(value)
+        if value > self.maximum:
+            self.maximum = value
+
+    def percentile(self, fraction: float) -> float:
+        """Nearest-rank percentile of the recent values (NaN before any)."""
+        values = sorted(self.samples)
+        return percentile(values, fraction) if values else math.nan
+
+
+@dataclass(slots=True)
+class Gauge:
+    """A level that goes up and down (datagrams held, sockets open) and the highest it reached."""
+
+    now: int = 0
+    peak: int = 0
+
+    def add(self, amount: int = 1) -> None:
+        self.now += amount
+        if self.now > self.peak:
+            self.peak = self.now
+
+    def remove(self, amount: int = 1) -> None:
+        self.now -= amount
 
 
 class WarnOnce:

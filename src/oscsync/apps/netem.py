@@ -50,7 +50,7 @@ from oscsync.clock import Clock, SystemClock
 from oscsync.hostport import HostPort
 from oscsync.scheduler import Dispatch, Scheduler
 from oscsync.selectloop import WakeableSelector
-from oscsync.stats import RunningStats, WarnOnce
+from oscsync.stats import Gauge, RunningStats, WarnOnce
 from oscsync.transport import MAX_DATAGRAM, TransportError, bind_error_message, set_recv_buffer
 
 DISTRIBUTIONS = ("uniform", "normal", "pareto", "exponential")
@@ -321,15 +321,14 @@ class _Client:
 class SenderStats:
     """Upstream sockets: how many now, at most, and how many were opened and closed, and why."""
 
-    active: int = 0
-    peak: int = 0
+    active: Gauge = field(default_factory=Gauge)
     opened: int = 0
     expired: int = 0
     evicted: int = 0
 
     def line(self) -> str:
         return (
-            f"senders: {self.active} now, {self.peak} at most; {self.opened} opened, "
+            f"senders: {self.active.now} now, {self.active.peak} at most; {self.opened} opened, "
             f"{self.expired} closed idle, {self.evicted} closed to make room"
         )
 
@@ -344,14 +343,20 @@ def _size(count: int) -> str:
 class QueueStats:
     """What the delay queue held: now and at most, in datagrams and bytes."""
 
-    items: int = 0
-    bytes: int = 0
-    peak_items: int = 0
-    peak_bytes: int = 0
+    items: Gauge = field(default_factory=Gauge)
+    bytes: Gauge = field(default_factory=Gauge)
+
+    def hold(self, size: int) -> None:
+        self.items.add()
+        self.bytes.add(size)
+
+    def release(self, size: int) -> None:
+        self.items.remove()
+        self.bytes.remove(size)
 
     def line(self) -> str:
         return (
-            f"queue: held at most {self.peak_items} datagrams, {_size(self.peak_bytes)} "
+            f"queue: held at most {self.items.peak} datagrams, {_size(self.bytes.peak)} "
             f"(payload + {HELD_OVERHEAD} B each)"
         )
 
@@ -624,8 +629,7 @@ class Relay:
         self._client_of_local[sender.local] = sender
         self._selector.register(sock, sender)
         self.senders.opened += 1
-        self.senders.active = len(self._clients)
-        self.senders.peak = max(self.senders.peak, self.senders.active)
+        self.senders.active.add()
         return sender
 
     def _expire_idle(self, now: float) -> None:
@@ -638,13 +642,12 @@ class Relay:
         for address in idle:
             self._close_client(self._clients.pop(address))
             self.senders.expired += 1
-        self.senders.active = len(self._clients)
 
     def _close_client(self, sender: _Client) -> None:
         self._selector.unregister(sender.sock)
         self._client_of_local.pop(sender.local, None)
         sender.close()
-        self.senders.active = len(self._clients)
+        self.senders.active.remove()
 
     def _refuse(self, reason: str, warning: str) -> None:
         """Count a datagram from a sender that gets no upstream socket; warn once per reason."""
@@ -704,11 +707,8 @@ class Relay:
         """Reserve ``size`` bytes of the queue; False (dropped, counted) when it would overflow."""
         queue = self.queue
         with self._lock:
-            if queue.bytes + size <= self.queue_bytes:
-                queue.bytes += size
-                queue.items += 1
-                queue.peak_bytes = max(queue.peak_bytes, queue.bytes)
-                queue.peak_items = max(queue.peak_items, queue.items)
+            if queue.bytes.now + size <= self.queue_bytes:
+                queue.hold(size)
                 return True
         self._drop(
             stats,
@@ -719,8 +719,7 @@ class Relay:
 
     def _release(self, size: int) -> None:
         with self._lock:
-            self.queue.bytes -= size
-            self.queue.items -= 1
+            self.queue.release(size)
 
     def _drop(self, stats: DirectionStats, reason: str, warning: str) -> None:
         with self._lock:
@@ -731,8 +730,7 @@ class Relay:
         self, direction: _Direction, achieved: float, ok: bool, reason: str, size: int
     ) -> None:
         with self._lock:
-            self.queue.bytes -= size
-            self.queue.items -= 1
+            self.queue.release(size)
             if ok:
                 direction.stats.sent += 1
                 direction.stats.delays.add(achieved)
@@ -779,26 +777,16 @@ class Relay:
         self.close()
 
 
+@dataclass(slots=True, eq=False)  # an action: compared by identity
 class _Delivery:
     """The scheduled send of one copy of a datagram."""
 
-    __slots__ = ("arrival", "data", "direction", "relay", "send", "size")
-
-    def __init__(
-        self,
-        relay: Relay,
-        direction: _Direction,
-        data: bytes,
-        send: _Sender,
-        arrival: float,
-        size: int,
-    ) -> None:
-        self.relay = relay
-        self.direction = direction
-        self.data = data
-        self.send = send
-        self.arrival = arrival
-        self.size = size
+    relay: Relay
+    direction: _Direction
+    data: bytes
+    send: _Sender
+    arrival: float
+    size: int
 
     def __call__(self, dispatch: Dispatch) -> None:
         try:

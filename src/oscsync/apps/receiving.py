@@ -1,9 +1,11 @@
 """What every session starts from, and the receive session.
 
 A command gives each session a :class:`SessionSetup`: the clock, where notices and warnings go,
-who may send (``--allow``) and the multicast interface (``--iface``). :class:`ReceiveSession` is
-one endpoint, one handler, and a scheduler when bundles are held: ``dump``, ``timetag monitor``,
-``record`` and ``chat`` build one rather than an endpoint (issue #12: the CLI wires nothing).
+who may send (``--allow``) and the multicast interface (``--iface``). :class:`SendingSession` is
+the endpoint and scheduler every sending session starts from (``metronome send``, ``sequence
+send``, ``replay``). :class:`ReceiveSession` is one endpoint, one handler, and a scheduler when
+bundles are held: ``dump``, ``timetag monitor``, ``record`` and ``chat`` build one rather than an
+endpoint (issue #12: the CLI wires nothing).
 This module stays light on purpose: it imports neither the metronome nor audio
 (:mod:`oscsync.apps.sessions` does), so these commands start quickly.
 """
@@ -76,6 +78,25 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SendingSession(Session):
+    """An endpoint to ``peers`` and a scheduler (spinning ``spin`` s before each item) that
+    sends on it: what :class:`~oscsync.apps.sessions.SendSession` and
+    :class:`~oscsync.apps.replay.ReplaySession` start from; :meth:`close` closes both."""
+
+    def __init__(self, peers: Sequence[HostPort], setup: SessionSetup, *, spin: float) -> None:
+        super().__init__(setup)
+        self.endpoint = setup.open_endpoint(None, peers)
+        try:
+            self.scheduler = Scheduler(self.clock, spin=spin, on_warning=self.warn)
+        except BaseException:
+            self.endpoint.close()
+            raise
+
+    def close(self) -> None:
+        self.scheduler.close()
+        self.endpoint.close()
 
 
 class ReceiveSession(Session):

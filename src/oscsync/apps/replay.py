@@ -36,12 +36,12 @@ from typing import Literal
 
 from oscsync import codec
 from oscsync import timetag as tt
-from oscsync.apps.receiving import Session, SessionSetup
+from oscsync.apps.receiving import SendingSession, SessionSetup
 from oscsync.clock import Clock
 from oscsync.hostport import HostPort
 from oscsync.recording import Datagram
 from oscsync.scheduler import LATENESS_SAMPLES, Dispatch, Scheduler
-from oscsync.stats import percentile
+from oscsync.stats import RecentSamples
 
 TimetagMode = Literal["keep", "shift", "strip"]
 TIMETAG_MODES: tuple[TimetagMode, ...] = ("keep", "shift", "strip")
@@ -62,7 +62,7 @@ SPIN = 0.0002 if sys.platform.startswith("linux") else 0.0005
 are 0.5-1.5 ms apart: a 2 ms spin keeps a core 100 % busy, and a busy thread is the one the OS
 preempts on a loaded machine (measured on the shared 2-core VM, load ~2: p99 send lateness
 3-11 ms with 2 ms, 0.2-2 ms with 0.5 ms); it also holds the CPU a receiver on this machine needs
-(see give_way). On Linux the replay's timer thread asks for 1 µs timer slack
+(see give_way). On Linux the scheduler's timer thread asks for 1 µs timer slack
 (Clock.sharpen_waits), which brought Event.wait's overshoot to p50 27-41 µs, p90 49-64 µs at
 load 2.3 (from 90-96 and 131-195 µs), so 0.2 ms covers it; elsewhere 0.5 ms as before."""
 
@@ -298,12 +298,7 @@ class ReplayStats:
     bytes: int = 0
     loops_started: int = 0
     refused: int = 0
-    lateness: deque[float] = field(default_factory=lambda: deque(maxlen=LATENESS_SAMPLES))
-    lateness_max: float = 0.0
-
-    def lateness_p99(self) -> float | None:
-        samples = sorted(self.lateness)
-        return percentile(samples, 0.99) if samples else None
+    lateness: RecentSamples = field(default_factory=lambda: RecentSamples(LATENESS_SAMPLES))
 
 
 class Replayer:
@@ -361,7 +356,6 @@ class Replayer:
         self._loop = 0
         self._in_flight: deque[int] = deque()  # timetags of submitted sends, in order
         self._all_submitted = False
-        self.sharpened = False  # the timer thread's waits end within µs (Clock.sharpen_waits)
 
     def begin(self) -> None:
         """Find the first datagram, fix time zero (``LEAD`` from now) and start reading ahead."""
@@ -379,14 +373,8 @@ class Replayer:
         if first is not None:
             self.start_monotonic = self.clock.monotonic() + LEAD
             self._next = (self._due(first[1]), first[1], first[2])
-        # The timer thread's waits end within µs of their time, not 50 µs (timer slack), so
-        # its spin can be short (SPIN): run on that thread, as the first thing it does.
-        self.scheduler.submit(None, self._sharpen)
         # On the scheduler's thread like every later refill: one thread owns the reading.
         self.scheduler.submit(None, self._refill)
-
-    def _sharpen(self, _: Dispatch) -> None:
-        self.sharpened = self.clock.sharpen_waits()
 
     def _open_loop(self) -> None:
         self.stats.loops_started += 1
@@ -499,9 +487,7 @@ class Replayer:
                 stats.bytes += len(packet)
             self.after_send()  # before any bookkeeping or reading: see give_way
         finally:
-            lateness = dispatch.dispatched - dispatch.due
-            stats.lateness.append(lateness)
-            stats.lateness_max = max(stats.lateness_max, lateness)
+            stats.lateness.add(dispatch.dispatched - dispatch.due)
             stats.datagrams += 1
             self._in_flight.popleft()
             self._bytes_ahead -= size
@@ -518,9 +504,10 @@ class Replayer:
         return self._loop
 
 
-class ReplaySession(Session):
+class ReplaySession(SendingSession):
     """``oscsync replay``: an endpoint to ``peers``, a spinning scheduler (:data:`SPIN`) and a
-    :class:`Replayer` sending through them; :meth:`close` closes all three."""
+    :class:`Replayer` sending through them; :meth:`close` closes the scheduler and the
+    endpoint."""
 
     def __init__(
         self,
@@ -534,13 +521,7 @@ class ReplaySession(Session):
         loops: int = 1,
         mode: TimetagMode = "keep",
     ) -> None:
-        super().__init__(setup)
-        self.endpoint = setup.open_endpoint(None, peers)
-        try:
-            self.scheduler = Scheduler(self.clock, spin=SPIN, on_warning=self.warn)
-        except BaseException:
-            self.endpoint.close()
-            raise
+        super().__init__(peers, setup, spin=SPIN)
         try:
             self.replayer = Replayer(
                 source,
@@ -559,7 +540,3 @@ class ReplaySession(Session):
     def start(self) -> None:
         self.scheduler.start()
         self.replayer.begin()
-
-    def close(self) -> None:
-        self.scheduler.close()
-        self.endpoint.close()

@@ -25,7 +25,7 @@ from typing import Any, Generic, Protocol, TextIO, TypeVar, cast
 from oscsync import audio, clockfollow, sounds
 from oscsync.apps import metronome as app_metronome
 from oscsync.apps.metronome import TICK_METHOD, MetronomeListener, TickRecord, TickSender
-from oscsync.apps.receiving import Session, SessionSetup
+from oscsync.apps.receiving import SendingSession, Session, SessionSetup
 from oscsync.apps.sequence import (
     VOICE_METHODS,
     EventRecord,
@@ -86,7 +86,7 @@ def peer_clocks(clock: Clock, endpoint: Endpoint, peers: Sequence[HostPort]) -> 
     return clocks
 
 
-class SendSession(Session):
+class SendSession(SendingSession):
     """The sending half of ``send``: an endpoint to the peers, a scheduler, and clock pings.
 
     The endpoint is started at once even without ``--offset auto``: its services answer the
@@ -96,15 +96,13 @@ class SendSession(Session):
     def __init__(
         self, peers: Sequence[HostPort], setup: SessionSetup, *, spin: float = DEFAULT_SPIN
     ) -> None:
-        super().__init__(setup)
-        self.endpoint = setup.open_endpoint(None, peers)
+        super().__init__(peers, setup, spin=spin)
         try:
-            self.scheduler = Scheduler(self.clock, spin=spin, on_warning=self.warn)
+            self.clocks = peer_clocks(self.clock, self.endpoint, peers)
+            self.endpoint.start(_ignore)
         except BaseException:
-            self.endpoint.close()
+            self.close()  # the endpoint and scheduler the base opened; nobody else holds them
             raise
-        self.clocks = peer_clocks(self.clock, self.endpoint, peers)
-        self.endpoint.start(_ignore)
 
     def offset(self, offset: float | str, maximum: float) -> float:
         """``offset`` in seconds, measured first when it is :data:`AUTO`."""
@@ -133,10 +131,6 @@ class SendSession(Session):
         return file_sender(
             self.endpoint.send_bytes, self.scheduler, watched, note=self.note, **grid
         )
-
-    def close(self) -> None:
-        self.scheduler.close()
-        self.endpoint.close()
 
 
 def make_follower(

@@ -16,16 +16,13 @@ from oscsync.cli import records
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import (
     DURATION,
-    DurationType,
     advertise_option,
     allow_option,
     beats_per_bar_option,
     bpm_option,
     collect,
-    framing_option,
     iface_option,
     options,
-    peers_option,
 )
 from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
@@ -38,8 +35,7 @@ _beats_per_bar_option = beats_per_bar_option(
 )
 
 
-_send_options = options(
-    peers_option("Where to send ticks (repeatable: every peer gets every tick)."),
+_send_options = records.send_options(
     # At 1 bpm (the least) a tick is 60 s ahead: the scheduler's horizon.
     bpm_option(
         6000,
@@ -47,24 +43,12 @@ _send_options = options(
         "Beats per minute (120 = a tick every half second, as in the workshop).",
     ),
     _beats_per_bar_option,
-    click.option(
-        "--offset",
-        type=records.OFFSET,
-        default=0.0,
-        show_default=True,
-        help="0: plain /tick messages, played on arrival. X > 0: each tick in a bundle "
-        "timetagged X seconds after its grid time, played at the timetag (e.g. 0.05, 100ms). "
-        "auto: ping the peers first and pick one from the measured one-way delays.",
-    ),
-    click.option("--count", "-c", type=click.IntRange(min=1), help="Send this many ticks."),
-    click.option(
-        "--duration",
-        "-d",
-        type=DurationType(minimum=0.0),
-        help="Send ticks for this many seconds.",
-    ),
-    iface_option(),
-    framing_option(),
+    peers_help="Where to send ticks (repeatable: every peer gets every tick).",
+    offset_help="0: plain /tick messages, played on arrival. X > 0: each tick in a bundle "
+    "timetagged X seconds after its grid time, played at the timetag (e.g. 0.05, 100ms). "
+    "auto: ping the peers first and pick one from the measured one-way delays.",
+    limit=click.option("--count", "-c", type=click.IntRange(min=1), help="Send this many ticks."),
+    duration_help="Send ticks for this many seconds.",
 )
 
 

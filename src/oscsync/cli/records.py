@@ -27,9 +27,12 @@ from oscsync.cli.params import (
     DurationType,
     ParsedType,
     allow_option,
+    framing_option,
+    iface_option,
     listen_option,
     log_option,
     options,
+    peers_option,
 )
 from oscsync.cli.peers import Advertising, following, resolve_peer
 from oscsync.cli.runtime import AppContext, leave_without_stdout, wait
@@ -275,6 +278,26 @@ def listen_options(*sounds: Callable[[F], F], log_help: str) -> Callable[[F], F]
         *sounds,
         log_option(log_help),
         allow_option(),
+    )
+
+
+def send_options(
+    *grid: Callable[[F], F],
+    peers_help: str,
+    offset_help: str,
+    limit: Callable[[F], F],
+    duration_help: str,
+) -> Callable[[F], F]:
+    """The options :class:`Sending` collects, with the command's own: its grid options
+    (``grid``) after ``--peer``, and ``limit`` (its ``limit_option``) after ``--offset``."""
+    return options(
+        peers_option(peers_help),
+        *grid,
+        click.option("--offset", type=OFFSET, default=0.0, show_default=True, help=offset_help),
+        limit,
+        click.option("--duration", "-d", type=DurationType(minimum=0.0), help=duration_help),
+        iface_option(),
+        framing_option(),
     )
 
 

@@ -283,9 +283,12 @@ def _summary(replayer: Replayer, endpoint: Endpoint, source: DatagramFile) -> st
     if endpoint.stats.send_errors:
         errors = ", ".join(f"{r} {n}" for r, n in sorted(endpoint.stats.send_errors.items()))
         text += f"; send errors: {errors}"
-    p99 = stats.lateness_p99()
-    if p99 is not None:
-        text += f"; sent late by p99 {p99 * 1e3:.3f} ms, max {stats.lateness_max * 1e3:.3f} ms"
+    lateness = stats.lateness
+    if lateness.samples:
+        text += (
+            f"; sent late by p99 {lateness.percentile(0.99) * 1e3:.3f} ms, "
+            f"max {lateness.maximum * 1e3:.3f} ms"
+        )
     if stats.refused:
         text += f"; not sent {stats.refused} (the scheduler refused them)"
     return text

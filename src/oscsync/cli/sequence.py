@@ -17,17 +17,14 @@ from oscsync.apps.sessions import SequenceListenSession
 from oscsync.cli import records
 from oscsync.cli.params import (
     DURATION,
-    DurationType,
     ParsedType,
     advertise_option,
     allow_option,
     beats_per_bar_option,
     bpm_option,
     collect,
-    framing_option,
     iface_option,
     options,
-    peers_option,
 )
 from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
@@ -58,41 +55,33 @@ _send_options = options(
     click.argument(
         "pattern_path", metavar="PATTERN", type=click.Path(dir_okay=False, path_type=Path)
     ),
-    peers_option("Where to send the steps (repeatable: every peer gets every step)."),
-    bpm_option(1000, app_sequence.DEFAULT_BPM, "Beats per minute."),
-    click.option(
-        "--steps-per-beat",
-        type=click.IntRange(min=1, max=16),
-        default=app_sequence.DEFAULT_STEPS_PER_BEAT,
-        show_default=True,
-        help="Pattern steps in one beat (4: each step is a 16th note).",
+    records.send_options(
+        bpm_option(1000, app_sequence.DEFAULT_BPM, "Beats per minute."),
+        click.option(
+            "--steps-per-beat",
+            type=click.IntRange(min=1, max=16),
+            default=app_sequence.DEFAULT_STEPS_PER_BEAT,
+            show_default=True,
+            help="Pattern steps in one beat (4: each step is a 16th note).",
+        ),
+        beats_per_bar_option(
+            app_sequence.DEFAULT_BEATS_PER_BAR,
+            "A changed pattern file takes effect at the next bar line.",
+        ),
+        click.option(
+            "--swing",
+            type=click.FloatRange(min=0, max=app_sequence.MAX_SWING),
+            default=0.0,
+            show_default=True,
+            metavar="PERCENT",
+            help="Push every odd step later by this percent of a step (33 ≈ triplet feel).",
+        ),
+        peers_help="Where to send the steps (repeatable: every peer gets every step).",
+        offset_help="0: bundles played on arrival. X > 0: each step timetagged X seconds after "
+        "its grid time (forward sync; e.g. 0.1, 100ms). auto: ping the peers and pick one.",
+        limit=click.option("--bars", type=click.IntRange(min=1), help="Send this many bars."),
+        duration_help="Send for this many seconds.",
     ),
-    beats_per_bar_option(
-        app_sequence.DEFAULT_BEATS_PER_BAR,
-        "A changed pattern file takes effect at the next bar line.",
-    ),
-    click.option(
-        "--swing",
-        type=click.FloatRange(min=0, max=app_sequence.MAX_SWING),
-        default=0.0,
-        show_default=True,
-        metavar="PERCENT",
-        help="Push every odd step later by this percent of a step (33 ≈ triplet feel).",
-    ),
-    click.option(
-        "--offset",
-        type=records.OFFSET,
-        default=0.0,
-        show_default=True,
-        help="0: bundles played on arrival. X > 0: each step timetagged X seconds after its "
-        "grid time (forward sync; e.g. 0.1, 100ms). auto: ping the peers and pick one.",
-    ),
-    click.option("--bars", type=click.IntRange(min=1), help="Send this many bars."),
-    click.option(
-        "--duration", "-d", type=DurationType(minimum=0.0), help="Send for this many seconds."
-    ),
-    iface_option(),
-    framing_option(),
 )
 
 
