@@ -14,8 +14,9 @@ Per variant it prints:
 
 * gaps: inter-onset gap minus 12,000 frames: share within ±1 frame, median and worst |error|;
 * onset − timetag: when the sound left the device (its JACK frame time plus the playback latency
-  the server reports for ``system:playback_1``, through JACK's frame -> time mapping) minus the
-  tick's timetag, in ms: median, p95 of |error|, worst;
+  the server reports for ``system:playback_1``, through the driver's frame clock stretch by
+  stretch, ``jackharness.FrameClock``; JACK's own mapping slews for a second across a stall of
+  the driver) minus the tick's timetag, in ms: median, p95 of |error|, worst;
 * xruns PortAudio flagged, ticks the player started late.
 
 A background thread keeps the interpreter busy part of the time (``--gil-load``, default 0.1 of
