@@ -994,9 +994,9 @@ def test_sync_peer_at_name_follows_a_leader_re_registered_on_a_new_port(
 
 def test_txt_addresses_follow_the_registry_one_update_per_burst(browser: Browser) -> None:
     """The TXT record's addresses= is live, as OSCQuery is (issue 17's noticed item): a burst of
-    60 registrations is announced as at most two updates (the first change at once, the rest
-    within TXT_UPDATE_INTERVAL), and what the network sees in the end is the registry's whole
-    addresses, cut to fit 255 bytes with "...", with one warning."""
+    60 registrations is announced as at most two updates (TXT_UPDATE_INTERVAL apart, the
+    changes made meanwhile together), and what the network sees in the end is the registry's
+    whole addresses, cut to fit 255 bytes with "...", with one warning."""
     from oscsync.apps.endpoints import open_endpoint
     from oscsync.hostport import HostPort
     from oscsync.routing import Method

@@ -62,8 +62,8 @@ address contains a comma or is ``...``); OSCQuery lists them all."""
 TXT_UPDATE_INTERVAL = 1.0
 """Seconds at least between two updates of an advertised TXT record. RFC 6762 §6: a record is
 not multicast again within one second; python-zeroconf announces each update three times,
-225 ms apart. A burst of registrations is one update: the first change goes out at once, the
-ones after it within this interval together, as they are when it ends."""
+225 ms apart. A burst of registrations is one update: a change goes out at once when the last
+announcement is this long ago, else when it is, with every change made meanwhile."""
 MAX_PEERS = 512
 """Services remembered by one browse: a flood of fake services cannot grow memory without bound."""
 MAX_SHOWN_TXT = 32
@@ -807,17 +807,16 @@ class Advertiser:
         return self
 
     def _follow_registry(self) -> None:
-        """Announce the TXT record again when the registry's addresses change: at once, then
-        at most once per :data:`TXT_UPDATE_INTERVAL` (a burst is one update)."""
+        """Announce the TXT record again when the registry's addresses change, at most once per
+        :data:`TXT_UPDATE_INTERVAL` counted from the registration's own announcements too (a
+        burst is one update)."""
         clock = self.clock
-        while True:
+        while not clock.wait(self._closing, TXT_UPDATE_INTERVAL):
             clock.wait(self._registry_changed, None)  # close() sets it too
             if self._closing.is_set():
                 return
             self._registry_changed.clear()
             self._update_txt()
-            if clock.wait(self._closing, TXT_UPDATE_INTERVAL):
-                return
 
     def _update_txt(self) -> None:
         zc, current = self._zc, self._infos[0] if self._infos else None
