@@ -39,6 +39,7 @@ from oscsync import timetag as tt
 from oscsync.clockestimate import ClockEstimate, EnvelopeEstimator, MinimumDelayFilter
 from oscsync.clockservo import Servo, ServoEvent, SteppingServo
 from oscsync.clocksync import PONG, PONG_METHOD, encode_ping, exchange_problem, int32
+from oscsync.hostport import HostPort
 from oscsync.wording import plural
 
 if TYPE_CHECKING:
@@ -197,7 +198,6 @@ class ClockFollower:
         # A socket bound to a multicast group cannot receive the leader's unicast pong (its
         # address is the group's), so a follower on a group pings from a socket of its own.
         if self._pinger is None:
-            from oscsync.hostport import HostPort
             from oscsync.transport import Endpoint
 
             pinger = Endpoint(
@@ -247,8 +247,6 @@ class ClockFollower:
                 self._pending_bytes = 0
             pinger = self._pinger
         if pinger is not None:  # a follower on a multicast group pings from a socket of its own
-            from oscsync.hostport import HostPort
-
             pinger.set_peers([HostPort(*peer)])
         self._moved.set()
         self._peer_known.set()
