@@ -656,15 +656,15 @@ def test_at_name_follower_sees_a_peer_re_registered_on_a_new_port(transport: str
     assert follower.moves == 1
 
 
-def test_oscquery_lists_an_address_the_endpoint_registers_after_it_is_advertised(
-    browser: Browser,
-) -> None:
-    """OSCQuery describes the advertised endpoint's live registry, not a table per role."""
+@contextlib.contextmanager
+def _advertised_endpoint(
+    name: str, warn: Callable[[str], None] = lambda text: None
+) -> Iterator[tuple[Any, discovery.Advertiser]]:
+    """A loopback endpoint advertised as ``name`` (role dump) with its live address registry:
+    what OSCQuery and the TXT record describe."""
     from oscsync.apps.endpoints import open_endpoint
     from oscsync.hostport import HostPort
-    from oscsync.routing import Method
 
-    name = unique_name()
     with (
         open_endpoint(HostPort("127.0.0.1", 0)) as endpoint,
         discovery.Advertiser(
@@ -674,8 +674,20 @@ def test_oscquery_lists_an_address_the_endpoint_registers_after_it_is_advertised
             listen_host="127.0.0.1",
             interface="loopback",
             registry=endpoint.registry,
+            warn=warn,
         ) as advertiser,
     ):
+        yield endpoint, advertiser
+
+
+def test_oscquery_lists_an_address_the_endpoint_registers_after_it_is_advertised(
+    browser: Browser,
+) -> None:
+    """OSCQuery describes the advertised endpoint's live registry, not a table per role."""
+    from oscsync.routing import Method
+
+    name = unique_name()
+    with _advertised_endpoint(name) as (endpoint, advertiser):
         browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
         txt = browser.info(discovery.OSC_UDP, name).properties[b"addresses"]
         assert txt == b"/oscsync/clock/ping"  # what the endpoint answered to at the start
@@ -754,6 +766,14 @@ FOLLOWING_SENDERS = {
 
 
 @pytest.mark.parametrize("command", sorted(FOLLOWING_SENDERS))
+def _wait_for_re_registered(
+    notes: LineReader, name: str, port: int, now: str = "now sending to", then: str = ""
+) -> None:
+    """Wait for the note a command gives when ``@name`` re-registered on ``port`` (loopback)."""
+    says = f"@{name} re-registered: {now} 127.0.0.1:{port}{then}"
+    notes.wait_for(lambda text: says in text, timeout=20)
+
+
 def test_at_name_sender_follows_a_listener_re_registered_on_a_new_port(
     spawn: Spawn, tmp_path: Path, command: str
 ) -> None:
@@ -776,11 +796,7 @@ def test_at_name_sender_follows_a_listener_re_registered_on_a_new_port(
     assert f"advertised as {name!r}" in line  # the same name, not "NAME (2)"
     port = listening_port(second_errors)
     assert port != listening_port(first_errors)
-    notes = LineReader(sender.stderr)
-    notes.wait_for(
-        lambda text: f"@{name} re-registered: now sending to 127.0.0.1:{port}" in text,
-        timeout=20,
-    )
+    _wait_for_re_registered(LineReader(sender.stderr), name, port)
     assert second.stdout is not None
     LineReader(second.stdout).wait_for(lambda text: address in text, timeout=20)
     assert stop(sender, signal.SIGINT) == 0
@@ -837,13 +853,7 @@ def test_clock_peer_at_name_follows_a_listener_re_registered_on_a_new_port(spawn
 
     _, port = _restart_advertised_dump(spawn, first, first_errors, name)
     notes = LineReader(probe.stderr)
-    notes.wait_for(
-        lambda text: (
-            f"@{name} re-registered: now sending to 127.0.0.1:{port}; the measurement "
-            "starts over" in text
-        ),
-        timeout=20,
-    )
+    _wait_for_re_registered(notes, name, port, then="; the measurement starts over")
     # Pongs come from the new listener: the new address is measured (answered counts again).
     new = f"127.0.0.1:{port}"
     reports.wait_for(lambda text: _measured(text, new), timeout=20)
@@ -868,10 +878,7 @@ def test_netem_forward_at_name_follows_a_listener_re_registered_on_a_new_port(
     LineReader(first.stdout).wait_for(lambda text: "/tick" in text, timeout=30)
 
     second, port = _restart_advertised_dump(spawn, first, first_errors, name)
-    relay_notes.wait_for(
-        lambda text: f"@{name} re-registered: now sending to 127.0.0.1:{port}" in text,
-        timeout=20,
-    )
+    _wait_for_re_registered(relay_notes, name, port)
     assert second.stdout is not None
     LineReader(second.stdout).wait_for(lambda text: "/tick" in text, timeout=20)
     assert stop(sender, signal.SIGINT) == 0
@@ -970,12 +977,8 @@ def test_sync_peer_at_name_follows_a_leader_re_registered_on_a_new_port(
         _, line = advertised(second)
         assert f"advertised as {name!r}" in line  # the same name, not "NAME (2)"
         notes = LineReader(follower.stderr)
-        notes.wait_for(
-            lambda text: (
-                f"@{name} re-registered: now following the clock at 127.0.0.1:{port}; clock "
-                "sync starts over" in text
-            ),
-            timeout=20,
+        _wait_for_re_registered(
+            notes, name, port, now="now following the clock at", then="; clock sync starts over"
         )
         # Played: the new leader's (tick lines name their sender; events, their voice).
         played.wait_for(lambda text: f"from 127.0.0.1:{port}" in text or "snare:" in text, 20)
@@ -997,24 +1000,11 @@ def test_txt_addresses_follow_the_registry_one_update_per_burst(browser: Browser
     60 registrations is announced as at most two updates (TXT_UPDATE_INTERVAL apart, the
     changes made meanwhile together), and what the network sees in the end is the registry's
     whole addresses, cut to fit 255 bytes with "...", with one warning."""
-    from oscsync.apps.endpoints import open_endpoint
-    from oscsync.hostport import HostPort
     from oscsync.routing import Method
 
     name = unique_name()
     warnings: list[str] = []
-    with (
-        open_endpoint(HostPort("127.0.0.1", 0)) as endpoint,
-        discovery.Advertiser(
-            name,
-            role="dump",
-            port=endpoint.local_address.port,  # type: ignore[union-attr]
-            listen_host="127.0.0.1",
-            interface="loopback",
-            registry=endpoint.registry,
-            warn=warnings.append,
-        ) as advertiser,
-    ):
+    with _advertised_endpoint(name, warn=warnings.append) as (endpoint, advertiser):
         browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
         assert browser.info(discovery.OSC_UDP, name).properties[b"addresses"] == (
             b"/oscsync/clock/ping"
