@@ -765,7 +765,6 @@ FOLLOWING_SENDERS = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("command", sorted(FOLLOWING_SENDERS))
 def _wait_for_re_registered(
     notes: LineReader, name: str, port: int, now: str = "now sending to", then: str = ""
 ) -> None:
@@ -774,6 +773,7 @@ def _wait_for_re_registered(
     notes.wait_for(lambda text: says in text, timeout=20)
 
 
+@pytest.mark.parametrize("command", sorted(FOLLOWING_SENDERS))
 def test_at_name_sender_follows_a_listener_re_registered_on_a_new_port(
     spawn: Spawn, tmp_path: Path, command: str
 ) -> None:
