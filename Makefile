@@ -45,8 +45,10 @@ lint: venv
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d build/site
 
+# The suite runs inside scripts/isolated: a network namespace with only `lo` where it can (Linux,
+# as root), so that no test can reach another machine (issue 27).
 test: venv peers lint docs
-	$(BIN)/pytest
+	scripts/isolated $(BIN)/pytest
 
 # Issue #12 item 7: the whole suite BUSY_RUNS times in a row while another process keeps one core
 # busy (`yes`), as on a shared 2-core machine; every run is reported, and the target fails if any
@@ -58,7 +60,7 @@ test-busy: venv
 	failed=0; summary=""; \
 	for run in $$(seq $(BUSY_RUNS)); do \
 	  start=$$(date +%s); \
-	  if $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS); then result=passed; \
+	  if scripts/isolated $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS); then result=passed; \
 	  else result=FAILED; failed=$$((failed + 1)); fi; \
 	  summary="$$summary\ntest-busy: run $$run/$(BUSY_RUNS) $$result in $$(( $$(date +%s) - start )) s"; \
 	done; \

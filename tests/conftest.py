@@ -22,6 +22,11 @@ from waiting import wait_until
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+# Issue 27: no test sends mDNS out of this machine. Every `--interface` and every `@NAME`
+# lookup without one reads this (subprocesses inherit it); a test that means another interface
+# says so explicitly. `make test` also runs the suite in a network namespace with only `lo`.
+os.environ["OSCSYNC_MDNS_INTERFACE"] = "loopback"
+
 
 def require_peer(program: str) -> str:
     """Path of a peer program: missing skips locally and **fails** under CI=true."""

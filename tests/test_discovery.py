@@ -1036,3 +1036,95 @@ def test_txt_addresses_follow_the_registry_one_update_per_burst(browser: Browser
         endpoint.registry.add_method(Method("/cue/*", "i", "a pattern"), lambda r: None)
         advertiser._update_txt()  # a pattern is not listed: nothing new to announce
         assert advertiser.txt_updates == updates
+
+
+# -- issue 27 item 1: mDNS stays where it is told (the suite: loopback) ---------------------
+
+
+class _Opened(Exception):
+    """Raised by the stand-in for open_zeroconf: the test has what it wanted to see."""
+
+
+@pytest.fixture
+def opened_on(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The interfaces discovery opens mDNS on, recorded; nothing is sent anywhere."""
+    seen: list[str] = []
+
+    def fake_open(interface: str, *, unicast: bool = False) -> Any:
+        seen.append(interface)
+        raise discovery.DiscoveryError(f"stand-in: not opened on {interface}")
+
+    monkeypatch.setattr(discovery, "open_zeroconf", fake_open)
+    return seen
+
+
+def test_the_suite_keeps_mdns_on_loopback() -> None:
+    # conftest sets it before any test; subprocesses inherit it
+    assert os.environ[discovery.INTERFACE_ENV] == "loopback"
+    assert discovery.default_interface() == "loopback"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["send", "@nobody", "/chat", "hi"],
+        ["metronome", "send", "--peer", "@nobody", "--duration", "1"],
+        ["peers", "--timeout", "0.1"],
+        ["peers", "--watch"],
+        ["clock", "--peer", "@nobody"],
+    ],
+    ids=["send", "metronome-send", "peers", "peers-watch", "clock"],
+)
+def test_at_name_and_peers_honour_the_mdns_interface_variable(
+    cli_runner: CliRunner,
+    opened_on: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+) -> None:
+    monkeypatch.setenv(discovery.INTERFACE_ENV, "loopback")
+    result = cli_runner.invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert opened_on and set(opened_on) == {"loopback"}, opened_on
+    assert "stand-in: not opened on loopback" in result.output
+
+
+def test_replay_at_name_honours_the_mdns_interface_variable(
+    cli_runner: CliRunner, opened_on: list[str], tmp_path: Path
+) -> None:
+    from oscsync.recording import datagram_line, header_line
+
+    recording = tmp_path / "one.jsonl"
+    line, _ = datagram_line(0.0, 1.0e9, "127.0.0.1:1", codec.encode_message("/a", []))
+    header = header_line(host="h", clock="system", started_unix=1.0e9, listen="x", software="t")
+    recording.write_text(f"{header}\n{line}\n")
+    result = cli_runner.invoke(cli, ["replay", str(recording), "--peer", "@nobody"])
+    assert opened_on == ["loopback"], (opened_on, result.output)
+
+
+def test_without_the_variable_at_name_browses_every_interface(
+    opened_on: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(discovery.INTERFACE_ENV)
+    with pytest.raises(discovery.DiscoveryError):
+        discovery.resolve("nobody", timeout=0.1)
+    assert opened_on == ["auto"]
+
+
+def test_a_bad_mdns_interface_variable_is_a_usage_error(
+    cli_runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(discovery.INTERFACE_ENV, "wlan9")
+    result = cli_runner.invoke(cli, ["peers", "--timeout", "0.1"])
+    assert result.exit_code == 2
+    assert "'wlan9' is not auto, all, loopback" in result.output
+
+
+def test_peers_advertise_is_loopback_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Like every listener: announced on this machine, OSCQuery on 127.0.0.1, unless --host 0.0.0.0
+    monkeypatch.delenv(discovery.INTERFACE_ENV)
+    from oscsync.cli.peers import advertise
+
+    host = next(p for p in advertise.params if p.name == "host")
+    assert host.default == "127.0.0.1"
+    where = discovery.placement(discovery.default_interface(), str(host.default))
+    assert where == discovery.Placement("loopback", ("127.0.0.1",), "127.0.0.1")

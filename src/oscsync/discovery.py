@@ -23,6 +23,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import ipaddress
+import os
 import queue
 import socket
 import threading
@@ -115,6 +116,17 @@ def check_name(text: str) -> str:
 AUTO = "auto"
 ALL = "all"
 LOOPBACK = "loopback"
+
+INTERFACE_ENV = "OSCSYNC_MDNS_INTERFACE"
+"""The environment variable that chooses the mDNS interface wherever none is given: ``@NAME``
+resolution, ``peers``, following a name, advertising (issue 27: the test suite sets it to
+``loopback`` so that no test sends mDNS out of the machine)."""
+
+
+def default_interface() -> str:
+    """The interface mDNS uses when a caller names none: ``$OSCSYNC_MDNS_INTERFACE``, else
+    ``auto`` (browsing: every interface; advertising: where the listener is bound)."""
+    return check_interface(os.environ.get(INTERFACE_ENV) or AUTO)
 
 
 def check_interface(text: str) -> str:
@@ -395,14 +407,14 @@ def _resolve_info(zc: Zeroconf, service_type: str, name: str, timeout: float) ->
 
 
 def browse(
-    interface: str = ALL,
+    interface: str | None = None,
     timeout: float = 2.0,
     types: tuple[str, ...] = tuple(SERVICE_TYPES),
     clock: Clock | None = None,
 ) -> list[Peer]:
     """Every service of ``types`` that answers within ``timeout`` seconds, sorted by name."""
     clock = clock or SystemClock()
-    zc = open_zeroconf(interface, unicast=True)
+    zc = open_zeroconf(interface or default_interface(), unicast=True)
     try:
         collector = _Collector()
         browser = _browser(zc, list(types), collector)
@@ -421,13 +433,14 @@ def browse(
     return sorted(found, key=lambda p: (p.name.lower(), p.transport))
 
 
-def watch(interface: str, on_change: Callable[[str, Peer | str], None]) -> Iterator[None]:
+def watch(interface: str | None, on_change: Callable[[str, Peer | str], None]) -> Iterator[None]:
     """Report services as they come (``added``, a :class:`Peer`) and go (``removed``, a name).
 
     A generator: each step waits up to a quarter second; the caller loops until it wants to stop
     (so Ctrl-C is handled by the caller's main thread) and closing the generator closes zeroconf.
+    ``interface`` None is :func:`default_interface`.
     """
-    zc = open_zeroconf(interface)
+    zc = open_zeroconf(interface or default_interface())
     try:
         collector = _Collector()
         browser = _browser(zc, list(SERVICE_TYPES), collector)
@@ -471,7 +484,7 @@ def _preferred_address(addresses: tuple[str, ...]) -> str | None:
 
 
 def resolve(
-    name: str, interface: str = ALL, timeout: float = 3.0, clock: Clock | None = None
+    name: str, interface: str | None = None, timeout: float = 3.0, clock: Clock | None = None
 ) -> tuple[str, int, Protocol]:
     """``(address, port, protocol)`` of the ``_osc._udp`` or ``_osc._tcp`` service called
     ``name`` (case-insensitive; UDP if both answer).
@@ -480,7 +493,7 @@ def resolve(
     """
     clock = clock or SystemClock()
     wanted = check_name(name).lower()
-    zc = open_zeroconf(interface, unicast=True)
+    zc = open_zeroconf(interface or default_interface(), unicast=True)
     try:
         collector = _Collector()
         browser = _browser(zc, [OSC_UDP, OSC_TCP], collector)
@@ -539,7 +552,7 @@ class PeerFollower:
         self,
         current: dict[str, tuple[str, int]],
         on_move: Moved,
-        interface: str = ALL,
+        interface: str | None = None,
         protocols: dict[str, str] | None = None,
     ) -> None:
         self._current = {check_name(name).lower(): where for name, where in current.items()}
@@ -549,7 +562,7 @@ class PeerFollower:
         }
         self._types = {key: OSC_TCP if key in tcp else OSC_UDP for key in self._current}
         self.on_move = on_move
-        self.interface = check_interface(interface)
+        self.interface = check_interface(interface or default_interface())
         self.moves = 0
         self._lock = threading.Lock()
         self._changed: dict[str, str] = {}  # followed name (lower case) -> its full DNS-SD name
@@ -673,7 +686,7 @@ class Advertiser:
         role: str,
         port: int,
         listen_host: str,
-        interface: str = AUTO,
+        interface: str | None = None,
         registry: AddressRegistry | None = None,
         methods: tuple[oscquery.OscMethod, ...] = (),
         extra_txt: dict[str, str] | None = None,
@@ -693,7 +706,7 @@ class Advertiser:
         self.port = port
         self.registry = registry
         self.methods = methods
-        self.placement = placement(check_interface(interface), listen_host)
+        self.placement = placement(check_interface(interface or default_interface()), listen_host)
         self.extra_txt = extra_txt or {}
         self.clock = clock or SystemClock()
         self.warn = warn

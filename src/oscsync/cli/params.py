@@ -427,11 +427,17 @@ INTERFACE = DiscoveryType("interface", "auto|all|loopback|ADDRESS", "check_inter
 """Where mDNS runs: ``auto``, ``all``, ``loopback`` or an interface's IPv4 address."""
 
 
+MDNS_INTERFACE_ENV = "OSCSYNC_MDNS_INTERFACE"
+"""Read by every ``--interface`` and by ``@NAME`` resolution (``discovery.INTERFACE_ENV``)."""
+
+
 def interface_option(default: str = "auto", help: str | None = None) -> Callable[[F], F]:
     return click.option(
         "--interface",
         type=INTERFACE,
         default=default,
+        envvar=MDNS_INTERFACE_ENV,
+        show_envvar=True,
         show_default=True,
         help=help
         or "Network interface for zeroconf (mDNS). auto: loopback when listening on 127.0.0.1, "

@@ -200,7 +200,7 @@ Examples:
   oscsync peers                              # what is advertised on the network, in 2 s
   oscsync peers --json --timeout 1
   oscsync peers --watch                      # services as they come and go (Ctrl-C stops)
-  oscsync peers advertise mypatch --port 9000   # announce a Pure Data patch for it
+  oscsync peers advertise mypatch --port 9000   # announce a Pure Data patch (this machine)
 """,
 )
 @click.option(
@@ -270,6 +270,7 @@ def peers(
     epilog="""\b
 Examples:
   oscsync peers advertise mypatch --port 9000            # pd/example1_client.pd listens on 9000
+  oscsync peers advertise mypatch --port 9000 --host 0.0.0.0   # ... for the other machines too
   oscsync peers advertise mypatch --port 9000 --role pd --duration 1 --interface loopback
 """
 )
@@ -285,10 +286,11 @@ Examples:
 )
 @click.option(
     "--host",
-    default="0.0.0.0",
+    default="127.0.0.1",
     show_default=True,
-    help="The address the patch listens on; 0.0.0.0 (like [udpreceive PORT]) announces this "
-    "machine's network addresses.",
+    help="The address the patch listens on. 127.0.0.1 is announced on this machine only (as "
+    "every oscsync listener is by default); --host 0.0.0.0 (like [udpreceive PORT]) announces "
+    "this machine's network addresses.",
 )
 @click.option(
     "--txt",
