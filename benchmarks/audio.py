@@ -45,7 +45,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from jackharness import JackUnavailable, Recorder, jack_server
-from oscsync import audio, sounds
+from oscsync import audio
+from oscsync.audio import sounds
 from oscsync.clock import SystemClock
 
 RATE = 48_000

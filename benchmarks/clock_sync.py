@@ -39,10 +39,10 @@ from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL, PeerClock, Pe
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.netem import ImpairmentSpec, Relay
 from oscsync.clock import Clock, SkewedClock, SystemClock
-from oscsync.clockestimate import EnvelopeEstimator
-from oscsync.clocksync import PONG, ClockSync
-from oscsync.hostport import HostPort
+from oscsync.net.hostport import HostPort
 from oscsync.stats import percentile
+from oscsync.sync.estimate import EnvelopeEstimator
+from oscsync.sync.ping import PONG, ClockSync
 
 LINKS = {
     "uniform": (ImpairmentSpec(delay=0.020, jitter=0.015, dist="uniform"), 50.0, 0.25e-3),

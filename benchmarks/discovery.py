@@ -31,7 +31,7 @@ from typing import Any
 
 from zeroconf import IPVersion, ServiceBrowser, Zeroconf
 
-from oscsync import discovery
+from oscsync.discovery import mdns as discovery
 
 
 class Watch:

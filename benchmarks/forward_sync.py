@@ -29,17 +29,17 @@ import statistics
 import sys
 from fractions import Fraction
 
-from oscsync import codec
-from oscsync import timetag as tt
 from oscsync.apps import lab, scoring
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.metronome import MetronomeListener, TickRecord
 from oscsync.apps.netem import ImpairmentSpec
 from oscsync.audio import NonePlayer, Player
 from oscsync.clock import Clock, SystemClock
-from oscsync.hostport import HostPort
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Endpoint
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
 from oscsync.scheduler import Scheduler
-from oscsync.transport import Endpoint
 
 
 def _ms(seconds: float) -> str:

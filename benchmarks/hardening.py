@@ -35,9 +35,9 @@ import contextlib
 from hypothesis import HealthCheck, given, settings
 
 from osc_strategies import mutated
-from oscsync import codec
-from oscsync import timetag as tt
 from oscsync.clock import SystemClock
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
 
 
 def fuzz(cases: int) -> tuple[int, list[str]]:
@@ -228,10 +228,10 @@ def _pongs_received(sock: socket.socket, wait: float) -> tuple[int, float]:
 def ping_amplification() -> None:
     """Issue #20 item 6: pongs per ping datagram and pongs/s to one (forgeable) source, with the
     responder of every listener beside today's unlimited one (``answer_ping``)."""
-    from oscsync import clocksync
-    from oscsync import timetag as tt
-    from oscsync.hostport import HostPort
-    from oscsync.transport import Endpoint
+    from oscsync.net.hostport import HostPort
+    from oscsync.net.udp import Endpoint
+    from oscsync.osc import timetag as tt
+    from oscsync.sync import ping as clocksync
 
     clock = SystemClock()
     for label, services in (
@@ -271,8 +271,8 @@ def ping_amplification() -> None:
 
 def _lying_clock(sock: socket.socket, clock: SystemClock, stop: threading.Event) -> None:
     """Answer every ping that reaches ``sock`` with a pong claiming a clock 30 s ahead."""
-    from oscsync import clocksync
-    from oscsync import timetag as tt
+    from oscsync.osc import timetag as tt
+    from oscsync.sync import ping as clocksync
 
     sock.settimeout(0.05)
     while not stop.is_set():
@@ -297,12 +297,12 @@ def clock_hijack() -> None:
     adopted the first sender (its code is gone; issue #11 made the kept comparison follower
     share ClockFollower's peer rules); the follower follows the tick sender named by
     ``--sync-peer``."""
-    from oscsync import clocksync
-    from oscsync import timetag as tt
     from oscsync.apps.endpoints import open_endpoint
-    from oscsync.clockfollow import ClockFollower
-    from oscsync.hostport import HostPort
-    from oscsync.transport import Received
+    from oscsync.net.hostport import HostPort
+    from oscsync.osc import timetag as tt
+    from oscsync.osc.routing import Received
+    from oscsync.sync import ping as clocksync
+    from oscsync.sync.follow import ClockFollower
 
     clock = SystemClock()
     labels = (

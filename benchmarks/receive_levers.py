@@ -33,9 +33,11 @@ import socket
 import time
 from collections.abc import Callable
 
-from oscsync import codec, display, timetag
 from oscsync.apps import dump
-from oscsync.transport import MAX_DATAGRAM, Received, set_recv_buffer
+from oscsync.net.udp import MAX_DATAGRAM, set_recv_buffer
+from oscsync.osc import codec, timetag
+from oscsync.osc.routing import Received
+from oscsync.terminal import display
 
 SOURCE = ("127.0.0.1", 40000)
 _JSON = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))

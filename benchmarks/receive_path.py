@@ -18,10 +18,10 @@ import statistics
 import threading
 import time
 
-from oscsync import codec
 from oscsync.apps.endpoints import open_endpoint
-from oscsync.hostport import HostPort
-from oscsync.transport import Received
+from oscsync.net.hostport import HostPort
+from oscsync.osc import codec
+from oscsync.osc.routing import Received
 
 
 def one_round(count: int, kernel_stamps: bool) -> tuple[float, str]:

@@ -43,9 +43,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from oscsync import codec
-from oscsync import timetag as tt
-from oscsync.recording import RecordingWriter
+from oscsync.files.recording import RecordingWriter
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
 
 RECEIVER = r"""
 import json, socket, struct, sys, time

@@ -58,15 +58,15 @@ from typing import Any
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import BlockingOSCUDPServer, ThreadingOSCUDPServer
 
-from oscsync import codec
-from oscsync import timetag as tt
 from oscsync.apps.dump import clock_text as dump_clock_text
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import SystemClock
-from oscsync.hostport import HostPort
+from oscsync.net.hostport import HostPort
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
+from oscsync.osc.routing import Received
 from oscsync.scheduler import DEFAULT_SPIN, REHEARSE_LEAD, Dispatch, Scheduler
 from oscsync.stats import percentile
-from oscsync.transport import Received
 
 LOOPBACK = "127.0.0.1"
 
@@ -301,7 +301,8 @@ def hol_row(name: str, delays: list[float]) -> str:
 SENDER = r"""
 import socket, sys, time
 sys.path[:0] = sys.argv[4:]
-from oscsync import codec, timetag as tt
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
 port, count, ahead, interval = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), 0.01
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 start = time.monotonic()

@@ -24,14 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-from oscsync import codec, framing
+from oscsync.net import framing
+from oscsync.osc import codec
 
 REPO = Path(__file__).resolve().parent.parent
 
 OSCSYNC_RECEIVER = r"""
 import sys, threading
-from oscsync.hostport import HostPort
-from oscsync.tcptransport import TcpEndpoint
+from oscsync.net.hostport import HostPort
+from oscsync.net.tcpendpoint import TcpEndpoint
 wanted = int(sys.argv[1])
 done = threading.Event()
 count = 0

@@ -58,7 +58,7 @@ PYTHON_OSC_RECEIVER = r"""
 import socket, sys, threading
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import BlockingOSCUDPServer
-from oscsync.transport import DEFAULT_RECV_BUFFER, set_recv_buffer, socket_drop_count
+from oscsync.net.udp import DEFAULT_RECV_BUFFER, set_recv_buffer, socket_drop_count
 count = 0
 def handler(*args):
     global count

@@ -25,8 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from oscsync import sounds
-from oscsync.audio import render
+from oscsync.audio import render, sounds
 from oscsync.clock import FakeClock
 
 

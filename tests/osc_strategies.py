@@ -6,8 +6,8 @@ import struct
 
 from hypothesis import strategies as st
 
-from oscsync import codec
-from oscsync import timetag as tt
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
 
 ADDRESS = st.lists(
     st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=1, max_size=8),

@@ -95,15 +95,15 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_cycle_in_oscsync() -> None:
     graph = import_graph()
-    assert "oscsync.transport" in graph and "oscsync.cli.main" in graph
+    assert "oscsync.net.udp" in graph and "oscsync.cli.main" in graph
     cycles = find_cycles(graph)
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
 def test_the_transport_does_not_import_the_clock_protocol() -> None:
     graph = import_graph()
-    for module in ("oscsync.transport", "oscsync.transportcore", "oscsync.routing"):
-        assert "oscsync.clocksync" not in graph[module], module
+    for module in ("oscsync.net.udp", "oscsync.net.core", "oscsync.osc.routing"):
+        assert "oscsync.sync.ping" not in graph[module], module
 
 
 def test_the_cycle_finder_finds_function_level_cycles_and_skips_type_checking(

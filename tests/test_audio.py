@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from oscsync import audio, sounds
+from oscsync import audio
 from oscsync.audio import (
     ACCENT,
     TICK,
@@ -24,6 +24,7 @@ from oscsync.audio import (
     Sound,
     SoundDevicePlayer,
     WavRenderer,
+    sounds,
 )
 from oscsync.clock import FakeClock
 from oscsync.install import install_hint

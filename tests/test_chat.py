@@ -19,12 +19,12 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import LineReader, free_udp_port, oscsync_command
-from oscsync import codec
 from oscsync.apps.chat import ChatSession, chat_text, format_received
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.main import cli
-from oscsync.hostport import HostPort
-from oscsync.transport import Received
+from oscsync.net.hostport import HostPort
+from oscsync.osc import codec
+from oscsync.osc.routing import Received
 from waiting import wait_until
 
 LINE_HEAD = r"^\[\d\d:\d\d:\d\d 127\.0\.0\.1:\d+\] "
@@ -395,7 +395,7 @@ def test_console_drops_and_counts_lines_when_the_terminal_falls_behind() -> None
     import io
     import queue
 
-    from oscsync.console import _BACKLOG_LIMIT, Console
+    from oscsync.terminal.console import _BACKLOG_LIMIT, Console
 
     class StalledProxy(io.StringIO):
         """Stands in for prompt_toolkit's stdout proxy with a terminal that stopped reading."""

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner, Result
 
-from oscsync import codec
 from oscsync.cli.main import cli
 from oscsync.cli.runtime import AppContext
 from oscsync.clock import FakeClock
+from oscsync.osc import codec
 
 START = 1_700_000_000.0  # FakeClock's default: 2023-11-14T22:13:20Z, NTP 3908988800 = 0xe8fe6f80
 MONO = 1000.0  # its default monotonic start

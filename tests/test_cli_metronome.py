@@ -20,8 +20,8 @@ from conftest import LineReader, free_udp_port, oscsync_command
 from oscsync import audio
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.main import cli
-from oscsync.hostport import HostPort
-from oscsync.transport import Received
+from oscsync.net.hostport import HostPort
+from oscsync.osc.routing import Received
 
 WAIT = 5.0  # generous bound for loopback delivery; never a timing assertion
 RATE = 48_000
@@ -250,11 +250,11 @@ def test_pair_with_offset_auto_measures_then_ticks_arrive_ahead(
 
 
 def test_ntp_era_1_metronome_send_keeps_ticking_across_the_rollover_and_exits() -> None:
-    from oscsync import codec
-    from oscsync import timetag as tt
     from oscsync.cli.metronome import send
     from oscsync.cli.runtime import AppContext
     from oscsync.clock import SkewedClock, SystemClock
+    from oscsync.osc import codec
+    from oscsync.osc import timetag as tt
 
     system = SystemClock()
     # Real threads and sockets, with a wall clock 0.3 s before 2036-02-07 06:28:16 UTC.
@@ -288,7 +288,7 @@ def _start_listen(
 
 
 def _send_ticks(where: tuple[str, int], count: int) -> None:
-    from oscsync import codec
+    from oscsync.osc import codec
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
         for beat in range(count):

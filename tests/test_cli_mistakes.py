@@ -162,8 +162,8 @@ def test_listen_sync_interrupted_before_any_sender_says_so_plainly() -> None:
 
 
 def test_help_examples_cannot_rot_a_time_of_day_is_the_next_one() -> None:
-    from oscsync import timetag
     from oscsync.cli.params import next_time_of_day
+    from oscsync.osc import timetag
 
     now = 1_764_000_000.0  # 2025-11-24T16:00:00Z
     assert timetag.to_unix(next_time_of_day("20:30Z", now) or 0) == now + 4.5 * 3600

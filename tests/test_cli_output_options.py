@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from conftest import free_udp_port
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.main import cli
-from oscsync.hostport import HostPort
+from oscsync.net.hostport import HostPort
 
 
 def _tick_log(path: Path) -> None:

@@ -13,14 +13,14 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import LineReader, oscsync_command
-from oscsync import codec
-from oscsync import timetag as tt
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.main import cli
 from oscsync.cli.runtime import AppContext
 from oscsync.cli.send import send
 from oscsync.clock import FakeClock
-from oscsync.hostport import HostPort
+from oscsync.net.hostport import HostPort
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
 
 Spawn = Callable[..., subprocess.Popen[str]]
 

@@ -11,11 +11,11 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from conftest import free_udp_port
-from oscsync import codec, timetag
 from oscsync.cli.main import cli
 from oscsync.cli.runtime import AppContext
 from oscsync.clock import FakeClock
-from oscsync.clocksync import PING
+from oscsync.osc import codec, timetag
+from oscsync.sync.ping import PING
 
 
 def test_pair_sync_hears_itself_with_the_first_tick_on_time(

@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL
-from oscsync.clockestimate import RESTART_AFTER, EnvelopeEstimator
+from oscsync.sync.estimate import RESTART_AFTER, EnvelopeEstimator
 from simlink import SimLink, exponential, pareto, uniform
 
 

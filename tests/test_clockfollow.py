@@ -12,13 +12,15 @@ from collections.abc import Callable
 
 import pytest
 
-from oscsync import clocksync, codec
-from oscsync import timetag as tt
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import FakeClock, SkewedClock
-from oscsync.clockfollow import ClockFollower, FilterFollower
-from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint, Received
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Endpoint
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
+from oscsync.osc.routing import Received
+from oscsync.sync import ping as clocksync
+from oscsync.sync.follow import ClockFollower, FilterFollower
 
 LEADER = ("127.0.0.1", 7000)
 STRANGER = ("127.0.0.2", 7000)
@@ -408,7 +410,7 @@ def test_follower_close_after_a_stop_between_creating_and_starting_its_thread(
         def interrupted(thread: threading.Thread) -> threading.Thread:
             raise KeyboardInterrupt
 
-        monkeypatch.setattr("oscsync.clockfollow.threads.start", interrupted)
+        monkeypatch.setattr("oscsync.sync.follow.threads.start", interrupted)
         with pytest.raises(KeyboardInterrupt):
             follower.start()
         monkeypatch.undo()

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from oscsync.clockestimate import ClockEstimate, EnvelopeEstimator
-from oscsync.clockservo import ACQUIRING, LOCKED, LOST, MAX_SLEW, Servo
+from oscsync.sync.estimate import ClockEstimate, EnvelopeEstimator
+from oscsync.sync.servo import ACQUIRING, LOCKED, LOST, MAX_SLEW, Servo
 from simlink import SimLink, exponential, uniform
 
 

@@ -12,15 +12,17 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 
-from oscsync import clocksync, codec
-from oscsync import timetag as tt
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.main import cli
 from oscsync.clock import FakeClock, SkewedClock, SystemClock
-from oscsync.clockfollow import ClockFollower
-from oscsync.clocksync import ClockSync, Sample, choose, choose_offset
-from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint, Received
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Endpoint
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
+from oscsync.osc.routing import Received
+from oscsync.sync import ping as clocksync
+from oscsync.sync.follow import ClockFollower
+from oscsync.sync.ping import ClockSync, Sample, choose, choose_offset
 from waiting import wait_until
 
 

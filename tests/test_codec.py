@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oscsync import codec
-from oscsync import timetag as tt
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
 
 # /chat ,s "hello"
 CHAT = (

@@ -31,10 +31,11 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import LineReader, free_udp_port, oscsync_command
-from oscsync import codec, discovery
 from oscsync.cli.main import cli
 from oscsync.cli.params import PeerName
+from oscsync.discovery import mdns as discovery
 from oscsync.install import pip_command
+from oscsync.osc import codec
 from waiting import wait_until
 
 zeroconf = pytest.importorskip("zeroconf")
@@ -663,7 +664,7 @@ def _advertised_endpoint(
     """A loopback endpoint advertised as ``name`` (role dump) with its live address registry:
     what OSCQuery and the TXT record describe."""
     from oscsync.apps.endpoints import open_endpoint
-    from oscsync.hostport import HostPort
+    from oscsync.net.hostport import HostPort
 
     with (
         open_endpoint(HostPort("127.0.0.1", 0)) as endpoint,
@@ -684,7 +685,7 @@ def test_oscquery_lists_an_address_the_endpoint_registers_after_it_is_advertised
     browser: Browser,
 ) -> None:
     """OSCQuery describes the advertised endpoint's live registry, not a table per role."""
-    from oscsync.routing import Method
+    from oscsync.osc.routing import Method
 
     name = unique_name()
     with _advertised_endpoint(name) as (endpoint, advertiser):
@@ -905,9 +906,9 @@ class _TickLeader:
         self.thread.start()
 
     def _run(self) -> None:
-        from oscsync import clocksync
-        from oscsync import timetag as tt
-        from oscsync.transport import Received
+        from oscsync.osc import timetag as tt
+        from oscsync.osc.routing import Received
+        from oscsync.sync import ping as clocksync
 
         address, args, types = self.message
         next_tick = time.monotonic()
@@ -1000,7 +1001,7 @@ def test_txt_addresses_follow_the_registry_one_update_per_burst(browser: Browser
     60 registrations is announced as at most two updates (TXT_UPDATE_INTERVAL apart, the
     changes made meanwhile together), and what the network sees in the end is the registry's
     whole addresses, cut to fit 255 bytes with "...", with one warning."""
-    from oscsync.routing import Method
+    from oscsync.osc.routing import Method
 
     name = unique_name()
     warnings: list[str] = []
@@ -1091,7 +1092,7 @@ def test_at_name_and_peers_honour_the_mdns_interface_variable(
 def test_replay_at_name_honours_the_mdns_interface_variable(
     cli_runner: CliRunner, opened_on: list[str], tmp_path: Path
 ) -> None:
-    from oscsync.recording import datagram_line, header_line
+    from oscsync.files.recording import datagram_line, header_line
 
     recording = tmp_path / "one.jsonl"
     line, _ = datagram_line(0.0, 1.0e9, "127.0.0.1:1", codec.encode_message("/a", []))

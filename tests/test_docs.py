@@ -39,8 +39,9 @@ from click.testing import CliRunner
 from conftest import REPO, LineReader, free_udp_port
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.main import COMMANDS, cli
-from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint, Received
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Endpoint
+from oscsync.osc.routing import Received
 from waiting import wait_until
 
 DOCS = REPO / "docs"

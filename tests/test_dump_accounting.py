@@ -15,9 +15,10 @@ import threading
 import pytest
 
 from conftest import LineReader, oscsync_command
-from oscsync import codec
-from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint, Received, socket_drop_count
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Endpoint, socket_drop_count
+from oscsync.osc import codec
+from oscsync.osc.routing import Received
 
 pytestmark = pytest.mark.timeout(60)
 

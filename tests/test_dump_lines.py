@@ -13,11 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from osc_strategies import VALID
-from oscsync import codec, display
-from oscsync import timetag as tt
 from oscsync.apps import dump
 from oscsync.apps.dump import json_line, text_line
-from oscsync.transport import Received
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
+from oscsync.osc.routing import Received
+from oscsync.terminal import display
 
 SOURCE = ("127.0.0.1", 9000)
 ARRIVAL = 1_795_551_084.375

@@ -8,8 +8,8 @@ import subprocess
 import pytest
 
 from conftest import LineReader, oscsync_command
-from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Endpoint
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,15 +11,15 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import LineReader, oscsync_command
-from oscsync import codec
-from oscsync import timetag as tt
 from oscsync.apps.dump import Dumper, scheduled
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.main import cli
 from oscsync.clock import FakeClock, SystemClock
-from oscsync.hostport import parse_hostport
+from oscsync.net.hostport import parse_hostport
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
+from oscsync.osc.routing import Received
 from oscsync.scheduler import Scheduler
-from oscsync.transport import Received
 from waiting import wait_until
 
 Spawn = Callable[..., subprocess.Popen[str]]

@@ -8,8 +8,8 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oscsync import framing
-from oscsync.framing import (
+from oscsync.net import framing
+from oscsync.net.framing import (
     FramingError,
     SizePrefixDecoder,
     SlipDecoder,

@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 
 from conftest import LineReader, free_udp_port, oscsync_command
 from osc_strategies import VALID, mutated, nested
-from oscsync import codec
-from oscsync import timetag as tt
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import FakeClock
-from oscsync.hostport import HostPort
+from oscsync.net.hostport import HostPort
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
+from oscsync.osc.routing import Received
 from oscsync.scheduler import Scheduler
-from oscsync.transport import Received
 
 WAIT = 5.0
 Spawn = Callable[..., subprocess.Popen[str]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oscsync.hostport import (
+from oscsync.net.hostport import (
     AddressError,
     HostPort,
     allow_mismatch,

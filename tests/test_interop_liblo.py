@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Callable
 
 from conftest import LineReader, free_udp_port, oscsync_command, require_peer
-from oscsync import timetag as tt
+from oscsync.osc import timetag as tt
 
 Spawn = Callable[..., subprocess.Popen[str]]
 

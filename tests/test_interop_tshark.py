@@ -7,7 +7,7 @@ import re
 import subprocess
 
 from conftest import LineReader, free_udp_port, oscsync_command, require_peer
-from oscsync import timetag as tt
+from oscsync.osc import timetag as tt
 
 
 def test_tshark_decodes_our_bundle_with_our_timetag() -> None:

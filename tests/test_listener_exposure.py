@@ -15,9 +15,10 @@ from click.testing import CliRunner
 
 from conftest import free_udp_port
 from oscsync.cli.main import cli
-from oscsync.hostport import HostPort
-from oscsync.oscquery import OscQueryServer, host_info, namespace
-from oscsync.transport import Endpoint, Received
+from oscsync.discovery.oscquery import OscQueryServer, host_info, namespace
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Endpoint
+from oscsync.osc.routing import Received
 
 LOOPBACK_ONLY = [ipaddress.ip_network("127.0.0.1/32")]
 

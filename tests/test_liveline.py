@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from conftest import oscsync_command
-from oscsync.liveline import LiveLine, fit, terminal_columns
+from oscsync.terminal.liveline import LiveLine, fit, terminal_columns
 from waiting import wait_until
 
 ERASE = "\r\x1b[2K"
@@ -215,11 +215,11 @@ def test_metronome_listen_live_line_fits_a_narrow_terminal(udp_port: int) -> Non
 
 
 def test_monitor_live_line_fits_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    from oscsync import codec
-    from oscsync import timetag as tt
     from oscsync.apps.monitor import MonitorView
     from oscsync.clock import FakeClock
-    from oscsync.transport import Received
+    from oscsync.osc import codec
+    from oscsync.osc import timetag as tt
+    from oscsync.osc.routing import Received
 
     monkeypatch.setenv("COLUMNS", "40")
     clock = FakeClock(start=1_700_000_000.0)

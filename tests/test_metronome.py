@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from oscsync import codec
-from oscsync import timetag as tt
 from oscsync.apps import metronome
 from oscsync.apps.metronome import MetronomeListener, TickSender, beat_of, ticks_in
 from oscsync.audio import ACCENT, TICK
 from oscsync.clock import FakeClock
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
+from oscsync.osc.routing import Received
 from oscsync.scheduler import Scheduler
-from oscsync.transport import Received
 
 START = 1_700_000_000.0
 

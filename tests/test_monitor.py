@@ -15,11 +15,11 @@ from collections.abc import Callable
 import pytest
 
 from conftest import LineReader, oscsync_command
-from oscsync import codec
-from oscsync import timetag as tt
 from oscsync.apps.monitor import LIVE_REFRESH, Monitor, MonitorView, summary
 from oscsync.clock import FakeClock
-from oscsync.transport import Received
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
+from oscsync.osc.routing import Received
 
 Spawn = Callable[..., subprocess.Popen[str]]
 SOURCE = ("127.0.0.1", 5000)

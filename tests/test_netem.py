@@ -27,7 +27,7 @@ from oscsync.apps.netem import (
 )
 from oscsync.cli.main import cli
 from oscsync.clock import FakeClock
-from oscsync.hostport import HostPort
+from oscsync.net.hostport import HostPort
 from waiting import wait_until
 
 N = 20_000
@@ -328,7 +328,7 @@ def test_senders_beyond_max_clients_take_a_free_socket_and_refusals_are_counted(
     monkeypatch: pytest.MonkeyPatch, fake_clock: FakeClock
 ) -> None:
     from oscsync.apps import netem
-    from oscsync.transport import TransportError
+    from oscsync.net.udp import TransportError
 
     sink = _Sink()
     target = sink.address
@@ -674,7 +674,7 @@ def test_netem_set_forward_moves_every_sender_and_keeps_its_source_port() -> Non
 
 
 def test_netem_set_forward_to_its_own_listening_socket_is_refused() -> None:
-    from oscsync.transport import TransportError
+    from oscsync.net.udp import TransportError
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
         sink.bind(("127.0.0.1", 0))

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from oscsync import oscquery
 from oscsync.apps.chat import CHAT_METHOD
 from oscsync.apps.metronome import TICK_METHOD
 from oscsync.apps.sequence import VOICE_METHODS
-from oscsync.clocksync import PING, SERVICE_METHODS
-from oscsync.oscquery import LiveNamespace, OscQueryServer, answer, host_info, namespace
-from oscsync.routing import AddressRegistry, Method
+from oscsync.discovery import oscquery
+from oscsync.discovery.oscquery import LiveNamespace, OscQueryServer, answer, host_info, namespace
+from oscsync.osc.routing import AddressRegistry, Method
+from oscsync.sync.ping import PING, SERVICE_METHODS
 
 # What a metronome listener's and a chat's endpoints register (tests/test_routing.py checks
 # that the real sessions register these).

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from oscsync import pattern
-from oscsync.pattern import (
+from oscsync.files import pattern
+from oscsync.files.pattern import (
     ACCENT_VELOCITY,
     NORMAL_VELOCITY,
     NOTE_VELOCITY,

@@ -14,8 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import require_peer
-from oscsync import codec
-from oscsync.pcap import (
+from oscsync.files.pcap import (
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL,
     LINKTYPE_LINUX_SLL2,
@@ -28,6 +27,7 @@ from oscsync.pcap import (
     ip_udp_packet,
     read_capture,
 )
+from oscsync.osc import codec
 
 T0 = 1_795_779_000_123_456_000  # ns; a multiple of 1000 so microsecond files keep it exactly
 TICK = codec.encode_message("/tick", [1])

@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Callable
 
 from conftest import REPO, LineReader, free_udp_port
-from oscsync import timetag
+from oscsync.osc import timetag
 from pdharness import PdProcess
 
 PROBE = REPO / "tests" / "pd" / "osc_probe.pd"

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from conftest import REPO, free_udp_port
-from oscsync import codec
+from oscsync.osc import codec
 from pdharness import PdProcess
 
 RunPd = Callable[..., PdProcess]

@@ -18,14 +18,14 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import LineReader, free_udp_port, require_peer
-from oscsync import codec
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.record import Recorder
 from oscsync.cli.main import cli
 from oscsync.clock import FakeClock
-from oscsync.hostport import HostPort
-from oscsync.pcap import read_capture
-from oscsync.recording import ReadReport, read_recording
+from oscsync.files.pcap import read_capture
+from oscsync.files.recording import ReadReport, read_recording
+from oscsync.net.hostport import HostPort
+from oscsync.osc import codec
 from waiting import wait_until
 
 Spawn = Callable[..., "Popen[str]"]

@@ -13,14 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from osc_strategies import VALID, mutated
-from oscsync import codec
-from oscsync import timetag as tt
-from oscsync.recording import (
+from oscsync.files.recording import (
     ReadReport,
     RecordingError,
     RecordingWriter,
     read_recording,
 )
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
 
 # Every type tag oscsync decodes, including liblo's aliases (S c t I), arrays, MIDI and RGBA,
 # written byte by byte: the keep-mode promise is about bytes, not about what an encoder makes.

@@ -19,8 +19,6 @@ from hypothesis import strategies as st
 
 from conftest import LineReader, free_udp_port
 from osc_strategies import VALID
-from oscsync import codec
-from oscsync import timetag as tt
 from oscsync.apps.replay import (
     Replayer,
     ReplayError,
@@ -33,8 +31,10 @@ from oscsync.apps.replay import (
 )
 from oscsync.cli.main import cli
 from oscsync.clock import FakeClock, SkewedClock, SystemClock
-from oscsync.pcap import PcapWriter
-from oscsync.recording import Datagram, RecordingWriter, read_recording
+from oscsync.files.pcap import PcapWriter
+from oscsync.files.recording import Datagram, RecordingWriter, read_recording
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
 from oscsync.scheduler import Scheduler
 from test_recording import EVERY_TYPE, NESTED
 

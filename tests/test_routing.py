@@ -7,14 +7,14 @@ import socket
 
 import pytest
 
-from oscsync import codec
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import FakeClock
-from oscsync.clocksync import PING, SERVICE_METHODS, encode_ping
-from oscsync.hostport import HostPort, parse_network
-from oscsync.routing import AddressRegistry, Method, is_pattern, matches, no_route
-from oscsync.transport import Endpoint
-from oscsync.transportcore import ReceiveCore, Received, Transport
+from oscsync.net.core import ReceiveCore, Transport
+from oscsync.net.hostport import HostPort, parse_network
+from oscsync.net.udp import Endpoint
+from oscsync.osc import codec
+from oscsync.osc.routing import AddressRegistry, Method, Received, is_pattern, matches, no_route
+from oscsync.sync.ping import PING, SERVICE_METHODS, encode_ping
 
 WAIT = 5.0  # generous bound for a loopback datagram to arrive; never a timing assertion
 
@@ -180,7 +180,7 @@ def test_set_peers_replaces_the_peer_list_while_running() -> None:
 
 def test_chat_declares_what_it_answers_to_and_oscquery_agrees() -> None:
     from oscsync.apps.chat import CHAT_METHOD, ChatSession
-    from oscsync.oscquery import LiveNamespace
+    from oscsync.discovery.oscquery import LiveNamespace
 
     with open_endpoint(clock=FakeClock()) as endpoint:
         ChatSession(endpoint, lambda text, is_chat: None)

@@ -9,11 +9,12 @@ from collections.abc import Callable
 import pytest
 
 from conftest import oscsync_command
-from oscsync import codec
-from oscsync import timetag as tt
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import FakeClock, SystemClock
-from oscsync.hostport import HostPort
+from oscsync.net.hostport import HostPort
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
+from oscsync.osc.routing import Received
 from oscsync.scheduler import (
     LATENESS_SAMPLES,
     Dispatch,
@@ -21,7 +22,6 @@ from oscsync.scheduler import (
     Scheduler,
     percentile,
 )
-from oscsync.transport import Received
 
 
 def tag_in(clock: FakeClock, seconds: float) -> int:

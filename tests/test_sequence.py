@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from oscsync import audio, codec, sounds
-from oscsync import timetag as tt
+from oscsync import audio
 from oscsync.apps import sequence
 from oscsync.apps.sequence import (
     EventError,
@@ -22,11 +21,13 @@ from oscsync.apps.sequence import (
     event_of,
     steps_in,
 )
-from oscsync.audio import TICK
+from oscsync.audio import TICK, sounds
 from oscsync.clock import FakeClock
-from oscsync.pattern import parse
+from oscsync.files.pattern import parse
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
+from oscsync.osc.routing import Received
 from oscsync.scheduler import Scheduler
-from oscsync.transport import Received
 
 START = 1_700_000_000.0
 BEAT = parse("kick: x... o...\nsnare: ..o. ....\nbass: 36 . . . . . 40 .\n")

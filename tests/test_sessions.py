@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from oscsync import codec
 from oscsync.apps import receiving
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.lab import OnsetRecorder
@@ -18,10 +17,11 @@ from oscsync.apps.sessions import SendSession, TickListenSession
 from oscsync.audio.registry import BACKENDS
 from oscsync.cli.main import cli
 from oscsync.clock import SystemClock
-from oscsync.clocksync import PING
-from oscsync.hostport import HostPort
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Endpoint
+from oscsync.osc import codec
 from oscsync.scheduler import SchedulerClosed
-from oscsync.transport import Endpoint
+from oscsync.sync.ping import PING
 
 LOOPBACK = HostPort("127.0.0.1", 0)
 

@@ -1,4 +1,4 @@
-"""The committed metronome sounds: what ``python -m oscsync.sounds`` makes, in the right format."""
+"""The committed metronome sounds: what ``python -m oscsync.audio.sounds`` makes, in the right format."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from oscsync import audio, sounds
+from oscsync import audio
+from oscsync.audio import sounds
 
 
 @pytest.mark.parametrize(
@@ -40,7 +41,7 @@ def test_accent_is_louder_than_tick() -> None:
 
 def test_generator_reproduces_the_committed_files(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "oscsync.sounds", str(tmp_path)],
+        [sys.executable, "-m", "oscsync.audio.sounds", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,

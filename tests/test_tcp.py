@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from oscsync.clock import FakeClock
-from oscsync.framing import size_encode, slip_encode
-from oscsync.hostport import HostPort
-from oscsync.tcp import Backoff, TcpListener, TcpSender
+from oscsync.net.framing import size_encode, slip_encode
+from oscsync.net.hostport import HostPort
+from oscsync.net.tcp import Backoff, TcpListener, TcpSender
 from waiting import wait_until
 
 LOOPBACK = HostPort("127.0.0.1", 0, "tcp")

@@ -7,14 +7,14 @@ import socket
 
 import pytest
 
-from oscsync import codec
 from oscsync.apps.endpoints import open_endpoint
-from oscsync.clocksync import PONG, encode_ping
-from oscsync.framing import Framing, size_encode, slip_encode
-from oscsync.hostport import HostPort, parse_hostport, parse_network
-from oscsync.tcptransport import TcpEndpoint
-from oscsync.transport import Endpoint, TransportError
-from oscsync.transportcore import Received
+from oscsync.net.framing import Framing, size_encode, slip_encode
+from oscsync.net.hostport import HostPort, parse_hostport, parse_network
+from oscsync.net.tcpendpoint import TcpEndpoint
+from oscsync.net.udp import Endpoint, TransportError
+from oscsync.osc import codec
+from oscsync.osc.routing import Received
+from oscsync.sync.ping import PONG, encode_ping
 
 TCP_ANY = HostPort("127.0.0.1", 0, "tcp")
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from oscsync import timetag as tt
+from oscsync.osc import timetag as tt
 
 ALL_TIMETAGS = st.integers(min_value=0, max_value=tt.MAX_TIMETAG)
 UNIX_NS = st.integers(

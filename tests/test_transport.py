@@ -12,13 +12,15 @@ from typing import ClassVar
 
 import pytest
 
-from oscsync import codec, transport
-from oscsync import timetag as tt
 from oscsync.apps.dump import summary as dump_summary
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import FakeClock, SystemClock
-from oscsync.hostport import HostPort, parse_hostport, parse_network
-from oscsync.transport import Endpoint, Received, TransportError
+from oscsync.net import udp as transport
+from oscsync.net.hostport import HostPort, parse_hostport, parse_network
+from oscsync.net.udp import Endpoint, TransportError
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
+from oscsync.osc.routing import Received
 
 WAIT = 5.0  # generous bound for a loopback datagram to arrive; never a timing assertion
 
@@ -563,7 +565,7 @@ def test_close_after_a_stop_between_creating_and_starting_the_receive_thread(
     def interrupted(thread: threading.Thread) -> threading.Thread:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("oscsync.transport.threads.start", interrupted)
+    monkeypatch.setattr("oscsync.net.udp.threads.start", interrupted)
     with pytest.raises(KeyboardInterrupt):
         endpoint.start(lambda received: None)
     monkeypatch.undo()

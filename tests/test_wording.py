@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from oscsync.apps.dump import summary
-from oscsync.transport import EndpointStats
-from oscsync.wording import drop_warning, plural
+from oscsync.net.udp import EndpointStats
+from oscsync.terminal.wording import drop_warning, plural
 
 
 def test_plural_says_one_tick_and_two_ticks() -> None:

@@ -30,7 +30,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 
-from oscsync import timetag
+from oscsync.osc import timetag
 
 
 class Clock(ABC):

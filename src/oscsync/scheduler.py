@@ -38,7 +38,7 @@ and never wait behind a held bundle.
 many again, so a heap full of far bundles never blocks a plain message), and a timetag more than
 ``horizon`` seconds ahead is refused; each refusal is counted by reason and warned about once.
 Items are capped in **bytes** too: a submitter declares what an item holds (``size``: e.g. the
-message's :func:`~oscsync.codec.footprint`), and at most ``max_bytes`` are held waiting (twice
+message's :func:`~oscsync.osc.codec.footprint`), and at most ``max_bytes`` are held waiting (twice
 that with items already due). Counting items alone let six 65 KB datagrams that decoded into
 528 MB each hold 3 GB in ``dump --schedule`` (issue 20, item 1).
 Lateness percentiles come from a fixed-size ring of the most recent samples. Nothing grows with
@@ -70,8 +70,8 @@ from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from oscsync import threads
-from oscsync import timetag as tt
 from oscsync.clock import Clock, SystemClock
+from oscsync.osc import timetag as tt
 from oscsync.stats import RecentSamples, WarnOnce, percentile
 
 DEFAULT_SPIN = 0.002

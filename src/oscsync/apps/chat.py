@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from oscsync import display
-from oscsync.hostport import HostPort
-from oscsync.routing import Method
-from oscsync.transportcore import Received, Transport
+from oscsync.net.core import Transport
+from oscsync.net.hostport import HostPort
+from oscsync.osc.routing import Method, Received
+from oscsync.terminal import display
 
 CHAT_ADDRESS = "/chat"
 CHAT_METHOD = Method(

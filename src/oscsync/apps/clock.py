@@ -1,6 +1,6 @@
 """``oscsync clock``: how far a peer's clock is from ours, and how fast it drifts.
 
-The same machinery as ``metronome listen --sync`` (:class:`~oscsync.clockfollow.ClockFollower`:
+The same machinery as ``metronome listen --sync`` (:class:`~oscsync.sync.follow.ClockFollower`:
 pongs only from the peer and matching a ping; the envelope estimator), driven here by a loop
 that pings every ``interval`` for ``count`` pings or ``duration`` seconds.
 """
@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import Clock
-from oscsync.clockestimate import ClockEstimate
-from oscsync.clockfollow import ClockFollower
-from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint, Network, Received
-from oscsync.wording import plural
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Endpoint, Network
+from oscsync.osc.routing import Received
+from oscsync.sync.estimate import ClockEstimate
+from oscsync.sync.follow import ClockFollower
+from oscsync.terminal.wording import plural
 
 DEFAULT_DURATION = 30.0
 """Seconds measured by default (the estimator's window). The frequency needs a long span: the

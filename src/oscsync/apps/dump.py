@@ -17,10 +17,12 @@ from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple, TextIO
 
-from oscsync import codec, display, timetag
+from oscsync.net.udp import EndpointStats
+from oscsync.osc import codec, timetag
+from oscsync.osc.routing import Received
 from oscsync.scheduler import Dispatch, Scheduler
-from oscsync.transport import EndpointStats, Received
-from oscsync.wording import plural
+from oscsync.terminal import display
+from oscsync.terminal.wording import plural
 
 Render = Callable[[float | None], str]
 """A line prepared at arrival: called with the time it is printed (None: on arrival)."""

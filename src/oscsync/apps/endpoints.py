@@ -3,7 +3,7 @@
 The transport knows no protocol (issue #12, item 2); this is the layer that adds one: every
 oscsync listener answers clock pings (``/oscsync/clock/ping``, ``docs/protocol.md``), so commands
 open their endpoints here. A relay that must pass pings on (``netem``) or a test that wants a
-bare socket builds :class:`~oscsync.transport.Endpoint` itself.
+bare socket builds :class:`~oscsync.net.udp.Endpoint` itself.
 """
 
 from __future__ import annotations
@@ -11,18 +11,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from oscsync import clocksync
-from oscsync.framing import Framing
-from oscsync.hostport import HostPort
-from oscsync.tcptransport import TcpEndpoint, uses_tcp
-from oscsync.transport import Endpoint, EndpointOptions
+from oscsync.net.framing import Framing
+from oscsync.net.hostport import HostPort
+from oscsync.net.tcpendpoint import TcpEndpoint, uses_tcp
+from oscsync.net.udp import Endpoint, EndpointOptions
+from oscsync.sync import ping as clocksync
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
 
 
 def add_standard_services(endpoint: Endpoint) -> Endpoint:
-    """Register the clock services (:func:`oscsync.clocksync.standard_services`) on ``endpoint``."""
+    """Register the clock services (:func:`oscsync.sync.ping.standard_services`) on ``endpoint``."""
     for address, service in clocksync.standard_services().items():
         method = clocksync.SERVICE_METHODS[address]
         endpoint.add_service(address, service, method.types, method.description)
@@ -37,8 +37,8 @@ def open_endpoint(
     **options: Unpack[EndpointOptions],
 ) -> Endpoint:
     """An endpoint that answers the standard clock services: UDP
-    (:class:`~oscsync.transport.Endpoint`, whose keywords ``options`` are), or
-    :class:`~oscsync.tcptransport.TcpEndpoint` when an address says ``tcp://`` (then ``framing``
+    (:class:`~oscsync.net.udp.Endpoint`, whose keywords ``options`` are), or
+    :class:`~oscsync.net.tcpendpoint.TcpEndpoint` when an address says ``tcp://`` (then ``framing``
     is how packets to TCP peers are framed)."""
     if uses_tcp(listen, peers):
         return add_standard_services(TcpEndpoint(listen, peers, framing_mode=framing, **options))

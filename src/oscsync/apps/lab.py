@@ -4,8 +4,8 @@ A :class:`Session` wires a leader (ticks on an exact grid, sent from a scheduler
 :class:`~oscsync.apps.netem.Relay` per follower (each link jitters on its own, as two Wi-Fi
 clients would), and followers that are ordinary :class:`~oscsync.apps.metronome.MetronomeListener`
 instances with their own clocks (``skew``: a :class:`~oscsync.clock.SkewedClock`) and, with
-``sync``, a :class:`~oscsync.clockfollow.ClockFollower` pinging the leader through the same netem
-(``sync_method="filter"``: :class:`~oscsync.clockfollow.FilterFollower`, the estimator and map
+``sync``, a :class:`~oscsync.sync.follow.ClockFollower` pinging the leader through the same netem
+(``sync_method="filter"``: :class:`~oscsync.sync.follow.FilterFollower`, the estimator and map
 before issue #11, for comparison).
 
 A synced follower learns whom to follow the way ``--sync-peer`` would tell it: the leader sends
@@ -32,17 +32,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oscsync import timetag as tt
 from oscsync.apps.metronome import TickRecord
 from oscsync.apps.netem import ImpairmentSpec, Relay
 from oscsync.apps.receiving import SessionSetup
 from oscsync.apps.sessions import SendSession, TickListenSession
 from oscsync.audio import TICK, AudioError, Player
 from oscsync.clock import Clock, SkewedClock
-from oscsync.clockfollow import ClockFollower, FilterFollower
-from oscsync.clocksync import PING, PingResponder, encode_ping
-from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint, Received, Service
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Endpoint, Service
+from oscsync.osc import timetag as tt
+from oscsync.osc.routing import Received
+from oscsync.sync.follow import ClockFollower, FilterFollower
+from oscsync.sync.ping import PING, PingResponder, encode_ping
 
 LOOPBACK = HostPort("127.0.0.1", 0)
 SETTLE = 0.15
@@ -86,7 +87,7 @@ class FollowerSpec:
     sync: bool = False
     drift_ppm: float = 0.0
     sync_method: str = "servo"
-    """``servo`` (:class:`~oscsync.clockfollow.ClockFollower`) or ``filter`` (the minimum-delay
+    """``servo`` (:class:`~oscsync.sync.follow.ClockFollower`) or ``filter`` (the minimum-delay
     filter that translated with each new estimate before issue #11)."""
 
 

@@ -47,15 +47,14 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import Any, Generic, Protocol, TextIO, TypeVar
 
-from oscsync import codec
-from oscsync import timetag as tt
 from oscsync.audio import ACCENT, TICK, Player
 from oscsync.clock import Clock
-from oscsync.hostport import HostPort
-from oscsync.routing import Method
+from oscsync.net.hostport import HostPort
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
+from oscsync.osc.routing import Method, Received
 from oscsync.scheduler import Dispatch, Scheduler
 from oscsync.stats import RunningStats
-from oscsync.transport import Received
 
 ADDRESS = "/tick"
 TICK_METHOD = Method(
@@ -338,7 +337,7 @@ def submit_received(
     handle: Callable[[Dispatch, int | None], None],
 ) -> str | None:
     """:func:`submit_onset` for a received message: at its timetag, declared in bytes as what
-    it keeps alive while held (:func:`oscsync.codec.footprint`)."""
+    it keeps alive while held (:func:`oscsync.osc.codec.footprint`)."""
     message = received.message
     size = codec.footprint(message)
     return submit_onset(player, scheduler, clock, message.timetag, handle, size=size)

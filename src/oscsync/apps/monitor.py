@@ -24,12 +24,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TextIO
 
-from oscsync import display
-from oscsync import timetag as tt
 from oscsync.clock import Clock
-from oscsync.hostport import HostPort
-from oscsync.liveline import LiveLine
-from oscsync.transport import Received
+from oscsync.net.hostport import HostPort
+from oscsync.osc import timetag as tt
+from oscsync.osc.routing import Received
+from oscsync.terminal import display
+from oscsync.terminal.liveline import LiveLine
 
 DEFAULT_WINDOW = 100
 """Bundles the rolling statistics cover: a few seconds of a metronome, and O(window) to update."""

@@ -28,7 +28,7 @@ datagram that comes back from one of the relay's own upstream sockets (``--forwa
 to ``--listen``) is dropped instead of going round again.
 
 One thread waits on every socket with the transport's
-:class:`~oscsync.selectloop.WakeableSelector` (:mod:`selectors` plus a :func:`socket.socketpair`
+:class:`~oscsync.net.selector.WakeableSelector` (:mod:`selectors` plus a :func:`socket.socketpair`
 to wake it, since Windows can select on sockets only, #21).
 """
 
@@ -45,13 +45,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from oscsync import threads
-from oscsync import timetag as tt
 from oscsync.clock import Clock, SystemClock
-from oscsync.hostport import HostPort
+from oscsync.net.hostport import HostPort
+from oscsync.net.selector import WakeableSelector
+from oscsync.net.udp import MAX_DATAGRAM, TransportError, bind_error_message, set_recv_buffer
+from oscsync.osc import timetag as tt
 from oscsync.scheduler import Dispatch, Scheduler
-from oscsync.selectloop import WakeableSelector
 from oscsync.stats import Gauge, RunningStats, WarnOnce
-from oscsync.transport import MAX_DATAGRAM, TransportError, bind_error_message, set_recv_buffer
 
 DISTRIBUTIONS = ("uniform", "normal", "pareto", "exponential")
 PARETO_SHAPE = 3.0

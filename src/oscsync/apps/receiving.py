@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import Clock
-from oscsync.framing import Framing
-from oscsync.hostport import HostPort
+from oscsync.net.framing import Framing
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Endpoint, MessageHandler, Network, ReceiveHooks
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
-from oscsync.transport import Endpoint, MessageHandler, Network, ReceiveHooks
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module

@@ -2,11 +2,12 @@
 
 The endpoint hands each datagram over undecoded (``Endpoint.start(on_datagram=...)``) on its
 receive thread; the :class:`Recorder` appends one line per datagram to the recording (format in
-:mod:`oscsync.recording`) and, if asked, one packet to a pcap (:mod:`oscsync.pcap`). Nothing is
-queued in memory: a line is formatted and handed to the file's buffer at once, and the buffer is
-flushed every :data:`~oscsync.recording.FLUSH_INTERVAL`, so memory stays flat however long the
-recording runs (``benchmarks/record_replay.py``). Losses are the endpoint's drop counters, the
-same ones ``dump`` prints (kernel drops included); they go into the recording's closing line.
+:mod:`oscsync.files.recording`) and, if asked, one packet to a pcap (:mod:`oscsync.files.pcap`).
+Nothing is queued in memory: a line is formatted and handed to the file's buffer at once, and
+the buffer is flushed every :data:`~oscsync.files.recording.FLUSH_INTERVAL`, so memory stays
+flat however long the recording runs (``benchmarks/record_replay.py``). Losses are the
+endpoint's drop counters, the same ones ``dump`` prints (kernel drops included); they go into
+the recording's closing line.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import IO
 
 from oscsync import __version__
 from oscsync.clock import Clock
-from oscsync.pcap import PcapWriter
-from oscsync.recording import FLUSH_INTERVAL, RecordingWriter
+from oscsync.files.pcap import PcapWriter
+from oscsync.files.recording import FLUSH_INTERVAL, RecordingWriter
 
 
 def format_source(source: tuple[str, int]) -> str:

@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
-from oscsync import codec
-from oscsync import timetag as tt
 from oscsync.apps.receiving import SendingSession, SessionSetup
 from oscsync.clock import Clock
-from oscsync.hostport import HostPort
-from oscsync.recording import Datagram
+from oscsync.files.recording import Datagram
+from oscsync.net.hostport import HostPort
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
 from oscsync.scheduler import LATENESS_SAMPLES, Dispatch, Scheduler
 from oscsync.stats import RecentSamples
 

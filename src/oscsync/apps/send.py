@@ -6,12 +6,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from oscsync import codec, timetag
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import Clock
-from oscsync.framing import Framing
-from oscsync.hostport import HostPort
-from oscsync.transport import Endpoint
+from oscsync.net.framing import Framing
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Endpoint
+from oscsync.osc import codec, timetag
 
 FLUSH_TIMEOUT = 5.0
 """Seconds ``send`` waits for a TCP peer to take its packets before it says it could not."""

@@ -50,18 +50,18 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
-from oscsync import audio, codec, sounds
-from oscsync import pattern as patterns
-from oscsync import timetag as tt
+from oscsync import audio
 from oscsync.apps.metronome import OnsetListener, TickSender, onset_of
-from oscsync.audio import Player
+from oscsync.audio import Player, sounds
 from oscsync.clock import Clock
-from oscsync.hostport import HostPort
-from oscsync.pattern import Pattern, PatternError
-from oscsync.routing import Method
+from oscsync.files import pattern as patterns
+from oscsync.files.pattern import Pattern, PatternError
+from oscsync.net.hostport import HostPort
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
+from oscsync.osc.routing import Method, Received
 from oscsync.scheduler import Dispatch, Scheduler
 from oscsync.stats import RunningStats
-from oscsync.transport import Received
 
 PREFIX = "/seq/"
 VOICE_METHODS = tuple(
@@ -381,9 +381,9 @@ class VoiceSounds:
     """Which loaded sound plays an event: ``--sound VOICE=FILE``, the drums, tones for notes.
 
     A voice with a sound plays it (at the level of the sample for an accent, at
-    :data:`~oscsync.pattern.NORMAL_VELOCITY` otherwise); a voice without one plays the tick. A
-    pitched event plays :func:`oscsync.sounds.tone` of its note, synthesised into ``directory``
-    and loaded the first time that note is heard (at most 128 of them).
+    :data:`~oscsync.files.pattern.NORMAL_VELOCITY` otherwise); a voice without one plays the tick.
+    A pitched event plays :func:`oscsync.audio.sounds.tone` of its note, synthesised into
+    ``directory`` and loaded the first time that note is heard (at most 128 of them).
     """
 
     def __init__(self, player: Player, directory: Path) -> None:

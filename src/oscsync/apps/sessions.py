@@ -1,7 +1,7 @@
 """Sessions: the parts a metronome or sequence run wires together, below the CLI (issue #12).
 
 A run is made of five parts: an endpoint, a scheduler (one timer thread), the clock pings that
-``--offset auto`` and listeners' ``--sync`` need (:class:`~oscsync.clocksync.PeerClocks`, answered
+``--offset auto`` and listeners' ``--sync`` need (:class:`~oscsync.sync.ping.PeerClocks`, answered
 by the endpoint's services), a clock follower (``--sync``) and, when listening, a player fed by a
 listener. :class:`SendSession` is the sending half, :class:`ListenSession` the listening half
 (:class:`TickListenSession` for ``/tick``, :class:`SequenceListenSession` for ``/seq/VOICE``);
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Generic, Protocol, TextIO, TypeVar, cast
 
-from oscsync import audio, clockfollow, sounds
+from oscsync import audio
 from oscsync.apps import metronome as app_metronome
 from oscsync.apps.metronome import TICK_METHOD, MetronomeListener, TickRecord, TickSender
 from oscsync.apps.receiving import SendingSession, Session, SessionSetup
@@ -36,13 +36,15 @@ from oscsync.apps.sequence import (
     file_sender,
 )
 from oscsync.apps.ticklog import LogWriter
+from oscsync.audio import sounds
 from oscsync.clock import Clock
-from oscsync.clockfollow import ClockFollower
-from oscsync.clocksync import PONG, PONG_METHOD, PeerClocks
-from oscsync.hostport import HostPort
-from oscsync.routing import Method
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Endpoint
+from oscsync.osc.routing import Method, Received
 from oscsync.scheduler import DEFAULT_SPIN, Scheduler
-from oscsync.transport import Endpoint, Received
+from oscsync.sync import follow as clockfollow
+from oscsync.sync.follow import ClockFollower
+from oscsync.sync.ping import PONG, PONG_METHOD, PeerClocks
 
 Note = Callable[[str], None]
 R = TypeVar("R")
@@ -66,7 +68,7 @@ def _ignore(_: Received) -> None:
 
 def auto_offset(clocks: PeerClocks, *, note: Note, warn: Note, maximum: float) -> float:
     """``--offset auto``: ping each peer, then cover the slowest one-way delay (see
-    :meth:`~oscsync.clocksync.PeerClocks.choose_offset`), at most ``maximum`` seconds."""
+    :meth:`~oscsync.sync.ping.PeerClocks.choose_offset`), at most ``maximum`` seconds."""
     choice, silent = clocks.choose_offset(AUTO_PINGS, AUTO_INTERVAL, AUTO_TIMEOUT)
     if choice is None:
         raise SessionError(
@@ -181,7 +183,7 @@ def _pong_router(
 
 class Follower(Protocol):
     """What a listen session needs of a clock follower (:class:`ClockFollower`, or the lab's
-    :class:`~oscsync.clockfollow.FilterFollower`)."""
+    :class:`~oscsync.sync.follow.FilterFollower`)."""
 
     def wrap(self, handler: Callable[[Received], None]) -> Callable[[Received], None]: ...
 
@@ -321,7 +323,7 @@ class ListenSession(Session, Generic[R]):
 
     def move_sync_peer(self, peers: Sequence[HostPort]) -> None:
         """Follow the clock of ``peers[0]`` from now on, from scratch (``--sync-peer @NAME``
-        re-registered elsewhere: :meth:`~oscsync.clockfollow.ClockFollower.move_to`)."""
+        re-registered elsewhere: :meth:`~oscsync.sync.follow.ClockFollower.move_to`)."""
         if self.follower is not None:
             self.follower.move_to(peers[0].sockaddr)
 

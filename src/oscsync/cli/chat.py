@@ -8,7 +8,6 @@ import threading
 
 import click
 
-from oscsync import codec, display
 from oscsync.apps.chat import ChatSession
 from oscsync.apps.receiving import ReceiveSession, SessionSetup
 from oscsync.cli.params import (
@@ -21,10 +20,12 @@ from oscsync.cli.params import (
 )
 from oscsync.cli.peers import Advertising, following, resolve_peers
 from oscsync.cli.runtime import AppContext, color_wanted, running, wait
-from oscsync.console import Console
-from oscsync.framing import Framing
-from oscsync.hostport import HostPort, is_own_address
-from oscsync.transport import Network
+from oscsync.net.framing import Framing
+from oscsync.net.hostport import HostPort, is_own_address
+from oscsync.net.udp import Network
+from oscsync.osc import codec
+from oscsync.terminal import display
+from oscsync.terminal.console import Console
 
 
 @click.command(

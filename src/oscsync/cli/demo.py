@@ -9,7 +9,7 @@ import click
 
 from oscsync.cli.params import DurationType, skew_option
 from oscsync.cli.runtime import AppContext, running
-from oscsync.wording import plural
+from oscsync.terminal.wording import plural
 
 
 @click.command(
@@ -67,9 +67,9 @@ def demo(
     example 2); run 2 timetags each tick OFFSET ahead (example 3). Then it tells you what changed.
     """
     from oscsync import audio as audio_module
-    from oscsync import sounds
     from oscsync.apps import demo as app_demo
     from oscsync.apps import lab
+    from oscsync.audio import sounds
     from oscsync.clock import Clock
 
     link = app_demo.DEMO_LINK

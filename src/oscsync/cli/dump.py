@@ -13,9 +13,9 @@ from oscsync.cli.params import DURATION, advertise_option, allow_option, iface_o
 from oscsync.cli.peers import Advertising
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.cli.scheduling import horizon_option, late_option
-from oscsync.hostport import HostPort
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Network
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy
-from oscsync.transport import Network
 
 
 @click.command(

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import click
 
-from oscsync import audio, sounds
+from oscsync import audio
 from oscsync.apps import metronome as app_metronome
 from oscsync.apps.metronome import TickSender, tick_line, ticks_in
 from oscsync.apps.sessions import TickListenSession
+from oscsync.audio import sounds
 from oscsync.cli import records
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import (
@@ -26,9 +27,9 @@ from oscsync.cli.params import (
 )
 from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
-from oscsync.hostport import HostPort
-from oscsync.transport import Network
-from oscsync.wording import plural
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Network
+from oscsync.terminal.wording import plural
 
 _beats_per_bar_option = beats_per_bar_option(
     app_metronome.DEFAULT_BEATS_PER_BAR, "Beat 0 of each bar is the accent."

@@ -18,9 +18,9 @@ from typing import Any, TypeVar, cast
 
 import click
 
-from oscsync import timetag
-from oscsync.framing import FRAMINGS
-from oscsync.hostport import AddressError, HostPort, parse_hostport, parse_network
+from oscsync.net.framing import FRAMINGS
+from oscsync.net.hostport import AddressError, HostPort, parse_hostport, parse_network
+from oscsync.osc import timetag
 
 
 class ParsedType(click.ParamType):  # type: ignore[type-arg]
@@ -83,7 +83,7 @@ class HostPortType(click.ParamType):  # type: ignore[type-arg]
         if isinstance(value, (HostPort, PeerName)):
             return value
         if self.names and str(value).startswith("@"):
-            from oscsync.discovery import DiscoveryError, check_name
+            from oscsync.discovery.mdns import DiscoveryError, check_name
 
             try:
                 return PeerName(check_name(str(value)[1:]))
@@ -401,7 +401,7 @@ PERCENT = PercentType()
 
 
 class DiscoveryType(ParsedType):
-    """A value one of :mod:`oscsync.discovery`'s checks reads, named by ``check`` (the module
+    """A value one of :mod:`oscsync.discovery.mdns`'s checks reads, named by ``check`` (the module
     is imported when a value is given: ~90 ms that ``oscsync --help`` does not need)."""
 
     def __init__(self, name: str, metavar: str, check: str) -> None:
@@ -410,12 +410,12 @@ class DiscoveryType(ParsedType):
         self.check = check
 
     def parse(self, text: str) -> Any:
-        from oscsync import discovery
+        from oscsync.discovery import mdns as discovery
 
         return getattr(discovery, self.check)(text)
 
     def errors(self) -> tuple[type[Exception], ...]:
-        from oscsync.discovery import DiscoveryError
+        from oscsync.discovery.mdns import DiscoveryError
 
         return (DiscoveryError,)
 

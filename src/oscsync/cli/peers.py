@@ -21,10 +21,10 @@ from oscsync.cli.params import (
     renamed_option,
 )
 from oscsync.cli.runtime import AppContext, running, wait
-from oscsync.display import escape
-from oscsync.hostport import HostPort
-from oscsync.routing import AddressRegistry
-from oscsync.transport import Network
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Network
+from oscsync.osc.routing import AddressRegistry
+from oscsync.terminal.display import escape
 
 RESOLVE_TIMEOUT = 3.0
 """Seconds ``@NAME`` waits for an answer (found peers answer within ~0.2 s on a LAN)."""
@@ -39,7 +39,7 @@ def resolve_peers(values: Iterable[object], timeout: float = RESOLVE_TIMEOUT) ->
     items = tuple(values)
     if not any(isinstance(item, PeerName) for item in items):
         return items
-    from oscsync import discovery
+    from oscsync.discovery import mdns as discovery
 
     resolved: list[object] = []
     for item in items:
@@ -83,7 +83,7 @@ def following(
     if not named:
         yield
         return
-    from oscsync import discovery
+    from oscsync.discovery import mdns as discovery
 
     lock = threading.Lock()
 
@@ -133,7 +133,7 @@ class Advertising:
     extra_txt: dict[str, str] | None = None
     allow: Sequence[Network] = ()
     advertiser: Any = field(default=None, init=False)
-    """The running :class:`~oscsync.discovery.Advertiser`, once :meth:`publish` has started it."""
+    """The running :class:`~oscsync.discovery.mdns.Advertiser`, once :meth:`publish` started it."""
 
     def __enter__(self) -> Advertising:
         return self
@@ -146,7 +146,7 @@ class Advertising:
         OSCQuery lists ``registry`` (the endpoint's, live), or nothing without one."""
         if self.name is None or listening is None:
             return
-        from oscsync import discovery
+        from oscsync.discovery import mdns as discovery
 
         try:
             self.advertiser = discovery.Advertiser(
@@ -229,7 +229,7 @@ def peers(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from oscsync import discovery
+    from oscsync.discovery import mdns as discovery
 
     app: AppContext = ctx.obj
     as_json = as_json or old_json
@@ -319,7 +319,7 @@ def advertise(
     Registers NAME._osc._udp with PORT and NAME._oscjson._tcp (OSCQuery), and sends goodbye
     packets when stopped (Ctrl-C, SIGTERM or --duration).
     """
-    from oscsync.hostport import AddressError, resolve_host
+    from oscsync.net.hostport import AddressError, resolve_host
 
     extra: dict[str, str] = {}
     for item in txt:

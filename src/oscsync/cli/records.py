@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import click
 
-from oscsync import audio, clockfollow
+from oscsync import audio
 from oscsync.apps.metronome import TickSender
 from oscsync.apps.receiving import SessionSetup
 from oscsync.apps.sessions import AUTO, GRACE, ListenSession, SendSession, SessionError
@@ -36,10 +36,11 @@ from oscsync.cli.params import (
 )
 from oscsync.cli.peers import Advertising, following, resolve_peer
 from oscsync.cli.runtime import AppContext, leave_without_stdout, wait
-from oscsync.framing import Framing
-from oscsync.hostport import HostPort
-from oscsync.transport import Network
-from oscsync.wording import plural
+from oscsync.net.framing import Framing
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Network
+from oscsync.sync import follow as clockfollow
+from oscsync.terminal.wording import plural
 
 R = TypeVar("R")
 S = TypeVar("S", bound=ListenSession[Any])

@@ -24,11 +24,11 @@ from oscsync.apps.replay import (
 from oscsync.cli.params import DURATION, framing_option, iface_option, peers_option
 from oscsync.cli.peers import following, resolve_peers
 from oscsync.cli.runtime import AppContext, running
-from oscsync.framing import Framing
-from oscsync.hostport import HostPort
-from oscsync.pcap import CaptureError, CaptureReport, is_capture, read_capture
-from oscsync.recording import Datagram, ReadReport, RecordingError, read_recording
-from oscsync.transport import Endpoint
+from oscsync.files.pcap import CaptureError, CaptureReport, is_capture, read_capture
+from oscsync.files.recording import Datagram, ReadReport, RecordingError, read_recording
+from oscsync.net.framing import Framing
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Endpoint
 
 PROGRESS_INTERVAL = 0.5
 

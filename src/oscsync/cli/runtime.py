@@ -21,11 +21,12 @@ from typing import Any, TextIO
 
 import click
 
-from oscsync import display, threads
+from oscsync import threads
 from oscsync.clock import Clock, SkewedClock, SystemClock
-from oscsync.liveline import LiveLine
+from oscsync.net.udp import TransportError
+from oscsync.terminal import display
+from oscsync.terminal.liveline import LiveLine
 from oscsync.threads import STOP_SIGNALS
-from oscsync.transport import TransportError
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from oscsync import codec, timetag
 from oscsync.apps.send import (
     ArgumentError,
     Packet,
@@ -16,9 +15,10 @@ from oscsync.apps.send import (
 from oscsync.cli.params import DURATION, PEER, TIMETAG, framing_option, iface_option
 from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
-from oscsync.framing import Framing
-from oscsync.hostport import HostPort
-from oscsync.wording import plural
+from oscsync.net.framing import Framing
+from oscsync.net.hostport import HostPort
+from oscsync.osc import codec, timetag
+from oscsync.terminal.wording import plural
 
 
 @click.command(

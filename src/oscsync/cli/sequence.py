@@ -28,9 +28,9 @@ from oscsync.cli.params import (
 )
 from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
-from oscsync.hostport import HostPort
-from oscsync.pattern import NAME, PatternError
-from oscsync.transport import Network
+from oscsync.files.pattern import NAME, PatternError
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Network
 
 
 class VoiceSoundType(ParsedType):

@@ -9,7 +9,7 @@ import click
 
 from oscsync.cli.params import renamed_option
 from oscsync.cli.runtime import AppContext
-from oscsync.wording import plural
+from oscsync.terminal.wording import plural
 
 
 @click.command(

@@ -13,7 +13,7 @@ from oscsync.cli.netem import impairment_options
 from oscsync.cli.params import bpm_range, collect, parse_duration, renamed_option, skew_option
 from oscsync.cli.runtime import AppContext, running
 from oscsync.install import install_hint
-from oscsync.wording import plural
+from oscsync.terminal.wording import plural
 
 
 def _offsets(ctx: click.Context, param: click.Parameter, value: str) -> list[float]:

@@ -6,14 +6,14 @@ import sys
 
 import click
 
-from oscsync import timetag as tt
 from oscsync.apps.monitor import DEFAULT_WINDOW, LIVE_REFRESH, MonitorView, summary
 from oscsync.apps.receiving import ReceiveSession, SessionSetup
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, stdout_is_tty
-from oscsync.hostport import HostPort
-from oscsync.transport import Network
+from oscsync.net.hostport import HostPort
+from oscsync.net.udp import Network
+from oscsync.osc import timetag as tt
 
 
 @click.group()

@@ -19,7 +19,7 @@ from pythonosc import osc_message
 from pythonosc.osc_message_builder import BuildError, OscMessageBuilder
 from pythonosc.parsing import osc_types
 
-from oscsync import timetag as tt
+from oscsync.osc import timetag as tt
 
 BUNDLE_PREFIX = b"#bundle\x00"
 MAX_BUNDLE_DEPTH = 64
@@ -59,7 +59,7 @@ class Message(NamedTuple):
 
     ``types`` is the type tag string without its comma, as the sender wrote it. ``timetag`` is the
     exact NTP timetag of the innermost bundle that contained the message, or ``None`` for a message
-    that came on its own (which, like :data:`~oscsync.timetag.IMMEDIATELY`, means "now").
+    that came on its own (which, like :data:`~oscsync.osc.timetag.IMMEDIATELY`, means "now").
     """
 
     address: str

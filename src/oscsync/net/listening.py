@@ -1,4 +1,4 @@
-"""What every listening socket needs, UDP (:mod:`oscsync.transport`) or TCP (:mod:`oscsync.tcp`).
+"""What every listening socket needs, UDP (:mod:`oscsync.net.udp`) or TCP (:mod:`oscsync.net.tcp`).
 
 The port to itself where Windows would let another process share it, both IP families on
 ``[::]``, and one line that says why a bind failed. Chosen by capability, never by platform name
@@ -11,7 +11,7 @@ import contextlib
 import errno
 import socket
 
-from oscsync.hostport import HostPort
+from oscsync.net.hostport import HostPort
 
 _WSAEACCES = 10013
 

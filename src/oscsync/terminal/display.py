@@ -15,8 +15,8 @@ import math
 import re
 from typing import Any
 
-from oscsync import timetag
-from oscsync.codec import MAX_ARRAY_DEPTH, Message
+from oscsync.osc import timetag
+from oscsync.osc.codec import MAX_ARRAY_DEPTH, Message
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 

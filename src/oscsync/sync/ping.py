@@ -32,14 +32,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from oscsync import timetag as tt
 from oscsync.clock import Clock
-from oscsync.routing import Method
+from oscsync.osc import timetag as tt
+from oscsync.osc.routing import Method
 from oscsync.stats import percentile
 
 if TYPE_CHECKING:
-    from oscsync.hostport import HostPort
-    from oscsync.transport import Endpoint, Received
+    from oscsync.net.hostport import HostPort
+    from oscsync.net.udp import Endpoint
+    from oscsync.osc.routing import Received
 
 PING = "/oscsync/clock/ping"
 PONG = "/oscsync/clock/pong"

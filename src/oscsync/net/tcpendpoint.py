@@ -1,10 +1,10 @@
 """The endpoint for ``tcp://`` addresses: OSC over TCP through the same receive core as UDP.
 
-:class:`TcpEndpoint` is a :class:`~oscsync.transport.Endpoint` that also speaks TCP: a
-``tcp://`` listen address is served by a :class:`~oscsync.tcp.TcpListener`, each ``tcp://`` peer
-gets a :class:`~oscsync.tcp.TcpSender`, and UDP addresses given alongside them stay with the UDP
+:class:`TcpEndpoint` is a :class:`~oscsync.net.udp.Endpoint` that also speaks TCP: a
+``tcp://`` listen address is served by a :class:`~oscsync.net.tcp.TcpListener`, each ``tcp://`` peer
+gets a :class:`~oscsync.net.tcp.TcpSender`, and UDP addresses given alongside them stay with the UDP
 endpoint it extends (so ``chat --listen tcp://... --peer HOST:PORT`` works too). Every frame is fed
-to the endpoint's :class:`~oscsync.transportcore.ReceiveCore`, exactly as a datagram is: the
+to the endpoint's :class:`~oscsync.net.core.ReceiveCore`, exactly as a datagram is: the
 ``--allow`` check, decoding, drop counts by reason, the address registry (clock pings are
 answered over TCP like over UDP) and the command's handler are shared, so commands do not know
 which transport they use. :func:`oscsync.apps.endpoints.open_endpoint` builds one when an
@@ -25,12 +25,13 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from oscsync import framing
-from oscsync.framing import Framing
-from oscsync.hostport import HostPort, allow_mismatch
-from oscsync.tcp import DropPolicy, TcpListener, TcpSender
-from oscsync.transport import Endpoint, EndpointOptions, TransportError
-from oscsync.transportcore import MessageHandler, Received, ReceiveHooks
+from oscsync.net import framing
+from oscsync.net.core import MessageHandler, ReceiveHooks
+from oscsync.net.framing import Framing
+from oscsync.net.hostport import HostPort, allow_mismatch
+from oscsync.net.tcp import DropPolicy, TcpListener, TcpSender
+from oscsync.net.udp import Endpoint, EndpointOptions, TransportError
+from oscsync.osc.routing import Received
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module

@@ -1,10 +1,10 @@
 """What every transport shares: the :class:`Transport` protocol and the receive core.
 
-A transport (UDP :class:`oscsync.transport.Endpoint` today, TCP next) moves bytes; everything
+A transport (UDP :class:`oscsync.net.udp.Endpoint` today, TCP next) moves bytes; everything
 that happens to a datagram or frame once it has arrived is the :class:`ReceiveCore`'s job and
 knows nothing of sockets: the ``--allow`` check, the raw-datagram hook (``record``), decoding,
 counting what is dropped and why, and dispatch through the
-:class:`~oscsync.routing.AddressRegistry` (a registered handler, else the transport's fallback
+:class:`~oscsync.osc.routing.AddressRegistry` (a registered handler, else the transport's fallback
 handler). A transport feeds it one datagram (one frame, for a stream) at a time with
 :meth:`ReceiveCore.feed`. Nothing a peer sends can raise out of ``feed``.
 """
@@ -15,14 +15,15 @@ import ipaddress
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
-from oscsync import codec, display
 from oscsync.clock import Clock
-from oscsync.hostport import HostPort
-from oscsync.routing import AddressRegistry, no_route
+from oscsync.net.hostport import HostPort
+from oscsync.osc import codec
+from oscsync.osc.routing import AddressRegistry, Received, no_route
 from oscsync.stats import WarnOnce
-from oscsync.wording import drop_warning
+from oscsync.terminal import display
+from oscsync.terminal.wording import drop_warning
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
@@ -34,32 +35,6 @@ _new_received = tuple.__new__
 _decode_message = codec.decode_message
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class Received(NamedTuple):
-    """A message as it arrived: what, from where, when (wall seconds) and in which bundle.
-
-    A named tuple, not a frozen dataclass: one is made per message, and this is the receive
-    path's hot spot (``benchmarks/throughput.py``).
-    """
-
-    message: codec.Message
-    source: tuple[str, int]
-    arrival: float
-    via_peer: bool = False
-    """True when it arrived on a peer's connected socket (a reply) rather than the listener."""
-
-    @property
-    def address(self) -> str:
-        return self.message.address
-
-    @property
-    def args(self) -> tuple[Any, ...]:
-        return self.message.args
-
-    @property
-    def timetag(self) -> int | None:
-        return self.message.timetag
 
 
 @dataclass
@@ -112,7 +87,7 @@ class ReceiveHooks(TypedDict, total=False):
 
 
 class Transport(Protocol):
-    """What apps use of a transport; :class:`oscsync.transport.Endpoint` is the UDP one."""
+    """What apps use of a transport; :class:`oscsync.net.udp.Endpoint` is the UDP one."""
 
     clock: Clock
     stats: TransportStats

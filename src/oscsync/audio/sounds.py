@@ -1,4 +1,4 @@
-"""Metronome and sequencer sounds, made here to be regenerated: ``python -m oscsync.sounds``.
+"""Metronome and sequencer sounds, made here to be regenerated: ``python -m oscsync.audio.sounds``.
 
 ``tick.wav`` (an ordinary beat) and ``tock.wav`` (the accent, beat 0 of a bar) are 48 kHz, 16-bit,
 mono, 40 ms long: a decaying sine that starts **at its peak on the first sample**, so the onset is a
@@ -159,7 +159,7 @@ def cache_dir() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m oscsync.sounds",
+        prog="python -m oscsync.audio.sounds",
         description="Write the metronome and sequencer sounds (48 kHz 16-bit mono WAV files).",
     )
     parser.add_argument(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oscsync.display import escape
+from oscsync.terminal.display import escape
 
 
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:

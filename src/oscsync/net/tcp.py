@@ -1,7 +1,7 @@
 """OSC over TCP: a listener that serves many clients at once and a sender that never blocks.
 
 :class:`TcpListener` accepts connections on ``tcp://HOST:PORT`` and splits each one into OSC
-packets with a :class:`~oscsync.framing.StreamDecoder` (SLIP or size prefix, detected per
+packets with a :class:`~oscsync.net.framing.StreamDecoder` (SLIP or size prefix, detected per
 connection from its first byte, as liblo does). Every packet goes to ``on_packet(packet, source,
 arrival)``, the same call a UDP datagram gets, so allow-list, decoding, drop counts and dispatch
 are shared. What a client can cost is bounded: one partial frame per connection (``max_frame``),
@@ -36,13 +36,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from oscsync import display, framing, threads
+from oscsync import threads
 from oscsync.clock import Clock, SystemClock
-from oscsync.framing import Framing, FramingError, StreamDecoder
-from oscsync.hostport import HostPort
-from oscsync.listening import accept_both_families, bind_error_message, take_port_exclusively
-from oscsync.selectloop import WakeableSelector
+from oscsync.net import framing
+from oscsync.net.framing import Framing, FramingError, StreamDecoder
+from oscsync.net.hostport import HostPort
+from oscsync.net.listening import accept_both_families, bind_error_message, take_port_exclusively
+from oscsync.net.selector import WakeableSelector
 from oscsync.stats import WarnOnce
+from oscsync.terminal import display
 
 PacketHandler = Callable[[bytes, tuple[str, int], float], None]
 """Takes one received packet with its source and arrival (wall seconds on the clock)."""

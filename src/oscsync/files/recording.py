@@ -49,8 +49,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from oscsync import codec, display
-from oscsync import timetag as tt
+from oscsync.osc import codec
+from oscsync.osc import timetag as tt
+from oscsync.terminal import display
 
 FORMAT_NAME = "recording"
 VERSION = 1

@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 from oscsync import threads
 from oscsync.clock import Clock, SystemClock
-from oscsync.routing import AddressRegistry, Method, is_pattern
+from oscsync.osc.routing import AddressRegistry, Method, is_pattern
 
 ACCESS_NONE = 0
 ACCESS_WRITE = 2
@@ -36,7 +36,7 @@ ACCESS_WRITE = 2
 
 OscMethod = Method
 """One address a listening command answers to, as OSCQuery describes it: the address
-registry's declaration (:class:`oscsync.routing.Method`)."""
+registry's declaration (:class:`oscsync.osc.routing.Method`)."""
 
 ROLE_ROOT_DESCRIPTION = {
     # What the live registry cannot say: dump and record take every address (dump's registry
@@ -98,7 +98,7 @@ def namespace(methods: Sequence[OscMethod], description: str = "root node") -> d
 
 
 class LiveNamespace:
-    """The namespace of a live :class:`~oscsync.routing.AddressRegistry`: what an endpoint
+    """The namespace of a live :class:`~oscsync.osc.routing.AddressRegistry`: what an endpoint
     answers to at the moment of each request, so an address registered (or removed) while the
     command runs is listed (or gone) with no table to edit. The tree is rebuilt only when the
     registry's methods changed, so a request costs one tuple comparison."""

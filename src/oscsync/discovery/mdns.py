@@ -2,8 +2,8 @@
 
 * :class:`Advertiser` registers ``NAME._osc._udp`` (``NAME._osc._tcp`` for a TCP listener; the
   OSC port, TXT: oscsync version, role, addresses, kept in step with the listener's registry)
-  and ``NAME._oscjson._tcp`` (an :class:`oscsync.oscquery.OscQueryServer`), and sends goodbye
-  packets (TTL 0, RFC 6762 §10.1) when closed.
+  and ``NAME._oscjson._tcp`` (an :class:`oscsync.discovery.oscquery.OscQueryServer`), and sends
+  goodbye packets (TTL 0, RFC 6762 §10.1) when closed.
 * :func:`browse` lists every OSC service (``_osc._udp``, ``_osc._tcp``, ``_oscjson._tcp``: ours
   and anybody's), :func:`watch` reports them as they come and go, :func:`resolve` turns ``NAME``
   (what ``@NAME`` on the command line means) into a numeric address.
@@ -14,7 +14,7 @@ mDNS sockets share port 5353, and a unicast answer to a QU question reaches only
 (measured: a QU browse took 1.1 s on loopback, a QM one 0.13 s).
 
 Every name, host and TXT value comes from the network: they are bounded here and escaped by
-whoever prints them (``oscsync.display.escape``).
+whoever prints them (``oscsync.terminal.display.escape``).
 """
 
 from __future__ import annotations
@@ -31,16 +31,17 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from oscsync import __version__, oscquery
+from oscsync import __version__
 from oscsync.clock import Clock, SystemClock
-from oscsync.hostport import Protocol
+from oscsync.discovery import oscquery
 from oscsync.install import pip_command
+from oscsync.net.hostport import Protocol
 from oscsync.stats import WarnOnce
 
 if TYPE_CHECKING:
     from zeroconf import ServiceInfo, Zeroconf
 
-    from oscsync.routing import AddressRegistry
+    from oscsync.osc.routing import AddressRegistry
 
 OSC_UDP = "_osc._udp.local."
 OSC_TCP = "_osc._tcp.local."

@@ -22,12 +22,38 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import Any, NamedTuple, cast
 
-if TYPE_CHECKING:
-    from oscsync.transportcore import Received
+from oscsync.osc import codec
 
-Handler = Callable[["Received"], None]
+
+class Received(NamedTuple):
+    """A message as it arrived: what, from where, when (wall seconds) and in which bundle.
+
+    A named tuple, not a frozen dataclass: one is made per message, and this is the receive
+    path's hot spot (``benchmarks/throughput.py``).
+    """
+
+    message: codec.Message
+    source: tuple[str, int]
+    arrival: float
+    via_peer: bool = False
+    """True when it arrived on a peer's connected socket (a reply) rather than the listener."""
+
+    @property
+    def address(self) -> str:
+        return self.message.address
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        return self.message.args
+
+    @property
+    def timetag(self) -> int | None:
+        return self.message.timetag
+
+
+Handler = Callable[[Received], None]
 
 PATTERN_CHARACTERS = frozenset("?*[]{}")
 MAX_PATTERN_LENGTH = 1024
@@ -198,7 +224,7 @@ class AddressRegistry:
 
     def watch(self, changed: Callable[[], None]) -> Callable[[], None]:
         """Call ``changed()`` after each change of what is registered (an advertiser keeps its
-        DNS-SD TXT ``addresses=`` in step: :class:`oscsync.discovery.Advertiser`); it runs on
+        DNS-SD TXT ``addresses=`` in step: :class:`oscsync.discovery.mdns.Advertiser`); it runs on
         the thread that made the change, so it must be quick. Returns the function that stops
         the calls."""
         with self._lock:
@@ -245,7 +271,7 @@ class AddressRegistry:
 
     def methods(self) -> tuple[Method, ...]:
         """What is registered, in registration order: what the endpoint answers to, which its
-        OSCQuery server lists (:class:`oscsync.oscquery.LiveNamespace`). Safe to call from
+        OSCQuery server lists (:class:`oscsync.discovery.oscquery.LiveNamespace`). Safe to call from
         another thread while the registry changes."""
         with self._lock:
             return tuple(route.method for route in self._routes.values())

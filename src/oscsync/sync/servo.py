@@ -1,6 +1,6 @@
 """The follower's map from a peer's clock onto ours: continuous once locked, slewed, never stepped.
 
-Pure: fed estimates (:class:`~oscsync.clockestimate.ClockEstimate`) with our time, asked to map
+Pure: fed estimates (:class:`~oscsync.sync.estimate.ClockEstimate`) with our time, asked to map
 times; no sockets, threads or clock reading.
 
 Translating each timetag with the newest offset estimate (what ``metronome listen --sync`` did
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from oscsync.clockestimate import ClockEstimate
+from oscsync.sync.estimate import ClockEstimate
 
 ACQUIRING = "acquiring"
 LOCKED = "locked"

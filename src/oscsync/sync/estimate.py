@@ -31,7 +31,7 @@ frequency's bound widens to :data:`CREEP_FACTOR` times it.
 Why per direction: with symmetric jitter the minimum of ``n`` one-way delays sits ``~w/n`` above the
 floor (``w`` the jitter's width), in each direction independently, while the *round trip* of the
 best exchange needs both halves quiet at once, which a minimum-RTT filter (NTP, and
-:func:`oscsync.clocksync.choose`) waits for far longer.
+:func:`oscsync.sync.ping.choose`) waits for far longer.
 
 What no two-way method can see: a *fixed* asymmetry (the path one way is 3 ms longer than the
 other) shifts ``θ̂`` by half of it. :attr:`ClockEstimate.bound` assumes equal minimum delays each
@@ -343,7 +343,7 @@ class EnvelopeEstimator:
         """Take one exchange; False if it was held back as impossible (a possible clock step).
 
         The caller has already refused exchanges that are not well formed (T4 before T1, a
-        negative turnaround): see :func:`oscsync.clocksync.exchange_problem`.
+        negative turnaround): see :func:`oscsync.sync.ping.exchange_problem`.
         """
         if self._is_impossible(t1, t2, t3, t4):
             self._suspects.append((t1, t2, t3, t4))
@@ -503,7 +503,7 @@ DRIFT_TOLERANCE = 15e-6
 class MinimumDelayFilter(EnvelopeEstimator):
     """The estimate before issue #11, behind the same interface, for ``benchmarks/clock_sync.py``.
 
-    NTP's clock filter in its simplest form (:func:`oscsync.clocksync.choose`, here on seconds):
+    NTP's clock filter in its simplest form (:func:`oscsync.sync.ping.choose`, here on seconds):
     of the last ``filter_size`` exchanges, the one whose round trip is shortest (half of it, plus
     :data:`DRIFT_TOLERANCE` per second of age, is its bound) gives the offset; no frequency.
     """

@@ -12,15 +12,15 @@
   and ticks from the old address count as anyone else's;
 * pings it in a burst (``burst`` pings ``burst_interval`` apart), every ``acquire_interval``
   for ``acquire_time`` seconds and then every ``interval`` seconds; each answered exchange feeds
-  an :class:`~oscsync.clockestimate.EnvelopeEstimator`, whose estimate disciplines a
-  :class:`~oscsync.clockservo.Servo` (at most every :data:`UPDATE_EVERY` s);
+  an :class:`~oscsync.sync.estimate.EnvelopeEstimator`, whose estimate disciplines a
+  :class:`~oscsync.sync.servo.Servo` (at most every :data:`UPDATE_EVERY` s);
 * translates each timetag through the servo's map, which never jumps once locked; before the
   first estimate it holds timetagged messages (bounded in items **and bytes**, issue #20 item 1)
   and releases them at lock: a held message whose translated time has already passed is dropped
   and counted ``unsynced``, never played late with a made-up headroom.
 
 Malformed, stray, duplicated or impossible pongs are counted by reason in :attr:`ignored` and
-never reach the estimator (see :func:`oscsync.clocksync.exchange_problem`). Times inside are
+never reach the estimator (see :func:`oscsync.sync.ping.exchange_problem`). Times inside are
 seconds since :attr:`ClockFollower.origin` (our timetag when the follower was made), so floats
 keep sub-nanosecond resolution for days.
 """
@@ -35,15 +35,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from oscsync import threads
-from oscsync import timetag as tt
-from oscsync.clockestimate import ClockEstimate, EnvelopeEstimator, MinimumDelayFilter
-from oscsync.clockservo import Servo, ServoEvent, SteppingServo
-from oscsync.clocksync import PONG, PONG_METHOD, encode_ping, exchange_problem, int32
-from oscsync.hostport import HostPort
-from oscsync.wording import plural
+from oscsync.net.hostport import HostPort
+from oscsync.osc import timetag as tt
+from oscsync.sync.estimate import ClockEstimate, EnvelopeEstimator, MinimumDelayFilter
+from oscsync.sync.ping import PONG, PONG_METHOD, encode_ping, exchange_problem, int32
+from oscsync.sync.servo import Servo, ServoEvent, SteppingServo
+from oscsync.terminal.wording import plural
 
 if TYPE_CHECKING:
-    from oscsync.transport import Endpoint, Received
+    from oscsync.net.udp import Endpoint
+    from oscsync.osc.routing import Received
 
 BURST = 20
 BURST_INTERVAL = 0.005
@@ -198,7 +199,7 @@ class ClockFollower:
         # A socket bound to a multicast group cannot receive the leader's unicast pong (its
         # address is the group's), so a follower on a group pings from a socket of its own.
         if self._pinger is None:
-            from oscsync.transport import Endpoint
+            from oscsync.net.udp import Endpoint
 
             pinger = Endpoint(
                 peers=[HostPort(*peer)], clock=self.clock, services={PONG: self._on_pong}
@@ -521,8 +522,8 @@ FILTER_BURST_INTERVAL = 0.01
 class FilterFollower(ClockFollower):
     """The follower before issue #11, kept for ``benchmarks/clock_sync.py``'s comparison
     (``lab.FollowerSpec(sync_method="filter")``): the same follower with the minimum-delay filter
-    (:class:`~oscsync.clockestimate.MinimumDelayFilter`) for the estimator, a map that takes each
-    estimate as it is (:class:`~oscsync.clockservo.SteppingServo`), and the old pinging."""
+    (:class:`~oscsync.sync.estimate.MinimumDelayFilter`) for the estimator, a map that takes each
+    estimate as it is (:class:`~oscsync.sync.servo.SteppingServo`), and the old pinging."""
 
     def __init__(
         self,

@@ -18,7 +18,7 @@ leading END means SLIP, and so does a stream that starts with an OSC packet itse
 ``#bundle``: a sender that writes END only after each packet, as RFC 1055 first did); anything
 else is a size prefix. liblo decides the same way (``detect_slip`` in its ``server.c``), except
 that it takes END followed by ``#bundle`` for a size prefix: see
-:class:`oscsync.tcp.TcpSender` for how a connection's first frame avoids that. No ambiguity: a
+:class:`oscsync.net.tcp.TcpSender` for how a connection's first frame avoids that. No ambiguity: a
 size prefix within the 16 MiB limit starts with 0x00, and ``/`` (0x2F) or ``#`` (0x23) as a
 first byte would mean a size above 500 MiB.
 

@@ -11,12 +11,12 @@ An :class:`Endpoint` owns
   address (clock pongs, for instance) arrive on that connected socket and are decoded like the rest.
 
 A single background thread waits on all sockets with a
-:class:`~oscsync.selectloop.WakeableSelector` (a selector plus a wake-up socket pair, both on
+:class:`~oscsync.net.selector.WakeableSelector` (a selector plus a wake-up socket pair, both on
 Linux, macOS and Windows), so :meth:`Endpoint.close` stops it at once. Each datagram is
 time-stamped on arrival: by the kernel where it can (Linux ``SO_TIMESTAMPNS``, mapped onto the
 injected :class:`~oscsync.clock.Clock`), else by reading that clock, and fed to the socket-free
-:class:`~oscsync.transportcore.ReceiveCore`: checked against ``--allow``, decoded, dispatched
-through the endpoint's :class:`~oscsync.routing.AddressRegistry` (else to the callback) as a
+:class:`~oscsync.net.core.ReceiveCore`: checked against ``--allow``, decoded, dispatched
+through the endpoint's :class:`~oscsync.osc.routing.AddressRegistry` (else to the callback) as a
 :class:`Received`. Nothing a peer sends can raise into the loop: malformed data is counted by
 reason in :attr:`EndpointStats.drops`, and so are datagrams the kernel dropped because the socket
 buffer was full (Linux: ``SO_RXQ_OVFL`` while running, the socket's own drop counter at close).
@@ -34,7 +34,7 @@ function, registered in :attr:`Endpoint.registry`), before the app's handler wou
 transport knows no protocol: the layer above registers them
 (:func:`oscsync.apps.endpoints.open_endpoint` adds the clock services every oscsync listener
 answers, ``docs/protocol.md``). :class:`Endpoint` implements
-:class:`~oscsync.transportcore.Transport`; apps type against that.
+:class:`~oscsync.net.core.Transport`; apps type against that.
 """
 
 from __future__ import annotations
@@ -51,21 +51,20 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from oscsync import threads
 from oscsync.clock import Clock, SystemClock
-from oscsync.hostport import HostPort, allow_mismatch
-from oscsync.listening import accept_both_families, bind_error_message, take_port_exclusively
-from oscsync.routing import AddressRegistry
-from oscsync.selectloop import WakeableSelector
-from oscsync.transportcore import (
+from oscsync.net.core import (
     DatagramHandler,
     MessageHandler,
     Network,
     ReceiveCore,
-    Received,
     ReceiveHooks,
     Transport,
     TransportStats,
     WarningHandler,
 )
+from oscsync.net.hostport import HostPort, allow_mismatch
+from oscsync.net.listening import accept_both_families, bind_error_message, take_port_exclusively
+from oscsync.net.selector import WakeableSelector
+from oscsync.osc.routing import AddressRegistry, Received
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
@@ -78,7 +77,6 @@ __all__ = [
     "MessageHandler",
     "Network",
     "ReceiveHooks",
-    "Received",
     "Service",
     "Transport",
     "TransportError",
@@ -111,7 +109,7 @@ class TransportError(OSError):
 
 
 EndpointStats = TransportStats
-"""The name the UDP endpoint's counters had before :mod:`oscsync.transportcore` (issue #12)."""
+"""The name the UDP endpoint's counters had before :mod:`oscsync.net.core` (issue #12)."""
 Service = Callable[["Endpoint", Received], None]
 """Answers one OSC address on the endpoint's behalf (clock pings); the app handler never sees it."""
 
@@ -403,7 +401,7 @@ class Endpoint(Transport):
 
     def flush(self, timeout: float) -> bool:
         """Wait until what was sent has left this process: UDP datagrams leave at once (a TCP
-        endpoint, :class:`oscsync.tcptransport.TcpEndpoint`, may have to connect first)."""
+        endpoint, :class:`oscsync.net.tcpendpoint.TcpEndpoint`, may have to connect first)."""
         return True
 
     def _send_to_peers(self, data: bytes, wanted: set[HostPort] | None) -> int:
@@ -736,7 +734,7 @@ class Endpoint(Transport):
 
 def _refuse_tcp(listen: Sequence[HostPort], peers: Sequence[HostPort]) -> None:
     # A tcp:// address here would be sent UDP without a word: TCP is TcpEndpoint's
-    # (oscsync.tcptransport), which open_endpoint builds when an address says tcp://.
+    # (oscsync.net.tcpendpoint), which open_endpoint builds when an address says tcp://.
     for where in (*listen, *peers):
         if where.is_tcp:
             raise TransportError(
