@@ -47,8 +47,10 @@ from dataclasses import dataclass, field
 from oscsync import threads
 from oscsync.clock import Clock, SystemClock
 from oscsync.net.hostport import HostPort
+from oscsync.net.listening import bind_error_message
 from oscsync.net.selector import WakeableSelector
-from oscsync.net.udp import MAX_DATAGRAM, TransportError, bind_error_message, set_recv_buffer
+from oscsync.net.udp import TransportError
+from oscsync.net.udpsocket import MAX_DATAGRAM, set_recv_buffer
 from oscsync.osc import timetag as tt
 from oscsync.scheduler import Dispatch, Scheduler
 from oscsync.stats import Gauge, RunningStats, WarnOnce

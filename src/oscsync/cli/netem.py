@@ -31,8 +31,8 @@ from oscsync.cli.params import (
 )
 from oscsync.cli.peers import following, resolve_peer
 from oscsync.cli.runtime import AppContext, running, wait
+from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Network
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -21,8 +21,8 @@ from oscsync.cli.params import (
     renamed_option,
 )
 from oscsync.cli.runtime import AppContext, running, wait
+from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Network
 from oscsync.osc.routing import AddressRegistry
 from oscsync.terminal.display import escape
 

@@ -36,9 +36,9 @@ from oscsync.cli.params import (
 )
 from oscsync.cli.peers import Advertising, following, resolve_peer
 from oscsync.cli.runtime import AppContext, leave_without_stdout, wait
+from oscsync.net.core import Network
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Network
 from oscsync.sync import follow as clockfollow
 from oscsync.terminal.wording import plural
 

@@ -446,4 +446,3 @@ class TcpListener:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-

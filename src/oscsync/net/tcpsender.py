@@ -440,4 +440,3 @@ class TcpSender:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
