@@ -908,7 +908,7 @@ class _TickLeader:
     def _run(self) -> None:
         from oscsync.osc import timetag as tt
         from oscsync.osc.routing import Received
-        from oscsync.sync import ping as clocksync
+        from oscsync.sync.ping import PING, pong_for
 
         address, args, types = self.message
         next_tick = time.monotonic()
@@ -918,9 +918,9 @@ class _TickLeader:
                 data, source = self.sock.recvfrom(65536)
                 arrival = self.clock.now()
                 for message in codec.decode(data):
-                    if message.address == clocksync.PING:
+                    if message.address == PING:
                         ping = Received(message, source, arrival)
-                        self.sock.sendto(clocksync.pong_for(ping, self.clock), source)
+                        self.sock.sendto(pong_for(ping, self.clock), source)
             if time.monotonic() >= next_tick:  # a tick 5 times a second, 100 ms ahead
                 next_tick += 0.2
                 stamp = tt.add_seconds(self.clock.now_timetag(), 0.1)
