@@ -156,11 +156,38 @@ def test_a_full_listener_gives_an_idle_slot_to_a_new_client_never_an_active_ones
         pump(served, lambda: served.stats.paused == 1, "the listener to pause")
         assert served.next_timeout() == 1  # the newcomers' packets are 1 s old: idle at 2 s
         assert b"/waiting" not in received
-        assert "held by active clients" in " ".join(warnings)
+        assert "in use and none is idle" in " ".join(warnings)
         fake_clock.advance(1)
         pump(served, lambda: b"/waiting" in received, "the waiting client served")
         assert served.stats.closed == {"evicted": 3}
         assert _closed_by_peer(newcomers[0]) and not _closed_by_peer(active)
+
+
+def test_a_new_connection_keeps_its_slot_briefly_only_while_it_has_sent_nothing(
+    fake_clock: FakeClock, clients: list[socket.socket]
+) -> None:
+    received: list[bytes] = []
+    served = TcpListener(
+        LOOPBACK,
+        lambda p, s, a: received.append(p),
+        clock=fake_clock,
+        max_connections=1,
+        first_packet_grace=0.5,
+    )
+    with served:
+        silent = connect(served, clients)
+        pump(served, lambda: served.connection_count == 1, "the silent connection")
+        second = connect(served, clients)
+        second.sendall(b"\xc0/started-but-never-whole")
+        pump(served, lambda: served.stats.paused == 1, "the second to wait")
+        fake_clock.advance(0.5)  # the silent one's grace is over: the second takes its slot
+        pump(served, lambda: served.stats.bytes > 0, "the second's bytes")
+        assert served.stats.closed == {"evicted": 1} and _closed_by_peer(silent)
+        # The second sent bytes that made no packet: no grace, a newcomer takes its slot at once.
+        third = connect(served, clients)
+        third.sendall(slip_encode(b"/third"))
+        pump(served, lambda: received == [b"/third"], "the third served")
+        assert served.stats.closed == {"evicted": 2} and _closed_by_peer(second)
 
 
 def test_what_an_idle_connection_sent_before_losing_its_slot_is_handled(

@@ -68,9 +68,9 @@ at least once a second, a metronome's ticks at 60 bpm too), so an active client 
 whatever others do; an idle one that loses it connects again with its next packet, as
 :class:`~oscsync.net.tcpsender.TcpSender` does."""
 DEFAULT_FIRST_PACKET_GRACE = 0.5
-"""How long a new connection may go without a whole packet before it may lose its slot: a client
-writes its first packet as soon as it is connected, and 0.5 s covers a lost segment sent again
-(Linux waits at least 0.2 s)."""
+"""How long a new connection that has sent nothing may keep its slot when every slot is wanted: a
+client writes its first packet as soon as it is connected, and 0.5 s covers a lost segment sent
+again (Linux waits at least 0.2 s). One that sent bytes but no whole packet has no grace."""
 DEFAULT_REPLY_LIMIT = 1024 * 1024
 ACCEPT_RETRY = 0.5
 """Seconds the listener stops accepting after accept() failed (out of file descriptors)."""
@@ -310,7 +310,8 @@ class TcpListener:
 
         The slot goes from the connection that has gone longest without delivering a whole
         packet (one that never delivered any first), and only if it is idle: no packet for
-        ``evict_after`` s, or none within ``first_packet_grace`` s of connecting. So a client
+        ``evict_after`` s; never one, and bytes that made none, or nothing at all within
+        ``first_packet_grace`` s of connecting. So a client
         that keeps sending keeps its slot however many connections others open, while sockets
         that only trickle bytes or went quiet make room at once. What a connection sent before
         losing its slot is read and handled first. When no connection is idle, new ones wait in
@@ -343,9 +344,13 @@ class TcpListener:
         return len(self._connections) < self.max_connections
 
     def _evictable_at(self, conn: _Connection) -> float:
-        if conn.last_packet is None:
-            return conn.connected_at + self.first_packet_grace
-        return conn.last_packet + self.evict_after
+        if conn.last_packet is not None:
+            return conn.last_packet + self.evict_after
+        if conn.decoder.framing is not None:
+            # It has sent bytes, and they were no whole packet: a client's first packet comes
+            # whole in its first read (or that read starts a frame larger than a read).
+            return conn.connected_at
+        return conn.connected_at + self.first_packet_grace
 
     def _pause_accepting(self, until: float, warn_full: bool = False) -> None:
         # New connections wait in the kernel's backlog (not refused): a burst of short-lived
@@ -361,7 +366,7 @@ class TcpListener:
         if warn_full:
             self._warn_once(
                 "too-many",
-                f"all {self.max_connections} TCP connection slots are held by active clients: "
+                f"all {self.max_connections} TCP connection slots are in use and none is idle: "
                 "new connections wait until one is idle or closes (counted in the summary)",
             )
 
