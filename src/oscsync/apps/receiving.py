@@ -16,11 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from oscsync.apps.endpoints import open_endpoint
+from oscsync.apps.endpoints import Endpoint, open_endpoint
 from oscsync.clock import Clock
+from oscsync.net import udp
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Endpoint, MessageHandler, Network, ReceiveHooks
+from oscsync.net.udp import MessageHandler, Network, ReceiveHooks
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class SessionSetup:
 
     def open_endpoint(
         self, listen: HostPort | None = None, peers: Sequence[HostPort] = ()
-    ) -> Endpoint:
+    ) -> udp.Endpoint:
         """The session's endpoint: a command's, which answers clock pings (``open_endpoint``)."""
         return open_endpoint(
             listen,
@@ -58,6 +59,26 @@ class SessionSetup:
             on_warning=self.warn,
             multicast_interface=self.multicast_interface,
             framing=self.framing,
+        )
+
+    def open_public_endpoint(
+        self,
+        listen: HostPort | None = None,
+        peers: Sequence[HostPort] = (),
+        *,
+        scheduler: Scheduler | None = None,
+    ) -> Endpoint:
+        """The public :class:`~oscsync.apps.endpoints.Endpoint` (``oscsync.Endpoint``) with
+        this setup, its callbacks on ``scheduler`` when given."""
+        return Endpoint(
+            listen,
+            peers,
+            clock=self.clock,
+            allow=self.allow,
+            on_warning=self.warn,
+            interface=self.multicast_interface,
+            framing=self.framing,
+            scheduler=scheduler,
         )
 
 
@@ -87,16 +108,15 @@ class SendingSession(Session):
 
     def __init__(self, peers: Sequence[HostPort], setup: SessionSetup, *, spin: float) -> None:
         super().__init__(setup)
-        self.endpoint = setup.open_endpoint(None, peers)
-        try:
-            self.scheduler = Scheduler(self.clock, spin=spin, on_warning=self.warn)
-        except BaseException:
-            self.endpoint.close()
-            raise
+        self.scheduler = Scheduler(self.clock, spin=spin, on_warning=self.warn)
+        # The public Endpoint (oscsync.Endpoint), receiving at once: its clock services answer
+        # listeners that follow this sender's clock. The session starts the scheduler.
+        self.api = setup.open_public_endpoint(None, peers, scheduler=self.scheduler)
+        self.endpoint = self.api.transport
 
     def close(self) -> None:
         self.scheduler.close()
-        self.endpoint.close()
+        self.api.close()
 
 
 class ReceiveSession(Session):
