@@ -52,6 +52,7 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "SyncStatus": ("oscsync.sync.follow", "SyncStatus"),
     # sound
     "SoundPlayer": ("oscsync.apps.playing", "SoundPlayer"),
+    "escape": ("oscsync.terminal.display", "escape"),
     # errors
     "AddressError": ("oscsync.net.hostport", "AddressError"),
     "TransportError": ("oscsync.net.udp", "TransportError"),
@@ -84,6 +85,7 @@ __all__ = [
     "Tick",
     "TransportError",
     "add_seconds",
+    "escape",
     "from_unix",
     "now",
     "sleep_until",
@@ -120,6 +122,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from oscsync.scheduler import sleep_until_async as sleep_until_async
     from oscsync.sync.follow import ClockFollower as ClockFollower
     from oscsync.sync.follow import SyncStatus as SyncStatus
+    from oscsync.terminal.display import escape as escape
 
 
 def __getattr__(name: str) -> Any:

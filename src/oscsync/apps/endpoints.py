@@ -17,6 +17,7 @@ scheduler's bounds refuse what overflows, and it is counted), plus, with ``sync`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections import Counter, deque
@@ -170,8 +171,7 @@ class _Inbox:
             self._items.append(received)
             self._changed.notify()
             waiters, self._waiters = self._waiters, []
-        for loop, future in waiters:
-            loop.call_soon_threadsafe(_set_done, future)
+        _wake(waiters)
 
     def get(self, timeout: float | None) -> Received | None:
         with self._changed:
@@ -192,14 +192,23 @@ class _Inbox:
                 await asyncio.wait_for(future, timeout)
             except asyncio.TimeoutError:
                 return None
+            finally:
+                with self._changed:  # a waiter that gave up is not woken (its loop may close)
+                    if (loop, future) in self._waiters:
+                        self._waiters.remove((loop, future))
 
     def close(self) -> None:
         with self._changed:
             self.closed = True
             self._changed.notify_all()
             waiters, self._waiters = self._waiters, []
-        for loop, future in waiters:
-            if not loop.is_closed():
+        _wake(waiters)
+
+
+def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+    for loop, future in waiters:
+        if not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # it closed just now
                 loop.call_soon_threadsafe(_set_done, future)
 
 

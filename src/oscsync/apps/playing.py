@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from fractions import Fraction
 from pathlib import Path
 
-from oscsync import audio
+from oscsync import audio as backends
 from oscsync.audio import sounds
 from oscsync.audio.player import ACCENT, TICK, Player
 from oscsync.clock import Clock, system_clock
@@ -108,7 +108,7 @@ class SoundPlayer:
 
     def __init__(
         self,
-        audio_choice: str = "auto",
+        audio: str = "auto",
         sounds: Mapping[str, str | Path] | None = None,
         *,
         clock: Clock | None = None,
@@ -120,9 +120,9 @@ class SoundPlayer:
         self.clock = clock or (scheduler.clock if scheduler is not None else system_clock())
         chosen: dict[str, str | Path] = dict(default_sounds())
         chosen.update(sounds or {})
-        options = audio.PlayerOptions(device=device, warn=on_warning)
-        self.player: Player = audio.open_player(
-            audio.parse_audio_choice(audio_choice),
+        options = backends.PlayerOptions(device=device, warn=on_warning)
+        self.player: Player = backends.open_player(
+            backends.parse_audio_choice(audio),
             self.clock,
             chosen,
             notice=on_notice,
