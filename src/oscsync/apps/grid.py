@@ -106,10 +106,10 @@ class Grid:
 
     def timetag(self, index: int) -> int:
         """The timetag of step ``index`` (exact: no accumulated rounding)."""
-        straight = tt.add_seconds(self.start, self.period * index)
-        if index % 2 == 1 and self._swing_delay:
-            return tt.add_seconds(straight, self._swing_delay)
-        return straight
+        offset = self.period * index
+        if index % 2 == 1:
+            offset += self._swing_delay
+        return tt.add_seconds(self.start, offset)
 
     def tick(self, index: int) -> Tick:
         """Step ``index`` with its timetag and place in the bar."""
