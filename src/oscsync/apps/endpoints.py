@@ -279,7 +279,9 @@ class Endpoint:
     how TCP packets are framed (``slip``: OSC 1.1, ``size``: OSC 1.0); ``max_queued`` bounds
     waiting callbacks and ``inbox_size`` unread messages (``spin``: see
     :class:`~oscsync.scheduler.Scheduler`); a ``scheduler`` given (one timer thread shared)
-    runs the callbacks instead, and its owner starts and closes it. ``on_warning`` hears each
+    runs the callbacks instead, and its owner starts and closes it (on a one-thread
+    :class:`~oscsync.clock.FakeClock` the endpoint's own is not started either: call
+    ``endpoint.scheduler.run_due()``). ``on_warning`` hears each
     kind of trouble once (default: the ``oscsync`` logger). Raises
     :class:`~oscsync.net.hostport.AddressError` for an address that cannot be one,
     :class:`~oscsync.net.udp.TransportError` (an ``OSError``) when a socket cannot be opened,
@@ -351,7 +353,9 @@ class Endpoint:
                 self.sync = ClockFollower(self.transport, peer=followed, on_warning=warn)
                 incoming = self.sync.wrap(incoming)
             self._receive = incoming
-            if self._own_scheduler:
+            # A one-thread FakeClock cannot be waited on by a thread (each wait is a jump):
+            # then the test drives the scheduler itself (scheduler.run_due()).
+            if self._own_scheduler and getattr(self.clock, "threaded", True):
                 self.scheduler.start()
             self.transport.start(incoming)
             if self.sync is not None:

@@ -4,8 +4,9 @@ A command gives each session a :class:`SessionSetup`: the clock, where notices a
 who may send (``--allow``) and the multicast interface (``--iface``). :class:`SendingSession` is
 the endpoint and scheduler every sending session starts from (``metronome send``, ``sequence
 send``, ``replay``). :class:`ReceiveSession` is one endpoint, one handler, and a scheduler when
-bundles are held: ``dump``, ``timetag monitor``, ``record`` and ``chat`` build one rather than an
-endpoint (issue #12: the CLI wires nothing).
+bundles are held: ``dump``, ``timetag monitor`` and ``record`` build one rather than an
+endpoint (issue #12: the CLI wires nothing); ``chat`` opens the public
+:class:`~oscsync.apps.endpoints.Endpoint` (:meth:`SessionSetup.open_public_endpoint`).
 This module stays light on purpose: it imports neither the metronome nor audio
 (:mod:`oscsync.apps.sessions` does), so these commands start quickly.
 """
@@ -121,7 +122,7 @@ class SendingSession(Session):
 
 class ReceiveSession(Session):
     """An endpoint that hands what arrives to one handler (``dump``, ``timetag monitor``,
-    ``record``, ``chat``), and with ``schedule`` a scheduler (``late_policy``, ``horizon``) for
+    ``record``), on the receive thread, and with ``schedule`` a scheduler (``late_policy``, ``horizon``) for
     that handler to hold bundles on (``dump --schedule``)."""
 
     def __init__(
