@@ -34,8 +34,8 @@ from oscsync.net.udp import EndpointOptions
 from oscsync.osc import codec
 from oscsync.osc.routing import AddressRegistry, Handler, Method, Received, no_route
 from oscsync.scheduler import DEFAULT_SPIN, Scheduler
-from oscsync.sync import ping as clocksync
 from oscsync.sync.follow import ClockFollower
+from oscsync.sync.ping import SERVICE_METHODS, standard_services
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
@@ -43,8 +43,8 @@ if TYPE_CHECKING:
 
 def add_standard_services(endpoint: udp.Endpoint) -> udp.Endpoint:
     """Register the clock services (:func:`oscsync.sync.ping.standard_services`) on ``endpoint``."""
-    for address, service in clocksync.standard_services().items():
-        method = clocksync.SERVICE_METHODS[address]
+    for address, service in standard_services().items():
+        method = SERVICE_METHODS[address]
         endpoint.add_service(address, service, method.types, method.description)
     return endpoint
 
@@ -94,9 +94,9 @@ def resolve_name(
     """The address a peer advertises as ``name`` on the local network (zeroconf, ``oscsync
     peers``), UDP or TCP as it says. Raises :class:`~oscsync.discovery.mdns.DiscoveryError` (one
     line that lists the names found) when nobody by that name answers in ``timeout`` seconds."""
-    from oscsync.discovery import mdns  # zeroconf: only for @NAME
+    from oscsync.discovery import browsing  # zeroconf: only for @NAME
 
-    host, port, protocol = mdns.resolve(name, interface, timeout)
+    host, port, protocol = browsing.resolve(name, interface, timeout)
     return HostPort(host, port, protocol)
 
 

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, TypeVar
 from oscsync.apps.endpoints import Endpoint, open_endpoint
 from oscsync.clock import Clock
 from oscsync.net import udp
+from oscsync.net.core import MessageHandler, Network, ReceiveHooks
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import MessageHandler, Network, ReceiveHooks
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
 
 if TYPE_CHECKING:
@@ -122,8 +122,8 @@ class SendingSession(Session):
 
 class ReceiveSession(Session):
     """An endpoint that hands what arrives to one handler (``dump``, ``timetag monitor``,
-    ``record``), on the receive thread, and with ``schedule`` a scheduler (``late_policy``, ``horizon``) for
-    that handler to hold bundles on (``dump --schedule``)."""
+    ``record``), on the receive thread, and with ``schedule`` a scheduler (``late_policy``,
+    ``horizon``) for that handler to hold bundles on (``dump --schedule``)."""
 
     def __init__(
         self,
