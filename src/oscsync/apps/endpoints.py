@@ -275,13 +275,15 @@ class Endpoint:
 
     The endpoint starts receiving (and answering clock pings) at once; :meth:`close` (or
     ``with``/``async with``) stops it. ``allow`` lists the hosts or networks that may send
-    (``"192.168.1.0/24"``); ``interface`` is the multicast and ``@NAME`` interface; ``framing``
-    how TCP packets are framed (``slip``: OSC 1.1, ``size``: OSC 1.0); ``max_queued`` bounds
-    waiting callbacks and ``inbox_size`` unread messages (``spin``: see
-    :class:`~oscsync.scheduler.Scheduler`); a ``scheduler`` given (one timer thread shared)
-    runs the callbacks instead, and its owner starts and closes it (on a one-thread
-    :class:`~oscsync.clock.FakeClock` the endpoint's own is not started either: call
-    ``endpoint.scheduler.run_due()``). ``on_warning`` hears each
+    (``"192.168.1.0/24"``). ``interface`` is where ``@NAME`` is looked up (``loopback``,
+    ``all`` or an address, as the commands' ``--interface``; default
+    ``$OSCSYNC_MDNS_INTERFACE``, else every interface); ``multicast_interface`` the address
+    multicast goes through (``--iface``). ``framing`` is how TCP packets are framed (``slip``:
+    OSC 1.1, ``size``: OSC 1.0); ``max_queued`` bounds waiting callbacks and ``inbox_size``
+    unread messages (``spin``: see :class:`~oscsync.scheduler.Scheduler`); a ``scheduler``
+    given (one timer thread shared) runs the callbacks instead, and its owner starts and closes
+    it (on a one-thread :class:`~oscsync.clock.FakeClock` the endpoint's own is not started
+    either: call ``endpoint.scheduler.run_due()``). ``on_warning`` hears each
     kind of trouble once (default: the ``oscsync`` logger). Raises
     :class:`~oscsync.net.hostport.AddressError` for an address that cannot be one,
     :class:`~oscsync.net.udp.TransportError` (an ``OSError``) when a socket cannot be opened,
@@ -305,6 +307,7 @@ class Endpoint:
         clock: Clock | None = None,
         allow: Sequence[str | Network] = (),
         interface: str | None = None,
+        multicast_interface: str | None = None,
         framing: Framing = "slip",
         max_queued: int = DEFAULT_MAX_QUEUED,
         inbox_size: int = DEFAULT_INBOX_SIZE,
@@ -314,6 +317,7 @@ class Endpoint:
     ) -> None:
         self.clock = clock or (scheduler.clock if scheduler is not None else system_clock())
         warn = on_warning or log.warning
+        self._interface = interface
         listening = None if listen is None else listen_address(listen)
         given = [peers] if isinstance(peers, (str, int, HostPort)) else list(peers)
         targets = [peer_address(peer, interface=interface) for peer in given]
@@ -328,7 +332,7 @@ class Endpoint:
             clock=self.clock,
             allow=networks,
             on_warning=warn,
-            multicast_interface=interface,
+            multicast_interface=multicast_interface,
         )
         """The transport underneath (advanced: its ``registry``, ``send_bytes``); private in
         all but name, it may change."""
@@ -386,7 +390,7 @@ class Endpoint:
     def set_peers(self, peers: Address | Sequence[Address]) -> None:
         """Send to ``peers`` from now on (thread-safe)."""
         given = [peers] if isinstance(peers, (str, int, HostPort)) else list(peers)
-        self.transport.set_peers([peer_address(peer) for peer in given])
+        self.transport.set_peers([peer_address(p, interface=self._interface) for p in given])
 
     # -- sending --------------------------------------------------------------------------------
 

@@ -77,7 +77,7 @@ class SessionSetup:
             clock=self.clock,
             allow=self.allow,
             on_warning=self.warn,
-            interface=self.multicast_interface,
+            multicast_interface=self.multicast_interface,
             framing=self.framing,
             scheduler=scheduler,
         )

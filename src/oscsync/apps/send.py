@@ -167,7 +167,7 @@ def send_to(
         peers=targets,
         clock=clock,
         on_warning=warn,
-        interface=multicast_interface,
+        multicast_interface=multicast_interface,
         framing=framing,
     ) as endpoint:
         return send_repeated(endpoint, packet, clock, repeat, interval, progress)
