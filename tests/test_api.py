@@ -130,6 +130,8 @@ def test_a_python_osc_float_timetag_is_refused_with_the_conversion_to_use() -> N
         sender.send("/x", 1, at=1_700_000_000.5)  # type: ignore[arg-type]
     with pytest.raises(oscsync.AddressError, match="@NAME is for peers"):
         oscsync.Endpoint(listen="@alice")
+    with oscsync.Endpoint() as endpoint, pytest.raises(ValueError, match="oscsync's own"):
+        endpoint.on("/oscsync/clock/ping", print)
 
 
 def test_an_async_iteration_that_gave_up_is_not_woken_after_its_loop_closed() -> None:

@@ -85,6 +85,9 @@ make the process grow."""
 DEFAULT_INBOX_SIZE = 1024
 """Messages :meth:`Endpoint.messages` keeps unread at most; more are counted (``inbox-full``)."""
 
+OWN_ADDRESSES = "/oscsync/"
+"""Where oscsync's own services live (clock pings); a callback cannot take them over."""
+
 log = logging.getLogger("oscsync")
 
 
@@ -447,8 +450,12 @@ class Endpoint:
         1.0 asks (at once if it has passed or is "immediately"); ``hold=False`` hands them on as
         they arrive. ``types`` and ``description`` are what OSCQuery lists. The callback runs on
         the :attr:`scheduler`'s thread: a slow one delays the callbacks after it, never the
-        receiving; an exception is counted and warned about once.
+        receiving; an exception is counted and warned about once. Addresses under
+        ``/oscsync/`` are oscsync's own (clock pings: ``docs/protocol.md``): ValueError.
         """
+
+        if address.startswith(OWN_ADDRESSES):
+            raise ValueError(f"{address!r}: addresses under /oscsync/ are oscsync's own")
 
         def register(function: C) -> C:
             delivery = _Delivery(self, function, hold)
@@ -539,15 +546,16 @@ class Endpoint:
     def close(self) -> None:
         """Stop receiving, following and calling back; close the sockets. Callbacks still held
         are discarded. Safe to call twice."""
-        transport = getattr(self, "transport", None)
-        sync = getattr(self, "sync", None)
-        if sync is not None:
-            sync.close()
-        if transport is not None:
-            transport.close()
+        # Callbacks first (one running is waited for), so none sends on a closed socket.
         scheduler = getattr(self, "scheduler", None)
         if scheduler is not None and self._own_scheduler:
             scheduler.close()
+        sync = getattr(self, "sync", None)
+        if sync is not None:
+            sync.close()
+        transport = getattr(self, "transport", None)
+        if transport is not None:
+            transport.close()
         self._inbox.close()
 
     def __enter__(self) -> Endpoint:

@@ -112,7 +112,11 @@ class SendingSession(Session):
         self.scheduler = Scheduler(self.clock, spin=spin, on_warning=self.warn)
         # The public Endpoint (oscsync.Endpoint), receiving at once: its clock services answer
         # listeners that follow this sender's clock. The session starts the scheduler.
-        self.api = setup.open_public_endpoint(None, peers, scheduler=self.scheduler)
+        try:
+            self.api = setup.open_public_endpoint(None, peers, scheduler=self.scheduler)
+        except BaseException:
+            self.scheduler.close()
+            raise
         self.endpoint = self.api.transport
 
     def close(self) -> None:
