@@ -10,8 +10,8 @@ and time. Every timeout runs from the event that started it, and only a whole pa
 activity (bytes that trickle in extend nothing): a connection is closed when it delivers no packet
 within ``idle_timeout`` of connecting, when a frame is not whole ``frame_timeout`` after its first
 byte, or after ``quiet_timeout`` without a packet. When every slot is taken, a new connection
-takes the slot of the one that has gone longest without delivering a packet, if that one is idle
-(:meth:`TcpListener.make_room`); otherwise it waits in the kernel's queue. A reply (a clock pong)
+takes the slot of the one that has gone longest without delivering a packet, if that one is idle;
+otherwise it waits in the kernel's queue. A reply (a clock pong)
 goes back on the connection its question came in on, framed as that connection frames its
 packets; a connection whose replies the kernel will not take (a client that does not read them)
 is not read either until they have gone out. Everything the listener refuses or closes is counted.
@@ -99,8 +99,8 @@ class TcpListenerStats:
     """Connections closed on accept: ``not-allowed``; and ``waiting-at-close``: still waiting
     for a slot when the listener closed (their packets are in :attr:`drops`)."""
     paused: int = 0
-    """Times the listener left new connections waiting in the backlog: every slot held by an
-    active client, or accept() failing (out of file descriptors) for :data:`ACCEPT_RETRY` s."""
+    """Times the listener left new connections waiting in the backlog: no slot idle (see
+    ``evict_after``), or accept() failing (out of file descriptors) for :data:`ACCEPT_RETRY` s."""
     closed: Counter[str] = field(default_factory=Counter)
     """Why connections ended: ``peer-closed``, ``reset`` and ``at-close`` (the client or the
     end of the run), or the listener's reasons (:data:`LISTENER_REASONS`)."""
@@ -263,7 +263,7 @@ class TcpListener:
     def _accept(self) -> None:
         for _ in range(BACKLOG):
             if len(self._connections) >= self.max_connections and not (
-                self._someone_waits() and self.make_room()
+                self._someone_waits() and self._make_room()
             ):
                 return
             try:
@@ -305,7 +305,7 @@ class TcpListener:
             return False
         return bool(readable)
 
-    def make_room(self) -> bool:
+    def _make_room(self) -> bool:
         """Free a slot for a waiting connection; False if every slot is held by an active client.
 
         The slot goes from the connection that has gone longest without delivering a whole
@@ -512,7 +512,7 @@ class TcpListener:
         A client that does not read its replies fills the kernel's buffers; from then on its
         requests stay unread too (TCP holds the client back), so it cannot make the listener
         work for answers nobody takes. It is read again once its replies have gone out, and
-        meanwhile delivers no packet, so it can lose its slot (:meth:`make_room`) or time out.
+        meanwhile delivers no packet, so it can lose its slot (:meth:`_make_room`) or time out.
         """
         with self._lock:
             conns = list(self._connections.values())
