@@ -190,6 +190,26 @@ def test_a_new_connection_keeps_its_slot_briefly_only_while_it_has_sent_nothing(
         assert served.stats.closed == {"evicted": 2} and _closed_by_peer(second)
 
 
+def test_a_new_connections_first_bytes_are_looked_at_before_a_newcomer_waits_out_its_grace(
+    fake_clock: FakeClock, clients: list[socket.socket]
+) -> None:
+    # Sockets that reconnect as soon as they are closed and send a byte: when the newcomer
+    # arrives, the slot's holder has not been read yet. Its bytes are looked at then (no packet:
+    # no grace), instead of the newcomer waiting 0.5 s for each such slot.
+    received: list[bytes] = []
+    served = TcpListener(
+        LOOPBACK, lambda p, s, a: received.append(p), clock=fake_clock, max_connections=1
+    )
+    with served:
+        trickler = connect(served, clients)
+        pump(served, lambda: served.connection_count == 1, "the trickler's connection")
+        newcomer = connect(served, clients)  # waiting before the trickler's byte arrives
+        newcomer.sendall(slip_encode(b"/newcomer"))
+        trickler.sendall(b"\xc0")
+        pump(served, lambda: received == [b"/newcomer"], "the newcomer served, time standing still")
+        assert served.stats.closed == {"evicted": 1} and _closed_by_peer(trickler)
+
+
 def test_what_an_idle_connection_sent_before_losing_its_slot_is_handled(
     fake_clock: FakeClock, clients: list[socket.socket]
 ) -> None:
@@ -256,6 +276,27 @@ def test_a_client_that_reads_no_replies_is_not_read_either(
             "every question handled once the answers are read",
             state=lambda: (len(handled), len(answers), served.stats),
         )
+
+
+def test_a_round_reads_a_bounded_share_from_each_flooding_client(
+    fake_clock: FakeClock, clients: list[socket.socket]
+) -> None:
+    # 16 clients with 64 KB of pings waiting each and one with a single ping: one round reads
+    # about 64 KB in all (a share of it from each), so the single ping is handled after a short
+    # round, not after 1 MB of other clients' pings.
+    handled: list[bytes] = []
+    served = TcpListener(LOOPBACK, lambda p, s, a: handled.append(p), clock=fake_clock)
+    with served:
+        flooders = [connect(served, clients) for _ in range(16)]
+        polite = connect(served, clients)
+        pump(served, lambda: served.connection_count == 17, "17 connections")
+        pings = b"".join(slip_encode(b"/flood%d" % n) for n in range(6000))[: 64 * 1024]
+        for flooder in flooders:
+            flooder.sendall(pings)
+        polite.sendall(slip_encode(b"/polite"))
+        served.poll(1.0)
+        assert b"/polite" in handled
+        assert served.stats.bytes <= 64 * 1024 + len(slip_encode(b"/polite"))
 
 
 def test_clients_still_waiting_for_a_slot_at_close_are_counted(

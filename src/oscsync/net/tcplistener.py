@@ -74,6 +74,8 @@ again (Linux waits at least 0.2 s). One that sent bytes but no whole packet has 
 DEFAULT_REPLY_LIMIT = 1024 * 1024
 ACCEPT_RETRY = 0.5
 """Seconds the listener stops accepting after accept() failed (out of file descriptors)."""
+MIN_READ_SHARE = 2048
+"""Bytes a connection may read in a round however many others have bytes waiting."""
 UNREAD_LIMIT = 4 * 1024 * 1024
 """Bytes per connection :meth:`TcpListener.close` reads to count packets left unread."""
 
@@ -240,6 +242,10 @@ class TcpListener:
             ready = self._selector.select(timeout)
         except (OSError, ValueError):  # closed under us
             return
+        # Each round reads about READ_SIZE in all, shared by the connections with bytes waiting:
+        # one client gets whole reads, and when many flood, a client with one packet waits for
+        # a round of small reads, not for 64 KB from each of them.
+        share = max(MIN_READ_SHARE, READ_SIZE // max(1, len(ready)))
         for key, events in ready:
             if self._closed:
                 return
@@ -250,7 +256,7 @@ class TcpListener:
                 if events & selectors.EVENT_WRITE:
                     self._flush(conn)
                 if events & selectors.EVENT_READ and conn.sock.fileno() >= 0:
-                    self._read(conn)
+                    self._read(conn, share)
         self._expire()
         self._watch()
         if ready and self.on_idle is not None:
@@ -311,16 +317,26 @@ class TcpListener:
         The slot goes from the connection that has gone longest without delivering a whole
         packet (one that never delivered any first), and only if it is idle: no packet for
         ``evict_after`` s; never one, and bytes that made none, or nothing at all within
-        ``first_packet_grace`` s of connecting. So a client
-        that keeps sending keeps its slot however many connections others open, while sockets
-        that only trickle bytes or went quiet make room at once. What a connection sent before
+        ``first_packet_grace`` s of connecting. So a client that keeps sending keeps its slot
+        however many connections others open, while sockets that only trickle bytes or went
+        quiet make room at once. What a connection sent before
         losing its slot is read and handled first. When no connection is idle, new ones wait in
         the kernel's queue until one is (or one closes).
         """
+        looked = False
         for _ in range(4):  # a candidate that turns out to have a packet waiting keeps its slot
             now = self.clock.monotonic()
             with self._lock:
-                idle = [c for c in self._connections.values() if self._evictable_at(c) <= now]
+                conns = list(self._connections.values())
+            idle = [c for c in conns if self._evictable_at(c) <= now]
+            unread = [c for c in conns if c.last_packet is None and c.decoder.framing is None]
+            if not idle and unread and not looked:
+                # New connections not read yet are in their grace only until their first bytes
+                # are seen: look now (their bytes may be waiting), not after the grace.
+                looked = True
+                for conn in unread:
+                    self._read(conn)
+                continue
             if not idle:
                 with self._lock:
                     soonest = min(map(self._evictable_at, self._connections.values()), default=now)
@@ -377,9 +393,9 @@ class TcpListener:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self._selector.register(self._sock, None)
 
-    def _read(self, conn: _Connection) -> None:
+    def _read(self, conn: _Connection, size: int = READ_SIZE) -> None:
         try:
-            data = conn.sock.recv(READ_SIZE)
+            data = conn.sock.recv(size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:  # ECONNRESET and friends
