@@ -234,12 +234,12 @@ def test_what_an_idle_connection_sent_before_losing_its_slot_is_handled(
 def test_a_client_that_reads_no_replies_is_not_read_either(
     fake_clock: FakeClock, clients: list[socket.socket]
 ) -> None:
-    # Each question is answered with 200 KB; the client reads nothing. Once the kernel's buffers
+    # Each question is answered with 500 KB; the client reads nothing. Once the kernel's buffers
     # are full the listener stops reading its questions (they wait in the kernel), instead of
     # handling each one and dropping its answer. When the client reads, the rest are handled.
     served: TcpListener
     handled: list[bytes] = []
-    answer = b"/answer\x00,b\x00\x00" + (200_000).to_bytes(4, "big") + bytes(200_000)
+    answer = b"/answer\x00,b\x00\x00" + (500_000).to_bytes(4, "big") + bytes(500_000)
 
     def respond(packet: bytes, source: tuple[str, int], arrival: float) -> None:
         handled.append(packet)
@@ -248,7 +248,7 @@ def test_a_client_that_reads_no_replies_is_not_read_either(
     served = TcpListener(LOOPBACK, respond, clock=fake_clock)
     with served:
         greedy = connect(served, clients)
-        questions = 60  # 12 MB of answers: more than loopback's buffers and the reply buffer
+        questions = 60  # 30 MB of answers: more than the kernel buffers and the reply buffer
         for n in range(questions):
             greedy.sendall(slip_encode(b"/q%d" % n))
             for _ in range(3):
