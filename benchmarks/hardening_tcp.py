@@ -12,16 +12,16 @@ answered within 2 s counts as unanswered. Scenarios:
 * ``70 quiet``: 70 sockets each send one valid packet and then nothing (before #27 the first 64
   held every slot for the 1-hour quiet timeout).
 * ``70 trickling, reconnecting``: as trickling, but each socket the listener closes is opened
-  again at once, so 70 stay open: the price a socket pays for a slot is a new connection per
-  ``first_packet_grace`` (0.5 s).
+  again at once (and sends its first byte), so 70 stay open.
 
 Then the CPU the listener spends (utime + stime from /proc, each second) on 64 clients that flood
 pings as fast as TCP takes them and never read the pongs, beside 64 that read them (same run).
 They hold every slot and keep sending, so they are active clients: a newcomer waits for a slot
 meanwhile, by design; so the well-behaved client is timed beside 63 of them instead (before the
-listener shared each round among busy clients, it read 64 KB from each first: 0 of 4 answered
-within 2 s on the 2-core VM under load). Each scenario ends with dump's warnings and summary line (what it received,
-dropped, and the TCP connections it closed, by reason) and what the attackers saw.
+listener shared each round among busy clients it read 64 KB from each first: 0 of 4 answered
+within 2 s on the 2-core VM under load). Each scenario ends with dump's warnings and summary
+line (what it received, dropped, and the TCP connections it closed, by reason) and what the
+attackers saw.
 
     .venv/bin/python benchmarks/hardening_tcp.py            # 20 queries a scenario, 8 s floods
     .venv/bin/python benchmarks/hardening_tcp.py --quick    # 10 queries, 4 s floods
