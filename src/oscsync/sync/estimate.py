@@ -96,6 +96,9 @@ MIN_FREQUENCY_SPAN = 2.0
 """Seconds of samples before a frequency is fitted (until then it is taken as 0): over the 10 ms of
 a start burst, jitter alone makes any slope up to the limit fit, and a map that runs 1,000 ppm
 wrong puts a tick 1.5 s ahead 1.5 ms off (measured on loopback)."""
+MEMORY_BUCKET = 1.0
+"""Seconds per bucket of the path-delay memory (:attr:`EnvelopeEstimator.delay_memory`): the
+lowest round trip of each is kept, so 10 minutes cost 600 numbers."""
 MIN_SETTLED = 20
 """Samples per direction before an exchange below the envelope counts as impossible: a young
 window's envelope is still far above the floor, and new minima are expected."""
@@ -174,15 +177,19 @@ class _Direction:
         elif y < lowest[1]:
             self._lowest[key] = (t, y)
 
-    def trim(self, oldest: float) -> None:
+    def trim(self, oldest: float) -> list[tuple[float, float]]:
+        """Forget the points before ``oldest``; returns the lowest point of each bucket
+        forgotten whole (what :attr:`EnvelopeEstimator.delay_memory` keeps of them)."""
         cut = bisect.bisect_left(self.ts, oldest)
         if cut:
             del self.ts[:cut], self.ys[:cut]
         first = math.floor(self.ts[0] / BUCKET) if self.ts else math.inf
         drop = bisect.bisect_left(self._keys, first)
-        for key in self._keys[:drop]:
-            del self._lowest[key]
+        if not drop:
+            return []
+        dropped = [self._lowest.pop(key) for key in self._keys[:drop]]
         del self._keys[:drop]
+        return dropped
 
     def clear(self) -> None:
         self.ts.clear()
@@ -318,6 +325,7 @@ class EnvelopeEstimator:
         max_ppm: float = MAX_PPM,
         min_exchanges: int = MIN_EXCHANGES,
         frequency_fit: str = "mean",
+        delay_memory: float = 0.0,
     ) -> None:
         if window <= 0 or max_samples < 2 or max_ppm < 0 or min_exchanges < 1:
             raise ValueError("window, max_samples, max_ppm and min_exchanges must be positive")
@@ -328,6 +336,17 @@ class EnvelopeEstimator:
         programme's optimum, as before issue #11 (``benchmarks/clock_sync.py`` compares them on
         the same exchanges)."""
         self.window = window
+        self.delay_memory = delay_memory
+        """Seconds the path's minimum delay is remembered beyond :attr:`window` (0: not at all,
+        the estimate of issue #11). A follower that hears the leader's multicast sync messages
+        (``oscsync.sync.room``) has the reverse direction densely, 20 samples a second, but
+        pings only a few times a second once locked: over one window the forward floor would
+        rest on ~60 samples, milliseconds above the truth. The path's minimum delay does not
+        drift as the clocks do, so each forward sample that leaves the window is kept as a
+        round trip through the reverse floor of its time, ``(T2 − T1) + B(T1)``, whose floor is
+        twice that delay (PTP's mean path delay, from occasional delay requests); the offset is
+        then that delay minus the reverse floor now."""
+        self._memory: dict[int, tuple[float, float]] = {}
         self.max_freq = max_ppm * 1e-6
         self.min_exchanges = min_exchanges
         self._out = _Direction(max_samples)
@@ -338,6 +357,8 @@ class EnvelopeEstimator:
         self.restarts = 0
         """Times the window was cleared because the peer's clock moved (see the module doc)."""
         self.accepted = 0
+        self.refused_reverse = 0
+        """One-way samples (:meth:`add_reverse`) refused as impossible."""
 
     def add_exchange(self, t1: float, t2: float, t3: float, t4: float) -> bool:
         """Take one exchange; False if it was held back as impossible (a possible clock step).
@@ -352,6 +373,7 @@ class EnvelopeEstimator:
             suspects, self._suspects = self._suspects, []
             self._out.clear()
             self._back.clear()
+            self._memory.clear()
             self._exchanges = 0
             self._last = None
             self.restarts += 1
@@ -362,12 +384,48 @@ class EnvelopeEstimator:
         self._take(t1, t2, t3, t4)
         return True
 
-    def add_reverse(self, t3: float, t4: float) -> None:
+    def add_reverse(self, t3: float, t4: float) -> bool:
         """Take a one-way sample from the peer alone: its send time T3 (its clock), our arrival
-        T4. What a tick carrying its send time would give; the follower does not use ticks
-        (``docs/protocol.md``: measured by ``benchmarks/clock_sync.py --only ticks``)."""
+        T4: a leader's multicast sync message (``oscsync.sync.room``). False if it was refused:
+        below the reverse envelope by more than jitter can explain (a step of the peer's clock,
+        or a forgery). A refused sample never moves the clock; a real step is confirmed by
+        exchanges (:meth:`add_exchange`), which the follower then asks for at once."""
+        if self._reverse_is_impossible(t3, t4):
+            self.refused_reverse += 1
+            return False
         self._back.add(t4, t4 - t3)
-        self._back.trim(max(self._out.ts[-1] if self._out.ts else t4, t4) - self.window)
+        newest = max(self._out.ts[-1] if self._out.ts else t4, t4)
+        self._freeze(self._out.trim(newest - self.window))
+        self._back.trim(newest - self.window)
+        return True
+
+    def _reverse_is_impossible(self, t3: float, t4: float) -> bool:
+        if len(self._back) < MIN_SETTLED or len(self._out) < self.min_exchanges:
+            return False
+        estimate = self._last
+        if estimate is None or abs(t4 - estimate.at) > 1.0:
+            estimate = self.estimate(t4)
+        if estimate is None:
+            return False
+        slack = max(STEP_THRESHOLD, 8 * estimate.bound)
+        return (t4 - t3) < estimate.delay - estimate.offset_at(t4) - slack
+
+    def _freeze(self, points: list[tuple[float, float]]) -> None:
+        """Keep forward points leaving the window as round trips (see :attr:`delay_memory`)."""
+        estimate = self._last
+        if self.delay_memory <= 0 or not points or estimate is None:
+            return
+        memory = self._memory
+        for t, y in points:
+            # y = θ(t) + d_out, and the reverse floor at t is D − θ(t): their sum is d_out + D.
+            round_trip = y + estimate.delay - estimate.offset_at(t)
+            key = math.floor(t / MEMORY_BUCKET)
+            kept = memory.get(key)
+            if kept is None or round_trip < kept[1]:
+                memory[key] = (t, round_trip)
+        oldest = points[-1][0] - self.delay_memory
+        for key in [key for key, (t, _) in memory.items() if t < oldest]:
+            del memory[key]
 
     def _take(self, t1: float, t2: float, t3: float, t4: float) -> None:
         self._out.add(t1, t2 - t1)
@@ -375,7 +433,7 @@ class EnvelopeEstimator:
         self._exchanges += 1
         self.accepted += 1
         newest = max(self._out.ts[-1], self._back.ts[-1])
-        self._out.trim(newest - self.window)
+        self._freeze(self._out.trim(newest - self.window))
         self._back.trim(newest - self.window)
 
     def _is_impossible(self, t1: float, t2: float, t3: float, t4: float) -> bool:
@@ -402,6 +460,7 @@ class EnvelopeEstimator:
     def clear(self) -> None:
         self._out.clear()
         self._back.clear()
+        self._memory.clear()
         self._suspects.clear()
         self._exchanges = 0
         self._last = None
@@ -443,8 +502,16 @@ class EnvelopeEstimator:
         s_back = self._gap_scale(self._back, now, best_b, best_f, -1)
         frequency, frequency_bound = best_f, math.inf
         if limit > 0 and math.isfinite(s_out) and math.isfinite(s_back):
+            # With a delay memory the forward samples are sparse once locked, and the dense
+            # ones of the start all lie in its first seconds: their floor's slope is weak
+            # evidence (simulated: 20-100 ppm off 10-25 s after start) that its scale would
+            # weigh as strong. The reverse direction (the leader's sync messages) alone gives
+            # the frequency then.
+            forward_scale = max(s_out, 1e-9)
+            if self.delay_memory > 0 and not self._forward_is_dense(now, span):
+                forward_scale = math.inf
             frequency, frequency_bound = _posterior_frequency(
-                fits, mean_out, mean_back, max(s_out, 1e-9), max(s_back, 1e-9)
+                fits, mean_out, mean_back, forward_scale, max(s_back, 1e-9)
             )
             # The floor itself wobbles by the timestamps' allowance (tens of µs, load-dependent):
             # over the span that tilts it by up to allowance/span (a fixed-delay netem link with
@@ -466,6 +533,15 @@ class EnvelopeEstimator:
         offset = (best_a - best_b) / 2
         delay = (best_a + best_b) / 2
         bound = BOUND_FACTOR * max(s_out, s_back)
+        if self._memory:
+            remembered = min(round_trip for _, round_trip in self._memory.values())
+            if remembered < best_a + best_b:
+                # The path's delay from the memory, the offset from the reverse floor now; the
+                # bound as above, the forward scale measured on the round trips instead.
+                delay = remembered / 2
+                offset = delay - best_b
+                s_round = self._round_trip_scale(now, frequency, best_b, remembered)
+                bound = BOUND_FACTOR * max(s_round, s_back)
         # The hard bound: delays are not negative, so θ is within D̂ of θ̂ (when f is right).
         bound = min(bound, max(delay, 0.0)) if delay > 0 else bound
         estimate = ClockEstimate(
@@ -481,6 +557,27 @@ class EnvelopeEstimator:
         )
         self._last = estimate
         return estimate
+
+    def _forward_is_dense(self, now: float, span: float) -> bool:
+        """Whether the newer half of the window has forward samples at a quarter of the
+        reverse ones' rate at least (a follower still acquiring, or pinging as before #33)."""
+        half = now - span / 2
+        forward = len(self._out) - bisect.bisect_left(self._out.ts, half)
+        reverse = len(self._back) - bisect.bisect_left(self._back.ts, half)
+        return 4 * forward >= reverse
+
+    def _round_trip_scale(
+        self, now: float, frequency: float, reverse_floor: float, floor: float
+    ) -> float:
+        """:meth:`_gap_scale` of the round trips: the window's forward points through today's
+        reverse floor, and the remembered ones."""
+        window = (y - frequency * (t - now) + reverse_floor - floor for t, y in self._out.lowest())
+        remembered = (round_trip - floor for _, round_trip in self._memory.values())
+        residuals = heapq.nsmallest(GAP_SAMPLES, itertools.chain(window, remembered))
+        k = len(residuals)
+        if k < 2:
+            return float("inf")
+        return max(residuals[-1], 0.0) / (k - 1)
 
     @staticmethod
     def _gap_scale(direction: _Direction, now: float, floor: float, f: float, sign: int) -> float:
