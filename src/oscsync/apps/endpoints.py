@@ -36,17 +36,25 @@ from oscsync.osc.routing import AddressRegistry, Handler, Method, Received, no_r
 from oscsync.scheduler import DEFAULT_SPIN, Scheduler
 from oscsync.sync.follow import ClockFollower
 from oscsync.sync.ping import SERVICE_METHODS, standard_services
+from oscsync.sync.room import SYNC, SYNC_METHOD
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
 
 
 def add_standard_services(endpoint: udp.Endpoint) -> udp.Endpoint:
-    """Register the clock services (:func:`oscsync.sync.ping.standard_services`) on ``endpoint``."""
+    """Register the clock services (:func:`oscsync.sync.ping.standard_services`) on ``endpoint``,
+    and take a room leader's sync messages (issue #33) out of the application's way: a clock
+    follower registers its own handler for them, anyone else ignores them as it would a pong."""
     for address, service in standard_services().items():
         method = SERVICE_METHODS[address]
         endpoint.add_service(address, service, method.types, method.description)
+    endpoint.add_service(SYNC, _ignore_sync, SYNC_METHOD.types, SYNC_METHOD.description)
     return endpoint
+
+
+def _ignore_sync(endpoint: udp.Endpoint, received: Received) -> None:
+    """A leader's sync message reaching a listener that follows no clock: nothing to do."""
 
 
 def open_endpoint(

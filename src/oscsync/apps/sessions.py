@@ -45,6 +45,7 @@ from oscsync.scheduler import DEFAULT_SPIN, Scheduler
 from oscsync.sync import follow
 from oscsync.sync.follow import ClockFollower
 from oscsync.sync.ping import PONG, PONG_METHOD, PeerClocks
+from oscsync.sync.room import STATUS, STATUS_METHOD, RoomView, SyncBeacon
 
 Note = Callable[[str], None]
 R = TypeVar("R")
@@ -96,14 +97,45 @@ class SendSession(SendingSession):
     """
 
     def __init__(
-        self, peers: Sequence[HostPort], setup: SessionSetup, *, spin: float = DEFAULT_SPIN
+        self,
+        peers: Sequence[HostPort],
+        setup: SessionSetup,
+        *,
+        spin: float = DEFAULT_SPIN,
+        room: bool = False,
     ) -> None:
         super().__init__(peers, setup, spin=spin)
+        self.beacon: SyncBeacon | None = None
+        """The room's sync messages (issue #33), sent while the session is open: to the
+        multicast groups among the peers, or with ``room`` to every peer."""
+        self.room = RoomView(self.clock)
+        """What the followers report (``--room`` shows it)."""
+        self.room_to_all = room
         try:
             self.clocks = peer_clocks(self.clock, self.endpoint, peers)
+            self.endpoint.add_service(
+                STATUS, self.room.service, STATUS_METHOD.types, STATUS_METHOD.description
+            )
+            if room or any(peer.is_multicast for peer in peers):
+                self.beacon = SyncBeacon(self.clock, self._send_sync)
+                self.beacon.start()
         except BaseException:
             self.close()  # the endpoint and scheduler the base opened; nobody else holds them
             raise
+
+    def _send_sync(self, data: bytes) -> None:
+        if self.room_to_all:
+            self.endpoint.send_bytes(data)
+            return
+        groups = [peer for peer in self.endpoint.peers if peer.is_multicast]
+        if groups:
+            self.endpoint.send_bytes(data, peers=groups)
+
+    def close(self) -> None:
+        beacon = getattr(self, "beacon", None)
+        if beacon is not None:
+            beacon.close()
+        super().close()
 
     def offset(self, offset: float | str, maximum: float) -> float:
         """``offset`` in seconds, measured first when it is :data:`AUTO`."""
@@ -311,6 +343,8 @@ class ListenSession(Session, Generic[R]):
                     PONG_METHOD.description,
                 )
         self.followed_by = follower
+        if self.follower is not None:
+            self.follower.playing = self.played
         if follower is not None:
             handler = follower.wrap(handler)
         for method in self.methods:
@@ -319,6 +353,12 @@ class ListenSession(Session, Generic[R]):
         self.endpoint.start(handler)
         if follower is not None:
             follower.start()
+
+    def played(self) -> tuple[int, int]:
+        """(played, late) so far: what the clock follower reports to a room's leader."""
+        stats = self.listener.stats
+        played = stats.ticks if isinstance(stats, app_metronome.ListenerStats) else stats.events
+        return played, stats.late
 
     def move_sync_peer(self, peers: Sequence[HostPort]) -> None:
         """Follow the clock of ``peers[0]`` from now on, from scratch (``--sync-peer @NAME``

@@ -24,6 +24,7 @@ from oscsync.cli.params import (
     collect,
     iface_option,
     options,
+    room_option,
 )
 from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
@@ -123,9 +124,10 @@ Examples:
 )
 @_send_options
 @allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
+@room_option()
 @click.pass_obj
 @collect("sending", TickSending)
-def send(app: AppContext, sending: TickSending, allow: tuple[Network, ...]) -> None:
+def send(app: AppContext, sending: TickSending, allow: tuple[Network, ...], room: bool) -> None:
     """Send /tick ,i BEAT on a drift-free grid (tick k at t0 + k·60/bpm).
 
     BEAT counts 0 .. beats-per-bar − 1; 0 is the accent. Runs until --count, --duration or
@@ -137,7 +139,7 @@ def send(app: AppContext, sending: TickSending, allow: tuple[Network, ...]) -> N
         # With --count/--duration the run has an end: cut short, it exits 130 (issue #13).
         running(interrupted_exit=total is not None),
         hangup_stops(),
-        records.send_session(app, sending, peers, allow) as session,
+        records.send_session(app, sending, peers, allow, room=room) as session,
     ):
         records.send_until_done(
             app,
@@ -150,6 +152,7 @@ def send(app: AppContext, sending: TickSending, allow: tuple[Network, ...]) -> N
             sending_note=partial(sending.note, peers),
             summary=lambda sender: _sent_summary(sender, total),
             progress="tick",
+            room=room,
         )
 
 

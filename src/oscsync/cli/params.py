@@ -303,6 +303,17 @@ def allow_option(help_extra: str = "") -> Callable[[F], F]:
     )
 
 
+def room_option() -> Callable[[F], F]:
+    """``--room``: a leader shows its followers (``metronome send``, ``sequence send``)."""
+    return click.option(
+        "--room",
+        is_flag=True,
+        help="Show this leader's room: how many followers report, how many are locked, their "
+        "clocks' ± (on a terminal, on the live line; piped, one JSON object every 2 s). Sends "
+        "the room's sync messages to every peer, not only to multicast groups (docs/room.md).",
+    )
+
+
 def peers_option(help: str) -> Callable[[F], F]:
     """``--peer HOST:PORT``, required and repeatable, collected as ``peers``."""
     return click.option(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -520,13 +521,19 @@ def listening(
 
 @contextlib.contextmanager
 def send_session(
-    app: AppContext, sending: Sending, peers: Sequence[HostPort], allow: Sequence[Network]
+    app: AppContext,
+    sending: Sending,
+    peers: Sequence[HostPort],
+    allow: Sequence[Network],
+    *,
+    room: bool = False,
 ) -> Iterator[SendSession]:
     """``send``'s session to ``peers`` (``sending.peers`` resolved; an ``@NAME`` that moves is
-    followed), with session errors as one line (:func:`session_errors`)."""
+    followed), with session errors as one line (:func:`session_errors`); ``room``: sync
+    messages to every peer (``--room``)."""
     with (
         session_errors(),
-        SendSession(peers, setup(app, allow, sending.iface, sending.framing)) as session,
+        SendSession(peers, setup(app, allow, sending.iface, sending.framing), room=room) as session,
         following(app, sending.peers, peers, session.endpoint.set_peers),
     ):
         yield session
@@ -542,12 +549,15 @@ def send_until_done(
     sending_note: Callable[[float], str],
     summary: Callable[[TickSender], str],
     progress: str | None = None,
+    room: bool = False,
 ) -> None:
     """``send``: measure the offset if asked, then send until ``total`` items, the sender's
-    end or Ctrl-C; ``progress`` (``tick``) counts the items on the live line."""
+    end or Ctrl-C; ``progress`` (``tick``) counts the items on the live line. ``room``
+    (``--room``): the followers' reports on the live line, or piped one JSON line every
+    :data:`ROOM_EVERY` seconds, and a summary line."""
     seconds = session.offset(offset, OFFSET_MAXIMUM)
     started = sender(seconds)
-    live = app.live_line() if progress is not None else None
+    live = app.live_line() if progress is not None or room else None
     try:
         # Inside the try: a stop signal right after this line still prints the summary
         # (tests/test_signals.py waits for this line, then signals).
@@ -555,10 +565,23 @@ def send_until_done(
         on_sent = None
         if live is not None and live.enabled:
             shown = live
-            on_sent = lambda k: shown.show(f"sent {plural(k + 1, str(progress))}")  # noqa: E731
+            item = str(progress or "item")
+
+            def on_sent(k: int) -> None:
+                text = f"sent {plural(k + 1, item)}"
+                if room:
+                    text += "  " + session.room.summary().line()
+                shown.show(text)
+
         started.start(total, on_sent=on_sent)
         session.scheduler.start()
-        wait(started.done, app.clock, None)
+        if room and not (live is not None and live.enabled):
+            while True:
+                wait(started.done, app.clock, ROOM_EVERY)
+                if started.done.is_set() or not _print_room(app, session):
+                    break
+        else:
+            wait(started.done, app.clock, None)
     finally:
         started.stop()
         session.scheduler.close()
@@ -566,3 +589,21 @@ def send_until_done(
             live.end()
             app.live = None
         app.note(summary(started))
+        if room:
+            app.note(session.room.summary().line())
+
+
+ROOM_EVERY = 2.0
+"""Seconds between the JSON lines of ``send --room`` when stdout is not a terminal."""
+
+
+def _print_room(app: AppContext, session: SendSession) -> bool:
+    """One JSON line of the room; False when stdout went away (``| head``: stop quietly)."""
+    line = json.dumps(session.room.summary().to_json(app.clock.now()), separators=(",", ":"))
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        leave_without_stdout(stopped_cleanly=True)
+        return False
+    return True

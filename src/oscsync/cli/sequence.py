@@ -26,6 +26,7 @@ from oscsync.cli.params import (
     collect,
     iface_option,
     options,
+    room_option,
 )
 from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
@@ -171,9 +172,10 @@ Examples:
 )
 @_send_options
 @allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
+@room_option()
 @click.pass_obj
 @collect("sending", PatternSending)
-def send(app: AppContext, sending: PatternSending, allow: tuple[Network, ...]) -> None:
+def send(app: AppContext, sending: PatternSending, allow: tuple[Network, ...], room: bool) -> None:
     """Send the PATTERN file, one bundle per step with a /seq/VOICE message per sounding voice.
 
     The pattern loops; saving the file changes it at the next bar line. Runs until --bars,
@@ -182,7 +184,7 @@ def send(app: AppContext, sending: PatternSending, allow: tuple[Network, ...]) -
     total = sending.total()
     watched = _read_pattern(sending.pattern_path, app)
     peers = resolve_peers(sending.peers)
-    with running(), records.send_session(app, sending, peers, allow) as session:
+    with running(), records.send_session(app, sending, peers, allow, room=room) as session:
         grid = sending.grid()
         records.send_until_done(
             app,
@@ -192,6 +194,7 @@ def send(app: AppContext, sending: PatternSending, allow: tuple[Network, ...]) -
             sender=lambda seconds: session.pattern_sender(watched, offset=seconds, **grid),
             sending_note=partial(sending.note, watched, peers),
             summary=_sent_summary,
+            room=room,
         )
 
 

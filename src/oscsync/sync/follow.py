@@ -440,7 +440,9 @@ class ClockFollower:
     def take_sync(self, received: Received) -> bool:
         """Use one of the leader's sync messages if it is the followed peer's (and, with a key,
         signed); count it by reason otherwise. True if used."""
-        if self.peer is None or received.source != self.peer:
+        if self.peer is None:
+            return False  # whom to follow is told by --sync-peer or the first tick, not by this
+        if received.source != self.peer:
             return self._ignore("sync-not-from-peer")
         if self.authenticated_only and not getattr(received, "authenticated", False):
             return self._ignore("unauthenticated-sync")

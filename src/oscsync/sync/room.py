@@ -272,6 +272,33 @@ class RoomSummary:
     members: tuple[Member, ...]
     dropped: dict[str, int]
 
+    def to_json(self, at: float) -> dict[str, object]:
+        """One line of ``metronome send --room`` piped (``at``: Unix seconds); json.dumps
+        escapes what a follower put in its name."""
+        return {
+            "time": round(at, 3),
+            "followers": self.followers,
+            "locked": self.locked,
+            "bound_max_ms": _rounded(self.bound_max_ms),
+            "bound_p50_ms": _rounded(self.bound_p50_ms),
+            "played": self.played,
+            "late": self.late,
+            "dropped": self.dropped,
+            "members": [
+                {
+                    "address": f"{m.address[0]}:{m.address[1]}",
+                    "name": m.status.name,
+                    "state": m.status.state,
+                    "bound_ms": _rounded(m.status.bound_ms),
+                    "poll_s": round(m.status.poll, 3),
+                    "played": m.status.played,
+                    "late": m.status.late,
+                    "reports": m.reports,
+                }
+                for m in self.members
+            ],
+        }
+
     def line(self) -> str:
         """``room 64 (64 locked) ± max 0.21 ms, p50 0.08 ms; late 0``."""
         text = f"room {self.followers} ({self.locked} locked)"
@@ -281,6 +308,10 @@ class RoomSummary:
         if self.dropped:
             text += f"; dropped {sum(self.dropped.values())}"
         return text
+
+
+def _rounded(ms: float | None) -> float | None:
+    return None if ms is None or not math.isfinite(ms) else round(ms, 4)
 
 
 class RoomView:
