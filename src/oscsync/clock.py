@@ -185,15 +185,23 @@ class SkewedClock(Clock):
     """A clock that disagrees with ``base`` on purpose: ``skew`` s ahead, drifting ``drift_ppm``.
 
     Wall time reads ``base_wall + skew + drift_ppm·1e-6·(base_wall − epoch)``, where ``epoch`` is
-    the base's wall time at construction. The monotonic clock (what waits use) is the base's,
+    the base's wall time at construction (or ``epoch``, given). The monotonic clock (what waits use) is the base's,
     untouched: a wrong date does not change how long a wait takes.
     """
 
-    def __init__(self, base: Clock, skew: float = 0.0, drift_ppm: float = 0.0) -> None:
+    def __init__(
+        self,
+        base: Clock,
+        skew: float = 0.0,
+        drift_ppm: float = 0.0,
+        *,
+        epoch: float | None = None,
+    ) -> None:
         self._base = base
         self.skew = skew
         self.drift_ppm = drift_ppm
-        self._epoch = base.now()
+        # A lab that maps onsets back onto the base clock in another process gives the epoch.
+        self._epoch = base.now() if epoch is None else epoch
 
     def monotonic(self) -> float:
         return self._base.monotonic()

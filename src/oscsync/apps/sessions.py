@@ -102,21 +102,22 @@ class SendSession(SendingSession):
         setup: SessionSetup,
         *,
         spin: float = DEFAULT_SPIN,
-        room: bool = False,
+        room: bool | None = None,
     ) -> None:
         super().__init__(peers, setup, spin=spin)
         self.beacon: SyncBeacon | None = None
-        """The room's sync messages (issue #33), sent while the session is open: to the
-        multicast groups among the peers, or with ``room`` to every peer."""
+        """The room's sync messages (issue #33), sent while the session is open: with ``room``
+        None to the multicast groups among the peers, True to every peer, False to none (the
+        lab's followers as before #33)."""
         self.room = RoomView(self.clock)
         """What the followers report (``--room`` shows it)."""
-        self.room_to_all = room
+        self.room_to_all = room is True
         try:
             self.clocks = peer_clocks(self.clock, self.endpoint, peers)
             self.endpoint.add_service(
                 STATUS, self.room.service, STATUS_METHOD.types, STATUS_METHOD.description
             )
-            if room or any(peer.is_multicast for peer in peers):
+            if room or (room is None and any(peer.is_multicast for peer in peers)):
                 self.beacon = SyncBeacon(self.clock, self._send_sync)
                 self.beacon.start()
         except BaseException:

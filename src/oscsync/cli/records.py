@@ -599,7 +599,11 @@ ROOM_EVERY = 2.0
 
 def _print_room(app: AppContext, session: SendSession) -> bool:
     """One JSON line of the room; False when stdout went away (``| head``: stop quietly)."""
-    line = json.dumps(session.room.summary().to_json(app.clock.now()), separators=(",", ":"))
+    shown = session.room.summary().to_json(app.clock.now())
+    # What this leader's socket carries, for a workshop leader watching the Wi-Fi's load.
+    shown["packets_in"] = session.endpoint.stats.datagrams
+    shown["packets_out"] = session.endpoint.stats.sent
+    line = json.dumps(shown, separators=(",", ":"))
     try:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
