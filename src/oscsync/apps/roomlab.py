@@ -190,8 +190,10 @@ class RoomRelay:
         if thread is not None and thread.is_alive():
             thread.join(2.0)
         self._selector.close()
-        for sock in (self._group_sock, self._wake_r, self._wake_w, *(link.sock for link in self.links)):
+        for sock in (self._group_sock, self._wake_r, self._wake_w):
             sock.close()
+        for link in self.links:
+            link.sock.close()
 
 
 def _group_listener(group: HostPort) -> socket.socket:
