@@ -185,7 +185,8 @@ class SkewedClock(Clock):
     """A clock that disagrees with ``base`` on purpose: ``skew`` s ahead, drifting ``drift_ppm``.
 
     Wall time reads ``base_wall + skew + drift_ppm·1e-6·(base_wall − epoch)``, where ``epoch`` is
-    the base's wall time at construction (or ``epoch``, given). The monotonic clock (what waits use) is the base's,
+    the base's wall time at construction (or ``epoch``, given). The monotonic clock (what waits
+    use) is the base's,
     untouched: a wrong date does not change how long a wait takes.
     """
 

@@ -231,7 +231,7 @@ class ClockFollower:
         self._poll: PollPolicy | None = None
         self._last_sync = -math.inf
         self._leader: int | None = None
-        self._sync_seq = 0
+        self._sync_seq = self._sync_first = self._sync_heard = self._sync_lost_before = 0
         self._trouble = False
         self._next_report = -math.inf
         self._recent: deque[tuple[float, float, float, float]] = deque(maxlen=RECENT_EXCHANGES)
@@ -455,13 +455,7 @@ class ClockFollower:
             if not self.in_room:
                 self._enter_room()
             self._last_sync = self.clock.monotonic()
-            if sync.leader != self._leader:
-                if self._leader is not None:
-                    self.leader_restarts += 1
-                self._leader = sync.leader
-            elif 0 < sync.seq - self._sync_seq < 1 << 16:
-                self.syncs_lost += sync.seq - self._sync_seq - 1
-            self._sync_seq = sync.seq
+            self._count_sync(sync)
             if not self.servo.usable:
                 # The offset is anchored by exchanges (which answer our own pings) first.
                 return False
@@ -476,6 +470,24 @@ class ClockFollower:
         if event is not None and event.kind == "stepped":
             self._warn(self._step_warning(event, False))
         return True
+
+    def _count_sync(self, sync: room.Sync) -> None:
+        """Count a sync message heard, a restarted leader, and the ones missed: those between
+        the first and the newest heard from this leader that never came (reordering moves
+        one later, never loses it; a duplicate counts twice, as a datagram would)."""
+        if sync.leader != self._leader:
+            if self._leader is not None:
+                self.leader_restarts += 1
+            self._leader = sync.leader
+            self._sync_lost_before = self.syncs_lost
+            self._sync_first = self._sync_seq = sync.seq
+            self._sync_heard = 0
+        elif 0 < sync.seq - self._sync_seq < 1 << 16:
+            self._sync_seq = sync.seq
+        self._sync_heard += 1
+        self.syncs_lost = max(
+            0, self._sync_lost_before + self._sync_seq - self._sync_first + 1 - self._sync_heard
+        )
 
     def _enter_room(self) -> None:
         """The leader's sync messages are heard: the room's estimator, refilled with the
