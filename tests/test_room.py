@@ -1,0 +1,370 @@
+"""A room of followers (issue #33) on the fake clock: the leader's sync messages, the poll that
+backs off once locked, a follower joining late, the leader restarting, lost and forged sync
+messages, and the leader's room view. Nothing sleeps: events run in time order."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import math
+import random
+from collections.abc import Callable
+
+import pytest
+
+from oscsync.apps.endpoints import open_endpoint
+from oscsync.clock import FakeClock, SkewedClock
+from oscsync.osc import codec
+from oscsync.osc.routing import Received
+from oscsync.sync import room
+from oscsync.sync.estimate import EnvelopeEstimator
+from oscsync.sync.follow import ClockFollower
+from oscsync.sync.ping import PONG, pong_for
+from oscsync.sync.poll import PollPolicy, PollSettings
+
+LEADER = ("127.0.0.1", 7000)
+STRANGER = ("127.0.0.2", 7000)
+
+
+def _received(data: bytes, arrival: float, source: tuple[str, int]) -> list[Received]:
+    return [Received(message, source, arrival) for message in codec.decode(data)]
+
+
+class _Room:
+    """One follower (fake clock) of a leader whose clock is ``skew`` s ahead drifting ``ppm``:
+    the leader's sync messages every 10 ms and the follower's pings (timed by the follower's
+    own poll) cross a link of uniform ±15 ms jitter, ``loss`` of them lost."""
+
+    def __init__(
+        self, skew: float = 0.15, ppm: float = 80.0, seed: int = 1, loss: float = 0.01
+    ) -> None:
+        self.clock = FakeClock()
+        self.leader_clock = SkewedClock(self.clock, skew=skew, drift_ppm=ppm)
+        self.rng = random.Random(seed)
+        self.loss = loss
+        self.endpoint = open_endpoint(clock=self.clock)
+        self.warnings: list[str] = []
+        self.follower = ClockFollower(self.endpoint, peer=LEADER, on_warning=self.warnings.append)
+        follower = self.follower
+        follower._sender = lambda: self._from_follower  # type: ignore[method-assign]
+        self.events: list[tuple[float, int, Callable[[], None]]] = []
+        self.order = itertools.count()
+        self.leader_id = 1234
+        self.seq = 0
+        self.syncing = True
+        self.reports: list[bytes] = []
+        self.pings = 0
+        self.t0 = self.clock.monotonic()
+
+    def at(self, when: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self.events, (when, next(self.order), action))
+
+    def delay(self) -> float:
+        return 0.020 + self.rng.uniform(-0.015, 0.015)
+
+    def carried(self) -> bool:
+        return self.rng.random() >= self.loss
+
+    def _from_follower(self, data: bytes) -> None:
+        if data.startswith(room.STATUS.encode()):
+            self.reports.append(data)
+            return
+        self.pings += 1
+        if not self.carried():
+            return
+
+        def arrive() -> None:
+            (ping,) = _received(data, self.leader_clock.now(), ("127.0.0.1", 9001))
+            pong = pong_for(ping, self.leader_clock)
+            if self.carried():
+                self.at(self.clock.monotonic() + self.delay(), lambda: self.deliver(pong))
+
+        self.at(self.clock.monotonic() + self.delay(), arrive)
+
+    def deliver(self, data: bytes, source: tuple[str, int] = LEADER) -> None:
+        for received in _received(data, self.clock.now(), source):
+            if received.address == PONG:
+                self.follower.take_pong(received)
+            else:
+                self.follower.take_sync(received)
+
+    def send_sync(self) -> None:
+        self.seq += 1
+        data = room.encode_sync(self.leader_id, self.seq, self.leader_clock.now_timetag())
+        if self.carried():
+            self.at(self.clock.monotonic() + self.delay(), lambda: self.deliver(data))
+
+    def run(self, until: float) -> None:
+        """Run the leader's syncs, the follower's pings (its burst, then its own intervals)
+        and the link up to ``until`` seconds after the start."""
+        clock = self.clock
+        until += self.t0
+        next_sync = clock.monotonic()
+        next_ping = clock.monotonic()
+        burst = 20 if self.follower.sent == 0 else 0
+        while True:
+            pending = self.events[0][0] if self.events else math.inf
+            sync_due = next_sync if self.syncing else math.inf
+            when = min(next_ping, sync_due, pending)
+            if when > until:
+                break
+            clock.advance(max(0.0, when - clock.monotonic()))
+            if when == pending:
+                _, _, action = heapq.heappop(self.events)
+                action()
+            elif when == sync_due:
+                self.send_sync()
+                next_sync += 1 / room.SYNC_RATE
+            else:
+                self.follower.ping()
+                self.follower._report()
+                if burst > 0:
+                    burst -= 1
+                    next_ping += 0.005
+                else:
+                    next_ping += self.follower._next_interval()
+        clock.advance(max(0.0, until - clock.monotonic()))
+
+    def error(self) -> float:
+        """The follower's map minus the true offset now (seconds)."""
+        offset = self.follower.offset()
+        assert offset is not None
+        mono = self.clock.monotonic()
+        truth = self.leader_clock.monotonic_to_wall(mono) - self.clock.monotonic_to_wall(mono)
+        return offset - truth
+
+    def pings_between(self, start: float, end: float) -> float:
+        """Pings a second the follower sent from ``start`` to ``end`` s after the start."""
+        self.run(start)
+        at_start = self.pings
+        self.run(end)
+        return (self.pings - at_start) / (end - start)
+
+
+# -- the poll ------------------------------------------------------------------------------------
+
+
+def test_poll_acquires_then_backs_off_while_the_bound_is_good() -> None:
+    settings = PollSettings()
+    poll = PollPolicy(settings, now=0.0)
+    assert poll.next_interval(5.0, bound=0.1e-3) == settings.acquire_interval
+    t, intervals = settings.acquire_time, []
+    while t < settings.acquire_time + 20:
+        intervals.append(poll.next_interval(t, bound=0.1e-3))
+        t += 0.25
+    assert intervals == sorted(intervals)  # only ever longer
+    assert intervals[-1] == settings.max_interval and poll.backed_off
+
+
+def test_poll_comes_back_fast_on_trouble_and_on_a_bad_bound() -> None:
+    settings = PollSettings()
+    poll = PollPolicy(settings, now=0.0)
+    t = settings.acquire_time
+    while not poll.backed_off:
+        poll.next_interval(t, bound=0.1e-3)
+        t += 1.0
+    poll.trouble(t)
+    assert poll.next_interval(t, bound=0.1e-3) == settings.acquire_interval
+    assert poll.next_interval(t + settings.recover_time - 0.1, 0.1e-3) == settings.acquire_interval
+    assert poll.next_interval(t + settings.recover_time + 1.1, 0.1e-3) > settings.acquire_interval
+    while not poll.backed_off:
+        t += 1.0
+        poll.next_interval(t, bound=0.1e-3)
+    assert poll.next_interval(t + 1, bound=2e-3) == settings.acquire_interval  # a bound of 2 ms
+    assert poll.troubles == 2
+
+
+def test_poll_holds_its_interval_while_the_bound_is_neither_good_nor_bad() -> None:
+    poll = PollPolicy(PollSettings(), now=0.0)
+    for t in range(10, 40):
+        assert poll.next_interval(float(t), bound=0.7e-3) == PollSettings().acquire_interval
+
+
+# -- the follower in a room ----------------------------------------------------------------------
+
+
+def test_follower_locks_in_a_room_and_falls_to_a_few_packets_a_second() -> None:
+    world = _Room(skew=0.15, ppm=80.0)
+    fast = world.pings_between(1.0, 9.0)
+    assert world.follower.in_room and world.follower.state() == "locked"
+    slow = world.pings_between(20.0, 50.0)
+    errors = []
+    for step in range(20):
+        world.run(50.0 + step)
+        errors.append(abs(world.error()))
+    assert max(errors) <= 0.25e-3
+    assert world.follower.poll_interval() == PollSettings().max_interval
+    # 2 pings a second once backed off (each answered: 4 packets), against 100 acquiring.
+    assert fast >= 90 and slow <= 2.2
+    # The room view hears of it every 5 s.
+    assert 12 <= len(world.reports) <= 16
+    (status,), _ = _received(world.reports[-1], 0.0, LEADER), None
+    parsed, cut = room.parse_status(status)
+    assert parsed.state == "locked" and parsed.bound_ms < 0.5 and not cut
+    assert world.follower.syncs_lost > 0  # 1 % loss, counted
+    assert world.warnings == [] and world.follower.servo.steps == 0
+
+
+def test_a_follower_joining_late_hears_sequence_numbers_it_never_saw_start() -> None:
+    world = _Room(seed=2)
+    world.seq = 50_000  # the leader has been sending for over 8 minutes
+    world.run(25.0)
+    assert world.follower.in_room and world.follower.state() == "locked"
+    assert world.follower.syncs_lost < 60  # the ones before it came are not missed ones
+    assert abs(world.error()) <= 0.3e-3
+
+
+def test_the_leader_restarting_on_the_same_clock_changes_nothing() -> None:
+    world = _Room(seed=3)
+    world.run(30.0)
+    world.leader_id, world.seq = 999, 0  # a new run of the leader, same machine
+    world.run(45.0)
+    assert world.follower.leader_restarts == 1
+    assert world.follower.servo.steps == 0 and world.warnings == []
+    assert abs(world.error()) <= 0.3e-3
+
+
+def test_the_leader_restarting_on_another_clock_is_stepped_to_once() -> None:
+    world = _Room(seed=4)
+    world.run(30.0)
+    assert world.follower.poll_interval() == PollSettings().max_interval
+    world.leader_id = 999
+    world.leader_clock = SkewedClock(world.clock, skew=0.4, drift_ppm=-30.0)  # another machine
+    world.run(45.0)
+    follower = world.follower
+    # Its sync messages fall below the envelope: refused, and the pings come fast again, so
+    # the exchanges confirm the step soon.
+    assert follower.ignored["impossible-sync"] > 0
+    assert follower.servo.steps == 1 and len(world.warnings) == 1
+    assert abs(world.error()) <= 0.5e-3
+
+
+def test_when_sync_messages_stop_the_follower_pings_as_before() -> None:
+    world = _Room(seed=5)
+    world.run(30.0)
+    assert world.follower.poll_interval() == PollSettings().max_interval
+    world.syncing = False
+    world.run(33.0)
+    assert world.follower.poll_interval() == world.follower.interval  # 100 a second
+    assert abs(world.error()) <= 0.3e-3
+
+
+def test_sync_messages_from_strangers_malformed_or_unsigned_move_nothing() -> None:
+    world = _Room(seed=6)
+    world.run(20.0)
+    follower = world.follower
+    before = follower.offset()
+    forged = room.encode_sync(world.leader_id, world.seq + 1, 1 << 62)  # T3 from far away
+    world.deliver(forged, STRANGER)
+    assert follower.ignored["sync-not-from-peer"] == 1
+    world.deliver(codec.encode_message(room.SYNC, [1, 2, 3.5], "iif"))
+    assert follower.ignored["bad-sync"] == 1
+    # From the leader's address, a sync message claiming a send time 5 s later than the truth
+    # (the follower would step 5 s): below the envelope, refused.
+    late_t3 = world.leader_clock.now_timetag() + (5 << 32)
+    for k in range(10):
+        world.deliver(room.encode_sync(world.leader_id, world.seq + 2 + k, late_t3))
+    assert follower.ignored["impossible-sync"] == 10
+    after = follower.offset()
+    assert before is not None and after is not None and abs(after - before) < 1e-3
+    follower.authenticated_only = True  # a key is set: unsigned ones are not used at all
+    world.deliver(
+        room.encode_sync(world.leader_id, world.seq + 20, world.leader_clock.now_timetag())
+    )
+    assert follower.ignored["unauthenticated-sync"] == 1
+
+
+def test_estimator_memory_keeps_the_offset_with_sparse_pings() -> None:
+    # The reverse direction dense (100 a second), the forward one 100 a second for 10 s, then
+    # 2: with the path's delay remembered the offset stays within 0.3 ms; without, it wanders.
+    def errors(memory: float) -> list[float]:
+        rng = random.Random(7)
+        estimator = EnvelopeEstimator(window=60.0, delay_memory=memory)
+        offset = lambda t: 0.15 + 80e-6 * t  # noqa: E731
+        events: list[tuple[float, int, tuple[float, ...]]] = []
+        t = 0.0
+        while t < 90:
+            events.append((t + 0.020 + rng.uniform(-0.015, 0.015), 0, (t,)))
+            t += 0.01
+        t = 0.0
+        while t < 90:
+            out = 0.020 + rng.uniform(-0.015, 0.015)
+            arrived = t + out
+            t4 = arrived + 0.020 + rng.uniform(-0.015, 0.015)
+            events.append((t4, 1, (t, arrived + offset(arrived), arrived + offset(arrived), t4)))
+            t += 0.01 if t < 10 else 0.5
+        events.sort()
+        found = []
+        for t4, kind, values in events:
+            if kind:
+                estimator.add_exchange(*values)
+            else:
+                estimator.add_reverse(values[0] + offset(values[0]), t4)
+            if t4 > 40 and int(t4 * 4) != int((t4 - 0.01) * 4):
+                estimate = estimator.estimate(t4)
+                assert estimate is not None
+                found.append(abs(estimate.offset - offset(t4)))
+        return found
+
+    remembered, forgotten = errors(600.0), errors(0.0)
+    assert max(remembered) <= 0.3e-3
+    assert max(forgotten) > 2 * max(remembered)  # seed 7: 0.127 ms against 0.037
+
+
+# -- the leader's room view ----------------------------------------------------------------------
+
+
+def _status(name: str, state: str = "locked", bound: float = 0.1, played: int = 10) -> bytes:
+    return room.encode_status(room.Status(name, state, bound, 0.5, played, 1))
+
+
+def _take(view: room.RoomView, data: bytes, source: tuple[str, int]) -> bool:
+    (received,) = _received(data, 0.0, source)
+    return view.take(received)
+
+
+def test_room_view_counts_followers_and_their_state() -> None:
+    clock = FakeClock()
+    view = room.RoomView(clock)
+    _take(view, _status("alice", bound=0.2), ("10.0.0.1", 9001))
+    _take(view, _status("bob", state="acquiring", bound=math.inf), ("10.0.0.2", 9001))
+    _take(view, _status("alice", bound=0.1, played=20), ("10.0.0.1", 9001))
+    summary = view.summary()
+    assert (summary.followers, summary.locked) == (2, 1)
+    assert summary.bound_max_ms == pytest.approx(0.1) and summary.played == 20 + 10
+    assert "room 2 (1 locked)" in summary.line()
+    clock.advance(room.FORGET_AFTER + 1)
+    assert view.summary().followers == 0  # silent for too long: gone
+
+
+def test_room_view_is_bounded_and_counts_hostile_reports() -> None:
+    clock = FakeClock()
+    view = room.RoomView(clock, max_followers=3)
+    for host in range(5):
+        _take(view, _status(f"f{host}"), (f"10.0.0.{host}", 9001))
+    assert view.summary().followers == 3 and view.dropped["room-full"] == 2
+    _take(view, codec.encode_message(room.STATUS, ["x", 7, 0.1, 0.5, 1, 1], "siffii"), STRANGER)
+    _take(view, codec.encode_message(room.STATUS, ["x", 1, -0.5, -2.0, 1, 1], "siffii"), STRANGER)
+    _take(view, codec.encode_message(room.STATUS, [1, 2], "ii"), STRANGER)
+    assert view.dropped["bad-room-status"] == 3
+    evil = "\x1b]0;pwned\x07" + "A" * 100
+    view2 = room.RoomView(clock)
+    raw = codec.encode_message(room.STATUS, [evil, 1, 0.1, 0.5, 1, 0], "siffii")
+    assert _take(view2, raw, STRANGER)
+    summary = view2.summary()
+    (member,) = summary.members
+    assert len(member.status.name) == room.MAX_NAME and view2.dropped["long-name"] == 1
+    line = json.dumps(summary.to_json(0.0))
+    assert "\x1b" not in line and "\x07" not in line  # escaped for a terminal
+    keyed = room.RoomView(clock, authenticated_only=True)
+    assert not _take(keyed, _status("mallory"), STRANGER)
+    assert keyed.dropped["unauthenticated-status"] == 1
+
+
+def test_sync_and_status_round_trip() -> None:
+    (received,) = _received(room.encode_sync(-5, 7, 123 << 32), 0.0, LEADER)
+    assert room.parse_sync(received) == room.Sync(-5, 7, 123 << 32)
+    status = room.Status("f01", "acquiring", math.inf, 0.5, 3, 0)
+    (received,) = _received(room.encode_status(status), 0.0, LEADER)
+    assert room.parse_status(received) == (status, False)
