@@ -247,7 +247,7 @@ def run(n: int, mode: str, seconds: float, stagger: float, seed: int, work: Path
                 repr(rng.uniform(-100, 100)),
                 "--epoch",
                 repr(start),
-            )  # fmt: skip
+            )
         )
     for process in (*workers, leader, relay):
         process.wait(timeout=end - time.time() + 60)
