@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from oscsync.apps import lab, scoring, tables
+from oscsync.apps import lab, labrecords, scoring, tables
 from oscsync.cli.main import cli
 
 PERIOD = 0.25
@@ -189,10 +189,10 @@ def test_session_followers_agree_only_with_forward_sync() -> None:
     from oscsync.clock import SystemClock
 
     link = ImpairmentSpec(delay=0.010, jitter=0.008)
-    followers = (lab.FollowerSpec("A"), lab.FollowerSpec("B", skew=-0.2, sync=True))
+    followers = (labrecords.FollowerSpec("A"), labrecords.FollowerSpec("B", skew=-0.2, sync=True))
     runs = {}
     for offset, plain in ((0.0, True), (0.04, False)):
-        spec = lab.SessionSpec(
+        spec = labrecords.SessionSpec(
             offset=offset, link=link, followers=followers, bpm=600, ticks=14, plain=plain, seed=2
         )
         runs[plain] = lab.run_session(spec, SystemClock())

@@ -1,4 +1,4 @@
-"""Every reading of time in oscsync goes through a :class:`Clock`.
+"""Clocks: every reading of time in oscsync goes through a :class:`Clock`.
 
 Two time scales matter to a timetag receiver:
 

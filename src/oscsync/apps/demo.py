@@ -12,7 +12,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from oscsync.apps.lab import FollowerSpec, SessionResult, SessionSpec
+from oscsync.apps.labrecords import FollowerSpec, SessionResult, SessionSpec
 from oscsync.apps.netemlink import ImpairmentSpec
 from oscsync.apps.scoring import Score, score_follower, spread
 from oscsync.apps.tables import aligned

@@ -1,4 +1,4 @@
-"""``oscsync timetag monitor``: how much headroom do incoming bundles have?
+"""``oscsync timetag monitor``: how much headroom incoming bundles have, live.
 
 The workshop's Pure Data patch shows it on ``[unpackOSC]``'s second outlet: milliseconds from now
 until the bundle's timetag. Here, per bundle, **headroom** = timetag − arrival, in ms: positive

@@ -1,5 +1,5 @@
 """How steady a follower's ticks were: :class:`Score` (inter-onset std, grid error, late, lost)
-and the spread between followers, from a lab :class:`~oscsync.apps.lab.SessionResult` or from
+and the spread between followers, from a lab :class:`~oscsync.apps.labrecords.SessionResult` or from
 tick logs (``oscsync stats``, :mod:`oscsync.apps.ticklog`).
 
 Scoring uses the tick number ``k`` (recovered by the lab from the arrival time on the reference
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from oscsync.stats import percentile
 
-if TYPE_CHECKING:
-    from oscsync.apps.lab import FollowerResult, SessionResult
+if TYPE_CHECKING:  # scoring a tick log (ticklog) loads neither the lab's netem nor the metronome
+    from oscsync.apps.labrecords import FollowerResult, SessionResult
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from oscsync.apps.lab import SessionResult
+from oscsync.apps.labrecords import SessionResult
 from oscsync.apps.scoring import score_follower
 
 SWEEP_COLUMNS = ["offset_ms", "ioi_std_ms", "max_grid_error_ms", "late_pct", "lost", "received"]

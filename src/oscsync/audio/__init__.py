@@ -13,6 +13,9 @@ One concept per module (issue #12):
 
 The names below are what the rest of oscsync imports from ``oscsync.audio``. Nothing here
 imports numpy or sounddevice: the sounddevice player imports them when it starts.
+
+May import the rows below it: ``clock``, ``terminal``, ``osc``, ``stats``, ``threads``,
+``install``; not ``net`` or ``scheduler`` beside it (docs/architecture.md, "The layers").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``oscsync chat``."""
+"""The ``oscsync chat`` command: its options and output (the work: :mod:`oscsync.apps.chat`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``oscsync clock``."""
+"""The ``oscsync clock`` command: its options and output (the work: :mod:`oscsync.apps.clock`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``oscsync dump``."""
+"""The ``oscsync dump`` command: its options and output (the work: :mod:`oscsync.apps.dump`)."""
 
 from __future__ import annotations
 

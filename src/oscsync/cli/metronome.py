@@ -1,4 +1,5 @@
-"""``oscsync metronome send | listen | pair``."""
+"""The ``oscsync metronome send | listen | pair`` commands: their options and what they print
+(the work: :mod:`oscsync.apps.metronome`, :mod:`oscsync.apps.sessions`)."""
 
 from __future__ import annotations
 

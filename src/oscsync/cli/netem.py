@@ -1,4 +1,4 @@
-"""``oscsync netem``."""
+"""The ``oscsync netem`` command: its options and output (the work: :mod:`oscsync.apps.netem`)."""
 
 from __future__ import annotations
 

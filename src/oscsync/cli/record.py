@@ -1,4 +1,4 @@
-"""``oscsync record``."""
+"""The ``oscsync record`` command: its options and output (the work: :mod:`oscsync.apps.record`)."""
 
 from __future__ import annotations
 

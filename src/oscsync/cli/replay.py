@@ -1,4 +1,4 @@
-"""``oscsync replay``."""
+"""The ``oscsync replay`` command: its options and output (the work: :mod:`oscsync.apps.replay`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``oscsync send``."""
+"""The ``oscsync send`` command: its options and output (the work: :mod:`oscsync.apps.send`)."""
 
 from __future__ import annotations
 

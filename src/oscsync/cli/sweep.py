@@ -95,7 +95,7 @@ def sweep(
     ticks that arrived after their timetag (late: played on arrival), and ticks lost. The first
     bar is a count-in and is not scored.
     """
-    from oscsync.apps import lab, tables
+    from oscsync.apps import lab, labrecords, tables
 
     if plot_path is not None:
         try:
@@ -107,7 +107,7 @@ def sweep(
         json_path, json_option = old_json_path, "--json"
     for path, option in ((csv_path, "--csv"), (json_path, json_option), (plot_path, "--plot")):
         _check_writable(path, option)
-    follower = lab.FollowerSpec("follower", skew=skew, sync=sync)
+    follower = labrecords.FollowerSpec("follower", skew=skew, sync=sync)
     rows = []
     with (
         running() as run,
@@ -127,7 +127,7 @@ def sweep(
             f"{link.describe()}"
         )
         for offset in progress:
-            spec = lab.SessionSpec(
+            spec = labrecords.SessionSpec(
                 offset=offset,
                 link=link,
                 followers=(follower,),

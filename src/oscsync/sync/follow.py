@@ -592,7 +592,7 @@ FILTER_BURST_INTERVAL = 0.01
 
 class FilterFollower(ClockFollower):
     """The follower before issue #11, kept for ``benchmarks/clock_sync.py``'s comparison
-    (``lab.FollowerSpec(sync_method="filter")``): the same follower with the minimum-delay filter
+    (``FollowerSpec(sync_method="filter")``): the same follower with the minimum-delay filter
     (:class:`~oscsync.sync.estimate.MinimumDelayFilter`) for the estimator, a map that takes each
     estimate as it is (:class:`~oscsync.sync.servo.SteppingServo`), and the old pinging."""
 
