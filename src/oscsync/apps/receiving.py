@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from oscsync.apps.endpoints import Endpoint, open_endpoint
 from oscsync.clock import Clock
@@ -29,6 +29,16 @@ if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
 
 S = TypeVar("S", bound="Session")
+
+
+class _EndpointOptions(TypedDict):
+    """What a setup gives every endpoint it opens, the command's or the public one."""
+
+    clock: Clock
+    allow: Sequence[Network]
+    on_warning: Callable[[str], None]
+    multicast_interface: str | None
+    framing: Framing
 
 
 def _quiet(_: str) -> None:
@@ -52,15 +62,7 @@ class SessionSetup:
         self, listen: HostPort | None = None, peers: Sequence[HostPort] = ()
     ) -> udp.Endpoint:
         """The session's endpoint: a command's, which answers clock pings (``open_endpoint``)."""
-        return open_endpoint(
-            listen,
-            peers,
-            clock=self.clock,
-            allow=self.allow,
-            on_warning=self.warn,
-            multicast_interface=self.multicast_interface,
-            framing=self.framing,
-        )
+        return open_endpoint(listen, peers, **self._endpoint_options())
 
     def open_public_endpoint(
         self,
@@ -71,15 +73,15 @@ class SessionSetup:
     ) -> Endpoint:
         """The public :class:`~oscsync.apps.endpoints.Endpoint` (``oscsync.Endpoint``) with
         this setup, its callbacks on ``scheduler`` when given."""
-        return Endpoint(
-            listen,
-            peers,
+        return Endpoint(listen, peers, scheduler=scheduler, **self._endpoint_options())
+
+    def _endpoint_options(self) -> _EndpointOptions:
+        return _EndpointOptions(
             clock=self.clock,
             allow=self.allow,
             on_warning=self.warn,
             multicast_interface=self.multicast_interface,
             framing=self.framing,
-            scheduler=scheduler,
         )
 
 
