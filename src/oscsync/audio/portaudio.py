@@ -89,6 +89,39 @@ Callback = Callable[[Any, int, Any, Any], None]
 StreamOpener = Callable[[int, Callback], OutputStream]
 
 
+@dataclass
+class SoundDeviceOutput:
+    """The default :data:`StreamOpener`: a mono float32 ``sounddevice.OutputStream`` with
+    ``blocksize`` frames per callback (0: the host's choice) and ``latency`` (``"low"``,
+    ``"high"`` or seconds) on ``device`` (None: the default output). Once it has opened a stream,
+    ``device_name`` and ``host_api`` say where that plays."""
+
+    blocksize: int = 0
+    latency: str | float = "low"
+    device: int | str | None = None
+    device_name: str = ""
+    host_api: str = ""
+
+    def __call__(self, rate: int, callback: Callback) -> OutputStream:
+        sd = load_sounddevice()
+        try:
+            stream = sd.OutputStream(
+                samplerate=rate,
+                channels=1,
+                dtype="float32",
+                blocksize=self.blocksize,
+                latency=self.latency,
+                device=self.device,
+                callback=callback,
+            )
+            info = sd.query_devices(stream.device)
+            self.device_name = str(info.get("name", ""))
+            self.host_api = str(sd.query_hostapis(info["hostapi"]).get("name", ""))
+        except Exception as exc:  # PortAudioError, ValueError: bad device or rate
+            raise AudioError(f"cannot open the audio output: {first_line(exc)}") from None
+        return stream  # type: ignore[no-any-return]
+
+
 def import_sounddevice() -> ModuleType:
     """Import sounddevice; ImportError if not installed, OSError if PortAudio itself is missing."""
     return importlib.import_module("sounddevice")
@@ -190,12 +223,11 @@ class SoundDevicePlayer:
             raise ValueError(f"placement must be one of {PLACEMENTS}, not {placement!r}")
         self.clock = clock
         self.rate = rate
-        self.blocksize = blocksize
-        self.latency = latency
-        self.device = device
         self.placement = placement
         self.requested_compensation = latency_compensation
-        self._open_stream = open_stream or self._open_sounddevice_stream
+        self.output = SoundDeviceOutput(blocksize, latency, device)
+        """The stream opened unless ``open_stream`` is given (and where it plays, once open)."""
+        self._open_stream = open_stream or self.output
         self.max_pending = max_pending
         self.max_voices = max_voices
         self.first_callback_timeout = (
@@ -210,8 +242,6 @@ class SoundDevicePlayer:
         """The output latency the host reports per buffer (first callback), else the stream's."""
         self.compensation: float | None = latency_compensation
         """Seconds the sound is placed ahead of its timetag (known after the first callback)."""
-        self.device_name = ""
-        self.host_api = ""
         self.dll = DelayLockedLoop(rate)
         self._frames = 0  # frames handed to the stream since it started
         self._first_callback = threading.Event()
@@ -248,25 +278,6 @@ class SoundDevicePlayer:
         # host reports in the first callback, so wait (bounded) for that callback.
         if self.first_callback_timeout > 0:
             self._first_callback.wait(self.first_callback_timeout)
-
-    def _open_sounddevice_stream(self, rate: int, callback: Callback) -> OutputStream:
-        sd = load_sounddevice()
-        try:
-            stream = sd.OutputStream(
-                samplerate=rate,
-                channels=1,
-                dtype="float32",
-                blocksize=self.blocksize,
-                latency=self.latency,
-                device=self.device,
-                callback=callback,
-            )
-            info = sd.query_devices(stream.device)
-            self.device_name = str(info.get("name", ""))
-            self.host_api = str(sd.query_hostapis(info["hostapi"]).get("name", ""))
-        except Exception as exc:  # PortAudioError, ValueError: bad device or rate
-            raise AudioError(f"cannot open the audio output: {first_line(exc)}") from None
-        return stream  # type: ignore[no-any-return]
 
     def play_at(self, t: float, key: str = TICK) -> None:
         mono = self.clock.wall_to_monotonic(t)
@@ -377,8 +388,8 @@ class SoundDevicePlayer:
         return f"latency compensation {self.requested_compensation * 1000:.2f} ms (given)"
 
     def describe(self) -> str:
-        device = f" on {self.device_name}" if self.device_name else ""
-        host = f" ({self.host_api})" if self.host_api else ""
+        device = f" on {self.output.device_name}" if self.output.device_name else ""
+        host = f" ({self.output.host_api})" if self.output.host_api else ""
         return f"audio: sounddevice{device}{host}, {self.rate} Hz; {self.describe_compensation()}"
 
     def summary(self) -> dict[str, Any]:
