@@ -1,4 +1,4 @@
-"""Estimating how far a peer's clock is from ours, NTP style, over OSC.
+"""Clock pings: how far a peer's clock is from ours, measured NTP style over OSC.
 
 Forward synchronisation only removes jitter if the two clocks agree better than the jitter
 (Schmeder & Freed 2008). This module measures the disagreement with NTP's on-wire exchange
