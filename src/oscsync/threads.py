@@ -46,3 +46,16 @@ def start(thread: threading.Thread) -> threading.Thread:
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     return thread
+
+
+def join(thread: threading.Thread | None, timeout: float) -> bool:
+    """Wait up to ``timeout`` s for an owner's ``thread`` to end, as its ``close()`` does; returns
+    whether it has ended (True for None).
+
+    Never joins the calling thread (a ``close()`` called from the thread's own callback: it ends
+    once that returns) nor one that never started (a stop signal raised between
+    :func:`daemon_thread` and :func:`start`): joining either raises ``RuntimeError``.
+    """
+    if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+        thread.join(timeout)
+    return thread is None or not thread.is_alive()

@@ -554,9 +554,7 @@ class TcpListener:
             return self._thread is None or not self._thread.is_alive()
         self._closed = True
         self._selector.wake()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        stopped = self._thread is None or not self._thread.is_alive()
+        stopped = threads.join(self._thread, timeout)
         with self._lock:
             conns = list(self._connections.values())
         for conn in conns:

@@ -458,9 +458,7 @@ class TcpSender:
             self.flush(flush_timeout)
         self._closed = True
         self._selector.wake()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        stopped = self._thread is None or not self._thread.is_alive()
+        stopped = threads.join(self._thread, timeout)
         with self._cond:
             unsent = self._queue.clear() + (1 if self._current else 0)
             self._current = b""
