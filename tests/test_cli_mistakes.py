@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from conftest import LineReader, free_udp_port, oscsync_command
 from oscsync.cli.main import cli
+from oscsync.osc import codec
 
 
 @pytest.mark.parametrize(
@@ -182,3 +183,34 @@ def test_demo_audio_checks_the_audio_backend_before_printing_its_intro(
     result = CliRunner().invoke(cli, ["demo", "--audio"])
     assert result.exit_code == 1
     assert result.output == "Error: --audio cannot play here: no audio output device (none)\n"
+
+
+@pytest.mark.parametrize("mistyped", ["--inn", "-in", "--inn=0.25"])
+def test_a_mistyped_send_option_is_refused_with_the_option_meant(mistyped: str) -> None:
+    """Issue 30 item 1: `--inn 0.25` used to go out as OSC data, `-in` gave a --repeat error."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.setblocking(False)
+        port = receiver.getsockname()[1]
+        result = CliRunner().invoke(cli, ["send", f"127.0.0.1:{port}", "/chat", "hi", mistyped])
+        with pytest.raises(BlockingIOError):
+            receiver.recv(2048)  # nothing was sent
+    assert result.exit_code == 2
+    assert "did you mean --in?" in result.output
+    assert "write -- before the arguments" in result.output
+
+
+def test_after_a_double_dash_and_as_negative_numbers_such_words_are_data() -> None:
+    words = ["-1", "-0.5", "-1e3", "-inf", "-0x1f"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(5)
+        where = f"127.0.0.1:{receiver.getsockname()[1]}"
+        numbers = CliRunner().invoke(cli, ["send", where, "/x", *words, "-n", "1"])
+        assert numbers.exit_code == 0, numbers.output
+        (message,) = codec.decode(receiver.recv(2048))
+        quoted = CliRunner().invoke(cli, ["send", where, "/chat", "--", "hi", "--inn", "0.25"])
+        assert quoted.exit_code == 0, quoted.output
+        (chat,) = codec.decode(receiver.recv(2048))
+    assert message.args == (-1, -0.5, -1000.0, "-inf", "-0x1f")
+    assert chat.args == ("hi", "--inn", 0.25)
