@@ -89,6 +89,8 @@ class RecordLines(Generic[R]):
             except BrokenPipeError:
                 self.output_closed = True
         self.app.note(self.session.summary())
+        if (hint := self.session.silence_hint()) is not None:
+            self.app.warn(hint)
         if self.output_closed:
             leave_without_stdout(stopped_cleanly=True)
         if self.session.failure is not None:
