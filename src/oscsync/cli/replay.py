@@ -6,6 +6,7 @@ import math
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 
@@ -24,6 +25,7 @@ from oscsync.apps.replay import (
 from oscsync.cli.params import DURATION, framing_option, iface_option, peers_option
 from oscsync.cli.peers import following, resolve_peers
 from oscsync.cli.runtime import AppContext, running
+from oscsync.files.kinds import file_kind
 from oscsync.files.pcap import CaptureError, CaptureReport, is_capture, read_capture
 from oscsync.files.recording import Datagram, ReadReport, RecordingError, read_recording
 from oscsync.net.framing import Framing
@@ -174,6 +176,17 @@ def replay(
         raise click.UsageError("--to must be later than --from")
     if not os.path.exists(file):
         raise click.BadParameter(f"{file} does not exist", param_hint="FILE")
+    kind = file_kind(Path(file))
+    if kind in ("tick log", "event log"):
+        what, reader = (
+            ("a tick log (metronome listen --log)", f"use `oscsync stats {file}`")
+            if kind == "tick log"
+            else ("an event log (sequence listen --log)", "read it with jq")
+        )
+        raise click.ClickException(
+            f"{file}: this is {what}, not a recording: {reader}; "
+            "`oscsync record FILE` makes a recording to replay"
+        )
     source = DatagramFile(file, skip_bad)
     if destination_port is not None and not source.is_capture:
         raise click.UsageError("--port only applies to pcap/pcapng captures")
