@@ -214,3 +214,54 @@ def test_after_a_double_dash_and_as_negative_numbers_such_words_are_data() -> No
         (chat,) = codec.decode(receiver.recv(2048))
     assert message.args == (-1, -0.5, -1000.0, "-inf", "-0x1f")
     assert chat.args == ("hi", "--inn", 0.25)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["netem", "--delay", "20", "--forward", "127.0.0.1:9"],
+            "Invalid value for '--delay': 20 is above the maximum of 10 s (did you mean 20ms?)",
+        ),
+        (
+            ["metronome", "send", "--peer", "127.0.0.1:9", "--offset", "100"],
+            "Invalid value for '--offset': 100 is above the maximum of 60 s (did you mean 100ms?)",
+        ),
+        (
+            ["metronome", "send", "--peer", ":9001"],
+            "':9001': the host part is empty: write 127.0.0.1:9001 for this machine",
+        ),
+        (
+            ["dump", "--listen", ":9001"],
+            "':9001': the host part is empty: write 9001 for 127.0.0.1:9001 (the default), or "
+            "0.0.0.0:9001 for every interface",
+        ),
+        (
+            ["send", "my-laptop.invalid:9000", "/x"],
+            "; `oscsync peers` lists the OSC services on the network, and a peer advertised as "
+            "NAME is reached as @NAME (or give its IP address)",
+        ),
+    ],
+    ids=["delay-in-ms", "offset-in-ms", "peer-without-host", "listen-without-host", "unresolved"],
+)
+def test_where_a_participant_is_stuck_the_error_says_what_to_write(
+    args: list[str], expected: str
+) -> None:
+    """Issue 30 item 8."""
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert expected in " ".join(result.output.split())  # click may wrap the line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["netem", "--delay", "20000000", "--forward", "127.0.0.1:9"],  # no unit fits either
+        ["metronome", "send", "--peer", "127.0.0.1:9", "--offset", "100s"],  # a unit was given
+    ],
+)
+def test_no_unit_hint_where_milliseconds_would_not_help(args: list[str]) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert "above the maximum" in result.output
+    assert "did you mean" not in result.output
