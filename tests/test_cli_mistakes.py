@@ -265,3 +265,49 @@ def test_no_unit_hint_where_milliseconds_would_not_help(args: list[str]) -> None
     assert result.exit_code == 2
     assert "above the maximum" in result.output
     assert "did you mean" not in result.output
+
+
+# -- issue 30 item 7: "nothing is listening", said the same way everywhere ---------------------
+
+
+def test_one_udp_send_to_a_closed_port_is_an_error_not_silence() -> None:
+    port = free_udp_port()
+    result = CliRunner().invoke(cli, ["send", f"127.0.0.1:{port}", "/chat", "hi"])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"warning: nothing is listening at 127.0.0.1:{port} (ICMP port unreachable)\n"
+        "Error: could not deliver 1 of 1 datagram: refused, nothing listens there (see the "
+        "warning above)\n"
+    )
+
+
+def test_repeated_udp_sends_to_a_closed_port_count_every_refusal() -> None:
+    port = free_udp_port()
+    args = ["send", f"127.0.0.1:{port}", "/x", "-n", "3", "--interval", "0.01"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert "could not deliver 3 of 3 datagrams" in result.output
+    assert "still sending" not in result.output  # send stops: it does not keep sending
+
+
+def test_one_tcp_send_to_a_closed_port_does_not_promise_to_try_again() -> None:
+    with socket.socket() as closed:  # a port that refuses: bound, not listening
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        result = CliRunner().invoke(cli, ["send", f"tcp://127.0.0.1:{port}", "/chat", "hi"])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"warning: cannot connect to tcp://127.0.0.1:{port}: Connection refused\n"
+        "Error: could not send to every peer (see the warning above)\n"
+    )
+
+
+def test_a_stream_to_a_closed_port_warns_once_keeps_going_and_counts() -> None:
+    port = free_udp_port()
+    args = ["metronome", "send", "--peer", f"127.0.0.1:{port}", "--count", "3", "--bpm", "600"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0
+    assert result.output.count("(ICMP port unreachable); still sending") == 1
+    assert re.search(
+        r"metronome: sent 3 ticks.*; refused [1-3] \(nothing listened\)", result.output
+    )

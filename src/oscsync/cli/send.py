@@ -194,3 +194,9 @@ def send(
             raise click.ClickException("nothing was sent (see the warning above)")
         if not progress.written:
             raise click.ClickException("could not send to every peer (see the warning above)")
+        if progress.refused:
+            raise click.ClickException(
+                f"could not deliver {progress.refused} of "
+                f"{plural(progress.datagrams, 'datagram')}: refused, nothing listens there (see "
+                "the warning above)"
+            )

@@ -114,6 +114,7 @@ class TcpEndpoint(Endpoint):
             on_packet=self._feed_from_peer,
             drop=self.drop,
             max_frame=self.max_frame,
+            sending_once=self.sending_once,
         )
 
     # -- receiving -------------------------------------------------------------------------

@@ -113,6 +113,7 @@ class EndpointOptions(TypedDict, total=False):
     services: Mapping[str, Service] | None
     kernel_stamps: bool
     registry: AddressRegistry | None
+    sending_once: bool
 
 
 class Endpoint(Transport):
@@ -132,8 +133,12 @@ class Endpoint(Transport):
         services: Mapping[str, Service] | None = None,
         kernel_stamps: bool = True,
         registry: AddressRegistry | None = None,
+        sending_once: bool = False,
     ) -> None:
         _refuse_tcp([listen] if listen is not None else [], peers)
+        self.sending_once = sending_once
+        """The owner sends and exits (``oscsync send``): a refusal is not followed by "still
+        sending", and a TCP peer that refuses is not retried (issue 30)."""
         self.clock = clock if clock is not None else SystemClock()
         self._core = ReceiveCore(self.clock, allow=allow, on_warning=on_warning, registry=registry)
         self.stats: TransportStats = self._core.stats
@@ -463,7 +468,8 @@ class Endpoint(Transport):
         self.stats.send_errors["refused"] += 1
         self._warn_once(
             f"refused:{peer}",
-            f"nothing is listening at {peer} (ICMP port unreachable); still sending",
+            f"nothing is listening at {peer} (ICMP port unreachable)"
+            + ("" if self.sending_once else "; still sending"),
         )
 
     # -- receiving -------------------------------------------------------------------------
