@@ -31,6 +31,7 @@ from oscsync.files.recording import Datagram, ReadReport, RecordingError, read_r
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
 from oscsync.net.udp import Endpoint
+from oscsync.terminal.wording import plural
 
 PROGRESS_INTERVAL = 0.5
 
@@ -202,10 +203,6 @@ def replay(
         )
     given = peers
     peers = resolve_peers(given)  # @NAME: after the file is checked, before anything is sent
-    app.note(
-        f"replay: {measured.count} datagrams, {(measured.last - measured.first) / speed:.3f} s "
-        f"per pass, to {', '.join(map(str, peers))}"
-    )
     _replay(app, source, measured, selection, peers, speed, loops, timetags, iface, framing, given)
 
 
@@ -242,8 +239,9 @@ def _replay(
             click.echo("\r\x1b[K", nl=False, err=True)
         app.note(text)
 
+    # A defined end (every --loop but 0, "until Ctrl-C") cut short exits 130 (issue 30).
     with (
-        running(),
+        running(interrupted_exit=loops != 0),
         ReplaySession(
             source,
             measured,
@@ -256,6 +254,11 @@ def _replay(
         ) as session,
         following(app, given, peers, session.endpoint.set_peers, say=note),
     ):
+        # Inside running(): a Ctrl-C right after this line is a clean stop (it was "Aborted!").
+        app.note(
+            f"replay: {measured.count} datagrams, {(measured.last - measured.first) / speed:.3f} "
+            f"s per pass, to {', '.join(map(str, peers))}"
+        )
         replayer = session.replayer
         session.start()
         next_progress = clock.monotonic()
@@ -269,6 +272,11 @@ def _replay(
             if progress:
                 click.echo("\r\x1b[K", nl=False, err=True)
             session.scheduler.close()
+            if not replayer.finished.is_set() and replayer.total is not None:
+                app.note(
+                    f"replay: stopped after {replayer.stats.datagrams} of "
+                    f"{plural(replayer.total, 'datagram')}"
+                )
             app.note(_summary(replayer, session.endpoint, source))
     if replayer.failure is not None:
         raise click.ClickException(f"{source.path}: {replayer.failure}")

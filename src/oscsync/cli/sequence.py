@@ -181,7 +181,11 @@ def send(app: AppContext, sending: PatternSending, allow: tuple[Network, ...]) -
     total = sending.total()
     watched = _read_pattern(sending.pattern_path, app)
     peers = resolve_peers(sending.peers)
-    with running(), records.send_session(app, sending, peers, allow) as session:
+    # A defined end (--bars, --duration) cut short exits 130, as metronome send (issue 30).
+    with (
+        running(interrupted_exit=total is not None),
+        records.send_session(app, sending, peers, allow) as session,
+    ):
         grid = sending.grid()
         records.send_until_done(
             app,
@@ -190,13 +194,14 @@ def send(app: AppContext, sending: PatternSending, allow: tuple[Network, ...]) -
             total=total,
             sender=lambda seconds: session.pattern_sender(watched, offset=seconds, **grid),
             sending_note=partial(sending.note, watched, peers),
-            summary=_sent_summary,
+            summary=lambda sender: _sent_summary(sender, total),
         )
 
 
-def _sent_summary(sender: TickSender) -> str:
+def _sent_summary(sender: TickSender, total: int | None) -> str:
     assert isinstance(sender, SequenceSender)
-    return f"sequence: sent {sender.sent} steps, {sender.reloads} pattern changes"
+    of = f" of {total}" if total is not None and sender.sent < total else ""
+    return f"sequence: sent {sender.sent}{of} steps, {sender.reloads} pattern changes"
 
 
 # -- listen -----------------------------------------------------------------------------------
