@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
 from oscsync.net.tcpendpoint import TcpEndpoint, uses_tcp
-from oscsync.net.udp import Endpoint, EndpointOptions
+from oscsync.net.udp import Endpoint, EndpointOptions, Service
+from oscsync.osc.routing import Received
 from oscsync.sync.ping import SERVICE_METHODS, standard_services
 
 if TYPE_CHECKING:
@@ -25,8 +26,18 @@ def add_standard_services(endpoint: Endpoint) -> Endpoint:
     """Register the clock services (:func:`oscsync.sync.ping.standard_services`) on ``endpoint``."""
     for address, service in standard_services().items():
         method = SERVICE_METHODS[address]
-        endpoint.add_service(address, service, method.types, method.description)
+        endpoint.add_service(address, _counted(address, service), method.types, method.description)
     return endpoint
+
+
+def _counted(address: str, service: Service) -> Service:
+    """``service``, counting each message it answers in ``stats.answered[address]``."""
+
+    def answer(endpoint: Endpoint, received: Received) -> None:
+        endpoint.stats.answered[address] += 1
+        service(endpoint, received)
+
+    return answer
 
 
 def open_endpoint(

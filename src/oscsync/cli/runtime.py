@@ -26,6 +26,7 @@ from oscsync.clock import Clock, SkewedClock, SystemClock
 from oscsync.net.udp import TransportError
 from oscsync.terminal import display
 from oscsync.terminal.liveline import LiveLine
+from oscsync.terminal.wording import fit, terminal_width
 from oscsync.threads import STOP_SIGNALS
 
 
@@ -69,6 +70,7 @@ class AppContext:
         return self.live
 
     def _stderr_line(self, text: str) -> None:
+        text = fit(text, terminal_width(sys.stderr))  # at word boundaries on a terminal
         # A warning from a receive thread must not be spliced into the live line (issue #13).
         if self.live is not None and self.live.enabled:
             self.live.above(click.unstyle(text) if not sys.stderr.isatty() else text, sys.stderr)

@@ -31,6 +31,7 @@ from oscsync.cli.runtime import AppContext, running
 from oscsync.files.pattern import NAME, PatternError
 from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
+from oscsync.terminal.wording import milliseconds, plural
 
 
 class VoiceSoundType(ParsedType):
@@ -151,7 +152,7 @@ class PatternSending(records.Sending):
         }
 
     def note(self, watched: PatternFile, peers: tuple[HostPort, ...], offset: float) -> str:
-        kind = f"timetagged {offset * 1000:g} ms ahead" if offset else "played on arrival"
+        kind = f"timetagged {milliseconds(offset)} ahead" if offset else "played on arrival"
         where = ", ".join(str(peer) for peer in peers)
         return (
             f"sequencing {watched.path} ({describe(watched.pattern)}) to {where} at "
@@ -201,7 +202,8 @@ def send(app: AppContext, sending: PatternSending, allow: tuple[Network, ...]) -
 def _sent_summary(sender: TickSender, total: int | None) -> str:
     assert isinstance(sender, SequenceSender)
     of = f" of {total}" if total is not None and sender.sent < total else ""
-    return f"sequence: sent {sender.sent}{of} steps, {sender.reloads} pattern changes"
+    changes = plural(sender.reloads, "pattern change")
+    return f"sequence: sent {sender.sent}{of} steps, {changes}"
 
 
 # -- listen -----------------------------------------------------------------------------------
