@@ -73,9 +73,12 @@ class AppContext:
         text = fit(text, terminal_width(sys.stderr))  # at word boundaries on a terminal
         # A warning from a receive thread must not be spliced into the live line (issue #13).
         if self.live is not None and self.live.enabled:
-            self.live.above(click.unstyle(text) if not sys.stderr.isatty() else text, sys.stderr)
+            styled = sys.stderr.isatty() and color_wanted()
+            self.live.above(text if styled else click.unstyle(text), sys.stderr)
         else:
-            click.echo(text, err=True)
+            # color= given: a warning from a receive thread has no click context to read
+            # NO_COLOR's decision from (a refused send is heard there since issue 30).
+            click.echo(text, err=True, color=None if color_wanted() else False)
 
 
 class Stop(Exception):
