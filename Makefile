@@ -51,8 +51,8 @@ $(VENV)/.playsound: $(BIN)/oscsync
 	touch $@
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/ruff check src tests benchmarks scripts examples
+	$(BIN)/ruff format --check src tests benchmarks scripts examples
 	$(BIN)/mypy
 
 # The workshop guide (docs/): --strict fails on a broken link, anchor or missing image.

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from oscsync.apps.delivery import refusals, refused_within
-from oscsync.apps.endpoints import open_endpoint
+from oscsync.apps.endpoints import Endpoint
 from oscsync.clock import Clock
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Endpoint
 from oscsync.osc import codec, timetag
 
 FLUSH_TIMEOUT = 5.0
@@ -145,13 +144,13 @@ def send_repeated(
     """
     progress = progress if progress is not None else SendProgress()
     refusable = sum(1 for peer in endpoint.peers if not peer.is_tcp and not peer.is_multicast)
-    before = refusals(endpoint)
+    before = refusals(endpoint.transport)
     start = clock.monotonic()
     try:
         for k in range(repeat):
             if k:
                 clock.sleep(start + k * interval - clock.monotonic())
-            progress.delivered += endpoint.send_bytes(packet.encode(clock))
+            progress.delivered += endpoint.send_packet(packet.encode(clock))
             progress.packets += 1
             progress.datagrams += refusable
         progress.written = endpoint.flush(FLUSH_TIMEOUT)
@@ -159,9 +158,9 @@ def send_repeated(
             # The last datagram's "port unreachable" comes back within a round trip: wait for
             # it (at most REFUSAL_WINDOW), so that one send to a closed port is not taken for
             # a success (issue 30: it exited 0 in silence, where -n 3 warned).
-            refused_within(endpoint, before + progress.datagrams - 1)
+            refused_within(endpoint.transport, before + progress.datagrams - 1)
     finally:
-        progress.refused = refusals(endpoint) - before
+        progress.refused = refusals(endpoint.transport) - before
     return progress.delivered
 
 
@@ -177,16 +176,17 @@ def send_to(
     multicast_interface: str | None = None,
     framing: Framing = "slip",
 ) -> int:
-    """``oscsync send``: open an endpoint to ``targets``, :func:`send_repeated`, close it
-    (``framing``: how packets to ``tcp://`` targets are framed)."""
-    with open_endpoint(
+    """``oscsync send``: open an :class:`~oscsync.apps.endpoints.Endpoint` (``oscsync.Endpoint``)
+    to ``targets``, :func:`send_repeated`, close it (``framing``: how packets to ``tcp://``
+    targets are framed)."""
+    with Endpoint(
         peers=targets,
         clock=clock,
         on_warning=warn,
         multicast_interface=multicast_interface,
         framing=framing,
-        sending_once=True,
     ) as endpoint:
-        if any(not peer.is_tcp and not peer.is_multicast for peer in endpoint.peers):
-            endpoint.start()  # its receive thread is what hears a peer's "port unreachable"
+        # It sends and exits: its warnings must not promise to go on (issue 30). Its receive
+        # thread (started with it) is what hears a peer's "port unreachable".
+        endpoint.transport.sending_once = True
         return send_repeated(endpoint, packet, clock, repeat, interval, progress)

@@ -9,7 +9,7 @@ import threading
 import click
 
 from oscsync.apps.chat import RETRY, ChatSession
-from oscsync.apps.receiving import ReceiveSession, SessionSetup
+from oscsync.apps.receiving import SessionSetup
 from oscsync.cli.params import (
     DURATION,
     advertise_option,
@@ -101,10 +101,8 @@ def chat(
         contextlib.ExitStack() as follow,
     ):
         given, peers = peers, resolve_peers(peers)
-        receiving = ReceiveSession(
-            listen, peers, SessionSetup(app.clock, app.note, warn, allow, framing=framing)
-        )
-        endpoint = receiving.endpoint
+        setup = SessionSetup(app.clock, app.note, warn, allow, framing=framing)
+        endpoint = setup.open_public_endpoint(listen, peers)
         # On a terminal the note goes above the prompt, like other system lines.
         say = (lambda text: show(display.printable(text), False)) if interactive else None
         follow.enter_context(following(app, given, peers, endpoint.set_peers, say=say))
@@ -119,10 +117,9 @@ def chat(
             targets = ", ".join(str(peer) for peer in peers)
             app.note(f"chat: listening on {endpoint.local_address}, sending to {targets}")
             # Before the prompt: it takes ~1.4 s. OSCQuery lists the endpoint's live registry.
-            advertised.publish(endpoint.local_address, endpoint.registry)
+            advertised.publish(endpoint.local_address, endpoint.transport.registry)
             if interactive:
                 app.note("type a line and press Enter; Ctrl-D or Ctrl-C to quit")
-            receiving.start(session.on_message)
             # Piped (a script, PD's headless recipe): the first line waits for a peer that is
             # not listening yet, instead of being lost (issue 30). Unicast UDP only: a TCP
             # sender connects and queues by itself, and a multicast group never refuses.
@@ -151,7 +148,7 @@ def chat(
             if not interactive:
                 wait(threading.Event(), app.clock, linger)
         finally:
-            receiving.close()
+            endpoint.close()
             console.close()
             app.note(session.summary())
             if console.dropped:

@@ -113,7 +113,6 @@ class EndpointOptions(TypedDict, total=False):
     services: Mapping[str, Service] | None
     kernel_stamps: bool
     registry: AddressRegistry | None
-    sending_once: bool
 
 
 class Endpoint(Transport):
@@ -133,12 +132,9 @@ class Endpoint(Transport):
         services: Mapping[str, Service] | None = None,
         kernel_stamps: bool = True,
         registry: AddressRegistry | None = None,
-        sending_once: bool = False,
     ) -> None:
         _refuse_tcp([listen] if listen is not None else [], peers)
-        self.sending_once = sending_once
-        """The owner sends and exits (``oscsync send``): a refusal is not followed by "still
-        sending", and a TCP peer that refuses is not retried (issue 30)."""
+        self._sending_once = False
         self.clock = clock if clock is not None else SystemClock()
         self._core = ReceiveCore(self.clock, allow=allow, on_warning=on_warning, registry=registry)
         self.stats: TransportStats = self._core.stats
@@ -463,6 +459,16 @@ class Endpoint(Transport):
             service(endpoint, received)
 
         self.registry.add(address, answer, types, description)
+
+    @property
+    def sending_once(self) -> bool:
+        """True when the owner sends and exits (``oscsync send``): a refusal is then not
+        followed by "still sending", nor a refused TCP connection by "trying again" (issue 30)."""
+        return self._sending_once
+
+    @sending_once.setter
+    def sending_once(self, value: bool) -> None:
+        self._sending_once = value
 
     def _peer_refused(self, peer: HostPort) -> None:
         self.stats.send_errors["refused"] += 1
