@@ -71,14 +71,15 @@ class AppContext:
 
     def _stderr_line(self, text: str) -> None:
         text = fit(text, terminal_width(sys.stderr))  # at word boundaries on a terminal
+        if not color_wanted():
+            # NO_COLOR from every thread: the group's ctx.color=False reaches only the main
+            # thread's click context, and warnings also come from receive and timer threads.
+            text = click.unstyle(text)
         # A warning from a receive thread must not be spliced into the live line (issue #13).
         if self.live is not None and self.live.enabled:
-            styled = sys.stderr.isatty() and color_wanted()
-            self.live.above(text if styled else click.unstyle(text), sys.stderr)
+            self.live.above(click.unstyle(text) if not sys.stderr.isatty() else text, sys.stderr)
         else:
-            # color= given: a warning from a receive thread has no click context to read
-            # NO_COLOR's decision from (a refused send is heard there since issue 30).
-            click.echo(text, err=True, color=None if color_wanted() else False)
+            click.echo(text, err=True)
 
 
 class Stop(Exception):

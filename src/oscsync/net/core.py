@@ -57,10 +57,21 @@ class TransportStats:
     answered: Counter[str] = field(default_factory=Counter)
     """Messages answered on the endpoint's behalf, by address (clock pings): in :attr:`messages`
     too, so that a summary can count them apart from the command's own (issue 30)."""
+    connections_closed: Counter[str] = field(default_factory=Counter)
+    """TCP connections the listener closed or refused, by reason (``evicted`` to make room,
+    ``idle``, ``frame-timeout``, ``waiting-at-close``...); not those the clients closed."""
 
     @property
     def dropped(self) -> int:
         return sum(self.drops.values())
+
+    def connection_note(self) -> str:
+        """The TCP connections the listener closed or refused, for a summary ("" when none)."""
+        if not self.connections_closed:
+            return ""
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(self.connections_closed.items()))
+        total = sum(self.connections_closed.values())
+        return f"TCP connections closed by the listener: {total} ({reasons})"
 
     def platform_note(self) -> str:
         """What this platform could not measure, for a summary line ("" when nothing)."""
