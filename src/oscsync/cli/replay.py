@@ -254,15 +254,17 @@ def _replay(
         ) as session,
         following(app, given, peers, session.endpoint.set_peers, say=note),
     ):
-        # Inside running(): a Ctrl-C right after this line is a clean stop (it was "Aborted!").
-        app.note(
-            f"replay: {measured.count} datagrams, {(measured.last - measured.first) / speed:.3f} "
-            f"s per pass, to {', '.join(map(str, peers))}"
-        )
         replayer = session.replayer
-        session.start()
-        next_progress = clock.monotonic()
         try:
+            # Inside running() and this try: a Ctrl-C right after this line is a clean stop
+            # with its summary (it was "Aborted!", or no summary while starting).
+            app.note(
+                f"replay: {measured.count} datagrams, "
+                f"{(measured.last - measured.first) / speed:.3f} s per pass, to "
+                f"{', '.join(map(str, peers))}"
+            )
+            session.start()
+            next_progress = clock.monotonic()
             while not replayer.finished.is_set():
                 if progress and clock.monotonic() >= next_progress:
                     next_progress = clock.monotonic() + PROGRESS_INTERVAL
@@ -293,7 +295,8 @@ def _progress_text(replayer: Replayer) -> str:
 
 def _summary(replayer: Replayer, endpoint: Endpoint, source: DatagramFile) -> str:
     stats = replayer.stats
-    elapsed = max(0.0, replayer.clock.monotonic() - replayer.start_monotonic)
+    started = replayer.start_monotonic  # 0.0: stopped before it started
+    elapsed = max(0.0, replayer.clock.monotonic() - started) if started else 0.0
     text = (
         f"replay: sent {stats.datagrams} datagrams ({stats.packets} packets, {stats.bytes} bytes) "
         f"in {elapsed:.3f} s, {stats.loops_started} pass(es)"
