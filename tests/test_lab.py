@@ -5,11 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import pty
+import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from conftest import oscsync_command
 from oscsync.apps import lab, labrecords, scoring, tables
 from oscsync.cli.main import cli
 
@@ -293,3 +297,31 @@ def test_stats_out_of_order_and_duplicate_ticks_score_like_in_order(tmp_path: Pa
     second = ticklog.score_log(ticklog.read_log(shuffled))
     assert first == second
     assert (first[0].received, first[0].lost) == (11, 1)
+
+
+def test_sweep_on_a_terminal_keeps_its_note_its_bar_and_its_table_on_their_own_lines() -> None:
+    """Issue 30 item 10: the note was drawn after the bar had started, on the bar's line."""
+    parent, child = pty.openpty()
+    args = oscsync_command("timetag", "sweep", "--offsets", "0", "--ticks", "4")
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=child, stderr=child)
+    os.close(child)
+    screen = b""
+    try:
+        while chunk := _read_pty(parent):
+            screen += chunk
+    finally:
+        os.close(parent)
+        assert proc.wait(60) == 0
+    # A terminal shows what is after the last carriage return of each line.
+    lines = [line.split("\r")[-1] for line in screen.decode().replace("\r\n", "\n").split("\n")]
+    shown = [line for line in lines if line.strip()]
+    assert shown[0].startswith("sweep: 1 offset × 4 ticks"), shown
+    assert "sweep  [" in shown[1], shown
+    assert shown[2].startswith("offset  inter-onset std"), shown
+
+
+def _read_pty(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO: the other side closed
+        return b""

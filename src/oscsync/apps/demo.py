@@ -71,13 +71,47 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.1f} ms" if seconds >= 0.01 else f"{seconds * 1e3:.2f} ms"
 
 
-def table(summaries: list[PhaseSummary], names: list[str]) -> str:
-    """Rows per phase and follower: jitter, late, lost; the spread between followers per phase."""
+def table(summaries: list[PhaseSummary], names: list[str], width: int | None = None) -> str:
+    """Rows per phase and follower: jitter, late, lost; the spread between followers per phase.
+
+    Wider than ``width`` columns (a narrow terminal), each phase is a block of its own instead,
+    so that no row wraps (issue 30).
+    """
+    wide = _wide_table(summaries, names)
+    if width is None or max(len(line) for line in wide.splitlines()) <= width:
+        return wide
+    blocks = []
+    for summary in summaries:
+        rows = [
+            [f"  {name}", f"jitter {_ms(score.ioi_std)}", f"late {_late(score)}",
+             f"lost {score.lost}"]
+            for name, score in zip(names, summary.scores)
+        ]  # fmt: skip
+        lines = [summary.title, *_columns(rows)]
+        if summary.spread:
+            values = summary.spread
+            lines.append(
+                f"  A↔B spread p50 / max {_ms(statistics.median(values))} / {_ms(max(values))}"
+            )
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)
+
+
+def _late(score: Score) -> str:
+    return f"{score.late}/{score.received}" if score.timed else "-"
+
+
+def _columns(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def _wide_table(summaries: list[PhaseSummary], names: list[str]) -> str:
     header = ["", "follower", "jitter (std)", "late", "lost", "A↔B spread p50 / max"]
     rows = [header]
     for summary in summaries:
         for index, (name, score) in enumerate(zip(names, summary.scores)):
-            late = f"{score.late}/{score.received}" if score.timed else "-"
+            late = _late(score)
             between = ""
             if index == 0 and summary.spread:
                 values = summary.spread

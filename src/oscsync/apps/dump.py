@@ -535,6 +535,9 @@ def summary(stats: TransportStats, written: int, not_printed: int = 0) -> str:
     )
     if not_printed:
         text += f", {not_printed} not printed (after --count or the output closed)"
+    if answered := sum(stats.answered.values()):
+        # Another oscsync measuring this one's clock (`oscsync clock`): not printed, answered.
+        text += f", {plural(answered, 'clock ping')} answered"
     if stats.drops:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(stats.drops.items()))
         text += f"; dropped {stats.dropped} ({reasons})"

@@ -30,7 +30,7 @@ from oscsync.net.core import Network, TransportStats
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import AddressError, HostPort, parse_hostport, parse_network
 from oscsync.net.tcpendpoint import TcpEndpoint, uses_tcp
-from oscsync.net.udp import EndpointOptions
+from oscsync.net.udp import EndpointOptions, Service
 from oscsync.osc import codec
 from oscsync.osc.routing import AddressRegistry, Handler, Method, Received, no_route
 from oscsync.scheduler import DEFAULT_SPIN, Scheduler
@@ -45,8 +45,18 @@ def add_standard_services(endpoint: udp.Endpoint) -> udp.Endpoint:
     """Register the clock services (:func:`oscsync.sync.ping.standard_services`) on ``endpoint``."""
     for address, service in standard_services().items():
         method = SERVICE_METHODS[address]
-        endpoint.add_service(address, service, method.types, method.description)
+        endpoint.add_service(address, _counted(address, service), method.types, method.description)
     return endpoint
+
+
+def _counted(address: str, service: Service) -> Service:
+    """``service``, counting each message it answers in ``stats.answered[address]``."""
+
+    def answer(endpoint: udp.Endpoint, received: Received) -> None:
+        endpoint.stats.answered[address] += 1
+        service(endpoint, received)
+
+    return answer
 
 
 def open_endpoint(

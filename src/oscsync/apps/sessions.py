@@ -222,6 +222,7 @@ class ListenSession(Session, Generic[R]):
         self.log = log
         self.limit = limit
         self.done = threading.Event()
+        self.listening_on: HostPort | None = None
         self.failure: str | None = None
         self.on_failure: list[Callable[[], None]] = []
         self.show: Callable[[R], None] | None = None
@@ -288,7 +289,8 @@ class ListenSession(Session, Generic[R]):
         ``sync_start_interval`` then ``sync_interval`` (:func:`make_follower`), or through
         ``follower``, built by the caller; and with ``pings_to`` (pair) answering pongs for
         ``--offset auto``'s pings to those peers."""
-        self.note(f"listening on {self.endpoint.local_address}")
+        self.listening_on = self.endpoint.local_address  # the socket is gone after close()
+        self.note(f"listening on {self.listening_on}")
         if pings_to is not None:
             self.clocks = peer_clocks(self.clock, self.endpoint, pings_to)
         handler: Callable[[Received], None] = self.listener.on_message
@@ -361,6 +363,18 @@ class ListenSession(Session, Generic[R]):
 
     def summary(self) -> str:
         raise NotImplementedError
+
+    def silence_hint(self) -> str | None:
+        """One line saying what to check when not one datagram arrived, else None (issue 30:
+        a patch that stopped sending left a bare "ticks 0")."""
+        stats = self.endpoint.stats
+        if stats.datagrams or stats.dropped or self.listening_on is None:
+            return None
+        return (
+            f"nothing arrived on {self.listening_on}: is the sender running, and "
+            "sending to this address and port? (Pure Data's example patches send to "
+            "127.0.0.1:9001; docs/troubleshooting.md#nothing-arrives)"
+        )
 
 
 class TickListenSession(ListenSession[TickRecord]):

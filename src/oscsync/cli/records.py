@@ -89,6 +89,8 @@ class RecordLines(Generic[R]):
             except BrokenPipeError:
                 self.output_closed = True
         self.app.note(self.session.summary())
+        if (hint := self.session.silence_hint()) is not None:
+            self.app.warn(hint)
         if self.output_closed:
             leave_without_stdout(stopped_cleanly=True)
         if self.session.failure is not None:
@@ -565,4 +567,10 @@ def send_until_done(
         if live is not None:
             live.end()
             app.live = None
-        app.note(summary(started))
+        text = summary(started)
+        refused = session.endpoint.stats.send_errors.get("refused", 0)
+        if refused:
+            # A stream keeps sending to a closed port (it warned once); its summary says how
+            # many were lost, as chat's does (issue 30).
+            text += f"; refused {refused} (nothing listened)"
+        app.note(text)

@@ -26,6 +26,7 @@ from oscsync.clock import Clock, SkewedClock, SystemClock
 from oscsync.net.udp import TransportError
 from oscsync.terminal import display
 from oscsync.terminal.liveline import LiveLine
+from oscsync.terminal.wording import fit, terminal_width
 from oscsync.threads import STOP_SIGNALS
 
 
@@ -69,6 +70,7 @@ class AppContext:
         return self.live
 
     def _stderr_line(self, text: str) -> None:
+        text = fit(text, terminal_width(sys.stderr))  # at word boundaries on a terminal
         if not color_wanted():
             # NO_COLOR from every thread: the group's ctx.color=False reaches only the main
             # thread's click context, and warnings also come from receive and timer threads.

@@ -46,11 +46,18 @@ def stats(
     a missing tick shows up as lost. Lines that are not tick records are skipped and counted.
     """
     from oscsync.apps import tables, ticklog
+    from oscsync.files.kinds import file_kind
 
     as_json = as_json or old_json
 
     rows = []
     for path in logs:
+        if file_kind(path) == "recording":
+            raise click.ClickException(
+                f"{path}: this is a recording (oscsync record), not a tick log: send it again "
+                f"with `oscsync replay {path} --peer HOST:PORT`; `oscsync metronome listen "
+                "--log ticks.jsonl` writes a tick log"
+            )
         try:
             times = ticklog.read_log(path)
             result, period = ticklog.score_log(times, bpm)

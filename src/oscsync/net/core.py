@@ -54,6 +54,9 @@ class TransportStats:
     """``kernel``: arrival is when the kernel received the datagram; ``clock``: when it was read."""
     connections: int = 0
     """TCP connections a listener accepted (0 on UDP); each frame counts in :attr:`datagrams`."""
+    answered: Counter[str] = field(default_factory=Counter)
+    """Messages answered on the endpoint's behalf, by address (clock pings): in :attr:`messages`
+    too, so that a summary can count them apart from the command's own (issue 30)."""
     connections_closed: Counter[str] = field(default_factory=Counter)
     """TCP connections the listener closed or refused, by reason (``evicted`` to make room,
     ``idle``, ``frame-timeout``, ``waiting-at-close``...); not those the clients closed."""

@@ -110,7 +110,16 @@ def parse_hostport(
             raise AddressError(f"{text!r}: a host is needed here, e.g. 127.0.0.1:{value}")
         host = default_host
     if not host:
-        raise AddressError(f"{text!r}: the host part is empty")
+        # Issue 30: ":9001" said only "the host part is empty"; say what to write instead.
+        if default_host is None:
+            raise AddressError(
+                f"{text!r}: the host part is empty: write {DEFAULT_HOST}:{port_text} for this "
+                "machine"
+            )
+        raise AddressError(
+            f"{text!r}: the host part is empty: write {port_text} for {default_host}:{port_text} "
+            f"(the default), or 0.0.0.0:{port_text} for every interface"
+        )
     port = parse_port(port_text, allow_zero=allow_port_zero, context=text)
     return HostPort(resolve_host(host), port)
 

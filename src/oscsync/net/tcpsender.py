@@ -161,8 +161,12 @@ class TcpSender:
         drop: DropPolicy = "oldest",
         max_frame: int = framing.DEFAULT_MAX_FRAME,
         run_thread: bool = True,
+        sending_once: bool = False,
     ) -> None:
         self.peer = peer
+        self.sending_once = sending_once
+        """The owner sends and exits at the first failed connect (:meth:`flush`): the warning
+        then does not promise to try again."""
         self.framing = framing_mode
         self.clock = clock if clock is not None else SystemClock()
         self.stats = TcpSenderStats()
@@ -335,10 +339,14 @@ class TcpSender:
         name = errno.errorcode.get(code, str(code))
         self.stats.connect_failures[name] += 1
         delay = self._backoff.failed()
+        retry = (
+            ""
+            if self.sending_once
+            else f" (trying again in {delay:g} s, then up to every {BACKOFF_MAX:g} s, while "
+            "packets wait)"
+        )
         self._warn_once(
-            "connect",
-            f"cannot connect to {self.peer}: {display.escape(strerror(code))} (trying again "
-            f"in {delay:g} s, then up to every {BACKOFF_MAX:g} s, while packets wait)",
+            "connect", f"cannot connect to {self.peer}: {display.escape(strerror(code))}{retry}"
         )
         with self._cond:
             self._failures += 1

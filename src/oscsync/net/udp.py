@@ -134,6 +134,7 @@ class Endpoint(Transport):
         registry: AddressRegistry | None = None,
     ) -> None:
         _refuse_tcp([listen] if listen is not None else [], peers)
+        self._sending_once = False
         self.clock = clock if clock is not None else SystemClock()
         self._core = ReceiveCore(self.clock, allow=allow, on_warning=on_warning, registry=registry)
         self.stats: TransportStats = self._core.stats
@@ -459,11 +460,22 @@ class Endpoint(Transport):
 
         self.registry.add(address, answer, types, description)
 
+    @property
+    def sending_once(self) -> bool:
+        """True when the owner sends and exits (``oscsync send``): a refusal is then not
+        followed by "still sending", nor a refused TCP connection by "trying again" (issue 30)."""
+        return self._sending_once
+
+    @sending_once.setter
+    def sending_once(self, value: bool) -> None:
+        self._sending_once = value
+
     def _peer_refused(self, peer: HostPort) -> None:
         self.stats.send_errors["refused"] += 1
         self._warn_once(
             f"refused:{peer}",
-            f"nothing is listening at {peer} (ICMP port unreachable); still sending",
+            f"nothing is listening at {peer} (ICMP port unreachable)"
+            + ("" if self.sending_once else "; still sending"),
         )
 
     # -- receiving -------------------------------------------------------------------------
