@@ -394,3 +394,28 @@ def test_ntp_era_sample_across_the_2036_rollover_keeps_offset_and_delay() -> Non
     assert estimate is not None
     outbound = clocksync.one_way_delays([sample], estimate)
     assert outbound == [pytest.approx(0.005, abs=1e-9)]
+
+
+def test_a_keyed_listener_signs_its_pong_to_a_signed_ping_only() -> None:
+    """Issue #27 item 2: the pong to a signed ping is signed (its MAC covers the ping's SEQ and
+    T1); an unsigned ping still gets a plain pong (as an NTP server with keys answers plain
+    requests); a listener without the key answers a signed ping with a plain pong."""
+    from oscsync.osc import auth
+
+    key = auth.Key(b"0123456789abcdef", "test")
+    client = auth.PacketAuth(key)
+    sent: list[bytes] = []
+    clock = FakeClock()
+    first_t1 = clock.now_timetag()
+    for listener_auth in (auth.PacketAuth(key), None):
+        with open_endpoint(clock=clock, auth=listener_auth) as endpoint:
+            endpoint.reply = lambda data, to: sent.append(data) is None  # type: ignore[method-assign]
+            ping = clocksync.encode_ping(7, clock.now_timetag())
+            endpoint.handle_datagram(client.sign_message(ping), ("127.0.0.1", 4000))
+            clock.advance(1.0)
+            endpoint.handle_datagram(ping, ("127.0.0.1", 4001))
+    signed, plain, unkeyed_signed, unkeyed_plain = sent
+    assert auth.is_signed(signed) and not auth.is_signed(plain)
+    assert not auth.is_signed(unkeyed_signed) and not auth.is_signed(unkeyed_plain)
+    body, checked = auth.PacketAuth(key).open(signed)  # type: ignore[misc]
+    assert checked and codec.decode(body)[0].args[:2] == (7, first_t1)

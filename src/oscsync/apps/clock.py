@@ -18,6 +18,7 @@ from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import Clock
 from oscsync.net.hostport import HostPort
 from oscsync.net.udp import Endpoint, Network
+from oscsync.osc.auth import PacketAuth
 from oscsync.osc.routing import Received
 from oscsync.sync.estimate import ClockEstimate
 from oscsync.sync.follow import ClockFollower
@@ -101,10 +102,18 @@ class PeerClockReport:
 class PeerClock:
     """Pings one peer through ``endpoint`` and keeps the estimate; :meth:`run` drives it."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        auth: PacketAuth | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.clock = endpoint.clock
-        self.follower = ClockFollower(endpoint, peer=endpoint.peers[0].sockaddr)
+        self.auth = auth
+        self.warn = warn
+        self.follower = self._follower(endpoint.peers[0].sockaddr)
         self.stop = threading.Event()
         self.moves = 0
         self._move_lock = threading.Lock()
@@ -124,8 +133,11 @@ class PeerClock:
             # The new socket first: the follower picks how to reach its peer from the
             # endpoint's peers at its first ping.
             self.endpoint.set_peers(peers)
-            self.follower = ClockFollower(self.endpoint, peer=peers[0].sockaddr)
+            self.follower = self._follower(peers[0].sockaddr)
             self.moves += 1
+
+    def _follower(self, peer: tuple[str, int]) -> ClockFollower:
+        return ClockFollower(self.endpoint, peer=peer, auth=self.auth, on_warning=self.warn)
 
     def run(
         self,
@@ -189,8 +201,16 @@ def _ignore(_: Received) -> None:
 
 @contextlib.contextmanager
 def peer_clock(
-    peer: HostPort, *, clock: Clock, allow: Sequence[Network] = (), warn: Callable[[str], None]
+    peer: HostPort,
+    *,
+    clock: Clock,
+    allow: Sequence[Network] = (),
+    warn: Callable[[str], None],
+    auth: PacketAuth | None = None,
 ) -> Iterator[PeerClock]:
-    """``oscsync clock``: a :class:`PeerClock` for ``peer`` on its own endpoint, closed after."""
-    with open_endpoint(peers=[peer], clock=clock, allow=allow, on_warning=warn) as endpoint:
-        yield PeerClock(endpoint)
+    """``oscsync clock``: a :class:`PeerClock` for ``peer`` on its own endpoint, closed after
+    (with ``auth``, a key: pings signed, only signed pongs taken)."""
+    with open_endpoint(
+        peers=[peer], clock=clock, allow=allow, on_warning=warn, auth=auth
+    ) as endpoint:
+        yield PeerClock(endpoint, auth=auth, warn=warn)

@@ -15,17 +15,21 @@ from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
 from oscsync.net.tcpendpoint import TcpEndpoint, uses_tcp
 from oscsync.net.udp import Endpoint, EndpointOptions
+from oscsync.osc.auth import PacketAuth
 from oscsync.sync import ping as clocksync
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
 
 
-def add_standard_services(endpoint: Endpoint) -> Endpoint:
-    """Register the clock services (:func:`oscsync.sync.ping.standard_services`) on ``endpoint``."""
-    for address, service in clocksync.standard_services().items():
+def add_standard_services(endpoint: Endpoint, auth: PacketAuth | None = None) -> Endpoint:
+    """Register the clock services (:func:`oscsync.sync.ping.standard_services`) on ``endpoint``,
+    and with a key check the signatures of what it receives (:mod:`oscsync.osc.auth`)."""
+    for address, service in clocksync.standard_services(auth).items():
         method = clocksync.SERVICE_METHODS[address]
         endpoint.add_service(address, service, method.types, method.description)
+    if auth is not None:
+        endpoint._core.verifier = auth.verifier  # until Endpoint takes a verifier (issue 31)
     return endpoint
 
 
@@ -34,12 +38,16 @@ def open_endpoint(
     peers: Sequence[HostPort] = (),
     *,
     framing: Framing = "slip",
+    auth: PacketAuth | None = None,
     **options: Unpack[EndpointOptions],
 ) -> Endpoint:
     """An endpoint that answers the standard clock services: UDP
     (:class:`~oscsync.net.udp.Endpoint`, whose keywords ``options`` are), or
     :class:`~oscsync.net.tcpendpoint.TcpEndpoint` when an address says ``tcp://`` (then ``framing``
-    is how packets to TCP peers are framed)."""
+    is how packets to TCP peers are framed). With ``auth`` (a key) it signs its pongs and checks
+    signed bundles."""
     if uses_tcp(listen, peers):
-        return add_standard_services(TcpEndpoint(listen, peers, framing_mode=framing, **options))
-    return add_standard_services(Endpoint(listen, peers, **options))
+        endpoint: Endpoint = TcpEndpoint(listen, peers, framing_mode=framing, **options)
+    else:
+        endpoint = Endpoint(listen, peers, **options)
+    return add_standard_services(endpoint, auth)

@@ -21,6 +21,7 @@ from oscsync.clock import Clock
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
 from oscsync.net.udp import Endpoint, MessageHandler, Network, ReceiveHooks
+from oscsync.osc.auth import PacketAuth
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ class SessionSetup:
     multicast_interface: str | None = None
     framing: Framing = "slip"
     """How packets to ``tcp://`` peers are framed (issue #16)."""
+    auth: PacketAuth | None = None
+    """The shared key (``--key-file``): pings, pongs and timetagged bundles are signed with it,
+    and what arrives signed is checked (:mod:`oscsync.osc.auth`)."""
 
     def open_endpoint(
         self, listen: HostPort | None = None, peers: Sequence[HostPort] = ()
@@ -58,7 +62,21 @@ class SessionSetup:
             on_warning=self.warn,
             multicast_interface=self.multicast_interface,
             framing=self.framing,
+            auth=self.auth,
         )
+
+    def sender(self, endpoint: Endpoint) -> Callable[[bytes], int]:
+        """How this session sends to its peers: ``endpoint.send_bytes``, with each bundle signed
+        when there is a key (plain messages stay as they are: nothing translates them)."""
+        auth = self.auth
+        if auth is None:
+            return endpoint.send_bytes
+        send_bytes, sign = endpoint.send_bytes, auth.sign_bundles
+
+        def send_signed(data: bytes) -> int:
+            return send_bytes(sign(data))
+
+        return send_signed
 
 
 class Session:

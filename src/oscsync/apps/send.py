@@ -12,6 +12,7 @@ from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
 from oscsync.net.udp import Endpoint
 from oscsync.osc import codec, timetag
+from oscsync.osc.auth import PacketAuth
 
 FLUSH_TIMEOUT = 5.0
 """Seconds ``send`` waits for a TCP peer to take its packets before it says it could not."""
@@ -132,18 +133,22 @@ def send_repeated(
     repeat: int,
     interval: float,
     progress: SendProgress | None = None,
+    auth: PacketAuth | None = None,
 ) -> int:
     """Send ``repeat`` times on a drift-free grid (send k at start + k·interval); return sends.
 
     ``progress`` is updated after each send, so a caller interrupted half-way can say how far
-    it got.
+    it got. With ``auth`` (a key) a bundle goes out signed.
     """
     progress = progress if progress is not None else SendProgress()
     start = clock.monotonic()
     for k in range(repeat):
         if k:
             clock.sleep(start + k * interval - clock.monotonic())
-        progress.delivered += endpoint.send_bytes(packet.encode(clock))
+        data = packet.encode(clock)
+        if auth is not None:
+            data = auth.sign_bundles(data)
+        progress.delivered += endpoint.send_bytes(data)
         progress.packets += 1
     progress.written = endpoint.flush(FLUSH_TIMEOUT)
     return progress.delivered
@@ -160,14 +165,17 @@ def send_to(
     warn: Callable[[str], None],
     multicast_interface: str | None = None,
     framing: Framing = "slip",
+    auth: PacketAuth | None = None,
 ) -> int:
     """``oscsync send``: open an endpoint to ``targets``, :func:`send_repeated`, close it
-    (``framing``: how packets to ``tcp://`` targets are framed)."""
+    (``framing``: how packets to ``tcp://`` targets are framed; ``auth``: the key bundles are
+    signed with)."""
     with open_endpoint(
         peers=targets,
         clock=clock,
         on_warning=warn,
         multicast_interface=multicast_interface,
         framing=framing,
+        auth=auth,
     ) as endpoint:
-        return send_repeated(endpoint, packet, clock, repeat, interval, progress)
+        return send_repeated(endpoint, packet, clock, repeat, interval, progress, auth)

@@ -40,6 +40,7 @@ from oscsync.audio import sounds
 from oscsync.clock import Clock
 from oscsync.net.hostport import HostPort
 from oscsync.net.udp import Endpoint
+from oscsync.osc.auth import PacketAuth
 from oscsync.osc.routing import Method, Received
 from oscsync.scheduler import DEFAULT_SPIN, Scheduler
 from oscsync.sync import follow as clockfollow
@@ -81,9 +82,12 @@ def auto_offset(clocks: PeerClocks, *, note: Note, warn: Note, maximum: float) -
     return min(choice.offset, maximum)
 
 
-def peer_clocks(clock: Clock, endpoint: Endpoint, peers: Sequence[HostPort]) -> PeerClocks:
-    """Clock pings to ``peers`` (for ``--offset auto``), their pongs answered on ``endpoint``."""
-    clocks = PeerClocks(clock, endpoint, peers, filter_size=AUTO_PINGS)
+def peer_clocks(
+    clock: Clock, endpoint: Endpoint, peers: Sequence[HostPort], auth: PacketAuth | None = None
+) -> PeerClocks:
+    """Clock pings to ``peers`` (for ``--offset auto``), their pongs answered on ``endpoint``
+    (signed, and only signed pongs taken, with a key)."""
+    clocks = PeerClocks(clock, endpoint, peers, filter_size=AUTO_PINGS, auth=auth)
     endpoint.add_service(PONG, clocks.service, PONG_METHOD.types, PONG_METHOD.description)
     return clocks
 
@@ -99,8 +103,10 @@ class SendSession(SendingSession):
         self, peers: Sequence[HostPort], setup: SessionSetup, *, spin: float = DEFAULT_SPIN
     ) -> None:
         super().__init__(peers, setup, spin=spin)
+        self.send = setup.sender(self.endpoint)
+        """Sends to the peers, each bundle signed with a key."""
         try:
-            self.clocks = peer_clocks(self.clock, self.endpoint, peers)
+            self.clocks = peer_clocks(self.clock, self.endpoint, peers, setup.auth)
             self.endpoint.start(_ignore)
         except BaseException:
             self.close()  # the endpoint and scheduler the base opened; nobody else holds them
@@ -119,7 +125,7 @@ class SendSession(SendingSession):
         """``metronome send`` (and the lab's leader): ``/tick`` on the grid, through this
         endpoint and scheduler."""
         return TickSender(
-            self.endpoint.send_bytes,
+            self.send,
             self.scheduler,
             bpm=bpm,
             beats_per_bar=beats_per_bar,
@@ -130,9 +136,7 @@ class SendSession(SendingSession):
     def pattern_sender(self, watched: PatternFile, **grid: Any) -> SequenceSender:
         """``sequence send``: ``watched``'s steps (see :func:`~oscsync.apps.sequence.file_sender`
         for ``grid``: bpm, steps_per_beat, beats_per_bar, swing, offset)."""
-        return file_sender(
-            self.endpoint.send_bytes, self.scheduler, watched, note=self.note, **grid
-        )
+        return file_sender(self.send, self.scheduler, watched, note=self.note, **grid)
 
 
 def make_follower(
@@ -144,6 +148,7 @@ def make_follower(
     warn: Note,
     interval: float = clockfollow.INTERVAL,
     start_interval: float = clockfollow.ACQUIRE_INTERVAL,
+    auth: PacketAuth | None = None,
 ) -> ClockFollower | None:
     """``--sync peer``: a ClockFollower; ``--sync system`` or none: None (timetags as they are).
 
@@ -163,6 +168,7 @@ def make_follower(
         interval=interval,
         burst_interval=start_interval,
         acquire_interval=start_interval,
+        auth=auth,
     )
 
 
@@ -291,7 +297,7 @@ class ListenSession(Session, Generic[R]):
         ``--offset auto``'s pings to those peers."""
         self.note(f"listening on {self.endpoint.local_address}")
         if pings_to is not None:
-            self.clocks = peer_clocks(self.clock, self.endpoint, pings_to)
+            self.clocks = peer_clocks(self.clock, self.endpoint, pings_to, self.setup.auth)
         handler: Callable[[Received], None] = self.listener.on_message
         if follower is None:
             self.follower = make_follower(
@@ -302,6 +308,7 @@ class ListenSession(Session, Generic[R]):
                 warn=self.warn,
                 interval=sync_interval,
                 start_interval=sync_start_interval,
+                auth=self.setup.auth,
             )
             follower = self.follower
             if self.follower is not None and self.clocks is not None:
@@ -437,7 +444,7 @@ class TickListenSession(ListenSession[TickRecord]):
         """pair: a tick sender through this endpoint, its ticks items on this scheduler (one
         timer thread for both halves); it stops with the session."""
         sender = TickSender(
-            self.endpoint.send_bytes,
+            self.setup.sender(self.endpoint),
             self.scheduler,
             bpm=bpm,
             beats_per_bar=self.beats_per_bar,
@@ -502,7 +509,7 @@ class SequenceListenSession(ListenSession[EventRecord]):
         """pair: ``watched``'s steps through this endpoint, items on this scheduler (one timer
         thread for both halves, as metronome pair); it stops with the session."""
         sender = file_sender(
-            self.endpoint.send_bytes, self.scheduler, watched, note=self.note, **grid
+            self.setup.sender(self.endpoint), self.scheduler, watched, note=self.note, **grid
         )
         self.on_failure.append(sender.stop)
         return sender

@@ -9,7 +9,7 @@ import threading
 import click
 
 from oscsync.apps.chat import ChatSession
-from oscsync.apps.receiving import ReceiveSession, SessionSetup
+from oscsync.apps.receiving import ReceiveSession
 from oscsync.cli.params import (
     DURATION,
     advertise_option,
@@ -90,9 +90,7 @@ def chat(
         contextlib.ExitStack() as follow,
     ):
         given, peers = peers, resolve_peers(peers)
-        receiving = ReceiveSession(
-            listen, peers, SessionSetup(app.clock, app.note, warn, allow, framing=framing)
-        )
+        receiving = ReceiveSession(listen, peers, app.setup(allow, framing=framing, warn=warn))
         endpoint = receiving.endpoint
         # On a terminal the note goes above the prompt, like other system lines.
         say = (lambda text: show(display.printable(text), False)) if interactive else None

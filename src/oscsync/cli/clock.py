@@ -103,7 +103,7 @@ def clock(
     stopped_by: signal.Signals | None = None
     with (
         running(),
-        peer_clock(peer, clock=app.clock, allow=allow, warn=app.warn) as probe,
+        peer_clock(peer, clock=app.clock, allow=allow, warn=app.warn, auth=app.auth) as probe,
         # @NAME re-registered elsewhere: measure the new address, from scratch (issue 17).
         following(
             app,

@@ -132,7 +132,7 @@ def setup(
     app: AppContext, allow: Sequence[Network], iface: str | None, framing: Framing = "slip"
 ) -> SessionSetup:
     """What every session takes from the command line and the app context."""
-    return SessionSetup(app.clock, app.note, app.warn, allow, iface, framing)
+    return app.setup(allow, iface, framing)
 
 
 class OffsetType(DurationType):

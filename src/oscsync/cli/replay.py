@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import click
 
-from oscsync.apps.receiving import SessionSetup
 from oscsync.apps.replay import (
     TIMETAG_MODES,
     Plan,
@@ -235,7 +234,7 @@ def _replay(
             source,
             measured,
             peers,
-            SessionSetup(clock, app.note, warn, multicast_interface=iface, framing=framing),
+            app.setup((), iface, framing, warn=warn, clock=clock),
             selection=selection,
             speed=speed,
             loops=loops,

@@ -19,8 +19,16 @@
   and releases them at lock: a held message whose translated time has already passed is dropped
   and counted ``unsynced``, never played late with a made-up headroom.
 
+With a key (``auth``, ``--key-file``: :mod:`oscsync.osc.auth`) pings are signed, and only pongs and
+timetagged messages whose signature checked (:attr:`~oscsync.osc.routing.Received.authenticated`)
+count: anything else is counted ``unauthenticated-pong`` or ``unauthenticated`` and moves nothing.
+Without one, a follower of a peer that is not on this machine says once that its clock is not
+authenticated.
+
 Malformed, stray, duplicated or impossible pongs are counted by reason in :attr:`ignored` and
-never reach the estimator (see :func:`oscsync.sync.ping.exchange_problem`). Times inside are
+never reach the estimator (see :func:`oscsync.sync.ping.exchange_problem`); one that implies a
+jump of the offset is held back (``offset-jump``) until a run of them confirms it
+(:mod:`oscsync.sync.estimate`). Times inside are
 seconds since :attr:`ClockFollower.origin` (our timetag when the follower was made), so floats
 keep sub-nanosecond resolution for days.
 """
@@ -35,15 +43,22 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from oscsync import threads
-from oscsync.net.hostport import HostPort
+from oscsync.net.hostport import HostPort, is_loopback
 from oscsync.osc import timetag as tt
-from oscsync.sync.estimate import ClockEstimate, EnvelopeEstimator, MinimumDelayFilter
+from oscsync.sync.estimate import (
+    CONFIRM_SPAN,
+    ClockEstimate,
+    EnvelopeEstimator,
+    MinimumDelayFilter,
+)
 from oscsync.sync.ping import PONG, PONG_METHOD, encode_ping, exchange_problem, int32
 from oscsync.sync.servo import Servo, ServoEvent, SteppingServo
+from oscsync.terminal.display import escape
 from oscsync.terminal.wording import plural
 
 if TYPE_CHECKING:
     from oscsync.net.udp import Endpoint
+    from oscsync.osc.auth import PacketAuth
     from oscsync.osc.routing import Received
 
 BURST = 20
@@ -98,9 +113,12 @@ class ClockFollower:
         max_pending_bytes: int = MAX_PENDING_BYTES,
         new_estimator: Callable[[], EnvelopeEstimator] = EnvelopeEstimator,
         new_servo: Callable[[], Servo] = Servo,
+        auth: PacketAuth | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.clock = endpoint.clock
+        self.auth = auth
+        """The key's signer and checker: with one, only authenticated pongs and ticks count."""
         self.peer = peer
         self.interval = interval
         self.burst = burst
@@ -146,7 +164,10 @@ class ClockFollower:
         """Timetagged messages dropped because they were due before the clock was synced."""
         self.moves = 0
         """Times :meth:`move_to` switched to another address."""
+        self._warned_unauthenticated = False
         endpoint.add_service(PONG, self._on_pong, PONG_METHOD.types, PONG_METHOD.description)
+        if peer is not None:
+            self._peer_chosen(peer)
 
     # -- time scale ---------------------------------------------------------------------------
 
@@ -168,6 +189,8 @@ class ClockFollower:
         # (stamping first put ~20 µs of lookups into the outbound delay only: a bias of 10 µs).
         t1 = self.clock.now_timetag()
         data = encode_ping(seq, t1)
+        if self.auth is not None:
+            data = self.auth.sign_message(data)  # after T1, as the pong is signed after T3
         with self._lock:
             if len(self._outstanding) >= MAX_OUTSTANDING:
                 self._outstanding.popitem(last=False)
@@ -204,6 +227,8 @@ class ClockFollower:
             pinger = Endpoint(
                 peers=[HostPort(*peer)], clock=self.clock, services={PONG: self._on_pong}
             )
+            if self.auth is not None:
+                pinger._core.verifier = self.auth.verifier  # its pongs are checked too
             pinger.start(lambda received: None)
             self._pinger = pinger
         return self._pinger
@@ -211,7 +236,19 @@ class ClockFollower:
     def follow(self, peer: tuple[str, int]) -> None:
         """Follow ``peer`` from now on (what ``--sync-peer`` says at start): pinging starts."""
         self.peer = peer
+        self._peer_chosen(peer)
         self._peer_known.set()
+
+    def _peer_chosen(self, peer: tuple[str, int]) -> None:
+        """Say once, without a key, that a clock on another machine is followed unchecked."""
+        if self.auth is not None or self._warned_unauthenticated or is_loopback(peer[0]):
+            return
+        self._warned_unauthenticated = True
+        self._warn(
+            f"clock sync with {escape(f'{peer[0]}:{peer[1]}')} is not authenticated: anyone "
+            "who sees its pings can answer them and move this clock (give the same "
+            "--key-file on both machines: docs/two-machines.md)"
+        )
 
     def move_to(self, peer: tuple[str, int]) -> None:
         """Follow ``peer`` instead of the peer followed so far (``--sync-peer @NAME``
@@ -231,6 +268,7 @@ class ClockFollower:
             if peer == self.peer:
                 return
             self.peer = peer
+            self._peer_chosen(peer)
             self.moves += 1
             self._outstanding.clear()  # a pong answering an old ping is never used
             self.estimator = self._new_estimator()
@@ -291,6 +329,8 @@ class ClockFollower:
         """Use one pong if it is genuine; count it by reason otherwise. True if used."""
         if self.peer is None or received.source != self.peer:
             return self._ignore("pong-not-from-peer")
+        if self.auth is not None and not received.authenticated:
+            return self._ignore("unauthenticated-pong")
         if received.message.types != "ittt":
             return self._ignore("malformed-pong")
         try:
@@ -311,7 +351,7 @@ class ClockFollower:
             self._last_rtt = (s4 - s1) - (s3 - s2)
             self._round_trips.append(self._last_rtt)
             if not self.estimator.add_exchange(s1, s2, s3, s4):
-                self.ignored["impossible-pong"] += 1  # held back: a step, or a forgery
+                self.ignored["offset-jump"] += 1  # held back: a step, or a forgery
             restarted = self.estimator.restarts != self._restarts_seen
             self._restarts_seen = self.estimator.restarts
             event = None
@@ -331,7 +371,12 @@ class ClockFollower:
         return True
 
     def _step_warning(self, event: ServoEvent, restarted: bool) -> str:
-        why = "the peer's clock restarted or stepped" if restarted else "error above 50 ms"
+        why = (
+            "the peer's clock restarted or stepped: its answers agreed on the new offset for "
+            f"{CONFIRM_SPAN:g} s or more"
+            if restarted
+            else "error above 50 ms"
+        )
         return f"clock sync: stepped by {event.error * 1e3:+.3f} ms ({why})"
 
     def _ignore(self, reason: str) -> bool:
@@ -354,8 +399,12 @@ class ClockFollower:
                 with self._handler_lock:
                     handler(received)
                 return
+            if self.auth is not None and not received.authenticated:
+                self._ignore("unauthenticated")  # on a clock nobody vouched for
+                return
             if self.peer is None:
                 self.peer = received.source
+                self._peer_chosen(received.source)
                 self._peer_known.set()
             elif received.source != self.peer:
                 self._ignore("not-sync-peer")
@@ -531,10 +580,12 @@ class FilterFollower(ClockFollower):
         *,
         peer: tuple[str, int] | None = None,
         on_warning: Callable[[str], None] | None = None,
+        auth: PacketAuth | None = None,
     ) -> None:
         super().__init__(
             endpoint,
             peer=peer,
+            auth=auth,
             interval=FILTER_INTERVAL,
             burst=FILTER_BURST,
             burst_interval=FILTER_BURST_INTERVAL,
