@@ -19,6 +19,7 @@ from oscsync.net.udp import Endpoint
 from oscsync.osc import auth, codec
 from oscsync.osc import timetag as tt
 from oscsync.osc.routing import Received
+from oscsync.sync import follow as clockfollow
 from oscsync.sync import ping as clocksync
 from oscsync.sync.follow import ClockFollower, FilterFollower
 
@@ -555,3 +556,93 @@ def test_without_a_key_a_peer_on_another_machine_is_said_once_to_be_unauthentica
     assert "--key-file" in world.warnings[0]
     assert _World().warnings == []  # loopback: nobody else can answer
     assert _World(peer=("192.168.1.20", 9001), key=KEY).warnings == []
+
+
+# -- issue #27 item 3: --sync alone follows whoever sends a timetagged message first ----------
+
+
+def test_without_a_key_the_first_sender_is_followed_and_each_other_one_named_once() -> None:
+    """A stranger's timetagged datagram sent before the leader starts wins the follower (there
+    is no telling who is who without a key); it is never switched, but the leader's refused
+    ticks are named in a warning, escaped, with the advice."""
+    world = _World(peer=None)
+    start = world.clock.monotonic()
+    world.send_tick(0.5, source=STRANGER)
+    world.run(start + 0.1)
+    for _ in range(3):
+        world.send_tick(0.5)
+    world.run(start + 1.0)
+    assert world.follower.peer == STRANGER
+    assert world.follower.ignored["not-sync-peer"] == 3
+    (warning,) = world.warnings
+    assert warning.startswith(
+        "clock sync: refused timetagged messages from 127.0.0.1:7000: following 127.0.0.2:7000"
+    )
+    assert "--sync-peer LEADER:PORT" in warning and "--key-file" in warning
+    world.send_tick(0.5, source=("127.0.0.3\x1b[2J", 7000))  # an address is network data
+    world.run(start + 1.5)
+    assert "\\x1b[2J" in world.warnings[-1] and "\x1b" not in world.warnings[-1]
+
+
+def test_without_a_key_refused_senders_are_named_a_bounded_number_of_times() -> None:
+    world = _World(peer=None)
+    start = world.clock.monotonic()
+    world.send_tick(0.5)
+    world.run(start + 0.1)
+    for k in range(40):
+        world.send_tick(0.5, source=(f"10.0.0.{k}", 7000))
+        world.send_tick(0.5, source=(f"10.0.0.{k}", 7000))
+    world.run(start + 1.0)
+    assert len(world.warnings) == clockfollow.MAX_REFUSED_WARNINGS
+    assert world.follower.ignored["not-sync-peer"] == 80
+
+
+def test_with_a_key_only_an_authenticated_sender_is_followed() -> None:
+    """The stranger's unsigned tick, sent first, is refused (``unauthenticated``) and does not
+    choose; the leader's signed ticks are followed and played on its clock."""
+    world = _World(peer=None, key=KEY)
+    start = world.clock.monotonic()
+    world.send_tick(0.5, source=STRANGER)
+    world.run(start + 0.1)
+    assert world.follower.peer is None
+    assert world.follower.ignored["unauthenticated"] == 1
+    world.send_tick(0.5)
+    world.run(start + 6.0)
+    stamps = [world.send_tick(0.05 + 0.25 * k) for k in range(4)]
+    world.run(start + 7.5)
+    assert world.follower.peer == LEADER and world.follower.state() == "locked"
+    truth = sorted(world.true_local(stamp) for stamp in stamps)
+    played = sorted(tt.to_unix(r.timetag) for r in world.got if r.timetag is not None)[-4:]
+    for local, true in zip(played, truth, strict=True):
+        assert abs(local - true) <= 0.5e-3
+    assert world.warnings == []
+
+
+def test_with_a_key_a_replayed_signed_tick_from_elsewhere_does_not_hold_the_follower() -> None:
+    """A signed tick of an earlier run, recorded and sent from another address before the
+    leader's: it checks (the follower never saw that run) and is chosen, but it cannot answer a
+    ping; the leader's own signed tick then replaces it, and once the leader has answered,
+    nobody else's is taken."""
+    world = _World(peer=None, key=KEY)
+    start = world.clock.monotonic()
+    recorded = auth.Signer(KEY).sign(
+        codec.encode_bundle(
+            tt.add_seconds(world.leader_clock.now_timetag(), -60.0),
+            [codec.encode_message("/tick", [0], "i")],
+        )
+    )
+    world.at(start + 0.01, lambda: world.deliver(recorded, STRANGER))
+    world.run(start + 0.05)
+    assert world.follower.peer == STRANGER  # chosen, not yet answered
+    world.send_tick(0.5)
+    world.run(start + 6.0)
+    assert world.follower.peer == LEADER and world.follower.state() == "locked"
+    assert world.follower.moves == 0
+    late = auth.Signer(KEY).sign(
+        codec.encode_bundle(
+            world.leader_clock.now_timetag(), [codec.encode_message("/tick", [0], "i")]
+        )
+    )
+    world.deliver(late, STRANGER)  # signed by someone else with the key, after the lock
+    assert world.follower.peer == LEADER
+    assert world.follower.ignored["not-sync-peer"] == 1

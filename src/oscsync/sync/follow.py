@@ -7,9 +7,15 @@
   message (the tick sender). Pongs count only from that address and only when they echo the
   sequence number and T1 of a ping still outstanding; timetagged messages from anyone else are
   not translated but dropped (counted ``not-sync-peer``): their timetags are on another clock
-  (issue #20 item 4, the clock hijack). :meth:`move_to` follows another address instead
-  (``--sync-peer @NAME`` re-registered): the measurement starts over, and from then on pongs
-  and ticks from the old address count as anyone else's;
+  (issue #20 item 4, the clock hijack). Without a key the first sender may be anyone (issue
+  #27 item 3: a stranger's datagram sent before the leader started won the follower), so each
+  other sender refused is named in a warning (at most :data:`MAX_REFUSED_WARNINGS`), the
+  followed one too. With a key only an authenticated message chooses, and until the chosen
+  peer has answered a ping (an authenticated pong) an authenticated message from another
+  address replaces it: a signed tick replayed from elsewhere cannot hold the follower.
+  :meth:`move_to` follows another address instead (``--sync-peer @NAME`` re-registered): the
+  measurement starts over, and from then on pongs and ticks from the old address count as
+  anyone else's;
 * pings it in a burst (``burst`` pings ``burst_interval`` apart), every ``acquire_interval``
   for ``acquire_time`` seconds and then every ``interval`` seconds; each answered exchange feeds
   an :class:`~oscsync.sync.estimate.EnvelopeEstimator`, whose estimate disciplines a
@@ -80,6 +86,8 @@ UPDATE_EVERY = 0.1
 MAX_OUTSTANDING = 256
 MAX_ROUND_TRIPS = 4096
 """Round-trip times kept for the report (the most recent)."""
+MAX_REFUSED_WARNINGS = 8
+"""Other senders of timetagged messages named in a warning; more are only counted."""
 MAX_PENDING = 256
 MAX_PENDING_BYTES = 1 << 20
 """Held messages before lock: at most this many, and this many bytes of arguments (a blob bomb
@@ -165,6 +173,11 @@ class ClockFollower:
         self.moves = 0
         """Times :meth:`move_to` switched to another address."""
         self._warned_unauthenticated = False
+        self._chosen_by = "--sync-peer" if peer is not None else ""
+        """Why :attr:`peer` is followed (said when another sender is refused)."""
+        self._answered_ever = False
+        """Whether the followed peer has answered a ping (with a key: it holds the key)."""
+        self._refused_senders: set[tuple[str, int]] = set()
         endpoint.add_service(PONG, self._on_pong, PONG_METHOD.types, PONG_METHOD.description)
         if peer is not None:
             self._peer_chosen(peer)
@@ -236,6 +249,7 @@ class ClockFollower:
     def follow(self, peer: tuple[str, int]) -> None:
         """Follow ``peer`` from now on (what ``--sync-peer`` says at start): pinging starts."""
         self.peer = peer
+        self._chosen_by = "--sync-peer"
         self._peer_chosen(peer)
         self._peer_known.set()
 
@@ -262,6 +276,9 @@ class ClockFollower:
         ignored (``pong-not-from-peer``), and so are its ticks (``not-sync-peer``); ticks held
         from it are dropped (``sync-peer-moved``: they are on the old clock).
         """
+        self._replace_peer(peer, moved=True)
+
+    def _replace_peer(self, peer: tuple[str, int], *, moved: bool) -> None:
         # The handler lock first, as wrap() takes them: no tick is being translated by the old
         # map while it is replaced.
         with self._handler_lock, self._lock:
@@ -269,7 +286,9 @@ class ClockFollower:
                 return
             self.peer = peer
             self._peer_chosen(peer)
-            self.moves += 1
+            self._answered_ever = False
+            if moved:
+                self.moves += 1
             self._outstanding.clear()  # a pong answering an old ping is never used
             self.estimator = self._new_estimator()
             self.servo = self._new_servo()
@@ -347,6 +366,7 @@ class ClockFollower:
             if problem is not None:
                 return self._ignore_locked(problem)
             self.answered += 1
+            self._answered_ever = True
             s1, s2, s3, s4 = (self._seconds(v) for v in (t1, t2, t3, t4))
             self._last_rtt = (s4 - s1) - (s3 - s2)
             self._round_trips.append(self._last_rtt)
@@ -404,11 +424,15 @@ class ClockFollower:
                 return
             if self.peer is None:
                 self.peer = received.source
+                self._chosen_by = "first" if self.auth is None else "first-authenticated"
                 self._peer_chosen(received.source)
                 self._peer_known.set()
             elif received.source != self.peer:
-                self._ignore("not-sync-peer")
-                return
+                if not self._may_replace_with(received):
+                    self._refuse_sender(received.source)
+                    return
+                # With a key, a chosen peer that never answered a ping may be a replay.
+                self._replace_peer(received.source, moved=False)
             with self._handler_lock:
                 if received.source != self.peer:  # move_to() ran since the check above
                     self._ignore("not-sync-peer")
@@ -424,6 +448,41 @@ class ClockFollower:
                     handler(translated)
 
         return follow
+
+    def _may_replace_with(self, received: Received) -> bool:
+        """With a key and no ``--sync-peer``: an authenticated sender replaces a chosen peer
+        that has not answered a ping yet (it may have sent a recorded tick, not hold the key)."""
+        return (
+            self.auth is not None
+            and received.authenticated
+            and self._chosen_by == "first-authenticated"
+            and not self._answered_ever
+        )
+
+    def _refuse_sender(self, source: tuple[str, int]) -> None:
+        """Count another sender's timetagged message; name the sender once (issue #27 item 3),
+        unless ``--sync-peer`` chose whom to follow (then refusing the rest is what was asked)."""
+        self._ignore("not-sync-peer")
+        peer = self.peer
+        with self._lock:
+            if (
+                peer is None
+                or self._chosen_by == "--sync-peer"
+                or source in self._refused_senders
+                or len(self._refused_senders) >= MAX_REFUSED_WARNINGS
+            ):
+                return
+            self._refused_senders.add(source)
+        why = {
+            "first": "the first to send a timetagged message; nothing shows it is the leader: "
+            "if it is not, start again with --sync-peer LEADER:PORT, or give the leader and "
+            "this machine the same --key-file",
+            "first-authenticated": "the first sender with this key that answered its pings",
+        }.get(self._chosen_by, "")
+        self._warn(
+            f"clock sync: refused timetagged messages from {escape(f'{source[0]}:{source[1]}')}: "
+            f"following {escape(f'{peer[0]}:{peer[1]}')} ({why})"
+        )
 
     def _hold(self, received: Received) -> None:
         size = message_size(received)
