@@ -23,6 +23,16 @@ Examples:
   oscsync clock --peer 192.168.1.21:9001 --watch   # a live line until Ctrl-C
   oscsync --clock-skew 0.15 dump -l 9001 &          # a listener 150 ms ahead ...
   oscsync clock --peer 127.0.0.1:9001 --count 32   # ... measured: offset +150 ms
+
+\b
+Exit status:
+  0    measured, and nothing implausible about the peer's clock
+  1    no usable answer (nothing listening, or every answer refused), or an error
+  2    a bad option
+  3    measured, but the peer's clock is suspect: an absurd offset (an hour or more), a step
+       or a jump of it, frozen stamps, or a rate 1 % or more off (each said on a suspect:
+       line, and in --json's "problems")
+  130  interrupted (Ctrl-C; 143 for SIGTERM), except with --watch
 """
 )
 @click.option(
@@ -137,17 +147,25 @@ def clock(
             raise click.ClickException(
                 f"no answer from {report.peer} (is an oscsync listener running there?)"
             )
+        if report.suspect:
+            raise click.exceptions.Exit(EXIT_SUSPECT)
+
+
+EXIT_SUSPECT = 3
+"""Measured, but the peer's clock is not to be trusted (see the epilog)."""
 
 
 def _live(report: PeerClockReport) -> str:
     estimate = report.estimate
+    state = "SUSPECT: " + ", ".join(p.code for p in report.problems) if report.suspect else ""
+    state = state or report.state
     if estimate is None:
-        return f"{report.state}  {report.answered}/{report.sent} answered"
+        return f"{state}  {report.answered}/{report.sent} answered"
     ppm = "- ppm"
     if estimate.span >= 2.0:
         ppm = f"{estimate.ppm:+.1f} ± {estimate.ppm_bound:.1f} ppm"
     rtt = "-" if report.min_rtt is None else f"{report.min_rtt * 1e3:.2f}"
     return (
         f"offset {estimate.offset * 1e3:+.3f} ± {estimate.bound * 1e3:.3f} ms  {ppm}  "
-        f"rtt {rtt} ms  {report.state}  {report.answered}/{report.sent}"
+        f"rtt {rtt} ms  {state}  {report.answered}/{report.sent}"
     )

@@ -354,6 +354,9 @@ class EnvelopeEstimator:
         """Times the window was cleared because the peer's clock moved (see the module doc)."""
         self.last_step = 0.0
         """Seconds the offset moved at the last restart (the new estimate minus the old)."""
+        self.held_offset: float | None = None
+        """The offset the last exchange held back and not used since implied, if any."""
+        self._discarded = 0
         self.accepted = 0
         self.refused: Counter[str] = Counter()
         """Exchanges not taken, by reason: ``offset-jump`` (held back: below an envelope by
@@ -373,6 +376,7 @@ class EnvelopeEstimator:
                 return False
             before = self._last
             self._suspects = []
+            self.held_offset = None  # the run held back is the new window: all used
             self._run_low, self._run_high = -math.inf, math.inf
             self._out.clear()
             self._back.clear()
@@ -387,6 +391,7 @@ class EnvelopeEstimator:
             return True
         if self._suspects and self._contradicts_run(t1, t2, t3, t4):
             # An exchange on the old clock: the run was a burst, not a step.
+            self._discarded += len(self._suspects)
             self._suspects.clear()
             self._run_low, self._run_high = -math.inf, math.inf
         self._take(t1, t2, t3, t4)
@@ -405,6 +410,7 @@ class EnvelopeEstimator:
         frequency can move it over the run and the timestamps' allowance)."""
         self.refused["offset-jump"] += 1
         t1, t2, t3, t4 = exchange
+        self.held_offset = ((t2 - t1) + (t3 - t4)) / 2
         low, high = t3 - t4, t2 - t1
         suspects = self._suspects
         if suspects:
@@ -464,6 +470,13 @@ class EnvelopeEstimator:
         return out_low or back_low
 
     @property
+    def unused_jumps(self) -> int:
+        """Exchanges held back as ``offset-jump`` that no confirmed step put to use: runs
+        broken by an ordinary exchange, answers that disagreed with their run, and the run
+        still waiting for confirmation."""
+        return self._discarded + self.refused["offset-jump-disagrees"] + len(self._suspects)
+
+    @property
     def exchanges(self) -> int:
         """Exchanges in the window."""
         return min(len(self._out), len(self._back))
@@ -471,6 +484,7 @@ class EnvelopeEstimator:
     def clear(self) -> None:
         self._out.clear()
         self._back.clear()
+        self._discarded += len(self._suspects)
         self._suspects.clear()
         self._run_low, self._run_high = -math.inf, math.inf
         self._exchanges = 0

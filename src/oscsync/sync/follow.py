@@ -86,6 +86,8 @@ UPDATE_EVERY = 0.1
 MAX_OUTSTANDING = 256
 MAX_ROUND_TRIPS = 4096
 """Round-trip times kept for the report (the most recent)."""
+RATE_LAG = 0.2
+"""Seconds between the two exchanges of each pair :meth:`ClockFollower.peer_rate` compares."""
 MAX_REFUSED_WARNINGS = 8
 """Other senders of timetagged messages named in a warning; more are only counted."""
 MAX_PENDING = 256
@@ -162,6 +164,8 @@ class ClockFollower:
         self._estimate: ClockEstimate | None = None
         self._last_rtt: float | None = None
         self._round_trips: deque[float] = deque(maxlen=MAX_ROUND_TRIPS)
+        self._peer_stamps: deque[tuple[float, float]] = deque(maxlen=MAX_ROUND_TRIPS)
+        """(T1, T2) of the most recent well-formed exchanges, for :meth:`peer_rate`."""
         self.sent = 0
         self.answered = 0
         self.ignored: Counter[str] = Counter()
@@ -297,6 +301,7 @@ class ClockFollower:
             self._estimate = None
             self._last_rtt = None
             self._round_trips.clear()
+            self._peer_stamps.clear()
             self.sent = self.answered = 0  # the report's "N of M pings answered": this peer's
             self.locked_at = None
             if self._pending:
@@ -370,6 +375,7 @@ class ClockFollower:
             s1, s2, s3, s4 = (self._seconds(v) for v in (t1, t2, t3, t4))
             self._last_rtt = (s4 - s1) - (s3 - s2)
             self._round_trips.append(self._last_rtt)
+            self._peer_stamps.append((s1, s2))
             if not self.estimator.add_exchange(s1, s2, s3, s4):
                 self.ignored["offset-jump"] += 1  # held back: a step, or a forgery
             restarted = self.estimator.restarts != self._restarts_seen
@@ -548,6 +554,31 @@ class ClockFollower:
         """The most recent round trips (seconds), oldest first."""
         with self._lock:
             return list(self._round_trips)
+
+    def peer_rate(self, lag: float = RATE_LAG) -> float | None:
+        """How fast the peer's clock runs against ours (1.0: the same rate; 0: frozen), from its
+        T2 against our T1: the median over pairs of exchanges ``lag`` s apart, so that a step of
+        its clock moves only the few pairs around it (issue #27 item 4). None before 3 pairs."""
+        with self._lock:
+            stamps = list(self._peer_stamps)
+        rates = []
+        later = 0
+        for t1, t2 in stamps:
+            while later < len(stamps) and stamps[later][0] - t1 < lag:
+                later += 1
+            if later == len(stamps):
+                break
+            u1, u2 = stamps[later]
+            rates.append((u2 - t2) / (u1 - t1))
+        if len(rates) < 3:
+            return None
+        rates.sort()
+        return rates[len(rates) // 2]
+
+    def ignored_counts(self) -> dict[str, int]:
+        """Pongs and messages not used so far, by reason."""
+        with self._lock:
+            return dict(self.ignored)
 
     def counts(self) -> tuple[int, int, int]:
         """Pings sent, pongs used, pongs ignored."""
