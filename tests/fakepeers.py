@@ -21,7 +21,7 @@ from collections.abc import Callable
 from oscsync.clock import SystemClock
 from oscsync.osc import codec
 from oscsync.osc import timetag as tt
-from oscsync.sync import ping as clocksync
+from oscsync.sync.ping import encode_pong
 
 Answer = Callable[[int, int, float], "tuple[int, int] | None"]
 Forge = Callable[[int, int], "bytes | None"]
@@ -94,7 +94,7 @@ class FakePeer:
         if self.answer is not None:
             stamps = self.answer(seq, t1, now)
             if stamps is not None:
-                self.sock.sendto(clocksync.encode_pong(seq, t1, *stamps), source)
+                self.sock.sendto(encode_pong(seq, t1, *stamps), source)
 
 
 def claims(offset: Callable[[float], float]) -> Answer:
@@ -129,6 +129,6 @@ def forged_pong(claim: float) -> Forge:
 
     def forge(seq: int, t1: int) -> bytes:
         stamp = tt.from_unix(clock.now() + claim)
-        return clocksync.encode_pong(seq, t1, stamp, stamp)
+        return encode_pong(seq, t1, stamp, stamp)
 
     return forge

@@ -123,8 +123,7 @@ def test_a_message_is_signed_in_a_bundle_timetagged_immediately() -> None:
 
 def _core(verifier: auth.Verifier | None) -> tuple[ReceiveCore, list[Received], list[str]]:
     warnings: list[str] = []
-    core = ReceiveCore(FakeClock(), on_warning=warnings.append)
-    core.verifier = verifier
+    core = ReceiveCore(FakeClock(), on_warning=warnings.append, verifier=verifier)
     got: list[Received] = []
     core.handler = got.append
     return core, got, warnings

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import Clock
+from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Endpoint, Network
+from oscsync.net.udp import Endpoint
 from oscsync.osc.auth import PacketAuth
 from oscsync.osc.routing import Received
 from oscsync.sync.estimate import CONFIRM_SPAN, ClockEstimate

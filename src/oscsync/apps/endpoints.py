@@ -16,20 +16,18 @@ from oscsync.net.hostport import HostPort
 from oscsync.net.tcpendpoint import TcpEndpoint, uses_tcp
 from oscsync.net.udp import Endpoint, EndpointOptions
 from oscsync.osc.auth import PacketAuth
-from oscsync.sync import ping as clocksync
+from oscsync.sync.ping import SERVICE_METHODS, standard_services
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
 
 
 def add_standard_services(endpoint: Endpoint, auth: PacketAuth | None = None) -> Endpoint:
-    """Register the clock services (:func:`oscsync.sync.ping.standard_services`) on ``endpoint``,
-    and with a key check the signatures of what it receives (:mod:`oscsync.osc.auth`)."""
-    for address, service in clocksync.standard_services(auth).items():
-        method = clocksync.SERVICE_METHODS[address]
+    """Register the clock services (:func:`oscsync.sync.ping.standard_services`) on ``endpoint``
+    (with ``auth``, a key: pongs to signed pings are signed)."""
+    for address, service in standard_services(auth).items():
+        method = SERVICE_METHODS[address]
         endpoint.add_service(address, service, method.types, method.description)
-    if auth is not None:
-        endpoint._core.verifier = auth.verifier  # until Endpoint takes a verifier (issue 31)
     return endpoint
 
 
@@ -46,6 +44,8 @@ def open_endpoint(
     :class:`~oscsync.net.tcpendpoint.TcpEndpoint` when an address says ``tcp://`` (then ``framing``
     is how packets to TCP peers are framed). With ``auth`` (a key) it signs its pongs and checks
     signed bundles."""
+    if auth is not None:
+        options["verifier"] = auth.verifier
     if uses_tcp(listen, peers):
         endpoint: Endpoint = TcpEndpoint(listen, peers, framing_mode=framing, **options)
     else:

@@ -171,6 +171,7 @@ class ReceiveCore:
         on_warning: WarningHandler = _ignore_warning,
         registry: AddressRegistry | None = None,
         stats: TransportStats | None = None,
+        verifier: BundleVerifier | None = None,
     ) -> None:
         self.clock = clock
         self.stats = stats if stats is not None else TransportStats()
@@ -184,7 +185,7 @@ class ReceiveCore:
         seen (one line per reason, not one per bad datagram)."""
         self._allow = tuple(allow)
         self._allow_cache: dict[str, bool] = {}
-        self.verifier: BundleVerifier | None = None
+        self.verifier = verifier
         """With a key (``--key-file``): signed bundles are checked here and their messages
         marked :attr:`~oscsync.osc.routing.Received.authenticated`; a bad or replayed signature
         drops the datagram (``bad-signature``, ``replayed``). With or without one, the signature

@@ -242,10 +242,11 @@ class ClockFollower:
             from oscsync.net.udp import Endpoint
 
             pinger = Endpoint(
-                peers=[HostPort(*peer)], clock=self.clock, services={PONG: self._on_pong}
+                peers=[HostPort(*peer)],
+                clock=self.clock,
+                services={PONG: self._on_pong},
+                verifier=None if self.auth is None else self.auth.verifier,
             )
-            if self.auth is not None:
-                pinger._core.verifier = self.auth.verifier  # its pongs are checked too
             pinger.start(lambda received: None)
             self._pinger = pinger
         return self._pinger
