@@ -144,15 +144,37 @@ def clock(
             app.note(f"clock: interrupted after {plural(report.sent, 'ping')}")
             raise click.exceptions.Exit(128 + int(stopped_by))
         if report.estimate is None:
-            raise click.ClickException(
-                f"no answer from {report.peer} (is an oscsync listener running there?)"
-            )
+            raise click.ClickException(_unusable(report))
         if report.suspect:
             raise click.exceptions.Exit(EXIT_SUSPECT)
 
 
 EXIT_SUSPECT = 3
 """Measured, but the peer's clock is not to be trusted (see the epilog)."""
+
+_WHY_REFUSED = {
+    "unauthenticated-pong": "they are not signed with this key: does the peer have the same "
+    "--key-file?",
+    "pong-before-ping": "this machine's own stamps contradict each other (its clock moved)",
+    "slow-pong": "they came back more than 10 s after their pings",
+    "offset-jump": "each implied a jump of the peer's clock",
+}
+
+
+def _unusable(report: PeerClockReport) -> str:
+    """Why there is no estimate: nothing came back, or what came back and why it was refused
+    (issue #27 item 16: every pong arrived, and the user was asked whether anything listens)."""
+    if not report.ignored:
+        return f"no answer from {report.peer} (is an oscsync listener running there?)"
+    reasons = dict(report.ignored_reasons)
+    listed = ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items()))
+    main = max(reasons, key=lambda reason: reasons[reason])
+    why = _WHY_REFUSED.get(main)
+    text = (
+        f"{plural(report.ignored, 'answer')} from {report.peer} arrived but none could be used "
+        f"({listed})"
+    )
+    return f"{text}: {why}" if why else text
 
 
 def _live(report: PeerClockReport) -> str:

@@ -56,6 +56,9 @@ class TransportStats:
     """``kernel``: arrival is when the kernel received the datagram; ``clock``: when it was read."""
     connections: int = 0
     """TCP connections a listener accepted (0 on UDP); each frame counts in :attr:`datagrams`."""
+    arrival_reanchors: int = 0
+    """Times the kernel's arrival stamps were found off this process's clock and re-anchored
+    (:class:`oscsync.clock.KernelStamps`: the system clock stepped, or another clock)."""
 
     @property
     def dropped(self) -> int:
