@@ -432,3 +432,23 @@ def test_a_keyed_listener_signs_its_pong_to_a_signed_ping_only() -> None:
     assert not auth.is_signed(unkeyed_signed) and not auth.is_signed(unkeyed_plain)
     body, checked = auth.PacketAuth(key).open(signed)  # type: ignore[misc]
     assert checked and codec.decode(body)[0].args[:2] == (7, first_t1)
+
+
+def test_answers_with_key_tells_a_peer_holding_the_key_from_anyone_else() -> None:
+    """Issue #27 item 5: what following a re-registered @NAME asks before it follows."""
+    from oscsync.apps.endpoints import answers_with_key
+    from oscsync.osc import auth
+
+    key = auth.Key(b"0123456789abcdef", "test")
+    other = auth.Key(b"fedcba9876543210", "test")
+    clock = SystemClock()
+    found = {}
+    for label, listener_key in (("same", key), ("none", None), ("other", other)):
+        listener_auth = None if listener_key is None else auth.PacketAuth(listener_key)
+        with open_endpoint(HostPort("127.0.0.1", 0), clock=clock, auth=listener_auth) as peer:
+            peer.start(lambda received: None)
+            assert peer.local_address is not None
+            found[label] = answers_with_key(
+                peer.local_address, clock=clock, auth=auth.PacketAuth(key), timeout=0.5
+            )
+    assert found == {"same": True, "none": False, "other": False}

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from oscsync.clock import Clock
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
 from oscsync.net.tcpendpoint import TcpEndpoint, uses_tcp
 from oscsync.net.udp import Endpoint, EndpointOptions
 from oscsync.osc.auth import PacketAuth
-from oscsync.sync.ping import SERVICE_METHODS, standard_services
+from oscsync.sync.ping import PONG, PONG_METHOD, SERVICE_METHODS, ClockSync, standard_services
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
@@ -51,3 +52,31 @@ def open_endpoint(
     else:
         endpoint = Endpoint(listen, peers, **options)
     return add_standard_services(endpoint, auth)
+
+
+KEY_CHECK_PINGS = 4
+KEY_CHECK_TIMEOUT = 1.5
+"""A peer checked for the key gets this many signed pings over this many seconds (one answer
+is enough: a peer just restarted may miss the first)."""
+
+
+def answers_with_key(
+    peer: HostPort,
+    *,
+    clock: Clock,
+    auth: PacketAuth,
+    pings: int = KEY_CHECK_PINGS,
+    timeout: float = KEY_CHECK_TIMEOUT,
+) -> bool:
+    """Whether ``peer`` answers a signed clock ping with a pong signed with the same key: the
+    proof that an ``@NAME`` which re-registered elsewhere is one that holds the key, and not
+    anyone who announced the name (issue #27 item 5). Blocks up to ``timeout`` seconds."""
+    with open_endpoint(peers=[peer], clock=clock, auth=auth) as endpoint:
+        sync = ClockSync(clock, endpoint.send_bytes, filter_size=1, auth=auth)
+        endpoint.add_service(PONG, sync.service, PONG_METHOD.types, PONG_METHOD.description)
+        endpoint.start(lambda received: None)
+        for _ in range(pings):
+            sync.ping()
+            if sync.wait_for_answers(1, timeout / pings):
+                return True
+        return False
