@@ -6,11 +6,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from oscsync.apps.endpoints import open_endpoint
+from oscsync.apps.endpoints import Endpoint
 from oscsync.clock import Clock
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Endpoint
 from oscsync.osc import codec, timetag
 from oscsync.osc.auth import PacketAuth
 
@@ -148,7 +147,7 @@ def send_repeated(
         data = packet.encode(clock)
         if auth is not None:
             data = auth.sign_bundles(data)
-        progress.delivered += endpoint.send_bytes(data)
+        progress.delivered += endpoint.send_packet(data)
         progress.packets += 1
     progress.written = endpoint.flush(FLUSH_TIMEOUT)
     return progress.delivered
@@ -167,15 +166,15 @@ def send_to(
     framing: Framing = "slip",
     auth: PacketAuth | None = None,
 ) -> int:
-    """``oscsync send``: open an endpoint to ``targets``, :func:`send_repeated`, close it
-    (``framing``: how packets to ``tcp://`` targets are framed; ``auth``: the key bundles are
-    signed with)."""
-    with open_endpoint(
+    """``oscsync send``: open an :class:`~oscsync.apps.endpoints.Endpoint` (``oscsync.Endpoint``)
+    to ``targets``, :func:`send_repeated`, close it (``framing``: how packets to ``tcp://``
+    targets are framed; ``auth``: the key bundles are signed with)."""
+    with Endpoint(
         peers=targets,
         clock=clock,
         on_warning=warn,
         multicast_interface=multicast_interface,
         framing=framing,
-        auth=auth,
+        key=auth,
     ) as endpoint:
         return send_repeated(endpoint, packet, clock, repeat, interval, progress, auth)

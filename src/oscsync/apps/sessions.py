@@ -107,7 +107,6 @@ class SendSession(SendingSession):
         """Sends to the peers, each bundle signed with a key."""
         try:
             self.clocks = peer_clocks(self.clock, self.endpoint, peers, setup.auth)
-            self.endpoint.start(_ignore)
         except BaseException:
             self.close()  # the endpoint and scheduler the base opened; nobody else holds them
             raise
