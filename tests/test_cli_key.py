@@ -137,3 +137,17 @@ def test_with_the_key_from_the_environment_signed_ticks_reach_a_keyed_listener(
     assert got[0].authenticated and got[0].address == "/tick"
     assert got[0].timetag is not None and got[0].timetag != tt.IMMEDIATELY
     assert codec.decode(codec.encode_message("/tick", [1], "i"))[0].args == got[0].args
+
+
+def test_offset_auto_with_a_key_says_the_answers_were_refused_not_absent(key_file: Path) -> None:
+    """A listener without the key answers the pings unsigned: ``--offset auto`` with a key
+    refuses those answers and says so, instead of "no peer answered"."""
+    with open_endpoint(HostPort("127.0.0.1", 0), clock=SystemClock()) as listener:
+        listener.start(lambda received: None)
+        result = CliRunner().invoke(
+            cli,
+            ["--key-file", str(key_file), "metronome", "send", "--peer",
+             str(listener.local_address), "--offset", "auto", "--count", "1"],
+        )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "--offset auto: the peers' answers were refused (not signed with this" in result.output

@@ -71,13 +71,21 @@ def auto_offset(clocks: PeerClocks, *, note: Note, warn: Note, maximum: float) -
     """``--offset auto``: ping each peer, then cover the slowest one-way delay (see
     :meth:`~oscsync.sync.ping.PeerClocks.choose_offset`), at most ``maximum`` seconds."""
     choice, silent = clocks.choose_offset(AUTO_PINGS, AUTO_INTERVAL, AUTO_TIMEOUT)
+    # Answers that came but were refused are not silence (issue #27: with a key, a listener
+    # without it answers unsigned): say which it was.
+    refused = {peer for peer in silent if clocks.syncs[peer].ignored}
     if choice is None:
-        raise SessionError(
-            "--offset auto: no peer answered the clock pings (is an oscsync listener there?); "
-            "give --offset SECONDS instead"
+        why = (
+            "the peers' answers were refused (not signed with this --key-file key?)"
+            if refused
+            else "no peer answered the clock pings (is an oscsync listener there?)"
         )
+        raise SessionError(f"--offset auto: {why}; give --offset SECONDS instead")
     for peer in silent:
-        warn(f"--offset auto: {peer} did not answer clock pings; it is not covered")
+        if peer in refused:
+            warn(f"--offset auto: {peer}'s answers were refused (not signed with this key?)")
+        else:
+            warn(f"--offset auto: {peer} did not answer clock pings; it is not covered")
     note(choice.describe())
     return min(choice.offset, maximum)
 

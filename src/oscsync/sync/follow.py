@@ -470,7 +470,7 @@ class ClockFollower:
                     handler(received)
                 return
             if self.auth is not None and not received.authenticated:
-                self._ignore("unauthenticated")  # on a clock nobody vouched for
+                self._refuse_sender(received.source, unsigned=True)
                 return
             if self.peer is None:
                 self.peer = received.source
@@ -509,20 +509,30 @@ class ClockFollower:
             and not self._answered_ever
         )
 
-    def _refuse_sender(self, source: tuple[str, int]) -> None:
+    def _refuse_sender(self, source: tuple[str, int], *, unsigned: bool = False) -> None:
         """Count another sender's timetagged message; name the sender once (issue #27 item 3),
-        unless ``--sync-peer`` chose whom to follow (then refusing the rest is what was asked)."""
-        self._ignore("not-sync-peer")
+        unless ``--sync-peer`` chose whom to follow (then refusing the rest is what was asked).
+        With a key, an unsigned one (``unauthenticated``: on a clock nobody vouched for, e.g.
+        Pure Data's, which cannot sign) is named once too."""
+        self._ignore("unauthenticated" if unsigned else "not-sync-peer")
         peer = self.peer
         with self._lock:
             if (
-                peer is None
-                or self._chosen_by == "--sync-peer"
+                (peer is None and not unsigned)
+                or (self._chosen_by == "--sync-peer" and not unsigned)
                 or source in self._refused_senders
                 or len(self._refused_senders) >= MAX_REFUSED_WARNINGS
             ):
                 return
             self._refused_senders.add(source)
+        where = escape(f"{source[0]}:{source[1]}")
+        if unsigned:
+            self._warn(
+                f"clock sync: refused timetagged messages from {where}: not signed with this "
+                "--key-file key (a sender without the key, or Pure Data, which cannot sign)"
+            )
+            return
+        assert peer is not None
         why = {
             "first": "the first to send a timetagged message; nothing shows it is the leader: "
             "if it is not, start again with --sync-peer LEADER:PORT, or give the leader and "
@@ -530,7 +540,7 @@ class ClockFollower:
             "first-authenticated": "the first sender with this key that answered its pings",
         }.get(self._chosen_by, "")
         self._warn(
-            f"clock sync: refused timetagged messages from {escape(f'{source[0]}:{source[1]}')}: "
+            f"clock sync: refused timetagged messages from {where}: "
             f"following {escape(f'{peer[0]}:{peer[1]}')} ({why})"
         )
 
