@@ -17,20 +17,22 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
 from oscsync import threads
-from oscsync.apps.receiving import SessionSetup
 from oscsync.clock import Clock, SkewedClock, SystemClock
-from oscsync.net.core import Network
-from oscsync.net.framing import Framing
 from oscsync.net.udp import TransportError
 from oscsync.osc.auth import Key, PacketAuth
 from oscsync.terminal import display
 from oscsync.terminal.liveline import LiveLine
 from oscsync.threads import STOP_SIGNALS
+
+if TYPE_CHECKING:
+    from oscsync.apps.receiving import SessionSetup
+    from oscsync.net.core import Network
+    from oscsync.net.framing import Framing
 
 
 @dataclass
@@ -70,6 +72,8 @@ class AppContext:
         clock: Clock | None = None,
     ) -> SessionSetup:
         """What every session takes from the command line and this context (its key too)."""
+        from oscsync.apps.receiving import SessionSetup  # the sessions' stack: not for --help
+
         return SessionSetup(
             self.clock if clock is None else clock,
             self.note,
