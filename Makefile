@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-DEBIAN_PEERS = puredata-core pd-osc pd-mrpeach-net pd-mrpeach liblo-tools tshark jackd2 libportaudio2
+DEBIAN_PEERS = puredata-core pd-osc pd-mrpeach-net pd-mrpeach liblo-tools tshark jackd2 libportaudio2 faketime
 
 .PHONY: demo test test-busy venv peers playsound lint docs clean
 

@@ -407,3 +407,48 @@ def test_ntp_era_sample_across_the_2036_rollover_keeps_offset_and_delay() -> Non
     assert estimate is not None
     outbound = one_way_delays([sample], estimate)
     assert outbound == [pytest.approx(0.005, abs=1e-9)]
+
+
+def test_a_keyed_listener_signs_its_pong_to_a_signed_ping_only() -> None:
+    """Issue #27 item 2: the pong to a signed ping is signed (its MAC covers the ping's SEQ and
+    T1); an unsigned ping still gets a plain pong (as an NTP server with keys answers plain
+    requests); a listener without the key answers a signed ping with a plain pong."""
+    from oscsync.osc import auth
+
+    key = auth.Key(b"0123456789abcdef", "test")
+    client = auth.PacketAuth(key)
+    sent: list[bytes] = []
+    clock = FakeClock()
+    first_t1 = clock.now_timetag()
+    for listener_auth in (auth.PacketAuth(key), None):
+        with open_endpoint(clock=clock, auth=listener_auth) as endpoint:
+            endpoint.reply = lambda data, to: sent.append(data) is None  # type: ignore[method-assign]
+            ping = encode_ping(7, clock.now_timetag())
+            endpoint.handle_datagram(client.sign_message(ping), ("127.0.0.1", 4000))
+            clock.advance(1.0)
+            endpoint.handle_datagram(ping, ("127.0.0.1", 4001))
+    signed, plain, unkeyed_signed, unkeyed_plain = sent
+    assert auth.is_signed(signed) and not auth.is_signed(plain)
+    assert not auth.is_signed(unkeyed_signed) and not auth.is_signed(unkeyed_plain)
+    body, checked = auth.PacketAuth(key).open(signed)  # type: ignore[misc]
+    assert checked and codec.decode(body)[0].args[:2] == (7, first_t1)
+
+
+def test_answers_with_key_tells_a_peer_holding_the_key_from_anyone_else() -> None:
+    """Issue #27 item 5: what following a re-registered @NAME asks before it follows."""
+    from oscsync.apps.endpoints import answers_with_key
+    from oscsync.osc import auth
+
+    key = auth.Key(b"0123456789abcdef", "test")
+    other = auth.Key(b"fedcba9876543210", "test")
+    clock = SystemClock()
+    found = {}
+    for label, listener_key in (("same", key), ("none", None), ("other", other)):
+        listener_auth = None if listener_key is None else auth.PacketAuth(listener_key)
+        with open_endpoint(HostPort("127.0.0.1", 0), clock=clock, auth=listener_auth) as peer:
+            peer.start(lambda received: None)
+            assert peer.local_address is not None
+            found[label] = answers_with_key(
+                peer.local_address, clock=clock, auth=auth.PacketAuth(key), timeout=0.5
+            )
+    assert found == {"same": True, "none": False, "other": False}

@@ -174,3 +174,20 @@ def test_a_patch_started_before_oscsync_reaches_it_once_it_listens(
     assert listener.wait(20) == 0
     assert len(read_log(log)) == 3
     assert not [line for line in pd.snapshot() if "error" in line]
+
+
+def test_signed_ticks_still_play_in_example3(run_pd: RunPd, spawn: Spawn, tmp_path: Path) -> None:
+    """Issue #27 item 2: with a key each bundle carries one more message, /oscsync/auth with a
+    blob: [unpackOSC] decodes it, [routeOSC] passes it by; the ticks play as unsigned ones do."""
+    key = tmp_path / "key"
+    key.write_text("0123456789abcdef0123456789abcdef\n")
+    key.chmod(0o600)
+    pd, pd_port = start_example(run_pd, EXAMPLE3)
+    sender = spawn(
+        "--key-file", str(key), "metronome", "send", "--peer", f"127.0.0.1:{pd_port}",
+        "--count", "4", "--bpm", "240", "--offset", "0.1",
+    )  # fmt: skip
+    assert sender.wait(20) == 0
+    pd.wait_for_all(r"^tick: ", 4)
+    assert pd.printed("tick") == ["0", "1", "2", "3"]
+    assert not [line for line in pd.snapshot() if "error" in line.lower()]

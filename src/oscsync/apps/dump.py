@@ -233,7 +233,7 @@ def _shape(address: str, types: str) -> _Shape:
 
 
 def _json_now(received: Received) -> str:
-    message, source, arrival, _ = received
+    message, source, arrival, _, _ = received
     address, args, types, tag = message
     if tag is not None:
         return _json_head(received, arrival)[0] + "}"
@@ -256,7 +256,7 @@ def _json_now(received: Received) -> str:
 
 
 def _text_now(received: Received) -> str:
-    message, source, arrival, _ = received
+    message, source, arrival, _, _ = received
     address, args, types, tag = message
     if tag is not None:
         return _text_finish(*_text_parts(received, arrival), None)

@@ -12,6 +12,7 @@ from oscsync.clock import Clock
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
 from oscsync.osc import codec, timetag
+from oscsync.osc.auth import PacketAuth
 
 FLUSH_TIMEOUT = 5.0
 """Seconds ``send`` waits for a TCP peer to take its packets before it says it could not."""
@@ -136,11 +137,12 @@ def send_repeated(
     repeat: int,
     interval: float,
     progress: SendProgress | None = None,
+    auth: PacketAuth | None = None,
 ) -> int:
     """Send ``repeat`` times on a drift-free grid (send k at start + k·interval); return sends.
 
     ``progress`` is updated after each send, so a caller interrupted half-way can say how far
-    it got.
+    it got. With ``auth`` (a key) a bundle goes out signed.
     """
     progress = progress if progress is not None else SendProgress()
     refusable = sum(1 for peer in endpoint.peers if not peer.is_tcp and not peer.is_multicast)
@@ -150,7 +152,10 @@ def send_repeated(
         for k in range(repeat):
             if k:
                 clock.sleep(start + k * interval - clock.monotonic())
-            progress.delivered += endpoint.send_packet(packet.encode(clock))
+            data = packet.encode(clock)
+            if auth is not None:
+                data = auth.sign_bundles(data)
+            progress.delivered += endpoint.send_packet(data)
             progress.packets += 1
             progress.datagrams += refusable
         progress.written = endpoint.flush(FLUSH_TIMEOUT)
@@ -175,18 +180,20 @@ def send_to(
     warn: Callable[[str], None],
     multicast_interface: str | None = None,
     framing: Framing = "slip",
+    auth: PacketAuth | None = None,
 ) -> int:
     """``oscsync send``: open an :class:`~oscsync.apps.endpoints.Endpoint` (``oscsync.Endpoint``)
     to ``targets``, :func:`send_repeated`, close it (``framing``: how packets to ``tcp://``
-    targets are framed)."""
+    targets are framed; ``auth``: the key bundles are signed with)."""
     with Endpoint(
         peers=targets,
         clock=clock,
         on_warning=warn,
         multicast_interface=multicast_interface,
         framing=framing,
+        key=auth,
     ) as endpoint:
         # It sends and exits: its warnings must not promise to go on (issue 30). Its receive
         # thread (started with it) is what hears a peer's "port unreachable".
         endpoint.transport.sending_once = True
-        return send_repeated(endpoint, packet, clock, repeat, interval, progress)
+        return send_repeated(endpoint, packet, clock, repeat, interval, progress, auth)

@@ -9,7 +9,6 @@ import threading
 import click
 
 from oscsync.apps.chat import RETRY, ChatSession
-from oscsync.apps.receiving import SessionSetup
 from oscsync.cli.params import (
     DURATION,
     advertise_option,
@@ -101,7 +100,7 @@ def chat(
         contextlib.ExitStack() as follow,
     ):
         given, peers = peers, resolve_peers(peers)
-        setup = SessionSetup(app.clock, app.note, warn, allow, framing=framing)
+        setup = app.setup(allow, framing=framing, warn=warn)
         endpoint = setup.open_public_endpoint(listen, peers)
         # On a terminal the note goes above the prompt, like other system lines.
         say = (lambda text: show(display.printable(text), False)) if interactive else None

@@ -7,7 +7,7 @@ import sys
 import click
 
 from oscsync.apps.dump import Dumper, handler, summary
-from oscsync.apps.receiving import ReceiveSession, SessionSetup
+from oscsync.apps.receiving import ReceiveSession
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, advertise_option, allow_option, iface_option, listen_option
 from oscsync.cli.peers import Advertising
@@ -84,7 +84,7 @@ def dump(
         session = ReceiveSession(
             listen,
             (),
-            SessionSetup(clock, app.note, app.warn, allow, iface),
+            app.setup(allow, iface, clock=clock),
             schedule=schedule,
             late_policy=late_policy or KEEP,
             horizon=DEFAULT_HORIZON if horizon is None else horizon,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -187,8 +189,20 @@ Examples:
     "PPM",
     "Pretend this machine's clock runs fast by PPM parts per million, for experiments.",
 )
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="OSCSYNC_KEY_FILE",
+    metavar="FILE",
+    help="Sign clock pings, pongs and timetagged bundles with the shared key in FILE, and "
+    "follow only a clock that signs with it (also OSCSYNC_KEY_FILE, or the key itself in "
+    "OSCSYNC_KEY). The same key on every machine. There is no --key KEY: a command line is "
+    "visible to every user of the machine (ps).",
+)
 @click.pass_context
-def cli(ctx: click.Context, quiet: bool, clock_skew: float, clock_drift: float) -> None:
+def cli(
+    ctx: click.Context, quiet: bool, clock_skew: float, clock_drift: float, key_file: Path | None
+) -> None:
     """Send, receive and schedule Open Sound Control with exact timetags.
 
     Listeners bind to 127.0.0.1 unless you say otherwise (--listen 0.0.0.0:9001 to accept OSC
@@ -196,13 +210,20 @@ def cli(ctx: click.Context, quiet: bool, clock_skew: float, clock_drift: float) 
     The options below go before the command: oscsync -q dump, oscsync --clock-skew 0.15 dump.
     """
     from oscsync.cli.runtime import AppContext, color_wanted  # here: --help needs none of it
+    from oscsync.osc.auth import AuthError, load_key
 
+    try:
+        key, key_warning = load_key(key_file, os.environ)
+    except AuthError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--key-file'") from None
     # A caller may hand in its own context (tests: `CliRunner().invoke(cli, args,
     # obj=AppContext(clock=FakeClock()))`): its clock is the one this run reads and waits on.
     given = ctx.obj.clock if isinstance(ctx.obj, AppContext) else None
     ctx.obj = AppContext.create(
-        quiet=quiet, clock_skew=clock_skew, clock_drift_ppm=clock_drift, base_clock=given
+        quiet=quiet, clock_skew=clock_skew, clock_drift_ppm=clock_drift, base_clock=given, key=key
     )
+    if key_warning is not None:
+        ctx.obj.warn(key_warning)
     if not color_wanted():
         ctx.color = False  # every click.echo strips styles (NO_COLOR, no-color.org)
 

@@ -9,7 +9,7 @@ from typing import IO, Any
 
 import click
 
-from oscsync.apps.receiving import ReceiveSession, SessionSetup
+from oscsync.apps.receiving import ReceiveSession
 from oscsync.apps.record import Recorder
 from oscsync.cli.params import (
     DURATION,
@@ -128,7 +128,7 @@ def _record(
     failure: OSError | None = None
     name, interface = advertise
     with running(), Advertising(app, name, interface, role="record", allow=allow) as advertised:
-        session = ReceiveSession(listen, (), SessionSetup(clock, app.note, app.warn, allow, iface))
+        session = ReceiveSession(listen, (), app.setup(allow, iface, clock=clock))
         endpoint = session.endpoint
         recorder = Recorder(
             clock,

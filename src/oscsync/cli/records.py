@@ -134,7 +134,7 @@ def setup(
     app: AppContext, allow: Sequence[Network], iface: str | None, framing: Framing = "slip"
 ) -> SessionSetup:
     """What every session takes from the command line and the app context."""
-    return SessionSetup(app.clock, app.note, app.warn, allow, iface, framing)
+    return app.setup(allow, iface, framing)
 
 
 class OffsetType(DurationType):
@@ -250,7 +250,8 @@ def sync_options() -> Callable[[F], F]:
             type=PEER,
             metavar="HOST:PORT|@NAME",
             help="Whose clock to follow with --sync (default: the first sender of a timetagged "
-            "tick; give it to refuse anyone else's ticks and to sync before the first one). An "
+            "tick, whoever it is, or with oscsync --key-file the first that signs with the key; "
+            "give it to refuse anyone else's ticks and to sync before the first one). An "
             "@NAME that re-registers elsewhere is followed there, syncing from scratch.",
         ),
         click.option(

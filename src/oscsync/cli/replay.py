@@ -10,7 +10,6 @@ from pathlib import Path
 
 import click
 
-from oscsync.apps.receiving import SessionSetup
 from oscsync.apps.replay import (
     TIMETAG_MODES,
     Plan,
@@ -246,7 +245,7 @@ def _replay(
             source,
             measured,
             peers,
-            SessionSetup(clock, app.note, warn, multicast_interface=iface, framing=framing),
+            app.setup((), iface, framing, warn=warn, clock=clock),
             selection=selection,
             speed=speed,
             loops=loops,

@@ -14,20 +14,26 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
 from oscsync import threads
 from oscsync.clock import Clock, SkewedClock, SystemClock
 from oscsync.net.udp import TransportError
+from oscsync.osc.auth import Key, PacketAuth
 from oscsync.terminal import display
 from oscsync.terminal.liveline import LiveLine
 from oscsync.terminal.wording import fit, terminal_width
 from oscsync.threads import STOP_SIGNALS
+
+if TYPE_CHECKING:
+    from oscsync.apps.receiving import SessionSetup
+    from oscsync.net.core import Network
+    from oscsync.net.framing import Framing
 
 
 @dataclass
@@ -38,6 +44,8 @@ class AppContext:
     quiet: bool = False
     live: LiveLine | None = None
     """The live status line on stdout, if a command keeps one: notices and warnings go above it."""
+    auth: PacketAuth | None = None
+    """The shared key's signer and checker (``--key-file``, ``OSCSYNC_KEY``), or None."""
 
     @classmethod
     def create(
@@ -47,12 +55,35 @@ class AppContext:
         clock_skew: float = 0.0,
         clock_drift_ppm: float = 0.0,
         base_clock: Clock | None = None,
+        key: Key | None = None,
     ) -> AppContext:
         """The context for one run; ``base_clock`` (a test's FakeClock) replaces the system's."""
         clock: Clock = base_clock if base_clock is not None else SystemClock()
         if clock_skew or clock_drift_ppm:
             clock = SkewedClock(clock, skew=clock_skew, drift_ppm=clock_drift_ppm)
-        return cls(clock=clock, quiet=quiet)
+        return cls(clock=clock, quiet=quiet, auth=None if key is None else PacketAuth(key))
+
+    def setup(
+        self,
+        allow: Sequence[Network] = (),
+        iface: str | None = None,
+        framing: Framing = "slip",
+        *,
+        warn: Callable[[str], None] | None = None,
+        clock: Clock | None = None,
+    ) -> SessionSetup:
+        """What every session takes from the command line and this context (its key too)."""
+        from oscsync.apps.receiving import SessionSetup  # the sessions' stack: not for --help
+
+        return SessionSetup(
+            self.clock if clock is None else clock,
+            self.note,
+            self.warn if warn is None else warn,
+            allow,
+            iface,
+            framing,
+            auth=self.auth,
+        )
 
     def note(self, text: str) -> None:
         """An informational line on stderr (silenced by -q)."""

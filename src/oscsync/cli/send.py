@@ -185,6 +185,7 @@ def send(
                 warn=app.warn,
                 multicast_interface=iface,
                 framing=framing,
+                auth=app.auth,
             )
         finally:
             if repeat > 1 and progress.packets < repeat:

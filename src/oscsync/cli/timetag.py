@@ -7,7 +7,7 @@ import sys
 import click
 
 from oscsync.apps.monitor import DEFAULT_WINDOW, LIVE_REFRESH, MonitorView, summary
-from oscsync.apps.receiving import ReceiveSession, SessionSetup
+from oscsync.apps.receiving import ReceiveSession
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, stdout_is_tty
@@ -94,7 +94,7 @@ def monitor(
     live = app.live_line() if mode == "live" else None
     view = MonitorView(sys.stdout, clock, mode=mode, window=window, count=count, live=live)
     with running(), hangup_stops():
-        session = ReceiveSession(listen, (), SessionSetup(clock, app.note, app.warn, allow, iface))
+        session = ReceiveSession(listen, (), app.setup(allow, iface, clock=clock))
         try:
             app.note(f"monitoring timetags on {session.endpoint.local_address}")
             session.start(view.on_message)

@@ -229,6 +229,17 @@ def allow_mismatch(
     return None
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (numeric, as a socket reports it) is this machine's loopback: what is
+    said there cannot come from another machine. IPv4 in IPv6 (``::ffff:127.0.0.1``) counts."""
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
 def is_own_address(listen: HostPort, peer: HostPort) -> bool:
     """True when sending to ``peer`` reaches the listener on ``listen`` itself (same port, and
     the peer's address is the listener's, or the listener takes every local address and the

@@ -51,8 +51,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from oscsync import threads
-from oscsync.clock import Clock, SystemClock
+from oscsync.clock import Clock, KernelStamps, SystemClock
 from oscsync.net.core import (
+    BundleVerifier,
     MessageHandler,
     Network,
     ReceiveCore,
@@ -113,6 +114,7 @@ class EndpointOptions(TypedDict, total=False):
     services: Mapping[str, Service] | None
     kernel_stamps: bool
     registry: AddressRegistry | None
+    verifier: BundleVerifier | None
 
 
 class Endpoint(Transport):
@@ -132,11 +134,14 @@ class Endpoint(Transport):
         services: Mapping[str, Service] | None = None,
         kernel_stamps: bool = True,
         registry: AddressRegistry | None = None,
+        verifier: BundleVerifier | None = None,
     ) -> None:
         _refuse_tcp([listen] if listen is not None else [], peers)
         self._sending_once = False
         self.clock = clock if clock is not None else SystemClock()
-        self._core = ReceiveCore(self.clock, allow=allow, on_warning=on_warning, registry=registry)
+        self._core = ReceiveCore(
+            self.clock, allow=allow, on_warning=on_warning, registry=registry, verifier=verifier
+        )
         self.stats: TransportStats = self._core.stats
         self.registry: AddressRegistry = self._core.registry
         """What this endpoint answers to (services, commands' addresses); the rest goes to the
@@ -179,6 +184,9 @@ class Endpoint(Transport):
         self._kernel_to_wall: Callable[[float], float | None] | None = (
             None if type(self.clock) is SystemClock else self.clock.system_time_to_wall
         )
+        # The kernel's clock and this process's may disagree (the OS clock stepped since the
+        # clock was made, or a clock that is not the kernel's): checked, and re-anchored.
+        self._stamps = KernelStamps(self.clock, self._stamps_reanchored)
         self._ancillary_space = 0
         if HAS_RECVMSG:
             if SO_RXQ_OVFL is not None:
@@ -531,6 +539,10 @@ class Endpoint(Transport):
         # usual case, read inline (benchmarks/receive_path.py).
         inline_stamp = SO_TIMESTAMPNS if self._kernel_stamps and not self._kernel_to_wall else -1
         unpack = TIMESPEC.unpack
+        # KernelStamps.place, inlined: its countdown kept here (60 ns of the 140 a call cost).
+        stamps = self._stamps
+        check = stamps.check
+        countdown = stamps.countdown
         receive = sock.recvmsg
         # Once the kernel has dropped a datagram on this socket, SO_RXQ_OVFL puts its running
         # drop count on every datagram after: under a flood, all of them. A count already
@@ -543,7 +555,7 @@ class Endpoint(Transport):
                 data, ancdata, _, source = receive(MAX_DATAGRAM, space)
             except OSError as exc:
                 if self._drain_ends(exc, sock, via_peer):
-                    return
+                    break
                 continue
             if (
                 ancdata
@@ -551,7 +563,12 @@ class Endpoint(Transport):
                 and (len(ancdata) == 1 or (len(ancdata) == 2 and ancdata[1] == counted_drops))
             ):
                 seconds, nanoseconds = unpack(ancdata[0][2])
-                handle(data, source, seconds + nanoseconds * 1e-9, via_peer)
+                stamp = seconds + nanoseconds * 1e-9
+                countdown -= 1
+                if countdown <= 0 or stamps.correction:
+                    stamp = check(stamp)
+                    countdown = stamps.countdown
+                handle(data, source, stamp, via_peer)
             elif not ancdata:
                 handle(data, source, None, via_peer)
             else:
@@ -560,7 +577,8 @@ class Endpoint(Transport):
                 if last[0] == socket.SOL_SOCKET and last[1] == SO_RXQ_OVFL:
                     counted_drops = last
             if self._closed:
-                return
+                break
+        stamps.countdown = countdown
 
     def _drain_from(self, sock: socket.socket, via_peer: bool) -> None:
         # Without recvmsg (Windows): no ancillary data, so no kernel stamps or drop counts.
@@ -623,7 +641,26 @@ class Endpoint(Transport):
         if kernel_time is None:
             return None
         to_wall = self._kernel_to_wall
-        return kernel_time if to_wall is None else to_wall(kernel_time)
+        wall = kernel_time if to_wall is None else to_wall(kernel_time)
+        return None if wall is None else self._stamps.place(wall)
+
+    def _stamps_reanchored(self, correction: float, system_step: float | None) -> None:
+        """Kernel stamps stopped agreeing with this endpoint's clock (issue #27 item 16): say
+        why once, and count it; arrival times stay on the clock's scale either way."""
+        self.stats.arrival_reanchors += 1
+        if abs(correction) < 0.5:
+            return  # settling, or a stall of the receive thread: not worth a warning
+        if system_step is not None and abs(system_step + correction) < 0.1:
+            why = (
+                f"the system clock was stepped by {system_step:+.3f} s while this ran (NTP, "
+                "or someone setting the time); this run keeps its own time scale"
+            )
+        else:
+            why = (
+                f"the kernel stamps datagrams {-correction:+.3f} s from this process's clock "
+                "(a clock that is not the system's, e.g. libfaketime)"
+            )
+        self._warn_once("stamps", f"arrival times: {why}; re-anchored on this process's clock")
 
     def _kernel_dropped(self, sock: socket.socket, total: int) -> None:
         fd = sock.fileno()

@@ -40,6 +40,7 @@ from oscsync.stats import percentile
 if TYPE_CHECKING:
     from oscsync.net.hostport import HostPort
     from oscsync.net.udp import Endpoint
+    from oscsync.osc.auth import PacketAuth
     from oscsync.osc.routing import Received
 
 PING = "/oscsync/clock/ping"
@@ -117,6 +118,11 @@ class PingResponder:
     arrival stamp), a token bucket per source (:data:`PONGS_PER_SECOND`, :data:`PONG_BURST`), one
     over all sources (:data:`PONGS_PER_SECOND_TOTAL`), and at most :data:`MAX_PING_SOURCES`
     buckets. What is not answered is counted (``clock-ping-extra``, ``clock-ping-rate``).
+
+    With a key (``auth``) a signed ping that checked is answered with a signed pong, its MAC over
+    the ping's SEQ and T1 (so it answers that ping only, which the follower holds outstanding);
+    an unsigned ping gets an unsigned pong, as an NTP server with keys still answers plain
+    requests: the client decides what it trusts.
     """
 
     def __init__(
@@ -126,7 +132,9 @@ class PingResponder:
         burst: float = PONG_BURST,
         total_rate: float = PONGS_PER_SECOND_TOTAL,
         max_sources: int = MAX_PING_SOURCES,
+        auth: PacketAuth | None = None,
     ) -> None:
+        self.auth = auth
         self.rate, self.burst, self.total_rate = rate, burst, total_rate
         self.max_sources = max_sources
         self._buckets: OrderedDict[tuple[str, int], tuple[float, float]] = OrderedDict()
@@ -166,6 +174,8 @@ class PingResponder:
         if refused is not None:
             endpoint.stats.drops[refused] += 1
             return
+        if self.auth is not None and received.authenticated:
+            data = self.auth.sign_message(data)
         endpoint.answer(received, data)
 
 
@@ -179,11 +189,13 @@ def answer_ping(endpoint: Endpoint, received: Received) -> None:
     endpoint.answer(received, data)
 
 
-def standard_services() -> dict[str, Callable[[Endpoint, Received], None]]:
+def standard_services(
+    auth: PacketAuth | None = None,
+) -> dict[str, Callable[[Endpoint, Received], None]]:
     """Services every oscsync listener offers (:func:`oscsync.apps.endpoints.open_endpoint`
     registers them); each call makes a fresh :class:`PingResponder`, so every endpoint has its
     own budgets. What each answers to is in :data:`SERVICE_METHODS`."""
-    return {PING: PingResponder().service}
+    return {PING: PingResponder(auth=auth).service}
 
 
 SERVICE_METHODS = {
@@ -338,10 +350,13 @@ class ClockSync:
         send: Callable[[bytes], object],
         *,
         filter_size: int = FILTER_SIZE,
+        auth: PacketAuth | None = None,
     ) -> None:
         if filter_size < 1:
             raise ValueError("filter_size must be at least 1")
         self.clock = clock
+        self.auth = auth
+        """With a key: pings are signed and only authenticated pongs are taken."""
         self._send = send
         self._seq = itertools.count(1)
         self._outstanding: dict[int, int] = {}
@@ -361,11 +376,17 @@ class ClockSync:
                 self._outstanding.pop(next(iter(self._outstanding)))
             self._outstanding[seq] = t1
             self.sent += 1
-        self._send(encode_ping(seq, t1))
+        data = encode_ping(seq, t1)
+        self._send(data if self.auth is None else self.auth.sign_message(data))
         return seq
 
     def on_pong(self, received: Received) -> Sample | None:
-        """Take a pong; a stray, duplicated or malformed one is ignored (and counted)."""
+        """Take a pong; a stray, duplicated, malformed or (with a key) unauthenticated one is
+        ignored (and counted)."""
+        if self.auth is not None and not received.authenticated:
+            with self._lock:
+                self.ignored += 1
+            return None
         try:
             _expect(received.args, received.message.types, "ittt", PONG)
             seq, t1, t2, t3 = (int(value) for value in received.args)
@@ -475,10 +496,14 @@ class PeerClocks:
         peers: Iterable[HostPort],
         *,
         filter_size: int = FILTER_SIZE,
+        auth: PacketAuth | None = None,
     ) -> None:
         self.syncs = {
             peer: ClockSync(
-                clock, functools.partial(endpoint.send_bytes, peers=[peer]), filter_size=filter_size
+                clock,
+                functools.partial(endpoint.send_bytes, peers=[peer]),
+                filter_size=filter_size,
+                auth=auth,
             )
             for peer in peers
         }
