@@ -72,6 +72,7 @@ from typing import NamedTuple
 from oscsync import threads
 from oscsync.clock import Clock, SystemClock
 from oscsync.osc import timetag as tt
+from oscsync.realtime import RT_SPIN, Breather, give_way
 from oscsync.stats import RecentSamples, WarnOnce, percentile
 
 DEFAULT_SPIN = 0.002
@@ -291,6 +292,10 @@ class Scheduler:
         # keeps actions from running on two threads at once.
         self._running = 0
         self._action_lock = threading.Lock() if inline_due else None
+        self.realtime: bool | None = None
+        """Whether the timer thread was granted real-time priority (``oscsync --realtime``,
+        :mod:`oscsync.realtime`); None until it has asked."""
+        self._breather: Breather | None = None
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -417,7 +422,16 @@ class Scheduler:
     def _run_due(self) -> float | None:
         """:meth:`run_due`, returning the next entry's key (monotonic seconds) instead."""
         clock = self.clock
+        breather = self._breather if threading.current_thread() is self._thread else None
+        first = True
         while True:
+            if breather is not None and not first:
+                # A real-time thread between two due items: let a thread of its priority run
+                # (and take the GIL), and rest if it has not blocked for a while (a flood of
+                # due items must not lock a core).
+                give_way()
+                breather.check()
+            first = False
             with self._lock:
                 if self._closed or not self._heap:
                     return None
@@ -495,6 +509,13 @@ class Scheduler:
         # A fake clock stands still while this thread spins, so there it waits the whole way
         # (a threaded FakeClock's autojump lands the wait exactly on the due time).
         spin = self.spin if clock.moves_by_itself else 0.0
+        # Real-time priority where the process installed a promoter (oscsync --realtime): a
+        # promoted thread wakes within ~150 µs even when both cores are busy, so it spins less,
+        # and it rests when it has run for long without blocking (oscsync.realtime.Breather).
+        self.realtime = granted = threads.promote(threads.TIMER)
+        if granted:
+            spin = min(spin, RT_SPIN)
+        breather = self._breather = Breather(clock, enabled=granted)
         # 1 µs timer slack for this thread's waits (Linux; elsewhere nothing): Event.wait
         # overshot by p50 147 / p99 1157 µs at 50 µs slack and 87 / 150 µs at 1 µs on the
         # 2-core VM at load 0.8 (benchmarks/scheduler.py "causes"), so a wait overshooting the
@@ -508,12 +529,17 @@ class Scheduler:
             if self._closed:
                 return
             if next_due is None:
+                started = clock.monotonic()
                 clock.wait(wake, None)
+                breather.waited(started)
                 continue
-            remaining = next_due - clock.monotonic()
+            started = clock.monotonic()
+            remaining = next_due - started
             if remaining > spin:
                 clock.wait(wake, remaining - spin)
+                breather.waited(started)
                 continue
+            breather.check()  # before a spin: a real-time thread that ran long rests first
             entry = self._take_head()
             if entry is None:
                 continue

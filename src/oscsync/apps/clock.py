@@ -71,7 +71,8 @@ class PeerClockReport:
             )
         return "\n".join(lines)
 
-    def json(self) -> str:
+    def json(self, extra: dict[str, object] | None = None) -> str:
+        """One JSON object; ``extra`` fields (the command's ``realtime``) are added at the end."""
         estimate = self.estimate
 
         def ms(value: float | None) -> float | None:
@@ -94,6 +95,7 @@ class PeerClockReport:
             "span_s": None if estimate is None else round(estimate.span, 3),
             "rtt_ms": ms(self.min_rtt),
             "median_rtt_ms": ms(self.median_rtt),
+            **(extra or {}),
         }
         return json.dumps(record, separators=(",", ":"))
 

@@ -104,6 +104,7 @@ def demo(
     )
     summaries = []
     rendered: list[Path] = []
+    app.keep_time()
     with running() as run:
         for name, spec in runs:
             app.note(f"run: {titles[name]} ({plural(spec.ticks, 'tick')}) ...")
@@ -138,6 +139,7 @@ def demo(
     click.echo(app_demo.table(summaries, names))
     click.echo()
     click.echo(app_demo.headline(before, after) + ".")
+    app.note(app.realtime_text())
     click.echo(
         "Plain ticks sound when they arrive, so the network's jitter is heard as uneven beats.\n"
         f"Timetagged {offset * 1e3:g} ms ahead, each tick waits for its time at the follower; B "

@@ -76,6 +76,7 @@ def dump(
     # (endpoint.start(on_idle=...)); scheduled, each is written at its due time.
     dumper = Dumper(sys.stdout, jsonl=jsonl, count=count, flush_each=schedule)
     clock = app.clock
+    app.keep_time()
     with (
         running(),
         hangup_stops(),
@@ -111,6 +112,8 @@ def dump(
                     stdout_usable = False
             app.note(summary(session.endpoint.stats, dumper.written, dumper.skipped))
             if session.scheduler is not None:
-                app.note(session.scheduler.stats().summary())
+                app.note(f"{session.scheduler.stats().summary()}; {app.realtime_text()}")
+            else:
+                app.note(app.realtime_text())
             if not stdout_usable:
                 leave_without_stdout(stopped_cleanly=receiver_stopped)

@@ -19,6 +19,10 @@ from oscsync.cli.params import NumberRange
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+REALTIME_MODES = ("auto", "on", "off")
+"""``--realtime``'s choices: :data:`oscsync.realtime.MODES`, written here so that ``--help``
+imports nothing (tests/test_realtime.py holds them equal)."""
+
 # name -> ("module:attribute", short help). Order here is the order in --help. The short help is
 # written here too so that `oscsync --help` imports no subcommand (tests/test_cli_help.py checks
 # it matches each command's docstring).
@@ -187,8 +191,20 @@ Examples:
     "PPM",
     "Pretend this machine's clock runs fast by PPM parts per million, for experiments.",
 )
+@click.option(
+    "--realtime",
+    type=click.Choice(REALTIME_MODES),
+    default="auto",
+    show_default=True,
+    envvar="OSCSYNC_REALTIME",
+    help="Real-time priority for the threads that keep time (timer, receive): auto asks and "
+    "falls back quietly, on fails when refused and says how to get it, off does not ask. "
+    "Commands that keep time say at start which it was, and their summaries repeat it.",
+)
 @click.pass_context
-def cli(ctx: click.Context, quiet: bool, clock_skew: float, clock_drift: float) -> None:
+def cli(
+    ctx: click.Context, quiet: bool, clock_skew: float, clock_drift: float, realtime: str
+) -> None:
     """Send, receive and schedule Open Sound Control with exact timetags.
 
     Listeners bind to 127.0.0.1 unless you say otherwise (--listen 0.0.0.0:9001 to accept OSC
@@ -200,8 +216,13 @@ def cli(ctx: click.Context, quiet: bool, clock_skew: float, clock_drift: float) 
     # A caller may hand in its own context (tests: `CliRunner().invoke(cli, args,
     # obj=AppContext(clock=FakeClock()))`): its clock is the one this run reads and waits on.
     given = ctx.obj.clock if isinstance(ctx.obj, AppContext) else None
+    policy = ctx.obj.realtime if isinstance(ctx.obj, AppContext) else None
     ctx.obj = AppContext.create(
-        quiet=quiet, clock_skew=clock_skew, clock_drift_ppm=clock_drift, base_clock=given
+        quiet=quiet,
+        clock_skew=clock_skew,
+        clock_drift_ppm=clock_drift,
+        base_clock=given,
+        realtime=policy or realtime,
     )
     if not color_wanted():
         ctx.color = False  # every click.echo strips styles (NO_COLOR, no-color.org)

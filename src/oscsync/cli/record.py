@@ -127,6 +127,7 @@ def _record(
     clock = app.clock
     failure: OSError | None = None
     name, interface = advertise
+    app.keep_time()
     with running(), Advertising(app, name, interface, role="record", allow=allow) as advertised:
         session = ReceiveSession(listen, (), SessionSetup(clock, app.note, app.warn, allow, iface))
         endpoint = session.endpoint
@@ -156,7 +157,7 @@ def _record(
             recorder.close(endpoint.stats.drops)
             failure = recorder.failure
             elapsed = clock.monotonic() - recorder.started_monotonic
-            app.note(recorder.summary(endpoint.stats.drops, elapsed))
+            app.note(f"{recorder.summary(endpoint.stats.drops, elapsed)}; {app.realtime_text()}")
             if isinstance(failure, BrokenPipeError) or not stopped:
                 leave_without_stdout(stopped_cleanly=stopped)
     if failure is not None and not isinstance(failure, BrokenPipeError):

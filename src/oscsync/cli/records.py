@@ -88,7 +88,7 @@ class RecordLines(Generic[R]):
                 sys.stdout.flush()
             except BrokenPipeError:
                 self.output_closed = True
-        self.app.note(self.session.summary())
+        self.app.note(f"{self.session.summary()}  {self.app.realtime_text()}")
         if self.output_closed:
             leave_without_stdout(stopped_cleanly=True)
         if self.session.failure is not None:
@@ -508,6 +508,7 @@ def listening(
     """What a listening command holds while it runs: its ``--log`` file, its ``--advertise``
     announcement (as ``role``), and session errors as one line (:func:`session_errors`).
     ``pair`` gives its ``sending`` options and the ``peers`` they resolved to."""
+    app.keep_time()
     with (
         log_file(options.log_path) as log,
         Advertising(
@@ -524,6 +525,7 @@ def send_session(
 ) -> Iterator[SendSession]:
     """``send``'s session to ``peers`` (``sending.peers`` resolved; an ``@NAME`` that moves is
     followed), with session errors as one line (:func:`session_errors`)."""
+    app.keep_time()
     with (
         session_errors(),
         SendSession(peers, setup(app, allow, sending.iface, sending.framing)) as session,
@@ -565,4 +567,4 @@ def send_until_done(
         if live is not None:
             live.end()
             app.live = None
-        app.note(summary(started))
+        app.note(f"{summary(started)}; {app.realtime_text()}")

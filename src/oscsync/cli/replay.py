@@ -229,6 +229,7 @@ def _replay(
             click.echo("\r\x1b[K", nl=False, err=True)
         app.note(text)
 
+    app.keep_time()
     with (
         running(),
         ReplaySession(
@@ -256,7 +257,7 @@ def _replay(
             if progress:
                 click.echo("\r\x1b[K", nl=False, err=True)
             session.scheduler.close()
-            app.note(_summary(replayer, session.endpoint, source))
+            app.note(f"{_summary(replayer, session.endpoint, source)}; {app.realtime_text()}")
     if replayer.failure is not None:
         raise click.ClickException(f"{source.path}: {replayer.failure}")
 

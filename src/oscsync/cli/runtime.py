@@ -17,13 +17,14 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import click
 
 from oscsync import threads
 from oscsync.clock import Clock, SkewedClock, SystemClock
 from oscsync.net.udp import TransportError
+from oscsync.realtime import Mode, Realtime, RealtimeRefused
 from oscsync.terminal import display
 from oscsync.terminal.liveline import LiveLine
 from oscsync.threads import STOP_SIGNALS
@@ -37,6 +38,8 @@ class AppContext:
     quiet: bool = False
     live: LiveLine | None = None
     """The live status line on stdout, if a command keeps one: notices and warnings go above it."""
+    realtime: Realtime | None = None
+    """``--realtime`` (None: a command invoked without the group, as tests do: nothing asked)."""
 
     @classmethod
     def create(
@@ -46,12 +49,40 @@ class AppContext:
         clock_skew: float = 0.0,
         clock_drift_ppm: float = 0.0,
         base_clock: Clock | None = None,
+        realtime: Realtime | str = "off",
     ) -> AppContext:
-        """The context for one run; ``base_clock`` (a test's FakeClock) replaces the system's."""
+        """The context for one run; ``base_clock`` (a test's FakeClock) replaces the system's,
+        ``realtime`` is ``--realtime`` (or a test's policy with a fake backend)."""
         clock: Clock = base_clock if base_clock is not None else SystemClock()
         if clock_skew or clock_drift_ppm:
             clock = SkewedClock(clock, skew=clock_skew, drift_ppm=clock_drift_ppm)
-        return cls(clock=clock, quiet=quiet)
+        policy = realtime if isinstance(realtime, Realtime) else Realtime(cast(Mode, realtime))
+        return cls(clock=clock, quiet=quiet, realtime=policy)
+
+    def keep_time(self) -> None:
+        """A command that keeps time starts here: ask for real-time priority (``--realtime``),
+        say once whether it was granted, and let the timing threads ask on themselves until the
+        command ends. ``--realtime on`` refused: one line saying how to get it, exit 1."""
+        policy = self.realtime
+        if policy is None or policy.outcome is not None or policy.mode == "off":
+            return
+        try:
+            policy.probe()
+        except RealtimeRefused as exc:
+            raise click.ClickException(str(exc)) from None
+        self.note(policy.notice())
+        policy.install()
+        context = click.get_current_context(silent=True)
+        if context is not None:
+            context.find_root().call_on_close(policy.uninstall)
+
+    def realtime_text(self) -> str:
+        """For a summary line: ``realtime SCHED_FIFO 6`` / ``refused`` / ``off``."""
+        return "realtime off" if self.realtime is None else self.realtime.describe()
+
+    def realtime_json(self) -> dict[str, Any]:
+        """For JSON output (see :meth:`oscsync.realtime.Realtime.to_json`)."""
+        return Realtime("off").to_json() if self.realtime is None else self.realtime.to_json()
 
     def note(self, text: str) -> None:
         """An informational line on stderr (silenced by -q)."""

@@ -109,6 +109,7 @@ def sweep(
         _check_writable(path, option)
     follower = lab.FollowerSpec("follower", skew=skew, sync=sync)
     rows = []
+    app.keep_time()
     with (
         running() as run,
         click.progressbar(
@@ -137,7 +138,7 @@ def sweep(
                 count_in=4 if ticks >= 12 else 1,
             )
             result = lab.run_session(spec, app.clock, on_warning=app.warn)
-            rows.append(tables.sweep_row(offset, result))
+            rows.append({**tables.sweep_row(offset, result), "realtime": app.realtime_text()})
     if len(rows) < len(offsets):
         app.warn("interrupted: the table shows the offsets that finished")
     click.echo(tables.format_table(rows))
