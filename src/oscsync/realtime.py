@@ -74,10 +74,22 @@ RTKIT_RTTIME_US = 200_000
 """rtkit refuses a process without an ``RLIMIT_RTTIME`` (its default cap: 200 ms of CPU without
 blocking): set to that before asking. The :class:`Breather` blocks far more often."""
 
-SWITCH_INTERVAL = 0.0005
+RT_SPIN = 0.0005
+"""The scheduler's spin (s) on a real-time timer thread, instead of its 2 ms default: a
+promoted thread's timed wait ends within p99 ~150 µs of its deadline with both cores busy (1.6 ms
+at worst seen on the shared VM), where an ordinary one's ends up to 10 ms late; a shorter spin
+is CPU given back to the rest of the machine."""
+
+SWITCH_INTERVAL = RT_SPIN
 """Python's switch interval while real-time threads run (default 5 ms): how long a thread that
-wants the GIL waits before it makes the holder let go. Measured by benchmarks/busy.py (flood of
-plain datagrams, both cores busy); see docs/troubleshooting.md."""
+wants the GIL waits before it makes the holder let go. Equal to the spin, because the timer thread
+wakes RT_SPIN before a due time and must (a) get the GIL from a busy receive thread within that
+time, and (b) keep it until the due time against the receive thread's own request, which comes
+one interval after it started waiting: both hold only with the interval equal to the spin.
+Measured (benchmarks/busy.py, 20,000 plain datagrams/s into the same process, both cores busy,
+timer and receive threads real-time): max lateness 0.2 µs at 0.5 ms, 0.37-0.8 ms at the
+default 5 ms; with the receive thread left ordinary, p99 1.3-4.3 ms whatever the interval (it
+holds the GIL while preempted)."""
 
 BURST = 0.004
 """Seconds a real-time thread may run without blocking before its :class:`Breather` rests."""
@@ -87,11 +99,6 @@ MIN_BLOCK = 0.00005
 """A wait at least this long counts as having given the CPU away (the wake-up alone costs the
 OS about as much); one woken at once by a submission does not."""
 
-RT_SPIN = 0.0005
-"""The scheduler's spin (s) on a real-time timer thread, instead of its 2 ms default: a
-promoted thread's timed wait ends within p99 ~150 µs of its deadline with both cores busy (1.6 ms
-at worst seen on the shared VM), where an ordinary one's ends up to 10 ms late; a shorter spin
-is CPU given back to the rest of the machine."""
 
 
 @dataclass(frozen=True, slots=True)
