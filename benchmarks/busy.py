@@ -57,7 +57,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from record_replay import (  # noqa: E402  (a sibling benchmark's helpers)
+from oscsync.osc import timetag as tt
+from oscsync.stats import percentile
+from record_replay import (
     RECEIVER,
     interval_errors,
     schedule,
@@ -65,10 +67,7 @@ from record_replay import (  # noqa: E402  (a sibling benchmark's helpers)
     write_oscsendfile,
     write_recording,
 )
-from scheduler import PYTHON_OSC_PRINT, send_bundles  # noqa: E402
-
-from oscsync.osc import timetag as tt  # noqa: E402
-from oscsync.stats import percentile  # noqa: E402
+from scheduler import PYTHON_OSC_PRINT, send_bundles
 
 PYTHON = sys.executable
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -254,7 +253,9 @@ def load_average() -> str:
 # -- sections ------------------------------------------------------------------------------------
 
 
-def scheduler_section(prefix: list[str], pre: Callable[[], None] | None, count: int, flood: bool) -> str:
+def scheduler_section(
+    prefix: list[str], pre: Callable[[], None] | None, count: int, flood: bool
+) -> str:
     proc = subprocess.Popen(
         [*prefix, PYTHON, "-c", SCHEDULER_CHILD, str(count), "0.01", "flood" if flood else "-"],
         stdin=subprocess.PIPE,
@@ -285,7 +286,9 @@ def scheduler_section(prefix: list[str], pre: Callable[[], None] | None, count: 
     return f"{figures_us(result['late_s'])}  [{granted}]{extra}"
 
 
-def pipe_lateness(argv: list[str], count: int, pre: Callable[[], None] | None, port: int | None) -> list[float]:
+def pipe_lateness(
+    argv: list[str], count: int, pre: Callable[[], None] | None, port: int | None
+) -> list[float]:
     """Start ``argv`` (port from its stderr's first line unless given), send it bundles 55 ms
     ahead, and stamp each line as it comes out of its stdout; lateness (s) = stamp - timetag."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
@@ -355,7 +358,9 @@ def pipe_section(prefix: list[str], pre: Callable[[], None] | None, count: int) 
     return rows
 
 
-def replay_section(prefix: list[str], pre: Callable[[], None] | None, work: Path, seconds: float) -> list[str]:
+def replay_section(
+    prefix: list[str], pre: Callable[[], None] | None, work: Path, seconds: float
+) -> list[str]:
     offsets = schedule(1000.0, seconds)
     recording, text = work / "r.jsonl", work / "r.txt"
     write_recording(recording, offsets)
@@ -493,14 +498,31 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         for hogs, title in ((cpus, f"all {cpus} cores busy"), (1, "one core busy")):
             with busy_cores(hogs):
-                for rt_name, prefix, pre in (("granted", [], None), ("refused", refused, pre_refused)):
-                    print(f"\n== {title} (yes x{hogs}), real-time {rt_name} ==  {load_average()}", flush=True)
+                for rt_name, prefix, pre in (
+                    ("granted", [], None),
+                    ("refused", refused, pre_refused),
+                ):
+                    print(
+                        f"\n== {title} (yes x{hogs}), real-time {rt_name} ==  {load_average()}",
+                        flush=True,
+                    )
                     if "scheduler" in only:
-                        print(f"  scheduler ({items} items, 10 ms apart): " + scheduler_section(prefix, pre, items, False), flush=True)
+                        print(
+                            f"  scheduler ({items} items, 10 ms apart): "
+                            + scheduler_section(prefix, pre, items, False),
+                            flush=True,
+                        )
                     if "flood" in only:
-                        print(f"  flood (20,000 datagrams/s into the process): " + scheduler_section(prefix, pre, items, True), flush=True)
+                        print(
+                            "  flood (20,000 datagrams/s into the process): "
+                            + scheduler_section(prefix, pre, items, True),
+                            flush=True,
+                        )
                     if "pipe" in only:
-                        print(f"  through a pipe ({bundles} bundles 55 ms ahead), lateness of the line read here:", flush=True)
+                        print(
+                            f"  through a pipe ({bundles} bundles 55 ms ahead), lateness of the line read here:",
+                            flush=True,
+                        )
                         for row in pipe_section(prefix, pre, bundles):
                             print(row, flush=True)
                     if "replay" in only:
@@ -508,7 +530,11 @@ def main(argv: list[str] | None = None) -> int:
                         for row in replay_section(prefix, pre, work, replay_seconds):
                             print(row, flush=True)
                     if "metronome" in only:
-                        print("  metronome send (100 plain ticks, 1200 bpm): " + metronome_section(prefix, pre, 100), flush=True)
+                        print(
+                            "  metronome send (100 plain ticks, 1200 bpm): "
+                            + metronome_section(prefix, pre, 100),
+                            flush=True,
+                        )
         if "starvation" in only:
             print("\nstarvation (one CPU):")
             for row in starvation_section(10_000 if args.quick else 20_000):
