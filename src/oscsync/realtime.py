@@ -100,7 +100,6 @@ MIN_BLOCK = 0.00005
 OS about as much); one woken at once by a submission does not."""
 
 
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one request for the calling thread came to."""

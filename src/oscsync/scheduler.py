@@ -71,6 +71,7 @@ from typing import NamedTuple
 
 from oscsync import threads
 from oscsync.clock import Clock, SystemClock
+from oscsync.lateness import LATE_THRESHOLD
 from oscsync.osc import timetag as tt
 from oscsync.realtime import RT_SPIN, Breather, give_way
 from oscsync.stats import RecentSamples, WarnOnce, percentile
@@ -92,10 +93,10 @@ DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 """Declared bytes held at most (waiting items): 500 full 64 KB datagrams' worth of messages, far
 more than any musical schedule needs, and small next to a laptop's memory."""
 DEFAULT_HORIZON = 60.0
-DEFAULT_LATE_TOLERANCE = 0.001
-"""Lateness up to this many seconds is not counted as late: a spin lands within µs, and 1 ms is
-below what an ear notices, but a bundle that arrived after its time or waited behind a slow
-handler for longer is."""
+DEFAULT_LATE_TOLERANCE = LATE_THRESHOLD
+"""Lateness up to this many seconds is not counted as late: the one threshold of
+:mod:`oscsync.lateness` (1 ms). An item submitted more than this after its due time *arrived
+late*; one submitted in time and dispatched more than this after it was *played late*."""
 
 LATENESS_SAMPLES = 4096
 """Size of the ring of recent lateness samples the percentiles come from."""
@@ -175,12 +176,20 @@ class SchedulerStats:
     submitted: int
     dispatched: int
     late: int
+    """Dispatched more than ``late_tolerance`` after the due time: arrived_late + played_late."""
     dropped: dict[str, int]
     held: int
     errors: int
     lateness_p50: float | None
     lateness_p99: float | None
     lateness_max: float | None
+    arrived_late: int = 0
+    """Late items that were submitted (arrived) already more than the tolerance past due."""
+
+    @property
+    def played_late(self) -> int:
+        """Late items that were submitted in time: this machine ran them late."""
+        return self.late - self.arrived_late
 
     @property
     def dropped_total(self) -> int:
@@ -188,7 +197,10 @@ class SchedulerStats:
 
     def summary(self) -> str:
         """One line for a person, e.g. at the end of ``oscsync dump --schedule``."""
-        text = f"scheduler: {self.dispatched} dispatched, {self.late} late"
+        text = (
+            f"scheduler: {self.dispatched} dispatched, {self.arrived_late} arrived late, "
+            f"{self.played_late} played late"
+        )
         if self.dropped:
             reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(self.dropped.items()))
             text += f", {self.dropped_total} dropped ({reasons})"
@@ -215,6 +227,7 @@ class _Item:
     action: Action
     size: int = 0
     rehearsal: Rehearsal | None = None
+    arrived_late: bool = False
 
 
 @dataclass(slots=True)
@@ -222,6 +235,7 @@ class _Counters:
     submitted: int = 0
     dispatched: int = 0
     late: int = 0
+    arrived_late: int = 0
     errors: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     lateness: RecentSamples = field(default_factory=lambda: RecentSamples(LATENESS_SAMPLES))
@@ -336,13 +350,26 @@ class Scheduler:
                 hand = self._in_hand[0] if self._in_hand is not None else math.inf
                 earliest = key < head and key < hand
                 if self.inline_due and due <= now < head and now < hand and not self._running:
-                    inline = _Item(due, stamp, action, 0)  # nothing due before it: run it here
+                    # nothing due before it: run it here
+                    arrived = stamp is not None and now - due > self.late_tolerance
+                    inline = _Item(due, stamp, action, 0, None, arrived)
                     self._running += 1
                 else:
                     self._held_bytes += size
                     heapq.heappush(
                         self._heap,
-                        (key, next(self._seq), _Item(due, stamp, action, size, rehearsal)),
+                        (
+                            key,
+                            next(self._seq),
+                            _Item(
+                                due,
+                                stamp,
+                                action,
+                                size,
+                                rehearsal,
+                                stamp is not None and now - due > self.late_tolerance,
+                            ),
+                        ),
                     )
         with self._stats_lock:
             self._counters.submitted += 1
@@ -477,9 +504,16 @@ class Scheduler:
             item.action(Dispatch(item.timetag, item.due, now, late))
         except Exception as exc:
             failure = exc
-        self._account(timed, lateness, late, failure)
+        self._account(timed, lateness, late, failure, item.arrived_late)
 
-    def _account(self, timed: bool, lateness: float, late: bool, failure: Exception | None) -> None:
+    def _account(
+        self,
+        timed: bool,
+        lateness: float,
+        late: bool,
+        failure: Exception | None,
+        arrived_late: bool = False,
+    ) -> None:
         """Count a dispatched item (after its action ran: the counting waits, the call not)."""
         counters = self._counters
         with self._stats_lock:
@@ -488,6 +522,7 @@ class Scheduler:
             if timed:
                 counters.lateness.add(lateness)
                 counters.late += late
+                counters.arrived_late += late and arrived_late
         if failure is not None:
             self._warn_once("error", f"a scheduled action failed: {failure!r}")
 
@@ -684,6 +719,7 @@ class Scheduler:
                 submitted=c.submitted,
                 dispatched=c.dispatched,
                 late=c.late,
+                arrived_late=c.arrived_late,
                 dropped=dict(c.dropped),
                 held=held,
                 errors=c.errors,

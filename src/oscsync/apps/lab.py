@@ -113,8 +113,13 @@ class FollowerResult:
     spec: FollowerSpec
     records: list[TickRecord]
     onsets_ref: dict[int, float]
-    """Tick number -> onset on the reference clock (first copy of a duplicated tick)."""
-    late: dict[int, bool]
+    """Tick number -> onset on the reference clock (first copy of a duplicated tick): when the
+    follower asked its player to sound it."""
+    arrived_late: dict[int, bool]
+    played_late: dict[int, bool]
+    played_ref: dict[int, float] = field(default_factory=dict)
+    """Tick number -> when it was played on the reference clock (the onset, or later when the
+    player needed more time than was left, or its timer ran late): what scoring measures."""
     handled_ref: dict[int, float] = field(default_factory=dict)
     """Tick number -> when the listener handled it (reference clock): with a player that acts
     when told (``lead`` 0), that is when the scheduler dispatched it."""
@@ -319,7 +324,9 @@ def _follower_result(
 ) -> FollowerResult:
     to_ref = _to_reference(clock, reference)
     onsets: dict[int, float] = {}
-    late: dict[int, bool] = {}
+    arrived: dict[int, bool] = {}
+    played: dict[int, bool] = {}
+    played_at: dict[int, float] = {}
     handled: dict[int, float] = {}
     delay = session.spec.link.delay
     for record in records:
@@ -328,5 +335,10 @@ def _follower_result(
             continue  # a duplicate from netem, or a stranger
         onsets[k] = to_ref(record.onset)
         handled[k] = to_ref(record.handled)
-        late[k] = record.late
-    return FollowerResult(spec, records, onsets, late, handled)
+        if record.timetag is not None and record.played_ms is not None:
+            played_at[k] = to_ref(max(record.onset, record.timetag + record.played_ms / 1e3))
+        else:
+            played_at[k] = onsets[k]
+        arrived[k] = record.arrived_late
+        played[k] = record.played_late
+    return FollowerResult(spec, records, onsets, arrived, played, played_at, handled)

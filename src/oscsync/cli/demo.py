@@ -137,6 +137,7 @@ def demo(
     before, after = summaries
     click.echo()
     click.echo(app_demo.table(summaries, names))
+    click.echo(app_demo.SPREAD_NOTE)
     click.echo()
     click.echo(app_demo.headline(before, after) + ".")
     app.note(app.realtime_text())

@@ -495,6 +495,9 @@ class ListenRun:
                     started.stop()
                 session.close_follower()
                 lines.finish()
+                if started is not None and started.lateness.count:
+                    # The sender's own lateness beside what the listener counted (issue 29).
+                    app.note(f"sender: {started.lateness_text()}")
 
 
 @contextlib.contextmanager

@@ -196,7 +196,10 @@ def send(app: AppContext, sending: PatternSending, allow: tuple[Network, ...]) -
 
 def _sent_summary(sender: TickSender) -> str:
     assert isinstance(sender, SequenceSender)
-    return f"sequence: sent {sender.sent} steps, {sender.reloads} pattern changes"
+    text = f"sequence: sent {sender.sent} steps, {sender.reloads} pattern changes"
+    if sender.lateness.count:
+        text += "; " + sender.lateness_text()
+    return text
 
 
 # -- listen -----------------------------------------------------------------------------------

@@ -138,10 +138,11 @@ def sweep(
                 count_in=4 if ticks >= 12 else 1,
             )
             result = lab.run_session(spec, app.clock, on_warning=app.warn)
-            rows.append({**tables.sweep_row(offset, result), "realtime": app.realtime_text()})
+            rows.append(tables.sweep_row(offset, result))
     if len(rows) < len(offsets):
         app.warn("interrupted: the table shows the offsets that finished")
     click.echo(tables.format_table(rows))
+    app.note(app.realtime_text())
     try:
         if csv_path is not None:
             tables.write_csv(csv_path, rows)
