@@ -26,6 +26,10 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # lookup without one reads this (subprocesses inherit it); a test that means another interface
 # says so explicitly. `make test` also runs the suite in a network namespace with only `lo`.
 os.environ["OSCSYNC_MDNS_INTERFACE"] = "loopback"
+# Real-time priority is asked for only where a test says so (tests/test_realtime.py, with fake
+# backends): what the OS grants depends on the machine and on who runs the suite, and a notice
+# on stderr would change every command's output. benchmarks/busy.py measures the real thing.
+os.environ["OSCSYNC_REALTIME"] = "off"
 
 
 def require_peer(program: str) -> str:

@@ -299,13 +299,26 @@ def test_a_placing_player_whose_playout_exceeds_the_headroom_plays_late() -> Non
     records: list[TickRecord] = []
     player = PlacingPlayer(playout=0.032)
     scheduler = Scheduler(clock)
-    listener = MetronomeListener(player, scheduler, clock, on_tick=records.append)
+    warnings: list[str] = []
+    listener = MetronomeListener(
+        player, scheduler, clock, on_tick=records.append, on_warning=warnings.append
+    )
     listener.on_message(tick(clock, ahead=0.05))  # 50 ms headroom: room for 32 ms
     listener.on_message(tick(clock, ahead=0.02))  # 20 ms headroom: 12 ms short
+    listener.on_message(tick(clock, ahead=0.01))  # again: the warning is not repeated
     scheduler.run_due()
-    assert [(r.arrived_late, r.played_late) for r in records] == [(False, False), (False, True)]
+    assert [(r.arrived_late, r.played_late) for r in records] == [
+        (False, False),
+        (False, True),
+        (False, True),
+    ]
     assert records[1].played_ms == pytest.approx(12.0, abs=1e-3)
     assert records[1].onset == START + 0.02  # still asked for at its timetag
+    assert warnings == [
+        "offset too small for this listener: a tick arrived 20.0 ms before its timetag, but its "
+        "player needs 32.0 ms (output latency + one block), so it is played late; the sender's "
+        "--offset must grow by at least 12.0 ms (--offset auto counts it)"
+    ]
 
 
 def test_log_source_brackets_an_ipv6_sender() -> None:

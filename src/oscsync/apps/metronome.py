@@ -398,12 +398,46 @@ class OnsetListener(Generic[S]):
     ``scheduler`` (:func:`submit_received`), and what is not played is counted in
     ``stats.ignored`` by reason, under the listener's lock."""
 
-    def __init__(self, player: Player, scheduler: Scheduler, clock: Clock, stats: S) -> None:
+    def __init__(
+        self,
+        player: Player,
+        scheduler: Scheduler,
+        clock: Clock,
+        stats: S,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
         self.player = player
         self.scheduler = scheduler
         self.clock = clock
         self.stats = stats
+        self.on_warning = on_warning
         self._lock = threading.Lock()
+        self._budget_warned = False
+
+    def _timing(self, received: Received, stamp: int | None, dispatch: Dispatch) -> Onset:
+        """:func:`onset_of` for this listener's player; says once when the headroom ticks
+        arrive with is less than the player needs (the sender's offset is too small for this
+        machine: network delay + output latency + one block)."""
+        playout = audio.playout_of(self.player)
+        timing = onset_of(self.scheduler, self.clock, dispatch, stamp, received.arrival, playout)
+        if (
+            timing.lateness.played_late
+            and playout > 0
+            and timing.target is not None
+            and not self._budget_warned
+            and timing.handled - timing.target <= self.scheduler.late_tolerance
+        ):
+            self._budget_warned = True  # a plain flag: at worst two threads warn once each
+            headroom = timing.target - received.arrival
+            short = playout - headroom
+            if self.on_warning is not None:
+                self.on_warning(
+                    f"offset too small for this listener: a tick arrived {headroom * 1e3:.1f} ms "
+                    f"before its timetag, but its player needs {playout * 1e3:.1f} ms (output "
+                    "latency + one block), so it is played late; the sender's --offset must "
+                    f"grow by at least {short * 1e3:.1f} ms (--offset auto counts it)"
+                )
+        return timing
 
     def _submit(self, received: Received, handle: Callable[[Dispatch, int | None], None]) -> None:
         # Held in bytes as well as items: a message may carry thousands of arguments.
@@ -480,12 +514,11 @@ class MetronomeListener(OnsetListener[ListenerStats]):
     ) -> None:
         if beats_per_bar < 1:
             raise ValueError(f"beats per bar must be 1 or more, got {beats_per_bar}")
-        super().__init__(player, scheduler, clock, ListenerStats())
+        super().__init__(player, scheduler, clock, ListenerStats(), on_warning)
         self.beats_per_bar = beats_per_bar
         self.log = log
         self.on_tick = on_tick
         self.limit = limit
-        self.on_warning = on_warning
         self.horizon = scheduler.horizon
         self._previous_onset: float | None = None
 
@@ -509,14 +542,7 @@ class MetronomeListener(OnsetListener[ListenerStats]):
     def _handle(
         self, received: Received, beat: int | None, stamp: int | None, dispatch: Dispatch
     ) -> None:
-        timing = onset_of(
-            self.scheduler,
-            self.clock,
-            dispatch,
-            stamp,
-            received.arrival,
-            audio.playout_of(self.player),
-        )
+        timing = self._timing(received, stamp, dispatch)
         target, onset, lateness = timing.target, timing.onset, timing.lateness
         accent = beat is not None and beat % self.beats_per_bar == 0
         with self._lock:

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from oscsync import audio
-from oscsync.apps.metronome import OnsetListener, TickSender, onset_of
+from oscsync.apps.metronome import OnsetListener, TickSender
 from oscsync.audio import Player, sounds
 from oscsync.clock import Clock
 from oscsync.files import pattern as patterns
@@ -452,8 +452,9 @@ class SequenceListener(OnsetListener[SequenceStats]):
         log: LineSink | None = None,
         on_event: Callable[[EventRecord], None] | None = None,
         limit: int | None = None,
+        on_warning: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__(player, scheduler, clock, SequenceStats())
+        super().__init__(player, scheduler, clock, SequenceStats(), on_warning)
         self.voice_sounds = voice_sounds
         self.log = log
         self.on_event = on_event
@@ -482,14 +483,7 @@ class SequenceListener(OnsetListener[SequenceStats]):
     def _handle(
         self, received: Received, event: Event, key: str, stamp: int | None, dispatch: Dispatch
     ) -> None:
-        timing = onset_of(
-            self.scheduler,
-            self.clock,
-            dispatch,
-            stamp,
-            received.arrival,
-            audio.playout_of(self.player),
-        )
+        timing = self._timing(received, stamp, dispatch)
         target, onset, lateness = timing.target, timing.onset, timing.lateness
         with self._lock:
             stats = self.stats

@@ -38,7 +38,15 @@ from oscsync import threads
 from oscsync.net.hostport import HostPort
 from oscsync.osc import timetag as tt
 from oscsync.sync.estimate import ClockEstimate, EnvelopeEstimator, MinimumDelayFilter
-from oscsync.sync.ping import PONG, PONG_METHOD, encode_ping, exchange_problem, int32
+from oscsync.sync.ping import (
+    PONG,
+    PONG_METHOD,
+    ClockSyncError,
+    encode_ping,
+    exchange_problem,
+    int32,
+    parse_pong,
+)
 from oscsync.sync.servo import Servo, ServoEvent, SteppingServo
 from oscsync.terminal.wording import plural
 
@@ -291,12 +299,11 @@ class ClockFollower:
         """Use one pong if it is genuine; count it by reason otherwise. True if used."""
         if self.peer is None or received.source != self.peer:
             return self._ignore("pong-not-from-peer")
-        if received.message.types != "ittt":
-            return self._ignore("malformed-pong")
         try:
-            seq, t1, t2, t3 = (int(value) for value in received.args)
+            pong = parse_pong(received)  # ,ittt, or ,itttf with the peer's playout latency
+            seq, t1, t2, t3 = pong.seq, pong.t1, pong.t2, pong.t3
             t4 = tt.from_unix(received.arrival)
-        except (TypeError, ValueError, tt.TimetagError):
+        except (ClockSyncError, TypeError, ValueError, tt.TimetagError):
             return self._ignore("malformed-pong")
         with self._lock:
             # Only the T1 we sent counts: anything else is stale, duplicated or forged.
