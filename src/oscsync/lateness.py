@@ -4,10 +4,11 @@ A tick, step or bundle is **late** when it sounds (is played, printed, dispatche
 :data:`LATE_THRESHOLD` (1 ms) after its timetag: below that a scheduler's spin lands and no ear
 hears a difference. Every late one is one of two kinds, and the two are counted apart:
 
-* **arrived late**: the datagram itself arrived more than the threshold after its timetag. No
-  receiver could have been on time: the network was slow, or the sender's forward offset too
-  small for it (``--offset``), or the clocks disagree (``--sync``).
-* **played late**: it arrived in time but was played more than the threshold after its timetag.
+* **arrived late**: the datagram itself arrived after its timetag. No receiver could have been
+  on time: the network was slow, or the sender's forward offset too small for it
+  (``--offset``), or the clocks disagree (``--sync``). (``timetag monitor``, which plays
+  nothing, counts those that arrived more than the threshold after: they cannot be on time.)
+* **played late**: it arrived before its timetag but was played more than the threshold after it.
   This machine is to blame: its timer thread ran late (a busy CPU without real-time priority,
   ``oscsync --realtime``), or its player needed more time than was left (the sound card's output
   latency and one block: see ``docs/forward-sync.md``, "the offset's budget").
@@ -61,11 +62,11 @@ def classify(
     """Arrived late, played late or neither, for an item due at ``timetag`` that arrived at
     ``arrival`` and was played at ``played`` (seconds on one clock)."""
     after = max(0.0, played - timetag)
-    if arrival - timetag > threshold:
+    if after <= threshold:
+        return Lateness(played_after=after)
+    if arrival > timetag:
         return Lateness(arrived_late=True, played_after=after)
-    if after > threshold:
-        return Lateness(played_late=True, played_after=after)
-    return Lateness(played_after=after)
+    return Lateness(played_late=True, played_after=after)
 
 
 def counts_text(arrived: int, played: int) -> str:

@@ -95,8 +95,8 @@ more than any musical schedule needs, and small next to a laptop's memory."""
 DEFAULT_HORIZON = 60.0
 DEFAULT_LATE_TOLERANCE = LATE_THRESHOLD
 """Lateness up to this many seconds is not counted as late: the one threshold of
-:mod:`oscsync.lateness` (1 ms). An item submitted more than this after its due time *arrived
-late*; one submitted in time and dispatched more than this after it was *played late*."""
+:mod:`oscsync.lateness` (1 ms). A late item submitted after its due time *arrived late*; one
+submitted before it *played late* (this machine ran it late)."""
 
 LATENESS_SAMPLES = 4096
 """Size of the ring of recent lateness samples the percentiles come from."""
@@ -184,7 +184,7 @@ class SchedulerStats:
     lateness_p99: float | None
     lateness_max: float | None
     arrived_late: int = 0
-    """Late items that were submitted (arrived) already more than the tolerance past due."""
+    """Late items that were submitted (arrived) already past their due time."""
 
     @property
     def played_late(self) -> int:
@@ -351,7 +351,7 @@ class Scheduler:
                 earliest = key < head and key < hand
                 if self.inline_due and due <= now < head and now < hand and not self._running:
                     # nothing due before it: run it here
-                    arrived = stamp is not None and now - due > self.late_tolerance
+                    arrived = stamp is not None and now > due
                     inline = _Item(due, stamp, action, 0, None, arrived)
                     self._running += 1
                 else:
@@ -367,7 +367,7 @@ class Scheduler:
                                 action,
                                 size,
                                 rehearsal,
-                                stamp is not None and now - due > self.late_tolerance,
+                                stamp is not None and now > due,
                             ),
                         ),
                     )

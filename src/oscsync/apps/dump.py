@@ -4,9 +4,9 @@ By default a line is printed when the message arrives. With ``--schedule`` each 
 through a :class:`~oscsync.scheduler.Scheduler` first and is printed when its timetag comes due:
 the line then starts with the time it was printed, and the timetag's offset is measured from
 that moment (about zero, or minus how late it ran); JSON lines gain ``dispatched``,
-``lateness_ms`` and ``late``: ``"arrived"`` (it arrived more than 1 ms after its timetag),
-``"played"`` (it arrived in time and was printed more than 1 ms after it: this machine ran
-late), or null (:mod:`oscsync.lateness`).
+``lateness_ms`` and ``late``: null when printed within 1 ms of its timetag, else
+``"arrived"`` (it arrived after its timetag) or ``"played"`` (it arrived before it: this
+machine printed it late) (:mod:`oscsync.lateness`).
 """
 
 from __future__ import annotations

@@ -33,9 +33,9 @@ reads them); times are Unix seconds (UTC) as floats, on the listener's clock:
 ``headroom_ms``  ``(timetag − arrival)`` in ms: how early the bundle arrived (negative = after its
                  time), or null for a plain tick
 ``source``       ``HOST:PORT`` of the sender (``[V6]:PORT`` for IPv6)
-``arrived_late`` bool, the tick arrived more than 1 ms after its timetag (:mod:`oscsync.lateness`):
-                 the network, the sender's offset or the clocks are to blame
-``played_late``  bool, it arrived in time but was played more than 1 ms after its timetag: this
+``arrived_late`` bool, it was played more than 1 ms after its timetag (:mod:`oscsync.lateness`)
+                 and had arrived after it: the network, the sender's offset or the clocks
+``played_late``  bool, it arrived before its timetag but was played more than 1 ms after it: this
                  machine is to blame (its timer ran late, or its player needed more time)
 ``played_ms``    how long after its timetag it was played, in ms (0 when on time; null for a plain
                  tick): when it was handled, plus the player's playout latency for a player that

@@ -34,8 +34,9 @@ are Unix seconds on the listener's clock:
                or immediate)
 ``late``       bool, ``arrived_late or played_late``
 ``source``     ``HOST:PORT`` of the sender
-``arrived_late`` bool, it arrived more than 1 ms after its timetag (:mod:`oscsync.lateness`)
-``played_late``  bool, it arrived in time but was played more than 1 ms after its timetag
+``arrived_late`` bool, played more than 1 ms after its timetag, having arrived after it
+``played_late``  bool, it arrived before its timetag but was played more than 1 ms after it
+                 (:mod:`oscsync.lateness`)
 ``played_ms``    how long after its timetag it was played, in ms (null for ``IMMEDIATELY``)
 """
 

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from oscsync.lateness import LATE_THRESHOLD
 
 if TYPE_CHECKING:  # the lab (netem, clock sync) is imported only when scoring
     from oscsync.apps.scoring import Score
@@ -133,8 +132,8 @@ class TickTimes:
             arrived = bool(record["arrived_late"])
             played = bool(record.get("played_late"))
         else:  # a log from before issue 29: only "late" (handled > 1 ms after the timetag)
-            arrived = stamp is not None and float(record["arrival"]) - stamp > LATE_THRESHOLD
             played = bool(record.get("late"))
+            arrived = played and stamp is not None and float(record["arrival"]) > stamp
         self.arrived_late.append(arrived)
         self.played_late.append(played and not arrived)
 
