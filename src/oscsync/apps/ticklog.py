@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-
 if TYPE_CHECKING:  # the lab (netem, clock sync) is imported only when scoring
     from oscsync.apps.scoring import Score
 
