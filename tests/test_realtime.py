@@ -32,6 +32,7 @@ from oscsync.realtime import (
     Rtkit,
 )
 from oscsync.scheduler import Dispatch, Scheduler
+from waiting import wait_until
 
 
 class FakeSched:
@@ -379,3 +380,21 @@ def test_an_ordinary_timer_thread_does_not_rest(
         clock.wait(finished, 10.0)
         assert scheduler.realtime is False
     assert ran[-1] - ran[0] == pytest.approx(99 * 0.0001)
+
+
+def test_receive_threads_ask_for_real_time_with_their_role(no_promoter: None) -> None:
+    """The GIL case (issue 29): a receive thread left ordinary, preempted while it holds the
+    interpreter, keeps a real-time timer thread waiting. UDP and TCP receive threads ask."""
+    from oscsync.net.hostport import HostPort
+    from oscsync.net.tcplistener import TcpListener
+    from oscsync.net.udp import Endpoint
+
+    asked: list[tuple[str, str]] = []
+    threads.set_promoter(lambda role: asked.append((role, threading.current_thread().name)) or True)
+    with Endpoint(HostPort("127.0.0.1", 0)) as endpoint:
+        endpoint.start(lambda received: None)
+        wait_until(lambda: asked, 5.0, "the receive thread to ask")
+    with TcpListener(HostPort("127.0.0.1", 0), lambda *packet: None) as listener:
+        listener.start()
+        wait_until(lambda: len(asked) == 2, 5.0, "the TCP receive thread to ask")
+    assert asked == [(threads.RECEIVE, "oscsync-recv"), (threads.RECEIVE, "oscsync-tcp-listen")]

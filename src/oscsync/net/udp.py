@@ -77,6 +77,7 @@ from oscsync.net.udpsocket import (
     socket_drop_count,
 )
 from oscsync.osc.routing import AddressRegistry, Received
+from oscsync.realtime import Breather
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
@@ -498,8 +499,18 @@ class Endpoint(Transport):
     def _receive_loop(self, selector: WakeableSelector) -> None:
         drain = self._drain_msg if HAS_RECVMSG else self._drain_from
         on_idle = self._on_idle
+        # Real-time priority where the command asked for it (oscsync --realtime): an ordinary
+        # receive thread preempted while it holds the GIL keeps a real-time timer thread waiting
+        # (issue 29: p99 1.3-4.3 ms under a flood with both cores busy). A promoted one rests
+        # when a flood keeps it from ever blocking, so it cannot lock a core.
+        breather = Breather(self.clock) if threads.promote(threads.RECEIVE) else None
+        monotonic = self.clock.monotonic
         while not self._closed:
-            for sock, via_peer in selector.wait():
+            started = monotonic() if breather is not None else 0.0
+            ready = selector.wait()
+            if breather is not None:
+                breather.waited(started)
+            for sock, via_peer in ready:
                 if self._closed:
                     return
                 drain(sock, via_peer)
@@ -508,6 +519,8 @@ class Endpoint(Transport):
                 # what the handler collected can go out now (dump's batched writes).
                 on_idle()
             self._apply_peer_changes(selector)
+            if breather is not None:
+                breather.check()
 
     def _drain_msg(self, sock: socket.socket, via_peer: bool) -> None:
         # The hot path (benchmarks/throughput.py): one recvmsg, and ancillary data only looked at
