@@ -217,10 +217,20 @@ def refused_prefix() -> tuple[list[str], Callable[[], None] | None]:
     return [], no_rtprio
 
 
+def _die_with_parent() -> None:
+    """In a child before exec: SIGKILL it when this process ends, however it ends (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 @contextlib.contextmanager
 def busy_cores(count: int) -> Iterator[None]:
     hogs = [
-        subprocess.Popen(["yes"], stdout=subprocess.DEVNULL, start_new_session=True)
+        subprocess.Popen(
+            ["yes"], stdout=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent
+        )
         for _ in range(count)
     ]
     try:
@@ -237,10 +247,14 @@ def figures_us(values_s: list[float]) -> str:
         return "no samples"
     ordered = sorted(v * 1e6 for v in values_s)
     over = sum(1 for v in ordered if v > 1000)
-    return (
+    early = sum(1 for v in ordered if v < -50)
+    text = (
         f"p50 {percentile(ordered, 0.5):8.1f}  p99 {percentile(ordered, 0.99):8.1f}  "
         f"max {ordered[-1]:8.1f} µs   > 1 ms: {over}/{len(ordered)}"
     )
+    if early:  # liblo's oscdump dispatches bundles before their timetag
+        text += f"   early (< -50 µs): {early}, min {ordered[0]:.1f} µs"
+    return text
 
 
 def load_average() -> str:
@@ -303,10 +317,13 @@ def pipe_lateness(
     )
     assert proc.stdout is not None and proc.stderr is not None
     if port is None:
+        # "listening on 127.0.0.1:PORT" (oscsync, after its notices) or "PORT" (python-osc)
         line = proc.stderr.readline().decode()
-        while line and not re.search(r":\d+\s*$", line):
+        while line and not (found := re.search(r"(?:^|:)(\d+)\s*$", line)):
             line = proc.stderr.readline().decode()
-        port = int(line.rsplit(":", 1)[-1])
+        if not line:
+            raise RuntimeError(f"{argv[0]} said no port: {proc.stderr.read().decode()!r}")
+        port = int(found.group(1))
     arrivals: dict[int, float] = {}
     stdout = proc.stdout
 
@@ -378,6 +395,13 @@ def replay_section(
             interval_errors(offsets, stamps, 1.0), offsets, stamps, kernel, 1.0
         )
         rows.append("    liblo oscsendfile      " + replay_figures(figures, None))
+        if not prefix and IS_ROOT and shutil.which("chrt"):
+            # The same real-time priority oscsync's timer got: an equal footing.
+            stamps, kernel, _ = receive_while(["chrt", "-f", "6", *argv], len(offsets), pre)
+            figures = with_kernel_view(
+                interval_errors(offsets, stamps, 1.0), offsets, stamps, kernel, 1.0
+            )
+            rows.append("    oscsendfile, chrt -f 6 " + replay_figures(figures, None))
     return rows
 
 
@@ -478,7 +502,12 @@ def starvation_row(items: int, variant: str) -> str:
 # -- main ------------------------------------------------------------------------------------------
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # the finally blocks stop the hogs and the receivers
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer items (~1.5 min)")
     sections = ["scheduler", "flood", "pipe", "replay", "metronome", "starvation"]
