@@ -8,6 +8,7 @@ a real grant does to timing is a benchmark's figure (benchmarks/busy.py), not an
 from __future__ import annotations
 
 import itertools
+import socket
 import subprocess
 import sys
 import threading
@@ -398,3 +399,42 @@ def test_receive_threads_ask_for_real_time_with_their_role(no_promoter: None) ->
         listener.start()
         wait_until(lambda: len(asked) == 2, 5.0, "the TCP receive thread to ask")
     assert asked == [(threads.RECEIVE, "oscsync-recv"), (threads.RECEIVE, "oscsync-tcp-listen")]
+
+
+def test_a_real_time_receive_thread_rests_under_a_flood(no_promoter: None) -> None:
+    """Each datagram "costs" 100 µs of fake time: a receive thread that read 400 queued ones
+    back to back would hold its CPU for 40 ms. Promoted, it must rest REST every BURST or so."""
+    from oscsync.net.hostport import HostPort
+    from oscsync.net.udp import Endpoint
+
+    threads.set_promoter(lambda role: role == threads.RECEIVE)
+    clock = FakeClock()  # one thread uses it: the receive thread (its rests are jumps)
+    handled: list[float] = []
+    count = 400
+    with Endpoint(HostPort("127.0.0.1", 0), clock=clock) as endpoint:
+        target = endpoint.local_address
+        assert target is not None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for k in range(count):  # queued before the thread starts: one flood
+                sender.sendto(codec_message(k), target.sockaddr)
+
+        def handle(_: object) -> None:
+            handled.append(clock.monotonic())
+            clock.advance(0.0001)
+
+        endpoint.start(handle)
+        wait_until(
+            lambda: len(handled) == count, 10.0, "the flood to be read", state=lambda: len(handled)
+        )
+    gaps = [b - a - 0.0001 for a, b in itertools.pairwise(handled)]
+    rests = [i for i, gap in enumerate(gaps) if gap >= realtime.REST - 1e-9]
+    assert rests, "never rested"
+    stretches = [b - a for a, b in itertools.pairwise([0, *rests, len(gaps)])]
+    # A look at the Breather every 64 datagrams (6.4 ms of this fake work) at most.
+    assert max(stretches) * 0.0001 <= realtime.BURST + 64 * 0.0001
+
+
+def codec_message(k: int) -> bytes:
+    from oscsync.osc import codec
+
+    return codec.encode_message("/flood", [k], "i")

@@ -17,6 +17,12 @@ sleeping thread (python-osc issue #110 ends in out-of-memory). Here instead:
   thread keeps the GIL: a datagram arriving in the last ``spin`` seconds before a due item is
   decoded right after that item runs (so at most ``spin`` later), which keeps the receive thread
   from taking the GIL away at the due moment;
+* **real-time priority** where the command asked for it (``oscsync --realtime``,
+  :mod:`oscsync.realtime`): the timer thread asks on itself as it starts; granted, it spins
+  :data:`~oscsync.realtime.RT_SPIN` (its waits end within ~150 µs even with every core busy),
+  gives way between due items, and rests when it has run too long without blocking (a flood of
+  due items must not lock a core), and Python's switch interval equals that spin, so the thread
+  gets the GIL from a busy receive thread before its due time and keeps it until then;
 * :meth:`Scheduler.run_due` is the thread's step, public so tests drive the scheduler on a
   :class:`~oscsync.clock.FakeClock` without any thread or sleep.
 

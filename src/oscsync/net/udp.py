@@ -87,6 +87,10 @@ DEFAULT_RECV_BUFFER = 8 * 1024 * 1024
 handler runs. Linux caps it at ``net.core.rmem_max`` unless we are root (``SO_RCVBUFFORCE``)."""
 
 _DRAIN_BATCH = 512
+_REALTIME_DRAIN_BATCH = 64
+"""A real-time receive thread reads at most this many datagrams between looks at its
+:class:`~oscsync.realtime.Breather` (0.5-2 ms of decoding under a flood), so its rests come on
+time."""
 
 
 class TransportError(OSError):
@@ -160,6 +164,7 @@ class Endpoint(Transport):
         # ping to a multicast sender) leaves from the socket the datagram came in on.
         self._receiving_sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._drain_batch = _DRAIN_BATCH
         self._selector: WakeableSelector | None = None
         self._on_idle: Callable[[], None] | None = None
         self._closed = False
@@ -504,6 +509,8 @@ class Endpoint(Transport):
         # (issue 29: p99 1.3-4.3 ms under a flood with both cores busy). A promoted one rests
         # when a flood keeps it from ever blocking, so it cannot lock a core.
         breather = Breather(self.clock) if threads.promote(threads.RECEIVE) else None
+        if breather is not None:
+            self._drain_batch = _REALTIME_DRAIN_BATCH
         monotonic = self.clock.monotonic
         while not self._closed:
             started = monotonic() if breather is not None else 0.0
@@ -539,7 +546,7 @@ class Endpoint(Transport):
         # datagram takes the inline path too (issue 18: ~0.8 µs a datagram under a flood,
         # benchmarks/throughput.py).
         counted_drops: tuple[int, int, bytes] | None = None
-        for _ in range(_DRAIN_BATCH):
+        for _ in range(self._drain_batch):
             try:
                 data, ancdata, _, source = receive(MAX_DATAGRAM, space)
             except OSError as exc:
@@ -569,7 +576,7 @@ class Endpoint(Transport):
         buffer = bytearray(MAX_DATAGRAM)
         view = memoryview(buffer)
         handle = self._core.feed
-        for _ in range(_DRAIN_BATCH):
+        for _ in range(self._drain_batch):
             try:
                 size, source = sock.recvfrom_into(buffer)
             except OSError as exc:
