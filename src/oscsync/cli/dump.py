@@ -110,10 +110,11 @@ def dump(
                     sys.stdout.flush()
                 except BrokenPipeError:
                     stdout_usable = False
-            app.note(summary(session.endpoint.stats, dumper.written, dumper.skipped))
-            if session.scheduler is not None:
-                app.note(f"{session.scheduler.stats().summary()}; {app.realtime_text()}")
+            text = summary(session.endpoint.stats, dumper.written, dumper.skipped)
+            if session.scheduler is None:
+                app.note(f"{text}; {app.realtime_text()}")
             else:
-                app.note(app.realtime_text())
+                app.note(text)
+                app.note(f"{session.scheduler.stats().summary()}; {app.realtime_text()}")
             if not stdout_usable:
                 leave_without_stdout(stopped_cleanly=receiver_stopped)
