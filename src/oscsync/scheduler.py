@@ -233,7 +233,6 @@ class _Item:
     action: Action
     size: int = 0
     rehearsal: Rehearsal | None = None
-    arrived_late: bool = False
 
 
 @dataclass(slots=True)
@@ -356,26 +355,13 @@ class Scheduler:
                 hand = self._in_hand[0] if self._in_hand is not None else math.inf
                 earliest = key < head and key < hand
                 if self.inline_due and due <= now < head and now < hand and not self._running:
-                    # nothing due before it: run it here
-                    arrived = stamp is not None and now > due
-                    inline = _Item(due, stamp, action, 0, None, arrived)
+                    inline = _Item(due, stamp, action, 0)  # nothing due before it: run it here
                     self._running += 1
                 else:
                     self._held_bytes += size
                     heapq.heappush(
                         self._heap,
-                        (
-                            key,
-                            next(self._seq),
-                            _Item(
-                                due,
-                                stamp,
-                                action,
-                                size,
-                                rehearsal,
-                                stamp is not None and now > due,
-                            ),
-                        ),
+                        (key, next(self._seq), _Item(due, stamp, action, size, rehearsal)),
                     )
         with self._stats_lock:
             self._counters.submitted += 1
@@ -386,7 +372,8 @@ class Scheduler:
             return False
         if inline is not None:
             try:
-                self._dispatch(inline, clock.monotonic())
+                # Submitted at ``now``: it arrived late if its due time had passed by then.
+                self._dispatch(inline, clock.monotonic(), now > due)
             finally:
                 with self._lock:
                     self._running -= 1
@@ -472,16 +459,18 @@ class Scheduler:
                 now = clock.monotonic()
                 if key > now:
                     return key
-                item = heapq.heappop(self._heap)[2]
+                key, _, item = heapq.heappop(self._heap)
                 self._held_bytes -= item.size
                 self._running += 1
             try:
-                self._dispatch(item, clock.monotonic())
+                # The key of an item already due when submitted is its submission time: it
+                # arrived late if that was past its due time (no field per held item for it).
+                self._dispatch(item, clock.monotonic(), key > item.due)
             finally:
                 with self._lock:
                     self._running -= 1
 
-    def _dispatch(self, item: _Item, now: float) -> None:
+    def _dispatch(self, item: _Item, now: float, arrived_late: bool = False) -> None:
         # Bookkeeping waits until after the action: right after a sleep the interpreter's
         # caches are cold (other processes ran), and every step between the clock reading and
         # the call measured ~7 µs here.
@@ -490,12 +479,12 @@ class Scheduler:
             lock.acquire()  # an inline action is running: this one runs after it, measured so
             now = self.clock.monotonic()
         try:
-            self._dispatch_locked(item, now)
+            self._dispatch_locked(item, now, arrived_late)
         finally:
             if lock is not None:
                 lock.release()
 
-    def _dispatch_locked(self, item: _Item, now: float) -> None:
+    def _dispatch_locked(self, item: _Item, now: float, arrived_late: bool) -> None:
         lateness = now - item.due
         timed = item.timetag is not None
         bound = self.late_policy.drop_after
@@ -510,7 +499,7 @@ class Scheduler:
             item.action(Dispatch(item.timetag, item.due, now, late))
         except Exception as exc:
             failure = exc
-        self._account(timed, lateness, late, failure, item.arrived_late)
+        self._account(timed, lateness, late, failure, arrived_late)
 
     def _account(
         self,
