@@ -67,7 +67,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "stats": (
         "oscsync.cli.stats:stats",
-        "Summarise tick logs: inter-onset std, max |onset − grid|, late %, lost ticks.",
+        "Summarise tick logs: inter-onset std, max |onset − grid|, arrived/played late %, lost.",
     ),
     "peers": (
         "oscsync.cli.peers:peers",

@@ -92,8 +92,9 @@ def sweep(
     Every offset is a fresh run (in this process) of TICKS ticks, each in a bundle timetagged
     OFFSET after its grid time, through a netem link. Columns: standard deviation of the
     intervals between onsets, the largest distance of an onset from the ideal grid, the share of
-    ticks that arrived after their timetag (late: played on arrival), and ticks lost. The first
-    bar is a count-in and is not scored.
+    ticks that arrived late (after their timetag: played on arrival) and of those played late
+    (in time, but played more than 1 ms after it), and ticks lost. The first bar is a count-in
+    and is not scored.
     """
     from oscsync.apps import lab, tables
 
