@@ -161,14 +161,20 @@ class Rtkit:
         )
         if self.tool == "busctl":
             numbers = (str(pid), str(tid), str(priority))
-            return [self.path, "call", "--system", service, obj, service, method, "ttu", *numbers]
+            return [
+                *(self.path, "call", "--system", "--timeout=1", service, obj, service, method),
+                *("ttu", *numbers),
+            ]
         if self.tool == "gdbus":
             return [
-                *(self.path, "call", "--system", "--dest", service, "--object-path", obj),
-                *("--method", f"{service}.{method}", str(pid), str(tid), str(priority)),
+                *(self.path, "call", "--system", "--timeout", "1", "--dest", service),
+                *("--object-path", obj),
+                *("--method", f"{service}.{method}"),
+                *(f"uint64 {pid}", f"uint64 {tid}", f"uint32 {priority}"),  # GVariant text
             ]
         return [
-            *(self.path, "--system", "--print-reply", f"--dest={service}", obj),
+            *(self.path, "--system", "--print-reply", "--reply-timeout=1000", f"--dest={service}"),
+            obj,
             f"{service}.{method}",
             *(f"uint64:{pid}", f"uint64:{tid}", f"uint32:{priority}"),
         ]
@@ -181,7 +187,7 @@ class Rtkit:
                 self.command(os.getpid(), tid, priority),
                 capture_output=True,
                 text=True,
-                timeout=2.0,
+                timeout=1.5,  # a command's start waits for this once: never long
                 check=False,
             )
         except (OSError, subprocess.SubprocessError) as exc:
