@@ -44,14 +44,6 @@ class Lateness:
     def late(self) -> bool:
         return self.arrived_late or self.played_late
 
-    def word(self) -> str:
-        """``ARRIVED LATE``, ``PLAYED LATE +2.1 ms`` or empty: for a line per item."""
-        if self.arrived_late:
-            return f"ARRIVED LATE (played {self.played_after * 1e3:+.1f} ms)"
-        if self.played_late:
-            return f"PLAYED LATE {self.played_after * 1e3:+.1f} ms"
-        return ""
-
 
 ON_TIME = Lateness()
 
