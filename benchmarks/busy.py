@@ -1,11 +1,11 @@
 """Time on a busy machine (issue 29): real-time priority granted and refused, cores kept busy.
 
 In one run, first with **both cores** (every CPU) kept busy by ``yes`` processes, then with
-**one**, and in each case once with
-real-time priority **granted** (this process runs as root: ``--realtime auto`` gets
-``SCHED_FIFO``) and once **refused** (the same commands under ``setpriv --bounding-set
--sys_nice``: no ``CAP_SYS_NICE`` and ``RLIMIT_RTPRIO`` 0, which is where a user outside the
-``audio`` group stands; a non-root user's runs lower ``RLIMIT_RTPRIO`` to 0 instead), it prints:
+**one**, and in each case once with real-time priority **granted** (this process runs as root:
+``--realtime auto`` gets ``SCHED_FIFO``) and once **refused** (the same commands under ``setpriv
+--bounding-set -sys_nice``: no ``CAP_SYS_NICE`` and ``RLIMIT_RTPRIO`` 0, which is where a user
+outside the ``audio`` group stands; a non-root user's runs lower ``RLIMIT_RTPRIO`` to 0
+instead), it prints:
 
 1. **scheduler**: the project's ``Scheduler`` in a process of its own, one item every 10 ms,
    lateness = monotonic reading at the action - due time (the scheduler's own ruler):
@@ -20,14 +20,15 @@ real-time priority **granted** (this process runs as root: ``--realtime auto`` g
 4. **replay**: ``oscsync replay`` of an irregular 1,000 msg/s recording against liblo's
    ``oscsendfile`` of the same schedule: |interval error| p99 by the kernel's receive stamps
    (when the datagrams left; and by the receiving process's own reading in brackets), and
-   replay's own "sent late" p99. Goal: <= 0.1 ms and at or below oscsendfile's.
+   replay's own "sent late" p99. Goal: <= 0.1 ms and at or below oscsendfile's. In granted
+   runs ``oscsendfile`` also runs under ``chrt -f 6`` (the priority replay's timer gets).
 5. **metronome send**: 100 plain ticks at 1,200 bpm: the sender's own "send time after grid"
    (mean / p99 / max) beside the receiver's interval error p99 (kernel stamps).
 
 Then, once, **starvation**: as root, a real-time scheduler thread is given 20,000 items due at
 once (each ~50 µs of work) while an ordinary process pinned to the same CPU counts; the share
 of that CPU it got shows whether a flood of due items can lock a core (realtime.Breather: at
-least 20 %).
+least 20 %), beside the same with the Breather disabled (the kernel's own RT throttling only).
 
 The observer (this process's threads that stamp pipe lines) asks for SCHED_FIFO 7 where it
 may, so that it is not the late one. The machine is shared while developers work: re-measure on
