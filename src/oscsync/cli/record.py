@@ -157,7 +157,9 @@ def _record(
             recorder.close(endpoint.stats.drops)
             failure = recorder.failure
             elapsed = clock.monotonic() - recorder.started_monotonic
-            app.note(f"{recorder.summary(endpoint.stats.drops, elapsed)}; {app.realtime_text()}")
+            note = endpoint.stats.connection_note()
+            summary = recorder.summary(endpoint.stats.drops, elapsed, note)
+            app.note(f"{summary}; {app.realtime_text()}")
             if isinstance(failure, BrokenPipeError) or not stopped:
                 leave_without_stdout(stopped_cleanly=stopped)
     if failure is not None and not isinstance(failure, BrokenPipeError):
