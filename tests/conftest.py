@@ -31,6 +31,11 @@ os.environ["OSCSYNC_MDNS_INTERFACE"] = "loopback"
 os.environ.pop("OSCSYNC_KEY", None)
 os.environ.pop("OSCSYNC_KEY_FILE", None)
 
+# Real-time priority is asked for only where a test says so (tests/test_realtime.py, with fake
+# backends): what the OS grants depends on the machine and on who runs the suite, and a notice
+# on stderr would change every command's output. benchmarks/busy.py measures the real thing.
+os.environ["OSCSYNC_REALTIME"] = "off"
+
 
 def require_peer(program: str) -> str:
     """Path of a peer program: missing skips locally and **fails** under CI=true."""

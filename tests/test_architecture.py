@@ -33,8 +33,9 @@ FROM_THE_FACE = {"__version__"}
 """What a module inside oscsync may import from the face: defined before it imports anything."""
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("osc", "stats", "threads", "install"),
+    ("osc", "stats", "threads", "install", "lateness"),
     ("clock", "terminal"),
+    ("realtime",),
     ("net", "scheduler", "audio"),
     ("sync", "discovery", "files"),
     ("apps",),

@@ -721,6 +721,19 @@ def test_latency_compensation_places_the_sound_to_leave_the_device_at_the_timeta
     assert words in player.describe()
 
 
+def test_sounddevice_playout_latency_is_its_compensation_plus_one_block() -> None:
+    """What a listener puts in its pongs and what makes a tick "played late" (issue 29): a
+    sound handed over while a block is computed waits for the next, then the output latency."""
+    from oscsync.audio import playout_of
+
+    clock = FakeClock(start=START, monotonic_start=1000.0)
+    player, stream = fake_player(clock, latency=0.02)
+    run_blocks(player, stream, blocks=2, frames=512)
+    assert player.playout_latency() == pytest.approx(0.02 + 512 / RATE)
+    assert playout_of(player) == pytest.approx(0.02 + 512 / RATE)
+    assert playout_of(NonePlayer()) == 0.0  # plays when told: nothing to cover
+
+
 # -- the backend registry (issue #12) ---------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import random
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 
@@ -27,6 +28,7 @@ from oscsync.sync.ping import (
     PING,
     PONG,
     ClockSync,
+    ClockSyncError,
     PeerClocks,
     Sample,
     choose,
@@ -34,6 +36,7 @@ from oscsync.sync.ping import (
     encode_ping,
     encode_pong,
     one_way_delays,
+    parse_pong,
     pong_for,
 )
 from waiting import wait_until
@@ -307,6 +310,77 @@ def test_choose_offset_covers_the_slowest_one_way_delay() -> None:
     assert choice.offset <= max(kept) + 2 * choice.clock_error + OFFSET_MARGIN + 1e-6
     assert "one-way delay p99" in choice.describe()
     assert choose_offset([]) is None
+
+
+def test_a_pong_may_carry_the_listeners_playout_latency_and_offset_auto_covers_it() -> None:
+    """Issue 29: followers playing through JACK (21.3 ms output latency + a block) played ticks
+    late with --offset auto, which covered only the network. A listener's pong now carries its
+    playout latency as an optional trailing float (,itttf), and the offset adds it."""
+    link = _Link(skew=0.0)
+    link.sync.ping()
+    arrived = _received(link.outbox.pop(), link.peer_clock.now())
+    data = pong_for(arrived, link.peer_clock, playout=0.032)
+    (pong,) = codec.decode(data)
+    assert pong.types == "itttf" and pong.args[4] == pytest.approx(0.032)
+    assert len(data) == 60  # 56 + 4: still a small answer to a 36-byte ping
+    sample = link.sync.on_pong(_received(data, link.client_clock.now()))
+    assert sample is not None and link.sync.playout == pytest.approx(0.032)
+    without = choose_offset([sample])
+    with_playout = choose_offset([sample], playout=link.sync.playout)
+    assert without is not None and with_playout is not None
+    assert with_playout.offset - without.offset == pytest.approx(0.032)
+    assert "+ playout 32.00 ms" in with_playout.describe()
+
+
+def test_pongs_without_playout_or_with_more_after_it_still_count() -> None:
+    """,ittt is what every other oscsync (and anything that answers pings) sends; arguments
+    after the optional playout are left for a signature (merges with an HMAC'd pong)."""
+    t1 = tt.from_unix(1000.0)
+    plain = parse_pong(_received(encode_pong(1, t1, t1, t1), 1000.0))
+    assert plain.playout == 0.0
+    # Written out: the codec's encoder has no 't'. A blob of 3 bytes, padded to 4.
+    signed = (
+        b"/oscsync/clock/pong\x00,itttfb\x00"
+        + struct.pack(">iQQQf", 2, t1, t1, t1, 0.01)
+        + struct.pack(">i", 3)
+        + b"mac\x00"
+    )
+    assert parse_pong(_received(signed, 1000.0)).playout == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("playout", [-0.001, 5.0, float("nan"), float("inf")])
+def test_an_unbelievable_playout_makes_the_pong_malformed(playout: float) -> None:
+    t1 = tt.from_unix(1000.0)
+    bad = encode_pong(1, t1, t1, t1, playout)
+    with pytest.raises(ClockSyncError):
+        parse_pong(_received(bad, 1000.0))
+
+
+def test_a_follower_takes_pongs_that_carry_playout() -> None:
+    clock = FakeClock()
+    sent: list[bytes] = []
+
+    class _Endpoint:
+        local_address = None
+
+        def __init__(self) -> None:
+            self.clock = clock
+            self.peers = [HostPort("127.0.0.1", 9)]
+
+        def send_bytes(self, data: bytes, peers: object = None) -> int:
+            sent.append(data)
+            return 1
+
+        def add_service(self, *args: object) -> None:
+            pass
+
+    follower = ClockFollower(_Endpoint(), peer=("127.0.0.1", 9))  # type: ignore[arg-type]
+    follower.ping()
+    (ping,) = codec.decode(sent.pop())
+    arrived = Received(ping, ("127.0.0.1", 9), clock.now())
+    pong = pong_for(arrived, clock, playout=0.02)
+    assert follower.take_pong(_received(pong, clock.now()))
+    assert follower.answered == 1
 
 
 def test_metronome_send_offset_auto_measures_and_says_why(cli_runner: CliRunner) -> None:

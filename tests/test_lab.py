@@ -22,22 +22,25 @@ PERIOD = 0.25
 
 def test_score_of_a_perfect_grid_is_zero_and_of_a_jittered_one_is_not() -> None:
     perfect = {k: 100.0 + k * PERIOD for k in range(16)}
-    result = scoring.score(perfect, {}, PERIOD, 16)
+    result = scoring.score(perfect, {}, {}, PERIOD, 16)
     assert result.ioi_std == pytest.approx(0, abs=1e-9)
     assert result.max_grid_error == pytest.approx(0, abs=1e-9)
     assert (result.received, result.lost, result.late_pct) == (16, 0, 0.0)
     shaken = dict(perfect)
     shaken[5] += 0.010  # one tick 10 ms late
-    result = scoring.score(shaken, {5: True}, PERIOD, 16)
+    result = scoring.score(shaken, {}, {5: True}, PERIOD, 16)
     # The grid is fitted to the mean: the late tick is 10 ms - 10/16 ms from it.
     assert result.max_grid_error == pytest.approx(0.010 - 0.010 / 16, abs=1e-9)
     assert result.ioi_std > 0.003
     assert result.late == 1 and result.late_pct == pytest.approx(100 / 16)
+    assert (result.arrived_late, result.played_late) == (0, 1)
+    row = result.row()
+    assert (row["arrived_late_pct"], row["played_late_pct"]) == (0.0, 6.25)
 
 
 def test_score_counts_lost_ticks_and_skips_gaps_in_intervals() -> None:
     onsets = {k: k * PERIOD for k in range(10) if k not in (3, 4)}
-    result = scoring.score(onsets, {}, PERIOD, 10)
+    result = scoring.score(onsets, {}, {}, PERIOD, 10)
     assert result.lost == 2
     assert result.ioi_std == pytest.approx(0, abs=1e-9)  # no interval spans the gap
 
@@ -78,6 +81,41 @@ def test_stats_summarises_a_tick_log(tmp_path: Path, cli_runner: CliRunner) -> N
     table = cli_runner.invoke(cli, ["stats", str(log), "--bpm", "240"])
     assert table.exit_code == 0
     assert "inter-onset std" in table.output and str(log) in table.output
+
+
+def test_stats_counts_arrived_late_and_played_late_apart(
+    tmp_path: Path, cli_runner: CliRunner
+) -> None:
+    """Today's logs say which; a log from before issue 29 has only ``late`` (handled > 1 ms
+    after the timetag): a tick whose arrival was past its timetag arrived late, else it was
+    played late."""
+    tick = {"timetag": 1000.0, "onset": 1000.0, "arrival": 999.9, "late": False}
+    records = [
+        {**tick, "arrived_late": True, "played_late": False, "late": True},
+        {**tick, "arrived_late": False, "played_late": True, "late": True},
+        {**tick, "arrived_late": False, "played_late": False},
+        {**tick, "late": True, "arrival": 1000.002},  # old: arrived 2 ms after its timetag
+        {**tick, "late": True},  # old: arrived early, handled late
+        {**tick, "arrival": 1000.0005},  # old, on time
+    ]
+    log = tmp_path / "ticks.jsonl"
+    log.write_text(
+        "".join(
+            json.dumps({**r, "timetag": r["timetag"] + k * PERIOD, "onset": r["onset"] + k * PERIOD,
+                        "arrival": r["arrival"] + k * PERIOD}) + "\n"
+            for k, r in enumerate(records)
+        )
+    )  # fmt: skip
+    result = cli_runner.invoke(cli, ["stats", str(log), "--jsonl", "--bpm", "240"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output.splitlines()[-1])
+    assert (row["arrived_late_pct"], row["played_late_pct"]) == (
+        round(200 / 6, 2),
+        round(200 / 6, 2),
+    )
+    table = cli_runner.invoke(cli, ["stats", str(log), "--bpm", "240"])
+    assert "arrived late" in table.output and "played late" in table.output
+    assert "33.3 %" in table.output
 
 
 def test_stats_rejects_missing_and_empty_logs(tmp_path: Path, cli_runner: CliRunner) -> None:
@@ -142,6 +180,9 @@ def test_sweep_tiny_run_writes_table_csv_json_and_plot(
     late = [float(r["late_pct"]) for r in rows]
     assert late == sorted(late, reverse=True)  # more headroom, fewer late ticks
     assert late[0] == 100.0 and late[-1] == 0.0  # delay >= 12 ms > 0; 60 ms > 28 ms max delay
+    # Too little offset: the ticks arrived late (the network), not played late (this machine).
+    assert float(rows[0]["arrived_late_pct"]) == 100.0
+    assert "arrived late" in result.output and "played late" in result.output
     jitter = [float(r["ioi_std_ms"]) for r in rows]
     assert jitter[-1] < 0.01 < jitter[0]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

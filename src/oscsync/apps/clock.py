@@ -166,7 +166,8 @@ class PeerClockReport:
         lines += [f"suspect:   {problem.text}" for problem in self.problems]
         return "\n".join(lines)
 
-    def json(self) -> str:
+    def json(self, extra: dict[str, object] | None = None) -> str:
+        """One JSON object; ``extra`` fields (the command's ``realtime``) are added at the end."""
         estimate = self.estimate
 
         def ms(value: float | None) -> float | None:
@@ -192,6 +193,7 @@ class PeerClockReport:
             "ignored_by_reason": dict(self.ignored_reasons),
             "problems": [problem.code for problem in self.problems],
             "warnings": [problem.text for problem in self.problems],
+            **(extra or {}),
         }
         return json.dumps(record, separators=(",", ":"))
 

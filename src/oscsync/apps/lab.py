@@ -256,7 +256,9 @@ def _follower_result(
 ) -> FollowerResult:
     to_ref = _to_reference(clock, reference)
     onsets: dict[int, float] = {}
-    late: dict[int, bool] = {}
+    arrived: dict[int, bool] = {}
+    played: dict[int, bool] = {}
+    played_at: dict[int, float] = {}
     handled: dict[int, float] = {}
     delay = session.spec.link.delay
     for record in records:
@@ -265,5 +267,10 @@ def _follower_result(
             continue  # a duplicate from netem, or a stranger
         onsets[k] = to_ref(record.onset)
         handled[k] = to_ref(record.handled)
-        late[k] = record.late
-    return FollowerResult(spec, records, onsets, late, handled)
+        if record.timetag is not None and record.played_ms is not None:
+            played_at[k] = to_ref(max(record.onset, record.timetag + record.played_ms / 1e3))
+        else:
+            played_at[k] = onsets[k]
+        arrived[k] = record.arrived_late
+        played[k] = record.played_late
+    return FollowerResult(spec, records, onsets, arrived, played, played_at, handled)

@@ -47,8 +47,13 @@ class FollowerResult:
     spec: FollowerSpec
     records: list[TickRecord]
     onsets_ref: dict[int, float]
-    """Tick number -> onset on the reference clock (first copy of a duplicated tick)."""
-    late: dict[int, bool]
+    """Tick number -> onset on the reference clock (first copy of a duplicated tick): when the
+    follower asked its player to sound it."""
+    arrived_late: dict[int, bool]
+    played_late: dict[int, bool]
+    played_ref: dict[int, float] = field(default_factory=dict)
+    """Tick number -> when it was played on the reference clock (the onset, or later when the
+    player needed more time than was left, or its timer ran late): what scoring measures."""
     handled_ref: dict[int, float] = field(default_factory=dict)
     """Tick number -> when the listener handled it (reference clock): with a player that acts
     when told (``lead`` 0), that is when the scheduler dispatched it."""

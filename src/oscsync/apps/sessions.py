@@ -45,7 +45,14 @@ from oscsync.osc.routing import Method, Received
 from oscsync.scheduler import DEFAULT_SPIN, Scheduler
 from oscsync.sync import follow
 from oscsync.sync.follow import ClockFollower
-from oscsync.sync.ping import PONG, PONG_METHOD, PeerClocks
+from oscsync.sync.ping import (
+    PING,
+    PONG,
+    PONG_METHOD,
+    SERVICE_METHODS,
+    PeerClocks,
+    PingResponder,
+)
 
 Note = Callable[[str], None]
 R = TypeVar("R")
@@ -253,6 +260,11 @@ class ListenSession(Session, Generic[R]):
         except BaseException:
             self.endpoint.close()
             raise
+        # Its pongs tell a pinging sender how long this player needs before a timetag, so that
+        # --offset auto covers it (docs/protocol.md: the optional PLAYOUT argument).
+        responder = PingResponder(playout=self.playout)
+        ping = SERVICE_METHODS[PING]
+        self.endpoint.add_service(PING, responder.service, ping.types, ping.description)
         description = self.player.describe()
         if description:
             self.note(description)
@@ -260,6 +272,10 @@ class ListenSession(Session, Generic[R]):
     def _open(self) -> None:
         """Open :attr:`player`, then :attr:`scheduler` and :attr:`listener`, and start them."""
         raise NotImplementedError
+
+    def playout(self) -> float | None:
+        """The player's playout latency for this endpoint's pongs; None when it needs none."""
+        return audio.playout_of(self.player) or None
 
     def _on_record(self, record: R, seq: int) -> None:
         if self.show is not None:
@@ -523,6 +539,7 @@ class SequenceListenSession(ListenSession[EventRecord]):
             log=self.log,
             on_event=lambda record: self._on_record(record, record.seq),
             limit=self.limit,
+            on_warning=self.warn,
         )
         self.scheduler.start()
 

@@ -32,6 +32,7 @@ from oscsync.audio.player import (
     AudioError,
     Player,
     PlayerStats,
+    playout_of,
 )
 from oscsync.audio.playsound import PLAYSOUND_CAVEAT, PlaysoundPlayer, probe_playsound
 from oscsync.audio.portaudio import PORTAUDIO_HINT, SoundDevicePlayer, probe_sounddevice
@@ -73,6 +74,7 @@ __all__ = [
     "open_player",
     "parse_audio_choice",
     "player_summary",
+    "playout_of",
     "probe_playsound",
     "probe_sounddevice",
     "read_wav",

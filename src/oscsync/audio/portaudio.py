@@ -244,6 +244,7 @@ class SoundDevicePlayer:
         """Seconds the sound is placed ahead of its timetag (known after the first callback)."""
         self.dll = DelayLockedLoop(rate)
         self._frames = 0  # frames handed to the stream since it started
+        self._block = 0  # frames of the last callback
         self._first_callback = threading.Event()
         self._idle = threading.Event()
         self._sounds = KeyedSounds()
@@ -330,6 +331,7 @@ class SoundDevicePlayer:
         outdata.fill(0)
         block_start = self.block_leaves_at(frames, time_info, status)
         self._frames += frames
+        self._block = frames
         period = 1.0 / self.rate if self.placement == "callback" else self.dll.seconds_per_frame
         block_end = block_start + frames * period
         started: list[tuple[_Due, Any]] = []
@@ -386,6 +388,13 @@ class SoundDevicePlayer:
             after = "" if reported is None else f", about {reported * 1000:.2f} ms after it"
             return f"latency compensation off: the sound leaves the device after the timetag{after}"
         return f"latency compensation {self.requested_compensation * 1000:.2f} ms (given)"
+
+    def playout_latency(self) -> float:
+        """Seconds between ``play_at(t)`` and ``t`` this player needs to place the sound on time:
+        the compensation it plays ahead by (the output latency, with auto) plus one block (the
+        block being computed when the onset is handed over may already be past ``t``)."""
+        frames = self._block or self.output.blocksize
+        return (self.compensation or 0.0) + frames / self.rate
 
     def describe(self) -> str:
         device = f" on {self.output.device_name}" if self.output.device_name else ""

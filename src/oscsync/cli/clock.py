@@ -111,6 +111,7 @@ def clock(
 
     given, peer = peer, resolve_peer(peer)
     stopped_by: signal.Signals | None = None
+    app.keep_time()
     with (
         running(),
         peer_clock(peer, clock=app.clock, allow=allow, warn=app.warn, auth=app.auth) as probe,
@@ -137,7 +138,11 @@ def clock(
         if line is not None:
             line.end()
             app.live = None
-        click.echo(report.json() if as_json else report.text())
+        if as_json:
+            click.echo(report.json({"realtime": app.realtime_json()}))
+        else:
+            click.echo(report.text())
+            app.note(app.realtime_text())
         if stopped_by is not None and not watch:
             # A measurement with a defined end, cut short: 130 after Ctrl-C (issue #13);
             # --watch runs until stopped, so Ctrl-C is how it ends (exit 0).

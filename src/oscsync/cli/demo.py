@@ -105,6 +105,7 @@ def demo(
     )
     summaries = []
     rendered: list[Path] = []
+    app.keep_time()
     with running() as run:
         for name, spec in runs:
             app.note(f"run: {titles[name]} ({plural(spec.ticks, 'tick')}) ...")
@@ -138,8 +139,11 @@ def demo(
     before, after = summaries
     click.echo()
     click.echo(app_demo.table(summaries, names, width))
+    note = app_demo.SPREAD_NOTE
+    click.echo(note if width is None or width >= 100 else fit(note.replace("\n", " "), width, ""))
     click.echo()
     click.echo(fit(app_demo.headline(before, after) + ".", width, indent=""))
+    app.note(app.realtime_text())
     explained = (
         "Plain ticks sound when they arrive, so the network's jitter is heard as uneven beats.\n"
         f"Timetagged {offset * 1e3:g} ms ahead, each tick waits for its time at the follower; B "

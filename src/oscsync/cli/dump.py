@@ -76,6 +76,7 @@ def dump(
     # (endpoint.start(on_idle=...)); scheduled, each is written at its due time.
     dumper = Dumper(sys.stdout, jsonl=jsonl, count=count, flush_each=schedule)
     clock = app.clock
+    app.keep_time()
     with (
         running(),
         hangup_stops(),
@@ -109,8 +110,11 @@ def dump(
                     sys.stdout.flush()
                 except BrokenPipeError:
                     stdout_usable = False
-            app.note(summary(session.endpoint.stats, dumper.written, dumper.skipped))
-            if session.scheduler is not None:
-                app.note(session.scheduler.stats().summary())
+            text = summary(session.endpoint.stats, dumper.written, dumper.skipped)
+            if session.scheduler is None:
+                app.note(f"{text}; {app.realtime_text()}")
+            else:
+                app.note(text)
+                app.note(f"{session.scheduler.stats().summary()}; {app.realtime_text()}")
             if not stdout_usable:
                 leave_without_stdout(stopped_cleanly=receiver_stopped)

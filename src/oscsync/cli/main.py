@@ -21,6 +21,10 @@ from oscsync.cli.params import NumberRange
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+REALTIME_MODES = ("auto", "on", "off")
+"""``--realtime``'s choices: :data:`oscsync.realtime.MODES`, written here so that ``--help``
+imports nothing (tests/test_realtime.py holds them equal)."""
+
 # name -> ("module:attribute", short help). Order here is the order in --help. The short help is
 # written here too so that `oscsync --help` imports no subcommand (tests/test_cli_help.py checks
 # it matches each command's docstring).
@@ -65,7 +69,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "stats": (
         "oscsync.cli.stats:stats",
-        "Summarise tick logs: inter-onset std, max |onset − grid|, late %, lost ticks.",
+        "Summarise tick logs: inter-onset std, max |onset − grid|, arrived/played late %, lost.",
     ),
     "peers": (
         "oscsync.cli.peers:peers",
@@ -199,9 +203,24 @@ Examples:
     "OSCSYNC_KEY). The same key on every machine. There is no --key KEY: a command line is "
     "visible to every user of the machine (ps).",
 )
+@click.option(
+    "--realtime",
+    type=click.Choice(REALTIME_MODES),
+    default="auto",
+    show_default=True,
+    envvar="OSCSYNC_REALTIME",
+    help="Real-time priority for the threads that keep time (timer, receive): auto asks and "
+    "falls back quietly, on fails when refused and says how to get it, off does not ask. "
+    "Commands that keep time say at start which it was, and their summaries repeat it.",
+)
 @click.pass_context
 def cli(
-    ctx: click.Context, quiet: bool, clock_skew: float, clock_drift: float, key_file: Path | None
+    ctx: click.Context,
+    quiet: bool,
+    clock_skew: float,
+    clock_drift: float,
+    key_file: Path | None,
+    realtime: str,
 ) -> None:
     """Send, receive and schedule Open Sound Control with exact timetags.
 
@@ -219,8 +238,14 @@ def cli(
     # A caller may hand in its own context (tests: `CliRunner().invoke(cli, args,
     # obj=AppContext(clock=FakeClock()))`): its clock is the one this run reads and waits on.
     given = ctx.obj.clock if isinstance(ctx.obj, AppContext) else None
+    policy = ctx.obj.realtime if isinstance(ctx.obj, AppContext) else None
     ctx.obj = AppContext.create(
-        quiet=quiet, clock_skew=clock_skew, clock_drift_ppm=clock_drift, base_clock=given, key=key
+        quiet=quiet,
+        clock_skew=clock_skew,
+        clock_drift_ppm=clock_drift,
+        base_clock=given,
+        key=key,
+        realtime=policy or realtime,
     )
     if key_warning is not None:
         ctx.obj.warn(key_warning)

@@ -160,10 +160,7 @@ def _sent_summary(sender: TickSender, total: int | None) -> str:
     else:
         text = f"metronome: sent {plural(sender.sent, 'tick')}"
     if sender.lateness.count:
-        text += (
-            f"; send time after grid: mean {sender.lateness.mean * 1e6:.0f} µs, "
-            f"max {sender.lateness.maximum * 1e6:.0f} µs"
-        )
+        text += "; " + sender.lateness_text()
     return text
 
 

@@ -127,6 +127,7 @@ def _record(
     clock = app.clock
     failure: OSError | None = None
     name, interface = advertise
+    app.keep_time()
     with running(), Advertising(app, name, interface, role="record", allow=allow) as advertised:
         session = ReceiveSession(listen, (), app.setup(allow, iface, clock=clock))
         endpoint = session.endpoint
@@ -157,7 +158,8 @@ def _record(
             failure = recorder.failure
             elapsed = clock.monotonic() - recorder.started_monotonic
             note = endpoint.stats.connection_note()
-            app.note(recorder.summary(endpoint.stats.drops, elapsed, note))
+            summary = recorder.summary(endpoint.stats.drops, elapsed, note)
+            app.note(f"{summary}; {app.realtime_text()}")
             if isinstance(failure, BrokenPipeError) or not stopped:
                 leave_without_stdout(stopped_cleanly=stopped)
     if failure is not None and not isinstance(failure, BrokenPipeError):

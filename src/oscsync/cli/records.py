@@ -88,7 +88,7 @@ class RecordLines(Generic[R]):
                 sys.stdout.flush()
             except BrokenPipeError:
                 self.output_closed = True
-        self.app.note(self.session.summary())
+        self.app.note(f"{self.session.summary()}  {self.app.realtime_text()}")
         if (hint := self.session.silence_hint()) is not None:
             self.app.warn(hint)
         if self.output_closed:
@@ -498,6 +498,9 @@ class ListenRun:
                     started.stop()
                 session.close_follower()
                 lines.finish()
+                if started is not None and started.lateness.count:
+                    # The sender's own lateness beside what the listener counted (issue 29).
+                    app.note(f"sender: {started.lateness_text()}")
 
 
 @contextlib.contextmanager
@@ -511,6 +514,7 @@ def listening(
     """What a listening command holds while it runs: its ``--log`` file, its ``--advertise``
     announcement (as ``role``), and session errors as one line (:func:`session_errors`).
     ``pair`` gives its ``sending`` options and the ``peers`` they resolved to."""
+    app.keep_time()
     with (
         log_file(options.log_path) as log,
         Advertising(
@@ -527,6 +531,7 @@ def send_session(
 ) -> Iterator[SendSession]:
     """``send``'s session to ``peers`` (``sending.peers`` resolved; an ``@NAME`` that moves is
     followed), with session errors as one line (:func:`session_errors`)."""
+    app.keep_time()
     with (
         session_errors(),
         SendSession(peers, setup(app, allow, sending.iface, sending.framing)) as session,
@@ -568,7 +573,7 @@ def send_until_done(
         if live is not None:
             live.end()
             app.live = None
-        text = summary(started)
+        text = f"{summary(started)}; {app.realtime_text()}"
         refused = session.endpoint.stats.send_errors.get("refused", 0)
         if refused:
             # A stream keeps sending to a closed port (it warned once); its summary says how

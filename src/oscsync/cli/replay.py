@@ -239,6 +239,7 @@ def _replay(
         app.note(text)
 
     # A defined end (every --loop but 0, "until Ctrl-C") cut short exits 130 (issue 30).
+    app.keep_time()
     with (
         running(interrupted_exit=loops != 0),
         ReplaySession(
@@ -278,7 +279,7 @@ def _replay(
                     f"replay: stopped after {replayer.stats.datagrams} of "
                     f"{plural(replayer.total, 'datagram')}"
                 )
-            app.note(_summary(replayer, session.endpoint, source))
+            app.note(f"{_summary(replayer, session.endpoint, source)}; {app.realtime_text()}")
     if replayer.failure is not None:
         raise click.ClickException(f"{source.path}: {replayer.failure}")
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import click
 
@@ -25,6 +25,7 @@ from oscsync import threads
 from oscsync.clock import Clock, SkewedClock, SystemClock
 from oscsync.net.udp import TransportError
 from oscsync.osc.auth import Key, PacketAuth
+from oscsync.realtime import Mode, Realtime, RealtimeRefused
 from oscsync.terminal import display
 from oscsync.terminal.liveline import LiveLine
 from oscsync.terminal.wording import fit, terminal_width
@@ -46,6 +47,8 @@ class AppContext:
     """The live status line on stdout, if a command keeps one: notices and warnings go above it."""
     auth: PacketAuth | None = None
     """The shared key's signer and checker (``--key-file``, ``OSCSYNC_KEY``), or None."""
+    realtime: Realtime | None = None
+    """``--realtime`` (None: a command invoked without the group, as tests do: nothing asked)."""
 
     @classmethod
     def create(
@@ -56,12 +59,16 @@ class AppContext:
         clock_drift_ppm: float = 0.0,
         base_clock: Clock | None = None,
         key: Key | None = None,
+        realtime: Realtime | str = "off",
     ) -> AppContext:
-        """The context for one run; ``base_clock`` (a test's FakeClock) replaces the system's."""
+        """The context for one run; ``base_clock`` (a test's FakeClock) replaces the system's,
+        ``realtime`` is ``--realtime`` (or a test's policy with a fake backend)."""
         clock: Clock = base_clock if base_clock is not None else SystemClock()
         if clock_skew or clock_drift_ppm:
             clock = SkewedClock(clock, skew=clock_skew, drift_ppm=clock_drift_ppm)
-        return cls(clock=clock, quiet=quiet, auth=None if key is None else PacketAuth(key))
+        policy = realtime if isinstance(realtime, Realtime) else Realtime(cast(Mode, realtime))
+        auth = None if key is None else PacketAuth(key)
+        return cls(clock=clock, quiet=quiet, auth=auth, realtime=policy)
 
     def setup(
         self,
@@ -84,6 +91,31 @@ class AppContext:
             framing,
             auth=self.auth,
         )
+
+    def keep_time(self) -> None:
+        """A command that keeps time starts here: ask for real-time priority (``--realtime``),
+        say once whether it was granted, and let the timing threads ask on themselves until the
+        command ends. ``--realtime on`` refused: one line saying how to get it, exit 1."""
+        policy = self.realtime
+        if policy is None or policy.outcome is not None or policy.mode == "off":
+            return
+        try:
+            policy.probe()
+        except RealtimeRefused as exc:
+            raise click.ClickException(str(exc)) from None
+        self.note(policy.notice())
+        policy.install()
+        context = click.get_current_context(silent=True)
+        if context is not None:
+            context.find_root().call_on_close(policy.uninstall)
+
+    def realtime_text(self) -> str:
+        """For a summary line: ``realtime SCHED_FIFO 6`` / ``refused`` / ``off``."""
+        return "realtime off" if self.realtime is None else self.realtime.describe()
+
+    def realtime_json(self) -> dict[str, Any]:
+        """For JSON output (see :meth:`oscsync.realtime.Realtime.to_json`)."""
+        return Realtime("off").to_json() if self.realtime is None else self.realtime.to_json()
 
     def note(self, text: str) -> None:
         """An informational line on stderr (silenced by -q)."""

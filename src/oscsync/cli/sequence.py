@@ -204,7 +204,10 @@ def _sent_summary(sender: TickSender, total: int | None) -> str:
     assert isinstance(sender, SequenceSender)
     of = f" of {total}" if total is not None and sender.sent < total else ""
     changes = plural(sender.reloads, "pattern change")
-    return f"sequence: sent {sender.sent}{of} steps, {changes}"
+    text = f"sequence: sent {sender.sent}{of} steps, {changes}"
+    if sender.lateness.count:
+        text += "; " + sender.lateness_text()
+    return text
 
 
 # -- listen -----------------------------------------------------------------------------------

@@ -92,8 +92,9 @@ def sweep(
     Every offset is a fresh run (in this process) of TICKS ticks, each in a bundle timetagged
     OFFSET after its grid time, through a netem link. Columns: standard deviation of the
     intervals between onsets, the largest distance of an onset from the ideal grid, the share of
-    ticks that arrived after their timetag (late: played on arrival), and ticks lost. The first
-    bar is a count-in and is not scored.
+    ticks that arrived late (after their timetag: played on arrival) and of those played late
+    (in time, but played more than 1 ms after it), and ticks lost. The first bar is a count-in
+    and is not scored.
     """
     from oscsync.apps import lab, labrecords, tables
 
@@ -109,6 +110,7 @@ def sweep(
         _check_writable(path, option)
     follower = labrecords.FollowerSpec("follower", skew=skew, sync=sync)
     rows = []
+    app.keep_time()
     bar_shown = sys.stderr.isatty()
 
     def warn(text: str) -> None:
@@ -147,6 +149,7 @@ def sweep(
     if len(rows) < len(offsets):
         app.warn("interrupted: the table shows the offsets that finished")
     click.echo(tables.format_table(rows))
+    app.note(app.realtime_text())
     try:
         if csv_path is not None:
             tables.write_csv(csv_path, rows)

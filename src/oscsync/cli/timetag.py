@@ -93,6 +93,7 @@ def monitor(
     clock = app.clock
     live = app.live_line() if mode == "live" else None
     view = MonitorView(sys.stdout, clock, mode=mode, window=window, count=count, live=live)
+    app.keep_time()
     with running(), hangup_stops():
         session = ReceiveSession(listen, (), app.setup(allow, iface, clock=clock))
         try:
@@ -116,7 +117,7 @@ def monitor(
                     sys.stdout.flush()
                 except BrokenPipeError:
                     stdout_usable = False
-            app.note(summary(view.monitor))
+            app.note(f"{summary(view.monitor)}; {app.realtime_text()}")
             if not stdout_usable:
                 leave_without_stdout(stopped_cleanly=receiver_stopped)
 

@@ -203,7 +203,9 @@ class TcpListener:
         """Serve on a background thread until :meth:`close`."""
         if self._thread is not None:
             raise RuntimeError("listener already started")
-        self._thread = threads.daemon_thread(self._run, name="oscsync-tcp-listen")
+        self._thread = threads.daemon_thread(
+            self._run, name="oscsync-tcp-listen", role=threads.RECEIVE
+        )
         threads.start(self._thread)
 
     def _run(self) -> None:

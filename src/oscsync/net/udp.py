@@ -78,6 +78,7 @@ from oscsync.net.udpsocket import (
     socket_drop_count,
 )
 from oscsync.osc.routing import AddressRegistry, Received
+from oscsync.realtime import Breather
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
@@ -87,6 +88,10 @@ DEFAULT_RECV_BUFFER = 8 * 1024 * 1024
 handler runs. Linux caps it at ``net.core.rmem_max`` unless we are root (``SO_RCVBUFFORCE``)."""
 
 _DRAIN_BATCH = 512
+_REALTIME_DRAIN_BATCH = 64
+"""A real-time receive thread reads at most this many datagrams between looks at its
+:class:`~oscsync.realtime.Breather` (0.5-2 ms of decoding under a flood), so its rests come on
+time."""
 
 
 class TransportError(OSError):
@@ -165,6 +170,7 @@ class Endpoint(Transport):
         # ping to a multicast sender) leaves from the socket the datagram came in on.
         self._receiving_sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._drain_batch = _DRAIN_BATCH
         self._selector: WakeableSelector | None = None
         self._on_idle: Callable[[], None] | None = None
         self._closed = False
@@ -518,8 +524,20 @@ class Endpoint(Transport):
     def _receive_loop(self, selector: WakeableSelector) -> None:
         drain = self._drain_msg if HAS_RECVMSG else self._drain_from
         on_idle = self._on_idle
+        # Real-time priority where the command asked for it (oscsync --realtime): an ordinary
+        # receive thread preempted while it holds the GIL keeps a real-time timer thread waiting
+        # (issue 29: p99 1.3-4.3 ms under a flood with both cores busy). A promoted one rests
+        # when a flood keeps it from ever blocking, so it cannot lock a core.
+        breather = Breather(self.clock) if threads.promote(threads.RECEIVE) else None
+        if breather is not None:
+            self._drain_batch = _REALTIME_DRAIN_BATCH
+        monotonic = self.clock.monotonic
         while not self._closed:
-            for sock, via_peer in selector.wait():
+            started = monotonic() if breather is not None else 0.0
+            ready = selector.wait()
+            if breather is not None:
+                breather.waited(started)
+            for sock, via_peer in ready:
                 if self._closed:
                     return
                 drain(sock, via_peer)
@@ -528,6 +546,8 @@ class Endpoint(Transport):
                 # what the handler collected can go out now (dump's batched writes).
                 on_idle()
             self._apply_peer_changes(selector)
+            if breather is not None:
+                breather.check()
 
     def _drain_msg(self, sock: socket.socket, via_peer: bool) -> None:
         # The hot path (benchmarks/throughput.py): one recvmsg, and ancillary data only looked at
@@ -550,7 +570,7 @@ class Endpoint(Transport):
         # datagram takes the inline path too (issue 18: ~0.8 µs a datagram under a flood,
         # benchmarks/throughput.py).
         counted_drops: tuple[int, int, bytes] | None = None
-        for _ in range(_DRAIN_BATCH):
+        for _ in range(self._drain_batch):
             try:
                 data, ancdata, _, source = receive(MAX_DATAGRAM, space)
             except OSError as exc:
@@ -586,7 +606,7 @@ class Endpoint(Transport):
         buffer = bytearray(MAX_DATAGRAM)
         view = memoryview(buffer)
         handle = self._core.feed
-        for _ in range(_DRAIN_BATCH):
+        for _ in range(self._drain_batch):
             try:
                 size, source = sock.recvfrom_into(buffer)
             except OSError as exc:

@@ -58,7 +58,15 @@ from oscsync.sync.estimate import (
     EnvelopeEstimator,
     MinimumDelayFilter,
 )
-from oscsync.sync.ping import PONG, PONG_METHOD, encode_ping, exchange_problem, int32
+from oscsync.sync.ping import (
+    PONG,
+    PONG_METHOD,
+    ClockSyncError,
+    encode_ping,
+    exchange_problem,
+    int32,
+    parse_pong,
+)
 from oscsync.sync.servo import Servo, ServoEvent, SteppingServo
 from oscsync.terminal.display import escape
 from oscsync.terminal.wording import plural
@@ -398,12 +406,11 @@ class ClockFollower:
             return self._ignore("pong-not-from-peer")
         if self.auth is not None and not received.authenticated:
             return self._ignore("unauthenticated-pong")
-        if received.message.types != "ittt":
-            return self._ignore("malformed-pong")
         try:
-            seq, t1, t2, t3 = (int(value) for value in received.args)
+            pong = parse_pong(received)  # ,ittt, or ,itttf with the peer's playout latency
+            seq, t1, t2, t3 = pong.seq, pong.t1, pong.t2, pong.t3
             t4 = tt.from_unix(received.arrival)
-        except (TypeError, ValueError, tt.TimetagError):
+        except (ClockSyncError, TypeError, ValueError, tt.TimetagError):
             return self._ignore("malformed-pong")
         with self._lock:
             # Only the T1 we sent counts: anything else is stale, duplicated or forged.

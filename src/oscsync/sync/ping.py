@@ -6,7 +6,9 @@ Forward synchronisation only removes jitter if the two clocks agree better than 
 
 * the client sends ``/oscsync/clock/ping ,it SEQ T1`` (T1: its clock when sending);
 * any oscsync listener answers ``/oscsync/clock/pong ,ittt SEQ T1 T2 T3`` (T2: its clock when the
-  ping arrived, T3: its clock when answering);
+  ping arrived, T3: its clock when answering), and a listener that plays sounds adds
+  ``PLAYOUT`` (``,itttf``): the seconds its player needs before a timetag to place a sound on
+  time (output latency + one block), which ``--offset auto`` adds to the network's delay;
 * the client stamps the pong's arrival T4 on its own clock.
 
 Then ``offset = ((T2 − T1) + (T3 − T4)) / 2`` (peer minus us) and
@@ -74,9 +76,55 @@ def encode_ping(seq: int, t1: int) -> bytes:
     return _osc_string(PING) + _osc_string(",it") + struct.pack(">iQ", int32(seq), t1)
 
 
-def encode_pong(seq: int, t1: int, t2: int, t3: int) -> bytes:
-    """``/oscsync/clock/pong ,ittt SEQ T1 T2 T3``."""
-    return _osc_string(PONG) + _osc_string(",ittt") + struct.pack(">iQQQ", int32(seq), t1, t2, t3)
+def encode_pong(seq: int, t1: int, t2: int, t3: int, playout: float | None = None) -> bytes:
+    """``/oscsync/clock/pong ,ittt SEQ T1 T2 T3``, or ``,itttf ... PLAYOUT`` with the answering
+    listener's playout latency in seconds (an optional trailing argument: docs/protocol.md)."""
+    if playout is None:
+        return (
+            _osc_string(PONG) + _osc_string(",ittt") + struct.pack(">iQQQ", int32(seq), t1, t2, t3)
+        )
+    return (
+        _osc_string(PONG)
+        + _osc_string(",itttf")
+        + struct.pack(">iQQQf", int32(seq), t1, t2, t3, playout)
+    )
+
+
+MAX_PLAYOUT = 1.0
+"""A pong's PLAYOUT above this many seconds (or negative, or not finite) is not believed: a
+sound card's output latency plus a block is milliseconds; a forged pong must not make ``--offset
+auto`` choose seconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """A pong's arguments: the exchange's timestamps and the peer's playout latency (0 when it
+    sent none)."""
+
+    seq: int
+    t1: int
+    t2: int
+    t3: int
+    playout: float = 0.0
+
+
+def parse_pong(received: Received) -> Pong:
+    """The pong in ``received``: ``,ittt`` or ``,itttf``; arguments after those are ignored
+    (room for a signature). Raises :class:`ClockSyncError` for anything else."""
+    types, args = received.message.types, received.args
+    if not types.startswith("ittt") or len(args) < 4:
+        raise ClockSyncError(f"{PONG} must carry ,ittt or ,itttf (got ,{types})")
+    try:
+        seq, t1, t2, t3 = (int(value) for value in args[:4])
+    except (TypeError, ValueError):
+        raise ClockSyncError(f"{PONG} has arguments that are not numbers") from None
+    playout = 0.0
+    if types[4:5] == "f":
+        value = float(args[4])
+        if not 0.0 <= value <= MAX_PLAYOUT:  # NaN too
+            raise ClockSyncError(f"{PONG} playout latency {value!r} s is not believable")
+        playout = value
+    return Pong(seq, t1, t2, t3, playout)
 
 
 def int32(value: int) -> int:
@@ -89,12 +137,13 @@ def _expect(args: tuple[object, ...], types: str, wanted: str, what: str) -> Non
         raise ClockSyncError(f"{what} must carry ,{wanted} (got ,{types})")
 
 
-def pong_for(received: Received, clock: Clock) -> bytes:
-    """The answer to a ping that arrived as ``received``: T2 is its arrival, T3 is now."""
+def pong_for(received: Received, clock: Clock, playout: float | None = None) -> bytes:
+    """The answer to a ping that arrived as ``received``: T2 is its arrival, T3 is now; with
+    ``playout`` (a listener with a player) its playout latency too."""
     _expect(received.args, received.message.types, "it", PING)
     seq, t1 = received.args
     t2 = tt.from_unix(received.arrival)
-    return encode_pong(int(seq), int(t1), t2, clock.now_timetag())
+    return encode_pong(int(seq), int(t1), t2, clock.now_timetag(), playout)
 
 
 PONGS_PER_SECOND = 250.0
@@ -133,9 +182,13 @@ class PingResponder:
         total_rate: float = PONGS_PER_SECOND_TOTAL,
         max_sources: int = MAX_PING_SOURCES,
         auth: PacketAuth | None = None,
+        playout: Callable[[], float | None] | None = None,
     ) -> None:
         self.auth = auth
         self.rate, self.burst, self.total_rate = rate, burst, total_rate
+        self.playout = playout
+        """The listener's playout latency, sent in each pong when it returns a number (None:
+        pongs without it)."""
         self.max_sources = max_sources
         self._buckets: OrderedDict[tuple[str, int], tuple[float, float]] = OrderedDict()
         self._total: tuple[float, float] | None = None
@@ -166,7 +219,8 @@ class PingResponder:
     def service(self, endpoint: Endpoint, received: Received) -> None:
         """The endpoint service for ``/oscsync/clock/ping``."""
         try:
-            data = pong_for(received, endpoint.clock)
+            playout = None if self.playout is None else self.playout()
+            data = pong_for(received, endpoint.clock, playout)
         except (ClockSyncError, tt.TimetagError):
             endpoint.stats.drops["bad-clock-ping"] += 1
             return
@@ -366,6 +420,8 @@ class ClockSync:
         self.sent = 0
         self.received = 0
         self.ignored = 0
+        self.playout = 0.0
+        """The peer's playout latency from its last genuine pong (0: it sent none)."""
 
     def ping(self) -> int:
         """Send one ping; return its sequence number."""
@@ -388,8 +444,8 @@ class ClockSync:
                 self.ignored += 1
             return None
         try:
-            _expect(received.args, received.message.types, "ittt", PONG)
-            seq, t1, t2, t3 = (int(value) for value in received.args)
+            pong = parse_pong(received)
+            seq, t1, t2, t3 = pong.seq, pong.t1, pong.t2, pong.t3
             t4 = tt.from_unix(received.arrival)
         except (ClockSyncError, tt.TimetagError, TypeError, ValueError):
             with self._lock:
@@ -403,6 +459,7 @@ class ClockSync:
             del self._outstanding[seq]
             sample = Sample(t1, t2, t3, t4)
             self._recent.append(sample)
+            self.playout = pong.playout
             self.received += 1
             self.answered.notify_all()
         return sample
@@ -452,13 +509,17 @@ class OffsetChoice:
     one_way_p99: float
     clock_error: float
     samples: int
+    playout: float = 0.0
+    """The peer's playout latency (output latency + one block) from its pongs; 0 if it sent
+    none (a listener without a sound card, an older oscsync, Pure Data)."""
 
     def describe(self) -> str:
+        playout = f"+ playout {self.playout * 1e3:.2f} ms " if self.playout else ""
         return (
             f"offset auto: {self.offset * 1e3:.1f} ms = one-way delay p99 "
             f"{self.one_way_p99 * 1e3:.2f} ms + clock error {self.clock_error * 1e3:.2f} ms "
-            f"+ margin {OFFSET_MARGIN * 1e3:g} ms (median delay {self.one_way_p50 * 1e3:.2f} ms, "
-            f"{self.samples} pings)"
+            f"{playout}+ margin {OFFSET_MARGIN * 1e3:g} ms (median delay "
+            f"{self.one_way_p50 * 1e3:.2f} ms, {self.samples} pings)"
         )
 
 
@@ -467,11 +528,15 @@ def one_way_delays(samples: Iterable[Sample], estimate: Estimate) -> list[float]
     return [tt.difference(s.t2, s.t1) - estimate.offset for s in samples]
 
 
-def choose_offset(samples: list[Sample], margin: float = OFFSET_MARGIN) -> OffsetChoice | None:
-    """A forward offset long enough for (nearly) every tick to arrive before its timetag.
+def choose_offset(
+    samples: list[Sample], margin: float = OFFSET_MARGIN, playout: float = 0.0
+) -> OffsetChoice | None:
+    """A forward offset long enough for (nearly) every tick to arrive before its timetag and
+    still be placed on time by the peer's player.
 
     The outbound delay of each ping is known once the clock offset is (to within the estimate's
-    error bound); the offset is its 99th percentile, plus that error, plus ``margin``.
+    error bound); the offset is its 99th percentile, plus that error, plus the peer's
+    ``playout`` latency (output latency + one block, from its pongs), plus ``margin``.
     """
     estimate = choose(samples, drift_tolerance=0.0)
     if estimate is None:
@@ -479,8 +544,8 @@ def choose_offset(samples: list[Sample], margin: float = OFFSET_MARGIN) -> Offse
     delays = sorted(one_way_delays(samples, estimate))
     p99 = percentile(delays, 0.99)
     p50 = delays[len(delays) // 2]
-    offset = max(0.0, p99) + estimate.error_bound + margin
-    return OffsetChoice(offset, p50, p99, estimate.error_bound, len(delays))
+    offset = max(0.0, p99) + estimate.error_bound + playout + margin
+    return OffsetChoice(offset, p50, p99, estimate.error_bound, len(delays), playout)
 
 
 class PeerClocks:
@@ -522,7 +587,7 @@ class PeerClocks:
         silent: list[HostPort] = []
         for peer, sync in self.syncs.items():
             sync.measure(count, interval, timeout)
-            choice = choose_offset(sync.samples())
+            choice = choose_offset(sync.samples(), playout=sync.playout)
             if choice is None:
                 silent.append(peer)
             else:
