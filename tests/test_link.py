@@ -6,8 +6,8 @@ The real Link session, with another peer in another process, is tests/test_link_
 from __future__ import annotations
 
 import pytest
-from fakelink import FakeLink
 
+from fakelink import FakeLink
 from oscsync.apps.link import LinkGrid
 from oscsync.apps.metronome import TickSender
 from oscsync.apps.sequence import SequenceSender
@@ -86,9 +86,15 @@ def test_the_grid_starts_at_the_next_beat_with_its_place_in_the_bar() -> None:
     grid = LinkGrid(97, beats_per_bar=4, session=session)
     ticks = list(grid.ticks(count=6))
     # Beat 6 first: bar 1 (beats 4-7), beat 2 of it; then 7, then 8 = the next bar's accent.
-    assert [(t.bar, t.beat, t.accent) for t in ticks[:3]] == [(1, 2, False), (1, 3, False), (2, 0, True)]
+    assert [(t.bar, t.beat, t.accent) for t in ticks[:3]] == [
+        (1, 2, False),
+        (1, 3, False),
+        (2, 0, True),
+    ]
     for k, tick in enumerate(ticks):
-        assert tt.to_unix(tick.timetag) == pytest.approx(unix_of_beat(link, session, 6 + k), abs=1e-6)
+        assert tt.to_unix(tick.timetag) == pytest.approx(
+            unix_of_beat(link, session, 6 + k), abs=1e-6
+        )
         assert tick.index == k
     assert grid.period == pytest.approx(60 / 97)
 
@@ -103,7 +109,9 @@ def test_steps_and_swing_subdivide_the_sessions_beats() -> None:
     assert [(t.bar, t.step) for t in ticks] == [(1, 0), (1, 1), (1, 2), (1, 3), (1, 4)]
     beats = [4.0, 4.25 + 0.125, 4.5, 4.75 + 0.125, 5.0]
     for tick, beat in zip(ticks, beats):
-        assert tt.to_unix(tick.timetag) == pytest.approx(unix_of_beat(link, session, beat), abs=1e-6)
+        assert tt.to_unix(tick.timetag) == pytest.approx(
+            unix_of_beat(link, session, beat), abs=1e-6
+        )
 
 
 def test_a_tempo_set_by_another_peer_is_followed_from_the_next_beat() -> None:
@@ -162,7 +170,9 @@ def test_a_grid_with_a_session_of_another_quantum_is_refused() -> None:
         LinkGrid(session=session_on(link), beats_per_bar=3)
 
 
-def test_without_the_extra_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_extra_the_error_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import builtins
 
     real_import = builtins.__import__

@@ -19,6 +19,7 @@ is always the session's time for that beat as known at sending.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 
 from oscsync.apps.grid import MAX_SWING, Tick
@@ -28,6 +29,8 @@ from oscsync.sync.link import LinkBackend, LinkSession, LinkStatus, LinkTimeline
 
 DEFAULT_BPM = 120.0
 DEFAULT_QUANTUM = 4
+PEER_POLL = 0.05
+"""Seconds between looks for a peer while waiting for one."""
 
 
 class LinkGrid:
@@ -38,6 +41,9 @@ class LinkGrid:
     ``start`` (a timetag, default now): step 0 of this grid is the first step at or after it.
     ``lead=True`` proposes ``bpm`` to the session (every peer takes it); ``start_stop=True``
     shares the transport: steps while the session is stopped are silent (:meth:`sounds`).
+    ``wait_for_peers`` (seconds) waits that long at most for another peer to be found first
+    (Link finds peers in about half a second), so that the grid starts on the session's beats
+    and a tempo it leads with is proposed to them.
     Raises ValueError for a bar, subdivision or swing that cannot be a grid, and
     :class:`~oscsync.sync.link.LinkUnavailable` without the ``link`` extra.
     """
@@ -52,6 +58,7 @@ class LinkGrid:
         start: int | None = None,
         lead: bool = False,
         start_stop: bool = False,
+        wait_for_peers: float = 0.0,
         clock: Clock | None = None,
         session: LinkSession | None = None,
         backend: LinkBackend | None = None,
@@ -82,6 +89,10 @@ class LinkGrid:
         self.steps_per_beat = steps_per_beat
         self.steps_per_bar = beats_per_bar * steps_per_beat
         self.swing = swing
+        self._lock = threading.Lock()
+        self._last: tuple[int, int] | None = None  # the last step given: (index, its timetag)
+        self.peers_found = self._wait_for_peers(wait_for_peers) if wait_for_peers > 0 else None
+        """With ``wait_for_peers``: whether a peer was there within that many seconds."""
         if lead:
             session.propose_tempo(bpm)
             if session.start_stop:
@@ -113,14 +124,29 @@ class LinkGrid:
 
     def timetag(self, index: int) -> int:
         """The timetag of this grid's step ``index`` on the session's timeline now."""
-        return self._step_timetag(self.first_step + index, self.session.timeline())
+        return self.tick(index).timetag
 
     def tick(self, index: int) -> Tick:
         """Step ``index`` (from this grid's start) with its timetag and place in the session's
-        bar (the bar number is this peer's count of the session's bars)."""
-        step = self.first_step + index
+        bar (the bar number is this peer's count of the session's bars).
+
+        Asked for the step after the last one given, it is the first step after that one's
+        time on the timeline as it is now: a peer that re-maps the session's beats (or a
+        session this peer merges into) makes the grid skip or repeat no step; the steps after
+        it are counted from there."""
+        line = self.session.timeline()
+        with self._lock:
+            last = self._last
+            if last is not None and index == last[0] + 1:
+                step = self._first_step_at(tt.add_seconds(last[1], 1e-6), line)
+                self.first_step = step - index
+            else:
+                step = self.first_step + index
+            timetag = self._step_timetag(step, line)
+            if last is None or index >= last[0]:
+                self._last = (index, timetag)
         bar, in_bar = divmod(step, self.steps_per_bar)
-        return Tick(index, self.timetag(index), bar, in_bar // self.steps_per_beat, in_bar)
+        return Tick(index, timetag, bar, in_bar // self.steps_per_beat, in_bar)
 
     def index_at(self, timetag: int) -> int:
         """The first step due at or after ``timetag``."""
@@ -147,21 +173,36 @@ class LinkGrid:
 
     def ticks(self, count: int | None = None, *, first: int = 0) -> Iterator[Tick]:
         """Steps ``first``, ``first+1`` ... (``count`` of them, or for ever), each computed
-        when it is asked for: each is the first step after the one before on the session's
-        timeline as it is then (a peer that re-maps the beats skips or repeats none)."""
-        tick = self.tick(first)
-        given = 0
-        while count is None or given < count:
-            yield tick
-            given += 1
-            # The first step after this one on the timeline as it is now: index + 1, unless
-            # the session's beats jumped (a peer re-mapped them) one way or the other.
-            tick = self.tick(self.index_at(tt.add_seconds(tick.timetag, 1e-6)))
+        when it is asked for (so after one another: see :meth:`tick`)."""
+        index = first
+        while count is None or index < first + count:
+            yield self.tick(index)
+            index += 1
 
     def __iter__(self) -> Iterator[Tick]:
         return self.ticks()
 
     # -- the session -------------------------------------------------------------------------
+
+    def _wait_for_peers(self, seconds: float) -> bool:
+        deadline = self.clock.monotonic() + seconds
+        while self.session.timeline().peers == 0:
+            left = deadline - self.clock.monotonic()
+            if left <= 0:
+                return False
+            self.clock.sleep(min(PEER_POLL, left))
+        return True
+
+    def describe(self) -> str:
+        """One line: the session joined (``link: 1 peer, 97.00 bpm, 4 beats per bar``)."""
+        status = self.status()
+        peers = f"{status.peers} peer{'' if status.peers == 1 else 's'}"
+        text = f"link: {peers}, {status.tempo:.2f} bpm, {self.beats_per_bar} beats per bar"
+        if self.peers_found is False:
+            text += " (no peer yet: playing alone; a peer that joins brings its tempo and phase)"
+        if self.session.start_stop:
+            text += ", start/stop shared: " + ("playing" if status.playing else "stopped")
+        return text
 
     @property
     def period(self) -> float:

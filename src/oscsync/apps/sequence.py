@@ -243,9 +243,10 @@ def file_sender(
     beats_per_bar: int,
     swing: float,
     offset: float,
+    grid: StepGrid | None = None,
 ) -> SequenceSender:
     """A sender of ``watched``'s pattern that picks up a saved file at the next bar (and says
-    so through ``note``)."""
+    so through ``note``); its steps on ``grid`` if given (a Link session's)."""
 
     def reloaded(bar: int, pattern: Pattern) -> None:
         note(f"bar {bar}: {watched.path} changed; now playing {describe(pattern)}")
@@ -261,6 +262,7 @@ def file_sender(
         offset=offset,
         reload=watched.poll,
         on_reload=reloaded,
+        grid=grid,
     )
 
 
