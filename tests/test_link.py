@@ -273,3 +273,28 @@ def test_a_pattern_starts_on_the_sessions_bar_line() -> None:
 def run_on_count(sender: TickSender, count: int) -> None:
     sender.start(count)
     run_on(sender)
+
+
+def test_a_leader_proposes_its_tempo_again_when_a_peer_joins() -> None:
+    clock = FakeClock(start=START)
+    link = FakeLink(clock, bpm=120, peers=0)
+    grid = LinkGrid(133, session=session_on(link), lead=True)
+    assert link.segments[-1].bpm == 133
+    link.peers = 1
+    link.peer_sets_tempo(97)  # an older session met: its tempo came with it
+    tick = grid.tick(0)
+    assert link.segments[-1].bpm == 133
+    assert grid.status().tempo == 133
+    link.peer_sets_tempo(90)  # a musician changes it later: a leader does not fight that
+    grid.tick(1)
+    assert link.segments[-1].bpm == 90
+    assert tick.index == 0
+
+
+def test_waiting_for_peers_stops_when_one_is_found() -> None:
+    clock = FakeClock(start=START)
+    link = FakeLink(clock, bpm=120, peers=0)
+    grid = LinkGrid(session=session_on(link), wait_for_peers=2.0)
+    assert grid.peers_found is False
+    assert clock.now() == pytest.approx(START + 2.0)
+    assert "no peer yet" in grid.describe()

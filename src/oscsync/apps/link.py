@@ -39,7 +39,8 @@ class LinkGrid:
     ``session`` is the Link session to follow (default: join one, on ``clock``, at ``bpm`` if
     this is its first peer, with ``beats_per_bar`` as the quantum; :meth:`close` leaves it).
     ``start`` (a timetag, default now): step 0 of this grid is the first step at or after it.
-    ``lead=True`` proposes ``bpm`` to the session (every peer takes it); ``start_stop=True``
+    ``lead=True`` proposes ``bpm`` to the session (every peer takes it), and again when a peer
+    joins (Link keeps the older of two sessions that meet); ``start_stop=True``
     shares the transport: steps while the session is stopped are silent (:meth:`sounds`).
     ``wait_for_peers`` (seconds) waits that long at most for another peer to be found first
     (Link finds peers in about half a second), so that the grid starts on the session's beats
@@ -93,7 +94,10 @@ class LinkGrid:
         self._last: tuple[int, int] | None = None  # the last step given: (index, its timetag)
         self.peers_found = self._wait_for_peers(wait_for_peers) if wait_for_peers > 0 else None
         """With ``wait_for_peers``: whether a peer was there within that many seconds."""
+        self.lead = lead
+        self._peers_led = 0
         if lead:
+            self._peers_led = session.timeline().peers
             session.propose_tempo(bpm)
             if session.start_stop:
                 session.set_playing(True)
@@ -134,7 +138,7 @@ class LinkGrid:
         time on the timeline as it is now: a peer that re-maps the session's beats (or a
         session this peer merges into) makes the grid skip or repeat no step; the steps after
         it are counted from there."""
-        line = self.session.timeline()
+        line = self._timeline()
         with self._lock:
             last = self._last
             if last is not None and index == last[0] + 1:
@@ -184,6 +188,17 @@ class LinkGrid:
 
     # -- the session -------------------------------------------------------------------------
 
+    def _timeline(self) -> LinkTimeline:
+        """The session's timeline now; a leader proposes its tempo again to a peer that
+        joins (a session older than this one would otherwise bring its own)."""
+        line = self.session.timeline()
+        if self.lead and line.peers > self._peers_led:
+            self.session.propose_tempo(self.bpm)
+            line = self.session.timeline()
+        if self.lead:
+            self._peers_led = line.peers
+        return line
+
     def _wait_for_peers(self, seconds: float) -> bool:
         deadline = self.clock.monotonic() + seconds
         while self.session.timeline().peers == 0:
@@ -212,6 +227,7 @@ class LinkGrid:
 
     def status(self) -> LinkStatus:
         """The session now: peers, tempo, beat, phase."""
+        self._timeline()  # a leader answers a new peer here too
         return self.session.status()
 
     def close(self) -> None:

@@ -142,7 +142,9 @@ def link(
     On a terminal a live line; piped, or with --jsonl, one line per look (--interval). Needs
     pip install 'oscsync[link]'. Ctrl-C stops.
     """
-    choice = LinkOptions(link=True, link_lead=lead, link_start_stop=start_stop, link_wait=0.0)
+    # A leader waits for the session first, so that its tempo is proposed to it.
+    wait_for = DISCOVERY if lead else 0.0
+    choice = LinkOptions(link=True, link_lead=lead, link_start_stop=start_stop, link_wait=wait_for)
     live = None if jsonl else app.live_line()
     stop = threading.Event()
     closed = False
