@@ -298,3 +298,23 @@ def test_waiting_for_peers_stops_when_one_is_found() -> None:
     assert grid.peers_found is False
     assert clock.now() == pytest.approx(START + 2.0)
     assert "no peer yet" in grid.describe()
+
+
+def test_link_options_without_the_extra_are_one_error_line(
+    monkeypatch: pytest.MonkeyPatch, udp_port: int
+) -> None:
+    import sys
+
+    from click.testing import CliRunner
+
+    from oscsync.cli.main import cli
+
+    monkeypatch.setitem(sys.modules, "link", None)  # import link: ImportError, as when absent
+    args = ["metronome", "send", "--link", "--peer", f"127.0.0.1:{udp_port}", "--count", "1"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: Ableton Link needs the link extra, which is not installed: "
+        "pip install 'oscsync[link]'"
+    )
+    assert "Traceback" not in result.output

@@ -138,3 +138,19 @@ def test_metronome_send_link_ticks_land_on_the_sessions_beat_grid(peer: LinkPeer
         assert tick.args[0] == nearest % 4, "the tick's beat in the bar is the session's phase"
     gaps = [tt.to_unix(b.timetag) - tt.to_unix(a.timetag) for a, b in pairwise(ticks)]  # type: ignore[arg-type]
     assert gaps == pytest.approx([60 / 97] * 5, abs=1e-4)
+
+
+def test_oscsync_link_shows_the_session_as_json_lines(peer: LinkPeer) -> None:
+    command = [sys.executable, "-m", "oscsync", "link", "--jsonl", "--duration", "1.5"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(records) >= 10  # ten looks a second
+    last = records[-1]
+    assert last["peers"] == 1
+    assert last["tempo"] == pytest.approx(97, abs=0.01)
+    assert last["quantum"] == 4
+    assert 0 <= last["phase"] < 4
+    assert last["playing"] is None
+    beats = [record["beat"] for record in records]
+    assert beats == sorted(beats)
