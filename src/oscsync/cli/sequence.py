@@ -33,6 +33,7 @@ from oscsync.cli.runtime import AppContext, running
 from oscsync.files.pattern import NAME, PatternError
 from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
+from oscsync.terminal.wording import milliseconds, plural
 
 
 class VoiceSoundType(ParsedType):
@@ -160,7 +161,7 @@ class PatternSending(records.Sending):
         *,
         linked: bool = False,
     ) -> str:
-        kind = f"timetagged {offset * 1000:g} ms ahead" if offset else "played on arrival"
+        kind = f"timetagged {milliseconds(offset)} ahead" if offset else "played on arrival"
         where = ", ".join(str(peer) for peer in peers)
         tempo = "on the Link session's beats" if linked else f"at {self.bpm:g} bpm"
         return (
@@ -197,8 +198,9 @@ def send(
     watched = _read_pattern(sending.pattern_path, app)
     peers = resolve_peers(sending.peers)
     grid = sending.grid()
+    # A defined end (--bars, --duration) cut short exits 130, as metronome send (issue 30).
     with (
-        running(),
+        running(interrupted_exit=total is not None),
         records.send_session(app, sending, peers, allow) as session,
         linked(app, link, **grid) as link_grid,
     ):
@@ -214,13 +216,18 @@ def send(
                 watched, offset=seconds, grid=link_grid, **grid
             ),
             sending_note=partial(sending.note, watched, peers, linked=link_grid is not None),
-            summary=_sent_summary,
+            summary=lambda sender: _sent_summary(sender, total),
         )
 
 
-def _sent_summary(sender: TickSender) -> str:
+def _sent_summary(sender: TickSender, total: int | None) -> str:
     assert isinstance(sender, SequenceSender)
-    return f"sequence: sent {sender.sent} steps, {sender.reloads} pattern changes"
+    of = f" of {total}" if total is not None and sender.sent < total else ""
+    changes = plural(sender.reloads, "pattern change")
+    text = f"sequence: sent {sender.sent}{of} steps, {changes}"
+    if sender.lateness.count:
+        text += "; " + sender.lateness_text()
+    return text
 
 
 # -- listen -----------------------------------------------------------------------------------
