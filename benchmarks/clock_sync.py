@@ -84,7 +84,8 @@ def sessions(reference: Clock, seconds: float, which: list[str]) -> None:
               f"{SCORED_FROM:g} s")  # fmt: skip
         result = lab.run_session(spec, reference)
         a = result.followers[0]
-        a_late = sum(late for k, late in a.late.items() if k >= first)
+        a_lates = _late(a)
+        a_late = sum(late for k, late in a_lates.items() if k >= first)
         print(f"    A (no sync, the leader's clock): late {a_late} (the link's own tail)")
         print(
             "    (spread and std over the ticks both A and B got in time; lock: from tick 0's "
@@ -93,18 +94,19 @@ def sessions(reference: Clock, seconds: float, which: list[str]) -> None:
         print("    follower   A–B spread p50 /   p99 /   max (ms)   ioi std   late  unsynced"
               "         lock   bound covers")  # fmt: skip
         for b in result.followers[1:]:
+            b_lates = _late(b)
             # A tick that arrived after its time (negative headroom: the link or this loaded
             # process stalled it) is played on arrival by A or B alike: it measures the link, not
             # the clocks, and is counted under "late" instead of in the spread and the std.
             common = [k for k in sorted(set(a.onsets_ref) & set(b.onsets_ref)) if k >= first]
-            on_time = [k for k in common if not a.late.get(k) and not b.late.get(k)]
+            on_time = [k for k in common if not a_lates.get(k) and not b_lates.get(k)]
             spread = [abs(b.onsets_ref[k] - a.onsets_ref[k]) for k in on_time]
-            ks = sorted(k for k in b.onsets_ref if k >= first and not b.late.get(k))
+            ks = sorted(k for k in b.onsets_ref if k >= first and not b_lates.get(k))
             intervals = [
                 b.onsets_ref[y] - b.onsets_ref[x] for x, y in itertools.pairwise(ks) if y == x + 1
             ]
             std = statistics.stdev(intervals) if len(intervals) > 1 else math.nan
-            late = sum(b.late.get(k, False) for k in ks)
+            late = sum(b_lates.get(k, False) for k in ks)
             lock = math.nan if b.lock_ref is None else b.lock_ref - result.t0
             lock_text = "-" if math.isnan(lock) else f"{lock * 1e3:+.0f} ms"
             covers = "-"
@@ -144,7 +146,13 @@ def sessions(reference: Clock, seconds: float, which: list[str]) -> None:
 def _first_tick(b: labrecords.FollowerResult) -> str:
     if 0 not in b.onsets_ref:
         return "not played (due before sync: counted unsynced, never late)"
-    return "played late" if b.late.get(0) else "played on time"
+    return "played late" if _late(b).get(0) else "played on time"
+
+
+def _late(result: labrecords.FollowerResult) -> dict[int, bool]:
+    """Tick number -> late: arrived late or played late (issue #29's two kinds)."""
+    ticks = result.arrived_late.keys() | result.played_late.keys()
+    return {k: result.arrived_late.get(k, False) or result.played_late.get(k, False) for k in ticks}
 
 
 CLOCK_LINKS = {"uniform": 30.0, "exponential": 200.0}

@@ -73,7 +73,11 @@ def p2(clock: Clock, ticks: int) -> None:
             f = result.followers[0]
             times = f.onsets_ref if player_name == "wav" else f.handled_ref
             std = _std_of_intervals(times, spec.count_in)
-            late = sum(f.late.get(k, False) for k in times if k >= spec.count_in)
+            late = sum(
+                f.arrived_late.get(k, False) or f.played_late.get(k, False)
+                for k in times
+                if k >= spec.count_in
+            )
             figures[(player_name, label)] = std
             print(f"    player {player_name:<4} {label:<13} inter-onset std {_ms(std)}   "
                   f"late {late}  received {len(times)}/{ticks}")  # fmt: skip
