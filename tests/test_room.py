@@ -16,6 +16,7 @@ import pytest
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import FakeClock, SkewedClock
 from oscsync.osc import codec
+from oscsync.osc.auth import Key, PacketAuth
 from oscsync.osc.routing import Received
 from oscsync.sync import room
 from oscsync.sync.estimate import EnvelopeEstimator
@@ -25,10 +26,24 @@ from oscsync.sync.poll import PollPolicy, PollSettings
 
 LEADER = ("127.0.0.1", 7000)
 STRANGER = ("127.0.0.2", 7000)
+KEY = Key(b"0123456789abcdef-room", "test")
 
 
-def _received(data: bytes, arrival: float, source: tuple[str, int]) -> list[Received]:
-    return [Received(message, source, arrival) for message in codec.decode(data)]
+def _received(
+    data: bytes, arrival: float, source: tuple[str, int], auth: PacketAuth | None = None
+) -> list[Received]:
+    """What an endpoint hands on: with ``auth`` (a key), a signed bundle checked and marked
+    authenticated (none if it is refused), anything else as it came."""
+    authenticated = False
+    if auth is not None:
+        opened = auth.open(data, source)
+        if isinstance(opened, str):
+            return []
+        data, authenticated = opened
+    return [
+        Received(message, source, arrival, authenticated=authenticated)
+        for message in codec.decode(data)
+    ]
 
 
 class _Room:
@@ -37,15 +52,28 @@ class _Room:
     own poll) cross a link of uniform ±15 ms jitter, ``loss`` of them lost."""
 
     def __init__(
-        self, skew: float = 0.15, ppm: float = 80.0, seed: int = 1, loss: float = 0.01
+        self,
+        skew: float = 0.15,
+        ppm: float = 80.0,
+        seed: int = 1,
+        loss: float = 0.01,
+        key: Key | None = None,
+        sign_syncs: bool = True,
     ) -> None:
         self.clock = FakeClock()
         self.leader_clock = SkewedClock(self.clock, skew=skew, drift_ppm=ppm)
         self.rng = random.Random(seed)
         self.loss = loss
+        # With a key both ends have it (each its own signer and replay memory); the leader
+        # signs its pongs, and its sync messages unless ``sign_syncs`` is False.
+        self.auth = None if key is None else PacketAuth(key)
+        self.leader_auth = None if key is None else PacketAuth(key)
+        self.sign_syncs = sign_syncs
         self.endpoint = open_endpoint(clock=self.clock)
         self.warnings: list[str] = []
-        self.follower = ClockFollower(self.endpoint, peer=LEADER, on_warning=self.warnings.append)
+        self.follower = ClockFollower(
+            self.endpoint, peer=LEADER, on_warning=self.warnings.append, auth=self.auth
+        )
         follower = self.follower
         follower._sender = lambda: self._from_follower  # type: ignore[method-assign]
         self.events: list[tuple[float, int, Callable[[], None]]] = []
@@ -54,6 +82,7 @@ class _Room:
         self.seq = 0
         self.syncing = True
         self.reports: list[bytes] = []
+        self.reports_authenticated: list[bool] = []
         self.pings = 0
         self.t0 = self.clock.monotonic()
 
@@ -67,23 +96,26 @@ class _Room:
         return self.rng.random() >= self.loss
 
     def _from_follower(self, data: bytes) -> None:
-        if data.startswith(room.STATUS.encode()):
-            self.reports.append(data)
+        (sent,) = _received(data, 0.0, ("127.0.0.1", 9001), self.leader_auth)
+        if sent.address == room.STATUS:
+            self.reports.append(codec.encode_message(room.STATUS, list(sent.args), "siffii"))
+            self.reports_authenticated.append(sent.authenticated)
             return
         self.pings += 1
         if not self.carried():
             return
 
         def arrive() -> None:
-            (ping,) = _received(data, self.leader_clock.now(), ("127.0.0.1", 9001))
-            pong = pong_for(ping, self.leader_clock)
+            pong = pong_for(sent._replace(arrival=self.leader_clock.now()), self.leader_clock)
+            if self.leader_auth is not None:
+                pong = self.leader_auth.sign_message(pong)
             if self.carried():
                 self.at(self.clock.monotonic() + self.delay(), lambda: self.deliver(pong))
 
         self.at(self.clock.monotonic() + self.delay(), arrive)
 
     def deliver(self, data: bytes, source: tuple[str, int] = LEADER) -> None:
-        for received in _received(data, self.clock.now(), source):
+        for received in _received(data, self.clock.now(), source, self.auth):
             if received.address == PONG:
                 self.follower.take_pong(received)
             else:
@@ -92,6 +124,8 @@ class _Room:
     def send_sync(self) -> None:
         self.seq += 1
         data = room.encode_sync(self.leader_id, self.seq, self.leader_clock.now_timetag())
+        if self.leader_auth is not None and self.sign_syncs:
+            data = self.leader_auth.sign_message(data)
         if self.carried():
             self.at(self.clock.monotonic() + self.delay(), lambda: self.deliver(data))
 
@@ -273,6 +307,38 @@ def test_sync_messages_from_strangers_malformed_or_unsigned_move_nothing() -> No
         room.encode_sync(world.leader_id, world.seq + 20, world.leader_clock.now_timetag())
     )
     assert follower.ignored["unauthenticated-sync"] == 1
+
+
+def test_with_a_key_signed_sync_messages_are_used_and_forged_unsigned_ones_ignored() -> None:
+    world = _Room(seed=8, key=KEY)
+    world.run(25.0)
+    follower = world.follower
+    assert follower.in_room and follower.state() == "locked" and follower.syncs > 1000
+    assert follower.poll_interval() == PollSettings().max_interval
+    # Its status reports are signed: a leader with the key takes them.
+    assert world.reports and all(world.reports_authenticated)
+    before = world.error()
+    # Unsigned sync messages from the leader's address, arriving at once and each claiming it
+    # was sent 4 ms ago: 1 ms below the link's floor (5 ms), inside what the follower refuses
+    # as impossible (2 ms), so only the key keeps them out (used, they pull the map 0.8 ms).
+    for k in range(300):
+        world.clock.advance(0.01)
+        forged_t3 = world.leader_clock.now_timetag() - round(0.004 * 2**32)
+        world.deliver(room.encode_sync(world.leader_id, world.seq + 1 + k, forged_t3))
+    assert follower.ignored["unauthenticated-sync"] == 300
+    assert abs(world.error() - before) < 0.05e-3 and abs(before) <= 0.3e-3
+
+
+def test_with_a_key_unsigned_sync_messages_never_make_a_room() -> None:
+    # The leader signs its pongs but not its sync messages (an impostor on the group with the
+    # leader's address would look the same): the follower pings as outside a room.
+    world = _Room(seed=9, key=KEY, sign_syncs=False)
+    world.run(15.0)
+    follower = world.follower
+    assert not follower.in_room and follower.syncs == 0
+    assert follower.ignored["unauthenticated-sync"] > 1000
+    assert follower.poll_interval() == follower.interval
+    assert follower.state() == "locked"  # its own signed exchanges keep it in time
 
 
 def test_estimator_memory_keeps_the_offset_with_sparse_pings() -> None:

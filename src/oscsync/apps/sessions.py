@@ -131,8 +131,9 @@ class SendSession(SendingSession):
         """The room's sync messages (issue #33), sent while the session is open: with ``room``
         None to the multicast groups among the peers, True to every peer, False to none (the
         lab's followers as before #33)."""
-        self.room = RoomView(self.clock)
-        """What the followers report (``--room`` shows it)."""
+        auth = setup.auth
+        self.room = RoomView(self.clock, authenticated_only=auth is not None)
+        """What the followers report (``--room`` shows it); with a key, only signed reports."""
         self.room_to_all = room is True
         try:
             self.clocks = peer_clocks(self.clock, self.endpoint, peers, setup.auth)
@@ -140,7 +141,9 @@ class SendSession(SendingSession):
                 STATUS, self.room.service, STATUS_METHOD.types, STATUS_METHOD.description
             )
             if room or (room is None and any(peer.is_multicast for peer in peers)):
-                self.beacon = SyncBeacon(self.clock, self._send_sync)
+                # With a key each sync message is signed, as a pong is: it moves clocks.
+                sign = None if auth is None else auth.sign_message
+                self.beacon = SyncBeacon(self.clock, self._send_sync, sign=sign)
                 self.beacon.start()
         except BaseException:
             self.close()  # the endpoint and scheduler the base opened; nobody else holds them

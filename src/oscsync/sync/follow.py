@@ -25,9 +25,10 @@
   and releases them at lock: a held message whose translated time has already passed is dropped
   and counted ``unsynced``, never played late with a made-up headroom.
 
-With a key (``auth``, ``--key-file``: :mod:`oscsync.osc.auth`) pings are signed, and only pongs and
-timetagged messages whose signature checked (:attr:`~oscsync.osc.routing.Received.authenticated`)
-count: anything else is counted ``unauthenticated-pong`` or ``unauthenticated`` and moves nothing.
+With a key (``auth``, ``--key-file``: :mod:`oscsync.osc.auth`) pings and room status reports are
+signed, and only pongs, a room leader's sync messages and timetagged messages whose signature
+checked (:attr:`~oscsync.osc.routing.Received.authenticated`) count: anything else is counted
+``unauthenticated-pong``, ``unauthenticated-sync`` or ``unauthenticated`` and moves nothing.
 Without one, a follower of a peer that is not on this machine says once that its clock is not
 authenticated.
 
@@ -261,8 +262,9 @@ class ClockFollower:
         """What the leader's room view calls this follower."""
         self.playing: Callable[[], tuple[int, int]] = lambda: (0, 0)
         """(played, late) for the status reports: the listener's counts (a session sets it)."""
-        self.authenticated_only = False
-        """Use only sync messages signed with this process's key (``--key-file``)."""
+        self.authenticated_only = auth is not None
+        """Use only sync messages signed with this process's key (``--key-file``): a sync
+        message moves the clock as a pong does, so with a key it must be signed as a pong."""
         self.in_room = False
         """True once the followed leader's sync messages were heard (the estimator and the
         pinging are the room's from then on)."""
@@ -500,7 +502,10 @@ class ClockFollower:
         self._next_report = now + room.STATUS_INTERVAL
         send = self._sender()
         if send is not None:
-            send(room.encode_status(self.status_report()))
+            data = room.encode_status(self.status_report())
+            if self.auth is not None:
+                data = self.auth.sign_message(data)  # a leader with the key takes only these
+            send(data)
             self.reports_sent += 1
 
     # -- the leader's sync messages -------------------------------------------------------------
@@ -515,7 +520,7 @@ class ClockFollower:
             return False  # whom to follow is told by --sync-peer or the first tick, not by this
         if received.source != self.peer:
             return self._ignore("sync-not-from-peer")
-        if self.authenticated_only and not getattr(received, "authenticated", False):
+        if self.authenticated_only and not received.authenticated:
             return self._ignore("unauthenticated-sync")
         try:
             sync = room.parse_sync(received)

@@ -347,7 +347,7 @@ class RoomView:
 
     def take(self, received: Received) -> bool:
         """Take one report; False (counted by reason) if it is dropped."""
-        if self.authenticated_only and not getattr(received, "authenticated", False):
+        if self.authenticated_only and not received.authenticated:
             return self._drop("unauthenticated-status")
         try:
             status, cut = parse_status(received)
