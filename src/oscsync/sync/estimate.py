@@ -617,14 +617,16 @@ class EnvelopeEstimator:
         delay = (best_a + best_b) / 2
         bound = BOUND_FACTOR * max(s_out, s_back)
         if self._memory:
-            remembered = min(round_trip for _, round_trip in self._memory.values())
-            if remembered < best_a + best_b:
-                # The path's delay from the memory, the offset from the reverse floor now; the
-                # bound as above, the forward scale measured on the round trips instead.
-                delay = remembered / 2
-                offset = delay - best_b
-                s_round = self._round_trip_scale(now, frequency, best_b, remembered)
-                bound = BOUND_FACTOR * max(s_round, s_back)
+            # The path's delay from the lowest round trip, remembered or in the window; the
+            # offset from the reverse floor now; the bound as above, the forward scale measured
+            # on the round trips, the window's and the remembered ones together. (Taking the
+            # memory only when it was lower left the bound to the window's sparse forward
+            # samples whenever one of them was a few µs lower: 1.5 ms, fast pinging again.)
+            round_trip = min(best_a + best_b, min(kept for _, kept in self._memory.values()))
+            delay = round_trip / 2
+            offset = delay - best_b
+            s_round = self._round_trip_scale(now, frequency, best_b, round_trip)
+            bound = BOUND_FACTOR * max(s_round, s_back)
         # The hard bound: delays are not negative, so θ is within D̂ of θ̂ (when f is right).
         bound = min(bound, max(delay, 0.0)) if delay > 0 else bound
         estimate = ClockEstimate(
