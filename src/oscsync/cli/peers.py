@@ -167,8 +167,9 @@ class Advertising:
         self.close()
 
     def publish(self, listening: HostPort | None, registry: AddressRegistry | None = None) -> None:
-        """Advertise the listener bound at ``listening`` (blocks ~1.4 s: mDNS probing); its
-        OSCQuery lists ``registry`` (the endpoint's, live), or nothing without one."""
+        """Advertise the listener bound at ``listening`` (blocks ~2 s: the name check and mDNS
+        probing); its OSCQuery lists ``registry`` (the endpoint's, live), or nothing without
+        one."""
         if self.name is None or listening is None:
             return
         from oscsync.discovery.advertiser import Advertiser
