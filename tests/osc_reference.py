@@ -48,3 +48,44 @@ def decode_message(data: bytes, timetag: int | None = None) -> Message:
     if aliased != types:
         args = codec._unalias(types, args)
     return Message(address, args, types, timetag)
+
+
+def decode(data: bytes, max_depth: int = codec.MAX_BUNDLE_DEPTH) -> list[Message]:
+    """What ``codec.decode`` must return (or raise): the bundle walk as it was before issue 27
+    (item 7), copying each nested bundle; messages are decoded by the codec."""
+    if not data:
+        raise DecodeError("empty", "empty datagram")
+    if len(data) % 4:
+        raise DecodeError("bad-size", "not a multiple of 4 bytes")
+    if data[0:1] == b"/":
+        return [codec.decode_message(data, None)]
+    if not codec.is_bundle(data):
+        raise DecodeError("not-osc", "neither a message nor a bundle")
+    messages: list[Message] = []
+    stack = [(data, 0, 0, 1)]
+    while stack:
+        bundle, pos, timetag, depth = stack.pop()
+        if pos == 0:
+            if len(bundle) < 16:
+                raise DecodeError("truncated", "bundle shorter than its header")
+            timetag = int.from_bytes(bundle[8:16], "big")
+            pos = 16
+        if pos >= len(bundle):
+            continue
+        if pos + 4 > len(bundle):
+            raise DecodeError("truncated", "bundle element size cut short")
+        size = int.from_bytes(bundle[pos : pos + 4], "big", signed=True)
+        start = pos + 4
+        if size <= 0 or size % 4 or start + size > len(bundle):
+            raise DecodeError("bad-bundle", "element size does not fit the bundle")
+        element = bundle[start : start + size]
+        stack.append((bundle, start + size, timetag, depth))
+        if element[0:1] == b"/":
+            messages.append(codec.decode_message(element, timetag))
+        elif codec.is_bundle(element):
+            if depth >= max_depth:
+                raise DecodeError("too-deep", "bundles nested too deep")
+            stack.append((element, 0, 0, depth + 1))
+        else:
+            raise DecodeError("bad-bundle", "neither a message nor a bundle")
+    return messages
