@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import osc_reference  # the tests' python-osc reference decoder
 from oscsync.apps import dump
-from oscsync.net.udp import MAX_DATAGRAM, set_recv_buffer
+from oscsync.net.udpsocket import MAX_DATAGRAM, set_recv_buffer
 from oscsync.osc import codec, timetag
 from oscsync.osc.routing import Received
 from oscsync.terminal import display
