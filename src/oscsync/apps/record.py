@@ -58,6 +58,8 @@ class Recorder:
         self.count = count
         self.recorded = 0
         self.bytes = 0
+        self.not_in_pcap = 0
+        """Packets too large for the pcap's UDP (TCP packets over 64 KiB): in the recording only."""
         self.done = threading.Event()
         self.failure: OSError | None = None
         self._lock = threading.Lock()
@@ -79,12 +81,13 @@ class Recorder:
             return  # past --count, or the file failed: what still arrives is not recorded
         monotonic = self.clock.wall_to_monotonic(arrival)
         where = format_source(source)
+        in_pcap = True
         try:
             if self.writer is not None:
                 self.writer.add(data, where, arrival, monotonic)
             if self.pcap is not None:
                 with self._lock:
-                    self.pcap.add(round(arrival * 1e9), data, where, self.destination)
+                    in_pcap = self.pcap.add(round(arrival * 1e9), data, where, self.destination)
                     if monotonic - self._last_pcap_flush >= FLUSH_INTERVAL:
                         self._last_pcap_flush = monotonic
                         self._flush_pcap()
@@ -92,6 +95,10 @@ class Recorder:
             self.failure = exc
             self.done.set()
             return
+        if not in_pcap:
+            self.not_in_pcap += 1
+            if self.writer is None:
+                return  # kept nowhere: counted, not recorded
         self.recorded += 1
         self.bytes += len(data)
         if self.count is not None and self.recorded >= self.count:
@@ -133,4 +140,10 @@ class Recorder:
             text += "; dropped 0"
         if self.writer is not None and self.writer.stats.malformed:
             text += f"; {sum(self.writer.stats.malformed.values())} kept were not valid OSC"
+        if self.not_in_pcap:
+            text += (
+                f"; {self.not_in_pcap} larger than a UDP datagram were left out of the pcap"
+                if self.writer is not None
+                else f"; {self.not_in_pcap} larger than a UDP datagram were not written"
+            )
         return text

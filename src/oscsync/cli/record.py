@@ -130,11 +130,13 @@ def _record(
     with running(), Advertising(app, name, interface, role="record", allow=allow) as advertised:
         session = ReceiveSession(listen, (), SessionSetup(clock, app.note, app.warn, allow, iface))
         endpoint = session.endpoint
+        local = endpoint.local_address
         recorder = Recorder(
             clock,
             recording=recording,
             pcap=pcap,
-            destination=str(endpoint.local_address),
+            # The pcap's UDP packets go to the listening address, whatever its transport.
+            destination=str(HostPort(local.host, local.port)) if local else "0.0.0.0:0",
             count=count,
         )
         try:

@@ -366,6 +366,10 @@ def _split_host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+MAX_UDP_PAYLOAD = 65_507
+"""The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers)."""
+
+
 def ip_udp_packet(payload: bytes, source: str, destination: str) -> bytes:
     """An IPv4 or IPv6 packet carrying ``payload`` in UDP, from and to ``HOST:PORT`` strings."""
     src_host, src_port = _split_host_port(source)
@@ -399,7 +403,12 @@ class PcapWriter:
         self.out = out
         out.write(struct.pack("<IHHiIII", PCAP_MAGIC_NS, 2, 4, 0, 0, 262144, LINKTYPE_RAW))
 
-    def add(self, wall_ns: int, payload: bytes, source: str, destination: str) -> None:
+    def add(self, wall_ns: int, payload: bytes, source: str, destination: str) -> bool:
+        """Write one datagram; False (nothing written) for a payload larger than a UDP datagram
+        can carry (:data:`MAX_UDP_PAYLOAD`: a TCP packet), whose length fields would not fit."""
+        if len(payload) > MAX_UDP_PAYLOAD:
+            return False
         packet = ip_udp_packet(payload, source, destination)
         seconds, ns = divmod(wall_ns, 1_000_000_000)
         self.out.write(struct.pack("<IIII", seconds, ns, len(packet), len(packet)) + packet)
+        return True
