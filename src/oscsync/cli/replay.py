@@ -258,7 +258,8 @@ def _replay(
             session.scheduler.close()
             app.note(_summary(replayer, session.endpoint, source))
     if replayer.failure is not None:
-        raise click.ClickException(f"{source.path}: {replayer.failure}")
+        failure = replayer.failure
+        raise click.ClickException(f"{source.path}: {failure or type(failure).__name__}")
 
 
 def _progress_text(replayer: Replayer) -> str:
@@ -291,4 +292,6 @@ def _summary(replayer: Replayer, endpoint: Endpoint, source: DatagramFile) -> st
         )
     if stats.refused:
         text += f"; not sent {stats.refused} (the scheduler refused them)"
+    if stats.unshifted:
+        text += f"; {stats.unshifted} malformed bundles sent as recorded (timetags not shifted)"
     return text
