@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from oscsync.files.output import open_output
+
 if TYPE_CHECKING:  # the lab (netem, clock sync) is imported only when scoring
     from oscsync.apps.scoring import Score
 
@@ -73,7 +75,8 @@ class LogWriter:
         self.error: OSError | None = None
         self.lines = 0
         self._lock = threading.Lock()
-        self._file = path.open("w", encoding="utf-8")  # OSError here is the caller's to report
+        # OSError here is the caller's to report (a named pipe nobody reads: ENXIO, no wait).
+        self._file = open_output(path)
 
     def write(self, text: str) -> int:
         with self._lock:

@@ -51,6 +51,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from oscsync.files.output import WholeRecords
 from oscsync.net.framing import DEFAULT_MAX_FRAME
 from oscsync.osc import codec
 from oscsync.osc import timetag as tt
@@ -196,41 +197,78 @@ class RecordingWriter:
     """Appends datagram lines to an open text file; thread-safe; flushes every FLUSH_INTERVAL.
 
     ``monotonic_start`` is the monotonic reading that is offset 0. :meth:`add` runs on the receive
-    thread; :meth:`flush` and :meth:`close` may be called from another.
+    thread; :meth:`flush` and :meth:`close` may be called from another. A write that fails (a
+    full disk) raises OSError once: the file is then cut back to its last whole line and closed
+    (:class:`~oscsync.files.output.WholeRecords`), :attr:`error` keeps the error and :attr:`lost`
+    counts the datagrams that had been handed to the file but are not in it; nothing more is
+    written, not even the closing line (a recording without one is cut short, and every line
+    in it is whole).
     """
 
     def __init__(self, out: IO[str], monotonic_start: float) -> None:
         self.out = out
         self.monotonic_start = monotonic_start
         self.stats = WriterStats()
+        self.error: OSError | None = None
+        self.lost = 0
+        self.lost_bytes = 0
+        self._records = WholeRecords()
         self._lock = threading.Lock()
         self._last_flush = monotonic_start
         self._closed = False
 
     def write_header(self, **fields: Any) -> None:
         with self._lock:
-            self.out.write(header_line(**fields) + "\n")
+            text = header_line(**fields) + "\n"
+            self.out.write(text)
             self.out.flush()
+            self._records.added(len(text))
+            self._records.flushed()
 
     def add(self, data: bytes, source: str, wall: float, monotonic: float) -> None:
         line, error = datagram_line(monotonic - self.monotonic_start, wall, source, data)
         with self._lock:
             if self._closed:
                 return
-            self.out.write(line + "\n")
-            stats = self.stats
-            stats.datagrams += 1
-            stats.bytes += len(data)
-            if error is not None:
-                stats.malformed[error] += 1
-            if monotonic - self._last_flush >= FLUSH_INTERVAL:
-                self._last_flush = monotonic
-                self.out.flush()
+            try:
+                self.out.write(line + "\n")
+                self._records.added(len(line) + 1, len(data))
+                stats = self.stats
+                stats.datagrams += 1
+                stats.bytes += len(data)
+                if error is not None:
+                    stats.malformed[error] += 1
+                if monotonic - self._last_flush >= FLUSH_INTERVAL or self._records.must_flush:
+                    self._last_flush = monotonic
+                    self._flush()
+            except OSError as exc:
+                self._fail(exc)
+                raise
 
     def flush(self) -> None:
         with self._lock:
             if not self._closed:
-                self.out.flush()
+                try:
+                    self._flush()
+                except OSError as exc:
+                    self._fail(exc)
+                    raise
+
+    def _flush(self) -> None:
+        self.out.flush()
+        self._records.flushed()
+
+    def _fail(self, exc: OSError, closing: bool = False) -> None:
+        """Cut the file back to its last whole line; ``closing``: the closing line was the last
+        thing written (it is no datagram, lost or not)."""
+        self.error = exc
+        self._closed = True
+        handed = self._records.records_handed
+        self.lost, self.lost_bytes = self._records.cut(self.out)
+        if closing and self._records.records_handed < handed:
+            self.lost -= 1
+        self.stats.datagrams -= self.lost
+        self.stats.bytes -= self.lost_bytes
 
     def close(self, monotonic_end: float, dropped: Mapping[str, int]) -> None:
         """Write the closing line (with the loss counts) and flush; later adds are ignored."""
@@ -238,7 +276,7 @@ class RecordingWriter:
             if self._closed:
                 return
             self._closed = True
-            self.out.write(
+            text = (
                 closing_line(
                     offset=monotonic_end - self.monotonic_start,
                     datagrams=self.stats.datagrams,
@@ -248,7 +286,13 @@ class RecordingWriter:
                 )
                 + "\n"
             )
-            self.out.flush()
+            try:
+                self.out.write(text)
+                self._records.added(len(text))
+                self._flush()
+            except OSError as exc:
+                self._fail(exc, closing=True)
+                raise
 
 
 # -- reading ----------------------------------------------------------------------------------
