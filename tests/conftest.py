@@ -26,6 +26,15 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # lookup without one reads this (subprocesses inherit it); a test that means another interface
 # says so explicitly. `make test` also runs the suite in a network namespace with only `lo`.
 os.environ["OSCSYNC_MDNS_INTERFACE"] = "loopback"
+# Issue 27 item 2: a developer's own key must not sign the suite's traffic; a test that wants a
+# key gives one.
+os.environ.pop("OSCSYNC_KEY", None)
+os.environ.pop("OSCSYNC_KEY_FILE", None)
+
+# Real-time priority is asked for only where a test says so (tests/test_realtime.py, with fake
+# backends): what the OS grants depends on the machine and on who runs the suite, and a notice
+# on stderr would change every command's output. benchmarks/busy.py measures the real thing.
+os.environ["OSCSYNC_REALTIME"] = "off"
 
 
 def require_peer(program: str) -> str:

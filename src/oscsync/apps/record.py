@@ -173,8 +173,9 @@ class Recorder:
         except OSError as exc:
             self._failed(exc, "recording")
 
-    def summary(self, dropped: Mapping[str, int], elapsed: float) -> str:
-        """One line for stderr when record stops."""
+    def summary(self, dropped: Mapping[str, int], elapsed: float, note: str = "") -> str:
+        """One line for stderr when record stops (``note``: the TCP connections the listener
+        closed, :meth:`~oscsync.net.core.TransportStats.connection_note`)."""
         text = f"record: {self.recorded} datagrams ({self.bytes} bytes) in {elapsed:.1f} s"
         total = sum(dropped.values())
         if total:
@@ -192,6 +193,8 @@ class Recorder:
                 if self.writer is not None
                 else f"; {self.not_in_pcap} larger than a UDP datagram were not written"
             )
+        if note:
+            text += f"; {note}"
         return text
 
     def failure_text(self, path: str) -> str:

@@ -32,8 +32,12 @@ are Unix seconds on the listener's clock:
 ``timetag``    the bundle's timetag, or null for ``IMMEDIATELY``
 ``onset``      when the player was asked to start the sound (the timetag, or when handled if late
                or immediate)
-``late``       bool, the timetag had passed (by more than the scheduler's 1 ms) when handled
+``late``       bool, ``arrived_late or played_late``
 ``source``     ``HOST:PORT`` of the sender
+``arrived_late`` bool, played more than 1 ms after its timetag, having arrived after it
+``played_late``  bool, it arrived before its timetag but was played more than 1 ms after it
+                 (:mod:`oscsync.lateness`)
+``played_ms``    how long after its timetag it was played, in ms (null for ``IMMEDIATELY``)
 """
 
 from __future__ import annotations
@@ -53,11 +57,11 @@ from typing import Any, Protocol
 from oscsync import audio
 from oscsync.apps.grid import Grid
 from oscsync.apps.metronome import OnsetListener, TickSender
-from oscsync.apps.playing import onset_of
 from oscsync.audio import Player, sounds
 from oscsync.clock import Clock
 from oscsync.files import pattern as patterns
 from oscsync.files.pattern import Pattern, PatternError
+from oscsync.lateness import counts_text
 from oscsync.net.hostport import HostPort
 from oscsync.osc import codec
 from oscsync.osc import timetag as tt
@@ -331,6 +335,9 @@ class EventRecord:
     onset: float
     late: bool
     source: str
+    arrived_late: bool = False
+    played_late: bool = False
+    played_ms: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -348,7 +355,8 @@ MAX_COUNTED_VOICES = 64
 @dataclass
 class SequenceStats:
     events: int = 0
-    late: int = 0
+    arrived_late: int = 0
+    played_late: int = 0
     voices: Counter[str] = field(default_factory=Counter)
     headroom: RunningStats = field(default_factory=RunningStats)
     """Milliseconds from arrival to timetag, for timetagged events."""
@@ -360,9 +368,14 @@ class SequenceStats:
         else:
             self.voices["other"] += 1
 
+    @property
+    def late(self) -> int:
+        return self.arrived_late + self.played_late
+
     def line(self) -> str:
-        """``events 12  late 0  kick 4 snare 2 hat 6  headroom min +99.1 ms``."""
-        parts = [f"events {self.events}", f"late {self.late}"]
+        """``events 12  arrived late 0  played late 0  kick 4 snare 2 hat 6  headroom min
+        +99.1 ms``."""
+        parts = [f"events {self.events}", counts_text(self.arrived_late, self.played_late)]
         if self.voices:
             parts.append(" ".join(f"{name} {n}" for name, n in self.voices.items()))
         if self.headroom.count:
@@ -437,8 +450,9 @@ class SequenceListener(OnsetListener[SequenceStats]):
         log: LineSink | None = None,
         on_event: Callable[[EventRecord], None] | None = None,
         limit: int | None = None,
+        on_warning: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__(player, scheduler, clock, SequenceStats())
+        super().__init__(player, scheduler, clock, SequenceStats(), on_warning)
         self.voice_sounds = voice_sounds
         self.log = log
         self.on_event = on_event
@@ -467,7 +481,8 @@ class SequenceListener(OnsetListener[SequenceStats]):
     def _handle(
         self, received: Received, event: Event, key: str, stamp: int | None, dispatch: Dispatch
     ) -> None:
-        _, target, late, onset = onset_of(self.scheduler, self.clock, dispatch, stamp)
+        timing = self._timing(received, stamp, dispatch)
+        target, onset, lateness = timing.target, timing.onset, timing.lateness
         with self._lock:
             stats = self.stats
             if self.limit is not None and stats.events >= self.limit:
@@ -483,11 +498,15 @@ class SequenceListener(OnsetListener[SequenceStats]):
                 arrival=received.arrival,
                 timetag=target,
                 onset=onset,
-                late=late,
+                late=lateness.late,
                 source=str(HostPort(*received.source[:2])),
+                arrived_late=lateness.arrived_late,
+                played_late=lateness.played_late,
+                played_ms=None if target is None else lateness.played_after * 1000.0,
             )
             stats.events += 1
-            stats.late += late
+            stats.arrived_late += lateness.arrived_late
+            stats.played_late += lateness.played_late
             stats.count(event.voice)
             if target is not None:
                 stats.headroom.add((target - received.arrival) * 1000.0)
@@ -503,6 +522,8 @@ def event_line(record: EventRecord) -> str:
     parts = [f"{record.voice}: {record.step}", f"velocity {record.velocity:.2f}"]
     if record.note is not None:
         parts.append(f"note {record.note}")
-    if record.late:
-        parts.append("LATE")
+    if record.arrived_late:
+        parts.append("ARRIVED LATE")
+    elif record.played_late:
+        parts.append(f"PLAYED LATE {record.played_ms or 0.0:+.3f} ms")
     return "  ".join(parts)

@@ -1,4 +1,5 @@
-"""``oscsync metronome send | listen | pair``."""
+"""The ``oscsync metronome send | listen | pair`` commands: their options and what they print
+(the work: :mod:`oscsync.apps.metronome`, :mod:`oscsync.apps.sessions`)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
 from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
-from oscsync.terminal.wording import plural
+from oscsync.terminal.wording import milliseconds, plural
 
 _beats_per_bar_option = beats_per_bar_option(
     app_metronome.DEFAULT_BEATS_PER_BAR, "Beat 0 of each bar is the accent."
@@ -107,7 +108,7 @@ class TickSending(records.Sending):
 
     def note(self, peers: tuple[HostPort, ...], offset: float) -> str:
         kind = (
-            f"in bundles timetagged {offset * 1000:g} ms ahead" if offset else "as plain messages"
+            f"in bundles timetagged {milliseconds(offset)} ahead" if offset else "as plain messages"
         )
         where = ", ".join(str(peer) for peer in peers)
         return f"sending /tick to {where} at {self.bpm:g} bpm, {self.beats_per_bar} per bar, {kind}"
@@ -159,10 +160,7 @@ def _sent_summary(sender: TickSender, total: int | None) -> str:
     else:
         text = f"metronome: sent {plural(sender.sent, 'tick')}"
     if sender.lateness.count:
-        text += (
-            f"; send time after grid: mean {sender.lateness.mean * 1e6:.0f} µs, "
-            f"max {sender.lateness.maximum * 1e6:.0f} µs"
-        )
+        text += "; " + sender.lateness_text()
     return text
 
 

@@ -32,6 +32,7 @@ from oscsync.cli.runtime import AppContext, running
 from oscsync.files.pattern import NAME, PatternError
 from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
+from oscsync.terminal.wording import milliseconds, plural
 
 
 class VoiceSoundType(ParsedType):
@@ -152,7 +153,7 @@ class PatternSending(records.Sending):
         }
 
     def note(self, watched: PatternFile, peers: tuple[HostPort, ...], offset: float) -> str:
-        kind = f"timetagged {offset * 1000:g} ms ahead" if offset else "played on arrival"
+        kind = f"timetagged {milliseconds(offset)} ahead" if offset else "played on arrival"
         where = ", ".join(str(peer) for peer in peers)
         return (
             f"sequencing {watched.path} ({describe(watched.pattern)}) to {where} at "
@@ -182,7 +183,11 @@ def send(app: AppContext, sending: PatternSending, allow: tuple[Network, ...]) -
     total = sending.total()
     watched = _read_pattern(sending.pattern_path, app)
     peers = resolve_peers(sending.peers)
-    with running(), records.send_session(app, sending, peers, allow) as session:
+    # A defined end (--bars, --duration) cut short exits 130, as metronome send (issue 30).
+    with (
+        running(interrupted_exit=total is not None),
+        records.send_session(app, sending, peers, allow) as session,
+    ):
         grid = sending.grid()
         records.send_until_done(
             app,
@@ -191,13 +196,18 @@ def send(app: AppContext, sending: PatternSending, allow: tuple[Network, ...]) -
             total=total,
             sender=lambda seconds: session.pattern_sender(watched, offset=seconds, **grid),
             sending_note=partial(sending.note, watched, peers),
-            summary=_sent_summary,
+            summary=lambda sender: _sent_summary(sender, total),
         )
 
 
-def _sent_summary(sender: TickSender) -> str:
+def _sent_summary(sender: TickSender, total: int | None) -> str:
     assert isinstance(sender, SequenceSender)
-    return f"sequence: sent {sender.sent} steps, {sender.reloads} pattern changes"
+    of = f" of {total}" if total is not None and sender.sent < total else ""
+    changes = plural(sender.reloads, "pattern change")
+    text = f"sequence: sent {sender.sent}{of} steps, {changes}"
+    if sender.lateness.count:
+        text += "; " + sender.lateness_text()
+    return text
 
 
 # -- listen -----------------------------------------------------------------------------------

@@ -105,6 +105,16 @@ class TcpEndpoint(Endpoint):
             super().close()
             raise
 
+    @property
+    def sending_once(self) -> bool:
+        return self._sending_once
+
+    @sending_once.setter
+    def sending_once(self, value: bool) -> None:
+        self._sending_once = value
+        for sender in self._senders.values():
+            sender.sending_once = value
+
     def _new_sender(self, peer: HostPort) -> TcpSender:
         return TcpSender(
             peer,
@@ -114,6 +124,7 @@ class TcpEndpoint(Endpoint):
             on_packet=self._feed_from_peer,
             drop=self.drop,
             max_frame=self.max_frame,
+            sending_once=self.sending_once,
         )
 
     # -- receiving -------------------------------------------------------------------------
@@ -235,6 +246,7 @@ class TcpEndpoint(Endpoint):
         if self.listener is not None:
             stopped = self.listener.close(timeout) and stopped
             self.stats.connections = self.listener.stats.connections
+            self.stats.connections_closed = self.listener.stats.closed_by_listener()
             # Packets counted unread at close are drops (shared Counter) and arrivals alike.
             self.stats.datagrams += self.listener.stats.unread_at_close
         return super().close(timeout) and stopped
