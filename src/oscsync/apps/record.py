@@ -38,7 +38,7 @@ class Recorder:
 
     ``destination`` is the listening ``HOST:PORT``, written as each pcap packet's destination.
     A write that fails (a full disk) stops the recording: the file is cut back to its last
-    whole record (:class:`~oscsync.files.output.WholeRecords`), :attr:`failure` and
+    whole record (:class:`~oscsync.outfile.WholeRecords`), :attr:`failure` and
     :attr:`failed_output` (``recording`` or ``pcap``) say what happened, and
     :attr:`not_recorded` counts the datagrams that arrived but are not in that file: those the
     file's buffer still held, and those that came after.

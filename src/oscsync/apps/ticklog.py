@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from oscsync.files.output import open_output
+from oscsync.outfile import open_output
 
 if TYPE_CHECKING:  # the lab (netem, clock sync) is imported only when scoring
     from oscsync.apps.scoring import Score

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from oscsync.audio.player import AudioError
-from oscsync.files.output import open_output
+from oscsync.outfile import open_output
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from typing import Any, TypeVar, cast
 
 import click
 
-from oscsync.files.output import holds_data, open_output
 from oscsync.net.framing import FRAMINGS
 from oscsync.net.hostport import AddressError, HostPort, parse_hostport, parse_network
 from oscsync.osc import timetag
+from oscsync.outfile import holds_data, open_output
 
 
 class ParsedType(click.ParamType):  # type: ignore[type-arg]
@@ -340,7 +340,7 @@ def refuse_existing(path: Path | None, overwrite: bool, param_hint: str) -> None
 
 def open_new_output(path: Path, overwrite: bool, param_hint: str, *, binary: bool = False) -> Any:
     """``path`` checked by :func:`refuse_existing` and opened with
-    :func:`~oscsync.files.output.open_output`; a file that cannot be opened (a named pipe nobody
+    :func:`~oscsync.outfile.open_output`; a file that cannot be opened (a named pipe nobody
     reads, a missing directory) is one ``Error:`` line, exit 1."""
     refuse_existing(path, overwrite, param_hint)
     try:

@@ -22,8 +22,8 @@ from oscsync.cli.params import (
     skew_option,
 )
 from oscsync.cli.runtime import AppContext, running
-from oscsync.files.output import open_output
 from oscsync.install import install_hint
+from oscsync.outfile import open_output
 from oscsync.terminal.wording import plural
 
 

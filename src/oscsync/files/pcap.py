@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
-from oscsync.files.output import WholeRecords
 from oscsync.files.recording import Datagram, DatagramFileError
+from oscsync.outfile import WholeRecords
 
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D
@@ -402,7 +402,7 @@ class PcapWriter:
 
     The caller flushes ``out`` and then calls :meth:`flushed`; after a write that failed,
     :meth:`cut` truncates the file at its last whole packet (see
-    :class:`~oscsync.files.output.WholeRecords`) and says how many packets are not in it."""
+    :class:`~oscsync.outfile.WholeRecords`) and says how many packets are not in it."""
 
     def __init__(self, out: IO[bytes]) -> None:
         self.out = out

@@ -51,10 +51,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from oscsync.files.output import WholeRecords
 from oscsync.net.framing import DEFAULT_MAX_FRAME
 from oscsync.osc import codec
 from oscsync.osc import timetag as tt
+from oscsync.outfile import WholeRecords
 from oscsync.terminal import display
 
 FORMAT_NAME = "recording"
@@ -199,7 +199,7 @@ class RecordingWriter:
     ``monotonic_start`` is the monotonic reading that is offset 0. :meth:`add` runs on the receive
     thread; :meth:`flush` and :meth:`close` may be called from another. A write that fails (a
     full disk) raises OSError once: the file is then cut back to its last whole line and closed
-    (:class:`~oscsync.files.output.WholeRecords`), :attr:`error` keeps the error and :attr:`lost`
+    (:class:`~oscsync.outfile.WholeRecords`), :attr:`error` keeps the error and :attr:`lost`
     counts the datagrams that had been handed to the file but are not in it; nothing more is
     written, not even the closing line (a recording without one is cut short, and every line
     in it is whole).
