@@ -59,7 +59,7 @@ def test_python_m_oscsync_and_no_heavy_imports_at_start_up() -> None:
         "try:\n    runpy.run_module('oscsync', run_name='__main__')\n"
         "except SystemExit: pass\n"
         "heavy = [m for m in ('numpy', 'sounddevice', 'matplotlib', 'playsound',"
-        " 'pythonosc', 'oscsync.net.udp', 'zeroconf') if m in sys.modules]\n"
+        " 'pythonosc', 'oscsync.net.udp', 'zeroconf', 'link', 'aalink') if m in sys.modules]\n"
         "print('HEAVY', heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -297,5 +297,5 @@ def test_dump_counts_the_clock_pings_it_answered_apart(spawn: Spawn) -> None:
     (summary,) = [line for line in errors.rest() if line.startswith("dump: ")]
     assert summary == (
         "dump: 0 messages printed; received 5 messages in 5 datagrams (0 bundles), "
-        "5 clock pings answered; dropped 0"
+        "5 clock pings answered; dropped 0; realtime off"
     )

@@ -67,8 +67,8 @@ def test_fit_wraps_notices_at_word_boundaries_for_a_narrow_terminal() -> None:
 
 def _phase(title: str, jitter: float, timed: bool) -> PhaseSummary:
     scores = [
-        Score(20, 20, jitter, jitter, 0, timed),
-        Score(20, 20, jitter * 1.5, jitter, 0, timed),
+        Score(20, 20, jitter, jitter, 0, 0, timed),
+        Score(20, 20, jitter * 1.5, jitter, 0, 0, timed),
     ]
     return PhaseSummary(title, title, scores, [0.00823, 0.0283])
 
@@ -83,11 +83,13 @@ def test_demo_table_fits_a_60_column_terminal() -> None:
     assert max(len(line) for line in narrow.splitlines()) <= 60
     assert narrow.splitlines() == [
         "plain ticks",
-        "  A                    jitter 9.93 ms  late -  lost 0",
-        "  B (+150 ms, synced)  jitter 14.9 ms  late -  lost 0",
-        "  A↔B spread p50 / max 18.3 ms / 28.3 ms",
+        "  A                    jitter 9.93 ms  lost 0",
+        "  B (+150 ms, synced)  jitter 14.9 ms  lost 0",
+        "  A↔B spread p50 / p99 / max 18.3 ms / 28.3 ms / 28.3 ms",
         "forward sync 50 ms",
-        "  A                    jitter 0.020 ms  late 0/20  lost 0",
-        "  B (+150 ms, synced)  jitter 0.030 ms  late 0/20  lost 0",
-        "  A↔B spread p50 / max 18.3 ms / 28.3 ms",
+        "  A                    jitter 0.020 ms  lost 0",
+        "    arrived late 0/20  played late 0/20",
+        "  B (+150 ms, synced)  jitter 0.030 ms  lost 0",
+        "    arrived late 0/20  played late 0/20",
+        "  A↔B spread p50 / p99 / max 18.3 ms / 28.3 ms / 28.3 ms",
     ]

@@ -95,11 +95,14 @@ def table(summaries: list[PhaseSummary], names: list[str], width: int | None = N
     blocks = []
     for summary in summaries:
         rows = [
-            [f"  {name}", f"jitter {_ms(score.ioi_std)}", f"arrived late {_arrived(score)}",
-             f"played late {_played(score)}", f"lost {score.lost}"]
+            [f"  {name}", f"jitter {_ms(score.ioi_std)}", f"lost {score.lost}"]
             for name, score in zip(names, summary.scores)
-        ]  # fmt: skip
-        lines = [summary.title, *_columns(rows)]
+        ]
+        lines = [summary.title]
+        for row, score in zip(_columns(rows), summary.scores):
+            lines.append(row)
+            if score.timed:  # plain ticks have no timetag to be late for
+                lines.append(f"    arrived late {_arrived(score)}  played late {_played(score)}")
         if summary.spread:
             lines.append(f"  A↔B spread p50 / p99 / max {_spread(summary.spread)}")
         blocks.append("\n".join(lines))

@@ -54,7 +54,7 @@ from fractions import Fraction
 from typing import Any, Generic, Protocol, TextIO, TypeVar
 
 from oscsync import audio
-from oscsync.apps.grid import Grid
+from oscsync.apps.grid import Grid, StepGrid
 from oscsync.apps.playing import Onset, onset_of, submit_onset
 from oscsync.audio import ACCENT, TICK, Player
 from oscsync.clock import Clock
@@ -110,11 +110,13 @@ class TickSender:
         beats_per_bar: int = DEFAULT_BEATS_PER_BAR,
         offset: float = 0.0,
         plain: bool | None = None,
+        grid: StepGrid | None = None,
     ) -> None:
         if not offset >= 0 or not math.isfinite(offset):
             raise ValueError(f"offset must be 0 or more seconds, got {offset}")
         # The public Grid (oscsync.Grid) computes every tick's time; ValueError for a bad one.
-        self.grid = self._new_grid(bpm, beats_per_bar)
+        # A given grid (a Link session's, --link) replaces it: bpm is then the session's.
+        self.grid: StepGrid = self._new_grid(bpm, beats_per_bar) if grid is None else grid
         self._send = send
         self.scheduler = scheduler
         self.clock = scheduler.clock
@@ -122,7 +124,6 @@ class TickSender:
         self.beats_per_bar = beats_per_bar
         self.offset = offset
         self.plain = offset == 0 if plain is None else plain
-        self.period = self.grid.period
         self.t0: int | None = None
         self.count: int | None = None
         self.sent = 0
@@ -144,16 +145,18 @@ class TickSender:
         return self.grid.timetag(k)
 
     def beat(self, k: int) -> int:
-        return k % self.beats_per_bar
+        return self.grid.tick(k).beat
 
     def packet(self, k: int) -> bytes:
-        """The datagram for tick ``k``: plain, or a bundle ``offset`` s after its grid time."""
-        message = codec.encode_message(ADDRESS, [self.beat(k)], "i")
+        """The datagram for tick ``k``: plain, or a bundle ``offset`` s after its grid time
+        (nothing when the grid is silent there: a stopped Link session)."""
+        tick = self.grid.tick(k)
+        if not self.grid.sounds(tick):
+            return b""
+        message = codec.encode_message(ADDRESS, [tick.beat], "i")
         if self.plain:
             return message
-        return codec.encode_bundle(
-            tt.add_seconds(self.grid_timetag(k), Fraction(self.offset)), [message]
-        )
+        return codec.encode_bundle(tt.add_seconds(tick.timetag, Fraction(self.offset)), [message])
 
     def start(
         self,

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from oscsync import audio
-from oscsync.apps.grid import Grid
+from oscsync.apps.grid import Grid, StepGrid
 from oscsync.apps.metronome import OnsetListener, TickSender
 from oscsync.audio import Player, sounds
 from oscsync.clock import Clock
@@ -175,6 +175,7 @@ class SequenceSender(TickSender):
         offset: float = 0.0,
         reload: Callable[[], Pattern | None] | None = None,
         on_reload: Callable[[int, Pattern], None] | None = None,
+        grid: StepGrid | None = None,
     ) -> None:
         self.steps_per_beat = steps_per_beat
         self.swing = Fraction(swing) / 100
@@ -186,13 +187,14 @@ class SequenceSender(TickSender):
             beats_per_bar=beats_per_bar,
             offset=offset,
             plain=False,
+            grid=grid,
         )
         self.steps_per_bar = self.grid.steps_per_bar
         self.pattern = pattern
         self.reload = reload
         self.on_reload = on_reload
         self.reloads = 0
-        self._bar_checked = 0
+        self._bar_checked: int | None = None
 
     def _new_grid(self, bpm: float, beats_per_bar: int) -> Grid:
         """Steps on the grid, odd steps pushed later by the swing."""
@@ -206,8 +208,11 @@ class SequenceSender(TickSender):
 
     def packet(self, k: int) -> bytes:
         """The bundle for step ``k`` (empty bytes when no voice sounds); reloads at a bar line."""
-        bar = k // self.steps_per_bar
-        if bar > self._bar_checked and self.reload is not None:
+        tick = self.grid.tick(k)
+        bar = tick.bar  # k's bar; on a Link grid the session's, so the pattern starts on a bar
+        if self._bar_checked is None:
+            self._bar_checked = bar
+        elif bar > self._bar_checked and self.reload is not None:
             self._bar_checked = bar
             fresh = self.reload()
             if fresh is not None:
@@ -215,11 +220,11 @@ class SequenceSender(TickSender):
                 self.reloads += 1
                 if self.on_reload is not None:
                     self.on_reload(bar, fresh)
-        messages = step_messages(self.pattern, k)
-        if not messages:
+        messages = step_messages(self.pattern, bar * self.steps_per_bar + tick.step)
+        if not messages or not self.grid.sounds(tick):
             return b""
         if self.offset:
-            stamp = tt.add_seconds(self.grid_timetag(k), Fraction(self.offset))
+            stamp = tt.add_seconds(tick.timetag, Fraction(self.offset))
         else:
             stamp = tt.IMMEDIATELY  # no forward sync: played on arrival
         return codec.encode_bundle(stamp, messages)
@@ -242,9 +247,10 @@ def file_sender(
     beats_per_bar: int,
     swing: float,
     offset: float,
+    grid: StepGrid | None = None,
 ) -> SequenceSender:
     """A sender of ``watched``'s pattern that picks up a saved file at the next bar (and says
-    so through ``note``)."""
+    so through ``note``); its steps on ``grid`` if given (a Link session's)."""
 
     def reloaded(bar: int, pattern: Pattern) -> None:
         note(f"bar {bar}: {watched.path} changed; now playing {describe(pattern)}")
@@ -260,6 +266,7 @@ def file_sender(
         offset=offset,
         reload=watched.poll,
         on_reload=reloaded,
+        grid=grid,
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any, Generic, Protocol, TextIO, TypeVar, cast
 
 from oscsync import audio
 from oscsync.apps import metronome as app_metronome
+from oscsync.apps.grid import StepGrid
 from oscsync.apps.metronome import TICK_METHOD, MetronomeListener, TickRecord, TickSender
 from oscsync.apps.receiving import SendingSession, Session, SessionSetup
 from oscsync.apps.sequence import (
@@ -134,10 +135,16 @@ class SendSession(SendingSession):
         return offset
 
     def tick_sender(
-        self, *, bpm: float, beats_per_bar: int, offset: float, plain: bool | None = None
+        self,
+        *,
+        bpm: float,
+        beats_per_bar: int,
+        offset: float,
+        plain: bool | None = None,
+        grid: StepGrid | None = None,
     ) -> TickSender:
-        """``metronome send`` (and the lab's leader): ``/tick`` on the grid, through this
-        endpoint and scheduler."""
+        """``metronome send`` (and the lab's leader): ``/tick`` on the grid (or on ``grid``:
+        a Link session's, ``--link``), through this endpoint and scheduler."""
         return TickSender(
             self.send,
             self.scheduler,
@@ -145,11 +152,13 @@ class SendSession(SendingSession):
             beats_per_bar=beats_per_bar,
             offset=offset,
             plain=plain,
+            grid=grid,
         )
 
     def pattern_sender(self, watched: PatternFile, **grid: Any) -> SequenceSender:
         """``sequence send``: ``watched``'s steps (see :func:`~oscsync.apps.sequence.file_sender`
-        for ``grid``: bpm, steps_per_beat, beats_per_bar, swing, offset)."""
+        for ``grid``: bpm, steps_per_beat, beats_per_bar, swing, offset, and a Link session's
+        ``grid``)."""
         return file_sender(self.send, self.scheduler, watched, note=self.note, **grid)
 
 

@@ -55,6 +55,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "oscsync.cli.sequence:sequence",
         "A networked step sequencer: send a pattern file on the clock's grid, play it on time.",
     ),
+    "link": (
+        "oscsync.cli.link:link",
+        "Join the Ableton Link session on this network and show it: peers, tempo, beat, phase.",
+    ),
     "audio": (
         "oscsync.cli.audio:audio",
         "Sound cards: list the output devices that --audio sounddevice can play on.",

@@ -16,6 +16,7 @@ from oscsync.apps.metronome import TickSender
 from oscsync.apps.sequence import PatternFile, SequenceSender, describe, event_line
 from oscsync.apps.sessions import SequenceListenSession
 from oscsync.cli import records
+from oscsync.cli.link import LinkOptions, link_options, linked
 from oscsync.cli.params import (
     DURATION,
     ParsedType,
@@ -152,13 +153,21 @@ class PatternSending(records.Sending):
             "swing": self.swing,
         }
 
-    def note(self, watched: PatternFile, peers: tuple[HostPort, ...], offset: float) -> str:
+    def note(
+        self,
+        watched: PatternFile,
+        peers: tuple[HostPort, ...],
+        offset: float,
+        *,
+        linked: bool = False,
+    ) -> str:
         kind = f"timetagged {milliseconds(offset)} ahead" if offset else "played on arrival"
         where = ", ".join(str(peer) for peer in peers)
+        tempo = "on the Link session's beats" if linked else f"at {self.bpm:g} bpm"
         return (
-            f"sequencing {watched.path} ({describe(watched.pattern)}) to {where} at "
-            f"{self.bpm:g} bpm, {self.steps_per_beat} steps per beat, {kind}; edit the file to "
-            "change it at the next bar"
+            f"sequencing {watched.path} ({describe(watched.pattern)}) to {where} {tempo}, "
+            f"{self.steps_per_beat} steps per beat, {kind}; edit the file to change it at the "
+            "next bar"
         )
 
 
@@ -172,30 +181,41 @@ Examples:
 )
 @_send_options
 @allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
+@link_options()
 @click.pass_obj
 @collect("sending", PatternSending)
-def send(app: AppContext, sending: PatternSending, allow: tuple[Network, ...]) -> None:
+@collect("link", LinkOptions)
+def send(
+    app: AppContext, sending: PatternSending, allow: tuple[Network, ...], link: LinkOptions
+) -> None:
     """Send the PATTERN file, one bundle per step with a /seq/VOICE message per sounding voice.
 
     The pattern loops; saving the file changes it at the next bar line. Runs until --bars,
-    --duration or Ctrl-C. See docs/example4-sequencer.md for the pattern format.
+    --duration or Ctrl-C. See docs/example4-sequencer.md for the pattern format. With --link,
+    the steps are on an Ableton Link session's beats (docs/link.md).
     """
     total = sending.total()
     watched = _read_pattern(sending.pattern_path, app)
     peers = resolve_peers(sending.peers)
+    grid = sending.grid()
     # A defined end (--bars, --duration) cut short exits 130, as metronome send (issue 30).
     with (
         running(interrupted_exit=total is not None),
         records.send_session(app, sending, peers, allow) as session,
+        linked(app, link, **grid) as link_grid,
     ):
-        grid = sending.grid()
+        if link_grid is not None and sending.duration is not None:
+            tempo = link_grid.status().tempo  # the session's
+            total = app_sequence.steps_in(sending.duration, tempo, sending.steps_per_beat)
         records.send_until_done(
             app,
             session,
             offset=sending.offset,
             total=total,
-            sender=lambda seconds: session.pattern_sender(watched, offset=seconds, **grid),
-            sending_note=partial(sending.note, watched, peers),
+            sender=lambda seconds: session.pattern_sender(
+                watched, offset=seconds, grid=link_grid, **grid
+            ),
+            sending_note=partial(sending.note, watched, peers, linked=link_grid is not None),
             summary=lambda sender: _sent_summary(sender, total),
         )
 
