@@ -579,8 +579,8 @@ def blob_bomb(count: int = 20) -> None:
 # Each probe runs a fresh process and feeds it the hostile input, then a fresh process of the same
 # command is fed a well-behaved load of the same byte count, in the same run. For a listener the
 # figures are its peak RSS (VmHWM) and CPU (utime + stime) read from /proc once it has gone idle;
-# for a command that ends by itself, its rusage from os.wait4. The CPU includes start-up (the
-# baseline's too): the difference is the probe's cost.
+# for a command that ends by itself, its own VmHWM at exit and its CPU from os.wait4. The CPU
+# includes start-up (the baseline's too): the difference is the probe's cost.
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -624,29 +624,41 @@ def _listener_cost(
     return peak, cpu, rest[-1] if rest else ""
 
 
+_MEASURED_RUN = """
+import atexit, os, runpy, sys
+fd = int(sys.argv[1])
+def report():
+    with open("/proc/self/status") as status:
+        os.write(fd, next(line for line in status if line.startswith("VmHWM")).encode())
+atexit.register(report)
+sys.argv = ["oscsync", *sys.argv[2:]]
+runpy.run_module("oscsync", run_name="__main__")
+"""
+"""``python -m oscsync`` with the process's peak RSS (VmHWM) written to a pipe at exit."""
+
+
 def _command_cost(argv: list[str]) -> tuple[float, float, int, str]:
     """(peak RSS MiB, CPU s, exit code, last stderr line) of ``oscsync ARGV`` run to its end.
 
-    Started with posix_spawn (vfork on Linux): a forked child's ru_maxrss would include this
-    process's pages, shared until the exec."""
-    import tempfile
-
-    with tempfile.TemporaryFile() as errors:
-        pid = os.posix_spawn(
-            sys.executable,
-            [sys.executable, "-m", "oscsync", *argv],
-            os.environ,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-                (os.POSIX_SPAWN_DUP2, errors.fileno(), 2),
-            ],
-        )
-        _, status, usage = os.wait4(pid, 0)
-        errors.seek(0)
-        text = errors.read().decode(errors="replace").strip()
-    last = text.splitlines()[-1] if text else ""
-    code = os.waitstatus_to_exitcode(status)
-    return usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, code, last
+    The peak is the command's own VmHWM, reported at exit: wait4's ru_maxrss would include this
+    process's memory, shared with the child until its exec."""
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _MEASURED_RUN, str(write), *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        pass_fds=(write,),
+        text=True,
+    )
+    os.close(write)
+    assert proc.stderr is not None
+    errors = proc.stderr.read().strip()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    with os.fdopen(read) as report:
+        peak_kb = int(report.read().split()[1])
+    last = errors.splitlines()[-1] if errors else ""
+    return peak_kb / 1024, usage.ru_utime + usage.ru_stime, proc.returncode, last
 
 
 def _udp_feed(datagrams: list[bytes]) -> Callable[[int], None]:
