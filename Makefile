@@ -2,7 +2,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-DEBIAN_PEERS = puredata-core pd-osc pd-mrpeach-net pd-mrpeach liblo-tools tshark jackd2 libportaudio2
+DEBIAN_PEERS = puredata-core pd-osc pd-mrpeach-net pd-mrpeach liblo-tools tshark jackd2 libportaudio2 nodejs
+# osc.js, an independent OSC implementation for tests/test_interop_types.py, from the npm registry
+# (tests/node/package-lock.json pins it) into tests/node/node_modules.
+NODE_PEERS = tests/node/node_modules/osc/package.json
 
 .PHONY: demo test test-busy venv peers lint docs clean
 
@@ -25,7 +28,7 @@ demo: venv
 	@echo "  $(VENV)/bin/oscsync --help"
 
 # Real peers (Pure Data + mrpeach OSC, liblo's oscsend/oscdump, tshark, JACK + PortAudio) when
-# apt-get is here.
+# apt-get is here, and osc.js from the npm registry.
 peers:
 	@if command -v apt-get >/dev/null 2>&1; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -35,6 +38,18 @@ peers:
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	  fi; \
 	else echo "apt-get not found: peer tests will skip (or fail under CI=true)"; fi
+	@if [ ! -f $(NODE_PEERS) ]; then \
+	  if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq npm >/dev/null; \
+	  fi; \
+	  if command -v npm >/dev/null 2>&1; then \
+	    echo "installing osc.js into tests/node (npm ci)"; \
+	    npm ci --prefix tests/node --omit=optional --no-audit --no-fund --loglevel=error; \
+	  elif case "$$CI" in 1|true|yes) true;; *) false;; esac; then \
+	    echo "npm not found: the osc.js interop tests cannot run (CI=$$CI)" >&2; exit 1; \
+	  else echo "npm not found: the osc.js interop tests will skip (or fail under CI=true)"; fi; \
+	fi
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks scripts
