@@ -107,7 +107,8 @@ class TcpEndpoint(Endpoint):
     def _new_sender(self, peer: HostPort) -> TcpSender:
         return TcpSender(
             peer,
-            framing_mode=self.framing,
+            # A URL that names its framing (tcp+size://, osc.tcp://) wins over the command's.
+            framing_mode=peer.framing or self.framing,
             clock=self.clock,
             on_warning=self._on_tcp_warning,
             on_packet=self._feed_from_peer,
