@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import Clock
+from oscsync.net.core import MessageHandler, Network, ReceiveHooks
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Endpoint, MessageHandler, Network, ReceiveHooks
+from oscsync.net.udp import Endpoint
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
 
 if TYPE_CHECKING:

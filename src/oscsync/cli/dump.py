@@ -13,8 +13,8 @@ from oscsync.cli.params import DURATION, advertise_option, allow_option, iface_o
 from oscsync.cli.peers import Advertising
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.cli.scheduling import horizon_option, late_option
+from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Network
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy
 
 

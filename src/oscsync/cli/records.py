@@ -36,10 +36,10 @@ from oscsync.cli.params import (
 )
 from oscsync.cli.peers import Advertising, following, resolve_peer
 from oscsync.cli.runtime import AppContext, leave_without_stdout, wait
+from oscsync.net.core import Network
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Network
-from oscsync.sync import follow as clockfollow
+from oscsync.sync import follow
 from oscsync.terminal.wording import plural
 
 R = TypeVar("R")
@@ -225,8 +225,8 @@ class LatencyCompensationType(ParsedType):
 
 PING_INTERVAL = DurationType(minimum=0.001, maximum=1.0)
 """A follower's ping interval. At 1 ms (1,000 pings a second) it costs ~20 % of a core, ten times
-the default's ~2 % (see ``clockfollow.INTERVAL``); at 1 s the estimator's 30 s window
-(``clockestimate.WINDOW``) holds at most 30 exchanges a direction, a coarse fit."""
+the default's ~2 % (see ``follow.INTERVAL``); at 1 s the estimator's 30 s window
+(``estimate.WINDOW``) holds at most 30 exchanges a direction, a coarse fit."""
 
 
 def sync_options() -> Callable[[F], F]:
@@ -254,15 +254,15 @@ def sync_options() -> Callable[[F], F]:
         click.option(
             "--sync-start-interval",
             type=PING_INTERVAL,
-            default=clockfollow.ACQUIRE_INTERVAL,
+            default=follow.ACQUIRE_INTERVAL,
             show_default=True,
             help=f"With --sync: seconds between clock pings for the first "
-            f"{clockfollow.ACQUIRE_TIME:g} s, while the first estimates are made.",
+            f"{follow.ACQUIRE_TIME:g} s, while the first estimates are made.",
         ),
         click.option(
             "--sync-interval",
             type=PING_INTERVAL,
-            default=clockfollow.INTERVAL,
+            default=follow.INTERVAL,
             show_default=True,
             help="With --sync: seconds between clock pings after that (more seconds: less "
             "traffic, a noisier estimate).",
@@ -354,8 +354,8 @@ class Listening:
     sync_peer_given: object = None
     """``--sync-peer`` as given (an ``@NAME`` stays one): :meth:`checked` resolves
     :attr:`sync_peer`, and a run follows the name when it re-registers."""
-    sync_start_interval: float = clockfollow.ACQUIRE_INTERVAL
-    sync_interval: float = clockfollow.INTERVAL
+    sync_start_interval: float = follow.ACQUIRE_INTERVAL
+    sync_interval: float = follow.INTERVAL
 
     def checked(self) -> Listening:
         """These options with ``--sync-peer @NAME`` resolved (when the command starts, never
@@ -365,7 +365,7 @@ class Listening:
             raise click.UsageError("--sync-peer follows a peer's clock: not with --sync system")
         follows = self.sync == "peer" or (self.sync is None and self.sync_peer is not None)
         intervals = (self.sync_start_interval, self.sync_interval)
-        if not follows and intervals != (clockfollow.ACQUIRE_INTERVAL, clockfollow.INTERVAL):
+        if not follows and intervals != (follow.ACQUIRE_INTERVAL, follow.INTERVAL):
             raise click.UsageError(
                 "--sync-start-interval and --sync-interval time the pings of --sync (peer): "
                 "give --sync"

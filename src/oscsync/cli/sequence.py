@@ -29,8 +29,8 @@ from oscsync.cli.params import (
 from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
 from oscsync.files.pattern import NAME, PatternError
+from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Network
 
 
 class VoiceSoundType(ParsedType):
