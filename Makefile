@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-DEBIAN_PEERS = puredata-core pd-osc pd-mrpeach-net pd-mrpeach liblo-tools tshark jackd2 libportaudio2 nodejs
+DEBIAN_PEERS = puredata-core pd-osc pd-mrpeach-net pd-mrpeach liblo-tools tshark jackd2 libportaudio2 nodejs \
+  supercollider-server
 # osc.js, an independent OSC implementation for tests/test_interop_types.py, from the npm registry
 # (tests/node/package-lock.json pins it) into tests/node/node_modules.
 NODE_PEERS = tests/node/node_modules/osc/package.json
@@ -27,7 +28,7 @@ demo: venv
 	@echo "or run it by its path:"
 	@echo "  $(VENV)/bin/oscsync --help"
 
-# Real peers (Pure Data + mrpeach OSC, liblo's oscsend/oscdump, tshark, JACK + PortAudio) when
+# Real peers (Pure Data + mrpeach OSC, liblo's oscsend/oscdump, tshark, JACK + PortAudio, scsynth) when
 # apt-get is here, and osc.js from the npm registry.
 peers:
 	@if command -v apt-get >/dev/null 2>&1; then \

@@ -228,3 +228,16 @@ def test_a_peer_url_that_names_its_framing_wins_over_the_option(
         assert received[:8] == struct.pack(">i", 20) + b"/s_n"
     else:
         assert received[:1] in (b"\xc0", b"/")
+
+
+def test_slip_to_scsynths_port_is_warned_at_once() -> None:
+    """scsynth waits silently on a SLIP stream that starts with a bundle (its first bytes read
+    as a 593 MB size): no reset to report, so tcp:// to its port says so before sending."""
+    warned = CliRunner().invoke(cli, ["send", "tcp://127.0.0.1:57110", "/s_new", "--in", "0.1"])
+    assert (
+        "warning: tcp://127.0.0.1:57110: port 57110 is scsynth's, which reads only size-prefixed "
+        "TCP; if this is scsynth, write tcp+size://127.0.0.1:57110"
+    ) in warned.output
+    for url in ("tcp+size://127.0.0.1:57110", "tcp+slip://127.0.0.1:57110"):
+        quiet = CliRunner().invoke(cli, ["send", url, "/s_new"])
+        assert "scsynth" not in quiet.output
