@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from oscsync.apps.endpoints import Endpoint, open_endpoint
 from oscsync.clock import Clock
@@ -23,12 +23,23 @@ from oscsync.net import udp
 from oscsync.net.core import MessageHandler, Network, ReceiveHooks
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
+from oscsync.osc.auth import PacketAuth
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
 
 S = TypeVar("S", bound="Session")
+
+
+class _EndpointOptions(TypedDict):
+    """What a setup gives every endpoint it opens, the command's or the public one."""
+
+    clock: Clock
+    allow: Sequence[Network]
+    on_warning: Callable[[str], None]
+    multicast_interface: str | None
+    framing: Framing
 
 
 def _quiet(_: str) -> None:
@@ -47,20 +58,28 @@ class SessionSetup:
     multicast_interface: str | None = None
     framing: Framing = "slip"
     """How packets to ``tcp://`` peers are framed (issue #16)."""
+    auth: PacketAuth | None = None
+    """The shared key (``--key-file``): pings, pongs and timetagged bundles are signed with it,
+    and what arrives signed is checked (:mod:`oscsync.osc.auth`)."""
 
     def open_endpoint(
         self, listen: HostPort | None = None, peers: Sequence[HostPort] = ()
     ) -> udp.Endpoint:
         """The session's endpoint: a command's, which answers clock pings (``open_endpoint``)."""
-        return open_endpoint(
-            listen,
-            peers,
-            clock=self.clock,
-            allow=self.allow,
-            on_warning=self.warn,
-            multicast_interface=self.multicast_interface,
-            framing=self.framing,
-        )
+        return open_endpoint(listen, peers, auth=self.auth, **self._endpoint_options())
+
+    def sender(self, endpoint: udp.Endpoint) -> Callable[[bytes], int]:
+        """How this session sends to its peers: ``endpoint.send_bytes``, with each bundle signed
+        when there is a key (plain messages stay as they are: nothing translates them)."""
+        auth = self.auth
+        if auth is None:
+            return endpoint.send_bytes
+        send_bytes, sign = endpoint.send_bytes, auth.sign_bundles
+
+        def send_signed(data: bytes) -> int:
+            return send_bytes(sign(data))
+
+        return send_signed
 
     def open_public_endpoint(
         self,
@@ -72,14 +91,16 @@ class SessionSetup:
         """The public :class:`~oscsync.apps.endpoints.Endpoint` (``oscsync.Endpoint``) with
         this setup, its callbacks on ``scheduler`` when given."""
         return Endpoint(
-            listen,
-            peers,
+            listen, peers, scheduler=scheduler, key=self.auth, **self._endpoint_options()
+        )
+
+    def _endpoint_options(self) -> _EndpointOptions:
+        return _EndpointOptions(
             clock=self.clock,
             allow=self.allow,
             on_warning=self.warn,
             multicast_interface=self.multicast_interface,
             framing=self.framing,
-            scheduler=scheduler,
         )
 
 
