@@ -17,6 +17,9 @@ Variants, in one run on one scsynth:
   tcp+size   the same bundles over TCP, size-prefixed (the only framing scsynth reads)
   arrival    baseline: the same /s_new as plain messages that oscsync's scheduler sends at T
              (scsynth then plays each at the start of the next block after it arrives)
+  bridge     the done-when: ``metronome send`` with its clock 0.3 s ahead (--clock-skew) ->
+             ``oscsync bridge --sync --mode retimetag --map /tick=/s_new...`` -> scsynth over
+             UDP, each click against the leader's timetag less its skew (its true time)
 
 Per variant: p50, p99 and max of onset − timetag (ms), p99 of |error|, scsynth's "late" lines,
 and the driver's stalls (a stall moves every later frame; scsynth's DLL takes seconds to follow).
@@ -30,7 +33,11 @@ Goal (issue 28): p99 of |onset − timetag| ≤ 1 ms for the bundles (scsynth's 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from conftest import LineReader, free_udp_port, oscsync_command
 from jackharness import JackUnavailable, Recorder, jack_server
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import SystemClock
@@ -47,6 +55,7 @@ from oscsync.osc import timetag as tt
 from oscsync.scheduler import Scheduler
 from scharness import (
     BLOCK,
+    CLICK,
     ScServer,
     ScUnavailable,
     onset_errors,
@@ -93,6 +102,61 @@ def play(
     return onset_errors(recorder, stamps), recorder, len(server.late) - late_before
 
 
+def play_through_bridge(
+    server: ScServer, jack: object, args: argparse.Namespace, skew: float = 0.3
+) -> tuple[list[float], Recorder, int]:
+    """A leader's ticks (its clock ``skew`` ahead) through ``oscsync bridge --sync``."""
+    recorder = Recorder(jack, seconds=args.ticks * args.interval + args.lead + 10)  # type: ignore[arg-type]
+    recorder.connect_player()
+    late_before = len(server.late)
+    bridge_port, dump_port = free_udp_port(), free_udp_port()
+    bpm = 60 / args.interval
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs = []
+
+    def start(*command: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            oscsync_command(*command), env=env, text=True, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        procs.append(proc)
+        return proc
+
+    try:
+        count = str(args.ticks)
+        dump = start("dump", "-l", f"127.0.0.1:{dump_port}", "--jsonl", "--count", count)
+        bridge = start(
+            "bridge", "-l", f"127.0.0.1:{bridge_port}", "--to", str(server.udp), "--mode",
+            "retimetag", "--sync", "--map", f"/tick=/s_new s:{CLICK} i:-1 i:0 i:0", "-q",
+            "--count", count,
+        )  # fmt: skip
+        for proc in (dump, bridge):
+            assert proc.stderr is not None
+            LineReader(proc.stderr).wait_for(lambda line: line.startswith("listening on"), 60)
+        leader = start(
+            "--clock-skew", str(skew), "metronome", "send", "--peer", f"127.0.0.1:{bridge_port}",
+            "--peer", f"127.0.0.1:{dump_port}", "--bpm", f"{bpm:g}", "--offset", str(args.lead),
+            "--count", count,
+        )  # fmt: skip
+        leader.communicate(timeout=args.ticks * args.interval + 60)
+        bridge.communicate(timeout=60)
+        dump_out, _ = dump.communicate(timeout=60)
+        truth = sorted(
+            tt.from_unix(json.loads(line)["timetag_unix"] - skew) for line in dump_out.splitlines()
+        )
+        offset = wall_minus_monotonic()
+        due = float(tt.to_unix(truth[-1])) + 0.2
+        while recorder.leaves_device_mono(max(recorder.position - 1, 0)) + offset < due:
+            time.sleep(0.05)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        recorder.close()
+    return onset_errors(recorder, truth), recorder, len(server.late) - late_before
+
+
 def report(name: str, errors: list[float], recorder: Recorder, late: int) -> None:
     ms = [error * 1e3 for error in errors]
     size = [abs(value) for value in ms]
@@ -126,10 +190,15 @@ def main() -> int:
             ):
                 errors, recorder, late = play(server, jack, peer, timed, args)
                 report(name, errors, recorder, late)
+            if importlib.util.find_spec("oscsync.apps.bridge") is None:
+                print("  bridge    not measured: oscsync bridge is not merged yet")
+            else:
+                errors, recorder, late = play_through_bridge(server, jack, args)
+                report("bridge", errors, recorder, late)
     except (JackUnavailable, ScUnavailable) as exc:
         print(f"cannot run: {exc}")
         return 1
-    print("goal (issue 28): p99 |onset - timetag| <= 1 ms for udp and tcp+size (its block is "
+    print("goal (issue 28): p99 |onset - timetag| <= 1 ms for udp, tcp+size and bridge (a block is "
           f"{BLOCK / RATE * 1e3:.2f} ms); 'arrival' is the baseline without timetags")  # fmt: skip
     return 0
 
