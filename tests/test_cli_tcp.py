@@ -230,3 +230,47 @@ def test_session_commands_frame_tcp_packets_as_framing_says(
         assert 8 <= size <= 1024 and received[4:5] in (b"/", b"#")
     else:  # SLIP: END, or a bundle itself first (see tcp.py on liblo's detection); no size
         assert received[:1] in (b"\xc0", b"/", b"#")
+
+
+@pytest.mark.parametrize(
+    ("scheme", "framing", "expected"),
+    [
+        ("tcp+size", "slip", "size"),
+        ("osc.tcp", "slip", "size"),  # as liblo's own clients frame it
+        ("tcp+slip", "size", "slip"),
+        ("tcp", "size", "size"),
+    ],
+)
+def test_a_peer_url_that_names_its_framing_wins_over_the_option(
+    scheme: str, framing: str, expected: str
+) -> None:
+    """Issue 28: scsynth reads only size-prefixed streams; ``tcp+size://`` (or liblo's
+    ``osc.tcp://``) says so per peer, whatever ``--framing`` (SLIP by default) says."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        target = f"{scheme}://127.0.0.1:{port}"
+        proc = subprocess.Popen(
+            oscsync_command("send", target, "/s_new", "--framing", framing, "--", "x", "-1"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            received = first_packet_bytes(server)
+        finally:
+            proc.wait(30)
+    if expected == "size":
+        assert received[:8] == struct.pack(">i", 20) + b"/s_n"
+    else:
+        assert received[:1] in (b"\xc0", b"/")
+
+
+def test_slip_to_scsynths_port_is_warned_at_once() -> None:
+    """scsynth waits silently on a SLIP stream that starts with a bundle (its first bytes read
+    as a 593 MB size): no reset to report, so tcp:// to its port says so before sending."""
+    warned = CliRunner().invoke(cli, ["send", "tcp://127.0.0.1:57110", "/s_new", "--in", "0.1"])
+    assert (
+        "warning: tcp://127.0.0.1:57110: port 57110 is scsynth's, which reads only size-prefixed "
+        "TCP; if this is scsynth, write tcp+size://127.0.0.1:57110"
+    ) in warned.output
+    for url in ("tcp+size://127.0.0.1:57110", "tcp+slip://127.0.0.1:57110"):
+        quiet = CliRunner().invoke(cli, ["send", url, "/s_new"])
+        assert "scsynth" not in quiet.output

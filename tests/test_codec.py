@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import osc_reference
-from osc_strategies import VALID, mutated
+from osc_strategies import ADDRESS, ARG, PATTERN, VALID, mutated
 from oscsync.osc import codec
 from oscsync.osc import timetag as tt
 
@@ -526,3 +526,128 @@ def test_fast_path_head_cache_is_bounded_in_bytes() -> None:
     assert codec._heads_size == sum(map(codec._head_cost, codec._HEADS)) <= codec._HEAD_CACHE_BYTES
     codec.decode_message(codec.encode_message("/" + "x" * codec._HEAD_LIMIT, [1], "i"))
     assert all(len(head) <= codec._HEAD_LIMIT for head in codec._HEADS)
+
+
+# -- issue 28: every OSC type, both ways ---------------------------------------------------------
+
+STAMP = 0xDD9D15A7922F48C2
+
+
+def test_aliased_types_inside_arrays_decode_as_outside_them() -> None:
+    # ,c[ctI[c]]tI built by hand: chars, timetags and infinitum in arrays, nested, and outside.
+    payload = struct.pack(">iiQiQ", ord("A"), ord("B"), STAMP, ord("C"), STAMP)
+    (message,) = codec.decode(_message_with("c[ctI[c]]tI", payload))
+    assert message.args == ("A", ["B", STAMP, float("inf"), ["C"]], STAMP, float("inf"))
+    assert message.types == "c[ctI[c]]tI"
+
+
+@pytest.mark.parametrize("code", [0x110000, 0x110041, 0x7FFFFFFF, -1, -(2**31)])
+def test_char_beyond_unicode_is_dropped_as_what_it_is(code: int) -> None:
+    for types in ("c", "[c]"):
+        with pytest.raises(codec.DecodeError) as info:
+            codec.decode(_message_with(types, struct.pack(">i", code)))
+        assert info.value.reason == "bad-char"
+        assert f"{code & 0xFFFFFFFF:#010x}" in info.value.detail
+
+
+def test_chars_up_to_the_last_code_point_decode() -> None:
+    for code in (0, 0x41, 0xD800, 0xFFFF, 0x1F600, 0x10FFFF):
+        (message,) = codec.decode(_message_with("c", struct.pack(">i", code)))
+        assert message.args == (chr(code),)
+
+
+def test_encoder_writes_every_type_byte_for_byte() -> None:
+    data = codec.encode_message(
+        "/{a,b}/x",
+        ["sym", "é", STAMP, 0xFF0000FF, (0, 0x90, 60, 100), b"", None, [7, float("inf")], "z"],
+        "Sctrmb N[iI]s".replace(" ", ""),
+    )
+    assert data == (
+        b"/{a,b}/x\x00\x00\x00\x00"  # a pattern with ',' (OSC 1.0 allows it)
+        b",SctrmbN[iI]s\x00\x00\x00"
+        b"sym\x00"
+        + struct.pack(">i", 0xE9)  # 'c': the code point as an int32
+        + struct.pack(">Q", STAMP)
+        + b"\xff\x00\x00\xff"
+        + b"\x00\x90\x3c\x64"
+        + b"\x00\x00\x00\x00"  # an empty blob: its size, no bytes
+        + struct.pack(">i", 7)
+        + b"z\x00\x00\x00"
+    )
+
+
+def test_infer_types_spells_out_arrays() -> None:
+    assert codec.infer_types([1, [2.0, "s", [True, b""]], []]) == "i[fs[Tb]][]"
+    (message,) = codec.decode(codec.encode_message("/x", [1, (2.0, ["s"])]))
+    assert message.types == "i[f[s]]" and message.args == (1, [2.0, ["s"]])
+
+
+@pytest.mark.parametrize(
+    ("types", "args", "needle"),
+    [
+        ("[i]", [1], "'[' needs a list"),
+        ("[ii]", [[1]], "too few values"),
+        ("[i]", [[1, 2]], "more values"),
+        ("[i", [[1]], "without its ']'"),
+        ("i]", [1], "closes no array"),
+        ("c", ["ab"], "one character"),
+        ("t", [-1], "64-bit NTP timetag"),
+        ("r", [2**32], "RGBA"),
+        ("m", [(1, 2, 3)], "4 bytes"),
+        ("f", [1e300], "too large for a float32"),
+        ("s", ["a\x00b"], "without NUL"),
+        ("i", [True], "needs an integer"),
+        ("[" * 65 + "]" * 65, [[]], "nested deeper"),
+    ],
+)
+def test_encode_refuses_what_the_types_cannot_hold(
+    types: str, args: list[object], needle: str
+) -> None:
+    with pytest.raises(codec.EncodeError) as info:
+        codec.encode_message("/x", args, types)
+    assert needle in str(info.value)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(ADDRESS, PATTERN), st.lists(ARG, max_size=6))
+def test_every_type_round_trips_through_encode_and_decode(
+    address: str, args: list[tuple[object, str]]
+) -> None:
+    values = [value for value, _ in args]
+    types = "".join(tag for _, tag in args)
+    (message,) = codec.decode(codec.encode_message(address, values, types))
+    assert message == codec.Message(address, tuple(values), types, None)
+    # And back again: a decoded message is what encode_message takes.
+    assert codec.encode_message(*message[:2], message.types) == codec.encode_message(
+        address, values, types
+    )
+
+
+PYTHON_OSC_SCALAR = st.one_of(
+    st.integers(min_value=-(2**31), max_value=2**31 - 1).map(lambda v: (v, "i")),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1).map(lambda v: (v, "h")),
+    st.floats(width=32, allow_nan=False).map(lambda v: (v, "f")),
+    st.floats(allow_nan=False).map(lambda v: (v, "d")),
+    st.text(
+        alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),
+        max_size=20,
+    ).map(lambda v: (v, "s")),
+    st.binary(min_size=1, max_size=20).map(lambda v: (v, "b")),  # python-osc refuses b""
+    st.binary(min_size=4, max_size=4).map(lambda v: (tuple(v), "m")),
+    st.sampled_from([(True, "T"), (False, "F"), (None, "N")]),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(ADDRESS, st.lists(PYTHON_OSC_SCALAR, max_size=6))
+def test_encoder_writes_what_python_osc_writes_for_the_types_it_has(
+    address: str, args: list[tuple[object, str]]
+) -> None:
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    builder = OscMessageBuilder(address)
+    for value, tag in args:
+        builder.add_arg(value, tag)
+    values = [value for value, _ in args]
+    types = "".join(tag for _, tag in args)
+    assert codec.encode_message(address, values, types) == builder.build().dgram

@@ -300,7 +300,8 @@ def framing_option() -> Callable[[F], F]:
         default="slip",
         show_default=True,
         help="How OSC packets are framed on TCP connections to tcp:// peers: slip (OSC 1.1) or "
-        "size (a 4-byte length, OSC 1.0). Receivers detect either.",
+        "size (a 4-byte length, OSC 1.0). A peer written tcp+size:// (scsynth), osc.tcp:// "
+        "(liblo: size) or tcp+slip:// keeps its own. Receivers detect either.",
     )
 
 

@@ -1,13 +1,15 @@
 """OSC packets to and from bytes, with exact timetags.
 
-Messages are encoded by python-osc (``OscMessageBuilder``) and decoded here, to python-osc's
-values (its ``OscMessage`` stays the reference in the tests) but in one pass: its readers copy
-the rest of the datagram for every argument. Bundles are walked here too, because python-osc's
-``OscBundle`` (1.10) turns timetags into floats (losing up to 0.5 µs), recurses once per nesting
-level with no limit, and reports unknown elements through the root logger instead of an error.
-Here bundles are walked with an explicit stack and a depth limit, each message keeps the exact
-64-bit timetag of its innermost enclosing bundle (OSC 1.0), and every way a datagram can be wrong
-raises :class:`DecodeError` with a short ``reason`` for drop counters.
+Messages are encoded here, with every type OSC 1.0 and its common extensions name (python-osc's
+builder cannot write ``S c t r I``, an empty blob or an array of explicit types), and decoded
+here to python-osc's values (its ``OscMessage`` stays the reference in the tests) but in one
+pass: its readers copy the rest of the datagram for every argument. Bundles are walked here
+too, because python-osc's ``OscBundle`` (1.10) turns timetags into floats (losing up to 0.5 µs),
+recurses once per nesting level with no limit, and reports unknown elements through the root
+logger instead of an error. Here bundles are walked with an explicit stack and a depth limit,
+each message keeps the exact 64-bit timetag of its innermost enclosing bundle (OSC 1.0), and
+every way a datagram can be wrong raises :class:`DecodeError` with a short ``reason`` for drop
+counters.
 """
 
 from __future__ import annotations
@@ -16,9 +18,6 @@ import re
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
-
-from pythonosc.osc_message_builder import BuildError, OscMessageBuilder
-from pythonosc.parsing import osc_types
 
 from oscsync.osc import timetag as tt
 
@@ -559,18 +558,44 @@ def _check_blobs(data: bytes, tags_end: int, types: str) -> None:
 
 
 def _unalias(types: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    values = list(args)
-    # Only scalar (non-array) positions are converted; arrays of aliased types stay as decoded.
-    if "[" in types:
-        return args
-    for position, tag in enumerate(types):
-        if tag == "c":
-            values[position] = chr(values[position] & 0x10FFFF)
+    """Turn the values of aliased tags back into what they are, at every array depth: python-osc
+    read ``c`` as an int32, ``t`` as a signed int64 and ``I`` as nil (issue 28: inside an array
+    they stayed ``65``, a negative number and ``null``)."""
+    root = list(args)
+    # python-osc's arrays are fresh lists: converted in place, one (list, position) per depth.
+    containers: list[list[Any]] = [root]
+    positions = [0]
+    for tag in types:
+        if tag == "]":
+            containers.pop()
+            positions.pop()
+            continue
+        container = containers[-1]
+        position = positions[-1]
+        positions[-1] = position + 1
+        if tag == "[":
+            containers.append(container[position])
+            positions.append(0)
+        elif tag == "c":
+            container[position] = _char(container[position])
         elif tag == "t":
-            values[position] = values[position] & 0xFFFFFFFFFFFFFFFF
+            container[position] &= 0xFFFFFFFFFFFFFFFF
         elif tag == "I":
-            values[position] = float("inf")
-    return tuple(values)
+            container[position] = float("inf")
+    return tuple(root)
+
+
+def _char(code: int) -> str:
+    """The character a ``c`` argument holds; one beyond Unicode is malformed, not masked into
+    another character. (A surrogate, U+D800-U+DFFF, is kept: osc.js writes one per half of a
+    character above U+FFFF, and the output layer shows it as U+FFFD.)"""
+    if 0 <= code <= 0x10FFFF:
+        return chr(code)
+    raise DecodeError(
+        "bad-char",
+        f"a 'c' argument of {code & 0xFFFFFFFF:#010x} is not a character (Unicode ends at "
+        "U+10FFFF)",
+    )
 
 
 _OBJECT_BYTES = 64
@@ -602,7 +627,8 @@ def footprint(message: Message) -> int:
 
 
 def infer_type(value: Any) -> str:
-    """The OSC type tag for a Python value (the rules python-osc's builder uses)."""
+    """The OSC type tag for a Python value (python-osc's builder's rules; a list or tuple is an
+    array, whose tags :func:`infer_types` spells out)."""
     if value is True:
         return "T"
     if value is False:
@@ -615,33 +641,165 @@ def infer_type(value: Any) -> str:
         return "f"
     if isinstance(value, str):
         return "s"
-    if isinstance(value, (bytes, bytearray)):
+    if isinstance(value, (bytes, bytearray, memoryview)):
         return "b"
+    if isinstance(value, (list, tuple)):
+        return "["
     raise EncodeError(f"cannot send a {type(value).__name__} as OSC")
 
 
+def infer_types(args: Sequence[Any]) -> str:
+    """Type tags for ``args``, arrays (lists, tuples) included: ``[1, [2.0, "x"]]`` -> ``i[fs]``."""
+    tags: list[str] = []
+    pending: list[Any] = [iter(args)]
+    while pending:
+        value = next(pending[-1], _END)
+        if value is _END:
+            pending.pop()
+            if pending:
+                tags.append("]")
+            continue
+        tag = infer_type(value)
+        tags.append(tag)
+        if tag == "[":
+            if len(pending) > MAX_ARRAY_DEPTH:
+                raise EncodeError(f"arrays nested deeper than {MAX_ARRAY_DEPTH}")
+            pending.append(iter(value))
+    return "".join(tags)
+
+
+_END: Any = object()
+
+ARG_TYPES_FOR_SEND = "ihfdsSctrbmTFNI[]"
+"""Every type tag :func:`encode_message` writes: OSC 1.0's ``i f s b``, its extended ``h d S c t
+r m T F N I`` and arrays ``[ ]``."""
+_VALUE_FREE = {"T": True, "F": False, "N": None, "I": float("inf")}
+"""Tags that carry no bytes. Each still takes its slot in ``args`` (the value decoding gives
+back), so ``args`` and ``types`` pair one to one, as :class:`Message` does."""
+_INT_RANGES = {
+    "i": (-(2**31), 2**31, "a 32-bit integer"),
+    "h": (-(2**63), 2**63, "a 64-bit integer"),
+    "t": (0, 2**64, "a 64-bit NTP timetag"),
+    "r": (0, 2**32, "a 32-bit RGBA colour"),
+}
+_INT_FORMATS = {"i": ">i", "h": ">q", "t": ">Q", "r": ">I"}
+
+
 def encode_message(address: str, args: Sequence[Any] = (), types: str | None = None) -> bytes:
-    """Bytes of one OSC message; ``types`` (``"ifsT"``: one tag per value) overrides inference."""
-    if not address.startswith("/") or any(ch in address for ch in " \t\r\n#,\x00"):
-        raise EncodeError(
-            f"OSC address {address!r} must start with '/' and contain no spaces or '#,'"
-        )
+    """Bytes of one OSC message; ``types`` (``"ifsT"``: one tag per value) overrides inference.
+
+    ``args`` and ``types`` are shaped as :func:`decode` returns them, so a decoded message
+    encodes back to itself: an array is one list (or tuple) in ``args`` and ``[...]`` in
+    ``types``; ``c`` is a one-character string, ``t`` an NTP timetag and ``r`` an RGBA colour
+    as unsigned integers, ``m`` four bytes, and ``T F N I`` take a slot whose value is ignored.
+    """
+    _check_address(address)
     if types is None:
-        types = "".join(infer_type(value) for value in args)
+        types = infer_types(args)
     unknown = set(types) - set(ARG_TYPES_FOR_SEND)
     if unknown:
         raise EncodeError(
             f"unsupported type tag {''.join(sorted(unknown))!r} (use {ARG_TYPES_FOR_SEND})"
         )
-    if len(args) != len(types):
-        raise EncodeError(f"type tags {types!r} need {len(types)} values, got {len(args)}")
-    builder = OscMessageBuilder(address)
-    for tag, value in zip(types, args):
-        builder.add_arg({"T": True, "F": False, "N": None}.get(tag, value), tag)
+    slots = _top_level_slots(types)
+    if slots != len(args):
+        raise EncodeError(f"type tags {types!r} need {slots} values, got {len(args)}")
+    parts = [_padded_string(address), _padded_string("," + types)]
+    pending: list[Any] = [iter(args)]
+    for position, tag in enumerate(types):
+        if tag == "]":
+            if next(pending.pop(), _END) is not _END:
+                raise EncodeError(f"the array closed at tag {position + 1} has more values")
+            continue
+        value = next(pending[-1], _END)
+        if value is _END:
+            raise EncodeError(f"the array closed after tag {position} has too few values")
+        if tag == "[":
+            if not isinstance(value, (list, tuple)):
+                raise EncodeError(f"'[' needs a list, got {type(value).__name__}")
+            pending.append(iter(value))
+        elif tag not in _VALUE_FREE:
+            parts.append(_encode_arg(tag, value, address, types))
+    return b"".join(parts)
+
+
+def _check_address(address: str) -> None:
+    # OSC 1.0: any printable ASCII but ' ' and '#' (',' is pattern syntax: /{a,b}/x).
+    if not address.startswith("/") or any(ch in address for ch in " \t\r\n#\x00"):
+        raise EncodeError(
+            f"OSC address {address!r} must start with '/' and contain no spaces, '#' or NUL"
+        )
+
+
+def _top_level_slots(types: str) -> int:
+    """Values ``types`` takes at its top level (an array is one); checks the brackets."""
+    depth = 0
+    slots = 0
+    for tag in types:
+        if tag == "]":
+            depth -= 1
+            if depth < 0:
+                raise EncodeError(f"type tags {types!r}: ']' closes no array")
+            continue
+        if depth == 0:
+            slots += 1
+        if tag == "[":
+            depth += 1
+            if depth > MAX_ARRAY_DEPTH:
+                raise EncodeError(f"arrays nested deeper than {MAX_ARRAY_DEPTH}")
+    if depth:
+        raise EncodeError(f"type tags {types!r}: '[' without its ']'")
+    return slots
+
+
+def _padded_string(text: str) -> bytes:
+    raw = text.encode()
+    return raw + b"\x00" * (4 - len(raw) % 4)
+
+
+def _encode_arg(tag: str, value: Any, address: str, types: str) -> bytes:
+    """The bytes of one argument (never a constant or a bracket)."""
+    where = f"{address} {types}"
+    if tag in _INT_RANGES:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise EncodeError(f"cannot encode {where}: {tag!r} needs an integer, got {value!r}")
+        low, high, what = _INT_RANGES[tag]
+        if not low <= value < high:
+            raise EncodeError(f"cannot encode {where}: {value} does not fit {what} ({tag!r})")
+        return struct.pack(_INT_FORMATS[tag], value)
+    if tag in "fd":
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise EncodeError(f"cannot encode {where}: {tag!r} needs a number, got {value!r}")
+        try:
+            return struct.pack(">f" if tag == "f" else ">d", value)
+        except OverflowError:
+            raise EncodeError(
+                f"cannot encode {where}: {value} is too large for a float32 ('f')"
+            ) from None
+    if tag in "sS":
+        if not isinstance(value, str) or "\x00" in value:
+            raise EncodeError(f"cannot encode {where}: {tag!r} needs a string without NUL")
+        try:
+            return _padded_string(value)
+        except UnicodeEncodeError:
+            raise EncodeError(f"cannot encode {where}: {value!r} is not valid Unicode") from None
+    if tag == "c":
+        if not isinstance(value, str) or len(value) != 1:
+            raise EncodeError(f"cannot encode {where}: 'c' needs one character, got {value!r}")
+        return struct.pack(">i", ord(value))
+    if tag == "b":
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise EncodeError(f"cannot encode {where}: 'b' needs bytes, got {value!r}")
+        blob = bytes(value)
+        return struct.pack(">i", len(blob)) + blob + b"\x00" * (-len(blob) % 4)
+    # "m": a MIDI message, four bytes (port, status, data 1, data 2)
     try:
-        return bytes(builder.build().dgram)
-    except (BuildError, osc_types.BuildError, TypeError, ValueError, struct.error) as exc:
-        raise EncodeError(f"cannot encode {address} {types}: {exc}") from None
+        midi = bytes(value)
+    except (TypeError, ValueError):
+        midi = b""
+    if len(midi) != 4:
+        raise EncodeError(f"cannot encode {where}: 'm' needs 4 bytes, got {value!r}")
+    return midi
 
 
 def encode_bundle(timetag: int, elements: Sequence[bytes]) -> bytes:
