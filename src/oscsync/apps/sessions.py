@@ -25,7 +25,7 @@ from typing import Any, Generic, Protocol, TextIO, TypeVar, cast
 from oscsync import audio
 from oscsync.apps import metronome as app_metronome
 from oscsync.apps.metronome import TICK_METHOD, MetronomeListener, TickRecord, TickSender
-from oscsync.apps.receiving import SendingSession, Session, SessionSetup
+from oscsync.apps.receiving import SendingSession, Session, SessionSetup, make_follower
 from oscsync.apps.sequence import (
     VOICE_METHODS,
     EventRecord,
@@ -133,37 +133,6 @@ class SendSession(SendingSession):
         return file_sender(
             self.endpoint.send_bytes, self.scheduler, watched, note=self.note, **grid
         )
-
-
-def make_follower(
-    endpoint: Endpoint,
-    sync: str | None,
-    sync_peer: HostPort | None,
-    *,
-    note: Note,
-    warn: Note,
-    interval: float = clockfollow.INTERVAL,
-    start_interval: float = clockfollow.ACQUIRE_INTERVAL,
-) -> ClockFollower | None:
-    """``--sync peer``: a ClockFollower; ``--sync system`` or none: None (timetags as they are).
-
-    It pings every ``start_interval`` for its first seconds (the burst and the acquisition
-    both: by default both 5 ms), then every ``interval`` (``--sync-start-interval``,
-    ``--sync-interval``)."""
-    if sync == "system":
-        note("clock sync: system (timetags used as they are: this clock is trusted)")
-        return None
-    if sync is None and sync_peer is None:
-        return None
-    peer = None if sync_peer is None else sync_peer.sockaddr
-    return ClockFollower(
-        endpoint,
-        peer=peer,
-        on_warning=warn,
-        interval=interval,
-        burst_interval=start_interval,
-        acquire_interval=start_interval,
-    )
 
 
 def _pong_router(

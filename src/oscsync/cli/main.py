@@ -49,6 +49,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "oscsync.cli.sequence:sequence",
         "A networked step sequencer: send a pattern file on the clock's grid, play it on time.",
     ),
+    "bridge": (
+        "oscsync.cli.bridge:bridge",
+        "Follow a leader's clock and forward its OSC to an application that cannot.",
+    ),
     "audio": (
         "oscsync.cli.audio:audio",
         "Sound cards: list the output devices that --audio sounddevice can play on.",
