@@ -157,7 +157,7 @@ class Forwarder:
             # held messages that fall due meanwhile.
             def now(dispatch: Dispatch) -> None:
                 self.send(data)
-                self._sent(received, plain, None, self.clock.monotonic_to_wall(dispatch.dispatched))
+                self._sent(received, plain, None, self.clock.now())
 
             if not self.scheduler.submit(None, now, size=len(data)):
                 self._drop(received, "refused")
@@ -183,16 +183,18 @@ class Forwarder:
 
     def _hold(self, received: Received, sent: codec.Message, data: bytes) -> None:
         assert sent.timetag is not None and self.scheduler is not None
-        to_wall = self.clock.monotonic_to_wall
+        clock = self.clock
         send = self.send
 
         def at_timetag(dispatch: Dispatch) -> None:
             send(data)  # first: everything else waits until the message is on its way
+            # When it had left, not when the timer called (the record's "sent"): on a loaded
+            # machine this thread can lose its CPU between the two for a millisecond or more.
+            left = clock.monotonic()
             with self._lock:
                 self.timed += 1
-            self._sent(
-                received, sent, to_wall(dispatch.due), to_wall(dispatch.dispatched), dispatch.late
-            )
+            to_wall = clock.monotonic_to_wall
+            self._sent(received, sent, to_wall(dispatch.due), to_wall(left), dispatch.late)
 
         # The held message is declared in bytes: the scheduler caps those as well as items.
         size = len(data) + codec.footprint(received.message)
@@ -496,7 +498,7 @@ def record_json(record: Forwarded) -> str:
         item["to_args"] = display.json_args(sent)
         item["timetag"] = None if sent.timetag is None else tt.format_hex(sent.timetag)
         item["sent"] = round(record.at, 6)
-    item["due"] = record.due
+    item["due"] = None if record.due is None else round(record.due, 6)
     item["lateness_ms"] = None if record.due is None else (record.at - record.due) * 1e3
     item["late"] = record.late
     return _JSON.encode(item)
