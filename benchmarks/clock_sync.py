@@ -37,7 +37,8 @@ import sys
 from oscsync.apps import lab
 from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL, PeerClock, PeerClockReport
 from oscsync.apps.endpoints import open_endpoint
-from oscsync.apps.netem import ImpairmentSpec, Relay
+from oscsync.apps.netem import Relay
+from oscsync.apps.netemlink import ImpairmentSpec
 from oscsync.clock import Clock, SkewedClock, SystemClock
 from oscsync.net.hostport import HostPort
 from oscsync.stats import percentile

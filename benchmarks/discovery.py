@@ -31,7 +31,7 @@ from typing import Any
 
 from zeroconf import IPVersion, ServiceBrowser, Zeroconf
 
-from oscsync.discovery import mdns as discovery
+from oscsync.discovery import mdns
 
 
 class Watch:
@@ -39,7 +39,7 @@ class Watch:
         self.zc = Zeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
         self.seen: dict[tuple[str, str], float] = {}
         self.cond = threading.Condition()
-        self.browser = ServiceBrowser(self.zc, [discovery.OSC_UDP], handlers=[self.on_change])
+        self.browser = ServiceBrowser(self.zc, [mdns.OSC_UDP], handlers=[self.on_change])
 
     def on_change(self, zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:
         with self.cond:
@@ -47,7 +47,7 @@ class Watch:
             self.cond.notify_all()
 
     def wait(self, state: str, name: str, timeout: float = 10.0) -> float:
-        key = (state, f"{name}.{discovery.OSC_UDP}")
+        key = (state, f"{name}.{mdns.OSC_UDP}")
         with self.cond:
             if not self.cond.wait_for(lambda: key in self.seen, timeout):
                 raise SystemExit(f"{state} {name}: not seen in {timeout} s")

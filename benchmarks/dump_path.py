@@ -29,7 +29,8 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from oscsync.apps.dump import Dumper
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import DEFAULT_RECV_BUFFER, set_recv_buffer
+from oscsync.net.udp import DEFAULT_RECV_BUFFER
+from oscsync.net.udpsocket import set_recv_buffer
 
 
 def datagrams() -> list[bytes]:

@@ -32,7 +32,7 @@ from fractions import Fraction
 from oscsync.apps import lab, scoring
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.metronome import MetronomeListener, TickRecord
-from oscsync.apps.netem import ImpairmentSpec
+from oscsync.apps.netemlink import ImpairmentSpec
 from oscsync.audio import NonePlayer, Player
 from oscsync.clock import Clock, SystemClock
 from oscsync.net.hostport import HostPort

@@ -231,11 +231,11 @@ def ping_amplification() -> None:
     from oscsync.net.hostport import HostPort
     from oscsync.net.udp import Endpoint
     from oscsync.osc import timetag as tt
-    from oscsync.sync import ping as clocksync
+    from oscsync.sync.ping import PING, PONG_BURST, PONGS_PER_SECOND, answer_ping, encode_ping
 
     clock = SystemClock()
     for label, services in (
-        ("today (unlimited)", {clocksync.PING: clocksync.answer_ping}),
+        ("today (unlimited)", {PING: answer_ping}),
         ("now", None),
     ):
         with Endpoint(HostPort("127.0.0.1", 0), clock=clock, services=services) as listener:
@@ -245,8 +245,8 @@ def ping_amplification() -> None:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
                 attacker.bind(("127.0.0.1", 0))
                 attacker.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-                ping = clocksync.encode_ping(1, clock.now_timetag())
-                pings = [clocksync.encode_ping(k, clock.now_timetag()) for k in range(1637)]
+                ping = encode_ping(1, clock.now_timetag())
+                pings = [encode_ping(k, clock.now_timetag()) for k in range(1637)]
                 bundle = codec.encode_bundle(tt.IMMEDIATELY, pings)
                 attacker.sendto(bundle, target.sockaddr)
                 per_bundle, _ = _pongs_received(attacker, 0.5)
@@ -264,15 +264,15 @@ def ping_amplification() -> None:
             f"ping amplification, {label}: one {len(bundle):,}-byte bundle of {len(pings):,} "
             f"pings -> {per_bundle:,} pongs (goal 1); {sent:,} pings in 1 s from one source -> "
             f"{flood:,} pongs over {last - start:.2f} s = {rate:,.0f} pongs/s "
-            f"(goal <= {clocksync.PONGS_PER_SECOND:.0f}/s after a burst of "
-            f"{clocksync.PONG_BURST:.0f})"
+            f"(goal <= {PONGS_PER_SECOND:.0f}/s after a burst of "
+            f"{PONG_BURST:.0f})"
         )
 
 
 def _lying_clock(sock: socket.socket, clock: SystemClock, stop: threading.Event) -> None:
     """Answer every ping that reaches ``sock`` with a pong claiming a clock 30 s ahead."""
     from oscsync.osc import timetag as tt
-    from oscsync.sync import ping as clocksync
+    from oscsync.sync.ping import PING, encode_pong
 
     sock.settimeout(0.05)
     while not stop.is_set():
@@ -284,11 +284,11 @@ def _lying_clock(sock: socket.socket, clock: SystemClock, stop: threading.Event)
             (message,) = codec.decode(data)
         except (codec.DecodeError, ValueError):
             continue
-        if message.address == clocksync.PING and message.types == "it":
+        if message.address == PING and message.types == "it":
             seq, t1 = message.args
             claim = tt.add_seconds(clock.now_timetag(), 30.0)
             with contextlib.suppress(OSError):
-                sock.sendto(clocksync.encode_pong(seq, t1, claim, claim), source)
+                sock.sendto(encode_pong(seq, t1, claim, claim), source)
 
 
 def clock_hijack() -> None:
@@ -301,8 +301,8 @@ def clock_hijack() -> None:
     from oscsync.net.hostport import HostPort
     from oscsync.osc import timetag as tt
     from oscsync.osc.routing import Received
-    from oscsync.sync import ping as clocksync
     from oscsync.sync.follow import ClockFollower
+    from oscsync.sync.ping import encode_pong
 
     clock = SystemClock()
     labels = (
@@ -334,7 +334,7 @@ def clock_hijack() -> None:
                     time.sleep(0.05)
                     for seq in range(1, 500):  # unsolicited pongs, guessing sequence numbers
                         claim = tt.add_seconds(clock.now_timetag(), 30.0)
-                        pong = clocksync.encode_pong(seq, claim, claim, claim)
+                        pong = encode_pong(seq, claim, claim, claim)
                         stranger.sendto(pong, target.sockaddr)
                     time.sleep(0.3)
                     due = []

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 
 from oscsync.apps import dump
-from oscsync.net.udp import MAX_DATAGRAM, set_recv_buffer
+from oscsync.net.udpsocket import MAX_DATAGRAM, set_recv_buffer
 from oscsync.osc import codec, timetag
 from oscsync.osc.routing import Received
 from oscsync.terminal import display

@@ -1,7 +1,7 @@
 """Receive throughput and exact accounting: ``oscsync dump`` vs python-osc's BlockingOSCUDPServer.
 
 One command, every figure beside its baseline from the same run (issue 18). Each receiver runs as
-its own process on loopback, with the same receive buffer (``transport.DEFAULT_RECV_BUFFER``),
+its own process on loopback, with the same receive buffer (``udp.DEFAULT_RECV_BUFFER``),
 and gets the same blast from this process: N small varied messages (``/blast/fader ,if``) as
 fast as the sender can (or at ``--rate``). The receivers, in turn:
 
@@ -58,7 +58,8 @@ PYTHON_OSC_RECEIVER = r"""
 import socket, sys, threading
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import BlockingOSCUDPServer
-from oscsync.net.udp import DEFAULT_RECV_BUFFER, set_recv_buffer, socket_drop_count
+from oscsync.net.udp import DEFAULT_RECV_BUFFER
+from oscsync.net.udpsocket import set_recv_buffer, socket_drop_count
 count = 0
 def handler(*args):
     global count

@@ -19,8 +19,17 @@ from oscsync.net.udp import Endpoint
 from oscsync.osc import codec
 from oscsync.osc import timetag as tt
 from oscsync.osc.routing import Received
-from oscsync.sync import ping as clocksync
 from oscsync.sync.follow import ClockFollower, FilterFollower
+from oscsync.sync.ping import (
+    PONG,
+    PONG_BURST,
+    PONGS_PER_SECOND,
+    PONGS_PER_SECOND_TOTAL,
+    PingResponder,
+    encode_ping,
+    encode_pong,
+    pong_for,
+)
 
 LEADER = ("127.0.0.1", 7000)
 STRANGER = ("127.0.0.2", 7000)
@@ -74,7 +83,7 @@ class _World:
 
         def arrive() -> None:
             (ping,) = _received(data, leader_clock.now(), ("127.0.0.1", 9001))
-            pong = clocksync.pong_for(ping, leader_clock)
+            pong = pong_for(ping, leader_clock)
             copies = 2 if self.rng.random() < self.duplicate else 1
             for _ in range(copies):
                 self.at(self.clock.monotonic() + self.delay(), lambda: self.deliver(pong, leader))
@@ -83,7 +92,7 @@ class _World:
 
     def deliver(self, data: bytes, source: tuple[str, int] = LEADER) -> None:
         for received in _received(data, self.clock.now(), source):
-            if received.address == clocksync.PONG:
+            if received.address == PONG:
                 self.follower.take_pong(received)
             else:
                 self.handle(received)
@@ -204,9 +213,9 @@ def test_malformed_and_impossible_pongs_never_move_the_clock(
     (ping,) = codec.decode(sent[0])
     seq, t1 = ping.args
     t1, t2, t3, _ = args(t1, world.clock.now_timetag())
-    pong = clocksync.encode_pong(seq, t1, t2, t3)
+    pong = encode_pong(seq, t1, t2, t3)
     world.deliver(pong)
-    world.deliver(codec.encode_message(clocksync.PONG, [seq, 1.5]))  # wrong types
+    world.deliver(codec.encode_message(PONG, [seq, 1.5]))  # wrong types
     assert world.follower.offset() == before
     assert world.follower.ignored["malformed-pong"] == 1
     if reason is not None:
@@ -227,7 +236,7 @@ def test_clock_hijack_pongs_from_a_stranger_are_ignored() -> None:
     (ping,) = codec.decode(sent[0])
     seq, t1 = ping.args
     claim = tt.add_seconds(t1, 30.0)  # "my clock is 30 s ahead"
-    world.deliver(clocksync.encode_pong(seq, t1, claim, claim), source=STRANGER)
+    world.deliver(encode_pong(seq, t1, claim, claim), source=STRANGER)
     assert world.follower.ignored["pong-not-from-peer"] == 1
     assert world.follower.offset() == before
 
@@ -259,7 +268,7 @@ def test_clock_hijack_absurd_jump_is_refused() -> None:
         seq, t1 = ping.args
         world.clock.advance(0.02)
         claim = tt.add_seconds(world.leader_clock.now_timetag(), -30.0)
-        world.deliver(clocksync.encode_pong(seq, t1, claim, claim))
+        world.deliver(encode_pong(seq, t1, claim, claim))
     assert world.follower.ignored["impossible-pong"] == 2
     assert world.follower.offset() == pytest.approx(before, abs=1e-4)
     assert world.follower.servo.steps == 0
@@ -345,7 +354,7 @@ def test_ping_amplification_one_pong_per_datagram() -> None:
     """#20 item 6: a bundle of 1,637 pings gets one pong, not 1,637."""
     endpoint, sent, clock = _endpoint_with_outbox()
     t1 = clock.now_timetag()
-    pings = [clocksync.encode_ping(k, t1) for k in range(1637)]
+    pings = [encode_ping(k, t1) for k in range(1637)]
     endpoint.handle_datagram(codec.encode_bundle(tt.IMMEDIATELY, pings), ("127.0.0.1", 4000))
     assert len(sent) == 1
     assert endpoint.stats.drops["clock-ping-extra"] == 1636
@@ -357,17 +366,17 @@ def test_ping_amplification_pongs_are_rate_limited_per_source() -> None:
     endpoint, sent, clock = _endpoint_with_outbox()
     for _ in range(1000):  # 1,000 pings in one second
         clock.advance(0.001)
-        endpoint.handle_datagram(clocksync.encode_ping(1, clock.now_timetag()), ("10.0.0.1", 1))
+        endpoint.handle_datagram(encode_ping(1, clock.now_timetag()), ("10.0.0.1", 1))
     flood = len(sent)
-    assert flood <= clocksync.PONG_BURST + clocksync.PONGS_PER_SECOND * 1.0 + 1
+    assert flood <= PONG_BURST + PONGS_PER_SECOND * 1.0 + 1
     assert endpoint.stats.drops["clock-ping-rate"] == 1000 - flood
-    endpoint.handle_datagram(clocksync.encode_ping(2, clock.now_timetag()), ("10.0.0.2", 1))
+    endpoint.handle_datagram(encode_ping(2, clock.now_timetag()), ("10.0.0.2", 1))
     assert len(sent) == flood + 1
 
 
 def test_ping_amplification_state_is_bounded() -> None:
     """#20 item 6: spoofed sources cannot grow the responder's memory or its total rate."""
-    responder = clocksync.PingResponder(max_sources=64)
+    responder = PingResponder(max_sources=64)
     answered = 0
     pings = 40_000
     for k in range(pings):  # 40,000 forged sources in one second, one ping each
@@ -376,7 +385,7 @@ def test_ping_amplification_state_is_bounded() -> None:
     assert len(responder._buckets) == 64
     # Each source alone would be answered (its burst is 40); the total bucket starts full (one
     # second's worth) and refills at the total rate.
-    assert answered <= clocksync.PONGS_PER_SECOND_TOTAL * 2 + 1 < pings
+    assert answered <= PONGS_PER_SECOND_TOTAL * 2 + 1 < pings
 
 
 def test_live_status_and_summary_show_state_offset_bound_and_ppm() -> None:

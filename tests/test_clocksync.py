@@ -20,9 +20,22 @@ from oscsync.net.udp import Endpoint
 from oscsync.osc import codec
 from oscsync.osc import timetag as tt
 from oscsync.osc.routing import Received
-from oscsync.sync import ping as clocksync
 from oscsync.sync.follow import ClockFollower
-from oscsync.sync.ping import ClockSync, Sample, choose, choose_offset
+from oscsync.sync.ping import (
+    FILTER_SIZE,
+    OFFSET_MARGIN,
+    PING,
+    PONG,
+    ClockSync,
+    PeerClocks,
+    Sample,
+    choose,
+    choose_offset,
+    encode_ping,
+    encode_pong,
+    one_way_delays,
+    pong_for,
+)
 from waiting import wait_until
 
 
@@ -51,17 +64,17 @@ class _Link:
         self.base.advance(out_delay)
         arrived = _received(ping, self.peer_clock.now())
         self.base.advance(turnaround)
-        pong = clocksync.pong_for(arrived, self.peer_clock)
+        pong = pong_for(arrived, self.peer_clock)
         self.base.advance(back_delay)
         return self.sync.on_pong(_received(pong, self.client_clock.now()))
 
 
 def test_wire_format_round_trips_exact_timetags() -> None:
     t1 = tt.from_parts(0xEA000000, 0x80000001)  # high bit set: not a signed int64
-    (ping,) = codec.decode(clocksync.encode_ping(7, t1))
-    assert (ping.address, ping.types, ping.args) == (clocksync.PING, "it", (7, t1))
-    (pong,) = codec.decode(clocksync.encode_pong(-3, t1, t1 + 1, t1 + 2))
-    assert (pong.address, pong.types) == (clocksync.PONG, "ittt")
+    (ping,) = codec.decode(encode_ping(7, t1))
+    assert (ping.address, ping.types, ping.args) == (PING, "it", (7, t1))
+    (pong,) = codec.decode(encode_pong(-3, t1, t1 + 1, t1 + 2))
+    assert (pong.address, pong.types) == (PONG, "ittt")
     assert pong.args == (-3, t1, t1 + 1, t1 + 2)
 
 
@@ -109,11 +122,11 @@ def test_the_filter_trusts_the_minimum_delay_sample() -> None:
 def test_the_filter_forgets_old_samples() -> None:
     link = _Link(skew=0.0, drift_ppm=500.0)
     link.exchange(0.0001, 0.0, 0.0001)  # the best sample ever, but soon stale
-    for _ in range(clocksync.FILTER_SIZE):
+    for _ in range(FILTER_SIZE):
         link.base.advance(1.0)
         link.exchange(0.002, 0.0, 0.002)
     estimate = link.sync.estimate()
-    assert estimate is not None and estimate.samples == clocksync.FILTER_SIZE
+    assert estimate is not None and estimate.samples == FILTER_SIZE
     assert estimate.delay == pytest.approx(0.004, abs=1e-6)
     # With the clock drifting, only a recent sample knows the current offset.
     assert estimate.offset == pytest.approx(link.true_offset(), abs=1e-6)
@@ -133,13 +146,13 @@ def test_to_local_translates_a_peer_timetag_onto_our_clock() -> None:
 def test_stray_duplicate_and_malformed_pongs_are_ignored() -> None:
     link = _Link(skew=0.0)
     now = link.client_clock.now()
-    stray = clocksync.encode_pong(99, 1 << 40, 1 << 40, 1 << 40)
+    stray = encode_pong(99, 1 << 40, 1 << 40, 1 << 40)
     assert link.sync.on_pong(_received(stray, now)) is None
-    wrong_types = codec.encode_message(clocksync.PONG, [1, 2.0])
+    wrong_types = codec.encode_message(PONG, [1, 2.0])
     assert link.sync.on_pong(_received(wrong_types, now)) is None
     link.sync.ping()
     ping = _received(link.outbox.pop(), now)
-    pong = clocksync.pong_for(ping, link.peer_clock)
+    pong = pong_for(ping, link.peer_clock)
     assert link.sync.on_pong(_received(pong, now)) is not None
     assert link.sync.on_pong(_received(pong, now)) is None  # the same answer twice
     assert (link.sync.received, link.sync.ignored) == (1, 3)
@@ -157,8 +170,8 @@ def test_every_endpoint_answers_pings_and_bad_ones_are_counted() -> None:
         seen: list[Received] = []
         endpoint._core.handler = seen.append
         t1 = clock.now_timetag()
-        endpoint.handle_datagram(clocksync.encode_ping(5, t1), ("127.0.0.1", 4000))
-        endpoint.handle_datagram(codec.encode_message(clocksync.PING, ["x"]), ("127.0.0.1", 1))
+        endpoint.handle_datagram(encode_ping(5, t1), ("127.0.0.1", 4000))
+        endpoint.handle_datagram(codec.encode_message(PING, ["x"]), ("127.0.0.1", 1))
         endpoint.handle_datagram(codec.encode_message("/chat", ["hi"]), ("127.0.0.1", 4000))
     assert [r.address for r in seen] == ["/chat"]  # the app never sees the ping
     ((data, to),) = sent
@@ -172,8 +185,8 @@ def test_services_can_be_turned_off() -> None:
     with Endpoint(clock=FakeClock(), services={}) as endpoint:
         seen: list[Received] = []
         endpoint._core.handler = seen.append
-        endpoint.handle_datagram(clocksync.encode_ping(1, 1 << 40), ("127.0.0.1", 4000))
-    assert [r.address for r in seen] == [clocksync.PING]
+        endpoint.handle_datagram(encode_ping(1, 1 << 40), ("127.0.0.1", 4000))
+    assert [r.address for r in seen] == [PING]
 
 
 # -- on loopback: oscsync clock, the follower, --offset auto ----------------------------------
@@ -291,7 +304,7 @@ def test_choose_offset_covers_the_slowest_one_way_delay() -> None:
     assert choice is not None
     kept = outbound[-len(samples) :]
     assert choice.offset >= max(kept) - choice.clock_error
-    assert choice.offset <= max(kept) + 2 * choice.clock_error + clocksync.OFFSET_MARGIN + 1e-6
+    assert choice.offset <= max(kept) + 2 * choice.clock_error + OFFSET_MARGIN + 1e-6
     assert "one-way delay p99" in choice.describe()
     assert choose_offset([]) is None
 
@@ -331,8 +344,8 @@ def test_peer_clocks_keep_one_filter_per_peer_and_cover_the_slowest() -> None:
         peers = [listener.local_address for listener in listeners]
         assert all(peer is not None for peer in peers)
         with open_endpoint(peers=peers, clock=base) as sender:  # type: ignore[arg-type]
-            clocks = clocksync.PeerClocks(base, sender, peers)  # type: ignore[arg-type]
-            sender.add_service(clocksync.PONG, clocks.service)
+            clocks = PeerClocks(base, sender, peers)  # type: ignore[arg-type]
+            sender.add_service(PONG, clocks.service)
             sender.start(lambda received: None)
             choice, silent = clocks.choose_offset(8, 0.005, 2.0)
             estimates = [clocks.syncs[peer].estimate() for peer in peers]  # type: ignore[index]
@@ -392,5 +405,5 @@ def test_ntp_era_sample_across_the_2036_rollover_keeps_offset_and_delay() -> Non
     assert sample.offset == pytest.approx(0.001, abs=1e-9)
     estimate = choose([sample])
     assert estimate is not None
-    outbound = clocksync.one_way_delays([sample], estimate)
+    outbound = one_way_delays([sample], estimate)
     assert outbound == [pytest.approx(0.005, abs=1e-9)]

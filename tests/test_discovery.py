@@ -33,7 +33,9 @@ from click.testing import CliRunner
 from conftest import LineReader, free_udp_port, oscsync_command
 from oscsync.cli.main import cli
 from oscsync.cli.params import PeerName
-from oscsync.discovery import mdns as discovery
+from oscsync.discovery import browsing, mdns
+from oscsync.discovery.advertiser import Advertiser
+from oscsync.discovery.follower import PeerFollower
 from oscsync.install import pip_command
 from oscsync.osc import codec
 from waiting import wait_until
@@ -56,7 +58,7 @@ class Browser:
         self.events: list[tuple[str, str, str]] = []
         self.cond = threading.Condition()
         self.browser = zeroconf.ServiceBrowser(
-            self.zc, list(discovery.SERVICE_TYPES), handlers=[self._on_change]
+            self.zc, list(mdns.SERVICE_TYPES), handlers=[self._on_change]
         )
 
     def _on_change(self, zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:
@@ -139,13 +141,18 @@ def test_advertise_on_loopback_listener_with_interface_all_is_refused(
     assert "accepts OSC from this machine only" in result.output
 
 
-def test_placement_never_tells_remote_peers_127_0_0_1() -> None:
-    place = discovery.placement("all", "0.0.0.0")
-    assert all(not a.startswith("127.") for a in place.addresses)
-    assert discovery.placement("loopback", "0.0.0.0").addresses == ("127.0.0.1",)
-    assert discovery.placement("auto", "127.0.0.1").interface == "loopback"
-    with pytest.raises(discovery.OptionError):
-        discovery.placement("auto", "239.1.2.3")
+def test_placement_never_tells_remote_peers_127_0_0_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The suite runs where `lo` may be the only interface (a network namespace): give it one more.
+    import ipaddress
+
+    mine = [ipaddress.IPv4Interface("127.0.0.1/8"), ipaddress.IPv4Interface("192.0.2.7/24")]
+    monkeypatch.setattr(mdns, "local_ipv4", lambda: mine)
+    place = mdns.placement("all", "0.0.0.0")
+    assert place.addresses == ("192.0.2.7",)
+    assert mdns.placement("loopback", "0.0.0.0").addresses == ("127.0.0.1",)
+    assert mdns.placement("auto", "127.0.0.1").interface == "loopback"
+    with pytest.raises(mdns.OptionError):
+        mdns.placement("auto", "239.1.2.3")
 
 
 def test_missing_zeroconf_is_one_line_naming_the_install_command() -> None:
@@ -165,29 +172,29 @@ def test_missing_zeroconf_is_one_line_naming_the_install_command() -> None:
 
 
 def test_oversized_txt_item_is_truncated_with_a_warning() -> None:
-    kept, warnings = discovery.build_txt({"role": "chat", "big": "x" * 400})
-    assert len(b"big=" + kept["big"].encode()) == discovery.MAX_TXT_ITEM_BYTES
+    kept, warnings = mdns.build_txt({"role": "chat", "big": "x" * 400})
+    assert len(b"big=" + kept["big"].encode()) == mdns.MAX_TXT_ITEM_BYTES
     assert kept["role"] == "chat"
     assert len(warnings) == 1 and "truncated" in warnings[0]
 
 
 def test_oversized_txt_record_leaves_out_items_past_1300_bytes() -> None:
     items = {f"k{i}": "v" * 200 for i in range(10)}
-    kept, warnings = discovery.build_txt(items)
+    kept, warnings = mdns.build_txt(items)
     total = sum(1 + len(k) + 1 + len(v) for k, v in kept.items())
-    assert total <= discovery.MAX_TXT_BYTES
+    assert total <= mdns.MAX_TXT_BYTES
     assert 0 < len(kept) < 10
     assert len(warnings) == 10 - len(kept)
 
 
 def test_txt_addresses_too_many_lists_whole_addresses_then_three_dots() -> None:
-    assert discovery.addresses_txt([]) == ("*", 0)
-    assert discovery.addresses_txt(["/a", "/b"]) == ("/a,/b", 0)
+    assert mdns.addresses_txt([]) == ("*", 0)
+    assert mdns.addresses_txt(["/a", "/b"]) == ("/a,/b", 0)
     paths = [f"/cue/{n:03d}" for n in range(100)]  # 8 bytes each: 900 with commas
-    value, left_out = discovery.addresses_txt(paths)
-    assert len(b"addresses=" + value.encode()) <= discovery.MAX_TXT_ITEM_BYTES
+    value, left_out = mdns.addresses_txt(paths)
+    assert len(b"addresses=" + value.encode()) <= mdns.MAX_TXT_ITEM_BYTES
     *kept, last = value.split(",")
-    assert last == discovery.MORE_ADDRESSES
+    assert last == mdns.MORE_ADDRESSES
     assert kept == paths[: len(kept)]  # whole addresses, in order: none cut in the middle
     assert left_out == 100 - len(kept) > 0
     # It fits exactly when it can: one more byte of room would not take one more address.
@@ -202,10 +209,10 @@ def test_oversized_txt_records_refused_on_the_wire(spawn: Spawn, browser: Browse
     )  # fmt: skip
     errors, _ = advertised(proc)
     assert any("TXT huge= is 600 bytes: truncated" in line for line in errors.lines)
-    browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
-    info = browser.info(discovery.OSC_UDP, name)
+    browser.wait_for("Added", mdns.OSC_UDP, name, FOUND_WITHIN)
+    info = browser.info(mdns.OSC_UDP, name)
     value = info.properties[b"huge"]
-    assert len(b"huge=" + value) <= discovery.MAX_TXT_ITEM_BYTES
+    assert len(b"huge=" + value) <= mdns.MAX_TXT_ITEM_BYTES
     assert value.decode() == "é" * len(value.decode())  # cut at a character boundary
     assert info.properties[b"role"] == b"pd"
 
@@ -222,13 +229,13 @@ def test_advertised_listener_is_found_reached_listed_and_gone_after_stop(
     errors, _ = advertised(proc)
     port = listening_port(errors)
     # Found by an independent browser within 2 s, with the right port.
-    waited = browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
+    waited = browser.wait_for("Added", mdns.OSC_UDP, name, FOUND_WITHIN)
     assert waited <= FOUND_WITHIN
-    info = browser.info(discovery.OSC_UDP, name)
+    info = browser.info(mdns.OSC_UDP, name)
     assert info.port == port
     assert info.parsed_addresses() == ["127.0.0.1"]
     assert info.properties[b"role"] == b"dump"
-    browser.wait_for("Added", discovery.OSC_JSON, name, FOUND_WITHIN)
+    browser.wait_for("Added", mdns.OSC_JSON, name, FOUND_WITHIN)
 
     # @NAME reaches it.
     sent = subprocess.run(
@@ -260,8 +267,8 @@ def test_advertised_listener_is_found_reached_listed_and_gone_after_stop(
 
     # Stopped: goodbye packets, so the browser drops it at once (not after the 75 min TTL).
     assert stop(proc, signum) == 0
-    browser.wait_for("Removed", discovery.OSC_UDP, name, FOUND_WITHIN)
-    browser.wait_for("Removed", discovery.OSC_JSON, name, FOUND_WITHIN)
+    browser.wait_for("Removed", mdns.OSC_UDP, name, FOUND_WITHIN)
+    browser.wait_for("Removed", mdns.OSC_JSON, name, FOUND_WITHIN)
     assert any(f"no longer advertised as {name!r}" in text for text in errors.rest())
 
 
@@ -271,8 +278,8 @@ def test_oscquery_of_an_advertised_metronome_lists_tick(spawn: Spawn, browser: B
         "metronome", "listen", "--listen", "0", "--audio", "none", "--advertise", name
     )  # fmt: skip
     errors, _ = advertised(proc)
-    browser.wait_for("Added", discovery.OSC_JSON, name, FOUND_WITHIN)
-    info = browser.info(discovery.OSC_JSON, name)
+    browser.wait_for("Added", mdns.OSC_JSON, name, FOUND_WITHIN)
+    info = browser.info(mdns.OSC_JSON, name)
     url = f"http://127.0.0.1:{info.port}"
 
     with urllib.request.urlopen(url + "/?HOST_INFO", timeout=5) as reply:
@@ -298,8 +305,8 @@ def test_python_oscquery_reads_our_oscquery(spawn: Spawn, browser: Browser) -> N
     proc = spawn("chat", "--listen", "0", "--peer", "127.0.0.1:9", "--advertise", name,
                  stdin=subprocess.PIPE)  # fmt: skip
     errors, _ = advertised(proc)
-    browser.wait_for("Added", discovery.OSC_JSON, name, FOUND_WITHIN)
-    client = client_module.OSCQueryClient(browser.info(discovery.OSC_JSON, name))
+    browser.wait_for("Added", mdns.OSC_JSON, name, FOUND_WITHIN)
+    client = client_module.OSCQueryClient(browser.info(mdns.OSC_JSON, name))
     host = client.get_host_info()
     assert host is not None
     assert (host.name, host.osc_port, host.osc_transport) == (
@@ -345,9 +352,9 @@ def test_name_collision_gets_a_suffix_and_says_so(spawn: Spawn, browser: Browser
     assert match is not None, line
     renamed = match.group(1)
     assert renamed in (f"{name} (2)", f"{name}-2")
-    browser.wait_for("Added", discovery.OSC_UDP, renamed, FOUND_WITHIN)
-    assert browser.info(discovery.OSC_UDP, renamed).port == 9002
-    assert browser.info(discovery.OSC_UDP, name).port == 9000
+    browser.wait_for("Added", mdns.OSC_UDP, renamed, FOUND_WITHIN)
+    assert browser.info(mdns.OSC_UDP, renamed).port == 9002
+    assert browser.info(mdns.OSC_UDP, name).port == 9000
 
 
 # -- malformed mDNS --------------------------------------------------------------------------
@@ -383,7 +390,7 @@ def test_malformed_mdns_packets_do_not_crash_the_listener(spawn: Spawn) -> None:
                         sock.sendto(packet, target)
     # Still alive, still answering mDNS, still receiving OSC.
     assert proc.poll() is None
-    host, port, protocol = discovery.resolve(name, interface="loopback", timeout=5)
+    host, port, protocol = browsing.resolve(name, interface="loopback", timeout=5)
     assert (host, port, protocol) == ("127.0.0.1", listening_port(errors), "udp")
     sent = subprocess.run(
         oscsync_command("send", f"@{name}", "/still", "here"), capture_output=True, timeout=30
@@ -453,10 +460,10 @@ def test_a_tcp_listener_is_advertised_as_osc_tcp_and_reached_over_tcp(
     dump = spawn("dump", "--listen", "tcp://127.0.0.1:0", "--advertise", name)
     errors, line = advertised(dump)
     assert ", tcp" in line
-    browser.wait_for("Added", discovery.OSC_TCP, name, timeout=FOUND_WITHIN * 5)
+    browser.wait_for("Added", mdns.OSC_TCP, name, timeout=FOUND_WITHIN * 5)
     port = int(next(t for t in errors.lines if "listening on tcp://" in t).rsplit(":", 1)[1])
-    assert browser.info(discovery.OSC_TCP, name).port == port
-    assert discovery.resolve(name, interface="loopback", timeout=5) == ("127.0.0.1", port, "tcp")
+    assert browser.info(mdns.OSC_TCP, name).port == port
+    assert browsing.resolve(name, interface="loopback", timeout=5) == ("127.0.0.1", port, "tcp")
     sent = subprocess.run(
         oscsync_command("send", f"@{name}", "/by-name", "over-tcp"), capture_output=True, timeout=30
     )
@@ -477,9 +484,9 @@ def test_sigterm_while_registering_stops_cleanly(spawn: Spawn, browser: Browser)
     rest = errors.rest()
     assert not any("Traceback" in text for text in rest), rest
     with browser.cond:
-        added = ("Added", discovery.OSC_UDP, f"{name}.{discovery.OSC_UDP}") in browser.events
+        added = ("Added", mdns.OSC_UDP, f"{name}.{mdns.OSC_UDP}") in browser.events
     if added:  # announced just before the signal: then its goodbye must follow
-        browser.wait_for("Removed", discovery.OSC_UDP, name, FOUND_WITHIN)
+        browser.wait_for("Removed", mdns.OSC_UDP, name, FOUND_WITHIN)
 
 
 # -- hostile names and TXT from other programs --------------------------------------------------
@@ -487,8 +494,8 @@ def test_sigterm_while_registering_stops_cleanly(spawn: Spawn, browser: Browser)
 
 def test_someone_elses_txt_is_bounded() -> None:
     hostile = {f"k{i}".encode(): b"v" * 1000 for i in range(100)}
-    decoded = discovery.decode_txt({**hostile, b"\xff\xfe": None})
-    assert len(decoded) == discovery.MAX_SHOWN_TXT
+    decoded = mdns.decode_txt({**hostile, b"\xff\xfe": None})
+    assert len(decoded) == mdns.MAX_SHOWN_TXT
     assert all(len(value) <= 255 for value in decoded.values())
 
 
@@ -498,8 +505,8 @@ def test_peers_escapes_hostile_names_and_txt(browser: Browser) -> None:
     mine = unique_name()  # other test runs on this machine may announce their own "evil" names
     name = mine + "\u202eevil"
     info = zeroconf.ServiceInfo(
-        discovery.OSC_UDP,
-        f"{name}.{discovery.OSC_UDP}",
+        mdns.OSC_UDP,
+        f"{name}.{mdns.OSC_UDP}",
         port=9000,
         properties={"role": "\x1b]0;pwned\x07"},
         addresses=[socket.inet_aton("127.0.0.1")],
@@ -524,12 +531,12 @@ def test_at_name_prefers_an_address_this_machine_can_reach(monkeypatch: pytest.M
     import ipaddress
 
     mine = [ipaddress.IPv4Interface("127.0.0.1/8"), ipaddress.IPv4Interface("192.168.1.21/24")]
-    monkeypatch.setattr(discovery, "_local_ipv4", lambda: mine)
+    monkeypatch.setattr(mdns, "local_ipv4", lambda: mine)
     # Same machine: its own address. Same subnet: that one. Otherwise: the first announced.
-    assert discovery._preferred_address(("10.0.0.5", "192.168.1.21")) == "192.168.1.21"
-    assert discovery._preferred_address(("10.0.0.5", "192.168.1.30")) == "192.168.1.30"
-    assert discovery._preferred_address(("10.0.0.5", "172.16.0.9")) == "10.0.0.5"
-    assert discovery._preferred_address(()) is None
+    assert browsing.preferred_address(("10.0.0.5", "192.168.1.21")) == "192.168.1.21"
+    assert browsing.preferred_address(("10.0.0.5", "192.168.1.30")) == "192.168.1.30"
+    assert browsing.preferred_address(("10.0.0.5", "172.16.0.9")) == "10.0.0.5"
+    assert browsing.preferred_address(()) is None
 
 
 # -- every listening command advertises (issue 17: record, sequence listen) ----------------
@@ -544,8 +551,8 @@ def test_record_advertise_is_found_reached_and_gone(
     errors, _ = advertised(proc)
     line = next(text for text in errors.lines if "recording on 127.0.0.1:" in text)
     port = int(line.rsplit(":", 1)[1])
-    browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
-    info = browser.info(discovery.OSC_UDP, name)
+    browser.wait_for("Added", mdns.OSC_UDP, name, FOUND_WITHIN)
+    info = browser.info(mdns.OSC_UDP, name)
     assert (info.port, info.properties[b"role"]) == (port, b"record")
     # Reached by name: the datagram is in the recording.
     sent = subprocess.run(
@@ -556,8 +563,8 @@ def test_record_advertise_is_found_reached_and_gone(
     )
     assert sent.returncode == 0, sent.stderr
     assert stop(proc, signal.SIGTERM) == 0
-    browser.wait_for("Removed", discovery.OSC_UDP, name, FOUND_WITHIN)
-    browser.wait_for("Removed", discovery.OSC_JSON, name, FOUND_WITHIN)
+    browser.wait_for("Removed", mdns.OSC_UDP, name, FOUND_WITHIN)
+    browser.wait_for("Removed", mdns.OSC_JSON, name, FOUND_WITHIN)
     lines = [json.loads(row) for row in take.read_text().splitlines()]
     assert [m["address"] for row in lines if row.get("osc") for m in row["osc"]] == ["/take"]
     assert lines[-1]["end"] is True  # closed cleanly after the goodbye
@@ -571,10 +578,10 @@ def test_sequence_listen_advertise_lists_its_voices_in_oscquery(
         "sequence", "listen", "--listen", "0", "--audio", "none", "--advertise", name
     )  # fmt: skip
     errors, _ = advertised(proc)
-    browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
-    assert browser.info(discovery.OSC_UDP, name).properties[b"role"] == b"sequence"
-    browser.wait_for("Added", discovery.OSC_JSON, name, FOUND_WITHIN)
-    url = f"http://127.0.0.1:{browser.info(discovery.OSC_JSON, name).port}"
+    browser.wait_for("Added", mdns.OSC_UDP, name, FOUND_WITHIN)
+    assert browser.info(mdns.OSC_UDP, name).properties[b"role"] == b"sequence"
+    browser.wait_for("Added", mdns.OSC_JSON, name, FOUND_WITHIN)
+    url = f"http://127.0.0.1:{browser.info(mdns.OSC_JSON, name).port}"
     with urllib.request.urlopen(url + "/?HOST_INFO", timeout=5) as reply:
         assert json.loads(reply.read())["OSC_PORT"] == listening_port(errors)
     with urllib.request.urlopen(url + "/seq", timeout=5) as reply:
@@ -585,7 +592,7 @@ def test_sequence_listen_advertise_lists_its_voices_in_oscquery(
         "hat": "fi",
     }
     assert stop(proc, signal.SIGINT) == 0
-    browser.wait_for("Removed", discovery.OSC_UDP, name, FOUND_WITHIN)
+    browser.wait_for("Removed", mdns.OSC_UDP, name, FOUND_WITHIN)
 
 
 def test_replay_peer_at_name_is_resolved_not_a_traceback(spawn: Spawn, tmp_path: Any) -> None:
@@ -630,8 +637,8 @@ def test_at_name_follower_sees_a_peer_re_registered_on_a_new_port(transport: str
         moved.append((peer, where))
         arrived.set()
 
-    def advertiser(port: int) -> discovery.Advertiser:
-        return discovery.Advertiser(
+    def advertiser(port: int) -> Advertiser:
+        return Advertiser(
             name,
             role="dump",
             port=port,
@@ -641,7 +648,7 @@ def test_at_name_follower_sees_a_peer_re_registered_on_a_new_port(transport: str
         ).start()
 
     old = advertiser(first)
-    follower = discovery.PeerFollower(
+    follower = PeerFollower(
         {name: ("127.0.0.1", first)}, on_move, interface="loopback", protocols={name: transport}
     ).start()
     try:
@@ -660,7 +667,7 @@ def test_at_name_follower_sees_a_peer_re_registered_on_a_new_port(transport: str
 @contextlib.contextmanager
 def _advertised_endpoint(
     name: str, warn: Callable[[str], None] = lambda text: None
-) -> Iterator[tuple[Any, discovery.Advertiser]]:
+) -> Iterator[tuple[Any, Advertiser]]:
     """A loopback endpoint advertised as ``name`` (role dump) with its live address registry:
     what OSCQuery and the TXT record describe."""
     from oscsync.apps.endpoints import open_endpoint
@@ -668,7 +675,7 @@ def _advertised_endpoint(
 
     with (
         open_endpoint(HostPort("127.0.0.1", 0)) as endpoint,
-        discovery.Advertiser(
+        Advertiser(
             name,
             role="dump",
             port=endpoint.local_address.port,  # type: ignore[union-attr]
@@ -689,8 +696,8 @@ def test_oscquery_lists_an_address_the_endpoint_registers_after_it_is_advertised
 
     name = unique_name()
     with _advertised_endpoint(name) as (endpoint, advertiser):
-        browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
-        txt = browser.info(discovery.OSC_UDP, name).properties[b"addresses"]
+        browser.wait_for("Added", mdns.OSC_UDP, name, FOUND_WITHIN)
+        txt = browser.info(mdns.OSC_UDP, name).properties[b"addresses"]
         assert txt == b"/oscsync/clock/ping"  # what the endpoint answered to at the start
         assert advertiser.http is not None
         url = f"http://127.0.0.1:{advertiser.http.port}"
@@ -718,7 +725,7 @@ def test_oscquery_lists_an_address_the_endpoint_registers_after_it_is_advertised
 def test_tcp_listener_is_advertised_as_osc_tcp_with_tcp_host_info(browser: Browser) -> None:
     name = unique_name()
     port = free_udp_port()  # any free number: nothing connects to it here
-    with discovery.Advertiser(
+    with Advertiser(
         name,
         role="dump",
         port=port,
@@ -726,20 +733,18 @@ def test_tcp_listener_is_advertised_as_osc_tcp_with_tcp_host_info(browser: Brows
         interface="loopback",
         transport="tcp",
     ) as advertiser:
-        browser.wait_for("Added", discovery.OSC_TCP, name, FOUND_WITHIN)
-        assert browser.info(discovery.OSC_TCP, name).port == port
+        browser.wait_for("Added", mdns.OSC_TCP, name, FOUND_WITHIN)
+        assert browser.info(mdns.OSC_TCP, name).port == port
         assert advertiser.http is not None
         url = f"http://127.0.0.1:{advertiser.http.port}/?HOST_INFO"
         with urllib.request.urlopen(url, timeout=5) as reply:
             host = json.loads(reply.read())
         assert (host["OSC_PORT"], host["OSC_TRANSPORT"]) == (port, "TCP")
         assert "tcp" in advertiser.describe()
-    browser.wait_for("Removed", discovery.OSC_TCP, name, FOUND_WITHIN)
-    assert ("Added", discovery.OSC_UDP, f"{name}.{discovery.OSC_UDP}") not in browser.events
-    with pytest.raises(discovery.OptionError, match="sctp"):
-        discovery.Advertiser(
-            name, role="dump", port=port, listen_host="127.0.0.1", transport="sctp"
-        )
+    browser.wait_for("Removed", mdns.OSC_TCP, name, FOUND_WITHIN)
+    assert ("Added", mdns.OSC_UDP, f"{name}.{mdns.OSC_UDP}") not in browser.events
+    with pytest.raises(mdns.OptionError, match="sctp"):
+        Advertiser(name, role="dump", port=port, listen_host="127.0.0.1", transport="sctp")
 
 
 def test_sequence_pair_advertise_is_found_and_gone_when_it_ends(
@@ -753,10 +758,10 @@ def test_sequence_pair_advertise_is_found_and_gone_when_it_ends(
         "--audio", "none", "--bars", "1", "--bpm", "600", "--advertise", name,
     )  # fmt: skip
     advertised(proc)
-    browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
-    assert browser.info(discovery.OSC_UDP, name).properties[b"role"] == b"sequence"
+    browser.wait_for("Added", mdns.OSC_UDP, name, FOUND_WITHIN)
+    assert browser.info(mdns.OSC_UDP, name).properties[b"role"] == b"sequence"
     assert proc.wait(30) == 0  # --bars 1: it ends by itself, and says goodbye
-    browser.wait_for("Removed", discovery.OSC_UDP, name, FOUND_WITHIN)
+    browser.wait_for("Removed", mdns.OSC_UDP, name, FOUND_WITHIN)
 
 
 FOLLOWING_SENDERS = {
@@ -805,16 +810,16 @@ def test_at_name_sender_follows_a_listener_re_registered_on_a_new_port(
 
 def test_at_name_follower_flood_of_announcements_is_bounded_by_the_names_followed() -> None:
     """Anyone can announce anything: the follower keeps one pending entry per followed name."""
-    follower = discovery.PeerFollower({"Alice": ("127.0.0.1", 9001)}, lambda *_: None)
+    follower = PeerFollower({"Alice": ("127.0.0.1", 9001)}, lambda *_: None)
     added = type("State", (), {"name": "Added"})()
     removed = type("State", (), {"name": "Removed"})()
     for n in range(10_000):
-        follower._on_change(None, discovery.OSC_UDP, f"x{n}.{discovery.OSC_UDP}", added)
-        follower._on_change(None, discovery.OSC_UDP, f"alice.{discovery.OSC_UDP}", added)
-    follower._on_change(None, discovery.OSC_UDP, f"bob.{discovery.OSC_UDP}", removed)
-    assert follower._changed == {"alice": f"alice.{discovery.OSC_UDP}"}
-    with pytest.raises(discovery.OptionError):
-        discovery.PeerFollower({"not.a.label": ("127.0.0.1", 1)}, lambda *_: None)
+        follower._on_change(None, mdns.OSC_UDP, f"x{n}.{mdns.OSC_UDP}", added)
+        follower._on_change(None, mdns.OSC_UDP, f"alice.{mdns.OSC_UDP}", added)
+    follower._on_change(None, mdns.OSC_UDP, f"bob.{mdns.OSC_UDP}", removed)
+    assert follower._changed == {"alice": f"alice.{mdns.OSC_UDP}"}
+    with pytest.raises(mdns.OptionError):
+        PeerFollower({"not.a.label": ("127.0.0.1", 1)}, lambda *_: None)
 
 
 def _restart_advertised_dump(
@@ -908,7 +913,7 @@ class _TickLeader:
     def _run(self) -> None:
         from oscsync.osc import timetag as tt
         from oscsync.osc.routing import Received
-        from oscsync.sync import ping as clocksync
+        from oscsync.sync.ping import PING, pong_for
 
         address, args, types = self.message
         next_tick = time.monotonic()
@@ -918,9 +923,9 @@ class _TickLeader:
                 data, source = self.sock.recvfrom(65536)
                 arrival = self.clock.now()
                 for message in codec.decode(data):
-                    if message.address == clocksync.PING:
+                    if message.address == PING:
                         ping = Received(message, source, arrival)
-                        self.sock.sendto(clocksync.pong_for(ping, self.clock), source)
+                        self.sock.sendto(pong_for(ping, self.clock), source)
             if time.monotonic() >= next_tick:  # a tick 5 times a second, 100 ms ahead
                 next_tick += 0.2
                 stamp = tt.add_seconds(self.clock.now_timetag(), 0.1)
@@ -1006,18 +1011,16 @@ def test_txt_addresses_follow_the_registry_one_update_per_burst(browser: Browser
     name = unique_name()
     warnings: list[str] = []
     with _advertised_endpoint(name, warn=warnings.append) as (endpoint, advertiser):
-        browser.wait_for("Added", discovery.OSC_UDP, name, FOUND_WITHIN)
-        assert browser.info(discovery.OSC_UDP, name).properties[b"addresses"] == (
-            b"/oscsync/clock/ping"
-        )
+        browser.wait_for("Added", mdns.OSC_UDP, name, FOUND_WITHIN)
+        assert browser.info(mdns.OSC_UDP, name).properties[b"addresses"] == (b"/oscsync/clock/ping")
         paths = [f"/cue/{n:02d}" for n in range(60)]
         for path in paths:
             endpoint.registry.add_method(Method(path, "i", "a cue"), lambda r: None)
-        expected, left_out = discovery.addresses_txt(["/oscsync/clock/ping", *paths])
+        expected, left_out = mdns.addresses_txt(["/oscsync/clock/ping", *paths])
         assert left_out > 0
 
         def announced() -> bytes:
-            value = browser.info(discovery.OSC_UDP, name).properties[b"addresses"]
+            value = browser.info(mdns.OSC_UDP, name).properties[b"addresses"]
             return value if isinstance(value, bytes) else b""
 
         wait_until(
@@ -1053,16 +1056,16 @@ def opened_on(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     def fake_open(interface: str, *, unicast: bool = False) -> Any:
         seen.append(interface)
-        raise discovery.DiscoveryError(f"stand-in: not opened on {interface}")
+        raise mdns.DiscoveryError(f"stand-in: not opened on {interface}")
 
-    monkeypatch.setattr(discovery, "open_zeroconf", fake_open)
+    monkeypatch.setattr(mdns, "open_zeroconf", fake_open)
     return seen
 
 
 def test_the_suite_keeps_mdns_on_loopback() -> None:
     # conftest sets it before any test; subprocesses inherit it
-    assert os.environ[discovery.INTERFACE_ENV] == "loopback"
-    assert discovery.default_interface() == "loopback"
+    assert os.environ[mdns.INTERFACE_ENV] == "loopback"
+    assert mdns.default_interface() == "loopback"
 
 
 @pytest.mark.parametrize(
@@ -1082,7 +1085,7 @@ def test_at_name_and_peers_honour_the_mdns_interface_variable(
     monkeypatch: pytest.MonkeyPatch,
     args: list[str],
 ) -> None:
-    monkeypatch.setenv(discovery.INTERFACE_ENV, "loopback")
+    monkeypatch.setenv(mdns.INTERFACE_ENV, "loopback")
     result = cli_runner.invoke(cli, args)
     assert result.exit_code == 1, result.output
     assert opened_on and set(opened_on) == {"loopback"}, opened_on
@@ -1105,16 +1108,16 @@ def test_replay_at_name_honours_the_mdns_interface_variable(
 def test_without_the_variable_at_name_browses_every_interface(
     opened_on: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(discovery.INTERFACE_ENV)
-    with pytest.raises(discovery.DiscoveryError):
-        discovery.resolve("nobody", timeout=0.1)
+    monkeypatch.delenv(mdns.INTERFACE_ENV)
+    with pytest.raises(mdns.DiscoveryError):
+        browsing.resolve("nobody", timeout=0.1)
     assert opened_on == ["auto"]
 
 
 def test_a_bad_mdns_interface_variable_is_a_usage_error(
     cli_runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(discovery.INTERFACE_ENV, "wlan9")
+    monkeypatch.setenv(mdns.INTERFACE_ENV, "wlan9")
     result = cli_runner.invoke(cli, ["peers", "--timeout", "0.1"])
     assert result.exit_code == 2
     assert "'wlan9' is not auto, all, loopback" in result.output
@@ -1122,10 +1125,10 @@ def test_a_bad_mdns_interface_variable_is_a_usage_error(
 
 def test_peers_advertise_is_loopback_first(monkeypatch: pytest.MonkeyPatch) -> None:
     # Like every listener: announced on this machine, OSCQuery on 127.0.0.1, unless --host 0.0.0.0
-    monkeypatch.delenv(discovery.INTERFACE_ENV)
+    monkeypatch.delenv(mdns.INTERFACE_ENV)
     from oscsync.cli.peers import advertise
 
     host = next(p for p in advertise.params if p.name == "host")
     assert host.default == "127.0.0.1"
-    where = discovery.placement(discovery.default_interface(), str(host.default))
-    assert where == discovery.Placement("loopback", ("127.0.0.1",), "127.0.0.1")
+    where = mdns.placement(mdns.default_interface(), str(host.default))
+    assert where == mdns.Placement("loopback", ("127.0.0.1",), "127.0.0.1")

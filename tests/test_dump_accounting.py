@@ -16,7 +16,8 @@ import pytest
 
 from conftest import LineReader, oscsync_command
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Endpoint, socket_drop_count
+from oscsync.net.udp import Endpoint
+from oscsync.net.udpsocket import socket_drop_count
 from oscsync.osc import codec
 from oscsync.osc.routing import Received
 

@@ -185,7 +185,7 @@ def test_demo_short_run_prints_the_table_and_the_verdict(
 
 
 def test_session_followers_agree_only_with_forward_sync() -> None:
-    from oscsync.apps.netem import ImpairmentSpec
+    from oscsync.apps.netemlink import ImpairmentSpec
     from oscsync.clock import SystemClock
 
     link = ImpairmentSpec(delay=0.010, jitter=0.008)

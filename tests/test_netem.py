@@ -15,16 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import free_udp_port
-from oscsync.apps.netem import (
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_CLIENTS,
-    HELD_OVERHEAD,
-    Impairment,
-    ImpairmentSpec,
-    Relay,
-    _rng,
-    forwards_to_itself,
-)
+from oscsync.apps.netem import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CLIENTS, Relay, forwards_to_itself
+from oscsync.apps.netemlink import HELD_OVERHEAD, Impairment, ImpairmentSpec, seeded_rng
 from oscsync.cli.main import cli
 from oscsync.clock import FakeClock
 from oscsync.net.hostport import HostPort
@@ -34,7 +26,7 @@ N = 20_000
 
 
 def _draws(spec: ImpairmentSpec, seed: int = 1, n: int = N) -> list[list[float]]:
-    impairment = Impairment(spec, _rng(seed, "forward"))
+    impairment = Impairment(spec, seeded_rng(seed, "forward"))
     return [impairment.decide() for _ in range(n)]
 
 
@@ -79,8 +71,8 @@ def test_seeded_draws_are_reproducible_and_seeds_differ() -> None:
     spec = ImpairmentSpec(delay=0.02, jitter=0.015, loss=0.1, duplicate=0.05)
     assert _draws(spec, seed=7, n=500) == _draws(spec, seed=7, n=500)
     assert _draws(spec, seed=7, n=500) != _draws(spec, seed=8, n=500)
-    forward = Impairment(spec, _rng(7, "forward"))
-    reverse = Impairment(spec, _rng(7, "reverse"))
+    forward = Impairment(spec, seeded_rng(7, "forward"))
+    reverse = Impairment(spec, seeded_rng(7, "reverse"))
     assert [forward.decide() for _ in range(50)] != [reverse.decide() for _ in range(50)]
 
 
@@ -151,18 +143,20 @@ def _run_through_relay(
             # The next one once the relay has taken this one in: a burst would measure how fast
             # the relay drains its socket, not the delay it adds.
             wait_until(
-                lambda n=seq: relay.forward.stats.received > n, 10, f"datagram {seq} at the relay"
+                lambda n=seq: relay.link.forward.stats.received > n,
+                10,
+                f"datagram {seq} at the relay",
             )
         # Everything still held delivered, and both ends have read every datagram sent to them.
         wait_until(
             lambda: (
-                not relay.scheduler.held
-                and len(server.got) >= relay.forward.stats.sent
-                and len(client.got) >= relay.reverse.stats.sent
+                not relay.link.scheduler.held
+                and len(server.got) >= relay.link.forward.stats.sent
+                and len(client.got) >= relay.link.reverse.stats.sent
             ),
             spec.delay + 4 * spec.jitter + 10.0,
             "the relay to deliver everything and both ends to read it",
-            state=lambda: (relay.scheduler.held, len(server.got), len(client.got)),
+            state=lambda: (relay.link.scheduler.held, len(server.got), len(client.got)),
         )
     finally:
         relay.close()
@@ -175,7 +169,7 @@ def test_relay_delays_loses_and_duplicates_as_asked() -> None:
     spec = ImpairmentSpec(delay=0.020, jitter=0.005, loss=0.10, duplicate=0.10)
     packets = 400
     _, server, relay = _run_through_relay(spec, packets)
-    stats = relay.forward.stats
+    stats = relay.link.forward.stats
     assert stats.received == packets
     assert stats.sent == len(server.got)
     assert stats.lost + stats.duplicated > 0
@@ -210,7 +204,7 @@ def test_replies_come_back_through_the_same_impairment() -> None:
     assert len(server.got) == 20
     assert sorted(seq for seq, _ in client.got) == list(range(20))
     assert all(delay >= 0.010 - 0.0002 for _, delay in client.got)
-    assert relay.reverse.stats.sent == 20
+    assert relay.link.reverse.stats.sent == 20
 
 
 def test_no_reorder_keeps_order_and_reorder_does_not() -> None:
@@ -232,11 +226,11 @@ def test_queue_limit_drops_and_counts() -> None:
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         for seq in range(20):
             sender.sendto(struct.pack(">id", seq, time.monotonic()), relay.local_address.sockaddr)
-        wait_until(lambda: relay.forward.stats.received >= 20, 10, "20 datagrams at the relay")
+        wait_until(lambda: relay.link.forward.stats.received >= 20, 10, "20 datagrams at the relay")
         sender.close()
     server.close()
-    assert relay.forward.stats.dropped["queue-full"] == 15
-    assert relay.forward.stats.dropped["held-at-exit"] == 5
+    assert relay.link.forward.stats.dropped["queue-full"] == 15
+    assert relay.link.forward.stats.dropped["held-at-exit"] == 5
 
 
 def test_cli_reports_and_rejects_bad_options(cli_runner: CliRunner) -> None:
@@ -320,7 +314,9 @@ def _send_and_wait(relay: Relay, senders: list[socket.socket], received: int) ->
     for sender in senders:
         sender.sendto(struct.pack(">id", 0, time.monotonic()), relay.local_address.sockaddr)
     wait_until(
-        lambda: relay.forward.stats.received >= received, 10, f"{received} datagrams at the relay"
+        lambda: relay.link.forward.stats.received >= received,
+        10,
+        f"{received} datagrams at the relay",
     )
 
 
@@ -350,14 +346,14 @@ def test_senders_beyond_max_clients_take_a_free_socket_and_refusals_are_counted(
     with sink.sock, relay:
         send(senders[0])
         send(senders[1])  # the only socket still holds senders[0]'s datagram: wait
-        assert relay.forward.stats.dropped == {"too-many-senders": 1}
+        assert relay.link.forward.stats.dropped == {"too-many-senders": 1}
         fake_clock.advance(1.0)
-        relay.scheduler.run_due()
+        relay.link.scheduler.run_due()
         send(senders[1])  # now it is free: the new sender takes it
         send(senders[2])  # ... and this one waits for it again
         fake_clock.advance(1.0)
-        relay.scheduler.run_due()
-        assert relay.forward.stats.sent == 2 and sink.read(2) == [b"x", b"x"]
+        relay.link.scheduler.run_due()
+        assert relay.link.forward.stats.sent == 2 and sink.read(2) == [b"x", b"x"]
         assert (relay.senders.opened, relay.senders.evicted, relay.senders.active.now) == (2, 1, 1)
 
         def refuse(forward: HostPort) -> socket.socket:
@@ -365,11 +361,11 @@ def test_senders_beyond_max_clients_take_a_free_socket_and_refusals_are_counted(
 
         monkeypatch.setattr(netem, "_open_upstream", refuse)
         send(senders[0])
-        assert relay.forward.stats.dropped["forward-error"] == 1
+        assert relay.link.forward.stats.dropped["forward-error"] == 1
         send(senders[1])  # still has its socket: relayed
         fake_clock.advance(1.0)
-        relay.scheduler.run_due()
-        assert relay.forward.stats.sent == 3
+        relay.link.scheduler.run_due()
+        assert relay.link.forward.stats.sent == 3
     for sender in senders:
         sender.close()
     assert warnings == [
@@ -441,7 +437,7 @@ def test_netem_expires_idle_clients_and_recovers_after_256_one_shot_senders(
     ):
         for k in range(300):
             _one_shot(relay, b"%d" % k, keep=senders)
-            assert relay.scheduler.run_due() is None  # sent at once (no delay asked)
+            assert relay.link.scheduler.run_due() is None  # sent at once (no delay asked)
             # Before #20 the 257th sender found every socket taken: nothing more was relayed.
             assert sink.read(1) == [b"%d" % k]
         assert relay.senders.active.now == relay.senders.active.peak == DEFAULT_MAX_CLIENTS
@@ -452,9 +448,9 @@ def test_netem_expires_idle_clients_and_recovers_after_256_one_shot_senders(
         assert (relay.senders.active.now, relay.senders.expired) == (0, DEFAULT_MAX_CLIENTS)
         # ... and the next one-shot sender is relayed like the first.
         _one_shot(relay, b"after")
-        relay.scheduler.run_due()
+        relay.link.scheduler.run_due()
         assert sink.read(1) == [b"after"]
-        assert relay.forward.stats.sent == 301 and not relay.forward.stats.dropped
+        assert relay.link.forward.stats.sent == 301 and not relay.link.forward.stats.dropped
     for sender in senders:
         sender.close()
     assert "senders: 1 now, 256 at most; 301 opened, 256 closed idle, 44 closed to make room" in (
@@ -478,7 +474,7 @@ def test_netem_keeps_a_sender_whose_datagrams_are_still_held_past_the_idle_timeo
         relay.step(timeout=0)
         assert relay.senders.active.now == 1
         fake_clock.advance(2.0)
-        relay.scheduler.run_due()
+        relay.link.scheduler.run_due()
         assert sink.read(1) == [b"held"]
         fake_clock.advance(5.0)
         relay.step(timeout=0)
@@ -538,11 +534,11 @@ def test_netem_drops_datagrams_that_come_back_from_its_own_upstream_socket() -> 
         pytest.skip(f"no IPv4-mapped IPv6 sockets here: {exc}")
     with relay:
         _one_shot(relay, b"once")
-        relay.scheduler.run_due()
+        relay.link.scheduler.run_due()
         relay.step(timeout=2.0)  # the copy that came back
         relay.step(timeout=0.05)
-        assert relay.forward.stats.dropped == {"self-loop": 1}
-        assert relay.senders.opened == 1 and relay.forward.stats.sent == 1
+        assert relay.link.forward.stats.dropped == {"self-loop": 1}
+        assert relay.senders.opened == 1 and relay.link.forward.stats.sent == 1
     assert len(warnings) == 1 and "leads back to --listen" in warnings[0]
 
 
@@ -555,10 +551,10 @@ def test_netem_allow_keeps_strangers_from_reaching_the_forward_address() -> None
     ):
         _one_shot(relay, b"stranger", source="127.0.0.2")
         _one_shot(relay, b"friend", source="127.0.0.1")
-        relay.scheduler.run_due()
+        relay.link.scheduler.run_due()
         assert sink.read(1) == [b"friend"]
         assert sink.pending() == 0
-        assert relay.forward.stats.dropped == {"not-allowed": 1}
+        assert relay.link.forward.stats.dropped == {"not-allowed": 1}
         assert relay.senders.opened == 1  # the stranger got no upstream socket
 
 
@@ -573,9 +569,9 @@ def test_netem_allow_compares_ipv4_mapped_senders_as_ipv4() -> None:
     with sink.sock, relay:
         _one_shot(relay, b"stranger", source="127.0.0.2")
         _one_shot(relay, b"friend", source="127.0.0.1")
-        relay.scheduler.run_due()
+        relay.link.scheduler.run_due()
         assert sink.read(1) == [b"friend"]
-        assert relay.forward.stats.dropped == {"not-allowed": 1}
+        assert relay.link.forward.stats.dropped == {"not-allowed": 1}
 
 
 def test_netem_queue_is_bounded_in_bytes(fake_clock: FakeClock) -> None:
@@ -599,15 +595,15 @@ def test_netem_queue_is_bounded_in_bytes(fake_clock: FakeClock) -> None:
                 sender.sendto(datagram, relay.local_address.sockaddr)
                 relay.step(timeout=2.0)
         fits = limit // (len(datagram) + HELD_OVERHEAD)
-        assert relay.forward.stats.received == 40
-        assert relay.scheduler.held == relay.queue.items.now == fits
-        assert relay.queue.bytes.now == relay.queue.bytes.peak <= limit
-        assert relay.forward.stats.dropped == {"queue-bytes": 40 - fits}
+        assert relay.link.forward.stats.received == 40
+        assert relay.link.scheduler.held == relay.link.queue.items.now == fits
+        assert relay.link.queue.bytes.now == relay.link.queue.bytes.peak <= limit
+        assert relay.link.forward.stats.dropped == {"queue-bytes": 40 - fits}
         assert warnings == ["delay queue holds 1 MiB: dropping (counted)"]
         fake_clock.advance(10.0)
-        relay.scheduler.run_due()
-        assert relay.forward.stats.sent == fits
-        assert (relay.queue.items.now, relay.queue.bytes.now) == (0, 0)
+        relay.link.scheduler.run_due()
+        assert relay.link.forward.stats.sent == fits
+        assert (relay.link.queue.items.now, relay.link.queue.bytes.now) == (0, 0)
 
 
 class _ResettingSocket:
@@ -636,12 +632,12 @@ def test_netem_counts_a_windows_connection_reset_and_keeps_relaying() -> None:
             relay.step(timeout=2.0)
             (sender,) = relay._clients.values()
             sender.sock = _ResettingSocket(sender.sock)  # type: ignore[assignment]
-            relay.scheduler.run_due()
+            relay.link.scheduler.run_due()
             relay.step(timeout=2.0)  # the echo: a reset first, then the reply itself
-            relay.scheduler.run_due()
+            relay.link.scheduler.run_due()
             assert struct.unpack(">id", client.recv(64))[0] == 1
-        assert relay.forward.stats.dropped == {"send-refused": 1}
-        assert relay.reverse.stats.sent == 1
+        assert relay.link.forward.stats.dropped == {"send-refused": 1}
+        assert relay.link.reverse.stats.sent == 1
     echo.close()
 
 

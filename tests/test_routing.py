@@ -88,7 +88,7 @@ def test_the_lookup_cache_is_bounded_under_a_flood_of_addresses() -> None:
 
 
 def test_registry_watchers_hear_each_change_until_unwatched() -> None:
-    """What an advertiser keeps its TXT addresses= in step with (discovery.Advertiser)."""
+    """What an advertiser keeps its TXT addresses= in step with (advertiser.Advertiser)."""
     registry = AddressRegistry()
     seen: list[tuple[str, ...]] = []
     unwatch = registry.watch(lambda: seen.append(tuple(m.path for m in registry.methods())))

@@ -7,6 +7,7 @@ import contextlib
 import signal
 import sys
 import threading
+import types
 
 import pytest
 from click.testing import CliRunner
@@ -101,6 +102,18 @@ def test_stop_swallowed_by_a_finalizer_is_delivered_again(
     assert not ran_on
     assert run.stopped_by == signal.SIGINT
     assert sys.unraisablehook is hook_before
+
+
+def test_stop_landing_while_asyncio_is_being_imported_is_a_clean_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # SIGTERM during `import asyncio` (dump --advertise imports it after "listening on"): the
+    # handler looked for a running loop in the half-made module and raised AttributeError, so
+    # the command exited 1 with a traceback instead of stopping.
+    with running() as run, monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "asyncio", types.ModuleType("asyncio"))
+        runtime._on_stop_signal(signal.SIGTERM, None)
+    assert run.stopped_by == signal.SIGTERM
 
 
 def test_running_installs_no_alarm_handler() -> None:

@@ -14,7 +14,8 @@ import pytest
 from oscsync.clock import FakeClock
 from oscsync.net.framing import size_encode, slip_encode
 from oscsync.net.hostport import HostPort
-from oscsync.net.tcp import Backoff, TcpListener, TcpSender
+from oscsync.net.tcplistener import TcpListener
+from oscsync.net.tcpsender import Backoff, TcpSender
 from waiting import wait_until
 
 LOOPBACK = HostPort("127.0.0.1", 0, "tcp")

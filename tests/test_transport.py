@@ -15,8 +15,9 @@ import pytest
 from oscsync.apps.dump import summary as dump_summary
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import FakeClock, SystemClock
-from oscsync.net import udp as transport
+from oscsync.net import udp, udpsocket
 from oscsync.net.hostport import HostPort, parse_hostport, parse_network
+from oscsync.net.listening import bind_error_message
 from oscsync.net.udp import Endpoint, TransportError
 from oscsync.osc import codec
 from oscsync.osc import timetag as tt
@@ -512,8 +513,9 @@ def test_connection_reset_from_a_receive_is_counted_and_reading_goes_on(read_wit
 def test_without_recvmsg_datagrams_still_arrive_and_kernel_drops_are_reported_unavailable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(transport, "_HAS_RECVMSG", False)
-    monkeypatch.setattr(transport, "_SO_MEMINFO", None)
+    monkeypatch.setattr(udp, "HAS_RECVMSG", False)
+    monkeypatch.setattr(udp, "SO_MEMINFO", None)
+    monkeypatch.setattr(udpsocket, "SO_MEMINFO", None)
     listener, inbox = listen_here()
     with listener:
         where = listener.local_address
@@ -532,7 +534,7 @@ def test_windows_refusing_a_port_is_explained_in_one_line() -> None:
         winerror = 10013
 
     refused = WindowsError_(13, "An attempt was made to access a socket in a way forbidden")
-    text = transport.bind_error_message(HostPort("127.0.0.1", 9001), refused)
+    text = bind_error_message(HostPort("127.0.0.1", 9001), refused)
     assert "Windows refused the port" in text and "root" not in text
     assert "\n" not in text
 
@@ -547,9 +549,9 @@ def test_socket_drop_count_from_proc_net_udp_matches_so_meminfo(
         sock.bind(("127.0.0.1", 0))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         _flood(HostPort("127.0.0.1", sock.getsockname()[1]), 500)
-        from_meminfo = transport.socket_drop_count(sock)
-        monkeypatch.setattr(transport, "_SO_MEMINFO", 0x7FFF)  # no such option: EINVAL/ENOPROTOOPT
-        from_proc = transport.socket_drop_count(sock)
+        from_meminfo = udpsocket.socket_drop_count(sock)
+        monkeypatch.setattr(udpsocket, "SO_MEMINFO", 0x7FFF)  # no such option: EINVAL/ENOPROTOOPT
+        from_proc = udpsocket.socket_drop_count(sock)
     assert from_meminfo is not None and from_meminfo > 0
     assert from_proc == from_meminfo
 

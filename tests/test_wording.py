@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from oscsync.apps.dump import summary
-from oscsync.net.udp import EndpointStats
+from oscsync.net.core import TransportStats
 from oscsync.terminal.wording import drop_warning, plural
 
 
@@ -13,7 +13,7 @@ def test_plural_says_one_tick_and_two_ticks() -> None:
 
 
 def test_dump_summary_singular_and_plural() -> None:
-    stats = EndpointStats(datagrams=1, messages=1, bundles=1)
+    stats = TransportStats(datagrams=1, messages=1, bundles=1)
     assert summary(stats, 1) == (
         "dump: 1 message printed; received 1 message in 1 datagram (1 bundle); dropped 0"
     )

@@ -45,7 +45,7 @@ from oscsync.osc.rewrite import RewriteError, Rewriter
 from oscsync.osc.routing import Received
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, Dispatch, LatePolicy, Scheduler
 from oscsync.stats import RecentSamples, percentile
-from oscsync.sync import follow as clockfollow
+from oscsync.sync import follow
 from oscsync.sync.follow import ClockFollower
 from oscsync.terminal import display
 from oscsync.terminal.wording import plural
@@ -311,8 +311,8 @@ class BridgeSession(Session):
         sync: str | None = None,
         sync_peer: HostPort | None = None,
         *,
-        sync_interval: float = clockfollow.INTERVAL,
-        sync_start_interval: float = clockfollow.ACQUIRE_INTERVAL,
+        sync_interval: float = follow.INTERVAL,
+        sync_start_interval: float = follow.ACQUIRE_INTERVAL,
     ) -> None:
         """Start forwarding; with ``sync``/``sync_peer`` through a clock follower
         (:func:`~oscsync.apps.receiving.make_follower`)."""

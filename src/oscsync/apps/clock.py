@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import Clock
+from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Endpoint, Network
+from oscsync.net.udp import Endpoint
 from oscsync.osc.routing import Received
 from oscsync.sync.estimate import ClockEstimate
 from oscsync.sync.follow import ClockFollower

@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass
 
 from oscsync.apps.lab import FollowerSpec, SessionResult, SessionSpec
-from oscsync.apps.netem import ImpairmentSpec
+from oscsync.apps.netemlink import ImpairmentSpec
 from oscsync.apps.scoring import Score, score_follower, spread
 from oscsync.apps.tables import aligned
 

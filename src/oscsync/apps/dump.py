@@ -17,7 +17,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple, TextIO
 
-from oscsync.net.udp import EndpointStats
+from oscsync.net.core import TransportStats
 from oscsync.osc import codec, timetag
 from oscsync.osc.routing import Received
 from oscsync.scheduler import Dispatch, Scheduler
@@ -518,7 +518,7 @@ def scheduled(dumper: Dumper, scheduler: Scheduler) -> Callable[[Received], None
     return on_message
 
 
-def summary(stats: EndpointStats, written: int, not_printed: int = 0) -> str:
+def summary(stats: TransportStats, written: int, not_printed: int = 0) -> str:
     """One line for stderr when dump stops.
 
     Every datagram sent to dump is in it (issue 18): messages printed, received but

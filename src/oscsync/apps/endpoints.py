@@ -15,7 +15,7 @@ from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
 from oscsync.net.tcpendpoint import TcpEndpoint, uses_tcp
 from oscsync.net.udp import Endpoint, EndpointOptions
-from oscsync.sync import ping as clocksync
+from oscsync.sync.ping import SERVICE_METHODS, standard_services
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 def add_standard_services(endpoint: Endpoint) -> Endpoint:
     """Register the clock services (:func:`oscsync.sync.ping.standard_services`) on ``endpoint``."""
-    for address, service in clocksync.standard_services().items():
-        method = clocksync.SERVICE_METHODS[address]
+    for address, service in standard_services().items():
+        method = SERVICE_METHODS[address]
         endpoint.add_service(address, service, method.types, method.description)
     return endpoint
 

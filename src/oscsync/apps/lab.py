@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from oscsync.apps.metronome import TickRecord
-from oscsync.apps.netem import ImpairmentSpec, Relay
+from oscsync.apps.netem import Relay
+from oscsync.apps.netemlink import ImpairmentSpec
 from oscsync.apps.receiving import SessionSetup
 from oscsync.apps.sessions import SendSession, TickListenSession
 from oscsync.audio import TICK, AudioError, Player

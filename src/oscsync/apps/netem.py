@@ -5,19 +5,10 @@ forward-sync lab only needs the same effect on one UDP flow. :class:`Relay` list
 address and forwards every datagram to one ``forward`` address, like a tiny NAT: each sender gets
 its own upstream socket, so whatever the far side answers comes back to that sender, through the
 **same kind of impairment** in the reverse direction (clock pings see the network the ticks see).
-
-Each direction has its own :class:`Impairment`, drawn from its own seeded generator, so a seeded
-run makes the same decisions for the n-th datagram of a direction every time. A datagram is lost
-with probability ``loss``; otherwise it is sent after a delay drawn from the distribution, and
-with probability ``duplicate`` a second copy follows with its own delay (Linux netem re-enqueues
-its clone the same way). With ``reorder`` off, a datagram never leaves before the one ahead of it
-(its delay is stretched instead), as on a link that queues.
-
-Delays are kept on a :class:`~oscsync.scheduler.Scheduler` (one timer thread and a heap, not a
-sleep or a thread per datagram), capped at ``queue_limit`` held datagrams and ``queue_bytes``
-held bytes; what does not fit is dropped, counted by reason and warned about once. Bytes are
-relayed as they are: the relay does not decode OSC, so it passes on what it does not understand,
-and never answers clock pings itself.
+What happens to a datagram on the way (loss, delay, duplicates, the bounded delay queue) is the
+link model's, :class:`oscsync.apps.netemlink.Link`. Bytes are relayed as they are: the relay does
+not decode OSC, so it passes on what it does not understand, and never answers clock pings
+itself.
 
 Upstream sockets are bounded too (#20 item 7): at most ``max_clients``, each closed after
 ``idle_timeout`` without traffic, and the least recently active one with nothing left in the
@@ -37,35 +28,28 @@ from __future__ import annotations
 import errno
 import ipaddress
 import math
-import random
 import socket
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from oscsync import threads
+from oscsync.apps.netemlink import (
+    DEFAULT_QUEUE_BYTES,
+    DEFAULT_QUEUE_LIMIT,
+    ImpairmentSpec,
+    Link,
+    SenderExpired,
+)
 from oscsync.clock import Clock, SystemClock
 from oscsync.net.hostport import HostPort
+from oscsync.net.listening import bind_error_message
 from oscsync.net.selector import WakeableSelector
-from oscsync.net.udp import MAX_DATAGRAM, TransportError, bind_error_message, set_recv_buffer
-from oscsync.osc import timetag as tt
-from oscsync.scheduler import Dispatch, Scheduler
-from oscsync.stats import Gauge, RunningStats, WarnOnce
+from oscsync.net.udp import TransportError
+from oscsync.net.udpsocket import MAX_DATAGRAM, set_recv_buffer
+from oscsync.stats import Gauge, WarnOnce
 
-DISTRIBUTIONS = ("uniform", "normal", "pareto", "exponential")
-PARETO_SHAPE = 3.0
-"""Shape of the Pareto tail: 3 is heavy (occasional long stalls, like Wi-Fi retries) yet still
-has a finite standard deviation, so ``--jitter`` can mean the same thing for every distribution."""
-
-DEFAULT_QUEUE_LIMIT = 10_000
-DEFAULT_QUEUE_BYTES = 32 * 1024 * 1024
-"""Bytes held at once (#20 item 1): the item cap alone let 10,000 datagrams of 64 KB, held by
-``--delay 10s``, take 641 MB. 32 MiB holds 10 s of 1,000 datagrams/s of up to 2.9 KB each."""
-HELD_OVERHEAD = 448
-"""Bytes one held copy costs beyond its payload (heap entry, scheduler item, delivery, bytes
-header, floats): 390-445 measured with tracemalloc on CPython 3.11 for 0-1,000-byte datagrams,
-rounded up. Counted so that a flood of empty datagrams meets the byte bound too."""
 DEFAULT_MAX_CLIENTS = 256
 DEFAULT_IDLE_TIMEOUT = 60.0
 """A sender's upstream socket is closed after this long without traffic either way, like a NAT's
@@ -73,129 +57,12 @@ UDP mapping (Linux conntrack keeps 30 s unanswered, 120 s answered flows)."""
 _SWEEP_INTERVAL = 1.0
 """How often (seconds) the relay thread looks for idle senders when nothing arrives."""
 _ALLOW_CACHE_LIMIT = 4096
-DELAY_SAMPLES = 100_000
-"""Achieved delays kept per direction for the percentiles in the report (the most recent)."""
 
 _RECV_BUFFER = 4 * 1024 * 1024
 
 WarningHandler = Callable[[str], None]
-_Sender = Callable[[bytes], object]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-@dataclass(frozen=True)
-class ImpairmentSpec:
-    """What to do to each datagram; times in seconds, probabilities in 0..1."""
-
-    delay: float = 0.0
-    jitter: float = 0.0
-    dist: str = "uniform"
-    loss: float = 0.0
-    duplicate: float = 0.0
-    reorder: bool = True
-
-    def __post_init__(self) -> None:
-        if self.dist not in DISTRIBUTIONS:
-            raise ValueError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}")
-        if not (self.delay >= 0 and self.jitter >= 0):
-            raise ValueError("delay and jitter must be 0 or more seconds")
-        if not (0 <= self.loss <= 1 and 0 <= self.duplicate <= 1):
-            raise ValueError("loss and duplicate are probabilities between 0 and 1")
-
-    @property
-    def expected_std(self) -> float:
-        """Standard deviation of the delay asked for (before delays below 0 are clamped)."""
-        return self.jitter / math.sqrt(3) if self.dist == "uniform" else self.jitter
-
-    def describe(self) -> str:
-        text = f"delay {self.delay * 1e3:g} ms"
-        if self.jitter:
-            text += f" ± {self.jitter * 1e3:g} ms {self.dist}"
-        text += f", loss {self.loss * 100:g}%, duplicate {self.duplicate * 100:g}%"
-        if self.jitter and not self.reorder:
-            text += ", no reordering"
-        return text
-
-
-class Impairment:
-    """Draws the fate of each datagram of one direction from a seeded generator."""
-
-    def __init__(self, spec: ImpairmentSpec, rng: random.Random) -> None:
-        self.spec = spec
-        self.rng = rng
-        if spec.dist == "pareto" and spec.jitter:
-            # Shifted Pareto(shape a, scale m) with the asked mean and standard deviation:
-            # std = m·sqrt(a / ((a-1)^2 (a-2))), mean of the Pareto part = a·m / (a-1).
-            a = PARETO_SHAPE
-            self._pareto_scale = spec.jitter / math.sqrt(a / ((a - 1) ** 2 * (a - 2)))
-            self._pareto_shift = spec.delay - a * self._pareto_scale / (a - 1)
-
-    def delay(self) -> float:
-        """One delay in seconds (never negative)."""
-        spec, rng = self.spec, self.rng
-        if not spec.jitter:
-            return spec.delay
-        if spec.dist == "uniform":
-            value = rng.uniform(spec.delay - spec.jitter, spec.delay + spec.jitter)
-        elif spec.dist == "normal":
-            value = rng.gauss(spec.delay, spec.jitter)
-        elif spec.dist == "exponential":  # delay + Exp(mean jitter): issue #11's Wi-Fi model
-            value = spec.delay + rng.expovariate(1.0 / spec.jitter)
-        else:
-            value = self._pareto_shift + self._pareto_scale * rng.paretovariate(PARETO_SHAPE)
-        return max(0.0, value)
-
-    def decide(self) -> list[float]:
-        """Delays of the copies to send: [] lost, [d] once, [d1, d2] duplicated.
-
-        Always draws the same number of random values per datagram, so one decision does not
-        shift the ones after it between runs with different loss settings.
-        """
-        spec, rng = self.spec, self.rng
-        lost = rng.random() < spec.loss
-        duplicated = rng.random() < spec.duplicate
-        first, second = self.delay(), self.delay()
-        if lost:
-            return []
-        return [first, second] if duplicated else [first]
-
-
-@dataclass
-class DirectionStats:
-    """Counters of one direction (``forward``: towards ``--forward``; ``reverse``: replies)."""
-
-    received: int = 0
-    sent: int = 0
-    lost: int = 0
-    duplicated: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
-    delays: RunningStats = field(default_factory=lambda: RunningStats(recent=DELAY_SAMPLES))
-
-    def line(self, name: str) -> str:
-        text = (
-            f"{name}: {self.received} in, {self.sent} out "
-            f"({self.lost} lost, {self.duplicated} duplicated"
-        )
-        if self.dropped:
-            text += ", dropped " + ", ".join(f"{k} {n}" for k, n in sorted(self.dropped.items()))
-        text += ")"
-        d = self.delays
-        if d.count:
-            text += (
-                f"; delay mean {d.mean * 1e3:.2f} ms, std {d.std * 1e3:.2f} ms, "
-                f"min {d.minimum * 1e3:.2f}, p50 {d.percentile(0.5) * 1e3:.2f}, "
-                f"p99 {d.percentile(0.99) * 1e3:.2f}, max {d.maximum * 1e3:.2f} ms"
-            )
-        return text
-
-
-class _Direction:
-    def __init__(self, name: str, impairment: Impairment) -> None:
-        self.name = name
-        self.impairment = impairment
-        self.stats = DirectionStats()
-        self.last_due = -math.inf
 
 
 def _plain(ip: IPAddress) -> IPAddress:
@@ -266,18 +133,6 @@ def _open_upstream(forward: HostPort) -> socket.socket:
     return sock
 
 
-def _rng(seed: int | None, direction: str) -> random.Random:
-    # String seeds are hashed deterministically (unlike hash()), so a seed means the same draws
-    # in every process; each direction gets its own stream.
-    return (
-        random.Random(f"oscsync-netem/{seed}/{direction}") if seed is not None else random.Random()
-    )
-
-
-class _SenderExpired(Exception):
-    """A held datagram's upstream socket was closed (idle or evicted) before it was due."""
-
-
 class _Client:
     """One sender on ``listen`` and the upstream socket its datagrams leave from."""
 
@@ -300,7 +155,7 @@ class _Client:
         with self.lock:
             self.held -= 1
             if self.closed:
-                raise _SenderExpired
+                raise SenderExpired
             return self.sock.send(data)
 
     def hold(self) -> None:
@@ -333,34 +188,6 @@ class SenderStats:
         )
 
 
-def _size(count: int) -> str:
-    if count < 1024 * 1024:
-        return f"{count / 1024:.1f} KiB"
-    return f"{count / 1024 / 1024:.1f} MiB"
-
-
-@dataclass
-class QueueStats:
-    """What the delay queue held: now and at most, in datagrams and bytes."""
-
-    items: Gauge = field(default_factory=Gauge)
-    bytes: Gauge = field(default_factory=Gauge)
-
-    def hold(self, size: int) -> None:
-        self.items.add()
-        self.bytes.add(size)
-
-    def release(self, size: int) -> None:
-        self.items.remove()
-        self.bytes.remove(size)
-
-    def line(self) -> str:
-        return (
-            f"queue: held at most {self.items.peak} datagrams, {_size(self.bytes.peak)} "
-            f"(payload + {HELD_OVERHEAD} B each)"
-        )
-
-
 class Relay:
     """Relay datagrams between senders on ``listen`` and ``forward``, impaired both ways."""
 
@@ -382,32 +209,23 @@ class Relay:
         if max_clients < 1 or queue_bytes < 1 or not idle_timeout > 0:
             raise ValueError("max_clients, queue_bytes and idle_timeout must be positive")
         self.clock = clock if clock is not None else SystemClock()
-        self.spec = spec
         self.forward_to = forward
         self.max_clients = max_clients
         self.idle_timeout = idle_timeout
-        self.queue_limit = queue_limit
-        self.queue_bytes = queue_bytes
         self._allow = tuple(allow)
         self._allow_cache: dict[str, bool] = {}
         self._warn = on_warning or (lambda _: None)
         self._warn_once = WarnOnce(self._warn)
-        self.forward = _Direction("forward", Impairment(spec, _rng(seed, "forward")))
-        self.reverse = _Direction("reverse", Impairment(spec, _rng(seed, "reverse")))
-        self.senders = SenderStats()
-        self.queue = QueueStats()
-        # spin=0: a relay's sub-millisecond overshoot is far below the jitter it adds, and a
-        # spinning timer thread would hold the GIL against every other thread in the process.
-        # No horizon: the delays are our own draws (a Pareto tail may pass 60 s), and what is
-        # held is bounded by queue_limit and queue_bytes, so a refusal always means "queue-full".
-        self.scheduler = Scheduler(
-            self.clock,
-            spin=0.0,
-            max_items=queue_limit,
-            horizon=math.inf,
-            late_tolerance=math.inf,
+        self.link = Link(
+            spec,
+            clock=self.clock,
+            warn_once=self._warn_once,
+            seed=seed,
+            queue_limit=queue_limit,
+            queue_bytes=queue_bytes,
         )
-        self._lock = threading.Lock()  # stats and the queue's byte count
+        """Both directions: what happens to each datagram, counted (forward, reverse, queue)."""
+        self.senders = SenderStats()
         # Least recently active first; touched by the relay thread only (close() after joining).
         self._clients: OrderedDict[tuple[str, int], _Client] = OrderedDict()
         self._client_of_local: dict[tuple[IPAddress, int], _Client] = {}
@@ -493,7 +311,7 @@ class Relay:
             self._client_of_local[local] = sender
 
     def start(self) -> None:
-        self.scheduler.start()
+        self.link.start()
         self._thread = threads.daemon_thread(self._loop, name="oscsync-netem")
         threads.start(self._thread)
 
@@ -534,7 +352,7 @@ class Relay:
                 return
             except OSError:
                 # An ICMP error for an earlier reply to a sender that went away: not fatal.
-                self.reverse.stats.dropped["send-refused"] += 1
+                self.link.reverse.stats.dropped["send-refused"] += 1
                 continue
             client = (source[0], source[1])
             if self._allow and not self._allowed(client[0]):
@@ -543,7 +361,7 @@ class Relay:
             sender = self._upstream_for(client)
             if sender is None:
                 continue  # refused, and counted
-            self._impair(self.forward, data, sender.send, sender)
+            self.link.carry(self.link.forward, data, sender.send, sender)
 
     def _drain_upstream(self, sender: _Client) -> None:
         if sender.closed:
@@ -562,11 +380,11 @@ class Relay:
             except (ConnectionRefusedError, ConnectionResetError):
                 # The far side is not listening (yet): the kernel told us about an earlier send
                 # (Windows reports the ICMP error as a reset).
-                self.forward.stats.dropped["send-refused"] += 1
+                self.link.forward.stats.dropped["send-refused"] += 1
                 continue
             except OSError:
                 return
-            self._impair(self.reverse, data, reply, sender)
+            self.link.carry(self.link.reverse, data, reply, sender)
 
     def _allowed(self, host: str) -> bool:
         verdict = self._allow_cache.get(host)
@@ -651,91 +469,9 @@ class Relay:
 
     def _refuse(self, reason: str, warning: str) -> None:
         """Count a datagram from a sender that gets no upstream socket; warn once per reason."""
-        with self._lock:
-            self.forward.stats.received += 1
-            self.forward.stats.dropped[reason] += 1
+        self.link.refuse(reason)
         if warning:
             self._warn_once(reason, warning)
-
-    # -- impairing -------------------------------------------------------------------------
-
-    def _impair(
-        self, direction: _Direction, data: bytes, send: _Sender, sender: _Client | None = None
-    ) -> None:
-        clock = self.clock
-        arrival = clock.monotonic()
-        stats = direction.stats
-        with self._lock:
-            stats.received += 1
-            delays = direction.impairment.decide()
-            if not delays:
-                stats.lost += 1
-                return
-            if len(delays) > 1:
-                stats.duplicated += 1
-            dues = []
-            for delay in delays:
-                due = arrival + delay
-                if not self.spec.reorder:
-                    due = max(due, direction.last_due)
-                    direction.last_due = due
-                dues.append(due)
-        if sender is not None:
-            # Idle counts from when the last datagram leaves, so a long --delay does not close
-            # the socket its held datagrams will leave from.
-            sender.last_seen = max(sender.last_seen, *dues)
-        size = len(data) + HELD_OVERHEAD
-        for due in dues:
-            if not self._hold(size, stats):
-                continue
-            stamp = tt.from_unix(clock.monotonic_to_wall(due))
-            action = _Delivery(self, direction, data, send, arrival, size)
-            leaves_upstream = sender is not None and direction is self.forward
-            if leaves_upstream:
-                sender.hold()  # type: ignore[union-attr]
-            if not self.scheduler.submit(stamp, action):
-                if leaves_upstream:
-                    sender.unhold()  # type: ignore[union-attr]
-                self._release(size)
-                self._drop(
-                    stats,
-                    "queue-full",
-                    f"delay queue full ({self.queue_limit} datagrams held): dropping (counted)",
-                )
-
-    def _hold(self, size: int, stats: DirectionStats) -> bool:
-        """Reserve ``size`` bytes of the queue; False (dropped, counted) when it would overflow."""
-        queue = self.queue
-        with self._lock:
-            if queue.bytes.now + size <= self.queue_bytes:
-                queue.hold(size)
-                return True
-        self._drop(
-            stats,
-            "queue-bytes",
-            f"delay queue holds {self.queue_bytes / 1024 / 1024:g} MiB: dropping (counted)",
-        )
-        return False
-
-    def _release(self, size: int) -> None:
-        with self._lock:
-            self.queue.release(size)
-
-    def _drop(self, stats: DirectionStats, reason: str, warning: str) -> None:
-        with self._lock:
-            stats.dropped[reason] += 1
-        self._warn_once(reason, warning)
-
-    def _delivered(
-        self, direction: _Direction, achieved: float, ok: bool, reason: str, size: int
-    ) -> None:
-        with self._lock:
-            self.queue.release(size)
-            if ok:
-                direction.stats.sent += 1
-                direction.stats.delays.add(achieved)
-            else:
-                direction.stats.dropped[reason] += 1
 
     # -- stopping --------------------------------------------------------------------------
 
@@ -747,10 +483,7 @@ class Relay:
         self._selector.wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(2.0)
-        self.scheduler.close()
-        held = self.scheduler.stats().dropped.get("closed", 0)
-        if held:
-            self.forward.stats.dropped["held-at-exit"] += held
+        self.link.close()
         self._selector.close()
         senders = list(self._clients.values())
         for sender in senders:
@@ -759,14 +492,15 @@ class Relay:
 
     def report(self) -> str:
         """The achieved behaviour, both directions, next to what was asked."""
-        spec = self.spec
-        with self._lock:
+        link = self.link
+        spec = link.spec
+        with link.lock:
             lines = [
                 f"netem asked: {spec.describe()} (delay std {spec.expected_std * 1e3:.2f} ms)",
-                "netem " + self.forward.stats.line("forward"),
-                "netem " + self.reverse.stats.line("reverse"),
+                "netem " + link.forward.stats.line("forward"),
+                "netem " + link.reverse.stats.line("reverse"),
                 "netem " + self.senders.line(),
-                "netem " + self.queue.line(),
+                "netem " + link.queue.line(),
             ]
         return "\n".join(lines)
 
@@ -775,32 +509,3 @@ class Relay:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-@dataclass(slots=True, eq=False)  # an action: compared by identity
-class _Delivery:
-    """The scheduled send of one copy of a datagram."""
-
-    relay: Relay
-    direction: _Direction
-    data: bytes
-    send: _Sender
-    arrival: float
-    size: int
-
-    def __call__(self, dispatch: Dispatch) -> None:
-        try:
-            self.send(self.data)
-        except _SenderExpired:
-            ok, reason = False, "sender-expired"
-        except (ConnectionRefusedError, ConnectionResetError):
-            ok, reason = False, "send-refused"
-        except BlockingIOError:
-            ok, reason = False, "buffer-full"
-        except OSError as exc:
-            ok, reason = False, errno.errorcode.get(exc.errno or 0, "send-error")
-        else:
-            ok, reason = True, ""
-        self.relay._delivered(
-            self.direction, dispatch.dispatched - self.arrival, ok, reason, self.size
-        )

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, TypeVar
 
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import Clock
+from oscsync.net.core import MessageHandler, Network, ReceiveHooks
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Endpoint, MessageHandler, Network, ReceiveHooks
+from oscsync.net.udp import Endpoint
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
-from oscsync.sync import follow as clockfollow
+from oscsync.sync import follow
 from oscsync.sync.follow import ClockFollower
 
 if TYPE_CHECKING:
@@ -71,8 +72,8 @@ def make_follower(
     *,
     note: Note,
     warn: Note,
-    interval: float = clockfollow.INTERVAL,
-    start_interval: float = clockfollow.ACQUIRE_INTERVAL,
+    interval: float = follow.INTERVAL,
+    start_interval: float = follow.ACQUIRE_INTERVAL,
 ) -> ClockFollower | None:
     """``--sync peer``: a ClockFollower; ``--sync system`` or none: None (timetags as they are).
 
@@ -192,8 +193,8 @@ class ReceiveSession(Session):
         sync: str | None,
         sync_peer: HostPort | None,
         *,
-        interval: float = clockfollow.INTERVAL,
-        start_interval: float = clockfollow.ACQUIRE_INTERVAL,
+        interval: float = follow.INTERVAL,
+        start_interval: float = follow.ACQUIRE_INTERVAL,
     ) -> ClockFollower | None:
         """``--sync``: a follower of the leader's clock on this session's endpoint, for
         :meth:`start` (None for ``--sync system`` or none: timetags as they are)."""

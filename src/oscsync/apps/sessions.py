@@ -42,7 +42,7 @@ from oscsync.net.hostport import HostPort
 from oscsync.net.udp import Endpoint
 from oscsync.osc.routing import Method, Received
 from oscsync.scheduler import DEFAULT_SPIN, Scheduler
-from oscsync.sync import follow as clockfollow
+from oscsync.sync import follow
 from oscsync.sync.follow import ClockFollower
 from oscsync.sync.ping import PONG, PONG_METHOD, PeerClocks
 
@@ -251,8 +251,8 @@ class ListenSession(Session, Generic[R]):
         *,
         pings_to: Sequence[HostPort] | None = None,
         follower: Follower | None = None,
-        sync_interval: float = clockfollow.INTERVAL,
-        sync_start_interval: float = clockfollow.ACQUIRE_INTERVAL,
+        sync_interval: float = follow.INTERVAL,
+        sync_start_interval: float = follow.ACQUIRE_INTERVAL,
     ) -> None:
         """Start receiving; with ``sync``/``sync_peer`` through a clock follower pinging at
         ``sync_start_interval`` then ``sync_interval`` (:func:`make_follower`), or through

@@ -35,9 +35,9 @@ from oscsync.cli.peers import Advertising, following, resolve_peers
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running
 from oscsync.cli.scheduling import horizon_option, late_option
 from oscsync.cli.syncing import Syncing, sync_options
+from oscsync.net.core import Network
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Network
 from oscsync.osc.rewrite import Rewriter, Rule, RuleError, parse_rule
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy
 

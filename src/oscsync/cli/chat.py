@@ -20,9 +20,9 @@ from oscsync.cli.params import (
 )
 from oscsync.cli.peers import Advertising, following, resolve_peers
 from oscsync.cli.runtime import AppContext, color_wanted, running, wait
+from oscsync.net.core import Network
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort, is_own_address
-from oscsync.net.udp import Network
 from oscsync.osc import codec
 from oscsync.terminal import display
 from oscsync.terminal.console import Console

@@ -10,8 +10,8 @@ from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL, PeerClockRepo
 from oscsync.cli.params import DURATION, PEER, allow_option
 from oscsync.cli.peers import following, resolve_peer
 from oscsync.cli.runtime import AppContext, Stop, running
+from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Network
 from oscsync.terminal.wording import plural
 
 

@@ -21,8 +21,8 @@ from oscsync.cli.peers import Advertising
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.cli.scheduling import horizon_option, late_option
 from oscsync.cli.syncing import Syncing, sync_options
+from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Network
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy
 
 

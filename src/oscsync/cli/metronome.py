@@ -28,8 +28,8 @@ from oscsync.cli.params import (
 from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
 from oscsync.cli.syncing import sync_options
+from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Network
 from oscsync.terminal.wording import plural
 
 _beats_per_bar_option = beats_per_bar_option(

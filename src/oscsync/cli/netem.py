@@ -8,16 +8,13 @@ from typing import Any, TypeVar
 
 import click
 
-from oscsync.apps.netem import (
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_CLIENTS,
+from oscsync.apps.netem import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CLIENTS, Relay, forwards_to_itself
+from oscsync.apps.netemlink import (
     DEFAULT_QUEUE_BYTES,
     DEFAULT_QUEUE_LIMIT,
     DISTRIBUTIONS,
     HELD_OVERHEAD,
     ImpairmentSpec,
-    Relay,
-    forwards_to_itself,
 )
 from oscsync.cli.params import (
     DURATION,
@@ -31,8 +28,8 @@ from oscsync.cli.params import (
 )
 from oscsync.cli.peers import following, resolve_peer
 from oscsync.cli.runtime import AppContext, running, wait
+from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Network
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -410,9 +410,9 @@ class DiscoveryType(ParsedType):
         self.check = check
 
     def parse(self, text: str) -> Any:
-        from oscsync.discovery import mdns as discovery
+        from oscsync.discovery import mdns
 
-        return getattr(discovery, self.check)(text)
+        return getattr(mdns, self.check)(text)
 
     def errors(self) -> tuple[type[Exception], ...]:
         from oscsync.discovery.mdns import DiscoveryError
@@ -428,7 +428,7 @@ INTERFACE = DiscoveryType("interface", "auto|all|loopback|ADDRESS", "check_inter
 
 
 MDNS_INTERFACE_ENV = "OSCSYNC_MDNS_INTERFACE"
-"""Read by every ``--interface`` and by ``@NAME`` resolution (``discovery.INTERFACE_ENV``)."""
+"""Read by every ``--interface`` and by ``@NAME`` resolution (``mdns.INTERFACE_ENV``)."""
 
 
 def interface_option(default: str = "auto", help: str | None = None) -> Callable[[F], F]:

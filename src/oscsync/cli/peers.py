@@ -21,8 +21,8 @@ from oscsync.cli.params import (
     renamed_option,
 )
 from oscsync.cli.runtime import AppContext, running, wait
+from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Network
 from oscsync.osc.routing import AddressRegistry
 from oscsync.terminal.display import escape
 
@@ -39,14 +39,15 @@ def resolve_peers(values: Iterable[object], timeout: float = RESOLVE_TIMEOUT) ->
     items = tuple(values)
     if not any(isinstance(item, PeerName) for item in items):
         return items
-    from oscsync.discovery import mdns as discovery
+    from oscsync.discovery.browsing import resolve
+    from oscsync.discovery.mdns import DiscoveryError
 
     resolved: list[object] = []
     for item in items:
         if isinstance(item, PeerName):
             try:
-                host, port, protocol = discovery.resolve(item.name, timeout=timeout)
-            except discovery.DiscoveryError as exc:
+                host, port, protocol = resolve(item.name, timeout=timeout)
+            except DiscoveryError as exc:
                 raise click.ClickException(f"@{escape(item.name)}: {escape(str(exc))}") from None
             resolved.append(HostPort(host, port, protocol))
         else:
@@ -83,7 +84,8 @@ def following(
     if not named:
         yield
         return
-    from oscsync.discovery import mdns as discovery
+    from oscsync.discovery.follower import PeerFollower
+    from oscsync.discovery.mdns import DiscoveryError
 
     lock = threading.Lock()
 
@@ -102,12 +104,12 @@ def following(
         (say or app.note)(escape(f"@{name} re-registered: now sending to {moved}"))
 
     try:
-        follower = discovery.PeerFollower(
+        follower = PeerFollower(
             {name: (peer.host, peer.port) for name, peer in named.items()},
             on_move,
             protocols={name: peer.protocol for name, peer in named.items()},
         ).start()
-    except discovery.DiscoveryError as exc:
+    except DiscoveryError as exc:
         app.warn(escape(f"cannot follow @NAME peers after the start: {exc}"))
         yield
         return
@@ -133,7 +135,8 @@ class Advertising:
     extra_txt: dict[str, str] | None = None
     allow: Sequence[Network] = ()
     advertiser: Any = field(default=None, init=False)
-    """The running :class:`~oscsync.discovery.mdns.Advertiser`, once :meth:`publish` started it."""
+    """The running :class:`~oscsync.discovery.advertiser.Advertiser`, once :meth:`publish`
+    started it."""
 
     def __enter__(self) -> Advertising:
         return self
@@ -146,10 +149,11 @@ class Advertising:
         OSCQuery lists ``registry`` (the endpoint's, live), or nothing without one."""
         if self.name is None or listening is None:
             return
-        from oscsync.discovery import mdns as discovery
+        from oscsync.discovery.advertiser import Advertiser
+        from oscsync.discovery.mdns import DiscoveryError, OptionError
 
         try:
-            self.advertiser = discovery.Advertiser(
+            self.advertiser = Advertiser(
                 self.name,
                 role=self.role,
                 port=listening.port,
@@ -163,9 +167,9 @@ class Advertising:
                 registry=registry,
             )
             self.advertiser.start()
-        except discovery.OptionError as exc:
+        except OptionError as exc:
             raise click.UsageError(str(exc)) from None
-        except discovery.DiscoveryError as exc:
+        except DiscoveryError as exc:
             raise click.ClickException(str(exc)) from None
         describe = escape(self.advertiser.describe())
         (self.app.warn if self.advertiser.renamed else self.app.note)(describe)
@@ -229,7 +233,8 @@ def peers(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from oscsync.discovery import mdns as discovery
+    from oscsync.discovery import browsing
+    from oscsync.discovery.mdns import DiscoveryError
 
     app: AppContext = ctx.obj
     as_json = as_json or old_json
@@ -254,11 +259,11 @@ def peers(
                     else:
                         show(item)
 
-                for _ in discovery.watch(interface, on_change):
+                for _ in browsing.watch(interface, on_change):
                     pass
                 return
-            found = discovery.browse(interface, timeout, clock=app.clock)
-        except discovery.DiscoveryError as exc:
+            found = browsing.browse(interface, timeout, clock=app.clock)
+        except DiscoveryError as exc:
             raise click.ClickException(str(exc)) from None
         for peer in found:
             show(peer)

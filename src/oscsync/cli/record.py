@@ -21,8 +21,8 @@ from oscsync.cli.params import (
 from oscsync.cli.peers import Advertising
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running
 from oscsync.files.recording import FLUSH_INTERVAL
+from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Network
 
 
 def _open_new(path: str, mode: str, overwrite: bool, param: str) -> IO[Any]:

@@ -36,10 +36,10 @@ from oscsync.cli.params import (
 from oscsync.cli.peers import Advertising, following
 from oscsync.cli.runtime import AppContext, leave_without_stdout, wait
 from oscsync.cli.syncing import Syncing
+from oscsync.net.core import Network
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Network
-from oscsync.sync import follow as clockfollow
+from oscsync.sync import follow
 from oscsync.terminal.wording import plural
 
 R = TypeVar("R")
@@ -307,8 +307,8 @@ class Listening:
     sync_peer_given: object = None
     """``--sync-peer`` as given (an ``@NAME`` stays one): :meth:`checked` resolves
     :attr:`sync_peer`, and a run follows the name when it re-registers."""
-    sync_start_interval: float = clockfollow.ACQUIRE_INTERVAL
-    sync_interval: float = clockfollow.INTERVAL
+    sync_start_interval: float = follow.ACQUIRE_INTERVAL
+    sync_interval: float = follow.INTERVAL
 
     def syncing(self) -> Syncing:
         """The ``--sync`` options among these."""

@@ -174,8 +174,10 @@ def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
         return
     courier.stopping = True
     name = signal.Signals(signum).name
-    asyncio = sys.modules.get("asyncio")
-    if asyncio is not None and asyncio._get_running_loop() is not None:
+    # A stop that lands while asyncio is being imported (advertising imports it as a listener
+    # starts) finds it half made, without _get_running_loop yet: no loop runs then.
+    running_loop = getattr(sys.modules.get("asyncio"), "_get_running_loop", None)
+    if running_loop is not None and running_loop() is not None:
         raise StopInEventLoop(name)
     raise Stop(name)
 

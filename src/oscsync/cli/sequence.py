@@ -30,8 +30,8 @@ from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
 from oscsync.cli.syncing import sync_options
 from oscsync.files.pattern import NAME, PatternError
+from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Network
 
 
 class VoiceSoundType(ParsedType):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from oscsync.apps.netem import ImpairmentSpec
+from oscsync.apps.netemlink import ImpairmentSpec
 from oscsync.cli.netem import impairment_options
 from oscsync.cli.params import bpm_range, collect, parse_duration, renamed_option, skew_option
 from oscsync.cli.runtime import AppContext, running

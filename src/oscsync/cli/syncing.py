@@ -16,13 +16,13 @@ from oscsync.cli.params import PEER, DurationType, options
 from oscsync.cli.peers import following, resolve_peer
 from oscsync.cli.runtime import AppContext
 from oscsync.net.hostport import HostPort
-from oscsync.sync import follow as clockfollow
+from oscsync.sync import follow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 PING_INTERVAL = DurationType(minimum=0.001, maximum=1.0)
 """A follower's ping interval. At 1 ms (1,000 pings a second) it costs ~20 % of a core, ten times
-the default's ~2 % (see ``clockfollow.INTERVAL``); at 1 s the estimator's 30 s window
+the default's ~2 % (see ``follow.INTERVAL``); at 1 s the estimator's 30 s window
 (``clockestimate.WINDOW``) holds at most 30 exchanges a direction, a coarse fit."""
 
 
@@ -55,15 +55,15 @@ def sync_options(
         click.option(
             "--sync-start-interval",
             type=PING_INTERVAL,
-            default=clockfollow.ACQUIRE_INTERVAL,
+            default=follow.ACQUIRE_INTERVAL,
             show_default=True,
             help=f"With --sync: seconds between clock pings for the first "
-            f"{clockfollow.ACQUIRE_TIME:g} s, while the first estimates are made.",
+            f"{follow.ACQUIRE_TIME:g} s, while the first estimates are made.",
         ),
         click.option(
             "--sync-interval",
             type=PING_INTERVAL,
-            default=clockfollow.INTERVAL,
+            default=follow.INTERVAL,
             show_default=True,
             help="With --sync: seconds between clock pings after that (more seconds: less "
             "traffic, a noisier estimate).",
@@ -79,8 +79,8 @@ class Syncing:
     sync: str | None = None
     sync_peer: Any = None
     """``--sync-peer``: a HostPort once :meth:`checked` (a ``PeerName`` as parsed)."""
-    sync_start_interval: float = clockfollow.ACQUIRE_INTERVAL
-    sync_interval: float = clockfollow.INTERVAL
+    sync_start_interval: float = follow.ACQUIRE_INTERVAL
+    sync_interval: float = follow.INTERVAL
     sync_peer_given: object = None
     """``--sync-peer`` as given (an ``@NAME`` stays one), for :meth:`following`."""
 
@@ -96,7 +96,7 @@ class Syncing:
         if self.sync == "system" and self.sync_peer is not None:
             raise click.UsageError("--sync-peer follows a peer's clock: not with --sync system")
         intervals = (self.sync_start_interval, self.sync_interval)
-        if not self.requested and intervals != (clockfollow.ACQUIRE_INTERVAL, clockfollow.INTERVAL):
+        if not self.requested and intervals != (follow.ACQUIRE_INTERVAL, follow.INTERVAL):
             raise click.UsageError(
                 "--sync-start-interval and --sync-interval time the pings of --sync (peer): "
                 "give --sync"

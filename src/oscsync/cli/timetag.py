@@ -11,8 +11,8 @@ from oscsync.apps.receiving import ReceiveSession, SessionSetup
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, stdout_is_tty
+from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Network
 from oscsync.osc import timetag as tt
 
 

@@ -15,12 +15,11 @@ A stream has no datagram boundaries, so each OSC packet is framed:
 
 A receiver learns the framing from the first bytes of a connection (:class:`StreamDecoder`): a
 leading END means SLIP, and so does a stream that starts with an OSC packet itself (``/`` or
-``#bundle``: a sender that writes END only after each packet, as RFC 1055 first did); anything
-else is a size prefix. liblo decides the same way (``detect_slip`` in its ``server.c``), except
-that it takes END followed by ``#bundle`` for a size prefix: see
-:class:`oscsync.net.tcp.TcpSender` for how a connection's first frame avoids that. No ambiguity: a
-size prefix within the 16 MiB limit starts with 0x00, and ``/`` (0x2F) or ``#`` (0x23) as a
-first byte would mean a size above 500 MiB.
+``#bundle``: a sender that writes END only after each packet, as RFC 1055 first did); anything else
+is a size prefix. liblo decides the same way (``detect_slip`` in its ``server.c``), except that it
+takes END followed by ``#bundle`` for a size prefix: see :class:`oscsync.net.tcpsender.TcpSender`
+for how a connection's first frame avoids that. No ambiguity: a size prefix within the 16 MiB limit
+starts with 0x00, and ``/`` (0x2F) or ``#`` (0x23) as a first byte would mean a size above 500 MiB.
 
 Nothing grows without bound: a decoder holds at most one partial frame, and a frame longer than
 ``max_frame`` bytes is refused (SLIP: skipped up to the next END and counted; size prefix: fatal).

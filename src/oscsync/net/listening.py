@@ -1,4 +1,4 @@
-"""What every listening socket needs, UDP (:mod:`oscsync.net.udp`) or TCP (:mod:`oscsync.net.tcp`).
+"""What every listening socket needs, UDP (:mod:`oscsync.net.udp`) or TCP (``tcplistener``).
 
 The port to itself where Windows would let another process share it, both IP families on
 ``[::]``, and one line that says why a bind failed. Chosen by capability, never by platform name

@@ -1,14 +1,14 @@
 """The endpoint for ``tcp://`` addresses: OSC over TCP through the same receive core as UDP.
 
-:class:`TcpEndpoint` is a :class:`~oscsync.net.udp.Endpoint` that also speaks TCP: a
-``tcp://`` listen address is served by a :class:`~oscsync.net.tcp.TcpListener`, each ``tcp://`` peer
-gets a :class:`~oscsync.net.tcp.TcpSender`, and UDP addresses given alongside them stay with the UDP
-endpoint it extends (so ``chat --listen tcp://... --peer HOST:PORT`` works too). Every frame is fed
-to the endpoint's :class:`~oscsync.net.core.ReceiveCore`, exactly as a datagram is: the
-``--allow`` check, decoding, drop counts by reason, the address registry (clock pings are
-answered over TCP like over UDP) and the command's handler are shared, so commands do not know
-which transport they use. :func:`oscsync.apps.endpoints.open_endpoint` builds one when an
-address says ``tcp://``.
+:class:`TcpEndpoint` is a :class:`~oscsync.net.udp.Endpoint` that also speaks TCP: a ``tcp://``
+listen address is served by a :class:`~oscsync.net.tcplistener.TcpListener`, each ``tcp://`` peer
+gets a :class:`~oscsync.net.tcpsender.TcpSender`, and UDP addresses given alongside them stay with
+the UDP endpoint it extends (so ``chat --listen tcp://... --peer HOST:PORT`` works too). Every frame
+is fed to the endpoint's :class:`~oscsync.net.core.ReceiveCore`, exactly as a datagram is: the
+``--allow`` check, decoding, drop counts by reason, the address registry (clock pings are answered
+over TCP like over UDP) and the command's handler are shared, so commands do not know which
+transport they use. :func:`oscsync.apps.endpoints.open_endpoint` builds one when an address says
+``tcp://``.
 
 Answers go back the way the question came: a message received on an accepted connection is
 answered on that connection (:meth:`reply`), one that came back on a peer's connection through
@@ -29,7 +29,8 @@ from oscsync.net import framing
 from oscsync.net.core import MessageHandler, ReceiveHooks
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort, allow_mismatch
-from oscsync.net.tcp import DropPolicy, TcpListener, TcpSender
+from oscsync.net.tcplistener import TcpListener
+from oscsync.net.tcpsender import DropPolicy, TcpSender
 from oscsync.net.udp import Endpoint, EndpointOptions, TransportError
 from oscsync.osc.routing import Received
 

@@ -12,22 +12,24 @@ An :class:`Endpoint` owns
 
 A single background thread waits on all sockets with a
 :class:`~oscsync.net.selector.WakeableSelector` (a selector plus a wake-up socket pair, both on
-Linux, macOS and Windows), so :meth:`Endpoint.close` stops it at once. Each datagram is
-time-stamped on arrival: by the kernel where it can (Linux ``SO_TIMESTAMPNS``, mapped onto the
-injected :class:`~oscsync.clock.Clock`), else by reading that clock, and fed to the socket-free
-:class:`~oscsync.net.core.ReceiveCore`: checked against ``--allow``, decoded, dispatched
-through the endpoint's :class:`~oscsync.osc.routing.AddressRegistry` (else to the callback) as a
-:class:`Received`. Nothing a peer sends can raise into the loop: malformed data is counted by
-reason in :attr:`EndpointStats.drops`, and so are datagrams the kernel dropped because the socket
-buffer was full (Linux: ``SO_RXQ_OVFL`` while running, the socket's own drop counter at close).
+Linux, macOS and Windows), so :meth:`Endpoint.close` stops it at once. Each datagram is time-stamped
+on arrival: by the kernel where it can (Linux ``SO_TIMESTAMPNS``, mapped onto the injected
+:class:`~oscsync.clock.Clock`), else by reading that clock, and fed to the socket-free
+:class:`~oscsync.net.core.ReceiveCore`: checked against ``--allow``, decoded, dispatched through the
+endpoint's :class:`~oscsync.osc.routing.AddressRegistry` (else to the callback) as a
+:class:`Received`. Nothing a peer sends can raise into the loop: malformed data is counted by reason
+in :attr:`~oscsync.net.core.TransportStats.drops`, and so are datagrams the kernel dropped because
+the socket buffer was full (Linux: ``SO_RXQ_OVFL`` while running, the socket's own drop counter at
+close).
 
 Platforms differ; each difference is chosen by capability, never by platform name (issue #21):
-without ``recvmsg`` (Windows) datagrams are read with ``recvfrom_into`` and the kernel's drop
-count is reported as unavailable (:attr:`EndpointStats.kernel_drops`); a unicast listener takes
-its port exclusively where ``SO_EXCLUSIVEADDRUSE`` exists (Windows' ``SO_REUSEADDR`` would let
-another process share it); a multicast listener that cannot bind the group address (Windows)
-binds the wildcard address; ``ConnectionResetError`` from a receive (Windows' report of an ICMP
-"port unreachable") is counted like Linux's ``ConnectionRefusedError``.
+without ``recvmsg`` (Windows) datagrams are read with ``recvfrom_into`` and the kernel's drop count
+is reported as unavailable (:attr:`~oscsync.net.core.TransportStats.kernel_drops`); a unicast
+listener takes its port exclusively where ``SO_EXCLUSIVEADDRUSE`` exists (Windows' ``SO_REUSEADDR``
+would let another process share it); a multicast listener that cannot bind the group address
+(Windows) binds the wildcard address; ``ConnectionResetError`` from a receive (Windows' report of an
+ICMP "port unreachable") is counted like Linux's ``ConnectionRefusedError``. The socket options
+themselves, and the kernel's drop counter, are :mod:`oscsync.net.udpsocket`'s.
 
 A few addresses are answered on the endpoint's behalf, through **services** (address ->
 function, registered in :attr:`Endpoint.registry`), before the app's handler would see them. The
@@ -41,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import socket
 import struct
 import sys
@@ -52,7 +53,6 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from oscsync import threads
 from oscsync.clock import Clock, SystemClock
 from oscsync.net.core import (
-    DatagramHandler,
     MessageHandler,
     Network,
     ReceiveCore,
@@ -64,43 +64,27 @@ from oscsync.net.core import (
 from oscsync.net.hostport import HostPort, allow_mismatch
 from oscsync.net.listening import accept_both_families, bind_error_message, take_port_exclusively
 from oscsync.net.selector import WakeableSelector
+from oscsync.net.udpsocket import (
+    HAS_RECVMSG,
+    MAX_DATAGRAM,
+    SO_MEMINFO,
+    SO_RXQ_OVFL,
+    SO_TIMESTAMPNS,
+    TIMESPEC,
+    ipv4_iface,
+    is_address_not_available,
+    set_recv_buffer,
+    socket_drop_count,
+)
 from oscsync.osc.routing import AddressRegistry, Received
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
 
-__all__ = [
-    "DatagramHandler",
-    "Endpoint",
-    "EndpointOptions",
-    "EndpointStats",
-    "MessageHandler",
-    "Network",
-    "ReceiveHooks",
-    "Service",
-    "Transport",
-    "TransportError",
-    "WarningHandler",
-    "bind_error_message",
-]
-
-MAX_DATAGRAM = 65535
 DEFAULT_RECV_BUFFER = 8 * 1024 * 1024
 """Asked-for receive buffer: enough to ride out a burst of ~8,000 small datagrams while a slow
 handler runs. Linux caps it at ``net.core.rmem_max`` unless we are root (``SO_RCVBUFFORCE``)."""
 
-_LINUX = sys.platform.startswith("linux")  # only to name constants Python does not export
-# Linux: SO_RXQ_OVFL makes recvmsg report how many datagrams the kernel dropped on this socket.
-_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40 if _LINUX else None)
-_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if _LINUX else None)
-# Linux: SO_TIMESTAMPNS (the _OLD layout: struct timespec of two longs) stamps each datagram
-# when the kernel received it (#20 item 14); SO_MEMINFO's ninth field is the socket's drop
-# counter (#20 item 12).
-_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if _LINUX else None)
-_TIMESPEC = struct.Struct("@ll")
-_SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55 if _LINUX else None)
-_SK_MEMINFO_DROPS = 8
-_HAS_RECVMSG = hasattr(socket.socket, "recvmsg")
 _DRAIN_BATCH = 512
 
 
@@ -108,8 +92,6 @@ class TransportError(OSError):
     """A socket could not be set up (address in use, no such interface, ...)."""
 
 
-EndpointStats = TransportStats
-"""The name the UDP endpoint's counters had before :mod:`oscsync.net.core` (issue #12)."""
 Service = Callable[["Endpoint", Received], None]
 """Answers one OSC address on the endpoint's behalf (clock pings); the app handler never sees it."""
 
@@ -189,19 +171,19 @@ class Endpoint(Transport):
         # on its own scale (not a FakeClock). SystemClock's scale is the OS's: no call then.
         self._kernel_stamps = (
             kernel_stamps
-            and _HAS_RECVMSG
-            and _SO_TIMESTAMPNS is not None
+            and HAS_RECVMSG
+            and SO_TIMESTAMPNS is not None
             and self.clock.system_time_to_wall(0.0) is not None
         )
         self._kernel_to_wall: Callable[[float], float | None] | None = (
             None if type(self.clock) is SystemClock else self.clock.system_time_to_wall
         )
         self._ancillary_space = 0
-        if _HAS_RECVMSG:
-            if _SO_RXQ_OVFL is not None:
+        if HAS_RECVMSG:
+            if SO_RXQ_OVFL is not None:
                 self._ancillary_space += socket.CMSG_SPACE(4)
             if self._kernel_stamps:
-                self._ancillary_space += socket.CMSG_SPACE(_TIMESPEC.size)
+                self._ancillary_space += socket.CMSG_SPACE(TIMESPEC.size)
         try:
             if listen is not None:
                 self._listen_sock = self._open_listener(listen, recv_buffer)
@@ -221,7 +203,7 @@ class Endpoint(Transport):
         sock = self._register(socket.socket(where.family, socket.SOCK_DGRAM))
         set_recv_buffer(sock, recv_buffer)
         self._ask_for_ancillary(sock)
-        if not ((_HAS_RECVMSG and _SO_RXQ_OVFL is not None) or _SO_MEMINFO is not None):
+        if not ((HAS_RECVMSG and SO_RXQ_OVFL is not None) or SO_MEMINFO is not None):
             self.stats.kernel_drops = "unavailable"  # Windows, macOS
         if where.is_multicast:
             # Several listeners on one host (followers in a lab) share a group port.
@@ -234,7 +216,7 @@ class Endpoint(Transport):
         try:
             sock.bind(where.sockaddr)
         except OSError as exc:
-            if not (where.is_multicast and _is_address_not_available(exc)):
+            if not (where.is_multicast and is_address_not_available(exc)):
                 raise TransportError(exc.errno, bind_error_message(where, exc)) from None
             # Windows cannot bind a group address: listen on the wildcard address; the group
             # membership below is what brings the group's datagrams.
@@ -248,14 +230,14 @@ class Endpoint(Transport):
         return sock
 
     def _ask_for_ancillary(self, sock: socket.socket) -> None:
-        if not _HAS_RECVMSG:
+        if not HAS_RECVMSG:
             return
-        if _SO_RXQ_OVFL is not None:
+        if SO_RXQ_OVFL is not None:
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
-        if self._kernel_stamps and _SO_TIMESTAMPNS is not None:
+                sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+        if self._kernel_stamps and SO_TIMESTAMPNS is not None:
             try:
-                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                 self.stats.arrival_stamps = "kernel"
             except OSError:
                 pass
@@ -294,7 +276,7 @@ class Endpoint(Transport):
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
                 if iface:
-                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, _ipv4(iface))
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, ipv4_iface(iface))
             elif peer.is_multicast:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
@@ -514,7 +496,7 @@ class Endpoint(Transport):
         threads.start(self._thread)
 
     def _receive_loop(self, selector: WakeableSelector) -> None:
-        drain = self._drain_msg if _HAS_RECVMSG else self._drain_from
+        drain = self._drain_msg if HAS_RECVMSG else self._drain_from
         on_idle = self._on_idle
         while not self._closed:
             for sock, via_peer in selector.wait():
@@ -535,8 +517,8 @@ class Endpoint(Transport):
         handle = self._core.feed
         # The stamp alone, already on the clock's scale (kernel stamps on a SystemClock): the
         # usual case, read inline (benchmarks/receive_path.py).
-        inline_stamp = _SO_TIMESTAMPNS if self._kernel_stamps and not self._kernel_to_wall else -1
-        unpack = _TIMESPEC.unpack
+        inline_stamp = SO_TIMESTAMPNS if self._kernel_stamps and not self._kernel_to_wall else -1
+        unpack = TIMESPEC.unpack
         receive = sock.recvmsg
         # Once the kernel has dropped a datagram on this socket, SO_RXQ_OVFL puts its running
         # drop count on every datagram after: under a flood, all of them. A count already
@@ -563,7 +545,7 @@ class Endpoint(Transport):
             else:
                 handle(data, source, self._read_ancillary(sock, ancdata), via_peer)
                 last = ancdata[-1]
-                if last[0] == socket.SOL_SOCKET and last[1] == _SO_RXQ_OVFL:
+                if last[0] == socket.SOL_SOCKET and last[1] == SO_RXQ_OVFL:
                     counted_drops = last
             if self._closed:
                 return
@@ -621,10 +603,10 @@ class Endpoint(Transport):
         for level, kind, payload in ancdata:
             if level != socket.SOL_SOCKET:
                 continue
-            if kind == _SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
-                seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
+            if kind == SO_TIMESTAMPNS and len(payload) >= TIMESPEC.size:
+                seconds, nanoseconds = TIMESPEC.unpack_from(payload)
                 kernel_time = seconds + nanoseconds * 1e-9
-            elif kind == _SO_RXQ_OVFL and len(payload) >= 4:
+            elif kind == SO_RXQ_OVFL and len(payload) >= 4:
                 self._kernel_dropped(sock, int.from_bytes(payload[:4], sys.byteorder))
         if kernel_time is None:
             return None
@@ -688,14 +670,14 @@ class Endpoint(Transport):
         # Datagrams still queued in the socket at close were received by the kernel but never
         # handled: count them, so that sent = handled + dropped holds exactly in a summary.
         sock.setblocking(False)
-        space = self._ancillary_space if _HAS_RECVMSG else 0
+        space = self._ancillary_space if HAS_RECVMSG else 0
         # Bounded by what the buffer can hold (every queued datagram costs the kernel a few
         # hundred bytes at least), so a flood still arriving cannot keep close() busy.
         queued_at_most = max(1024, sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 256)
         buffer = bytearray(MAX_DATAGRAM)
         for _ in range(queued_at_most):
             try:
-                if _HAS_RECVMSG:
+                if HAS_RECVMSG:
                     _, ancdata, _, _ = sock.recvmsg(MAX_DATAGRAM, space)
                     if ancdata:
                         self._read_ancillary(sock, ancdata)
@@ -714,7 +696,7 @@ class Endpoint(Transport):
         # the end of a flood were never reported: read the socket's own counter instead.
         total = socket_drop_count(sock)
         if total is None:
-            if not (_HAS_RECVMSG and _SO_RXQ_OVFL is not None):
+            if not (HAS_RECVMSG and SO_RXQ_OVFL is not None):
                 self.stats.kernel_drops = "unavailable"
             return
         self._kernel_dropped(sock, total)
@@ -740,59 +722,3 @@ def _refuse_tcp(listen: Sequence[HostPort], peers: Sequence[HostPort]) -> None:
             raise TransportError(
                 errno.EPROTOTYPE, f"{where}: this endpoint speaks UDP only (TCP needs TcpEndpoint)"
             )
-
-
-def socket_drop_count(sock: socket.socket) -> int | None:
-    """How many datagrams the kernel dropped on ``sock`` (buffer full), or None if it won't say.
-
-    Linux: ``SO_MEMINFO``'s drops field (kernel 4.14 and later), else the socket's line in
-    ``/proc/net/udp`` or ``udp6`` (found by inode). Windows and macOS have no per-socket counter.
-    """
-    if _SO_MEMINFO is not None:
-        size = 4 * (_SK_MEMINFO_DROPS + 1)
-        try:
-            raw = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 4 * 16)
-        except OSError:
-            raw = b""
-        if len(raw) >= size:
-            return int.from_bytes(raw[size - 4 : size], sys.byteorder)
-        return _proc_net_udp_drops(sock)
-    return None
-
-
-def _proc_net_udp_drops(sock: socket.socket) -> int | None:
-    try:
-        inode = os.fstat(sock.fileno()).st_ino
-        table = "/proc/net/udp6" if sock.family == socket.AF_INET6 else "/proc/net/udp"
-        with open(table, encoding="ascii") as lines:
-            next(lines)  # header
-            for line in lines:
-                fields = line.split()
-                if len(fields) >= 13 and fields[9] == str(inode):
-                    return int(fields[12])
-    except (OSError, ValueError, StopIteration):
-        return None
-    return None
-
-
-def _is_address_not_available(exc: OSError) -> bool:
-    return exc.errno == errno.EADDRNOTAVAIL or getattr(exc, "winerror", None) == 10049
-
-
-def _ipv4(address: str) -> bytes:
-    """``--iface`` as the 4 bytes IP_MULTICAST_IF wants; OSError (one line) if it is not IPv4."""
-    try:
-        return socket.inet_aton(address)
-    except OSError:
-        raise OSError(errno.EINVAL, f"--iface {address!r} is not an IPv4 address") from None
-
-
-def set_recv_buffer(sock: socket.socket, size: int) -> None:
-    if _SO_RCVBUFFORCE is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, size)
-            return
-        except OSError:
-            pass  # not root: fall back to the capped option
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)

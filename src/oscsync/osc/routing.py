@@ -229,9 +229,9 @@ class AddressRegistry:
 
     def watch(self, changed: Callable[[], None]) -> Callable[[], None]:
         """Call ``changed()`` after each change of what is registered (an advertiser keeps its
-        DNS-SD TXT ``addresses=`` in step: :class:`oscsync.discovery.mdns.Advertiser`); it runs on
-        the thread that made the change, so it must be quick. Returns the function that stops
-        the calls."""
+        DNS-SD TXT ``addresses=`` in step: :class:`oscsync.discovery.advertiser.Advertiser`); it
+        runs on the thread that made the change, so it must be quick. Returns the function that
+        stops the calls."""
         with self._lock:
             self._watchers.append(changed)
 
