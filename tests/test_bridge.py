@@ -268,6 +268,35 @@ def test_bridge_at_timetag_forwards_a_timetagged_send_plain_after_its_timetag(
     assert "dropped 1 (unmapped 1)" in err
 
 
+def test_bridge_forwards_to_a_tcp_target_with_the_framing_asked_for(spawn: Spawn) -> None:
+    """``--to tcp://`` (an application that listens on TCP, as scsynth can): each message is one
+    size-prefixed frame (``--framing size``, OSC 1.0)."""
+    port = free_udp_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        server.settimeout(30)
+        bridge = spawn(
+            "bridge", "-l", f"127.0.0.1:{port}", "--to", f"tcp://127.0.0.1:{server.getsockname()[1]}",
+            "--framing", "size", "--mode", "at-timetag", "--count", "1",
+        )  # fmt: skip
+        assert bridge.stderr is not None
+        errors = LineReader(bridge.stderr)
+        errors.wait_for(lambda line: line.startswith("forwarding to"), 60)
+        assert spawn("send", f"127.0.0.1:{port}", "/x", "1", "--in", "0.1").wait(30) == 0
+        connection, _ = server.accept()
+        with connection:
+            connection.settimeout(30)
+            received = b""
+            while len(received) < 4 or len(received) < 4 + int.from_bytes(received[:4], "big"):
+                chunk = connection.recv(4096)
+                assert chunk, received
+                received += chunk
+        assert bridge.wait(30) == 0, errors.rest()
+    size = int.from_bytes(received[:4], "big")
+    assert codec.decode(received[4 : 4 + size]) == [codec.Message("/x", (1,), "i", None)]
+
+
 def test_bridge_retimetag_answers_clock_pings_and_ignores_what_its_target_replies(
     cli_runner: CliRunner, target: socket.socket
 ) -> None:

@@ -58,6 +58,8 @@ MAX_RECORDS = 4096
 """Records kept for the CLI to print (it takes them ten times a second); more are counted as
 not shown rather than held: a flood must not grow memory or delay the forwarding threads."""
 HEADROOM_SAMPLES = 4096
+FLUSH_TIMEOUT = 2.0
+"""Seconds the bridge waits at the end for what it sent to a ``tcp://`` target to leave."""
 
 
 class Forwarded(NamedTuple):
@@ -375,13 +377,15 @@ class BridgeSession(Session):
         return text
 
     def close(self) -> None:
-        """Stop the follower, the endpoint and the scheduler (held messages are discarded and
-        counted ``closed``)."""
+        """Stop the follower and the scheduler (held messages are discarded and counted
+        ``closed``), let what was sent leave (a ``tcp://`` target may still be connecting),
+        then close the endpoint."""
         if self.follower is not None:
             self.follower.close()
-        self.endpoint.close()
         if self.scheduler is not None:
             self.scheduler.close()
+        self.endpoint.flush(FLUSH_TIMEOUT)
+        self.endpoint.close()
 
     def summary(self) -> list[str]:
         """Lines for stderr when the bridge stops."""
