@@ -14,7 +14,14 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import LineReader, free_udp_port
-from oscsync.apps.bridge import AT_TIMETAG, RETIMETAG, Forwarded, Forwarder
+from oscsync.apps.bridge import (
+    AT_TIMETAG,
+    RETIMETAG,
+    Forwarded,
+    Forwarder,
+    record_json,
+    record_line,
+)
 from oscsync.cli.main import cli
 from oscsync.clock import FakeClock
 from oscsync.osc import codec
@@ -170,6 +177,31 @@ def test_what_a_rule_cannot_fill_or_does_not_take_is_dropped_by_reason(
     assert outbox.sent == []
     assert bridge.dropped == {"map-missing-arg": 1, "unmapped": 1}
     assert [record.dropped for record in records] == ["map-missing-arg", "unmapped"]
+
+
+def test_record_lines_say_what_went_where_and_escape_what_the_network_sent(
+    fake_clock: FakeClock,
+) -> None:
+    bridge, _, records, _ = forwarder(fake_clock, RETIMETAG, rules=("/tick=/beat s:$1",))
+    stamp = tt.add_seconds(fake_clock.now_timetag(), 0.25)
+    hostile = "\x1b]0;owned\x07"
+    bridge.on_message(Received(codec.Message("/tick", (hostile,), "s", stamp), LEADER, 0.0))
+    bridge.on_message(Received(codec.Message("/x\x1b[2J", (), "", None), LEADER, 0.0))
+    sent, dropped = records
+    assert record_line(sent) == (
+        "22:13:20.000000  127.0.0.1:7000  /tick ,s \\x1b]0;owned\\x07 -> "
+        f"/beat ,s \\x1b]0;owned\\x07  @{tt.format_hex(stamp)} (-250.000 ms)"
+    )
+    assert record_line(dropped).endswith("/x\\x1b[2J ,  dropped (unmapped)")
+    line = record_json(sent)
+    assert line.isascii() and "\x1b" not in line
+    assert json.loads(line) == {
+        "arrival": 0.0, "source": "127.0.0.1:7000", "address": "/tick", "types": "s",
+        "args": [hostile], "to_address": "/beat", "to_types": "s", "to_args": [hostile],
+        "timetag": tt.format_hex(stamp), "sent": fake_clock.now(), "due": fake_clock.now() + 0.25,
+        "lateness_ms": -250.0, "late": False,
+    }  # fmt: skip
+    assert json.loads(record_json(dropped))["dropped"] == "unmapped"
 
 
 # -- through the real clock follower ----------------------------------------------------------
