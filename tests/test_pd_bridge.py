@@ -39,7 +39,9 @@ BLOCK = 64
 BLOCK_S = BLOCK / RATE  # 1 ms: PD's block, and the JACK period here
 TICKS = 24
 BPM = 240
-OFFSET = 0.2
+OFFSET = 0.3
+"""Seconds each tick is sent ahead: the bridge locks on the leader's clock within tens of ms of the
+first tick, even on a loaded machine, so none is due before sync."""
 LEADER_SKEW = 0.3
 """The leader's clock pretends to be this far ahead (--clock-skew): only a bridge that follows
 it plays the ticks on time (unsynced, every tick would sound 300 ms late)."""
