@@ -37,8 +37,8 @@ peers:
 	else echo "apt-get not found: peer tests will skip (or fail under CI=true)"; fi
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/ruff check src tests benchmarks scripts examples
+	$(BIN)/ruff format --check src tests benchmarks scripts examples
 	$(BIN)/mypy
 
 # The workshop guide (docs/): --strict fails on a broken link, anchor or missing image.

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from conftest import LineReader, free_udp_port, oscsync_command
 from oscsync.apps.chat import ChatSession, chat_text, format_received
-from oscsync.apps.endpoints import open_endpoint
+from oscsync.apps.endpoints import Endpoint, open_endpoint
 from oscsync.cli.main import cli
 from oscsync.net.hostport import HostPort
 from oscsync.osc import codec
@@ -96,7 +96,7 @@ def test_format_received_marks_other_addresses() -> None:
 
 def test_session_sends_each_line_as_one_string(collector: Collector) -> None:
     shown: list[tuple[str, bool]] = []
-    with open_endpoint(peers=[HostPort("127.0.0.1", collector.port)]) as endpoint:
+    with Endpoint(peers=[HostPort("127.0.0.1", collector.port)]) as endpoint:
         session = ChatSession(endpoint, lambda text, is_chat: shown.append((text, is_chat)))
         assert session.send_line("hello world")
         assert not session.send_line("")  # nothing to say: nothing sent

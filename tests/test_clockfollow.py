@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import random
 import re
 import threading
@@ -424,3 +425,33 @@ def test_follower_close_after_a_stop_between_creating_and_starting_its_thread(
             follower.start()
         monkeypatch.undo()
         follower.close()
+
+
+def test_snapshot_and_to_local_say_where_the_following_stands() -> None:
+    """The public face of ``--sync`` (oscsync.ClockFollower, issue 28): state, offset, bound,
+    ppm, and a leader's timetag translated onto our clock."""
+    world = _World(skew=0.15, ppm=50.0)
+    follower = world.follower
+    before = follower.snapshot()
+    assert (before.synced, before.offset, before.bound, before.line()) == (
+        False,
+        None,
+        math.inf,
+        "sync acquiring",
+    )
+    assert follower.to_local(world.leader_clock.now_timetag()) is None
+    assert follower.wait_synced(0.5) is False  # one-thread fake clock: the wait is the jump
+    world.run(world.clock.monotonic() + 12.0)
+    status = follower.snapshot()
+    assert status.synced and status.locked and follower.synced
+    assert follower.wait_synced(0) is True
+    assert status.peer == LEADER
+    true_offset = world.leader_clock.now() - world.clock.now()
+    assert abs(status.offset - true_offset) <= status.bound < 0.5e-3  # type: ignore[operator]
+    # The estimator's frequency, 12 s into a ±15 ms link: within a few tens of ppm of 50.
+    assert abs(status.ppm - 50.0) < 20.0  # type: ignore[operator]
+    assert follower.status() == status.line()
+    stamp = tt.add_seconds(world.leader_clock.now_timetag(), 1.0)
+    local = follower.to_local(stamp)
+    assert local is not None
+    assert abs(tt.to_unix(local) - world.true_local(stamp)) <= 0.25e-3

@@ -1132,3 +1132,18 @@ def test_peers_advertise_is_loopback_first(monkeypatch: pytest.MonkeyPatch) -> N
     assert host.default == "127.0.0.1"
     where = mdns.placement(mdns.default_interface(), str(host.default))
     assert where == mdns.Placement("loopback", ("127.0.0.1",), "127.0.0.1")
+
+
+def test_the_public_endpoint_reaches_at_name(spawn: Spawn) -> None:
+    """``oscsync.Endpoint(peers="@NAME")`` finds a peer as the commands do (issue 28)."""
+    import oscsync
+
+    name = unique_name()
+    dump = spawn("dump", "--listen", "0", "--advertise", name)
+    advertised(dump)
+    with oscsync.Endpoint(peers=f"@{name}", interface="loopback") as endpoint:
+        assert endpoint.send("/by-name", "from python") == 1
+    assert dump.stdout is not None
+    LineReader(dump.stdout).wait_for(lambda text: '/by-name ,s "from python"' in text)
+    with pytest.raises(oscsync.DiscoveryError, match=f"nobody-{name}"):
+        oscsync.Endpoint(peers=f"@nobody-{name}", interface="loopback")

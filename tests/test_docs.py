@@ -20,6 +20,8 @@ The strict ``mkdocs build`` (broken links, missing images) runs in ``make test``
 from __future__ import annotations
 
 import contextlib
+import doctest
+import importlib
 import importlib.util
 import io
 import json
@@ -693,3 +695,101 @@ if __name__ == "__main__":  # list what the docs show: python tests/test_docs.py
         mark = "run " if shown in RUNNABLE else "parse"
         print(mark, shown, file=sys.stdout)
     print(Path(__file__).name, len(SHOWN), "shown,", len(RUNNABLE), "run")
+
+
+# --- the Python API page (issue 28) ---------------------------------------------------------
+
+API_PAGE = DOCS / "python-api.md"
+DOCTEST_FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+
+def pycon_examples(text: str) -> str:
+    """Every ``pycon`` block of a page, in order, as one doctest text (a blank line ends each
+    block's expected output, as the closing fence does on the page)."""
+    return "\n\n".join("\n".join(body) for lang, _, body in code_blocks(text) if lang == "pycon")
+
+
+def run_doctest(text: str, name: str, globs: dict[str, object]) -> doctest.TestResults:
+    test = doctest.DocTestParser().get_doctest(text, globs, name, name, 0)
+    runner = doctest.DocTestRunner(optionflags=DOCTEST_FLAGS)
+    out = io.StringIO()
+    runner.run(test, out=out.write)
+    assert runner.failures == 0, out.getvalue()
+    return runner.summarize(verbose=False)
+
+
+def test_every_example_on_the_python_api_page_runs() -> None:
+    text = API_PAGE.read_text("utf-8")
+    examples = pycon_examples(text)
+    assert examples.count(">>>") >= 30  # the extraction found the tutorial
+    results = run_doctest(examples, "python-api.md", {})
+    assert results.attempted >= 30
+
+
+def _public_objects() -> dict[str, object]:
+    import oscsync
+
+    return {name: getattr(oscsync, name) for name in oscsync.__all__}
+
+
+def test_every_example_in_the_api_reference_runs() -> None:
+    """The reference is generated from these docstrings: each ``>>>`` in them runs here."""
+    import oscsync
+
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    tests = finder.find(oscsync, "oscsync")
+    for name, value in _public_objects().items():
+        if callable(value):
+            tests += finder.find(value, f"oscsync.{name}", globs={})
+        module = importlib.import_module(getattr(value, "__module__", "oscsync"))
+        if module.__doc__ and ">>>" in module.__doc__:
+            tests += finder.find(module.__doc__, module.__name__, globs={})
+    ran = 0
+    seen: set[str] = set()
+    for test in tests:
+        if not test.examples or test.name in seen:
+            continue
+        seen.add(test.name)
+        runner = doctest.DocTestRunner(optionflags=DOCTEST_FLAGS)
+        out = io.StringIO()
+        runner.run(test, out=out.write)
+        assert runner.failures == 0, out.getvalue()
+        ran += len(test.examples)
+    assert ran >= 25, sorted(seen)
+
+
+def test_the_reference_lists_every_public_name_and_no_private_path() -> None:
+    text = API_PAGE.read_text("utf-8")
+    rendered = set(re.findall(r"^::: oscsync\.(\w+)$", text, re.M))
+    assert rendered == set(_public_objects())
+    assert not re.search(r"oscsync\.(apps|net|osc|sync|cli)\.", text)
+
+
+def test_public_names_are_listed_once_and_imported_lazily() -> None:
+    import oscsync
+
+    assert len(oscsync.__all__) == len(set(oscsync.__all__))
+    assert set(oscsync.__all__) == set(oscsync._PUBLIC)
+    code = (
+        "import sys, oscsync\n"
+        "print(sorted(m for m in sys.modules if m.startswith('oscsync')))\n"
+        "oscsync.Endpoint\n"
+        "print('oscsync.net.udp' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["['oscsync']", "True"]
+
+
+def test_griffe_extension_turns_roles_and_doctests_into_markdown() -> None:
+    spec = importlib.util.spec_from_file_location("griffe_rest", REPO / "scripts/griffe_rest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = (
+        "See :class:`~oscsync.scheduler.Scheduler` and :func:`oscsync.now`.\n\n"
+        "    >>> 1 + 1\n    2\n\nAfter."
+    )
+    assert module.markdown_docstring(text) == (
+        "See `Scheduler` and `oscsync.now`.\n\n"
+        "    ```pycon\n    >>> 1 + 1\n    2\n    ```\n\nAfter."
+    )

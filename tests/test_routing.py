@@ -180,13 +180,15 @@ def test_set_peers_replaces_the_peer_list_while_running() -> None:
 
 def test_chat_declares_what_it_answers_to_and_oscquery_agrees() -> None:
     from oscsync.apps.chat import CHAT_METHOD, ChatSession
+    from oscsync.apps.endpoints import Endpoint
     from oscsync.discovery.oscquery import LiveNamespace
 
-    with open_endpoint(clock=FakeClock()) as endpoint:
+    with Endpoint(clock=FakeClock()) as endpoint:
         ChatSession(endpoint, lambda text, is_chat: None)
-        assert set(endpoint.registry.methods()) == {CHAT_METHOD, SERVICE_METHODS[PING]}
+        registry = endpoint.transport.registry
+        assert set(registry.methods()) == {CHAT_METHOD, SERVICE_METHODS[PING]}
         # OSCQuery describes the registry itself: there is no second table to agree with.
-        tree = LiveNamespace(endpoint.registry)()
+        tree = LiveNamespace(registry)()
         assert tree["CONTENTS"]["chat"]["TYPE"] == CHAT_METHOD.types
         assert tree["CONTENTS"]["oscsync"]["CONTENTS"]["clock"]["CONTENTS"]["ping"]["TYPE"] == "it"
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from oscsync.apps import receiving
+from oscsync.apps import endpoints
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.lab import OnsetRecorder
 from oscsync.apps.metronome import TICK_METHOD, TickRecord
@@ -20,7 +20,7 @@ from oscsync.clock import SystemClock
 from oscsync.net.hostport import HostPort
 from oscsync.net.udp import Endpoint
 from oscsync.osc import codec
-from oscsync.scheduler import SchedulerClosed
+from oscsync.scheduler import Scheduler, SchedulerClosed
 from oscsync.sync.ping import PING
 
 LOOPBACK = HostPort("127.0.0.1", 0)
@@ -54,25 +54,28 @@ def test_sessions_a_sending_session_closes_its_endpoint_when_its_scheduler_fails
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     closed: list[bool] = []
+    opened_count = [0]
 
     def opened(*args: Any, **kwargs: Any) -> Any:
+        opened_count[0] += 1
         endpoint = open_endpoint(*args, **kwargs)
         close = endpoint.close
 
-        def closing() -> bool:
+        def closing(timeout: float = 2.0) -> bool:
             closed.append(True)
-            return close()
+            return close(timeout)
 
         monkeypatch.setattr(endpoint, "close", closing)
         return endpoint
 
-    monkeypatch.setattr(receiving, "open_endpoint", opened)  # where SessionSetup finds it
+    # Where the public Endpoint (the session's) finds it.
+    monkeypatch.setattr(endpoints, "open_endpoint", opened)
     with pytest.raises(ValueError, match="spin"):
         SendingSession([LOOPBACK], SessionSetup(SystemClock()), spin=-1.0)
-    assert closed == [True]
+    assert opened_count == [0]  # the scheduler is made first: no socket to leak
     with SendingSession([LOOPBACK], SessionSetup(SystemClock()), spin=0.0) as session:
-        assert not closed[1:]
-    assert closed == [True, True]
+        assert opened_count == [1] and not closed
+    assert closed == [True]
     with pytest.raises(SchedulerClosed):
         session.scheduler.start()
 
@@ -103,17 +106,22 @@ def test_sessions_a_send_session_closes_what_it_opened_when_its_endpoint_cannot_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     closed: list[str] = []
-    real_close = SendingSession.close
+    real_close, real_scheduler_close = Endpoint.close, Scheduler.close
 
-    def closing(self: SendingSession) -> None:
-        closed.append("endpoint and scheduler")
-        real_close(self)
+    def closing(self: Endpoint, timeout: float = 2.0) -> bool:
+        closed.append("endpoint")
+        return real_close(self, timeout)
+
+    def scheduler_closing(self: Scheduler, timeout: float = 2.0) -> None:
+        closed.append("scheduler")
+        real_scheduler_close(self, timeout)
 
     def failing_start(self: Any, *args: Any, **kwargs: Any) -> None:
         raise OSError("no receive thread")
 
-    monkeypatch.setattr(SendingSession, "close", closing)
+    monkeypatch.setattr(Endpoint, "close", closing)
+    monkeypatch.setattr(Scheduler, "close", scheduler_closing)
     monkeypatch.setattr(Endpoint, "start", failing_start)
     with pytest.raises(OSError, match="no receive thread"):
         SendSession([LOOPBACK], SessionSetup(SystemClock()))
-    assert closed == ["endpoint and scheduler"]
+    assert sorted(set(closed)) == ["endpoint", "scheduler"]

@@ -144,6 +144,26 @@ class SystemClock(Clock):
         return system_time
 
 
+_SYSTEM_CLOCK: SystemClock | None = None
+_SYSTEM_CLOCK_LOCK = threading.Lock()
+
+
+def system_clock() -> SystemClock:
+    """The process's shared :class:`SystemClock` (made on first use): what the public API reads
+    when it is given no clock, so that every object in a script maps wall time onto the
+    monotonic clock the same way."""
+    global _SYSTEM_CLOCK
+    with _SYSTEM_CLOCK_LOCK:
+        if _SYSTEM_CLOCK is None:
+            _SYSTEM_CLOCK = SystemClock()
+        return _SYSTEM_CLOCK
+
+
+def now_timetag() -> int:
+    """The system clock now, as an NTP timetag (``oscsync.now()``)."""
+    return system_clock().now_timetag()
+
+
 TIMER_SLACK_NS = 1000
 _PR_SET_TIMERSLACK = 29  # linux/prctl.h
 

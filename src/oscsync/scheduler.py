@@ -60,6 +60,7 @@ threaded one (``FakeClock(autojump_threshold=0)``) runs the thread in virtual ti
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import math
@@ -67,10 +68,10 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from oscsync import threads
-from oscsync.clock import Clock, SystemClock
+from oscsync.clock import Clock, SystemClock, system_clock
 from oscsync.osc import timetag as tt
 from oscsync.stats import RecentSamples, WarnOnce, percentile
 
@@ -356,6 +357,31 @@ class Scheduler:
         if earliest:
             self._wake.set()  # the timer thread is sleeping towards a later entry: re-plan
         return True
+
+    def call_at(self, timetag: int | None, function: Callable[..., object], *args: Any) -> bool:
+        """Call ``function(*args)`` on the timer thread at ``timetag`` (None or
+        :data:`~oscsync.osc.timetag.IMMEDIATELY`: as soon as possible).
+
+        What it returns is ignored; an exception is counted (``errors``) and warned about once.
+        Returns False when the call is refused (see :meth:`submit`).
+
+        >>> import oscsync
+        >>> clock = oscsync.FakeClock()
+        >>> scheduler = oscsync.Scheduler(clock)
+        >>> heard = []
+        >>> scheduler.call_at(oscsync.add_seconds(clock.now_timetag(), 0.5), heard.append, "now")
+        True
+        >>> scheduler.run_due(), heard          # not due yet: 0.5 s to wait
+        (0.5, [])
+        >>> clock.advance(0.5)
+        >>> scheduler.run_due(), heard
+        (None, ['now'])
+        """
+
+        def call(_: Dispatch) -> None:
+            function(*args)
+
+        return self.submit(timetag, call)
 
     def _refusal(self, due: float, stamp: int | None, now: float, size: int) -> str | None:
         if stamp is not None:
@@ -680,3 +706,71 @@ class Scheduler:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+# -- waiting for a timetag in the calling thread or coroutine --------------------------------------
+
+
+def _due(clock: Clock, timetag: int) -> float:
+    """``timetag`` as a monotonic deadline on ``clock`` (read in the era nearest now)."""
+    if timetag == tt.IMMEDIATELY:
+        return clock.monotonic()
+    return clock.wall_to_monotonic(tt.to_unix(timetag, clock.now()))
+
+
+def _sleep_until_due(clock: Clock, due: float, spin: float) -> float:
+    remaining = due - clock.monotonic()
+    if remaining > spin:
+        clock.sleep(remaining - spin)
+    if clock.moves_by_itself:
+        while clock.monotonic() < due:  # the last stretch: a sleep would overshoot it
+            pass
+    else:
+        clock.sleep(due - clock.monotonic())  # a fake clock: the sleep is the jump
+    return clock.monotonic() - due
+
+
+def sleep_until(timetag: int, *, clock: Clock | None = None, spin: float = DEFAULT_SPIN) -> float:
+    """Block the calling thread until ``timetag``; return how late it woke (seconds, 0 or more).
+
+    It sleeps until ``spin`` seconds before, then spins on the monotonic clock, as the
+    :class:`Scheduler`'s timer thread does: a plain sleep overshoots by 0.1-3 ms. A timetag in
+    the past returns at once. ``clock`` defaults to the process's system clock.
+
+    >>> import oscsync
+    >>> clock = oscsync.FakeClock()
+    >>> later = oscsync.add_seconds(clock.now_timetag(), 0.25)
+    >>> oscsync.sleep_until(later, clock=clock)
+    0.0
+    >>> clock.now_timetag() == later
+    True
+    """
+    clock = clock or system_clock()
+    return _sleep_until_due(clock, _due(clock, timetag), spin)
+
+
+ASYNCIO_SLACK = 0.002
+"""Seconds an asyncio timer may overshoot (its loop wakes on a selector timeout in ms): the
+coroutine wakes this much before the spin starts."""
+
+
+async def sleep_until_async(
+    timetag: int, *, clock: Clock | None = None, spin: float = DEFAULT_SPIN
+) -> float:
+    """Wait in a coroutine until ``timetag``; return how late it woke (seconds, 0 or more).
+
+    The event loop sleeps until ``spin`` seconds before (plus :data:`ASYNCIO_SLACK`), then a
+    worker thread of the loop's default executor spins for the last stretch, so the loop is free
+    while it waits; the coroutine resumes when the loop next runs (tens of µs on an idle loop).
+    On a clock that does not move by itself (a :class:`~oscsync.clock.FakeClock`) the whole wait
+    is the clock's.
+    """
+    clock = clock or system_clock()
+    due = _due(clock, timetag)
+    loop = asyncio.get_running_loop()
+    if clock.moves_by_itself:
+        early = due - clock.monotonic() - spin - ASYNCIO_SLACK
+        if early > 0:
+            await asyncio.sleep(early)
+    await loop.run_in_executor(None, _sleep_until_due, clock, due, spin)
+    return max(0.0, clock.monotonic() - due)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from oscsync.net.core import Transport
+from oscsync.apps.endpoints import Endpoint
 from oscsync.net.hostport import HostPort
 from oscsync.osc.routing import Method, Received
 from oscsync.terminal import display
@@ -68,21 +68,31 @@ class ChatStats:
 
 
 class ChatSession:
-    """Sends typed lines to the peers and hands each received message, formatted, to ``show``."""
+    """Sends typed lines to the peers and hands each received message, formatted, to ``show``,
+    through the public :class:`~oscsync.apps.endpoints.Endpoint` (``examples/example1_client.py``
+    chats the same way): ``show`` runs on the endpoint's callback thread, as each message
+    arrives (a bundle is shown on arrival, not held)."""
 
-    def __init__(self, endpoint: Transport, show: Callable[[str, bool], None]) -> None:
+    def __init__(self, endpoint: Endpoint, show: Callable[[str, bool], None]) -> None:
         self.endpoint = endpoint
         self.show = show
         self.stats = ChatStats()
-        # Other addresses reach on_message too, as the endpoint's fallback handler (shown as
-        # "(not chat)").
-        endpoint.registry.add_method(CHAT_METHOD, self.on_message)
+        method = CHAT_METHOD
+        endpoint.on(
+            method.path,
+            self.on_message,
+            hold=False,
+            types=method.types,
+            description=method.description,
+        )
+        # Other addresses reach on_message too (shown as "(not chat)").
+        endpoint.set_default_handler(self.on_message, hold=False)
 
     def send_line(self, line: str) -> bool:
         """Send one line as ``/chat ,s LINE``; empty lines are not sent. True if it went out."""
         if not line:
             return False
-        self.endpoint.send(CHAT_ADDRESS, [line], types="s")
+        self.endpoint.send(CHAT_ADDRESS, line, types="s")
         self.stats.sent += 1
         return True
 
@@ -103,6 +113,9 @@ class ChatSession:
         if endpoint.dropped:
             reasons = ", ".join(f"{r} {n}" for r, n in sorted(endpoint.drops.items()))
             text += f"; dropped {endpoint.dropped} ({reasons})"
+        if self.endpoint.dropped:
+            reasons = ", ".join(f"{r} {n}" for r, n in sorted(self.endpoint.dropped.items()))
+            text += f"; not shown: {reasons}"
         if note := endpoint.platform_note():
             text += f" ({note})"
         if endpoint.send_errors:

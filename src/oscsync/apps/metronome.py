@@ -47,6 +47,8 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import Any, Generic, Protocol, TextIO, TypeVar
 
+from oscsync.apps.grid import Grid
+from oscsync.apps.playing import onset_of, submit_onset
 from oscsync.audio import ACCENT, TICK, Player
 from oscsync.clock import Clock
 from oscsync.net.hostport import HostPort
@@ -101,12 +103,10 @@ class TickSender:
         offset: float = 0.0,
         plain: bool | None = None,
     ) -> None:
-        if not bpm > 0 or not math.isfinite(bpm):
-            raise ValueError(f"bpm must be a positive number, got {bpm}")
-        if beats_per_bar < 1:
-            raise ValueError(f"beats per bar must be 1 or more, got {beats_per_bar}")
         if not offset >= 0 or not math.isfinite(offset):
             raise ValueError(f"offset must be 0 or more seconds, got {offset}")
+        # The public Grid (oscsync.Grid) computes every tick's time; ValueError for a bad one.
+        self.grid = self._new_grid(bpm, beats_per_bar)
         self._send = send
         self.scheduler = scheduler
         self.clock = scheduler.clock
@@ -114,7 +114,7 @@ class TickSender:
         self.beats_per_bar = beats_per_bar
         self.offset = offset
         self.plain = offset == 0 if plain is None else plain
-        self.period = Fraction(60) / Fraction(bpm)
+        self.period = self.grid.period
         self.t0: int | None = None
         self.count: int | None = None
         self.sent = 0
@@ -123,11 +123,15 @@ class TickSender:
         self.done = threading.Event()
         self._on_sent: Callable[[int], None] | None = None
 
+    def _new_grid(self, bpm: float, beats_per_bar: int) -> Grid:
+        """The grid the ticks are on (its start is set by :meth:`start`)."""
+        return Grid(bpm, beats_per_bar=beats_per_bar, start=0)
+
     def grid_timetag(self, k: int) -> int:
         """The NTP timetag of tick ``k`` on the grid (exact: no accumulated rounding)."""
         if self.t0 is None:
             raise RuntimeError("TickSender.start() has not been called")
-        return tt.add_seconds(self.t0, self.period * k)
+        return self.grid.timetag(k)
 
     def beat(self, k: int) -> int:
         return k % self.beats_per_bar
@@ -150,6 +154,7 @@ class TickSender:
     ) -> int:
         """Schedule ticks 0 .. count-1 (forever if None) from ``t0`` (default now); return t0."""
         self.t0 = self.clock.now_timetag() if t0 is None else t0
+        self.grid = self.grid.starting_at(self.t0)
         self.count = count
         self._on_sent = on_sent
         if count == 0:
@@ -298,37 +303,6 @@ class ListenerStats:
         return "  ".join(parts)
 
 
-def submit_onset(
-    player: Player,
-    scheduler: Scheduler,
-    clock: Clock,
-    stamp: int | None,
-    handle: Callable[[Dispatch, int | None], None],
-    size: int = 0,
-) -> str | None:
-    """Submit ``handle(dispatch, timetag or None)`` for when ``player`` must hear of an onset.
-
-    At the timetag for players that act when told (``lead`` 0), ``lead`` seconds before it for
-    others, at once for players that place sounds themselves (``lead`` inf) and for plain
-    messages. ``size`` is what the held item keeps alive in bytes (the scheduler caps bytes as
-    well as items). Returns None, or the reason it was dropped (``horizon``, ``refused``).
-    """
-    timed = stamp is not None and stamp != tt.IMMEDIATELY
-    lead = player.lead
-    if timed and not math.isinf(lead):
-        assert stamp is not None
-        when: int | None = tt.add_seconds(stamp, -Fraction(lead)) if lead else stamp
-    else:
-        when = None  # plain, or a player that wants the onset as soon as it is known
-        if timed and tt.difference(stamp or 0, clock.now_timetag()) > scheduler.horizon:
-            # The scheduler would refuse it; a player holding it would hold it for long.
-            return "horizon"
-    kept = stamp if timed else None
-    if not scheduler.submit(when, lambda dispatch: handle(dispatch, kept), size=size):
-        return "refused"
-    return None
-
-
 def submit_received(
     player: Player,
     scheduler: Scheduler,
@@ -379,22 +353,6 @@ class OnsetListener(Generic[S]):
     def status(self) -> str:
         with self._lock:
             return self.stats.line()
-
-
-def onset_of(
-    scheduler: Scheduler, clock: Clock, dispatch: Dispatch, stamp: int | None
-) -> tuple[float, float | None, bool, float]:
-    """``(handled, timetag, late, onset)`` in wall seconds for an onset dispatched now.
-
-    The onset is the timetag, or when handled for a plain message or a late one (past the
-    scheduler's tolerance); it is never earlier than the timetag.
-    """
-    handled = clock.monotonic_to_wall(dispatch.dispatched)
-    target = None if stamp is None else tt.to_unix(stamp, handled)  # era nearest now (2036)
-    if target is None:
-        return handled, None, False, handled
-    late = handled - target > scheduler.late_tolerance
-    return handled, target, late, handled if late else target
 
 
 class MetronomeListener(OnsetListener[ListenerStats]):

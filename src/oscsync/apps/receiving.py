@@ -4,8 +4,9 @@ A command gives each session a :class:`SessionSetup`: the clock, where notices a
 who may send (``--allow``) and the multicast interface (``--iface``). :class:`SendingSession` is
 the endpoint and scheduler every sending session starts from (``metronome send``, ``sequence
 send``, ``replay``). :class:`ReceiveSession` is one endpoint, one handler, and a scheduler when
-bundles are held: ``dump``, ``timetag monitor``, ``record`` and ``chat`` build one rather than an
-endpoint (issue #12: the CLI wires nothing).
+bundles are held: ``dump``, ``timetag monitor`` and ``record`` build one rather than an
+endpoint (issue #12: the CLI wires nothing); ``chat`` opens the public
+:class:`~oscsync.apps.endpoints.Endpoint` (:meth:`SessionSetup.open_public_endpoint`).
 This module stays light on purpose: it imports neither the metronome nor audio
 (:mod:`oscsync.apps.sessions` does), so these commands start quickly.
 """
@@ -16,12 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from oscsync.apps.endpoints import open_endpoint
+from oscsync.apps.endpoints import Endpoint, open_endpoint
 from oscsync.clock import Clock
+from oscsync.net import udp
 from oscsync.net.core import MessageHandler, Network, ReceiveHooks
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Endpoint
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
 from oscsync.sync import follow
 from oscsync.sync.follow import ClockFollower
@@ -52,7 +53,7 @@ class SessionSetup:
 
     def open_endpoint(
         self, listen: HostPort | None = None, peers: Sequence[HostPort] = ()
-    ) -> Endpoint:
+    ) -> udp.Endpoint:
         """The session's endpoint: a command's, which answers clock pings (``open_endpoint``)."""
         return open_endpoint(
             listen,
@@ -64,9 +65,29 @@ class SessionSetup:
             framing=self.framing,
         )
 
+    def open_public_endpoint(
+        self,
+        listen: HostPort | None = None,
+        peers: Sequence[HostPort] = (),
+        *,
+        scheduler: Scheduler | None = None,
+    ) -> Endpoint:
+        """The public :class:`~oscsync.apps.endpoints.Endpoint` (``oscsync.Endpoint``) with
+        this setup, its callbacks on ``scheduler`` when given."""
+        return Endpoint(
+            listen,
+            peers,
+            clock=self.clock,
+            allow=self.allow,
+            on_warning=self.warn,
+            multicast_interface=self.multicast_interface,
+            framing=self.framing,
+            scheduler=scheduler,
+        )
+
 
 def make_follower(
-    endpoint: Endpoint,
+    endpoint: udp.Endpoint,
     sync: str | None,
     sync_peer: HostPort | None,
     *,
@@ -122,22 +143,25 @@ class SendingSession(Session):
 
     def __init__(self, peers: Sequence[HostPort], setup: SessionSetup, *, spin: float) -> None:
         super().__init__(setup)
-        self.endpoint = setup.open_endpoint(None, peers)
+        self.scheduler = Scheduler(self.clock, spin=spin, on_warning=self.warn)
+        # The public Endpoint (oscsync.Endpoint), receiving at once: its clock services answer
+        # listeners that follow this sender's clock. The session starts the scheduler.
         try:
-            self.scheduler = Scheduler(self.clock, spin=spin, on_warning=self.warn)
+            self.api = setup.open_public_endpoint(None, peers, scheduler=self.scheduler)
         except BaseException:
-            self.endpoint.close()
+            self.scheduler.close()
             raise
+        self.endpoint = self.api.transport
 
     def close(self) -> None:
         self.scheduler.close()
-        self.endpoint.close()
+        self.api.close()
 
 
 class ReceiveSession(Session):
     """An endpoint that hands what arrives to one handler (``dump``, ``timetag monitor``,
-    ``record``, ``chat``), and with ``schedule`` a scheduler (``late_policy``, ``horizon``) for
-    that handler to hold bundles on (``dump --schedule``)."""
+    ``record``), on the receive thread, and with ``schedule`` a scheduler (``late_policy``,
+    ``horizon``) for that handler to hold bundles on (``dump --schedule``)."""
 
     def __init__(
         self,

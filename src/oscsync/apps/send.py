@@ -6,11 +6,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from oscsync.apps.endpoints import open_endpoint
+from oscsync.apps.endpoints import Endpoint
 from oscsync.clock import Clock
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
-from oscsync.net.udp import Endpoint
 from oscsync.osc import codec, timetag
 
 FLUSH_TIMEOUT = 5.0
@@ -143,7 +142,7 @@ def send_repeated(
     for k in range(repeat):
         if k:
             clock.sleep(start + k * interval - clock.monotonic())
-        progress.delivered += endpoint.send_bytes(packet.encode(clock))
+        progress.delivered += endpoint.send_packet(packet.encode(clock))
         progress.packets += 1
     progress.written = endpoint.flush(FLUSH_TIMEOUT)
     return progress.delivered
@@ -161,9 +160,10 @@ def send_to(
     multicast_interface: str | None = None,
     framing: Framing = "slip",
 ) -> int:
-    """``oscsync send``: open an endpoint to ``targets``, :func:`send_repeated`, close it
-    (``framing``: how packets to ``tcp://`` targets are framed)."""
-    with open_endpoint(
+    """``oscsync send``: open an :class:`~oscsync.apps.endpoints.Endpoint` (``oscsync.Endpoint``)
+    to ``targets``, :func:`send_repeated`, close it (``framing``: how packets to ``tcp://``
+    targets are framed)."""
+    with Endpoint(
         peers=targets,
         clock=clock,
         on_warning=warn,

@@ -51,7 +51,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from oscsync import audio
-from oscsync.apps.metronome import OnsetListener, TickSender, onset_of
+from oscsync.apps.grid import Grid
+from oscsync.apps.metronome import OnsetListener, TickSender
+from oscsync.apps.playing import onset_of
 from oscsync.audio import Player, sounds
 from oscsync.clock import Clock
 from oscsync.files import pattern as patterns
@@ -78,8 +80,6 @@ Any other ``/seq/VOICE`` plays too, through the endpoint's fallback handler (the
 DEFAULT_BPM = 120.0
 DEFAULT_STEPS_PER_BEAT = 4
 DEFAULT_BEATS_PER_BAR = 4
-MAX_SWING = 75.0
-"""Percent: beyond this an odd step would crowd the next one (at 100 it would land on it)."""
 MAX_PATTERN_BYTES = 256 * 1024
 
 
@@ -172,35 +172,33 @@ class SequenceSender(TickSender):
         reload: Callable[[], Pattern | None] | None = None,
         on_reload: Callable[[int, Pattern], None] | None = None,
     ) -> None:
-        if steps_per_beat < 1:
-            raise ValueError(f"steps per beat must be 1 or more, got {steps_per_beat}")
-        if not 0 <= swing <= MAX_SWING:
-            raise ValueError(f"swing must be 0 to {MAX_SWING:g} percent, got {swing}")
-        if beats_per_bar < 1:
-            raise ValueError(f"beats per bar must be 1 or more, got {beats_per_bar}")
+        self.steps_per_beat = steps_per_beat
+        self.swing = Fraction(swing) / 100
+        self._swing_percent = swing
         super().__init__(
             send,
             scheduler,
-            bpm=bpm * steps_per_beat,
-            beats_per_bar=beats_per_bar * steps_per_beat,
+            bpm=bpm,
+            beats_per_bar=beats_per_bar,
             offset=offset,
             plain=False,
         )
-        self.steps_per_beat = steps_per_beat
-        self.steps_per_bar = beats_per_bar * steps_per_beat
-        self.swing = Fraction(swing) / 100
+        self.steps_per_bar = self.grid.steps_per_bar
         self.pattern = pattern
         self.reload = reload
         self.on_reload = on_reload
         self.reloads = 0
         self._bar_checked = 0
 
-    def grid_timetag(self, k: int) -> int:
-        """Step ``k``'s timetag: the straight grid, odd steps pushed later by the swing."""
-        straight = super().grid_timetag(k)
-        if k % 2 == 1 and self.swing:
-            return tt.add_seconds(straight, self.period * self.swing)
-        return straight
+    def _new_grid(self, bpm: float, beats_per_bar: int) -> Grid:
+        """Steps on the grid, odd steps pushed later by the swing."""
+        return Grid(
+            bpm,
+            beats_per_bar=beats_per_bar,
+            steps_per_beat=self.steps_per_beat,
+            swing=self._swing_percent,
+            start=0,
+        )
 
     def packet(self, k: int) -> bytes:
         """The bundle for step ``k`` (empty bytes when no voice sounds); reloads at a bar line."""
@@ -425,7 +423,7 @@ class SequenceListener(OnsetListener[SequenceStats]):
     """Turns received ``/seq/VOICE`` messages into onsets, as the metronome's listener does ticks.
 
     Give :meth:`on_message` to an Endpoint. Every event goes through ``scheduler``
-    (:func:`~oscsync.apps.metronome.submit_onset`); a sample-placing player gets the timetag at
+    (:func:`~oscsync.apps.playing.submit_onset`); a sample-placing player gets the timetag at
     once and places the sound on its frame. After ``limit`` events, more are ignored.
     """
 

@@ -101,7 +101,6 @@ class SendSession(SendingSession):
         super().__init__(peers, setup, spin=spin)
         try:
             self.clocks = peer_clocks(self.clock, self.endpoint, peers)
-            self.endpoint.start(_ignore)
         except BaseException:
             self.close()  # the endpoint and scheduler the base opened; nobody else holds them
             raise

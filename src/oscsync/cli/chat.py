@@ -9,7 +9,7 @@ import threading
 import click
 
 from oscsync.apps.chat import ChatSession
-from oscsync.apps.receiving import ReceiveSession, SessionSetup
+from oscsync.apps.receiving import SessionSetup
 from oscsync.cli.params import (
     DURATION,
     advertise_option,
@@ -90,10 +90,8 @@ def chat(
         contextlib.ExitStack() as follow,
     ):
         given, peers = peers, resolve_peers(peers)
-        receiving = ReceiveSession(
-            listen, peers, SessionSetup(app.clock, app.note, warn, allow, framing=framing)
-        )
-        endpoint = receiving.endpoint
+        setup = SessionSetup(app.clock, app.note, warn, allow, framing=framing)
+        endpoint = setup.open_public_endpoint(listen, peers)
         # On a terminal the note goes above the prompt, like other system lines.
         say = (lambda text: show(display.printable(text), False)) if interactive else None
         follow.enter_context(following(app, given, peers, endpoint.set_peers, say=say))
@@ -108,10 +106,9 @@ def chat(
             targets = ", ".join(str(peer) for peer in peers)
             app.note(f"chat: listening on {endpoint.local_address}, sending to {targets}")
             # Before the prompt: it takes ~1.4 s. OSCQuery lists the endpoint's live registry.
-            advertised.publish(endpoint.local_address, endpoint.registry)
+            advertised.publish(endpoint.local_address, endpoint.transport.registry)
             if interactive:
                 app.note("type a line and press Enter; Ctrl-D or Ctrl-C to quit")
-            receiving.start(session.on_message)
             while (line := console.read_line()) is not None:
                 try:
                     session.send_line(line)
@@ -120,7 +117,7 @@ def chat(
             if not interactive:
                 wait(threading.Event(), app.clock, linger)
         finally:
-            receiving.close()
+            endpoint.close()
             console.close()
             app.note(session.summary())
             if console.dropped:

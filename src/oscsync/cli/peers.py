@@ -39,17 +39,16 @@ def resolve_peers(values: Iterable[object], timeout: float = RESOLVE_TIMEOUT) ->
     items = tuple(values)
     if not any(isinstance(item, PeerName) for item in items):
         return items
-    from oscsync.discovery.browsing import resolve
+    from oscsync.apps.endpoints import resolve_name  # what oscsync.Endpoint("@NAME") does
     from oscsync.discovery.mdns import DiscoveryError
 
     resolved: list[object] = []
     for item in items:
         if isinstance(item, PeerName):
             try:
-                host, port, protocol = resolve(item.name, timeout=timeout)
+                resolved.append(resolve_name(item.name, timeout=timeout))
             except DiscoveryError as exc:
                 raise click.ClickException(f"@{escape(item.name)}: {escape(str(exc))}") from None
-            resolved.append(HostPort(host, port, protocol))
         else:
             resolved.append(item)
     return tuple(resolved)

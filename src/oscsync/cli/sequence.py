@@ -11,6 +11,7 @@ import click
 
 from oscsync import audio
 from oscsync.apps import sequence as app_sequence
+from oscsync.apps.grid import MAX_SWING
 from oscsync.apps.metronome import TickSender
 from oscsync.apps.sequence import PatternFile, SequenceSender, describe, event_line
 from oscsync.apps.sessions import SequenceListenSession
@@ -71,7 +72,7 @@ _send_options = options(
         ),
         click.option(
             "--swing",
-            type=click.FloatRange(min=0, max=app_sequence.MAX_SWING),
+            type=click.FloatRange(min=0, max=MAX_SWING),
             default=0.0,
             show_default=True,
             metavar="PERCENT",

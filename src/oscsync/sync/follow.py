@@ -32,6 +32,7 @@ import itertools
 import threading
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from oscsync import threads
@@ -78,6 +79,45 @@ def message_size(received: Received) -> int:
     for value in received.args:
         size += len(value) + 8 if isinstance(value, (str, bytes, bytearray)) else 8
     return size
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    """Where following a peer's clock stands (:meth:`ClockFollower.snapshot`)."""
+
+    state: str
+    """``acquiring`` (measuring; usable from the first estimate), ``locked`` (the map is only
+    slewed from now on) or ``lost`` (no answer for a while: the map runs on at its last rate)."""
+    synced: bool
+    """True once there is a map: the peer's timetags can be translated onto our clock."""
+    offset: float | None
+    """Seconds the peer's clock is ahead of ours (None before the first estimate)."""
+    bound: float
+    """How far :attr:`offset` may be from the truth, in seconds (inf before the first
+    estimate)."""
+    ppm: float | None
+    """How much faster the peer's clock runs than ours, in parts per million."""
+    rtt: float | None
+    """The last round trip to the peer, in seconds."""
+    peer: tuple[str, int] | None
+    """The address followed (None until the first timetagged message names it)."""
+
+    @property
+    def locked(self) -> bool:
+        """True once acquisition is over (state ``locked``)."""
+        return self.state == "locked"
+
+    def line(self) -> str:
+        """``sync locked +150.012 ± 0.080 ms +50.1 ppm rtt 40.2 ms`` (the live line's part)."""
+        if self.offset is None or self.ppm is None:
+            return f"sync {self.state}"
+        text = (
+            f"sync {self.state} {self.offset * 1e3:+.3f} ± {self.bound * 1e3:.3f} ms "
+            f"{self.ppm:+.1f} ppm"
+        )
+        if self.rtt is not None:
+            text += f" rtt {self.rtt * 1e3:.1f} ms"
+        return text
 
 
 class ClockFollower:
@@ -128,6 +168,7 @@ class ClockFollower:
             self._peer_known.set()
         self._stop = threading.Event()
         self._moved = threading.Event()
+        self._synced = threading.Event()  # set from the first estimate (wait_synced)
         self._thread: threading.Thread | None = None
         self._pinger: Endpoint | None = None
         self._send_to: tuple[tuple[str, int], Callable[[bytes], object]] | None = None
@@ -242,6 +283,7 @@ class ClockFollower:
             self._round_trips.clear()
             self.sent = self.answered = 0  # the report's "N of M pings answered": this peer's
             self.locked_at = None
+            self._synced.clear()
             if self._pending:
                 self.ignored["sync-peer-moved"] += len(self._pending)
                 self._pending.clear()
@@ -327,6 +369,7 @@ class ClockFollower:
             self._warn(self._step_warning(event, restarted))
         if became_usable:
             self.locked_at = received.arrival
+            self._synced.set()
             self._release_pending()
         return True
 
@@ -467,19 +510,47 @@ class ClockFollower:
 
     def status(self) -> str:
         """The live line's part: ``sync locked +150.012 ± 0.080 ms +50.1 ppm rtt 40.2 ms``."""
+        return self.snapshot().line()
+
+    def snapshot(self) -> SyncStatus:
+        """Where the following stands now, read at once (safe from any thread)."""
         with self._lock:
             now = self._now()
             state = self.servo.state(now)
+            peer = self.peer
             if not self.servo.usable:
-                return f"sync {state}"
-            offset = self.servo.offset_at(now)
-            bound = self.servo.bound(now)
-            ppm = self.servo.frequency * 1e6
-            rtt = self._last_rtt
-        text = f"sync {state} {offset * 1e3:+.3f} ± {bound * 1e3:.3f} ms {ppm:+.1f} ppm"
-        if rtt is not None:
-            text += f" rtt {rtt * 1e3:.1f} ms"
-        return text
+                return SyncStatus(state, False, None, float("inf"), None, self._last_rtt, peer)
+            return SyncStatus(
+                state,
+                True,
+                self.servo.offset_at(now),
+                self.servo.bound(now),
+                self.servo.frequency * 1e6,
+                self._last_rtt,
+                peer,
+            )
+
+    @property
+    def synced(self) -> bool:
+        """True from the first estimate on: timetags can be translated (:meth:`to_local`)."""
+        return self._synced.is_set()
+
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        """Block until :attr:`synced` (or ``timeout`` seconds on the follower's clock); True if
+        synced."""
+        return self.clock.wait(self._synced, timeout)
+
+    def to_local(self, timetag: int) -> int | None:
+        """The peer's ``timetag`` as our timetag: when our clock will read what the peer's
+        reads then. None before the first estimate (see :attr:`synced`)."""
+        with self._lock:
+            if not self.servo.usable:
+                return None
+            local = self.servo.to_local(self._seconds(timetag))
+        try:
+            return tt.add_seconds(self.origin, local)
+        except (tt.TimetagError, ValueError, OverflowError):
+            return None
 
     def describe(self, unit: str = "tick") -> str:
         """The summary line; ``unit`` names what was followed (``message`` for dump, bridge)."""

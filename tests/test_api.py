@@ -1,0 +1,213 @@
+"""The public Python API (``import oscsync``, issue 28): what an Endpoint does with callbacks,
+bounds and timetags, the Grid's exact times, and that the commands use these same objects."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from fractions import Fraction
+
+import pytest
+from click.testing import CliRunner
+
+import oscsync
+from conftest import free_udp_port
+from oscsync.apps import endpoints
+from oscsync.cli.main import cli
+from oscsync.cli.runtime import AppContext
+from oscsync.osc import timetag as tt
+from waiting import wait_until
+
+
+def test_callbacks_run_on_the_scheduler_thread_and_a_slow_one_delays_no_receiving() -> None:
+    release, threads, handled = threading.Event(), set(), []
+    with oscsync.Endpoint(listen=0) as receiver, oscsync.Endpoint(peers=receiver.port) as sender:
+
+        @receiver.on("/slow")
+        def slow(received: oscsync.Received) -> None:
+            threads.add(threading.current_thread().name)
+            release.wait(10)
+            handled.append(received.args[0])
+
+        for k in range(50):
+            sender.send("/slow", k)
+        # The first callback is stuck; the receive thread read all 50 regardless.
+        wait_until(lambda: receiver.stats.messages == 50, what="all 50 read while blocked")
+        assert handled == []
+        release.set()
+        wait_until(lambda: len(handled) == 50, what="all 50 handled, in order")
+    assert handled == list(range(50))
+    assert threads == {"oscsync-scheduler"}
+
+
+def test_callbacks_that_cannot_keep_up_are_refused_and_counted_not_queued_without_end() -> None:
+    release = threading.Event()
+    handled: list[int] = []
+    with (
+        oscsync.Endpoint(listen=0, max_queued=4) as receiver,
+        oscsync.Endpoint(peers=receiver.port) as sender,
+    ):
+        receiver.on("/x", lambda received: (release.wait(10), handled.append(received.args[0])))
+        for k in range(20):
+            sender.send("/x", k)
+        wait_until(lambda: receiver.stats.messages == 20, what="20 read")
+        release.set()
+        wait_until(lambda: receiver.scheduler.held == 0, what="the queue drained")
+        refused = receiver.dropped.get("callback-refused", 0)
+        assert refused > 0
+        assert len(handled) + refused == 20
+
+
+def test_unread_messages_are_bounded_and_counted() -> None:
+    with (
+        oscsync.Endpoint(listen=0, inbox_size=3) as receiver,
+        oscsync.Endpoint(peers=receiver.port) as sender,
+    ):
+        for k in range(10):
+            sender.send("/unread", k)
+        wait_until(lambda: receiver.dropped.get("inbox-full") == 7, what="7 counted")
+        assert [receiver.receive(1).args for _ in range(3)] == [(0,), (1,), (2,)]  # type: ignore[union-attr]
+        assert receiver.receive(0.01) is None
+
+
+def test_held_callbacks_run_exactly_at_the_timetag_and_unheld_ones_on_arrival(
+    autojump_clock: oscsync.FakeClock,
+) -> None:
+    clock = autojump_clock
+    calls: dict[str, int] = {}
+    done = threading.Event()
+    with (
+        oscsync.Endpoint(listen=0, clock=clock) as receiver,
+        oscsync.Endpoint(peers=receiver.port, clock=clock) as sender,
+    ):
+        receiver.on("/now", lambda r: calls.setdefault("now", clock.now_timetag()), hold=False)
+
+        @receiver.on("/held")
+        def held(received: oscsync.Received) -> None:
+            calls["held"] = clock.now_timetag()
+            done.set()
+
+        due = oscsync.add_seconds(clock.now_timetag(), 10)
+        sender.send_bundle(due, [("/now",), ("/held",)])
+        wait_until(lambda: "now" in calls, what="the unheld callback")  # real time: in flight
+        assert calls["now"] < due
+        assert clock.wait(done, 60)  # virtual time: the clock jumps to the timetag
+        assert calls["held"] == due
+
+
+def test_a_bundle_s_messages_reach_every_matching_pattern_and_the_rest_the_default() -> None:
+    got: list[tuple[str, str]] = []
+    all_in = threading.Event()
+
+    def note(tag: str) -> Callable[[oscsync.Received], None]:
+        def record(received: oscsync.Received) -> None:
+            got.append((tag, received.address))
+            if len(got) == 4:
+                all_in.set()
+
+        return record
+
+    with oscsync.Endpoint(listen=0) as receiver, oscsync.Endpoint(peers=receiver.port) as sender:
+        receiver.on("/voice/{1,2}", note("pair"))
+        receiver.on("/voice/*", note("any"))
+        receiver.set_default_handler(note("default"))
+        sender.send_bundle(oscsync.IMMEDIATELY, [("/voice/1", 1), ("/other", 2), ("/voice/3",)])
+        assert all_in.wait(10)
+    assert sorted(got) == [
+        ("any", "/voice/1"),
+        ("any", "/voice/3"),
+        ("default", "/other"),
+        ("pair", "/voice/1"),
+    ]
+
+
+def test_a_python_osc_float_timetag_is_refused_with_the_conversion_to_use() -> None:
+    with (
+        oscsync.Endpoint(peers=free_udp_port()) as sender,
+        pytest.raises(TypeError, match=r"oscsync.from_unix"),
+    ):
+        sender.send("/x", 1, at=1_700_000_000.5)  # type: ignore[arg-type]
+    with pytest.raises(oscsync.AddressError, match="@NAME is for peers"):
+        oscsync.Endpoint(listen="@alice")
+    with oscsync.Endpoint() as endpoint, pytest.raises(ValueError, match="oscsync's own"):
+        endpoint.on("/oscsync/clock/ping", print)
+
+
+def test_an_async_iteration_that_gave_up_is_not_woken_after_its_loop_closed() -> None:
+    with oscsync.Endpoint(listen=0) as receiver, oscsync.Endpoint(peers=receiver.port) as sender:
+
+        async def nothing_for_a_while() -> list[oscsync.Received]:
+            return [m async for m in receiver.messages(timeout=0.05)]
+
+        assert asyncio.run(nothing_for_a_while()) == []  # that loop is closed now
+        sender.send("/late", 1)
+        assert receiver.receive(5) is not None
+        wait_until(lambda: receiver.scheduler.stats().dispatched >= 1, what="handed on")
+        assert receiver.scheduler.stats().errors == 0
+
+
+def test_sleep_until_async_on_a_fake_clock_lands_on_the_timetag() -> None:
+    clock = oscsync.FakeClock()
+    due = oscsync.add_seconds(clock.now_timetag(), 0.75)
+    assert asyncio.run(oscsync.sleep_until_async(due, clock=clock)) == 0.0
+    assert clock.now_timetag() == due
+
+
+def test_grid_times_are_exact_far_out_swung_and_joinable() -> None:
+    start = oscsync.from_unix(1_700_000_000)
+    grid = oscsync.Grid(bpm=90, steps_per_beat=4, beats_per_bar=3, swing=50, start=start)
+    period = Fraction(60, 90 * 4)
+    k = 1_000_000
+    assert grid.timetag(k) == tt.add_seconds(start, period * k)
+    assert grid.timetag(k + 1) == tt.add_seconds(start, period * (k + 1) + period / 2)
+    tick = grid.tick(13)
+    assert (tick.bar, tick.beat, tick.step, tick.accent) == (1, 0, 1, False)
+    assert grid.tick(12).accent
+    assert grid.index_at(grid.timetag(7)) == 7
+    assert grid.index_at(tt.add_seconds(grid.timetag(7), Fraction(1, 10**6))) == 8
+    assert [t.index for t in grid.ticks(3, first=5)] == [5, 6, 7]
+    with pytest.raises(ValueError, match="swing"):
+        oscsync.Grid(swing=80)
+
+
+def test_oscsync_send_goes_through_the_public_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[bytes] = []
+    real = endpoints.Endpoint.send_packet
+
+    def spy(self: endpoints.Endpoint, data: bytes) -> int:
+        sent.append(data)
+        return real(self, data)
+
+    monkeypatch.setattr(endpoints.Endpoint, "send_packet", spy)
+    port = free_udp_port()
+    with oscsync.Endpoint(listen=port) as receiver:
+        result = CliRunner().invoke(
+            cli, ["send", f"127.0.0.1:{port}", "/chat", "hi"], obj=AppContext(oscsync.SystemClock())
+        )
+        assert result.exit_code == 0, result.output
+        assert receiver.receive(5).args == ("hi",)  # type: ignore[union-attr]
+    assert len(sent) == 1
+
+
+def test_metronome_and_sequence_senders_take_their_times_from_the_public_grid() -> None:
+    from oscsync.apps.metronome import TickSender
+    from oscsync.apps.sequence import SequenceSender
+    from oscsync.files.pattern import parse
+
+    scheduler = oscsync.Scheduler(oscsync.FakeClock())
+    ticks = TickSender(lambda data: None, scheduler, bpm=100)
+    t0 = ticks.start(count=0)
+    assert isinstance(ticks.grid, oscsync.Grid)
+    assert ticks.grid_timetag(7) == oscsync.Grid(100, start=t0).timetag(7)
+    steps = SequenceSender(
+        lambda data: None,
+        scheduler,
+        parse("kick: x...\n"),
+        bpm=100,
+        steps_per_beat=4,
+        swing=30,
+    )
+    t0 = steps.start(count=0)
+    grid = oscsync.Grid(100, steps_per_beat=4, swing=30, start=t0)
+    assert [steps.grid_timetag(k) for k in range(5)] == [grid.timetag(k) for k in range(5)]
