@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import free_udp_port
+from oscsync.apps import netem
 from oscsync.apps.netem import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CLIENTS, Relay, forwards_to_itself
 from oscsync.apps.netemlink import HELD_OVERHEAD, Impairment, ImpairmentSpec, seeded_rng
 from oscsync.cli.main import cli
@@ -540,6 +541,47 @@ def test_netem_drops_datagrams_that_come_back_from_its_own_upstream_socket() -> 
         assert relay.link.forward.stats.dropped == {"self-loop": 1}
         assert relay.senders.opened == 1 and relay.link.forward.stats.sent == 1
     assert len(warnings) == 1 and "leads back to --listen" in warnings[0]
+
+
+def test_netem_relays_a_gone_senders_datagram_whose_port_its_upstream_socket_now_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Issue #27 item 15. A sender queues a datagram and exits; before the relay reads it, the
+    # kernel gives that sender's port to the relay's next upstream socket. The datagram is
+    # not a loop (that socket did not exist when it was queued): it is relayed, no warning.
+    sink = _Sink()
+    warnings: list[str] = []
+    gone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    gone.bind(("127.0.0.1", 0))
+    reused_port = gone.getsockname()[1]
+    opened = netem._open_upstream
+
+    def open_on_the_freed_port(forward: HostPort) -> socket.socket:
+        # The kernel's choice, made for it: the first upstream socket gets the freed port.
+        monkeypatch.setattr(netem, "_open_upstream", opened)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", reused_port))
+        sock.connect(forward.sockaddr)
+        sock.setblocking(False)
+        return sock
+
+    with (
+        sink.sock,
+        Relay(
+            HostPort("127.0.0.1", 0), sink.address, ImpairmentSpec(), on_warning=warnings.append
+        ) as relay,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as staying,
+    ):
+        staying.sendto(b"first", relay.local_address.sockaddr)
+        gone.sendto(b"from a sender now gone", relay.local_address.sockaddr)
+        gone.close()
+        monkeypatch.setattr(netem, "_open_upstream", open_on_the_freed_port)
+        relay.step(timeout=2.0)  # both are queued: one step reads both
+        relay.link.scheduler.run_due()
+        assert relay.link.forward.stats.dropped == {}
+        assert sorted(sink.read(2)) == [b"first", b"from a sender now gone"]
+        assert relay.senders.opened == 2
+    assert warnings == []
 
 
 def test_netem_allow_keeps_strangers_from_reaching_the_forward_address() -> None:

@@ -118,6 +118,8 @@ class ChatSession:
             text += f"; not shown: {reasons}"
         if note := endpoint.platform_note():
             text += f" ({note})"
+        if note := endpoint.connection_note():
+            text += f"; {note}"
         if endpoint.send_errors:
             errors = ", ".join(f"{r} {n}" for r, n in sorted(endpoint.send_errors.items()))
             text += f"; send errors: {errors}"

@@ -542,4 +542,6 @@ def summary(stats: TransportStats, written: int, not_printed: int = 0) -> str:
         text += "; dropped 0"
     if note := stats.platform_note():
         text += f" ({note})"
+    if note := stats.connection_note():
+        text += f"; {note}"
     return text

@@ -16,7 +16,9 @@ delay queue is closed to make room for a new sender, so a stream of one-shot sen
 the relay. ``allow`` restricts who may
 send through it (a relay must not let a stranger reach a listener that uses ``--allow``), and a
 datagram that comes back from one of the relay's own upstream sockets (``--forward`` leads back
-to ``--listen``) is dropped instead of going round again.
+to ``--listen``) is dropped instead of going round again. Only one that was sent after that
+socket was opened: a sender that went away may have left a datagram queued from the very port
+the kernel has since given to a new upstream socket (:meth:`Relay._upstream_for`).
 
 One thread waits on every socket with the transport's
 :class:`~oscsync.net.selector.WakeableSelector` (:mod:`selectors` plus a :func:`socket.socketpair`
@@ -136,14 +138,19 @@ def _open_upstream(forward: HostPort) -> socket.socket:
 class _Client:
     """One sender on ``listen`` and the upstream socket its datagrams leave from."""
 
-    __slots__ = ("address", "closed", "held", "last_seen", "local", "lock", "sock")
+    __slots__ = ("address", "closed", "held", "last_seen", "local", "lock", "opened_in", "sock")
 
-    def __init__(self, address: tuple[str, int], sock: socket.socket, now: float) -> None:
+    def __init__(
+        self, address: tuple[str, int], sock: socket.socket, now: float, opened_in: int
+    ) -> None:
         self.address = address
         self.sock = sock
         self.last_seen = now
         host, port = sock.getsockname()[:2]
         self.local = _address_key(host, port)
+        self.opened_in = opened_in
+        """The listening socket's queue generation (:attr:`Relay._queue_emptied`) when this
+        socket took its port: datagrams from that port queued before then are not its own."""
         self.closed = False
         self.held = 0
         """Datagrams of this sender waiting in the delay queue (they leave from this socket)."""
@@ -229,6 +236,9 @@ class Relay:
         # Least recently active first; touched by the relay thread only (close() after joining).
         self._clients: OrderedDict[tuple[str, int], _Client] = OrderedDict()
         self._client_of_local: dict[tuple[IPAddress, int], _Client] = {}
+        self._queue_emptied = 0
+        """Times the listening socket's queue was read to the end: a datagram read later than
+        that was queued later than everything that happened before it."""
         self._closed = False
         self._thread: threading.Thread | None = None
         self._last_sweep = -math.inf
@@ -307,6 +317,8 @@ class Relay:
                 self._close_client(self._clients.pop(address))
                 continue
             self._client_of_local.pop(sender.local, None)
+            if local != sender.local:
+                sender.opened_in = self._queue_emptied
             sender.local = local
             self._client_of_local[local] = sender
 
@@ -349,6 +361,7 @@ class Relay:
             try:
                 data, source = self._listen.recvfrom(MAX_DATAGRAM)
             except BlockingIOError:
+                self._queue_emptied += 1
                 return
             except OSError:
                 # An ICMP error for an earlier reply to a sender that went away: not fatal.
@@ -404,9 +417,14 @@ class Relay:
             self._clients.move_to_end(client)
             sender.last_seen = max(sender.last_seen, now)
             return sender
-        if _address_key(*client) in self._client_of_local:
+        own = self._client_of_local.get(_address_key(*client))
+        if own is not None and own.opened_in < self._queue_emptied:
             # One of our own upstream sockets: --forward leads back to --listen (a route the
-            # start-up check cannot see). Going round again would open a socket per lap.
+            # start-up check cannot see). Going round again would open a socket per lap. Only
+            # if the socket existed when the datagram was queued: the queue has been read to
+            # the end since it was opened, so anything read now was queued after that. A
+            # datagram from its port read before then was sent by a sender that went away and
+            # whose port the kernel gave to the upstream socket: a new sender like any other.
             self._refuse(
                 "self-loop",
                 "a datagram came back from the relay's own upstream socket "
@@ -442,7 +460,7 @@ class Relay:
                 f"more than {self.max_clients} senders at once: closing the least recently "
                 "active one for each new one (counted)",
             )
-        sender = _Client(client, sock, now)
+        sender = _Client(client, sock, now, self._queue_emptied)
         self._clients[client] = sender
         self._client_of_local[sender.local] = sender
         self._selector.register(sock, sender)

@@ -122,8 +122,9 @@ class Recorder:
         except OSError as exc:
             self.failure = self.failure or exc
 
-    def summary(self, dropped: Mapping[str, int], elapsed: float) -> str:
-        """One line for stderr when record stops."""
+    def summary(self, dropped: Mapping[str, int], elapsed: float, note: str = "") -> str:
+        """One line for stderr when record stops (``note``: the TCP connections the listener
+        closed, :meth:`~oscsync.net.core.TransportStats.connection_note`)."""
         text = f"record: {self.recorded} datagrams ({self.bytes} bytes) in {elapsed:.1f} s"
         total = sum(dropped.values())
         if total:
@@ -133,4 +134,6 @@ class Recorder:
             text += "; dropped 0"
         if self.writer is not None and self.writer.stats.malformed:
             text += f"; {sum(self.writer.stats.malformed.values())} kept were not valid OSC"
+        if note:
+            text += f"; {note}"
         return text

@@ -156,7 +156,8 @@ def _record(
             recorder.close(endpoint.stats.drops)
             failure = recorder.failure
             elapsed = clock.monotonic() - recorder.started_monotonic
-            app.note(recorder.summary(endpoint.stats.drops, elapsed))
+            note = endpoint.stats.connection_note()
+            app.note(recorder.summary(endpoint.stats.drops, elapsed, note))
             if isinstance(failure, BrokenPipeError) or not stopped:
                 leave_without_stdout(stopped_cleanly=stopped)
     if failure is not None and not isinstance(failure, BrokenPipeError):

@@ -69,6 +69,10 @@ class AppContext:
         return self.live
 
     def _stderr_line(self, text: str) -> None:
+        if not color_wanted():
+            # NO_COLOR from every thread: the group's ctx.color=False reaches only the main
+            # thread's click context, and warnings also come from receive and timer threads.
+            text = click.unstyle(text)
         # A warning from a receive thread must not be spliced into the live line (issue #13).
         if self.live is not None and self.live.enabled:
             self.live.above(click.unstyle(text) if not sys.stderr.isatty() else text, sys.stderr)

@@ -54,10 +54,21 @@ class TransportStats:
     """``kernel``: arrival is when the kernel received the datagram; ``clock``: when it was read."""
     connections: int = 0
     """TCP connections a listener accepted (0 on UDP); each frame counts in :attr:`datagrams`."""
+    connections_closed: Counter[str] = field(default_factory=Counter)
+    """TCP connections the listener closed or refused, by reason (``evicted`` to make room,
+    ``idle``, ``frame-timeout``, ``waiting-at-close``...); not those the clients closed."""
 
     @property
     def dropped(self) -> int:
         return sum(self.drops.values())
+
+    def connection_note(self) -> str:
+        """The TCP connections the listener closed or refused, for a summary ("" when none)."""
+        if not self.connections_closed:
+            return ""
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(self.connections_closed.items()))
+        total = sum(self.connections_closed.values())
+        return f"TCP connections closed by the listener: {total} ({reasons})"
 
     def platform_note(self) -> str:
         """What this platform could not measure, for a summary line ("" when nothing)."""

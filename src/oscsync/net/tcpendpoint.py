@@ -235,6 +235,7 @@ class TcpEndpoint(Endpoint):
         if self.listener is not None:
             stopped = self.listener.close(timeout) and stopped
             self.stats.connections = self.listener.stats.connections
+            self.stats.connections_closed = self.listener.stats.closed_by_listener()
             # Packets counted unread at close are drops (shared Counter) and arrivals alike.
             self.stats.datagrams += self.listener.stats.unread_at_close
         return super().close(timeout) and stopped

@@ -6,10 +6,15 @@ connection from its first byte, as liblo does). Every packet goes to ``on_packet
 arrival)``, the same call a UDP datagram gets, so allow-list, decoding, drop counts and dispatch
 are shared. What a client can cost is bounded: one partial frame per connection (``max_frame``),
 all partial frames together (``buffer_budget``), a number of connections (``max_connections``),
-and time: a connection that sends no packet within ``idle_timeout`` of connecting, stops in the
-middle of a frame for ``stall_timeout``, or falls silent between packets for ``quiet_timeout``, is
-closed and counted. A reply (a clock pong) goes back on the connection its question came in on,
-framed as that connection frames its packets.
+and time. Every timeout runs from the event that started it, and only a whole packet counts as
+activity (bytes that trickle in extend nothing): a connection is closed when it delivers no packet
+within ``idle_timeout`` of connecting, when a frame is not whole ``frame_timeout`` after its first
+byte, or after ``quiet_timeout`` without a packet. When every slot is taken, a new connection
+takes the slot of the one that has gone longest without delivering a packet, if that one is idle;
+otherwise it waits in the kernel's queue. A reply (a clock pong)
+goes back on the connection its question came in on, framed as that connection frames its
+packets; a connection whose replies the kernel will not take (a client that does not read them)
+is not read either until they have gone out. Everything the listener refuses or closes is counted.
 
 It waits on a :class:`~oscsync.net.selector.WakeableSelector` and can be stepped with
 :meth:`TcpListener.poll` (:mod:`oscsync.net.tcpsocket`).
@@ -18,6 +23,7 @@ It waits on a :class:`~oscsync.net.selector.WakeableSelector` and can be stepped
 from __future__ import annotations
 
 import contextlib
+import select
 import selectors
 import socket
 import threading
@@ -52,13 +58,34 @@ for nothing."""
 DEFAULT_QUIET_TIMEOUT = 3600.0
 """A connection that has sent packets and then nothing for an hour is closed. A chat partner may
 be quiet for many minutes, so this is long; a sender reconnects by itself at its next packet."""
-DEFAULT_STALL_TIMEOUT = 10.0
-"""A connection stopped this long in the middle of a frame is closed: the rest is not coming."""
+DEFAULT_FRAME_TIMEOUT = 10.0
+"""A frame not whole this long after its first byte is dropped and its connection closed: counted
+from the frame's start, so a sender that trickles a byte now and then cannot keep it open."""
+DEFAULT_EVICT_AFTER = 2.0
+"""When every slot is taken, a connection that has delivered no packet for this long may lose its
+slot to a new connection. Longer than an active client leaves between packets (clock pings come
+at least once a second, a metronome's ticks at 60 bpm too), so an active client keeps its slot
+whatever others do; an idle one that loses it connects again with its next packet, as
+:class:`~oscsync.net.tcpsender.TcpSender` does."""
+DEFAULT_FIRST_PACKET_GRACE = 0.5
+"""How long a new connection that has sent nothing may keep its slot when every slot is wanted: a
+client writes its first packet as soon as it is connected, and 0.5 s covers a lost segment sent
+again (Linux waits at least 0.2 s). One that sent bytes but no whole packet has no grace."""
 DEFAULT_REPLY_LIMIT = 1024 * 1024
 ACCEPT_RETRY = 0.5
 """Seconds the listener stops accepting after accept() failed (out of file descriptors)."""
+MIN_READ_SHARE = 2048
+"""Bytes a connection may read in a round however many others have bytes waiting."""
 UNREAD_LIMIT = 4 * 1024 * 1024
 """Bytes per connection :meth:`TcpListener.close` reads to count packets left unread."""
+
+
+LISTENER_REASONS = frozenset(
+    ("evicted", "idle", "quiet", "frame-timeout", "buffer-budget", "bad-size", "not-osc-stream")
+)
+"""Why the listener closes a connection: to make room for a new one (``evicted``), a timeout
+(``idle``: no packet since connecting, ``quiet``: none since the last, ``frame-timeout``), or
+what it sent (a frame over the budget, a bad size prefix, not OSC at all)."""
 
 
 @dataclass
@@ -71,18 +98,27 @@ class TcpListenerStats:
     frames: int = 0
     bytes: int = 0
     refused: Counter[str] = field(default_factory=Counter)
-    """Connections closed on accept: ``not-allowed``."""
+    """Connections closed on accept: ``not-allowed``; and ``waiting-at-close``: still waiting
+    for a slot when the listener closed (their packets are in :attr:`drops`)."""
     paused: int = 0
-    """Times the listener left new connections waiting in the backlog: ``max_connections``
-    reached, or accept() failing (out of file descriptors) for :data:`ACCEPT_RETRY` s."""
+    """Times the listener left new connections waiting in the backlog: no slot idle (see
+    ``evict_after``), or accept() failing (out of file descriptors) for :data:`ACCEPT_RETRY` s."""
     closed: Counter[str] = field(default_factory=Counter)
-    """Why connections ended: ``peer-closed``, ``reset``, ``idle`` (no packet ever), ``quiet``,
-    ``stalled``, ``bad-size``, ``not-osc-stream``, ``buffer-budget``, ``at-close``."""
+    """Why connections ended: ``peer-closed``, ``reset`` and ``at-close`` (the client or the
+    end of the run), or the listener's reasons (:data:`LISTENER_REASONS`)."""
+    backed_off: int = 0
+    """Times a connection was not read because its replies were not being taken."""
     drops: Counter[str] = field(default_factory=Counter)
     """Frames refused by the framing layer (``bad-slip-escape``, ``frame-too-large``, ...)."""
     replies_dropped: int = 0
     unread_at_close: int = 0
-    """Whole packets still in the kernel's buffers at close (also in :attr:`drops`)."""
+    """Whole packets still in the kernel's buffers at close, of open connections and of those
+    waiting for a slot (also in :attr:`drops`: ``unread-at-close``, ``waiting-at-close``)."""
+
+    def closed_by_listener(self) -> Counter[str]:
+        """Connections the listener refused or closed (not those the client or the run ended)."""
+        imposed = Counter({r: n for r, n in self.closed.items() if r in LISTENER_REASONS})
+        return imposed + self.refused
 
 
 @dataclass
@@ -90,10 +126,19 @@ class _Connection:
     sock: socket.socket
     source: tuple[str, int]
     decoder: StreamDecoder
-    last_active: float
+    connected_at: float
+    last_packet: float | None = None
+    """When the last whole packet arrived (None: none yet). Bytes alone never move it."""
+    frame_started: float | None = None
+    """When the first byte of the frame not yet whole arrived (None: between frames)."""
     frames: int = 0
     outgoing: bytearray = field(default_factory=bytearray)
-    watching_write: bool = False
+    events: int = selectors.EVENT_READ
+    """What the selector watches: reading, or only writing while replies wait (back-off)."""
+
+    @property
+    def last_progress(self) -> float:
+        return self.connected_at if self.last_packet is None else self.last_packet
 
 
 class TcpListener:
@@ -111,8 +156,10 @@ class TcpListener:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         buffer_budget: int = DEFAULT_BUFFER_BUDGET,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
-        stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+        frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
         quiet_timeout: float | None = DEFAULT_QUIET_TIMEOUT,
+        evict_after: float = DEFAULT_EVICT_AFTER,
+        first_packet_grace: float = DEFAULT_FIRST_PACKET_GRACE,
         reply_limit: int = DEFAULT_REPLY_LIMIT,
     ) -> None:
         self.clock = clock if clock is not None else SystemClock()
@@ -124,8 +171,10 @@ class TcpListener:
         self.max_connections = max_connections
         self.buffer_budget = buffer_budget
         self.idle_timeout = idle_timeout
-        self.stall_timeout = stall_timeout
+        self.frame_timeout = frame_timeout
         self.quiet_timeout = quiet_timeout
+        self.evict_after = evict_after
+        self.first_packet_grace = first_packet_grace
         self.reply_limit = reply_limit
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, _Connection] = {}
@@ -162,21 +211,30 @@ class TcpListener:
             self.poll(self.next_timeout())
 
     def next_timeout(self) -> float | None:
-        """Seconds until the next connection may time out (None: nothing to time out)."""
+        """Seconds until the next connection may time out, or waiting clients may get a slot
+        (None: nothing to wait for)."""
         deadlines = [] if self._retry_accept_at is None else [self._retry_accept_at]
         with self._lock:
             for conn in self._connections.values():
-                limit = self._limit_for(conn)
-                if limit is not None:
-                    deadlines.append(conn.last_active + limit)
+                due = self._deadline(conn)
+                if due is not None:
+                    deadlines.append(due[0])
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - self.clock.monotonic())
 
-    def _limit_for(self, conn: _Connection) -> float | None:
-        if conn.decoder.mid_frame:
-            return self.stall_timeout
-        return self.quiet_timeout if conn.frames else self.idle_timeout
+    def _deadline(self, conn: _Connection) -> tuple[float, str] | None:
+        """When ``conn`` times out and why, each timeout counted from its own start."""
+        due: list[tuple[float, str]] = []
+        if conn.frame_started is not None and self.frame_timeout is not None:
+            due.append((conn.frame_started + self.frame_timeout, "frame-timeout"))
+        if conn.last_packet is None:
+            if self.idle_timeout is not None:
+                due.append((conn.connected_at + self.idle_timeout, "idle"))
+        elif conn.frame_started is None and self.quiet_timeout is not None:
+            # A frame under way has its own deadline, which ends the quiet (or the connection).
+            due.append((conn.last_packet + self.quiet_timeout, "quiet"))
+        return min(due) if due else None
 
     def poll(self, timeout: float | None = 0.0) -> None:
         """One round: accept, read and write what is ready, then close what timed out."""
@@ -184,6 +242,10 @@ class TcpListener:
             ready = self._selector.select(timeout)
         except (OSError, ValueError):  # closed under us
             return
+        # Each round reads about READ_SIZE in all, shared by the connections with bytes waiting:
+        # one client gets whole reads, and when many flood, a client with one packet waits for
+        # a round of small reads, not for 64 KB from each of them.
+        share = max(MIN_READ_SHARE, READ_SIZE // max(1, len(ready)))
         for key, events in ready:
             if self._closed:
                 return
@@ -193,10 +255,10 @@ class TcpListener:
                 conn = key.data
                 if events & selectors.EVENT_WRITE:
                     self._flush(conn)
-                if events & selectors.EVENT_READ:
-                    self._read(conn)
+                if events & selectors.EVENT_READ and conn.sock.fileno() >= 0:
+                    self._read(conn, share)
         self._expire()
-        self._watch_writes()
+        self._watch()
         if ready and self.on_idle is not None:
             # Everything that was ready has been read: what the handler collected can go out
             # (dump's batched writes, as on UDP's receive thread).
@@ -206,8 +268,9 @@ class TcpListener:
 
     def _accept(self) -> None:
         for _ in range(BACKLOG):
-            if len(self._connections) >= self.max_connections:
-                self._pause_accepting()
+            if len(self._connections) >= self.max_connections and not (
+                self._someone_waits() and self._make_room()
+            ):
                 return
             try:
                 sock, address = self._sock.accept()
@@ -217,8 +280,7 @@ class TcpListener:
                 # EMFILE and the like: the connection stays in the backlog and the listening
                 # socket stays readable, so stop watching it for a moment rather than spin.
                 self._warn_once("accept", f"cannot accept a TCP connection: {exc.strerror}")
-                self._pause_accepting(warn=False)
-                self._retry_accept_at = self.clock.monotonic() + ACCEPT_RETRY
+                self._pause_accepting(self.clock.monotonic() + ACCEPT_RETRY)
                 return
             source = (str(address[0]), int(address[1]))
             if self._allowed is not None and not self._allowed(source[0]):
@@ -241,20 +303,87 @@ class TcpListener:
             self.stats.connections += 1
             self.stats.open += 1
 
-    def _pause_accepting(self, warn: bool = True) -> None:
-        # At the limit, new connections wait in the kernel's backlog (not refused): a burst of
-        # short-lived clients is served as the earlier ones finish. The listening socket leaves
-        # the selector meanwhile, or it would wake every round.
+    def _someone_waits(self) -> bool:
+        """True when a connection waits to be accepted (a slot is given up only for one)."""
+        try:
+            readable, _, _ = select.select([self._sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return bool(readable)
+
+    def _make_room(self) -> bool:
+        """Free a slot for a waiting connection; False if every slot is held by an active client.
+
+        The slot goes from the connection that has gone longest without delivering a whole
+        packet (one that never delivered any first), and only if it is idle: no packet for
+        ``evict_after`` s; never one, and bytes that made none, or nothing at all within
+        ``first_packet_grace`` s of connecting. So a client that keeps sending keeps its slot
+        however many connections others open, while sockets that only trickle bytes or went
+        quiet make room at once. What a connection sent before
+        losing its slot is read and handled first. When no connection is idle, new ones wait in
+        the kernel's queue until one is (or one closes).
+        """
+        looked = False
+        for _ in range(4):  # a candidate that turns out to have a packet waiting keeps its slot
+            now = self.clock.monotonic()
+            with self._lock:
+                conns = list(self._connections.values())
+            idle = [c for c in conns if self._evictable_at(c) <= now]
+            unread = [c for c in conns if c.last_packet is None and c.decoder.framing is None]
+            if not idle and unread and not looked:
+                # New connections not read yet are in their grace only until their first bytes
+                # are seen: look now (their bytes may be waiting), not after the grace.
+                looked = True
+                for conn in unread:
+                    self._read(conn)
+                continue
+            if not idle:
+                with self._lock:
+                    soonest = min(map(self._evictable_at, self._connections.values()), default=now)
+                self._pause_accepting(soonest, warn_full=True)
+                return False
+            victim = min(idle, key=lambda c: (c.last_packet is not None, c.last_progress))
+            frames = victim.frames
+            self._read(victim)
+            if victim.sock not in self._connections:
+                return True  # it closed while being read
+            if victim.frames == frames:
+                if victim.decoder.mid_frame:
+                    self.stats.drops["unterminated-frame"] += 1
+                self._drop(victim, "evicted")
+                self._warn_once(
+                    "evicted",
+                    f"all {self.max_connections} TCP connection slots are taken: a new "
+                    "connection takes the slot of the one idle longest (counted in the summary)",
+                )
+                return True
+        return len(self._connections) < self.max_connections
+
+    def _evictable_at(self, conn: _Connection) -> float:
+        if conn.last_packet is not None:
+            return conn.last_packet + self.evict_after
+        if conn.decoder.framing is not None:
+            # It has sent bytes, and they were no whole packet: a client's first packet comes
+            # whole in its first read (or that read starts a frame larger than a read).
+            return conn.connected_at
+        return conn.connected_at + self.first_packet_grace
+
+    def _pause_accepting(self, until: float, warn_full: bool = False) -> None:
+        # New connections wait in the kernel's backlog (not refused): a burst of short-lived
+        # clients is served as the earlier ones finish. The listening socket leaves the selector
+        # meanwhile, or it would wake every round, and comes back at ``until`` (a slot may be
+        # free to take then) or as soon as a connection closes.
+        self._retry_accept_at = until
         if self._accepting:
             self._accepting = False
             self.stats.paused += 1
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self._selector.unregister(self._sock)
-        if warn:
+        if warn_full:
             self._warn_once(
                 "too-many",
-                f"{self.max_connections} TCP connections are open: new ones wait until one "
-                "closes (counted in the summary)",
+                f"all {self.max_connections} TCP connection slots are in use and none is idle: "
+                "new connections wait until one is idle or closes (counted in the summary)",
             )
 
     def _resume_accepting(self) -> None:
@@ -264,9 +393,9 @@ class TcpListener:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self._selector.register(self._sock, None)
 
-    def _read(self, conn: _Connection) -> None:
+    def _read(self, conn: _Connection, size: int = READ_SIZE) -> None:
         try:
-            data = conn.sock.recv(READ_SIZE)
+            data = conn.sock.recv(size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:  # ECONNRESET and friends
@@ -277,10 +406,11 @@ class TcpListener:
                 self.stats.drops["unterminated-frame"] += 1
             self._drop(conn, "peer-closed")
             return
-        conn.last_active = self.clock.monotonic()
         self.stats.bytes += len(data)
+        now = self.clock.monotonic()
         arrival = self.clock.now()
-        for item in conn.decoder.feed(data):
+        items = conn.decoder.feed(data)
+        for item in items:
             if isinstance(item, FramingError):
                 self.stats.drops[item.reason] += 1
                 where = f"{conn.source[0]}:{conn.source[1]}"
@@ -301,6 +431,7 @@ class TcpListener:
                 continue
             self.stats.frames += 1
             conn.frames += 1
+            conn.last_packet = now
             try:
                 self._on_packet(item, conn.source, arrival)
             except Exception as exc:
@@ -308,6 +439,12 @@ class TcpListener:
                 self._warn_once("handler", display.printable(f"packet handler failed: {exc!r}"))
             if self._closed or conn.sock.fileno() < 0:
                 return
+        # A frame's clock starts with its first byte: in this read if a frame ended in it (or
+        # none was under way), else it keeps the start it had.
+        if not conn.decoder.mid_frame:
+            conn.frame_started = None
+        elif items or conn.frame_started is None:
+            conn.frame_started = now
         if self._buffered() > self.buffer_budget:
             self._drop(conn, "buffer-budget")
 
@@ -322,13 +459,11 @@ class TcpListener:
         with self._lock:
             candidates = list(self._connections.values())
         for conn in candidates:
-            limit = self._limit_for(conn)
-            if limit is not None and now - conn.last_active >= limit:
+            due = self._deadline(conn)
+            if due is not None and now >= due[0]:
                 if conn.decoder.mid_frame:
                     self.stats.drops["unterminated-frame"] += 1
-                    self._drop(conn, "stalled")
-                else:
-                    self._drop(conn, "quiet" if conn.frames else "idle")
+                self._drop(conn, due[1])
 
     def _drop(self, conn: _Connection, reason: str) -> None:
         with self._lock:
@@ -357,7 +492,8 @@ class TcpListener:
 
         Framed as that connection frames its packets. Never blocks: what the kernel does not
         take at once waits in a per-connection buffer of at most ``reply_limit`` bytes, and a
-        reply that does not fit is dropped and counted.
+        reply that does not fit is dropped and counted. While replies wait there the connection
+        is not read (:meth:`_watch`).
         """
         with self._lock:
             conn = self._by_source.get((source[0], source[1]))
@@ -386,21 +522,34 @@ class TcpListener:
                 return  # the read side sees the reset and closes the connection
             del conn.outgoing[:sent]
 
-    def _watch_writes(self) -> None:
+    def _watch(self) -> None:
+        """Read each connection, except one whose replies wait for the kernel to take them.
+
+        A client that does not read its replies fills the kernel's buffers; from then on its
+        requests stay unread too (TCP holds the client back), so it cannot make the listener
+        work for answers nobody takes. It is read again once its replies have gone out, and
+        meanwhile delivers no packet, so it can lose its slot (:meth:`_make_room`) or time out.
+        """
         with self._lock:
             conns = list(self._connections.values())
         for conn in conns:
-            want = bool(conn.outgoing)
-            if want != conn.watching_write:
-                events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want else 0)
+            want = selectors.EVENT_WRITE if conn.outgoing else selectors.EVENT_READ
+            if want != conn.events:
                 with contextlib.suppress(KeyError, ValueError, OSError):
-                    self._selector.modify(conn.sock, events, conn)
-                    conn.watching_write = want
+                    self._selector.modify(conn.sock, want, conn)
+                    conn.events = want
+                    if want == selectors.EVENT_WRITE:
+                        self.stats.backed_off += 1
 
     # -- shutting down ---------------------------------------------------------------------
 
     def close(self, timeout: float = 2.0) -> bool:
-        """Stop serving and close every socket; False if the thread did not stop in time."""
+        """Stop serving and close every socket; False if the thread did not stop in time.
+
+        Packets still in the kernel are counted, not lost silently: those of open connections
+        (``unread-at-close``) and those of connections still waiting for a slot
+        (``waiting-at-close``, the connections in :attr:`TcpListenerStats.refused`).
+        """
         if self._closed:
             return self._thread is None or not self._thread.is_alive()
         self._closed = True
@@ -411,35 +560,47 @@ class TcpListener:
         with self._lock:
             conns = list(self._connections.values())
         for conn in conns:
-            self._count_unread(conn)
+            self._count_unread(conn.sock, conn.decoder, "unread-at-close")
             if conn.decoder.mid_frame:
                 self.stats.drops["unterminated-frame"] += 1
             self._drop(conn, "at-close")
+        self._count_waiting()
         self._selector.close()
         self._sock.close()
         return stopped
 
-    def _count_unread(self, conn: _Connection) -> None:
+    def _count_waiting(self) -> None:
+        for _ in range(BACKLOG):
+            try:
+                sock, _address = self._sock.accept()
+            except OSError:  # BlockingIOError: nobody else waits
+                return
+            with sock:
+                sock.setblocking(False)
+                self.stats.refused["waiting-at-close"] += 1
+                self._count_unread(sock, StreamDecoder(self.max_frame), "waiting-at-close")
+
+    def _count_unread(self, sock: socket.socket, decoder: StreamDecoder, reason: str) -> None:
         # Packets a client wrote that were still in the kernel at close were delivered to this
         # machine but never handled: count them (issue #18's exact accounting, as UDP does),
         # reading at most UNREAD_LIMIT bytes, so a client still writing cannot keep close() busy.
         left = UNREAD_LIMIT
         while left > 0:
             try:
-                data = conn.sock.recv(min(READ_SIZE, left))
+                data = sock.recv(min(READ_SIZE, left))
             except OSError:  # BlockingIOError: nothing more; or the connection broke
                 return
             if not data:
                 return
             left -= len(data)
-            for item in conn.decoder.feed(data):
+            for item in decoder.feed(data):
                 if isinstance(item, FramingError):
                     self.stats.drops[item.reason] += 1
                     if item.fatal:
                         return
                 else:
                     self.stats.unread_at_close += 1
-                    self.stats.drops["unread-at-close"] += 1
+                    self.stats.drops[reason] += 1
 
     def __enter__(self) -> TcpListener:
         return self
