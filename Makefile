@@ -2,9 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-DEBIAN_PEERS = puredata-core pd-osc pd-mrpeach-net pd-mrpeach liblo-tools tshark jackd2 libportaudio2
+DEBIAN_PEERS = puredata-core pd-osc pd-mrpeach-net pd-mrpeach liblo-tools tshark jackd2 libportaudio2 faketime
 
-.PHONY: demo test test-busy venv peers lint docs clean
+.PHONY: demo test test-busy venv peers playsound lint docs clean
 
 # [audio] too: the first `metronome listen` of the workshop wants sounddevice (issue #13).
 # Makefile is a prerequisite so that a venv made by an older Makefile gets what this one adds.
@@ -24,17 +24,31 @@ demo: venv
 	@echo "or run it by its path:"
 	@echo "  $(VENV)/bin/oscsync --help"
 
+# apt-get install whichever of the Debian packages $(1) are missing (when apt-get is here).
+apt_install = if command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  fi; \
+	else echo "apt-get not found: install $(1) or their equivalents yourself"; fi
+
 # Real peers (Pure Data + mrpeach OSC, liblo's oscsend/oscdump, tshark, JACK + PortAudio) when
 # apt-get is here.
 peers:
-	@if command -v apt-get >/dev/null 2>&1; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  missing=""; for p in $(DEBIAN_PEERS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	  if [ -n "$$missing" ]; then \
-	    echo "installing Debian peers:$$missing"; \
-	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	  fi; \
-	else echo "apt-get not found: peer tests will skip (or fail under CI=true)"; fi
+	@$(call apt_install,$(DEBIAN_PEERS))
+
+# --audio playsound on Linux: playsound 1.2.2 plays through GStreamer from Python, and a venv does
+# not see Debian's python3-gi, so PyGObject is built into the venv (~25 s once) from the [playsound]
+# extra; GStreamer's playbin (plugins-base) and wavparse (plugins-good) play the WAV (issue 30).
+DEBIAN_PLAYSOUND = gir1.2-gstreamer-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	libgirepository1.0-dev libcairo2-dev pkg-config
+playsound: $(VENV)/.playsound
+$(VENV)/.playsound: $(BIN)/oscsync
+	@$(call apt_install,$(DEBIAN_PLAYSOUND))
+	$(BIN)/pip install -q -e '.[playsound]'
+	touch $@
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks scripts examples
@@ -47,7 +61,7 @@ docs: venv
 
 # The suite runs inside scripts/isolated: a network namespace with only `lo` where it can (Linux,
 # as root), so that no test can reach another machine (issue 27).
-test: venv peers lint docs
+test: venv peers playsound lint docs
 	scripts/isolated $(BIN)/pytest
 
 # Issue #12 item 7: the whole suite BUSY_RUNS times in a row while another process keeps one core

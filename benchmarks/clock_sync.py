@@ -34,7 +34,7 @@ import platform
 import statistics
 import sys
 
-from oscsync.apps import lab
+from oscsync.apps import lab, labrecords
 from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL, PeerClock, PeerClockReport
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.netem import Relay
@@ -70,11 +70,13 @@ def sessions(reference: Clock, seconds: float, which: list[str]) -> None:
     for name in which:
         link, ppm, goal = LINKS[name]
         followers = (
-            lab.FollowerSpec("A"),
-            lab.FollowerSpec("B servo", skew=SKEW, drift_ppm=ppm, sync=True),
-            lab.FollowerSpec("B filter", skew=SKEW, drift_ppm=ppm, sync=True, sync_method="filter"),
+            labrecords.FollowerSpec("A"),
+            labrecords.FollowerSpec("B servo", skew=SKEW, drift_ppm=ppm, sync=True),
+            labrecords.FollowerSpec(
+                "B filter", skew=SKEW, drift_ppm=ppm, sync=True, sync_method="filter"
+            ),
         )
-        spec = lab.SessionSpec(
+        spec = labrecords.SessionSpec(
             offset=0.1, link=link, followers=followers, bpm=bpm, ticks=ticks, seed=11
         )
         print(f"\n{link.describe()}; B {SKEW * 1e3:g} ms ahead drifting {ppm:g} ppm; "
@@ -139,7 +141,7 @@ def sessions(reference: Clock, seconds: float, which: list[str]) -> None:
                       f"{worst * 1e3:.3f} ms; goal ≥ 95 %)")  # fmt: skip
 
 
-def _first_tick(b: lab.FollowerResult) -> str:
+def _first_tick(b: labrecords.FollowerResult) -> str:
     if 0 not in b.onsets_ref:
         return "not played (due before sync: counted unsynced, never late)"
     return "played late" if b.late.get(0) else "played on time"

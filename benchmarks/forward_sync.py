@@ -29,7 +29,7 @@ import statistics
 import sys
 from fractions import Fraction
 
-from oscsync.apps import lab, scoring
+from oscsync.apps import lab, labrecords, scoring
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.metronome import MetronomeListener, TickRecord
 from oscsync.apps.netemlink import ImpairmentSpec
@@ -62,11 +62,11 @@ def p2(clock: Clock, ticks: int) -> None:
     print("P2  jitter under --delay 20ms --jitter 15ms (uniform), 240 bpm, "
           f"{ticks} ticks (first bar not scored)")  # fmt: skip
     link = ImpairmentSpec(delay=0.020, jitter=0.015)
-    follower = (lab.FollowerSpec("A"),)
+    follower = (labrecords.FollowerSpec("A"),)
     figures: dict[tuple[str, str], float] = {}
     for player_name, make in (("wav", None), ("none", _none_player)):
         for label, offset, plain in (("offset 0", 0.0, True), ("offset 50 ms", 0.05, False)):
-            spec = lab.SessionSpec(
+            spec = labrecords.SessionSpec(
                 offset=offset, link=link, followers=follower, ticks=ticks, plain=plain, seed=7
             )
             result = lab.run_session(spec, clock, make_player=make)
@@ -87,10 +87,10 @@ def p2(clock: Clock, ticks: int) -> None:
 def p3(clock: Clock, ticks: int) -> None:
     print(f"P3  two followers, B 250 ms ahead with --sync, no impairment, {ticks} ticks, "
           "offset 20 ms")  # fmt: skip
-    followers = (lab.FollowerSpec("A"), lab.FollowerSpec("B", skew=0.25, sync=True))
+    followers = (labrecords.FollowerSpec("A"), labrecords.FollowerSpec("B", skew=0.25, sync=True))
     errors, spreads, handled_spreads = [], [], []
     for run in range(3):
-        spec = lab.SessionSpec(
+        spec = labrecords.SessionSpec(
             offset=0.02, link=ImpairmentSpec(), followers=followers, ticks=ticks, seed=run
         )
         result = lab.run_session(spec, clock)

@@ -26,6 +26,15 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # lookup without one reads this (subprocesses inherit it); a test that means another interface
 # says so explicitly. `make test` also runs the suite in a network namespace with only `lo`.
 os.environ["OSCSYNC_MDNS_INTERFACE"] = "loopback"
+# Issue 27 item 2: a developer's own key must not sign the suite's traffic; a test that wants a
+# key gives one.
+os.environ.pop("OSCSYNC_KEY", None)
+os.environ.pop("OSCSYNC_KEY_FILE", None)
+
+# Real-time priority is asked for only where a test says so (tests/test_realtime.py, with fake
+# backends): what the OS grants depends on the machine and on who runs the suite, and a notice
+# on stderr would change every command's output. benchmarks/busy.py measures the real thing.
+os.environ["OSCSYNC_REALTIME"] = "off"
 
 
 def require_peer(program: str) -> str:
@@ -37,6 +46,45 @@ def require_peer(program: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def _multicast_route_on_lo() -> bool:
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    # 224.0.0.0/4 as the kernel writes it: little-endian hex destination and mask.
+    return any(
+        f[:1] == ["lo"] and f[1] == "000000E0" and f[7] == "000000F0" for f in map(str.split, lines)
+    )
+
+
+def require_link_network(*modules: str) -> None:
+    """Link finds its peers by multicast: its tests run only in a network namespace whose only
+    interface is ``lo``, with multicast routed on it (``scripts/isolated``, as ``make test``
+    runs pytest), never where a real network could hear them; and with the Link bindings
+    (``modules``) installed. Otherwise skipped with the reason, and failed under CI=true."""
+    reason = None
+    names = (
+        sorted(name for _, name in socket.if_nameindex()) if hasattr(socket, "if_nameindex") else []
+    )
+    if names != ["lo"]:
+        reason = (
+            f"Link's multicast must not reach a real network: not in a namespace with only lo "
+            f"(interfaces here: {', '.join(names) or 'unknown'}); run pytest through scripts/isolated"
+        )
+    elif not _multicast_route_on_lo():
+        reason = "no 224.0.0.0/4 route on lo: Link's peers cannot find each other (scripts/isolated adds it)"
+    else:
+        import importlib.util
+
+        missing = [name for name in modules if importlib.util.find_spec(name) is None]
+        if missing:
+            reason = f"{', '.join(missing)} not installed (pip install -e '.[test]')"
+    if reason is not None:
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:

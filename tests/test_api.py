@@ -16,6 +16,7 @@ from conftest import free_udp_port
 from oscsync.apps import endpoints
 from oscsync.cli.main import cli
 from oscsync.cli.runtime import AppContext
+from oscsync.osc import codec
 from oscsync.osc import timetag as tt
 from waiting import wait_until
 
@@ -211,3 +212,27 @@ def test_metronome_and_sequence_senders_take_their_times_from_the_public_grid() 
     t0 = steps.start(count=0)
     grid = oscsync.Grid(100, steps_per_beat=4, swing=30, start=t0)
     assert [steps.grid_timetag(k) for k in range(5)] == [grid.timetag(k) for k in range(5)]
+
+
+def test_a_shared_key_signs_what_send_and_send_bundle_send_and_sync_follows_only_it() -> None:
+    """Issue #27 item 2 in the public API: ``key=`` signs bundles (not a packet sent as it
+    is), the receiver marks them authenticated, and ``sync=True`` with the key refuses a
+    stranger's unsigned timetags (``unauthenticated``) and follows the keyed sender."""
+    key = "a key both ends hold, 32 bytes!"
+    got: list[oscsync.Received] = []
+    with (
+        oscsync.Endpoint(listen=0, key=key, sync=True) as receiver,
+        oscsync.Endpoint(peers=receiver.port) as stranger,
+        oscsync.Endpoint(peers=receiver.port, key=key) as leader,
+    ):
+        receiver.set_default_handler(got.append, hold=False)
+        later = tt.add_seconds(leader.now(), 0.5)
+        stranger.send("/tick", 0, at=later)
+        assert receiver.sync is not None
+        wait_until(lambda: receiver.sync.ignored["unauthenticated"] == 1, what="refused")  # type: ignore[union-attr]
+        leader.send("/tick", 1, at=later)
+        leader.send_bundle(later, [("/tick", 2)])
+        leader.send_packet(codec.encode_bundle(later, [codec.encode_message("/raw", [3], "i")]))
+        wait_until(lambda: len(got) == 2, what="the leader's two signed bundles")
+        wait_until(lambda: receiver.sync.ignored["unauthenticated"] == 2, what="raw: unsigned")  # type: ignore[union-attr]
+    assert [(r.args, r.authenticated) for r in got] == [((1,), True), ((2,), True)]

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from conftest import IN_CI
 from oscsync import audio
 from oscsync.audio import (
     ACCENT,
@@ -26,6 +27,7 @@ from oscsync.audio import (
     WavRenderer,
     sounds,
 )
+from oscsync.audio import playsound as playsound_module
 from oscsync.clock import FakeClock
 from oscsync.install import install_hint
 
@@ -445,6 +447,87 @@ def test_playsound_failure_is_warned_once_not_raised() -> None:
     assert player.stats.played == 0
 
 
+def _gst_without(*absent: str) -> SimpleNamespace:
+    """A stand-in for GStreamer's Gst module whose registry lacks the elements ``absent``."""
+    return SimpleNamespace(
+        init=lambda argv: None,
+        ElementFactory=SimpleNamespace(find=lambda name: None if name in absent else name),
+    )
+
+
+def _raise(exc: BaseException) -> Any:
+    raise exc
+
+
+@pytest.mark.parametrize(
+    ("load", "expected"),
+    [
+        (
+            lambda: _raise(ModuleNotFoundError("No module named 'gi'")),
+            "playsound needs GStreamer's Python bindings (PyGObject), which this Python cannot "
+            "import: ",
+        ),
+        (
+            lambda: _raise(ValueError("Namespace Gst not available")),
+            "playsound needs GStreamer: sudo apt-get install gir1.2-gstreamer-1.0 "
+            "gstreamer1.0-plugins-base gstreamer1.0-plugins-good",
+        ),
+        (
+            lambda: _gst_without("playbin"),
+            "GStreamer has no playbin to play a WAV file with: sudo apt-get install "
+            "gir1.2-gstreamer-1.0 gstreamer1.0-plugins-base",
+        ),
+        (lambda: _gst_without("wavparse"), "GStreamer has no wavparse to play a WAV file with"),
+    ],
+    ids=["no-pygobject", "no-gst-typelib", "no-playbin", "no-wavparse"],
+)
+def test_the_playsound_probe_says_what_gstreamer_lacks(load: Any, expected: str) -> None:
+    """Issue 30 item 2: said before playing, not as "'NoneType' object has no attribute 'props'"."""
+    reason = playsound_module.gstreamer_problem(load)
+    assert reason is not None
+    assert reason.startswith(expected)
+    assert "\n" not in reason
+
+
+def test_the_playsound_probe_passes_with_everything_there() -> None:
+    assert playsound_module.gstreamer_problem(lambda: _gst_without()) is None
+
+
+def test_playsound_without_playbin_fails_with_what_to_install() -> None:
+    """playsound 1.2.2's own error when GStreamer has no playbin, turned into what to do."""
+    warnings: list[str] = []
+
+    def without_playbin(path: str, block: bool) -> None:
+        raise AttributeError("'NoneType' object has no attribute 'props'")
+
+    player = PlaysoundPlayer(FakeClock(), play=without_playbin, on_warning=warnings.append)
+    player.load(TICK_WAV)
+    player.start()
+    player.play_at(0.0)
+    assert player.wait_idle(WAIT)
+    assert warnings == [
+        "playsound failed: GStreamer could not make a player (playbin): sudo apt-get install "
+        "gir1.2-gstreamer-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good"
+    ]
+
+
+def test_playsound_plays_a_tick_for_real() -> None:
+    """The real playsound through GStreamer (`make playsound`; headless it plays into a fake
+    sink): what `--audio playsound` does on a participant's Linux machine."""
+    reason = playsound_module.probe_playsound()
+    if reason is not None:
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    warnings: list[str] = []
+    player = PlaysoundPlayer(FakeClock(), on_warning=warnings.append)
+    player.load(TICK_WAV)
+    player.start()
+    player.play_at(0.0)
+    assert player.wait_idle(30)
+    assert (player.stats.played, warnings) == (1, [])
+
+
 # -- the delay-locked loop (issue #14) --------------------------------------------------------
 
 
@@ -636,6 +719,19 @@ def test_latency_compensation_places_the_sound_to_leave_the_device_at_the_timeta
     out = run_blocks(player, stream, blocks=8, frames=256)
     assert int(np.flatnonzero(out)[0]) == frame
     assert words in player.describe()
+
+
+def test_sounddevice_playout_latency_is_its_compensation_plus_one_block() -> None:
+    """What a listener puts in its pongs and what makes a tick "played late" (issue 29): a
+    sound handed over while a block is computed waits for the next, then the output latency."""
+    from oscsync.audio import playout_of
+
+    clock = FakeClock(start=START, monotonic_start=1000.0)
+    player, stream = fake_player(clock, latency=0.02)
+    run_blocks(player, stream, blocks=2, frames=512)
+    assert player.playout_latency() == pytest.approx(0.02 + 512 / RATE)
+    assert playout_of(player) == pytest.approx(0.02 + 512 / RATE)
+    assert playout_of(NonePlayer()) == 0.0  # plays when told: nothing to cover
 
 
 # -- the backend registry (issue #12) ---------------------------------------------------------

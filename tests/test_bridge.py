@@ -22,9 +22,11 @@ from oscsync.apps.bridge import (
     record_json,
     record_line,
 )
+from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.main import cli
-from oscsync.clock import FakeClock
-from oscsync.osc import codec
+from oscsync.clock import FakeClock, SystemClock
+from oscsync.net.hostport import HostPort
+from oscsync.osc import auth, codec
 from oscsync.osc import timetag as tt
 from oscsync.osc.rewrite import Rewriter, parse_rule
 from oscsync.osc.routing import Received
@@ -207,6 +209,13 @@ def test_record_lines_say_what_went_where_and_escape_what_the_network_sent(
 # -- through the real clock follower ----------------------------------------------------------
 
 
+def follow(world: _World, handler: Callable[[Received], None]) -> None:
+    """The world's ticks go through its follower to ``handler`` (the bridge) instead."""
+    world.handle = world.follower.wrap(handler)
+    world.endpoint.registry.remove("/tick")
+    world.endpoint.registry.add("/tick", world.handle)
+
+
 @pytest.mark.parametrize("mode", [RETIMETAG, AT_TIMETAG])
 def test_through_the_follower_the_leaders_timetags_arrive_on_our_clock(mode: str) -> None:
     """The leader's clock is 150 ms ahead and 50 ppm fast, over a ±15 ms link: what the bridge
@@ -221,7 +230,7 @@ def test_through_the_follower_the_leaders_timetags_arrive_on_our_clock(mode: str
         translated.append(received.timetag)
         bridge.on_message(received)
 
-    world.handle = world.follower.wrap(spy)
+    follow(world, spy)
     start = world.clock.monotonic()
     world.run(start + 12.0)
     stamps = [world.send_tick(0.25 + 0.125 * k) for k in range(4)]
@@ -245,7 +254,7 @@ def test_through_the_follower_the_leaders_timetags_arrive_on_our_clock(mode: str
 def test_before_the_clock_is_locked_messages_are_held_and_the_overdue_ones_dropped() -> None:
     world = _World(peer=None)  # learnt from the first timetagged message
     bridge, outbox, records, _ = forwarder(world.clock, RETIMETAG)
-    world.handle = world.follower.wrap(bridge.on_message)
+    follow(world, bridge.on_message)
     world.send_tick(0.030)  # due before any pong can come back
     world.send_tick(0.500)
     world.run(world.clock.monotonic() + 1.0)
@@ -366,6 +375,56 @@ def test_bridge_retimetag_answers_clock_pings_and_ignores_what_its_target_replie
     target.settimeout(0.2)
     with pytest.raises(TimeoutError):
         target.recvfrom(65536)  # the replies did not come back
+
+
+SECRET = "a key both machines hold, 32 bytes"
+
+
+def test_with_a_key_the_bridge_follows_only_a_leader_that_signs(
+    cli_runner: CliRunner, target: socket.socket
+) -> None:
+    """Issue 27 through the bridge: with OSCSYNC_KEY, a stranger's unsigned timetagged message
+    (sent first, which would win an unkeyed --sync) is neither followed nor forwarded; the
+    leader that signs its bundles and pongs with the key is, and its tick arrives re-timetagged
+    (unsigned: the local application knows no key)."""
+    port = free_udp_port()
+    to = target.getsockname()[1]
+    key = auth.PacketAuth(auth.Key.from_text(SECRET, "test"))
+    bridge_address = [HostPort("127.0.0.1", port)]
+    leader = open_endpoint(None, bridge_address, clock=SystemClock(), auth=key)
+    stranger = open_endpoint(None, bridge_address, clock=SystemClock())
+    leader.start(lambda received: None)
+    stranger.start(lambda received: None)
+    soon = tt.add_seconds(tt.from_unix(time.time()), 0.5)
+    forwarded: list[codec.Message] = []
+
+    def lead() -> None:
+        wait_until(lambda: _bound(port), 10, "the bridge listening")
+        stranger.send_bytes(codec.encode_bundle(soon, [codec.encode_message("/tick", [1])]))
+        leader.send_bytes(
+            key.sign_bundles(codec.encode_bundle(soon, [codec.encode_message("/tick", [2])]))
+        )
+        data, _ = target.recvfrom(65536)
+        forwarded.extend(codec.decode(data))
+
+    thread = threading.Thread(target=lead)
+    thread.start()
+    try:
+        result = cli_runner.invoke(
+            cli,
+            ["bridge", "-l", f"127.0.0.1:{port}", "--to", f"127.0.0.1:{to}", "--sync",
+             "--duration", "1"],
+            env={"OSCSYNC_KEY": SECRET},
+        )  # fmt: skip
+        thread.join(10)
+    finally:
+        leader.close()
+        stranger.close()
+    assert result.exit_code == 0, result.output
+    assert [(m.address, m.args) for m in forwarded] == [("/tick", (2,))]
+    assert "forwarded 1 to" in result.stderr
+    assert "unauthenticated 1" in result.stderr  # the stranger's tick, counted
+    assert "sync locked" in result.stderr
 
 
 def _bound(port: int) -> bool:

@@ -207,7 +207,7 @@ def test_network_control_characters_are_escaped_and_others_dimmed(
 def test_peer_not_listening_warns_and_keeps_going(
     spawn: Callable[..., subprocess.Popen[str]],
 ) -> None:
-    proc, _, err = start_chat(spawn, free_udp_port(), free_udp_port())
+    proc, _, err = start_chat(spawn, free_udp_port(), free_udp_port(), "--wait", "0")
     assert proc.stdin is not None
     proc.stdin.write("anyone?\n")
     proc.stdin.flush()
@@ -216,6 +216,20 @@ def test_peer_not_listening_warns_and_keeps_going(
     proc.stdin.close()
     assert proc.wait(10) == 0
     assert any(line.startswith("chat: sent 2 lines") for line in err.rest())
+
+
+def test_piped_chat_says_when_its_peer_never_listened(cli_runner: CliRunner) -> None:
+    """Issue 30 item 3: a piped chat holds its first line until the peer listens, and says so
+    (exit 1) when it never did, instead of "sent 1 line" for a line that was lost."""
+    result = cli_runner.invoke(
+        cli,
+        ["chat", "--peer", f"127.0.0.1:{free_udp_port()}", "--listen", "0", "--wait", "0.3"],
+        input="anyone?\n",
+    )
+    assert result.exit_code == 1
+    assert "chat: sent 0 lines" in result.output
+    assert "Error: nothing listened at 127.0.0.1:" in result.output
+    assert "within 0.3 s (ICMP port unreachable each time): no line was delivered" in result.output
 
 
 def test_echo_pipe_sends_then_exits_after_linger(collector: Collector) -> None:

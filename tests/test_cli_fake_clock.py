@@ -7,6 +7,7 @@ take no real time. On an autojump clock the command's own sleeps move time.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -69,7 +70,10 @@ def test_metronome_send_count_ticks_on_the_fake_clock_with_no_real_waiting(
     )
     real = time.monotonic() - began
     assert result.exit_code == 0, result.output
-    assert "sent 3 ticks; send time after grid: mean 0 µs, max 0 µs" in result.output
+    assert (
+        "sent 3 ticks; send time after grid: mean 0 µs, p99 0 µs, max 0 µs, sent late 0"
+        in result.output
+    )
     assert autojump_clock.monotonic() == MONO + 120.0
     assert real < 60.0  # a system clock would have waited the whole 120 s
     ticks = [codec.decode(receiver.recv(1024)) for _ in range(3)]
@@ -84,3 +88,35 @@ def test_dump_duration_passes_on_the_fake_clock(autojump_clock: FakeClock) -> No
     assert result.exit_code == 0, result.output
     assert autojump_clock.monotonic() == MONO + 3600.0  # an hour, to the nanosecond
     assert "dump: 0 messages printed" in result.output
+
+
+@pytest.mark.parametrize("command", [["metronome", "listen"], ["sequence", "listen"]])
+def test_a_listener_that_heard_nothing_says_what_to_check(
+    autojump_clock: FakeClock, command: list[str]
+) -> None:
+    """Issue 30 item 5: "ticks 0" alone left a participant whose patch had stopped sending
+    without a clue."""
+    args = [*command, "--listen", "127.0.0.1:0", "--audio", "none", "--duration", "60"]
+    result = invoke(autojump_clock, *args)
+    assert result.exit_code == 0, result.output
+    assert re.search(
+        r"warning: nothing arrived on 127\.0\.0\.1:\d+: is the sender running, and sending to "
+        r"this address and port\? \(Pure Data's example patches send to 127\.0\.0\.1:9001; "
+        r"docs/troubleshooting\.md#nothing-arrives\)",
+        result.output,
+    ), result.output
+
+
+def test_a_pair_that_hears_its_own_ticks_gives_no_such_hint() -> None:
+    """On the real clock: autojump cannot see a datagram in flight."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = CliRunner().invoke(
+        cli,
+        ["metronome", "pair", "--peer", f"127.0.0.1:{port}", "--listen", f"127.0.0.1:{port}",
+         "--audio", "none", "--count", "2", "--bpm", "600"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "metronome: ticks 2" in result.output
+    assert "nothing arrived" not in result.output

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -57,9 +59,17 @@ def test_python_m_oscsync_and_no_heavy_imports_at_start_up() -> None:
         "try:\n    runpy.run_module('oscsync', run_name='__main__')\n"
         "except SystemExit: pass\n"
         "heavy = [m for m in ('numpy', 'sounddevice', 'matplotlib', 'playsound',"
-        " 'pythonosc', 'oscsync.net.udp', 'zeroconf') if m in sys.modules]\n"
+        " 'pythonosc', 'oscsync.net.udp', 'zeroconf', 'link', 'aalink') if m in sys.modules]\n"
         "print('HEAVY', heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "Usage: oscsync" in out.stdout
     assert "HEAVY []" in out.stdout
+
+
+def test_readmes_command_table_has_every_command() -> None:
+    """Issue 30 item 10: the table lacked sequence, record, replay and peers."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in readme.splitlines() if line.startswith("| `oscsync ")]
+    listed = {name for row in rows for name in re.findall(r"(?:`oscsync |/ `)([a-z]+)", row)}
+    assert set(COMMANDS) - listed == set()

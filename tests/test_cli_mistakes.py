@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from conftest import LineReader, free_udp_port, oscsync_command
 from oscsync.cli.main import cli
+from oscsync.osc import codec
 
 
 @pytest.mark.parametrize(
@@ -182,3 +183,131 @@ def test_demo_audio_checks_the_audio_backend_before_printing_its_intro(
     result = CliRunner().invoke(cli, ["demo", "--audio"])
     assert result.exit_code == 1
     assert result.output == "Error: --audio cannot play here: no audio output device (none)\n"
+
+
+@pytest.mark.parametrize("mistyped", ["--inn", "-in", "--inn=0.25"])
+def test_a_mistyped_send_option_is_refused_with_the_option_meant(mistyped: str) -> None:
+    """Issue 30 item 1: `--inn 0.25` used to go out as OSC data, `-in` gave a --repeat error."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.setblocking(False)
+        port = receiver.getsockname()[1]
+        result = CliRunner().invoke(cli, ["send", f"127.0.0.1:{port}", "/chat", "hi", mistyped])
+        with pytest.raises(BlockingIOError):
+            receiver.recv(2048)  # nothing was sent
+    assert result.exit_code == 2
+    assert "did you mean --in?" in result.output
+    assert "write -- before the arguments" in result.output
+
+
+def test_after_a_double_dash_and_as_negative_numbers_such_words_are_data() -> None:
+    words = ["-1", "-0.5", "-1e3", "-inf", "-0x1f"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(5)
+        where = f"127.0.0.1:{receiver.getsockname()[1]}"
+        numbers = CliRunner().invoke(cli, ["send", where, "/x", *words, "-n", "1"])
+        assert numbers.exit_code == 0, numbers.output
+        (message,) = codec.decode(receiver.recv(2048))
+        quoted = CliRunner().invoke(cli, ["send", where, "/chat", "--", "hi", "--inn", "0.25"])
+        assert quoted.exit_code == 0, quoted.output
+        (chat,) = codec.decode(receiver.recv(2048))
+    assert message.args == (-1, -0.5, -1000.0, "-inf", "-0x1f")
+    assert chat.args == ("hi", "--inn", 0.25)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["netem", "--delay", "20", "--forward", "127.0.0.1:9"],
+            "Invalid value for '--delay': 20 is above the maximum of 10 s (did you mean 20ms?)",
+        ),
+        (
+            ["metronome", "send", "--peer", "127.0.0.1:9", "--offset", "100"],
+            "Invalid value for '--offset': 100 is above the maximum of 60 s (did you mean 100ms?)",
+        ),
+        (
+            ["metronome", "send", "--peer", ":9001"],
+            "':9001': the host part is empty: write 127.0.0.1:9001 for this machine",
+        ),
+        (
+            ["dump", "--listen", ":9001"],
+            "':9001': the host part is empty: write 9001 for 127.0.0.1:9001 (the default), or "
+            "0.0.0.0:9001 for every interface",
+        ),
+        (
+            ["send", "my-laptop.invalid:9000", "/x"],
+            "; `oscsync peers` lists the OSC services on the network, and a peer advertised as "
+            "NAME is reached as @NAME (or give its IP address)",
+        ),
+    ],
+    ids=["delay-in-ms", "offset-in-ms", "peer-without-host", "listen-without-host", "unresolved"],
+)
+def test_where_a_participant_is_stuck_the_error_says_what_to_write(
+    args: list[str], expected: str
+) -> None:
+    """Issue 30 item 8."""
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert expected in " ".join(result.output.split())  # click may wrap the line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["netem", "--delay", "20000000", "--forward", "127.0.0.1:9"],  # no unit fits either
+        ["metronome", "send", "--peer", "127.0.0.1:9", "--offset", "100s"],  # a unit was given
+    ],
+)
+def test_no_unit_hint_where_milliseconds_would_not_help(args: list[str]) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert "above the maximum" in result.output
+    assert "did you mean" not in result.output
+
+
+# -- issue 30 item 7: "nothing is listening", said the same way everywhere ---------------------
+
+
+def test_one_udp_send_to_a_closed_port_is_an_error_not_silence() -> None:
+    port = free_udp_port()
+    result = CliRunner().invoke(cli, ["send", f"127.0.0.1:{port}", "/chat", "hi"])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"warning: nothing is listening at 127.0.0.1:{port} (ICMP port unreachable)\n"
+        "Error: could not deliver 1 of 1 datagram: refused, nothing listens there (see the "
+        "warning above)\n"
+    )
+
+
+def test_repeated_udp_sends_to_a_closed_port_count_every_refusal() -> None:
+    port = free_udp_port()
+    args = ["send", f"127.0.0.1:{port}", "/x", "-n", "3", "--interval", "0.01"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert "could not deliver 3 of 3 datagrams" in result.output
+    assert "still sending" not in result.output  # send stops: it does not keep sending
+
+
+def test_one_tcp_send_to_a_closed_port_does_not_promise_to_try_again() -> None:
+    with socket.socket() as closed:  # a port that refuses: bound, not listening
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        result = CliRunner().invoke(cli, ["send", f"tcp://127.0.0.1:{port}", "/chat", "hi"])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"warning: cannot connect to tcp://127.0.0.1:{port}: Connection refused\n"
+        "Error: could not send to every peer (see the warning above)\n"
+    )
+
+
+def test_a_stream_to_a_closed_port_warns_once_keeps_going_and_counts() -> None:
+    port = free_udp_port()
+    args = ["metronome", "send", "--peer", f"127.0.0.1:{port}", "--count", "3", "--bpm", "600"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0
+    assert result.output.count("(ICMP port unreachable); still sending") == 1
+    assert re.search(
+        r"metronome: sent 3 ticks.*; refused [1-3] \(nothing listened\)", result.output
+    )

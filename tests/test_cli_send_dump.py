@@ -281,3 +281,21 @@ def test_sighup_stops_like_sigterm(spawn: Spawn, args: list[str], ready: str, su
     assert code == 0, lines  # with what it said, for a failure seen once in CI (rc 1)
     assert not any("Traceback" in line for line in lines), lines
     assert any(line.startswith(summary) for line in lines), lines
+
+
+def test_dump_counts_the_clock_pings_it_answered_apart(spawn: Spawn) -> None:
+    """Issue 30 item 10: after `oscsync clock` against it, dump said "0 messages printed;
+    received 5 messages" and nothing about what they were."""
+    proc, where, errors = start_dump(spawn)
+    clock = subprocess.run(
+        [*oscsync_command("clock", "--peer", where, "--count", "5")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert clock.returncode == 0, clock.stderr
+    proc.send_signal(signal.SIGINT)
+    assert finish(proc) == ""  # not one line printed for them
+    (summary,) = [line for line in errors.rest() if line.startswith("dump: ")]
+    assert summary == (
+        "dump: 0 messages printed; received 5 messages in 5 datagrams (0 bundles), "
+        "5 clock pings answered; dropped 0; realtime off"
+    )

@@ -46,7 +46,7 @@ def test_a_70kb_string_crosses_over_tcp_where_udp_cannot(spawn: Spawn, framing: 
     assert records[1]["args"] == [7, -9000000000, 0.1, "x", "ca", None]
     assert errors.rest()[-1] == (
         "dump: 2 messages printed; received 2 messages in 2 packets over 2 TCP connections "
-        "(0 bundles); dropped 0"
+        "(0 bundles); dropped 0; realtime off"
     )
 
 

@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL
-from oscsync.sync.estimate import RESTART_AFTER, EnvelopeEstimator
+from oscsync.sync.estimate import CONFIRM_SPAN, RESTART_AFTER, EnvelopeEstimator
 from simlink import SimLink, exponential, pareto, uniform
 
 
@@ -178,6 +178,39 @@ def test_a_single_impossible_exchange_is_held_back() -> None:
     after = estimator.estimate(10.0)
     assert after is not None
     assert after.offset == before.offset and estimator.restarts == 0
+
+
+def _forged(estimator: EnvelopeEstimator, start: float, seconds: float, claim: float) -> None:
+    """A forger answering 100 pings a second first, all claiming the peer is ``claim`` s off."""
+    for k in range(int(seconds * 100)):
+        t1 = start + k / 100
+        estimator.add_exchange(t1, t1 + 0.005 + claim, t1 + 0.005 + claim, t1 + 0.01)
+
+
+@pytest.mark.parametrize("claim", [5.0, -5.0, 0.02])
+def test_a_forged_burst_shorter_than_the_confirm_span_never_restarts(claim: float) -> None:
+    """Issue #27 item 2: a burst that agrees with itself for less than CONFIRM_SPAN seconds is
+    held back entirely, counted; the genuine exchanges after it go on from where they were."""
+    link = SimLink(uniform(), ppm=0.0, rate=40, seed=4)
+    estimator = EnvelopeEstimator()
+    for exchange in link.exchanges(10.0):
+        estimator.add_exchange(exchange.t1, exchange.t2, exchange.t3, exchange.t4)
+    before = estimator.estimate(10.0)
+    assert before is not None
+    _forged(estimator, 10.0, CONFIRM_SPAN * 0.9, claim)
+    assert estimator.restarts == 0 and estimator.refused["offset-jump"] == 180
+    after = estimator.estimate(11.8)
+    assert after is not None and abs(after.offset - before.offset) < 1e-4
+
+
+def test_a_run_that_agrees_for_the_confirm_span_is_a_step_of_the_peer_clock() -> None:
+    link = SimLink(uniform(), ppm=0.0, rate=40, seed=4)
+    estimator = EnvelopeEstimator()
+    for exchange in link.exchanges(10.0):
+        estimator.add_exchange(exchange.t1, exchange.t2, exchange.t3, exchange.t4)
+    _forged(estimator, 10.0, CONFIRM_SPAN + 0.1, 5.0)
+    assert estimator.restarts == 1
+    assert estimator.last_step == pytest.approx(5.0 - 0.15, abs=0.02)
 
 
 def test_frequency_fit_optimum_is_kept_for_the_comparison() -> None:

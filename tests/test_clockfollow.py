@@ -17,10 +17,10 @@ from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import FakeClock, SkewedClock
 from oscsync.net.hostport import HostPort
 from oscsync.net.udp import Endpoint
-from oscsync.osc import codec
+from oscsync.osc import auth, codec
 from oscsync.osc import timetag as tt
 from oscsync.osc.routing import Received
-from oscsync.sync.follow import ClockFollower, FilterFollower
+from oscsync.sync.follow import MAX_REFUSED_WARNINGS, ClockFollower, FilterFollower
 from oscsync.sync.ping import (
     PONG,
     PONG_BURST,
@@ -54,6 +54,7 @@ class _World:
         peer: tuple[str, int] | None = LEADER,
         duplicate: float = 0.0,
         kind: type[ClockFollower] = ClockFollower,
+        key: auth.Key | None = None,
     ) -> None:
         self.clock = FakeClock()
         self.leader_clock = SkewedClock(self.clock, skew=skew, drift_ppm=ppm)
@@ -63,15 +64,23 @@ class _World:
         self.rng = random.Random(seed)
         self.jitter = jitter
         self.duplicate = duplicate
-        self.endpoint = open_endpoint(clock=self.clock)
+        # With a key, both ends hold it (each its own signer and replay state).
+        self.auth = None if key is None else auth.PacketAuth(key)
+        self.leader_auth = None if key is None else auth.PacketAuth(key)
+        self.endpoint = open_endpoint(clock=self.clock, auth=self.auth)
         self.warnings: list[str] = []
-        self.follower = kind(self.endpoint, peer=peer, on_warning=self.warnings.append)
+        self.follower = kind(
+            self.endpoint, peer=peer, on_warning=self.warnings.append, auth=self.auth
+        )
         follower = self.follower
         follower._sender = lambda: None if follower.peer is None else self._ping  # type: ignore[method-assign]
         self.got: list[Received] = []
         self.handle = self.follower.wrap(self.got.append)
+        self.endpoint.registry.add("/tick", self.handle)
         self.events: list[tuple[float, int, Callable[[], None]]] = []
         self.seq = itertools.count()
+        self.forger: Callable[[bytes], None] | None = None
+        """Sees every ping (shared Wi-Fi) and may answer it first, from the leader's address."""
 
     def delay(self) -> float:
         return 0.020 + self.rng.uniform(-self.jitter, self.jitter)
@@ -80,11 +89,22 @@ class _World:
         heapq.heappush(self.events, (when, next(self.seq), action))
 
     def _ping(self, data: bytes) -> None:
-        leader, leader_clock = self.leader, self.leader_clock
+        leader, leader_clock, leader_auth = self.leader, self.leader_clock, self.leader_auth
+        if self.forger is not None:
+            self.forger(data)
 
         def arrive() -> None:
-            (ping,) = _received(data, leader_clock.now(), ("127.0.0.1", 9001))
+            authenticated = False
+            if leader_auth is not None:
+                opened = leader_auth.open(data, ("127.0.0.1", 9001))
+                assert not isinstance(opened, str)
+                body, authenticated = opened
+            else:
+                body = data
+            ping = _received(body, leader_clock.now(), ("127.0.0.1", 9001))[0]
             pong = pong_for(ping, leader_clock)
+            if leader_auth is not None and authenticated:
+                pong = leader_auth.sign_message(pong)
             copies = 2 if self.rng.random() < self.duplicate else 1
             for _ in range(copies):
                 self.at(self.clock.monotonic() + self.delay(), lambda: self.deliver(pong, leader))
@@ -92,11 +112,31 @@ class _World:
         self.at(self.clock.monotonic() + self.delay(), arrive)
 
     def deliver(self, data: bytes, source: tuple[str, int] = LEADER) -> None:
-        for received in _received(data, self.clock.now(), source):
-            if received.address == PONG:
-                self.follower.take_pong(received)
-            else:
-                self.handle(received)
+        """``data`` arrives now from ``source``: through the endpoint's receive core (where a
+        key checks signatures), to the follower's pong service or the tick handler."""
+        self.endpoint.handle_datagram(data, source, arrival=self.clock.now())
+
+    def forge(
+        self, claim: float, *, key: auth.Key | None = None, after: float = 0.001
+    ) -> list[int]:
+        """From now on a forger answers every ping ``after`` s later (before the leader), from
+        the leader's address, with its SEQ and T1 and a clock ``claim`` s ahead of the leader's
+        (signed with ``key`` if given); returns the list it appends each forged SEQ to."""
+        forged: list[int] = []
+        signer = None if key is None else auth.Signer(key)
+
+        def answer(data: bytes) -> None:
+            ping = codec.decode(data)[0]  # a signed ping is a bundle: its first message
+            seq, t1 = ping.args
+            stamp = tt.add_seconds(self.leader_clock.now_timetag(), claim)
+            pong = encode_pong(seq, t1, stamp, stamp)
+            if signer is not None:
+                pong = signer.sign_message(pong)
+            forged.append(seq)
+            self.at(self.clock.monotonic() + after, lambda: self.deliver(pong, self.leader))
+
+        self.forger = answer
+        return forged
 
     def send_tick(self, ahead: float, source: tuple[str, int] | None = None) -> int:
         """The leader (or ``source``) sends a tick timetagged ``ahead`` s from the leader's
@@ -104,6 +144,8 @@ class _World:
         source = source or self.leader
         stamp = tt.add_seconds(self.leader_clock.now_timetag(), ahead)
         data = codec.encode_bundle(stamp, [codec.encode_message("/tick", [0], "i")])
+        if self.leader_auth is not None and source == self.leader:
+            data = self.leader_auth.sign(data)
         self.at(self.clock.monotonic() + self.delay(), lambda: self.deliver(data, source))
         return stamp
 
@@ -222,7 +264,7 @@ def test_malformed_and_impossible_pongs_never_move_the_clock(
     if reason is not None:
         assert world.follower.ignored[reason] == 1
     else:  # passes the wire checks but is far below the envelope: held back
-        assert world.follower.ignored["impossible-pong"] == 1
+        assert world.follower.ignored["offset-jump"] == 1
 
 
 def test_clock_hijack_pongs_from_a_stranger_are_ignored() -> None:
@@ -270,7 +312,7 @@ def test_clock_hijack_absurd_jump_is_refused() -> None:
         world.clock.advance(0.02)
         claim = tt.add_seconds(world.leader_clock.now_timetag(), -30.0)
         world.deliver(encode_pong(seq, t1, claim, claim))
-    assert world.follower.ignored["impossible-pong"] == 2
+    assert world.follower.ignored["offset-jump"] == 2
     assert world.follower.offset() == pytest.approx(before, abs=1e-4)
     assert world.follower.servo.steps == 0
 
@@ -455,3 +497,194 @@ def test_snapshot_and_to_local_say_where_the_following_stands() -> None:
     local = follower.to_local(stamp)
     assert local is not None
     assert abs(tt.to_unix(local) - world.true_local(stamp)) <= 0.25e-3
+
+
+# -- issue #27 item 2: forged pongs from someone who sees the pings --------------------------
+
+KEY = auth.Key(b"a key both machines hold", "test")
+
+
+def test_forged_burst_without_a_key_never_steps_the_clock() -> None:
+    """A forger who sees the pings answers each first, from the leader's address, with the
+    right SEQ and T1, claiming +5 s, for 1 s: every forged exchange is held back (the run is
+    shorter than CONFIRM_SPAN), the map does not move, and nothing stays wrong after."""
+    world = _World(skew=0.15, ppm=0.0)
+    start = world.clock.monotonic()
+    world.run(start + 10.0)
+    before = world.follower.offset()
+    assert before is not None
+    forged = world.forge(+5.0)
+    world.run(start + 11.0)
+    world.forger = None
+    world.run(start + 15.0)
+    assert len(forged) >= 30
+    assert world.follower.ignored["offset-jump"] == len(forged)
+    assert world.follower.ignored["unexpected-pong"] >= len(forged) - 2  # the leader's, too late
+    assert world.follower.servo.steps == 0 and world.warnings == []
+    assert world.follower.offset() == pytest.approx(0.15, abs=0.5e-3)
+
+
+def test_forged_answers_that_disagree_never_confirm_a_step() -> None:
+    """Without a key, a forger who keeps changing its story (+5 s, −5 s, ...) for longer than
+    CONFIRM_SPAN never gets a run that agrees: no step."""
+    world = _World(skew=0.15, ppm=0.0)
+    start = world.clock.monotonic()
+    world.run(start + 10.0)
+    for k in range(8):  # 4 s of answers, alternating every half second
+        world.forge(5.0 if k % 2 == 0 else -5.0)
+        world.run(start + 10.5 + 0.5 * k)
+    world.forger = None
+    world.run(start + 16.0)
+    assert world.follower.servo.steps == 0
+    assert world.follower.offset() == pytest.approx(0.15, abs=0.5e-3)
+    assert world.follower.estimator.refused["offset-jump-disagrees"] > 0
+
+
+def test_with_a_key_forged_pongs_are_counted_and_move_nothing() -> None:
+    """With a key: unsigned forged pongs answering every ping for 10 s are refused
+    (``unauthenticated-pong``), the genuine pongs still come through, and the follower's error
+    stays what it is without a forger."""
+    world = _World(skew=0.15, ppm=50.0, key=KEY)
+    start = world.clock.monotonic()
+    forged = world.forge(+5.0)
+    world.run(start + 12.0)
+    world.forger = None
+    world.run(start + 12.01)  # the last forged pong lands
+    assert len(forged) > 100
+    assert world.follower.ignored["unauthenticated-pong"] == len(forged)
+    assert world.follower.state() == "locked" and world.follower.servo.steps == 0
+    stamps = [world.send_tick(0.05 + 0.25 * k) for k in range(8)]
+    world.run(start + 14.5)
+    truth = sorted(world.true_local(stamp) for stamp in stamps)
+    played = sorted(tt.to_unix(r.timetag) for r in world.got if r.timetag is not None)
+    assert len(played) == 8
+    for local, true in zip(played, truth, strict=True):
+        assert abs(local - true) <= 0.25e-3
+    assert all(r.authenticated for r in world.got)
+
+
+def test_with_a_key_pongs_signed_with_another_key_or_replayed_are_dropped() -> None:
+    world = _World(skew=0.15, ppm=0.0, key=KEY)
+    start = world.clock.monotonic()
+    forged = world.forge(+5.0, key=auth.Key(b"the forger's own key!", "forger"))
+    world.run(start + 6.0)
+    world.forger = None
+    world.run(start + 6.01)  # the last forged pong lands
+    assert world.endpoint.stats.drops["bad-signature"] == len(forged) > 100
+    # A genuine pong seen on the air, sent again: refused as a replay before it is matched.
+    sent: list[bytes] = []
+    world.follower._sender = lambda: sent.append  # type: ignore[method-assign]
+    world.follower.ping()
+    ping = codec.decode(sent[0])[0]
+    assert world.leader_auth is not None
+    pong = world.leader_auth.sign_message(
+        encode_pong(*ping.args, world.leader_clock.now_timetag(), 0)
+    )
+    world.deliver(pong)
+    world.deliver(pong)
+    assert world.endpoint.stats.drops["replayed"] == 1
+    assert world.follower.offset() == pytest.approx(0.15, abs=0.5e-3)
+    assert world.follower.servo.steps == 0
+
+
+def test_without_a_key_a_peer_on_another_machine_is_said_once_to_be_unauthenticated() -> None:
+    world = _World(peer=("192.168.1.20", 9001))
+    world.follower.follow(("192.168.1.20", 9001))
+    assert len(world.warnings) == 1
+    assert "192.168.1.20:9001 is not authenticated" in world.warnings[0]
+    assert "--key-file" in world.warnings[0]
+    assert _World().warnings == []  # loopback: nobody else can answer
+    assert _World(peer=("192.168.1.20", 9001), key=KEY).warnings == []
+
+
+# -- issue #27 item 3: --sync alone follows whoever sends a timetagged message first ----------
+
+
+def test_without_a_key_the_first_sender_is_followed_and_each_other_one_named_once() -> None:
+    """A stranger's timetagged datagram sent before the leader starts wins the follower (there
+    is no telling who is who without a key); it is never switched, but the leader's refused
+    ticks are named in a warning, escaped, with the advice."""
+    world = _World(peer=None)
+    start = world.clock.monotonic()
+    world.send_tick(0.5, source=STRANGER)
+    world.run(start + 0.1)
+    for _ in range(3):
+        world.send_tick(0.5)
+    world.run(start + 1.0)
+    assert world.follower.peer == STRANGER
+    assert world.follower.ignored["not-sync-peer"] == 3
+    (warning,) = world.warnings
+    assert warning.startswith(
+        "clock sync: refused timetagged messages from 127.0.0.1:7000: following 127.0.0.2:7000"
+    )
+    assert "--sync-peer LEADER:PORT" in warning and "--key-file" in warning
+    world.send_tick(0.5, source=("127.0.0.3\x1b[2J", 7000))  # an address is network data
+    world.run(start + 1.5)
+    assert "\\x1b[2J" in world.warnings[-1] and "\x1b" not in world.warnings[-1]
+
+
+def test_without_a_key_refused_senders_are_named_a_bounded_number_of_times() -> None:
+    world = _World(peer=None)
+    start = world.clock.monotonic()
+    world.send_tick(0.5)
+    world.run(start + 0.1)
+    for k in range(40):
+        world.send_tick(0.5, source=(f"10.0.0.{k}", 7000))
+        world.send_tick(0.5, source=(f"10.0.0.{k}", 7000))
+    world.run(start + 1.0)
+    assert len(world.warnings) == MAX_REFUSED_WARNINGS
+    assert world.follower.ignored["not-sync-peer"] == 80
+
+
+def test_with_a_key_only_an_authenticated_sender_is_followed() -> None:
+    """The stranger's unsigned tick, sent first, is refused (``unauthenticated``) and does not
+    choose; the leader's signed ticks are followed and played on its clock."""
+    world = _World(peer=None, key=KEY)
+    start = world.clock.monotonic()
+    world.send_tick(0.5, source=STRANGER)
+    world.run(start + 0.1)
+    assert world.follower.peer is None
+    assert world.follower.ignored["unauthenticated"] == 1
+    world.send_tick(0.5)
+    world.run(start + 6.0)
+    stamps = [world.send_tick(0.05 + 0.25 * k) for k in range(4)]
+    world.run(start + 7.5)
+    assert world.follower.peer == LEADER and world.follower.state() == "locked"
+    truth = sorted(world.true_local(stamp) for stamp in stamps)
+    played = sorted(tt.to_unix(r.timetag) for r in world.got if r.timetag is not None)[-4:]
+    for local, true in zip(played, truth, strict=True):
+        assert abs(local - true) <= 0.5e-3
+    assert world.warnings == [  # the stranger named once, as the one whose ticks were refused
+        "clock sync: refused timetagged messages from 127.0.0.2:7000: not signed with this "
+        "--key-file key (a sender without the key, or Pure Data, which cannot sign)"
+    ]
+
+
+def test_with_a_key_a_replayed_signed_tick_from_elsewhere_does_not_hold_the_follower() -> None:
+    """A signed tick of an earlier run, recorded and sent from another address before the
+    leader's: it checks (the follower never saw that run) and is chosen, but it cannot answer a
+    ping; the leader's own signed tick then replaces it, and once the leader has answered,
+    nobody else's is taken."""
+    world = _World(peer=None, key=KEY)
+    start = world.clock.monotonic()
+    recorded = auth.Signer(KEY).sign(
+        codec.encode_bundle(
+            tt.add_seconds(world.leader_clock.now_timetag(), -60.0),
+            [codec.encode_message("/tick", [0], "i")],
+        )
+    )
+    world.at(start + 0.01, lambda: world.deliver(recorded, STRANGER))
+    world.run(start + 0.05)
+    assert world.follower.peer == STRANGER  # chosen, not yet answered
+    world.send_tick(0.5)
+    world.run(start + 6.0)
+    assert world.follower.peer == LEADER and world.follower.state() == "locked"
+    assert world.follower.moves == 0
+    late = auth.Signer(KEY).sign(
+        codec.encode_bundle(
+            world.leader_clock.now_timetag(), [codec.encode_message("/tick", [0], "i")]
+        )
+    )
+    world.deliver(late, STRANGER)  # signed by someone else with the key, after the lock
+    assert world.follower.peer == LEADER
+    assert world.follower.ignored["not-sync-peer"] == 1

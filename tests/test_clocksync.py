@@ -6,6 +6,7 @@ import contextlib
 import json
 import random
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 
@@ -27,6 +28,7 @@ from oscsync.sync.ping import (
     PING,
     PONG,
     ClockSync,
+    ClockSyncError,
     PeerClocks,
     Sample,
     choose,
@@ -34,6 +36,7 @@ from oscsync.sync.ping import (
     encode_ping,
     encode_pong,
     one_way_delays,
+    parse_pong,
     pong_for,
 )
 from waiting import wait_until
@@ -309,6 +312,77 @@ def test_choose_offset_covers_the_slowest_one_way_delay() -> None:
     assert choose_offset([]) is None
 
 
+def test_a_pong_may_carry_the_listeners_playout_latency_and_offset_auto_covers_it() -> None:
+    """Issue 29: followers playing through JACK (21.3 ms output latency + a block) played ticks
+    late with --offset auto, which covered only the network. A listener's pong now carries its
+    playout latency as an optional trailing float (,itttf), and the offset adds it."""
+    link = _Link(skew=0.0)
+    link.sync.ping()
+    arrived = _received(link.outbox.pop(), link.peer_clock.now())
+    data = pong_for(arrived, link.peer_clock, playout=0.032)
+    (pong,) = codec.decode(data)
+    assert pong.types == "itttf" and pong.args[4] == pytest.approx(0.032)
+    assert len(data) == 60  # 56 + 4: still a small answer to a 36-byte ping
+    sample = link.sync.on_pong(_received(data, link.client_clock.now()))
+    assert sample is not None and link.sync.playout == pytest.approx(0.032)
+    without = choose_offset([sample])
+    with_playout = choose_offset([sample], playout=link.sync.playout)
+    assert without is not None and with_playout is not None
+    assert with_playout.offset - without.offset == pytest.approx(0.032)
+    assert "+ playout 32.00 ms" in with_playout.describe()
+
+
+def test_pongs_without_playout_or_with_more_after_it_still_count() -> None:
+    """,ittt is what every other oscsync (and anything that answers pings) sends; arguments
+    after the optional playout are left for a signature (merges with an HMAC'd pong)."""
+    t1 = tt.from_unix(1000.0)
+    plain = parse_pong(_received(encode_pong(1, t1, t1, t1), 1000.0))
+    assert plain.playout == 0.0
+    # Written out: the codec's encoder has no 't'. A blob of 3 bytes, padded to 4.
+    signed = (
+        b"/oscsync/clock/pong\x00,itttfb\x00"
+        + struct.pack(">iQQQf", 2, t1, t1, t1, 0.01)
+        + struct.pack(">i", 3)
+        + b"mac\x00"
+    )
+    assert parse_pong(_received(signed, 1000.0)).playout == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("playout", [-0.001, 5.0, float("nan"), float("inf")])
+def test_an_unbelievable_playout_makes_the_pong_malformed(playout: float) -> None:
+    t1 = tt.from_unix(1000.0)
+    bad = encode_pong(1, t1, t1, t1, playout)
+    with pytest.raises(ClockSyncError):
+        parse_pong(_received(bad, 1000.0))
+
+
+def test_a_follower_takes_pongs_that_carry_playout() -> None:
+    clock = FakeClock()
+    sent: list[bytes] = []
+
+    class _Endpoint:
+        local_address = None
+
+        def __init__(self) -> None:
+            self.clock = clock
+            self.peers = [HostPort("127.0.0.1", 9)]
+
+        def send_bytes(self, data: bytes, peers: object = None) -> int:
+            sent.append(data)
+            return 1
+
+        def add_service(self, *args: object) -> None:
+            pass
+
+    follower = ClockFollower(_Endpoint(), peer=("127.0.0.1", 9))  # type: ignore[arg-type]
+    follower.ping()
+    (ping,) = codec.decode(sent.pop())
+    arrived = Received(ping, ("127.0.0.1", 9), clock.now())
+    pong = pong_for(arrived, clock, playout=0.02)
+    assert follower.take_pong(_received(pong, clock.now()))
+    assert follower.answered == 1
+
+
 def test_metronome_send_offset_auto_measures_and_says_why(cli_runner: CliRunner) -> None:
     with _skewed_listener(0.2) as listener:
         result = cli_runner.invoke(
@@ -407,3 +481,48 @@ def test_ntp_era_sample_across_the_2036_rollover_keeps_offset_and_delay() -> Non
     assert estimate is not None
     outbound = one_way_delays([sample], estimate)
     assert outbound == [pytest.approx(0.005, abs=1e-9)]
+
+
+def test_a_keyed_listener_signs_its_pong_to_a_signed_ping_only() -> None:
+    """Issue #27 item 2: the pong to a signed ping is signed (its MAC covers the ping's SEQ and
+    T1); an unsigned ping still gets a plain pong (as an NTP server with keys answers plain
+    requests); a listener without the key answers a signed ping with a plain pong."""
+    from oscsync.osc import auth
+
+    key = auth.Key(b"0123456789abcdef", "test")
+    client = auth.PacketAuth(key)
+    sent: list[bytes] = []
+    clock = FakeClock()
+    first_t1 = clock.now_timetag()
+    for listener_auth in (auth.PacketAuth(key), None):
+        with open_endpoint(clock=clock, auth=listener_auth) as endpoint:
+            endpoint.reply = lambda data, to: sent.append(data) is None  # type: ignore[method-assign]
+            ping = encode_ping(7, clock.now_timetag())
+            endpoint.handle_datagram(client.sign_message(ping), ("127.0.0.1", 4000))
+            clock.advance(1.0)
+            endpoint.handle_datagram(ping, ("127.0.0.1", 4001))
+    signed, plain, unkeyed_signed, unkeyed_plain = sent
+    assert auth.is_signed(signed) and not auth.is_signed(plain)
+    assert not auth.is_signed(unkeyed_signed) and not auth.is_signed(unkeyed_plain)
+    body, checked = auth.PacketAuth(key).open(signed)  # type: ignore[misc]
+    assert checked and codec.decode(body)[0].args[:2] == (7, first_t1)
+
+
+def test_answers_with_key_tells_a_peer_holding_the_key_from_anyone_else() -> None:
+    """Issue #27 item 5: what following a re-registered @NAME asks before it follows."""
+    from oscsync.apps.endpoints import answers_with_key
+    from oscsync.osc import auth
+
+    key = auth.Key(b"0123456789abcdef", "test")
+    other = auth.Key(b"fedcba9876543210", "test")
+    clock = SystemClock()
+    found = {}
+    for label, listener_key in (("same", key), ("none", None), ("other", other)):
+        listener_auth = None if listener_key is None else auth.PacketAuth(listener_key)
+        with open_endpoint(HostPort("127.0.0.1", 0), clock=clock, auth=listener_auth) as peer:
+            peer.start(lambda received: None)
+            assert peer.local_address is not None
+            found[label] = answers_with_key(
+                peer.local_address, clock=clock, auth=auth.PacketAuth(key), timeout=0.5
+            )
+    assert found == {"same": True, "none": False, "other": False}

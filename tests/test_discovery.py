@@ -808,6 +808,75 @@ def test_at_name_sender_follows_a_listener_re_registered_on_a_new_port(
     assert stop(sender, signal.SIGINT) == 0
 
 
+# -- issue #27 item 5: anyone can announce a name ------------------------------------------
+
+
+def _key_file(tmp_path: Path) -> str:
+    path = tmp_path / "oscsync.key"
+    path.write_text("the key of this test, 32 bytes long\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+def test_at_name_re_registered_without_a_key_is_said_to_be_unverified(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    """Without a key the sender still follows the name (nothing tells Bob from a stranger)
+    but says plainly that the new address is not verified; before, one "re-registered"
+    note was all the user saw while a stranger took the ticks."""
+    name = unique_name()
+    first = spawn("dump", "--listen", "0", "--advertise", name)
+    first_errors, _ = advertised(first)
+    sender = spawn("metronome", "send", "--bpm", "600", "--peer", f"@{name}")
+    assert first.stdout is not None and sender.stderr is not None
+    LineReader(first.stdout).wait_for(lambda text: "/tick" in text, timeout=30)
+    stranger, port = _restart_advertised_dump(spawn, first, first_errors, name)
+    notes = LineReader(sender.stderr)
+    _wait_for_re_registered(notes, name, port)
+    notes.wait_for(
+        lambda text: (
+            f"warning: @{name}'s new address 127.0.0.1:{port} is not verified: anyone "
+            f"on the local network can announce @{name}" in text
+        ),
+        timeout=5,
+    )
+    assert stop(sender, signal.SIGINT) == 0
+    assert stop(stranger, signal.SIGINT) == 0
+
+
+def test_at_name_re_registered_with_a_key_is_followed_only_once_it_answers_with_it(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    """With a key, a stranger (no key) announcing the name is not followed: the ticks keep
+    going where they went; Bob restarting with the key on a third port is followed."""
+    key = _key_file(tmp_path)
+    name = unique_name()
+    first = spawn("--key-file", key, "dump", "--listen", "0", "--advertise", name)
+    first_errors, _ = advertised(first)
+    sender = spawn("--key-file", key, "metronome", "send", "--bpm", "600", "--peer", f"@{name}")
+    assert first.stdout is not None and sender.stderr is not None
+    LineReader(first.stdout).wait_for(lambda text: "/tick" in text, timeout=30)
+    stranger, port = _restart_advertised_dump(spawn, first, first_errors, name)
+    notes = LineReader(sender.stderr)
+    notes.wait_for(
+        lambda text: (
+            f"@{name} re-registered at 127.0.0.1:{port}, which does not answer with "
+            "this --key-file key: not followed" in text
+        ),
+        timeout=20,
+    )
+    assert stop(stranger, signal.SIGTERM) == 0
+    assert stranger.stdout is not None
+    assert "/tick" not in stranger.stdout.read()  # no tick ever went to the stranger
+    bob = spawn("--key-file", key, "dump", "--listen", "0", "--advertise", name)
+    bob_port = listening_port(advertised(bob)[0])
+    _wait_for_re_registered(notes, name, bob_port)
+    assert bob.stdout is not None
+    LineReader(bob.stdout).wait_for(lambda text: "/tick" in text, timeout=20)
+    assert not any("is not verified" in line for line in notes.lines)
+    assert stop(sender, signal.SIGINT) == 0
+
+
 def test_at_name_follower_flood_of_announcements_is_bounded_by_the_names_followed() -> None:
     """Anyone can announce anything: the follower keeps one pending entry per followed name."""
     follower = PeerFollower({"Alice": ("127.0.0.1", 9001)}, lambda *_: None)
@@ -823,12 +892,17 @@ def test_at_name_follower_flood_of_announcements_is_bounded_by_the_names_followe
 
 
 def _restart_advertised_dump(
-    spawn: Spawn, first: subprocess.Popen[str], first_errors: LineReader, name: str
+    spawn: Spawn,
+    first: subprocess.Popen[str],
+    first_errors: LineReader,
+    name: str,
+    *options: str,
 ) -> tuple[subprocess.Popen[str], int]:
     """Stop ``first`` (goodbye packets) and advertise a new dump under the same name on a new
-    port: what a partner does when they restart their listener."""
+    port: what a partner does when they restart their listener (``options``: oscsync's own,
+    ``--key-file FILE``)."""
     assert stop(first, signal.SIGTERM) == 0
-    second = spawn("dump", "--listen", "0", "--advertise", name)
+    second = spawn(*options, "dump", "--listen", "0", "--advertise", name)
     second_errors, line = advertised(second)
     assert f"advertised as {name!r}" in line  # the same name, not "NAME (2)"
     port = listening_port(second_errors)

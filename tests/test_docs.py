@@ -697,6 +697,26 @@ if __name__ == "__main__":  # list what the docs show: python tests/test_docs.py
     print(Path(__file__).name, len(SHOWN), "shown,", len(RUNNABLE), "run")
 
 
+def test_a_listener_summary_shown_after_a_logging_command_says_logged() -> None:
+    """Issue 30 item 10: example 3 showed `metronome listen --log ticks.jsonl --count 8` with a
+    summary line that lacked the `logged 8` the command prints."""
+    fence = re.compile(r"^[ \t]*```(\w*)\n(.*?)^[ \t]*```", re.M | re.S)
+    checked = 0
+    for page in sorted((REPO / "docs").glob("*.md")):
+        logging = False
+        for kind, body in fence.findall(page.read_text(encoding="utf-8")):
+            if kind in ("sh", "console") and "metronome listen" in body:
+                logging = "--log" in body.split("metronome listen", 1)[1].split("\n", 1)[0]
+            elif kind == "text" and logging:
+                for line in map(str.strip, body.splitlines()):
+                    if line.startswith("metronome: ticks "):
+                        checked += 1
+                        ticks = line.split()[2]
+                        assert f"logged {ticks}" in line, f"{page.name}: {line}"
+                logging = False
+    assert checked
+
+
 # --- the Python API page (issue 28) ---------------------------------------------------------
 
 API_PAGE = DOCS / "python-api.md"

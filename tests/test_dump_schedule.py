@@ -56,6 +56,24 @@ def test_scheduled_dump_prints_when_due_not_on_arrival(fake_clock: FakeClock) ->
     assert (near["lateness_ms"], far["lateness_ms"]) == (0.0, 0.0)
     assert (near["headroom_ms"], far["headroom_ms"]) == (250.0, 500.0)  # at arrival
     assert {r["arrival"] for r in records} == {arrival}
+    assert [r["late"] for r in records] == [None, None, None]
+
+
+def test_scheduled_dump_says_which_late_it_was(fake_clock: FakeClock) -> None:
+    """Issue 29: "arrived" (after its timetag: the network) or "played" (in time, printed more
+    than 1 ms late: this machine), as the scheduler's summary counts them."""
+    out = io.StringIO()
+    sched = Scheduler(fake_clock)
+    on_message = scheduled(Dumper(out, jsonl=True), sched)
+    on_message(received(fake_clock, "/past", -0.25))
+    on_message(received(fake_clock, "/held", 0.25))
+    sched.run_due()
+    fake_clock.advance(0.25 + 0.0625)  # the timer ran 62.5 ms late
+    sched.run_due()
+    late = {r["address"]: r["late"] for r in map(json.loads, out.getvalue().splitlines())}
+    assert late == {"/past": "arrived", "/held": "played"}
+    stats = sched.stats()
+    assert (stats.arrived_late, stats.played_late) == (1, 1)
 
 
 def test_scheduled_text_line_shows_print_time_and_offset_from_it(fake_clock: FakeClock) -> None:
@@ -106,7 +124,12 @@ def test_dump_schedule_prints_in_timetag_order_never_before_it(spawn: Spawn) -> 
     # the load (a busy core made one 1-8 ms late; benchmarks/scheduler.py measures it); what must
     # hold is that the summary counts the lines that say they were late.
     late = sum(1 for r in records if r["lateness_ms"] is not None and r["lateness_ms"] > 1.0)
-    assert lines[-1].startswith(f"scheduler: 3 dispatched, {late} late, 0 dropped"), lines[-1]
+    assert [r["late"] is not None for r in records].count(True) == late
+    # Every one arrived in time (the far ones 0.25-0.5 s ahead): late ones were played late.
+    assert all(r["late"] != "arrived" for r in records)
+    assert lines[-1].startswith(
+        f"scheduler: 3 dispatched, 0 arrived late, {late} played late, 0 dropped"
+    ), lines[-1]
 
 
 def test_dump_schedule_counts_bundles_held_at_exit(spawn: Spawn) -> None:
@@ -116,7 +139,9 @@ def test_dump_schedule_counts_bundles_held_at_exit(spawn: Spawn) -> None:
         tx.send("/later", [1], timetag=tt.add_seconds(clock.now_timetag(), 30))
     proc.wait(10)
     assert proc.returncode == 0
-    assert errors.rest()[-1].startswith("scheduler: 0 dispatched, 0 late, 1 dropped (closed 1)")
+    assert errors.rest()[-1].startswith(
+        "scheduler: 0 dispatched, 0 arrived late, 0 played late, 1 dropped (closed 1)"
+    )
 
 
 def test_dump_schedule_late_drop_policy(spawn: Spawn) -> None:

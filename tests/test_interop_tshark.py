@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import socket
 import subprocess
 
-from conftest import LineReader, free_udp_port, oscsync_command, require_peer
+from conftest import LineReader, oscsync_command, require_peer
 from oscsync.osc import timetag as tt
 
 
 def test_tshark_decodes_our_bundle_with_our_timetag() -> None:
     tshark = require_peer("tshark")
-    port = free_udp_port()
+    # A listener on the port: a send that nothing receives exits 1 (issue 30).
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    port = receiver.getsockname()[1]
     proc = subprocess.Popen(
         [tshark, "-i", "lo", "-f", f"udp port {port}", "--enable-heuristic", "osc_udp",
          "-O", "osc", "-V", "-l", "-c", "1", "-a", "duration:20"],
@@ -31,6 +35,7 @@ def test_tshark_decodes_our_bundle_with_our_timetag() -> None:
         out = proc.stdout.read()
         proc.wait(20)
     finally:
+        receiver.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()

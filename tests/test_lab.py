@@ -5,12 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import pty
+import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from oscsync.apps import lab, scoring, tables
+from conftest import oscsync_command
+from oscsync.apps import lab, labrecords, scoring, tables
 from oscsync.cli.main import cli
 
 PERIOD = 0.25
@@ -18,22 +22,25 @@ PERIOD = 0.25
 
 def test_score_of_a_perfect_grid_is_zero_and_of_a_jittered_one_is_not() -> None:
     perfect = {k: 100.0 + k * PERIOD for k in range(16)}
-    result = scoring.score(perfect, {}, PERIOD, 16)
+    result = scoring.score(perfect, {}, {}, PERIOD, 16)
     assert result.ioi_std == pytest.approx(0, abs=1e-9)
     assert result.max_grid_error == pytest.approx(0, abs=1e-9)
     assert (result.received, result.lost, result.late_pct) == (16, 0, 0.0)
     shaken = dict(perfect)
     shaken[5] += 0.010  # one tick 10 ms late
-    result = scoring.score(shaken, {5: True}, PERIOD, 16)
+    result = scoring.score(shaken, {}, {5: True}, PERIOD, 16)
     # The grid is fitted to the mean: the late tick is 10 ms - 10/16 ms from it.
     assert result.max_grid_error == pytest.approx(0.010 - 0.010 / 16, abs=1e-9)
     assert result.ioi_std > 0.003
     assert result.late == 1 and result.late_pct == pytest.approx(100 / 16)
+    assert (result.arrived_late, result.played_late) == (0, 1)
+    row = result.row()
+    assert (row["arrived_late_pct"], row["played_late_pct"]) == (0.0, 6.25)
 
 
 def test_score_counts_lost_ticks_and_skips_gaps_in_intervals() -> None:
     onsets = {k: k * PERIOD for k in range(10) if k not in (3, 4)}
-    result = scoring.score(onsets, {}, PERIOD, 10)
+    result = scoring.score(onsets, {}, {}, PERIOD, 10)
     assert result.lost == 2
     assert result.ioi_std == pytest.approx(0, abs=1e-9)  # no interval spans the gap
 
@@ -74,6 +81,41 @@ def test_stats_summarises_a_tick_log(tmp_path: Path, cli_runner: CliRunner) -> N
     table = cli_runner.invoke(cli, ["stats", str(log), "--bpm", "240"])
     assert table.exit_code == 0
     assert "inter-onset std" in table.output and str(log) in table.output
+
+
+def test_stats_counts_arrived_late_and_played_late_apart(
+    tmp_path: Path, cli_runner: CliRunner
+) -> None:
+    """Today's logs say which; a log from before issue 29 has only ``late`` (handled > 1 ms
+    after the timetag): a tick whose arrival was past its timetag arrived late, else it was
+    played late."""
+    tick = {"timetag": 1000.0, "onset": 1000.0, "arrival": 999.9, "late": False}
+    records = [
+        {**tick, "arrived_late": True, "played_late": False, "late": True},
+        {**tick, "arrived_late": False, "played_late": True, "late": True},
+        {**tick, "arrived_late": False, "played_late": False},
+        {**tick, "late": True, "arrival": 1000.002},  # old: arrived 2 ms after its timetag
+        {**tick, "late": True},  # old: arrived early, handled late
+        {**tick, "arrival": 1000.0005},  # old, on time
+    ]
+    log = tmp_path / "ticks.jsonl"
+    log.write_text(
+        "".join(
+            json.dumps({**r, "timetag": r["timetag"] + k * PERIOD, "onset": r["onset"] + k * PERIOD,
+                        "arrival": r["arrival"] + k * PERIOD}) + "\n"
+            for k, r in enumerate(records)
+        )
+    )  # fmt: skip
+    result = cli_runner.invoke(cli, ["stats", str(log), "--jsonl", "--bpm", "240"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output.splitlines()[-1])
+    assert (row["arrived_late_pct"], row["played_late_pct"]) == (
+        round(200 / 6, 2),
+        round(200 / 6, 2),
+    )
+    table = cli_runner.invoke(cli, ["stats", str(log), "--bpm", "240"])
+    assert "arrived late" in table.output and "played late" in table.output
+    assert "33.3 %" in table.output
 
 
 def test_stats_rejects_missing_and_empty_logs(tmp_path: Path, cli_runner: CliRunner) -> None:
@@ -138,6 +180,9 @@ def test_sweep_tiny_run_writes_table_csv_json_and_plot(
     late = [float(r["late_pct"]) for r in rows]
     assert late == sorted(late, reverse=True)  # more headroom, fewer late ticks
     assert late[0] == 100.0 and late[-1] == 0.0  # delay >= 12 ms > 0; 60 ms > 28 ms max delay
+    # Too little offset: the ticks arrived late (the network), not played late (this machine).
+    assert float(rows[0]["arrived_late_pct"]) == 100.0
+    assert "arrived late" in result.output and "played late" in result.output
     jitter = [float(r["ioi_std_ms"]) for r in rows]
     assert jitter[-1] < 0.01 < jitter[0]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -189,10 +234,10 @@ def test_session_followers_agree_only_with_forward_sync() -> None:
     from oscsync.clock import SystemClock
 
     link = ImpairmentSpec(delay=0.010, jitter=0.008)
-    followers = (lab.FollowerSpec("A"), lab.FollowerSpec("B", skew=-0.2, sync=True))
+    followers = (labrecords.FollowerSpec("A"), labrecords.FollowerSpec("B", skew=-0.2, sync=True))
     runs = {}
     for offset, plain in ((0.0, True), (0.04, False)):
-        spec = lab.SessionSpec(
+        spec = labrecords.SessionSpec(
             offset=offset, link=link, followers=followers, bpm=600, ticks=14, plain=plain, seed=2
         )
         runs[plain] = lab.run_session(spec, SystemClock())
@@ -293,3 +338,31 @@ def test_stats_out_of_order_and_duplicate_ticks_score_like_in_order(tmp_path: Pa
     second = ticklog.score_log(ticklog.read_log(shuffled))
     assert first == second
     assert (first[0].received, first[0].lost) == (11, 1)
+
+
+def test_sweep_on_a_terminal_keeps_its_note_its_bar_and_its_table_on_their_own_lines() -> None:
+    """Issue 30 item 10: the note was drawn after the bar had started, on the bar's line."""
+    parent, child = pty.openpty()
+    args = oscsync_command("timetag", "sweep", "--offsets", "0", "--ticks", "4")
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=child, stderr=child)
+    os.close(child)
+    screen = b""
+    try:
+        while chunk := _read_pty(parent):
+            screen += chunk
+    finally:
+        os.close(parent)
+        assert proc.wait(60) == 0
+    # A terminal shows what is after the last carriage return of each line.
+    lines = [line.split("\r")[-1] for line in screen.decode().replace("\r\n", "\n").split("\n")]
+    shown = [line for line in lines if line.strip()]
+    assert shown[0].startswith("sweep: 1 offset × 4 ticks"), shown
+    assert "sweep  [" in shown[1], shown
+    assert shown[2].startswith("offset  inter-onset std"), shown
+
+
+def _read_pty(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO: the other side closed
+        return b""

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from oscsync.apps import metronome
-from oscsync.apps.metronome import MetronomeListener, TickSender, beat_of, ticks_in
+from oscsync.apps.metronome import (
+    MetronomeListener,
+    TickRecord,
+    TickSender,
+    beat_of,
+    tick_line,
+    ticks_in,
+)
 from oscsync.audio import ACCENT, TICK
 from oscsync.clock import FakeClock
 from oscsync.osc import codec
@@ -242,7 +249,76 @@ def test_plain_tick_plays_now_and_late_bundle_plays_when_handled() -> None:
     handled = START + 0.25
     assert player.played == [(handled, TICK), (handled, TICK)]
     assert listener.stats.late == 1
+    assert (listener.stats.arrived_late, listener.stats.played_late) == (1, 0)
     assert listener.stats.ticks == 2
+
+
+class PlacingPlayer(RecordingPlayer):
+    """A sound card's player: places sounds itself, needs ``playout`` s to do so on time."""
+
+    def __init__(self, playout: float) -> None:
+        super().__init__(float("inf"))
+        self.playout = playout
+
+    def playout_latency(self) -> float:
+        return self.playout
+
+
+def test_early_tick_dispatched_late_is_played_late_not_arrived_late() -> None:
+    """Issue 29: a tick 100 ms early that the timer ran 2 ms late read 'headroom +99.8 ms LATE';
+    it arrived in time, this machine played it late."""
+    clock = FakeClock(start=START)
+    records: list[TickRecord] = []
+    listener, _, scheduler = make_listener(clock, lead=0.0, on_tick=records.append)
+    listener.on_message(tick(clock, ahead=0.1))
+    clock.advance(0.1 + 0.002)  # the timer thread woke 2 ms late
+    scheduler.run_due()
+    (record,) = records
+    assert (record.arrived_late, record.played_late, record.late) == (False, True, True)
+    assert record.played_ms == pytest.approx(2.0, abs=1e-3)
+    assert (listener.stats.arrived_late, listener.stats.played_late) == (0, 1)
+    assert tick_line(record).endswith("headroom +100.000 ms  PLAYED LATE +2.000 ms")
+    assert "arrived late 0  played late 1" in listener.status()
+
+
+def test_tick_after_its_timetag_is_arrived_late_and_within_1_ms_is_on_time() -> None:
+    clock = FakeClock(start=START)
+    records: list[TickRecord] = []
+    listener, _, scheduler = make_listener(clock, lead=0.0, on_tick=records.append)
+    listener.on_message(tick(clock, ahead=-0.0005))  # 0.5 ms after: within the threshold
+    listener.on_message(tick(clock, ahead=-0.003))  # 3 ms after its timetag
+    scheduler.run_due()
+    assert [(r.arrived_late, r.played_late) for r in records] == [(False, False), (True, False)]
+    assert tick_line(records[1]).endswith("ARRIVED LATE")
+
+
+def test_a_placing_player_whose_playout_exceeds_the_headroom_plays_late() -> None:
+    """The two-machine rig: 50 ms offset, 21.3 ms output latency + a block: ticks arriving with
+    less headroom than that were played late by the sound card; the listener says so."""
+    clock = FakeClock(start=START)
+    records: list[TickRecord] = []
+    player = PlacingPlayer(playout=0.032)
+    scheduler = Scheduler(clock)
+    warnings: list[str] = []
+    listener = MetronomeListener(
+        player, scheduler, clock, on_tick=records.append, on_warning=warnings.append
+    )
+    listener.on_message(tick(clock, ahead=0.05))  # 50 ms headroom: room for 32 ms
+    listener.on_message(tick(clock, ahead=0.02))  # 20 ms headroom: 12 ms short
+    listener.on_message(tick(clock, ahead=0.01))  # again: the warning is not repeated
+    scheduler.run_due()
+    assert [(r.arrived_late, r.played_late) for r in records] == [
+        (False, False),
+        (False, True),
+        (False, True),
+    ]
+    assert records[1].played_ms == pytest.approx(12.0, abs=1e-3)
+    assert records[1].onset == START + 0.02  # still asked for at its timetag
+    assert warnings == [
+        "offset too small for this listener: a tick arrived 20.0 ms before its timetag, but its "
+        "player needs 32.0 ms (output latency + one block), so it is played late; the sender's "
+        "--offset must grow by at least 12.0 ms (--offset auto counts it)"
+    ]
 
 
 def test_log_source_brackets_an_ipv6_sender() -> None:
@@ -314,12 +390,20 @@ def test_log_has_one_documented_object_per_tick() -> None:
         "late": False,
         "headroom_ms": None,
         "source": "127.0.0.1:9000",
+        "arrived_late": False,
+        "played_late": False,
+        "played_ms": None,
     }
     assert second["beat"] == 0 and second["accent"] is True
     assert second["arrival"] == START
     assert second["timetag"] == second["onset"] == START + 0.125
     assert second["timetag_hex"] == tt.format_hex(tt.from_unix(START + 0.125))
     assert second["headroom_ms"] == 125.0
+    assert (second["arrived_late"], second["played_late"], second["played_ms"]) == (
+        False,
+        False,
+        0.0,
+    )
     # Every field the module docstring documents is in the record, and no other.
     for name in metronome.record_fields():
         assert f"``{name}``" in (metronome.__doc__ or "")
@@ -347,7 +431,8 @@ def test_stats_line_shows_intervals_and_headroom() -> None:
     assert stats.intervals.mean == pytest.approx(0.5)
     assert stats.intervals.std == pytest.approx(0.0, abs=1e-9)
     assert listener.status() == (
-        "ticks 4  late 0  interval 500.000 ± 0.000 ms  headroom mean +125.0 ms (min +125.0)"
+        "ticks 4  arrived late 0  played late 0  interval 500.000 ± 0.000 ms  "
+        "headroom mean +125.0 ms (min +125.0)"
     )
 
 

@@ -46,11 +46,11 @@ def test_one_sample_per_bundle_with_headroom_in_ms(fake_clock: FakeClock) -> Non
     assert samples[1] is None  # the second message of the same bundle
     first = samples[0]
     assert first is not None
-    assert first.headroom_ms == 250.0 and not first.late
+    assert first.headroom_ms == 250.0 and not first.arrived_late
     fake_clock.advance(0.125)
     late, _ = (monitor.observe(r) for r in bundle(fake_clock, -0.0625))
-    assert late is not None and late.headroom_ms == -62.5 and late.late
-    assert (monitor.bundles, monitor.late_total) == (2, 1)
+    assert late is not None and late.headroom_ms == -62.5 and late.arrived_late
+    assert (monitor.bundles, monitor.arrived_late_total) == (2, 1)
 
 
 def test_plain_and_immediate_are_counted_not_measured(fake_clock: FakeClock) -> None:
@@ -61,7 +61,9 @@ def test_plain_and_immediate_are_counted_not_measured(fake_clock: FakeClock) -> 
     assert monitor.observe(immediate) is None
     stats = monitor.stats()
     assert (stats.bundles, stats.unmeasured, stats.n) == (0, 2, 0)
-    assert summary(monitor) == "monitor: 0 bundles, 0 late; 2 plain or immediate (no headroom)"
+    assert summary(monitor) == (
+        "monitor: 0 bundles, 0 arrived late; 2 plain or immediate (no headroom)"
+    )
 
 
 def test_nested_bundle_with_its_own_timetag_is_its_own_sample(fake_clock: FakeClock) -> None:
@@ -92,8 +94,8 @@ def test_rolling_stats_cover_the_last_window_bundles(fake_clock: FakeClock) -> N
     assert stats.mean == statistics.fmean(recent)
     assert stats.std == statistics.pstdev(recent)
     assert (stats.min, stats.max) == (min(recent), max(recent))
-    assert stats.late == 1  # -0.25 has left the window
-    assert (stats.bundles, stats.late_total) == (6, 2)
+    assert stats.arrived_late == 1  # -0.25 has left the window
+    assert (stats.bundles, stats.arrived_late_total) == (6, 2)
     with pytest.raises(ValueError):
         Monitor(window=0)
 
@@ -108,8 +110,8 @@ def test_lines_output_one_line_per_bundle_escaped(fake_clock: FakeClock) -> None
     assert len(lines) == 2
     assert "/t\\x1b[2Jx  headroom +250.000 ms  |  mean +250.000 std 0.000" in lines[0]
     assert "\x1b" not in out.getvalue()
-    assert "headroom -125.000 ms  LATE  |  mean +62.500 std 187.500" in lines[1]
-    assert lines[1].endswith("late 1/2 (total 1/2)")
+    assert "headroom -125.000 ms  ARRIVED LATE  |  mean +62.500 std 187.500" in lines[1]
+    assert lines[1].endswith("arrived late 1/2 (total 1/2)")
     assert view.done.is_set()
 
 
@@ -122,7 +124,7 @@ def test_jsonl_output(fake_clock: FakeClock) -> None:
     first, second = (json.loads(line) for line in out.getvalue().splitlines())
     assert first["address"] == "/caf\u00e9\u009b"
     assert "\u009b" not in out.getvalue()  # C1 controls are \\u escapes in the JSON text
-    assert first["headroom_ms"] == 250.0 and first["late"] is False
+    assert first["headroom_ms"] == 250.0 and first["arrived_late"] is False
     assert first["timetag"] == tt.format_hex(tt.from_unix(fake_clock.now() - 0.25))
     assert second["window"] == {
         "n": 2,
@@ -130,9 +132,9 @@ def test_jsonl_output(fake_clock: FakeClock) -> None:
         "std_ms": 125.0,
         "min_ms": 250.0,
         "max_ms": 500.0,
-        "late": 0,
+        "arrived_late": 0,
     }
-    assert (second["bundles"], second["late_total"]) == (2, 0)
+    assert (second["bundles"], second["arrived_late_total"]) == (2, 0)
 
 
 def test_live_output_redraws_one_line_at_most_every_refresh(fake_clock: FakeClock) -> None:
@@ -180,9 +182,9 @@ def test_monitor_piped_prints_a_line_per_bundle(spawn: Spawn) -> None:
     ahead = float(lines[0].split("headroom ")[1].split()[0])
     # Sent 200 ms ahead, arrived a little later (0.1 ms slack: two processes map wall time apart).
     assert 0 < ahead < 200.1
-    assert "/old" in lines[1] and "LATE" in lines[1] and "late 1/2" in lines[1]
+    assert "/old" in lines[1] and "ARRIVED LATE" in lines[1] and "arrived late 1/2" in lines[1]
     assert proc.returncode == 0
-    assert errors.rest()[-1].startswith("monitor: 2 bundles, 1 late")
+    assert errors.rest()[-1].startswith("monitor: 2 bundles, 1 arrived late")
 
 
 def test_monitor_jsonl(spawn: Spawn) -> None:
@@ -191,7 +193,7 @@ def test_monitor_jsonl(spawn: Spawn) -> None:
     assert proc.stdout is not None
     record = json.loads(proc.stdout.read())
     proc.wait(10)
-    assert record["address"] == "/tick" and record["late"] is False
+    assert record["address"] == "/tick" and record["arrived_late"] is False
     assert 0 < record["headroom_ms"] < 200.1  # as above
     assert record["window"]["n"] == 1 and record["bundles"] == 1
 
@@ -247,10 +249,10 @@ def test_ntp_era_1_monitor_measures_headroom_across_the_rollover() -> None:
     clock = FakeClock(start=float(tt.UNIX_MAX) - 0.25)  # 0.25 s before 2036-02-07 06:28:16
     monitor = Monitor()
     sample = monitor.observe(bundle(clock, 0.5)[0])  # due 0.25 s into era 1
-    assert sample is not None and sample.headroom_ms == 500.0 and not sample.late
+    assert sample is not None and sample.headroom_ms == 500.0 and not sample.arrived_late
     clock.advance(0.5)
     late = monitor.observe(bundle(clock, -0.75)[0])  # due in era 0, arrived in era 1
-    assert late is not None and late.headroom_ms == -750.0 and late.late
+    assert late is not None and late.headroom_ms == -750.0 and late.arrived_late
 
 
 # -- issue 20, item 10: closed pipe = quiet exit, SIGTERM always wins ---------------------------

@@ -6,10 +6,14 @@ named receivers (``oscsync-listen``, ``oscsync-connect``) so they never collide 
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Callable
 
+import pytest
+
 from conftest import REPO, LineReader, free_udp_port
+from oscsync.osc import codec
 from pdharness import PdProcess
 
 EXAMPLE1 = REPO / "pd" / "example1_client.pd"
@@ -36,8 +40,18 @@ def start_example1(
 def test_every_object_creates(run_pd: RunPd) -> None:
     pd = run_pd(EXAMPLE1, sends=[f"oscsync-listen {free_udp_port()}"])
     assert pd.creation_failures() == []
-    # [loadbang] connected [udpsend] to the default peer, oscsync chat's 9001.
-    assert "udpsend: connecting to port 9001" in pd.snapshot()
+
+
+def test_loadbang_sends_to_oscsync_chats_default_port(run_pd: RunPd) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as chat:
+        try:  # oscsync chat's default; free in the tests' own network namespace (make test)
+            chat.bind(("127.0.0.1", 9001))
+        except OSError as exc:
+            pytest.skip(f"127.0.0.1:9001 is taken here: {exc.strerror}")
+        chat.settimeout(10)
+        run_pd(EXAMPLE1, sends=[f"oscsync-listen {free_udp_port()}", "oscsync-chat hi"])
+        (message,) = codec.decode(chat.recv(2048))
+    assert (message.address, message.args) == ("/chat", ("hi",))
 
 
 def test_patch_opens_without_search_paths() -> None:
@@ -121,3 +135,69 @@ def test_pd_to_chat_prints_each_line(run_pd: RunPd, spawn: Spawn) -> None:
     proc.stdin.close()
     assert proc.wait(10) == 0
     assert "received 5" in err.rest()[-1]
+
+
+# Issue 30 item 3: the headless recipe of docs/example1-chat.md, in both start orders. The
+# piped chat holds its first line until PD listens; PD answers the first line it receives.
+PYTHON_LINES = ["hello from python", "ça va? 🎵"]
+ANSWER = "hello from Pure Data"
+
+
+def _piped_chat(spawn: Spawn, chat_port: int, pd_port: int) -> subprocess.Popen[str]:
+    proc = spawn(
+        "chat", "--peer", f"127.0.0.1:{pd_port}", "--listen", str(chat_port), "--linger", "2",
+        stdin=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    proc.stdin.write("\n".join(PYTHON_LINES) + "\n")
+    proc.stdin.close()
+    return proc
+
+
+def _both_directions_arrived(pd: PdProcess, proc: subprocess.Popen[str]) -> None:
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.read(), proc.stderr.read()
+    assert proc.wait(20) == 0, err
+    assert pd.wait_for_all(r"^chat: ", 2) == [f"chat: {line}" for line in PYTHON_LINES]
+    assert out.rstrip("\n").endswith(f"] {ANSWER}"), out
+    assert "chat: sent 2 lines, received 1" in err
+
+
+def test_headless_recipe_with_pd_started_first(run_pd: RunPd, spawn: Spawn) -> None:
+    chat_port = free_udp_port()
+    pd, pd_port = start_example1(run_pd, chat_port, sends=(f"oscsync-answer {ANSWER}",))
+    _both_directions_arrived(pd, _piped_chat(spawn, chat_port, pd_port))
+
+
+def test_headless_recipe_with_oscsync_started_first(run_pd: RunPd, spawn: Spawn) -> None:
+    chat_port, pd_port = free_udp_port(), free_udp_port()
+    proc = _piped_chat(spawn, chat_port, pd_port)
+    assert proc.stderr is not None
+    errors = LineReader(proc.stderr)
+    errors.wait_for(lambda line: "nothing is listening" in line)  # its first line was refused
+    pd = run_pd(
+        EXAMPLE1,
+        sends=[
+            f"oscsync-listen {pd_port}",
+            f"oscsync-connect 127.0.0.1 {chat_port}",
+            f"oscsync-answer {ANSWER}",
+        ],
+    )
+    assert proc.wait(20) == 0
+    assert proc.stdout is not None
+    assert proc.stdout.read().rstrip("\n").endswith(f"] {ANSWER}")
+    assert pd.wait_for_all(r"^chat: ", 2) == [f"chat: {line}" for line in PYTHON_LINES]
+    rest = errors.rest()
+    assert any(f"127.0.0.1:{pd_port} is listening (after" in line for line in rest), rest
+    assert any("chat: sent 2 lines, received 1" in line for line in rest), rest
+
+
+def test_pd_answers_only_once(run_pd: RunPd, spawn: Spawn) -> None:
+    """Two patches answering each other must not ping-pong forever."""
+    chat_port = free_udp_port()
+    pd, pd_port = start_example1(run_pd, chat_port, sends=(f"oscsync-answer {ANSWER}",))
+    proc = _piped_chat(spawn, chat_port, pd_port)
+    assert proc.stdout is not None
+    assert proc.wait(20) == 0
+    assert len(pd.wait_for_all(r"^chat: ", 2)) == 2  # two lines arrived ...
+    assert proc.stdout.read().count(ANSWER) == 1  # ... and only the first was answered

@@ -7,6 +7,7 @@ The patch sends with mrpeach's [packOSCstream] -> [tcpclient] (SLIP) and receive
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 from collections.abc import Callable
@@ -106,3 +107,15 @@ def test_pd_over_tcp_to_chat_prints_each_line(run_pd: RunPd, spawn: Spawn) -> No
     assert proc.wait(10) == 0
     printed = len(out.rest())
     assert err.rest()[-1].endswith(f"received {printed}")  # every line PD sent, probes included
+
+
+def test_what_headless_pd_prints_at_start_is_explained_on_the_tcp_page(run_pd: RunPd) -> None:
+    """Issue 30 item 10: "error: tcpserver: setsockopt SO_REUSEADDR" and the verbose(3) lines
+    alarmed a participant, and no page said what they were."""
+    pd = run_pd(EXAMPLE1_TCP, sends=[f"oscsync-listen {free_tcp_port()}"])
+    page = (REPO / "docs" / "tcp.md").read_text()
+    alarming = [line for line in pd.snapshot() if line.startswith(("error:", "verbose("))]
+    assert any("SO_REUSEADDR" in line for line in alarming), alarming
+    for line in alarming:
+        head = re.match(r"error: \w+: [^:]+|verbose\(\d\): \w+", line)
+        assert head is not None and head.group(0) in page, line

@@ -19,6 +19,7 @@ import pytest
 
 from conftest import REPO, LineReader, free_udp_port
 from pdharness import PdProcess
+from waiting import wait_until
 
 EXAMPLE2 = REPO / "pd" / "example2_client.pd"
 EXAMPLE3 = REPO / "pd" / "example3_client.pd"
@@ -144,3 +145,49 @@ def test_our_offset_shows_100ms_until_timetag_in_example3(run_pd: RunPd, spawn: 
     assert pd.printed("tick") == ["0", "1", "2", "3"]
     for ms in map(float, pd.printed("ms-ahead")):
         assert 60 < ms <= 100.5
+
+
+def _udp_no_ports() -> int:
+    """Datagrams this network namespace's kernel got for a port nobody listened on (Linux)."""
+    rows = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()]
+    names, values = (row for row in rows if row[0] == "Udp:")
+    return int(values[names.index("NoPorts")])
+
+
+@pytest.mark.parametrize("patch", [EXAMPLE2, EXAMPLE3], ids=lambda p: p.name)
+def test_a_patch_started_before_oscsync_reaches_it_once_it_listens(
+    run_pd: RunPd, spawn: Spawn, tmp_path: Path, patch: Path
+) -> None:
+    """Issue 30 item 5: mrpeach's [udpsend] disconnected on the first "Connection refused" and
+    printed "udpsend: not connected" on every tick after; the patches now send with Pd's own
+    [netsend -u -b], which keeps sending while nothing listens."""
+    port = free_udp_port()
+    before = _udp_no_ports()
+    pd, _ = start_example(run_pd, patch, port, "oscsync-bpm 600", "oscsync-metro 1")
+    # Three ticks into the void: [udpsend] disconnected at the second.
+    wait_until(lambda: _udp_no_ports() - before >= 3, 10, "three ticks sent to a closed port")
+    log = tmp_path / "ticks.jsonl"
+    listener = spawn(
+        "metronome", "listen", "--listen", str(port), "--audio", "none",
+        "--log", str(log), "--count", "3",
+    )  # fmt: skip
+    assert listener.wait(20) == 0
+    assert len(read_log(log)) == 3
+    assert not [line for line in pd.snapshot() if "error" in line]
+
+
+def test_signed_ticks_still_play_in_example3(run_pd: RunPd, spawn: Spawn, tmp_path: Path) -> None:
+    """Issue #27 item 2: with a key each bundle carries one more message, /oscsync/auth with a
+    blob: [unpackOSC] decodes it, [routeOSC] passes it by; the ticks play as unsigned ones do."""
+    key = tmp_path / "key"
+    key.write_text("0123456789abcdef0123456789abcdef\n")
+    key.chmod(0o600)
+    pd, pd_port = start_example(run_pd, EXAMPLE3)
+    sender = spawn(
+        "--key-file", str(key), "metronome", "send", "--peer", f"127.0.0.1:{pd_port}",
+        "--count", "4", "--bpm", "240", "--offset", "0.1",
+    )  # fmt: skip
+    assert sender.wait(20) == 0
+    pd.wait_for_all(r"^tick: ", 4)
+    assert pd.printed("tick") == ["0", "1", "2", "3"]
+    assert not [line for line in pd.snapshot() if "error" in line.lower()]

@@ -8,6 +8,7 @@ are generous: PD headless polls its sockets every few milliseconds.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from collections import Counter
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import REPO, LineReader, free_udp_port
+from oscsync.osc import codec
 from pdharness import PdProcess
 
 EXAMPLE4 = REPO / "pd" / "example4_sequencer.pd"
@@ -96,3 +98,21 @@ def test_example4_own_pattern_reaches_oscsync_sequence_listen(
         assert event["timetag"] is not None and event["onset"] >= event["timetag"], event
         assert 50 < (event["timetag"] - event["arrival"]) * 1000 <= 101, event
     assert Counter(e["voice"] for e in events).keys() == expected.keys()
+
+
+def test_example4_starts_on_step_0_once(run_pd: RunPd) -> None:
+    """Issue 30 item 4: the toggle fanned out to [metro] and to the counter's reset without a
+    [t f b], so starting sent step 0, then reset the counter and sent step 0 again."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(10)
+        port = receiver.getsockname()[1]
+        start_example4(
+            run_pd, f"oscsync-connect 127.0.0.1 {port}", "oscsync-bpm 240", "oscsync-metro 1"
+        )
+        kicks: list[int] = []
+        while len(kicks) < 3:
+            for message in codec.decode(receiver.recv(65536)):
+                if message.address == "/seq/kick":
+                    kicks.append(int(message.args[1]))
+    assert kicks == [0, 4, 8]

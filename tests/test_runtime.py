@@ -134,6 +134,6 @@ def test_no_color_strips_styles_even_when_colour_is_possible(no_color: str) -> N
         env={"NO_COLOR": no_color},
         color=True,
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # refused: a send nothing received (issue 30)
     assert "warning: " in result.output
     assert ("\x1b[" in result.output) == (no_color == "")  # "" means unset (no-color.org)

@@ -164,6 +164,7 @@ def test_late_bundles_run_at_once_in_arrival_order_and_count_late(
     assert [d.late for _, d in rec.runs] == [False, True, True]
     stats = sched.stats()
     assert (stats.dispatched, stats.late, stats.dropped_total) == (3, 2, 0)
+    assert (stats.arrived_late, stats.played_late) == (2, 0)  # submitted after their time
     assert stats.lateness_max == 0.5
 
 
@@ -233,6 +234,8 @@ def test_slow_handler_overrun_shows_as_lateness_of_the_next_item(
     assert [d.lateness for _, d in rec.runs] == [0.0, 0.125]
     assert rec.runs[1][1].late
     assert sched.stats().lateness_max == 0.125
+    # It arrived in time: this machine ran it late (issue 29: the two figures apart).
+    assert (sched.stats().arrived_late, sched.stats().played_late) == (0, 1)
 
 
 def test_cap_refuses_beyond_max_items_counts_and_warns_once(
@@ -353,12 +356,14 @@ def test_lateness_percentiles_come_from_a_bounded_ring(
 
 
 def test_stats_summary_names_counts_and_reasons(sched: Scheduler, fake_clock: FakeClock) -> None:
-    assert sched.stats().summary() == "scheduler: 0 dispatched, 0 late, 0 dropped"
+    assert sched.stats().summary() == (
+        "scheduler: 0 dispatched, 0 arrived late, 0 played late, 0 dropped"
+    )
     sched.submit(tag_in(fake_clock, -0.5), lambda _: None)
     sched.submit(tag_in(fake_clock, 120.0), lambda _: None)
     sched.run_due()
     assert sched.stats().summary() == (
-        "scheduler: 1 dispatched, 1 late, 1 dropped (horizon 1); "
+        "scheduler: 1 dispatched, 1 arrived late, 0 played late, 1 dropped (horizon 1); "
         "lateness p50 500000.0 µs p99 500000.0 µs max 500000.0 µs"
     )
 

@@ -125,3 +125,29 @@ def test_sessions_a_send_session_closes_what_it_opened_when_its_endpoint_cannot_
     with pytest.raises(OSError, match="no receive thread"):
         SendSession([LOOPBACK], SessionSetup(SystemClock()))
     assert sorted(set(closed)) == ["endpoint", "scheduler"]
+
+
+class _SoundCard(OnsetRecorder):
+    """A placing player whose sound card needs 32 ms (21.3 ms output latency + a 512-frame
+    block at 48 kHz, the two-machine rig of issue 29)."""
+
+    def playout_latency(self) -> float:
+        return 0.032
+
+
+def test_sessions_offset_auto_covers_the_listeners_playout_latency() -> None:
+    clock = SystemClock()
+    player = _SoundCard()
+    player.start()
+    notes: list[str] = []
+    session = TickListenSession(LOOPBACK, (), SessionSetup(clock), player=player)
+    try:
+        session.start()
+        target = session.endpoint.local_address
+        assert target is not None
+        with SendSession([target], SessionSetup(clock, note=notes.append)) as sender:
+            offset = sender.offset("auto", 60.0)
+    finally:
+        session.close()
+    assert offset > 0.032 + 0.005  # the playout, the margin, and loopback's delay
+    assert any("+ playout 32.00 ms" in note for note in notes), notes

@@ -6,12 +6,19 @@ Commands that run until stopped exit 0; a run with a defined end (send --repeat,
 
 from __future__ import annotations
 
+import base64
+import json
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from conftest import LineReader, free_udp_port, oscsync_command
+from conftest import REPO, LineReader, free_udp_port, oscsync_command
+from oscsync.files.recording import header_line
+from oscsync.osc import codec
+
+BEAT = REPO / "patterns" / "beat.txt"
 
 DEAD = "127.0.0.1:9"  # the discard port: nothing listens there on a test machine
 
@@ -98,3 +105,38 @@ def _stop(args: list[str], ready: str, summary: str | None, signum: signal.Signa
     if summary is not None:
         assert any(summary in line for line in lines), lines
     return code
+
+
+# Issue 30 item 9: replay and sequence send have a defined end too, and said nothing of it.
+def _long_recording(path: Path) -> Path:
+    """A recording of 100 datagrams a second apart: replaying it takes 99 s."""
+    header = header_line(
+        host="test", clock="system", started_unix=1796642856.0, listen="127.0.0.1:9001",
+        software="oscsync test",
+    )  # fmt: skip
+    tick = base64.b64encode(codec.encode_message("/tick", [1])).decode()
+    lines = [
+        json.dumps({"m": float(k), "t": 1796642856.0 + k, "from": "127.0.0.1:5", "raw": tick})
+        for k in range(100)
+    ]
+    path.write_text("\n".join([header, *lines]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_replay_says_so_and_exits_130(tmp_path: Path, signum: signal.Signals) -> None:
+    take = _long_recording(tmp_path / "take.jsonl")
+    args = ["replay", str(take), "--peer", DEAD]
+    assert _stop(args, "replay: 100 datagrams", "replay: stopped after", signum) == 128 + signum
+
+
+def test_replay_until_ctrl_c_exits_0(tmp_path: Path) -> None:
+    take = _long_recording(tmp_path / "take.jsonl")
+    args = ["replay", str(take), "--peer", DEAD, "--loop", "0"]
+    assert _stop(args, "replay: 100 datagrams", "replay: sent", signal.SIGINT) == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_sequence_send_with_bars_exits_130(signum: signal.Signals) -> None:
+    args = ["sequence", "send", str(BEAT), "--peer", DEAD, "--bars", "100"]
+    assert _stop(args, "sending", "sequence: sent", signum) == 128 + signum

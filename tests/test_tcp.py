@@ -272,7 +272,7 @@ def test_sender_drop_newest_keeps_the_first_packets(fake_clock: FakeClock) -> No
     )  # fmt: skip
     assert [sender.send(b"/%d" % n) for n in range(4)] == [True, True, False, False]
     assert sender.stats.dropped["queue-full"] == 2
-    assert list(sender._queue) == [slip_encode(b"/0"), slip_encode(b"/1")]
+    assert list(sender._queue.packets) == [slip_encode(b"/0"), slip_encode(b"/1")]
     sender.close()
 
 

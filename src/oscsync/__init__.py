@@ -43,6 +43,7 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "Dispatch": ("oscsync.scheduler", "Dispatch"),
     "Grid": ("oscsync.apps.grid", "Grid"),
     "Tick": ("oscsync.apps.grid", "Tick"),
+    "LinkGrid": ("oscsync.apps.link", "LinkGrid"),
     # clocks
     "Clock": ("oscsync.clock", "Clock"),
     "SystemClock": ("oscsync.clock", "SystemClock"),
@@ -59,6 +60,7 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "DiscoveryError": ("oscsync.discovery.mdns", "DiscoveryError"),
     "EncodeError": ("oscsync.osc.codec", "EncodeError"),
     "AudioError": ("oscsync.audio.player", "AudioError"),
+    "LinkUnavailable": ("oscsync.sync.link", "LinkUnavailable"),
 }
 
 __all__ = [
@@ -74,6 +76,8 @@ __all__ = [
     "FakeClock",
     "Grid",
     "HostPort",
+    "LinkGrid",
+    "LinkUnavailable",
     "Message",
     "Messages",
     "Received",
@@ -98,6 +102,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from oscsync.apps.endpoints import Messages as Messages
     from oscsync.apps.grid import Grid as Grid
     from oscsync.apps.grid import Tick as Tick
+    from oscsync.apps.link import LinkGrid as LinkGrid
     from oscsync.apps.playing import SoundPlayer as SoundPlayer
     from oscsync.audio.player import AudioError as AudioError
     from oscsync.clock import Clock as Clock
@@ -122,6 +127,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from oscsync.scheduler import sleep_until_async as sleep_until_async
     from oscsync.sync.follow import ClockFollower as ClockFollower
     from oscsync.sync.follow import SyncStatus as SyncStatus
+    from oscsync.sync.link import LinkUnavailable as LinkUnavailable
     from oscsync.terminal.display import escape as escape
 
 

@@ -1,4 +1,4 @@
-"""Every reading of time in oscsync goes through a :class:`Clock`.
+"""Clocks: every reading of time in oscsync goes through a :class:`Clock`.
 
 Two time scales matter to a timetag receiver:
 
@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from oscsync.osc import timetag
 
@@ -88,8 +89,14 @@ class Clock(ABC):
         """This clock's wall reading for a reading of the OS real-time clock, or None.
 
         For stamps the OS took itself (kernel receive timestamps, ``SO_TIMESTAMPNS``). None means
-        this clock has no such mapping (a fake clock): read :meth:`now` instead.
+        this clock has no such mapping (a fake clock): read :meth:`now` instead. The mapping
+        assumes the OS clock did not step since; :class:`KernelStamps` checks that it holds.
         """
+        return None
+
+    def system_clock_step(self) -> float | None:
+        """Seconds the OS real-time clock has moved against this clock's wall time since it
+        was made (a step by NTP or a user), or None when this clock does not follow the OS's."""
         return None
 
 
@@ -142,6 +149,9 @@ class SystemClock(Clock):
     def system_time_to_wall(self, system_time: float) -> float | None:
         # The same time scale as now(), up to a step of the system clock since construction.
         return system_time
+
+    def system_clock_step(self) -> float | None:
+        return time.time() - self.now()
 
 
 _SYSTEM_CLOCK: SystemClock | None = None
@@ -228,6 +238,9 @@ class SkewedClock(Clock):
         if wall is None:
             return None
         return wall + self.skew + self.drift_ppm * 1e-6 * (wall - self._epoch)
+
+    def system_clock_step(self) -> float | None:
+        return self._base.system_clock_step()
 
 
 class FakeClock(Clock):
@@ -378,3 +391,105 @@ class FakeClock(Clock):
         self._mono = earliest
         self.jumps += 1
         self._changed.notify_all()
+
+
+STAMP_CHECK_EVERY = 8
+"""A kernel stamp is checked against the clock once in this many datagrams (and every one while
+stamps are being re-anchored): a check reads the clock (0.2 µs), so a flood of 100,000
+datagrams a second pays 2.5 ms a second for it."""
+STAMP_FUTURE_TOLERANCE = 0.001
+"""A stamp later than the clock read just after it, by more than this, is on another clock:
+nothing arrives in the future."""
+STAMP_MAX_AGE = 1.0
+"""A stamp older than this, twice in a row, is on another clock too: a receive thread behind by
+a second twice is rare, and a wrong re-anchor corrects itself at the next stamp."""
+
+
+class KernelStamps:
+    """Places the kernel's receive stamps on a :class:`Clock`'s wall scale, and keeps them there
+    when the two stop agreeing (issue #27 item 16).
+
+    The kernel stamps a datagram (``SO_TIMESTAMPNS``) on the OS real-time clock; the process's
+    clock is another one whenever the OS clock stepped since it started (NTP after a laptop
+    slept, a user setting the time: :class:`SystemClock` keeps its own scale, by design) or
+    when the process runs on a clock that is not the kernel's (libfaketime, a test rig for two
+    machines). Then every stamp is off by the difference: every clock pong looked as if it
+    came back before its ping was sent, and ``oscsync clock`` said "no answer" while every
+    pong arrived.
+
+    So a stamp is compared, now and then, with the clock read just after it was received (it
+    can only be a little earlier): one from the future, or older than :data:`STAMP_MAX_AGE` on
+    two stamps in a row (the first of them is taken as read, late rather than early), means the
+    scales disagree, and the difference is learnt: from then on
+    every stamp is checked and moved onto the clock's scale, the correction lowered whenever a
+    stamp would land after the clock read (so it settles on the smallest delay between the
+    kernel's stamp and the read, tens of µs, not on the first one seen). A correction that
+    comes back to under :data:`STAMP_FUTURE_TOLERANCE` ends; checks go back to one in
+    :data:`STAMP_CHECK_EVERY`. ``on_reanchor(correction, system_step)`` hears of each new
+    correction (``system_step``: :meth:`Clock.system_clock_step`, to tell a stepped OS clock
+    from a process on another clock).
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        on_reanchor: Callable[[float, float | None], None] | None = None,
+        *,
+        check_every: int = STAMP_CHECK_EVERY,
+    ) -> None:
+        self.clock = clock
+        self.on_reanchor = on_reanchor
+        self.check_every = check_every
+        self.correction = 0.0
+        """Seconds added to every stamp (0 while the scales agree)."""
+        self.reanchors = 0
+        self.countdown = 0
+        """Stamps to take as they are before the next check (when :attr:`correction` is 0).
+        A hot loop may keep its own copy: :meth:`check` sets it, and it is read back after."""
+        self._old_once: float | None = None
+        self._lock = threading.Lock()  # a UDP endpoint and its TCP listener may share one
+
+    def place(self, stamp: float) -> float:
+        """``stamp`` (a kernel stamp already on the clock's scale by its own reckoning) on
+        the clock's scale as it really is."""
+        self.countdown -= 1
+        if self.countdown > 0 and not self.correction:
+            return stamp
+        return self.check(stamp)
+
+    def check(self, stamp: float) -> float:
+        """:meth:`place` with the check done now (what :meth:`place` does when it is due)."""
+        with self._lock:
+            self.countdown = self.check_every
+            now = self.clock.now()
+            placed = stamp + self.correction
+            lag = now - placed
+            moved = 0.0
+            if lag < (0.0 if self.correction else -STAMP_FUTURE_TOLERANCE):
+                moved = lag  # from the future: the correction comes down to this stamp
+            elif lag > STAMP_MAX_AGE:
+                old_once = self._old_once
+                self._old_once = lag
+                if old_once is None:
+                    # Once: a stall of this thread, or another clock. The next stamp tells;
+                    # this one is taken as read now (late is harmless, 5 s early is not).
+                    self.countdown = 1
+                    return now
+                moved = min(lag, old_once)
+            else:
+                self._old_once = None
+            if not moved:
+                return placed
+            self._old_once = None
+            before = self.correction
+            self.correction += moved
+            if abs(self.correction) < STAMP_FUTURE_TOLERANCE:
+                self.correction = 0.0
+            correction = self.correction
+            # A correction settling (lowered by the µs of a quicker read) is not news.
+            news = abs(correction - before) >= STAMP_FUTURE_TOLERANCE
+            if news:
+                self.reanchors += 1
+        if news and self.on_reanchor is not None:
+            self.on_reanchor(correction, self.clock.system_clock_step())
+        return stamp + correction

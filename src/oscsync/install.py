@@ -13,7 +13,11 @@ import os
 import sys
 from pathlib import Path
 
-EXTRAS = {"audio": ("numpy", "sounddevice"), "plot": ("matplotlib",)}
+EXTRAS = {
+    "audio": ("numpy", "sounddevice"),
+    "plot": ("matplotlib",),
+    "playsound": ("PyGObject<3.51",) if sys.platform != "darwin" else ("pyobjc-framework-Cocoa",),
+}
 """What each extra adds (pyproject.toml's [project.optional-dependencies])."""
 
 
@@ -49,3 +53,12 @@ def install_hint(extra: str) -> str:
     if root is not None:
         return f"{pip_command()} install -e '{_shown(root)}[{extra}]'"
     return f"{pip_command()} install {' '.join(EXTRAS[extra])}"
+
+
+def make_hint(target: str) -> str | None:
+    """``make TARGET`` when oscsync runs from the venv ``make`` made in its clone, else None."""
+    root = clone_root()
+    if root is None or Path(sys.prefix).resolve() != (root / ".venv").resolve():
+        return None
+    where = _shown(root)
+    return f"make {target}" if where == "." else f"make -C {where} {target}"

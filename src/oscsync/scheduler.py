@@ -17,6 +17,12 @@ sleeping thread (python-osc issue #110 ends in out-of-memory). Here instead:
   thread keeps the GIL: a datagram arriving in the last ``spin`` seconds before a due item is
   decoded right after that item runs (so at most ``spin`` later), which keeps the receive thread
   from taking the GIL away at the due moment;
+* **real-time priority** where the command asked for it (``oscsync --realtime``,
+  :mod:`oscsync.realtime`): the timer thread asks on itself as it starts; granted, it spins
+  :data:`~oscsync.realtime.RT_SPIN` (its waits end within ~150 µs even with every core busy),
+  gives way between due items, and rests when it has run too long without blocking (a flood of
+  due items must not lock a core), and Python's switch interval equals that spin, so the thread
+  gets the GIL from a busy receive thread before its due time and keeps it until then;
 * :meth:`Scheduler.run_due` is the thread's step, public so tests drive the scheduler on a
   :class:`~oscsync.clock.FakeClock` without any thread or sleep.
 
@@ -72,7 +78,9 @@ from typing import Any, NamedTuple
 
 from oscsync import threads
 from oscsync.clock import Clock, SystemClock, system_clock
+from oscsync.lateness import LATE_THRESHOLD
 from oscsync.osc import timetag as tt
+from oscsync.realtime import RT_SPIN, Breather, give_way
 from oscsync.stats import RecentSamples, WarnOnce, percentile
 
 DEFAULT_SPIN = 0.002
@@ -92,10 +100,10 @@ DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 """Declared bytes held at most (waiting items): 500 full 64 KB datagrams' worth of messages, far
 more than any musical schedule needs, and small next to a laptop's memory."""
 DEFAULT_HORIZON = 60.0
-DEFAULT_LATE_TOLERANCE = 0.001
-"""Lateness up to this many seconds is not counted as late: a spin lands within µs, and 1 ms is
-below what an ear notices, but a bundle that arrived after its time or waited behind a slow
-handler for longer is."""
+DEFAULT_LATE_TOLERANCE = LATE_THRESHOLD
+"""Lateness up to this many seconds is not counted as late: the one threshold of
+:mod:`oscsync.lateness` (1 ms). A late item submitted after its due time *arrived late*; one
+submitted before it *played late* (this machine ran it late)."""
 
 LATENESS_SAMPLES = 4096
 """Size of the ring of recent lateness samples the percentiles come from."""
@@ -175,12 +183,20 @@ class SchedulerStats:
     submitted: int
     dispatched: int
     late: int
+    """Dispatched more than ``late_tolerance`` after the due time: arrived_late + played_late."""
     dropped: dict[str, int]
     held: int
     errors: int
     lateness_p50: float | None
     lateness_p99: float | None
     lateness_max: float | None
+    arrived_late: int = 0
+    """Late items that were submitted (arrived) already past their due time."""
+
+    @property
+    def played_late(self) -> int:
+        """Late items that were submitted in time: this machine ran them late."""
+        return self.late - self.arrived_late
 
     @property
     def dropped_total(self) -> int:
@@ -188,7 +204,10 @@ class SchedulerStats:
 
     def summary(self) -> str:
         """One line for a person, e.g. at the end of ``oscsync dump --schedule``."""
-        text = f"scheduler: {self.dispatched} dispatched, {self.late} late"
+        text = (
+            f"scheduler: {self.dispatched} dispatched, {self.arrived_late} arrived late, "
+            f"{self.played_late} played late"
+        )
         if self.dropped:
             reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(self.dropped.items()))
             text += f", {self.dropped_total} dropped ({reasons})"
@@ -222,6 +241,7 @@ class _Counters:
     submitted: int = 0
     dispatched: int = 0
     late: int = 0
+    arrived_late: int = 0
     errors: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     lateness: RecentSamples = field(default_factory=lambda: RecentSamples(LATENESS_SAMPLES))
@@ -292,6 +312,10 @@ class Scheduler:
         # keeps actions from running on two threads at once.
         self._running = 0
         self._action_lock = threading.Lock() if inline_due else None
+        self.realtime: bool | None = None
+        """Whether the timer thread was granted real-time priority (``oscsync --realtime``,
+        :mod:`oscsync.realtime`); None until it has asked."""
+        self._breather: Breather | None = None
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -349,7 +373,8 @@ class Scheduler:
             return False
         if inline is not None:
             try:
-                self._dispatch(inline, clock.monotonic())
+                # Submitted at ``now``: it arrived late if its due time had passed by then.
+                self._dispatch(inline, clock.monotonic(), now > due)
             finally:
                 with self._lock:
                     self._running -= 1
@@ -443,7 +468,16 @@ class Scheduler:
     def _run_due(self) -> float | None:
         """:meth:`run_due`, returning the next entry's key (monotonic seconds) instead."""
         clock = self.clock
+        breather = self._breather if threading.current_thread() is self._thread else None
+        first = True
         while True:
+            if breather is not None and not first:
+                # A real-time thread between two due items: let a thread of its priority run
+                # (and take the GIL), and rest if it has not blocked for a while (a flood of
+                # due items must not lock a core).
+                give_way()
+                breather.check()
+            first = False
             with self._lock:
                 if self._closed or not self._heap:
                     return None
@@ -451,16 +485,18 @@ class Scheduler:
                 now = clock.monotonic()
                 if key > now:
                     return key
-                item = heapq.heappop(self._heap)[2]
+                key, _, item = heapq.heappop(self._heap)
                 self._held_bytes -= item.size
                 self._running += 1
             try:
-                self._dispatch(item, clock.monotonic())
+                # The key of an item already due when submitted is its submission time: it
+                # arrived late if that was past its due time (no field per held item for it).
+                self._dispatch(item, clock.monotonic(), key > item.due)
             finally:
                 with self._lock:
                     self._running -= 1
 
-    def _dispatch(self, item: _Item, now: float) -> None:
+    def _dispatch(self, item: _Item, now: float, arrived_late: bool = False) -> None:
         # Bookkeeping waits until after the action: right after a sleep the interpreter's
         # caches are cold (other processes ran), and every step between the clock reading and
         # the call measured ~7 µs here.
@@ -469,12 +505,12 @@ class Scheduler:
             lock.acquire()  # an inline action is running: this one runs after it, measured so
             now = self.clock.monotonic()
         try:
-            self._dispatch_locked(item, now)
+            self._dispatch_locked(item, now, arrived_late)
         finally:
             if lock is not None:
                 lock.release()
 
-    def _dispatch_locked(self, item: _Item, now: float) -> None:
+    def _dispatch_locked(self, item: _Item, now: float, arrived_late: bool) -> None:
         lateness = now - item.due
         timed = item.timetag is not None
         bound = self.late_policy.drop_after
@@ -489,9 +525,16 @@ class Scheduler:
             item.action(Dispatch(item.timetag, item.due, now, late))
         except Exception as exc:
             failure = exc
-        self._account(timed, lateness, late, failure)
+        self._account(timed, lateness, late, failure, arrived_late)
 
-    def _account(self, timed: bool, lateness: float, late: bool, failure: Exception | None) -> None:
+    def _account(
+        self,
+        timed: bool,
+        lateness: float,
+        late: bool,
+        failure: Exception | None,
+        arrived_late: bool = False,
+    ) -> None:
         """Count a dispatched item (after its action ran: the counting waits, the call not)."""
         counters = self._counters
         with self._stats_lock:
@@ -500,6 +543,7 @@ class Scheduler:
             if timed:
                 counters.lateness.add(lateness)
                 counters.late += late
+                counters.arrived_late += late and arrived_late
         if failure is not None:
             self._warn_once("error", f"a scheduled action failed: {failure!r}")
 
@@ -521,6 +565,13 @@ class Scheduler:
         # A fake clock stands still while this thread spins, so there it waits the whole way
         # (a threaded FakeClock's autojump lands the wait exactly on the due time).
         spin = self.spin if clock.moves_by_itself else 0.0
+        # Real-time priority where the process installed a promoter (oscsync --realtime): a
+        # promoted thread wakes within ~150 µs even when both cores are busy, so it spins less,
+        # and it rests when it has run for long without blocking (oscsync.realtime.Breather).
+        self.realtime = granted = threads.promote(threads.TIMER)
+        if granted:
+            spin = min(spin, RT_SPIN)
+        breather = self._breather = Breather(clock, enabled=granted)
         # 1 µs timer slack for this thread's waits (Linux; elsewhere nothing): Event.wait
         # overshot by p50 147 / p99 1157 µs at 50 µs slack and 87 / 150 µs at 1 µs on the
         # 2-core VM at load 0.8 (benchmarks/scheduler.py "causes"), so a wait overshooting the
@@ -534,12 +585,17 @@ class Scheduler:
             if self._closed:
                 return
             if next_due is None:
+                started = clock.monotonic()
                 clock.wait(wake, None)
+                breather.waited(started)
                 continue
-            remaining = next_due - clock.monotonic()
+            started = clock.monotonic()
+            remaining = next_due - started
             if remaining > spin:
                 clock.wait(wake, remaining - spin)
+                breather.waited(started)
                 continue
+            breather.check()  # before a spin: a real-time thread that ran long rests first
             entry = self._take_head()
             if entry is None:
                 continue
@@ -684,6 +740,7 @@ class Scheduler:
                 submitted=c.submitted,
                 dispatched=c.dispatched,
                 late=c.late,
+                arrived_late=c.arrived_late,
                 dropped=dict(c.dropped),
                 held=held,
                 errors=c.errors,

@@ -7,6 +7,13 @@ next keystroke. Where the platform has ``pthread_sigmask`` (Linux, macOS), every
 oscsync thread is therefore started with the stop signals blocked, so they always reach the main
 thread and interrupt whatever it is waiting in. Windows has no signal masks and needs none: it
 runs a Ctrl-C handler on a thread of its own and Python passes it to the main thread.
+
+A thread that keeps time (a scheduler's timer thread, a receive thread) says so with its
+``role`` (:data:`TIMER`, :data:`RECEIVE`): once a command has installed a promoter
+(:func:`set_promoter`: ``oscsync --realtime``, :mod:`oscsync.realtime`), such a thread asks for
+real-time priority first thing, on itself (the OS grants it per thread, and a thread created by a
+real-time one would inherit it). Without a promoter nothing is asked: a library user's threads
+stay as they are.
 """
 
 from __future__ import annotations
@@ -24,13 +31,56 @@ STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
 """Signals that mean "stop cleanly": Ctrl-C, kill, terminal closed (POSIX), Ctrl-Break (Windows)."""
 
 
-def daemon_thread(target: Callable[..., Any], *args: Any, name: str) -> threading.Thread:
+TIMER = "timer"
+"""The role of a thread that runs actions at their due time (a scheduler's: ticks, steps,
+``dump --schedule``, ``replay``'s sends)."""
+RECEIVE = "receive"
+"""The role of a thread that reads datagrams (an endpoint's receive thread)."""
+
+Promoter = Callable[[str], bool]
+"""Asks real-time priority for the calling thread in a role; True if granted."""
+
+_promoter: Promoter | None = None
+
+
+def set_promoter(promoter: Promoter | None) -> Promoter | None:
+    """Install ``promoter`` for threads started with a role from now on (None: ask nothing);
+    returns the one it replaces, to put back."""
+    global _promoter
+    previous, _promoter = _promoter, promoter
+    return previous
+
+
+def promote(role: str) -> bool:
+    """Ask real-time priority for the calling thread in ``role``; False without a promoter or
+    when refused. Never raises: a refusal only leaves the thread as it was."""
+    promoter = _promoter
+    if promoter is None:
+        return False
+    try:
+        return promoter(role)
+    except Exception:  # a promoter is OS glue: timing gets worse, the thread must still run
+        return False
+
+
+def daemon_thread(
+    target: Callable[..., Any], *args: Any, name: str, role: str | None = None
+) -> threading.Thread:
     """A daemon thread for ``target(*args)``, not started yet: keep it, then :func:`start` it.
 
     Two steps, so that the owner holds the thread before it runs: a Ctrl-C raised the moment it
-    has started must not leave a running thread that ``close()`` does not know about.
+    has started must not leave a running thread that ``close()`` does not know about. With a
+    ``role`` the thread first asks for real-time priority (:func:`promote`); a thread that
+    must know the answer (the scheduler's) passes no role and calls :func:`promote` itself.
     """
-    return threading.Thread(target=target, args=args, name=name, daemon=True)
+    if role is None:
+        return threading.Thread(target=target, args=args, name=name, daemon=True)
+
+    def promoted(*given: Any) -> Any:
+        promote(role)
+        return target(*given)
+
+    return threading.Thread(target=promoted, args=args, name=name, daemon=True)
 
 
 def start(thread: threading.Thread) -> threading.Thread:
@@ -46,3 +96,16 @@ def start(thread: threading.Thread) -> threading.Thread:
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     return thread
+
+
+def join(thread: threading.Thread | None, timeout: float) -> bool:
+    """Wait up to ``timeout`` s for an owner's ``thread`` to end, as its ``close()`` does; returns
+    whether it has ended (True for None).
+
+    Never joins the calling thread (a ``close()`` called from the thread's own callback: it ends
+    once that returns) nor one that never started (a stop signal raised between
+    :func:`daemon_thread` and :func:`start`): joining either raises ``RuntimeError``.
+    """
+    if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+        thread.join(timeout)
+    return thread is None or not thread.is_alive()

@@ -327,6 +327,9 @@ class BridgeSession(Session):
             warn=self.warn,
             interval=sync_interval,
             start_interval=sync_start_interval,
+            # With a key (--key-file) the leader's pongs and timetags must be signed with it;
+            # what the bridge forwards to its local targets is not signed (they know no key).
+            auth=self.setup.auth,
         )
         handler: Callable[[Received], None] = self.forwarder.on_message
         if self.follower is not None:

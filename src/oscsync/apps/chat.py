@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from oscsync.apps.delivery import refusals, refused_within
 from oscsync.apps.endpoints import Endpoint
 from oscsync.net.hostport import HostPort
 from oscsync.osc.routing import Method, Received
@@ -56,6 +57,10 @@ def format_received(received: Received) -> tuple[str, bool]:
     return f"{head} (not chat) {body}", False
 
 
+RETRY = 0.25
+"""Seconds between two tries of a line a peer refused (:meth:`ChatSession.send_when_heard`)."""
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -95,6 +100,28 @@ class ChatSession:
         self.endpoint.send(CHAT_ADDRESS, line, types="s")
         self.stats.sent += 1
         return True
+
+    def send_when_heard(self, line: str, wait: float, retry: float = RETRY) -> float | None:
+        """Send ``line``, and again every ``retry`` s while a peer refuses it, up to ``wait`` s.
+
+        A refused datagram was dropped by the peer's kernel (nothing listened), so sending it
+        again duplicates nothing. Returns the seconds waited once no peer refused it within
+        :data:`~oscsync.apps.delivery.REFUSAL_WINDOW`, or None if one still did after ``wait``
+        (issue 30: a piped chat started before Pure Data used to lose its lines). With several
+        peers a listening one gets the line again each time another one refuses it.
+        """
+        clock = self.endpoint.clock
+        start = clock.monotonic()
+        while True:
+            before = refusals(self.endpoint.transport)
+            self.endpoint.send(CHAT_ADDRESS, line, types="s")
+            if not refused_within(self.endpoint.transport, before):
+                self.stats.sent += 1
+                return clock.monotonic() - start
+            left = start + wait - clock.monotonic()
+            if left <= 0:
+                return None
+            clock.sleep(min(retry, left))
 
     def on_message(self, received: Received) -> None:
         text, is_chat = format_received(received)

@@ -19,8 +19,9 @@ from oscsync.clock import Clock
 from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
 from oscsync.net.udp import Endpoint
+from oscsync.osc.auth import PacketAuth
 from oscsync.osc.routing import Received
-from oscsync.sync.estimate import ClockEstimate
+from oscsync.sync.estimate import CONFIRM_SPAN, ClockEstimate
 from oscsync.sync.follow import ClockFollower
 from oscsync.terminal.wording import plural
 
@@ -32,6 +33,90 @@ simulated: rms 2.3 ppm after 20 s, 1.0 after 30 s; through netem in one process 
 ``benchmarks/clock_sync.py --only clock-uniform``), load 3.3 on 2 cores, 20 s: ppm errors −7.4,
 +5.5, +3.8, +8.1, +7.2; load 3.6-6.4, 30 s: −2.1, −4.0, +0.8, −2.1, +0.0."""
 DEFAULT_INTERVAL = 0.01
+
+ABSURD_OFFSET = 3600.0
+"""An offset this large (seconds) is no clock error: a free-running crystal drifts a second or
+two a day and NTP keeps clocks within milliseconds. It is a wrong date or time zone, or a
+broken or forged peer (issue #27 item 4: a peer claiming +9.2 years read "locked")."""
+MAX_RATE_ERROR = 0.01
+"""A peer clock running more than this far from ours (1 %, ten times what the estimator ever
+believes: ``MAX_PPM``) is broken or forged; 0 is a frozen clock."""
+FROZEN_RATE = 0.5
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a measurement cannot be trusted: a stable ``code`` (``--json``) and a sentence."""
+
+    code: str
+    text: str
+
+
+def span_text(seconds: float) -> str:
+    """``+9.2 years``, ``-3.0 days``, ``+2.0 hours``, ``+10.000 s``, ``-12.500 ms``."""
+    size = abs(seconds)
+    for unit, length, digits in (
+        ("years", 365.25 * 86400, 1),
+        ("days", 86400.0, 1),
+        ("hours", 3600.0, 1),
+        ("s", 1.0, 3),
+    ):
+        if size >= length:
+            return f"{seconds / length:+.{digits}f} {unit}"
+    return f"{seconds * 1e3:+.3f} ms"
+
+
+def problems_of(follower: ClockFollower, estimate: ClockEstimate | None) -> tuple[Problem, ...]:
+    """What is implausible about the peer's clock as ``follower`` measured it (issue #27
+    item 4): an absurd offset, a step or a jump of it, a frozen clock or one at a wrong rate."""
+    found = []
+    if estimate is not None and abs(estimate.offset) >= ABSURD_OFFSET:
+        found.append(
+            Problem(
+                "absurd-offset",
+                f"the peer's clock reads {span_text(estimate.offset)} from this one: no clock "
+                "drifts that far; a wrong date or time zone, or a broken or forged peer",
+            )
+        )
+    estimator = follower.estimator
+    if estimator.restarts:
+        found.append(
+            Problem(
+                "stepped",
+                f"the peer's clock stepped by {span_text(estimator.last_step)} during the "
+                "measurement (its answers agreed on the new offset for "
+                f"{CONFIRM_SPAN:g} s or more); the offset shown is after the step",
+            )
+        )
+    held = estimator.unused_jumps
+    if held and estimator.held_offset is not None and estimate is not None:
+        found.append(
+            Problem(
+                "jumped",
+                f"{plural(held, 'answer')} implied the peer's clock jumped by about "
+                f"{span_text(estimator.held_offset - estimate.offset)} and "
+                f"{'was' if held == 1 else 'were'} not used (a step of its clock, or forged "
+                "answers: --key-file stops those)",
+            )
+        )
+    rate = follower.peer_rate()
+    if rate is not None and rate < FROZEN_RATE:
+        found.append(
+            Problem(
+                "frozen",
+                "the peer's clock does not advance (its stamps are frozen): its answers say "
+                "nothing about a clock",
+            )
+        )
+    elif rate is not None and abs(rate - 1.0) > MAX_RATE_ERROR:
+        found.append(
+            Problem(
+                "wrong-rate",
+                f"the peer's clock runs {(rate - 1.0) * 100:+.1f} % against this one: no "
+                "crystal is that far off; a broken or forged peer",
+            )
+        )
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -46,6 +131,14 @@ class PeerClockReport:
     min_rtt: float | None
     median_rtt: float | None
     state: str
+    problems: tuple[Problem, ...] = ()
+    """Why the peer's clock is not to be trusted (empty: nothing found)."""
+    ignored_reasons: tuple[tuple[str, int], ...] = ()
+    """The pongs not used, by reason (``unauthenticated-pong``, ``pong-before-ping``, ...)."""
+
+    @property
+    def suspect(self) -> bool:
+        return bool(self.problems)
 
     def text(self) -> str:
         lines = [f"peer {self.peer}: {self.answered} of {plural(self.sent, 'ping')} answered"]
@@ -70,9 +163,11 @@ class PeerClockReport:
                 f"round trip {self.min_rtt * 1e3:.3f} ms fastest, {self.median_rtt * 1e3:.3f} ms"
                 " median"
             )
+        lines += [f"suspect:   {problem.text}" for problem in self.problems]
         return "\n".join(lines)
 
-    def json(self) -> str:
+    def json(self, extra: dict[str, object] | None = None) -> str:
+        """One JSON object; ``extra`` fields (the command's ``realtime``) are added at the end."""
         estimate = self.estimate
 
         def ms(value: float | None) -> float | None:
@@ -95,6 +190,10 @@ class PeerClockReport:
             "span_s": None if estimate is None else round(estimate.span, 3),
             "rtt_ms": ms(self.min_rtt),
             "median_rtt_ms": ms(self.median_rtt),
+            "ignored_by_reason": dict(self.ignored_reasons),
+            "problems": [problem.code for problem in self.problems],
+            "warnings": [problem.text for problem in self.problems],
+            **(extra or {}),
         }
         return json.dumps(record, separators=(",", ":"))
 
@@ -102,10 +201,18 @@ class PeerClockReport:
 class PeerClock:
     """Pings one peer through ``endpoint`` and keeps the estimate; :meth:`run` drives it."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        auth: PacketAuth | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.clock = endpoint.clock
-        self.follower = ClockFollower(endpoint, peer=endpoint.peers[0].sockaddr)
+        self.auth = auth
+        self.warn = warn
+        self.follower = self._follower(endpoint.peers[0].sockaddr)
         self.stop = threading.Event()
         self.moves = 0
         self._move_lock = threading.Lock()
@@ -125,8 +232,11 @@ class PeerClock:
             # The new socket first: the follower picks how to reach its peer from the
             # endpoint's peers at its first ping.
             self.endpoint.set_peers(peers)
-            self.follower = ClockFollower(self.endpoint, peer=peers[0].sockaddr)
+            self.follower = self._follower(peers[0].sockaddr)
             self.moves += 1
+
+    def _follower(self, peer: tuple[str, int]) -> ClockFollower:
+        return ClockFollower(self.endpoint, peer=peer, auth=self.auth, on_warning=self.warn)
 
     def run(
         self,
@@ -181,6 +291,8 @@ class PeerClock:
             min_rtt=min(rtts) if rtts else None,
             median_rtt=statistics.median(rtts) if rtts else None,
             state=follower.state(),
+            problems=problems_of(follower, estimate),
+            ignored_reasons=tuple(sorted(follower.ignored_counts().items())),
         )
 
 
@@ -190,8 +302,16 @@ def _ignore(_: Received) -> None:
 
 @contextlib.contextmanager
 def peer_clock(
-    peer: HostPort, *, clock: Clock, allow: Sequence[Network] = (), warn: Callable[[str], None]
+    peer: HostPort,
+    *,
+    clock: Clock,
+    allow: Sequence[Network] = (),
+    warn: Callable[[str], None],
+    auth: PacketAuth | None = None,
 ) -> Iterator[PeerClock]:
-    """``oscsync clock``: a :class:`PeerClock` for ``peer`` on its own endpoint, closed after."""
-    with open_endpoint(peers=[peer], clock=clock, allow=allow, on_warning=warn) as endpoint:
-        yield PeerClock(endpoint)
+    """``oscsync clock``: a :class:`PeerClock` for ``peer`` on its own endpoint, closed after
+    (with ``auth``, a key: pings signed, only signed pongs taken)."""
+    with open_endpoint(
+        peers=[peer], clock=clock, allow=allow, on_warning=warn, auth=auth
+    ) as endpoint:
+        yield PeerClock(endpoint, auth=auth, warn=warn)

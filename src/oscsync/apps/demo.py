@@ -12,10 +12,11 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from oscsync.apps.lab import FollowerSpec, SessionResult, SessionSpec
+from oscsync.apps.labrecords import FollowerSpec, SessionResult, SessionSpec
 from oscsync.apps.netemlink import ImpairmentSpec
 from oscsync.apps.scoring import Score, score_follower, spread
 from oscsync.apps.tables import aligned
+from oscsync.stats import percentile
 
 DEMO_BPM = 240.0
 DEMO_LINK = ImpairmentSpec(delay=0.020, jitter=0.015, dist="uniform")
@@ -71,19 +72,78 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.1f} ms" if seconds >= 0.01 else f"{seconds * 1e3:.2f} ms"
 
 
-def table(summaries: list[PhaseSummary], names: list[str]) -> str:
-    """Rows per phase and follower: jitter, late, lost; the spread between followers per phase."""
-    header = ["", "follower", "jitter (std)", "late", "lost", "A↔B spread p50 / max"]
+SPREAD_NOTE = (
+    "Times are when each follower played each tick, read on the one clock both share (for a\n"
+    "sample-placing player, the onset it was asked for). Not counted: the sound card's own\n"
+    "placement (its frame clock and blocks), which an outside recorder through JACK measured\n"
+    "at 0.1-0.3 ms p99 more."
+)
+"""What the demo's figures leave out, printed under its table (issue 29: the demo printed max
+0.221 ms where an outside recorder heard p99 0.28-0.58 ms)."""
+
+
+def table(summaries: list[PhaseSummary], names: list[str], width: int | None = None) -> str:
+    """Rows per phase and follower: jitter, arrived late, played late, lost; the spread between
+    followers per phase (p50 / p99 / max).
+
+    Wider than ``width`` columns (a narrow terminal), each phase is a block of its own instead,
+    so that no row wraps (issue 30).
+    """
+    wide = _wide_table(summaries, names)
+    if width is None or max(len(line) for line in wide.splitlines()) <= width:
+        return wide
+    blocks = []
+    for summary in summaries:
+        rows = [
+            [f"  {name}", f"jitter {_ms(score.ioi_std)}", f"lost {score.lost}"]
+            for name, score in zip(names, summary.scores)
+        ]
+        lines = [summary.title]
+        for row, score in zip(_columns(rows), summary.scores):
+            lines.append(row)
+            if score.timed:  # plain ticks have no timetag to be late for
+                lines.append(f"    arrived late {_arrived(score)}  played late {_played(score)}")
+        if summary.spread:
+            lines.append(f"  A↔B spread p50 / p99 / max {_spread(summary.spread)}")
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)
+
+
+def _arrived(score: Score) -> str:
+    return f"{score.arrived_late}/{score.received}" if score.timed else "-"
+
+
+def _played(score: Score) -> str:
+    return f"{score.played_late}/{score.received}" if score.timed else "-"
+
+
+def _spread(spread: list[float]) -> str:
+    values = sorted(spread)
+    return f"{_ms(statistics.median(values))} / {_ms(percentile(values, 0.99))} / {_ms(values[-1])}"
+
+
+def _columns(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def _wide_table(summaries: list[PhaseSummary], names: list[str]) -> str:
+    header = [
+        "",
+        "follower",
+        "jitter (std)",
+        "arrived late",
+        "played late",
+        "lost",
+        "A↔B spread p50 / p99 / max",
+    ]
     rows = [header]
     for summary in summaries:
         for index, (name, score) in enumerate(zip(names, summary.scores)):
-            late = f"{score.late}/{score.received}" if score.timed else "-"
-            between = ""
-            if index == 0 and summary.spread:
-                values = summary.spread
-                between = f"{_ms(statistics.median(values))} / {_ms(max(values))}"
+            between = _spread(summary.spread) if index == 0 and summary.spread else ""
             title = summary.title if index == 0 else ""
-            rows.append([title, name, _ms(score.ioi_std), late, str(score.lost), between])
+            jitter, lost = _ms(score.ioi_std), str(score.lost)
+            rows.append([title, name, jitter, _arrived(score), _played(score), lost, between])
     return aligned(rows, left_columns=2)
 
 

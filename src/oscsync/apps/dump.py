@@ -3,8 +3,10 @@
 By default a line is printed when the message arrives. With ``--schedule`` each message goes
 through a :class:`~oscsync.scheduler.Scheduler` first and is printed when its timetag comes due:
 the line then starts with the time it was printed, and the timetag's offset is measured from
-that moment (about zero, or minus how late it ran); JSON lines gain ``dispatched`` and
-``lateness_ms``.
+that moment (about zero, or minus how late it ran); JSON lines gain ``dispatched``,
+``lateness_ms`` and ``late``: null when printed within 1 ms of its timetag, else
+``"arrived"`` (it arrived after its timetag) or ``"played"`` (it arrived before it: this
+machine printed it late) (:mod:`oscsync.lateness`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple, TextIO
 
+from oscsync.lateness import classify
 from oscsync.net.core import TransportStats
 from oscsync.osc import codec, timetag
 from oscsync.osc.routing import Received
@@ -148,15 +151,16 @@ def json_line(received: Received, now: float, dispatched: float | None = None) -
     """A stable JSON object per message (for jq and for replay).
 
     ``headroom_ms`` is measured from ``now`` (the arrival); a scheduled message also carries
-    ``dispatched`` (wall seconds) and ``lateness_ms`` (dispatch minus timetag, None if immediate).
+    ``dispatched`` (wall seconds), ``lateness_ms`` (dispatch minus timetag, None if immediate)
+    and ``late`` (``"arrived"``, ``"played"`` or None).
     """
-    return _json_finish(*_json_head(received, now), dispatched)
+    return _json_finish(*_json_head(received, now), now, dispatched)
 
 
 def json_renderer(received: Received, now: float) -> Render:
     """:func:`json_line` in two steps, like :func:`text_renderer`: all but ``dispatched`` and
     ``lateness_ms`` (the last two keys) at arrival, those two when the line is printed."""
-    return partial(_json_finish, *_json_head(received, now))
+    return partial(_json_finish, *_json_head(received, now), now)
 
 
 def _json_head(received: Received, now: float) -> tuple[str, float | None]:
@@ -187,11 +191,15 @@ def _json_head(received: Received, now: float) -> tuple[str, float | None]:
     return head, due
 
 
-def _json_finish(head: str, due: float | None, dispatched: float | None) -> str:
+def _json_finish(head: str, due: float | None, arrival: float, dispatched: float | None) -> str:
     if dispatched is None:
         return head + "}"
-    lateness = "null" if due is None else repr((dispatched - due) * 1000.0)
-    return f'{head},"dispatched":{dispatched:.6f},"lateness_ms":{lateness}}}'
+    if due is None:
+        return f'{head},"dispatched":{dispatched:.6f},"lateness_ms":null,"late":null}}'
+    kind = classify(due, arrival, dispatched)
+    late = '"arrived"' if kind.arrived_late else ('"played"' if kind.played_late else "null")
+    lateness = repr((dispatched - due) * 1000.0)
+    return f'{head},"dispatched":{dispatched:.6f},"lateness_ms":{lateness},"late":{late}}}'
 
 
 class _Shape(NamedTuple):
@@ -233,7 +241,7 @@ def _shape(address: str, types: str) -> _Shape:
 
 
 def _json_now(received: Received) -> str:
-    message, source, arrival, _ = received
+    message, source, arrival, _, _ = received
     address, args, types, tag = message
     if tag is not None:
         return _json_head(received, arrival)[0] + "}"
@@ -256,7 +264,7 @@ def _json_now(received: Received) -> str:
 
 
 def _text_now(received: Received) -> str:
-    message, source, arrival, _ = received
+    message, source, arrival, _, _ = received
     address, args, types, tag = message
     if tag is not None:
         return _text_finish(*_text_parts(received, arrival), None)
@@ -535,6 +543,9 @@ def summary(stats: TransportStats, written: int, not_printed: int = 0) -> str:
     )
     if not_printed:
         text += f", {not_printed} not printed (after --count or the output closed)"
+    if answered := sum(stats.answered.values()):
+        # Another oscsync measuring this one's clock (`oscsync clock`): not printed, answered.
+        text += f", {plural(answered, 'clock ping')} answered"
     if stats.drops:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(stats.drops.items()))
         text += f"; dropped {stats.dropped} ({reasons})"

@@ -30,23 +30,35 @@ from oscsync.net.core import Network, TransportStats
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import AddressError, HostPort, parse_hostport, parse_network
 from oscsync.net.tcpendpoint import TcpEndpoint, uses_tcp
-from oscsync.net.udp import EndpointOptions
+from oscsync.net.udp import EndpointOptions, Service
 from oscsync.osc import codec
+from oscsync.osc.auth import Key, PacketAuth
 from oscsync.osc.routing import AddressRegistry, Handler, Method, Received, no_route
 from oscsync.scheduler import DEFAULT_SPIN, Scheduler
 from oscsync.sync.follow import ClockFollower
-from oscsync.sync.ping import SERVICE_METHODS, standard_services
+from oscsync.sync.ping import PONG, PONG_METHOD, SERVICE_METHODS, ClockSync, standard_services
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
 
 
-def add_standard_services(endpoint: udp.Endpoint) -> udp.Endpoint:
-    """Register the clock services (:func:`oscsync.sync.ping.standard_services`) on ``endpoint``."""
-    for address, service in standard_services().items():
+def add_standard_services(endpoint: udp.Endpoint, auth: PacketAuth | None = None) -> udp.Endpoint:
+    """Register the clock services (:func:`oscsync.sync.ping.standard_services`) on ``endpoint``
+    (with ``auth``, a key: pongs to signed pings are signed)."""
+    for address, service in standard_services(auth).items():
         method = SERVICE_METHODS[address]
-        endpoint.add_service(address, service, method.types, method.description)
+        endpoint.add_service(address, _counted(address, service), method.types, method.description)
     return endpoint
+
+
+def _counted(address: str, service: Service) -> Service:
+    """``service``, counting each message it answers in ``stats.answered[address]``."""
+
+    def answer(endpoint: udp.Endpoint, received: Received) -> None:
+        endpoint.stats.answered[address] += 1
+        service(endpoint, received)
+
+    return answer
 
 
 def open_endpoint(
@@ -54,15 +66,49 @@ def open_endpoint(
     peers: Sequence[HostPort] = (),
     *,
     framing: Framing = "slip",
+    auth: PacketAuth | None = None,
     **options: Unpack[EndpointOptions],
 ) -> udp.Endpoint:
     """An endpoint that answers the standard clock services: UDP
     (:class:`~oscsync.net.udp.Endpoint`, whose keywords ``options`` are), or
     :class:`~oscsync.net.tcpendpoint.TcpEndpoint` when an address says ``tcp://`` (then ``framing``
-    is how packets to TCP peers are framed)."""
+    is how packets to TCP peers are framed). With ``auth`` (a key) it signs its pongs and checks
+    signed bundles."""
+    if auth is not None:
+        options["verifier"] = auth.verifier
     if uses_tcp(listen, peers):
-        return add_standard_services(TcpEndpoint(listen, peers, framing_mode=framing, **options))
-    return add_standard_services(udp.Endpoint(listen, peers, **options))
+        endpoint: udp.Endpoint = TcpEndpoint(listen, peers, framing_mode=framing, **options)
+    else:
+        endpoint = udp.Endpoint(listen, peers, **options)
+    return add_standard_services(endpoint, auth)
+
+
+KEY_CHECK_PINGS = 4
+KEY_CHECK_TIMEOUT = 1.5
+"""A peer checked for the key gets this many signed pings over this many seconds (one answer
+is enough: a peer just restarted may miss the first)."""
+
+
+def answers_with_key(
+    peer: HostPort,
+    *,
+    clock: Clock,
+    auth: PacketAuth,
+    pings: int = KEY_CHECK_PINGS,
+    timeout: float = KEY_CHECK_TIMEOUT,
+) -> bool:
+    """Whether ``peer`` answers a signed clock ping with a pong signed with the same key: the
+    proof that an ``@NAME`` which re-registered elsewhere is one that holds the key, and not
+    anyone who announced the name (issue #27 item 5). Blocks up to ``timeout`` seconds."""
+    with open_endpoint(peers=[peer], clock=clock, auth=auth) as endpoint:
+        sync = ClockSync(clock, endpoint.send_bytes, filter_size=1, auth=auth)
+        endpoint.add_service(PONG, sync.service, PONG_METHOD.types, PONG_METHOD.description)
+        endpoint.start(lambda received: None)
+        for _ in range(pings):
+            sync.ping()
+            if sync.wait_for_answers(1, timeout / pings):
+                return True
+        return False
 
 
 # -- the public endpoint ------------------------------------------------------------------------
@@ -150,6 +196,14 @@ def _checked_timetag(at: int) -> int:
             f"not {type(at).__name__} {at!r}: for Unix seconds use oscsync.from_unix()"
         )
     return at
+
+
+def _packet_auth(key: Key | PacketAuth | str | bytes | None) -> PacketAuth | None:
+    if key is None or isinstance(key, PacketAuth):
+        return key
+    if isinstance(key, Key):
+        return PacketAuth(key)
+    return PacketAuth(Key.from_text(key, "key="))
 
 
 class _Inbox:
@@ -275,6 +329,12 @@ class Endpoint:
       message, an address follows that peer. Timetags received from it are translated onto
       this machine's clock before anything is held or handed on; :attr:`sync` tells how well.
       The leader needs nothing: every endpoint answers clock pings.
+    * **A shared key** (``key``: 16 bytes or more of text or bytes, or a
+      :class:`~oscsync.osc.auth.Key`; the commands' ``--key-file``): clock pings and pongs and
+      the bundles :meth:`send` and :meth:`send_bundle` send are signed with it, signed bundles
+      that arrive are checked (``received.authenticated``), and ``sync`` follows only a leader
+      that signs with it (``docs/protocol.md``, "Signed packets"). :meth:`send_packet` sends
+      its bytes as they are.
 
     The endpoint starts receiving (and answering clock pings) at once; :meth:`close` (or
     ``with``/``async with``) stops it. ``allow`` lists the hosts or networks that may send
@@ -317,9 +377,12 @@ class Endpoint:
         spin: float = DEFAULT_SPIN,
         scheduler: Scheduler | None = None,
         on_warning: Callable[[str], None] | None = None,
+        key: Key | PacketAuth | str | bytes | None = None,
     ) -> None:
         self.clock = clock or (scheduler.clock if scheduler is not None else system_clock())
         warn = on_warning or log.warning
+        self.auth = _packet_auth(key)
+        """The key's signer and checker (None without a key)."""
         self._interface = interface
         listening = None if listen is None else listen_address(listen)
         given = [peers] if isinstance(peers, (str, int, HostPort)) else list(peers)
@@ -336,6 +399,7 @@ class Endpoint:
             allow=networks,
             on_warning=warn,
             multicast_interface=multicast_interface,
+            auth=self.auth,
         )
         """The transport underneath (advanced: its ``registry``, ``send_bytes``); private in
         all but name, it may change."""
@@ -357,7 +421,9 @@ class Endpoint:
             ppm; ``sync.to_local(timetag)``); None without."""
             incoming: Handler = self._incoming
             if sync is not None and sync is not False:
-                self.sync = ClockFollower(self.transport, peer=followed, on_warning=warn)
+                self.sync = ClockFollower(
+                    self.transport, peer=followed, on_warning=warn, auth=self.auth
+                )
                 incoming = self.sync.wrap(incoming)
             self._receive = incoming
             # A one-thread FakeClock cannot be waited on by a thread (each wait is a jump):
@@ -406,10 +472,13 @@ class Endpoint:
         they follow the values: int ``i``, float ``f``, str ``s``, bytes ``b``, True/False/None
         ``T``/``F``/``N``). Returns how many peers it was sent to; a peer that is down is
         counted and warned about once, not raised. Raises
-        :class:`~oscsync.osc.codec.EncodeError` for values OSC cannot carry."""
-        return self.transport.send(
-            address, args, types=types, timetag=None if at is None else _checked_timetag(at)
-        )
+        :class:`~oscsync.osc.codec.EncodeError` for values OSC cannot carry. With a key, the
+        bundle is signed (a message sent at once is not: nothing translates it)."""
+        timetag = None if at is None else _checked_timetag(at)
+        if self.auth is None or timetag is None:
+            return self.transport.send(address, args, types=types, timetag=timetag)
+        bundle = codec.encode_bundle(timetag, [codec.encode_message(address, args, types)])
+        return self.transport.send_bytes(self.auth.sign(bundle))
 
     def send_bundle(
         self, at: int, messages: Iterable[codec.Message | Sequence[Any] | bytes]
@@ -418,7 +487,8 @@ class Endpoint:
         received :class:`~oscsync.osc.codec.Message` (forwarded with its type tags), or
         encoded bytes (a message or a nested bundle). Returns how many peers it was sent to."""
         elements = [_element(item) for item in messages]
-        return self.transport.send_bytes(codec.encode_bundle(_checked_timetag(at), elements))
+        bundle = codec.encode_bundle(_checked_timetag(at), elements)
+        return self.transport.send_bytes(bundle if self.auth is None else self.auth.sign(bundle))
 
     def send_packet(self, data: bytes) -> int:
         """Send an encoded OSC packet (a message or a bundle, e.g. one recorded) to every peer;

@@ -25,6 +25,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Protocol
 
 from oscsync.clock import Clock, system_clock
 from oscsync.osc import timetag as tt
@@ -55,6 +56,21 @@ class Tick:
     def accent(self) -> bool:
         """True on the first step of a bar (``/tick 0``, the metronome's higher click)."""
         return self.step == 0
+
+
+class StepGrid(Protocol):
+    """Where a sender takes its steps' times from: a :class:`Grid`, or a Link session's beat
+    grid (:class:`oscsync.LinkGrid`, ``apps/link.py``)."""
+
+    steps_per_bar: int
+
+    def tick(self, index: int) -> Tick: ...
+
+    def timetag(self, index: int) -> int: ...
+
+    def starting_at(self, start: int) -> StepGrid: ...
+
+    def sounds(self, tick: Tick) -> bool: ...
 
 
 class Grid:
@@ -103,6 +119,11 @@ class Grid:
             swing=self.swing,
             start=start,
         )
+
+    def sounds(self, tick: Tick) -> bool:
+        """Whether ``tick`` is played: always (a Link grid is silent while the session's
+        transport is stopped)."""
+        return True
 
     def timetag(self, index: int) -> int:
         """The timetag of step ``index`` (exact: no accumulated rounding)."""

@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from oscsync.apps.labrecords import FollowerResult, FollowerSpec, SessionResult, SessionSpec
 from oscsync.apps.metronome import TickRecord
 from oscsync.apps.netem import Relay
-from oscsync.apps.netemlink import ImpairmentSpec
 from oscsync.apps.receiving import SessionSetup
 from oscsync.apps.sessions import SendSession, TickListenSession
 from oscsync.audio import TICK, AudioError, Player
@@ -79,69 +78,6 @@ class OnsetRecorder:
 
     def close(self) -> None:
         pass
-
-
-@dataclass(frozen=True)
-class FollowerSpec:
-    name: str
-    skew: float = 0.0
-    sync: bool = False
-    drift_ppm: float = 0.0
-    sync_method: str = "servo"
-    """``servo`` (:class:`~oscsync.sync.follow.ClockFollower`) or ``filter`` (the minimum-delay
-    filter that translated with each new estimate before issue #11)."""
-
-
-@dataclass(frozen=True)
-class SessionSpec:
-    """One run: the leader's grid, the link, and who follows."""
-
-    offset: float
-    """Forward offset in seconds; ``None``-like 0 with ``plain`` sends plain messages."""
-    link: ImpairmentSpec
-    followers: tuple[FollowerSpec, ...]
-    bpm: float = 240.0
-    ticks: int = 32
-    beats_per_bar: int = 4
-    plain: bool = False
-    """Offset 0 as plain messages (the workshop's example 2) rather than bundles due at once."""
-    seed: int | None = 1
-    count_in: int = 4
-
-
-@dataclass
-class FollowerResult:
-    spec: FollowerSpec
-    records: list[TickRecord]
-    onsets_ref: dict[int, float]
-    """Tick number -> onset on the reference clock (first copy of a duplicated tick)."""
-    late: dict[int, bool]
-    handled_ref: dict[int, float] = field(default_factory=dict)
-    """Tick number -> when the listener handled it (reference clock): with a player that acts
-    when told (``lead`` 0), that is when the scheduler dispatched it."""
-    sync_text: str | None = None
-    sync_offset: float | None = None
-    """The follower's estimate of (leader − follower) clock offset, seconds."""
-    sync_bound: float | None = None
-    sync_true_offset: float | None = None
-    """What :attr:`sync_offset` should have been (leader − follower, from the clocks themselves)."""
-    sync_ppm: float | None = None
-    lock_ref: float | None = None
-    """When the follower could first translate timetags (reference clock)."""
-    unsynced: int = 0
-    """Ticks held before sync and dropped because they were already due at lock."""
-    sync_checks: list[tuple[float, float, float]] = field(default_factory=list)
-    """(reference time, error of the map's offset, its ± bound), every :data:`CHECK_EVERY` s
-    once the follower can translate: how often the bound it prints covers the truth."""
-
-
-@dataclass
-class SessionResult:
-    spec: SessionSpec
-    t0: float
-    period: float
-    followers: list[FollowerResult] = field(default_factory=list)
-    link_report: list[str] = field(default_factory=list)
 
 
 def _to_reference(clock: Clock, reference: Clock) -> Callable[[float], float]:
@@ -320,7 +256,9 @@ def _follower_result(
 ) -> FollowerResult:
     to_ref = _to_reference(clock, reference)
     onsets: dict[int, float] = {}
-    late: dict[int, bool] = {}
+    arrived: dict[int, bool] = {}
+    played: dict[int, bool] = {}
+    played_at: dict[int, float] = {}
     handled: dict[int, float] = {}
     delay = session.spec.link.delay
     for record in records:
@@ -329,5 +267,10 @@ def _follower_result(
             continue  # a duplicate from netem, or a stranger
         onsets[k] = to_ref(record.onset)
         handled[k] = to_ref(record.handled)
-        late[k] = record.late
-    return FollowerResult(spec, records, onsets, late, handled)
+        if record.timetag is not None and record.played_ms is not None:
+            played_at[k] = to_ref(max(record.onset, record.timetag + record.played_ms / 1e3))
+        else:
+            played_at[k] = onsets[k]
+        arrived[k] = record.arrived_late
+        played[k] = record.played_late
+    return FollowerResult(spec, records, onsets, arrived, played, played_at, handled)

@@ -29,11 +29,17 @@ reads them); times are Unix seconds (UTC) as floats, on the listener's clock:
 ``onset``        when the player was asked to start the sound: the timetag, or, for a plain or late
                  tick, the moment it was handled; never earlier than ``timetag``
 ``handled``      when the listener handled it (the scheduler dispatched it)
-``late``         bool, the timetag had already passed (by more than the scheduler's 1 ms
-                 tolerance) when the tick could be handled
+``late``         bool, ``arrived_late or played_late``
 ``headroom_ms``  ``(timetag − arrival)`` in ms: how early the bundle arrived (negative = after its
                  time), or null for a plain tick
 ``source``       ``HOST:PORT`` of the sender (``[V6]:PORT`` for IPv6)
+``arrived_late`` bool, it was played more than 1 ms after its timetag (:mod:`oscsync.lateness`)
+                 and had arrived after it: the network, the sender's offset or the clocks
+``played_late``  bool, it arrived before its timetag but was played more than 1 ms after it: this
+                 machine is to blame (its timer ran late, or its player needed more time)
+``played_ms``    how long after its timetag it was played, in ms (0 when on time; null for a plain
+                 tick): when it was handled, plus the player's playout latency for a player that
+                 places sounds itself (:func:`oscsync.audio.playout_of`)
 """
 
 from __future__ import annotations
@@ -47,15 +53,17 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import Any, Generic, Protocol, TextIO, TypeVar
 
-from oscsync.apps.grid import Grid
-from oscsync.apps.playing import onset_of, submit_onset
+from oscsync import audio
+from oscsync.apps.grid import Grid, StepGrid
+from oscsync.apps.playing import Onset, onset_of, submit_onset
 from oscsync.audio import ACCENT, TICK, Player
 from oscsync.clock import Clock
+from oscsync.lateness import LATE_THRESHOLD, Lateness, counts_text
 from oscsync.net.hostport import HostPort
 from oscsync.osc import codec
 from oscsync.osc import timetag as tt
 from oscsync.osc.routing import Method, Received
-from oscsync.scheduler import Dispatch, Scheduler
+from oscsync.scheduler import LATENESS_SAMPLES, Dispatch, Scheduler
 from oscsync.stats import RunningStats
 
 ADDRESS = "/tick"
@@ -102,11 +110,13 @@ class TickSender:
         beats_per_bar: int = DEFAULT_BEATS_PER_BAR,
         offset: float = 0.0,
         plain: bool | None = None,
+        grid: StepGrid | None = None,
     ) -> None:
         if not offset >= 0 or not math.isfinite(offset):
             raise ValueError(f"offset must be 0 or more seconds, got {offset}")
         # The public Grid (oscsync.Grid) computes every tick's time; ValueError for a bad one.
-        self.grid = self._new_grid(bpm, beats_per_bar)
+        # A given grid (a Link session's, --link) replaces it: bpm is then the session's.
+        self.grid: StepGrid = self._new_grid(bpm, beats_per_bar) if grid is None else grid
         self._send = send
         self.scheduler = scheduler
         self.clock = scheduler.clock
@@ -114,12 +124,13 @@ class TickSender:
         self.beats_per_bar = beats_per_bar
         self.offset = offset
         self.plain = offset == 0 if plain is None else plain
-        self.period = self.grid.period
         self.t0: int | None = None
         self.count: int | None = None
         self.sent = 0
-        self.lateness = RunningStats()
-        """Seconds each send ran after its grid time."""
+        self.lateness = RunningStats(recent=LATENESS_SAMPLES)
+        """Seconds each send ran after its grid time (the sender's own lateness)."""
+        self.sent_late = 0
+        """Sends more than the late threshold (1 ms) after their grid time."""
         self.done = threading.Event()
         self._on_sent: Callable[[int], None] | None = None
 
@@ -134,16 +145,18 @@ class TickSender:
         return self.grid.timetag(k)
 
     def beat(self, k: int) -> int:
-        return k % self.beats_per_bar
+        return self.grid.tick(k).beat
 
     def packet(self, k: int) -> bytes:
-        """The datagram for tick ``k``: plain, or a bundle ``offset`` s after its grid time."""
-        message = codec.encode_message(ADDRESS, [self.beat(k)], "i")
+        """The datagram for tick ``k``: plain, or a bundle ``offset`` s after its grid time
+        (nothing when the grid is silent there: a stopped Link session)."""
+        tick = self.grid.tick(k)
+        if not self.grid.sounds(tick):
+            return b""
+        message = codec.encode_message(ADDRESS, [tick.beat], "i")
         if self.plain:
             return message
-        return codec.encode_bundle(
-            tt.add_seconds(self.grid_timetag(k), Fraction(self.offset)), [message]
-        )
+        return codec.encode_bundle(tt.add_seconds(tick.timetag, Fraction(self.offset)), [message])
 
     def start(
         self,
@@ -167,6 +180,20 @@ class TickSender:
         """Send no more ticks (one already being sent finishes)."""
         self.done.set()
 
+    def lateness_text(self) -> str:
+        """The sender's own lateness: ``send time after grid: mean 3 µs, p99 12 µs, max 40 µs,
+        sent late 0`` (late: more than 1 ms after the grid; empty before the first send). A
+        listener's "arrived late" includes this and the network; a sender that sends late
+        makes every listener's headroom smaller."""
+        stats = self.lateness
+        if not stats.count:
+            return ""
+        return (
+            f"send time after grid: mean {stats.mean * 1e6:.0f} µs, "
+            f"p99 {stats.percentile(0.99) * 1e6:.0f} µs, max {stats.maximum * 1e6:.0f} µs, "
+            f"sent late {self.sent_late}"
+        )
+
     def _submit(self, k: int) -> None:
         def tick(dispatch: Dispatch) -> None:
             self._tick(k, dispatch)
@@ -182,6 +209,7 @@ class TickSender:
             self._send(packet)
         self.sent += 1
         self.lateness.add(dispatch.lateness)
+        self.sent_late += dispatch.lateness > LATE_THRESHOLD
         if self._on_sent is not None:
             self._on_sent(k)
         if self.count is not None and k + 1 >= self.count:
@@ -231,6 +259,9 @@ class TickRecord:
     late: bool
     headroom_ms: float | None
     source: str
+    arrived_late: bool = False
+    played_late: bool = False
+    played_ms: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -247,10 +278,12 @@ MAX_SOURCES = 64
 
 @dataclass
 class ListenerStats:
-    """What the listener saw: ticks, late ones, inter-onset intervals, headroom, what it ignored."""
+    """What the listener saw: ticks, late ones (arrived, played), inter-onset intervals,
+    headroom, what it ignored."""
 
     ticks: int = 0
-    late: int = 0
+    arrived_late: int = 0
+    played_late: int = 0
     accents: int = 0
     intervals: RunningStats = field(default_factory=RunningStats)
     """Seconds between consecutive onsets, in the current run (see :data:`GAP_FACTOR`)."""
@@ -283,9 +316,18 @@ class ListenerStats:
         self.intervals.add(interval)
         self.last_interval = interval
 
+    @property
+    def late(self) -> int:
+        return self.arrived_late + self.played_late
+
+    def count_late(self, lateness: Lateness) -> None:
+        self.arrived_late += lateness.arrived_late
+        self.played_late += lateness.played_late
+
     def line(self) -> str:
-        """The status line: ``ticks 12  late 0  interval 500.000 ± 0.004 ms  headroom mean ...``."""
-        parts = [f"ticks {self.ticks}", f"late {self.late}"]
+        """The status line: ``ticks 12  arrived late 0  played late 0  interval 500.000 ±
+        0.004 ms  headroom mean ...``."""
+        parts = [f"ticks {self.ticks}", counts_text(self.arrived_late, self.played_late)]
         if self.intervals.count:
             parts.append(
                 f"interval {self.intervals.mean * 1000:.3f} ± {self.intervals.std * 1000:.3f} ms"
@@ -333,12 +375,46 @@ class OnsetListener(Generic[S]):
     ``scheduler`` (:func:`submit_received`), and what is not played is counted in
     ``stats.ignored`` by reason, under the listener's lock."""
 
-    def __init__(self, player: Player, scheduler: Scheduler, clock: Clock, stats: S) -> None:
+    def __init__(
+        self,
+        player: Player,
+        scheduler: Scheduler,
+        clock: Clock,
+        stats: S,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
         self.player = player
         self.scheduler = scheduler
         self.clock = clock
         self.stats = stats
+        self.on_warning = on_warning
         self._lock = threading.Lock()
+        self._budget_warned = False
+
+    def _timing(self, received: Received, stamp: int | None, dispatch: Dispatch) -> Onset:
+        """:func:`onset_of` for this listener's player; says once when the headroom ticks
+        arrive with is less than the player needs (the sender's offset is too small for this
+        machine: network delay + output latency + one block)."""
+        playout = audio.playout_of(self.player)
+        timing = onset_of(self.scheduler, self.clock, dispatch, stamp, received.arrival, playout)
+        if (
+            timing.lateness.played_late
+            and playout > 0
+            and timing.target is not None
+            and not self._budget_warned
+            and timing.handled - timing.target <= self.scheduler.late_tolerance
+        ):
+            self._budget_warned = True  # a plain flag: at worst two threads warn once each
+            headroom = timing.target - received.arrival
+            short = playout - headroom
+            if self.on_warning is not None:
+                self.on_warning(
+                    f"offset too small for this listener: a tick arrived {headroom * 1e3:.1f} ms "
+                    f"before its timetag, but its player needs {playout * 1e3:.1f} ms (output "
+                    "latency + one block), so it is played late; the sender's --offset must "
+                    f"grow by at least {short * 1e3:.1f} ms (--offset auto counts it)"
+                )
+        return timing
 
     def _submit(self, received: Received, handle: Callable[[Dispatch, int | None], None]) -> None:
         # Held in bytes as well as items: a message may carry thousands of arguments.
@@ -380,12 +456,11 @@ class MetronomeListener(OnsetListener[ListenerStats]):
     ) -> None:
         if beats_per_bar < 1:
             raise ValueError(f"beats per bar must be 1 or more, got {beats_per_bar}")
-        super().__init__(player, scheduler, clock, ListenerStats())
+        super().__init__(player, scheduler, clock, ListenerStats(), on_warning)
         self.beats_per_bar = beats_per_bar
         self.log = log
         self.on_tick = on_tick
         self.limit = limit
-        self.on_warning = on_warning
         self.horizon = scheduler.horizon
         self._previous_onset: float | None = None
 
@@ -409,7 +484,8 @@ class MetronomeListener(OnsetListener[ListenerStats]):
     def _handle(
         self, received: Received, beat: int | None, stamp: int | None, dispatch: Dispatch
     ) -> None:
-        handled, target, late, onset = onset_of(self.scheduler, self.clock, dispatch, stamp)
+        timing = self._timing(received, stamp, dispatch)
+        target, onset, lateness = timing.target, timing.onset, timing.lateness
         accent = beat is not None and beat % self.beats_per_bar == 0
         with self._lock:
             stats = self.stats
@@ -425,13 +501,16 @@ class MetronomeListener(OnsetListener[ListenerStats]):
                 timetag=target,
                 timetag_hex=None if stamp is None else tt.format_hex(stamp),
                 onset=onset,
-                handled=handled,
-                late=late,
+                handled=timing.handled,
+                late=lateness.late,
                 headroom_ms=None if target is None else (target - received.arrival) * 1000.0,
                 source=str(HostPort(*received.source[:2])),  # [V6]:PORT stays unambiguous
+                arrived_late=lateness.arrived_late,
+                played_late=lateness.played_late,
+                played_ms=None if target is None else lateness.played_after * 1000.0,
             )
             stats.ticks += 1
-            stats.late += late
+            stats.count_late(lateness)
             stats.accents += accent
             stats.add_onset_interval(
                 None if self._previous_onset is None else onset - self._previous_onset
@@ -479,8 +558,10 @@ def tick_line(record: TickRecord) -> str:
     parts = [f"tick {record.seq}", f"beat {beat}{mark}", f"from {record.source}"]
     if record.headroom_ms is not None:
         parts.append(f"headroom {record.headroom_ms:+.3f} ms")
-    if record.late:
-        parts.append("LATE")
+    if record.arrived_late:
+        parts.append("ARRIVED LATE")
+    elif record.played_late:
+        parts.append(f"PLAYED LATE {record.played_ms or 0.0:+.3f} ms")
     return "  ".join(parts)
 
 

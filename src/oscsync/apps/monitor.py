@@ -1,11 +1,13 @@
-"""``oscsync timetag monitor``: how much headroom do incoming bundles have?
+"""``oscsync timetag monitor``: how much headroom incoming bundles have, live.
 
 The workshop's Pure Data patch shows it on ``[unpackOSC]``'s second outlet: milliseconds from now
 until the bundle's timetag. Here, per bundle, **headroom** = timetag − arrival, in ms: positive
 means the bundle came early enough to be played on time (forward synchronisation works), negative
-means it arrived after the moment it was meant for (late). Rolling statistics over the last
-``window`` bundles (mean, standard deviation, min, max, late count) show the jitter the timetag
-lead has to cover.
+means it arrived after the moment it was meant for. Below −1 ms it **arrived late** (the one
+threshold of :mod:`oscsync.lateness`: the network or the sender's offset is to blame); a monitor
+plays nothing, so it never counts anything *played* late. Rolling statistics over the last
+``window`` bundles (mean, standard deviation, min, max, arrived-late count) show the jitter the
+timetag lead has to cover.
 
 The endpoint hands over messages, not bundles; the messages of one datagram share their arrival
 time, source and timetag, so consecutive messages that agree on all three count as one bundle
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from oscsync.clock import Clock
+from oscsync.lateness import LATE_THRESHOLD
 from oscsync.net.hostport import HostPort
 from oscsync.osc import timetag as tt
 from oscsync.osc.routing import Received
@@ -49,8 +52,9 @@ class Sample:
     headroom_ms: float
 
     @property
-    def late(self) -> bool:
-        return self.headroom_ms < 0
+    def arrived_late(self) -> bool:
+        """It arrived more than the late threshold (1 ms) after its timetag."""
+        return self.headroom_ms < -LATE_THRESHOLD * 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +66,9 @@ class WindowStats:
     std: float
     min: float
     max: float
-    late: int
+    arrived_late: int
     bundles: int
-    late_total: int
+    arrived_late_total: int
     unmeasured: int
     """Plain messages and IMMEDIATELY bundles seen (no headroom to measure)."""
 
@@ -78,7 +82,7 @@ class Monitor:
         self._window: deque[float] = deque(maxlen=window)
         self._last_key: tuple[float, tuple[str, int], int | None] | None = None
         self.bundles = 0
-        self.late_total = 0
+        self.arrived_late_total = 0
         self.unmeasured = 0
 
     def observe(self, received: Received) -> Sample | None:
@@ -94,7 +98,7 @@ class Monitor:
         headroom = (tt.to_unix(tag, received.arrival) - received.arrival) * 1000.0
         sample = Sample(received.arrival, received.source, received.address, tag, headroom)
         self.bundles += 1
-        self.late_total += sample.late
+        self.arrived_late_total += sample.arrived_late
         self._window.append(headroom)
         return sample
 
@@ -109,9 +113,9 @@ class Monitor:
             std=statistics.pstdev(values) if len(values) > 1 else 0.0,
             min=min(values),
             max=max(values),
-            late=sum(1 for v in values if v < 0),
+            arrived_late=sum(1 for v in values if v < -LATE_THRESHOLD * 1000.0),
             bundles=self.bundles,
-            late_total=self.late_total,
+            arrived_late_total=self.arrived_late_total,
             unmeasured=self.unmeasured,
         )
 
@@ -121,11 +125,12 @@ def _clock_text(unix: float) -> str:
 
 
 def stats_text(stats: WindowStats) -> str:
-    """``mean +49.901 std 0.045 min +49.812 max +50.010 ms, late 0/100 (total 0/1234)``."""
+    """``mean +49.901 std 0.045 min +49.812 max +50.010 ms, arrived late 0/100 (total
+    0/1234)``."""
     return (
         f"mean {stats.mean:+.3f} std {stats.std:.3f} min {stats.min:+.3f} "
-        f"max {stats.max:+.3f} ms, late {stats.late}/{stats.n} "
-        f"(total {stats.late_total}/{stats.bundles})"
+        f"max {stats.max:+.3f} ms, arrived late {stats.arrived_late}/{stats.n} "
+        f"(total {stats.arrived_late_total}/{stats.bundles})"
     )
 
 
@@ -134,7 +139,7 @@ def text_line(sample: Sample, stats: WindowStats) -> str:
     return (
         f"{_clock_text(sample.arrival)}  {HostPort(*sample.source)}  "
         f"{display.escape(sample.address)}  headroom {sample.headroom_ms:+.3f} ms"
-        f"{'  LATE' if sample.late else ''}  |  {stats_text(stats)}"
+        f"{'  ARRIVED LATE' if sample.arrived_late else ''}  |  {stats_text(stats)}"
     )
 
 
@@ -158,17 +163,17 @@ def json_line(sample: Sample, stats: WindowStats) -> str:
         "address": sample.address,
         "timetag": tt.format_hex(sample.timetag),
         "headroom_ms": round(sample.headroom_ms, 6),
-        "late": sample.late,
+        "arrived_late": sample.arrived_late,
         "window": {
             "n": stats.n,
             "mean_ms": _number(stats.mean),
             "std_ms": _number(stats.std),
             "min_ms": _number(stats.min),
             "max_ms": _number(stats.max),
-            "late": stats.late,
+            "arrived_late": stats.arrived_late,
         },
         "bundles": stats.bundles,
-        "late_total": stats.late_total,
+        "arrived_late_total": stats.arrived_late_total,
     }
     # ASCII escapes: a C1 control such as U+009B in an address must not reach a terminal raw.
     return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
@@ -292,7 +297,7 @@ class MonitorView:
 def summary(monitor: Monitor) -> str:
     """One line for stderr when the monitor stops."""
     stats = monitor.stats()
-    text = f"monitor: {stats.bundles} bundles, {stats.late_total} late"
+    text = f"monitor: {stats.bundles} bundles, {stats.arrived_late_total} arrived late"
     if stats.n:
         text += f"; last {stats.n}: {stats_text(stats)}"
     if stats.unmeasured:

@@ -499,8 +499,7 @@ class Relay:
             return
         self._closed = True
         self._selector.wake()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(2.0)
+        threads.join(self._thread, 2.0)
         self.link.close()
         self._selector.close()
         senders = list(self._clients.values())

@@ -4,15 +4,17 @@ A player (:mod:`oscsync.audio`) either places a sound itself at the instant it i
 (sounddevice, a WAV render: ``lead = inf``, told as soon as the onset is known, so it can be
 sample-accurate) or plays when told (playsound, none: ``lead = 0``, told at the timetag by a
 :class:`~oscsync.scheduler.Scheduler`). :func:`submit_onset` makes that choice, and
-:func:`onset_of` says when the sound starts: at the timetag, or at once for a plain or late
-onset, never earlier. ``metronome listen`` and ``sequence listen`` play through these two
-functions, and so does :class:`SoundPlayer`, which is what a Python script uses.
+:func:`onset_of` says when the sound starts (at the timetag, or at once for a plain or late
+onset, never earlier) and whether it was late, and why (:mod:`oscsync.lateness`).
+``metronome listen`` and ``sequence listen`` play through these two functions, and so does
+:class:`SoundPlayer`, which is what a Python script uses.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from oscsync import audio as backends
 from oscsync.audio import sounds
 from oscsync.audio.player import ACCENT, TICK, Player
 from oscsync.clock import Clock, system_clock
+from oscsync.lateness import ON_TIME, Lateness, classify
 from oscsync.osc import timetag as tt
 from oscsync.scheduler import Dispatch, Scheduler
 
@@ -55,20 +58,39 @@ def submit_onset(
     return None
 
 
-def onset_of(
-    scheduler: Scheduler, clock: Clock, dispatch: Dispatch, stamp: int | None
-) -> tuple[float, float | None, bool, float]:
-    """``(handled, timetag, late, onset)`` in wall seconds for an onset dispatched now.
+@dataclass(frozen=True, slots=True)
+class Onset:
+    """When an onset dispatched now is to sound, and whether it was late (wall seconds)."""
 
-    The onset is the timetag, or when handled for a plain message or a late one (past the
-    scheduler's tolerance); it is never earlier than the timetag.
-    """
+    handled: float
+    target: float | None
+    """The timetag (None for a plain message)."""
+    onset: float
+    """The timetag, or when handled for a plain message or one handled past the tolerance;
+    never earlier than the timetag."""
+    lateness: Lateness
+
+
+def onset_of(
+    scheduler: Scheduler,
+    clock: Clock,
+    dispatch: Dispatch,
+    stamp: int | None,
+    arrival: float,
+    playout: float = 0.0,
+) -> Onset:
+    """The :class:`Onset` of something that arrived at ``arrival`` and is dispatched now, for a
+    player that needs ``playout`` seconds to place a sound (:func:`oscsync.audio.playout_of`):
+    arrived late, played late or on time (:mod:`oscsync.lateness`, at the scheduler's
+    tolerance)."""
     handled = clock.monotonic_to_wall(dispatch.dispatched)
     target = None if stamp is None else tt.to_unix(stamp, handled)  # era nearest now (2036)
     if target is None:
-        return handled, None, False, handled
-    late = handled - target > scheduler.late_tolerance
-    return handled, target, late, handled if late else target
+        return Onset(handled, None, handled, ON_TIME)
+    tolerance = scheduler.late_tolerance
+    onset = handled if handled - target > tolerance else target
+    lateness = classify(target, arrival, max(handled + playout, onset), tolerance)
+    return Onset(handled, target, onset, lateness)
 
 
 def default_sounds() -> dict[str, Path]:
@@ -149,8 +171,10 @@ class SoundPlayer:
         own plays the tick). False if it could not be scheduled (counted in :attr:`dropped`)."""
         player, scheduler, clock = self.player, self.scheduler, self.clock
 
+        asked = clock.now()  # when the onset became known: its "arrival"
+
         def handle(dispatch: Dispatch, stamp: int | None) -> None:
-            player.play_at(onset_of(scheduler, clock, dispatch, stamp)[3], sound)
+            player.play_at(onset_of(scheduler, clock, dispatch, stamp, asked).onset, sound)
 
         if math.isinf(player.lead) or timetag == tt.IMMEDIATELY:
             # Told at once, on this thread: a player that places sounds itself, or a sound for

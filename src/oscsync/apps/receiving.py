@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from oscsync.apps.endpoints import Endpoint, open_endpoint
 from oscsync.clock import Clock
@@ -23,6 +23,7 @@ from oscsync.net import udp
 from oscsync.net.core import MessageHandler, Network, ReceiveHooks
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
+from oscsync.osc.auth import PacketAuth
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
 from oscsync.sync import follow
 from oscsync.sync.follow import ClockFollower
@@ -32,6 +33,16 @@ if TYPE_CHECKING:
 
 S = TypeVar("S", bound="Session")
 Note = Callable[[str], None]
+
+
+class _EndpointOptions(TypedDict):
+    """What a setup gives every endpoint it opens, the command's or the public one."""
+
+    clock: Clock
+    allow: Sequence[Network]
+    on_warning: Callable[[str], None]
+    multicast_interface: str | None
+    framing: Framing
 
 
 def _quiet(_: str) -> None:
@@ -50,20 +61,28 @@ class SessionSetup:
     multicast_interface: str | None = None
     framing: Framing = "slip"
     """How packets to ``tcp://`` peers are framed (issue #16)."""
+    auth: PacketAuth | None = None
+    """The shared key (``--key-file``): pings, pongs and timetagged bundles are signed with it,
+    and what arrives signed is checked (:mod:`oscsync.osc.auth`)."""
 
     def open_endpoint(
         self, listen: HostPort | None = None, peers: Sequence[HostPort] = ()
     ) -> udp.Endpoint:
         """The session's endpoint: a command's, which answers clock pings (``open_endpoint``)."""
-        return open_endpoint(
-            listen,
-            peers,
-            clock=self.clock,
-            allow=self.allow,
-            on_warning=self.warn,
-            multicast_interface=self.multicast_interface,
-            framing=self.framing,
-        )
+        return open_endpoint(listen, peers, auth=self.auth, **self._endpoint_options())
+
+    def sender(self, endpoint: udp.Endpoint) -> Callable[[bytes], int]:
+        """How this session sends to its peers: ``endpoint.send_bytes``, with each bundle signed
+        when there is a key (plain messages stay as they are: nothing translates them)."""
+        auth = self.auth
+        if auth is None:
+            return endpoint.send_bytes
+        send_bytes, sign = endpoint.send_bytes, auth.sign_bundles
+
+        def send_signed(data: bytes) -> int:
+            return send_bytes(sign(data))
+
+        return send_signed
 
     def open_public_endpoint(
         self,
@@ -75,14 +94,16 @@ class SessionSetup:
         """The public :class:`~oscsync.apps.endpoints.Endpoint` (``oscsync.Endpoint``) with
         this setup, its callbacks on ``scheduler`` when given."""
         return Endpoint(
-            listen,
-            peers,
+            listen, peers, scheduler=scheduler, key=self.auth, **self._endpoint_options()
+        )
+
+    def _endpoint_options(self) -> _EndpointOptions:
+        return _EndpointOptions(
             clock=self.clock,
             allow=self.allow,
             on_warning=self.warn,
             multicast_interface=self.multicast_interface,
             framing=self.framing,
-            scheduler=scheduler,
         )
 
 
@@ -95,12 +116,14 @@ def make_follower(
     warn: Note,
     interval: float = follow.INTERVAL,
     start_interval: float = follow.ACQUIRE_INTERVAL,
+    auth: PacketAuth | None = None,
 ) -> ClockFollower | None:
     """``--sync peer``: a ClockFollower; ``--sync system`` or none: None (timetags as they are).
 
     It pings every ``start_interval`` for its first seconds (the burst and the acquisition
     both: by default both 5 ms), then every ``interval`` (``--sync-start-interval``,
-    ``--sync-interval``)."""
+    ``--sync-interval``); with ``auth`` (a key) its pings are signed and only authenticated
+    pongs and timetags count."""
     if sync == "system":
         note("clock sync: system (timetags used as they are: this clock is trusted)")
         return None
@@ -114,6 +137,7 @@ def make_follower(
         interval=interval,
         burst_interval=start_interval,
         acquire_interval=start_interval,
+        auth=auth,
     )
 
 
@@ -230,6 +254,7 @@ class ReceiveSession(Session):
             warn=self.warn,
             interval=interval,
             start_interval=start_interval,
+            auth=self.setup.auth,
         )
 
     def move_sync_peer(self, peers: Sequence[HostPort]) -> None:

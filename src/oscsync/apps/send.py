@@ -6,11 +6,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from oscsync.apps.delivery import refusals, refused_within
 from oscsync.apps.endpoints import Endpoint
 from oscsync.clock import Clock
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
 from oscsync.osc import codec, timetag
+from oscsync.osc.auth import PacketAuth
 
 FLUSH_TIMEOUT = 5.0
 """Seconds ``send`` waits for a TCP peer to take its packets before it says it could not."""
@@ -122,6 +124,10 @@ class SendProgress:
     written: bool = True
     """False when a stream transport could not write everything before the end (a TCP peer
     that refuses the connection); UDP datagrams are always written at once."""
+    datagrams: int = 0
+    """Datagrams sent to unicast UDP peers (the ones that can be refused)."""
+    refused: int = 0
+    """Of those, how many a peer's machine answered with ICMP "port unreachable": lost."""
 
 
 def send_repeated(
@@ -131,20 +137,35 @@ def send_repeated(
     repeat: int,
     interval: float,
     progress: SendProgress | None = None,
+    auth: PacketAuth | None = None,
 ) -> int:
     """Send ``repeat`` times on a drift-free grid (send k at start + k·interval); return sends.
 
     ``progress`` is updated after each send, so a caller interrupted half-way can say how far
-    it got.
+    it got. With ``auth`` (a key) a bundle goes out signed.
     """
     progress = progress if progress is not None else SendProgress()
+    refusable = sum(1 for peer in endpoint.peers if not peer.is_tcp and not peer.is_multicast)
+    before = refusals(endpoint.transport)
     start = clock.monotonic()
-    for k in range(repeat):
-        if k:
-            clock.sleep(start + k * interval - clock.monotonic())
-        progress.delivered += endpoint.send_packet(packet.encode(clock))
-        progress.packets += 1
-    progress.written = endpoint.flush(FLUSH_TIMEOUT)
+    try:
+        for k in range(repeat):
+            if k:
+                clock.sleep(start + k * interval - clock.monotonic())
+            data = packet.encode(clock)
+            if auth is not None:
+                data = auth.sign_bundles(data)
+            progress.delivered += endpoint.send_packet(data)
+            progress.packets += 1
+            progress.datagrams += refusable
+        progress.written = endpoint.flush(FLUSH_TIMEOUT)
+        if refusable:
+            # The last datagram's "port unreachable" comes back within a round trip: wait for
+            # it (at most REFUSAL_WINDOW), so that one send to a closed port is not taken for
+            # a success (issue 30: it exited 0 in silence, where -n 3 warned).
+            refused_within(endpoint.transport, before + progress.datagrams - 1)
+    finally:
+        progress.refused = refusals(endpoint.transport) - before
     return progress.delivered
 
 
@@ -159,15 +180,20 @@ def send_to(
     warn: Callable[[str], None],
     multicast_interface: str | None = None,
     framing: Framing = "slip",
+    auth: PacketAuth | None = None,
 ) -> int:
     """``oscsync send``: open an :class:`~oscsync.apps.endpoints.Endpoint` (``oscsync.Endpoint``)
     to ``targets``, :func:`send_repeated`, close it (``framing``: how packets to ``tcp://``
-    targets are framed)."""
+    targets are framed; ``auth``: the key bundles are signed with)."""
     with Endpoint(
         peers=targets,
         clock=clock,
         on_warning=warn,
         multicast_interface=multicast_interface,
         framing=framing,
+        key=auth,
     ) as endpoint:
-        return send_repeated(endpoint, packet, clock, repeat, interval, progress)
+        # It sends and exits: its warnings must not promise to go on (issue 30). Its receive
+        # thread (started with it) is what hears a peer's "port unreachable".
+        endpoint.transport.sending_once = True
+        return send_repeated(endpoint, packet, clock, repeat, interval, progress, auth)

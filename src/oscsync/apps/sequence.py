@@ -32,8 +32,12 @@ are Unix seconds on the listener's clock:
 ``timetag``    the bundle's timetag, or null for ``IMMEDIATELY``
 ``onset``      when the player was asked to start the sound (the timetag, or when handled if late
                or immediate)
-``late``       bool, the timetag had passed (by more than the scheduler's 1 ms) when handled
+``late``       bool, ``arrived_late or played_late``
 ``source``     ``HOST:PORT`` of the sender
+``arrived_late`` bool, played more than 1 ms after its timetag, having arrived after it
+``played_late``  bool, it arrived before its timetag but was played more than 1 ms after it
+                 (:mod:`oscsync.lateness`)
+``played_ms``    how long after its timetag it was played, in ms (null for ``IMMEDIATELY``)
 """
 
 from __future__ import annotations
@@ -51,13 +55,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from oscsync import audio
-from oscsync.apps.grid import Grid
+from oscsync.apps.grid import Grid, StepGrid
 from oscsync.apps.metronome import OnsetListener, TickSender
-from oscsync.apps.playing import onset_of
 from oscsync.audio import Player, sounds
 from oscsync.clock import Clock
 from oscsync.files import pattern as patterns
 from oscsync.files.pattern import Pattern, PatternError
+from oscsync.lateness import counts_text
 from oscsync.net.hostport import HostPort
 from oscsync.osc import codec
 from oscsync.osc import timetag as tt
@@ -171,6 +175,7 @@ class SequenceSender(TickSender):
         offset: float = 0.0,
         reload: Callable[[], Pattern | None] | None = None,
         on_reload: Callable[[int, Pattern], None] | None = None,
+        grid: StepGrid | None = None,
     ) -> None:
         self.steps_per_beat = steps_per_beat
         self.swing = Fraction(swing) / 100
@@ -182,13 +187,14 @@ class SequenceSender(TickSender):
             beats_per_bar=beats_per_bar,
             offset=offset,
             plain=False,
+            grid=grid,
         )
         self.steps_per_bar = self.grid.steps_per_bar
         self.pattern = pattern
         self.reload = reload
         self.on_reload = on_reload
         self.reloads = 0
-        self._bar_checked = 0
+        self._bar_checked: int | None = None
 
     def _new_grid(self, bpm: float, beats_per_bar: int) -> Grid:
         """Steps on the grid, odd steps pushed later by the swing."""
@@ -202,8 +208,11 @@ class SequenceSender(TickSender):
 
     def packet(self, k: int) -> bytes:
         """The bundle for step ``k`` (empty bytes when no voice sounds); reloads at a bar line."""
-        bar = k // self.steps_per_bar
-        if bar > self._bar_checked and self.reload is not None:
+        tick = self.grid.tick(k)
+        bar = tick.bar  # k's bar; on a Link grid the session's, so the pattern starts on a bar
+        if self._bar_checked is None:
+            self._bar_checked = bar
+        elif bar > self._bar_checked and self.reload is not None:
             self._bar_checked = bar
             fresh = self.reload()
             if fresh is not None:
@@ -211,11 +220,11 @@ class SequenceSender(TickSender):
                 self.reloads += 1
                 if self.on_reload is not None:
                     self.on_reload(bar, fresh)
-        messages = step_messages(self.pattern, k)
-        if not messages:
+        messages = step_messages(self.pattern, bar * self.steps_per_bar + tick.step)
+        if not messages or not self.grid.sounds(tick):
             return b""
         if self.offset:
-            stamp = tt.add_seconds(self.grid_timetag(k), Fraction(self.offset))
+            stamp = tt.add_seconds(tick.timetag, Fraction(self.offset))
         else:
             stamp = tt.IMMEDIATELY  # no forward sync: played on arrival
         return codec.encode_bundle(stamp, messages)
@@ -238,9 +247,10 @@ def file_sender(
     beats_per_bar: int,
     swing: float,
     offset: float,
+    grid: StepGrid | None = None,
 ) -> SequenceSender:
     """A sender of ``watched``'s pattern that picks up a saved file at the next bar (and says
-    so through ``note``)."""
+    so through ``note``); its steps on ``grid`` if given (a Link session's)."""
 
     def reloaded(bar: int, pattern: Pattern) -> None:
         note(f"bar {bar}: {watched.path} changed; now playing {describe(pattern)}")
@@ -256,6 +266,7 @@ def file_sender(
         offset=offset,
         reload=watched.poll,
         on_reload=reloaded,
+        grid=grid,
     )
 
 
@@ -331,6 +342,9 @@ class EventRecord:
     onset: float
     late: bool
     source: str
+    arrived_late: bool = False
+    played_late: bool = False
+    played_ms: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -348,7 +362,8 @@ MAX_COUNTED_VOICES = 64
 @dataclass
 class SequenceStats:
     events: int = 0
-    late: int = 0
+    arrived_late: int = 0
+    played_late: int = 0
     voices: Counter[str] = field(default_factory=Counter)
     headroom: RunningStats = field(default_factory=RunningStats)
     """Milliseconds from arrival to timetag, for timetagged events."""
@@ -360,9 +375,14 @@ class SequenceStats:
         else:
             self.voices["other"] += 1
 
+    @property
+    def late(self) -> int:
+        return self.arrived_late + self.played_late
+
     def line(self) -> str:
-        """``events 12  late 0  kick 4 snare 2 hat 6  headroom min +99.1 ms``."""
-        parts = [f"events {self.events}", f"late {self.late}"]
+        """``events 12  arrived late 0  played late 0  kick 4 snare 2 hat 6  headroom min
+        +99.1 ms``."""
+        parts = [f"events {self.events}", counts_text(self.arrived_late, self.played_late)]
         if self.voices:
             parts.append(" ".join(f"{name} {n}" for name, n in self.voices.items()))
         if self.headroom.count:
@@ -437,8 +457,9 @@ class SequenceListener(OnsetListener[SequenceStats]):
         log: LineSink | None = None,
         on_event: Callable[[EventRecord], None] | None = None,
         limit: int | None = None,
+        on_warning: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__(player, scheduler, clock, SequenceStats())
+        super().__init__(player, scheduler, clock, SequenceStats(), on_warning)
         self.voice_sounds = voice_sounds
         self.log = log
         self.on_event = on_event
@@ -467,7 +488,8 @@ class SequenceListener(OnsetListener[SequenceStats]):
     def _handle(
         self, received: Received, event: Event, key: str, stamp: int | None, dispatch: Dispatch
     ) -> None:
-        _, target, late, onset = onset_of(self.scheduler, self.clock, dispatch, stamp)
+        timing = self._timing(received, stamp, dispatch)
+        target, onset, lateness = timing.target, timing.onset, timing.lateness
         with self._lock:
             stats = self.stats
             if self.limit is not None and stats.events >= self.limit:
@@ -483,11 +505,15 @@ class SequenceListener(OnsetListener[SequenceStats]):
                 arrival=received.arrival,
                 timetag=target,
                 onset=onset,
-                late=late,
+                late=lateness.late,
                 source=str(HostPort(*received.source[:2])),
+                arrived_late=lateness.arrived_late,
+                played_late=lateness.played_late,
+                played_ms=None if target is None else lateness.played_after * 1000.0,
             )
             stats.events += 1
-            stats.late += late
+            stats.arrived_late += lateness.arrived_late
+            stats.played_late += lateness.played_late
             stats.count(event.voice)
             if target is not None:
                 stats.headroom.add((target - received.arrival) * 1000.0)
@@ -503,6 +529,8 @@ def event_line(record: EventRecord) -> str:
     parts = [f"{record.voice}: {record.step}", f"velocity {record.velocity:.2f}"]
     if record.note is not None:
         parts.append(f"note {record.note}")
-    if record.late:
-        parts.append("LATE")
+    if record.arrived_late:
+        parts.append("ARRIVED LATE")
+    elif record.played_late:
+        parts.append(f"PLAYED LATE {record.played_ms or 0.0:+.3f} ms")
     return "  ".join(parts)

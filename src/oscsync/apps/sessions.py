@@ -24,6 +24,7 @@ from typing import Any, Generic, Protocol, TextIO, TypeVar, cast
 
 from oscsync import audio
 from oscsync.apps import metronome as app_metronome
+from oscsync.apps.grid import StepGrid
 from oscsync.apps.metronome import TICK_METHOD, MetronomeListener, TickRecord, TickSender
 from oscsync.apps.receiving import SendingSession, Session, SessionSetup, make_follower
 from oscsync.apps.sequence import (
@@ -40,11 +41,19 @@ from oscsync.audio import sounds
 from oscsync.clock import Clock
 from oscsync.net.hostport import HostPort
 from oscsync.net.udp import Endpoint
+from oscsync.osc.auth import PacketAuth
 from oscsync.osc.routing import Method, Received
 from oscsync.scheduler import DEFAULT_SPIN, Scheduler
 from oscsync.sync import follow
 from oscsync.sync.follow import ClockFollower
-from oscsync.sync.ping import PONG, PONG_METHOD, PeerClocks
+from oscsync.sync.ping import (
+    PING,
+    PONG,
+    PONG_METHOD,
+    SERVICE_METHODS,
+    PeerClocks,
+    PingResponder,
+)
 
 Note = Callable[[str], None]
 R = TypeVar("R")
@@ -70,20 +79,31 @@ def auto_offset(clocks: PeerClocks, *, note: Note, warn: Note, maximum: float) -
     """``--offset auto``: ping each peer, then cover the slowest one-way delay (see
     :meth:`~oscsync.sync.ping.PeerClocks.choose_offset`), at most ``maximum`` seconds."""
     choice, silent = clocks.choose_offset(AUTO_PINGS, AUTO_INTERVAL, AUTO_TIMEOUT)
+    # Answers that came but were refused are not silence (issue #27: with a key, a listener
+    # without it answers unsigned): say which it was.
+    refused = {peer for peer in silent if clocks.syncs[peer].ignored}
     if choice is None:
-        raise SessionError(
-            "--offset auto: no peer answered the clock pings (is an oscsync listener there?); "
-            "give --offset SECONDS instead"
+        why = (
+            "the peers' answers were refused (not signed with this --key-file key?)"
+            if refused
+            else "no peer answered the clock pings (is an oscsync listener there?)"
         )
+        raise SessionError(f"--offset auto: {why}; give --offset SECONDS instead")
     for peer in silent:
-        warn(f"--offset auto: {peer} did not answer clock pings; it is not covered")
+        if peer in refused:
+            warn(f"--offset auto: {peer}'s answers were refused (not signed with this key?)")
+        else:
+            warn(f"--offset auto: {peer} did not answer clock pings; it is not covered")
     note(choice.describe())
     return min(choice.offset, maximum)
 
 
-def peer_clocks(clock: Clock, endpoint: Endpoint, peers: Sequence[HostPort]) -> PeerClocks:
-    """Clock pings to ``peers`` (for ``--offset auto``), their pongs answered on ``endpoint``."""
-    clocks = PeerClocks(clock, endpoint, peers, filter_size=AUTO_PINGS)
+def peer_clocks(
+    clock: Clock, endpoint: Endpoint, peers: Sequence[HostPort], auth: PacketAuth | None = None
+) -> PeerClocks:
+    """Clock pings to ``peers`` (for ``--offset auto``), their pongs answered on ``endpoint``
+    (signed, and only signed pongs taken, with a key)."""
+    clocks = PeerClocks(clock, endpoint, peers, filter_size=AUTO_PINGS, auth=auth)
     endpoint.add_service(PONG, clocks.service, PONG_METHOD.types, PONG_METHOD.description)
     return clocks
 
@@ -99,8 +119,10 @@ class SendSession(SendingSession):
         self, peers: Sequence[HostPort], setup: SessionSetup, *, spin: float = DEFAULT_SPIN
     ) -> None:
         super().__init__(peers, setup, spin=spin)
+        self.send = setup.sender(self.endpoint)
+        """Sends to the peers, each bundle signed with a key."""
         try:
-            self.clocks = peer_clocks(self.clock, self.endpoint, peers)
+            self.clocks = peer_clocks(self.clock, self.endpoint, peers, setup.auth)
         except BaseException:
             self.close()  # the endpoint and scheduler the base opened; nobody else holds them
             raise
@@ -113,25 +135,31 @@ class SendSession(SendingSession):
         return offset
 
     def tick_sender(
-        self, *, bpm: float, beats_per_bar: int, offset: float, plain: bool | None = None
+        self,
+        *,
+        bpm: float,
+        beats_per_bar: int,
+        offset: float,
+        plain: bool | None = None,
+        grid: StepGrid | None = None,
     ) -> TickSender:
-        """``metronome send`` (and the lab's leader): ``/tick`` on the grid, through this
-        endpoint and scheduler."""
+        """``metronome send`` (and the lab's leader): ``/tick`` on the grid (or on ``grid``:
+        a Link session's, ``--link``), through this endpoint and scheduler."""
         return TickSender(
-            self.endpoint.send_bytes,
+            self.send,
             self.scheduler,
             bpm=bpm,
             beats_per_bar=beats_per_bar,
             offset=offset,
             plain=plain,
+            grid=grid,
         )
 
     def pattern_sender(self, watched: PatternFile, **grid: Any) -> SequenceSender:
         """``sequence send``: ``watched``'s steps (see :func:`~oscsync.apps.sequence.file_sender`
-        for ``grid``: bpm, steps_per_beat, beats_per_bar, swing, offset)."""
-        return file_sender(
-            self.endpoint.send_bytes, self.scheduler, watched, note=self.note, **grid
-        )
+        for ``grid``: bpm, steps_per_beat, beats_per_bar, swing, offset, and a Link session's
+        ``grid``)."""
+        return file_sender(self.send, self.scheduler, watched, note=self.note, **grid)
 
 
 def _pong_router(
@@ -191,6 +219,7 @@ class ListenSession(Session, Generic[R]):
         self.log = log
         self.limit = limit
         self.done = threading.Event()
+        self.listening_on: HostPort | None = None
         self.failure: str | None = None
         self.on_failure: list[Callable[[], None]] = []
         self.show: Callable[[R], None] | None = None
@@ -207,6 +236,11 @@ class ListenSession(Session, Generic[R]):
         except BaseException:
             self.endpoint.close()
             raise
+        # Its pongs tell a pinging sender how long this player needs before a timetag, so that
+        # --offset auto covers it (docs/protocol.md: the optional PLAYOUT argument).
+        responder = PingResponder(playout=self.playout)
+        ping = SERVICE_METHODS[PING]
+        self.endpoint.add_service(PING, responder.service, ping.types, ping.description)
         description = self.player.describe()
         if description:
             self.note(description)
@@ -214,6 +248,10 @@ class ListenSession(Session, Generic[R]):
     def _open(self) -> None:
         """Open :attr:`player`, then :attr:`scheduler` and :attr:`listener`, and start them."""
         raise NotImplementedError
+
+    def playout(self) -> float | None:
+        """The player's playout latency for this endpoint's pongs; None when it needs none."""
+        return audio.playout_of(self.player) or None
 
     def _on_record(self, record: R, seq: int) -> None:
         if self.show is not None:
@@ -257,9 +295,10 @@ class ListenSession(Session, Generic[R]):
         ``sync_start_interval`` then ``sync_interval`` (:func:`make_follower`), or through
         ``follower``, built by the caller; and with ``pings_to`` (pair) answering pongs for
         ``--offset auto``'s pings to those peers."""
-        self.note(f"listening on {self.endpoint.local_address}")
+        self.listening_on = self.endpoint.local_address  # the socket is gone after close()
+        self.note(f"listening on {self.listening_on}")
         if pings_to is not None:
-            self.clocks = peer_clocks(self.clock, self.endpoint, pings_to)
+            self.clocks = peer_clocks(self.clock, self.endpoint, pings_to, self.setup.auth)
         handler: Callable[[Received], None] = self.listener.on_message
         if follower is None:
             self.follower = make_follower(
@@ -270,6 +309,7 @@ class ListenSession(Session, Generic[R]):
                 warn=self.warn,
                 interval=sync_interval,
                 start_interval=sync_start_interval,
+                auth=self.setup.auth,
             )
             follower = self.follower
             if self.follower is not None and self.clocks is not None:
@@ -330,6 +370,18 @@ class ListenSession(Session, Generic[R]):
 
     def summary(self) -> str:
         raise NotImplementedError
+
+    def silence_hint(self) -> str | None:
+        """One line saying what to check when not one datagram arrived, else None (issue 30:
+        a patch that stopped sending left a bare "ticks 0")."""
+        stats = self.endpoint.stats
+        if stats.datagrams or stats.dropped or self.listening_on is None:
+            return None
+        return (
+            f"nothing arrived on {self.listening_on}: is the sender running, and "
+            "sending to this address and port? (Pure Data's example patches send to "
+            "127.0.0.1:9001; docs/troubleshooting.md#nothing-arrives)"
+        )
 
 
 class TickListenSession(ListenSession[TickRecord]):
@@ -405,7 +457,7 @@ class TickListenSession(ListenSession[TickRecord]):
         """pair: a tick sender through this endpoint, its ticks items on this scheduler (one
         timer thread for both halves); it stops with the session."""
         sender = TickSender(
-            self.endpoint.send_bytes,
+            self.setup.sender(self.endpoint),
             self.scheduler,
             bpm=bpm,
             beats_per_bar=self.beats_per_bar,
@@ -463,6 +515,7 @@ class SequenceListenSession(ListenSession[EventRecord]):
             log=self.log,
             on_event=lambda record: self._on_record(record, record.seq),
             limit=self.limit,
+            on_warning=self.warn,
         )
         self.scheduler.start()
 
@@ -470,7 +523,7 @@ class SequenceListenSession(ListenSession[EventRecord]):
         """pair: ``watched``'s steps through this endpoint, items on this scheduler (one timer
         thread for both halves, as metronome pair); it stops with the session."""
         sender = file_sender(
-            self.endpoint.send_bytes, self.scheduler, watched, note=self.note, **grid
+            self.setup.sender(self.endpoint), self.scheduler, watched, note=self.note, **grid
         )
         self.on_failure.append(sender.stop)
         return sender

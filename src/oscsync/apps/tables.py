@@ -7,10 +7,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from oscsync.apps.lab import SessionResult
+from oscsync.apps.labrecords import SessionResult
 from oscsync.apps.scoring import score_follower
 
-SWEEP_COLUMNS = ["offset_ms", "ioi_std_ms", "max_grid_error_ms", "late_pct", "lost", "received"]
+SWEEP_COLUMNS = [
+    "offset_ms",
+    "ioi_std_ms",
+    "max_grid_error_ms",
+    "arrived_late_pct",
+    "played_late_pct",
+    "late_pct",
+    "lost",
+    "received",
+]
 
 
 def sweep_row(offset: float, result: SessionResult) -> dict[str, Any]:
@@ -27,18 +36,21 @@ def format_table(rows: Sequence[dict[str, Any]], first: str = "offset_ms") -> st
         "file": "log",
         "ioi_std_ms": "inter-onset std",
         "max_grid_error_ms": "max |onset-grid|",
+        "arrived_late_pct": "arrived late",
+        "played_late_pct": "played late",
         "late_pct": "late",
         "lost": "lost",
         "received": "ticks",
     }
-    columns = [first] + [c for c in SWEEP_COLUMNS if c != "offset_ms"]
+    # The two kinds of late side by side; their sum (late_pct) stays in the files and the plot.
+    columns = [first] + [c for c in SWEEP_COLUMNS if c not in ("offset_ms", "late_pct")]
 
     def cell(column: str, value: Any) -> str:
         if column == "offset_ms":
             return f"{value:g} ms"
         if column in ("ioi_std_ms", "max_grid_error_ms"):
             return "-" if value is None or value != value else f"{value:.3f} ms"
-        if column == "late_pct":
+        if column.endswith("late_pct"):
             return "-" if value is None or value != value else f"{value:.1f} %"
         return str(value)
 
@@ -89,7 +101,13 @@ def plot_sweep(path: Path, rows: Sequence[dict[str, Any]], title: str) -> None:
     jitter_axes.legend()
     jitter_axes.grid(True, alpha=0.3)
     jitter_axes.set_title(title)
-    late_axes.plot(offsets, [row["late_pct"] for row in rows], "o-", color="tab:red")
+    late_axes.plot(
+        offsets, [row["arrived_late_pct"] for row in rows], "o-", color="tab:red", label="arrived"
+    )
+    late_axes.plot(
+        offsets, [row["played_late_pct"] for row in rows], "s--", color="tab:purple", label="played"
+    )
+    late_axes.legend()
     late_axes.set_ylabel("late ticks (%)")
     late_axes.set_xlabel("forward offset (ms)")
     late_axes.set_ylim(-2, 102)

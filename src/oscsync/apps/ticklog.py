@@ -108,11 +108,12 @@ class LogWriter:
 @dataclass
 class TickTimes:
     """What scoring needs of each tick record, in file order: its time on the beat grid (timetag,
-    or arrival of a plain tick), its onset, and whether it was late."""
+    or arrival of a plain tick), its onset, and whether it arrived late or was played late."""
 
     when: array[float] = field(default_factory=lambda: array("d"))
     onset: array[float] = field(default_factory=lambda: array("d"))
-    late: bytearray = field(default_factory=bytearray)
+    arrived_late: bytearray = field(default_factory=bytearray)
+    played_late: bytearray = field(default_factory=bytearray)
     timed: bool = False
     """True if any record had a timetag."""
     bad: int = 0
@@ -126,7 +127,14 @@ class TickTimes:
         self.timed = self.timed or stamp is not None
         self.when.append(float(stamp if stamp is not None else record["arrival"]))
         self.onset.append(float(record["onset"]))
-        self.late.append(bool(record.get("late")))
+        if "arrived_late" in record:
+            arrived = bool(record["arrived_late"])
+            played = bool(record.get("played_late"))
+        else:  # a log from before issue 29: only "late" (handled > 1 ms after the timetag)
+            played = bool(record.get("late"))
+            arrived = played and stamp is not None and float(record["arrival"]) > stamp
+        self.arrived_late.append(arrived)
+        self.played_late.append(played and not arrived)
 
 
 def read_log(path: Path, max_ticks: int = MAX_TICKS) -> TickTimes:
@@ -238,15 +246,16 @@ def _score_in_grid_order(
     # lost 0.3 ms of the mean to rounding.
     from oscsync.apps.scoring import Score
 
-    onset, late = times.onset, times.late
-    received = late_count = 0
+    onset, arrived_late, played_late = times.onset, times.arrived_late, times.played_late
+    received = arrived_count = played_count = 0
     residual_sum = 0.0
     # Intervals between consecutive ticks, as a running mean and sum of squares (Welford).
     intervals, mean, squares = 0, 0.0, 0.0
     last: tuple[int, float] | None = None
     for k, index in _first_per_slot(grid, order):
         received += 1
-        late_count += late[index]
+        arrived_count += arrived_late[index]
+        played_count += played_late[index]
         residual_sum += onset[index] - origin - k * period
         if last is not None and last[0] == k - 1:
             interval = onset[index] - last[1]
@@ -266,6 +275,7 @@ def _score_in_grid_order(
         expected=last[0] + 1,
         ioi_std=math.sqrt(squares / (intervals - 1)) if intervals > 1 else 0.0,
         max_grid_error=grid_error,
-        late=late_count,
+        arrived_late=arrived_count,
+        played_late=played_count,
         timed=times.timed,
     )

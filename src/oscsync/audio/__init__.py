@@ -13,6 +13,9 @@ One concept per module (issue #12):
 
 The names below are what the rest of oscsync imports from ``oscsync.audio``. Nothing here
 imports numpy or sounddevice: the sounddevice player imports them when it starts.
+
+May import the rows below it: ``clock``, ``terminal``, ``osc``, ``stats``, ``threads``,
+``install``; not ``net`` or ``scheduler`` beside it (docs/architecture.md, "The layers").
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from oscsync.audio.player import (
     AudioError,
     Player,
     PlayerStats,
+    playout_of,
 )
 from oscsync.audio.playsound import PLAYSOUND_CAVEAT, PlaysoundPlayer, probe_playsound
 from oscsync.audio.portaudio import PORTAUDIO_HINT, SoundDevicePlayer, probe_sounddevice
@@ -70,6 +74,7 @@ __all__ = [
     "open_player",
     "parse_audio_choice",
     "player_summary",
+    "playout_of",
     "probe_playsound",
     "probe_sounddevice",
     "read_wav",

@@ -82,6 +82,23 @@ class KeyedSounds:
         return sound
 
 
+def playout_of(player: object) -> float:
+    """Seconds ``player`` needs between ``play_at(t)`` and ``t`` to place a sound on time: its
+    ``playout_latency()`` where it has one (a sound card: the output latency it compensates plus
+    one block), else 0 (a player that plays when told, or writes a file).
+
+    A forward offset must cover this beside the network's delay (docs/forward-sync.md); a
+    listener reports it in its clock pongs so that ``--offset auto`` can (docs/protocol.md)."""
+    measure = getattr(player, "playout_latency", None)
+    if measure is None:
+        return 0.0
+    try:
+        value = float(measure())
+    except (TypeError, ValueError):
+        return 0.0
+    return value if value > 0 and value < 10.0 else 0.0
+
+
 def first_line(exc: BaseException) -> str:
     """An exception as one line (its first), for a one-line error."""
     text = str(exc).strip() or type(exc).__name__

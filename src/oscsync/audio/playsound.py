@@ -18,7 +18,7 @@ from oscsync import threads
 from oscsync.audio.player import TICK, KeyedSounds, PlayerStats, first_line
 from oscsync.audio.wav import read_wav
 from oscsync.clock import Clock
-from oscsync.install import pip_command
+from oscsync.install import install_hint, make_hint, pip_command
 
 PLAYSOUND_CAVEAT = (
     "playsound starts a new player for every tick: expect tens of milliseconds of latency that "
@@ -26,17 +26,75 @@ PLAYSOUND_CAVEAT = (
 )
 
 
+PLAYSOUND_SETUP = "docs/example2-metronome.md#playsound"
+"""Where the docs say what ``--audio playsound`` needs on each system."""
+
+GSTREAMER_PACKAGES = "gir1.2-gstreamer-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good"
+"""Debian/Ubuntu: GStreamer's introspection data, playbin (base) and wavparse + sinks (good)."""
+
+BUILD_PACKAGES = "libgirepository1.0-dev libcairo2-dev pkg-config"
+"""Debian/Ubuntu: what pip needs to build PyGObject (and its pycairo) from source."""
+
+
 def probe_playsound() -> str | None:
-    """None if playsound can play here, else one line saying why not."""
+    """None if playsound can play here, else one line saying what to do."""
     if importlib.util.find_spec("playsound") is None:
         return f"playsound is not installed ({pip_command()} install playsound==1.2.2)"
-    if sys.platform.startswith("linux") and importlib.util.find_spec("gi") is None:
+    if sys.platform == "darwin" and importlib.util.find_spec("AppKit") is None:
+        # playsound 1.2.2 plays through NSSound on macOS.
+        return f"playsound needs PyObjC on macOS: {install_hint('playsound')}"
+    if sys.platform.startswith("linux"):
+        return gstreamer_problem(_load_gstreamer)
+    return None
+
+
+def _load_gstreamer() -> Any:
+    gi = importlib.import_module("gi")
+    gi.require_version("Gst", "1.0")
+    return importlib.import_module("gi.repository.Gst")
+
+
+def gstreamer_problem(load: Callable[[], Any]) -> str | None:
+    """None if GStreamer can play a WAV file from this Python, else what to do, in one line.
+
+    ``load`` returns the ``Gst`` module; it raises ModuleNotFoundError without PyGObject (``gi``:
+    a venv does not see Debian's python3-gi) and ValueError without GStreamer's introspection
+    data. Without playbin, playsound 1.2.2 fails on every tick with "'NoneType' object has no
+    attribute 'props'" (issue 30).
+    """
+    try:
+        gst = load()
+    except ModuleNotFoundError:
+        how = make_hint("playsound") or (
+            f"sudo apt-get install {BUILD_PACKAGES} {GSTREAMER_PACKAGES}, "
+            f"then {install_hint('playsound')}"
+        )
         return (
-            "playsound needs GStreamer's Python bindings on Linux "
-            "(sudo apt-get install python3-gi gir1.2-gstreamer-1.0, "
-            "in a venv made with --system-site-packages)"
+            "playsound needs GStreamer's Python bindings (PyGObject), which this Python cannot "
+            f"import: {how} (see {PLAYSOUND_SETUP})"
+        )
+    except (ImportError, ValueError):
+        return f"playsound needs GStreamer: sudo apt-get install {GSTREAMER_PACKAGES}"
+    gst.init(None)
+    missing = [name for name in ("playbin", "wavparse") if gst.ElementFactory.find(name) is None]
+    if missing:
+        return (
+            f"GStreamer has no {' or '.join(missing)} to play a WAV file with: "
+            f"sudo apt-get install {GSTREAMER_PACKAGES}"
         )
     return None
+
+
+def failure_line(exc: BaseException) -> str:
+    """One line for a tick playsound could not play, saying what to do when that is known."""
+    if isinstance(exc, AttributeError) and "props" in str(exc):
+        return (
+            "playsound failed: GStreamer could not make a player (playbin): "
+            f"sudo apt-get install {GSTREAMER_PACKAGES}"
+        )
+    if isinstance(exc, ModuleNotFoundError):
+        return f"playsound failed: {first_line(exc)} (see {PLAYSOUND_SETUP})"
+    return f"playsound failed: {first_line(exc)}"
 
 
 class PlaysoundPlayer:
@@ -97,7 +155,7 @@ class PlaysoundPlayer:
         except Exception as exc:
             if not self._warned and self._on_warning is not None:
                 self._warned = True
-                self._on_warning(f"playsound failed: {first_line(exc)}")
+                self._on_warning(failure_line(exc))
         finally:
             with self._idle:
                 self._active -= 1

@@ -89,6 +89,39 @@ Callback = Callable[[Any, int, Any, Any], None]
 StreamOpener = Callable[[int, Callback], OutputStream]
 
 
+@dataclass
+class SoundDeviceOutput:
+    """The default :data:`StreamOpener`: a mono float32 ``sounddevice.OutputStream`` with
+    ``blocksize`` frames per callback (0: the host's choice) and ``latency`` (``"low"``,
+    ``"high"`` or seconds) on ``device`` (None: the default output). Once it has opened a stream,
+    ``device_name`` and ``host_api`` say where that plays."""
+
+    blocksize: int = 0
+    latency: str | float = "low"
+    device: int | str | None = None
+    device_name: str = ""
+    host_api: str = ""
+
+    def __call__(self, rate: int, callback: Callback) -> OutputStream:
+        sd = load_sounddevice()
+        try:
+            stream = sd.OutputStream(
+                samplerate=rate,
+                channels=1,
+                dtype="float32",
+                blocksize=self.blocksize,
+                latency=self.latency,
+                device=self.device,
+                callback=callback,
+            )
+            info = sd.query_devices(stream.device)
+            self.device_name = str(info.get("name", ""))
+            self.host_api = str(sd.query_hostapis(info["hostapi"]).get("name", ""))
+        except Exception as exc:  # PortAudioError, ValueError: bad device or rate
+            raise AudioError(f"cannot open the audio output: {first_line(exc)}") from None
+        return stream  # type: ignore[no-any-return]
+
+
 def import_sounddevice() -> ModuleType:
     """Import sounddevice; ImportError if not installed, OSError if PortAudio itself is missing."""
     return importlib.import_module("sounddevice")
@@ -190,12 +223,11 @@ class SoundDevicePlayer:
             raise ValueError(f"placement must be one of {PLACEMENTS}, not {placement!r}")
         self.clock = clock
         self.rate = rate
-        self.blocksize = blocksize
-        self.latency = latency
-        self.device = device
         self.placement = placement
         self.requested_compensation = latency_compensation
-        self._open_stream = open_stream or self._open_sounddevice_stream
+        self.output = SoundDeviceOutput(blocksize, latency, device)
+        """The stream opened unless ``open_stream`` is given (and where it plays, once open)."""
+        self._open_stream = open_stream or self.output
         self.max_pending = max_pending
         self.max_voices = max_voices
         self.first_callback_timeout = (
@@ -210,10 +242,9 @@ class SoundDevicePlayer:
         """The output latency the host reports per buffer (first callback), else the stream's."""
         self.compensation: float | None = latency_compensation
         """Seconds the sound is placed ahead of its timetag (known after the first callback)."""
-        self.device_name = ""
-        self.host_api = ""
         self.dll = DelayLockedLoop(rate)
         self._frames = 0  # frames handed to the stream since it started
+        self._block = 0  # frames of the last callback
         self._first_callback = threading.Event()
         self._idle = threading.Event()
         self._sounds = KeyedSounds()
@@ -248,25 +279,6 @@ class SoundDevicePlayer:
         # host reports in the first callback, so wait (bounded) for that callback.
         if self.first_callback_timeout > 0:
             self._first_callback.wait(self.first_callback_timeout)
-
-    def _open_sounddevice_stream(self, rate: int, callback: Callback) -> OutputStream:
-        sd = load_sounddevice()
-        try:
-            stream = sd.OutputStream(
-                samplerate=rate,
-                channels=1,
-                dtype="float32",
-                blocksize=self.blocksize,
-                latency=self.latency,
-                device=self.device,
-                callback=callback,
-            )
-            info = sd.query_devices(stream.device)
-            self.device_name = str(info.get("name", ""))
-            self.host_api = str(sd.query_hostapis(info["hostapi"]).get("name", ""))
-        except Exception as exc:  # PortAudioError, ValueError: bad device or rate
-            raise AudioError(f"cannot open the audio output: {first_line(exc)}") from None
-        return stream  # type: ignore[no-any-return]
 
     def play_at(self, t: float, key: str = TICK) -> None:
         mono = self.clock.wall_to_monotonic(t)
@@ -319,6 +331,7 @@ class SoundDevicePlayer:
         outdata.fill(0)
         block_start = self.block_leaves_at(frames, time_info, status)
         self._frames += frames
+        self._block = frames
         period = 1.0 / self.rate if self.placement == "callback" else self.dll.seconds_per_frame
         block_end = block_start + frames * period
         started: list[tuple[_Due, Any]] = []
@@ -376,9 +389,16 @@ class SoundDevicePlayer:
             return f"latency compensation off: the sound leaves the device after the timetag{after}"
         return f"latency compensation {self.requested_compensation * 1000:.2f} ms (given)"
 
+    def playout_latency(self) -> float:
+        """Seconds between ``play_at(t)`` and ``t`` this player needs to place the sound on time:
+        the compensation it plays ahead by (the output latency, with auto) plus one block (the
+        block being computed when the onset is handed over may already be past ``t``)."""
+        frames = self._block or self.output.blocksize
+        return (self.compensation or 0.0) + frames / self.rate
+
     def describe(self) -> str:
-        device = f" on {self.device_name}" if self.device_name else ""
-        host = f" ({self.host_api})" if self.host_api else ""
+        device = f" on {self.output.device_name}" if self.output.device_name else ""
+        host = f" ({self.output.host_api})" if self.output.host_api else ""
         return f"audio: sounddevice{device}{host}, {self.rate} Hz; {self.describe_compensation()}"
 
     def summary(self) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""``oscsync audio devices``."""
+"""The ``oscsync audio devices`` command: its options and what it prints (the devices:
+:mod:`oscsync.audio.devices`)."""
 
 from __future__ import annotations
 

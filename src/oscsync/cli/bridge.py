@@ -17,7 +17,6 @@ from oscsync.apps.bridge import (
     record_json,
     record_line,
 )
-from oscsync.apps.receiving import SessionSetup
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import (
     DURATION,
@@ -173,6 +172,7 @@ def bridge(
     live = app.live_line() if not jsonl else None
     lines = jsonl or live is None or not live.enabled
     show: Callable[[Forwarded], str] = record_json if jsonl else record_line
+    app.keep_time()
     with (
         running(),
         hangup_stops(),
@@ -181,7 +181,7 @@ def bridge(
         session = BridgeSession(
             listen,
             resolved,
-            SessionSetup(app.clock, app.note, app.warn, allow, iface, framing),
+            app.setup(allow, iface, framing),
             mode=mode,
             latency=latency,
             rewriter=rewriter,
@@ -211,7 +211,9 @@ def bridge(
             if live is not None:
                 live.end()
                 app.live = None
-            for line in session.summary():
+            first, *rest = session.summary()
+            app.note(f"{first}; {app.realtime_text()}")
+            for line in rest:
                 app.note(line)
             if output_closed:
                 leave_without_stdout(stopped_cleanly=True)

@@ -1,4 +1,4 @@
-"""``oscsync chat``."""
+"""The ``oscsync chat`` command: its options and output (the work: :mod:`oscsync.apps.chat`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import threading
 
 import click
 
-from oscsync.apps.chat import ChatSession
-from oscsync.apps.receiving import SessionSetup
+from oscsync.apps.chat import RETRY, ChatSession
 from oscsync.cli.params import (
     DURATION,
     advertise_option,
@@ -48,6 +47,15 @@ Examples:
     show_default=True,
     help="With stdin not a terminal: keep printing replies this long after the last line.",
 )
+@click.option(
+    "--wait",
+    "wait_for_peer",
+    type=DURATION,
+    default=5.0,
+    show_default=True,
+    help="With stdin not a terminal: hold the first line until the peer listens (no ICMP port "
+    "unreachable), trying again for up to this long; 0 sends at once.",
+)
 @advertise_option()
 @framing_option()
 @click.pass_obj
@@ -57,6 +65,7 @@ def chat(
     listen: HostPort,
     allow: tuple[Network, ...],
     linger: float,
+    wait_for_peer: float,
     advertise: str | None,
     interface: str,
     framing: Framing,
@@ -66,7 +75,8 @@ def chat(
     Received lines show the time and the sender, arguments joined with spaces; other messages are
     shown dimmed with their address. On a terminal, incoming lines appear above your prompt without
     breaking what you are typing; Ctrl-D or Ctrl-C ends the chat. With stdin not a terminal, every
-    line of stdin is sent, replies are printed for --linger seconds, then chat exits.
+    line of stdin is sent (the first one once the peer listens, see --wait), replies are printed
+    for --linger seconds, then chat exits.
     """
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if not interactive:
@@ -90,7 +100,7 @@ def chat(
         contextlib.ExitStack() as follow,
     ):
         given, peers = peers, resolve_peers(peers)
-        setup = SessionSetup(app.clock, app.note, warn, allow, framing=framing)
+        setup = app.setup(allow, framing=framing, warn=warn)
         endpoint = setup.open_public_endpoint(listen, peers)
         # On a terminal the note goes above the prompt, like other system lines.
         say = (lambda text: show(display.printable(text), False)) if interactive else None
@@ -109,9 +119,29 @@ def chat(
             advertised.publish(endpoint.local_address, endpoint.transport.registry)
             if interactive:
                 app.note("type a line and press Enter; Ctrl-D or Ctrl-C to quit")
+            # Piped (a script, PD's headless recipe): the first line waits for a peer that is
+            # not listening yet, instead of being lost (issue 30). Unicast UDP only: a TCP
+            # sender connects and queues by itself, and a multicast group never refuses.
+            waiting = (
+                not interactive
+                and wait_for_peer > 0
+                and not any(peer.is_tcp or peer.is_multicast for peer in peers)
+            )
             while (line := console.read_line()) is not None:
                 try:
-                    session.send_line(line)
+                    if waiting and line:
+                        waiting = False
+                        waited = session.send_when_heard(line, wait_for_peer)
+                        if waited is None:
+                            raise click.ClickException(
+                                f"nothing listened at {targets} within {wait_for_peer:g} s "
+                                "(ICMP port unreachable each time): no line was delivered; "
+                                "start the peer first, or give --wait more time"
+                            )
+                        if waited >= RETRY:
+                            app.note(f"chat: {targets} is listening (after {waited:.1f} s)")
+                    else:
+                        session.send_line(line)
                 except codec.EncodeError as exc:
                     warn(f"line not sent: {exc}")
             if not interactive:

@@ -1,4 +1,4 @@
-"""``oscsync clock``."""
+"""The ``oscsync clock`` command: its options and output (the work: :mod:`oscsync.apps.clock`)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,16 @@ Examples:
   oscsync clock --peer 192.168.1.21:9001 --watch   # a live line until Ctrl-C
   oscsync --clock-skew 0.15 dump -l 9001 &          # a listener 150 ms ahead ...
   oscsync clock --peer 127.0.0.1:9001 --count 32   # ... measured: offset +150 ms
+
+\b
+Exit status:
+  0    measured, and nothing implausible about the peer's clock
+  1    no usable answer (nothing listening, or every answer refused), or an error
+  2    a bad option
+  3    measured, but the peer's clock is suspect: an absurd offset (an hour or more), a step
+       or a jump of it, frozen stamps, or a rate 1 % or more off (each said on a suspect:
+       line, and in --json's "problems")
+  130  interrupted (Ctrl-C; 143 for SIGTERM), except with --watch
 """
 )
 @click.option(
@@ -101,9 +111,10 @@ def clock(
 
     given, peer = peer, resolve_peer(peer)
     stopped_by: signal.Signals | None = None
+    app.keep_time()
     with (
         running(),
-        peer_clock(peer, clock=app.clock, allow=allow, warn=app.warn) as probe,
+        peer_clock(peer, clock=app.clock, allow=allow, warn=app.warn, auth=app.auth) as probe,
         # @NAME re-registered elsewhere: measure the new address, from scratch (issue 17).
         following(
             app,
@@ -127,27 +138,61 @@ def clock(
         if line is not None:
             line.end()
             app.live = None
-        click.echo(report.json() if as_json else report.text())
+        if as_json:
+            click.echo(report.json({"realtime": app.realtime_json()}))
+        else:
+            click.echo(report.text())
+            app.note(app.realtime_text())
         if stopped_by is not None and not watch:
             # A measurement with a defined end, cut short: 130 after Ctrl-C (issue #13);
             # --watch runs until stopped, so Ctrl-C is how it ends (exit 0).
             app.note(f"clock: interrupted after {plural(report.sent, 'ping')}")
             raise click.exceptions.Exit(128 + int(stopped_by))
         if report.estimate is None:
-            raise click.ClickException(
-                f"no answer from {report.peer} (is an oscsync listener running there?)"
-            )
+            raise click.ClickException(_unusable(report))
+        if report.suspect:
+            raise click.exceptions.Exit(EXIT_SUSPECT)
+
+
+EXIT_SUSPECT = 3
+"""Measured, but the peer's clock is not to be trusted (see the epilog)."""
+
+_WHY_REFUSED = {
+    "unauthenticated-pong": "they are not signed with this key: does the peer have the same "
+    "--key-file?",
+    "pong-before-ping": "this machine's own stamps contradict each other (its clock moved)",
+    "slow-pong": "they came back more than 10 s after their pings",
+    "offset-jump": "each implied a jump of the peer's clock",
+}
+
+
+def _unusable(report: PeerClockReport) -> str:
+    """Why there is no estimate: nothing came back, or what came back and why it was refused
+    (issue #27 item 16: every pong arrived, and the user was asked whether anything listens)."""
+    if not report.ignored:
+        return f"no answer from {report.peer} (is an oscsync listener running there?)"
+    reasons = dict(report.ignored_reasons)
+    listed = ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items()))
+    main = max(reasons, key=lambda reason: reasons[reason])
+    why = _WHY_REFUSED.get(main)
+    text = (
+        f"{plural(report.ignored, 'answer')} from {report.peer} arrived but none could be used "
+        f"({listed})"
+    )
+    return f"{text}: {why}" if why else text
 
 
 def _live(report: PeerClockReport) -> str:
     estimate = report.estimate
+    state = "SUSPECT: " + ", ".join(p.code for p in report.problems) if report.suspect else ""
+    state = state or report.state
     if estimate is None:
-        return f"{report.state}  {report.answered}/{report.sent} answered"
+        return f"{state}  {report.answered}/{report.sent} answered"
     ppm = "- ppm"
     if estimate.span >= 2.0:
         ppm = f"{estimate.ppm:+.1f} ± {estimate.ppm_bound:.1f} ppm"
     rtt = "-" if report.min_rtt is None else f"{report.min_rtt * 1e3:.2f}"
     return (
         f"offset {estimate.offset * 1e3:+.3f} ± {estimate.bound * 1e3:.3f} ms  {ppm}  "
-        f"rtt {rtt} ms  {report.state}  {report.answered}/{report.sent}"
+        f"rtt {rtt} ms  {state}  {report.answered}/{report.sent}"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import click
 
 from oscsync.cli.params import DurationType, skew_option
 from oscsync.cli.runtime import AppContext, running
-from oscsync.terminal.wording import plural
+from oscsync.terminal.wording import fit, plural, terminal_width
 
 
 @click.command(
@@ -104,6 +105,7 @@ def demo(
     )
     summaries = []
     rendered: list[Path] = []
+    app.keep_time()
     with running() as run:
         for name, spec in runs:
             app.note(f"run: {titles[name]} ({plural(spec.ticks, 'tick')}) ...")
@@ -126,24 +128,31 @@ def demo(
             for follower in result.followers:
                 if follower.sync_text:
                     app.note(f"  B: {follower.sync_text}")
+    width = terminal_width(sys.stdout)  # a narrow terminal: no row or sentence wraps mid-word
     if len(summaries) < 2:  # stopped by Ctrl-C or SIGTERM: a clean stop, nothing to compare
         if summaries:  # the partial result: the run that finished (issue #13)
             click.echo()
-            click.echo(app_demo.table(summaries, names))
+            click.echo(app_demo.table(summaries, names, width))
         app.note(f"demo: stopped after {len(summaries)} of 2 runs; nothing to compare")
         # A run with a defined end, cut short: 130 after Ctrl-C (issue #13).
         raise click.exceptions.Exit(run.exit_code)
     before, after = summaries
     click.echo()
-    click.echo(app_demo.table(summaries, names))
+    click.echo(app_demo.table(summaries, names, width))
+    note = app_demo.SPREAD_NOTE
+    click.echo(note if width is None or width >= 100 else fit(note.replace("\n", " "), width, ""))
     click.echo()
-    click.echo(app_demo.headline(before, after) + ".")
-    click.echo(
+    click.echo(fit(app_demo.headline(before, after) + ".", width, indent=""))
+    app.note(app.realtime_text())
+    explained = (
         "Plain ticks sound when they arrive, so the network's jitter is heard as uneven beats.\n"
         f"Timetagged {offset * 1e3:g} ms ahead, each tick waits for its time at the follower; B "
         "translates the leader's\ntimetags onto its own clock, so both play together despite "
         f"B's {skew * 1e3:g} ms skew."
     )
+    if width is not None and width < 100:  # one paragraph per sentence, wrapped to the terminal
+        explained = fit(explained.replace("leader's\ntimetags", "leader's timetags"), width, "")
+    click.echo(explained)
     if rendered:
         click.echo(f"What each follower played (WAV, 48 kHz): {out}/")
         for path in rendered:

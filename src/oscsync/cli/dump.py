@@ -1,4 +1,4 @@
-"""``oscsync dump``."""
+"""The ``oscsync dump`` command: its options and output (the work: :mod:`oscsync.apps.dump`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import click
 
 from oscsync.apps.dump import Dumper, handler, summary
-from oscsync.apps.receiving import ReceiveSession, SessionSetup
+from oscsync.apps.receiving import ReceiveSession
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import (
     DURATION,
@@ -94,6 +94,7 @@ def dump(
     # (endpoint.start(on_idle=...)); scheduled, each is written at its due time.
     dumper = Dumper(sys.stdout, jsonl=jsonl, count=count, flush_each=schedule)
     clock = app.clock
+    app.keep_time()
     with (
         running(),
         hangup_stops(),
@@ -102,7 +103,7 @@ def dump(
         session = ReceiveSession(
             listen,
             (),
-            SessionSetup(clock, app.note, app.warn, allow, iface),
+            app.setup(allow, iface, clock=clock),
             schedule=schedule,
             late_policy=late_policy or KEEP,
             horizon=DEFAULT_HORIZON if horizon is None else horizon,
@@ -136,9 +137,12 @@ def dump(
                     sys.stdout.flush()
                 except BrokenPipeError:
                     stdout_usable = False
-            app.note(summary(session.endpoint.stats, dumper.written, dumper.skipped))
-            if session.scheduler is not None:
-                app.note(session.scheduler.stats().summary())
+            text = summary(session.endpoint.stats, dumper.written, dumper.skipped)
+            if session.scheduler is None:
+                app.note(f"{text}; {app.realtime_text()}")
+            else:
+                app.note(text)
+                app.note(f"{session.scheduler.stats().summary()}; {app.realtime_text()}")
             if session.follower is not None:
                 app.note(session.follower.describe("message"))
             if not stdout_usable:

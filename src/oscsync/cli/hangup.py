@@ -1,4 +1,4 @@
-"""SIGHUP (the terminal was closed, or an ssh session dropped) stops a command like SIGTERM.
+"""Stopping on SIGHUP (the terminal was closed, an ssh session dropped) as on SIGTERM.
 
 Without a handler SIGHUP kills the process at once: no summary, no closed sockets, and a
 ``metronome listen --audio wav:FILE`` left a 0-byte WAV (issue 20, item 11). Used inside

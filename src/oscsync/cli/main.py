@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -18,6 +20,10 @@ from oscsync import __version__
 from oscsync.cli.params import NumberRange
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+REALTIME_MODES = ("auto", "on", "off")
+"""``--realtime``'s choices: :data:`oscsync.realtime.MODES`, written here so that ``--help``
+imports nothing (tests/test_realtime.py holds them equal)."""
 
 # name -> ("module:attribute", short help). Order here is the order in --help. The short help is
 # written here too so that `oscsync --help` imports no subcommand (tests/test_cli_help.py checks
@@ -53,6 +59,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "oscsync.cli.bridge:bridge",
         "Follow a leader's clock and forward its OSC to an application that cannot.",
     ),
+    "link": (
+        "oscsync.cli.link:link",
+        "Join the Ableton Link session on this network and show it: peers, tempo, beat, phase.",
+    ),
     "audio": (
         "oscsync.cli.audio:audio",
         "Sound cards: list the output devices that --audio sounddevice can play on.",
@@ -67,7 +77,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "stats": (
         "oscsync.cli.stats:stats",
-        "Summarise tick logs: inter-onset std, max |onset − grid|, late %, lost ticks.",
+        "Summarise tick logs: inter-onset std, max |onset − grid|, arrived/played late %, lost.",
     ),
     "peers": (
         "oscsync.cli.peers:peers",
@@ -191,8 +201,35 @@ Examples:
     "PPM",
     "Pretend this machine's clock runs fast by PPM parts per million, for experiments.",
 )
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="OSCSYNC_KEY_FILE",
+    metavar="FILE",
+    help="Sign clock pings, pongs and timetagged bundles with the shared key in FILE, and "
+    "follow only a clock that signs with it (also OSCSYNC_KEY_FILE, or the key itself in "
+    "OSCSYNC_KEY). The same key on every machine. There is no --key KEY: a command line is "
+    "visible to every user of the machine (ps).",
+)
+@click.option(
+    "--realtime",
+    type=click.Choice(REALTIME_MODES),
+    default="auto",
+    show_default=True,
+    envvar="OSCSYNC_REALTIME",
+    help="Real-time priority for the threads that keep time (timer, receive): auto asks and "
+    "falls back quietly, on fails when refused and says how to get it, off does not ask. "
+    "Commands that keep time say at start which it was, and their summaries repeat it.",
+)
 @click.pass_context
-def cli(ctx: click.Context, quiet: bool, clock_skew: float, clock_drift: float) -> None:
+def cli(
+    ctx: click.Context,
+    quiet: bool,
+    clock_skew: float,
+    clock_drift: float,
+    key_file: Path | None,
+    realtime: str,
+) -> None:
     """Send, receive and schedule Open Sound Control with exact timetags.
 
     Listeners bind to 127.0.0.1 unless you say otherwise (--listen 0.0.0.0:9001 to accept OSC
@@ -200,13 +237,26 @@ def cli(ctx: click.Context, quiet: bool, clock_skew: float, clock_drift: float) 
     The options below go before the command: oscsync -q dump, oscsync --clock-skew 0.15 dump.
     """
     from oscsync.cli.runtime import AppContext, color_wanted  # here: --help needs none of it
+    from oscsync.osc.auth import AuthError, load_key
 
+    try:
+        key, key_warning = load_key(key_file, os.environ)
+    except AuthError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--key-file'") from None
     # A caller may hand in its own context (tests: `CliRunner().invoke(cli, args,
     # obj=AppContext(clock=FakeClock()))`): its clock is the one this run reads and waits on.
     given = ctx.obj.clock if isinstance(ctx.obj, AppContext) else None
+    policy = ctx.obj.realtime if isinstance(ctx.obj, AppContext) else None
     ctx.obj = AppContext.create(
-        quiet=quiet, clock_skew=clock_skew, clock_drift_ppm=clock_drift, base_clock=given
+        quiet=quiet,
+        clock_skew=clock_skew,
+        clock_drift_ppm=clock_drift,
+        base_clock=given,
+        key=key,
+        realtime=policy or realtime,
     )
+    if key_warning is not None:
+        ctx.obj.warn(key_warning)
     if not color_wanted():
         ctx.color = False  # every click.echo strips styles (NO_COLOR, no-color.org)
 

@@ -1,4 +1,5 @@
-"""``oscsync metronome send | listen | pair``."""
+"""The ``oscsync metronome send | listen | pair`` commands: their options and what they print
+(the work: :mod:`oscsync.apps.metronome`, :mod:`oscsync.apps.sessions`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from oscsync.apps.sessions import TickListenSession
 from oscsync.audio import sounds
 from oscsync.cli import records
 from oscsync.cli.hangup import hangup_stops
+from oscsync.cli.link import LinkOptions, link_options, linked
 from oscsync.cli.params import (
     DURATION,
     advertise_option,
@@ -30,7 +32,7 @@ from oscsync.cli.runtime import AppContext, running
 from oscsync.cli.syncing import sync_options
 from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
-from oscsync.terminal.wording import plural
+from oscsync.terminal.wording import milliseconds, plural
 
 _beats_per_bar_option = beats_per_bar_option(
     app_metronome.DEFAULT_BEATS_PER_BAR, "Beat 0 of each bar is the accent."
@@ -106,12 +108,13 @@ class TickSending(records.Sending):
     def total_in(self, duration: float) -> int:
         return ticks_in(duration, self.bpm)
 
-    def note(self, peers: tuple[HostPort, ...], offset: float) -> str:
+    def note(self, peers: tuple[HostPort, ...], offset: float, *, linked: bool = False) -> str:
         kind = (
-            f"in bundles timetagged {offset * 1000:g} ms ahead" if offset else "as plain messages"
+            f"in bundles timetagged {milliseconds(offset)} ahead" if offset else "as plain messages"
         )
         where = ", ".join(str(peer) for peer in peers)
-        return f"sending /tick to {where} at {self.bpm:g} bpm, {self.beats_per_bar} per bar, {kind}"
+        tempo = "on the Link session's beats" if linked else f"at {self.bpm:g} bpm"
+        return f"sending /tick to {where} {tempo}, {self.beats_per_bar} per bar, {kind}"
 
 
 @metronome.command(
@@ -124,13 +127,18 @@ Examples:
 )
 @_send_options
 @allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
+@link_options()
 @click.pass_obj
 @collect("sending", TickSending)
-def send(app: AppContext, sending: TickSending, allow: tuple[Network, ...]) -> None:
+@collect("link", LinkOptions)
+def send(
+    app: AppContext, sending: TickSending, allow: tuple[Network, ...], link: LinkOptions
+) -> None:
     """Send /tick ,i BEAT on a drift-free grid (tick k at t0 + k·60/bpm).
 
     BEAT counts 0 .. beats-per-bar − 1; 0 is the accent. Runs until --count, --duration or
-    Ctrl-C. Answers clock pings from listeners (metronome listen --sync) while it runs.
+    Ctrl-C. Answers clock pings from listeners (metronome listen --sync) while it runs. With
+    --link, the grid is an Ableton Link session's beats (docs/link.md).
     """
     total = sending.total()
     peers = resolve_peers(sending.peers)
@@ -139,16 +147,19 @@ def send(app: AppContext, sending: TickSending, allow: tuple[Network, ...]) -> N
         running(interrupted_exit=total is not None),
         hangup_stops(),
         records.send_session(app, sending, peers, allow) as session,
+        linked(app, link, bpm=sending.bpm, beats_per_bar=sending.beats_per_bar) as grid,
     ):
+        if grid is not None and sending.duration is not None:
+            total = ticks_in(sending.duration, grid.status().tempo)  # the session's tempo
         records.send_until_done(
             app,
             session,
             offset=sending.offset,
             total=total,
             sender=lambda seconds: session.tick_sender(
-                bpm=sending.bpm, beats_per_bar=sending.beats_per_bar, offset=seconds
+                bpm=sending.bpm, beats_per_bar=sending.beats_per_bar, offset=seconds, grid=grid
             ),
-            sending_note=partial(sending.note, peers),
+            sending_note=partial(sending.note, peers, linked=grid is not None),
             summary=lambda sender: _sent_summary(sender, total),
             progress="tick",
         )
@@ -160,10 +171,7 @@ def _sent_summary(sender: TickSender, total: int | None) -> str:
     else:
         text = f"metronome: sent {plural(sender.sent, 'tick')}"
     if sender.lateness.count:
-        text += (
-            f"; send time after grid: mean {sender.lateness.mean * 1e6:.0f} µs, "
-            f"max {sender.lateness.maximum * 1e6:.0f} µs"
-        )
+        text += "; " + sender.lateness_text()
     return text
 
 

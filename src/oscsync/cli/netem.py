@@ -1,4 +1,4 @@
-"""``oscsync netem``."""
+"""The ``oscsync netem`` command: its options and output (the work: :mod:`oscsync.apps.netem`)."""
 
 from __future__ import annotations
 
@@ -213,6 +213,7 @@ def netem(
             "to itself",
             param_hint="'--forward'",
         )
+    app.keep_time()
     with running():
         relay = Relay(
             listen,
@@ -235,4 +236,4 @@ def netem(
                 wait(threading.Event(), app.clock, duration)
         finally:
             relay.close()
-            click.echo(relay.report(), err=True)
+            click.echo(f"{relay.report()}\n{app.realtime_text()}", err=True)

@@ -94,7 +94,14 @@ class HostPortType(click.ParamType):  # type: ignore[type-arg]
                 str(value), default_host=self.default_host, allow_port_zero=self.allow_port_zero
             )
         except AddressError as exc:
-            self.fail(str(exc), param, ctx)
+            message = str(exc)
+            if self.names and message.startswith("cannot resolve host"):
+                # Issue 30: a laptop's NAME.local that this machine cannot resolve.
+                message += (
+                    "; `oscsync peers` lists the OSC services on the network, and a peer "
+                    "advertised as NAME is reached as @NAME (or give its IP address)"
+                )
+            self.fail(message, param, ctx)
         if parsed.is_tcp and self.udp_only:
             self.fail(f"{value!r}: {self.udp_only}; write it without tcp://", param, ctx)
         return parsed
@@ -151,8 +158,22 @@ class DurationType(click.ParamType):  # type: ignore[type-arg]
         if self.minimum is not None and seconds < self.minimum:
             self.fail(f"{value} is below the minimum of {self.minimum:g} s", param, ctx)
         if self.maximum is not None and seconds > self.maximum:
-            self.fail(f"{value} is above the maximum of {self.maximum:g} s", param, ctx)
+            self.fail(
+                f"{value} is above the maximum of {self.maximum:g} s{self._unit_hint(value)}",
+                param,
+                ctx,
+            )
         return seconds
+
+    def _unit_hint(self, value: Any) -> str:
+        """``--delay 20``: " (did you mean 20ms?)" when milliseconds would fit (issue 30)."""
+        match = _DURATION_RE.match(str(value))
+        if match is None or match.group(2) or self.maximum is None:
+            return ""
+        milliseconds = float(match.group(1)) * 1e-3
+        if self.minimum is not None and milliseconds < self.minimum:
+            return ""
+        return f" (did you mean {match.group(1)}ms?)" if milliseconds <= self.maximum else ""
 
 
 DURATION = DurationType()

@@ -83,14 +83,27 @@ def following(
     if not named:
         yield
         return
+    from oscsync.apps.endpoints import answers_with_key
     from oscsync.discovery.follower import PeerFollower
     from oscsync.discovery.mdns import DiscoveryError
 
     lock = threading.Lock()
 
-    def on_move(name: str, where: tuple[str, int]) -> None:
+    def on_move(name: str, where: tuple[str, int]) -> bool:
         moved = HostPort(*where, protocol=named[name].protocol)
+        # Anyone on the local network can announce the name (issue #27 item 5: a stranger
+        # re-announcing @bob took its ticks and the clock). With a key, only a peer that
+        # answers a signed ping with a pong signed with the same key is followed.
+        if app.auth is not None and not answers_with_key(moved, clock=app.clock, auth=app.auth):
+            app.warn(
+                escape(
+                    f"@{name} re-registered at {moved}, which does not answer with this "
+                    "--key-file key: not followed (anyone can announce a name)"
+                )
+            )
+            return False
         with lock:  # two names moving at once must not lose one of the two replacements
+            old = tuple(current)
             for index, item in enumerate(given):
                 if isinstance(item, PeerName) and item.name.lower() == name.lower():
                     current[index] = moved
@@ -98,9 +111,19 @@ def following(
             try:
                 replace(peers)
             except Exception as exc:  # TransportError (no socket), or the endpoint closing
+                current[:] = old
                 app.warn(escape(f"@{name} re-registered at {moved}, but cannot send there: {exc}"))
-                return
+                return False
         (say or app.note)(escape(f"@{name} re-registered: now sending to {moved}"))
+        if app.auth is None:
+            app.warn(
+                escape(
+                    f"@{name}'s new address {moved} is not verified: anyone on the local network "
+                    f"can announce @{name} (give both machines the same --key-file to follow only "
+                    "a peer that holds it, or type the address)"
+                )
+            )
+        return True
 
     try:
         follower = PeerFollower(

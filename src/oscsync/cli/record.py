@@ -1,4 +1,4 @@
-"""``oscsync record``."""
+"""The ``oscsync record`` command: its options and output (the work: :mod:`oscsync.apps.record`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import IO, Any
 
 import click
 
-from oscsync.apps.receiving import ReceiveSession, SessionSetup
+from oscsync.apps.receiving import ReceiveSession
 from oscsync.apps.record import Recorder
 from oscsync.cli.params import (
     DURATION,
@@ -127,8 +127,9 @@ def _record(
     clock = app.clock
     failure: OSError | None = None
     name, interface = advertise
+    app.keep_time()
     with running(), Advertising(app, name, interface, role="record", allow=allow) as advertised:
-        session = ReceiveSession(listen, (), SessionSetup(clock, app.note, app.warn, allow, iface))
+        session = ReceiveSession(listen, (), app.setup(allow, iface, clock=clock))
         endpoint = session.endpoint
         recorder = Recorder(
             clock,
@@ -157,7 +158,8 @@ def _record(
             failure = recorder.failure
             elapsed = clock.monotonic() - recorder.started_monotonic
             note = endpoint.stats.connection_note()
-            app.note(recorder.summary(endpoint.stats.drops, elapsed, note))
+            summary = recorder.summary(endpoint.stats.drops, elapsed, note)
+            app.note(f"{summary}; {app.realtime_text()}")
             if isinstance(failure, BrokenPipeError) or not stopped:
                 leave_without_stdout(stopped_cleanly=stopped)
     if failure is not None and not isinstance(failure, BrokenPipeError):

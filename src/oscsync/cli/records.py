@@ -88,7 +88,9 @@ class RecordLines(Generic[R]):
                 sys.stdout.flush()
             except BrokenPipeError:
                 self.output_closed = True
-        self.app.note(self.session.summary())
+        self.app.note(f"{self.session.summary()}  {self.app.realtime_text()}")
+        if (hint := self.session.silence_hint()) is not None:
+            self.app.warn(hint)
         if self.output_closed:
             leave_without_stdout(stopped_cleanly=True)
         if self.session.failure is not None:
@@ -132,7 +134,7 @@ def setup(
     app: AppContext, allow: Sequence[Network], iface: str | None, framing: Framing = "slip"
 ) -> SessionSetup:
     """What every session takes from the command line and the app context."""
-    return SessionSetup(app.clock, app.note, app.warn, allow, iface, framing)
+    return app.setup(allow, iface, framing)
 
 
 class OffsetType(DurationType):
@@ -435,6 +437,9 @@ class ListenRun:
                     started.stop()
                 session.close_follower()
                 lines.finish()
+                if started is not None and started.lateness.count:
+                    # The sender's own lateness beside what the listener counted (issue 29).
+                    app.note(f"sender: {started.lateness_text()}")
 
 
 @contextlib.contextmanager
@@ -448,6 +453,7 @@ def listening(
     """What a listening command holds while it runs: its ``--log`` file, its ``--advertise``
     announcement (as ``role``), and session errors as one line (:func:`session_errors`).
     ``pair`` gives its ``sending`` options and the ``peers`` they resolved to."""
+    app.keep_time()
     with (
         log_file(options.log_path) as log,
         Advertising(
@@ -464,6 +470,7 @@ def send_session(
 ) -> Iterator[SendSession]:
     """``send``'s session to ``peers`` (``sending.peers`` resolved; an ``@NAME`` that moves is
     followed), with session errors as one line (:func:`session_errors`)."""
+    app.keep_time()
     with (
         session_errors(),
         SendSession(peers, setup(app, allow, sending.iface, sending.framing)) as session,
@@ -505,4 +512,10 @@ def send_until_done(
         if live is not None:
             live.end()
             app.live = None
-        app.note(summary(started))
+        text = f"{summary(started)}; {app.realtime_text()}"
+        refused = session.endpoint.stats.send_errors.get("refused", 0)
+        if refused:
+            # A stream keeps sending to a closed port (it warned once); its summary says how
+            # many were lost, as chat's does (issue 30).
+            text += f"; refused {refused} (nothing listened)"
+        app.note(text)

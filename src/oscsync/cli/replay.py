@@ -1,4 +1,4 @@
-"""``oscsync replay``."""
+"""The ``oscsync replay`` command: its options and output (the work: :mod:`oscsync.apps.replay`)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import math
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 
-from oscsync.apps.receiving import SessionSetup
 from oscsync.apps.replay import (
     TIMETAG_MODES,
     Plan,
@@ -24,11 +24,13 @@ from oscsync.apps.replay import (
 from oscsync.cli.params import DURATION, framing_option, iface_option, peers_option
 from oscsync.cli.peers import following, resolve_peers
 from oscsync.cli.runtime import AppContext, running
+from oscsync.files.kinds import file_kind
 from oscsync.files.pcap import CaptureError, CaptureReport, is_capture, read_capture
 from oscsync.files.recording import Datagram, ReadReport, RecordingError, read_recording
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
 from oscsync.net.udp import Endpoint
+from oscsync.terminal.wording import plural
 
 PROGRESS_INTERVAL = 0.5
 
@@ -174,6 +176,17 @@ def replay(
         raise click.UsageError("--to must be later than --from")
     if not os.path.exists(file):
         raise click.BadParameter(f"{file} does not exist", param_hint="FILE")
+    kind = file_kind(Path(file))
+    if kind in ("tick log", "event log"):
+        what, reader = (
+            ("a tick log (metronome listen --log)", f"use `oscsync stats {file}`")
+            if kind == "tick log"
+            else ("an event log (sequence listen --log)", "read it with jq")
+        )
+        raise click.ClickException(
+            f"{file}: this is {what}, not a recording: {reader}; "
+            "`oscsync record FILE` makes a recording to replay"
+        )
     source = DatagramFile(file, skip_bad)
     if destination_port is not None and not source.is_capture:
         raise click.UsageError("--port only applies to pcap/pcapng captures")
@@ -189,10 +202,6 @@ def replay(
         )
     given = peers
     peers = resolve_peers(given)  # @NAME: after the file is checked, before anything is sent
-    app.note(
-        f"replay: {measured.count} datagrams, {(measured.last - measured.first) / speed:.3f} s "
-        f"per pass, to {', '.join(map(str, peers))}"
-    )
     _replay(app, source, measured, selection, peers, speed, loops, timetags, iface, framing, given)
 
 
@@ -229,13 +238,15 @@ def _replay(
             click.echo("\r\x1b[K", nl=False, err=True)
         app.note(text)
 
+    # A defined end (every --loop but 0, "until Ctrl-C") cut short exits 130 (issue 30).
+    app.keep_time()
     with (
-        running(),
+        running(interrupted_exit=loops != 0),
         ReplaySession(
             source,
             measured,
             peers,
-            SessionSetup(clock, app.note, warn, multicast_interface=iface, framing=framing),
+            app.setup((), iface, framing, warn=warn, clock=clock),
             selection=selection,
             speed=speed,
             loops=loops,
@@ -244,9 +255,16 @@ def _replay(
         following(app, given, peers, session.endpoint.set_peers, say=note),
     ):
         replayer = session.replayer
-        session.start()
-        next_progress = clock.monotonic()
         try:
+            # Inside running() and this try: a Ctrl-C right after this line is a clean stop
+            # with its summary (it was "Aborted!", or no summary while starting).
+            app.note(
+                f"replay: {measured.count} datagrams, "
+                f"{(measured.last - measured.first) / speed:.3f} s per pass, to "
+                f"{', '.join(map(str, peers))}"
+            )
+            session.start()
+            next_progress = clock.monotonic()
             while not replayer.finished.is_set():
                 if progress and clock.monotonic() >= next_progress:
                     next_progress = clock.monotonic() + PROGRESS_INTERVAL
@@ -256,7 +274,12 @@ def _replay(
             if progress:
                 click.echo("\r\x1b[K", nl=False, err=True)
             session.scheduler.close()
-            app.note(_summary(replayer, session.endpoint, source))
+            if not replayer.finished.is_set() and replayer.total is not None:
+                app.note(
+                    f"replay: stopped after {replayer.stats.datagrams} of "
+                    f"{plural(replayer.total, 'datagram')}"
+                )
+            app.note(f"{_summary(replayer, session.endpoint, source)}; {app.realtime_text()}")
     if replayer.failure is not None:
         raise click.ClickException(f"{source.path}: {replayer.failure}")
 
@@ -272,7 +295,8 @@ def _progress_text(replayer: Replayer) -> str:
 
 def _summary(replayer: Replayer, endpoint: Endpoint, source: DatagramFile) -> str:
     stats = replayer.stats
-    elapsed = max(0.0, replayer.clock.monotonic() - replayer.start_monotonic)
+    started = replayer.start_monotonic  # 0.0: stopped before it started
+    elapsed = max(0.0, replayer.clock.monotonic() - started) if started else 0.0
     text = (
         f"replay: sent {stats.datagrams} datagrams ({stats.packets} packets, {stats.bytes} bytes) "
         f"in {elapsed:.3f} s, {stats.loops_started} pass(es)"

@@ -14,19 +14,27 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import click
 
 from oscsync import threads
 from oscsync.clock import Clock, SkewedClock, SystemClock
 from oscsync.net.udp import TransportError
+from oscsync.osc.auth import Key, PacketAuth
+from oscsync.realtime import Mode, Realtime, RealtimeRefused
 from oscsync.terminal import display
 from oscsync.terminal.liveline import LiveLine
+from oscsync.terminal.wording import fit, terminal_width
 from oscsync.threads import STOP_SIGNALS
+
+if TYPE_CHECKING:
+    from oscsync.apps.receiving import SessionSetup
+    from oscsync.net.core import Network
+    from oscsync.net.framing import Framing
 
 
 @dataclass
@@ -37,6 +45,10 @@ class AppContext:
     quiet: bool = False
     live: LiveLine | None = None
     """The live status line on stdout, if a command keeps one: notices and warnings go above it."""
+    auth: PacketAuth | None = None
+    """The shared key's signer and checker (``--key-file``, ``OSCSYNC_KEY``), or None."""
+    realtime: Realtime | None = None
+    """``--realtime`` (None: a command invoked without the group, as tests do: nothing asked)."""
 
     @classmethod
     def create(
@@ -46,12 +58,64 @@ class AppContext:
         clock_skew: float = 0.0,
         clock_drift_ppm: float = 0.0,
         base_clock: Clock | None = None,
+        key: Key | None = None,
+        realtime: Realtime | str = "off",
     ) -> AppContext:
-        """The context for one run; ``base_clock`` (a test's FakeClock) replaces the system's."""
+        """The context for one run; ``base_clock`` (a test's FakeClock) replaces the system's,
+        ``realtime`` is ``--realtime`` (or a test's policy with a fake backend)."""
         clock: Clock = base_clock if base_clock is not None else SystemClock()
         if clock_skew or clock_drift_ppm:
             clock = SkewedClock(clock, skew=clock_skew, drift_ppm=clock_drift_ppm)
-        return cls(clock=clock, quiet=quiet)
+        policy = realtime if isinstance(realtime, Realtime) else Realtime(cast(Mode, realtime))
+        auth = None if key is None else PacketAuth(key)
+        return cls(clock=clock, quiet=quiet, auth=auth, realtime=policy)
+
+    def setup(
+        self,
+        allow: Sequence[Network] = (),
+        iface: str | None = None,
+        framing: Framing = "slip",
+        *,
+        warn: Callable[[str], None] | None = None,
+        clock: Clock | None = None,
+    ) -> SessionSetup:
+        """What every session takes from the command line and this context (its key too)."""
+        from oscsync.apps.receiving import SessionSetup  # the sessions' stack: not for --help
+
+        return SessionSetup(
+            self.clock if clock is None else clock,
+            self.note,
+            self.warn if warn is None else warn,
+            allow,
+            iface,
+            framing,
+            auth=self.auth,
+        )
+
+    def keep_time(self) -> None:
+        """A command that keeps time starts here: ask for real-time priority (``--realtime``),
+        say once whether it was granted, and let the timing threads ask on themselves until the
+        command ends. ``--realtime on`` refused: one line saying how to get it, exit 1."""
+        policy = self.realtime
+        if policy is None or policy.outcome is not None or policy.mode == "off":
+            return
+        try:
+            policy.probe()
+        except RealtimeRefused as exc:
+            raise click.ClickException(str(exc)) from None
+        self.note(policy.notice())
+        policy.install()
+        context = click.get_current_context(silent=True)
+        if context is not None:
+            context.find_root().call_on_close(policy.uninstall)
+
+    def realtime_text(self) -> str:
+        """For a summary line: ``realtime SCHED_FIFO 6`` / ``refused`` / ``off``."""
+        return "realtime off" if self.realtime is None else self.realtime.describe()
+
+    def realtime_json(self) -> dict[str, Any]:
+        """For JSON output (see :meth:`oscsync.realtime.Realtime.to_json`)."""
+        return Realtime("off").to_json() if self.realtime is None else self.realtime.to_json()
 
     def note(self, text: str) -> None:
         """An informational line on stderr (silenced by -q)."""
@@ -69,6 +133,7 @@ class AppContext:
         return self.live
 
     def _stderr_line(self, text: str) -> None:
+        text = fit(text, terminal_width(sys.stderr))  # at word boundaries on a terminal
         if not color_wanted():
             # NO_COLOR from every thread: the group's ctx.color=False reaches only the main
             # thread's click context, and warnings also come from receive and timer threads.

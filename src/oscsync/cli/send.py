@@ -1,6 +1,9 @@
-"""``oscsync send``."""
+"""The ``oscsync send`` command: its options and output (the work: :mod:`oscsync.apps.send`)."""
 
 from __future__ import annotations
+
+import difflib
+import re
 
 import click
 
@@ -20,14 +23,85 @@ from oscsync.net.hostport import HostPort
 from oscsync.osc import codec, timetag
 from oscsync.terminal.wording import plural
 
+_LOOKS_LIKE_AN_OPTION = re.compile(r"--?[A-Za-z]")
+
+
+def _is_number(word: str) -> bool:
+    """``-1``, ``-0.5``, ``-1e3``, ``-0x1f``: data for an OSC argument, never an option."""
+    for parse in (float, lambda text: int(text, 0)):
+        try:
+            parse(word)
+        except ValueError:
+            continue
+        return True
+    return False
+
+
+class DataArgumentsCommand(click.Command):
+    """A command whose last argument takes any words, including negative numbers, as data.
+
+    A word that looks like an option but is none of the command's (``--inn`` for ``--in``) is
+    refused with the nearest option, instead of silently becoming OSC data (issue 30); after
+    ``--`` every word is data. click is then handed the options first and every argument after
+    a ``--`` of its own, so that it never reads ``-inf`` or ``-1n`` as short options.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value: dict[str, bool] = {name: False for name in ctx.help_option_names}
+        for param in self.params:
+            if isinstance(param, click.Option):
+                for name in param.opts + param.secondary_opts:
+                    takes_value[name] = not param.is_flag and not param.count
+        options: list[str] = []
+        words: list[str] = []
+        given = iter(args)
+        for word in given:
+            if word == "--":
+                words.extend(given)
+                break
+            name = word.partition("=")[0] if word.startswith("--") else word[:2]
+            if word.startswith("-") and name in takes_value:
+                attached = word != name  # --in=0.25, -n3
+                options.append(word)
+                if takes_value[name] and not attached:
+                    value = next(given, None)
+                    if value is None:
+                        raise click.BadOptionUsage(name, f"{name} needs a value", ctx=ctx)
+                    options.append(value)
+                elif attached and not takes_value[name]:
+                    self._refuse(ctx, word)
+                continue
+            if _LOOKS_LIKE_AN_OPTION.match(word) and not _is_number(word):
+                self._refuse(ctx, word)
+            words.append(word)
+        return super().parse_args(ctx, [*options, "--", *words])
+
+    def _refuse(self, ctx: click.Context, word: str) -> None:
+        name = word.partition("=")[0]
+        long_names = [
+            opt[2:]
+            for param in self.params
+            if isinstance(param, click.Option)
+            for opt in param.opts + param.secondary_opts
+            if opt.startswith("--")
+        ]
+        close = difflib.get_close_matches(name.lstrip("-"), long_names, n=1)
+        hint = f" (did you mean --{close[0]}?)" if close else ""
+        raise click.NoSuchOption(
+            name,
+            message=f"no such option: {name}{hint}; to send {word!r} as an argument, "
+            "write -- before the arguments",
+            ctx=ctx,
+        )
+
 
 @click.command(
-    # Negative numbers (-1, -0.5) are arguments, not unknown options.
-    context_settings={"ignore_unknown_options": True},
+    cls=DataArgumentsCommand,
     epilog="""\b
 Examples:
   oscsync send 127.0.0.1:9001 /chat "hello world"
   oscsync send 127.0.0.1:9001 /synth/freq 440.0 -1 true
+  oscsync send 127.0.0.1:9001 /chat -- --verbose       # -- first: words like options as data
   oscsync send 127.0.0.1:9001 /raw --types ihdsb 7 9000000000 0.5 text cafe
   oscsync send 127.0.0.1:9001 /tick 0 --in 0.25        # a bundle due 250 ms from now
   oscsync send 127.0.0.1:9001 /go --at 20:30Z         # a bundle for the next 20:30 UTC
@@ -111,6 +185,7 @@ def send(
                 warn=app.warn,
                 multicast_interface=iface,
                 framing=framing,
+                auth=app.auth,
             )
         finally:
             if repeat > 1 and progress.packets < repeat:
@@ -120,3 +195,9 @@ def send(
             raise click.ClickException("nothing was sent (see the warning above)")
         if not progress.written:
             raise click.ClickException("could not send to every peer (see the warning above)")
+        if progress.refused:
+            raise click.ClickException(
+                f"could not deliver {progress.refused} of "
+                f"{plural(progress.datagrams, 'datagram')}: refused, nothing listens there (see "
+                "the warning above)"
+            )

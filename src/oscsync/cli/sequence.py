@@ -16,6 +16,7 @@ from oscsync.apps.metronome import TickSender
 from oscsync.apps.sequence import PatternFile, SequenceSender, describe, event_line
 from oscsync.apps.sessions import SequenceListenSession
 from oscsync.cli import records
+from oscsync.cli.link import LinkOptions, link_options, linked
 from oscsync.cli.params import (
     DURATION,
     ParsedType,
@@ -33,6 +34,7 @@ from oscsync.cli.syncing import sync_options
 from oscsync.files.pattern import NAME, PatternError
 from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
+from oscsync.terminal.wording import milliseconds, plural
 
 
 class VoiceSoundType(ParsedType):
@@ -152,13 +154,21 @@ class PatternSending(records.Sending):
             "swing": self.swing,
         }
 
-    def note(self, watched: PatternFile, peers: tuple[HostPort, ...], offset: float) -> str:
-        kind = f"timetagged {offset * 1000:g} ms ahead" if offset else "played on arrival"
+    def note(
+        self,
+        watched: PatternFile,
+        peers: tuple[HostPort, ...],
+        offset: float,
+        *,
+        linked: bool = False,
+    ) -> str:
+        kind = f"timetagged {milliseconds(offset)} ahead" if offset else "played on arrival"
         where = ", ".join(str(peer) for peer in peers)
+        tempo = "on the Link session's beats" if linked else f"at {self.bpm:g} bpm"
         return (
-            f"sequencing {watched.path} ({describe(watched.pattern)}) to {where} at "
-            f"{self.bpm:g} bpm, {self.steps_per_beat} steps per beat, {kind}; edit the file to "
-            "change it at the next bar"
+            f"sequencing {watched.path} ({describe(watched.pattern)}) to {where} {tempo}, "
+            f"{self.steps_per_beat} steps per beat, {kind}; edit the file to change it at the "
+            "next bar"
         )
 
 
@@ -172,33 +182,53 @@ Examples:
 )
 @_send_options
 @allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
+@link_options()
 @click.pass_obj
 @collect("sending", PatternSending)
-def send(app: AppContext, sending: PatternSending, allow: tuple[Network, ...]) -> None:
+@collect("link", LinkOptions)
+def send(
+    app: AppContext, sending: PatternSending, allow: tuple[Network, ...], link: LinkOptions
+) -> None:
     """Send the PATTERN file, one bundle per step with a /seq/VOICE message per sounding voice.
 
     The pattern loops; saving the file changes it at the next bar line. Runs until --bars,
-    --duration or Ctrl-C. See docs/example4-sequencer.md for the pattern format.
+    --duration or Ctrl-C. See docs/example4-sequencer.md for the pattern format. With --link,
+    the steps are on an Ableton Link session's beats (docs/link.md).
     """
     total = sending.total()
     watched = _read_pattern(sending.pattern_path, app)
     peers = resolve_peers(sending.peers)
-    with running(), records.send_session(app, sending, peers, allow) as session:
-        grid = sending.grid()
+    grid = sending.grid()
+    # A defined end (--bars, --duration) cut short exits 130, as metronome send (issue 30).
+    with (
+        running(interrupted_exit=total is not None),
+        records.send_session(app, sending, peers, allow) as session,
+        linked(app, link, **grid) as link_grid,
+    ):
+        if link_grid is not None and sending.duration is not None:
+            tempo = link_grid.status().tempo  # the session's
+            total = app_sequence.steps_in(sending.duration, tempo, sending.steps_per_beat)
         records.send_until_done(
             app,
             session,
             offset=sending.offset,
             total=total,
-            sender=lambda seconds: session.pattern_sender(watched, offset=seconds, **grid),
-            sending_note=partial(sending.note, watched, peers),
-            summary=_sent_summary,
+            sender=lambda seconds: session.pattern_sender(
+                watched, offset=seconds, grid=link_grid, **grid
+            ),
+            sending_note=partial(sending.note, watched, peers, linked=link_grid is not None),
+            summary=lambda sender: _sent_summary(sender, total),
         )
 
 
-def _sent_summary(sender: TickSender) -> str:
+def _sent_summary(sender: TickSender, total: int | None) -> str:
     assert isinstance(sender, SequenceSender)
-    return f"sequence: sent {sender.sent} steps, {sender.reloads} pattern changes"
+    of = f" of {total}" if total is not None and sender.sent < total else ""
+    changes = plural(sender.reloads, "pattern change")
+    text = f"sequence: sent {sender.sent}{of} steps, {changes}"
+    if sender.lateness.count:
+        text += "; " + sender.lateness_text()
+    return text
 
 
 # -- listen -----------------------------------------------------------------------------------

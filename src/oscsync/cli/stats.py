@@ -40,17 +40,27 @@ Examples:
 def stats(
     app: AppContext, logs: tuple[Path, ...], bpm: float | None, as_json: bool, old_json: bool
 ) -> None:
-    """Summarise tick logs: inter-onset std, max |onset − grid|, late %, lost ticks.
+    """Summarise tick logs: inter-onset std, max |onset − grid|, arrived/played late %, lost.
 
     Tick numbers come from the timetags (or arrival times of plain ticks) on the beat grid, so
-    a missing tick shows up as lost. Lines that are not tick records are skipped and counted.
+    a missing tick shows up as lost. Late is more than 1 ms after the timetag: arrived late
+    (after it) or played late (in time, played late by this machine); a log from before the two
+    were logged apart is split by its arrival times. Lines that are not tick records are
+    skipped and counted.
     """
     from oscsync.apps import tables, ticklog
+    from oscsync.files.kinds import file_kind
 
     as_json = as_json or old_json
 
     rows = []
     for path in logs:
+        if file_kind(path) == "recording":
+            raise click.ClickException(
+                f"{path}: this is a recording (oscsync record), not a tick log: send it again "
+                f"with `oscsync replay {path} --peer HOST:PORT`; `oscsync metronome listen "
+                "--log ticks.jsonl` writes a tick log"
+            )
         try:
             times = ticklog.read_log(path)
             result, period = ticklog.score_log(times, bpm)

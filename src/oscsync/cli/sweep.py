@@ -92,10 +92,11 @@ def sweep(
     Every offset is a fresh run (in this process) of TICKS ticks, each in a bundle timetagged
     OFFSET after its grid time, through a netem link. Columns: standard deviation of the
     intervals between onsets, the largest distance of an onset from the ideal grid, the share of
-    ticks that arrived after their timetag (late: played on arrival), and ticks lost. The first
-    bar is a count-in and is not scored.
+    ticks that arrived late (after their timetag: played on arrival) and of those played late
+    (in time, but played more than 1 ms after it), and ticks lost. The first bar is a count-in
+    and is not scored.
     """
-    from oscsync.apps import lab, tables
+    from oscsync.apps import lab, labrecords, tables
 
     if plot_path is not None:
         try:
@@ -107,40 +108,48 @@ def sweep(
         json_path, json_option = old_json_path, "--json"
     for path, option in ((csv_path, "--csv"), (json_path, json_option), (plot_path, "--plot")):
         _check_writable(path, option)
-    follower = lab.FollowerSpec("follower", skew=skew, sync=sync)
+    follower = labrecords.FollowerSpec("follower", skew=skew, sync=sync)
     rows = []
-    with (
-        running() as run,
-        click.progressbar(
+    app.keep_time()
+    bar_shown = sys.stderr.isatty()
+
+    def warn(text: str) -> None:
+        if bar_shown:
+            click.echo("\r\x1b[K", nl=False, err=True)  # not on the bar's line (issue 30)
+        app.warn(text)
+
+    with running() as run:
+        # Inside running(): a Ctrl-C right after this line is a clean stop too. Before the bar:
+        # printed after it, the note shared the bar's line.
+        app.note(
+            f"sweep: {plural(len(offsets), 'offset')} × {ticks} ticks at {bpm:g} bpm; "
+            f"{link.describe()}"
+        )
+        with click.progressbar(
             offsets,
             label="sweep",
             file=sys.stderr,
             show_pos=True,
             item_show_func=_show,
             # Piped, click would print the bare label once: nothing is better.
-            hidden=not sys.stderr.isatty(),
-        ) as progress,
-    ):
-        # Inside running(): a Ctrl-C right after this line is a clean stop too.
-        app.note(
-            f"sweep: {plural(len(offsets), 'offset')} × {ticks} ticks at {bpm:g} bpm; "
-            f"{link.describe()}"
-        )
-        for offset in progress:
-            spec = lab.SessionSpec(
-                offset=offset,
-                link=link,
-                followers=(follower,),
-                bpm=bpm,
-                ticks=ticks,
-                seed=seed,
-                count_in=4 if ticks >= 12 else 1,
-            )
-            result = lab.run_session(spec, app.clock, on_warning=app.warn)
-            rows.append(tables.sweep_row(offset, result))
+            hidden=not bar_shown,
+        ) as progress:
+            for offset in progress:
+                spec = labrecords.SessionSpec(
+                    offset=offset,
+                    link=link,
+                    followers=(follower,),
+                    bpm=bpm,
+                    ticks=ticks,
+                    seed=seed,
+                    count_in=4 if ticks >= 12 else 1,
+                )
+                result = lab.run_session(spec, app.clock, on_warning=warn)
+                rows.append(tables.sweep_row(offset, result))
     if len(rows) < len(offsets):
         app.warn("interrupted: the table shows the offsets that finished")
     click.echo(tables.format_table(rows))
+    app.note(app.realtime_text())
     try:
         if csv_path is not None:
             tables.write_csv(csv_path, rows)

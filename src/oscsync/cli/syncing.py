@@ -48,8 +48,9 @@ def sync_options(
             "--sync-peer",
             type=PEER,
             metavar="HOST:PORT|@NAME",
-            help=f"Whose clock to follow with --sync (default: the first sender of {first}; "
-            "give it to refuse anyone else's timetags and to sync before the first one). An "
+            help=f"Whose clock to follow with --sync (default: the first sender of {first}, "
+            "whoever it is, or with oscsync --key-file the first that signs with the key; give "
+            "it to refuse anyone else's timetags and to sync before the first one). An "
             "@NAME that re-registers elsewhere is followed there, syncing from scratch.",
         ),
         click.option(

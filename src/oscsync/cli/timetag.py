@@ -7,7 +7,7 @@ import sys
 import click
 
 from oscsync.apps.monitor import DEFAULT_WINDOW, LIVE_REFRESH, MonitorView, summary
-from oscsync.apps.receiving import ReceiveSession, SessionSetup
+from oscsync.apps.receiving import ReceiveSession
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, stdout_is_tty
@@ -93,8 +93,9 @@ def monitor(
     clock = app.clock
     live = app.live_line() if mode == "live" else None
     view = MonitorView(sys.stdout, clock, mode=mode, window=window, count=count, live=live)
+    app.keep_time()
     with running(), hangup_stops():
-        session = ReceiveSession(listen, (), SessionSetup(clock, app.note, app.warn, allow, iface))
+        session = ReceiveSession(listen, (), app.setup(allow, iface, clock=clock))
         try:
             app.note(f"monitoring timetags on {session.endpoint.local_address}")
             session.start(view.on_message)
@@ -116,7 +117,7 @@ def monitor(
                     sys.stdout.flush()
                 except BrokenPipeError:
                     stdout_usable = False
-            app.note(summary(view.monitor))
+            app.note(f"{summary(view.monitor)}; {app.realtime_text()}")
             if not stdout_usable:
                 leave_without_stdout(stopped_cleanly=receiver_stopped)
 

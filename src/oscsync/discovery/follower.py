@@ -17,8 +17,10 @@ from oscsync.discovery.browsing import preferred_address, resolve_info
 if TYPE_CHECKING:
     from zeroconf import Zeroconf
 
-Moved = Callable[[str, tuple[str, int]], None]
-"""``on_move(name, (address, port))``: an ``@NAME`` peer now answers at another address or port."""
+Moved = Callable[[str, tuple[str, int]], "bool | None"]
+"""``on_move(name, (address, port))``: an ``@NAME`` peer now answers at another address or port.
+False refuses the move (the new address could not be verified): the name stays where it was,
+and its next announcement there is tried again."""
 
 
 class PeerFollower:
@@ -103,9 +105,10 @@ class PeerFollower:
                 address = None if peer is None else preferred_address(peer.addresses)
                 if peer is None or address is None or self._current[key] == (address, peer.port):
                     continue
+                if self.on_move(self._names[key], (address, peer.port)) is False:
+                    continue  # refused (not verified): still where it was
                 self._current[key] = (address, peer.port)
                 self.moves += 1
-                self.on_move(self._names[key], (address, peer.port))
 
     def close(self) -> None:
         browser, self._browser = self._browser, None

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 from oscsync.clock import Clock
 from oscsync.net.hostport import HostPort
 from oscsync.osc import codec
+from oscsync.osc.auth import ELEMENT_SIZE as SIGNATURE_SIZE
+from oscsync.osc.auth import is_signed
 from oscsync.osc.routing import AddressRegistry, Received, no_route
 from oscsync.stats import WarnOnce
 from oscsync.terminal import display
@@ -54,6 +56,12 @@ class TransportStats:
     """``kernel``: arrival is when the kernel received the datagram; ``clock``: when it was read."""
     connections: int = 0
     """TCP connections a listener accepted (0 on UDP); each frame counts in :attr:`datagrams`."""
+    answered: Counter[str] = field(default_factory=Counter)
+    """Messages answered on the endpoint's behalf, by address (clock pings): in :attr:`messages`
+    too, so that a summary can count them apart from the command's own (issue 30)."""
+    arrival_reanchors: int = 0
+    """Times the kernel's arrival stamps were found off this process's clock and re-anchored
+    (:class:`oscsync.clock.KernelStamps`: the system clock stepped, or another clock)."""
     connections_closed: Counter[str] = field(default_factory=Counter)
     """TCP connections the listener closed or refused, by reason (``evicted`` to make room,
     ``idle``, ``frame-timeout``, ``waiting-at-close``...); not those the clients closed."""
@@ -85,6 +93,12 @@ MessageHandler = Callable[[Received], None]
 DatagramHandler = Callable[[bytes, tuple[str, int], float], None]
 """Takes each allowed datagram undecoded, with its source and arrival (``record``, issue #15)."""
 WarningHandler = Callable[[str], None]
+
+
+class BundleVerifier(Protocol):
+    """Checks signed bundles (:class:`oscsync.osc.auth.Verifier`)."""
+
+    def open(self, data: bytes, source: object = None) -> tuple[bytes, bool] | str: ...
 
 
 class ReceiveHooks(TypedDict, total=False):
@@ -174,6 +188,7 @@ class ReceiveCore:
         on_warning: WarningHandler = _ignore_warning,
         registry: AddressRegistry | None = None,
         stats: TransportStats | None = None,
+        verifier: BundleVerifier | None = None,
     ) -> None:
         self.clock = clock
         self.stats = stats if stats is not None else TransportStats()
@@ -187,6 +202,12 @@ class ReceiveCore:
         seen (one line per reason, not one per bad datagram)."""
         self._allow = tuple(allow)
         self._allow_cache: dict[str, bool] = {}
+        self.verifier = verifier
+        """With a key (``--key-file``): signed bundles are checked here and their messages
+        marked :attr:`~oscsync.osc.routing.Received.authenticated`; a bad or replayed signature
+        drops the datagram (``bad-signature``, ``replayed``). With or without one, the signature
+        element (:mod:`oscsync.osc.auth`) is removed before dispatch: it is this layer's, as a
+        ping's answer is, and never reaches an application."""
 
     def feed(
         self, data: bytes, source: Any, arrival: float | None = None, via_peer: bool = False
@@ -216,6 +237,18 @@ class ReceiveCore:
         # A plain message, the common case, skips decode()'s list and the loop below (issue 18,
         # benchmarks/dump_path.py); decode() would hand it to decode_message all the same.
         plain = data[:1] == b"/" and not len(data) & 3
+        authenticated = False
+        if not plain and is_signed(data):
+            if self.verifier is None:
+                # No key to check it with: the signature goes, its messages stay unchecked.
+                data = data[:-SIGNATURE_SIZE]
+            else:
+                opened = self.verifier.open(data, source)
+                if isinstance(opened, str):
+                    stats.drops[opened] += 1
+                    self._warn_signature(opened, source)
+                    return
+                data, authenticated = opened
         try:
             if plain:
                 message = _decode_message(data)
@@ -238,7 +271,9 @@ class ReceiveCore:
                     return
                 handler = self.handler
             try:
-                handler(_new_received(Received, (message, source, arrival, via_peer)))
+                handler(
+                    _new_received(Received, (message, source, arrival, via_peer, authenticated))
+                )
             except Exception as exc:
                 self._handler_failed(message, exc)
             return
@@ -256,7 +291,9 @@ class ReceiveCore:
                     continue
                 handler = fallback
             try:
-                handler(_new_received(Received, (message, source, arrival, via_peer)))
+                handler(
+                    _new_received(Received, (message, source, arrival, via_peer, authenticated))
+                )
             except Exception as exc:
                 self._handler_failed(message, exc)
 
@@ -289,6 +326,18 @@ class ReceiveCore:
                 self._allow_cache.clear()
             self._allow_cache[host] = verdict
         return verdict
+
+    def _warn_signature(self, reason: str, source: tuple[str, int]) -> None:
+        where = display.escape(f"{source[0]}:{source[1]}")
+        why = (
+            "it was sent before (a replay)"
+            if reason == "replayed"
+            else "its signature does not match this key (another key, or a forgery)"
+        )
+        self.warn_once(
+            "drop:" + reason,
+            f"dropped a signed datagram from {where}: {why}; further ones are counted",
+        )
 
     def _warn_drop(self, reason: str, source: tuple[str, int], data: bytes, detail: str) -> None:
         # Once per reason while running, not only in the summary at Ctrl-C (issue #13).

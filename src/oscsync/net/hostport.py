@@ -110,7 +110,16 @@ def parse_hostport(
             raise AddressError(f"{text!r}: a host is needed here, e.g. 127.0.0.1:{value}")
         host = default_host
     if not host:
-        raise AddressError(f"{text!r}: the host part is empty")
+        # Issue 30: ":9001" said only "the host part is empty"; say what to write instead.
+        if default_host is None:
+            raise AddressError(
+                f"{text!r}: the host part is empty: write {DEFAULT_HOST}:{port_text} for this "
+                "machine"
+            )
+        raise AddressError(
+            f"{text!r}: the host part is empty: write {port_text} for {default_host}:{port_text} "
+            f"(the default), or 0.0.0.0:{port_text} for every interface"
+        )
     port = parse_port(port_text, allow_zero=allow_port_zero, context=text)
     return HostPort(resolve_host(host), port)
 
@@ -218,6 +227,17 @@ def allow_mismatch(
     if ip.version == 6 and not ip.is_unspecified and all(net.version == 4 for net in allow):
         return f"--allow {blocks} can never match: this listener on {listen} is IPv6"
     return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (numeric, as a socket reports it) is this machine's loopback: what is
+    said there cannot come from another machine. IPv4 in IPv6 (``::ffff:127.0.0.1``) counts."""
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def is_own_address(listen: HostPort, peer: HostPort) -> bool:

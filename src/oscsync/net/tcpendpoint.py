@@ -105,6 +105,16 @@ class TcpEndpoint(Endpoint):
             super().close()
             raise
 
+    @property
+    def sending_once(self) -> bool:
+        return self._sending_once
+
+    @sending_once.setter
+    def sending_once(self, value: bool) -> None:
+        self._sending_once = value
+        for sender in self._senders.values():
+            sender.sending_once = value
+
     def _new_sender(self, peer: HostPort) -> TcpSender:
         return TcpSender(
             peer,
@@ -114,6 +124,7 @@ class TcpEndpoint(Endpoint):
             on_packet=self._feed_from_peer,
             drop=self.drop,
             max_frame=self.max_frame,
+            sending_once=self.sending_once,
         )
 
     # -- receiving -------------------------------------------------------------------------

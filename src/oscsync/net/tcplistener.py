@@ -203,7 +203,9 @@ class TcpListener:
         """Serve on a background thread until :meth:`close`."""
         if self._thread is not None:
             raise RuntimeError("listener already started")
-        self._thread = threads.daemon_thread(self._run, name="oscsync-tcp-listen")
+        self._thread = threads.daemon_thread(
+            self._run, name="oscsync-tcp-listen", role=threads.RECEIVE
+        )
         threads.start(self._thread)
 
     def _run(self) -> None:
@@ -554,9 +556,7 @@ class TcpListener:
             return self._thread is None or not self._thread.is_alive()
         self._closed = True
         self._selector.wake()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        stopped = self._thread is None or not self._thread.is_alive()
+        stopped = threads.join(self._thread, timeout)
         with self._lock:
             conns = list(self._connections.values())
         for conn in conns:

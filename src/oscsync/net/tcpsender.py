@@ -66,6 +66,59 @@ class TcpSenderStats:
         return sum(self.dropped.values())
 
 
+@dataclass
+class PacketQueue:
+    """Framed packets waiting for the connection, bounded in packets and in bytes.
+
+    When one more would not fit, the oldest waiting packet makes room, or with ``drop="newest"``
+    the new one is refused; a packet larger than ``max_bytes`` is never queued. Not thread-safe:
+    :class:`TcpSender` holds its lock around every call."""
+
+    max_bytes: int = DEFAULT_QUEUE_BYTES
+    max_packets: int = DEFAULT_QUEUE_PACKETS
+    drop: DropPolicy = "oldest"
+    packets: deque[bytes] = field(default_factory=deque)
+    size: int = 0
+    """Bytes waiting."""
+
+    def put(self, data: bytes) -> tuple[bool, int]:
+        """Queue ``data``: whether it was queued, and how many packets were dropped (it too)."""
+        dropped = 0
+        while self.packets and (
+            len(self.packets) >= self.max_packets or self.size + len(data) > self.max_bytes
+        ):
+            if self.drop == "newest":
+                return False, 1
+            self.size -= len(self.packets.popleft())
+            dropped += 1
+        if len(data) > self.max_bytes:
+            return False, dropped + 1
+        self.packets.append(data)
+        self.size += len(data)
+        return True, dropped
+
+    def take(self) -> bytes:
+        """The oldest waiting packet, out of the queue."""
+        data = self.packets.popleft()
+        self.size -= len(data)
+        return data
+
+    def put_back(self, data: bytes) -> None:
+        """Return a packet that could not be written to the front of the queue."""
+        self.packets.appendleft(data)
+        self.size += len(data)
+
+    def clear(self) -> int:
+        """Drop everything waiting; returns how many packets that was."""
+        count = len(self.packets)
+        self.packets.clear()
+        self.size = 0
+        return count
+
+    def __len__(self) -> int:
+        return len(self.packets)
+
+
 class Backoff:
     """When to try connecting next: ``first``, doubling up to ``maximum``, reset on success."""
 
@@ -108,20 +161,20 @@ class TcpSender:
         drop: DropPolicy = "oldest",
         max_frame: int = framing.DEFAULT_MAX_FRAME,
         run_thread: bool = True,
+        sending_once: bool = False,
     ) -> None:
         self.peer = peer
+        self.sending_once = sending_once
+        """The owner sends and exits at the first failed connect (:meth:`flush`): the warning
+        then does not promise to try again."""
         self.framing = framing_mode
         self.clock = clock if clock is not None else SystemClock()
         self.stats = TcpSenderStats()
         self._warn_once = WarnOnce(on_warning)
         self._on_packet = on_packet
-        self.max_queue_bytes = max_queue_bytes
-        self.max_queue_packets = max_queue_packets
-        self.drop = drop
         self.max_frame = max_frame
         self._run_thread = run_thread
-        self._queue: deque[bytes] = deque()
-        self._queued_bytes = 0
+        self._queue = PacketQueue(max_queue_bytes, max_queue_packets, drop)
         self._current = b""  # the frame being written, and how much of it went
         self._current_sent = 0
         self._first_frame = True
@@ -159,31 +212,22 @@ class TcpSender:
         data = framing.encode(packet, self.framing)
         with self._cond:
             self.stats.queued += 1
-            while self._queue and (
-                len(self._queue) >= self.max_queue_packets
-                or self._queued_bytes + len(data) > self.max_queue_bytes
-            ):
-                if self.drop == "newest":
-                    self._queue_full()
-                    return False
-                self._queued_bytes -= len(self._queue.popleft())
-                self._queue_full()
-            if len(data) > self.max_queue_bytes:
-                self._queue_full()
+            queued, dropped = self._queue.put(data)
+            if dropped:
+                self._queue_full(dropped)
+            if not queued:
                 return False
-            self._queue.append(data)
-            self._queued_bytes += len(data)
         if self._thread is None and self._run_thread:
             self._thread = threads.daemon_thread(self._run, name="oscsync-tcp-send")
             threads.start(self._thread)
         self._selector.wake()
         return True
 
-    def _queue_full(self) -> None:
-        self.stats.dropped["queue-full"] += 1
+    def _queue_full(self, count: int) -> None:
+        self.stats.dropped["queue-full"] += count
         self._warn_once(
             "queue-full",
-            f"{self.peer} is not keeping up: dropped the {self.drop} queued packet "
+            f"{self.peer} is not keeping up: dropped the {self._queue.drop} queued packet "
             "(further drops are counted)",
         )
 
@@ -295,10 +339,14 @@ class TcpSender:
         name = errno.errorcode.get(code, str(code))
         self.stats.connect_failures[name] += 1
         delay = self._backoff.failed()
+        retry = (
+            ""
+            if self.sending_once
+            else f" (trying again in {delay:g} s, then up to every {BACKOFF_MAX:g} s, while "
+            "packets wait)"
+        )
         self._warn_once(
-            "connect",
-            f"cannot connect to {self.peer}: {display.escape(strerror(code))} (trying again "
-            f"in {delay:g} s, then up to every {BACKOFF_MAX:g} s, while packets wait)",
+            "connect", f"cannot connect to {self.peer}: {display.escape(strerror(code))}{retry}"
         )
         with self._cond:
             self._failures += 1
@@ -310,8 +358,7 @@ class TcpSender:
             if self._current and self._current_sent > 0:
                 self.stats.dropped["connection-lost"] += 1
             elif self._current:
-                self._queue.appendleft(self._current)
-                self._queued_bytes += len(self._current)
+                self._queue.put_back(self._current)
             self._current = b""
             self._current_sent = 0
         self._close_socket()
@@ -328,8 +375,7 @@ class TcpSender:
                     if not self._queue:
                         self._cond.notify_all()
                         return
-                    self._current = self._queue.popleft()
-                    self._queued_bytes -= len(self._current)
+                    self._current = self._queue.take()
                     self._current_sent = 0
                     if (
                         self._first_frame
@@ -420,13 +466,9 @@ class TcpSender:
             self.flush(flush_timeout)
         self._closed = True
         self._selector.wake()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        stopped = self._thread is None or not self._thread.is_alive()
+        stopped = threads.join(self._thread, timeout)
         with self._cond:
-            unsent = len(self._queue) + (1 if self._current else 0)
-            self._queue.clear()
-            self._queued_bytes = 0
+            unsent = self._queue.clear() + (1 if self._current else 0)
             self._current = b""
             self._cond.notify_all()
         if unsent:

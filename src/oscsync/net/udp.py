@@ -51,8 +51,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from oscsync import threads
-from oscsync.clock import Clock, SystemClock
+from oscsync.clock import Clock, KernelStamps, SystemClock
 from oscsync.net.core import (
+    BundleVerifier,
     MessageHandler,
     Network,
     ReceiveCore,
@@ -77,6 +78,7 @@ from oscsync.net.udpsocket import (
     socket_drop_count,
 )
 from oscsync.osc.routing import AddressRegistry, Received
+from oscsync.realtime import Breather
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
@@ -86,6 +88,10 @@ DEFAULT_RECV_BUFFER = 8 * 1024 * 1024
 handler runs. Linux caps it at ``net.core.rmem_max`` unless we are root (``SO_RCVBUFFORCE``)."""
 
 _DRAIN_BATCH = 512
+_REALTIME_DRAIN_BATCH = 64
+"""A real-time receive thread reads at most this many datagrams between looks at its
+:class:`~oscsync.realtime.Breather` (0.5-2 ms of decoding under a flood), so its rests come on
+time."""
 
 
 class TransportError(OSError):
@@ -113,6 +119,7 @@ class EndpointOptions(TypedDict, total=False):
     services: Mapping[str, Service] | None
     kernel_stamps: bool
     registry: AddressRegistry | None
+    verifier: BundleVerifier | None
 
 
 class Endpoint(Transport):
@@ -132,10 +139,14 @@ class Endpoint(Transport):
         services: Mapping[str, Service] | None = None,
         kernel_stamps: bool = True,
         registry: AddressRegistry | None = None,
+        verifier: BundleVerifier | None = None,
     ) -> None:
         _refuse_tcp([listen] if listen is not None else [], peers)
+        self._sending_once = False
         self.clock = clock if clock is not None else SystemClock()
-        self._core = ReceiveCore(self.clock, allow=allow, on_warning=on_warning, registry=registry)
+        self._core = ReceiveCore(
+            self.clock, allow=allow, on_warning=on_warning, registry=registry, verifier=verifier
+        )
         self.stats: TransportStats = self._core.stats
         self.registry: AddressRegistry = self._core.registry
         """What this endpoint answers to (services, commands' addresses); the rest goes to the
@@ -159,6 +170,7 @@ class Endpoint(Transport):
         # ping to a multicast sender) leaves from the socket the datagram came in on.
         self._receiving_sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._drain_batch = _DRAIN_BATCH
         self._selector: WakeableSelector | None = None
         self._on_idle: Callable[[], None] | None = None
         self._closed = False
@@ -178,6 +190,9 @@ class Endpoint(Transport):
         self._kernel_to_wall: Callable[[float], float | None] | None = (
             None if type(self.clock) is SystemClock else self.clock.system_time_to_wall
         )
+        # The kernel's clock and this process's may disagree (the OS clock stepped since the
+        # clock was made, or a clock that is not the kernel's): checked, and re-anchored.
+        self._stamps = KernelStamps(self.clock, self._stamps_reanchored)
         self._ancillary_space = 0
         if HAS_RECVMSG:
             if SO_RXQ_OVFL is not None:
@@ -459,11 +474,22 @@ class Endpoint(Transport):
 
         self.registry.add(address, answer, types, description)
 
+    @property
+    def sending_once(self) -> bool:
+        """True when the owner sends and exits (``oscsync send``): a refusal is then not
+        followed by "still sending", nor a refused TCP connection by "trying again" (issue 30)."""
+        return self._sending_once
+
+    @sending_once.setter
+    def sending_once(self, value: bool) -> None:
+        self._sending_once = value
+
     def _peer_refused(self, peer: HostPort) -> None:
         self.stats.send_errors["refused"] += 1
         self._warn_once(
             f"refused:{peer}",
-            f"nothing is listening at {peer} (ICMP port unreachable); still sending",
+            f"nothing is listening at {peer} (ICMP port unreachable)"
+            + ("" if self.sending_once else "; still sending"),
         )
 
     # -- receiving -------------------------------------------------------------------------
@@ -498,8 +524,20 @@ class Endpoint(Transport):
     def _receive_loop(self, selector: WakeableSelector) -> None:
         drain = self._drain_msg if HAS_RECVMSG else self._drain_from
         on_idle = self._on_idle
+        # Real-time priority where the command asked for it (oscsync --realtime): an ordinary
+        # receive thread preempted while it holds the GIL keeps a real-time timer thread waiting
+        # (issue 29: p99 1.3-4.3 ms under a flood with both cores busy). A promoted one rests
+        # when a flood keeps it from ever blocking, so it cannot lock a core.
+        breather = Breather(self.clock) if threads.promote(threads.RECEIVE) else None
+        if breather is not None:
+            self._drain_batch = _REALTIME_DRAIN_BATCH
+        monotonic = self.clock.monotonic
         while not self._closed:
-            for sock, via_peer in selector.wait():
+            started = monotonic() if breather is not None else 0.0
+            ready = selector.wait()
+            if breather is not None:
+                breather.waited(started)
+            for sock, via_peer in ready:
                 if self._closed:
                     return
                 drain(sock, via_peer)
@@ -508,6 +546,8 @@ class Endpoint(Transport):
                 # what the handler collected can go out now (dump's batched writes).
                 on_idle()
             self._apply_peer_changes(selector)
+            if breather is not None:
+                breather.check()
 
     def _drain_msg(self, sock: socket.socket, via_peer: bool) -> None:
         # The hot path (benchmarks/throughput.py): one recvmsg, and ancillary data only looked at
@@ -519,6 +559,10 @@ class Endpoint(Transport):
         # usual case, read inline (benchmarks/receive_path.py).
         inline_stamp = SO_TIMESTAMPNS if self._kernel_stamps and not self._kernel_to_wall else -1
         unpack = TIMESPEC.unpack
+        # KernelStamps.place, inlined: its countdown kept here (60 ns of the 140 a call cost).
+        stamps = self._stamps
+        check = stamps.check
+        countdown = stamps.countdown
         receive = sock.recvmsg
         # Once the kernel has dropped a datagram on this socket, SO_RXQ_OVFL puts its running
         # drop count on every datagram after: under a flood, all of them. A count already
@@ -526,12 +570,12 @@ class Endpoint(Transport):
         # datagram takes the inline path too (issue 18: ~0.8 µs a datagram under a flood,
         # benchmarks/throughput.py).
         counted_drops: tuple[int, int, bytes] | None = None
-        for _ in range(_DRAIN_BATCH):
+        for _ in range(self._drain_batch):
             try:
                 data, ancdata, _, source = receive(MAX_DATAGRAM, space)
             except OSError as exc:
                 if self._drain_ends(exc, sock, via_peer):
-                    return
+                    break
                 continue
             if (
                 ancdata
@@ -539,7 +583,12 @@ class Endpoint(Transport):
                 and (len(ancdata) == 1 or (len(ancdata) == 2 and ancdata[1] == counted_drops))
             ):
                 seconds, nanoseconds = unpack(ancdata[0][2])
-                handle(data, source, seconds + nanoseconds * 1e-9, via_peer)
+                stamp = seconds + nanoseconds * 1e-9
+                countdown -= 1
+                if countdown <= 0 or stamps.correction:
+                    stamp = check(stamp)
+                    countdown = stamps.countdown
+                handle(data, source, stamp, via_peer)
             elif not ancdata:
                 handle(data, source, None, via_peer)
             else:
@@ -548,7 +597,8 @@ class Endpoint(Transport):
                 if last[0] == socket.SOL_SOCKET and last[1] == SO_RXQ_OVFL:
                     counted_drops = last
             if self._closed:
-                return
+                break
+        stamps.countdown = countdown
 
     def _drain_from(self, sock: socket.socket, via_peer: bool) -> None:
         # Without recvmsg (Windows): no ancillary data, so no kernel stamps or drop counts.
@@ -556,7 +606,7 @@ class Endpoint(Transport):
         buffer = bytearray(MAX_DATAGRAM)
         view = memoryview(buffer)
         handle = self._core.feed
-        for _ in range(_DRAIN_BATCH):
+        for _ in range(self._drain_batch):
             try:
                 size, source = sock.recvfrom_into(buffer)
             except OSError as exc:
@@ -611,7 +661,26 @@ class Endpoint(Transport):
         if kernel_time is None:
             return None
         to_wall = self._kernel_to_wall
-        return kernel_time if to_wall is None else to_wall(kernel_time)
+        wall = kernel_time if to_wall is None else to_wall(kernel_time)
+        return None if wall is None else self._stamps.place(wall)
+
+    def _stamps_reanchored(self, correction: float, system_step: float | None) -> None:
+        """Kernel stamps stopped agreeing with this endpoint's clock (issue #27 item 16): say
+        why once, and count it; arrival times stay on the clock's scale either way."""
+        self.stats.arrival_reanchors += 1
+        if abs(correction) < 0.5:
+            return  # settling, or a stall of the receive thread: not worth a warning
+        if system_step is not None and abs(system_step + correction) < 0.1:
+            why = (
+                f"the system clock was stepped by {system_step:+.3f} s while this ran (NTP, "
+                "or someone setting the time); this run keeps its own time scale"
+            )
+        else:
+            why = (
+                f"the kernel stamps datagrams {-correction:+.3f} s from this process's clock "
+                "(a clock that is not the system's, e.g. libfaketime)"
+            )
+        self._warn_once("stamps", f"arrival times: {why}; re-anchored on this process's clock")
 
     def _kernel_dropped(self, sock: socket.socket, total: int) -> None:
         fd = sock.fileno()

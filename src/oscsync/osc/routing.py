@@ -39,6 +39,9 @@ class Received(NamedTuple):
     arrival: float
     via_peer: bool = False
     """True when it arrived on a peer's connected socket (a reply) rather than the listener."""
+    authenticated: bool = False
+    """True when it came in a bundle signed with this process's key, checked and fresh
+    (:mod:`oscsync.osc.auth`; ``--key-file``): only then may it move a clock."""
 
     @property
     def address(self) -> str:

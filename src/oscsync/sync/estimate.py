@@ -51,8 +51,15 @@ frequency's bound is the posterior's 95 % interval plus the allowance over the s
 exponential and Pareto links with drift, creep and a timestamp asymmetry.
 
 A peer restart or a step of its clock puts new samples *below* one envelope, which jitter never
-does (it only adds delay): :data:`RESTART_AFTER` such exchanges in a row clear the window
-(:attr:`EnvelopeEstimator.restarts`), and the follower steps once, with a warning.
+does (it only adds delay). So does a forger who sees the pings and answers first (issue #27
+item 2: a burst of forged pongs stepped a follower +5000 ms). Such exchanges are held back
+(:attr:`EnvelopeEstimator.refused`, ``offset-jump``), and only a *run* of them confirms that the
+peer's clock really moved: at least :data:`RESTART_AFTER`, spanning :data:`CONFIRM_SPAN` seconds,
+all agreeing on one offset (each exchange says the offset lies between ``T3 − T4`` and
+``T2 − T1``; the run's ranges must overlap), and no ordinary exchange between them that rules
+the run's offset out. Then the window is cleared and refilled with the run
+(:attr:`EnvelopeEstimator.restarts`), and the follower steps once, with a warning. A shorter
+burst, or one whose answers disagree, never moves the clock.
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ import bisect
 import heapq
 import itertools
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -85,9 +92,15 @@ CREEP_FACTOR = 1.5
 slope may be off by more than the creep itself: simulated at 10 µs/s, up to 1.6 times it)."""
 STEP_THRESHOLD = 0.002
 """An exchange this far below an envelope (or 8 bounds, if more) cannot be jitter: a clock step."""
-RESTART_AFTER = 3
-"""Consecutive impossible exchanges that mean the peer's clock really moved (one is a fluke or a
-forgery; three in a row from the chosen peer's address, matching our pings, is a restart)."""
+RESTART_AFTER = 8
+"""Impossible exchanges in a row, at least, before the peer's clock is believed to have moved."""
+CONFIRM_SPAN = 2.0
+"""Seconds a run of impossible exchanges must span to confirm a step of the peer's clock (from
+the first one's T4 to the last one's). Without a key, anyone who sees the pings can answer them
+first; a forged burst shorter than this never moves the clock. The price: a peer whose clock
+really stepped is followed this much later (ticks in between keep the old map)."""
+MAX_SUSPECTS = 2048
+"""Impossible exchanges kept while a run is being confirmed (2 s at 200 pings a second is 400)."""
 TIMESTAMP_ALLOWANCE = 50e-6
 """Added to every bound: timestamps are taken in Python, some µs from the wire and not equally so
 each way, an asymmetry no two-way method sees (issue #11: ``oscsync clock`` through netem on
@@ -334,10 +347,21 @@ class EnvelopeEstimator:
         self._back = _Direction(max_samples)
         self._exchanges = 0
         self._suspects: list[tuple[float, float, float, float]] = []
+        self._run_low = -math.inf
+        self._run_high = math.inf
         self._last: ClockEstimate | None = None
         self.restarts = 0
         """Times the window was cleared because the peer's clock moved (see the module doc)."""
+        self.last_step = 0.0
+        """Seconds the offset moved at the last restart (the new estimate minus the old)."""
+        self.held_offset: float | None = None
+        """The offset the last exchange held back and not used since implied, if any."""
+        self._discarded = 0
         self.accepted = 0
+        self.refused: Counter[str] = Counter()
+        """Exchanges not taken, by reason: ``offset-jump`` (held back: below an envelope by
+        more than the bound allows), ``offset-jump-disagrees`` (dropped from a run of those
+        because the run's offsets did not agree)."""
 
     def add_exchange(self, t1: float, t2: float, t3: float, t4: float) -> bool:
         """Take one exchange; False if it was held back as impossible (a possible clock step).
@@ -346,10 +370,14 @@ class EnvelopeEstimator:
         negative turnaround): see :func:`oscsync.sync.ping.exchange_problem`.
         """
         if self._is_impossible(t1, t2, t3, t4):
-            self._suspects.append((t1, t2, t3, t4))
-            if len(self._suspects) < RESTART_AFTER:
+            self._hold((t1, t2, t3, t4))
+            suspects = self._suspects
+            if len(suspects) < RESTART_AFTER or suspects[-1][3] - suspects[0][3] < CONFIRM_SPAN:
                 return False
-            suspects, self._suspects = self._suspects, []
+            before = self._last
+            self._suspects = []
+            self.held_offset = None  # the run held back is the new window: all used
+            self._run_low, self._run_high = -math.inf, math.inf
             self._out.clear()
             self._back.clear()
             self._exchanges = 0
@@ -357,10 +385,57 @@ class EnvelopeEstimator:
             self.restarts += 1
             for exchange in suspects:
                 self._take(*exchange)
+            after = self.estimate(t4)
+            if before is not None and after is not None:
+                self.last_step = after.offset - before.offset_at(t4)
             return True
-        self._suspects.clear()
+        if self._suspects and self._contradicts_run(t1, t2, t3, t4):
+            # An exchange on the old clock: the run was a burst, not a step.
+            self._discarded += len(self._suspects)
+            self._suspects.clear()
+            self._run_low, self._run_high = -math.inf, math.inf
         self._take(t1, t2, t3, t4)
         return True
+
+    def _contradicts_run(self, t1: float, t2: float, t3: float, t4: float) -> bool:
+        """Whether an ordinary exchange rules out the run's offset. After a small step some
+        exchanges still fit under the old envelope and the new offset alike: those leave the
+        run alone (a 30 ms step through ±15 ms of jitter: 7 % of them)."""
+        slack = TIMESTAMP_ALLOWANCE + self.max_freq * (t4 - self._suspects[0][3])
+        return max(self._run_low, t3 - t4) > min(self._run_high, t2 - t1) + slack
+
+    def _hold(self, exchange: tuple[float, float, float, float]) -> None:
+        """Add an impossible exchange to the run being confirmed; keep only the newest ones that
+        agree on an offset (each says it lies within ``[T3 − T4, T2 − T1]``, widened by what the
+        frequency can move it over the run and the timestamps' allowance)."""
+        self.refused["offset-jump"] += 1
+        t1, t2, t3, t4 = exchange
+        self.held_offset = ((t2 - t1) + (t3 - t4)) / 2
+        low, high = t3 - t4, t2 - t1
+        suspects = self._suspects
+        if suspects:
+            slack = TIMESTAMP_ALLOWANCE + self.max_freq * (t4 - suspects[0][3])
+            if max(self._run_low, low) > min(self._run_high, high) + slack:
+                # It disagrees with the run: keep the newest exchanges that agree with it.
+                kept = [exchange]
+                run_low, run_high = low, high
+                for older in reversed(suspects):
+                    o1, o2, o3, o4 = older
+                    wider = TIMESTAMP_ALLOWANCE + self.max_freq * (t4 - o4)
+                    new_low, new_high = max(run_low, o3 - o4), min(run_high, o2 - o1)
+                    if new_low > new_high + wider:
+                        break
+                    kept.append(older)
+                    run_low, run_high = new_low, new_high
+                self.refused["offset-jump-disagrees"] += len(suspects) + 1 - len(kept)
+                kept.reverse()
+                self._suspects = kept
+                self._run_low, self._run_high = run_low, run_high
+                return
+        suspects.append(exchange)
+        self._run_low, self._run_high = max(self._run_low, low), min(self._run_high, high)
+        if len(suspects) > MAX_SUSPECTS:
+            del suspects[0]
 
     def add_reverse(self, t3: float, t4: float) -> None:
         """Take a one-way sample from the peer alone: its send time T3 (its clock), our arrival
@@ -395,6 +470,13 @@ class EnvelopeEstimator:
         return out_low or back_low
 
     @property
+    def unused_jumps(self) -> int:
+        """Exchanges held back as ``offset-jump`` that no confirmed step put to use: runs
+        broken by an ordinary exchange, answers that disagreed with their run, and the run
+        still waiting for confirmation."""
+        return self._discarded + self.refused["offset-jump-disagrees"] + len(self._suspects)
+
+    @property
     def exchanges(self) -> int:
         """Exchanges in the window."""
         return min(len(self._out), len(self._back))
@@ -402,7 +484,9 @@ class EnvelopeEstimator:
     def clear(self) -> None:
         self._out.clear()
         self._back.clear()
+        self._discarded += len(self._suspects)
         self._suspects.clear()
+        self._run_low, self._run_high = -math.inf, math.inf
         self._exchanges = 0
         self._last = None
 

@@ -7,9 +7,15 @@
   message (the tick sender). Pongs count only from that address and only when they echo the
   sequence number and T1 of a ping still outstanding; timetagged messages from anyone else are
   not translated but dropped (counted ``not-sync-peer``): their timetags are on another clock
-  (issue #20 item 4, the clock hijack). :meth:`move_to` follows another address instead
-  (``--sync-peer @NAME`` re-registered): the measurement starts over, and from then on pongs
-  and ticks from the old address count as anyone else's;
+  (issue #20 item 4, the clock hijack). Without a key the first sender may be anyone (issue
+  #27 item 3: a stranger's datagram sent before the leader started won the follower), so each
+  other sender refused is named in a warning (at most :data:`MAX_REFUSED_WARNINGS`), the
+  followed one too. With a key only an authenticated message chooses, and until the chosen
+  peer has answered a ping (an authenticated pong) an authenticated message from another
+  address replaces it: a signed tick replayed from elsewhere cannot hold the follower.
+  :meth:`move_to` follows another address instead (``--sync-peer @NAME`` re-registered): the
+  measurement starts over, and from then on pongs and ticks from the old address count as
+  anyone else's;
 * pings it in a burst (``burst`` pings ``burst_interval`` apart), every ``acquire_interval``
   for ``acquire_time`` seconds and then every ``interval`` seconds; each answered exchange feeds
   an :class:`~oscsync.sync.estimate.EnvelopeEstimator`, whose estimate disciplines a
@@ -19,8 +25,16 @@
   and releases them at lock: a held message whose translated time has already passed is dropped
   and counted ``unsynced``, never played late with a made-up headroom.
 
+With a key (``auth``, ``--key-file``: :mod:`oscsync.osc.auth`) pings are signed, and only pongs and
+timetagged messages whose signature checked (:attr:`~oscsync.osc.routing.Received.authenticated`)
+count: anything else is counted ``unauthenticated-pong`` or ``unauthenticated`` and moves nothing.
+Without one, a follower of a peer that is not on this machine says once that its clock is not
+authenticated.
+
 Malformed, stray, duplicated or impossible pongs are counted by reason in :attr:`ignored` and
-never reach the estimator (see :func:`oscsync.sync.ping.exchange_problem`). Times inside are
+never reach the estimator (see :func:`oscsync.sync.ping.exchange_problem`); one that implies a
+jump of the offset is held back (``offset-jump``) until a run of them confirms it
+(:mod:`oscsync.sync.estimate`). Times inside are
 seconds since :attr:`ClockFollower.origin` (our timetag when the follower was made), so floats
 keep sub-nanosecond resolution for days.
 """
@@ -36,15 +50,30 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from oscsync import threads
-from oscsync.net.hostport import HostPort
+from oscsync.net.hostport import HostPort, is_loopback
 from oscsync.osc import timetag as tt
-from oscsync.sync.estimate import ClockEstimate, EnvelopeEstimator, MinimumDelayFilter
-from oscsync.sync.ping import PONG, PONG_METHOD, encode_ping, exchange_problem, int32
+from oscsync.sync.estimate import (
+    CONFIRM_SPAN,
+    ClockEstimate,
+    EnvelopeEstimator,
+    MinimumDelayFilter,
+)
+from oscsync.sync.ping import (
+    PONG,
+    PONG_METHOD,
+    ClockSyncError,
+    encode_ping,
+    exchange_problem,
+    int32,
+    parse_pong,
+)
 from oscsync.sync.servo import Servo, ServoEvent, SteppingServo
+from oscsync.terminal.display import escape
 from oscsync.terminal.wording import plural
 
 if TYPE_CHECKING:
     from oscsync.net.udp import Endpoint
+    from oscsync.osc.auth import PacketAuth
     from oscsync.osc.routing import Received
 
 BURST = 20
@@ -66,6 +95,10 @@ UPDATE_EVERY = 0.1
 MAX_OUTSTANDING = 256
 MAX_ROUND_TRIPS = 4096
 """Round-trip times kept for the report (the most recent)."""
+RATE_LAG = 0.2
+"""Seconds between the two exchanges of each pair :meth:`ClockFollower.peer_rate` compares."""
+MAX_REFUSED_WARNINGS = 8
+"""Other senders of timetagged messages named in a warning; more are only counted."""
 MAX_PENDING = 256
 MAX_PENDING_BYTES = 1 << 20
 """Held messages before lock: at most this many, and this many bytes of arguments (a blob bomb
@@ -138,9 +171,12 @@ class ClockFollower:
         max_pending_bytes: int = MAX_PENDING_BYTES,
         new_estimator: Callable[[], EnvelopeEstimator] = EnvelopeEstimator,
         new_servo: Callable[[], Servo] = Servo,
+        auth: PacketAuth | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.clock = endpoint.clock
+        self.auth = auth
+        """The key's signer and checker: with one, only authenticated pongs and ticks count."""
         self.peer = peer
         self.interval = interval
         self.burst = burst
@@ -177,6 +213,8 @@ class ClockFollower:
         self._estimate: ClockEstimate | None = None
         self._last_rtt: float | None = None
         self._round_trips: deque[float] = deque(maxlen=MAX_ROUND_TRIPS)
+        self._peer_stamps: deque[tuple[float, float]] = deque(maxlen=MAX_ROUND_TRIPS)
+        """(T1, T2) of the most recent well-formed exchanges, for :meth:`peer_rate`."""
         self.sent = 0
         self.answered = 0
         self.ignored: Counter[str] = Counter()
@@ -187,7 +225,15 @@ class ClockFollower:
         """Timetagged messages dropped because they were due before the clock was synced."""
         self.moves = 0
         """Times :meth:`move_to` switched to another address."""
+        self._warned_unauthenticated = False
+        self._chosen_by = "--sync-peer" if peer is not None else ""
+        """Why :attr:`peer` is followed (said when another sender is refused)."""
+        self._answered_ever = False
+        """Whether the followed peer has answered a ping (with a key: it holds the key)."""
+        self._refused_senders: set[tuple[str, int]] = set()
         endpoint.add_service(PONG, self._on_pong, PONG_METHOD.types, PONG_METHOD.description)
+        if peer is not None:
+            self._peer_chosen(peer)
 
     # -- time scale ---------------------------------------------------------------------------
 
@@ -209,6 +255,8 @@ class ClockFollower:
         # (stamping first put ~20 µs of lookups into the outbound delay only: a bias of 10 µs).
         t1 = self.clock.now_timetag()
         data = encode_ping(seq, t1)
+        if self.auth is not None:
+            data = self.auth.sign_message(data)  # after T1, as the pong is signed after T3
         with self._lock:
             if len(self._outstanding) >= MAX_OUTSTANDING:
                 self._outstanding.popitem(last=False)
@@ -243,7 +291,10 @@ class ClockFollower:
             from oscsync.net.udp import Endpoint
 
             pinger = Endpoint(
-                peers=[HostPort(*peer)], clock=self.clock, services={PONG: self._on_pong}
+                peers=[HostPort(*peer)],
+                clock=self.clock,
+                services={PONG: self._on_pong},
+                verifier=None if self.auth is None else self.auth.verifier,
             )
             pinger.start(lambda received: None)
             self._pinger = pinger
@@ -252,7 +303,20 @@ class ClockFollower:
     def follow(self, peer: tuple[str, int]) -> None:
         """Follow ``peer`` from now on (what ``--sync-peer`` says at start): pinging starts."""
         self.peer = peer
+        self._chosen_by = "--sync-peer"
+        self._peer_chosen(peer)
         self._peer_known.set()
+
+    def _peer_chosen(self, peer: tuple[str, int]) -> None:
+        """Say once, without a key, that a clock on another machine is followed unchecked."""
+        if self.auth is not None or self._warned_unauthenticated or is_loopback(peer[0]):
+            return
+        self._warned_unauthenticated = True
+        self._warn(
+            f"clock sync with {escape(f'{peer[0]}:{peer[1]}')} is not authenticated: anyone "
+            "who sees its pings can answer them and move this clock (give the same "
+            "--key-file on both machines: docs/two-machines.md)"
+        )
 
     def move_to(self, peer: tuple[str, int]) -> None:
         """Follow ``peer`` instead of the peer followed so far (``--sync-peer @NAME``
@@ -266,13 +330,19 @@ class ClockFollower:
         ignored (``pong-not-from-peer``), and so are its ticks (``not-sync-peer``); ticks held
         from it are dropped (``sync-peer-moved``: they are on the old clock).
         """
+        self._replace_peer(peer, moved=True)
+
+    def _replace_peer(self, peer: tuple[str, int], *, moved: bool) -> None:
         # The handler lock first, as wrap() takes them: no tick is being translated by the old
         # map while it is replaced.
         with self._handler_lock, self._lock:
             if peer == self.peer:
                 return
             self.peer = peer
-            self.moves += 1
+            self._peer_chosen(peer)
+            self._answered_ever = False
+            if moved:
+                self.moves += 1
             self._outstanding.clear()  # a pong answering an old ping is never used
             self.estimator = self._new_estimator()
             self.servo = self._new_servo()
@@ -281,6 +351,7 @@ class ClockFollower:
             self._estimate = None
             self._last_rtt = None
             self._round_trips.clear()
+            self._peer_stamps.clear()
             self.sent = self.answered = 0  # the report's "N of M pings answered": this peer's
             self.locked_at = None
             self._synced.clear()
@@ -333,12 +404,13 @@ class ClockFollower:
         """Use one pong if it is genuine; count it by reason otherwise. True if used."""
         if self.peer is None or received.source != self.peer:
             return self._ignore("pong-not-from-peer")
-        if received.message.types != "ittt":
-            return self._ignore("malformed-pong")
+        if self.auth is not None and not received.authenticated:
+            return self._ignore("unauthenticated-pong")
         try:
-            seq, t1, t2, t3 = (int(value) for value in received.args)
+            pong = parse_pong(received)  # ,ittt, or ,itttf with the peer's playout latency
+            seq, t1, t2, t3 = pong.seq, pong.t1, pong.t2, pong.t3
             t4 = tt.from_unix(received.arrival)
-        except (TypeError, ValueError, tt.TimetagError):
+        except (ClockSyncError, TypeError, ValueError, tt.TimetagError):
             return self._ignore("malformed-pong")
         with self._lock:
             # Only the T1 we sent counts: anything else is stale, duplicated or forged.
@@ -349,11 +421,13 @@ class ClockFollower:
             if problem is not None:
                 return self._ignore_locked(problem)
             self.answered += 1
+            self._answered_ever = True
             s1, s2, s3, s4 = (self._seconds(v) for v in (t1, t2, t3, t4))
             self._last_rtt = (s4 - s1) - (s3 - s2)
             self._round_trips.append(self._last_rtt)
+            self._peer_stamps.append((s1, s2))
             if not self.estimator.add_exchange(s1, s2, s3, s4):
-                self.ignored["impossible-pong"] += 1  # held back: a step, or a forgery
+                self.ignored["offset-jump"] += 1  # held back: a step, or a forgery
             restarted = self.estimator.restarts != self._restarts_seen
             self._restarts_seen = self.estimator.restarts
             event = None
@@ -374,7 +448,12 @@ class ClockFollower:
         return True
 
     def _step_warning(self, event: ServoEvent, restarted: bool) -> str:
-        why = "the peer's clock restarted or stepped" if restarted else "error above 50 ms"
+        why = (
+            "the peer's clock restarted or stepped: its answers agreed on the new offset for "
+            f"{CONFIRM_SPAN:g} s or more"
+            if restarted
+            else "error above 50 ms"
+        )
         return f"clock sync: stepped by {event.error * 1e3:+.3f} ms ({why})"
 
     def _ignore(self, reason: str) -> bool:
@@ -397,12 +476,20 @@ class ClockFollower:
                 with self._handler_lock:
                     handler(received)
                 return
+            if self.auth is not None and not received.authenticated:
+                self._refuse_sender(received.source, unsigned=True)
+                return
             if self.peer is None:
                 self.peer = received.source
+                self._chosen_by = "first" if self.auth is None else "first-authenticated"
+                self._peer_chosen(received.source)
                 self._peer_known.set()
             elif received.source != self.peer:
-                self._ignore("not-sync-peer")
-                return
+                if not self._may_replace_with(received):
+                    self._refuse_sender(received.source)
+                    return
+                # With a key, a chosen peer that never answered a ping may be a replay.
+                self._replace_peer(received.source, moved=False)
             with self._handler_lock:
                 if received.source != self.peer:  # move_to() ran since the check above
                     self._ignore("not-sync-peer")
@@ -418,6 +505,51 @@ class ClockFollower:
                     handler(translated)
 
         return follow
+
+    def _may_replace_with(self, received: Received) -> bool:
+        """With a key and no ``--sync-peer``: an authenticated sender replaces a chosen peer
+        that has not answered a ping yet (it may have sent a recorded tick, not hold the key)."""
+        return (
+            self.auth is not None
+            and received.authenticated
+            and self._chosen_by == "first-authenticated"
+            and not self._answered_ever
+        )
+
+    def _refuse_sender(self, source: tuple[str, int], *, unsigned: bool = False) -> None:
+        """Count another sender's timetagged message; name the sender once (issue #27 item 3),
+        unless ``--sync-peer`` chose whom to follow (then refusing the rest is what was asked).
+        With a key, an unsigned one (``unauthenticated``: on a clock nobody vouched for, e.g.
+        Pure Data's, which cannot sign) is named once too."""
+        self._ignore("unauthenticated" if unsigned else "not-sync-peer")
+        peer = self.peer
+        with self._lock:
+            if (
+                (peer is None and not unsigned)
+                or (self._chosen_by == "--sync-peer" and not unsigned)
+                or source in self._refused_senders
+                or len(self._refused_senders) >= MAX_REFUSED_WARNINGS
+            ):
+                return
+            self._refused_senders.add(source)
+        where = escape(f"{source[0]}:{source[1]}")
+        if unsigned:
+            self._warn(
+                f"clock sync: refused timetagged messages from {where}: not signed with this "
+                "--key-file key (a sender without the key, or Pure Data, which cannot sign)"
+            )
+            return
+        assert peer is not None
+        why = {
+            "first": "the first to send a timetagged message; nothing shows it is the leader: "
+            "if it is not, start again with --sync-peer LEADER:PORT, or give the leader and "
+            "this machine the same --key-file",
+            "first-authenticated": "the first sender with this key that answered its pings",
+        }.get(self._chosen_by, "")
+        self._warn(
+            f"clock sync: refused timetagged messages from {where}: "
+            f"following {escape(f'{peer[0]}:{peer[1]}')} ({why})"
+        )
 
     def _hold(self, received: Received) -> None:
         size = message_size(received)
@@ -483,6 +615,31 @@ class ClockFollower:
         """The most recent round trips (seconds), oldest first."""
         with self._lock:
             return list(self._round_trips)
+
+    def peer_rate(self, lag: float = RATE_LAG) -> float | None:
+        """How fast the peer's clock runs against ours (1.0: the same rate; 0: frozen), from its
+        T2 against our T1: the median over pairs of exchanges ``lag`` s apart, so that a step of
+        its clock moves only the few pairs around it (issue #27 item 4). None before 3 pairs."""
+        with self._lock:
+            stamps = list(self._peer_stamps)
+        rates = []
+        later = 0
+        for t1, t2 in stamps:
+            while later < len(stamps) and stamps[later][0] - t1 < lag:
+                later += 1
+            if later == len(stamps):
+                break
+            u1, u2 = stamps[later]
+            rates.append((u2 - t2) / (u1 - t1))
+        if len(rates) < 3:
+            return None
+        rates.sort()
+        return rates[len(rates) // 2]
+
+    def ignored_counts(self) -> dict[str, int]:
+        """Pongs and messages not used so far, by reason."""
+        with self._lock:
+            return dict(self.ignored)
 
     def counts(self) -> tuple[int, int, int]:
         """Pings sent, pongs used, pongs ignored."""
@@ -593,7 +750,7 @@ FILTER_BURST_INTERVAL = 0.01
 
 class FilterFollower(ClockFollower):
     """The follower before issue #11, kept for ``benchmarks/clock_sync.py``'s comparison
-    (``lab.FollowerSpec(sync_method="filter")``): the same follower with the minimum-delay filter
+    (``FollowerSpec(sync_method="filter")``): the same follower with the minimum-delay filter
     (:class:`~oscsync.sync.estimate.MinimumDelayFilter`) for the estimator, a map that takes each
     estimate as it is (:class:`~oscsync.sync.servo.SteppingServo`), and the old pinging."""
 
@@ -603,10 +760,12 @@ class FilterFollower(ClockFollower):
         *,
         peer: tuple[str, int] | None = None,
         on_warning: Callable[[str], None] | None = None,
+        auth: PacketAuth | None = None,
     ) -> None:
         super().__init__(
             endpoint,
             peer=peer,
+            auth=auth,
             interval=FILTER_INTERVAL,
             burst=FILTER_BURST,
             burst_interval=FILTER_BURST_INTERVAL,

@@ -1,4 +1,4 @@
-"""Estimating how far a peer's clock is from ours, NTP style, over OSC.
+"""Clock pings: how far a peer's clock is from ours, measured NTP style over OSC.
 
 Forward synchronisation only removes jitter if the two clocks agree better than the jitter
 (Schmeder & Freed 2008). This module measures the disagreement with NTP's on-wire exchange
@@ -6,7 +6,9 @@ Forward synchronisation only removes jitter if the two clocks agree better than 
 
 * the client sends ``/oscsync/clock/ping ,it SEQ T1`` (T1: its clock when sending);
 * any oscsync listener answers ``/oscsync/clock/pong ,ittt SEQ T1 T2 T3`` (T2: its clock when the
-  ping arrived, T3: its clock when answering);
+  ping arrived, T3: its clock when answering), and a listener that plays sounds adds
+  ``PLAYOUT`` (``,itttf``): the seconds its player needs before a timetag to place a sound on
+  time (output latency + one block), which ``--offset auto`` adds to the network's delay;
 * the client stamps the pong's arrival T4 on its own clock.
 
 Then ``offset = ((T2 − T1) + (T3 − T4)) / 2`` (peer minus us) and
@@ -40,6 +42,7 @@ from oscsync.stats import percentile
 if TYPE_CHECKING:
     from oscsync.net.hostport import HostPort
     from oscsync.net.udp import Endpoint
+    from oscsync.osc.auth import PacketAuth
     from oscsync.osc.routing import Received
 
 PING = "/oscsync/clock/ping"
@@ -73,9 +76,55 @@ def encode_ping(seq: int, t1: int) -> bytes:
     return _osc_string(PING) + _osc_string(",it") + struct.pack(">iQ", int32(seq), t1)
 
 
-def encode_pong(seq: int, t1: int, t2: int, t3: int) -> bytes:
-    """``/oscsync/clock/pong ,ittt SEQ T1 T2 T3``."""
-    return _osc_string(PONG) + _osc_string(",ittt") + struct.pack(">iQQQ", int32(seq), t1, t2, t3)
+def encode_pong(seq: int, t1: int, t2: int, t3: int, playout: float | None = None) -> bytes:
+    """``/oscsync/clock/pong ,ittt SEQ T1 T2 T3``, or ``,itttf ... PLAYOUT`` with the answering
+    listener's playout latency in seconds (an optional trailing argument: docs/protocol.md)."""
+    if playout is None:
+        return (
+            _osc_string(PONG) + _osc_string(",ittt") + struct.pack(">iQQQ", int32(seq), t1, t2, t3)
+        )
+    return (
+        _osc_string(PONG)
+        + _osc_string(",itttf")
+        + struct.pack(">iQQQf", int32(seq), t1, t2, t3, playout)
+    )
+
+
+MAX_PLAYOUT = 1.0
+"""A pong's PLAYOUT above this many seconds (or negative, or not finite) is not believed: a
+sound card's output latency plus a block is milliseconds; a forged pong must not make ``--offset
+auto`` choose seconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """A pong's arguments: the exchange's timestamps and the peer's playout latency (0 when it
+    sent none)."""
+
+    seq: int
+    t1: int
+    t2: int
+    t3: int
+    playout: float = 0.0
+
+
+def parse_pong(received: Received) -> Pong:
+    """The pong in ``received``: ``,ittt`` or ``,itttf``; arguments after those are ignored
+    (room for a signature). Raises :class:`ClockSyncError` for anything else."""
+    types, args = received.message.types, received.args
+    if not types.startswith("ittt") or len(args) < 4:
+        raise ClockSyncError(f"{PONG} must carry ,ittt or ,itttf (got ,{types})")
+    try:
+        seq, t1, t2, t3 = (int(value) for value in args[:4])
+    except (TypeError, ValueError):
+        raise ClockSyncError(f"{PONG} has arguments that are not numbers") from None
+    playout = 0.0
+    if types[4:5] == "f":
+        value = float(args[4])
+        if not 0.0 <= value <= MAX_PLAYOUT:  # NaN too
+            raise ClockSyncError(f"{PONG} playout latency {value!r} s is not believable")
+        playout = value
+    return Pong(seq, t1, t2, t3, playout)
 
 
 def int32(value: int) -> int:
@@ -88,12 +137,13 @@ def _expect(args: tuple[object, ...], types: str, wanted: str, what: str) -> Non
         raise ClockSyncError(f"{what} must carry ,{wanted} (got ,{types})")
 
 
-def pong_for(received: Received, clock: Clock) -> bytes:
-    """The answer to a ping that arrived as ``received``: T2 is its arrival, T3 is now."""
+def pong_for(received: Received, clock: Clock, playout: float | None = None) -> bytes:
+    """The answer to a ping that arrived as ``received``: T2 is its arrival, T3 is now; with
+    ``playout`` (a listener with a player) its playout latency too."""
     _expect(received.args, received.message.types, "it", PING)
     seq, t1 = received.args
     t2 = tt.from_unix(received.arrival)
-    return encode_pong(int(seq), int(t1), t2, clock.now_timetag())
+    return encode_pong(int(seq), int(t1), t2, clock.now_timetag(), playout)
 
 
 PONGS_PER_SECOND = 250.0
@@ -117,6 +167,11 @@ class PingResponder:
     arrival stamp), a token bucket per source (:data:`PONGS_PER_SECOND`, :data:`PONG_BURST`), one
     over all sources (:data:`PONGS_PER_SECOND_TOTAL`), and at most :data:`MAX_PING_SOURCES`
     buckets. What is not answered is counted (``clock-ping-extra``, ``clock-ping-rate``).
+
+    With a key (``auth``) a signed ping that checked is answered with a signed pong, its MAC over
+    the ping's SEQ and T1 (so it answers that ping only, which the follower holds outstanding);
+    an unsigned ping gets an unsigned pong, as an NTP server with keys still answers plain
+    requests: the client decides what it trusts.
     """
 
     def __init__(
@@ -126,8 +181,14 @@ class PingResponder:
         burst: float = PONG_BURST,
         total_rate: float = PONGS_PER_SECOND_TOTAL,
         max_sources: int = MAX_PING_SOURCES,
+        auth: PacketAuth | None = None,
+        playout: Callable[[], float | None] | None = None,
     ) -> None:
+        self.auth = auth
         self.rate, self.burst, self.total_rate = rate, burst, total_rate
+        self.playout = playout
+        """The listener's playout latency, sent in each pong when it returns a number (None:
+        pongs without it)."""
         self.max_sources = max_sources
         self._buckets: OrderedDict[tuple[str, int], tuple[float, float]] = OrderedDict()
         self._total: tuple[float, float] | None = None
@@ -158,7 +219,8 @@ class PingResponder:
     def service(self, endpoint: Endpoint, received: Received) -> None:
         """The endpoint service for ``/oscsync/clock/ping``."""
         try:
-            data = pong_for(received, endpoint.clock)
+            playout = None if self.playout is None else self.playout()
+            data = pong_for(received, endpoint.clock, playout)
         except (ClockSyncError, tt.TimetagError):
             endpoint.stats.drops["bad-clock-ping"] += 1
             return
@@ -166,6 +228,8 @@ class PingResponder:
         if refused is not None:
             endpoint.stats.drops[refused] += 1
             return
+        if self.auth is not None and received.authenticated:
+            data = self.auth.sign_message(data)
         endpoint.answer(received, data)
 
 
@@ -179,11 +243,13 @@ def answer_ping(endpoint: Endpoint, received: Received) -> None:
     endpoint.answer(received, data)
 
 
-def standard_services() -> dict[str, Callable[[Endpoint, Received], None]]:
+def standard_services(
+    auth: PacketAuth | None = None,
+) -> dict[str, Callable[[Endpoint, Received], None]]:
     """Services every oscsync listener offers (:func:`oscsync.apps.endpoints.open_endpoint`
     registers them); each call makes a fresh :class:`PingResponder`, so every endpoint has its
     own budgets. What each answers to is in :data:`SERVICE_METHODS`."""
-    return {PING: PingResponder().service}
+    return {PING: PingResponder(auth=auth).service}
 
 
 SERVICE_METHODS = {
@@ -338,10 +404,13 @@ class ClockSync:
         send: Callable[[bytes], object],
         *,
         filter_size: int = FILTER_SIZE,
+        auth: PacketAuth | None = None,
     ) -> None:
         if filter_size < 1:
             raise ValueError("filter_size must be at least 1")
         self.clock = clock
+        self.auth = auth
+        """With a key: pings are signed and only authenticated pongs are taken."""
         self._send = send
         self._seq = itertools.count(1)
         self._outstanding: dict[int, int] = {}
@@ -351,6 +420,8 @@ class ClockSync:
         self.sent = 0
         self.received = 0
         self.ignored = 0
+        self.playout = 0.0
+        """The peer's playout latency from its last genuine pong (0: it sent none)."""
 
     def ping(self) -> int:
         """Send one ping; return its sequence number."""
@@ -361,14 +432,20 @@ class ClockSync:
                 self._outstanding.pop(next(iter(self._outstanding)))
             self._outstanding[seq] = t1
             self.sent += 1
-        self._send(encode_ping(seq, t1))
+        data = encode_ping(seq, t1)
+        self._send(data if self.auth is None else self.auth.sign_message(data))
         return seq
 
     def on_pong(self, received: Received) -> Sample | None:
-        """Take a pong; a stray, duplicated or malformed one is ignored (and counted)."""
+        """Take a pong; a stray, duplicated, malformed or (with a key) unauthenticated one is
+        ignored (and counted)."""
+        if self.auth is not None and not received.authenticated:
+            with self._lock:
+                self.ignored += 1
+            return None
         try:
-            _expect(received.args, received.message.types, "ittt", PONG)
-            seq, t1, t2, t3 = (int(value) for value in received.args)
+            pong = parse_pong(received)
+            seq, t1, t2, t3 = pong.seq, pong.t1, pong.t2, pong.t3
             t4 = tt.from_unix(received.arrival)
         except (ClockSyncError, tt.TimetagError, TypeError, ValueError):
             with self._lock:
@@ -382,6 +459,7 @@ class ClockSync:
             del self._outstanding[seq]
             sample = Sample(t1, t2, t3, t4)
             self._recent.append(sample)
+            self.playout = pong.playout
             self.received += 1
             self.answered.notify_all()
         return sample
@@ -431,13 +509,17 @@ class OffsetChoice:
     one_way_p99: float
     clock_error: float
     samples: int
+    playout: float = 0.0
+    """The peer's playout latency (output latency + one block) from its pongs; 0 if it sent
+    none (a listener without a sound card, an older oscsync, Pure Data)."""
 
     def describe(self) -> str:
+        playout = f"+ playout {self.playout * 1e3:.2f} ms " if self.playout else ""
         return (
             f"offset auto: {self.offset * 1e3:.1f} ms = one-way delay p99 "
             f"{self.one_way_p99 * 1e3:.2f} ms + clock error {self.clock_error * 1e3:.2f} ms "
-            f"+ margin {OFFSET_MARGIN * 1e3:g} ms (median delay {self.one_way_p50 * 1e3:.2f} ms, "
-            f"{self.samples} pings)"
+            f"{playout}+ margin {OFFSET_MARGIN * 1e3:g} ms (median delay "
+            f"{self.one_way_p50 * 1e3:.2f} ms, {self.samples} pings)"
         )
 
 
@@ -446,11 +528,15 @@ def one_way_delays(samples: Iterable[Sample], estimate: Estimate) -> list[float]
     return [tt.difference(s.t2, s.t1) - estimate.offset for s in samples]
 
 
-def choose_offset(samples: list[Sample], margin: float = OFFSET_MARGIN) -> OffsetChoice | None:
-    """A forward offset long enough for (nearly) every tick to arrive before its timetag.
+def choose_offset(
+    samples: list[Sample], margin: float = OFFSET_MARGIN, playout: float = 0.0
+) -> OffsetChoice | None:
+    """A forward offset long enough for (nearly) every tick to arrive before its timetag and
+    still be placed on time by the peer's player.
 
     The outbound delay of each ping is known once the clock offset is (to within the estimate's
-    error bound); the offset is its 99th percentile, plus that error, plus ``margin``.
+    error bound); the offset is its 99th percentile, plus that error, plus the peer's
+    ``playout`` latency (output latency + one block, from its pongs), plus ``margin``.
     """
     estimate = choose(samples, drift_tolerance=0.0)
     if estimate is None:
@@ -458,8 +544,8 @@ def choose_offset(samples: list[Sample], margin: float = OFFSET_MARGIN) -> Offse
     delays = sorted(one_way_delays(samples, estimate))
     p99 = percentile(delays, 0.99)
     p50 = delays[len(delays) // 2]
-    offset = max(0.0, p99) + estimate.error_bound + margin
-    return OffsetChoice(offset, p50, p99, estimate.error_bound, len(delays))
+    offset = max(0.0, p99) + estimate.error_bound + playout + margin
+    return OffsetChoice(offset, p50, p99, estimate.error_bound, len(delays), playout)
 
 
 class PeerClocks:
@@ -475,10 +561,14 @@ class PeerClocks:
         peers: Iterable[HostPort],
         *,
         filter_size: int = FILTER_SIZE,
+        auth: PacketAuth | None = None,
     ) -> None:
         self.syncs = {
             peer: ClockSync(
-                clock, functools.partial(endpoint.send_bytes, peers=[peer]), filter_size=filter_size
+                clock,
+                functools.partial(endpoint.send_bytes, peers=[peer]),
+                filter_size=filter_size,
+                auth=auth,
             )
             for peer in peers
         }
@@ -497,7 +587,7 @@ class PeerClocks:
         silent: list[HostPort] = []
         for peer, sync in self.syncs.items():
             sync.measure(count, interval, timeout)
-            choice = choose_offset(sync.samples())
+            choice = choose_offset(sync.samples(), playout=sync.playout)
             if choice is None:
                 silent.append(peer)
             else:

@@ -1,0 +1,73 @@
+"""Another musician's Link app, in a process of its own, on another binding (aalink, asyncio).
+
+    python tests/linkpeer.py --bpm 97 [--quantum 4]
+
+It joins the Link session, prints ``{"event": "ready"}`` and then answers one line of JSON per
+command read on stdin:
+
+``status``     peers, tempo, beat and phase now, with the Unix time of that beat: the beat is
+               read between two readings of ``time.time()`` (the session's grid as this peer
+               sees it, on the system's wall clock, independent of oscsync's code)
+``tempo BPM``  sets the session's tempo
+``quit``       leaves
+
+The tests (tests/test_link_session.py) and benchmarks/link.py drive it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+
+def status(link: object) -> dict[str, object]:
+    best: tuple[float, float, float] | None = None
+    for _ in range(5):  # the tightest bracket of five
+        before = time.time()
+        beat = link.beat  # type: ignore[attr-defined]
+        after = time.time()
+        if best is None or after - before < best[1] - best[0]:
+            best = (before, after, beat)
+    assert best is not None
+    before, after, beat = best
+    return {
+        "event": "status",
+        "peers": link.num_peers,  # type: ignore[attr-defined]
+        "tempo": link.tempo,  # type: ignore[attr-defined]
+        "beat": beat,
+        "phase": link.phase,  # type: ignore[attr-defined]
+        "unix": (before + after) / 2,
+        "bracket": after - before,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bpm", type=float, default=97.0)
+    parser.add_argument("--quantum", type=float, default=4.0)
+    args = parser.parse_args()
+    import aalink
+
+    link = aalink.Link(args.bpm)
+    link.quantum = args.quantum
+    link.enabled = True
+    print(json.dumps({"event": "ready"}), flush=True)
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        words = line.split()
+        if not words or words[0] == "quit":
+            break
+        if words[0] == "status":
+            print(json.dumps(status(link)), flush=True)
+        elif words[0] == "tempo":
+            link.tempo = float(words[1])
+            print(json.dumps({"event": "tempo", "tempo": link.tempo}), flush=True)
+    link.enabled = False
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
