@@ -15,6 +15,8 @@ from click.testing import CliRunner
 
 from conftest import LineReader, oscsync_command
 from oscsync.cli.main import cli
+from oscsync.files.pcap import read_capture
+from oscsync.osc import codec
 
 Spawn = Callable[..., subprocess.Popen[str]]
 
@@ -125,6 +127,37 @@ def test_record_and_replay_over_tcp(spawn: Spawn, tmp_path: Path) -> None:
     assert dump.stdout is not None
     records = [json.loads(line) for line in dump.stdout.read().splitlines()]
     assert [r["args"] for r in records] == [[0], [1], [2]]
+
+
+def test_a_1mb_packet_recorded_over_tcp_is_replayed(spawn: Spawn, tmp_path: Path) -> None:
+    """Issue 27, item 11: a TCP recording of a 1 MB packet made a 3.3 MB line that replay refused
+    (1 MiB line limit), --skip-bad too; and with --pcap every packet failed ('tcp://127.0.0.1'
+    is not an address) while record said "0 datagrams". Whatever record writes, replay reads;
+    the pcap (UDP) leaves out what UDP cannot carry, and says so."""
+    recording, pcap = tmp_path / "take.jsonl", tmp_path / "take.pcap"
+    record, where, record_errors = start_listener(
+        spawn, "record", "--listen", "tcp://127.0.0.1:0", str(recording), "--pcap", str(pcap),
+        "--count", "2",
+    )  # fmt: skip
+    big = codec.encode_message("/big", [bytes(range(256)) * 4096])  # 1 MiB blob
+    small = codec.encode_message("/small", [1])
+    host, port = where.removeprefix("tcp://").rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as client:
+        client.sendall(b"".join(struct.pack(">i", len(p)) + p for p in (big, small)))
+        assert record.wait(30) == 0
+    summary = record_errors.wait_for(lambda line: line.startswith("record:"))
+    assert "record: 2 datagrams" in summary and "dropped 0" in summary
+    assert "1 larger than a UDP datagram were left out of the pcap" in summary
+    with pcap.open("rb") as f:
+        assert [d.data for d in read_capture(f)] == [small]
+    dump, dump_at, _ = start_listener(
+        spawn, "dump", "--listen", "tcp://127.0.0.1:0", "--jsonl", "--count", "2"
+    )
+    subprocess.run(oscsync_command("replay", str(recording), "--peer", dump_at), check=True)
+    assert dump.stdout is not None
+    records = [json.loads(line) for line in dump.stdout.read().splitlines()]
+    assert [r["address"] for r in records] == ["/big", "/small"]
+    assert bytes.fromhex(records[0]["args"][0]) == bytes(range(256)) * 4096
 
 
 @pytest.mark.parametrize("option", ["--listen", "--forward"])

@@ -31,7 +31,9 @@ from oscsync.cli.params import (
     listen_option,
     log_option,
     options,
+    overwrite_option,
     peers_option,
+    refuse_existing,
 )
 from oscsync.cli.peers import Advertising, following
 from oscsync.cli.runtime import AppContext, leave_without_stdout, wait
@@ -110,12 +112,14 @@ def session_errors() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def log_file(path: Path | None) -> Iterator[LogWriter | None]:
-    """The --log file; a write that fails while running ends the command with one ``Error:``
-    line (exit 1) once the summary is printed, never a traceback (issue 20, item 11)."""
+def log_file(path: Path | None, overwrite: bool = False) -> Iterator[LogWriter | None]:
+    """The --log file (an existing one only with ``--overwrite``); a write that fails while
+    running ends the command with one ``Error:`` line (exit 1) once the summary is printed,
+    never a traceback (issue 20, item 11)."""
     if path is None:
         yield None
         return
+    refuse_existing(path, overwrite, "'--log'")
     try:
         writer = LogWriter(path)
     except OSError as exc:
@@ -233,6 +237,7 @@ def listen_options(*sounds: Callable[[F], F], log_help: str) -> Callable[[F], F]
         audio_option(),
         *sounds,
         log_option(log_help),
+        overwrite_option("the --log file and a wav: file"),
         allow_option(),
     )
 
@@ -311,6 +316,7 @@ class Listening:
     :attr:`sync_peer`, and a run follows the name when it re-registers."""
     sync_start_interval: float = follow.ACQUIRE_INTERVAL
     sync_interval: float = follow.INTERVAL
+    overwrite: bool = False
 
     def syncing(self) -> Syncing:
         """The ``--sync`` options among these."""
@@ -454,8 +460,9 @@ def listening(
     announcement (as ``role``), and session errors as one line (:func:`session_errors`).
     ``pair`` gives its ``sending`` options and the ``peers`` they resolved to."""
     app.keep_time()
+    refuse_existing(options.audio_choice.path, options.overwrite, "'--audio'")
     with (
-        log_file(options.log_path) as log,
+        log_file(options.log_path, options.overwrite) as log,
         Advertising(
             app, options.advertise, options.interface, role=role, allow=options.allow
         ) as advertised,
