@@ -23,7 +23,6 @@ from oscsync.apps.receiving import SessionSetup
 from oscsync.apps.sessions import AUTO, GRACE, ListenSession, SendSession, SessionError
 from oscsync.apps.ticklog import LogWriter
 from oscsync.cli.params import (
-    PEER,
     DurationType,
     ParsedType,
     allow_option,
@@ -36,8 +35,9 @@ from oscsync.cli.params import (
     peers_option,
     refuse_existing,
 )
-from oscsync.cli.peers import Advertising, following, resolve_peer
+from oscsync.cli.peers import Advertising, following
 from oscsync.cli.runtime import AppContext, leave_without_stdout, wait
+from oscsync.cli.syncing import Syncing
 from oscsync.net.core import Network
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
@@ -229,54 +229,6 @@ class LatencyCompensationType(ParsedType):
         return ms / 1000
 
 
-PING_INTERVAL = DurationType(minimum=0.001, maximum=1.0)
-"""A follower's ping interval. At 1 ms (1,000 pings a second) it costs ~20 % of a core, ten times
-the default's ~2 % (see ``follow.INTERVAL``); at 1 s the estimator's 30 s window
-(``estimate.WINDOW``) holds at most 30 exchanges a direction, a coarse fit."""
-
-
-def sync_options() -> Callable[[F], F]:
-    return options(
-        click.option(
-            "--sync",
-            type=click.Choice(["peer", "system"]),
-            is_flag=False,
-            flag_value="peer",
-            default=None,
-            help="peer (or --sync alone): follow the tick sender's clock: ping it (a burst, "
-            "200 then 100 times a second), fit its offset and frequency, and translate its "
-            "timetags through a map that is slewed, never stepped; ticks due before the first "
-            "estimate are not played. system: trust this machine's clock (both machines "
-            "disciplined by chrony or PTP): timetags are used as they are.",
-        ),
-        click.option(
-            "--sync-peer",
-            type=PEER,
-            metavar="HOST:PORT|@NAME",
-            help="Whose clock to follow with --sync (default: the first sender of a timetagged "
-            "tick, whoever it is, or with oscsync --key-file the first that signs with the key; "
-            "give it to refuse anyone else's ticks and to sync before the first one). An "
-            "@NAME that re-registers elsewhere is followed there, syncing from scratch.",
-        ),
-        click.option(
-            "--sync-start-interval",
-            type=PING_INTERVAL,
-            default=follow.ACQUIRE_INTERVAL,
-            show_default=True,
-            help=f"With --sync: seconds between clock pings for the first "
-            f"{follow.ACQUIRE_TIME:g} s, while the first estimates are made.",
-        ),
-        click.option(
-            "--sync-interval",
-            type=PING_INTERVAL,
-            default=follow.INTERVAL,
-            show_default=True,
-            help="With --sync: seconds between clock pings after that (more seconds: less "
-            "traffic, a noisier estimate).",
-        ),
-    )
-
-
 def listen_options(*sounds: Callable[[F], F], log_help: str) -> Callable[[F], F]:
     """The options :class:`Listening` collects but ``--advertise`` and ``--sync``, with the
     command's own sound options (``sounds``) after ``--latency-compensation``."""
@@ -366,41 +318,28 @@ class Listening:
     sync_interval: float = follow.INTERVAL
     overwrite: bool = False
 
+    def syncing(self) -> Syncing:
+        """The ``--sync`` options among these."""
+        return Syncing(
+            self.sync,
+            self.sync_peer,
+            self.sync_start_interval,
+            self.sync_interval,
+            self.sync_peer_given,
+        )
+
     def checked(self) -> Listening:
-        """These options with ``--sync-peer @NAME`` resolved (when the command starts, never
-        while parsing); ``--sync system`` with ``--sync-peer``, or ping intervals without a
-        peer's clock to follow, is a usage error."""
-        if self.sync == "system" and self.sync_peer is not None:
-            raise click.UsageError("--sync-peer follows a peer's clock: not with --sync system")
-        follows = self.sync == "peer" or (self.sync is None and self.sync_peer is not None)
-        intervals = (self.sync_start_interval, self.sync_interval)
-        if not follows and intervals != (follow.ACQUIRE_INTERVAL, follow.INTERVAL):
-            raise click.UsageError(
-                "--sync-start-interval and --sync-interval time the pings of --sync (peer): "
-                "give --sync"
-            )
+        """These options with ``--sync-peer @NAME`` resolved (:meth:`Syncing.checked`)."""
+        syncing = self.syncing().checked()
         return dataclasses.replace(
-            self, sync_peer=resolve_peer(self.sync_peer), sync_peer_given=self.sync_peer
+            self, sync_peer=syncing.sync_peer, sync_peer_given=syncing.sync_peer_given
         )
 
     @contextlib.contextmanager
     def following_sync_peer(self, app: AppContext, session: ListenSession[Any]) -> Iterator[None]:
         """While the block runs, a ``--sync-peer @NAME`` that re-registers elsewhere is
-        followed: the clock follower measures the new address from scratch (issue 17, as
-        ``clock --peer @NAME``); the old address steers nothing any more."""
-        if self.sync_peer is None:
-            yield
-            return
-        with following(
-            app,
-            (self.sync_peer_given,),
-            (self.sync_peer,),
-            session.move_sync_peer,
-            say=lambda text: app.note(
-                text.replace("now sending to", "now following the clock at")
-                + "; clock sync starts over"
-            ),
-        ):
+        followed (:meth:`Syncing.following`)."""
+        with self.syncing().following(app, session.move_sync_peer):
             yield
 
 
