@@ -200,8 +200,6 @@ def test_a_synced_leaders_ticks_through_the_bridge_play_in_scsynth_at_their_true
     """metronome send (its clock 300 ms ahead) -> bridge --sync, re-timetagging onto this clock
     and mapping /tick to /s_new -> scsynth, recorded; each click against the leader's timetag
     less its skew (the true time it meant), as dump received it."""
-    # Until branch bridge and this one are both merged (integrator: drop this line then).
-    pytest.importorskip("oscsync.apps.bridge", reason="oscsync bridge is not merged yet")
     recorder = start_recording(jack, BRIDGE_TICKS * 60 / BPM + 5)
     bridge_port, dump_port = free_udp_port(), free_udp_port()
     target = str(sc.udp if transport == "udp" else sc.tcp)
