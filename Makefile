@@ -2,7 +2,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-DEBIAN_PEERS = puredata-core pd-osc pd-mrpeach-net pd-mrpeach liblo-tools tshark jackd2 libportaudio2 faketime
+DEBIAN_PEERS = puredata-core pd-osc pd-mrpeach-net pd-mrpeach liblo-tools tshark jackd2 libportaudio2 faketime \
+  nodejs supercollider-server
+# osc.js, an independent OSC implementation for tests/test_interop_types.py, from the npm registry
+# (tests/node/package-lock.json pins it) into tests/node/node_modules.
+NODE_PEERS = tests/node/node_modules/osc/package.json
 
 .PHONY: demo test test-busy venv peers playsound lint docs clean
 
@@ -34,10 +38,19 @@ apt_install = if command -v apt-get >/dev/null 2>&1; then \
 	  fi; \
 	else echo "apt-get not found: install $(1) or their equivalents yourself"; fi
 
-# Real peers (Pure Data + mrpeach OSC, liblo's oscsend/oscdump, tshark, JACK + PortAudio) when
-# apt-get is here.
+# Real peers (Pure Data + mrpeach OSC, liblo's oscsend/oscdump, tshark, JACK + PortAudio, scsynth)
+# when apt-get is here, and osc.js from the npm registry.
 peers:
 	@$(call apt_install,$(DEBIAN_PEERS))
+	@if [ ! -f $(NODE_PEERS) ]; then \
+	  if ! command -v npm >/dev/null 2>&1; then $(call apt_install,npm); fi; \
+	  if command -v npm >/dev/null 2>&1; then \
+	    echo "installing osc.js into tests/node (npm ci)"; \
+	    npm ci --prefix tests/node --omit=optional --no-audit --no-fund --loglevel=error; \
+	  elif case "$$CI" in 1|true|yes) true;; *) false;; esac; then \
+	    echo "npm not found: the osc.js interop tests cannot run (CI=$$CI)" >&2; exit 1; \
+	  else echo "npm not found: the osc.js interop tests will skip (or fail under CI=true)"; fi; \
+	fi
 
 # --audio playsound on Linux: playsound 1.2.2 plays through GStreamer from Python, and a venv does
 # not see Debian's python3-gi, so PyGObject is built into the venv (~25 s once) from the [playsound]

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/hardening.py                 # 100,000 fuzz cases, 10 s flood
     .venv/bin/python benchmarks/hardening.py --quick         # 5,000 cases, 3 s flood
+    .venv/bin/python benchmarks/hardening.py --third-round   # only issue 27's probes (~1 min)
 
 Prints: fuzz cases run and crashes (goal 0); for the flood, datagrams sent, messages received,
 drops by reason and what is unaccounted (goal 0), peak RSS and thread counts of the listener
@@ -11,12 +12,24 @@ of 1,000 one-shot senders netem relays and whether probes still pass afterwards,
 RSS holding 64 KB datagrams under --delay 10s with and without the byte bound. Blob bomb (#20
 item 1): the peak RSS of dump, dump --schedule and metronome listen fed blob-size bombs, against
 the same listeners fed honest datagrams of the same size.
+
+Third round (issue 27, items 6, 7, 9, 10, 13; ``--third-round`` runs only these): peak RSS and
+CPU of a fresh process under each memory or CPU probe, beside a fresh process of the same command
+fed a well-behaved load of the same byte count in the same run: dump, record and metronome
+listen fed 256 UDP messages with a new 65,000-tag string each (against one-blob datagrams);
+dump over TCP fed 16 MiB frames of ``,TTTT...``, of ``,r`` + 65,534 ints + a blob (python-osc's
+reader copied the rest of the frame per argument), and of a 15 MiB message nested 63 deep
+(against one-blob frames); an OSCQuery server sent ``GET //[`` (against ``GET /``: CPU a
+request, stderr bytes, tracebacks); ``replay --timetags shift`` of a recording with one malformed
+bundle (against all valid); ``stats`` of /dev/zero and /dev/urandom (against finite files of
+what it reads, and a tick log).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import re
 import socket
@@ -26,6 +39,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -559,6 +574,318 @@ def blob_bomb(count: int = 20) -> None:
         print(f"    {summary}")
 
 
+# -- issue 27, items 6, 7, 9, 10, 13: memory and CPU under each probe, against a baseline --------
+#
+# Each probe runs a fresh process and feeds it the hostile input, then a fresh process of the same
+# command is fed a well-behaved load of the same byte count, in the same run. For a listener the
+# figures are its peak RSS (VmHWM) and CPU (utime + stime) read from /proc once it has gone idle;
+# for a command that ends by itself, its own VmHWM at exit and its CPU from os.wait4. The CPU
+# includes start-up (the baseline's too): the difference is the probe's cost.
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_idle(pid: int, limit: float = 120.0) -> None:
+    """Until the process used no CPU for 0.6 s (it has handled what it was sent)."""
+    end = time.monotonic() + limit
+    last, still = _cpu_seconds(pid), 0
+    while time.monotonic() < end and still < 3:
+        time.sleep(0.2)
+        now = _cpu_seconds(pid)
+        still = still + 1 if now - last < 0.005 else 0
+        last = now
+
+
+def _listener_cost(
+    argv: list[str], ready: str, feed: Callable[[int], None]
+) -> tuple[float, float, str]:
+    """(peak RSS MiB, CPU s, summary line) of ``oscsync ARGV`` fed by ``feed(port)``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oscsync", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    while ready not in line:
+        line = proc.stderr.readline()
+    port = int(line.split(ready, 1)[1].split()[0].rstrip(",").rsplit(":", 1)[1])
+    feed(port)
+    _wait_idle(proc.pid)
+    peak = int(proc_status(proc.pid)["VmHWM"].split()[0]) / 1024
+    cpu = _cpu_seconds(proc.pid)
+    proc.terminate()
+    rest = proc.stderr.read().strip().splitlines()
+    proc.wait(30)
+    return peak, cpu, rest[-1] if rest else ""
+
+
+_MEASURED_RUN = """
+import atexit, os, runpy, sys
+fd = int(sys.argv[1])
+def report():
+    with open("/proc/self/status") as status:
+        os.write(fd, next(line for line in status if line.startswith("VmHWM")).encode())
+atexit.register(report)
+sys.argv = ["oscsync", *sys.argv[2:]]
+runpy.run_module("oscsync", run_name="__main__")
+"""
+"""``python -m oscsync`` with the process's peak RSS (VmHWM) written to a pipe at exit."""
+
+
+def _command_cost(argv: list[str]) -> tuple[float, float, int, str]:
+    """(peak RSS MiB, CPU s, exit code, last stderr line) of ``oscsync ARGV`` run to its end.
+
+    The peak is the command's own VmHWM, reported at exit: wait4's ru_maxrss would include this
+    process's memory, shared with the child until its exec."""
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _MEASURED_RUN, str(write), *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        pass_fds=(write,),
+        text=True,
+    )
+    os.close(write)
+    assert proc.stderr is not None
+    errors = proc.stderr.read().strip()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    with os.fdopen(read) as report:
+        peak_kb = int(report.read().split()[1])
+    last = errors.splitlines()[-1] if errors else ""
+    return peak_kb / 1024, usage.ru_utime + usage.ru_stime, proc.returncode, last
+
+
+def _udp_feed(datagrams: list[bytes]) -> Callable[[int], None]:
+    def feed(port: int) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for datagram in datagrams:
+                sock.sendto(datagram, ("127.0.0.1", port))
+                time.sleep(0.005)  # paced: what each costs, not what the kernel's buffer drops
+
+    return feed
+
+
+def _tcp_feed(frames: list[bytes]) -> Callable[[int], None]:
+    def feed(port: int) -> None:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            for frame in frames:
+                sock.sendall(struct.pack(">i", len(frame)) + frame)
+
+    return feed
+
+
+def _message(tags: bytes, payload: bytes = b"", address: bytes = b"/a") -> bytes:
+    head = address + b"\x00" * (4 - len(address) % 4)
+    tag_string = b"," + tags + b"\x00"
+    return head + tag_string + b"\x00" * (-len(tag_string) % 4) + payload
+
+
+def _blob_message(size: int, address: bytes = b"/a") -> bytes:
+    """An honest message of exactly ``size`` bytes (a multiple of 4): one blob."""
+    blob = size - len(_message(b"b", address=address)) - 4
+    return _message(b"b", struct.pack(">i", blob) + b"B" * blob, address)
+
+
+def _compare(
+    label: str, probe: tuple[float, float, str], baseline: tuple[float, float, str]
+) -> None:
+    print(
+        f"  {label}: peak RSS {probe[0]:7.1f} MiB, CPU {probe[1]:6.2f} s; baseline "
+        f"{baseline[0]:7.1f} MiB, {baseline[1]:6.2f} s (RSS x{probe[0] / baseline[0]:.2f}, "
+        f"CPU {probe[1] - baseline[1]:+.2f} s)"
+    )
+    print(f"    probe: {probe[2]}")
+    print(f"    baseline: {baseline[2]}")
+
+
+def type_tag_probes(count: int, tmp: Path) -> None:
+    """Item 6 over UDP: ``count`` messages ``/a ,TTTT...``, each a new 65,000-tag string (before:
+    ~5 MB of plan each in a cache capped at 256 entries, 16.6 MB of UDP took dump, record and
+    metronome listen from 26 MB to 1.2 GB), against as many honest datagrams of the same size."""
+    bombs = []
+    for n in range(count):
+        tags = bytearray(b"T" * 65_000)
+        tags[n % 65_000] = ord("F")
+        bombs.append(_message(bytes(tags)))
+    honest = [_blob_message(len(bombs[0]))] * count
+    sent = sum(map(len, bombs))
+    print(
+        f"type-tag plan cache (item 6): {count} datagrams of {len(bombs[0]):,} bytes "
+        f"({sent / 1e6:.1f} MB), each a new tag string, against {count} one-blob datagrams"
+    )
+    listeners = [
+        ("dump --jsonl", ["dump", "--jsonl", "--listen", "127.0.0.1:0"]),
+        ("record", ["record", "{file}", "--listen", "127.0.0.1:0"]),
+        ("metronome listen", ["metronome", "listen", "--audio", "none", "--listen", "127.0.0.1:0"]),
+    ]  # fmt: skip
+    for name, argv in listeners:
+        results = []
+        for kind, datagrams in (("probe", bombs), ("baseline", honest)):
+            path = tmp / f"{name.split()[0]}-{kind}.jsonl"
+            args = [arg.replace("{file}", str(path)) for arg in argv]
+            results.append(_listener_cost(args, " on ", _udp_feed(datagrams)))
+        _compare(name, results[0], results[1])
+
+
+def tcp_frame_probes(frames: int) -> None:
+    """Item 6 over TCP (before: 48 MB reached 3.4 GB and ~5 s of CPU per frame) and item 7
+    (a 15 MiB frame nested 63 deep peaked at 1 GB), each against frames of the same size holding
+    one blob, fed to ``dump --listen tcp://``."""
+    size = 16 * 1024 * 1024 - 64
+    tees = _message(b"T" * (size - 12))
+    ints = 65_534  # ,r then ints then one blob: python-osc copied the rest for every int
+    head = _message(b"r" + b"i" * ints + b"b", bytes(4 * (ints + 1)))
+    blob = size - len(head) - 4
+    quadratic = head + struct.pack(">i", blob) + b"Q" * blob
+    nested = _blob_message(15 * 1024 * 1024)
+    for level in range(63):
+        nested = codec.encode_bundle(level + 2, [nested])
+    flat = codec.encode_bundle(2, [_blob_message(len(nested) - 20)])
+    cases = [
+        (f"{frames} frames of ,TTTT... (16 MiB)", [tees] * frames, [_blob_message(len(tees))] * frames),
+        (f"{frames} frames of ,rii...ib (65,536 args, 16 MiB)", [quadratic] * frames,
+         [_blob_message(len(quadratic))] * frames),
+        (f"{frames} frames nested 63 deep (15 MiB)", [nested] * frames, [flat] * frames),
+    ]  # fmt: skip
+    print("TCP frames (items 6 and 7), dump --jsonl --listen tcp://, against one-blob frames")
+    argv = ["dump", "--jsonl", "--listen", "tcp://127.0.0.1:0"]
+    for label, probe, baseline in cases:
+        _compare(
+            label,
+            _listener_cost(argv, " on ", _tcp_feed(probe)),
+            _listener_cost(argv, " on ", _tcp_feed(baseline)),
+        )
+
+
+_OSCQUERY_CHILD = """
+import sys, time
+from oscsync.discovery.oscquery import OscQueryServer, host_info, namespace
+server = OscQueryServer("127.0.0.1", namespace(()), host_info("bench", 9000)).start()
+print(server.port, flush=True)
+sys.stdin.read()
+print(dict(server.rejected), server.served, file=sys.stderr)
+"""
+
+
+def oscquery_probe(requests: int) -> None:
+    """Item 9: ``GET //[ HTTP/1.1`` printed a traceback per request (3,689 in 5 s, 2.8 MB):
+    the server's CPU and stderr for malformed requests against as many good ones."""
+    print(f"OSCQuery (item 9): {requests} requests 'GET //[ HTTP/1.1' against {requests} 'GET /'")
+    for label, line in (
+        ("probe", b"GET //[ HTTP/1.1\r\n\r\n"),
+        ("baseline", b"GET / HTTP/1.1\r\n\r\n"),
+    ):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _OSCQUERY_CHILD],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stdin is not None
+        port = int(proc.stdout.readline())
+        before = _cpu_seconds(proc.pid)
+        start = time.perf_counter()
+        answers: Counter[bytes] = Counter()
+        for _ in range(requests):
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(line)
+                answers[sock.recv(64)[:12]] += 1
+        took = time.perf_counter() - start
+        cpu = _cpu_seconds(proc.pid) - before
+        peak = int(proc_status(proc.pid)["VmHWM"].split()[0]) / 1024
+        _, errors = proc.communicate("", timeout=30)
+        print(
+            f"  {label}: {requests / took:,.0f} requests/s, server CPU {cpu * 1e6 / requests:.0f} "
+            f"µs a request, peak RSS {peak:.1f} MiB; stderr {len(errors) - len(errors.splitlines()[-1]) - 1:,} "
+            f"bytes besides the counts, tracebacks {errors.count('Traceback')}; answers "
+            f"{dict((k.decode(), v) for k, v in answers.items())}; counted {errors.strip().splitlines()[-1]}"
+        )
+
+
+def replay_shift_probe(datagrams: int, tmp: Path) -> None:
+    """Item 10: ``replay --timetags shift`` of a recording holding one malformed bundle (element
+    size 0xFFFFFFF0) looped ~10^9 times (20 s CPU, 3.8 GB), against the same recording with that
+    bundle valid."""
+    from oscsync.files.recording import RecordingWriter
+
+    stamp = tt.from_unix(1_800_000_000.0)
+    good = codec.encode_bundle(stamp, [codec.encode_message("/a", [1])])
+    bad = good[:16] + struct.pack(">I", 0xFFFFFFF0) + b"#bundle\x00" + bytes(8)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    peer = f"127.0.0.1:{sink.getsockname()[1]}"
+    print(
+        f"replay --timetags shift (item 10): {datagrams} datagrams, one a malformed bundle, "
+        "against the same recording with that one valid"
+    )
+    results = []
+    for label, odd in (
+        ("probe", bad),
+        ("baseline", good),
+    ):
+        path = tmp / f"shift-{label}.jsonl"
+        with path.open("w") as out:
+            writer = RecordingWriter(out, 0.0)
+            writer.write_header(host="h", clock="system", started_unix=1.8e9, listen="x:1",
+                                software="bench")  # fmt: skip
+            for n in range(datagrams):
+                data = odd if n == datagrams // 2 else good
+                writer.add(data, "127.0.0.1:1", 1.8e9 + n / 1000, n / 1000)
+            writer.close(datagrams / 1000, {})
+        results.append(_command_cost(
+            ["replay", str(path), "--peer", peer, "--timetags", "shift", "--speed", "100"]
+        ))  # fmt: skip
+    sink.close()
+    for label, (peak, cpu, code, last) in zip(("probe", "baseline"), results):
+        print(f"  {label}: peak RSS {peak:.1f} MiB, CPU {cpu:.2f} s, exit {code}; {last}")
+
+
+def stats_probe(tmp: Path) -> None:
+    """Item 13: ``stats /dev/zero`` ran forever at 100 % CPU. Each endless file against a finite
+    file of what it now reads before it stops, and a real tick log."""
+    zeros = tmp / "zeros.bin"
+    with zeros.open("wb") as out:
+        for _ in range(64):
+            out.write(bytes(1 << 20))
+    lines = tmp / "random-lines.txt"
+    with lines.open("wb") as out:
+        for _ in range(10_000):
+            out.write(os.urandom(40).replace(b"\n", b" ") + b"\n")
+    log = tmp / "ticks.jsonl"
+    with log.open("w") as out:
+        for k in range(10_000):
+            out.write(json.dumps({"seq": k, "arrival": 1e9 + k / 4, "onset": 1e9 + k / 4,
+                                  "timetag": None, "late": False}) + "\n")  # fmt: skip
+    print("stats (item 13): files that never end, against finite files of what they now read")
+    for label, path in (
+        ("/dev/zero", "/dev/zero"),
+        ("64 MiB of zeros in a file", str(zeros)),
+        ("/dev/urandom", "/dev/urandom"),
+        ("10,000 random lines in a file", str(lines)),
+        ("a tick log of 10,000 ticks", str(log)),
+    ):
+        peak, cpu, code, last = _command_cost(["stats", path])
+        said = last or "its table on stdout"
+        print(f"  {label}: peak RSS {peak:.1f} MiB, CPU {cpu:.2f} s, exit {code}; {said}")
+
+
+def third_round(quick: bool) -> None:
+    """Every memory and CPU probe of issue 27's files and memory items, against its baseline."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="oscsync-hardening-") as name:
+        tmp = Path(name)
+        type_tag_probes(64 if quick else 256, tmp)
+        tcp_frame_probes(1 if quick else 3)
+        oscquery_probe(500 if quick else 2000)
+        replay_shift_probe(1000 if quick else 5000, tmp)
+        stats_probe(tmp)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -566,7 +893,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--cases", type=int, default=100_000)
     parser.add_argument("--flood-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--third-round",
+        action="store_true",
+        help="only issue 27's memory and CPU probes (items 6, 7, 9, 10, 13), each with its baseline",
+    )
     args = parser.parse_args()
+    if args.third_round:
+        third_round(args.quick)
+        return
     cases = 5_000 if args.quick else args.cases
     seconds = 3.0 if args.quick else args.flood_seconds
 
@@ -585,6 +920,7 @@ def main() -> None:
     clock_hijack()
     exhaustion(args.quick)
     blob_bomb()
+    third_round(args.quick)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ CPU time per item (``time.process_time``: the load of other processes does not c
 still disturbs caches), best of ``--rounds`` rounds, the two variants of a lever alternating so
 both see the same conditions:
 
-  * **decode**: the fast path for common type tags (``codec.decode_message``) against the
-    python-osc path it falls back to (``codec._decode_message_slow``), for ``,if`` (the
-    throughput blast's message), ``,s`` (a chat line) and ``,ifsbTFNhdt``;
+  * **decode**: the fast path for common type tags (``codec.decode_message``) against
+    python-osc's decoder (``tests/osc_reference.py``, the codec's slow path until issue 27) and
+    the general path the fast path falls back to now (``codec._decode_message_general``), for
+    ``,if`` (the throughput blast's message), ``,s`` (a chat line) and ``,ifsbTFNhdt``;
   * **line**: rendering a ``dump`` line now (``Dumper.print_now``'s renderers) against the
     formatters before issue 18 (datetime for the clock, the JSON encoder for the args),
     written into an in-memory stream;
@@ -30,9 +31,14 @@ import datetime as dt
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import osc_reference  # the tests' python-osc reference decoder
 from oscsync.apps import dump
 from oscsync.net.udpsocket import MAX_DATAGRAM, set_recv_buffer
 from oscsync.osc import codec, timetag
@@ -115,17 +121,22 @@ def decode_lever(count: int, rounds: int) -> None:
         ),
     }
     for name, data in cases.items():
-        assert codec.decode_message(data) == codec._decode_message_slow(data, None)
+        assert codec.decode_message(data) == osc_reference.decode_message(data, None)
+        assert codec._decode_message_general(data, None) == codec.decode_message(data)
         best = best_of(
             rounds,
             {
                 "fast": lambda data=data: per_item(count, lambda _: codec.decode_message(data)),
                 "python-osc": lambda data=data: per_item(
-                    count, lambda _: codec._decode_message_slow(data, None)
+                    count, lambda _: osc_reference.decode_message(data, None)
+                ),
+                "general": lambda data=data: per_item(
+                    count, lambda _: codec._decode_message_general(data, None)
                 ),
             },
         )
         show(name, ("through python-osc", best["python-osc"]), ("fast path", best["fast"]))
+        show("", ("through python-osc", best["python-osc"]), ("general path", best["general"]))
 
 
 def line_lever(count: int, rounds: int) -> None:

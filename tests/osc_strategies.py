@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from hypothesis import strategies as st
 
@@ -15,19 +16,40 @@ ADDRESS = st.lists(
     max_size=4,
 ).map(lambda parts: "/" + "/".join(parts))
 
-ARG = st.one_of(
+PATTERN = st.lists(
+    st.text(alphabet="abc09_-*?,{}[]!", min_size=1, max_size=8), min_size=1, max_size=3
+).map(lambda parts: "/" + "/".join(parts))
+"""Address patterns: OSC 1.0 lets an address hold ``* ? [ ] { } , !`` (``/{a,b}``)."""
+
+TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),
+    max_size=40,
+)
+
+SCALAR = st.one_of(
     st.integers(min_value=-(2**31), max_value=2**31 - 1).map(lambda v: (v, "i")),
     st.integers(min_value=-(2**63), max_value=2**63 - 1).map(lambda v: (v, "h")),
     st.floats(width=32, allow_nan=False).map(lambda v: (v, "f")),
     st.floats(allow_nan=False).map(lambda v: (v, "d")),
-    st.text(
-        alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),
-        max_size=40,
-    ).map(lambda v: (v, "s")),
-    # python-osc 1.10 cannot encode an empty blob (valid OSC), so blobs have 1+ bytes here.
-    st.binary(min_size=1, max_size=40).map(lambda v: (v, "b")),
-    st.sampled_from([(True, "T"), (False, "F"), (None, "N")]),
+    TEXT.map(lambda v: (v, "s")),
+    TEXT.map(lambda v: (v, "S")),
+    st.characters(min_codepoint=0, max_codepoint=0x10FFFF).map(lambda v: (v, "c")),
+    st.integers(min_value=0, max_value=tt.MAX_TIMETAG).map(lambda v: (v, "t")),
+    st.integers(min_value=0, max_value=2**32 - 1).map(lambda v: (v, "r")),
+    st.binary(min_size=4, max_size=4).map(lambda v: (tuple(v), "m")),
+    st.binary(max_size=40).map(lambda v: (v, "b")),  # empty blobs too (valid OSC)
+    st.sampled_from([(True, "T"), (False, "F"), (None, "N"), (float("inf"), "I")]),
 )
+"""One argument of every type :func:`~oscsync.osc.codec.encode_message` writes, as (the value
+:func:`~oscsync.osc.codec.decode` gives back, its tag)."""
+
+
+def _array(items: list[tuple[Any, str]]) -> tuple[Any, str]:
+    return [value for value, _ in items], "[" + "".join(tag for _, tag in items) + "]"
+
+
+ARG = st.recursive(SCALAR, lambda inner: st.lists(inner, max_size=4).map(_array), max_leaves=8)
+"""A scalar or an array (nested, empty or not) of them."""
 
 
 @st.composite
@@ -35,7 +57,8 @@ def messages(draw: st.DrawFn) -> bytes:
     args = draw(st.lists(ARG, max_size=6))
     values = [value for value, _ in args]
     types = "".join(tag for _, tag in args)
-    return codec.encode_message(draw(ADDRESS), values, types)
+    address = draw(st.one_of(ADDRESS, PATTERN))
+    return codec.encode_message(address, values, types)
 
 
 def bundles(depth: int = 3) -> st.SearchStrategy[bytes]:

@@ -89,13 +89,15 @@ def pd_command(
     sends: Sequence[str],
     init_port: int,
     args: Sequence[str] = (),
+    audio: Sequence[str] = ("-nosound",),
 ) -> list[str]:
     """The argv that runs ``patch`` headless with the OSC libraries on the search path.
 
     ``-noprefs`` keeps a developer's saved Pd preferences (paths, libraries, audio) out of tests;
-    ``args`` adds flags such as ``-sleepgrain 0.2`` (Pd then reads its sockets more often).
+    ``args`` adds flags such as ``-sleepgrain 0.2`` (Pd then reads its sockets more often);
+    ``audio`` replaces ``-nosound`` (``-jack -callback -r 64000``: PD plays through JACK).
     """
-    argv = ["pd", "-nogui", "-nosound", "-nomidi", "-stderr", "-noprefs", *args]
+    argv = ["pd", "-nogui", *audio, "-nomidi", "-stderr", "-noprefs", *args]
     for path in PD_SEARCH_PATHS:
         argv += ["-path", path]
     argv += ["-open", str(control_patch), "-open", str(patch)]
@@ -125,12 +127,14 @@ class PdProcess:
         *,
         pd: str = "pd",
         args: Sequence[str] = (),
+        audio: Sequence[str] = ("-nosound",),
     ) -> None:
         self.patch = Path(patch).resolve()
         if not self.patch.is_file():
             raise FileNotFoundError(self.patch)
         self.sends = list(sends)
         self.args = list(args)
+        self.audio = list(audio)
         self.pd = pd
         self.lines: list[str] = []
         self._cond = threading.Condition()
@@ -148,7 +152,9 @@ class PdProcess:
         control_patch = Path(self._tmp.name) / "pdharness-control.pd"
         control_patch.write_text(_CONTROL_PATCH)
         self._control_port = _free_udp_port()
-        argv = pd_command(self.patch, control_patch, self.sends, self._control_port, self.args)
+        argv = pd_command(
+            self.patch, control_patch, self.sends, self._control_port, self.args, self.audio
+        )
         argv[0] = self.pd
         self._proc = subprocess.Popen(
             argv,
@@ -303,7 +309,8 @@ class PdProcess:
 
 @pytest.fixture
 def run_pd() -> Iterator[Callable[..., PdProcess]]:
-    """Start headless PD patches (``run_pd(patch, sends=[...], args=[...])``, ready on return).
+    """Start headless PD patches (``run_pd(patch, sends=[...], args=[...], audio=[...])``,
+    ready on return).
 
     Every PD started is stopped at the end of the test, whatever happened.
     """
@@ -320,8 +327,9 @@ def run_pd() -> Iterator[Callable[..., PdProcess]]:
         sends: Sequence[str] = (),
         timeout: float = 10.0,
         args: Sequence[str] = (),
+        audio: Sequence[str] = ("-nosound",),
     ) -> PdProcess:
-        process = PdProcess(patch, sends, pd=pd, args=args)
+        process = PdProcess(patch, sends, pd=pd, args=args, audio=audio)
         started.append(process)
         return process.start(timeout)
 

@@ -33,7 +33,7 @@ FROM_THE_FACE = {"__version__"}
 """What a module inside oscsync may import from the face: defined before it imports anything."""
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("osc", "stats", "threads", "install", "lateness"),
+    ("osc", "stats", "threads", "install", "lateness", "outfile"),
     ("clock", "terminal"),
     ("realtime",),
     ("net", "scheduler", "audio"),

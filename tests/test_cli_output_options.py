@@ -7,11 +7,14 @@ end, a file is ``--NAME-out PATH``; ``-q`` hides notices and live lines, never d
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
-from conftest import free_udp_port
+from conftest import free_udp_port, oscsync_command
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.cli.main import cli
 from oscsync.net.hostport import HostPort
@@ -88,3 +91,71 @@ def test_options_convention_clock_json_is_one_object_and_jsonl_a_stream(
     assert len(reports) >= 2  # the first report goes out at once, the final one last
     assert reports[-1]["answered"] == 4 and reports[-1]["sent"] == 4
     assert both.exit_code == 2 and "not both" in both.output
+
+
+# -- issue 27, item 12: one rule for every file a command writes --------------------------------
+
+OUTPUTS = [
+    ("metronome listen --log", ["metronome", "listen", "--audio", "none", "--log", "{path}"]),
+    ("metronome listen wav:", ["metronome", "listen", "--audio", "wav:{path}"]),
+    ("sequence listen --log", ["sequence", "listen", "--audio", "none", "--log", "{path}"]),
+    ("timetag sweep --csv", ["timetag", "sweep", "--offsets", "0", "--csv", "{path}"]),
+    ("timetag sweep --json-out", ["timetag", "sweep", "--offsets", "0", "--json-out", "{path}"]),
+    ("record FILE", ["record", "{path}"]),
+    ("record --pcap", ["record", "--pcap", "{path}"]),
+]
+
+
+@pytest.mark.parametrize(("name", "args"), OUTPUTS, ids=[name for name, _ in OUTPUTS])
+def test_no_command_replaces_an_existing_file_without_overwrite(
+    tmp_path: Path, cli_runner: CliRunner, name: str, args: list[str]
+) -> None:
+    """``--log``, ``wav:``, ``--csv`` and ``--json-out`` replaced an existing file silently
+    while ``record`` refused: now every one refuses (exit 2, the file untouched)."""
+    path = tmp_path / "precious.txt"
+    path.write_text("precious\n")
+    argv = [arg.replace("{path}", str(path)) for arg in args]
+    result = cli_runner.invoke(
+        cli, [*argv, "--listen", "127.0.0.1:0"] if "listen" in name else argv
+    )
+    assert result.exit_code == 2, result.output
+    assert f"{path} already exists" in result.output and "--overwrite" in result.output
+    assert path.read_text() == "precious\n"
+
+
+def test_overwrite_replaces_an_existing_log(tmp_path: Path, cli_runner: CliRunner) -> None:
+    path = tmp_path / "ticks.jsonl"
+    path.write_text("old run\n")
+    args = ["metronome", "listen", "--audio", "none", "--listen", "127.0.0.1:0", "--log"]
+    result = cli_runner.invoke(cli, [*args, str(path), "--overwrite", "--duration", "0.1"])
+    assert result.exit_code == 0, result.output
+    assert path.read_text() == ""  # replaced (no tick came)
+    empty = tmp_path / "empty.jsonl"
+    empty.touch()  # an empty file holds nothing to lose: written without --overwrite
+    result = cli_runner.invoke(cli, [*args, str(empty), "--duration", "0.1"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+@pytest.mark.parametrize(("name", "args"), OUTPUTS, ids=[name for name, _ in OUTPUTS])
+def test_a_named_pipe_nobody_reads_is_one_line_not_a_silent_wait(
+    tmp_path: Path, name: str, args: list[str]
+) -> None:
+    """A FIFO as output made every command wait, silently, for a reader (open blocks)."""
+    path = tmp_path / "pipe"
+    os.mkfifo(path)
+    argv = [arg.replace("{path}", str(path)) for arg in args]
+    if "listen" in name or name.startswith("record"):
+        argv += ["--listen", "127.0.0.1:0", "--duration", "30"]
+    done = subprocess.run(oscsync_command(*argv), capture_output=True, text=True, timeout=60)
+    assert done.returncode in (1, 2), done.stderr
+    [error] = [line for line in done.stderr.splitlines() if "Error" in line]
+    assert f"cannot write {path}: a named pipe (FIFO) that nothing reads" in error
+    assert "Traceback" not in done.stderr
+
+
+def test_demo_does_not_replace_the_wav_files_in_out(tmp_path: Path, cli_runner: CliRunner) -> None:
+    (tmp_path / "plain-A.wav").write_bytes(b"RIFF precious")
+    result = cli_runner.invoke(cli, ["demo", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "plain-A.wav already exists" in result.output
+    assert (tmp_path / "plain-A.wav").read_bytes() == b"RIFF precious"

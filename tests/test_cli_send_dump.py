@@ -62,6 +62,27 @@ def test_send_to_dump_jsonl_round_trip(spawn: Spawn) -> None:
     assert "3 messages printed" in errors.rest()[-1]
 
 
+def test_send_writes_every_osc_type_and_patterns(spawn: Spawn) -> None:
+    """Issue 28: S c t r I, arrays, an empty blob and a ',' in the address, from the CLI."""
+    proc, where, errors = start_dump(spawn, "--jsonl", "--count", "2")
+    run = [*oscsync_command("send", where)]
+    subprocess.run(
+        [*run, "/{a,b}/x", "-t", "Sctr[if[I]c]bm", "sym", "é", "dd9d15a7922f48c2",
+         "#ff0000ff", "-3", "0.5", "x", "0x", "00903c64"],
+        check=True,
+    )  # fmt: skip
+    subprocess.run([*run, "/at", "--at", "0000000000000001"], check=True)
+    records = [json.loads(line) for line in finish(proc).splitlines()]
+    assert records[0]["address"] == "/{a,b}/x"
+    assert records[0]["types"] == "Sctr[if[I]c]bm"
+    assert records[0]["args"] == [
+        "sym", "é", "dd9d15a7.922f48c2", 0xFF0000FF, [-3, 0.5, ["inf"], "x"], "", [0, 0x90, 60, 100]
+    ]  # fmt: skip
+    # 16 hex digits are the timetag's 64 bits (here 1, "immediately"), not Unix second 1.
+    assert records[1]["timetag"] == "00000000.00000001"
+    assert "2 messages printed" in errors.rest()[-1]
+
+
 def test_send_in_sets_a_future_timetag(spawn: Spawn) -> None:
     proc, where, _ = start_dump(spawn, "--jsonl", "--count", "1")
     subprocess.run([*oscsync_command("send", where, "/tick", "1", "--in", "0.25")], check=True)
@@ -112,6 +133,12 @@ def test_dump_stops_cleanly_on_sigterm(spawn: Spawn) -> None:
         (["send", "127.0.0.1:9000", "/x", "--types", "iq", "1", "2"], 2, "unknown type"),
         (["send", "127.0.0.1:9000", "/x", "--types", "i", "one"], 2, "not a valid 32-bit"),
         (["send", "127.0.0.1:9000", "/x", "--types", "ii", "1"], 2, "need 2 values"),
+        (["send", "127.0.0.1:9000", "/x", "--types", "c", "ab"], 2, "not one character"),
+        (["send", "127.0.0.1:9000", "/x", "--types", "t", "soon"], 2, "not a timetag"),
+        (["send", "127.0.0.1:9000", "/x", "--types", "r", "ff00"], 2, "must be 4 bytes"),
+        (["send", "127.0.0.1:9000", "/x", "--types", "[i", "1"], 2, "without its ']'"),
+        (["send", "127.0.0.1:9000", "/x", "--types", "i]", "1"], 2, "closes no array"),
+        (["send", "127.0.0.1:9000", "/x", "--at", "dd9d15a7922f48c"], 2, "(16 digits)"),
         (["send", "127.0.0.1:9000", "/x", "--in", "soon"], 2, "not a duration"),
         (["send", "127.0.0.1:9000", "/x", "--at", "tomorrow"], 2, "not a timetag"),
         (["send", "127.0.0.1:9000", "/x", "--in", "1", "--at", "immediately"], 2, "not both"),

@@ -143,6 +143,7 @@ def test_pair_hears_itself_with_swing(cli_runner: CliRunner, tmp_path: Path) -> 
         ("kick: x..q\n", "line 1, column 10: unknown symbol 'q'"),
         ("kick: x...\nsnare: o..\n", "line 2, column 11: voice 'snare' has 3 steps"),
         ("\n", "line 1, column 1: the pattern is empty"),
+        ("bass: " + "1" * 5000 + "\n", "line 1, column 7: MIDI note 11111111... (5000 digits)"),
     ],
 )
 def test_bad_pattern_is_one_error_line_naming_line_and_column(

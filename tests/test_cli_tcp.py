@@ -15,6 +15,8 @@ from click.testing import CliRunner
 
 from conftest import LineReader, oscsync_command
 from oscsync.cli.main import cli
+from oscsync.files.pcap import read_capture
+from oscsync.osc import codec
 
 Spawn = Callable[..., subprocess.Popen[str]]
 
@@ -127,6 +129,37 @@ def test_record_and_replay_over_tcp(spawn: Spawn, tmp_path: Path) -> None:
     assert [r["args"] for r in records] == [[0], [1], [2]]
 
 
+def test_a_1mb_packet_recorded_over_tcp_is_replayed(spawn: Spawn, tmp_path: Path) -> None:
+    """Issue 27, item 11: a TCP recording of a 1 MB packet made a 3.3 MB line that replay refused
+    (1 MiB line limit), --skip-bad too; and with --pcap every packet failed ('tcp://127.0.0.1'
+    is not an address) while record said "0 datagrams". Whatever record writes, replay reads;
+    the pcap (UDP) leaves out what UDP cannot carry, and says so."""
+    recording, pcap = tmp_path / "take.jsonl", tmp_path / "take.pcap"
+    record, where, record_errors = start_listener(
+        spawn, "record", "--listen", "tcp://127.0.0.1:0", str(recording), "--pcap", str(pcap),
+        "--count", "2",
+    )  # fmt: skip
+    big = codec.encode_message("/big", [bytes(range(256)) * 4096])  # 1 MiB blob
+    small = codec.encode_message("/small", [1])
+    host, port = where.removeprefix("tcp://").rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as client:
+        client.sendall(b"".join(struct.pack(">i", len(p)) + p for p in (big, small)))
+        assert record.wait(30) == 0
+    summary = record_errors.wait_for(lambda line: line.startswith("record:"))
+    assert "record: 2 datagrams" in summary and "dropped 0" in summary
+    assert "1 larger than a UDP datagram were left out of the pcap" in summary
+    with pcap.open("rb") as f:
+        assert [d.data for d in read_capture(f)] == [small]
+    dump, dump_at, _ = start_listener(
+        spawn, "dump", "--listen", "tcp://127.0.0.1:0", "--jsonl", "--count", "2"
+    )
+    subprocess.run(oscsync_command("replay", str(recording), "--peer", dump_at), check=True)
+    assert dump.stdout is not None
+    records = [json.loads(line) for line in dump.stdout.read().splitlines()]
+    assert [r["address"] for r in records] == ["/big", "/small"]
+    assert bytes.fromhex(records[0]["args"][0]) == bytes(range(256)) * 4096
+
+
 @pytest.mark.parametrize("option", ["--listen", "--forward"])
 def test_netem_refuses_tcp_in_one_line(option: str) -> None:
     other = "--forward" if option == "--listen" else "--listen"
@@ -197,3 +230,47 @@ def test_session_commands_frame_tcp_packets_as_framing_says(
         assert 8 <= size <= 1024 and received[4:5] in (b"/", b"#")
     else:  # SLIP: END, or a bundle itself first (see tcp.py on liblo's detection); no size
         assert received[:1] in (b"\xc0", b"/", b"#")
+
+
+@pytest.mark.parametrize(
+    ("scheme", "framing", "expected"),
+    [
+        ("tcp+size", "slip", "size"),
+        ("osc.tcp", "slip", "size"),  # as liblo's own clients frame it
+        ("tcp+slip", "size", "slip"),
+        ("tcp", "size", "size"),
+    ],
+)
+def test_a_peer_url_that_names_its_framing_wins_over_the_option(
+    scheme: str, framing: str, expected: str
+) -> None:
+    """Issue 28: scsynth reads only size-prefixed streams; ``tcp+size://`` (or liblo's
+    ``osc.tcp://``) says so per peer, whatever ``--framing`` (SLIP by default) says."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        target = f"{scheme}://127.0.0.1:{port}"
+        proc = subprocess.Popen(
+            oscsync_command("send", target, "/s_new", "--framing", framing, "--", "x", "-1"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            received = first_packet_bytes(server)
+        finally:
+            proc.wait(30)
+    if expected == "size":
+        assert received[:8] == struct.pack(">i", 20) + b"/s_n"
+    else:
+        assert received[:1] in (b"\xc0", b"/")
+
+
+def test_slip_to_scsynths_port_is_warned_at_once() -> None:
+    """scsynth waits silently on a SLIP stream that starts with a bundle (its first bytes read
+    as a 593 MB size): no reset to report, so tcp:// to its port says so before sending."""
+    warned = CliRunner().invoke(cli, ["send", "tcp://127.0.0.1:57110", "/s_new", "--in", "0.1"])
+    assert (
+        "warning: tcp://127.0.0.1:57110: port 57110 is scsynth's, which reads only size-prefixed "
+        "TCP; if this is scsynth, write tcp+size://127.0.0.1:57110"
+    ) in warned.output
+    for url in ("tcp+size://127.0.0.1:57110", "tcp+slip://127.0.0.1:57110"):
+        quiet = CliRunner().invoke(cli, ["send", url, "/s_new"])
+        assert "scsynth" not in quiet.output

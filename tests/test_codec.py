@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import struct
+import tracemalloc
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import osc_reference
+from osc_strategies import ADDRESS, ARG, PATTERN, VALID, mutated
 from oscsync.osc import codec
 from oscsync.osc import timetag as tt
 
@@ -140,6 +145,36 @@ def test_nesting_at_the_limit_is_accepted() -> None:
         packet = codec.encode_bundle(level + 2, [packet])
     (message,) = codec.decode(packet)
     assert message.timetag == 2  # the innermost bundle's
+
+
+def test_a_deeply_nested_frame_is_decoded_without_a_copy_per_level() -> None:
+    """Issue 27, item 7: each nesting level copied the bundle it held, so a 15 MiB TCP frame
+    nested 63 deep peaked at 1 GB. Bundles are walked by offsets now: decoding copies the
+    message's bytes once (and its blob once more), whatever the depth."""
+    packet = codec.encode_message("/deep", [bytes(1 << 20)])
+    for level in range(codec.MAX_BUNDLE_DEPTH - 1):
+        packet = codec.encode_bundle(level + 2, [packet])
+    tracemalloc.start()
+    try:
+        (message,) = codec.decode(packet)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert message.timetag == 2 and len(message.args[0]) == 1 << 20  # the innermost bundle
+    assert peak <= 3 * len(packet)
+
+
+def _outcomes(decode: Callable[[], list[codec.Message]]) -> object:
+    try:
+        return decode()
+    except codec.DecodeError as exc:
+        return ("error", exc.reason)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(mutated(), VALID, st.binary(max_size=200).map(lambda raw: b"#bundle\x00" + raw)))
+def test_bundles_are_walked_exactly_as_the_copying_walk_did(data: bytes) -> None:
+    assert _outcomes(lambda: codec.decode(data)) == _outcomes(lambda: osc_reference.decode(data))
 
 
 @given(st.binary(max_size=200))
@@ -281,6 +316,7 @@ def test_invalid_utf8_is_its_own_drop_reason() -> None:
 # -- the fast path against python-osc (issue 18: decoding lever) ---------------------------------
 
 FAST_TAGS = "ifsbTFNhdt"
+ALL_TAGS = FAST_TAGS + "rmcSI[]"
 _PADDED_STRING = st.text(
     alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=12
 ).map(lambda text: _pad(text.encode() + b"\x00"))
@@ -292,11 +328,11 @@ def _pad(raw: bytes) -> bytes:
 
 def _wire_arg(tag: str) -> st.SearchStrategy[bytes]:
     """Well-formed wire bytes for one argument of type ``tag`` (any bit pattern for numbers)."""
-    if tag in "if":
+    if tag in "ifrmc":
         return st.binary(min_size=4, max_size=4)
     if tag in "hdt":
         return st.binary(min_size=8, max_size=8)
-    if tag == "s":
+    if tag in "sS":
         return _PADDED_STRING
     if tag == "b":
         honest = st.binary(max_size=12).map(lambda blob: struct.pack(">i", len(blob)) + _pad(blob))
@@ -308,16 +344,17 @@ def _wire_arg(tag: str) -> st.SearchStrategy[bytes]:
     return st.just(b"")
 
 
-@st.composite
-def fast_path_messages(draw: st.DrawFn) -> bytes:
-    """A message with common type tags, then perhaps damaged: cut short, a byte changed, bytes
-    appended, or the tags mixed with others (the fast path must hand all of those on)."""
-    types = draw(st.text(alphabet=FAST_TAGS, max_size=8))
-    if draw(st.booleans()):
-        types = draw(st.text(alphabet=FAST_TAGS + "rmcSI[]x,", max_size=8))
+def _damaged(draw: st.DrawFn, types: str) -> bytes:
+    """A message with these type tags and well-formed arguments, then perhaps damaged: cut
+    short, a byte changed, or bytes appended."""
     address = _pad(b"/" + draw(st.binary(max_size=6)).replace(b"\x00", b"a") + b"\x00")
     parts = [address, _pad(b"," + types.encode() + b"\x00")]
-    parts += [draw(_wire_arg(tag)) for tag in types]
+    for run in re.findall(r"[ifrmchdt]{2,}|.", types):
+        if len(run) > 1:  # fixed-size arguments: any bit pattern, drawn at once
+            size = sum(8 if tag in "hdt" else 4 for tag in run)
+            parts.append(draw(st.binary(min_size=size, max_size=size)))
+        else:
+            parts.append(draw(_wire_arg(run)))
     data = bytearray(b"".join(parts))
     damage = draw(st.sampled_from(["none", "cut", "flip", "append"]))
     if damage == "cut" and data:
@@ -329,6 +366,35 @@ def fast_path_messages(draw: st.DrawFn) -> bytes:
     elif damage == "append":
         data += draw(st.binary(min_size=1, max_size=8))
     return bytes(data)
+
+
+@st.composite
+def fast_path_messages(draw: st.DrawFn) -> bytes:
+    """A message with common type tags, perhaps damaged, or the tags mixed with others (the fast
+    path must hand all of those on)."""
+    types = draw(st.text(alphabet=FAST_TAGS, max_size=8))
+    if draw(st.booleans()):
+        types = draw(st.text(alphabet=FAST_TAGS + "rmcSI[]x,", max_size=8))
+    return _damaged(draw, types)
+
+
+@st.composite
+def any_tag_messages(draw: st.DrawFn) -> bytes:
+    """A message with any known type tags, arrays included, long runs among them (the general
+    path reads runs of fixed-size tags and of constants at once), perhaps damaged."""
+    pieces = draw(
+        st.lists(
+            st.one_of(
+                st.sampled_from(list(ALL_TAGS)),
+                st.tuples(st.sampled_from(list("ifhdrTFN")), st.integers(1, 140)).map(
+                    lambda pair: pair[0] * pair[1]
+                ),
+                st.text(alphabet="ifhdr", min_size=60, max_size=140),
+            ),
+            max_size=8,
+        )
+    )
+    return _damaged(draw, "".join(pieces))
 
 
 def _outcome(decode: Callable[[], codec.Message]) -> object:
@@ -348,21 +414,98 @@ def _outcome(decode: Callable[[], codec.Message]) -> object:
 @given(fast_path_messages(), st.one_of(st.none(), st.integers(min_value=0, max_value=2**64 - 1)))
 def test_fast_path_decodes_exactly_like_python_osc(data: bytes, stamp: int | None) -> None:
     fast = _outcome(lambda: codec.decode_message(data, stamp))
-    reference = _outcome(lambda: codec._decode_message_slow(data, stamp))
+    reference = _outcome(lambda: osc_reference.decode_message(data, stamp))
     assert fast == reference
 
 
-def test_fast_path_plan_cache_is_bounded() -> None:
-    for n in range(codec._PLAN_CACHE_LIMIT * 3):
+@settings(max_examples=600, deadline=None)
+@given(any_tag_messages())
+def test_general_path_decodes_exactly_like_python_osc(data: bytes) -> None:
+    general = _outcome(lambda: codec._decode_message_general(data, None))
+    assert general == _outcome(lambda: osc_reference.decode_message(data, None))
+    assert _outcome(lambda: codec.decode_message(data)) == general
+
+
+class _CountingBytes(bytes):
+    """Bytes that count what their slices copy."""
+
+    copied = 0
+
+    def __getitem__(self, index: Any) -> Any:
+        part = super().__getitem__(index)
+        if isinstance(index, slice):
+            _CountingBytes.copied += len(part)
+        return part
+
+
+@pytest.mark.parametrize("types", ["r" + "i" * 20_000, "s" * 20_000, "m" * 20_000])
+def test_a_message_is_decoded_in_one_pass_over_its_bytes(types: str) -> None:
+    """Issue 27, item 6: python-osc's readers copied the rest of the datagram for every argument,
+    so one 16 MiB TCP frame of ``,r`` and small ints took minutes. Each argument now costs its
+    own bytes: what the decoder copies is at most the message again."""
+    width = {"r": 4, "i": 4, "s": 4, "m": 4}
+    data = _pad(b"/a\x00") + _pad(f",{types}".encode() + b"\x00")
+    data += b"\x00" * sum(width[tag] for tag in types)
+    _CountingBytes.copied = 0
+    message = codec.decode_message(_CountingBytes(data))
+    assert len(message.args) == len(types)
+    assert _CountingBytes.copied <= 2 * len(data)
+
+
+def test_new_long_type_tag_strings_leave_no_memory_behind() -> None:
+    """Issue 27, item 6: each message ``/a ,TTT...`` with a new 65 KB tag string left a ~5 MB
+    plan in a cache capped at 256 entries (1.2 GB after 16.6 MB of UDP)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(40):
+            tags = bytearray(b"T" * 65_000)
+            tags[n] = ord("F")
+            data = _pad(b"/a\x00") + _pad(b"," + bytes(tags) + b"\x00")
+            assert len(codec.decode_message(data).args) == 65_000
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept <= codec._PLAN_CACHE_BYTES + codec._HEAD_CACHE_BYTES
+
+
+def test_a_long_type_tag_string_costs_its_arguments_not_a_plan() -> None:
+    """The longest tag string decodes into its arguments (8 bytes each in a tuple) and nothing
+    much besides: a compiled plan took ~90 bytes per tag before issue 27."""
+    count = codec.MAX_ARGUMENTS
+    data = _pad(b"/a\x00") + _pad(b"," + b"TF" * (count // 2) + b"\x00")
+    tracemalloc.start()
+    try:
+        message = codec.decode_message(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert message.args[:3] == (True, False, True) and len(message.args) == count
+    assert peak <= 24 * count
+
+
+def test_more_type_tags_than_a_datagram_can_carry_are_refused() -> None:
+    """Issue 27, item 6: a 16 MiB TCP frame of ``,TTTT...`` decoded into 16 million arguments
+    (436 MB). One type tag more than :data:`codec.MAX_ARGUMENTS` (more than fits a UDP datagram)
+    is dropped with its own reason, before anything is decoded."""
+    tags = b"," + b"T" * (codec.MAX_ARGUMENTS + 1) + b"\x00"
+    with pytest.raises(codec.DecodeError) as info:
+        codec.decode(_pad(b"/a\x00") + _pad(tags))
+    assert info.value.reason == "too-many-args"
+
+
+def test_fast_path_plan_cache_is_bounded_in_bytes() -> None:
+    for n in range(3000):
         types = format(n, "b").replace("0", "i").replace("1", "f")
         codec.decode_message(codec.encode_message("/x", [0] * len(types), types))
-    assert len(codec._PLANS) <= codec._PLAN_CACHE_LIMIT
+    assert codec._plans_size == sum(map(codec._plan_cost, codec._PLANS))
+    assert codec._plans_size <= codec._PLAN_CACHE_BYTES
 
 
 def test_fast_path_reads_timetag_args_unsigned_like_the_reference() -> None:
     data = _pad(b"/t\x00") + _pad(b",tT\x00") + b"\xff" * 8
     assert codec.decode_message(data).args == (2**64 - 1, True)
-    assert codec._decode_message_slow(data, None).args == (2**64 - 1, True)
+    assert osc_reference.decode_message(data, None).args == (2**64 - 1, True)
 
 
 @settings(max_examples=500, deadline=None)
@@ -374,12 +517,137 @@ def test_fast_path_head_cache_decodes_exactly_like_python_osc(data: bytes) -> No
         codec.decode_message(data)  # remembers the head if it decodes on the fast path
     for variant in [data + b"\x00\x00\x00\x00"] + [data[:cut] for cut in range(len(data), -1, -1)]:
         fast = _outcome(lambda: codec.decode_message(variant))  # noqa: B023
-        assert fast == _outcome(lambda: codec._decode_message_slow(variant, None))  # noqa: B023
+        assert fast == _outcome(lambda: osc_reference.decode_message(variant, None))  # noqa: B023
 
 
 def test_fast_path_head_cache_is_bounded_in_bytes() -> None:
     for n in range(2000):
         codec.decode_message(codec.encode_message(f"/head/{n:0100d}", [n], "i"))
-    assert codec._heads_size == sum(map(len, codec._HEADS)) <= codec._HEAD_CACHE_BYTES
+    assert codec._heads_size == sum(map(codec._head_cost, codec._HEADS)) <= codec._HEAD_CACHE_BYTES
     codec.decode_message(codec.encode_message("/" + "x" * codec._HEAD_LIMIT, [1], "i"))
     assert all(len(head) <= codec._HEAD_LIMIT for head in codec._HEADS)
+
+
+# -- issue 28: every OSC type, both ways ---------------------------------------------------------
+
+STAMP = 0xDD9D15A7922F48C2
+
+
+def test_aliased_types_inside_arrays_decode_as_outside_them() -> None:
+    # ,c[ctI[c]]tI built by hand: chars, timetags and infinitum in arrays, nested, and outside.
+    payload = struct.pack(">iiQiQ", ord("A"), ord("B"), STAMP, ord("C"), STAMP)
+    (message,) = codec.decode(_message_with("c[ctI[c]]tI", payload))
+    assert message.args == ("A", ["B", STAMP, float("inf"), ["C"]], STAMP, float("inf"))
+    assert message.types == "c[ctI[c]]tI"
+
+
+@pytest.mark.parametrize("code", [0x110000, 0x110041, 0x7FFFFFFF, -1, -(2**31)])
+def test_char_beyond_unicode_is_dropped_as_what_it_is(code: int) -> None:
+    for types in ("c", "[c]"):
+        with pytest.raises(codec.DecodeError) as info:
+            codec.decode(_message_with(types, struct.pack(">i", code)))
+        assert info.value.reason == "bad-char"
+        assert f"{code & 0xFFFFFFFF:#010x}" in info.value.detail
+
+
+def test_chars_up_to_the_last_code_point_decode() -> None:
+    for code in (0, 0x41, 0xD800, 0xFFFF, 0x1F600, 0x10FFFF):
+        (message,) = codec.decode(_message_with("c", struct.pack(">i", code)))
+        assert message.args == (chr(code),)
+
+
+def test_encoder_writes_every_type_byte_for_byte() -> None:
+    data = codec.encode_message(
+        "/{a,b}/x",
+        ["sym", "é", STAMP, 0xFF0000FF, (0, 0x90, 60, 100), b"", None, [7, float("inf")], "z"],
+        "Sctrmb N[iI]s".replace(" ", ""),
+    )
+    assert data == (
+        b"/{a,b}/x\x00\x00\x00\x00"  # a pattern with ',' (OSC 1.0 allows it)
+        b",SctrmbN[iI]s\x00\x00\x00"
+        b"sym\x00"
+        + struct.pack(">i", 0xE9)  # 'c': the code point as an int32
+        + struct.pack(">Q", STAMP)
+        + b"\xff\x00\x00\xff"
+        + b"\x00\x90\x3c\x64"
+        + b"\x00\x00\x00\x00"  # an empty blob: its size, no bytes
+        + struct.pack(">i", 7)
+        + b"z\x00\x00\x00"
+    )
+
+
+def test_infer_types_spells_out_arrays() -> None:
+    assert codec.infer_types([1, [2.0, "s", [True, b""]], []]) == "i[fs[Tb]][]"
+    (message,) = codec.decode(codec.encode_message("/x", [1, (2.0, ["s"])]))
+    assert message.types == "i[f[s]]" and message.args == (1, [2.0, ["s"]])
+
+
+@pytest.mark.parametrize(
+    ("types", "args", "needle"),
+    [
+        ("[i]", [1], "'[' needs a list"),
+        ("[ii]", [[1]], "too few values"),
+        ("[i]", [[1, 2]], "more values"),
+        ("[i", [[1]], "without its ']'"),
+        ("i]", [1], "closes no array"),
+        ("c", ["ab"], "one character"),
+        ("t", [-1], "64-bit NTP timetag"),
+        ("r", [2**32], "RGBA"),
+        ("m", [(1, 2, 3)], "4 bytes"),
+        ("f", [1e300], "too large for a float32"),
+        ("s", ["a\x00b"], "without NUL"),
+        ("i", [True], "needs an integer"),
+        ("[" * 65 + "]" * 65, [[]], "nested deeper"),
+    ],
+)
+def test_encode_refuses_what_the_types_cannot_hold(
+    types: str, args: list[object], needle: str
+) -> None:
+    with pytest.raises(codec.EncodeError) as info:
+        codec.encode_message("/x", args, types)
+    assert needle in str(info.value)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(ADDRESS, PATTERN), st.lists(ARG, max_size=6))
+def test_every_type_round_trips_through_encode_and_decode(
+    address: str, args: list[tuple[object, str]]
+) -> None:
+    values = [value for value, _ in args]
+    types = "".join(tag for _, tag in args)
+    (message,) = codec.decode(codec.encode_message(address, values, types))
+    assert message == codec.Message(address, tuple(values), types, None)
+    # And back again: a decoded message is what encode_message takes.
+    assert codec.encode_message(*message[:2], message.types) == codec.encode_message(
+        address, values, types
+    )
+
+
+PYTHON_OSC_SCALAR = st.one_of(
+    st.integers(min_value=-(2**31), max_value=2**31 - 1).map(lambda v: (v, "i")),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1).map(lambda v: (v, "h")),
+    st.floats(width=32, allow_nan=False).map(lambda v: (v, "f")),
+    st.floats(allow_nan=False).map(lambda v: (v, "d")),
+    st.text(
+        alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),
+        max_size=20,
+    ).map(lambda v: (v, "s")),
+    st.binary(min_size=1, max_size=20).map(lambda v: (v, "b")),  # python-osc refuses b""
+    st.binary(min_size=4, max_size=4).map(lambda v: (tuple(v), "m")),
+    st.sampled_from([(True, "T"), (False, "F"), (None, "N")]),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(ADDRESS, st.lists(PYTHON_OSC_SCALAR, max_size=6))
+def test_encoder_writes_what_python_osc_writes_for_the_types_it_has(
+    address: str, args: list[tuple[object, str]]
+) -> None:
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    builder = OscMessageBuilder(address)
+    for value, tag in args:
+        builder.add_arg(value, tag)
+    values = [value for value, _ in args]
+    types = "".join(tag for _, tag in args)
+    assert codec.encode_message(address, values, types) == builder.build().dgram

@@ -527,6 +527,126 @@ def test_peers_escapes_hostile_names_and_txt(browser: Browser) -> None:
     assert "evil" in line and "pwned" in line  # shown, escaped
 
 
+class HostileResponder:
+    """A neighbour answering every mDNS query on loopback with an ``_osc._udp`` service whose
+    name python-zeroconf would refuse to register (control characters): raw packets, as any
+    program on the network can send. Answers go to the asker (legacy unicast) and the group."""
+
+    def __init__(self, instance: str) -> None:
+        from zeroconf import DNSAddress, DNSOutgoing, DNSPointer, DNSService, DNSText, const
+
+        full = f"{instance}.{mdns.OSC_UDP}"
+        unique = const._CLASS_IN | const._CLASS_UNIQUE
+        out = DNSOutgoing(const._FLAGS_QR_RESPONSE | const._FLAGS_AA)
+        role = b"role=\x1b[31mred"
+        records = [
+            DNSPointer(mdns.OSC_UDP, const._TYPE_PTR, const._CLASS_IN, 120, full),
+            DNSService(full, const._TYPE_SRV, unique, 120, 0, 0, 9000, "hostile.local."),
+            DNSText(full, const._TYPE_TXT, unique, 120, bytes([len(role)]) + role),
+            DNSAddress("hostile.local.", const._TYPE_A, unique, 120, socket.inet_aton("127.0.0.1")),
+        ]
+        for record in records:
+            out.add_answer_at_time(record, 0)
+        self.answer = out.packets()[0]
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self.sock.bind(("224.0.0.251", 5353))  # queries to the group only: no one's unicast
+        group = socket.inet_aton("224.0.0.251") + socket.inet_aton("127.0.0.1")
+        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, group)
+        self.sock.setsockopt(
+            socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1")
+        )
+        self.sock.settimeout(0.1)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._answer, daemon=True)
+        self.thread.start()
+
+    def _answer(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                query, asker = self.sock.recvfrom(9000)
+            except TimeoutError:
+                continue
+            if len(query) < 12 or query[2] & 0x80:  # an answer, not a question
+                continue
+            with contextlib.suppress(OSError):
+                self.sock.sendto(query[:2] + self.answer[2:], asker)
+                self.sock.sendto(self.answer, ("224.0.0.251", 5353))
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("mode", ["text", "--jsonl", "--watch"])
+def test_peers_leaves_out_a_name_with_control_characters_and_says_so(
+    spawn: Spawn, mode: str
+) -> None:
+    """Issue 27, item 14: a neighbour's service name holding ESC/BEL/CR made peers, peers
+    --jsonl and peers --watch exit 1 with a traceback that wrote the raw characters to the
+    terminal (python-zeroconf raises on reading such a name)."""
+    mine = unique_name()
+    responder = HostileResponder(f"{mine}\x1b]0;pwned\x07\x1b[2J\r\u202e")
+    try:
+        if mode == "--watch":
+            watcher = spawn("peers", "--watch", "--interface", "loopback")
+            assert watcher.stderr is not None
+            errors = LineReader(watcher.stderr)
+            warned = errors.wait_for(lambda text: mine in text, timeout=20)
+            assert stop(watcher, signal.SIGINT) == 0
+            out, err = warned, "\n".join(errors.rest())
+        else:
+            extra = ["--jsonl"] if mode == "--jsonl" else []
+            done = subprocess.run(
+                oscsync_command("peers", *extra, "--interface", "loopback", "--timeout", "2"),
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert done.returncode == 0, done.stderr
+            out, err = done.stdout, done.stderr
+            warned = next(line for line in err.splitlines() if mine in line)
+    finally:
+        responder.close()
+    assert warned == (
+        f"warning: left out a service whose name python-zeroconf cannot read (control "
+        f"characters): '{mine}\\x1b]0;pwned\\x07\\x1b[2J\\r\\u202e'"
+    )
+    assert "Traceback" not in err
+    assert not any(ch in out + err for ch in "\x1b\x07\r\u202e")
+
+
+def test_peers_jsonl_writes_names_and_txt_as_ascii(browser: Browser) -> None:
+    """Issue 27, item 14: --jsonl left U+202E (a right-to-left override) raw in a name."""
+    mine = unique_name()
+    name = mine + "\u202eevil"
+    info = zeroconf.ServiceInfo(
+        mdns.OSC_UDP,
+        f"{name}.{mdns.OSC_UDP}",
+        port=9000,
+        properties={"role": "\u202e\x1b]0;pwned\x07"},
+        addresses=[socket.inet_aton("127.0.0.1")],
+    )
+    browser.zc.register_service(info, cooperating_responders=True)
+    try:
+        listed = subprocess.run(
+            oscsync_command("peers", "--jsonl", "--interface", "loopback", "--timeout", "3"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        browser.zc.unregister_service(info)
+    assert listed.returncode == 0, listed.stderr
+    [line] = [text for text in listed.stdout.splitlines() if mine in text]
+    assert line.isascii()
+    record = json.loads(line)
+    assert record["name"] == name and record["role"] == "\u202e\x1b]0;pwned\x07"
+
+
 def test_at_name_prefers_an_address_this_machine_can_reach(monkeypatch: pytest.MonkeyPatch) -> None:
     import ipaddress
 

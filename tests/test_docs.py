@@ -374,7 +374,9 @@ def test_cli_reference_renders_help_as_literal_markdown() -> None:
 _LOOPBACK = re.compile(r"^(127\.0\.0\.1|localhost|\[::1\]):(\d+)$")
 _ANY_HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[\w.-]+):(\d+)$")
 _LISTEN_OPTS = ("--listen", "-l")
-_SCHEME = re.compile(r"^((?:osc\.)?(?:tcp|udp)://)(.*?)/?$")  # tcp://127.0.0.1:9001 (issue #16)
+_SCHEME = re.compile(
+    r"^((?:osc\.)?(?:tcp|udp)(?:\+s(?:ize|lip))?://)(.*?)/?$"
+)  # tcp://, tcp+size:// (#16, #28)
 
 
 @dataclass

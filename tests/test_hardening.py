@@ -244,3 +244,51 @@ def test_far_future_flood_is_capped_and_immediate_messages_still_run() -> None:
     tracemalloc.stop()
     assert held_bytes < 10_000 * 400  # a few hundred bytes per held bundle, no thread each
     assert len([w for w in warnings if "refused" in w or "already held" in w]) == 2
+
+
+# -- issue 27, item 6: every cache keyed by what a peer sends is bounded in bytes ----------------
+
+
+def test_dump_lines_for_new_addresses_and_long_types_leave_no_memory_behind() -> None:
+    """``dump`` remembers the rendered pieces of each address and type string: 100 addresses
+    with 16,000 number tags each kept ~10 MB (a cache counted in entries); now they are bounded
+    in bytes and long type strings are rendered every time."""
+    from oscsync.apps.dump import Dumper, json_line, text_line
+
+    stamp = tt.from_unix(1_795_551_084.0)
+    (message,) = codec.decode(codec.encode_message("/flood", list(range(16_000)), "i" * 16_000))
+    with open(os.devnull, "w") as sink:
+        dumpers = [Dumper(sink, jsonl=jsonl, flush_each=False) for jsonl in (True, False)]
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(100):
+                plain = message._replace(address=f"/flood/{n:04d}")
+                for dumper in dumpers:  # what dump prints on arrival
+                    dumper.print_now(Received(plain, ("127.0.0.1", 9000), 1_795_551_084.5))
+                    dumper.flush()
+                tagged = Received(plain._replace(timetag=stamp), ("127.0.0.1", 9000), 0.5)
+                assert json_line(tagged, 0.5).endswith(",15999]}")
+                assert text_line(tagged, 0.5).endswith(" 15998 15999")
+            kept = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+    assert dumpers[0].written == dumpers[1].written == 100
+    assert kept <= 3 << 20  # 1 MiB of shapes at most, and small lookups
+
+
+def test_warn_once_remembers_keys_bounded_in_bytes() -> None:
+    """Some warning keys name a peer (``reply:HOST:PORT``): a stranger cycling through source
+    addresses must not grow the set of keys, nor print a line per address."""
+    from oscsync.stats import WARN_KEY_BYTES, WarnOnce
+
+    printed: list[str] = []
+    warn = WarnOnce(printed.append)
+    for port in range(100_000):
+        warn(f"reply:192.0.2.1:{port}", f"cannot reply to 192.0.2.1:{port}")
+    assert sum(map(len, warn.keys)) <= WARN_KEY_BYTES
+    assert len(printed) == len(warn.keys) < 1000
+    assert warn.unwarned == 100_000 - len(printed)
+    warn.forget("reply:192.0.2.1:0")
+    warn("drop:bad-size", "a new reason, once there is room again")
+    assert printed[-1] == "a new reason, once there is room again"

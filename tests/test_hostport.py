@@ -111,11 +111,14 @@ def test_own_address_is_the_listener_itself() -> None:
     ("text", "expected"),
     [
         ("tcp://127.0.0.1:9000", HostPort("127.0.0.1", 9000, "tcp")),
-        ("osc.tcp://localhost:9000", HostPort("127.0.0.1", 9000, "tcp")),
-        ("osc.tcp://localhost:9000/", HostPort("127.0.0.1", 9000, "tcp")),  # as liblo prints it
-        ("OSC.TCP://[::1]:9000", HostPort("::1", 9000, "tcp")),
+        # liblo's clients frame TCP with a size prefix, so osc.tcp:// does too (issue 28).
+        ("osc.tcp://localhost:9000", HostPort("127.0.0.1", 9000, "tcp", "size")),
+        ("osc.tcp://localhost:9000/", HostPort("127.0.0.1", 9000, "tcp", "size")),  # liblo's form
+        ("OSC.TCP://[::1]:9000", HostPort("::1", 9000, "tcp", "size")),
         ("tcp://9000", HostPort("127.0.0.1", 9000, "tcp")),
-        ("osc.tcp://:9000", HostPort("127.0.0.1", 9000, "tcp")),  # liblo's "this machine"
+        ("osc.tcp://:9000", HostPort("127.0.0.1", 9000, "tcp", "size")),  # "this machine"
+        ("tcp+size://127.0.0.1:57110", HostPort("127.0.0.1", 57110, "tcp", "size")),
+        ("TCP+SLIP://[::1]:9000", HostPort("::1", 9000, "tcp", "slip")),
         ("udp://127.0.0.1:9000", HostPort("127.0.0.1", 9000)),
         ("osc.udp://239.1.2.3:7000", HostPort("239.1.2.3", 7000)),
         ("osc.udp://:9000/", HostPort("127.0.0.1", 9000)),
@@ -131,7 +134,12 @@ def test_a_bare_address_is_udp_and_prints_as_before() -> None:
 
 
 def test_tcp_prints_as_a_url_that_parses_back() -> None:
-    for text in ("tcp://127.0.0.1:9000", "tcp://[::1]:9000"):
+    for text in (
+        "tcp://127.0.0.1:9000",
+        "tcp://[::1]:9000",
+        "tcp+size://[::1]:1",
+        "tcp+slip://1.2.3.4:5",
+    ):
         assert str(parse_hostport(text)) == text
         assert parse_hostport(str(parse_hostport(text))) == parse_hostport(text)
 
@@ -140,6 +148,9 @@ def test_tcp_prints_as_a_url_that_parses_back() -> None:
     ("text", "needle"),
     [
         ("http://127.0.0.1:9000", "unknown transport 'http://'"),
+        ("tcp+cobs://127.0.0.1:9000", "use udp://, tcp://, tcp+size://, tcp+slip://"),
+        ("udp+size://127.0.0.1:9000", "unknown transport"),
+        ("tcp+size://239.1.2.3:9000", "multicast"),
         ("osc.sctp://127.0.0.1:9000", "unknown transport"),
         ("tcp://", "the address is missing"),
         ("tcp://127.0.0.1:9000/chat", "has no path"),

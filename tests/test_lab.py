@@ -294,6 +294,63 @@ def test_stats_line_of_100000_brackets_is_one_line_error_not_recursion_error(
     assert result.output == f"Error: {only}: the log has no ticks\n"
 
 
+class _Endless:
+    """A file that never ends (``/dev/zero``, ``/dev/urandom``): each read returns ``piece``
+    repeated; reading more than ``limit`` bytes fails the test instead of hanging it."""
+
+    def __init__(self, piece: bytes, limit: int = 256 << 20) -> None:
+        self.piece, self.limit, self.read = piece, limit, 0
+
+    def readline(self, size: int = -1) -> bytes:
+        end = self.piece.find(b"\n")
+        chunk = self.piece[: end + 1] if end >= 0 else (self.piece * (size // len(self.piece) + 1))
+        chunk = chunk[:size]
+        self.read += len(chunk)
+        assert self.read <= self.limit, "read on and on: no bound"
+        return chunk
+
+    def __enter__(self) -> _Endless:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("piece", "message"),
+    [
+        (b"\x00", "line 1 goes on for more than 64 MiB: not a tick log"),  # /dev/zero
+        (b"\x8f\x12garbage\n", "none of the first 10,000 lines is a tick record"),  # urandom
+        (b"\n", "none of the first 10,000 lines is a tick record"),  # yes ''
+    ],
+)
+def test_stats_of_a_file_that_never_ends_stops_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece: bytes, message: str
+) -> None:
+    """Issue 27, item 13: ``stats /dev/zero`` ran forever at 100 % CPU (one endless "line",
+    skipped a piece at a time). What is read of a file is bounded, whatever it is."""
+    from oscsync.apps import ticklog
+
+    endless = _Endless(piece)
+    path = tmp_path / "endless"
+    monkeypatch.setattr(Path, "open", lambda self, *args, **kwargs: endless)
+    with pytest.raises(ticklog.LogError, match=message):
+        ticklog.read_log(path)
+    assert endless.read <= ticklog.MAX_SKIPPED_LINE_BYTES + (1 << 20)
+
+
+def test_stats_names_a_file_with_no_tick_record_in_one_line(
+    tmp_path: Path, cli_runner: CliRunner
+) -> None:
+    log = tmp_path / "not-a-log.jsonl"
+    log.write_text('{"some": "json"}\n' * 10_001)
+    result = cli_runner.invoke(cli, ["stats", str(log)])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {log}: none of the first 10,000 lines is a tick record: not a tick log\n"
+    )
+
+
 def test_stats_streams_the_file_in_bounded_memory(tmp_path: Path) -> None:
     import tracemalloc
 

@@ -141,7 +141,9 @@ def test_metronome_send_link_ticks_land_on_the_sessions_beat_grid(peer: LinkPeer
 
 
 def test_oscsync_link_shows_the_session_as_json_lines(peer: LinkPeer) -> None:
-    command = [sys.executable, "-m", "oscsync", "link", "--jsonl", "--duration", "1.5"]
+    # Long enough for Link's session measurement to finish on a loaded machine (it took more
+    # than 1.5 s once in a full run: the last record still showed oscsync's own 120 bpm).
+    command = [sys.executable, "-m", "oscsync", "link", "--jsonl", "--duration", "4"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in done.stdout.splitlines()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -130,6 +131,46 @@ def test_too_many_http_headers_are_refused_431(server: OscQueryServer) -> None:
 def test_malformed_request_line_is_400(server: OscQueryServer) -> None:
     assert raw_request(server.port, b"\x00\xff garbage\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     assert raw_request(server.port, b"GET http://x/ HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 400")
+
+
+@pytest.fixture
+def thread_errors(monkeypatch: pytest.MonkeyPatch) -> list[BaseException | None]:
+    """What escapes a thread (each would be a traceback on stderr, even with -q)."""
+    errors: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))
+    return errors
+
+
+@pytest.mark.parametrize("target", [b"//[", b"/[", b"/tick]", b"/{a}", b'/"x"', b"/a\\b", b"/\x7f"])
+def test_a_malformed_request_target_is_400_and_counted_never_a_traceback(
+    server: OscQueryServer, thread_errors: list[BaseException | None], target: bytes
+) -> None:
+    """Issue 27, item 9: ``GET //[ HTTP/1.1`` printed a traceback per request (urlsplit read
+    ``//`` as a host and raised): 3,689 in 5 s, even with -q."""
+    for _ in range(3):
+        reply = raw_request(server.port, b"GET " + target + b" HTTP/1.1\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 400 ")
+    assert server.rejected["malformed request target"] == 3
+    assert get(server, "/tick")[0] == 200
+    assert thread_errors == []
+
+
+def test_double_slashes_in_a_path_are_a_path(server: OscQueryServer) -> None:
+    status, node = get(server, "//tick?ACCESS")
+    assert (status, node) == (200, {"ACCESS": 2})
+
+
+def test_a_request_the_server_cannot_answer_is_500_and_counted(
+    thread_errors: list[BaseException | None],
+) -> None:
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("a bug in building the namespace")
+
+    with OscQueryServer("127.0.0.1", broken, host_info("a", 1)) as srv:
+        assert raw_request(srv.port, b"GET / HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 500 ")
+        assert raw_request(srv.port, b"GET / HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 500 ")
+        assert srv.rejected["server error"] == 2
+    assert thread_errors == []
 
 
 def test_slow_http_request_is_cut_off_408(server: OscQueryServer) -> None:

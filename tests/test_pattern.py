@@ -57,6 +57,9 @@ def test_comments_blank_lines_spaces_and_bars_are_ignored() -> None:
         ("kick: x...\nkick: o...\n", 2, 1, "twice"),
         ("kick:\n", 1, 6, "no steps"),
         ("bass: 36 128\n", 1, 10, "out of range"),
+        # Issue 27, item 13: int() of 5,000 digits raised ValueError (a traceback at start).
+        ("bass: 36 " + "1" * 5000 + "\n", 1, 10, "MIDI note 11111111... (5000 digits) is out"),
+        ("bass: 0127 00128\n", 1, 12, "MIDI note 00128 is out of range"),
     ],
 )
 def test_a_bad_pattern_is_one_line_naming_line_and_column(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import signal
@@ -13,11 +14,12 @@ from collections.abc import Callable
 from ipaddress import ip_network
 from pathlib import Path
 from subprocess import Popen
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from conftest import LineReader, free_udp_port, require_peer
+from conftest import LineReader, free_udp_port, oscsync_command, require_peer
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.record import Recorder
 from oscsync.cli.main import cli
@@ -241,3 +243,108 @@ def test_record_replay_keeps_liblo_oscsend_every_type_byte_exact(
     assert replayed[1].startswith(b"/empty\x00\x00")
     first = json.loads(path.read_text().splitlines()[1])
     assert first["osc"][0]["types"] == "ihfdsScTFNIm"
+
+
+# -- issue 27, item 12: a full disk --------------------------------------------------------------
+
+
+class _FullDisk(io.FileIO):
+    """A file on a disk with ``room`` bytes left: a write takes what fits, then ENOSPC (what a
+    full disk does), wrapped in the same buffered text layers ``open()`` builds."""
+
+    room = 20_000
+
+    def write(self, data: Any) -> int:
+        fits = self.room - self.tell()
+        if fits <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(bytes(data)[:fits])
+
+
+@pytest.mark.parametrize("pcap", [False, True])
+def test_record_on_a_full_disk_keeps_whole_lines_and_counts_every_loss(
+    tmp_path: Path, fake_clock: FakeClock, pcap: bool
+) -> None:
+    """Record stopped after 144 of 2,000 messages, said "dropped 0", printed a traceback and
+    left a cut last line. Now the file is cut back to its last whole record, and every datagram
+    is either in it or counted as not recorded."""
+    path = tmp_path / ("take.pcap" if pcap else "take.jsonl")
+    raw = _FullDisk(path, "w")
+    if pcap:
+        out: Any = io.BufferedWriter(raw)
+        recorder = Recorder(fake_clock, pcap=out)
+    else:
+        out = io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", newline="\n")
+        recorder = Recorder(fake_clock, recording=out)
+        recorder.write_header("127.0.0.1:9001")
+    for n in range(2000):
+        fake_clock.advance(0.001)
+        message = codec.encode_message("/n", [n, "x" * 40])
+        recorder.on_datagram(message, ("127.0.0.1", 5), fake_clock.now())
+        if n % 50 == 0:
+            recorder.flush()
+    recorder.close({})
+    assert recorder.failure is not None and recorder.failure.errno == errno.ENOSPC
+    assert raw.closed  # cut back and closed: nothing buffered is written afterwards
+    if pcap:
+        with path.open("rb") as f:
+            kept = [d.data for d in read_capture(f)]  # a cut packet would be "damaged"
+    else:
+        text = path.read_text()
+        assert text.endswith("\n")
+        with path.open() as f:
+            kept = [d.data for d in read_recording(f)]  # every line whole
+    assert kept == [codec.encode_message("/n", [n, "x" * 40]) for n in range(len(kept))]
+    assert recorder.recorded == len(kept) > 0
+    assert recorder.recorded + recorder.not_recorded == 2000
+    summary = recorder.summary({}, 2.0)
+    assert f"record: {len(kept)} datagrams" in summary
+    assert f"not recorded {2000 - len(kept)} (the {'pcap' if pcap else 'recording'}" in summary
+    assert recorder.failure_text(str(path)) == (
+        f"cannot write {path}: No space left on device; it holds {len(kept)} datagrams, up to its "
+        f"last whole {'packet' if pcap else 'line'}, and {2000 - len(kept)} more arrived that "
+        "are not in it"
+    )
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="RLIMIT_FSIZE is POSIX")
+def test_record_cli_on_a_full_disk_is_one_error_line_with_the_counts(
+    tmp_path: Path, spawn: Spawn
+) -> None:
+    """The real command against a real write failure: a file size limit (RLIMIT_FSIZE: writes
+    past 16 KB fail with EFBIG, as a full disk fails with ENOSPC)."""
+    import resource
+
+    path = tmp_path / "take.jsonl"
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16_000, 16_000))
+
+    proc = subprocess.Popen(
+        oscsync_command("record", str(path), "--listen", "127.0.0.1:0", "--count", "2000"),
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=small_files,
+    )
+    assert proc.stderr is not None
+    errors = LineReader(proc.stderr)
+    line = errors.wait_for(lambda text: "recording on" in text)
+    port = int(line.rsplit(":", 1)[1])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        for n in range(2000):
+            if proc.poll() is not None:
+                break
+            tx.sendto(codec.encode_message("/n", [n, "x" * 40]), ("127.0.0.1", port))
+            if n % 20 == 19:  # paced: record stops at the failure, not at a full socket buffer
+                wait_until(lambda: proc.poll() is not None or path.stat().st_size > 0, 10, "write")
+    assert proc.wait(30) == 1
+    rest = errors.rest()
+    assert not any("Traceback" in text for text in rest)
+    [error] = [text for text in rest if text.startswith("Error:")]
+    assert error.startswith(f"Error: cannot write {path}: File too large; it holds ")
+    assert "up to its last whole line, and" in error
+    text = path.read_text()
+    assert text.endswith("\n")
+    with path.open() as f:
+        kept = list(read_recording(f))
+    assert f"it holds {len(kept)} datagrams" in error

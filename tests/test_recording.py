@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 
 from osc_strategies import VALID, mutated
 from oscsync.files.recording import (
+    MAX_DATAGRAM,
+    MAX_LINE,
+    MAX_VIEW,
     ReadReport,
     RecordingError,
     RecordingWriter,
@@ -153,6 +156,43 @@ def test_recording_damaged_middle_line_is_an_error_or_a_counted_skip() -> None:
     data, report = read_all(text, skip_bad=True)
     assert data == [codec.encode_message("/x", [0]), codec.encode_message("/x", [3])]
     assert report.skipped == {"damaged": 2} and report.first_skipped_line == 3
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_the_largest_datagram_a_recording_holds_is_read_back(text: bool) -> None:
+    """Issue 27, item 11: a TCP packet of 1 MB made a 3.3 MB line that the reader refused (its
+    limit was 1 MiB). Whatever the writer makes, the reader takes: a packet of the largest size a
+    listener accepts, as a blob or as a string of control characters (6 JSON characters a byte
+    in the decoded view, which is then left out with its length)."""
+    room = MAX_DATAGRAM - 32
+    value: str | bytes = "\x01" * room if text else (bytes(range(256)) * (room // 256 + 1))[:room]
+    packet = codec.encode_message("/big", [value])
+    assert MAX_DATAGRAM - 32 < len(packet) <= MAX_DATAGRAM
+    lines = write_recording([packet, codec.encode_message("/next", [1])])
+    record = json.loads(lines.splitlines()[1])
+    assert record["osc"] is None and record["view_omitted"] > MAX_VIEW
+    assert "error" not in record  # a valid packet, only too long to show
+    data, report = read_all(lines)
+    assert data == [packet, codec.encode_message("/next", [1])] and not report.skipped
+
+
+def test_a_udp_datagrams_decoded_view_is_always_written() -> None:
+    packet = codec.encode_message("/every", ["\x01" * 65_000])  # 6 characters a byte in JSON
+    record = json.loads(write_recording([packet]).splitlines()[1])
+    assert record["osc"][0]["args"] == ["\x01" * 65_000]
+
+
+def test_a_line_over_the_limit_is_skipped_whole_with_skip_bad() -> None:
+    lines = write_recording([codec.encode_message("/x", [n]) for n in range(3)]).splitlines(True)
+    lines[2] = '{"m":0,"raw":"' + "A" * (MAX_LINE + 10) + '"}\n'
+    text = "".join(lines)
+    with pytest.raises(RecordingError, match=r"^line 3: line longer than") as caught:
+        read_all(text)
+    assert caught.value.reason == "too-long"
+    data, report = read_all(text, skip_bad=True)
+    assert data == [codec.encode_message("/x", [0]), codec.encode_message("/x", [2])]
+    assert report.skipped == {"too-long": 1} and report.first_skipped_line == 3
+    assert report.closing is not None  # the lines after it are read as lines
 
 
 def test_recording_wrong_version_is_refused() -> None:

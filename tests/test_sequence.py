@@ -156,6 +156,25 @@ def test_reload_takes_effect_at_the_next_bar_line() -> None:
     assert sender.reloads == 1
 
 
+def test_a_reload_that_raises_does_not_silence_the_sequencer() -> None:
+    """Issue 27, item 13: a pattern saved mid-run with a 5,000-digit note made the reload raise
+    a ValueError inside a step: that step and every one after it were never sent, and --duration
+    (a step count) never ended the run. The step whose reload failed is counted by the scheduler
+    as an error; the grid goes on."""
+    clock = FakeClock(start=START)
+    wire = Wire(clock)
+    scheduler = Scheduler(clock)
+
+    def reload() -> object:
+        raise ValueError("Exceeds the limit (4300 digits) for integer string conversion")
+
+    sender = SequenceSender(wire, scheduler, parse("kick: x"), reload=reload)  # type: ignore[arg-type]
+    run(sender, 48)
+    assert sender.done.is_set()
+    assert len(wire.sent) == 48 - 2  # the first step of bars 1 and 2 asked for a reload
+    assert scheduler.stats().errors == 2
+
+
 def test_pattern_file_is_read_again_when_it_changes_and_a_bad_edit_keeps_the_old(
     tmp_path: Path,
 ) -> None:
@@ -176,6 +195,20 @@ def test_pattern_file_is_read_again_when_it_changes_and_a_bad_edit_keeps_the_old
     ]
     assert watched.pattern == parse("kick: x.x.x.")
     assert watched.poll() is None  # warned once per change
+
+
+def test_pattern_file_saved_with_a_5000_digit_note_keeps_the_old(tmp_path: Path) -> None:
+    path = tmp_path / "beat.txt"
+    path.write_text("bass: 36 .\n")
+    warnings: list[str] = []
+    watched = PatternFile(path, on_warning=warnings.append)
+    path.write_text("bass: 36 " + "1" * 5000 + "\n")
+    os.utime(path, ns=(1, 1))
+    assert watched.poll() is None
+    assert warnings == [
+        f"{path}: line 1, column 10: MIDI note 11111111... (5000 digits) is out of range 0-127; "
+        "still playing the previous pattern"
+    ]
 
 
 def test_steps_in_duration() -> None:

@@ -15,7 +15,7 @@ from oscsync.clock import FakeClock
 from oscsync.net.framing import size_encode, slip_encode
 from oscsync.net.hostport import HostPort
 from oscsync.net.tcplistener import TcpListener
-from oscsync.net.tcpsender import Backoff, TcpSender
+from oscsync.net.tcpsender import MISMATCH_WINDOW, Backoff, TcpSender
 from waiting import wait_until
 
 LOOPBACK = HostPort("127.0.0.1", 0, "tcp")
@@ -521,3 +521,67 @@ def test_packets_still_in_the_kernel_at_close_are_counted_not_lost() -> None:
     assert handled == []
     assert served.stats.unread_at_close == 5
     assert served.stats.drops == {"unread-at-close": 5, "unterminated-frame": 1}
+
+
+# -- issue 28: a peer that resets right after our first frame (another framing) ------------------
+
+
+def _reset(connection: socket.socket) -> None:
+    """Close with an RST, as scsynth does on a SLIP frame (a negative size to it)."""
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connection.close()
+
+
+def _poll_until(sender: TcpSender, condition: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if condition():
+            return
+        sender.poll(0.05)
+    raise AssertionError("the sender never got there")
+
+
+@pytest.mark.parametrize(("framing", "hint"), [("slip", "tcp+size://"), ("size", "tcp+slip://")])
+def test_a_reset_right_after_the_first_frame_is_named_a_framing_mismatch(
+    fake_clock: FakeClock, framing: str, hint: str
+) -> None:
+    warnings: list[str] = []
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        sender = TcpSender(
+            HostPort("127.0.0.1", port, "tcp"), framing_mode=framing, clock=fake_clock,  # type: ignore[arg-type]
+            on_warning=warnings.append, run_thread=False,
+        )  # fmt: skip
+        try:
+            sender.send(b"/s_new\x00\x00,\x00\x00\x00")
+            _poll_until(sender, lambda: sender.stats.sent == 1)
+            connection, _ = server.accept()
+            connection.settimeout(10)
+            connection.recv(4)  # read some of it, as scsynth reads a size
+            _reset(connection)
+            _poll_until(sender, lambda: bool(warnings))
+            assert sender.flush(0) is False  # send exits 1 instead of 0
+            assert sender.flush(0) is True  # reported once
+        finally:
+            sender.close()
+    (warning,) = warnings
+    assert warning.startswith(f"tcp://127.0.0.1:{port} reset the connection right after our")
+    assert f"try {hint}127.0.0.1:{port} " in warning
+    assert sender.stats.framing_resets == 1 and sender.stats.dropped["reset-by-peer"] == 1
+
+
+def test_a_reset_long_after_the_first_frame_is_a_lost_connection(fake_clock: FakeClock) -> None:
+    warnings: list[str] = []
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        where = HostPort("127.0.0.1", server.getsockname()[1], "tcp")
+        sender = TcpSender(where, clock=fake_clock, on_warning=warnings.append, run_thread=False)
+        try:
+            sender.send(b"/x\x00\x00")
+            _poll_until(sender, lambda: sender.stats.sent == 1)
+            connection, _ = server.accept()
+            fake_clock.advance(MISMATCH_WINDOW + 1)  # a long-running connection, then a reset
+            _reset(connection)
+            _poll_until(sender, lambda: bool(warnings))
+        finally:
+            sender.close()
+    assert len(warnings) == 1 and "lost the connection" in warnings[0]
+    assert sender.stats.framing_resets == 0

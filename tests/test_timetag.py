@@ -181,3 +181,21 @@ def test_ntp_era_1_formats_near_now() -> None:
     assert tt.format_ntp(stamp, now) == f"{2**32 + 1}.500000000"
     assert tt.format_hex(stamp, now) == "00000001.80000000"
     assert tt.parse(tt.format_iso(stamp, now)) == stamp
+
+
+@pytest.mark.parametrize(
+    ("text", "stamp"),
+    [
+        ("0000000000000001", 1),
+        ("dd9d15a7922f48c2", 0xDD9D15A7922F48C2),
+        ("0xDD9D15A7922F48C2", 0xDD9D15A7922F48C2),
+    ],
+)
+def test_undotted_hex_is_the_timetag_not_unix_seconds(text: str, stamp: int) -> None:
+    # Issue 28: 16 hex digits were read as Unix seconds (0000000000000001 was 1970-01-01 00:00:01).
+    assert tt.parse(text) == stamp
+
+
+def test_hex_of_the_wrong_length_names_both_hex_forms() -> None:
+    with pytest.raises(tt.TimetagError, match=r"'dd9d15a7922f48c2' \(16 digits\)"):
+        tt.parse("dd9d15a7922f48c")

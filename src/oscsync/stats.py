@@ -93,24 +93,42 @@ class Gauge:
         self.now -= amount
 
 
+WARN_KEY_BYTES = 64 * 1024
+"""Bytes of keys one :class:`WarnOnce` remembers (a few hundred keys)."""
+_KEY_OVERHEAD = 100  # a str header and a set slot, roughly
+
+
 class WarnOnce:
     """Calls ``on_warning`` the first time each key is warned about, then only counts on.
 
     Each owner (endpoint, scheduler, netem direction) warns once per reason, so a flood of bad
-    datagrams is one line on stderr, not thousands (the drops themselves are counted)."""
+    datagrams is one line on stderr, not thousands (the drops themselves are counted). Some keys
+    name a peer (``reply:HOST:PORT``): the keys remembered are bounded in bytes
+    (:data:`WARN_KEY_BYTES`), and once that is full a new key is not warned about, so a stranger
+    cycling through source addresses costs neither memory nor a line per address.
+    """
 
     def __init__(self, on_warning: Callable[[str], None]) -> None:
         self.on_warning = on_warning
         self.keys: set[str] = set()
+        self.key_bytes = 0
+        self.unwarned = 0
+        """New keys not warned about because the key set was full."""
 
     def __call__(self, key: str, text: str) -> None:
         if key not in self.keys:
+            if self.key_bytes + len(key) + _KEY_OVERHEAD > WARN_KEY_BYTES:
+                self.unwarned += 1
+                return
             self.keys.add(key)
+            self.key_bytes += len(key) + _KEY_OVERHEAD
             self.on_warning(text)
 
     def forget(self, key: str) -> None:
         """Warn about ``key`` again next time (the trouble ended: a TCP peer reconnected)."""
-        self.keys.discard(key)
+        if key in self.keys:
+            self.keys.remove(key)
+            self.key_bytes -= len(key) + _KEY_OVERHEAD
 
     def __contains__(self, key: object) -> bool:
         return key in self.keys

@@ -32,7 +32,8 @@ Render = Callable[[float | None], str]
 
 _LOOKUP_CACHE_LIMIT = 1024
 """Entries kept by each small lookup cache below (sources, type strings); emptied when full, so
-a peer cycling through addresses costs time, never memory."""
+a peer cycling through addresses costs time, never memory. Each cache also bounds the size of
+what one entry holds, so it is bounded in bytes too."""
 
 _second_text: tuple[int, str] = (0, "00:00:00")  # the last whole second formatted, and its text
 
@@ -215,8 +216,18 @@ class _Shape(NamedTuple):
 
 
 _shapes: dict[str, _Shape] = {}
-_SHAPE_ADDRESS_LIMIT = 256
-"""Longer addresses are rendered every time, not remembered: the cache stays under ~1 MB."""
+_shapes_size = 0
+_SHAPE_LIMIT = 256
+"""An address and type string longer than this together are rendered every time, not
+remembered (issue 27, item 6: shapes of 65 KB type strings)."""
+_SHAPE_CACHE_BYTES = 1 << 20
+"""Bytes the remembered shapes may hold, as :func:`_shape_cost` counts them; emptied when full."""
+
+
+def _shape_cost(address: str, shape: _Shape) -> int:
+    """The shape's strings, the address key, and ~400 bytes of tuple, str headers and dict slot."""
+    rendered = shape.json_middle + shape.text_body + (shape.args_form or "")
+    return len(rendered) + len(address) + len(shape.types) + 400
 
 
 def _shape(address: str, types: str) -> _Shape:
@@ -233,11 +244,22 @@ def _shape(address: str, types: str) -> _Shape:
             f"{display.escape(address)} ,{types}",
             types,
         )
-        if len(address) <= _SHAPE_ADDRESS_LIMIT:
-            if len(_shapes) >= _LOOKUP_CACHE_LIMIT:
-                _shapes.clear()
-            _shapes[address] = shape
+        if len(address) + len(types) <= _SHAPE_LIMIT:
+            _remember_shape(address, shape)
     return shape
+
+
+def _remember_shape(address: str, shape: _Shape) -> None:
+    global _shapes_size
+    old = _shapes.get(address)
+    if old is not None:
+        _shapes_size -= _shape_cost(address, old)
+    cost = _shape_cost(address, shape)
+    if len(_shapes) >= _LOOKUP_CACHE_LIMIT or _shapes_size + cost > _SHAPE_CACHE_BYTES:
+        _shapes.clear()
+        _shapes_size = 0
+    _shapes[address] = shape
+    _shapes_size += cost
 
 
 def _json_now(received: Received) -> str:
@@ -287,6 +309,9 @@ def _text_now(received: Received) -> str:
 
 _NUMBER_TAGS = frozenset("ihfd")
 _number_formats: dict[str, str] = {}
+_NUMBER_FORMAT_LIMIT = 64
+"""Longer type strings get their format made each time: the cache holds at most
+1,024 x ~500 bytes."""
 
 
 def _json_args(message: codec.Message) -> str:
@@ -297,9 +322,11 @@ def _json_args(message: codec.Message) -> str:
         # (the only reprs here with an "n") are not JSON, so those lines take the general path.
         form = _number_formats.get(types)
         if form is None:
-            if len(_number_formats) >= _LOOKUP_CACHE_LIMIT:
-                _number_formats.clear()
-            form = _number_formats[types] = "[" + ",".join(["%r"] * len(types)) + "]"
+            form = "[" + ",".join(["%r"] * len(types)) + "]"
+            if len(types) <= _NUMBER_FORMAT_LIMIT:
+                if len(_number_formats) >= _LOOKUP_CACHE_LIMIT:
+                    _number_formats.clear()
+                _number_formats[types] = form
         text = form % message.args
         if "n" not in text:
             return text

@@ -476,10 +476,11 @@ class Endpoint:
     ) -> int:
         """Send ``address`` with ``args`` to every peer: at once, or with ``at`` in a bundle
         timetagged ``at`` (an NTP timetag: :func:`oscsync.now`, :func:`oscsync.add_seconds`)
-        for the receiver to act on then. ``types`` sets the OSC type tags (``"ifs"``; else
+        for the receiver to act on then. ``types`` sets the OSC type tags (``"ifs"``, any of
+        ``i h f d s S c t r b m T F N I`` and ``[...]`` for an array, given as a list; else
         they follow the values: int ``i``, float ``f``, str ``s``, bytes ``b``, True/False/None
-        ``T``/``F``/``N``). Returns how many peers it was sent to; a peer that is down is
-        counted and warned about once, not raised. Raises
+        ``T``/``F``/``N``, a list an array). Returns how many peers it was sent to; a peer
+        that is down is counted and warned about once, not raised. Raises
         :class:`~oscsync.osc.codec.EncodeError` for values OSC cannot carry. With a key, the
         bundle is signed (a message sent at once is not: nothing translates it)."""
         timetag = None if at is None else _checked_timetag(at)

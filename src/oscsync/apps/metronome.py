@@ -204,18 +204,23 @@ class TickSender:
     def _tick(self, k: int, dispatch: Dispatch) -> None:
         if self.done.is_set():
             return
-        packet = self.packet(k)
-        if packet:  # empty: nothing sounds at this step (a sequencer's rest, issue #19)
-            self._send(packet)
-        self.sent += 1
-        self.lateness.add(dispatch.lateness)
-        self.sent_late += dispatch.lateness > LATE_THRESHOLD
-        if self._on_sent is not None:
-            self._on_sent(k)
-        if self.count is not None and k + 1 >= self.count:
-            self.done.set()
-        else:
-            self._submit(k + 1)
+        try:
+            packet = self.packet(k)
+            if packet:  # empty: nothing sounds at this step (a sequencer's rest, issue #19)
+                self._send(packet)
+            self.sent += 1
+            self.lateness.add(dispatch.lateness)
+            self.sent_late += dispatch.lateness > LATE_THRESHOLD
+            if self._on_sent is not None:
+                self._on_sent(k)
+        finally:
+            # Whatever became of this tick (the scheduler counts an error), the grid goes on:
+            # one that raised stopped every tick after it and the end of --count and --duration
+            # (issue 27, item 13: a pattern saved with a 5,000-digit note).
+            if self.count is not None and k + 1 >= self.count:
+                self.done.set()
+            else:
+                self._submit(k + 1)
 
 
 # -- listening --------------------------------------------------------------------------------

@@ -59,6 +59,8 @@ UDP mapping (Linux conntrack keeps 30 s unanswered, 120 s answered flows)."""
 _SWEEP_INTERVAL = 1.0
 """How often (seconds) the relay thread looks for idle senders when nothing arrives."""
 _ALLOW_CACHE_LIMIT = 4096
+"""Source hosts whose --allow verdict is remembered; emptied when full. A key is an address the
+kernel gave (at most ~60 characters with an IPv6 scope), so this is ~1 MB at most (issue 27)."""
 
 _RECV_BUFFER = 4 * 1024 * 1024
 

@@ -25,11 +25,14 @@ from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
 from oscsync.osc.auth import PacketAuth
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy, Scheduler
+from oscsync.sync import follow
+from oscsync.sync.follow import ClockFollower
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
 
 S = TypeVar("S", bound="Session")
+Note = Callable[[str], None]
 
 
 class _EndpointOptions(TypedDict):
@@ -104,6 +107,40 @@ class SessionSetup:
         )
 
 
+def make_follower(
+    endpoint: udp.Endpoint,
+    sync: str | None,
+    sync_peer: HostPort | None,
+    *,
+    note: Note,
+    warn: Note,
+    interval: float = follow.INTERVAL,
+    start_interval: float = follow.ACQUIRE_INTERVAL,
+    auth: PacketAuth | None = None,
+) -> ClockFollower | None:
+    """``--sync peer``: a ClockFollower; ``--sync system`` or none: None (timetags as they are).
+
+    It pings every ``start_interval`` for its first seconds (the burst and the acquisition
+    both: by default both 5 ms), then every ``interval`` (``--sync-start-interval``,
+    ``--sync-interval``); with ``auth`` (a key) its pings are signed and only authenticated
+    pongs and timetags count."""
+    if sync == "system":
+        note("clock sync: system (timetags used as they are: this clock is trusted)")
+        return None
+    if sync is None and sync_peer is None:
+        return None
+    peer = None if sync_peer is None else sync_peer.sockaddr
+    return ClockFollower(
+        endpoint,
+        peer=peer,
+        on_warning=warn,
+        interval=interval,
+        burst_interval=start_interval,
+        acquire_interval=start_interval,
+        auth=auth,
+    )
+
+
 class Session:
     """What every session shares: its setup, and ``with session:`` closes it."""
 
@@ -162,6 +199,8 @@ class ReceiveSession(Session):
         inline_due: bool = False,
     ) -> None:
         super().__init__(setup)
+        self.follower: ClockFollower | None = None
+        """Set by :meth:`start` with ``--sync``: timetags are translated from the leader's."""
         self.scheduler = (
             Scheduler(
                 self.clock,
@@ -180,15 +219,55 @@ class ReceiveSession(Session):
                 self.scheduler.close()
             raise
 
-    def start(self, handler: MessageHandler | None = None, **hooks: Unpack[ReceiveHooks]) -> None:
-        """Start the scheduler, then the receive thread (``hooks``: see ``Endpoint.start``)."""
+    def start(
+        self,
+        handler: MessageHandler | None = None,
+        follower: ClockFollower | None = None,
+        **hooks: Unpack[ReceiveHooks],
+    ) -> None:
+        """Start the scheduler, then the receive thread (``hooks``: see ``Endpoint.start``);
+        with a ``follower`` (:meth:`follow`) the handler gets timetags on our clock."""
+        self.follower = follower
+        if follower is not None and handler is not None:
+            handler = follower.wrap(handler)
         if self.scheduler is not None:
             self.scheduler.start()
         self.endpoint.start(handler, **hooks)
+        if follower is not None:
+            follower.start()
+
+    def follow(
+        self,
+        sync: str | None,
+        sync_peer: HostPort | None,
+        *,
+        interval: float = follow.INTERVAL,
+        start_interval: float = follow.ACQUIRE_INTERVAL,
+    ) -> ClockFollower | None:
+        """``--sync``: a follower of the leader's clock on this session's endpoint, for
+        :meth:`start` (None for ``--sync system`` or none: timetags as they are)."""
+        return make_follower(
+            self.endpoint,
+            sync,
+            sync_peer,
+            note=self.note,
+            warn=self.warn,
+            interval=interval,
+            start_interval=start_interval,
+            auth=self.setup.auth,
+        )
+
+    def move_sync_peer(self, peers: Sequence[HostPort]) -> None:
+        """Follow the clock of ``peers[0]`` from now on, from scratch (``--sync-peer @NAME``
+        re-registered elsewhere)."""
+        if self.follower is not None:
+            self.follower.move_to(peers[0].sockaddr)
 
     def close(self) -> bool:
-        """Close the endpoint, then the scheduler; False if the receive thread did not stop (a
-        handler stuck writing to a pipe nobody reads)."""
+        """Close the follower, the endpoint, then the scheduler; False if the receive thread did
+        not stop (a handler stuck writing to a pipe nobody reads)."""
+        if self.follower is not None:
+            self.follower.close()
         receiver_stopped = self.endpoint.close()
         if self.scheduler is not None:
             self.scheduler.close()

@@ -37,6 +37,11 @@ class Recorder:
     """Writes each datagram it is given; sets :attr:`done` after ``count`` or on a write failure.
 
     ``destination`` is the listening ``HOST:PORT``, written as each pcap packet's destination.
+    A write that fails (a full disk) stops the recording: the file is cut back to its last
+    whole record (:class:`~oscsync.outfile.WholeRecords`), :attr:`failure` and
+    :attr:`failed_output` (``recording`` or ``pcap``) say what happened, and
+    :attr:`not_recorded` counts the datagrams that arrived but are not in that file: those the
+    file's buffer still held, and those that came after.
     """
 
     def __init__(
@@ -53,74 +58,120 @@ class Recorder:
         self.started_wall = clock.monotonic_to_wall(self.started_monotonic)
         self.writer = RecordingWriter(recording, self.started_monotonic) if recording else None
         self.pcap = PcapWriter(pcap) if pcap is not None else None
-        self._pcap_out = pcap
         self.destination = destination
         self.count = count
         self.recorded = 0
         self.bytes = 0
+        self.not_in_pcap = 0
+        """Packets too large for the pcap's UDP (TCP packets over 64 KiB): in the recording only."""
+        self.not_recorded = 0
+        self.arrived = 0
+        """Datagrams handed to :meth:`on_datagram` before --count was reached."""
         self.done = threading.Event()
         self.failure: OSError | None = None
+        self.failed_output = ""
         self._lock = threading.Lock()
         self._last_pcap_flush = self.started_monotonic
 
     def write_header(self, listen: str) -> None:
         if self.writer is not None:
-            self.writer.write_header(
-                host=socket.gethostname(),
-                clock=clock_kind(self.clock),
-                started_unix=self.started_wall,
-                listen=listen,
-                software=f"oscsync {__version__}",
-            )
+            try:
+                self.writer.write_header(
+                    host=socket.gethostname(),
+                    clock=clock_kind(self.clock),
+                    started_unix=self.started_wall,
+                    listen=listen,
+                    software=f"oscsync {__version__}",
+                )
+            except OSError as exc:  # a disk full from the start: the same one line
+                self._failed(exc, "recording")
 
     def on_datagram(self, data: bytes, source: tuple[str, int], arrival: float) -> None:
         """The endpoint's datagram hook: runs on the receive thread."""
         if self.done.is_set():
-            return  # past --count, or the file failed: what still arrives is not recorded
+            if self.failure is not None:
+                self.arrived += 1
+                self.not_recorded += 1  # what still arrives after a failed write is lost
+            return  # past --count: what still arrives is not recorded
+        self.arrived += 1
         monotonic = self.clock.wall_to_monotonic(arrival)
         where = format_source(source)
-        try:
-            if self.writer is not None:
+        if self.writer is not None:
+            try:
                 self.writer.add(data, where, arrival, monotonic)
-            if self.pcap is not None:
+            except OSError as exc:
+                self._failed(exc, "recording")
+                return
+        in_pcap = True
+        if self.pcap is not None:
+            try:
                 with self._lock:
-                    self.pcap.add(round(arrival * 1e9), data, where, self.destination)
+                    in_pcap = self.pcap.add(round(arrival * 1e9), data, where, self.destination)
                     if monotonic - self._last_pcap_flush >= FLUSH_INTERVAL:
                         self._last_pcap_flush = monotonic
-                        self._flush_pcap()
-        except OSError as exc:
-            self.failure = exc
-            self.done.set()
-            return
+                        self.pcap.flush()
+            except OSError as exc:
+                self._failed(exc, "pcap")
+                if self.writer is None:
+                    return
+        if not in_pcap:
+            self.not_in_pcap += 1
+            if self.writer is None:
+                return  # kept nowhere: counted, not recorded
         self.recorded += 1
         self.bytes += len(data)
         if self.count is not None and self.recorded >= self.count:
             self.done.set()
 
-    def _flush_pcap(self) -> None:
-        if self._pcap_out is not None:
-            self._pcap_out.flush()
+    def _failed(self, exc: OSError, output: str) -> None:
+        """Stop after a failed write to ``output`` (cut back to its last whole record): count
+        what is in that file and what arrived but is not (when the pcap alone failed, the
+        recording still holds everything and the summary's count stays the recording's)."""
+        if self.failure is None:
+            self.failure, self.failed_output = exc, output
+        self.done.set()
+        if output == "recording" and self.writer is not None:
+            in_file, content = self.writer.stats.datagrams, self.writer.stats.bytes
+            left_out = 0
+        elif self.pcap is not None:
+            with self._lock:
+                self.pcap.cut()
+                records = self.pcap.records
+                in_file, content = records.records_on_disk - 1, records.content_on_disk  # header
+            left_out = self.not_in_pcap
+        else:
+            return
+        self.not_recorded = self.arrived - in_file - left_out
+        if output == "recording" or self.writer is None:  # the file the summary counts
+            self.recorded, self.bytes = in_file, content
 
     def flush(self) -> None:
         """Push what is buffered to the files (called a few times a second while idle)."""
+        if self.failure is not None:
+            return
         try:
             if self.writer is not None:
                 self.writer.flush()
-            with self._lock:
-                self._flush_pcap()
         except OSError as exc:
-            self.failure = self.failure or exc
-            self.done.set()
+            self._failed(exc, "recording")
+            return
+        try:
+            if self.pcap is not None:
+                with self._lock:
+                    self.pcap.flush()
+        except OSError as exc:
+            self._failed(exc, "pcap")
 
     def close(self, dropped: Mapping[str, int]) -> None:
         """Write the closing line with the loss counts; call after the endpoint is closed."""
+        if self.failure is not None:
+            return  # the file that failed was cut back and closed; the other one is complete
+        self.flush()
         try:
-            if self.writer is not None:
+            if self.writer is not None and self.failure is None:
                 self.writer.close(self.clock.monotonic(), dropped)
-            with self._lock:
-                self._flush_pcap()
         except OSError as exc:
-            self.failure = self.failure or exc
+            self._failed(exc, "recording")
 
     def summary(self, dropped: Mapping[str, int], elapsed: float, note: str = "") -> str:
         """One line for stderr when record stops (``note``: the TCP connections the listener
@@ -132,8 +183,28 @@ class Recorder:
             text += f"; dropped {total} ({reasons})"
         else:
             text += "; dropped 0"
+        if self.failure is not None:
+            text += f"; not recorded {self.not_recorded} (the {self.failed_output} write failed)"
         if self.writer is not None and self.writer.stats.malformed:
             text += f"; {sum(self.writer.stats.malformed.values())} kept were not valid OSC"
+        if self.not_in_pcap:
+            text += (
+                f"; {self.not_in_pcap} larger than a UDP datagram were left out of the pcap"
+                if self.writer is not None
+                else f"; {self.not_in_pcap} larger than a UDP datagram were not written"
+            )
         if note:
             text += f"; {note}"
         return text
+
+    def failure_text(self, path: str) -> str:
+        """The one ``Error:`` line for a failed write to ``path`` (the :attr:`failed_output`)."""
+        assert self.failure is not None
+        why = self.failure.strerror or str(self.failure) or type(self.failure).__name__
+        kept = self.recorded if self.failed_output == "recording" or self.writer is None else None
+        holds = f"it holds {kept} datagrams, " if kept is not None else "it holds "
+        return (
+            f"cannot write {path}: {why}; {holds}up to its last whole "
+            f"{'line' if self.failed_output == 'recording' else 'packet'}, and "
+            f"{self.not_recorded} more arrived that are not in it"
+        )

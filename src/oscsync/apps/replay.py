@@ -149,7 +149,10 @@ def address_matcher(pattern: str) -> Callable[[str], bool]:
 def _bundle_spans(data: bytes) -> Iterator[tuple[int, int, bool]]:
     """(start, end, is_bundle) of the datagram and every element inside it, outermost first.
 
-    Only for datagrams :func:`codec.decode` accepted: sizes are known to fit.
+    ValueError for a bundle whose element sizes do not fit it: a recording keeps malformed
+    datagrams on purpose, and an element size of 0xFFFFFFF0 made the walk read ~10^9 empty
+    "elements" past the end (issue 27, item 10). Each element takes 4 bytes or more of
+    ``data``, so the walk is bounded by its length.
     """
     stack = [(0, len(data))]
     while stack:
@@ -157,23 +160,32 @@ def _bundle_spans(data: bytes) -> Iterator[tuple[int, int, bool]]:
         if data[start : start + 1] == b"/":
             yield start, end, False
             continue
+        if end - start < 16 or not data.startswith(codec.BUNDLE_PREFIX, start):
+            raise ValueError("an element is neither a message nor a bundle")
         yield start, end, True
         pos = start + 16
         children = []
-        while pos + 4 <= end:
-            size = int.from_bytes(data[pos : pos + 4], "big")
+        while pos < end:
+            size = int.from_bytes(data[pos : pos + 4], "big", signed=True)
+            if pos + 4 > end or size <= 0 or size % 4 or pos + 4 + size > end:
+                raise ValueError(f"a bundle element size of {size} does not fit")
             children.append((pos + 4, pos + 4 + size))
             pos += 4 + size
         stack.extend(reversed(children))  # keep the order they were written in
 
 
-def shift_timetags(data: bytes, seconds: float) -> bytes:
+def shift_timetags(data: bytes, seconds: float) -> bytes | None:
     """``data`` with every bundle timetag (nested too) moved by ``seconds``; "immediately" and
-    0 stay, and so does every other byte."""
+    0 stay, and so does every other byte. None when ``data`` is a bundle whose elements do not
+    fit: there is nothing sure to shift (it is sent as recorded, and counted)."""
     if not codec.is_bundle(data):
         return data
     out = bytearray(data)
-    for start, _, is_bundle in _bundle_spans(data):
+    try:
+        spans = list(_bundle_spans(data))
+    except ValueError:
+        return None
+    for start, _, is_bundle in spans:
         if not is_bundle:
             continue
         tag = int.from_bytes(data[start + 8 : start + 16], "big")
@@ -298,6 +310,8 @@ class ReplayStats:
     bytes: int = 0
     loops_started: int = 0
     refused: int = 0
+    unshifted: int = 0
+    """Malformed bundles sent as recorded by ``--timetags shift`` (nothing sure to shift)."""
     lateness: RecentSamples = field(default_factory=lambda: RecentSamples(LATENESS_SAMPLES))
 
 
@@ -468,7 +482,10 @@ class Replayer:
         wall = self.clock.monotonic_to_wall(due)
         if self.mode == "shift" and datagram.wall is not None:
             moved = wall - datagram.wall
-            packets = tuple(shift_timetags(p, moved) for p in packets)
+            shifted = [shift_timetags(p, moved) for p in packets]
+            if None in shifted:
+                self.stats.unshifted += 1
+            packets = tuple(p if q is None else q for p, q in zip(packets, shifted))
         tag = tt.from_unix(wall)
         size = sum(map(len, packets))
         self._in_flight.append(tag)

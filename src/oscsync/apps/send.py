@@ -41,23 +41,42 @@ def infer_value(word: str) -> Any:
 
 
 def typed_values(words: Sequence[str], types: str) -> list[Any]:
-    """Values for an explicit type string like liblo's oscsend (``T``/``F``/``N`` take no word)."""
+    """Values for an explicit type string like liblo's oscsend: one word per tag, except
+    ``T F N I`` and the array brackets ``[ ]``, which take none (``i[ff]s 1 0.5 0.25 x`` is
+    ``[1, [0.5, 0.25], "x"]``)."""
     unknown = set(types) - set(codec.ARG_TYPES_FOR_SEND)
     if unknown:
         raise ArgumentError(
             f"unknown type {''.join(sorted(unknown))!r}: use {codec.ARG_TYPES_FOR_SEND}"
         )
-    needed = [tag for tag in types if tag not in "TFN"]
+    needed = [tag for tag in types if tag not in _WORDLESS]
     if len(needed) != len(words):
         raise ArgumentError(f"types {types!r} need {len(needed)} values, got {len(words)}")
     given = iter(words)
-    # One value per tag, so T/F/N get theirs too: the encoder pairs tags and values 1:1.
-    return [
-        _LITERALS[_FLAG_WORDS[tag]] if tag in "TFN" else _convert(next(given), tag) for tag in types
-    ]
+    # One value per tag, T F N I included (the encoder pairs tags and values 1:1); an array is
+    # one list, filled while its brackets are open.
+    values: list[Any] = []
+    open_arrays: list[list[Any]] = [values]
+    for tag in types:
+        if tag == "[":
+            array: list[Any] = []
+            open_arrays[-1].append(array)
+            open_arrays.append(array)
+        elif tag == "]":
+            if len(open_arrays) == 1:
+                raise ArgumentError(f"types {types!r}: ']' closes no array")
+            open_arrays.pop()
+        elif tag in _FLAGS:
+            open_arrays[-1].append(_FLAGS[tag])
+        else:
+            open_arrays[-1].append(_convert(next(given), tag))
+    if len(open_arrays) > 1:
+        raise ArgumentError(f"types {types!r}: '[' without its ']'")
+    return values
 
 
-_FLAG_WORDS = {"T": "true", "F": "false", "N": "nil"}
+_FLAGS: dict[str, Any] = {"T": True, "F": False, "N": None, "I": float("inf")}
+_WORDLESS = frozenset("TFNI[]")
 
 
 def _convert(word: str, tag: str) -> Any:
@@ -70,18 +89,26 @@ def _convert(word: str, tag: str) -> Any:
             return value
         if tag in "fd":
             return float(word)
-        if tag == "s":
+        if tag in "sS":
             return word
+        if tag == "c":
+            if len(word) != 1:
+                raise ArgumentError(f"{word!r} is not one character ('c')")
+            return word
+        if tag == "t":
+            return timetag.parse(word)
         if tag == "b":
             return bytes.fromhex(word.removeprefix("0x"))
-        if tag == "m":
-            raw = bytes.fromhex(word.removeprefix("0x"))
+        if tag in "mr":
+            raw = bytes.fromhex(word.removeprefix("0x").removeprefix("#"))
             if len(raw) != 4:
-                raise ArgumentError(f"MIDI value {word!r} must be 4 bytes (8 hex digits)")
-            return tuple(raw)
+                raise ArgumentError(f"{_TYPE_NAMES[tag]} {word!r} must be 4 bytes (8 hex digits)")
+            return tuple(raw) if tag == "m" else int.from_bytes(raw, "big")
     except ValueError as exc:
         if isinstance(exc, ArgumentError):
             raise
+        if isinstance(exc, timetag.TimetagError):
+            raise ArgumentError(f"{exc} ('t')") from None
         raise ArgumentError(f"{word!r} is not a valid {_TYPE_NAMES[tag]} ({tag!r})") from None
     raise ArgumentError(f"unknown type {tag!r}")
 
@@ -91,9 +118,9 @@ _TYPE_NAMES = {
     "h": "64-bit integer",
     "f": "float",
     "d": "double",
-    "s": "string",
     "b": "blob in hex",
-    "m": "MIDI message in hex",
+    "m": "MIDI message",
+    "r": "RGBA colour",
 }
 
 

@@ -126,7 +126,7 @@ class PatternFile:
         self._signature = signature
         try:
             pattern = read_pattern(self.path)
-        except (PatternError, OSError) as exc:
+        except (ValueError, OSError) as exc:  # PatternError is a ValueError
             self.on_warning(f"{self.path}: {exc}; still playing the previous pattern")
             return None
         self.pattern = pattern

@@ -26,7 +26,7 @@ from oscsync import audio
 from oscsync.apps import metronome as app_metronome
 from oscsync.apps.grid import StepGrid
 from oscsync.apps.metronome import TICK_METHOD, MetronomeListener, TickRecord, TickSender
-from oscsync.apps.receiving import SendingSession, Session, SessionSetup
+from oscsync.apps.receiving import SendingSession, Session, SessionSetup, make_follower
 from oscsync.apps.sequence import (
     VOICE_METHODS,
     EventRecord,
@@ -196,39 +196,6 @@ class SendSession(SendingSession):
         for ``grid``: bpm, steps_per_beat, beats_per_bar, swing, offset, and a Link session's
         ``grid``)."""
         return file_sender(self.send, self.scheduler, watched, note=self.note, **grid)
-
-
-def make_follower(
-    endpoint: Endpoint,
-    sync: str | None,
-    sync_peer: HostPort | None,
-    *,
-    note: Note,
-    warn: Note,
-    interval: float = follow.INTERVAL,
-    start_interval: float = follow.ACQUIRE_INTERVAL,
-    auth: PacketAuth | None = None,
-) -> ClockFollower | None:
-    """``--sync peer``: a ClockFollower; ``--sync system`` or none: None (timetags as they are).
-
-    It pings every ``start_interval`` for its first seconds (the burst and the acquisition
-    both: by default both 5 ms), then every ``interval`` (``--sync-start-interval``,
-    ``--sync-interval``)."""
-    if sync == "system":
-        note("clock sync: system (timetags used as they are: this clock is trusted)")
-        return None
-    if sync is None and sync_peer is None:
-        return None
-    peer = None if sync_peer is None else sync_peer.sockaddr
-    return ClockFollower(
-        endpoint,
-        peer=peer,
-        on_warning=warn,
-        interval=interval,
-        burst_interval=start_interval,
-        acquire_interval=start_interval,
-        auth=auth,
-    )
 
 
 def _pong_router(

@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from oscsync.apps.labrecords import SessionResult
 from oscsync.apps.scoring import score_follower
@@ -75,16 +74,16 @@ def aligned(table: Sequence[Sequence[str]], left_columns: int = 0) -> str:
     return "\n".join(lines)
 
 
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+def write_csv(out: IO[str], rows: Sequence[dict[str, Any]]) -> None:
+    """The rows as CSV into ``out`` (opened with newline="\n": csv writes its own \r\n)."""
     import csv
 
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else SWEEP_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else SWEEP_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
 
 
-def plot_sweep(path: Path, rows: Sequence[dict[str, Any]], title: str) -> None:
+def plot_sweep(out: IO[bytes], rows: Sequence[dict[str, Any]], title: str) -> None:
     """Onset jitter and late % against the forward offset, as a PNG (needs matplotlib)."""
     import matplotlib
 
@@ -113,5 +112,5 @@ def plot_sweep(path: Path, rows: Sequence[dict[str, Any]], title: str) -> None:
     late_axes.set_ylim(-2, 102)
     late_axes.grid(True, alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, format="png", dpi=100)
+    figure.savefig(out, format="png", dpi=100)
     plt.close(figure)

@@ -31,16 +31,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from oscsync.outfile import open_output
+
 if TYPE_CHECKING:  # the lab (netem, clock sync) is imported only when scoring
     from oscsync.apps.scoring import Score
 
 MAX_LINE_BYTES = 64 * 1024
 """A tick record is about 250 bytes; a longer line is not one (skipped and counted)."""
+MAX_SKIPPED_LINE_BYTES = 64 << 20
+"""How far a line longer than :data:`MAX_LINE_BYTES` is read past, looking for its end (a
+damaged log may hold megabytes of garbage; no file holds only that)."""
+MAX_LINES_BEFORE_A_TICK = 10_000
+"""Lines (blank ones too) read without a single tick record before the file is called no tick
+log."""
 MAX_BRACKETS = 16
 """Opening brackets a line may hold: a record is one flat object (``[`` only in an IPv6
 source such as ``[::1]:9001``); deeper JSON would only cost recursion."""
 MAX_TICKS = 5_000_000
 """Ticks one log may hold (two weeks at 240 bpm): about 85 MB of arrays, then a clear error."""
+MAX_LOG_BYTES = MAX_TICKS * 1024
+"""Bytes one log may hold: every tick record with room to spare (~5 GB)."""
 MAX_TIME = 1e12
 """Unix seconds up to the year 33,658: larger values are not times, and their differences could
 overflow a float while scoring."""
@@ -65,7 +75,8 @@ class LogWriter:
         self.error: OSError | None = None
         self.lines = 0
         self._lock = threading.Lock()
-        self._file = path.open("w", encoding="utf-8")  # OSError here is the caller's to report
+        # OSError here is the caller's to report (a named pipe nobody reads: ENXIO, no wait).
+        self._file = open_output(path)
 
     def write(self, text: str) -> int:
         with self._lock:
@@ -161,15 +172,36 @@ def read_log(path: Path, max_ticks: int = MAX_TICKS) -> TickTimes:
 
 
 def _lines(stream: BinaryIO, times: TickTimes) -> Iterator[bytes]:
-    """Non-blank lines of at most :data:`MAX_LINE_BYTES`; longer ones are counted bad."""
+    """Non-blank lines of at most :data:`MAX_LINE_BYTES`; longer ones are counted bad.
+
+    What is read is bounded, whatever the file is (issue 27, item 13: ``stats /dev/zero`` read
+    zeros forever, one endless "line"): a long line is skipped to its end only up to
+    :data:`MAX_SKIPPED_LINE_BYTES`, the first :data:`MAX_LINES_BEFORE_A_TICK` lines must hold a
+    tick record (``/dev/urandom`` has newlines), and a log is at most :data:`MAX_LOG_BYTES`.
+    """
+    number = 0
+    total = 0
     while line := stream.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        total += len(line)
         if len(line) > MAX_LINE_BYTES:
             times.bad += 1
+            skipped = len(line)
             while line and not line.endswith(b"\n"):  # skip the rest, a bounded piece at a time
+                if skipped > MAX_SKIPPED_LINE_BYTES:
+                    raise LogError(
+                        f"line {number} goes on for more than "
+                        f"{MAX_SKIPPED_LINE_BYTES // 2**20} MiB: not a tick log"
+                    )
                 line = stream.readline(MAX_LINE_BYTES)
-            continue
-        if line.strip():
+                skipped += len(line)
+            total += skipped
+        elif line.strip():
             yield line
+        if number >= MAX_LINES_BEFORE_A_TICK and not times:
+            raise LogError(f"none of the first {number:,} lines is a tick record: not a tick log")
+        if total > MAX_LOG_BYTES:
+            raise LogError(f"larger than {MAX_LOG_BYTES // 2**30} GiB: not one tick log")
 
 
 def _tick_record(line: bytes) -> dict[str, Any] | None:

@@ -13,9 +13,10 @@ import wave
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from oscsync.audio.player import AudioError
+from oscsync.outfile import open_output
 
 
 @dataclass(frozen=True)
@@ -117,13 +118,14 @@ class WavWriter:
         self._file: BinaryIO | None = None
         self._wav: wave.Wave_write | None = None
         try:
-            self._file = self.path.open("wb")
-            self._wav = wave.open(self._file, "wb")  # noqa: SIM115 (open until close())
+            file = cast(BinaryIO, open_output(self.path, binary=True))  # a FIFO nobody reads: ENXIO
+            self._file = file
+            self._wav = wave.open(file, "wb")  # noqa: SIM115 (open until close())
             self._wav.setnchannels(1)
             self._wav.setsampwidth(2)
             self._wav.setframerate(rate)
             self._wav.writeframes(b"")  # the header, with 0 frames
-            self._file.flush()
+            file.flush()
         except OSError as exc:
             self._abandon()
             raise self._error(exc) from None

@@ -115,7 +115,7 @@ def chat(
         try:
             targets = ", ".join(str(peer) for peer in peers)
             app.note(f"chat: listening on {endpoint.local_address}, sending to {targets}")
-            # Before the prompt: it takes ~1.4 s. OSCQuery lists the endpoint's live registry.
+            # Before the prompt: it takes ~2 s. OSCQuery lists the endpoint's live registry.
             advertised.publish(endpoint.local_address, endpoint.transport.registry)
             if interactive:
                 app.note("type a line and press Enter; Ctrl-D or Ctrl-C to quit")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from oscsync.cli.params import DurationType, skew_option
+from oscsync.cli.params import DurationType, overwrite_option, refuse_existing, skew_option
 from oscsync.cli.runtime import AppContext, running
 from oscsync.terminal.wording import fit, plural, terminal_width
 
@@ -50,6 +50,7 @@ Examples:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to write the WAV renders [default: a new temporary directory].",
 )
+@overwrite_option("the WAV files in --out")
 @click.pass_obj
 def demo(
     app: AppContext,
@@ -59,6 +60,7 @@ def demo(
     seed: int,
     audio: bool,
     out: Path | None,
+    overwrite: bool,
 ) -> None:
     """Show forward synchronisation beating network jitter, on this machine, in ~10 s.
 
@@ -91,6 +93,9 @@ def demo(
     else:
         if out is None:
             out = Path(tempfile.mkdtemp(prefix="oscsync-demo-"))
+        for run_name, _ in runs:  # the files make_player writes below
+            for letter in "AB":
+                refuse_existing(out / f"{run_name}-{letter}.wav", overwrite, "'--out'")
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -9,10 +9,18 @@ import click
 from oscsync.apps.dump import Dumper, handler, summary
 from oscsync.apps.receiving import ReceiveSession
 from oscsync.cli.hangup import hangup_stops
-from oscsync.cli.params import DURATION, advertise_option, allow_option, iface_option, listen_option
+from oscsync.cli.params import (
+    DURATION,
+    advertise_option,
+    allow_option,
+    collect,
+    iface_option,
+    listen_option,
+)
 from oscsync.cli.peers import Advertising
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
 from oscsync.cli.scheduling import horizon_option, late_option
+from oscsync.cli.syncing import Syncing, sync_options
 from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy
@@ -28,6 +36,7 @@ Examples:
   oscsync dump --schedule                   # print each message when its timetag is due
   oscsync dump --schedule --late drop:5ms   # ... and drop bundles more than 5 ms late
   oscsync dump --listen 0.0.0.0:9001 --advertise alice   # partners send to @alice
+  oscsync dump --listen 0.0.0.0:9001 --sync      # timetags on this clock, from the sender's
 """
 )
 @listen_option()
@@ -44,8 +53,10 @@ Examples:
 )
 @late_option()
 @horizon_option()
+@sync_options("the sender", "a timetagged message")
 @advertise_option()
 @click.pass_obj
+@collect("syncing", Syncing)
 def dump(
     app: AppContext,
     listen: HostPort,
@@ -57,6 +68,7 @@ def dump(
     schedule: bool,
     late_policy: LatePolicy | None,
     horizon: float | None,
+    syncing: Syncing,
     advertise: str | None,
     interface: str,
 ) -> None:
@@ -69,9 +81,15 @@ def dump(
     With --schedule each message is printed when its timetag comes due (OSC 1.0: a bundle with a
     past timetag at once, counted late); the line then shows when it was printed. Bundles still
     held when dump stops are discarded and counted.
+
+    With --sync (or --sync-peer) the sender's clock is followed as metronome listen does: each
+    timetag is shown translated onto this machine's clock, so its offset is the real headroom
+    (and --schedule prints it when it is really due). Timetagged messages that arrive before the
+    clock is locked are held and printed at lock; those already due then are counted, not printed.
     """
     if not schedule and (late_policy is not None or horizon is not None):
         raise click.UsageError("--late and --horizon only apply with --schedule")
+    syncing = syncing.checked()
     # Unscheduled, lines are collected and written when the socket has nothing more to read
     # (endpoint.start(on_idle=...)); scheduled, each is written at its due time.
     dumper = Dumper(sys.stdout, jsonl=jsonl, count=count, flush_each=schedule)
@@ -95,11 +113,20 @@ def dump(
         )
         try:
             app.note(f"listening on {session.endpoint.local_address}")
-            session.start(
-                handler(dumper, session.scheduler), on_idle=None if schedule else dumper.flush
+            follower = session.follow(
+                syncing.sync,
+                syncing.sync_peer,
+                interval=syncing.sync_interval,
+                start_interval=syncing.sync_start_interval,
             )
-            advertised.publish(session.endpoint.local_address, session.endpoint.registry)
-            wait(dumper.done, clock, duration)
+            session.start(
+                handler(dumper, session.scheduler),
+                follower,
+                on_idle=None if schedule else dumper.flush,
+            )
+            with syncing.following(app, session.move_sync_peer):
+                advertised.publish(session.endpoint.local_address, session.endpoint.registry)
+                wait(dumper.done, clock, duration)
         finally:
             receiver_stopped = session.close()
             if receiver_stopped:
@@ -116,5 +143,7 @@ def dump(
             else:
                 app.note(text)
                 app.note(f"{session.scheduler.stats().summary()}; {app.realtime_text()}")
+            if session.follower is not None:
+                app.note(session.follower.describe("message"))
             if not stdout_usable:
                 leave_without_stdout(stopped_cleanly=receiver_stopped)

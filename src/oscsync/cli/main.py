@@ -55,6 +55,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "oscsync.cli.sequence:sequence",
         "A networked step sequencer: send a pattern file on the clock's grid, play it on time.",
     ),
+    "bridge": (
+        "oscsync.cli.bridge:bridge",
+        "Follow a leader's clock and forward its OSC to an application that cannot.",
+    ),
     "link": (
         "oscsync.cli.link:link",
         "Join the Ableton Link session on this network and show it: peers, tempo, beat, phase.",

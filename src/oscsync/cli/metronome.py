@@ -30,6 +30,7 @@ from oscsync.cli.params import (
 )
 from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
+from oscsync.cli.syncing import sync_options
 from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
 from oscsync.terminal.wording import milliseconds, plural
@@ -215,7 +216,7 @@ Examples:
 @_beats_per_bar_option
 @click.option("--count", "-c", type=click.IntRange(min=1), help="Stop after this many ticks.")
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
-@records.sync_options()
+@sync_options()
 @iface_option()
 @click.pass_obj
 @collect("listening", records.Listening)
@@ -260,7 +261,7 @@ Examples:
 )
 @_send_options
 @_listen_options
-@records.sync_options()
+@sync_options()
 @click.pass_obj
 @collect("sending", TickSending)
 @collect("listening", records.Listening)

@@ -21,6 +21,7 @@ import click
 from oscsync.net.framing import FRAMINGS
 from oscsync.net.hostport import AddressError, HostPort, parse_hostport, parse_network
 from oscsync.osc import timetag
+from oscsync.outfile import holds_data, open_output
 
 
 class ParsedType(click.ParamType):  # type: ignore[type-arg]
@@ -299,7 +300,8 @@ def framing_option() -> Callable[[F], F]:
         default="slip",
         show_default=True,
         help="How OSC packets are framed on TCP connections to tcp:// peers: slip (OSC 1.1) or "
-        "size (a 4-byte length, OSC 1.0). Receivers detect either.",
+        "size (a 4-byte length, OSC 1.0). A peer written tcp+size:// (scsynth), osc.tcp:// "
+        "(liblo: size) or tcp+slip:// keeps its own. Receivers detect either.",
     )
 
 
@@ -312,6 +314,40 @@ def log_option(help_text: str) -> Callable[[F], F]:
         metavar="FILE.jsonl",
         help=help_text,
     )
+
+
+def overwrite_option(what: str = "the files it writes") -> Callable[[F], F]:
+    """``--overwrite``: every command that writes a file the user names has it (issue 27, item
+    12: ``--log``, ``wav:``, ``--csv``, ``--json-out`` replaced an existing file silently while
+    ``record`` refused)."""
+    return click.option(
+        "--overwrite",
+        is_flag=True,
+        help=f"Replace {what} if they exist (without it, an existing file is never replaced).",
+    )
+
+
+def refuse_existing(path: Path | None, overwrite: bool, param_hint: str) -> None:
+    """The one rule for files a command writes: an existing file with something in it is not
+    replaced unless ``--overwrite`` (a usage error naming the option). An empty file, a named
+    pipe or ``/dev/null`` is written without asking."""
+    if path is not None and not overwrite and holds_data(path):
+        raise click.BadParameter(
+            f"{path} already exists (never replaced by accident: choose another name or add "
+            "--overwrite)",
+            param_hint=param_hint,
+        )
+
+
+def open_new_output(path: Path, overwrite: bool, param_hint: str, *, binary: bool = False) -> Any:
+    """``path`` checked by :func:`refuse_existing` and opened with
+    :func:`~oscsync.outfile.open_output`; a file that cannot be opened (a named pipe nobody
+    reads, a missing directory) is one ``Error:`` line, exit 1."""
+    refuse_existing(path, overwrite, param_hint)
+    try:
+        return open_output(path, binary=binary)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def allow_option(help_extra: str = "") -> Callable[[F], F]:

@@ -167,8 +167,9 @@ class Advertising:
         self.close()
 
     def publish(self, listening: HostPort | None, registry: AddressRegistry | None = None) -> None:
-        """Advertise the listener bound at ``listening`` (blocks ~1.4 s: mDNS probing); its
-        OSCQuery lists ``registry`` (the endpoint's, live), or nothing without one."""
+        """Advertise the listener bound at ``listening`` (blocks ~2 s: the name check and mDNS
+        probing); its OSCQuery lists ``registry`` (the endpoint's, live), or nothing without
+        one."""
         if self.name is None or listening is None:
             return
         from oscsync.discovery.advertiser import Advertiser
@@ -261,11 +262,19 @@ def peers(
     app: AppContext = ctx.obj
     as_json = as_json or old_json
 
+    # Names, hosts and TXT come from anyone on the network: text lines escape them, JSON lines
+    # are ASCII (U+202E and the like as \\u escapes, which JSON readers decode).
     def show(peer: Any) -> None:
         if as_json:
-            click.echo(json.dumps(peer.to_json(), ensure_ascii=False))
+            click.echo(json.dumps(peer.to_json()))
         else:
             click.echo(_peer_line(peer))
+
+    def unreadable(name: str) -> None:
+        app.warn(
+            f"left out a service whose name python-zeroconf cannot read (control characters): "
+            f"'{escape(name)}'"
+        )
 
     with running():
         try:
@@ -275,20 +284,25 @@ def peers(
                 def on_change(kind: str, item: Any) -> None:
                     if kind == "removed":
                         if as_json:
-                            click.echo(json.dumps({"removed": item}, ensure_ascii=False))
+                            click.echo(json.dumps({"removed": item}))
                         else:
                             click.echo(escape(f"gone: {item}"))
+                    elif kind == "unreadable":
+                        unreadable(item)
                     else:
                         show(item)
 
                 for _ in browsing.watch(interface, on_change):
                     pass
                 return
-            found = browsing.browse(interface, timeout, clock=app.clock)
+            refused: list[str] = []
+            found = browsing.browse(interface, timeout, clock=app.clock, unreadable=refused)
         except DiscoveryError as exc:
             raise click.ClickException(str(exc)) from None
         for peer in found:
             show(peer)
+        for name in refused:
+            unreadable(name)
         if not found:
             app.note(f"no OSC services answered within {timeout:g} s")
 

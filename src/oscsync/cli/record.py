@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, Any, cast
 
 import click
 
@@ -17,6 +17,8 @@ from oscsync.cli.params import (
     allow_option,
     iface_option,
     listen_option,
+    open_new_output,
+    overwrite_option,
 )
 from oscsync.cli.peers import Advertising
 from oscsync.cli.runtime import AppContext, leave_without_stdout, running
@@ -25,21 +27,17 @@ from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
 
 
-def _open_new(path: str, mode: str, overwrite: bool, param: str) -> IO[Any]:
+def _open_new(path: str, binary: bool, overwrite: bool, param: str) -> IO[Any]:
     if path == "-":
-        return sys.stdout if "b" not in mode else sys.stdout.buffer
-    if not overwrite and os.path.exists(path) and os.path.getsize(path) > 0:
-        raise click.BadParameter(
-            f"{path} already exists (a recording is never overwritten by accident: "
-            "choose another name or add --overwrite)",
-            param_hint=param,
-        )
-    try:
-        if "b" in mode:
-            return open(path, mode)
-        return open(path, mode, encoding="utf-8", newline="\n")  # the same bytes on Windows
-    except OSError as exc:
-        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from None
+        return sys.stdout.buffer if binary else sys.stdout
+    return cast(IO[Any], open_new_output(Path(path), overwrite, param, binary=binary))
+
+
+def _close_quietly(stream: IO[Any]) -> None:
+    # A file whose write failed is closed already (cut back to its last whole record); what a
+    # pipe's buffer still holds may fail again: the error was reported once, with the counts.
+    with contextlib.suppress(OSError, ValueError):
+        stream.close()
 
 
 @click.command(
@@ -68,7 +66,7 @@ Examples:
     metavar="PCAPFILE",
     help="Also write the datagrams as a pcap capture (Wireshark, tshark); FILE may be left out.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace FILE (and PCAPFILE) if they exist.")
+@overwrite_option("FILE and PCAPFILE")
 @advertise_option()
 @click.pass_obj
 def record(
@@ -99,14 +97,23 @@ def record(
     with contextlib.ExitStack() as files:
         recording = pcap = None
         if file is not None:
-            recording = _open_new(file, "w", overwrite, "FILE")
+            recording = _open_new(file, False, overwrite, "FILE")
             if file != "-":
-                files.enter_context(recording)
+                files.callback(_close_quietly, recording)
         if pcap_path is not None:
-            pcap = _open_new(pcap_path, "wb", overwrite, "--pcap")
+            pcap = _open_new(pcap_path, True, overwrite, "--pcap")
             if pcap_path != "-":
-                files.enter_context(pcap)
-        _record(app, recording, pcap, listen, allow, iface, count, duration, (advertise, interface))
+                files.callback(_close_quietly, pcap)
+        _record(
+            app,
+            (recording, pcap),
+            {"recording": file or "", "pcap": pcap_path or ""},
+            listen,
+            allow,
+            iface,
+            (count, duration),
+            (advertise, interface),
+        )
         if file == "-" or pcap_path == "-":
             # stdout carries the data: make sure a closed pipe ends quietly.
             with contextlib.suppress(BrokenPipeError):
@@ -115,27 +122,30 @@ def record(
 
 def _record(
     app: AppContext,
-    recording: IO[str] | None,
-    pcap: IO[bytes] | None,
+    outputs: tuple[IO[str] | None, IO[bytes] | None],
+    paths: dict[str, str],
     listen: HostPort,
     allow: tuple[Network, ...],
     iface: str | None,
-    count: int | None,
-    duration: float | None,
+    limits: tuple[int | None, float | None],
     advertise: tuple[str | None, str],
 ) -> None:
     clock = app.clock
+    recording, pcap = outputs
+    count, duration = limits
     failure: OSError | None = None
     name, interface = advertise
     app.keep_time()
     with running(), Advertising(app, name, interface, role="record", allow=allow) as advertised:
         session = ReceiveSession(listen, (), app.setup(allow, iface, clock=clock))
         endpoint = session.endpoint
+        local = endpoint.local_address
         recorder = Recorder(
             clock,
             recording=recording,
             pcap=pcap,
-            destination=str(endpoint.local_address),
+            # The pcap's UDP packets go to the listening address, whatever its transport.
+            destination=str(HostPort(local.host, local.port)) if local else "0.0.0.0:0",
             count=count,
         )
         try:
@@ -163,4 +173,5 @@ def _record(
             if isinstance(failure, BrokenPipeError) or not stopped:
                 leave_without_stdout(stopped_cleanly=stopped)
     if failure is not None and not isinstance(failure, BrokenPipeError):
-        raise click.ClickException(f"cannot write the recording: {failure.strerror or failure}")
+        # One line: why, what the file holds, and what was lost (issue 27, item 12).
+        raise click.ClickException(recorder.failure_text(paths[recorder.failed_output]))

@@ -24,7 +24,6 @@ from oscsync.apps.receiving import SessionSetup
 from oscsync.apps.sessions import AUTO, GRACE, ListenSession, SendSession, SessionError
 from oscsync.apps.ticklog import LogWriter
 from oscsync.cli.params import (
-    PEER,
     DurationType,
     ParsedType,
     allow_option,
@@ -33,10 +32,13 @@ from oscsync.cli.params import (
     listen_option,
     log_option,
     options,
+    overwrite_option,
     peers_option,
+    refuse_existing,
 )
-from oscsync.cli.peers import Advertising, following, resolve_peer
+from oscsync.cli.peers import Advertising, following
 from oscsync.cli.runtime import AppContext, leave_without_stdout, wait
+from oscsync.cli.syncing import Syncing
 from oscsync.net.core import Network
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
@@ -111,12 +113,14 @@ def session_errors() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def log_file(path: Path | None) -> Iterator[LogWriter | None]:
-    """The --log file; a write that fails while running ends the command with one ``Error:``
-    line (exit 1) once the summary is printed, never a traceback (issue 20, item 11)."""
+def log_file(path: Path | None, overwrite: bool = False) -> Iterator[LogWriter | None]:
+    """The --log file (an existing one only with ``--overwrite``); a write that fails while
+    running ends the command with one ``Error:`` line (exit 1) once the summary is printed,
+    never a traceback (issue 20, item 11)."""
     if path is None:
         yield None
         return
+    refuse_existing(path, overwrite, "'--log'")
     try:
         writer = LogWriter(path)
     except OSError as exc:
@@ -226,54 +230,6 @@ class LatencyCompensationType(ParsedType):
         return ms / 1000
 
 
-PING_INTERVAL = DurationType(minimum=0.001, maximum=1.0)
-"""A follower's ping interval. At 1 ms (1,000 pings a second) it costs ~20 % of a core, ten times
-the default's ~2 % (see ``follow.INTERVAL``); at 1 s the estimator's 30 s window
-(``estimate.WINDOW``) holds at most 30 exchanges a direction, a coarse fit."""
-
-
-def sync_options() -> Callable[[F], F]:
-    return options(
-        click.option(
-            "--sync",
-            type=click.Choice(["peer", "system"]),
-            is_flag=False,
-            flag_value="peer",
-            default=None,
-            help="peer (or --sync alone): follow the tick sender's clock: ping it (a burst, "
-            "200 then 100 times a second), fit its offset and frequency, and translate its "
-            "timetags through a map that is slewed, never stepped; ticks due before the first "
-            "estimate are not played. system: trust this machine's clock (both machines "
-            "disciplined by chrony or PTP): timetags are used as they are.",
-        ),
-        click.option(
-            "--sync-peer",
-            type=PEER,
-            metavar="HOST:PORT|@NAME",
-            help="Whose clock to follow with --sync (default: the first sender of a timetagged "
-            "tick, whoever it is, or with oscsync --key-file the first that signs with the key; "
-            "give it to refuse anyone else's ticks and to sync before the first one). An "
-            "@NAME that re-registers elsewhere is followed there, syncing from scratch.",
-        ),
-        click.option(
-            "--sync-start-interval",
-            type=PING_INTERVAL,
-            default=follow.ACQUIRE_INTERVAL,
-            show_default=True,
-            help=f"With --sync: seconds between clock pings for the first "
-            f"{follow.ACQUIRE_TIME:g} s, while the first estimates are made.",
-        ),
-        click.option(
-            "--sync-interval",
-            type=PING_INTERVAL,
-            default=follow.INTERVAL,
-            show_default=True,
-            help="With --sync: seconds between clock pings after that (more seconds: less "
-            "traffic, a noisier estimate).",
-        ),
-    )
-
-
 def listen_options(*sounds: Callable[[F], F], log_help: str) -> Callable[[F], F]:
     """The options :class:`Listening` collects but ``--advertise`` and ``--sync``, with the
     command's own sound options (``sounds``) after ``--latency-compensation``."""
@@ -282,6 +238,7 @@ def listen_options(*sounds: Callable[[F], F], log_help: str) -> Callable[[F], F]
         audio_option(),
         *sounds,
         log_option(log_help),
+        overwrite_option("the --log file and a wav: file"),
         allow_option(),
     )
 
@@ -360,42 +317,30 @@ class Listening:
     :attr:`sync_peer`, and a run follows the name when it re-registers."""
     sync_start_interval: float = follow.ACQUIRE_INTERVAL
     sync_interval: float = follow.INTERVAL
+    overwrite: bool = False
+
+    def syncing(self) -> Syncing:
+        """The ``--sync`` options among these."""
+        return Syncing(
+            self.sync,
+            self.sync_peer,
+            self.sync_start_interval,
+            self.sync_interval,
+            self.sync_peer_given,
+        )
 
     def checked(self) -> Listening:
-        """These options with ``--sync-peer @NAME`` resolved (when the command starts, never
-        while parsing); ``--sync system`` with ``--sync-peer``, or ping intervals without a
-        peer's clock to follow, is a usage error."""
-        if self.sync == "system" and self.sync_peer is not None:
-            raise click.UsageError("--sync-peer follows a peer's clock: not with --sync system")
-        follows = self.sync == "peer" or (self.sync is None and self.sync_peer is not None)
-        intervals = (self.sync_start_interval, self.sync_interval)
-        if not follows and intervals != (follow.ACQUIRE_INTERVAL, follow.INTERVAL):
-            raise click.UsageError(
-                "--sync-start-interval and --sync-interval time the pings of --sync (peer): "
-                "give --sync"
-            )
+        """These options with ``--sync-peer @NAME`` resolved (:meth:`Syncing.checked`)."""
+        syncing = self.syncing().checked()
         return dataclasses.replace(
-            self, sync_peer=resolve_peer(self.sync_peer), sync_peer_given=self.sync_peer
+            self, sync_peer=syncing.sync_peer, sync_peer_given=syncing.sync_peer_given
         )
 
     @contextlib.contextmanager
     def following_sync_peer(self, app: AppContext, session: ListenSession[Any]) -> Iterator[None]:
         """While the block runs, a ``--sync-peer @NAME`` that re-registers elsewhere is
-        followed: the clock follower measures the new address from scratch (issue 17, as
-        ``clock --peer @NAME``); the old address steers nothing any more."""
-        if self.sync_peer is None:
-            yield
-            return
-        with following(
-            app,
-            (self.sync_peer_given,),
-            (self.sync_peer,),
-            session.move_sync_peer,
-            say=lambda text: app.note(
-                text.replace("now sending to", "now following the clock at")
-                + "; clock sync starts over"
-            ),
-        ):
+        followed (:meth:`Syncing.following`)."""
+        with self.syncing().following(app, session.move_sync_peer):
             yield
 
 
@@ -516,8 +461,9 @@ def listening(
     announcement (as ``role``), and session errors as one line (:func:`session_errors`).
     ``pair`` gives its ``sending`` options and the ``peers`` they resolved to."""
     app.keep_time()
+    refuse_existing(options.audio_choice.path, options.overwrite, "'--audio'")
     with (
-        log_file(options.log_path) as log,
+        log_file(options.log_path, options.overwrite) as log,
         Advertising(
             app, options.advertise, options.interface, role=role, allow=options.allow
         ) as advertised,

@@ -281,7 +281,8 @@ def _replay(
                 )
             app.note(f"{_summary(replayer, session.endpoint, source)}; {app.realtime_text()}")
     if replayer.failure is not None:
-        raise click.ClickException(f"{source.path}: {replayer.failure}")
+        failure = replayer.failure
+        raise click.ClickException(f"{source.path}: {failure or type(failure).__name__}")
 
 
 def _progress_text(replayer: Replayer) -> str:
@@ -315,4 +316,6 @@ def _summary(replayer: Replayer, endpoint: Endpoint, source: DatagramFile) -> st
         )
     if stats.refused:
         text += f"; not sent {stats.refused} (the scheduler refused them)"
+    if stats.unshifted:
+        text += f"; {stats.unshifted} malformed bundles sent as recorded (timetags not shifted)"
     return text

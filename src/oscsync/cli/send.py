@@ -103,6 +103,8 @@ Examples:
   oscsync send 127.0.0.1:9001 /synth/freq 440.0 -1 true
   oscsync send 127.0.0.1:9001 /chat -- --verbose       # -- first: words like options as data
   oscsync send 127.0.0.1:9001 /raw --types ihdsb 7 9000000000 0.5 text cafe
+  oscsync send 127.0.0.1:9001 /all -t 'Sctr[ifI]' sym x dd9d15a7.922f48c2 ff0000ff 1 0.5
+  oscsync send 127.0.0.1:9001 '/{left,right}/gain' 0.5   # an address pattern
   oscsync send 127.0.0.1:9001 /tick 0 --in 0.25        # a bundle due 250 ms from now
   oscsync send 127.0.0.1:9001 /go --at 20:30Z         # a bundle for the next 20:30 UTC
   oscsync send 239.0.0.1:9001 /tick 1 --repeat 8 --interval 0.5
@@ -117,7 +119,9 @@ Examples:
     "--types",
     "-t",
     metavar="TAGS",
-    help="Type tags for ARGS, as liblo's oscsend: i h f d s b(hex) m(hex) T F N. "
+    help="Type tags for ARGS, as liblo's oscsend: i h f d s S (symbol) c (one character) "
+    "t (a timetag, as --at takes it) b m r (hex: blob, 4-byte MIDI, RGBA) and T F N I "
+    "(true false nil infinitum) and [ ] (an array), which take no ARG. "
     "Without it: ints, floats, true/false/nil, else strings.",
 )
 @click.option("--in", "ahead", type=DURATION, help="Send in a bundle timetagged this far ahead.")
@@ -125,8 +129,8 @@ Examples:
     "--at",
     "at",
     type=TIMETAG,
-    help="Send in a bundle with this timetag: hex, Unix seconds, ISO-8601, or a time of day "
-    "such as 20:30Z (the next 20:30 UTC).",
+    help="Send in a bundle with this timetag: hex (dd9d15a7.922f48c2 or 16 digits), Unix "
+    "seconds, ISO-8601, or a time of day such as 20:30Z (the next 20:30 UTC).",
 )
 @click.option("--repeat", "-n", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option(

@@ -31,6 +31,7 @@ from oscsync.cli.params import (
 )
 from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
+from oscsync.cli.syncing import sync_options
 from oscsync.files.pattern import NAME, PatternError
 from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
@@ -253,7 +254,7 @@ Examples:
 @_listen_options
 @click.option("--count", "-c", type=click.IntRange(min=1), help="Stop after this many events.")
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
-@records.sync_options()
+@sync_options()
 @iface_option()
 @advertise_option()
 @click.pass_obj

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import IO, Any
 
 import click
 
 from oscsync.apps.netemlink import ImpairmentSpec
 from oscsync.cli.netem import impairment_options
-from oscsync.cli.params import bpm_range, collect, parse_duration, renamed_option, skew_option
+from oscsync.cli.params import (
+    bpm_range,
+    collect,
+    overwrite_option,
+    parse_duration,
+    refuse_existing,
+    renamed_option,
+    skew_option,
+)
 from oscsync.cli.runtime import AppContext, running
 from oscsync.install import install_hint
+from oscsync.outfile import open_output
 from oscsync.terminal.wording import plural
 
 
@@ -71,6 +82,7 @@ Examples:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Draw jitter and late % against offset into a PNG (needs matplotlib: the [plot] extra).",
 )
+@overwrite_option("the --csv, --json-out and --plot files")
 @click.pass_obj
 @collect("link", ImpairmentSpec)
 def sweep(
@@ -86,6 +98,7 @@ def sweep(
     json_path: Path | None,
     old_json_path: Path | None,
     plot_path: Path | None,
+    overwrite: bool,
 ) -> None:
     """Run leader → netem → follower at each forward offset and tabulate how steady it was.
 
@@ -106,8 +119,11 @@ def sweep(
     json_option = "--json-out"
     if json_path is None and old_json_path is not None:
         json_path, json_option = old_json_path, "--json"
+    # Named pipes are opened now (their reader must be there: never a wait, never a surprise
+    # after minutes of sweeping) and kept open until the results are written.
+    pipes: dict[Path, IO[Any]] = {}
     for path, option in ((csv_path, "--csv"), (json_path, json_option), (plot_path, "--plot")):
-        _check_writable(path, option)
+        _check_writable(path, option, overwrite, pipes)
     follower = labrecords.FollowerSpec("follower", skew=skew, sync=sync)
     rows = []
     app.keep_time()
@@ -152,22 +168,40 @@ def sweep(
     app.note(app.realtime_text())
     try:
         if csv_path is not None:
-            tables.write_csv(csv_path, rows)
+            with pipes.pop(csv_path, None) or open_output(csv_path) as out:
+                tables.write_csv(out, rows)
         if json_path is not None:
-            json_path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+            with pipes.pop(json_path, None) or open_output(json_path) as out:
+                out.write(json.dumps(rows, indent=1) + "\n")
         if plot_path is not None and rows:
             title = f"forward sync through {link.describe()}"
-            tables.plot_sweep(plot_path, rows, title)
+            with pipes.pop(plot_path, None) or open_output(plot_path, binary=True) as out:
+                tables.plot_sweep(out, rows, title)
             app.note(f"plot: {plot_path}")
     except OSError as exc:  # checked at the start, but a disk can fill up during a sweep
-        raise click.ClickException(f"cannot write the results: {exc}") from None
+        raise click.ClickException(f"cannot write the results: {exc.strerror or exc}") from None
+    finally:
+        for pipe in pipes.values():
+            with contextlib.suppress(OSError):
+                pipe.close()
     if run.stopped_by is not None:  # the partial table is out; a script must still know (#13)
         raise click.exceptions.Exit(run.exit_code)
 
 
-def _check_writable(path: Path | None, option: str) -> None:
-    """Fail before the sweep, not after minutes of it, when an output file cannot be written."""
+def _check_writable(
+    path: Path | None, option: str, overwrite: bool, pipes: dict[Path, IO[Any]]
+) -> None:
+    """Fail before the sweep, not after minutes of it, when an output file cannot be written:
+    an existing one without --overwrite, or one that cannot be opened. A named pipe is opened
+    into ``pipes`` (closing it again would end its reader's input)."""
     if path is None:
+        return
+    refuse_existing(path, overwrite, f"'{option}'")
+    if path.is_fifo():
+        try:
+            pipes[path] = open_output(path, binary=option == "--plot")
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
         return
     try:
         path.open("a").close()  # "a": an existing file is kept until the results replace it

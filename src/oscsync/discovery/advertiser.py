@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from oscsync import __version__
 from oscsync.clock import Clock, SystemClock
 from oscsync.discovery import mdns, oscquery
-from oscsync.discovery.browsing import Collector, open_browser
+from oscsync.discovery.browsing import Collector, open_browser, resolve_info
 from oscsync.stats import WarnOnce
 
 if TYPE_CHECKING:
@@ -39,6 +39,10 @@ NAME_CHECK_SECONDS = 0.3
 in 35-65 ms on loopback; the rest is margin for a loaded machine and a busy Wi-Fi). A conflict
 answered later is still caught on another machine by python-zeroconf's probes (RFC 6762 §8.1,
 about 1 s more), which rename to ``NAME-2``."""
+NAME_ASK_SECONDS = 0.5
+"""How long to ask for the wanted name itself when the browse did not hear it: a responder on a
+loaded machine can answer after :data:`NAME_CHECK_SECONDS`, and on one machine python-zeroconf's
+own probe does not see it (two listeners kept one name on a machine with both cores busy)."""
 RENAME_ATTEMPTS = 20
 REGISTER_TIMEOUT = 10.0
 """Seconds to wait for probing (about one) before giving up on advertising."""
@@ -51,15 +55,25 @@ def _choose_name(interface: str, wanted: str, clock: Clock) -> str:
     the same machine may never see (shared port 5353: two `alice`s on one machine both kept the
     name), so the names in use are asked for first, with a legacy-unicast browse.
     """
+    types = [mdns.OSC_UDP, mdns.OSC_TCP, mdns.OSC_JSON]
     zc = mdns.open_zeroconf(interface, unicast=True)
     try:
         collector = Collector()
-        browser = open_browser(zc, [mdns.OSC_UDP, mdns.OSC_TCP, mdns.OSC_JSON], collector)
+        browser = open_browser(zc, types, collector)
         clock.sleep(NAME_CHECK_SECONDS)
         browser.cancel()
+        taken = {mdns.instance_name(full, t).lower() for t, full in collector.snapshot()}
+        if wanted.lower() not in taken:
+            # Asked by name (a direct question each responder must answer), not only browsed.
+            deadline = clock.monotonic() + NAME_ASK_SECONDS
+            for service_type in types:
+                remaining = deadline - clock.monotonic()
+                full = f"{wanted}.{service_type}"
+                if remaining > 0 and resolve_info(zc, service_type, full, remaining) is not None:
+                    taken.add(wanted.lower())
+                    break
     finally:
         zc.close()
-    taken = {mdns.instance_name(full, t).lower() for t, full in collector.snapshot()}
     for number in range(1, RENAME_ATTEMPTS + 1):
         candidate = wanted if number == 1 else f"{wanted} ({number})"
         if candidate.lower() not in taken and len(candidate.encode()) <= mdns.MAX_NAME_BYTES:
@@ -164,7 +178,7 @@ class Advertiser:
 
     def start(self) -> Advertiser:
         """Choose a free name, start the OSCQuery server, register both services (blocking,
-        about 1.4 s: the name check, then the probes of RFC 6762 §8.1)."""
+        about 2 s: the name check, then the probes of RFC 6762 §8.1)."""
         module = mdns.import_zeroconf()
         self.name = _choose_name(self.placement.interface, self.wanted, self.clock)
         self._zc = zc = mdns.open_zeroconf(self.placement.interface)

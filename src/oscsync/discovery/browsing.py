@@ -108,22 +108,36 @@ def open_browser(zc: Zeroconf, types: list[str], collector: Collector) -> Any:
 
 def resolve_info(zc: Zeroconf, service_type: str, name: str, timeout: float) -> Peer | None:
     """The service's address, port and TXT: from the cache when the browse answer carried them
-    (it usually does), else asked for, waiting at most ``timeout`` seconds."""
+    (it usually does), else asked for, waiting at most ``timeout`` seconds.
+
+    :class:`UnreadableName` for a name python-zeroconf refuses to read (control characters:
+    anyone on the network can announce one, issue 27, item 14)."""
     module = mdns.import_zeroconf()
-    info = module.ServiceInfo(service_type, name)
-    if not info.load_from_cache(zc):
-        if timeout <= 0:
-            return None
-        found = zc.get_service_info(
-            service_type,
-            name,
-            timeout=int(timeout * 1000),
-            question_type=module.DNSQuestionType.QM,
-        )
-        if found is None:
-            return None
-        info = found
+    try:
+        info = module.ServiceInfo(service_type, name)
+        if not info.load_from_cache(zc):
+            if timeout <= 0:
+                return None
+            found = zc.get_service_info(
+                service_type,
+                name,
+                timeout=int(timeout * 1000),
+                question_type=module.DNSQuestionType.QM,
+            )
+            if found is None:
+                return None
+            info = found
+    except module.BadTypeInNameException:
+        raise UnreadableName(mdns.instance_name(name, service_type)) from None
     return _peer_from_info(info, service_type)
+
+
+class UnreadableName(Exception):
+    """A service whose name python-zeroconf refuses (``name``: as announced, not escaped)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
 
 
 def browse(
@@ -131,8 +145,10 @@ def browse(
     timeout: float = 2.0,
     types: tuple[str, ...] = tuple(mdns.SERVICE_TYPES),
     clock: Clock | None = None,
+    unreadable: list[str] | None = None,
 ) -> list[Peer]:
-    """Every service of ``types`` that answers within ``timeout`` seconds, sorted by name."""
+    """Every service of ``types`` that answers within ``timeout`` seconds, sorted by name; the
+    names of those that cannot be read are added to ``unreadable`` (as announced)."""
     clock = clock or SystemClock()
     zc = mdns.open_zeroconf(interface or mdns.default_interface(), unicast=True)
     try:
@@ -146,7 +162,13 @@ def browse(
         found: list[Peer] = []
         for service_type, name in collector.snapshot():
             remaining = min(0.5, deadline - clock.monotonic())
-            if (peer := resolve_info(zc, service_type, name, remaining)) is not None:
+            try:
+                peer = resolve_info(zc, service_type, name, remaining)
+            except UnreadableName as exc:
+                if unreadable is not None:
+                    unreadable.append(exc.name)
+                continue
+            if peer is not None:
                 found.append(peer)
     finally:
         zc.close()
@@ -154,7 +176,8 @@ def browse(
 
 
 def watch(interface: str | None, on_change: Callable[[str, Peer | str], None]) -> Iterator[None]:
-    """Report services as they come (``added``, a :class:`Peer`) and go (``removed``, a name).
+    """Report services as they come (``added``, a :class:`Peer`) and go (``removed``, a name);
+    one whose name cannot be read is ``unreadable`` (its name, as announced).
 
     A generator: each step waits up to a quarter second; the caller loops until it wants to stop
     (so Ctrl-C is handled by the caller's main thread) and closing the generator closes zeroconf.
@@ -176,7 +199,11 @@ def watch(interface: str | None, on_change: Callable[[str, Peer | str], None]) -
                         "removed", f"{mdns.instance_name(name, service_type)} ({service_type})"
                     )
                 else:
-                    peer = resolve_info(zc, service_type, name, 0.5)
+                    try:
+                        peer = resolve_info(zc, service_type, name, 0.5)
+                    except UnreadableName as exc:
+                        on_change("unreadable", exc.name)
+                        peer = None
                     if peer is not None:
                         on_change("added" if state == "Added" else "updated", peer)
                 yield None
@@ -234,7 +261,10 @@ def resolve(
             collector.changed.clear()
             clock.wait(collector.changed, min(remaining, 0.25))
         browser.cancel()
-        peer = None if match is None else resolve_info(zc, match[0], match[1], 1.0)
+        try:
+            peer = None if match is None else resolve_info(zc, match[0], match[1], 1.0)
+        except UnreadableName:
+            peer = None
         seen = sorted({mdns.instance_name(full, t) for t, full in collector.snapshot()})
     finally:
         zc.close()

@@ -10,7 +10,8 @@ The server is deliberately small and bounded, because anyone on the network can 
 GET/HEAD only, the request head must arrive whole within :data:`REQUEST_TIMEOUT` seconds (total,
 not per read, so a slow sender cannot hold a thread), it may not exceed :data:`MAX_REQUEST_BYTES`
 or :data:`MAX_HEADERS` lines, at most :data:`MAX_CONNECTIONS` are served at once (others get 503),
-and no request body is read. Rejections are counted by reason.
+and no request body is read. Rejections are counted by reason, and no request ever prints a
+traceback: one the server cannot answer gets 500 and is counted too.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import contextlib
 import ipaddress
 import json
 import socket
+import string
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from oscsync import threads
 from oscsync.clock import Clock, SystemClock
@@ -145,6 +147,7 @@ _REASONS = {
     405: "Method Not Allowed",
     408: "Request Timeout",
     413: "Content Too Large",
+    500: "Internal Server Error",
     431: "Request Header Fields Too Large",
     503: "Service Unavailable",
 }
@@ -155,12 +158,16 @@ def _json(status: int, value: Any) -> Reply:
 
 
 def answer(target: str, tree: dict[str, Any], info: dict[str, Any]) -> Reply:
-    """The reply to ``GET target`` (path, optional ``?ATTRIBUTE``; the fragment is ignored)."""
-    parts = urlsplit(target)
-    query = unquote(parts.query)
+    """The reply to ``GET target`` (path, optional ``?ATTRIBUTE``; the fragment is ignored).
+
+    The target is split by hand, not by ``urlsplit``: a request target is a path, and
+    ``urlsplit("//[")`` reads ``//`` as the start of a host and raises (issue 27, item 9: a
+    traceback per request)."""
+    path, _, query = target.partition("#")[0].partition("?")
+    query = unquote(query)
     if query == "HOST_INFO":  # "the path in the URL is functionally irrelevant"
         return _json(200, info)
-    node = find_node(tree, unquote(parts.path) or "/")
+    node = find_node(tree, unquote(path) or "/")
     if node is None:
         return _json(404, {"error": "no such OSC address"})
     if not query:
@@ -174,6 +181,11 @@ MAX_REQUEST_BYTES = 8192
 MAX_HEADERS = 32
 MAX_CONNECTIONS = 8
 REQUEST_TIMEOUT = 2.0
+
+
+_TARGET_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._~%!$&'()*+,;=:@/?")
+"""What a request target may hold (RFC 3986: a path and query); ``[``, ``{``, ``"``, a space or a
+control character is percent-encoded by any client."""
 
 
 class _Rejected(Exception):
@@ -300,8 +312,15 @@ class OscQueryServer:
                 except OSError:
                     self._count("connection error")
                     return
-                tree = self.tree() if callable(self.tree) else self.tree
-                reply = answer(target, tree, self.info)
+                try:
+                    tree = self.tree() if callable(self.tree) else self.tree
+                    reply = answer(target, tree, self.info)
+                except Exception:
+                    # Counted, answered, and the server goes on: whatever a stranger sends
+                    # costs one line in the summary, not a traceback per request (item 9).
+                    self._count("server error")
+                    self._send(conn, Reply(500, b""), head_only=False)
+                    return
                 with self._lock:
                     self.served += 1
                 self._send(conn, reply, head_only=method == "HEAD")
@@ -334,6 +353,8 @@ class OscQueryServer:
             raise _Rejected(400, "malformed request line") from None
         if not version.startswith("HTTP/1.") or not target.startswith("/"):
             raise _Rejected(400, "malformed request line")
+        if not _TARGET_CHARACTERS.issuperset(target):
+            raise _Rejected(400, "malformed request target")
         if method not in ("GET", "HEAD"):
             raise _Rejected(405, "method not allowed")
         return method, target

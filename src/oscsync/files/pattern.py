@@ -137,9 +137,13 @@ def _parse_steps(line: str, start: int, number: int) -> list[Hit | None]:
             end = i
             while end < len(line) and line[end].isascii() and line[end].isdigit():
                 end += 1
+            # At most 3 digits (leading zeros aside) are read as a number: int() of 5,000
+            # digits raised ValueError (Python's digit limit), a traceback (issue 27, item 13).
+            significant = line[i:end].lstrip("0")
+            if len(significant) > 3 or int(significant or "0") > 127:
+                shown = line[i:end] if end - i <= 8 else f"{line[i : i + 8]}... ({end - i} digits)"
+                raise PatternError(number, i + 1, f"MIDI note {shown} is out of range 0-127")
             note = int(line[i:end])
-            if note > 127:
-                raise PatternError(number, i + 1, f"MIDI note {line[i:end]} is out of range 0-127")
             steps.append(Hit(NOTE_VELOCITY, note))
             i = end
             continue

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from oscsync.files.recording import Datagram, DatagramFileError
+from oscsync.outfile import WholeRecords
 
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D
@@ -366,6 +367,10 @@ def _split_host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+MAX_UDP_PAYLOAD = 65_507
+"""The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers)."""
+
+
 def ip_udp_packet(payload: bytes, source: str, destination: str) -> bytes:
     """An IPv4 or IPv6 packet carrying ``payload`` in UDP, from and to ``HOST:PORT`` strings."""
     src_host, src_port = _split_host_port(source)
@@ -393,13 +398,35 @@ def ip_udp_packet(payload: bytes, source: str, destination: str) -> bytes:
 
 
 class PcapWriter:
-    """Writes a nanosecond, raw-IP pcap: :meth:`add` one datagram at a time."""
+    """Writes a nanosecond, raw-IP pcap: :meth:`add` one datagram at a time.
+
+    The caller flushes ``out`` and then calls :meth:`flushed`; after a write that failed,
+    :meth:`cut` truncates the file at its last whole packet (see
+    :class:`~oscsync.outfile.WholeRecords`) and says how many packets are not in it."""
 
     def __init__(self, out: IO[bytes]) -> None:
         self.out = out
-        out.write(struct.pack("<IHHiIII", PCAP_MAGIC_NS, 2, 4, 0, 0, 262144, LINKTYPE_RAW))
+        self.records = WholeRecords()
+        header = struct.pack("<IHHiIII", PCAP_MAGIC_NS, 2, 4, 0, 0, 262144, LINKTYPE_RAW)
+        out.write(header)
+        self.records.added(len(header))
 
-    def add(self, wall_ns: int, payload: bytes, source: str, destination: str) -> None:
+    def add(self, wall_ns: int, payload: bytes, source: str, destination: str) -> bool:
+        """Write one datagram; False (nothing written) for a payload larger than a UDP datagram
+        can carry (:data:`MAX_UDP_PAYLOAD`: a TCP packet), whose length fields would not fit."""
+        if len(payload) > MAX_UDP_PAYLOAD:
+            return False
         packet = ip_udp_packet(payload, source, destination)
         seconds, ns = divmod(wall_ns, 1_000_000_000)
-        self.out.write(struct.pack("<IIII", seconds, ns, len(packet), len(packet)) + packet)
+        record = struct.pack("<IIII", seconds, ns, len(packet), len(packet)) + packet
+        self.out.write(record)
+        self.records.added(len(record), len(payload))
+        return True
+
+    def flush(self) -> None:
+        self.out.flush()
+        self.records.flushed()
+
+    def cut(self) -> tuple[int, int]:
+        """After a failed write: (packets, payload bytes) handed over but not in the file."""
+        return self.records.cut(self.out)

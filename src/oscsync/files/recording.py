@@ -23,7 +23,9 @@ cut, and a file can be read while it is still being written. Version 1 (issue #1
   ``raw`` the datagram's bytes in base64, exactly as received; ``osc`` the decoded view for
   people and ``jq`` (``timetag`` in liblo's hex notation, or null for a plain message). A
   datagram that is not valid OSC is kept too (a recording is for reproducing bugs), with
-  ``"osc":null`` and ``"error"`` naming the reason.
+  ``"osc":null`` and ``"error"`` naming the reason. A view longer than :data:`MAX_VIEW` (only
+  a TCP packet's can be) is left out: ``"osc":null,"view_omitted":N`` says how long it was.
+  A line is at most :data:`MAX_LINE` characters, whatever arrived.
 * **closing line** (written when recording stops cleanly)::
 
     {"end":true,"m":10.0,"datagrams":500000,"bytes":10000000,"dropped":{"kernel-buffer-full":12},
@@ -49,8 +51,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from oscsync.net.framing import DEFAULT_MAX_FRAME
 from oscsync.osc import codec
 from oscsync.osc import timetag as tt
+from oscsync.outfile import WholeRecords
 from oscsync.terminal import display
 
 FORMAT_NAME = "recording"
@@ -60,8 +64,16 @@ FLUSH_INTERVAL = 0.1
 stale a reader following the file sees it. Flushing per line cost ~3 µs per datagram (a write
 system call each), a sixth of the 50,000 msg/s budget."""
 
-MAX_LINE = 1 << 20
-"""Longest line a reader accepts: a 64 KiB datagram is ~88 KB of base64 plus its decoded view."""
+MAX_DATAGRAM = DEFAULT_MAX_FRAME
+"""Largest datagram a recording holds: a TCP listener's largest frame (16 MiB); UDP's is 64 KiB."""
+MAX_VIEW = 512 * 1024
+"""Longest decoded view (``osc``) written: a UDP datagram's view always fits (at most 6
+characters per byte, a string of control characters); a larger one (a TCP packet) is left out,
+with ``"osc":null,"view_omitted":CHARACTERS``, its ``raw`` bytes being what counts."""
+MAX_LINE = 4 * -(-MAX_DATAGRAM // 3) + MAX_VIEW + 4096
+"""Longest line a reader accepts: the longest a writer makes (the largest datagram in base64,
+the longest view and the other fields), so whatever ``record`` writes ``replay`` reads (issue
+27, item 11: a TCP recording of a 1 MB packet made a 3.3 MB line, refused at 1 MiB)."""
 
 _JSON = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
 _string = json.encoder.encode_basestring_ascii
@@ -136,6 +148,8 @@ def datagram_line(offset: float, wall: float, source: str, data: bytes) -> tuple
     except Exception:  # python-osc raising something unforeseen must not stop a recording
         return f'{head}"raw":"{raw}","osc":null,"error":"undecodable"}}', "undecodable"
     views = ",".join(_message_view(message) for message in messages)
+    if len(views) > MAX_VIEW:
+        return f'{head}"raw":"{raw}","osc":null,"view_omitted":{len(views) + 2}}}', None
     return f'{head}"raw":"{raw}","osc":[{views}]}}', None
 
 
@@ -183,41 +197,78 @@ class RecordingWriter:
     """Appends datagram lines to an open text file; thread-safe; flushes every FLUSH_INTERVAL.
 
     ``monotonic_start`` is the monotonic reading that is offset 0. :meth:`add` runs on the receive
-    thread; :meth:`flush` and :meth:`close` may be called from another.
+    thread; :meth:`flush` and :meth:`close` may be called from another. A write that fails (a
+    full disk) raises OSError once: the file is then cut back to its last whole line and closed
+    (:class:`~oscsync.outfile.WholeRecords`), :attr:`error` keeps the error and :attr:`lost`
+    counts the datagrams that had been handed to the file but are not in it; nothing more is
+    written, not even the closing line (a recording without one is cut short, and every line
+    in it is whole).
     """
 
     def __init__(self, out: IO[str], monotonic_start: float) -> None:
         self.out = out
         self.monotonic_start = monotonic_start
         self.stats = WriterStats()
+        self.error: OSError | None = None
+        self.lost = 0
+        self.lost_bytes = 0
+        self._records = WholeRecords()
         self._lock = threading.Lock()
         self._last_flush = monotonic_start
         self._closed = False
 
     def write_header(self, **fields: Any) -> None:
         with self._lock:
-            self.out.write(header_line(**fields) + "\n")
+            text = header_line(**fields) + "\n"
+            self.out.write(text)
             self.out.flush()
+            self._records.added(len(text))
+            self._records.flushed()
 
     def add(self, data: bytes, source: str, wall: float, monotonic: float) -> None:
         line, error = datagram_line(monotonic - self.monotonic_start, wall, source, data)
         with self._lock:
             if self._closed:
                 return
-            self.out.write(line + "\n")
-            stats = self.stats
-            stats.datagrams += 1
-            stats.bytes += len(data)
-            if error is not None:
-                stats.malformed[error] += 1
-            if monotonic - self._last_flush >= FLUSH_INTERVAL:
-                self._last_flush = monotonic
-                self.out.flush()
+            try:
+                self.out.write(line + "\n")
+                self._records.added(len(line) + 1, len(data))
+                stats = self.stats
+                stats.datagrams += 1
+                stats.bytes += len(data)
+                if error is not None:
+                    stats.malformed[error] += 1
+                if monotonic - self._last_flush >= FLUSH_INTERVAL or self._records.must_flush:
+                    self._last_flush = monotonic
+                    self._flush()
+            except OSError as exc:
+                self._fail(exc)
+                raise
 
     def flush(self) -> None:
         with self._lock:
             if not self._closed:
-                self.out.flush()
+                try:
+                    self._flush()
+                except OSError as exc:
+                    self._fail(exc)
+                    raise
+
+    def _flush(self) -> None:
+        self.out.flush()
+        self._records.flushed()
+
+    def _fail(self, exc: OSError, closing: bool = False) -> None:
+        """Cut the file back to its last whole line; ``closing``: the closing line was the last
+        thing written (it is no datagram, lost or not)."""
+        self.error = exc
+        self._closed = True
+        handed = self._records.records_handed
+        self.lost, self.lost_bytes = self._records.cut(self.out)
+        if closing and self._records.records_handed < handed:
+            self.lost -= 1
+        self.stats.datagrams -= self.lost
+        self.stats.bytes -= self.lost_bytes
 
     def close(self, monotonic_end: float, dropped: Mapping[str, int]) -> None:
         """Write the closing line (with the loss counts) and flush; later adds are ignored."""
@@ -225,7 +276,7 @@ class RecordingWriter:
             if self._closed:
                 return
             self._closed = True
-            self.out.write(
+            text = (
                 closing_line(
                     offset=monotonic_end - self.monotonic_start,
                     datagrams=self.stats.datagrams,
@@ -235,7 +286,13 @@ class RecordingWriter:
                 )
                 + "\n"
             )
-            self.out.flush()
+            try:
+                self.out.write(text)
+                self._records.added(len(text))
+                self._flush()
+            except OSError as exc:
+                self._fail(exc, closing=True)
+                raise
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -262,31 +319,41 @@ def read_recording(
 
     A bad header always raises :class:`RecordingError` (the file is not a recording, or a newer
     one). A bad datagram line raises it too, naming the line, unless ``skip_bad``: then the line
-    is counted in ``report.skipped`` by reason and reading goes on.
+    is counted in ``report.skipped`` by reason and reading goes on (a line longer than
+    :data:`MAX_LINE` too: read past in pieces, never held whole).
     """
     report = report if report is not None else ReadReport()
     number = 0
-    for number, text in enumerate(iter(lambda: lines.readline(MAX_LINE + 1), ""), start=1):
-        if len(text) > MAX_LINE:
-            # Not a recording (a binary file with no newline for megabytes), or damage: refused
-            # without reading the rest of the "line" into memory.
-            raise RecordingError(number, "damaged", f"line longer than {MAX_LINE} characters")
-        if number == 1:
-            report.header = _parse_header(text)
-            continue
-        if not text.strip():
-            continue
+    while text := lines.readline(MAX_LINE + 1):
+        number += 1
         try:
+            if len(text) > MAX_LINE:
+                # Not a recording (a binary file with no newline for megabytes), or damage:
+                # never read whole into memory. Skipped up to its end with skip_bad.
+                if number == 1 or not skip_bad:
+                    raise RecordingError(
+                        number, "too-long", f"line longer than {MAX_LINE:,} characters"
+                    )
+                while text and not text.endswith("\n"):
+                    text = lines.readline(MAX_LINE + 1)
+                raise RecordingError(number, "too-long", f"line longer than {MAX_LINE:,}")
+            if number == 1:
+                report.header = _parse_header(text)
+                continue
+            if not text.strip():
+                continue
             obj = _parse_line(number, text)
             if obj.get("end") is True:
                 report.closing = obj
                 continue
-            yield _datagram(number, obj)
+            datagram = _datagram(number, obj)
         except RecordingError as exc:
-            if not skip_bad:
+            if not skip_bad or number == 1:
                 raise
             report.skipped[exc.reason] += 1
             report.first_skipped_line = report.first_skipped_line or exc.line
+            continue
+        yield datagram
     if number == 0:
         raise RecordingError(0, "empty", "the file is empty (not a recording)")
 

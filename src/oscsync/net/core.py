@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
 
 _ALLOW_CACHE_LIMIT = 4096
+"""Source hosts whose --allow verdict is remembered; emptied when full. A key is an address the
+kernel gave (at most ~60 characters with an IPv6 scope), so this is ~1 MB at most (issue 27)."""
 # tuple.__new__ called directly: a named tuple's own __new__ is a Python function; this is half
 # the cost (0.1 µs) of making the Received handed on for every message (issue 18).
 _new_received = tuple.__new__

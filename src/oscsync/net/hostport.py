@@ -3,6 +3,11 @@
 An address may name its transport as a URL: ``udp://HOST:PORT``, ``tcp://HOST:PORT``, or liblo's
 ``osc.udp://HOST:PORT`` and ``osc.tcp://HOST:PORT`` (a trailing ``/``, as liblo prints its URLs, is
 accepted). A bare ``[HOST:]PORT`` is UDP (issue #16).
+
+A TCP URL may also say how packets to that peer are framed (issue 28): ``tcp+size://`` (OSC 1.0's
+int32 size prefix: scsynth speaks only that), ``tcp+slip://`` (OSC 1.1's SLIP), and
+``osc.tcp://`` frames as liblo's own clients do (a size prefix). A plain ``tcp://`` leaves it to
+the command (``--framing``, SLIP by default).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from oscsync.net.framing import Framing
+
 DEFAULT_HOST = "127.0.0.1"
 """Listeners bind to loopback unless told otherwise: a workshop laptop on venue Wi-Fi should not
 accept OSC from the whole room by accident."""
@@ -21,12 +28,15 @@ accept OSC from the whole room by accident."""
 
 Protocol = Literal["udp", "tcp"]
 
-_SCHEMES: dict[str, Protocol] = {
-    "udp": "udp",
-    "tcp": "tcp",
-    "osc.udp": "udp",
-    "osc.tcp": "tcp",
+_SCHEMES: dict[str, tuple[Protocol, Framing | None]] = {
+    "udp": ("udp", None),
+    "tcp": ("tcp", None),
+    "tcp+slip": ("tcp", "slip"),
+    "tcp+size": ("tcp", "size"),
+    "osc.udp": ("udp", None),
+    "osc.tcp": ("tcp", "size"),  # liblo's clients write a size prefix (its servers read both)
 }
+_FRAMED_SCHEMES = {"slip": "tcp+slip", "size": "tcp+size"}
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
 
 
@@ -36,11 +46,13 @@ class AddressError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class HostPort:
-    """A numeric IP address and a port, on UDP (the default) or TCP."""
+    """A numeric IP address and a port, on UDP (the default) or TCP; ``framing`` is how
+    packets to a TCP peer are framed when its URL said so (None: the command's choice)."""
 
     host: str
     port: int
     protocol: Protocol = "udp"
+    framing: Framing | None = None
 
     @property
     def family(self) -> socket.AddressFamily:
@@ -65,7 +77,10 @@ class HostPort:
     def __str__(self) -> str:
         text = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         # UDP prints as it always has; TCP says so, in a form that parses back.
-        return f"tcp://{text}" if self.protocol == "tcp" else text
+        if self.protocol == "udp":
+            return text
+        scheme = _FRAMED_SCHEMES[self.framing] if self.framing is not None else "tcp"
+        return f"{scheme}://{text}"
 
 
 def parse_hostport(
@@ -83,12 +98,12 @@ def parse_hostport(
     value = text.strip()
     if not value:
         raise AddressError("empty address: expected [HOST:]PORT, e.g. 127.0.0.1:9000")
-    protocol, value = _split_scheme(text, value)
+    protocol, framing, value = _split_scheme(text, value)
     if protocol != "udp":
         hostport = parse_hostport(value, default_host=default_host, allow_port_zero=allow_port_zero)
         if hostport.is_multicast:
             raise AddressError(f"{text!r}: TCP cannot send to a multicast group; use udp://")
-        return HostPort(hostport.host, hostport.port, protocol)
+        return HostPort(hostport.host, hostport.port, protocol, framing)
     host: str | None
     if value.startswith("["):
         close = value.find("]")
@@ -124,18 +139,20 @@ def parse_hostport(
     return HostPort(resolve_host(host), port)
 
 
-def _split_scheme(text: str, value: str) -> tuple[Protocol, str]:
-    """The transport a URL names and the ``[HOST:]PORT`` after it (UDP for no scheme)."""
+def _split_scheme(text: str, value: str) -> tuple[Protocol, Framing | None, str]:
+    """The transport (and TCP framing) a URL names and the ``[HOST:]PORT`` after it (UDP for no
+    scheme)."""
     match = _SCHEME_RE.match(value)
     if match is None:
-        return "udp", value
+        return "udp", None, value
     scheme, rest = match.group(1).lower(), match.group(2)
-    protocol = _SCHEMES.get(scheme)
-    if protocol is None:
+    known = _SCHEMES.get(scheme)
+    if known is None:
         raise AddressError(
-            f"{text!r}: unknown transport {scheme + '://'!r}; use udp://, tcp://, osc.udp:// "
-            "or osc.tcp:// (or a bare HOST:PORT for UDP)"
+            f"{text!r}: unknown transport {scheme + '://'!r}; use udp://, tcp://, tcp+size://, "
+            "tcp+slip://, osc.udp:// or osc.tcp:// (or a bare HOST:PORT for UDP)"
         )
+    protocol, framing = known
     rest = rest.removesuffix("/")  # liblo prints osc.udp://host:port/
     if "/" in rest:  # a path, or a second scheme
         raise AddressError(f"{text!r}: an OSC URL has no path: write {scheme}://HOST:PORT")
@@ -145,7 +162,7 @@ def _split_scheme(text: str, value: str) -> tuple[Protocol, str]:
         # liblo's osc.tcp://:9000 ("this machine, port 9000"): the port alone, so the default
         # host applies (loopback for a listener, as for a bare port).
         rest = rest[1:]
-    return protocol, rest
+    return protocol, framing, rest
 
 
 def _looks_like_host(text: str) -> bool:

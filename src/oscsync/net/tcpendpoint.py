@@ -37,6 +37,9 @@ from oscsync.osc.routing import Received
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
 
+SCSYNTH_PORT = 57110
+"""SuperCollider's scsynth listens here by default (sclang's server options): a SLIP stream to
+it, the default for ``tcp://``, is never read (issue 28)."""
 DEFAULT_FLUSH_TIMEOUT = 2.0
 """How long :meth:`TcpEndpoint.close` waits for queued packets to be written (a ``send`` that
 exits at once must not lose its packet to a connection still being made)."""
@@ -116,9 +119,17 @@ class TcpEndpoint(Endpoint):
             sender.sending_once = value
 
     def _new_sender(self, peer: HostPort) -> TcpSender:
+        if peer.framing is None and self.framing == "slip" and peer.port == SCSYNTH_PORT:
+            # scsynth waits for a 593 MB packet when a SLIP stream starts with "#bundle" (its
+            # first four bytes read as a size): nothing on the wire can tell us, so say it now.
+            self._on_tcp_warning(
+                f"{peer}: port {SCSYNTH_PORT} is scsynth's, which reads only size-prefixed TCP; "
+                f"if this is scsynth, write {HostPort(peer.host, peer.port, 'tcp', 'size')}"
+            )
         return TcpSender(
             peer,
-            framing_mode=self.framing,
+            # A URL that names its framing (tcp+size://, osc.tcp://) wins over the command's.
+            framing_mode=peer.framing or self.framing,
             clock=self.clock,
             on_warning=self._on_tcp_warning,
             on_packet=self._feed_from_peer,

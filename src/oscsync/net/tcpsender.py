@@ -43,6 +43,24 @@ BACKOFF_MAX = 2.0
 within about 2 s and an absent one costs a connect attempt every 2 s."""
 _FLUSH_STEP = 0.05
 _END_THEN_BUNDLE = bytes([framing.END]) + b"#"
+MISMATCH_WINDOW = 2.0
+"""A peer that resets a connection this soon after our first frame on it, having sent nothing
+back, most likely read another framing: scsynth takes a SLIP frame's first bytes for a negative
+size and resets at once (issue 28)."""
+SETTLE = 0.1
+"""How long :meth:`TcpSender.flush` waits, after a new connection's first frames are written,
+for such a reset (loopback: microseconds; a LAN: a few milliseconds), so that ``send`` can say
+so instead of exiting 0."""
+_RESET_ERRNOS = frozenset(
+    code
+    for code in (errno.ECONNRESET, errno.EPIPE, getattr(errno, "WSAECONNRESET", None))
+    if code is not None
+)
+_FRAMING_NAMES = {"slip": "SLIP (OSC 1.1)", "size": "a size prefix (OSC 1.0)"}
+_OTHER_FRAMING_READERS = {
+    "slip": "a size prefix, as scsynth and other OSC 1.0 receivers read",
+    "size": "SLIP, as Pure Data's [unpackOSCstream] and osc.js read",
+}
 
 
 @dataclass
@@ -60,6 +78,9 @@ class TcpSenderStats:
     closed_by_peer: int = 0
     """Idle connections the peer closed (reconnected at the next packet, nothing lost)."""
     received: int = 0
+    framing_resets: int = 0
+    """Connections the peer reset right after our first frame (most likely another framing);
+    the frames written on them are counted in ``dropped["reset-by-peer"]``."""
 
     @property
     def undelivered(self) -> int:
@@ -178,6 +199,10 @@ class TcpSender:
         self._current = b""  # the frame being written, and how much of it went
         self._current_sent = 0
         self._first_frame = True
+        self._first_written_at: float | None = None  # this connection's first whole frame
+        self._written_here = 0  # frames written whole on this connection
+        self._received_here = 0  # packets the peer sent back on it
+        self._resets_reported = 0  # framing_resets already answered by a flush
         self._cond = threading.Condition()
         self._sock: socket.socket | None = None
         self._connecting = False
@@ -242,6 +267,9 @@ class TcpSender:
 
         Returns early, False, if connecting fails while waiting: a command that sends once
         and exits should say "cannot connect" at once rather than retry for its whole timeout.
+        False too when the peer reset a connection right after our first frame (see
+        :data:`MISMATCH_WINDOW`; the warning says which framing to try), which a new
+        connection's first frames are given :data:`SETTLE` s to show.
         """
         deadline = self.clock.monotonic() + timeout
         # Also bounded in steps, so that a clock that does not move (a FakeClock) cannot make
@@ -257,7 +285,27 @@ class TcpSender:
                 if remaining <= 0 or steps < 0 or self._closed:
                     return False
                 self._cond.wait(min(remaining, _FLUSH_STEP))
-            return True
+            for _ in range(int(SETTLE / _FLUSH_STEP) + 1):  # bounded on a still FakeClock too
+                if not self._settling():
+                    break
+                until = min(deadline, (self._first_written_at or 0.0) + SETTLE)
+                remaining = until - self.clock.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(min(remaining, _FLUSH_STEP))
+            refused = self.stats.framing_resets != self._resets_reported
+            self._resets_reported = self.stats.framing_resets
+            return not refused
+
+    def _settling(self) -> bool:
+        """A fresh connection with frames written and nothing back yet (under ``_cond``)."""
+        return (
+            self._sock is not None
+            and self._written_here > 0
+            and self._received_here == 0
+            and self._first_written_at is not None
+            and not self._closed
+        )
 
     # -- the I/O thread --------------------------------------------------------------------
 
@@ -328,6 +376,9 @@ class TcpSender:
 
     def _connected(self) -> None:
         self._first_frame = True
+        self._first_written_at = None
+        self._written_here = 0
+        self._received_here = 0
         self.stats.connects += 1
         self._backoff.succeeded()
         if self.stats.connects > 1:
@@ -352,8 +403,17 @@ class TcpSender:
             self._failures += 1
             self._cond.notify_all()
 
-    def _lost(self, why: str) -> None:
-        """The connection broke: the frame cut mid-write is lost, the queue waits for the next."""
+    def _lost(self, why: str, code: int | None = None) -> None:
+        """The connection broke: the frame cut mid-write is lost, the queue waits for the next.
+
+        ``code`` is the errno, when there is one: a reset right after our first frame is
+        reported as the framing mismatch it most likely is (:meth:`_refused_framing`)."""
+        if code in _RESET_ERRNOS and self._refused_framing():
+            self._close_socket()
+            self._backoff.failed()
+            with self._cond:
+                self._cond.notify_all()
+            return
         with self._cond:
             if self._current and self._current_sent > 0:
                 self.stats.dropped["connection-lost"] += 1
@@ -393,14 +453,47 @@ class TcpSender:
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError as exc:
-                    why = exc.strerror or str(exc)
+                    why, code = exc.strerror or str(exc), exc.errno
                     break
                 self._current_sent += sent
                 if self._current_sent == len(self._current):
                     self.stats.sent += 1
+                    self._written_here += 1
+                    if self._first_written_at is None:
+                        self._first_written_at = self.clock.monotonic()
                     self._current = b""
                     self._current_sent = 0
-        self._lost(why)
+        self._lost(why, code)
+
+    def _refused_framing(self) -> bool:
+        """Report a reset that came right after our first frame on a connection, with nothing
+        sent back: True when it was one (warned once, its frames counted as dropped)."""
+        with self._cond:
+            first = self._first_written_at
+            written = self._written_here
+            if (
+                first is None
+                or self._received_here
+                or self.clock.monotonic() - first > MISMATCH_WINDOW
+            ):
+                return False
+            self.stats.framing_resets += 1
+            self.stats.dropped["reset-by-peer"] += written
+            if self._current and self._current_sent > 0:
+                self.stats.dropped["connection-lost"] += 1
+            elif self._current:
+                self._queue.put_back(self._current)
+            self._current = b""
+            self._current_sent = 0
+        other: Framing = "size" if self.framing == "slip" else "slip"
+        suggestion = HostPort(self.peer.host, self.peer.port, "tcp", other)
+        self._warn_once(
+            "framing",
+            f"{self.peer} reset the connection right after our first packet, framed with "
+            f"{_FRAMING_NAMES[self.framing]}: it most likely reads another framing; try "
+            f"{suggestion} ({_OTHER_FRAMING_READERS[self.framing]})",
+        )
+        return True
 
     def _read(self) -> None:
         sock = self._sock
@@ -411,7 +504,7 @@ class TcpSender:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._lost(exc.strerror or str(exc))
+            self._lost(exc.strerror or str(exc), exc.errno)
             return
         if not data:
             with self._cond:
@@ -432,6 +525,7 @@ class TcpSender:
                     return
                 continue
             self.stats.received += 1
+            self._received_here += 1
             if self._on_packet is not None:
                 try:
                     self._on_packet(item, self.peer.sockaddr, arrival)

@@ -177,6 +177,11 @@ class AddressPattern:
             None if any(p is None for p in parsed) else [p for p in parsed if p is not None]
         )
 
+    @property
+    def valid(self) -> bool:
+        """False for a malformed pattern (an unclosed ``[`` or ``{``), which matches nothing."""
+        return self._parts is not None
+
     def matches(self, address: str) -> bool:
         if self._parts is None:
             return False

@@ -53,6 +53,9 @@ _OFFSET_UNITS = NTP_UNIX_OFFSET * FRACTION_UNITS
 
 _NS = 1_000_000_000
 _HEX_RE = re.compile(r"^([0-9a-fA-F]{1,8})\.([0-9a-fA-F]{1,8})$")
+_UNDOTTED_HEX_RE = re.compile(r"^(?:0[xX])?([0-9a-fA-F]{16})$")
+"""The 64 bits as one hex number (``dd9d15a7922f48c2``, ``0x0000000000000001``): 16 digits are
+never Unix seconds, which would be 30 million years from now."""
 
 
 class TimetagError(ValueError):
@@ -225,7 +228,8 @@ def describe(tt: int) -> str:
 
 
 def parse(text: str) -> int:
-    """A timetag from liblo hex (``dd9d15a7.922f48c2``), ISO-8601, Unix seconds or ``immediately``.
+    """A timetag from liblo hex (``dd9d15a7.922f48c2``, or undotted: 16 hex digits, ``0x``
+    allowed), ISO-8601, Unix seconds or ``immediately``.
 
     ISO-8601 without a zone is taken as UTC (timetags are UTC). Decimal Unix seconds are read
     exactly (``1764014762.5`` is that instant, not the nearest double).
@@ -236,6 +240,9 @@ def parse(text: str) -> int:
     match = _HEX_RE.match(value)
     if match and len(match.group(1)) == 8 and len(match.group(2)) == 8:
         return from_parts(int(match.group(1), 16), int(match.group(2), 16))
+    undotted = _UNDOTTED_HEX_RE.match(value)
+    if undotted:
+        return int(undotted.group(1), 16)
     try:
         return from_unix(Fraction(value))
     except (ValueError, ZeroDivisionError):
@@ -253,8 +260,9 @@ def _parse_iso(value: str) -> int:
     match = _ISO_RE.match(value)
     if not match:
         raise TimetagError(
-            f"{value!r} is not a timetag: use hex like 'dd9d15a7.922f48c2', Unix seconds, "
-            "or ISO-8601 like '2026-11-24T20:06:02.5Z'"
+            f"{value!r} is not a timetag: use hex like 'dd9d15a7.922f48c2' (8 digits, a dot, 8 "
+            "digits) or 'dd9d15a7922f48c2' (16 digits), Unix seconds, or ISO-8601 like "
+            "'2026-11-24T20:06:02.5Z'"
         )
     date, hour, minute, second, digits, zone = match.groups()
     try:

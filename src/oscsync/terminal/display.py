@@ -67,6 +67,8 @@ def format_arg(value: Any, tag: str) -> str:
         return repr(escape(value))
     if tag == "m":
         return "midi:" + "".join(f"{b:02x}" for b in value)
+    if tag == "r":
+        return f"rgba:{int(value):08x}"
     if tag == "T":
         return "true"
     if tag == "F":
@@ -104,7 +106,7 @@ def format_args(message: Message) -> str:
     if "[" in message.types:
         if _too_deep(message.types):
             return TOO_DEEP
-        return escape(json.dumps(list(message.args), default=_json_default, ensure_ascii=False))
+        return escape(json.dumps(_array_args(message), ensure_ascii=False))
     return " ".join(format_arg(value, tag) for value, tag in zip(message.args, message.types))
 
 
@@ -113,14 +115,6 @@ def headroom_ms(tag: int | None, now: float) -> float | None:
     if tag is None or tag == timetag.IMMEDIATELY:
         return None
     return (timetag.to_unix(tag, now) - now) * 1000.0  # the era nearest now (RFC 5905 §6)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).hex()
-    if isinstance(value, tuple):
-        return list(value)
-    return json_text(str(value))
 
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -167,23 +161,29 @@ def json_args(message: Message) -> list[Any]:
     if "[" in types:
         if _too_deep(types):
             return [TOO_DEEP]
-        return [_jsonable(value) for value in message.args]
+        return _array_args(message)
     return [json_value(value, tag) for value, tag in zip(message.args, message.types)]
 
 
-def _jsonable(value: Any) -> Any:
-    if not isinstance(value, list):
-        return json_value(value, "b" if isinstance(value, (bytes, bytearray)) else "")
-    # An explicit stack, not recursion: each nested list is filled in where it was placed.
+def _array_args(message: Message) -> list[Any]:
+    """The arguments of a message with arrays, JSON-friendly, each value by its own type tag
+    (a timetag in an array is hex as it is outside one, issue 28). An explicit stack of
+    iterators, not recursion; the leaves are paired with the tags in order."""
+    leaf_tags = iter([tag for tag in message.types if tag not in "[]"])
     root: list[Any] = []
-    pending = [(value, root)]
+    pending: list[tuple[Any, list[Any]]] = [(iter(message.args), root)]
     while pending:
-        source, target = pending.pop()
-        for item in source:
-            if isinstance(item, list):
-                child: list[Any] = []
-                target.append(child)
-                pending.append((item, child))
-            else:
-                target.append(json_value(item, "b" if isinstance(item, (bytes, bytearray)) else ""))
+        source, target = pending[-1]
+        item = next(source, _DONE)
+        if item is _DONE:
+            pending.pop()
+        elif isinstance(item, list):
+            child: list[Any] = []
+            target.append(child)
+            pending.append((iter(item), child))
+        else:
+            target.append(json_value(item, next(leaf_tags, "")))
     return root
+
+
+_DONE: Any = object()

@@ -1,0 +1,167 @@
+"""The bridge into real Pure Data, heard through JACK (issue 28, done-when): a synced leader's
+ticks (``metronome send``, its clock pretending to be 300 ms ahead) → ``oscsync bridge --sync
+--mode at-timetag`` → headless PD playing a click per message (tests/pd/bridge_beat.pd, vanilla
+objects only) into ``jackd -d dummy``, recorded by tests/jackharness.py and measured against the
+leader's true timetags.
+
+PD runs in callback mode (``-callback``): each JACK cycle computes one 64-sample block, so a
+message that arrives during a cycle is heard in a block of the next one. At 64 kHz a JACK period
+of 64 frames is exactly 1 ms (the dummy driver's cycle is whole microseconds: at 48 kHz, 64
+frames = 1333.33 µs would let the driver drift 0.25 ms a second from the recording's timeline).
+Measured there: a tick leaves the (dummy) device one JACK playback latency plus one PD block after
+its timetag, give or take the block a message waits for (`docs/bridge.md`). (PD's default
+polling scheduler keeps ~25 ms of audio buffered, with a spread of several ms; ``[unpackOSC]``
+crashes PD in callback mode: a 1.1 MB stack frame on JACK's thread. Hence vanilla ``[oscparse]``.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import IN_CI, REPO, free_udp_port, oscsync_command, require_peer
+from jackharness import JackServer, JackUnavailable, Recorder, jack_server
+from oscsync import audio
+from pdharness import PdProcess
+from waiting import wait_until
+
+pytestmark = pytest.mark.peer
+
+RATE = 64_000
+BLOCK = 64
+BLOCK_S = BLOCK / RATE  # 1 ms: PD's block, and the JACK period here
+TICKS = 24
+BPM = 240
+OFFSET = 0.3
+"""Seconds each tick is sent ahead: the bridge locks on the leader's clock within tens of ms of the
+first tick, even on a loaded machine, so none is due before sync."""
+LEADER_SKEW = 0.3
+"""The leader's clock pretends to be this far ahead (--clock-skew): only a bridge that follows
+it plays the ticks on time (unsynced, every tick would sound 300 ms late)."""
+SLACK = 0.0005
+"""What the recording's timeline may be off by: the frame clock's phase is the earliest JACK
+callback, a few tens of µs after the cycle's true start."""
+PATCH = REPO / "tests" / "pd" / "bridge_beat.pd"
+
+
+def _need(what: str, reason: str) -> None:
+    message = f"{what} is not usable: {reason} (make test installs it)"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def jack(monkeypatch: pytest.MonkeyPatch) -> Iterator[JackServer]:
+    """A private ``jackd -d dummy`` at 64 kHz with 1 ms periods; PD inherits its name."""
+    require_peer("jackd")
+    require_peer("jack_wait")
+    try:
+        __import__("jack")
+    except (ImportError, OSError) as exc:
+        _need("JACK-Client", str(exc))
+    try:
+        with jack_server(RATE, BLOCK) as server:
+            monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)
+            yield server
+    except JackUnavailable as exc:
+        _need("jackd", str(exc))
+
+
+def test_leader_ticks_through_the_bridge_sound_in_pd_within_a_block_of_their_timetag(
+    jack: JackServer, run_pd: Callable[..., PdProcess], tmp_path: Path
+) -> None:
+    recorder = Recorder(jack, seconds=TICKS * 60 / BPM + 30)
+    pd_port, bridge_port, dump_port = (free_udp_port() for _ in range(3))
+    pd = run_pd(
+        PATCH,
+        sends=[f"bridge-listen {pd_port}"],
+        audio=["-jack", "-callback", "-nrt", "-r", str(RATE), "-blocksize", str(BLOCK)],
+        timeout=30,
+    )
+    assert pd.creation_failures() == []
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            oscsync_command(*args), env=env, text=True, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        procs.append(proc)
+        return proc
+
+    try:
+        recorder.connect_player(30)
+        # The leader's true timetags, as sent (dump does not follow anyone's clock).
+        dump = start("dump", "-l", f"127.0.0.1:{dump_port}", "--jsonl", "--count", str(TICKS))
+        bridge = start(
+            "bridge", "-l", f"127.0.0.1:{bridge_port}", "--to", f"127.0.0.1:{pd_port}",
+            "--mode", "at-timetag", "--sync", "--map", "/tick=/beat i:$1", "--jsonl",
+            "--count", str(TICKS),
+        )  # fmt: skip
+        for proc in (dump, bridge):
+            assert proc.stderr is not None
+            wait_until(lambda p=proc: _listening(p), 60, "dump and bridge listening")
+        leader = start(
+            "--clock-skew", str(LEADER_SKEW), "metronome", "send", "--peer",
+            f"127.0.0.1:{bridge_port}", "--peer", f"127.0.0.1:{dump_port}", "--bpm", str(BPM),
+            "--offset", str(OFFSET), "--count", str(TICKS),
+        )  # fmt: skip
+        _, leader_err = leader.communicate(timeout=TICKS * 60 / BPM + 60)
+        assert leader.returncode == 0, leader_err
+        bridge_out, bridge_err = bridge.communicate(timeout=60)
+        dump_out, dump_err = dump.communicate(timeout=60)
+        assert bridge.returncode == 0 and dump.returncode == 0, (bridge_err, dump_err)
+        pd.wait_for_all(r"^beat: bang", TICKS, timeout=30)
+        # The last click's 5 ms and the playback latency through JACK, in frames recorded.
+        played = recorder.position
+        wait_until(lambda: recorder.position - played >= RATE // 10, 30, "100 ms more recorded")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        recorder.close()
+    sent = [json.loads(line) for line in bridge_out.splitlines()]
+    assert [record["to_address"] for record in sent] == ["/beat"] * TICKS, bridge_err
+    # The leader's clock is LEADER_SKEW ahead: its timetag's true time on ours is that much less.
+    truth = [json.loads(line)["timetag_unix"] - LEADER_SKEW for line in dump_out.splitlines()]
+    onsets = audio.find_onsets(recorder.samples_int16(), min_gap=RATE // 20)
+    assert len(onsets) == TICKS, (onsets, bridge_err)
+    wall_minus_mono = time.time() - time.monotonic()
+    leaves = [recorder.leaves_device_mono(frame) + wall_minus_mono for frame in onsets]
+    # What PD adds by construction: JACK's playback latency and the block PD computes ahead.
+    fixed = recorder.playback_latency / RATE + BLOCK_S
+    report = []
+    for heard, due, record in zip(leaves, sorted(truth), sent, strict=True):
+        residual = heard - due - fixed
+        # The dispatch tail: how late the bridge's message had left (machine load).
+        tail = record["lateness_ms"] / 1e3
+        report.append(f"{residual * 1e3:+.3f} ms (dispatch {tail * 1e3:.3f} ms)")
+        # Heard in the block after the one it arrived in: at most one block after its
+        # timetag, plus however late it was sent; never before it (a late JACK callback may
+        # still catch it in the block it arrived in: up to one block "early" against the
+        # timeline).
+        assert -BLOCK_S - SLACK <= residual <= BLOCK_S + tail + SLACK, report
+    steps = recorder.frame_clock().steps
+    print(f"onset - timetag - {fixed * 1e3:.3f} ms: " + ", ".join(report), f"steps {steps}")
+
+
+def _listening(proc: subprocess.Popen[str]) -> bool:
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    if not line:
+        raise AssertionError(f"exited before listening: {proc.poll()}")
+    return line.startswith("listening on")
+
+
+if sys.platform != "linux":  # pragma: no cover - jackd's dummy driver is set up for Linux here
+    pytestmark = [pytest.mark.peer, pytest.mark.skip(reason="JACK harness is Linux-only")]
