@@ -94,6 +94,12 @@ def relay_worker(args: argparse.Namespace) -> None:
     from oscsync.net.hostport import HostPort
 
     clock = SystemClock()
+    if not os.environ.get("ROOM_PLAIN_RELAY"):
+        from oscsync.realtime import Realtime
+
+        policy = Realtime("auto")  # the relay's thread asks for real-time priority
+        policy.probe()
+        policy.install()
     spec = ImpairmentSpec(delay=LINK["delay"], jitter=LINK["jitter"], loss=LINK["loss"])
     groups = [HostPort(f"239.255.34.{i + 1}", PORT + 1) for i in range(args.followers)]
     relay = RoomRelay(
@@ -117,6 +123,7 @@ def relay_worker(args: argparse.Namespace) -> None:
         "lost": [link.lost for link in relay.links],
         "pings": [list(link.pings) for link in relay.links],
         "lateness_max": relay.lateness_max,
+        "realtime": relay.realtime,
         "noise": {
             name: [kept.percentile(0.5), kept.percentile(0.99), kept.maximum]
             for name, kept in vars(relay.noise).items()
@@ -135,6 +142,11 @@ def leader_worker(args: argparse.Namespace) -> None:
     from oscsync.osc import timetag as tt
 
     clock = SystemClock()
+    from oscsync.realtime import Realtime
+
+    policy = Realtime("auto")  # as `metronome send` asks (its timer, receive and sync threads)
+    policy.probe()
+    policy.install()
     session = SendSession(
         [HostPort("239.255.33.1", PORT)],
         SessionSetup(clock, multicast_interface="127.0.0.1"),
@@ -173,6 +185,7 @@ def leader_worker(args: argparse.Namespace) -> None:
         "lateness_mean": sender.lateness.mean,
         "lateness_max": sender.lateness.maximum,
         "room": room.line(),
+        "realtime": policy.describe(),
         "syncs": 0 if session.beacon is None else session.beacon.sent,
     }
     Path(args.out).write_text(json.dumps(out))
@@ -386,6 +399,8 @@ class Row:
     """A follower process's CPU share of one core, mean over its life."""
     noise: dict[str, list[float]]
     """The lab's own noise (apps/roomlab.RelayNoise): p50, p99, max of each, seconds."""
+    relay_realtime: bool = False
+    leader_realtime: str = ""
 
 
 def _spawn(role: str, out: Path, *extra: str) -> subprocess.Popen[str]:
@@ -508,6 +523,8 @@ def run(n: int, mode: str, seconds: float, stagger: float, seed: int, work: Path
         biases,
         statistics.mean(r["cpu"] / r["lifetime"] for r in results) if results else math.nan,
         noise,
+        relayed.get("realtime", False),
+        led.get("realtime", ""),
     )
 
 
@@ -528,7 +545,7 @@ def report(row: Row) -> None:
         f"{row.lateness_mean * 1e6:5.0f} / {row.lateness_max * 1e6:6.0f} µs   "
         f"{row.late:5d} {row.lost:5d}"
     )
-    print(f"{'':17}leader's view: {row.room}")
+    print(f"{'':17}leader's view: {row.room} ({row.leader_realtime})")
     if row.biases:
         low, high = min(row.biases), max(row.biases)
         print(
@@ -542,7 +559,8 @@ def report(row: Row) -> None:
         return f"{p50 * 1e6:.0f} / {p99 * 1e6:.0f} / {worst * 1e6:.0f}"
 
     print(
-        f"{'':17}lab's own noise p50 / p99 / max (µs): relay read late {us('read_late')}, "
+        f"{'':17}lab's own noise p50 / p99 / max (µs), relay "
+        f"{'real-time' if row.relay_realtime else 'ordinary'}: read late {us('read_late')}, "
         f"sent late: copies {us('sent_late')}, pongs {us('sent_late_answers')}, pings "
         f"{us('sent_late_up')}; leader's T3 to the wire: sync {us('leader_sync')}, "
         f"pong {us('leader_pong')}; followers' T1 to the wire {us('follower_ping')}"

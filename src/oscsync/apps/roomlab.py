@@ -56,6 +56,7 @@ from oscsync.net.udpsocket import (
     set_recv_buffer,
 )
 from oscsync.osc import timetag as tt
+from oscsync.realtime import Breather
 from oscsync.stats import RecentSamples
 
 LOOPBACK = "127.0.0.1"
@@ -173,6 +174,8 @@ class RoomRelay:
         self._thread: threading.Thread | None = None
         self._stamp(self._group_sock)
         self.noise = RelayNoise()
+        self.realtime = False
+        """Whether the relay's thread got real-time priority."""
 
     def _stamp(self, sock: socket.socket) -> None:
         """Ask the kernel to stamp each datagram's arrival on ``sock`` (where it can)."""
@@ -214,9 +217,15 @@ class RoomRelay:
 
     def _run(self) -> None:
         clock = self.clock
+        # A link is the one part of the lab that must not wait for the CPU (64 followers ask
+        # for most of two cores): real-time priority where a promoter grants it (the
+        # benchmark installs one), resting as the scheduler does when it runs too long.
+        self.realtime = threads.promote(threads.TIMER)
+        breather = Breather(clock, enabled=self.realtime)
         next_count = clock.monotonic()
         due = self._due
         while not self._stop.is_set():
+            breather.check()
             now = clock.monotonic()
             while due and due[0][0] <= now:  # what is due first, then what arrived
                 when, _, sock, data, to, late = heapq.heappop(due)
@@ -230,14 +239,19 @@ class RoomRelay:
                 timeout = min(max(wait, 0.0), 0.5)
             else:
                 timeout = 0.0 if wait <= PRECISE else min(wait - PRECISE, 0.5)
-            for key, _ in self._selector.select(timeout):
+            waiting = clock.monotonic()
+            ready = self._selector.select(timeout)
+            breather.waited(waiting)
+            for key, _ in ready:
                 if key.data == "wake":
                     return
                 self._drain(key.fileobj, key.data)  # type: ignore[arg-type]
             if self.precise and due and timeout == 0.0:
-                rest = due[0][0] - clock.monotonic()
+                waiting = clock.monotonic()
+                rest = due[0][0] - waiting
                 if rest > 0:
                     clock.sleep(rest)
+                    breather.waited(waiting)
             if now >= next_count:
                 next_count = now + 1.0
                 for link in self.links:

@@ -218,7 +218,11 @@ class SyncBeacon:
         self._send(data if self._sign is None else self._sign(data))
 
     def start(self) -> None:
-        self._thread = threads.daemon_thread(self._run, name="oscsync-sync-beacon")
+        # A thread that keeps time (T3 is read just before sending): real-time priority where
+        # the command was granted it, as its timer and receive threads (it runs ~0.1 ms in 10).
+        self._thread = threads.daemon_thread(
+            self._run, name="oscsync-sync-beacon", role=threads.TIMER
+        )
         self.clock.enlist(self._thread)
         threads.start(self._thread)
 
