@@ -15,8 +15,8 @@ of its own per follower, the same model, multicast on loopback, delays from the 
 stamps) and N follower processes (``TickListenSession`` on a group of their own, ``--sync``
 following the leader, no audio: an onset recorder), each on a clock of its own (``SkewedClock``,
 skew up to ±200 ms, drift up to ±100 ppm, the epoch given so that every onset maps back exactly
-onto the one real clock). Followers start staggered; ticks start once the last follower has had
-12 s; everything is scored from 10 s after the first tick. Printed for each N:
+onto the one real clock). Followers start staggered; ticks start once the last follower is up and has
+had 12 s; everything is scored from 10 s after the first tick. Printed for each N:
 
 * the spread of all followers' onsets per tick (max − min, on the real clock), p50/p99/max
   (goal at 64: p99 ≤ 0.5 ms), and each follower's median error (a spread made of biases is
@@ -113,7 +113,8 @@ def relay_worker(args: argparse.Namespace) -> None:
     relay.start()
     addresses = [str(relay.link_address(i)) for i in range(args.followers)]
     print(json.dumps({"links": addresses}), flush=True)
-    time.sleep(max(0.0, args.end - time.time()))
+    end = _told()
+    time.sleep(max(0.0, end - time.time()))
     relay.close()
     out = {
         "counts": [
@@ -169,12 +170,13 @@ def leader_worker(args: argparse.Namespace) -> None:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    t0, end = _told(), _told()
     sender = session.tick_sender(bpm=BPM, beats_per_bar=4, offset=OFFSET)
-    count = int((args.end - args.t0) / PERIOD)
-    sender.start(count, t0=tt.from_unix(args.t0))
+    count = int((end - t0) / PERIOD)
+    sender.start(count, t0=tt.from_unix(t0))
     session.scheduler.start()
-    sender.done.wait(args.end - time.time() + 5)
-    time.sleep(max(0.0, args.end + 1.0 - time.time()))
+    sender.done.wait(end - time.time() + 5)
+    time.sleep(max(0.0, end + 1.0 - time.time()))
     stop.set()
     sampler.join()
     room = session.room.summary()
@@ -221,7 +223,9 @@ def follower_worker(args: argparse.Namespace) -> None:
     else:
         follower = ClockFollower(session.endpoint, peer=peer.sockaddr, room_poll=None)
         session.start(follower=follower)
-    time.sleep(max(0.0, args.end - time.time()))
+    print("ready", flush=True)
+    end = _told()
+    time.sleep(max(0.0, end - time.time()))
     session.close_follower()
     session.close()
 
@@ -401,24 +405,36 @@ class Row:
     """The lab's own noise (apps/roomlab.RelayNoise): p50, p99, max of each, seconds."""
     relay_realtime: bool = False
     leader_realtime: str = ""
+    start_late: float = 0.0
+    """How long after its own start the last follower was up (process start on this machine)."""
 
 
 def _spawn(role: str, out: Path, *extra: str) -> subprocess.Popen[str]:
     command = [sys.executable, __file__, "--worker", role, "--out", str(out), *extra]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _told() -> float:
+    """A worker's next time (Unix seconds) from the run, on its stdin: the ticks' start and
+    the end are known only once every follower is up."""
+    return float(sys.stdin.readline())
+
+
+def _tell(process: subprocess.Popen[str], *times: float) -> None:
+    assert process.stdin is not None
+    process.stdin.write("".join(f"{t!r}\n" for t in times))
+    process.stdin.flush()
 
 
 def run(n: int, mode: str, seconds: float, stagger: float, seed: int, work: Path) -> Row:
     rng = random.Random(seed * 100 + n)
     start = time.time()
     followers_start = start + 2.0
-    t0 = followers_start + n * stagger + SETTLE
-    end = t0 + seconds
-    common = ["--followers", str(n), "--end", repr(end), "--seed", str(seed), "--mode", mode]
+    common = ["--followers", str(n), "--seed", str(seed), "--mode", mode]
     relay = _spawn("relay", work / "relay.json", *common)
     assert relay.stdout is not None
     links = json.loads(relay.stdout.readline())["links"]
-    leader = _spawn("leader", work / "leader.json", *common, "--t0", repr(t0))
+    leader = _spawn("leader", work / "leader.json", *common)
     workers = []
     clocks = []
     for index in range(n):
@@ -442,6 +458,17 @@ def run(n: int, mode: str, seconds: float, stagger: float, seed: int, work: Path
                 repr(start),
             )
         )
+    # Ticks start once the last follower is up and has had SETTLE seconds (on a loaded
+    # machine 64 Python processes start late: their acquisition must not be scored).
+    for worker in workers:
+        assert worker.stdout is not None
+        worker.stdout.readline()
+    last_up = time.time()
+    t0 = last_up + SETTLE
+    end = t0 + seconds
+    _tell(leader, t0, end)
+    for process in (relay, *workers):
+        _tell(process, end)
     for process in (*workers, leader, relay):
         process.wait(timeout=end - time.time() + 60)
     results = [json.loads((work / f"f{i}.json").read_text()) for i in range(n)]
@@ -525,6 +552,7 @@ def run(n: int, mode: str, seconds: float, stagger: float, seed: int, work: Path
         noise,
         relayed.get("realtime", False),
         led.get("realtime", ""),
+        last_up - (followers_start + (n - 1) * stagger),
     )
 
 
@@ -551,7 +579,8 @@ def report(row: Row) -> None:
         print(
             f"{'':17}followers' median onset error {low * 1e3:+.3f} to {high * 1e3:+.3f} ms "
             f"(their own spread {(high - low) * 1e3:.3f} ms); a follower's CPU "
-            f"{row.follower_cpu * 100:.1f} % of a core"
+            f"{row.follower_cpu * 100:.1f} % of a core; the last one up {row.start_late:.1f} s "
+            "after it was started"
         )
 
     def us(name: str) -> str:
@@ -596,7 +625,7 @@ def main() -> int:
     parser.add_argument("--worker", choices=["relay", "leader", "follower"], help=argparse.SUPPRESS)
     for name in ("--out", "--peer", "--mode"):
         parser.add_argument(name, help=argparse.SUPPRESS)
-    for name in ("--end", "--t0", "--skew", "--drift", "--epoch"):
+    for name in ("--skew", "--drift", "--epoch"):
         parser.add_argument(name, type=float, help=argparse.SUPPRESS)
     for name in ("--index",):
         parser.add_argument(name, type=int, help=argparse.SUPPRESS)
