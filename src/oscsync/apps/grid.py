@@ -87,10 +87,6 @@ class StepGrid(ABC):
         """The timetag of step ``index``."""
 
     @abstractmethod
-    def index_at(self, timetag: int) -> int:
-        """The first step due at or after ``timetag``."""
-
-    @abstractmethod
     def starting_at(self, start: int) -> StepGrid:
         """The same grid with step 0 at (or the first step after) ``start``."""
 
