@@ -35,9 +35,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -45,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from conftest import LineReader, free_udp_port, oscsync_command
+from conftest import ChildProcesses, LineReader, free_udp_port
 from jackharness import JackUnavailable, Recorder, jack_server
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import SystemClock
@@ -111,36 +109,28 @@ def play_through_bridge(
     late_before = len(server.late)
     bridge_port, dump_port = free_udp_port(), free_udp_port()
     bpm = 60 / args.interval
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    procs = []
-
-    def start(*command: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            oscsync_command(*command), env=env, text=True, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        procs.append(proc)
-        return proc
-
     try:
-        count = str(args.ticks)
-        dump = start("dump", "-l", f"127.0.0.1:{dump_port}", "--jsonl", "--count", count)
-        bridge = start(
-            "bridge", "-l", f"127.0.0.1:{bridge_port}", "--to", str(server.udp), "--mode",
-            "retimetag", "--sync", "--map", f"/tick=/s_new s:{CLICK} i:-1 i:0 i:0", "-q",
-            "--count", count,
-        )  # fmt: skip
-        for proc in (dump, bridge):
-            assert proc.stderr is not None
-            LineReader(proc.stderr).wait_for(lambda line: line.startswith("listening on"), 60)
-        leader = start(
-            "--clock-skew", str(skew), "metronome", "send", "--peer", f"127.0.0.1:{bridge_port}",
-            "--peer", f"127.0.0.1:{dump_port}", "--bpm", f"{bpm:g}", "--offset", str(args.lead),
-            "--count", count,
-        )  # fmt: skip
-        leader.communicate(timeout=args.ticks * args.interval + 60)
-        bridge.communicate(timeout=60)
-        dump_out, _ = dump.communicate(timeout=60)
+        with ChildProcesses() as children:
+            count = str(args.ticks)
+            dump = children.oscsync(
+                "dump", "-l", f"127.0.0.1:{dump_port}", "--jsonl", "--count", count
+            )
+            bridge = children.oscsync(
+                "bridge", "-l", f"127.0.0.1:{bridge_port}", "--to", str(server.udp), "--mode",
+                "retimetag", "--sync", "--map", f"/tick=/s_new s:{CLICK} i:-1 i:0 i:0", "-q",
+                "--count", count,
+            )  # fmt: skip
+            for proc in (dump, bridge):
+                assert proc.stderr is not None
+                LineReader(proc.stderr).wait_for(lambda line: line.startswith("listening on"), 60)
+            leader = children.oscsync(
+                "--clock-skew", str(skew), "metronome", "send", "--peer",
+                f"127.0.0.1:{bridge_port}", "--peer", f"127.0.0.1:{dump_port}", "--bpm",
+                f"{bpm:g}", "--offset", str(args.lead), "--count", count,
+            )  # fmt: skip
+            leader.communicate(timeout=args.ticks * args.interval + 60)
+            bridge.communicate(timeout=60)
+            dump_out, _ = dump.communicate(timeout=60)
         truth = sorted(
             tt.from_unix(json.loads(line)["timetag_unix"] - skew) for line in dump_out.splitlines()
         )
@@ -149,10 +139,6 @@ def play_through_bridge(
         while recorder.leaves_device_mono(max(recorder.position - 1, 0)) + offset < due:
             time.sleep(0.05)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         recorder.close()
     return onset_errors(recorder, truth), recorder, len(server.late) - late_before
 

@@ -17,7 +17,6 @@ crashes PD in callback mode: a 1.1 MB stack frame on JACK's thread. Hence vanill
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -26,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IN_CI, REPO, free_udp_port, oscsync_command, require_peer
-from jackharness import JackServer, JackUnavailable, Recorder, jack_server
+from conftest import REPO, Spawn, free_udp_port, private_jack
+from jackharness import JackServer, Recorder
 from oscsync import audio
 from pdharness import PdProcess
 from waiting import wait_until
@@ -51,32 +50,15 @@ callback, a few tens of µs after the cycle's true start."""
 PATCH = REPO / "tests" / "pd" / "bridge_beat.pd"
 
 
-def _need(what: str, reason: str) -> None:
-    message = f"{what} is not usable: {reason} (make test installs it)"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture
 def jack(monkeypatch: pytest.MonkeyPatch) -> Iterator[JackServer]:
     """A private ``jackd -d dummy`` at 64 kHz with 1 ms periods; PD inherits its name."""
-    require_peer("jackd")
-    require_peer("jack_wait")
-    try:
-        __import__("jack")
-    except (ImportError, OSError) as exc:
-        _need("JACK-Client", str(exc))
-    try:
-        with jack_server(RATE, BLOCK) as server:
-            monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)
-            yield server
-    except JackUnavailable as exc:
-        _need("jackd", str(exc))
+    with private_jack(monkeypatch, RATE, BLOCK) as server:
+        yield server
 
 
 def test_leader_ticks_through_the_bridge_sound_in_pd_within_a_block_of_their_timetag(
-    jack: JackServer, run_pd: Callable[..., PdProcess], tmp_path: Path
+    jack: JackServer, run_pd: Callable[..., PdProcess], spawn: Spawn, tmp_path: Path
 ) -> None:
     recorder = Recorder(jack, seconds=TICKS * 60 / BPM + 30)
     pd_port, bridge_port, dump_port = (free_udp_port() for _ in range(3))
@@ -87,22 +69,11 @@ def test_leader_ticks_through_the_bridge_sound_in_pd_within_a_block_of_their_tim
         timeout=30,
     )
     assert pd.creation_failures() == []
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(*args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            oscsync_command(*args), env=env, text=True, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        procs.append(proc)
-        return proc
-
     try:
         recorder.connect_player(30)
         # The leader's true timetags, as sent (dump does not follow anyone's clock).
-        dump = start("dump", "-l", f"127.0.0.1:{dump_port}", "--jsonl", "--count", str(TICKS))
-        bridge = start(
+        dump = spawn("dump", "-l", f"127.0.0.1:{dump_port}", "--jsonl", "--count", str(TICKS))
+        bridge = spawn(
             "bridge", "-l", f"127.0.0.1:{bridge_port}", "--to", f"127.0.0.1:{pd_port}",
             "--mode", "at-timetag", "--sync", "--map", "/tick=/beat i:$1", "--jsonl",
             "--count", str(TICKS),
@@ -110,7 +81,7 @@ def test_leader_ticks_through_the_bridge_sound_in_pd_within_a_block_of_their_tim
         for proc in (dump, bridge):
             assert proc.stderr is not None
             wait_until(lambda p=proc: _listening(p), 60, "dump and bridge listening")
-        leader = start(
+        leader = spawn(
             "--clock-skew", str(LEADER_SKEW), "metronome", "send", "--peer",
             f"127.0.0.1:{bridge_port}", "--peer", f"127.0.0.1:{dump_port}", "--bpm", str(BPM),
             "--offset", str(OFFSET), "--count", str(TICKS),
@@ -125,10 +96,6 @@ def test_leader_ticks_through_the_bridge_sound_in_pd_within_a_block_of_their_tim
         played = recorder.position
         wait_until(lambda: recorder.position - played >= RATE // 10, 30, "100 ms more recorded")
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         recorder.close()
     sent = [json.loads(line) for line in bridge_out.splitlines()]
     assert [record["to_address"] for record in sent] == ["/beat"] * TICKS, bridge_err
