@@ -117,7 +117,7 @@ def play_through_bridge(
             )
             bridge = children.oscsync(
                 "bridge", "-l", f"127.0.0.1:{bridge_port}", "--to", str(server.udp), "--mode",
-                "retimetag", "--sync", "--map", f"/tick=/s_new s:{CLICK} i:-1 i:0 i:0", "-q",
+                "retimetag", "--sync", "--map", f"/tick=/s_new s:{CLICK} i:-1 i:0 i:0",
                 "--count", count,
             )  # fmt: skip
             for proc in (dump, bridge):
