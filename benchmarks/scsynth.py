@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import platform
 import sys
 import time
@@ -43,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from conftest import ChildProcesses, LineReader, free_udp_port
+from conftest import ChildProcesses, leader_through_bridge
 from jackharness import JackUnavailable, Recorder, jack_server
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import SystemClock
@@ -107,33 +106,14 @@ def play_through_bridge(
     recorder = Recorder(jack, seconds=args.ticks * args.interval + args.lead + 10)  # type: ignore[arg-type]
     recorder.connect_player()
     late_before = len(server.late)
-    bridge_port, dump_port = free_udp_port(), free_udp_port()
-    bpm = 60 / args.interval
     try:
         with ChildProcesses() as children:
-            count = str(args.ticks)
-            dump = children.oscsync(
-                "dump", "-l", f"127.0.0.1:{dump_port}", "--jsonl", "--count", count
-            )
-            bridge = children.oscsync(
-                "bridge", "-l", f"127.0.0.1:{bridge_port}", "--to", str(server.udp), "--mode",
-                "retimetag", "--sync", "--map", f"/tick=/s_new s:{CLICK} i:-1 i:0 i:0",
-                "--count", count,
+            _, _, meant = leader_through_bridge(
+                children.oscsync, "--to", str(server.udp), "--mode", "retimetag", "--sync",
+                "--map", f"/tick=/s_new s:{CLICK} i:-1 i:0 i:0",
+                ticks=args.ticks, bpm=60 / args.interval, offset=args.lead, skew=skew,
             )  # fmt: skip
-            for proc in (dump, bridge):
-                assert proc.stderr is not None
-                LineReader(proc.stderr).wait_for(lambda line: line.startswith("listening on"), 60)
-            leader = children.oscsync(
-                "--clock-skew", str(skew), "metronome", "send", "--peer",
-                f"127.0.0.1:{bridge_port}", "--peer", f"127.0.0.1:{dump_port}", "--bpm",
-                f"{bpm:g}", "--offset", str(args.lead), "--count", count,
-            )  # fmt: skip
-            leader.communicate(timeout=args.ticks * args.interval + 60)
-            bridge.communicate(timeout=60)
-            dump_out, _ = dump.communicate(timeout=60)
-        truth = sorted(
-            tt.from_unix(json.loads(line)["timetag_unix"] - skew) for line in dump_out.splitlines()
-        )
+        truth = sorted(tt.from_unix(unix) for unix in meant)
         offset = wall_minus_monotonic()
         due = float(tt.to_unix(truth[-1])) + 0.2
         while recorder.leaves_device_mono(max(recorder.position - 1, 0)) + offset < due:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import shutil
@@ -219,6 +220,45 @@ def spawn() -> Iterator[Spawn]:
     """Start oscsync subprocesses; every one is stopped (SIGTERM, then kill) at test end."""
     with ChildProcesses() as children:
         yield children.oscsync
+
+
+def leader_through_bridge(
+    start: Spawn, *bridge: str, ticks: int, bpm: float, offset: float, skew: float
+) -> tuple[str, str, list[float]]:
+    """Issue 28's bridge done-when, as the tests and benchmarks/scsynth.py run it: ``oscsync
+    dump`` and ``oscsync bridge -l PORT BRIDGE...`` started through ``start`` (``spawn``), each
+    on a port of its own; once both listen, a leader, ``metronome send`` with its clock ``skew``
+    ahead, sends both ``ticks`` ticks at ``bpm``, each ``offset`` ahead. Once all three have
+    exited (each with 0): the bridge's stdout and stderr, and the true time (Unix, this clock)
+    each tick meant: its timetag as dump received it, less ``skew``."""
+    bridge_port, dump_port = free_udp_port(), free_udp_port()
+    count = str(ticks)
+    dump = start("dump", "-l", f"127.0.0.1:{dump_port}", "--jsonl", "--count", count)
+    bridging = start("bridge", "-l", f"127.0.0.1:{bridge_port}", *bridge, "--count", count)
+    for proc in (dump, bridging):
+        _read_until_listening(proc)
+    leader = start(
+        "--clock-skew", str(skew), "metronome", "send", "--peer", f"127.0.0.1:{bridge_port}",
+        "--peer", f"127.0.0.1:{dump_port}", "--bpm", f"{bpm:g}", "--offset", str(offset),
+        "--count", count,
+    )  # fmt: skip
+    _, leader_err = leader.communicate(timeout=ticks * 60 / bpm + 60)
+    assert leader.returncode == 0, leader_err
+    bridge_out, bridge_err = bridging.communicate(timeout=60)
+    dump_out, dump_err = dump.communicate(timeout=60)
+    assert bridging.returncode == 0 and dump.returncode == 0, (bridge_err, dump_err)
+    truth = [json.loads(line)["timetag_unix"] - skew for line in dump_out.splitlines()]
+    return bridge_out, bridge_err, truth
+
+
+def _read_until_listening(proc: subprocess.Popen[str]) -> None:
+    """Read ``proc``'s stderr up to its ``listening on`` line (the rest is left for
+    ``communicate``); AssertionError if it exits first."""
+    assert proc.stderr is not None
+    for line in iter(proc.stderr.readline, ""):
+        if line.startswith("listening on"):
+            return
+    raise AssertionError(f"exited before listening: {proc.wait()}")
 
 
 class LineReader:

@@ -27,9 +27,8 @@ from collections.abc import Iterator
 import pytest
 
 from conftest import (
-    LineReader,
     Spawn,
-    free_udp_port,
+    leader_through_bridge,
     oscsync_command,
     private_jack,
     require_peer,
@@ -191,34 +190,14 @@ def test_a_synced_leaders_ticks_through_the_bridge_play_in_scsynth_at_their_true
     and mapping /tick to /s_new -> scsynth, recorded; each click against the leader's timetag
     less its skew (the true time it meant), as dump received it."""
     recorder = start_recording(jack, BRIDGE_TICKS * 60 / BPM + 5)
-    bridge_port, dump_port = free_udp_port(), free_udp_port()
     target = str(sc.udp if transport == "udp" else sc.tcp)
     try:
-        dump = spawn(
-            "dump", "-l", f"127.0.0.1:{dump_port}", "--jsonl", "--count", str(BRIDGE_TICKS)
-        )
-        bridge = spawn(
-            "bridge", "-l", f"127.0.0.1:{bridge_port}", "--to", target, "--mode", "retimetag",
-            "--sync", "--map", f"/tick=/s_new s:{CLICK} i:-1 i:0 i:0", "--jsonl",
-            "--count", str(BRIDGE_TICKS),
+        bridge_out, bridge_err, meant = leader_through_bridge(
+            spawn, "--to", target, "--mode", "retimetag", "--sync",
+            "--map", f"/tick=/s_new s:{CLICK} i:-1 i:0 i:0", "--jsonl",
+            ticks=BRIDGE_TICKS, bpm=BPM, offset=LEAD_S, skew=LEADER_SKEW,
         )  # fmt: skip
-        for proc in (dump, bridge):
-            assert proc.stderr is not None
-            LineReader(proc.stderr).wait_for(lambda line: line.startswith("listening on"), 60)
-        leader = spawn(
-            "--clock-skew", str(LEADER_SKEW), "metronome", "send", "--peer",
-            f"127.0.0.1:{bridge_port}", "--peer", f"127.0.0.1:{dump_port}", "--bpm", str(BPM),
-            "--offset", str(LEAD_S), "--count", str(BRIDGE_TICKS),
-        )  # fmt: skip
-        _, leader_err = leader.communicate(timeout=BRIDGE_TICKS * 60 / BPM + 60)
-        assert leader.returncode == 0, leader_err
-        bridge_out, bridge_err = bridge.communicate(timeout=60)
-        dump_out, dump_err = dump.communicate(timeout=60)
-        assert bridge.returncode == 0 and dump.returncode == 0, (bridge_err, dump_err)
-        truth = sorted(
-            tt.from_unix(json.loads(line)["timetag_unix"] - LEADER_SKEW)
-            for line in dump_out.splitlines()
-        )
+        truth = sorted(tt.from_unix(unix) for unix in meant)
         recorded_past(recorder, truth[-1])
     finally:
         recorder.close()
