@@ -78,17 +78,15 @@ class StepGrid(ABC):
         self.steps_per_bar = beats_per_bar * steps_per_beat
         self.swing = swing
 
+    # What each grid says for itself (documented there).
     @abstractmethod
-    def tick(self, index: int) -> Tick:
-        """Step ``index`` with its timetag and place in the bar."""
+    def tick(self, index: int) -> Tick: ...
 
     @abstractmethod
-    def timetag(self, index: int) -> int:
-        """The timetag of step ``index``."""
+    def timetag(self, index: int) -> int: ...
 
     @abstractmethod
-    def starting_at(self, start: int) -> StepGrid:
-        """The same grid with step 0 at (or the first step after) ``start``."""
+    def starting_at(self, start: int) -> StepGrid: ...
 
     def sounds(self, tick: Tick) -> bool:
         """Whether ``tick`` is played: always (a Link grid is silent while the session's
