@@ -28,12 +28,14 @@ from waiting import wait_until
 
 @pytest.fixture
 def peer() -> Iterator[LinkPeer]:
-    """The other musician's app at 97 bpm, its session a beat old before oscsync joins (Link
-    keeps the older of two sessions that meet; within 0.5 s of each other it picks by id)."""
+    """The other musician's app at 97 bpm, its session a bar old before oscsync joins (Link
+    keeps the older of two sessions that meet; within 0.5 s of each other it picks by id. With a
+    one-beat head start oscsync's own 120 bpm still won 1 run in 6, the peer adopting it; with a
+    bar, none in 22)."""
     require_link_network("link", "aalink")
     other = LinkPeer(97)
     try:
-        wait_until(lambda: other.status()["beat"] >= 1.0, 10, "the peer's session to be a beat old")
+        wait_until(lambda: other.status()["beat"] >= 4.0, 10, "the peer's session to be a bar old")
         yield other
     finally:
         other.close()
