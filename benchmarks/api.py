@@ -28,27 +28,21 @@ Everything runs on 127.0.0.1 with ports the kernel picks, and stops by itself.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
-import socket
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
-from typing import Any
 
-from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import BlockingOSCUDPServer, ThreadingOSCUDPServer
 
 import oscsync
-from oscsync.osc import codec
+from busy import busy_cores
 from oscsync.stats import percentile
-
-LOOPBACK = "127.0.0.1"
+from scheduler import lateness_from, pythonosc_lateness, send_bundles
 
 
 @dataclass
@@ -68,27 +62,6 @@ class Run:
         )
 
 
-def send_bundles(port: int, count: int, ahead: float, interval: float, tags: list[int]) -> None:
-    """Bundle k holds /bench k, timetagged ``ahead`` after it is sent; ``tags[k]`` keeps it."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    start = time.monotonic()
-    try:
-        for k in range(count):
-            delay = start + k * interval - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            tag = oscsync.from_unix(time.time() + ahead)
-            tags[k] = tag
-            packet = codec.encode_bundle(tag, [codec.encode_message("/bench", [k], "i")])
-            sock.sendto(packet, (LOOPBACK, port))
-    finally:
-        sock.close()
-
-
-def lateness_us(ran: dict[int, float], tags: list[int]) -> list[float]:
-    return [(when - oscsync.to_unix(tags[k])) * 1e6 for k, when in ran.items()]
-
-
 def run_endpoint_on(count: int, ahead: float, interval: float) -> Run:
     ran: dict[int, float] = {}
     done = threading.Event()
@@ -105,7 +78,7 @@ def run_endpoint_on(count: int, ahead: float, interval: float) -> Run:
         assert endpoint.port is not None
         send_bundles(endpoint.port, count, ahead, interval, tags)
         done.wait(ahead + 5.0)
-    return Run("oscsync Endpoint.on (held to its timetag)", lateness_us(ran, tags), count)
+    return Run("oscsync Endpoint.on (held to its timetag)", lateness_from(ran, tags), count)
 
 
 def run_endpoint_call_at(count: int, ahead: float, interval: float) -> Run:
@@ -128,7 +101,7 @@ def run_endpoint_call_at(count: int, ahead: float, interval: float) -> Run:
         assert endpoint.port is not None
         send_bundles(endpoint.port, count, ahead, interval, tags)
         done.wait(ahead + 5.0)
-    return Run("oscsync Endpoint.call_at (a callable at it)", lateness_us(ran, tags), count)
+    return Run("oscsync Endpoint.call_at (a callable at it)", lateness_from(ran, tags), count)
 
 
 def run_pythonosc(
@@ -137,44 +110,8 @@ def run_pythonosc(
     ahead: float,
     interval: float,
 ) -> Run:
-    ran: dict[int, float] = {}
-    done = threading.Event()
-    tags = [0] * count
-
-    def handler(address: str, *args: Any) -> None:
-        now = time.time()
-        ran[int(args[0])] = now
-        if len(ran) == count:
-            done.set()
-
-    dispatcher = Dispatcher(strict_timing=True)
-    dispatcher.map("/bench", handler)
-    server = server_class((LOOPBACK, 0), dispatcher)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    try:
-        thread.start()
-        send_bundles(server.server_address[1], count, ahead, interval, tags)
-        done.wait(ahead + count * ahead + 5.0)  # the blocking server may run far behind
-    finally:
-        server.shutdown()
-        server.server_close()
     name = f"python-osc {server_class.__name__.removesuffix('OSCUDPServer')} strict_timing"
-    return Run(name, lateness_us(ran, tags), count)
-
-
-@contextlib.contextmanager
-def busy_core(busy: bool) -> Iterator[None]:
-    if not busy:
-        yield
-        return
-    load = subprocess.Popen(["yes"], stdout=subprocess.DEVNULL)
-    try:
-        yield
-    finally:
-        load.terminate()
-        load.wait()
+    return Run(name, pythonosc_lateness(server_class, count, ahead, interval), count)
 
 
 RUNS: list[tuple[str, Callable[[int, float, float], Run]]] = [
@@ -209,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'receiver (lateness in µs)':<44} {'p50':>9} {'p99':>9} {'max':>10} {'min':>9} "
         f"{'>1 ms':>7} {'ran':>11}"
     )
-    with busy_core(options.busy):
+    with busy_cores(1 if options.busy else 0):
         for _, run in RUNS:
             print(run(options.count, options.ahead, options.interval).row(), flush=True)
     return 0

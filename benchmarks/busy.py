@@ -58,17 +58,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from oscsync.osc import timetag as tt
 from oscsync.stats import percentile
 from record_replay import (
-    RECEIVER,
     interval_errors,
+    receive_while,
     schedule,
     with_kernel_view,
     write_oscsendfile,
     write_recording,
 )
-from scheduler import PYTHON_OSC_PRINT, send_bundles
+from scheduler import PYTHON_OSC_PRINT, pipe_lateness
 
 PYTHON = sys.executable
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -301,59 +300,21 @@ def scheduler_section(
     return f"{figures_us(result['late_s'])}  [{granted}]{extra}"
 
 
-def pipe_lateness(
+def lateness_through_pipe(
     argv: list[str], count: int, pre: Callable[[], None] | None, port: int | None
 ) -> list[float]:
-    """Start ``argv`` (port from its stderr's first line unless given), send it bundles 55 ms
-    ahead, and stamp each line as it comes out of its stdout; lateness (s) = stamp - timetag."""
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
-    proc = subprocess.Popen(
+    """scheduler.pipe_lateness with bundles 55 ms ahead, 10 ms apart: ``argv`` started through
+    ``pre`` in a session of its own, its lines stamped by a promoted observer thread."""
+    return pipe_lateness(
         argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
+        count,
+        0.055,
+        0.01,
+        port=port,
         preexec_fn=pre,
+        start_new_session=True,
+        on_reader=promote_observer,
     )
-    assert proc.stdout is not None and proc.stderr is not None
-    if port is None:
-        # "listening on 127.0.0.1:PORT" (oscsync, after its notices) or "PORT" (python-osc)
-        line = proc.stderr.readline().decode()
-        while line and not (found := re.search(r"(?:^|:)(\d+)\s*$", line)):
-            line = proc.stderr.readline().decode()
-        if not line:
-            raise RuntimeError(f"{argv[0]} said no port: {proc.stderr.read().decode()!r}")
-        port = int(found.group(1))
-    arrivals: dict[int, float] = {}
-    stdout = proc.stdout
-
-    def read_lines() -> None:
-        promote_observer()
-        for line in stdout:
-            now = time.time()
-            found = re.search(rb"/bench\D+(\d+)", line)
-            if found:
-                arrivals[int(found.group(1))] = now
-
-    reader = threading.Thread(target=read_lines, daemon=True)
-    reader.start()
-    tags = [0] * count
-    try:
-        time.sleep(0.4)
-        send_bundles(port, count, 0.055, 0.01, tags)
-        deadline = time.monotonic() + 2.0
-        while len(arrivals) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        reader.join(2)
-    return [wall - tt.to_unix(tags[k]) for k, wall in arrivals.items()]
 
 
 def free_udp_port() -> int:
@@ -365,13 +326,13 @@ def free_udp_port() -> int:
 def pipe_section(prefix: list[str], pre: Callable[[], None] | None, count: int) -> list[str]:
     rows = []
     dump = [*prefix, PYTHON, "-m", "oscsync", "dump", "--schedule", "--listen", "127.0.0.1:0"]
-    late = pipe_lateness(dump, count, pre, None)
+    late = lateness_through_pipe(dump, count, pre, None)
     rows.append(f"    dump --schedule        {figures_us(late)}")
     if shutil.which("oscdump"):
         port = free_udp_port()
-        late = pipe_lateness([*prefix, "oscdump", "-L", str(port)], count, pre, port)
+        late = lateness_through_pipe([*prefix, "oscdump", "-L", str(port)], count, pre, port)
         rows.append(f"    liblo oscdump -L       {figures_us(late)}")
-    late = pipe_lateness([*prefix, PYTHON, "-c", PYTHON_OSC_PRINT], count, pre, None)
+    late = lateness_through_pipe([*prefix, PYTHON, "-c", PYTHON_OSC_PRINT], count, pre, None)
     rows.append(f"    python-osc strict      {figures_us(late)}")
     return rows
 
@@ -385,51 +346,27 @@ def replay_section(
     write_oscsendfile(text, offsets)
     rows = []
     argv = [*prefix, PYTHON, "-m", "oscsync", "replay", str(recording), "--peer", "127.0.0.1:PORT"]
-    stamps, kernel, summary = receive_while(argv, len(offsets), pre)
+    stamps, kernel, summary = receive_while(argv, len(offsets), pre, check=False)
     figures = with_kernel_view(interval_errors(offsets, stamps, 1.0), offsets, stamps, kernel, 1.0)
     own = re.search(r"sent late by p99 ([\d.]+) ms, max ([\d.]+) ms", summary)
     rows.append("    oscsync replay         " + replay_figures(figures, own))
     if shutil.which("oscsendfile"):
         argv = [*prefix, "oscsendfile", "127.0.0.1", "PORT", str(text), "1"]
-        stamps, kernel, _ = receive_while(argv, len(offsets), pre)
+        stamps, kernel, _ = receive_while(argv, len(offsets), pre, check=False)
         figures = with_kernel_view(
             interval_errors(offsets, stamps, 1.0), offsets, stamps, kernel, 1.0
         )
         rows.append("    liblo oscsendfile      " + replay_figures(figures, None))
         if not prefix and IS_ROOT and shutil.which("chrt"):
             # The same real-time priority oscsync's timer got: an equal footing.
-            stamps, kernel, _ = receive_while(["chrt", "-f", "6", *argv], len(offsets), pre)
+            stamps, kernel, _ = receive_while(
+                ["chrt", "-f", "6", *argv], len(offsets), pre, check=False
+            )
             figures = with_kernel_view(
                 interval_errors(offsets, stamps, 1.0), offsets, stamps, kernel, 1.0
             )
             rows.append("    oscsendfile, chrt -f 6 " + replay_figures(figures, None))
     return rows
-
-
-def receive_while(
-    argv: list[str], count: int, pre: Callable[[], None] | None
-) -> tuple[list[int], list[int], str]:
-    """record_replay.receive_while, with the sender started through ``pre`` (refused runs)."""
-    receiver = subprocess.Popen(
-        [PYTHON, "-c", RECEIVER, str(count), "15"],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    assert receiver.stdout is not None
-    port = receiver.stdout.readline().strip()
-    sender = subprocess.run(
-        [a.replace("PORT", port) for a in argv],
-        check=False,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=pre,
-    )
-    stamps, kernel_stamps = json.loads(receiver.stdout.readline())
-    receiver.wait()
-    lines = sender.stderr.strip().splitlines()
-    return stamps, kernel_stamps, "\n".join(lines)
 
 
 def replay_figures(figures: dict[str, float], own: re.Match[str] | None) -> str:
@@ -451,7 +388,7 @@ def metronome_section(prefix: list[str], pre: Callable[[], None] | None, ticks: 
         *prefix, PYTHON, "-m", "oscsync", "metronome", "send", "--peer", "127.0.0.1:PORT",
         "--bpm", "1200", "--count", str(ticks),
     ]  # fmt: skip
-    stamps, kernel, summary = receive_while(argv, ticks, pre)
+    stamps, kernel, summary = receive_while(argv, ticks, pre, check=False)
     offsets = [k * 0.05 for k in range(ticks)]
     figures = with_kernel_view(interval_errors(offsets, stamps, 1.0), offsets, stamps, kernel, 1.0)
     own = re.search(r"send time after grid: (.*?)(;|$)", summary, re.MULTILINE)

@@ -507,30 +507,18 @@ def benign_datagram(address: str, size: int) -> bytes:
 
 
 def _peak_rss_fed(argv: list[str], ready: str, datagrams: list[bytes]) -> tuple[float, str]:
-    """Peak RSS (MiB) of a listener after it was sent ``datagrams``; and its summary line."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "oscsync", *argv],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    line = proc.stderr.readline()
-    while ready not in line:
-        line = proc.stderr.readline()
-    port = int(line.rsplit(":", 1)[1])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.connect(("127.0.0.1", port))
-    for datagram in datagrams:
-        sock.send(datagram)
-        time.sleep(0.01)  # one at a time: measure what each costs, not the kernel's buffer
-    time.sleep(0.5)
-    peak = int(proc_status(proc.pid)["VmHWM"].split()[0]) / 1024
-    proc.terminate()
-    summary = proc.stderr.read().strip().splitlines()
-    proc.wait(10)
-    sock.close()
-    return peak, summary[-1] if summary else ""
+    """Peak RSS (MiB) of a listener after it was sent ``datagrams`` (:func:`_listener_cost`);
+    and its summary line."""
+
+    def feed(port: int) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect(("127.0.0.1", port))
+            for datagram in datagrams:
+                sock.send(datagram)
+                time.sleep(0.01)  # one at a time: measure what each costs, not the kernel's buffer
+
+    peak, _, summary = _listener_cost(argv, ready, feed)
+    return peak, summary
 
 
 def blob_bomb(count: int = 20) -> None:

@@ -37,19 +37,22 @@ import contextlib
 import math
 import os
 import platform
-import select
-import socket
 import statistics
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from fakepeers import FakePeer
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.netem import Relay
 from oscsync.apps.netemlink import ImpairmentSpec
 from oscsync.clock import Clock, SkewedClock, SystemClock
 from oscsync.net.hostport import HostPort
-from oscsync.osc import auth, codec
+from oscsync.osc import auth
 from oscsync.osc import timetag as tt
 from oscsync.stats import percentile
 from oscsync.sync import estimate
@@ -66,47 +69,21 @@ KEY = auth.Key(b"the benchmark's shared key, 32 bytes", "benchmark")
 SAMPLE_EVERY = 0.05
 
 
-class Tap:
-    """A hop between the follower and the link that sees every ping, passes it on, hands the
-    genuine pongs back, and, while :attr:`forging` says so, answers each ping itself first."""
+class Tap(FakePeer):
+    """A hop between the follower and the link (tests/fakepeers.py's relay) that sees every
+    ping, passes it on, hands the genuine pongs back, and, while :attr:`forging` says so,
+    answers each ping itself first."""
 
     def __init__(self, forward: HostPort, leader_clock: Clock) -> None:
-        self.forward = forward.sockaddr
+        super().__init__(relay_to=forward.sockaddr, forge=self._forge)
         self.leader_clock = leader_clock
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.address = HostPort(*self.sock.getsockname())
         self.forging = threading.Event()
-        self.forged = 0
-        self._pinger: tuple[str, int] | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tap", daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self.sock], [], [], 0.05)
-            if not ready:
-                continue
-            data, source = self.sock.recvfrom(65536)
-            if source == self.forward:
-                if self._pinger is not None:
-                    self.sock.sendto(data, self._pinger)
-                continue
-            self._pinger = source
-            if self.forging.is_set():
-                with contextlib.suppress(codec.DecodeError, ValueError, IndexError):
-                    ping = codec.decode(data)[0]  # signed: a bundle, the ping first
-                    seq, t1 = int(ping.args[0]), int(ping.args[1])
-                    claim = tt.add_seconds(self.leader_clock.now_timetag(), CLAIM)
-                    self.sock.sendto(encode_pong(seq, t1, claim, claim), source)
-                    self.forged += 1
-            self.sock.sendto(data, self.forward)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2.0)
-        self.sock.close()
+    def _forge(self, seq: int, t1: int) -> bytes | None:
+        if not self.forging.is_set():
+            return None
+        claim = tt.add_seconds(self.leader_clock.now_timetag(), CLAIM)
+        return encode_pong(seq, t1, claim, claim)
 
 
 @dataclass
@@ -141,16 +118,19 @@ def run(name: str, seconds: float, *, key: bool, forge: float | None, seed: int)
         assert leader.local_address is not None
         relay = Relay(HostPort("127.0.0.1", 0), leader.local_address, LINK, seed=seed, clock=base)
         relay.start()
-        tap = Tap(relay.local_address, leader_clock)
         try:
-            with open_endpoint(peers=[tap.address], clock=base, auth=follower_auth) as endpoint:
-                follower = ClockFollower(endpoint, peer=tap.address.sockaddr, auth=follower_auth)
+            with (
+                Tap(relay.local_address, leader_clock) as tap,
+                open_endpoint(
+                    peers=[HostPort(*tap.address)], clock=base, auth=follower_auth
+                ) as endpoint,
+            ):
+                follower = ClockFollower(endpoint, peer=tap.address, auth=follower_auth)
                 endpoint.start(lambda received: None)
                 follower.start()
                 errors = _watch(base, leader_clock, follower, tap, seconds, forge)
                 follower.close()
         finally:
-            tap.close()
             relay.close()
     _, used, _ = follower.counts()
     return Row(name, errors, follower.servo.steps, used, tap.forged, follower.ignored_counts())

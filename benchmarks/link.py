@@ -35,14 +35,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from linkpeer import LinkPeer
+from metronome import oscsync, start_listener
 from oscsync import audio
 
 RATE = 48_000
-PEER = Path(__file__).resolve().parent.parent / "tests" / "linkpeer.py"
-
-
-def oscsync(*args: str) -> list[str]:
-    return [sys.executable, "-m", "oscsync", *args]
 
 
 def only_loopback() -> bool:
@@ -50,33 +49,6 @@ def only_loopback() -> bool:
         sorted(name for _, name in socket.if_nameindex()) if hasattr(socket, "if_nameindex") else []
     )
     return names == ["lo"]
-
-
-class Peer:
-    def __init__(self, bpm: float) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(PEER), "--bpm", str(bpm)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert json.loads(self._line())["event"] == "ready"
-
-    def _line(self) -> str:
-        assert self.process.stdout is not None
-        return self.process.stdout.readline()
-
-    def status(self) -> dict[str, float]:
-        assert self.process.stdin is not None
-        self.process.stdin.write("status\n")
-        self.process.stdin.flush()
-        return dict(json.loads(self._line()))
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write("quit\n")
-        self.process.stdin.flush()
-        self.process.wait(timeout=5)
 
 
 def figures(name: str, errors: list[float]) -> str:
@@ -104,29 +76,14 @@ def main() -> int:
         f"{args.offset * 1000:g} ms, WAV at {RATE} Hz; Python {platform.python_version()}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
     )
-    peer = Peer(args.bpm)
+    peer = LinkPeer(args.bpm)
     try:
         while peer.status()["beat"] < 1.0:  # its session a beat old: oscsync joins it
             pass
         with tempfile.TemporaryDirectory() as tmp:
             wav, log = Path(tmp) / "ticks.wav", Path(tmp) / "ticks.jsonl"
             duration = args.ticks * 60 / args.bpm + 20
-            listener = subprocess.Popen(
-                oscsync(
-                    "metronome", "listen", "--listen", "127.0.0.1:0", "--count", str(args.ticks),
-                    "--audio", f"wav:{wav}", "--log", str(log), "--duration", str(duration),
-                ),
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )  # fmt: skip
-            assert listener.stderr is not None
-            frame0 = where = None
-            for line in listener.stderr:
-                if "frame 0 =" in line:
-                    frame0 = float(line.split("frame 0 = ")[1].split()[0])
-                if line.startswith("listening on"):
-                    where = line.split()[-1]
-                    break
+            listener, where, frame0 = start_listener(args.ticks, f"wav:{wav}", log, duration)
             if where is None or frame0 is None:
                 listener.kill()
                 raise SystemExit("the listener did not start")

@@ -54,32 +54,39 @@ class Session:
     wav_onsets: list[int] | None
 
 
+def start_listener(
+    ticks: int, audio_arg: str, log: Path, duration: float
+) -> tuple[subprocess.Popen[str], str | None, float | None]:
+    """``metronome listen`` on a port of the kernel's for ``ticks`` ticks (``--audio
+    audio_arg``, ``--log log``), its stderr read up to where it listens: the process, that
+    HOST:PORT and the WAV's frame 0 on the wall clock (None for what it did not say)."""
+    listener = subprocess.Popen(
+        oscsync(
+            "metronome", "listen", "--listen", "127.0.0.1:0", "--count", str(ticks),
+            "--audio", audio_arg, "--log", str(log), "--duration", str(duration),
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    assert listener.stderr is not None
+    frame0 = None
+    for line in listener.stderr:
+        if "frame 0 =" in line:
+            frame0 = float(line.split("frame 0 = ")[1].split()[0])
+        if line.startswith("listening on"):
+            return listener, line.split()[-1], frame0
+    return listener, None, frame0
+
+
 def run_session(
     label: str, offset: float, audio_kind: str, ticks: int, bpm: float, workdir: Path
 ) -> Session:
     log = workdir / f"{label}.jsonl"
     wav = workdir / f"{label}.wav"
     audio_arg = f"wav:{wav}" if audio_kind == "wav" else audio_kind
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    listener = subprocess.Popen(
-        oscsync(
-            "metronome", "listen", "--listen", "127.0.0.1:0", "--count", str(ticks),
-            "--audio", audio_arg, "--log", str(log), "--duration", str(ticks * 60 / bpm + 20),
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )  # fmt: skip
-    assert listener.stderr is not None
-    frame0 = None
-    where = None
-    for line in listener.stderr:
-        if "frame 0 =" in line:
-            frame0 = float(line.split("frame 0 = ")[1].split()[0])
-        if line.startswith("listening on"):
-            where = line.split()[-1]
-            break
+    listener, where, frame0 = start_listener(ticks, audio_arg, log, ticks * 60 / bpm + 20)
     if where is None:
         listener.kill()
         raise SystemExit(f"{label}: the listener did not start")

@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from oscsync.files.recording import RecordingWriter
@@ -165,9 +166,17 @@ def write_oscsendfile(path: Path, offsets: list[float]) -> None:
             out.write(f"{seconds:08x}.{fraction:08x} /bench i {n}\n")
 
 
-def receive_while(argv: list[str], count: int) -> tuple[list[int], list[int], str]:
+def receive_while(
+    argv: list[str],
+    count: int,
+    pre: Callable[[], None] | None = None,
+    *,
+    check: bool = True,
+) -> tuple[list[int], list[int], str]:
     """Arrival stamps (ns) of what ``argv`` sends, taken by the receiving process (monotonic)
-    and by the kernel (real time; empty where unavailable), and the last line it printed."""
+    and by the kernel (real time; empty where unavailable), and what it printed on stderr.
+    ``pre`` runs in the sender before exec (benchmarks/busy.py: a sender refused real-time
+    priority); ``check``: a sender that fails is an error."""
     # A session of its own, like a receiving program started from another terminal: Linux's
     # autogroup scheduling would otherwise charge the receiver for the sender's CPU time (same
     # session, same group). Measured at load ~2: receiver wake-up p99 0.65-0.86 ms in its own
@@ -182,15 +191,15 @@ def receive_while(argv: list[str], count: int) -> tuple[list[int], list[int], st
     port = receiver.stdout.readline().strip()
     sender = subprocess.run(
         [a.replace("PORT", port) for a in argv],
-        check=True,
+        check=check,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=pre,
     )
     stamps, kernel_stamps = json.loads(receiver.stdout.readline())
     receiver.wait()
-    lines = sender.stderr.strip().splitlines()
-    return stamps, kernel_stamps, lines[-1] if lines else ""
+    return stamps, kernel_stamps, sender.stderr.strip()
 
 
 def _rank(values: list[float], fraction: float) -> float:

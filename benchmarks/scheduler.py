@@ -170,12 +170,14 @@ def run_oscsync(count: int, ahead: float, interval: float, spin: float) -> Run:
     )
 
 
-def run_pythonosc(
+def pythonosc_lateness(
     server_class: type[BlockingOSCUDPServer] | type[ThreadingOSCUDPServer],
     count: int,
     ahead: float,
     interval: float,
-) -> Run:
+) -> list[float]:
+    """python-osc's ``server_class`` with its strict timing (its handler runs at the bundle's
+    timetag) sent ``count`` bundles (:func:`send_bundles`): each handler's lateness, µs."""
     arrivals: dict[int, float] = {}
     done = threading.Event()
 
@@ -195,12 +197,21 @@ def run_pythonosc(
     try:
         thread.start()
         send_bundles(server.server_address[1], count, ahead, interval, tags)
-        done.wait(ahead + 5.0)
+        done.wait(ahead + count * ahead + 5.0)  # the blocking server may run far behind
     finally:
         server.shutdown()
         server.server_close()
+    return lateness_from(arrivals, tags)
+
+
+def run_pythonosc(
+    server_class: type[BlockingOSCUDPServer] | type[ThreadingOSCUDPServer],
+    count: int,
+    ahead: float,
+    interval: float,
+) -> Run:
     name = f"python-osc {server_class.__name__.removesuffix('OSCUDPServer')} strict"
-    return Run(name, lateness_from(arrivals, tags), count)
+    return Run(name, pythonosc_lateness(server_class, count, ahead, interval), count)
 
 
 # -- head-of-line ------------------------------------------------------------------------------
@@ -560,19 +571,46 @@ server.serve_forever()
 """
 
 
-def pipe_run(name: str, argv: list[str], count: int, ahead: float, interval: float) -> Run:
-    """Start ``argv`` (its stderr's first line ends with its port), send it bundles, and stamp
-    each line as it comes out of its stdout pipe; lateness = that stamp - the timetag."""
+def pipe_lateness(
+    argv: list[str],
+    count: int,
+    ahead: float,
+    interval: float,
+    *,
+    port: int | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    start_new_session: bool = False,
+    on_reader: Callable[[], object] | None = None,
+) -> list[float]:
+    """Start ``argv`` (its port: the number ending a line of its stderr, unless given), send it
+    bundles, and stamp each line as it comes out of its stdout pipe; lateness (s) = that stamp -
+    the timetag. ``preexec_fn`` and ``start_new_session`` go to Popen; ``on_reader`` runs first
+    on the thread that stamps."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
     proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=start_new_session,
+        preexec_fn=preexec_fn,
     )
     assert proc.stdout is not None and proc.stderr is not None
-    port = int(proc.stderr.readline().decode().rsplit(":", 1)[-1])
+    if port is None:
+        # "listening on 127.0.0.1:PORT" (oscsync, after its notices) or "PORT" (python-osc)
+        line = proc.stderr.readline().decode()
+        while line and not (found := re.search(r"(?:^|:)(\d+)\s*$", line)):
+            line = proc.stderr.readline().decode()
+        if not line:
+            raise RuntimeError(f"{argv[0]} said no port: {proc.stderr.read().decode()!r}")
+        port = int(found.group(1))
     arrivals: dict[int, float] = {}
     stdout = proc.stdout
 
     def read_lines() -> None:
+        if on_reader is not None:
+            on_reader()
         for line in stdout:
             now = time.time()
             found = re.search(rb"/bench\D+(\d+)", line)
@@ -583,7 +621,7 @@ def pipe_run(name: str, argv: list[str], count: int, ahead: float, interval: flo
     reader.start()
     tags = [0] * count
     try:
-        time.sleep(0.3)
+        time.sleep(0.4)
         send_bundles(port, count, ahead, interval, tags)
         deadline = time.monotonic() + ahead + 2.0
         while len(arrivals) < count and time.monotonic() < deadline:
@@ -596,7 +634,13 @@ def pipe_run(name: str, argv: list[str], count: int, ahead: float, interval: flo
             proc.kill()
             proc.wait()
         reader.join(2)
-    return Run(name, lateness_from(arrivals, tags), count)
+    return [wall - tt.to_unix(tags[k]) for k, wall in arrivals.items()]
+
+
+def pipe_run(name: str, argv: list[str], count: int, ahead: float, interval: float) -> Run:
+    """:func:`pipe_lateness` as a row, in µs."""
+    lateness = pipe_lateness(argv, count, ahead, interval)
+    return Run(name, [seconds * 1e6 for seconds in lateness], count)
 
 
 def pipe_section(count: int, ahead: float, interval: float, rounds: int = 4) -> None:

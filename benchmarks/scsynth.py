@@ -34,10 +34,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -45,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from conftest import LineReader, free_udp_port, oscsync_command
+from conftest import ChildProcesses, leader_through_bridge
 from jackharness import JackUnavailable, Recorder, jack_server
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import SystemClock
@@ -109,50 +106,19 @@ def play_through_bridge(
     recorder = Recorder(jack, seconds=args.ticks * args.interval + args.lead + 10)  # type: ignore[arg-type]
     recorder.connect_player()
     late_before = len(server.late)
-    bridge_port, dump_port = free_udp_port(), free_udp_port()
-    bpm = 60 / args.interval
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    procs = []
-
-    def start(*command: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            oscsync_command(*command), env=env, text=True, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        procs.append(proc)
-        return proc
-
     try:
-        count = str(args.ticks)
-        dump = start("dump", "-l", f"127.0.0.1:{dump_port}", "--jsonl", "--count", count)
-        bridge = start(
-            "bridge", "-l", f"127.0.0.1:{bridge_port}", "--to", str(server.udp), "--mode",
-            "retimetag", "--sync", "--map", f"/tick=/s_new s:{CLICK} i:-1 i:0 i:0", "-q",
-            "--count", count,
-        )  # fmt: skip
-        for proc in (dump, bridge):
-            assert proc.stderr is not None
-            LineReader(proc.stderr).wait_for(lambda line: line.startswith("listening on"), 60)
-        leader = start(
-            "--clock-skew", str(skew), "metronome", "send", "--peer", f"127.0.0.1:{bridge_port}",
-            "--peer", f"127.0.0.1:{dump_port}", "--bpm", f"{bpm:g}", "--offset", str(args.lead),
-            "--count", count,
-        )  # fmt: skip
-        leader.communicate(timeout=args.ticks * args.interval + 60)
-        bridge.communicate(timeout=60)
-        dump_out, _ = dump.communicate(timeout=60)
-        truth = sorted(
-            tt.from_unix(json.loads(line)["timetag_unix"] - skew) for line in dump_out.splitlines()
-        )
+        with ChildProcesses() as children:
+            _, _, meant = leader_through_bridge(
+                children.oscsync, "--to", str(server.udp), "--mode", "retimetag", "--sync",
+                "--map", f"/tick=/s_new s:{CLICK} i:-1 i:0 i:0",
+                ticks=args.ticks, bpm=60 / args.interval, offset=args.lead, skew=skew,
+            )  # fmt: skip
+        truth = sorted(tt.from_unix(unix) for unix in meant)
         offset = wall_minus_monotonic()
         due = float(tt.to_unix(truth[-1])) + 0.2
         while recorder.leaves_device_mono(max(recorder.position - 1, 0)) + offset < due:
             time.sleep(0.05)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         recorder.close()
     return onset_errors(recorder, truth), recorder, len(server.late) - late_before
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import queue
 import shutil
@@ -11,11 +13,13 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 import pytest
 from click.testing import CliRunner
 
+import jackharness
+from jackharness import JackServer
 from oscsync.clock import FakeClock
 from waiting import wait_until
 
@@ -37,15 +41,51 @@ os.environ.pop("OSCSYNC_KEY_FILE", None)
 os.environ["OSCSYNC_REALTIME"] = "off"
 
 
+def missing(message: str) -> NoReturn:
+    """A real peer the test needs is missing (``message`` says which and how to get it): skip
+    locally, **fail** under CI=true."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def unusable(what: str, reason: str) -> NoReturn:
+    """:func:`missing`: ``what`` is installed but cannot be used, for ``reason``."""
+    missing(f"{what} is not usable: {reason} (make test installs it)")
+
+
 def require_peer(program: str) -> str:
     """Path of a peer program: missing skips locally and **fails** under CI=true."""
     path = shutil.which(program)
     if path is None:
-        message = f"{program} is not installed (make test installs it with apt-get)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{program} is not installed (make test installs it with apt-get)")
     return path
+
+
+@contextlib.contextmanager
+def private_jack(
+    monkeypatch: pytest.MonkeyPatch,
+    rate: int = jackharness.RATE,
+    period: int = jackharness.PERIOD,
+    modules: tuple[str, ...] = ("jack",),
+) -> Iterator[JackServer]:
+    """A private ``jackd -d dummy`` at ``rate`` Hz with ``period``-frame periods
+    (tests/jackharness.py), named in ``JACK_DEFAULT_SERVER`` for what the test starts, always
+    stopped afterwards. jackd, jack_wait or a Python module of ``modules`` (``jack``: the
+    JACK-Client package) missing or unusable: :func:`missing`."""
+    require_peer("jackd")
+    require_peer("jack_wait")
+    for module in modules:
+        try:
+            __import__(module)
+        except (ImportError, OSError) as exc:
+            unusable("JACK-Client" if module == "jack" else module, str(exc))
+    try:
+        with jackharness.jack_server(rate, period) as server:
+            monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)
+            yield server
+    except jackharness.JackUnavailable as exc:
+        unusable("jackd", str(exc))
 
 
 def _multicast_route_on_lo() -> bool:
@@ -82,9 +122,7 @@ def require_link_network(*modules: str) -> None:
         if missing:
             reason = f"{', '.join(missing)} not installed (pip install -e '.[test]')"
     if reason is not None:
-        if IN_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing(reason)
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -123,35 +161,104 @@ def oscsync_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "oscsync", *args]
 
 
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Start oscsync subprocesses; every one is stopped (SIGTERM, then kill) at test end."""
-    started: list[subprocess.Popen[str]] = []
+class ChildProcesses:
+    """Programs run in child processes for a test (unbuffered, stdin closed unless given,
+    output piped as text); :meth:`close`, or the end of ``with``, stops every one still running
+    (SIGTERM, then kill) and closes its pipes."""
 
-    def start(*args: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[str]:
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[str]] = []
+
+    def popen(
+        self,
+        argv: list[str],
+        *,
+        stdin: int | None = subprocess.DEVNULL,
+        stderr: int = subprocess.PIPE,
+    ) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
-            oscsync_command(*args),
+            argv,
             stdin=stdin,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=stderr,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        started.append(proc)
+        self.started.append(proc)
         return proc
 
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for stream in (proc.stdout, proc.stderr, proc.stdin):
-            if stream is not None:
-                stream.close()
+    def oscsync(self, *args: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[str]:
+        """``oscsync ARGS...`` (:func:`oscsync_command`)."""
+        return self.popen(oscsync_command(*args), stdin=stdin)
+
+    def close(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            for stream in (proc.stdout, proc.stderr, proc.stdin):
+                if stream is not None:
+                    stream.close()
+
+    def __enter__(self) -> ChildProcesses:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+Spawn = Callable[..., subprocess.Popen[str]]
+"""What the ``spawn`` fixture gives: ``spawn("dump", "-l", ...)`` starts ``oscsync dump -l ...``."""
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """Start oscsync subprocesses; every one is stopped (SIGTERM, then kill) at test end."""
+    with ChildProcesses() as children:
+        yield children.oscsync
+
+
+def leader_through_bridge(
+    start: Spawn, *bridge: str, ticks: int, bpm: float, offset: float, skew: float
+) -> tuple[str, str, list[float]]:
+    """Issue 28's bridge done-when, as the tests and benchmarks/scsynth.py run it: ``oscsync
+    dump`` and ``oscsync bridge -l PORT BRIDGE...`` started through ``start`` (``spawn``), each
+    on a port of its own; once both listen, a leader, ``metronome send`` with its clock ``skew``
+    ahead, sends both ``ticks`` ticks at ``bpm``, each ``offset`` ahead. Once all three have
+    exited (each with 0): the bridge's stdout and stderr, and the true time (Unix, this clock)
+    each tick meant: its timetag as dump received it, less ``skew``."""
+    bridge_port, dump_port = free_udp_port(), free_udp_port()
+    count = str(ticks)
+    dump = start("dump", "-l", f"127.0.0.1:{dump_port}", "--jsonl", "--count", count)
+    bridging = start("bridge", "-l", f"127.0.0.1:{bridge_port}", *bridge, "--count", count)
+    for proc in (dump, bridging):
+        _read_until_listening(proc)
+    leader = start(
+        "--clock-skew", str(skew), "metronome", "send", "--peer", f"127.0.0.1:{bridge_port}",
+        "--peer", f"127.0.0.1:{dump_port}", "--bpm", f"{bpm:g}", "--offset", str(offset),
+        "--count", count,
+    )  # fmt: skip
+    _, leader_err = leader.communicate(timeout=ticks * 60 / bpm + 60)
+    assert leader.returncode == 0, leader_err
+    bridge_out, bridge_err = bridging.communicate(timeout=60)
+    dump_out, dump_err = dump.communicate(timeout=60)
+    assert bridging.returncode == 0 and dump.returncode == 0, (bridge_err, dump_err)
+    truth = [json.loads(line)["timetag_unix"] - skew for line in dump_out.splitlines()]
+    return bridge_out, bridge_err, truth
+
+
+def _read_until_listening(proc: subprocess.Popen[str]) -> None:
+    """Read ``proc``'s stderr up to its ``listening on`` line (the rest is left for
+    ``communicate``); AssertionError if it exits first."""
+    assert proc.stderr is not None
+    for line in iter(proc.stderr.readline, ""):
+        if line.startswith("listening on"):
+            return
+    raise AssertionError(f"exited before listening: {proc.wait()}")
 
 
 class LineReader:

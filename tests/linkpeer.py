@@ -11,7 +11,8 @@ command read on stdin:
 ``tempo BPM``  sets the session's tempo
 ``quit``       leaves
 
-The tests (tests/test_link_session.py) and benchmarks/link.py drive it.
+The tests (tests/test_link_session.py) and benchmarks/link.py drive it through
+:class:`LinkPeer`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,56 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
+
+PROGRAM = Path(__file__).resolve()
+
+
+class LinkPeer:
+    """This program in a process of its own: ask it for its session's status, set the tempo."""
+
+    def __init__(self, bpm: float) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(PROGRAM), "--bpm", str(bpm)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._read()["event"] == "ready"
+
+    def _read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line, "the Link peer exited"
+        return dict(json.loads(line))
+
+    def ask(self, command: str) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def status(self) -> dict[str, Any]:
+        return self.ask("status")
+
+    def unix_of_beat(self, beat: float, status: dict[str, Any]) -> float:
+        """Where this peer puts session beat ``beat``, on the system's wall clock."""
+        return float(status["unix"] + (beat - status["beat"]) * 60 / status["tempo"])
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.write("quit\n")
+            self.process.stdin.flush()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def status(link: object) -> dict[str, object]:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IN_CI, free_udp_port, oscsync_command, require_peer
-from jackharness import JackServer, JackUnavailable, Recorder, jack_server
+from conftest import free_udp_port, oscsync_command, private_jack
+from jackharness import JackServer, Recorder
 from oscsync import audio
 from waiting import wait_until
 
@@ -34,29 +34,11 @@ LOCK_S = 1.5
 from a sender started by a person)."""
 
 
-def _need(what: str, reason: str) -> None:
-    message = f"{what} is not usable: {reason} (make test installs it)"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture
 def jack(monkeypatch: pytest.MonkeyPatch) -> Iterator[JackServer]:
     """A private ``jackd -d dummy`` (48 kHz, 256-frame periods), always stopped afterwards."""
-    require_peer("jackd")
-    require_peer("jack_wait")
-    for module in ("sounddevice", "jack"):
-        try:
-            __import__(module)
-        except (ImportError, OSError) as exc:
-            _need(module, str(exc))
-    try:
-        with jack_server(RATE) as server:
-            monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)
-            yield server
-    except JackUnavailable as exc:
-        _need("jackd", str(exc))
+    with private_jack(monkeypatch, RATE, modules=("sounddevice", "jack")) as server:
+        yield server
 
 
 def listen_and_record(

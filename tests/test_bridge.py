@@ -31,6 +31,7 @@ from oscsync.osc import timetag as tt
 from oscsync.osc.rewrite import Rewriter, parse_rule
 from oscsync.osc.routing import Received
 from oscsync.scheduler import LatePolicy, Scheduler
+from oscsync.sync.ping import encode_ping
 from test_clockfollow import LEADER, _World
 from waiting import wait_until
 
@@ -351,7 +352,7 @@ def test_bridge_retimetag_answers_clock_pings_and_ignores_what_its_target_replie
     bundle = codec.encode_bundle(stamp, [codec.encode_message("/tick", [1])])
 
     def lead() -> None:
-        wait_until(lambda: _bound(port), 10, "the bridge listening")
+        wait_until(lambda: _answering(port), 10, "the bridge answering")
         leader.sendto(bundle, ("127.0.0.1", port))
         data, bridge_address = target.recvfrom(65536)
         assert codec.decode(data) == [codec.Message("/tick", (1,), "i", stamp)]
@@ -399,7 +400,7 @@ def test_with_a_key_the_bridge_follows_only_a_leader_that_signs(
     forwarded: list[codec.Message] = []
 
     def lead() -> None:
-        wait_until(lambda: _bound(port), 10, "the bridge listening")
+        wait_until(lambda: _answering(port), 10, "the bridge answering")
         stranger.send_bytes(codec.encode_bundle(soon, [codec.encode_message("/tick", [1])]))
         leader.send_bytes(
             key.sign_bundles(codec.encode_bundle(soon, [codec.encode_message("/tick", [2])]))
@@ -427,13 +428,18 @@ def test_with_a_key_the_bridge_follows_only_a_leader_that_signs(
     assert "sync locked" in result.stderr
 
 
-def _bound(port: int) -> bool:
+def _answering(port: int) -> bool:
+    """True once something on ``port`` answers a clock ping (every listener does, a bridge
+    too). Probing by binding the port ourselves raced the bridge for it: "already in use",
+    once in a full run."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.settimeout(0.2)
+        probe.sendto(encode_ping(1, tt.from_unix(time.time())), ("127.0.0.1", port))
         try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
+            probe.recvfrom(2048)
+        except OSError:  # timed out, or refused (ICMP port unreachable): not yet
+            return False
+    return True
 
 
 @pytest.mark.parametrize(

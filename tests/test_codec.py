@@ -166,7 +166,8 @@ def test_a_deeply_nested_frame_is_decoded_without_a_copy_per_level() -> None:
 
 def _outcomes(decode: Callable[[], list[codec.Message]]) -> object:
     try:
-        return decode()
+        # repr: a NaN inside an array compares unequal to itself, the same NaN as text does not
+        return repr(decode())
     except codec.DecodeError as exc:
         return ("error", exc.reason)
 

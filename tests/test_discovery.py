@@ -499,28 +499,36 @@ def test_someone_elses_txt_is_bounded() -> None:
     assert all(len(value) <= 255 for value in decoded.values())
 
 
-def test_peers_escapes_hostile_names_and_txt(browser: Browser) -> None:
-    # Another program may announce any UTF-8 (RFC 6763 §4.1.1): python-zeroconf refuses ASCII
-    # control characters in names, but not a right-to-left override, and TXT values are bytes.
-    mine = unique_name()  # other test runs on this machine may announce their own "evil" names
-    name = mine + "\u202eevil"
+def peers_while_announced(
+    browser: Browser, name: str, role: str, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """``oscsync peers OPTIONS`` on loopback while ``browser`` announces an ``_osc._udp``
+    service ``name`` with TXT ``role=ROLE``, as another program may (any UTF-8)."""
     info = zeroconf.ServiceInfo(
         mdns.OSC_UDP,
         f"{name}.{mdns.OSC_UDP}",
         port=9000,
-        properties={"role": "\x1b]0;pwned\x07"},
+        properties={"role": role},
         addresses=[socket.inet_aton("127.0.0.1")],
     )
     browser.zc.register_service(info, cooperating_responders=True)
     try:
-        listed = subprocess.run(
-            oscsync_command("peers", "--interface", "loopback", "--timeout", "3"),
+        return subprocess.run(
+            oscsync_command("peers", *options, "--interface", "loopback", "--timeout", "3"),
             capture_output=True,
             text=True,
             timeout=30,
         )
     finally:
         browser.zc.unregister_service(info)
+
+
+def test_peers_escapes_hostile_names_and_txt(browser: Browser) -> None:
+    # Another program may announce any UTF-8 (RFC 6763 §4.1.1): python-zeroconf refuses ASCII
+    # control characters in names, but not a right-to-left override, and TXT values are bytes.
+    mine = unique_name()  # other test runs on this machine may announce their own "evil" names
+    name = mine + "\u202eevil"
+    listed = peers_while_announced(browser, name, "\x1b]0;pwned\x07")
     assert listed.returncode == 0, listed.stderr
     [line] = [text for text in listed.stdout.splitlines() if mine in text]
     assert "\u202e" not in line and "\x1b" not in line and "\x07" not in line
@@ -623,23 +631,7 @@ def test_peers_jsonl_writes_names_and_txt_as_ascii(browser: Browser) -> None:
     """Issue 27, item 14: --jsonl left U+202E (a right-to-left override) raw in a name."""
     mine = unique_name()
     name = mine + "\u202eevil"
-    info = zeroconf.ServiceInfo(
-        mdns.OSC_UDP,
-        f"{name}.{mdns.OSC_UDP}",
-        port=9000,
-        properties={"role": "\u202e\x1b]0;pwned\x07"},
-        addresses=[socket.inet_aton("127.0.0.1")],
-    )
-    browser.zc.register_service(info, cooperating_responders=True)
-    try:
-        listed = subprocess.run(
-            oscsync_command("peers", "--jsonl", "--interface", "loopback", "--timeout", "3"),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    finally:
-        browser.zc.unregister_service(info)
+    listed = peers_while_announced(browser, name, "\u202e\x1b]0;pwned\x07", "--jsonl")
     assert listed.returncode == 0, listed.stderr
     [line] = [text for text in listed.stdout.splitlines() if mine in text]
     assert line.isascii()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import subprocess
 import sys
@@ -18,49 +17,30 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, LineReader, free_udp_port
+from conftest import REPO, ChildProcesses, LineReader, Spawn, free_udp_port
 from oscsync.audio import find_onsets, read_wav
 from pdharness import PdProcess
 
 EXAMPLES = REPO / "examples"
 SCRIPTS = sorted(path.name for path in EXAMPLES.glob("*.py"))
 RunPd = Callable[..., PdProcess]
-Spawn = Callable[..., subprocess.Popen[str]]
 Script = Callable[..., tuple[subprocess.Popen[str], LineReader]]
 
 
 @pytest.fixture
 def script() -> Iterator[Script]:
     """Start ``examples/NAME`` with arguments; (process, its stdout lines). Stopped at the end."""
-    started: list[subprocess.Popen[str]] = []
+    with ChildProcesses() as children:
 
-    def start(
-        name: str, *args: object, stdin: int | None = subprocess.DEVNULL
-    ) -> tuple[subprocess.Popen[str], LineReader]:
-        proc = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / name), *map(str, args)],
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        started.append(proc)
-        assert proc.stdout is not None
-        return proc, LineReader(proc.stdout)
+        def start(
+            name: str, *args: object, stdin: int | None = subprocess.DEVNULL
+        ) -> tuple[subprocess.Popen[str], LineReader]:
+            argv = [sys.executable, str(EXAMPLES / name), *map(str, args)]
+            proc = children.popen(argv, stdin=stdin, stderr=subprocess.STDOUT)
+            assert proc.stdout is not None
+            return proc, LineReader(proc.stdout)
 
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for stream in (proc.stdout, proc.stdin):
-            if stream is not None:
-                stream.close()
+        yield start
 
 
 def test_the_workshop_four_and_three_more_are_there_each_a_page_or_less() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import IN_CI, REPO, LineReader, free_udp_port, oscsync_command, require_peer
+from conftest import REPO, LineReader, free_udp_port, missing, oscsync_command, require_peer
 from test_interop_liblo import start_oscdump, wait_until_listening
 from test_interop_liblo_tcp import free_tcp_port, start_oscdump_tcp
 
@@ -139,10 +139,7 @@ def require_oscjs() -> list[str]:
     """The command that runs tests/node/oscjs_peer.js; missing osc.js fails under CI=true."""
     node = require_peer("node")
     if not (NODE_DIR / "node_modules" / "osc" / "package.json").exists():
-        message = "osc.js is not installed (make peers runs npm ci in tests/node)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("osc.js is not installed (make peers runs npm ci in tests/node)")
     return [node, str(NODE_DIR / "oscjs_peer.js")]
 
 

@@ -203,6 +203,11 @@ class Wire:
 
 def run(sender: TickSender, count: int, until: float | None = None) -> None:
     sender.start(count)
+    run_on(sender, until)
+
+
+def run_on(sender: TickSender, until: float | None = None) -> None:
+    """Run the sender's scheduler on its fake clock until it is done (or until ``until``)."""
     clock = sender.clock
     assert isinstance(clock, FakeClock)
     while True:
@@ -235,17 +240,6 @@ def test_metronome_ticks_are_sent_on_the_sessions_beats_and_follow_a_tempo_chang
     assert stamps == pytest.approx([0.35, 0.85, 1.35, 1.85, 2.7, 3.7, 4.7, 5.7], abs=1e-6)
     beats = [message.args[0] for _, message in wire.sent]
     assert beats == [2, 3, 0, 1, 2, 3, 0, 1]  # the session's phase, quantum 4
-
-
-def run_on(sender: TickSender) -> None:
-    clock = sender.clock
-    assert isinstance(clock, FakeClock)
-    while True:
-        wait = sender.scheduler.run_due()
-        if sender.done.is_set():
-            return
-        assert wait is not None
-        clock.advance(wait)
 
 
 def test_a_pattern_starts_on_the_sessions_bar_line() -> None:

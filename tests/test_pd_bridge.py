@@ -17,8 +17,6 @@ crashes PD in callback mode: a 1.1 MB stack frame on JACK's thread. Hence vanill
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IN_CI, REPO, free_udp_port, oscsync_command, require_peer
-from jackharness import JackServer, JackUnavailable, Recorder, jack_server
+from conftest import REPO, Spawn, free_udp_port, leader_through_bridge, private_jack
+from jackharness import JackServer, Recorder
 from oscsync import audio
 from pdharness import PdProcess
 from waiting import wait_until
@@ -51,35 +49,18 @@ callback, a few tens of µs after the cycle's true start."""
 PATCH = REPO / "tests" / "pd" / "bridge_beat.pd"
 
 
-def _need(what: str, reason: str) -> None:
-    message = f"{what} is not usable: {reason} (make test installs it)"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture
 def jack(monkeypatch: pytest.MonkeyPatch) -> Iterator[JackServer]:
     """A private ``jackd -d dummy`` at 64 kHz with 1 ms periods; PD inherits its name."""
-    require_peer("jackd")
-    require_peer("jack_wait")
-    try:
-        __import__("jack")
-    except (ImportError, OSError) as exc:
-        _need("JACK-Client", str(exc))
-    try:
-        with jack_server(RATE, BLOCK) as server:
-            monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)
-            yield server
-    except JackUnavailable as exc:
-        _need("jackd", str(exc))
+    with private_jack(monkeypatch, RATE, BLOCK) as server:
+        yield server
 
 
 def test_leader_ticks_through_the_bridge_sound_in_pd_within_a_block_of_their_timetag(
-    jack: JackServer, run_pd: Callable[..., PdProcess], tmp_path: Path
+    jack: JackServer, run_pd: Callable[..., PdProcess], spawn: Spawn, tmp_path: Path
 ) -> None:
     recorder = Recorder(jack, seconds=TICKS * 60 / BPM + 30)
-    pd_port, bridge_port, dump_port = (free_udp_port() for _ in range(3))
+    pd_port = free_udp_port()
     pd = run_pd(
         PATCH,
         sends=[f"bridge-listen {pd_port}"],
@@ -87,53 +68,22 @@ def test_leader_ticks_through_the_bridge_sound_in_pd_within_a_block_of_their_tim
         timeout=30,
     )
     assert pd.creation_failures() == []
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(*args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            oscsync_command(*args), env=env, text=True, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        procs.append(proc)
-        return proc
-
     try:
         recorder.connect_player(30)
-        # The leader's true timetags, as sent (dump does not follow anyone's clock).
-        dump = start("dump", "-l", f"127.0.0.1:{dump_port}", "--jsonl", "--count", str(TICKS))
-        bridge = start(
-            "bridge", "-l", f"127.0.0.1:{bridge_port}", "--to", f"127.0.0.1:{pd_port}",
-            "--mode", "at-timetag", "--sync", "--map", "/tick=/beat i:$1", "--jsonl",
-            "--count", str(TICKS),
+        # The leader's clock is LEADER_SKEW ahead: the truth is its timetags less that.
+        bridge_out, bridge_err, truth = leader_through_bridge(
+            spawn, "--to", f"127.0.0.1:{pd_port}", "--mode", "at-timetag", "--sync",
+            "--map", "/tick=/beat i:$1", "--jsonl",
+            ticks=TICKS, bpm=BPM, offset=OFFSET, skew=LEADER_SKEW,
         )  # fmt: skip
-        for proc in (dump, bridge):
-            assert proc.stderr is not None
-            wait_until(lambda p=proc: _listening(p), 60, "dump and bridge listening")
-        leader = start(
-            "--clock-skew", str(LEADER_SKEW), "metronome", "send", "--peer",
-            f"127.0.0.1:{bridge_port}", "--peer", f"127.0.0.1:{dump_port}", "--bpm", str(BPM),
-            "--offset", str(OFFSET), "--count", str(TICKS),
-        )  # fmt: skip
-        _, leader_err = leader.communicate(timeout=TICKS * 60 / BPM + 60)
-        assert leader.returncode == 0, leader_err
-        bridge_out, bridge_err = bridge.communicate(timeout=60)
-        dump_out, dump_err = dump.communicate(timeout=60)
-        assert bridge.returncode == 0 and dump.returncode == 0, (bridge_err, dump_err)
         pd.wait_for_all(r"^beat: bang", TICKS, timeout=30)
         # The last click's 5 ms and the playback latency through JACK, in frames recorded.
         played = recorder.position
         wait_until(lambda: recorder.position - played >= RATE // 10, 30, "100 ms more recorded")
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         recorder.close()
     sent = [json.loads(line) for line in bridge_out.splitlines()]
     assert [record["to_address"] for record in sent] == ["/beat"] * TICKS, bridge_err
-    # The leader's clock is LEADER_SKEW ahead: its timetag's true time on ours is that much less.
-    truth = [json.loads(line)["timetag_unix"] - LEADER_SKEW for line in dump_out.splitlines()]
     onsets = audio.find_onsets(recorder.samples_int16(), min_gap=RATE // 20)
     assert len(onsets) == TICKS, (onsets, bridge_err)
     wall_minus_mono = time.time() - time.monotonic()
@@ -153,14 +103,6 @@ def test_leader_ticks_through_the_bridge_sound_in_pd_within_a_block_of_their_tim
         assert -BLOCK_S - SLACK <= residual <= BLOCK_S + tail + SLACK, report
     steps = recorder.frame_clock().steps
     print(f"onset - timetag - {fixed * 1e3:.3f} ms: " + ", ".join(report), f"steps {steps}")
-
-
-def _listening(proc: subprocess.Popen[str]) -> bool:
-    assert proc.stderr is not None
-    line = proc.stderr.readline()
-    if not line:
-        raise AssertionError(f"exited before listening: {proc.poll()}")
-    return line.startswith("listening on")
 
 
 if sys.platform != "linux":  # pragma: no cover - jackd's dummy driver is set up for Linux here

@@ -81,13 +81,24 @@ def test_the_first_matching_rule_wins_patterns_match_and_the_rest_is_not_sent() 
     )
 
 
-def test_without_rules_everything_passes_and_liblo_aliases_go_as_what_they_decoded_to() -> None:
-    assert Rewriter().rewrite(tick(1)) == tick(1)
-    symbol = codec.Message("/a", ("sym", "A"), "Sc", None)
-    assert Rewriter().rewrite(symbol) == codec.Message("/a", ("sym", "A"), "ss", None)
+def test_without_rules_every_type_passes_as_it_came() -> None:
+    # Issue 28: the encoder sends every type now, liblo's S and c and arrays included.
+    for message in (
+        tick(1),
+        codec.Message("/a", ("sym", "A"), "Sc", None),
+        codec.Message("/a", (1, [2, [3.0]], "s"), "i[i[f]]s", None),
+    ):
+        assert Rewriter().rewrite(message) == message
+        codec.encode_message(message.address, message.args, message.types)  # and it is sendable
+
+
+def test_an_argument_after_an_array_is_taken_with_its_own_type() -> None:
+    received = codec.Message("/a", (1, [2, 3], "x"), "i[ii]s", None)
+    rules = Rewriter([parse_rule("/a=/b $2 $3 s:$3")])
+    assert rules.rewrite(received) == codec.Message("/b", ([2, 3], "x", "x"), "[ii]ss", None)
     with pytest.raises(RewriteError) as error:
-        Rewriter().rewrite(codec.Message("/a", ([1, 2],), "[ii]", None))
-    assert error.value.reason == "map-unsendable"
+        Rewriter([parse_rule("/a=/b i:$2")]).rewrite(received)
+    assert error.value.reason == "map-type"
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
 import sys
 import time
@@ -27,8 +26,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import IN_CI, LineReader, free_udp_port, oscsync_command, require_peer
-from jackharness import JackServer, JackUnavailable, Recorder, jack_server
+from conftest import (
+    Spawn,
+    leader_through_bridge,
+    oscsync_command,
+    private_jack,
+    require_peer,
+    unusable,
+)
+from jackharness import JackServer, Recorder
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import SystemClock
 from oscsync.osc import codec
@@ -61,27 +67,10 @@ BOUND_S = 0.1
 GAP_BOUND_S = 0.002
 
 
-def _need(what: str, reason: str) -> None:
-    message = f"{what} is not usable: {reason} (make test installs it)"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture
 def jack(monkeypatch: pytest.MonkeyPatch) -> Iterator[JackServer]:
-    require_peer("jackd")
-    require_peer("jack_wait")
-    try:
-        __import__("jack")
-    except (ImportError, OSError) as exc:
-        _need("JACK-Client", str(exc))
-    try:
-        with jack_server(RATE, PERIOD) as server:
-            monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)
-            yield server
-    except JackUnavailable as exc:
-        _need("jackd", str(exc))
+    with private_jack(monkeypatch, RATE, PERIOD) as server:
+        yield server
 
 
 @pytest.fixture
@@ -91,7 +80,7 @@ def sc(jack: JackServer) -> Iterator[ScServer]:
         with scsynth(jack) as server:
             yield server
     except ScUnavailable as exc:
-        _need("scsynth", str(exc))
+        unusable("scsynth", str(exc))
 
 
 def start_recording(jack: JackServer, seconds: float) -> Recorder:
@@ -195,57 +184,22 @@ it gets the ticks played on time (unsynced, every one would sound 300 ms late)."
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_a_synced_leaders_ticks_through_the_bridge_play_in_scsynth_at_their_true_timetags(
-    jack: JackServer, sc: ScServer, transport: str
+    jack: JackServer, sc: ScServer, spawn: Spawn, transport: str
 ) -> None:
     """metronome send (its clock 300 ms ahead) -> bridge --sync, re-timetagging onto this clock
     and mapping /tick to /s_new -> scsynth, recorded; each click against the leader's timetag
     less its skew (the true time it meant), as dump received it."""
     recorder = start_recording(jack, BRIDGE_TICKS * 60 / BPM + 5)
-    bridge_port, dump_port = free_udp_port(), free_udp_port()
     target = str(sc.udp if transport == "udp" else sc.tcp)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(*args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            oscsync_command(*args), env=env, text=True, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        procs.append(proc)
-        return proc
-
     try:
-        dump = start(
-            "dump", "-l", f"127.0.0.1:{dump_port}", "--jsonl", "--count", str(BRIDGE_TICKS)
-        )
-        bridge = start(
-            "bridge", "-l", f"127.0.0.1:{bridge_port}", "--to", target, "--mode", "retimetag",
-            "--sync", "--map", f"/tick=/s_new s:{CLICK} i:-1 i:0 i:0", "--jsonl",
-            "--count", str(BRIDGE_TICKS),
+        bridge_out, bridge_err, meant = leader_through_bridge(
+            spawn, "--to", target, "--mode", "retimetag", "--sync",
+            "--map", f"/tick=/s_new s:{CLICK} i:-1 i:0 i:0", "--jsonl",
+            ticks=BRIDGE_TICKS, bpm=BPM, offset=LEAD_S, skew=LEADER_SKEW,
         )  # fmt: skip
-        for proc in (dump, bridge):
-            assert proc.stderr is not None
-            LineReader(proc.stderr).wait_for(lambda line: line.startswith("listening on"), 60)
-        leader = start(
-            "--clock-skew", str(LEADER_SKEW), "metronome", "send", "--peer",
-            f"127.0.0.1:{bridge_port}", "--peer", f"127.0.0.1:{dump_port}", "--bpm", str(BPM),
-            "--offset", str(LEAD_S), "--count", str(BRIDGE_TICKS),
-        )  # fmt: skip
-        _, leader_err = leader.communicate(timeout=BRIDGE_TICKS * 60 / BPM + 60)
-        assert leader.returncode == 0, leader_err
-        bridge_out, bridge_err = bridge.communicate(timeout=60)
-        dump_out, dump_err = dump.communicate(timeout=60)
-        assert bridge.returncode == 0 and dump.returncode == 0, (bridge_err, dump_err)
-        truth = sorted(
-            tt.from_unix(json.loads(line)["timetag_unix"] - LEADER_SKEW)
-            for line in dump_out.splitlines()
-        )
+        truth = sorted(tt.from_unix(unix) for unix in meant)
         recorded_past(recorder, truth[-1])
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         recorder.close()
     sent = [json.loads(line) for line in bridge_out.splitlines()]
     assert [record["to_address"] for record in sent] == ["/s_new"] * BRIDGE_TICKS, bridge_err

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from oscsync.apps.dump import clock_text
-from oscsync.apps.receiving import Session, SessionSetup, make_follower
+from oscsync.apps.receiving import ReceivingSession, SessionSetup
 from oscsync.clock import Clock
 from oscsync.net.hostport import HostPort
 from oscsync.osc import codec
@@ -46,7 +46,6 @@ from oscsync.osc.routing import Received
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, Dispatch, LatePolicy, Scheduler
 from oscsync.stats import RecentSamples, percentile
 from oscsync.sync import follow
-from oscsync.sync.follow import ClockFollower
 from oscsync.terminal import display
 from oscsync.terminal.wording import plural
 
@@ -230,7 +229,7 @@ def _reply_head(received: Received) -> str:
     return f"{text} {args}" if args else text
 
 
-class BridgeSession(Session):
+class BridgeSession(ReceivingSession):
     """``oscsync bridge``: an endpoint on ``listen`` that sends to ``targets``, a clock follower
     (:meth:`start` with ``sync``), a :class:`Forwarder`, and in :data:`AT_TIMETAG` mode its
     scheduler. :attr:`done` is set after ``limit`` messages are forwarded."""
@@ -248,7 +247,16 @@ class BridgeSession(Session):
         horizon: float = DEFAULT_HORIZON,
         limit: int | None = None,
     ) -> None:
-        super().__init__(setup)
+        super().__init__(
+            listen,
+            targets,
+            setup,
+            schedule=mode == AT_TIMETAG,
+            late_policy=late_policy,
+            horizon=horizon,
+            # A plain message is sent by the receive thread when nothing is due before it.
+            inline_due=True,
+        )
         self.mode = mode
         self.targets = tuple(targets)
         self.limit = limit
@@ -256,27 +264,8 @@ class BridgeSession(Session):
         self.records: deque[Forwarded] = deque()
         self.records_not_shown = 0
         self._records_lock = threading.Lock()
-        self.follower: ClockFollower | None = None
         self.replies: Counter[tuple[str, int]] = Counter()
         """Messages the targets sent back, by target (never forwarded)."""
-        self.scheduler = (
-            Scheduler(
-                self.clock,
-                late_policy=late_policy,
-                horizon=horizon,
-                on_warning=self.warn,
-                # A plain message is sent by the receive thread when nothing is due before it.
-                inline_due=True,
-            )
-            if mode == AT_TIMETAG
-            else None
-        )
-        try:
-            self.endpoint = setup.open_endpoint(listen, targets)
-        except BaseException:
-            if self.scheduler is not None:
-                self.scheduler.close()
-            raise
         self.forwarder = Forwarder(
             self.endpoint.send_bytes,
             self.clock,
@@ -317,24 +306,16 @@ class BridgeSession(Session):
         sync_start_interval: float = follow.ACQUIRE_INTERVAL,
     ) -> None:
         """Start forwarding; with ``sync``/``sync_peer`` through a clock follower
-        (:func:`~oscsync.apps.receiving.make_follower`)."""
+        (:meth:`~oscsync.apps.receiving.ReceivingSession.follow`)."""
         self.note(f"listening on {self.endpoint.local_address}")
-        self.follower = make_follower(
-            self.endpoint,
-            sync,
-            sync_peer,
-            note=self.note,
-            warn=self.warn,
-            interval=sync_interval,
-            start_interval=sync_start_interval,
-            # With a key (--key-file) the leader's pongs and timetags must be signed with it;
-            # what the bridge forwards to its local targets is not signed (they know no key).
-            auth=self.setup.auth,
+        # With a key (--key-file) the leader's pongs and timetags must be signed with it; what
+        # the bridge forwards to its local targets is not signed (they know no key).
+        follower = self.follow(
+            sync, sync_peer, interval=sync_interval, start_interval=sync_start_interval
         )
-        handler: Callable[[Received], None] = self.forwarder.on_message
-        if self.follower is not None:
-            handler = self.follower.wrap(handler)
-        forward = handler
+        forward: Callable[[Received], None] = self.forwarder.on_message
+        if follower is not None:
+            forward = follower.wrap(forward)
 
         def from_leader(received: Received) -> None:
             # Before the follower: a target's reply is neither forwarded (a loop) nor taken
@@ -344,11 +325,7 @@ class BridgeSession(Session):
             else:
                 forward(received)
 
-        if self.scheduler is not None:
-            self.scheduler.start()
-        self.endpoint.start(from_leader)
-        if self.follower is not None:
-            self.follower.start()
+        self._receive(from_leader, follower)
 
     def _reply(self, received: Received) -> None:
         first = received.source not in self.replies
@@ -358,12 +335,6 @@ class BridgeSession(Session):
             self.warn(
                 f"{host}:{port} answered: {_reply_head(received)} (replies are not forwarded)"
             )
-
-    def move_sync_peer(self, peers: Sequence[HostPort]) -> None:
-        """Follow the clock of ``peers[0]`` from now on, from scratch (``--sync-peer @NAME``
-        re-registered elsewhere)."""
-        if self.follower is not None:
-            self.follower.move_to(peers[0].sockaddr)
 
     def status(self) -> str:
         """The live line: ``forwarded 12, late 0, dropped 1  sync locked +0.012 ± 0.080 ms``."""

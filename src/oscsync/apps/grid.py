@@ -22,10 +22,10 @@ time in a timetagged bundle and let the receiver wait (forward synchronisation).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Protocol
 
 from oscsync.clock import Clock, system_clock
 from oscsync.osc import timetag as tt
@@ -58,22 +58,54 @@ class Tick:
         return self.step == 0
 
 
-class StepGrid(Protocol):
+class StepGrid(ABC):
     """Where a sender takes its steps' times from: a :class:`Grid`, or a Link session's beat
-    grid (:class:`oscsync.LinkGrid`, ``apps/link.py``)."""
+    grid (:class:`oscsync.LinkGrid`, ``apps/link.py``). Both have a bar of ``beats_per_bar``
+    beats of ``steps_per_beat`` steps, odd steps delayed by ``swing`` percent of a step
+    (ValueError for a bar, subdivision or swing that cannot be a grid), and are walked step by
+    step the same way; each says where its steps fall (:meth:`tick`)."""
 
-    steps_per_bar: int
+    def __init__(self, bpm: float, beats_per_bar: int, steps_per_beat: int, swing: float) -> None:
+        if beats_per_bar < 1:
+            raise ValueError(f"beats per bar must be 1 or more, got {beats_per_bar}")
+        if steps_per_beat < 1:
+            raise ValueError(f"steps per beat must be 1 or more, got {steps_per_beat}")
+        if not 0 <= swing <= MAX_SWING:
+            raise ValueError(f"swing must be 0 to {MAX_SWING:g} percent, got {swing}")
+        self.bpm = bpm
+        self.beats_per_bar = beats_per_bar
+        self.steps_per_beat = steps_per_beat
+        self.steps_per_bar = beats_per_bar * steps_per_beat
+        self.swing = swing
 
+    # What each grid says for itself (documented there).
+    @abstractmethod
     def tick(self, index: int) -> Tick: ...
 
+    @abstractmethod
     def timetag(self, index: int) -> int: ...
 
+    @abstractmethod
     def starting_at(self, start: int) -> StepGrid: ...
 
-    def sounds(self, tick: Tick) -> bool: ...
+    def sounds(self, tick: Tick) -> bool:
+        """Whether ``tick`` is played: always (a Link grid is silent while the session's
+        transport is stopped)."""
+        return True
+
+    def ticks(self, count: int | None = None, *, first: int = 0) -> Iterator[Tick]:
+        """Steps ``first``, ``first+1`` ... (``count`` of them, or for ever), each computed
+        when it is asked for."""
+        index = first
+        while count is None or index < first + count:
+            yield self.tick(index)
+            index += 1
+
+    def __iter__(self) -> Iterator[Tick]:
+        return self.ticks()
 
 
-class Grid:
+class Grid(StepGrid):
     """Steps on a drift-free grid of ``bpm`` beats a minute, ``steps_per_beat`` steps a beat.
 
     ``start`` is the timetag of step 0 (default: the clock's time now). ``swing`` (percent of a
@@ -93,17 +125,7 @@ class Grid:
     ) -> None:
         if not bpm > 0 or not math.isfinite(bpm):
             raise ValueError(f"bpm must be a positive number, got {bpm}")
-        if beats_per_bar < 1:
-            raise ValueError(f"beats per bar must be 1 or more, got {beats_per_bar}")
-        if steps_per_beat < 1:
-            raise ValueError(f"steps per beat must be 1 or more, got {steps_per_beat}")
-        if not 0 <= swing <= MAX_SWING:
-            raise ValueError(f"swing must be 0 to {MAX_SWING:g} percent, got {swing}")
-        self.bpm = bpm
-        self.beats_per_bar = beats_per_bar
-        self.steps_per_beat = steps_per_beat
-        self.steps_per_bar = beats_per_bar * steps_per_beat
-        self.swing = swing
+        super().__init__(bpm, beats_per_bar, steps_per_beat, swing)
         self.period = Fraction(60) / (Fraction(bpm) * steps_per_beat)
         """Seconds from one step to the next (exact)."""
         self._swing_delay = self.period * Fraction(swing) / 100
@@ -119,11 +141,6 @@ class Grid:
             swing=self.swing,
             start=start,
         )
-
-    def sounds(self, tick: Tick) -> bool:
-        """Whether ``tick`` is played: always (a Link grid is silent while the session's
-        transport is stopped)."""
-        return True
 
     def timetag(self, index: int) -> int:
         """The timetag of step ``index`` (exact: no accumulated rounding)."""
@@ -151,16 +168,6 @@ class Grid:
         while tt.difference(self.timetag(index), timetag) < 0:
             index += 1
         return index
-
-    def ticks(self, count: int | None = None, *, first: int = 0) -> Iterator[Tick]:
-        """Steps ``first``, ``first+1`` ... (``count`` of them, or for ever)."""
-        index = first
-        while count is None or index < first + count:
-            yield self.tick(index)
-            index += 1
-
-    def __iter__(self) -> Iterator[Tick]:
-        return self.ticks()
 
     def __repr__(self) -> str:
         return (

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
 
-from oscsync.apps.grid import MAX_SWING, Tick
+from oscsync.apps.grid import StepGrid, Tick
 from oscsync.clock import Clock, system_clock
 from oscsync.osc import timetag as tt
 from oscsync.sync.link import LinkBackend, LinkSession, LinkStatus, LinkTimeline
@@ -33,7 +32,7 @@ PEER_POLL = 0.05
 """Seconds between looks for a peer while waiting for one."""
 
 
-class LinkGrid:
+class LinkGrid(StepGrid):
     """The steps of a Link session's beat grid, as :class:`~oscsync.apps.grid.Tick` s.
 
     ``session`` is the Link session to follow (default: join one, on ``clock``, at ``bpm`` if
@@ -64,12 +63,7 @@ class LinkGrid:
         session: LinkSession | None = None,
         backend: LinkBackend | None = None,
     ) -> None:
-        if beats_per_bar < 1:
-            raise ValueError(f"beats per bar must be 1 or more, got {beats_per_bar}")
-        if steps_per_beat < 1:
-            raise ValueError(f"steps per beat must be 1 or more, got {steps_per_beat}")
-        if not 0 <= swing <= MAX_SWING:
-            raise ValueError(f"swing must be 0 to {MAX_SWING:g} percent, got {swing}")
+        super().__init__(bpm, beats_per_bar, steps_per_beat, swing)
         self._owns_session = session is None
         if session is None:
             session = LinkSession(
@@ -85,11 +79,6 @@ class LinkGrid:
             )
         self.session = session
         self.clock = session.clock
-        self.bpm = bpm
-        self.beats_per_bar = beats_per_bar
-        self.steps_per_beat = steps_per_beat
-        self.steps_per_bar = beats_per_bar * steps_per_beat
-        self.swing = swing
         self._lock = threading.Lock()
         self._last: tuple[int, int] | None = None  # the last step given: (index, its timetag)
         self.peers_found = self._wait_for_peers(wait_for_peers) if wait_for_peers > 0 else None
@@ -174,17 +163,6 @@ class LinkGrid:
             return True
         line = self.session.timeline()
         return line.playing_at(self.session.map.from_timetag(tick.timetag))
-
-    def ticks(self, count: int | None = None, *, first: int = 0) -> Iterator[Tick]:
-        """Steps ``first``, ``first+1`` ... (``count`` of them, or for ever), each computed
-        when it is asked for (so after one another: see :meth:`tick`)."""
-        index = first
-        while count is None or index < first + count:
-            yield self.tick(index)
-            index += 1
-
-    def __iter__(self) -> Iterator[Tick]:
-        return self.ticks()
 
     # -- the session -------------------------------------------------------------------------
 

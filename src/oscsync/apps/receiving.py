@@ -3,9 +3,10 @@
 A command gives each session a :class:`SessionSetup`: the clock, where notices and warnings go,
 who may send (``--allow``) and the multicast interface (``--iface``). :class:`SendingSession` is
 the endpoint and scheduler every sending session starts from (``metronome send``, ``sequence
-send``, ``replay``). :class:`ReceiveSession` is one endpoint, one handler, and a scheduler when
-bundles are held: ``dump``, ``timetag monitor`` and ``record`` build one rather than an
-endpoint (issue #12: the CLI wires nothing); ``chat`` opens the public
+send``, ``replay``). :class:`ReceivingSession` is an endpoint, a scheduler when bundles are
+held and a follower of a leader's clock with ``--sync``: ``bridge`` starts from it, and so does
+:class:`ReceiveSession`, one handler on it, which ``dump``, ``timetag monitor`` and ``record``
+build rather than an endpoint (issue #12: the CLI wires nothing); ``chat`` opens the public
 :class:`~oscsync.apps.endpoints.Endpoint` (:meth:`SessionSetup.open_public_endpoint`).
 This module stays light on purpose: it imports neither the metronome nor audio
 (:mod:`oscsync.apps.sessions` does), so these commands start quickly.
@@ -182,10 +183,12 @@ class SendingSession(Session):
         self.api.close()
 
 
-class ReceiveSession(Session):
-    """An endpoint that hands what arrives to one handler (``dump``, ``timetag monitor``,
-    ``record``), on the receive thread, and with ``schedule`` a scheduler (``late_policy``,
-    ``horizon``) for that handler to hold bundles on (``dump --schedule``)."""
+class ReceivingSession(Session):
+    """An endpoint on ``listen`` (sending to ``peers``), with ``schedule`` a scheduler
+    (``late_policy``, ``horizon``, ``inline_due``) to hold bundles on, and with ``--sync`` a
+    follower of the leader's clock (:meth:`follow`): what :class:`ReceiveSession` and the bridge
+    (:class:`~oscsync.apps.bridge.BridgeSession`) start from. Each says what gets what arrives,
+    and starts receiving with :meth:`_receive`."""
 
     def __init__(
         self,
@@ -200,7 +203,7 @@ class ReceiveSession(Session):
     ) -> None:
         super().__init__(setup)
         self.follower: ClockFollower | None = None
-        """Set by :meth:`start` with ``--sync``: timetags are translated from the leader's."""
+        """Set when receiving starts with ``--sync``: timetags are translated from the leader's."""
         self.scheduler = (
             Scheduler(
                 self.clock,
@@ -219,17 +222,15 @@ class ReceiveSession(Session):
                 self.scheduler.close()
             raise
 
-    def start(
+    def _receive(
         self,
-        handler: MessageHandler | None = None,
-        follower: ClockFollower | None = None,
+        handler: MessageHandler | None,
+        follower: ClockFollower | None,
         **hooks: Unpack[ReceiveHooks],
     ) -> None:
-        """Start the scheduler, then the receive thread (``hooks``: see ``Endpoint.start``);
-        with a ``follower`` (:meth:`follow`) the handler gets timetags on our clock."""
+        """Start the scheduler, then the receive thread with ``handler`` (``hooks``: see
+        ``Endpoint.start``), then ``follower`` (kept as :attr:`follower`)."""
         self.follower = follower
-        if follower is not None and handler is not None:
-            handler = follower.wrap(handler)
         if self.scheduler is not None:
             self.scheduler.start()
         self.endpoint.start(handler, **hooks)
@@ -244,8 +245,9 @@ class ReceiveSession(Session):
         interval: float = follow.INTERVAL,
         start_interval: float = follow.ACQUIRE_INTERVAL,
     ) -> ClockFollower | None:
-        """``--sync``: a follower of the leader's clock on this session's endpoint, for
-        :meth:`start` (None for ``--sync system`` or none: timetags as they are)."""
+        """``--sync``: a follower of the leader's clock on this session's endpoint (None for
+        ``--sync system`` or none: timetags as they are). With a key (``--key-file``) the
+        leader's pongs and timetags must be signed with it."""
         return make_follower(
             self.endpoint,
             sync,
@@ -262,6 +264,24 @@ class ReceiveSession(Session):
         re-registered elsewhere)."""
         if self.follower is not None:
             self.follower.move_to(peers[0].sockaddr)
+
+
+class ReceiveSession(ReceivingSession):
+    """An endpoint that hands what arrives to one handler (``dump``, ``timetag monitor``,
+    ``record``), on the receive thread, and with ``schedule`` a scheduler (``late_policy``,
+    ``horizon``) for that handler to hold bundles on (``dump --schedule``)."""
+
+    def start(
+        self,
+        handler: MessageHandler | None = None,
+        follower: ClockFollower | None = None,
+        **hooks: Unpack[ReceiveHooks],
+    ) -> None:
+        """Start the scheduler, then the receive thread (``hooks``: see ``Endpoint.start``);
+        with a ``follower`` (:meth:`follow`) the handler gets timetags on our clock."""
+        if follower is not None and handler is not None:
+            handler = follower.wrap(handler)
+        self._receive(handler, follower, **hooks)
 
     def close(self) -> bool:
         """Close the follower, the endpoint, then the scheduler; False if the receive thread did

@@ -415,16 +415,21 @@ class TcpSender:
                 self._cond.notify_all()
             return
         with self._cond:
-            if self._current and self._current_sent > 0:
-                self.stats.dropped["connection-lost"] += 1
-            elif self._current:
-                self._queue.put_back(self._current)
-            self._current = b""
-            self._current_sent = 0
+            self._settle_current()
         self._close_socket()
         self._backoff.failed()
         self._warn_once("lost", f"lost the connection to {self.peer} ({why}); reconnecting")
         self._warn_once.forget("connect")
+
+    def _settle_current(self) -> None:
+        """The connection is gone (called with ``_cond`` held): the frame being written is lost
+        if part of it went, or else goes back to the head of the queue for the next one."""
+        if self._current and self._current_sent > 0:
+            self.stats.dropped["connection-lost"] += 1
+        elif self._current:
+            self._queue.put_back(self._current)
+        self._current = b""
+        self._current_sent = 0
 
     def _write(self) -> None:
         sock = self._sock
@@ -479,12 +484,7 @@ class TcpSender:
                 return False
             self.stats.framing_resets += 1
             self.stats.dropped["reset-by-peer"] += written
-            if self._current and self._current_sent > 0:
-                self.stats.dropped["connection-lost"] += 1
-            elif self._current:
-                self._queue.put_back(self._current)
-            self._current = b""
-            self._current_sent = 0
+            self._settle_current()
         other: Framing = "size" if self.framing == "slip" else "slip"
         suggestion = HostPort(self.peer.host, self.peer.port, "tcp", other)
         self._warn_once(

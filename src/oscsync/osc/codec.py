@@ -41,9 +41,6 @@ _ALIAS_TAGS = {"S": "s", "c": "i", "t": "h", "I": "N"}
 _ALIAS_TRANSLATION = str.maketrans(_ALIAS_TAGS)
 _KNOWN_TAGS = _NATIVE_TAGS | frozenset(_ALIAS_TAGS)
 
-ARG_TYPES_FOR_SEND = "ifdsbhTFNm"
-"""Types ``encode_message`` accepts in an explicit ``types`` string (python-osc's builder set)."""
-
 
 class DecodeError(ValueError):
     """A datagram that is not valid OSC; ``reason`` is a short key for drop counters."""
@@ -733,23 +730,31 @@ def _check_address(address: str) -> None:
 
 def _top_level_slots(types: str) -> int:
     """Values ``types`` takes at its top level (an array is one); checks the brackets."""
+    return len(top_level_tags(types))
+
+
+def top_level_tags(types: str) -> list[str]:
+    """The type tags of each top-level argument, an array with its brackets: ``"i[ii]s"`` is
+    ``["i", "[ii]", "s"]`` (a message's ``args[k]`` has the tags ``top_level_tags(types)[k]``).
+    EncodeError for unbalanced brackets or arrays nested deeper than :data:`MAX_ARRAY_DEPTH`."""
     depth = 0
-    slots = 0
-    for tag in types:
+    tags: list[str] = []
+    start = 0
+    for position, tag in enumerate(types):
         if tag == "]":
             depth -= 1
             if depth < 0:
                 raise EncodeError(f"type tags {types!r}: ']' closes no array")
-            continue
-        if depth == 0:
-            slots += 1
-        if tag == "[":
+        elif tag == "[":
             depth += 1
             if depth > MAX_ARRAY_DEPTH:
                 raise EncodeError(f"arrays nested deeper than {MAX_ARRAY_DEPTH}")
+        if depth == 0:
+            tags.append(types[start : position + 1])
+            start = position + 1
     if depth:
         raise EncodeError(f"type tags {types!r}: '[' without its ']'")
-    return slots
+    return tags
 
 
 def _padded_string(text: str) -> bytes:

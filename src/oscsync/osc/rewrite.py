@@ -47,8 +47,6 @@ FLAG_TYPES = "TFN"
 """Types that are a whole template argument on their own (no value)."""
 _INT_RANGES = {"i": (-(2**31), 2**31 - 1), "h": (-(2**63), 2**63 - 1)}
 _ARG_NUMBER = re.compile(r"\$([1-9][0-9]{0,2})")
-# Received types that the encoder cannot send as they are, sent as the type they decode to.
-_DECODED_AS = {"S": "s", "c": "s", "t": "h", "I": "N", "r": "i"}
 
 
 class RuleError(ValueError):
@@ -100,15 +98,13 @@ class Rule:
         """The message to send for ``message`` (which this rule's pattern matched)."""
         address = message.address if self.address is None else self.address
         if self.template is None:
-            args, types = _sendable(message.args, message.types)
-            return codec.Message(address, args, types, message.timetag)
+            return message._replace(address=address)
         values: list[Any] = []
         tags: list[str] = []
         for arg in self.template:
-            if arg.spread:
-                args, types = _sendable(message.args, message.types)
-                values.extend(args)
-                tags.append(types)
+            if arg.spread:  # every type is sent as it came (issue 28: arrays, S c t r I too)
+                values.extend(message.args)
+                tags.append(message.types)
             elif arg.index is None:
                 values.append(arg.value)
                 tags.append(arg.tag)
@@ -119,33 +115,15 @@ class Rule:
                         f"{self.text!r} wants argument {arg.index + 1}, "
                         f"{message.address} has {len(message.args)}",
                     )
-                value, tag = message.args[arg.index], message.types[arg.index]
+                value = message.args[arg.index]
+                tag = codec.top_level_tags(message.types)[arg.index]
                 if arg.tag:
                     values.append(_convert(value, tag, arg.tag))
                     tags.append(arg.tag)
                 else:
-                    (value,), tag = _sendable((value,), tag)
                     values.append(value)
                     tags.append(tag)
         return codec.Message(address, tuple(values), "".join(tags), message.timetag)
-
-
-def _sendable(args: tuple[Any, ...], types: str) -> tuple[tuple[Any, ...], str]:
-    """Received arguments as the encoder can send them: liblo's aliases as what they decoded to;
-    arrays (and anything else it cannot send) refused."""
-    if set(types) <= set(codec.ARG_TYPES_FOR_SEND):
-        return args, types
-    if "[" in types:
-        raise RewriteError("map-unsendable", "arrays cannot be forwarded yet")
-    out_types = []
-    out_args = []
-    for value, tag in zip(args, types):
-        tag = _DECODED_AS.get(tag, tag)
-        if tag not in codec.ARG_TYPES_FOR_SEND:
-            raise RewriteError("map-unsendable", f"type {tag!r} cannot be forwarded")
-        out_types.append(tag)
-        out_args.append(None if tag == "N" else value)
-    return tuple(out_args), "".join(out_types)
 
 
 def _convert(value: Any, tag: str, wanted: str) -> Any:
@@ -286,8 +264,7 @@ class Rewriter:
         """What to send for ``message`` (None: no rule takes it); RewriteError if its rule
         cannot be filled from it."""
         if not self.rules:
-            args, types = _sendable(message.args, message.types)
-            return message if args is message.args else message._replace(args=args, types=types)
+            return message
         for rule in self.rules:
             if rule.takes(message.address):
                 return rule.rewrite(message)
