@@ -17,7 +17,7 @@ from oscsync.apps.endpoints import open_endpoint
 from oscsync.clock import FakeClock, SkewedClock
 from oscsync.osc import codec
 from oscsync.osc.auth import Key, PacketAuth
-from oscsync.osc.routing import Received
+from oscsync.osc.routing import Received, no_route
 from oscsync.sync import room
 from oscsync.sync.estimate import EnvelopeEstimator
 from oscsync.sync.follow import ClockFollower
@@ -447,3 +447,18 @@ def test_sync_and_status_round_trip() -> None:
     status = room.Status("f01", "acquiring", math.inf, 0.5, 3, 0)
     (received,) = _received(room.encode_status(status), 0.0, LEADER)
     assert room.parse_status(received) == (status, False)
+
+
+def test_a_listener_ignores_sync_messages_without_listing_them_and_a_follower_lists_them() -> None:
+    from oscsync.discovery import oscquery
+
+    endpoint = open_endpoint(clock=FakeClock())
+    try:
+        assert endpoint.registry.lookup(room.SYNC) is not no_route  # ignored, not the app's
+        paths = [m.path for m in oscquery.listed(endpoint.registry.methods())]
+        assert room.SYNC not in paths  # it answers to nothing there: not advertised
+        ClockFollower(endpoint, peer=LEADER)
+        paths = [m.path for m in oscquery.listed(endpoint.registry.methods())]
+        assert room.SYNC in paths  # a follower uses them
+    finally:
+        endpoint.close()

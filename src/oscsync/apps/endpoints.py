@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections import Counter, deque
@@ -37,7 +38,7 @@ from oscsync.osc.routing import AddressRegistry, Handler, Method, Received, no_r
 from oscsync.scheduler import DEFAULT_SPIN, Scheduler
 from oscsync.sync.follow import ClockFollower
 from oscsync.sync.ping import PONG, PONG_METHOD, SERVICE_METHODS, ClockSync, standard_services
-from oscsync.sync.room import SYNC, SYNC_METHOD
+from oscsync.sync.room import SYNC_METHOD
 
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
@@ -51,7 +52,9 @@ def add_standard_services(endpoint: udp.Endpoint, auth: PacketAuth | None = None
     for address, service in standard_services(auth).items():
         method = SERVICE_METHODS[address]
         endpoint.add_service(address, _counted(address, service), method.types, method.description)
-    endpoint.add_service(SYNC, _ignore_sync, SYNC_METHOD.types, SYNC_METHOD.description)
+    # Routed, not listed: the endpoint answers to nothing there (a follower that uses them
+    # registers its own handler, listed).
+    endpoint.registry.add_method(dataclasses.replace(SYNC_METHOD, listed=False), _ignore_sync)
     return endpoint
 
 
@@ -65,7 +68,7 @@ def _counted(address: str, service: Service) -> Service:
     return answer
 
 
-def _ignore_sync(endpoint: udp.Endpoint, received: Received) -> None:
+def _ignore_sync(received: Received) -> None:
     """A leader's sync message reaching a listener that follows no clock: nothing to do."""
 
 

@@ -80,6 +80,10 @@ class Method:
     description: str = ""
     access: int = 2
     """OSCQuery ``ACCESS`` bit mask: 1 = the value can be read, 2 = it can be set (sent to)."""
+    listed: bool = True
+    """False for an address routed only to be ignored (a room leader's sync messages reaching
+    a listener that follows no clock): it answers to nothing, so OSCQuery and the TXT record
+    do not list it."""
 
 
 # -- matching ------------------------------------------------------------------------------
