@@ -77,9 +77,8 @@ def host_info(name: str, osc_port: int, transport: str = "UDP") -> dict[str, Any
 def listed(methods: Sequence[OscMethod]) -> tuple[OscMethod, ...]:
     """The methods OSCQuery can list: plain addresses. A registered pattern (``/seq/*``) is no
     node of an address tree (a node named ``*`` would be an address nobody answers to as
-    such); the root's DESCRIPTION is where a command says it takes more. An address routed
-    only to be ignored (``Method.listed`` False) is not one the endpoint answers to."""
-    return tuple(method for method in methods if method.listed and not is_pattern(method.path))
+    such); the root's DESCRIPTION is where a command says it takes more."""
+    return tuple(method for method in methods if not is_pattern(method.path))
 
 
 def namespace(methods: Sequence[OscMethod], description: str = "root node") -> dict[str, Any]:

@@ -82,8 +82,8 @@ class Method:
     """OSCQuery ``ACCESS`` bit mask: 1 = the value can be read, 2 = it can be set (sent to)."""
     listed: bool = True
     """False for an address routed only to be ignored (a room leader's sync messages reaching
-    a listener that follows no clock): it answers to nothing, so OSCQuery and the TXT record
-    do not list it."""
+    a listener that follows no clock): it answers to nothing, so :meth:`AddressRegistry.methods`
+    leaves it out (and OSCQuery and the TXT record do not list it)."""
 
 
 # -- matching ------------------------------------------------------------------------------
@@ -283,10 +283,11 @@ class AddressRegistry:
 
     def methods(self) -> tuple[Method, ...]:
         """What is registered, in registration order: what the endpoint answers to, which its
-        OSCQuery server lists (:class:`oscsync.discovery.oscquery.LiveNamespace`). Safe to call from
+        OSCQuery server lists (:class:`oscsync.discovery.oscquery.LiveNamespace`); not the
+        addresses routed only to be ignored (``Method.listed`` False). Safe to call from
         another thread while the registry changes."""
         with self._lock:
-            return tuple(route.method for route in self._routes.values())
+            return tuple(route.method for route in self._routes.values() if route.method.listed)
 
     def lookup(self, address: str) -> Handler:
         """The handler for an incoming ``address`` (calling each match of a pattern), or
