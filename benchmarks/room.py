@@ -53,6 +53,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -673,9 +674,13 @@ def main() -> int:
         work = Path(os.environ.get("TMPDIR", "/tmp")) / f"oscsync-room-{os.getpid()}"
         work.mkdir(parents=True, exist_ok=True)
         runs = [(n, "legacy") for n in before] + [(n, "room") for n in followers]
-        for n, mode in runs:
-            report(run(n, mode, seconds, args.stagger, args.seed, work))
-            sys.stdout.flush()
+        try:
+            for n, mode in runs:
+                report(run(n, mode, seconds, args.stagger, args.seed, work))
+                sys.stdout.flush()
+        finally:
+            if not os.environ.get("ROOM_DEBUG"):  # the workers' JSON files, kept to debug
+                shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     print(f"load average at the end {load_after:.2f}")
     print("goal at 64: spread p99 ≤ 0.5 ms, ≤ 5 packets/s per follower, leader CPU ≤ 10 %")
