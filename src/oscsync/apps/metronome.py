@@ -250,7 +250,15 @@ def beat_of(message: codec.Message) -> int | None:
 
 
 @dataclass
-class TickRecord:
+class JsonLine:
+    """A record that writes itself as one compact JSON line (``--jsonl``)."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+@dataclass
+class TickRecord(JsonLine):
     """One handled tick; :meth:`to_json` is one line of the tick log (see the module docstring)."""
 
     seq: int
@@ -267,9 +275,6 @@ class TickRecord:
     arrived_late: bool = False
     played_late: bool = False
     played_ms: float | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
 
 
 GAP_FACTOR = 4

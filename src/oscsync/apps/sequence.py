@@ -42,21 +42,20 @@ are Unix seconds on the listener's clock:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
 from array import array
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
 from oscsync import audio
 from oscsync.apps.grid import Grid, StepGrid
-from oscsync.apps.metronome import OnsetListener, TickSender
+from oscsync.apps.metronome import JsonLine, OnsetListener, TickSender
 from oscsync.audio import Player, sounds
 from oscsync.clock import Clock
 from oscsync.files import pattern as patterns
@@ -329,7 +328,7 @@ def event_of(message: codec.Message) -> Event:
 
 
 @dataclass
-class EventRecord:
+class EventRecord(JsonLine):
     """One handled event; :meth:`to_json` is one line of the event log (module docstring)."""
 
     seq: int
@@ -345,9 +344,6 @@ class EventRecord:
     arrived_late: bool = False
     played_late: bool = False
     played_ms: float | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
 
 
 def record_fields() -> list[str]:

@@ -468,21 +468,31 @@ class EnvelopeEstimator:
             self.refused["offset-jump-sync"] += 1
             return False
         self._back.add(t4, t4 - t3)
-        newest = max(self._out.ts[-1] if self._out.ts else t4, t4)
-        self._freeze(self._out.trim(newest - self.window))
-        self._back.trim(newest - self.window)
+        self._trim_to_window(max(self._out.ts[-1] if self._out.ts else t4, t4))
         return True
 
     def _reverse_is_impossible(self, t3: float, t4: float) -> bool:
         if len(self._back) < MIN_SETTLED or len(self._out) < self.min_exchanges:
             return False
+        judged = self._judge_by(t4)
+        if judged is None:
+            return False
+        estimate, slack = judged
+        return (t4 - t3) < estimate.delay - estimate.offset_at(t4) - slack
+
+    def _judge_by(self, t4: float) -> tuple[ClockEstimate, float] | None:
+        """The estimate a new sample is judged by, and the slack it is allowed: the last one,
+        extrapolated (it costs nothing), unless it is more than a second old."""
         estimate = self._last
         if estimate is None or abs(t4 - estimate.at) > 1.0:
             estimate = self.estimate(t4)
         if estimate is None:
-            return False
-        slack = max(STEP_THRESHOLD, 8 * estimate.bound)
-        return (t4 - t3) < estimate.delay - estimate.offset_at(t4) - slack
+            return None
+        return estimate, max(STEP_THRESHOLD, 8 * estimate.bound)
+
+    def _trim_to_window(self, newest: float) -> None:
+        self._freeze(self._out.trim(newest - self.window))
+        self._back.trim(newest - self.window)
 
     def _freeze(self, points: list[tuple[float, float]]) -> None:
         """Keep forward points leaving the window as round trips (see :attr:`delay_memory`)."""
@@ -506,20 +516,15 @@ class EnvelopeEstimator:
         self._back.add(t4, t4 - t3)
         self._exchanges += 1
         self.accepted += 1
-        newest = max(self._out.ts[-1], self._back.ts[-1])
-        self._freeze(self._out.trim(newest - self.window))
-        self._back.trim(newest - self.window)
+        self._trim_to_window(max(self._out.ts[-1], self._back.ts[-1]))
 
     def _is_impossible(self, t1: float, t2: float, t3: float, t4: float) -> bool:
         if min(len(self._out), len(self._back)) < MIN_SETTLED:
             return False
-        # The last estimate, extrapolated, is good enough to judge by (and costs nothing).
-        estimate = self._last
-        if estimate is None or abs(t4 - estimate.at) > 1.0:
-            estimate = self.estimate(t4)
-        if estimate is None:
+        judged = self._judge_by(t4)
+        if judged is None:
             return False
-        slack = max(STEP_THRESHOLD, 8 * estimate.bound)
+        estimate, slack = judged
         floor = estimate.delay
         # Below the forward floor: the peer's clock went back; below the reverse: forward.
         out_low = (t2 - t1) < estimate.offset_at(t1) + floor - slack
