@@ -344,7 +344,8 @@ class BridgeSession(ReceivingSession):
         if self.scheduler is not None:
             stats = self.scheduler.stats()
             late = stats.late
-            dropped += stats.dropped_total
+            # A message the scheduler refused is counted by both: once here, by its reason.
+            dropped += stats.dropped_total - forwarder.dropped["refused"]
         text = f"forwarded {forwarder.forwarded}, late {late}, dropped {dropped}"
         if self.follower is not None:
             text += "  " + self.follower.status()
