@@ -7,6 +7,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -236,3 +237,14 @@ def test_a_shared_key_signs_what_send_and_send_bundle_send_and_sync_follows_only
         wait_until(lambda: len(got) == 2, what="the leader's two signed bundles")
         wait_until(lambda: receiver.sync.ignored["unauthenticated"] == 2, what="raw: unsigned")  # type: ignore[union-attr]
     assert [(r.args, r.authenticated) for r in got] == [((1,), True), ((2,), True)]
+
+
+def test_a_sound_beyond_the_horizon_is_refused_whatever_the_backend(tmp_path: Path) -> None:
+    # A player that places sounds itself (wav:, the sound card) was handed any timetag: an hour
+    # ahead was accepted (an hour of silence rendered), where playsound's scheduler refused it.
+    clock = oscsync.SystemClock()
+    with oscsync.SoundPlayer(f"wav:{tmp_path / 'out.wav'}", clock=clock) as player:
+        assert not player.play_at(tt.add_seconds(clock.now_timetag(), 3600.0))
+        assert player.dropped == 1
+        assert player.play_at(tt.add_seconds(clock.now_timetag(), 0.05))
+        assert player.dropped == 1
