@@ -248,3 +248,25 @@ def test_a_sound_beyond_the_horizon_is_refused_whatever_the_backend(tmp_path: Pa
         assert player.dropped == 1
         assert player.play_at(tt.add_seconds(clock.now_timetag(), 0.05))
         assert player.dropped == 1
+
+
+def test_a_closed_endpoint_calls_back_nothing_more_on_a_shared_scheduler(
+    autojump_clock: oscsync.FakeClock,
+) -> None:
+    clock = autojump_clock
+    shared = oscsync.Scheduler(clock)
+    shared.start()
+    called: list[object] = []
+    try:
+        with oscsync.Endpoint(peers=free_udp_port(), clock=clock) as sender:
+            receiver = oscsync.Endpoint(listen=0, clock=clock, scheduler=shared)
+            receiver.on("/held", called.append)
+            sender.set_peers(receiver.port)
+            sender.send("/held", at=oscsync.add_seconds(clock.now_timetag(), 10))
+            wait_until(lambda: shared.held == 1, what="the bundle held")  # real time: in flight
+            receiver.close()
+            clock.sleep(20)  # virtual time: past the timetag
+            wait_until(lambda: shared.held == 0, what="the held callback taken off")
+        assert called == []
+    finally:
+        shared.close()

@@ -420,6 +420,7 @@ class Endpoint:
         self._inbox_delivery = _Delivery(self, self._inbox.put, True)
         self._dropped: Counter[str] = Counter()
         self._dropped_lock = threading.Lock()
+        self._closed = False
         self._own_scheduler = False
         try:
             self._own_scheduler = scheduler is None
@@ -586,7 +587,8 @@ class Endpoint:
         stamp = received.message.timetag if hold else None
 
         def call(_: object) -> None:
-            callback(received)
+            if not self._closed:  # a shared scheduler still holds it after close()
+                callback(received)
 
         if not self.scheduler.submit(stamp, call, size=codec.footprint(received.message)):
             self._count("callback-refused")
@@ -627,7 +629,9 @@ class Endpoint:
 
     def close(self) -> None:
         """Stop receiving, following and calling back; close the sockets. Callbacks still held
-        are discarded. Safe to call twice."""
+        are discarded (on a given ``scheduler`` too; one running there is not waited for).
+        Safe to call twice."""
+        self._closed = True
         # Callbacks first (one running is waited for), so none sends on a closed socket.
         scheduler = getattr(self, "scheduler", None)
         if scheduler is not None and self._own_scheduler:
