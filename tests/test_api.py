@@ -73,6 +73,23 @@ def test_unread_messages_are_bounded_and_counted() -> None:
         assert receiver.receive(0.01) is None
 
 
+def test_unread_messages_are_bounded_in_bytes_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 1,024 unread TCP packets of up to 16 MiB each were 16 GiB: the bytes are capped as well.
+    blob = bytes(1000)
+    cost = codec.footprint(codec.Message("/blob", (blob,), "b"))
+    monkeypatch.setattr(endpoints, "INBOX_BYTES", 3 * cost, raising=False)
+    with (
+        oscsync.Endpoint(listen=0) as receiver,
+        oscsync.Endpoint(peers=receiver.port) as sender,
+    ):
+        for _ in range(10):
+            sender.send("/blob", blob)
+        wait_until(lambda: receiver.dropped.get("inbox-full") == 7, what="7 counted")
+        assert [receiver.receive(1) is not None for _ in range(3)] == [True] * 3
+        sender.send("/blob", blob)  # read: room again
+        assert receiver.receive(5) is not None
+
+
 def test_held_callbacks_run_exactly_at_the_timetag_and_unheld_ones_on_arrival(
     autojump_clock: oscsync.FakeClock,
 ) -> None:
