@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import LineReader, free_udp_port
+from oscsync.apps import bridge as bridge_app
 from oscsync.apps.bridge import (
     AT_TIMETAG,
     RETIMETAG,
@@ -194,6 +195,24 @@ def test_the_live_line_counts_a_refused_message_once_as_the_summary_does(
         session.forwarder.on_message(tick(fake_clock, tt.add_seconds(fake_clock.now_timetag(), 10)))
         assert session.status().startswith("forwarded 0, late 0, dropped 1")
         assert "; dropped 1 (horizon 1)" in session.summary()[0]
+
+
+def test_records_waiting_to_be_shown_are_bounded_in_bytes(
+    fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 4,096 records of 16 MiB TCP packets (what arrived and what went out) were 128 GiB.
+    message = codec.Message("/blob", (bytes(1000),), "b", None)
+    cost = 2 * codec.footprint(message)  # what arrived, and the same sent on
+    monkeypatch.setattr(bridge_app, "MAX_RECORD_BYTES", 3 * cost, raising=False)
+    setup = SessionSetup(clock=fake_clock)
+    listen, target = HostPort("127.0.0.1", 0), HostPort("127.0.0.1", 9)
+    with BridgeSession(listen, [target], setup, mode=RETIMETAG) as session:
+        for _ in range(10):
+            session.forwarder.on_message(Received(message, LEADER, fake_clock.now()))
+        assert session.forwarder.forwarded == 10
+        assert len(session.take_records()) == 3 and session.records_not_shown == 7
+        session.forwarder.on_message(Received(message, LEADER, fake_clock.now()))
+        assert len(session.take_records()) == 1  # taken: room again
 
 
 def test_record_lines_say_what_went_where_and_escape_what_the_network_sent(
