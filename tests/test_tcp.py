@@ -265,6 +265,19 @@ def test_sender_connects_lazily_and_send_never_waits_for_an_absent_peer() -> Non
     assert sender.stats.dropped["unsent-at-close"] == 3
 
 
+def test_sender_refuses_a_packet_over_the_byte_cap_without_emptying_the_queue(
+    fake_clock: FakeClock,
+) -> None:
+    sender = TcpSender(
+        HostPort("127.0.0.1", 9, "tcp"), clock=fake_clock, max_queue_bytes=64, run_thread=False
+    )
+    assert sender.send(b"/a") and sender.send(b"/b")
+    assert not sender.send(b"/big" + bytes(100))  # framed, over 64 bytes: never fits
+    assert sender.stats.dropped["queue-full"] == 1
+    assert list(sender._queue.packets) == [slip_encode(b"/a"), slip_encode(b"/b")]
+    sender.close()
+
+
 def test_sender_drop_newest_keeps_the_first_packets(fake_clock: FakeClock) -> None:
     sender = TcpSender(
         HostPort("127.0.0.1", 9, "tcp"), clock=fake_clock, max_queue_packets=2, drop="newest",

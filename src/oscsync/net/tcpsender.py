@@ -104,6 +104,10 @@ class PacketQueue:
 
     def put(self, data: bytes) -> tuple[bool, int]:
         """Queue ``data``: whether it was queued, and how many packets were dropped (it too)."""
+        if len(data) > self.max_bytes:
+            # Refused before anything is made room for: emptying the queue for a packet that
+            # will not fit anyway would lose every packet waiting.
+            return False, 1
         dropped = 0
         while self.packets and (
             len(self.packets) >= self.max_packets or self.size + len(data) > self.max_bytes
@@ -112,8 +116,6 @@ class PacketQueue:
                 return False, 1
             self.size -= len(self.packets.popleft())
             dropped += 1
-        if len(data) > self.max_bytes:
-            return False, dropped + 1
         self.packets.append(data)
         self.size += len(data)
         return True, dropped
