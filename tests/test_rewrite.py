@@ -116,6 +116,7 @@ def test_an_argument_after_an_array_is_taken_with_its_own_type() -> None:
         ("/tick=/a i:x", "'i:x': 'x' is not an int"),
         ("/tick=/a f:nan", "give a finite number"),
         ("/tick=/a f:1e400", "give a finite number"),
+        ("/tick=/a f:1e39", "1e39 does not fit type 'f'"),
         ("/tick=/a i:2147483648", "2147483648 does not fit type 'i'"),
         ("/tick=/a h:" + "9" * 900, "is not an int"),  # bounded before int() reads it
         ("/tick=/a $0", "argument numbers go from $1 to $999"),
