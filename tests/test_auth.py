@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,29 @@ def test_a_key_file_others_can_read_is_used_with_a_warning(tmp_path: Path) -> No
     path.chmod(0o644)
     key, warning = auth.load_key(path, {})
     assert key is not None and warning is not None and "chmod 600" in warning
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_as_key_file_is_refused_without_waiting_for_a_writer(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "key"
+    os.mkfifo(path)
+    outcome: list[BaseException | None] = []
+
+    def load() -> None:
+        try:
+            auth.load_key(path, {})
+        except BaseException as exc:  # reported to the test's thread
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    loader.join(5.0)
+    if loader.is_alive():  # blocked opening the pipe: give it a writer, so it ends
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        loader.join(5.0)
+        pytest.fail("loading the key waited for a writer on the named pipe")
+    assert isinstance(outcome[0], auth.AuthError) and "not a regular file" in str(outcome[0])

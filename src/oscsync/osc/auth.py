@@ -133,6 +133,9 @@ class Key:
         """The key in ``path``, and a warning if others may read the file (POSIX modes)."""
         origin = f"--key-file {path}"
         try:
+            # Looked at before opening too: opening a named pipe waits, silently, for a writer.
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                raise _refuse(f"{path} is not a regular file")
             with path.open("rb") as handle:
                 info = os.fstat(handle.fileno())
                 if not stat.S_ISREG(info.st_mode):
