@@ -244,8 +244,13 @@ class TcpSender:
                 self._queue_full(dropped)
             if not queued:
                 return False
-        if self._thread is None and self._run_thread:
-            self._thread = threads.daemon_thread(self._run, name="oscsync-tcp-send")
+            # Under the lock: two threads sending their first packets at once would otherwise
+            # both see no thread and start two, polling one socket and one selector.
+            starting = self._thread is None and self._run_thread
+            if starting:
+                self._thread = threads.daemon_thread(self._run, name="oscsync-tcp-send")
+        if starting:
+            assert self._thread is not None
             threads.start(self._thread)
         self._selector.wake()
         return True
