@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import threading
@@ -91,6 +92,16 @@ def test_a_counter_older_than_the_window_is_refused() -> None:
     for _ in range(8):
         verifier.open(signer.sign(_tick_bundle(STAMP)), LEADER)
     assert verifier.open(first, LEADER) == "replayed"  # never seen, but 8 behind the highest
+
+
+def test_a_counter_that_jumps_far_ahead_is_taken_and_the_window_follows_it() -> None:
+    signer, verifier = auth.Signer(KEY), auth.Verifier(KEY, window=8)
+    assert verifier.open(signer.sign(_tick_bundle(STAMP)), LEADER)[1] is True  # type: ignore[index]
+    signer._counter = itertools.count(2**62)  # a sender with the key, buggy or hostile
+    jumped = signer.sign(_tick_bundle(STAMP))
+    assert verifier.open(jumped, LEADER)[1] is True  # type: ignore[index]
+    assert verifier.open(jumped, LEADER) == "replayed"
+    assert verifier.open(signer.sign(_tick_bundle(STAMP)), LEADER)[1] is True  # type: ignore[index]
 
 
 def test_an_old_session_replayed_as_the_leader_is_refused_by_its_timetag() -> None:
