@@ -248,8 +248,9 @@ def parse_rule(text: str) -> Rule:
     if not tokens:
         raise RuleError(f"{text!r}: give an address after '=' (or leave out '=' to pass it on)")
     address, *arguments = tokens
-    # What the encoder refuses in an address (codec.encode_message), said now, not per message.
-    _check_address(address, "address", " \t#,")
+    # What the encoder refuses in an address (codec.encode_message), said now, not per message;
+    # ',' it takes (a pattern sent on: /{kick,snare}).
+    _check_address(address, "address", " \t#")
     if not arguments:
         return Rule(text, pattern, address, compiled=compiled)
     if len(arguments) > MAX_TEMPLATE_ARGS:
