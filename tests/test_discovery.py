@@ -873,6 +873,36 @@ def test_an_advertiser_whose_start_fails_leaves_nothing_running(
     assert not registry._watchers
 
 
+def test_a_follower_whose_start_fails_leaves_nothing_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    opened: list[Any] = []
+    real_open = mdns.open_zeroconf
+
+    def open_zeroconf(interface: str, *, unicast: bool = False) -> Any:
+        opened.append(real_open(interface, unicast=unicast))
+        return opened[-1]
+
+    class NoBrowser:
+        """python-zeroconf, but its ServiceBrowser refuses to start."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(zeroconf, name)
+
+        def ServiceBrowser(self, *args: object, **kwargs: object) -> Any:
+            raise zeroconf.BadTypeInNameException("refused")
+
+    monkeypatch.setattr(mdns, "open_zeroconf", open_zeroconf)
+    monkeypatch.setattr(mdns, "import_zeroconf", NoBrowser)
+    follower = PeerFollower({"alice": ("127.0.0.1", 9001)}, lambda *a: None, interface="loopback")
+    with pytest.raises(zeroconf.BadTypeInNameException):
+        follower.start()
+    assert len(opened) == 1 and opened[0].done
+    assert follower._thread is not None
+    follower._thread.join(5.0)
+    assert not follower._thread.is_alive()
+
+
 def test_tcp_listener_is_advertised_as_osc_tcp_with_tcp_host_info(browser: Browser) -> None:
     name = unique_name()
     port = free_udp_port()  # any free number: nothing connects to it here
