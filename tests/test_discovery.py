@@ -834,6 +834,75 @@ def test_oscquery_lists_an_address_the_endpoint_registers_after_it_is_advertised
         )
 
 
+def test_an_advertiser_whose_start_fails_leaves_nothing_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A start that fails after zeroconf is open (here: the OSCQuery server cannot bind)
+    closes it again, and stops watching the registry: ``with Advertiser(...)`` never reaches
+    ``__exit__`` when ``start`` raises."""
+    from oscsync.discovery import advertiser as advertiser_module
+    from oscsync.osc.routing import AddressRegistry
+
+    opened: list[Any] = []
+    real_open = mdns.open_zeroconf
+
+    def open_zeroconf(interface: str, *, unicast: bool = False) -> Any:
+        opened.append(real_open(interface, unicast=unicast))
+        return opened[-1]
+
+    def no_server(*args: object, **kwargs: object) -> Any:
+        raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr(mdns, "open_zeroconf", open_zeroconf)
+    monkeypatch.setattr(advertiser_module.oscquery, "OscQueryServer", no_server)
+    registry = AddressRegistry()
+    with (
+        pytest.raises(mdns.DiscoveryError, match="OSCQuery"),
+        Advertiser(
+            unique_name(),
+            role="dump",
+            port=free_udp_port(),
+            listen_host="127.0.0.1",
+            interface="loopback",
+            registry=registry,
+        ),
+    ):
+        pass
+    assert len(opened) == 2  # the name check's, then the advertiser's own
+    assert all(zc.done for zc in opened)
+    assert not registry._watchers
+
+
+def test_a_follower_whose_start_fails_leaves_nothing_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    opened: list[Any] = []
+    real_open = mdns.open_zeroconf
+
+    def open_zeroconf(interface: str, *, unicast: bool = False) -> Any:
+        opened.append(real_open(interface, unicast=unicast))
+        return opened[-1]
+
+    class NoBrowser:
+        """python-zeroconf, but its ServiceBrowser refuses to start."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(zeroconf, name)
+
+        def ServiceBrowser(self, *args: object, **kwargs: object) -> Any:
+            raise zeroconf.BadTypeInNameException("refused")
+
+    monkeypatch.setattr(mdns, "open_zeroconf", open_zeroconf)
+    monkeypatch.setattr(mdns, "import_zeroconf", NoBrowser)
+    follower = PeerFollower({"alice": ("127.0.0.1", 9001)}, lambda *a: None, interface="loopback")
+    with pytest.raises(zeroconf.BadTypeInNameException):
+        follower.start()
+    assert len(opened) == 1 and opened[0].done
+    assert follower._thread is not None
+    follower._thread.join(5.0)
+    assert not follower._thread.is_alive()
+
+
 def test_tcp_listener_is_advertised_as_osc_tcp_with_tcp_host_info(browser: Browser) -> None:
     name = unique_name()
     port = free_udp_port()  # any free number: nothing connects to it here
