@@ -39,7 +39,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from conftest import _multicast_route_on_lo
 from linkpeer import LinkPeer
 from metronome import oscsync, start_listener
 from oscsync import audio
@@ -52,6 +51,18 @@ def only_loopback() -> bool:
         sorted(name for _, name in socket.if_nameindex()) if hasattr(socket, "if_nameindex") else []
     )
     return names == ["lo"]
+
+
+def multicast_route_on_lo() -> bool:
+    """As tests/conftest.py checks it (not imported: conftest turns real-time priority off)."""
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    # 224.0.0.0/4 as the kernel writes it: little-endian hex destination and mask.
+    return any(
+        f[:1] == ["lo"] and f[1] == "000000E0" and f[7] == "000000F0" for f in map(str.split, lines)
+    )
 
 
 def figures(name: str, errors: list[float]) -> str:
@@ -74,7 +85,7 @@ def main() -> int:
             "benchmarks/link.py: run it through scripts/isolated (Link multicasts; here are real interfaces)"
         )
         return 2
-    if not _multicast_route_on_lo():
+    if not multicast_route_on_lo():
         print("benchmarks/link.py: no 224.0.0.0/4 route on lo (scripts/isolated adds it)")
         return 2
     # link: oscsync's Link extra (metronome send --link); aalink: the other peer's binding.
