@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import queue
@@ -13,7 +14,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO, Any, NoReturn
 
 import pytest
 from click.testing import CliRunner
@@ -60,6 +61,15 @@ def require_peer(program: str) -> str:
     if path is None:
         missing(f"{program} is not installed (make test installs it with apt-get)")
     return path
+
+
+def require_module(name: str) -> Any:
+    """An optional Python module a test needs (from the test extra): missing skips locally and
+    **fails** under CI=true, as a missing peer program does."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        missing(f"{name} is not importable ({error}); make test installs it with .[test,audio]")
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import missing
+from conftest import missing, require_module
 from oscsync import audio
 from oscsync.audio import (
     ACCENT,
@@ -245,7 +245,7 @@ def fake_player(
 
 def run_blocks(player: SoundDevicePlayer, stream: FakeStream, blocks: int, frames: int) -> Any:
     """Call the callback like PortAudio would, back to back; return all the output, concatenated."""
-    np = pytest.importorskip("numpy")
+    np = require_module("numpy")
     out = []
     for _ in range(blocks):
         block = np.full((frames, 1), 7.0, dtype=np.float32)  # garbage: the callback must clear it
@@ -259,7 +259,7 @@ def run_blocks(player: SoundDevicePlayer, stream: FakeStream, blocks: int, frame
 def test_sounddevice_places_onsets_at_the_exact_frame_whatever_the_block_size(
     frames: int,
 ) -> None:
-    np = pytest.importorskip("numpy")
+    np = require_module("numpy")
     clock = FakeClock(start=START, monotonic_start=1000.0)
     player, stream = fake_player(clock)
     # The first block's first frame is heard one output latency from now.
@@ -322,7 +322,7 @@ def test_sounddevice_plays_the_tick_for_an_accent_when_no_accent_is_loaded() -> 
 
 
 def test_sounddevice_maps_stream_time_when_host_reports_zero_times() -> None:
-    np = pytest.importorskip("numpy")
+    np = require_module("numpy")
     clock = FakeClock(start=START, monotonic_start=1000.0)
     player, _ = fake_player(clock, latency=0.02)
     player.play_at(clock.now() + 0.02 + 10 / RATE)
@@ -333,7 +333,7 @@ def test_sounddevice_maps_stream_time_when_host_reports_zero_times() -> None:
 
 
 def test_probe_reports_missing_portaudio_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("numpy")
+    require_module("numpy")
 
     def no_portaudio() -> Any:
         raise OSError("PortAudio library not found")
@@ -345,7 +345,7 @@ def test_probe_reports_missing_portaudio_in_one_line(monkeypatch: pytest.MonkeyP
 
 
 def test_probe_reports_sounddevice_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("numpy")
+    require_module("numpy")
 
     def not_installed() -> Any:
         raise ImportError("No module named 'sounddevice'", name="sounddevice")
@@ -358,7 +358,7 @@ def test_probe_reports_sounddevice_not_installed(monkeypatch: pytest.MonkeyPatch
 
 
 def test_probe_reports_no_output_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("numpy")
+    require_module("numpy")
 
     def query_devices(kind: str) -> Any:
         raise RuntimeError("Error querying device -1")
@@ -624,7 +624,7 @@ class JitteryStream(FakeStream):
 
 
 def run_jittery_blocks(player: SoundDevicePlayer, stream: JitteryStream, blocks: int) -> Any:
-    np = pytest.importorskip("numpy")
+    np = require_module("numpy")
     frames = 256
     out = []
     block_start = stream.clock.monotonic()
@@ -640,7 +640,7 @@ def run_jittery_blocks(player: SoundDevicePlayer, stream: JitteryStream, blocks:
 
 @pytest.mark.parametrize(("placement", "exact"), [("dll", True), ("callback", False)])
 def test_callback_jitter_does_not_move_onsets_with_the_dll(placement: str, exact: bool) -> None:
-    np = pytest.importorskip("numpy")
+    np = require_module("numpy")
     clock = FakeClock(start=START, monotonic_start=1000.0)
     stream = JitteryStream(clock, latency=0.02)
     player = SoundDevicePlayer(
@@ -664,7 +664,7 @@ def status_flags(**flags: bool) -> SimpleNamespace:
 
 
 def test_xruns_from_portaudio_status_flags_are_counted_and_keep_the_lock() -> None:
-    np = pytest.importorskip("numpy")
+    np = require_module("numpy")
     clock = FakeClock(start=START, monotonic_start=1000.0)
     player, stream = fake_player(clock)
     due = clock.now() + 0.5  # leaves the DAC 0.5 s from now: 20 ms (latency) before that in
@@ -692,7 +692,7 @@ def test_xruns_from_portaudio_status_flags_are_counted_and_keep_the_lock() -> No
 
 
 def test_an_xrun_that_is_no_whole_block_relocks() -> None:
-    np = pytest.importorskip("numpy")
+    np = require_module("numpy")
     clock = FakeClock(start=START, monotonic_start=1000.0)
     player, stream = fake_player(clock)
     block = np.zeros((256, 1), dtype=np.float32)
@@ -726,7 +726,7 @@ def test_latency_compensation_places_the_sound_to_leave_the_device_at_the_timeta
     compensation: float | None, frame: int, words: str
 ) -> None:
     # The host reports 20 ms between computing a buffer and its first frame leaving the DAC.
-    np = pytest.importorskip("numpy")
+    np = require_module("numpy")
     clock = FakeClock(start=START, monotonic_start=1000.0)
     stream = FakeStream(clock, 0.02, -990.0)
     player = SoundDevicePlayer(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import oscsync_command
+from conftest import oscsync_command, require_module
 from oscsync.apps import lab, labrecords, scoring, tables
 from oscsync.cli.main import cli
 
@@ -158,7 +158,7 @@ def test_stats_says_when_times_cannot_share_a_grid(tmp_path: Path, cli_runner: C
 def test_sweep_tiny_run_writes_table_csv_json_and_plot(
     tmp_path: Path, cli_runner: CliRunner
 ) -> None:
-    pytest.importorskip("matplotlib")
+    require_module("matplotlib")
     csv_path, json_path, png = tmp_path / "s.csv", tmp_path / "s.json", tmp_path / "s.png"
     result = cli_runner.invoke(
         cli,
