@@ -362,8 +362,14 @@ def test_a_flood_of_due_items_on_a_real_time_timer_thread_leaves_the_cpu_to_othe
 
 
 def test_an_ordinary_timer_thread_does_not_rest(
-    autojump_clock: FakeClock, no_promoter: None
+    autojump_clock: FakeClock, no_promoter: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Nor does it give way between due items: an ordinary thread that gives the GIL away
+    gets it back from a busy thread only after the switch interval (5 ms late)."""
+    gave_way: list[str] = []
+    monkeypatch.setattr(
+        "oscsync.scheduler.give_way", lambda: gave_way.append(threading.current_thread().name)
+    )
     clock = autojump_clock
     ran: list[float] = []
     finished = threading.Event()
@@ -381,6 +387,7 @@ def test_an_ordinary_timer_thread_does_not_rest(
         clock.wait(finished, 10.0)
         assert scheduler.realtime is False
     assert ran[-1] - ran[0] == pytest.approx(99 * 0.0001)
+    assert gave_way == []
 
 
 def test_receive_threads_ask_for_real_time_with_their_role(no_promoter: None) -> None:
