@@ -8,7 +8,9 @@ import random
 import socket
 import struct
 import threading
+from collections import Counter
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -24,12 +26,14 @@ from oscsync.osc.routing import Received
 from oscsync.sync.follow import ClockFollower
 from oscsync.sync.ping import (
     FILTER_SIZE,
+    MAX_PLAYOUT,
     OFFSET_MARGIN,
     PING,
     PONG,
     ClockSync,
     ClockSyncError,
     PeerClocks,
+    PingResponder,
     Sample,
     choose,
     choose_offset,
@@ -354,6 +358,28 @@ def test_an_unbelievable_playout_makes_the_pong_malformed(playout: float) -> Non
     bad = encode_pong(1, t1, t1, t1, playout)
     with pytest.raises(ClockSyncError):
         parse_pong(_received(bad, 1000.0))
+
+
+@pytest.mark.parametrize(("playout", "sent"), [(2.5, MAX_PLAYOUT), (-0.001, 0.0), (0.02, 0.02)])
+def test_a_listener_never_sends_a_playout_its_peers_would_drop_the_pong_for(
+    playout: float, sent: float
+) -> None:
+    """A player may report up to 10 s (audio.playout_of), a client believes 1 s at most and
+    drops the whole pong beyond: a listener with a slow sound card lost every clock sample."""
+    clock = FakeClock()
+    answers: list[bytes] = []
+    endpoint = SimpleNamespace(
+        clock=clock,
+        stats=SimpleNamespace(drops=Counter()),
+        answer=lambda received, data: answers.append(data),
+    )
+    responder = PingResponder(playout=lambda: playout)
+    t1 = clock.now_timetag()
+    responder.service(endpoint, _received(encode_ping(1, t1), clock.now()))  # type: ignore[arg-type]
+    (data,) = answers
+    pong = parse_pong(_received(data, clock.now()))
+    assert pong.playout == pytest.approx(sent)
+    assert endpoint.stats.drops == Counter()
 
 
 def test_a_follower_takes_pongs_that_carry_playout() -> None:

@@ -220,6 +220,10 @@ class PingResponder:
         """The endpoint service for ``/oscsync/clock/ping``."""
         try:
             playout = None if self.playout is None else self.playout()
+            if playout is not None:
+                # A client drops a pong whose PLAYOUT is over MAX_PLAYOUT (or negative, or NaN)
+                # whole, clock sample and all: say the most it believes instead.
+                playout = min(playout, MAX_PLAYOUT) if playout >= 0.0 else None
             data = pong_for(received, endpoint.clock, playout)
         except (ClockSyncError, tt.TimetagError):
             endpoint.stats.drops["bad-clock-ping"] += 1
