@@ -208,6 +208,22 @@ def test_backends_are_chosen_by_what_the_platform_offers(monkeypatch: pytest.Mon
     assert not Realtime("auto", realtime.Unsupported()).probe().granted  # type: ignore[union-attr]
 
 
+def test_mmcss_loads_its_libraries_so_that_a_refusal_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """AvSetMmThreadCharacteristicsW's error comes from ctypes.get_last_error, which is 0 for
+    every call into a library not loaded with use_last_error=True: "failed (0)"."""
+    loaded: list[tuple[str, dict[str, Any]]] = []
+
+    def win_dll(name: str, **options: Any) -> Any:
+        loaded.append((name, options))
+        return FakeAvrt(1) if name == "avrt" else FakeWinmm()
+
+    monkeypatch.setattr(realtime.ctypes, "WinDLL", win_dll, raising=False)
+    assert isinstance(Mmcss.load(), Mmcss)
+    assert loaded == [("avrt", {"use_last_error": True}), ("winmm", {"use_last_error": True})]
+
+
 def test_mmcss_and_mach_are_absent_where_their_libraries_are() -> None:
     def no_dll(name: str) -> Any:
         raise OSError(f"{name}.dll not found")
