@@ -108,6 +108,24 @@ def test_asymmetric_delays_stay_within_half_the_round_trip(skew: float) -> None:
         assert abs(error) == pytest.approx(abs(out_delay - back_delay) / 2, abs=1e-6)
 
 
+def test_an_impossible_exchange_is_ignored_not_trusted_above_the_real_ones() -> None:
+    """A turnaround longer than the round trip (a peer whose clock stepped while it answered,
+    or a forgery) has a negative delay: the minimum-delay filter would trust it first, with an
+    error bound of 0, and --offset auto would pick its offset."""
+    link = _Link(skew=0.0)
+    real = link.exchange(0.001, 0.0001, 0.001)
+    assert real is not None
+    link.sync.ping()
+    (ping,) = codec.decode(link.outbox.pop())
+    seq, t1 = ping.args
+    link.base.advance(0.002)
+    forged = encode_pong(seq, t1, tt.add_seconds(t1, 5.0), tt.add_seconds(t1, 5.5))
+    assert link.sync.on_pong(_received(forged, link.client_clock.now())) is None
+    assert link.sync.ignored == 1 and link.sync.samples() == [real]
+    estimate = link.sync.estimate()
+    assert estimate is not None and estimate.offset == pytest.approx(0.0, abs=1e-6)
+
+
 def test_the_filter_trusts_the_minimum_delay_sample() -> None:
     link = _Link(skew=0.15)
     # Queued pings: long, lopsided delays; one exchange found the link empty.
