@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import os
 import re
 import threading
 import wave
@@ -117,6 +119,26 @@ def test_write_then_read_round_trip(tmp_path: Path) -> None:
     sound = Sound(RATE, array("h", [0, 32767, -32768, 5]))
     audio.write_wav(tmp_path / "x.wav", sound)
     assert audio.read_wav(tmp_path / "x.wav") == sound
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_wav_writer_streams_to_a_named_pipe(tmp_path: Path) -> None:
+    """``--audio wav:PIPE`` with a reader: ``wave`` seeks back to patch the header after every
+    write, which a pipe cannot do (the first write failed, "Illegal seek")."""
+    path = tmp_path / "pipe"
+    os.mkfifo(path)
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # the reader is there first
+    try:
+        with audio.WavWriter(path, RATE) as writer:
+            writer.write(array("h", [0, 32767, -32768, 5]))
+            writer.write_silence(2)
+        data = os.read(reader, 1 << 16)
+    finally:
+        os.close(reader)
+    with wave.open(io.BytesIO(data)) as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, RATE)
+        assert array("h", wav.readframes(100)) == array("h", [0, 32767, -32768, 5, 0, 0])
+    assert writer.frames == 6
 
 
 # -- wav render -------------------------------------------------------------------------------

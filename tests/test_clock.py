@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 
+import oscsync.clock
 from oscsync.clock import FakeClock, SkewedClock, SystemClock
 from waiting import let_real_time_pass, wait_until
 
@@ -92,6 +95,68 @@ def test_system_clock_wait_returns_whether_the_event_was_set() -> None:
 
 
 # -- SkewedClock ---------------------------------------------------------------------------
+
+
+TICK = 2**-6
+"""GetTickCount64's and GetSystemTimeAsFileTime's 15.6 ms (Windows before Python 3.13)."""
+
+
+class CoarseTime:
+    """A ``time`` module where ``monotonic`` and ``time`` tick every :data:`TICK` and
+    ``perf_counter`` is fine, as on Windows before Python 3.13. True time moves 1 µs a call."""
+
+    def __init__(self) -> None:
+        self.t = 0.003
+
+    def _step(self) -> float:
+        self.t += 1e-6
+        return self.t
+
+    def true_wall(self) -> float:
+        return START + self.t
+
+    def monotonic(self) -> float:
+        return MONO + math.floor(self._step() / TICK) * TICK
+
+    def time(self) -> float:
+        return START + math.floor(self._step() / TICK) * TICK
+
+    def perf_counter(self) -> float:
+        return 7.0 + self._step()
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+    def get_clock_info(self, name: str) -> SimpleNamespace:
+        fine = name == "perf_counter"
+        return SimpleNamespace(resolution=1e-7 if fine else TICK, monotonic=name != "time")
+
+
+def test_system_clock_is_fine_where_monotonic_and_wall_time_tick_coarsely(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Windows before Python 3.13: every reading was 15.6 ms coarse, and a process mapped wall
+    time up to 15.6 ms off (two processes on one machine disagreed by that much)."""
+    fake = CoarseTime()
+    monkeypatch.setattr(oscsync.clock, "time", fake)
+    clock = SystemClock()
+    readings = [clock.monotonic() for _ in range(3)]
+    assert readings[0] < readings[1] < readings[2]
+    assert readings[2] - readings[0] == pytest.approx(2e-6)
+    for _ in range(3):
+        assert abs(clock.now() - fake.true_wall()) < 3e-6
+        fake.sleep(0.01)
+
+
+def test_fine_clocks_are_read_as_they_are() -> None:
+    def info(resolution: float, perf_resolution: float) -> Callable[[str], SimpleNamespace]:
+        return lambda name: SimpleNamespace(
+            resolution=perf_resolution if name == "perf_counter" else resolution, monotonic=True
+        )
+
+    assert oscsync.clock.fine_monotonic(info(1e-9, 1e-9)) is time.monotonic
+    assert oscsync.clock.fine_monotonic(info(TICK, 1e-7)) is time.perf_counter
+    assert oscsync.clock.fine_monotonic(info(TICK, TICK)) is time.monotonic
 
 
 def test_skewed_clock_is_ahead_by_its_skew_and_shares_the_monotonic_clock() -> None:

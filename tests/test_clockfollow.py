@@ -385,6 +385,21 @@ def test_blob_bomb_sync_queue_is_bounded_in_bytes() -> None:
     assert world.follower.ignored["sync-queue-full"] == 7
 
 
+def test_held_messages_count_what_their_arrays_hold() -> None:
+    """An OSC array counted 8 bytes whatever it held: 8,000 ints in one 40 KB datagram (325 KB
+    decoded, measured with tracemalloc) passed as 29 bytes, so 256 of them (83 MB) fitted in the
+    1 MB cap. Each now costs what :func:`oscsync.osc.codec.footprint` says (64 bytes an
+    argument, 0.5 MB here): two fit."""
+    world = _World()
+    stamp = tt.add_seconds(world.clock.now_timetag(), 1.0)
+    message = codec.encode_message("/tick", [list(range(8000))])
+    for _ in range(10):
+        for received in _received(codec.encode_bundle(stamp, [message]), world.clock.now(), LEADER):
+            world.handle(received)
+    assert len(world.follower._pending) == 2
+    assert world.follower.ignored["sync-queue-full"] == 8
+
+
 def _endpoint_with_outbox() -> tuple[Endpoint, list[tuple[bytes, tuple[str, int]]], FakeClock]:
     clock = FakeClock()
     endpoint = open_endpoint(clock=clock)

@@ -8,7 +8,9 @@ import random
 import socket
 import struct
 import threading
+from collections import Counter
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -24,12 +26,14 @@ from oscsync.osc.routing import Received
 from oscsync.sync.follow import ClockFollower
 from oscsync.sync.ping import (
     FILTER_SIZE,
+    MAX_PLAYOUT,
     OFFSET_MARGIN,
     PING,
     PONG,
     ClockSync,
     ClockSyncError,
     PeerClocks,
+    PingResponder,
     Sample,
     choose,
     choose_offset,
@@ -102,6 +106,24 @@ def test_asymmetric_delays_stay_within_half_the_round_trip(skew: float) -> None:
         # The theory: |error| = |out - back| / 2 <= delay / 2 (float wall seconds resolve ~0.24 µs).
         assert abs(error) <= sample.error_bound + 1e-6
         assert abs(error) == pytest.approx(abs(out_delay - back_delay) / 2, abs=1e-6)
+
+
+def test_an_impossible_exchange_is_ignored_not_trusted_above_the_real_ones() -> None:
+    """A turnaround longer than the round trip (a peer whose clock stepped while it answered,
+    or a forgery) has a negative delay: the minimum-delay filter would trust it first, with an
+    error bound of 0, and --offset auto would pick its offset."""
+    link = _Link(skew=0.0)
+    real = link.exchange(0.001, 0.0001, 0.001)
+    assert real is not None
+    link.sync.ping()
+    (ping,) = codec.decode(link.outbox.pop())
+    seq, t1 = ping.args
+    link.base.advance(0.002)
+    forged = encode_pong(seq, t1, tt.add_seconds(t1, 5.0), tt.add_seconds(t1, 5.5))
+    assert link.sync.on_pong(_received(forged, link.client_clock.now())) is None
+    assert link.sync.ignored == 1 and link.sync.samples() == [real]
+    estimate = link.sync.estimate()
+    assert estimate is not None and estimate.offset == pytest.approx(0.0, abs=1e-6)
 
 
 def test_the_filter_trusts_the_minimum_delay_sample() -> None:
@@ -354,6 +376,28 @@ def test_an_unbelievable_playout_makes_the_pong_malformed(playout: float) -> Non
     bad = encode_pong(1, t1, t1, t1, playout)
     with pytest.raises(ClockSyncError):
         parse_pong(_received(bad, 1000.0))
+
+
+@pytest.mark.parametrize(("playout", "sent"), [(2.5, MAX_PLAYOUT), (-0.001, 0.0), (0.02, 0.02)])
+def test_a_listener_never_sends_a_playout_its_peers_would_drop_the_pong_for(
+    playout: float, sent: float
+) -> None:
+    """A player may report up to 10 s (audio.playout_of), a client believes 1 s at most and
+    drops the whole pong beyond: a listener with a slow sound card lost every clock sample."""
+    clock = FakeClock()
+    answers: list[bytes] = []
+    endpoint = SimpleNamespace(
+        clock=clock,
+        stats=SimpleNamespace(drops=Counter()),
+        answer=lambda received, data: answers.append(data),
+    )
+    responder = PingResponder(playout=lambda: playout)
+    t1 = clock.now_timetag()
+    responder.service(endpoint, _received(encode_ping(1, t1), clock.now()))  # type: ignore[arg-type]
+    (data,) = answers
+    pong = parse_pong(_received(data, clock.now()))
+    assert pong.playout == pytest.approx(sent)
+    assert endpoint.stats.drops == Counter()
 
 
 def test_a_follower_takes_pongs_that_carry_playout() -> None:

@@ -69,6 +69,16 @@ def test_a_rate_beyond_1000_ppm_is_not_believed() -> None:
     assert clock_map.to_monotonic(link.micros()) == pytest.approx(clock.monotonic(), abs=1e-6)
 
 
+def test_a_timetag_after_the_2036_rollover_is_read_in_the_era_of_now() -> None:
+    """NTP seconds wrap on 7 Feb 2036: a timetag then is small, and read in era 0 (1900) it
+    named a Link time 136 years before the session."""
+    clock = FakeClock(start=2_100_000_000.0)  # 2036-07
+    session = session_on(FakeLink(clock))
+    stamp = session.timetag_at_beat(8.0)
+    assert tt.split(stamp)[0] < 365 * 86400  # wrapped: months into era 1
+    assert session.beat_at_timetag(stamp) == pytest.approx(8.0, abs=1e-6)
+
+
 def test_the_timeline_phase_is_in_the_bar_for_negative_beats_too() -> None:
     line = LinkTimeline(0, -1.25, 500_000.0, 120.0, 4, 0, False, 0)
     assert line.phase_at(0) == 2.75  # as Link's phaseAtTime, not fmod's -1.25

@@ -208,6 +208,22 @@ def test_backends_are_chosen_by_what_the_platform_offers(monkeypatch: pytest.Mon
     assert not Realtime("auto", realtime.Unsupported()).probe().granted  # type: ignore[union-attr]
 
 
+def test_mmcss_loads_its_libraries_so_that_a_refusal_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """AvSetMmThreadCharacteristicsW's error comes from ctypes.get_last_error, which is 0 for
+    every call into a library not loaded with use_last_error=True: "failed (0)"."""
+    loaded: list[tuple[str, dict[str, Any]]] = []
+
+    def win_dll(name: str, **options: Any) -> Any:
+        loaded.append((name, options))
+        return FakeAvrt(1) if name == "avrt" else FakeWinmm()
+
+    monkeypatch.setattr(realtime.ctypes, "WinDLL", win_dll, raising=False)
+    assert isinstance(Mmcss.load(), Mmcss)
+    assert loaded == [("avrt", {"use_last_error": True}), ("winmm", {"use_last_error": True})]
+
+
 def test_mmcss_and_mach_are_absent_where_their_libraries_are() -> None:
     def no_dll(name: str) -> Any:
         raise OSError(f"{name}.dll not found")
@@ -362,8 +378,14 @@ def test_a_flood_of_due_items_on_a_real_time_timer_thread_leaves_the_cpu_to_othe
 
 
 def test_an_ordinary_timer_thread_does_not_rest(
-    autojump_clock: FakeClock, no_promoter: None
+    autojump_clock: FakeClock, no_promoter: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Nor does it give way between due items: an ordinary thread that gives the GIL away
+    gets it back from a busy thread only after the switch interval (5 ms late)."""
+    gave_way: list[str] = []
+    monkeypatch.setattr(
+        "oscsync.scheduler.give_way", lambda: gave_way.append(threading.current_thread().name)
+    )
     clock = autojump_clock
     ran: list[float] = []
     finished = threading.Event()
@@ -381,6 +403,7 @@ def test_an_ordinary_timer_thread_does_not_rest(
         clock.wait(finished, 10.0)
         assert scheduler.realtime is False
     assert ran[-1] - ran[0] == pytest.approx(99 * 0.0001)
+    assert gave_way == []
 
 
 def test_receive_threads_ask_for_real_time_with_their_role(no_promoter: None) -> None:

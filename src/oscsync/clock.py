@@ -18,8 +18,8 @@ and it is what makes waits exact.
 ``--clock-drift``); :class:`FakeClock` is for tests: time moves only when told to, so no test sleeps
 to prove timing (after trio's ``MockClock``).
 
-This is the only module in the package that calls ``time.time``, ``time.monotonic`` or
-``time.sleep``.
+This is the only module in the package that calls ``time.time``, ``time.monotonic``,
+``time.perf_counter`` or ``time.sleep``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Any
 
 from oscsync.osc import timetag
 
@@ -100,22 +101,75 @@ class Clock(ABC):
         return None
 
 
+FINE_RESOLUTION = 1e-6
+"""A clock that ticks more coarsely than this (seconds) cannot time music: see
+:func:`fine_monotonic`."""
+COARSE_WALL_RESOLUTION = 1e-3
+"""A wall clock that ticks more coarsely than this is mapped at one of its ticks
+(:func:`offset_at_wall_tick`)."""
+WALL_TICK_WAIT = 0.05
+"""Seconds :func:`offset_at_wall_tick` waits for the wall clock to tick, at most."""
+
+
+def fine_monotonic(clock_info: Callable[[Any], Any] | None = None) -> Callable[[], float]:
+    """The monotonic clock to read: ``time.monotonic``, unless it ticks more coarsely than
+    :data:`FINE_RESOLUTION` and ``time.perf_counter``, monotonic too, is finer. Windows before
+    Python 3.13 is such a platform (CPython gh-88494): ``time.monotonic`` is GetTickCount64, which
+    moves every 15.6 ms, ``time.perf_counter`` QueryPerformanceCounter (system-wide since 3.10)."""
+    info: Callable[[Any], Any] = clock_info or time.get_clock_info
+    coarse = info("monotonic").resolution
+    if coarse > FINE_RESOLUTION:
+        perf = info("perf_counter")
+        if perf.monotonic and perf.resolution < coarse:
+            return time.perf_counter
+    return time.monotonic
+
+
+def offset_at_wall_tick(
+    read: Callable[[], float], wall: Callable[[], float], wait: float = WALL_TICK_WAIT
+) -> float:
+    """Wall minus monotonic seconds, for a wall clock that ticks coarsely (Windows before Python
+    3.13: ``time.time`` moves every 15.6 ms). Its reading is the time of its last tick, so a
+    bracket says nothing finer than a tick; the moment it changes is known to a loop's step:
+    this spins until it does (one tick, or ``wait`` seconds, at most)."""
+    first = wall()
+    previous = read()
+    deadline = previous + wait
+    while True:
+        now_wall = wall()
+        now = read()
+        if now_wall != first:
+            return now_wall - (previous + now) / 2
+        if now > deadline:  # a wall clock that does not move: what it says now
+            return now_wall - now
+        previous = now
+
+
 class SystemClock(Clock):
-    """The machine's clocks, with wall time mapped onto the monotonic clock once."""
+    """The machine's clocks, with wall time mapped onto the monotonic clock once.
+
+    The monotonic clock is the finest the platform offers (:func:`fine_monotonic`), and a coarse
+    wall clock is mapped at one of its ticks: on Windows before Python 3.13 both moved every
+    15.6 ms, so every wait, lateness and clock sample was that coarse and two processes on one
+    machine mapped wall time up to 15.6 ms apart.
+    """
 
     def __init__(self) -> None:
-        self._offset = self._measure_offset()
+        self._monotonic = fine_monotonic()
+        self._offset = self._measure_offset(self._monotonic)
 
     @staticmethod
-    def _measure_offset(samples: int = 7) -> float:
+    def _measure_offset(read: Callable[[], float], samples: int = 7) -> float:
+        if time.get_clock_info("time").resolution > COARSE_WALL_RESOLUTION:
+            return offset_at_wall_tick(read, time.time)
         # Read wall between two monotonic readings and keep the tightest bracket, so a thread
         # switch in the middle of one sample does not bias the mapping.
         best_gap = float("inf")
         best = 0.0
         for _ in range(samples):
-            before = time.monotonic()
+            before = read()
             wall = time.time()
-            after = time.monotonic()
+            after = read()
             if after - before < best_gap:
                 best_gap = after - before
                 best = wall - (before + after) / 2
@@ -127,7 +181,7 @@ class SystemClock(Clock):
         return self._offset
 
     def monotonic(self) -> float:
-        return time.monotonic()
+        return self._monotonic()
 
     def wall_to_monotonic(self, wall: float) -> float:
         return wall - self._offset

@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import shutil
 import subprocess
@@ -367,9 +368,11 @@ class Mmcss:
     @classmethod
     def load(cls, loader: Callable[[str], Any] | None = None) -> Mmcss | None:
         if loader is None:
-            loader = getattr(ctypes, "WinDLL", None)
-            if loader is None:
+            win_dll = getattr(ctypes, "WinDLL", None)
+            if win_dll is None:
                 return None
+            # Only a library loaded so keeps the error for ctypes.get_last_error (else it is 0).
+            loader = functools.partial(win_dll, use_last_error=True)
         try:
             avrt, winmm = loader("avrt"), loader("winmm")
         except OSError:

@@ -469,6 +469,10 @@ class Scheduler:
         """:meth:`run_due`, returning the next entry's key (monotonic seconds) instead."""
         clock = self.clock
         breather = self._breather if threading.current_thread() is self._thread else None
+        if breather is not None and not breather.enabled:
+            # An ordinary thread keeps the GIL from one due item to the next: given away, it
+            # comes back only after a busy thread's switch interval (5 ms).
+            breather = None
         first = True
         while True:
             if breather is not None and not first:

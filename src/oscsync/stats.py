@@ -105,7 +105,9 @@ class WarnOnce:
     datagrams is one line on stderr, not thousands (the drops themselves are counted). Some keys
     name a peer (``reply:HOST:PORT``): the keys remembered are bounded in bytes
     (:data:`WARN_KEY_BYTES`), and once that is full a new key is not warned about, so a stranger
-    cycling through source addresses costs neither memory nor a line per address.
+    cycling through source addresses costs neither memory nor a line per address. The first key
+    turned away is still warned about, once, saying that new warnings are counted from then on
+    (else a flood of addresses would silence every later warning of another kind unseen).
     """
 
     def __init__(self, on_warning: Callable[[str], None]) -> None:
@@ -119,6 +121,10 @@ class WarnOnce:
         if key not in self.keys:
             if self.key_bytes + len(key) + _KEY_OVERHEAD > WARN_KEY_BYTES:
                 self.unwarned += 1
+                if self.unwarned == 1:
+                    self.on_warning(
+                        f"{text} (too many different warnings: new ones are counted, not shown)"
+                    )
                 return
             self.keys.add(key)
             self.key_bytes += len(key) + _KEY_OVERHEAD

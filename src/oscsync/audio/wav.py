@@ -8,6 +8,7 @@ work on a machine with no numpy.
 from __future__ import annotations
 
 import contextlib
+import struct
 import sys
 import wave
 from array import array
@@ -100,6 +101,19 @@ def resample(sound: Sound, rate: int) -> Sound:
 
 _SILENCE_CHUNK = bytes(2 * 48_000)
 
+_UNKNOWN_SIZE = 0xFFFFFFFF
+"""The RIFF and data sizes of a WAV streamed to a pipe, whose length is not known when its
+header is written (what sox and ffmpeg write; readers take it as "until the end")."""
+
+
+def _streamed_header(rate: int) -> bytes:
+    """A mono 16-bit PCM header with unknown sizes (:data:`_UNKNOWN_SIZE`)."""
+    return (
+        struct.pack("<4sI4s", b"RIFF", _UNKNOWN_SIZE, b"WAVE")
+        + struct.pack("<4sIHHIIHH", b"fmt ", 16, 1, 1, rate, rate * 2, 2, 16)
+        + struct.pack("<4sI", b"data", _UNKNOWN_SIZE)
+    )
+
 
 class WavWriter:
     """Mono 16-bit PCM appended in pieces; the header and the bytes are on disk after each write.
@@ -109,6 +123,9 @@ class WavWriter:
     written (issue #20 item 11: a terminal closed on a long run left a 0-byte file). Any OSError
     (disk full, ``/dev/full``, a removed directory) becomes an :class:`AudioError`, raised by the
     write that failed, the first one included: the header is written and flushed on open.
+
+    A named pipe cannot seek back to the header (``wave`` failed the first write with "Illegal
+    seek"): there the header says the sizes are unknown and the samples follow it as they come.
     """
 
     def __init__(self, path: str | Path, rate: int) -> None:
@@ -120,11 +137,14 @@ class WavWriter:
         try:
             file = cast(BinaryIO, open_output(self.path, binary=True))  # a FIFO nobody reads: ENXIO
             self._file = file
-            self._wav = wave.open(file, "wb")  # noqa: SIM115 (open until close())
-            self._wav.setnchannels(1)
-            self._wav.setsampwidth(2)
-            self._wav.setframerate(rate)
-            self._wav.writeframes(b"")  # the header, with 0 frames
+            if file.seekable():
+                self._wav = wave.open(file, "wb")  # noqa: SIM115 (open until close())
+                self._wav.setnchannels(1)
+                self._wav.setsampwidth(2)
+                self._wav.setframerate(rate)
+                self._wav.writeframes(b"")  # the header, with 0 frames
+            else:
+                file.write(_streamed_header(rate))
             file.flush()
         except OSError as exc:
             self._abandon()
@@ -146,10 +166,13 @@ class WavWriter:
             frames -= n
 
     def _write_bytes(self, data: bytes) -> None:
-        if self._wav is None or self._file is None:
+        if self._file is None:
             raise AudioError(f"{self.path} is closed")
         try:
-            self._wav.writeframes(data)
+            if self._wav is not None:
+                self._wav.writeframes(data)
+            else:
+                self._file.write(data)  # a pipe: no header to patch
             self._file.flush()
         except OSError as exc:
             self._abandon()

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING
 
 from oscsync import threads
 from oscsync.net.hostport import HostPort, is_loopback
+from oscsync.osc import codec
 from oscsync.osc import timetag as tt
 from oscsync.sync import room
 from oscsync.sync.estimate import (
@@ -127,12 +128,10 @@ of 528 MB once sat in this queue: issue #20 item 1)."""
 
 
 def message_size(received: Received) -> int:
-    """Bytes a held message costs, roughly: its address and arguments (strings and blobs count
-    their length; other values 8 bytes)."""
-    size = len(received.message.address) + 16
-    for value in received.args:
-        size += len(value) + 8 if isinstance(value, (str, bytes, bytearray)) else 8
-    return size
+    """Bytes a held message costs, roughly (:func:`oscsync.osc.codec.footprint`, as the
+    scheduler's cap counts them): the values inside its arrays too, which a 64 KB datagram can
+    hold by the thousand."""
+    return codec.footprint(received.message)
 
 
 @dataclass(frozen=True)

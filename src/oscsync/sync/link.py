@@ -268,7 +268,9 @@ class LinkClockMap:
 
     def from_timetag(self, timetag: int) -> float:
         """Link's clock (µs) when ``clock``'s wall time reads ``timetag``."""
-        return self.to_micros(self.clock.wall_to_monotonic(tt.to_unix(timetag)))
+        # Read in the era nearest now (RFC 5905 §6): right across the 2036 rollover.
+        unix = tt.to_unix(timetag, self.clock.now())
+        return self.to_micros(self.clock.wall_to_monotonic(unix))
 
 
 @dataclass(frozen=True, slots=True)

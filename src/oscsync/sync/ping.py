@@ -220,6 +220,10 @@ class PingResponder:
         """The endpoint service for ``/oscsync/clock/ping``."""
         try:
             playout = None if self.playout is None else self.playout()
+            if playout is not None:
+                # A client drops a pong whose PLAYOUT is over MAX_PLAYOUT (or negative, or NaN)
+                # whole, clock sample and all: say the most it believes instead.
+                playout = min(playout, MAX_PLAYOUT) if playout >= 0.0 else None
             data = pong_for(received, endpoint.clock, playout)
         except (ClockSyncError, tt.TimetagError):
             endpoint.stats.drops["bad-clock-ping"] += 1
@@ -437,8 +441,8 @@ class ClockSync:
         return seq
 
     def on_pong(self, received: Received) -> Sample | None:
-        """Take a pong; a stray, duplicated, malformed or (with a key) unauthenticated one is
-        ignored (and counted)."""
+        """Take a pong; a stray, duplicated, malformed, impossible (:func:`exchange_problem`)
+        or (with a key) unauthenticated one is ignored (and counted)."""
         if self.auth is not None and not received.authenticated:
             with self._lock:
                 self.ignored += 1
@@ -457,6 +461,11 @@ class ClockSync:
                 self.ignored += 1
                 return None
             del self._outstanding[seq]
+            if exchange_problem(t1, t2, t3, t4) is not None:
+                # A turnaround longer than the round trip makes the delay negative, the error
+                # bound 0: the filter would trust it above every real sample.
+                self.ignored += 1
+                return None
             sample = Sample(t1, t2, t3, t4)
             self._recent.append(sample)
             self.playout = pong.playout
