@@ -169,8 +169,7 @@ def bridge(
     for target in resolved:
         if target == listen or is_own_address(listen, target):
             raise click.BadParameter(
-                f"{target} reaches the bridge's own --listen {listen}: forwarding there would "
-                "loop",
+                f"{target} reaches the bridge's own --listen {listen}: forwarding there would loop",
                 param_hint="'--to'",
             )
     live = app.live_line() if not jsonl else None
