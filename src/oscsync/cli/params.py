@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import ipaddress
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,7 +134,10 @@ def parse_duration(text: str) -> float:
     match = _DURATION_RE.match(text)
     if not match or match.group(2) not in _UNITS:
         raise ValueError(f"{text!r} is not a duration (e.g. 0.5, 500ms, 250us, 2s)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not math.isfinite(seconds):  # 1e400: inf, which no clock or timetag can take
+        raise ValueError(f"{text!r} is too large to be a duration")
+    return seconds
 
 
 class DurationType(click.ParamType):  # type: ignore[type-arg]
