@@ -158,7 +158,7 @@ def link(
                     live.show(status.line())
                 elif jsonl:
                     print(json.dumps(status.record(), separators=(",", ":")), flush=True)
-                elif not app.quiet:
+                else:  # piped, or -q (no live line): these lines are the data, as bridge's
                     print(status.line(), flush=True)
                 left = None if deadline is None else deadline - app.clock.monotonic()
                 if left is not None and left <= 0:
