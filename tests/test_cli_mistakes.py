@@ -333,3 +333,21 @@ def test_a_duration_no_clock_or_timetag_can_hold_is_a_usage_error(
     assert result.exit_code == 2, result.output
     assert expected in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        # click's FloatRange lets nan through its bounds: ValueError / NaN-to-ratio tracebacks
+        ["metronome", "send", "--peer", "127.0.0.1:9", "--count", "1", "--bpm", "nan"],
+        ["link", "--duration", "0.1", "--bpm", "nan"],
+        ["sequence", "send", "beat.txt", "--peer", "127.0.0.1:9", "--swing", "nan"],
+        # and inf where there is no maximum: ZeroDivisionError
+        ["stats", "ticks.jsonl", "--bpm", "inf"],
+    ],
+    ids=["metronome-bpm", "link-bpm", "sequence-swing", "stats-bpm"],
+)
+def test_a_number_that_is_not_finite_is_a_usage_error(args: list[str]) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "is not a finite number" in result.output

@@ -411,13 +411,21 @@ def iface_option() -> Callable[[F], F]:
 
 
 class NumberRange(click.FloatRange):
-    """A number within bounds, with a plain message when the word is not a number at all.
+    """A finite number within bounds, with a plain message when the word is not a number at all.
 
-    click's own says ``'fast' is not a valid float range`` (issue #13).
+    click's own says ``'fast' is not a valid float range`` (issue #13), and its FloatRange lets
+    ``nan`` through (every comparison is False) and ``inf`` where there is no maximum.
     """
 
-    def __init__(self, min: float | None = None, max: float | None = None, *, example: str) -> None:
-        super().__init__(min=min, max=max)
+    def __init__(
+        self,
+        min: float | None = None,
+        max: float | None = None,
+        *,
+        example: str,
+        min_open: bool = False,
+    ) -> None:
+        super().__init__(min=min, max=max, min_open=min_open)
         self.example = example
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
@@ -426,7 +434,10 @@ class NumberRange(click.FloatRange):
                 float(value)
             except ValueError:
                 self.fail(f"{value!r} is not a number (e.g. {self.example})", param, ctx)
-        return super().convert(value, param, ctx)
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        return number
 
 
 def bpm_range(minimum: float, maximum: float) -> NumberRange:
