@@ -238,7 +238,7 @@ def main() -> int:
 
 def _verdict(what: str, baseline: Row, attacked: Row, *, counted: bool) -> None:
     """Goal: the error while attacked stays what it is without (p99 within the larger of
-    twice the baseline's and 0.1 ms), no step, every forgery counted."""
+    twice the baseline's and the baseline's plus 0.1 ms), no step, every forgery counted."""
     if not baseline.errors or not attacked.errors:
         print(f"  {what}: no estimate (MISSES)")
         return

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import platform
 import sys
 import time
@@ -41,6 +42,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+# conftest sets OSCSYNC_REALTIME=off for the tests, which the bridge and the leader would
+# inherit: this measures what a user gets (their setting, or the default, auto).
+os.environ["OSCSYNC_BENCH_REALTIME"] = os.environ.get("OSCSYNC_REALTIME", "")
 
 from conftest import ChildProcesses, leader_through_bridge
 from jackharness import JackUnavailable, Recorder, jack_server
@@ -61,6 +65,12 @@ from scharness import (
     scsynth,
     wall_minus_monotonic,
 )
+
+_user_realtime = os.environ.pop("OSCSYNC_BENCH_REALTIME")
+if _user_realtime:
+    os.environ["OSCSYNC_REALTIME"] = _user_realtime
+else:
+    os.environ.pop("OSCSYNC_REALTIME", None)
 
 RATE = 48_000
 PERIOD = 192

@@ -118,9 +118,9 @@ def require_link_network(*modules: str) -> None:
     else:
         import importlib.util
 
-        missing = [name for name in modules if importlib.util.find_spec(name) is None]
-        if missing:
-            reason = f"{', '.join(missing)} not installed (pip install -e '.[test]')"
+        absent = [name for name in modules if importlib.util.find_spec(name) is None]
+        if absent:
+            reason = f"{', '.join(absent)} not installed (pip install -e '.[test]')"
     if reason is not None:
         missing(reason)
 

@@ -7,6 +7,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -70,6 +71,23 @@ def test_unread_messages_are_bounded_and_counted() -> None:
         wait_until(lambda: receiver.dropped.get("inbox-full") == 7, what="7 counted")
         assert [receiver.receive(1).args for _ in range(3)] == [(0,), (1,), (2,)]  # type: ignore[union-attr]
         assert receiver.receive(0.01) is None
+
+
+def test_unread_messages_are_bounded_in_bytes_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 1,024 unread TCP packets of up to 16 MiB each were 16 GiB: the bytes are capped as well.
+    blob = bytes(1000)
+    cost = codec.footprint(codec.Message("/blob", (blob,), "b"))
+    monkeypatch.setattr(endpoints, "INBOX_BYTES", 3 * cost, raising=False)
+    with (
+        oscsync.Endpoint(listen=0) as receiver,
+        oscsync.Endpoint(peers=receiver.port) as sender,
+    ):
+        for _ in range(10):
+            sender.send("/blob", blob)
+        wait_until(lambda: receiver.dropped.get("inbox-full") == 7, what="7 counted")
+        assert [receiver.receive(1) is not None for _ in range(3)] == [True] * 3
+        sender.send("/blob", blob)  # read: room again
+        assert receiver.receive(5) is not None
 
 
 def test_held_callbacks_run_exactly_at_the_timetag_and_unheld_ones_on_arrival(
@@ -236,3 +254,36 @@ def test_a_shared_key_signs_what_send_and_send_bundle_send_and_sync_follows_only
         wait_until(lambda: len(got) == 2, what="the leader's two signed bundles")
         wait_until(lambda: receiver.sync.ignored["unauthenticated"] == 2, what="raw: unsigned")  # type: ignore[union-attr]
     assert [(r.args, r.authenticated) for r in got] == [((1,), True), ((2,), True)]
+
+
+def test_a_sound_beyond_the_horizon_is_refused_whatever_the_backend(tmp_path: Path) -> None:
+    # A player that places sounds itself (wav:, the sound card) was handed any timetag: an hour
+    # ahead was accepted (an hour of silence rendered), where playsound's scheduler refused it.
+    clock = oscsync.SystemClock()
+    with oscsync.SoundPlayer(f"wav:{tmp_path / 'out.wav'}", clock=clock) as player:
+        assert not player.play_at(tt.add_seconds(clock.now_timetag(), 3600.0))
+        assert player.dropped == 1
+        assert player.play_at(tt.add_seconds(clock.now_timetag(), 0.05))
+        assert player.dropped == 1
+
+
+def test_a_closed_endpoint_calls_back_nothing_more_on_a_shared_scheduler(
+    autojump_clock: oscsync.FakeClock,
+) -> None:
+    clock = autojump_clock
+    shared = oscsync.Scheduler(clock)
+    shared.start()
+    called: list[object] = []
+    try:
+        with oscsync.Endpoint(peers=free_udp_port(), clock=clock) as sender:
+            receiver = oscsync.Endpoint(listen=0, clock=clock, scheduler=shared)
+            receiver.on("/held", called.append)
+            sender.set_peers(receiver.port)
+            sender.send("/held", at=oscsync.add_seconds(clock.now_timetag(), 10))
+            wait_until(lambda: shared.held == 1, what="the bundle held")  # real time: in flight
+            receiver.close()
+            clock.sleep(20)  # virtual time: past the timetag
+            wait_until(lambda: shared.held == 0, what="the held callback taken off")
+        assert called == []
+    finally:
+        shared.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -90,6 +92,16 @@ def test_a_counter_older_than_the_window_is_refused() -> None:
     for _ in range(8):
         verifier.open(signer.sign(_tick_bundle(STAMP)), LEADER)
     assert verifier.open(first, LEADER) == "replayed"  # never seen, but 8 behind the highest
+
+
+def test_a_counter_that_jumps_far_ahead_is_taken_and_the_window_follows_it() -> None:
+    signer, verifier = auth.Signer(KEY), auth.Verifier(KEY, window=8)
+    assert verifier.open(signer.sign(_tick_bundle(STAMP)), LEADER)[1] is True  # type: ignore[index]
+    signer._counter = itertools.count(2**62)  # a sender with the key, buggy or hostile
+    jumped = signer.sign(_tick_bundle(STAMP))
+    assert verifier.open(jumped, LEADER)[1] is True  # type: ignore[index]
+    assert verifier.open(jumped, LEADER) == "replayed"
+    assert verifier.open(signer.sign(_tick_bundle(STAMP)), LEADER)[1] is True  # type: ignore[index]
 
 
 def test_an_old_session_replayed_as_the_leader_is_refused_by_its_timetag() -> None:
@@ -184,3 +196,29 @@ def test_a_key_file_others_can_read_is_used_with_a_warning(tmp_path: Path) -> No
     path.chmod(0o644)
     key, warning = auth.load_key(path, {})
     assert key is not None and warning is not None and "chmod 600" in warning
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_as_key_file_is_refused_without_waiting_for_a_writer(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "key"
+    os.mkfifo(path)
+    outcome: list[BaseException | None] = []
+
+    def load() -> None:
+        try:
+            auth.load_key(path, {})
+        except BaseException as exc:  # reported to the test's thread
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    loader.join(5.0)
+    if loader.is_alive():  # blocked opening the pipe: give it a writer, so it ends
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        loader.join(5.0)
+        pytest.fail("loading the key waited for a writer on the named pipe")
+    assert isinstance(outcome[0], auth.AuthError) and "not a regular file" in str(outcome[0])

@@ -14,15 +14,18 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import LineReader, free_udp_port
+from oscsync.apps import bridge as bridge_app
 from oscsync.apps.bridge import (
     AT_TIMETAG,
     RETIMETAG,
+    BridgeSession,
     Forwarded,
     Forwarder,
     record_json,
     record_line,
 )
 from oscsync.apps.endpoints import open_endpoint
+from oscsync.apps.receiving import SessionSetup
 from oscsync.cli.main import cli
 from oscsync.clock import FakeClock, SystemClock
 from oscsync.net.hostport import HostPort
@@ -180,6 +183,36 @@ def test_what_a_rule_cannot_fill_or_does_not_take_is_dropped_by_reason(
     assert outbox.sent == []
     assert bridge.dropped == {"map-missing-arg": 1, "unmapped": 1}
     assert [record.dropped for record in records] == ["map-missing-arg", "unmapped"]
+
+
+def test_the_live_line_counts_a_refused_message_once_as_the_summary_does(
+    fake_clock: FakeClock,
+) -> None:
+    # The forwarder counts "refused" and the scheduler its own reason for the same message.
+    setup = SessionSetup(clock=fake_clock)
+    listen = HostPort("127.0.0.1", 0)
+    with BridgeSession(listen, [HostPort("127.0.0.1", 9)], setup, horizon=1.0) as session:
+        session.forwarder.on_message(tick(fake_clock, tt.add_seconds(fake_clock.now_timetag(), 10)))
+        assert session.status().startswith("forwarded 0, late 0, dropped 1")
+        assert "; dropped 1 (horizon 1)" in session.summary()[0]
+
+
+def test_records_waiting_to_be_shown_are_bounded_in_bytes(
+    fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 4,096 records of 16 MiB TCP packets (what arrived and what went out) were 128 GiB.
+    message = codec.Message("/blob", (bytes(1000),), "b", None)
+    cost = 2 * codec.footprint(message)  # what arrived, and the same sent on
+    monkeypatch.setattr(bridge_app, "MAX_RECORD_BYTES", 3 * cost, raising=False)
+    setup = SessionSetup(clock=fake_clock)
+    listen, target = HostPort("127.0.0.1", 0), HostPort("127.0.0.1", 9)
+    with BridgeSession(listen, [target], setup, mode=RETIMETAG) as session:
+        for _ in range(10):
+            session.forwarder.on_message(Received(message, LEADER, fake_clock.now()))
+        assert session.forwarder.forwarded == 10
+        assert len(session.take_records()) == 3 and session.records_not_shown == 7
+        session.forwarder.on_message(Received(message, LEADER, fake_clock.now()))
+        assert len(session.take_records()) == 1  # taken: room again
 
 
 def test_record_lines_say_what_went_where_and_escape_what_the_network_sent(

@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zeroconf
 from click.testing import CliRunner
 
-from conftest import LineReader, free_udp_port, oscsync_command
+from conftest import LineReader, free_udp_port, missing, oscsync_command
 from oscsync.cli.main import cli
 from oscsync.cli.params import PeerName
 from oscsync.discovery import browsing, mdns
@@ -39,8 +40,6 @@ from oscsync.discovery.follower import PeerFollower
 from oscsync.install import pip_command
 from oscsync.osc import codec
 from waiting import wait_until
-
-zeroconf = pytest.importorskip("zeroconf")
 
 FOUND_WITHIN = 2.0
 """Seconds from the listener saying it is advertised to the independent browser knowing it."""
@@ -300,7 +299,11 @@ def test_oscquery_of_an_advertised_metronome_lists_tick(spawn: Spawn, browser: B
 
 
 def test_python_oscquery_reads_our_oscquery(spawn: Spawn, browser: Browser) -> None:
-    client_module = pytest.importorskip("pythonoscquery.osc_query_client")
+    # An independent implementation (the test extra installs it): missing fails under CI=true.
+    try:
+        from pythonoscquery import osc_query_client as client_module
+    except ImportError as exc:
+        missing(f"python-oscquery is not importable: {exc} (pip install -e '.[test]')")
     name = unique_name()
     proc = spawn("chat", "--listen", "0", "--peer", "127.0.0.1:9", "--advertise", name,
                  stdin=subprocess.PIPE)  # fmt: skip
@@ -832,6 +835,75 @@ def test_oscquery_lists_an_address_the_endpoint_registers_after_it_is_advertised
             "i",
             "start cue N",
         )
+
+
+def test_an_advertiser_whose_start_fails_leaves_nothing_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A start that fails after zeroconf is open (here: the OSCQuery server cannot bind)
+    closes it again, and stops watching the registry: ``with Advertiser(...)`` never reaches
+    ``__exit__`` when ``start`` raises."""
+    from oscsync.discovery import advertiser as advertiser_module
+    from oscsync.osc.routing import AddressRegistry
+
+    opened: list[Any] = []
+    real_open = mdns.open_zeroconf
+
+    def open_zeroconf(interface: str, *, unicast: bool = False) -> Any:
+        opened.append(real_open(interface, unicast=unicast))
+        return opened[-1]
+
+    def no_server(*args: object, **kwargs: object) -> Any:
+        raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr(mdns, "open_zeroconf", open_zeroconf)
+    monkeypatch.setattr(advertiser_module.oscquery, "OscQueryServer", no_server)
+    registry = AddressRegistry()
+    with (
+        pytest.raises(mdns.DiscoveryError, match="OSCQuery"),
+        Advertiser(
+            unique_name(),
+            role="dump",
+            port=free_udp_port(),
+            listen_host="127.0.0.1",
+            interface="loopback",
+            registry=registry,
+        ),
+    ):
+        pass
+    assert len(opened) == 2  # the name check's, then the advertiser's own
+    assert all(zc.done for zc in opened)
+    assert not registry._watchers
+
+
+def test_a_follower_whose_start_fails_leaves_nothing_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    opened: list[Any] = []
+    real_open = mdns.open_zeroconf
+
+    def open_zeroconf(interface: str, *, unicast: bool = False) -> Any:
+        opened.append(real_open(interface, unicast=unicast))
+        return opened[-1]
+
+    class NoBrowser:
+        """python-zeroconf, but its ServiceBrowser refuses to start."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(zeroconf, name)
+
+        def ServiceBrowser(self, *args: object, **kwargs: object) -> Any:
+            raise zeroconf.BadTypeInNameException("refused")
+
+    monkeypatch.setattr(mdns, "open_zeroconf", open_zeroconf)
+    monkeypatch.setattr(mdns, "import_zeroconf", NoBrowser)
+    follower = PeerFollower({"alice": ("127.0.0.1", 9001)}, lambda *a: None, interface="loopback")
+    with pytest.raises(zeroconf.BadTypeInNameException):
+        follower.start()
+    assert len(opened) == 1 and opened[0].done
+    assert follower._thread is not None
+    follower._thread.join(5.0)
+    assert not follower._thread.is_alive()
 
 
 def test_tcp_listener_is_advertised_as_osc_tcp_with_tcp_host_info(browser: Browser) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,20 @@ def test_replay_on_a_log_says_what_it_is(tmp_path: Path, line: str, expected: st
         assert expected in result.output
         assert "--skip-bad skips" not in result.output
         assert len(result.output.splitlines()) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_is_not_looked_into(tmp_path: Path) -> None:
+    """Its first line, once read to tell the kind, would be gone for the command (and opening a
+    named pipe waits for a writer)."""
+    pipe = tmp_path / "ticks.jsonl"
+    os.mkfifo(pipe)
+    kinds: list[object] = []
+    looker = threading.Thread(target=lambda: kinds.append(file_kind(pipe)), daemon=True)
+    looker.start()
+    looker.join(5.0)
+    if looker.is_alive():  # blocked opening the pipe: give it a writer, so it ends
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        looker.join(5.0)
+        pytest.fail("file_kind opened the named pipe")
+    assert kinds == [None]

@@ -285,6 +285,19 @@ def test_a_leader_proposes_its_tempo_again_when_a_peer_joins() -> None:
     assert tick.index == 0
 
 
+def test_a_leading_grid_started_by_a_sender_still_leads() -> None:
+    # A sender starts its grid with starting_at (TickSender.start): the grid it then ticks on
+    # must still propose the leader's tempo to a peer that joins.
+    clock = FakeClock(start=START)
+    link = FakeLink(clock, bpm=120, peers=0)
+    grid = LinkGrid(133, session=session_on(link), lead=True)
+    started = grid.starting_at(clock.now_timetag())
+    link.peers = 1
+    link.peer_sets_tempo(97)  # an older session met: its tempo came with it
+    started.tick(0)
+    assert link.segments[-1].bpm == 133
+
+
 def test_waiting_for_peers_stops_when_one_is_found() -> None:
     clock = FakeClock(start=START)
     link = FakeLink(clock, bpm=120, peers=0)

@@ -17,7 +17,7 @@ from itertools import pairwise
 
 import pytest
 
-from conftest import REPO, free_udp_port, require_link_network
+from conftest import REPO, Spawn, free_udp_port, require_link_network
 from linkpeer import LinkPeer
 from oscsync.apps.link import LinkGrid
 from oscsync.clock import SystemClock
@@ -68,19 +68,21 @@ def test_oscsync_leads_and_the_other_peer_adopts_its_tempo(peer: LinkPeer) -> No
         assert clock.monotonic() - proposed < 60 / 111
 
 
-def test_metronome_send_link_ticks_land_on_the_sessions_beat_grid(peer: LinkPeer) -> None:
+def test_metronome_send_link_ticks_land_on_the_sessions_beat_grid(
+    peer: LinkPeer, spawn: Spawn
+) -> None:
     port = free_udp_port()
     offset = 0.1
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
         receiver.bind(("127.0.0.1", port))
         receiver.settimeout(10.0)
-        command = [sys.executable, "-m", "oscsync", "-q", "metronome", "send", "--link"]
-        command += ["--peer", f"127.0.0.1:{port}", "--offset", str(offset), "--count", "6"]
-        sender = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
-        try:
-            ticks = [codec.decode(receiver.recv(2048))[0] for _ in range(6)]
-        finally:
-            _, errors = sender.communicate(timeout=20)
+        # spawn: stopped at the end of the test even when a recv below times out.
+        sender = spawn(
+            "-q", "metronome", "send", "--link", "--peer", f"127.0.0.1:{port}",
+            "--offset", str(offset), "--count", "6",
+        )  # fmt: skip
+        ticks = [codec.decode(receiver.recv(2048))[0] for _ in range(6)]
+        _, errors = sender.communicate(timeout=20)
         assert sender.returncode == 0, errors
     status = peer.status()  # the session's grid, as the other peer has it (alone again now)
     for tick in ticks:

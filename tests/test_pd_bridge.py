@@ -91,6 +91,7 @@ def test_leader_ticks_through_the_bridge_sound_in_pd_within_a_block_of_their_tim
     # What PD adds by construction: JACK's playback latency and the block PD computes ahead.
     fixed = recorder.playback_latency / RATE + BLOCK_S
     report = []
+    in_the_next_block = 0
     for heard, due, record in zip(leaves, sorted(truth), sent, strict=True):
         residual = heard - due - fixed
         # The dispatch tail: how late the bridge's message had left (machine load).
@@ -99,8 +100,14 @@ def test_leader_ticks_through_the_bridge_sound_in_pd_within_a_block_of_their_tim
         # Heard in the block after the one it arrived in: at most one block after its
         # timetag, plus however late it was sent; never before it (a late JACK callback may
         # still catch it in the block it arrived in: up to one block "early" against the
-        # timeline).
-        assert -BLOCK_S - SLACK <= residual <= BLOCK_S + tail + SLACK, report
+        # timeline). With a core busy, PD's own callback may run late and miss the message
+        # for one more block (1 tick in 24 once in 3 runs): the dispatch tail does not see
+        # that, so one block more is allowed for a quarter of the ticks. An unsynced bridge
+        # is 300 ms late, one playing on arrival 300 ms early, one a block late every time
+        # fails the three in four.
+        assert -BLOCK_S - SLACK <= residual <= 2 * BLOCK_S + tail + SLACK, report
+        in_the_next_block += residual <= BLOCK_S + tail + SLACK
+    assert in_the_next_block >= TICKS * 3 // 4, report
     steps = recorder.frame_clock().steps
     print(f"onset - timetag - {fixed * 1e3:.3f} ms: " + ", ".join(report), f"steps {steps}")
 

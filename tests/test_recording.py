@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import io
 import json
 from pathlib import Path
@@ -243,3 +244,23 @@ def test_recording_any_text_is_datagrams_or_a_recording_error(junk: str) -> None
     for text in (junk, header + junk):
         with contextlib.suppress(RecordingError):  # anything else fails the test
             read_all(text, skip_bad=True)
+
+
+class _RefusesTheClosingLine(io.StringIO):
+    """A file whose disk fills up exactly when the closing line is written (write raises)."""
+
+    def write(self, text: str) -> int:
+        if text.startswith('{"end"'):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(text)
+
+
+def test_a_closing_line_that_cannot_be_written_is_not_taken_off_the_lost_datagrams() -> None:
+    out = _RefusesTheClosingLine()
+    writer = RecordingWriter(out, monotonic_start=0.0)
+    writer.write_header(**HEADER)
+    for monotonic in (0.2, 0.4, 0.45):  # the first two flushed, the third still buffered
+        writer.add(b"/a\x00\x00,\x00\x00\x00", "127.0.0.1:5000", 1_795_779_000.0, monotonic)
+    with pytest.raises(OSError):
+        writer.close(1.0, {})
+    assert (writer.lost, writer.stats.datagrams) == (1, 2)

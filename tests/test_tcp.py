@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import select
 import socket
 import struct
+import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -263,6 +266,19 @@ def test_sender_connects_lazily_and_send_never_waits_for_an_absent_peer() -> Non
     finally:
         sender.close()
     assert sender.stats.dropped["unsent-at-close"] == 3
+
+
+def test_sender_refuses_a_packet_over_the_byte_cap_without_emptying_the_queue(
+    fake_clock: FakeClock,
+) -> None:
+    sender = TcpSender(
+        HostPort("127.0.0.1", 9, "tcp"), clock=fake_clock, max_queue_bytes=64, run_thread=False
+    )
+    assert sender.send(b"/a") and sender.send(b"/b")
+    assert not sender.send(b"/big" + bytes(100))  # framed, over 64 bytes: never fits
+    assert sender.stats.dropped["queue-full"] == 1
+    assert list(sender._queue.packets) == [slip_encode(b"/a"), slip_encode(b"/b")]
+    sender.close()
 
 
 def test_sender_drop_newest_keeps_the_first_packets(fake_clock: FakeClock) -> None:
@@ -585,3 +601,32 @@ def test_a_reset_long_after_the_first_frame_is_a_lost_connection(fake_clock: Fak
             sender.close()
     assert len(warnings) == 1 and "lost the connection" in warnings[0]
     assert sender.stats.framing_resets == 0
+
+
+def test_two_threads_sending_the_first_packets_at_once_start_one_io_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each sender thread is held right where the I/O thread is made until the other one gets
+    there too (or 2 s pass): only one of them may make it."""
+    from oscsync import threads
+    from oscsync.net import tcpsender
+
+    made: list[threading.Thread] = []
+    both_there = threading.Barrier(2, timeout=2.0)
+    real_daemon_thread = threads.daemon_thread
+
+    def daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_there.wait()
+        made.append(real_daemon_thread(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(tcpsender.threads, "daemon_thread", daemon_thread)
+    sender = TcpSender(HostPort("127.0.0.1", 9, "tcp"))
+    senders = [threading.Thread(target=sender.send, args=(b"/%d" % n,)) for n in range(2)]
+    for thread in senders:
+        thread.start()
+    for thread in senders:
+        thread.join(10.0)
+    sender.close()
+    assert len(made) == 1

@@ -142,3 +142,35 @@ def test_the_udp_endpoint_refuses_a_tcp_address_instead_of_sending_udp_to_it() -
         Endpoint(TCP_ANY)
     with Endpoint() as udp, pytest.raises(TransportError, match="UDP only"):
         udp.set_peers([HostPort("127.0.0.1", 9, "tcp")])
+
+
+def test_an_endpoint_that_fails_to_open_closes_its_listener_and_senders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second peer's sender cannot be made (out of file descriptors): the listener made
+    before it gives its port back, and the first sender is closed."""
+    from oscsync.net import tcpendpoint
+    from oscsync.net.tcplistener import TcpListener
+    from oscsync.net.tcpsender import TcpSender
+
+    listeners: list[TcpListener] = []
+    senders: list[TcpSender] = []
+
+    class Listener(TcpListener):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            listeners.append(self)
+
+    def sender(*args: object, **kwargs: object) -> TcpSender:
+        if senders:
+            raise OSError(24, "Too many open files")
+        senders.append(TcpSender(*args, **kwargs))  # type: ignore[arg-type]
+        return senders[0]
+
+    monkeypatch.setattr(tcpendpoint, "TcpListener", Listener)
+    monkeypatch.setattr(tcpendpoint, "TcpSender", sender)
+    peers = [HostPort("127.0.0.1", 9, "tcp"), HostPort("127.0.0.1", 10, "tcp")]
+    with pytest.raises(TransportError, match="Too many open files"):
+        TcpEndpoint(TCP_ANY, peers)
+    assert listeners[0]._sock.fileno() == -1
+    assert senders[0]._closed

@@ -199,3 +199,14 @@ def test_undotted_hex_is_the_timetag_not_unix_seconds(text: str, stamp: int) -> 
 def test_hex_of_the_wrong_length_names_both_hex_forms() -> None:
     with pytest.raises(tt.TimetagError, match=r"'dd9d15a7922f48c2' \(16 digits\)"):
         tt.parse("dd9d15a7922f48c")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["9" * 400, "1e5000", "9" * 60 + "e999", "1e100000000", "1e-100000000"],
+)
+def test_a_number_far_out_of_range_is_a_timetag_error_at_once(text: str) -> None:
+    """``send --at 1e5000`` printed a traceback (OverflowError) and ``--at 1e100000000``
+    computed 10**100000000 for minutes."""
+    with pytest.raises(tt.TimetagError, match="is not a timetag"):
+        tt.parse(text)

@@ -56,6 +56,9 @@ MODES = (RETIMETAG, AT_TIMETAG)
 MAX_RECORDS = 4096
 """Records kept for the CLI to print (it takes them ten times a second); more are counted as
 not shown rather than held: a flood must not grow memory or delay the forwarding threads."""
+MAX_RECORD_BYTES = 32 * 1024 * 1024
+"""Bytes those records may hold (what arrived and what went out, :func:`codec.footprint`): 4,096
+records of a 16 MiB TCP packet in and out would otherwise be 128 GiB."""
 HEADROOM_SAMPLES = 4096
 FLUSH_TIMEOUT = 2.0
 """Seconds the bridge waits at the end for what it sent to a ``tcp://`` target to leave."""
@@ -263,6 +266,7 @@ class BridgeSession(ReceivingSession):
         self.done = threading.Event()
         self.records: deque[Forwarded] = deque()
         self.records_not_shown = 0
+        self._records_bytes = 0
         self._records_lock = threading.Lock()
         self.replies: Counter[tuple[str, int]] = Counter()
         """Messages the targets sent back, by target (never forwarded)."""
@@ -278,9 +282,13 @@ class BridgeSession(ReceivingSession):
         )
 
     def _keep(self, record: Forwarded) -> None:
+        cost = codec.footprint(record.received.message)
+        if record.sent is not None:
+            cost += codec.footprint(record.sent)
         with self._records_lock:
-            if len(self.records) < MAX_RECORDS:
+            if len(self.records) < MAX_RECORDS and self._records_bytes + cost <= MAX_RECORD_BYTES:
                 self.records.append(record)
+                self._records_bytes += cost
             else:
                 self.records_not_shown += 1
         if (
@@ -295,6 +303,7 @@ class BridgeSession(ReceivingSession):
         with self._records_lock:
             taken = list(self.records)
             self.records.clear()
+            self._records_bytes = 0
         return taken
 
     def start(
@@ -344,7 +353,8 @@ class BridgeSession(ReceivingSession):
         if self.scheduler is not None:
             stats = self.scheduler.stats()
             late = stats.late
-            dropped += stats.dropped_total
+            # A message the scheduler refused is counted by both: once here, by its reason.
+            dropped += stats.dropped_total - forwarder.dropped["refused"]
         text = f"forwarded {forwarder.forwarded}, late {late}, dropped {dropped}"
         if self.follower is not None:
             text += "  " + self.follower.status()

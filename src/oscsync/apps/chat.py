@@ -18,6 +18,7 @@ from typing import Any
 from oscsync.apps.delivery import refusals, refused_within
 from oscsync.apps.endpoints import Endpoint
 from oscsync.net.hostport import HostPort
+from oscsync.osc.codec import Message
 from oscsync.osc.routing import Method, Received
 from oscsync.terminal import display
 
@@ -30,6 +31,9 @@ CHAT_METHOD = Method(
 
 def chat_text(args: tuple[Any, ...], types: str) -> str:
     """A ``/chat`` message's arguments as one line: joined with spaces, control chars escaped."""
+    if "[" in types:
+        # An array is one argument but two tags or more: tags and values no longer pair 1:1.
+        return display.format_args(Message(CHAT_ADDRESS, args, types))
     words = []
     for value, tag in zip(args, types):
         if tag in ("s", "S"):

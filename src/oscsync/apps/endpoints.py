@@ -141,6 +141,9 @@ counted (``Endpoint.dropped["callback-refused"]``): a callback slower than the t
 make the process grow."""
 DEFAULT_INBOX_SIZE = 1024
 """Messages :meth:`Endpoint.messages` keeps unread at most; more are counted (``inbox-full``)."""
+INBOX_BYTES = 32 * 1024 * 1024
+"""Bytes the unread messages may hold (:func:`~oscsync.osc.codec.footprint`), as the scheduler
+caps what it holds: 1,024 TCP packets of up to 16 MiB each would otherwise be 16 GiB."""
 
 OWN_ADDRESSES = "/oscsync/"
 """Where oscsync's own services live (clock pings); a callback cannot take them over."""
@@ -221,22 +224,26 @@ class _Inbox:
     """Messages no handler took, for :meth:`Endpoint.messages`: bounded, readable from threads
     and coroutines alike."""
 
-    def __init__(self, size: int) -> None:
-        self._items: deque[Received] = deque()
+    def __init__(self, size: int, max_bytes: int) -> None:
+        self._items: deque[tuple[Received, int]] = deque()  # each with its footprint
         self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._changed = threading.Condition()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.closed = False
         self.dropped = 0
 
     def put(self, received: Received) -> None:
+        cost = codec.footprint(received.message)
         with self._changed:
             if self.closed:
                 return
-            if len(self._items) >= self._size:
+            if len(self._items) >= self._size or self._bytes + cost > self._max_bytes:
                 self.dropped += 1
                 return
-            self._items.append(received)
+            self._items.append((received, cost))
+            self._bytes += cost
             self._changed.notify()
             waiters, self._waiters = self._waiters, []
         _wake(waiters)
@@ -244,14 +251,20 @@ class _Inbox:
     def get(self, timeout: float | None) -> Received | None:
         with self._changed:
             self._changed.wait_for(lambda: self._items or self.closed, timeout)
-            return self._items.popleft() if self._items else None
+            return self._take() if self._items else None
+
+    def _take(self) -> Received:
+        """The oldest message (the caller holds the lock, and there is one)."""
+        received, cost = self._items.popleft()
+        self._bytes -= cost
+        return received
 
     async def get_async(self, timeout: float | None) -> Received | None:
         loop = asyncio.get_running_loop()
         while True:
             with self._changed:
                 if self._items:
-                    return self._items.popleft()
+                    return self._take()
                 if self.closed:
                     return None
                 future: asyncio.Future[None] = loop.create_future()
@@ -416,10 +429,11 @@ class Endpoint:
         all but name, it may change."""
         self._handlers = AddressRegistry()
         self._default: _Delivery | None = None
-        self._inbox = _Inbox(inbox_size)
+        self._inbox = _Inbox(inbox_size, INBOX_BYTES)
         self._inbox_delivery = _Delivery(self, self._inbox.put, True)
         self._dropped: Counter[str] = Counter()
         self._dropped_lock = threading.Lock()
+        self._closed = False
         self._own_scheduler = False
         try:
             self._own_scheduler = scheduler is None
@@ -565,7 +579,7 @@ class Endpoint:
         their timetag): ``for received in endpoint.messages():`` in a thread, ``async for
         received in endpoint.messages():`` in a coroutine. The iteration ends when the endpoint
         closes, or after ``timeout`` seconds with nothing new. At most ``inbox_size`` wait
-        unread; more are counted (:attr:`dropped` ``inbox-full``)."""
+        unread, holding at most 32 MiB; more are counted (:attr:`dropped` ``inbox-full``)."""
         return Messages(self._inbox, timeout)
 
     def receive(self, timeout: float | None = None) -> Received | None:
@@ -586,7 +600,8 @@ class Endpoint:
         stamp = received.message.timetag if hold else None
 
         def call(_: object) -> None:
-            callback(received)
+            if not self._closed:  # a shared scheduler still holds it after close()
+                callback(received)
 
         if not self.scheduler.submit(stamp, call, size=codec.footprint(received.message)):
             self._count("callback-refused")
@@ -627,7 +642,9 @@ class Endpoint:
 
     def close(self) -> None:
         """Stop receiving, following and calling back; close the sockets. Callbacks still held
-        are discarded. Safe to call twice."""
+        are discarded (on a given ``scheduler`` too; one running there is not waited for).
+        Safe to call twice."""
+        self._closed = True
         # Callbacks first (one running is waited for), so none sends on a closed socket.
         scheduler = getattr(self, "scheduler", None)
         if scheduler is not None and self._own_scheduler:

@@ -146,8 +146,9 @@ class LinkGrid(StepGrid):
         return self._first_step_at(timetag) - self.first_step
 
     def starting_at(self, start: int) -> LinkGrid:
-        """This grid (the same session) with step 0 the first step at or after ``start``."""
-        return LinkGrid(
+        """This grid (the same session, still leading if it leads) with step 0 the first step
+        at or after ``start``."""
+        grid = LinkGrid(
             self.bpm,
             beats_per_bar=self.beats_per_bar,
             steps_per_beat=self.steps_per_beat,
@@ -155,6 +156,9 @@ class LinkGrid(StepGrid):
             start=start,
             session=self.session,
         )
+        # Not lead=True: that would propose the tempo again now, over one a peer set since.
+        grid.lead, grid._peers_led, grid.peers_found = self.lead, self._peers_led, self.peers_found
+        return grid
 
     def sounds(self, tick: Tick) -> bool:
         """Whether ``tick`` plays: always, unless start/stop is shared and the session's

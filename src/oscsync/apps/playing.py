@@ -168,7 +168,9 @@ class SoundPlayer:
 
     def play_at(self, timetag: int, sound: str = TICK) -> bool:
         """Play ``sound`` at ``timetag`` (at once if it has passed; a sound with no file of its
-        own plays the tick). False if it could not be scheduled (counted in :attr:`dropped`)."""
+        own plays the tick). False if it could not be scheduled (counted in :attr:`dropped`):
+        the scheduler is full, or ``timetag`` is beyond its horizon (60 s ahead by default),
+        whatever the backend."""
         player, scheduler, clock = self.player, self.scheduler, self.clock
 
         asked = clock.now()  # when the onset became known: its "arrival"
@@ -181,6 +183,10 @@ class SoundPlayer:
             # now. (Through the scheduler, a close() right after could discard it.)
             now = clock.monotonic()
             stamp = None if timetag == tt.IMMEDIATELY else timetag
+            if stamp is not None and tt.difference(stamp, clock.now_timetag()) > scheduler.horizon:
+                # What submit_onset refuses for these players too (metronome listen).
+                self.dropped += 1
+                return False
             handle(Dispatch(stamp, now, now), stamp)
             return True
         if submit_onset(player, scheduler, clock, timetag, handle) is not None:

@@ -15,7 +15,7 @@ import ipaddress
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from oscsync import __version__
 from oscsync.clock import Clock, SystemClock
@@ -182,6 +182,17 @@ class Advertiser:
         module = mdns.import_zeroconf()
         self.name = _choose_name(self.placement.interface, self.wanted, self.clock)
         self._zc = zc = mdns.open_zeroconf(self.placement.interface)
+        try:
+            self._publish(module, zc)
+        except BaseException:
+            # Nothing outlives a failed start: zeroconf's threads, the OSCQuery server, the
+            # registry watch (``with Advertiser(...)`` never reaches __exit__ then).
+            self.close()
+            raise
+        return self
+
+    def _publish(self, module: Any, zc: Zeroconf) -> None:
+        """Start the OSCQuery server and register both services on ``zc``."""
         description = oscquery.ROLE_ROOT_DESCRIPTION.get(self.role, f"oscsync {self.role}")
         tree: oscquery.Namespace = (
             oscquery.namespace(self.methods, description)
@@ -239,7 +250,6 @@ class Advertiser:
 
             self._updater = threads.daemon_thread(self._follow_registry, name="oscsync-txt")
             threads.start(self._updater)
-        return self
 
     def _follow_registry(self) -> None:
         """Announce the TXT record again when the registry's addresses change, at most once per

@@ -69,14 +69,18 @@ class PeerFollower:
 
         module = mdns.import_zeroconf()
         self._zc = zc = mdns.open_zeroconf(self.interface)
-        self._thread = threads.daemon_thread(self._run, name="oscsync-peer-follower")
-        threads.start(self._thread)
-        self._browser = module.ServiceBrowser(
-            zc,
-            sorted(set(self._types.values())),
-            handlers=[self._on_change],
-            question_type=module.DNSQuestionType.QM,
-        )
+        try:
+            self._thread = threads.daemon_thread(self._run, name="oscsync-peer-follower")
+            threads.start(self._thread)
+            self._browser = module.ServiceBrowser(
+                zc,
+                sorted(set(self._types.values())),
+                handlers=[self._on_change],
+                question_type=module.DNSQuestionType.QM,
+            )
+        except BaseException:
+            self.close()  # zeroconf and the thread: ``with PeerFollower(...)`` never exits
+            raise
         return self
 
     def _on_change(self, zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:

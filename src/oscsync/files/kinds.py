@@ -11,6 +11,7 @@ and which command reads it, in one line, instead of failing on its first line.
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 from typing import Literal
 
@@ -22,8 +23,14 @@ _MAX_FIRST_LINE = 64 * 1024
 
 def file_kind(path: Path) -> Kind | None:
     """The kind of the file at ``path`` from its first non-blank line, or None (unknown,
-    unreadable, or not JSON: the command reading it then says what is wrong as usual)."""
+    unreadable, or not JSON: the command reading it then says what is wrong as usual).
+
+    Only a regular file is looked into: the first line of a pipe (``oscsync stats <(ssh pi cat
+    ticks.jsonl)``), once read here, would be gone for the command, and opening a named pipe
+    waits for a writer."""
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return None
         with path.open("rb") as stream:
             line = b""
             while not line.strip():

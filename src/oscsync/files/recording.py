@@ -286,9 +286,11 @@ class RecordingWriter:
                 )
                 + "\n"
             )
+            # Counted as handed before the write, which may raise: _fail then takes the closing
+            # line off what was lost, and must find it there.
+            self._records.added(len(text))
             try:
                 self.out.write(text)
-                self._records.added(len(text))
                 self._flush()
             except OSError as exc:
                 self._fail(exc, closing=True)

@@ -1,12 +1,13 @@
 """What every transport shares: the :class:`Transport` protocol and the receive core.
 
-A transport (UDP :class:`oscsync.net.udp.Endpoint` today, TCP next) moves bytes; everything
-that happens to a datagram or frame once it has arrived is the :class:`ReceiveCore`'s job and
-knows nothing of sockets: the ``--allow`` check, the raw-datagram hook (``record``), decoding,
-counting what is dropped and why, and dispatch through the
-:class:`~oscsync.osc.routing.AddressRegistry` (a registered handler, else the transport's fallback
-handler). A transport feeds it one datagram (one frame, for a stream) at a time with
-:meth:`ReceiveCore.feed`. Nothing a peer sends can raise out of ``feed``.
+A transport (UDP :class:`oscsync.net.udp.Endpoint`, TCP
+:class:`oscsync.net.tcpendpoint.TcpEndpoint`) moves bytes; everything that happens to a datagram
+or frame once it has arrived is the :class:`ReceiveCore`'s job and knows nothing of sockets: the
+``--allow`` check, the raw-datagram hook (``record``), decoding, counting what is dropped and
+why, and dispatch through the :class:`~oscsync.osc.routing.AddressRegistry` (a registered
+handler, else the transport's fallback handler). A transport feeds it one datagram (one frame,
+for a stream) at a time with :meth:`ReceiveCore.feed`. Nothing a peer sends can raise out of
+``feed``.
 """
 
 from __future__ import annotations

@@ -102,11 +102,20 @@ class TcpEndpoint(Endpoint):
                 if peer.is_tcp:
                     self._senders[peer] = self._new_sender(peer)
         except OSError as exc:
-            super().close()
+            self._abandon()
             raise TransportError(exc.errno, exc.strerror or str(exc)) from None
         except BaseException:
-            super().close()
+            self._abandon()
             raise
+
+    def _abandon(self) -> None:
+        """Close what a constructor that failed had opened: the listener (its port stays bound
+        otherwise), the senders made so far and the UDP side."""
+        if self.listener is not None:
+            self.listener.close()
+        for sender in self._senders.values():
+            sender.close()
+        super().close()
 
     @property
     def sending_once(self) -> bool:

@@ -104,6 +104,10 @@ class PacketQueue:
 
     def put(self, data: bytes) -> tuple[bool, int]:
         """Queue ``data``: whether it was queued, and how many packets were dropped (it too)."""
+        if len(data) > self.max_bytes:
+            # Refused before anything is made room for: emptying the queue for a packet that
+            # will not fit anyway would lose every packet waiting.
+            return False, 1
         dropped = 0
         while self.packets and (
             len(self.packets) >= self.max_packets or self.size + len(data) > self.max_bytes
@@ -112,8 +116,6 @@ class PacketQueue:
                 return False, 1
             self.size -= len(self.packets.popleft())
             dropped += 1
-        if len(data) > self.max_bytes:
-            return False, dropped + 1
         self.packets.append(data)
         self.size += len(data)
         return True, dropped
@@ -242,8 +244,13 @@ class TcpSender:
                 self._queue_full(dropped)
             if not queued:
                 return False
-        if self._thread is None and self._run_thread:
-            self._thread = threads.daemon_thread(self._run, name="oscsync-tcp-send")
+            # Under the lock: two threads sending their first packets at once would otherwise
+            # both see no thread and start two, polling one socket and one selector.
+            starting = self._thread is None and self._run_thread
+            if starting:
+                self._thread = threads.daemon_thread(self._run, name="oscsync-tcp-send")
+        if starting:
+            assert self._thread is not None
             threads.start(self._thread)
         self._selector.wake()
         return True

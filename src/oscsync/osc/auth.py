@@ -133,6 +133,9 @@ class Key:
         """The key in ``path``, and a warning if others may read the file (POSIX modes)."""
         origin = f"--key-file {path}"
         try:
+            # Looked at before opening too: opening a named pipe waits, silently, for a writer.
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                raise _refuse(f"{path} is not a regular file")
             with path.open("rb") as handle:
                 info = os.fstat(handle.fileno())
                 if not stat.S_ISREG(info.st_mode):
@@ -286,7 +289,10 @@ class Verifier:
     def _take(self, state: _Session, counter: int) -> bool:
         if counter > state.highest:
             shift = counter - state.highest
-            state.seen = ((state.seen << shift) | 1) & ((1 << self.window) - 1)
+            # A jump past the window forgets every bit: shifting by it would build an integer
+            # of ``shift`` bits first (a counter of 2**62 from a peer with the key: MemoryError).
+            seen = (state.seen << shift) if shift < self.window else 0
+            state.seen = (seen | 1) & ((1 << self.window) - 1)
             state.highest = counter
             return True
         behind = state.highest - counter

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -184,7 +185,18 @@ def _literal(tag: str, text: str, token: str) -> Any:
             raise RuleError(f"{token!r}: {number} does not fit type {tag!r}")
     elif not math.isfinite(number):
         raise RuleError(f"{token!r}: give a finite number")
+    elif tag == "f" and not _fits_float32(number):
+        # Would fail to encode with every message the rule takes: said once, now.
+        raise RuleError(f"{token!r}: {text} does not fit type 'f' (float32; use d:)")
     return number
+
+
+def _fits_float32(number: float) -> bool:
+    try:
+        struct.pack(">f", number)  # what the encoder does (codec._encode_arg)
+    except OverflowError:
+        return False
+    return True
 
 
 _NUMBERS_HINT = f"argument numbers go from $1 to ${MAX_ARG_NUMBER}"
@@ -236,8 +248,9 @@ def parse_rule(text: str) -> Rule:
     if not tokens:
         raise RuleError(f"{text!r}: give an address after '=' (or leave out '=' to pass it on)")
     address, *arguments = tokens
-    # What the encoder refuses in an address (codec.encode_message), said now, not per message.
-    _check_address(address, "address", " \t#,")
+    # What the encoder refuses in an address (codec.encode_message), said now, not per message;
+    # ',' it takes (a pattern sent on: /{kick,snare}).
+    _check_address(address, "address", " \t#")
     if not arguments:
         return Rule(text, pattern, address, compiled=compiled)
     if len(arguments) > MAX_TEMPLATE_ARGS:

@@ -243,11 +243,20 @@ def parse(text: str) -> int:
     undotted = _UNDOTTED_HEX_RE.match(value)
     if undotted:
         return int(undotted.group(1), 16)
-    try:
-        return from_unix(Fraction(value))
-    except (ValueError, ZeroDivisionError):
-        pass
+    exponent = _EXPONENT_RE.search(value)
+    if len(value) <= _MAX_NUMBER_TEXT and (exponent is None or len(exponent.group(1)) <= 3):
+        # Bounded first: Fraction("1e100000000") computes 10**100000000 (minutes), and a
+        # number past a float ("9" * 400, "1e5000") raised OverflowError (a traceback).
+        try:
+            return from_unix(Fraction(value))
+        except (ValueError, ZeroDivisionError, OverflowError):
+            pass
     return _parse_iso(value)
+
+
+_MAX_NUMBER_TEXT = 64
+"""Unix seconds longer than this are no time in eras 0 and 1 (exact to the attosecond: 30)."""
+_EXPONENT_RE = re.compile(r"[eE][+-]?0*(\d+)$")
 
 
 _ISO_RE = re.compile(
