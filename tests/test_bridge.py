@@ -496,10 +496,22 @@ def test_bad_options_are_one_line_and_exit_2(
     assert "Traceback" not in result.output
 
 
-def test_forwarding_to_where_it_listens_is_refused(cli_runner: CliRunner) -> None:
-    result = cli_runner.invoke(cli, ["bridge", "-l", "127.0.0.1:9001", "--to", "127.0.0.1:9001"])
+@pytest.mark.parametrize(
+    ("listen", "to"),
+    [
+        ("127.0.0.1:9001", "127.0.0.1:9001"),
+        # Every local address: 127.0.0.1 reaches it too, and each message came back forever.
+        ("0.0.0.0:9001", "127.0.0.1:9001"),
+        ("0.0.0.0:9001", "127.0.0.2:9001"),
+    ],
+)
+def test_forwarding_to_where_it_listens_is_refused(
+    cli_runner: CliRunner, listen: str, to: str
+) -> None:
+    result = cli_runner.invoke(cli, ["bridge", "-l", listen, "--to", to])
     assert result.exit_code == 2
     assert "forwarding there would loop" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_dump_sync_shows_timetags_on_this_clock_from_the_senders(

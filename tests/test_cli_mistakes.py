@@ -311,3 +311,43 @@ def test_a_stream_to_a_closed_port_warns_once_keeps_going_and_counts() -> None:
     assert re.search(
         r"metronome: sent 3 ticks.*; refused [1-3] \(nothing listened\)", result.output
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        # inf: a traceback (Fraction(inf)) instead of a usage error
+        (["send", "127.0.0.1:9", "/x", "--in", "1e400ms"], "'1e400ms' is too large"),
+        (["dump", "--duration", "1e400"], "'1e400' is too large"),
+        # 5e9 s is over 68 years: the timetag wrapped (1e12 s ahead was sent as in the past)
+        (["send", "127.0.0.1:9", "/x", "--in", "5e9"], "above the maximum of 1e+09 s"),
+        # time.sleep(1e300): OverflowError
+        (["send", "127.0.0.1:9", "/x", "-n", "2", "--interval", "1e300"], "above the maximum"),
+    ],
+    ids=["in-inf", "duration-inf", "in-over-68-years", "interval-huge"],
+)
+def test_a_duration_no_clock_or_timetag_can_hold_is_a_usage_error(
+    args: list[str], expected: str
+) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        # click's FloatRange lets nan through its bounds: ValueError / NaN-to-ratio tracebacks
+        ["metronome", "send", "--peer", "127.0.0.1:9", "--count", "1", "--bpm", "nan"],
+        ["link", "--duration", "0.1", "--bpm", "nan"],
+        ["sequence", "send", "beat.txt", "--peer", "127.0.0.1:9", "--swing", "nan"],
+        # and inf where there is no maximum: ZeroDivisionError
+        ["stats", "ticks.jsonl", "--bpm", "inf"],
+    ],
+    ids=["metronome-bpm", "link-bpm", "sequence-swing", "stats-bpm"],
+)
+def test_a_number_that_is_not_finite_is_a_usage_error(args: list[str]) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "is not a finite number" in result.output

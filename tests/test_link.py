@@ -335,3 +335,31 @@ def test_link_options_without_the_extra_are_one_error_line(
         "pip install 'oscsync[link]'"
     )
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("quiet", [[], ["-q"]], ids=["piped", "quiet"])
+def test_link_prints_one_line_per_look_when_there_is_no_live_line(
+    monkeypatch: pytest.MonkeyPatch, quiet: list[str]
+) -> None:
+    """-q takes away the live line and the notices, not the data: `oscsync -q link` printed
+    nothing at all, on a terminal or piped."""
+    from click.testing import CliRunner
+
+    from oscsync.cli import link as cli_link
+    from oscsync.cli.main import cli
+    from oscsync.cli.runtime import AppContext
+
+    clock = FakeClock(start=START)
+    link = FakeLink(clock, bpm=97)
+
+    def on_the_fake(bpm: float, **options: object) -> LinkGrid:
+        options.pop("clock", None)
+        return LinkGrid(bpm, **options, clock=clock, backend=link)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli_link, "LinkGrid", on_the_fake)
+    args = [*quiet, "link", "--duration", "0.35", "--interval", "0.1"]
+    result = CliRunner().invoke(cli, args, obj=AppContext(clock=clock))
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "  beat " in line]
+    assert len(lines) == 5  # at 0, 0.1, 0.2, 0.3 s and the end (0.35 s)
+    assert all("97.00 bpm" in line for line in lines)

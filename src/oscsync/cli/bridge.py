@@ -36,7 +36,7 @@ from oscsync.cli.scheduling import horizon_option, late_option
 from oscsync.cli.syncing import Syncing, sync_options
 from oscsync.net.core import Network
 from oscsync.net.framing import Framing
-from oscsync.net.hostport import HostPort
+from oscsync.net.hostport import HostPort, is_own_address
 from oscsync.osc.rewrite import Rewriter, Rule, RuleError, parse_rule
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy
 
@@ -162,13 +162,16 @@ def bridge(
         rewriter = Rewriter(rules)
     except RuleError as exc:
         raise click.BadParameter(str(exc), param_hint="'--map'") from None
-    if any(target == listen for target in targets):
-        raise click.BadParameter(
-            f"{listen} is where the bridge listens: forwarding there would loop",
-            param_hint="'--to'",
-        )
     syncing = syncing.checked()
     resolved = resolve_peers(targets)
+    # Not only ==: --listen 0.0.0.0:9001 also receives what is sent to 127.0.0.1:9001, and
+    # each forwarded message would come back to be forwarded again.
+    for target in resolved:
+        if target == listen or is_own_address(listen, target):
+            raise click.BadParameter(
+                f"{target} reaches the bridge's own --listen {listen}: forwarding there would loop",
+                param_hint="'--to'",
+            )
     live = app.live_line() if not jsonl else None
     lines = jsonl or live is None or not live.enabled
     show: Callable[[Forwarded], str] = record_json if jsonl else record_line

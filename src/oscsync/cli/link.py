@@ -139,8 +139,8 @@ def link(
 ) -> None:
     """Join the Ableton Link session on this network and show it: peers, tempo, beat, phase.
 
-    On a terminal a live line; piped, or with --jsonl, one line per look (--interval). Needs
-    pip install 'oscsync[link]'. Ctrl-C stops.
+    On a terminal a live line; piped (or with -q), or with --jsonl, one line per look
+    (--interval). Needs pip install 'oscsync[link]'. Ctrl-C stops.
     """
     # A leader waits for the session first, so that its tempo is proposed to it.
     wait_for = DISCOVERY if lead else 0.0
@@ -158,7 +158,7 @@ def link(
                     live.show(status.line())
                 elif jsonl:
                     print(json.dumps(status.record(), separators=(",", ":")), flush=True)
-                elif not app.quiet:
+                else:  # piped, or -q (no live line): these lines are the data, as bridge's
                     print(status.line(), flush=True)
                 left = None if deadline is None else deadline - app.clock.monotonic()
                 if left is not None and left <= 0:

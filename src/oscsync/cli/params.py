@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import ipaddress
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,7 +134,10 @@ def parse_duration(text: str) -> float:
     match = _DURATION_RE.match(text)
     if not match or match.group(2) not in _UNITS:
         raise ValueError(f"{text!r} is not a duration (e.g. 0.5, 500ms, 250us, 2s)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not math.isfinite(seconds):  # 1e400: inf, which no clock or timetag can take
+        raise ValueError(f"{text!r} is too large to be a duration")
+    return seconds
 
 
 class DurationType(click.ParamType):  # type: ignore[type-arg]
@@ -407,13 +411,21 @@ def iface_option() -> Callable[[F], F]:
 
 
 class NumberRange(click.FloatRange):
-    """A number within bounds, with a plain message when the word is not a number at all.
+    """A finite number within bounds, with a plain message when the word is not a number at all.
 
-    click's own says ``'fast' is not a valid float range`` (issue #13).
+    click's own says ``'fast' is not a valid float range`` (issue #13), and its FloatRange lets
+    ``nan`` through (every comparison is False) and ``inf`` where there is no maximum.
     """
 
-    def __init__(self, min: float | None = None, max: float | None = None, *, example: str) -> None:
-        super().__init__(min=min, max=max)
+    def __init__(
+        self,
+        min: float | None = None,
+        max: float | None = None,
+        *,
+        example: str,
+        min_open: bool = False,
+    ) -> None:
+        super().__init__(min=min, max=max, min_open=min_open)
         self.example = example
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
@@ -422,7 +434,10 @@ class NumberRange(click.FloatRange):
                 float(value)
             except ValueError:
                 self.fail(f"{value!r} is not a number (e.g. {self.example})", param, ctx)
-        return super().convert(value, param, ctx)
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        return number
 
 
 def bpm_range(minimum: float, maximum: float) -> NumberRange:

@@ -15,7 +15,7 @@ from oscsync.apps.send import (
     send_to,
     typed_values,
 )
-from oscsync.cli.params import DURATION, PEER, TIMETAG, framing_option, iface_option
+from oscsync.cli.params import PEER, TIMETAG, DurationType, framing_option, iface_option
 from oscsync.cli.peers import resolve_peers
 from oscsync.cli.runtime import AppContext, running
 from oscsync.net.framing import Framing
@@ -24,6 +24,11 @@ from oscsync.osc import codec, timetag
 from oscsync.terminal.wording import plural
 
 _LOOKS_LIKE_AN_OPTION = re.compile(r"--?[A-Za-z]")
+
+FAR_AHEAD = DurationType(maximum=1e9)
+"""``--in`` and ``--interval``: under 68 years, so that a timetag that far ahead is still read as
+ahead (:func:`oscsync.osc.timetag.difference`; ``--in 5e9`` wrapped to 22 years, ``1e12`` into
+the past), and under the longest wait a thread can make (``threading.TIMEOUT_MAX``)."""
 
 
 def _is_number(word: str) -> bool:
@@ -124,7 +129,12 @@ Examples:
     "(true false nil infinitum) and [ ] (an array), which take no ARG. "
     "Without it: ints, floats, true/false/nil, else strings.",
 )
-@click.option("--in", "ahead", type=DURATION, help="Send in a bundle timetagged this far ahead.")
+@click.option(
+    "--in",
+    "ahead",
+    type=FAR_AHEAD,
+    help="Send in a bundle timetagged this far ahead.",
+)
 @click.option(
     "--at",
     "at",
@@ -134,7 +144,7 @@ Examples:
 )
 @click.option("--repeat", "-n", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option(
-    "--interval", type=DURATION, default=1.0, show_default=True, help="Seconds between repeats."
+    "--interval", type=FAR_AHEAD, default=1.0, show_default=True, help="Seconds between repeats."
 )
 @click.option(
     "--also", "more_peers", type=PEER, multiple=True, metavar="HOST:PORT", help="Another peer."

@@ -19,6 +19,7 @@ from oscsync.cli import records
 from oscsync.cli.link import LinkOptions, link_options, linked
 from oscsync.cli.params import (
     DURATION,
+    NumberRange,
     ParsedType,
     advertise_option,
     allow_option,
@@ -75,7 +76,7 @@ _send_options = options(
         ),
         click.option(
             "--swing",
-            type=click.FloatRange(min=0, max=MAX_SWING),
+            type=NumberRange(0, MAX_SWING, example="33 for a triplet feel"),
             default=0.0,
             show_default=True,
             metavar="PERCENT",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from oscsync.cli.params import renamed_option
+from oscsync.cli.params import NumberRange, renamed_option
 from oscsync.cli.runtime import AppContext
 from oscsync.terminal.wording import plural
 
@@ -29,7 +29,7 @@ Examples:
 )
 @click.option(
     "--bpm",
-    type=click.FloatRange(min=0, min_open=True),
+    type=NumberRange(0, min_open=True, example="120 for two beats a second"),
     help="The sender's tempo (default: the median interval between ticks).",
 )
 @click.option(
