@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import re
 import threading
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -146,6 +147,9 @@ INBOX_BYTES = 32 * 1024 * 1024
 caps what it holds: 1,024 TCP packets of up to 16 MiB each would otherwise be 16 GiB."""
 
 OWN_ADDRESSES = "/oscsync/"
+_OSC_ADDRESS = re.compile(r"/[^ \t\r\n#\x00]*")
+"""What :meth:`Endpoint.on` takes: what an OSC address (or pattern) can be, as the encoder
+checks what :meth:`Endpoint.send` sends (``codec``)."""
 """Where oscsync's own services live (clock pings); a callback cannot take them over."""
 
 log = logging.getLogger("oscsync")
@@ -546,10 +550,16 @@ class Endpoint:
         1.0 asks (at once if it has passed or is "immediately"); ``hold=False`` hands them on as
         they arrive. ``types`` and ``description`` are what OSCQuery lists. The callback runs on
         the :attr:`scheduler`'s thread: a slow one delays the callbacks after it, never the
-        receiving; an exception is counted and warned about once. Addresses under
-        ``/oscsync/`` are oscsync's own (clock pings: ``docs/protocol.md``): ValueError.
+        receiving; an exception is counted and warned about once. ValueError for an address
+        that cannot be an OSC one (no leading ``/``, a space, ``#``: nothing would ever match
+        it), and for one under ``/oscsync/``, oscsync's own (clock pings:
+        ``docs/protocol.md``).
         """
 
+        if not isinstance(address, str) or not _OSC_ADDRESS.fullmatch(address):
+            raise ValueError(
+                f"{address!r} is not an OSC address: it starts with '/' and has no spaces or '#'"
+            )
         if address.startswith(OWN_ADDRESSES):
             raise ValueError(f"{address!r}: addresses under /oscsync/ are oscsync's own")
 
@@ -565,7 +575,11 @@ class Endpoint:
         return register(callback)
 
     def remove(self, address: str) -> None:
-        """Stop calling what :meth:`on` registered for ``address``."""
+        """Stop calling what :meth:`on` registered for ``address`` (the same string: a pattern
+        is removed by its pattern). ValueError when nothing is registered there: a misspelt
+        address would otherwise leave its callback running, silently."""
+        if address not in self._handlers:
+            raise ValueError(f"{address!r}: no callback is registered for it (see on())")
         self._handlers.remove(address)
         self.transport.registry.remove(address)
 
