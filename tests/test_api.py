@@ -302,3 +302,13 @@ def test_on_refuses_an_address_that_could_never_match_and_remove_an_unregistered
         receiver.remove("/tick")
         with pytest.raises(ValueError, match="no callback is registered"):
             receiver.remove("/tick")
+
+
+def test_send_bundle_refuses_an_element_that_is_not_one_with_an_encode_error() -> None:
+    with oscsync.Endpoint(peers=free_udp_port()) as sender:
+        at = oscsync.add_seconds(oscsync.now(), 1)
+        # () raised a bare unpacking ValueError; "/tick" was sent as "/" with args t, i, c, k.
+        for bad in ((), "/tick", 7):
+            with pytest.raises(codec.EncodeError, match="bundle element"):
+                sender.send_bundle(at, [bad])  # type: ignore[list-item]
+        assert sender.stats.sent == 0

@@ -202,6 +202,11 @@ def _element(item: codec.Message | Sequence[Any] | bytes) -> bytes:
         return bytes(item)
     if isinstance(item, codec.Message):
         return codec.encode_message(item.address, item.args, item.types)
+    if isinstance(item, str) or not isinstance(item, Sequence) or not item:
+        # A bare address or an empty tuple: one clear EncodeError, as for any other bad value.
+        raise codec.EncodeError(
+            f"a bundle element is (address, *args), a Message or bytes, not {item!r}"
+        )
     address, *args = item
     return codec.encode_message(str(address), args)
 
@@ -515,7 +520,9 @@ class Endpoint:
     ) -> int:
         """Send one bundle timetagged ``at`` holding ``messages``: each ``(address, *args)``, a
         received :class:`~oscsync.osc.codec.Message` (forwarded with its type tags), or
-        encoded bytes (a message or a nested bundle). Returns how many peers it was sent to."""
+        encoded bytes (a message or a nested bundle). Returns how many peers it was sent to.
+        Raises :class:`~oscsync.osc.codec.EncodeError` for an element that is none of these, or
+        values OSC cannot carry."""
         elements = [_element(item) for item in messages]
         bundle = codec.encode_bundle(_checked_timetag(at), elements)
         return self.transport.send_bytes(bundle if self.auth is None else self.auth.sign(bundle))
