@@ -376,7 +376,8 @@ class Endpoint:
     ``$OSCSYNC_MDNS_INTERFACE``, else every interface); ``multicast_interface`` the address
     multicast goes through (``--iface``). ``framing`` is how TCP packets are framed (``slip``:
     OSC 1.1, ``size``: OSC 1.0); ``max_queued`` bounds waiting callbacks and ``inbox_size``
-    unread messages (``spin``: see :class:`~oscsync.scheduler.Scheduler`); a ``scheduler``
+    unread messages (0: none kept, nothing read with :meth:`messages`; ``spin``: see
+    :class:`~oscsync.scheduler.Scheduler`); a ``scheduler``
     given (one timer thread shared) runs the callbacks instead, and its owner starts and closes
     it (on a one-thread :class:`~oscsync.clock.FakeClock` the endpoint's own is not started
     either: call ``endpoint.scheduler.run_due()``). ``on_warning`` hears each
@@ -439,7 +440,11 @@ class Endpoint:
         self._handlers = AddressRegistry()
         self._default: _Delivery | None = None
         self._inbox = _Inbox(inbox_size, INBOX_BYTES)
-        self._inbox_delivery = _Delivery(self, self._inbox.put, True)
+        # inbox_size=0: what no callback takes is counted on the receive thread, never handed
+        # to the scheduler (a peer's flood would otherwise cost a shared timer thread work).
+        self._inbox_delivery: Handler = (
+            _Delivery(self, self._inbox.put, True) if inbox_size > 0 else self._not_taken
+        )
         self._dropped: Counter[str] = Counter()
         self._dropped_lock = threading.Lock()
         self._closed = False
@@ -617,6 +622,9 @@ class Endpoint:
             delivery = self._default or self._inbox_delivery
         delivery(received)
 
+    def _not_taken(self, received: Received) -> None:
+        self._count("no-inbox")
+
     def _deliver(self, received: Received, callback: Callback, hold: bool) -> None:
         stamp = received.message.timetag if hold else None
 
@@ -654,7 +662,8 @@ class Endpoint:
     def dropped(self) -> dict[str, int]:
         """Messages received but not handed on, by reason: ``callback-refused`` (the scheduler
         was full, or the timetag beyond its horizon: :meth:`Scheduler.stats` says which),
-        ``inbox-full`` (:meth:`messages` not read fast enough)."""
+        ``inbox-full`` (:meth:`messages` not read fast enough), ``no-inbox`` (``inbox_size=0``:
+        what no callback takes is not kept)."""
         with self._dropped_lock:
             counts = dict(self._dropped)
         if self._inbox.dropped:
