@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import oscsync
 from conftest import REPO, ChildProcesses, LineReader, Spawn, free_udp_port
 from oscsync.audio import find_onsets, read_wav
 from pdharness import PdProcess
@@ -143,6 +144,19 @@ def test_example3_plays_our_ticks_at_their_timetags(
     # The WAV renderer places each click at its timetag's frame: on the sender's 0.25 s grid.
     steps = [(b - a) / 0.25 for a, b in itertools.pairwise(onsets)]
     assert all(abs(step - round(step)) * 0.25 < 0.0005 for step in steps), steps
+
+
+def test_example3_shows_a_tick_without_a_timetag_as_due_on_arrival(script: Script) -> None:
+    # A bundle timetagged IMMEDIATELY was shown as arriving ~4e12 ms (to 1900) after its timetag.
+    our_port = free_udp_port()
+    proc, out = script("example3_client.py", free_udp_port(), our_port, 4, "none", 0.1)
+    out.wait_for(lambda line: line.startswith("listening on"))
+    with oscsync.Endpoint(peers=our_port) as sender:
+        sender.send_bundle(oscsync.IMMEDIATELY, [("/tick", 1)])
+        sender.send("/tick", 2)
+    lines = [out.wait_for(lambda line: line.startswith("tick ")) for _ in range(2)]
+    assert sorted(lines) == [f"tick {beat} arrived +0.0 ms ahead of its timetag" for beat in (1, 2)]
+    assert proc.wait(15) == 0
 
 
 def test_example3_print_timestamp_agrees_with_oscsync_timetag(script: Script) -> None:
