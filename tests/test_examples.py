@@ -207,6 +207,20 @@ def test_tick_cue_runs_on_each_synced_tick_and_sends_the_ramp(spawn: Spawn, scri
     assert sorted(set(round(level, 2) for level in levels)) == [0.25, 0.5, 0.75, 1.0]
 
 
+def test_tick_cue_takes_a_plain_tick_too(script: Script) -> None:
+    # A /tick with no timetag made cue() raise (to_unix(None)): no cue, no /light.
+    cue_port = free_udp_port()
+    proc, out = script("tick_cue.py", cue_port, f"127.0.0.1:{free_udp_port()}", 2)
+    out.wait_for(lambda line: line.startswith("waiting for ticks"))
+    with oscsync.Endpoint(peers=cue_port) as sender:
+        sender.send("/tick", 2)
+        sender.send_bundle(oscsync.IMMEDIATELY, [("/tick", 3)])
+    cues = [out.wait_for(lambda line: line.startswith("beat ")) for _ in range(2)]
+    assert [cue.split()[1] for cue in cues] == ["2", "3"]
+    assert all("(now)" in cue for cue in cues), cues
+    assert proc.wait(10) == 0
+
+
 def test_melody_notes_are_played_by_sequence_listen_at_their_timetags(
     spawn: Spawn, script: Script, tmp_path: Path
 ) -> None:
