@@ -7,6 +7,8 @@ from __future__ import annotations
 import socket
 import struct
 
+import pytest
+
 from conftest import free_udp_port
 from oscsync.apps.netemlink import ImpairmentSpec
 from oscsync.apps.roomlab import LOOPBACK, RoomRelay
@@ -70,3 +72,29 @@ def test_relay_carries_the_room_and_measures_its_own_noise() -> None:
         leader.close()
         for member in members:
             member.close()
+
+
+@pytest.mark.parametrize("bound", ["items", "bytes"])
+def test_the_datagrams_waiting_for_their_due_time_are_bounded(bound: str) -> None:
+    # The heap of copies due had no cap: a leader flooding behind a long delay grew it freely.
+    clock = SystemClock()
+    base = free_udp_port() % 200 + 1
+    leader_group = HostPort(f"239.255.46.{base}", free_udp_port())
+    groups = [HostPort(f"239.255.47.{base + i}", free_udp_port()) for i in range(2)]
+    sync = room.encode_sync(7, 1, clock.now_timetag())
+    limits = {"queue_limit": 3} if bound == "items" else {"queue_bytes": 3 * (len(sync) + 448)}
+    relay = RoomRelay(
+        leader_group, groups, ImpairmentSpec(delay=30.0), clock=clock, seed=1, **limits
+    )
+    leader = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    leader.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(LOOPBACK))
+    try:
+        relay.start()
+        for _ in range(5):
+            leader.sendto(sync, leader_group.sockaddr)
+        wait_until(lambda: relay.links[1].down_multicast == 5, 5.0, "5 copied down each link")
+        assert relay.queue_full == 7  # 10 copies due in 30 s, 3 held
+        assert sum(link.lost for link in relay.links) == 7
+    finally:
+        relay.close()
+        leader.close()

@@ -47,7 +47,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from oscsync import threads
-from oscsync.apps.netemlink import Impairment, ImpairmentSpec, seeded_rng
+from oscsync.apps.netemlink import (
+    DEFAULT_QUEUE_BYTES,
+    DEFAULT_QUEUE_LIMIT,
+    HELD_OVERHEAD,
+    Impairment,
+    ImpairmentSpec,
+    seeded_rng,
+)
 from oscsync.clock import Clock
 from oscsync.net.hostport import HostPort
 from oscsync.net.udpsocket import (
@@ -133,8 +140,17 @@ class RoomRelay:
         clock: Clock,
         seed: int | None = 1,
         precise: bool = True,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
     ) -> None:
         self.clock = clock
+        self.queue_limit = queue_limit
+        self.queue_bytes = queue_bytes
+        """What the datagrams waiting for their due time may be at most, as ``oscsync netem``'s
+        delay queue (items, and bytes with :data:`HELD_OVERHEAD` each); a copy beyond is lost."""
+        self.queue_full = 0
+        """Copies dropped because the queue was full (each also in its link's ``lost``)."""
+        self._due_bytes = 0
         self.spec = spec
         self.precise = precise
         """False: the relay as first written, for comparison (no kernel stamps, the selector
@@ -212,10 +228,18 @@ class RoomRelay:
         now: float,
         late: RecentSamples,
     ) -> bool:
-        delays = impairment.decide()
-        for delay in delays:
+        """Queue ``data``'s copies as ``impairment`` decides; False when none was queued (lost
+        on the link, or the queue full)."""
+        queued = False
+        cost = len(data) + HELD_OVERHEAD
+        for delay in impairment.decide():
+            if len(self._due) >= self.queue_limit or self._due_bytes + cost > self.queue_bytes:
+                self.queue_full += 1
+                continue
             heapq.heappush(self._due, (now + delay, next(self._order), sock, data, to, late))
-        return bool(delays)
+            self._due_bytes += cost
+            queued = True
+        return queued
 
     def _run(self) -> None:
         clock = self.clock
@@ -231,6 +255,7 @@ class RoomRelay:
             now = clock.monotonic()
             while due and due[0][0] <= now:  # what is due first, then what arrived
                 when, _, sock, data, to, late = heapq.heappop(due)
+                self._due_bytes -= len(data) + HELD_OVERHEAD
                 with contextlib.suppress(OSError):  # a follower gone: lost, as on a network
                     sock.sendto(data, to)
                 late.add(clock.monotonic() - when)
