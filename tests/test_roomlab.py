@@ -10,9 +10,10 @@ import struct
 import pytest
 
 from conftest import free_udp_port
+from oscsync.apps import roomlab
 from oscsync.apps.netemlink import ImpairmentSpec
 from oscsync.apps.roomlab import LOOPBACK, RoomRelay
-from oscsync.clock import SystemClock
+from oscsync.clock import FakeClock, SystemClock
 from oscsync.net.hostport import HostPort
 from oscsync.sync import room
 from oscsync.sync.ping import encode_ping
@@ -98,3 +99,28 @@ def test_the_datagrams_waiting_for_their_due_time_are_bounded(bound: str) -> Non
     finally:
         relay.close()
         leader.close()
+
+
+def test_each_link_keeps_its_once_a_second_counts_for_the_last_hour_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One entry a second per link, kept for ever: a day of 64 links was 5.5 million.
+    monkeypatch.setattr(roomlab, "COUNTS_KEPT", 2, raising=False)
+    clock = FakeClock(start=1_000.0)
+    relay = RoomRelay(
+        HostPort("239.255.48.1", free_udp_port()), [HostPort("239.255.49.1", free_udp_port())],
+        ImpairmentSpec(), clock=clock,
+    )  # fmt: skip
+    counts = relay.links[0].counts_at
+    try:
+        relay.start()
+        for second in range(1, 5):
+            clock.advance(1.0)  # the relay's loop looks at least every 0.5 s
+            wait_until(
+                lambda: bool(counts) and counts[-1][0] == clock.monotonic(),
+                5.0,
+                f"second {second} counted",
+            )
+        assert [when for when, _, _ in counts] == [clock.monotonic() - 1.0, clock.monotonic()]
+    finally:
+        relay.close()

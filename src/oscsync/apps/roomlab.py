@@ -76,6 +76,8 @@ selector (whose timeout is whole milliseconds, rounded up); arrivals meanwhile w
 kernel with their stamps."""
 PINGS_KEPT = 20_000
 """Pings whose stamps each link keeps (:attr:`FollowerLink.pings`)."""
+COUNTS_KEPT = 3_600
+"""Once-a-second counts each link keeps (:attr:`FollowerLink.counts_at`): the last hour."""
 NOISE_SAMPLES = 100_000
 """Values kept per kind of :attr:`RoomRelay.noise` (the most recent)."""
 _SYNC_HEAD = b"/oscsync/clock/sync\x00,iit\x00\x00\x00\x00"
@@ -121,8 +123,11 @@ class FollowerLink:
     """Datagrams the leader sent to this follower alone (pongs)."""
     down_multicast: int = 0
     lost: int = 0
-    counts_at: list[tuple[float, int, int]] = field(default_factory=list)
-    """(our monotonic time, up_packets, down_unicast), once a second: the rate over any span."""
+    counts_at: deque[tuple[float, int, int]] = field(
+        default_factory=lambda: deque(maxlen=COUNTS_KEPT)
+    )
+    """(our monotonic time, up_packets, down_unicast), once a second (the last
+    :data:`COUNTS_KEPT`): the rate over any span."""
     pings: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=PINGS_KEPT))
     """(arrival here, wall seconds; the ping's T1, the follower's wall seconds) of its recent
     pings: whoever knows the follower's clock learns how long it took from T1 to the wire."""
