@@ -31,9 +31,10 @@ with (
     @endpoint.on("/tick", hold=False)
     def play(received):
         beat = int(received.args[0]) if received.args else 0
-        due = received.timetag or oscsync.IMMEDIATELY  # a plain message: now
+        timed = received.timetag not in (None, oscsync.IMMEDIATELY)  # else: play it now
+        due = received.timetag if timed else oscsync.IMMEDIATELY
         player.play_at(due, "accent" if beat == 0 else "tick")
-        ahead = (oscsync.to_unix(due) - received.arrival) * 1000 if received.timetag else 0.0
+        ahead = (oscsync.to_unix(due) - received.arrival) * 1000 if timed else 0.0
         print(f"tick {beat} arrived {ahead:+.1f} ms ahead of its timetag", flush=True)
 
     print(f"listening on {endpoint.local_address}, sending to {IP}:{SEND_PORT}", flush=True)

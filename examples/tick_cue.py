@@ -33,10 +33,13 @@ with oscsync.Endpoint(listen=LISTEN_PORT, peers=OUTPUT, sync=True) as endpoint:
         beat = int(received.args[0]) if received.args else 0
         level = (beat % BEATS_PER_BAR + 1) / BEATS_PER_BAR  # a ramp: 0.25, 0.5, 0.75, 1
         endpoint.send("/light", level)
-        late_ms = oscsync.to_unix(endpoint.now()) * 1000 - oscsync.to_unix(received.timetag) * 1000
+        when = "now"  # a plain /tick (no timetag): handed on as it arrived
+        if received.timetag not in (None, oscsync.IMMEDIATELY):
+            late = oscsync.to_unix(endpoint.now()) - oscsync.to_unix(received.timetag)
+            when = f"{late * 1000:+.3f} ms"  # how long after its timetag this ran
         print(
             f"beat {beat}  {'#' * round(level * 20):<20} {level:.2f}  "
-            f"({late_ms:+.3f} ms)  {endpoint.sync.snapshot().line()}",
+            f"({when})  {endpoint.sync.snapshot().line()}",
             flush=True,
         )
         heard.append(beat)

@@ -287,3 +287,28 @@ def test_a_closed_endpoint_calls_back_nothing_more_on_a_shared_scheduler(
         assert called == []
     finally:
         shared.close()
+
+
+def test_on_refuses_an_address_that_could_never_match_and_remove_an_unregistered_one() -> None:
+    # on("tick") was taken and never called (no OSC address lacks the "/"), where send refuses
+    # it; remove() of a misspelt address left the real callback running, silently.
+    with oscsync.Endpoint(listen=0) as receiver:
+        for bad in ("tick", "", "/has space", "/no#hash"):
+            with pytest.raises(ValueError, match="not an OSC address"):
+                receiver.on(bad, print)
+        receiver.on("/tick", print)
+        with pytest.raises(ValueError, match="no callback is registered"):
+            receiver.remove("/tock")
+        receiver.remove("/tick")
+        with pytest.raises(ValueError, match="no callback is registered"):
+            receiver.remove("/tick")
+
+
+def test_send_bundle_refuses_an_element_that_is_not_one_with_an_encode_error() -> None:
+    with oscsync.Endpoint(peers=free_udp_port()) as sender:
+        at = oscsync.add_seconds(oscsync.now(), 1)
+        # () raised a bare unpacking ValueError; "/tick" was sent as "/" with args t, i, c, k.
+        for bad in ((), "/tick", 7):
+            with pytest.raises(codec.EncodeError, match="bundle element"):
+                sender.send_bundle(at, [bad])  # type: ignore[list-item]
+        assert sender.stats.sent == 0

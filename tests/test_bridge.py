@@ -197,6 +197,16 @@ def test_the_live_line_counts_a_refused_message_once_as_the_summary_does(
         assert "; dropped 1 (horizon 1)" in session.summary()[0]
 
 
+def test_a_mode_that_is_none_closes_the_endpoint_it_opened(fake_clock: FakeClock) -> None:
+    # The endpoint was opened before the Forwarder refused the mode, and stayed bound.
+    port = free_udp_port()
+    setup = SessionSetup(clock=fake_clock)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        BridgeSession(HostPort("127.0.0.1", port), [HostPort("127.0.0.1", 9)], setup, mode="x")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind(("127.0.0.1", port))  # free again
+
+
 def test_records_waiting_to_be_shown_are_bounded_in_bytes(
     fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import oscsync
 from conftest import REPO, ChildProcesses, LineReader, Spawn, free_udp_port
 from oscsync.audio import find_onsets, read_wav
 from pdharness import PdProcess
@@ -145,6 +146,19 @@ def test_example3_plays_our_ticks_at_their_timetags(
     assert all(abs(step - round(step)) * 0.25 < 0.0005 for step in steps), steps
 
 
+def test_example3_shows_a_tick_without_a_timetag_as_due_on_arrival(script: Script) -> None:
+    # A bundle timetagged IMMEDIATELY was shown as arriving ~4e12 ms (to 1900) after its timetag.
+    our_port = free_udp_port()
+    proc, out = script("example3_client.py", free_udp_port(), our_port, 4, "none", 0.1)
+    out.wait_for(lambda line: line.startswith("listening on"))
+    with oscsync.Endpoint(peers=our_port) as sender:
+        sender.send_bundle(oscsync.IMMEDIATELY, [("/tick", 1)])
+        sender.send("/tick", 2)
+    lines = [out.wait_for(lambda line: line.startswith("tick ")) for _ in range(2)]
+    assert sorted(lines) == [f"tick {beat} arrived +0.0 ms ahead of its timetag" for beat in (1, 2)]
+    assert proc.wait(15) == 0
+
+
 def test_example3_print_timestamp_agrees_with_oscsync_timetag(script: Script) -> None:
     proc, out = script("example3_print_timestamp.py", 0.25)
     assert proc.wait(10) == 0
@@ -191,6 +205,20 @@ def test_tick_cue_runs_on_each_synced_tick_and_sends_the_ramp(spawn: Spawn, scri
     assert all(0 <= ms < 100 for ms in late_ms), late_ms
     levels = [json.loads(line)["args"][0] for line in LineReader(dump.stdout).rest(10)]
     assert sorted(set(round(level, 2) for level in levels)) == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_tick_cue_takes_a_plain_tick_too(script: Script) -> None:
+    # A /tick with no timetag made cue() raise (to_unix(None)): no cue, no /light.
+    cue_port = free_udp_port()
+    proc, out = script("tick_cue.py", cue_port, f"127.0.0.1:{free_udp_port()}", 2)
+    out.wait_for(lambda line: line.startswith("waiting for ticks"))
+    with oscsync.Endpoint(peers=cue_port) as sender:
+        sender.send("/tick", 2)
+        sender.send_bundle(oscsync.IMMEDIATELY, [("/tick", 3)])
+    cues = [out.wait_for(lambda line: line.startswith("beat ")) for _ in range(2)]
+    assert [cue.split()[1] for cue in cues] == ["2", "3"]
+    assert all("(now)" in cue for cue in cues), cues
+    assert proc.wait(10) == 0
 
 
 def test_melody_notes_are_played_by_sequence_listen_at_their_timetags(

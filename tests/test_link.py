@@ -363,3 +363,21 @@ def test_link_prints_one_line_per_look_when_there_is_no_live_line(
     lines = [line for line in result.output.splitlines() if "  beat " in line]
     assert len(lines) == 5  # at 0, 0.1, 0.2, 0.3 s and the end (0.35 s)
     assert all("97.00 bpm" in line for line in lines)
+
+
+def test_a_session_the_grid_opened_is_left_when_waiting_for_peers_is_interrupted() -> None:
+    # Ctrl-C during --link-wait: the session LinkGrid had joined itself stayed open.
+    class Interrupted(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            raise KeyboardInterrupt
+
+    clock = Interrupted(start=START)
+    link = FakeLink(clock, bpm=120, peers=0)
+    with pytest.raises(KeyboardInterrupt):
+        LinkGrid(clock=clock, backend=link, wait_for_peers=2.0)
+    assert not link.enabled
+    # A session given by the caller stays theirs to close.
+    given = session_on(FakeLink(clock, bpm=120, peers=0))
+    with pytest.raises(KeyboardInterrupt):
+        LinkGrid(session=given, wait_for_peers=2.0)
+    assert given.backend.enabled  # type: ignore[attr-defined]

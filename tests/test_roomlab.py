@@ -7,10 +7,13 @@ from __future__ import annotations
 import socket
 import struct
 
+import pytest
+
 from conftest import free_udp_port
+from oscsync.apps import roomlab
 from oscsync.apps.netemlink import ImpairmentSpec
 from oscsync.apps.roomlab import LOOPBACK, RoomRelay
-from oscsync.clock import SystemClock
+from oscsync.clock import FakeClock, SystemClock
 from oscsync.net.hostport import HostPort
 from oscsync.sync import room
 from oscsync.sync.ping import encode_ping
@@ -62,7 +65,12 @@ def test_relay_carries_the_room_and_measures_its_own_noise() -> None:
         arrived, t1_seen = link.pings[0]
         assert abs(t1_seen - clock.now()) < 5 and arrived >= t1_seen - 0.001
         assert link.up_packets == 1 and relay.links[1].up_packets == 0
-        assert len(noise.sent_late.samples) == 2 and len(noise.sent_late_up.samples) == 1
+        # Each lateness is kept once sendto returned: the datagram may be read here before.
+        wait_until(
+            lambda: len(noise.sent_late.samples) == 2 and len(noise.sent_late_up.samples) == 1,
+            5.0,
+            "the copies' and the ping's send lateness kept",
+        )
         assert min(noise.read_late.samples) >= 0  # stamped by the kernel, read afterwards
         pinger.close()
     finally:
@@ -70,3 +78,54 @@ def test_relay_carries_the_room_and_measures_its_own_noise() -> None:
         leader.close()
         for member in members:
             member.close()
+
+
+@pytest.mark.parametrize("bound", ["items", "bytes"])
+def test_the_datagrams_waiting_for_their_due_time_are_bounded(bound: str) -> None:
+    # The heap of copies due had no cap: a leader flooding behind a long delay grew it freely.
+    clock = SystemClock()
+    base = free_udp_port() % 200 + 1
+    leader_group = HostPort(f"239.255.46.{base}", free_udp_port())
+    groups = [HostPort(f"239.255.47.{base + i}", free_udp_port()) for i in range(2)]
+    sync = room.encode_sync(7, 1, clock.now_timetag())
+    limits = {"queue_limit": 3} if bound == "items" else {"queue_bytes": 3 * (len(sync) + 448)}
+    relay = RoomRelay(
+        leader_group, groups, ImpairmentSpec(delay=30.0), clock=clock, seed=1, **limits
+    )
+    leader = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    leader.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(LOOPBACK))
+    try:
+        relay.start()
+        for _ in range(5):
+            leader.sendto(sync, leader_group.sockaddr)
+        wait_until(lambda: relay.links[1].down_multicast == 5, 5.0, "5 copied down each link")
+        assert relay.queue_full == 7  # 10 copies due in 30 s, 3 held
+        assert sum(link.lost for link in relay.links) == 7
+    finally:
+        relay.close()
+        leader.close()
+
+
+def test_each_link_keeps_its_once_a_second_counts_for_the_last_hour_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One entry a second per link, kept for ever: a day of 64 links was 5.5 million.
+    monkeypatch.setattr(roomlab, "COUNTS_KEPT", 2, raising=False)
+    clock = FakeClock(start=1_000.0)
+    relay = RoomRelay(
+        HostPort("239.255.48.1", free_udp_port()), [HostPort("239.255.49.1", free_udp_port())],
+        ImpairmentSpec(), clock=clock,
+    )  # fmt: skip
+    counts = relay.links[0].counts_at
+    try:
+        relay.start()
+        for second in range(1, 5):
+            clock.advance(1.0)  # the relay's loop looks at least every 0.5 s
+            wait_until(
+                lambda: bool(counts) and counts[-1][0] == clock.monotonic(),
+                5.0,
+                f"second {second} counted",
+            )
+        assert [when for when, _, _ in counts] == [clock.monotonic() - 1.0, clock.monotonic()]
+    finally:
+        relay.close()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import socket
 import threading
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from oscsync.apps import endpoints
+from oscsync.apps import endpoints, receiving
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.lab import OnsetRecorder
 from oscsync.apps.metronome import TICK_METHOD, TickRecord
@@ -20,8 +22,10 @@ from oscsync.clock import SystemClock
 from oscsync.net.hostport import HostPort
 from oscsync.net.udp import Endpoint
 from oscsync.osc import codec
+from oscsync.osc import timetag as tt
 from oscsync.scheduler import Scheduler, SchedulerClosed
 from oscsync.sync.ping import PING
+from waiting import wait_until
 
 LOOPBACK = HostPort("127.0.0.1", 0)
 
@@ -151,3 +155,31 @@ def test_sessions_offset_auto_covers_the_listeners_playout_latency() -> None:
         session.close()
     assert offset > 0.032 + 0.005  # the playout, the margin, and loopback's delay
     assert any("+ playout 32.00 ms" in note for note in notes), notes
+
+
+def test_sessions_what_peers_send_back_to_a_sender_is_never_held_on_its_ticks_scheduler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Nothing reads a sender's replies, yet each went through its ticks' scheduler, and bundles
+    # timetagged ahead were held there: 8 (10,000, or 32 MiB, by default) and its ticks were
+    # refused. Now dropped and counted on the receive thread.
+    monkeypatch.setattr(receiving, "Scheduler", functools.partial(Scheduler, max_items=8))
+    clock = SystemClock()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.settimeout(5.0)
+        target = HostPort("127.0.0.1", peer.getsockname()[1])
+        with SendSession([target], SessionSetup(clock)) as sender:
+            sender.send(codec.encode_message("/tick", [0], "i"))
+            _, source = peer.recvfrom(2048)
+            ahead = tt.add_seconds(clock.now_timetag(), 30.0)
+            reply = codec.encode_bundle(ahead, [codec.encode_message("/hi", [1], "i")])
+            for _ in range(8):
+                peer.sendto(reply, source)
+            wait_until(
+                lambda: sender.api.dropped.get("no-inbox", 0) + sender.scheduler.held == 8,
+                what="the 8 replies read",
+            )
+            dropped = sender.api.dropped
+            assert sender.scheduler.held == 0 and dropped == {"no-inbox": 8}
+            assert sender.scheduler.submit(None, lambda dispatch: None)  # a tick: taken

@@ -270,16 +270,20 @@ class BridgeSession(ReceivingSession):
         self._records_lock = threading.Lock()
         self.replies: Counter[tuple[str, int]] = Counter()
         """Messages the targets sent back, by target (never forwarded)."""
-        self.forwarder = Forwarder(
-            self.endpoint.send_bytes,
-            self.clock,
-            mode=mode,
-            scheduler=self.scheduler,
-            latency=latency,
-            rewriter=rewriter,
-            late_policy=late_policy,
-            on_record=self._keep,
-        )
+        try:
+            self.forwarder = Forwarder(
+                self.endpoint.send_bytes,
+                self.clock,
+                mode=mode,
+                scheduler=self.scheduler,
+                latency=latency,
+                rewriter=rewriter,
+                late_policy=late_policy,
+                on_record=self._keep,
+            )
+        except BaseException:  # a mode that is none of MODES: the endpoint is open already
+            self.close()
+            raise
 
     def _keep(self, record: Forwarded) -> None:
         cost = codec.footprint(record.received.message)

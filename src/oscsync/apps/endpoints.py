@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import re
 import threading
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -146,6 +147,9 @@ INBOX_BYTES = 32 * 1024 * 1024
 caps what it holds: 1,024 TCP packets of up to 16 MiB each would otherwise be 16 GiB."""
 
 OWN_ADDRESSES = "/oscsync/"
+_OSC_ADDRESS = re.compile(r"/[^ \t\r\n#\x00]*")
+"""What :meth:`Endpoint.on` takes: what an OSC address (or pattern) can be, as the encoder
+checks what :meth:`Endpoint.send` sends (``codec``)."""
 """Where oscsync's own services live (clock pings); a callback cannot take them over."""
 
 log = logging.getLogger("oscsync")
@@ -198,6 +202,11 @@ def _element(item: codec.Message | Sequence[Any] | bytes) -> bytes:
         return bytes(item)
     if isinstance(item, codec.Message):
         return codec.encode_message(item.address, item.args, item.types)
+    if isinstance(item, str) or not isinstance(item, Sequence) or not item:
+        # A bare address or an empty tuple: one clear EncodeError, as for any other bad value.
+        raise codec.EncodeError(
+            f"a bundle element is (address, *args), a Message or bytes, not {item!r}"
+        )
     address, *args = item
     return codec.encode_message(str(address), args)
 
@@ -367,7 +376,8 @@ class Endpoint:
     ``$OSCSYNC_MDNS_INTERFACE``, else every interface); ``multicast_interface`` the address
     multicast goes through (``--iface``). ``framing`` is how TCP packets are framed (``slip``:
     OSC 1.1, ``size``: OSC 1.0); ``max_queued`` bounds waiting callbacks and ``inbox_size``
-    unread messages (``spin``: see :class:`~oscsync.scheduler.Scheduler`); a ``scheduler``
+    unread messages (0: none kept, nothing read with :meth:`messages`; ``spin``: see
+    :class:`~oscsync.scheduler.Scheduler`); a ``scheduler``
     given (one timer thread shared) runs the callbacks instead, and its owner starts and closes
     it (on a one-thread :class:`~oscsync.clock.FakeClock` the endpoint's own is not started
     either: call ``endpoint.scheduler.run_due()``). ``on_warning`` hears each
@@ -430,7 +440,11 @@ class Endpoint:
         self._handlers = AddressRegistry()
         self._default: _Delivery | None = None
         self._inbox = _Inbox(inbox_size, INBOX_BYTES)
-        self._inbox_delivery = _Delivery(self, self._inbox.put, True)
+        # inbox_size=0: what no callback takes is counted on the receive thread, never handed
+        # to the scheduler (a peer's flood would otherwise cost a shared timer thread work).
+        self._inbox_delivery: Handler = (
+            _Delivery(self, self._inbox.put, True) if inbox_size > 0 else self._not_taken
+        )
         self._dropped: Counter[str] = Counter()
         self._dropped_lock = threading.Lock()
         self._closed = False
@@ -511,7 +525,9 @@ class Endpoint:
     ) -> int:
         """Send one bundle timetagged ``at`` holding ``messages``: each ``(address, *args)``, a
         received :class:`~oscsync.osc.codec.Message` (forwarded with its type tags), or
-        encoded bytes (a message or a nested bundle). Returns how many peers it was sent to."""
+        encoded bytes (a message or a nested bundle). Returns how many peers it was sent to.
+        Raises :class:`~oscsync.osc.codec.EncodeError` for an element that is none of these, or
+        values OSC cannot carry."""
         elements = [_element(item) for item in messages]
         bundle = codec.encode_bundle(_checked_timetag(at), elements)
         return self.transport.send_bytes(bundle if self.auth is None else self.auth.sign(bundle))
@@ -546,10 +562,16 @@ class Endpoint:
         1.0 asks (at once if it has passed or is "immediately"); ``hold=False`` hands them on as
         they arrive. ``types`` and ``description`` are what OSCQuery lists. The callback runs on
         the :attr:`scheduler`'s thread: a slow one delays the callbacks after it, never the
-        receiving; an exception is counted and warned about once. Addresses under
-        ``/oscsync/`` are oscsync's own (clock pings: ``docs/protocol.md``): ValueError.
+        receiving; an exception is counted and warned about once. ValueError for an address
+        that cannot be an OSC one (no leading ``/``, a space, ``#``: nothing would ever match
+        it), and for one under ``/oscsync/``, oscsync's own (clock pings:
+        ``docs/protocol.md``).
         """
 
+        if not isinstance(address, str) or not _OSC_ADDRESS.fullmatch(address):
+            raise ValueError(
+                f"{address!r} is not an OSC address: it starts with '/' and has no spaces or '#'"
+            )
         if address.startswith(OWN_ADDRESSES):
             raise ValueError(f"{address!r}: addresses under /oscsync/ are oscsync's own")
 
@@ -565,7 +587,11 @@ class Endpoint:
         return register(callback)
 
     def remove(self, address: str) -> None:
-        """Stop calling what :meth:`on` registered for ``address``."""
+        """Stop calling what :meth:`on` registered for ``address`` (the same string: a pattern
+        is removed by its pattern). ValueError when nothing is registered there: a misspelt
+        address would otherwise leave its callback running, silently."""
+        if address not in self._handlers:
+            raise ValueError(f"{address!r}: no callback is registered for it (see on())")
         self._handlers.remove(address)
         self.transport.registry.remove(address)
 
@@ -595,6 +621,9 @@ class Endpoint:
         if delivery is no_route:
             delivery = self._default or self._inbox_delivery
         delivery(received)
+
+    def _not_taken(self, received: Received) -> None:
+        self._count("no-inbox")
 
     def _deliver(self, received: Received, callback: Callback, hold: bool) -> None:
         stamp = received.message.timetag if hold else None
@@ -633,7 +662,8 @@ class Endpoint:
     def dropped(self) -> dict[str, int]:
         """Messages received but not handed on, by reason: ``callback-refused`` (the scheduler
         was full, or the timetag beyond its horizon: :meth:`Scheduler.stats` says which),
-        ``inbox-full`` (:meth:`messages` not read fast enough)."""
+        ``inbox-full`` (:meth:`messages` not read fast enough), ``no-inbox`` (``inbox_size=0``:
+        what no callback takes is not kept)."""
         with self._dropped_lock:
             counts = dict(self._dropped)
         if self._inbox.dropped:

@@ -81,6 +81,14 @@ class LinkGrid(StepGrid):
         self.clock = session.clock
         self._lock = threading.Lock()
         self._last: tuple[int, int] | None = None  # the last step given: (index, its timetag)
+        try:
+            self._join(bpm, lead, wait_for_peers, start)
+        except BaseException:  # Ctrl-C while waiting for peers: leave a session opened here
+            self.close()
+            raise
+
+    def _join(self, bpm: float, lead: bool, wait_for_peers: float, start: int | None) -> None:
+        session = self.session
         self.peers_found = self._wait_for_peers(wait_for_peers) if wait_for_peers > 0 else None
         """With ``wait_for_peers``: whether a peer was there within that many seconds."""
         self.lead = lead

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypedDict, TypeVar
 
-from oscsync.apps.endpoints import Endpoint, open_endpoint
+from oscsync.apps.endpoints import DEFAULT_INBOX_SIZE, Endpoint, open_endpoint
 from oscsync.clock import Clock
 from oscsync.net import udp
 from oscsync.net.core import MessageHandler, Network, ReceiveHooks
@@ -91,11 +91,18 @@ class SessionSetup:
         peers: Sequence[HostPort] = (),
         *,
         scheduler: Scheduler | None = None,
+        inbox_size: int = DEFAULT_INBOX_SIZE,
     ) -> Endpoint:
         """The public :class:`~oscsync.apps.endpoints.Endpoint` (``oscsync.Endpoint``) with
-        this setup, its callbacks on ``scheduler`` when given."""
+        this setup, its callbacks on ``scheduler`` when given (``inbox_size`` 0: what no
+        callback takes is dropped and counted as it arrives)."""
         return Endpoint(
-            listen, peers, scheduler=scheduler, key=self.auth, **self._endpoint_options()
+            listen,
+            peers,
+            scheduler=scheduler,
+            key=self.auth,
+            inbox_size=inbox_size,
+            **self._endpoint_options(),
         )
 
     def _endpoint_options(self) -> _EndpointOptions:
@@ -170,9 +177,14 @@ class SendingSession(Session):
         super().__init__(setup)
         self.scheduler = Scheduler(self.clock, spin=spin, on_warning=self.warn)
         # The public Endpoint (oscsync.Endpoint), receiving at once: its clock services answer
-        # listeners that follow this sender's clock. The session starts the scheduler.
+        # listeners that follow this sender's clock. The session starts the scheduler. Nothing
+        # reads what else the peers send back: no inbox, so it is dropped and counted on the
+        # receive thread, never held on the ticks' scheduler (where a peer's bundles timetagged
+        # ahead filled it, and the ticks were refused).
         try:
-            self.api = setup.open_public_endpoint(None, peers, scheduler=self.scheduler)
+            self.api = setup.open_public_endpoint(
+                None, peers, scheduler=self.scheduler, inbox_size=0
+            )
         except BaseException:
             self.scheduler.close()
             raise

@@ -47,7 +47,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from oscsync import threads
-from oscsync.apps.netemlink import Impairment, ImpairmentSpec, seeded_rng
+from oscsync.apps.netemlink import (
+    DEFAULT_QUEUE_BYTES,
+    DEFAULT_QUEUE_LIMIT,
+    HELD_OVERHEAD,
+    Impairment,
+    ImpairmentSpec,
+    seeded_rng,
+)
 from oscsync.clock import Clock
 from oscsync.net.hostport import HostPort
 from oscsync.net.udpsocket import (
@@ -69,6 +76,8 @@ selector (whose timeout is whole milliseconds, rounded up); arrivals meanwhile w
 kernel with their stamps."""
 PINGS_KEPT = 20_000
 """Pings whose stamps each link keeps (:attr:`FollowerLink.pings`)."""
+COUNTS_KEPT = 3_600
+"""Once-a-second counts each link keeps (:attr:`FollowerLink.counts_at`): the last hour."""
 NOISE_SAMPLES = 100_000
 """Values kept per kind of :attr:`RoomRelay.noise` (the most recent)."""
 _SYNC_HEAD = b"/oscsync/clock/sync\x00,iit\x00\x00\x00\x00"
@@ -114,8 +123,11 @@ class FollowerLink:
     """Datagrams the leader sent to this follower alone (pongs)."""
     down_multicast: int = 0
     lost: int = 0
-    counts_at: list[tuple[float, int, int]] = field(default_factory=list)
-    """(our monotonic time, up_packets, down_unicast), once a second: the rate over any span."""
+    counts_at: deque[tuple[float, int, int]] = field(
+        default_factory=lambda: deque(maxlen=COUNTS_KEPT)
+    )
+    """(our monotonic time, up_packets, down_unicast), once a second (the last
+    :data:`COUNTS_KEPT`): the rate over any span."""
     pings: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=PINGS_KEPT))
     """(arrival here, wall seconds; the ping's T1, the follower's wall seconds) of its recent
     pings: whoever knows the follower's clock learns how long it took from T1 to the wire."""
@@ -133,8 +145,17 @@ class RoomRelay:
         clock: Clock,
         seed: int | None = 1,
         precise: bool = True,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
     ) -> None:
         self.clock = clock
+        self.queue_limit = queue_limit
+        self.queue_bytes = queue_bytes
+        """What the datagrams waiting for their due time may be at most, as ``oscsync netem``'s
+        delay queue (items, and bytes with :data:`HELD_OVERHEAD` each); a copy beyond is lost."""
+        self.queue_full = 0
+        """Copies dropped because the queue was full (each also in its link's ``lost``)."""
+        self._due_bytes = 0
         self.spec = spec
         self.precise = precise
         """False: the relay as first written, for comparison (no kernel stamps, the selector
@@ -212,10 +233,18 @@ class RoomRelay:
         now: float,
         late: RecentSamples,
     ) -> bool:
-        delays = impairment.decide()
-        for delay in delays:
+        """Queue ``data``'s copies as ``impairment`` decides; False when none was queued (lost
+        on the link, or the queue full)."""
+        queued = False
+        cost = len(data) + HELD_OVERHEAD
+        for delay in impairment.decide():
+            if len(self._due) >= self.queue_limit or self._due_bytes + cost > self.queue_bytes:
+                self.queue_full += 1
+                continue
             heapq.heappush(self._due, (now + delay, next(self._order), sock, data, to, late))
-        return bool(delays)
+            self._due_bytes += cost
+            queued = True
+        return queued
 
     def _run(self) -> None:
         clock = self.clock
@@ -231,6 +260,7 @@ class RoomRelay:
             now = clock.monotonic()
             while due and due[0][0] <= now:  # what is due first, then what arrived
                 when, _, sock, data, to, late = heapq.heappop(due)
+                self._due_bytes -= len(data) + HELD_OVERHEAD
                 with contextlib.suppress(OSError):  # a follower gone: lost, as on a network
                     sock.sendto(data, to)
                 late.add(clock.monotonic() - when)
