@@ -187,7 +187,10 @@ class Recorder:
         ]
         self._lib = lib
         self._client_ptr = int(jack._ffi.cast("uintptr_t", self.client._ptr))
+        self.xruns = 0
+        """xruns JACK reported (a client, PD say, missed a cycle: its output was not heard)."""
         self.client.set_process_callback(self._process)
+        self.client.set_xrun_callback(self._xrun)
         self.client.activate()
         self.playback_latency = self._latency("system:playback_1")
 
@@ -200,6 +203,9 @@ class Recorder:
             ctypes.byref(latency),
         )
         return int(latency.max)
+
+    def _xrun(self, delayed_usecs: float) -> None:
+        self.xruns += 1
 
     def _process(self, frames: int) -> None:
         start = self.position

@@ -59,33 +59,17 @@ def jack(monkeypatch: pytest.MonkeyPatch) -> Iterator[JackServer]:
 def test_leader_ticks_through_the_bridge_sound_in_pd_within_a_block_of_their_timetag(
     jack: JackServer, run_pd: Callable[..., PdProcess], spawn: Spawn, tmp_path: Path
 ) -> None:
-    recorder = Recorder(jack, seconds=TICKS * 60 / BPM + 30)
-    pd_port = free_udp_port()
-    pd = run_pd(
-        PATCH,
-        sends=[f"bridge-listen {pd_port}"],
-        audio=["-jack", "-callback", "-nrt", "-r", str(RATE), "-blocksize", str(BLOCK)],
-        timeout=30,
-    )
-    assert pd.creation_failures() == []
-    try:
-        recorder.connect_player(30)
-        # The leader's clock is LEADER_SKEW ahead: the truth is its timetags less that.
-        bridge_out, bridge_err, truth = leader_through_bridge(
-            spawn, "--to", f"127.0.0.1:{pd_port}", "--mode", "at-timetag", "--sync",
-            "--map", "/tick=/beat i:$1", "--jsonl",
-            ticks=TICKS, bpm=BPM, offset=OFFSET, skew=LEADER_SKEW,
-        )  # fmt: skip
-        pd.wait_for_all(r"^beat: bang", TICKS, timeout=30)
-        # The last click's 5 ms and the playback latency through JACK, in frames recorded.
-        played = recorder.position
-        wait_until(lambda: recorder.position - played >= RATE // 10, 30, "100 ms more recorded")
-    finally:
-        recorder.close()
+    # A click missing from the recording while JACK reported an xrun (PD missed a cycle on a
+    # loaded machine: JACK played silence for it; seen once, 23 of 24 clicks, though PD printed
+    # 24 bangs and the bridge forwarded 24) voids that take: measured once more. A click missing
+    # with no xrun fails at once.
+    for take in range(2):
+        recorder, onsets, bridge_out, bridge_err, truth = _take(jack, run_pd, spawn)
+        if len(onsets) == TICKS or recorder.xruns == 0 or take == 1:
+            break
+    assert len(onsets) == TICKS, (onsets, recorder.xruns, bridge_err)
     sent = [json.loads(line) for line in bridge_out.splitlines()]
     assert [record["to_address"] for record in sent] == ["/beat"] * TICKS, bridge_err
-    onsets = audio.find_onsets(recorder.samples_int16(), min_gap=RATE // 20)
-    assert len(onsets) == TICKS, (onsets, bridge_err)
     wall_minus_mono = time.time() - time.monotonic()
     leaves = [recorder.leaves_device_mono(frame) + wall_minus_mono for frame in onsets]
     # What PD adds by construction: JACK's playback latency and the block PD computes ahead.
@@ -110,6 +94,38 @@ def test_leader_ticks_through_the_bridge_sound_in_pd_within_a_block_of_their_tim
     assert in_the_next_block >= TICKS * 3 // 4, report
     steps = recorder.frame_clock().steps
     print(f"onset - timetag - {fixed * 1e3:.3f} ms: " + ", ".join(report), f"steps {steps}")
+
+
+def _take(
+    jack: JackServer, run_pd: Callable[..., PdProcess], spawn: Spawn
+) -> tuple[Recorder, list[int], str, str, list[float]]:
+    """One measurement: PD, the recorder, the leader through the bridge; the onsets found."""
+    recorder = Recorder(jack, seconds=TICKS * 60 / BPM + 30)
+    pd_port = free_udp_port()
+    pd = run_pd(
+        PATCH,
+        sends=[f"bridge-listen {pd_port}"],
+        audio=["-jack", "-callback", "-nrt", "-r", str(RATE), "-blocksize", str(BLOCK)],
+        timeout=30,
+    )
+    assert pd.creation_failures() == []
+    try:
+        recorder.connect_player(30)
+        # The leader's clock is LEADER_SKEW ahead: the truth is its timetags less that.
+        bridge_out, bridge_err, truth = leader_through_bridge(
+            spawn, "--to", f"127.0.0.1:{pd_port}", "--mode", "at-timetag", "--sync",
+            "--map", "/tick=/beat i:$1", "--jsonl",
+            ticks=TICKS, bpm=BPM, offset=OFFSET, skew=LEADER_SKEW,
+        )  # fmt: skip
+        pd.wait_for_all(r"^beat: bang", TICKS, timeout=30)
+        # The last click's 5 ms and the playback latency through JACK, in frames recorded.
+        played = recorder.position
+        wait_until(lambda: recorder.position - played >= RATE // 10, 30, "100 ms more recorded")
+    finally:
+        recorder.close()
+    pd.stop()
+    onsets = list(audio.find_onsets(recorder.samples_int16(), min_gap=RATE // 20))
+    return recorder, onsets, bridge_out, bridge_err, truth
 
 
 if sys.platform != "linux":  # pragma: no cover - jackd's dummy driver is set up for Linux here
