@@ -381,3 +381,26 @@ def test_a_session_the_grid_opened_is_left_when_waiting_for_peers_is_interrupted
     with pytest.raises(KeyboardInterrupt):
         LinkGrid(session=given, wait_for_peers=2.0)
     assert given.backend.enabled  # type: ignore[attr-defined]
+
+
+def test_a_session_that_fails_to_start_leaves_the_link_it_opened_and_not_a_given_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock()
+    opened = FakeLink(clock)
+    opened.enabled = True  # as a Link that has started its threads
+
+    def enable_fails(start_stop: bool) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while Link starts
+
+    monkeypatch.setattr(opened, "enable", enable_fails)
+    monkeypatch.setattr(synclink, "open_link", lambda bpm: opened)
+    with pytest.raises(KeyboardInterrupt):
+        LinkSession(clock, bpm=120, quantum=4)
+    assert not opened.enabled  # closed: without the fix Link's threads kept running
+    given = FakeLink(clock)
+    given.enabled = True
+    monkeypatch.setattr(given, "enable", enable_fails)
+    with pytest.raises(KeyboardInterrupt):
+        LinkSession(clock, bpm=120, quantum=4, backend=given)  # type: ignore[arg-type]
+    assert given.enabled  # the caller's to close

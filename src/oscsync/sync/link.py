@@ -333,8 +333,13 @@ class LinkSession:
         self.quantum = quantum
         self.start_stop = start_stop
         self.backend = open_link(bpm) if backend is None else backend
-        self.map = LinkClockMap(clock, self.backend.micros)
-        self.backend.enable(start_stop)
+        try:
+            self.map = LinkClockMap(clock, self.backend.micros)
+            self.backend.enable(start_stop)
+        except BaseException:
+            if backend is None:  # Link opened here is left here; a given one is the caller's
+                self.backend.close()
+            raise
         self._closed = False
 
     def timeline(self) -> LinkTimeline:
