@@ -18,7 +18,7 @@ from oscsync.cli.params import (
     listen_option,
 )
 from oscsync.cli.peers import Advertising
-from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
+from oscsync.cli.runtime import AppContext, leave_without_stdout, pass_app, running, wait
 from oscsync.cli.scheduling import horizon_option, late_option
 from oscsync.cli.syncing import Syncing, sync_options
 from oscsync.net.core import Network
@@ -55,7 +55,7 @@ Examples:
 @horizon_option()
 @sync_options("the sender", "a timetagged message")
 @advertise_option()
-@click.pass_obj
+@pass_app
 @collect("syncing", Syncing)
 def dump(
     app: AppContext,

@@ -13,7 +13,7 @@ import click
 
 from oscsync.apps.link import DEFAULT_BPM, DEFAULT_QUANTUM, LinkGrid
 from oscsync.cli.params import DURATION, DurationType, beats_per_bar_option, bpm_option, options
-from oscsync.cli.runtime import AppContext, Stop, leave_without_stdout, running
+from oscsync.cli.runtime import AppContext, Stop, leave_without_stdout, pass_app, running
 from oscsync.sync.link import LinkUnavailable
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -126,7 +126,7 @@ Examples:
     help="Seconds between two looks at the session.",
 )
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
-@click.pass_obj
+@pass_app
 def link(
     app: AppContext,
     bpm: float,

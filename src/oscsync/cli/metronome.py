@@ -29,7 +29,7 @@ from oscsync.cli.params import (
     room_option,
 )
 from oscsync.cli.peers import resolve_peers
-from oscsync.cli.runtime import AppContext, running
+from oscsync.cli.runtime import AppContext, pass_app, running
 from oscsync.cli.syncing import sync_options
 from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
@@ -130,7 +130,7 @@ Examples:
 @allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
 @link_options()
 @room_option()
-@click.pass_obj
+@pass_app
 @collect("sending", TickSending)
 @collect("link", LinkOptions)
 def send(
@@ -218,7 +218,7 @@ Examples:
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
 @sync_options()
 @iface_option()
-@click.pass_obj
+@pass_app
 @collect("listening", records.Listening)
 def listen(
     app: AppContext,
@@ -262,7 +262,7 @@ Examples:
 @_send_options
 @_listen_options
 @sync_options()
-@click.pass_obj
+@pass_app
 @collect("sending", TickSending)
 @collect("listening", records.Listening)
 def pair(

@@ -31,7 +31,7 @@ from oscsync.cli.params import (
     room_option,
 )
 from oscsync.cli.peers import resolve_peers
-from oscsync.cli.runtime import AppContext, running
+from oscsync.cli.runtime import AppContext, pass_app, running
 from oscsync.cli.syncing import sync_options
 from oscsync.files.pattern import NAME, PatternError
 from oscsync.net.core import Network
@@ -186,7 +186,7 @@ Examples:
 @allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
 @link_options()
 @room_option()
-@click.pass_obj
+@pass_app
 @collect("sending", PatternSending)
 @collect("link", LinkOptions)
 def send(
@@ -258,7 +258,7 @@ Examples:
 @sync_options()
 @iface_option()
 @advertise_option()
-@click.pass_obj
+@pass_app
 @collect("listening", records.Listening)
 def listen(
     app: AppContext,
@@ -295,7 +295,7 @@ Examples:
 @_send_options
 @_listen_options
 @advertise_option()
-@click.pass_obj
+@pass_app
 @collect("sending", PatternSending)
 @collect("listening", records.Listening)
 def pair(
