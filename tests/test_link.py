@@ -252,6 +252,24 @@ def test_metronome_ticks_are_sent_on_the_sessions_beats_and_follow_a_tempo_chang
     assert beats == [2, 3, 0, 1, 2, 3, 0, 1]  # the session's phase, quantum 4
 
 
+def test_ticks_of_a_stopped_session_are_counted_silent_not_sent() -> None:
+    """``metronome send --link --link-start-stop`` on a stopped session said "sent 3 ticks"."""
+    from oscsync.cli.metronome import _sent_summary
+
+    clock = FakeClock(start=START)
+    link = FakeLink(clock, bpm=120)
+    session = session_on(link, start_stop=True)
+    link.set_playing(True, link.micros() + 1_250_000, 4)  # beats 0, 1, 2 before the start
+    wire = Wire(clock)
+    sender = TickSender(wire, Scheduler(clock), grid=LinkGrid(session=session))
+    run(sender, 5)
+    assert (len(wire.sent), sender.sent, sender.silent) == (2, 2, 3)
+    assert _sent_summary(sender, 5) == (
+        "metronome: sent 2 ticks, silent 3 while the session was stopped; " + sender.lateness_text()
+    )
+    assert _sent_summary(sender, 8).startswith("metronome: sent 2 of 8 ticks, silent 3 ")
+
+
 def test_a_pattern_starts_on_the_sessions_bar_line() -> None:
     clock = FakeClock(start=START)
     link = FakeLink(clock, bpm=120, beat=2.0)  # half-way through a bar of 4

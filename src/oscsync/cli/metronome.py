@@ -173,10 +173,12 @@ def send(
 
 
 def _sent_summary(sender: TickSender, total: int | None) -> str:
-    if total is not None and sender.sent < total:
+    if total is not None and sender.steps < total:
         text = f"metronome: sent {sender.sent} of {plural(total, 'tick')}"
     else:
         text = f"metronome: sent {plural(sender.sent, 'tick')}"
+    if sender.silent:  # only a Link session that was stopped (--link-start-stop) silences one
+        text += f", silent {sender.silent} while the session was stopped"
     if sender.lateness.count:
         text += "; " + sender.lateness_text()
     return text

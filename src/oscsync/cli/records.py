@@ -522,7 +522,9 @@ def send_until_done(
             item = str(progress or "item")
 
             def on_sent(k: int) -> None:
-                text = f"sent {plural(k + 1, item)}"
+                text = f"sent {plural(started.sent, item)}"
+                if started.silent:
+                    text += f", silent {started.silent}"
                 if room:
                     text += "  " + session.room.summary().line()
                 shown.show(text)

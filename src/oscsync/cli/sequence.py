@@ -231,9 +231,10 @@ def send(
 
 def _sent_summary(sender: TickSender, total: int | None) -> str:
     assert isinstance(sender, SequenceSender)
-    of = f" of {total}" if total is not None and sender.sent < total else ""
+    # Steps gone by, rests and a stopped Link session's silent steps included (their count).
+    of = f" of {total}" if total is not None and sender.steps < total else ""
     changes = plural(sender.reloads, "pattern change")
-    text = f"sequence: sent {sender.sent}{of} steps, {changes}"
+    text = f"sequence: sent {sender.steps}{of} steps, {changes}"
     if sender.lateness.count:
         text += "; " + sender.lateness_text()
     return text
