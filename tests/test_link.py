@@ -5,6 +5,8 @@ The real Link session, with another peer in another process, is tests/test_link_
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fakelink import FakeLink
@@ -381,3 +383,27 @@ def test_link_prints_one_line_per_look_when_there_is_no_live_line(
     lines = [line for line in result.output.splitlines() if "  beat " in line]
     assert len(lines) == 5  # at 0, 0.1, 0.2, 0.3 s and the end (0.35 s)
     assert all("97.00 bpm" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--link-lead"], ["--link-start-stop"], ["--link-wait", "0"], ["--link-wait", "2"]],
+    ids=["lead", "start-stop", "wait", "wait-default"],
+)
+@pytest.mark.parametrize("command", ["metronome", "sequence"])
+def test_a_link_option_without_link_is_a_usage_error(
+    tmp_path: Path, command: str, extra: list[str]
+) -> None:
+    """``--link-wait`` alone was ignored, ``--link-lead``/``--link-start-stop`` alone turned
+    Link on, while the help says "With --link:"; now each one names --link, exit 2."""
+    from click.testing import CliRunner
+
+    from oscsync.cli.main import cli
+
+    pattern = tmp_path / "beat.txt"
+    pattern.write_text("hat: x\n")
+    what = [str(pattern)] if command == "sequence" else []
+    args = [command, "send", *what, "--peer", "127.0.0.1:9", "--duration", "0.1", *extra]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == f"Error: {extra[0]}: only with --link"

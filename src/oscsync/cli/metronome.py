@@ -132,7 +132,7 @@ Examples:
 @room_option()
 @pass_app
 @collect("sending", TickSending)
-@collect("link", LinkOptions)
+@collect("link", LinkOptions.given)
 def send(
     app: AppContext,
     sending: TickSending,

@@ -188,7 +188,7 @@ Examples:
 @room_option()
 @pass_app
 @collect("sending", PatternSending)
-@collect("link", LinkOptions)
+@collect("link", LinkOptions.given)
 def send(
     app: AppContext,
     sending: PatternSending,
