@@ -407,3 +407,35 @@ def test_a_link_option_without_link_is_a_usage_error(
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output
     assert result.output.splitlines()[-1] == f"Error: {extra[0]}: only with --link"
+
+
+def test_the_session_is_left_even_when_stopping_its_transport_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--link-lead --link-start-stop`` stops the transport at the end: when that raised, the
+    grid was never closed (the Link session was not left)."""
+    from oscsync.cli import link as cli_link
+    from oscsync.cli.runtime import AppContext
+
+    class StopFails(FakeLink):
+        def set_playing(self, playing: bool, micros: int, quantum: float) -> None:
+            if not playing:
+                raise RuntimeError("the session went away")
+            super().set_playing(playing, micros, quantum)
+
+    clock = FakeClock(start=START)
+    link = StopFails(clock, bpm=97)
+
+    def on_the_fake(bpm: float, **options: object) -> LinkGrid:
+        options.pop("clock", None)
+        return LinkGrid(bpm, **options, clock=clock, backend=link)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli_link, "LinkGrid", on_the_fake)
+    choice = cli_link.LinkOptions(link=True, link_lead=True, link_start_stop=True, link_wait=0)
+    app = AppContext(clock=clock, quiet=True)
+    with (
+        pytest.raises(RuntimeError, match="went away"),
+        cli_link.linked(app, choice, bpm=97, beats_per_bar=4) as grid,
+    ):
+        assert grid is not None and link.enabled and link.playing
+    assert not link.enabled

@@ -119,9 +119,11 @@ def linked(
         app.note(grid.describe())
         yield grid
     finally:
-        if choice.link_lead and choice.link_start_stop:
-            grid.session.set_playing(False)
-        grid.close()
+        try:
+            if choice.link_lead and choice.link_start_stop:
+                grid.session.set_playing(False)
+        finally:
+            grid.close()  # leave the session even if stopping its transport failed
 
 
 @click.command(
