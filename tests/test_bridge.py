@@ -26,6 +26,7 @@ from oscsync.apps.bridge import (
 )
 from oscsync.apps.endpoints import open_endpoint
 from oscsync.apps.receiving import SessionSetup
+from oscsync.cli.dump import sync_summary as dump_sync_summary
 from oscsync.cli.main import cli
 from oscsync.clock import FakeClock, SystemClock
 from oscsync.net.hostport import HostPort
@@ -305,6 +306,8 @@ def test_before_the_clock_is_locked_messages_are_held_and_the_overdue_ones_dropp
     assert world.follower.unsynced == 1
     assert len(outbox.sent) == len(records) == 1 and not records[0].late
     assert "1 message due before sync (not played)" in world.follower.describe("message")
+    # dump drops it the same way: it was not printed, and its summary says so.
+    assert "1 message due before sync (not printed)" in dump_sync_summary(world.follower)
 
 
 # -- the command, on loopback -----------------------------------------------------------------

@@ -19,6 +19,7 @@ from oscsync.net.hostport import HostPort
 from oscsync.net.udp import Endpoint
 from oscsync.osc import auth, codec
 from oscsync.osc import timetag as tt
+from test_cli_help import all_command_paths
 
 SECRET = "a key both machines hold, 32 bytes"
 
@@ -68,6 +69,27 @@ def test_a_key_that_cannot_be_used_is_one_line_and_exit_2(
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert "--key-file" in result.output
+
+
+@pytest.mark.parametrize("path", all_command_paths(), ids=" ".join)
+def test_help_works_with_a_key_that_cannot_be_used(tmp_path: Path, path: list[str]) -> None:
+    """The group's callback runs before click parses ``COMMAND --help``: the key is read only
+    once a command runs, so a missing key file (or a bad OSCSYNC_KEY) never stops --help."""
+    missing = ["--key-file", str(tmp_path / "missing")]
+    for args, env in ((missing, {}), ([], {"OSCSYNC_KEY": "short"})):
+        result = CliRunner().invoke(cli, [*args, *path, "--help"], env=env)
+        assert result.exit_code == 0, result.output
+        assert "Usage:" in result.output
+
+
+def test_a_command_that_runs_reads_the_key_after_parsing(tmp_path: Path) -> None:
+    """A bad option is still reported first; a command that parsed refuses the missing key."""
+    missing = ["--key-file", str(tmp_path / "missing")]
+    bad_option = CliRunner().invoke(cli, [*missing, "send", "127.0.0.1:9", "/a", "--in", "x"])
+    assert bad_option.exit_code == 2 and "'--in'" in bad_option.output
+    result = CliRunner().invoke(cli, [*missing, "send", "127.0.0.1:9", "/a"])
+    assert result.exit_code == 2 and "cannot read the key file" in result.output
+    assert "Usage: cli [OPTIONS] COMMAND" in result.output  # the group's: it has --key-file
 
 
 def test_there_is_no_key_on_the_command_line() -> None:

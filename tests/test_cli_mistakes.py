@@ -313,6 +313,23 @@ def test_a_stream_to_a_closed_port_warns_once_keeps_going_and_counts() -> None:
     )
 
 
+def test_refusals_with_room_say_they_count_sync_messages_too() -> None:
+    """``--room`` sends 100 sync messages a second to the peer: "sent 2 ticks; refused 108
+    (nothing listened)" read as 108 refused ticks. Which datagram a refusal was for is not
+    known (the kernel reports it on the next send to that peer): the line says over what."""
+    port = free_udp_port()
+    args = ["metronome", "send", "--peer", f"127.0.0.1:{port}", "--count", "2", "--bpm", "300"]
+    result = CliRunner().invoke(cli, [*args, "--room"])
+    assert result.exit_code == 0, result.output
+    found = re.search(
+        r"metronome: sent 2 ticks.*; refused (\d+) \(nothing listened\) "
+        r"over 2 ticks and (\d+) sync messages sent",
+        result.output,
+    )
+    assert found is not None, result.output
+    assert int(found[1]) >= 1 and int(found[2]) >= 1
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

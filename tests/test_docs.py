@@ -719,6 +719,30 @@ def test_a_listener_summary_shown_after_a_logging_command_says_logged() -> None:
     assert checked
 
 
+# The first line a command that keeps time prints after the notice (cli/runtime keep_time).
+_STARTS_AFTER_THE_NOTICE = re.compile(
+    r"^(listening on |recording on |monitoring timetags on |replay: \d+ datagrams,|sweep: "
+    r"|peer \S+: \d+ of \d+ pings answered)"
+)
+
+
+def test_a_real_run_shown_from_its_start_has_the_real_time_notice_first() -> None:
+    """Every command that keeps time prints "real-time priority: ..." before anything else
+    (issue 31); most output blocks showing a run from its start left it out. Those blocks are
+    the ones that show the command's first line of its own (``listening on ...``)."""
+    checked = 0
+    for page in sorted(DOCS.glob("*.md")):
+        for lang, number, body in code_blocks(page.read_text(encoding="utf-8")):
+            if lang not in ("text", "console"):
+                continue
+            for i, line in enumerate(body):
+                if _STARTS_AFTER_THE_NOTICE.match(line):
+                    checked += 1
+                    before = [ln for ln in body[:i] if ln.startswith("real-time priority: ")]
+                    assert before, f"{page.name}:{number + i}: {line}"
+    assert checked >= 10
+
+
 # --- the Python API page (issue 28) ---------------------------------------------------------
 
 API_PAGE = DOCS / "python-api.md"

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
+from conftest import require_peer
 from oscsync.net.hostport import (
     AddressError,
     HostPort,
@@ -105,6 +110,33 @@ def test_own_address_is_the_listener_itself() -> None:
     assert is_own_address(HostPort("127.0.0.1", 9411), HostPort("127.0.0.1", 9411))
     assert is_own_address(HostPort("0.0.0.0", 9411), HostPort("127.0.0.1", 9411))
     assert not is_own_address(HostPort("127.0.0.1", 9411), HostPort("127.0.0.1", 9000))
+    # TEST-NET-1 is nobody's address: sending there leaves the machine, it does not loop.
+    assert not is_own_address(HostPort("0.0.0.0", 9411), HostPort("192.0.2.1", 9411))
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.geteuid() != 0,
+    reason="a private network namespace needs Linux and root",
+)
+def test_a_bridge_to_this_machines_lan_address_is_refused_as_a_loop() -> None:
+    """``bridge -l 0.0.0.0:P --to <this machine's LAN IP>:P`` forwarded to itself for ever: only
+    loopback was known as its own. In a network namespace of its own (unshare -n), 10.77.0.1
+    is added to lo as this machine's "LAN" address."""
+    require_peer("unshare")
+    require_peer("ip")
+    run = [sys.executable, "-m", "oscsync", "bridge", "-l", "0.0.0.0:9411"]
+    script = 'ip link set lo up && ip addr add 10.77.0.1/32 dev lo && exec "$@"'
+    result = subprocess.run(
+        ["unshare", "-n", "sh", "-c", script, "own", *run, "--to", "10.77.0.1:9411"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "Error: Invalid value for '--to': 10.77.0.1:9411 reaches the bridge's own --listen "
+        "0.0.0.0:9411: forwarding there would loop"
+    )
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ The real Link session, with another peer in another process, is tests/test_link_
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fakelink import FakeLink
@@ -252,6 +254,24 @@ def test_metronome_ticks_are_sent_on_the_sessions_beats_and_follow_a_tempo_chang
     assert beats == [2, 3, 0, 1, 2, 3, 0, 1]  # the session's phase, quantum 4
 
 
+def test_ticks_of_a_stopped_session_are_counted_silent_not_sent() -> None:
+    """``metronome send --link --link-start-stop`` on a stopped session said "sent 3 ticks"."""
+    from oscsync.cli.metronome import _sent_summary
+
+    clock = FakeClock(start=START)
+    link = FakeLink(clock, bpm=120)
+    session = session_on(link, start_stop=True)
+    link.set_playing(True, link.micros() + 1_250_000, 4)  # beats 0, 1, 2 before the start
+    wire = Wire(clock)
+    sender = TickSender(wire, Scheduler(clock), grid=LinkGrid(session=session))
+    run(sender, 5)
+    assert (len(wire.sent), sender.sent, sender.silent) == (2, 2, 3)
+    assert _sent_summary(sender, 5) == (
+        "metronome: sent 2 ticks, silent 3 while the session was stopped; " + sender.lateness_text()
+    )
+    assert _sent_summary(sender, 8).startswith("metronome: sent 2 of 8 ticks, silent 3 ")
+
+
 def test_a_pattern_starts_on_the_sessions_bar_line() -> None:
     clock = FakeClock(start=START)
     link = FakeLink(clock, bpm=120, beat=2.0)  # half-way through a bar of 4
@@ -404,3 +424,59 @@ def test_a_session_that_fails_to_start_leaves_the_link_it_opened_and_not_a_given
     with pytest.raises(KeyboardInterrupt):
         LinkSession(clock, bpm=120, quantum=4, backend=given)  # type: ignore[arg-type]
     assert given.enabled  # the caller's to close
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--link-lead"], ["--link-start-stop"], ["--link-wait", "0"], ["--link-wait", "2"]],
+    ids=["lead", "start-stop", "wait", "wait-default"],
+)
+@pytest.mark.parametrize("command", ["metronome", "sequence"])
+def test_a_link_option_without_link_is_a_usage_error(
+    tmp_path: Path, command: str, extra: list[str]
+) -> None:
+    """``--link-wait`` alone was ignored, ``--link-lead``/``--link-start-stop`` alone turned
+    Link on, while the help says "With --link:"; now each one names --link, exit 2."""
+    from click.testing import CliRunner
+
+    from oscsync.cli.main import cli
+
+    pattern = tmp_path / "beat.txt"
+    pattern.write_text("hat: x\n")
+    what = [str(pattern)] if command == "sequence" else []
+    args = [command, "send", *what, "--peer", "127.0.0.1:9", "--duration", "0.1", *extra]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == f"Error: {extra[0]}: only with --link"
+
+
+def test_the_session_is_left_even_when_stopping_its_transport_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--link-lead --link-start-stop`` stops the transport at the end: when that raised, the
+    grid was never closed (the Link session was not left)."""
+    from oscsync.cli import link as cli_link
+    from oscsync.cli.runtime import AppContext
+
+    class StopFails(FakeLink):
+        def set_playing(self, playing: bool, micros: int, quantum: float) -> None:
+            if not playing:
+                raise RuntimeError("the session went away")
+            super().set_playing(playing, micros, quantum)
+
+    clock = FakeClock(start=START)
+    link = StopFails(clock, bpm=97)
+
+    def on_the_fake(bpm: float, **options: object) -> LinkGrid:
+        options.pop("clock", None)
+        return LinkGrid(bpm, **options, clock=clock, backend=link)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli_link, "LinkGrid", on_the_fake)
+    choice = cli_link.LinkOptions(link=True, link_lead=True, link_start_stop=True, link_wait=0)
+    app = AppContext(clock=clock, quiet=True)
+    with (
+        pytest.raises(RuntimeError, match="went away"),
+        cli_link.linked(app, choice, bpm=97, beats_per_bar=4) as grid,
+    ):
+        assert grid is not None and link.enabled and link.playing
+    assert not link.enabled

@@ -67,7 +67,7 @@ def test_one_bundle_per_sounding_step_with_a_message_per_voice() -> None:
     wire = Wire(clock)
     sender = SequenceSender(wire, Scheduler(clock), BEAT, bpm=120.0, offset=0.1)
     t0 = run(sender, 8)
-    assert sender.sent == 8
+    assert (sender.sent, sender.silent, sender.steps) == (4, 4, 8)  # rests: silent
     steps = [round((sent - START) / 0.125) for sent, _, _ in wire.sent]
     assert steps == [0, 2, 4, 6]  # steps 1, 3, 5, 7 are rests in every voice: nothing sent
     first = wire.sent[0][2]

@@ -127,6 +127,10 @@ class TickSender:
         self.t0: int | None = None
         self.count: int | None = None
         self.sent = 0
+        """Steps that sent a packet."""
+        self.silent = 0
+        """Steps at which the grid was silent (a stopped Link session, a sequencer's rest):
+        nothing was sent."""
         self.lateness = RunningStats(recent=LATENESS_SAMPLES)
         """Seconds each send ran after its grid time (the sender's own lateness)."""
         self.sent_late = 0
@@ -176,6 +180,11 @@ class TickSender:
             self._submit(0)
         return self.t0
 
+    @property
+    def steps(self) -> int:
+        """Steps of the grid gone by: sent or silent."""
+        return self.sent + self.silent
+
     def stop(self) -> None:
         """Send no more ticks (one already being sent finishes)."""
         self.done.set()
@@ -208,7 +217,9 @@ class TickSender:
             packet = self.packet(k)
             if packet:  # empty: nothing sounds at this step (a sequencer's rest, issue #19)
                 self._send(packet)
-            self.sent += 1
+                self.sent += 1
+            else:
+                self.silent += 1
             self.lateness.add(dispatch.lateness)
             self.sent_late += dispatch.lateness > LATE_THRESHOLD
             if self._on_sent is not None:

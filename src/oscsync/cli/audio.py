@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from oscsync.cli.runtime import AppContext
+from oscsync.cli.runtime import AppContext, pass_app
 
 
 @click.group(
@@ -25,7 +25,7 @@ Examples:
   oscsync audio devices
 """
 )
-@click.pass_obj
+@pass_app
 def devices(app: AppContext) -> None:
     """List output devices: index, name, host API, channels, default rate and latency.
 

@@ -31,7 +31,7 @@ from oscsync.cli.params import (
     listen_option,
 )
 from oscsync.cli.peers import Advertising, following, resolve_peers
-from oscsync.cli.runtime import AppContext, leave_without_stdout, running
+from oscsync.cli.runtime import AppContext, leave_without_stdout, pass_app, running
 from oscsync.cli.scheduling import horizon_option, late_option
 from oscsync.cli.syncing import Syncing, sync_options
 from oscsync.net.core import Network
@@ -124,7 +124,7 @@ Examples:
 @iface_option()
 @framing_option()
 @advertise_option()
-@click.pass_obj
+@pass_app
 @collect("syncing", Syncing)
 def bridge(
     app: AppContext,

@@ -18,7 +18,7 @@ from oscsync.cli.params import (
     peers_option,
 )
 from oscsync.cli.peers import Advertising, following, resolve_peers
-from oscsync.cli.runtime import AppContext, color_wanted, running, wait
+from oscsync.cli.runtime import AppContext, color_wanted, pass_app, running, wait
 from oscsync.net.core import Network
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort, is_own_address
@@ -58,7 +58,7 @@ Examples:
 )
 @advertise_option()
 @framing_option()
-@click.pass_obj
+@pass_app
 def chat(
     app: AppContext,
     peers: tuple[HostPort, ...],

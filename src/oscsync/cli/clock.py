@@ -9,7 +9,7 @@ import click
 from oscsync.apps.clock import DEFAULT_DURATION, DEFAULT_INTERVAL, PeerClockReport, peer_clock
 from oscsync.cli.params import DURATION, PEER, allow_option
 from oscsync.cli.peers import following, resolve_peer
-from oscsync.cli.runtime import AppContext, Stop, running
+from oscsync.cli.runtime import AppContext, Stop, pass_app, running
 from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
 from oscsync.terminal.wording import plural
@@ -67,7 +67,7 @@ Exit status:
     help="One JSON object per line: a report every quarter second, the final one last.",
 )
 @allow_option(" Matters for a multicast --peer: a unicast one's socket hears that peer only.")
-@click.pass_obj
+@pass_app
 def clock(
     app: AppContext,
     peer: HostPort,

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from oscsync.cli.params import DurationType, overwrite_option, refuse_existing, skew_option
-from oscsync.cli.runtime import AppContext, running
+from oscsync.cli.runtime import AppContext, pass_app, running
 from oscsync.terminal.wording import fit, plural, terminal_width
 
 
@@ -51,7 +51,7 @@ Examples:
     help="Where to write the WAV renders [default: a new temporary directory].",
 )
 @overwrite_option("the WAV files in --out")
-@click.pass_obj
+@pass_app
 def demo(
     app: AppContext,
     duration: float,

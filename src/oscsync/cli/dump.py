@@ -18,12 +18,13 @@ from oscsync.cli.params import (
     listen_option,
 )
 from oscsync.cli.peers import Advertising
-from oscsync.cli.runtime import AppContext, leave_without_stdout, running, wait
+from oscsync.cli.runtime import AppContext, leave_without_stdout, pass_app, running, wait
 from oscsync.cli.scheduling import horizon_option, late_option
 from oscsync.cli.syncing import Syncing, sync_options
 from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
 from oscsync.scheduler import DEFAULT_HORIZON, KEEP, LatePolicy
+from oscsync.sync.follow import ClockFollower
 
 
 @click.command(
@@ -55,7 +56,7 @@ Examples:
 @horizon_option()
 @sync_options("the sender", "a timetagged message")
 @advertise_option()
-@click.pass_obj
+@pass_app
 @collect("syncing", Syncing)
 def dump(
     app: AppContext,
@@ -144,6 +145,11 @@ def dump(
                 app.note(text)
                 app.note(f"{session.scheduler.stats().summary()}; {app.realtime_text()}")
             if session.follower is not None:
-                app.note(session.follower.describe("message"))
+                app.note(sync_summary(session.follower))
             if not stdout_usable:
                 leave_without_stdout(stopped_cleanly=receiver_stopped)
+
+
+def sync_summary(follower: ClockFollower) -> str:
+    """The clock sync line: a message due before sync is dropped, so never printed."""
+    return follower.describe("message", dropped="not printed")

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from oscsync.apps.link import DEFAULT_BPM, DEFAULT_QUANTUM, LinkGrid
 from oscsync.cli.params import DURATION, DurationType, beats_per_bar_option, bpm_option, options
-from oscsync.cli.runtime import AppContext, Stop, leave_without_stdout, running
+from oscsync.cli.runtime import AppContext, Stop, leave_without_stdout, pass_app, running
 from oscsync.sync.link import LinkUnavailable
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,9 +32,27 @@ class LinkOptions:
     link_start_stop: bool = False
     link_wait: float = DISCOVERY
 
-    @property
-    def enabled(self) -> bool:
-        return self.link or self.link_lead or self.link_start_stop
+    @classmethod
+    def given(
+        cls,
+        link: bool = False,
+        link_lead: bool = False,
+        link_start_stop: bool = False,
+        link_wait: float = DISCOVERY,
+    ) -> LinkOptions:
+        """The options of the command line: a ``--link-*`` option without ``--link`` is a
+        usage error (exit 2), as ``--sync-interval`` without ``--sync`` is."""
+        if not link:
+            context = click.get_current_context()
+            extras = ("link_lead", "link_start_stop", "link_wait")
+            given = [
+                "--" + name.replace("_", "-")
+                for name in extras
+                if context.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+            ]
+            if given:
+                raise click.UsageError(f"{', '.join(given)}: only with --link", context)
+        return cls(link, link_lead, link_start_stop, link_wait)
 
 
 def link_options() -> Callable[[F], F]:
@@ -80,7 +99,7 @@ def linked(
 ) -> Iterator[LinkGrid | None]:
     """The Link session's grid while the block runs (None without ``--link``); a missing
     extra is one ``Error:`` line (exit 1)."""
-    if not choice.enabled:
+    if not choice.link:
         yield None
         return
     try:
@@ -100,9 +119,11 @@ def linked(
         app.note(grid.describe())
         yield grid
     finally:
-        if choice.link_lead and choice.link_start_stop:
-            grid.session.set_playing(False)
-        grid.close()
+        try:
+            if choice.link_lead and choice.link_start_stop:
+                grid.session.set_playing(False)
+        finally:
+            grid.close()  # leave the session even if stopping its transport failed
 
 
 @click.command(
@@ -126,7 +147,7 @@ Examples:
     help="Seconds between two looks at the session.",
 )
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
-@click.pass_obj
+@pass_app
 def link(
     app: AppContext,
     bpm: float,

@@ -229,12 +229,7 @@ def cli(
     The options below go before the command: oscsync -q dump, oscsync --clock-skew 0.15 dump.
     """
     from oscsync.cli.runtime import AppContext, color_wanted  # here: --help needs none of it
-    from oscsync.osc.auth import AuthError, load_key
 
-    try:
-        key, key_warning = load_key(key_file, os.environ)
-    except AuthError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--key-file'") from None
     # A caller may hand in its own context (tests: `CliRunner().invoke(cli, args,
     # obj=AppContext(clock=FakeClock()))`): its clock is the one this run reads and waits on.
     given = ctx.obj.clock if isinstance(ctx.obj, AppContext) else None
@@ -244,11 +239,10 @@ def cli(
         clock_skew=clock_skew,
         clock_drift_ppm=clock_drift,
         base_clock=given,
-        key=key,
+        key_file=key_file,  # read by each command once click has parsed it (runtime.pass_app)
+        environ=os.environ,
         realtime=policy or realtime,
     )
-    if key_warning is not None:
-        ctx.obj.warn(key_warning)
     if not color_wanted():
         ctx.color = False  # every click.echo strips styles (NO_COLOR, no-color.org)
 

@@ -29,7 +29,7 @@ from oscsync.cli.params import (
     room_option,
 )
 from oscsync.cli.peers import resolve_peers
-from oscsync.cli.runtime import AppContext, running
+from oscsync.cli.runtime import AppContext, pass_app, running
 from oscsync.cli.syncing import sync_options
 from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
@@ -130,9 +130,9 @@ Examples:
 @allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
 @link_options()
 @room_option()
-@click.pass_obj
+@pass_app
 @collect("sending", TickSending)
-@collect("link", LinkOptions)
+@collect("link", LinkOptions.given)
 def send(
     app: AppContext,
     sending: TickSending,
@@ -173,10 +173,12 @@ def send(
 
 
 def _sent_summary(sender: TickSender, total: int | None) -> str:
-    if total is not None and sender.sent < total:
+    if total is not None and sender.steps < total:
         text = f"metronome: sent {sender.sent} of {plural(total, 'tick')}"
     else:
         text = f"metronome: sent {plural(sender.sent, 'tick')}"
+    if sender.silent:  # only a Link session that was stopped (--link-start-stop) silences one
+        text += f", silent {sender.silent} while the session was stopped"
     if sender.lateness.count:
         text += "; " + sender.lateness_text()
     return text
@@ -218,7 +220,7 @@ Examples:
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
 @sync_options()
 @iface_option()
-@click.pass_obj
+@pass_app
 @collect("listening", records.Listening)
 def listen(
     app: AppContext,
@@ -262,7 +264,7 @@ Examples:
 @_send_options
 @_listen_options
 @sync_options()
-@click.pass_obj
+@pass_app
 @collect("sending", TickSending)
 @collect("listening", records.Listening)
 def pair(

@@ -27,7 +27,7 @@ from oscsync.cli.params import (
     options,
 )
 from oscsync.cli.peers import following, resolve_peer
-from oscsync.cli.runtime import AppContext, running, wait
+from oscsync.cli.runtime import AppContext, pass_app, running, wait
 from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
 
@@ -180,7 +180,7 @@ Examples:
     help="Close a sender's socket after this long without traffic either way.",
 )
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
-@click.pass_obj
+@pass_app
 @collect("link", ImpairmentSpec)
 def netem(
     app: AppContext,

@@ -20,7 +20,7 @@ from oscsync.cli.params import (
     interface_option,
     renamed_option,
 )
-from oscsync.cli.runtime import AppContext, running, wait
+from oscsync.cli.runtime import AppContext, pass_app, running, wait
 from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
 from oscsync.osc.routing import AddressRegistry
@@ -343,7 +343,7 @@ Examples:
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
 @interface_option()
 @allow_option(" Applies to the OSCQuery server (TCP); the patch itself is not covered.")
-@click.pass_obj
+@pass_app
 def advertise(
     app: AppContext,
     name: str,

@@ -21,7 +21,7 @@ from oscsync.cli.params import (
     overwrite_option,
 )
 from oscsync.cli.peers import Advertising
-from oscsync.cli.runtime import AppContext, leave_without_stdout, running
+from oscsync.cli.runtime import AppContext, leave_without_stdout, pass_app, running
 from oscsync.files.recording import FLUSH_INTERVAL
 from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
@@ -68,7 +68,7 @@ Examples:
 )
 @overwrite_option("FILE and PCAPFILE")
 @advertise_option()
-@click.pass_obj
+@pass_app
 def record(
     app: AppContext,
     file: str | None,

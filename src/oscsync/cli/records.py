@@ -522,7 +522,9 @@ def send_until_done(
             item = str(progress or "item")
 
             def on_sent(k: int) -> None:
-                text = f"sent {plural(k + 1, item)}"
+                text = f"sent {plural(started.sent, item)}"
+                if started.silent:
+                    text += f", silent {started.silent}"
                 if room:
                     text += "  " + session.room.summary().line()
                 shown.show(text)
@@ -548,6 +550,12 @@ def send_until_done(
             # A stream keeps sending to a closed port (it warned once); its summary says how
             # many were lost, as chat's does (issue 30).
             text += f"; refused {refused} (nothing listened)"
+            beacon = session.beacon
+            if beacon is not None and beacon.sent:
+                # The kernel reports a refusal on the next send to that peer, whatever that
+                # carries: the count is of ticks and sync messages together, so say so.
+                shipped = plural(started.sent, progress or "step")
+                text += f" over {shipped} and {plural(beacon.sent, 'sync message')} sent"
         app.note(text)
         if room:
             app.note(session.room.summary().line())

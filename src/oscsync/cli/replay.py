@@ -23,7 +23,7 @@ from oscsync.apps.replay import (
 )
 from oscsync.cli.params import DURATION, framing_option, iface_option, peers_option
 from oscsync.cli.peers import following, resolve_peers
-from oscsync.cli.runtime import AppContext, running
+from oscsync.cli.runtime import AppContext, pass_app, running
 from oscsync.files.kinds import file_kind
 from oscsync.files.pcap import CaptureError, CaptureReport, is_capture, read_capture
 from oscsync.files.recording import Datagram, ReadReport, RecordingError, read_recording
@@ -149,7 +149,7 @@ Examples:
 )
 @iface_option()
 @framing_option()
-@click.pass_obj
+@pass_app
 def replay(
     app: AppContext,
     file: str,

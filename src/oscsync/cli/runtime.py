@@ -9,22 +9,24 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import functools
 import os
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
 import click
 
 from oscsync import threads
 from oscsync.clock import Clock, SkewedClock, SystemClock
 from oscsync.net.udp import TransportError
-from oscsync.osc.auth import Key, PacketAuth
+from oscsync.osc.auth import AuthError, PacketAuth, load_key
 from oscsync.realtime import Mode, Realtime, RealtimeRefused
 from oscsync.terminal import display
 from oscsync.terminal.liveline import LiveLine
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from oscsync.net.core import Network
     from oscsync.net.framing import Framing
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 @dataclass
 class AppContext:
@@ -46,7 +50,10 @@ class AppContext:
     live: LiveLine | None = None
     """The live status line on stdout, if a command keeps one: notices and warnings go above it."""
     auth: PacketAuth | None = None
-    """The shared key's signer and checker (``--key-file``, ``OSCSYNC_KEY``), or None."""
+    """The shared key's signer and checker (``--key-file``, ``OSCSYNC_KEY``), or None; set by
+    :meth:`load_key`."""
+    key_source: tuple[Path | None, Mapping[str, str]] | None = None
+    """Where :meth:`load_key` reads the key: ``--key-file`` and the environment (None: no key)."""
     realtime: Realtime | None = None
     """``--realtime`` (None: a command invoked without the group, as tests do: nothing asked)."""
 
@@ -58,17 +65,35 @@ class AppContext:
         clock_skew: float = 0.0,
         clock_drift_ppm: float = 0.0,
         base_clock: Clock | None = None,
-        key: Key | None = None,
+        key_file: Path | None = None,
+        environ: Mapping[str, str] | None = None,
         realtime: Realtime | str = "off",
     ) -> AppContext:
         """The context for one run; ``base_clock`` (a test's FakeClock) replaces the system's,
-        ``realtime`` is ``--realtime`` (or a test's policy with a fake backend)."""
+        ``realtime`` is ``--realtime`` (or a test's policy with a fake backend). The key
+        (``key_file``, else ``OSCSYNC_KEY`` in ``environ``) is read later, by :meth:`load_key`."""
         clock: Clock = base_clock if base_clock is not None else SystemClock()
         if clock_skew or clock_drift_ppm:
             clock = SkewedClock(clock, skew=clock_skew, drift_ppm=clock_drift_ppm)
         policy = realtime if isinstance(realtime, Realtime) else Realtime(cast(Mode, realtime))
-        auth = None if key is None else PacketAuth(key)
-        return cls(clock=clock, quiet=quiet, auth=auth, realtime=policy)
+        source = None if key_file is None and environ is None else (key_file, environ or {})
+        return cls(clock=clock, quiet=quiet, key_source=source, realtime=policy)
+
+    def load_key(self) -> None:
+        """Read the shared key, once: one that cannot be used is one line, exit 2."""
+        source, self.key_source = self.key_source, None
+        if source is None:
+            return
+        try:
+            key, warning = load_key(*source)
+        except AuthError as exc:
+            # The root's context: its usage line is the one that shows --key-file.
+            context = click.get_current_context(silent=True)
+            root = None if context is None else context.find_root()
+            raise click.BadParameter(str(exc), root, param_hint="'--key-file'") from None
+        self.auth = None if key is None else PacketAuth(key)
+        if warning is not None:
+            self.warn(warning)
 
     def setup(
         self,
@@ -143,6 +168,20 @@ class AppContext:
             self.live.above(click.unstyle(text) if not sys.stderr.isatty() else text, sys.stderr)
         else:
             click.echo(text, err=True)
+
+
+def pass_app(command: F) -> F:
+    """``click.pass_obj`` for a command that runs: it reads the shared key first. Not earlier,
+    in the group: the group's callback runs before click parses ``COMMAND --help``, and --help
+    must work with a missing or bad key."""
+
+    @click.pass_obj
+    @functools.wraps(command)
+    def with_key(app: AppContext, *args: Any, **kwargs: Any) -> Any:
+        app.load_key()
+        return command(app, *args, **kwargs)
+
+    return cast(F, with_key)
 
 
 class Stop(Exception):

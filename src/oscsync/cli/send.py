@@ -17,7 +17,7 @@ from oscsync.apps.send import (
 )
 from oscsync.cli.params import PEER, TIMETAG, DurationType, framing_option, iface_option
 from oscsync.cli.peers import resolve_peers
-from oscsync.cli.runtime import AppContext, running
+from oscsync.cli.runtime import AppContext, pass_app, running
 from oscsync.net.framing import Framing
 from oscsync.net.hostport import HostPort
 from oscsync.osc import codec, timetag
@@ -151,7 +151,7 @@ Examples:
 )
 @iface_option()
 @framing_option()
-@click.pass_obj
+@pass_app
 def send(
     app: AppContext,
     peer: HostPort,

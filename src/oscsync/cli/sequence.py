@@ -31,7 +31,7 @@ from oscsync.cli.params import (
     room_option,
 )
 from oscsync.cli.peers import resolve_peers
-from oscsync.cli.runtime import AppContext, running
+from oscsync.cli.runtime import AppContext, pass_app, running
 from oscsync.cli.syncing import sync_options
 from oscsync.files.pattern import NAME, PatternError
 from oscsync.net.core import Network
@@ -186,9 +186,9 @@ Examples:
 @allow_option(" Clock pings (and pongs) from elsewhere are dropped, counted.")
 @link_options()
 @room_option()
-@click.pass_obj
+@pass_app
 @collect("sending", PatternSending)
-@collect("link", LinkOptions)
+@collect("link", LinkOptions.given)
 def send(
     app: AppContext,
     sending: PatternSending,
@@ -231,9 +231,10 @@ def send(
 
 def _sent_summary(sender: TickSender, total: int | None) -> str:
     assert isinstance(sender, SequenceSender)
-    of = f" of {total}" if total is not None and sender.sent < total else ""
+    # Steps gone by, rests and a stopped Link session's silent steps included (their count).
+    of = f" of {total}" if total is not None and sender.steps < total else ""
     changes = plural(sender.reloads, "pattern change")
-    text = f"sequence: sent {sender.sent}{of} steps, {changes}"
+    text = f"sequence: sent {sender.steps}{of} steps, {changes}"
     if sender.lateness.count:
         text += "; " + sender.lateness_text()
     return text
@@ -258,7 +259,7 @@ Examples:
 @sync_options()
 @iface_option()
 @advertise_option()
-@click.pass_obj
+@pass_app
 @collect("listening", records.Listening)
 def listen(
     app: AppContext,
@@ -295,7 +296,7 @@ Examples:
 @_send_options
 @_listen_options
 @advertise_option()
-@click.pass_obj
+@pass_app
 @collect("sending", PatternSending)
 @collect("listening", records.Listening)
 def pair(

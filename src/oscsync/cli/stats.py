@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from oscsync.cli.params import NumberRange, renamed_option
-from oscsync.cli.runtime import AppContext
+from oscsync.cli.runtime import AppContext, pass_app
 from oscsync.terminal.wording import plural
 
 
@@ -36,7 +36,7 @@ Examples:
     "--jsonl", "as_json", is_flag=True, help="One JSON object per log and line instead of a table."
 )
 @renamed_option("--json", "--jsonl", "old_json", is_flag=True)
-@click.pass_obj
+@pass_app
 def stats(
     app: AppContext, logs: tuple[Path, ...], bpm: float | None, as_json: bool, old_json: bool
 ) -> None:

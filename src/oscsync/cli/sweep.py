@@ -21,7 +21,7 @@ from oscsync.cli.params import (
     renamed_option,
     skew_option,
 )
-from oscsync.cli.runtime import AppContext, running
+from oscsync.cli.runtime import AppContext, pass_app, running
 from oscsync.install import install_hint
 from oscsync.outfile import open_output
 from oscsync.terminal.wording import plural
@@ -83,7 +83,7 @@ Examples:
     help="Draw jitter and late % against offset into a PNG (needs matplotlib: the [plot] extra).",
 )
 @overwrite_option("the --csv, --json-out and --plot files")
-@click.pass_obj
+@pass_app
 @collect("link", ImpairmentSpec)
 def sweep(
     app: AppContext,

@@ -10,7 +10,7 @@ from oscsync.apps.monitor import DEFAULT_WINDOW, LIVE_REFRESH, MonitorView, summ
 from oscsync.apps.receiving import ReceiveSession
 from oscsync.cli.hangup import hangup_stops
 from oscsync.cli.params import DURATION, allow_option, iface_option, listen_option
-from oscsync.cli.runtime import AppContext, leave_without_stdout, running, stdout_is_tty
+from oscsync.cli.runtime import AppContext, leave_without_stdout, pass_app, running, stdout_is_tty
 from oscsync.net.core import Network
 from oscsync.net.hostport import HostPort
 from oscsync.osc import timetag as tt
@@ -32,7 +32,7 @@ def timetag() -> None:
     help="hex: liblo's notation (NTP seconds since 1900 . fraction); unix: seconds since 1970; "
     "ntp: seconds since 1900; iso: ISO-8601 UTC.",
 )
-@click.pass_obj
+@pass_app
 def now(app: AppContext, fmt: str) -> None:
     """Print the current time as an OSC timetag.
 
@@ -70,7 +70,7 @@ Examples:
 )
 @click.option("--count", "-c", type=click.IntRange(min=1), help="Stop after this many bundles.")
 @click.option("--duration", "-d", type=DURATION, help="Stop after this many seconds.")
-@click.pass_obj
+@pass_app
 def monitor(
     app: AppContext,
     listen: HostPort,

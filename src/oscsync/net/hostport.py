@@ -260,7 +260,22 @@ def is_loopback(host: str) -> bool:
 def is_own_address(listen: HostPort, peer: HostPort) -> bool:
     """True when sending to ``peer`` reaches the listener on ``listen`` itself (same port, and
     the peer's address is the listener's, or the listener takes every local address and the
-    peer is loopback)."""
+    peer is one of them: loopback, or this machine's LAN address)."""
     if peer.port != listen.port or peer.protocol != listen.protocol or peer.is_multicast:
         return False
-    return peer.ip == listen.ip or (listen.ip.is_unspecified and peer.ip.is_loopback)
+    if peer.ip == listen.ip:
+        return True
+    return listen.ip.is_unspecified and (peer.ip.is_loopback or is_local_address(peer.ip))
+
+
+def is_local_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``ip`` is one of this machine's addresses. Portable, with no interface list:
+    binding a socket to an address succeeds only when it is local (EADDRNOTAVAIL otherwise, on
+    Linux, macOS and Windows; Linux's ``ip_nonlocal_bind`` would make every address local)."""
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((str(ip), 0))
+    except OSError:
+        return False
+    return True

@@ -899,8 +899,9 @@ class ClockFollower:
         except (tt.TimetagError, ValueError, OverflowError):
             return None
 
-    def describe(self, unit: str = "tick") -> str:
-        """The summary line; ``unit`` names what was followed (``message`` for dump, bridge)."""
+    def describe(self, unit: str = "tick", *, dropped: str = "not played") -> str:
+        """The summary line; ``unit`` names what was followed (``message`` for dump, bridge),
+        ``dropped`` what became of one due before sync (dump: ``not printed``)."""
         who = f"the {unit} sender" if self.peer is None else f"{self.peer[0]}:{self.peer[1]}"
         with self._lock:
             answered, sent, steps = self.answered, self.sent, self.servo.steps
@@ -925,7 +926,7 @@ class ClockFollower:
             if restarts:
                 text += f", the leader restarted {plural(restarts, 'time')}"
         if unsynced:
-            text += f", {plural(unsynced, unit)} due before sync (not played)"
+            text += f", {plural(unsynced, unit)} due before sync ({dropped})"
         if ignored:
             text += "; ignored " + ", ".join(f"{k} {v}" for k, v in sorted(ignored.items()))
         return text
