@@ -379,7 +379,7 @@ class BridgeSession(ReceivingSession):
         """Lines for stderr when the bridge stops."""
         lines = [self._forwarding_summary()]
         if self.follower is not None:
-            lines.append(self.follower.describe("message"))
+            lines.append(self.follower.describe("message", dropped="not forwarded"))
         stats = self.endpoint.stats
         if stats.dropped:
             reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(stats.drops.items()))

@@ -21,6 +21,7 @@ from oscsync import __version__
 from oscsync.clock import Clock
 from oscsync.files.pcap import PcapWriter
 from oscsync.files.recording import FLUSH_INTERVAL, RecordingWriter
+from oscsync.terminal.wording import plural
 
 
 def format_source(source: tuple[str, int]) -> str:
@@ -176,7 +177,8 @@ class Recorder:
     def summary(self, dropped: Mapping[str, int], elapsed: float, note: str = "") -> str:
         """One line for stderr when record stops (``note``: the TCP connections the listener
         closed, :meth:`~oscsync.net.core.TransportStats.connection_note`)."""
-        text = f"record: {self.recorded} datagrams ({self.bytes} bytes) in {elapsed:.1f} s"
+        recorded = plural(self.recorded, "datagram")
+        text = f"record: {recorded} ({self.bytes} bytes) in {elapsed:.1f} s"
         total = sum(dropped.values())
         if total:
             reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(dropped.items()))

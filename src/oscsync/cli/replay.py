@@ -299,8 +299,8 @@ def _summary(replayer: Replayer, endpoint: Endpoint, source: DatagramFile) -> st
     started = replayer.start_monotonic  # 0.0: stopped before it started
     elapsed = max(0.0, replayer.clock.monotonic() - started) if started else 0.0
     text = (
-        f"replay: sent {stats.datagrams} datagrams ({stats.packets} packets, {stats.bytes} bytes) "
-        f"in {elapsed:.3f} s, {stats.loops_started} pass(es)"
+        f"replay: sent {plural(stats.datagrams, 'datagram')} ({plural(stats.packets, 'packet')}, "
+        f"{stats.bytes} bytes) in {elapsed:.3f} s, {plural(stats.loops_started, 'pass', 'passes')}"
     )
     skipped = {**source.skipped(), **replayer.plan.skipped}
     if skipped:
