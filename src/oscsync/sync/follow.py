@@ -770,7 +770,8 @@ class ClockFollower:
             if translated is None:
                 continue
             assert translated.timetag is not None
-            if translated.timetag <= self.clock.now_timetag():
+            # Modular: a time just past the 2036 rollover is a small number, and later.
+            if tt.difference(translated.timetag, self.clock.now_timetag()) <= 0:
                 with self._lock:
                     self.unsynced += 1
                 continue
