@@ -147,12 +147,24 @@ class FakeMach:
     def __init__(self, result: int) -> None:
         self.result = result
         self.calls: list[tuple[int, int, int, int]] = []
+        self.references = 0
+        """Send rights on the thread's port held (mach_thread_self adds one)."""
+        self.deallocated: list[tuple[int, int]] = []
+
+    def mach_task_self(self) -> int:
+        return 3
 
     def mach_timebase_info(self, info: Any) -> None:
         info._obj.numer, info._obj.denom = 125, 3  # Apple silicon: 24 MHz ticks
 
     def mach_thread_self(self) -> int:
+        self.references += 1
         return 77
+
+    def mach_port_deallocate(self, task: int, port: int) -> int:
+        self.deallocated.append((task, port))
+        self.references -= 1
+        return 0
 
     def thread_policy_set(self, thread: int, flavor: int, policy: Any, count: int) -> int:
         self.calls.append((thread, flavor, policy._obj.computation, count))
@@ -167,6 +179,15 @@ def test_mach_time_constraint_policy_on_the_calling_thread() -> None:
     assert computation == int(realtime.MACH_COMPUTATION * 1e9 * 3 / 125)
     refused = MachTimeConstraint(FakeMach(5)).promote(6)
     assert not refused.granted and "5" in refused.reason
+
+
+def test_mach_thread_port_is_released_after_each_request() -> None:
+    for lib in (FakeMach(0), FakeMach(5)):
+        backend = MachTimeConstraint(lib)
+        backend.promote(6)
+        backend.promote(6)
+        assert lib.references == 0
+        assert lib.deallocated == [(3, 77), (3, 77)]
 
 
 class FakeAvrt:

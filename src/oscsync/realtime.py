@@ -323,7 +323,8 @@ class MachTimeConstraint:
             lib = ctypes.CDLL(path)
         except OSError:
             return None
-        if not all(hasattr(lib, f) for f in ("thread_policy_set", "mach_thread_self")):
+        wanted = ("thread_policy_set", "mach_thread_self", "mach_port_deallocate")
+        if not all(hasattr(lib, f) for f in wanted):
             return None
         return cls(lib)
 
@@ -332,16 +333,29 @@ class MachTimeConstraint:
         self._lib.mach_timebase_info(ctypes.byref(info))
         return int(seconds * 1e9 * info.denom / max(1, info.numer))
 
+    def _task_self(self) -> int:
+        # mach_task_self() is a macro that reads the global mach_task_self_.
+        try:
+            return ctypes.c_uint32.in_dll(self._lib, "mach_task_self_").value
+        except (AttributeError, TypeError, ValueError):  # not a real library, or no such symbol
+            return int(self._lib.mach_task_self())
+
     def promote(self, priority: int) -> Outcome:
         policy = _TimeConstraintPolicy(
             0, self._ticks(MACH_COMPUTATION), self._ticks(MACH_CONSTRAINT), 1
         )
-        result = self._lib.thread_policy_set(
-            self._lib.mach_thread_self(),
-            THREAD_TIME_CONSTRAINT_POLICY,
-            ctypes.byref(policy),
-            THREAD_TIME_CONSTRAINT_POLICY_COUNT,
-        )
+        # mach_thread_self() adds a reference to the thread's port each call: give it back,
+        # or every promoted thread leaks one.
+        port = self._lib.mach_thread_self()
+        try:
+            result = self._lib.thread_policy_set(
+                port,
+                THREAD_TIME_CONSTRAINT_POLICY,
+                ctypes.byref(policy),
+                THREAD_TIME_CONSTRAINT_POLICY_COUNT,
+            )
+        finally:
+            self._lib.mach_port_deallocate(self._task_self(), port)
         if result != 0:
             return Outcome(False, self.name, f"thread_policy_set returned {result}")
         return Outcome(True, self.name)
