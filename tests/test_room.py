@@ -341,6 +341,22 @@ def test_with_a_key_unsigned_sync_messages_never_make_a_room() -> None:
     assert follower.state() == "locked"  # its own signed exchanges keep it in time
 
 
+def test_a_sync_message_overtaken_by_the_restarted_leaders_is_not_another_restart() -> None:
+    world = _Room(seed=11)
+    world.run(15.0)
+    follower = world.follower
+    assert follower.in_room and follower.leader_restarts == 0
+    world.syncing = False
+    world.run(15.1)  # all delivered
+    lost = follower.syncs_lost
+    now = world.leader_clock.now_timetag
+    world.deliver(room.encode_sync(999, 1, now()))  # the leader restarted
+    world.deliver(room.encode_sync(world.leader_id, world.seq + 1, now()))  # sent before it
+    world.deliver(room.encode_sync(999, 2, now()))
+    assert follower.leader_restarts == 1
+    assert follower.syncs_lost == lost
+
+
 def _sparse_pings(seed: int, memory: float, until: float = 90.0) -> list[tuple[float, float]]:
     """(error, bound) of an estimator 4 times a second from 40 s on: the reverse direction
     dense (100 a second), the forward one 100 a second for 10 s, then 2, ±15 ms each way."""

@@ -277,6 +277,7 @@ class ClockFollower:
         self._last_sync = -math.inf
         self._leader: int | None = None
         self._sync_seq = self._sync_first = self._sync_heard = self._sync_lost_before = 0
+        self._previous_leader: int | None = None
         self._trouble = False
         self._next_report = -math.inf
         self._recent: deque[tuple[float, float, float, float]] = deque(maxlen=RECENT_EXCHANGES)
@@ -410,7 +411,7 @@ class ClockFollower:
             self._synced.clear()
             self.in_room = False
             self._poll = None
-            self._leader = None
+            self._leader = self._previous_leader = None
             self._last_sync = -math.inf
             self._recent.clear()
             if self._pending:
@@ -551,8 +552,11 @@ class ClockFollower:
         the first and the newest heard from this leader that never came (reordering moves
         one later, never loses it; a duplicate counts twice, as a datagram would)."""
         if sync.leader != self._leader:
+            if sync.leader == self._previous_leader:
+                return  # sent before the restart, overtaken on the way: not another restart
             if self._leader is not None:
                 self.leader_restarts += 1
+            self._previous_leader = self._leader
             self._leader = sync.leader
             self._sync_lost_before = self.syncs_lost
             self._sync_first = self._sync_seq = sync.seq
