@@ -595,10 +595,12 @@ class Realtime:
             self.dropped = self.dropped or reason
         if first:
             line = f"real-time priority: dropped: {reason}; timing may run late from now on"
-            if self._warn is not None:
-                self._warn(line)
-            else:
-                print(line, file=sys.stderr)
+            # In a signal handler: the main thread may be inside a write to stderr already.
+            with contextlib.suppress(RuntimeError, OSError):
+                if self._warn is not None:
+                    self._warn(line)
+                else:
+                    print(line, file=sys.stderr)
 
     def uninstall(self) -> None:
         if self._installed is None:
