@@ -391,6 +391,28 @@ def test_probe_reports_no_output_device(monkeypatch: pytest.MonkeyPatch) -> None
     assert audio.probe_sounddevice() == "no audio output device (Error querying device -1)"
 
 
+def test_a_stream_opened_whose_device_cannot_be_named_is_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    require_module("numpy")
+    opened: list[SimpleNamespace] = []
+
+    def output_stream(**options: Any) -> SimpleNamespace:
+        stream = SimpleNamespace(device=3, closed=False)
+        stream.close = lambda: setattr(stream, "closed", True)
+        opened.append(stream)
+        return stream
+
+    def query_devices(device: int) -> Any:
+        raise RuntimeError("Error querying device 3")
+
+    fake = SimpleNamespace(OutputStream=output_stream, query_devices=query_devices)
+    monkeypatch.setattr(audio.portaudio, "import_sounddevice", lambda: fake)
+    with pytest.raises(AudioError, match="cannot open the audio output: Error querying device 3"):
+        audio.portaudio.SoundDeviceOutput()(48000, lambda *args: None)
+    assert [stream.closed for stream in opened] == [True]
+
+
 def test_auto_falls_back_to_none_with_one_notice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(audio.portaudio, "probe_sounddevice", lambda: audio.PORTAUDIO_HINT)
     notices: list[str] = []

@@ -55,8 +55,9 @@ class _World:
         duplicate: float = 0.0,
         kind: type[ClockFollower] = ClockFollower,
         key: auth.Key | None = None,
+        start: float = 1_700_000_000.0,
     ) -> None:
-        self.clock = FakeClock()
+        self.clock = FakeClock(start=start)
         self.leader_clock = SkewedClock(self.clock, skew=skew, drift_ppm=ppm)
         self.leader = LEADER
         """The leader's address: a test may move it (with another clock) while pongs are on
@@ -225,6 +226,24 @@ def test_no_tick_before_an_estimate_and_none_played_late() -> None:
     assert translated is not None
     assert abs(tt.to_unix(translated) - world.true_local(later)) <= 5e-3
     assert early != later
+
+
+def test_a_tick_held_before_lock_and_due_after_the_2036_rollover_is_played() -> None:
+    # Locked just before 2036-02-07 06:28:16 UTC; the held tick is due just after it, where a
+    # timetag is a small number (era 1): it is later than now, not already past.
+    rollover = 2_085_978_496.0  # Unix seconds at NTP era 1's start
+    world = _World(peer=None, start=rollover - 0.3, ppm=0.0)
+    start = world.clock.monotonic()
+    stamp = world.send_tick(0.6)
+    assert stamp < tt.from_unix(rollover - 1)  # the leader's clock is already in era 1
+    world.run(start + 1.5)
+    assert world.follower.locked_at is not None and world.follower.locked_at < rollover
+    assert world.follower.unsynced == 0
+    assert len(world.got) == 1
+    translated = world.got[0].timetag
+    assert translated is not None
+    due = world.leader_clock.wall_to_monotonic(tt.to_unix(stamp, near=rollover))
+    assert abs(tt.to_unix(translated, near=rollover) - world.clock.monotonic_to_wall(due)) <= 5e-3
 
 
 def test_duplicated_and_reordered_pongs_are_counted_not_used() -> None:

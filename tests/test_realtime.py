@@ -8,6 +8,7 @@ a real grant does to timing is a benchmark's figure (benchmarks/busy.py), not an
 from __future__ import annotations
 
 import itertools
+import signal
 import socket
 import subprocess
 import sys
@@ -106,7 +107,9 @@ def test_posix_refused_without_rtkit_says_why() -> None:
     assert outcome.reason == "not permitted"
 
 
-def test_refused_posix_falls_back_to_rtkit_once() -> None:
+def test_refused_posix_falls_back_to_rtkit_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    limited: list[bool] = []  # not this process's own limits: lowered, they stay lowered
+    monkeypatch.setattr(realtime, "_limit_rttime", lambda: limited.append(True))
     asked: list[list[str]] = []
 
     def run(command: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
@@ -117,6 +120,7 @@ def test_refused_posix_falls_back_to_rtkit_once() -> None:
         FakeSched(PermissionError), rtkit=Rtkit("busctl", "/bin/busctl", run), rtprio_limit=None
     )
     assert backend.promote(6) == Outcome(True, "rtkit SCHED_RR 6")
+    assert limited == [True]  # before asking rtkit
     assert "MakeThreadRealtimeWithPID" in asked[0]
     assert asked[0][-3:] == [str(realtime.os.getpid()), str(threading.get_native_id()), "6"]
     refused = backend.promote(6)  # rtkit said no: not asked again for the next thread
@@ -124,6 +128,106 @@ def test_refused_posix_falls_back_to_rtkit_once() -> None:
     assert len(asked) == 2
     assert not backend.promote(6).granted
     assert len(asked) == 2
+
+
+class FakeResource:
+    RLIMIT_RTTIME = 15
+    RLIM_INFINITY = -1
+
+    def __init__(self, soft: int, hard: int) -> None:
+        self.limits = (soft, hard)
+
+    def getrlimit(self, limit: int) -> tuple[int, int]:
+        assert limit == self.RLIMIT_RTTIME
+        return self.limits
+
+    def setrlimit(self, limit: int, limits: tuple[int, int]) -> None:
+        self.limits = limits
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ((-1, -1), (100_000, 200_000)),  # the default: rtkit reads the hard limit
+        ((50_000, -1), (50_000, 200_000)),
+        ((100_000, 100_000), (50_000, 100_000)),  # a SIGXCPU before the SIGKILL
+    ],
+)
+def test_rtkit_gets_a_hard_rttime_it_accepts_and_a_soft_one_below_it(
+    before: tuple[int, int], after: tuple[int, int]
+) -> None:
+    res = FakeResource(*before)
+    realtime._limit_rttime(res)
+    assert res.limits == after
+
+
+def test_sigxcpu_drops_every_promoted_thread_and_says_so_once(no_promoter: None) -> None:
+    sched = FakeSched()
+    sched.SCHED_OTHER = 0  # type: ignore[attr-defined]
+    policy = Realtime("auto", PosixFifo(sched, rtprio_limit=lambda: None))
+    assert policy.probe() is not None and policy.granted
+    warnings: list[str] = []
+    done = threading.Event()
+    with realtime.installed(policy):
+        policy.uninstall()
+        policy.install(warn=warnings.append)
+        handler = signal.getsignal(signal.SIGXCPU)
+        assert callable(handler)
+        timer = threads.daemon_thread(lambda: done.wait(10), name="t", role=threads.TIMER)
+        threads.start(timer)
+        wait_until(lambda: len(sched.calls) == 2, 5.0, "the timer thread promoted")
+        handler(signal.SIGXCPU, None)
+        handler(signal.SIGXCPU, None)
+        done.set()
+        timer.join(5)
+        assert threads.promote(threads.TIMER) is False  # none promoted from then on
+    assert signal.getsignal(signal.SIGXCPU) == signal.SIG_DFL
+    assert timer.native_id is not None
+    # The probe's thread had ended: only the live timer thread is dropped, once.
+    assert sched.calls[2:] == [(timer.native_id, FakeSched.SCHED_RESET_ON_FORK, 0)]
+    assert len(warnings) == 1 and "SIGXCPU" in warnings[0]
+    assert policy.describe().endswith("(dropped: SIGXCPU)")
+
+
+_SPIN_PAST_RTTIME = """
+import os, resource, sys, threading, time
+from oscsync import realtime, threads
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+except PermissionError:
+    sys.exit(77)
+# The soft limit only: the hard one (a SIGKILL) is not raced against this process's main thread
+# getting a CPU on a loaded machine, where the handler runs.
+resource.setrlimit(resource.RLIMIT_RTTIME, (realtime.RTTIME_SOFT_US, resource.RLIM_INFINITY))
+policy = realtime.Realtime("on", realtime.PosixFifo(rtprio_limit=lambda: None))
+policy.probe()
+policy.install()
+done = threading.Event()
+def spin():
+    end = time.thread_time() + 2.0  # the soft limit (0.1 s) stops it: SIGXCPU, dropped
+    while time.thread_time() < end and not policy.dropped:
+        pass
+    done.set()
+thread = threads.daemon_thread(spin, name="spin", role=threads.TIMER)
+threads.start(thread)
+done.wait()  # no timeout: a wake-up would take the GIL from the spin, which then blocks
+thread.join()
+print(policy.describe(), round(time.thread_time(), 2))
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXCPU"), reason="no SIGXCPU on this platform")
+def test_a_real_time_thread_that_runs_past_its_rttime_is_dropped_not_killed() -> None:
+    # Real: SCHED_FIFO (root here) with rtkit's soft limit; without a handler SIGXCPU kills it.
+    done = subprocess.run(
+        [sys.executable, "-c", _SPIN_PAST_RTTIME], capture_output=True, text=True, timeout=60
+    )
+    if done.returncode == 77:
+        pytest.skip("SCHED_FIFO not permitted here")
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    assert "real-time priority: dropped" in done.stderr
+    assert done.stdout.startswith("realtime SCHED_FIFO 6 (dropped: SIGXCPU)"), done.stdout
 
 
 @pytest.mark.parametrize("tool", ["busctl", "gdbus", "dbus-send"])
@@ -147,12 +251,24 @@ class FakeMach:
     def __init__(self, result: int) -> None:
         self.result = result
         self.calls: list[tuple[int, int, int, int]] = []
+        self.references = 0
+        """Send rights on the thread's port held (mach_thread_self adds one)."""
+        self.deallocated: list[tuple[int, int]] = []
+
+    def mach_task_self(self) -> int:
+        return 3
 
     def mach_timebase_info(self, info: Any) -> None:
         info._obj.numer, info._obj.denom = 125, 3  # Apple silicon: 24 MHz ticks
 
     def mach_thread_self(self) -> int:
+        self.references += 1
         return 77
+
+    def mach_port_deallocate(self, task: int, port: int) -> int:
+        self.deallocated.append((task, port))
+        self.references -= 1
+        return 0
 
     def thread_policy_set(self, thread: int, flavor: int, policy: Any, count: int) -> int:
         self.calls.append((thread, flavor, policy._obj.computation, count))
@@ -167,6 +283,15 @@ def test_mach_time_constraint_policy_on_the_calling_thread() -> None:
     assert computation == int(realtime.MACH_COMPUTATION * 1e9 * 3 / 125)
     refused = MachTimeConstraint(FakeMach(5)).promote(6)
     assert not refused.granted and "5" in refused.reason
+
+
+def test_mach_thread_port_is_released_after_each_request() -> None:
+    for lib in (FakeMach(0), FakeMach(5)):
+        backend = MachTimeConstraint(lib)
+        backend.promote(6)
+        backend.promote(6)
+        assert lib.references == 0
+        assert lib.deallocated == [(3, 77), (3, 77)]
 
 
 class FakeAvrt:

@@ -20,7 +20,7 @@ from oscsync.osc.auth import Key, PacketAuth
 from oscsync.osc.routing import Received, no_route
 from oscsync.sync import room
 from oscsync.sync.estimate import EnvelopeEstimator
-from oscsync.sync.follow import ClockFollower
+from oscsync.sync.follow import ROOM_CONFIRM, ClockFollower
 from oscsync.sync.ping import PONG, pong_for
 from oscsync.sync.poll import PollPolicy, PollSettings
 
@@ -339,6 +339,49 @@ def test_with_a_key_unsigned_sync_messages_never_make_a_room() -> None:
     assert follower.ignored["unauthenticated-sync"] > 1000
     assert follower.poll_interval() == follower.interval
     assert follower.state() == "locked"  # its own signed exchanges keep it in time
+
+
+def test_without_a_key_one_sync_message_does_not_make_a_room() -> None:
+    # Two machines, no room: one datagram with the leader's address and a plausible T3 (a
+    # spoofer) must not switch the follower to the room's estimator and sparse pinging.
+    world = _Room(seed=10)
+    world.syncing = False
+    world.run(5.0)
+    follower = world.follower
+    assert follower.state() == "locked" and not follower.in_room
+    estimator = follower.estimator
+    world.deliver(room.encode_sync(77, 1, world.leader_clock.now_timetag()))
+    assert not follower.in_room and follower.estimator is estimator
+    assert follower.poll_interval() == follower.interval
+    # A run of them that disagree with the clock (T3 5 ms late) never makes one either.
+    for k in range(2 * ROOM_CONFIRM):
+        world.clock.advance(0.01)
+        late = world.leader_clock.now_timetag() + round(0.005 * 2**32)
+        world.deliver(room.encode_sync(77, 2 + k, late))
+    assert not follower.in_room and follower.ignored["sync-disagrees"] == 2 * ROOM_CONFIRM
+    # The leader's own, a run of them that agree with the clock: a room.
+    world.syncing = True
+    elapsed = world.clock.monotonic() - world.t0
+    world.run(elapsed + (ROOM_CONFIRM - 2) / room.SYNC_RATE)
+    assert not follower.in_room
+    world.run(elapsed + 1.0)
+    assert follower.in_room and follower.estimator is not estimator
+
+
+def test_a_sync_message_overtaken_by_the_restarted_leaders_is_not_another_restart() -> None:
+    world = _Room(seed=11)
+    world.run(15.0)
+    follower = world.follower
+    assert follower.in_room and follower.leader_restarts == 0
+    world.syncing = False
+    world.run(15.1)  # all delivered
+    lost = follower.syncs_lost
+    now = world.leader_clock.now_timetag
+    world.deliver(room.encode_sync(999, 1, now()))  # the leader restarted
+    world.deliver(room.encode_sync(world.leader_id, world.seq + 1, now()))  # sent before it
+    world.deliver(room.encode_sync(999, 2, now()))
+    assert follower.leader_restarts == 1
+    assert follower.syncs_lost == lost
 
 
 def _sparse_pings(seed: int, memory: float, until: float = 90.0) -> list[tuple[float, float]]:

@@ -16,7 +16,11 @@ through one :class:`Backend` chosen by what the platform offers (never by its na
   ``/etc/security/limits.d/audio.conf``), or else through **rtkit** over D-Bus as PipeWire does:
   ``MakeThreadRealtimeWithPID`` sent with the system's own ``busctl``, ``gdbus`` or
   ``dbus-send`` (no Python D-Bus library), which rtkit grants as ``SCHED_RR`` up to its
-  priority 20 once the process has an ``RLIMIT_RTTIME`` (set to :data:`RTKIT_RTTIME_US`).
+  priority 20 once the process's hard ``RLIMIT_RTTIME`` is at most :data:`RTKIT_RTTIME_US`.
+  A thread that then runs that long without blocking gets the process killed, so the soft
+  limit is set below it (:data:`RTTIME_SOFT_US`): the kernel sends ``SIGXCPU`` there, whose
+  handler (installed from the main thread by :meth:`Realtime.install`) drops every promoted
+  thread to ordinary scheduling and says so once.
 * **macOS**: the Mach time-constraint policy Core Audio's threads use (``thread_policy_set``
   through ctypes), which needs no privilege.
 * **Windows**: MMCSS's "Pro Audio" task (``AvSetMmThreadCharacteristicsW``) and a 1 ms timer
@@ -45,6 +49,7 @@ import ctypes.util
 import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -72,8 +77,12 @@ preempts us. The timer is above the receive thread: when it wakes on the receive
 it runs first."""
 
 RTKIT_RTTIME_US = 200_000
-"""rtkit refuses a process without an ``RLIMIT_RTTIME`` (its default cap: 200 ms of CPU without
-blocking): set to that before asking. The :class:`Breather` blocks far more often."""
+"""rtkit refuses a process whose hard ``RLIMIT_RTTIME`` is above its cap (default 200 ms of CPU
+without blocking; it reads the hard limit): the hard limit is lowered to that before asking.
+Reaching it is a SIGKILL. The :class:`Breather` blocks far more often."""
+RTTIME_SOFT_US = RTKIT_RTTIME_US // 2
+"""The soft limit: reaching it sends ``SIGXCPU`` (by default a core dump), which
+:meth:`Realtime.install`'s handler turns into dropping real-time priority, before the hard one."""
 
 RT_SPIN = 0.0005
 """The scheduler's spin (s) on a real-time timer thread, instead of its 2 ms default: a
@@ -199,19 +208,23 @@ class Rtkit:
         return Outcome(True, how)
 
 
-def _limit_rttime() -> None:
-    if resource is None:
+def _limit_rttime(res: Any = resource) -> None:
+    """Hard ``RLIMIT_RTTIME`` at most :data:`RTKIT_RTTIME_US` (rtkit's condition), soft at
+    most half of it (a ``SIGXCPU`` before the SIGKILL: see :meth:`Realtime.install`)."""
+    if res is None:
         return
-    limit = getattr(resource, "RLIMIT_RTTIME", None)
+    limit = getattr(res, "RLIMIT_RTTIME", None)
     if limit is None:
         return
+    infinity = res.RLIM_INFINITY
     with contextlib.suppress(OSError, ValueError):
-        soft, hard = resource.getrlimit(limit)
-        if soft == resource.RLIM_INFINITY or soft > RTKIT_RTTIME_US:
-            capped = RTKIT_RTTIME_US
-            if hard != resource.RLIM_INFINITY:
-                capped = min(hard, capped)
-            resource.setrlimit(limit, (capped, hard))
+        soft, hard = res.getrlimit(limit)
+        new_hard = RTKIT_RTTIME_US if hard == infinity else min(hard, RTKIT_RTTIME_US)
+        new_soft = new_hard * RTTIME_SOFT_US // RTKIT_RTTIME_US
+        if soft != infinity:
+            new_soft = min(soft, new_soft)
+        if (new_soft, new_hard) != (soft, hard):
+            res.setrlimit(limit, (new_soft, new_hard))
 
 
 class PosixFifo:
@@ -230,12 +243,52 @@ class PosixFifo:
         self.rtkit = rtkit
         self._rtprio_limit = rtprio_limit if rtprio_limit is not None else _rtprio_limit
         self._rtkit_failed = False
+        self._lock = threading.Lock()
+        self._promoted: dict[int, threading.Thread] = {}
+        """Threads granted, by native id (:meth:`demote_all` drops the live ones)."""
+        self.demoted = False
+        """True once :meth:`demote_all` ran: no thread is promoted from then on."""
 
     @staticmethod
     def available(sched: Any = os) -> bool:
         return hasattr(sched, "sched_setscheduler") and hasattr(sched, "SCHED_FIFO")
 
     def promote(self, priority: int) -> Outcome:
+        if self.demoted:
+            return Outcome(False, f"SCHED_FIFO {priority}", "dropped after SIGXCPU")
+        outcome = self._promote(priority)
+        if outcome.granted:
+            with self._lock:
+                self._promoted[threading.get_native_id()] = threading.current_thread()
+            # SIGXCPU is sent to the process: blocked here, it interrupts the main thread's
+            # waits, where its handler runs, not this one (which may be computing). Never
+            # blocked in the main thread, which must take it.
+            block = getattr(signal, "pthread_sigmask", None)
+            xcpu = getattr(signal, "SIGXCPU", None)
+            main = threading.current_thread() is threading.main_thread()
+            if block is not None and xcpu is not None and not main:
+                block(signal.SIG_BLOCK, {xcpu})
+        return outcome
+
+    def demote_all(self) -> int:
+        """Every live thread granted so far back to ordinary scheduling, and none promoted
+        from now on (after ``SIGXCPU``); returns how many were dropped."""
+        sched = self._sched
+        self.demoted = True
+        policy = getattr(sched, "SCHED_OTHER", 0) | getattr(sched, "SCHED_RESET_ON_FORK", 0)
+        with self._lock:
+            promoted = [tid for tid, thread in self._promoted.items() if thread.is_alive()]
+            self._promoted.clear()
+        dropped = 0
+        for tid in promoted:
+            try:  # lowering needs no privilege (nor rtkit)
+                sched.sched_setscheduler(tid, policy, sched.sched_param(0))
+                dropped += 1
+            except OSError:  # ended meanwhile
+                pass
+        return dropped
+
+    def _promote(self, priority: int) -> Outcome:
         sched = self._sched
         limit = self._rtprio_limit()
         if limit is not None and 0 < limit < priority:
@@ -323,7 +376,8 @@ class MachTimeConstraint:
             lib = ctypes.CDLL(path)
         except OSError:
             return None
-        if not all(hasattr(lib, f) for f in ("thread_policy_set", "mach_thread_self")):
+        wanted = ("thread_policy_set", "mach_thread_self", "mach_port_deallocate")
+        if not all(hasattr(lib, f) for f in wanted):
             return None
         return cls(lib)
 
@@ -332,16 +386,29 @@ class MachTimeConstraint:
         self._lib.mach_timebase_info(ctypes.byref(info))
         return int(seconds * 1e9 * info.denom / max(1, info.numer))
 
+    def _task_self(self) -> int:
+        # mach_task_self() is a macro that reads the global mach_task_self_.
+        try:
+            return ctypes.c_uint32.in_dll(self._lib, "mach_task_self_").value
+        except (AttributeError, TypeError, ValueError):  # not a real library, or no such symbol
+            return int(self._lib.mach_task_self())
+
     def promote(self, priority: int) -> Outcome:
         policy = _TimeConstraintPolicy(
             0, self._ticks(MACH_COMPUTATION), self._ticks(MACH_CONSTRAINT), 1
         )
-        result = self._lib.thread_policy_set(
-            self._lib.mach_thread_self(),
-            THREAD_TIME_CONSTRAINT_POLICY,
-            ctypes.byref(policy),
-            THREAD_TIME_CONSTRAINT_POLICY_COUNT,
-        )
+        # mach_thread_self() adds a reference to the thread's port each call: give it back,
+        # or every promoted thread leaks one.
+        port = self._lib.mach_thread_self()
+        try:
+            result = self._lib.thread_policy_set(
+                port,
+                THREAD_TIME_CONSTRAINT_POLICY,
+                ctypes.byref(policy),
+                THREAD_TIME_CONSTRAINT_POLICY_COUNT,
+            )
+        finally:
+            self._lib.mach_port_deallocate(self._task_self(), port)
         if result != 0:
             return Outcome(False, self.name, f"thread_policy_set returned {result}")
         return Outcome(True, self.name)
@@ -443,7 +510,11 @@ class Realtime:
     granted_roles: dict[str, int] = field(default_factory=dict)
     refused_roles: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    dropped: str = ""
+    """Why real-time priority was dropped while running (``SIGXCPU``), else empty."""
     _installed: tuple[threads.Promoter | None, float] | None = field(default=None, repr=False)
+    _xcpu_previous: Any = field(default=None, repr=False)
+    _warn: Callable[[str], None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -487,9 +558,14 @@ class Realtime:
             book[role] = book.get(role, 0) + 1
         return outcome.granted
 
-    def install(self) -> None:
+    def install(self, warn: Callable[[str], None] | None = None) -> None:
         """From now on threads started with a role ask on themselves, and, once granted, the GIL
-        changes hands every :attr:`switch_interval`. Undo with :meth:`uninstall`."""
+        changes hands every :attr:`switch_interval`. Undo with :meth:`uninstall`.
+
+        Called from the main thread where the platform has ``SIGXCPU`` (sent when a real-time
+        thread reaches the soft ``RLIMIT_RTTIME``; by default it kills the process), it also
+        handles that signal: every promoted thread is dropped to ordinary scheduling and
+        ``warn`` (default: stderr) says so once."""
         if self._installed is not None or self.mode == "off":
             return
         previous = threads.set_promoter(self.promote)
@@ -497,6 +573,34 @@ class Realtime:
         if self.granted:
             sys.setswitchinterval(min(interval, self.switch_interval))
         self._installed = (previous, interval)
+        self._warn = warn
+        xcpu = getattr(signal, "SIGXCPU", None)
+        if (
+            xcpu is not None
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(xcpu) == signal.SIG_DFL
+        ):
+            self._xcpu_previous = signal.signal(xcpu, self._on_xcpu)
+
+    def _on_xcpu(self, signum: int, frame: object) -> None:
+        self.drop("a real-time thread ran its RLIMIT_RTTIME without blocking (SIGXCPU)")
+
+    def drop(self, reason: str) -> None:
+        """Drop every thread's real-time priority (and ask for none from now on); say so once."""
+        demote = getattr(self._backend(), "demote_all", None)
+        if demote is not None:
+            demote()
+        with self._lock:
+            first = not self.dropped
+            self.dropped = self.dropped or reason
+        if first:
+            line = f"real-time priority: dropped: {reason}; timing may run late from now on"
+            # In a signal handler: the main thread may be inside a write to stderr already.
+            with contextlib.suppress(RuntimeError, OSError):
+                if self._warn is not None:
+                    self._warn(line)
+                else:
+                    print(line, file=sys.stderr)
 
     def uninstall(self) -> None:
         if self._installed is None:
@@ -505,6 +609,11 @@ class Realtime:
         threads.set_promoter(previous)
         sys.setswitchinterval(interval)
         self._installed = None
+        xcpu = getattr(signal, "SIGXCPU", None)
+        if self._xcpu_previous is not None and xcpu is not None:
+            with contextlib.suppress(ValueError):  # not the main thread
+                signal.signal(xcpu, self._xcpu_previous)
+            self._xcpu_previous = None
 
     def refusal(self) -> str:
         """``--realtime on``'s error: what was refused and how to get it, one line."""
@@ -534,6 +643,8 @@ class Realtime:
             return "realtime refused"
         with self._lock:
             refused = sum(self.refused_roles.values())
+        if self.dropped:
+            return f"realtime {self.outcome.how} (dropped: SIGXCPU)"
         return f"realtime {self.outcome.how}" + (f" ({refused} threads refused)" if refused else "")
 
     def to_json(self) -> dict[str, Any]:

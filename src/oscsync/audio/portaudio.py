@@ -14,6 +14,7 @@ starting the CLI) stays fast. A missing PortAudio is one line (:data:`PORTAUDIO_
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import importlib
 import itertools
@@ -104,6 +105,7 @@ class SoundDeviceOutput:
 
     def __call__(self, rate: int, callback: Callback) -> OutputStream:
         sd = load_sounddevice()
+        stream = None
         try:
             stream = sd.OutputStream(
                 samplerate=rate,
@@ -118,6 +120,9 @@ class SoundDeviceOutput:
             self.device_name = str(info.get("name", ""))
             self.host_api = str(sd.query_hostapis(info["hostapi"]).get("name", ""))
         except Exception as exc:  # PortAudioError, ValueError: bad device or rate
+            if stream is not None:  # opened, then naming its device failed: not left open
+                with contextlib.suppress(Exception):
+                    stream.close()
             raise AudioError(f"cannot open the audio output: {first_line(exc)}") from None
         return stream  # type: ignore[no-any-return]
 

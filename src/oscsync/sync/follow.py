@@ -110,6 +110,12 @@ ROOM_UPDATE_EVERY = 0.25
 a second each, not 10."""
 SYNC_SILENCE = 1.0
 """Seconds without a sync message from the leader after which a follower pings as before #33."""
+ROOM_CONFIRM = 50
+SYNC_AGREE = 0.002
+"""Without a key, a follower enters a room (the room's estimator, pinging backed off) only after
+this many sync messages in a row (half a second of the leader's), none SYNC_SILENCE after the
+previous one, from one LEADER, each agreeing with its clock: a one-way delay between -2 ms and
+the longest round trip seen + 2 ms. One datagram with the leader's address is not enough."""
 ROOM_POLL = PollSettings()
 """How a follower pings once it hears the leader's sync messages (:mod:`oscsync.sync.poll`)."""
 RECENT_EXCHANGES = 512
@@ -265,8 +271,9 @@ class ClockFollower:
         """Use only sync messages signed with this process's key (``--key-file``): a sync
         message moves the clock as a pong does, so with a key it must be signed as a pong."""
         self.in_room = False
-        """True once the followed leader's sync messages were heard (the estimator and the
-        pinging are the room's from then on)."""
+        """True once the followed leader's sync messages were taken (one signed with the key,
+        or without a key a run of :data:`ROOM_CONFIRM`): the estimator and the pinging are the
+        room's from then on."""
         self.syncs = 0
         self.syncs_lost = 0
         """Sync messages used, and missed (gaps in their sequence numbers)."""
@@ -277,6 +284,10 @@ class ClockFollower:
         self._last_sync = -math.inf
         self._leader: int | None = None
         self._sync_seq = self._sync_first = self._sync_heard = self._sync_lost_before = 0
+        self._previous_leader: int | None = None
+        self._sync_run = 0
+        self._sync_run_leader: int | None = None
+        self._sync_run_last = -math.inf
         self._trouble = False
         self._next_report = -math.inf
         self._recent: deque[tuple[float, float, float, float]] = deque(maxlen=RECENT_EXCHANGES)
@@ -410,8 +421,9 @@ class ClockFollower:
             self._synced.clear()
             self.in_room = False
             self._poll = None
-            self._leader = None
+            self._leader = self._previous_leader = None
             self._last_sync = -math.inf
+            self._sync_run = 0
             self._recent.clear()
             if self._pending:
                 self.ignored["sync-peer-moved"] += len(self._pending)
@@ -528,6 +540,8 @@ class ClockFollower:
             return self._ignore("bad-sync")
         with self._lock:
             if not self.in_room:
+                if not self._confirms_room(sync, t4):
+                    return False
                 self._enter_room()
             self._last_sync = self.clock.monotonic()
             self._count_sync(sync)
@@ -551,8 +565,11 @@ class ClockFollower:
         the first and the newest heard from this leader that never came (reordering moves
         one later, never loses it; a duplicate counts twice, as a datagram would)."""
         if sync.leader != self._leader:
+            if sync.leader == self._previous_leader:
+                return  # sent before the restart, overtaken on the way: not another restart
             if self._leader is not None:
                 self.leader_restarts += 1
+            self._previous_leader = self._leader
             self._leader = sync.leader
             self._sync_lost_before = self.syncs_lost
             self._sync_first = self._sync_seq = sync.seq
@@ -563,6 +580,27 @@ class ClockFollower:
         self.syncs_lost = max(
             0, self._sync_lost_before + self._sync_seq - self._sync_first + 1 - self._sync_heard
         )
+
+    def _confirms_room(self, sync: room.Sync, t4: int) -> bool:
+        """Whether this sync message completes the run that puts the follower in a room
+        (:data:`ROOM_CONFIRM`; called under the lock). With a key, a signed one is enough."""
+        if self.authenticated_only:
+            return True
+        now = self.clock.monotonic()
+        if sync.leader != self._sync_run_leader or now - self._sync_run_last > SYNC_SILENCE:
+            self._sync_run = 0
+        self._sync_run_leader, self._sync_run_last = sync.leader, now
+        if not self.servo.usable:  # agreeing with nothing: the exchanges anchor the clock first
+            self._sync_run = 0
+            return False
+        delay = self._seconds(t4) - self.servo.to_local(self._seconds(sync.t3))
+        longest = max(self._round_trips, default=0.0)
+        if not -SYNC_AGREE <= delay <= longest + SYNC_AGREE:
+            self._sync_run = 0
+            self._ignore_locked("sync-disagrees")
+            return False
+        self._sync_run += 1
+        return self._sync_run >= ROOM_CONFIRM
 
     def _enter_room(self) -> None:
         """The leader's sync messages are heard: the room's estimator, refilled with the
@@ -770,7 +808,8 @@ class ClockFollower:
             if translated is None:
                 continue
             assert translated.timetag is not None
-            if translated.timetag <= self.clock.now_timetag():
+            # Modular: a time just past the 2036 rollover is a small number, and later.
+            if tt.difference(translated.timetag, self.clock.now_timetag()) <= 0:
                 with self._lock:
                     self.unsynced += 1
                 continue
