@@ -81,6 +81,7 @@ class TcpEndpoint(Endpoint):
         self._all_peers: list[HostPort] = list(dict.fromkeys(peers))
         self._senders: dict[HostPort, TcpSender] = {}
         self._tcp_started = False
+        self._tcp_closed = False  # under _peers_lock: set_peers() makes no sender after close()
         self.listener: TcpListener | None = None
         if tcp_listen is not None and allow:
             mismatch = allow_mismatch(tcp_listen, allow)
@@ -192,14 +193,19 @@ class TcpEndpoint(Endpoint):
 
     def set_peers(self, peers: Sequence[HostPort]) -> None:
         wanted = list(dict.fromkeys(peers))
-        super().set_peers([peer for peer in wanted if not peer.is_tcp])
-        retired = [s for p, s in self._senders.items() if p not in wanted]
-        self._senders = {
-            peer: self._senders.get(peer) or self._new_sender(peer)
-            for peer in wanted
-            if peer.is_tcp
-        }
-        self._all_peers = wanted
+        # Under the lock close() takes to close the senders: a peer follower's thread calling
+        # this while the endpoint closes would otherwise make a sender nobody closes.
+        with self._peers_lock:
+            if self._tcp_closed:
+                raise RuntimeError("endpoint is closed")
+            super().set_peers([peer for peer in wanted if not peer.is_tcp])
+            retired = [s for p, s in self._senders.items() if p not in wanted]
+            self._senders = {
+                peer: self._senders.get(peer) or self._new_sender(peer)
+                for peer in wanted
+                if peer.is_tcp
+            }
+            self._all_peers = wanted
         for sender in retired:
             self._close_sender(sender, flush_timeout=0.0)
 
@@ -261,7 +267,10 @@ class TcpEndpoint(Endpoint):
         stopped = True
         if self._senders and self.flush_timeout > 0 and not self._closed:
             self.flush(self.flush_timeout)
-        for sender in list(self._senders.values()):
+        with self._peers_lock:
+            self._tcp_closed = True
+            senders = list(self._senders.values())
+        for sender in senders:
             stopped = self._close_sender(sender, flush_timeout=0.0) and stopped
         if self.listener is not None:
             stopped = self.listener.close(timeout) and stopped
