@@ -207,3 +207,13 @@ def test_set_peers_while_the_endpoint_closes_leaves_no_sender_open(
     endpoint.close()
     assert [str(exc) for exc in refused] == ["endpoint is closed"]
     assert made and all(s._closed for s in made)
+
+
+def test_one_tcp_peer_with_two_framings_is_refused_before_anything_is_sent() -> None:
+    slip, size = HostPort("127.0.0.1", 9, "tcp"), HostPort("127.0.0.1", 9, "tcp", "size")
+    with pytest.raises(TransportError, match="one peer given twice with two framings"):
+        TcpEndpoint(peers=[slip, size])
+    with TcpEndpoint(peers=[slip], flush_timeout=0.0) as endpoint:
+        with pytest.raises(TransportError, match="two framings"):
+            endpoint.set_peers([slip, size])
+        assert endpoint.peers == [slip] and list(endpoint._senders) == [slip]

@@ -21,6 +21,7 @@ sees them in turn.
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 from oscsync.net import framing
 from oscsync.net.core import MessageHandler, ReceiveHooks
 from oscsync.net.framing import Framing
-from oscsync.net.hostport import HostPort, allow_mismatch
+from oscsync.net.hostport import HostPort, allow_mismatch, framing_conflict
 from oscsync.net.tcplistener import TcpListener
 from oscsync.net.tcpsender import DropPolicy, TcpSender
 from oscsync.net.udp import Endpoint, EndpointOptions, TransportError
@@ -50,6 +51,12 @@ def uses_tcp(listen: HostPort | None, peers: Iterable[HostPort]) -> bool:
     return (listen is not None and listen.is_tcp) or any(peer.is_tcp for peer in peers)
 
 
+def _refuse_framing_conflict(peers: Iterable[HostPort]) -> None:
+    conflict = framing_conflict(peers)
+    if conflict is not None:
+        raise TransportError(errno.EINVAL, conflict)
+
+
 class TcpEndpoint(Endpoint):
     """Listen and send over TCP (and UDP for the addresses that do not say ``tcp://``)."""
 
@@ -64,6 +71,7 @@ class TcpEndpoint(Endpoint):
         flush_timeout: float = DEFAULT_FLUSH_TIMEOUT,
         **options: Unpack[EndpointOptions],
     ) -> None:
+        _refuse_framing_conflict(peers)
         tcp_listen = listen if listen is not None and listen.is_tcp else None
         super().__init__(
             None if tcp_listen is not None else listen,
@@ -192,6 +200,7 @@ class TcpEndpoint(Endpoint):
         return list(self._all_peers)
 
     def set_peers(self, peers: Sequence[HostPort]) -> None:
+        _refuse_framing_conflict(peers)
         wanted = list(dict.fromkeys(peers))
         # Under the lock close() takes to close the senders: a peer follower's thread calling
         # this while the endpoint closes would otherwise make a sender nobody closes.
