@@ -183,7 +183,8 @@ _HEAD_CACHE_BYTES = 64 * 1024
 peer cycling through addresses costs time, never memory."""
 _HEAD_LIMIT = 1024
 """Longer heads are not remembered (one would take a large share of the cache)."""
-_HEADS: dict[bytes, tuple[str, str, ArgsReader, int, Callable[[bytes, int], Any] | None, int]] = {}
+_Head = tuple[str, str, "ArgsReader", int, Callable[[bytes, int], Any] | None, int]
+_HEADS: dict[bytes, _Head] = {}
 """Head -> address, types, args reader, where the args start, and for fixed-size args only
 their struct's ``unpack_from`` and where they end."""
 _heads_size = 0
@@ -208,6 +209,7 @@ def _remember_head(head: bytes, address: str, plan: _Plan, start: int) -> None:
         return
     cost = _head_cost(head)
     types, read, fixed = plan
+    entry: _Head
     if fixed is None:
         entry = (address, types, read, start, None, start)
     else:
