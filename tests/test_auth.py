@@ -156,6 +156,26 @@ def test_the_receive_core_marks_checked_messages_and_drops_forged_ones() -> None
     assert "a replay" in warnings[1]
 
 
+def test_a_verifier_that_fails_drops_and_counts_the_datagram_and_the_core_goes_on() -> None:
+    """Whatever a verifier raises on hostile bytes is a drop by reason, not the end of the
+    receive thread that called feed()."""
+
+    class Failing(auth.Verifier):
+        def open(self, data: bytes, source: object = None) -> tuple[bytes, bool] | str:
+            if source == ELSEWHERE:
+                raise ValueError("bad\x1b[2J bytes")
+            return super().open(data, source)
+
+    core, got, warnings = _core(Failing(KEY))
+    signer = auth.Signer(KEY)
+    core.feed(signer.sign(_tick_bundle(STAMP, 1)), ELSEWHERE)
+    core.feed(signer.sign(_tick_bundle(STAMP, 2)), LEADER)
+    assert [(r.args, r.authenticated) for r in got] == [((2,), True)]
+    assert core.stats.drops == {"unverifiable": 1}
+    assert len(warnings) == 1 and "could not be checked" in warnings[0]
+    assert "\x1b" not in warnings[0]
+
+
 def test_without_a_key_the_signature_element_reaches_no_application() -> None:
     core, got, _ = _core(None)
     core.feed(auth.Signer(KEY).sign(_tick_bundle(STAMP)), LEADER)

@@ -85,7 +85,7 @@ def test_chat_text_escapes_control_characters() -> None:
 def test_chat_text_pairs_each_value_with_its_tag_after_an_array() -> None:
     # An array is one value but several tags: pairing them 1:1 gave the float the array's ']'
     # and the string the float's 'f' (a TypeError on the callback thread: the line was lost).
-    assert chat_text(([], 1.0, "x\x1b"), "[]fs") == r'[[], 1.0, "x\\u001b"]'
+    assert chat_text(([], 1.0, "x\x1b"), "[]fs") == r'[[], 1.0, "x\u001b"]'
     assert chat_text((["hi", 2],), "[si]") == '[["hi", 2]]'
 
 

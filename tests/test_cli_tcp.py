@@ -274,3 +274,16 @@ def test_slip_to_scsynths_port_is_warned_at_once() -> None:
     for url in ("tcp+size://127.0.0.1:57110", "tcp+slip://127.0.0.1:57110"):
         quiet = CliRunner().invoke(cli, ["send", url, "/s_new"])
         assert "scsynth" not in quiet.output
+
+
+def test_one_peer_given_with_two_framings_is_one_line_and_exit_1() -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["metronome", "send", "-p", "tcp://127.0.0.1:1", "-p", "tcp+size://127.0.0.1:1", "-c", "1"],
+    )
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        "Error: tcp://127.0.0.1:1 and tcp+size://127.0.0.1:1 are one peer given twice with two "
+        "framings: give it once, with the framing it reads"
+    )
+    assert "Traceback" not in result.output

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import re
 import struct
+import sys
+import threading
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -652,3 +654,39 @@ def test_encoder_writes_what_python_osc_writes_for_the_types_it_has(
     values = [value for value, _ in args]
     types = "".join(tag for _, tag in args)
     assert codec.encode_message(address, values, types) == builder.build().dgram
+
+
+def test_both_caches_count_their_bytes_exactly_when_several_threads_decode() -> None:
+    """Each receive thread (UDP, the TCP listener, each TCP sender) decodes on its own: two
+    that miss one head at once must not both count it, nor one thread's ``+=`` lose what
+    another counted, or the byte bound drifts from what the caches hold."""
+    heads = [codec.encode_message(f"/race/{n:040d}", [n], "i") for n in range(400)]
+    tags = [
+        codec.encode_message(
+            "/r", [0] * n.bit_length(), format(n, "b").replace("0", "i").replace("1", "f")
+        )
+        for n in range(1, 400)
+    ]
+    start = threading.Barrier(4)
+
+    def decode_all(offset: int) -> None:
+        start.wait()
+        for _ in range(3):
+            for data in heads[offset:] + heads[:offset] + tags[offset:] + tags[:offset]:
+                codec.decode_message(data)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as CPython allows
+    try:
+        codec._HEADS.clear()
+        codec._PLANS.clear()
+        codec._heads_size = codec._plans_size = 0
+        workers = [threading.Thread(target=decode_all, args=(k * 7,)) for k in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert codec._heads_size == sum(map(codec._head_cost, codec._HEADS))
+    assert codec._plans_size == sum(map(codec._plan_cost, codec._PLANS))

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import zeroconf
 from click.testing import CliRunner
@@ -1405,3 +1406,35 @@ def test_the_public_endpoint_reaches_at_name(spawn: Spawn) -> None:
     LineReader(dump.stdout).wait_for(lambda text: '/by-name ,s "from python"' in text)
     with pytest.raises(oscsync.DiscoveryError, match=f"nobody-{name}"):
         oscsync.Endpoint(peers=f"@nobody-{name}", interface="loopback")
+
+
+def test_advertising_that_never_started_does_not_say_it_stopped(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The mDNS start fails (no multicast route): one error, and no "no longer advertised as"
+    for a name that never was."""
+    from oscsync.cli.peers import Advertising
+    from oscsync.cli.runtime import AppContext
+    from oscsync.clock import SystemClock
+    from oscsync.discovery import advertiser
+    from oscsync.net.hostport import HostPort
+
+    class Unstartable:
+        name = "studio"
+        http = None
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def start(self) -> Unstartable:
+            raise mdns.DiscoveryError("cannot open mDNS: no multicast route")
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(advertiser, "Advertiser", Unstartable)
+    advertising = Advertising(AppContext(SystemClock()), "studio", "auto", role="dump")
+    with pytest.raises(click.ClickException, match="no multicast route"), advertising:
+        advertising.publish(HostPort("0.0.0.0", 9000))
+    assert advertising.advertiser is None
+    assert "no longer advertised" not in capsys.readouterr().err

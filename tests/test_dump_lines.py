@@ -316,3 +316,13 @@ def test_arrays_show_each_value_by_its_type_tag() -> None:
     assert display.json_args(message) == [["dd9d15a7.922f48c2", "inf", ["01"]], 0xFF0000FF]
     assert display.format_args(message) == '[["dd9d15a7.922f48c2", "inf", ["01"]], 4278190335]'
     assert display.format_args(codec.Message("/c", (0xFF0000FF,), "r", None)) == "rgba:ff0000ff"
+
+
+def test_strings_in_arrays_are_escaped_once_and_reach_no_terminal_raw() -> None:
+    """JSON writes ESC as \\u001b and a quote as \\": shown as JSON says them, not doubled to
+    \\\\u001b; what JSON leaves raw (C1 CSI, DEL, zero-width space) is escaped all the same."""
+    message = codec.Message("/a", (["\x1b[2J", 'say "hi"', "\x9b2J\x7f\u200b"],), "[sss]", None)
+    shown = display.format_args(message)
+    assert shown == '[["\\u001b[2J", "say \\"hi\\"", "\\x9b2J\\x7f\\u200b"]]'
+    assert shown.isprintable()
+    assert json.loads(shown.replace("\\x9b2J\\x7f", ""))[0][:2] == ["\x1b[2J", 'say "hi"']

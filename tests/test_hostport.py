@@ -13,6 +13,7 @@ from oscsync.net.hostport import (
     AddressError,
     HostPort,
     allow_mismatch,
+    framing_conflict,
     is_own_address,
     parse_hostport,
     parse_network,
@@ -208,3 +209,13 @@ def test_udp_and_tcp_ports_are_not_the_same_listener() -> None:
     listen = parse_hostport("127.0.0.1:9000")
     assert is_own_address(listen, parse_hostport("127.0.0.1:9000"))
     assert not is_own_address(listen, parse_hostport("tcp://127.0.0.1:9000"))
+
+
+def test_one_tcp_peer_with_two_framings_is_a_conflict_two_peers_are_not() -> None:
+    slip, size = parse_hostport("tcp://127.0.0.1:9000"), parse_hostport("tcp+size://127.0.0.1:9000")
+    assert framing_conflict([slip, size]) == (
+        "tcp://127.0.0.1:9000 and tcp+size://127.0.0.1:9000 are one peer given twice with two "
+        "framings: give it once, with the framing it reads"
+    )
+    assert framing_conflict([slip, slip, parse_hostport("tcp+size://127.0.0.1:9001")]) is None
+    assert framing_conflict([parse_hostport("127.0.0.1:9000"), size]) is None  # UDP and TCP

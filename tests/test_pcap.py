@@ -256,3 +256,20 @@ def test_pcap_damaged_files_raise_capture_error_only(data: st.DataObject) -> Non
     for skip_bad in (False, True):
         with contextlib.suppress(CaptureError):  # anything else fails the test
             read(cut, skip_bad=skip_bad)
+
+
+def test_pcap_writer_keeps_every_datagram_its_family_can_carry() -> None:
+    """IPv6's payload length does not count its 40-byte header: UDP carries 65,527 bytes over
+    IPv6, 20 more than over IPv4 (65,507), and those are datagrams, not TCP packets."""
+    out = io.BytesIO()
+    writer = PcapWriter(out)
+    largest_v6, largest_v4 = b"6" * 65_527, b"4" * 65_507
+    assert writer.add(T0, largest_v6, "[::1]:50001", "[::1]:9001")
+    assert not writer.add(T0, largest_v6 + b"6", "[::1]:50001", "[::1]:9001")
+    assert writer.add(T0, largest_v4, "127.0.0.1:50000", "127.0.0.1:9001")
+    assert not writer.add(T0, largest_v4 + b"4", "127.0.0.1:50000", "127.0.0.1:9001")
+    got, _ = read(out.getvalue())
+    assert [(data, source) for _, data, source, _ in got] == [
+        (largest_v6, "[::1]:50001"),
+        (largest_v4, "127.0.0.1:50000"),
+    ]

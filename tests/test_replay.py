@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import struct
 import sys
@@ -525,3 +526,24 @@ def test_replay_timer_thread_asks_for_1us_timer_slack_and_only_that_thread() -> 
     skewed.start()
     skewed.join()
     assert answers == [True]  # the base clock's answer
+
+
+@pytest.mark.skipif(not Path("/dev/fd").is_dir(), reason="needs /dev/fd (bash's <(...))")
+def test_replay_of_a_pipe_is_one_line_saying_to_save_it_first(tmp_path: Path) -> None:
+    """`oscsync replay <(cat take.jsonl)`: the file is read to check it, then once per pass,
+    which a pipe cannot be (the check took its first 64 bytes, the first pass the rest)."""
+    path = tmp_path / "take.jsonl"
+    write_recording(path, PACKETS)
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, path.read_bytes())
+        os.close(write_end)
+        result = CliRunner().invoke(cli, ["replay", f"/dev/fd/{read_end}", "-p", "127.0.0.1:9"])
+    finally:
+        os.close(read_end)
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == (
+        f"Error: Invalid value for FILE: /dev/fd/{read_end} is not a regular file (a pipe?): "
+        "replay reads its file more than once (to check it, then once per pass); save it to a "
+        "file first"
+    )

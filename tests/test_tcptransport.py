@@ -174,3 +174,46 @@ def test_an_endpoint_that_fails_to_open_closes_its_listener_and_senders(
         TcpEndpoint(TCP_ANY, peers)
     assert listeners[0]._sock.fileno() == -1
     assert senders[0]._closed
+
+
+def test_set_peers_while_the_endpoint_closes_leaves_no_sender_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer follower's thread re-resolves @NAME while close() is closing the senders: the
+    new peer is refused as after close, instead of getting a sender nobody closes."""
+    from oscsync.net import tcpendpoint
+    from oscsync.net.tcpsender import TcpSender
+
+    made: list[TcpSender] = []
+
+    def sender(*args: object, **kwargs: object) -> TcpSender:
+        made.append(TcpSender(*args, **kwargs))  # type: ignore[arg-type]
+        return made[-1]
+
+    monkeypatch.setattr(tcpendpoint, "TcpSender", sender)
+    first, moved = HostPort("127.0.0.1", 9, "tcp"), HostPort("127.0.0.1", 10, "tcp")
+    endpoint = TcpEndpoint(peers=[first], flush_timeout=0.0)
+    close_sender = endpoint._close_sender
+    refused: list[Exception] = []
+
+    def close_while_following(s: TcpSender, flush_timeout: float) -> bool:
+        try:  # what the follower's thread does between two senders being closed
+            endpoint.set_peers([moved])
+        except RuntimeError as exc:
+            refused.append(exc)
+        return close_sender(s, flush_timeout)
+
+    monkeypatch.setattr(endpoint, "_close_sender", close_while_following)
+    endpoint.close()
+    assert [str(exc) for exc in refused] == ["endpoint is closed"]
+    assert made and all(s._closed for s in made)
+
+
+def test_one_tcp_peer_with_two_framings_is_refused_before_anything_is_sent() -> None:
+    slip, size = HostPort("127.0.0.1", 9, "tcp"), HostPort("127.0.0.1", 9, "tcp", "size")
+    with pytest.raises(TransportError, match="one peer given twice with two framings"):
+        TcpEndpoint(peers=[slip, size])
+    with TcpEndpoint(peers=[slip], flush_timeout=0.0) as endpoint:
+        with pytest.raises(TransportError, match="two framings"):
+            endpoint.set_peers([slip, size])
+        assert endpoint.peers == [slip] and list(endpoint._senders) == [slip]

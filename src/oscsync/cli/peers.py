@@ -176,7 +176,7 @@ class Advertising:
         from oscsync.discovery.mdns import DiscoveryError, OptionError
 
         try:
-            self.advertiser = Advertiser(
+            advertiser = Advertiser(
                 self.name,
                 role=self.role,
                 port=listening.port,
@@ -189,13 +189,15 @@ class Advertising:
                 transport=listening.protocol,
                 registry=registry,
             )
-            self.advertiser.start()
+            # Kept only once started: a start that failed (or a Ctrl-C during its ~2 s) closed
+            # itself, and close() must not then say "no longer advertised".
+            self.advertiser = advertiser.start()
         except OptionError as exc:
             raise click.UsageError(str(exc)) from None
         except DiscoveryError as exc:
             raise click.ClickException(str(exc)) from None
-        describe = escape(self.advertiser.describe())
-        (self.app.warn if self.advertiser.renamed else self.app.note)(describe)
+        describe = escape(advertiser.describe())
+        (self.app.warn if advertiser.renamed else self.app.note)(describe)
 
     def close(self) -> None:
         if self.advertiser is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +60,14 @@ class DatagramFile:
         self.recording_report = ReadReport()
         self.capture_report = CaptureReport()
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                # Read once to measure it, then once per pass: a pipe (`<(cat take.jsonl)`)
+                # would be read to its end by the first, and a named pipe waits for a writer.
+                raise click.BadParameter(
+                    f"{path} is not a regular file (a pipe?): replay reads its file more than "
+                    "once (to check it, then once per pass); save it to a file first",
+                    param_hint="FILE",
+                )
             with open(path, "rb") as f:
                 start = f.read(64)
         except OSError as exc:

@@ -369,6 +369,20 @@ def _split_host_port(text: str) -> tuple[str, int]:
 
 MAX_UDP_PAYLOAD = 65_507
 """The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers)."""
+MAX_UDP6_PAYLOAD = 65_527
+"""The largest UDP payload over IPv6 (65,535 minus the UDP header: the IPv6 payload length
+does not count the IP header)."""
+
+
+def max_udp_payload(source: str) -> int:
+    """The largest payload :func:`ip_udp_packet` can write from ``source`` (``HOST:PORT``),
+    whose family is the packet's."""
+    host, _ = _split_host_port(source)
+    return (
+        MAX_UDP_PAYLOAD
+        if ipaddress.ip_address(host.split("%")[0]).version == 4
+        else MAX_UDP6_PAYLOAD
+    )
 
 
 def ip_udp_packet(payload: bytes, source: str, destination: str) -> bytes:
@@ -413,8 +427,9 @@ class PcapWriter:
 
     def add(self, wall_ns: int, payload: bytes, source: str, destination: str) -> bool:
         """Write one datagram; False (nothing written) for a payload larger than a UDP datagram
-        can carry (:data:`MAX_UDP_PAYLOAD`: a TCP packet), whose length fields would not fit."""
-        if len(payload) > MAX_UDP_PAYLOAD:
+        can carry in the source's family (:func:`max_udp_payload`: a TCP packet), whose length
+        fields would not fit."""
+        if len(payload) > max_udp_payload(source):
             return False
         packet = ip_udp_packet(payload, source, destination)
         seconds, ns = divmod(wall_ns, 1_000_000_000)

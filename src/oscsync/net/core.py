@@ -246,7 +246,19 @@ class ReceiveCore:
                 # No key to check it with: the signature goes, its messages stay unchecked.
                 data = data[:-SIGNATURE_SIZE]
             else:
-                opened = self.verifier.open(data, source)
+                try:
+                    opened = self.verifier.open(data, source)
+                except Exception as exc:  # hostile bytes must not end a receive thread
+                    stats.drops["unverifiable"] += 1
+                    self.warn_once(
+                        "drop:unverifiable",
+                        display.escape(
+                            f"dropped a signed datagram from {source[0]}:{source[1]}: it could "
+                            "not be checked "
+                            f"({exc!r}); further ones are counted"
+                        ),
+                    )
+                    return
                 if isinstance(opened, str):
                     stats.drops[opened] += 1
                     self._warn_signature(opened, source)

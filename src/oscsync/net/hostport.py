@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -243,6 +243,24 @@ def allow_mismatch(
         return f"--allow {blocks} can never match: this listener on {listen} is IPv4"
     if ip.version == 6 and not ip.is_unspecified and all(net.version == 4 for net in allow):
         return f"--allow {blocks} can never match: this listener on {listen} is IPv6"
+    return None
+
+
+def framing_conflict(peers: Iterable[HostPort]) -> str | None:
+    """Why ``peers`` cannot be sent to together, or None: one TCP peer named twice with two
+    framings (``tcp://H:P`` and ``tcp+size://H:P``) would get every packet twice, on two
+    connections, and a receiver reads one framing per connection, so one copy is garbage to it
+    (scsynth resets the SLIP one). Such a list is a mistake to refuse, not two peers."""
+    seen: dict[tuple[str, int], HostPort] = {}
+    for peer in peers:
+        if not peer.is_tcp:
+            continue
+        first = seen.setdefault(peer.sockaddr, peer)
+        if first.framing != peer.framing:
+            return (
+                f"{first} and {peer} are one peer given twice with two framings: "
+                "give it once, with the framing it reads"
+            )
     return None
 
 

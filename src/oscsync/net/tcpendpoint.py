@@ -21,6 +21,7 @@ sees them in turn.
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 from oscsync.net import framing
 from oscsync.net.core import MessageHandler, ReceiveHooks
 from oscsync.net.framing import Framing
-from oscsync.net.hostport import HostPort, allow_mismatch
+from oscsync.net.hostport import HostPort, allow_mismatch, framing_conflict
 from oscsync.net.tcplistener import TcpListener
 from oscsync.net.tcpsender import DropPolicy, TcpSender
 from oscsync.net.udp import Endpoint, EndpointOptions, TransportError
@@ -50,6 +51,12 @@ def uses_tcp(listen: HostPort | None, peers: Iterable[HostPort]) -> bool:
     return (listen is not None and listen.is_tcp) or any(peer.is_tcp for peer in peers)
 
 
+def _refuse_framing_conflict(peers: Iterable[HostPort]) -> None:
+    conflict = framing_conflict(peers)
+    if conflict is not None:
+        raise TransportError(errno.EINVAL, conflict)
+
+
 class TcpEndpoint(Endpoint):
     """Listen and send over TCP (and UDP for the addresses that do not say ``tcp://``)."""
 
@@ -64,6 +71,7 @@ class TcpEndpoint(Endpoint):
         flush_timeout: float = DEFAULT_FLUSH_TIMEOUT,
         **options: Unpack[EndpointOptions],
     ) -> None:
+        _refuse_framing_conflict(peers)
         tcp_listen = listen if listen is not None and listen.is_tcp else None
         super().__init__(
             None if tcp_listen is not None else listen,
@@ -81,6 +89,7 @@ class TcpEndpoint(Endpoint):
         self._all_peers: list[HostPort] = list(dict.fromkeys(peers))
         self._senders: dict[HostPort, TcpSender] = {}
         self._tcp_started = False
+        self._tcp_closed = False  # under _peers_lock: set_peers() makes no sender after close()
         self.listener: TcpListener | None = None
         if tcp_listen is not None and allow:
             mismatch = allow_mismatch(tcp_listen, allow)
@@ -191,15 +200,21 @@ class TcpEndpoint(Endpoint):
         return list(self._all_peers)
 
     def set_peers(self, peers: Sequence[HostPort]) -> None:
+        _refuse_framing_conflict(peers)
         wanted = list(dict.fromkeys(peers))
-        super().set_peers([peer for peer in wanted if not peer.is_tcp])
-        retired = [s for p, s in self._senders.items() if p not in wanted]
-        self._senders = {
-            peer: self._senders.get(peer) or self._new_sender(peer)
-            for peer in wanted
-            if peer.is_tcp
-        }
-        self._all_peers = wanted
+        # Under the lock close() takes to close the senders: a peer follower's thread calling
+        # this while the endpoint closes would otherwise make a sender nobody closes.
+        with self._peers_lock:
+            if self._tcp_closed:
+                raise RuntimeError("endpoint is closed")
+            super().set_peers([peer for peer in wanted if not peer.is_tcp])
+            retired = [s for p, s in self._senders.items() if p not in wanted]
+            self._senders = {
+                peer: self._senders.get(peer) or self._new_sender(peer)
+                for peer in wanted
+                if peer.is_tcp
+            }
+            self._all_peers = wanted
         for sender in retired:
             self._close_sender(sender, flush_timeout=0.0)
 
@@ -261,7 +276,10 @@ class TcpEndpoint(Endpoint):
         stopped = True
         if self._senders and self.flush_timeout > 0 and not self._closed:
             self.flush(self.flush_timeout)
-        for sender in list(self._senders.values()):
+        with self._peers_lock:
+            self._tcp_closed = True
+            senders = list(self._senders.values())
+        for sender in senders:
             stopped = self._close_sender(sender, flush_timeout=0.0) and stopped
         if self.listener is not None:
             stopped = self.listener.close(timeout) and stopped

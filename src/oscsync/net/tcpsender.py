@@ -72,7 +72,8 @@ class TcpSenderStats:
     """Packets written whole to the kernel (TCP delivers them unless the connection breaks)."""
     dropped: Counter[str] = field(default_factory=Counter)
     """Packets not delivered: ``queue-full``, ``connection-lost`` (cut mid-write),
-    ``unsent-at-close``."""
+    ``reset-by-peer`` (written whole, then the peer reset the connection: most likely another
+    framing, see :attr:`framing_resets`), ``unsent-at-close``."""
     connects: int = 0
     connect_failures: Counter[str] = field(default_factory=Counter)
     closed_by_peer: int = 0

@@ -634,7 +634,7 @@ class Endpoint(Transport):
     def _drain_ends(self, exc: OSError, sock: socket.socket, via_peer: bool) -> bool:
         """What a failed receive means (both drains): True when the drain stops there (the socket
         is empty, or broken: counted), False to read on (an ICMP error about a send: counted).
-        Called once per drain, at its end, not per datagram."""
+        Called only when a receive fails: once at a drain's end, plus once per ICMP error."""
         if isinstance(exc, BlockingIOError):
             return True
         if isinstance(exc, (ConnectionRefusedError, ConnectionResetError)):

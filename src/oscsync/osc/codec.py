@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import struct
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -182,7 +183,8 @@ _HEAD_CACHE_BYTES = 64 * 1024
 peer cycling through addresses costs time, never memory."""
 _HEAD_LIMIT = 1024
 """Longer heads are not remembered (one would take a large share of the cache)."""
-_HEADS: dict[bytes, tuple[str, str, ArgsReader, int, Callable[[bytes, int], Any] | None, int]] = {}
+_Head = tuple[str, str, "ArgsReader", int, Callable[[bytes, int], Any] | None, int]
+_HEADS: dict[bytes, _Head] = {}
 """Head -> address, types, args reader, where the args start, and for fixed-size args only
 their struct's ``unpack_from`` and where they end."""
 _heads_size = 0
@@ -194,20 +196,32 @@ def _head_cost(head: bytes) -> int:
     return 2 * len(head) + 256
 
 
+_cache_lock = threading.Lock()
+"""Held while :data:`_HEADS` or :data:`_PLANS` and their byte counts change: several receive
+threads decode at once (UDP, the TCP listener, each TCP sender), and two that missed one key
+would both count it, or one's ``+=`` lose another's. Reads take no lock (a dict lookup is
+atomic), so only a miss pays for it."""
+
+
 def _remember_head(head: bytes, address: str, plan: _Plan, start: int) -> None:
     global _heads_size
-    cost = _head_cost(head)
     if len(head) > _HEAD_LIMIT:
         return
-    if _heads_size + cost > _HEAD_CACHE_BYTES:
-        _HEADS.clear()
-        _heads_size = 0
+    cost = _head_cost(head)
     types, read, fixed = plan
+    entry: _Head
     if fixed is None:
-        _HEADS[head] = (address, types, read, start, None, start)
+        entry = (address, types, read, start, None, start)
     else:
-        _HEADS[head] = (address, types, read, start, fixed.unpack_from, start + fixed.size)
-    _heads_size += cost
+        entry = (address, types, read, start, fixed.unpack_from, start + fixed.size)
+    with _cache_lock:
+        if head in _HEADS:
+            return
+        if _heads_size + cost > _HEAD_CACHE_BYTES:
+            _HEADS.clear()
+            _heads_size = 0
+        _HEADS[head] = entry
+        _heads_size += cost
 
 
 # tuple.__new__ called directly: a named tuple's own __new__ is a Python function, and this
@@ -258,11 +272,14 @@ def _fast_plan(key: bytes) -> _Plan | None:
     global _plans_size
     plan = _compile_plan(key)
     cost = _plan_cost(key)
-    if _plans_size + cost > _PLAN_CACHE_BYTES:
-        _PLANS.clear()
-        _plans_size = 0
-    _PLANS[key] = plan
-    _plans_size += cost
+    with _cache_lock:
+        if key in _PLANS:
+            return plan
+        if _plans_size + cost > _PLAN_CACHE_BYTES:
+            _PLANS.clear()
+            _plans_size = 0
+        _PLANS[key] = plan
+        _plans_size += cost
     return plan
 
 

@@ -106,7 +106,9 @@ def format_args(message: Message) -> str:
     if "[" in message.types:
         if _too_deep(message.types):
             return TOO_DEEP
-        return escape(json.dumps(_array_args(message), ensure_ascii=False))
+        # JSON escapes C0 controls, quotes and backslashes itself; printable() escapes what it
+        # leaves raw (DEL, C1, invisible characters) without doubling its backslashes.
+        return printable(json.dumps(_array_args(message), ensure_ascii=False))
     return " ".join(format_arg(value, tag) for value, tag in zip(message.args, message.types))
 
 
