@@ -86,11 +86,14 @@ def test_leader_ticks_through_the_bridge_sound_in_pd_within_a_block_of_their_tim
         # still catch it in the block it arrived in: up to one block "early" against the
         # timeline). With a core busy, PD's own callback may run late and miss the message
         # for one more block (1 tick in 24 once in 3 runs): the dispatch tail does not see
-        # that, so one block more is allowed for a quarter of the ticks. An unsynced bridge
+        # that, so one block more is allowed for a quarter of the ticks. The recording's
+        # timeline is fitted from JACK's callback times: under load a stretch of late
+        # callbacks can put it a block off the other way (seen once: one tick at -1.62 ms among
+        # +0.38s), so a block more early is allowed for that quarter too. An unsynced bridge
         # is 300 ms late, one playing on arrival 300 ms early, one a block late every time
         # fails the three in four.
-        assert -BLOCK_S - SLACK <= residual <= 2 * BLOCK_S + tail + SLACK, report
-        in_the_next_block += residual <= BLOCK_S + tail + SLACK
+        assert -2 * BLOCK_S - SLACK <= residual <= 2 * BLOCK_S + tail + SLACK, report
+        in_the_next_block += -BLOCK_S - SLACK <= residual <= BLOCK_S + tail + SLACK
     assert in_the_next_block >= TICKS * 3 // 4, report
     steps = recorder.frame_clock().steps
     print(f"onset - timetag - {fixed * 1e3:.3f} ms: " + ", ".join(report), f"steps {steps}")
