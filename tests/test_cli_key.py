@@ -173,3 +173,15 @@ def test_offset_auto_with_a_key_says_the_answers_were_refused_not_absent(key_fil
         )  # fmt: skip
     assert result.exit_code == 1, result.output
     assert "--offset auto: the peers' answers were refused (not signed with this" in result.output
+
+
+def test_every_command_takes_its_context_through_pass_app() -> None:
+    # The key is read by runtime.pass_app, not by the group: a command that took its context
+    # with click.pass_obj would run without the key the user gave, unsigned and unchecked.
+    cli_dir = Path(__file__).resolve().parent.parent / "src" / "oscsync" / "cli"
+    plain = [
+        path.name
+        for path in sorted(cli_dir.glob("*.py"))
+        if path.name != "runtime.py" and "pass_obj" in path.read_text(encoding="utf-8")
+    ]
+    assert plain == []
