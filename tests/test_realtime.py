@@ -189,6 +189,28 @@ def test_sigxcpu_drops_every_promoted_thread_and_says_so_once(no_promoter: None)
     assert policy.describe().endswith("(dropped: SIGXCPU)")
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGXCPU"), reason="no SIGXCPU on this platform")
+def test_sigxcpu_landing_while_the_main_thread_holds_the_policys_locks_drops_without_deadlock(
+    no_promoter: None,
+) -> None:
+    # The handler runs in the main thread between two of its bytecodes: inside describe()'s or
+    # promote()'s `with lock:` too. With plain Locks the handler waited for itself forever.
+    sched = FakeSched()
+    sched.SCHED_OTHER = 0  # type: ignore[attr-defined]
+    backend = PosixFifo(sched, rtprio_limit=lambda: None)
+    policy = Realtime("auto", backend)
+    assert policy.probe() is not None and policy.granted
+    warnings: list[str] = []
+    with realtime.installed(policy):
+        policy.uninstall()
+        policy.install(warn=warnings.append)
+        handler = signal.getsignal(signal.SIGXCPU)
+        assert callable(handler)
+        with policy._lock, backend._lock:
+            handler(signal.SIGXCPU, None)
+    assert len(warnings) == 1 and backend.demoted
+
+
 _SPIN_PAST_RTTIME = """
 import os, resource, sys, threading, time
 from oscsync import realtime, threads

@@ -243,7 +243,9 @@ class PosixFifo:
         self.rtkit = rtkit
         self._rtprio_limit = rtprio_limit if rtprio_limit is not None else _rtprio_limit
         self._rtkit_failed = False
-        self._lock = threading.Lock()
+        # Reentrant: demote_all runs in the SIGXCPU handler, which may interrupt the main
+        # thread inside this lock (a plain Lock would deadlock it).
+        self._lock = threading.RLock()
         self._promoted: dict[int, threading.Thread] = {}
         """Threads granted, by native id (:meth:`demote_all` drops the live ones)."""
         self.demoted = False
@@ -509,7 +511,9 @@ class Realtime:
     """The probe's answer (None before :meth:`probe`, and with ``off``)."""
     granted_roles: dict[str, int] = field(default_factory=dict)
     refused_roles: dict[str, int] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    """Reentrant: :meth:`drop` runs in the SIGXCPU handler, which may interrupt the main thread
+    inside it (:meth:`describe` in a summary)."""
     dropped: str = ""
     """Why real-time priority was dropped while running (``SIGXCPU``), else empty."""
     _installed: tuple[threads.Promoter | None, float] | None = field(default=None, repr=False)
