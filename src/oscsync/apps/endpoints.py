@@ -147,10 +147,10 @@ INBOX_BYTES = 32 * 1024 * 1024
 caps what it holds: 1,024 TCP packets of up to 16 MiB each would otherwise be 16 GiB."""
 
 OWN_ADDRESSES = "/oscsync/"
+"""Where oscsync's own services live (clock pings); a callback cannot take them over."""
 _OSC_ADDRESS = re.compile(r"/[^ \t\r\n#\x00]*")
 """What :meth:`Endpoint.on` takes: what an OSC address (or pattern) can be, as the encoder
 checks what :meth:`Endpoint.send` sends (``codec``)."""
-"""Where oscsync's own services live (clock pings); a callback cannot take them over."""
 
 log = logging.getLogger("oscsync")
 
