@@ -100,11 +100,12 @@ UPDATE_EVERY = 0.1
 """Seconds between servo updates: each fit costs ~1 ms of Python with 1,200 samples a direction."""
 ROOM_WINDOW = 60.0
 ROOM_MEMORY = 600.0
-"""In a room (the leader's sync messages heard) the estimator fits 60 s of samples and remembers
-the path's delay for 10 minutes (:attr:`~oscsync.sync.estimate.EnvelopeEstimator.delay_memory`):
-the reverse direction is dense, 100 samples a second, the forward one sparse once backed off
-(simulated, 64 followers: the onset spread p50 40-90 s after start 0.21 ms with a 30 s window,
-0.18 ms with 60 s)."""
+"""In a room (the leader's sync messages heard) the estimator fits 60 s of samples (of the sync
+messages, 100 a second, it keeps the newest :data:`~oscsync.sync.estimate.MAX_SAMPLES`: ~41 s)
+and remembers the path's delay for 10 minutes
+(:attr:`~oscsync.sync.estimate.EnvelopeEstimator.delay_memory`): the reverse direction is
+dense, 100 samples a second, the forward one sparse once backed off (simulated, 64 followers:
+the onset spread p50 40-90 s after start 0.21 ms with a 30 s window, 0.18 ms with 60 s)."""
 ROOM_UPDATE_EVERY = 0.25
 """Seconds between servo updates in a room: 64 followers on one machine in the lab fit 4 times
 a second each, not 10."""
