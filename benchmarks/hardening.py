@@ -53,6 +53,7 @@ from osc_strategies import mutated
 from oscsync.clock import SystemClock
 from oscsync.osc import codec
 from oscsync.osc import timetag as tt
+from waiting import announced_port
 
 
 def fuzz(cases: int) -> tuple[int, list[str]]:
@@ -96,7 +97,7 @@ def start_dump(*extra: str) -> tuple[subprocess.Popen[str], int]:
         text=True,
     )
     assert proc.stderr is not None
-    port = int(proc.stderr.readline().rsplit(":", 1)[1])
+    port = announced_port(proc.stderr)
     return proc, port
 
 
@@ -152,7 +153,7 @@ def recovery_latency() -> None:
         text=True,
     )
     assert proc.stderr is not None and proc.stdout is not None
-    port = int(proc.stderr.readline().rsplit(":", 1)[1])
+    port = announced_port(proc.stderr)
     latencies: queue.Queue[tuple[int, float]] = queue.Queue()
 
     def reader() -> None:

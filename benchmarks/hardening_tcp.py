@@ -42,9 +42,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from oscsync.net.framing import slip_encode
 from oscsync.sync.ping import encode_ping
+from waiting import announced_port
 
 QUERY_TIMEOUT = 2.0
 TRICKLE_EVERY = 5.0
@@ -62,8 +66,7 @@ class Dump:
             text=True,
         )
         assert self.proc.stderr is not None
-        line = self.proc.stderr.readline()
-        self.port = int(line.rsplit(":", 1)[1])
+        self.port = announced_port(self.proc.stderr)
 
     def cpu(self) -> float:
         with open(f"/proc/{self.proc.pid}/stat") as stat:

@@ -44,9 +44,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
 from oscsync.files.recording import RecordingWriter
 from oscsync.osc import codec
 from oscsync.osc import timetag as tt
+from waiting import announced_port
 
 RECEIVER = r"""
 import json, socket, struct, sys, time
@@ -309,7 +312,7 @@ def flood(work: Path, rate: float, seconds: float) -> dict[str, object]:
         text=True,
     )
     assert recorder.stderr is not None
-    port = int(recorder.stderr.readline().rsplit(":", 1)[1])
+    port = announced_port(recorder.stderr)
     time.sleep(0.5)
     sender = subprocess.Popen(
         [sys.executable, "-c", FLOOD_SENDER, str(port), str(rate), str(seconds)],

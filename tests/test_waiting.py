@@ -8,12 +8,13 @@ asserted on a FakeClock.
 from __future__ import annotations
 
 import ast
+import io
 import itertools
 from pathlib import Path
 
 import pytest
 
-from waiting import let_real_time_pass, wait_until
+from waiting import announced_port, let_real_time_pass, wait_until
 
 TESTS = Path(__file__).resolve().parent
 HELPER = TESTS / "waiting.py"
@@ -74,3 +75,12 @@ def test_letting_real_time_pass_needs_a_reason() -> None:
     with pytest.raises(AssertionError, match="say why"):
         let_real_time_pass(0.0, "")
     let_real_time_pass(0.0, "nothing to wait for")  # returns at once, without an error
+
+
+def test_announced_port_skips_the_notices_before_the_listening_line() -> None:
+    notices = "real-time priority: granted (SCHED_FIFO 6 for the timing threads)\n"
+    assert announced_port(io.StringIO(notices + "listening on 127.0.0.1:53471\n")) == 53471
+    assert announced_port(io.StringIO("listening on tcp://[::1]:9\n")) == 9
+    assert announced_port(io.StringIO(notices + "recording on 127.0.0.1:45840\n")) == 45840
+    with pytest.raises(RuntimeError, match="no port announced"):
+        announced_port(io.StringIO(notices + "Error: port in use\n"))

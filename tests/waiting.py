@@ -9,9 +9,10 @@ nothing when all is well. Timing itself is asserted on a FakeClock, or as figure
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import IO, TypeVar
 
 T = TypeVar("T")
 
@@ -54,3 +55,19 @@ def let_real_time_pass(seconds: float, why: str) -> None:
     end = time.monotonic() + seconds
     # The predicate holds by the deadline, and it is looked at before the timeout is.
     wait_until(lambda: time.monotonic() >= end, timeout=seconds, what=why)
+
+
+def announced_port(stream: IO[str]) -> int:
+    """The port an ``oscsync`` command started with ``:0`` says it took (``listening on
+    HOST:PORT``, ``recording on HOST:PORT``), read from its stderr past the notices before it
+    (``real-time priority: …``). RuntimeError if the stream ends first (the command failed)."""
+    seen: list[str] = []
+    for line in stream:
+        seen.append(line)
+        found = _ANNOUNCED.search(line)
+        if found:
+            return int(found.group(1))
+    raise RuntimeError(f"no port announced: {''.join(seen)!r}")
+
+
+_ANNOUNCED = re.compile(r"^(?:listening|recording) on \S*:(\d+)\s*$")
