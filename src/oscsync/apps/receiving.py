@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only in annotations, so 3.10 runs this module
 
 S = TypeVar("S", bound="Session")
-Note = Callable[[str], None]
 
 
 class _EndpointOptions(TypedDict):
@@ -105,6 +104,38 @@ class SessionSetup:
             **self._endpoint_options(),
         )
 
+    def follower(
+        self,
+        endpoint: udp.Endpoint,
+        sync: str | None,
+        sync_peer: HostPort | None,
+        *,
+        interval: float = follow.INTERVAL,
+        start_interval: float = follow.ACQUIRE_INTERVAL,
+    ) -> ClockFollower | None:
+        """``--sync peer`` on ``endpoint``: a ClockFollower; ``--sync system`` or none: None
+        (timetags as they are).
+
+        It pings every ``start_interval`` for its first seconds (the burst and the acquisition
+        both: by default both 5 ms), then every ``interval`` (``--sync-start-interval``,
+        ``--sync-interval``); with a key its pings are signed and only authenticated pongs and
+        timetags count."""
+        if sync == "system":
+            self.note("clock sync: system (timetags used as they are: this clock is trusted)")
+            return None
+        if sync is None and sync_peer is None:
+            return None
+        peer = None if sync_peer is None else sync_peer.sockaddr
+        return ClockFollower(
+            endpoint,
+            peer=peer,
+            on_warning=self.warn,
+            interval=interval,
+            burst_interval=start_interval,
+            acquire_interval=start_interval,
+            auth=self.auth,
+        )
+
     def _endpoint_options(self) -> _EndpointOptions:
         return _EndpointOptions(
             clock=self.clock,
@@ -113,40 +144,6 @@ class SessionSetup:
             multicast_interface=self.multicast_interface,
             framing=self.framing,
         )
-
-
-def make_follower(
-    endpoint: udp.Endpoint,
-    sync: str | None,
-    sync_peer: HostPort | None,
-    *,
-    note: Note,
-    warn: Note,
-    interval: float = follow.INTERVAL,
-    start_interval: float = follow.ACQUIRE_INTERVAL,
-    auth: PacketAuth | None = None,
-) -> ClockFollower | None:
-    """``--sync peer``: a ClockFollower; ``--sync system`` or none: None (timetags as they are).
-
-    It pings every ``start_interval`` for its first seconds (the burst and the acquisition
-    both: by default both 5 ms), then every ``interval`` (``--sync-start-interval``,
-    ``--sync-interval``); with ``auth`` (a key) its pings are signed and only authenticated
-    pongs and timetags count."""
-    if sync == "system":
-        note("clock sync: system (timetags used as they are: this clock is trusted)")
-        return None
-    if sync is None and sync_peer is None:
-        return None
-    peer = None if sync_peer is None else sync_peer.sockaddr
-    return ClockFollower(
-        endpoint,
-        peer=peer,
-        on_warning=warn,
-        interval=interval,
-        burst_interval=start_interval,
-        acquire_interval=start_interval,
-        auth=auth,
-    )
 
 
 class Session:
@@ -260,15 +257,8 @@ class ReceivingSession(Session):
         """``--sync``: a follower of the leader's clock on this session's endpoint (None for
         ``--sync system`` or none: timetags as they are). With a key (``--key-file``) the
         leader's pongs and timetags must be signed with it."""
-        return make_follower(
-            self.endpoint,
-            sync,
-            sync_peer,
-            note=self.note,
-            warn=self.warn,
-            interval=interval,
-            start_interval=start_interval,
-            auth=self.setup.auth,
+        return self.setup.follower(
+            self.endpoint, sync, sync_peer, interval=interval, start_interval=start_interval
         )
 
     def move_sync_peer(self, peers: Sequence[HostPort]) -> None:

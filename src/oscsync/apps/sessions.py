@@ -26,7 +26,7 @@ from oscsync import audio
 from oscsync.apps import metronome as app_metronome
 from oscsync.apps.grid import StepGrid
 from oscsync.apps.metronome import TICK_METHOD, MetronomeListener, TickRecord, TickSender
-from oscsync.apps.receiving import SendingSession, Session, SessionSetup, make_follower
+from oscsync.apps.receiving import SendingSession, Session, SessionSetup
 from oscsync.apps.sequence import (
     VOICE_METHODS,
     EventRecord,
@@ -328,7 +328,7 @@ class ListenSession(Session, Generic[R]):
         sync_start_interval: float = follow.ACQUIRE_INTERVAL,
     ) -> None:
         """Start receiving; with ``sync``/``sync_peer`` through a clock follower pinging at
-        ``sync_start_interval`` then ``sync_interval`` (:func:`make_follower`), or through
+        ``sync_start_interval`` then ``sync_interval`` (:meth:`SessionSetup.follower`), or through
         ``follower``, built by the caller; and with ``pings_to`` (pair) answering pongs for
         ``--offset auto``'s pings to those peers."""
         self.listening_on = self.endpoint.local_address  # the socket is gone after close()
@@ -337,15 +337,12 @@ class ListenSession(Session, Generic[R]):
             self.clocks = peer_clocks(self.clock, self.endpoint, pings_to, self.setup.auth)
         handler: Callable[[Received], None] = self.listener.on_message
         if follower is None:
-            self.follower = make_follower(
+            self.follower = self.setup.follower(
                 self.endpoint,
                 sync,
                 sync_peer,
-                note=self.note,
-                warn=self.warn,
                 interval=sync_interval,
                 start_interval=sync_start_interval,
-                auth=self.setup.auth,
             )
             follower = self.follower
             if self.follower is not None and self.clocks is not None:
