@@ -45,7 +45,7 @@ from oscsync.apps.netemlink import (
     SenderExpired,
 )
 from oscsync.clock import Clock, SystemClock
-from oscsync.net.hostport import HostPort
+from oscsync.net.hostport import HostPort, is_local_address, plain_ip
 from oscsync.net.listening import bind_error_message
 from oscsync.net.selector import WakeableSelector
 from oscsync.net.udp import TransportError
@@ -69,31 +69,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def _plain(ip: IPAddress) -> IPAddress:
-    """An IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) as the IPv4 address it carries."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
 def _address_key(host: str, port: int) -> tuple[IPAddress, int]:
-    return _plain(ipaddress.ip_address(host.split("%")[0])), port
-
-
-def is_local_address(ip: IPAddress) -> bool:
-    """True when ``ip`` is one of this machine's addresses (a socket can be bound to it)."""
-    ip = _plain(ip)
-    if ip.is_loopback or ip.is_unspecified:
-        return True
-    if ip.is_multicast:
-        return False  # bindable, but a group, not this machine (a loop through one is caught live)
-    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.bind((str(ip), 0))
-    except OSError:
-        return False
-    return True
+    return plain_ip(ipaddress.ip_address(host.split("%")[0])), port
 
 
 def forwards_to_itself(
@@ -110,7 +87,7 @@ def forwards_to_itself(
     """
     if forward.port != listen.port:
         return False
-    here, there = _plain(listen.ip), _plain(forward.ip)
+    here, there = plain_ip(listen.ip), plain_ip(forward.ip)
     if there.is_unspecified:
         # Sending to 0.0.0.0 or :: delivers to this machine (Linux and macOS treat it as local).
         there = ipaddress.ip_address("127.0.0.1" if there.version == 4 else "::1")
@@ -405,7 +382,7 @@ class Relay:
         verdict = self._allow_cache.get(host)
         if verdict is None:
             # A dual-stack listener sees IPv4 senders as ::ffff:a.b.c.d: compare them as IPv4.
-            ip = _plain(ipaddress.ip_address(host.split("%")[0]))
+            ip = plain_ip(ipaddress.ip_address(host.split("%")[0]))
             verdict = any(ip.version == net.version and ip in net for net in self._allow)
             if len(self._allow_cache) >= _ALLOW_CACHE_LIMIT:
                 self._allow_cache.clear()

@@ -286,10 +286,25 @@ def is_own_address(listen: HostPort, peer: HostPort) -> bool:
     return listen.ip.is_unspecified and (peer.ip.is_loopback or is_local_address(peer.ip))
 
 
+def plain_ip(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) as the IPv4 address it carries."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 def is_local_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Whether ``ip`` is one of this machine's addresses. Portable, with no interface list:
     binding a socket to an address succeeds only when it is local (EADDRNOTAVAIL otherwise, on
-    Linux, macOS and Windows; Linux's ``ip_nonlocal_bind`` would make every address local)."""
+    Linux, macOS and Windows; Linux's ``ip_nonlocal_bind`` would make every address local).
+    Loopback and the wildcard are local; a multicast group is not (bindable, but a group)."""
+    ip = plain_ip(ip)
+    if ip.is_loopback or ip.is_unspecified:
+        return True
+    if ip.is_multicast:
+        return False
     family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as probe:
