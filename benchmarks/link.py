@@ -30,7 +30,6 @@ import importlib.util
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,30 +38,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from linkpeer import LinkPeer
+from linkpeer import LinkPeer, interface_names, multicast_route_on_lo
 from metronome import oscsync, start_listener
 from oscsync import audio
 
 RATE = 48_000
-
-
-def only_loopback() -> bool:
-    names = (
-        sorted(name for _, name in socket.if_nameindex()) if hasattr(socket, "if_nameindex") else []
-    )
-    return names == ["lo"]
-
-
-def multicast_route_on_lo() -> bool:
-    """As tests/conftest.py checks it (not imported: conftest turns real-time priority off)."""
-    try:
-        lines = Path("/proc/net/route").read_text().splitlines()[1:]
-    except OSError:
-        return False
-    # 224.0.0.0/4 as the kernel writes it: little-endian hex destination and mask.
-    return any(
-        f[:1] == ["lo"] and f[1] == "000000E0" and f[7] == "000000F0" for f in map(str.split, lines)
-    )
 
 
 def figures(name: str, errors: list[float]) -> str:
@@ -80,7 +60,7 @@ def main() -> int:
     parser.add_argument("--bpm", type=float, default=120.0)
     parser.add_argument("--offset", type=float, default=0.1)
     args = parser.parse_args()
-    if not only_loopback():
+    if interface_names() != ["lo"]:
         print(
             "benchmarks/link.py: run it through scripts/isolated (Link multicasts; here are real interfaces)"
         )

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 import jackharness
 from jackharness import JackServer
+from linkpeer import interface_names, multicast_route_on_lo
 from oscsync.clock import FakeClock
 from waiting import wait_until
 
@@ -98,32 +99,19 @@ def private_jack(
         unusable("jackd", str(exc))
 
 
-def _multicast_route_on_lo() -> bool:
-    try:
-        lines = Path("/proc/net/route").read_text().splitlines()[1:]
-    except OSError:
-        return False
-    # 224.0.0.0/4 as the kernel writes it: little-endian hex destination and mask.
-    return any(
-        f[:1] == ["lo"] and f[1] == "000000E0" and f[7] == "000000F0" for f in map(str.split, lines)
-    )
-
-
 def require_link_network(*modules: str) -> None:
     """Link finds its peers by multicast: its tests run only in a network namespace whose only
     interface is ``lo``, with multicast routed on it (``scripts/isolated``, as ``make test``
     runs pytest), never where a real network could hear them; and with the Link bindings
     (``modules``) installed. Otherwise skipped with the reason, and failed under CI=true."""
     reason = None
-    names = (
-        sorted(name for _, name in socket.if_nameindex()) if hasattr(socket, "if_nameindex") else []
-    )
+    names = interface_names()
     if names != ["lo"]:
         reason = (
             f"Link's multicast must not reach a real network: not in a namespace with only lo "
             f"(interfaces here: {', '.join(names) or 'unknown'}); run pytest through scripts/isolated"
         )
-    elif not _multicast_route_on_lo():
+    elif not multicast_route_on_lo():
         reason = "no 224.0.0.0/4 route on lo: Link's peers cannot find each other (scripts/isolated adds it)"
     else:
         import importlib.util

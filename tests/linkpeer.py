@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,26 @@ from pathlib import Path
 from typing import Any
 
 PROGRAM = Path(__file__).resolve()
+
+
+def interface_names() -> list[str]:
+    """This network namespace's interfaces: Link's multicast may run only where it is ``["lo"]``."""
+    if not hasattr(socket, "if_nameindex"):
+        return []
+    return sorted(name for _, name in socket.if_nameindex())
+
+
+def multicast_route_on_lo() -> bool:
+    """Whether 224.0.0.0/4 is routed on ``lo`` (``scripts/isolated`` adds it): Link's peers find
+    each other only then."""
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    # 224.0.0.0/4 as the kernel writes it: little-endian hex destination and mask.
+    return any(
+        f[:1] == ["lo"] and f[1] == "000000E0" and f[7] == "000000F0" for f in map(str.split, lines)
+    )
 
 
 class LinkPeer:
